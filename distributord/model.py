@@ -1,0 +1,342 @@
+"""The values that cross distributord's boundaries.
+
+Theory of operation
+-------------------
+Everything here is a frozen, keyword-only attrs class: telemetry snapshots, power bounds, a
+client's request and the closed union of results. Nothing here reads a clock or does IO.
+
+* **Unknown is NaN.** Telemetry that did not arrive, or arrived without a value, is ``nan``,
+  never ``None`` and never a guess; the distribution algorithm and the status tracker decide what
+  an unknown value means. Validators therefore only reject values that no telemetry could mean
+  (inverted SoC bounds, misordered power bounds, negative ids); they pass ``nan`` through.
+* **Sign convention.** Watts, passive sign convention: positive charges the battery, negative
+  discharges it.
+* **Requests are validated where they enter.** A :class:`Request` cannot hold a non-finite
+  power, an empty or oversized battery set, or a timeout outside ``(0, 60]`` s; the error names
+  the field. Code behind this boundary does not re-check.
+* **Results are values.** ``Success | PartialFailure | OutOfBounds | Error | Ignored`` is a
+  closed union, handled with ``match`` and ``assert_never``; a failed request is a result, not
+  an exception.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import math
+from collections.abc import Mapping
+from typing import Any, TypeAlias
+
+import attrs
+
+MAX_BATTERIES_PER_REQUEST = 1024
+"""The protocol's cap on one request's battery set; keeps one request's work bounded."""
+
+MAX_REQUEST_TIMEOUT_S = 60.0
+"""The protocol's cap on a request's deadline: longer than any sane inverter round trip."""
+
+
+class StateCode(enum.StrEnum):
+    """A component's state code, as the Microgrid API v1 reports it (prefix dropped)."""
+
+    UNSPECIFIED = "unspecified"
+    UNKNOWN = "unknown"
+    UNAVAILABLE = "unavailable"
+    SWITCHING_OFF = "switching_off"
+    OFF = "off"
+    SWITCHING_ON = "switching_on"
+    STANDBY = "standby"
+    READY = "ready"
+    CHARGING = "charging"
+    DISCHARGING = "discharging"
+    ERROR = "error"
+    EV_CHARGING_CABLE_UNPLUGGED = "ev_charging_cable_unplugged"
+    EV_CHARGING_CABLE_PLUGGED_AT_STATION = "ev_charging_cable_plugged_at_station"
+    EV_CHARGING_CABLE_PLUGGED_AT_EV = "ev_charging_cable_plugged_at_ev"
+    EV_CHARGING_CABLE_LOCKED_AT_STATION = "ev_charging_cable_locked_at_station"
+    EV_CHARGING_CABLE_LOCKED_AT_EV = "ev_charging_cable_locked_at_ev"
+    RELAY_OPEN = "relay_open"
+    RELAY_CLOSED = "relay_closed"
+    PRECHARGER_OPEN = "precharger_open"
+    PRECHARGER_PRECHARGING = "precharger_precharging"
+    PRECHARGER_CLOSED = "precharger_closed"
+
+
+def _non_negative_id(_: Any, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{attribute.name} must be a non-negative integer, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class PowerBounds:
+    """Allowed active power of one component or of a set, in W.
+
+    Allowed values are ``0``, ``[inclusion_lower, exclusion_lower]`` and
+    ``[exclusion_upper, inclusion_upper]``. Finite values must be ordered
+    ``inclusion_lower <= exclusion_lower <= 0 <= exclusion_upper <= inclusion_upper``;
+    ``nan`` means unknown.
+    """
+
+    inclusion_lower: float
+    exclusion_lower: float
+    exclusion_upper: float
+    inclusion_upper: float
+
+    def __attrs_post_init__(self) -> None:
+        chain = (
+            ("inclusion_lower", self.inclusion_lower),
+            ("exclusion_lower", self.exclusion_lower),
+            ("zero", 0.0),
+            ("exclusion_upper", self.exclusion_upper),
+            ("inclusion_upper", self.inclusion_upper),
+        )
+        known = [(name, value) for name, value in chain if not math.isnan(value)]
+        for (low_name, low), (high_name, high) in itertools.pairwise(known):
+            if low > high:
+                raise ValueError(
+                    f"power bounds out of order: {low_name} ({low}) > {high_name} ({high}); "
+                    "expected inclusion_lower <= exclusion_lower <= 0 <= exclusion_upper "
+                    "<= inclusion_upper"
+                )
+
+    @classmethod
+    def unknown(cls) -> PowerBounds:
+        """Bounds that were not reported (all four ``nan``)."""
+        nan = math.nan
+        return cls(
+            inclusion_lower=nan, exclusion_lower=nan, exclusion_upper=nan, inclusion_upper=nan
+        )
+
+    @classmethod
+    def symmetric(cls, limit_w: float, minimum_w: float = 0.0) -> PowerBounds:
+        """``[-limit, -minimum] ∪ {0} ∪ [minimum, limit]``."""
+        return cls(
+            inclusion_lower=-limit_w,
+            exclusion_lower=-minimum_w,
+            exclusion_upper=minimum_w,
+            inclusion_upper=limit_w,
+        )
+
+    @property
+    def is_known(self) -> bool:
+        """Whether all four values are known (not ``nan``)."""
+        return not any(
+            math.isnan(v)
+            for v in (
+                self.inclusion_lower,
+                self.exclusion_lower,
+                self.exclusion_upper,
+                self.inclusion_upper,
+            )
+        )
+
+
+@attrs.frozen(kw_only=True)
+class BatterySnapshot:
+    """The latest telemetry of one battery.
+
+    Attributes:
+        component_id: The battery's component id.
+        sampled_at: When the newest of its samples was taken, in seconds since the Unix epoch
+            (UTC), as the microgrid reports it.
+        received_at: When the link received it, on the daemon's monotonic clock (seconds).
+        soc_pct: State of charge, %.
+        soc_lower_pct: Lowest SoC the battery may be discharged to, %.
+        soc_upper_pct: Highest SoC the battery may be charged to, %.
+        capacity_wh: Usable capacity, Wh.
+        power_w: Measured DC power, W.
+        bounds: The battery's own power bounds.
+        states: State codes.
+        errors: Error codes (names); any error makes the battery unhealthy.
+        warnings: Warning codes (names); they never change status.
+    """
+
+    component_id: int = attrs.field(validator=_non_negative_id)
+    sampled_at: float
+    received_at: float
+    soc_pct: float
+    soc_lower_pct: float
+    soc_upper_pct: float
+    capacity_wh: float
+    power_w: float = math.nan
+    bounds: PowerBounds
+    states: frozenset[StateCode] = frozenset()
+    errors: frozenset[str] = frozenset()
+    warnings: frozenset[str] = frozenset()
+
+    def __attrs_post_init__(self) -> None:
+        if self.soc_lower_pct > self.soc_upper_pct:  # False when either is nan
+            raise ValueError(
+                f"battery {self.component_id}: soc_lower_pct ({self.soc_lower_pct}) > "
+                f"soc_upper_pct ({self.soc_upper_pct})"
+            )
+
+
+@attrs.frozen(kw_only=True)
+class InverterSnapshot:
+    """The latest telemetry of one inverter.
+
+    Attributes:
+        component_id: The inverter's component id.
+        sampled_at: When the newest of its samples was taken, in seconds since the Unix epoch.
+        received_at: When the link received it, on the daemon's monotonic clock (seconds).
+        active_power_w: Measured AC active power, W.
+        bounds: The inverter's active power bounds.
+        states: State codes.
+        errors: Error codes (names).
+        warnings: Warning codes (names).
+    """
+
+    component_id: int = attrs.field(validator=_non_negative_id)
+    sampled_at: float
+    received_at: float
+    active_power_w: float = math.nan
+    bounds: PowerBounds
+    states: frozenset[StateCode] = frozenset()
+    errors: frozenset[str] = frozenset()
+    warnings: frozenset[str] = frozenset()
+
+
+def _finite_power(_: Any, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{attribute.name} must be a finite number of watts, got {value!r}")
+
+
+def _battery_set(_: Any, attribute: attrs.Attribute[frozenset[int]], value: frozenset[int]) -> None:
+    if not isinstance(value, frozenset):
+        raise TypeError(f"{attribute.name} must be a frozenset of battery ids, got {value!r}")
+    if not value:
+        raise ValueError(f"{attribute.name} must name at least one battery")
+    if len(value) > MAX_BATTERIES_PER_REQUEST:
+        raise ValueError(
+            f"{attribute.name} names {len(value)} batteries; "
+            f"at most {MAX_BATTERIES_PER_REQUEST} are allowed"
+        )
+    bad = sorted(
+        (b for b in value if isinstance(b, bool) or not isinstance(b, int) or b < 0), key=repr
+    )
+    if bad:
+        raise ValueError(f"{attribute.name} must hold non-negative integer ids, got {bad!r}")
+
+
+def _timeout(_: Any, attribute: attrs.Attribute[float], value: float) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0.0 < value <= MAX_REQUEST_TIMEOUT_S
+    ):
+        raise ValueError(
+            f"{attribute.name} must be a number in (0, {MAX_REQUEST_TIMEOUT_S:g}] s, got {value!r}"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Request:
+    """A client's request: charge (+) or discharge (-) a set of batteries with a total power.
+
+    Attributes:
+        power_w: Total active power for the set, W. Finite.
+        batteries: Battery component ids (1 to 1024 of them).
+        request_timeout_s: Deadline for all inverter commands of this request, s.
+        adjust_power: Whether power beyond the set's bounds is trimmed (``True``) or the request
+            is refused as out of bounds (``False``).
+        include_broken_batteries: Whether batteries that are not working take part anyway.
+    """
+
+    power_w: float = attrs.field(validator=_finite_power)
+    batteries: frozenset[int] = attrs.field(validator=_battery_set)
+    request_timeout_s: float = attrs.field(default=5.0, validator=_timeout)
+    adjust_power: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    include_broken_batteries: bool = attrs.field(
+        default=False, validator=attrs.validators.instance_of(bool)
+    )
+
+
+@attrs.frozen(kw_only=True)
+class Success:
+    """Every commanded inverter accepted its setpoint.
+
+    Attributes:
+        request: The request this answers.
+        succeeded_power_w: Total power commanded to batteries whose command succeeded.
+        succeeded_batteries: Batteries whose command succeeded.
+        excess_power_w: Requested power that could not be placed (same sign as the request).
+        distribution: Battery id to commanded power, W.
+        reasons: Battery id to why it got that power (see ``distribution.Reason``).
+    """
+
+    request: Request
+    succeeded_power_w: float
+    succeeded_batteries: frozenset[int]
+    excess_power_w: float
+    distribution: Mapping[int, float]
+    reasons: Mapping[int, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class PartialFailure:
+    """Some inverter commands failed or timed out.
+
+    Attributes:
+        request: The request this answers.
+        succeeded_power_w: Total power commanded to batteries whose command succeeded
+            (the reference design counted failed power here too; we do not).
+        succeeded_batteries: Batteries whose command succeeded.
+        failed_power_w: Total power commanded to batteries whose command failed.
+        failed_batteries: Batteries whose command failed or timed out.
+        excess_power_w: Requested power that could not be placed (same sign as the request).
+        distribution: Battery id to commanded power, W.
+        reasons: Battery id to why it got that power.
+    """
+
+    request: Request
+    succeeded_power_w: float
+    succeeded_batteries: frozenset[int]
+    failed_power_w: float
+    failed_batteries: frozenset[int]
+    excess_power_w: float
+    distribution: Mapping[int, float]
+    reasons: Mapping[int, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class OutOfBounds:
+    """The request lies outside what the usable batteries can take; nothing was commanded.
+
+    Attributes:
+        request: The request this answers.
+        bounds: The aggregate bounds of the usable batteries.
+    """
+
+    request: Request
+    bounds: PowerBounds
+
+
+@attrs.frozen(kw_only=True)
+class Error:
+    """The request could not be served at all; nothing was commanded.
+
+    Attributes:
+        request: The request this answers.
+        message: Why, naming the offending battery ids.
+    """
+
+    request: Request
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class Ignored:
+    """A newer request for the same batteries replaced this one before it ran.
+
+    Attributes:
+        request: The request this answers.
+        message: Why it was ignored.
+    """
+
+    request: Request
+    message: str
+
+
+Result: TypeAlias = Success | PartialFailure | OutOfBounds | Error | Ignored
+"""The closed union of outcomes of a :class:`Request`."""
