@@ -175,14 +175,26 @@ def reachable_cap(fleet: Sequence[Pair], charging: bool) -> float:
     return math.fsum(r[3] for r in rows if r[5] is None)
 
 
+def largest_minimum(fleet: Sequence[Pair], charging: bool) -> float:
+    """The largest exclusion minimum among the pairs that can take power in one direction."""
+    rows = [p.charge_row if charging else p.discharge_row for p in fleet]
+    return max((r[7] for r in rows if r[2] is None), default=0.0)
+
+
 @st.composite
 def requests_for(draw: st.DrawFn, fleet: Sequence[Pair], *, exact: bool = True) -> float:
-    """A power for ``fleet``: 0, near 0, or up to 1.5 times what it can take, either sign."""
+    """A power for ``fleet``, either sign.
+
+    0, near 0, near the exclusion minimums (where pairs must be dropped or raised), or up to
+    1.5 times what the fleet can take.
+    """
     charging = draw(st.booleans())
-    scale = max(1.0, 1.5 * reachable_cap(fleet, charging))
-    kind = draw(st.sampled_from(["scaled", "zero", "tiny", "scaled", "scaled"]))
+    kind = draw(st.sampled_from(["scaled", "zero", "tiny", "small", "scaled", "scaled"]))
     if kind == "zero":
         return 0.0
+    scale = max(1.0, 1.5 * reachable_cap(fleet, charging))
+    if kind == "small":
+        scale = max(1.0, min(scale, 3.0 * largest_minimum(fleet, charging)))
     if kind == "tiny":
         magnitude = draw(st.floats(0.0, 1e-9))
     elif exact:

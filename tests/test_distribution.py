@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 import pytest
@@ -46,12 +46,12 @@ class Quantities:
         )
 
 
-def _merge(a: float, b: float, tighter: type[min] | type[max]) -> float:  # type: ignore[valid-type]
+def _merge(a: float, b: float, tighter: Callable[[float, float], float]) -> float:
     if math.isnan(a):
         return b
     if math.isnan(b):
         return a
-    return tighter(a, b)  # type: ignore[no-any-return, misc]
+    return tighter(a, b)
 
 
 def quantities(pair: Pair, charging: bool) -> Quantities:
@@ -166,31 +166,69 @@ def test_soc_limits_pairs_with_zero_weight_get_exactly_zero(
             }
 
 
-@given(st.data(), fleets(exact=False), exponents)
+@given(st.data(), st.booleans(), exponents)
 def test_order_independence_permuting_the_input_changes_nothing(
-    data: st.DataObject, fleet: list[Pair], e: float
+    data: st.DataObject, duplicates: bool, e: float
 ) -> None:
+    # Fleets of copies make ties (equal weights, equal ratios) common: tie-breaking must not
+    # depend on the input order.
+    fleet = data.draw(fleets(exact=not duplicates, duplicates=duplicates))
     power = data.draw(requests_for(fleet, exact=False))
     shuffled = data.draw(st.permutations(fleet))
     assert run(power, fleet, e) == run(power, shuffled, e)
 
 
-def mirrored(pair: Pair) -> Pair:
-    b = pair.battery
-    flip = lambda pb: PowerBounds(  # noqa: E731
+def weight(q: Quantities, e: float) -> float:
+    return q.capacity * math.pow(q.available, e)
+
+
+@given(st.data(), fleets(exact=False), exponents)
+def test_water_filling_every_pair_at_one_level_unless_a_bound_holds_it(
+    data: st.DataObject, fleet: list[Pair], e: float
+) -> None:
+    """The optimality conditions of the split.
+
+    One level λ for all pairs following it, caps at or below it, minimums at or above it.
+    """
+    power = data.draw(requests_for(fleet, exact=False))
+    result = run(power, fleet, e)
+    qs = {p.battery_id: quantities(p, power > 0) for p in fleet}
+    levels = [
+        abs(result.setpoints[b]) / weight(qs[b], e)
+        for b, why in result.reasons.items()
+        if why is Reason.PROPORTIONAL and weight(qs[b], e) > 1e-200
+    ]
+    if not levels:
+        return
+    level = max(levels)
+    assert min(levels) >= level * (1 - 1e-9), "pairs following the level share one x/w"
+    for b, why in result.reasons.items():
+        w = weight(qs[b], e)
+        if why is Reason.CAPPED and w > 0:
+            assert qs[b].cap <= level * w * (1 + 1e-9), (b, "capped although its share fits")
+        if why is Reason.RAISED_TO_MINIMUM:
+            assert qs[b].minimum >= level * w * (1 - 1e-9), (b, "raised although its share fits")
+
+
+def flipped(pb: PowerBounds) -> PowerBounds:
+    return PowerBounds(
         inclusion_lower=-pb.inclusion_upper,
         exclusion_lower=-pb.exclusion_upper,
         exclusion_upper=-pb.exclusion_lower,
         inclusion_upper=-pb.inclusion_lower,
     )
+
+
+def mirrored(pair: Pair) -> Pair:
+    b = pair.battery
     return make_pair(
         b.component_id,
         soc=b.soc_lower_pct + b.soc_upper_pct - b.soc_pct,
         soc_lower=b.soc_lower_pct,
         soc_upper=b.soc_upper_pct,
         capacity=b.capacity_wh,
-        battery_bounds=flip(b.bounds),
-        inverter_bounds=flip(pair.inverter.bounds),
+        battery_bounds=flipped(b.bounds),
+        inverter_bounds=flipped(pair.inverter.bounds),
         inverter_id=pair.inverter_id,
     )
 
@@ -319,8 +357,10 @@ def broken_fleets(draw: st.DrawFn) -> list[Pair]:
         )
         b, i = pair.battery, pair.inverter
         value = draw(st.sampled_from(bad))
-        if field in {"soc", "capacity"}:
-            b = attrs.evolve(b, **{"soc_pct" if field == "soc" else "capacity_wh": value})
+        if field == "soc":
+            b = attrs.evolve(b, soc_pct=value)
+        elif field == "capacity":
+            b = attrs.evolve(b, capacity_wh=value)
         elif field == "soc_lower":
             b = attrs.evolve(b, soc_lower_pct=value if value != math.inf else math.nan)
         elif field == "soc_upper":
@@ -546,6 +586,25 @@ def test_the_search_stops_at_its_budget_with_a_valid_answer(
     # Two steps only reach {A}: 600 W, valid, short of the exact answer.
     assert result.setpoints == {1: 600.0, 2: 0.0, 3: 0.0}
     assert result.remaining_w == 400.0
+
+
+@pytest.mark.parametrize("order", [(1, 2, 3), (3, 2, 1), (2, 3, 1)])
+def test_ties_are_broken_by_battery_id_whatever_the_input_order(order: tuple[int, ...]) -> None:
+    # Three identical pairs, 200 W minimums, 250 W: one pair runs, and it is the same one
+    # whatever order the pairs come in.
+    pairs = {b: battery(b, 50, 10, 90, 10_000, 1000, minimum=200) for b in (1, 2, 3)}
+    result = distribute(250, [pairs[b] for b in order])
+    assert result.setpoints == {1: 0.0, 2: 0.0, 3: 250.0}
+
+
+def test_a_free_pair_within_rounding_of_its_cap_is_held_at_the_cap() -> None:
+    # The final guard of the exact recomputation: a level computed exactly can still put a
+    # pair classified as free a hair above its cap. Drive it directly with such a case.
+    target = 2000.0 * (1 + 1e-13)
+    _, xs, _ = distribution._assemble(
+        target, [1.0, 1.0], [0.0, 0.0], [1000.0, 1000.0], [False, False], [], [], 0.0
+    )
+    assert xs == [1000.0, 1000.0]
 
 
 def test_split_places_all_of_it_when_caps_exceed_the_target_exactly_at_the_boundary() -> None:

@@ -1,0 +1,7 @@
+"""``python -m distributord`` is ``distributord``."""
+
+import sys
+
+from distributord.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m distributord.bench.<name>``; each prints its figures."""
