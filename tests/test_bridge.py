@@ -1,0 +1,233 @@
+"""The trio ↔ asyncio bridge, on plain asyncio coroutines (no gRPC needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+import trio.testing
+
+from distributord.bridge import Bridge, open_bridge
+from distributord.errors import LinkDownError
+
+
+class Marker:
+    """A thread-safe flag the asyncio side sets and the trio side waits for (no polling)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.at = 0.0
+
+    def set(self) -> None:
+        self.at = time.monotonic()
+        self._event.set()
+
+    async def wait(self, limit_s: float = 5.0) -> bool:
+        """Whether it was set within ``limit_s`` (the thread waits no longer than that)."""
+        return await trio.to_thread.run_sync(self._event.wait, limit_s)
+
+
+async def test_call_returns_the_coroutines_result() -> None:
+    async with open_bridge() as bridge:
+
+        async def work() -> tuple[str, bool]:
+            await asyncio.sleep(0)
+            return threading.current_thread().name, asyncio.get_running_loop().is_running()
+
+        name, running = await bridge.call(work)
+    assert name == "distributord-grpc-loop"
+    assert running
+
+
+async def test_errors_cross_translated() -> None:
+    def translate(error: BaseException) -> BaseException | None:
+        return LinkDownError(f"translated {error}") if isinstance(error, KeyError) else None
+
+    async with open_bridge(translate) as bridge:
+
+        async def fails() -> None:
+            raise KeyError("x")
+
+        async def other() -> None:
+            raise ValueError("kept")
+
+        with pytest.raises(LinkDownError, match="translated 'x'"):
+            await bridge.call(fails)
+        with pytest.raises(ValueError, match="kept"):
+            await bridge.call(other)
+
+
+async def test_a_trio_cancel_cancels_the_asyncio_task_within_50_ms() -> None:
+    cancelled = Marker()
+    running = Marker()
+    async with open_bridge() as bridge:
+
+        async def hangs() -> None:
+            running.set()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        with trio.move_on_after(10) as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(bridge.call, hangs)
+                assert await running.wait()
+                cancel_at = time.monotonic()
+                nursery.cancel_scope.cancel()
+        assert not scope.cancelled_caught
+        assert await cancelled.wait(1.0)
+    assert cancelled.at - cancel_at < 0.050
+
+
+async def test_100_concurrent_calls_with_5_hanging_finish_at_the_deadline() -> None:
+    finished: dict[int, int] = {}
+    cancelled = 0
+    lock = threading.Lock()
+    async with open_bridge() as bridge:
+
+        def work(k: int):  # type: ignore[no-untyped-def]
+            async def run() -> int:
+                nonlocal cancelled
+                try:
+                    await asyncio.sleep(3600 if k % 20 == 0 else 0.01)
+                except asyncio.CancelledError:
+                    with lock:
+                        cancelled += 1
+                    raise
+                return k
+
+            return run
+
+        async def one(k: int) -> None:
+            finished[k] = await bridge.call(work(k))
+
+        start = trio.current_time()
+        with trio.move_on_after(0.2):
+            async with trio.open_nursery() as nursery:
+                for k in range(100):
+                    nursery.start_soon(one, k)
+        elapsed = trio.current_time() - start
+
+        async def count() -> int:
+            await asyncio.sleep(0)  # let the cancellations run on the loop
+            return cancelled
+
+        assert await bridge.call(count) == 5
+    assert sorted(finished) == [k for k in range(100) if k % 20]
+    assert 0.2 <= elapsed < 0.35
+
+
+async def stream_of(items: list[int], *, then: BaseException | None = None) -> AsyncIterator[int]:
+    for item in items:
+        yield item
+    if then is not None:
+        raise then
+
+
+async def test_a_stream_delivers_in_order_and_ends() -> None:
+    async with (
+        open_bridge() as bridge,
+        bridge.open_stream(lambda: stream_of(list(range(10)))) as stream,
+    ):
+        got = [item async for item in stream]
+    assert got == list(range(10))
+
+
+async def test_a_stream_error_reaches_the_consumer() -> None:
+    async with open_bridge() as bridge:
+        async with bridge.open_stream(
+            lambda: stream_of([1, 2], then=RuntimeError("boom"))
+        ) as stream:
+            assert await stream.receive() == 1
+            assert await stream.receive() == 2
+            with pytest.raises(RuntimeError, match="boom"):
+                await stream.receive()
+        with pytest.raises(trio.EndOfChannel):
+            async with bridge.open_stream(lambda: stream_of([])) as empty:
+                await empty.receive()
+
+
+async def test_leaving_a_stream_cancels_it_on_the_loop() -> None:
+    cancelled = Marker()
+
+    async def endless() -> AsyncIterator[int]:
+        try:
+            k = 0
+            while True:
+                yield k
+                k += 1
+                await asyncio.sleep(0.001)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async with open_bridge() as bridge:
+        async with bridge.open_stream(endless) as stream:
+            assert await stream.receive() == 0
+            left_at = time.monotonic()
+        assert await cancelled.wait(1.0)
+    assert cancelled.at - left_at < 0.050
+
+
+async def test_a_slow_consumer_gets_the_newest_messages_and_a_drop_count() -> None:
+    produced = Marker()
+
+    async def burst() -> AsyncIterator[int]:
+        for k in range(100):
+            yield k
+        produced.set()
+        await asyncio.sleep(3600)
+
+    async with open_bridge() as bridge, bridge.open_stream(burst, buffer=8) as stream:
+        assert await produced.wait()
+        await bridge.call(_loop_turn)  # the last messages have been handed over
+        await trio.testing.wait_all_tasks_blocked()
+        got = [await stream.receive() for _ in range(8)]
+    assert got == list(range(92, 100))
+    assert stream.dropped == 92
+    assert stream.received == 100
+
+
+async def _loop_turn() -> None:
+    await asyncio.sleep(0)
+
+
+async def test_calls_after_close_fail_clearly() -> None:
+    async with open_bridge() as bridge:
+        kept: Bridge = bridge
+    with pytest.raises(LinkDownError, match="closed"):
+        await kept.call(_loop_turn)
+
+
+async def test_threads_do_not_grow_with_streams() -> None:
+    async def quiet() -> AsyncIterator[int]:
+        await asyncio.sleep(3600)
+        yield 0
+
+    before = threading.active_count()
+    async with open_bridge() as bridge:
+        with_bridge = threading.active_count()
+        async with trio.open_nursery() as nursery:
+            opened = trio.Semaphore(0)
+
+            async def hold() -> None:
+                async with bridge.open_stream(quiet):
+                    opened.release()
+                    await trio.sleep_forever()
+
+            for _ in range(1000):
+                nursery.start_soon(hold)
+            for _ in range(1000):
+                await opened.acquire()
+            await bridge.call(_loop_turn)
+            assert threading.active_count() == with_bridge
+            nursery.cancel_scope.cancel()
+    assert with_bridge == before + 1
+    assert await trio.to_thread.run_sync(lambda: True)  # the loop thread has gone
+    assert threading.active_count() <= before + 1
