@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import socket
@@ -350,3 +351,28 @@ async def test_lifetime_expiry_drives_the_inverter_to_zero(
     await link.set_active_power(2004, 2000.0, 10)  # 10 s × lifetime_scale 0.01 = 0.1 s
     assert sim.setpoint(2004) == 2000.0
     await sim_wait(sim, lambda s: s.setpoint(2004) == 0.0)
+
+
+async def test_a_burst_of_1500_streams_all_open() -> None:
+    """A burst of more than ~1,000 new streams loses some to CANCELLED; the link takes turns."""
+    with Simulator(uniform_fleet(750, seed=3), telemetry_hz=2.0) as big:
+        sink = RecordingSink()
+        components = [*big.battery_ids, *big.inverter_ids]
+        async with open_link(big.address) as link:
+            with trio.fail_after(60):
+                async with trio.open_nursery() as nursery:
+                    for component in components:
+                        nursery.start_soon(
+                            functools.partial(
+                                serve_telemetry,
+                                link,
+                                component,
+                                battery=component < 2000,
+                                sink=sink,
+                                max_data_age_s=10.0,
+                                silence_s=30.0,
+                            )
+                        )
+                    await sink.wait(lambda: len(sink.snapshots) == len(components))
+                    nursery.cancel_scope.cancel()
+        assert sum(len(g) for g in sink.gaps.values()) == 0
