@@ -44,6 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from distributord.bench.distribution import main as bench
 
         return bench(["--rounds", "3"])
+    if args.command == "sim":
+        # Imported here: grpc is loaded only by the commands that serve.
+        from distributord.sim.server import main as sim
+
+        return sim(port=args.port, batteries=args.batteries, scenario=args.scenario, seed=args.seed)
     print(f"distributord {args.command}: not available yet", file=sys.stderr)
     return 2
 

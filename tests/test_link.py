@@ -354,8 +354,15 @@ async def test_lifetime_expiry_drives_the_inverter_to_zero(
 
 
 async def test_a_burst_of_1500_streams_all_open() -> None:
-    """A burst of more than ~1,000 new streams loses some to CANCELLED; the link takes turns."""
-    with Simulator(uniform_fleet(750, seed=3), telemetry_hz=2.0) as big:
+    """All of a burst of 1,500 new streams open.
+
+    A server with grpc's default limit of 1,000 pending calls cancels some of a bigger burst;
+    the link takes turns.
+    """
+    default_server = {"grpc.server.max_pending_requests": 1000}
+    with Simulator(
+        uniform_fleet(750, seed=3), telemetry_hz=2.0, server_options=default_server
+    ) as big:
         sink = RecordingSink()
         components = [*big.battery_ids, *big.inverter_ids]
         async with open_link(big.address) as link:

@@ -283,7 +283,9 @@ class Reference:
             if side is None:
                 return False
             taken, healthy = side
-            if not healthy or now - taken >= SETTINGS.max_data_age_s:
+            # Fresh until taken + max_data_age: the deadline a timer fires at. (Written as
+            # `now - taken >= age` it disagrees by rounding exactly at that deadline.)
+            if not healthy or now >= taken + SETTINGS.max_data_age_s:
                 return False
         return True
 

@@ -1,0 +1,559 @@
+"""What the simulator simulates: components, their limits, their faults; and the TOML parser.
+
+Theory of operation
+-------------------
+A :class:`Scenario` is a frozen value: batteries, inverters (each naming the batteries it
+feeds), per-component :class:`Faults`, a speed factor and a telemetry rate. The topology is
+derived from it: grid (id 1) → meter (id 2) → every inverter → its batteries; a battery that
+no inverter names hangs off the meter directly, so the graph stays connected and the daemon sees
+"no inverter". Naming a battery from two inverters, or two batteries from one inverter, gives
+the other odd shapes the daemon must detect.
+
+Every key has one name, its TOML path (``battery[0].soc_pct``, ``faults.2001.command_error``),
+and every invariant is checked by the value types themselves, so a scenario built in Python and
+one read from a file fail the same way: a :class:`ScenarioError` that names the key (and the file,
+when there is one). The parser only adds what a file can get wrong on top: unknown keys and wrong
+types.
+
+Components come from exactly one source: explicit ``[[battery]]``/``[[inverter]]`` tables, or a
+uniform fleet (``[fleet]``, ``--batteries N``; see :func:`uniform_fleet`), never both, so that
+every key in an error message points into the file.
+
+Pure: no IO (the caller reads the file), no clock, no grpc.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import tomllib
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+import attrs
+
+from distributord.topology import Category
+
+GRID_ID = 1
+"""The grid connection point: the root of the component graph."""
+
+METER_ID = 2
+"""The site meter, between the grid and every inverter."""
+
+FLEET_BATTERY_BASE = 1000
+"""Fleet batteries are 1001..1000+n: four digits, so ids line up in the demo's tables."""
+
+FLEET_INVERTER_BASE = 2000
+"""Fleet inverters are 2001..2000+n: battery id + 1000, easy to pair by eye."""
+
+MAX_FLEET = FLEET_INVERTER_BASE - FLEET_BATTERY_BASE
+"""Beyond 1000 batteries the battery ids would run into the inverter ids."""
+
+DEFAULT_FLEET = 4
+"""Batteries in the fleet when nothing says how many: enough for convergence to show."""
+
+FLEET_SOC_RANGE = (20.0, 80.0)
+"""Fleet SoCs are spread (by the seed) inside this range, well inside the default SoC bounds."""
+
+DEFAULT_SPEED = 1.0
+"""Real time. The demo uses e.g. 60 so that SoC moves visibly within minutes."""
+
+DEFAULT_TELEMETRY_HZ = 10.0
+"""The spec's default telemetry rate."""
+
+MAX_TELEMETRY_HZ = 100.0
+"""Faster than any daemon needs; keeps the tick period (10 ms) above the cost of one tick."""
+
+STATUS_CODES = frozenset(
+    {
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    }
+)
+"""gRPC status code names a command can fail with (``grpc.StatusCode`` without ``OK``, spelled
+out so that this module need not import grpc)."""
+
+NAN_METRICS = frozenset({"soc", "capacity", "power"})
+"""The metrics a fault can turn into NaN (an inverter has only ``power``)."""
+
+
+class ScenarioError(ValueError):
+    """A scenario is invalid: the fault is in the scenario (its author's, or the file's).
+
+    Attributes:
+        problem: What is wrong.
+        key: The TOML path of the offending key (``battery[1].soc_pct``), or ``""``.
+        source: The file (or ``"--batteries"``) it came from, or ``""``.
+    """
+
+    def __init__(self, problem: str, *, key: str = "", source: str = "") -> None:
+        self.problem = problem
+        self.key = key
+        self.source = source
+        super().__init__(": ".join(part for part in (source, key, problem) if part))
+
+    def within(self, prefix: str = "", *, source: str = "") -> ScenarioError:
+        """The same error, its key placed under ``prefix`` and attributed to ``source``."""
+        key = ".".join(part for part in (prefix, self.key) if part)
+        return ScenarioError(self.problem, key=key, source=self.source or source)
+
+
+def _require(ok: bool, key: str, problem: str) -> None:
+    if not ok:
+        raise ScenarioError(problem, key=key)
+
+
+def _check_between(key: str, value: float, low: float, high: float) -> None:
+    # `not (low <= value <= high)` also rejects nan.
+    _require(low <= value <= high, key, f"must be between {low:g} and {high:g}, got {value!r}")
+
+
+def _check_id(key: str, value: int) -> None:
+    _require(value > 0, key, f"must be a positive integer, got {value!r}")
+
+
+def _strings(values: Iterable[str]) -> frozenset[str]:
+    return frozenset(values)
+
+
+@attrs.frozen(kw_only=True)
+class Faults:
+    """What goes wrong with one component. The default is nothing.
+
+    Attributes:
+        command_latency_s: Each command waits this long before it is handled.
+        command_error: Each command fails with this gRPC status code name (after the latency).
+        command_hang: Each command waits until the client cancels it (after the latency).
+        nan_metrics: These metrics (``"soc"``, ``"capacity"``, ``"power"``) are sent as NaN.
+        missing_bounds: The power metric is sent without bounds; a battery's SoC too.
+        error_state: States are ``[ERROR]`` and errors ``["internal"]``.
+        stream_silence: Streams stay open but nothing is sent on them.
+        refuse_streams: New streams fail with ``UNAVAILABLE`` at once.
+    """
+
+    command_latency_s: float = 0.0
+    command_error: str | None = None
+    command_hang: bool = False
+    nan_metrics: frozenset[str] = attrs.field(default=frozenset(), converter=_strings)
+    missing_bounds: bool = False
+    error_state: bool = False
+    stream_silence: bool = False
+    refuse_streams: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        _check_between("command_latency_s", self.command_latency_s, 0.0, math.inf)
+        _require(
+            self.command_latency_s != math.inf, "command_latency_s", "must be finite (use hang)"
+        )
+        _require(
+            self.command_error is None or self.command_error in STATUS_CODES,
+            "command_error",
+            f"must be a gRPC status code name such as 'UNAVAILABLE', got {self.command_error!r}",
+        )
+        unknown = self.nan_metrics - NAN_METRICS
+        _require(
+            not unknown,
+            "nan_metrics",
+            f"unknown metrics {sorted(unknown)}; known: {sorted(NAN_METRICS)}",
+        )
+
+
+@attrs.frozen(kw_only=True)
+class BatterySpec:
+    """One battery.
+
+    Attributes:
+        id: Component id.
+        soc_pct: State of charge at start, %.
+        soc_lower_pct: Below or at this SoC it cannot discharge, %.
+        soc_upper_pct: Above or at this SoC it cannot charge, %.
+        capacity_wh: Usable capacity, Wh.
+        power_limit_w: It takes at most this much power either way, W.
+    """
+
+    id: int
+    soc_pct: float
+    soc_lower_pct: float = 10.0
+    soc_upper_pct: float = 90.0
+    capacity_wh: float = 10_000.0
+    power_limit_w: float = 5_000.0
+
+    def __attrs_post_init__(self) -> None:
+        _check_id("id", self.id)
+        _check_between("soc_pct", self.soc_pct, 0.0, 100.0)
+        _check_between("soc_lower_pct", self.soc_lower_pct, 0.0, 100.0)
+        _check_between("soc_upper_pct", self.soc_upper_pct, 0.0, 100.0)
+        _require(
+            self.soc_lower_pct < self.soc_upper_pct,
+            "soc_upper_pct",
+            f"must be above soc_lower_pct ({self.soc_lower_pct:g}), got {self.soc_upper_pct:g}",
+        )
+        _require(
+            0.0 < self.capacity_wh < math.inf,
+            "capacity_wh",
+            f"must be positive and finite, got {self.capacity_wh!r}",
+        )
+        _check_between("power_limit_w", self.power_limit_w, 0.0, math.inf)
+        _require(self.power_limit_w != math.inf, "power_limit_w", "must be finite")
+
+
+@attrs.frozen(kw_only=True)
+class InverterSpec:
+    """One inverter.
+
+    Attributes:
+        id: Component id.
+        batteries: The batteries it feeds (one in the supported shape; none or several to test
+            the daemon's topology checks).
+        power_limit_w: It takes at most this much power either way, W.
+        exclusion_w: Between 0 and this much power either way is not allowed (0 W itself is),
+            W; 0 for none.
+    """
+
+    id: int
+    batteries: tuple[int, ...]
+    power_limit_w: float = 5_000.0
+    exclusion_w: float = 0.0
+
+    def __attrs_post_init__(self) -> None:
+        _check_id("id", self.id)
+        _require(
+            len(set(self.batteries)) == len(self.batteries),
+            "batteries",
+            f"names a battery twice: {list(self.batteries)}",
+        )
+        _check_between("power_limit_w", self.power_limit_w, 0.0, math.inf)
+        _require(self.power_limit_w != math.inf, "power_limit_w", "must be finite")
+        _check_between("exclusion_w", self.exclusion_w, 0.0, self.power_limit_w)
+
+
+def _faults_map(faults: Mapping[int, Faults]) -> dict[int, Faults]:
+    return dict(faults)
+
+
+@attrs.frozen(kw_only=True)
+class Scenario:
+    """A simulated microgrid.
+
+    Attributes:
+        batteries: The batteries.
+        inverters: The inverters, each naming the batteries it feeds.
+        faults: Component id (battery or inverter) to its faults at start.
+        speed: SoC moves this many times faster than real time.
+        telemetry_hz: Telemetry messages per second on each stream.
+    """
+
+    batteries: tuple[BatterySpec, ...]
+    inverters: tuple[InverterSpec, ...]
+    faults: Mapping[int, Faults] = attrs.field(factory=dict, converter=_faults_map)
+    speed: float = DEFAULT_SPEED
+    telemetry_hz: float = DEFAULT_TELEMETRY_HZ
+
+    def __attrs_post_init__(self) -> None:
+        _require(
+            0.0 < self.speed < math.inf,
+            "simulation.speed",
+            f"must be positive and finite, got {self.speed!r}",
+        )
+        _require(
+            0.0 < self.telemetry_hz <= MAX_TELEMETRY_HZ,
+            "simulation.telemetry_hz",
+            f"must be above 0 and at most {MAX_TELEMETRY_HZ:g}, got {self.telemetry_hz!r}",
+        )
+        seen = {GRID_ID: "the grid", METER_ID: "the meter"}
+        ids = [(f"battery[{i}].id", b.id) for i, b in enumerate(self.batteries)]
+        ids += [(f"inverter[{i}].id", inv.id) for i, inv in enumerate(self.inverters)]
+        for key, cid in ids:
+            _require(cid not in seen, key, f"{cid} is taken by {seen.get(cid)}")
+            seen[cid] = key
+        batteries = {b.id for b in self.batteries}
+        for index, inverter in enumerate(self.inverters):
+            missing = sorted(set(inverter.batteries) - batteries)
+            _require(
+                not missing,
+                f"inverter[{index}].batteries",
+                f"names batteries that do not exist: {missing}",
+            )
+        inverters = {i.id for i in self.inverters}
+        for component in self.faults:
+            _require(
+                component in batteries or component in inverters,
+                f"faults.{component}",
+                "faults can only be given for a battery or an inverter of the scenario",
+            )
+
+    def components(self) -> list[tuple[int, Category]]:
+        """Every component with its category, grid and meter first."""
+        return [
+            (GRID_ID, Category.GRID),
+            (METER_ID, Category.METER),
+            *((i.id, Category.INVERTER) for i in self.inverters),
+            *((b.id, Category.BATTERY) for b in self.batteries),
+        ]
+
+    def connections(self) -> list[tuple[int, int]]:
+        """``(source, destination)`` edges, directed away from the grid."""
+        fed = {battery for inverter in self.inverters for battery in inverter.batteries}
+        return [
+            (GRID_ID, METER_ID),
+            *((METER_ID, i.id) for i in self.inverters),
+            *((i.id, b) for i in self.inverters for b in i.batteries),
+            # A battery no inverter feeds hangs off the meter: connected, but not commandable.
+            *((METER_ID, b.id) for b in self.batteries if b.id not in fed),
+        ]
+
+
+def uniform_fleet(n: int, *, seed: int) -> Scenario:
+    """``n`` batteries, each with its own inverter, default limits, SoCs spread by ``seed``.
+
+    Batteries are 1001..1000+n, inverters 2001..2000+n (inverter = battery + 1000). The SoC of
+    each is drawn uniformly from 20..80 % (rounded to 0.1 %) by a generator seeded with
+    ``seed``, so the same seed gives the same fleet.
+
+    Raises:
+        ScenarioError: ``n`` is not in 1..1000 (key ``batteries``).
+    """
+    _require(
+        isinstance(n, int) and 1 <= n <= MAX_FLEET,
+        "batteries",
+        f"must be between 1 and {MAX_FLEET}, got {n!r}",
+    )
+    rng = random.Random(seed)
+    low, high = FLEET_SOC_RANGE
+    batteries = tuple(
+        BatterySpec(id=FLEET_BATTERY_BASE + k, soc_pct=round(rng.uniform(low, high), 1))
+        for k in range(1, n + 1)
+    )
+    inverters = tuple(
+        InverterSpec(id=FLEET_INVERTER_BASE + k, batteries=(FLEET_BATTERY_BASE + k,))
+        for k in range(1, n + 1)
+    )
+    return Scenario(batteries=batteries, inverters=inverters)
+
+
+# --- the TOML format ------------------------------------------------------------------------
+
+_T = TypeVar("_T")
+
+_TOP_KEYS = frozenset({"simulation", "fleet", "battery", "inverter", "faults"})
+_SIMULATION_KEYS = frozenset({"speed", "telemetry_hz", "seed"})
+_FLEET_KEYS = frozenset({"batteries"})
+
+
+def parse_scenario(
+    data: bytes,
+    *,
+    source: str = "<scenario>",
+    batteries: int | None = None,
+    seed: int | None = None,
+) -> Scenario:
+    """Parse a scenario file (the format is documented in ``config/sim-scenario.toml``).
+
+    Args:
+        data: The file's contents.
+        source: The file's name, for error messages.
+        batteries: ``--batteries``: the fleet's size, overriding ``fleet.batteries``.
+        seed: ``--seed``: overrides ``simulation.seed``.
+
+    Returns:
+        The scenario. Without ``[[battery]]``/``[[inverter]]`` tables the components are a
+        uniform fleet of ``batteries`` (or ``fleet.batteries``, or 4) batteries.
+
+    Raises:
+        ScenarioError: The file is not TOML, has an unknown key, a value of the wrong type or out
+            of range, or contradicts itself; the message names the file and the key.
+    """
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ScenarioError(f"not a valid TOML file: {error}", source=source) from None
+    try:
+        return _scenario(doc, batteries=batteries, seed=seed)
+    except ScenarioError as error:
+        raise error.within(source=source) from None
+
+
+def _scenario(doc: dict[str, Any], *, batteries: int | None, seed: int | None) -> Scenario:
+    _known(doc, _TOP_KEYS, "")
+    simulation = _table(doc, "simulation")
+    _known(simulation, _SIMULATION_KEYS, "simulation")
+    fleet = _table(doc, "fleet")
+    _known(fleet, _FLEET_KEYS, "fleet")
+    settings: dict[str, Any] = {}
+    for key in ("speed", "telemetry_hz"):
+        if key in simulation:
+            settings[key] = _float(simulation[key], f"simulation.{key}")
+    if seed is None:
+        seed = _int(simulation.get("seed", 0), "simulation.seed")
+    faults = {
+        _component_id(key): _build(Faults, _faults_fields(table, f"faults.{key}"), f"faults.{key}")
+        for key, table in _table(doc, "faults").items()
+    }
+    battery_tables = _array_of_tables(doc, "battery")
+    inverter_tables = _array_of_tables(doc, "inverter")
+    if battery_tables or inverter_tables:
+        if fleet:
+            raise ScenarioError(
+                "cannot be combined with [[battery]]/[[inverter]] tables", key="fleet"
+            )
+        if batteries is not None:
+            raise ScenarioError(
+                "the scenario lists its batteries; --batteries cannot be combined with it",
+                key="battery",
+            )
+        return _build(
+            Scenario,
+            {
+                "batteries": tuple(
+                    _battery(table, f"battery[{i}]") for i, table in enumerate(battery_tables)
+                ),
+                "inverters": tuple(
+                    _inverter(table, f"inverter[{i}]") for i, table in enumerate(inverter_tables)
+                ),
+                "faults": faults,
+                **settings,
+            },
+            "",
+        )
+    if batteries is None:
+        size = _int(fleet.get("batteries", DEFAULT_FLEET), "fleet.batteries")
+    else:
+        size = batteries
+    try:
+        base = uniform_fleet(size, seed=seed)
+    except ScenarioError as error:
+        if batteries is not None:  # blame whichever gave the size: the flag beats the file
+            raise ScenarioError(error.problem, source="--batteries") from None
+        raise error.within("fleet") from None
+    return _build(Scenario, {**attrs.asdict(base, recurse=False), **settings, "faults": faults}, "")
+
+
+def _battery(table: Any, path: str) -> BatterySpec:
+    if not isinstance(table, dict):
+        raise ScenarioError("must be a table", key=path)
+    fields: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == "id":
+            fields[key] = _int(value, f"{path}.{key}")
+        elif key in {"soc_pct", "soc_lower_pct", "soc_upper_pct", "capacity_wh", "power_limit_w"}:
+            fields[key] = _float(value, f"{path}.{key}")
+        else:
+            raise ScenarioError("unknown key", key=f"{path}.{key}")
+    for required in ("id", "soc_pct"):
+        if required not in fields:
+            raise ScenarioError("is required", key=f"{path}.{required}")
+    return _build(BatterySpec, fields, path)
+
+
+def _inverter(table: Any, path: str) -> InverterSpec:
+    if not isinstance(table, dict):
+        raise ScenarioError("must be a table", key=path)
+    fields: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == "id":
+            fields[key] = _int(value, f"{path}.{key}")
+        elif key == "batteries":
+            if not isinstance(value, list):
+                raise ScenarioError("must be a list of battery ids", key=f"{path}.{key}")
+            fields[key] = tuple(_int(item, f"{path}.{key}") for item in value)
+        elif key in {"power_limit_w", "exclusion_w"}:
+            fields[key] = _float(value, f"{path}.{key}")
+        else:
+            raise ScenarioError("unknown key", key=f"{path}.{key}")
+    for required in ("id", "batteries"):
+        if required not in fields:
+            raise ScenarioError("is required", key=f"{path}.{required}")
+    return _build(InverterSpec, fields, path)
+
+
+def _faults_fields(table: Any, path: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ScenarioError("must be a table", key=path)
+    fields: dict[str, Any] = {}
+    for key, value in table.items():
+        where = f"{path}.{key}"
+        if key == "command_latency_s":
+            fields[key] = _float(value, where)
+        elif key == "command_error":
+            if not isinstance(value, str):
+                raise ScenarioError(f"must be a string, got {value!r}", key=where)
+            fields[key] = value
+        elif key == "nan_metrics":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ScenarioError(f"must be a list of strings, got {value!r}", key=where)
+            fields[key] = frozenset(value)
+        elif key in {
+            "command_hang",
+            "missing_bounds",
+            "error_state",
+            "stream_silence",
+            "refuse_streams",
+        }:
+            if not isinstance(value, bool):
+                raise ScenarioError(f"must be true or false, got {value!r}", key=where)
+            fields[key] = value
+        else:
+            raise ScenarioError("unknown key", key=where)
+    return fields
+
+
+def _build(cls: type[_T], fields: dict[str, Any], path: str) -> _T:
+    try:
+        return cls(**fields)
+    except ScenarioError as error:
+        raise error.within(path) from None
+
+
+def _known(table: dict[str, Any], keys: frozenset[str], path: str) -> None:
+    for key in table:
+        if key not in keys:
+            raise ScenarioError("unknown key", key=f"{path}.{key}" if path else key)
+
+
+def _table(doc: dict[str, Any], key: str) -> dict[str, Any]:
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        raise ScenarioError(f"must be a table ([{key}])", key=key)
+    return value
+
+
+def _array_of_tables(doc: dict[str, Any], key: str) -> list[Any]:
+    value = doc.get(key, [])
+    if not isinstance(value, list):
+        raise ScenarioError(f"must be an array of tables ([[{key}]])", key=key)
+    return value
+
+
+def _component_id(key: str) -> int:
+    if not key.isdigit() or int(key) <= 0:
+        raise ScenarioError("must be a component id, as in [faults.2001]", key=f"faults.{key}")
+    return int(key)
+
+
+def _int(value: Any, key: str) -> int:
+    # bool is an int in Python but `true` is not an id in TOML.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ScenarioError(f"must be an integer, got {value!r}", key=key)
+    return value
+
+
+def _float(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ScenarioError(f"must be a number, got {value!r}", key=key)
+    if not math.isfinite(value):
+        raise ScenarioError(f"must be finite, got {value!r}", key=key)
+    return float(value)

@@ -1,0 +1,386 @@
+"""The simulator's physics: state of charge, power bounds, setpoints and their lifetimes.
+
+Theory of operation
+-------------------
+:class:`World` holds the mutable state (each battery's SoC, each inverter's setpoint and when
+it expires) and changes it only through :meth:`World.advance` and :meth:`World.command`, both of
+which take ``now`` (monotonic seconds) as an argument. Nothing here reads a clock, so tests can
+assert exact numbers.
+
+* **Power flows from inverter setpoints.** A battery's requested power is the sum of the shares
+  of its inverters' setpoints (an inverter splits its setpoint equally among its batteries; in
+  the supported shape that is simply "its inverter's setpoint"), limited to the battery's power
+  limit. It is *held at 0* when it would push the SoC past the bound in that direction. An
+  inverter's applied power is the sum of its shares that its batteries actually take, so power
+  is conserved.
+* **SoC integrates power exactly.** Between two instants power is piecewise constant: it
+  changes only when a setpoint expires (a known instant) or when the SoC reaches a bound (where
+  it is clamped exactly to the bound, after which the power is held at 0). :meth:`World.advance`
+  therefore cuts each battery's interval at its inverters' expiry instants and is exact however
+  rarely it is called: ``dSoC/dt = P / capacity_wh * 100 / 3600 * speed`` % per second.
+* **Bounds shrink at the SoC bounds.** A battery allows ``[-limit, +limit]``; the upper end is 0
+  once ``soc >= soc_upper`` and the lower end 0 once ``soc <= soc_lower``. An inverter allows
+  ``[[-limit, -excl], [excl, limit]]`` (``[[-limit, limit]]`` without an exclusion zone).
+* **Commands are checked in the API's order**: unknown component, not an inverter, lifetime,
+  then power against the inverter's ranges and its batteries' current bounds (0 W is always
+  allowed). An accepted setpoint holds for ``lifetime × lifetime_scale`` seconds of ``now``;
+  ``lifetime_scale`` is a test knob that makes lifetimes expire quickly.
+* **Readings apply telemetry faults** (NaN metrics, missing bounds, error state), so what a
+  component reports is decided here, and testable, while the wire encoding stays in the server.
+
+Pure: no IO, no clock, no grpc.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import attrs
+
+from distributord.bounds import Range
+from distributord.model import StateCode
+from distributord.sim.scenario import (
+    GRID_ID,
+    METER_ID,
+    BatterySpec,
+    Faults,
+    InverterSpec,
+    Scenario,
+)
+
+DEFAULT_LIFETIME_S = 60
+"""The API's default ``request_lifetime`` when a request leaves it out."""
+
+MIN_LIFETIME_S = 10
+"""The shortest ``request_lifetime`` the API accepts."""
+
+MAX_LIFETIME_S = 900
+"""The longest ``request_lifetime`` the API accepts."""
+
+_PCT_PER_WS = 100.0 / 3600.0
+"""SoC % per second for 1 W into 1 Wh of capacity."""
+
+
+@attrs.frozen(kw_only=True)
+class Accepted:
+    """A command was accepted.
+
+    Attributes:
+        lifetime_s: The lifetime granted (the request's, or the default), unscaled.
+        until: When the setpoint expires (``now`` + lifetime × ``lifetime_scale``).
+    """
+
+    lifetime_s: int
+    until: float
+
+
+@attrs.frozen(kw_only=True)
+class Rejected:
+    """A command was refused.
+
+    Attributes:
+        code: The gRPC status code's name (``"OUT_OF_RANGE"``, ...).
+        details: Why, for the error's details.
+    """
+
+    code: str
+    details: str
+
+
+@attrs.frozen(kw_only=True)
+class BatteryReading:
+    """What a battery reports, faults applied (``None`` leaves bounds out).
+
+    Attributes:
+        soc_pct: State of charge, %.
+        soc_bounds: ``(lower, upper)`` SoC bounds, %.
+        capacity_wh: Capacity, Wh.
+        power_w: DC power, W (the applied power).
+        power_ranges: Allowed power ranges, W.
+        states: State codes.
+        errors: Error code names.
+    """
+
+    soc_pct: float
+    soc_bounds: Range | None
+    capacity_wh: float
+    power_w: float
+    power_ranges: tuple[Range, ...] | None
+    states: tuple[StateCode, ...]
+    errors: tuple[str, ...]
+
+
+@attrs.frozen(kw_only=True)
+class InverterReading:
+    """What an inverter (or the meter, or the grid) reports, faults applied.
+
+    Attributes:
+        power_w: AC active power, W (the applied power).
+        power_ranges: Allowed power ranges, W; ``None`` leaves them out.
+        states: State codes.
+        errors: Error code names.
+    """
+
+    power_w: float
+    power_ranges: tuple[Range, ...] | None
+    states: tuple[StateCode, ...]
+    errors: tuple[str, ...]
+
+
+@attrs.define
+class _Battery:
+    spec: BatterySpec
+    soc: float
+    inverters: list[_Inverter] = attrs.field(factory=list)
+
+
+@attrs.define
+class _Inverter:
+    spec: InverterSpec
+    batteries: list[_Battery] = attrs.field(factory=list)
+    setpoint_w: float = 0.0
+    until: float = math.inf
+
+
+class World:
+    """The simulated components' state, advanced in time by the caller.
+
+    Args:
+        scenario: What is simulated.
+        now: The current time (monotonic seconds).
+        lifetime_scale: A setpoint holds for its lifetime × this, in seconds of ``now``.
+    """
+
+    def __init__(self, scenario: Scenario, *, now: float, lifetime_scale: float = 1.0) -> None:
+        if not 0.0 < lifetime_scale < math.inf:
+            raise ValueError(f"lifetime_scale must be positive and finite, got {lifetime_scale}")
+        self.speed = scenario.speed
+        self.lifetime_scale = lifetime_scale
+        self.time = now
+        """The instant the state describes."""
+        self._batteries = {b.id: _Battery(spec=b, soc=b.soc_pct) for b in scenario.batteries}
+        self._inverters = {i.id: _Inverter(spec=i) for i in scenario.inverters}
+        for inverter in self._inverters.values():
+            for battery_id in inverter.spec.batteries:
+                battery = self._batteries[battery_id]
+                inverter.batteries.append(battery)
+                battery.inverters.append(inverter)
+        # Inverters with a setpoint: only their batteries can change. Keeps advancing an idle
+        # fleet cheap (a stream opens with an advance; a daemon opens 2000 at once).
+        self._holding: dict[int, _Inverter] = {}
+
+    # --- time -------------------------------------------------------------------------------
+
+    def advance(self, now: float) -> list[int]:
+        """Move the state to ``now``: integrate SoC, expire setpoints.
+
+        A ``now`` before :attr:`time` is ignored (the state never goes back).
+
+        Returns:
+            The inverters whose setpoint expired on the way.
+        """
+        start = self.time
+        if now <= start:
+            return []
+        powered = {b.spec.id: b for i in self._holding.values() for b in i.batteries}
+        for battery in powered.values():
+            cuts = sorted({i.until for i in battery.inverters if start < i.until < now})
+            t = start
+            for cut in (*cuts, now):
+                self._integrate(battery, t, cut)
+                t = cut
+        expired = [iid for iid, inverter in self._holding.items() if inverter.until <= now]
+        for iid in expired:
+            inverter = self._holding.pop(iid)
+            inverter.setpoint_w, inverter.until = 0.0, math.inf
+        self.time = now
+        return expired
+
+    def next_expiry(self) -> float:
+        """The earliest instant a setpoint expires (``inf`` when none will)."""
+        return min((i.until for i in self._holding.values()), default=math.inf)
+
+    def _integrate(self, battery: _Battery, start: float, end: float) -> None:
+        power = self._battery_power(battery, at=start)
+        if power == 0.0:
+            return
+        spec = battery.spec
+        soc = battery.soc + power / spec.capacity_wh * _PCT_PER_WS * self.speed * (end - start)
+        # Reaching a bound stops the flow there (the power is held at 0 from then on).
+        battery.soc = min(soc, spec.soc_upper_pct) if power > 0 else max(soc, spec.soc_lower_pct)
+
+    # --- power ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _share(inverter: _Inverter, at: float) -> float:
+        if inverter.until <= at or not inverter.batteries:
+            return 0.0
+        return inverter.setpoint_w / len(inverter.batteries)
+
+    def _requested(self, battery: _Battery, at: float) -> float:
+        return sum(self._share(inverter, at) for inverter in battery.inverters)
+
+    def _battery_power(self, battery: _Battery, at: float) -> float:
+        spec = battery.spec
+        limit = spec.power_limit_w
+        power = min(max(self._requested(battery, at), -limit), limit)
+        if (power > 0 and battery.soc >= spec.soc_upper_pct) or (
+            power < 0 and battery.soc <= spec.soc_lower_pct
+        ):
+            return 0.0
+        return power
+
+    def battery_power(self, battery_id: int) -> float:
+        """The power a battery takes at :attr:`time`, W."""
+        return self._battery_power(self._batteries[battery_id], at=self.time)
+
+    def inverter_power(self, inverter_id: int) -> float:
+        """The power an inverter passes at :attr:`time`, W (0 when none or expired)."""
+        inverter = self._inverters[inverter_id]
+        share = self._share(inverter, self.time)
+        total = 0.0
+        for battery in inverter.batteries:
+            requested = self._requested(battery, self.time)
+            if requested != 0.0:
+                # The battery takes each inverter's share in the proportion it accepts in all.
+                total += share * self._battery_power(battery, at=self.time) / requested
+        return total
+
+    def site_power(self) -> float:
+        """The sum of all inverters' power, W (what the meter measures)."""
+        return sum(self.inverter_power(inverter_id) for inverter_id in self._holding)
+
+    def soc(self, battery_id: int) -> float:
+        """A battery's SoC at :attr:`time`, %."""
+        return self._batteries[battery_id].soc
+
+    def battery_bounds(self, battery_id: int) -> tuple[float, float]:
+        """``(lower, upper)`` power a battery allows at :attr:`time`, W."""
+        battery = self._batteries[battery_id]
+        spec = battery.spec
+        lower = 0.0 if battery.soc <= spec.soc_lower_pct else -spec.power_limit_w
+        upper = 0.0 if battery.soc >= spec.soc_upper_pct else spec.power_limit_w
+        return lower, upper
+
+    def inverter_ranges(self, inverter_id: int) -> tuple[Range, ...]:
+        """The power ranges an inverter allows, W (0 W is always allowed too)."""
+        spec = self._inverters[inverter_id].spec
+        limit, exclusion = spec.power_limit_w, spec.exclusion_w
+        if exclusion > 0:
+            return ((-limit, -exclusion), (exclusion, limit))
+        return ((-limit, limit),)
+
+    # --- commands ---------------------------------------------------------------------------
+
+    def command(
+        self, component_id: int, power_w: float, lifetime_s: int | None, *, now: float
+    ) -> Accepted | Rejected:
+        """Apply ``SetComponentPowerActive`` at ``now`` (the state is advanced to ``now`` first).
+
+        Args:
+            component_id: The component commanded.
+            power_w: The setpoint, W.
+            lifetime_s: The request's lifetime, s; ``None`` when the request left it out.
+            now: The current time.
+
+        Returns:
+            The setpoint accepted, and until when; or why not, as a gRPC status code name.
+        """
+        self.advance(now)
+        inverter = self._inverters.get(component_id)
+        if inverter is None:
+            if component_id in self._batteries or component_id in (GRID_ID, METER_ID):
+                return Rejected(
+                    code="INVALID_ARGUMENT",
+                    details=f"component {component_id} is not an inverter",
+                )
+            return Rejected(code="NOT_FOUND", details=f"no component {component_id}")
+        lifetime = DEFAULT_LIFETIME_S if lifetime_s is None else lifetime_s
+        if not MIN_LIFETIME_S <= lifetime <= MAX_LIFETIME_S:
+            return Rejected(
+                code="INVALID_ARGUMENT",
+                details=f"request_lifetime must be {MIN_LIFETIME_S}..{MAX_LIFETIME_S} s, "
+                f"got {lifetime}",
+            )
+        if not math.isfinite(power_w):
+            return Rejected(code="INVALID_ARGUMENT", details=f"power must be finite, got {power_w}")
+        if power_w != 0.0:
+            problem = self._out_of_range(inverter, power_w)
+            if problem:
+                return Rejected(code="OUT_OF_RANGE", details=problem)
+        inverter.setpoint_w = power_w
+        inverter.until = now + lifetime * self.lifetime_scale
+        self._holding[component_id] = inverter
+        return Accepted(lifetime_s=lifetime, until=inverter.until)
+
+    def _out_of_range(self, inverter: _Inverter, power_w: float) -> str:
+        ranges = self.inverter_ranges(inverter.spec.id)
+        if not _inside(power_w, ranges):
+            return f"{power_w:g} W is outside inverter {inverter.spec.id}'s ranges {list(ranges)}"
+        if not inverter.batteries:
+            return f"inverter {inverter.spec.id} has no battery"
+        share = power_w / len(inverter.batteries)
+        for battery in inverter.batteries:
+            lower, upper = self.battery_bounds(battery.spec.id)
+            if not lower <= share <= upper:
+                return (
+                    f"{share:g} W is outside battery {battery.spec.id}'s bounds "
+                    f"[{lower:g}, {upper:g}]"
+                )
+        return ""
+
+    # --- telemetry --------------------------------------------------------------------------
+
+    def battery_reading(self, battery_id: int, faults: Faults) -> BatteryReading:
+        """What a battery reports at :attr:`time`."""
+        spec = self._batteries[battery_id].spec
+        power = self.battery_power(battery_id)
+        nan = faults.nan_metrics
+        return BatteryReading(
+            soc_pct=math.nan if "soc" in nan else self.soc(battery_id),
+            soc_bounds=None if faults.missing_bounds else (spec.soc_lower_pct, spec.soc_upper_pct),
+            capacity_wh=math.nan if "capacity" in nan else spec.capacity_wh,
+            power_w=math.nan if "power" in nan else power,
+            power_ranges=None if faults.missing_bounds else (self.battery_bounds(battery_id),),
+            states=_states(power, faults),
+            errors=_errors(faults),
+        )
+
+    def inverter_reading(self, inverter_id: int, faults: Faults) -> InverterReading:
+        """What an inverter reports at :attr:`time`."""
+        power = self.inverter_power(inverter_id)
+        return InverterReading(
+            power_w=math.nan if "power" in faults.nan_metrics else power,
+            power_ranges=None if faults.missing_bounds else self.inverter_ranges(inverter_id),
+            states=_states(power, faults),
+            errors=_errors(faults),
+        )
+
+    def meter_reading(self) -> InverterReading:
+        """What the meter (and the grid connection) reports: the site's total power."""
+        return InverterReading(
+            power_w=self.site_power(), power_ranges=None, states=(StateCode.READY,), errors=()
+        )
+
+
+def _inside(power_w: float, ranges: Sequence[Range]) -> bool:
+    return any(
+        (lower is None or lower <= power_w) and (upper is None or power_w <= upper)
+        for lower, upper in ranges
+    )
+
+
+def _states(power_w: float, faults: Faults) -> tuple[StateCode, ...]:
+    if faults.error_state:
+        return (StateCode.ERROR,)
+    if power_w > 0:
+        return (StateCode.READY, StateCode.CHARGING)
+    if power_w < 0:
+        return (StateCode.READY, StateCode.DISCHARGING)
+    # READY, not STANDBY, at 0 W: an idle inverter is ready to take a setpoint at once.
+    return (StateCode.READY,)
+
+
+def _errors(faults: Faults) -> tuple[str, ...]:
+    return ("internal",) if faults.error_state else ()
