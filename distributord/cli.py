@@ -6,8 +6,11 @@ The flags are a contract (``spec/operations.md``): outside tools depend on them.
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from distributord import __version__
 
@@ -39,18 +42,50 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``distributord``."""
     args = parser().parse_args(argv)
+    # grpc's C core logs to stderr on its own; keep it to errors (set before grpc is loaded).
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     if args.command == "demo":
-        # Until the daemon exists the demo is the algorithm's benchmark.
-        from distributord.bench.distribution import main as bench
+        from distributord.demo import main as demo
 
-        return bench(["--rounds", "3"])
+        return demo(batteries=args.batteries, duration_s=args.duration)
     if args.command == "sim":
         # Imported here: grpc is loaded only by the commands that serve.
         from distributord.sim.server import main as sim
 
         return sim(port=args.port, batteries=args.batteries, scenario=args.scenario, seed=args.seed)
-    print(f"distributord {args.command}: not available yet", file=sys.stderr)
-    return 2
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``distributord run``: one clear line and a non-zero exit for what prevents a start."""
+    from distributord import config as configuration
+    from distributord.control import ControlSocketError, bind_control_socket
+    from distributord.systemd import CONTROL_FD_NAME, configure_logging, listen_fds
+
+    overrides = {"microgrid": args.microgrid, "socket": args.socket, "log_level": args.log_level}
+    config_path = Path(args.config) if args.config else None
+    try:
+        loaded = configuration.load_config(config_path) if config_path else configuration.Config()
+        config = configuration.with_overrides(loaded, **overrides)
+    except configuration.ConfigError as error:
+        print(f"distributord: {error}", file=sys.stderr)
+        return 2
+    configure_logging(config.logging.level)
+    activated = listen_fds().get(CONTROL_FD_NAME, [])
+    try:
+        sock = activated[0] if activated else bind_control_socket(config.control.socket)
+    except ControlSocketError as error:
+        print(f"distributord: {error}", file=sys.stderr)
+        return 1
+
+    import trio
+
+    from distributord.service import run as serve
+
+    with sock:
+        return trio.run(
+            functools.partial(serve, config, sock, config_path=config_path, overrides=overrides)
+        )
 
 
 if __name__ == "__main__":

@@ -168,16 +168,19 @@ def _merge_bound(
     return tighter(battery, inverter)
 
 
+def _merged(battery: PowerBounds, inverter: PowerBounds) -> tuple[tuple[str, float], ...]:
+    return (
+        ("inclusion_lower", _merge_bound(battery.inclusion_lower, inverter.inclusion_lower, max)),
+        ("exclusion_lower", _merge_bound(battery.exclusion_lower, inverter.exclusion_lower, min)),
+        ("exclusion_upper", _merge_bound(battery.exclusion_upper, inverter.exclusion_upper, max)),
+        ("inclusion_upper", _merge_bound(battery.inclusion_upper, inverter.inclusion_upper, min)),
+    )
+
+
 def _envelope(battery: BatterySnapshot, inverter: InverterSnapshot) -> tuple[_Row, _Row]:
     """The pair's rows for charging and for discharging (see the module docstring)."""
     bid, iid = battery.component_id, inverter.component_id
-    bb, ib = battery.bounds, inverter.bounds
-    merged = (
-        ("inclusion_lower", _merge_bound(bb.inclusion_lower, ib.inclusion_lower, max)),
-        ("exclusion_lower", _merge_bound(bb.exclusion_lower, ib.exclusion_lower, min)),
-        ("exclusion_upper", _merge_bound(bb.exclusion_upper, ib.exclusion_upper, max)),
-        ("inclusion_upper", _merge_bound(bb.inclusion_upper, ib.inclusion_upper, min)),
-    )
+    merged = _merged(battery.bounds, inverter.bounds)
     problem = _telemetry_problem(battery, iid, merged)
     if problem is not None:
         dead: _Row = (bid, iid, problem, 0.0, math.inf, 0.0, 0.0, 0.0, 0.0, 0.0)
@@ -498,7 +501,8 @@ def split(
         and lowest_cap > level * (1.0 + _MARGIN)
         and max(min_ratio) < level * (1.0 - _MARGIN)
     ):
-        return target, [x * level for x in w], [Reason.PROPORTIONAL] * len(w)
+        # M·(w/Σw) rather than w·(M/Σw): a pair that takes everything gets exactly M.
+        return target, [target * (x / total_w) for x in w], [Reason.PROPORTIONAL] * len(w)
     total_cap = math.fsum(u)
     if total_cap <= target:
         return total_cap, list(u), [Reason.CAPPED] * len(w)
@@ -786,18 +790,19 @@ def _assemble(
     for k in chain(low, dropped):
         free_mask[k] = False
     free = list(compress(range(n), free_mask))
-    exact = 0.0
+    rest, free_w = 0.0, 1.0  # the free pairs share `rest` in proportion to w / free_w
     if free:
-        fixed = math.fsum(chain(compress(u, high), [m[k] for k in low]))
-        exact = (target - fixed) / math.fsum(compress(w, free_mask))
+        rest = target - math.fsum(chain(compress(u, high), [m[k] for k in low]))
+        free_w = math.fsum(compress(w, free_mask))
+    exact = rest / free_w
     # Start from the larger class and write the smaller one.
     if 2 * len(free) < n:
         xs, reasons = list(u), [Reason.CAPPED] * n
         for k in free:
-            xs[k] = w[k] * exact
+            xs[k] = rest * (w[k] / free_w)
             reasons[k] = Reason.PROPORTIONAL
     else:
-        xs, reasons = [x * exact for x in w], [Reason.PROPORTIONAL] * n
+        xs, reasons = [rest * (x / free_w) for x in w], [Reason.PROPORTIONAL] * n
         for k in compress(range(n), high):
             xs[k] = u[k]
             reasons[k] = Reason.CAPPED
@@ -943,23 +948,25 @@ def check_power(power_w: float, bounds: PowerBounds, *, adjust_power: bool) -> b
 # --- include_broken_batteries -------------------------------------------------------------
 
 
-def split_equally(power_w: float, bounds: Mapping[int, PowerBounds | None]) -> Distribution:
+def split_equally(power_w: float, known: Mapping[int, Sequence[PowerBounds]]) -> Distribution:
     """Split ``power_w`` equally across batteries that are not working.
 
     Used for ``include_broken_batteries``: what the usable pairs could not take is shared
-    equally, clamped to each battery's last known bounds (a battery without known bounds takes
-    any share). This overrides the status tracker's protection.
+    equally, clamped to each pair's last known bounds (the tighter of battery and inverter; a
+    pair with no known bounds takes any share). This overrides the status tracker's
+    protection.
 
     Args:
         power_w: Power to share, W. Finite.
-        bounds: Battery id to its last known (battery and inverter combined) bounds, or None.
+        known: Battery id to the last known bounds of its battery and of its inverter (none,
+            one or both).
 
     Returns:
         The equal shares (reason :attr:`Reason.EQUAL_SHARE` where nothing binds).
     """
     if not math.isfinite(power_w):
         raise DistributionInputError("power_w", f"must be finite, got {power_w!r}")
-    ids = sorted(bounds)
+    ids = sorted(known)
     magnitude = abs(power_w)
     if magnitude <= ZERO_POWER_W or not ids:
         return Distribution(
@@ -968,19 +975,19 @@ def split_equally(power_w: float, bounds: Mapping[int, PowerBounds | None]) -> D
             reasons=dict.fromkeys(ids, Reason.ZERO_REQUEST),
             remaining_w=0.0 if magnitude <= ZERO_POWER_W else float(power_w),
         )
+    unknown = PowerBounds.unknown()
     caps: list[float] = []
     minimums: list[float] = []
     status: list[_Status] = []
     for bid in ids:
-        known = bounds[bid]
-        cap, floor = PLAUSIBLE_LIMIT, 0.0
-        if known is not None:
-            edge = known.inclusion_upper if power_w > 0 else 0.0 - known.inclusion_lower
-            gap = known.exclusion_upper if power_w > 0 else 0.0 - known.exclusion_lower
-            if math.isfinite(edge):
-                cap = min(max(edge, 0.0), PLAUSIBLE_LIMIT)
-            if math.isfinite(gap):
-                floor = max(gap, 0.0)
+        sides = [*known[bid], unknown, unknown][:2]
+        merged = dict(_merged(sides[0], sides[1]))
+        if power_w > 0:
+            edge, gap = merged["inclusion_upper"], merged["exclusion_upper"]
+        else:
+            edge, gap = 0.0 - merged["inclusion_lower"], 0.0 - merged["exclusion_lower"]
+        cap = min(max(edge, 0.0), PLAUSIBLE_LIMIT) if math.isfinite(edge) else PLAUSIBLE_LIMIT
+        floor = max(gap, 0.0) if math.isfinite(gap) else 0.0
         caps.append(cap)
         minimums.append(floor)
         status.append(

@@ -56,7 +56,7 @@ def plan(
     pairs: Sequence[Pair],
     *,
     exponent: float,
-    broken: Mapping[int, PowerBounds | None] | None = None,
+    broken: Mapping[int, Sequence[PowerBounds]] | None = None,
 ) -> Distribution | OutOfBounds | Error:
     """Decide what to command for ``request``.
 
@@ -66,7 +66,7 @@ def plan(
             ``include_broken_batteries`` also those with fresh-enough cached telemetry).
         exponent: The distribution exponent.
         broken: With ``include_broken_batteries``: the requested batteries that have no usable
-            pair, with their last known bounds (or ``None``).
+            pair, with the last known bounds of their battery and inverter (none, one or both).
 
     Returns:
         What to command, or why nothing will be.

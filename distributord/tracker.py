@@ -127,6 +127,12 @@ class StatusTracker:
         self._changed = False
         self._wakeup = trio.Event()
 
+    def set_settings(self, settings: StatusSettings) -> None:
+        """New settings (a reload): ages and windows apply from the next sample or failure."""
+        self.settings = settings
+        for machine in self._machines.values():
+            machine.settings = settings
+
     # -- inputs (never block) ----------------------------------------------------------------
 
     def snapshot(self, snapshot: BatterySnapshot | InverterSnapshot) -> None:

@@ -14,6 +14,9 @@ PURE_MODULES = [
     "distributord.planning",
     "distributord.topology",
     "distributord.errors",
+    "distributord.config",
+    "distributord.protocol",
+    "distributord.units",
     # The v1 decoding is pure too; it needs protobuf (the messages), never grpc.
     "distributord.v1",
 ]

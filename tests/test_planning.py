@@ -175,7 +175,7 @@ def test_adjustment_only_moves_power_towards_zero(
 
 
 def test_what_the_usable_pairs_leave_is_shared_equally_by_the_broken() -> None:
-    broken = {3: PowerBounds.symmetric(400), 4: None}
+    broken = {3: [PowerBounds.symmetric(400)], 4: []}
     result = plan(
         request(2600, {1, 3, 4}, include_broken_batteries=True),
         [battery(1)],
@@ -194,7 +194,7 @@ def test_with_nothing_usable_all_of_it_is_shared_equally() -> None:
         request(-900, {3, 4, 5}, include_broken_batteries=True),
         [],
         exponent=1.0,
-        broken={3: None, 4: None, 5: None},
+        broken={3: [], 4: [], 5: []},
     )
     assert isinstance(result, Distribution)
     assert result.setpoints == {3: -300.0, 4: -300.0, 5: -300.0}
@@ -202,14 +202,21 @@ def test_with_nothing_usable_all_of_it_is_shared_equally() -> None:
 
 def test_equal_shares_respect_last_known_exclusion_bounds() -> None:
     shared = split_equally(
-        300, {1: PowerBounds.symmetric(1000, 200), 2: PowerBounds.symmetric(1000, 200)}
+        300, {1: [PowerBounds.symmetric(1000, 200)], 2: [PowerBounds.symmetric(1000, 200)]}
     )
     assert shared.setpoints == {1: 0.0, 2: 300.0}
     assert shared.remaining_w == 0.0
 
 
+def test_equal_shares_use_the_tighter_of_battery_and_inverter_bounds() -> None:
+    shared = split_equally(
+        -3000, {1: [PowerBounds.symmetric(5000), PowerBounds.symmetric(800)], 2: []}
+    )
+    assert shared.setpoints == {1: -800.0, 2: -2200.0}
+
+
 def test_equal_split_of_zero_is_zero() -> None:
-    shared = split_equally(0.0, {1: None})
+    shared = split_equally(0.0, {1: []})
     assert shared.setpoints == {1: 0.0}
     assert shared.remaining_w == 0.0
 

@@ -143,6 +143,8 @@ class Faults:
         error_state: States are ``[ERROR]`` and errors ``["internal"]``.
         stream_silence: Streams stay open but nothing is sent on them.
         refuse_streams: New streams fail with ``UNAVAILABLE`` at once.
+        reported_capacity_wh: A battery reports this capacity instead of its own (the physics
+            keeps its own); lets a test show a battery that claims 0 Wh.
     """
 
     command_latency_s: float = 0.0
@@ -153,8 +155,11 @@ class Faults:
     error_state: bool = False
     stream_silence: bool = False
     refuse_streams: bool = False
+    reported_capacity_wh: float | None = None
 
     def __attrs_post_init__(self) -> None:
+        if self.reported_capacity_wh is not None:
+            _check_between("reported_capacity_wh", self.reported_capacity_wh, 0.0, math.inf)
         _check_between("command_latency_s", self.command_latency_s, 0.0, math.inf)
         _require(
             self.command_latency_s != math.inf, "command_latency_s", "must be finite (use hang)"
@@ -486,7 +491,7 @@ def _faults_fields(table: Any, path: str) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for key, value in table.items():
         where = f"{path}.{key}"
-        if key == "command_latency_s":
+        if key in {"command_latency_s", "reported_capacity_wh"}:
             fields[key] = _float(value, where)
         elif key == "command_error":
             if not isinstance(value, str):

@@ -337,10 +337,13 @@ class World:
         spec = self._batteries[battery_id].spec
         power = self.battery_power(battery_id)
         nan = faults.nan_metrics
+        capacity = (
+            spec.capacity_wh if faults.reported_capacity_wh is None else faults.reported_capacity_wh
+        )
         return BatteryReading(
             soc_pct=math.nan if "soc" in nan else self.soc(battery_id),
             soc_bounds=None if faults.missing_bounds else (spec.soc_lower_pct, spec.soc_upper_pct),
-            capacity_wh=math.nan if "capacity" in nan else spec.capacity_wh,
+            capacity_wh=math.nan if "capacity" in nan else capacity,
             power_w=math.nan if "power" in nan else power,
             power_ranges=None if faults.missing_bounds else (self.battery_bounds(battery_id),),
             states=_states(power, faults),

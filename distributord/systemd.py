@@ -1,0 +1,362 @@
+"""systemd integration over the standard library: sd_notify, the watchdog, socket activation, logs.
+
+Theory of operation
+-------------------
+systemd talks to a service through its environment and a few file descriptors; each protocol is
+a few lines, so no C extension (and no python-systemd) is needed. Every function reads the
+environment through an optional ``environ`` argument (and the pid through ``pid``), so tests
+drive them with a dict instead of the process's real state.
+
+* **Notifications** (sd_notify(3)): ``KEY=VALUE`` lines in one datagram to ``$NOTIFY_SOCKET``,
+  a file system path or, when it starts with ``@``, an abstract socket. Without the variable
+  every call is a no-op returning ``False``, so the daemon runs the same outside systemd. A send
+  never blocks (the socket is non-blocking: the event loop must not wait on PID 1) and never
+  raises: a broken notify socket is logged once, at debug, and must not take the daemon down
+  (systemd notices a missing ``READY=1`` or ``WATCHDOG=1`` by itself).
+* **Watchdog** (sd_watchdog_enabled(3)): ``$WATCHDOG_USEC`` is the limit; we ping at half of it,
+  and only when ``$WATCHDOG_PID`` is unset or names us.
+* **Socket activation** (sd_listen_fds(3)): when ``$LISTEN_PID`` names us, ``$LISTEN_FDS``
+  descriptors starting at 3 are ours, named by ``$LISTEN_FDNAMES`` (the unit names the control
+  socket ``control``, see :data:`CONTROL_FD_NAME`). They are made close-on-exec and the three
+  variables removed, so that no child inherits either.
+* **Logging**: under systemd stderr goes to the journal, which reads a ``<N>`` prefix on each
+  line as the line's syslog priority and adds the time itself. We trust ``$JOURNAL_STREAM`` only
+  when it names the device and inode of our actual stderr (as systemd documents), because the
+  variable is inherited by children whose stderr went elsewhere.
+
+The call sites decide *when* (``READY=1`` after every task has started, ``WATCHDOG=1`` only while
+the request loop is alive); this module only knows *how*.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Mapping, MutableMapping
+from typing import TextIO
+
+logger = logging.getLogger(__name__)
+
+SD_LISTEN_FDS_START = 3
+"""The first passed descriptor: 0, 1 and 2 are stdin, stdout and stderr (sd_listen_fds(3))."""
+
+CONTROL_FD_NAME = "control"
+"""``FileDescriptorName=`` of the control socket in ``systemd/distributord.socket``."""
+
+UNKNOWN_FD_NAME = "unknown"
+"""The name systemd gives a descriptor whose socket unit names none (sd_listen_fds(3))."""
+
+_LISTEN_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
+
+PRIORITIES = {
+    logging.CRITICAL: 3,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+"""Python level to syslog priority (err, warning, info, debug). CRITICAL is logged as err, not
+crit: the daemon's "critical" means "it stops now", which journalctl -p err already shows."""
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+"""The operator's levels (``logging.level``, ``--log-level``)."""
+
+PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+"""Outside the journal: a terminal or a file needs the time, and the level spelled out."""
+
+JOURNAL_FORMAT = "%(name)s: %(message)s"
+"""In the journal: it records the time and the priority (the ``<N>`` prefix) itself."""
+
+
+# --- notifications ----------------------------------------------------------------------------
+
+
+def _socket_address(value: str) -> str | bytes | None:
+    if value.startswith("@"):
+        return b"\0" + os.fsencode(value[1:])  # Linux abstract namespace
+    if value.startswith("/"):
+        return value
+    return None  # vsock:... (systemd 253+) and anything else: not supported
+
+
+def _line(key: str, value: str | int) -> str:
+    if not key or not all(c.isupper() or c.isdigit() or c == "_" for c in key):
+        raise ValueError(f"not a notification field name: {key!r}")
+    text = str(int(value)) if isinstance(value, int) else value
+    # One field per line: a newline in a STATUS= text would start a bogus field.
+    text = text.replace("\n", " ")
+    return f"{key}={text}"
+
+
+class Notifier:
+    """Sends sd_notify messages to the service manager.
+
+    Args:
+        environ: Where ``NOTIFY_SOCKET`` is read, at each send (default: ``os.environ``).
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = os.environ if environ is None else environ
+        self._failure_logged = False
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a service manager is listening (``$NOTIFY_SOCKET`` is set)."""
+        return bool(self._environ.get("NOTIFY_SOCKET"))
+
+    def notify(self, **fields: str | int) -> bool:
+        """Send ``KEY=VALUE`` fields in one datagram (``notify(READY=1, STATUS="...")``).
+
+        Integers (and booleans) are sent as numbers; newlines in values become spaces.
+
+        Returns:
+            Whether the message was sent: ``False`` without ``$NOTIFY_SOCKET`` or when sending
+            failed (logged once, at debug, until a send succeeds again).
+
+        Raises:
+            ValueError: A field name is not upper case letters, digits and ``_`` (a bug).
+        """
+        payload = "\n".join(_line(key, value) for key, value in fields.items()) + "\n"
+        target = self._environ.get("NOTIFY_SOCKET")
+        if not target:
+            return False
+        address = _socket_address(target)
+        if address is None:
+            self._failed("unsupported NOTIFY_SOCKET address %r", target)
+            return False
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.setblocking(False)
+                sock.sendto(payload.encode(), address)
+        except OSError as error:
+            self._failed("cannot notify the service manager at %r: %s", target, error)
+            return False
+        self._failure_logged = False
+        return True
+
+    def _failed(self, message: str, *args: object) -> None:
+        if not self._failure_logged:
+            self._failure_logged = True
+            logger.debug(message, *args)
+
+    def ready(self, status: str | None = None) -> bool:
+        """``READY=1``: startup finished, or a reload did (with a ``STATUS=`` line if given)."""
+        if status is None:
+            return self.notify(READY=1)
+        return self.notify(READY=1, STATUS=status)
+
+    def status(self, text: str) -> bool:
+        """``STATUS=``: one line for ``systemctl status``."""
+        return self.notify(STATUS=text)
+
+    def watchdog(self) -> bool:
+        """``WATCHDOG=1``: still alive (send at :func:`watchdog_interval`)."""
+        return self.notify(WATCHDOG=1)
+
+    def stopping(self) -> bool:
+        """``STOPPING=1``: shutting down."""
+        return self.notify(STOPPING=1)
+
+    def reloading(self, *, monotonic_usec: int | None = None) -> bool:
+        """``RELOADING=1`` with ``MONOTONIC_USEC=`` (now on CLOCK_MONOTONIC unless given).
+
+        systemd uses the timestamp to tell this reload from an older one; follow with
+        :meth:`ready` once the new configuration is applied.
+        """
+        if monotonic_usec is None:
+            monotonic_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        return self.notify(RELOADING=1, MONOTONIC_USEC=monotonic_usec)
+
+
+_default_notifier = Notifier()
+
+
+def notify(**fields: str | int) -> bool:
+    """Send fields to ``$NOTIFY_SOCKET`` (see :meth:`Notifier.notify`); ``False`` if not sent."""
+    return _default_notifier.notify(**fields)
+
+
+# --- watchdog ----------------------------------------------------------------------------------
+
+
+def watchdog_interval(
+    environ: Mapping[str, str] | None = None, *, pid: int | None = None
+) -> float | None:
+    """How often to send ``WATCHDOG=1``, in seconds: half of ``$WATCHDOG_USEC``.
+
+    Args:
+        environ: The environment (default: ``os.environ``).
+        pid: Our pid (default: ``os.getpid()``).
+
+    Returns:
+        ``None`` when the watchdog is off: ``$WATCHDOG_USEC`` unset or not a positive integer,
+        or ``$WATCHDOG_PID`` set to another process.
+    """
+    environ = os.environ if environ is None else environ
+    usec = environ.get("WATCHDOG_USEC")
+    if usec is None:
+        return None
+    watchdog_pid = environ.get("WATCHDOG_PID")
+    if watchdog_pid is not None and watchdog_pid != str(os.getpid() if pid is None else pid):
+        return None
+    if not (usec.isascii() and usec.isdigit() and int(usec) > 0):
+        logger.warning("ignoring WATCHDOG_USEC=%r: not a positive integer", usec)
+        return None
+    return int(usec) / 2 / 1_000_000
+
+
+# --- socket activation -------------------------------------------------------------------------
+
+
+def listen_fds(
+    environ: MutableMapping[str, str] | None = None,
+    *,
+    pid: int | None = None,
+    start: int = SD_LISTEN_FDS_START,
+) -> dict[str, list[socket.socket]]:
+    """The sockets systemd passed us, by ``FileDescriptorName=``.
+
+    Removes ``LISTEN_PID``, ``LISTEN_FDS`` and ``LISTEN_FDNAMES`` from ``environ`` in any
+    case, so that no child takes our sockets for its own.
+
+    Args:
+        environ: The environment (default: ``os.environ``, where removing also unsets).
+        pid: Our pid (default: ``os.getpid()``).
+        start: The first descriptor; systemd always uses 3, tests pass their own.
+
+    Returns:
+        Name to sockets (close-on-exec, in descriptor order); empty when not socket-activated
+        or when the variables are for another process. An unnamed socket is ``"unknown"``.
+        A passed descriptor that is not a socket (``ListenFIFO=``) is logged and left alone.
+    """
+    environ = os.environ if environ is None else environ
+    values = {name: environ.pop(name, None) for name in _LISTEN_VARIABLES}
+    listen_pid, count_text, names_text = (values[name] for name in _LISTEN_VARIABLES)
+    if listen_pid is None or count_text is None:
+        return {}
+    if listen_pid != str(os.getpid() if pid is None else pid):
+        logger.debug("LISTEN_PID=%s is not us: the sockets are not ours", listen_pid)
+        return {}
+    if not (count_text.isascii() and count_text.isdigit()):
+        logger.warning("ignoring LISTEN_FDS=%r: not a count", count_text)
+        return {}
+    count = int(count_text)
+    names = names_text.split(":") if names_text else []
+    if names_text is not None and len(names) != count:
+        logger.warning(
+            "LISTEN_FDNAMES=%r names %d descriptors, LISTEN_FDS=%d; treating them as unnamed",
+            names_text,
+            len(names),
+            count,
+        )
+        names = []
+    sockets: dict[str, list[socket.socket]] = {}
+    for index, fd in enumerate(range(start, start + count)):
+        name = (names[index] if names else "") or UNKNOWN_FD_NAME
+        try:
+            os.set_inheritable(fd, False)
+            sock = socket.socket(fileno=fd)
+        except OSError as error:  # ENOTSOCK (ListenFIFO=...), EBADF: not a socket of ours
+            logger.warning("ignoring passed descriptor %d (%s): %s", fd, name, error)
+            continue
+        sockets.setdefault(name, []).append(sock)
+    return sockets
+
+
+# --- logging -----------------------------------------------------------------------------------
+
+
+def journal_stream_matches(environ: Mapping[str, str] | None = None, *, fd: int = 2) -> bool:
+    """Whether ``fd`` (stderr) is the journal stream systemd connected (``$JOURNAL_STREAM``)."""
+    environ = os.environ if environ is None else environ
+    value = environ.get("JOURNAL_STREAM")
+    if not value:
+        return False
+    device, colon, inode = value.partition(":")
+    if not (colon and device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        stat = os.fstat(fd)
+    except OSError:
+        return False
+    return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
+
+
+class JournalFormatter(logging.Formatter):
+    """Prefixes every line of a record with its syslog priority (``<6>``), for the journal.
+
+    Every line, not just the first: the journal splits a traceback into one entry per line, and
+    an unprefixed line would be filed as info.
+    """
+
+    def __init__(self, fmt: str = JOURNAL_FORMAT) -> None:
+        super().__init__(fmt)
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record, formatted, each line prefixed with ``<N>``."""
+        prefix = f"<{priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in super().format(record).split("\n"))
+
+
+def priority(levelno: int) -> int:
+    """The syslog priority of a Python level (a custom level takes the next standard one up)."""
+    for level in sorted(PRIORITIES):
+        if levelno <= level:
+            return PRIORITIES[level]
+    return PRIORITIES[logging.CRITICAL]
+
+
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """The handler :func:`configure_logging` installs (a class of its own, to find it again)."""
+
+
+def configure_logging(
+    level: str,
+    *,
+    stream: TextIO | None = None,
+    environ: Mapping[str, str] | None = None,
+    root: logging.Logger | None = None,
+) -> logging.Handler:
+    """Log to stderr at ``level``: with priority prefixes in the journal, plainly elsewhere.
+
+    Calling it again (on SIGHUP) replaces the handler it installed before, and only that one:
+    handlers others added (pytest's, for one) stay.
+
+    Args:
+        level: ``debug``, ``info``, ``warning`` or ``error`` (any case).
+        stream: Where to write (default: ``sys.stderr``).
+        environ: The environment (default: ``os.environ``).
+        root: The logger to configure (default: the root logger).
+
+    Returns:
+        The handler installed.
+
+    Raises:
+        ValueError: ``level`` is not one of the four.
+    """
+    try:
+        levelno = LEVELS[level.lower()]
+    except KeyError:
+        raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}") from None
+    stream = sys.stderr if stream is None else stream
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # io.StringIO has no descriptor: not the journal
+        fd = -1
+    journal = fd >= 0 and journal_stream_matches(environ, fd=fd)
+    handler = _StderrHandler(stream)
+    handler.setFormatter(JournalFormatter() if journal else logging.Formatter(PLAIN_FORMAT))
+    target = logging.getLogger() if root is None else root
+    for old in [h for h in target.handlers if isinstance(h, _StderrHandler)]:
+        target.removeHandler(old)
+    target.addHandler(handler)
+    target.setLevel(levelno)
+    return handler
