@@ -41,7 +41,7 @@ import trio
 from distributord import __version__, protocol
 from distributord.model import Result
 from distributord.protocol import TOO_LONG, Call, Code, Failure, LineFramer
-from distributord.requestloop import RequestLoop
+from distributord.requestloop import RequestLoop, Timing
 from distributord.status import Status
 from distributord.topology import Topology
 from distributord.tracker import Board, StatusTracker
@@ -380,9 +380,14 @@ class _Session:
                 self._nursery.start_soon(self._notify_changes)
             self._answer(call, {"subscribed": True})
 
-    def _reply_to(self, call: Call) -> Callable[[Result], None]:
-        def reply(result: Result) -> None:
-            self._answer(call, protocol.result_object(result))
+    def _reply_to(self, call: Call) -> Callable[[Result, Timing], None]:
+        def reply(result: Result, timing: Timing) -> None:
+            answer = protocol.result_object(result)
+            answer["timing"] = {
+                "total_ms": round(timing.total_s * 1e3, 3),
+                "commands_ms": round(timing.commands_s * 1e3, 3),
+            }
+            self._answer(call, answer)
             self._pending -= 1
             if not self._pending:
                 self._idle.set()

@@ -17,7 +17,12 @@ trio code, and gRPC status codes into ``distributord.errors``.
 * **Commands** (:meth:`MicrogridLink.set_active_power`) are plain awaitables. Cancel the
   calling task and the RPC itself is cancelled (the server sees it); a refusal raises
   :class:`~distributord.errors.CommandRejectedError`, any other failure
-  :class:`~distributord.errors.CommandFailedError`.
+  :class:`~distributord.errors.CommandFailedError`. A request's fan-out goes out as one batch
+  (:meth:`MicrogridLink.set_active_powers`): one crossing into the asyncio loop for the lot,
+  each outcome handed back as it arrives, so a deadline keeps what finished and cancels the
+  rest. Per-call crossings cost a third more time at 500 inverters.
+* **Two connections**: telemetry and discovery share one HTTP/2 connection, commands have
+  their own, so a thousand streams' traffic never queues ahead of a command.
 
 :class:`MicrogridClient` is the protocol the rest of the daemon uses, so tests of other layers
 can use a fake.
@@ -25,9 +30,10 @@ can use a fake.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
@@ -37,7 +43,7 @@ import trio
 
 from distributord import v1
 from distributord.bridge import Bridge, Stream, StreamBrokenError, open_bridge
-from distributord.errors import LinkDownError
+from distributord.errors import CommandError, CommandFailedError, LinkDownError
 from distributord.model import BatterySnapshot, InverterSnapshot
 from distributord.topology import Topology, pair_batteries
 
@@ -129,8 +135,13 @@ class MicrogridClient(Protocol):
     ) -> AbstractAsyncContextManager[MessageStream[v1.ComponentData]]:
         """A stream of a component's raw data."""
 
-    async def set_active_power(self, inverter_id: int, power_w: float, lifetime_s: int) -> float:
-        """Command an inverter; returns until when (Unix time) the setpoint holds."""
+    async def set_active_powers(
+        self,
+        setpoints: Mapping[int, float],
+        lifetime_s: int,
+        land: Callable[[int, float | CommandError], None],
+    ) -> None:
+        """Command inverters at once; ``land`` gets each one's valid-until or error."""
 
 
 def _translate(error: BaseException) -> BaseException | None:
@@ -149,12 +160,16 @@ class MicrogridLink:
     def __init__(self, bridge: Bridge, address: str) -> None:
         self.address = address
         self._bridge = bridge
+        # Telemetry streams and discovery on one connection, commands on another: a thousand
+        # streams' traffic never queues ahead of a command.
         self._channel: Any = None
         self._stub: Any = None
+        self._command_channel: Any = None
+        self._command_stub: Any = None
         self._opening = trio.Semaphore(MAX_OPENING_STREAMS)
 
     async def _connect(self) -> None:
-        def make() -> Any:
+        def make(purpose: str) -> tuple[Any, Any]:
             channel = grpc.aio.insecure_channel(
                 self.address,
                 options=[
@@ -162,22 +177,26 @@ class MicrogridLink:
                     ("grpc.initial_reconnect_backoff_ms", 100),
                     ("grpc.max_reconnect_backoff_ms", 5000),
                     ("grpc.keepalive_time_ms", 30_000),
+                    # Channels with equal options share one connection; this keeps them apart.
+                    ("grpc.primary_user_agent", f"distributord-{purpose}"),
                 ],
             )
             return channel, v1.microgrid_stub(channel)
 
-        async def create() -> Any:
-            return make()
+        async def create() -> list[tuple[Any, Any]]:
+            return [make("telemetry"), make("commands")]
 
-        self._channel, self._stub = await self._bridge.call(create)
+        (self._channel, self._stub), (self._command_channel, self._command_stub) = (
+            await self._bridge.call(create)
+        )
 
     async def _close(self) -> None:
-        if self._channel is not None:
-            channel = self._channel
+        channels = [c for c in (self._channel, self._command_channel) if c is not None]
 
-            async def close() -> None:
-                await channel.close(grace=None)
+        async def close() -> None:
+            await asyncio.gather(*(channel.close(grace=None) for channel in channels))
 
+        if channels:
             with trio.CancelScope(shield=True), trio.move_on_after(2.0):
                 await self._bridge.call(close)
 
@@ -240,7 +259,36 @@ class MicrogridLink:
             CommandRejectedError: The API refused the setpoint (out of range, invalid).
             CommandFailedError: Anything else went wrong (unavailable, internal, ...).
         """
-        stub = self._stub
+        return await self._bridge.call(self._command(inverter_id, power_w, lifetime_s))
+
+    async def set_active_powers(
+        self,
+        setpoints: Mapping[int, float],
+        lifetime_s: int,
+        land: Callable[[int, float | CommandError], None],
+    ) -> None:
+        """Command many inverters at once: inverter id → W, each with ``lifetime_s``.
+
+        ``land(inverter, outcome)`` is called as each command finishes, with until when (Unix
+        time, s) the setpoint holds, or why it failed (as :meth:`set_active_power` raises).
+        Cancelling the calling task cancels the commands still running, at the RPC; nothing
+        lands after that.
+        """
+
+        def deliver(inverter_id: int, outcome: float | Exception) -> None:
+            if not isinstance(outcome, float | CommandError):  # a bug, not the microgrid
+                logger.error("command to inverter %d failed unexpectedly: %r", inverter_id, outcome)
+                outcome = CommandFailedError("INTERNAL", repr(outcome))
+            land(inverter_id, outcome)
+
+        calls = {i: self._command(i, power, lifetime_s) for i, power in setpoints.items()}
+        await self._bridge.call_each(calls, deliver)
+
+    def _command(
+        self, inverter_id: int, power_w: float, lifetime_s: int
+    ) -> Callable[[], Awaitable[float]]:
+        """The coroutine (for the loop) that sends one command."""
+        stub = self._command_stub
         request = v1.set_power_request(inverter_id, power_w, lifetime_s)
 
         async def command() -> float:
@@ -249,7 +297,7 @@ class MicrogridLink:
             except grpc.aio.AioRpcError as error:
                 raise v1.command_error(error.code().name, error.details() or "") from None
 
-        return await self._bridge.call(command)
+        return command
 
 
 @asynccontextmanager
@@ -352,16 +400,17 @@ async def serve_telemetry(
                 if not started:
                     started = True
                     task_status.started()
-                # One scope whose deadline moves with every message: cheaper than a new
-                # scope per message, and the same rule (silent for silence_s → replaced).
-                with trio.CancelScope() as quiet:
-                    while True:
-                        quiet.deadline = trio.current_time() + silence_s
-                        data = await stream.receive()
-                        receive(data)
+                # Silent for silence_s → replaced. Moving a deadline costs more than the rest
+                # of a message's handling, so the deadline stays put while messages arrive and
+                # is moved on only when it is reached (receive() loses nothing when cancelled).
+                heard = trio.current_time()
+                while trio.current_time() - heard < silence_s:
+                    with trio.move_on_at(heard + silence_s):
+                        while True:
+                            data = await stream.receive()
+                            heard = trio.current_time()
+                            receive(data)
                 reason = f"silent for {silence_s:g} s"
-                if not quiet.cancelled_caught:  # pragma: no cover - the loop only ends this way
-                    reason = "ended"
         except trio.EndOfChannel:
             reason = "ended by the server"
         except LinkDownError as error:

@@ -62,7 +62,21 @@ from distributord.tracker import StatusTracker
 
 logger = logging.getLogger(__name__)
 
-Reply = Callable[[Result], None]
+
+@attrs.frozen(kw_only=True)
+class Timing:
+    """Where a request's time went inside the daemon.
+
+    Attributes:
+        total_s: From the request's arrival at the loop to its result.
+        commands_s: The inverter commands' fan-out (0 when nothing was commanded).
+    """
+
+    total_s: float
+    commands_s: float
+
+
+Reply = Callable[[Result, Timing], None]
 
 
 @attrs.frozen(kw_only=True)
@@ -98,6 +112,7 @@ class _Job:
     arrived: float
     scope: trio.CancelScope | None = None
     warned: bool = False
+    commands_s: float = 0.0
 
     @property
     def refresh(self) -> bool:
@@ -248,7 +263,8 @@ class RequestLoop:
                     Ignored(
                         request=replaced.request,
                         message="superseded by a newer request for the same batteries",
-                    )
+                    ),
+                    Timing(total_s=trio.current_time() - replaced.arrived, commands_s=0.0),
                 )
             self._waiting[batteries] = job  # keeps the set's place in the queue
             for running in self._running.values():
@@ -299,7 +315,7 @@ class RequestLoop:
             del self._running[batteries]
             if job.reply is not None and result is not None:
                 self.last_latency_s = trio.current_time() - job.arrived
-                job.reply(result)
+                job.reply(result, Timing(total_s=self.last_latency_s, commands_s=job.commands_s))
             self._dispatch()
 
     def _is_current_refresh(self, job: _Job) -> bool:
@@ -345,7 +361,9 @@ class RequestLoop:
             for b in request.batteries
             if b not in planned.setpoints and self.setpoints.get(b, 0.0) != 0.0
         }
+        sent = trio.current_time()
         outcomes = await self._command({**planned.setpoints, **stopping}, request.request_timeout_s)
+        job.commands_s = trio.current_time() - sent
         failed = {
             b for b, outcome in outcomes.items() if outcome is not None and b in planned.setpoints
         }
@@ -360,21 +378,18 @@ class RequestLoop:
     ) -> dict[int, CommandError | None]:
         """Send every setpoint concurrently; battery id to None (done) or why it failed."""
         outcomes: dict[int, CommandError | None] = {}
-        lifetime = self.settings.lifetime_s
         inverter_of = self._topology.pairs
+        battery_of = {inverter_of[b]: b for b in setpoints}
 
-        async def send(battery: int, power: float) -> None:
-            try:
-                await self._client.set_active_power(inverter_of[battery], power, lifetime)
-            except CommandError as error:
-                outcomes[battery] = error
-            else:
-                outcomes[battery] = None
+        def land(inverter: int, outcome: float | CommandError) -> None:
+            outcomes[battery_of[inverter]] = outcome if isinstance(outcome, CommandError) else None
 
         with trio.move_on_after(timeout_s):
-            async with trio.open_nursery() as nursery:
-                for battery, power in setpoints.items():
-                    nursery.start_soon(send, battery, power)
+            await self._client.set_active_powers(
+                {inverter_of[b]: power for b, power in setpoints.items()},
+                self.settings.lifetime_s,
+                land,
+            )
         for battery in setpoints:
             if battery not in outcomes:
                 outcomes[battery] = CommandError("DEADLINE", f"no answer within {timeout_s:g} s")

@@ -194,6 +194,82 @@ async def test_a_slow_consumer_gets_the_newest_messages_and_a_drop_count() -> No
     assert stream.received == 100
 
 
+async def test_call_each_lands_every_result_and_translated_error_by_key() -> None:
+    def translate(error: BaseException) -> BaseException | None:
+        return LinkDownError(f"translated {error}") if isinstance(error, KeyError) else None
+
+    def work(k: int):  # type: ignore[no-untyped-def]
+        async def run() -> int:
+            await asyncio.sleep(0.001 * (k % 3))
+            if k == 3:
+                raise KeyError(k)
+            if k == 4:
+                raise ValueError("kept")
+            return k * 10
+
+        return run
+
+    landed: dict[int, object] = {}
+    threads: set[str] = set()
+
+    def land(key: int, result: object) -> None:
+        threads.add(threading.current_thread().name)
+        landed[key] = result
+
+    async with open_bridge(translate) as bridge:
+        await bridge.call_each({k: work(k) for k in range(6)}, land)
+        await bridge.call_each({}, land)  # nothing to do: returns at once
+    assert threads == {threading.current_thread().name}  # landed in trio's thread
+    assert {k: v for k, v in landed.items() if k not in (3, 4)} == {0: 0, 1: 10, 2: 20, 5: 50}
+    assert isinstance(landed[3], LinkDownError)
+    assert str(landed[3]) == "translated 3"
+    assert isinstance(landed[4], ValueError)
+
+
+async def test_call_each_at_a_deadline_keeps_what_landed_and_cancels_the_rest() -> None:
+    cancelled = 0
+    lock = threading.Lock()
+
+    def work(k: int):  # type: ignore[no-untyped-def]
+        async def run() -> int:
+            nonlocal cancelled
+            try:
+                await asyncio.sleep(3600 if k % 20 == 0 else 0.01)
+            except asyncio.CancelledError:
+                with lock:
+                    cancelled += 1
+                raise
+            return k
+
+        return run
+
+    landed: dict[int, object] = {}
+    async with open_bridge() as bridge:
+        start = trio.current_time()
+        with trio.move_on_after(0.2) as scope:
+            await bridge.call_each({k: work(k) for k in range(100)}, landed.__setitem__)
+        elapsed = trio.current_time() - start
+        assert scope.cancelled_caught
+        at_deadline = dict(landed)
+
+        async def count() -> int:
+            await asyncio.sleep(0)  # let the cancellations run on the loop
+            return cancelled
+
+        assert await bridge.call(count) == 5
+        await trio.testing.wait_all_tasks_blocked()
+    assert sorted(at_deadline) == [k for k in range(100) if k % 20]
+    assert landed == at_deadline  # nothing landed after the caller left
+    assert 0.2 <= elapsed < 0.35
+
+
+async def test_call_each_after_close_fails_clearly() -> None:
+    async with open_bridge() as bridge:
+        kept: Bridge = bridge
+    with pytest.raises(LinkDownError, match="closed"):
+        await kept.call_each({1: _loop_turn}, lambda key, result: None)
+
+
 async def _loop_turn() -> None:
     await asyncio.sleep(0)
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from distributord.model import StateCode
 from distributord.sim.scenario import BatterySpec, Faults, InverterSpec, Scenario
@@ -257,3 +259,38 @@ def test_pure_simulator_modules_import_neither_trio_nor_grpc(module: str) -> Non
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip() == "", f"{module} imports {done.stdout.strip()}"
+
+
+# A step: (seconds later, inverter or 0 for none, power as a fraction of the limit, lifetime).
+_steps = st.lists(
+    st.tuples(
+        st.floats(0.0, 30.0),
+        st.sampled_from([0, 2001, 2002, 2003]),
+        st.sampled_from([0.0, -1.0, 1.0]) | st.floats(-1.0, 1.0),
+        st.integers(10, 40),
+    ),
+    max_size=30,
+)
+
+
+@given(_steps)
+def test_reading_rarely_or_often_gives_the_same_state(
+    steps: list[tuple[float, int, float, int]],
+) -> None:
+    """Batteries are integrated lazily: how often they are read must not change the physics."""
+    eager, lazy = odd_world(), odd_world()
+    now = 0.0
+    for later, inverter, fraction, lifetime in steps:
+        now += later
+        for world in (eager, lazy):
+            world.advance(now)
+            if inverter:
+                world.command(inverter, round(fraction * 3000.0), lifetime, now=now)
+        for battery in (1001, 1002, 1003, 1004):
+            eager.soc(battery)  # the eager world is read at every step
+    now += 100.0
+    eager.advance(now)
+    lazy.advance(now)
+    for battery in (1001, 1002, 1003, 1004):
+        assert lazy.soc(battery) == pytest.approx(eager.soc(battery), abs=1e-9)
+        assert lazy.battery_power(battery) == eager.battery_power(battery)

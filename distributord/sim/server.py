@@ -63,6 +63,9 @@ HOST = "127.0.0.1"
 DEFAULT_PORT = 50051
 """The conventional Microgrid API port, and ``microgrid.address``'s default in the config."""
 
+MAX_RECORDS = 100_000
+"""Commands the simulator remembers; older ones are forgotten (a long run stays bounded)."""
+
 _EXPIRY_MARGIN_S = 0.001
 """Expiry wake-ups run this much late: asyncio may run a timer up to its clock resolution early,
 and a wake-up before the expiry instant would find the setpoint still valid."""
@@ -168,7 +171,7 @@ class Simulator:
             cid: scenario.faults.get(cid, _NO_FAULTS)
             for cid in (*self.battery_ids, *self.inverter_ids)
         }
-        self._commands: list[CommandRecord] = []
+        self._commands: collections.deque[CommandRecord] = collections.deque(maxlen=MAX_RECORDS)
         self._pending: collections.Counter[int] = collections.Counter()
         self._streams: dict[int, set[_Stream]] = {cid: set() for cid in self._categories}
         # Set once serving (before __enter__ returns):
@@ -323,7 +326,7 @@ class Simulator:
             self._loop.call_soon_threadsafe(_wake, streams)
 
     def commands(self) -> list[CommandRecord]:
-        """Every command received so far, oldest first (a copy)."""
+        """The commands received so far, oldest first (a copy; the last :data:`MAX_RECORDS`)."""
         with self._changed:
             return list(self._commands)
 

@@ -132,6 +132,8 @@ class InverterReading:
 class _Battery:
     spec: BatterySpec
     soc: float
+    time: float
+    """The instant :attr:`soc` describes (at most :attr:`World.time`; see ``World._sync``)."""
     inverters: list[_Inverter] = attrs.field(factory=list)
 
 
@@ -159,7 +161,9 @@ class World:
         self.lifetime_scale = lifetime_scale
         self.time = now
         """The instant the state describes."""
-        self._batteries = {b.id: _Battery(spec=b, soc=b.soc_pct) for b in scenario.batteries}
+        self._batteries = {
+            b.id: _Battery(spec=b, soc=b.soc_pct, time=now) for b in scenario.batteries
+        }
         self._inverters = {i.id: _Inverter(spec=i) for i in scenario.inverters}
         for inverter in self._inverters.values():
             for battery_id in inverter.spec.batteries:
@@ -169,33 +173,49 @@ class World:
         # Inverters with a setpoint: only their batteries can change. Keeps advancing an idle
         # fleet cheap (a stream opens with an advance; a daemon opens 2000 at once).
         self._holding: dict[int, _Inverter] = {}
+        self._next_expiry = math.inf  # the earliest ``until`` in _holding
 
     # --- time -------------------------------------------------------------------------------
 
     def advance(self, now: float) -> list[int]:
         """Move the state to ``now``: integrate SoC, expire setpoints.
 
-        A ``now`` before :attr:`time` is ignored (the state never goes back).
+        A ``now`` before :attr:`time` is ignored (the state never goes back). Cheap however often
+        it is called: a battery is integrated only when it is read or its power is about to
+        change (see :meth:`_sync`), so a fan-out of n commands costs O(n), not O(n²).
 
         Returns:
             The inverters whose setpoint expired on the way.
         """
-        start = self.time
-        if now <= start:
+        if now <= self.time:
             return []
-        powered = {b.spec.id: b for i in self._holding.values() for b in i.batteries}
-        for battery in powered.values():
+        self.time = now
+        if now < self._next_expiry:
+            return []
+        expired = [iid for iid, inverter in self._holding.items() if inverter.until <= now]
+        for iid in expired:
+            inverter = self._holding.pop(iid)
+            for battery in inverter.batteries:
+                self._sync(battery)  # up to now, cut at the expiry, before the setpoint goes
+            inverter.setpoint_w, inverter.until = 0.0, math.inf
+        self._next_expiry = self.next_expiry()
+        return expired
+
+    def _sync(self, battery: _Battery) -> _Battery:
+        """Integrate one battery's SoC from its own last instant up to :attr:`time`.
+
+        Exact: the interval is cut at its inverters' expiry instants, where its power changes.
+        Every read of a battery, and every change of an inverter's setpoint, syncs first.
+        """
+        start, now = battery.time, self.time
+        if start < now:
             cuts = sorted({i.until for i in battery.inverters if start < i.until < now})
             t = start
             for cut in (*cuts, now):
                 self._integrate(battery, t, cut)
                 t = cut
-        expired = [iid for iid, inverter in self._holding.items() if inverter.until <= now]
-        for iid in expired:
-            inverter = self._holding.pop(iid)
-            inverter.setpoint_w, inverter.until = 0.0, math.inf
-        self.time = now
-        return expired
+            battery.time = now
+        return battery
 
     def next_expiry(self) -> float:
         """The earliest instant a setpoint expires (``inf`` when none will)."""
@@ -233,7 +253,7 @@ class World:
 
     def battery_power(self, battery_id: int) -> float:
         """The power a battery takes at :attr:`time`, W."""
-        return self._battery_power(self._batteries[battery_id], at=self.time)
+        return self._battery_power(self._sync(self._batteries[battery_id]), at=self.time)
 
     def inverter_power(self, inverter_id: int) -> float:
         """The power an inverter passes at :attr:`time`, W (0 when none or expired)."""
@@ -241,6 +261,7 @@ class World:
         share = self._share(inverter, self.time)
         total = 0.0
         for battery in inverter.batteries:
+            self._sync(battery)
             requested = self._requested(battery, self.time)
             if requested != 0.0:
                 # The battery takes each inverter's share in the proportion it accepts in all.
@@ -253,11 +274,11 @@ class World:
 
     def soc(self, battery_id: int) -> float:
         """A battery's SoC at :attr:`time`, %."""
-        return self._batteries[battery_id].soc
+        return self._sync(self._batteries[battery_id]).soc
 
     def battery_bounds(self, battery_id: int) -> tuple[float, float]:
         """``(lower, upper)`` power a battery allows at :attr:`time`, W."""
-        battery = self._batteries[battery_id]
+        battery = self._sync(self._batteries[battery_id])
         spec = battery.spec
         lower = 0.0 if battery.soc <= spec.soc_lower_pct else -spec.power_limit_w
         upper = 0.0 if battery.soc >= spec.soc_upper_pct else spec.power_limit_w
@@ -309,9 +330,12 @@ class World:
             problem = self._out_of_range(inverter, power_w)
             if problem:
                 return Rejected(code="OUT_OF_RANGE", details=problem)
+        for battery in inverter.batteries:
+            self._sync(battery)  # the power changes now: integrate the old power up to here
         inverter.setpoint_w = power_w
         inverter.until = now + lifetime * self.lifetime_scale
         self._holding[component_id] = inverter
+        self._next_expiry = min(self._next_expiry, inverter.until)
         return Accepted(lifetime_s=lifetime, until=inverter.until)
 
     def _out_of_range(self, inverter: _Inverter, power_w: float) -> str:

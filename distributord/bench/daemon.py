@@ -1,0 +1,216 @@
+"""Benchmark of the whole daemon: request → reply latency through the real socket.
+
+Usage: ``python -m distributord.bench.daemon [--sizes 10,100,500] [--requests 1000]``
+
+For each fleet size: ``distributord sim`` (zero command latency, telemetry at 1 Hz) and
+``distributord run`` each in a process of their own; this process is the client. It sends
+``set_power`` for the whole fleet through the control socket, one request at a time, and
+alternates each with a *bare fan-out*: the same number of ``SetComponentPowerActive`` calls,
+all at once, from a plain grpc.aio client to the same simulator (what a program with no daemon
+would do). Alternating puts both under the same conditions on a machine whose speed drifts.
+
+Printed per size: the daemon's reply latency (p50, p99) beside the bare fan-out's, their
+ratios, and the daemon's own overhead, the reply latency minus the fan-out the daemon performed
+(from the ``timing.commands_ms`` it reports). The issue's targets, at 100 and 500 batteries:
+p50 within 1.3× of the bare fan-out, p99 within 2×, and an overhead under 5 ms p50 at 100.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from distributord import v1
+from distributord.bench.distribution import machine
+from distributord.bench.link import simulator
+
+TARGET_P50 = 1.3
+TARGET_P99 = 2.0
+TARGET_OVERHEAD_MS = 5.0
+
+
+@contextlib.contextmanager
+def daemon(address: str, directory: Path, log: str) -> Iterator[Path]:
+    """``distributord run`` against ``address``, logging to ``log``; yields its socket path."""
+    sock = directory / "control.sock"
+    command = [sys.executable, "-m", "distributord", "run", "--microgrid", address]
+    command += ["--socket", str(sock), "--log-level", "warning"]
+    with open(log, "a") as stderr:
+        process = subprocess.Popen(command, stderr=stderr)
+    try:
+        yield sock
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+class Client:
+    """The control protocol over an asyncio Unix stream."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader, self._writer = reader, writer
+        self._next = 0
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        """Send one request; its result (or the whole reply when it is an error)."""
+        self._next += 1
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": self._next, "method": method}
+        if params is not None:
+            message["params"] = params
+        self._writer.write(json.dumps(message).encode() + b"\n")
+        await self._writer.drain()
+        while True:
+            reply = json.loads(await self._reader.readline())
+            if reply.get("id") == self._next:
+                return reply.get("result", reply)
+
+
+@contextlib.asynccontextmanager
+async def connected(sock: Path) -> AsyncIterator[Client]:
+    """A client of the daemon at ``sock``, once it listens."""
+    for _ in range(600):  # the daemon is starting; wait for its socket (up to a minute)
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(sock), limit=2**24)
+            break
+        except (FileNotFoundError, ConnectionRefusedError):
+            await asyncio.sleep(0.1)
+    else:
+        raise RuntimeError(f"the daemon did not open {sock}")
+    try:
+        yield Client(reader, writer)
+    finally:
+        writer.close()
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (nearest rank)."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def wait_all_working(client: Client, n: int) -> None:
+    """Until the daemon has telemetry from every battery (polled: the daemon is another process)."""
+    for _ in range(600):
+        if len((await client.call("get_status"))["working"]) >= n:
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"fewer than {n} batteries working after two minutes")
+
+
+async def measure(n: int, requests: int, hz: float, log: str) -> dict[str, float]:
+    """Run one fleet size; returns the figures in ms, and ``failed``: requests not a success."""
+    with (
+        simulator(n, hz) as address,
+        tempfile.TemporaryDirectory() as directory,
+        daemon(address, Path(directory), log) as sock,
+    ):
+        async with connected(sock) as client:
+            await wait_all_working(client, n)
+            channel = grpc.aio.insecure_channel(address)
+            stub = v1.microgrid_stub(channel)
+            batteries = [1000 + k for k in range(1, n + 1)]
+            inverters = [2000 + k for k in range(1, n + 1)]
+            failed = 0
+
+            async def bare(power: float) -> float:
+                start = time.perf_counter()
+                await asyncio.gather(
+                    *(
+                        stub.SetComponentPowerActive(v1.set_power_request(i, power / n, 60))
+                        for i in inverters
+                    )
+                )
+                return time.perf_counter() - start
+
+            async def through_daemon(power: float) -> tuple[float, float]:
+                nonlocal failed
+                start = time.perf_counter()
+                params = {"power_w": power, "batteries": batteries}
+                result = await client.call("set_power", params)
+                elapsed = time.perf_counter() - start
+                if result.get("outcome") != "success":
+                    failed += 1
+                    return elapsed, elapsed
+                return elapsed, result["timing"]["commands_ms"] / 1e3
+
+            powers = [s * f * n * 5000 for f in (0.1, 0.3, 0.5, 0.7, 0.9) for s in (1, -1)]
+            for k in range(20):  # warm up both paths
+                await bare(powers[k % len(powers)])
+                await through_daemon(powers[k % len(powers)])
+            failed = 0
+            bare_s: list[float] = []
+            daemon_s: list[float] = []
+            overhead_s: list[float] = []
+            for k in range(requests):
+                power = powers[k % len(powers)]
+                bare_s.append(await bare(power))
+                elapsed, commands = await through_daemon(power)
+                daemon_s.append(elapsed)
+                overhead_s.append(elapsed - commands)
+            await channel.close()
+    ms = 1e3
+    return {
+        "daemon_p50": statistics.median(daemon_s) * ms,
+        "daemon_p99": percentile(daemon_s, 0.99) * ms,
+        "bare_p50": statistics.median(bare_s) * ms,
+        "bare_p99": percentile(bare_s, 0.99) * ms,
+        "overhead_p50": statistics.median(overhead_s) * ms,
+        "overhead_p99": percentile(overhead_s, 0.99) * ms,
+        "failed": failed,
+    }
+
+
+def verdict(ok: bool) -> str:
+    """A tick or a cross."""
+    return "✓" if ok else "✗"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark and print its figures."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sizes", default="10,100,500", help="fleet sizes, comma-separated")
+    parser.add_argument("--requests", type=int, default=1000, help="requests per size")
+    parser.add_argument("--telemetry-hz", type=float, default=1.0, help="the simulator's rate")
+    parser.add_argument("--daemon-log", default=os.devnull, help="append the daemon's log here")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    print(f"daemon: {machine()}")
+    print(f"{args.requests} requests per size, each alternated with a bare fan-out; ms")
+    print(
+        f"{'batteries':>9} {'daemon p50':>11} {'bare p50':>9} {'ratio':>6} "
+        f"{'daemon p99':>11} {'bare p99':>9} {'ratio':>6} {'overhead p50/p99':>17}"
+    )
+    for n in (int(s) for s in args.sizes.split(",")):
+        f = asyncio.run(measure(n, args.requests, args.telemetry_hz, args.daemon_log))
+        r50, r99 = f["daemon_p50"] / f["bare_p50"], f["daemon_p99"] / f["bare_p99"]
+        checks = ""
+        if n in (100, 500):
+            checks = f"  p50 {verdict(r50 <= TARGET_P50)} p99 {verdict(r99 <= TARGET_P99)}"
+            if n == 100:
+                checks += f" overhead {verdict(f['overhead_p50'] < TARGET_OVERHEAD_MS)}"
+        if f["failed"]:
+            checks += f"  {f['failed']:.0f} requests not a success (see --daemon-log)"
+        print(
+            f"{n:>9} {f['daemon_p50']:>11.1f} {f['bare_p50']:>9.1f} {r50:>6.2f} "
+            f"{f['daemon_p99']:>11.1f} {f['bare_p99']:>9.1f} {r99:>6.2f} "
+            f"{f['overhead_p50']:>8.1f} / {f['overhead_p99']:<6.1f}{checks}",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
