@@ -65,6 +65,8 @@ async def test_success(sim: Simulator, client: Client) -> None:
     for battery, power in distribution.items():
         assert sim.setpoint(sim.inverter_of(battery)) == pytest.approx(power)
     assert set(result["reasons"].values()) <= {"proportional", "capped"}
+    timing = result["timing"]  # an extension: where the request's time went
+    assert 0 < timing["commands_ms"] <= timing["total_ms"]
 
 
 async def test_partial_failure_one_errors_one_hangs(
@@ -172,6 +174,9 @@ async def test_the_middle_of_three_quick_requests_is_ignored(
     assert replies[second]["message"] == "superseded by a newer request for the same batteries"
     assert replies[third]["outcome"] == "success"
     assert sim.setpoint(2001) + sim.setpoint(2002) == pytest.approx(3000)
+    # The third waited for the first's 0.3 s commands; the second never commanded anything.
+    assert replies[second]["timing"]["commands_ms"] == 0
+    assert replies[third]["timing"]["total_ms"] > replies[third]["timing"]["commands_ms"] >= 300
 
 
 async def test_a_hanging_inverter_in_one_set_does_not_delay_another(
