@@ -29,13 +29,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--socket", metavar="PATH", help="control socket path")
     run.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error")
     sim = commands.add_parser("sim", help="serve a simulated microgrid (v1 API)")
-    sim.add_argument("--port", type=int, metavar="PORT")
-    sim.add_argument("--batteries", type=int, metavar="N")
-    sim.add_argument("--scenario", metavar="FILE")
-    sim.add_argument("--seed", type=int, metavar="N")
+    sim.add_argument("--port", type=int, metavar="PORT", help="loopback port (default 50051)")
+    sim.add_argument("--batteries", type=int, metavar="N", help="a uniform fleet of N (1..1000)")
+    sim.add_argument("--scenario", metavar="FILE", help="scenario (TOML, see config/)")
+    sim.add_argument("--seed", type=int, metavar="N", help="seeds the fleet's SoCs")
     demo = commands.add_parser("demo", help="simulator and daemon in one process, a short scenario")
-    demo.add_argument("--batteries", type=int, metavar="N")
-    demo.add_argument("--duration", type=float, metavar="S")
+    demo.add_argument("--batteries", type=int, metavar="N", help="fleet size, 1..1000 (default 6)")
+    demo.add_argument("--duration", type=float, metavar="S", help="4..600 s (default 40)")
     return top
 
 

@@ -271,3 +271,17 @@ async def test_distributorctl_against_the_daemon(sim: Simulator, tmp_path: Path)
         with trio.fail_after(LIMIT_S):
             assert await process.wait() == 0
         assert "Traceback" not in log.text
+
+
+def test_the_help_states_the_real_defaults() -> None:
+    from distributord import cli, demo
+    from distributord.sim import server
+
+    helps = {
+        action.dest: action.help
+        for sub in cli.parser()._subparsers._group_actions[0].choices.values()  # type: ignore[union-attr]
+        for action in sub._actions
+    }
+    assert helps["port"] == f"loopback port (default {server.DEFAULT_PORT})"
+    assert helps["duration"] == f"4..600 s (default {demo.DEFAULT_DURATION_S:g})"
+    assert f"(default {demo.DEFAULT_BATTERIES})" in str(helps["batteries"])
