@@ -63,15 +63,23 @@ M_co = TypeVar("M_co", covariant=True)
 
 
 class MessageStream(Protocol[M_co]):
-    """The receiving end of a server stream."""
+    """The receiving end of a server stream (a :class:`~distributord.bridge.Stream`)."""
 
     async def receive(self) -> M_co:
         """The next message (``trio.EndOfChannel`` when the server ended the stream)."""
         ...
 
+    def deliver_to(self, handler: Callable[[M_co], None]) -> None:
+        """Hand each message to ``handler`` as it arrives, with no task woken per message."""
+        ...
+
+    async def ended(self) -> NoReturn:
+        """Wait for the end: ``trio.EndOfChannel``, the stream's error or the handler's."""
+        ...
+
 
 class _Opening(Generic[M]):
-    """A stream that gives back its opening slot once its first message (or error) arrives."""
+    """A stream that gives back its opening slot once its first message (or end) arrives."""
 
     def __init__(self, stream: Stream[M], release: Callable[[], None]) -> None:
         self._stream = stream
@@ -80,6 +88,21 @@ class _Opening(Generic[M]):
     async def receive(self) -> M:
         try:
             return await self._stream.receive()
+        finally:
+            self._release()
+
+    def deliver_to(self, handler: Callable[[M], None]) -> None:
+        release = self._release  # idempotent: a flag test after the first message
+
+        def releasing(message: M) -> None:
+            release()
+            handler(message)
+
+        self._stream.deliver_to(releasing)
+
+    async def ended(self) -> NoReturn:
+        try:
+            await self._stream.ended()
         finally:
             self._release()
 
@@ -401,16 +424,20 @@ async def serve_telemetry(
                 if not started:
                     started = True
                     task_status.started()
-                # Silent for silence_s → replaced. Moving a deadline costs more than the rest
-                # of a message's handling, so the deadline stays put while messages arrive and
-                # is moved on only when it is reached (receive() loses nothing when cancelled).
+                # Messages are handled as they arrive, with no wake-up of this task; it only
+                # watches for the end and for silence (silent for silence_s → replaced). The
+                # deadline stays put while messages arrive and is moved on when it is reached.
                 heard = trio.current_time()
+
+                def arrived(data: v1.ComponentData) -> None:
+                    nonlocal heard
+                    heard = trio.current_time()
+                    receive(data)
+
+                stream.deliver_to(arrived)
                 while trio.current_time() - heard < silence_s:
                     with trio.move_on_at(heard + silence_s):
-                        while True:
-                            data = await stream.receive()
-                            heard = trio.current_time()
-                            receive(data)
+                        await stream.ended()
                 reason = f"silent for {silence_s:g} s"
         except trio.EndOfChannel:
             reason = "ended by the server"

@@ -194,6 +194,76 @@ async def test_a_slow_consumer_gets_the_newest_messages_and_a_drop_count() -> No
     assert stream.received == 100
 
 
+async def test_a_handler_gets_the_waiting_messages_then_the_rest_in_order() -> None:
+    async def slow() -> AsyncIterator[int]:
+        for k in range(3):
+            yield k
+        await asyncio.sleep(0.05)
+        for k in range(3, 10):
+            yield k
+
+    got: list[int] = []
+    async with open_bridge() as bridge, bridge.open_stream(slow) as stream:
+        await bridge.call(_loop_turn)  # the first three have been handed over
+        await trio.testing.wait_all_tasks_blocked()
+        stream.deliver_to(got.append)
+        assert got == [0, 1, 2]  # at once, from the buffer
+        with pytest.raises(trio.EndOfChannel):
+            await stream.ended()
+    assert got == list(range(10))
+    assert stream.received == 10
+
+
+async def test_a_stream_error_or_a_failing_handler_ends_the_stream() -> None:
+    async with open_bridge() as bridge:
+        got: list[int] = []
+        async with bridge.open_stream(lambda: stream_of([1, 2], then=RuntimeError("boom"))) as s:
+            s.deliver_to(got.append)
+            with pytest.raises(RuntimeError, match="boom"):
+                await s.ended()
+        assert got == [1, 2]
+
+        def fussy(message: int) -> None:
+            got.append(message)
+            if message == 3:
+                raise ValueError("cannot take 3")
+
+        got.clear()
+        async with bridge.open_stream(lambda: stream_of(list(range(10)))) as s:
+            s.deliver_to(fussy)
+            with pytest.raises(ValueError, match="cannot take 3"):
+                await s.ended()
+        assert got == [0, 1, 2, 3]  # nothing handed over after the handler failed
+
+
+async def test_nothing_is_handed_to_a_handler_after_the_consumer_left() -> None:
+    async def endless() -> AsyncIterator[int]:
+        k = 0
+        while True:
+            yield k
+            k += 1
+            await asyncio.sleep(0)
+
+    got: list[int] = []
+    enough = trio.Event()
+
+    def take(message: int) -> None:
+        got.append(message)
+        if len(got) == 50:
+            enough.set()
+
+    async with open_bridge() as bridge:
+        async with bridge.open_stream(endless) as stream:
+            stream.deliver_to(take)
+            await enough.wait()
+        left_with = len(got)
+        for _ in range(3):  # messages already on their way into trio are dropped
+            await bridge.call(_loop_turn)
+            await trio.testing.wait_all_tasks_blocked()
+        assert len(got) == left_with
+    assert got == list(range(left_with))
+
+
 async def test_call_each_lands_every_result_and_translated_error_by_key() -> None:
     def translate(error: BaseException) -> BaseException | None:
         return LinkDownError(f"translated {error}") if isinstance(error, KeyError) else None
