@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from distributord import service
 from distributord.sim.scenario import uniform_fleet
 from distributord.sim.server import Simulator
 from tests.support import LIMIT_S, connect
@@ -285,3 +287,15 @@ def test_the_help_states_the_real_defaults() -> None:
     assert helps["port"] == f"loopback port (default {server.DEFAULT_PORT})"
     assert helps["duration"] == f"4..600 s (default {demo.DEFAULT_DURATION_S:g})"
     assert f"(default {demo.DEFAULT_BATTERIES})" in str(helps["batteries"])
+
+
+def test_the_collector_is_tuned_and_the_tuning_undone() -> None:
+    before = gc.get_threshold()
+    undo = service.tune_gc()
+    try:
+        assert gc.get_threshold() == service.GC_THRESHOLD
+        assert gc.get_freeze_count() > 0
+    finally:
+        undo()
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
