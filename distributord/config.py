@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from distributord.errors import DistributordError
+from distributord.errors import InputError
 from distributord.model import MAX_REQUEST_TIMEOUT_S
 from distributord.status import StatusSettings
 
@@ -67,31 +67,11 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 _A = TypeVar("_A", bound=attrs.AttrsInstance)
 
 
-class ConfigError(DistributordError, ValueError):
+class ConfigError(InputError):
     """The configuration is invalid: the fault is the operator's (the file or a flag).
 
     The daemon refuses to start with it; the message is the one clear line the operator sees.
-
-    Attributes:
-        problem: What is wrong (``"must be a number in (0, 60], got 0"``).
-        key: The dotted TOML path of the offending key (``"requests.default_timeout_s"``), or
-            ``""`` when the whole file is at fault.
-        source: The file, or the flag (``"--socket"``), the value came from, or ``""``.
     """
-
-    def __init__(self, problem: str, *, key: str = "", source: str = "") -> None:
-        self.problem = problem
-        self.key = key
-        self.source = source
-        super().__init__(": ".join(part for part in (source, key, problem) if part))
-
-    def within(self, prefix: str = "", *, source: str = "") -> ConfigError:
-        """The same error, its key placed under ``prefix`` and attributed to ``source``.
-
-        An error that already names a source keeps it.
-        """
-        key = ".".join(part for part in (prefix, self.key) if part)
-        return ConfigError(self.problem, key=key, source=self.source or source)
 
 
 # --- values and their checks ------------------------------------------------------------------

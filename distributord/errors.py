@@ -7,11 +7,36 @@ that is down. Foreign errors (gRPC status codes) are translated once, in ``distr
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Self
 
 
 class DistributordError(Exception):
     """Base class of distributord's own errors."""
+
+
+class InputError(DistributordError, ValueError):
+    """A value someone wrote (in a file, or as a flag) is invalid: the fault is its author's.
+
+    Attributes:
+        problem: What is wrong (``"must be a number in (0, 60], got 0"``).
+        key: The dotted TOML path of the offending key (``"requests.default_timeout_s"``), or
+            ``""`` when the whole file is at fault.
+        source: The file, or the flag (``"--socket"``), the value came from, or ``""``.
+    """
+
+    def __init__(self, problem: str, *, key: str = "", source: str = "") -> None:
+        self.problem = problem
+        self.key = key
+        self.source = source
+        super().__init__(": ".join(part for part in (source, key, problem) if part))
+
+    def within(self, prefix: str = "", *, source: str = "") -> Self:
+        """The same error, its key placed under ``prefix`` and attributed to ``source``.
+
+        An error that already names a source keeps it.
+        """
+        key = ".".join(part for part in (prefix, self.key) if part)
+        return type(self)(self.problem, key=key, source=self.source or source)
 
 
 class CommandError(DistributordError):

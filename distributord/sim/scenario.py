@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from distributord.errors import InputError
 from distributord.topology import Category
 
 GRID_ID = 1
@@ -91,25 +92,12 @@ NAN_METRICS = frozenset({"soc", "capacity", "power"})
 """The metrics a fault can turn into NaN (an inverter has only ``power``)."""
 
 
-class ScenarioError(ValueError):
+class ScenarioError(InputError):
     """A scenario is invalid: the fault is in the scenario (its author's, or the file's).
 
-    Attributes:
-        problem: What is wrong.
-        key: The TOML path of the offending key (``battery[1].soc_pct``), or ``""``.
-        source: The file (or ``"--batteries"``) it came from, or ``""``.
+    Its ``key`` is the TOML path (``battery[1].soc_pct``); its ``source`` the file or
+    ``"--batteries"``.
     """
-
-    def __init__(self, problem: str, *, key: str = "", source: str = "") -> None:
-        self.problem = problem
-        self.key = key
-        self.source = source
-        super().__init__(": ".join(part for part in (source, key, problem) if part))
-
-    def within(self, prefix: str = "", *, source: str = "") -> ScenarioError:
-        """The same error, its key placed under ``prefix`` and attributed to ``source``."""
-        key = ".".join(part for part in (prefix, self.key) if part)
-        return ScenarioError(self.problem, key=key, source=self.source or source)
 
 
 def _require(ok: bool, key: str, problem: str) -> None:
