@@ -228,8 +228,6 @@ class Bridge:
         """
         if not calls:
             return
-        finished = trio.Event()
-        ended: list[asyncio.Future[Any]] = []
         open_ = True
 
         def deliver(key: K, result: T | Exception) -> None:  # trio, posted from the loop
@@ -245,23 +243,13 @@ class Bridge:
                 result = translated if isinstance(translated, Exception) else error
             self._post(functools.partial(deliver, key, result))
 
-        async def run_all() -> None:  # loop thread
+        async def run_all() -> None:  # loop thread; its end is posted after every landing
             await asyncio.gather(*(one(key, call) for key, call in calls.items()))
 
-        def on_done(task: asyncio.Future[Any]) -> None:  # loop thread, after every landing
-            ended.append(task)
-            self._post(finished.set)
-
-        cancel = self._submit(run_all, on_done)
         try:
-            await finished.wait()
-        except BaseException:
-            cancel()
-            raise
+            await self.call(run_all)
         finally:
             open_ = False
-        if ended[0].cancelled():
-            raise LinkDownError("the gRPC bridge cancelled the calls while closing")
 
     @asynccontextmanager
     async def open_stream(
