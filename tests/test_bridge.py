@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import trio
@@ -85,24 +85,38 @@ async def test_a_trio_cancel_cancels_the_asyncio_task_within_50_ms() -> None:
     assert cancelled.at - cancel_at < 0.050
 
 
+class EveryTwentiethHangs:
+    """Calls for the loop: each returns its key after 10 ms, but every twentieth hangs.
+
+    The hanging ones wait until they are cancelled; the cancellations are counted.
+    """
+
+    def __init__(self) -> None:
+        self._cancelled = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, k: int) -> Callable[[], Awaitable[int]]:
+        async def run() -> int:
+            try:
+                await asyncio.sleep(3600 if k % 20 == 0 else 0.01)
+            except asyncio.CancelledError:
+                with self._lock:
+                    self._cancelled += 1
+                raise
+            return k
+
+        return run
+
+    async def cancelled(self) -> int:
+        """How many were cancelled (a call on the loop: the cancellations run first)."""
+        await asyncio.sleep(0)
+        return self._cancelled
+
+
 async def test_100_concurrent_calls_with_5_hanging_finish_at_the_deadline() -> None:
     finished: dict[int, int] = {}
-    cancelled = 0
-    lock = threading.Lock()
+    work = EveryTwentiethHangs()
     async with open_bridge() as bridge:
-
-        def work(k: int):  # type: ignore[no-untyped-def]
-            async def run() -> int:
-                nonlocal cancelled
-                try:
-                    await asyncio.sleep(3600 if k % 20 == 0 else 0.01)
-                except asyncio.CancelledError:
-                    with lock:
-                        cancelled += 1
-                    raise
-                return k
-
-            return run
 
         async def one(k: int) -> None:
             finished[k] = await bridge.call(work(k))
@@ -113,12 +127,7 @@ async def test_100_concurrent_calls_with_5_hanging_finish_at_the_deadline() -> N
                 for k in range(100):
                     nursery.start_soon(one, k)
         elapsed = trio.current_time() - start
-
-        async def count() -> int:
-            await asyncio.sleep(0)  # let the cancellations run on the loop
-            return cancelled
-
-        assert await bridge.call(count) == 5
+        assert await bridge.call(work.cancelled) == 5
     assert sorted(finished) == [k for k in range(100) if k % 20]
     assert 0.2 <= elapsed < 0.35
 
@@ -297,22 +306,7 @@ async def test_call_each_lands_every_result_and_translated_error_by_key() -> Non
 
 
 async def test_call_each_at_a_deadline_keeps_what_landed_and_cancels_the_rest() -> None:
-    cancelled = 0
-    lock = threading.Lock()
-
-    def work(k: int):  # type: ignore[no-untyped-def]
-        async def run() -> int:
-            nonlocal cancelled
-            try:
-                await asyncio.sleep(3600 if k % 20 == 0 else 0.01)
-            except asyncio.CancelledError:
-                with lock:
-                    cancelled += 1
-                raise
-            return k
-
-        return run
-
+    work = EveryTwentiethHangs()
     landed: dict[int, object] = {}
     async with open_bridge() as bridge:
         start = trio.current_time()
@@ -321,12 +315,7 @@ async def test_call_each_at_a_deadline_keeps_what_landed_and_cancels_the_rest() 
         elapsed = trio.current_time() - start
         assert scope.cancelled_caught
         at_deadline = dict(landed)
-
-        async def count() -> int:
-            await asyncio.sleep(0)  # let the cancellations run on the loop
-            return cancelled
-
-        assert await bridge.call(count) == 5
+        assert await bridge.call(work.cancelled) == 5
         await trio.testing.wait_all_tasks_blocked()
     assert sorted(at_deadline) == [k for k in range(100) if k % 20]
     assert landed == at_deadline  # nothing landed after the caller left
