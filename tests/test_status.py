@@ -10,38 +10,15 @@ import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from distributord.model import BatterySnapshot, InverterSnapshot, PowerBounds, StateCode
+from distributord.model import PowerBounds, StateCode
 from distributord.status import Reason, Status, StatusMachine, StatusSettings, select
+from tests.snapshots import battery_snapshot, inverter_snapshot
 
 SETTINGS = StatusSettings(max_data_age_s=10.0, min_blocking_s=1.0, max_blocking_s=30.0)
 
 
-def battery(**overrides: Any) -> BatterySnapshot:
-    values: dict[str, Any] = {
-        "component_id": 1001,
-        "sampled_at": 0.0,
-        "received_at": 0.0,
-        "soc_pct": 50.0,
-        "soc_lower_pct": 10.0,
-        "soc_upper_pct": 90.0,
-        "capacity_wh": 10_000.0,
-        "bounds": PowerBounds.symmetric(5000.0),
-        "states": frozenset({StateCode.READY}),
-    }
-    values.update(overrides)
-    return BatterySnapshot(**values)
-
-
-def inverter(**overrides: Any) -> InverterSnapshot:
-    values: dict[str, Any] = {
-        "component_id": 2001,
-        "sampled_at": 0.0,
-        "received_at": 0.0,
-        "bounds": PowerBounds.symmetric(5000.0),
-        "states": frozenset({StateCode.READY}),
-    }
-    values.update(overrides)
-    return InverterSnapshot(**values)
+battery = battery_snapshot
+inverter = inverter_snapshot
 
 
 def fed(at: float = 0.0, **battery_overrides: Any) -> StatusMachine:

@@ -10,9 +10,10 @@ import pytest
 import trio
 import trio.testing
 
-from distributord.model import BatterySnapshot, InverterSnapshot, PowerBounds, StateCode
+from distributord.model import BatterySnapshot, InverterSnapshot
 from distributord.status import Reason, Status, StatusSettings
 from distributord.tracker import Board, StatusTracker
+from tests.snapshots import battery_snapshot, inverter_snapshot
 
 EPOCH = 1_800_000_000.0
 PAIRS = {1001: 2001, 1002: 2002}
@@ -25,32 +26,15 @@ def wall() -> float:
 
 
 def battery(bid: int = 1001, *, age: float = 0.0, **overrides: Any) -> BatterySnapshot:
-    now = trio.current_time()
-    values: dict[str, Any] = {
-        "component_id": bid,
-        "sampled_at": wall() - age,
-        "received_at": now,
-        "soc_pct": 50.0,
-        "soc_lower_pct": 10.0,
-        "soc_upper_pct": 90.0,
-        "capacity_wh": 10_000.0,
-        "bounds": PowerBounds.symmetric(5000.0),
-        "states": frozenset({StateCode.READY}),
-    }
-    values.update(overrides)
-    return BatterySnapshot(**values)
+    return battery_snapshot(
+        component_id=bid, sampled_at=wall() - age, received_at=trio.current_time(), **overrides
+    )
 
 
 def inverter(iid: int = 2001, **overrides: Any) -> InverterSnapshot:
-    values: dict[str, Any] = {
-        "component_id": iid,
-        "sampled_at": wall(),
-        "received_at": trio.current_time(),
-        "bounds": PowerBounds.symmetric(5000.0),
-        "states": frozenset({StateCode.READY}),
-    }
-    values.update(overrides)
-    return InverterSnapshot(**values)
+    return inverter_snapshot(
+        component_id=iid, sampled_at=wall(), received_at=trio.current_time(), **overrides
+    )
 
 
 # pytest-trio runs a test on the clock found among the *test's* own arguments, so each test
