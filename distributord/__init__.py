@@ -1,7 +1,7 @@
 """distributord: splits charge/discharge power across a microgrid's batteries.
 
-The pure core (no trio, no grpc, no clock): :mod:`distributord.model`,
-:mod:`distributord.distribution`, :mod:`distributord.bounds`, :mod:`distributord.planning`.
+The layers: :mod:`distributord.core` (pure: no trio, no grpc, no clock), :mod:`distributord.api`
+(protobuf adapters), :mod:`distributord.shell` (IO) and :mod:`distributord.cli` (commands).
 """
 
 __version__ = "0.1.0"

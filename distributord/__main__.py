@@ -2,6 +2,6 @@
 
 import sys
 
-from distributord.cli import main
+from distributord.cli.main import main
 
 sys.exit(main())

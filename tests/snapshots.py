@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from distributord.model import BatterySnapshot, InverterSnapshot, PowerBounds, StateCode
+from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds, StateCode
 
 
 def battery_snapshot(**overrides: Any) -> BatterySnapshot:

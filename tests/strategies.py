@@ -20,8 +20,8 @@ from collections.abc import Sequence
 
 from hypothesis import strategies as st
 
-from distributord.distribution import Pair
-from distributord.model import BatterySnapshot, InverterSnapshot, PowerBounds
+from distributord.core.distribution import Pair
+from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds
 
 MAX_POWER_W = 100_000.0
 MAX_CAPACITY_WH = 1_000_000.0

@@ -11,11 +11,11 @@ from typing import Any
 
 import trio
 
-from distributord.control import bind_control_socket
-from distributord.daemon import Daemon, DaemonSettings, serve_daemon
-from distributord.protocol import LineFramer
+from distributord.core.protocol import LineFramer
+from distributord.core.status import Status
+from distributord.shell.control import bind_control_socket
+from distributord.shell.daemon import Daemon, DaemonSettings, serve_daemon
 from distributord.sim.server import Simulator
-from distributord.status import Status
 
 LIMIT_S = 15.0
 """Every wait in these helpers fails (TooSlowError) after this long instead of hanging."""

@@ -33,7 +33,7 @@ from typing import Any
 
 import grpc
 
-from distributord import v1
+from distributord.api import v1
 from distributord.bench.distribution import machine
 from distributord.bench.link import simulator
 

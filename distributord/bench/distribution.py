@@ -24,8 +24,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from distributord.distribution import Pair, aggregate_bounds, distribute
-from distributord.model import BatterySnapshot, InverterSnapshot, PowerBounds
+from distributord.core.distribution import Pair, aggregate_bounds, distribute
+from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds
 
 TARGETS_US = {100: 150.0, 1000: 1000.0}
 """The issue's targets on a 2-core machine; the reference design needs 290 µs and 2.5 ms."""

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 import trio
 
 from distributord.bench.distribution import machine
-from distributord.link import Backoff, Snapshot, discover, open_link, serve_telemetry
+from distributord.shell.link import Backoff, Snapshot, discover, open_link, serve_telemetry
 
 TARGET_CPU = 0.25
 TARGET_RSS_MB = 300.0

@@ -32,8 +32,8 @@ from typing import Any, TypeVar
 
 import attrs
 
-from distributord.errors import InputError
-from distributord.topology import Category
+from distributord.core.errors import InputError
+from distributord.core.topology import Category
 
 GRID_ID = 1
 """The grid connection point: the root of the component graph."""

@@ -22,7 +22,7 @@ the lock and passed into the world, so the world only ever moves forward.
 * **Faults are read when a command or a stream arrives**; the telemetry faults are applied by the
   world's readings at every tick.
 
-The v1 messages are built and parsed by :mod:`distributord.v1` only.
+The v1 messages are built and parsed by :mod:`distributord.api.v1` only.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ from typing import Any, NoReturn, Self
 import attrs
 import grpc
 
-from distributord import v1
+from distributord.api import v1
+from distributord.core.topology import Category
 from distributord.sim.scenario import (
     MAX_TELEMETRY_HZ,
     Faults,
@@ -53,7 +54,6 @@ from distributord.sim.scenario import (
     parse_scenario,
 )
 from distributord.sim.world import Accepted, BatteryReading, InverterReading, Rejected, World
-from distributord.topology import Category
 
 logger = logging.getLogger(__name__)
 

@@ -38,8 +38,8 @@ from collections.abc import Sequence
 
 import attrs
 
-from distributord.bounds import Range
-from distributord.model import StateCode
+from distributord.core.bounds import Range
+from distributord.core.model import StateCode
 from distributord.sim.scenario import (
     GRID_ID,
     METER_ID,

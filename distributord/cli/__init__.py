@@ -1,0 +1,1 @@
+"""The commands: ``distributord`` (run, sim, demo) and ``distributorctl``."""

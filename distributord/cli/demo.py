@@ -1,0 +1,202 @@
+"""``distributord demo``: a simulated microgrid and the daemon in one process, a short story.
+
+Theory of operation
+-------------------
+Everything runs here, on loopback, with no configuration: a :class:`~distributord.sim.server.
+Simulator` (its batteries' SoC moves 150 times faster than real time, so that a minute is
+enough to see it), the daemon on a control socket in a temporary directory, and a small client
+speaking the real protocol on that socket, as a control program would. The client asks for a
+power once a second and prints a line of progress; the story has four acts:
+
+1. **charge** the whole fleet: the emptier batteries get more, their SoCs draw together;
+2. **an inverter fails**: its commands are refused (UNAVAILABLE); results are partial
+   failures and its battery is blocked (uncertain) for growing windows;
+3. **it recovers**: the fault is cleared; the battery works again when its window ends;
+4. **discharge**: now the fuller batteries give more.
+
+It ends with a summary: how the SoC spread shrank, the outcomes, the latencies seen by the
+client, and when the failing battery was blocked and came back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from distributord.core.protocol import LineFramer
+from distributord.core.status import Status
+from distributord.shell.control import bind_control_socket
+from distributord.shell.daemon import Daemon, DaemonSettings, serve_daemon
+from distributord.sim.scenario import uniform_fleet
+from distributord.sim.server import Simulator
+
+DEFAULT_BATTERIES = 6
+DEFAULT_DURATION_S = 40.0
+SPEED = 150.0
+"""Simulated SoC moves this many times faster than real time."""
+CHARGE_SHARE = 0.6
+"""Of the fleet's power limit, what the demo asks for."""
+
+
+class _Client:
+    """One JSON-RPC connection to the daemon's socket."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._stream = stream
+        self._framer = LineFramer(limit=10**8)
+        self._next = 0
+        self._lines: list[bytes] = []
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        self._next += 1
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": self._next, "method": method}
+        if params is not None:
+            message["params"] = params
+        await self._stream.send_all(json.dumps(message).encode() + b"\n")
+        while True:
+            while not self._lines:
+                data = await self._stream.receive_some(65536)
+                if not data:
+                    raise ConnectionError("the daemon closed the connection")
+                self._lines.extend(
+                    line for line in self._framer.feed(data) if isinstance(line, bytes)
+                )
+            reply = json.loads(self._lines.pop(0))
+            if reply.get("id") == self._next:
+                return reply.get("result", reply.get("error"))
+
+
+def _socs(sim: Simulator) -> list[float]:
+    return [sim.soc(b) for b in sim.battery_ids]
+
+
+def _line(time: str, act: str, request: str, outcome: str, cells: str, rest: str = "") -> str:
+    return f"{time:>7}  {act:<10} {request:>10}  {outcome:<15}  {cells}{rest}"
+
+
+def _progress(
+    t: float, act: str, power_w: float, outcome: str, socs: list[float], note: str
+) -> str:
+    cells = " ".join(f"{s:5.1f}" for s in socs)
+    spread = f"   {max(socs) - min(socs):5.1f}{note}"
+    return _line(f"{t:5.1f} s", act, f"{power_w / 1000:+.1f} kW", outcome, cells, spread)
+
+
+async def _story(
+    sim: Simulator, daemon: Daemon, client: _Client, duration_s: float
+) -> dict[str, Any]:
+    start = trio.current_time()
+    ids = list(sim.battery_ids)
+    limit = sum(b.power_limit_w for b in sim.scenario.batteries)
+    failing_battery = ids[1]
+    failing_inverter = sim.inverter_of(failing_battery)
+    outcomes: Counter[str] = Counter()
+    latencies: list[float] = []
+    spreads: dict[str, float] = {"start": max(_socs(sim)) - min(_socs(sim))}
+    events: list[str] = []
+    blocked = recovered = False
+    print(
+        f"{len(ids)} batteries of 10 kWh and 5 kW; their SoC moves {SPEED:g} times faster than life"
+    )
+    header = " ".join(f"{b:>5}" for b in ids)
+    print(_line("time", "act", "request", "outcome", header, "  spread  (SoC %)"))
+    acts = [
+        ("charge", 0.0, CHARGE_SHARE * limit),
+        ("fault", 0.4, -CHARGE_SHARE * limit),
+        ("recovery", 0.6, -CHARGE_SHARE * limit),
+        ("discharge", 0.75, -CHARGE_SHARE * limit),
+    ]
+    tick = 0
+    while (now := trio.current_time() - start) < duration_s:
+        act, _, power = [a for a in acts if now >= a[1] * duration_s][-1]
+        if act == "fault" and not sim.faults(failing_inverter).command_error:
+            spreads["after charge"] = max(_socs(sim)) - min(_socs(sim))
+            sim.set_fault(failing_inverter, command_error="UNAVAILABLE")
+            events.append(
+                f"{now:5.1f} s  inverter {failing_inverter} refuses commands: battery "
+                f"{failing_battery} keeps its last setpoint and drifts away from the others"
+            )
+        if act == "recovery" and sim.faults(failing_inverter).command_error:
+            sim.clear_faults(failing_inverter)
+            events.append(f"{now:5.1f} s  inverter {failing_inverter} repaired")
+        sent = trio.current_time()
+        result = await client.call("set_power", {"power_w": power, "batteries": ids})
+        latencies.append(trio.current_time() - sent)
+        outcome = result.get("outcome", "error")
+        outcomes[outcome] += 1
+        state = daemon.tracker.state(failing_battery)
+        note = ""
+        if state.status is not Status.WORKING:
+            note = f"  battery {failing_battery} {state.status.value}"
+            if state.blocked_until is not None:
+                left = max(0.0, state.blocked_until - trio.current_time())
+                note += f" for {left:.1f} s"
+            if not blocked:
+                blocked = True
+                events.append(f"{now:5.1f} s  battery {failing_battery} blocked after a failure")
+        elif blocked and act != "fault" and not recovered:
+            recovered = True
+            events.append(f"{now:5.1f} s  battery {failing_battery} works again")
+        print(_progress(now, act, power, outcome, _socs(sim), note), flush=True)
+        tick += 1
+        await trio.sleep_until(start + tick * 1.0)
+    spreads["end"] = max(_socs(sim)) - min(_socs(sim))
+    return {"outcomes": outcomes, "latencies": latencies, "spreads": spreads, "events": events}
+
+
+async def run_demo(batteries: int, duration_s: float) -> int:
+    """Run the demo; returns the exit code."""
+    scenario = attrs.evolve(uniform_fleet(batteries, seed=3), speed=SPEED)
+    with Simulator(scenario, telemetry_hz=10.0) as sim, tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "control.sock"
+        with bind_control_socket(str(path)) as sock:
+            async with trio.open_nursery() as nursery:
+                daemon: Daemon = await nursery.start(
+                    serve_daemon, DaemonSettings(address=sim.address), sock
+                )
+                await daemon.tracker.board.wait_value(
+                    lambda board: all(s.status is Status.WORKING for s in board.states.values())
+                )
+                stream = await trio.open_unix_socket(str(path))
+                async with stream:
+                    story = await _story(sim, daemon, _Client(stream), duration_s)
+                daemon.stop()
+    _summary(story)
+    return 0
+
+
+def _summary(story: dict[str, Any]) -> None:
+    spreads = story["spreads"]
+    latencies = sorted(story["latencies"])
+    print("\nsummary")
+    print("  SoC spread: " + ", ".join(f"{name} {value:.1f} %" for name, value in spreads.items()))
+    print(
+        "  outcomes: " + ", ".join(f"{n} {name}" for name, n in sorted(story["outcomes"].items()))
+    )
+    median, longest = statistics.median(latencies) * 1e3, latencies[-1] * 1e3
+    print(f"  request latency seen by the client: median {median:.1f} ms, max {longest:.1f} ms")
+    for event in story["events"]:
+        print("  " + event)
+
+
+def main(*, batteries: int | None = None, duration_s: float | None = None) -> int:
+    """``distributord demo``."""
+    logging.basicConfig(level=logging.ERROR, format="daemon: %(message)s", stream=sys.stderr)
+    batteries = batteries or DEFAULT_BATTERIES
+    duration = duration_s or DEFAULT_DURATION_S
+    if not 1 <= batteries <= 1000 or not 4 <= duration <= 600:
+        print(
+            "distributord demo: --batteries must be 1..1000 and --duration 4..600 s",
+            file=sys.stderr,
+        )
+        return 2
+    return trio.run(run_demo, batteries, duration)

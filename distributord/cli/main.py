@@ -1,0 +1,92 @@
+"""``distributord``: run the daemon, the simulator, or the demo.
+
+The flags are a contract (``spec/operations.md``): outside tools depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from distributord import __version__
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``distributord``."""
+    top = argparse.ArgumentParser(
+        prog="distributord",
+        description="Split charge/discharge power across a microgrid's batteries.",
+    )
+    top.add_argument("--version", action="version", version=f"distributord {__version__}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="run the daemon in the foreground")
+    run.add_argument("--config", metavar="FILE", help="configuration file (TOML)")
+    run.add_argument("--microgrid", metavar="HOST:PORT", help="Microgrid API endpoint")
+    run.add_argument("--socket", metavar="PATH", help="control socket path")
+    run.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error")
+    sim = commands.add_parser("sim", help="serve a simulated microgrid (v1 API)")
+    sim.add_argument("--port", type=int, metavar="PORT", help="loopback port (default 50051)")
+    sim.add_argument("--batteries", type=int, metavar="N", help="a uniform fleet of N (1..1000)")
+    sim.add_argument("--scenario", metavar="FILE", help="scenario (TOML, see config/)")
+    sim.add_argument("--seed", type=int, metavar="N", help="seeds the fleet's SoCs")
+    demo = commands.add_parser("demo", help="simulator and daemon in one process, a short scenario")
+    demo.add_argument("--batteries", type=int, metavar="N", help="fleet size, 1..1000 (default 6)")
+    demo.add_argument("--duration", type=float, metavar="S", help="4..600 s (default 40)")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``distributord``."""
+    args = parser().parse_args(argv)
+    # grpc's C core logs to stderr on its own; keep it to errors (set before grpc is loaded).
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    if args.command == "demo":
+        from distributord.cli.demo import main as demo
+
+        return demo(batteries=args.batteries, duration_s=args.duration)
+    if args.command == "sim":
+        # Imported here: grpc is loaded only by the commands that serve.
+        from distributord.sim.server import main as sim
+
+        return sim(port=args.port, batteries=args.batteries, scenario=args.scenario, seed=args.seed)
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``distributord run``: one clear line and a non-zero exit for what prevents a start."""
+    from distributord.core import config as configuration
+    from distributord.shell.control import ControlSocketError, bind_control_socket
+    from distributord.shell.systemd import CONTROL_FD_NAME, configure_logging, listen_fds
+
+    overrides = {"microgrid": args.microgrid, "socket": args.socket, "log_level": args.log_level}
+    config_path = Path(args.config) if args.config else None
+    try:
+        loaded = configuration.load_config(config_path) if config_path else configuration.Config()
+        config = configuration.with_overrides(loaded, **overrides)
+    except configuration.ConfigError as error:
+        print(f"distributord: {error}", file=sys.stderr)
+        return 2
+    configure_logging(config.logging.level)
+    activated = listen_fds().get(CONTROL_FD_NAME, [])
+    try:
+        sock = activated[0] if activated else bind_control_socket(config.control.socket)
+    except ControlSocketError as error:
+        print(f"distributord: {error}", file=sys.stderr)
+        return 1
+
+    import trio
+
+    from distributord.shell.service import run as serve
+
+    with sock:
+        return trio.run(
+            functools.partial(serve, config, sock, config_path=config_path, overrides=overrides)
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,523 @@
+"""The daemon's configuration: one frozen value, read from TOML, overridden by flags.
+
+Theory of operation
+-------------------
+A :class:`Config` holds one frozen, keyword-only attrs class per TOML table (``[microgrid]``,
+``[control]``, ``[distribution]``, ``[requests]``, ``[setpoints]``, ``[status]``,
+``[logging]``). ``Config()`` is the built-in defaults; ``config/distributord.toml`` documents
+every key and parses to exactly that value. Precedence follows ``spec/operations.md``: flags
+(:func:`with_overrides`) beat the file, the file beats the defaults.
+
+Every key has one name, its dotted TOML path (``requests.default_timeout_s``), and the value
+types check their own invariants -- types included, so a boolean is not a number even though
+Python says ``True == 1`` -- whether they are built from a file or in Python. A failure is a
+:class:`ConfigError` naming the source (the file, or the flag) and the key::
+
+    distributord.toml: requests.default_timeout_s: must be a number in (0, 60], got 0
+
+The parser adds only what a file can get wrong on top: invalid TOML, unknown tables and keys,
+a table that is not a table. It is lenient in one documented way, as TOML readers expect: an
+integer is accepted where a number is expected (``5`` for ``5.0``); the reverse is refused (a
+count or a uid of ``5.0`` is a mistake worth pointing at).
+
+Keys beyond the spec's table (``microgrid.stream_silence_s``, ``requests.drain_timeout_s``,
+``logging.level``) are extensions; the example file marks them so.
+
+Pure: no trio, no grpc, no clock. :func:`load_config` reads one file; everything else works on
+values.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import attrs
+
+from distributord.core.errors import InputError
+from distributord.core.model import MAX_REQUEST_TIMEOUT_S
+from distributord.core.status import StatusSettings
+
+DEFAULT_MICROGRID_ADDRESS = "127.0.0.1:50051"
+"""The Microgrid API's usual port on the local controller."""
+
+DEFAULT_SOCKET = "/run/distributord/control.sock"
+"""Used only when not socket-activated (the socket unit brings its own path)."""
+
+MAX_UNIX_PATH_BYTES = 107
+"""``sun_path`` holds 108 bytes on Linux, one of them the terminating NUL; a longer path
+cannot be bound, so it is refused here rather than at bind time."""
+
+MAX_ID = 2**32 - 2
+"""uid_t and gid_t are 32 bits and ``(uid_t) -1`` means "no id"; a larger number is a typo
+that would never match a peer."""
+
+MIN_SETPOINT_LIFETIME_S = 10
+"""The Microgrid API's shortest ``request_lifetime`` (``spec/microgrid-v1.md``)."""
+
+MAX_SETPOINT_LIFETIME_S = 900
+"""The Microgrid API's longest ``request_lifetime``."""
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+"""The levels an operator can choose, quietest last."""
+
+_A = TypeVar("_A", bound=attrs.AttrsInstance)
+
+
+class ConfigError(InputError):
+    """The configuration is invalid: the fault is the operator's (the file or a flag).
+
+    The daemon refuses to start with it; the message is the one clear line the operator sees.
+    """
+
+
+# --- values and their checks ------------------------------------------------------------------
+
+
+def _show(value: object) -> str:
+    """A value as the operator wrote it: TOML's ``true``; a number as short as it goes.
+
+    A number is shown as ``0`` rather than ``0.0`` because integers are accepted for numbers
+    and arrive converted; checks of integers use ``repr`` (``60.0`` is the mistake there).
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and math.isfinite(value):
+        short = f"{value:g}"
+        if float(short) == value:
+            return short
+    return repr(value)
+
+
+def _is_number(value: object) -> bool:
+    # bool is an int in Python, but `true` is not a number in a configuration file.
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _to_float(value: float) -> float:
+    """Converter: an integer where a number is expected becomes a float.
+
+    Anything else is left for the validator to judge (a bool stays a bool, and is refused).
+    """
+    return float(value) if _is_int(value) else value
+
+
+def _to_tuple(value: Sequence[int]) -> tuple[int, ...]:
+    """Converter: a TOML array becomes a tuple; anything else is left for the validator."""
+    if isinstance(value, list | tuple):
+        return tuple(value)
+    return value  # type: ignore[return-value]  # not a sequence: the validator refuses it
+
+
+def _to_lower(value: str) -> str:
+    """Converter: log levels are case-insensitive (``--log-level INFO`` works)."""
+    return value.lower() if isinstance(value, str) else value
+
+
+_Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+
+def _number(
+    *,
+    low: float = -math.inf,
+    high: float = math.inf,
+    low_open: bool = False,
+) -> _Validator:
+    """A validator: a finite number in the interval (``low_open``: ``low`` itself excluded)."""
+    if high == math.inf:
+        wanted = f"a number > {low:g}" if low_open else f"a number >= {low:g}"
+        wanted += " and finite"
+    else:
+        wanted = f"a number in {'(' if low_open else '['}{low:g}, {high:g}]"
+
+    def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        ok = (
+            _is_number(value)
+            and math.isfinite(value)
+            and (low < value if low_open else low <= value)
+            and value <= high
+        )
+        if not ok:
+            raise ConfigError(f"must be {wanted}, got {_show(value)}", key=attribute.name)
+
+    return check
+
+
+def _integer(*, low: int, high: int | None = None) -> _Validator:
+    """A validator: an integer (not a float, not a bool) in ``low..high``."""
+    wanted = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
+
+    def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not (_is_int(value) and low <= value and (high is None or value <= high)):
+            shown = repr(value) if isinstance(value, float) else _show(value)
+            raise ConfigError(f"must be {wanted}, got {shown}", key=attribute.name)
+
+    return check
+
+
+def _ids(what: str) -> _Validator:
+    """A validator: a sequence of uids or gids."""
+
+    def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not isinstance(value, tuple):
+            raise ConfigError(
+                f"must be a list of {what}s (integers in 0..{MAX_ID}), got {_show(value)}",
+                key=attribute.name,
+            )
+        for item in value:
+            if not (_is_int(item) and 0 <= item <= MAX_ID):
+                shown = repr(item) if isinstance(item, float) else _show(item)
+                raise ConfigError(
+                    f"must hold {what}s (integers in 0..{MAX_ID}), got {shown}",
+                    key=attribute.name,
+                )
+
+    return check
+
+
+def _address(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    wanted = "must be HOST:PORT (an IPv6 host in brackets) with a port in 1..65535"
+    if not isinstance(value, str):
+        raise ConfigError(f"{wanted}, got {_show(value)}", key=attribute.name)
+    host, colon, port = value.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    ok = (
+        bool(colon)
+        and port.isascii()
+        and port.isdigit()
+        and 1 <= int(port) <= 65535
+        and bool(host.strip("[]"))
+        and not any(c.isspace() for c in host)
+        # An unbracketed colon makes "::1:50051" ambiguous; gRPC wants "[::1]:50051".
+        and (bracketed or (":" not in host and "[" not in host and "]" not in host))
+    )
+    if not ok:
+        raise ConfigError(f"{wanted}, got {value!r}", key=attribute.name)
+
+
+def _unix_path(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise ConfigError(f"must be a file system path, got {_show(value)}", key=attribute.name)
+    size = len(os.fsencode(value))
+    if size > MAX_UNIX_PATH_BYTES:
+        raise ConfigError(
+            f"is {size} bytes long; a Unix socket path holds at most {MAX_UNIX_PATH_BYTES}",
+            key=attribute.name,
+        )
+
+
+def _log_level(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in LOG_LEVELS:
+        raise ConfigError(
+            f"must be one of {', '.join(LOG_LEVELS)}, got {_show(value)}", key=attribute.name
+        )
+
+
+# --- the tables ---------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class MicrogridConfig:
+    """``[microgrid]``: where the Microgrid API is.
+
+    Attributes:
+        address: The API's endpoint, ``HOST:PORT`` (``[::1]:50051`` for an IPv6 host).
+        stream_silence_s: A telemetry stream that sends nothing for this long is replaced
+            (extension of the spec's table).
+    """
+
+    address: str = attrs.field(default=DEFAULT_MICROGRID_ADDRESS, validator=_address)
+    stream_silence_s: float = attrs.field(
+        default=5.0, converter=_to_float, validator=_number(low=0.0, low_open=True)
+    )
+
+
+@attrs.frozen(kw_only=True)
+class ControlConfig:
+    """``[control]``: the control socket and who may use it.
+
+    Attributes:
+        socket: The socket's path, used when not socket-activated.
+        allowed_uids: Peer uids allowed to connect besides the daemon's own and root.
+        allowed_gids: Peers whose primary gid (``SO_PEERCRED`` carries no other) is one of
+            these may connect too.
+        max_connections: Connections served at once; one more is told "busy" and closed.
+    """
+
+    socket: str = attrs.field(default=DEFAULT_SOCKET, validator=_unix_path)
+    allowed_uids: tuple[int, ...] = attrs.field(
+        default=(), converter=_to_tuple, validator=_ids("uid")
+    )
+    allowed_gids: tuple[int, ...] = attrs.field(
+        default=(), converter=_to_tuple, validator=_ids("gid")
+    )
+    max_connections: int = attrs.field(default=64, validator=_integer(low=1))
+
+
+@attrs.frozen(kw_only=True)
+class DistributionConfig:
+    """``[distribution]``: how power is split (``spec/distribution.md``).
+
+    Attributes:
+        exponent: Higher values make SoCs converge faster; 0 splits by capacity alone.
+    """
+
+    exponent: float = attrs.field(default=1.0, converter=_to_float, validator=_number(low=0.0))
+
+
+@attrs.frozen(kw_only=True)
+class RequestsConfig:
+    """``[requests]``: the request queue and its deadlines.
+
+    Attributes:
+        default_timeout_s: A request's deadline when the client names none.
+        queue_size: Requests waiting at most; beyond that a client is told the daemon is busy.
+        drain_timeout_s: On SIGTERM, how long requests in flight may take to finish
+            (extension of the spec's table).
+    """
+
+    default_timeout_s: float = attrs.field(
+        default=5.0,
+        converter=_to_float,
+        validator=_number(low=0.0, low_open=True, high=MAX_REQUEST_TIMEOUT_S),
+    )
+    queue_size: int = attrs.field(default=64, validator=_integer(low=1))
+    drain_timeout_s: float = attrs.field(
+        default=10.0, converter=_to_float, validator=_number(low=0.0, low_open=True)
+    )
+
+
+@attrs.frozen(kw_only=True)
+class SetpointsConfig:
+    """``[setpoints]``: how long a commanded setpoint holds.
+
+    Attributes:
+        lifetime_s: Sent as the API's ``request_lifetime``; the inverter falls back to 0 W when
+            it runs out, and the daemon refreshes standing setpoints well before that.
+    """
+
+    lifetime_s: int = attrs.field(
+        default=60,
+        validator=_integer(low=MIN_SETPOINT_LIFETIME_S, high=MAX_SETPOINT_LIFETIME_S),
+    )
+
+
+@attrs.frozen(kw_only=True)
+class StatusConfig:
+    """``[status]``: when a battery counts as working (``spec/status.md``).
+
+    Attributes:
+        max_data_age_s: Telemetry older than this is stale.
+        min_blocking_s: The first blocking window after a failed command.
+        max_blocking_s: The longest blocking window (at least ``min_blocking_s``).
+        broken_cache_ttl_s: How long the telemetry of a battery that is not working is kept
+            for requests with ``include_broken_batteries``.
+    """
+
+    max_data_age_s: float = attrs.field(
+        default=10.0, converter=_to_float, validator=_number(low=0.0, low_open=True)
+    )
+    min_blocking_s: float = attrs.field(
+        default=1.0, converter=_to_float, validator=_number(low=0.0, low_open=True)
+    )
+    max_blocking_s: float = attrs.field(
+        default=30.0, converter=_to_float, validator=_number(low=0.0, low_open=True)
+    )
+    broken_cache_ttl_s: float = attrs.field(
+        default=9000.0, converter=_to_float, validator=_number(low=0.0, low_open=True)
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_blocking_s < self.min_blocking_s:
+            raise ConfigError(
+                f"must be at least min_blocking_s ({_show(self.min_blocking_s)}), "
+                f"got {_show(self.max_blocking_s)}",
+                key="max_blocking_s",
+            )
+
+    @property
+    def settings(self) -> StatusSettings:
+        """The settings of :class:`distributord.core.status.StatusMachine`."""
+        return StatusSettings(
+            max_data_age_s=self.max_data_age_s,
+            min_blocking_s=self.min_blocking_s,
+            max_blocking_s=self.max_blocking_s,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class LoggingConfig:
+    """``[logging]`` (extension of the spec's table).
+
+    Attributes:
+        level: ``debug``, ``info``, ``warning`` or ``error`` (any case; stored in lower case).
+    """
+
+    level: str = attrs.field(default="info", converter=_to_lower, validator=_log_level)
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """The daemon's whole configuration; ``Config()`` is the built-in defaults.
+
+    Attributes:
+        microgrid: ``[microgrid]``.
+        control: ``[control]``.
+        distribution: ``[distribution]``.
+        requests: ``[requests]``.
+        setpoints: ``[setpoints]``.
+        status: ``[status]``; its :attr:`~StatusConfig.settings` feed the status machines.
+        logging: ``[logging]``.
+    """
+
+    microgrid: MicrogridConfig = attrs.field(factory=MicrogridConfig)
+    control: ControlConfig = attrs.field(factory=ControlConfig)
+    distribution: DistributionConfig = attrs.field(factory=DistributionConfig)
+    requests: RequestsConfig = attrs.field(factory=RequestsConfig)
+    setpoints: SetpointsConfig = attrs.field(factory=SetpointsConfig)
+    status: StatusConfig = attrs.field(factory=StatusConfig)
+    logging: LoggingConfig = attrs.field(factory=LoggingConfig)
+
+    @classmethod
+    def default(cls) -> Config:
+        """The built-in defaults (the same as ``Config()``)."""
+        return cls()
+
+
+TABLES: Mapping[str, type[attrs.AttrsInstance]] = {
+    "microgrid": MicrogridConfig,
+    "control": ControlConfig,
+    "distribution": DistributionConfig,
+    "requests": RequestsConfig,
+    "setpoints": SetpointsConfig,
+    "status": StatusConfig,
+    "logging": LoggingConfig,
+}
+"""Table name to the class that holds it, in the order of :class:`Config`."""
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def parse_config(data: bytes, *, source: str) -> Config:
+    """Parse a configuration file (the format is documented in ``config/distributord.toml``).
+
+    Args:
+        data: The file's contents; empty means all defaults.
+        source: The file's name, for error messages.
+
+    Returns:
+        The configuration: every key the file leaves out has its default.
+
+    Raises:
+        ConfigError: The file is not UTF-8 TOML, has an unknown table or key, a value of the
+            wrong type or out of range; the message names the file and the key.
+    """
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"not UTF-8 text: {error}", source=source) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"not valid TOML: {error}", source=source) from None
+    try:
+        return _config(doc)
+    except ConfigError as error:
+        raise error.within(source=source) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and parse the configuration file at ``path``.
+
+    Raises:
+        ConfigError: The file cannot be read (named, with the reason) or is invalid.
+    """
+    source = os.fspath(path)
+    try:
+        with open(source, "rb") as file:
+            data = file.read()
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ConfigError(f"cannot read the configuration file: {reason}", source=source) from None
+    return parse_config(data, source=source)
+
+
+def _config(doc: dict[str, Any]) -> Config:
+    tables: dict[str, Any] = {}
+    for name, value in doc.items():
+        cls = TABLES.get(name)
+        if cls is None:
+            what = "table" if isinstance(value, dict) else "key"
+            raise ConfigError(f"unknown {what}; known tables: {', '.join(TABLES)}", key=name)
+        if not isinstance(value, dict):
+            raise ConfigError(f"must be a table ([{name}]), got {_show(value)}", key=name)
+        tables[name] = _build(cls, value, name)
+    return Config(**tables)
+
+
+def _build(cls: type[_A], table: dict[str, Any], name: str) -> _A:
+    known = [field.name for field in attrs.fields(cls)]
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"unknown key; known keys: {', '.join(known)}", key=f"{name}.{key}")
+    try:
+        return cls(**table)
+    except ConfigError as error:
+        raise error.within(name) from None
+
+
+# --- flags --------------------------------------------------------------------------------------
+
+
+def with_overrides(
+    config: Config,
+    *,
+    microgrid: str | None = None,
+    socket: str | None = None,
+    log_level: str | None = None,
+) -> Config:
+    """``config`` with the command line's flags applied (a flag beats the file).
+
+    Args:
+        config: The configuration from the file (or the defaults).
+        microgrid: ``--microgrid HOST:PORT`` (``microgrid.address``).
+        socket: ``--socket PATH`` (``control.socket``).
+        log_level: ``--log-level LEVEL`` (``logging.level``).
+
+    Raises:
+        ConfigError: A flag's value is invalid; the message names the flag and the key.
+    """
+    if microgrid is not None:
+        config = _override(config, "--microgrid", "microgrid", address=microgrid)
+    if socket is not None:
+        config = _override(config, "--socket", "control", socket=socket)
+    if log_level is not None:
+        config = _override(config, "--log-level", "logging", level=log_level)
+    return config
+
+
+def _override(config: Config, flag: str, table: str, **changes: Any) -> Config:
+    try:
+        section = attrs.evolve(getattr(config, table), **changes)
+    except ConfigError as error:
+        raise error.within(table, source=flag) from None
+    return attrs.evolve(config, **{table: section})
+
+
+def differences(old: Config, new: Config) -> list[str]:
+    """The dotted keys whose values differ between ``old`` and ``new``, in file order.
+
+    For SIGHUP: the daemon applies what can change live and logs the keys that need a restart.
+    """
+    return [
+        f"{table}.{field.name}"
+        for table, cls in TABLES.items()
+        for field in attrs.fields(cls)
+        if getattr(getattr(old, table), field.name) != getattr(getattr(new, table), field.name)
+    ]

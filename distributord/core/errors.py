@@ -1,0 +1,80 @@
+"""distributord's errors: a small hierarchy whose docstrings say who is at fault.
+
+Expected outcomes of a request are results (``distributord.core.model``), not exceptions. These are
+for what goes wrong on the way: a command the microgrid refused or could not carry out, a link
+that is down. Foreign errors (gRPC status codes) are translated once, in ``distributord.api.v1``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Self
+
+
+class DistributordError(Exception):
+    """Base class of distributord's own errors."""
+
+
+class InputError(DistributordError, ValueError):
+    """A value someone wrote (in a file, or as a flag) is invalid: the fault is its author's.
+
+    Attributes:
+        problem: What is wrong (``"must be a number in (0, 60], got 0"``).
+        key: The dotted TOML path of the offending key (``"requests.default_timeout_s"``), or
+            ``""`` when the whole file is at fault.
+        source: The file, or the flag (``"--socket"``), the value came from, or ``""``.
+    """
+
+    def __init__(self, problem: str, *, key: str = "", source: str = "") -> None:
+        self.problem = problem
+        self.key = key
+        self.source = source
+        super().__init__(": ".join(part for part in (source, key, problem) if part))
+
+    def within(self, prefix: str = "", *, source: str = "") -> Self:
+        """The same error, its key placed under ``prefix`` and attributed to ``source``.
+
+        An error that already names a source keeps it.
+        """
+        key = ".".join(part for part in (prefix, self.key) if part)
+        return type(self)(self.problem, key=key, source=self.source or source)
+
+
+class CommandError(DistributordError):
+    """An inverter command did not succeed.
+
+    Attributes:
+        code: The gRPC status code's name (``"UNAVAILABLE"``, ``"OUT_OF_RANGE"``, ...), or
+            ``"DEADLINE"`` when the request's deadline ran out first.
+        details: What the microgrid said, if anything.
+        blocks: Whether this failure puts the battery in a blocking window.
+    """
+
+    blocks: ClassVar[bool] = True
+
+    def __init__(self, code: str, details: str = "") -> None:
+        super().__init__(f"{code}: {details}" if details else code)
+        self.code = code
+        self.details = details
+
+
+class CommandRejectedError(CommandError):
+    """The microgrid refused the setpoint as out of range or invalid.
+
+    Nobody's hardware is at fault: the telemetry bounds we used were already out of date, or
+    the request was malformed. The battery fails in this request's result but is not blocked;
+    its telemetry bounds stay the authority (the reference design blocked it, and so starved
+    full batteries of discharge commands).
+    """
+
+    blocks: ClassVar[bool] = False
+
+
+class CommandFailedError(CommandError):
+    """Something outside distributord failed: the API, the inverter, the network, or time.
+
+    The battery is blocked for a while (``status.md``).
+    """
+
+
+class LinkDownError(DistributordError):
+    """The Microgrid API cannot be reached now (something outside; it is retried)."""

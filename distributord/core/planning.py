@@ -1,0 +1,152 @@
+"""From a request and the pairs' telemetry to what to command, and from outcomes to a result.
+
+Theory of operation
+-------------------
+The request loop (IO shell) calls :func:`plan` with the pairs it chose for a request, sends the
+setpoints, and calls :func:`summarize` with the batteries whose command failed. Both are pure.
+
+:func:`plan` answers, in order:
+
+1. ``Error`` when no usable pair (with valid telemetry) is left and nothing broken is included
+   ("no usable batteries among ..."), or when the usable pairs' capacity adds up to zero;
+2. ``OutOfBounds`` when the request check refuses the power against the usable pairs'
+   aggregate bounds (0 W is always accepted);
+3. otherwise the :class:`~distributord.core.distribution.Distribution` to command. With
+   ``include_broken_batteries`` the power the usable pairs leave (all of it, if there are none)
+   is split equally across the requested batteries that are not usable.
+
+:func:`summarize` counts only the power of commands that succeeded as succeeded power (the
+reference design counted the failed power too).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable, Mapping, Sequence
+
+from distributord.core.distribution import (
+    Distribution,
+    Pair,
+    aggregate_bounds,
+    check_power,
+    combine,
+    distribute,
+    split_equally,
+)
+from distributord.core.model import (
+    Error,
+    OutOfBounds,
+    PartialFailure,
+    PowerBounds,
+    Request,
+    Success,
+)
+
+
+def _ids(ids: Iterable[int]) -> str:
+    return ", ".join(str(i) for i in sorted(ids))
+
+
+def unknown_batteries(request: Request, known: Collection[int]) -> Error | None:
+    """An ``Error`` naming the requested batteries the daemon does not manage, if any."""
+    unknown = request.batteries - set(known)
+    if not unknown:
+        return None
+    return Error(
+        request=request,
+        message=f"unknown batteries [{_ids(unknown)}]; known batteries: [{_ids(known)}]",
+    )
+
+
+def plan(
+    request: Request,
+    pairs: Sequence[Pair],
+    *,
+    exponent: float,
+    broken: Mapping[int, Sequence[PowerBounds]] | None = None,
+) -> Distribution | OutOfBounds | Error:
+    """Decide what to command for ``request``.
+
+    Args:
+        request: The validated request.
+        pairs: The pairs chosen for it (working, else uncertain; with
+            ``include_broken_batteries`` also those with fresh-enough cached telemetry).
+        exponent: The distribution exponent.
+        broken: With ``include_broken_batteries``: the requested batteries that have no usable
+            pair, with the last known bounds of their battery and inverter (none, one or both).
+
+    Returns:
+        What to command, or why nothing will be.
+    """
+    broken = dict(broken or {})
+    usable = [p for p in pairs if p.problem is None]
+    if not usable and not broken:
+        left_out = "; ".join(p.problem for p in pairs if p.problem is not None)
+        return Error(
+            request=request,
+            message=f"no usable batteries among [{_ids(request.batteries)}]"
+            + (f" ({left_out})" if left_out else ""),
+        )
+    if usable and not broken and math.fsum(p.battery.capacity_wh for p in usable) <= 0.0:
+        return Error(
+            request=request,
+            message=f"zero total capacity among batteries [{_ids(p.battery_id for p in usable)}]",
+        )
+    if usable:
+        bounds = aggregate_bounds(usable)
+        if not check_power(request.power_w, bounds, adjust_power=request.adjust_power):
+            return OutOfBounds(request=request, bounds=bounds)
+    # Pairs with bad telemetry are passed along so the distribution names them as excluded.
+    if not broken:
+        return distribute(request.power_w, pairs, exponent=exponent)
+    if usable:
+        first = distribute(request.power_w, pairs, exponent=exponent)
+        return combine(first, split_equally(first.remaining_w, broken))
+    shared = split_equally(request.power_w, broken)
+    excluded = {p.battery_id: p.problem for p in pairs if p.problem is not None}
+    return Distribution(
+        power_w=request.power_w,
+        setpoints=shared.setpoints,
+        reasons=shared.reasons,
+        remaining_w=shared.remaining_w,
+        excluded=excluded,
+    )
+
+
+def summarize(
+    request: Request, distribution: Distribution, failed: Collection[int]
+) -> Success | PartialFailure:
+    """The result of a request whose setpoints were sent.
+
+    Args:
+        request: The request.
+        distribution: What was commanded (every battery in ``setpoints`` was commanded).
+        failed: Batteries whose command failed or did not answer in time.
+
+    Returns:
+        ``Success`` if no command failed, else ``PartialFailure``.
+    """
+    setpoints = distribution.setpoints
+    failed_set = frozenset(b for b in failed if b in setpoints)
+    succeeded = frozenset(setpoints) - failed_set
+    reasons = {bid: str(reason) for bid, reason in distribution.reasons.items()}
+    succeeded_power = math.fsum(setpoints[b] for b in succeeded)
+    if not failed_set:
+        return Success(
+            request=request,
+            succeeded_power_w=succeeded_power,
+            succeeded_batteries=succeeded,
+            excess_power_w=distribution.remaining_w,
+            distribution=dict(setpoints),
+            reasons=reasons,
+        )
+    return PartialFailure(
+        request=request,
+        succeeded_power_w=succeeded_power,
+        succeeded_batteries=succeeded,
+        failed_power_w=math.fsum(setpoints[b] for b in failed_set),
+        failed_batteries=failed_set,
+        excess_power_w=distribution.remaining_w,
+        distribution=dict(setpoints),
+        reasons=reasons,
+    )

@@ -1,0 +1,476 @@
+"""The control socket: JSON-RPC 2.0 sessions on a Unix socket, one task per connection.
+
+Theory of operation
+-------------------
+:class:`ControlServer` accepts connections on a Unix stream socket (bound by
+:func:`bind_control_socket`, or passed in by systemd's socket activation) and runs one task per
+connection. A connection is checked first: its peer's credentials (``SO_PEERCRED``) must be
+root, the daemon's own user, or in the configured ``allowed_uids``/``allowed_gids``; otherwise
+it gets error -32003 and is closed. Past ``max_connections`` a new connection gets -32001 and
+is closed.
+
+Within a connection, requests are read line by line (``distributord.core.protocol``) and may be
+pipelined: ``set_power`` goes to the request loop's bounded queue (a full queue is -32001) and
+its reply comes back whenever it is ready, in any order; the other methods answer at once.
+Every reply goes through the connection's bounded outbox, written by the connection's own
+writer task: a client that stops reading fills its outbox and is dropped, and nobody else
+notices. After the client half-closes (EOF) the connection stays until its pending replies
+are written. ``subscribe_status`` adds a task that turns status changes into notifications;
+it reads the tracker's board at its own pace (it sees the latest board, never a backlog).
+
+Nothing a client sends can raise out of a session: malformed input is a protocol error reply,
+a broken connection ends that session only.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import os
+import socket
+import stat
+import struct
+from collections.abc import Callable
+from contextlib import aclosing
+from typing import Any
+
+import attrs
+import trio
+
+from distributord import __version__
+from distributord.core import protocol
+from distributord.core.model import Result
+from distributord.core.protocol import TOO_LONG, Call, Code, Failure, LineFramer
+from distributord.core.status import Status
+from distributord.core.topology import Topology
+from distributord.shell.requestloop import RequestLoop, Timing
+from distributord.shell.tracker import Board, StatusTracker
+
+logger = logging.getLogger(__name__)
+
+OUTBOX_LINES = 64
+"""Replies waiting for a slow client before it is dropped: far more than a client that reads
+ever has in flight, and bounded memory per connection."""
+
+SOCKET_MODE = 0o660
+"""Owner and group may connect (the spec's mode; the group is how operators are let in)."""
+
+LISTEN_BACKLOG = 128
+
+TOO_LONG_MESSAGE = f"line longer than {protocol.MAX_LINE_BYTES} bytes; discarded"
+
+
+class ControlSocketError(Exception):
+    """The control socket cannot be set up (something outside: the path, or another daemon)."""
+
+
+@attrs.frozen(kw_only=True)
+class ControlSettings:
+    """The control socket's settings.
+
+    Attributes:
+        allowed_uids: Users allowed besides root and the daemon's own user.
+        allowed_gids: Groups whose members are allowed.
+        max_connections: Connections served at once.
+        default_timeout_s: ``request_timeout_s`` when a request does not give one.
+    """
+
+    allowed_uids: frozenset[int] = frozenset()
+    allowed_gids: frozenset[int] = frozenset()
+    max_connections: int = 64
+    default_timeout_s: float = 5.0
+
+
+def bind_control_socket(path: str) -> socket.socket:
+    """Bind and listen on a Unix socket at ``path`` with mode 0660.
+
+    A stale socket file (nothing listens on it) from an earlier run is replaced; a live one
+    (another daemon answers) or a file that is not a socket is left alone and refused.
+
+    Raises:
+        ControlSocketError: Why the socket cannot be bound, in one line.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        raise ControlSocketError(f"cannot use control socket {path}: {error.strerror}") from None
+    else:
+        if not stat.S_ISSOCK(info.st_mode):
+            raise ControlSocketError(f"{path} exists and is not a socket; not replacing it")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            try:
+                probe.connect(path)
+            except (ConnectionRefusedError, FileNotFoundError):
+                logger.info("replacing stale control socket %s", path)
+                os.unlink(path)
+            except OSError as error:
+                raise ControlSocketError(
+                    f"cannot check control socket {path}: {error.strerror}"
+                ) from None
+            else:
+                raise ControlSocketError(f"another process is listening on {path}")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # The umask makes the socket 0660 from the start: no moment in which others may connect.
+    old_umask = os.umask(0o777 & ~SOCKET_MODE)
+    try:
+        sock.bind(path)
+    except OSError as error:
+        sock.close()
+        reason = "its directory does not exist" if error.errno == errno.ENOENT else error.strerror
+        raise ControlSocketError(f"cannot bind control socket {path}: {reason}") from None
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, SOCKET_MODE)
+    sock.listen(LISTEN_BACKLOG)
+    return sock
+
+
+def is_allowed(uid: int, gid: int, *, owner_uid: int, settings: ControlSettings) -> bool:
+    """Whether a peer may use the socket: root, the daemon's own user, or a listed user/group."""
+    return uid in (0, owner_uid) or uid in settings.allowed_uids or gid in settings.allowed_gids
+
+
+Admission = Callable[[int, int], bool]
+"""Decides whether a peer ``(uid, gid)`` may use the socket."""
+
+
+def peer_credentials(sock: Any) -> tuple[int, int, int]:
+    """``(pid, uid, gid)`` of a Unix socket's peer."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return pid, uid, gid
+
+
+class ControlServer:
+    """Serves the control protocol on a listening socket (see the module docstring).
+
+    Args:
+        loop: The request loop (``set_power`` goes there).
+        tracker: The status tracker (``get_status``, ``subscribe_status``).
+        topology: The managed pairs (``list_components``).
+        settings: Who may connect, how many, and the default request timeout.
+        admit: Who may use the socket; by default :func:`is_allowed` with ``settings`` and the
+            daemon's own user.
+    """
+
+    def __init__(
+        self,
+        *,
+        loop: RequestLoop,
+        tracker: StatusTracker,
+        topology: Topology,
+        settings: ControlSettings,
+        admit: Admission | None = None,
+    ) -> None:
+        self._owner = os.geteuid()
+        self._custom_admit = admit
+        self._admit_peer: Admission = admit or self._default_admit
+        self.loop = loop
+        self.tracker = tracker
+        self.topology = topology
+        self.settings = settings
+        self.started_at = trio.current_time()
+        self.connections = 0
+        self._accepting: trio.CancelScope | None = None
+
+    def _default_admit(self, uid: int, gid: int) -> bool:
+        return is_allowed(uid, gid, owner_uid=self._owner, settings=self.settings)
+
+    def set_settings(self, settings: ControlSettings) -> None:
+        """New settings (a reload): they apply to connections from now on."""
+        self.settings = settings
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket; connections already open carry on."""
+        if self._accepting is not None:
+            self._accepting.cancel()
+
+    async def serve(
+        self, sock: socket.socket, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Accept connections until :meth:`stop_accepting`, then wait for open ones to finish."""
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        async with trio.open_nursery() as sessions:
+            with trio.CancelScope() as accepting:
+                self._accepting = accepting
+                task_status.started()
+                while True:
+                    try:
+                        stream = await listener.accept()
+                    except OSError as error:  # out of file descriptors, say: wait, don't spin
+                        logger.warning("control socket: accept failed (%s)", error)
+                        await trio.sleep(0.1)
+                        continue
+                    sessions.start_soon(self._connection, stream)
+            await listener.aclose()
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        try:
+            refusal = self._admit(stream)
+            if refusal is not None:
+                await _refuse(stream, refusal)
+                return
+            self.connections += 1
+            try:
+                await _Session(self, stream).run()
+            finally:
+                self.connections -= 1
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    def _admit(self, stream: trio.SocketStream) -> Failure | None:
+        try:
+            pid, uid, gid = peer_credentials(stream.socket)
+        except OSError as error:
+            return Failure(id=None, code=Code.NOT_AUTHORISED, message=f"not authorised: {error}")
+        if not self._admit_peer(uid, gid):
+            logger.warning("control socket: refused pid %d (uid %d, gid %d)", pid, uid, gid)
+            return Failure(
+                id=None,
+                code=Code.NOT_AUTHORISED,
+                message=f"not authorised: uid {uid} / gid {gid} may not use this socket",
+            )
+        if self.connections >= self.settings.max_connections:
+            return Failure(
+                id=None,
+                code=Code.OVERLOADED,
+                message=(
+                    f"overloaded: {self.settings.max_connections} connections open; retry later"
+                ),
+            )
+        return None
+
+
+REFUSAL_LINGER_S = 1.0
+"""How long a refused connection is drained before it is closed."""
+
+
+async def _refuse(stream: trio.SocketStream, failure: Failure) -> None:
+    """Send ``failure`` and close so that the client reads it.
+
+    Closing a socket with unread input makes the kernel reset the connection, and the client
+    may lose the error line; so: send, half-close, drain what the client sent, then close.
+    """
+    with trio.move_on_after(REFUSAL_LINGER_S):
+        await stream.send_all(protocol.error_line(failure))
+        await stream.send_eof()
+        while await stream.receive_some(65536):
+            pass
+
+
+class _Session:
+    """One client connection: a reader, a writer, and the replies in between."""
+
+    def __init__(self, server: ControlServer, stream: trio.SocketStream) -> None:
+        self._server = server
+        self._stream = stream
+        self._send, self._outbox = trio.open_memory_channel[bytes](OUTBOX_LINES)
+        self._pending = 0
+        self._idle = trio.Event()
+        self._scope = trio.CancelScope()
+        self._nursery: trio.Nursery | None = None
+        self._subscribed = False
+
+    def _put(self, line: bytes) -> None:
+        """Queue a line for the client; drop the client if it does not read."""
+        try:
+            self._send.send_nowait(line)
+        except trio.WouldBlock:
+            logger.warning("control socket: a client does not read its replies; dropping it")
+            self._scope.cancel()
+        except trio.ClosedResourceError:
+            pass  # the session is over
+
+    async def run(self) -> None:
+        with self._scope:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._write)
+                await self._read()
+                # EOF: answer what is pending, then close. The writer drains the outbox and
+                # ends the session (a subscription with it).
+                if self._pending:
+                    await self._idle.wait()
+                self._send.close()
+
+    async def _write(self) -> None:
+        async with self._outbox:
+            async for line in self._outbox:
+                await self._stream.send_all(line)
+        self._scope.cancel()
+
+    async def _read(self) -> None:
+        framer = LineFramer()
+        while True:
+            try:
+                data = await self._stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._scope.cancel()
+                return
+            if not data:
+                return
+            for line in framer.feed(data):
+                if line is TOO_LONG:
+                    self._put(
+                        protocol.error_line(
+                            Failure(
+                                id=None,
+                                code=Code.LINE_TOO_LONG,
+                                message=TOO_LONG_MESSAGE,
+                            )
+                        )
+                    )
+                elif isinstance(line, bytes) and line.strip():
+                    self._handle(line)
+
+    def _answer(self, call: Call, result: Any) -> None:
+        if not call.notification:
+            self._put(protocol.result_line(call.id, result))
+
+    def _fail(self, failure: Failure) -> None:
+        if not failure.notification:
+            self._put(protocol.error_line(failure))
+
+    def _handle(self, line: bytes) -> None:
+        call = protocol.decode(line)
+        if isinstance(call, Failure):
+            self._fail(call)
+            return
+        server = self._server
+        if call.method == "set_power":
+            request = protocol.parse_set_power(
+                call, default_timeout_s=server.settings.default_timeout_s
+            )
+            if isinstance(request, Failure):
+                self._fail(request)
+                return
+            if not server.loop.submit(request, self._reply_to(call)):
+                self._fail(
+                    Failure(
+                        id=call.id,
+                        code=Code.OVERLOADED,
+                        message="overloaded: the request queue is full; retry later",
+                        notification=call.notification,
+                    )
+                )
+                return
+            self._pending += 1
+            return
+        refusal = protocol.check_no_params(call)
+        if refusal is not None:
+            self._fail(refusal)
+            return
+        if call.method == "ping":
+            self._answer(
+                call, {"version": __version__, "uptime_s": trio.current_time() - server.started_at}
+            )
+        elif call.method == "get_status":
+            self._answer(call, status_report(server.tracker, server.loop.setpoints))
+        elif call.method == "list_components":
+            self._answer(call, components_report(server.topology))
+        elif call.method == "subscribe_status":
+            if not self._subscribed:
+                self._subscribed = True
+                assert self._nursery is not None
+                self._nursery.start_soon(self._notify_changes)
+            self._answer(call, {"subscribed": True})
+
+    def _reply_to(self, call: Call) -> Callable[[Result, Timing], None]:
+        def reply(result: Result, timing: Timing) -> None:
+            answer = protocol.result_object(result)
+            answer["timing"] = {
+                "total_ms": round(timing.total_s * 1e3, 3),
+                "commands_ms": round(timing.commands_s * 1e3, 3),
+            }
+            self._answer(call, answer)
+            self._pending -= 1
+            if not self._pending:
+                self._idle.set()
+                self._idle = trio.Event()
+
+        return reply
+
+    async def _notify_changes(self) -> None:
+        board = self._server.tracker.board
+        previous: Board = board.value
+        async with aclosing(board.eventual_values()) as boards:
+            async for current in boards:
+                for battery, state in sorted(current.states.items()):
+                    before = previous.states.get(battery)
+                    if before is None or (before.status, before.reasons) != (
+                        state.status,
+                        state.reasons,
+                    ):
+                        self._put(
+                            protocol.notification_line(
+                                "status_changed",
+                                {
+                                    "id": battery,
+                                    "status": state.status.value,
+                                    "reasons": sorted(state.reasons),
+                                },
+                            )
+                        )
+                previous = current
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def status_report(tracker: StatusTracker, setpoints: dict[int, float]) -> dict[str, Any]:
+    """The ``get_status`` result."""
+    now = trio.current_time()
+    fleet = tracker.fleet
+    batteries: list[dict[str, Any]] = []
+    for battery_id, state in sorted(tracker.states.items()):
+        entry: dict[str, Any] = {
+            "id": battery_id,
+            "inverter_id": state.inverter_id,
+            "status": state.status.value,
+            "reasons": sorted(state.reasons),
+        }
+        if state.blocked_until is not None:
+            entry["blocked_until_s"] = max(0.0, state.blocked_until - now)
+        battery = fleet.batteries.get(battery_id)
+        inverter = fleet.inverters.get(state.inverter_id)
+        if battery is not None:
+            for key, value in (("soc_pct", battery.soc_pct), ("capacity_wh", battery.capacity_wh)):
+                if (finite := _finite(value)) is not None:
+                    entry[key] = finite
+        pair = fleet.pair(battery_id)
+        if pair is not None and pair.problem is None:
+            charge, discharge = pair.charge_row, pair.discharge_row
+            entry["bounds"] = {
+                "inclusion_lower_w": 0.0 - discharge[6],
+                "exclusion_lower_w": 0.0 - discharge[7],
+                "exclusion_upper_w": charge[7] + 0.0,
+                "inclusion_upper_w": charge[6] + 0.0,
+            }
+        if battery_id in setpoints:
+            entry["setpoint_w"] = setpoints[battery_id] + 0.0
+        if battery is not None and inverter is not None:
+            entry["data_age_s"] = max(0.0, now - min(battery.received_at, inverter.received_at))
+        batteries.append(entry)
+    states = tracker.states
+    return {
+        "batteries": batteries,
+        "working": sorted(b for b, s in states.items() if s.status is Status.WORKING),
+        "uncertain": sorted(b for b, s in states.items() if s.status is Status.UNCERTAIN),
+    }
+
+
+def components_report(topology: Topology) -> dict[str, Any]:
+    """The ``list_components`` result."""
+    return {
+        "pairs": [{"battery_id": b, "inverter_id": i} for b, i in sorted(topology.pairs.items())],
+        "left_out": [
+            {"battery_id": b, "reason": why} for b, why in sorted(topology.left_out.items())
+        ],
+    }

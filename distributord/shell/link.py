@@ -1,0 +1,454 @@
+"""The daemon's connection to the Microgrid API: discovery, telemetry, commands.
+
+Theory of operation
+-------------------
+One gRPC channel, hosted on the bridge's asyncio loop (``distributord.shell.bridge``);
+everything the microgrid says is turned into distributord's own types by
+``distributord.api.v1`` before it reaches trio code, and gRPC status codes into
+``distributord.core.errors``.
+
+* **Discovery** (:func:`discover`) asks for the component graph until the API answers,
+  waiting between attempts with capped exponential backoff, and logs once per change of state
+  (unreachable / reachable), never once per attempt.
+* **Telemetry** (:func:`serve_telemetry`): one trio task per component keeps a stream open,
+  decodes each message into a snapshot and hands it to a :class:`TelemetrySink`. When the
+  stream fails, ends, or stays silent longer than a bound, the task tells the sink about the
+  gap, waits (backoff with jitter, 0.1 s doubling to 5 s, reset by a message) and opens a new
+  stream. It never gives up and never raises.
+* **Commands** (:meth:`MicrogridLink.set_active_power`) are plain awaitables. Cancel the
+  calling task and the RPC itself is cancelled (the server sees it); a refusal raises
+  :class:`~distributord.core.errors.CommandRejectedError`, any other failure
+  :class:`~distributord.core.errors.CommandFailedError`. A request's fan-out goes out as one batch
+  (:meth:`MicrogridLink.set_active_powers`): one crossing into the asyncio loop for the lot,
+  each outcome handed back as it arrives, so a deadline keeps what finished and cancels the
+  rest. Per-call crossings took about 30 % longer at 500 inverters.
+* **Two connections**: telemetry and discovery share one HTTP/2 connection, commands have
+  their own, so a thousand streams' traffic never queues ahead of a command.
+
+:class:`MicrogridClient` is the protocol the rest of the daemon uses, so tests of other layers
+can use a fake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Generic, NoReturn, Protocol, TypeVar
+
+import attrs
+import grpc
+import trio
+
+from distributord.api import v1
+from distributord.core.errors import CommandError, CommandFailedError, LinkDownError
+from distributord.core.model import BatterySnapshot, InverterSnapshot
+from distributord.core.topology import Topology, pair_batteries
+from distributord.shell.bridge import Bridge, Stream, StreamBrokenError, open_bridge
+
+logger = logging.getLogger(__name__)
+
+Snapshot = BatterySnapshot | InverterSnapshot
+
+MAX_OPENING_STREAMS = 256
+"""Streams being opened at once (from the call until its first message). A grpc server holds at
+most ``grpc.server.max_pending_requests`` calls (default 1,000) that its application has not
+taken yet and cancels new calls beyond that: measured here, ~200 of a burst of 2,000 streams
+ended CANCELLED against a server with the default. The Microgrid API may well keep the default,
+so the link takes turns; 2,000 streams still open in about 2.4 s."""
+
+M = TypeVar("M")
+M_co = TypeVar("M_co", covariant=True)
+
+
+class MessageStream(Protocol[M_co]):
+    """The receiving end of a server stream (a :class:`~distributord.shell.bridge.Stream`)."""
+
+    async def receive(self) -> M_co:
+        """The next message (``trio.EndOfChannel`` when the server ended the stream)."""
+        ...
+
+    def deliver_to(self, handler: Callable[[M_co], None]) -> None:
+        """Hand each message to ``handler`` as it arrives, with no task woken per message."""
+        ...
+
+    async def ended(self) -> NoReturn:
+        """Wait for the end: ``trio.EndOfChannel``, the stream's error or the handler's."""
+        ...
+
+
+class _Opening(Generic[M]):
+    """A stream that gives back its opening slot once its first message (or end) arrives."""
+
+    def __init__(self, stream: Stream[M], release: Callable[[], None]) -> None:
+        self._stream = stream
+        self._release = release
+
+    async def receive(self) -> M:
+        try:
+            return await self._stream.receive()
+        finally:
+            self._release()
+
+    def deliver_to(self, handler: Callable[[M], None]) -> None:
+        release = self._release  # idempotent: a flag test after the first message
+
+        def releasing(message: M) -> None:
+            release()
+            handler(message)
+
+        self._stream.deliver_to(releasing)
+
+    async def ended(self) -> NoReturn:
+        try:
+            await self._stream.ended()
+        finally:
+            self._release()
+
+
+@attrs.frozen(kw_only=True)
+class Backoff:
+    """Capped exponential backoff with jitter.
+
+    Attributes:
+        first_s: The first wait.
+        cap_s: The longest wait.
+        jitter: Each wait is drawn uniformly from ``[(1 - jitter)·d, d]``, so that thousands of
+            streams broken at once do not all come back at the same instant.
+    """
+
+    first_s: float = 0.1
+    cap_s: float = 5.0
+    jitter: float = 0.5
+
+    def delays(self, rng: random.Random) -> tuple[Callable[[], float], Callable[[], None]]:
+        """``(next_delay, reset)``: the next wait, and a reset to call after a success."""
+        state = {"next": self.first_s}
+
+        def next_delay() -> float:
+            delay = state["next"]
+            state["next"] = min(delay * 2.0, self.cap_s)
+            return delay * (1.0 - self.jitter * rng.random())
+
+        def reset() -> None:
+            state["next"] = self.first_s
+
+        return next_delay, reset
+
+
+class TelemetrySink(Protocol):
+    """Where a component's telemetry goes. Both methods must return at once."""
+
+    def snapshot(self, snapshot: Snapshot) -> None:
+        """A new snapshot of a component."""
+
+    def gap(self, component_id: int, reason: str) -> None:
+        """The component's stream broke, ended or went silent; a new one is being opened."""
+
+
+class MicrogridClient(Protocol):
+    """What the daemon needs from the microgrid (the real link, or a fake in tests)."""
+
+    async def topology(self) -> Topology:
+        """The batteries and their inverters."""
+
+    def telemetry(
+        self, component_id: int
+    ) -> AbstractAsyncContextManager[MessageStream[v1.ComponentData]]:
+        """A stream of a component's raw data."""
+
+    async def set_active_powers(
+        self,
+        setpoints: Mapping[int, float],
+        lifetime_s: int,
+        land: Callable[[int, float | CommandError], None],
+    ) -> None:
+        """Command inverters at once; ``land`` gets each one's valid-until or error."""
+
+
+def _translate(error: BaseException) -> BaseException | None:
+    """GRPC errors raised on the loop, as distributord's own."""
+    if isinstance(error, grpc.aio.AioRpcError):
+        return StreamBrokenError(error.code().name, error.details() or "")
+    return None
+
+
+class MicrogridLink:
+    """The real :class:`MicrogridClient`: one channel to the Microgrid API, over a bridge.
+
+    Create with :func:`open_link`.
+    """
+
+    def __init__(self, bridge: Bridge, address: str) -> None:
+        self.address = address
+        self._bridge = bridge
+        # Telemetry streams and discovery on one connection, commands on another: a thousand
+        # streams' traffic never queues ahead of a command.
+        self._channel: Any = None
+        self._stub: Any = None
+        self._command_channel: Any = None
+        self._command_stub: Any = None
+        self._opening = trio.Semaphore(MAX_OPENING_STREAMS)
+
+    async def _connect(self) -> None:
+        def make(purpose: str) -> tuple[Any, Any]:
+            channel = grpc.aio.insecure_channel(
+                self.address,
+                options=[
+                    # Fail fast while the API is down, and come back quickly when it returns.
+                    ("grpc.initial_reconnect_backoff_ms", 100),
+                    ("grpc.max_reconnect_backoff_ms", 5000),
+                    ("grpc.keepalive_time_ms", 30_000),
+                    # Channels with equal options share one connection; this keeps them apart.
+                    ("grpc.primary_user_agent", f"distributord-{purpose}"),
+                ],
+            )
+            return channel, v1.microgrid_stub(channel)
+
+        async def create() -> list[tuple[Any, Any]]:
+            return [make("telemetry"), make("commands")]
+
+        (
+            (self._channel, self._stub),
+            (self._command_channel, self._command_stub),
+        ) = await self._bridge.call(create)
+
+    async def _close(self) -> None:
+        channels = [c for c in (self._channel, self._command_channel) if c is not None]
+
+        async def close() -> None:
+            await asyncio.gather(*(channel.close(grace=None) for channel in channels))
+
+        if channels:
+            with trio.CancelScope(shield=True), trio.move_on_after(2.0):
+                await self._bridge.call(close)
+
+    async def topology(self) -> Topology:
+        """Ask for the component graph and pair batteries with inverters.
+
+        Raises:
+            LinkDownError: The API did not answer.
+        """
+        stub = self._stub
+
+        async def ask() -> tuple[Any, Any]:
+            return (
+                await stub.ListComponents(v1.components_request()),
+                await stub.ListConnections(v1.connections_request()),
+            )
+
+        try:
+            components, connections = await self._bridge.call(ask)
+        except StreamBrokenError as error:
+            raise LinkDownError(str(error)) from None
+        return pair_batteries(v1.decode_components(components), v1.decode_connections(connections))
+
+    @asynccontextmanager
+    async def telemetry(self, component_id: int) -> AsyncIterator[MessageStream[v1.ComponentData]]:
+        """A stream of one component's raw ``ComponentData``; leaving it cancels the RPC.
+
+        At most :data:`MAX_OPENING_STREAMS` streams are being opened at any time.
+        """
+        stub = self._stub
+
+        async def messages() -> AsyncIterator[v1.ComponentData]:
+            async for response in stub.ReceiveComponentDataStream(v1.stream_request(component_id)):
+                yield response.data
+
+        await self._opening.acquire()
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self._opening.release()
+
+        try:
+            async with self._bridge.open_stream(messages) as stream:
+                yield _Opening(stream, release)
+        finally:
+            release()
+
+    async def set_active_power(self, inverter_id: int, power_w: float, lifetime_s: int) -> float:
+        """Command an inverter's active power.
+
+        Cancelling the calling task cancels the RPC (the server sees it cancelled).
+
+        Returns:
+            Until when (Unix time, s) the setpoint holds.
+
+        Raises:
+            CommandRejectedError: The API refused the setpoint (out of range, invalid).
+            CommandFailedError: Anything else went wrong (unavailable, internal, ...).
+        """
+        return await self._bridge.call(self._command(inverter_id, power_w, lifetime_s))
+
+    async def set_active_powers(
+        self,
+        setpoints: Mapping[int, float],
+        lifetime_s: int,
+        land: Callable[[int, float | CommandError], None],
+    ) -> None:
+        """Command many inverters at once: inverter id → W, each with ``lifetime_s``.
+
+        ``land(inverter, outcome)`` is called as each command finishes, with until when (Unix
+        time, s) the setpoint holds, or why it failed (as :meth:`set_active_power` raises).
+        Cancelling the calling task cancels the commands still running, at the RPC; nothing
+        lands after that.
+        """
+
+        def deliver(inverter_id: int, outcome: float | Exception) -> None:
+            if not isinstance(outcome, float | CommandError):  # a bug, not the microgrid
+                logger.error("command to inverter %d failed unexpectedly: %r", inverter_id, outcome)
+                outcome = CommandFailedError("INTERNAL", repr(outcome))
+            land(inverter_id, outcome)
+
+        calls = {i: self._command(i, power, lifetime_s) for i, power in setpoints.items()}
+        await self._bridge.call_each(calls, deliver)
+
+    def _command(
+        self, inverter_id: int, power_w: float, lifetime_s: int
+    ) -> Callable[[], Awaitable[float]]:
+        """The coroutine (for the loop) that sends one command."""
+        stub = self._command_stub
+        request = v1.set_power_request(inverter_id, power_w, lifetime_s)
+
+        async def command() -> float:
+            try:
+                return v1.valid_until(await stub.SetComponentPowerActive(request))
+            except grpc.aio.AioRpcError as error:
+                raise v1.command_error(error.code().name, error.details() or "") from None
+
+        return command
+
+
+@asynccontextmanager
+async def open_link(address: str) -> AsyncIterator[MicrogridLink]:
+    """A link to the Microgrid API at ``address`` (``HOST:PORT``), with its own bridge.
+
+    The channel connects lazily: opening the link succeeds even while the API is down.
+    """
+    async with open_bridge(_translate) as bridge:
+        link = MicrogridLink(bridge, address)
+        await link._connect()
+        try:
+            yield link
+        finally:
+            await link._close()
+
+
+async def discover(
+    client: MicrogridClient,
+    *,
+    backoff: Backoff = Backoff(first_s=0.5, cap_s=10.0),
+    rng: random.Random | None = None,
+) -> Topology:
+    """Ask for the topology until the API answers; log once per change of state.
+
+    Returns:
+        The topology (its batteries left out are logged, one line each).
+    """
+    next_delay, _ = backoff.delays(rng or random.Random())
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            topology = await client.topology()
+        except LinkDownError as error:
+            if attempts == 1:
+                logger.warning("microgrid unreachable (%s); retrying with backoff", error)
+            await trio.sleep(next_delay())
+            continue
+        if attempts > 1:
+            logger.info("microgrid reachable again after %d attempts", attempts)
+        for line in topology.describe():
+            (logger.warning if line.startswith("left out") else logger.info)("%s", line)
+        return topology
+
+
+async def serve_telemetry(
+    client: MicrogridClient,
+    component_id: int,
+    *,
+    battery: bool,
+    sink: TelemetrySink,
+    max_data_age_s: float,
+    silence_s: float,
+    backoff: Backoff = Backoff(),
+    rng: random.Random | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Keep one component's telemetry flowing into ``sink``, forever.
+
+    Args:
+        client: The microgrid.
+        component_id: The component.
+        battery: Whether it is a battery (else an inverter).
+        sink: Receives snapshots and gaps.
+        max_data_age_s: How long a field keeps its value when later samples omit it.
+        silence_s: A stream that sends nothing for this long is replaced.
+        backoff: Waits between attempts.
+        rng: For the jitter (tests pass a seeded one).
+        task_status: Started once the first stream is open (or has failed once).
+    """
+    kind = "battery" if battery else "inverter"
+    decoder = v1.TelemetryDecoder(component_id, battery=battery, max_data_age_s=max_data_age_s)
+    next_delay, reset = backoff.delays(rng or random.Random())
+    logged_notes: set[v1.Note] = set()
+    broken_since: float | None = None
+    started = False
+
+    def receive(data: v1.ComponentData) -> None:
+        nonlocal broken_since
+        snapshot = decoder.decode(data, received_at=trio.current_time())
+        if decoder.notes:
+            for note in decoder.notes - logged_notes:
+                logger.warning("%s %d: %s", kind, component_id, note.value)
+                logged_notes.add(note)
+        if broken_since is not None:
+            logger.info(
+                "%s %d: telemetry back after %.1f s",
+                kind,
+                component_id,
+                trio.current_time() - broken_since,
+            )
+            broken_since = None
+            reset()
+        sink.snapshot(snapshot)
+
+    while True:
+        try:
+            async with client.telemetry(component_id) as stream:
+                if not started:
+                    started = True
+                    task_status.started()
+                # Messages are handled as they arrive, with no wake-up of this task; it only
+                # watches for the end and for silence (silent for silence_s → replaced). The
+                # deadline stays put while messages arrive and is moved on when it is reached.
+                heard = trio.current_time()
+
+                def arrived(data: v1.ComponentData) -> None:
+                    nonlocal heard
+                    heard = trio.current_time()
+                    receive(data)
+
+                stream.deliver_to(arrived)
+                while trio.current_time() - heard < silence_s:
+                    with trio.move_on_at(heard + silence_s):
+                        await stream.ended()
+                reason = f"silent for {silence_s:g} s"
+        except trio.EndOfChannel:
+            reason = "ended by the server"
+        except LinkDownError as error:
+            reason = f"broken ({error})"
+        if not started:
+            started = True
+            task_status.started()
+        if broken_since is None:
+            broken_since = trio.current_time()
+            logger.warning("%s %d: telemetry stream %s; reconnecting", kind, component_id, reason)
+        sink.gap(component_id, reason)
+        await trio.sleep(next_delay())

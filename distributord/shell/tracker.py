@@ -1,0 +1,248 @@
+"""The status tracker: the one task that owns every battery's status machine.
+
+Theory of operation
+-------------------
+Inputs come from many tasks and must never wait: telemetry tasks call :meth:`StatusTracker.
+snapshot` and :meth:`~StatusTracker.gap` (the tracker is their
+:class:`~distributord.shell.link.TelemetrySink`), the request loop calls
+:meth:`~StatusTracker.record_outcomes`. Each input updates its battery's machine and
+re-evaluates that battery at once, so the request loop always selects batteries on the current
+status (:meth:`~StatusTracker.select`).
+
+The tracker's own task (:meth:`~StatusTracker.serve`) does the rest:
+
+* **Timers.** Every machine says when its status could next change by itself (a side going
+  stale, a blocking window ending). A heap holds at most one pending deadline per battery (a
+  new one is pushed only if it is earlier), and the task sleeps until the earliest, so
+  ``working → not_working`` on silence and ``uncertain → working`` at the end of a window
+  happen exactly on time, not at the next sample.
+* **Publishing.** Changes are collected and published once per wake-up as a new
+  :class:`Board` in an :class:`trio_util.AsyncValue`. Subscribers (the socket's
+  ``subscribe_status``, the systemd status line) read it at their own pace; a slow one simply
+  sees the latest board, so no subscriber can slow the tracker down.
+
+``sampled_at`` (Unix time, from the microgrid) is converted to the trio clock with the current
+offset between the wall clock and the trio clock, so that one clock judges freshness.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import NoReturn
+
+import attrs
+import trio
+import trio_util
+
+from distributord.core.fleet import Fleet
+from distributord.core.model import BatterySnapshot, InverterSnapshot
+from distributord.core.status import Reason, Status, StatusMachine, StatusSettings
+from distributord.core.status import select as select_batteries
+
+logger = logging.getLogger(__name__)
+
+
+@attrs.frozen(kw_only=True)
+class BatteryState:
+    """One battery's status, as published.
+
+    Attributes:
+        battery_id: The battery.
+        inverter_id: Its inverter.
+        status: Working, uncertain or not working.
+        reasons: Why it is not working or uncertain.
+        blocked_until: End of its blocking window (trio clock), if blocked.
+        since: When it entered this status (trio clock).
+    """
+
+    battery_id: int
+    inverter_id: int
+    status: Status
+    reasons: frozenset[Reason] = frozenset()
+    blocked_until: float | None = None
+    since: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class Board:
+    """Every battery's state at one moment.
+
+    Attributes:
+        version: Increases with every publication.
+        states: Battery id to its state.
+    """
+
+    version: int
+    states: Mapping[int, BatteryState]
+
+    def count(self, status: Status) -> int:
+        """How many batteries have ``status``."""
+        return sum(1 for state in self.states.values() if state.status is status)
+
+
+class StatusTracker:
+    """Owns the status machines (see the module docstring).
+
+    Args:
+        pairs: Battery id to the id of its inverter.
+        settings: Status settings.
+        wall_clock: Unix time now (tests pass one tied to the trio clock).
+    """
+
+    def __init__(
+        self,
+        pairs: Mapping[int, int],
+        settings: StatusSettings,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.fleet = Fleet(pairs)
+        self._wall_clock = wall_clock
+        self._machines = {battery: StatusMachine(settings) for battery in pairs}
+        start = trio.current_time()
+        initial = frozenset({Reason.NO_BATTERY_DATA, Reason.NO_INVERTER_DATA})
+        self._current: dict[int, BatteryState] = {
+            battery: BatteryState(
+                battery_id=battery,
+                inverter_id=inverter,
+                status=Status.NOT_WORKING,
+                reasons=initial,
+                since=start,
+            )
+            for battery, inverter in pairs.items()
+        }
+        self.gaps: dict[int, tuple[str, float]] = {}
+        """Component id to the reason and time of its last telemetry gap."""
+        self.board = trio_util.AsyncValue(
+            Board(version=0, states=MappingProxyType(dict(self._current)))
+        )
+        self._heap: list[tuple[float, int]] = []
+        self._scheduled: dict[int, float] = {}
+        self._changed = False
+        self._wakeup = trio.Event()
+
+    def set_settings(self, settings: StatusSettings) -> None:
+        """New settings (a reload): ages and windows apply from the next sample or failure."""
+        self.settings = settings
+        for machine in self._machines.values():
+            machine.settings = settings
+
+    # -- inputs (never block) ----------------------------------------------------------------
+
+    def snapshot(self, snapshot: BatterySnapshot | InverterSnapshot) -> None:
+        """A component's new snapshot (from its telemetry task)."""
+        battery_id = self.fleet.update(snapshot)
+        if battery_id is None:
+            return
+        now = trio.current_time()
+        sampled = snapshot.sampled_at - (self._wall_clock() - now)
+        machine = self._machines[battery_id]
+        if isinstance(snapshot, BatterySnapshot):
+            machine.battery_sample(snapshot, received_at=snapshot.received_at, sampled_at=sampled)
+        else:
+            machine.inverter_sample(snapshot, received_at=snapshot.received_at, sampled_at=sampled)
+        self._evaluate(battery_id, now)
+
+    def gap(self, component_id: int, reason: str) -> None:
+        """A component's stream broke; the status follows when its data goes stale."""
+        self.gaps[component_id] = (reason, trio.current_time())
+
+    def record_outcomes(self, *, succeeded: Iterable[int], failed: Iterable[int]) -> None:
+        """Command outcomes of one request, by battery id.
+
+        Args:
+            succeeded: Batteries whose command succeeded (0 W included).
+            failed: Batteries whose command failed in a way that blocks (not refusals).
+        """
+        now = trio.current_time()
+        for battery_id in succeeded:
+            if battery_id in self._machines:
+                self._machines[battery_id].command_succeeded()
+                self._evaluate(battery_id, now)
+        for battery_id in failed:
+            if battery_id in self._machines:
+                self._machines[battery_id].command_failed(now=now)
+                self._evaluate(battery_id, now)
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def state(self, battery_id: int) -> BatteryState:
+        """A battery's current state."""
+        return self._current[battery_id]
+
+    @property
+    def states(self) -> Mapping[int, BatteryState]:
+        """Every battery's current state (read-only view)."""
+        return MappingProxyType(self._current)
+
+    def select(self, batteries: Iterable[int]) -> set[int]:
+        """The batteries a request uses: the working ones, else the uncertain ones."""
+        return select_batteries({b: s.status for b, s in self._current.items()}, batteries)
+
+    # -- the task ----------------------------------------------------------------------------
+
+    def _evaluate(self, battery_id: int, now: float) -> None:
+        machine = self._machines[battery_id]
+        evaluation = machine.evaluate(now)
+        old = self._current[battery_id]
+        if (evaluation.status, evaluation.reasons, evaluation.blocked_until) != (
+            old.status,
+            old.reasons,
+            old.blocked_until,
+        ):
+            if evaluation.status is not old.status:
+                logger.info(
+                    "battery %d: %s -> %s%s",
+                    battery_id,
+                    old.status.value,
+                    evaluation.status.value,
+                    f" ({', '.join(sorted(evaluation.reasons))})" if evaluation.reasons else "",
+                )
+            self._current[battery_id] = attrs.evolve(
+                old,
+                status=evaluation.status,
+                reasons=evaluation.reasons,
+                blocked_until=evaluation.blocked_until,
+                since=now if evaluation.status is not old.status else old.since,
+            )
+            self._changed = True
+            self._wakeup.set()
+        at = machine.next_change(now)
+        if math.isfinite(at):
+            scheduled = self._scheduled.get(battery_id)
+            if scheduled is None or at < scheduled:
+                self._scheduled[battery_id] = at
+                heapq.heappush(self._heap, (at, battery_id))
+                if self._heap[0] == (at, battery_id):
+                    self._wakeup.set()
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
+        """Fire timers and publish changes, forever."""
+        task_status.started()
+        while True:
+            if not self._changed:
+                deadline = self._heap[0][0] if self._heap else math.inf
+                with trio.move_on_at(deadline):
+                    await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            now = trio.current_time()
+            heap, scheduled = self._heap, self._scheduled
+            while heap and heap[0][0] <= now:
+                at, battery_id = heapq.heappop(heap)
+                if scheduled.get(battery_id) == at:
+                    del scheduled[battery_id]
+                    self._evaluate(battery_id, now)
+            if self._changed:
+                self._changed = False
+                board = self.board.value
+                self.board.value = Board(
+                    version=board.version + 1, states=MappingProxyType(dict(self._current))
+                )

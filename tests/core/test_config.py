@@ -1,0 +1,399 @@
+"""The configuration: the documented example, every key's checks, the flags."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import tomllib
+
+import attrs
+import pytest
+
+from distributord.core.config import (
+    MAX_ID,
+    TABLES,
+    Config,
+    ConfigError,
+    ControlConfig,
+    LoggingConfig,
+    MicrogridConfig,
+    RequestsConfig,
+    SetpointsConfig,
+    StatusConfig,
+    differences,
+    load_config,
+    parse_config,
+    with_overrides,
+)
+from distributord.core.status import StatusSettings
+
+EXAMPLE = pathlib.Path(__file__).resolve().parent.parent.parent / "config" / "distributord.toml"
+
+SOURCE = "distributord.toml"
+
+
+def parse(text: str) -> Config:
+    return parse_config(text.encode(), source=SOURCE)
+
+
+def fails(text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        parse(text)
+    return caught.value
+
+
+# --- the example file -------------------------------------------------------------------------
+
+
+def test_the_example_file_is_exactly_the_defaults() -> None:
+    assert load_config(EXAMPLE) == Config() == Config.default()
+
+
+def test_the_example_file_shows_every_table_and_key() -> None:
+    doc = tomllib.loads(EXAMPLE.read_text())
+    shown = {f"{table}.{key}" for table, keys in doc.items() for key in keys}
+    known = {f"{table}.{f.name}" for table, cls in TABLES.items() for f in attrs.fields(cls)}
+    assert shown == known
+
+
+def test_tables_name_every_field_of_config() -> None:
+    assert list(TABLES) == [f.name for f in attrs.fields(Config)]
+    for name, cls in TABLES.items():
+        assert isinstance(getattr(Config(), name), cls)
+
+
+def test_an_empty_file_is_the_defaults() -> None:
+    assert parse("") == Config()
+    assert parse("# nothing but a comment\n") == Config()
+
+
+def test_an_empty_table_is_its_defaults() -> None:
+    assert parse("[control]\n") == Config()
+
+
+def test_the_file_overrides_the_defaults_key_by_key() -> None:
+    config = parse(
+        """
+        [microgrid]
+        address = "[::1]:443"
+        [control]
+        allowed_uids = [1000, 0]
+        allowed_gids = [998]
+        [requests]
+        default_timeout_s = 60
+        [setpoints]
+        lifetime_s = 900
+        [logging]
+        level = "WARNING"
+        """
+    )
+    assert config.microgrid == MicrogridConfig(address="[::1]:443")
+    assert config.control == ControlConfig(allowed_uids=(1000, 0), allowed_gids=(998,))
+    assert config.requests.default_timeout_s == 60.0
+    assert config.setpoints == SetpointsConfig(lifetime_s=900)
+    assert config.logging.level == "warning"
+    assert config.status == StatusConfig()
+    assert config.distribution == Config().distribution
+
+
+def test_an_integer_is_accepted_for_a_number_and_stored_as_a_float() -> None:
+    config = parse("[requests]\ndefault_timeout_s = 5\n[status]\nbroken_cache_ttl_s = 9000")
+    assert type(config.requests.default_timeout_s) is float
+    assert type(config.status.broken_cache_ttl_s) is float
+    assert config == Config()
+
+
+def test_the_message_names_the_file_and_the_dotted_key() -> None:
+    error = fails("[requests]\ndefault_timeout_s = 0")
+    assert str(error) == (
+        "distributord.toml: requests.default_timeout_s: must be a number in (0, 60], got 0"
+    )
+    assert (error.source, error.key) == (SOURCE, "requests.default_timeout_s")
+
+
+# --- every key: wrong types, out of range ---------------------------------------------------
+
+LONG_PATH = '"/' + "x" * 107 + '"'
+
+BAD_VALUES = [
+    # (dotted key, TOML value, fragment of the problem)
+    ("microgrid.address", "5", "HOST:PORT"),
+    ("microgrid.address", '"localhost"', "HOST:PORT"),
+    ("microgrid.address", '":50051"', "HOST:PORT"),
+    ("microgrid.address", '"localhost:0"', "1..65535"),
+    ("microgrid.address", '"localhost:65536"', "1..65535"),
+    ("microgrid.address", '"localhost:http"', "1..65535"),
+    ("microgrid.address", '"localhost:-1"', "1..65535"),
+    ("microgrid.address", '"::1:50051"', "in brackets"),
+    ("microgrid.address", '"[]:50051"', "HOST:PORT"),
+    ("microgrid.address", '"[::1:50051"', "HOST:PORT"),
+    ("microgrid.address", '"local host:50051"', "HOST:PORT"),
+    ("microgrid.stream_silence_s", "true", "got true"),
+    ("microgrid.stream_silence_s", '"5"', "got '5'"),
+    ("microgrid.stream_silence_s", "0", "> 0"),
+    ("microgrid.stream_silence_s", "-1.5", "got -1.5"),
+    ("microgrid.stream_silence_s", "nan", "got nan"),
+    ("microgrid.stream_silence_s", "inf", "finite"),
+    ("control.socket", "5", "path"),
+    ("control.socket", '""', "path"),
+    ("control.socket", LONG_PATH, "at most 107"),
+    ("control.allowed_uids", "1000", "list of uids"),
+    ("control.allowed_uids", '"1000"', "list of uids"),
+    ("control.allowed_uids", '["1000"]', "got '1000'"),
+    ("control.allowed_uids", "[true]", "got true"),
+    ("control.allowed_uids", "[1000.0]", "got 1000.0"),
+    ("control.allowed_uids", "[-1]", "got -1"),
+    ("control.allowed_uids", f"[{MAX_ID + 1}]", f"0..{MAX_ID}"),
+    ("control.allowed_gids", "998", "list of gids"),
+    ("control.allowed_gids", "[false]", "got false"),
+    ("control.allowed_gids", "[-1]", "got -1"),
+    ("control.allowed_gids", f"[{MAX_ID + 1}]", f"0..{MAX_ID}"),
+    ("control.max_connections", "64.0", "got 64.0"),
+    ("control.max_connections", "true", "integer"),
+    ("control.max_connections", '"64"', "integer"),
+    ("control.max_connections", "0", ">= 1"),
+    ("control.max_connections", "-5", ">= 1"),
+    ("distribution.exponent", "true", "got true"),
+    ("distribution.exponent", '"1.0"', "number"),
+    ("distribution.exponent", "-0.5", ">= 0"),
+    ("distribution.exponent", "nan", "finite"),
+    ("distribution.exponent", "inf", "finite"),
+    ("requests.default_timeout_s", "false", "got false"),
+    ("requests.default_timeout_s", '"5s"', "number"),
+    ("requests.default_timeout_s", "0", "(0, 60]"),
+    ("requests.default_timeout_s", "-1", "(0, 60]"),
+    ("requests.default_timeout_s", "60.5", "got 60.5"),
+    ("requests.default_timeout_s", "nan", "(0, 60]"),
+    ("requests.queue_size", "64.0", "integer"),
+    ("requests.queue_size", "true", "integer"),
+    ("requests.queue_size", "0", ">= 1"),
+    ("requests.drain_timeout_s", "true", "number"),
+    ("requests.drain_timeout_s", "[10]", "number"),
+    ("requests.drain_timeout_s", "0", "> 0"),
+    ("requests.drain_timeout_s", "inf", "finite"),
+    ("setpoints.lifetime_s", "60.0", "got 60.0"),
+    ("setpoints.lifetime_s", "true", "integer"),
+    ("setpoints.lifetime_s", '"60"', "integer"),
+    ("setpoints.lifetime_s", "9", "10..900"),
+    ("setpoints.lifetime_s", "901", "10..900"),
+    ("status.max_data_age_s", "true", "number"),
+    ("status.max_data_age_s", "0", "> 0"),
+    ("status.max_data_age_s", "nan", "got nan"),
+    ("status.min_blocking_s", '"1"', "number"),
+    ("status.min_blocking_s", "0", "> 0"),
+    ("status.min_blocking_s", "-1", "> 0"),
+    ("status.max_blocking_s", "true", "number"),
+    ("status.max_blocking_s", "0", "> 0"),
+    ("status.max_blocking_s", "inf", "finite"),
+    ("status.broken_cache_ttl_s", "false", "number"),
+    ("status.broken_cache_ttl_s", "0", "> 0"),
+    ("status.broken_cache_ttl_s", "-9000", "> 0"),
+    ("logging.level", "3", "one of debug, info, warning, error"),
+    ("logging.level", "true", "one of"),
+    ("logging.level", '"verbose"', "got 'verbose'"),
+    ("logging.level", '"critical"', "one of"),
+]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"), BAD_VALUES, ids=[f"{k}={v}" for k, v, _ in BAD_VALUES]
+)
+def test_a_bad_value_fails_naming_the_file_and_the_key(key: str, value: str, fragment: str) -> None:
+    table, name = key.split(".")
+    error = fails(f"[{table}]\n{name} = {value}\n")
+    assert (error.source, error.key) == (SOURCE, key)
+    assert str(error).startswith(f"{SOURCE}: {key}: ")
+    assert fragment in error.problem
+
+
+def test_every_key_has_a_bad_value_in_the_table_above() -> None:
+    known = {f"{table}.{f.name}" for table, cls in TABLES.items() for f in attrs.fields(cls)}
+    assert {key for key, _, _ in BAD_VALUES} == known
+
+
+GOOD_VALUES = [
+    ("microgrid.address", '"[::1]:50051"', "[::1]:50051"),
+    ("microgrid.address", '"grid.example.com:1"', "grid.example.com:1"),
+    ("microgrid.address", '"10.0.0.1:65535"', "10.0.0.1:65535"),
+    ("control.socket", '"ctl.sock"', "ctl.sock"),
+    ("control.socket", '"/' + "x" * 106 + '"', "/" + "x" * 106),
+    ("control.allowed_uids", f"[0, {MAX_ID}]", (0, MAX_ID)),
+    ("control.max_connections", "1", 1),
+    ("distribution.exponent", "0", 0.0),
+    ("distribution.exponent", "3.5", 3.5),
+    ("requests.default_timeout_s", "60", 60.0),
+    ("requests.default_timeout_s", "0.001", 0.001),
+    ("requests.queue_size", "1", 1),
+    ("setpoints.lifetime_s", "10", 10),
+    ("setpoints.lifetime_s", "900", 900),
+    ("logging.level", '"Debug"', "debug"),
+    ("logging.level", '"error"', "error"),
+]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"), GOOD_VALUES, ids=[f"{k}={v}" for k, v, _ in GOOD_VALUES]
+)
+def test_edge_values_are_accepted(key: str, value: str, expected: object) -> None:
+    table, name = key.split(".")
+    config = parse(f"[{table}]\n{name} = {value}\n")
+    assert getattr(getattr(config, table), name) == expected
+
+
+def test_max_blocking_below_min_blocking_fails_naming_max_blocking() -> None:
+    error = fails("[status]\nmin_blocking_s = 5\nmax_blocking_s = 2.5\n")
+    assert error.key == "status.max_blocking_s"
+    assert error.problem == "must be at least min_blocking_s (5), got 2.5"
+
+
+def test_max_blocking_equal_to_min_blocking_is_fine() -> None:
+    config = parse("[status]\nmin_blocking_s = 4\nmax_blocking_s = 4\n")
+    assert config.status.settings == StatusSettings(
+        max_data_age_s=10.0, min_blocking_s=4.0, max_blocking_s=4.0
+    )
+
+
+def test_values_built_in_python_are_checked_the_same_way() -> None:
+    with pytest.raises(ConfigError, match=r"^default_timeout_s: must be a number in \(0, 60\]"):
+        RequestsConfig(default_timeout_s=0)
+    with pytest.raises(ConfigError, match=r"^level: must be one of"):
+        LoggingConfig(level="loud")
+    with pytest.raises(ConfigError, match=r"^stream_silence_s: .*got true"):
+        MicrogridConfig(stream_silence_s=True)
+
+
+# --- what else a file can get wrong ---------------------------------------------------------
+
+
+def test_an_unknown_key_fails_naming_it_and_listing_the_known_ones() -> None:
+    error = fails('[control]\nsockett = "/run/x.sock"\n')
+    assert error.key == "control.sockett"
+    assert str(error) == (
+        "distributord.toml: control.sockett: unknown key; "
+        "known keys: socket, allowed_uids, allowed_gids, max_connections"
+    )
+
+
+def test_an_unknown_table_fails_naming_it() -> None:
+    error = fails("[controll]\nsocket = 'x'\n")
+    assert error.key == "controll"
+    assert error.problem.startswith("unknown table; known tables: microgrid, control,")
+
+
+def test_an_unknown_top_level_key_fails_naming_it() -> None:
+    error = fails('address = "127.0.0.1:50051"\n')
+    assert error.key == "address"
+    assert error.problem.startswith("unknown key")
+
+
+def test_an_unknown_subtable_fails_naming_it() -> None:
+    error = fails("[control.extra]\nx = 1\n")
+    assert error.key == "control.extra"
+    assert error.problem.startswith("unknown key")
+
+
+def test_a_table_that_is_not_a_table_fails() -> None:
+    error = fails('microgrid = "127.0.0.1:50051"\n')
+    assert error.key == "microgrid"
+    assert error.problem.startswith("must be a table ([microgrid])")
+
+
+def test_an_array_of_tables_is_not_a_table() -> None:
+    error = fails("[[status]]\nmax_data_age_s = 1\n")
+    assert error.key == "status"
+
+
+def test_invalid_toml_fails_naming_the_file() -> None:
+    error = fails("[requests\nqueue_size = 1\n")
+    assert error.source == SOURCE
+    assert error.key == ""
+    assert str(error).startswith(f"{SOURCE}: not valid TOML: ")
+    assert "line 1" in str(error)
+
+
+def test_a_duplicate_key_is_invalid_toml() -> None:
+    assert fails("[requests]\nqueue_size = 1\nqueue_size = 2\n").problem.startswith(
+        "not valid TOML"
+    )
+
+
+def test_text_that_is_not_utf8_fails_naming_the_file() -> None:
+    with pytest.raises(ConfigError, match=f"^{re.escape(SOURCE)}: not UTF-8 text"):
+        parse_config(b'[logging]\nlevel = "\xff"\n', source=SOURCE)
+
+
+def test_a_missing_file_fails_naming_it(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "missing.toml"
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.source == str(path)
+    assert (
+        str(caught.value)
+        == f"{path}: cannot read the configuration file: No such file or directory"
+    )
+
+
+def test_a_directory_is_not_a_readable_file(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the configuration file") as caught:
+        load_config(tmp_path)
+    assert caught.value.source == str(tmp_path)
+
+
+def test_load_config_names_the_file_in_errors_inside_it(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text("[requests]\nqueue_size = 0\n")
+    with pytest.raises(
+        ConfigError, match=f"^{re.escape(str(path))}: requests\\.queue_size: must be an integer"
+    ):
+        load_config(str(path))
+
+
+# --- flags ---------------------------------------------------------------------------------
+
+
+def test_flags_override_the_file() -> None:
+    from_file = parse('[microgrid]\naddress = "grid:1"\n[control]\nmax_connections = 3\n')
+    config = with_overrides(
+        from_file, microgrid="[fd00::2]:50051", socket="/tmp/ctl.sock", log_level="DEBUG"
+    )
+    assert config.microgrid.address == "[fd00::2]:50051"
+    assert config.control.socket == "/tmp/ctl.sock"
+    assert config.logging.level == "debug"
+    assert config.control.max_connections == 3  # untouched by the flags
+
+
+def test_no_flags_change_nothing() -> None:
+    config = parse("[setpoints]\nlifetime_s = 30\n")
+    assert with_overrides(config) == config
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"microgrid": "nowhere"}, "--microgrid: microgrid.address: must be HOST:PORT"),
+        ({"socket": ""}, "--socket: control.socket: must be a file system path"),
+        ({"log_level": "loud"}, "--log-level: logging.level: must be one of"),
+    ],
+)
+def test_a_bad_flag_fails_naming_the_flag_and_the_key(flags: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        with_overrides(Config(), **flags)
+    assert str(caught.value).startswith(message)
+
+
+# --- derived values -------------------------------------------------------------------------
+
+
+def test_status_settings_are_derived_from_the_status_table() -> None:
+    config = parse("[status]\nmax_data_age_s = 3\nmin_blocking_s = 0.5\nmax_blocking_s = 8\n")
+    assert config.status.settings == StatusSettings(
+        max_data_age_s=3.0, min_blocking_s=0.5, max_blocking_s=8.0
+    )
+    assert Config().status.settings == StatusSettings()
+
+
+def test_differences_lists_changed_keys_in_file_order() -> None:
+    old = Config()
+    new = parse('[logging]\nlevel = "debug"\n[microgrid]\naddress = "grid:1"\n')
+    assert differences(old, new) == ["microgrid.address", "logging.level"]
+    assert differences(old, Config()) == []

@@ -1,0 +1,263 @@
+"""Request planning: errors, the bounds check, include_broken_batteries, outcome summaries."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from distributord.core.distribution import (
+    Distribution,
+    Pair,
+    Reason,
+    aggregate_bounds,
+    check_power,
+    distribute,
+    split_equally,
+)
+from distributord.core.model import (
+    Error,
+    OutOfBounds,
+    PartialFailure,
+    PowerBounds,
+    Request,
+    Success,
+)
+from distributord.core.planning import plan, summarize, unknown_batteries
+from tests.strategies import fleets, make_pair, requests_for
+
+
+def battery(
+    bid: int, soc: float = 50, cap: float = 1000, minimum: float = 0.0, capacity: float = 10_000
+) -> Pair:
+    return make_pair(
+        bid,
+        soc=soc,
+        soc_lower=10,
+        soc_upper=90,
+        capacity=capacity,
+        battery_bounds=PowerBounds.symmetric(cap, minimum),
+        inverter_bounds=PowerBounds.symmetric(1e6),
+    )
+
+
+def request(power: float, batteries: set[int], **more: Any) -> Request:
+    return Request(power_w=power, batteries=frozenset(batteries), **more)
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+def test_no_usable_batteries_is_an_error_naming_them() -> None:
+    result = plan(request(1000, {1, 2}), [], exponent=1.0)
+    assert isinstance(result, Error)
+    assert result.message == "no usable batteries among [1, 2]"
+
+
+def test_only_bad_telemetry_is_an_error_that_says_why() -> None:
+    result = plan(request(1000, {1}), [battery(1, soc=math.nan)], exponent=1.0)
+    assert isinstance(result, Error)
+    assert result.message == "no usable batteries among [1] (battery 1: soc_pct is nan)"
+
+
+def test_zero_total_capacity_is_an_error() -> None:
+    result = plan(
+        request(1000, {1, 2}), [battery(1, capacity=0), battery(2, capacity=0)], exponent=1.0
+    )
+    assert isinstance(result, Error)
+    assert result.message == "zero total capacity among batteries [1, 2]"
+
+
+def test_unknown_batteries_are_named_with_the_known_ones() -> None:
+    error = unknown_batteries(request(1, {1, 7, 9}), [1, 2, 3])
+    assert error is not None
+    assert error.message == "unknown batteries [7, 9]; known batteries: [1, 2, 3]"
+    assert unknown_batteries(request(1, {1, 2}), [1, 2, 3]) is None
+
+
+# --- the bounds check ----------------------------------------------------------------------
+
+
+def test_aggregate_bounds_report_the_smallest_achievable_magnitude() -> None:
+    # The reference design sums the minimums (200 W) and refuses 150 W that one pair can take.
+    pairs = [battery(1, minimum=100), battery(2, minimum=100)]
+    bounds = aggregate_bounds(pairs)
+    assert (
+        bounds.inclusion_lower,
+        bounds.exclusion_lower,
+        bounds.exclusion_upper,
+        bounds.inclusion_upper,
+    ) == (
+        -2000,
+        -100,
+        100,
+        2000,
+    )
+    result = plan(request(150, {1, 2}, adjust_power=False), pairs, exponent=1.0)
+    assert isinstance(result, Distribution)
+    assert result.remaining_w == 0.0
+
+
+def test_pairs_that_cannot_take_power_do_not_count_in_the_bounds() -> None:
+    pairs = [battery(1, soc=90, cap=5000, minimum=10), battery(2, cap=1000, minimum=300)]
+    bounds = aggregate_bounds(pairs)
+    assert bounds.inclusion_upper == 1000  # the full battery cannot charge
+    assert bounds.exclusion_upper == 300
+    assert bounds.inclusion_lower == -6000
+    assert bounds.exclusion_lower == -10
+
+
+@pytest.mark.parametrize(
+    ("power", "adjust", "accepted"),
+    [
+        (0, False, True),
+        (0, True, True),
+        (50, True, False),  # strictly inside the exclusion zone
+        (-50, True, False),
+        (100, True, True),
+        (5000, True, True),  # beyond the inclusion bound: trimmed
+        (5000, False, False),
+        (2000, False, True),
+        (-2000, False, True),
+        (-2001, False, False),
+        (99.9, False, False),
+    ],
+)
+def test_check_power(power: float, adjust: bool, accepted: bool) -> None:
+    bounds = PowerBounds.symmetric(2000, 100)
+    assert check_power(power, bounds, adjust_power=adjust) is accepted
+
+
+def test_out_of_bounds_carries_the_aggregate_bounds() -> None:
+    pairs = [battery(1, minimum=100), battery(2, minimum=100)]
+    result = plan(request(50, {1, 2}), pairs, exponent=1.0)
+    assert isinstance(result, OutOfBounds)
+    assert result.bounds == aggregate_bounds(pairs)
+
+
+def test_adjusted_power_is_trimmed_and_the_rest_reported() -> None:
+    result = plan(request(-5000, {1, 2}), [battery(1), battery(2)], exponent=1.0)
+    assert isinstance(result, Distribution)
+    assert result.setpoints == {1: -1000.0, 2: -1000.0}
+    assert result.remaining_w == -3000.0
+
+
+@given(fleets(max_size=60))
+def test_the_aggregate_inclusion_bound_is_always_placed_exactly(fleet: list[Pair]) -> None:
+    bounds = aggregate_bounds(fleet)
+    for limit in (bounds.inclusion_upper, bounds.inclusion_lower):
+        if abs(limit) > 1e-9:
+            result = distribute(limit, fleet)
+            assert abs(result.placed_w - limit) <= 1e-6 * len(fleet)
+            assert result.remaining_w == 0.0
+
+
+@given(fleets(max_size=60))
+def test_the_aggregate_exclusion_bound_is_reachable(fleet: list[Pair]) -> None:
+    bounds = aggregate_bounds(fleet)
+    for edge in (bounds.exclusion_upper, bounds.exclusion_lower):
+        if abs(edge) > 1e-9:
+            assert distribute(edge, fleet).remaining_w == 0.0
+
+
+@given(st.data(), fleets(max_size=60), st.booleans())
+def test_adjustment_only_moves_power_towards_zero(
+    data: st.DataObject, fleet: list[Pair], adjust: bool
+) -> None:
+    power = data.draw(requests_for(fleet))
+    ids = {p.battery_id for p in fleet}
+    result = plan(request(power, ids, adjust_power=adjust), fleet, exponent=1.0)
+    if isinstance(result, Distribution):
+        placed = result.placed_w
+        assert abs(placed) <= abs(power) + 1e-6 * len(fleet)
+        assert placed == 0 or math.copysign(1, placed) == math.copysign(1, power)
+        if not adjust:
+            assert check_power(power, aggregate_bounds(fleet), adjust_power=False)
+
+
+# --- include_broken_batteries --------------------------------------------------------------
+
+
+def test_what_the_usable_pairs_leave_is_shared_equally_by_the_broken() -> None:
+    broken = {3: [PowerBounds.symmetric(400)], 4: []}
+    result = plan(
+        request(2600, {1, 3, 4}, include_broken_batteries=True),
+        [battery(1)],
+        exponent=1.0,
+        broken=broken,
+    )
+    assert isinstance(result, Distribution)
+    # Battery 1 takes 1000; 1600 are left: 400 to battery 3 (its bound), 1200 to battery 4.
+    assert result.setpoints == {1: 1000.0, 3: 400.0, 4: 1200.0}
+    assert result.reasons == {1: Reason.CAPPED, 3: Reason.CAPPED, 4: Reason.EQUAL_SHARE}
+    assert result.remaining_w == 0.0
+
+
+def test_with_nothing_usable_all_of_it_is_shared_equally() -> None:
+    result = plan(
+        request(-900, {3, 4, 5}, include_broken_batteries=True),
+        [],
+        exponent=1.0,
+        broken={3: [], 4: [], 5: []},
+    )
+    assert isinstance(result, Distribution)
+    assert result.setpoints == {3: -300.0, 4: -300.0, 5: -300.0}
+
+
+def test_equal_shares_respect_last_known_exclusion_bounds() -> None:
+    shared = split_equally(
+        300, {1: [PowerBounds.symmetric(1000, 200)], 2: [PowerBounds.symmetric(1000, 200)]}
+    )
+    assert shared.setpoints == {1: 0.0, 2: 300.0}
+    assert shared.remaining_w == 0.0
+
+
+def test_equal_shares_use_the_tighter_of_battery_and_inverter_bounds() -> None:
+    shared = split_equally(
+        -3000, {1: [PowerBounds.symmetric(5000), PowerBounds.symmetric(800)], 2: []}
+    )
+    assert shared.setpoints == {1: -800.0, 2: -2200.0}
+
+
+def test_equal_split_of_zero_is_zero() -> None:
+    shared = split_equally(0.0, {1: []})
+    assert shared.setpoints == {1: 0.0}
+    assert shared.remaining_w == 0.0
+
+
+# --- summaries -----------------------------------------------------------------------------
+
+
+def distribution(setpoints: dict[int, float], remaining: float = 0.0) -> Distribution:
+    return Distribution(
+        power_w=math.fsum(setpoints.values()) + remaining,
+        setpoints=setpoints,
+        reasons=dict.fromkeys(setpoints, Reason.PROPORTIONAL),
+        remaining_w=remaining,
+    )
+
+
+def test_summary_of_all_succeeded_is_success() -> None:
+    r = request(-1500, {1, 2})
+    result = summarize(r, distribution({1: -1000.0, 2: -500.0}), failed=())
+    assert isinstance(result, Success)
+    assert result.succeeded_power_w == -1500.0
+    assert result.succeeded_batteries == {1, 2}
+    assert result.excess_power_w == 0.0
+    assert result.reasons == {1: "proportional", 2: "proportional"}
+
+
+def test_failed_power_is_not_counted_as_succeeded() -> None:
+    r = request(-2000, {1, 2, 3})
+    result = summarize(
+        r, distribution({1: -1000.0, 2: -500.0, 3: 0.0}, remaining=-500.0), failed={2}
+    )
+    assert isinstance(result, PartialFailure)
+    assert result.succeeded_power_w == -1000.0
+    assert result.succeeded_batteries == {1, 3}
+    assert result.failed_power_w == -500.0
+    assert result.failed_batteries == {2}
+    assert result.excess_power_w == -500.0

@@ -1,0 +1,360 @@
+"""The battery status state machine: every transition with exact times."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from distributord.core.model import PowerBounds, StateCode
+from distributord.core.status import Reason, Status, StatusMachine, StatusSettings, select
+from tests.snapshots import battery_snapshot, inverter_snapshot
+
+SETTINGS = StatusSettings(max_data_age_s=10.0, min_blocking_s=1.0, max_blocking_s=30.0)
+
+
+battery = battery_snapshot
+inverter = inverter_snapshot
+
+
+def fed(at: float = 0.0, **battery_overrides: Any) -> StatusMachine:
+    machine = StatusMachine(SETTINGS)
+    machine.battery_sample(battery(**battery_overrides), received_at=at, sampled_at=at)
+    machine.inverter_sample(inverter(), received_at=at, sampled_at=at)
+    return machine
+
+
+def both_fresh(machine: StatusMachine, at: float) -> None:
+    machine.battery_sample(battery(), received_at=at, sampled_at=at)
+    machine.inverter_sample(inverter(), received_at=at, sampled_at=at)
+
+
+# --- starting and data -------------------------------------------------------------------------
+
+
+def test_every_battery_starts_not_working() -> None:
+    evaluation = StatusMachine(SETTINGS).evaluate(0.0)
+    assert evaluation.status is Status.NOT_WORKING
+    assert evaluation.reasons == {Reason.NO_BATTERY_DATA, Reason.NO_INVERTER_DATA}
+
+
+def test_fresh_healthy_data_from_both_sides_is_working() -> None:
+    machine = fed()
+    assert machine.evaluate(0.0).status is Status.WORKING
+    assert machine.evaluate(0.0).reasons == frozenset()
+
+
+def test_one_side_alone_is_not_enough() -> None:
+    machine = StatusMachine(SETTINGS)
+    machine.battery_sample(battery(), received_at=0.0, sampled_at=0.0)
+    assert machine.evaluate(0.0).reasons == {Reason.NO_INVERTER_DATA}
+
+
+def test_staleness_exactly_max_data_age_after_receipt() -> None:
+    machine = fed(at=100.0)
+    machine.inverter_sample(inverter(), received_at=105.0, sampled_at=105.0)
+    assert machine.evaluate(109.999).status is Status.WORKING
+    assert machine.next_change(100.0) == 110.0
+    evaluation = machine.evaluate(110.0)
+    assert evaluation.status is Status.NOT_WORKING
+    assert evaluation.reasons == {Reason.STALE_BATTERY_DATA}
+    assert machine.evaluate(115.0).reasons == {
+        Reason.STALE_BATTERY_DATA,
+        Reason.STALE_INVERTER_DATA,
+    }
+
+
+def test_a_re_sent_old_sample_counts_as_stale() -> None:
+    machine = fed(at=100.0)
+    # Arrives now, but says it was taken 12 s ago.
+    machine.battery_sample(battery(), received_at=200.0, sampled_at=188.0)
+    machine.inverter_sample(inverter(), received_at=200.0, sampled_at=200.0)
+    assert machine.evaluate(200.0).reasons == {Reason.STALE_BATTERY_DATA}
+
+
+def test_a_sample_that_does_not_say_when_it_was_taken_ages_from_receipt() -> None:
+    machine = StatusMachine(SETTINGS)
+    machine.battery_sample(battery(), received_at=0.0, sampled_at=math.nan)
+    machine.inverter_sample(inverter(), received_at=0.0, sampled_at=math.nan)
+    assert machine.evaluate(9.0).status is Status.WORKING
+    assert machine.next_change(0.0) == 10.0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"soc_pct": math.nan}, Reason.NAN_SOC),
+        ({"soc_pct": math.inf}, Reason.NAN_SOC),
+        ({"capacity_wh": math.nan}, Reason.NAN_CAPACITY),
+        ({"soc_lower_pct": math.nan}, Reason.NAN_SOC_BOUNDS),
+        ({"states": frozenset({StateCode.READY, StateCode.ERROR})}, Reason.BATTERY_ERROR_STATE),
+        ({"states": frozenset({StateCode.RELAY_CLOSED})}, Reason.BATTERY_ERROR_STATE),
+        ({"states": frozenset()}, Reason.BATTERY_ERROR_STATE),
+        ({"errors": frozenset({"overcurrent"})}, Reason.BATTERY_ERROR_CODE),
+    ],
+)
+def test_unhealthy_battery_samples_are_not_working(
+    overrides: dict[str, Any], reason: Reason
+) -> None:
+    assert fed(**overrides).evaluate(0.0) == attrs.evolve(
+        fed().evaluate(0.0), status=Status.NOT_WORKING, reasons=frozenset({reason})
+    )
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        s
+        for s in StateCode
+        if s
+        not in {StateCode.READY, StateCode.CHARGING, StateCode.DISCHARGING, StateCode.RELAY_CLOSED}
+    ],
+)
+def test_each_unhealthy_battery_state_code_flips_to_not_working(state: StateCode) -> None:
+    evaluation = fed(states=frozenset({StateCode.READY, state})).evaluate(0.0)
+    assert evaluation.reasons == {Reason.BATTERY_ERROR_STATE}
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        s
+        for s in StateCode
+        if s not in {StateCode.READY, StateCode.STANDBY, StateCode.CHARGING, StateCode.DISCHARGING}
+    ],
+)
+def test_each_unhealthy_inverter_state_code_flips_to_not_working(state: StateCode) -> None:
+    machine = fed()
+    machine.inverter_sample(
+        inverter(states=frozenset({StateCode.READY, state})), received_at=0.0, sampled_at=0.0
+    )
+    assert machine.evaluate(0.0).reasons == {Reason.INVERTER_ERROR_STATE}
+
+
+def test_an_inverter_error_code_flips_to_not_working() -> None:
+    machine = fed()
+    machine.inverter_sample(
+        inverter(errors=frozenset({"internal"})), received_at=0.0, sampled_at=0.0
+    )
+    assert machine.evaluate(0.0).reasons == {Reason.INVERTER_ERROR_CODE}
+
+
+def test_warnings_never_change_status() -> None:
+    machine = fed(warnings=frozenset({"battery_imbalance"}))
+    machine.inverter_sample(
+        inverter(warnings=frozenset({"overtemperature"})), received_at=0.0, sampled_at=0.0
+    )
+    assert machine.evaluate(0.0).status is Status.WORKING
+
+
+def test_bounds_from_one_side_are_enough_but_not_from_none() -> None:
+    machine = fed(bounds=PowerBounds.unknown())
+    assert machine.evaluate(0.0).status is Status.WORKING
+    machine.inverter_sample(inverter(bounds=PowerBounds.unknown()), received_at=0.0, sampled_at=0.0)
+    assert machine.evaluate(0.0).reasons == {Reason.MISSING_BOUNDS}
+
+
+# --- blocking windows ----------------------------------------------------------------------
+
+
+def test_a_failure_makes_it_uncertain_until_the_window_ends() -> None:
+    machine = fed()
+    machine.evaluate(0.0)
+    machine.command_failed(now=2.0)
+    evaluation = machine.evaluate(2.0)
+    assert evaluation.status is Status.UNCERTAIN
+    assert evaluation.reasons == {Reason.BLOCKED_AFTER_FAILURE}
+    assert evaluation.blocked_until == 3.0
+    assert machine.next_change(2.0) == 3.0
+    assert machine.evaluate(2.999).status is Status.UNCERTAIN
+    assert machine.evaluate(3.0).status is Status.WORKING
+
+
+def test_blocking_sequence_1_2_4_8_16_30_30() -> None:
+    machine = fed()
+    machine.evaluate(0.0)
+    now, windows = 0.0, []
+    for _ in range(7):
+        both_fresh(machine, now)
+        machine.command_failed(now=now)
+        until = machine.evaluate(now).blocked_until
+        assert until is not None
+        windows.append(until - now)
+        now = until  # the window has run out: the next failure doubles it
+        both_fresh(machine, now)
+        assert machine.evaluate(now).status is Status.WORKING
+    assert windows == [1, 2, 4, 8, 16, 30, 30]
+
+
+def test_failure_inside_window_changes_nothing() -> None:
+    machine = fed()
+    machine.evaluate(0.0)
+    machine.command_failed(now=0.0)
+    machine.command_failed(now=0.5)
+    assert machine.evaluate(0.5).blocked_until == 1.0
+    machine.command_failed(now=1.0)  # the window ran out: the next one is 2 s, not 4
+    assert machine.evaluate(1.0).blocked_until == 3.0
+
+
+def test_success_resets() -> None:
+    machine = fed()
+    machine.evaluate(0.0)
+    machine.command_failed(now=0.0)
+    machine.command_failed(now=1.0)
+    assert machine.evaluate(1.0).blocked_until == 3.0
+    machine.command_succeeded()
+    assert machine.evaluate(1.5).status is Status.WORKING
+    machine.command_failed(now=5.0)
+    assert machine.evaluate(5.0).blocked_until == 6.0
+
+
+def test_recovery_from_not_working_resets() -> None:
+    machine = fed()
+    machine.evaluate(0.0)
+    machine.command_failed(now=0.0)
+    machine.command_failed(now=1.0)  # window of 2 s
+    assert machine.evaluate(1.5).status is Status.UNCERTAIN
+    machine.inverter_sample(
+        inverter(states=frozenset({StateCode.ERROR})), received_at=1.5, sampled_at=1.5
+    )
+    assert machine.evaluate(1.5).status is Status.NOT_WORKING
+    machine.inverter_sample(inverter(), received_at=1.6, sampled_at=1.6)
+    assert machine.evaluate(1.6).status is Status.WORKING  # unblocked although the window runs to 3
+    machine.command_failed(now=1.7)
+    assert machine.evaluate(1.7).blocked_until == pytest.approx(2.7)
+
+
+def test_failures_while_not_working_are_ignored() -> None:
+    machine = StatusMachine(SETTINGS)
+    machine.evaluate(0.0)
+    machine.command_failed(now=0.0)
+    both_fresh(machine, 0.5)
+    assert machine.evaluate(0.5).status is Status.WORKING
+
+
+def test_select_prefers_working_then_uncertain() -> None:
+    statuses = {1: Status.WORKING, 2: Status.UNCERTAIN, 3: Status.NOT_WORKING, 4: Status.UNCERTAIN}
+    assert select(statuses, {1, 2, 3}) == {1}
+    assert select(statuses, {2, 3, 4}) == {2, 4}
+    assert select(statuses, {3, 99}) == set()
+
+
+# --- a stateful check against the spec's evaluation order ----------------------------------------
+
+
+class Reference:
+    """The spec, read literally, kept apart from the implementation."""
+
+    def __init__(self) -> None:
+        self.sides: dict[str, tuple[float, bool] | None] = {"battery": None, "inverter": None}
+        self.previous = Status.NOT_WORKING
+        self.blocked_until: float | None = None
+        self.last_window: float | None = None
+
+    def usable(self, now: float) -> bool:
+        for side in self.sides.values():
+            if side is None:
+                return False
+            taken, healthy = side
+            # Fresh until taken + max_data_age: the deadline a timer fires at. (Written as
+            # `now - taken >= age` it disagrees by rounding exactly at that deadline.)
+            if not healthy or now >= taken + SETTINGS.max_data_age_s:
+                return False
+        return True
+
+    def fail(self, now: float) -> None:
+        if self.previous is Status.NOT_WORKING or (
+            self.blocked_until is not None and now < self.blocked_until
+        ):
+            return
+        window = (
+            SETTINGS.min_blocking_s
+            if self.last_window is None
+            else min(2 * self.last_window, SETTINGS.max_blocking_s)
+        )
+        self.last_window = window
+        self.blocked_until = now + window
+
+    def succeed(self) -> None:
+        self.blocked_until = self.last_window = None
+
+    def evaluate(self, now: float) -> Status:
+        if not self.usable(now):
+            self.previous = Status.NOT_WORKING
+        elif self.previous is Status.NOT_WORKING:
+            self.succeed()
+            self.previous = Status.WORKING
+        elif self.blocked_until is not None and now < self.blocked_until:
+            self.previous = Status.UNCERTAIN
+        else:
+            self.previous = Status.WORKING
+        return self.previous
+
+
+class StatusRules(RuleBasedStateMachine):
+    @initialize()
+    def start(self) -> None:
+        self.now = 0.0
+        self.machine = StatusMachine(SETTINGS)
+        self.reference = Reference()
+        self.check()
+
+    def check(self) -> None:
+        assert self.machine.evaluate(self.now).status is self.reference.evaluate(self.now)
+
+    @rule(healthy=st.booleans(), age=st.sampled_from([0.0, 0.0, 3.0, 9.5, 10.0, 12.0]))
+    def battery_sample(self, healthy: bool, age: float) -> None:
+        snapshot = battery() if healthy else battery(states=frozenset({StateCode.ERROR}))
+        self.machine.battery_sample(snapshot, received_at=self.now, sampled_at=self.now - age)
+        self.reference.sides["battery"] = (self.now - age, healthy)
+        self.check()
+
+    @rule(healthy=st.booleans(), age=st.sampled_from([0.0, 0.0, 3.0, 9.5, 10.0, 12.0]))
+    def inverter_sample(self, healthy: bool, age: float) -> None:
+        snapshot = inverter() if healthy else inverter(errors=frozenset({"internal"}))
+        self.machine.inverter_sample(snapshot, received_at=self.now, sampled_at=self.now - age)
+        self.reference.sides["inverter"] = (self.now - age, healthy)
+        self.check()
+
+    @rule(dt=st.sampled_from([0.001, 0.25, 0.5, 1.0, 2.0, 4.0, 9.999, 10.0, 31.0]))
+    def advance(self, dt: float) -> None:
+        self.now += dt
+        self.check()
+
+    @rule()
+    def to_next_change(self) -> None:
+        """Jump exactly to the moment the machine says its status may change."""
+        nxt = self.machine.next_change(self.now)
+        if math.isfinite(nxt):
+            self.now = nxt
+            self.check()
+
+    @rule()
+    def fail(self) -> None:
+        self.machine.command_failed(now=self.now)
+        self.reference.fail(self.now)
+        self.check()
+
+    @rule()
+    def succeed(self) -> None:
+        self.machine.command_succeeded()
+        self.reference.succeed()
+        self.check()
+
+    @invariant()
+    def blocked_only_when_uncertain(self) -> None:
+        evaluation = self.machine.evaluate(self.now)
+        assert (evaluation.status is Status.UNCERTAIN) == (evaluation.blocked_until is not None)
+        self.reference.evaluate(self.now)
+
+    @precondition(lambda self: True)
+    @rule()
+    def next_change_is_in_the_future(self) -> None:
+        assert self.machine.next_change(self.now) > self.now
+
+
+TestStatusRules = StatusRules.TestCase

@@ -1,0 +1,542 @@
+"""The daemon end to end: a real socket, the real daemon, the simulator over loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+import trio
+
+from distributord.core.status import Status
+from distributord.shell.control import (
+    ControlSettings,
+    ControlSocketError,
+    bind_control_socket,
+    is_allowed,
+)
+from distributord.shell.daemon import Daemon, DaemonSettings
+from distributord.shell.requestloop import LoopSettings
+from distributord.sim.scenario import BatterySpec, Faults, InverterSpec, Scenario, uniform_fleet
+from distributord.sim.server import Simulator
+from tests.support import Client, connect, running_daemon, sim_wait, wait_until
+
+BATTERIES = [1001, 1002, 1003, 1004]
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(uniform_fleet(4, seed=7), telemetry_hz=20.0) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def daemon(sim: Simulator, tmp_path: Path) -> AsyncIterator[Daemon]:
+    async with running_daemon(sim, tmp_path / "control.sock") as running:
+        yield running
+
+
+@pytest.fixture
+async def client(daemon: Daemon, tmp_path: Path) -> AsyncIterator[Client]:
+    async with connect(tmp_path / "control.sock") as opened:
+        yield opened
+
+
+# --- outcomes -----------------------------------------------------------------------------
+
+
+async def test_success(sim: Simulator, client: Client) -> None:
+    with trio.fail_after(10):
+        result = await client.result("set_power", {"power_w": -4000, "batteries": [1001, 1002]})
+    assert result["outcome"] == "success"
+    assert result["succeeded_batteries"] == [1001, 1002]
+    assert result["succeeded_power_w"] == pytest.approx(-4000)
+    assert result["excess_power_w"] == 0.0
+    distribution = {int(b): w for b, w in result["distribution"].items()}
+    assert sum(distribution.values()) == pytest.approx(-4000)
+    for battery, power in distribution.items():
+        assert sim.setpoint(sim.inverter_of(battery)) == pytest.approx(power)
+    assert set(result["reasons"].values()) <= {"proportional", "capped"}
+    timing = result["timing"]  # an extension: where the request's time went
+    assert 0 < timing["commands_ms"] <= timing["total_ms"]
+
+
+async def test_partial_failure_one_errors_one_hangs(
+    sim: Simulator, daemon: Daemon, client: Client
+) -> None:
+    sim.set_fault(2003, command_error="UNAVAILABLE")
+    sim.set_fault(2004, command_hang=True)
+    with trio.fail_after(10):
+        result = await client.result(
+            "set_power", {"power_w": 8000, "batteries": BATTERIES, "request_timeout_s": 0.5}
+        )
+    assert result["outcome"] == "partial_failure"
+    assert result["failed_batteries"] == [1003, 1004]
+    assert result["succeeded_batteries"] == [1001, 1002]
+    distribution = {int(b): w for b, w in result["distribution"].items()}
+    # Only what succeeded counts as succeeded (the reference counted the failed power too).
+    assert result["succeeded_power_w"] == pytest.approx(distribution[1001] + distribution[1002])
+    assert result["failed_power_w"] == pytest.approx(distribution[1003] + distribution[1004])
+    await sim_wait(
+        sim,
+        lambda s: any(r.component_id == 2004 and r.outcome == "cancelled" for r in s.commands()),
+    )
+    assert daemon.tracker.state(1003).status is Status.UNCERTAIN  # blocked after the failure
+    assert daemon.tracker.state(1004).status is Status.UNCERTAIN
+
+
+async def test_out_of_bounds_without_adjustment(client: Client) -> None:
+    result = await client.result(
+        "set_power", {"power_w": 50_000, "batteries": [1001, 1002], "adjust_power": False}
+    )
+    assert result["outcome"] == "out_of_bounds"
+    assert result["bounds"] == {
+        "inclusion_lower_w": -10_000.0,
+        "exclusion_lower_w": 0.0,
+        "exclusion_upper_w": 0.0,
+        "inclusion_upper_w": 10_000.0,
+    }
+
+
+async def test_adjusted_power_is_trimmed_and_reported_as_excess(client: Client) -> None:
+    result = await client.result("set_power", {"power_w": 50_000, "batteries": [1001, 1002]})
+    assert result["outcome"] == "success"
+    assert result["succeeded_power_w"] == pytest.approx(10_000)
+    assert result["excess_power_w"] == pytest.approx(40_000)
+
+
+async def test_out_of_bounds_with_adjustment_inside_the_exclusion_zone(tmp_path: Path) -> None:
+    scenario = Scenario(
+        batteries=(BatterySpec(id=1001, soc_pct=50.0), BatterySpec(id=1002, soc_pct=60.0)),
+        inverters=(
+            InverterSpec(id=2001, batteries=(1001,), exclusion_w=300.0),
+            InverterSpec(id=2002, batteries=(1002,), exclusion_w=400.0),
+        ),
+    )
+    with Simulator(scenario, telemetry_hz=20.0) as sim:
+        async with running_daemon(sim, tmp_path / "c.sock"), connect(tmp_path / "c.sock") as client:
+            result = await client.result("set_power", {"power_w": 200, "batteries": [1001, 1002]})
+            assert result["outcome"] == "out_of_bounds"
+            assert result["bounds"]["exclusion_upper_w"] == 300.0  # one pair alone can take 300 W
+            result = await client.result("set_power", {"power_w": 350, "batteries": [1001, 1002]})
+            assert result["outcome"] == "success"
+
+
+async def test_error_for_unknown_batteries(client: Client) -> None:
+    result = await client.result("set_power", {"power_w": 100, "batteries": [1001, 9999, 8888]})
+    assert result["outcome"] == "error"
+    assert (
+        result["message"]
+        == "unknown batteries [8888, 9999]; known batteries: [1001, 1002, 1003, 1004]"
+    )
+
+
+async def test_error_when_none_is_usable(sim: Simulator, daemon: Daemon, client: Client) -> None:
+    sim.set_fault(1003, error_state=True)
+    sim.set_fault(2004, stream_silence=True)
+    await wait_until(daemon, lambda d: d.tracker.state(1003).status is Status.NOT_WORKING)
+    result = await client.result("set_power", {"power_w": 100, "batteries": [1003]})
+    assert result["outcome"] == "error"
+    assert result["message"] == "no usable batteries among [1003]"
+
+
+async def test_error_for_zero_capacity(tmp_path: Path) -> None:
+    fleet = uniform_fleet(2, seed=1)
+    scenario = attrs.evolve(fleet, faults={1001: Faults(reported_capacity_wh=0.0)})
+    with Simulator(scenario, telemetry_hz=20.0) as sim:
+        async with running_daemon(sim, tmp_path / "z.sock"), connect(tmp_path / "z.sock") as client:
+            result = await client.result("set_power", {"power_w": 100, "batteries": [1001]})
+    assert result["outcome"] == "error"
+    assert result["message"] == "zero total capacity among batteries [1001]"
+
+
+async def test_the_middle_of_three_quick_requests_is_ignored(
+    sim: Simulator, client: Client
+) -> None:
+    sim.set_fault(2001, command_latency_s=0.3)
+    sim.set_fault(2002, command_latency_s=0.3)
+    params = {"batteries": [1001, 1002]}
+    first = await client.send("set_power", {**params, "power_w": 1000})
+    second = await client.send("set_power", {**params, "power_w": 2000})
+    third = await client.send("set_power", {**params, "power_w": 3000})
+    with trio.fail_after(10):
+        replies = {rid: (await client.reply_to(rid))["result"] for rid in (first, second, third)}
+    assert replies[first]["outcome"] == "success"
+    assert replies[second]["outcome"] == "ignored"
+    assert replies[second]["message"] == "superseded by a newer request for the same batteries"
+    assert replies[third]["outcome"] == "success"
+    assert sim.setpoint(2001) + sim.setpoint(2002) == pytest.approx(3000)
+    # The third waited for the first's 0.3 s commands; the second never commanded anything.
+    assert replies[second]["timing"]["commands_ms"] == 0
+    assert replies[third]["timing"]["total_ms"] > replies[third]["timing"]["commands_ms"] >= 300
+
+
+async def test_a_hanging_inverter_in_one_set_does_not_delay_another(
+    sim: Simulator, client: Client
+) -> None:
+    sim.set_fault(2001, command_hang=True)
+    slow = await client.send(
+        "set_power", {"power_w": 1000, "batteries": [1001], "request_timeout_s": 3}
+    )
+    fast = await client.send("set_power", {"power_w": 1000, "batteries": [1002]})
+    with trio.fail_after(10):
+        first = await client.receive()
+        assert first["id"] == fast
+        assert first["result"]["outcome"] == "success"
+        # Set A is still waiting for its inverter. Its command may reach the simulator's
+        # thread after set B's reply has come back, so wait for it rather than race it.
+        await sim_wait(sim, lambda s: s.pending_commands(2001) == 1)
+        late = await client.reply_to(slow)
+    assert late["result"]["outcome"] == "partial_failure"
+
+
+async def test_overlapping_sets_run_one_after_another(
+    sim: Simulator, client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim.set_fault(2002, command_latency_s=0.2)
+    first = await client.send("set_power", {"power_w": 1000, "batteries": [1001, 1002]})
+    second = await client.send("set_power", {"power_w": 1000, "batteries": [1002, 1003]})
+    with trio.fail_after(10):
+        assert (await client.receive())["id"] == first
+        assert (await client.receive())["id"] == second
+    assert "overlaps the request for [1001, 1002]; it waits" in caplog.text
+
+
+# --- standing setpoints -------------------------------------------------------------------
+
+
+@pytest.fixture
+def expiring_sim() -> Iterator[Simulator]:
+    # Setpoints expire after lifetime × 0.05: a 10 s lifetime holds for 0.5 s.
+    with Simulator(uniform_fleet(3, seed=1), telemetry_hz=20.0, lifetime_scale=0.05) as simulator:
+        yield simulator
+
+
+def refreshing(sim: Simulator) -> DaemonSettings:
+    return DaemonSettings(
+        address=sim.address, loop=LoopSettings(lifetime_s=10, refresh_every_s=0.15)
+    )
+
+
+async def test_a_standing_setpoint_is_refreshed_before_it_expires(
+    expiring_sim: Simulator, tmp_path: Path
+) -> None:
+    sim = expiring_sim
+    async with (
+        running_daemon(sim, tmp_path / "c.sock", refreshing(sim)) as daemon,
+        connect(tmp_path / "c.sock") as client,
+    ):
+        result = await client.result("set_power", {"power_w": 3000, "batteries": [1001, 1002]})
+        assert result["outcome"] == "success"
+        assert set(daemon.loop.standing()) == {frozenset({1001, 1002})}
+        # Five sends per inverter span more than a lifetime (0.5 s): it never expired.
+        await sim_wait(
+            sim,
+            lambda s: sum(r.component_id == 2001 and r.outcome == "ok" for r in s.commands()) >= 5,
+        )
+        assert sim.setpoint(2001) + sim.setpoint(2002) == pytest.approx(3000)
+        # 0 W releases it: nothing is held, so nothing is refreshed.
+        await client.result("set_power", {"power_w": 0, "batteries": [1001, 1002]})
+        assert daemon.loop.standing() == {}
+        assert sim.setpoint(2001) == 0.0
+
+
+async def test_a_standing_setpoint_is_redistributed_when_a_battery_drops_out(
+    expiring_sim: Simulator, tmp_path: Path
+) -> None:
+    sim = expiring_sim
+    async with (
+        running_daemon(sim, tmp_path / "c.sock", refreshing(sim)) as daemon,
+        connect(tmp_path / "c.sock") as client,
+    ):
+        await client.result("set_power", {"power_w": 3000, "batteries": [1001, 1002]})
+        sim.set_fault(1002, error_state=True)
+        await wait_until(daemon, lambda d: d.tracker.state(1002).status is Status.NOT_WORKING)
+        # The refresh gives battery 1001 all of it and stops battery 1002.
+        await sim_wait(
+            sim, lambda s: s.setpoint(2001) == pytest.approx(3000) and s.setpoint(2002) == 0.0
+        )
+
+
+# --- the protocol on a real socket --------------------------------------------------------
+
+
+async def assert_still_usable(client: Client) -> None:
+    result = await client.result("ping")
+    assert result["version"]
+
+
+@pytest.mark.parametrize(
+    ("line", "code"),
+    [
+        (b"this is not json\n", -32700),
+        (b'{"jsonrpc":"2.0","id":1,"method":"ping"]\n', -32700),
+        (b"[" * 20_000 + b"\n", -32700),
+        (b'[{"jsonrpc":"2.0","id":1,"method":"ping"}]\n', -32600),
+        (b'{"jsonrpc":"2.0","id":1}\n', -32600),
+        (b'{"jsonrpc":"2.0","id":1,"method":"reboot"}\n', -32601),
+        (
+            b'{"jsonrpc":"2.0","id":1,"method":"set_power","params":{"power_w":NaN,"batteries":[1001]}}\n',
+            -32602,
+        ),
+        (
+            b'{"jsonrpc":"2.0","id":1,"method":"set_power","params":{"power_w":"5","batteries":[1001]}}\n',
+            -32602,
+        ),
+        (
+            b'{"jsonrpc":"2.0","id":1,"method":"set_power","params":{"power_w":5,"batteries":[1001,1001]}}\n',
+            -32602,
+        ),
+        (
+            b'{"jsonrpc":"2.0","id":1,"method":"set_power","params":{"power_w":5,"batteries":[-3]}}\n',
+            -32602,
+        ),
+        (
+            b'{"jsonrpc":"2.0","id":1,"method":"set_power","params":{"power_w":5,"batteries":[1],"x":1}}\n',
+            -32602,
+        ),
+        (b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":1}}\n', -32602),
+        (b'{"x":"' + b"a" * (70 * 1024) + b'"}\n', -32000),
+    ],
+)
+async def test_each_protocol_error_and_the_connection_stays_usable(
+    client: Client, line: bytes, code: int
+) -> None:
+    with trio.fail_after(10):
+        await client.send_raw(line)
+        reply = await client.receive()
+        assert reply["error"]["code"] == code
+        await assert_still_usable(client)
+
+
+async def test_an_overloaded_queue_says_so(sim: Simulator, tmp_path: Path) -> None:
+    settings = DaemonSettings(address=sim.address, loop=LoopSettings(queue_size=1))
+    async with (
+        running_daemon(sim, tmp_path / "q.sock", settings),
+        connect(tmp_path / "q.sock") as client,
+    ):
+        lines = b"".join(
+            json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": k,
+                    "method": "set_power",
+                    "params": {"power_w": 10, "batteries": [1001 + k % 4]},
+                }
+            ).encode()
+            + b"\n"
+            for k in range(50)
+        )
+        with trio.fail_after(20):
+            await client.send_raw(lines)  # one write: read and queued in one go
+            replies = [await client.receive() for _ in range(50)]
+        overloaded = [r for r in replies if "error" in r]
+        assert overloaded
+        assert {r["error"]["code"] for r in overloaded} == {-32001}
+        await assert_still_usable(client)
+
+
+async def test_too_many_connections_are_refused(sim: Simulator, tmp_path: Path) -> None:
+    settings = DaemonSettings(address=sim.address, control=ControlSettings(max_connections=2))
+    path = tmp_path / "m.sock"
+    async with running_daemon(sim, path, settings), connect(path) as one, connect(path) as two:
+        await assert_still_usable(one)
+        await assert_still_usable(two)
+        async with connect(path) as three:
+            with trio.fail_after(10):
+                reply = await three.receive()
+                assert reply["error"]["code"] == -32001
+                with pytest.raises(trio.EndOfChannel):
+                    await three.receive()
+        await assert_still_usable(one)
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+PING_AND_READ = (
+    "import socket, sys\n"
+    "s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])\n"
+    's.sendall(b\'{"jsonrpc":"2.0","id":1,"method":"ping"}\\n\')\n'
+    "data = b''\n"
+    "while chunk := s.recv(65536):\n"
+    "    data += chunk\n"
+    "sys.stdout.write(data.decode())\n"
+)
+
+
+SETPRIV = shutil.which("setpriv")
+AS_NOBODY = [SETPRIV or "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+# setpriv changes the user after exec. subprocess's own `user=` needs a full fork() to call
+# setuid in the child, and grpc's at-fork handler crashes that child (SIGSEGV) once grpc's
+# threads run in this process; without `user=`, subprocess uses vfork and no handler runs.
+
+
+def usable_by_nobody() -> bool:
+    if SETPRIV is None or not os.access(SYSTEM_PYTHON, os.X_OK):
+        return False
+    done = subprocess.run(
+        [*AS_NOBODY, SYSTEM_PYTHON, "-c", "pass"], capture_output=True, timeout=30
+    )
+    return done.returncode == 0
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not usable_by_nobody(),
+    reason="needs root, setpriv and a system Python that user 'nobody' can run",
+)
+async def test_an_unauthorised_user_is_refused_and_disconnected(sim: Simulator) -> None:
+    # pytest's temporary directories are private to root; "nobody" must reach the socket, so
+    # that it is the daemon that says no. (The project's own Python may not be readable by
+    # "nobody", hence the system one.)
+    with tempfile.TemporaryDirectory() as directory:
+        os.chmod(directory, 0o755)
+        path = Path(directory) / "control.sock"
+        async with running_daemon(sim, path):
+            os.chmod(path, 0o666)
+            with trio.fail_after(30):
+                done = await trio.to_thread.run_sync(
+                    lambda: subprocess.run(
+                        [*AS_NOBODY, SYSTEM_PYTHON, "-c", PING_AND_READ, str(path)],
+                        capture_output=True,
+                        text=True,
+                        timeout=20,
+                    )
+                )
+    assert done.returncode == 0, done.stderr
+    (reply,) = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    assert reply["error"]["code"] == -32003
+    assert "uid 65534" in reply["error"]["message"]
+
+
+async def test_a_refused_peer_gets_32003_and_is_disconnected(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """The refusal path on a real socket, whoever runs the tests (the policy says no)."""
+    path = tmp_path / "r.sock"
+    async with running_daemon(sim, path) as daemon:
+        daemon.control._admit_peer = lambda uid, gid: False
+        async with connect(path) as client:
+            await client.send("ping")
+            reply = await client.receive()
+            assert reply["error"]["code"] == -32003
+            with pytest.raises(trio.EndOfChannel):
+                await client.receive()
+
+
+@pytest.mark.parametrize(
+    ("uid", "gid", "allowed"),
+    [(0, 0, True), (1000, 1000, True), (1001, 50, True), (1002, 60, True), (1003, 1003, False)],
+)
+def test_who_may_use_the_socket(uid: int, gid: int, allowed: bool) -> None:
+    settings = ControlSettings(allowed_uids=frozenset({1001}), allowed_gids=frozenset({60}))
+    assert is_allowed(uid, gid, owner_uid=1000, settings=settings) is allowed
+
+
+async def test_a_client_that_never_reads_is_dropped_without_slowing_others(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    path = tmp_path / "control.sock"
+    async with connect(path) as hog, connect(path) as other:
+        request = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "get_status"}).encode() + b"\n"
+        dropped = False
+        with trio.fail_after(20):
+            # Ask for far more than the outbox and the kernel's buffers hold, never reading.
+            with trio.move_on_after(5):
+                try:
+                    for _ in range(2000):
+                        await hog.send_raw(request * 10)
+                except trio.BrokenResourceError:
+                    dropped = True  # the daemon closed it while we were still writing
+            await assert_still_usable(other)
+            if not dropped:  # its connection ends after what was already sent
+                with pytest.raises((trio.EndOfChannel, trio.BrokenResourceError)):
+                    await drain(hog)
+
+
+async def drain(client: Client) -> None:
+    while True:
+        await client.receive()
+
+
+async def test_subscribers_are_told_of_changes(
+    sim: Simulator, daemon: Daemon, client: Client
+) -> None:
+    assert await client.result("subscribe_status") == {"subscribed": True}
+    sim.set_fault(1002, error_state=True)
+    with trio.fail_after(10):
+        while True:
+            message = await client.receive()
+            if message.get("method") == "status_changed" and message["params"]["id"] == 1002:
+                break
+    assert message["params"]["status"] == "not_working"
+    assert "battery_error_state" in message["params"]["reasons"]
+
+
+async def test_get_status_and_components(sim: Simulator, client: Client) -> None:
+    await client.result("set_power", {"power_w": 1000, "batteries": [1001]})
+    status = await client.result("get_status")
+    assert status["working"] == BATTERIES
+    first = status["batteries"][0]
+    assert first["id"] == 1001
+    assert first["inverter_id"] == 2001
+    assert first["status"] == "working"
+    assert first["setpoint_w"] == 1000.0
+    assert first["bounds"]["inclusion_upper_w"] == 5000.0
+    assert 0 <= first["data_age_s"] < 5
+    components = await client.result("list_components")
+    assert components["pairs"][0] == {"battery_id": 1001, "inverter_id": 2001}
+    assert components["left_out"] == []
+
+
+async def test_a_notification_set_power_is_applied_without_a_reply(
+    sim: Simulator, client: Client
+) -> None:
+    await client.send_raw(
+        b'{"jsonrpc":"2.0","method":"set_power","params":{"power_w":500,"batteries":[1003]}}\n'
+    )
+    await sim_wait(sim, lambda s: s.setpoint(2003) == 500.0)
+    await assert_still_usable(client)  # and the next message is the ping's reply, not a stray one
+
+
+# --- the socket file ----------------------------------------------------------------------
+
+
+def test_the_socket_is_created_with_mode_0660(tmp_path: Path) -> None:
+    path = tmp_path / "s.sock"
+    sock = bind_control_socket(str(path))
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
+    finally:
+        sock.close()
+
+
+def test_a_stale_socket_file_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "s.sock"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()  # the file stays; nothing listens
+    bind_control_socket(str(path)).close()
+
+
+def test_a_live_socket_or_another_file_is_not_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "s.sock"
+    live = bind_control_socket(str(path))
+    try:
+        with pytest.raises(ControlSocketError, match="another process is listening"):
+            bind_control_socket(str(path))
+    finally:
+        live.close()
+    other = tmp_path / "notes.txt"
+    other.write_text("keep me")
+    with pytest.raises(ControlSocketError, match="exists and is not a socket"):
+        bind_control_socket(str(other))
+    assert other.read_text() == "keep me"
+    with pytest.raises(ControlSocketError, match="its directory does not exist"):
+        bind_control_socket(str(tmp_path / "missing" / "s.sock"))

@@ -1,0 +1,398 @@
+"""The microgrid link against the simulator, over real gRPC on loopback."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import socket
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+import trio
+import trio_util
+
+from distributord.core.errors import (
+    CommandError,
+    CommandFailedError,
+    CommandRejectedError,
+    LinkDownError,
+)
+from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds, StateCode
+from distributord.core.topology import Topology
+from distributord.shell.link import (
+    Backoff,
+    MicrogridLink,
+    Snapshot,
+    discover,
+    open_link,
+    serve_telemetry,
+)
+from distributord.sim.scenario import BatterySpec, InverterSpec, Scenario, uniform_fleet
+from distributord.sim.server import Simulator
+
+FAST = Backoff(first_s=0.05, cap_s=0.2)
+
+
+class RecordingSink:
+    """A TelemetrySink that remembers everything and lets tests wait for a condition."""
+
+    def __init__(self) -> None:
+        self.snapshots: dict[int, list[Snapshot]] = defaultdict(list)
+        self.gaps: dict[int, list[str]] = defaultdict(list)
+        self._version = trio_util.AsyncValue(0)
+
+    def snapshot(self, snapshot: Snapshot) -> None:
+        self.snapshots[snapshot.component_id].append(snapshot)
+        self._version.value += 1
+
+    def gap(self, component_id: int, reason: str) -> None:
+        self.gaps[component_id].append(reason)
+        self._version.value += 1
+
+    async def wait(self, predicate: Callable[[], bool]) -> None:
+        await self._version.wait_value(lambda _: predicate())
+
+
+async def sim_wait(sim: Simulator, predicate: Callable[[Simulator], bool]) -> None:
+    assert await trio.to_thread.run_sync(sim.wait_for, predicate, 5.0), (
+        "simulator condition not met"
+    )
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(uniform_fleet(4, seed=1), telemetry_hz=20.0, lifetime_scale=0.01) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def link(sim: Simulator) -> AsyncIterator[MicrogridLink]:
+    async with open_link(sim.address) as opened:
+        yield opened
+
+
+async def watch(
+    nursery: trio.Nursery,
+    link: MicrogridLink,
+    component_id: int,
+    sink: RecordingSink,
+    *,
+    silence_s: float = 5.0,
+) -> None:
+    await nursery.start(
+        lambda task_status: serve_telemetry(
+            link,
+            component_id,
+            battery=component_id < 2000,
+            sink=sink,
+            max_data_age_s=10.0,
+            silence_s=silence_s,
+            backoff=FAST,
+            task_status=task_status,
+        )
+    )
+
+
+# --- discovery -----------------------------------------------------------------------------
+
+
+async def test_discovery_pairs_batteries_and_reports_the_odd_ones(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    scenario = Scenario(
+        batteries=tuple(BatterySpec(id=b, soc_pct=50.0) for b in (1001, 1002, 1003, 1004, 1005)),
+        inverters=(
+            InverterSpec(id=2001, batteries=(1001,)),
+            InverterSpec(id=2002, batteries=(1002,)),
+            InverterSpec(id=2003, batteries=(1002,)),
+            InverterSpec(id=2004, batteries=(1003, 1004)),
+        ),
+    )
+    caplog.set_level(logging.INFO, logger="distributord.shell.link")
+    with Simulator(scenario) as odd:
+        async with open_link(odd.address) as link:
+            topology = await discover(link)
+    assert topology.pairs == {1001: 2001}
+    assert topology.left_out == {
+        1002: "several inverters (2002, 2003) are connected to it",
+        1003: "its inverter 2004 also serves batteries 1004",
+        1004: "its inverter 2004 also serves batteries 1003",
+        1005: "no inverter is connected to it",
+    }
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"left out battery {b}: {why}" for b, why in sorted(topology.left_out.items())
+    ]
+
+
+async def test_start_up_waits_for_an_unreachable_api_and_logs_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    caplog.set_level(logging.INFO, logger="distributord.shell.link")
+    attempts = trio_util.AsyncValue(0)
+
+    async with open_link(f"127.0.0.1:{port}") as link:
+
+        class Counting:
+            async def topology(self) -> Topology:
+                attempts.value += 1
+                return await link.topology()
+
+        found: list[Topology] = []
+        discovered = trio.Event()
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+
+                async def run() -> None:
+                    found.append(await discover(Counting(), backoff=FAST))  # type: ignore[arg-type]
+                    discovered.set()
+
+                nursery.start_soon(run)
+                await attempts.wait_value(lambda n: n >= 3)
+                with Simulator(uniform_fleet(2, seed=1), port=port):
+                    await discovered.wait()
+    assert found[0].pairs == {1001: 2001, 1002: 2002}
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("unreachable" in m for m in messages) == 1
+    assert sum("reachable again" in m for m in messages) == 1
+
+
+async def test_an_unreachable_api_raises_link_down_for_a_single_attempt() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with open_link(f"127.0.0.1:{port}") as link:
+        with trio.fail_after(10), pytest.raises(LinkDownError, match="UNAVAILABLE"):
+            await link.topology()
+
+
+# --- telemetry -----------------------------------------------------------------------------
+
+
+async def test_telemetry_decodes_every_field(sim: Simulator, link: MicrogridLink) -> None:
+    sink = RecordingSink()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await watch(nursery, link, 1001, sink)
+            await watch(nursery, link, 2001, sink)
+            await sink.wait(lambda: bool(sink.snapshots[1001]) and bool(sink.snapshots[2001]))
+            nursery.cancel_scope.cancel()
+    battery = sink.snapshots[1001][-1]
+    inverter = sink.snapshots[2001][-1]
+    assert isinstance(battery, BatterySnapshot)
+    assert isinstance(inverter, InverterSnapshot)
+    spec = sim.scenario.batteries[0]
+    assert battery.soc_pct == pytest.approx(spec.soc_pct)
+    assert (battery.soc_lower_pct, battery.soc_upper_pct) == (
+        spec.soc_lower_pct,
+        spec.soc_upper_pct,
+    )
+    assert battery.capacity_wh == spec.capacity_wh
+    assert battery.power_w == 0.0
+    assert battery.bounds == PowerBounds.symmetric(spec.power_limit_w)
+    assert StateCode.READY in battery.states
+    assert battery.errors == frozenset()
+    assert abs(battery.sampled_at - time.time()) < 5
+    assert inverter.bounds == PowerBounds.symmetric(sim.scenario.inverters[0].power_limit_w)
+    assert inverter.active_power_w == 0.0
+    assert inverter.states & {StateCode.READY, StateCode.STANDBY}
+
+
+async def test_nan_metrics_missing_bounds_and_error_states_arrive_as_such(
+    sim: Simulator, link: MicrogridLink
+) -> None:
+    sim.set_fault(
+        1001, nan_metrics=frozenset({"soc", "capacity"}), missing_bounds=True, error_state=True
+    )
+    sink = RecordingSink()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await watch(nursery, link, 1001, sink)
+            await sink.wait(lambda: bool(sink.snapshots[1001]))
+            nursery.cancel_scope.cancel()
+    battery = sink.snapshots[1001][-1]
+    assert isinstance(battery, BatterySnapshot)
+    assert math.isnan(battery.soc_pct)
+    assert math.isnan(battery.capacity_wh)
+    assert math.isnan(battery.soc_lower_pct)
+    assert not battery.bounds.is_known
+    assert battery.states == {StateCode.ERROR}
+    assert battery.errors == {"internal"}
+
+
+async def test_a_dropped_stream_reconnects_and_data_flows_again(
+    sim: Simulator, link: MicrogridLink
+) -> None:
+    sink = RecordingSink()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await watch(nursery, link, 2001, sink)
+            await sink.wait(lambda: bool(sink.snapshots[2001]))
+            sim.drop_streams(2001)
+            await sink.wait(lambda: bool(sink.gaps[2001]))
+            after_gap = len(sink.snapshots[2001])
+            await sink.wait(lambda: len(sink.snapshots[2001]) > after_gap)
+            await sim_wait(sim, lambda s: s.open_streams(2001) == 1)
+            nursery.cancel_scope.cancel()
+    assert "UNAVAILABLE" in sink.gaps[2001][0]
+
+
+async def test_a_silent_stream_is_replaced(sim: Simulator, link: MicrogridLink) -> None:
+    sink = RecordingSink()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await watch(nursery, link, 1002, sink, silence_s=0.3)
+            await sink.wait(lambda: bool(sink.snapshots[1002]))
+            sim.set_fault(1002, stream_silence=True)
+            silent_from = trio.current_time()
+            await sink.wait(lambda: bool(sink.gaps[1002]))
+            assert trio.current_time() - silent_from < 0.3 + 0.2
+            sim.clear_faults(1002)
+            after_gap = len(sink.snapshots[1002])
+            await sink.wait(lambda: len(sink.snapshots[1002]) > after_gap)
+            # The silent stream was cancelled, not left open next to the new one.
+            await sim_wait(sim, lambda s: s.open_streams(1002) == 1)
+            nursery.cancel_scope.cancel()
+    assert sink.gaps[1002][0] == "silent for 0.3 s"
+
+
+async def test_refused_streams_are_retried_until_they_work(
+    sim: Simulator, link: MicrogridLink
+) -> None:
+    sim.set_fault(1003, refuse_streams=True)
+    sink = RecordingSink()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await watch(nursery, link, 1003, sink)
+            await sink.wait(lambda: len(sink.gaps[1003]) >= 3)
+            sim.clear_faults(1003)
+            await sink.wait(lambda: bool(sink.snapshots[1003]))
+            nursery.cancel_scope.cancel()
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+async def test_a_command_is_applied_and_valid_until_is_returned(
+    sim: Simulator, link: MicrogridLink
+) -> None:
+    valid_until = await link.set_active_power(2001, 1500.0, 60)
+    assert valid_until == pytest.approx(time.time() + 60, abs=2)
+    assert sim.setpoint(2001) == 1500.0
+    record = sim.commands()[-1]
+    assert (record.component_id, record.power_w, record.lifetime_s, record.outcome) == (
+        2001,
+        1500.0,
+        60,
+        "ok",
+    )
+
+
+async def test_a_hanging_command_is_cancelled_at_the_rpc_within_50_ms(
+    sim: Simulator, link: MicrogridLink
+) -> None:
+    sim.set_fault(2002, command_hang=True)
+    with trio.move_on_after(0.2) as scope:
+        await link.set_active_power(2002, 1000.0, 60)
+    assert scope.cancelled_caught
+    cancelled_at = time.monotonic()
+    await sim_wait(sim, lambda s: any(r.outcome == "cancelled" for r in s.commands()))
+    (record,) = [r for r in sim.commands() if r.component_id == 2002]
+    assert record.outcome == "cancelled"
+    assert record.finished_at - cancelled_at < 0.050
+
+
+async def test_100_commands_at_once_with_5_hanging_finish_at_the_deadline() -> None:
+    with Simulator(uniform_fleet(100, seed=2)) as big:
+        hanging = {2001, 2021, 2041, 2061, 2081}
+        for inverter in hanging:
+            big.set_fault(inverter, command_hang=True)
+        big.set_fault(2002, command_error="UNAVAILABLE")
+        landed: dict[int, float | CommandError] = {}
+        async with open_link(big.address) as link:
+            await link.set_active_power(2003, 0.0, 60)  # connect before the clock starts
+            start = trio.current_time()
+            with trio.move_on_after(1.0):
+                await link.set_active_powers(
+                    dict.fromkeys(big.inverter_ids, 100.0), 60, landed.__setitem__
+                )
+            elapsed = trio.current_time() - start
+            await sim_wait(big, lambda s: sum(r.outcome == "cancelled" for r in s.commands()) == 5)
+        assert set(landed) == set(big.inverter_ids) - hanging
+        failed = landed.pop(2002)
+        assert isinstance(failed, CommandFailedError)
+        assert failed.code == "UNAVAILABLE"
+        assert all(until == pytest.approx(time.time() + 60, abs=5) for until in landed.values())
+        assert 1.0 <= elapsed < 1.2
+        assert {r.component_id for r in big.commands() if r.outcome == "cancelled"} == hanging
+
+
+@pytest.mark.parametrize(
+    ("power", "lifetime", "fault", "error", "code"),
+    [
+        (6000.0, 60, None, CommandRejectedError, "OUT_OF_RANGE"),
+        (1000.0, 5, None, CommandRejectedError, "INVALID_ARGUMENT"),
+        (1000.0, 60, "UNAVAILABLE", CommandFailedError, "UNAVAILABLE"),
+        (1000.0, 60, "INTERNAL", CommandFailedError, "INTERNAL"),
+    ],
+)
+async def test_command_errors_become_domain_errors(
+    sim: Simulator,
+    link: MicrogridLink,
+    power: float,
+    lifetime: int,
+    fault: str | None,
+    error: type[Exception],
+    code: str,
+) -> None:
+    if fault:
+        sim.set_fault(2003, command_error=fault)
+    with pytest.raises(error) as caught:
+        await link.set_active_power(2003, power, lifetime)
+    assert caught.value.code == code  # type: ignore[attr-defined]
+
+
+async def test_lifetime_expiry_drives_the_inverter_to_zero(
+    sim: Simulator, link: MicrogridLink
+) -> None:
+    await link.set_active_power(2004, 2000.0, 10)  # 10 s × lifetime_scale 0.01 = 0.1 s
+    assert sim.setpoint(2004) == 2000.0
+    await sim_wait(sim, lambda s: s.setpoint(2004) == 0.0)
+
+
+async def test_a_burst_of_1500_streams_all_open() -> None:
+    """All of a burst of 1,500 new streams open.
+
+    A server with grpc's default limit of 1,000 pending calls cancels some of a bigger burst;
+    the link takes turns.
+    """
+    default_server = {"grpc.server.max_pending_requests": 1000}
+    with Simulator(
+        uniform_fleet(750, seed=3), telemetry_hz=2.0, server_options=default_server
+    ) as big:
+        sink = RecordingSink()
+        components = [*big.battery_ids, *big.inverter_ids]
+        async with open_link(big.address) as link:
+            with trio.fail_after(60):
+                async with trio.open_nursery() as nursery:
+                    for component in components:
+                        nursery.start_soon(
+                            functools.partial(
+                                serve_telemetry,
+                                link,
+                                component,
+                                battery=component < 2000,
+                                sink=sink,
+                                max_data_age_s=10.0,
+                                silence_s=30.0,
+                            )
+                        )
+                    await sink.wait(lambda: len(sink.snapshots) == len(components))
+                    nursery.cancel_scope.cancel()
+        assert sum(len(g) for g in sink.gaps.values()) == 0

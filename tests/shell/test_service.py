@@ -1,0 +1,302 @@
+"""``distributord run`` as a process: configuration, systemd notifications, signals."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from distributord.shell import service
+from distributord.sim.scenario import uniform_fleet
+from distributord.sim.server import Simulator
+from tests.support import LIMIT_S, connect
+
+RUN = [sys.executable, "-m", "distributord", "run"]
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(uniform_fleet(2, seed=5), telemetry_hz=20.0) as simulator:
+        yield simulator
+
+
+class Notifications:
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.socket = trio.socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.seen: list[dict[str, str]] = []
+
+    async def bind(self) -> None:
+        await self.socket.bind(str(self.path))
+
+    async def wait_for(self, key: str, value: str | None = None) -> dict[str, str]:
+        """The next message holding ``key`` (with ``value``, if given)."""
+        with trio.fail_after(LIMIT_S):
+            while True:
+                data = await self.socket.recv(65536)
+                fields = dict(
+                    line.split("=", 1) for line in data.decode().splitlines() if "=" in line
+                )
+                self.seen.append(fields)
+                if key in fields and (value is None or fields[key] == value):
+                    return fields
+
+
+class Log:
+    """The daemon's stderr, read as it comes."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self._changed = trio.Event()
+
+    async def pump(self, stream: trio.abc.ReceiveStream) -> None:
+        async for chunk in stream:
+            self.text += chunk.decode(errors="replace")
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def wait_for(self, needle: str) -> None:
+        with trio.fail_after(LIMIT_S):
+            while needle not in self.text:
+                await self._changed.wait()
+
+
+@asynccontextmanager
+async def daemon_process(
+    args: list[str],
+    tmp_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+    pass_fds: tuple[int, ...] = (),
+) -> AsyncIterator[tuple[trio.Process, Notifications, Log]]:
+    notify = Notifications(tmp_path / "notify")
+    try:
+        await notify.bind()
+    except BaseException:
+        notify.socket.close()
+        raise
+    environment = {**os.environ, "NOTIFY_SOCKET": str(notify.path), **(env or {})}
+    log = Log()
+    process = await trio.lowlevel.open_process(
+        args, env=environment, stderr=subprocess.PIPE, pass_fds=pass_fds
+    )
+    assert process.stderr is not None
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(log.pump, process.stderr)
+            yield process, notify, log
+            if process.returncode is None:
+                process.kill()
+            with trio.fail_after(LIMIT_S):
+                await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        if process.stderr is not None:
+            await process.stderr.aclose()
+        notify.socket.close()
+
+
+def config_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "distributord.toml"
+    path.write_text(text)
+    return path
+
+
+async def test_run_notifies_serves_reloads_and_stops(sim: Simulator, tmp_path: Path) -> None:
+    config = config_file(tmp_path, "[distribution]\nexponent = 1.0\n")
+    sock = tmp_path / "control.sock"
+    args = [*RUN, "--config", str(config), "--microgrid", sim.address, "--socket", str(sock)]
+    async with daemon_process(args, tmp_path, env={"WATCHDOG_USEC": "1000000"}) as (
+        process,
+        notify,
+        log,
+    ):
+        ready = await notify.wait_for("READY", "1")
+        assert "working" in ready["STATUS"]
+        async with connect(sock) as client:
+            assert (await client.result("ping"))["version"]
+        await notify.wait_for("WATCHDOG", "1")  # half of WATCHDOG_USEC, while the loop answers
+
+        config.write_text("[distribution]\nexponent = 2.0\n")
+        process.send_signal(signal.SIGHUP)
+        reloading = await notify.wait_for("RELOADING", "1")
+        assert int(reloading["MONOTONIC_USEC"]) > 0
+        await notify.wait_for("READY", "1")
+
+        process.send_signal(signal.SIGTERM)
+        await notify.wait_for("STOPPING", "1")
+        with trio.fail_after(LIMIT_S):
+            assert await process.wait() == 0
+        assert "reload: applied distribution.exponent" in log.text
+
+
+async def test_a_reload_with_a_bad_file_keeps_running(sim: Simulator, tmp_path: Path) -> None:
+    config = config_file(tmp_path, "")
+    sock = tmp_path / "control.sock"
+    args = [*RUN, "--config", str(config), "--microgrid", sim.address, "--socket", str(sock)]
+    async with daemon_process(args, tmp_path) as (process, notify, log):
+        await notify.wait_for("READY", "1")
+        config.write_text("[distribution]\nexponent = -1\n")
+        process.send_signal(signal.SIGHUP)
+        await notify.wait_for("READY", "1")
+        async with connect(sock) as client:
+            assert (await client.result("ping"))["version"]
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(LIMIT_S):
+            assert await process.wait() == 0
+        assert "distribution.exponent" in log.text
+
+
+async def test_socket_activation_is_used_when_given(sim: Simulator, tmp_path: Path) -> None:
+    path = tmp_path / "activated.sock"
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listening.bind(str(path))
+    listening.listen()
+    fd = listening.fileno()
+    # As systemd does: the socket is fd 3 and LISTEN_PID the daemon's own pid (exec keeps it).
+    activate = (
+        "import os, sys\n"
+        "os.dup2(int(sys.argv[1]), 3)\n"
+        "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1', LISTEN_FDNAMES='control')\n"
+        "os.execv(sys.argv[2], sys.argv[2:])\n"
+    )
+    run = [*RUN, "--microgrid", sim.address, "--socket", str(tmp_path / "unused.sock")]
+    command = [sys.executable, "-c", activate, str(fd), *run]
+    with listening:
+        async with daemon_process(command, tmp_path, pass_fds=(fd,)) as (
+            process,
+            notify,
+            log,
+        ):
+            await notify.wait_for("READY", "1")
+            async with connect(path) as client:
+                assert (await client.result("ping"))["version"]
+            assert not (tmp_path / "unused.sock").exists()
+            assert "replacing stale control socket" not in log.text
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(LIMIT_S):
+                assert await process.wait() == 0
+
+
+async def test_an_unreachable_microgrid_is_waited_for_and_stop_still_works(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = [*RUN, "--microgrid", f"127.0.0.1:{port}", "--socket", str(tmp_path / "c.sock")]
+    async with daemon_process(args, tmp_path) as (process, notify, log):
+        waiting = await notify.wait_for("STATUS")
+        assert waiting["STATUS"] == f"waiting for the microgrid at 127.0.0.1:{port}"
+        await log.wait_for("microgrid unreachable")
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(LIMIT_S):
+            assert await process.wait() == 0
+
+
+@pytest.mark.parametrize(
+    ("config", "flags", "code", "message"),
+    [
+        ("[requests]\ndefault_timeout_s = 0\n", [], 2, "requests.default_timeout_s"),
+        ("[control]\nsockett = 'x'\n", [], 2, "control.sockett"),
+        ("not toml [", [], 2, "distributord.toml"),
+        ("", ["--socket", "/nonexistent-dir/c.sock"], 1, "its directory does not exist"),
+        ("", ["--log-level", "loud"], 2, "logging.level"),
+    ],
+)
+def test_what_prevents_a_start_is_one_line_and_a_non_zero_exit(
+    tmp_path: Path, config: str, flags: list[str], code: int, message: str
+) -> None:
+    path = config_file(tmp_path, config)
+    done = subprocess.run(
+        [*RUN, "--config", str(path), *flags], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == code
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert message in lines[0]
+    assert lines[0].startswith("distributord: ")
+
+
+def test_the_example_configuration_is_accepted_by_run(tmp_path: Path) -> None:
+    """config/distributord.toml is what `run` reads (here it stops at the missing directory)."""
+    example = Path(__file__).resolve().parent.parent.parent / "config" / "distributord.toml"
+    done = subprocess.run(
+        [*RUN, "--config", str(example), "--socket", str(tmp_path / "missing" / "c.sock")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "its directory does not exist" in done.stderr
+    json.dumps(done.stderr)  # one readable line, nothing binary
+
+
+CTL = [sys.executable, "-m", "distributord.cli.ctl"]
+
+
+async def ctl(*args: str) -> subprocess.CompletedProcess[bytes]:
+    with trio.fail_after(LIMIT_S):
+        return await trio.run_process(
+            [*CTL, *args], capture_stdout=True, capture_stderr=True, check=False
+        )
+
+
+async def test_distributorctl_against_the_daemon(sim: Simulator, tmp_path: Path) -> None:
+    sock = tmp_path / "control.sock"
+    args = [*RUN, "--microgrid", sim.address, "--socket", str(sock)]
+    async with daemon_process(args, tmp_path) as (process, notify, log):
+        await notify.wait_for("READY", "1")
+        done = await ctl("--socket", str(sock), "set-power", "-4kW", "--batteries", "1001,1002")
+        assert done.returncode == 0, done.stderr
+        assert b"success" in done.stdout
+        assert sim.setpoint(2001) + sim.setpoint(2002) == pytest.approx(-4000)
+        status = await ctl("--socket", str(sock), "--json", "status")
+        assert status.returncode == 0
+        assert {b["id"] for b in json.loads(status.stdout)["batteries"]} == {1001, 1002}
+        refused = await ctl("--socket", str(sock), "set-power", "1kW", "--batteries", "1001,9999")
+        assert refused.returncode == 1
+        assert b"unknown batteries [9999]" in refused.stdout + refused.stderr
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(LIMIT_S):
+            assert await process.wait() == 0
+        assert "Traceback" not in log.text
+
+
+def test_the_help_states_the_real_defaults() -> None:
+    from distributord.cli import demo
+    from distributord.cli import main as cli
+    from distributord.sim import server
+
+    helps = {
+        action.dest: action.help
+        for sub in cli.parser()._subparsers._group_actions[0].choices.values()  # type: ignore[union-attr]
+        for action in sub._actions
+    }
+    assert helps["port"] == f"loopback port (default {server.DEFAULT_PORT})"
+    assert helps["duration"] == f"4..600 s (default {demo.DEFAULT_DURATION_S:g})"
+    assert f"(default {demo.DEFAULT_BATTERIES})" in str(helps["batteries"])
+
+
+def test_the_collector_is_tuned_and_the_tuning_undone() -> None:
+    before = gc.get_threshold()
+    undo = service.tune_gc()
+    try:
+        assert gc.get_threshold() == service.GC_THRESHOLD
+        assert gc.get_freeze_count() > 0
+    finally:
+        undo()
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0

@@ -1,0 +1,220 @@
+"""The status tracker task, on trio's mock clock, with a fake telemetry source."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from distributord.core.model import BatterySnapshot, InverterSnapshot
+from distributord.core.status import Reason, Status, StatusSettings
+from distributord.shell.tracker import Board, StatusTracker
+from tests.snapshots import battery_snapshot, inverter_snapshot
+
+EPOCH = 1_800_000_000.0
+PAIRS = {1001: 2001, 1002: 2002}
+SETTINGS = StatusSettings(max_data_age_s=10.0, min_blocking_s=1.0, max_blocking_s=30.0)
+
+
+def wall() -> float:
+    """Unix time tied to the trio clock, so that sampled_at is meaningful under MockClock."""
+    return EPOCH + trio.current_time()
+
+
+def battery(bid: int = 1001, *, age: float = 0.0, **overrides: Any) -> BatterySnapshot:
+    return battery_snapshot(
+        component_id=bid, sampled_at=wall() - age, received_at=trio.current_time(), **overrides
+    )
+
+
+def inverter(iid: int = 2001, **overrides: Any) -> InverterSnapshot:
+    return inverter_snapshot(
+        component_id=iid, sampled_at=wall(), received_at=trio.current_time(), **overrides
+    )
+
+
+# pytest-trio runs a test on the clock found among the *test's* own arguments, so each test
+# asks for `autojump_clock` itself; the fixture gets the same instance.
+@pytest.fixture
+async def tracker(autojump_clock: trio.testing.MockClock) -> AsyncIterator[StatusTracker]:
+    tracker = StatusTracker(PAIRS, SETTINGS, wall_clock=wall)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(tracker.serve)
+        yield tracker
+        nursery.cancel_scope.cancel()
+
+
+def feed(tracker: StatusTracker, bid: int = 1001) -> None:
+    tracker.snapshot(battery(bid))
+    tracker.snapshot(inverter(PAIRS[bid]))
+
+
+async def wait_status(tracker: StatusTracker, bid: int, status: Status) -> float:
+    """Wait until the published board shows ``status`` for ``bid``; return the time it did.
+
+    The board lags the tracker's own state by one wake-up of its task: first let it catch up
+    with the state as it is now, then wait for the change.
+    """
+    await tracker.board.wait_value(lambda board: board.states[bid] == tracker.state(bid))
+    await tracker.board.wait_value(lambda board: board.states[bid].status is status)
+    return trio.current_time()
+
+
+async def test_every_battery_starts_not_working(
+    tracker: StatusTracker, autojump_clock: trio.testing.MockClock
+) -> None:
+    board: Board = tracker.board.value
+    assert {s.status for s in board.states.values()} == {Status.NOT_WORKING}
+    assert board.states[1001].reasons == {Reason.NO_BATTERY_DATA, Reason.NO_INVERTER_DATA}
+
+
+async def test_fresh_data_makes_it_working_at_once(
+    tracker: StatusTracker, autojump_clock: trio.testing.MockClock
+) -> None:
+    feed(tracker)
+    assert tracker.state(1001).status is Status.WORKING  # no wait: inputs evaluate at once
+    assert await wait_status(tracker, 1001, Status.WORKING) == pytest.approx(trio.current_time())
+
+
+async def test_staleness_fires_exactly_max_data_age_after_the_last_sample(
+    tracker: StatusTracker, autojump_clock: trio.testing.MockClock
+) -> None:
+    await trio.sleep(3.25)
+    feed(tracker)
+    last = trio.current_time()
+    stale_at = await wait_status(tracker, 1001, Status.NOT_WORKING)
+    assert stale_at == last + 10.0
+    assert tracker.state(1001).reasons == {Reason.STALE_BATTERY_DATA, Reason.STALE_INVERTER_DATA}
+    assert tracker.state(1001).since == last + 10.0
+
+
+async def test_a_silent_side_goes_stale_on_time_while_the_other_keeps_talking(
+    tracker: StatusTracker, autojump_clock: trio.testing.MockClock
+) -> None:
+    feed(tracker)
+    start = trio.current_time()
+
+    async def battery_keeps_talking() -> None:
+        while True:
+            await trio.sleep(0.1)
+            tracker.snapshot(battery())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(battery_keeps_talking)
+        assert await wait_status(tracker, 1001, Status.NOT_WORKING) == start + 10.0
+        assert tracker.state(1001).reasons == {Reason.STALE_INVERTER_DATA}
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_re_sent_old_sample_is_stale_on_arrival(
+    tracker: StatusTracker, autojump_clock: trio.testing.MockClock
+) -> None:
+    tracker.snapshot(battery(age=12.0))
+    tracker.snapshot(inverter())
+    assert tracker.state(1001).reasons == {Reason.STALE_BATTERY_DATA}
+
+
+async def test_the_blocking_window_ends_exactly_on_time(
+    tracker: StatusTracker, autojump_clock: trio.testing.MockClock
+) -> None:
+    feed(tracker)
+    await trio.sleep(2.5)
+    feed(tracker)
+    tracker.record_outcomes(succeeded=(), failed=[1001])
+    failed_at = trio.current_time()
+    assert tracker.state(1001).status is Status.UNCERTAIN
+    assert tracker.state(1001).blocked_until == failed_at + 1.0
+    assert await wait_status(tracker, 1001, Status.WORKING) == failed_at + 1.0
+
+
+async def test_select_prefers_working_then_uncertain(
+    tracker: StatusTracker, autojump_clock: trio.testing.MockClock
+) -> None:
+    feed(tracker, 1001)
+    feed(tracker, 1002)
+    tracker.record_outcomes(succeeded=(), failed=[1002])
+    assert tracker.select([1001, 1002]) == {1001}
+    tracker.record_outcomes(succeeded=(), failed=[1001])
+    assert tracker.select([1001, 1002]) == {1001, 1002}
+    tracker.record_outcomes(succeeded=[1001], failed=())
+    assert tracker.select([1001, 1002]) == {1001}
+
+
+async def test_a_slow_subscriber_sees_the_latest_board_and_slows_nothing(
+    tracker: StatusTracker, autojump_clock: trio.testing.MockClock
+) -> None:
+    seen: list[int] = []
+
+    async def slow_subscriber() -> None:
+        async with aclosing(tracker.board.eventual_values()) as boards:
+            async for board in boards:
+                seen.append(board.version)
+                await trio.sleep(60)  # far slower than the changes below
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(slow_subscriber)
+        await trio.testing.wait_all_tasks_blocked()
+        for _ in range(50):
+            feed(tracker)
+            tracker.record_outcomes(succeeded=(), failed=[1001])
+            await trio.sleep(1.0)  # each window ends: another change
+            tracker.record_outcomes(succeeded=[1001], failed=())
+        assert tracker.board.value.version >= 50  # published on, whatever the subscriber did
+        await trio.sleep(120)  # quiet: the subscriber wakes and catches up
+        latest = tracker.board.value.version
+        nursery.cancel_scope.cancel()
+    assert seen[0] == 0
+    assert len(seen) < 10  # coalesced
+    assert seen[-1] == latest  # and eventually up to date
+
+
+async def test_timers_stay_bounded_under_heavy_telemetry(
+    tracker: StatusTracker, autojump_clock: trio.testing.MockClock
+) -> None:
+    for _ in range(5000):
+        feed(tracker, 1001)
+        feed(tracker, 1002)
+        await trio.sleep(0.01)
+    assert len(tracker._heap) <= 2 * len(PAIRS) + 2
+
+
+async def test_gaps_are_recorded_and_unknown_components_ignored(
+    tracker: StatusTracker, autojump_clock: trio.testing.MockClock
+) -> None:
+    tracker.gap(2001, "broken (UNAVAILABLE)")
+    assert tracker.gaps[2001] == ("broken (UNAVAILABLE)", trio.current_time())
+    tracker.snapshot(battery(9999))  # not managed: ignored
+    assert 9999 not in tracker.states
+
+
+async def test_the_fleet_builds_pairs_from_the_latest_snapshots(
+    tracker: StatusTracker, autojump_clock: trio.testing.MockClock
+) -> None:
+    assert tracker.fleet.pair(1001) is None
+    feed(tracker)
+    first = tracker.fleet.pair(1001)
+    assert first is not None
+    assert tracker.fleet.pair(1001) is first  # kept until new telemetry
+    tracker.snapshot(battery(soc_pct=60.0))
+    second = tracker.fleet.pair(1001)
+    assert second is not None
+    assert second is not first
+    assert second.battery.soc_pct == 60.0
+
+
+async def test_the_broken_cache_keeps_the_last_valid_values_for_its_ttl(
+    tracker: StatusTracker, autojump_clock: trio.testing.MockClock
+) -> None:
+    feed(tracker)
+    tracker.snapshot(battery(soc_pct=float("nan")))
+    pair = tracker.fleet.pair(1001)
+    assert pair is not None
+    assert pair.problem is not None
+    cached = tracker.fleet.cached_pair(1001, now=trio.current_time(), ttl_s=100.0)
+    assert cached is not None
+    assert cached.battery.soc_pct == 50.0
+    assert tracker.fleet.cached_pair(1001, now=trio.current_time() + 101.0, ttl_s=100.0) is None

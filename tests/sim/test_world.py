@@ -1,0 +1,296 @@
+"""The simulator's physics, with time passed in: exact numbers, no clock."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from distributord.core.model import StateCode
+from distributord.sim.scenario import BatterySpec, Faults, InverterSpec, Scenario
+from distributord.sim.world import Accepted, Rejected, World
+
+# 3600 W into 10 kWh moves the SoC by 0.01 %/s at speed 1: round numbers throughout.
+RATE_PCT_PER_S = 0.01
+
+
+def one_pair(
+    *, soc: float = 50.0, speed: float = 1.0, exclusion_w: float = 0.0, scale: float = 1.0
+) -> World:
+    scenario = Scenario(
+        batteries=(BatterySpec(id=1001, soc_pct=soc),),
+        inverters=(InverterSpec(id=2001, batteries=(1001,), exclusion_w=exclusion_w),),
+        speed=speed,
+    )
+    return World(scenario, now=0.0, lifetime_scale=scale)
+
+
+def test_soc_integrates_power_over_capacity() -> None:
+    world = one_pair()
+    assert world.command(2001, 3600.0, 60, now=0.0) == Accepted(lifetime_s=60, until=60.0)
+    world.advance(50.0)
+    assert world.soc(1001) == pytest.approx(50.0 + 50 * RATE_PCT_PER_S, abs=1e-12)
+    assert world.battery_power(1001) == 3600.0
+    assert world.inverter_power(2001) == 3600.0
+
+
+def test_speed_multiplies_the_soc_rate() -> None:
+    world = one_pair(speed=60.0)
+    world.command(2001, -3600.0, 60, now=0.0)
+    world.advance(10.0)
+    assert world.soc(1001) == pytest.approx(50.0 - 10 * RATE_PCT_PER_S * 60, abs=1e-12)
+
+
+def test_a_setpoint_expires_exactly_at_its_lifetime_even_inside_one_advance() -> None:
+    world = one_pair()
+    world.command(2001, 3600.0, 10, now=5.0)
+    assert world.advance(100.0) == [2001]  # one step across the expiry at 15 s
+    assert world.soc(1001) == pytest.approx(50.0 + 10 * RATE_PCT_PER_S, abs=1e-12)
+    assert world.inverter_power(2001) == 0.0
+    assert world.next_expiry() == math.inf
+
+
+def test_lifetime_scale_shortens_the_hold_but_not_the_granted_lifetime() -> None:
+    world = one_pair(scale=0.01)
+    assert world.command(2001, 1000.0, 10, now=0.0) == Accepted(lifetime_s=10, until=0.1)
+    world.advance(0.0999)
+    assert world.inverter_power(2001) == 1000.0
+    assert world.advance(0.1) == [2001]
+    assert world.inverter_power(2001) == 0.0
+
+
+def test_a_renewed_setpoint_does_not_expire_at_the_old_instant() -> None:
+    world = one_pair()
+    world.command(2001, 1000.0, 10, now=0.0)
+    world.command(2001, 1000.0, 10, now=8.0)
+    assert world.advance(17.0) == []
+    assert world.inverter_power(2001) == 1000.0
+
+
+def test_time_never_goes_back() -> None:
+    world = one_pair()
+    world.command(2001, 3600.0, 60, now=10.0)
+    world.advance(5.0)
+    assert world.time == 10.0
+    assert world.soc(1001) == 50.0
+
+
+def test_soc_stops_exactly_at_the_upper_bound_and_power_is_held_at_zero() -> None:
+    world = one_pair(soc=89.5)
+    world.command(2001, 3600.0, 900, now=0.0)
+    world.advance(1000.0)  # 0.5 % takes 50 s; the rest of the time nothing flows
+    assert world.soc(1001) == 90.0
+    assert world.battery_power(1001) == 0.0
+    assert world.inverter_power(2001) == 0.0
+    assert world.battery_bounds(1001) == (-5000.0, 0.0)
+
+
+def test_soc_stops_exactly_at_the_lower_bound() -> None:
+    world = one_pair(soc=10.2)
+    world.command(2001, -3600.0, 900, now=0.0)
+    world.advance(1000.0)
+    assert world.soc(1001) == 10.0
+    assert world.battery_bounds(1001) == (0.0, 5000.0)
+
+
+def test_a_full_battery_refuses_charge_but_takes_discharge() -> None:
+    world = one_pair(soc=90.0)
+    refused = world.command(2001, 100.0, 60, now=0.0)
+    assert isinstance(refused, Rejected)
+    assert refused.code == "OUT_OF_RANGE"
+    assert world.command(2001, -100.0, 60, now=0.0) == Accepted(lifetime_s=60, until=60.0)
+    assert world.command(2001, 0.0, 60, now=0.0) == Accepted(lifetime_s=60, until=60.0)
+
+
+@pytest.mark.parametrize(
+    ("component", "power", "lifetime", "code"),
+    [
+        (9999, 0.0, 60, "NOT_FOUND"),
+        (1001, 0.0, 60, "INVALID_ARGUMENT"),  # a battery
+        (1, 0.0, 60, "INVALID_ARGUMENT"),  # the grid
+        (2, 0.0, 60, "INVALID_ARGUMENT"),  # the meter
+        (2001, 0.0, 9, "INVALID_ARGUMENT"),
+        (2001, 0.0, 901, "INVALID_ARGUMENT"),
+        (2001, math.nan, 60, "INVALID_ARGUMENT"),
+        (2001, 5000.5, 60, "OUT_OF_RANGE"),
+        (2001, -5000.5, 60, "OUT_OF_RANGE"),
+        (2001, 499.0, 60, "OUT_OF_RANGE"),  # inside the exclusion zone
+        (2001, -1.0, 60, "OUT_OF_RANGE"),
+    ],
+)
+def test_refused_commands(component: int, power: float, lifetime: int, code: str) -> None:
+    world = one_pair(exclusion_w=500.0)
+    result = world.command(component, power, lifetime, now=0.0)
+    assert isinstance(result, Rejected)
+    assert result.code == code
+    assert world.inverter_power(2001) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("power", "lifetime", "granted"),
+    [(0.0, None, 60), (500.0, 10, 10), (-500.0, 900, 900), (5000.0, 60, 60), (-5000.0, 60, 60)],
+)
+def test_accepted_commands(power: float, lifetime: int | None, granted: int) -> None:
+    world = one_pair(exclusion_w=500.0)
+    assert world.command(2001, power, lifetime, now=1.0) == Accepted(
+        lifetime_s=granted, until=1.0 + granted
+    )
+    assert world.inverter_power(2001) == power
+
+
+def test_ranges_with_and_without_an_exclusion_zone() -> None:
+    assert one_pair().inverter_ranges(2001) == ((-5000.0, 5000.0),)
+    assert one_pair(exclusion_w=300.0).inverter_ranges(2001) == (
+        (-5000.0, -300.0),
+        (300.0, 5000.0),
+    )
+
+
+def test_battery_reading() -> None:
+    world = one_pair()
+    world.command(2001, -2000.0, 60, now=0.0)
+    reading = world.battery_reading(1001, Faults())
+    assert reading.soc_pct == 50.0
+    assert reading.soc_bounds == (10.0, 90.0)
+    assert reading.capacity_wh == 10_000.0
+    assert reading.power_w == -2000.0
+    assert reading.power_ranges == ((-5000.0, 5000.0),)
+    assert reading.states == (StateCode.READY, StateCode.DISCHARGING)
+    assert reading.errors == ()
+
+
+def test_inverter_reading_is_ready_at_zero_and_charging_above() -> None:
+    world = one_pair()
+    assert world.inverter_reading(2001, Faults()).states == (StateCode.READY,)
+    world.command(2001, 100.0, 60, now=0.0)
+    reading = world.inverter_reading(2001, Faults())
+    assert reading.power_w == 100.0
+    assert reading.power_ranges == ((-5000.0, 5000.0),)
+    assert reading.states == (StateCode.READY, StateCode.CHARGING)
+
+
+def test_telemetry_faults_in_readings() -> None:
+    world = one_pair()
+    faults = Faults(
+        nan_metrics=frozenset({"soc", "capacity", "power"}), missing_bounds=True, error_state=True
+    )
+    battery = world.battery_reading(1001, faults)
+    assert math.isnan(battery.soc_pct)
+    assert math.isnan(battery.capacity_wh)
+    assert math.isnan(battery.power_w)
+    assert battery.soc_bounds is None
+    assert battery.power_ranges is None
+    assert battery.states == (StateCode.ERROR,)
+    assert battery.errors == ("internal",)
+    inverter = world.inverter_reading(2001, faults)
+    assert math.isnan(inverter.power_w)
+    assert inverter.power_ranges is None
+    assert inverter.states == (StateCode.ERROR,)
+
+
+def odd_world() -> World:
+    scenario = Scenario(
+        batteries=(
+            BatterySpec(id=1001, soc_pct=50.0),
+            BatterySpec(id=1002, soc_pct=50.0),
+            BatterySpec(id=1003, soc_pct=50.0, power_limit_w=3000.0),
+            BatterySpec(id=1004, soc_pct=50.0),
+        ),
+        inverters=(
+            InverterSpec(id=2001, batteries=(1001, 1002)),  # one inverter, two batteries
+            InverterSpec(id=2002, batteries=(1003,)),  # two inverters, one battery
+            InverterSpec(id=2003, batteries=(1003,)),
+            InverterSpec(id=2004, batteries=()),  # an inverter without a battery
+        ),
+    )  # and 1004 has no inverter
+    return World(scenario, now=0.0)
+
+
+def test_an_inverter_splits_its_setpoint_among_its_batteries() -> None:
+    world = odd_world()
+    world.command(2001, 4000.0, 60, now=0.0)
+    assert world.battery_power(1001) == 2000.0
+    assert world.battery_power(1002) == 2000.0
+    assert world.inverter_power(2001) == 4000.0
+
+
+def test_a_battery_takes_the_sum_of_its_inverters_up_to_its_limit() -> None:
+    world = odd_world()
+    world.command(2002, 2000.0, 60, now=0.0)
+    world.command(2003, 2000.0, 60, now=0.0)
+    assert world.battery_power(1003) == 3000.0
+    # Each inverter passes its proportional part: power is conserved.
+    assert world.inverter_power(2002) == 1500.0
+    assert world.inverter_power(2003) == 1500.0
+    assert world.site_power() == 3000.0
+
+
+def test_odd_shapes_without_power_path() -> None:
+    world = odd_world()
+    assert world.battery_power(1004) == 0.0
+    refused = world.command(2004, 100.0, 60, now=0.0)
+    assert isinstance(refused, Rejected)
+    assert refused.code == "OUT_OF_RANGE"
+    assert world.command(2004, 0.0, 60, now=0.0) == Accepted(lifetime_s=60, until=60.0)
+
+
+def test_meter_reads_the_site_total() -> None:
+    world = odd_world()
+    world.command(2001, -1000.0, 60, now=0.0)
+    world.command(2002, 500.0, 60, now=0.0)
+    reading = world.meter_reading()
+    assert reading.power_w == -500.0
+    assert reading.states == (StateCode.READY,)
+
+
+@pytest.mark.parametrize("module", ["distributord.sim.scenario", "distributord.sim.world"])
+def test_pure_simulator_modules_import_neither_trio_nor_grpc(module: str) -> None:
+    code = (
+        "import sys, importlib\n"
+        f"importlib.import_module({module!r})\n"
+        "leaked = sorted(m for m in sys.modules if m.split('.')[0] in {'trio', 'grpc', 'google'})\n"
+        "print(','.join(leaked))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "", f"{module} imports {done.stdout.strip()}"
+
+
+# A step: (seconds later, inverter or 0 for none, power as a fraction of the limit, lifetime).
+_steps = st.lists(
+    st.tuples(
+        st.floats(0.0, 30.0),
+        st.sampled_from([0, 2001, 2002, 2003]),
+        st.sampled_from([0.0, -1.0, 1.0]) | st.floats(-1.0, 1.0),
+        st.integers(10, 40),
+    ),
+    max_size=30,
+)
+
+
+@given(_steps)
+def test_reading_rarely_or_often_gives_the_same_state(
+    steps: list[tuple[float, int, float, int]],
+) -> None:
+    """Batteries are integrated lazily: how often they are read must not change the physics."""
+    eager, lazy = odd_world(), odd_world()
+    now = 0.0
+    for later, inverter, fraction, lifetime in steps:
+        now += later
+        for world in (eager, lazy):
+            world.advance(now)
+            if inverter:
+                world.command(inverter, round(fraction * 3000.0), lifetime, now=now)
+        for battery in (1001, 1002, 1003, 1004):
+            eager.soc(battery)  # the eager world is read at every step
+    now += 100.0
+    eager.advance(now)
+    lazy.advance(now)
+    for battery in (1001, 1002, 1003, 1004):
+        assert lazy.soc(battery) == pytest.approx(eager.soc(battery), abs=1e-9)
+        assert lazy.battery_power(battery) == eager.battery_power(battery)
