@@ -59,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """``distributord run``: one clear line and a non-zero exit for what prevents a start."""
     from distributord.core import config as configuration
-    from distributord.shell.control import ControlSocketError, bind_control_socket
+    from distributord.core.errors import ConfigError, ControlSocketError
+    from distributord.shell.control import bind_control_socket
     from distributord.shell.systemd import CONTROL_FD_NAME, configure_logging, listen_fds
 
     overrides = {"microgrid": args.microgrid, "socket": args.socket, "log_level": args.log_level}
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         loaded = configuration.load_config(config_path) if config_path else configuration.Config()
         config = configuration.with_overrides(loaded, **overrides)
-    except configuration.ConfigError as error:
+    except ConfigError as error:
         print(f"distributord: {error}", file=sys.stderr)
         return 2
     configure_logging(config.logging.level)

@@ -37,9 +37,10 @@ from typing import Any, TypeVar
 
 import attrs
 
-from distributord.core.errors import InputError
+from distributord.core.errors import ConfigError, InputError
 from distributord.core.model import MAX_REQUEST_TIMEOUT_S
 from distributord.core.status import StatusSettings
+from distributord.core.values import is_integer, is_number, short_number
 
 DEFAULT_MICROGRID_ADDRESS = "127.0.0.1:50051"
 """The Microgrid API's usual port on the local controller."""
@@ -67,13 +68,6 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 _A = TypeVar("_A", bound=attrs.AttrsInstance)
 
 
-class ConfigError(InputError):
-    """The configuration is invalid: the fault is the operator's (the file or a flag).
-
-    The daemon refuses to start with it; the message is the one clear line the operator sees.
-    """
-
-
 # --- values and their checks ------------------------------------------------------------------
 
 
@@ -85,20 +79,9 @@ def _show(value: object) -> str:
     """
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, float) and math.isfinite(value):
-        short = f"{value:g}"
-        if float(short) == value:
-            return short
+    if isinstance(value, float):
+        return short_number(value)
     return repr(value)
-
-
-def _is_number(value: object) -> bool:
-    # bool is an int in Python, but `true` is not a number in a configuration file.
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _to_float(value: float) -> float:
@@ -106,7 +89,7 @@ def _to_float(value: float) -> float:
 
     Anything else is left for the validator to judge (a bool stays a bool, and is refused).
     """
-    return float(value) if _is_int(value) else value
+    return float(value) if is_integer(value) else value
 
 
 def _to_tuple(value: Sequence[int]) -> tuple[int, ...]:
@@ -139,7 +122,7 @@ def _number(
 
     def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         ok = (
-            _is_number(value)
+            is_number(value)
             and math.isfinite(value)
             and (low < value if low_open else low <= value)
             and value <= high
@@ -155,14 +138,14 @@ def _integer(*, low: int, high: int | None = None) -> _Validator:
     wanted = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
 
     def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if not (_is_int(value) and low <= value and (high is None or value <= high)):
+        if not (is_integer(value) and low <= value and (high is None or value <= high)):
             shown = repr(value) if isinstance(value, float) else _show(value)
             raise ConfigError(f"must be {wanted}, got {shown}", key=attribute.name)
 
     return check
 
 
-def _ids(what: str) -> _Validator:
+def _id_list(what: str) -> _Validator:
     """A validator: a sequence of uids or gids."""
 
     def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -172,7 +155,7 @@ def _ids(what: str) -> _Validator:
                 key=attribute.name,
             )
         for item in value:
-            if not (_is_int(item) and 0 <= item <= MAX_ID):
+            if not (is_integer(item) and 0 <= item <= MAX_ID):
                 shown = repr(item) if isinstance(item, float) else _show(item)
                 raise ConfigError(
                     f"must hold {what}s (integers in 0..{MAX_ID}), got {shown}",
@@ -253,10 +236,10 @@ class ControlConfig:
 
     socket: str = attrs.field(default=DEFAULT_SOCKET, validator=_unix_path)
     allowed_uids: tuple[int, ...] = attrs.field(
-        default=(), converter=_to_tuple, validator=_ids("uid")
+        default=(), converter=_to_tuple, validator=_id_list("uid")
     )
     allowed_gids: tuple[int, ...] = attrs.field(
-        default=(), converter=_to_tuple, validator=_ids("gid")
+        default=(), converter=_to_tuple, validator=_id_list("gid")
     )
     max_connections: int = attrs.field(default=64, validator=_integer(low=1))
 
@@ -335,12 +318,10 @@ class StatusConfig:
     )
 
     def __attrs_post_init__(self) -> None:
-        if self.max_blocking_s < self.min_blocking_s:
-            raise ConfigError(
-                f"must be at least min_blocking_s ({_show(self.min_blocking_s)}), "
-                f"got {_show(self.max_blocking_s)}",
-                key="max_blocking_s",
-            )
+        try:
+            self.settings  # noqa: B018  (StatusSettings keeps the rules that relate the fields)
+        except InputError as error:
+            raise ConfigError(error.problem, key=error.key) from None
 
     @property
     def settings(self) -> StatusSettings:

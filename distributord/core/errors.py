@@ -39,6 +39,25 @@ class InputError(DistributordError, ValueError):
         return type(self)(self.problem, key=key, source=self.source or source)
 
 
+class ConfigError(InputError):
+    """The configuration is invalid: the fault is the operator's (the file or a flag).
+
+    The daemon refuses to start with it; the message is the one clear line the operator sees.
+    """
+
+
+class ScenarioError(InputError):
+    """A scenario is invalid: the fault is in the scenario (its author's, or the file's).
+
+    Its ``key`` is the TOML path (``battery[1].soc_pct``); its ``source`` the file or
+    ``"--batteries"``.
+    """
+
+
+class ControlSocketError(DistributordError):
+    """The control socket cannot be set up (something outside: the path, or another daemon)."""
+
+
 class CommandError(DistributordError):
     """An inverter command did not succeed.
 
@@ -78,3 +97,17 @@ class CommandFailedError(CommandError):
 
 class LinkDownError(DistributordError):
     """The Microgrid API cannot be reached now (something outside; it is retried)."""
+
+
+class StreamBrokenError(LinkDownError):
+    """A stream ended with an error (something outside: the server or the network).
+
+    Attributes:
+        code: The gRPC status code's name, or the exception's type name.
+        details: What the server said.
+    """
+
+    def __init__(self, code: str, details: str = "") -> None:
+        super().__init__(f"{code}: {details}" if details else code)
+        self.code = code
+        self.details = details

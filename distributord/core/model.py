@@ -29,11 +29,23 @@ from typing import Any, TypeAlias
 
 import attrs
 
+from distributord.core.values import is_component_id, is_number
+
 MAX_BATTERIES_PER_REQUEST = 1024
 """The protocol's cap on one request's battery set; keeps one request's work bounded."""
 
 MAX_REQUEST_TIMEOUT_S = 60.0
 """The protocol's cap on a request's deadline: longer than any sane inverter round trip."""
+
+
+def is_finite_power(value: object) -> bool:
+    """Whether ``value`` can be a request's power: a finite number (not a bool), W."""
+    return is_number(value) and math.isfinite(value)
+
+
+def is_request_timeout(value: object) -> bool:
+    """Whether ``value`` can be a request's deadline: a number in (0, 60] s."""
+    return is_number(value) and 0.0 < value <= MAX_REQUEST_TIMEOUT_S
 
 
 class StateCode(enum.StrEnum):
@@ -63,7 +75,7 @@ class StateCode(enum.StrEnum):
 
 
 def _non_negative_id(_: Any, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not is_component_id(value):
         raise ValueError(f"{attribute.name} must be a non-negative integer, got {value!r}")
 
 
@@ -198,7 +210,7 @@ class InverterSnapshot:
 
 
 def _finite_power(_: Any, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not is_finite_power(value):
         raise ValueError(f"{attribute.name} must be a finite number of watts, got {value!r}")
 
 
@@ -212,19 +224,13 @@ def _battery_set(_: Any, attribute: attrs.Attribute[frozenset[int]], value: froz
             f"{attribute.name} names {len(value)} batteries; "
             f"at most {MAX_BATTERIES_PER_REQUEST} are allowed"
         )
-    bad = sorted(
-        (b for b in value if isinstance(b, bool) or not isinstance(b, int) or b < 0), key=repr
-    )
+    bad = sorted((b for b in value if not is_component_id(b)), key=repr)
     if bad:
         raise ValueError(f"{attribute.name} must hold non-negative integer ids, got {bad!r}")
 
 
 def _timeout(_: Any, attribute: attrs.Attribute[float], value: float) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not 0.0 < value <= MAX_REQUEST_TIMEOUT_S
-    ):
+    if not is_request_timeout(value):
         raise ValueError(
             f"{attribute.name} must be a number in (0, {MAX_REQUEST_TIMEOUT_S:g}] s, got {value!r}"
         )

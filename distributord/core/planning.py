@@ -22,7 +22,7 @@ reference design counted the failed power too).
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from distributord.core.distribution import (
     Distribution,
@@ -41,10 +41,7 @@ from distributord.core.model import (
     Request,
     Success,
 )
-
-
-def _ids(ids: Iterable[int]) -> str:
-    return ", ".join(str(i) for i in sorted(ids))
+from distributord.core.values import ids_text
 
 
 def unknown_batteries(request: Request, known: Collection[int]) -> Error | None:
@@ -54,7 +51,7 @@ def unknown_batteries(request: Request, known: Collection[int]) -> Error | None:
         return None
     return Error(
         request=request,
-        message=f"unknown batteries [{_ids(unknown)}]; known batteries: [{_ids(known)}]",
+        message=f"unknown batteries [{ids_text(unknown)}]; known batteries: [{ids_text(known)}]",
     )
 
 
@@ -84,13 +81,14 @@ def plan(
         left_out = "; ".join(p.problem for p in pairs if p.problem is not None)
         return Error(
             request=request,
-            message=f"no usable batteries among [{_ids(request.batteries)}]"
+            message=f"no usable batteries among [{ids_text(request.batteries)}]"
             + (f" ({left_out})" if left_out else ""),
         )
     if usable and not broken and math.fsum(p.battery.capacity_wh for p in usable) <= 0.0:
         return Error(
             request=request,
-            message=f"zero total capacity among batteries [{_ids(p.battery_id for p in usable)}]",
+            message="zero total capacity among batteries "
+            f"[{ids_text(p.battery_id for p in usable)}]",
         )
     if usable:
         bounds = aggregate_bounds(usable)

@@ -35,7 +35,7 @@ import enum
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, assert_never
 
 import attrs
@@ -51,7 +51,10 @@ from distributord.core.model import (
     Request,
     Result,
     Success,
+    is_finite_power,
+    is_request_timeout,
 )
+from distributord.core.values import is_component_id, is_integer
 
 MAX_LINE_BYTES = 64 * 1024
 """The longest line accepted (the spec's limit): a request for 1,024 batteries is ~10 KiB."""
@@ -187,7 +190,7 @@ def decode(line: bytes) -> Call | Failure:
         )
     notification = "id" not in message
     request_id = message.get("id")
-    if isinstance(request_id, bool) or not isinstance(request_id, int | str | None):
+    if not (request_id is None or isinstance(request_id, str) or is_integer(request_id)):
         return Failure(
             id=None,
             code=Code.INVALID_REQUEST,
@@ -249,10 +252,6 @@ def check_no_params(call: Call) -> Failure | None:
     return None
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 SET_POWER_FIELDS = frozenset(
     {"power_w", "batteries", "request_timeout_s", "adjust_power", "include_broken_batteries"}
 )
@@ -274,12 +273,12 @@ def parse_set_power(call: Call, *, default_timeout_s: float) -> Request | Failur
         if field not in params:
             return bad(field, "present (required)")
     power = params["power_w"]
-    if not _is_number(power) or not math.isfinite(power):
+    if not is_finite_power(power):
         return bad("power_w", f"a finite number of watts, got {json.dumps(power, default=str)}")
     batteries = params["batteries"]
     if not isinstance(batteries, list) or not 1 <= len(batteries) <= MAX_BATTERIES_PER_REQUEST:
         return bad("batteries", f"an array of 1 to {MAX_BATTERIES_PER_REQUEST} battery ids")
-    wrong = [b for b in batteries if isinstance(b, bool) or not isinstance(b, int) or b < 0]
+    wrong = [b for b in batteries if not is_component_id(b)]
     if wrong:
         return bad(
             "batteries", f"non-negative integer ids, got {json.dumps(wrong[:5], default=str)}"
@@ -288,7 +287,7 @@ def parse_set_power(call: Call, *, default_timeout_s: float) -> Request | Failur
         dupes = sorted(b for b, count in Counter(batteries).items() if count > 1)
         return bad("batteries", f"unique ids, got duplicates {dupes}")
     timeout = params.get("request_timeout_s", default_timeout_s)
-    if not _is_number(timeout) or not 0.0 < timeout <= MAX_REQUEST_TIMEOUT_S:
+    if not is_request_timeout(timeout):
         return bad("request_timeout_s", f"a number in (0, {MAX_REQUEST_TIMEOUT_S:g}] seconds")
     flags = {}
     for field, default in (("adjust_power", True), ("include_broken_batteries", False)):
@@ -329,10 +328,6 @@ def notification_line(method: str, params: Mapping[str, Any]) -> bytes:
     return _line({"jsonrpc": "2.0", "method": method, "params": params})
 
 
-def _ids(ids: Iterable[int]) -> list[int]:
-    return sorted(ids)
-
-
 def _watts(value: float) -> float:
     # -0.0 would print as "-0.0"; and a float, never an int, whatever the arithmetic gave.
     return float(value) + 0.0
@@ -356,16 +351,16 @@ def result_object(result: Result) -> dict[str, Any]:
     request = result.request
     out: dict[str, Any] = {
         "power_w": _watts(request.power_w),
-        "batteries": _ids(request.batteries),
+        "batteries": sorted(request.batteries),
     }
     match result:
         case Success() | PartialFailure():
             out["outcome"] = "success" if isinstance(result, Success) else "partial_failure"
             out["succeeded_power_w"] = _watts(result.succeeded_power_w)
-            out["succeeded_batteries"] = _ids(result.succeeded_batteries)
+            out["succeeded_batteries"] = sorted(result.succeeded_batteries)
             if isinstance(result, PartialFailure):
                 out["failed_power_w"] = _watts(result.failed_power_w)
-                out["failed_batteries"] = _ids(result.failed_batteries)
+                out["failed_batteries"] = sorted(result.failed_batteries)
             out["excess_power_w"] = _watts(result.excess_power_w)
             out["distribution"] = {
                 str(b): _watts(w) for b, w in sorted(result.distribution.items())

@@ -43,7 +43,9 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
+from distributord.core.errors import InputError
 from distributord.core.model import BatterySnapshot, InverterSnapshot, StateCode
+from distributord.core.values import short_number
 
 
 class Status(enum.StrEnum):
@@ -101,9 +103,11 @@ class StatusSettings:
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         if self.max_blocking_s < self.min_blocking_s:
-            raise ValueError(
-                f"max_blocking_s ({self.max_blocking_s}) must be at least min_blocking_s "
-                f"({self.min_blocking_s})"
+            # The one place this rule is written; the configuration parser relays the error.
+            raise InputError(
+                f"must be at least min_blocking_s ({short_number(self.min_blocking_s)}), "
+                f"got {short_number(self.max_blocking_s)}",
+                key="max_blocking_s",
             )
 
 

@@ -61,20 +61,6 @@ STOP_TIMEOUT_S = 5.0
 """How long closing the bridge waits for the asyncio side to wind down before giving up."""
 
 
-class StreamBrokenError(LinkDownError):
-    """A stream ended with an error (something outside: the server or the network).
-
-    Attributes:
-        code: The gRPC status code's name, or the exception's type name.
-        details: What the server said.
-    """
-
-    def __init__(self, code: str, details: str = "") -> None:
-        super().__init__(f"{code}: {details}" if details else code)
-        self.code = code
-        self.details = details
-
-
 ErrorTranslator = Callable[[BaseException], BaseException | None]
 """Turns an exception raised in the asyncio loop into one for trio (None: keep it)."""
 

@@ -40,6 +40,7 @@ import trio
 
 from distributord import __version__
 from distributord.core import protocol
+from distributord.core.errors import ControlSocketError
 from distributord.core.model import Result
 from distributord.core.protocol import TOO_LONG, Call, Code, Failure, LineFramer
 from distributord.core.status import Status
@@ -59,10 +60,6 @@ SOCKET_MODE = 0o660
 LISTEN_BACKLOG = 128
 
 TOO_LONG_MESSAGE = f"line longer than {protocol.MAX_LINE_BYTES} bytes; discarded"
-
-
-class ControlSocketError(Exception):
-    """The control socket cannot be set up (something outside: the path, or another daemon)."""
 
 
 @attrs.frozen(kw_only=True)

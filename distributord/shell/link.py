@@ -43,10 +43,15 @@ import grpc
 import trio
 
 from distributord.api import v1
-from distributord.core.errors import CommandError, CommandFailedError, LinkDownError
+from distributord.core.errors import (
+    CommandError,
+    CommandFailedError,
+    LinkDownError,
+    StreamBrokenError,
+)
 from distributord.core.model import BatterySnapshot, InverterSnapshot
 from distributord.core.topology import Topology, pair_batteries
-from distributord.shell.bridge import Bridge, Stream, StreamBrokenError, open_bridge
+from distributord.shell.bridge import Bridge, Stream, open_bridge
 
 logger = logging.getLogger(__name__)
 

@@ -57,6 +57,7 @@ from distributord.core.model import (
 from distributord.core.planning import plan, summarize, unknown_batteries
 from distributord.core.status import Status
 from distributord.core.topology import Topology
+from distributord.core.values import ids_text
 from distributord.shell.link import MicrogridClient
 from distributord.shell.tracker import StatusTracker
 
@@ -149,10 +150,6 @@ class LoopStatistics:
     running: int
     standing: int
     last_latency_s: float | None
-
-
-def _ids(ids: frozenset[int] | set[int]) -> str:
-    return ", ".join(map(str, sorted(ids)))
 
 
 class RequestLoop:
@@ -291,8 +288,8 @@ class RequestLoop:
                         job.warned = True
                         logger.warning(
                             "request for batteries [%s] overlaps the request for [%s]; it waits",
-                            _ids(batteries),
-                            _ids(blocker),
+                            ids_text(batteries),
+                            ids_text(blocker),
                         )
                 continue
             del self._waiting[batteries]
@@ -309,7 +306,7 @@ class RequestLoop:
                     return
                 result = await self._apply(job)
         except Exception as error:  # a bug must not take the daemon down
-            logger.exception("request for batteries [%s] failed", _ids(batteries))
+            logger.exception("request for batteries [%s] failed", ids_text(batteries))
             result = Error(request=job.request, message=f"internal error: {error!r}")
         finally:
             del self._running[batteries]
@@ -352,7 +349,7 @@ class RequestLoop:
             if job.refresh:
                 logger.warning(
                     "standing setpoint for batteries [%s] not refreshed: %s",
-                    _ids(request.batteries),
+                    ids_text(request.batteries),
                     planned.message if isinstance(planned, Error) else "out of bounds",
                 )
             return planned
@@ -414,7 +411,7 @@ class RequestLoop:
             logger.warning(
                 "%s batteries [%s] at %.0f W: %d of %d commands failed: %s",
                 what,
-                _ids(request.batteries),
+                ids_text(request.batteries),
                 request.power_w,
                 len(failures),
                 len(outcomes),
@@ -424,7 +421,7 @@ class RequestLoop:
             logger.debug(
                 "%s batteries [%s] at %.0f W: %s",
                 what,
-                _ids(request.batteries),
+                ids_text(request.batteries),
                 request.power_w,
                 type(result).__name__,
             )
@@ -438,14 +435,16 @@ class RequestLoop:
             logger.warning(
                 "standing setpoint for batteries [%s] ended: batteries [%s] now follow a "
                 "request for [%s]",
-                _ids(other),
-                _ids(other & batteries),
-                _ids(batteries),
+                ids_text(other),
+                ids_text(other & batteries),
+                ids_text(batteries),
             )
             del self._standing[other]
         if abs(request.power_w) <= ZERO_POWER_W:
             if self._standing.pop(batteries, None) is not None:
-                logger.info("standing setpoint for batteries [%s] released (0 W)", _ids(batteries))
+                logger.info(
+                    "standing setpoint for batteries [%s] released (0 W)", ids_text(batteries)
+                )
         else:
             self._standing[batteries] = _Standing(
                 request=request, sent_at=trio.current_time(), statuses=statuses

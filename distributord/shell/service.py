@@ -46,6 +46,7 @@ from pathlib import Path
 import trio
 
 from distributord.core import config as configuration
+from distributord.core.errors import ConfigError
 from distributord.shell.daemon import (
     LIVE_KEYS,
     Daemon,
@@ -108,7 +109,7 @@ def _reload(
     try:
         loaded = configuration.load_config(config_path) if config_path else configuration.Config()
         new = configuration.with_overrides(loaded, **overrides)
-    except configuration.ConfigError as error:
+    except ConfigError as error:
         logger.error("reload: %s; keeping the running configuration", error)
         notifier.ready(status=status_line(daemon))
         return current

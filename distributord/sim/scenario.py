@@ -32,8 +32,9 @@ from typing import Any, TypeVar
 
 import attrs
 
-from distributord.core.errors import InputError
+from distributord.core.errors import ScenarioError
 from distributord.core.topology import Category
+from distributord.core.values import is_integer, is_number
 
 GRID_ID = 1
 """The grid connection point: the root of the component graph."""
@@ -90,14 +91,6 @@ out so that this module need not import grpc)."""
 
 NAN_METRICS = frozenset({"soc", "capacity", "power"})
 """The metrics a fault can turn into NaN (an inverter has only ``power``)."""
-
-
-class ScenarioError(InputError):
-    """A scenario is invalid: the fault is in the scenario (its author's, or the file's).
-
-    Its ``key`` is the TOML path (``battery[1].soc_pct``); its ``source`` the file or
-    ``"--batteries"``.
-    """
 
 
 def _require(ok: bool, key: str, problem: str) -> None:
@@ -538,14 +531,13 @@ def _component_id(key: str) -> int:
 
 
 def _int(value: Any, key: str) -> int:
-    # bool is an int in Python but `true` is not an id in TOML.
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_integer(value):
         raise ScenarioError(f"must be an integer, got {value!r}", key=key)
     return value
 
 
 def _float(value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not is_number(value):
         raise ScenarioError(f"must be a number, got {value!r}", key=key)
     if not math.isfinite(value):
         raise ScenarioError(f"must be finite, got {value!r}", key=key)

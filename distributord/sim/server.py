@@ -45,14 +45,9 @@ import attrs
 import grpc
 
 from distributord.api import v1
+from distributord.core.errors import ScenarioError
 from distributord.core.topology import Category
-from distributord.sim.scenario import (
-    MAX_TELEMETRY_HZ,
-    Faults,
-    Scenario,
-    ScenarioError,
-    parse_scenario,
-)
+from distributord.sim.scenario import MAX_TELEMETRY_HZ, Faults, Scenario, parse_scenario
 from distributord.sim.world import Accepted, BatteryReading, InverterReading, Rejected, World
 
 logger = logging.getLogger(__name__)

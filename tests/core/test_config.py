@@ -13,7 +13,6 @@ from distributord.core.config import (
     MAX_ID,
     TABLES,
     Config,
-    ConfigError,
     ControlConfig,
     LoggingConfig,
     MicrogridConfig,
@@ -25,6 +24,7 @@ from distributord.core.config import (
     parse_config,
     with_overrides,
 )
+from distributord.core.errors import ConfigError
 from distributord.core.status import StatusSettings
 
 EXAMPLE = pathlib.Path(__file__).resolve().parent.parent.parent / "config" / "distributord.toml"

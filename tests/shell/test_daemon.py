@@ -16,13 +16,9 @@ import attrs
 import pytest
 import trio
 
+from distributord.core.errors import ControlSocketError
 from distributord.core.status import Status
-from distributord.shell.control import (
-    ControlSettings,
-    ControlSocketError,
-    bind_control_socket,
-    is_allowed,
-)
+from distributord.shell.control import ControlSettings, bind_control_socket, is_allowed
 from distributord.shell.daemon import Daemon, DaemonSettings
 from distributord.shell.requestloop import LoopSettings
 from distributord.sim.scenario import BatterySpec, Faults, InverterSpec, Scenario, uniform_fleet

@@ -6,13 +6,13 @@ import pathlib
 
 import pytest
 
+from distributord.core.errors import ScenarioError
 from distributord.core.topology import Category, pair_batteries
 from distributord.sim.scenario import (
     BatterySpec,
     Faults,
     InverterSpec,
     Scenario,
-    ScenarioError,
     parse_scenario,
     uniform_fleet,
 )

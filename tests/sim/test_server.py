@@ -20,9 +20,10 @@ import pytest
 import trio
 
 from distributord.api import v1
+from distributord.core.errors import ScenarioError
 from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds, StateCode
 from distributord.core.topology import Category, pair_batteries
-from distributord.sim.scenario import BatterySpec, Faults, InverterSpec, Scenario, ScenarioError
+from distributord.sim.scenario import BatterySpec, Faults, InverterSpec, Scenario
 from distributord.sim.server import CommandRecord, Simulator
 
 # 5 kW into 10 kWh at speed 360 moves the SoC by 5 %/s: visible within a test's patience.
