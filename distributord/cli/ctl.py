@@ -45,14 +45,19 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar, TextIO
+from typing import Any, TextIO
 
 from distributord import __version__
+from distributord.core.config import DEFAULT_SOCKET
+from distributord.core.errors import (
+    BadReplyError,
+    CtlError,
+    DaemonError,
+    PowerSyntaxError,
+    UnreachableError,
+)
 from distributord.core.model import MAX_BATTERIES_PER_REQUEST, MAX_REQUEST_TIMEOUT_S
-from distributord.core.units import PowerSyntaxError, format_power, parse_power
-
-DEFAULT_SOCKET = "/run/distributord/control.sock"
-"""The daemon's default ``control.socket`` (``spec/operations.md``)."""
+from distributord.core.units import format_power, parse_power
 
 SOCKET_ENV = "DISTRIBUTORD_SOCKET"
 """Environment variable naming the socket when ``--socket`` is not given."""
@@ -94,53 +99,9 @@ class ExitCode(enum.IntEnum):
     INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
-class CtlError(Exception):
-    """Base class of the ways a ``distributorctl`` run fails; each maps to an exit code."""
-
-    exit_code: ClassVar[ExitCode]
-
-
-class UnreachableError(CtlError):
-    """Something outside: no daemon listens at the path, it refused us, or it went silent.
-
-    Also raised when the daemon closes the connection before answering.
-    """
-
-    exit_code = ExitCode.UNREACHABLE
-
-
-class BadReplyError(CtlError):
-    """The answer is not a JSON-RPC reply of the expected shape.
-
-    Something outside is at fault: a different program listens at the path, or a daemon of a
-    different protocol version.
-    """
-
-    exit_code = ExitCode.UNREACHABLE
-
-
-class DaemonError(CtlError):
-    """The daemon refused the request with a JSON-RPC error.
-
-    Usually the request was wrong (``-32602``); or the daemon is overloaded (``-32001``) or
-    does not trust us (``-32003``).
-
-    Attributes:
-        code: The JSON-RPC error code.
-        message: The error's message.
-        data: The error's ``data`` member, if any.
-    """
-
-    exit_code = ExitCode.DAEMON_ERROR
-
-    def __init__(self, code: Any, message: Any, data: Any = None) -> None:
-        text = f"distributord answered error {code}: {message}"
-        if data is not None:
-            text += f" ({data if isinstance(data, str) else json.dumps(data)})"
-        super().__init__(text)
-        self.code = code
-        self.message = message
-        self.data = data
+def exit_code(error: CtlError) -> ExitCode:
+    """The exit status for a failed exchange: 4 when the daemon said no, else 3."""
+    return ExitCode.DAEMON_ERROR if isinstance(error, DaemonError) else ExitCode.UNREACHABLE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args, path)
     except CtlError as error:
         print(f"distributorctl: {error}", file=sys.stderr)
-        return error.exit_code
+        return exit_code(error)
     except KeyboardInterrupt:
         print("distributorctl: interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED
