@@ -725,7 +725,3 @@ _RENDERERS: Mapping[str, Callable[[Any, str], list[str]]] = {
     "list_components": render_components,
     "set_power": render_set_power,
 }
-
-
-if __name__ == "__main__":
-    sys.exit(main())
