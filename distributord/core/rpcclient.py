@@ -47,6 +47,10 @@ MAX_REPLY_LINE_BYTES = 64 * 1024 * 1024
 """Longest reply line accepted. A status of 1024 batteries is well under 1 MiB; a line 64 times
 longer than that is not distributord talking."""
 
+RECEIVE_BYTES = 65536
+"""What a transport asks for per read: a reply of a few KiB comes in one, a status of 1024
+batteries in a few."""
+
 Message = dict[str, Any]
 """A decoded JSON-RPC message: a reply or a notification."""
 

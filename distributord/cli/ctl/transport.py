@@ -25,11 +25,7 @@ from typing import Any
 
 from distributord.cli.ctl.args import SOCKET_ENV
 from distributord.core.errors import UnreachableError
-from distributord.core.rpcclient import Message, RpcClient, result_of
-
-RECEIVE_BYTES = 65536
-"""Bytes asked for per read: a reply of a few KiB comes in one, a status of 1024 batteries in a
-few."""
+from distributord.core.rpcclient import RECEIVE_BYTES, Message, RpcClient, result_of
 
 
 class Connection:
