@@ -39,7 +39,7 @@ class Client:
         self._client = RpcClient()
 
     async def send_raw(self, data: bytes) -> None:
-        """Write bytes as they are (the client does not know them: no reply to them is matched)."""
+        """Write bytes as they are: not a request RpcClient knows of (see its rule on null ids)."""
         await self.stream.send_all(data)
 
     async def send(self, method: str, params: Mapping[str, Any] | None = None) -> int:

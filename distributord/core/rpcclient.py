@@ -22,7 +22,8 @@ So every client follows the same rules, and they are tested without a socket.
   other line; with several outstanding there is no telling whose it is, and it is kept.
 * **Nothing is dropped.** Notifications, replies to other requests and replies that overtook the
   one awaited are kept, in the order they arrived, for :meth:`RpcClient.next_message` or a later
-  :meth:`RpcClient.reply_to`. Replies may come back in any order (``spec/protocol.md``).
+  :meth:`RpcClient.reply_to`. Replies may come back in any order (``spec/protocol.md``). So a
+  client that subscribes to status changes must read them: what is not taken stays.
 * **The end.** ``receive_data(b"")`` says the daemon closed the connection; a last line without
   its newline is discarded. Once everything received before has been taken, asking for more raises
   :class:`~distributord.core.errors.UnreachableError`.
