@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import json
-from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from distributord.core.protocol import LineFramer
+from distributord.cli import trioclient
+from distributord.core.errors import UnreachableError
+from distributord.core.protocol import JsonId
 from distributord.core.status import Status
 from distributord.shell.control import bind_control_socket
 from distributord.shell.daemon import Daemon, DaemonSettings, serve_daemon
@@ -21,62 +21,30 @@ LIMIT_S = 15.0
 """Every wait in these helpers fails (TooSlowError) after this long instead of hanging."""
 
 
-class Client:
-    """A JSON-RPC client on a real Unix socket (pipelining allowed)."""
+class Client(trioclient.Client):
+    """The demo's trio client as the tests want it: waits bounded, EOF as a channel's end.
 
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
-        self._framer = LineFramer(limit=10**9)
-        self._messages: deque[dict[str, Any]] = deque()
-        self._next_id = 0
-
-    async def send_raw(self, data: bytes) -> None:
-        await self.stream.send_all(data)
-
-    async def send(self, method: str, params: Any = None, *, request_id: Any = ...) -> Any:
-        """Send a request; returns its id."""
-        if request_id is ...:
-            self._next_id += 1
-            request_id = self._next_id
-        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
-        if params is not None:
-            message["params"] = params
-        await self.send_raw(json.dumps(message).encode() + b"\n")
-        return request_id
+    Every wait fails (TooSlowError) after :data:`LIMIT_S`; the daemon closing the connection is
+    :class:`trio.EndOfChannel`.
+    """
 
     async def receive(self, limit_s: float = LIMIT_S) -> dict[str, Any]:
         """The next message (reply or notification); EOF raises EndOfChannel."""
-        while not self._messages:
-            with trio.fail_after(limit_s):
-                data = await self.stream.receive_some(65536)
-            if not data:
-                raise trio.EndOfChannel
-            for line in self._framer.feed(data):
-                assert isinstance(line, bytes)
-                self._messages.append(json.loads(line))
-        return self._messages.popleft()
+        with trio.fail_after(limit_s), _closed_is_end_of_channel():
+            return await super().receive()
 
-    async def reply_to(self, request_id: Any) -> dict[str, Any]:
+    async def reply_to(self, request_id: JsonId) -> dict[str, Any]:
         """The reply to ``request_id`` (other messages are kept for later)."""
-        skipped: list[dict[str, Any]] = []
-        try:
-            while True:
-                message = await self.receive()
-                if message.get("id") == request_id and "method" not in message:
-                    return message
-                skipped.append(message)
-        finally:
-            self._messages.extendleft(reversed(skipped))
+        with trio.fail_after(LIMIT_S), _closed_is_end_of_channel():
+            return await super().reply_to(request_id)
 
-    async def call(self, method: str, params: Any = None) -> dict[str, Any]:
-        """Send a request and return its whole reply message."""
-        return await self.reply_to(await self.send(method, params))
 
-    async def result(self, method: str, params: Any = None) -> Any:
-        """Send a request and return its result (fails on an error reply)."""
-        reply = await self.call(method, params)
-        assert "result" in reply, reply
-        return reply["result"]
+@contextmanager
+def _closed_is_end_of_channel() -> Iterator[None]:
+    try:
+        yield
+    except UnreachableError:  # what RpcClient says when the daemon has closed the connection
+        raise trio.EndOfChannel from None
 
 
 @asynccontextmanager

@@ -4,8 +4,9 @@ Theory of operation
 -------------------
 Everything runs here, on loopback, with no configuration: a :class:`~distributord.sim.server.
 Simulator` (its batteries' SoC moves 150 times faster than real time, so that a minute is
-enough to see it), the daemon on a control socket in a temporary directory, and a small client
-speaking the real protocol on that socket, as a control program would. The client asks for a
+enough to see it), the daemon on a control socket in a temporary directory, and a client
+(:mod:`distributord.cli.trioclient`) speaking the real protocol on that socket, as a control
+program would. The client asks for a
 power once a second and prints a line of progress; the story has four acts:
 
 1. **charge** the whole fleet: the emptier batteries get more, their SoCs draw together;
@@ -20,7 +21,6 @@ client, and when the failing battery was blocked and came back.
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 import sys
@@ -32,7 +32,8 @@ from typing import Any
 import attrs
 import trio
 
-from distributord.core.protocol import LineFramer
+from distributord.cli.trioclient import Client, open_client
+from distributord.core.errors import DaemonError
 from distributord.core.status import Status
 from distributord.shell.control import bind_control_socket
 from distributord.shell.daemon import Daemon, DaemonSettings, serve_daemon
@@ -45,34 +46,6 @@ SPEED = 150.0
 """Simulated SoC moves this many times faster than real time."""
 CHARGE_SHARE = 0.6
 """Of the fleet's power limit, what the demo asks for."""
-
-
-class _Client:
-    """One JSON-RPC connection to the daemon's socket."""
-
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self._stream = stream
-        self._framer = LineFramer(limit=10**8)
-        self._next = 0
-        self._lines: list[bytes] = []
-
-    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        self._next += 1
-        message: dict[str, Any] = {"jsonrpc": "2.0", "id": self._next, "method": method}
-        if params is not None:
-            message["params"] = params
-        await self._stream.send_all(json.dumps(message).encode() + b"\n")
-        while True:
-            while not self._lines:
-                data = await self._stream.receive_some(65536)
-                if not data:
-                    raise ConnectionError("the daemon closed the connection")
-                self._lines.extend(
-                    line for line in self._framer.feed(data) if isinstance(line, bytes)
-                )
-            reply = json.loads(self._lines.pop(0))
-            if reply.get("id") == self._next:
-                return reply.get("result", reply.get("error"))
 
 
 def _socs(sim: Simulator) -> list[float]:
@@ -92,7 +65,7 @@ def _progress(
 
 
 async def _story(
-    sim: Simulator, daemon: Daemon, client: _Client, duration_s: float
+    sim: Simulator, daemon: Daemon, client: Client, duration_s: float
 ) -> dict[str, Any]:
     start = trio.current_time()
     ids = list(sim.battery_ids)
@@ -129,7 +102,10 @@ async def _story(
             sim.clear_faults(failing_inverter)
             events.append(f"{now:5.1f} s  inverter {failing_inverter} repaired")
         sent = trio.current_time()
-        result = await client.call("set_power", {"power_w": power, "batteries": ids})
+        try:
+            result = await client.result("set_power", {"power_w": power, "batteries": ids})
+        except DaemonError:  # refused (overloaded, say): it counts as an error outcome
+            result = {}
         latencies.append(trio.current_time() - sent)
         outcome = result.get("outcome", "error")
         outcomes[outcome] += 1
@@ -166,9 +142,8 @@ async def run_demo(batteries: int, duration_s: float) -> int:
                 await daemon.tracker.board.wait_value(
                     lambda board: all(s.status is Status.WORKING for s in board.states.values())
                 )
-                stream = await trio.open_unix_socket(str(path))
-                async with stream:
-                    story = await _story(sim, daemon, _Client(stream), duration_s)
+                async with open_client(path) as client:
+                    story = await _story(sim, daemon, client, duration_s)
                 daemon.stop()
     _summary(story)
     return 0

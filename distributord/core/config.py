@@ -39,14 +39,12 @@ import attrs
 
 from distributord.core.errors import ConfigError, InputError
 from distributord.core.model import MAX_REQUEST_TIMEOUT_S
+from distributord.core.protocol import DEFAULT_SOCKET
 from distributord.core.status import StatusSettings
 from distributord.core.values import is_integer, is_number, short_number
 
 DEFAULT_MICROGRID_ADDRESS = "127.0.0.1:50051"
 """The Microgrid API's usual port on the local controller."""
-
-DEFAULT_SOCKET = "/run/distributord/control.sock"
-"""Used only when not socket-activated (the socket unit brings its own path)."""
 
 MAX_UNIX_PATH_BYTES = 107
 """``sun_path`` holds 108 bytes on Linux, one of them the terminating NUL; a longer path

@@ -7,6 +7,7 @@ that is down. Foreign errors (gRPC status codes) are translated once, in ``distr
 
 from __future__ import annotations
 
+import json
 from typing import ClassVar, Self
 
 
@@ -111,3 +112,54 @@ class StreamBrokenError(LinkDownError):
         super().__init__(f"{code}: {details}" if details else code)
         self.code = code
         self.details = details
+
+
+# --- the control protocol's clients and the command line ----------------------------------------
+
+
+class PowerSyntaxError(DistributordError, ValueError):
+    """The text is not a power in the grammar of ``core.units``: the caller typed it wrong."""
+
+
+class CtlError(DistributordError):
+    """Base class of the ways a client's exchange with the daemon fails.
+
+    ``distributorctl`` maps each to an exit code (``distributord.cli.ctl.ExitCode``).
+    """
+
+
+class UnreachableError(CtlError):
+    """Something outside: no daemon listens at the path, it refused us, or it went silent.
+
+    Also raised when the daemon closes the connection before answering.
+    """
+
+
+class BadReplyError(CtlError):
+    """The answer is not a JSON-RPC reply of the expected shape.
+
+    Something outside is at fault: a different program listens at the path, or a daemon of a
+    different protocol version.
+    """
+
+
+class DaemonError(CtlError):
+    """The daemon refused the request with a JSON-RPC error.
+
+    Usually the request was wrong (``-32602``); or the daemon is overloaded (``-32001``) or
+    does not trust us (``-32003``).
+
+    Attributes:
+        code: The JSON-RPC error code.
+        message: The error's message.
+        data: The error's ``data`` member, if any.
+    """
+
+    def __init__(self, code: object, message: object, data: object = None) -> None:
+        text = f"distributord answered error {code}: {message}"
+        if data is not None:
+            text += f" ({data if isinstance(data, str) else json.dumps(data)})"
+        super().__init__(text)
+        self.code = code
+        self.message = message
+        self.data = data

@@ -7,7 +7,8 @@ longer than 64 KiB (the rest of such a line is discarded, and the connection goe
 line is decoded (:func:`decode`) into a :class:`Call` or a :class:`Failure` (a JSON-RPC error
 to send back); the parameters of ``set_power`` are checked by :func:`parse_set_power`, which
 builds a validated :class:`~distributord.core.model.Request` or names the offending field.
-Replies, errors and notifications are encoded to lines here too.
+Replies, errors and notifications are encoded to lines here too, and, for clients
+(:mod:`distributord.core.rpcclient`), requests.
 
 Nothing a client sends can raise out of this module: every malformed input becomes a
 :class:`Failure` with the code the spec gives it (``spec/protocol.md``):
@@ -55,6 +56,11 @@ from distributord.core.model import (
     is_request_timeout,
 )
 from distributord.core.values import is_component_id, is_integer
+
+DEFAULT_SOCKET = "/run/distributord/control.sock"
+"""The control socket's path when neither the socket unit, the configuration nor a client's flag
+names one (``spec/operations.md``). It lives with the protocol so that the daemon's
+configuration and ``distributorctl`` (which must start fast) share it without the parser."""
 
 MAX_LINE_BYTES = 64 * 1024
 """The longest line accepted (the spec's limit): a request for 1,024 batteries is ~10 KiB."""
@@ -326,6 +332,14 @@ def error_line(failure: Failure) -> bytes:
 def notification_line(method: str, params: Mapping[str, Any]) -> bytes:
     """A JSON-RPC notification (no id)."""
     return _line({"jsonrpc": "2.0", "method": method, "params": params})
+
+
+def request_line(request_id: JsonId, method: str, params: Mapping[str, Any] | None) -> bytes:
+    """A JSON-RPC request, as a client sends it; without ``params`` when they are ``None``."""
+    message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+    if params is not None:
+        message["params"] = params
+    return _line(message)
 
 
 def _watts(value: float) -> float:

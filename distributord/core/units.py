@@ -34,6 +34,8 @@ import math
 import re
 from collections.abc import Mapping
 
+from distributord.core.errors import PowerSyntaxError
+
 UNIT_EXPONENTS: Mapping[str, int] = {"w": 0, "kw": 3, "mw": 6}
 """Lower-cased unit to its power of ten; the grammar is case-insensitive (see above)."""
 
@@ -49,10 +51,6 @@ _POWER = re.compile(
 )
 
 _EXPECTED = "expected a number with an optional unit W, kW or MW, e.g. -5kW, 1.2MW, 300W"
-
-
-class PowerSyntaxError(ValueError):
-    """The text is not a power in the grammar above (the caller typed it wrong)."""
 
 
 def parse_power(text: str) -> float:

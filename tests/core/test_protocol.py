@@ -255,6 +255,21 @@ def test_lines_are_compact_json_ending_in_newline() -> None:
     }
 
 
+def test_a_client_request_line_decodes_as_the_call() -> None:
+    params = {"power_w": -5000.0, "batteries": [1001, 1002]}
+    line = protocol.request_line(7, "set_power", params)
+    assert line == (
+        b'{"jsonrpc":"2.0","id":7,"method":"set_power",'
+        b'"params":{"power_w":-5000.0,"batteries":[1001,1002]}}\n'
+    )
+    assert protocol.decode(line.rstrip(b"\n")) == Call(
+        id=7, notification=False, method="set_power", params=params
+    )
+    assert protocol.decode(protocol.request_line(8, "ping", None).rstrip(b"\n")) == Call(
+        id=8, notification=False, method="ping", params={}
+    )
+
+
 def test_success_is_encoded_with_every_field() -> None:
     result = Success(
         request=REQUEST,

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from distributord.core.units import PowerSyntaxError, format_power, parse_power
+from distributord.core.errors import PowerSyntaxError
+from distributord.core.units import format_power, parse_power
 
 
 @pytest.mark.parametrize(

@@ -275,21 +275,6 @@ async def test_distributorctl_against_the_daemon(sim: Simulator, tmp_path: Path)
         assert "Traceback" not in log.text
 
 
-def test_the_help_states_the_real_defaults() -> None:
-    from distributord.cli import demo
-    from distributord.cli import main as cli
-    from distributord.sim import server
-
-    helps = {
-        action.dest: action.help
-        for sub in cli.parser()._subparsers._group_actions[0].choices.values()  # type: ignore[union-attr]
-        for action in sub._actions
-    }
-    assert helps["port"] == f"loopback port (default {server.DEFAULT_PORT})"
-    assert helps["duration"] == f"4..600 s (default {demo.DEFAULT_DURATION_S:g})"
-    assert f"(default {demo.DEFAULT_BATTERIES})" in str(helps["batteries"])
-
-
 def test_the_collector_is_tuned_and_the_tuning_undone() -> None:
     before = gc.get_threshold()
     undo = service.tune_gc()

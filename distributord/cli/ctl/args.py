@@ -1,0 +1,168 @@
+"""``distributorctl``'s command line: the parser, its argument types and the socket to use.
+
+The flags are a contract (``spec/operations.md``): outside tools depend on them.
+
+Theory of operation
+-------------------
+* **Which socket.** ``--socket``, else ``$DISTRIBUTORD_SOCKET``, else the daemon's default
+  (:data:`~distributord.core.protocol.DEFAULT_SOCKET`); an empty value counts as not given.
+* **Negative powers as typed.** argparse takes ``-5kW`` for an option; ``set-power``'s parser
+  is told that anything starting with ``-`` and a digit is a value, which is safe because none
+  of its options look like that. ``-- -5kW`` keeps working at the end of the line.
+* **Usage errors are argparse's.** A bad POWER, battery list or timeout is refused by its
+  argument type with a message naming what was expected; argparse prints it with the usage and
+  exits 2, before anything is sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from collections.abc import Mapping
+
+from distributord import __version__
+from distributord.core.errors import PowerSyntaxError
+from distributord.core.model import MAX_BATTERIES_PER_REQUEST, MAX_REQUEST_TIMEOUT_S
+from distributord.core.protocol import DEFAULT_SOCKET
+from distributord.core.units import parse_power
+
+SOCKET_ENV = "DISTRIBUTORD_SOCKET"
+"""Environment variable naming the socket when ``--socket`` is not given."""
+
+_EPILOG = f"""\
+socket:
+  --socket PATH, else ${SOCKET_ENV}, else {DEFAULT_SOCKET}
+
+exit status:
+  0  success
+  1  set-power: the outcome is not success (partial_failure, out_of_bounds, error, ignored)
+  2  usage error (unknown flag, bad POWER, bad battery ids)
+  3  the daemon cannot be reached (no socket, refused, timed out, connection closed -
+     also how watch ends when the daemon goes away) or its answer is unusable
+  4  the daemon answered with a JSON-RPC error (its code, message and data go to stderr)
+  130  interrupted (Ctrl-C), except watch, which exits 0 on Ctrl-C
+"""
+
+_SET_POWER_EPILOG = """\
+POWER is a number with an optional unit: W, kW or MW, case-insensitive (so mW and mw are
+megawatts too); a bare number is watts. Positive charges, negative discharges:
+  set-power -5kW --batteries 1001,1002      discharge 5 kW
+  set-power 1.2MW --batteries 1001          charge 1.2 MW
+  set-power '-250 W' --batteries 1001       quote a power that contains a space
+  set-power 0 --batteries 1001,1002         release the batteries
+The exit status is not 0 unless the outcome is success.
+"""
+
+# set-power's options all start with "--" and a letter, so anything starting with "-" and a
+# digit (or "-." and a digit) can only be POWER or an option's value. argparse keeps this test
+# in a private attribute; tests/cli/ctl/test_args.py checks that negative powers parse, so a
+# Python release that changes it fails loudly. (Python 3.13 itself widened it to this very
+# pattern.)
+_NEGATIVE_VALUE = re.compile(r"^-\.?[0-9]")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``distributorctl``."""
+    top = argparse.ArgumentParser(
+        prog="distributorctl",
+        description="Control distributord.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("--version", action="version", version=f"distributorctl {__version__}")
+    top.add_argument("--socket", metavar="PATH", help="control socket path")
+    top.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    # The same two flags are accepted after the command too (`distributorctl status --json`);
+    # SUPPRESS keeps a subcommand from resetting what was given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--socket", metavar="PATH", default=argparse.SUPPRESS, help="as above")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="as above")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("ping", parents=[common], help="check that the daemon answers")
+    commands.add_parser("status", parents=[common], help="battery status")
+    commands.add_parser("components", parents=[common], help="managed battery/inverter pairs")
+    commands.add_parser("watch", parents=[common], help="follow status changes until Ctrl-C")
+    set_power = commands.add_parser(
+        "set-power",
+        parents=[common],
+        help="charge (+) or discharge (-) batteries",
+        epilog=_SET_POWER_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    set_power._negative_number_matcher = _NEGATIVE_VALUE  # see _NEGATIVE_VALUE
+    set_power.add_argument(
+        "power", metavar="POWER", type=_power_argument, help="e.g. -5kW, 1.2MW, 300W"
+    )
+    set_power.add_argument(
+        "--batteries",
+        required=True,
+        metavar="ID[,ID...]",
+        type=_battery_ids_argument,
+        help="battery component ids, comma-separated",
+    )
+    set_power.add_argument(
+        "--timeout",
+        type=_timeout_argument,
+        metavar="S",
+        help=f"deadline for the inverter commands, in (0, {MAX_REQUEST_TIMEOUT_S:g}] s "
+        "(default: the daemon's)",
+    )
+    set_power.add_argument(
+        "--no-adjust",
+        action="store_true",
+        help="refuse (out_of_bounds) instead of trimming power the batteries cannot take",
+    )
+    return top
+
+
+def _power_argument(text: str) -> float:
+    try:
+        return parse_power(text)
+    except PowerSyntaxError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+_BATTERY_ID = re.compile(r"[0-9]+")
+
+
+def _battery_ids_argument(text: str) -> list[int]:
+    """``"1001,1002"`` → ``[1001, 1002]``: unique non-negative integers, 1 to 1024 of them."""
+    items = [item.strip() for item in text.split(",")]
+    bad = [item for item in items if not _BATTERY_ID.fullmatch(item)]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: battery ids are non-negative integers separated by commas "
+            f"(e.g. 1001,1002); not an id: {', '.join(repr(b) for b in bad)}"
+        )
+    ids = [int(item) for item in items]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: each battery may be named once; repeated: {', '.join(map(str, duplicates))}"
+        )
+    if len(ids) > MAX_BATTERIES_PER_REQUEST:
+        raise argparse.ArgumentTypeError(
+            f"{len(ids)} batteries named; at most {MAX_BATTERIES_PER_REQUEST} per request"
+        )
+    return ids
+
+
+def _timeout_argument(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0.0 < seconds <= MAX_REQUEST_TIMEOUT_S:  # also refuses nan
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the timeout is a number of seconds in (0, {MAX_REQUEST_TIMEOUT_S:g}]"
+        )
+    return seconds
+
+
+def socket_path(given: str | None, environ: Mapping[str, str]) -> str:
+    """The socket to use: ``--socket``, else ``$DISTRIBUTORD_SOCKET``, else the default.
+
+    An empty value counts as not given.
+    """
+    return given or environ.get(SOCKET_ENV) or DEFAULT_SOCKET

@@ -1,0 +1,206 @@
+"""``distributorctl``'s output for people: tables and one-line summaries of the daemon's results.
+
+Theory of operation
+-------------------
+Pure functions of a result, one per method (:data:`RENDERERS`), each returning the lines to
+print. A missing required field raises :class:`KeyError` (and a value of the wrong type
+:class:`TypeError` or :class:`ValueError`), which the caller reports as an unusable reply;
+optional fields show as :data:`NO_VALUE`. Numbers align right, and a column of powers uses one
+unit (:data:`POWER_COLUMN_UNIT`) so that rows compare at a glance. ``--json`` does not come
+here: it prints the daemon's result as it is.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from distributord.core.units import format_power
+
+POWER_COLUMN_UNIT = "kW"
+"""Table columns use one unit so that rows compare at a glance."""
+
+NO_VALUE = "-"
+"""Shown in a table cell for a value the daemon did not send."""
+
+
+def format_duration(seconds: float) -> str:
+    """``12.3 s``, ``5 min 07 s``, ``2 h 05 min``, ``3 d 04 h``."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return f"{seconds} s"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours:02d} h"
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int]) -> list[str]:
+    """Lay out columns two spaces apart; columns whose index is in ``right`` align right."""
+    widths = [max([len(cell) for cell in column]) for column in zip(header, *rows, strict=True)]
+    lines = []
+    for row in [header, *rows]:
+        cells = [
+            cell.rjust(width) if index in right else cell.ljust(width)
+            for index, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def render_ping(result: Mapping[str, Any], path: str) -> list[str]:
+    """``distributord 0.1.0 at PATH, up 1 h 02 min``."""
+    return [f"distributord {result['version']} at {path}, up {format_duration(result['uptime_s'])}"]
+
+
+def render_status(result: Mapping[str, Any], path: str) -> list[str]:
+    """One row per battery, then the counts per status."""
+    del path  # the same signature as the other renderers
+    batteries = result["batteries"]
+    if not batteries:
+        return ["no batteries"]
+    rows = []
+    counts = {"working": 0, "uncertain": 0, "not_working": 0}
+    for battery in batteries:
+        status = str(battery["status"])
+        counts[status] = counts.get(status, 0) + 1
+        soc = battery.get("soc_pct")
+        setpoint = battery.get("setpoint_w")
+        age = battery.get("data_age_s")
+        reasons = ", ".join(battery["reasons"])
+        blocked = battery.get("blocked_until_s")  # seconds left in the blocking window
+        if blocked is not None:
+            reasons += f" ({format_duration(blocked)} left)"
+        rows.append(
+            [
+                str(battery["id"]),
+                str(battery["inverter_id"]),
+                status,
+                NO_VALUE if soc is None else f"{soc:.1f} %",
+                NO_VALUE if setpoint is None else format_power(setpoint, POWER_COLUMN_UNIT),
+                NO_VALUE if age is None else format_duration(age),
+                reasons,
+            ]
+        )
+    header = ["BATTERY", "INVERTER", "STATUS", "SOC", "SETPOINT", "DATA AGE", "REASONS"]
+    summary = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in counts.items())
+    return [*table(header, rows, right=(0, 1, 3, 4, 5)), f"{len(batteries)} batteries: {summary}"]
+
+
+def render_components(result: Mapping[str, Any], path: str) -> list[str]:
+    """The managed pairs, then what was left out and why."""
+    del path
+    pairs = result["pairs"]
+    left_out = result["left_out"]
+    lines = [f"{len(pairs)} battery/inverter pairs managed"]
+    if pairs:
+        rows = [[str(pair["battery_id"]), str(pair["inverter_id"])] for pair in pairs]
+        lines += table(["BATTERY", "INVERTER"], rows, right=(0, 1))
+    if left_out:
+        lines.append(f"{len(left_out)} batteries left out")
+        rows = [[str(item["battery_id"]), str(item["reason"])] for item in left_out]
+        lines += table(["BATTERY", "REASON"], rows, right=(0,))
+    else:
+        lines.append("no batteries left out")
+    return lines
+
+
+def render_set_power(result: Mapping[str, Any], path: str) -> list[str]:
+    """The outcome in one line, then one row per battery when power was commanded."""
+    del path
+    outcome = result["outcome"]
+    requested = format_power(result["power_w"]) if "power_w" in result else "power"
+    match outcome:
+        case "success" | "partial_failure":
+            headline = (
+                f"{outcome}: {requested} requested, {format_power(result['succeeded_power_w'])} "
+                f"commanded to {_count(result['succeeded_batteries'])}"
+            )
+            if outcome == "partial_failure":
+                headline += (
+                    f", {format_power(result['failed_power_w'])} failed on "
+                    f"{_count(result['failed_batteries'])} "
+                    f"({', '.join(map(str, result['failed_batteries']))})"
+                )
+            excess = result.get("excess_power_w", 0.0)
+            if excess:
+                headline += f", {format_power(excess)} could not be placed"
+            return [headline, *_distribution_table(result)]
+        case "out_of_bounds":
+            return [
+                f"out_of_bounds: {requested} requested, the batteries allow "
+                f"{_format_bounds(result['bounds'])}; nothing was commanded"
+            ]
+        case _:  # error, ignored, and any outcome a newer daemon may add
+            message = result.get("message")
+            return [f"{outcome}: {message}" if message else str(outcome)]
+
+
+def _count(batteries: Sequence[Any]) -> str:
+    return f"{len(batteries)} battery" if len(batteries) == 1 else f"{len(batteries)} batteries"
+
+
+def _format_bounds(bounds: Mapping[str, float | None]) -> str:
+    """``-20.00 kW to 20.00 kW``, or with an exclusion zone ``0 W, A to B or C to D``."""
+
+    def bound(name: str) -> str:
+        value = bounds[name]
+        return "unknown" if value is None else format_power(value)  # the protocol's null
+
+    inclusion = (bound("inclusion_lower_w"), bound("inclusion_upper_w"))
+    if bounds["exclusion_lower_w"] == 0 and bounds["exclusion_upper_w"] == 0:
+        return f"{inclusion[0]} to {inclusion[1]}"
+    return (
+        f"0 W, {inclusion[0]} to {bound('exclusion_lower_w')} or "
+        f"{bound('exclusion_upper_w')} to {inclusion[1]}"
+    )
+
+
+def _distribution_table(result: Mapping[str, Any]) -> list[str]:
+    """Requested batteries in request order, then any others the distribution names."""
+    distribution: Mapping[str, float] = result.get("distribution", {})
+    reasons: Mapping[str, str] = result.get("reasons", {})  # an extension; may be absent
+    failed = {str(b) for b in result.get("failed_batteries", [])}
+    order = [str(b) for b in result.get("batteries", [])]
+    order += sorted(set(distribution) - set(order), key=lambda b: (len(b), b))
+    rows = []
+    for battery in order:
+        power = distribution.get(battery)
+        state = "not used" if power is None else "failed" if battery in failed else "ok"
+        rows.append(
+            [
+                battery,
+                NO_VALUE if power is None else format_power(power, POWER_COLUMN_UNIT),
+                state,
+                str(reasons.get(battery, "")),
+            ]
+        )
+    if not rows:
+        return []
+    return table(["BATTERY", "POWER", "RESULT", "REASON"], rows, right=(0, 1))
+
+
+def format_status_change(params: Mapping[str, Any], when: time.struct_time) -> str:
+    """One ``watch`` line: ``12:03:04 battery 1001: not_working (stale_battery_data)``."""
+    line = f"{time.strftime('%H:%M:%S', when)} battery {params['id']}: {params['status']}"
+    reasons = params.get("reasons") or []
+    if reasons:
+        line += f" ({', '.join(reasons)})"
+    return line
+
+
+RENDERERS: Mapping[str, Callable[[Any, str], list[str]]] = {
+    "ping": render_ping,
+    "get_status": render_status,
+    "list_components": render_components,
+    "set_power": render_set_power,
+}
+"""Each method's renderer; it takes the result and the socket path (which ``ping`` names)."""

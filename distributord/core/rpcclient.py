@@ -1,0 +1,191 @@
+"""A client of the control protocol without IO: the rules of a connection, and no socket.
+
+Theory of operation
+-------------------
+As h11's ``Connection`` does for HTTP, :class:`RpcClient` keeps every rule of a client's side of a
+connection and moves no bytes. Its transports write the lines it makes, feed it the bytes they
+read and wait when it has nothing yet, and do nothing else: ``distributorctl``'s blocking socket
+with deadlines (``distributord.cli.ctl.transport``), trio for the demo and the tests
+(``distributord.cli.trioclient``), and asyncio for the benchmark (``distributord.bench.daemon``).
+So every client follows the same rules, and they are tested without a socket.
+
+* **Requests** (:meth:`RpcClient.request`) get fresh ids, 1, 2, 3, ...; each is *outstanding*
+  until its reply is taken.
+* **Lines.** Received bytes are cut into lines by the daemon's own
+  :class:`~distributord.core.protocol.LineFramer`. A line is decoded only when it is reached,
+  oldest first, so that a bad line after the reply we wait for does not spoil that reply. Empty
+  lines are skipped. A line that is not a JSON object, or longer than :data:`MAX_REPLY_LINE_BYTES`,
+  is a :class:`~distributord.core.errors.BadReplyError`: the daemon does not send such lines.
+* **Which lines are ours.** A reply carries its request's id. An error reply with id ``null``
+  answers a line the daemon could not parse: it is the reply to a request when that request is the
+  only one outstanding (``distributorctl`` sends one per connection), since this client writes no
+  other line; with several outstanding there is no telling whose it is, and it is kept.
+* **Nothing is dropped.** Notifications, replies to other requests and replies that overtook the
+  one awaited are kept, in the order they arrived, for :meth:`RpcClient.next_message` or a later
+  :meth:`RpcClient.reply_to`. Replies may come back in any order (``spec/protocol.md``). So a
+  client that subscribes to status changes must read them: what is not taken stays.
+* **The end.** ``receive_data(b"")`` says the daemon closed the connection; a last line without
+  its newline is discarded. Once everything received before has been taken, asking for more raises
+  :class:`~distributord.core.errors.UnreachableError`.
+* **Results.** :func:`result_of` returns a reply's ``result``, or raises
+  :class:`~distributord.core.errors.DaemonError` for an error reply.
+
+Pure: no IO, no clock; the standard library and ``distributord.core`` only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from distributord.core.errors import BadReplyError, DaemonError, UnreachableError
+from distributord.core.protocol import JsonId, LineFramer, TooLong, request_line
+
+MAX_REPLY_LINE_BYTES = 64 * 1024 * 1024
+"""Longest reply line accepted. A status of 1024 batteries is well under 1 MiB; a line 64 times
+longer than that is not distributord talking."""
+
+RECEIVE_BYTES = 65536
+"""What a transport asks for per read: a reply of a few KiB comes in one, a status of 1024
+batteries in a few."""
+
+Message = dict[str, Any]
+"""A decoded JSON-RPC message: a reply or a notification."""
+
+
+class RpcClient:
+    """The client's side of one connection to the daemon, sans IO.
+
+    Args:
+        peer: How errors about the connection name the other end; ``distributorctl`` says
+            ``distributord at PATH``, so that the message names the socket.
+        limit: The longest line accepted, in bytes.
+    """
+
+    def __init__(self, *, peer: str = "distributord", limit: int = MAX_REPLY_LINE_BYTES) -> None:
+        self._peer = peer
+        self._limit = limit
+        self._framer = LineFramer(limit=limit)
+        self._lines: deque[bytes | TooLong] = deque()  # received, not decoded yet
+        self._kept: deque[Message] = deque()  # decoded, not taken yet; older than any line
+        self._ids = itertools.count(1)
+        self._outstanding: set[int] = set()
+        self._closed = False
+
+    def request(self, method: str, params: Mapping[str, Any] | None = None) -> tuple[int, bytes]:
+        """A request with a fresh id, for the transport to send.
+
+        Args:
+            method: The JSON-RPC method.
+            params: Its params, or ``None`` to send none.
+
+        Returns:
+            The request's id and its line (newline included).
+        """
+        request_id = next(self._ids)
+        line = request_line(request_id, method, params)
+        self._outstanding.add(request_id)
+        return request_id, line
+
+    def receive_data(self, data: bytes) -> None:
+        """Take bytes read from the connection; ``b""`` says the daemon closed it."""
+        if data:
+            self._lines.extend(self._framer.feed(data))
+        else:
+            self._closed = True
+
+    def next_message(self) -> Message | None:
+        """The oldest message not taken yet: a reply or a notification.
+
+        Returns:
+            The message, or ``None`` when the transport must feed more data first.
+
+        Raises:
+            BadReplyError: The next line is not a JSON object, or is too long.
+            UnreachableError: The daemon closed the connection and all it sent has been taken.
+        """
+        return self._take(lambda message: True)
+
+    def reply_to(self, request_id: JsonId) -> Message | None:
+        """The reply to ``request_id``, whatever arrived before it (which is kept for later).
+
+        Returns:
+            The whole reply, or ``None`` when the transport must feed more data first.
+
+        Raises:
+            BadReplyError: A line before the reply is not a JSON object, or is too long.
+            UnreachableError: The daemon closed the connection without replying.
+        """
+
+        def answers(message: Message) -> bool:
+            if "id" not in message:  # a notification
+                return False
+            if message["id"] == request_id:
+                return True
+            return (
+                message["id"] is None and "error" in message and self._outstanding == {request_id}
+            )
+
+        reply = self._take(answers)
+        if reply is not None and isinstance(request_id, int):
+            self._outstanding.discard(request_id)
+        return reply
+
+    def _take(self, wanted: Callable[[Message], bool]) -> Message | None:
+        """The oldest message received that is ``wanted``, decoding lines as far as needed."""
+        for index, message in enumerate(self._kept):
+            if wanted(message):
+                del self._kept[index]
+                return self._taken(message)
+        while self._lines:
+            decoded = self._decode(self._lines.popleft())
+            if decoded is None:
+                continue
+            if wanted(decoded):
+                return self._taken(decoded)
+            self._kept.append(decoded)
+        if self._closed:
+            raise UnreachableError(f"{self._peer} closed the connection")
+        return None
+
+    def _taken(self, message: Message) -> Message:
+        request_id = message.get("id")
+        if isinstance(request_id, int):
+            self._outstanding.discard(request_id)
+        return message
+
+    def _decode(self, line: bytes | TooLong) -> Message | None:
+        """The message on a line; ``None`` for an empty line."""
+        if isinstance(line, TooLong):
+            raise BadReplyError(f"{self._peer} sent a line longer than {self._limit} bytes")
+        if not line.strip():
+            return None
+        try:
+            message = json.loads(line)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError both are
+            raise BadReplyError(
+                f"distributord sent a line that is not JSON: {line[:200]!r}"
+            ) from None
+        if not isinstance(message, dict):
+            raise BadReplyError(f"distributord sent JSON that is not an object: {line[:200]!r}")
+        return message
+
+
+def result_of(reply: Message) -> Any:
+    """The ``result`` of a reply.
+
+    Raises:
+        DaemonError: The reply is a JSON-RPC error.
+        BadReplyError: The reply has neither a result nor a well-formed error.
+    """
+    if "result" in reply:
+        return reply["result"]
+    if "error" in reply:
+        error = reply["error"]
+        if not isinstance(error, dict):
+            raise BadReplyError(f"distributord sent a malformed error: {error!r}")
+        raise DaemonError(error.get("code"), error.get("message"), error.get("data"))
+    raise BadReplyError("distributord sent a reply with neither result nor error")

@@ -1,0 +1,187 @@
+"""``distributorctl``'s command line: what each flag sends, usage errors, help and the socket."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distributord import __version__
+from distributord.cli import ctl
+from distributord.cli.ctl import args
+from tests.cli.ctl.fake import (
+    SUCCESS,
+    FakeDaemon,
+    only_request,
+    reply,
+    run,
+)
+
+
+def test_set_power_options(daemon: FakeDaemon) -> None:
+    daemon.answers["set_power"] = reply(SUCCESS)
+    argv = ["set-power", "1.2MW", "--batteries", "7", "--timeout", "2.5", "--no-adjust"]
+    assert run(daemon, *argv) == 0
+    assert only_request(daemon)["params"] == {
+        "power_w": 1_200_000.0,
+        "batteries": [7],
+        "request_timeout_s": 2.5,
+        "adjust_power": False,
+    }
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["set-power", "-5kW", "--batteries", "1001,1002"],  # as in spec/operations.md
+        ["set-power", "--batteries", "1001,1002", "-5kW"],
+        ["set-power", "--batteries=1001,1002", "-5kW"],
+        ["set-power", "--batteries", "1001,1002", "--", "-5kW"],
+        ["set-power", "-5 kW", "--batteries", "1001,1002"],
+        ["set-power", "-5000", "--batteries", "1001,1002"],
+        ["set-power", "-.005MW", "--batteries", "1001,1002"],
+        ["set-power", "-5e3W", "--batteries", "1001, 1002"],
+        ["set-power", "-5KW", "--timeout", "3", "--batteries", "1001,1002"],
+    ],
+)
+def test_negative_power_as_typed(daemon: FakeDaemon, argv: list[str]) -> None:
+    daemon.answers["set_power"] = reply(SUCCESS)
+    assert run(daemon, *argv) == 0
+    params = only_request(daemon)["params"]
+    assert params["power_w"] == -5000.0
+    assert params["batteries"] == [1001, 1002]
+
+
+def test_flags_after_the_command(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    daemon.answers["set_power"] = reply(SUCCESS)
+    argv = ["set-power", "-5kW", "--batteries", "1001,1002", "--json", "--socket"]
+    assert ctl.main([*argv, str(daemon.path)]) == 0
+    assert json.loads(capsys.readouterr().out) == SUCCESS
+
+
+def test_json_before_the_command_survives_the_subcommand(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.answers["ping"] = reply({"version": "0.1.0", "uptime_s": 1.0})
+    assert ctl.main(["--json", "--socket", str(daemon.path), "ping"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"version": "0.1.0", "uptime_s": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("power", "message"),
+    [
+        ("-5kX", "unknown unit 'kX'"),
+        ("5kWh", "unknown unit 'kWh'"),
+        ("five", "is not a power"),
+        ("nan", "is not a power"),
+        ("1e400W", "too large"),
+        ("", "no power given"),
+    ],
+)
+def test_bad_power_is_a_usage_error(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str], power: str, message: str
+) -> None:
+    assert run(daemon, "set-power", power, "--batteries", "1001") == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "argument POWER" in err
+    assert message in err
+    assert daemon.requests == []
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [
+        ("", "not an id: ''"),
+        ("1001,", "not an id: ''"),
+        ("1001,,1002", "not an id: ''"),
+        ("abc", "not an id: 'abc'"),
+        ("1001,-1", "not an id: '-1'"),
+        ("1.5", "not an id: '1.5'"),
+        ("+7", "not an id: '+7'"),
+        ("1001;1002", "not an id: '1001;1002'"),
+        ("1001,1002,1001", "repeated: 1001"),
+        (",".join(map(str, range(1025))), "at most 1024"),
+    ],
+)
+def test_bad_battery_ids_are_a_usage_error(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str], ids: str, message: str
+) -> None:
+    assert run(daemon, "set-power", "5kW", "--batteries", ids) == 2
+    err = capsys.readouterr().err
+    assert "argument --batteries" in err
+    assert message in err
+    assert daemon.requests == []
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "60.5", "nan", "inf", "soon"])
+def test_bad_timeout_is_a_usage_error(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str], timeout: str
+) -> None:
+    assert run(daemon, "set-power", "5kW", "--batteries", "1", "--timeout", timeout) == 2
+    assert "argument --timeout" in capsys.readouterr().err
+    assert daemon.requests == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["reboot"],
+        ["status", "--verbose"],
+        ["set-power", "5kW"],  # --batteries is required
+        ["set-power", "--batteries", "1"],  # POWER is required
+        ["set-power", "-5kW", "-3kW", "--batteries", "1"],
+    ],
+)
+def test_usage_errors_exit_2(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    assert run(daemon, *argv) == 2
+    assert "usage:" in capsys.readouterr().err
+    assert daemon.requests == []
+
+
+def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert ctl.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "exit status:" in out
+    for code in ("0  success", "1  set-power", "2  usage", "3  the daemon cannot be reached"):
+        assert code in out
+    assert "4  the daemon answered with a JSON-RPC error" in out
+
+
+def test_set_power_help_documents_the_units(capsys: pytest.CaptureFixture[str]) -> None:
+    assert ctl.main(["set-power", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "W, kW or MW, case-insensitive" in out
+    assert "set-power -5kW --batteries 1001,1002" in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert ctl.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"distributorctl {__version__}\n"
+
+
+def test_socket_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "from-env.sock"
+    monkeypatch.setenv(args.SOCKET_ENV, str(path))
+    assert ctl.main(["ping"]) == 3
+    assert str(path) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("given", "environ", "path"),
+    [
+        ("/a.sock", {args.SOCKET_ENV: "/b.sock"}, "/a.sock"),
+        (None, {args.SOCKET_ENV: "/b.sock"}, "/b.sock"),
+        (None, {}, "/run/distributord/control.sock"),
+        (None, {args.SOCKET_ENV: ""}, "/run/distributord/control.sock"),
+        ("", {}, "/run/distributord/control.sock"),
+    ],
+)
+def test_socket_path_precedence(given: str | None, environ: dict[str, str], path: str) -> None:
+    assert args.socket_path(given, environ) == path

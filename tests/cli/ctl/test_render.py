@@ -1,0 +1,221 @@
+"""``distributorctl``'s tables and one-line summaries, as printed for a fake daemon's results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from distributord.cli.ctl import render
+from tests.cli.ctl.fake import (
+    COMPONENTS,
+    ERROR,
+    IGNORED,
+    OUT_OF_BOUNDS,
+    PARTIAL_FAILURE,
+    STATUS,
+    SUCCESS,
+    FakeDaemon,
+    Message,
+    only_request,
+    reply,
+    run,
+)
+
+
+def test_ping(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    daemon.answers["ping"] = reply({"version": "0.1.0", "uptime_s": 3723.4})
+    assert run(daemon, "ping") == 0
+    request = only_request(daemon)
+    assert request["method"] == "ping"
+    assert "params" not in request
+    out, err = capsys.readouterr()
+    assert out == f"distributord 0.1.0 at {daemon.path}, up 1 h 02 min\n"
+    assert err == ""
+
+
+def test_status_table(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    daemon.answers["get_status"] = reply(STATUS)
+    assert run(daemon, "status") == 0
+    assert only_request(daemon)["method"] == "get_status"
+    # Values the daemon did not send show as "-"; numbers align right, the age reads in minutes
+    # past 60 s.
+    assert capsys.readouterr().out.splitlines() == [
+        "BATTERY  INVERTER  STATUS          SOC  SETPOINT    DATA AGE  REASONS",
+        "   1001      2001  working      55.0 %  -2.50 kW       0.2 s",
+        "   1002      2002  uncertain    60.0 %   0.00 kW       0.5 s  "
+        "blocked_after_failure (3.0 s left)",
+        "   1003      2003  not_working       -         -  1 min 15 s  "
+        "stale_battery_data, inverter_error_state",
+        "3 batteries: 1 working, 1 uncertain, 1 not working",
+    ]
+
+
+def test_status_without_batteries(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    daemon.answers["get_status"] = reply({"batteries": [], "working": [], "uncertain": []})
+    assert run(daemon, "status") == 0
+    assert capsys.readouterr().out == "no batteries\n"
+
+
+def test_components_table(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    daemon.answers["list_components"] = reply(COMPONENTS)
+    assert run(daemon, "components") == 0
+    assert only_request(daemon)["method"] == "list_components"
+    assert capsys.readouterr().out.splitlines() == [
+        "2 battery/inverter pairs managed",
+        "BATTERY  INVERTER",
+        "   1001      2001",
+        "   1002      2002",
+        "1 batteries left out",
+        "BATTERY  REASON",
+        "   1005  no inverter is connected to it",
+    ]
+
+
+def test_components_with_nothing_left_out(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.answers["list_components"] = reply({"pairs": [], "left_out": []})
+    assert run(daemon, "components") == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "0 battery/inverter pairs managed",
+        "no batteries left out",
+    ]
+
+
+def test_set_power_success(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    daemon.answers["set_power"] = reply(SUCCESS)
+    assert run(daemon, "set-power", "-5kW", "--batteries", "1001,1002") == 0
+    request = only_request(daemon)
+    assert request["method"] == "set_power"
+    # Only what was given: the daemon's defaults apply to the rest.
+    assert request["params"] == {"power_w": -5000.0, "batteries": [1001, 1002]}
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "success: -5.00 kW requested, -5.00 kW commanded to 2 batteries",
+        "BATTERY     POWER  RESULT  REASON",
+        "   1001  -2.50 kW  ok      proportional",
+        "   1002  -2.50 kW  ok      proportional",
+    ]
+    assert err == ""
+
+
+def test_set_power_partial_failure_table(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.answers["set_power"] = reply(PARTIAL_FAILURE)
+    assert run(daemon, "set-power", "-12kW", "--batteries", "1001,1002,1003") == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "partial_failure: -12.00 kW requested, -5.00 kW commanded to 1 battery, "
+        "-5.00 kW failed on 1 battery (1002), -2.00 kW could not be placed",
+        "BATTERY     POWER  RESULT    REASON",
+        "   1001  -5.00 kW  ok        capped",
+        "   1002  -5.00 kW  failed    capped",
+        "   1003         -  not used",
+    ]
+
+
+def test_set_power_without_the_reasons_extension(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = {key: value for key, value in SUCCESS.items() if key != "reasons"}
+    daemon.answers["set_power"] = reply(result)
+    assert run(daemon, "set-power", "-5kW", "--batteries", "1001,1002") == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "BATTERY     POWER  RESULT  REASON",
+        "   1001  -2.50 kW  ok",
+        "   1002  -2.50 kW  ok",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("result", "line"),
+    [
+        (
+            OUT_OF_BOUNDS,
+            "out_of_bounds: -50.00 kW requested, the batteries allow 0 W, -20.00 kW to "
+            "-1.00 kW or 1.00 kW to 20.00 kW; nothing was commanded",
+        ),
+        (
+            {**OUT_OF_BOUNDS, "bounds": {**STATUS["batteries"][0]["bounds"]}},  # type: ignore[index]
+            "out_of_bounds: -50.00 kW requested, the batteries allow -5.00 kW to 5.00 kW; "
+            "nothing was commanded",
+        ),
+        (
+            {
+                **OUT_OF_BOUNDS,
+                "bounds": {
+                    "inclusion_lower_w": None,  # the protocol's "unknown"
+                    "exclusion_lower_w": -1000.0,
+                    "exclusion_upper_w": 1000.0,
+                    "inclusion_upper_w": 20000.0,
+                },
+            },
+            "out_of_bounds: -50.00 kW requested, the batteries allow 0 W, unknown to "
+            "-1.00 kW or 1.00 kW to 20.00 kW; nothing was commanded",
+        ),
+        (ERROR, "error: unknown batteries 9999; known: 1001, 1002, 1003"),
+        (IGNORED, "ignored: superseded by a newer request for the same batteries"),
+        ({"outcome": "postponed"}, "postponed"),
+    ],
+)
+def test_set_power_outcomes_without_power_are_one_line(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str], result: Message, line: str
+) -> None:
+    daemon.answers["set_power"] = reply(result)
+    assert run(daemon, "set-power", "-50kW", "--batteries", "1001,1002") == 1
+    out, err = capsys.readouterr()
+    assert out == line + "\n"
+    assert err == ""
+
+
+@pytest.mark.parametrize(
+    ("command", "method", "result"),
+    [
+        ("ping", "ping", {"version": "0.1.0"}),
+        ("status", "get_status", {"batteries": [{"id": 1}]}),
+        ("status", "get_status", {"batteries": [{**STATUS["batteries"][0], "soc_pct": "full"}]}),  # type: ignore[index]
+        ("components", "list_components", []),
+        ("set-power", "set_power", {"outcome": "success"}),
+        ("set-power", "set_power", "success"),
+    ],
+)
+def test_unexpected_result_shape_exits_3_without_traceback(
+    daemon: FakeDaemon,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    method: str,
+    result: Any,
+) -> None:
+    daemon.answers[method] = reply(result)
+    extra = ["1kW", "--batteries", "1"] if command == "set-power" else []
+    assert run(daemon, command, *extra) == 3
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"unexpected {method} result from distributord" in err
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.0, "0.0 s"),
+        (12.34, "12.3 s"),
+        (59.94, "59.9 s"),
+        (60.0, "1 min 00 s"),
+        (307.9, "5 min 07 s"),
+        (3723.4, "1 h 02 min"),
+        (3 * 86400 + 4 * 3600 + 5, "3 d 04 h"),
+        (-1.0, "-1.0 s"),
+        (float("inf"), "inf s"),
+    ],
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert render.format_duration(seconds) == text
+
+
+def test_table_aligns_columns() -> None:
+    assert render.table(["ID", "NAME"], [["1", "a"], ["1000", "bb"]], right=(0,)) == [
+        "  ID  NAME",
+        "   1  a",
+        "1000  bb",
+    ]
