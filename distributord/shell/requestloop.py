@@ -12,12 +12,11 @@ schedules them by their battery set (``spec/protocol.md``):
 * **Disjoint sets** run concurrently: a hanging inverter in one set never delays another.
 * **Overlapping, different sets** run one after another in arrival order, with a warning.
 
-Applying a request: pick the batteries (working, else uncertain; with
-``include_broken_batteries`` also the others, from cached telemetry), plan it
-(``distributord.core.planning``), then command every involved inverter concurrently inside
-``trio.move_on_after(request_timeout)``. Commands still running at the deadline are cancelled
-at the RPC and count as failed. Outcomes go to the status tracker (refusals do not block), the
-result goes back to the client.
+Applying a request: choose its batteries and plan it (``distributord.core.planning``: working,
+else uncertain; with ``include_broken_batteries`` also the others, from cached telemetry), then
+command every involved inverter concurrently inside ``trio.move_on_after(request_timeout)``.
+Commands still running at the deadline are cancelled at the RPC and count as failed. Outcomes go
+to the status tracker (refusals do not block), the result goes back to the client.
 
 **Standing setpoints.** A successful request leaves a standing setpoint for its set: the API
 drops a setpoint after its lifetime, so the loop re-distributes the same request with fresh
@@ -50,11 +49,10 @@ from distributord.core.errors import CommandError
 from distributord.core.model import (
     Error,
     Ignored,
-    PowerBounds,
     Request,
     Result,
 )
-from distributord.core.planning import plan, summarize, unknown_batteries
+from distributord.core.planning import choose, plan, summarize, unknown_batteries
 from distributord.core.status import Status
 from distributord.core.topology import Topology
 from distributord.core.values import ids_text
@@ -326,25 +324,15 @@ class RequestLoop:
         unknown = unknown_batteries(request, self._topology.pairs)
         if unknown is not None:
             return unknown
-        tracker, fleet = self._tracker, self._tracker.fleet
-        selected = tracker.select(request.batteries)
-        pairs = [pair for b in sorted(selected) if (pair := fleet.pair(b)) is not None]
-        broken: dict[int, list[PowerBounds]] = {}
-        if request.include_broken_batteries:
-            now = trio.current_time()
-            for battery in sorted(request.batteries - selected):
-                cached = fleet.cached_pair(battery, now=now, ttl_s=self.settings.broken_cache_ttl_s)
-                if cached is not None:
-                    pairs.append(cached)
-                    continue
-                inverter = self._topology.pairs[battery]
-                broken[battery] = [
-                    snapshot.bounds
-                    for snapshot in (fleet.batteries.get(battery), fleet.inverters.get(inverter))
-                    if snapshot is not None
-                ]
-        planned = plan(request, pairs, exponent=self.settings.exponent, broken=broken)
-        statuses = {b: tracker.state(b).status for b in request.batteries}
+        statuses = {b: self._tracker.state(b).status for b in request.batteries}
+        chosen = choose(
+            request,
+            statuses,
+            self._tracker.fleet,
+            now=trio.current_time(),
+            cache_ttl_s=self.settings.broken_cache_ttl_s,
+        )
+        planned = plan(request, chosen.pairs, exponent=self.settings.exponent, broken=chosen.broken)
         if not isinstance(planned, Distribution):
             if job.refresh:
                 logger.warning(
