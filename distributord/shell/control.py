@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import os
 import socket
 import stat
@@ -43,7 +42,7 @@ from distributord.core import protocol
 from distributord.core.errors import ControlSocketError
 from distributord.core.model import Result
 from distributord.core.protocol import TOO_LONG, Call, Code, Failure, LineFramer
-from distributord.core.status import Status
+from distributord.core.reports import components_report, status_report
 from distributord.core.topology import Topology
 from distributord.shell.requestloop import RequestLoop, Timing
 from distributord.shell.tracker import Board, StatusTracker
@@ -368,7 +367,14 @@ class _Session:
                 call, {"version": __version__, "uptime_s": trio.current_time() - server.started_at}
             )
         elif call.method == "get_status":
-            self._answer(call, status_report(server.tracker, server.loop.setpoints))
+            tracker = server.tracker
+            report = status_report(
+                tracker.states,
+                tracker.fleet,
+                server.loop.setpoints,
+                now=trio.current_time(),
+            )
+            self._answer(call, report)
         elif call.method == "list_components":
             self._answer(call, components_report(server.topology))
         elif call.method == "subscribe_status":
@@ -415,59 +421,3 @@ class _Session:
                             )
                         )
                 previous = current
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def status_report(tracker: StatusTracker, setpoints: dict[int, float]) -> dict[str, Any]:
-    """The ``get_status`` result."""
-    now = trio.current_time()
-    fleet = tracker.fleet
-    batteries: list[dict[str, Any]] = []
-    for battery_id, state in sorted(tracker.states.items()):
-        entry: dict[str, Any] = {
-            "id": battery_id,
-            "inverter_id": state.inverter_id,
-            "status": state.status.value,
-            "reasons": sorted(state.reasons),
-        }
-        if state.blocked_until is not None:
-            entry["blocked_until_s"] = max(0.0, state.blocked_until - now)
-        battery = fleet.batteries.get(battery_id)
-        inverter = fleet.inverters.get(state.inverter_id)
-        if battery is not None:
-            for key, value in (("soc_pct", battery.soc_pct), ("capacity_wh", battery.capacity_wh)):
-                if (finite := _finite(value)) is not None:
-                    entry[key] = finite
-        pair = fleet.pair(battery_id)
-        if pair is not None and pair.problem is None:
-            charge, discharge = pair.charge_row, pair.discharge_row
-            entry["bounds"] = {
-                "inclusion_lower_w": 0.0 - discharge[6],
-                "exclusion_lower_w": 0.0 - discharge[7],
-                "exclusion_upper_w": charge[7] + 0.0,
-                "inclusion_upper_w": charge[6] + 0.0,
-            }
-        if battery_id in setpoints:
-            entry["setpoint_w"] = setpoints[battery_id] + 0.0
-        if battery is not None and inverter is not None:
-            entry["data_age_s"] = max(0.0, now - min(battery.received_at, inverter.received_at))
-        batteries.append(entry)
-    states = tracker.states
-    return {
-        "batteries": batteries,
-        "working": sorted(b for b, s in states.items() if s.status is Status.WORKING),
-        "uncertain": sorted(b for b, s in states.items() if s.status is Status.UNCERTAIN),
-    }
-
-
-def components_report(topology: Topology) -> dict[str, Any]:
-    """The ``list_components`` result."""
-    return {
-        "pairs": [{"battery_id": b, "inverter_id": i} for b, i in sorted(topology.pairs.items())],
-        "left_out": [
-            {"battery_id": b, "reason": why} for b, why in sorted(topology.left_out.items())
-        ],
-    }

@@ -41,31 +41,16 @@ import trio_util
 
 from distributord.core.fleet import Fleet
 from distributord.core.model import BatterySnapshot, InverterSnapshot
-from distributord.core.status import Reason, Status, StatusMachine, StatusSettings
+from distributord.core.status import (
+    BatteryState,
+    Reason,
+    Status,
+    StatusMachine,
+    StatusSettings,
+)
 from distributord.core.status import select as select_batteries
 
 logger = logging.getLogger(__name__)
-
-
-@attrs.frozen(kw_only=True)
-class BatteryState:
-    """One battery's status, as published.
-
-    Attributes:
-        battery_id: The battery.
-        inverter_id: Its inverter.
-        status: Working, uncertain or not working.
-        reasons: Why it is not working or uncertain.
-        blocked_until: End of its blocking window (trio clock), if blocked.
-        since: When it entered this status (trio clock).
-    """
-
-    battery_id: int
-    inverter_id: int
-    status: Status
-    reasons: frozenset[Reason] = frozenset()
-    blocked_until: float | None = None
-    since: float = 0.0
 
 
 @attrs.frozen(kw_only=True)
