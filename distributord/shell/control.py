@@ -78,6 +78,17 @@ class ControlSettings:
     default_timeout_s: float = 5.0
 
 
+@attrs.frozen(kw_only=True)
+class ControlStatistics:
+    """A snapshot of the control server's state.
+
+    Attributes:
+        connections: Connections admitted and being served (refused ones not counted).
+    """
+
+    connections: int
+
+
 def bind_control_socket(path: str) -> socket.socket:
     """Bind and listen on a Unix socket at ``path`` with mode 0660.
 
@@ -170,7 +181,7 @@ class ControlServer:
         self.topology = topology
         self.settings = settings
         self.started_at = trio.current_time()
-        self.connections = 0
+        self._connections = 0
         self._accepting: trio.CancelScope | None = None
 
     def _default_admit(self, uid: int, gid: int) -> bool:
@@ -179,6 +190,10 @@ class ControlServer:
     def set_settings(self, settings: ControlSettings) -> None:
         """New settings (a reload): they apply to connections from now on."""
         self.settings = settings
+
+    def statistics(self) -> ControlStatistics:
+        """A snapshot of the server's state."""
+        return ControlStatistics(connections=self._connections)
 
     def stop_accepting(self) -> None:
         """Close the listening socket; connections already open carry on."""
@@ -210,11 +225,11 @@ class ControlServer:
             if refusal is not None:
                 await _refuse(stream, refusal)
                 return
-            self.connections += 1
+            self._connections += 1
             try:
                 await _Session(self, stream).run()
             finally:
-                self.connections -= 1
+                self._connections -= 1
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away
         finally:
@@ -232,7 +247,7 @@ class ControlServer:
                 code=Code.NOT_AUTHORISED,
                 message=f"not authorised: uid {uid} / gid {gid} may not use this socket",
             )
-        if self.connections >= self.settings.max_connections:
+        if self._connections >= self.settings.max_connections:
             return Failure(
                 id=None,
                 code=Code.OVERLOADED,
@@ -371,7 +386,7 @@ class _Session:
             report = status_report(
                 tracker.states,
                 tracker.fleet,
-                server.loop.setpoints,
+                server.loop.statistics().setpoints,
                 now=trio.current_time(),
             )
             self._answer(call, report)

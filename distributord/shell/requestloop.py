@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 import attrs
 import trio
@@ -141,6 +142,7 @@ class LoopStatistics:
         running: Requests being applied.
         standing: Standing setpoints held.
         last_latency_s: Time from arrival to result of the last client request.
+        setpoints: Battery id to its last successfully commanded setpoint, W (a copy).
     """
 
     queued: int
@@ -148,6 +150,7 @@ class LoopStatistics:
     running: int
     standing: int
     last_latency_s: float | None
+    setpoints: Mapping[int, float]
 
 
 class RequestLoop:
@@ -177,9 +180,8 @@ class RequestLoop:
         self._standing: dict[frozenset[int], _Standing] = {}
         self._standing_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
-        self.setpoints: dict[int, float] = {}
-        """Battery id to its last successfully commanded setpoint, W."""
-        self.last_latency_s: float | None = None
+        self._setpoints: dict[int, float] = {}
+        self._last_latency_s: float | None = None
 
     # -- the public side ---------------------------------------------------------------------
 
@@ -207,13 +209,14 @@ class RequestLoop:
         self._send.close()
 
     def statistics(self) -> LoopStatistics:
-        """A snapshot of the loop's state."""
+        """A snapshot of the loop's state (the setpoints are copied once per call)."""
         return LoopStatistics(
             queued=self._receive.statistics().current_buffer_used,
             waiting=len(self._waiting),
             running=len(self._running),
             standing=len(self._standing),
-            last_latency_s=self.last_latency_s,
+            last_latency_s=self._last_latency_s,
+            setpoints=MappingProxyType(dict(self._setpoints)),
         )
 
     def standing(self) -> dict[frozenset[int], Request]:
@@ -309,8 +312,8 @@ class RequestLoop:
         finally:
             del self._running[batteries]
             if job.reply is not None and result is not None:
-                self.last_latency_s = trio.current_time() - job.arrived
-                job.reply(result, Timing(total_s=self.last_latency_s, commands_s=job.commands_s))
+                self._last_latency_s = trio.current_time() - job.arrived
+                job.reply(result, Timing(total_s=self._last_latency_s, commands_s=job.commands_s))
             self._dispatch()
 
     def _is_current_refresh(self, job: _Job) -> bool:
@@ -344,7 +347,7 @@ class RequestLoop:
         stopping = {
             b: 0.0
             for b in request.batteries
-            if b not in planned.setpoints and self.setpoints.get(b, 0.0) != 0.0
+            if b not in planned.setpoints and self._setpoints.get(b, 0.0) != 0.0
         }
         sent = trio.current_time()
         outcomes = await self._command({**planned.setpoints, **stopping}, request.request_timeout_s)
@@ -382,7 +385,7 @@ class RequestLoop:
         blocking = [b for b, outcome in outcomes.items() if outcome is not None and outcome.blocks]
         self._tracker.record_outcomes(succeeded=succeeded, failed=blocking)
         for battery in succeeded:
-            self.setpoints[battery] = setpoints[battery]
+            self._setpoints[battery] = setpoints[battery]
         return outcomes
 
     def _log(

@@ -70,6 +70,17 @@ class Board:
         return sum(1 for state in self.states.values() if state.status is status)
 
 
+@attrs.frozen(kw_only=True)
+class TrackerStatistics:
+    """A snapshot of the tracker's bookkeeping.
+
+    Attributes:
+        gaps: Component id to the reason and time (trio clock) of its last telemetry gap.
+    """
+
+    gaps: Mapping[int, tuple[str, float]]
+
+
 class StatusTracker:
     """Owns the status machines (see the module docstring).
 
@@ -102,8 +113,7 @@ class StatusTracker:
             )
             for battery, inverter in pairs.items()
         }
-        self.gaps: dict[int, tuple[str, float]] = {}
-        """Component id to the reason and time of its last telemetry gap."""
+        self._gaps: dict[int, tuple[str, float]] = {}
         self.board = trio_util.AsyncValue(
             Board(version=0, states=MappingProxyType(dict(self._current)))
         )
@@ -136,7 +146,7 @@ class StatusTracker:
 
     def gap(self, component_id: int, reason: str) -> None:
         """A component's stream broke; the status follows when its data goes stale."""
-        self.gaps[component_id] = (reason, trio.current_time())
+        self._gaps[component_id] = (reason, trio.current_time())
 
     def record_outcomes(self, *, succeeded: Iterable[int], failed: Iterable[int]) -> None:
         """Command outcomes of one request, by battery id.
@@ -156,6 +166,10 @@ class StatusTracker:
                 self._evaluate(battery_id, now)
 
     # -- queries -----------------------------------------------------------------------------
+
+    def statistics(self) -> TrackerStatistics:
+        """A snapshot of the tracker's bookkeeping."""
+        return TrackerStatistics(gaps=MappingProxyType(dict(self._gaps)))
 
     def state(self, battery_id: int) -> BatteryState:
         """A battery's current state."""
