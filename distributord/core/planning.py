@@ -2,8 +2,15 @@
 
 Theory of operation
 -------------------
-The request loop (IO shell) calls :func:`plan` with the pairs it chose for a request, sends the
-setpoints, and calls :func:`summarize` with the batteries whose command failed. Both are pure.
+The request loop (IO shell) calls :func:`choose` for the pairs a request uses, :func:`plan` with
+them, sends the setpoints, and calls :func:`summarize` with the batteries whose command failed.
+All three are pure.
+
+:func:`choose` takes the working batteries among those requested, else (none working) the
+uncertain ones, with the pairs built from their latest telemetry (a battery whose pair is not
+complete yet is skipped). With ``include_broken_batteries`` every other requested battery is
+added: on its cached pair if both sides' last valid snapshots are younger than the cache's time
+to live at ``now``, else as *broken*, with the last known bounds of its battery and inverter.
 
 :func:`plan` answers, in order:
 
@@ -24,6 +31,8 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping, Sequence
 
+import attrs
+
 from distributord.core.distribution import (
     Distribution,
     Pair,
@@ -33,6 +42,7 @@ from distributord.core.distribution import (
     distribute,
     split_equally,
 )
+from distributord.core.fleet import Fleet
 from distributord.core.model import (
     Error,
     OutOfBounds,
@@ -41,6 +51,7 @@ from distributord.core.model import (
     Request,
     Success,
 )
+from distributord.core.status import Status, select
 from distributord.core.values import ids_text
 
 
@@ -55,6 +66,61 @@ def unknown_batteries(request: Request, known: Collection[int]) -> Error | None:
     )
 
 
+@attrs.frozen(kw_only=True)
+class Choice:
+    """The batteries a request uses, as :func:`plan` takes them.
+
+    Attributes:
+        pairs: Their pairs, in battery id order: the selected batteries' (working, else
+            uncertain), then, with ``include_broken_batteries``, the cached ones.
+        broken: With ``include_broken_batteries``: the other requested batteries that have no
+            fresh cached pair, with the last known bounds of their battery and inverter (none,
+            one or both).
+    """
+
+    pairs: Sequence[Pair]
+    broken: Mapping[int, Sequence[PowerBounds]]
+
+
+def choose(
+    request: Request,
+    statuses: Mapping[int, Status],
+    fleet: Fleet,
+    *,
+    now: float,
+    cache_ttl_s: float,
+) -> Choice:
+    """Choose the pairs for ``request`` (see the module docstring).
+
+    Args:
+        request: The validated request; every battery in it is managed (the caller has
+            answered unknown ones with :func:`unknown_batteries`).
+        statuses: Battery id to its current status (ids not requested are ignored).
+        fleet: The latest telemetry, and the cache of the last valid snapshots.
+        now: The current time, on the clock of the snapshots' ``received_at``.
+        cache_ttl_s: How old cached telemetry may be for ``include_broken_batteries``.
+
+    Returns:
+        The pairs to plan with, and the broken batteries to share what they leave.
+    """
+    selected = select(statuses, request.batteries)
+    pairs = [pair for b in sorted(selected) if (pair := fleet.pair(b)) is not None]
+    broken: dict[int, tuple[PowerBounds, ...]] = {}
+    if request.include_broken_batteries:
+        for battery in sorted(request.batteries - selected):
+            cached = fleet.cached_pair(battery, now=now, ttl_s=cache_ttl_s)
+            if cached is not None:
+                pairs.append(cached)
+                continue
+            inverter = fleet.inverter_of[battery]
+            broken[battery] = tuple(
+                snapshot.bounds
+                for snapshot in (fleet.batteries.get(battery), fleet.inverters.get(inverter))
+                if snapshot is not None
+            )
+    return Choice(pairs=tuple(pairs), broken=broken)
+
+
 def plan(
     request: Request,
     pairs: Sequence[Pair],
@@ -66,7 +132,7 @@ def plan(
 
     Args:
         request: The validated request.
-        pairs: The pairs chosen for it (working, else uncertain; with
+        pairs: The pairs chosen for it (:func:`choose`: working, else uncertain; with
             ``include_broken_batteries`` also those with fresh-enough cached telemetry).
         exponent: The distribution exponent.
         broken: With ``include_broken_batteries``: the requested batteries that have no usable

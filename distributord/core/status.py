@@ -33,6 +33,9 @@ does not report them as failures.
 :meth:`~StatusMachine.next_change` says when the evaluation could change with no new input
 (a side going stale, a window ending), so the task that owns the machines can set one timer
 and have ``uncertain → working`` and ``working → not_working`` happen on time.
+
+:class:`BatteryState` is what the shell publishes of one battery's evaluation: a plain value,
+so that reports (``distributord.core.reports``) are built from it without the shell.
 """
 
 from __future__ import annotations
@@ -124,6 +127,27 @@ class Evaluation:
     status: Status
     reasons: frozenset[Reason] = frozenset()
     blocked_until: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class BatteryState:
+    """One battery's status, as published.
+
+    Attributes:
+        battery_id: The battery.
+        inverter_id: Its inverter.
+        status: Working, uncertain or not working.
+        reasons: Why it is not working or uncertain.
+        blocked_until: End of its blocking window (the caller's monotonic clock), if blocked.
+        since: When it entered this status (the caller's monotonic clock).
+    """
+
+    battery_id: int
+    inverter_id: int
+    status: Status
+    reasons: frozenset[Reason] = frozenset()
+    blocked_until: float | None = None
+    since: float = 0.0
 
 
 def _finite(*values: float) -> bool:

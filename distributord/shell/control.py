@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import os
 import socket
 import stat
@@ -43,7 +42,7 @@ from distributord.core import protocol
 from distributord.core.errors import ControlSocketError
 from distributord.core.model import Result
 from distributord.core.protocol import TOO_LONG, Call, Code, Failure, LineFramer
-from distributord.core.status import Status
+from distributord.core.reports import components_report, status_report
 from distributord.core.topology import Topology
 from distributord.shell.requestloop import RequestLoop, Timing
 from distributord.shell.tracker import Board, StatusTracker
@@ -77,6 +76,17 @@ class ControlSettings:
     allowed_gids: frozenset[int] = frozenset()
     max_connections: int = 64
     default_timeout_s: float = 5.0
+
+
+@attrs.frozen(kw_only=True)
+class ControlStatistics:
+    """A snapshot of the control server's state.
+
+    Attributes:
+        connections: Connections admitted and being served (refused ones not counted).
+    """
+
+    connections: int
 
 
 def bind_control_socket(path: str) -> socket.socket:
@@ -171,7 +181,7 @@ class ControlServer:
         self.topology = topology
         self.settings = settings
         self.started_at = trio.current_time()
-        self.connections = 0
+        self._connections = 0
         self._accepting: trio.CancelScope | None = None
 
     def _default_admit(self, uid: int, gid: int) -> bool:
@@ -180,6 +190,10 @@ class ControlServer:
     def set_settings(self, settings: ControlSettings) -> None:
         """New settings (a reload): they apply to connections from now on."""
         self.settings = settings
+
+    def statistics(self) -> ControlStatistics:
+        """A snapshot of the server's state."""
+        return ControlStatistics(connections=self._connections)
 
     def stop_accepting(self) -> None:
         """Close the listening socket; connections already open carry on."""
@@ -211,11 +225,11 @@ class ControlServer:
             if refusal is not None:
                 await _refuse(stream, refusal)
                 return
-            self.connections += 1
+            self._connections += 1
             try:
                 await _Session(self, stream).run()
             finally:
-                self.connections -= 1
+                self._connections -= 1
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away
         finally:
@@ -233,7 +247,7 @@ class ControlServer:
                 code=Code.NOT_AUTHORISED,
                 message=f"not authorised: uid {uid} / gid {gid} may not use this socket",
             )
-        if self.connections >= self.settings.max_connections:
+        if self._connections >= self.settings.max_connections:
             return Failure(
                 id=None,
                 code=Code.OVERLOADED,
@@ -368,7 +382,14 @@ class _Session:
                 call, {"version": __version__, "uptime_s": trio.current_time() - server.started_at}
             )
         elif call.method == "get_status":
-            self._answer(call, status_report(server.tracker, server.loop.setpoints))
+            tracker = server.tracker
+            report = status_report(
+                tracker.states,
+                tracker.fleet,
+                server.loop.statistics().setpoints,
+                now=trio.current_time(),
+            )
+            self._answer(call, report)
         elif call.method == "list_components":
             self._answer(call, components_report(server.topology))
         elif call.method == "subscribe_status":
@@ -415,59 +436,3 @@ class _Session:
                             )
                         )
                 previous = current
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def status_report(tracker: StatusTracker, setpoints: dict[int, float]) -> dict[str, Any]:
-    """The ``get_status`` result."""
-    now = trio.current_time()
-    fleet = tracker.fleet
-    batteries: list[dict[str, Any]] = []
-    for battery_id, state in sorted(tracker.states.items()):
-        entry: dict[str, Any] = {
-            "id": battery_id,
-            "inverter_id": state.inverter_id,
-            "status": state.status.value,
-            "reasons": sorted(state.reasons),
-        }
-        if state.blocked_until is not None:
-            entry["blocked_until_s"] = max(0.0, state.blocked_until - now)
-        battery = fleet.batteries.get(battery_id)
-        inverter = fleet.inverters.get(state.inverter_id)
-        if battery is not None:
-            for key, value in (("soc_pct", battery.soc_pct), ("capacity_wh", battery.capacity_wh)):
-                if (finite := _finite(value)) is not None:
-                    entry[key] = finite
-        pair = fleet.pair(battery_id)
-        if pair is not None and pair.problem is None:
-            charge, discharge = pair.charge_row, pair.discharge_row
-            entry["bounds"] = {
-                "inclusion_lower_w": 0.0 - discharge[6],
-                "exclusion_lower_w": 0.0 - discharge[7],
-                "exclusion_upper_w": charge[7] + 0.0,
-                "inclusion_upper_w": charge[6] + 0.0,
-            }
-        if battery_id in setpoints:
-            entry["setpoint_w"] = setpoints[battery_id] + 0.0
-        if battery is not None and inverter is not None:
-            entry["data_age_s"] = max(0.0, now - min(battery.received_at, inverter.received_at))
-        batteries.append(entry)
-    states = tracker.states
-    return {
-        "batteries": batteries,
-        "working": sorted(b for b, s in states.items() if s.status is Status.WORKING),
-        "uncertain": sorted(b for b, s in states.items() if s.status is Status.UNCERTAIN),
-    }
-
-
-def components_report(topology: Topology) -> dict[str, Any]:
-    """The ``list_components`` result."""
-    return {
-        "pairs": [{"battery_id": b, "inverter_id": i} for b, i in sorted(topology.pairs.items())],
-        "left_out": [
-            {"battery_id": b, "reason": why} for b, why in sorted(topology.left_out.items())
-        ],
-    }

@@ -207,5 +207,5 @@ def describe(daemon: Daemon) -> dict[str, Any]:
         "working": board.count(Status.WORKING),
         "uncertain": board.count(Status.UNCERTAIN),
         "not_working": board.count(Status.NOT_WORKING),
-        "latency_s": daemon.loop.last_latency_s,
+        "latency_s": daemon.loop.statistics().last_latency_s,
     }

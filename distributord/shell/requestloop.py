@@ -12,12 +12,11 @@ schedules them by their battery set (``spec/protocol.md``):
 * **Disjoint sets** run concurrently: a hanging inverter in one set never delays another.
 * **Overlapping, different sets** run one after another in arrival order, with a warning.
 
-Applying a request: pick the batteries (working, else uncertain; with
-``include_broken_batteries`` also the others, from cached telemetry), plan it
-(``distributord.core.planning``), then command every involved inverter concurrently inside
-``trio.move_on_after(request_timeout)``. Commands still running at the deadline are cancelled
-at the RPC and count as failed. Outcomes go to the status tracker (refusals do not block), the
-result goes back to the client.
+Applying a request: choose its batteries and plan it (``distributord.core.planning``: working,
+else uncertain; with ``include_broken_batteries`` also the others, from cached telemetry), then
+command every involved inverter concurrently inside ``trio.move_on_after(request_timeout)``.
+Commands still running at the deadline are cancelled at the RPC and count as failed. Outcomes go
+to the status tracker (refusals do not block), the result goes back to the client.
 
 **Standing setpoints.** A successful request leaves a standing setpoint for its set: the API
 drops a setpoint after its lifetime, so the loop re-distributes the same request with fresh
@@ -40,6 +39,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 import attrs
 import trio
@@ -50,11 +50,10 @@ from distributord.core.errors import CommandError
 from distributord.core.model import (
     Error,
     Ignored,
-    PowerBounds,
     Request,
     Result,
 )
-from distributord.core.planning import plan, summarize, unknown_batteries
+from distributord.core.planning import choose, plan, summarize, unknown_batteries
 from distributord.core.status import Status
 from distributord.core.topology import Topology
 from distributord.core.values import ids_text
@@ -143,6 +142,7 @@ class LoopStatistics:
         running: Requests being applied.
         standing: Standing setpoints held.
         last_latency_s: Time from arrival to result of the last client request.
+        setpoints: Battery id to its last successfully commanded setpoint, W (a copy).
     """
 
     queued: int
@@ -150,6 +150,7 @@ class LoopStatistics:
     running: int
     standing: int
     last_latency_s: float | None
+    setpoints: Mapping[int, float]
 
 
 class RequestLoop:
@@ -179,9 +180,8 @@ class RequestLoop:
         self._standing: dict[frozenset[int], _Standing] = {}
         self._standing_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
-        self.setpoints: dict[int, float] = {}
-        """Battery id to its last successfully commanded setpoint, W."""
-        self.last_latency_s: float | None = None
+        self._setpoints: dict[int, float] = {}
+        self._last_latency_s: float | None = None
 
     # -- the public side ---------------------------------------------------------------------
 
@@ -209,13 +209,14 @@ class RequestLoop:
         self._send.close()
 
     def statistics(self) -> LoopStatistics:
-        """A snapshot of the loop's state."""
+        """A snapshot of the loop's state (the setpoints are copied once per call)."""
         return LoopStatistics(
             queued=self._receive.statistics().current_buffer_used,
             waiting=len(self._waiting),
             running=len(self._running),
             standing=len(self._standing),
-            last_latency_s=self.last_latency_s,
+            last_latency_s=self._last_latency_s,
+            setpoints=MappingProxyType(dict(self._setpoints)),
         )
 
     def standing(self) -> dict[frozenset[int], Request]:
@@ -311,8 +312,8 @@ class RequestLoop:
         finally:
             del self._running[batteries]
             if job.reply is not None and result is not None:
-                self.last_latency_s = trio.current_time() - job.arrived
-                job.reply(result, Timing(total_s=self.last_latency_s, commands_s=job.commands_s))
+                self._last_latency_s = trio.current_time() - job.arrived
+                job.reply(result, Timing(total_s=self._last_latency_s, commands_s=job.commands_s))
             self._dispatch()
 
     def _is_current_refresh(self, job: _Job) -> bool:
@@ -326,25 +327,15 @@ class RequestLoop:
         unknown = unknown_batteries(request, self._topology.pairs)
         if unknown is not None:
             return unknown
-        tracker, fleet = self._tracker, self._tracker.fleet
-        selected = tracker.select(request.batteries)
-        pairs = [pair for b in sorted(selected) if (pair := fleet.pair(b)) is not None]
-        broken: dict[int, list[PowerBounds]] = {}
-        if request.include_broken_batteries:
-            now = trio.current_time()
-            for battery in sorted(request.batteries - selected):
-                cached = fleet.cached_pair(battery, now=now, ttl_s=self.settings.broken_cache_ttl_s)
-                if cached is not None:
-                    pairs.append(cached)
-                    continue
-                inverter = self._topology.pairs[battery]
-                broken[battery] = [
-                    snapshot.bounds
-                    for snapshot in (fleet.batteries.get(battery), fleet.inverters.get(inverter))
-                    if snapshot is not None
-                ]
-        planned = plan(request, pairs, exponent=self.settings.exponent, broken=broken)
-        statuses = {b: tracker.state(b).status for b in request.batteries}
+        statuses = {b: self._tracker.state(b).status for b in request.batteries}
+        chosen = choose(
+            request,
+            statuses,
+            self._tracker.fleet,
+            now=trio.current_time(),
+            cache_ttl_s=self.settings.broken_cache_ttl_s,
+        )
+        planned = plan(request, chosen.pairs, exponent=self.settings.exponent, broken=chosen.broken)
         if not isinstance(planned, Distribution):
             if job.refresh:
                 logger.warning(
@@ -356,7 +347,7 @@ class RequestLoop:
         stopping = {
             b: 0.0
             for b in request.batteries
-            if b not in planned.setpoints and self.setpoints.get(b, 0.0) != 0.0
+            if b not in planned.setpoints and self._setpoints.get(b, 0.0) != 0.0
         }
         sent = trio.current_time()
         outcomes = await self._command({**planned.setpoints, **stopping}, request.request_timeout_s)
@@ -394,7 +385,7 @@ class RequestLoop:
         blocking = [b for b, outcome in outcomes.items() if outcome is not None and outcome.blocks]
         self._tracker.record_outcomes(succeeded=succeeded, failed=blocking)
         for battery in succeeded:
-            self.setpoints[battery] = setpoints[battery]
+            self._setpoints[battery] = setpoints[battery]
         return outcomes
 
     def _log(

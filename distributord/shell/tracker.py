@@ -41,31 +41,16 @@ import trio_util
 
 from distributord.core.fleet import Fleet
 from distributord.core.model import BatterySnapshot, InverterSnapshot
-from distributord.core.status import Reason, Status, StatusMachine, StatusSettings
+from distributord.core.status import (
+    BatteryState,
+    Reason,
+    Status,
+    StatusMachine,
+    StatusSettings,
+)
 from distributord.core.status import select as select_batteries
 
 logger = logging.getLogger(__name__)
-
-
-@attrs.frozen(kw_only=True)
-class BatteryState:
-    """One battery's status, as published.
-
-    Attributes:
-        battery_id: The battery.
-        inverter_id: Its inverter.
-        status: Working, uncertain or not working.
-        reasons: Why it is not working or uncertain.
-        blocked_until: End of its blocking window (trio clock), if blocked.
-        since: When it entered this status (trio clock).
-    """
-
-    battery_id: int
-    inverter_id: int
-    status: Status
-    reasons: frozenset[Reason] = frozenset()
-    blocked_until: float | None = None
-    since: float = 0.0
 
 
 @attrs.frozen(kw_only=True)
@@ -83,6 +68,17 @@ class Board:
     def count(self, status: Status) -> int:
         """How many batteries have ``status``."""
         return sum(1 for state in self.states.values() if state.status is status)
+
+
+@attrs.frozen(kw_only=True)
+class TrackerStatistics:
+    """A snapshot of the tracker's bookkeeping.
+
+    Attributes:
+        gaps: Component id to the reason and time (trio clock) of its last telemetry gap.
+    """
+
+    gaps: Mapping[int, tuple[str, float]]
 
 
 class StatusTracker:
@@ -117,8 +113,7 @@ class StatusTracker:
             )
             for battery, inverter in pairs.items()
         }
-        self.gaps: dict[int, tuple[str, float]] = {}
-        """Component id to the reason and time of its last telemetry gap."""
+        self._gaps: dict[int, tuple[str, float]] = {}
         self.board = trio_util.AsyncValue(
             Board(version=0, states=MappingProxyType(dict(self._current)))
         )
@@ -151,7 +146,7 @@ class StatusTracker:
 
     def gap(self, component_id: int, reason: str) -> None:
         """A component's stream broke; the status follows when its data goes stale."""
-        self.gaps[component_id] = (reason, trio.current_time())
+        self._gaps[component_id] = (reason, trio.current_time())
 
     def record_outcomes(self, *, succeeded: Iterable[int], failed: Iterable[int]) -> None:
         """Command outcomes of one request, by battery id.
@@ -171,6 +166,10 @@ class StatusTracker:
                 self._evaluate(battery_id, now)
 
     # -- queries -----------------------------------------------------------------------------
+
+    def statistics(self) -> TrackerStatistics:
+        """A snapshot of the tracker's bookkeeping."""
+        return TrackerStatistics(gaps=MappingProxyType(dict(self._gaps)))
 
     def state(self, battery_id: int) -> BatteryState:
         """A battery's current state."""

@@ -18,6 +18,7 @@ from distributord.core.distribution import (
     distribute,
     split_equally,
 )
+from distributord.core.fleet import Fleet
 from distributord.core.model import (
     Error,
     OutOfBounds,
@@ -26,7 +27,9 @@ from distributord.core.model import (
     Request,
     Success,
 )
-from distributord.core.planning import plan, summarize, unknown_batteries
+from distributord.core.planning import Choice, choose, plan, summarize, unknown_batteries
+from distributord.core.status import Status
+from tests.snapshots import battery_snapshot, inverter_snapshot
 from tests.strategies import fleets, make_pair, requests_for
 
 
@@ -226,6 +229,137 @@ def test_equal_split_of_zero_is_zero() -> None:
     shared = split_equally(0.0, {1: []})
     assert shared.setpoints == {1: 0.0}
     assert shared.remaining_w == 0.0
+
+
+# --- choosing the batteries ----------------------------------------------------------------
+
+W, U, N = Status.WORKING, Status.UNCERTAIN, Status.NOT_WORKING
+TTL_S = 100.0
+
+
+def fed_fleet(*batteries: int, at: float = 0.0, **battery_overrides: Any) -> Fleet:
+    """A fleet of batteries 1..4 (inverters 11..14); ``batteries`` have reported at ``at``."""
+    fleet = Fleet({b: 10 + b for b in (1, 2, 3, 4)})
+    for b in batteries:
+        fleet.update(battery_snapshot(component_id=b, received_at=at, **battery_overrides))
+        fleet.update(inverter_snapshot(component_id=10 + b, received_at=at))
+    return fleet
+
+
+def chosen_ids(choice: Choice) -> list[int]:
+    return [p.battery_id for p in choice.pairs]
+
+
+def choice_for(
+    fleet: Fleet,
+    statuses: dict[int, Status],
+    *,
+    include_broken: bool = False,
+    now: float = 0.0,
+    batteries: set[int] | None = None,
+) -> Choice:
+    wanted = set(statuses) if batteries is None else batteries
+    return choose(
+        request(1000, wanted, include_broken_batteries=include_broken),
+        statuses,
+        fleet,
+        now=now,
+        cache_ttl_s=TTL_S,
+    )
+
+
+@pytest.mark.parametrize(
+    ("statuses", "expected"),
+    [
+        ({1: W, 2: U, 3: N}, [1]),
+        ({1: W, 2: W, 3: U}, [1, 2]),
+        ({1: U, 2: U, 3: N}, [1, 2]),  # none working: the uncertain ones
+        ({1: N, 2: N, 3: N}, []),
+    ],
+)
+def test_the_working_batteries_are_chosen_else_the_uncertain(
+    statuses: dict[int, Status], expected: list[int]
+) -> None:
+    choice = choice_for(fed_fleet(1, 2, 3), statuses)
+    assert chosen_ids(choice) == expected
+    assert choice.broken == {}
+
+
+def test_only_the_requested_batteries_are_chosen() -> None:
+    statuses = {1: W, 2: W, 3: U}
+    choice = choice_for(fed_fleet(1, 2, 3), statuses, batteries={2, 3})
+    assert chosen_ids(choice) == [2]
+
+
+def test_a_chosen_battery_without_a_complete_pair_is_skipped() -> None:
+    fleet = fed_fleet(2)
+    fleet.update(battery_snapshot(component_id=1))  # its inverter has not reported yet
+    choice = choice_for(fleet, {1: W, 2: W})
+    assert chosen_ids(choice) == [2]
+    assert choice.pairs == (fleet.pair(2),)
+
+
+def test_the_others_are_left_out_without_include_broken_batteries() -> None:
+    choice = choice_for(fed_fleet(1, 2, 3), {1: W, 2: N, 3: U}, now=1.0)
+    assert chosen_ids(choice) == [1]
+    assert choice.broken == {}
+
+
+def test_include_broken_uses_a_fresh_cache() -> None:
+    fleet = fed_fleet(1, 2, 3, at=50.0)
+    choice = choice_for(fleet, {1: N, 2: W, 3: N}, include_broken=True, now=50.0 + TTL_S)
+    # The selected pairs first, then the cached ones, each in id order.
+    assert chosen_ids(choice) == [2, 1, 3]
+    assert choice.broken == {}
+
+
+def test_include_broken_with_a_stale_cache_shares_on_the_last_known_bounds() -> None:
+    fleet = fed_fleet(1, 2, at=50.0)
+    fleet.update(
+        battery_snapshot(component_id=3, received_at=50.0, bounds=PowerBounds.symmetric(400))
+    )
+    fleet.update(
+        inverter_snapshot(component_id=13, received_at=50.0, bounds=PowerBounds.symmetric(300))
+    )
+    choice = choice_for(fleet, {1: W, 2: W, 3: N}, include_broken=True, now=50.1 + TTL_S)
+    assert chosen_ids(choice) == [1, 2]
+    assert choice.broken == {3: (PowerBounds.symmetric(400), PowerBounds.symmetric(300))}
+
+
+def test_include_broken_without_a_cache() -> None:
+    # Battery 3 only ever sent an invalid snapshot: nothing valid is cached, but its bounds
+    # (and its inverter's) are known. Battery 4 never reported at all.
+    fleet = fed_fleet(1)
+    fleet.update(
+        battery_snapshot(component_id=3, soc_pct=math.nan, bounds=PowerBounds.symmetric(700))
+    )
+    fleet.update(inverter_snapshot(component_id=13, bounds=PowerBounds.symmetric(900)))
+    choice = choice_for(fleet, {1: W, 3: N, 4: N}, include_broken=True)
+    assert chosen_ids(choice) == [1]
+    assert choice.broken == {
+        3: (PowerBounds.symmetric(700), PowerBounds.symmetric(900)),
+        4: (),
+    }
+
+
+def test_a_choice_with_broken_batteries_is_planned_as_an_equal_share() -> None:
+    fleet = fed_fleet(at=0.0)
+    choice = choose(
+        request(-900, {1, 2, 3}, include_broken_batteries=True),
+        {1: N, 2: N, 3: N},
+        fleet,
+        now=0.0,
+        cache_ttl_s=TTL_S,
+    )
+    assert choice.pairs == ()
+    result = plan(
+        request(-900, {1, 2, 3}, include_broken_batteries=True),
+        choice.pairs,
+        exponent=1.0,
+        broken=choice.broken,
+    )
+    assert isinstance(result, Distribution)
+    assert result.setpoints == {1: -300.0, 2: -300.0, 3: -300.0}
 
 
 # --- summaries -----------------------------------------------------------------------------

@@ -186,7 +186,7 @@ async def test_gaps_are_recorded_and_unknown_components_ignored(
     tracker: StatusTracker, autojump_clock: trio.testing.MockClock
 ) -> None:
     tracker.gap(2001, "broken (UNAVAILABLE)")
-    assert tracker.gaps[2001] == ("broken (UNAVAILABLE)", trio.current_time())
+    assert tracker.statistics().gaps[2001] == ("broken (UNAVAILABLE)", trio.current_time())
     tracker.snapshot(battery(9999))  # not managed: ignored
     assert 9999 not in tracker.states
 

@@ -1,0 +1,93 @@
+"""The ``get_status`` and ``list_components`` results, from plain values.
+
+Theory of operation
+-------------------
+The control socket (IO shell) answers ``get_status`` and ``list_components`` with what these
+functions build; the result's shape is a contract (``spec/protocol.md``). They are pure: the
+shell passes in the batteries' published states, the telemetry store, the setpoints last
+commanded, and the time ``now`` (its monotonic clock, the one the states and snapshots use).
+
+A battery's entry leaves out what is not known rather than sending placeholders: no SoC or
+capacity while the battery's latest value is not finite (JSON has no ``nan``), no bounds while
+the pair's telemetry is unusable, no ``data_age_s`` until both sides have reported. Times in
+the past are reported as 0, never negative.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from distributord.core.fleet import Fleet
+from distributord.core.status import BatteryState, Status
+from distributord.core.topology import Topology
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def status_report(
+    states: Mapping[int, BatteryState],
+    fleet: Fleet,
+    setpoints: Mapping[int, float],
+    *,
+    now: float,
+) -> dict[str, Any]:
+    """The ``get_status`` result.
+
+    Args:
+        states: Battery id to its published state.
+        fleet: The latest telemetry (bounds, SoC, capacity, data age).
+        setpoints: Battery id to its last successfully commanded setpoint, W.
+        now: The current time, on the clock of ``states`` and the snapshots' ``received_at``.
+
+    Returns:
+        The result object, ready for JSON.
+    """
+    batteries: list[dict[str, Any]] = []
+    for battery_id, state in sorted(states.items()):
+        entry: dict[str, Any] = {
+            "id": battery_id,
+            "inverter_id": state.inverter_id,
+            "status": state.status.value,
+            "reasons": sorted(state.reasons),
+        }
+        if state.blocked_until is not None:
+            entry["blocked_until_s"] = max(0.0, state.blocked_until - now)
+        battery = fleet.batteries.get(battery_id)
+        inverter = fleet.inverters.get(state.inverter_id)
+        if battery is not None:
+            for key, value in (("soc_pct", battery.soc_pct), ("capacity_wh", battery.capacity_wh)):
+                if (finite := _finite(value)) is not None:
+                    entry[key] = finite
+        pair = fleet.pair(battery_id)
+        if pair is not None and pair.problem is None:
+            charge, discharge = pair.charge_row, pair.discharge_row
+            entry["bounds"] = {
+                "inclusion_lower_w": 0.0 - discharge[6],  # Row.cap_w
+                "exclusion_lower_w": 0.0 - discharge[7],  # Row.min_w
+                "exclusion_upper_w": charge[7] + 0.0,  # Row.min_w
+                "inclusion_upper_w": charge[6] + 0.0,  # Row.cap_w
+            }
+        if battery_id in setpoints:
+            entry["setpoint_w"] = setpoints[battery_id] + 0.0
+        if battery is not None and inverter is not None:
+            entry["data_age_s"] = max(0.0, now - min(battery.received_at, inverter.received_at))
+        batteries.append(entry)
+    return {
+        "batteries": batteries,
+        "working": sorted(b for b, s in states.items() if s.status is Status.WORKING),
+        "uncertain": sorted(b for b, s in states.items() if s.status is Status.UNCERTAIN),
+    }
+
+
+def components_report(topology: Topology) -> dict[str, Any]:
+    """The ``list_components`` result."""
+    return {
+        "pairs": [{"battery_id": b, "inverter_id": i} for b, i in sorted(topology.pairs.items())],
+        "left_out": [
+            {"battery_id": b, "reason": why} for b, why in sorted(topology.left_out.items())
+        ],
+    }

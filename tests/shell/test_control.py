@@ -1,0 +1,358 @@
+"""The control server on a real Unix socket, with the real request loop and status tracker.
+
+The microgrid is a fake whose commands land only when a test lets them, so that a request can
+be held "in flight" while the test disconnects its client, half-closes, or stops the server.
+The server runs under the real clock (the socket is real); every test is bounded by
+``trio.fail_after`` and synchronises on events and on replies, never on sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from distributord.api import v1
+from distributord.core.errors import CommandError
+from distributord.core.protocol import MAX_LINE_BYTES
+from distributord.core.status import Status, StatusSettings
+from distributord.core.topology import Topology
+from distributord.shell import control
+from distributord.shell.control import (
+    TOO_LONG_MESSAGE,
+    Admission,
+    ControlServer,
+    ControlSettings,
+    bind_control_socket,
+    is_allowed,
+    peer_credentials,
+)
+from distributord.shell.link import MessageStream
+from distributord.shell.requestloop import LoopSettings, RequestLoop
+from distributord.shell.tracker import StatusTracker
+from tests.snapshots import battery_snapshot, inverter_snapshot
+from tests.support import Client, connect
+
+PAIRS = {1001: 2001, 1002: 2002}
+LIMIT_S = 10.0
+"""Each test's bound: far above what a test takes, so only a hang trips it."""
+
+
+class HeldMicrogrid:
+    """A microgrid whose commands are accepted when :attr:`release` is set."""
+
+    def __init__(self) -> None:
+        self.commanded = trio.Event()
+        self.release = trio.Event()
+        self.landed = trio.Event()
+        self.commands: list[dict[int, float]] = []
+
+    async def topology(self) -> Topology:
+        raise AssertionError("the control server never discovers")
+
+    def telemetry(
+        self, component_id: int
+    ) -> AbstractAsyncContextManager[MessageStream[v1.ComponentData]]:
+        raise AssertionError("telemetry is fed to the tracker directly")
+
+    async def set_active_powers(
+        self,
+        setpoints: Mapping[int, float],
+        lifetime_s: int,
+        land: Callable[[int, float | CommandError], None],
+    ) -> None:
+        self.commands.append(dict(setpoints))
+        self.commanded.set()
+        await self.release.wait()
+        for inverter in setpoints:
+            land(inverter, float(lifetime_s))
+        self.landed.set()
+
+
+@attrs.define
+class Served:
+    """A running control server and what it talks to."""
+
+    path: Path
+    server: ControlServer
+    loop: RequestLoop
+    tracker: StatusTracker
+    microgrid: HeldMicrogrid
+    done: trio.Event  # set when ControlServer.serve has returned
+
+
+@asynccontextmanager
+async def serving(
+    tmp_path: Path,
+    settings: ControlSettings | None = None,
+    admit: Admission | None = None,
+) -> AsyncIterator[Served]:
+    """The control server on ``tmp_path/control.sock``, both batteries working."""
+    path = tmp_path / "control.sock"
+    tracker = StatusTracker(
+        PAIRS, StatusSettings(max_data_age_s=3600.0), wall_clock=trio.current_time
+    )
+    for battery, inverter in PAIRS.items():
+        now = trio.current_time()
+        tracker.snapshot(battery_snapshot(component_id=battery, sampled_at=now, received_at=now))
+        tracker.snapshot(inverter_snapshot(component_id=inverter, sampled_at=now, received_at=now))
+    assert all(s.status is Status.WORKING for s in tracker.states.values())
+    microgrid = HeldMicrogrid()
+    topology = Topology(pairs=PAIRS, left_out={})
+    loop = RequestLoop(microgrid, tracker, topology, LoopSettings())
+    server = ControlServer(
+        loop=loop,
+        tracker=tracker,
+        topology=topology,
+        settings=settings or ControlSettings(),
+        admit=admit,
+    )
+    sock = bind_control_socket(str(path))
+    done = trio.Event()
+
+    async def serve(*, task_status: trio.TaskStatus[None]) -> None:
+        await server.serve(sock, task_status=task_status)
+        done.set()
+
+    with sock:  # closed even if the server does not get to close it
+        async with trio.open_nursery() as nursery:
+            await nursery.start(tracker.serve)
+            await nursery.start(loop.serve)
+            await nursery.start(serve)
+            yield Served(
+                path=path, server=server, loop=loop, tracker=tracker, microgrid=microgrid, done=done
+            )
+            nursery.cancel_scope.cancel()
+
+
+def set_power(power_w: float, batteries: list[int]) -> dict[str, Any]:
+    return {"power_w": power_w, "batteries": batteries}
+
+
+async def assert_served(client: Client) -> None:
+    result = await client.result("ping")
+    assert set(result) == {"version", "uptime_s"}
+
+
+async def assert_closed(client: Client) -> None:
+    """The server closed the connection (EOF; a reset counts too)."""
+    with pytest.raises((trio.EndOfChannel, trio.BrokenResourceError)):
+        await client.receive()
+
+
+# --- admission ------------------------------------------------------------------------------
+
+
+def test_peer_credentials_are_the_peer_process_s() -> None:
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with left, right:
+        assert peer_credentials(left) == (os.getpid(), os.geteuid(), os.getegid())
+
+
+@pytest.mark.parametrize(
+    ("uid", "gid", "allowed"),
+    [
+        (0, 4000, True),  # root
+        (1000, 4000, True),  # the daemon's own user
+        (1001, 4000, True),  # a listed user
+        (3000, 60, True),  # a member of a listed group
+        (3000, 4000, False),
+        (1002, 61, False),
+    ],
+)
+def test_who_is_allowed(uid: int, gid: int, allowed: bool) -> None:
+    settings = ControlSettings(allowed_uids=frozenset({1001}), allowed_gids=frozenset({60}))
+    assert is_allowed(uid, gid, owner_uid=1000, settings=settings) is allowed
+
+
+async def test_admission_is_asked_with_the_peer_s_credentials(tmp_path: Path) -> None:
+    asked: list[tuple[int, int]] = []
+    decisions = iter([False, True])
+
+    def admit(uid: int, gid: int) -> bool:
+        asked.append((uid, gid))
+        return next(decisions)
+
+    with trio.fail_after(LIMIT_S):
+        async with serving(tmp_path, admit=admit) as served:
+            async with connect(served.path) as refused:
+                await refused.send("ping")
+                reply = await refused.receive()
+                assert reply["id"] is None
+                assert reply["error"]["code"] == -32003
+                await assert_closed(refused)  # after -32003 the connection is closed
+            async with connect(served.path) as admitted:
+                await assert_served(admitted)
+                assert served.server.statistics().connections == 1  # the refused one never counted
+    assert asked == [(os.geteuid(), os.getegid())] * 2
+
+
+async def test_the_default_admission_refuses_a_stranger_until_its_group_is_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uid, gid = os.geteuid() + 4242, os.getegid() + 4242  # neither root nor the daemon's user
+    monkeypatch.setattr(control, "peer_credentials", lambda sock: (os.getpid(), uid, gid))
+    with trio.fail_after(LIMIT_S):
+        async with serving(tmp_path) as served:
+            async with connect(served.path) as refused:
+                assert await refused.receive() == {
+                    "jsonrpc": "2.0",
+                    "id": None,
+                    "error": {
+                        "code": -32003,
+                        "message": f"not authorised: uid {uid} / gid {gid} may not use this socket",
+                    },
+                }
+                await assert_closed(refused)
+            # A reload applies to the connections that come after it.
+            served.server.set_settings(ControlSettings(allowed_gids=frozenset({gid})))
+            async with connect(served.path) as admitted:
+                await assert_served(admitted)
+
+
+async def test_past_max_connections_a_connection_gets_32001_and_is_closed(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(LIMIT_S):
+        async with serving(tmp_path, ControlSettings(max_connections=1)) as served:
+            async with connect(served.path) as first:
+                await assert_served(first)
+                assert served.server.statistics().connections == 1
+                async with connect(served.path) as second:
+                    reply = await second.receive()
+                    assert reply["id"] is None
+                    assert reply["error"]["code"] == -32001
+                    assert "1 connections open" in reply["error"]["message"]
+                    await assert_closed(second)
+                await assert_served(first)  # the one being served carries on
+                # Half-close and wait for the server to close: the session is over then.
+                await first.stream.send_eof()
+                await assert_closed(first)
+            assert served.server.statistics().connections == 0
+            async with connect(served.path) as third:
+                await assert_served(third)
+
+
+# --- within a connection ---------------------------------------------------------------------
+
+
+async def test_an_over_long_line_is_reported_once_and_the_connection_stays_usable(
+    tmp_path: Path,
+) -> None:
+    head = b'{"jsonrpc":"2.0","id":1,"method":"ping","params":"'
+    with trio.fail_after(LIMIT_S):
+        async with serving(tmp_path) as served, connect(served.path) as client:
+            # No newline yet: the line is too long already, and is reported at once.
+            await client.send_raw(head + b"a" * MAX_LINE_BYTES)
+            assert await client.receive() == {
+                "jsonrpc": "2.0",
+                "id": None,
+                "error": {"code": -32000, "message": TOO_LONG_MESSAGE},
+            }
+            # The rest of that line is discarded, however long; then lines are read again.
+            await client.send_raw(b"a" * (2 * MAX_LINE_BYTES) + b'"}\n')
+            await assert_served(client)  # its reply is the next message: no second error
+
+
+async def test_malformed_input_is_answered_and_the_connection_stays_usable(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(LIMIT_S):
+        async with serving(tmp_path) as served, connect(served.path) as client:
+            await client.send_raw(b"\xff\xfe not utf-8\n[1, 2]\n\n   \n")
+            first, second = await client.receive(), await client.receive()
+            assert (first["error"]["code"], second["error"]["code"]) == (-32700, -32600)
+            await assert_served(client)  # blank lines are skipped without a reply
+
+
+async def test_replies_come_back_when_ready_so_a_ping_overtakes_a_set_power(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(LIMIT_S):
+        async with serving(tmp_path) as served, connect(served.path) as client:
+            slow = await client.send("set_power", set_power(-1000, [1001, 1002]))
+            await served.microgrid.commanded.wait()
+            fast = await client.send("ping")
+            assert (await client.receive())["id"] == fast
+            served.microgrid.release.set()
+            reply = await client.receive()
+            assert reply["id"] == slow
+            assert reply["result"]["outcome"] == "success"
+            status = await client.result("get_status")
+            assert [b.get("setpoint_w") for b in status["batteries"]] == [-500.0, -500.0]
+            assert dict(served.loop.statistics().setpoints) == {1001: -500.0, 1002: -500.0}
+
+
+async def test_after_eof_the_pending_replies_are_written_then_the_connection_closes(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(LIMIT_S):
+        async with serving(tmp_path) as served, connect(served.path) as client:
+            request_id = await client.send("set_power", set_power(1000, [1001]))
+            await served.microgrid.commanded.wait()
+            await client.stream.send_eof()
+            await trio.testing.wait_all_tasks_blocked()  # the server has read the EOF...
+            assert served.server.statistics().connections == 1  # ...and waits for the reply
+            served.microgrid.release.set()
+            reply = await client.receive()
+            assert reply["id"] == request_id
+            assert reply["result"]["outcome"] == "success"
+            await assert_closed(client)
+            assert served.server.statistics().connections == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ExceptionGroup,
+    reason="bug, reported and left: the session's writer raises BrokenResourceError inside "
+    "the session's nursery, so it reaches ControlServer._connection wrapped in an "
+    "ExceptionGroup, which its `except (BrokenResourceError, ClosedResourceError)` does not "
+    "catch; the server (and serve_daemon) goes down",
+)
+async def test_a_client_that_disconnects_mid_request_does_not_take_the_server_down(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(LIMIT_S):
+        async with serving(tmp_path) as served:
+            async with connect(served.path) as leaving:
+                await leaving.send("set_power", set_power(1000, [1001]))
+                await served.microgrid.commanded.wait()
+            # ``leaving`` is gone while its request is being applied.
+            async with connect(served.path) as staying:
+                await assert_served(staying)
+                served.microgrid.release.set()
+                await served.microgrid.landed.wait()
+                await trio.testing.wait_all_tasks_blocked()
+                # The request that was applying completed; the server still serves.
+                status = await staying.result("get_status")
+                assert status["batteries"][0]["setpoint_w"] == 1000.0
+                assert served.server.statistics().connections == 1
+
+
+# --- stopping --------------------------------------------------------------------------------
+
+
+async def test_stop_accepting_closes_the_listener_and_open_connections_carry_on(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(LIMIT_S):
+        async with serving(tmp_path) as served:
+            async with connect(served.path) as client:
+                await assert_served(client)
+                served.server.stop_accepting()
+                await trio.testing.wait_all_tasks_blocked()
+                with pytest.raises(ConnectionRefusedError):  # the file stays; nobody listens
+                    await trio.open_unix_socket(str(served.path))
+                await assert_served(client)
+                assert not served.done.is_set()  # serve() waits for the open connection
+                await client.stream.send_eof()
+                await assert_closed(client)
+            await served.done.wait()
