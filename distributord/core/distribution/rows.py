@@ -1,0 +1,250 @@
+"""Per-pair quantities: what one battery/inverter pair can take in each direction.
+
+Theory of operation
+-------------------
+For each pair and direction (``spec/distribution.md``):
+
+* available SoC ``a``: headroom to the SoC bound in that direction (``0`` at or past it);
+* cap ``u``: the largest magnitude both battery and inverter allow;
+* minimum ``m``: the smallest non-zero magnitude both allow (their exclusion bound);
+* weight ``w = capacity/Σcapacity · a^e``, and ``w = 0`` whenever ``a = 0`` (even for ``e = 0``).
+
+A pair may take exactly ``0`` or any magnitude in ``[m, u]``. Pairs with ``w = 0``, ``u = 0``
+or ``m > u`` cannot take power at all (rule 2); their row says why, as a :class:`Reason`.
+
+A ``nan`` power bound on one side of a pair is replaced by the other side's; this is how the
+Microgrid API's "no bounds" is read. Pairs with non-finite or implausible telemetry (or power
+bounds unknown on both battery and inverter) are *excluded*: their row carries a message naming
+the field instead of a :class:`Reason`.
+
+Everything that depends only on a pair's telemetry is worked out once, when its :class:`Pair`
+is built (in the daemon: when telemetry arrives): the quantities above, whether the pair can
+take power at all, and for the default exponent its weight and the ratios ``u/w`` and ``m/w``.
+Only ratios of weights matter, so the ``capacity/Σcapacity`` factor is left out; other
+exponents get their weights per request (:func:`_weights`).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Iterable, Sequence
+from operator import attrgetter
+from typing import Final, TypeAlias
+
+import attrs
+
+from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds
+
+PLAUSIBLE_LIMIT = 1e15
+"""Largest magnitude of any telemetry value we believe (W, Wh or %). A petawatt is beyond any
+site; the limit keeps every sum over a fleet finite, so no arithmetic can overflow."""
+
+MIN_WEIGHT = 1e-300
+"""Floor for the weight of a pair with capacity and headroom, whose exact weight can underflow
+next to the others' (a subnormal capacity, say). Its share stays negligible, but it remains a
+candidate, as the spec's "w > 0" says, and so takes its cap when everything else is full."""
+
+
+class Reason(enum.StrEnum):
+    """Why a pair got the power it got."""
+
+    PROPORTIONAL = "proportional"
+    """Its share by weight; no bound was in the way."""
+    CAPPED = "capped"
+    """Held at the largest magnitude battery and inverter allow."""
+    RAISED_TO_MINIMUM = "raised_to_minimum"
+    """Its share was below its exclusion minimum; it runs at that minimum so the request can
+    be met."""
+    DROPPED_BELOW_MINIMUM = "dropped_below_minimum"
+    """Its share was below its exclusion minimum (or the minimums could not all be met); set to
+    0 and its share given to the others."""
+    MINIMUM_ABOVE_CAP = "minimum_above_cap"
+    """Its exclusion minimum exceeds its cap, so only 0 is allowed."""
+    ZERO_POWER_BOUND = "zero_power_bound"
+    """Its bounds allow no power in this direction."""
+    AT_SOC_LIMIT = "at_soc_limit"
+    """Its SoC is at or past its bound in this direction."""
+    ZERO_CAPACITY = "zero_capacity"
+    """It reports zero capacity."""
+    ZERO_REQUEST = "zero_request"
+    """The request is 0 W."""
+    EQUAL_SHARE = "equal_share"
+    """Not working, included on request: an equal share of what the working pairs left."""
+
+
+_Status: TypeAlias = "Reason | str | None"
+"""A pair's standing in one direction: ``None`` if it can take power, the :class:`Reason` why
+it cannot, or a plain ``str`` saying why it is excluded altogether (bad telemetry)."""
+
+_Row: TypeAlias = tuple[int, int, _Status, float, float, float, float, float, float, float]
+"""A pair in one direction, in the order of the ``_ID`` ... ``_AVAILABLE`` positions below."""
+
+# Positions in a _Row: the ids, the status, the weight for exponent 1 (`capacity·a`, floored at
+# MIN_WEIGHT) with `u/w` and `m/w`, then `u`, `m`, the capacity and `a`.
+_ID: Final = 0
+_INVERTER: Final = 1
+_STATUS: Final = 2
+_WEIGHT: Final = 3
+_CAP_RATIO: Final = 4
+_MIN_RATIO: Final = 5
+_CAP: Final = 6
+_MIN: Final = 7
+_CAPACITY: Final = 8
+_AVAILABLE: Final = 9
+
+
+def _merge_bound(
+    battery: float, inverter: float, tighter: Callable[[float, float], float]
+) -> float:
+    """Combine one bound of battery and inverter: the tighter one; an unknown side yields."""
+    if battery != battery:  # nan
+        return inverter
+    if inverter != inverter:
+        return battery
+    return tighter(battery, inverter)
+
+
+def _merged(battery: PowerBounds, inverter: PowerBounds) -> tuple[tuple[str, float], ...]:
+    return (
+        ("inclusion_lower", _merge_bound(battery.inclusion_lower, inverter.inclusion_lower, max)),
+        ("exclusion_lower", _merge_bound(battery.exclusion_lower, inverter.exclusion_lower, min)),
+        ("exclusion_upper", _merge_bound(battery.exclusion_upper, inverter.exclusion_upper, max)),
+        ("inclusion_upper", _merge_bound(battery.inclusion_upper, inverter.inclusion_upper, min)),
+    )
+
+
+def _envelope(battery: BatterySnapshot, inverter: InverterSnapshot) -> tuple[_Row, _Row]:
+    """The pair's rows for charging and for discharging (see the module docstring)."""
+    bid, iid = battery.component_id, inverter.component_id
+    merged = _merged(battery.bounds, inverter.bounds)
+    problem = _telemetry_problem(battery, iid, merged)
+    if problem is not None:
+        dead: _Row = (bid, iid, problem, 0.0, math.inf, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return dead, dead
+    incl_lower, excl_lower, excl_upper, incl_upper = (float(v) for _, v in merged)
+    soc, capacity = float(battery.soc_pct), float(battery.capacity_wh)
+    # `0.0 - x` and `x + 0.0` rather than `-x` and `x`: no -0.0, which would print as "-0.0".
+    up = max(0.0, battery.soc_upper_pct - soc)
+    down = max(0.0, soc - battery.soc_lower_pct)
+    return (
+        _row(bid, iid, capacity, up, incl_upper + 0.0, excl_upper + 0.0),
+        _row(bid, iid, capacity, down, 0.0 - incl_lower, 0.0 - excl_lower),
+    )
+
+
+def _telemetry_problem(
+    battery: BatterySnapshot, inverter_id: int, merged: Iterable[tuple[str, float]]
+) -> str | None:
+    """Why the pair's telemetry cannot be used, naming the field; None if it can."""
+    bid = battery.component_id
+    for name, value in (
+        ("soc_pct", battery.soc_pct),
+        ("soc_lower_pct", battery.soc_lower_pct),
+        ("soc_upper_pct", battery.soc_upper_pct),
+        ("capacity_wh", battery.capacity_wh),
+    ):
+        if not math.isfinite(value):
+            return f"battery {bid}: {name} is {value}"
+        if abs(value) > PLAUSIBLE_LIMIT:
+            return f"battery {bid}: {name} is implausible ({value:g})"
+    if battery.capacity_wh < 0.0:
+        return f"battery {bid}: capacity_wh is negative ({battery.capacity_wh:g})"
+    for name, value in merged:
+        if math.isnan(value):
+            return (
+                f"battery {bid}: power bound {name} unknown on both the battery and "
+                f"inverter {inverter_id}"
+            )
+        if not abs(value) <= PLAUSIBLE_LIMIT:
+            return f"battery {bid}: power bound {name} is not usable ({value:g} W)"
+    return None
+
+
+def _row(bid: int, iid: int, capacity: float, available: float, cap: float, minimum: float) -> _Row:
+    status: _Status = None
+    if capacity <= 0.0:
+        status = Reason.ZERO_CAPACITY
+    elif available <= 0.0:
+        status = Reason.AT_SOC_LIMIT
+    elif minimum > cap:
+        status = Reason.MINIMUM_ABOVE_CAP
+    elif cap <= 0.0:
+        status = Reason.ZERO_POWER_BOUND
+    if status is not None:
+        return (bid, iid, status, 0.0, math.inf, 0.0, cap, minimum, capacity, available)
+    weight = max(capacity * available, MIN_WEIGHT)
+    return (
+        bid,
+        iid,
+        None,
+        weight,
+        cap / weight,
+        minimum / weight,
+        cap,
+        minimum,
+        capacity,
+        available,
+    )
+
+
+@attrs.frozen(kw_only=True)
+class Pair:
+    """A battery and the inverter that commands it: the algorithm's input.
+
+    What depends only on the telemetry is worked out here, once, so that the daemon pays for
+    it when telemetry arrives rather than on every request.
+
+    Attributes:
+        battery: The battery's latest telemetry.
+        inverter: Its inverter's latest telemetry.
+        problem: Why the pair cannot be used, naming the field; ``None`` if it can.
+    """
+
+    battery: BatterySnapshot
+    inverter: InverterSnapshot
+    problem: str | None = attrs.field(init=False, eq=False)
+    charge_row: _Row = attrs.field(init=False, eq=False, repr=False)
+    discharge_row: _Row = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        charge, discharge = _envelope(self.battery, self.inverter)
+        object.__setattr__(self, "charge_row", charge)
+        object.__setattr__(self, "discharge_row", discharge)
+        status = charge[_STATUS]
+        object.__setattr__(self, "problem", None if isinstance(status, Reason) else status)
+
+    @property
+    def battery_id(self) -> int:
+        """The battery's component id."""
+        return self.battery.component_id
+
+    @property
+    def inverter_id(self) -> int:
+        """The inverter's component id."""
+        return self.inverter.component_id
+
+
+_CHARGE_ROW = attrgetter("charge_row")
+_DISCHARGE_ROW = attrgetter("discharge_row")
+
+
+def _weights(
+    capacities: Sequence[float], available: Sequence[float], exponent: float
+) -> list[float]:
+    """``capacity · a^e`` for candidates (capacity > 0, a > 0), for exponents other than 1.
+
+    Only ratios of weights matter, so the spec's ``capacity/Σcapacity`` factor is left out;
+    ``a`` is normalised by its largest value so ``a^e`` cannot overflow, and every candidate
+    keeps a positive weight (:data:`MIN_WEIGHT`).
+    """
+    if exponent == 0.0:
+        weights = list(capacities)
+    else:
+        a_scale = 1.0 / max(available)
+        weights = [
+            c * (a * a_scale) ** exponent for c, a in zip(capacities, available, strict=True)
+        ]
+    if min(weights) < MIN_WEIGHT:
+        weights = [w if w >= MIN_WEIGHT else MIN_WEIGHT for w in weights]
+    return weights
