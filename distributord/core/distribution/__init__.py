@@ -19,7 +19,8 @@ in proportion to its weight ``w`` (capacity and available SoC). The rules of
 
 The modules, from the bottom up:
 
-* :mod:`.rows`: per-pair quantities, worked out when a :class:`Pair` is built; bad telemetry.
+* :mod:`.rows`: per-pair quantities (a :class:`Row` per direction), worked out when a
+  :class:`Pair` is built; bad telemetry.
 * :mod:`.search`: the search of rule 6.
 * :mod:`.waterfill`: proportional shares, caps and minimums over the candidates (rules 3-5).
 * :mod:`.placement`: :func:`distribute` and the :class:`Distribution` it returns, the request
@@ -39,7 +40,7 @@ from distributord.core.distribution.placement import (
     distribute,
     split_equally,
 )
-from distributord.core.distribution.rows import MIN_WEIGHT, PLAUSIBLE_LIMIT, Pair, Reason
+from distributord.core.distribution.rows import MIN_WEIGHT, PLAUSIBLE_LIMIT, Pair, Reason, Row
 from distributord.core.distribution.search import SEARCH_BUDGET
 from distributord.core.distribution.waterfill import split
 
@@ -52,6 +53,7 @@ __all__ = [
     "DistributionInputError",
     "Pair",
     "Reason",
+    "Row",
     "aggregate_bounds",
     "check_power",
     "combine",

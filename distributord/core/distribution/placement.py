@@ -34,23 +34,14 @@ from typing import Any, TypeAlias
 import attrs
 
 from distributord.core.distribution.rows import (
-    _AVAILABLE,
-    _CAP,
-    _CAP_RATIO,
-    _CAPACITY,
     _CHARGE_ROW,
     _DISCHARGE_ROW,
-    _ID,
-    _INVERTER,
-    _MIN,
-    _MIN_RATIO,
-    _STATUS,
-    _WEIGHT,
     PLAUSIBLE_LIMIT,
     Pair,
     Reason,
+    Row,
+    RowColumns,
     _merged,
-    _Row,
     _Status,
     _weights,
 )
@@ -143,20 +134,20 @@ def distribute(power_w: float, pairs: Sequence[Pair], *, exponent: float = 1.0) 
     _check_arguments(power_w, exponent)
     if not pairs:
         raise DistributionInputError("pairs", "must not be empty")
-    rows: Sequence[_Row] = sorted(map(_CHARGE_ROW if power_w > 0 else _DISCHARGE_ROW, pairs))
-    columns: list[Sequence[Any]] = list(zip(*rows, strict=True))
-    _check_unique(columns[_ID], columns[_INVERTER])
+    rows: Sequence[Row] = sorted(map(_CHARGE_ROW if power_w > 0 else _DISCHARGE_ROW, pairs))
+    columns = RowColumns._make(zip(*rows, strict=True))
+    _check_unique(columns.battery_id, columns.inverter_id)
     excluded: dict[int, str] = {}
-    if columns[_STATUS].count(None) != len(rows):
+    if columns.status.count(None) != len(rows):
         excluded = {
             bid: status
-            for bid, status in zip(columns[_ID], columns[_STATUS], strict=True)
+            for bid, status in zip(columns.battery_id, columns.status, strict=True)
             if isinstance(status, str) and not isinstance(status, Reason)
         }
         if excluded:
-            rows = [row for row in rows if row[_ID] not in excluded]
-            columns = list(zip(*rows, strict=True)) if rows else [()] * 10
-    ids: Sequence[int] = columns[_ID]
+            rows = [row for row in rows if row.battery_id not in excluded]
+            columns = RowColumns._make(zip(*rows, strict=True) if rows else [()] * len(Row._fields))
+    ids = columns.battery_id
     if abs(power_w) <= ZERO_POWER_W or not rows:
         return Distribution(
             power_w=power_w,
@@ -167,19 +158,19 @@ def distribute(power_w: float, pairs: Sequence[Pair], *, exponent: float = 1.0) 
         )
 
     def candidate_columns(pick: _Picker) -> _Columns:
-        m, u = pick(columns[_MIN]), pick(columns[_CAP])
+        m, u = pick(columns.min_w), pick(columns.cap_w)
         if exponent == 1.0:
             return (
-                pick(columns[_WEIGHT]),
+                pick(columns.weight),
                 m,
                 u,
-                pick(columns[_CAP_RATIO]),
-                pick(columns[_MIN_RATIO]),
+                pick(columns.cap_ratio),
+                pick(columns.min_ratio),
             )
-        w = _weights(pick(columns[_CAPACITY]), pick(columns[_AVAILABLE]), exponent)
+        w = _weights(pick(columns.capacity_wh), pick(columns.available_pct), exponent)
         return w, m, u, list(map(truediv, u, w)), list(map(truediv, m, w))
 
-    return _place(power_w, ids, columns[_STATUS], candidate_columns, excluded)
+    return _place(power_w, ids, columns.status, candidate_columns, excluded)
 
 
 def _all(column: Sequence[Any]) -> Sequence[Any]:
@@ -236,24 +227,24 @@ def aggregate_bounds(pairs: Iterable[Pair]) -> PowerBounds:
     which no pair can take power has both bounds ``0``.
     """
     pairs = list(pairs)
-    upper = _direction_bounds(map(_CHARGE_ROW, pairs))
-    lower = _direction_bounds(map(_DISCHARGE_ROW, pairs))
+    charge_minimum, charge_caps = _direction_bounds(map(_CHARGE_ROW, pairs))
+    discharge_minimum, discharge_caps = _direction_bounds(map(_DISCHARGE_ROW, pairs))
     return PowerBounds(
-        inclusion_lower=0.0 - lower[1],
-        exclusion_lower=0.0 - lower[0],
-        exclusion_upper=upper[0],
-        inclusion_upper=upper[1],
+        inclusion_lower=0.0 - discharge_caps,
+        exclusion_lower=0.0 - discharge_minimum,
+        exclusion_upper=charge_minimum,
+        inclusion_upper=charge_caps,
     )
 
 
-def _direction_bounds(rows: Iterable[_Row]) -> tuple[float, float]:
+def _direction_bounds(rows: Iterable[Row]) -> tuple[float, float]:
     """(smallest minimum, sum of caps) of the rows that can take power in their direction."""
     caps: list[float] = []
     minimum = math.inf
     for row in rows:
-        if row[_STATUS] is None:
-            caps.append(row[_CAP])
-            minimum = min(minimum, row[_MIN])
+        if row.status is None:
+            caps.append(row.cap_w)
+            minimum = min(minimum, row.min_w)
     if not caps:
         return 0.0, 0.0
     return minimum, math.fsum(caps)

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from distributord.core.distribution import Pair, Reason, distribute
+from distributord.core.distribution import MIN_WEIGHT, Pair, Reason, Row, distribute
+from distributord.core.distribution.rows import RowColumns
 from distributord.core.model import PowerBounds
 from tests.core.distribution.spec import battery, exponents, quantities, run
 from tests.strategies import fleets, make_pair, requests_for
@@ -174,3 +175,45 @@ def test_implausible_values_exclude_the_pair() -> None:
         1000, [battery(1, 50, 10, 90, 1e300, 1000), battery(2, 50, 10, 90, 10_000, 1000)]
     )
     assert "capacity_wh is implausible" in result.excluded[1]
+
+
+# --- rows ----------------------------------------------------------------------------------
+
+
+def test_row_fields_are_the_published_names_in_order() -> None:
+    # Code outside the package reads rows by these names; RowColumns transposes them and must
+    # name the columns in the same order.
+    assert Row._fields == (
+        "battery_id",
+        "inverter_id",
+        "status",
+        "weight",
+        "cap_ratio",
+        "min_ratio",
+        "cap_w",
+        "min_w",
+        "capacity_wh",
+        "available_pct",
+    )
+    assert RowColumns._fields == Row._fields
+
+
+@given(fleets(), st.booleans())
+def test_a_pairs_rows_hold_the_spec_quantities_by_name(fleet: list[Pair], charging: bool) -> None:
+    for pair in fleet:
+        row = pair.charge_row if charging else pair.discharge_row
+        assert (row.battery_id, row.inverter_id) == (pair.battery_id, pair.inverter_id)
+        if pair.problem is not None:
+            assert row.status == pair.problem
+            continue
+        q = quantities(pair, charging)
+        assert (row.cap_w, row.min_w, row.capacity_wh, row.available_pct) == (
+            q.cap,
+            q.minimum,
+            q.capacity,
+            q.available,
+        )
+        assert (row.status is None) == q.candidate
+        if q.candidate:
+            assert row.weight == max(q.capacity * q.available, MIN_WEIGHT)
+            assert (row.cap_ratio, row.min_ratio) == (q.cap / row.weight, q.minimum / row.weight)
