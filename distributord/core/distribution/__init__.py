@@ -40,9 +40,10 @@ from distributord.core.distribution.placement import (
     distribute,
     split_equally,
 )
-from distributord.core.distribution.rows import MIN_WEIGHT, PLAUSIBLE_LIMIT, Pair, Reason, Row
+from distributord.core.distribution.rows import MIN_WEIGHT, Pair, Reason, Row
 from distributord.core.distribution.search import SEARCH_BUDGET
 from distributord.core.distribution.waterfill import split
+from distributord.core.model import PLAUSIBLE_LIMIT  # defined with the telemetry rule
 
 __all__ = [
     "MIN_WEIGHT",

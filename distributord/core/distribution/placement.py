@@ -36,7 +36,6 @@ import attrs
 from distributord.core.distribution.rows import (
     _CHARGE_ROW,
     _DISCHARGE_ROW,
-    PLAUSIBLE_LIMIT,
     Pair,
     Reason,
     Row,
@@ -46,7 +45,7 @@ from distributord.core.distribution.rows import (
     _weights,
 )
 from distributord.core.distribution.waterfill import _pick, _Picker, split
-from distributord.core.model import PowerBounds
+from distributord.core.model import PLAUSIBLE_LIMIT, PowerBounds
 
 ZERO_POWER_W = 1e-9
 """Requests at or below this magnitude are zero: 1 nW is far below any inverter's resolution."""

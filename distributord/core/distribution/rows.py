@@ -15,7 +15,9 @@ or ``m > u`` cannot take power at all (rule 2); their row says why, as a :class:
 A ``nan`` power bound on one side of a pair is replaced by the other side's; this is how the
 Microgrid API's "no bounds" is read. Pairs with non-finite or implausible telemetry (or power
 bounds unknown on both battery and inverter) are *excluded*: their row carries a message naming
-the field instead of a :class:`Reason`.
+the field instead of a :class:`Reason`. Which battery values are bad is decided by the rule the
+status tracker shares (:func:`~distributord.core.model.bad_battery_values`); the distribution
+is the strictest user and excludes the pair for any fault it finds.
 
 Everything that depends only on a pair's telemetry is worked out once, when its :class:`Pair`
 is built (in the daemon: when telemetry arrives): the quantities above, whether the pair can
@@ -30,15 +32,18 @@ import enum
 import math
 from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
-from typing import NamedTuple, TypeAlias
+from typing import NamedTuple, TypeAlias, assert_never
 
 import attrs
 
-from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds
-
-PLAUSIBLE_LIMIT = 1e15
-"""Largest magnitude of any telemetry value we believe (W, Wh or %). A petawatt is beyond any
-site; the limit keeps every sum over a fleet finite, so no arithmetic can overflow."""
+from distributord.core.model import (
+    PLAUSIBLE_LIMIT,
+    BatterySnapshot,
+    InverterSnapshot,
+    PowerBounds,
+    ValueFault,
+    bad_battery_values,
+)
 
 MIN_WEIGHT = 1e-300
 """Floor for the weight of a pair with capacity and headroom, whose exact weight can underflow
@@ -187,20 +192,25 @@ def _envelope(battery: BatterySnapshot, inverter: InverterSnapshot) -> tuple[Row
 def _telemetry_problem(
     battery: BatterySnapshot, inverter_id: int, merged: Iterable[tuple[str, float]]
 ) -> str | None:
-    """Why the pair's telemetry cannot be used, naming the field; None if it can."""
+    """Why the pair's telemetry cannot be used, naming the field; None if it can.
+
+    Any of the battery's bad values (:func:`~distributord.core.model.bad_battery_values`)
+    excludes the pair, the first one named; so does a power bound unknown on both sides or
+    not plausible.
+    """
     bid = battery.component_id
-    for name, value in (
-        ("soc_pct", battery.soc_pct),
-        ("soc_lower_pct", battery.soc_lower_pct),
-        ("soc_upper_pct", battery.soc_upper_pct),
-        ("capacity_wh", battery.capacity_wh),
-    ):
-        if not math.isfinite(value):
-            return f"battery {bid}: {name} is {value}"
-        if abs(value) > PLAUSIBLE_LIMIT:
-            return f"battery {bid}: {name} is implausible ({value:g})"
-    if battery.capacity_wh < 0.0:
-        return f"battery {bid}: capacity_wh is negative ({battery.capacity_wh:g})"
+    bad = bad_battery_values(battery)
+    if bad:
+        name, value = bad[0].field, bad[0].value
+        match bad[0].fault:
+            case ValueFault.NOT_FINITE:
+                return f"battery {bid}: {name} is {value}"
+            case ValueFault.IMPLAUSIBLE:
+                return f"battery {bid}: {name} is implausible ({value:g})"
+            case ValueFault.NEGATIVE:
+                return f"battery {bid}: {name} is negative ({value:g})"
+            case unexpected:
+                assert_never(unexpected)
     for name, value in merged:
         if math.isnan(value):
             return (

@@ -13,6 +13,7 @@ from distributord.core.distribution import MIN_WEIGHT, Pair, Reason, Row, distri
 from distributord.core.distribution.rows import RowColumns
 from distributord.core.model import PowerBounds
 from tests.core.distribution.spec import battery, exponents, quantities, run
+from tests.snapshots import battery_snapshot, inverter_snapshot
 from tests.strategies import fleets, make_pair, requests_for
 
 
@@ -217,3 +218,21 @@ def test_a_pairs_rows_hold_the_spec_quantities_by_name(fleet: list[Pair], chargi
         if q.candidate:
             assert row.weight == max(q.capacity * q.available, MIN_WEIGHT)
             assert (row.cap_ratio, row.min_ratio) == (q.cap / row.weight, q.minimum / row.weight)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        ({"soc_upper_pct": math.inf}, "battery 1001: soc_upper_pct is inf"),
+        ({"capacity_wh": -5.0}, "battery 1001: capacity_wh is negative (-5)"),
+        (
+            {"soc_pct": 1e16, "capacity_wh": math.nan},
+            "battery 1001: soc_pct is implausible (1e+16)",
+        ),
+    ],
+)
+def test_the_first_bad_battery_value_names_the_problem(
+    overrides: dict[str, float], problem: str
+) -> None:
+    pair = Pair(battery=battery_snapshot(**overrides), inverter=inverter_snapshot())
+    assert pair.problem == problem
