@@ -34,7 +34,7 @@ class Client:
         stream: The connected stream; the caller closes it.
     """
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.HalfCloseableStream) -> None:
         self.stream = stream
         self._client = RpcClient()
 

@@ -18,23 +18,24 @@ Pure: times come in as arguments.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 from distributord.core.distribution import Pair
-from distributord.core.model import BatterySnapshot, InverterSnapshot
+from distributord.core.model import (
+    BatterySnapshot,
+    InverterSnapshot,
+    ValueFault,
+    bad_battery_values,
+)
 
 
 def _valid_battery(snapshot: BatterySnapshot) -> bool:
-    return all(
-        math.isfinite(v)
-        for v in (
-            snapshot.soc_pct,
-            snapshot.soc_lower_pct,
-            snapshot.soc_upper_pct,
-            snapshot.capacity_wh,
-        )
-    )
+    """Whether its values are finite, as the status tracker asks (:func:`bad_battery_values`).
+
+    Implausible values and a negative capacity still count as valid here: such a snapshot
+    replaces the last valid one, and :meth:`Fleet.cached_pair` then finds its pair unusable.
+    """
+    return all(bad.fault is not ValueFault.NOT_FINITE for bad in bad_battery_values(snapshot))
 
 
 class Fleet:

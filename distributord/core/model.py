@@ -9,6 +9,11 @@ client's request and the closed union of results. Nothing here reads a clock or 
   never ``None`` and never a guess; the distribution algorithm and the status tracker decide what
   an unknown value means. Validators therefore only reject values that no telemetry could mean
   (inverted SoC bounds, misordered power bounds, negative ids); they pass ``nan`` through.
+* **One rule for a battery's values.** :func:`bad_battery_values` judges SoC, SoC bounds and
+  capacity for every user, and says what is wrong with each (not finite, implausible, a
+  negative capacity). The users differ only in which faults disqualify: the distribution
+  excludes a pair for any of them, while the status tracker (its ``nan_*`` reasons) and the
+  fleet's cache of last valid snapshots only ask for finite values.
 * **Sign convention.** Watts, passive sign convention: positive charges the battery, negative
   discharges it.
 * **Requests are validated where they enter.** A :class:`Request` cannot hold a non-finite
@@ -36,6 +41,10 @@ MAX_BATTERIES_PER_REQUEST = 1024
 
 MAX_REQUEST_TIMEOUT_S = 60.0
 """The protocol's cap on a request's deadline: longer than any sane inverter round trip."""
+
+PLAUSIBLE_LIMIT = 1e15
+"""Largest magnitude of any telemetry value we believe (W, Wh or %). A petawatt is beyond any
+site; the limit keeps every sum over a fleet finite, so no arithmetic can overflow."""
 
 
 def is_finite_power(value: object) -> bool:
@@ -182,6 +191,55 @@ class BatterySnapshot:
                 f"battery {self.component_id}: soc_lower_pct ({self.soc_lower_pct}) > "
                 f"soc_upper_pct ({self.soc_upper_pct})"
             )
+
+
+class ValueFault(enum.Enum):
+    """What is wrong with one of a battery's values (see :func:`bad_battery_values`)."""
+
+    NOT_FINITE = "not_finite"
+    """``nan`` (unknown) or infinite."""
+    IMPLAUSIBLE = "implausible"
+    """Finite, but larger in magnitude than :data:`PLAUSIBLE_LIMIT`."""
+    NEGATIVE = "negative"
+    """A negative capacity (finite and plausible otherwise)."""
+
+
+@attrs.frozen(kw_only=True)
+class BadValue:
+    """One of a battery's values that cannot be used as it is.
+
+    Attributes:
+        field: The :class:`BatterySnapshot` field, e.g. ``"soc_pct"``.
+        value: Its value.
+        fault: What is wrong with it.
+    """
+
+    field: str
+    value: float
+    fault: ValueFault
+
+
+def bad_battery_values(snapshot: BatterySnapshot) -> list[BadValue]:
+    """The battery's SoC, SoC bounds and capacity that cannot be used, and why (empty if none).
+
+    In field order (``soc_pct``, ``soc_lower_pct``, ``soc_upper_pct``, ``capacity_wh``), with
+    one fault per value: not finite, else implausible, else (capacity only) negative. The
+    first is the one to name when only one is reported.
+    """
+    bad: list[BadValue] = []
+    for field, value in (
+        ("soc_pct", snapshot.soc_pct),
+        ("soc_lower_pct", snapshot.soc_lower_pct),
+        ("soc_upper_pct", snapshot.soc_upper_pct),
+        ("capacity_wh", snapshot.capacity_wh),
+    ):
+        if not math.isfinite(value):
+            bad.append(BadValue(field=field, value=value, fault=ValueFault.NOT_FINITE))
+        elif abs(value) > PLAUSIBLE_LIMIT:
+            bad.append(BadValue(field=field, value=value, fault=ValueFault.IMPLAUSIBLE))
+        elif field == "capacity_wh" and value < 0.0:
+            bad.append(BadValue(field=field, value=value, fault=ValueFault.NEGATIVE))
+    return bad
 
 
 @attrs.frozen(kw_only=True)

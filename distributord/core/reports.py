@@ -66,10 +66,10 @@ def status_report(
         if pair is not None and pair.problem is None:
             charge, discharge = pair.charge_row, pair.discharge_row
             entry["bounds"] = {
-                "inclusion_lower_w": 0.0 - discharge[6],  # Row.cap_w
-                "exclusion_lower_w": 0.0 - discharge[7],  # Row.min_w
-                "exclusion_upper_w": charge[7] + 0.0,  # Row.min_w
-                "inclusion_upper_w": charge[6] + 0.0,  # Row.cap_w
+                "inclusion_lower_w": 0.0 - discharge.cap_w,
+                "exclusion_lower_w": 0.0 - discharge.min_w,
+                "exclusion_upper_w": charge.min_w + 0.0,
+                "inclusion_upper_w": charge.cap_w + 0.0,
             }
         if battery_id in setpoints:
             entry["setpoint_w"] = setpoints[battery_id] + 0.0

@@ -47,7 +47,13 @@ from collections.abc import Iterable, Mapping
 import attrs
 
 from distributord.core.errors import InputError
-from distributord.core.model import BatterySnapshot, InverterSnapshot, StateCode
+from distributord.core.model import (
+    BatterySnapshot,
+    InverterSnapshot,
+    StateCode,
+    ValueFault,
+    bad_battery_values,
+)
 from distributord.core.values import short_number
 
 
@@ -150,19 +156,27 @@ class BatteryState:
     since: float = 0.0
 
 
-def _finite(*values: float) -> bool:
-    return all(math.isfinite(v) for v in values)
+_NOT_FINITE_REASONS = {
+    "soc_pct": Reason.NAN_SOC,
+    "soc_lower_pct": Reason.NAN_SOC_BOUNDS,
+    "soc_upper_pct": Reason.NAN_SOC_BOUNDS,
+    "capacity_wh": Reason.NAN_CAPACITY,
+}
+"""The reason for each battery value that is not finite."""
 
 
 def battery_problems(snapshot: BatterySnapshot) -> set[Reason]:
-    """Why a battery sample is unhealthy (empty if healthy); freshness is not judged here."""
-    problems: set[Reason] = set()
-    if not _finite(snapshot.soc_pct):
-        problems.add(Reason.NAN_SOC)
-    if not _finite(snapshot.soc_lower_pct, snapshot.soc_upper_pct):
-        problems.add(Reason.NAN_SOC_BOUNDS)
-    if not _finite(snapshot.capacity_wh):
-        problems.add(Reason.NAN_CAPACITY)
+    """Why a battery sample is unhealthy (empty if healthy); freshness is not judged here.
+
+    Of the shared rule for a battery's values (:func:`bad_battery_values`) only values that
+    are not finite count here: an implausible value or a negative capacity leaves the battery
+    working, and the distribution excludes its pair instead, naming the field.
+    """
+    problems = {
+        _NOT_FINITE_REASONS[bad.field]
+        for bad in bad_battery_values(snapshot)
+        if bad.fault is ValueFault.NOT_FINITE
+    }
     if not (snapshot.states <= BATTERY_HEALTHY_STATES and snapshot.states & BATTERY_READY_STATES):
         problems.add(Reason.BATTERY_ERROR_STATE)
     if snapshot.errors:

@@ -1,4 +1,4 @@
-"""Validation where values enter: requests, snapshots, bounds."""
+"""Validation where values enter: requests, snapshots, bounds; the rule for battery values."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from distributord.core.model import BatterySnapshot, PowerBounds, Request
+from distributord.core.model import (
+    BatterySnapshot,
+    PowerBounds,
+    Request,
+    ValueFault,
+    bad_battery_values,
+)
+from tests.snapshots import battery_snapshot
 
 
 def request(**overrides: Any) -> Request:
@@ -114,3 +121,38 @@ def test_component_ids_must_be_non_negative() -> None:
             capacity_wh=1.0,
             bounds=PowerBounds.unknown(),
         )
+
+
+# --- the rule for a battery's values --------------------------------------------------------
+
+NOT_FINITE, IMPLAUSIBLE, NEGATIVE = (
+    ValueFault.NOT_FINITE,
+    ValueFault.IMPLAUSIBLE,
+    ValueFault.NEGATIVE,
+)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({}, []),
+        ({"soc_pct": math.nan}, [("soc_pct", NOT_FINITE)]),
+        ({"soc_upper_pct": math.inf}, [("soc_upper_pct", NOT_FINITE)]),
+        ({"soc_lower_pct": -1e15}, []),  # the limit itself is believed
+        ({"capacity_wh": 2e15}, [("capacity_wh", IMPLAUSIBLE)]),
+        ({"capacity_wh": -1.0}, [("capacity_wh", NEGATIVE)]),
+        ({"capacity_wh": -math.inf}, [("capacity_wh", NOT_FINITE)]),  # one fault per value
+        ({"capacity_wh": -2e15}, [("capacity_wh", IMPLAUSIBLE)]),
+        (
+            {"capacity_wh": math.nan, "soc_pct": 1e16},
+            [("soc_pct", IMPLAUSIBLE), ("capacity_wh", NOT_FINITE)],  # in field order
+        ),
+    ],
+)
+def test_bad_battery_values_names_each_bad_value_once_in_field_order(
+    overrides: dict[str, Any], expected: list[tuple[str, ValueFault]]
+) -> None:
+    snapshot = battery_snapshot(**overrides)
+    bad = bad_battery_values(snapshot)
+    assert [(b.field, b.fault) for b in bad] == expected
+    assert all(b.value is getattr(snapshot, b.field) for b in bad)

@@ -105,6 +105,13 @@ def test_unhealthy_battery_samples_are_not_working(
     )
 
 
+@pytest.mark.parametrize("overrides", [{"soc_pct": 1e16}, {"capacity_wh": -1.0}])
+def test_implausible_battery_values_leave_it_working(overrides: dict[str, Any]) -> None:
+    # The shared rule (model.bad_battery_values) finds them, but only values that are not
+    # finite make a battery unhealthy; the distribution excludes its pair instead.
+    assert fed(**overrides).evaluate(0.0) == fed().evaluate(0.0)
+
+
 @pytest.mark.parametrize(
     "state",
     [

@@ -1,0 +1,64 @@
+"""The distribution algorithm: split a requested power across battery/inverter pairs.
+
+Theory of operation
+-------------------
+A request asks for a power ``P`` (W, + charge, − discharge) over some pairs. Each pair may take
+exactly ``0`` or any magnitude in its window ``[m, u]``, and shares the request with the others
+in proportion to its weight ``w`` (capacity and available SoC). The rules of
+``spec/distribution.md``, and the module that keeps each:
+
+1. ``M = |P| ≈ 0``: every setpoint is exactly ``0`` (:mod:`.placement`).
+2. Pairs with ``w = 0``, ``u = 0`` or ``m > u`` get exactly ``0`` (:mod:`.rows` says which).
+3. If the others' caps sum to at most ``M``, all run at their cap (:mod:`.waterfill`).
+4. Otherwise the split is proportional to weight, with water-filling where caps bind
+   (:mod:`.waterfill`).
+5. A share below its pair's minimum is dropped, or raised to the minimum when dropping it would
+   leave ``M`` unreachable (:mod:`.waterfill`).
+6. If the minimums of the pairs still running exceed ``M``, an exact search chooses which pairs
+   run (:mod:`.search`).
+
+The modules, from the bottom up:
+
+* :mod:`.rows`: per-pair quantities (a :class:`Row` per direction), worked out when a
+  :class:`Pair` is built; bad telemetry.
+* :mod:`.search`: the search of rule 6.
+* :mod:`.waterfill`: proportional shares, caps and minimums over the candidates (rules 3-5).
+* :mod:`.placement`: :func:`distribute` and the :class:`Distribution` it returns, the request
+  check (:func:`aggregate_bounds`, :func:`check_power`), :func:`split_equally` and
+  :func:`combine`.
+
+Import from this package; the names below are its public API.
+"""
+
+from distributord.core.distribution.placement import (
+    ZERO_POWER_W,
+    Distribution,
+    DistributionInputError,
+    aggregate_bounds,
+    check_power,
+    combine,
+    distribute,
+    split_equally,
+)
+from distributord.core.distribution.rows import MIN_WEIGHT, Pair, Reason, Row
+from distributord.core.distribution.search import SEARCH_BUDGET
+from distributord.core.distribution.waterfill import split
+from distributord.core.model import PLAUSIBLE_LIMIT  # defined with the telemetry rule
+
+__all__ = [
+    "MIN_WEIGHT",
+    "PLAUSIBLE_LIMIT",
+    "SEARCH_BUDGET",
+    "ZERO_POWER_W",
+    "Distribution",
+    "DistributionInputError",
+    "Pair",
+    "Reason",
+    "Row",
+    "aggregate_bounds",
+    "check_power",
+    "combine",
+    "distribute",
+    "split",
+    "split_equally",
+]

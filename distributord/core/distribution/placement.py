@@ -1,0 +1,353 @@
+"""Placing a request: :func:`distribute`, :func:`split_equally` and the :class:`Distribution`.
+
+Theory of operation
+-------------------
+A request asks for a power ``P`` (W, + charge, − discharge) over some pairs. We work on the
+magnitude ``M = |P|`` in the request's direction and restore the sign at the end:
+
+1. ``M ≈ 0`` (≤ 1 nW): every setpoint is exactly ``0``.
+2. Pairs with ``w = 0``, ``u = 0`` or ``m > u`` get exactly ``0`` and no leftover.
+3. The others are candidates, and :func:`~.waterfill.split` places ``M`` over them (rules 3
+   to 6); what it cannot place is ``remaining``.
+
+Every pair in the result carries a :class:`Reason`. Pairs with bad telemetry (see
+:mod:`.rows`) are *excluded*: they are not in ``setpoints`` and ``excluded`` says why, naming
+the field.
+
+A distribution reads one row per pair, worked out when the pair was built, and works on the
+rows' columns. Pairs are put in battery-id order first and every tie is broken by id, so
+permuting the input permutes the output exactly.
+
+Around :func:`distribute`: :func:`aggregate_bounds` and :func:`check_power` decide whether a
+request is accepted at all, :func:`split_equally` shares what is left over batteries that are
+not working (``include_broken_batteries``), and :func:`combine` joins the two results.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import truediv
+from typing import Any, TypeAlias
+
+import attrs
+
+from distributord.core.distribution.rows import (
+    _CHARGE_ROW,
+    _DISCHARGE_ROW,
+    Pair,
+    Reason,
+    Row,
+    RowColumns,
+    _merged,
+    _Status,
+    _weights,
+)
+from distributord.core.distribution.waterfill import _pick, _Picker, split
+from distributord.core.model import PLAUSIBLE_LIMIT, PowerBounds
+
+ZERO_POWER_W = 1e-9
+"""Requests at or below this magnitude are zero: 1 nW is far below any inverter's resolution."""
+
+_Columns: TypeAlias = tuple[
+    Sequence[float], Sequence[float], Sequence[float], Sequence[float], Sequence[float]
+]
+"""The candidates' ``(w, m, u, u/w, m/w)``."""
+
+
+class DistributionInputError(ValueError):
+    """The caller passed arguments the algorithm does not accept (a bug at the call site).
+
+    Attributes:
+        field: The offending argument.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@attrs.frozen(kw_only=True)
+class Distribution:
+    """What the algorithm decided for one request.
+
+    Attributes:
+        power_w: The requested power.
+        setpoints: Battery id to setpoint (W) for every usable pair; exactly ``0.0`` for pairs
+            that take nothing.
+        reasons: Battery id to why it got its setpoint.
+        remaining_w: Requested power that could not be placed (same sign as ``power_w``).
+        excluded: Battery id to why the pair was left out (not in ``setpoints``; do not
+            command it).
+    """
+
+    power_w: float
+    setpoints: Mapping[int, float]
+    reasons: Mapping[int, Reason]
+    remaining_w: float
+    excluded: Mapping[int, str] = attrs.field(factory=dict)
+
+    @property
+    def placed_w(self) -> float:
+        """Total power the setpoints add up to."""
+        return math.fsum(self.setpoints.values())
+
+
+# --- distribute ----------------------------------------------------------------------------
+
+
+def _check_arguments(power_w: float, exponent: float) -> None:
+    if isinstance(power_w, bool) or not isinstance(power_w, int | float):
+        raise DistributionInputError("power_w", f"must be a number, got {power_w!r}")
+    if not math.isfinite(power_w):
+        raise DistributionInputError("power_w", f"must be finite, got {power_w!r}")
+    if isinstance(exponent, bool) or not isinstance(exponent, int | float):
+        raise DistributionInputError("exponent", f"must be a number, got {exponent!r}")
+    if not (math.isfinite(exponent) and exponent >= 0.0):
+        raise DistributionInputError("exponent", f"must be finite and >= 0, got {exponent!r}")
+
+
+def _check_unique(battery_ids: Sequence[int], inverter_ids: Sequence[int]) -> None:
+    for name, ids in (("battery", battery_ids), ("inverter", inverter_ids)):
+        if len(set(ids)) != len(ids):
+            dupes = sorted(i for i, count in Counter(ids).items() if count > 1)
+            raise DistributionInputError("pairs", f"duplicate {name} ids {dupes}")
+
+
+def distribute(power_w: float, pairs: Sequence[Pair], *, exponent: float = 1.0) -> Distribution:
+    """Split ``power_w`` across ``pairs`` (see the package docstring for the rules).
+
+    Args:
+        power_w: Requested power, W (+ charge, − discharge). Finite.
+        pairs: The usable pairs; battery ids and inverter ids unique. Not empty.
+        exponent: ``e ≥ 0`` in the weight ``capacity share · available SoC^e``.
+
+    Returns:
+        The setpoints, why each pair got its setpoint, and what could not be placed.
+
+    Raises:
+        DistributionInputError: An argument is invalid; the error names it. Telemetry never
+            raises: bad telemetry excludes its pair.
+    """
+    _check_arguments(power_w, exponent)
+    if not pairs:
+        raise DistributionInputError("pairs", "must not be empty")
+    rows: Sequence[Row] = sorted(map(_CHARGE_ROW if power_w > 0 else _DISCHARGE_ROW, pairs))
+    columns = RowColumns._make(zip(*rows, strict=True))
+    _check_unique(columns.battery_id, columns.inverter_id)
+    excluded: dict[int, str] = {}
+    if columns.status.count(None) != len(rows):
+        excluded = {
+            bid: status
+            for bid, status in zip(columns.battery_id, columns.status, strict=True)
+            if isinstance(status, str) and not isinstance(status, Reason)
+        }
+        if excluded:
+            rows = [row for row in rows if row.battery_id not in excluded]
+            columns = RowColumns._make(zip(*rows, strict=True) if rows else [()] * len(Row._fields))
+    ids = columns.battery_id
+    if abs(power_w) <= ZERO_POWER_W or not rows:
+        return Distribution(
+            power_w=power_w,
+            setpoints=dict.fromkeys(ids, 0.0),
+            reasons=dict.fromkeys(ids, Reason.ZERO_REQUEST),
+            remaining_w=0.0 if abs(power_w) <= ZERO_POWER_W else float(power_w),
+            excluded=excluded,
+        )
+
+    def candidate_columns(pick: _Picker) -> _Columns:
+        m, u = pick(columns.min_w), pick(columns.cap_w)
+        if exponent == 1.0:
+            return (
+                pick(columns.weight),
+                m,
+                u,
+                pick(columns.cap_ratio),
+                pick(columns.min_ratio),
+            )
+        w = _weights(pick(columns.capacity_wh), pick(columns.available_pct), exponent)
+        return w, m, u, list(map(truediv, u, w)), list(map(truediv, m, w))
+
+    return _place(power_w, ids, columns.status, candidate_columns, excluded)
+
+
+def _all(column: Sequence[Any]) -> Sequence[Any]:
+    return column
+
+
+def _place(
+    power_w: float,
+    ids: Sequence[int],
+    status: Sequence[_Status],
+    candidate_columns: Callable[[_Picker], _Columns],
+    excluded: dict[int, str],
+) -> Distribution:
+    """Split ``|power_w|`` over the pairs whose status is ``None``, then restore the sign."""
+    idle: list[int] = []
+    xs: list[float] = []
+    why: list[Reason] = []
+    placed = 0.0
+    if status.count(None) == len(status):
+        candidate_ids: Sequence[int] = ids
+        placed, xs, why = split(abs(power_w), *candidate_columns(_all))
+    else:
+        candidates = [k for k, s in enumerate(status) if s is None]
+        idle = [k for k, s in enumerate(status) if s is not None]
+        candidate_ids = ()
+        if candidates:
+            pick = _pick(candidates)
+            candidate_ids = pick(ids)
+            placed, xs, why = split(abs(power_w), *candidate_columns(pick))
+    magnitude = abs(power_w)
+    short = magnitude - placed if placed < magnitude else 0.0
+    if power_w < 0:
+        xs = [0.0 - x for x in xs]
+        short = 0.0 - short
+    setpoints: dict[int, float] = dict(zip(candidate_ids, xs, strict=True))
+    reasons: dict[int, Reason] = dict(zip(candidate_ids, why, strict=True))
+    for k in idle:
+        setpoints[ids[k]] = 0.0
+        reasons[ids[k]] = status[k]  # type: ignore[assignment]  # a Reason: excluded ones are gone
+    return Distribution(
+        power_w=power_w, setpoints=setpoints, reasons=reasons, remaining_w=short, excluded=excluded
+    )
+
+
+# --- aggregate bounds and the request check ----------------------------------------------
+
+
+def aggregate_bounds(pairs: Iterable[Pair]) -> PowerBounds:
+    """The bounds of a set of pairs, for the request check.
+
+    ``inclusion_upper`` is the sum of the caps of the pairs that can charge, ``exclusion_upper``
+    the smallest minimum among them (the smallest magnitude one pair alone can take; the
+    reference design summed the minimums instead); likewise for discharging. A direction in
+    which no pair can take power has both bounds ``0``.
+    """
+    pairs = list(pairs)
+    charge_minimum, charge_caps = _direction_bounds(map(_CHARGE_ROW, pairs))
+    discharge_minimum, discharge_caps = _direction_bounds(map(_DISCHARGE_ROW, pairs))
+    return PowerBounds(
+        inclusion_lower=0.0 - discharge_caps,
+        exclusion_lower=0.0 - discharge_minimum,
+        exclusion_upper=charge_minimum,
+        inclusion_upper=charge_caps,
+    )
+
+
+def _direction_bounds(rows: Iterable[Row]) -> tuple[float, float]:
+    """(smallest minimum, sum of caps) of the rows that can take power in their direction."""
+    caps: list[float] = []
+    minimum = math.inf
+    for row in rows:
+        if row.status is None:
+            caps.append(row.cap_w)
+            minimum = min(minimum, row.min_w)
+    if not caps:
+        return 0.0, 0.0
+    return minimum, math.fsum(caps)
+
+
+def check_power(power_w: float, bounds: PowerBounds, *, adjust_power: bool) -> bool:
+    """Whether a request for ``power_w`` is accepted against aggregate ``bounds``.
+
+    0 W is always accepted. With ``adjust_power`` only a request strictly inside the exclusion
+    range is refused (adjustment moves power towards zero, never away from it); without it the
+    request must lie within ``[inclusion_lower, exclusion_lower]`` or
+    ``[exclusion_upper, inclusion_upper]``.
+    """
+    if abs(power_w) <= ZERO_POWER_W:
+        return True
+    if adjust_power:
+        return not bounds.exclusion_lower < power_w < bounds.exclusion_upper
+    return (
+        bounds.inclusion_lower <= power_w <= bounds.exclusion_lower
+        or bounds.exclusion_upper <= power_w <= bounds.inclusion_upper
+    )
+
+
+# --- include_broken_batteries -------------------------------------------------------------
+
+
+def split_equally(power_w: float, known: Mapping[int, Sequence[PowerBounds]]) -> Distribution:
+    """Split ``power_w`` equally across batteries that are not working.
+
+    Used for ``include_broken_batteries``: what the usable pairs could not take is shared
+    equally, clamped to each pair's last known bounds (the tighter of battery and inverter; a
+    pair with no known bounds takes any share). This overrides the status tracker's
+    protection.
+
+    Args:
+        power_w: Power to share, W. Finite.
+        known: Battery id to the last known bounds of its battery and of its inverter (none,
+            one or both).
+
+    Returns:
+        The equal shares (reason :attr:`Reason.EQUAL_SHARE` where nothing binds).
+    """
+    if not math.isfinite(power_w):
+        raise DistributionInputError("power_w", f"must be finite, got {power_w!r}")
+    ids = sorted(known)
+    magnitude = abs(power_w)
+    if magnitude <= ZERO_POWER_W or not ids:
+        return Distribution(
+            power_w=power_w,
+            setpoints=dict.fromkeys(ids, 0.0),
+            reasons=dict.fromkeys(ids, Reason.ZERO_REQUEST),
+            remaining_w=0.0 if magnitude <= ZERO_POWER_W else float(power_w),
+        )
+    unknown = PowerBounds.unknown()
+    caps: list[float] = []
+    minimums: list[float] = []
+    status: list[_Status] = []
+    for bid in ids:
+        sides = [*known[bid], unknown, unknown][:2]
+        merged = dict(_merged(sides[0], sides[1]))
+        if power_w > 0:
+            edge, gap = merged["inclusion_upper"], merged["exclusion_upper"]
+        else:
+            edge, gap = 0.0 - merged["inclusion_lower"], 0.0 - merged["exclusion_lower"]
+        cap = min(max(edge, 0.0), PLAUSIBLE_LIMIT) if math.isfinite(edge) else PLAUSIBLE_LIMIT
+        floor = max(gap, 0.0) if math.isfinite(gap) else 0.0
+        caps.append(cap)
+        minimums.append(floor)
+        status.append(
+            Reason.MINIMUM_ABOVE_CAP
+            if floor > cap
+            else Reason.ZERO_POWER_BOUND
+            if cap <= 0
+            else None
+        )
+
+    def equal(pick: _Picker) -> _Columns:
+        m, u = pick(minimums), pick(caps)
+        return [1.0] * len(m), m, u, u, m  # with w = 1, u/w = u and m/w = m
+
+    shared = _place(power_w, ids, status, equal, {})
+    return attrs.evolve(
+        shared,
+        reasons={
+            bid: Reason.EQUAL_SHARE if why is Reason.PROPORTIONAL else why
+            for bid, why in shared.reasons.items()
+        },
+    )
+
+
+def combine(first: Distribution, second: Distribution) -> Distribution:
+    """The union of two distributions over disjoint pairs, for the same request.
+
+    ``second`` places what ``first`` left (``second.power_w == first.remaining_w``).
+    """
+    overlap = first.setpoints.keys() & second.setpoints.keys()
+    if overlap:
+        raise DistributionInputError("second", f"pairs {sorted(overlap)} appear in both")
+    setpoints = dict(sorted({**first.setpoints, **second.setpoints}.items()))
+    reasons = {**first.reasons, **second.reasons}
+    return Distribution(
+        power_w=first.power_w,
+        setpoints=setpoints,
+        reasons={bid: reasons[bid] for bid in setpoints},
+        remaining_w=second.remaining_w,
+        excluded={**first.excluded, **second.excluded},
+    )

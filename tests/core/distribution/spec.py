@@ -1,0 +1,110 @@
+"""An independent reading of the spec, shared by the distribution tests.
+
+The per-pair table of ``spec/distribution.md`` read afresh (not through the rows), the exact set
+of reachable totals, and a builder of the worked examples' pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import attrs
+from hypothesis import note
+from hypothesis import strategies as st
+
+from distributord.core.distribution import Distribution, Pair, distribute
+from distributord.core.model import PowerBounds
+from tests.strategies import make_pair
+
+TOLERANCE_W = 1e-6
+"""Conservation holds "within 1e-6 W per pair" (spec)."""
+
+exponents = st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0]) | st.floats(0.0, 3.0)
+
+
+@attrs.frozen
+class Quantities:
+    available: float
+    cap: float
+    minimum: float
+    capacity: float
+
+    @property
+    def candidate(self) -> bool:
+        """Can take power: weight > 0, cap > 0 and minimum <= cap."""
+        return (
+            self.capacity > 0 and self.available > 0 and self.cap > 0 and self.minimum <= self.cap
+        )
+
+
+def _merge(a: float, b: float, tighter: Callable[[float, float], float]) -> float:
+    if math.isnan(a):
+        return b
+    if math.isnan(b):
+        return a
+    return tighter(a, b)
+
+
+def quantities(pair: Pair, charging: bool) -> Quantities:
+    b, i = pair.battery, pair.inverter
+    if charging:
+        available = max(0.0, b.soc_upper_pct - b.soc_pct)
+        cap = _merge(b.bounds.inclusion_upper, i.bounds.inclusion_upper, min)
+        minimum = _merge(b.bounds.exclusion_upper, i.bounds.exclusion_upper, max)
+    else:
+        available = max(0.0, b.soc_pct - b.soc_lower_pct)
+        cap = -_merge(b.bounds.inclusion_lower, i.bounds.inclusion_lower, max)
+        minimum = -_merge(b.bounds.exclusion_lower, i.bounds.exclusion_lower, min)
+    return Quantities(available=available, cap=cap, minimum=minimum, capacity=b.capacity_wh)
+
+
+def reachable_below(target: float, items: Sequence[Quantities]) -> float:
+    """Exactly: the largest total up to ``target`` that allowed setpoints can add up to.
+
+    Each candidate takes 0 or [m, u]; pairs without a minimum just widen [0, U0]. The union of
+    reachable totals is kept as merged intervals (truncated above ``target``).
+    """
+    base = math.fsum(q.cap for q in items if q.candidate and q.minimum <= 0)
+    intervals = [(0.0, base)]
+    for q in items:
+        if not (q.candidate and q.minimum > 0):
+            continue
+        shifted = [
+            (lo + q.minimum, hi + q.cap)
+            for lo, hi in intervals
+            if lo + q.minimum <= target + TOLERANCE_W
+        ]
+        merged: list[tuple[float, float]] = []
+        for lo, hi in sorted(intervals + shifted):
+            if merged and lo <= merged[-1][1] + TOLERANCE_W:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+            else:
+                merged.append((lo, hi))
+        intervals = merged
+    return max(min(hi, target) for lo, hi in intervals if lo <= target + TOLERANCE_W)
+
+
+def run(power: float, fleet: Sequence[Pair], exponent: float = 1.0) -> Distribution:
+    note(f"power={power!r} exponent={exponent!r} pairs={len(fleet)}")
+    return distribute(power, fleet, exponent=exponent)
+
+
+def battery(
+    bid: int,
+    soc: float,
+    lower: float,
+    upper: float,
+    capacity: float,
+    cap: float,
+    minimum: float = 0.0,
+) -> Pair:
+    return make_pair(
+        bid,
+        soc=soc,
+        soc_lower=lower,
+        soc_upper=upper,
+        capacity=capacity,
+        battery_bounds=PowerBounds.symmetric(cap, minimum),
+        inverter_bounds=PowerBounds.symmetric(1e9),
+    )
