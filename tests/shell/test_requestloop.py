@@ -1,0 +1,651 @@
+"""The request loop's rules, on trio's mock clock, with a fake microgrid and a real tracker.
+
+Four healthy pairs (batteries 1001..1004, inverters 2001..2004) at the same SoC and capacity,
+so a set's power is split equally. Every test runs under ``MockClock(autojump_threshold=0)``:
+times in assertions are exact, and ``trio.sleep`` in a test only moves simulated time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from distributord.core.errors import CommandFailedError, CommandRejectedError
+from distributord.core.model import (
+    Error,
+    Ignored,
+    PartialFailure,
+    Request,
+    Result,
+    Success,
+)
+from distributord.core.status import Status, StatusSettings
+from distributord.core.topology import Topology
+from distributord.shell.link import MicrogridClient
+from distributord.shell.requestloop import LoopSettings, RequestLoop, Timing
+from distributord.shell.tracker import StatusTracker
+from tests.fakes import Answer, Behaviour, Crash, End, FakeMicrogrid, Hang
+from tests.snapshots import battery_snapshot, inverter_snapshot
+
+PAIRS = {1001: 2001, 1002: 2002, 1003: 2003, 1004: 2004}
+TOPOLOGY = Topology(pairs=PAIRS, left_out={})
+EPOCH = 1_800_000_000.0
+# Telemetry fed once stays fresh for the whole test (an hour of mock time): staleness is the
+# tracker's business (test_tracker.py); here only command outcomes change a status.
+STATUS = StatusSettings(max_data_age_s=3600.0, min_blocking_s=1.0, max_blocking_s=30.0)
+LOGGER = "distributord.shell.requestloop"
+SUPERSEDED = "superseded by a newer request for the same batteries"
+
+_: type[MicrogridClient] = FakeMicrogrid  # mypy checks that the fake keeps the protocol
+
+
+def wall() -> float:
+    """Unix time tied to the trio clock, so that sampled_at is meaningful under MockClock."""
+    return EPOCH + trio.current_time()
+
+
+def feed(tracker: StatusTracker, battery: int, **battery_overrides: Any) -> None:
+    """Fresh telemetry for a pair (healthy unless overridden)."""
+    now = trio.current_time()
+    tracker.snapshot(
+        battery_snapshot(
+            component_id=battery, sampled_at=wall(), received_at=now, **battery_overrides
+        )
+    )
+    tracker.snapshot(
+        inverter_snapshot(component_id=PAIRS[battery], sampled_at=wall(), received_at=now)
+    )
+
+
+@attrs.frozen
+class Reply:
+    """A reply as the client saw it, with the trio time it came."""
+
+    at: float
+    result: Result
+    timing: Timing
+
+
+@attrs.define
+class Rig:
+    """A running loop and what it is made of."""
+
+    fake: FakeMicrogrid
+    tracker: StatusTracker
+    loop: RequestLoop
+    replies: list[Reply] = attrs.Factory(list)
+    served: trio.Event = attrs.Factory(trio.Event)
+    """Set when ``loop.serve`` returns."""
+
+    def reply(self, result: Result, timing: Timing) -> None:
+        self.replies.append(Reply(trio.current_time(), result, timing))
+
+    def submit(self, power_w: float, *batteries: int, **fields: Any) -> Request:
+        request = Request(power_w=power_w, batteries=frozenset(batteries), **fields)
+        assert self.loop.submit(request, self.reply)
+        return request
+
+    def answers(self) -> list[tuple[float, type[Result], Request]]:
+        """Each reply as ``(time, kind, request)``, in the order they came."""
+        return [(r.at, type(r.result), r.result.request) for r in self.replies]
+
+
+@asynccontextmanager
+async def open_rig(settings: LoopSettings | None = None) -> AsyncIterator[Rig]:
+    """A loop serving a fake microgrid, every battery working, at mock time 0."""
+    tracker = StatusTracker(PAIRS, STATUS, wall_clock=wall)
+    for battery in PAIRS:
+        feed(tracker, battery)
+    assert all(state.status is Status.WORKING for state in tracker.states.values())
+    fake = FakeMicrogrid(TOPOLOGY)
+    rig = Rig(fake, tracker, RequestLoop(fake, tracker, TOPOLOGY, settings or LoopSettings()))
+
+    async def serve_loop(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await rig.loop.serve(task_status=task_status)
+        rig.served.set()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(tracker.serve)
+        await nursery.start(serve_loop)
+        # Let the tracker publish its first board, so the refresh task starts from it.
+        await trio.testing.wait_all_tasks_blocked()
+        assert trio.current_time() == 0.0
+        yield rig
+        nursery.cancel_scope.cancel()
+
+
+def success(
+    distribution: dict[int, float],
+) -> tuple[type[Success], float, frozenset[int], float, dict[int, float]]:
+    """What a Success is expected to say, in the shape of :func:`summary`."""
+    return (Success, math.fsum(distribution.values()), frozenset(distribution), 0.0, distribution)
+
+
+def summary(result: Result) -> tuple[type[Result], float, frozenset[int], float, dict[int, float]]:
+    """A Success's or PartialFailure's numbers (without the reasons, which are not ours)."""
+    assert isinstance(result, Success | PartialFailure), result
+    return (
+        type(result),
+        result.succeeded_power_w,
+        result.succeeded_batteries,
+        result.excess_power_w,
+        dict(result.distribution),
+    )
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno == logging.WARNING
+    ]
+
+
+# -- scheduling by battery set ---------------------------------------------------------------
+
+
+async def test_same_set_keeps_only_the_newest_waiting_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig() as rig:
+        rig.fake.behaviour[2001] = Answer(after_s=1.0)
+        first = rig.submit(1000.0, 1001)
+        await trio.sleep(0.25)
+        second = rig.submit(2000.0, 1001)
+        await trio.sleep(0.25)
+        third = rig.submit(3000.0, 1001)
+        await trio.sleep(0.25)
+        newest = rig.submit(4000.0, 1001)
+        await trio.sleep(5.0)
+
+        assert rig.answers() == [
+            (0.5, Ignored, second),
+            (0.75, Ignored, third),
+            (1.0, Success, first),
+            (2.0, Success, newest),
+        ]
+        assert rig.replies[0].result == Ignored(request=second, message=SUPERSEDED)
+        assert rig.replies[0].timing == Timing(total_s=0.25, commands_s=0.0)
+        assert rig.replies[1].result == Ignored(request=third, message=SUPERSEDED)
+        assert rig.replies[3].timing == Timing(total_s=1.25, commands_s=1.0)
+        assert summary(rig.replies[3].result) == success({1001: 4000.0})
+        # Only the first and the newest were commanded, one after the other.
+        assert rig.fake.sent() == [(0.0, {2001: 1000.0}), (1.0, {2001: 4000.0})]
+
+
+async def test_disjoint_sets_run_concurrently(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_rig() as rig:
+        rig.fake.behaviour[2001] = Hang()
+        hanging = rig.submit(1000.0, 1001)
+        await trio.sleep(1.0)
+        other = rig.submit(1000.0, 1002)
+        await trio.testing.wait_all_tasks_blocked()
+
+        assert rig.answers() == [(1.0, Success, other)]
+        assert rig.replies[0].timing == Timing(total_s=0.0, commands_s=0.0)
+        await trio.sleep(10.0)
+        assert rig.answers() == [(1.0, Success, other), (5.0, PartialFailure, hanging)]
+
+
+async def test_overlapping_sets_run_one_after_another_in_arrival_order(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with open_rig() as rig:
+        rig.fake.behaviour[2002] = Answer(after_s=1.0)
+        first = rig.submit(2000.0, 1001, 1002)
+        second = rig.submit(2000.0, 1002, 1003)  # overlaps the first (running)
+        third = rig.submit(1000.0, 1003)  # overlaps the second (waiting), not the first
+        disjoint = rig.submit(1000.0, 1004)
+        await trio.sleep(5.0)
+
+        assert rig.answers() == [
+            (0.0, Success, disjoint),
+            (1.0, Success, first),
+            (2.0, Success, second),
+            (2.0, Success, third),
+        ]
+        # Two batches start at 0 and the order of tasks started together is trio's choice.
+        assert sorted(rig.fake.sent(), key=lambda sent: (sent[0], sorted(sent[1]))) == [
+            (0.0, {2001: 1000.0, 2002: 1000.0}),
+            (0.0, {2004: 1000.0}),
+            (1.0, {2002: 1000.0, 2003: 1000.0}),
+            (2.0, {2003: 1000.0}),
+        ]
+        assert warnings(caplog) == [
+            "request for batteries [1002, 1003] overlaps the request for [1001, 1002]; it waits",
+            "request for batteries [1003] overlaps the request for [1002, 1003]; it waits",
+            "standing setpoint for batteries [1001, 1002] ended: batteries [1002] now follow a "
+            "request for [1002, 1003]",
+            "standing setpoint for batteries [1002, 1003] ended: batteries [1003] now follow a "
+            "request for [1003]",
+        ]
+
+
+# -- applying a request ------------------------------------------------------------------------
+
+
+async def test_a_command_past_the_deadline_is_cancelled_and_counts_as_failed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig() as rig:
+        rig.fake.behaviour[2002] = Answer(after_s=2.0)  # slow, but in time
+        rig.fake.behaviour[2003] = Hang()
+        request = rig.submit(3000.0, 1001, 1002, 1003, request_timeout_s=2.5)
+        await trio.sleep(3.0)
+
+        (reply,) = rig.replies
+        assert (reply.at, reply.timing) == (2.5, Timing(total_s=2.5, commands_s=2.5))
+        assert isinstance(reply.result, PartialFailure)
+        assert attrs.evolve(reply.result, reasons={}) == PartialFailure(
+            request=request,
+            succeeded_power_w=2000.0,  # the failed battery's power is not counted
+            succeeded_batteries=frozenset({1001, 1002}),
+            failed_power_w=1000.0,
+            failed_batteries=frozenset({1003}),
+            excess_power_w=0.0,
+            distribution={1001: 1000.0, 1002: 1000.0, 1003: 1000.0},
+        )
+        assert [(c.inverter, c.ended_at, c.end) for c in rig.fake.batches[0].commands] == [
+            (2001, 0.0, End.SUCCEEDED),
+            (2002, 2.0, End.SUCCEEDED),
+            (2003, 2.5, End.CANCELLED),
+        ]
+        # A deadline is a failure outside us: the battery is blocked for the first window.
+        assert rig.tracker.state(1003).status is Status.UNCERTAIN
+        assert rig.tracker.state(1003).blocked_until == 3.5
+        assert rig.tracker.state(1002).status is Status.WORKING
+
+
+async def test_a_refusal_fails_the_battery_without_blocking_it_and_a_failure_blocks_it(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with open_rig() as rig:
+        rig.fake.behaviour[2001] = Answer(error=CommandRejectedError("OUT_OF_RANGE", "too much"))
+        rig.fake.behaviour[2002] = Answer(error=CommandFailedError("UNAVAILABLE"))
+        request = rig.submit(3000.0, 1001, 1002, 1003)
+        await trio.testing.wait_all_tasks_blocked()
+
+        (reply,) = rig.replies
+        assert isinstance(reply.result, PartialFailure)
+        assert reply.result.request is request
+        assert reply.result.failed_batteries == {1001, 1002}
+        assert reply.result.failed_power_w == 2000.0
+        assert reply.result.succeeded_batteries == {1003}
+        assert reply.result.succeeded_power_w == 1000.0
+        assert rig.tracker.state(1001).status is Status.WORKING
+        assert rig.tracker.state(1001).blocked_until is None
+        assert rig.tracker.state(1002).status is Status.UNCERTAIN
+        assert rig.tracker.state(1002).blocked_until == 1.0
+        # 1002's change of status re-distributes the standing setpoint at once, without it; the
+        # refused battery still takes part.
+        assert rig.fake.sent() == [
+            (0.0, {2001: 1000.0, 2002: 1000.0, 2003: 1000.0}),
+            (0.0, {2001: 1500.0, 2003: 1500.0}),
+        ]
+        assert warnings(caplog)[0] == (
+            "request for batteries [1001, 1002, 1003] at 3000 W: 2 of 3 commands failed: "
+            "1001 (OUT_OF_RANGE), 1002 (UNAVAILABLE)"
+        )
+
+
+async def test_unknown_batteries_are_named_and_nothing_is_commanded(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig() as rig:
+        request = rig.submit(1000.0, 1001, 9998, 9999)
+        await trio.testing.wait_all_tasks_blocked()
+
+        assert rig.replies == [
+            Reply(
+                0.0,
+                Error(
+                    request=request,
+                    message="unknown batteries [9998, 9999]; "
+                    "known batteries: [1001, 1002, 1003, 1004]",
+                ),
+                Timing(total_s=0.0, commands_s=0.0),
+            )
+        ]
+        assert rig.fake.batches == []
+        assert rig.loop.standing() == {}
+
+
+async def test_an_unexpected_exception_is_an_error_result_and_the_loop_goes_on(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with open_rig() as rig:
+        rig.fake.behaviour[2001] = Crash(error=RuntimeError("boom"))
+        crashed = rig.submit(1000.0, 1001)
+        await trio.testing.wait_all_tasks_blocked()
+        del rig.fake.behaviour[2001]
+        await trio.sleep(1.0)
+        served = rig.submit(1000.0, 1001)
+        await trio.testing.wait_all_tasks_blocked()
+
+        assert rig.replies[0] == Reply(
+            0.0,
+            Error(request=crashed, message="internal error: RuntimeError('boom')"),
+            Timing(total_s=0.0, commands_s=0.0),
+        )
+        assert rig.answers()[1:] == [(1.0, Success, served)]
+        assert rig.fake.sent() == [(1.0, {2001: 1000.0})]
+        (logged,) = [r for r in caplog.records if r.name == LOGGER and r.levelno == logging.ERROR]
+        assert logged.getMessage() == "request for batteries [1001] failed"
+        assert logged.exc_info is not None
+        assert isinstance(logged.exc_info[1], RuntimeError)
+
+
+# -- standing setpoints ------------------------------------------------------------------------
+
+
+async def test_a_standing_setpoint_is_re_sent_every_third_of_the_lifetime(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig(LoopSettings(lifetime_s=30)) as rig:
+        request = rig.submit(4000.0, 1001, 1002)
+        await trio.sleep(35.0)
+
+        assert rig.answers() == [(0.0, Success, request)]  # refreshes answer nobody
+        assert rig.fake.sent() == [
+            (at, {2001: 2000.0, 2002: 2000.0}) for at in (0.0, 10.0, 20.0, 30.0)
+        ]
+        assert {batch.lifetime_s for batch in rig.fake.batches} == {30}
+        assert rig.loop.standing() == {frozenset({1001, 1002}): request}
+
+
+async def test_zero_watts_releases_a_standing_setpoint(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, LOGGER)
+    async with open_rig(LoopSettings(lifetime_s=30)) as rig:
+        rig.submit(4000.0, 1001, 1002)
+        await trio.sleep(5.0)
+        rig.submit(0.0, 1001, 1002)
+        await trio.sleep(40.0)
+
+        assert rig.fake.sent() == [
+            (0.0, {2001: 2000.0, 2002: 2000.0}),
+            (5.0, {2001: 0.0, 2002: 0.0}),
+        ]
+        assert rig.loop.standing() == {}
+        assert "standing setpoint for batteries [1001, 1002] released (0 W)" in [
+            r.getMessage() for r in caplog.records
+        ]
+
+
+async def test_a_request_for_an_overlapping_set_ends_a_standing_setpoint(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with open_rig(LoopSettings(lifetime_s=30)) as rig:
+        rig.submit(4000.0, 1001, 1002)
+        await trio.sleep(5.0)
+        overlapping = rig.submit(2000.0, 1002, 1003)
+        await trio.sleep(25.0)
+
+        assert rig.fake.sent() == [
+            (0.0, {2001: 2000.0, 2002: 2000.0}),
+            (5.0, {2002: 1000.0, 2003: 1000.0}),
+            (15.0, {2002: 1000.0, 2003: 1000.0}),
+            (25.0, {2002: 1000.0, 2003: 1000.0}),
+        ]
+        assert rig.loop.standing() == {frozenset({1002, 1003}): overlapping}
+        assert warnings(caplog) == [
+            "standing setpoint for batteries [1001, 1002] ended: batteries [1002] now follow a "
+            "request for [1002, 1003]"
+        ]
+
+
+async def test_a_client_request_cancels_a_running_refresh_it_overlaps(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig(LoopSettings(lifetime_s=30)) as rig:
+        rig.submit(2000.0, 1001, 1002)
+        await trio.sleep(9.0)
+        rig.fake.behaviour[2001] = Hang()
+        await trio.sleep(3.0)  # the refresh at 10 hangs on 2001
+        rig.fake.behaviour[2001] = Answer()
+        client = rig.submit(1500.0, 1001, 1003)
+        await trio.testing.wait_all_tasks_blocked()
+
+        assert rig.fake.sent() == [
+            (0.0, {2001: 1000.0, 2002: 1000.0}),
+            (10.0, {2001: 1000.0, 2002: 1000.0}),
+            (12.0, {2001: 750.0, 2003: 750.0}),
+        ]
+        refresh = rig.fake.batches[1].commands
+        assert [(c.inverter, c.ended_at, c.end) for c in refresh] == [
+            (2001, 12.0, End.CANCELLED),
+            (2002, 10.0, End.SUCCEEDED),
+        ]
+        assert rig.answers()[1:] == [(12.0, Success, client)]
+        assert rig.replies[1].timing == Timing(total_s=0.0, commands_s=0.0)
+        # A cancelled refresh is not a failure of the battery.
+        assert rig.tracker.state(1001).status is Status.WORKING
+
+
+async def test_a_waiting_refresh_does_not_block_a_client_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig(LoopSettings(lifetime_s=30)) as rig:
+        rig.submit(2000.0, 1001, 1002)
+        await trio.sleep(9.0)
+        rig.fake.behaviour[2001] = Answer(after_s=3.0)
+        rig.submit(1000.0, 1001)  # runs 9..12; the refresh due at 10 waits for it
+        await trio.sleep(1.5)
+        client = rig.submit(1000.0, 1002)
+        await trio.testing.wait_all_tasks_blocked()
+
+        assert rig.answers()[1:] == [(10.5, Success, client)]
+        await trio.sleep(5.0)
+        # Both client requests ended the standing setpoint, so its waiting refresh sends nothing.
+        assert rig.fake.sent() == [
+            (0.0, {2001: 1000.0, 2002: 1000.0}),
+            (9.0, {2001: 1000.0}),
+            (10.5, {2002: 1000.0}),
+        ]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: a refresh that waited ahead of a client request (in _waiting's order) starts "
+    "first once its blocker ends, and the client waits for it; only a refresh running when a "
+    "client request arrives is cancelled",
+)
+async def test_a_refresh_that_waited_ahead_never_delays_a_client_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig(LoopSettings(lifetime_s=30)) as rig:
+        rig.submit(2000.0, 1002, 1003)  # standing; its refresh is due at 10
+        await trio.sleep(9.0)
+        rig.fake.behaviour[2001] = Answer(after_s=3.0)
+        rig.submit(1000.0, 1001)  # runs 9..12
+        await trio.sleep(0.5)
+        # Waits for the one above, then ends out of bounds: it does not end the standing setpoint.
+        rig.submit(50_000.0, 1001, 1003, adjust_power=False)
+        await trio.sleep(0.5)  # 10: the refresh waits behind the request above
+        rig.fake.behaviour[2002] = Hang()
+        await trio.sleep(0.5)
+        rig.submit(1000.0, 1001, 1002)  # waits for the request running until 12
+        await trio.sleep(15.0)
+
+        assert rig.fake.sent()[:2] == [
+            (0.0, {2002: 1000.0, 2003: 1000.0}),
+            (9.0, {2001: 1000.0}),
+        ]
+        # At 12 nothing but the refresh stands in the client's way; it must not wait for it
+        # (it does: the refresh is sent at 12 and hangs on 2002 until its deadline at 17).
+        assert (12.0, {2001: 500.0, 2002: 500.0}) in rig.fake.sent()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: a client request that replaces a waiting refresh of its set takes the "
+    "refresh's place in the queue, ahead of client requests that arrived before it",
+)
+async def test_a_client_request_replacing_a_waiting_refresh_keeps_its_arrival_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig(LoopSettings(lifetime_s=30)) as rig:
+        rig.submit(1000.0, 1002)  # standing; its refresh is due at 10
+        await trio.sleep(9.0)
+        rig.fake.behaviour[2003] = Answer(after_s=3.0)
+        rig.submit(2000.0, 1002, 1003)  # runs 9..12; the refresh at 10 waits for it
+        await trio.sleep(1.5)
+        rig.fake.behaviour[2002] = Answer(after_s=1.0)
+        earlier = rig.submit(2000.0, 1001, 1002)  # 10.5: waits behind the refresh
+        await trio.sleep(0.5)
+        later = rig.submit(3000.0, 1002)  # 11: replaces the waiting refresh
+        await trio.sleep(5.0)
+
+        # Overlapping sets run in arrival order: 10.5's request first, then 11's.
+        assert rig.answers()[-2:] == [(13.0, Success, earlier), (14.0, Success, later)]
+
+
+async def test_a_battery_that_leaves_the_distribution_is_sent_zero_watts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig(LoopSettings(lifetime_s=30)) as rig:
+        rig.submit(4000.0, 1001, 1002)
+        await trio.sleep(3.0)
+        feed(rig.tracker, 1002, errors=frozenset({"FAULT"}))
+        assert rig.tracker.state(1002).status is Status.NOT_WORKING
+        await trio.sleep(11.0)
+
+        assert rig.fake.sent() == [
+            (0.0, {2001: 2000.0, 2002: 2000.0}),
+            (3.0, {2001: 4000.0, 2002: 0.0}),  # re-distributed at once; 1002 stopped
+            (13.0, {2001: 4000.0}),  # 1002 holds 0 W already
+        ]
+
+
+# -- the queue -----------------------------------------------------------------------------
+
+
+async def test_submit_is_refused_when_the_queue_is_full_and_after_close(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig(LoopSettings(queue_size=2)) as rig:
+        requests = [Request(power_w=1000.0, batteries=frozenset({b})) for b in PAIRS]
+        # No checkpoint between these calls: the loop cannot take from its queue meanwhile. The
+        # first goes straight to the loop's waiting receive (a trio channel hands it over), the
+        # next two fill the channel.
+        assert [rig.loop.submit(r, rig.reply) for r in requests] == [True, True, True, False]
+        assert not rig.loop.probe(trio.Event())
+        assert rig.loop.statistics().queued == 2
+        await trio.testing.wait_all_tasks_blocked()
+        assert [type(r.result) for r in rig.replies] == [Success, Success, Success]
+        assert rig.loop.statistics().queued == 0
+
+        alive = trio.Event()
+        assert rig.loop.probe(alive)
+        await trio.testing.wait_all_tasks_blocked()
+        assert alive.is_set()
+
+        rig.fake.behaviour[2002] = Answer(after_s=1.0)
+        in_hand = rig.submit(1000.0, 1002)
+        await trio.testing.wait_all_tasks_blocked()
+        rig.loop.close()
+        assert not rig.loop.submit(requests[3], rig.reply)
+        assert not rig.loop.probe(trio.Event())
+        await rig.served.wait()  # serve returns once the request in hand is done
+        assert trio.current_time() == 1.0
+        assert rig.answers()[3:] == [(1.0, Success, in_hand)]
+
+
+# -- a property: every client request is answered exactly once --------------------------------
+
+BATTERY_SETS = st.frozensets(st.sampled_from(sorted(PAIRS)), min_size=1)
+BEHAVIOURS: st.SearchStrategy[Behaviour] = st.one_of(
+    st.builds(Answer, after_s=st.sampled_from([0.0, 0.5, 1.5])),
+    st.just(Answer(error=CommandRejectedError("OUT_OF_RANGE"))),
+    st.just(Answer(error=CommandFailedError("UNAVAILABLE"))),
+    st.just(Hang()),
+)
+
+
+@attrs.frozen(kw_only=True)
+class Step:
+    """Wait, maybe change an inverter's behaviour, then submit a request."""
+
+    wait_s: float
+    inverter: int
+    behaviour: Behaviour | None
+    request: Request
+
+
+STEPS = st.lists(
+    st.builds(
+        Step,
+        wait_s=st.sampled_from([0.0, 0.0, 0.5, 1.0, 4.0]),
+        inverter=st.sampled_from(sorted(PAIRS.values())),
+        behaviour=st.none() | BEHAVIOURS,
+        request=st.builds(
+            Request,
+            power_w=st.sampled_from([-3000.0, 0.0, 2000.0]),
+            batteries=BATTERY_SETS,
+            request_timeout_s=st.sampled_from([1.0, 2.0]),
+        ),
+    ),
+    max_size=12,
+)
+
+
+# One example is a whole trio run (about 15 ms): the CI profile's 2,000 would add half a minute
+# to the suite, so it is capped at 300 (this file stays under 10 s); the default's 100 stay.
+@settings(max_examples=min(settings().max_examples, 300))
+@given(steps=STEPS)
+def test_every_client_request_is_answered_once_in_order_and_no_inverter_twice_at_once(
+    steps: list[Step],
+) -> None:
+    submitted: list[float] = []
+    replies: list[tuple[int, float, Result]] = []
+
+    async def main() -> FakeMicrogrid:
+        # A 10 s lifetime: refreshes (every 3.3 s) interleave with the requests.
+        async with open_rig(LoopSettings(lifetime_s=10)) as rig:
+            for index, step in enumerate(steps):
+                await trio.sleep(step.wait_s)
+                if step.behaviour is not None:
+                    rig.fake.behaviour[step.inverter] = step.behaviour
+
+                def reply(result: Result, timing: Timing, index: int = index) -> None:
+                    replies.append((index, trio.current_time(), result))
+
+                submitted.append(trio.current_time())
+                assert rig.loop.submit(step.request, reply)
+            rig.loop.close()
+            # Mock time: every command has a deadline of 2 s at most.
+            with trio.fail_after(1000.0):
+                await rig.served.wait()
+            return rig.fake
+
+    fake = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+    assert sorted(index for index, _, _ in replies) == list(range(len(steps)))
+    requests = [step.request for step in steps]
+    applied: list[int] = []  # client requests that were not ignored, in the order answered
+    for index, at, result in replies:
+        assert result.request is requests[index]
+        assert at >= submitted[index]
+        newer = any(r.batteries == requests[index].batteries for r in requests[index + 1 :])
+        if isinstance(result, Ignored):
+            assert result.message == SUPERSEDED
+            assert newer, "only a newer request for the same set supersedes one"
+        else:
+            assert isinstance(result, Success | PartialFailure), result
+            applied.append(index)
+    for position, earlier in enumerate(applied):
+        for later in applied[position + 1 :]:
+            if requests[earlier].batteries == requests[later].batteries:
+                assert earlier < later, "one set's requests are applied in arrival order"
+    # Arrival order across overlapping sets is not checked here: a client request that replaces
+    # a waiting refresh jumps the queue (the xfail test above); this property found it.
+    assert fake.most_in_flight <= 1
