@@ -1,8 +1,9 @@
 """A fake microgrid: the :class:`~distributord.shell.link.MicrogridClient` protocol, in memory.
 
 Each test decides how every inverter answers its commands (:attr:`FakeMicrogrid.behaviour`):
-at once or after a delay (``Answer``), with an error (``Answer(error=...)``), not at all until
-cancelled (``Hang``), or by breaking the whole batch with an unexpected exception (``Crash``).
+at once or after a delay (``Answer``), with an error (``Answer(error=...)``), once the test
+says so (``Answer(held=event)``), not at all until cancelled (``Hang``), or by breaking the
+whole batch with an unexpected exception (``Crash``).
 A behaviour is read when a command is sent, so changing it affects later commands only.
 
 Every batch is recorded (:attr:`FakeMicrogrid.batches`) with its trio time, its lifetime and
@@ -30,10 +31,14 @@ if TYPE_CHECKING:
 
 @attrs.frozen(kw_only=True)
 class Answer:
-    """Answer after ``after_s`` seconds: with ``error`` if given, else the setpoint holds."""
+    """Answer after ``after_s`` seconds: with ``error`` if given, else the setpoint holds.
+
+    With ``held``, the delay starts only once the test sets that event.
+    """
 
     after_s: float = 0.0
     error: CommandError | None = None
+    held: trio.Event | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -111,6 +116,8 @@ class FakeMicrogrid:
         batches: Every batch sent, oldest first.
         most_in_flight: The most commands one inverter ever had running at once (a loop that
             never commands an inverter twice at a time keeps it at 1).
+        commanded: Set when the first batch is sent.
+        landed: Set when the first batch has ended without being cancelled.
     """
 
     def __init__(self, topology: Topology | None = None) -> None:
@@ -119,6 +126,8 @@ class FakeMicrogrid:
         self.batches: list[Batch] = []
         self.most_in_flight = 0
         self._in_flight: dict[int, int] = {}
+        self.commanded = trio.Event()
+        self.landed = trio.Event()
 
     @property
     def commands(self) -> list[Command]:
@@ -159,9 +168,11 @@ class FakeMicrogrid:
             commands=[Command(inverter=i, power_w=p, sent_at=now) for i, p in setpoints.items()],
         )
         self.batches.append(batch)
+        self.commanded.set()
         async with trio.open_nursery() as nursery:
             for command in batch.commands:
                 nursery.start_soon(self._run, command, lifetime_s, land)
+        self.landed.set()
 
     async def _run(
         self, command: Command, lifetime_s: int, land: Callable[[int, float | CommandError], None]
@@ -174,6 +185,8 @@ class FakeMicrogrid:
         error = behaviour.error if isinstance(behaviour, Answer) else None
         try:
             if isinstance(behaviour, Answer):
+                if behaviour.held is not None:
+                    await behaviour.held.wait()
                 await trio.sleep(behaviour.after_s)
             else:
                 await trio.sleep_forever()

@@ -1,8 +1,11 @@
-"""distributord's errors: a small hierarchy whose docstrings say who is at fault.
+"""distributord's errors: one hierarchy, all in this module, whose docstrings say who is at fault.
 
-Expected outcomes of a request are results (``distributord.core.model``), not exceptions. These are
-for what goes wrong on the way: a command the microgrid refused or could not carry out, a link
-that is down. Foreign errors (gRPC status codes) are translated once, in ``distributord.api.v1``.
+Expected outcomes of a request are results (``distributord.core.model``), not exceptions. These
+are for what goes wrong on the way: input someone wrote (a configuration, a scenario, a power
+typed on the command line), a command the microgrid refused or could not carry out, a link that
+is down, a daemon a client cannot reach. Every class derives from :class:`DistributordError`, so
+a caller can tell ours from a bug. Foreign errors (gRPC status codes) are translated once, in the
+API adapter (``distributord.api.v1``).
 """
 
 from __future__ import annotations
@@ -57,6 +60,18 @@ class ScenarioError(InputError):
 
 class ControlSocketError(DistributordError):
     """The control socket cannot be set up (something outside: the path, or another daemon)."""
+
+
+class DistributionInputError(DistributordError, ValueError):
+    """The caller passed arguments the algorithm does not accept (a bug at the call site).
+
+    Attributes:
+        field: The offending argument.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
 
 
 class CommandError(DistributordError):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,6 @@ import pytest
 import trio
 import trio.testing
 
-from distributord.api import v1
-from distributord.core.errors import CommandError
 from distributord.core.protocol import MAX_LINE_BYTES
 from distributord.core.status import Status, StatusSettings
 from distributord.core.topology import Topology
@@ -35,46 +33,15 @@ from distributord.shell.control import (
     is_allowed,
     peer_credentials,
 )
-from distributord.shell.link import MessageStream
 from distributord.shell.requestloop import LoopSettings, RequestLoop
 from distributord.shell.tracker import StatusTracker
+from tests.fakes import Answer, FakeMicrogrid
 from tests.snapshots import battery_snapshot, inverter_snapshot
 from tests.support import Client, connect
 
 PAIRS = {1001: 2001, 1002: 2002}
 LIMIT_S = 10.0
 """Each test's bound: far above what a test takes, so only a hang trips it."""
-
-
-class HeldMicrogrid:
-    """A microgrid whose commands are accepted when :attr:`release` is set."""
-
-    def __init__(self) -> None:
-        self.commanded = trio.Event()
-        self.release = trio.Event()
-        self.landed = trio.Event()
-        self.commands: list[dict[int, float]] = []
-
-    async def topology(self) -> Topology:
-        raise AssertionError("the control server never discovers")
-
-    def telemetry(
-        self, component_id: int
-    ) -> AbstractAsyncContextManager[MessageStream[v1.ComponentData]]:
-        raise AssertionError("telemetry is fed to the tracker directly")
-
-    async def set_active_powers(
-        self,
-        setpoints: Mapping[int, float],
-        lifetime_s: int,
-        land: Callable[[int, float | CommandError], None],
-    ) -> None:
-        self.commands.append(dict(setpoints))
-        self.commanded.set()
-        await self.release.wait()
-        for inverter in setpoints:
-            land(inverter, float(lifetime_s))
-        self.landed.set()
 
 
 @attrs.define
@@ -85,7 +52,8 @@ class Served:
     server: ControlServer
     loop: RequestLoop
     tracker: StatusTracker
-    microgrid: HeldMicrogrid
+    microgrid: FakeMicrogrid  # every command is held until `release` is set
+    release: trio.Event
     done: trio.Event  # set when ControlServer.serve has returned
 
 
@@ -105,7 +73,9 @@ async def serving(
         tracker.snapshot(battery_snapshot(component_id=battery, sampled_at=now, received_at=now))
         tracker.snapshot(inverter_snapshot(component_id=inverter, sampled_at=now, received_at=now))
     assert all(s.status is Status.WORKING for s in tracker.states.values())
-    microgrid = HeldMicrogrid()
+    release = trio.Event()
+    microgrid = FakeMicrogrid()
+    microgrid.behaviour = dict.fromkeys(PAIRS.values(), Answer(held=release))
     topology = Topology(pairs=PAIRS, left_out={})
     loop = RequestLoop(microgrid, tracker, topology, LoopSettings())
     server = ControlServer(
@@ -128,7 +98,13 @@ async def serving(
             await nursery.start(loop.serve)
             await nursery.start(serve)
             yield Served(
-                path=path, server=server, loop=loop, tracker=tracker, microgrid=microgrid, done=done
+                path=path,
+                server=server,
+                loop=loop,
+                tracker=tracker,
+                microgrid=microgrid,
+                release=release,
+                done=done,
             )
             nursery.cancel_scope.cancel()
 
@@ -282,7 +258,7 @@ async def test_replies_come_back_when_ready_so_a_ping_overtakes_a_set_power(
             await served.microgrid.commanded.wait()
             fast = await client.send("ping")
             assert (await client.receive())["id"] == fast
-            served.microgrid.release.set()
+            served.release.set()
             reply = await client.receive()
             assert reply["id"] == slow
             assert reply["result"]["outcome"] == "success"
@@ -301,7 +277,7 @@ async def test_after_eof_the_pending_replies_are_written_then_the_connection_clo
             await client.stream.send_eof()
             await trio.testing.wait_all_tasks_blocked()  # the server has read the EOF...
             assert served.server.statistics().connections == 1  # ...and waits for the reply
-            served.microgrid.release.set()
+            served.release.set()
             reply = await client.receive()
             assert reply["id"] == request_id
             assert reply["result"]["outcome"] == "success"
@@ -328,7 +304,7 @@ async def test_a_client_that_disconnects_mid_request_does_not_take_the_server_do
             # ``leaving`` is gone while its request is being applied.
             async with connect(served.path) as staying:
                 await assert_served(staying)
-                served.microgrid.release.set()
+                served.release.set()
                 await served.microgrid.landed.wait()
                 await trio.testing.wait_all_tasks_blocked()
                 # The request that was applying completed; the server still serves.

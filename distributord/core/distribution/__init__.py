@@ -33,7 +33,6 @@ Import from this package; the names below are its public API.
 from distributord.core.distribution.placement import (
     ZERO_POWER_W,
     Distribution,
-    DistributionInputError,
     aggregate_bounds,
     check_power,
     combine,
@@ -51,7 +50,6 @@ __all__ = [
     "SEARCH_BUDGET",
     "ZERO_POWER_W",
     "Distribution",
-    "DistributionInputError",
     "Pair",
     "Reason",
     "Row",

@@ -45,7 +45,9 @@ from distributord.core.distribution.rows import (
     _weights,
 )
 from distributord.core.distribution.waterfill import _pick, _Picker, split
+from distributord.core.errors import DistributionInputError
 from distributord.core.model import PLAUSIBLE_LIMIT, PowerBounds
+from distributord.core.values import is_number
 
 ZERO_POWER_W = 1e-9
 """Requests at or below this magnitude are zero: 1 nW is far below any inverter's resolution."""
@@ -54,18 +56,6 @@ _Columns: TypeAlias = tuple[
     Sequence[float], Sequence[float], Sequence[float], Sequence[float], Sequence[float]
 ]
 """The candidates' ``(w, m, u, u/w, m/w)``."""
-
-
-class DistributionInputError(ValueError):
-    """The caller passed arguments the algorithm does not accept (a bug at the call site).
-
-    Attributes:
-        field: The offending argument.
-    """
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
 
 @attrs.frozen(kw_only=True)
@@ -98,11 +88,11 @@ class Distribution:
 
 
 def _check_arguments(power_w: float, exponent: float) -> None:
-    if isinstance(power_w, bool) or not isinstance(power_w, int | float):
+    if not is_number(power_w):
         raise DistributionInputError("power_w", f"must be a number, got {power_w!r}")
     if not math.isfinite(power_w):
         raise DistributionInputError("power_w", f"must be finite, got {power_w!r}")
-    if isinstance(exponent, bool) or not isinstance(exponent, int | float):
+    if not is_number(exponent):
         raise DistributionInputError("exponent", f"must be a number, got {exponent!r}")
     if not (math.isfinite(exponent) and exponent >= 0.0):
         raise DistributionInputError("exponent", f"must be finite and >= 0, got {exponent!r}")

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from distributord.core.distribution import DistributionInputError, Pair, Reason, distribute
+from distributord.core.distribution import Pair, Reason, distribute
+from distributord.core.errors import DistributionInputError
 from distributord.core.model import PowerBounds
 from tests.core.distribution.spec import (
     TOLERANCE_W,
