@@ -172,13 +172,13 @@ def fleets(
 def reachable_cap(fleet: Sequence[Pair], charging: bool) -> float:
     """Σ of the pairs' caps in one direction (a scale for drawing requests)."""
     rows = [p.charge_row if charging else p.discharge_row for p in fleet]
-    return math.fsum(r[3] for r in rows if r[5] is None)
+    return math.fsum(r.cap_w for r in rows if r.status is None)
 
 
 def largest_minimum(fleet: Sequence[Pair], charging: bool) -> float:
     """The largest exclusion minimum among the pairs that can take power in one direction."""
     rows = [p.charge_row if charging else p.discharge_row for p in fleet]
-    return max((r[7] for r in rows if r[2] is None), default=0.0)
+    return max((r.min_w for r in rows if r.status is None), default=0.0)
 
 
 @st.composite
@@ -201,4 +201,96 @@ def requests_for(draw: st.DrawFn, fleet: Sequence[Pair], *, exact: bool = True) 
         magnitude = float(draw(st.integers(1, int(scale))))
     else:
         magnitude = draw(st.floats(1e-6, scale))
+    return magnitude if charging else -magnitude
+
+
+# --- where floats break ---------------------------------------------------------------------
+
+NEAR_BOUND_EXPONENTS = st.sampled_from([0, 1, 2, 3, 10])
+"""Whole exponents (the exact oracle can raise to them), the spec's range and a steep one."""
+
+_SOC_LOWER, _SOC_UPPER = 10.0, 90.0
+
+
+def _ulps_from(value: float, steps: int, towards: float) -> float:
+    for _ in range(steps):
+        value = math.nextafter(value, towards)
+    return value
+
+
+@st.composite
+def _near_bound_soc(draw: st.DrawFn) -> tuple[float, float, float]:
+    """``(soc, soc_lower, soc_upper)``: often a hair from a bound, sometimes subnormal."""
+    kind = draw(
+        st.sampled_from(["ulps", "hair", "typical", "at_bound", "subnormal", "ulps", "hair"])
+    )
+    near_upper = draw(st.booleans())
+    if kind == "subnormal":
+        # Headroom below the smallest normal float: SoC bounds at 0 and 100 %.
+        tiny = draw(st.integers(1, 2**20)) * 5e-324
+        return (100.0 - tiny, 0.0, 100.0) if near_upper else (tiny, 0.0, 100.0)
+    if kind == "at_bound":
+        return (_SOC_UPPER if near_upper else _SOC_LOWER), _SOC_LOWER, _SOC_UPPER
+    if kind == "typical":
+        return draw(st.floats(_SOC_LOWER, _SOC_UPPER)), _SOC_LOWER, _SOC_UPPER
+    if kind == "ulps":
+        steps = draw(st.integers(1, 64))
+        if near_upper:
+            return _ulps_from(_SOC_UPPER, steps, 0.0), _SOC_LOWER, _SOC_UPPER
+        return _ulps_from(_SOC_LOWER, steps, 100.0), _SOC_LOWER, _SOC_UPPER
+    # A hair: 1e-8 to 1e-4 percentage points (the issue's 79.9999 % is 1e-4 below 80 %).
+    hair = 10.0 ** draw(st.floats(-8.0, -4.0))
+    return (_SOC_UPPER - hair if near_upper else _SOC_LOWER + hair), _SOC_LOWER, _SOC_UPPER
+
+
+@st.composite
+def near_bound_fleets(
+    draw: st.DrawFn, *, max_size: int = 40, exclusion: bool = False
+) -> list[Pair]:
+    """Fleets where floats break, in a shuffled order.
+
+    SoCs ulps to 1e-4 points from a bound, capacities spread up to 1e13 apart (and some
+    subnormal), caps from 1 W to 100 kW.
+
+    With ``exclusion`` some pairs have an exclusion minimum (up to their cap, or equal to it:
+    fixed-power inverters).
+    """
+    n = draw(st.integers(1, max_size))
+    made = []
+    for k in range(n):
+        soc, lower, upper = draw(_near_bound_soc())
+        capacity = (
+            draw(st.integers(1, 2**30)) * 5e-324
+            if draw(st.integers(0, 15)) == 0
+            else 10.0 ** draw(st.floats(-3.0, 10.0))
+        )
+        cap = 10.0 ** draw(st.floats(0.0, 5.0))
+        minimum = 0.0
+        if exclusion and draw(st.booleans()):
+            minimum = cap if draw(st.booleans()) else cap * draw(st.floats(0.0, 1.0))
+        made.append(
+            make_pair(
+                1000 + k,
+                soc=soc,
+                soc_lower=lower,
+                soc_upper=upper,
+                capacity=capacity,
+                battery_bounds=PowerBounds.symmetric(cap, minimum),
+                inverter_bounds=PowerBounds.symmetric(1e9),
+            )
+        )
+    random.Random(draw(st.integers(0, 2**32 - 1))).shuffle(made)
+    return made
+
+
+@st.composite
+def near_bound_requests(draw: st.DrawFn, fleet: Sequence[Pair]) -> float:
+    """A power for ``fleet`` of either sign: tiny, or a fraction up to 1.5 of its caps."""
+    charging = draw(st.booleans())
+    magnitude: float
+    if draw(st.integers(0, 7)) == 0:
+        magnitude = 10.0 ** draw(st.floats(-12.0, -3.0))
+    else:
+        scale = max(1.0, reachable_cap(fleet, charging))
+        magnitude = scale * draw(st.floats(1e-9, 1.5))
     return magnitude if charging else -magnitude

@@ -44,7 +44,13 @@ from distributord.core.distribution.rows import (
     _Status,
     _weights,
 )
-from distributord.core.distribution.waterfill import _pick, _Picker, split
+from distributord.core.distribution.waterfill import (
+    FAITHFUL_WEIGHT,
+    _pick,
+    _Picker,
+    split,
+    split_in_tiers,
+)
 from distributord.core.errors import DistributionInputError
 from distributord.core.model import PLAUSIBLE_LIMIT, PowerBounds
 from distributord.core.values import is_number
@@ -52,10 +58,8 @@ from distributord.core.values import is_number
 ZERO_POWER_W = 1e-9
 """Requests at or below this magnitude are zero: 1 nW is far below any inverter's resolution."""
 
-_Columns: TypeAlias = tuple[
-    Sequence[float], Sequence[float], Sequence[float], Sequence[float], Sequence[float]
-]
-"""The candidates' ``(w, m, u, u/w, m/w)``."""
+Split: TypeAlias = tuple[float, list[float], list[Reason]]
+"""What :func:`~.waterfill.split` answers: ``(placed, setpoints, reasons)`` over candidates."""
 
 
 @attrs.frozen(kw_only=True)
@@ -146,20 +150,21 @@ def distribute(power_w: float, pairs: Sequence[Pair], *, exponent: float = 1.0) 
             excluded=excluded,
         )
 
-    def candidate_columns(pick: _Picker) -> _Columns:
+    def candidate_split(pick: _Picker, target: float) -> Split:
         m, u = pick(columns.min_w), pick(columns.cap_w)
         if exponent == 1.0:
-            return (
-                pick(columns.weight),
-                m,
-                u,
-                pick(columns.cap_ratio),
-                pick(columns.min_ratio),
-            )
-        w = _weights(pick(columns.capacity_wh), pick(columns.available_pct), exponent)
-        return w, m, u, list(map(truediv, u, w)), list(map(truediv, m, w))
+            w = pick(columns.weight)
+            if min(w) >= FAITHFUL_WEIGHT:
+                return split(target, w, m, u, pick(columns.cap_ratio), pick(columns.min_ratio))
+        else:
+            w = _weights(pick(columns.capacity_wh), pick(columns.available_pct), exponent)
+            if min(w) >= FAITHFUL_WEIGHT:
+                return split(target, w, m, u, list(map(truediv, u, w)), list(map(truediv, m, w)))
+        return split_in_tiers(
+            target, pick(columns.capacity_wh), pick(columns.available_pct), exponent, m, u
+        )
 
-    return _place(power_w, ids, columns.status, candidate_columns, excluded)
+    return _place(power_w, ids, columns.status, candidate_split, excluded)
 
 
 def _all(column: Sequence[Any]) -> Sequence[Any]:
@@ -170,7 +175,7 @@ def _place(
     power_w: float,
     ids: Sequence[int],
     status: Sequence[_Status],
-    candidate_columns: Callable[[_Picker], _Columns],
+    candidate_split: Callable[[_Picker, float], Split],
     excluded: dict[int, str],
 ) -> Distribution:
     """Split ``|power_w|`` over the pairs whose status is ``None``, then restore the sign."""
@@ -180,7 +185,7 @@ def _place(
     placed = 0.0
     if status.count(None) == len(status):
         candidate_ids: Sequence[int] = ids
-        placed, xs, why = split(abs(power_w), *candidate_columns(_all))
+        placed, xs, why = candidate_split(_all, abs(power_w))
     else:
         candidates = [k for k, s in enumerate(status) if s is None]
         idle = [k for k, s in enumerate(status) if s is not None]
@@ -188,7 +193,7 @@ def _place(
         if candidates:
             pick = _pick(candidates)
             candidate_ids = pick(ids)
-            placed, xs, why = split(abs(power_w), *candidate_columns(pick))
+            placed, xs, why = candidate_split(pick, abs(power_w))
     magnitude = abs(power_w)
     short = magnitude - placed if placed < magnitude else 0.0
     if power_w < 0:
@@ -299,7 +304,8 @@ def split_equally(power_w: float, known: Mapping[int, Sequence[PowerBounds]]) ->
         else:
             edge, gap = 0.0 - merged["inclusion_lower"], 0.0 - merged["exclusion_lower"]
         cap = min(max(edge, 0.0), PLAUSIBLE_LIMIT) if math.isfinite(edge) else PLAUSIBLE_LIMIT
-        floor = max(gap, 0.0) if math.isfinite(gap) else 0.0
+        # Unknown (nan): no minimum. +inf: only 0 is allowed (it is above any cap).
+        floor = 0.0 if math.isnan(gap) else max(gap, 0.0)
         caps.append(cap)
         minimums.append(floor)
         status.append(
@@ -310,9 +316,9 @@ def split_equally(power_w: float, known: Mapping[int, Sequence[PowerBounds]]) ->
             else None
         )
 
-    def equal(pick: _Picker) -> _Columns:
+    def equal(pick: _Picker, target: float) -> Split:
         m, u = pick(minimums), pick(caps)
-        return [1.0] * len(m), m, u, u, m  # with w = 1, u/w = u and m/w = m
+        return split(target, [1.0] * len(m), m, u, u, m)  # with w = 1, u/w = u and m/w = m
 
     shared = _place(power_w, ids, status, equal, {})
     return attrs.evolve(

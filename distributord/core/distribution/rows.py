@@ -297,10 +297,9 @@ def _weights(
     if exponent == 0.0:
         weights = list(capacities)
     else:
-        a_scale = 1.0 / max(available)
-        weights = [
-            c * (a * a_scale) ** exponent for c, a in zip(capacities, available, strict=True)
-        ]
+        # a/max(a) per element, never a·(1/max(a)): the reciprocal of a subnormal is inf.
+        a_max = max(available)
+        weights = [c * (a / a_max) ** exponent for c, a in zip(capacities, available, strict=True)]
     if min(weights) < MIN_WEIGHT:
         weights = [w if w >= MIN_WEIGHT else MIN_WEIGHT for w in weights]
     return weights

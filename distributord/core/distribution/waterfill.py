@@ -88,11 +88,15 @@ def split(
         and max(min_ratio) < level * (1.0 - _MARGIN)
     ):
         # M·(w/Σw) rather than w·(M/Σw): a pair that takes everything gets exactly M.
-        return target, [target * (x / total_w) for x in w], [Reason.PROPORTIONAL] * len(w)
+        xs = [target * (x / total_w) for x in w]
+        return _settle(target, m, u, xs, [Reason.PROPORTIONAL] * len(w))
     total_cap = math.fsum(u)
     if total_cap <= target:
-        return total_cap, list(u), [Reason.CAPPED] * len(w)
-    return _split_binding(target, w, m, u, cap_ratio, min_ratio, total_w, lowest_cap, total_cap)
+        return _settle(target, m, u, list(u), [Reason.CAPPED] * len(w))
+    _, xs, reasons = _split_binding(
+        target, w, m, u, cap_ratio, min_ratio, total_w, lowest_cap, total_cap
+    )
+    return _settle(target, m, u, xs, reasons)
 
 
 def _split_binding(
@@ -149,6 +153,7 @@ class _CapLevel:
     """
 
     __slots__ = (
+        "_exact_w",
         "_free_n",
         "_free_w",
         "_goal",
@@ -177,6 +182,7 @@ class _CapLevel:
         self._w, self._u, self._ratios, self._lowest = w, u, ratios, lowest
         self._goal = self._target = target  # the whole target; what the free pairs take
         self._free_w, self._free_n = total_w, n
+        self._exact_w = total_w  # _free_w as last added up from its terms
         self._order: list[int] = []
         self._pos = 0
         self.capped = [False] * n
@@ -211,6 +217,10 @@ class _CapLevel:
             running[k] = False
             self._free_w -= w[k]
             self._free_n -= 1
+            if self._free_w < self._exact_w * _CANCELLED:
+                self._free_w = self._exact_w = math.fsum(
+                    w[j] for j in range(len(w)) if running[j] and not capped[j]
+                )
             level = self._rise(self._free_level())
         self.value = level
         return dropped, False
@@ -244,6 +254,7 @@ class _CapLevel:
         running, capped = self.running, self.capped
         pos, end = self._pos, len(order)
         target, free_w, free_n = self._target, self._free_w, self._free_n
+        floor = self._exact_w * _CANCELLED
         while pos < end and steps:
             k = order[pos]
             if running[k]:
@@ -253,6 +264,9 @@ class _CapLevel:
                 target -= u[k]
                 free_w -= w[k]
                 free_n -= 1
+                if free_w < floor:
+                    free_w = math.fsum(w[j] for j in order[pos + 1 :] if running[j])
+                    self._exact_w, floor = free_w, free_w * _CANCELLED
                 level = target / free_w if free_n and free_w > 0.0 else math.inf
                 steps -= 1
             pos += 1
@@ -264,18 +278,20 @@ class _CapLevel:
 
         Only before any pair is dropped, so every pair from ``_pos`` on is running. Pair ``j``
         of the rest caps iff its ratio is at most the level the ``j`` before it leave; that is
-        true up to some ``j`` and false after it.
+        true up to some ``j`` and false after it. The weight the ``j`` leave is a suffix sum,
+        added up from the far end: a sum of positive terms, never a difference that cancels.
         """
         rest = self._order[self._pos :]
         pick = _pick(rest)
         ratios = pick(self._ratios)
         caps = [0.0, *accumulate(pick(self._u))]
-        weights = [0.0, *accumulate(pick(self._w))]
-        target, free_w = self._target, self._free_w
+        left_w = [*accumulate(reversed(pick(self._w)))][::-1]
+        left_w.append(0.0)
+        target = self._target
         low, high = 0, len(rest)
         while low < high:
             mid = (low + high) // 2
-            left = free_w - weights[mid]
+            left = left_w[mid]
             if left > 0.0 and ratios[mid] * left <= target - caps[mid]:
                 low = mid + 1
             else:
@@ -285,10 +301,21 @@ class _CapLevel:
             capped[k] = True
         self._pos += low
         self._target = target - caps[low]
-        self._free_w = free_w - weights[low]
+        self._free_w = self._exact_w = left_w[low]
         self._free_n -= low
         return self._free_level()
 
+
+_ROUNDING = 2.0**-40
+"""A shortfall below this fraction of the target is rounding in the shares, not a bound."""
+
+_CANCELLED = 2.0**-20
+"""A weight sum kept up to date by subtracting terms carries a rounding error of about ``k·ε``
+times the largest value it had since it was last added up from its terms. Once it falls below
+this fraction of that value it is added up again (``math.fsum``), so its relative error stays
+below ``k·ε·2^20``. Tracked only by differences, the weight left can come out as 0, or far too
+large, when it is below the rounding noise of what was taken away: one battery a hair from its
+SoC bound beside others."""
 
 _WALK_STEPS = 64
 """Pairs the first water level caps one by one before it switches to a binary search: a Python
@@ -313,16 +340,24 @@ def _clamp_level(
         events.append((m[k] / w[k], 0, k))
         events.append((u[k] / w[k], 1, k))
     events.sort()
-    constant, slope = math.fsum(m[k] for k in members), 0.0
-    for at, kind, k in events:
+    constant, slope, largest = math.fsum(m[k] for k in members), 0.0, 0.0
+    for i, (at, kind, k) in enumerate(events):
         if constant + slope * at >= target:
             break
         if kind == 0:
             constant -= m[k]
             slope += w[k]
+            largest = max(largest, slope)
         else:
             constant += u[k]
             slope -= w[k]
+            if slope < largest * _CANCELLED:
+                # Rare: add up the weights of the pairs following λ now, from the events.
+                following = dict.fromkeys(j for _, kind_, j in events[: i + 1] if kind_ == 0)
+                for _, kind_, j in events[: i + 1]:
+                    if kind_ == 1:
+                        following.pop(j, None)
+                slope = largest = math.fsum(w[j] for j in following)
     else:
         return math.inf
     return (target - constant) / slope if slope > 0.0 else 0.0
@@ -378,7 +413,8 @@ def _assemble(
     free = list(compress(range(n), free_mask))
     rest, free_w = 0.0, 1.0  # the free pairs share `rest` in proportion to w / free_w
     if free:
-        rest = target - math.fsum(chain(compress(u, high), [m[k] for k in low]))
+        # Never below 0: a classification off by rounding must not turn a share's sign.
+        rest = max(0.0, target - math.fsum(chain(compress(u, high), [m[k] for k in low])))
         free_w = math.fsum(compress(w, free_mask))
     exact = rest / free_w
     # Start from the larger class and write the smaller one.
@@ -407,3 +443,132 @@ def _assemble(
         if xs[k] < m[k] and reasons[k] is Reason.PROPORTIONAL:
             xs[k] = m[k]
     return target, xs, reasons
+
+
+def _settle(
+    target: float,
+    m: Sequence[float],
+    u: Sequence[float],
+    xs: list[float],
+    reasons: list[Reason],
+) -> tuple[float, list[float], list[Reason]]:
+    """Make ``Σ xs <= target`` hold exactly, and say what the setpoints really add up to.
+
+    Every path above places ``target`` to rounding; rounding can leave the sum a few ulps
+    above it, and a pair raised to its minimum within rounding of it can add more. Whatever is
+    over is taken back from the first pair with room for it above its minimum (a pair left with
+    no room at all is dropped to 0). ``math.fsum`` of the setpoints and ``-target`` has the sign
+    of the exact difference, so the test is exact, not within a tolerance. A shortfall of
+    rounding size is first given to a proportional pair with room below its cap, so a request
+    that can be met is met to the last ulp rather than reported short by 1e-13 W.
+
+    Returns:
+        ``(placed, xs, reasons)`` with ``placed`` the rounded ``Σ xs`` (``target`` plus the
+        exactly rounded difference), never more than ``target``: the shortfall the caller
+        reports is what was really not placed.
+    """
+    over = math.fsum([*xs, -target])  # the sign of the exact difference
+    if over < -target * _ROUNDING:
+        return target + over, xs, reasons  # short by more than rounding: placed < target
+    if over < 0.0 and target + over < target:  # short by enough to show in the total
+        k = next(
+            (
+                j
+                for j, why in enumerate(reasons)
+                if why is Reason.PROPORTIONAL and xs[j] - over <= u[j]
+            ),
+            -1,
+        )
+        if k >= 0:
+            xs[k] -= over
+            over = math.fsum([*xs, -target])
+    while over > 0.0:
+        k = next((j for j, x in enumerate(xs) if x > 0.0 and x - m[j] >= over), -1)
+        if k >= 0:
+            lowered = xs[k] - over
+            xs[k] = max(m[k], lowered if lowered < xs[k] else math.nextafter(xs[k], 0.0))
+        else:
+            n = len(xs)
+            roomy = [j for j in range(n) if xs[j] > m[j] and xs[j] > 0.0]
+            if roomy:  # no single pair has room for all of it: take all one has
+                k = max(roomy, key=lambda j: xs[j] - m[j])
+                xs[k] = m[k]
+            else:  # everything running sits at its minimum: the smallest one stops
+                k = min((j for j in range(n) if xs[j] > 0.0), key=xs.__getitem__)
+                xs[k], reasons[k] = 0.0, Reason.DROPPED_BELOW_MINIMUM
+        over = math.fsum([*xs, -target])
+    return target + over, xs, reasons
+
+
+# --- weights beyond the float range -------------------------------------------------------
+
+FAITHFUL_WEIGHT = 2.0**-900
+"""The smallest weight the float arithmetic above is trusted with. Caps are at most 2^50 W
+(PLAUSIBLE_LIMIT), so ``u/w`` stays finite for weights down to 2^-970; below 2^-1022 a weight
+loses precision, and the product ``capacity · a^e`` of subnormal inputs underflows to 0. A
+fleet with a candidate below this is split by :func:`split_in_tiers`."""
+
+_TIER_SPAN = 900.0
+"""A tier holds the weights within 2^-900 of its heaviest: after scaling the heaviest to about
+1, every weight of the tier is at least :data:`FAITHFUL_WEIGHT`."""
+
+
+def split_in_tiers(
+    target: float,
+    capacities: Sequence[float],
+    available: Sequence[float],
+    exponent: float,
+    m: Sequence[float],
+    u: Sequence[float],
+) -> tuple[float, list[float], list[Reason]]:
+    """:func:`split` for weights that span more than floats can hold (subnormal inputs).
+
+    Each weight ``capacity · a^e`` is kept as a mantissa and a power of two (``math.frexp``
+    of each factor, so nothing underflows), and the candidates are cut into tiers, heaviest
+    first, each spanning at most 2^-900. A lighter tier's share beside a heavier one is below
+    2^-900 of it, so it takes power only once every pair of the heavier tiers is capped: each
+    tier is split on its own, with weights scaled to its heaviest, and passes on what it could
+    not place. With whole exponents the scaling is exact.
+    """
+    n = len(capacities)
+    mantissas: list[float] = []
+    powers: list[float] = []
+    for c, a in zip(capacities, available, strict=True):
+        c_mant, c_exp = math.frexp(c)
+        a_mant, a_exp = math.frexp(a)
+        mantissa = c_mant * a_mant**exponent
+        if mantissa > 0.0:
+            mantissas.append(mantissa)
+            powers.append(c_exp + exponent * a_exp)
+        else:  # a steep exponent took the mantissa below the float range: logarithms
+            mantissas.append(1.0)
+            powers.append(math.log2(c) + exponent * math.log2(a))
+    logs = [p + math.log2(x) for p, x in zip(powers, mantissas, strict=True)]
+    # Heaviest first; ties in id order (the sort is stable).
+    order = sorted(range(n), key=lambda k: -logs[k])
+    xs = [0.0] * n
+    reasons = [Reason.PROPORTIONAL] * n
+    rest, start = target, 0
+    while start < n:
+        top = logs[order[start]]
+        end = start
+        while end < n and logs[order[end]] > top - _TIER_SPAN:
+            end += 1
+        tier = sorted(order[start:end])  # id order within a tier, as split() expects
+        start = end
+        if rest <= 0.0:
+            for k in tier:
+                # Its share beside the heavier tiers is below 2^-900 of theirs: nothing.
+                if m[k] > 0.0:
+                    reasons[k] = Reason.DROPPED_BELOW_MINIMUM
+            continue
+        reference = max(powers[k] for k in tier)
+        w = [mantissas[k] * math.exp2(powers[k] - reference) for k in tier]
+        tm, tu = [m[k] for k in tier], [u[k] for k in tier]
+        placed, tier_xs, tier_reasons = split(
+            rest, w, tm, tu, list(map(truediv, tu, w)), list(map(truediv, tm, w))
+        )
+        for k, x, why in zip(tier, tier_xs, tier_reasons, strict=True):
+            xs[k], reasons[k] = x, why
+        rest = rest - placed if placed < rest else 0.0
+    return _settle(target, m, u, xs, reasons)

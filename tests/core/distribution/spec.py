@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 
 import attrs
 from hypothesis import note
@@ -108,3 +109,63 @@ def battery(
         battery_bounds=PowerBounds.symmetric(cap, minimum),
         inverter_bounds=PowerBounds.symmetric(1e9),
     )
+
+
+# --- an exact oracle --------------------------------------------------------------------------
+
+
+def exact_weight(q: Quantities, exponent: int) -> Fraction:
+    """The spec's weight ``capacity · a^e`` in rational arithmetic (0 when ``a`` is 0).
+
+    The spec's ``1/Σcapacity`` factor is common to every pair and left out. Only whole
+    exponents have an exact power; the float inputs themselves are exact rationals.
+    """
+    if not q.candidate:
+        return Fraction(0)
+    return Fraction(q.capacity) * Fraction(q.available) ** exponent
+
+
+def water_filling(
+    magnitude: Fraction, weights: Sequence[Fraction], caps: Sequence[Fraction]
+) -> list[Fraction]:
+    """Exactly: water-filling without minimums (spec rules 1, 2 and 4).
+
+    Pairs with weight 0 take 0. If the caps add up to at most ``magnitude`` every pair runs at
+    its cap; otherwise the level ``λ`` with ``Σ min(λ·w, u) = magnitude``: cap every pair whose
+    cap is below its share at the level the others leave, until none is.
+    """
+    active = [k for k, w in enumerate(weights) if w > 0 and caps[k] > 0]
+    out = [Fraction(0)] * len(weights)
+    if sum((caps[k] for k in active), Fraction(0)) <= magnitude:
+        for k in active:
+            out[k] = caps[k]
+        return out
+    capped: set[int] = set()
+    while True:
+        free = [k for k in active if k not in capped]
+        level = (magnitude - sum((caps[k] for k in capped), Fraction(0))) / sum(
+            (weights[k] for k in free), Fraction(0)
+        )
+        newly = {k for k in free if level * weights[k] >= caps[k]}
+        if not newly:
+            break
+        capped |= newly
+    for k in active:
+        out[k] = caps[k] if k in capped else level * weights[k]
+    return out
+
+
+def oracle(power: float, fleet: Sequence[Pair], exponent: int) -> dict[int, Fraction]:
+    """The exact setpoints the spec asks for, for a fleet without exclusion minimums."""
+    charging = power > 0
+    items = [quantities(p, charging) for p in fleet]
+    assert all(q.minimum <= 0 for q in items), "the oracle knows no minimums"
+    if abs(power) <= 1e-9:
+        return {p.battery_id: Fraction(0) for p in fleet}
+    magnitudes = water_filling(
+        abs(Fraction(power)),
+        [exact_weight(q, exponent) for q in items],
+        [Fraction(max(q.cap, 0.0)) for q in items],
+    )
+    sign = 1 if charging else -1
+    return {p.battery_id: sign * x for p, x in zip(fleet, magnitudes, strict=True)}
