@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from distributord.core.distribution.search import DEFAULT_SEARCH_BUDGET_S
 from distributord.core.errors import ConfigError, InputError
 from distributord.core.model import MAX_REQUEST_TIMEOUT_S
 from distributord.core.protocol import DEFAULT_SOCKET
@@ -59,6 +60,9 @@ MIN_SETPOINT_LIFETIME_S = 10
 
 MAX_SETPOINT_LIFETIME_S = 900
 """The Microgrid API's longest ``request_lifetime``."""
+
+MAX_SEARCH_BUDGET_MS = 1000.0
+"""A search longer than a second would eat most of a request's deadline (5 s by default)."""
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 """The levels an operator can choose, quietest last."""
@@ -248,9 +252,15 @@ class DistributionConfig:
 
     Attributes:
         exponent: Higher values make SoCs converge faster; 0 splits by capacity alone.
+        search_budget_ms: How long the search over exclusion minimums may take per request.
     """
 
     exponent: float = attrs.field(default=1.0, converter=_to_float, validator=_number(low=0.0))
+    search_budget_ms: float = attrs.field(
+        default=DEFAULT_SEARCH_BUDGET_S * 1000.0,
+        converter=_to_float,
+        validator=_number(low=0.0, low_open=True, high=MAX_SEARCH_BUDGET_MS),
+    )
 
 
 @attrs.frozen(kw_only=True)

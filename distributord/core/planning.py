@@ -36,6 +36,7 @@ import attrs
 from distributord.core.distribution import (
     Distribution,
     Pair,
+    SearchBudget,
     aggregate_bounds,
     check_power,
     combine,
@@ -127,6 +128,7 @@ def plan(
     *,
     exponent: float,
     broken: Mapping[int, Sequence[PowerBounds]] | None = None,
+    search_budget: SearchBudget | None = None,
 ) -> Distribution | OutOfBounds | Error:
     """Decide what to command for ``request``.
 
@@ -137,6 +139,8 @@ def plan(
         exponent: The distribution exponent.
         broken: With ``include_broken_batteries``: the requested batteries that have no usable
             pair, with the last known bounds of their battery and inverter (none, one or both).
+        search_budget: How long the search over exclusion minimums may take (the caller's
+            clock; the core reads none).
 
     Returns:
         What to command, or why nothing will be.
@@ -162,11 +166,11 @@ def plan(
             return OutOfBounds(request=request, bounds=bounds)
     # Pairs with bad telemetry are passed along so the distribution names them as excluded.
     if not broken:
-        return distribute(request.power_w, pairs, exponent=exponent)
+        return distribute(request.power_w, pairs, exponent=exponent, search_budget=search_budget)
     if usable:
-        first = distribute(request.power_w, pairs, exponent=exponent)
-        return combine(first, split_equally(first.remaining_w, broken))
-    shared = split_equally(request.power_w, broken)
+        first = distribute(request.power_w, pairs, exponent=exponent, search_budget=search_budget)
+        return combine(first, split_equally(first.remaining_w, broken, search_budget=search_budget))
+    shared = split_equally(request.power_w, broken, search_budget=search_budget)
     excluded = {p.battery_id: p.problem for p in pairs if p.problem is not None}
     return Distribution(
         power_w=request.power_w,

@@ -152,6 +152,7 @@ def settings_from_config(config: Config) -> DaemonSettings:
         status=config.status.settings,
         loop=LoopSettings(
             exponent=config.distribution.exponent,
+            search_budget_s=config.distribution.search_budget_ms / 1000.0,
             lifetime_s=config.setpoints.lifetime_s,
             queue_size=config.requests.queue_size,
             broken_cache_ttl_s=config.status.broken_cache_ttl_s,
@@ -172,6 +173,7 @@ LIVE_KEYS = frozenset(
         "control.allowed_gids",
         "control.max_connections",
         "distribution.exponent",
+        "distribution.search_budget_ms",
         "requests.default_timeout_s",
         "requests.drain_timeout_s",
         "setpoints.lifetime_s",

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
@@ -45,7 +46,12 @@ import attrs
 import trio
 import trio_util
 
-from distributord.core.distribution import ZERO_POWER_W, Distribution
+from distributord.core.distribution import (
+    DEFAULT_SEARCH_BUDGET_S,
+    ZERO_POWER_W,
+    Distribution,
+    SearchBudget,
+)
 from distributord.core.errors import CommandError
 from distributord.core.model import (
     Error,
@@ -89,9 +95,12 @@ class LoopSettings:
         queue_size: Requests that may wait in the channel.
         broken_cache_ttl_s: How old cached telemetry may be for ``include_broken_batteries``.
         refresh_every_s: How often standing setpoints are re-sent; ``lifetime_s / 3`` if None.
+        search_budget_s: How long the search over exclusion minimums may take, on the
+            process's CPU-independent monotonic clock (``time.perf_counter``).
     """
 
     exponent: float = 1.0
+    search_budget_s: float = DEFAULT_SEARCH_BUDGET_S
     lifetime_s: int = 60
     queue_size: int = 64
     broken_cache_ttl_s: float = 9000.0
@@ -335,7 +344,15 @@ class RequestLoop:
             now=trio.current_time(),
             cache_ttl_s=self.settings.broken_cache_ttl_s,
         )
-        planned = plan(request, chosen.pairs, exponent=self.settings.exponent, broken=chosen.broken)
+        planned = plan(
+            request,
+            chosen.pairs,
+            exponent=self.settings.exponent,
+            broken=chosen.broken,
+            search_budget=SearchBudget(
+                clock=time.perf_counter, seconds=self.settings.search_budget_s
+            ),
+        )
         if not isinstance(planned, Distribution):
             if job.refresh:
                 logger.warning(

@@ -13,6 +13,7 @@ from distributord.core.distribution import (
     Distribution,
     Pair,
     Reason,
+    SearchBudget,
     aggregate_bounds,
     check_power,
     distribute,
@@ -139,6 +140,24 @@ def test_out_of_bounds_carries_the_aggregate_bounds() -> None:
     result = plan(request(50, {1, 2}), pairs, exponent=1.0)
     assert isinstance(result, OutOfBounds)
     assert result.bounds == aggregate_bounds(pairs)
+
+
+def test_the_search_budget_reaches_the_distribution() -> None:
+    # 40 fixed-power pairs of odd sizes and an even request: only a search can meet it, and a
+    # clock that jumps 1 ms per reading ends a 2 ms budget at once.
+    pairs = [battery(k, cap=1001 + 2 * k, minimum=1001 + 2 * k) for k in range(40)]
+    readings: list[float] = []
+
+    def clock() -> float:
+        readings.append(len(readings) * 0.001)
+        return readings[-1]
+
+    budget = SearchBudget(clock=clock, seconds=0.002)
+    result = plan(request(4032, set(range(40))), pairs, exponent=1.0, search_budget=budget)
+    assert isinstance(result, Distribution)
+    assert readings  # the clock given was the one the search read
+    assert Reason.SEARCH_BUDGET_ENDED in result.reasons.values()
+    assert 0 < math.fsum(result.setpoints.values()) < 4032
 
 
 def test_adjusted_power_is_trimmed_and_the_rest_reported() -> None:

@@ -16,10 +16,11 @@ import attrs
 import pytest
 import trio
 
+from distributord.core.config import parse_config
 from distributord.core.errors import ControlSocketError
 from distributord.core.status import Status
 from distributord.shell.control import ControlSettings, bind_control_socket, is_allowed
-from distributord.shell.daemon import Daemon, DaemonSettings
+from distributord.shell.daemon import LIVE_KEYS, Daemon, DaemonSettings, settings_from_config
 from distributord.shell.requestloop import LoopSettings
 from distributord.sim.scenario import BatterySpec, Faults, InverterSpec, Scenario, uniform_fleet
 from distributord.sim.server import Simulator
@@ -536,3 +537,10 @@ def test_a_live_socket_or_another_file_is_not_replaced(tmp_path: Path) -> None:
     assert other.read_text() == "keep me"
     with pytest.raises(ControlSocketError, match="its directory does not exist"):
         bind_control_socket(str(tmp_path / "missing" / "s.sock"))
+
+
+def test_the_search_budget_is_read_from_the_configuration_and_applied_live() -> None:
+    config = parse_config(b"[distribution]\nsearch_budget_ms = 20\n", source="test")
+    settings = settings_from_config(config)
+    assert settings.loop.search_budget_s == 0.02
+    assert "distribution.search_budget_ms" in LIVE_KEYS

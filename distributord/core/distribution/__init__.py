@@ -40,19 +40,25 @@ from distributord.core.distribution.placement import (
     split_equally,
 )
 from distributord.core.distribution.rows import MIN_WEIGHT, Pair, Reason, Row
-from distributord.core.distribution.search import SEARCH_BUDGET
+from distributord.core.distribution.search import (
+    DEFAULT_SEARCH_BUDGET_S,
+    SEARCH_STEPS,
+    SearchBudget,
+)
 from distributord.core.distribution.waterfill import split
 from distributord.core.model import PLAUSIBLE_LIMIT  # defined with the telemetry rule
 
 __all__ = [
+    "DEFAULT_SEARCH_BUDGET_S",
     "MIN_WEIGHT",
     "PLAUSIBLE_LIMIT",
-    "SEARCH_BUDGET",
+    "SEARCH_STEPS",
     "ZERO_POWER_W",
     "Distribution",
     "Pair",
     "Reason",
     "Row",
+    "SearchBudget",
     "aggregate_bounds",
     "check_power",
     "combine",

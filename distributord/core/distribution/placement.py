@@ -44,6 +44,7 @@ from distributord.core.distribution.rows import (
     _Status,
     _weights,
 )
+from distributord.core.distribution.search import SearchBudget
 from distributord.core.distribution.waterfill import (
     FAITHFUL_WEIGHT,
     _pick,
@@ -109,13 +110,21 @@ def _check_unique(battery_ids: Sequence[int], inverter_ids: Sequence[int]) -> No
             raise DistributionInputError("pairs", f"duplicate {name} ids {dupes}")
 
 
-def distribute(power_w: float, pairs: Sequence[Pair], *, exponent: float = 1.0) -> Distribution:
+def distribute(
+    power_w: float,
+    pairs: Sequence[Pair],
+    *,
+    exponent: float = 1.0,
+    search_budget: SearchBudget | None = None,
+) -> Distribution:
     """Split ``power_w`` across ``pairs`` (see the package docstring for the rules).
 
     Args:
         power_w: Requested power, W (+ charge, − discharge). Finite.
         pairs: The usable pairs; battery ids and inverter ids unique. Not empty.
         exponent: ``e ≥ 0`` in the weight ``capacity share · available SoC^e``.
+        search_budget: How long the search over exclusion minimums may take (rule 6);
+            without one it counts steps (:data:`~.search.SEARCH_STEPS`).
 
     Returns:
         The setpoints, why each pair got its setpoint, and what could not be placed.
@@ -155,14 +164,22 @@ def distribute(power_w: float, pairs: Sequence[Pair], *, exponent: float = 1.0) 
         if exponent == 1.0:
             w = pick(columns.weight)
             if min(w) >= FAITHFUL_WEIGHT:
-                return split(target, w, m, u, pick(columns.cap_ratio), pick(columns.min_ratio))
+                return split(
+                    target,
+                    w,
+                    m,
+                    u,
+                    pick(columns.cap_ratio),
+                    pick(columns.min_ratio),
+                    search_budget,
+                )
         else:
             w = _weights(pick(columns.capacity_wh), pick(columns.available_pct), exponent)
             if min(w) >= FAITHFUL_WEIGHT:
-                return split(target, w, m, u, list(map(truediv, u, w)), list(map(truediv, m, w)))
-        return split_in_tiers(
-            target, pick(columns.capacity_wh), pick(columns.available_pct), exponent, m, u
-        )
+                ratios = list(map(truediv, u, w)), list(map(truediv, m, w))
+                return split(target, w, m, u, *ratios, search_budget)
+        capacities, available = pick(columns.capacity_wh), pick(columns.available_pct)
+        return split_in_tiers(target, capacities, available, exponent, m, u, search_budget)
 
     return _place(power_w, ids, columns.status, candidate_split, excluded)
 
@@ -265,7 +282,12 @@ def check_power(power_w: float, bounds: PowerBounds, *, adjust_power: bool) -> b
 # --- include_broken_batteries -------------------------------------------------------------
 
 
-def split_equally(power_w: float, known: Mapping[int, Sequence[PowerBounds]]) -> Distribution:
+def split_equally(
+    power_w: float,
+    known: Mapping[int, Sequence[PowerBounds]],
+    *,
+    search_budget: SearchBudget | None = None,
+) -> Distribution:
     """Split ``power_w`` equally across batteries that are not working.
 
     Used for ``include_broken_batteries``: what the usable pairs could not take is shared
@@ -277,6 +299,7 @@ def split_equally(power_w: float, known: Mapping[int, Sequence[PowerBounds]]) ->
         power_w: Power to share, W. Finite.
         known: Battery id to the last known bounds of its battery and of its inverter (none,
             one or both).
+        search_budget: As for :func:`distribute`.
 
     Returns:
         The equal shares (reason :attr:`Reason.EQUAL_SHARE` where nothing binds).
@@ -318,7 +341,8 @@ def split_equally(power_w: float, known: Mapping[int, Sequence[PowerBounds]]) ->
 
     def equal(pick: _Picker, target: float) -> Split:
         m, u = pick(minimums), pick(caps)
-        return split(target, [1.0] * len(m), m, u, u, m)  # with w = 1, u/w = u and m/w = m
+        # With w = 1, u/w = u and m/w = m.
+        return split(target, [1.0] * len(m), m, u, u, m, search_budget)
 
     shared = _place(power_w, ids, status, equal, {})
     return attrs.evolve(

@@ -76,6 +76,10 @@ class Reason(enum.StrEnum):
     """The request is 0 W."""
     EQUAL_SHARE = "equal_share"
     """Not working, included on request: an equal share of what the working pairs left."""
+    SEARCH_BUDGET_ENDED = "search_budget_ended"
+    """Not chosen to run: the search over exclusion minimums ran out of its time budget before
+    it found a choice that meets the request, and kept the best it had found; the shortfall is
+    in the result's excess."""
 
 
 _Status: TypeAlias = "Reason | str | None"

@@ -9,24 +9,63 @@ this is subset-sum, so the search stops after :data:`SEARCH_BUDGET` steps and th
 best choice it found; it only runs for fleets whose allowed windows ``[m, u]`` are narrow
 compared with the request. The search only chooses; :mod:`.waterfill` then places the power
 over the chosen pairs.
+
+The budget is time (``distribution.search_budget_ms``, :class:`SearchBudget`), read from a clock
+the caller passes in: the core reads no clock of its own. Without one (tests, benchmarks) the
+search counts steps instead (:data:`SEARCH_STEPS`). When the budget ends the search before it
+finds an exact choice, it keeps the best choice found, and the pairs it did not choose say so
+(``Reason.SEARCH_BUDGET_ENDED``). Exact subset sums are NP-hard; for fleets of fixed-power
+inverters (``m = u``) beyond a few dozen pairs the budget can end the search a few watts short
+of a reachable request (``python -m distributord.bench.distribution --fixed-power`` measures
+how far).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import attrs
 
-SEARCH_BUDGET = 20_000
-"""Steps the exact search over exclusion minimums may take (about 20 ms in the worst case)."""
+from distributord.core.values import is_number
+
+DEFAULT_SEARCH_BUDGET_S = 0.002
+"""2 ms: a few thousand search steps, well inside any request's deadline (operations.md)."""
+
+SEARCH_STEPS = 20_000
+"""Steps the search may take when no clock is given (about 20 ms in the worst case)."""
+
+_CLOCK_EVERY = 64
+"""Steps between readings of the clock: a step costs about a microsecond, a reading 0.1."""
+
+
+def _positive_seconds(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (is_number(value) and 0.0 < value <= 1.0):
+        raise ValueError(f"{attribute.name} must be a number of seconds in (0, 1], got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class SearchBudget:
+    """How long the search over exclusion minimums may take, on the caller's clock.
+
+    Attributes:
+        clock: A monotonic clock in seconds (the daemon passes ``time.perf_counter``).
+        seconds: The budget (``distribution.search_budget_ms`` / 1000).
+    """
+
+    clock: Callable[[], float]
+    seconds: float = attrs.field(default=DEFAULT_SEARCH_BUDGET_S, validator=_positive_seconds)
 
 
 def _search(
-    target: float, w: Sequence[float], m: Sequence[float], u: Sequence[float]
-) -> tuple[set[int], float]:
-    """Choose which pairs with a minimum run (rule 6): exact within :data:`SEARCH_BUDGET`.
+    target: float,
+    w: Sequence[float],
+    m: Sequence[float],
+    u: Sequence[float],
+    budget: SearchBudget | None = None,
+) -> tuple[set[int], float, bool]:
+    """Choose which pairs with a minimum run (rule 6): exact within the budget.
 
     Pairs without a minimum always run: they widen what is reachable and never raise its floor.
     A set ``S`` reaches every magnitude in ``[Σ_S m, Σ_S u + U0]``. Depth-first over the pairs
@@ -36,7 +75,8 @@ def _search(
     beat the best partial answer are pruned.
 
     Returns:
-        The chosen pairs with a minimum, and the largest magnitude up to ``target`` they reach.
+        The chosen pairs with a minimum, the largest magnitude up to ``target`` they reach, and
+        whether the budget ended the search first.
     """
     n = len(w)
     base_cap = math.fsum(u[k] for k in range(n) if m[k] <= 0.0)
@@ -50,8 +90,15 @@ def _search(
     # deep as the fleet would overflow Python's limit.
     stack: list[tuple[int, float, float, _Chosen]] = [(0, 0.0, base_cap, _Chosen.EMPTY)]
     steps = 0
-    while stack and steps < SEARCH_BUDGET:
+    clock = budget.clock if budget is not None else None
+    deadline = clock() + budget.seconds if clock is not None and budget is not None else 0.0
+    while stack:
         steps += 1
+        if clock is None:
+            if steps > SEARCH_STEPS:
+                break
+        elif not steps % _CLOCK_EVERY and clock() >= deadline:
+            break
         depth, floor, cap, chosen = stack.pop()
         if cap >= target:
             picked = chosen.as_list()
@@ -59,7 +106,7 @@ def _search(
                 if floor + m[k] <= target:
                     floor += m[k]
                     picked.append(k)
-            return set(picked), target
+            return set(picked), target, False
         if cap > best_value:
             best_value, best = cap, chosen
         if depth == len(items) or cap + suffix_cap[depth] <= best_value:
@@ -68,7 +115,7 @@ def _search(
         stack.append((depth + 1, floor, cap, chosen))
         if floor + m[k] <= target:
             stack.append((depth + 1, floor + m[k], cap + u[k], _Chosen(k, chosen)))
-    return set(best.as_list()), best_value
+    return set(best.as_list()), best_value, bool(stack)
 
 
 @attrs.frozen

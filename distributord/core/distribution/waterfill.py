@@ -35,7 +35,7 @@ from operator import ge, itemgetter, lt, truediv
 from typing import Any, TypeAlias
 
 from distributord.core.distribution.rows import Reason
-from distributord.core.distribution.search import _search
+from distributord.core.distribution.search import SearchBudget, _search
 
 _MARGIN = 1e-12
 """Relative distance from a breakpoint within which the fast path defers to the exact one, so
@@ -63,6 +63,7 @@ def split(
     u: Sequence[float],
     cap_ratio: Sequence[float],
     min_ratio: Sequence[float],
+    budget: SearchBudget | None = None,
 ) -> tuple[float, list[float], list[Reason]]:
     """Place ``target > 0`` over candidates: weights ``w``, minimums ``m``, caps ``u``.
 
@@ -94,7 +95,7 @@ def split(
     if total_cap <= target:
         return _settle(target, m, u, list(u), [Reason.CAPPED] * len(w))
     _, xs, reasons = _split_binding(
-        target, w, m, u, cap_ratio, min_ratio, total_w, lowest_cap, total_cap
+        target, w, m, u, cap_ratio, min_ratio, total_w, lowest_cap, total_cap, budget
     )
     return _settle(target, m, u, xs, reasons)
 
@@ -109,6 +110,7 @@ def _split_binding(
     total_w: float,
     lowest_cap: float,
     total_cap: float,
+    budget: SearchBudget | None,
 ) -> tuple[float, list[float], list[Reason]]:
     """Water-filling with caps, then the exclusion minimums (rules 4 to 6)."""
     n = len(w)
@@ -128,13 +130,14 @@ def _split_binding(
         lam = _clamp_level(target, w, m, u, members)
         return _classify(target, w, m, u, lam, dropped)
     # Rule 6: the running pairs' minimums exceed the target. Choose afresh among all.
-    chosen, reachable = _search(target, w, m, u)
+    chosen, reachable, cut_short = _search(target, w, m, u, budget)
     rejected = [k for k in range(n) if m[k] > 0.0 and k not in chosen]
     members = [k for k in range(n) if m[k] <= 0.0 or k in chosen]
     if reachable >= target:
         return _classify(target, w, m, u, _clamp_level(target, w, m, u, members), rejected)
     xs = [0.0] * n
-    reasons = [Reason.DROPPED_BELOW_MINIMUM] * n
+    not_chosen = Reason.SEARCH_BUDGET_ENDED if cut_short else Reason.DROPPED_BELOW_MINIMUM
+    reasons = [not_chosen] * n
     for k in members:
         xs[k] = u[k]
         reasons[k] = Reason.CAPPED
@@ -520,6 +523,7 @@ def split_in_tiers(
     exponent: float,
     m: Sequence[float],
     u: Sequence[float],
+    budget: SearchBudget | None = None,
 ) -> tuple[float, list[float], list[Reason]]:
     """:func:`split` for weights that span more than floats can hold (subnormal inputs).
 
@@ -566,7 +570,7 @@ def split_in_tiers(
         w = [mantissas[k] * math.exp2(powers[k] - reference) for k in tier]
         tm, tu = [m[k] for k in tier], [u[k] for k in tier]
         placed, tier_xs, tier_reasons = split(
-            rest, w, tm, tu, list(map(truediv, tu, w)), list(map(truediv, tm, w))
+            rest, w, tm, tu, list(map(truediv, tu, w)), list(map(truediv, tm, w)), budget
         )
         for k, x, why in zip(tier, tier_xs, tier_reasons, strict=True):
             xs[k], reasons[k] = x, why

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from distributord.core.distribution import Reason, distribute, search
+from distributord.core.distribution import Pair, Reason, SearchBudget, distribute, search
 from tests.core.distribution.spec import battery
 
 
@@ -35,16 +37,68 @@ def test_minimums_that_exceed_the_request_are_resolved_by_search() -> None:
     assert result.reasons[1] is Reason.DROPPED_BELOW_MINIMUM
 
 
-def test_the_search_stops_at_its_budget_with_a_valid_answer(
+def test_the_search_stops_at_its_step_budget_with_a_valid_answer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(search, "SEARCH_BUDGET", 2)
+    monkeypatch.setattr(search, "SEARCH_STEPS", 2)
     fleet = [
         battery(1, 75, 10, 95, 10_000, 600, minimum=600),
         battery(2, 85, 10, 95, 10_000, 500, minimum=500),
         battery(3, 85, 10, 95, 10_000, 500, minimum=500),
     ]
     result = distribute(1000, fleet)
-    # Two steps only reach {A}: 600 W, valid, short of the exact answer.
+    # Two steps only reach {A}: 600 W, valid, short of the exact answer; the others say why.
     assert result.setpoints == {1: 600.0, 2: 0.0, 3: 0.0}
     assert result.remaining_w == 400.0
+    assert result.reasons[2] is Reason.SEARCH_BUDGET_ENDED
+    assert result.reasons[3] is Reason.SEARCH_BUDGET_ENDED
+
+
+class TickingClock:
+    """A clock that advances a fixed step on every reading: time spent is readings taken."""
+
+    def __init__(self, step_s: float) -> None:
+        self.now, self.step_s, self.readings = 0.0, step_s, 0
+
+    def __call__(self) -> float:
+        self.readings += 1
+        self.now += self.step_s
+        return self.now
+
+
+def fixed_power_fleet(powers: list[int]) -> list[Pair]:
+    return [battery(k, 50, 10, 90, 10_000, p, minimum=p) for k, p in enumerate(powers, 1)]
+
+
+REACHABLE = 1001 + 1003 + 1005 + 1023
+"""Four of the fixed-power inverters below add up to it exactly."""
+
+
+def test_the_search_stops_at_its_time_budget_and_keeps_the_best_found() -> None:
+    # 40 fixed-power inverters of odd sizes: meeting the request needs a search.
+    powers = [1001 + 2 * k for k in range(40)]
+    clock = TickingClock(step_s=0.001)
+    budget = SearchBudget(clock=clock, seconds=0.002)
+    result = distribute(REACHABLE, fixed_power_fleet(powers), search_budget=budget)
+    # One reading sets the deadline; each later one, every 64 steps, moves time 1 ms on.
+    assert clock.readings == 3
+    total = math.fsum(result.setpoints.values())
+    assert total + result.remaining_w == REACHABLE
+    assert 0 < total < REACHABLE  # cut short: the best found is below the exact answer
+    assert all(x in (0.0, float(p)) for x, p in zip(result.setpoints.values(), powers, strict=True))
+    not_chosen = [b for b, x in result.setpoints.items() if x == 0.0]
+    assert {result.reasons[b] for b in not_chosen} == {Reason.SEARCH_BUDGET_ENDED}
+
+
+def test_a_search_with_time_to_spare_meets_a_reachable_request_exactly() -> None:
+    powers = [1001 + 2 * k for k in range(40)]
+    budget = SearchBudget(clock=TickingClock(step_s=1e-7), seconds=0.002)
+    result = distribute(REACHABLE, fixed_power_fleet(powers), search_budget=budget)
+    assert math.fsum(result.setpoints.values()) == REACHABLE
+    assert result.remaining_w == 0.0
+    assert Reason.SEARCH_BUDGET_ENDED not in result.reasons.values()
+
+
+def test_a_budget_must_be_a_positive_number_of_seconds() -> None:
+    with pytest.raises(ValueError, match="seconds"):
+        SearchBudget(clock=TickingClock(1.0), seconds=0.0)
