@@ -1,6 +1,7 @@
 """Benchmark of the distribution algorithm: median time per ``distribute()`` call.
 
-Usage: ``python -m distributord.bench.distribution [--rounds N] [--sizes 1,10,100,1000]``
+Usage: ``python -m distributord.bench.distribution [--rounds N] [--sizes 1,10,100,1000]
+[--fixed-power]``
 
 Fleets: SoC 20-80 % within bounds of 10-90 %, 5-100 kWh, battery and inverter caps of
 3-10 kW each, and an exclusion minimum of 100-500 W on every third inverter ("mixed bounds").
@@ -11,11 +12,18 @@ Each round times every request of the cycle many times; the figure is the median
 calls of all rounds, and the spread of the rounds' medians is shown beside it, because a
 shared virtual machine can be 30 % slower one minute than the next. Pairs are built before the
 clock starts: in the daemon they are built when telemetry arrives; their cost is printed too.
+
+``--fixed-power`` measures the search over exclusion minimums where it is hardest: fleets of
+fixed-power inverters (minimum = cap, whole watts, 1-5 kW), requests that need a choice of
+which run, with the daemon's 2 ms budget on ``time.perf_counter``. Beside each answer it
+prints the best possible one, found exactly by a subset-sum over whole watts (a bitset in a
+Python integer), and the slowest single request.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import random
@@ -24,7 +32,13 @@ import sys
 import time
 from collections.abc import Sequence
 
-from distributord.core.distribution import Pair, aggregate_bounds, distribute
+from distributord.core.distribution import (
+    DEFAULT_SEARCH_BUDGET_S,
+    Pair,
+    SearchBudget,
+    aggregate_bounds,
+    distribute,
+)
 from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds
 
 TARGETS_US = {100: 150.0, 1000: 1000.0}
@@ -71,6 +85,80 @@ def requests(pairs: Sequence[Pair]) -> list[float]:
     return out
 
 
+def fixed_power_fleet(size: int, seed: int = 1, *, step: int = 1) -> list[Pair]:
+    """Fixed-power inverters: each runs at exactly its power (1-5 kW, whole watts) or at 0.
+
+    With ``step`` every power is a multiple of it (``step=2`` and an odd request: unreachable).
+    """
+    rng = random.Random(seed)
+    pairs = []
+    for k in range(size):
+        power = float(rng.randint(1000 // step, 5000 // step) * step)
+        battery = BatterySnapshot(
+            component_id=1000 + k,
+            sampled_at=0.0,
+            received_at=0.0,
+            soc_pct=rng.uniform(20.0, 80.0),
+            soc_lower_pct=10.0,
+            soc_upper_pct=90.0,
+            capacity_wh=rng.uniform(5_000.0, 100_000.0),
+            bounds=PowerBounds.symmetric(power, power),
+        )
+        inverter = InverterSnapshot(
+            component_id=5000 + k, sampled_at=0.0, received_at=0.0, bounds=PowerBounds.unknown()
+        )
+        pairs.append(Pair(battery=battery, inverter=inverter))
+    return pairs
+
+
+def best_reachable(powers: Sequence[int], target: int) -> int:
+    """Exactly: the largest sum of a subset of ``powers`` that is at most ``target``."""
+    reachable, mask = 1, (1 << (target + 1)) - 1
+    for power in powers:
+        reachable = (reachable | (reachable << power)) & mask
+    return reachable.bit_length() - 1
+
+
+def fixed_power(sizes: Sequence[int]) -> None:
+    """The search's answers and times on fixed-power fleets, beside the exact best."""
+    print(
+        f"\nfixed-power fleets, search budget {DEFAULT_SEARCH_BUDGET_S * 1e3:g} ms "
+        "(time.perf_counter); short = best possible - delivered; best = requests with short 0"
+    )
+    print(
+        f"{'pairs':>10} {'requests':>9} {'best':>6} {'short max':>10} {'short p50':>10} "
+        f"{'slowest':>9} {'p50 time':>9}"
+    )
+    cases = [(size, 1, "any") for size in sizes] + [(size, 2, "odd") for size in sizes]
+    for size, step, parity in cases:
+        pairs = fixed_power_fleet(size, step=step)
+        powers = [int(p.battery.bounds.inclusion_upper) for p in pairs]
+        total = sum(powers)
+        rng = random.Random(size)
+        # "odd": even powers and odd requests, never reachable; the search spends its budget.
+        targets = [
+            rng.randint(min(powers) + 1, total // 2) | (1 if parity == "odd" else 0)
+            for _ in range(40)
+        ]
+        shorts, times, exact = [], [], 0
+        for target in targets:
+            budget = SearchBudget(clock=time.perf_counter)
+            gc.collect()  # the daemon tunes the collector; keep its pauses out of the figure
+            start = time.perf_counter()
+            result = distribute(float(target), pairs, search_budget=budget)
+            times.append(time.perf_counter() - start)
+            delivered = round(sum(result.setpoints.values()))
+            short = best_reachable(powers, target) - delivered
+            shorts.append(short)
+            exact += short == 0
+        label = f"{size}" if parity == "any" else f"{size} ({parity})"
+        print(
+            f"{label:>10} {len(targets):>9} {exact:>6} {max(shorts):>8} W "
+            f"{statistics.median(shorts):>8g} W "
+            f"{max(times) * 1e3:>7.2f}ms {statistics.median(times) * 1e3:>7.2f}ms"
+        )
+
+
 def time_calls(pairs: Sequence[Pair], powers: Sequence[float], repeat: int) -> list[float]:
     """Seconds per call, for ``repeat`` passes over ``powers``."""
     samples = []
@@ -105,8 +193,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sizes", default="1,10,100,1000")
+    parser.add_argument(
+        "--fixed-power", action="store_true", help="the search on fixed-power fleets (only)"
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.fixed_power:
+        print(f"distribute(): {machine()}")
+        fixed_power([s for s in sizes if s >= 10])
+        return 0
     print(f"distribute(): {machine()}")
     print(
         f"{len(FRACTIONS) * 2 + 1} requests per fleet (0 W, ±2..110 % of its power), "

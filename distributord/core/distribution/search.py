@@ -22,6 +22,7 @@ how far).
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Sequence
 from typing import ClassVar
@@ -72,7 +73,8 @@ def _search(
     with a minimum, heaviest first, trying "run it" before "drop it", visits the choices in
     order of preference; the first branch whose caps already reach ``target`` is completed
     greedily (run each further pair whose minimum still fits) and wins. Branches that cannot
-    beat the best partial answer are pruned.
+    beat the best partial answer are pruned. The depth-first search has half the budget; if it
+    ends without an exact choice, :func:`_polish` improves the best one found with the rest.
 
     Returns:
         The chosen pairs with a minimum, the largest magnitude up to ``target`` they reach, and
@@ -91,31 +93,124 @@ def _search(
     stack: list[tuple[int, float, float, _Chosen]] = [(0, 0.0, base_cap, _Chosen.EMPTY)]
     steps = 0
     clock = budget.clock if budget is not None else None
-    deadline = clock() + budget.seconds if clock is not None and budget is not None else 0.0
-    while stack:
-        steps += 1
-        if clock is None:
-            if steps > SEARCH_STEPS:
-                break
-        elif not steps % _CLOCK_EVERY and clock() >= deadline:
+    start = clock() if clock is not None else 0.0
+    seconds = budget.seconds if budget is not None else 0.0
+
+    exact: set[int] = set()
+
+    def run(until: float, step_cap: int) -> bool:
+        """Search on until ``until`` (or ``step_cap`` steps); True when it found an exact choice."""
+        nonlocal steps, best_value, best, exact
+        while stack:
+            steps += 1
+            if clock is None:
+                if steps > step_cap:
+                    return False
+            elif not steps % _CLOCK_EVERY and clock() >= until:
+                return False
+            depth, floor, cap, chosen = stack.pop()
+            if cap >= target:
+                picked = chosen.as_list()
+                for k in items[depth:]:
+                    if floor + m[k] <= target:
+                        floor += m[k]
+                        picked.append(k)
+                exact = set(picked)
+                return True
+            if cap > best_value:
+                best_value, best = cap, chosen
+            if depth == len(items) or cap + suffix_cap[depth] <= best_value:
+                continue
+            k = items[depth]
+            stack.append((depth + 1, floor, cap, chosen))
+            if floor + m[k] <= target:
+                stack.append((depth + 1, floor + m[k], cap + u[k], _Chosen(k, chosen)))
+        return False
+
+    # Half the budget depth-first; then polish its best; then the rest depth-first again.
+    if run(start + seconds / 2.0, SEARCH_STEPS // 2):
+        return exact, target, False
+    if not stack:
+        return set(best.as_list()), best_value, False  # exhausted: nothing reaches more
+    polished = set(best.as_list())
+    reached = _polish(target, m, u, items, polished, base_cap, clock, start + seconds)
+    if reached >= target:
+        return polished, target, False
+    if run(start + seconds, SEARCH_STEPS):
+        return exact, target, False
+    if best_value > reached:
+        return set(best.as_list()), best_value, bool(stack)
+    return polished, reached, True
+
+
+_POLISH_ROUNDS = 16
+"""Swap rounds at most, each ``O(n log n)``; in practice one or two reach the request."""
+
+
+def _polish(
+    target: float,
+    m: Sequence[float],
+    u: Sequence[float],
+    items: Sequence[int],
+    chosen: set[int],
+    base_cap: float,
+    clock: Callable[[], float] | None,
+    deadline: float,
+) -> float:
+    """Improve a choice the search could not finish (in place); returns what it reaches.
+
+    First every pair not chosen whose minimum still fits is added, heaviest first. Then pairs
+    are swapped one for one: taking out ``o`` and putting in ``i`` moves the reachable window
+    ``[Σm, Σu + U0]`` by ``m_i - m_o`` and ``u_i - u_o``. A swap whose ``u_i - u_o`` closes
+    the gap ``g`` while ``Σm`` stays at or below the request meets it exactly; failing that
+    the swap that closes most of it is made, and again, until the budget or the rounds end.
+    For fixed-power inverters (``m = u``) that is a search for two powers ``g`` apart among
+    hundreds of pairs, which usually exists.
+    """
+    floor = math.fsum(m[k] for k in chosen)
+    cap = base_cap + math.fsum(u[k] for k in chosen)
+    for k in items:
+        if k not in chosen and floor + m[k] <= target:
+            chosen.add(k)
+            floor += m[k]
+            cap += u[k]
+            if cap >= target:
+                return target
+    for _ in range(_POLISH_ROUNDS):
+        if clock is not None and clock() >= deadline:
             break
-        depth, floor, cap, chosen = stack.pop()
+        gap, slack = target - cap, target - floor
+        out = sorted((u[k], k) for k in items if k not in chosen)
+        if not out or gap <= 0.0:
+            break
+        caps = [c for c, _ in out]
+        # lowest[j]: the smallest minimum among the pairs out with the j-th cap or a larger one.
+        lowest = [math.inf] * (len(out) + 1)
+        for j in range(len(out) - 1, -1, -1):
+            lowest[j] = min(lowest[j + 1], m[out[j][1]])
+        best_gain, best_swap = 0.0, (-1, -1)
+        for o in chosen:
+            bound = m[o] + slack  # m_i may be at most this
+            j = bisect.bisect_left(caps, u[o] + gap)
+            if lowest[j] <= bound:  # some pair closes the whole gap
+                i = next(out[q][1] for q in range(j, len(out)) if m[out[q][1]] <= bound)
+                best_gain, best_swap = gap, (o, i)
+                break
+            q = j - 1  # the largest cap below u_o + gap
+            if q >= 0 and caps[q] > u[o] and m[out[q][1]] <= bound:
+                gain = caps[q] - u[o]
+                if gain > best_gain:
+                    best_gain, best_swap = gain, (o, out[q][1])
+        if best_gain <= 0.0:
+            break
+        o, i = best_swap
+        chosen.discard(o)
+        chosen.add(i)
+        floor += m[i] - m[o]
+        cap += u[i] - u[o]
         if cap >= target:
-            picked = chosen.as_list()
-            for k in items[depth:]:
-                if floor + m[k] <= target:
-                    floor += m[k]
-                    picked.append(k)
-            return set(picked), target, False
-        if cap > best_value:
-            best_value, best = cap, chosen
-        if depth == len(items) or cap + suffix_cap[depth] <= best_value:
-            continue
-        k = items[depth]
-        stack.append((depth + 1, floor, cap, chosen))
-        if floor + m[k] <= target:
-            stack.append((depth + 1, floor + m[k], cap + u[k], _Chosen(k, chosen)))
-    return set(best.as_list()), best_value, bool(stack)
+            return target
+    return min(cap, target)
 
 
 @attrs.frozen
