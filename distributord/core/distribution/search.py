@@ -127,6 +127,14 @@ def _search(
                 stack.append((depth + 1, floor + m[k], cap + u[k], _Chosen(k, chosen)))
         return False
 
+    by_watts = _exact_in_watts(target, m, u, items, base_cap)
+    if by_watts is not None:
+        chosen_set, reached, settled = by_watts
+        if settled:
+            return chosen_set, reached, False
+        best_value, best = reached, _Chosen.EMPTY
+        for k in chosen_set:
+            best = _Chosen(k, best)
     # Half the budget depth-first; then polish its best; then the rest depth-first again.
     if run(start + seconds / 2.0, SEARCH_STEPS // 2):
         return exact, target, False
@@ -141,6 +149,74 @@ def _search(
     if best_value > reached:
         return set(best.as_list()), best_value, bool(stack)
     return polished, reached, True
+
+
+_WATT_WORDS = 100_000
+"""The most work the subset-sum over whole watts may take: pairs × (request in W) / 64 bits
+per machine word, about a millisecond of big-integer shifts (100 pairs and a 64 kW request)."""
+
+
+def _exact_in_watts(
+    target: float,
+    m: Sequence[float],
+    u: Sequence[float],
+    items: Sequence[int],
+    base_cap: float,
+) -> tuple[set[int], float, bool] | None:
+    """The best choice, found exactly, when every minimum and cap is a whole number of watts.
+
+    Pseudo-polynomial subset-sum: the set of reachable whole-watt totals is a bitset in one
+    Python integer; each pair ``k`` adds the set shifted by every ``x`` in ``[m_k, u_k]``
+    (doubling shifts), and the pairs without a minimum start it as ``[0, U0]``. Pairs are added
+    lightest first, so walking back from the heaviest and running each pair that can still
+    reach the total keeps the largest weights, as the spec prefers. None when the bounds are
+    not whole watts or the work would exceed :data:`_WATT_WORDS`.
+
+    If the best whole-watt total is below ``⌊target⌋`` no choice reaches within a watt of it
+    more (every whole watt between a set's minimums and its caps is reachable), so the answer
+    is final. If it is ``⌊target⌋`` but the fraction of a watt above it is out of reach, the
+    caller's search may still find a set that reaches it.
+
+    Returns:
+        The chosen pairs, the largest magnitude up to ``target`` they reach, and whether that
+        answer is final; or None.
+    """
+    whole = int(target)
+    if not items or whole * len(items) > _WATT_WORDS * 64:
+        return None
+    if not all(m[k].is_integer() and u[k].is_integer() for k in items):
+        return None
+    mask = (1 << (whole + 1)) - 1  # totals above ⌊target⌋ are of no use
+    reachable = (1 << (min(int(base_cap), whole) + 1)) - 1
+    order = list(reversed(items))  # items are heaviest first: lightest first here
+    steps = [reachable]
+    for k in order:
+        low, width = int(m[k]), int(u[k]) - int(m[k])
+        shifted = reachable << low
+        covered = 1
+        while covered <= width:  # OR of shifts by 0..width, by doubling
+            span = min(covered, width + 1 - covered)
+            shifted |= shifted << span
+            covered += span
+        reachable = (reachable | shifted) & mask
+        steps.append(reachable)
+    best = total = reachable.bit_length() - 1
+    chosen: set[int] = set()
+    for position in range(len(order) - 1, -1, -1):
+        k, before = order[position], steps[position]
+        low, high = max(0, total - int(u[k])), total - int(m[k])
+        if high < 0:
+            continue
+        window = (before >> low) & ((1 << (high - low + 1)) - 1)
+        if window:  # run it: some total before it plus a setpoint in [m_k, u_k] gives ours
+            total = low + (window & -window).bit_length() - 1
+            chosen.add(k)
+    floor = math.fsum(m[k] for k in chosen)
+    cap = base_cap + math.fsum(u[k] for k in chosen)
+    if floor > target:  # cannot happen with whole watts; the caller's search decides then
+        return None
+    reached = min(cap, target)
+    return chosen, reached, reached >= target or best < whole
 
 
 _POLISH_ROUNDS = 16

@@ -44,15 +44,16 @@ def test_the_search_stops_at_its_step_budget_with_a_valid_answer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(search, "SEARCH_STEPS", 2)
+    # Half watts: the exact subset-sum over whole watts does not apply.
     fleet = [
-        battery(1, 75, 10, 95, 10_000, 600, minimum=600),
-        battery(2, 85, 10, 95, 10_000, 500, minimum=500),
-        battery(3, 85, 10, 95, 10_000, 500, minimum=500),
+        battery(1, 75, 10, 95, 10_000, 600.5, minimum=600.5),
+        battery(2, 85, 10, 95, 10_000, 500.5, minimum=500.5),
+        battery(3, 85, 10, 95, 10_000, 500.5, minimum=500.5),
     ]
-    result = distribute(1000, fleet)
-    # Two steps only reach {A}: 600 W, valid, short of the exact answer; the others say why.
-    assert result.setpoints == {1: 600.0, 2: 0.0, 3: 0.0}
-    assert result.remaining_w == 400.0
+    result = distribute(1001, fleet)
+    # Two steps only reach {A}: 600.5 W, valid, short of the exact answer; the others say why.
+    assert result.setpoints == {1: 600.5, 2: 0.0, 3: 0.0}
+    assert result.remaining_w == 400.5
     assert result.reasons[2] is Reason.SEARCH_BUDGET_ENDED
     assert result.reasons[3] is Reason.SEARCH_BUDGET_ENDED
 
@@ -69,17 +70,22 @@ class TickingClock:
         return self.now
 
 
-def fixed_power_fleet(powers: list[int]) -> list[Pair]:
+def fixed_power_fleet(powers: list[float]) -> list[Pair]:
     return [battery(k, 50, 10, 90, 10_000, p, minimum=p) for k, p in enumerate(powers, 1)]
 
 
-REACHABLE = 1001 + 1003 + 1005 + 1023
+def fractional(powers: list[float]) -> list[float]:
+    """Powers with half a watt: the exact subset-sum over whole watts does not apply."""
+    return [p + 0.5 for p in powers]
+
+
+REACHABLE = 1001.5 + 1003.5 + 1005.5 + 1023.5
 """Four of the fixed-power inverters below add up to it exactly."""
 
 
 def test_the_search_stops_at_its_time_budget_and_keeps_the_best_found() -> None:
-    # 40 fixed-power inverters of odd sizes: meeting the request needs a search.
-    powers = [1001 + 2 * k for k in range(40)]
+    # 40 fixed-power inverters of odd sizes and a half: meeting the request needs a search.
+    powers = fractional([1001 + 2 * k for k in range(40)])
     clock = TickingClock(step_s=0.001)
     budget = SearchBudget(clock=clock, seconds=0.002)
     result = distribute(REACHABLE, fixed_power_fleet(powers), search_budget=budget)
@@ -95,7 +101,7 @@ def test_the_search_stops_at_its_time_budget_and_keeps_the_best_found() -> None:
 
 
 def test_a_search_with_time_to_spare_meets_a_reachable_request_exactly() -> None:
-    powers = [1001 + 2 * k for k in range(40)]
+    powers = fractional([1001 + 2 * k for k in range(40)])
     budget = SearchBudget(clock=TickingClock(step_s=1e-7), seconds=0.002)
     result = distribute(REACHABLE, fixed_power_fleet(powers), search_budget=budget)
     assert math.fsum(result.setpoints.values()) == REACHABLE
@@ -120,3 +126,29 @@ def test_large_fixed_power_fleets_meet_reachable_requests_exactly(size: int) -> 
         result = distribute(float(target), pairs)
         assert math.fsum(result.setpoints.values()) == target
         assert result.remaining_w == 0.0
+
+
+def test_whole_watt_fleets_are_solved_exactly_keeping_the_heaviest() -> None:
+    # 600 + 500 + 500 = 1600 misses 1000; 500 + 500 meets it, and so does no set with A. Then
+    # 1100 = A + one of B/C: the heavier (B, more headroom) runs.
+    fleet = [
+        battery(1, 75, 10, 95, 10_000, 600, minimum=600),
+        battery(2, 85, 10, 95, 10_000, 500, minimum=500),
+        battery(3, 90, 10, 95, 10_000, 500, minimum=500),
+    ]
+    assert distribute(1000, fleet).setpoints == {1: 0.0, 2: 500.0, 3: 500.0}
+    assert distribute(1100, fleet).setpoints == {1: 600.0, 2: 500.0, 3: 0.0}
+
+
+def test_an_unreachable_whole_watt_request_gets_the_best_below_at_once() -> None:
+    # Even powers, an odd request: unreachable. The best below is found exactly and is final
+    # (no budget ran out), so the pairs left out say they were dropped, not that time ended.
+    powers = [float(2 * (500 + 7 * k)) for k in range(30)]
+    clock = TickingClock(step_s=1.0)  # any reading would end the budget at once
+    budget = SearchBudget(clock=clock, seconds=0.002)
+    result = distribute(20_001, fixed_power_fleet(powers), search_budget=budget)
+    best = best_reachable([int(p) for p in powers], 20_001)
+    assert best < 20_001
+    assert math.fsum(result.setpoints.values()) == best
+    assert result.remaining_w == 20_001 - best
+    assert Reason.SEARCH_BUDGET_ENDED not in result.reasons.values()
