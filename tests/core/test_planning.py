@@ -143,9 +143,9 @@ def test_out_of_bounds_carries_the_aggregate_bounds() -> None:
 
 
 def test_the_search_budget_reaches_the_distribution() -> None:
-    # 40 fixed-power pairs of odd sizes and an even request: only a search can meet it, and a
-    # clock that jumps 1 ms per reading ends a 2 ms budget at once.
-    pairs = [battery(k, cap=1001 + 2 * k, minimum=1001 + 2 * k) for k in range(40)]
+    # 40 fixed-power pairs of odd sizes and a half (not whole watts: only a search can meet
+    # the request), and a clock that jumps 1 ms per reading ends a 2 ms budget at once.
+    pairs = [battery(k, cap=1001.5 + 2 * k, minimum=1001.5 + 2 * k) for k in range(40)]
     readings: list[float] = []
 
     def clock() -> float:
@@ -153,11 +153,11 @@ def test_the_search_budget_reaches_the_distribution() -> None:
         return readings[-1]
 
     budget = SearchBudget(clock=clock, seconds=0.002)
-    result = plan(request(4032, set(range(40))), pairs, exponent=1.0, search_budget=budget)
+    result = plan(request(4034, set(range(40))), pairs, exponent=1.0, search_budget=budget)
     assert isinstance(result, Distribution)
     assert readings  # the clock given was the one the search read
     assert Reason.SEARCH_BUDGET_ENDED in result.reasons.values()
-    assert 0 < math.fsum(result.setpoints.values()) < 4032
+    assert 0 < math.fsum(result.setpoints.values()) < 4034
 
 
 def test_adjusted_power_is_trimmed_and_the_rest_reported() -> None:
