@@ -59,6 +59,30 @@ def make_pair(
     return Pair(battery=battery, inverter=inverter)
 
 
+def symmetric_pair(
+    bid: int,
+    soc: float,
+    lower: float,
+    upper: float,
+    capacity: float,
+    cap: float,
+    minimum: float = 0.0,
+) -> Pair:
+    """A pair from plain numbers: symmetric battery bounds, an inverter that allows ±1 GW.
+
+    The battery allows ``[-cap, -minimum] ∪ {0} ∪ [minimum, cap]``.
+    """
+    return make_pair(
+        bid,
+        soc=soc,
+        soc_lower=lower,
+        soc_upper=upper,
+        capacity=capacity,
+        battery_bounds=PowerBounds.symmetric(cap, minimum),
+        inverter_bounds=PowerBounds.symmetric(1e9),
+    )
+
+
 class _Decoder:
     """Turns 16-bit words into values in a range, with the bottom and top over-represented."""
 
@@ -268,17 +292,7 @@ def near_bound_fleets(
         minimum = 0.0
         if exclusion and draw(st.booleans()):
             minimum = cap if draw(st.booleans()) else cap * draw(st.floats(0.0, 1.0))
-        made.append(
-            make_pair(
-                1000 + k,
-                soc=soc,
-                soc_lower=lower,
-                soc_upper=upper,
-                capacity=capacity,
-                battery_bounds=PowerBounds.symmetric(cap, minimum),
-                inverter_bounds=PowerBounds.symmetric(1e9),
-            )
-        )
+        made.append(symmetric_pair(1000 + k, soc, lower, upper, capacity, cap, minimum))
     random.Random(draw(st.integers(0, 2**32 - 1))).shuffle(made)
     return made
 

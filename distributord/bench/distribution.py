@@ -23,6 +23,7 @@ Python integer), and the slowest single request.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import os
 import platform
@@ -30,7 +31,7 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from distributord.core.distribution import (
     DEFAULT_SEARCH_BUDGET_S,
@@ -49,40 +50,53 @@ REFERENCE_US = {100: 290.0, 1000: 2500.0}
 FRACTIONS = (0.02, 0.1, 0.25, 0.4, 0.55, 0.7, 0.85, 0.95, 1.1)
 
 
+def _pair(
+    k: int, rng: random.Random, bounds: Callable[[], tuple[PowerBounds, PowerBounds]]
+) -> Pair:
+    """Pair ``k``: SoC 20-80 % within 10-90 %, 5-100 kWh, then the bounds ``bounds`` draws.
+
+    The bounds are drawn after the rest, so the fleets stay the ones the README's figures used.
+    """
+    soc, capacity = rng.uniform(20.0, 80.0), rng.uniform(5_000.0, 100_000.0)
+    battery, inverter = bounds()
+    snapshot = BatterySnapshot(
+        component_id=1000 + k,
+        sampled_at=0.0,
+        received_at=0.0,
+        soc_pct=soc,
+        soc_lower_pct=10.0,
+        soc_upper_pct=90.0,
+        capacity_wh=capacity,
+        bounds=battery,
+    )
+    return Pair(
+        battery=snapshot,
+        inverter=InverterSnapshot(
+            component_id=5000 + k, sampled_at=0.0, received_at=0.0, bounds=inverter
+        ),
+    )
+
+
 def fleet(size: int, seed: int = 1) -> list[Pair]:
     """A fleet with mixed bounds (see the module docstring)."""
     rng = random.Random(seed)
     pairs = []
     for k in range(size):
         minimum = rng.uniform(100.0, 500.0) if k % 3 == 0 else 0.0
-        battery = BatterySnapshot(
-            component_id=1000 + k,
-            sampled_at=0.0,
-            received_at=0.0,
-            soc_pct=rng.uniform(20.0, 80.0),
-            soc_lower_pct=10.0,
-            soc_upper_pct=90.0,
-            capacity_wh=rng.uniform(5_000.0, 100_000.0),
-            bounds=PowerBounds.symmetric(rng.uniform(3_000.0, 10_000.0)),
-        )
-        inverter = InverterSnapshot(
-            component_id=5000 + k,
-            sampled_at=0.0,
-            received_at=0.0,
-            bounds=PowerBounds.symmetric(rng.uniform(3_000.0, 10_000.0), minimum),
-        )
-        pairs.append(Pair(battery=battery, inverter=inverter))
+
+        def mixed(minimum: float = minimum) -> tuple[PowerBounds, PowerBounds]:
+            return (
+                PowerBounds.symmetric(rng.uniform(3_000.0, 10_000.0)),
+                PowerBounds.symmetric(rng.uniform(3_000.0, 10_000.0), minimum),
+            )
+
+        pairs.append(_pair(k, rng, mixed))
     return pairs
 
 
-def requests(pairs: Sequence[Pair]) -> list[float]:
-    """0 W and ± each fraction of the fleet's inclusion bound in that direction."""
-    bounds = aggregate_bounds(pairs)
-    out = [0.0]
-    for fraction in FRACTIONS:
-        out.append(fraction * bounds.inclusion_upper)
-        out.append(fraction * bounds.inclusion_lower)
-    return out
+def _fixed(power: float) -> tuple[PowerBounds, PowerBounds]:
+    """Battery bounds that allow exactly 0 or ±``power``; the inverter's unknown."""
+    return PowerBounds.symmetric(power, power), PowerBounds.unknown()
 
 
 def fixed_power_fleet(size: int, seed: int = 1, *, step: int = 1) -> list[Pair]:
@@ -94,21 +108,18 @@ def fixed_power_fleet(size: int, seed: int = 1, *, step: int = 1) -> list[Pair]:
     pairs = []
     for k in range(size):
         power = float(rng.randint(1000 // step, 5000 // step) * step)
-        battery = BatterySnapshot(
-            component_id=1000 + k,
-            sampled_at=0.0,
-            received_at=0.0,
-            soc_pct=rng.uniform(20.0, 80.0),
-            soc_lower_pct=10.0,
-            soc_upper_pct=90.0,
-            capacity_wh=rng.uniform(5_000.0, 100_000.0),
-            bounds=PowerBounds.symmetric(power, power),
-        )
-        inverter = InverterSnapshot(
-            component_id=5000 + k, sampled_at=0.0, received_at=0.0, bounds=PowerBounds.unknown()
-        )
-        pairs.append(Pair(battery=battery, inverter=inverter))
+        pairs.append(_pair(k, rng, functools.partial(_fixed, power)))
     return pairs
+
+
+def requests(pairs: Sequence[Pair]) -> list[float]:
+    """0 W and ± each fraction of the fleet's inclusion bound in that direction."""
+    bounds = aggregate_bounds(pairs)
+    out = [0.0]
+    for fraction in FRACTIONS:
+        out.append(fraction * bounds.inclusion_upper)
+        out.append(fraction * bounds.inclusion_lower)
+    return out
 
 
 def best_reachable(powers: Sequence[int], target: int) -> int:

@@ -15,8 +15,7 @@ from hypothesis import note
 from hypothesis import strategies as st
 
 from distributord.core.distribution import Distribution, Pair, distribute
-from distributord.core.model import PowerBounds
-from tests.strategies import make_pair
+from tests.strategies import symmetric_pair
 
 TOLERANCE_W = 1e-6
 """Conservation holds "within 1e-6 W per pair" (spec)."""
@@ -91,24 +90,8 @@ def run(power: float, fleet: Sequence[Pair], exponent: float = 1.0) -> Distribut
     return distribute(power, fleet, exponent=exponent)
 
 
-def battery(
-    bid: int,
-    soc: float,
-    lower: float,
-    upper: float,
-    capacity: float,
-    cap: float,
-    minimum: float = 0.0,
-) -> Pair:
-    return make_pair(
-        bid,
-        soc=soc,
-        soc_lower=lower,
-        soc_upper=upper,
-        capacity=capacity,
-        battery_bounds=PowerBounds.symmetric(cap, minimum),
-        inverter_bounds=PowerBounds.symmetric(1e9),
-    )
+battery = symmetric_pair
+"""The worked examples' pairs: plain numbers, symmetric bounds."""
 
 
 # --- an exact oracle --------------------------------------------------------------------------
