@@ -230,8 +230,13 @@ class ControlServer:
                 await _Session(self, stream).run()
             finally:
                 self._connections -= 1
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the client went away
+        except* (trio.BrokenResourceError, trio.ClosedResourceError):
+            # The client went away, perhaps before reading its reply: an ordinary event. It
+            # arrives wrapped in an ExceptionGroup from the session's nursery, hence except*.
+            pass
+        except* Exception:
+            # A bug in one session must not end the server: this task is its fault barrier.
+            logger.exception("control socket: a session failed; its connection is closed")
         finally:
             await trio.aclose_forcefully(stream)
 

@@ -19,7 +19,7 @@ import trio
 from distributord.shell import service
 from distributord.sim.scenario import uniform_fleet
 from distributord.sim.server import Simulator
-from tests.support import LIMIT_S, connect
+from tests.support import LIMIT_S, connect, sim_wait
 
 RUN = [sys.executable, "-m", "distributord", "run"]
 
@@ -285,3 +285,30 @@ def test_the_collector_is_tuned_and_the_tuning_undone() -> None:
         undo()
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
+
+
+async def test_clients_that_leave_before_their_replies_do_not_stop_the_daemon(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # Issue 10, item 1: the reply to a client that has gone used to end the daemon (exit 1).
+    sim.set_fault(2001, command_latency_s=0.3)
+    sock = tmp_path / "control.sock"
+    args = [*RUN, "--microgrid", sim.address, "--socket", str(sock)]
+    async with daemon_process(args, tmp_path) as (process, notify, log):
+        await notify.wait_for("READY", "1")
+        for line in (
+            b'{"jsonrpc":"2.0","id":1,"method":"ping"}\n',
+            b'{"jsonrpc":"2.0","id":2,"method":"set_power",'
+            b'"params":{"power_w":1000,"batteries":[1001,1002]}}\n',
+        ):
+            leaving = await trio.open_unix_socket(str(sock))
+            await leaving.send_all(line)
+            await leaving.aclose()  # gone before the reply: like Ctrl-C on distributorctl
+        await sim_wait(sim, lambda s: s.pending_commands(2001) == 0 and s.setpoint(2001) > 0)
+        done = await ctl("--socket", str(sock), "ping")
+        assert done.returncode == 0, done.stderr
+        assert process.returncode is None
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(LIMIT_S):
+            assert await process.wait() == 0
+        assert "Traceback" not in log.text
