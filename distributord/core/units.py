@@ -10,12 +10,13 @@ mistyped power that is silently reinterpreted moves real batteries::
 
     power  := space* number space* unit? space*
     number := [+-]? (digits ["." digits?] | "." digits) [("e" | "E") [+-]? digits]
-    unit   := "W" | "kW" | "MW"            (case-insensitive)
+    unit   := "W" | "kW" | "MW"            (W and kW case-insensitive; MW exactly)
 
 * A bare number is watts: ``0``, ``-250``, ``1.5e3``.
-* Units are case-insensitive, so ``kw``, ``KW`` and ``Kw`` are kilowatts and ``mw``, ``mW`` and
-  ``Mw`` are **megawatts**. Milliwatts are meaningless for a battery inverter, and a client that
-  guessed wrong on case would be worse than one that documents a single rule.
+* ``W`` and ``kW`` are case-insensitive (``kw``, ``KW`` and ``Kw`` are kilowatts). Megawatts
+  are ``MW`` exactly: ``mW`` is a milliwatt in SI, a million times smaller, and ``mw`` and
+  ``Mw`` could mean either, so all three are refused as ambiguous rather than guessed.
+  Milliwatts are meaningless for a battery inverter, so ``mW`` is never accepted either.
 * Digits are ASCII only; no ``inf``, ``nan``, hexadecimal, underscores or thousands separators.
   The result must be a finite float: ``1e400W`` is refused, not sent as infinity.
 * The number is scaled in decimal, so ``1.1kW`` is exactly 1100 W (binary floating point
@@ -37,7 +38,10 @@ from collections.abc import Mapping
 from distributord.core.errors import PowerSyntaxError
 
 UNIT_EXPONENTS: Mapping[str, int] = {"w": 0, "kw": 3, "mw": 6}
-"""Lower-cased unit to its power of ten; the grammar is case-insensitive (see above)."""
+"""Lower-cased unit to its power of ten (see above for the case of megawatts)."""
+
+MEGAWATT = "MW"
+"""The only spelling of megawatts accepted: ``mW`` is SI for milliwatts."""
 
 UNIT_FACTORS: Mapping[str, float] = {"W": 1.0, "kW": 1e3, "MW": 1e6}
 """Display units, smallest first, and their size in watts."""
@@ -51,6 +55,8 @@ _POWER = re.compile(
 )
 
 _EXPECTED = "expected a number with an optional unit W, kW or MW, e.g. -5kW, 1.2MW, 300W"
+
+_AMBIGUOUS = "is ambiguous: write MW for megawatts (milliwatts are not accepted)"
 
 
 def parse_power(text: str) -> float:
@@ -74,9 +80,9 @@ def parse_power(text: str) -> float:
     unit = match["unit"] or "W"
     exponent = UNIT_EXPONENTS.get(unit.lower())
     if exponent is None:
-        raise PowerSyntaxError(
-            f"{text!r}: unknown unit {unit!r}; use W, kW or MW (case-insensitive)"
-        )
+        raise PowerSyntaxError(f"{text!r}: unknown unit {unit!r}; use W, kW or MW")
+    if unit.lower() == "mw" and unit != MEGAWATT:
+        raise PowerSyntaxError(f"{text!r}: unit {unit!r} {_AMBIGUOUS}")
     try:
         watts = float(decimal.Decimal(match["number"]).scaleb(exponent))
     except ArithmeticError:  # decimal.Overflow: an exponent beyond anything a float holds

@@ -30,9 +30,6 @@ from distributord.core.units import format_power, parse_power
         ("3KW", 3000.0),
         ("3Kw", 3000.0),
         ("1w", 1.0),
-        # Case-insensitive: mW is megawatts, not milliwatts (documented in the module).
-        ("2mW", 2_000_000.0),
-        ("2mw", 2_000_000.0),
         # Scaled in decimal: exactly 1100, not 1100.0000000000002.
         ("1.1kW", 1100.0),
         ("0.1kW", 100.0),
@@ -72,6 +69,10 @@ def test_parse_power_never_returns_minus_zero(text: str) -> None:
         ("5GW", "unknown unit 'GW'"),
         ("5k", "unknown unit 'k'"),
         ("5A", "unknown unit 'A'"),
+        # mW is an SI milliwatt; it used to be read as a megawatt. MW only, exactly.
+        ("1mW", "unit 'mW' is ambiguous: write MW"),
+        ("1mw", "unit 'mw' is ambiguous: write MW"),
+        ("-2 Mw", "unit 'Mw' is ambiguous: write MW"),
         ("1e400W", "too large"),
         ("1e999999999MW", "too large"),
     ],

@@ -45,8 +45,9 @@ exit status:
 """
 
 _SET_POWER_EPILOG = """\
-POWER is a number with an optional unit: W, kW or MW, case-insensitive (so mW and mw are
-megawatts too); a bare number is watts. Positive charges, negative discharges:
+POWER is a number with an optional unit: W or kW in any case, or MW (mW, mw and Mw are
+refused: mW is a milliwatt in SI); a bare number is watts. Positive charges, negative
+discharges:
   set-power -5kW --batteries 1001,1002      discharge 5 kW
   set-power 1.2MW --batteries 1001          charge 1.2 MW
   set-power '-250 W' --batteries 1001       quote a power that contains a space

@@ -155,7 +155,7 @@ def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
 def test_set_power_help_documents_the_units(capsys: pytest.CaptureFixture[str]) -> None:
     assert ctl.main(["set-power", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "W, kW or MW, case-insensitive" in out
+    assert "W or kW in any case, or MW (mW, mw and Mw are" in out
     assert "set-power -5kW --batteries 1001,1002" in out
 
 
