@@ -53,18 +53,30 @@ from distributord.core.model import (
     Success,
 )
 from distributord.core.status import Status, select
-from distributord.core.values import ids_text
+from distributord.core.values import ids_brief, ids_text
 
 
-def unknown_batteries(request: Request, known: Collection[int]) -> Error | None:
-    """An ``Error`` naming the requested batteries the daemon does not manage, if any."""
-    unknown = request.batteries - set(known)
-    if not unknown:
+def unknown_batteries(
+    request: Request, known: Collection[int], left_out: Mapping[int, str] | None = None
+) -> Error | None:
+    """An ``Error`` naming the requested batteries the daemon does not manage, if any.
+
+    A battery the microgrid reports but the topology left out is named with the reason, not
+    called unknown; a long list of known batteries is written as runs (:func:`ids_brief`).
+    """
+    missing = request.batteries - set(known)
+    if not missing:
         return None
-    return Error(
-        request=request,
-        message=f"unknown batteries [{ids_text(unknown)}]; known batteries: [{ids_text(known)}]",
+    left_out = left_out or {}
+    parts = []
+    unknown = sorted(b for b in missing if b not in left_out)
+    if unknown:
+        parts.append(f"unknown batteries [{ids_text(unknown)}]")
+    parts.extend(
+        f"battery {b} is not managed: {left_out[b]}" for b in sorted(missing) if b in left_out
     )
+    parts.append(f"known batteries: [{ids_brief(known)}]")
+    return Error(request=request, message="; ".join(parts))
 
 
 @attrs.frozen(kw_only=True)

@@ -39,3 +39,30 @@ def short_number(value: float) -> str:
 def ids_text(ids: Iterable[int]) -> str:
     """Ids as messages write them: ``"1, 2, 3"``, sorted."""
     return ", ".join(map(str, sorted(ids)))
+
+
+BRIEF_IDS = 16
+"""Lists of ids up to this long are written out; longer ones are written as runs."""
+
+BRIEF_RUNS = 8
+"""Runs written out at most in a long list; the rest are counted."""
+
+
+def ids_brief(ids: Iterable[int]) -> str:
+    """Ids for a message that must stay readable: all of them, or runs for a long list.
+
+    ``"1, 2, 3"`` up to :data:`BRIEF_IDS` ids; beyond, ``"1000 ids: 1001-1500, 1502-2000"``,
+    and at most :data:`BRIEF_RUNS` runs, then ``"… and 12 more runs"``.
+    """
+    ordered = sorted(set(ids))
+    if len(ordered) <= BRIEF_IDS:
+        return ids_text(ordered)
+    runs: list[tuple[int, int]] = []
+    for i in ordered:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], i)
+        else:
+            runs.append((i, i))
+    shown = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in runs[:BRIEF_RUNS])
+    more = f", … and {len(runs) - BRIEF_RUNS} more runs" if len(runs) > BRIEF_RUNS else ""
+    return f"{len(ordered)} ids: {shown}{more}"

@@ -333,7 +333,7 @@ class RequestLoop:
 
     async def _apply(self, job: _Job) -> Result:
         request = job.request
-        unknown = unknown_batteries(request, self._topology.pairs)
+        unknown = unknown_batteries(request, self._topology.pairs, self._topology.left_out)
         if unknown is not None:
             return unknown
         statuses = {b: self._tracker.state(b).status for b in request.batteries}

@@ -82,6 +82,28 @@ def test_unknown_batteries_are_named_with_the_known_ones() -> None:
     assert unknown_batteries(request(1, {1, 2}), [1, 2, 3]) is None
 
 
+def test_a_thousand_known_batteries_are_written_as_runs() -> None:
+    # Issue 10, item 8: the error used to list all 1,000 known ids.
+    known = [*range(1001, 1500), *range(1501, 2002)]
+    error = unknown_batteries(request(1, {9999}), known)
+    assert error is not None
+    assert error.message == (
+        "unknown batteries [9999]; known batteries: [1000 ids: 1001-1499, 1501-2001]"
+    )
+
+
+def test_a_battery_left_out_of_the_topology_is_named_with_why_not_called_unknown() -> None:
+    left_out = {5: "no inverter is connected to it"}
+    error = unknown_batteries(request(1, {1, 5}), [1, 2], left_out)
+    assert error is not None
+    assert error.message == (
+        "battery 5 is not managed: no inverter is connected to it; known batteries: [1, 2]"
+    )
+    both = unknown_batteries(request(1, {5, 8}), [1, 2], left_out)
+    assert both is not None
+    assert both.message.startswith("unknown batteries [8]; battery 5 is not managed: ")
+
+
 # --- the bounds check ----------------------------------------------------------------------
 
 
