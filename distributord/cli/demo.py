@@ -32,6 +32,7 @@ from typing import Any
 import attrs
 import trio
 
+from distributord.cli import discard_stdout
 from distributord.cli.trioclient import Client, open_client
 from distributord.core.errors import DaemonError
 from distributord.core.status import Status
@@ -164,14 +165,23 @@ def _summary(story: dict[str, Any]) -> None:
 
 
 def main(*, batteries: int | None = None, duration_s: float | None = None) -> int:
-    """``distributord demo``."""
+    """``distributord demo``: exit 0, 2 for bad flags, 130 on Ctrl-C; quiet into ``| head``."""
     logging.basicConfig(level=logging.ERROR, format="daemon: %(message)s", stream=sys.stderr)
-    batteries = batteries or DEFAULT_BATTERIES
-    duration = duration_s or DEFAULT_DURATION_S
+    # Only an absent flag takes the default: --batteries 0 is an error, not "the default".
+    batteries = DEFAULT_BATTERIES if batteries is None else batteries
+    duration = DEFAULT_DURATION_S if duration_s is None else duration_s
     if not 1 <= batteries <= 1000 or not 4 <= duration <= 600:
         print(
             "distributord demo: --batteries must be 1..1000 and --duration 4..600 s",
             file=sys.stderr,
         )
         return 2
-    return trio.run(run_demo, batteries, duration)
+    code = 0
+    try:
+        code = trio.run(run_demo, batteries, duration)
+    except* KeyboardInterrupt:
+        print("distributord demo: interrupted", file=sys.stderr)
+        code = 130
+    except* BrokenPipeError:  # the reader of our output stopped (`| head`): stop quietly
+        discard_stdout()
+    return code

@@ -39,6 +39,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from distributord.cli import discard_stdout
 from distributord.cli.ctl.args import parser, socket_path
 from distributord.cli.ctl.render import RENDERERS, format_status_change
 from distributord.cli.ctl.transport import Connection
@@ -126,7 +127,7 @@ def _run(args: argparse.Namespace, path: str) -> int:
     try:
         _write(lines, sys.stdout)
     except BrokenPipeError:  # `| head`: the reader has all it wanted; the outcome still counts
-        _discard_stdout()
+        discard_stdout()
     return code
 
 
@@ -184,20 +185,8 @@ def _watch(path: str, *, as_json: bool) -> int:
     except KeyboardInterrupt:  # the user stopped watching: the way a watch is meant to end
         return ExitCode.OK
     except BrokenPipeError:  # the reader of our pipe stopped (`| head`): as good as Ctrl-C
-        _discard_stdout()
+        discard_stdout()
         return ExitCode.OK
-
-
-def _discard_stdout() -> None:
-    """Point stdout at /dev/null so that the interpreter's final flush cannot fail again.
-
-    (The recipe from the ``signal`` module's documentation on SIGPIPE.)
-    """
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # no real file descriptor behind stdout: nothing to protect
-        pass
 
 
 def _write(lines: Sequence[str], stream: TextIO) -> None:
