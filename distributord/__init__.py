@@ -4,4 +4,11 @@ The layers: :mod:`distributord.core` (pure: no trio, no grpc, no clock), :mod:`d
 (protobuf adapters), :mod:`distributord.shell` (IO) and :mod:`distributord.cli` (commands).
 """
 
+import time
+
 __version__ = "0.1.0"
+
+STARTED_MONOTONIC = time.monotonic()
+"""When this process loaded distributord, on the monotonic clock: ``ping``'s uptime counts
+from here (process start, give or take the interpreter's start-up), not from when the daemon
+became ready."""

@@ -61,7 +61,12 @@ def run(args: argparse.Namespace) -> int:
     from distributord.core import config as configuration
     from distributord.core.errors import ConfigError, ControlSocketError
     from distributord.shell.control import bind_control_socket
-    from distributord.shell.systemd import CONTROL_FD_NAME, configure_logging, listen_fds
+    from distributord.shell.systemd import (
+        CONTROL_FD_NAME,
+        configure_logging,
+        fatal_line,
+        listen_fds,
+    )
 
     overrides = {"microgrid": args.microgrid, "socket": args.socket, "log_level": args.log_level}
     config_path = Path(args.config) if args.config else None
@@ -69,14 +74,14 @@ def run(args: argparse.Namespace) -> int:
         loaded = configuration.load_config(config_path) if config_path else configuration.Config()
         config = configuration.with_overrides(loaded, **overrides)
     except ConfigError as error:
-        print(f"distributord: {error}", file=sys.stderr)
+        print(fatal_line(f"distributord: {error}"), file=sys.stderr)
         return 2
     configure_logging(config.logging.level)
     activated = listen_fds().get(CONTROL_FD_NAME, [])
     try:
         sock = activated[0] if activated else bind_control_socket(config.control.socket)
     except ControlSocketError as error:
-        print(f"distributord: {error}", file=sys.stderr)
+        print(fatal_line(f"distributord: {error}"), file=sys.stderr)
         return 1
 
     import trio

@@ -30,6 +30,7 @@ import os
 import socket
 import stat
 import struct
+import time
 from collections.abc import Callable
 from contextlib import aclosing
 from typing import Any
@@ -37,7 +38,7 @@ from typing import Any
 import attrs
 import trio
 
-from distributord import __version__
+from distributord import STARTED_MONOTONIC, __version__
 from distributord.core import protocol
 from distributord.core.errors import ControlSocketError
 from distributord.core.model import Result
@@ -180,7 +181,6 @@ class ControlServer:
         self.tracker = tracker
         self.topology = topology
         self.settings = settings
-        self.started_at = trio.current_time()
         self._connections = 0
         self._accepting: trio.CancelScope | None = None
 
@@ -384,7 +384,7 @@ class _Session:
             return
         if call.method == "ping":
             self._answer(
-                call, {"version": __version__, "uptime_s": trio.current_time() - server.started_at}
+                call, {"version": __version__, "uptime_s": time.monotonic() - STARTED_MONOTONIC}
             )
         elif call.method == "get_status":
             tracker = server.tracker

@@ -290,6 +290,19 @@ def journal_stream_matches(environ: Mapping[str, str] | None = None, *, fd: int 
     return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
 
 
+def fatal_line(message: str, *, environ: Mapping[str, str] | None = None, fd: int = 2) -> str:
+    """``message`` as the one line that says why the daemon did not start.
+
+    In the journal it carries priority 3 (err), so ``journalctl -p warning`` shows it; before
+    logging is configured nothing else would add it.
+    """
+    return (
+        f"<{priority(logging.ERROR)}>{message}"
+        if journal_stream_matches(environ, fd=fd)
+        else message
+    )
+
+
 class JournalFormatter(logging.Formatter):
     """Prefixes every line of a record with its syslog priority (``<6>``), for the journal.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -326,3 +327,14 @@ async def test_stop_accepting_closes_the_listener_and_open_connections_carry_on(
                 await client.stream.send_eof()
                 await assert_closed(client)
             await served.done.wait()
+
+
+async def test_ping_counts_uptime_from_process_start_not_from_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 10, item 8: uptime started when the control server was made (after discovery).
+    monkeypatch.setattr(control, "STARTED_MONOTONIC", time.monotonic() - 3600.0)
+    with trio.fail_after(LIMIT_S):
+        async with serving(tmp_path) as served, connect(served.path) as client:
+            result = await client.result("ping")
+    assert result["uptime_s"] >= 3600.0

@@ -230,6 +230,22 @@ def test_what_prevents_a_start_is_one_line_and_a_non_zero_exit(
     assert lines[0].startswith("distributord: ")
 
 
+def test_in_the_journal_why_it_did_not_start_carries_an_error_priority(tmp_path: Path) -> None:
+    # Issue 10, item 8: `journalctl -p warning` hid the one line that said why.
+    err = tmp_path / "stderr"
+    with err.open("wb") as stream:
+        stat = os.fstat(stream.fileno())
+        env = {**os.environ, "JOURNAL_STREAM": f"{stat.st_dev}:{stat.st_ino}"}
+        done = subprocess.run(
+            [*RUN, "--config", str(tmp_path / "missing.toml")],
+            stderr=stream,
+            env=env,
+            timeout=60,
+        )
+    assert done.returncode == 2
+    assert err.read_text().startswith("<3>distributord: ")
+
+
 def test_the_example_configuration_is_accepted_by_run(tmp_path: Path) -> None:
     """config/distributord.toml is what `run` reads (here it stops at the missing directory)."""
     example = Path(__file__).resolve().parent.parent.parent / "config" / "distributord.toml"
