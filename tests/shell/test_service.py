@@ -303,6 +303,21 @@ def test_the_collector_is_tuned_and_the_tuning_undone() -> None:
     assert gc.get_freeze_count() == 0
 
 
+async def wait_all_working(sock: Path, batteries: set[int]) -> None:
+    """Until every battery is working: READY=1 comes before the first telemetry."""
+    async with connect(sock) as client:
+        assert await client.result("subscribe_status") == {"subscribed": True}
+        working = set((await client.result("get_status"))["working"])
+        while not batteries <= working:
+            message = await client.receive()
+            if message.get("method") == "status_changed":
+                params = message["params"]
+                if params["status"] == "working":
+                    working.add(params["id"])
+                else:
+                    working.discard(params["id"])
+
+
 async def test_clients_that_leave_before_their_replies_do_not_stop_the_daemon(
     sim: Simulator, tmp_path: Path
 ) -> None:
@@ -312,6 +327,7 @@ async def test_clients_that_leave_before_their_replies_do_not_stop_the_daemon(
     args = [*RUN, "--microgrid", sim.address, "--socket", str(sock)]
     async with daemon_process(args, tmp_path) as (process, notify, log):
         await notify.wait_for("READY", "1")
+        await wait_all_working(sock, {1001, 1002})
         for line in (
             b'{"jsonrpc":"2.0","id":1,"method":"ping"}\n',
             b'{"jsonrpc":"2.0","id":2,"method":"set_power",'
