@@ -273,7 +273,11 @@ class RequestLoop:
                     ),
                     Timing(total_s=trio.current_time() - replaced.arrived, commands_s=0.0),
                 )
-            self._waiting[batteries] = job  # keeps the set's place in the queue
+            elif replaced is not None:
+                # A waiting refresh holds no client's place: the request queues at the end,
+                # behind the client requests that arrived before it.
+                del self._waiting[batteries]
+            self._waiting[batteries] = job  # a replaced client request's place is kept
             for running in self._running.values():
                 if (
                     running.refresh
@@ -291,6 +295,17 @@ class RequestLoop:
                 (r for r in self._running if not batteries.isdisjoint(r)),
                 None,
             ) or next((a for a in ahead if not batteries.isdisjoint(a)), None)
+            if blocker is None and job.refresh:
+                # A refresh never delays a client: it waits while a client request it overlaps
+                # waits too, wherever that one stands in the queue.
+                blocker = next(
+                    (
+                        other
+                        for other, waiting in self._waiting.items()
+                        if not waiting.refresh and not batteries.isdisjoint(other)
+                    ),
+                    None,
+                )
             if blocker is not None:
                 if not job.refresh:
                     ahead.append(batteries)

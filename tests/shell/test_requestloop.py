@@ -453,12 +453,6 @@ async def test_a_waiting_refresh_does_not_block_a_client_request(
         ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a refresh that waited ahead of a client request (in _waiting's order) starts "
-    "first once its blocker ends, and the client waits for it; only a refresh running when a "
-    "client request arrives is cancelled",
-)
 async def test_a_refresh_that_waited_ahead_never_delays_a_client_request(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -485,11 +479,6 @@ async def test_a_refresh_that_waited_ahead_never_delays_a_client_request(
         assert (12.0, {2001: 500.0, 2002: 500.0}) in rig.fake.sent()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a client request that replaces a waiting refresh of its set takes the "
-    "refresh's place in the queue, ahead of client requests that arrived before it",
-)
 async def test_a_client_request_replacing_a_waiting_refresh_keeps_its_arrival_order(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -646,6 +635,6 @@ def test_every_client_request_is_answered_once_in_order_and_no_inverter_twice_at
         for later in applied[position + 1 :]:
             if requests[earlier].batteries == requests[later].batteries:
                 assert earlier < later, "one set's requests are applied in arrival order"
-    # Arrival order across overlapping sets is not checked here: a client request that replaces
-    # a waiting refresh jumps the queue (the xfail test above); this property found it.
+    # Arrival order across overlapping sets: see the directed test of a client request that
+    # replaces a waiting refresh (this property found that it jumped the queue).
     assert fake.most_in_flight <= 1
