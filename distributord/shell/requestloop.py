@@ -195,7 +195,19 @@ class RequestLoop:
     # -- the public side ---------------------------------------------------------------------
 
     def submit(self, request: Request, reply: Reply) -> bool:
-        """Queue a client request; False when the queue is full (the client is told to retry)."""
+        """Queue a client request; False when the queue is full (the client is told to retry).
+
+        The bound (``queue_size``) counts the requests in the channel and the client requests
+        waiting for their batteries: a request that waits has not been served either. A
+        request for a set whose request is already waiting is always taken: it replaces that
+        one and adds nothing.
+        """
+        waiting = self._waiting.get(request.batteries)
+        if waiting is None or waiting.refresh:
+            queued = self._receive.statistics().current_buffer_used
+            clients = sum(not job.refresh for job in self._waiting.values())
+            if queued + clients >= self.settings.queue_size:
+                return False
         try:
             self._send.send_nowait(_Job(request=request, reply=reply, arrived=trio.current_time()))
         except (trio.WouldBlock, trio.ClosedResourceError):

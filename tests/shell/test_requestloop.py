@@ -518,6 +518,27 @@ async def test_a_battery_that_leaves_the_distribution_is_sent_zero_watts(
 # -- the queue -----------------------------------------------------------------------------
 
 
+async def test_requests_waiting_for_their_batteries_count_against_the_queue(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Issue 10, item 4: waiting requests moved into an unbounded dict; with queue_size = 2,
+    # twenty overlapping requests were all taken.
+    async with open_rig(LoopSettings(queue_size=2)) as rig:
+        rig.fake.behaviour[2001] = Hang()
+        rig.submit(1000.0, 1001)  # runs, and hangs until its deadline at 5
+        await trio.testing.wait_all_tasks_blocked()
+        taken = []
+        for other in (1002, 1003, 1004, 1002, 1003):
+            request = Request(power_w=1000.0, batteries=frozenset({1001, other}))
+            taken.append(rig.loop.submit(request, rig.reply))
+            await trio.testing.wait_all_tasks_blocked()  # it leaves the channel, and waits
+        # Two wait; the third is refused; a newer request for a waiting set replaces it.
+        assert taken == [True, True, False, True, True]
+        assert rig.loop.statistics().waiting == 2
+        assert rig.loop.statistics().queued == 0
+        assert [type(r.result) for r in rig.replies] == [Ignored, Ignored]
+
+
 async def test_submit_is_refused_when_the_queue_is_full_and_after_close(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
