@@ -69,6 +69,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 _A = TypeVar("_A", bound=attrs.AttrsInstance)
 
+LIVE: Mapping[str, bool] = {"live": True}
+"""Field metadata: a reload (SIGHUP) applies this key to the running daemon. Declared here,
+beside each setting, so the list of live keys cannot drift from the settings (:data:`LIVE_KEYS`)."""
+
 
 # --- values and their checks ------------------------------------------------------------------
 
@@ -238,12 +242,18 @@ class ControlConfig:
 
     socket: str = attrs.field(default=DEFAULT_SOCKET, validator=_unix_path)
     allowed_uids: tuple[int, ...] = attrs.field(
-        default=(), converter=_to_tuple, validator=_id_list("uid")
+        default=(),
+        converter=_to_tuple,
+        validator=_id_list("uid"),
+        metadata=LIVE,
     )
     allowed_gids: tuple[int, ...] = attrs.field(
-        default=(), converter=_to_tuple, validator=_id_list("gid")
+        default=(),
+        converter=_to_tuple,
+        validator=_id_list("gid"),
+        metadata=LIVE,
     )
-    max_connections: int = attrs.field(default=64, validator=_integer(low=1))
+    max_connections: int = attrs.field(default=64, validator=_integer(low=1), metadata=LIVE)
 
 
 @attrs.frozen(kw_only=True)
@@ -255,11 +265,14 @@ class DistributionConfig:
         search_budget_ms: How long the search over exclusion minimums may take per request.
     """
 
-    exponent: float = attrs.field(default=1.0, converter=_to_float, validator=_number(low=0.0))
+    exponent: float = attrs.field(
+        default=1.0, converter=_to_float, validator=_number(low=0.0), metadata=LIVE
+    )
     search_budget_ms: float = attrs.field(
         default=DEFAULT_SEARCH_BUDGET_S * 1000.0,
         converter=_to_float,
         validator=_number(low=0.0, low_open=True, high=MAX_SEARCH_BUDGET_MS),
+        metadata=LIVE,
     )
 
 
@@ -278,10 +291,14 @@ class RequestsConfig:
         default=5.0,
         converter=_to_float,
         validator=_number(low=0.0, low_open=True, high=MAX_REQUEST_TIMEOUT_S),
+        metadata=LIVE,
     )
     queue_size: int = attrs.field(default=64, validator=_integer(low=1))
     drain_timeout_s: float = attrs.field(
-        default=10.0, converter=_to_float, validator=_number(low=0.0, low_open=True)
+        default=10.0,
+        converter=_to_float,
+        validator=_number(low=0.0, low_open=True),
+        metadata=LIVE,
     )
 
 
@@ -297,6 +314,7 @@ class SetpointsConfig:
     lifetime_s: int = attrs.field(
         default=60,
         validator=_integer(low=MIN_SETPOINT_LIFETIME_S, high=MAX_SETPOINT_LIFETIME_S),
+        metadata=LIVE,
     )
 
 
@@ -313,16 +331,28 @@ class StatusConfig:
     """
 
     max_data_age_s: float = attrs.field(
-        default=10.0, converter=_to_float, validator=_number(low=0.0, low_open=True)
+        default=10.0,
+        converter=_to_float,
+        validator=_number(low=0.0, low_open=True),
+        metadata=LIVE,
     )
     min_blocking_s: float = attrs.field(
-        default=1.0, converter=_to_float, validator=_number(low=0.0, low_open=True)
+        default=1.0,
+        converter=_to_float,
+        validator=_number(low=0.0, low_open=True),
+        metadata=LIVE,
     )
     max_blocking_s: float = attrs.field(
-        default=30.0, converter=_to_float, validator=_number(low=0.0, low_open=True)
+        default=30.0,
+        converter=_to_float,
+        validator=_number(low=0.0, low_open=True),
+        metadata=LIVE,
     )
     broken_cache_ttl_s: float = attrs.field(
-        default=9000.0, converter=_to_float, validator=_number(low=0.0, low_open=True)
+        default=9000.0,
+        converter=_to_float,
+        validator=_number(low=0.0, low_open=True),
+        metadata=LIVE,
     )
 
     def __attrs_post_init__(self) -> None:
@@ -349,7 +379,9 @@ class LoggingConfig:
         level: ``debug``, ``info``, ``warning`` or ``error`` (any case; stored in lower case).
     """
 
-    level: str = attrs.field(default="info", converter=_to_lower, validator=_log_level)
+    level: str = attrs.field(
+        default="info", converter=_to_lower, validator=_log_level, metadata=LIVE
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -499,6 +531,16 @@ def _override(config: Config, flag: str, table: str, **changes: Any) -> Config:
     return attrs.evolve(config, **{table: section})
 
 
+def live_keys() -> frozenset[str]:
+    """The dotted keys whose fields carry :data:`LIVE` metadata."""
+    return frozenset(
+        f"{table}.{field.name}"
+        for table, cls in TABLES.items()
+        for field in attrs.fields(cls)
+        if field.metadata.get("live")
+    )
+
+
 def differences(old: Config, new: Config) -> list[str]:
     """The dotted keys whose values differ between ``old`` and ``new``, in file order.
 
@@ -510,3 +552,8 @@ def differences(old: Config, new: Config) -> list[str]:
         for field in attrs.fields(cls)
         if getattr(getattr(old, table), field.name) != getattr(getattr(new, table), field.name)
     ]
+
+
+LIVE_KEYS = live_keys()
+"""Keys a reload applies to the running daemon; the others (the microgrid address, the socket,
+the queue size, the stream silence bound) need a restart."""

@@ -134,12 +134,13 @@ async def serve_daemon(
             logger.info("stopping: no new connections or requests; finishing those in hand")
             control.stop_accepting()
             loop.close()
-            with trio.move_on_after(settings.drain_timeout_s) as drain:
+            drain_timeout_s = daemon.settings.drain_timeout_s  # as reloaded, not as started
+            with trio.move_on_after(drain_timeout_s) as drain:
                 await loop_done.wait()
             if drain.cancelled_caught:
                 logger.warning(
                     "stopping: requests still running after %.0f s are cancelled",
-                    settings.drain_timeout_s,
+                    drain_timeout_s,
                 )
             nursery.cancel_scope.cancel()
 
@@ -167,29 +168,8 @@ def settings_from_config(config: Config) -> DaemonSettings:
     )
 
 
-LIVE_KEYS = frozenset(
-    {
-        "control.allowed_uids",
-        "control.allowed_gids",
-        "control.max_connections",
-        "distribution.exponent",
-        "distribution.search_budget_ms",
-        "requests.default_timeout_s",
-        "requests.drain_timeout_s",
-        "setpoints.lifetime_s",
-        "status.max_data_age_s",
-        "status.min_blocking_s",
-        "status.max_blocking_s",
-        "status.broken_cache_ttl_s",
-        "logging.level",
-    }
-)
-"""Configuration keys a reload (SIGHUP) applies to the running daemon; the others (the
-microgrid address, the socket, the queue size, the stream silence bound) need a restart."""
-
-
 def apply_settings(daemon: Daemon, settings: DaemonSettings) -> None:
-    """Apply what can change while running (:data:`LIVE_KEYS`)."""
+    """Apply what can change while running (``core.config.LIVE_KEYS``, declared per field)."""
     daemon.settings = attrs.evolve(
         daemon.settings,
         status=settings.status,
@@ -197,7 +177,7 @@ def apply_settings(daemon: Daemon, settings: DaemonSettings) -> None:
         control=settings.control,
         drain_timeout_s=settings.drain_timeout_s,
     )
-    daemon.loop.settings = daemon.settings.loop
+    daemon.loop.set_settings(settings.loop)
     daemon.control.set_settings(settings.control)
     daemon.tracker.set_settings(settings.status)
 

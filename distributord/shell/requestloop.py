@@ -182,7 +182,9 @@ class RequestLoop:
         self._client = client
         self._tracker = tracker
         self._topology = topology
-        self.settings = settings
+        # The one source of truth for the loop's settings: read where used, waited on by the
+        # refresh task, so a reload acts at once (set_settings).
+        self._settings = trio_util.AsyncValue(settings)
         self._send, self._receive = trio.open_memory_channel[_Job | trio.Event](settings.queue_size)
         self._waiting: dict[frozenset[int], _Job] = {}
         self._running: dict[frozenset[int], _Job] = {}
@@ -193,6 +195,19 @@ class RequestLoop:
         self._last_latency_s: float | None = None
 
     # -- the public side ---------------------------------------------------------------------
+
+    @property
+    def settings(self) -> LoopSettings:
+        """The settings in force now."""
+        return self._settings.value  # type: ignore[no-any-return]  # trio_util is untyped
+
+    def set_settings(self, settings: LoopSettings) -> None:
+        """New settings (a reload). The queue's size is fixed at start and stays as it was.
+
+        Standing setpoints are re-timed at once against the new refresh period, so a shorter
+        lifetime never lets one lapse.
+        """
+        self._settings.value = attrs.evolve(settings, queue_size=self.settings.queue_size)
 
     def submit(self, request: Request, reply: Reply) -> bool:
         """Queue a client request; False when the queue is full (the client is told to retry).
@@ -487,13 +502,18 @@ class RequestLoop:
         self._standing_changed.set()
 
     async def _serve_refreshes(self) -> None:
-        every = self.settings.refresh_interval_s
         board = self._tracker.board
         while True:
+            every = self.settings.refresh_interval_s  # read on every turn: a reload may change it
             due = min((s.sent_at + every for s in self._standing.values()), default=math.inf)
             self._standing_changed = trio.Event()
             with trio.move_on_at(due):
-                await trio_util.wait_any(board.wait_transition, self._standing_changed.wait)
+                await trio_util.wait_any(
+                    board.wait_transition,
+                    self._standing_changed.wait,
+                    self._settings.wait_transition,
+                )
+            every = self.settings.refresh_interval_s
             now = trio.current_time()
             for standing in list(self._standing.values()):
                 statuses = {b: self._tracker.state(b).status for b in standing.statuses}

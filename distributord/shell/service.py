@@ -48,7 +48,6 @@ import trio
 from distributord.core import config as configuration
 from distributord.core.errors import ConfigError
 from distributord.shell.daemon import (
-    LIVE_KEYS,
     Daemon,
     apply_settings,
     describe,
@@ -114,14 +113,15 @@ def _reload(
         notifier.ready(status=status_line(daemon))
         return current
     changed = configuration.differences(current, new)
-    later = [key for key in changed if key not in LIVE_KEYS]
+    later = [key for key in changed if key not in configuration.LIVE_KEYS]
     if later:
         logger.warning("reload: %s change only with a restart", ", ".join(later))
     apply_settings(daemon, settings_from_config(new))
     if new.logging.level != current.logging.level:
         configure_logging(new.logging.level)
     logger.info(
-        "reload: applied %s", ", ".join(k for k in changed if k in LIVE_KEYS) or "nothing new"
+        "reload: applied %s",
+        ", ".join(k for k in changed if k in configuration.LIVE_KEYS) or "nothing new",
     )
     notifier.ready(status=status_line(daemon))
     return new

@@ -9,6 +9,7 @@ import tomllib
 import attrs
 import pytest
 
+from distributord.core import config
 from distributord.core.config import (
     MAX_ID,
     TABLES,
@@ -402,3 +403,22 @@ def test_differences_lists_changed_keys_in_file_order() -> None:
     new = parse('[logging]\nlevel = "debug"\n[microgrid]\naddress = "grid:1"\n')
     assert differences(old, new) == ["microgrid.address", "logging.level"]
     assert differences(old, Config()) == []
+
+
+def test_the_live_keys_are_declared_beside_the_settings() -> None:
+    # Marked with metadata=LIVE on each field; a reload applies exactly these.
+    assert {
+        "control.allowed_uids",
+        "control.allowed_gids",
+        "control.max_connections",
+        "distribution.exponent",
+        "distribution.search_budget_ms",
+        "requests.default_timeout_s",
+        "requests.drain_timeout_s",
+        "setpoints.lifetime_s",
+        "status.max_data_age_s",
+        "status.min_blocking_s",
+        "status.max_blocking_s",
+        "status.broken_cache_ttl_s",
+        "logging.level",
+    } == config.LIVE_KEYS

@@ -16,11 +16,11 @@ import attrs
 import pytest
 import trio
 
-from distributord.core.config import parse_config
+from distributord.core.config import LIVE_KEYS, parse_config
 from distributord.core.errors import ControlSocketError
 from distributord.core.status import Status
 from distributord.shell.control import ControlSettings, bind_control_socket, is_allowed
-from distributord.shell.daemon import LIVE_KEYS, Daemon, DaemonSettings, settings_from_config
+from distributord.shell.daemon import Daemon, DaemonSettings, settings_from_config
 from distributord.shell.requestloop import LoopSettings
 from distributord.sim.scenario import BatterySpec, Faults, InverterSpec, Scenario, uniform_fleet
 from distributord.sim.server import Simulator

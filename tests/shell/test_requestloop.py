@@ -361,6 +361,23 @@ async def test_a_standing_setpoint_is_re_sent_every_third_of_the_lifetime(
         assert rig.loop.standing() == {frozenset({1001, 1002}): request}
 
 
+async def test_a_reload_that_shortens_the_lifetime_re_times_standing_setpoints_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Issue 10, item 2: after SIGHUP lowered the lifetime from 60 to 15 s, commands went out
+    # with lifetime 15 but the refresh period stayed 20 s, so setpoints lapsed 5 s in 20.
+    async with open_rig(LoopSettings(lifetime_s=60)) as rig:
+        rig.submit(4000.0, 1001, 1002)
+        await trio.sleep(7.0)
+        rig.loop.set_settings(LoopSettings(lifetime_s=15))
+        await trio.sleep(14.0)
+
+        sent = [(batch.sent_at, batch.lifetime_s) for batch in rig.fake.batches]
+        # Sent at 0 (lifetime 60); due again 5 s after it under the new period: at once, at
+        # 7; then every 5 s, each with the new lifetime.
+        assert sent == [(0.0, 60), (7.0, 15), (12.0, 15), (17.0, 15)]
+
+
 async def test_zero_watts_releases_a_standing_setpoint(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
