@@ -16,7 +16,10 @@ Every reply goes through the connection's bounded outbox, written by the connect
 writer task: a client that stops reading fills its outbox and is dropped, and nobody else
 notices. After the client half-closes (EOF) the connection stays until its pending replies
 are written. ``subscribe_status`` adds a task that turns status changes into notifications;
-it reads the tracker's board at its own pace (it sees the latest board, never a backlog).
+it reads the tracker's board at its own pace (it sees the latest board, never a backlog), and
+its notifications are kept apart from the replies, one per battery, the newest replacing an
+older one not yet written: a subscriber that reads is never dropped, whatever changes at once,
+and ends with the truth.
 
 Nothing a client sends can raise out of a session: malformed input is a protocol error reply,
 a broken connection ends that session only.
@@ -24,6 +27,7 @@ a broken connection ends that session only.
 
 from __future__ import annotations
 
+import collections
 import errno
 import logging
 import os
@@ -52,7 +56,8 @@ logger = logging.getLogger(__name__)
 
 OUTBOX_LINES = 64
 """Replies waiting for a slow client before it is dropped: far more than a client that reads
-ever has in flight, and bounded memory per connection."""
+ever has in flight, and bounded memory per connection. Status notifications do not count:
+they are kept one per battery, the latest (see ``_Session._change``)."""
 
 SOCKET_MODE = 0o660
 """Owner and group may connect (the spec's mode; the group is how operators are let in)."""
@@ -286,7 +291,13 @@ class _Session:
     def __init__(self, server: ControlServer, stream: trio.SocketStream) -> None:
         self._server = server
         self._stream = stream
-        self._send, self._outbox = trio.open_memory_channel[bytes](OUTBOX_LINES)
+        self._replies: collections.deque[bytes] = collections.deque()
+        # Status changes not yet written, one per battery: a newer change replaces an older
+        # one, so a subscriber that reads, however slowly, ends with the truth and is never
+        # dropped for how many batteries changed at once.
+        self._changes: dict[int, dict[str, Any]] = {}
+        self._more = trio.Event()  # set when a line or a change is waiting for the writer
+        self._closing = False
         self._pending = 0
         self._idle = trio.Event()
         self._scope = trio.CancelScope()
@@ -294,14 +305,21 @@ class _Session:
         self._subscribed = False
 
     def _put(self, line: bytes) -> None:
-        """Queue a line for the client; drop the client if it does not read."""
-        try:
-            self._send.send_nowait(line)
-        except trio.WouldBlock:
+        """Queue a reply for the client; drop the client if it does not read."""
+        if self._closing:
+            return  # the session is over
+        if len(self._replies) > OUTBOX_LINES:  # one more may be on its way to the writer
             logger.warning("control socket: a client does not read its replies; dropping it")
             self._scope.cancel()
-        except trio.ClosedResourceError:
-            pass  # the session is over
+            return
+        self._replies.append(line)
+        self._more.set()
+
+    def _change(self, battery: int, params: dict[str, Any]) -> None:
+        """Queue a status change, replacing one for the same battery not yet written."""
+        self._changes.pop(battery, None)  # the newest goes last, in the order things happened
+        self._changes[battery] = params
+        self._more.set()
 
     async def run(self) -> None:
         with self._scope:
@@ -313,12 +331,24 @@ class _Session:
                 # ends the session (a subscription with it).
                 if self._pending:
                     await self._idle.wait()
-                self._send.close()
+                self._closing = True
+                self._more.set()
 
     async def _write(self) -> None:
-        async with self._outbox:
-            async for line in self._outbox:
-                await self._stream.send_all(line)
+        """Write replies first, then status changes; end once closing and all is written."""
+        while True:
+            if self._replies:
+                line = self._replies.popleft()
+            elif self._changes:
+                battery = next(iter(self._changes))
+                line = protocol.notification_line("status_changed", self._changes.pop(battery))
+            elif self._closing:
+                break
+            else:
+                self._more = trio.Event()
+                await self._more.wait()
+                continue
+            await self._stream.send_all(line)
         self._scope.cancel()
 
     async def _read(self) -> None:
@@ -430,14 +460,12 @@ class _Session:
                         state.status,
                         state.reasons,
                     ):
-                        self._put(
-                            protocol.notification_line(
-                                "status_changed",
-                                {
-                                    "id": battery,
-                                    "status": state.status.value,
-                                    "reasons": sorted(state.reasons),
-                                },
-                            )
+                        self._change(
+                            battery,
+                            {
+                                "id": battery,
+                                "status": state.status.value,
+                                "reasons": sorted(state.reasons),
+                            },
                         )
                 previous = current

@@ -21,6 +21,7 @@ import pytest
 import trio
 import trio.testing
 
+from distributord.core.model import StateCode
 from distributord.core.protocol import MAX_LINE_BYTES
 from distributord.core.status import Status, StatusSettings
 from distributord.core.topology import Topology
@@ -338,3 +339,33 @@ async def test_ping_counts_uptime_from_process_start_not_from_ready(
         async with serving(tmp_path) as served, connect(served.path) as client:
             result = await client.result("ping")
     assert result["uptime_s"] >= 3600.0
+
+
+async def test_a_subscriber_that_reads_is_not_dropped_when_many_change_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 10, item 3: every change went into the 64-line outbox at once; 150 batteries
+    # recovering together dropped a subscriber that reads. Here the outbox holds no line beyond
+    # the one the writer takes, and two batteries change, thrice each, before it can write.
+    monkeypatch.setattr(control, "OUTBOX_LINES", 0)
+    with trio.fail_after(LIMIT_S):
+        async with serving(tmp_path) as served, connect(served.path) as client:
+            assert await client.result("subscribe_status") == {"subscribed": True}
+            tracker, now = served.tracker, trio.current_time()
+            for states in ({StateCode.ERROR}, {StateCode.READY}, {StateCode.ERROR}):
+                for battery in PAIRS:
+                    tracker.snapshot(
+                        battery_snapshot(
+                            component_id=battery,
+                            sampled_at=now,
+                            received_at=now,
+                            states=frozenset(states),
+                        )
+                    )
+            seen: dict[int, str] = {}
+            while len(seen) < len(PAIRS) or set(seen.values()) != {"not_working"}:
+                message = await client.receive()
+                assert message["method"] == "status_changed"
+                seen[message["params"]["id"]] = message["params"]["status"]
+            await assert_served(client)  # still connected
+            assert served.server.statistics().connections == 1
