@@ -64,6 +64,15 @@ SOCKET_MODE = 0o660
 
 LISTEN_BACKLOG = 128
 
+TRANSIENT_ACCEPT_ERRORS = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED, errno.EPROTO}
+)
+"""accept() failures that pass (resources run short, a peer gave up in the backlog); any other
+means the listening socket is broken, and retrying it forever would only fill the log."""
+
+ACCEPT_RETRY_S = 0.1
+"""The pause before accepting again after a transient failure: long enough not to spin."""
+
 TOO_LONG_MESSAGE = f"line longer than {protocol.MAX_LINE_BYTES} bytes; discarded"
 
 
@@ -217,9 +226,12 @@ class ControlServer:
                 while True:
                     try:
                         stream = await listener.accept()
-                    except OSError as error:  # out of file descriptors, say: wait, don't spin
-                        logger.warning("control socket: accept failed (%s)", error)
-                        await trio.sleep(0.1)
+                    except OSError as error:
+                        if error.errno not in TRANSIENT_ACCEPT_ERRORS:
+                            raise  # the listening socket itself is broken: not ours to mend
+                        # Out of descriptors or memory: wait rather than spin, and try again.
+                        logger.warning("control socket: accept failed (%s); retrying", error)
+                        await trio.sleep(ACCEPT_RETRY_S)
                         continue
                     sessions.start_soon(self._connection, stream)
             await listener.aclose()
@@ -310,6 +322,8 @@ class _Session:
             return  # the session is over
         if len(self._replies) > OUTBOX_LINES:  # one more may be on its way to the writer
             logger.warning("control socket: a client does not read its replies; dropping it")
+            self._closing = True  # once: the replies still coming are dropped unlogged
+            self._replies.clear()
             self._scope.cancel()
             return
         self._replies.append(line)

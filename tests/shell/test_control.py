@@ -8,6 +8,7 @@ The server runs under the real clock (the socket is real); every test is bounded
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import time
@@ -369,3 +370,44 @@ async def test_a_subscriber_that_reads_is_not_dropped_when_many_change_at_once(
                 seen[message["params"]["id"]] = message["params"]["status"]
             await assert_served(client)  # still connected
             assert served.server.statistics().connections == 1
+
+
+async def test_a_client_that_does_not_read_is_dropped_with_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 10, item 7: every reply after the drop logged the warning again (1,329 lines).
+    monkeypatch.setattr(control, "OUTBOX_LINES", 0)
+    with trio.fail_after(LIMIT_S):
+        async with serving(tmp_path) as served, connect(served.path) as client:
+            await client.send_raw(b'{"jsonrpc":"2.0","id":1,"method":"ping"}\n' * 50)
+            await assert_closed(client)
+            await trio.testing.wait_all_tasks_blocked()
+            assert served.server.statistics().connections == 0
+    drops = [r for r in caplog.records if "does not read its replies" in r.getMessage()]
+    assert len(drops) == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"), [(errno.EMFILE, True), (errno.ENOBUFS, True), (errno.EBADF, False)]
+)
+async def test_accept_retries_only_what_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: int, transient: bool
+) -> None:
+    # Issue 10, item 7: the accept loop retried every OSError forever.
+    real_accept = trio.SocketListener.accept
+    failures = [OSError(error, os.strerror(error))]
+
+    async def accept(self: trio.SocketListener) -> trio.SocketStream:
+        if failures:
+            raise failures.pop()
+        return await real_accept(self)
+
+    monkeypatch.setattr(trio.SocketListener, "accept", accept)
+    with trio.fail_after(LIMIT_S):
+        if transient:
+            async with serving(tmp_path) as served, connect(served.path) as client:
+                await assert_served(client)
+        else:
+            with pytest.RaisesGroup(pytest.RaisesExc(OSError), flatten_subgroups=True):
+                async with serving(tmp_path):
+                    await trio.sleep_forever()
