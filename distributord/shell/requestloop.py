@@ -431,21 +431,37 @@ class RequestLoop:
         def land(inverter: int, outcome: float | CommandError) -> None:
             outcomes[battery_of[inverter]] = outcome if isinstance(outcome, CommandError) else None
 
-        with trio.move_on_after(timeout_s):
-            await self._client.set_active_powers(
-                {inverter_of[b]: power for b, power in setpoints.items()},
-                self.settings.lifetime_s,
-                land,
-            )
+        done = False
+        try:
+            with trio.move_on_after(timeout_s):
+                await self._client.set_active_powers(
+                    {inverter_of[b]: power for b, power in setpoints.items()},
+                    self.settings.lifetime_s,
+                    land,
+                )
+            done = True
+        finally:
+            if not done:
+                # Cancelled from outside (a client request took over from a refresh; it may
+                # arrive wrapped in a group): what landed did land, and the next request must
+                # know it (say, to send 0 W to a battery that left the set); what did not
+                # answer is nobody's failure.
+                self._record(setpoints, outcomes)
         for battery in setpoints:
             if battery not in outcomes:
                 outcomes[battery] = CommandError("DEADLINE", f"no answer within {timeout_s:g} s")
+        self._record(setpoints, outcomes)
+        return outcomes
+
+    def _record(
+        self, setpoints: Mapping[int, float], outcomes: Mapping[int, CommandError | None]
+    ) -> None:
+        """The commands that answered: setpoints that hold, and the tracker's outcomes."""
         succeeded = [b for b, outcome in outcomes.items() if outcome is None]
         blocking = [b for b, outcome in outcomes.items() if outcome is not None and outcome.blocks]
         self._tracker.record_outcomes(succeeded=succeeded, failed=blocking)
         for battery in succeeded:
             self._setpoints[battery] = setpoints[battery]
-        return outcomes
 
     def _log(
         self,

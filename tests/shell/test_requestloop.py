@@ -27,6 +27,7 @@ from distributord.core.model import (
     PartialFailure,
     Request,
     Result,
+    StateCode,
     Success,
 )
 from distributord.core.status import Status, StatusSettings
@@ -446,6 +447,28 @@ async def test_a_client_request_cancels_a_running_refresh_it_overlaps(
         assert rig.replies[1].timing == Timing(total_s=0.0, commands_s=0.0)
         # A cancelled refresh is not a failure of the battery.
         assert rig.tracker.state(1001).status is Status.WORKING
+
+
+async def test_what_a_cancelled_refresh_commanded_and_landed_is_recorded(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Issue 10, item 7: a refresh cancelled mid-fan-out skipped recording the commands that
+    # did land, so the setpoints the loop knows (and sends 0 W against) went stale.
+    async with open_rig(LoopSettings(lifetime_s=30)) as rig:
+        rig.submit(3000.0, 1001, 1002, 1003)
+        await trio.sleep(1.0)
+        rig.fake.behaviour[2001] = Hang()
+        feed(rig.tracker, 1003, states=frozenset({StateCode.ERROR}))  # 1003 stops working
+        await trio.testing.wait_all_tasks_blocked()  # the refresh: 1500 / 1500 / 0 W
+        assert rig.fake.sent()[-1] == (1.0, {2001: 1500.0, 2002: 1500.0, 2003: 0.0})
+        rig.fake.behaviour[2001] = Answer()
+        rig.submit(1000.0, 1001, 1004)  # takes over 1001: the refresh is cancelled
+        await trio.testing.wait_all_tasks_blocked()
+
+        setpoints = dict(rig.loop.statistics().setpoints)
+        assert setpoints[1002] == 1500.0  # landed during the refresh
+        assert setpoints[1003] == 0.0  # landed: stopped
+        assert setpoints[1001] == 500.0  # the client request's
 
 
 async def test_a_waiting_refresh_does_not_block_a_client_request(
