@@ -77,7 +77,9 @@ class Code(enum.IntEnum):
     INVALID_PARAMS = -32602
     LINE_TOO_LONG = -32000
     OVERLOADED = -32001
+    SHUTTING_DOWN = -32002
     NOT_AUTHORISED = -32003
+    NOT_CONNECTED = -32004
 
 
 METHODS = frozenset({"ping", "set_power", "get_status", "subscribe_status", "list_components"})

@@ -196,6 +196,7 @@ class ControlServer:
         self.topology = topology
         self.settings = settings
         self._connections = 0
+        self._sessions: set[_Session] = set()
         self._accepting: trio.CancelScope | None = None
 
     def _default_admit(self, uid: int, gid: int) -> bool:
@@ -213,6 +214,11 @@ class ControlServer:
         """Close the listening socket; connections already open carry on."""
         if self._accepting is not None:
             self._accepting.cancel()
+
+    def close_sessions(self) -> None:
+        """End every connection once what it has to write is written (the last of shutdown)."""
+        for session in list(self._sessions):
+            session.close()
 
     async def serve(
         self, sock: socket.socket, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -243,9 +249,12 @@ class ControlServer:
                 await _refuse(stream, refusal)
                 return
             self._connections += 1
+            session = _Session(self, stream)
+            self._sessions.add(session)
             try:
-                await _Session(self, stream).run()
+                await session.run()
             finally:
+                self._sessions.discard(session)
                 self._connections -= 1
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
             # The client went away, perhaps before reading its reply: an ordinary event. It
@@ -329,6 +338,11 @@ class _Session:
         self._replies.append(line)
         self._more.set()
 
+    def close(self) -> None:
+        """Write what is waiting, then end the connection."""
+        self._closing = True
+        self._more.set()
+
     def _change(self, battery: int, params: dict[str, Any]) -> None:
         """Queue a status change, replacing one for the same battery not yet written."""
         self._changes.pop(battery, None)  # the newest goes last, in the order things happened
@@ -409,6 +423,17 @@ class _Session:
             )
             if isinstance(request, Failure):
                 self._fail(request)
+                return
+            if server.loop.closed:
+                self._fail(
+                    Failure(
+                        id=call.id,
+                        code=Code.SHUTTING_DOWN,
+                        message="shutting down: not taken; do not retry here "
+                        "(a restarted daemon will answer)",
+                        notification=call.notification,
+                    )
+                )
                 return
             if not server.loop.submit(request, self._reply_to(call)):
                 self._fail(

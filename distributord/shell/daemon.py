@@ -39,6 +39,10 @@ from distributord.shell.tracker import StatusTracker
 logger = logging.getLogger(__name__)
 
 
+FLUSH_TIMEOUT_S = 2.0
+"""At the end of a stop, how long connections may take to write their last replies."""
+
+
 @attrs.frozen(kw_only=True)
 class DaemonSettings:
     """Everything the daemon's tasks need (built from the configuration).
@@ -108,11 +112,12 @@ async def serve_daemon(
             logger.info("telemetry: %d streams open", len(components))
             await nursery.start(tracker.serve)
             loop = RequestLoop(link, tracker, topology, settings.loop)
-            loop_done = trio.Event()
+            loop_done, loop_scope = trio.Event(), trio.CancelScope()
 
             async def run_loop(*, task_status: trio.TaskStatus[None]) -> None:
                 try:
-                    await loop.serve(task_status=task_status)
+                    with loop_scope:
+                        await loop.serve(task_status=task_status)
                 finally:
                     loop_done.set()
 
@@ -120,7 +125,15 @@ async def serve_daemon(
             control = ControlServer(
                 loop=loop, tracker=tracker, topology=topology, settings=settings.control
             )
-            await nursery.start(control.serve, sock)
+            control_done = trio.Event()
+
+            async def run_control(*, task_status: trio.TaskStatus[None]) -> None:
+                try:
+                    await control.serve(sock, task_status=task_status)
+                finally:
+                    control_done.set()
+
+            await nursery.start(run_control)
             daemon = Daemon(
                 settings=settings,
                 link=link,
@@ -142,6 +155,13 @@ async def serve_daemon(
                     "stopping: requests still running after %.0f s are cancelled",
                     drain_timeout_s,
                 )
+                loop_scope.cancel()  # the loop answers what it cuts off, then returns
+                await loop_done.wait()
+            # Every reply is written before its connection closes (bounded: a client that does
+            # not read its socket cannot hold the stop up).
+            control.close_sessions()
+            with trio.move_on_after(FLUSH_TIMEOUT_S):
+                await control_done.wait()
             nursery.cancel_scope.cancel()
 
 

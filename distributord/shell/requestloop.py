@@ -68,6 +68,17 @@ from distributord.shell.tracker import StatusTracker
 
 logger = logging.getLogger(__name__)
 
+CUT_OFF = (
+    "cut off: the daemon is shutting down and its drain deadline ended this request; "
+    "commands still running were cancelled"
+)
+NOT_APPLIED = "not applied: the daemon is shutting down and this request never started"
+
+
+def _cancelled_from_outside() -> bool:
+    """Whether the calling task is being cancelled by a scope around it (the shutdown)."""
+    return trio.current_effective_deadline() == -math.inf
+
 
 @attrs.frozen(kw_only=True)
 class Timing:
@@ -193,6 +204,7 @@ class RequestLoop:
         self._nursery: trio.Nursery | None = None
         self._setpoints: dict[int, float] = {}
         self._last_latency_s: float | None = None
+        self._closed = False
 
     # -- the public side ---------------------------------------------------------------------
 
@@ -242,7 +254,13 @@ class RequestLoop:
 
     def close(self) -> None:
         """Take no more requests; :meth:`serve` returns once those in hand are done."""
+        self._closed = True
         self._send.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called: the daemon is shutting down."""
+        return self._closed
 
     def statistics(self) -> LoopStatistics:
         """A snapshot of the loop's state (the setpoints are copied once per call)."""
@@ -260,7 +278,23 @@ class RequestLoop:
         return {batteries: standing.request for batteries, standing in self._standing.items()}
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Take requests until :meth:`close`; return when the last one is done."""
+        """Take requests until :meth:`close`; return when the last one is done.
+
+        Cancelled (the drain deadline at shutdown), it still answers every client request it
+        took: those running with "cut off", those waiting with "not applied".
+        """
+        try:
+            await self._serve(task_status)
+        finally:
+            for batteries, job in list(self._waiting.items()):
+                del self._waiting[batteries]
+                if job.reply is not None:
+                    job.reply(
+                        Error(request=job.request, message=NOT_APPLIED),
+                        Timing(total_s=trio.current_time() - job.arrived, commands_s=0.0),
+                    )
+
+    async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             refreshes = trio.CancelScope()
@@ -362,10 +396,14 @@ class RequestLoop:
             result = Error(request=job.request, message=f"internal error: {error!r}")
         finally:
             del self._running[batteries]
+            stopping = _cancelled_from_outside()
+            if job.reply is not None and result is None and stopping:
+                result = Error(request=job.request, message=CUT_OFF)
             if job.reply is not None and result is not None:
                 self._last_latency_s = trio.current_time() - job.arrived
                 job.reply(result, Timing(total_s=self._last_latency_s, commands_s=job.commands_s))
-            self._dispatch()
+            if not stopping:  # nothing new starts while the loop is being cancelled
+                self._dispatch()
 
     def _is_current_refresh(self, job: _Job) -> bool:
         standing = self._standing.get(job.request.batteries)

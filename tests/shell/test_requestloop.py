@@ -33,7 +33,7 @@ from distributord.core.model import (
 from distributord.core.status import Status, StatusSettings
 from distributord.core.topology import Topology
 from distributord.shell.link import MicrogridClient
-from distributord.shell.requestloop import LoopSettings, RequestLoop, Timing
+from distributord.shell.requestloop import CUT_OFF, NOT_APPLIED, LoopSettings, RequestLoop, Timing
 from distributord.shell.tracker import StatusTracker
 from tests.fakes import Answer, Behaviour, Crash, End, FakeMicrogrid, Hang
 from tests.snapshots import battery_snapshot, inverter_snapshot
@@ -699,3 +699,40 @@ def test_every_client_request_is_answered_once_in_order_and_no_inverter_twice_at
     # Arrival order across overlapping sets: see the directed test of a client request that
     # replaces a waiting refresh (this property found that it jumped the queue).
     assert fake.most_in_flight <= 1
+
+
+async def test_cut_off_by_the_shutdown_every_request_taken_is_still_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Issue 10, item 5: a request cut off by the drain deadline got no reply at all.
+    tracker = StatusTracker(PAIRS, STATUS, wall_clock=wall)
+    for battery in PAIRS:
+        feed(tracker, battery)
+    fake = FakeMicrogrid(TOPOLOGY)
+    fake.behaviour[2001] = Hang()
+    loop = RequestLoop(fake, tracker, TOPOLOGY, LoopSettings())
+    replies: list[Result] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(tracker.serve)
+        loop_scope = trio.CancelScope()
+        nursery.start_soon(_serve_within, loop, loop_scope)
+        await trio.testing.wait_all_tasks_blocked()
+        running = Request(power_w=1000.0, batteries=frozenset({1001}))
+        waiting = Request(power_w=1000.0, batteries=frozenset({1001, 1002}))
+        assert loop.submit(running, lambda result, _: replies.append(result))
+        assert loop.submit(waiting, lambda result, _: replies.append(result))
+        await trio.sleep(1.0)
+        loop.close()
+        assert loop.closed
+        await trio.sleep(1.0)  # the drain deadline
+        loop_scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert [(type(r), r.request) for r in replies] == [(Error, running), (Error, waiting)]
+    assert [r.message for r in replies if isinstance(r, Error)] == [CUT_OFF, NOT_APPLIED]
+    assert len(fake.batches) == 1  # the waiting one never commanded anything
+
+
+async def _serve_within(loop: RequestLoop, scope: trio.CancelScope) -> None:
+    with scope:
+        await loop.serve()

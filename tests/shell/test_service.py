@@ -344,3 +344,34 @@ async def test_clients_that_leave_before_their_replies_do_not_stop_the_daemon(
         with trio.fail_after(LIMIT_S):
             assert await process.wait() == 0
         assert "Traceback" not in log.text
+
+
+async def test_a_stop_answers_every_request_it_took_and_refuses_new_ones(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # Issue 10, item 5: a request cut off by the drain deadline got no reply (the connection
+    # just closed), and one arriving during the drain got -32001 "retry later".
+    sim.set_fault(2001, command_hang=True)
+    sock = tmp_path / "control.sock"
+    path = config_file(tmp_path, "[requests]\ndrain_timeout_s = 0.5\n")
+    args = [*RUN, "--config", str(path), "--microgrid", sim.address, "--socket", str(sock)]
+    async with daemon_process(args, tmp_path) as (process, notify, log):
+        await notify.wait_for("READY", "1")
+        await wait_all_working(sock, {1001, 1002})
+        async with connect(sock) as client:
+            hanging = await client.send(
+                "set_power", {"power_w": 1000, "batteries": [1001], "request_timeout_s": 30}
+            )
+            await sim_wait(sim, lambda s: s.pending_commands(2001) == 1)
+            process.send_signal(signal.SIGTERM)
+            await log.wait_for("stopping: no new connections or requests")
+            late = await client.call("set_power", {"power_w": 1000, "batteries": [1002]})
+            assert late["error"]["code"] == -32002, late
+            reply = await client.reply_to(hanging)
+            assert reply["result"]["outcome"] == "error"
+            assert "cut off" in reply["result"]["message"]
+            with pytest.raises(trio.EndOfChannel):  # then the connection closes
+                await client.receive()
+        with trio.fail_after(LIMIT_S):
+            assert await process.wait() == 0
+        assert "Traceback" not in log.text
