@@ -406,7 +406,24 @@ async def serve_telemetry(
     broken_since: float | None = None
     started = False
 
+    failures: set[str] = set()
+
     def receive(data: v1.ComponentData) -> None:
+        # This stream's fault barrier: a message that cannot be handled (a bug in decoding
+        # or in the sink) is logged, once per kind of failure, and dropped; the stream and
+        # every other task go on.
+        try:
+            handle(data)
+        except Exception as error:
+            if type(error).__name__ not in failures:
+                failures.add(type(error).__name__)
+                logger.exception(
+                    "%s %d: a telemetry message could not be handled; dropped (logged once)",
+                    kind,
+                    component_id,
+                )
+
+    def handle(data: v1.ComponentData) -> None:
         nonlocal broken_since
         snapshot = decoder.decode(data, received_at=trio.current_time())
         if decoder.notes:

@@ -243,6 +243,36 @@ async def test_a_dropped_stream_reconnects_and_data_flows_again(
     assert "UNAVAILABLE" in sink.gaps[2001][0]
 
 
+class FailingSink(RecordingSink):
+    """Raises on the first two snapshots it is handed, as a bug in a sink would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 2
+
+    def snapshot(self, snapshot: Snapshot) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("a bug in the sink")
+        super().snapshot(snapshot)
+
+
+async def test_a_message_that_cannot_be_handled_is_dropped_and_the_stream_goes_on(
+    sim: Simulator, link: MicrogridLink, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 10, item 7: an exception in a telemetry handler ended the stream with it and
+    # reached the root nursery: the daemon stopped.
+    sink = FailingSink()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await watch(nursery, link, 2001, sink)
+            await sink.wait(lambda: len(sink.snapshots[2001]) >= 3)
+            nursery.cancel_scope.cancel()
+    assert sink.gaps[2001] == []  # the stream itself never broke
+    logged = [r for r in caplog.records if "could not be handled" in r.getMessage()]
+    assert len(logged) == 1  # once per kind of failure, not per message
+
+
 async def test_a_silent_stream_is_replaced(sim: Simulator, link: MicrogridLink) -> None:
     sink = RecordingSink()
     with trio.fail_after(10):
