@@ -30,8 +30,11 @@ the request loop is alive); this module only knows *how*.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import logging.handlers
 import os
+import queue
 import socket
 import sys
 import time
@@ -327,8 +330,77 @@ def priority(levelno: int) -> int:
     return PRIORITIES[logging.CRITICAL]
 
 
+REPEAT_WINDOW_S = 10.0
+"""An identical warning or error logged again within this long is counted, not written."""
+
+REPEAT_KEYS = 1024
+"""Distinct messages remembered at most; the oldest are forgotten first."""
+
+
+class RepeatFilter(logging.Filter):
+    """Passes a warning or error once per :data:`REPEAT_WINDOW_S`; counts the repeats.
+
+    The next one let through after the window says how many were held back. Debug and info
+    lines pass untouched: they are not where floods come from (a client that does not read
+    produced 1,329 identical warnings in a millisecond).
+    """
+
+    def __init__(self, window_s: float = REPEAT_WINDOW_S) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self._seen: dict[tuple[str, int, str], list[float]] = {}  # key: [first seen, held]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether to write ``record`` (it is rewritten to count the repeats it ends)."""
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.levelno, record.getMessage())
+        seen = self._seen.get(key)
+        if seen is not None and record.created - seen[0] < self.window_s:
+            seen[1] += 1
+            return False
+        if seen is not None and seen[1]:
+            record.msg = f"{key[2]} (and {seen[1]:g} more like it in {self.window_s:g} s)"
+            record.args = None
+        self._seen.pop(key, None)
+        self._seen[key] = [record.created, 0]
+        while len(self._seen) > REPEAT_KEYS:
+            del self._seen[next(iter(self._seen))]
+        return True
+
+
 class _StderrHandler(logging.StreamHandler[TextIO]):
-    """The handler :func:`configure_logging` installs (a class of its own, to find it again)."""
+    """Writes the records to stderr, in the writer thread of :class:`LogQueueHandler`."""
+
+
+class LogQueueHandler(logging.handlers.QueueHandler):
+    """The handler :func:`configure_logging` installs: records go through a queue to a thread.
+
+    Writing to stderr can block (a stalled journald); from trio's thread that would stall the
+    whole daemon, watchdog included. The record is formatted here and written by
+    :attr:`listener`'s thread. :meth:`flush` waits until everything queued is written.
+    """
+
+    def __init__(self, target: logging.Handler) -> None:
+        self._queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        super().__init__(self._queue)
+        self.target = target
+        self.listener = logging.handlers.QueueListener(self._queue, target)
+        self.listener.start()
+
+    def flush(self) -> None:
+        """Write everything queued so far.
+
+        Stopping the listener drains the queue; it is started again at once.
+        """
+        self.listener.stop()
+        self.listener.start()
+
+    def close(self) -> None:
+        """Write everything queued and stop the thread."""
+        with contextlib.suppress(AttributeError):  # stopped already: it forgot its thread
+            self.listener.stop()
+        super().close()
 
 
 def configure_logging(
@@ -365,11 +437,14 @@ def configure_logging(
     except (OSError, ValueError):  # io.StringIO has no descriptor: not the journal
         fd = -1
     journal = fd >= 0 and journal_stream_matches(environ, fd=fd)
-    handler = _StderrHandler(stream)
-    handler.setFormatter(JournalFormatter() if journal else logging.Formatter(PLAIN_FORMAT))
+    writer = _StderrHandler(stream)
+    writer.setFormatter(JournalFormatter() if journal else logging.Formatter(PLAIN_FORMAT))
+    handler = LogQueueHandler(writer)
+    handler.addFilter(RepeatFilter())
     target = logging.getLogger() if root is None else root
-    for old in [h for h in target.handlers if isinstance(h, _StderrHandler)]:
+    for old in [h for h in target.handlers if isinstance(h, LogQueueHandler)]:
         target.removeHandler(old)
+        old.close()
     target.addHandler(handler)
     target.setLevel(levelno)
     return handler

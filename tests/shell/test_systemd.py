@@ -9,6 +9,7 @@ import pathlib
 import re
 import socket
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from distributord.shell import systemd
 from distributord.shell.systemd import (
     JournalFormatter,
     Notifier,
+    RepeatFilter,
     configure_logging,
     journal_stream_matches,
     listen_fds,
@@ -451,6 +453,7 @@ def target() -> Iterator[logging.Logger]:
     yield log
     for handler in list(log.handlers):
         log.removeHandler(handler)
+        handler.close()
 
 
 def test_configure_logging_prefixes_priorities_in_the_journal(
@@ -458,9 +461,12 @@ def test_configure_logging_prefixes_priorities_in_the_journal(
 ) -> None:
     path, value = stderr_file
     with path.open("a") as stream:
-        configure_logging("info", stream=stream, environ={"JOURNAL_STREAM": value}, root=target)
+        handler = configure_logging(
+            "info", stream=stream, environ={"JOURNAL_STREAM": value}, root=target
+        )
         target.debug("hidden")
         target.warning("careful\nsecond line")
+        handler.flush()  # written by the handler's thread
     assert path.read_text() == f"<4>{target.name}: careful\n<4>second line\n"
 
 
@@ -469,8 +475,9 @@ def test_configure_logging_is_plain_outside_the_journal(
 ) -> None:
     path, _ = stderr_file
     with path.open("a") as stream:
-        configure_logging("DEBUG", stream=stream, environ={}, root=target)
+        handler = configure_logging("DEBUG", stream=stream, environ={}, root=target)
         target.debug("shown")
+        handler.flush()
     assert re.fullmatch(
         rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d,\d{{3}} DEBUG {re.escape(target.name)}: shown\n",
         path.read_text(),
@@ -486,7 +493,11 @@ def test_configure_logging_again_replaces_only_its_own_handler(
     with path.open("a") as stream:
         first = configure_logging("info", stream=stream, environ={}, root=target)
         second = configure_logging("error", stream=stream, environ={}, root=target)
-        ours = [h for h in target.handlers if getattr(h, "stream", None) is stream]
+        ours = [
+            h
+            for h in target.handlers
+            if getattr(getattr(h, "target", None), "stream", None) is stream
+        ]
     assert ours == [second]
     assert other in target.handlers
     assert first is not second
@@ -496,3 +507,67 @@ def test_configure_logging_again_replaces_only_its_own_handler(
 def test_configure_logging_refuses_an_unknown_level(target: logging.Logger) -> None:
     with pytest.raises(ValueError, match="log level must be one of debug, info, warning, error"):
         configure_logging("verbose", root=target)
+
+
+def test_a_flood_of_identical_warnings_is_written_once_then_counted(
+    stderr_file: tuple[pathlib.Path, str], target: logging.Logger
+) -> None:
+    # Issue 10, item 7: one client that did not read produced 1,329 identical lines.
+    path, _ = stderr_file
+    with path.open("a") as stream:
+        handler = configure_logging("info", stream=stream, environ={}, root=target)
+        for _ in range(100):
+            target.warning("same %s", "thing")
+        target.warning("another")
+        target.info("info is never held back")
+        target.info("info is never held back")
+        handler.flush()
+    lines = path.read_text().splitlines()
+    assert [line.split(": ", 1)[1] for line in lines] == [
+        "same thing",
+        "another",
+        "info is never held back",
+        "info is never held back",
+    ]
+
+
+def test_after_the_window_a_repeat_says_how_many_were_held_back() -> None:
+    repeats = RepeatFilter(window_s=10.0)
+
+    def record(at: float) -> logging.LogRecord:
+        entry = logging.LogRecord("x", logging.WARNING, __file__, 1, "same %s", ("thing",), None)
+        entry.created = at
+        return entry
+
+    assert repeats.filter(record(0.0))
+    assert not repeats.filter(record(1.0))
+    assert not repeats.filter(record(9.9))
+    later = record(10.0)
+    assert repeats.filter(later)
+    assert later.getMessage() == "same thing (and 2 more like it in 10 s)"
+
+
+def test_logging_goes_through_a_thread_so_a_stalled_stderr_cannot_block_the_caller(
+    target: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 10, item 7: logging wrote to stderr from trio's thread; a stalled journald
+    # blocked the loop, the watchdog included. Here stderr is a pipe nobody reads.
+    monkeypatch.setattr(logging, "raiseExceptions", False)  # the writes fail once it closes
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(write_end, "w", buffering=1)
+    handler = configure_logging("info", stream=stream, environ={}, root=target)
+
+    def log_a_lot() -> None:
+        for n in range(2000):  # far more than a pipe holds: a direct write would block
+            target.info("line %d %s", n, "x" * 100)
+
+    caller = threading.Thread(target=log_a_lot, daemon=True)
+    caller.start()
+    caller.join(timeout=5.0)
+    blocked = caller.is_alive()
+    os.close(read_end)  # unblocks whoever writes: their next write fails
+    caller.join(timeout=5.0)
+    handler.close()
+    with contextlib.suppress(OSError):
+        stream.close()
+    assert not blocked, "the caller blocked on a stalled stderr"
