@@ -104,7 +104,9 @@ async def serve_daemon(
                         component,
                         battery=battery,
                         sink=tracker,
-                        max_data_age_s=settings.status.max_data_age_s,
+                        # Read on every message from the tracker's settings, which a reload
+                        # changes: one source of truth for status.max_data_age_s.
+                        max_data_age_s=lambda: tracker.settings.max_data_age_s,
                         silence_s=settings.stream_silence_s,
                         backoff=Backoff(),
                     )

@@ -380,7 +380,7 @@ async def serve_telemetry(
     *,
     battery: bool,
     sink: TelemetrySink,
-    max_data_age_s: float,
+    max_data_age_s: float | Callable[[], float],
     silence_s: float,
     backoff: Backoff = Backoff(),
     rng: random.Random | None = None,
@@ -393,14 +393,16 @@ async def serve_telemetry(
         component_id: The component.
         battery: Whether it is a battery (else an inverter).
         sink: Receives snapshots and gaps.
-        max_data_age_s: How long a field keeps its value when later samples omit it.
+        max_data_age_s: How long a field keeps its value when later samples omit it; or where
+            to read it on every message (the status settings, which a reload changes).
         silence_s: A stream that sends nothing for this long is replaced.
         backoff: Waits between attempts.
         rng: For the jitter (tests pass a seeded one).
         task_status: Started once the first stream is open (or has failed once).
     """
     kind = "battery" if battery else "inverter"
-    decoder = v1.TelemetryDecoder(component_id, battery=battery, max_data_age_s=max_data_age_s)
+    max_age = max_data_age_s if callable(max_data_age_s) else lambda: max_data_age_s
+    decoder = v1.TelemetryDecoder(component_id, battery=battery, max_data_age_s=max_age())
     next_delay, reset = backoff.delays(rng or random.Random())
     logged_notes: set[v1.Note] = set()
     broken_since: float | None = None
@@ -425,6 +427,7 @@ async def serve_telemetry(
 
     def handle(data: v1.ComponentData) -> None:
         nonlocal broken_since
+        decoder.max_data_age_s = max_age()
         snapshot = decoder.decode(data, received_at=trio.current_time())
         if decoder.notes:
             for note in decoder.notes - logged_notes:

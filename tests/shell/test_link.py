@@ -273,6 +273,36 @@ async def test_a_message_that_cannot_be_handled_is_dropped_and_the_stream_goes_o
     assert len(logged) == 1  # once per kind of failure, not per message
 
 
+async def test_the_data_age_limit_is_read_on_every_message(
+    sim: Simulator, link: MicrogridLink
+) -> None:
+    # Issue 10, item 2: status.max_data_age_s reached the decoders only when a stream opened,
+    # so a reload changed the log, not the behaviour. It is now read where it is used.
+    sink, reads = RecordingSink(), []
+
+    def max_age() -> float:
+        reads.append(trio.current_time())
+        return 10.0
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                lambda task_status: serve_telemetry(
+                    link,
+                    2001,
+                    battery=False,
+                    sink=sink,
+                    max_data_age_s=max_age,
+                    silence_s=5.0,
+                    backoff=FAST,
+                    task_status=task_status,
+                )
+            )
+            await sink.wait(lambda: len(sink.snapshots[2001]) >= 3)
+            nursery.cancel_scope.cancel()
+    assert len(reads) >= 1 + len(sink.snapshots[2001])  # at the start and per message
+
+
 async def test_a_silent_stream_is_replaced(sim: Simulator, link: MicrogridLink) -> None:
     sink = RecordingSink()
     with trio.fail_after(10):
