@@ -77,11 +77,15 @@ def status_line(daemon: Daemon) -> str:
 
 
 async def _report_status(daemon: Daemon, notifier: Notifier) -> None:
+    board = daemon.tracker.board
     while True:
+        reported = board.value
         notifier.status(status_line(daemon))
         await trio.sleep(STATUS_EVERY_S)
-        with trio.move_on_after(STATUS_REFRESH_S):  # the latency changes without the board
-            await daemon.tracker.board.wait_transition()
+        # A change during the pause is reported now, not at the next change or in 30 s.
+        if board.value is reported:
+            with trio.move_on_after(STATUS_REFRESH_S):  # the latency changes without the board
+                await board.wait_transition()
 
 
 async def _watchdog(daemon: Daemon, notifier: Notifier, interval_s: float) -> None:

@@ -12,11 +12,19 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import attrs
 import pytest
 import trio
+import trio.testing
+import trio_util
 
+from distributord.core.status import BatteryState, Status
 from distributord.shell import service
+from distributord.shell.requestloop import LoopStatistics
+from distributord.shell.tracker import Board
 from distributord.sim.scenario import uniform_fleet
 from distributord.sim.server import Simulator
 from tests.support import LIMIT_S, connect, sim_wait
@@ -375,3 +383,41 @@ async def test_a_stop_answers_every_request_it_took_and_refuses_new_ones(
         with trio.fail_after(LIMIT_S):
             assert await process.wait() == 0
         assert "Traceback" not in log.text
+
+
+class RecordingNotifier:
+    """Stands in for systemd's notification socket: remembers each STATUS= with its time."""
+
+    def __init__(self) -> None:
+        self.statuses: list[tuple[float, str]] = []
+
+    def status(self, text: str) -> None:
+        self.statuses.append((trio.current_time(), text))
+
+
+async def test_status_reports_a_change_made_during_its_pause_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Issue 10, item 7: STATUS= could stay wrong for 30 s after a burst of changes: it
+    # paused a second after each report, then waited for the *next* change.
+    working = BatteryState(battery_id=1001, inverter_id=2001, status=Status.WORKING)
+    board = trio_util.AsyncValue(Board(version=0, states={1001: working}))
+    statistics = LoopStatistics(
+        queued=0, waiting=0, running=0, standing=0, last_latency_s=None, setpoints={}
+    )
+    daemon: Any = SimpleNamespace(
+        tracker=SimpleNamespace(board=board),
+        loop=SimpleNamespace(statistics=lambda: statistics),
+    )
+    notifier: Any = RecordingNotifier()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(service._report_status, daemon, notifier)
+        await trio.sleep(0.5)  # during the pause after the first report
+        broken = attrs.evolve(working, status=Status.NOT_WORKING)
+        board.value = Board(version=1, states={1001: broken})
+        await trio.sleep(2.0)
+        nursery.cancel_scope.cancel()
+    assert [(at, text.split(";")[0]) for at, text in notifier.statuses] == [
+        (0.0, "1 working, 0 uncertain, 0 not working"),
+        (1.0, "0 working, 0 uncertain, 1 not working"),
+    ]
