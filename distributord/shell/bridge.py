@@ -274,8 +274,17 @@ class Bridge:
 
 
 def _run_all(actions: list[Callable[[], None]]) -> None:
+    """Run a batch posted from the loop thread, in trio, each action on its own.
+
+    Trio runs this from ``run_sync_soon``, where an exception is a ``TrioInternalError``:
+    the whole daemon would stop. So this is the fault barrier of every callback the gRPC
+    thread hands over: one that raises (a bug) is logged, and the rest of the batch runs.
+    """
     for action in actions:
-        action()
+        try:
+            action()
+        except Exception:
+            logger.exception("bridge: a callback from the gRPC thread failed; the others run on")
 
 
 async def _await(coroutine: Callable[[], Awaitable[T]]) -> T:

@@ -305,6 +305,34 @@ async def test_call_each_lands_every_result_and_translated_error_by_key() -> Non
     assert isinstance(landed[4], ValueError)
 
 
+async def test_a_callback_that_raises_neither_stops_trio_nor_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Issue 10, item 7: a callback handed over from the gRPC thread that raised was run from
+    # run_sync_soon, where it is a TrioInternalError: the daemon stopped.
+    def work(k: int):  # type: ignore[no-untyped-def]
+        async def run() -> int:
+            return k
+
+        return run
+
+    landed: dict[int, object] = {}
+
+    def land(key: int, result: object) -> None:
+        if key == 2:
+            raise RuntimeError("a bug in land")
+        landed[key] = result
+
+    with trio.fail_after(5):
+        async with open_bridge() as bridge:
+            # Key 2 never lands, so call_each would wait for it: bound the wait.
+            with trio.move_on_after(0.5):
+                await bridge.call_each({k: work(k) for k in range(5)}, land)
+            await bridge.call(_loop_turn)  # the bridge still works
+    assert landed == {0: 0, 1: 1, 3: 3, 4: 4}
+    assert "a callback from the gRPC thread failed" in caplog.text
+
+
 async def test_call_each_at_a_deadline_keeps_what_landed_and_cancels_the_rest() -> None:
     work = EveryTwentiethHangs()
     landed: dict[int, object] = {}
