@@ -170,10 +170,14 @@ def peer_credentials(sock: Any) -> tuple[int, int, int]:
 class ControlServer:
     """Serves the control protocol on a listening socket (see the module docstring).
 
+    It serves from start-up: until the daemon has reached the microgrid (:meth:`attach`),
+    ``ping`` and ``get_status`` answer with the microgrid's state and ``set_power`` and
+    ``list_components`` get -32004.
+
     Args:
-        loop: The request loop (``set_power`` goes there).
-        tracker: The status tracker (``get_status``, ``subscribe_status``).
-        topology: The managed pairs (``list_components``).
+        loop: The request loop (``set_power`` goes there), or None until :meth:`attach`.
+        tracker: The status tracker (``get_status``, ``subscribe_status``), or None.
+        topology: The managed pairs (``list_components``), or None.
         settings: Who may connect, how many, and the default request timeout.
         admit: Who may use the socket; by default :func:`is_allowed` with ``settings`` and the
             daemon's own user.
@@ -182,9 +186,9 @@ class ControlServer:
     def __init__(
         self,
         *,
-        loop: RequestLoop,
-        tracker: StatusTracker,
-        topology: Topology,
+        loop: RequestLoop | None = None,
+        tracker: StatusTracker | None = None,
+        topology: Topology | None = None,
         settings: ControlSettings,
         admit: Admission | None = None,
     ) -> None:
@@ -194,6 +198,9 @@ class ControlServer:
         self.loop = loop
         self.tracker = tracker
         self.topology = topology
+        self.connected = trio.Event()
+        if loop is not None and tracker is not None and topology is not None:
+            self.connected.set()
         self.settings = settings
         self._connections = 0
         self._sessions: set[_Session] = set()
@@ -201,6 +208,11 @@ class ControlServer:
 
     def _default_admit(self, uid: int, gid: int) -> bool:
         return is_allowed(uid, gid, owner_uid=self._owner, settings=self.settings)
+
+    def attach(self, *, loop: RequestLoop, tracker: StatusTracker, topology: Topology) -> None:
+        """The microgrid is reached: serve requests with these from now on."""
+        self.loop, self.tracker, self.topology = loop, tracker, topology
+        self.connected.set()
 
     def set_settings(self, settings: ControlSettings) -> None:
         """New settings (a reload): they apply to connections from now on."""
@@ -417,14 +429,28 @@ class _Session:
             self._fail(call)
             return
         server = self._server
+        loop, tracker, topology = server.loop, server.tracker, server.topology
+        connected = loop is not None and tracker is not None and topology is not None
+        if call.method in ("set_power", "list_components") and not connected:
+            self._fail(
+                Failure(
+                    id=call.id,
+                    code=Code.NOT_CONNECTED,
+                    message="the microgrid is not connected yet (discovery has not completed); "
+                    "nothing was commanded",
+                    notification=call.notification,
+                )
+            )
+            return
         if call.method == "set_power":
+            assert loop is not None
             request = protocol.parse_set_power(
                 call, default_timeout_s=server.settings.default_timeout_s
             )
             if isinstance(request, Failure):
                 self._fail(request)
                 return
-            if server.loop.closed:
+            if loop.closed:
                 self._fail(
                     Failure(
                         id=call.id,
@@ -435,7 +461,7 @@ class _Session:
                     )
                 )
                 return
-            if not server.loop.submit(request, self._reply_to(call)):
+            if not loop.submit(request, self._reply_to(call)):
                 self._fail(
                     Failure(
                         id=call.id,
@@ -453,19 +479,27 @@ class _Session:
             return
         if call.method == "ping":
             self._answer(
-                call, {"version": __version__, "uptime_s": time.monotonic() - STARTED_MONOTONIC}
+                call,
+                {
+                    "version": __version__,
+                    "uptime_s": time.monotonic() - STARTED_MONOTONIC,
+                    "microgrid": "connected" if connected else "connecting",
+                },
             )
         elif call.method == "get_status":
-            tracker = server.tracker
-            report = status_report(
-                tracker.states,
-                tracker.fleet,
-                server.loop.statistics().setpoints,
-                now=trio.current_time(),
-            )
-            self._answer(call, report)
+            if tracker is None or loop is None:
+                report: dict[str, Any] = {"batteries": [], "working": [], "uncertain": []}
+            else:
+                report = status_report(
+                    tracker.states,
+                    tracker.fleet,
+                    loop.statistics().setpoints,
+                    now=trio.current_time(),
+                )
+            self._answer(call, {**report, "microgrid": "connected" if connected else "connecting"})
         elif call.method == "list_components":
-            self._answer(call, components_report(server.topology))
+            assert topology is not None
+            self._answer(call, components_report(topology))
         elif call.method == "subscribe_status":
             if not self._subscribed:
                 self._subscribed = True
@@ -489,8 +523,15 @@ class _Session:
         return reply
 
     async def _notify_changes(self) -> None:
+        if not self._server.connected.is_set():
+            # Subscribed before the microgrid was reached: every battery is news once it is.
+            await self._server.connected.wait()
+            previous = Board(version=-1, states={})
+        else:
+            assert self._server.tracker is not None
+            previous = self._server.tracker.board.value
+        assert self._server.tracker is not None
         board = self._server.tracker.board
-        previous: Board = board.value
         async with aclosing(board.eventual_values()) as boards:
             async for current in boards:
                 for battery, state in sorted(current.states.items()):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -85,86 +86,90 @@ async def serve_daemon(
     settings: DaemonSettings,
     sock: socket.socket,
     *,
+    on_serving: Callable[[], None] = lambda: None,
     task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the daemon on a listening control socket until :meth:`Daemon.stop`."""
-    async with open_link(settings.address) as link:
+    """Run the daemon on a listening control socket until :meth:`Daemon.stop`.
+
+    The control socket serves from the start (``on_serving`` is called then: systemd's
+    ``READY=1``), before the microgrid is reached; the daemon is handed back once it is.
+    """
+    async with open_link(settings.address) as link, trio.open_nursery() as nursery:
+        control = ControlServer(settings=settings.control)
+        control_done = trio.Event()
+
+        async def run_control(*, task_status: trio.TaskStatus[None]) -> None:
+            try:
+                await control.serve(sock, task_status=task_status)
+            finally:
+                control_done.set()
+
+        await nursery.start(run_control)
+        on_serving()
         topology = await discover(link)
         tracker = StatusTracker(topology.pairs, settings.status)
-        async with trio.open_nursery() as nursery:
-            components: list[tuple[int, bool]] = [
-                *((battery, True) for battery in topology.pairs),
-                *((inverter, False) for inverter in topology.pairs.values()),
-            ]
-            for component, battery in components:
-                await nursery.start(
-                    functools.partial(
-                        serve_telemetry,
-                        link,
-                        component,
-                        battery=battery,
-                        sink=tracker,
-                        # Read on every message from the tracker's settings, which a reload
-                        # changes: one source of truth for status.max_data_age_s.
-                        max_data_age_s=lambda: tracker.settings.max_data_age_s,
-                        silence_s=settings.stream_silence_s,
-                        backoff=Backoff(),
-                    )
+        components: list[tuple[int, bool]] = [
+            *((battery, True) for battery in topology.pairs),
+            *((inverter, False) for inverter in topology.pairs.values()),
+        ]
+        for component, battery in components:
+            await nursery.start(
+                functools.partial(
+                    serve_telemetry,
+                    link,
+                    component,
+                    battery=battery,
+                    sink=tracker,
+                    # Read on every message from the tracker's settings, which a reload
+                    # changes: one source of truth for status.max_data_age_s.
+                    max_data_age_s=lambda: tracker.settings.max_data_age_s,
+                    silence_s=settings.stream_silence_s,
+                    backoff=Backoff(),
                 )
-            logger.info("telemetry: %d streams open", len(components))
-            await nursery.start(tracker.serve)
-            loop = RequestLoop(link, tracker, topology, settings.loop)
-            loop_done, loop_scope = trio.Event(), trio.CancelScope()
-
-            async def run_loop(*, task_status: trio.TaskStatus[None]) -> None:
-                try:
-                    with loop_scope:
-                        await loop.serve(task_status=task_status)
-                finally:
-                    loop_done.set()
-
-            await nursery.start(run_loop)
-            control = ControlServer(
-                loop=loop, tracker=tracker, topology=topology, settings=settings.control
             )
-            control_done = trio.Event()
+        logger.info("telemetry: %d streams open", len(components))
+        await nursery.start(tracker.serve)
+        loop = RequestLoop(link, tracker, topology, settings.loop)
+        loop_done, loop_scope = trio.Event(), trio.CancelScope()
 
-            async def run_control(*, task_status: trio.TaskStatus[None]) -> None:
-                try:
-                    await control.serve(sock, task_status=task_status)
-                finally:
-                    control_done.set()
+        async def run_loop(*, task_status: trio.TaskStatus[None]) -> None:
+            try:
+                with loop_scope:
+                    await loop.serve(task_status=task_status)
+            finally:
+                loop_done.set()
 
-            await nursery.start(run_control)
-            daemon = Daemon(
-                settings=settings,
-                link=link,
-                topology=topology,
-                tracker=tracker,
-                loop=loop,
-                control=control,
+        await nursery.start(run_loop)
+        control.attach(loop=loop, tracker=tracker, topology=topology)
+        daemon = Daemon(
+            settings=settings,
+            link=link,
+            topology=topology,
+            tracker=tracker,
+            loop=loop,
+            control=control,
+        )
+        task_status.started(daemon)
+        await daemon._stop.wait()
+        logger.info("stopping: no new connections or requests; finishing those in hand")
+        control.stop_accepting()
+        loop.close()
+        drain_timeout_s = daemon.settings.drain_timeout_s  # as reloaded, not as started
+        with trio.move_on_after(drain_timeout_s) as drain:
+            await loop_done.wait()
+        if drain.cancelled_caught:
+            logger.warning(
+                "stopping: requests still running after %.0f s are cancelled",
+                drain_timeout_s,
             )
-            task_status.started(daemon)
-            await daemon._stop.wait()
-            logger.info("stopping: no new connections or requests; finishing those in hand")
-            control.stop_accepting()
-            loop.close()
-            drain_timeout_s = daemon.settings.drain_timeout_s  # as reloaded, not as started
-            with trio.move_on_after(drain_timeout_s) as drain:
-                await loop_done.wait()
-            if drain.cancelled_caught:
-                logger.warning(
-                    "stopping: requests still running after %.0f s are cancelled",
-                    drain_timeout_s,
-                )
-                loop_scope.cancel()  # the loop answers what it cuts off, then returns
-                await loop_done.wait()
-            # Every reply is written before its connection closes (bounded: a client that does
-            # not read its socket cannot hold the stop up).
-            control.close_sessions()
-            with trio.move_on_after(FLUSH_TIMEOUT_S):
-                await control_done.wait()
-            nursery.cancel_scope.cancel()
+            loop_scope.cancel()  # the loop answers what it cuts off, then returns
+            await loop_done.wait()
+        # Every reply is written before its connection closes (bounded: a client that does
+        # not read its socket cannot hold the stop up).
+        control.close_sessions()
+        with trio.move_on_after(FLUSH_TIMEOUT_S):
+            await control_done.wait()
+        nursery.cancel_scope.cancel()
 
 
 def settings_from_config(config: Config) -> DaemonSettings:

@@ -34,6 +34,7 @@ collection.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import math
@@ -171,13 +172,23 @@ async def run(
             ready = trio.Event()
 
             async def daemon_task() -> None:
-                notifier.status(f"waiting for the microgrid at {settings.address}")
-                daemon: Daemon = await nursery.start(serve_daemon, settings, sock)
+                waiting = f"waiting for the microgrid at {settings.address}"
+                notifier.status(waiting)
+
+                def serving() -> None:  # the socket serves (-32004 for set_power until ready)
+                    notifier.ready(status=waiting)
+                    logger.info("control socket open; %s", waiting)
+
+                daemon: Daemon = await nursery.start(
+                    functools.partial(serve_daemon, settings, sock, on_serving=serving)
+                )
                 started.append(daemon)
                 ready.set()
                 undo.callback(tune_gc())
                 notifier.ready(status=status_line(daemon))
-                logger.info("ready: control socket open, %d batteries", len(daemon.topology.pairs))
+                logger.info(
+                    "ready: the microgrid is connected, %d batteries", len(daemon.topology.pairs)
+                )
 
             async def housekeeping_task() -> None:
                 with housekeeping:

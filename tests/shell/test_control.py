@@ -65,8 +65,14 @@ async def serving(
     tmp_path: Path,
     settings: ControlSettings | None = None,
     admit: Admission | None = None,
+    *,
+    connected: bool = True,
 ) -> AsyncIterator[Served]:
-    """The control server on ``tmp_path/control.sock``, both batteries working."""
+    """The control server on ``tmp_path/control.sock``, both batteries working.
+
+    With ``connected=False`` the server starts as the daemon's does, before the microgrid is
+    reached; the test calls ``served.server.attach(...)`` when it wants it reached.
+    """
     path = tmp_path / "control.sock"
     tracker = StatusTracker(
         PAIRS, StatusSettings(max_data_age_s=3600.0), wall_clock=trio.current_time
@@ -81,13 +87,9 @@ async def serving(
     microgrid.behaviour = dict.fromkeys(PAIRS.values(), Answer(held=release))
     topology = Topology(pairs=PAIRS, left_out={})
     loop = RequestLoop(microgrid, tracker, topology, LoopSettings())
-    server = ControlServer(
-        loop=loop,
-        tracker=tracker,
-        topology=topology,
-        settings=settings or ControlSettings(),
-        admit=admit,
-    )
+    server = ControlServer(settings=settings or ControlSettings(), admit=admit)
+    if connected:
+        server.attach(loop=loop, tracker=tracker, topology=topology)
     sock = bind_control_socket(str(path))
     done = trio.Event()
 
@@ -118,7 +120,8 @@ def set_power(power_w: float, batteries: list[int]) -> dict[str, Any]:
 
 async def assert_served(client: Client) -> None:
     result = await client.result("ping")
-    assert set(result) == {"version", "uptime_s"}
+    assert set(result) == {"version", "uptime_s", "microgrid"}
+    assert result["microgrid"] == "connected"
 
 
 async def assert_closed(client: Client) -> None:
@@ -411,3 +414,29 @@ async def test_accept_retries_only_what_passes(
             with pytest.RaisesGroup(pytest.RaisesExc(OSError), flatten_subgroups=True):
                 async with serving(tmp_path):
                     await trio.sleep_forever()
+
+
+async def test_before_the_microgrid_is_reached_it_answers_and_subscribers_learn_everything(
+    tmp_path: Path,
+) -> None:
+    # Issue 10, item 6: the socket accepted but nothing answered until discovery.
+    with trio.fail_after(LIMIT_S):
+        async with serving(tmp_path, connected=False) as served, connect(served.path) as client:
+            assert (await client.result("ping"))["microgrid"] == "connecting"
+            refused = await client.call("set_power", set_power(1000, [1001]))
+            assert refused["error"]["code"] == -32004
+            assert await client.result("subscribe_status") == {"subscribed": True}
+            served.server.attach(
+                loop=served.loop,
+                tracker=served.tracker,
+                topology=Topology(pairs=PAIRS, left_out={}),
+            )
+            seen: dict[int, str] = {}
+            while len(seen) < len(PAIRS):
+                message = await client.receive()
+                seen[message["params"]["id"]] = message["params"]["status"]
+            assert seen == dict.fromkeys(PAIRS, "working")  # every battery, once reached
+            await assert_served(client)
+            served.release.set()
+            result = await client.result("set_power", set_power(1000, [1001]))
+            assert result["outcome"] == "success"

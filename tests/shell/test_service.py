@@ -133,7 +133,9 @@ async def test_run_notifies_serves_reloads_and_stops(sim: Simulator, tmp_path: P
         notify,
         log,
     ):
-        ready = await notify.wait_for("READY", "1")
+        serving = await notify.wait_for("READY", "1")  # the socket serves from the start
+        assert "waiting for the microgrid" in serving["STATUS"]
+        ready = await notify.wait_for("READY", "1")  # and the microgrid is connected
         assert "working" in ready["STATUS"]
         async with connect(sock) as client:
             assert (await client.result("ping"))["version"]
@@ -157,7 +159,8 @@ async def test_a_reload_with_a_bad_file_keeps_running(sim: Simulator, tmp_path: 
     sock = tmp_path / "control.sock"
     args = [*RUN, "--config", str(config), "--microgrid", sim.address, "--socket", str(sock)]
     async with daemon_process(args, tmp_path) as (process, notify, log):
-        await notify.wait_for("READY", "1")
+        await notify.wait_for("READY", "1")  # serving
+        await notify.wait_for("READY", "1")  # connected
         config.write_text("[distribution]\nexponent = -1\n")
         process.send_signal(signal.SIGHUP)
         await notify.wait_for("READY", "1")
@@ -209,6 +212,24 @@ async def test_an_unreachable_microgrid_is_waited_for_and_stop_still_works(tmp_p
         waiting = await notify.wait_for("STATUS")
         assert waiting["STATUS"] == f"waiting for the microgrid at 127.0.0.1:{port}"
         await log.wait_for("microgrid unreachable")
+        # Issue 10, item 6: the socket serves from start-up (READY=1 says so), and answers
+        # at once instead of leaving clients hanging until the microgrid comes up.
+        ready = await notify.wait_for("READY", "1")
+        assert ready["STATUS"] == f"waiting for the microgrid at 127.0.0.1:{port}"
+        async with connect(tmp_path / "c.sock") as client:
+            assert (await client.result("ping"))["microgrid"] == "connecting"
+            status = await client.result("get_status")
+            assert status == {
+                "batteries": [],
+                "working": [],
+                "uncertain": [],
+                "microgrid": "connecting",
+            }
+            refused = await client.call("set_power", {"power_w": 1000, "batteries": [1001]})
+            assert refused["error"]["code"] == -32004
+            assert "not connected" in refused["error"]["message"]
+            components = await client.call("list_components")
+            assert components["error"]["code"] == -32004
         process.send_signal(signal.SIGTERM)
         with trio.fail_after(LIMIT_S):
             assert await process.wait() == 0

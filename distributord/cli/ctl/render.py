@@ -57,8 +57,11 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[
 
 
 def render_ping(result: Mapping[str, Any], path: str) -> list[str]:
-    """``distributord 0.1.0 at PATH, up 1 h 02 min``."""
-    return [f"distributord {result['version']} at {path}, up {format_duration(result['uptime_s'])}"]
+    """``distributord 0.1.0 at PATH, up 1 h 02 min`` (and whether the microgrid is reached)."""
+    line = f"distributord {result['version']} at {path}, up {format_duration(result['uptime_s'])}"
+    if result.get("microgrid") == "connecting":
+        line += "; the microgrid is not connected yet"
+    return [line]
 
 
 def render_status(result: Mapping[str, Any], path: str) -> list[str]:

@@ -34,6 +34,16 @@ def test_ping(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
     assert err == ""
 
 
+def test_ping_says_when_the_microgrid_is_not_connected_yet(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.answers["ping"] = reply({"version": "0.1.0", "uptime_s": 2.0, "microgrid": "connecting"})
+    assert run(daemon, "ping") == 0
+    assert capsys.readouterr().out == (
+        f"distributord 0.1.0 at {daemon.path}, up 2.0 s; the microgrid is not connected yet\n"
+    )
+
+
 def test_status_table(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
     daemon.answers["get_status"] = reply(STATUS)
     assert run(daemon, "status") == 0
