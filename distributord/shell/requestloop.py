@@ -196,7 +196,9 @@ class RequestLoop:
         # The one source of truth for the loop's settings: read where used, waited on by the
         # refresh task, so a reload acts at once (set_settings).
         self._settings = trio_util.AsyncValue(settings)
-        self._send, self._receive = trio.open_memory_channel[_Job | trio.Event](settings.queue_size)
+        self._send, self._receive = trio.open_memory_channel[_Job](settings.queue_size)
+        self._probes: list[trio.Event] | None = None  # a list while serve() runs
+        self._probe_wanted = trio.Event()
         self._waiting: dict[frozenset[int], _Job] = {}
         self._running: dict[frozenset[int], _Job] = {}
         self._standing: dict[frozenset[int], _Standing] = {}
@@ -242,14 +244,16 @@ class RequestLoop:
         return True
 
     def probe(self, answer: trio.Event) -> bool:
-        """Ask the loop to set ``answer`` when it next takes from its queue.
+        """Ask the loop to set ``answer`` once its scheduler has run a turn.
 
-        The watchdog's proof that the loop is alive. False if the queue is full or closed.
+        The watchdog's proof that the loop is alive. It does not go through the request queue:
+        a full queue is a busy daemon, not a dead one, and must not stop the watchdog. False
+        once the loop is closed or not serving.
         """
-        try:
-            self._send.send_nowait(answer)
-        except (trio.WouldBlock, trio.ClosedResourceError):
+        if self._closed or self._probes is None:
             return False
+        self._probes.append(answer)
+        self._probe_wanted.set()
         return True
 
     def close(self) -> None:
@@ -304,13 +308,20 @@ class RequestLoop:
                     await self._serve_refreshes()
 
             nursery.start_soon(refresh_forever)
+            probes = trio.CancelScope()
+
+            async def answer_probes() -> None:
+                with probes:
+                    await self._serve_probes()
+
+            self._probes = []
+            nursery.start_soon(answer_probes)
             task_status.started()
             async for job in self._receive:
-                if isinstance(job, trio.Event):
-                    job.set()
-                else:
-                    self._arrive(job)
+                self._arrive(job)
             refreshes.cancel()
+            probes.cancel()
+            self._probes = None
             # Client requests already taken run to completion (the nursery waits for them);
             # refreshes that have not started are dropped.
             for batteries in [b for b, job in self._waiting.items() if job.refresh]:
@@ -404,6 +415,16 @@ class RequestLoop:
                 job.reply(result, Timing(total_s=self._last_latency_s, commands_s=job.commands_s))
             if not stopping:  # nothing new starts while the loop is being cancelled
                 self._dispatch()
+
+    async def _serve_probes(self) -> None:
+        """Answer the watchdog's probes, each after a turn of the scheduler."""
+        while True:
+            await self._probe_wanted.wait()
+            self._probe_wanted = trio.Event()
+            self._dispatch()  # a scheduler that cannot run a turn answers nobody
+            waiting, self._probes = self._probes or [], []
+            for answer in waiting:
+                answer.set()
 
     def _is_current_refresh(self, job: _Job) -> bool:
         standing = self._standing.get(job.request.batteries)
