@@ -31,6 +31,7 @@ import collections
 import errno
 import logging
 import os
+import select
 import socket
 import stat
 import struct
@@ -45,7 +46,7 @@ import trio
 from distributord import STARTED_MONOTONIC, __version__
 from distributord.core import protocol
 from distributord.core.errors import ControlSocketError
-from distributord.core.model import Result
+from distributord.core.model import Request, Result
 from distributord.core.protocol import TOO_LONG, Call, Code, Failure, LineFramer
 from distributord.core.reports import components_report, status_report
 from distributord.core.topology import Topology
@@ -318,6 +319,18 @@ async def _refuse(stream: trio.SocketStream, failure: Failure) -> None:
             pass
 
 
+def _peer_gone(stream: trio.SocketStream) -> bool:
+    """Whether the peer closed its socket, rather than only its sending half.
+
+    After a Unix socket's peer closes, ``poll`` reports ``POLLHUP``; after a mere
+    ``shutdown(SHUT_WR)`` only ``POLLRDHUP``. Both read as EOF, so only this tells a client
+    that still waits for its replies from one that has gone.
+    """
+    poller = select.poll()
+    poller.register(stream.socket.fileno(), select.POLLHUP)
+    return any(events & select.POLLHUP for _, events in poller.poll(0))
+
+
 class _Session:
     """One client connection: a reader, a writer, and the replies in between."""
 
@@ -332,6 +345,7 @@ class _Session:
         self._more = trio.Event()  # set when a line or a change is waiting for the writer
         self._closing = False
         self._pending = 0
+        self._requests: list[Request] = []  # taken, not answered yet
         self._idle = trio.Event()
         self._scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
@@ -367,8 +381,12 @@ class _Session:
                 self._nursery = nursery
                 nursery.start_soon(self._write)
                 await self._read()
-                # EOF: answer what is pending, then close. The writer drains the outbox and
-                # ends the session (a subscription with it).
+                # EOF. A client that only half-closed still reads: answer what is pending,
+                # then close (the writer drains the outbox and ends the session, a
+                # subscription with it). A client that has gone (its socket closed) will read
+                # nothing: what waits for its batteries is not applied.
+                if _peer_gone(self._stream):
+                    self._withdraw_waiting()
                 if self._pending:
                     await self._idle.wait()
                 self._closing = True
@@ -397,6 +415,7 @@ class _Session:
             try:
                 data = await self._stream.receive_some(65536)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._withdraw_waiting()  # reset: the client has gone
                 self._scope.cancel()
                 return
             if not data:
@@ -461,7 +480,7 @@ class _Session:
                     )
                 )
                 return
-            if not loop.submit(request, self._reply_to(call)):
+            if not loop.submit(request, self._reply_to(call, request)):
                 self._fail(
                     Failure(
                         id=call.id,
@@ -472,6 +491,7 @@ class _Session:
                 )
                 return
             self._pending += 1
+            self._requests.append(request)
             return
         refusal = protocol.check_no_params(call)
         if refusal is not None:
@@ -507,7 +527,22 @@ class _Session:
                 self._nursery.start_soon(self._notify_changes)
             self._answer(call, {"subscribed": True})
 
-    def _reply_to(self, call: Call) -> Callable[[Result, Timing], None]:
+    def _withdraw_waiting(self) -> None:
+        loop = self._server.loop
+        if loop is None:
+            return
+        for request in list(self._requests):
+            if loop.withdraw(request):
+                self._requests.remove(request)
+                self._done_with_one()
+
+    def _done_with_one(self) -> None:
+        self._pending -= 1
+        if not self._pending:
+            self._idle.set()
+            self._idle = trio.Event()
+
+    def _reply_to(self, call: Call, request: Request) -> Callable[[Result, Timing], None]:
         def reply(result: Result, timing: Timing) -> None:
             answer = protocol.result_object(result)
             answer["timing"] = {
@@ -515,10 +550,9 @@ class _Session:
                 "commands_ms": round(timing.commands_s * 1e3, 3),
             }
             self._answer(call, answer)
-            self._pending -= 1
-            if not self._pending:
-                self._idle.set()
-                self._idle = trio.Event()
+            if request in self._requests:
+                self._requests.remove(request)
+            self._done_with_one()
 
         return reply
 

@@ -256,6 +256,22 @@ class RequestLoop:
         self._probe_wanted.set()
         return True
 
+    def withdraw(self, request: Request) -> bool:
+        """Drop ``request`` if it still waits for its batteries (its client went away).
+
+        A request already applying completes; one not yet started is not applied (the
+        protocol's rule for client departures). True if it was withdrawn; it gets no reply.
+        """
+        job = self._waiting.get(request.batteries)
+        if job is None or job.refresh or job.request is not request:
+            return False
+        del self._waiting[request.batteries]
+        logger.info(
+            "request for batteries [%s] withdrawn before it started: its client went away",
+            ids_text(request.batteries),
+        )
+        return True
+
     def close(self) -> None:
         """Take no more requests; :meth:`serve` returns once those in hand are done."""
         self._closed = True

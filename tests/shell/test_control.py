@@ -9,6 +9,7 @@ The server runs under the real clock (the socket is real); every test is bounded
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 import time
@@ -440,3 +441,40 @@ async def test_before_the_microgrid_is_reached_it_answers_and_subscribers_learn_
             served.release.set()
             result = await client.result("set_power", set_power(1000, [1001]))
             assert result["outcome"] == "success"
+
+
+async def test_a_request_still_waiting_when_its_client_goes_is_not_applied(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The protocol's rule for client departures: one already applying completes; one that
+    # still waits for its batteries is not applied (and logged).
+    caplog.set_level(logging.INFO, logger="distributord.shell.requestloop")
+    with trio.fail_after(LIMIT_S):
+        async with serving(tmp_path) as served:
+            async with connect(served.path) as leaving:
+                await leaving.send("set_power", set_power(1000, [1001]))
+                await served.microgrid.commanded.wait()  # applying, held
+                await leaving.send("set_power", set_power(2000, [1001, 1002]))  # waits
+                await trio.testing.wait_all_tasks_blocked()
+            await trio.testing.wait_all_tasks_blocked()  # gone: the server sees it
+            served.release.set()
+            await served.microgrid.landed.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            assert [setpoints for _, setpoints in served.microgrid.sent()] == [{2001: 1000.0}]
+            assert served.loop.statistics().waiting == 0
+    assert "withdrawn before it started: its client went away" in caplog.text
+
+
+async def test_a_client_that_only_half_closes_still_gets_its_waiting_request_applied(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(LIMIT_S):
+        async with serving(tmp_path) as served, connect(served.path) as client:
+            first = await client.send("set_power", set_power(1000, [1001]))
+            await served.microgrid.commanded.wait()
+            second = await client.send("set_power", set_power(2000, [1001, 1002]))
+            await client.stream.send_eof()  # done sending; still reading
+            await trio.testing.wait_all_tasks_blocked()
+            served.release.set()
+            assert (await client.reply_to(first))["result"]["outcome"] == "success"
+            assert (await client.reply_to(second))["result"]["outcome"] == "success"
