@@ -206,6 +206,11 @@ async def run(
                 if signum == signal.SIGHUP:
                     if started:
                         config = _reload(started[0], config_path, notifier, config, overrides)
+                    else:  # the socket serves, but nothing to apply settings to exists yet
+                        logger.warning(
+                            "reload: not applied while waiting for the microgrid; "
+                            "send SIGHUP again once it is connected"
+                        )
                     continue
                 logger.info("%s: stopping", signal.Signals(signum).name)
                 notifier.stopping()
