@@ -85,6 +85,11 @@ async def test_a_trio_cancel_cancels_the_asyncio_task_within_50_ms() -> None:
     assert cancelled.at - cancel_at < 0.050
 
 
+DEADLINE_S = 1.0
+"""The fan-outs' deadline: a hundred times the 10 ms the calls that answer take, so that a
+loaded CI machine still finishes them in time (0.2 s once saw 79 of 100 cut off)."""
+
+
 class EveryTwentiethHangs:
     """Calls for the loop: each returns its key after 10 ms, but every twentieth hangs.
 
@@ -122,14 +127,14 @@ async def test_100_concurrent_calls_with_5_hanging_finish_at_the_deadline() -> N
             finished[k] = await bridge.call(work(k))
 
         start = trio.current_time()
-        with trio.move_on_after(0.2):
+        with trio.move_on_after(DEADLINE_S):
             async with trio.open_nursery() as nursery:
                 for k in range(100):
                     nursery.start_soon(one, k)
         elapsed = trio.current_time() - start
         assert await bridge.call(work.cancelled) == 5
     assert sorted(finished) == [k for k in range(100) if k % 20]
-    assert 0.2 <= elapsed < 0.35
+    assert DEADLINE_S <= elapsed < DEADLINE_S + 0.5
 
 
 async def stream_of(items: list[int], *, then: BaseException | None = None) -> AsyncIterator[int]:
@@ -338,7 +343,7 @@ async def test_call_each_at_a_deadline_keeps_what_landed_and_cancels_the_rest() 
     landed: dict[int, object] = {}
     async with open_bridge() as bridge:
         start = trio.current_time()
-        with trio.move_on_after(0.2) as scope:
+        with trio.move_on_after(DEADLINE_S) as scope:
             await bridge.call_each({k: work(k) for k in range(100)}, landed.__setitem__)
         elapsed = trio.current_time() - start
         assert scope.cancelled_caught
@@ -347,7 +352,7 @@ async def test_call_each_at_a_deadline_keeps_what_landed_and_cancels_the_rest() 
         await trio.testing.wait_all_tasks_blocked()
     assert sorted(at_deadline) == [k for k in range(100) if k % 20]
     assert landed == at_deadline  # nothing landed after the caller left
-    assert 0.2 <= elapsed < 0.35
+    assert DEADLINE_S <= elapsed < DEADLINE_S + 0.5
 
 
 async def test_call_each_after_close_fails_clearly() -> None:
