@@ -15,6 +15,7 @@ from distributord.core.protocol import JsonId
 from distributord.core.status import Status
 from distributord.shell.control import bind_control_socket
 from distributord.shell.daemon import Daemon, DaemonSettings, serve_daemon
+from distributord.shell.live import Live, fixed
 from distributord.sim.server import Simulator
 
 LIMIT_S = 15.0
@@ -56,13 +57,19 @@ async def connect(path: str | Path) -> AsyncIterator[Client]:
 
 @asynccontextmanager
 async def running_daemon(
-    sim: Simulator, socket_path: Path, settings: DaemonSettings | None = None
+    sim: Simulator,
+    socket_path: Path,
+    settings: DaemonSettings | Live[DaemonSettings] | None = None,
 ) -> AsyncIterator[Daemon]:
-    """The daemon on ``socket_path`` against ``sim``, every battery working before it yields."""
+    """The daemon on ``socket_path`` against ``sim``, every battery working before it yields.
+
+    Pass a :class:`~distributord.shell.live.LiveValue` to reload its settings while it runs.
+    """
     settings = settings or DaemonSettings(address=sim.address)
+    live = settings if isinstance(settings, Live) else fixed(settings)
     sock = bind_control_socket(str(socket_path))
     async with trio.open_nursery() as nursery:
-        daemon: Daemon = await nursery.start(serve_daemon, settings, sock)
+        daemon: Daemon = await nursery.start(serve_daemon, live, sock)
         await wait_until(
             daemon, lambda d: all(s.status is Status.WORKING for s in d.tracker.states.values())
         )

@@ -38,6 +38,7 @@ from distributord.core.errors import DaemonError
 from distributord.core.status import Status
 from distributord.shell.control import bind_control_socket
 from distributord.shell.daemon import Daemon, DaemonSettings, serve_daemon
+from distributord.shell.live import fixed
 from distributord.sim.scenario import uniform_fleet
 from distributord.sim.server import Simulator
 
@@ -138,7 +139,7 @@ async def run_demo(batteries: int, duration_s: float) -> int:
         with bind_control_socket(str(path)) as sock:
             async with trio.open_nursery() as nursery:
                 daemon: Daemon = await nursery.start(
-                    serve_daemon, DaemonSettings(address=sim.address), sock
+                    serve_daemon, fixed(DaemonSettings(address=sim.address)), sock
                 )
                 await daemon.tracker.board.wait_value(
                     lambda board: all(s.status is Status.WORKING for s in board.states.values())

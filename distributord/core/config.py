@@ -554,6 +554,24 @@ def differences(old: Config, new: Config) -> list[str]:
     ]
 
 
+def reloaded(running: Config, loaded: Config) -> Config:
+    """The configuration a reload puts in force: ``loaded``'s live keys, ``running``'s others.
+
+    A key that needs a restart keeps its running value until then, so the running
+    configuration always says what the daemon does (the queue its channel was built with, the
+    address it is connected to).
+    """
+    tables = {}
+    for table, cls in TABLES.items():
+        kept = {
+            field.name: getattr(getattr(running, table), field.name)
+            for field in attrs.fields(cls)
+            if not field.metadata.get("live")
+        }
+        tables[table] = attrs.evolve(getattr(loaded, table), **kept)
+    return Config(**tables)
+
+
 LIVE_KEYS = live_keys()
 """Keys a reload applies to the running daemon; the others (the microgrid address, the socket,
 the queue size, the stream silence bound) need a restart."""

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import attrs
 
@@ -206,11 +206,12 @@ class StatusMachine:
     """One battery's status (see the module docstring).
 
     Args:
-        settings: Ages and blocking windows.
+        settings: Ages and blocking windows, asked for where they are used (so a reload
+            applies from the next sample or failure).
     """
 
-    def __init__(self, settings: StatusSettings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Callable[[], StatusSettings]) -> None:
+        self._settings = settings
         self._battery: _Side | None = None
         self._inverter: _Side | None = None
         self._bounds_known = (False, False)
@@ -247,7 +248,7 @@ class StatusMachine:
 
     def _fresh_until(self, received_at: float, sampled_at: float) -> float:
         taken = received_at if math.isnan(sampled_at) else min(received_at, sampled_at)
-        return taken + self.settings.max_data_age_s
+        return taken + self._settings().max_data_age_s
 
     def command_succeeded(self) -> None:
         """A command to this battery's inverter succeeded: unblock, reset the window."""
@@ -263,7 +264,7 @@ class StatusMachine:
             return
         if self._blocked_until is not None and now < self._blocked_until:
             return
-        settings = self.settings
+        settings = self._settings()
         if self._last_window is None:
             window = settings.min_blocking_s
         else:

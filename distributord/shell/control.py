@@ -50,6 +50,7 @@ from distributord.core.model import Request, Result
 from distributord.core.protocol import TOO_LONG, Call, Code, Failure, LineFramer
 from distributord.core.reports import components_report, status_report
 from distributord.core.topology import Topology
+from distributord.shell.live import Live
 from distributord.shell.requestloop import RequestLoop, Timing
 from distributord.shell.tracker import Board, StatusTracker
 
@@ -179,7 +180,8 @@ class ControlServer:
         loop: The request loop (``set_power`` goes there), or None until :meth:`attach`.
         tracker: The status tracker (``get_status``, ``subscribe_status``), or None.
         topology: The managed pairs (``list_components``), or None.
-        settings: Who may connect, how many, and the default request timeout.
+        settings: Who may connect, how many, and the default request timeout; read when a
+            connection or request comes (a reload changes them for those that come after).
         admit: Who may use the socket; by default :func:`is_allowed` with ``settings`` and the
             daemon's own user.
     """
@@ -190,7 +192,7 @@ class ControlServer:
         loop: RequestLoop | None = None,
         tracker: StatusTracker | None = None,
         topology: Topology | None = None,
-        settings: ControlSettings,
+        settings: Live[ControlSettings],
         admit: Admission | None = None,
     ) -> None:
         self._owner = os.geteuid()
@@ -202,7 +204,7 @@ class ControlServer:
         self.connected = trio.Event()
         if loop is not None and tracker is not None and topology is not None:
             self.connected.set()
-        self.settings = settings
+        self._settings = settings
         self._connections = 0
         self._sessions: set[_Session] = set()
         self._accepting: trio.CancelScope | None = None
@@ -215,9 +217,10 @@ class ControlServer:
         self.loop, self.tracker, self.topology = loop, tracker, topology
         self.connected.set()
 
-    def set_settings(self, settings: ControlSettings) -> None:
-        """New settings (a reload): they apply to connections from now on."""
-        self.settings = settings
+    @property
+    def settings(self) -> ControlSettings:
+        """The settings in force now."""
+        return self._settings.value
 
     def statistics(self) -> ControlStatistics:
         """A snapshot of the server's state."""

@@ -5,17 +5,26 @@ Theory of operation
 :func:`serve_daemon` opens the root nursery and starts the tasks in dependency order, each
 with ``await nursery.start(...)`` so that it reports started only when it is ready:
 
-1. the microgrid link (its bridge thread and channel), then the component graph
-   (:func:`~distributord.shell.link.discover` waits, retrying, while the API is unreachable);
-2. one telemetry task per component, each started once its stream is open;
-3. the status tracker's task;
-4. the request loop;
-5. the control socket's listener.
+1. the microgrid link (its bridge thread and channel);
+2. the control socket's listener, which serves from here on (``set_power`` gets −32004
+   "microgrid not connected" until step 6; ``distributord run`` sends ``READY=1`` now, with
+   ``STATUS=`` waiting for the microgrid);
+3. the component graph (:func:`~distributord.shell.link.discover` waits, retrying, while the
+   API is unreachable), then one telemetry task per component, each started once its stream
+   is open;
+4. the status tracker's task;
+5. the request loop;
+6. the control server is attached to the loop, and the :class:`Daemon` handle is handed to
+   the caller.
 
-Only then is the :class:`Daemon` handle handed to the caller (``distributord run`` sends
-``READY=1`` at that point). :meth:`Daemon.stop` shuts down as the spec asks: stop accepting
-connections, take no more requests, give the requests in hand ``drain_timeout_s`` to finish,
-then cancel everything (commands still running are cancelled at the RPC).
+The settings are one :class:`~distributord.shell.live.Live` value: each part gets a view of
+its own settings and reads it where it uses them, so a reload (one assignment, by the caller
+who holds the :class:`~distributord.shell.live.LiveValue`) acts everywhere at once, also while
+discovery still waits for the microgrid.
+
+:meth:`Daemon.stop` shuts down as the spec asks: stop accepting connections, answer arrivals
+with −32002, give the requests in hand ``drain_timeout_s`` (as it is then) to finish, answer
+the ones cut off, flush every reply, then cancel everything.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from distributord.core.status import Status, StatusSettings
 from distributord.core.topology import Topology
 from distributord.shell.control import ControlServer, ControlSettings
 from distributord.shell.link import Backoff, MicrogridLink, discover, open_link, serve_telemetry
+from distributord.shell.live import Live
 from distributord.shell.requestloop import LoopSettings, RequestLoop
 from distributord.shell.tracker import StatusTracker
 
@@ -69,7 +79,7 @@ class DaemonSettings:
 class Daemon:
     """A running daemon's parts (what ``serve_daemon`` hands back once ready)."""
 
-    settings: DaemonSettings
+    settings: Live[DaemonSettings]
     link: MicrogridLink
     topology: Topology
     tracker: StatusTracker
@@ -83,7 +93,7 @@ class Daemon:
 
 
 async def serve_daemon(
-    settings: DaemonSettings,
+    settings: Live[DaemonSettings],
     sock: socket.socket,
     *,
     on_serving: Callable[[], None] = lambda: None,
@@ -93,9 +103,11 @@ async def serve_daemon(
 
     The control socket serves from the start (``on_serving`` is called then: systemd's
     ``READY=1``), before the microgrid is reached; the daemon is handed back once it is.
+    Settings are read from ``settings`` where they are used (a reload may change them).
     """
-    async with open_link(settings.address) as link, trio.open_nursery() as nursery:
-        control = ControlServer(settings=settings.control)
+    started = settings.value  # for what only a restart changes (the reload keeps it so)
+    async with open_link(started.address) as link, trio.open_nursery() as nursery:
+        control = ControlServer(settings=settings.view(lambda s: s.control))
         control_done = trio.Event()
 
         async def run_control(*, task_status: trio.TaskStatus[None]) -> None:
@@ -107,7 +119,8 @@ async def serve_daemon(
         await nursery.start(run_control)
         on_serving()
         topology = await discover(link)
-        tracker = StatusTracker(topology.pairs, settings.status)
+        status = settings.view(lambda s: s.status)
+        tracker = StatusTracker(topology.pairs, status)
         components: list[tuple[int, bool]] = [
             *((battery, True) for battery in topology.pairs),
             *((inverter, False) for inverter in topology.pairs.values()),
@@ -120,16 +133,14 @@ async def serve_daemon(
                     component,
                     battery=battery,
                     sink=tracker,
-                    # Read on every message from the tracker's settings, which a reload
-                    # changes: one source of truth for status.max_data_age_s.
-                    max_data_age_s=lambda: tracker.settings.max_data_age_s,
-                    silence_s=settings.stream_silence_s,
+                    max_data_age_s=lambda: status.value.max_data_age_s,  # on every message
+                    silence_s=started.stream_silence_s,
                     backoff=Backoff(),
                 )
             )
         logger.info("telemetry: %d streams open", len(components))
         await nursery.start(tracker.serve)
-        loop = RequestLoop(link, tracker, topology, settings.loop)
+        loop = RequestLoop(link, tracker, topology, settings.view(lambda s: s.loop))
         loop_done, loop_scope = trio.Event(), trio.CancelScope()
 
         async def run_loop(*, task_status: trio.TaskStatus[None]) -> None:
@@ -154,7 +165,7 @@ async def serve_daemon(
         logger.info("stopping: no new connections or requests; finishing those in hand")
         control.stop_accepting()
         loop.close()
-        drain_timeout_s = daemon.settings.drain_timeout_s  # as reloaded, not as started
+        drain_timeout_s = settings.value.drain_timeout_s  # as reloaded, not as started
         with trio.move_on_after(drain_timeout_s) as drain:
             await loop_done.wait()
         if drain.cancelled_caught:
@@ -193,20 +204,6 @@ def settings_from_config(config: Config) -> DaemonSettings:
         ),
         drain_timeout_s=config.requests.drain_timeout_s,
     )
-
-
-def apply_settings(daemon: Daemon, settings: DaemonSettings) -> None:
-    """Apply what can change while running (``core.config.LIVE_KEYS``, declared per field)."""
-    daemon.settings = attrs.evolve(
-        daemon.settings,
-        status=settings.status,
-        loop=attrs.evolve(settings.loop, queue_size=daemon.settings.loop.queue_size),
-        control=settings.control,
-        drain_timeout_s=settings.drain_timeout_s,
-    )
-    daemon.loop.set_settings(settings.loop)
-    daemon.control.set_settings(settings.control)
-    daemon.tracker.set_settings(settings.status)
 
 
 def describe(daemon: Daemon) -> dict[str, Any]:

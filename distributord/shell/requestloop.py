@@ -64,6 +64,7 @@ from distributord.core.status import Status
 from distributord.core.topology import Topology
 from distributord.core.values import ids_text
 from distributord.shell.link import MicrogridClient
+from distributord.shell.live import Live
 from distributord.shell.tracker import StatusTracker
 
 logger = logging.getLogger(__name__)
@@ -180,7 +181,8 @@ class RequestLoop:
         client: The microgrid.
         tracker: The status tracker (and its telemetry store).
         topology: The managed pairs.
-        settings: The loop's settings.
+        settings: The loop's settings, read where they are used (a reload changes them; the
+            queue's size is fixed at start, and the reload keeps it).
     """
 
     def __init__(
@@ -188,15 +190,14 @@ class RequestLoop:
         client: MicrogridClient,
         tracker: StatusTracker,
         topology: Topology,
-        settings: LoopSettings,
+        settings: Live[LoopSettings],
     ) -> None:
         self._client = client
         self._tracker = tracker
         self._topology = topology
-        # The one source of truth for the loop's settings: read where used, waited on by the
-        # refresh task, so a reload acts at once (set_settings).
-        self._settings = trio_util.AsyncValue(settings)
-        self._send, self._receive = trio.open_memory_channel[_Job](settings.queue_size)
+        self._settings = settings
+        self._queue_size = settings.value.queue_size
+        self._send, self._receive = trio.open_memory_channel[_Job](self._queue_size)
         self._probes: list[trio.Event] | None = None  # a list while serve() runs
         self._probe_wanted = trio.Event()
         self._waiting: dict[frozenset[int], _Job] = {}
@@ -213,15 +214,7 @@ class RequestLoop:
     @property
     def settings(self) -> LoopSettings:
         """The settings in force now."""
-        return self._settings.value  # type: ignore[no-any-return]  # trio_util is untyped
-
-    def set_settings(self, settings: LoopSettings) -> None:
-        """New settings (a reload). The queue's size is fixed at start and stays as it was.
-
-        Standing setpoints are re-timed at once against the new refresh period, so a shorter
-        lifetime never lets one lapse.
-        """
-        self._settings.value = attrs.evolve(settings, queue_size=self.settings.queue_size)
+        return self._settings.value
 
     def submit(self, request: Request, reply: Reply) -> bool:
         """Queue a client request; False when the queue is full (the client is told to retry).
@@ -235,7 +228,7 @@ class RequestLoop:
         if waiting is None or waiting.refresh:
             queued = self._receive.statistics().current_buffer_used
             clients = sum(not job.refresh for job in self._waiting.values())
-            if queued + clients >= self.settings.queue_size:
+            if queued + clients >= self._queue_size:
                 return False
         try:
             self._send.send_nowait(_Job(request=request, reply=reply, arrived=trio.current_time()))
@@ -602,7 +595,7 @@ class RequestLoop:
                 await trio_util.wait_any(
                     board.wait_transition,
                     self._standing_changed.wait,
-                    self._settings.wait_transition,
+                    self._settings.changed,  # a reload re-times them at once
                 )
             every = self.settings.refresh_interval_s
             now = trio.current_time()

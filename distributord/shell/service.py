@@ -10,6 +10,9 @@ three housekeeping tasks:
   requests; those in hand get ``requests.drain_timeout_s``; exit 0). SIGHUP → ``RELOADING=1``
   with ``MONOTONIC_USEC=``, re-read the configuration file, apply what can change live (and say
   what needs a restart), ``READY=1``. A bad new configuration is logged and the old one kept.
+  The settings are one :class:`~distributord.shell.live.LiveValue` held here; a reload is one
+  assignment to it, read by every part where it uses a setting, from start-up on (a reload
+  while the microgrid is still unreachable applies too).
 * **the status line**: ``STATUS=`` with the battery counts and the last request's latency,
   whenever the board changes (at most once a second).
 * **the watchdog**: when systemd asks for one (``WATCHDOG_USEC``), ``WATCHDOG=1`` at half its
@@ -17,8 +20,9 @@ three housekeeping tasks:
   own queue: a loop that is stuck, or whose queue no longer drains, stops the pings and systemd
   restarts the daemon.
 
-``READY=1`` is sent once every task has started (after discovery: while the microgrid is
-unreachable the status line says so and the daemon keeps retrying).
+``READY=1`` is sent as soon as the control socket serves, before the microgrid is reached:
+until discovery completes, ``STATUS=`` says "waiting for the microgrid", ``ping`` answers, and
+``set_power`` gets −32004 (the daemon keeps retrying the microgrid).
 
 Once ready, the daemon tunes Python's garbage collector (:func:`tune_gc`). A request to 500
 batteries creates and drops tens of thousands of objects, and with the default thresholds
@@ -50,11 +54,12 @@ from distributord.core import config as configuration
 from distributord.core.errors import ConfigError
 from distributord.shell.daemon import (
     Daemon,
-    apply_settings,
+    DaemonSettings,
     describe,
     serve_daemon,
     settings_from_config,
 )
+from distributord.shell.live import LiveValue
 from distributord.shell.systemd import Notifier, configure_logging, watchdog_interval
 
 logger = logging.getLogger(__name__)
@@ -103,33 +108,36 @@ async def _watchdog(daemon: Daemon, notifier: Notifier, interval_s: float) -> No
 
 
 def _reload(
-    daemon: Daemon,
+    running: LiveValue[DaemonSettings],
     config_path: Path | None,
     notifier: Notifier,
     current: configuration.Config,
     overrides: dict[str, str | None],
+    status: Callable[[], str],
 ) -> configuration.Config:
+    """SIGHUP: re-read the configuration and put its live keys in force; the new running one."""
     notifier.reloading(monotonic_usec=math.floor(time.monotonic() * 1e6))
     try:
         loaded = configuration.load_config(config_path) if config_path else configuration.Config()
         new = configuration.with_overrides(loaded, **overrides)
     except ConfigError as error:
         logger.error("reload: %s; keeping the running configuration", error)
-        notifier.ready(status=status_line(daemon))
+        notifier.ready(status=status())
         return current
     changed = configuration.differences(current, new)
     later = [key for key in changed if key not in configuration.LIVE_KEYS]
     if later:
         logger.warning("reload: %s change only with a restart", ", ".join(later))
-    apply_settings(daemon, settings_from_config(new))
-    if new.logging.level != current.logging.level:
-        configure_logging(new.logging.level)
+    applied = configuration.reloaded(current, new)
+    running.value = settings_from_config(applied)
+    if applied.logging.level != current.logging.level:
+        configure_logging(applied.logging.level)
     logger.info(
         "reload: applied %s",
         ", ".join(k for k in changed if k in configuration.LIVE_KEYS) or "nothing new",
     )
-    notifier.ready(status=status_line(daemon))
-    return new
+    notifier.ready(status=status())
+    return applied
 
 
 GC_THRESHOLD = (50_000, 20, 20)
@@ -163,7 +171,8 @@ async def run(
 ) -> int:
     """Run the daemon until SIGTERM or SIGINT; returns the exit code."""
     notifier = notifier or Notifier()
-    settings = settings_from_config(config)
+    running = LiveValue(settings_from_config(config))
+    waiting = f"waiting for the microgrid at {config.microgrid.address}"
     signals_to_take = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     with trio.open_signal_receiver(*signals_to_take) as signals, contextlib.ExitStack() as undo:
         async with trio.open_nursery() as nursery:
@@ -171,8 +180,10 @@ async def run(
             started: list[Daemon] = []
             ready = trio.Event()
 
+            def current_status() -> str:
+                return status_line(started[0]) if started else waiting
+
             async def daemon_task() -> None:
-                waiting = f"waiting for the microgrid at {settings.address}"
                 notifier.status(waiting)
 
                 def serving() -> None:  # the socket serves (-32004 for set_power until ready)
@@ -180,7 +191,7 @@ async def run(
                     logger.info("control socket open; %s", waiting)
 
                 daemon: Daemon = await nursery.start(
-                    functools.partial(serve_daemon, settings, sock, on_serving=serving)
+                    functools.partial(serve_daemon, running, sock, on_serving=serving)
                 )
                 started.append(daemon)
                 ready.set()
@@ -204,13 +215,9 @@ async def run(
             nursery.start_soon(housekeeping_task)
             async for signum in signals:
                 if signum == signal.SIGHUP:
-                    if started:
-                        config = _reload(started[0], config_path, notifier, config, overrides)
-                    else:  # the socket serves, but nothing to apply settings to exists yet
-                        logger.warning(
-                            "reload: not applied while waiting for the microgrid; "
-                            "send SIGHUP again once it is connected"
-                        )
+                    config = _reload(
+                        running, config_path, notifier, config, overrides, current_status
+                    )
                     continue
                 logger.info("%s: stopping", signal.Signals(signum).name)
                 notifier.stopping()

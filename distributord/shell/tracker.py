@@ -49,6 +49,7 @@ from distributord.core.status import (
     StatusSettings,
 )
 from distributord.core.status import select as select_batteries
+from distributord.shell.live import Live
 
 logger = logging.getLogger(__name__)
 
@@ -86,21 +87,22 @@ class StatusTracker:
 
     Args:
         pairs: Battery id to the id of its inverter.
-        settings: Status settings.
+        settings: Status settings, read where they are used (ages from the next sample,
+            windows from the next failure).
         wall_clock: Unix time now (tests pass one tied to the trio clock).
     """
 
     def __init__(
         self,
         pairs: Mapping[int, int],
-        settings: StatusSettings,
+        settings: Live[StatusSettings],
         *,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self.settings = settings
+        self._settings = settings
         self.fleet = Fleet(pairs)
         self._wall_clock = wall_clock
-        self._machines = {battery: StatusMachine(settings) for battery in pairs}
+        self._machines = {battery: StatusMachine(lambda: settings.value) for battery in pairs}
         start = trio.current_time()
         initial = frozenset({Reason.NO_BATTERY_DATA, Reason.NO_INVERTER_DATA})
         self._current: dict[int, BatteryState] = {
@@ -122,11 +124,10 @@ class StatusTracker:
         self._changed = False
         self._wakeup = trio.Event()
 
-    def set_settings(self, settings: StatusSettings) -> None:
-        """New settings (a reload): ages and windows apply from the next sample or failure."""
-        self.settings = settings
-        for machine in self._machines.values():
-            machine.settings = settings
+    @property
+    def settings(self) -> StatusSettings:
+        """The settings in force now."""
+        return self._settings.value
 
     # -- inputs (never block) ----------------------------------------------------------------
 

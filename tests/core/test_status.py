@@ -22,7 +22,7 @@ inverter = inverter_snapshot
 
 
 def fed(at: float = 0.0, **battery_overrides: Any) -> StatusMachine:
-    machine = StatusMachine(SETTINGS)
+    machine = StatusMachine(lambda: SETTINGS)
     machine.battery_sample(battery(**battery_overrides), received_at=at, sampled_at=at)
     machine.inverter_sample(inverter(), received_at=at, sampled_at=at)
     return machine
@@ -37,7 +37,7 @@ def both_fresh(machine: StatusMachine, at: float) -> None:
 
 
 def test_every_battery_starts_not_working() -> None:
-    evaluation = StatusMachine(SETTINGS).evaluate(0.0)
+    evaluation = StatusMachine(lambda: SETTINGS).evaluate(0.0)
     assert evaluation.status is Status.NOT_WORKING
     assert evaluation.reasons == {Reason.NO_BATTERY_DATA, Reason.NO_INVERTER_DATA}
 
@@ -49,7 +49,7 @@ def test_fresh_healthy_data_from_both_sides_is_working() -> None:
 
 
 def test_one_side_alone_is_not_enough() -> None:
-    machine = StatusMachine(SETTINGS)
+    machine = StatusMachine(lambda: SETTINGS)
     machine.battery_sample(battery(), received_at=0.0, sampled_at=0.0)
     assert machine.evaluate(0.0).reasons == {Reason.NO_INVERTER_DATA}
 
@@ -77,7 +77,7 @@ def test_a_re_sent_old_sample_counts_as_stale() -> None:
 
 
 def test_a_sample_that_does_not_say_when_it_was_taken_ages_from_receipt() -> None:
-    machine = StatusMachine(SETTINGS)
+    machine = StatusMachine(lambda: SETTINGS)
     machine.battery_sample(battery(), received_at=0.0, sampled_at=math.nan)
     machine.inverter_sample(inverter(), received_at=0.0, sampled_at=math.nan)
     assert machine.evaluate(9.0).status is Status.WORKING
@@ -236,7 +236,7 @@ def test_recovery_from_not_working_resets() -> None:
 
 
 def test_failures_while_not_working_are_ignored() -> None:
-    machine = StatusMachine(SETTINGS)
+    machine = StatusMachine(lambda: SETTINGS)
     machine.evaluate(0.0)
     machine.command_failed(now=0.0)
     both_fresh(machine, 0.5)
@@ -306,7 +306,7 @@ class StatusRules(RuleBasedStateMachine):
     @initialize()
     def start(self) -> None:
         self.now = 0.0
-        self.machine = StatusMachine(SETTINGS)
+        self.machine = StatusMachine(lambda: SETTINGS)
         self.reference = Reference()
         self.check()
 

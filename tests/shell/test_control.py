@@ -37,6 +37,7 @@ from distributord.shell.control import (
     is_allowed,
     peer_credentials,
 )
+from distributord.shell.live import LiveValue, fixed
 from distributord.shell.requestloop import LoopSettings, RequestLoop
 from distributord.shell.tracker import StatusTracker
 from tests.fakes import Answer, FakeMicrogrid
@@ -54,6 +55,7 @@ class Served:
 
     path: Path
     server: ControlServer
+    settings: LiveValue[ControlSettings]  # the one the server reads: a test may reload it
     loop: RequestLoop
     tracker: StatusTracker
     microgrid: FakeMicrogrid  # every command is held until `release` is set
@@ -76,7 +78,7 @@ async def serving(
     """
     path = tmp_path / "control.sock"
     tracker = StatusTracker(
-        PAIRS, StatusSettings(max_data_age_s=3600.0), wall_clock=trio.current_time
+        PAIRS, fixed(StatusSettings(max_data_age_s=3600.0)), wall_clock=trio.current_time
     )
     for battery, inverter in PAIRS.items():
         now = trio.current_time()
@@ -87,8 +89,9 @@ async def serving(
     microgrid = FakeMicrogrid()
     microgrid.behaviour = dict.fromkeys(PAIRS.values(), Answer(held=release))
     topology = Topology(pairs=PAIRS, left_out={})
-    loop = RequestLoop(microgrid, tracker, topology, LoopSettings())
-    server = ControlServer(settings=settings or ControlSettings(), admit=admit)
+    loop = RequestLoop(microgrid, tracker, topology, fixed(LoopSettings()))
+    live = LiveValue(settings or ControlSettings())
+    server = ControlServer(settings=live, admit=admit)
     if connected:
         server.attach(loop=loop, tracker=tracker, topology=topology)
     sock = bind_control_socket(str(path))
@@ -106,6 +109,7 @@ async def serving(
             yield Served(
                 path=path,
                 server=server,
+                settings=live,
                 loop=loop,
                 tracker=tracker,
                 microgrid=microgrid,
@@ -196,7 +200,7 @@ async def test_the_default_admission_refuses_a_stranger_until_its_group_is_allow
                 }
                 await assert_closed(refused)
             # A reload applies to the connections that come after it.
-            served.server.set_settings(ControlSettings(allowed_gids=frozenset({gid})))
+            served.settings.value = ControlSettings(allowed_gids=frozenset({gid}))
             async with connect(served.path) as admitted:
                 await assert_served(admitted)
 

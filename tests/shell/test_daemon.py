@@ -18,9 +18,10 @@ import trio
 
 from distributord.core.config import LIVE_KEYS, parse_config
 from distributord.core.errors import ControlSocketError
-from distributord.core.status import Status
+from distributord.core.status import Status, StatusSettings
 from distributord.shell.control import ControlSettings, bind_control_socket, is_allowed
 from distributord.shell.daemon import Daemon, DaemonSettings, settings_from_config
+from distributord.shell.live import LiveValue
 from distributord.shell.requestloop import LoopSettings
 from distributord.sim.scenario import BatterySpec, Faults, InverterSpec, Scenario, uniform_fleet
 from distributord.sim.server import Simulator
@@ -354,6 +355,25 @@ async def test_too_many_connections_are_refused(sim: Simulator, tmp_path: Path) 
                 with pytest.raises(trio.EndOfChannel):
                     await three.receive()
         await assert_still_usable(one)
+
+
+async def test_every_part_reads_the_one_running_value(sim: Simulator, tmp_path: Path) -> None:
+    # Issue 10, item 2: the loop, the control server and the tracker each held a copy that a
+    # reload had to replace one by one (and the daemon's drain timeout a fourth).
+    running = LiveValue(DaemonSettings(address=sim.address))
+    async with running_daemon(sim, tmp_path / "l.sock", running) as daemon:
+        new = attrs.evolve(
+            running.value,
+            loop=LoopSettings(exponent=3.0, lifetime_s=15),
+            control=ControlSettings(max_connections=5),
+            status=StatusSettings(max_data_age_s=7.0),
+            drain_timeout_s=1.0,
+        )
+        running.value = new
+        assert daemon.settings.value is new
+        assert daemon.loop.settings is new.loop
+        assert daemon.control.settings is new.control
+        assert daemon.tracker.settings is new.status
 
 
 SYSTEM_PYTHON = "/usr/bin/python3"

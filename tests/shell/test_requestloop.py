@@ -33,6 +33,7 @@ from distributord.core.model import (
 from distributord.core.status import Status, StatusSettings
 from distributord.core.topology import Topology
 from distributord.shell.link import MicrogridClient
+from distributord.shell.live import LiveValue, fixed
 from distributord.shell.requestloop import CUT_OFF, NOT_APPLIED, LoopSettings, RequestLoop, Timing
 from distributord.shell.tracker import StatusTracker
 from tests.fakes import Answer, Behaviour, Crash, End, FakeMicrogrid, Hang
@@ -84,6 +85,7 @@ class Rig:
     fake: FakeMicrogrid
     tracker: StatusTracker
     loop: RequestLoop
+    settings: LiveValue[LoopSettings]  # the one the loop reads: a test may reload it
     replies: list[Reply] = attrs.Factory(list)
     served: trio.Event = attrs.Factory(trio.Event)
     """Set when ``loop.serve`` returns."""
@@ -104,12 +106,13 @@ class Rig:
 @asynccontextmanager
 async def open_rig(settings: LoopSettings | None = None) -> AsyncIterator[Rig]:
     """A loop serving a fake microgrid, every battery working, at mock time 0."""
-    tracker = StatusTracker(PAIRS, STATUS, wall_clock=wall)
+    tracker = StatusTracker(PAIRS, fixed(STATUS), wall_clock=wall)
     for battery in PAIRS:
         feed(tracker, battery)
     assert all(state.status is Status.WORKING for state in tracker.states.values())
     fake = FakeMicrogrid(TOPOLOGY)
-    rig = Rig(fake, tracker, RequestLoop(fake, tracker, TOPOLOGY, settings or LoopSettings()))
+    live = LiveValue(settings or LoopSettings())
+    rig = Rig(fake, tracker, RequestLoop(fake, tracker, TOPOLOGY, live), live)
 
     async def serve_loop(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await rig.loop.serve(task_status=task_status)
@@ -370,7 +373,7 @@ async def test_a_reload_that_shortens_the_lifetime_re_times_standing_setpoints_a
     async with open_rig(LoopSettings(lifetime_s=60)) as rig:
         rig.submit(4000.0, 1001, 1002)
         await trio.sleep(7.0)
-        rig.loop.set_settings(LoopSettings(lifetime_s=15))
+        rig.settings.value = LoopSettings(lifetime_s=15)
         await trio.sleep(14.0)
 
         sent = [(batch.sent_at, batch.lifetime_s) for batch in rig.fake.batches]
@@ -709,12 +712,12 @@ async def test_cut_off_by_the_shutdown_every_request_taken_is_still_answered(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     # Issue 10, item 5: a request cut off by the drain deadline got no reply at all.
-    tracker = StatusTracker(PAIRS, STATUS, wall_clock=wall)
+    tracker = StatusTracker(PAIRS, fixed(STATUS), wall_clock=wall)
     for battery in PAIRS:
         feed(tracker, battery)
     fake = FakeMicrogrid(TOPOLOGY)
     fake.behaviour[2001] = Hang()
-    loop = RequestLoop(fake, tracker, TOPOLOGY, LoopSettings())
+    loop = RequestLoop(fake, tracker, TOPOLOGY, fixed(LoopSettings()))
     replies: list[Result] = []
     async with trio.open_nursery() as nursery:
         await nursery.start(tracker.serve)

@@ -31,6 +31,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from distributord.core.errors import CommandFailedError, CommandRejectedError
 from distributord.core.model import Ignored, Request, Result
 from distributord.core.status import Status
+from distributord.shell.live import LiveValue, fixed
 from distributord.shell.requestloop import LoopSettings, RequestLoop, Timing
 from distributord.shell.tracker import StatusTracker
 from tests.fakes import Answer, Behaviour, FakeMicrogrid, Hang
@@ -62,16 +63,14 @@ class LoopMachine(RuleBasedStateMachine):
         trio.run(self._main, clock=self.clock)
 
     async def _main(self) -> None:
-        self.tracker = StatusTracker(PAIRS, STATUS, wall_clock=wall)
+        self.tracker = StatusTracker(PAIRS, fixed(STATUS), wall_clock=wall)
         for battery in PAIRS:
             feed(self.tracker, battery)
         self.fake = FakeMicrogrid(TOPOLOGY)
-        self.loop = RequestLoop(
-            self.fake,
-            self.tracker,
-            TOPOLOGY,
-            LoopSettings(lifetime_s=self.lifetime_s, queue_size=QUEUE_SIZE),
+        self.loop_settings = LiveValue(
+            LoopSettings(lifetime_s=self.lifetime_s, queue_size=QUEUE_SIZE)
         )
+        self.loop = RequestLoop(self.fake, self.tracker, TOPOLOGY, self.loop_settings)
         self.stopped = trio.Event()
         self.loop_scope = trio.CancelScope()
         async with trio.open_nursery() as nursery:
@@ -149,7 +148,7 @@ class LoopMachine(RuleBasedStateMachine):
         self.lifetime_s = lifetime
 
         async def act() -> None:
-            self.loop.set_settings(LoopSettings(lifetime_s=lifetime, queue_size=QUEUE_SIZE))
+            self.loop_settings.value = LoopSettings(lifetime_s=lifetime, queue_size=QUEUE_SIZE)
 
         self.in_trio(act)
 

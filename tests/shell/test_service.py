@@ -235,6 +235,44 @@ async def test_an_unreachable_microgrid_is_waited_for_and_stop_still_works(tmp_p
             assert await process.wait() == 0
 
 
+async def test_a_reload_while_waiting_for_the_microgrid_applies_at_once(tmp_path: Path) -> None:
+    # Issue 10, item 2: the settings are one running value from start-up on, so a reload has
+    # something to apply to before discovery completes (it used to say "not applied").
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = config_file(tmp_path, "[control]\nmax_connections = 64\n")
+    sock = tmp_path / "c.sock"
+    args = [
+        *RUN,
+        "--config",
+        str(config),
+        "--microgrid",
+        f"127.0.0.1:{port}",
+        "--socket",
+        str(sock),
+    ]
+    async with daemon_process(args, tmp_path) as (process, notify, log):
+        await notify.wait_for("READY", "1")  # serving, waiting for the microgrid
+        config.write_text("[control]\nmax_connections = 1\n[requests]\nqueue_size = 3\n")
+        process.send_signal(signal.SIGHUP)
+        await notify.wait_for("RELOADING", "1")
+        reloaded = await notify.wait_for("READY", "1")
+        assert reloaded["STATUS"] == f"waiting for the microgrid at 127.0.0.1:{port}"
+        await log.wait_for("reload: applied control.max_connections")
+        assert "requests.queue_size change only with a restart" in log.text
+        async with connect(sock) as first:
+            assert (await first.result("ping"))["microgrid"] == "connecting"
+            async with connect(sock) as second:  # past the reloaded bound of one
+                with trio.fail_after(LIMIT_S):
+                    refused = await second.receive()
+                assert refused["error"]["code"] == -32001
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(LIMIT_S):
+            assert await process.wait() == 0
+        assert "Traceback" not in log.text
+
+
 @pytest.mark.parametrize(
     ("config", "flags", "code", "message"),
     [

@@ -12,6 +12,7 @@ import trio.testing
 
 from distributord.core.model import BatterySnapshot, InverterSnapshot
 from distributord.core.status import Reason, Status, StatusSettings
+from distributord.shell.live import LiveValue, fixed
 from distributord.shell.tracker import Board, StatusTracker
 from tests.snapshots import battery_snapshot, inverter_snapshot
 
@@ -41,7 +42,7 @@ def inverter(iid: int = 2001, **overrides: Any) -> InverterSnapshot:
 # asks for `autojump_clock` itself; the fixture gets the same instance.
 @pytest.fixture
 async def tracker(autojump_clock: trio.testing.MockClock) -> AsyncIterator[StatusTracker]:
-    tracker = StatusTracker(PAIRS, SETTINGS, wall_clock=wall)
+    tracker = StatusTracker(PAIRS, fixed(SETTINGS), wall_clock=wall)
     async with trio.open_nursery() as nursery:
         await nursery.start(tracker.serve)
         yield tracker
@@ -218,3 +219,25 @@ async def test_the_broken_cache_keeps_the_last_valid_values_for_its_ttl(
     assert cached is not None
     assert cached.battery.soc_pct == 50.0
     assert tracker.fleet.cached_pair(1001, now=trio.current_time() + 101.0, ttl_s=100.0) is None
+
+
+async def test_a_reload_of_the_status_settings_applies_from_the_next_sample(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Issue 10, item 2: the tracker read a copy of the settings that a reload replaced; it
+    # now reads the one running value, so there is nothing to keep in step.
+    running = LiveValue(SETTINGS)
+    tracker = StatusTracker(PAIRS, running, wall_clock=wall)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(tracker.serve)
+        feed(tracker)
+        first = trio.current_time()
+        running.value = StatusSettings(max_data_age_s=2.0, min_blocking_s=1.0, max_blocking_s=30.0)
+        assert tracker.settings.max_data_age_s == 2.0
+        # The sample already in hand keeps the age it arrived with...
+        assert await wait_status(tracker, 1001, Status.NOT_WORKING) == first + 10.0
+        # ...the next one is fresh for the new age only.
+        feed(tracker)
+        again = trio.current_time()
+        assert await wait_status(tracker, 1001, Status.NOT_WORKING) == again + 2.0
+        nursery.cancel_scope.cancel()

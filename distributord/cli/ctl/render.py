@@ -65,9 +65,11 @@ def render_ping(result: Mapping[str, Any], path: str) -> list[str]:
 
 
 def render_status(result: Mapping[str, Any], path: str) -> list[str]:
-    """One row per battery, then the counts per status."""
+    """One row per battery, then the counts per status (or that the microgrid is not reached)."""
     del path  # the same signature as the other renderers
     batteries = result["batteries"]
+    if result.get("microgrid") == "connecting":
+        return ["no batteries yet: the microgrid is not connected"]
     if not batteries:
         return ["no batteries"]
     rows = []

@@ -67,6 +67,18 @@ def test_status_without_batteries(daemon: FakeDaemon, capsys: pytest.CaptureFixt
     assert capsys.readouterr().out == "no batteries\n"
 
 
+def test_status_says_when_the_microgrid_is_not_connected_yet(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before discovery the daemon answers with no batteries and "microgrid": "connecting";
+    # "no batteries" alone read as if the site had none.
+    daemon.answers["get_status"] = reply(
+        {"batteries": [], "working": [], "uncertain": [], "microgrid": "connecting"}
+    )
+    assert run(daemon, "status") == 0
+    assert capsys.readouterr().out == "no batteries yet: the microgrid is not connected\n"
+
+
 def test_components_table(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
     daemon.answers["list_components"] = reply(COMPONENTS)
     assert run(daemon, "components") == 0

@@ -1,0 +1,317 @@
+"""Each key a reload applies live, reloaded the way SIGHUP does, and its effect observed.
+
+Every test reloads through ``service._reload`` (the file read, ``config.reloaded``,
+``settings_from_config``, one assignment to the running value) and watches the part that uses
+the key act on the new value: the tracker and the request loop under trio's mock clock, the
+control server and the drain in a daemon on the simulator, the log level in a process.
+``test_every_live_key_has_its_effect_tested`` fails when a key is declared live
+(``core.config.LIVE``) without a test here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from distributord.core import config as configuration
+from distributord.core.config import LIVE_KEYS, Config
+from distributord.core.model import Request
+from distributord.core.planning import choose as real_choose
+from distributord.core.planning import plan as real_plan
+from distributord.core.status import Status
+from distributord.shell import control, requestloop, service
+from distributord.shell.daemon import Daemon, DaemonSettings, settings_from_config
+from distributord.shell.live import LiveValue
+from distributord.shell.requestloop import RequestLoop
+from distributord.shell.systemd import Notifier
+from distributord.shell.tracker import StatusTracker
+from distributord.sim.scenario import uniform_fleet
+from distributord.sim.server import Simulator
+from tests.fakes import FakeMicrogrid
+from tests.shell.test_requestloop import PAIRS, TOPOLOGY, feed, wall
+from tests.shell.test_service import RUN, config_file, daemon_process
+from tests.shell.test_tracker import wait_status
+from tests.support import LIMIT_S, connect, running_daemon, sim_wait
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+COVERED: set[str] = set()
+
+
+def effect_of(*keys: str) -> Callable[[_F], _F]:
+    """Marks a test as the one that shows what reloading ``keys`` does."""
+
+    def mark(test: _F) -> _F:
+        COVERED.update(keys)
+        return test
+
+    return mark
+
+
+@attrs.define
+class Running:
+    """The daemon's running configuration and the one settings value made from it."""
+
+    path: Path
+    config: Config
+    settings: LiveValue[DaemonSettings]
+
+    def reload(self, text: str) -> None:
+        """Write ``text`` as the configuration file and reload it as SIGHUP does."""
+        self.path.write_text(text)
+        self.config = service._reload(
+            self.settings, self.path, Notifier({}), self.config, {}, lambda: "test"
+        )
+
+
+def start(tmp_path: Path, text: str = "", *, address: str = "127.0.0.1:1") -> Running:
+    path = tmp_path / "distributord.toml"
+    path.write_text(text)
+    config = configuration.with_overrides(configuration.load_config(path), microgrid=address)
+    return Running(path, config, LiveValue(settings_from_config(config)))
+
+
+def test_every_live_key_has_its_effect_tested() -> None:
+    assert COVERED == LIVE_KEYS
+
+
+def test_a_key_that_needs_a_restart_keeps_its_running_value(tmp_path: Path) -> None:
+    running = start(tmp_path, "[requests]\nqueue_size = 8\n")
+    running.reload("[requests]\nqueue_size = 2\n")
+    assert running.settings.value.loop.queue_size == 8
+    assert running.config.requests.queue_size == 8
+
+
+# --- the status tracker -----------------------------------------------------------------------
+
+BLOCKING = "[status]\nmax_data_age_s = 3600\nmin_blocking_s = 1\nmax_blocking_s = 30\n"
+
+
+@asynccontextmanager
+async def tracking(running: Running) -> AsyncIterator[StatusTracker]:
+    tracker = StatusTracker(PAIRS, running.settings.view(lambda s: s.status), wall_clock=wall)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(tracker.serve)
+        yield tracker
+        nursery.cancel_scope.cancel()
+
+
+@effect_of("status.max_data_age_s")
+async def test_max_data_age(autojump_clock: trio.testing.MockClock, tmp_path: Path) -> None:
+    running = start(tmp_path, "[status]\nmax_data_age_s = 10\n")
+    async with tracking(running) as tracker:
+        running.reload("[status]\nmax_data_age_s = 2\n")
+        feed(tracker, 1001)
+        fed = trio.current_time()
+        assert await wait_status(tracker, 1001, Status.NOT_WORKING) == fed + 2.0
+
+
+@effect_of("status.min_blocking_s")
+async def test_min_blocking(autojump_clock: trio.testing.MockClock, tmp_path: Path) -> None:
+    running = start(tmp_path, BLOCKING)
+    async with tracking(running) as tracker:
+        feed(tracker, 1001)
+        running.reload(BLOCKING.replace("min_blocking_s = 1", "min_blocking_s = 4"))
+        tracker.record_outcomes(succeeded=[], failed=[1001])
+        assert tracker.state(1001).blocked_until == trio.current_time() + 4.0
+
+
+@effect_of("status.max_blocking_s")
+async def test_max_blocking(autojump_clock: trio.testing.MockClock, tmp_path: Path) -> None:
+    running = start(tmp_path, BLOCKING)
+    async with tracking(running) as tracker:
+        feed(tracker, 1001)
+        tracker.record_outcomes(succeeded=[], failed=[1001])  # a window of 1 s
+        await trio.sleep(1.0)
+        running.reload(BLOCKING.replace("max_blocking_s = 30", "max_blocking_s = 1.5"))
+        tracker.record_outcomes(succeeded=[], failed=[1001])  # would double to 2 s
+        assert tracker.state(1001).blocked_until == trio.current_time() + 1.5
+
+
+# --- the request loop -------------------------------------------------------------------------
+
+
+@attrs.define
+class Looping:
+    loop: RequestLoop
+    fake: FakeMicrogrid
+    replies: list[object]
+
+    def submit(self, power_w: float, *batteries: int, **fields: Any) -> None:
+        request = Request(power_w=power_w, batteries=frozenset(batteries), **fields)
+        assert self.loop.submit(request, lambda result, timing: self.replies.append(result))
+
+
+@asynccontextmanager
+async def looping(running: Running) -> AsyncIterator[Looping]:
+    async with tracking(running) as tracker:
+        for battery in PAIRS:
+            feed(tracker, battery)
+        fake = FakeMicrogrid(TOPOLOGY)
+        loop = RequestLoop(fake, tracker, TOPOLOGY, running.settings.view(lambda s: s.loop))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(loop.serve)
+            yield Looping(loop, fake, [])
+            nursery.cancel_scope.cancel()
+
+
+@effect_of("setpoints.lifetime_s")
+async def test_lifetime(autojump_clock: trio.testing.MockClock, tmp_path: Path) -> None:
+    # What a lifetime does to the refresh period is test_requestloop's
+    # test_a_reload_that_shortens_the_lifetime_re_times_standing_setpoints_at_once.
+    running = start(tmp_path, "[setpoints]\nlifetime_s = 60\n")
+    async with looping(running) as rig:
+        running.reload("[setpoints]\nlifetime_s = 15\n")
+        rig.submit(2000.0, 1001, 1002)
+        await trio.sleep(1.0)
+        assert [batch.lifetime_s for batch in rig.fake.batches] == [15]
+
+
+@pytest.fixture
+def planned(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """What the loop passes to the pure planning functions, request by request."""
+    seen: list[dict[str, Any]] = []
+
+    def choose(*args: Any, **kwargs: Any) -> Any:
+        seen.append({"cache_ttl_s": kwargs["cache_ttl_s"]})
+        return real_choose(*args, **kwargs)
+
+    def plan(*args: Any, **kwargs: Any) -> Any:
+        seen[-1].update(exponent=kwargs["exponent"], budget_s=kwargs["search_budget"].seconds)
+        return real_plan(*args, **kwargs)
+
+    monkeypatch.setattr(requestloop, "choose", choose)
+    monkeypatch.setattr(requestloop, "plan", plan)
+    return seen
+
+
+@effect_of("distribution.exponent", "distribution.search_budget_ms", "status.broken_cache_ttl_s")
+@pytest.mark.parametrize(
+    ("text", "seen"),
+    [
+        ("[distribution]\nexponent = 2.5\n", {"exponent": 2.5}),
+        ("[distribution]\nsearch_budget_ms = 7\n", {"budget_s": 0.007}),
+        ("[status]\nbroken_cache_ttl_s = 42\n", {"cache_ttl_s": 42.0}),
+    ],
+)
+async def test_what_the_loop_plans_with(
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    planned: list[dict[str, Any]],
+    text: str,
+    seen: dict[str, float],
+) -> None:
+    # How each value shapes a plan is the core's business (tests/core); here: that the value
+    # a reload puts in force is the one the next request is planned with.
+    running = start(tmp_path)
+    async with looping(running) as rig:
+        rig.submit(2000.0, 1001, 1002)
+        await trio.sleep(1.0)
+        running.reload(text)
+        rig.submit(3000.0, 1001, 1002)
+        await trio.sleep(1.0)
+    (key,) = seen
+    assert [p[key] for p in planned] != [seen[key]] * 2  # the first was planned as started
+    assert planned[-1][key] == pytest.approx(seen[key])
+
+
+# --- the daemon on the simulator ---------------------------------------------------------------
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(uniform_fleet(2, seed=5), telemetry_hz=20.0) as simulator:
+        yield simulator
+
+
+@asynccontextmanager
+async def daemon_on(sim: Simulator, tmp_path: Path) -> AsyncIterator[tuple[Daemon, Running]]:
+    running = start(tmp_path, address=sim.address)
+    async with running_daemon(sim, tmp_path / "c.sock", running.settings) as daemon:
+        yield daemon, running
+
+
+@effect_of("control.max_connections")
+async def test_max_connections(sim: Simulator, tmp_path: Path) -> None:
+    async with daemon_on(sim, tmp_path) as (_, running):
+        running.reload("[control]\nmax_connections = 1\n")
+        async with connect(tmp_path / "c.sock") as first:
+            assert (await first.result("ping"))["version"]
+            async with connect(tmp_path / "c.sock") as second:
+                with trio.fail_after(LIMIT_S):
+                    assert (await second.receive())["error"]["code"] == -32001
+
+
+@effect_of("control.allowed_uids", "control.allowed_gids")
+@pytest.mark.parametrize("key", ["allowed_uids", "allowed_gids"])
+async def test_allowed_peers(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    uid, gid = os.geteuid() + 4242, os.getegid() + 4343  # neither root nor the daemon's user
+    monkeypatch.setattr(control, "peer_credentials", lambda sock: (os.getpid(), uid, gid))
+    async with daemon_on(sim, tmp_path) as (_, running):
+        async with connect(tmp_path / "c.sock") as refused:
+            with trio.fail_after(LIMIT_S):
+                assert (await refused.receive())["error"]["code"] == -32003
+        running.reload(f"[control]\n{key} = [{uid if key == 'allowed_uids' else gid}]\n")
+        async with connect(tmp_path / "c.sock") as admitted:
+            assert (await admitted.result("ping"))["version"]
+
+
+@effect_of("requests.default_timeout_s")
+async def test_default_timeout(sim: Simulator, tmp_path: Path) -> None:
+    sim.set_fault(2001, command_latency_s=1.0)  # within the 5 s default; not within 0.2 s
+    async with daemon_on(sim, tmp_path) as (_, running):
+        running.reload("[requests]\ndefault_timeout_s = 0.2\n")
+        async with connect(tmp_path / "c.sock") as client:
+            result = await client.result("set_power", {"power_w": 1000, "batteries": [1001, 1002]})
+    assert result["outcome"] == "partial_failure"
+    assert result["failed_batteries"] == [1001]
+
+
+@effect_of("requests.drain_timeout_s")
+async def test_drain_timeout(sim: Simulator, tmp_path: Path) -> None:
+    sim.set_fault(2001, command_hang=True)
+    async with daemon_on(sim, tmp_path) as (daemon, running):
+        running.reload("[requests]\ndrain_timeout_s = 0.2\n")  # from the default 10 s
+        async with connect(tmp_path / "c.sock") as client:
+            hanging = await client.send(
+                "set_power", {"power_w": 1000, "batteries": [1001], "request_timeout_s": 30}
+            )
+            await sim_wait(sim, lambda s: s.pending_commands(2001) == 1)
+            daemon.stop()
+            with trio.fail_after(5.0):  # the drain as started would take 10
+                reply = await client.reply_to(hanging)
+    assert reply["result"]["outcome"] == "error"
+
+
+# --- the process ---------------------------------------------------------------------------------
+
+
+@effect_of("logging.level")
+async def test_log_level(sim: Simulator, tmp_path: Path) -> None:
+    config = config_file(tmp_path, '[logging]\nlevel = "info"\n')
+    sock = tmp_path / "c.sock"
+    args = [*RUN, "--config", str(config), "--microgrid", sim.address, "--socket", str(sock)]
+    async with daemon_process(args, tmp_path) as (process, notify, log):
+        await notify.wait_for("READY", "1")
+        await notify.wait_for("READY", "1")
+        config.write_text('[logging]\nlevel = "debug"\n')
+        process.send_signal(signal.SIGHUP)
+        await log.wait_for("reload: applied logging.level")
+        async with connect(sock) as client:
+            await client.result("set_power", {"power_w": 0, "batteries": [1001, 1002]})
+        # The request's line, at debug: hidden at "info".
+        await log.wait_for("request for batteries [1001, 1002] at 0 W: Success")
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(LIMIT_S):
+            assert await process.wait() == 0
