@@ -22,13 +22,47 @@ import attrs
 
 
 class Category(enum.StrEnum):
-    """Component categories distributord distinguishes (v1 names, prefix dropped)."""
+    """Component categories distributord distinguishes (prefix dropped, lower case).
+
+    Each API version's adapter maps its own category names onto these by name; a category
+    that is none of these is :attr:`OTHER`.
+    """
 
     GRID = "grid"
     METER = "meter"
     INVERTER = "inverter"
     BATTERY = "battery"
+    RELAY = "relay"
+    BREAKER = "breaker"
+    FUSE = "fuse"
+    PRECHARGER = "precharger"
     OTHER = "other"
+
+
+PASS_THROUGH = frozenset({Category.RELAY, Category.BREAKER, Category.FUSE, Category.PRECHARGER})
+"""Components that only switch or protect a line: a battery's inverter is found through them."""
+
+
+class InverterType(enum.StrEnum):
+    """What an inverter converts (v1alpha18/19 say; v1 does not: :attr:`UNSPECIFIED`)."""
+
+    BATTERY = "battery"
+    HYBRID = "hybrid"
+    PV = "pv"
+    UNSPECIFIED = "unspecified"
+
+
+@attrs.frozen
+class Component:
+    """One component of the graph, as the adapters hand it over.
+
+    Attributes:
+        category: What it is.
+        inverter_type: For an inverter, what it converts; None for every other category.
+    """
+
+    category: Category
+    inverter_type: InverterType | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -1,0 +1,230 @@
+"""What the rest of distributord needs from one version of the Microgrid API.
+
+Theory of operation
+-------------------
+Each version has one adapter module (``api.v1``; ``api.v1alpha`` for v1alpha18 and v1alpha19,
+which differ in a small table) that exports one object implementing :class:`Adapter`. The
+adapter is the only code that touches that version's generated messages:
+
+* **the daemon's side**: it makes the stub, asks for the component graph, opens a component's
+  telemetry stream, decodes its messages into the core's snapshots (:class:`Decoder`), and
+  sends a command, turning the version's outcome into a valid-until time or a
+  :class:`~distributord.core.errors.CommandError`. The IO shell (``shell.link``) runs these
+  coroutines on the bridge's asyncio loop; gRPC errors (``grpc.aio.AioRpcError``) pass through
+  unchanged, and the link maps their status codes with :func:`command_error`.
+* **the simulator's side**: :meth:`Adapter.add_servicer` registers the version's ``Microgrid``
+  service on a gRPC server, serving it from a version-neutral :class:`SimHandler` (the
+  simulator implements that once, for all versions). The adapter translates requests (filters
+  included) and encodes :class:`BatteryTelemetry` / :class:`InverterTelemetry` and
+  :class:`SetPowerOutcome` into the version's messages.
+
+Enums are matched by name, never by number: the numbering differs between versions.
+Adapters import protobuf and the generated modules; never trio, and grpc only inside the
+servicer glue that the simulator calls.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+from distributord.core.bounds import Range
+from distributord.core.errors import CommandError, CommandFailedError, CommandRejectedError
+from distributord.core.model import BatterySnapshot, InverterSnapshot, StateCode
+from distributord.core.topology import Component
+
+Snapshot = BatterySnapshot | InverterSnapshot
+
+REJECTING_CODES = frozenset({"OUT_OF_RANGE", "INVALID_ARGUMENT"})
+"""gRPC status codes that mean "this setpoint is not acceptable", not "something broke"."""
+
+
+def command_error(code: str, details: str = "") -> CommandError:
+    """The domain error for a gRPC status code name (``"OUT_OF_RANGE"``, ...), any version."""
+    if code in REJECTING_CODES:
+        return CommandRejectedError(code, details)
+    return CommandFailedError(code, details)
+
+
+class Note(enum.StrEnum):
+    """Something in a message the caller should log (once per stream and kind)."""
+
+    LOSSY_BOUNDS = "power ranges that cannot be represented were left out"
+    INVERTED_SOC_BOUNDS = "SoC bounds are inverted; treated as unknown"
+    INVERTED_BOUNDS = "power bounds are inverted or empty; treated as unknown"
+    FOREIGN_ID = "a message carried another component's id; ignored"
+    BAD_TIMESTAMP = "a timestamp outside what can be represented; ignored"
+    BAD_VALUE = "a value that is not a finite plausible number; treated as unknown"
+
+
+class Decoder(Protocol):
+    """Decodes one component's telemetry stream, message by message, into snapshots."""
+
+    max_data_age_s: float
+    """How long a field keeps its value when later messages omit it (settable: a reload)."""
+
+    notes: set[Note]
+    """What the last :meth:`decode` found worth logging."""
+
+    ignored: int
+    """Messages ignored so far (another component's id, or nothing usable in them)."""
+
+    def decode(self, data: Any, *, received_at: float) -> Snapshot | None:
+        """The snapshot after ``data`` (one stream message) arrived at ``received_at``.
+
+        ``received_at`` is monotonic seconds. None when the message is ignored (counted in
+        :attr:`ignored`). Never raises, whatever the message holds.
+        """
+        ...
+
+
+# --- what the simulator hands the adapters -----------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class BatteryTelemetry:
+    """A battery's reading, version-neutral (``None`` leaves a value or bounds out)."""
+
+    component_id: int
+    sampled_at: float
+    soc_pct: float | None
+    soc_bounds: Range | None
+    capacity_wh: float | None
+    power_w: float | None
+    power_ranges: Sequence[Range] | None
+    states: Iterable[StateCode]
+    errors: Iterable[str] = ()
+    warnings: Iterable[str] = ()
+
+
+@attrs.frozen(kw_only=True)
+class InverterTelemetry:
+    """An inverter's (or a meter's) reading, version-neutral: AC active power."""
+
+    component_id: int
+    sampled_at: float
+    active_power_w: float | None
+    power_ranges: Sequence[Range] | None
+    states: Iterable[StateCode]
+    errors: Iterable[str] = ()
+    warnings: Iterable[str] = ()
+
+
+Telemetry = BatteryTelemetry | InverterTelemetry
+
+
+class FinalReply(enum.StrEnum):
+    """How a v1alpha18/19 set-power reply stream ends after ``ACCEPTED`` (v1 has no stream)."""
+
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    OVERRIDDEN = "OVERRIDDEN"
+    NONE = "NONE"  # no final reply: the stream stays open until the client cancels it
+
+
+@attrs.frozen(kw_only=True)
+class SetPowerOutcome:
+    """What the simulator decided about one command.
+
+    Attributes:
+        valid_until: Unix time the setpoint holds until, when accepted; None when refused.
+        code: The gRPC status code name of a refusal (``"OUT_OF_RANGE"``, ...), else None.
+            v1 aborts the call with it; v1alpha18/19 answer ``REJECTED`` and end the stream.
+        details: The refusal's text.
+        final: How an accepted command's reply stream ends (v1alpha18/19 only).
+    """
+
+    valid_until: float | None
+    code: str | None = None
+    details: str = ""
+    final: FinalReply = FinalReply.SUCCESS
+
+
+class SimHandler(Protocol):
+    """The simulator as every version's servicer sees it (it implements this once).
+
+    Each method may raise :class:`SimAbort` to end the call with a gRPC status code.
+    """
+
+    def components(self) -> Sequence[tuple[int, Component]]:
+        """Every component: id and what it is."""
+        ...
+
+    def connections(self) -> Sequence[tuple[int, int]]:
+        """Every ``(source, destination)`` edge, directed away from the grid."""
+        ...
+
+    async def set_power(
+        self, component_id: int, power_w: float, lifetime_s: int | None
+    ) -> SetPowerOutcome:
+        """Handle one command (may wait, hang until cancelled, or raise :class:`SimAbort`)."""
+        ...
+
+    def telemetry(self, component_id: int) -> AsyncIterator[Telemetry]:
+        """A component's readings as they come, until the call ends (or :class:`SimAbort`)."""
+        ...
+
+
+class SimAbort(Exception):  # noqa: N818  (an instruction to the servicer, not an error of ours)
+    """End the current call with a gRPC status code (by name) and details."""
+
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(f"{code}: {details}")
+        self.code = code
+        self.details = details
+
+
+# --- the adapter ------------------------------------------------------------------------------
+
+
+class Adapter(Protocol):
+    """One version of the Microgrid API (see the module docstring)."""
+
+    name: str
+    """The version, as the configuration and ``ping`` spell it: ``"v1alpha18"``."""
+
+    service: str
+    """The full gRPC service name, e.g. ``"frequenz.api.microgrid.v1alpha18.Microgrid"``."""
+
+    # -- the daemon's side --------------------------------------------------------------------
+
+    def stub(self, channel: Any) -> Any:
+        """The version's ``Microgrid`` stub on a grpc.aio channel."""
+        ...
+
+    async def components(self, stub: Any) -> dict[int, Component]:
+        """Every component (one call; gRPC errors pass through)."""
+        ...
+
+    async def connections(self, stub: Any) -> list[tuple[int, int]]:
+        """Every ``(source, destination)`` edge (one call; gRPC errors pass through)."""
+        ...
+
+    def telemetry(self, stub: Any, component_id: int) -> AsyncIterator[Any]:
+        """A component's stream, message by message (what :meth:`Decoder.decode` takes)."""
+        ...
+
+    def decoder(self, component_id: int, *, battery: bool, max_data_age_s: float) -> Decoder:
+        """A decoder for one component's stream."""
+        ...
+
+    async def set_power(
+        self, stub: Any, inverter_id: int, power_w: float, lifetime_s: int
+    ) -> float:
+        """Command an inverter's active power; until when (Unix time, s) it holds.
+
+        Raises:
+            CommandRejectedError: The version's refusal (v1alpha18/19: ``REJECTED``).
+            CommandFailedError: The version's failure (v1alpha18/19: ``FAILED``, or the reply
+                stream ended without a final reply).
+        """
+        ...
+
+    # -- the simulator's side -----------------------------------------------------------------
+
+    def add_servicer(self, handler: SimHandler, server: Any) -> None:
+        """Serve this version's ``Microgrid`` service from ``handler`` on a grpc.aio server."""
+        ...
