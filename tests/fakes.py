@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -25,7 +25,7 @@ from distributord.core.errors import CommandError
 from distributord.core.topology import Topology
 
 if TYPE_CHECKING:
-    from distributord.api import v1
+    from distributord.api.adapter import Decoder
     from distributord.shell.link import MessageStream
 
 
@@ -144,9 +144,11 @@ class FakeMicrogrid:
             raise NotImplementedError("FakeMicrogrid was given no topology")
         return self._topology
 
-    def telemetry(
-        self, component_id: int
-    ) -> AbstractAsyncContextManager[MessageStream[v1.ComponentData]]:
+    def telemetry(self, component_id: int) -> AbstractAsyncContextManager[MessageStream[Any]]:
+        """Not faked: tests feed the status tracker directly."""
+        raise NotImplementedError("FakeMicrogrid has no telemetry; feed the tracker instead")
+
+    def decoder(self, component_id: int, *, battery: bool, max_data_age_s: float) -> Decoder:
         """Not faked: tests feed the status tracker directly."""
         raise NotImplementedError("FakeMicrogrid has no telemetry; feed the tracker instead")
 

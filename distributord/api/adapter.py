@@ -32,11 +32,18 @@ from typing import Any, Protocol
 import attrs
 
 from distributord.core.bounds import Range
-from distributord.core.errors import CommandError, CommandFailedError, CommandRejectedError
+from distributord.core.errors import (
+    CommandError,
+    CommandFailedError,
+    CommandRejectedError,
+    SimAbort,
+)
 from distributord.core.model import BatterySnapshot, InverterSnapshot, StateCode
 from distributord.core.topology import Component
 
 Snapshot = BatterySnapshot | InverterSnapshot
+
+__all__ = ["SimAbort"]  # re-exported: the servicers catch it from here
 
 REJECTING_CODES = frozenset({"OUT_OF_RANGE", "INVALID_ARGUMENT"})
 """gRPC status codes that mean "this setpoint is not acceptable", not "something broke"."""
@@ -166,15 +173,6 @@ class SimHandler(Protocol):
     def telemetry(self, component_id: int) -> AsyncIterator[Telemetry]:
         """A component's readings as they come, until the call ends (or :class:`SimAbort`)."""
         ...
-
-
-class SimAbort(Exception):  # noqa: N818  (an instruction to the servicer, not an error of ours)
-    """End the current call with a gRPC status code (by name) and details."""
-
-    def __init__(self, code: str, details: str) -> None:
-        super().__init__(f"{code}: {details}")
-        self.code = code
-        self.details = details
 
 
 # --- the adapter ------------------------------------------------------------------------------

@@ -1,44 +1,87 @@
-"""The one module that speaks ``frequenz.api.microgrid.v1`` (and its common types).
+"""The one module that speaks ``frequenz.api.microgrid.v1`` (and its common types, ``common.v1``).
 
 Theory of operation
 -------------------
-Nothing else in distributord imports the generated code. The IO shell passes messages it
-receives straight here and gets distributord's own frozen types back; it asks here for the
-messages it sends. The simulator, the other side of the wire, builds its messages here too.
+:data:`V1` is this version's :class:`~distributord.api.adapter.Adapter`; nothing else in
+distributord imports this version's generated code. The daemon hands it the stub and the
+messages it receives and gets distributord's own types back; the simulator registers
+:meth:`V1.add_servicer` and serves from its version-neutral handler. The rules for judging
+telemetry are shared by every version (``distributord.api``); this module only says how v1
+spells things (:data:`DIALECT`).
 
-Decoding is pure (no grpc, no clock): time comes in as arguments. ``grpc`` itself is only
-imported by :func:`microgrid_stub` and the servicer helpers, which the IO shell calls.
+What v1 says differently (``spec/microgrid-api.md``):
 
-What we read (``spec/microgrid-v1.md``):
+* ``ListComponents``: ``components[]``; an inverter's type is in ``category_type.inverter``
+  (``INVERTER_TYPE_SOLAR`` is our ``PV``). v1 has relays, fuses and prechargers but no
+  breaker: the simulator sends a breaker as a relay (:data:`CATEGORY_SUBSTITUTES`).
+* ``ReceiveComponentDataStream``: ``data: ComponentData{component_id, metric_samples[],
+  states[]}``; samples have ``sampled_at``, states ``sampled_at`` and error *codes*.
+* Metric names: ``METRIC_BATTERY_SOC_PCT``, ``METRIC_BATTERY_CAPACITY``, ``METRIC_DC_POWER``,
+  ``METRIC_AC_ACTIVE_POWER``.
+* ``SetComponentPowerActive`` is unary: one ``valid_until``; a refusal is a gRPC status code.
 
-* battery: ``METRIC_BATTERY_SOC_PCT`` (value, and ``bounds[0]`` as the SoC bounds),
-  ``METRIC_BATTERY_CAPACITY``, ``METRIC_DC_POWER`` (value, and ``bounds`` as the power bounds);
-* inverter: ``METRIC_AC_ACTIVE_POWER`` (value, and ``bounds`` as the power bounds);
-* both: the newest ``ComponentState`` (state codes, errors, warnings).
+Importing this module loads protobuf only; ``grpc`` is imported inside the functions that need
+it (the stub and the servicer), which only the IO shell and the simulator call.
 
-A metric missing from a sample keeps its previous value only while that value is fresh
-(received less than ``max_data_age`` ago); otherwise it is unknown (``nan``). Inverted SoC
-bounds and power ranges that cannot be represented are reported as :class:`Note` so that the
-caller can log them once.
+The module-level helpers below :data:`V1` (``battery_data``, ``TelemetryDecoder``,
+``components_response``, ...) are the interface this module had before the adapters; they are
+kept, thin, until the shell and the simulator have moved to :data:`V1`.
 """
 
 from __future__ import annotations
 
-import enum
-import functools
 import math
-from collections.abc import Iterable, Sequence
+import operator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
-from frequenz.api.common.v1.metrics import bounds_pb2, metric_sample_pb2
-from frequenz.api.common.v1.microgrid.components import components_pb2
+from frequenz.api.common.v1.metrics import metric_sample_pb2
+from frequenz.api.common.v1.microgrid.components import components_pb2, inverter_pb2
 from frequenz.api.microgrid.v1 import microgrid_pb2
 from google.protobuf import timestamp_pb2
 
-from distributord.core.bounds import Range, bounds_from_ranges
-from distributord.core.errors import CommandError, CommandFailedError, CommandRejectedError
-from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds, StateCode
-from distributord.core.topology import Category
+from distributord.api import (
+    INVERTER_TYPES,
+    Dialect,
+    TelemetryServing,
+    abort,
+    category_from_name,
+    category_name,
+    end_call,
+    enum_names,
+    fill_sample,
+    sample_specs,
+    seconds,
+    split_seconds,
+    state_decoder,
+)
+from distributord.api import TelemetryDecoder as _Decoder
+from distributord.api.adapter import (
+    REJECTING_CODES,
+    Adapter,
+    BatteryTelemetry,
+    Decoder,
+    InverterTelemetry,
+    Note,
+    SimAbort,
+    SimHandler,
+    Telemetry,
+    command_error,
+)
+from distributord.core.bounds import Range
+from distributord.core.model import StateCode
+from distributord.core.topology import Category, Component, InverterType
+
+__all__ = [
+    "CATEGORY_SUBSTITUTES",
+    "DIALECT",
+    "REJECTING_CODES",
+    "V1",
+    "Note",
+    "TelemetryDecoder",
+    "command_error",
+    "encode_telemetry",
+]
 
 Metric = metric_sample_pb2.Metric
 ComponentData = components_pb2.ComponentData
@@ -52,62 +95,144 @@ ConnectionsRequest = microgrid_pb2.ListConnectionsRequest
 ConnectionsResponse = microgrid_pb2.ListConnectionsResponse
 
 _CATEGORY_PREFIX = "COMPONENT_CATEGORY_"
+_INVERTER_TYPE_PREFIX = "INVERTER_TYPE_"
 _STATE_PREFIX = "COMPONENT_STATE_CODE_"
 _ERROR_PREFIX = "COMPONENT_ERROR_CODE_"
 
-REJECTING_CODES = frozenset({"OUT_OF_RANGE", "INVALID_ARGUMENT"})
-"""gRPC status codes that mean "this setpoint is not acceptable", not "something broke"."""
+_category_name = enum_names(components_pb2.ComponentCategory, _CATEGORY_PREFIX)
+_inverter_type_name = enum_names(inverter_pb2.InverterType, _INVERTER_TYPE_PREFIX)
+_CATEGORY_NAMES = [
+    n.removeprefix(_CATEGORY_PREFIX) for n, _ in components_pb2.ComponentCategory.items()
+]
+_ERROR_NAMES = frozenset(n for n, _ in components_pb2.ComponentErrorCode.items())
+
+CATEGORY_SUBSTITUTES = {Category.BREAKER: "RELAY"}
+"""What the simulator sends for a category v1 has no name for: a breaker, like a relay, only
+switches the line (both pass through when pairing batteries)."""
+
+_INVERTER_TYPE_NAMES = {
+    InverterType.BATTERY: "BATTERY",
+    InverterType.HYBRID: "HYBRID",
+    InverterType.PV: "SOLAR",
+    InverterType.UNSPECIFIED: "UNSPECIFIED",
+}
+
+_states = state_decoder(
+    enum_names(components_pb2.ComponentStateCode, _STATE_PREFIX),
+    enum_names(components_pb2.ComponentErrorCode, _ERROR_PREFIX),
+)
 
 
-# --- topology -------------------------------------------------------------------------------
+def _state_codes(state: components_pb2.ComponentState) -> Any:
+    return _states(tuple(state.states), tuple(state.errors), tuple(state.warnings))
 
 
-def components_request() -> microgrid_pb2.ListComponentsRequest:
-    """``ListComponents`` for all components."""
-    return microgrid_pb2.ListComponentsRequest()
+DIALECT = Dialect(
+    component_id=operator.attrgetter("component_id"),
+    metric_samples=operator.attrgetter("metric_samples"),
+    sample_time="sampled_at",
+    state_snapshots=operator.attrgetter("states"),
+    state_time="sampled_at",
+    states=_state_codes,
+    # Plain ints: the generated enum resolves `Metric.X` through a Python __getattr__ each time,
+    # which cost a third of the decoding time.
+    soc=Metric.Value("METRIC_BATTERY_SOC_PCT"),
+    capacity=Metric.Value("METRIC_BATTERY_CAPACITY"),
+    dc_power=Metric.Value("METRIC_DC_POWER"),
+    ac_power=Metric.Value("METRIC_AC_ACTIVE_POWER"),
+)
+"""How v1 spells a telemetry message."""
+
+_METRICS = {
+    "soc": Metric.ValueType(DIALECT.soc),
+    "capacity": Metric.ValueType(DIALECT.capacity),
+    "dc_power": Metric.ValueType(DIALECT.dc_power),
+    "ac_power": Metric.ValueType(DIALECT.ac_power),
+}
 
 
-def connections_request() -> microgrid_pb2.ListConnectionsRequest:
-    """``ListConnections`` for all connections."""
-    return microgrid_pb2.ListConnectionsRequest()
+# --- topology -----------------------------------------------------------------------------------
 
 
-def decode_components(response: microgrid_pb2.ListComponentsResponse) -> dict[int, Category]:
-    """Component id to category."""
-    out: dict[int, Category] = {}
-    for component in response.components:
-        name = components_pb2.ComponentCategory.Name(component.category)
-        short = name.removeprefix(_CATEGORY_PREFIX).lower()
-        out[component.id] = (
-            Category(short) if short in Category.__members__.values() else Category.OTHER
-        )
-    return out
+def component_of(component: components_pb2.Component) -> Component:
+    """Our view of a ``Component``: its category by name, an inverter's type by name."""
+    name = _category_name(component.category)
+    category = Category.OTHER if name is None else category_from_name(name)
+    if category is not Category.INVERTER:
+        return Component(category)
+    inverter_type = InverterType.UNSPECIFIED
+    if component.category_type.WhichOneof("metadata") == "inverter":
+        type_name = _inverter_type_name(component.category_type.inverter.type)
+        inverter_type = _inverter_type(type_name)
+    return Component(category, inverter_type)
 
 
-def decode_connections(response: microgrid_pb2.ListConnectionsResponse) -> list[tuple[int, int]]:
+def _inverter_type(name: str | None) -> InverterType:
+    if name is None:
+        return InverterType.UNSPECIFIED
+    return INVERTER_TYPES.get(name, InverterType.UNSPECIFIED)
+
+
+def components_of(response: microgrid_pb2.ListComponentsResponse) -> dict[int, Component]:
+    """Component id to what it is."""
+    return {c.id: component_of(c) for c in response.components}
+
+
+def connections_of(response: microgrid_pb2.ListConnectionsResponse) -> list[tuple[int, int]]:
     """``(source, destination)`` edges."""
     return [(c.source_component_id, c.destination_component_id) for c in response.connections]
 
 
-def components_response(components: Iterable[tuple[int, Category]]) -> ComponentsResponse:
-    """A ``ListComponents`` answer (for the simulator)."""
-    return microgrid_pb2.ListComponentsResponse(
-        components=[
-            components_pb2.Component(
-                id=cid,
-                name=f"{category.value}-{cid}",
-                category=components_pb2.ComponentCategory.Value(
-                    _CATEGORY_PREFIX
-                    + (category.name if category is not Category.OTHER else "UNSPECIFIED")
-                ),
-            )
-            for cid, category in components
-        ]
+def _category_value(category: Category) -> components_pb2.ComponentCategory.ValueType:
+    name = category_name(category, _CATEGORY_NAMES, CATEGORY_SUBSTITUTES)
+    return components_pb2.ComponentCategory.Value(_CATEGORY_PREFIX + name)
+
+
+def encode_component(
+    component_id: int, component: Component | Category
+) -> components_pb2.Component:
+    """A ``Component`` (for the simulator); an inverter carries its type."""
+    if isinstance(component, Category):
+        component = Component(component)
+    message = components_pb2.Component(
+        id=component_id,
+        name=f"{component.category.value}-{component_id}",
+        category=_category_value(component.category),
     )
+    if component.category is Category.INVERTER:
+        inverter_type = component.inverter_type or InverterType.UNSPECIFIED
+        message.category_type.inverter.type = inverter_pb2.InverterType.Value(
+            _INVERTER_TYPE_PREFIX + _INVERTER_TYPE_NAMES[inverter_type]
+        )
+    return message
 
 
-def connections_response(edges: Iterable[tuple[int, int]]) -> ConnectionsResponse:
-    """A ``ListConnections`` answer (for the simulator)."""
+def components_response(
+    components: Iterable[tuple[int, Component | Category]],
+    request: microgrid_pb2.ListComponentsRequest | None = None,
+) -> ComponentsResponse:
+    """A ``ListComponents`` answer (for the simulator), filtered as ``request`` asks."""
+    messages = [encode_component(cid, component) for cid, component in components]
+    if request is not None:
+        ids = frozenset(request.component_ids)
+        categories = frozenset(request.categories)
+        messages = [
+            m
+            for m in messages
+            if (not ids or m.id in ids) and (not categories or m.category in categories)
+        ]
+    return microgrid_pb2.ListComponentsResponse(components=messages)
+
+
+def connections_response(
+    edges: Iterable[tuple[int, int]], request: microgrid_pb2.ListConnectionsRequest | None = None
+) -> ConnectionsResponse:
+    """A ``ListConnections`` answer (for the simulator), filtered as ``request`` asks."""
+    if request is not None:
+        starts, ends = frozenset(request.starts), frozenset(request.ends)
+        edges = [
+            (s, d) for s, d in edges if (not starts or s in starts) and (not ends or d in ends)
+        ]
     return microgrid_pb2.ListConnectionsResponse(
         connections=[
             components_pb2.ComponentConnection(source_component_id=s, destination_component_id=d)
@@ -116,7 +241,7 @@ def connections_response(edges: Iterable[tuple[int, int]]) -> ConnectionsRespons
     )
 
 
-# --- commands -------------------------------------------------------------------------------
+# --- commands -----------------------------------------------------------------------------------
 
 
 def set_power_request(inverter_id: int, power_w: float, lifetime_s: int) -> SetPowerRequest:
@@ -138,18 +263,14 @@ def set_power_response(valid_until: float) -> SetPowerResponse:
 
 
 def valid_until(response: SetPowerResponse) -> float:
-    """Until when (Unix time, s) the accepted setpoint holds."""
-    return _seconds(response.valid_until)
+    """Until when (Unix time, s) the accepted setpoint holds; nan if the reply does not say."""
+    if not response.HasField("valid_until"):
+        return math.nan
+    until = seconds(response.valid_until)
+    return math.nan if until is None else until
 
 
-def command_error(code: str, details: str = "") -> CommandError:
-    """The domain error for a gRPC status code name (``"OUT_OF_RANGE"``, ...)."""
-    if code in REJECTING_CODES:
-        return CommandRejectedError(code, details)
-    return CommandFailedError(code, details)
-
-
-# --- telemetry ------------------------------------------------------------------------------
+# --- telemetry ----------------------------------------------------------------------------------
 
 
 def stream_request(component_id: int) -> StreamRequest:
@@ -162,49 +283,8 @@ def parse_stream_request(request: StreamRequest) -> int:
     return request.component_id
 
 
-class Note(enum.StrEnum):
-    """Something in a sample the caller should log (once)."""
-
-    LOSSY_BOUNDS = "power ranges that cannot be represented were left out"
-    INVERTED_SOC_BOUNDS = "SoC bounds are inverted; treated as unknown"
-
-
-_SOC = Metric.Value("METRIC_BATTERY_SOC_PCT")
-_CAPACITY = Metric.Value("METRIC_BATTERY_CAPACITY")
-_DC_POWER = Metric.Value("METRIC_DC_POWER")
-_AC_POWER = Metric.Value("METRIC_AC_ACTIVE_POWER")
-# Plain ints: the generated enum resolves `Metric.X` through a Python __getattr__ each time,
-# which cost a third of the decoding time.
-
-_UNKNOWN_BOUNDS = PowerBounds.unknown()
-_NO_STATES: tuple[frozenset[StateCode], frozenset[str], frozenset[str]] = (
-    frozenset(),
-    frozenset(),
-    frozenset(),
-)
-
-
-@functools.lru_cache(maxsize=4096)
-def _convert(ranges: tuple[Range, ...]) -> tuple[PowerBounds, bool]:
-    """Bounds from ranges, cached: a component's ranges change rarely (at its SoC limits)."""
-    conversion = bounds_from_ranges(ranges)
-    return conversion.bounds, conversion.lossy
-
-
-@functools.lru_cache(maxsize=4096)
-def _states(
-    states: tuple[int, ...], errors: tuple[int, ...], warnings: tuple[int, ...]
-) -> tuple[frozenset[StateCode], frozenset[str], frozenset[str]]:
-    """Decoded state, error and warning codes, cached: they rarely change."""
-    return (
-        frozenset(_state_code(code) for code in states),  # type: ignore[arg-type]
-        frozenset(_error_name(code) for code in errors),  # type: ignore[arg-type]
-        frozenset(_error_name(code) for code in warnings),  # type: ignore[arg-type]
-    )
-
-
-class TelemetryDecoder:
-    """Decodes one component's stream into snapshots, field by field.
+class TelemetryDecoder(_Decoder):
+    """Decodes one component's v1 stream (``ComponentData``) into snapshots.
 
     Args:
         component_id: The component.
@@ -213,157 +293,19 @@ class TelemetryDecoder:
     """
 
     def __init__(self, component_id: int, *, battery: bool, max_data_age_s: float) -> None:
-        self.component_id = component_id
-        self.battery = battery
-        self.max_data_age_s = max_data_age_s
-        self._power_metric = _DC_POWER if battery else _AC_POWER
-        # Field name to (value, when it was received).
-        self._fields: dict[str, tuple[Any, float]] = {}
-        self._sampled_at = math.nan
-        self.notes: set[Note] = set()
-        """Notes raised by the last :meth:`decode` (the caller logs new ones)."""
-
-    def decode(
-        self, data: ComponentData, *, received_at: float
-    ) -> BatterySnapshot | InverterSnapshot:
-        """The snapshot after ``data`` arrived at ``received_at`` (monotonic seconds)."""
-        notes: set[Note] = set()
-        newest = -math.inf
-        fields = self._fields
-        for sample in data.metric_samples:
-            if sample.HasField("sampled_at"):
-                newest = max(newest, _seconds(sample.sampled_at))
-            value = (
-                sample.value.simple_metric.value
-                if sample.value.HasField("simple_metric")
-                else math.nan
-            )
-            metric = sample.metric
-            if metric == self._power_metric:
-                fields["power"] = (value, received_at)
-                bounds, lossy = _convert(tuple(_range(b) for b in sample.bounds))
-                if lossy:
-                    notes.add(Note.LOSSY_BOUNDS)
-                fields["bounds"] = (bounds, received_at)
-            elif self.battery and metric == _SOC:
-                fields["soc"] = (value, received_at)
-                low, high = math.nan, math.nan
-                if sample.bounds:
-                    lower, upper = _range(sample.bounds[0])
-                    low = math.nan if lower is None else lower
-                    high = math.nan if upper is None else upper
-                    if low > high:
-                        notes.add(Note.INVERTED_SOC_BOUNDS)
-                        low = high = math.nan
-                fields["soc_bounds"] = ((low, high), received_at)
-            elif self.battery and metric == _CAPACITY:
-                fields["capacity"] = (value, received_at)
-        if data.states:
-            state = (
-                data.states[-1]
-                if len(data.states) == 1
-                else max(data.states, key=lambda s: _seconds(s.sampled_at))
-            )
-            if state.HasField("sampled_at"):
-                newest = max(newest, _seconds(state.sampled_at))
-            fields["states"] = (
-                _states(tuple(state.states), tuple(state.errors), tuple(state.warnings)),
-                received_at,
-            )
-        if newest > -math.inf:
-            self._sampled_at = newest
-        self.notes = notes
-        return self._snapshot(received_at)
-
-    def _get(self, name: str, now: float, default: Any) -> Any:
-        field = self._fields.get(name)
-        if field is None or now - field[1] > self.max_data_age_s:
-            return default
-        return field[0]
-
-    def _snapshot(self, now: float) -> BatterySnapshot | InverterSnapshot:
-        nan = math.nan
-        get = self._get
-        states, errors, warnings = get("states", now, _NO_STATES)
-        if not self.battery:
-            return InverterSnapshot(
-                component_id=self.component_id,
-                sampled_at=self._sampled_at,
-                received_at=now,
-                active_power_w=get("power", now, nan),
-                bounds=get("bounds", now, _UNKNOWN_BOUNDS),
-                states=states,
-                errors=errors,
-                warnings=warnings,
-            )
-        soc_lower, soc_upper = get("soc_bounds", now, (nan, nan))
-        return BatterySnapshot(
-            component_id=self.component_id,
-            sampled_at=self._sampled_at,
-            received_at=now,
-            soc_pct=get("soc", now, nan),
-            soc_lower_pct=soc_lower,
-            soc_upper_pct=soc_upper,
-            capacity_wh=get("capacity", now, nan),
-            power_w=get("power", now, nan),
-            bounds=get("bounds", now, _UNKNOWN_BOUNDS),
-            states=states,
-            errors=errors,
-            warnings=warnings,
-        )
+        super().__init__(DIALECT, component_id, battery=battery, max_data_age_s=max_data_age_s)
 
 
-def _range(bounds: bounds_pb2.Bounds) -> Range:
-    lower = bounds.lower if bounds.HasField("lower") else None
-    upper = bounds.upper if bounds.HasField("upper") else None
-    return lower, upper
-
-
-def _state_code(code: components_pb2.ComponentStateCode.ValueType) -> StateCode:
-    try:  # protobuf enums are open: a newer server may send a code we do not know
-        name = components_pb2.ComponentStateCode.Name(code)
-        return StateCode(name.removeprefix(_STATE_PREFIX).lower())
-    except ValueError:
-        return StateCode.UNKNOWN
-
-
-def _error_name(code: components_pb2.ComponentErrorCode.ValueType) -> str:
-    try:
-        name = components_pb2.ComponentErrorCode.Name(code)
-    except ValueError:
-        return f"unknown_{code}"
-    return name.removeprefix(_ERROR_PREFIX).lower()
-
-
-def _seconds(ts: timestamp_pb2.Timestamp) -> float:
-    return float(ts.seconds) + ts.nanos / 1e9
-
-
-def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    # Split first: nanoseconds since 1970 exceed a double's exact range (2^53 ns is 104 days).
-    whole = math.floor(seconds)
-    nanos = round((seconds - whole) * 1e9)
-    if nanos >= 1_000_000_000:
-        whole, nanos = whole + 1, nanos - 1_000_000_000
+def _timestamp(value: float) -> timestamp_pb2.Timestamp:
+    whole, nanos = split_seconds(value)
     return timestamp_pb2.Timestamp(seconds=whole, nanos=nanos)
 
 
-def _sample(
-    metric: metric_sample_pb2.Metric.ValueType,
-    sampled_at: float,
-    value: float | None,
-    ranges: Sequence[Range] | None,
-) -> metric_sample_pb2.MetricSample:
-    sample = metric_sample_pb2.MetricSample(sampled_at=_timestamp(sampled_at), metric=metric)
-    if value is not None:
-        sample.value.simple_metric.value = value
-    for lower, upper in ranges or ():
-        bounds = sample.bounds.add()
-        if lower is not None:
-            bounds.lower = lower
-        if upper is not None:
-            bounds.upper = upper
-    return sample
+def _error_code(name: str) -> components_pb2.ComponentErrorCode.ValueType:
+    full = _ERROR_PREFIX + name.upper()
+    return components_pb2.ComponentErrorCode.Value(
+        full if full in _ERROR_NAMES else _ERROR_PREFIX + "UNKNOWN"
+    )
 
 
 def _state(
@@ -372,11 +314,37 @@ def _state(
     return components_pb2.ComponentState(
         sampled_at=_timestamp(sampled_at),
         states=[components_pb2.ComponentStateCode.Value(_STATE_PREFIX + s.name) for s in states],
-        errors=[components_pb2.ComponentErrorCode.Value(_ERROR_PREFIX + e.upper()) for e in errors],
-        warnings=[
-            components_pb2.ComponentErrorCode.Value(_ERROR_PREFIX + w.upper()) for w in warnings
+        errors=[_error_code(e) for e in errors],
+        warnings=[_error_code(w) for w in warnings],
+    )
+
+
+def encode_telemetry(telemetry: Telemetry) -> components_pb2.ComponentData:
+    """A reading as v1's ``ComponentData`` (for the simulator; what :data:`V1` decodes).
+
+    Error and warning names are ``ComponentErrorCode`` names without their prefix, in any case
+    (``"overcurrent"``); a name v1 does not know is sent as ``unknown``.
+    """
+    sampled_at = _timestamp(telemetry.sampled_at)
+    samples = [
+        fill_sample(
+            metric_sample_pb2.MetricSample(sampled_at=sampled_at, metric=_METRICS[spec.metric]),
+            spec.value,
+            spec.ranges,
+        )
+        for spec in sample_specs(telemetry)
+    ]
+    return components_pb2.ComponentData(
+        component_id=telemetry.component_id,
+        metric_samples=samples,
+        states=[
+            _state(telemetry.sampled_at, telemetry.states, telemetry.errors, telemetry.warnings)
         ],
     )
+
+
+def _wrap(data: components_pb2.ComponentData) -> StreamResponse:
+    return microgrid_pb2.ReceiveComponentDataStreamResponse(data=data)
 
 
 def battery_data(
@@ -392,30 +360,21 @@ def battery_data(
     errors: Iterable[str] = (),
     warnings: Iterable[str] = (),
 ) -> StreamResponse:
-    """A battery's stream message (for the simulator). ``None`` leaves a value or bounds out.
-
-    Error and warning names are ``ComponentErrorCode`` names without their prefix, in any case
-    (``"overcurrent"``).
-    """
-    samples = []
-    if soc_pct is not None or soc_bounds is not None:
-        samples.append(
-            _sample(
-                Metric.METRIC_BATTERY_SOC_PCT,
-                sampled_at,
-                soc_pct,
-                [soc_bounds] if soc_bounds else None,
+    """A battery's stream message (the pre-adapter spelling of :func:`encode_telemetry`)."""
+    return _wrap(
+        encode_telemetry(
+            BatteryTelemetry(
+                component_id=component_id,
+                sampled_at=sampled_at,
+                soc_pct=soc_pct,
+                soc_bounds=soc_bounds,
+                capacity_wh=capacity_wh,
+                power_w=power_w,
+                power_ranges=power_ranges,
+                states=states,
+                errors=errors,
+                warnings=warnings,
             )
-        )
-    if capacity_wh is not None:
-        samples.append(_sample(Metric.METRIC_BATTERY_CAPACITY, sampled_at, capacity_wh, None))
-    if power_w is not None or power_ranges:
-        samples.append(_sample(Metric.METRIC_DC_POWER, sampled_at, power_w, power_ranges))
-    return microgrid_pb2.ReceiveComponentDataStreamResponse(
-        data=components_pb2.ComponentData(
-            component_id=component_id,
-            metric_samples=samples,
-            states=[_state(sampled_at, states, errors, warnings)],
         )
     )
 
@@ -430,29 +389,159 @@ def inverter_data(
     errors: Iterable[str] = (),
     warnings: Iterable[str] = (),
 ) -> StreamResponse:
-    """An inverter's stream message (for the simulator). ``None`` leaves a value or bounds out."""
-    samples = []
-    if active_power_w is not None or power_ranges:
-        samples.append(
-            _sample(Metric.METRIC_AC_ACTIVE_POWER, sampled_at, active_power_w, power_ranges)
-        )
-    return microgrid_pb2.ReceiveComponentDataStreamResponse(
-        data=components_pb2.ComponentData(
-            component_id=component_id,
-            metric_samples=samples,
-            states=[_state(sampled_at, states, errors, warnings)],
+    """An inverter's stream message (the pre-adapter spelling of :func:`encode_telemetry`)."""
+    return _wrap(
+        encode_telemetry(
+            InverterTelemetry(
+                component_id=component_id,
+                sampled_at=sampled_at,
+                active_power_w=active_power_w,
+                power_ranges=power_ranges,
+                states=states,
+                errors=errors,
+                warnings=warnings,
+            )
         )
     )
 
 
-# --- gRPC service glue (imports grpc; for the IO shell and the simulator only) ---------------
+# --- the adapter --------------------------------------------------------------------------------
+
+
+class _V1:
+    """The v1 :class:`~distributord.api.adapter.Adapter` (see the module docstring)."""
+
+    name = "v1"
+    service = "frequenz.api.microgrid.v1.Microgrid"
+
+    def stub(self, channel: Any) -> Any:
+        """A ``Microgrid`` stub on a grpc.aio channel."""
+        from frequenz.api.microgrid.v1 import microgrid_pb2_grpc
+
+        return microgrid_pb2_grpc.MicrogridStub(channel)
+
+    async def components(self, stub: Any) -> dict[int, Component]:
+        """Every component (``ListComponents``)."""
+        return components_of(await stub.ListComponents(microgrid_pb2.ListComponentsRequest()))
+
+    async def connections(self, stub: Any) -> list[tuple[int, int]]:
+        """Every edge (``ListConnections``)."""
+        return connections_of(await stub.ListConnections(microgrid_pb2.ListConnectionsRequest()))
+
+    async def telemetry(self, stub: Any, component_id: int) -> AsyncIterator[Any]:
+        """A component's ``ComponentData`` messages; closing the iterator cancels the RPC."""
+        call = stub.ReceiveComponentDataStream(stream_request(component_id))
+        responses = aiter(call)
+        try:
+            async for response in responses:
+                yield response.data
+        finally:
+            await end_call(call, responses)
+
+    def decoder(self, component_id: int, *, battery: bool, max_data_age_s: float) -> Decoder:
+        """A decoder for one component's ``ComponentData`` messages."""
+        return TelemetryDecoder(component_id, battery=battery, max_data_age_s=max_data_age_s)
+
+    async def set_power(
+        self, stub: Any, inverter_id: int, power_w: float, lifetime_s: int
+    ) -> float:
+        """``SetComponentPowerActive``: until when it holds (nan if the reply does not say).
+
+        A refusal comes as a gRPC error, which passes through (see ``api.adapter``).
+        """
+        request = set_power_request(inverter_id, power_w, lifetime_s)
+        return valid_until(await stub.SetComponentPowerActive(request))
+
+    def add_servicer(self, handler: SimHandler, server: Any) -> None:
+        """Serve v1's ``Microgrid`` from ``handler`` on a grpc.aio server."""
+        from frequenz.api.microgrid.v1 import microgrid_pb2_grpc
+
+        microgrid_pb2_grpc.add_MicrogridServicer_to_server(_servicer(handler), server)
+
+
+def _servicer(handler: SimHandler) -> Any:
+    from frequenz.api.microgrid.v1 import microgrid_pb2_grpc
+
+    base: Any = microgrid_pb2_grpc.MicrogridServicer
+    serving = TelemetryServing(handler, encode_telemetry, _wrap)
+
+    class Servicer(base):  # type: ignore[misc]  # the generated base class is untyped here
+        """v1's ``Microgrid``, served from a :class:`~distributord.api.adapter.SimHandler`.
+
+        Methods not defined here answer ``UNIMPLEMENTED`` (the generated base does that).
+        """
+
+        async def ListComponents(  # noqa: N802  (the generated name)
+            self, request: microgrid_pb2.ListComponentsRequest, context: Any
+        ) -> ComponentsResponse:
+            try:
+                components = handler.components()
+            except SimAbort as error:
+                await abort(context, error.code, error.details)
+            return components_response(components, request)
+
+        async def ListConnections(  # noqa: N802
+            self, request: microgrid_pb2.ListConnectionsRequest, context: Any
+        ) -> ConnectionsResponse:
+            try:
+                edges = handler.connections()
+            except SimAbort as error:
+                await abort(context, error.code, error.details)
+            return connections_response(edges, request)
+
+        async def ReceiveComponentDataStream(  # noqa: N802
+            self, request: StreamRequest, context: Any
+        ) -> AsyncIterator[StreamResponse]:
+            # An async generator function: grpc.aio tells streaming handlers by that.
+            metrics = list(request.filter.metrics) if request.HasField("filter") else None
+            async for reply in serving.replies(context, request.component_id, metrics):
+                yield reply
+
+        async def SetComponentPowerActive(  # noqa: N802
+            self, request: SetPowerRequest, context: Any
+        ) -> SetPowerResponse:
+            component_id, power_w, lifetime_s = parse_set_power(request)
+            try:
+                outcome = await handler.set_power(component_id, power_w, lifetime_s)
+            except SimAbort as error:
+                await abort(context, error.code, error.details)
+            if outcome.code is not None or outcome.valid_until is None:
+                await abort(context, outcome.code or "INTERNAL", outcome.details)
+            return set_power_response(outcome.valid_until)
+
+    return Servicer()
+
+
+V1: Adapter = _V1()
+"""The v1 adapter."""
+
+
+# --- the pre-adapter interface (kept until the shell and the simulator use V1) ------------------
+
+
+def components_request() -> microgrid_pb2.ListComponentsRequest:
+    """``ListComponents`` for all components."""
+    return microgrid_pb2.ListComponentsRequest()
+
+
+def connections_request() -> microgrid_pb2.ListConnectionsRequest:
+    """``ListConnections`` for all connections."""
+    return microgrid_pb2.ListConnectionsRequest()
+
+
+def decode_components(response: microgrid_pb2.ListComponentsResponse) -> dict[int, Category]:
+    """Component id to category."""
+    return {cid: c.category for cid, c in components_of(response).items()}
+
+
+def decode_connections(response: microgrid_pb2.ListConnectionsResponse) -> list[tuple[int, int]]:
+    """``(source, destination)`` edges."""
+    return connections_of(response)
 
 
 def microgrid_stub(channel: Any) -> Any:
     """A ``Microgrid`` stub on a grpc.aio channel."""
-    from frequenz.api.microgrid.v1 import microgrid_pb2_grpc
-
-    return microgrid_pb2_grpc.MicrogridStub(channel)
+    return V1.stub(channel)
 
 
 def servicer_base() -> type:
@@ -463,7 +552,7 @@ def servicer_base() -> type:
 
 
 def add_servicer(servicer: Any, server: Any) -> None:
-    """Register a ``Microgrid`` servicer on a gRPC server (for the simulator)."""
+    """Register a ready-made ``Microgrid`` servicer on a gRPC server (old; see ``V1``)."""
     from frequenz.api.microgrid.v1 import microgrid_pb2_grpc
 
     microgrid_pb2_grpc.add_MicrogridServicer_to_server(servicer, server)

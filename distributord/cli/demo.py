@@ -177,12 +177,28 @@ def main(*, batteries: int | None = None, duration_s: float | None = None) -> in
             file=sys.stderr,
         )
         return 2
-    code = 0
     try:
-        code = trio.run(run_demo, batteries, duration)
-    except* KeyboardInterrupt:
-        print("distributord demo: interrupted", file=sys.stderr)
-        code = 130
+        return _interruptible(batteries, duration)
     except* BrokenPipeError:  # the reader of our output stopped (`| head`): stop quietly
         discard_stdout()
-    return code
+    return 0
+
+
+def _interruptible(batteries: int, duration_s: float) -> int:
+    """Run the demo; 130 on Ctrl-C."""
+    try:
+        return trio.run(run_demo, batteries, duration_s)
+    except BaseException as error:
+        # Ctrl-C: what broke because of it (a connection the interrupted daemon reset)
+        # comes in the same group and is not news.
+        if not _holds(error, KeyboardInterrupt):
+            raise
+        print("distributord demo: interrupted", file=sys.stderr)
+        return 130
+
+
+def _holds(error: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``error`` is a ``kind`` or a group with one inside."""
+    if isinstance(error, BaseExceptionGroup):
+        return error.subgroup(kind) is not None
+    return isinstance(error, kind)

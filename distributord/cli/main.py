@@ -28,11 +28,16 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--microgrid", metavar="HOST:PORT", help="Microgrid API endpoint")
     run.add_argument("--socket", metavar="PATH", help="control socket path")
     run.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error")
-    sim = commands.add_parser("sim", help="serve a simulated microgrid (v1 API)")
+    sim = commands.add_parser("sim", help="serve a simulated microgrid (Microgrid API)")
     sim.add_argument("--port", type=int, metavar="PORT", help="loopback port (default 50051)")
     sim.add_argument("--batteries", type=int, metavar="N", help="a uniform fleet of N (1..1000)")
     sim.add_argument("--scenario", metavar="FILE", help="scenario (TOML, see config/)")
     sim.add_argument("--seed", type=int, metavar="N", help="seeds the fleet's SoCs")
+    sim.add_argument(
+        "--api",
+        metavar="VERSION[,VERSION...]",
+        help="serve only these of v1alpha18, v1alpha19, v1 (default: all three)",
+    )
     demo = commands.add_parser("demo", help="simulator and daemon in one process, a short scenario")
     demo.add_argument("--batteries", type=int, metavar="N", help="fleet size, 1..1000 (default 6)")
     demo.add_argument("--duration", type=float, metavar="S", help="4..600 s (default 40)")
@@ -52,7 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Imported here: grpc is loaded only by the commands that serve.
         from distributord.sim.server import main as sim
 
-        return sim(port=args.port, batteries=args.batteries, scenario=args.scenario, seed=args.seed)
+        return sim(
+            port=args.port,
+            batteries=args.batteries,
+            scenario=args.scenario,
+            seed=args.seed,
+            api=args.api,
+        )
     return run(args)
 
 

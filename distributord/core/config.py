@@ -64,6 +64,12 @@ MAX_SETPOINT_LIFETIME_S = 900
 MAX_SEARCH_BUDGET_MS = 1000.0
 """A search longer than a second would eat most of a request's deadline (5 s by default)."""
 
+API_VERSIONS = ("v1alpha18", "v1alpha19", "v1")
+"""The Microgrid API versions spoken, in the order ``microgrid.api = "auto"`` tries them."""
+
+API_CHOICES = ("auto", *API_VERSIONS)
+"""What ``microgrid.api`` accepts."""
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 """The levels an operator can choose, quietest last."""
 
@@ -202,6 +208,13 @@ def _unix_path(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
         )
 
 
+def _api(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in API_CHOICES:
+        raise ConfigError(
+            f"must be one of {', '.join(API_CHOICES)}, got {_show(value)}", key=attribute.name
+        )
+
+
 def _log_level(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
     if value not in LOG_LEVELS:
         raise ConfigError(
@@ -218,11 +231,14 @@ class MicrogridConfig:
 
     Attributes:
         address: The API's endpoint, ``HOST:PORT`` (``[::1]:50051`` for an IPv6 host).
+        api: The API version: ``"auto"`` negotiates (:data:`API_VERSIONS`, in order, moving on
+            only when a version is not served), or one version, pinned.
         stream_silence_s: A telemetry stream that sends nothing for this long is replaced
             (extension of the spec's table).
     """
 
     address: str = attrs.field(default=DEFAULT_MICROGRID_ADDRESS, validator=_address)
+    api: str = attrs.field(default="auto", converter=_to_lower, validator=_api)
     stream_silence_s: float = attrs.field(
         default=5.0, converter=_to_float, validator=_number(low=0.0, low_open=True)
     )

@@ -11,6 +11,7 @@ API adapter (``distributord.api.v1``).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import ClassVar, Self
 
 
@@ -113,6 +114,31 @@ class CommandFailedError(CommandError):
 
 class LinkDownError(DistributordError):
     """The Microgrid API cannot be reached now (something outside; it is retried)."""
+
+
+class SimAbort(DistributordError):  # noqa: N818  (an instruction to a servicer)
+    """The simulator ends the current gRPC call with a status code (by name) and details."""
+
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(f"{code}: {details}")
+        self.code = code
+        self.details = details
+
+
+class NoApiVersionError(LinkDownError):
+    """The server answers, but serves none of the Microgrid API versions tried.
+
+    Attributes:
+        address: The server.
+        tried: The versions asked for, in order.
+    """
+
+    def __init__(self, address: str, tried: Sequence[str]) -> None:
+        super().__init__(
+            f"no supported Microgrid API version at {address}: tried {', '.join(tried)}"
+        )
+        self.address = address
+        self.tried = tuple(tried)
 
 
 class StreamBrokenError(LinkDownError):

@@ -202,6 +202,7 @@ class ControlServer:
         self.tracker = tracker
         self.topology = topology
         self.connected = trio.Event()
+        self.api_version: str | None = None
         if loop is not None and tracker is not None and topology is not None:
             self.connected.set()
         self._settings = settings
@@ -212,10 +213,27 @@ class ControlServer:
     def _default_admit(self, uid: int, gid: int) -> bool:
         return is_allowed(uid, gid, owner_uid=self._owner, settings=self.settings)
 
-    def attach(self, *, loop: RequestLoop, tracker: StatusTracker, topology: Topology) -> None:
-        """The microgrid is reached: serve requests with these from now on."""
+    def attach(
+        self,
+        *,
+        loop: RequestLoop,
+        tracker: StatusTracker,
+        topology: Topology,
+        api_version: str | None = None,
+    ) -> None:
+        """The microgrid is reached (speaking ``api_version``): serve requests from now on."""
         self.loop, self.tracker, self.topology = loop, tracker, topology
+        self.api_version = api_version
         self.connected.set()
+
+    def microgrid_state(self) -> dict[str, Any]:
+        """``ping``'s and ``get_status``'s microgrid fields: reached or not, and the version."""
+        if not self.connected.is_set():
+            return {"microgrid": "connecting"}
+        state: dict[str, Any] = {"microgrid": "connected"}
+        if self.api_version is not None:
+            state["microgrid_api"] = self.api_version
+        return state
 
     @property
     def settings(self) -> ControlSettings:
@@ -506,7 +524,7 @@ class _Session:
                 {
                     "version": __version__,
                     "uptime_s": time.monotonic() - STARTED_MONOTONIC,
-                    "microgrid": "connected" if connected else "connecting",
+                    **self._server.microgrid_state(),
                 },
             )
         elif call.method == "get_status":
@@ -519,7 +537,7 @@ class _Session:
                     loop.statistics().setpoints,
                     now=trio.current_time(),
                 )
-            self._answer(call, {**report, "microgrid": "connected" if connected else "connecting"})
+            self._answer(call, {**report, **self._server.microgrid_state()})
         elif call.method == "list_components":
             assert topology is not None
             self._answer(call, components_report(topology))

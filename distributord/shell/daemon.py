@@ -60,6 +60,7 @@ class DaemonSettings:
 
     Attributes:
         address: The Microgrid API endpoint, ``HOST:PORT``.
+        api: The API version, or ``"auto"`` to negotiate (``microgrid.api``).
         stream_silence_s: A telemetry stream silent this long is replaced.
         status: Status tracking settings.
         loop: Request loop settings.
@@ -68,6 +69,7 @@ class DaemonSettings:
     """
 
     address: str
+    api: str = "auto"
     stream_silence_s: float = 5.0
     status: StatusSettings = attrs.field(factory=StatusSettings)
     loop: LoopSettings = attrs.field(factory=LoopSettings)
@@ -106,7 +108,7 @@ async def serve_daemon(
     Settings are read from ``settings`` where they are used (a reload may change them).
     """
     started = settings.value  # for what only a restart changes (the reload keeps it so)
-    async with open_link(started.address) as link, trio.open_nursery() as nursery:
+    async with open_link(started.address, api=started.api) as link, trio.open_nursery() as nursery:
         control = ControlServer(settings=settings.view(lambda s: s.control))
         control_done = trio.Event()
 
@@ -151,7 +153,7 @@ async def serve_daemon(
                 loop_done.set()
 
         await nursery.start(run_loop)
-        control.attach(loop=loop, tracker=tracker, topology=topology)
+        control.attach(loop=loop, tracker=tracker, topology=topology, api_version=link.version)
         daemon = Daemon(
             settings=settings,
             link=link,
@@ -187,6 +189,7 @@ def settings_from_config(config: Config) -> DaemonSettings:
     """The daemon's settings from the configuration."""
     return DaemonSettings(
         address=config.microgrid.address,
+        api=config.microgrid.api,
         stream_silence_s=config.microgrid.stream_silence_s,
         status=config.status.settings,
         loop=LoopSettings(

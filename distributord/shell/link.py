@@ -3,13 +3,20 @@
 Theory of operation
 -------------------
 One gRPC channel, hosted on the bridge's asyncio loop (``distributord.shell.bridge``);
-everything the microgrid says is turned into distributord's own types by
-``distributord.api.v1`` before it reaches trio code, and gRPC status codes into
-``distributord.core.errors``.
+everything the microgrid says is turned into distributord's own types by the adapter of the
+API version spoken (``distributord.api.adapter``: ``api.v1``, ``api.v1alpha``) before it
+reaches trio code, and gRPC status codes into ``distributord.core.errors``. Nothing here knows
+a version's messages.
 
+* **Negotiation**: the first discovery finds the version. With ``api="auto"`` it asks for the
+  component graph in v1alpha18, then v1alpha19, then v1, moving on only when the server answers
+  ``UNIMPLEMENTED``; a pinned version is the only one tried. The version that answers is kept
+  (:attr:`MicrogridLink.version`) for everything after. A server that serves none of them is
+  :class:`~distributord.core.errors.NoApiVersionError` ("no supported Microgrid API version
+  at ADDRESS: tried …"), never "unreachable".
 * **Discovery** (:func:`discover`) asks for the component graph until the API answers,
   waiting between attempts with capped exponential backoff, and logs once per change of state
-  (unreachable / reachable), never once per attempt.
+  (unreachable / reachable, or no version served), never once per attempt.
 * **Telemetry** (:func:`serve_telemetry`): one trio task per component keeps a stream open,
   decodes each message into a snapshot and hands it to a :class:`TelemetrySink`. When the
   stream fails, ends, or stays silent longer than a bound, the task tells the sink about the
@@ -42,11 +49,13 @@ import attrs
 import grpc
 import trio
 
-from distributord.api import v1
+from distributord.api.adapter import Adapter, Decoder, Note, command_error
+from distributord.core.config import API_VERSIONS
 from distributord.core.errors import (
     CommandError,
     CommandFailedError,
     LinkDownError,
+    NoApiVersionError,
     StreamBrokenError,
 )
 from distributord.core.model import BatterySnapshot, InverterSnapshot
@@ -153,16 +162,29 @@ class TelemetrySink(Protocol):
         """The component's stream broke, ended or went silent; a new one is being opened."""
 
 
+def adapters(api: str) -> list[Adapter]:
+    """The adapters to try, in order, for ``microgrid.api`` (``"auto"`` or one version)."""
+    from distributord.api.v1 import V1
+    from distributord.api.v1alpha import V1ALPHA18, V1ALPHA19
+
+    known: dict[str, Adapter] = {a.name: a for a in (V1ALPHA18, V1ALPHA19, V1)}
+    assert tuple(known) == API_VERSIONS, "the adapters and the configuration disagree"
+    if api == "auto":
+        return list(known.values())
+    return [known[api]]
+
+
 class MicrogridClient(Protocol):
     """What the daemon needs from the microgrid (the real link, or a fake in tests)."""
 
     async def topology(self) -> Topology:
         """The batteries and their inverters."""
 
-    def telemetry(
-        self, component_id: int
-    ) -> AbstractAsyncContextManager[MessageStream[v1.ComponentData]]:
-        """A stream of a component's raw data."""
+    def telemetry(self, component_id: int) -> AbstractAsyncContextManager[MessageStream[Any]]:
+        """A stream of a component's raw messages (for :meth:`decoder`'s decoder)."""
+
+    def decoder(self, component_id: int, *, battery: bool, max_data_age_s: float) -> Decoder:
+        """A decoder for the messages of :meth:`telemetry`."""
 
     async def set_active_powers(
         self,
@@ -186,15 +208,18 @@ class MicrogridLink:
     Create with :func:`open_link`.
     """
 
-    def __init__(self, bridge: Bridge, address: str) -> None:
+    def __init__(self, bridge: Bridge, address: str, *, api: str = "auto") -> None:
         self.address = address
+        self._candidates = adapters(api)
+        # Pinned: known now. Negotiated: chosen by the first discovery that is answered.
+        self._adapter: Adapter | None = self._candidates[0] if api != "auto" else None
         self._bridge = bridge
         # Telemetry streams and discovery on one connection, commands on another: a thousand
         # streams' traffic never queues ahead of a command.
         self._channel: Any = None
-        self._stub: Any = None
+        self._stubs: dict[str, Any] = {}
         self._command_channel: Any = None
-        self._command_stub: Any = None
+        self._command_stubs: dict[str, Any] = {}
         self._opening = trio.Semaphore(MAX_OPENING_STREAMS)
 
     async def _connect(self) -> None:
@@ -210,14 +235,14 @@ class MicrogridLink:
                     ("grpc.primary_user_agent", f"distributord-{purpose}"),
                 ],
             )
-            return channel, v1.microgrid_stub(channel)
+            return channel, {a.name: a.stub(channel) for a in self._candidates}
 
         async def create() -> list[tuple[Any, Any]]:
             return [make("telemetry"), make("commands")]
 
         (
-            (self._channel, self._stub),
-            (self._command_channel, self._command_stub),
+            (self._channel, self._stubs),
+            (self._command_channel, self._command_stubs),
         ) = await self._bridge.call(create)
 
     async def _close(self) -> None:
@@ -230,37 +255,62 @@ class MicrogridLink:
             with trio.CancelScope(shield=True), trio.move_on_after(2.0):
                 await self._bridge.call(close)
 
+    @property
+    def version(self) -> str | None:
+        """The API version spoken, once a discovery was answered (None before)."""
+        return None if self._adapter is None else self._adapter.name
+
+    @property
+    def adapter(self) -> Adapter:
+        """The adapter of the version spoken (after discovery)."""
+        if self._adapter is None:
+            raise RuntimeError("the API version is known only once discovery was answered")
+        return self._adapter
+
     async def topology(self) -> Topology:
         """Ask for the component graph and pair batteries with inverters.
 
+        The first answered call settles the API version (see the module docstring).
+
         Raises:
             LinkDownError: The API did not answer.
+            NoApiVersionError: The server serves none of the versions tried.
         """
-        stub = self._stub
+        tried: list[str] = []
+        for adapter in [self._adapter] if self._adapter is not None else self._candidates:
+            stub = self._stubs[adapter.name]
 
-        async def ask() -> tuple[Any, Any]:
-            return (
-                await stub.ListComponents(v1.components_request()),
-                await stub.ListConnections(v1.connections_request()),
-            )
+            async def ask(adapter: Adapter = adapter, stub: Any = stub) -> tuple[Any, Any]:
+                return await adapter.components(stub), await adapter.connections(stub)
 
-        try:
-            components, connections = await self._bridge.call(ask)
-        except StreamBrokenError as error:
-            raise LinkDownError(str(error)) from None
-        return pair_batteries(v1.decode_components(components), v1.decode_connections(connections))
+            try:
+                components, connections = await self._bridge.call(ask)
+            except StreamBrokenError as error:
+                if error.code == "UNIMPLEMENTED":
+                    tried.append(adapter.name)
+                    continue
+                raise LinkDownError(str(error)) from None
+            if self._adapter is None:
+                self._adapter = adapter
+                logger.info("microgrid at %s speaks API %s", self.address, adapter.name)
+            return pair_batteries(components, connections)
+        raise NoApiVersionError(self.address, tried)
+
+    def decoder(self, component_id: int, *, battery: bool, max_data_age_s: float) -> Decoder:
+        """A decoder for :meth:`telemetry`'s messages, in the version spoken."""
+        return self.adapter.decoder(component_id, battery=battery, max_data_age_s=max_data_age_s)
 
     @asynccontextmanager
-    async def telemetry(self, component_id: int) -> AsyncIterator[MessageStream[v1.ComponentData]]:
-        """A stream of one component's raw ``ComponentData``; leaving it cancels the RPC.
+    async def telemetry(self, component_id: int) -> AsyncIterator[MessageStream[Any]]:
+        """A stream of one component's raw messages; leaving it cancels the RPC.
 
         At most :data:`MAX_OPENING_STREAMS` streams are being opened at any time.
         """
-        stub = self._stub
+        adapter = self.adapter
+        stub = self._stubs[adapter.name]
 
-        async def messages() -> AsyncIterator[v1.ComponentData]:
-            async for response in stub.ReceiveComponentDataStream(v1.stream_request(component_id)):
-                yield response.data
+        def messages() -> AsyncIterator[Any]:
+            return adapter.telemetry(stub, component_id)
 
         await self._opening.acquire()
         held = True
@@ -318,26 +368,27 @@ class MicrogridLink:
         self, inverter_id: int, power_w: float, lifetime_s: int
     ) -> Callable[[], Awaitable[float]]:
         """The coroutine (for the loop) that sends one command."""
-        stub = self._command_stub
-        request = v1.set_power_request(inverter_id, power_w, lifetime_s)
+        adapter = self.adapter
+        stub = self._command_stubs[adapter.name]
 
         async def command() -> float:
             try:
-                return v1.valid_until(await stub.SetComponentPowerActive(request))
+                return await adapter.set_power(stub, inverter_id, power_w, lifetime_s)
             except grpc.aio.AioRpcError as error:
-                raise v1.command_error(error.code().name, error.details() or "") from None
+                raise command_error(error.code().name, error.details() or "") from None
 
         return command
 
 
 @asynccontextmanager
-async def open_link(address: str) -> AsyncIterator[MicrogridLink]:
+async def open_link(address: str, *, api: str = "auto") -> AsyncIterator[MicrogridLink]:
     """A link to the Microgrid API at ``address`` (``HOST:PORT``), with its own bridge.
 
-    The channel connects lazily: opening the link succeeds even while the API is down.
+    ``api`` is ``"auto"`` (negotiate) or the one version to speak. The channel connects
+    lazily: opening the link succeeds even while the API is down.
     """
     async with open_bridge(_translate) as bridge:
-        link = MicrogridLink(bridge, address)
+        link = MicrogridLink(bridge, address, api=api)
         await link._connect()
         try:
             yield link
@@ -358,12 +409,20 @@ async def discover(
     """
     next_delay, _ = backoff.delays(rng or random.Random())
     attempts = 0
+    said: str | None = None  # what was logged last: each state of the API is logged once
     while True:
         attempts += 1
         try:
             topology = await client.topology()
+        except NoApiVersionError as error:
+            if said != "no version":
+                said = "no version"
+                logger.error("%s; retrying with backoff", error)
+            await trio.sleep(next_delay())
+            continue
         except LinkDownError as error:
-            if attempts == 1:
+            if said != "unreachable":
+                said = "unreachable"
                 logger.warning("microgrid unreachable (%s); retrying with backoff", error)
             await trio.sleep(next_delay())
             continue
@@ -402,15 +461,15 @@ async def serve_telemetry(
     """
     kind = "battery" if battery else "inverter"
     max_age = max_data_age_s if callable(max_data_age_s) else lambda: max_data_age_s
-    decoder = v1.TelemetryDecoder(component_id, battery=battery, max_data_age_s=max_age())
+    decoder = client.decoder(component_id, battery=battery, max_data_age_s=max_age())
     next_delay, reset = backoff.delays(rng or random.Random())
-    logged_notes: set[v1.Note] = set()
+    logged_notes: set[Note] = set()
     broken_since: float | None = None
     started = False
 
     failures: set[str] = set()
 
-    def receive(data: v1.ComponentData) -> None:
+    def receive(data: Any) -> None:
         # This stream's fault barrier: a message that cannot be handled (a bug in decoding
         # or in the sink) is logged, once per kind of failure, and dropped; the stream and
         # every other task go on.
@@ -425,14 +484,16 @@ async def serve_telemetry(
                     component_id,
                 )
 
-    def handle(data: v1.ComponentData) -> None:
+    def handle(data: Any) -> None:
         nonlocal broken_since
         decoder.max_data_age_s = max_age()
         snapshot = decoder.decode(data, received_at=trio.current_time())
         if decoder.notes:
             for note in decoder.notes - logged_notes:
-                logger.warning("%s %d: %s", kind, component_id, note.value)
+                logger.warning("%s %d: %s (logged once)", kind, component_id, note.value)
                 logged_notes.add(note)
+        if snapshot is None:  # ignored (counted by the decoder); not a sign of life either
+            return
         if broken_since is not None:
             logger.info(
                 "%s %d: telemetry back after %.1f s",
@@ -455,7 +516,7 @@ async def serve_telemetry(
                 # deadline stays put while messages arrive and is moved on when it is reached.
                 heard = trio.current_time()
 
-                def arrived(data: v1.ComponentData) -> None:
+                def arrived(data: Any) -> None:
                     nonlocal heard
                     heard = trio.current_time()
                     receive(data)

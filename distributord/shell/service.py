@@ -72,13 +72,13 @@ STATUS_REFRESH_S = 30.0
 
 
 def status_line(daemon: Daemon) -> str:
-    """``STATUS=`` text: battery counts and the last request's latency."""
+    """``STATUS=`` text: battery counts, the last request's latency, the API version."""
     counts = describe(daemon)
     latency = counts["latency_s"]
     last = "no request yet" if latency is None else f"last request {latency * 1e3:.1f} ms"
     return (
         f"{counts['working']} working, {counts['uncertain']} uncertain, "
-        f"{counts['not_working']} not working; {last}"
+        f"{counts['not_working']} not working; {last}; API {daemon.link.version}"
     )
 
 

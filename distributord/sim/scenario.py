@@ -4,10 +4,21 @@ Theory of operation
 -------------------
 A :class:`Scenario` is a frozen value: batteries, inverters (each naming the batteries it
 feeds), per-component :class:`Faults`, a speed factor and a telemetry rate. The topology is
-derived from it: grid (id 1) → meter (id 2) → every inverter → its batteries; a battery that
-no inverter names hangs off the meter directly, so the graph stays connected and the daemon sees
-"no inverter". Naming a battery from two inverters, or two batteries from one inverter, gives
-the other odd shapes the daemon must detect.
+derived from it: grid (id 1) → meter (id 2) → every inverter → its pass-through chain, if any
+→ its batteries; a battery that no inverter names hangs off the meter directly, so the graph
+stays connected and the daemon sees "no inverter". Naming a battery from two inverters, or two
+batteries from one inverter, gives the other odd shapes the daemon must detect; an inverter's
+``type`` (battery, hybrid, pv) the shapes it must treat apart.
+
+**Pass-through chains.** An inverter's ``between`` names components that only switch or
+protect the line (``"precharger"``, ``"breaker"``, ``"relay"``, ``"fuse"``), in order from the
+inverter towards its batteries: ``between = ("precharger", "breaker")`` makes inverter →
+precharger → breaker → battery. They get generated ids that cannot collide with any battery's
+or inverter's: with ``base`` the smallest power of ten above every battery and inverter id
+(at least 10), the k-th component (from 1) of inverter ``i``'s chain is ``k × base + i``.
+For the fleet (inverters 2001..) that is 12001, 22001, ...: the inverter's id after the
+position's digit. The simulator streams the power passing through them (an inverter's AC
+power); they take no commands and no faults.
 
 Every key has one name, its TOML path (``battery[0].soc_pct``, ``faults.2001.command_error``),
 and every invariant is checked by the value types themselves, so a scenario built in Python and
@@ -24,6 +35,7 @@ Pure: no IO (the caller reads the file), no clock, no grpc.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import tomllib
@@ -33,7 +45,7 @@ from typing import Any, TypeVar
 import attrs
 
 from distributord.core.errors import ScenarioError
-from distributord.core.topology import Category
+from distributord.core.topology import PASS_THROUGH, Category, Component, InverterType
 from distributord.core.values import is_integer, is_number
 
 GRID_ID = 1
@@ -92,6 +104,19 @@ out so that this module need not import grpc)."""
 NAN_METRICS = frozenset({"soc", "capacity", "power"})
 """The metrics a fault can turn into NaN (an inverter has only ``power``)."""
 
+MAX_COMPONENT_ID = 2**64 - 1
+"""Component ids are ``uint64`` on the wire, in every version."""
+
+FINAL_REPLIES = frozenset({"SUCCESS", "FAILED", "OVERRIDDEN", "NONE"})
+"""How a v1alpha18/19 set-power reply stream may end after ``ACCEPTED`` (``api.adapter``'s
+``FinalReply``, spelled out so that this module need not import the API layer)."""
+
+INVERTER_TYPES = frozenset({InverterType.BATTERY, InverterType.HYBRID, InverterType.PV})
+"""What a simulated inverter can be; ``unspecified`` is what a version without types reports,
+not something an inverter is."""
+
+_PASS_THROUGH_NAMES = ", ".join(sorted(PASS_THROUGH))
+
 
 def _require(ok: bool, key: str, problem: str) -> None:
     if not ok:
@@ -104,11 +129,33 @@ def _check_between(key: str, value: float, low: float, high: float) -> None:
 
 
 def _check_id(key: str, value: int) -> None:
-    _require(value > 0, key, f"must be a positive integer, got {value!r}")
+    _require(
+        0 < value <= MAX_COMPONENT_ID, key, f"must be a positive 64-bit integer, got {value!r}"
+    )
 
 
 def _strings(values: Iterable[str]) -> frozenset[str]:
     return frozenset(values)
+
+
+def _inverter_type(value: str) -> InverterType:
+    if value not in INVERTER_TYPES:
+        known = ", ".join(repr(t.value) for t in sorted(INVERTER_TYPES))
+        raise ScenarioError(f"must be one of {known}, got {value!r}", key="type")
+    return InverterType(value)
+
+
+def _pass_through(values: Iterable[str]) -> tuple[Category, ...]:
+    if isinstance(values, str):  # a bare string is a sequence of letters, not of names
+        raise ScenarioError(f"must be a list of categories, got {values!r}", key="between")
+    chain = tuple(values)
+    for value in chain:
+        if value not in PASS_THROUGH:
+            raise ScenarioError(
+                f"{value!r} is not a pass-through category; known: {_PASS_THROUGH_NAMES}",
+                key="between",
+            )
+    return tuple(Category(value) for value in chain)
 
 
 @attrs.frozen(kw_only=True)
@@ -118,6 +165,8 @@ class Faults:
     Attributes:
         command_latency_s: Each command waits this long before it is handled.
         command_error: Each command fails with this gRPC status code name (after the latency).
+            ``"OUT_OF_RANGE"`` and ``"INVALID_ARGUMENT"`` are refusals (v1alpha18/19 answer
+            ``REJECTED``); any other code ends the call with that status in every version.
         command_hang: Each command waits until the client cancels it (after the latency).
         nan_metrics: These metrics (``"soc"``, ``"capacity"``, ``"power"``) are sent as NaN.
         missing_bounds: The power metric is sent without bounds; a battery's SoC too.
@@ -126,6 +175,11 @@ class Faults:
         refuse_streams: New streams fail with ``UNAVAILABLE`` at once.
         reported_capacity_wh: A battery reports this capacity instead of its own (the physics
             keeps its own); lets a test show a battery that claims 0 Wh.
+        final_reply: How an inverter's v1alpha18/19 set-power reply stream ends after
+            ``ACCEPTED``: ``"SUCCESS"`` (the setpoint is applied), ``"FAILED"`` or
+            ``"OVERRIDDEN"`` (it is not), or ``"NONE"`` (no final reply: the stream stays open
+            until the client cancels it, and the setpoint is not applied). Only commands the
+            inverter accepts get that far; v1 has no reply stream and ignores this fault.
     """
 
     command_latency_s: float = 0.0
@@ -137,6 +191,7 @@ class Faults:
     stream_silence: bool = False
     refuse_streams: bool = False
     reported_capacity_wh: float | None = None
+    final_reply: str = "SUCCESS"
 
     def __attrs_post_init__(self) -> None:
         if self.reported_capacity_wh is not None:
@@ -155,6 +210,11 @@ class Faults:
             not unknown,
             "nan_metrics",
             f"unknown metrics {sorted(unknown)}; known: {sorted(NAN_METRICS)}",
+        )
+        _require(
+            self.final_reply in FINAL_REPLIES,
+            "final_reply",
+            f"must be one of {', '.join(sorted(FINAL_REPLIES))}, got {self.final_reply!r}",
         )
 
 
@@ -208,12 +268,19 @@ class InverterSpec:
         power_limit_w: It takes at most this much power either way, W.
         exclusion_w: Between 0 and this much power either way is not allowed (0 W itself is),
             W; 0 for none.
+        type: What it converts: ``"battery"`` (the default), ``"hybrid"`` (battery and PV) or
+            ``"pv"`` (PV only). The physics is the same; the daemon treats them apart.
+        between: Pass-through components (``"precharger"``, ``"breaker"``, ``"relay"``,
+            ``"fuse"``) between it and its batteries, from the inverter's side; their ids are
+            generated (see the module's docstring).
     """
 
     id: int
     batteries: tuple[int, ...]
     power_limit_w: float = 5_000.0
     exclusion_w: float = 0.0
+    type: InverterType = attrs.field(default=InverterType.BATTERY, converter=_inverter_type)
+    between: tuple[Category, ...] = attrs.field(default=(), converter=_pass_through)
 
     def __attrs_post_init__(self) -> None:
         _check_id("id", self.id)
@@ -274,6 +341,13 @@ class Scenario:
                 f"inverter[{index}].batteries",
                 f"names batteries that do not exist: {missing}",
             )
+        top = self._chain_base() * max((len(i.between) for i in self.inverters), default=0)
+        for index, inverter in enumerate(self.inverters):
+            _require(
+                not inverter.between or top + inverter.id <= MAX_COMPONENT_ID,
+                f"inverter[{index}].between",
+                "the generated ids would not fit in 64 bits; use smaller battery and inverter ids",
+            )
         inverters = {i.id for i in self.inverters}
         for component in self.faults:
             _require(
@@ -282,37 +356,69 @@ class Scenario:
                 "faults can only be given for a battery or an inverter of the scenario",
             )
 
-    def components(self) -> list[tuple[int, Category]]:
-        """Every component with its category, grid and meter first."""
+    def components(self) -> list[tuple[int, Component]]:
+        """Every component, grid and meter first, then inverters, pass-through, batteries."""
         return [
-            (GRID_ID, Category.GRID),
-            (METER_ID, Category.METER),
-            *((i.id, Category.INVERTER) for i in self.inverters),
-            *((b.id, Category.BATTERY) for b in self.batteries),
+            (GRID_ID, Component(Category.GRID)),
+            (METER_ID, Component(Category.METER)),
+            *((i.id, Component(Category.INVERTER, i.type)) for i in self.inverters),
+            *((cid, Component(category)) for cid, category, _ in self.pass_through()),
+            *((b.id, Component(Category.BATTERY)) for b in self.batteries),
         ]
 
     def connections(self) -> list[tuple[int, int]]:
         """``(source, destination)`` edges, directed away from the grid."""
         fed = {battery for inverter in self.inverters for battery in inverter.batteries}
+        chains = self.chains()
+        edges = [(GRID_ID, METER_ID)]
+        for inverter in self.inverters:
+            path = (METER_ID, inverter.id, *chains[inverter.id])
+            edges.extend(itertools.pairwise(path))
+            edges.extend((path[-1], battery) for battery in inverter.batteries)
+        # A battery no inverter feeds hangs off the meter: connected, but not commandable.
+        edges.extend((METER_ID, b.id) for b in self.batteries if b.id not in fed)
+        return edges
+
+    def chains(self) -> dict[int, tuple[int, ...]]:
+        """Inverter id to the ids of its pass-through chain, from the inverter's side."""
+        base = self._chain_base()
+        return {
+            inverter.id: tuple(k * base + inverter.id for k in range(1, len(inverter.between) + 1))
+            for inverter in self.inverters
+        }
+
+    def pass_through(self) -> list[tuple[int, Category, int]]:
+        """Every pass-through component: ``(id, category, the inverter whose chain it is in)``."""
+        chains = self.chains()
         return [
-            (GRID_ID, METER_ID),
-            *((METER_ID, i.id) for i in self.inverters),
-            *((i.id, b) for i in self.inverters for b in i.batteries),
-            # A battery no inverter feeds hangs off the meter: connected, but not commandable.
-            *((METER_ID, b.id) for b in self.batteries if b.id not in fed),
+            (cid, category, inverter.id)
+            for inverter in self.inverters
+            for cid, category in zip(chains[inverter.id], inverter.between, strict=True)
         ]
 
+    def _chain_base(self) -> int:
+        """The smallest power of ten above every battery and inverter id (at least 10)."""
+        ids = itertools.chain((b.id for b in self.batteries), (i.id for i in self.inverters))
+        top = max(ids, default=METER_ID)
+        base = 10
+        while base <= top:
+            base *= 10
+        return base
 
-def uniform_fleet(n: int, *, seed: int) -> Scenario:
+
+def uniform_fleet(n: int, *, seed: int, between: Iterable[str] = ()) -> Scenario:
     """``n`` batteries, each with its own inverter, default limits, SoCs spread by ``seed``.
 
     Batteries are 1001..1000+n, inverters 2001..2000+n (inverter = battery + 1000). The SoC of
     each is drawn uniformly from 20..80 % (rounded to 0.1 %) by a generator seeded with
-    ``seed``, so the same seed gives the same fleet.
+    ``seed``, so the same seed gives the same fleet. ``between`` puts the same pass-through
+    chain between every inverter and its battery (ids 12001.., 22001..; see the module).
 
     Raises:
-        ScenarioError: ``n`` is not in 1..1000 (key ``batteries``).
+        ScenarioError: ``n`` is not in 1..1000 (key ``batteries``), or ``between`` names
+            something that is not a pass-through category (key ``between``).
     """
+    chain = _pass_through(between)
     _require(
         isinstance(n, int) and 1 <= n <= MAX_FLEET,
         "batteries",
@@ -325,7 +431,7 @@ def uniform_fleet(n: int, *, seed: int) -> Scenario:
         for k in range(1, n + 1)
     )
     inverters = tuple(
-        InverterSpec(id=FLEET_INVERTER_BASE + k, batteries=(FLEET_BATTERY_BASE + k,))
+        InverterSpec(id=FLEET_INVERTER_BASE + k, batteries=(FLEET_BATTERY_BASE + k,), between=chain)
         for k in range(1, n + 1)
     )
     return Scenario(batteries=batteries, inverters=inverters)
@@ -337,7 +443,7 @@ _T = TypeVar("_T")
 
 _TOP_KEYS = frozenset({"simulation", "fleet", "battery", "inverter", "faults"})
 _SIMULATION_KEYS = frozenset({"speed", "telemetry_hz", "seed"})
-_FLEET_KEYS = frozenset({"batteries"})
+_FLEET_KEYS = frozenset({"batteries", "between"})
 
 
 def parse_scenario(
@@ -419,8 +525,13 @@ def _scenario(doc: dict[str, Any], *, batteries: int | None, seed: int | None) -
         size = _int(fleet.get("batteries", DEFAULT_FLEET), "fleet.batteries")
     else:
         size = batteries
+    between = _strings_list(fleet.get("between", []), "fleet.between")
     try:
-        base = uniform_fleet(size, seed=seed)
+        chain = _pass_through(between)
+    except ScenarioError as error:
+        raise error.within("fleet") from None
+    try:
+        base = uniform_fleet(size, seed=seed, between=chain)
     except ScenarioError as error:
         if batteries is not None:  # blame whichever gave the size: the flag beats the file
             raise ScenarioError(error.problem, source="--batteries") from None
@@ -458,6 +569,10 @@ def _inverter(table: Any, path: str) -> InverterSpec:
             fields[key] = tuple(_int(item, f"{path}.{key}") for item in value)
         elif key in {"power_limit_w", "exclusion_w"}:
             fields[key] = _float(value, f"{path}.{key}")
+        elif key == "type":
+            fields[key] = _string(value, f"{path}.{key}")
+        elif key == "between":
+            fields[key] = _strings_list(value, f"{path}.{key}")
         else:
             raise ScenarioError("unknown key", key=f"{path}.{key}")
     for required in ("id", "batteries"):
@@ -474,14 +589,10 @@ def _faults_fields(table: Any, path: str) -> dict[str, Any]:
         where = f"{path}.{key}"
         if key in {"command_latency_s", "reported_capacity_wh"}:
             fields[key] = _float(value, where)
-        elif key == "command_error":
-            if not isinstance(value, str):
-                raise ScenarioError(f"must be a string, got {value!r}", key=where)
-            fields[key] = value
+        elif key in {"command_error", "final_reply"}:
+            fields[key] = _string(value, where)
         elif key == "nan_metrics":
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ScenarioError(f"must be a list of strings, got {value!r}", key=where)
-            fields[key] = frozenset(value)
+            fields[key] = frozenset(_strings_list(value, where))
         elif key in {
             "command_hang",
             "missing_bounds",
@@ -528,6 +639,18 @@ def _component_id(key: str) -> int:
     if not key.isdigit() or int(key) <= 0:
         raise ScenarioError("must be a component id, as in [faults.2001]", key=f"faults.{key}")
     return int(key)
+
+
+def _string(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise ScenarioError(f"must be a string, got {value!r}", key=key)
+    return value
+
+
+def _strings_list(value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ScenarioError(f"must be a list of strings, got {value!r}", key=key)
+    return tuple(value)
 
 
 def _int(value: Any, key: str) -> int:

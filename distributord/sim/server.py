@@ -1,4 +1,4 @@
-"""The simulator's IO shell: a grpc.aio ``Microgrid`` server around a :class:`~.world.World`.
+"""The simulator's IO shell: one grpc.aio server around a :class:`~.world.World`, every version.
 
 Theory of operation
 -------------------
@@ -10,19 +10,32 @@ of open streams) lives behind one lock, the :class:`threading.Condition` that
 test thread sees each state change without polling. Time is ``time.monotonic()``, read under
 the lock and passed into the world, so the world only ever moves forward.
 
+* **One simulator, every version.** The simulator answers the version-neutral
+  :class:`~distributord.api.adapter.SimHandler` questions (components, connections, a command,
+  a telemetry stream) once; each served version's adapter registers its own ``Microgrid``
+  service on the one server with ``add_servicer`` and translates requests, filters and
+  messages. A version not served is not registered, so gRPC answers ``UNIMPLEMENTED``. Each
+  version gets its own handler object only so that a command knows which version it came
+  through: v1 has no reply stream, so the ``final_reply`` fault applies to v1alpha18/19 only.
 * **Telemetry is one ticker, not a sleep per stream.** Every ``1/telemetry_hz`` seconds one task
-  advances the world, builds each streamed component's message once, and offers it to all of
-  that component's open streams. A stream keeps only the newest message it has not written yet
-  (a slot, not a queue), so a slow client gets the latest sample, never a backlog.
+  advances the world, builds each streamed component's version-neutral reading once, and
+  offers that same object to all of the component's open streams, whatever their version (an
+  adapter may therefore encode it once per tick, keyed on the object). A stream keeps only the
+  newest reading it has not written yet (a slot, not a queue), so a slow client gets the latest
+  sample, never a backlog.
 * **Setpoints expire on a timer.** An accepted command schedules a wake-up at its expiry so the
   world drops the setpoint (and waiters hear of it) on time, not at the next tick.
 * **Commands are recorded whatever happens**, including when the client cancels the call while
   it hangs: grpc.aio cancels the handler's task, the ``CancelledError`` is recorded as
-  ``"cancelled"`` and re-raised.
+  ``"cancelled"`` and re-raised. A command accepted without a final reply (``final_reply =
+  "NONE"``) is recorded when its call ends, as ``"cancelled"``: only the client ends it.
 * **Faults are read when a command or a stream arrives**; the telemetry faults are applied by the
-  world's readings at every tick.
+  world's readings at every tick. An injected ``command_error`` that judges the request
+  (``OUT_OF_RANGE``, ``INVALID_ARGUMENT``) is a refusal, as the world's own refusals are
+  (v1: that status; v1alpha18/19: ``REJECTED``); any other code is a server failure and ends
+  the call with that gRPC status in every version.
 
-The v1 messages are built and parsed by :mod:`distributord.api.v1` only.
+Messages are built and parsed by the adapters in :mod:`distributord.api` only.
 """
 
 from __future__ import annotations
@@ -36,7 +49,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn, Self
@@ -44,9 +57,18 @@ from typing import Any, NoReturn, Self
 import attrs
 import grpc
 
-from distributord.api import v1
+from distributord.api.adapter import (
+    REJECTING_CODES,
+    Adapter,
+    BatteryTelemetry,
+    FinalReply,
+    InverterTelemetry,
+    SetPowerOutcome,
+    SimAbort,
+    Telemetry,
+)
 from distributord.core.errors import ScenarioError
-from distributord.core.topology import Category
+from distributord.core.topology import Category, Component
 from distributord.sim.scenario import MAX_TELEMETRY_HZ, Faults, Scenario, parse_scenario
 from distributord.sim.world import Accepted, BatteryReading, InverterReading, Rejected, World
 
@@ -57,6 +79,15 @@ HOST = "127.0.0.1"
 
 DEFAULT_PORT = 50051
 """The conventional Microgrid API port, and ``microgrid.address``'s default in the config."""
+
+API_VERSIONS = ("v1alpha18", "v1alpha19", "v1")
+"""Every version the simulator can serve, in the daemon's order of negotiation; all by default."""
+
+DEFAULT_APIS = API_VERSIONS
+"""What a simulator serves unless told otherwise: every version, on one port."""
+
+REPLY_STREAM_VERSIONS = frozenset({"v1alpha18", "v1alpha19"})
+"""Versions whose set-power call answers with a reply stream, where ``final_reply`` applies."""
 
 MAX_RECORDS = 100_000
 """Commands the simulator remembers; older ones are forgotten (a long run stays bounded)."""
@@ -81,9 +112,46 @@ _NO_FAULTS = Faults()
 Reading = BatteryReading | InverterReading
 
 
+def adapter(api: str) -> Adapter:
+    """The adapter of a version the simulator serves (imported on first use).
+
+    Raises:
+        ValueError: Not one of :data:`API_VERSIONS`.
+    """
+    match api:
+        case "v1":
+            from distributord.api.v1 import V1
+
+            return V1
+        case "v1alpha18":
+            from distributord.api.v1alpha import V1ALPHA18
+
+            return V1ALPHA18
+        case "v1alpha19":
+            from distributord.api.v1alpha import V1ALPHA19
+
+            return V1ALPHA19
+    raise ValueError(f"unknown Microgrid API version {api!r}; known: {', '.join(API_VERSIONS)}")
+
+
+def parse_apis(text: str) -> tuple[str, ...]:
+    """``--api``'s value: a comma-separated subset of :data:`API_VERSIONS`, in that order.
+
+    Raises:
+        ValueError: Empty, or naming a version that is not one of them (the message names it).
+    """
+    names = [name.strip() for name in text.split(",")]
+    for name in names:
+        if name not in API_VERSIONS:
+            raise ValueError(
+                f"unknown version {name!r}; choose from {', '.join(API_VERSIONS)}, comma-separated"
+            )
+    return tuple(api for api in API_VERSIONS if api in names)
+
+
 @attrs.frozen(kw_only=True)
 class CommandRecord:
-    """One ``SetComponentPowerActive`` call, as the simulator saw it.
+    """One set-power call, as the simulator saw it, whichever version it came through.
 
     Attributes:
         component_id: The component commanded.
@@ -91,9 +159,12 @@ class CommandRecord:
         lifetime_s: The request's lifetime, s; ``None`` when the request left it out.
         received_at: When the call arrived (monotonic seconds).
         finished_at: When it was answered or cancelled (monotonic seconds).
-        outcome: ``"ok"``, ``"cancelled"`` (the client cancelled it, or its deadline ran out,
-            while it was pending; or the simulator stopped), or the gRPC status code's name it
-            failed with (``"OUT_OF_RANGE"``, ...).
+        outcome: ``"ok"`` (applied), ``"cancelled"`` (the client cancelled it, or its deadline
+            ran out, while it was pending or waiting for a final reply that never came; or the
+            simulator stopped), ``"FAILED"`` or ``"OVERRIDDEN"`` (accepted, then that final
+            reply; not applied), or the gRPC status code's name it was refused with
+            (``"OUT_OF_RANGE"``, ...; v1alpha18/19 answer those ``REJECTED``).
+        api: The version it came through (``"v1"``, ``"v1alpha18"``, ...).
     """
 
     component_id: int
@@ -102,10 +173,11 @@ class CommandRecord:
     received_at: float
     finished_at: float
     outcome: str
+    api: str
 
 
 class _Stream:
-    """One open telemetry stream: the newest message it has not written yet, and its wake-up.
+    """One open telemetry stream: the newest reading it has not written yet, and its wake-up.
 
     Touched only on the loop's thread, except ``dropped``, which is set under the lock.
     """
@@ -113,17 +185,39 @@ class _Stream:
     __slots__ = ("dropped", "latest", "wake")
 
     def __init__(self) -> None:
-        self.latest: v1.StreamResponse | None = None
+        self.latest: Telemetry | None = None
         self.dropped = False
         self.wake = asyncio.Event()
 
-    def offer(self, message: v1.StreamResponse) -> None:
-        self.latest = message
+    def offer(self, telemetry: Telemetry) -> None:
+        self.latest = telemetry
         self.wake.set()
 
 
+class _Handler:
+    """The simulator as one version's servicer sees it (:class:`~.adapter.SimHandler`)."""
+
+    def __init__(self, sim: Simulator, api: str) -> None:
+        self._sim = sim
+        self._api = api
+
+    def components(self) -> Sequence[tuple[int, Component]]:
+        return self._sim._components
+
+    def connections(self) -> Sequence[tuple[int, int]]:
+        return self._sim._connections
+
+    async def set_power(
+        self, component_id: int, power_w: float, lifetime_s: int | None
+    ) -> SetPowerOutcome:
+        return await self._sim._set_power(self._api, component_id, power_w, lifetime_s)
+
+    def telemetry(self, component_id: int) -> AsyncIterator[Telemetry]:
+        return self._sim._telemetry(component_id)
+
+
 class Simulator:
-    """A simulated microgrid on the v1 ``Microgrid`` API, with a thread-safe API for tests.
+    """A simulated microgrid on the ``Microgrid`` API, with a thread-safe API for tests.
 
     ``with Simulator(scenario) as sim:`` serves in a thread of its own until the block ends;
     :meth:`serve_until_signal` serves in the calling thread instead. The query and fault
@@ -138,6 +232,11 @@ class Simulator:
             stays unscaled.
         server_options: gRPC server options over the simulator's own (a test knob: a real
             Microgrid API server may keep grpc's defaults, such as 1,000 pending calls).
+        apis: The versions served, a subset of :data:`API_VERSIONS` (all by default); the
+            others answer ``UNIMPLEMENTED``.
+
+    Raises:
+        ValueError: A bad ``telemetry_hz``, or ``apis`` empty or naming an unknown version.
     """
 
     def __init__(
@@ -148,15 +247,33 @@ class Simulator:
         port: int = 0,
         lifetime_scale: float = 1.0,
         server_options: Mapping[str, int | str] | None = None,
+        apis: Iterable[str] = DEFAULT_APIS,
     ) -> None:
         hz = scenario.telemetry_hz if telemetry_hz is None else telemetry_hz
         if not 0.0 < hz <= MAX_TELEMETRY_HZ:
             raise ValueError(f"telemetry_hz must be in (0, {MAX_TELEMETRY_HZ:g}], got {hz}")
+        if isinstance(apis, str):  # "v1" would otherwise be the versions "v" and "1"
+            apis = (apis,)
+        wanted = set(apis)
+        unknown = sorted(wanted - set(API_VERSIONS))
+        if unknown:
+            raise ValueError(
+                f"unknown Microgrid API versions {unknown}; known: {', '.join(API_VERSIONS)}"
+            )
+        if not wanted:
+            raise ValueError(f"apis must name one or more of {', '.join(API_VERSIONS)}")
+        self.apis = tuple(api for api in API_VERSIONS if api in wanted)
+        """The versions served, in :data:`API_VERSIONS`' order."""
+        self._adapters = [adapter(api) for api in self.apis]
         self.scenario = scenario
         self.telemetry_hz = hz
         self.battery_ids = tuple(b.id for b in scenario.batteries)
         self.inverter_ids = tuple(i.id for i in scenario.inverters)
-        self._categories = dict(scenario.components())
+        self.pass_through_ids = tuple(cid for cid, _, _ in scenario.pass_through())
+        self._components = tuple(scenario.components())
+        self._connections = tuple(scenario.connections())
+        self._categories = {cid: component.category for cid, component in self._components}
+        self._lines = {cid: inverter for cid, _, inverter in scenario.pass_through()}
         self._port = port
         self._server_options = {**dict(_SERVER_OPTIONS), **(server_options or {})}
         self._changed = threading.Condition(threading.RLock())
@@ -239,7 +356,8 @@ class Simulator:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         server = grpc.aio.server(options=list(self._server_options.items()))
-        v1.add_servicer(_Servicer(self), server)
+        for version in self._adapters:
+            version.add_servicer(_Handler(self, version.name), server)
         try:
             self._bound_port = server.add_insecure_port(f"{HOST}:{self._port}")
         except RuntimeError as error:
@@ -384,16 +502,20 @@ class Simulator:
         """Bring the world to now (lock held)."""
         self._world.advance(time.monotonic())
 
-    def _reading(self, component_id: int) -> Reading:
-        """A component's reading now (lock held, world advanced)."""
+    def _reading(self, component_id: int, sampled_at: float) -> Telemetry:
+        """A component's reading now, version-neutral (lock held, world advanced)."""
         faults = self._faults.get(component_id, _NO_FAULTS)
+        reading: Reading
         match self._categories[component_id]:
             case Category.BATTERY:
-                return self._world.battery_reading(component_id, faults)
+                reading = self._world.battery_reading(component_id, faults)
             case Category.INVERTER:
-                return self._world.inverter_reading(component_id, faults)
+                reading = self._world.inverter_reading(component_id, faults)
+            case Category.GRID | Category.METER:
+                reading = self._world.meter_reading()
             case _:
-                return self._world.meter_reading()
+                reading = self._world.line_reading(self._lines[component_id])
+        return _neutral(component_id, reading, sampled_at)
 
     def _on_expiry(self) -> None:
         with self._changed:
@@ -414,18 +536,16 @@ class Simulator:
 
     def _tick(self) -> None:
         sampled_at = time.time()
-        batch: list[tuple[int, Reading, tuple[_Stream, ...]]] = []
+        batch: list[tuple[Telemetry, tuple[_Stream, ...]]] = []
         with self._changed:
             self._advance()
             for cid, streams in self._streams.items():
                 if streams and not self._faults.get(cid, _NO_FAULTS).stream_silence:
-                    batch.append((cid, self._reading(cid), tuple(streams)))
+                    batch.append((self._reading(cid, sampled_at), tuple(streams)))
             self._changed.notify_all()
-        # Encoding happens outside the lock: it is the bulk of a tick's work.
-        for cid, reading, receivers in batch:
-            message = _encode(cid, reading, sampled_at)
+        for reading, receivers in batch:
             for stream in receivers:
-                stream.offer(message)
+                stream.offer(reading)  # one object for all: the adapters may encode it once
 
     def _record(self, record: CommandRecord) -> None:
         with self._changed:
@@ -433,35 +553,18 @@ class Simulator:
             self._pending[record.component_id] -= 1
             self._changed.notify_all()
 
-    async def _set_power(self, request: v1.SetPowerRequest, context: Any) -> v1.SetPowerResponse:
+    async def _set_power(
+        self, api: str, component_id: int, power_w: float, lifetime_s: int | None
+    ) -> SetPowerOutcome:
         received_at = time.monotonic()
-        component_id, power_w, lifetime_s = v1.parse_set_power(request)
-        outcome = "UNKNOWN"  # what grpc answers if this handler fails unexpectedly
+        outcome = "UNKNOWN"  # what is recorded if this handler fails unexpectedly
+        recorded_later = False
         with self._changed:
             self._pending[component_id] += 1
             faults = self._faults.get(component_id, _NO_FAULTS)
             self._changed.notify_all()
-        try:
-            if faults.command_latency_s > 0:
-                await asyncio.sleep(faults.command_latency_s)
-            if faults.command_hang:
-                await asyncio.get_running_loop().create_future()  # until the call is cancelled
-            result: Accepted | Rejected
-            if faults.command_error is not None:
-                result = Rejected(code=faults.command_error, details="injected fault")
-            else:
-                with self._changed:
-                    result = self._world.command(
-                        component_id, power_w, lifetime_s, now=time.monotonic()
-                    )
-                if isinstance(result, Accepted):
-                    delay = max(0.0, result.until - time.monotonic()) + _EXPIRY_MARGIN_S
-                    asyncio.get_running_loop().call_later(delay, self._on_expiry)
-            outcome = "ok" if isinstance(result, Accepted) else result.code
-        except asyncio.CancelledError:
-            outcome = "cancelled"
-            raise
-        finally:
+
+        def record(outcome: str) -> None:
             self._record(
                 CommandRecord(
                     component_id=component_id,
@@ -470,50 +573,95 @@ class Simulator:
                     received_at=received_at,
                     finished_at=time.monotonic(),
                     outcome=outcome,
+                    api=api,
                 )
             )
-        if isinstance(result, Rejected):
-            logger.debug("command to %d refused: %s %s", component_id, result.code, result.details)
-            await _abort(context, result.code, result.details)
-        return v1.set_power_response(time.time() + result.lifetime_s)
 
-    async def _stream(self, request: v1.StreamRequest, context: Any) -> None:
-        component_id = v1.parse_stream_request(request)
+        try:
+            if faults.command_latency_s > 0:
+                await asyncio.sleep(faults.command_latency_s)
+            if faults.command_hang:
+                await asyncio.get_running_loop().create_future()  # until the call is cancelled
+            if faults.command_error is not None:
+                outcome = faults.command_error
+                if outcome not in REJECTING_CODES:
+                    # A server failure, not a judgement of the request: a gRPC status in every
+                    # version (v1alpha18/19 would otherwise say REJECTED, "invalid input").
+                    raise SimAbort(outcome, "injected fault")
+                return SetPowerOutcome(valid_until=None, code=outcome, details="injected fault")
+            final = FinalReply.SUCCESS
+            if api in REPLY_STREAM_VERSIONS:
+                final = FinalReply(faults.final_reply)
+            result: Accepted | Rejected
+            with self._changed:
+                if final is FinalReply.SUCCESS:
+                    result = self._world.command(
+                        component_id, power_w, lifetime_s, now=time.monotonic()
+                    )
+                else:  # accepted, then not carried out: judged, never applied
+                    result = self._world.check(
+                        component_id, power_w, lifetime_s, now=time.monotonic()
+                    )
+            if isinstance(result, Rejected):
+                outcome = result.code
+                logger.debug(
+                    "command to %d refused: %s %s", component_id, result.code, result.details
+                )
+                return SetPowerOutcome(valid_until=None, code=result.code, details=result.details)
+            if final is FinalReply.SUCCESS:
+                delay = max(0.0, result.until - time.monotonic()) + _EXPIRY_MARGIN_S
+                asyncio.get_running_loop().call_later(delay, self._on_expiry)
+                outcome = "ok"
+            elif final is FinalReply.NONE:
+                # The servicer now waits for the client to cancel the call; record it then.
+                task = asyncio.current_task()
+                assert task is not None
+                task.add_done_callback(lambda _: record("cancelled"))
+                recorded_later = True
+            else:
+                outcome = final.value
+            return SetPowerOutcome(
+                valid_until=time.time() + result.lifetime_s,
+                final=final,
+                details="injected fault" if final is not FinalReply.SUCCESS else "",
+            )
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            if not recorded_later:
+                record(outcome)
+
+    async def _telemetry(self, component_id: int) -> AsyncIterator[Telemetry]:
         if component_id not in self._streams:
-            await _abort(context, "NOT_FOUND", f"no component {component_id}")
+            raise SimAbort("NOT_FOUND", f"no component {component_id}")
         stream = _Stream()
-        first: Reading | None = None
+        first: Telemetry | None = None
         with self._changed:
             faults = self._faults.get(component_id, _NO_FAULTS)
             if not faults.refuse_streams:
                 self._streams[component_id].add(stream)
                 if not faults.stream_silence:
                     self._advance()
-                    first = self._reading(component_id)
+                    first = self._reading(component_id, time.time())
                 self._changed.notify_all()
         if faults.refuse_streams:
-            await _abort(context, "UNAVAILABLE", "stream refused (injected fault)")
+            raise SimAbort("UNAVAILABLE", "stream refused (injected fault)")
         try:
             if first is not None:
-                stream.offer(_encode(component_id, first, time.time()))
+                stream.offer(first)
             while True:
                 await stream.wake.wait()
                 stream.wake.clear()
                 if stream.dropped:
-                    await _abort(context, "UNAVAILABLE", "stream dropped (injected fault)")
-                message, stream.latest = stream.latest, None
-                if message is not None:
-                    await context.write(message)
+                    raise SimAbort("UNAVAILABLE", "stream dropped (injected fault)")
+                reading, stream.latest = stream.latest, None
+                if reading is not None:
+                    yield reading
         finally:
             with self._changed:
                 self._streams[component_id].discard(stream)
                 self._changed.notify_all()
-
-
-async def _abort(context: Any, code: str, details: str) -> NoReturn:
-    """End the call with a status code (by name); grpc.aio's ``abort`` raises to do so."""
-    await context.abort(grpc.StatusCode[code], details)
-    raise AssertionError("grpc.aio's abort returned")  # pragma: no cover
 
 
 def _wake(streams: Iterable[_Stream]) -> None:
@@ -521,10 +669,10 @@ def _wake(streams: Iterable[_Stream]) -> None:
         stream.wake.set()
 
 
-def _encode(component_id: int, reading: Reading, sampled_at: float) -> v1.StreamResponse:
+def _neutral(component_id: int, reading: Reading, sampled_at: float) -> Telemetry:
     if isinstance(reading, BatteryReading):
-        return v1.battery_data(
-            component_id,
+        return BatteryTelemetry(
+            component_id=component_id,
             sampled_at=sampled_at,
             soc_pct=reading.soc_pct,
             soc_bounds=reading.soc_bounds,
@@ -534,9 +682,10 @@ def _encode(component_id: int, reading: Reading, sampled_at: float) -> v1.Stream
             states=reading.states,
             errors=reading.errors,
         )
-    # The meter's and the grid's messages have the same shape as an inverter's: AC power.
-    return v1.inverter_data(
-        component_id,
+    # The meter's, the grid's and a pass-through component's readings have an inverter's
+    # shape: AC power.
+    return InverterTelemetry(
+        component_id=component_id,
         sampled_at=sampled_at,
         active_power_w=reading.power_w,
         power_ranges=reading.power_ranges,
@@ -545,37 +694,17 @@ def _encode(component_id: int, reading: Reading, sampled_at: float) -> v1.Stream
     )
 
 
-_ServicerBase: Any = v1.servicer_base()
-
-
-class _Servicer(_ServicerBase):  # type: ignore[misc]  # the generated base class is untyped
-    """The v1 ``Microgrid`` service; the other methods answer ``UNIMPLEMENTED`` (the base's)."""
-
-    def __init__(self, sim: Simulator) -> None:
-        self._sim = sim
-
-    # The method names are the service's (PascalCase, as in the .proto).
-    async def ListComponents(self, request: Any, context: Any) -> v1.ComponentsResponse:  # noqa: N802
-        return v1.components_response(self._sim.scenario.components())
-
-    async def ListConnections(self, request: Any, context: Any) -> v1.ConnectionsResponse:  # noqa: N802
-        return v1.connections_response(self._sim.scenario.connections())
-
-    async def SetComponentPowerActive(  # noqa: N802
-        self, request: v1.SetPowerRequest, context: Any
-    ) -> v1.SetPowerResponse:
-        return await self._sim._set_power(request, context)
-
-    async def ReceiveComponentDataStream(  # noqa: N802
-        self, request: v1.StreamRequest, context: Any
-    ) -> None:
-        await self._sim._stream(request, context)
-
-
 # --- distributord sim ------------------------------------------------------------------------
 
 
-def main(*, port: int | None, batteries: int | None, scenario: str | None, seed: int | None) -> int:
+def main(
+    *,
+    port: int | None,
+    batteries: int | None,
+    scenario: str | None,
+    seed: int | None,
+    api: str | None = None,
+) -> int:
     """``distributord sim``: serve in the foreground until SIGINT or SIGTERM.
 
     Args:
@@ -583,6 +712,7 @@ def main(*, port: int | None, batteries: int | None, scenario: str | None, seed:
         batteries: ``--batteries``: a uniform fleet of this many.
         scenario: ``--scenario``: a scenario file.
         seed: ``--seed``.
+        api: ``--api``: the versions to serve, comma-separated (default all).
 
     Returns:
         The exit status: 0 after a signal, 2 for a bad scenario or flag, 1 if it cannot listen.
@@ -590,6 +720,11 @@ def main(*, port: int | None, batteries: int | None, scenario: str | None, seed:
     port = DEFAULT_PORT if port is None else port
     if not 0 <= port <= 65535:
         print(f"distributord sim: --port: must be 0..65535, got {port}", file=sys.stderr)
+        return 2
+    try:
+        apis = DEFAULT_APIS if api is None else parse_apis(api)
+    except ValueError as error:
+        print(f"distributord sim: --api: {error}", file=sys.stderr)
         return 2
     try:
         data = Path(scenario).read_bytes() if scenario is not None else b""
@@ -602,7 +737,7 @@ def main(*, port: int | None, batteries: int | None, scenario: str | None, seed:
     except ScenarioError as error:
         print(f"distributord sim: {error}", file=sys.stderr)
         return 2
-    sim = Simulator(parsed, port=port)
+    sim = Simulator(parsed, port=port, apis=apis)
     try:
         _probe(port)
         sim.serve_until_signal(_announce)
@@ -631,11 +766,13 @@ def _probe(port: int) -> None:
 def _announce(sim: Simulator) -> None:
     scenario = sim.scenario
     lines = [
-        f"distributord sim: serving the Microgrid API v1 on {sim.address}",
+        f"distributord sim: serving the Microgrid API {', '.join(sim.apis)} on {sim.address}",
         f"  grid 1, meter 2, {scenario.telemetry_hz:g} Hz telemetry, speed x{scenario.speed:g}",
         f"  inverters {_spans(sim.inverter_ids)}",
         f"  batteries {_spans(sim.battery_ids)}",
     ]
+    if sim.pass_through_ids:
+        lines.append(f"  pass-through {_spans(sim.pass_through_ids)}")
     lines.extend(
         f"  faults of {cid}: {faults}"
         for cid, faults in sorted(scenario.faults.items())

@@ -24,9 +24,11 @@ assert exact numbers.
 * **Commands are checked in the API's order**: unknown component, not an inverter, lifetime,
   then power against the inverter's ranges and its batteries' current bounds (0 W is always
   allowed). An accepted setpoint holds for ``lifetime × lifetime_scale`` seconds of ``now``;
-  ``lifetime_scale`` is a test knob that makes lifetimes expire quickly.
+  ``lifetime_scale`` is a test knob that makes lifetimes expire quickly. :meth:`World.check`
+  judges a command without applying it (one accepted, then not carried out).
 * **Readings apply telemetry faults** (NaN metrics, missing bounds, error state), so what a
-  component reports is decided here, and testable, while the wire encoding stays in the server.
+  component reports is decided here, and testable, while the wire encoding is the adapters'.
+  A pass-through component (breaker, precharger, ...) reports the power its inverter passes.
 
 Pure: no IO, no clock, no grpc.
 """
@@ -165,6 +167,7 @@ class World:
             b.id: _Battery(spec=b, soc=b.soc_pct, time=now) for b in scenario.batteries
         }
         self._inverters = {i.id: _Inverter(spec=i) for i in scenario.inverters}
+        self._others = {GRID_ID, METER_ID, *(cid for cid, _, _ in scenario.pass_through())}
         for inverter in self._inverters.values():
             for battery_id in inverter.spec.batteries:
                 battery = self._batteries[battery_id]
@@ -308,10 +311,30 @@ class World:
         Returns:
             The setpoint accepted, and until when; or why not, as a gRPC status code name.
         """
+        result = self.check(component_id, power_w, lifetime_s, now=now)
+        if isinstance(result, Rejected):
+            return result
+        inverter = self._inverters[component_id]
+        for battery in inverter.batteries:
+            self._sync(battery)  # the power changes now: integrate the old power up to here
+        inverter.setpoint_w = power_w
+        inverter.until = result.until
+        self._holding[component_id] = inverter
+        self._next_expiry = min(self._next_expiry, inverter.until)
+        return result
+
+    def check(
+        self, component_id: int, power_w: float, lifetime_s: int | None, *, now: float
+    ) -> Accepted | Rejected:
+        """What :meth:`command` would answer at ``now``, without applying the setpoint.
+
+        For a command the inverter accepts and then fails to carry out (a v1alpha18/19 reply
+        stream ending ``FAILED``): it is judged like any other, and nothing changes.
+        """
         self.advance(now)
         inverter = self._inverters.get(component_id)
         if inverter is None:
-            if component_id in self._batteries or component_id in (GRID_ID, METER_ID):
+            if component_id in self._batteries or component_id in self._others:
                 return Rejected(
                     code="INVALID_ARGUMENT",
                     details=f"component {component_id} is not an inverter",
@@ -330,13 +353,7 @@ class World:
             problem = self._out_of_range(inverter, power_w)
             if problem:
                 return Rejected(code="OUT_OF_RANGE", details=problem)
-        for battery in inverter.batteries:
-            self._sync(battery)  # the power changes now: integrate the old power up to here
-        inverter.setpoint_w = power_w
-        inverter.until = now + lifetime * self.lifetime_scale
-        self._holding[component_id] = inverter
-        self._next_expiry = min(self._next_expiry, inverter.until)
-        return Accepted(lifetime_s=lifetime, until=inverter.until)
+        return Accepted(lifetime_s=lifetime, until=now + lifetime * self.lifetime_scale)
 
     def _out_of_range(self, inverter: _Inverter, power_w: float) -> str:
         ranges = self.inverter_ranges(inverter.spec.id)
@@ -382,6 +399,15 @@ class World:
             power_ranges=None if faults.missing_bounds else self.inverter_ranges(inverter_id),
             states=_states(power, faults),
             errors=_errors(faults),
+        )
+
+    def line_reading(self, inverter_id: int) -> InverterReading:
+        """What a pass-through component in an inverter's chain reports: the power it passes."""
+        return InverterReading(
+            power_w=self.inverter_power(inverter_id),
+            power_ranges=None,
+            states=(StateCode.READY,),
+            errors=(),
         )
 
     def meter_reading(self) -> InverterReading:

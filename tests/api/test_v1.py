@@ -6,11 +6,12 @@ import math
 from typing import Any
 
 import pytest
+from frequenz.api.common.v1.microgrid.components import components_pb2, inverter_pb2
 
 from distributord.api import v1
 from distributord.core.errors import CommandFailedError, CommandRejectedError
 from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds, StateCode
-from distributord.core.topology import Category
+from distributord.core.topology import Category, Component, InverterType
 
 T0 = 1_800_000_000.0
 
@@ -194,3 +195,70 @@ def test_topology_round_trip() -> None:
 
 def test_stream_request_round_trip() -> None:
     assert v1.parse_stream_request(v1.stream_request(1001)) == 1001
+
+
+# --- the adapter ---------------------------------------------------------------------------------
+
+
+def test_the_adapter_names_its_version() -> None:
+    assert (v1.V1.name, v1.V1.service) == ("v1", "frequenz.api.microgrid.v1.Microgrid")
+
+
+@pytest.mark.parametrize(
+    ("inverter_type", "sent"),
+    [
+        (InverterType.BATTERY, "INVERTER_TYPE_BATTERY"),
+        (InverterType.HYBRID, "INVERTER_TYPE_HYBRID"),
+        (InverterType.PV, "INVERTER_TYPE_SOLAR"),
+        (InverterType.UNSPECIFIED, "INVERTER_TYPE_UNSPECIFIED"),
+    ],
+)
+def test_an_inverters_type_round_trips_by_name(inverter_type: InverterType, sent: str) -> None:
+    message = v1.encode_component(7, Component(Category.INVERTER, inverter_type))
+    assert inverter_pb2.InverterType.Name(message.category_type.inverter.type) == sent
+    assert v1.component_of(message) == Component(Category.INVERTER, inverter_type)
+
+
+def test_an_inverter_without_a_type_is_unspecified() -> None:
+    message = components_pb2.Component(
+        id=1, category=components_pb2.ComponentCategory.Value("COMPONENT_CATEGORY_INVERTER")
+    )
+    assert v1.component_of(message) == Component(Category.INVERTER, InverterType.UNSPECIFIED)
+
+
+@pytest.mark.parametrize(
+    ("ours", "read"),
+    [
+        (Category.RELAY, Category.RELAY),
+        (Category.FUSE, Category.FUSE),
+        (Category.PRECHARGER, Category.PRECHARGER),
+        (Category.BREAKER, Category.RELAY),  # v1 has no breaker: sent as a relay
+        (Category.GRID, Category.GRID),
+    ],
+)
+def test_pass_through_categories(ours: Category, read: Category) -> None:
+    assert v1.component_of(v1.encode_component(7, Component(ours))) == Component(read)
+
+
+class FakeStub:
+    def __init__(self) -> None:
+        self.requests: list[v1.SetPowerRequest] = []
+
+    async def SetComponentPowerActive(  # noqa: N802
+        self, request: v1.SetPowerRequest
+    ) -> v1.SetPowerResponse:
+        self.requests.append(request)
+        return v1.set_power_response(T0 + 60.5)
+
+
+async def test_set_power_returns_valid_until() -> None:
+    stub = FakeStub()
+    assert await v1.V1.set_power(stub, 2001, -2500.5, 60) == T0 + 60.5
+    assert [v1.parse_set_power(r) for r in stub.requests] == [(2001, -2500.5, 60)]
+
+
+def test_a_reply_without_a_valid_time_is_nan() -> None:
+    assert math.isnan(v1.valid_until(v1.SetPowerResponse()))
+    response = v1.set_power_response(T0)
+    response.valid_until.nanos = -1
+    assert math.isnan(v1.valid_until(response))

@@ -119,6 +119,8 @@ LONG_PATH = '"/' + "x" * 107 + '"'
 BAD_VALUES = [
     # (dotted key, TOML value, fragment of the problem)
     ("microgrid.address", "5", "HOST:PORT"),
+    ("microgrid.api", '"v2"', "one of auto, v1alpha18, v1alpha19, v1, got 'v2'"),
+    ("microgrid.api", "1", "one of auto"),
     ("microgrid.address", '"localhost"', "HOST:PORT"),
     ("microgrid.address", '":50051"', "HOST:PORT"),
     ("microgrid.address", '"localhost:0"', "1..65535"),
@@ -216,6 +218,8 @@ def test_every_key_has_a_bad_value_in_the_table_above() -> None:
 
 
 GOOD_VALUES = [
+    ("microgrid.api", '"V1ALPHA18"', "v1alpha18"),
+    ("microgrid.api", '"v1"', "v1"),
     ("microgrid.address", '"[::1]:50051"', "[::1]:50051"),
     ("microgrid.address", '"grid.example.com:1"', "grid.example.com:1"),
     ("microgrid.address", '"10.0.0.1:65535"', "10.0.0.1:65535"),

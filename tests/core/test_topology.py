@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
-from distributord.core.topology import Category, pair_batteries
+import itertools
+from collections.abc import Mapping
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from distributord.core.topology import (
+    PASS_THROUGH,
+    Category,
+    Component,
+    InverterType,
+    Topology,
+    pair_batteries,
+)
 
 G, M, INV, B = Category.GRID, Category.METER, Category.INVERTER, Category.BATTERY
+RELAY, BREAKER, FUSE, PRE = Category.RELAY, Category.BREAKER, Category.FUSE, Category.PRECHARGER
+BATTERY_INV = Component(INV, InverterType.BATTERY)
+HYBRID_INV = Component(INV, InverterType.HYBRID)
+PV_INV = Component(INV, InverterType.PV)
+
+Graph = dict[int, Component | Category]
+"""What ``pair_batteries`` takes: components, or bare categories for short."""
 
 
 def test_one_inverter_per_battery_pairs_them() -> None:
@@ -14,6 +35,7 @@ def test_one_inverter_per_battery_pairs_them() -> None:
     assert topology.pairs == {1001: 2001, 1002: 2002}
     assert topology.inverters == {2001: 1001, 2002: 1002}
     assert topology.left_out == {}
+    assert topology.hybrid == frozenset()
 
 
 def test_odd_batteries_are_left_out_with_reasons() -> None:
@@ -44,16 +66,23 @@ def test_odd_batteries_are_left_out_with_reasons() -> None:
     topology = pair_batteries(categories, edges)
     assert topology.pairs == {1001: 2001}
     assert topology.left_out == {
-        1002: "several inverters (2002, 2003) are connected to it",
-        1003: "its inverter 2004 also serves batteries 1004",
-        1004: "its inverter 2004 also serves batteries 1003",
+        1002: "several inverters (2002, 2003) are connected to it:"
+        " not managed until N:M groups are supported",
+        1003: "its inverter 2004 also serves batteries 1004:"
+        " not managed until N:M groups are supported",
+        1004: "its inverter 2004 also serves batteries 1003:"
+        " not managed until N:M groups are supported",
         1005: "no inverter is connected to it",
     }
     assert topology.describe() == [
         "managing 1 batteries",
-        "left out battery 1002: several inverters (2002, 2003) are connected to it",
-        "left out battery 1003: its inverter 2004 also serves batteries 1004",
-        "left out battery 1004: its inverter 2004 also serves batteries 1003",
+        "inverter types were not given: assuming battery inverters for inverter 2001",
+        "left out battery 1002: several inverters (2002, 2003) are connected to it:"
+        " not managed until N:M groups are supported",
+        "left out battery 1003: its inverter 2004 also serves batteries 1004:"
+        " not managed until N:M groups are supported",
+        "left out battery 1004: its inverter 2004 also serves batteries 1003:"
+        " not managed until N:M groups are supported",
         "left out battery 1005: no inverter is connected to it",
     ]
 
@@ -61,3 +90,340 @@ def test_odd_batteries_are_left_out_with_reasons() -> None:
 def test_edges_to_unknown_components_are_ignored() -> None:
     topology = pair_batteries({2001: INV, 1001: B}, [(2001, 1001), (99, 1001), (2001, 98)])
     assert topology.pairs == {1001: 2001}
+
+
+def test_an_unknown_component_does_not_pass_an_inverter_through() -> None:
+    topology = pair_batteries({2001: INV, 1001: B}, [(2001, 99), (99, 1001)])
+    assert topology.left_out == {1001: "no inverter is connected to it"}
+
+
+# --- passing through relays, breakers, fuses and prechargers ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "chain",
+    [
+        pytest.param((PRE, BREAKER), id="precharger-breaker"),
+        pytest.param((RELAY, FUSE, PRE), id="relay-fuse-precharger"),
+        pytest.param((BREAKER,) * 5, id="five-breakers"),
+    ],
+)
+def test_a_battery_behind_pass_through_components_is_paired(
+    chain: tuple[Category, ...],
+) -> None:
+    ids = list(range(10, 10 + len(chain)))
+    components: Graph = {1: M, 2001: BATTERY_INV, 1001: B}
+    components.update(zip(ids, chain, strict=True))
+    path = [1, 2001, *ids, 1001]
+    topology = pair_batteries(components, itertools.pairwise(path))
+    assert topology.pairs == {1001: 2001}
+    assert topology.left_out == {}
+    assert topology.notes == ()
+
+
+def test_a_meter_between_inverter_and_battery_leaves_the_battery_out() -> None:
+    components: Graph = {2001: BATTERY_INV, 10: BREAKER, 5: M, 11: RELAY, 1001: B}
+    topology = pair_batteries(components, [(2001, 10), (10, 5), (5, 11), (11, 1001)])
+    assert topology.pairs == {}
+    assert topology.left_out == {1001: "no inverter is connected to it"}
+
+
+def test_the_nearest_inverter_is_the_batterys() -> None:
+    components: Graph = {2001: BATTERY_INV, 2002: BATTERY_INV, 10: BREAKER, 1001: B}
+    topology = pair_batteries(components, [(2001, 2002), (2002, 10), (10, 1001)])
+    assert topology.pairs == {1001: 2002}
+
+
+def test_a_cycle_among_pass_through_components_ends() -> None:
+    components: Graph = {2001: BATTERY_INV, 10: RELAY, 11: BREAKER, 1001: B}
+    edges = [(2001, 10), (10, 11), (11, 10), (11, 1001), (10, 10)]
+    assert pair_batteries(components, edges).pairs == {1001: 2001}
+
+
+def test_a_cycle_without_an_inverter_ends_with_the_battery_left_out() -> None:
+    components: Graph = {10: RELAY, 11: BREAKER, 12: FUSE, 1001: B}
+    edges = [(10, 11), (11, 12), (12, 10), (12, 1001)]
+    assert pair_batteries(components, edges).left_out == {1001: "no inverter is connected to it"}
+
+
+def test_a_cycle_through_the_battery_ends() -> None:
+    components: Graph = {2001: BATTERY_INV, 10: PRE, 11: FUSE, 1001: B}
+    edges = [(2001, 10), (10, 1001), (1001, 11), (11, 10), (1001, 1001)]
+    assert pair_batteries(components, edges).pairs == {1001: 2001}
+
+
+def test_a_long_chain_is_walked_without_recursion() -> None:
+    length = 50_000  # far beyond Python's recursion limit
+    components: Graph = {2001: BATTERY_INV, 1001: B}
+    relays = range(10_000, 10_000 + length)
+    components.update(dict.fromkeys(relays, RELAY))
+    path = [2001, *relays, 1001]
+    assert pair_batteries(components, itertools.pairwise(path)).pairs == {1001: 2001}
+
+
+def test_several_inverters_through_different_paths_leave_the_battery_out() -> None:
+    components: Graph = {
+        2001: BATTERY_INV,
+        2002: BATTERY_INV,
+        10: BREAKER,
+        11: RELAY,
+        12: FUSE,
+        1001: B,
+    }
+    edges = [(2001, 10), (10, 1001), (2002, 11), (11, 12), (12, 1001)]
+    topology = pair_batteries(components, edges)
+    assert topology.pairs == {}
+    assert topology.left_out == {
+        1001: "several inverters (2001, 2002) are connected to it:"
+        " not managed until N:M groups are supported"
+    }
+
+
+def test_one_inverter_through_two_paths_is_one_inverter() -> None:
+    components: Graph = {2001: BATTERY_INV, 10: BREAKER, 11: RELAY, 1001: B}
+    edges = [(2001, 10), (2001, 11), (10, 1001), (11, 1001)]
+    assert pair_batteries(components, edges).pairs == {1001: 2001}
+
+
+def test_one_inverter_feeding_two_batteries_through_a_breaker_each_leaves_both_out() -> None:
+    components: Graph = {2001: BATTERY_INV, 10: BREAKER, 11: BREAKER, 1001: B, 1002: B}
+    edges = [(2001, 10), (2001, 11), (10, 1001), (11, 1002)]
+    topology = pair_batteries(components, edges)
+    assert topology.pairs == {}
+    assert topology.left_out == {
+        1001: "its inverter 2001 also serves batteries 1002:"
+        " not managed until N:M groups are supported",
+        1002: "its inverter 2001 also serves batteries 1001:"
+        " not managed until N:M groups are supported",
+    }
+
+
+# --- inverter types ---------------------------------------------------------------------------
+
+
+def test_a_battery_behind_a_pv_inverter_is_left_out() -> None:
+    components: Graph = {2001: PV_INV, 10: RELAY, 1001: B}
+    topology = pair_batteries(components, [(2001, 10), (10, 1001)])
+    assert topology.pairs == {}
+    assert topology.left_out == {
+        1001: "its inverter 2001 is a PV inverter: it cannot charge or discharge a battery"
+    }
+    assert topology.notes == ()
+
+
+def test_a_hybrid_inverter_is_paired_and_listed_as_hybrid() -> None:
+    components: Graph = {2001: HYBRID_INV, 2002: BATTERY_INV, 1001: B, 1002: B}
+    topology = pair_batteries(components, [(2001, 1001), (2002, 1002)])
+    assert topology.pairs == {1001: 2001, 1002: 2002}
+    assert topology.hybrid == frozenset({2001})
+    assert topology.notes == ()
+    assert topology.describe() == [
+        "managing 2 batteries",
+        "hybrid inverters (2001) are commanded,"
+        " but their measured power is not taken as their batteries'",
+    ]
+
+
+def test_a_shared_hybrid_inverter_is_not_listed() -> None:
+    components: Graph = {2001: HYBRID_INV, 1001: B, 1002: B}
+    topology = pair_batteries(components, [(2001, 1001), (2001, 1002)])
+    assert topology.pairs == {}
+    assert topology.hybrid == frozenset()
+
+
+def test_unspecified_inverter_types_are_assumed_battery_inverters_in_one_note() -> None:
+    components: Graph = {
+        2001: Component(INV, InverterType.UNSPECIFIED),
+        2002: Component(INV),  # no type at all
+        2003: INV,  # a bare category: no type either
+        2004: BATTERY_INV,
+        1001: B,
+        1002: Component(B),
+        1003: B,
+        1004: B,
+    }
+    edges = [(2001, 1001), (2002, 1002), (2003, 1003), (2004, 1004)]
+    topology = pair_batteries(components, edges)
+    assert topology.pairs == {1001: 2001, 1002: 2002, 1003: 2003, 1004: 2004}
+    assert topology.hybrid == frozenset()
+    assert topology.notes == (
+        "inverter types were not given: assuming battery inverters for 3 inverters"
+        " (2001, 2002, 2003)",
+    )
+    assert topology.describe()[1:] == list(topology.notes)
+
+
+def test_many_assumed_inverters_are_named_briefly() -> None:
+    components: dict[int, Category] = {}
+    edges = []
+    for battery in range(1000, 1100):
+        components[battery] = B
+        components[battery + 1000] = INV
+        edges.append((battery + 1000, battery))
+    topology = pair_batteries(components, edges)
+    assert len(topology.pairs) == 100
+    assert topology.notes == (
+        "inverter types were not given: assuming battery inverters for 100 inverters"
+        " (100 ids: 2000-2099)",
+    )
+
+
+# --- the Topology value -----------------------------------------------------------------------
+
+
+def test_a_topology_built_from_pairs_and_left_out_has_no_hybrid_and_no_notes() -> None:
+    topology = Topology(pairs={1001: 2001}, left_out={1002: "no inverter is connected to it"})
+    assert topology.hybrid == frozenset()
+    assert topology.notes == ()
+    assert topology.describe() == [
+        "managing 1 batteries",
+        "left out battery 1002: no inverter is connected to it",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        pytest.param(
+            {"pairs": {1001: 2001}, "left_out": {1001: "why"}},
+            "batteries 1001 are both paired and left out",
+            id="paired-and-left-out",
+        ),
+        pytest.param(
+            {"pairs": {1001: 2001, 1002: 2001}, "left_out": {}},
+            "an inverter is paired with several batteries",
+            id="shared-inverter",
+        ),
+        pytest.param(
+            {"pairs": {1001: 2001}, "left_out": {}, "hybrid": frozenset({2002})},
+            "hybrid inverters 2002 are not paired",
+            id="stray-hybrid",
+        ),
+    ],
+)
+def test_a_topology_refuses_contradictions(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Topology(**fields)  # type: ignore[arg-type]
+
+
+# --- the property: an exact oracle ------------------------------------------------------------
+
+NODES = 8
+"""Most components in a graph of the property: enumerating every path stays cheap."""
+
+CATEGORIES = [B, B, INV, INV, RELAY, BREAKER, FUSE, PRE, M, G, Category.OTHER]
+"""Batteries and inverters twice, so that most graphs have both."""
+
+
+def as_component(value: Component | Category) -> Component:
+    """A bare category as the component it stands for."""
+    return value if isinstance(value, Component) else Component(value)
+
+
+@st.composite
+def graphs(draw: st.DrawFn) -> tuple[Graph, list[tuple[int, int]]]:
+    """Components (some as bare categories) and edges among them, cycles included.
+
+    Edges chosen uniformly rarely lead from an inverter to a battery, so some are planted as
+    chains from an inverter to a battery, mostly through pass-through components; the rest are
+    any edges at all. The id one past
+    the last component names none: edges to or from it must be ignored.
+    """
+    size = draw(st.integers(1, NODES))
+    graph: Graph = dict(
+        enumerate(
+            draw(
+                st.lists(
+                    st.one_of(
+                        st.sampled_from(CATEGORIES),  # bare, as v1's adapter hands them over
+                        st.builds(Component, st.sampled_from(CATEGORIES)),
+                        st.builds(Component, st.just(INV), st.sampled_from([None, *InverterType])),
+                    ),
+                    min_size=size,
+                    max_size=size,
+                )
+            )
+        )
+    )
+    kinds = {cid: as_component(c).category for cid, c in graph.items()}
+    inverters = [cid for cid, kind in kinds.items() if kind is INV]
+    switches = [cid for cid, kind in kinds.items() if kind in PASS_THROUGH]
+    batteries = [cid for cid, kind in kinds.items() if kind is B]
+    ids = st.integers(0, size)
+    # Mostly switches between, sometimes anything (a meter, a battery, an unknown id).
+    between = st.one_of(st.sampled_from(switches), ids) if switches else ids
+    edges: list[tuple[int, int]] = []
+    if inverters and batteries:
+        chains = st.tuples(
+            st.sampled_from(inverters), st.lists(between, max_size=3), st.sampled_from(batteries)
+        )
+        for inverter, middle, battery in draw(st.lists(chains, min_size=1, max_size=3)):
+            edges.extend(itertools.pairwise([inverter, *middle, battery]))
+    edges.extend(draw(st.lists(st.tuples(ids, ids), max_size=size)))
+    return graph, draw(st.permutations(edges))
+
+
+def oracle(
+    components: Mapping[int, Component], edges: list[tuple[int, int]]
+) -> tuple[dict[int, int], dict[int, str], set[int]]:
+    """Pairs, the kind of reason for each left-out battery, and the hybrid inverters.
+
+    Enumerates every simple path upstream from each battery, through pass-through nodes only.
+    """
+
+    def inverters_above(node: int, path: frozenset[int]) -> set[int]:
+        found: set[int] = set()
+        for source, destination in edges:
+            if destination != node or source in path or source not in components:
+                continue
+            category = components[source].category
+            if category is INV:
+                found.add(source)
+            elif category in PASS_THROUGH:
+                found |= inverters_above(source, path | {source})
+        return found
+
+    batteries = [cid for cid, c in components.items() if c.category is B]
+    above = {b: inverters_above(b, frozenset({b})) for b in batteries}
+    pairs: dict[int, int] = {}
+    kinds: dict[int, str] = {}
+    hybrid: set[int] = set()
+    for b in batteries:
+        if not above[b]:
+            kinds[b] = "no inverter"
+        elif len(above[b]) > 1:
+            kinds[b] = "several inverters"
+        else:
+            (inverter,) = above[b]
+            kind = components[inverter].inverter_type
+            if kind is InverterType.PV:
+                kinds[b] = "PV inverter"
+            elif any(inverter in above[other] for other in batteries if other != b):
+                kinds[b] = "also serves"
+            else:
+                pairs[b] = inverter
+                if kind is InverterType.HYBRID:
+                    hybrid.add(inverter)
+    return pairs, kinds, hybrid
+
+
+@given(graphs())
+def test_pairing_matches_every_path_upstream(
+    graph: tuple[Graph, list[tuple[int, int]]],
+) -> None:
+    given_components, edges = graph
+    components = {cid: as_component(c) for cid, c in given_components.items()}
+    topology = pair_batteries(given_components, edges)
+    pairs, kinds, hybrid = oracle(components, edges)
+    assert topology.pairs == pairs
+    assert topology.left_out.keys() == kinds.keys()
+    for battery, kind in kinds.items():
+        assert kind in topology.left_out[battery]
+    assert topology.hybrid == hybrid
+    batteries = {cid for cid, c in components.items() if c.category is B}
+    assert topology.pairs.keys() | topology.left_out.keys() == batteries
+    assert not topology.pairs.keys() & topology.left_out.keys()
+    assumed = {
+        i for i in pairs.values() if components[i].inverter_type in (None, InverterType.UNSPECIFIED)
+    }
+    assert len(topology.notes) == (1 if assumed else 0)

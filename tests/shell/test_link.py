@@ -71,6 +71,7 @@ def sim() -> Iterator[Simulator]:
 @pytest.fixture
 async def link(sim: Simulator) -> AsyncIterator[MicrogridLink]:
     async with open_link(sim.address) as opened:
+        await discover(opened)  # negotiates the API version
         yield opened
 
 
@@ -116,10 +117,11 @@ async def test_discovery_pairs_batteries_and_reports_the_odd_ones(
         async with open_link(odd.address) as link:
             topology = await discover(link)
     assert topology.pairs == {1001: 2001}
+    until = ": not managed until N:M groups are supported"
     assert topology.left_out == {
-        1002: "several inverters (2002, 2003) are connected to it",
-        1003: "its inverter 2004 also serves batteries 1004",
-        1004: "its inverter 2004 also serves batteries 1003",
+        1002: "several inverters (2002, 2003) are connected to it" + until,
+        1003: "its inverter 2004 also serves batteries 1004" + until,
+        1004: "its inverter 2004 also serves batteries 1003" + until,
         1005: "no inverter is connected to it",
     }
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -375,7 +377,7 @@ async def test_100_commands_at_once_with_5_hanging_finish_at_the_deadline() -> N
             big.set_fault(inverter, command_hang=True)
         big.set_fault(2002, command_error="UNAVAILABLE")
         landed: dict[int, float | CommandError] = {}
-        async with open_link(big.address) as link:
+        async with open_link(big.address, api="v1") as link:
             await link.set_active_power(2003, 0.0, 60)  # connect before the clock starts
             start = trio.current_time()
             with trio.move_on_after(1.0):
@@ -393,6 +395,7 @@ async def test_100_commands_at_once_with_5_hanging_finish_at_the_deadline() -> N
         assert {r.component_id for r in big.commands() if r.outcome == "cancelled"} == hanging
 
 
+@pytest.mark.parametrize("api", ["v1alpha18", "v1"])
 @pytest.mark.parametrize(
     ("power", "lifetime", "fault", "error", "code"),
     [
@@ -404,7 +407,7 @@ async def test_100_commands_at_once_with_5_hanging_finish_at_the_deadline() -> N
 )
 async def test_command_errors_become_domain_errors(
     sim: Simulator,
-    link: MicrogridLink,
+    api: str,
     power: float,
     lifetime: int,
     fault: str | None,
@@ -413,9 +416,12 @@ async def test_command_errors_become_domain_errors(
 ) -> None:
     if fault:
         sim.set_fault(2003, command_error=fault)
-    with pytest.raises(error) as caught:
-        await link.set_active_power(2003, power, lifetime)
-    assert caught.value.code == code  # type: ignore[attr-defined]
+    async with open_link(sim.address, api=api) as link:
+        with pytest.raises(error) as caught:
+            await link.set_active_power(2003, power, lifetime)
+    # v1alpha18 refuses with a REJECTED reply (its details say why), v1 with the gRPC code.
+    refused = error is CommandRejectedError and api != "v1"
+    assert caught.value.code == ("REJECTED" if refused else code)  # type: ignore[attr-defined]
 
 
 async def test_lifetime_expiry_drives_the_inverter_to_zero(
@@ -438,7 +444,7 @@ async def test_a_burst_of_1500_streams_all_open() -> None:
     ) as big:
         sink = RecordingSink()
         components = [*big.battery_ids, *big.inverter_ids]
-        async with open_link(big.address) as link:
+        async with open_link(big.address, api="v1") as link:
             with trio.fail_after(60):
                 async with trio.open_nursery() as nursery:
                     for component in components:

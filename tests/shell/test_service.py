@@ -467,6 +467,7 @@ async def test_status_reports_a_change_made_during_its_pause_at_once(
     daemon: Any = SimpleNamespace(
         tracker=SimpleNamespace(board=board),
         loop=SimpleNamespace(statistics=lambda: statistics),
+        link=SimpleNamespace(version="v1alpha18"),
     )
     notifier: Any = RecordingNotifier()
     async with trio.open_nursery() as nursery:

@@ -6,9 +6,11 @@ import pathlib
 
 import pytest
 
+from distributord.api.adapter import FinalReply
 from distributord.core.errors import ScenarioError
-from distributord.core.topology import Category, pair_batteries
+from distributord.core.topology import Category, Component, InverterType, pair_batteries
 from distributord.sim.scenario import (
+    FINAL_REPLIES,
     BatterySpec,
     Faults,
     InverterSpec,
@@ -89,7 +91,7 @@ def test_the_odd_topologies_can_be_expressed() -> None:
     assert scenario.faults == {
         22: Faults(command_error="UNAVAILABLE", nan_metrics=frozenset({"power"}))
     }
-    categories = dict(scenario.components())
+    categories = {cid: component.category for cid, component in scenario.components()}
     assert categories[1] is Category.GRID
     assert categories[2] is Category.METER
     assert (1, 2) in scenario.connections()
@@ -171,7 +173,7 @@ INVERTER = "[[inverter]]\nid = 2001\nbatteries = [1001]\n"
         (BATTERY + "soc_lower_pct = '10'\n", "battery[0].soc_lower_pct", "must be a number"),
         ("[[battery]]\nid = 1001\n", "battery[0].soc_pct", "is required"),
         ("[[battery]]\nid = true\nsoc_pct = 5\n", "battery[0].id", "must be an integer"),
-        ("[[battery]]\nid = -3\nsoc_pct = 5\n", "battery[0].id", "positive integer"),
+        ("[[battery]]\nid = -3\nsoc_pct = 5\n", "battery[0].id", "positive 64-bit integer"),
         (BATTERY + BATTERY.replace("50", "120"), "battery[1].soc_pct", "between 0 and 100"),
         (BATTERY + "soc_upper_pct = 5\n", "battery[0].soc_upper_pct", "above soc_lower_pct"),
         (BATTERY + "capacity_wh = 0\n", "battery[0].capacity_wh", "positive"),
@@ -193,6 +195,25 @@ INVERTER = "[[inverter]]\nid = 2001\nbatteries = [1001]\n"
         ("[faults.2001]\ncommand_latency_s = -1\n", "faults.2001.command_latency_s", "between"),
         ("[faults.2001]\nnan_metrics = ['temp']\n", "faults.2001.nan_metrics", "unknown metrics"),
         ("[faults.2001]\nnan_metrics = 'soc'\n", "faults.2001.nan_metrics", "list of strings"),
+        ("[faults.2001]\nfinal_reply = 'OK'\n", "faults.2001.final_reply", "one of FAILED, NONE"),
+        ("[faults.2001]\nfinal_reply = 3\n", "faults.2001.final_reply", "must be a string"),
+        (BATTERY + INVERTER + "type = 'wind'\n", "inverter[0].type", "one of 'battery'"),
+        (BATTERY + INVERTER + "type = 'unspecified'\n", "inverter[0].type", "got 'unspecified'"),
+        (BATTERY + INVERTER + "type = 1\n", "inverter[0].type", "must be a string"),
+        (BATTERY + INVERTER + "between = 'fuse'\n", "inverter[0].between", "list of strings"),
+        (
+            BATTERY + INVERTER + "between = ['fuse', 'meter']\n",
+            "inverter[0].between",
+            "'meter' is not a pass-through category; known: breaker, fuse, precharger, relay",
+        ),
+        ("[fleet]\nbetween = ['switch']\n", "fleet.between", "not a pass-through category"),
+        ("[fleet]\nbetween = 'fuse'\n", "fleet.between", "list of strings"),
+        (
+            "[[battery]]\nid = 18446744073709551615\nsoc_pct = 5\n"
+            "[[inverter]]\nid = 3\nbatteries = [18446744073709551615]\nbetween = ['fuse']\n",
+            "inverter[0].between",
+            "would not fit in 64 bits",
+        ),
     ],
 )
 def test_a_bad_scenario_names_the_file_and_the_key(text: str, key: str, problem: str) -> None:
@@ -223,3 +244,144 @@ def test_values_built_in_python_are_checked_the_same_way() -> None:
     with pytest.raises(ScenarioError, match=r"^inverter\[0\]\.batteries: "):
         Scenario(batteries=(), inverters=(InverterSpec(id=3, batteries=(4,)),))
     assert Faults(nan_metrics=["soc"]).nan_metrics == frozenset({"soc"})
+
+
+CHAINS = b"""
+[[battery]]
+id = 11
+soc_pct = 50
+
+[[battery]]
+id = 12
+soc_pct = 50
+
+[[battery]]
+id = 13
+soc_pct = 50
+
+[[inverter]]
+id = 21
+batteries = [11]
+between = ["precharger", "breaker"]
+
+[[inverter]]
+id = 22
+batteries = [12]
+type = "hybrid"
+between = ["fuse"]
+
+[[inverter]]
+id = 23
+batteries = [13]
+type = "pv"
+
+[faults.21]
+final_reply = "OVERRIDDEN"
+"""
+
+
+def test_pass_through_chains_and_inverter_types() -> None:
+    scenario = parse_scenario(CHAINS, source="chains.toml")
+    assert [(i.type, i.between) for i in scenario.inverters] == [
+        (InverterType.BATTERY, (Category.PRECHARGER, Category.BREAKER)),
+        (InverterType.HYBRID, (Category.FUSE,)),
+        (InverterType.PV, ()),
+    ]
+    assert scenario.faults == {21: Faults(final_reply="OVERRIDDEN")}
+    # The largest battery or inverter id is 23: chain ids are k * 100 + the inverter's id.
+    assert scenario.chains() == {21: (121, 221), 22: (122,), 23: ()}
+    assert scenario.components() == [
+        (1, Component(Category.GRID)),
+        (2, Component(Category.METER)),
+        (21, Component(Category.INVERTER, InverterType.BATTERY)),
+        (22, Component(Category.INVERTER, InverterType.HYBRID)),
+        (23, Component(Category.INVERTER, InverterType.PV)),
+        (121, Component(Category.PRECHARGER)),
+        (221, Component(Category.BREAKER)),
+        (122, Component(Category.FUSE)),
+        (11, Component(Category.BATTERY)),
+        (12, Component(Category.BATTERY)),
+        (13, Component(Category.BATTERY)),
+    ]
+    assert scenario.connections() == [
+        (1, 2),
+        (2, 21),
+        (21, 121),
+        (121, 221),
+        (221, 11),
+        (2, 22),
+        (22, 122),
+        (122, 12),
+        (2, 23),
+        (23, 13),
+    ]
+    assert scenario.pass_through() == [
+        (121, Category.PRECHARGER, 21),
+        (221, Category.BREAKER, 21),
+        (122, Category.FUSE, 22),
+    ]
+
+
+def test_a_chain_serves_all_of_its_inverters_batteries() -> None:
+    scenario = Scenario(
+        batteries=(BatterySpec(id=11, soc_pct=50.0), BatterySpec(id=12, soc_pct=50.0)),
+        inverters=(InverterSpec(id=21, batteries=(11, 12), between=("relay", "relay")),),
+    )
+    assert scenario.connections() == [(1, 2), (2, 21), (21, 121), (121, 221), (221, 11), (221, 12)]
+
+
+@pytest.mark.parametrize(
+    ("top", "chain"),
+    [(9, (19, 29)), (10, (110, 210)), (99, (199, 299)), (100, (1100, 2100))],
+)
+def test_chain_ids_start_above_every_id(top: int, chain: tuple[int, ...]) -> None:
+    scenario = Scenario(
+        batteries=(BatterySpec(id=3, soc_pct=50.0),),
+        inverters=(InverterSpec(id=top, batteries=(3,), between=("fuse", "breaker")),),
+    )
+    assert scenario.chains() == {top: chain}
+
+
+def test_fleet_with_a_chain() -> None:
+    fleet = uniform_fleet(2, seed=7, between=("precharger", "breaker"))
+    assert fleet.chains() == {2001: (12001, 22001), 2002: (12002, 22002)}
+    assert (22002, 1002) in fleet.connections()
+    assert [b.soc_pct for b in fleet.batteries] == [
+        b.soc_pct for b in uniform_fleet(2, seed=7).batteries
+    ]
+    parsed = parse_scenario(
+        b"[fleet]\nbatteries = 2\nbetween = ['precharger', 'breaker']\n", seed=7
+    )
+    assert parsed == fleet
+    assert parse_scenario(b"[fleet]\nbetween = ['fuse']\n", batteries=1).chains() == {
+        2001: (12001,)
+    }
+    with pytest.raises(ScenarioError, match=r"^between: 'meter' is not a pass-through"):
+        uniform_fleet(1, seed=0, between=("meter",))
+
+
+def test_pairing_passes_through_the_chain() -> None:
+    """What the daemon will see (core.topology follows the chain since the pass-through work)."""
+    scenario = parse_scenario(CHAINS)
+    chain_ids = {cid for cid, _, _ in scenario.pass_through()}
+    # Every battery is reachable from its inverter through pass-through components only.
+    edges = scenario.connections()
+    for inverter in scenario.inverters:
+        (battery,) = inverter.batteries
+        node, seen = inverter.id, [inverter.id]
+        while node != battery:
+            (node,) = [d for s, d in edges if s == node]
+            seen.append(node)
+        assert set(seen[1:-1]) <= chain_ids
+
+
+def test_faults_defaults_and_final_replies() -> None:
+    assert Faults().final_reply == "SUCCESS"
+    assert {reply.value for reply in FinalReply} == FINAL_REPLIES  # the adapters' names
+    with pytest.raises(ScenarioError, match=r"^final_reply: must be one of"):
+        Faults(final_reply="success")
+    with pytest.raises(ScenarioError, match=r"^type: must be one of"):
+        InverterSpec(id=3, batteries=(), type="solar")
+    with pytest.raises(ScenarioError, match=r"^between: must be a list"):
+        InverterSpec(id=3, batteries=(), between="fuse")
+    assert InverterSpec(id=3, batteries=(), type="pv").type is InverterType.PV

@@ -6,6 +6,7 @@ Nothing here sleeps to synchronise: tests wait on the simulator's own notificati
 
 from __future__ import annotations
 
+import asyncio
 import math
 import signal
 import subprocess
@@ -20,11 +21,19 @@ import pytest
 import trio
 
 from distributord.api import v1
+from distributord.api.adapter import BatteryTelemetry, Telemetry
+from distributord.api.v1 import V1
 from distributord.core.errors import ScenarioError
 from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds, StateCode
 from distributord.core.topology import Category, pair_batteries
 from distributord.sim.scenario import BatterySpec, Faults, InverterSpec, Scenario
-from distributord.sim.server import CommandRecord, Simulator
+from distributord.sim.server import (
+    DEFAULT_APIS,
+    CommandRecord,
+    Simulator,
+    _Handler,
+    parse_apis,
+)
 
 # 5 kW into 10 kWh at speed 360 moves the SoC by 5 %/s: visible within a test's patience.
 SCENARIO = Scenario(
@@ -41,6 +50,8 @@ SCENARIO = Scenario(
     speed=360.0,
 )
 
+SIM = [sys.executable, "-m", "distributord", "sim"]
+
 # Lifetimes run 100 times faster: the 60 s default expires after 0.6 s, 10 s after 0.1 s.
 LIFETIME_SCALE = 0.01
 TIMEOUT = 5.0
@@ -55,7 +66,7 @@ def sim() -> Iterator[Simulator]:
 @pytest.fixture
 def stub(sim: Simulator) -> Iterator[Any]:
     with grpc.insecure_channel(sim.address) as channel:
-        yield v1.microgrid_stub(channel)
+        yield V1.stub(channel)
 
 
 def set_power(
@@ -103,6 +114,10 @@ def inverter(stub: Any, inverter_id: int) -> InverterSnapshot:
     return snapshot
 
 
+def categories_of(response: v1.ComponentsResponse) -> dict[int, Category]:
+    return {cid: component.category for cid, component in v1.components_of(response).items()}
+
+
 def outcomes(sim: Simulator) -> list[tuple[int, str]]:
     return [(c.component_id, c.outcome) for c in sim.commands()]
 
@@ -140,12 +155,10 @@ def test_topology_with_the_odd_shapes() -> None:
         Simulator(scenario) as sim,
         grpc.insecure_channel(sim.address) as channel,
     ):
-        stub = v1.microgrid_stub(channel)
-        categories = v1.decode_components(
-            stub.ListComponents(v1.components_request(), timeout=TIMEOUT)
-        )
-        connections = v1.decode_connections(
-            stub.ListConnections(v1.connections_request(), timeout=TIMEOUT)
+        stub = V1.stub(channel)
+        categories = categories_of(stub.ListComponents(v1.ComponentsRequest(), timeout=TIMEOUT))
+        connections = v1.connections_of(
+            stub.ListConnections(v1.ConnectionsRequest(), timeout=TIMEOUT)
         )
         assert sim.battery_ids == (11, 12, 13, 14, 15)
         assert sim.inverter_ids == (21, 22, 23, 24)
@@ -227,6 +240,29 @@ def test_unknown_stream_is_not_found(stub: Any) -> None:
     assert stream_error(open_stream(stub, 4242)) == "NOT_FOUND"
 
 
+def test_streams_of_one_component_share_each_ticks_reading(sim: Simulator) -> None:
+    """A tick builds each component's reading once, for every stream (and every version)."""
+    handler = _Handler(sim, "v1")
+
+    async def two_streams() -> tuple[Telemetry, Telemetry]:
+        one: Any = handler.telemetry(1001)
+        two: Any = handler.telemetry(1001)
+        try:
+            # The first reading comes at once, each stream its own; then they share the ticks'.
+            assert (await anext(one)) is not (await anext(two))
+            return await anext(one), await anext(two)
+        finally:
+            await one.aclose()
+            await two.aclose()
+
+    assert sim._loop is not None
+    first, second = asyncio.run_coroutine_threadsafe(two_streams(), sim._loop).result(TIMEOUT)
+    assert first is second
+    assert isinstance(first, BatteryTelemetry)
+    assert first.component_id == 1001
+    assert sim.wait_for(lambda s: s.open_streams(1001) == 0, TIMEOUT)
+
+
 def test_streams_tick_at_the_telemetry_rate(sim: Simulator, stub: Any) -> None:
     call = open_stream(stub, 1001)
     started = time.monotonic()
@@ -247,7 +283,7 @@ def test_the_first_message_comes_at_once() -> None:
         Simulator(SCENARIO, telemetry_hz=0.1) as sim,  # the first tick only after 10 s
         grpc.insecure_channel(sim.address) as channel,
     ):
-        assert first_message(v1.microgrid_stub(channel), 2002).component_id == 2002
+        assert first_message(V1.stub(channel), 2002).component_id == 2002
 
 
 # --- physics through the API ----------------------------------------------------------------
@@ -352,6 +388,7 @@ def test_every_command_is_recorded(sim: Simulator, stub: Any) -> None:
         received_at=ok.received_at,
         finished_at=ok.finished_at,
         outcome="ok",
+        api="v1",
     )
     assert before <= ok.received_at <= ok.finished_at <= out_of_range.received_at <= after
     assert out_of_range.outcome == "OUT_OF_RANGE"
@@ -386,7 +423,7 @@ def test_faults_from_the_scenario_apply_at_start() -> None:
         faults={2002: Faults(command_error="INTERNAL")},
     )
     with Simulator(scenario) as sim, grpc.insecure_channel(sim.address) as channel:
-        assert refused(v1.microgrid_stub(channel), 2002, 0.0) == "INTERNAL"
+        assert refused(V1.stub(channel), 2002, 0.0) == "INTERNAL"
         assert sim.faults(2002) == Faults(command_error="INTERNAL")
 
 
@@ -538,11 +575,13 @@ def test_cli_serves_until_sigterm() -> None:
         assert process.stdout is not None
         # The announcement: the address, then grid and meter, inverters, batteries.
         first, _, inverters, batteries = (process.stdout.readline() for _ in range(4))
-        assert first.startswith("distributord sim: serving the Microgrid API v1 on 127.0.0.1:")
+        assert first.startswith(
+            f"distributord sim: serving the Microgrid API {', '.join(DEFAULT_APIS)} on 127.0.0.1:"
+        )
         address = first.rsplit(" ", 1)[1].strip()
         with grpc.insecure_channel(address) as channel:
-            categories = v1.decode_components(
-                v1.microgrid_stub(channel).ListComponents(v1.components_request(), timeout=10)
+            categories = categories_of(
+                V1.stub(channel).ListComponents(v1.ComponentsRequest(), timeout=10)
             )
         assert sorted(categories) == [1, 2, 1001, 1002, 2001, 2002]
         process.send_signal(signal.SIGTERM)
@@ -567,3 +606,58 @@ def test_cli_bad_scenario_is_one_line_and_exit_2(tmp_path: Any) -> None:
     assert done.stderr == (
         f"distributord sim: {path}: battery[0].soc_pct: must be between 0 and 100, got 120.0\n"
     )
+
+
+def test_cli_api_serves_only_the_named_versions(tmp_path: Any) -> None:
+    path = tmp_path / "chain.toml"
+    path.write_text("[fleet]\nbatteries = 2\nbetween = ['precharger', 'breaker']\n")
+    with subprocess.Popen(
+        [*SIM, "--port", "0", "--scenario", str(path), "--api", "v1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(5)]
+        assert lines[0].startswith("distributord sim: serving the Microgrid API v1 on 127.0.0.1:")
+        assert lines[4] == "  pass-through 12001-12002, 22001-22002\n"
+        address = lines[0].rsplit(" ", 1)[1].strip()
+        with grpc.insecure_channel(address) as channel:
+            categories = categories_of(
+                V1.stub(channel).ListComponents(v1.ComponentsRequest(), timeout=10)
+            )
+            assert categories[12001] is Category.PRECHARGER
+            # Straight from the generated code: no adapter is needed to be told UNIMPLEMENTED.
+            from frequenz.api.microgrid.v1alpha18 import microgrid_pb2, microgrid_pb2_grpc
+
+            with pytest.raises(grpc.RpcError) as caught:
+                microgrid_pb2_grpc.MicrogridStub(channel).ListElectricalComponents(
+                    microgrid_pb2.ListElectricalComponentsRequest(), timeout=10
+                )
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=10)
+    assert process.returncode == 0
+
+
+@pytest.mark.parametrize(("flag", "bad"), [("v1,v2", "'v2'"), ("v1alpha18,", "''"), ("V1", "'V1'")])
+def test_cli_bad_api_is_one_line_and_exit_2(flag: str, bad: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "distributord", "sim", "--port", "0", "--api", flag],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr == (
+        f"distributord sim: --api: unknown version {bad}; "
+        "choose from v1alpha18, v1alpha19, v1, comma-separated\n"
+    )
+
+
+def test_parse_apis_keeps_the_negotiation_order() -> None:
+    assert parse_apis("v1,v1alpha18") == ("v1alpha18", "v1")
+    assert parse_apis(" v1alpha19 , v1alpha19") == ("v1alpha19",)
+    with pytest.raises(ValueError, match="'v3'"):
+        parse_apis("v3")

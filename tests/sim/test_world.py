@@ -247,6 +247,34 @@ def test_meter_reads_the_site_total() -> None:
     assert reading.states == (StateCode.READY,)
 
 
+def test_check_judges_like_command_and_changes_nothing() -> None:
+    world = one_pair(soc=90.0)
+    assert world.check(2001, -100.0, 60, now=1.0) == Accepted(lifetime_s=60, until=61.0)
+    assert world.inverter_power(2001) == 0.0
+    assert world.next_expiry() == math.inf
+    refused = world.check(2001, 100.0, 60, now=1.0)
+    assert isinstance(refused, Rejected)
+    assert refused.code == "OUT_OF_RANGE"
+    assert world.command(2001, -100.0, 60, now=1.0) == Accepted(lifetime_s=60, until=61.0)
+    assert world.inverter_power(2001) == -100.0
+
+
+def test_a_pass_through_component_passes_its_inverters_power_and_takes_no_command() -> None:
+    scenario = Scenario(
+        batteries=(BatterySpec(id=11, soc_pct=50.0),),
+        inverters=(InverterSpec(id=21, batteries=(11,), between=("precharger", "breaker")),),
+    )
+    world = World(scenario, now=0.0)
+    world.command(21, 1500.0, 60, now=0.0)
+    (precharger, breaker) = scenario.chains()[21]
+    assert world.line_reading(21).power_w == 1500.0
+    assert world.line_reading(21).power_ranges is None
+    for cid in (precharger, breaker):
+        refused = world.command(cid, 0.0, 60, now=0.0)
+        assert isinstance(refused, Rejected)
+        assert refused.code == "INVALID_ARGUMENT"
+
+
 @pytest.mark.parametrize("module", ["distributord.sim.scenario", "distributord.sim.world"])
 def test_pure_simulator_modules_import_neither_trio_nor_grpc(module: str) -> None:
     code = (

@@ -61,6 +61,8 @@ def render_ping(result: Mapping[str, Any], path: str) -> list[str]:
     line = f"distributord {result['version']} at {path}, up {format_duration(result['uptime_s'])}"
     if result.get("microgrid") == "connecting":
         line += "; the microgrid is not connected yet"
+    elif "microgrid_api" in result:
+        line += f"; Microgrid API {result['microgrid_api']}"
     return [line]
 
 
@@ -97,6 +99,8 @@ def render_status(result: Mapping[str, Any], path: str) -> list[str]:
         )
     header = ["BATTERY", "INVERTER", "STATUS", "SOC", "SETPOINT", "DATA AGE", "REASONS"]
     summary = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in counts.items())
+    if "microgrid_api" in result:
+        summary += f" (Microgrid API {result['microgrid_api']})"
     return [*table(header, rows, right=(0, 1, 3, 4, 5)), f"{len(batteries)} batteries: {summary}"]
 
 

@@ -1,0 +1,565 @@
+"""The one module that speaks ``frequenz.api.microgrid.v1alpha18`` and ``v1alpha19``.
+
+Theory of operation
+-------------------
+:data:`V1ALPHA18` and :data:`V1ALPHA19` are these versions'
+:class:`~distributord.api.adapter.Adapter` objects; nothing else in distributord imports their
+generated code. Both use the common types of ``frequenz.api.common.v1alpha8`` and have the same
+fields; what differs is in :data:`VERSIONS`:
+
+================  ==============================  ==========================================
+version           generated package               the stream request's filter message
+================  ==============================  ==========================================
+``v1alpha18``     ``microgrid.v1alpha18``         ``ComponentTelemetryStreamFilter``
+``v1alpha19``     ``microgrid.v1alpha19``         ``ElectricalComponentTelemetryStreamFilter``
+================  ==============================  ==========================================
+
+(and so the service name, and the classes of every request and response, which are the
+generated package's own). Telemetry is judged by the rules shared by every version
+(``distributord.api``); :data:`DIALECT` says how these versions spell it: samples have
+``sample_time``, state snapshots ``origin_time`` and errors as diagnostics
+(``{diagnostic_code, ...}``); metrics ``METRIC_BATTERY_SOC_PCT`` (101),
+``METRIC_BATTERY_CAPACITY`` (100), ``METRIC_DC_POWER``, ``METRIC_AC_POWER_ACTIVE``.
+
+Components: an inverter's type is in ``category_specific_info.inverter`` (``INVERTER_TYPE_PV``
+and so on). These versions call the grid ``GRID_CONNECTION_POINT`` and have breakers and
+prechargers but no relay and no fuse: the simulator sends both as breakers
+(:data:`CATEGORY_SUBSTITUTES`; all of them pass through when pairing batteries).
+
+Commands (``SetElectricalComponentPower``) answer with a **stream** of replies
+(``spec/microgrid-api.md``): ``ACCEPTED`` (with ``valid_until_time``) or ``REJECTED``, then,
+after ``ACCEPTED``, one final reply. :meth:`AlphaAdapter.set_power` judges it:
+
+* ``SUCCESS``: the setpoint holds until its ``valid_until_time`` (``ACCEPTED``'s if absent);
+* ``OVERRIDDEN``: a newer command replaced it; not a failure, it held until ``ACCEPTED``'s time;
+* ``FAILED``: :class:`~distributord.core.errors.CommandFailedError` ``"FAILED"``;
+* ``REJECTED``: :class:`~distributord.core.errors.CommandRejectedError` ``"REJECTED"``;
+* the stream ends with no final reply: :class:`~distributord.core.errors.CommandFailedError`
+  ``"NO_FINAL_REPLY"``.
+
+A status this module does not know (a newer server's) is skipped: the next reply decides. The
+caller's deadline cancels the RPC; gRPC errors pass through.
+
+Importing this module loads protobuf only; ``grpc`` is imported inside the functions that need
+it (the stub and the servicer), which only the IO shell and the simulator call.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import operator
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import attrs
+from frequenz.api.common.v1alpha8.metrics import metrics_pb2
+from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
+    electrical_components_pb2 as components_pb2,
+)
+from frequenz.api.microgrid.v1alpha18 import microgrid_pb2 as v1alpha18_pb2
+from frequenz.api.microgrid.v1alpha19 import microgrid_pb2 as v1alpha19_pb2
+from google.protobuf import timestamp_pb2
+
+from distributord.api import (
+    INVERTER_TYPES,
+    Dialect,
+    TelemetryDecoder,
+    TelemetryServing,
+    abort,
+    category_from_name,
+    category_name,
+    end_call,
+    enum_names,
+    fill_sample,
+    sample_specs,
+    seconds,
+    split_seconds,
+    state_decoder,
+)
+from distributord.api.adapter import (
+    Adapter,
+    Decoder,
+    FinalReply,
+    SimAbort,
+    SimHandler,
+    Telemetry,
+)
+from distributord.core.errors import CommandFailedError, CommandRejectedError
+from distributord.core.model import StateCode
+from distributord.core.topology import Category, Component, InverterType
+
+__all__ = [
+    "CATEGORY_SUBSTITUTES",
+    "DIALECT",
+    "V1ALPHA18",
+    "V1ALPHA19",
+    "VERSIONS",
+    "AlphaAdapter",
+    "Version",
+    "encode_component",
+    "encode_telemetry",
+]
+
+
+@attrs.frozen(kw_only=True)
+class Version:
+    """What differs between v1alpha18 and v1alpha19.
+
+    Attributes:
+        name: The version, as the configuration spells it.
+        pb2: The generated ``microgrid_pb2`` module.
+        grpc_module: The generated ``microgrid_pb2_grpc`` module's name (imported on use: it
+            imports grpc).
+        stream_filter: The name of the telemetry stream request's nested filter message.
+    """
+
+    name: str
+    pb2: Any
+    grpc_module: str
+    stream_filter: str
+
+    @property
+    def service(self) -> str:
+        """The full gRPC service name."""
+        return str(self.pb2.DESCRIPTOR.services_by_name["Microgrid"].full_name)
+
+
+VERSIONS = {
+    "v1alpha18": Version(
+        name="v1alpha18",
+        pb2=v1alpha18_pb2,
+        grpc_module="frequenz.api.microgrid.v1alpha18.microgrid_pb2_grpc",
+        stream_filter="ComponentTelemetryStreamFilter",
+    ),
+    "v1alpha19": Version(
+        name="v1alpha19",
+        pb2=v1alpha19_pb2,
+        grpc_module="frequenz.api.microgrid.v1alpha19.microgrid_pb2_grpc",
+        stream_filter="ElectricalComponentTelemetryStreamFilter",
+    ),
+}
+"""The differences, by version (see the module docstring)."""
+
+Metric = metrics_pb2.Metric
+
+_CATEGORY_PREFIX = "ELECTRICAL_COMPONENT_CATEGORY_"
+_INVERTER_TYPE_PREFIX = "INVERTER_TYPE_"
+_STATE_PREFIX = "ELECTRICAL_COMPONENT_STATE_CODE_"
+_DIAGNOSTIC_PREFIX = "ELECTRICAL_COMPONENT_DIAGNOSTIC_CODE_"
+
+_category_name = enum_names(components_pb2.ElectricalComponentCategory, _CATEGORY_PREFIX)
+_inverter_type_name = enum_names(components_pb2.InverterType, _INVERTER_TYPE_PREFIX)
+_CATEGORY_NAMES = [
+    n.removeprefix(_CATEGORY_PREFIX) for n, _ in components_pb2.ElectricalComponentCategory.items()
+]
+_DIAGNOSTIC_NAMES = frozenset(
+    n for n, _ in components_pb2.ElectricalComponentDiagnosticCode.items()
+)
+
+CATEGORY_SUBSTITUTES = {
+    Category.GRID: "GRID_CONNECTION_POINT",
+    Category.RELAY: "BREAKER",
+    Category.FUSE: "BREAKER",
+}
+"""What the simulator sends for a category these versions name differently or not at all: a
+relay or a fuse, like a breaker, only switches or protects the line."""
+
+_INVERTER_TYPE_NAMES = {
+    InverterType.BATTERY: "BATTERY",
+    InverterType.HYBRID: "HYBRID",
+    InverterType.PV: "PV",
+    InverterType.UNSPECIFIED: "UNSPECIFIED",
+}
+
+_states = state_decoder(
+    enum_names(components_pb2.ElectricalComponentStateCode, _STATE_PREFIX),
+    enum_names(components_pb2.ElectricalComponentDiagnosticCode, _DIAGNOSTIC_PREFIX),
+)
+
+
+def _state_codes(snapshot: components_pb2.ElectricalComponentStateSnapshot) -> Any:
+    return _states(
+        tuple(snapshot.states),
+        tuple(d.diagnostic_code for d in snapshot.errors),
+        tuple(d.diagnostic_code for d in snapshot.warnings),
+    )
+
+
+DIALECT = Dialect(
+    component_id=operator.attrgetter("electrical_component_id"),
+    metric_samples=operator.attrgetter("metric_samples"),
+    sample_time="sample_time",
+    state_snapshots=operator.attrgetter("state_snapshots"),
+    state_time="origin_time",
+    states=_state_codes,
+    # Plain ints, resolved by name once (the generated enum's attribute lookup is slow).
+    soc=Metric.Value("METRIC_BATTERY_SOC_PCT"),
+    capacity=Metric.Value("METRIC_BATTERY_CAPACITY"),
+    dc_power=Metric.Value("METRIC_DC_POWER"),
+    ac_power=Metric.Value("METRIC_AC_POWER_ACTIVE"),
+)
+"""How v1alpha18 and v1alpha19 spell a telemetry message (``ElectricalComponentTelemetry``)."""
+
+_METRICS = {
+    "soc": Metric.ValueType(DIALECT.soc),
+    "capacity": Metric.ValueType(DIALECT.capacity),
+    "dc_power": Metric.ValueType(DIALECT.dc_power),
+    "ac_power": Metric.ValueType(DIALECT.ac_power),
+}
+
+_STREAMED_METRICS = sorted(set(_METRICS.values()))
+"""What the daemon asks a stream for: every metric it reads, for batteries and inverters (a
+component leaves out what it does not have; the rest of a site's many metrics stay home)."""
+
+_STATUS_PREFIX = "SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_"
+
+
+# --- topology -----------------------------------------------------------------------------------
+
+
+def component_of(component: components_pb2.ElectricalComponent) -> Component:
+    """Our view of an ``ElectricalComponent``: category and an inverter's type, by name."""
+    name = _category_name(component.category)
+    category = Category.OTHER if name is None else category_from_name(name)
+    if category is not Category.INVERTER:
+        return Component(category)
+    inverter_type = InverterType.UNSPECIFIED
+    if component.category_specific_info.WhichOneof("kind") == "inverter":
+        type_name = _inverter_type_name(component.category_specific_info.inverter.type)
+        if type_name is not None:
+            inverter_type = INVERTER_TYPES.get(type_name, InverterType.UNSPECIFIED)
+    return Component(category, inverter_type)
+
+
+def encode_component(component_id: int, component: Component) -> components_pb2.ElectricalComponent:
+    """An ``ElectricalComponent`` (for the simulator), with what the official client checks.
+
+    An inverter carries its type, a battery the type lithium-ion, a grid connection point its
+    (unknown: 0) fuse rating: the official client reports a missing one as a major issue.
+    """
+    name = category_name(component.category, _CATEGORY_NAMES, CATEGORY_SUBSTITUTES)
+    message = components_pb2.ElectricalComponent(
+        id=component_id,
+        name=f"{component.category.value}-{component_id}",
+        manufacturer="distributord",
+        model_name="simulator",
+        category=components_pb2.ElectricalComponentCategory.Value(_CATEGORY_PREFIX + name),
+    )
+    info = message.category_specific_info
+    if component.category is Category.INVERTER:
+        inverter_type = component.inverter_type or InverterType.UNSPECIFIED
+        info.inverter.type = components_pb2.InverterType.Value(
+            _INVERTER_TYPE_PREFIX + _INVERTER_TYPE_NAMES[inverter_type]
+        )
+    elif component.category is Category.BATTERY:
+        info.battery.type = components_pb2.BatteryType.Value("BATTERY_TYPE_LI_ION")
+    elif component.category is Category.GRID:
+        info.grid_connection_point.SetInParent()
+    return message
+
+
+# --- telemetry ----------------------------------------------------------------------------------
+
+
+def _timestamp(value: float) -> timestamp_pb2.Timestamp:
+    whole, nanos = split_seconds(value)
+    return timestamp_pb2.Timestamp(seconds=whole, nanos=nanos)
+
+
+def _diagnostic(name: str) -> components_pb2.ElectricalComponentDiagnostic:
+    full = _DIAGNOSTIC_PREFIX + name.upper()
+    if full in _DIAGNOSTIC_NAMES:
+        return components_pb2.ElectricalComponentDiagnostic(
+            diagnostic_code=components_pb2.ElectricalComponentDiagnosticCode.Value(full)
+        )
+    return components_pb2.ElectricalComponentDiagnostic(
+        diagnostic_code=components_pb2.ElectricalComponentDiagnosticCode.Value(
+            _DIAGNOSTIC_PREFIX + "UNKNOWN"
+        ),
+        message=name,
+    )
+
+
+def _snapshot(
+    origin_time: float,
+    states: Iterable[StateCode],
+    errors: Iterable[str],
+    warnings: Iterable[str],
+) -> components_pb2.ElectricalComponentStateSnapshot:
+    return components_pb2.ElectricalComponentStateSnapshot(
+        origin_time=_timestamp(origin_time),
+        states=[
+            components_pb2.ElectricalComponentStateCode.Value(_STATE_PREFIX + s.name)
+            for s in states
+        ],
+        errors=[_diagnostic(e) for e in errors],
+        warnings=[_diagnostic(w) for w in warnings],
+    )
+
+
+def encode_telemetry(telemetry: Telemetry) -> components_pb2.ElectricalComponentTelemetry:
+    """A reading as ``ElectricalComponentTelemetry`` (both versions; what the adapters decode).
+
+    Error and warning names are ``ElectricalComponentDiagnosticCode`` names without their
+    prefix, in any case (``"overcurrent"``); another name is sent as ``unknown`` with the name
+    as its message.
+    """
+    sample_time = _timestamp(telemetry.sampled_at)
+    samples = [
+        fill_sample(
+            metrics_pb2.MetricSample(sample_time=sample_time, metric=_METRICS[spec.metric]),
+            spec.value,
+            spec.ranges,
+        )
+        for spec in sample_specs(telemetry)
+    ]
+    return components_pb2.ElectricalComponentTelemetry(
+        electrical_component_id=telemetry.component_id,
+        metric_samples=samples,
+        state_snapshots=[
+            _snapshot(telemetry.sampled_at, telemetry.states, telemetry.errors, telemetry.warnings)
+        ],
+    )
+
+
+def _until(reply: Any) -> float:
+    """A reply's ``valid_until_time``; nan when absent or not a valid timestamp."""
+    if not reply.HasField("valid_until_time"):
+        return math.nan
+    until = seconds(reply.valid_until_time)
+    return math.nan if until is None else until
+
+
+# --- the adapter --------------------------------------------------------------------------------
+
+
+class AlphaAdapter:
+    """The :class:`~distributord.api.adapter.Adapter` of one of v1alpha18 / v1alpha19.
+
+    Args:
+        version: Which (see :data:`VERSIONS`).
+    """
+
+    def __init__(self, version: Version) -> None:
+        self.version = version
+        self.name = version.name
+        self.service = version.service
+        self._filter = getattr(
+            version.pb2.ReceiveElectricalComponentTelemetryStreamRequest, version.stream_filter
+        )
+        statuses = version.pb2.SetElectricalComponentPowerRequestStatus
+        self._status_name = enum_names(statuses, _STATUS_PREFIX)
+        self._status = {name.removeprefix(_STATUS_PREFIX): n for name, n in statuses.items()}
+        self._power_type_active = version.pb2.PowerType.Value("POWER_TYPE_ACTIVE")
+
+    def __repr__(self) -> str:
+        return f"<AlphaAdapter {self.name}>"
+
+    # -- the daemon's side --------------------------------------------------------------------
+
+    def stub(self, channel: Any) -> Any:
+        """The version's ``Microgrid`` stub on a grpc.aio channel."""
+        return importlib.import_module(self.version.grpc_module).MicrogridStub(channel)
+
+    async def components(self, stub: Any) -> dict[int, Component]:
+        """Every component (``ListElectricalComponents``)."""
+        response = await stub.ListElectricalComponents(
+            self.version.pb2.ListElectricalComponentsRequest()
+        )
+        return {c.id: component_of(c) for c in response.electrical_components}
+
+    async def connections(self, stub: Any) -> list[tuple[int, int]]:
+        """Every edge (``ListElectricalComponentConnections``)."""
+        response = await stub.ListElectricalComponentConnections(
+            self.version.pb2.ListElectricalComponentConnectionsRequest()
+        )
+        return [
+            (c.source_electrical_component_id, c.destination_electrical_component_id)
+            for c in response.electrical_component_connections
+        ]
+
+    def stream_request(self, component_id: int) -> Any:
+        """``ReceiveElectricalComponentTelemetryStream`` for the metrics the daemon reads."""
+        return self.version.pb2.ReceiveElectricalComponentTelemetryStreamRequest(
+            electrical_component_id=component_id,
+            filter=self._filter(metrics=_STREAMED_METRICS),
+        )
+
+    async def telemetry(self, stub: Any, component_id: int) -> AsyncIterator[Any]:
+        """A component's ``ElectricalComponentTelemetry`` messages; closing cancels the RPC."""
+        call = stub.ReceiveElectricalComponentTelemetryStream(self.stream_request(component_id))
+        responses = aiter(call)
+        try:
+            async for response in responses:
+                yield response.telemetry
+        finally:
+            await end_call(call, responses)
+
+    def decoder(self, component_id: int, *, battery: bool, max_data_age_s: float) -> Decoder:
+        """A decoder for one component's ``ElectricalComponentTelemetry`` messages."""
+        return TelemetryDecoder(
+            DIALECT, component_id, battery=battery, max_data_age_s=max_data_age_s
+        )
+
+    def set_power_request(self, inverter_id: int, power_w: float, lifetime_s: int) -> Any:
+        """``SetElectricalComponentPower`` of active power for an inverter."""
+        return self.version.pb2.SetElectricalComponentPowerRequest(
+            electrical_component_id=inverter_id,
+            power_type=self._power_type_active,
+            power=power_w,
+            request_lifetime=lifetime_s,
+        )
+
+    async def set_power(
+        self, stub: Any, inverter_id: int, power_w: float, lifetime_s: int
+    ) -> float:
+        """Command an inverter and judge the reply stream (see the module docstring).
+
+        Returns:
+            Until when (Unix time, s) the setpoint holds; nan if no reply says.
+
+        Raises:
+            CommandRejectedError: ``REJECTED``.
+            CommandFailedError: ``FAILED``, or the stream ended without a final reply.
+        """
+        call = stub.SetElectricalComponentPower(
+            self.set_power_request(inverter_id, power_w, lifetime_s)
+        )
+        accepted = False
+        accepted_until = math.nan
+        replies = aiter(call)
+        try:
+            async for reply in replies:
+                status = self._status_name(reply.status)
+                if status == "ACCEPTED":
+                    accepted, accepted_until = True, _until(reply)
+                elif status == "SUCCESS":
+                    until = _until(reply)
+                    return accepted_until if math.isnan(until) else until
+                elif status == "OVERRIDDEN":
+                    # A newer command for this inverter replaced this one: not a failure.
+                    return accepted_until
+                elif status == "FAILED":
+                    raise CommandFailedError("FAILED", "the inverter did not apply the setpoint")
+                elif status == "REJECTED":
+                    raise CommandRejectedError("REJECTED", "the API refused the setpoint")
+                # Anything else (unspecified, a newer server's status): the next reply decides.
+        finally:
+            await end_call(call, replies)
+        raise CommandFailedError(
+            "NO_FINAL_REPLY",
+            "the reply stream ended "
+            + ("after ACCEPTED without a final reply" if accepted else "without any reply"),
+        )
+
+    # -- the simulator's side -----------------------------------------------------------------
+
+    def add_servicer(self, handler: SimHandler, server: Any) -> None:
+        """Serve the version's ``Microgrid`` from ``handler`` on a grpc.aio server."""
+        module = importlib.import_module(self.version.grpc_module)
+        module.add_MicrogridServicer_to_server(self._servicer(handler, module), server)
+
+    def _servicer(self, handler: SimHandler, module: Any) -> Any:
+        pb2 = self.version.pb2
+        reply = pb2.SetElectricalComponentPowerResponse
+        status = self._status
+        active = self._power_type_active
+        serving = TelemetryServing(
+            handler,
+            encode_telemetry,
+            lambda t: pb2.ReceiveElectricalComponentTelemetryStreamResponse(telemetry=t),
+        )
+        base: Any = module.MicrogridServicer
+
+        class Servicer(base):  # type: ignore[misc]  # the generated base class is untyped here
+            """The version's ``Microgrid``, served from a ``SimHandler``.
+
+            Methods not defined here answer ``UNIMPLEMENTED`` (the generated base does that).
+            """
+
+            async def ListElectricalComponents(  # noqa: N802  (the generated name)
+                self, request: Any, context: Any
+            ) -> Any:
+                try:
+                    components = handler.components()
+                except SimAbort as error:
+                    await abort(context, error.code, error.details)
+                ids = frozenset(request.electrical_component_ids)
+                categories = frozenset(request.electrical_component_categories)
+                messages = [encode_component(cid, c) for cid, c in components]
+                return pb2.ListElectricalComponentsResponse(
+                    electrical_components=[
+                        m
+                        for m in messages
+                        if (not ids or m.id in ids) and (not categories or m.category in categories)
+                    ]
+                )
+
+            async def ListElectricalComponentConnections(  # noqa: N802
+                self, request: Any, context: Any
+            ) -> Any:
+                try:
+                    edges = handler.connections()
+                except SimAbort as error:
+                    await abort(context, error.code, error.details)
+                sources = frozenset(request.source_electrical_component_ids)
+                destinations = frozenset(request.destination_electrical_component_ids)
+                return pb2.ListElectricalComponentConnectionsResponse(
+                    electrical_component_connections=[
+                        components_pb2.ElectricalComponentConnection(
+                            source_electrical_component_id=s,
+                            destination_electrical_component_id=d,
+                        )
+                        for s, d in edges
+                        if (not sources or s in sources) and (not destinations or d in destinations)
+                    ]
+                )
+
+            async def ReceiveElectricalComponentTelemetryStream(  # noqa: N802
+                self, request: Any, context: Any
+            ) -> AsyncIterator[Any]:
+                # An async generator function: grpc.aio tells streaming handlers by that.
+                metrics = list(request.filter.metrics) if request.HasField("filter") else None
+                replies = serving.replies(context, request.electrical_component_id, metrics)
+                async for message in replies:
+                    yield message
+
+            async def SetElectricalComponentPower(  # noqa: N802
+                self, request: Any, context: Any
+            ) -> AsyncIterator[Any]:
+                if request.power_type != active:  # the simulator has no reactive power
+                    yield reply(status=status["REJECTED"])
+                    return
+                lifetime = (
+                    request.request_lifetime if request.HasField("request_lifetime") else None
+                )
+                try:
+                    outcome = await handler.set_power(
+                        request.electrical_component_id, request.power, lifetime
+                    )
+                except SimAbort as error:
+                    await abort(context, error.code, error.details)
+                if outcome.code is not None or outcome.valid_until is None:
+                    yield reply(status=status["REJECTED"])
+                    return
+                until = _timestamp(outcome.valid_until)
+                yield reply(status=status["ACCEPTED"], valid_until_time=until)
+                if outcome.final is FinalReply.NONE:
+                    import asyncio
+
+                    await asyncio.Event().wait()  # until the client cancels the call
+                final = outcome.final.value  # SUCCESS, FAILED or OVERRIDDEN: the status names
+                yield reply(
+                    status=status[final],
+                    valid_until_time=until if outcome.final is FinalReply.SUCCESS else None,
+                )
+
+        return Servicer()
+
+
+V1ALPHA18: Adapter = AlphaAdapter(VERSIONS["v1alpha18"])
+"""The v1alpha18 adapter: what current sites serve."""
+
+V1ALPHA19: Adapter = AlphaAdapter(VERSIONS["v1alpha19"])
+"""The v1alpha19 adapter."""

@@ -1,0 +1,239 @@
+"""Each version's servicer against its own daemon side, over real gRPC (the wiring, not the rules).
+
+The servicer serves a fake :class:`~distributord.api.adapter.SimHandler`; the adapter's daemon
+side reads it. Each test runs its own asyncio loop (grpc.aio) under a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+import pytest
+
+from distributord.api import v1, v1alpha
+from distributord.api.adapter import (
+    Adapter,
+    BatteryTelemetry,
+    FinalReply,
+    SetPowerOutcome,
+    SimAbort,
+    Telemetry,
+)
+from distributord.core.errors import CommandFailedError, CommandRejectedError
+from distributord.core.model import BatterySnapshot, StateCode
+from distributord.core.topology import Category, Component, InverterType
+from tests.api.versions import VERSIONS, Version
+
+DEADLINE_S = 10.0
+LATER = time.time() + 3600
+
+COMPONENTS = [
+    (1, Component(Category.GRID)),
+    (2, Component(Category.METER)),
+    (10, Component(Category.INVERTER, InverterType.HYBRID)),
+    (11, Component(Category.PRECHARGER)),
+    (100, Component(Category.BATTERY)),
+]
+EDGES = [(1, 2), (2, 10), (10, 11), (11, 100)]
+
+
+class Handler:
+    """A fake simulator: fixed components, one battery reading, commands decided by power."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[int, float, int | None]] = []
+
+    def components(self) -> Sequence[tuple[int, Component]]:
+        return COMPONENTS
+
+    def connections(self) -> Sequence[tuple[int, int]]:
+        return EDGES
+
+    async def set_power(
+        self, component_id: int, power_w: float, lifetime_s: int | None
+    ) -> SetPowerOutcome:
+        self.commands.append((component_id, power_w, lifetime_s))
+        if component_id == 99:
+            raise SimAbort("NOT_FOUND", "no component 99")
+        if power_w > 10_000:
+            return SetPowerOutcome(valid_until=None, code="OUT_OF_RANGE", details="too much")
+        final = {1.0: FinalReply.FAILED, 2.0: FinalReply.OVERRIDDEN, 3.0: FinalReply.NONE}
+        return SetPowerOutcome(valid_until=LATER, final=final.get(power_w, FinalReply.SUCCESS))
+
+    async def telemetry(self, component_id: int) -> AsyncIterator[Telemetry]:
+        if component_id == 99:
+            raise SimAbort("NOT_FOUND", "no component 99")
+        yield BatteryTelemetry(
+            component_id=component_id,
+            sampled_at=1_800_000_000.0,
+            soc_pct=55.0,
+            soc_bounds=(10.0, 90.0),
+            capacity_wh=10_000.0,
+            power_w=-300.0,
+            power_ranges=[(-5000.0, 5000.0)],
+            states=[StateCode.READY],
+        )
+        await asyncio.Event().wait()  # then nothing, until the client goes
+
+
+def serve(version: Version, test: Callable[[Adapter, Any, Handler], Awaitable[None]]) -> None:
+    """Run ``test(adapter, stub, handler)`` against a server of ``version`` on localhost."""
+
+    async def main() -> None:
+        handler = Handler()
+        server = grpc.aio.server()
+        version.adapter.add_servicer(handler, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                await test(version.adapter, version.adapter.stub(channel), handler)
+        finally:
+            await server.stop(None)
+
+    asyncio.run(asyncio.wait_for(main(), DEADLINE_S))
+
+
+versions = pytest.mark.parametrize("version", VERSIONS, ids=repr)
+
+
+@versions
+def test_the_graph_round_trips(version: Version) -> None:
+    async def test(adapter: Adapter, stub: Any, handler: Handler) -> None:
+        # Every version carries the inverter type (v1 in category_type).
+        assert await adapter.components(stub) == dict(COMPONENTS)
+        assert await adapter.connections(stub) == EDGES
+
+    serve(version, test)
+
+
+@versions
+def test_telemetry_round_trips(version: Version) -> None:
+    async def test(adapter: Adapter, stub: Any, handler: Handler) -> None:
+        decoder = adapter.decoder(100, battery=True, max_data_age_s=10.0)
+        stream = adapter.telemetry(stub, 100)
+        snapshot = decoder.decode(await anext(stream), received_at=1.0)
+        await stream.aclose()  # type: ignore[attr-defined]  # an async generator
+        assert isinstance(snapshot, BatterySnapshot)
+        assert (snapshot.soc_pct, snapshot.capacity_wh, snapshot.power_w) == (55.0, 10_000, -300)
+
+    serve(version, test)
+
+
+@versions
+def test_a_handlers_abort_ends_the_call_with_its_code(version: Version) -> None:
+    async def test(adapter: Adapter, stub: Any, handler: Handler) -> None:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await anext(adapter.telemetry(stub, 99))
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await adapter.set_power(stub, 99, 1.0, 60)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+    serve(version, test)
+
+
+@versions
+def test_commands(version: Version) -> None:
+    async def test(adapter: Adapter, stub: Any, handler: Handler) -> None:
+        assert await adapter.set_power(stub, 10, 500.0, 60) == pytest.approx(LATER, abs=1e-6)
+        assert handler.commands == [(10, 500.0, 60)]
+        if version.name == "v1":
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await adapter.set_power(stub, 10, 20_000.0, 60)
+            assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+            return
+        with pytest.raises(CommandRejectedError):
+            await adapter.set_power(stub, 10, 20_000.0, 60)
+        with pytest.raises(CommandFailedError):
+            await adapter.set_power(stub, 10, 1.0, 60)
+        assert await adapter.set_power(stub, 10, 2.0, 60) == pytest.approx(LATER, abs=1e-6)
+        with pytest.raises(TimeoutError):  # no final reply: only the caller's deadline ends it
+            await asyncio.wait_for(adapter.set_power(stub, 10, 3.0, 60), 0.2)
+
+    serve(version, test)
+
+
+@pytest.mark.parametrize(
+    ("version", "request_type"),
+    [
+        (VERSIONS[0], "frequenz.api.microgrid.v1alpha18.microgrid_pb2"),
+        (VERSIONS[1], "frequenz.api.microgrid.v1alpha19.microgrid_pb2"),
+    ],
+    ids=["v1alpha18", "v1alpha19"],
+)
+def test_alpha_filters(version: Version, request_type: str) -> None:
+    import importlib
+
+    pb2 = importlib.import_module(request_type)
+    request = pb2.ReceiveElectricalComponentTelemetryStreamRequest
+
+    async def test(adapter: Adapter, stub: Any, handler: Handler) -> None:
+        listed = await stub.ListElectricalComponents(
+            pb2.ListElectricalComponentsRequest(
+                electrical_component_ids=[1, 10, 100],
+                electrical_component_categories=[
+                    v1alpha.encode_component(0, Component(Category.INVERTER)).category,
+                    v1alpha.encode_component(0, Component(Category.BATTERY)).category,
+                ],
+            )
+        )
+        assert [c.id for c in listed.electrical_components] == [10, 100]
+        edges = await stub.ListElectricalComponentConnections(
+            pb2.ListElectricalComponentConnectionsRequest(
+                source_electrical_component_ids=[2, 10], destination_electrical_component_ids=[10]
+            )
+        )
+        assert [
+            (e.source_electrical_component_id, e.destination_electrical_component_id)
+            for e in edges.electrical_component_connections
+        ] == [(2, 10)]
+        soc = version.metrics["soc"]
+        call = stub.ReceiveElectricalComponentTelemetryStream(
+            request(electrical_component_id=100, filter={"metrics": [soc]})
+        )
+        message = await anext(aiter(call))
+        call.cancel()
+        assert [s.metric for s in message.telemetry.metric_samples] == [soc]
+        call = stub.ReceiveElectricalComponentTelemetryStream(
+            request(electrical_component_id=100, filter={"metrics": []})
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await anext(aiter(call))
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    serve(version, test)
+
+
+def test_v1_filters() -> None:
+    async def test(adapter: Adapter, stub: Any, handler: Handler) -> None:
+        listed = await stub.ListComponents(
+            v1.ComponentsRequest(
+                component_ids=[1, 2, 10],
+                categories=[v1.encode_component(0, Component(Category.METER)).category],
+            )
+        )
+        assert [c.id for c in listed.components] == [2]
+        edges = await stub.ListConnections(v1.ConnectionsRequest(starts=[10, 11], ends=[100]))
+        assert [(e.source_component_id, e.destination_component_id) for e in edges.connections] == [
+            (11, 100)
+        ]
+
+    serve(VERSIONS[2], test)
+
+
+@versions
+def test_methods_not_served_answer_unimplemented(version: Version) -> None:
+    from google.protobuf import empty_pb2
+
+    async def test(adapter: Adapter, stub: Any, handler: Handler) -> None:
+        method = stub.GetMicrogridMetadata if version.name == "v1" else stub.GetMicrogrid
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await method(empty_pb2.Empty())
+        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+    serve(version, test)

@@ -1,0 +1,194 @@
+"""The daemon against servers that speak one Microgrid API version each (issue 11).
+
+Unconfigured (``microgrid.api = "auto"``), pointed at a simulator that serves only v1alpha18,
+only v1alpha19 or only v1, the daemon must negotiate that version, manage every battery
+(including one behind a precharger and a breaker), command it in that version, and report
+command outcomes as the spec says: success only on ``SUCCESS``; ``FAILED``, no final reply or a
+gRPC error are failed commands (the battery is blocked); ``REJECTED`` is a refusal that does not
+block; ``OVERRIDDEN`` is not a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+import trio
+
+from distributord.core.errors import NoApiVersionError
+from distributord.core.status import Reason, Status
+from distributord.shell.daemon import DaemonSettings
+from distributord.shell.link import discover, open_link
+from distributord.sim.scenario import BatterySpec, InverterSpec, Scenario
+from distributord.sim.server import Simulator
+from tests.support import LIMIT_S, connect, running_daemon, sim_wait
+
+VERSIONS = ["v1alpha18", "v1alpha19", "v1"]
+
+SCENARIO = Scenario(
+    batteries=(
+        BatterySpec(id=1001, soc_pct=40.0),
+        BatterySpec(id=1002, soc_pct=40.0),
+        BatterySpec(id=1003, soc_pct=40.0),
+    ),
+    inverters=(
+        InverterSpec(id=2001, batteries=(1001,)),
+        InverterSpec(id=2002, batteries=(1002,), between=("precharger", "breaker")),
+        InverterSpec(id=2003, batteries=(1003,), between=("relay", "fuse")),
+    ),
+)
+
+
+@pytest.fixture(params=VERSIONS)
+def only(request: pytest.FixtureRequest) -> Iterator[Simulator]:
+    """A simulator that serves one version only."""
+    with Simulator(SCENARIO, telemetry_hz=20.0, apis=(request.param,)) as simulator:
+        yield simulator
+
+
+async def test_it_negotiates_manages_every_battery_and_commands_in_that_version(
+    only: Simulator, tmp_path: Path
+) -> None:
+    (version,) = only.apis
+    settings = DaemonSettings(address=only.address)  # api = "auto"
+    async with (
+        running_daemon(only, tmp_path / "c.sock", settings) as daemon,
+        connect(tmp_path / "c.sock") as client,
+    ):
+        assert daemon.link.version == version
+        assert dict(daemon.topology.pairs) == {1001: 2001, 1002: 2002, 1003: 2003}
+        assert (await client.result("ping"))["microgrid_api"] == version
+        assert (await client.result("get_status"))["microgrid_api"] == version
+        result = await client.result(
+            "set_power", {"power_w": 3000, "batteries": [1001, 1002, 1003]}
+        )
+        assert result["outcome"] == "success", result
+    assert {only.setpoint(i) for i in (2001, 2002, 2003)} == {1000.0}
+
+
+@pytest.fixture
+def alpha() -> Iterator[Simulator]:
+    with Simulator(SCENARIO, telemetry_hz=20.0, apis=("v1alpha18",)) as simulator:
+        yield simulator
+
+
+@pytest.mark.parametrize(
+    ("final", "blocked"),
+    [("FAILED", True), ("NONE", True)],
+)
+async def test_a_failed_or_missing_final_reply_is_a_failed_command(
+    alpha: Simulator, tmp_path: Path, final: str, blocked: bool
+) -> None:
+    alpha.set_fault(2002, final_reply=final)
+    async with (
+        running_daemon(alpha, tmp_path / "c.sock") as daemon,
+        connect(tmp_path / "c.sock") as client,
+    ):
+        result = await client.result(
+            "set_power", {"power_w": 2000, "batteries": [1001, 1002], "request_timeout_s": 0.5}
+        )
+        assert result["outcome"] == "partial_failure", result
+        assert result["failed_batteries"] == [1002]
+        state = daemon.tracker.state(1002)
+        assert (Reason.BLOCKED_AFTER_FAILURE in state.reasons) is blocked
+    if final == "NONE":  # the deadline cancelled the call at the RPC: the server saw it
+        await sim_wait(alpha, lambda s: any(r.outcome == "cancelled" for r in s.commands()))
+
+
+async def test_a_rejected_command_is_a_refusal_that_does_not_block(
+    alpha: Simulator, tmp_path: Path
+) -> None:
+    alpha.set_fault(2002, command_error="OUT_OF_RANGE")  # v1alpha18 answers REJECTED
+    async with (
+        running_daemon(alpha, tmp_path / "c.sock") as daemon,
+        connect(tmp_path / "c.sock") as client,
+    ):
+        result = await client.result("set_power", {"power_w": 2000, "batteries": [1001, 1002]})
+        assert result["outcome"] == "partial_failure", result
+        assert result["failed_batteries"] == [1002]
+        assert daemon.tracker.state(1002).status is Status.WORKING
+
+
+async def test_an_overridden_command_is_not_a_failure(alpha: Simulator, tmp_path: Path) -> None:
+    alpha.set_fault(2002, final_reply="OVERRIDDEN")
+    async with (
+        running_daemon(alpha, tmp_path / "c.sock") as daemon,
+        connect(tmp_path / "c.sock") as client,
+    ):
+        result = await client.result("set_power", {"power_w": 2000, "batteries": [1001, 1002]})
+        assert result["outcome"] == "success", result
+        assert daemon.tracker.state(1002).status is Status.WORKING
+
+
+async def test_a_pinned_version_the_server_lacks_is_named_not_called_unreachable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="distributord.shell.link")
+    with Simulator(SCENARIO, apis=("v1",)) as only_v1:
+        async with open_link(only_v1.address, api="v1alpha19") as link:
+            with pytest.raises(NoApiVersionError) as caught:
+                await link.topology()
+    assert str(caught.value) == (
+        f"no supported Microgrid API version at {only_v1.address}: tried v1alpha19"
+    )
+
+
+@contextmanager
+def serving_nothing() -> Iterator[str]:
+    """A gRPC server with no services at all (every method UNIMPLEMENTED); its address."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start() -> tuple[grpc.aio.Server, int]:
+        server = grpc.aio.server()
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        return server, port
+
+    server, port = asyncio.run_coroutine_threadsafe(start(), loop).result(LIMIT_S)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(LIMIT_S)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(LIMIT_S)
+        loop.close()
+
+
+async def test_a_server_with_none_of_the_versions_gets_one_clear_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="distributord.shell.link")
+    said = trio.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "no supported" in record.getMessage():
+                said.set()  # discovery logs from the trio thread
+
+    watch = Watch()
+    logging.getLogger("distributord.shell.link").addHandler(watch)
+    try:
+        with serving_nothing() as address:
+            async with open_link(address) as link:
+                with trio.fail_after(LIMIT_S):
+                    with pytest.raises(NoApiVersionError):
+                        await link.topology()
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(discover, link)  # retries, and says so once
+                        await said.wait()
+                        nursery.cancel_scope.cancel()
+    finally:
+        logging.getLogger("distributord.shell.link").removeHandler(watch)
+    problems = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert problems == [
+        f"no supported Microgrid API version at {address}: tried v1alpha18, v1alpha19, v1; "
+        "retrying with backoff"
+    ]
