@@ -40,7 +40,19 @@ from frequenz.api.common.v1.microgrid.components import components_pb2, inverter
 from frequenz.api.microgrid.v1 import microgrid_pb2
 from google.protobuf import timestamp_pb2
 
-from distributord.api import (
+from distributord.api.adapter import (
+    REJECTING_CODES,
+    Adapter,
+    BatteryTelemetry,
+    Decoder,
+    InverterTelemetry,
+    Note,
+    SimAbort,
+    SimHandler,
+    Telemetry,
+    command_error,
+)
+from distributord.api.common import (
     INVERTER_TYPES,
     Dialect,
     TelemetryServing,
@@ -55,19 +67,7 @@ from distributord.api import (
     split_seconds,
     state_decoder,
 )
-from distributord.api import TelemetryDecoder as _Decoder
-from distributord.api.adapter import (
-    REJECTING_CODES,
-    Adapter,
-    BatteryTelemetry,
-    Decoder,
-    InverterTelemetry,
-    Note,
-    SimAbort,
-    SimHandler,
-    Telemetry,
-    command_error,
-)
+from distributord.api.common import TelemetryDecoder as _Decoder
 from distributord.core.bounds import Range
 from distributord.core.model import StateCode
 from distributord.core.topology import Category, Component, InverterType

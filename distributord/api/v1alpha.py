@@ -61,7 +61,15 @@ from frequenz.api.microgrid.v1alpha18 import microgrid_pb2 as v1alpha18_pb2
 from frequenz.api.microgrid.v1alpha19 import microgrid_pb2 as v1alpha19_pb2
 from google.protobuf import timestamp_pb2
 
-from distributord.api import (
+from distributord.api.adapter import (
+    Adapter,
+    Decoder,
+    FinalReply,
+    SimAbort,
+    SimHandler,
+    Telemetry,
+)
+from distributord.api.common import (
     INVERTER_TYPES,
     Dialect,
     TelemetryDecoder,
@@ -76,14 +84,6 @@ from distributord.api import (
     seconds,
     split_seconds,
     state_decoder,
-)
-from distributord.api.adapter import (
-    Adapter,
-    Decoder,
-    FinalReply,
-    SimAbort,
-    SimHandler,
-    Telemetry,
 )
 from distributord.core.errors import CommandFailedError, CommandRejectedError
 from distributord.core.model import StateCode

@@ -137,6 +137,7 @@ async def test_run_notifies_serves_reloads_and_stops(sim: Simulator, tmp_path: P
         assert "waiting for the microgrid" in serving["STATUS"]
         ready = await notify.wait_for("READY", "1")  # and the microgrid is connected
         assert "working" in ready["STATUS"]
+        assert ready["STATUS"].endswith("; API v1alpha18")  # negotiated: the sim serves all
         async with connect(sock) as client:
             assert (await client.result("ping"))["version"]
         await notify.wait_for("WATCHDOG", "1")  # half of WATCHDOG_USEC, while the loop answers

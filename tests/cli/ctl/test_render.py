@@ -44,6 +44,22 @@ def test_ping_says_when_the_microgrid_is_not_connected_yet(
     )
 
 
+def test_ping_and_status_name_the_microgrid_api_version(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    connected = {"microgrid": "connected", "microgrid_api": "v1alpha18"}
+    daemon.answers["ping"] = reply({"version": "0.1.0", "uptime_s": 2.0, **connected})
+    daemon.answers["get_status"] = reply({**STATUS, **connected})
+    assert run(daemon, "ping") == 0
+    assert capsys.readouterr().out == (
+        f"distributord 0.1.0 at {daemon.path}, up 2.0 s; Microgrid API v1alpha18\n"
+    )
+    assert run(daemon, "status") == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "3 batteries: 1 working, 1 uncertain, 1 not working (Microgrid API v1alpha18)"
+    )
+
+
 def test_status_table(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
     daemon.answers["get_status"] = reply(STATUS)
     assert run(daemon, "status") == 0
