@@ -528,12 +528,14 @@ def filtered(message: Any, metrics: frozenset[int]) -> Any:
 async def end_call(call: Any, responses: Any) -> None:
     """End a streaming call the daemon stops reading: cancel it at the RPC, close its iterator.
 
-    Cancelling is a no-op once the call is done; the server sees any other call cancelled, not
-    merely abandoned. Closing the iterator (grpc.aio's is an async generator) finalizes it now
-    rather than at garbage collection. Fakes without ``cancel`` or ``aclose`` are fine.
+    A call still running is cancelled, so that the server sees it cancelled, not merely
+    abandoned; one the server has ended is left as it ended. Closing the iterator (grpc.aio's is
+    an async generator) finalizes it now rather than at garbage collection. Fakes without
+    ``done``, ``cancel`` or ``aclose`` are fine (no ``done``: treated as running).
     """
+    done = getattr(call, "done", None)
     cancel = getattr(call, "cancel", None)
-    if cancel is not None:
+    if cancel is not None and not (done is not None and done()):
         cancel()
     aclose = getattr(responses, "aclose", None)
     if aclose is not None:

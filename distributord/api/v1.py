@@ -516,17 +516,7 @@ V1: Adapter = _V1()
 """The v1 adapter."""
 
 
-# --- the pre-adapter interface (kept until the shell and the simulator use V1) ------------------
-
-
-def components_request() -> microgrid_pb2.ListComponentsRequest:
-    """``ListComponents`` for all components."""
-    return microgrid_pb2.ListComponentsRequest()
-
-
-def connections_request() -> microgrid_pb2.ListConnectionsRequest:
-    """``ListConnections`` for all connections."""
-    return microgrid_pb2.ListConnectionsRequest()
+# --- helpers the tests build and read v1 messages with -------------------------------------------
 
 
 def decode_components(response: microgrid_pb2.ListComponentsResponse) -> dict[int, Category]:
@@ -537,22 +527,3 @@ def decode_components(response: microgrid_pb2.ListComponentsResponse) -> dict[in
 def decode_connections(response: microgrid_pb2.ListConnectionsResponse) -> list[tuple[int, int]]:
     """``(source, destination)`` edges."""
     return connections_of(response)
-
-
-def microgrid_stub(channel: Any) -> Any:
-    """A ``Microgrid`` stub on a grpc.aio channel."""
-    return V1.stub(channel)
-
-
-def servicer_base() -> type:
-    """The generated ``MicrogridServicer`` base class (for the simulator)."""
-    from frequenz.api.microgrid.v1 import microgrid_pb2_grpc
-
-    return microgrid_pb2_grpc.MicrogridServicer
-
-
-def add_servicer(servicer: Any, server: Any) -> None:
-    """Register a ready-made ``Microgrid`` servicer on a gRPC server (old; see ``V1``)."""
-    from frequenz.api.microgrid.v1 import microgrid_pb2_grpc
-
-    microgrid_pb2_grpc.add_MicrogridServicer_to_server(servicer, server)

@@ -31,14 +31,19 @@ Commands (``SetElectricalComponentPower``) answer with a **stream** of replies
 after ``ACCEPTED``, one final reply. :meth:`AlphaAdapter.set_power` judges it:
 
 * ``SUCCESS``: the setpoint holds until its ``valid_until_time`` (``ACCEPTED``'s if absent);
-* ``OVERRIDDEN``: a newer command replaced it; not a failure, it held until ``ACCEPTED``'s time;
+* ``OVERRIDDEN``: a newer command replaced it before it was applied. distributord never has two
+  commands in flight for one inverter, so the newer one is someone else's: our setpoint does
+  not hold. :class:`~distributord.core.errors.CommandOverriddenError`, which does not block
+  the battery (it is not the battery's failure);
 * ``FAILED``: :class:`~distributord.core.errors.CommandFailedError` ``"FAILED"``;
 * ``REJECTED``: :class:`~distributord.core.errors.CommandRejectedError` ``"REJECTED"``;
 * the stream ends with no final reply: :class:`~distributord.core.errors.CommandFailedError`
   ``"NO_FINAL_REPLY"``.
 
-A status this module does not know (a newer server's) is skipped: the next reply decides. The
-caller's deadline cancels the RPC; gRPC errors pass through.
+A status this module does not know (a newer server's) is skipped: the next reply decides. After
+the final reply the server ends the stream; the adapter waits for that (at most
+:data:`END_GRACE_S`), so that a completed command ends as completed at the server, not as
+cancelled by us. The caller's deadline cancels the RPC; gRPC errors pass through.
 
 Importing this module loads protobuf only; ``grpc`` is imported inside the functions that need
 it (the stub and the servicer), which only the IO shell and the simulator call.
@@ -46,6 +51,8 @@ it (the stub and the servicer), which only the IO shell and the simulator call.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import math
 import operator
@@ -85,7 +92,11 @@ from distributord.api.common import (
     split_seconds,
     state_decoder,
 )
-from distributord.core.errors import CommandFailedError, CommandRejectedError
+from distributord.core.errors import (
+    CommandFailedError,
+    CommandOverriddenError,
+    CommandRejectedError,
+)
 from distributord.core.model import StateCode
 from distributord.core.topology import Category, Component, InverterType
 
@@ -213,6 +224,17 @@ _STREAMED_METRICS = sorted(set(_METRICS.values()))
 component leaves out what it does not have; the rest of a site's many metrics stay home)."""
 
 _STATUS_PREFIX = "SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_"
+
+
+END_GRACE_S = 1.0
+"""After the final reply, how long the adapter waits for the server to end the reply stream
+before it cancels the call."""
+
+
+async def _drain(replies: AsyncIterator[Any]) -> None:
+    """Read what is left of a reply stream (nothing is expected after the final reply)."""
+    async for _ in replies:
+        pass
 
 
 # --- topology -----------------------------------------------------------------------------------
@@ -428,25 +450,41 @@ class AlphaAdapter:
         )
         accepted = False
         accepted_until = math.nan
+        verdict: float | Exception | None = None
         replies = aiter(call)
         try:
             async for reply in replies:
                 status = self._status_name(reply.status)
                 if status == "ACCEPTED":
                     accepted, accepted_until = True, _until(reply)
-                elif status == "SUCCESS":
+                    continue
+                if status == "SUCCESS":
                     until = _until(reply)
-                    return accepted_until if math.isnan(until) else until
+                    verdict = accepted_until if math.isnan(until) else until
                 elif status == "OVERRIDDEN":
-                    # A newer command for this inverter replaced this one: not a failure.
-                    return accepted_until
+                    verdict = CommandOverriddenError(
+                        "OVERRIDDEN", "another command replaced it before it was applied"
+                    )
                 elif status == "FAILED":
-                    raise CommandFailedError("FAILED", "the inverter did not apply the setpoint")
+                    verdict = CommandFailedError(
+                        "FAILED", "the inverter did not apply the setpoint"
+                    )
                 elif status == "REJECTED":
-                    raise CommandRejectedError("REJECTED", "the API refused the setpoint")
-                # Anything else (unspecified, a newer server's status): the next reply decides.
+                    verdict = CommandRejectedError("REJECTED", "the API refused the setpoint")
+                else:  # unspecified, or a newer server's status: the next reply decides
+                    continue
+                break
+            if verdict is not None:
+                # The server ends the stream after its final reply: let it, so that the call
+                # ends completed rather than cancelled by us (bounded; then it is cancelled).
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(_drain(replies), END_GRACE_S)
         finally:
             await end_call(call, replies)
+        if isinstance(verdict, Exception):
+            raise verdict
+        if verdict is not None:
+            return verdict
         raise CommandFailedError(
             "NO_FINAL_REPLY",
             "the reply stream ended "

@@ -105,6 +105,18 @@ class CommandRejectedError(CommandError):
     blocks: ClassVar[bool] = False
 
 
+class CommandOverriddenError(CommandError):
+    """Another command replaced ours at the inverter before it was applied (v1alpha18/19).
+
+    distributord never has two commands for one inverter in flight (a request's commands for a
+    set run one at a time, and a command cut off is cancelled at the RPC), so the newer command
+    is someone else's: our setpoint does not hold, and the result says so. The battery is not at
+    fault and is not blocked.
+    """
+
+    blocks: ClassVar[bool] = False
+
+
 class CommandFailedError(CommandError):
     """Something outside distributord failed: the API, the inverter, the network, or time.
 

@@ -13,7 +13,9 @@ a version's messages.
   ``UNIMPLEMENTED``; a pinned version is the only one tried. The version that answers is kept
   (:attr:`MicrogridLink.version`) for everything after. A server that serves none of them is
   :class:`~distributord.core.errors.NoApiVersionError` ("no supported Microgrid API version
-  at ADDRESS: tried …"), never "unreachable".
+  at ADDRESS: tried …"), never "unreachable". When negotiating, a stream or command that gets
+  ``UNIMPLEMENTED`` in the version spoken means the server changed (restarted with another
+  version): the link says so once and negotiates again at the next stream or command.
 * **Discovery** (:func:`discover`) asks for the component graph until the API answers,
   waiting between attempts with capped exponential backoff, and logs once per change of state
   (unreachable / reachable, or no version served), never once per attempt.
@@ -211,8 +213,10 @@ class MicrogridLink:
     def __init__(self, bridge: Bridge, address: str, *, api: str = "auto") -> None:
         self.address = address
         self._candidates = adapters(api)
+        self._negotiating = api == "auto"
+        self._spoken = False  # the version spoken was logged
         # Pinned: known now. Negotiated: chosen by the first discovery that is answered.
-        self._adapter: Adapter | None = self._candidates[0] if api != "auto" else None
+        self._adapter: Adapter | None = None if self._negotiating else self._candidates[0]
         self._bridge = bridge
         # Telemetry streams and discovery on one connection, commands on another: a thousand
         # streams' traffic never queues ahead of a command.
@@ -277,7 +281,11 @@ class MicrogridLink:
             NoApiVersionError: The server serves none of the versions tried.
         """
         tried: list[str] = []
-        for adapter in [self._adapter] if self._adapter is not None else self._candidates:
+        spoken = self._adapter
+        candidates = [spoken] if spoken is not None else self._candidates
+        if spoken is not None and self._negotiating:  # it may have changed: the rest follow
+            candidates += [a for a in self._candidates if a is not spoken]
+        for adapter in candidates:
             stub = self._stubs[adapter.name]
 
             async def ask(adapter: Adapter = adapter, stub: Any = stub) -> tuple[Any, Any]:
@@ -288,13 +296,32 @@ class MicrogridLink:
             except StreamBrokenError as error:
                 if error.code == "UNIMPLEMENTED":
                     tried.append(adapter.name)
+                    self._unimplemented(adapter)
                     continue
                 raise LinkDownError(str(error)) from None
-            if self._adapter is None:
-                self._adapter = adapter
-                logger.info("microgrid at %s speaks API %s", self.address, adapter.name)
+            if self._adapter is None or not self._spoken:
+                self._adapter, self._spoken = adapter, True
+                how = "negotiated" if self._negotiating else "pinned"
+                logger.info("microgrid at %s speaks API %s (%s)", self.address, adapter.name, how)
             return pair_batteries(components, connections)
         raise NoApiVersionError(self.address, tried)
+
+    async def _speaking(self) -> Adapter:
+        """The adapter of the version spoken, negotiating it first if need be."""
+        if self._adapter is None:
+            await self.topology()  # LinkDownError / NoApiVersionError when it cannot
+        assert self._adapter is not None
+        return self._adapter
+
+    def _unimplemented(self, adapter: Adapter) -> None:
+        """The server answered ``UNIMPLEMENTED`` in ``adapter``'s version (trio thread)."""
+        if self._negotiating and self._adapter is adapter:
+            self._adapter = None
+            logger.error(
+                "microgrid at %s no longer serves API %s; negotiating again",
+                self.address,
+                adapter.name,
+            )
 
     def decoder(self, component_id: int, *, battery: bool, max_data_age_s: float) -> Decoder:
         """A decoder for :meth:`telemetry`'s messages, in the version spoken."""
@@ -306,7 +333,7 @@ class MicrogridLink:
 
         At most :data:`MAX_OPENING_STREAMS` streams are being opened at any time.
         """
-        adapter = self.adapter
+        adapter = await self._speaking()
         stub = self._stubs[adapter.name]
 
         def messages() -> AsyncIterator[Any]:
@@ -324,6 +351,10 @@ class MicrogridLink:
         try:
             async with self._bridge.open_stream(messages) as stream:
                 yield _Opening(stream, release)
+        except StreamBrokenError as error:
+            if error.code == "UNIMPLEMENTED":
+                self._unimplemented(adapter)
+            raise
         finally:
             release()
 
@@ -339,7 +370,13 @@ class MicrogridLink:
             CommandRejectedError: The API refused the setpoint (out of range, invalid).
             CommandFailedError: Anything else went wrong (unavailable, internal, ...).
         """
-        return await self._bridge.call(self._command(inverter_id, power_w, lifetime_s))
+        adapter = await self._speaking()
+        try:
+            return await self._bridge.call(self._command(adapter, inverter_id, power_w, lifetime_s))
+        except CommandError as error:
+            if error.code == "UNIMPLEMENTED":
+                self._unimplemented(adapter)
+            raise
 
     async def set_active_powers(
         self,
@@ -354,21 +391,28 @@ class MicrogridLink:
         Cancelling the calling task cancels the commands still running, at the RPC; nothing
         lands after that.
         """
+        try:
+            adapter = await self._speaking()
+        except LinkDownError as error:  # no version to speak now: every command fails
+            for inverter_id in setpoints:
+                land(inverter_id, CommandFailedError("UNAVAILABLE", str(error)))
+            return
 
         def deliver(inverter_id: int, outcome: float | Exception) -> None:
             if not isinstance(outcome, float | CommandError):  # a bug, not the microgrid
                 logger.error("command to inverter %d failed unexpectedly: %r", inverter_id, outcome)
                 outcome = CommandFailedError("INTERNAL", repr(outcome))
+            elif isinstance(outcome, CommandError) and outcome.code == "UNIMPLEMENTED":
+                self._unimplemented(adapter)
             land(inverter_id, outcome)
 
-        calls = {i: self._command(i, power, lifetime_s) for i, power in setpoints.items()}
+        calls = {i: self._command(adapter, i, power, lifetime_s) for i, power in setpoints.items()}
         await self._bridge.call_each(calls, deliver)
 
     def _command(
-        self, inverter_id: int, power_w: float, lifetime_s: int
+        self, adapter: Adapter, inverter_id: int, power_w: float, lifetime_s: int
     ) -> Callable[[], Awaitable[float]]:
-        """The coroutine (for the loop) that sends one command."""
-        adapter = self.adapter
+        """The coroutine (for the loop) that sends one command in ``adapter``'s version."""
         stub = self._command_stubs[adapter.name]
 
         async def command() -> float:
@@ -461,7 +505,7 @@ async def serve_telemetry(
     """
     kind = "battery" if battery else "inverter"
     max_age = max_data_age_s if callable(max_data_age_s) else lambda: max_data_age_s
-    decoder = client.decoder(component_id, battery=battery, max_data_age_s=max_age())
+    decoder: Decoder | None = None  # one per stream: the version spoken may change between
     next_delay, reset = backoff.delays(rng or random.Random())
     logged_notes: set[Note] = set()
     broken_since: float | None = None
@@ -486,6 +530,7 @@ async def serve_telemetry(
 
     def handle(data: Any) -> None:
         nonlocal broken_since
+        assert decoder is not None
         decoder.max_data_age_s = max_age()
         snapshot = decoder.decode(data, received_at=trio.current_time())
         if decoder.notes:
@@ -508,6 +553,7 @@ async def serve_telemetry(
     while True:
         try:
             async with client.telemetry(component_id) as stream:
+                decoder = client.decoder(component_id, battery=battery, max_data_age_s=max_age())
                 if not started:
                     started = True
                     task_status.started()

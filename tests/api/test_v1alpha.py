@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -16,7 +17,11 @@ from google.protobuf import timestamp_pb2
 
 from distributord.api import v1alpha
 from distributord.api.adapter import Adapter
-from distributord.core.errors import CommandFailedError, CommandRejectedError
+from distributord.core.errors import (
+    CommandFailedError,
+    CommandOverriddenError,
+    CommandRejectedError,
+)
 from distributord.core.topology import Category, Component, InverterType
 
 T0 = 1_800_000_000
@@ -46,6 +51,7 @@ class FakeStub:
         self.replies = replies
         self.requests: list[Any] = []
         self.cancelled = False
+        self.ended = False  # the server ended the stream (what grpc.aio's call.done() says)
 
     def SetElectricalComponentPower(self, request: Any) -> FakeStub:  # noqa: N802
         self.requests.append(request)
@@ -55,54 +61,66 @@ class FakeStub:
         self.cancelled = True
         return True
 
+    def done(self) -> bool:
+        return self.ended or self.cancelled
+
     async def __aiter__(self) -> AsyncIterator[Any]:
         for message in self.replies:
             yield message
+        self.ended = True
 
 
-async def set_power(adapter: Adapter, stub: FakeStub) -> float:
-    return await adapter.set_power(stub, 2001, -2500.5, 60)
+def set_power(adapter: Adapter, stub: FakeStub) -> float:
+    """The adapter's command, on asyncio (as in the daemon, where the bridge's loop runs it)."""
+    return asyncio.run(adapter.set_power(stub, 2001, -2500.5, 60))
 
 
 @ALPHAS
-async def test_success_returns_its_valid_until(adapter: Adapter, pb2: Any) -> None:
+def test_success_returns_its_valid_until(adapter: Adapter, pb2: Any) -> None:
     stub = FakeStub([reply(pb2, "ACCEPTED", T0 + 60), reply(pb2, "SUCCESS", T0 + 61)])
-    assert await set_power(adapter, stub) == T0 + 61
+    assert set_power(adapter, stub) == T0 + 61
     (request,) = stub.requests
     assert isinstance(request, pb2.SetElectricalComponentPowerRequest)
     assert request.electrical_component_id == 2001
     assert request.power_type == pb2.POWER_TYPE_ACTIVE
     assert request.power == -2500.5
     assert request.request_lifetime == 60
-    assert stub.cancelled  # the call is always ended at the RPC (a no-op once it is done)
+    # The stream was read to its end: the call completed, it was not cancelled by us.
+    assert stub.ended
+    assert not stub.cancelled
 
 
 @ALPHAS
-async def test_success_without_a_time_keeps_the_accepted_time(adapter: Adapter, pb2: Any) -> None:
+def test_success_without_a_time_keeps_the_accepted_time(adapter: Adapter, pb2: Any) -> None:
     stub = FakeStub([reply(pb2, "ACCEPTED", T0 + 60), reply(pb2, "SUCCESS")])
-    assert await set_power(adapter, stub) == T0 + 60
+    assert set_power(adapter, stub) == T0 + 60
 
 
 @ALPHAS
-async def test_overridden_is_not_a_failure(adapter: Adapter, pb2: Any) -> None:
+def test_overridden_is_reported_and_does_not_block(adapter: Adapter, pb2: Any) -> None:
+    # We never have two commands in flight for one inverter: the newer one is someone else's,
+    # so our setpoint does not hold. Not the battery's failure: it does not block.
     stub = FakeStub([reply(pb2, "ACCEPTED", T0 + 60), reply(pb2, "OVERRIDDEN")])
-    assert await set_power(adapter, stub) == T0 + 60
+    with pytest.raises(CommandOverriddenError) as caught:
+        set_power(adapter, stub)
+    assert caught.value.code == "OVERRIDDEN"
+    assert not caught.value.blocks
 
 
 @ALPHAS
-async def test_failed_is_a_failure(adapter: Adapter, pb2: Any) -> None:
+def test_failed_is_a_failure(adapter: Adapter, pb2: Any) -> None:
     stub = FakeStub([reply(pb2, "ACCEPTED", T0 + 60), reply(pb2, "FAILED")])
     with pytest.raises(CommandFailedError) as caught:
-        await set_power(adapter, stub)
+        set_power(adapter, stub)
     assert caught.value.code == "FAILED"
     assert caught.value.blocks
 
 
 @ALPHAS
-async def test_rejected_is_a_refusal(adapter: Adapter, pb2: Any) -> None:
+def test_rejected_is_a_refusal(adapter: Adapter, pb2: Any) -> None:
     stub = FakeStub([reply(pb2, "REJECTED")])
     with pytest.raises(CommandRejectedError) as caught:
-        await set_power(adapter, stub)
+        set_power(adapter, stub)
     assert caught.value.code == "REJECTED"
     assert not caught.value.blocks
 
@@ -113,31 +131,31 @@ async def test_rejected_is_a_refusal(adapter: Adapter, pb2: Any) -> None:
     [(["ACCEPTED"], "after ACCEPTED"), ([], "without any reply")],
     ids=["accepted-then-end", "nothing"],
 )
-async def test_a_stream_without_a_final_reply_is_a_failure(
+def test_a_stream_without_a_final_reply_is_a_failure(
     adapter: Adapter, pb2: Any, statuses: list[str], said: str
 ) -> None:
     stub = FakeStub([reply(pb2, s, T0 + 60) for s in statuses])
     with pytest.raises(CommandFailedError) as caught:
-        await set_power(adapter, stub)
+        set_power(adapter, stub)
     assert caught.value.code == "NO_FINAL_REPLY"
     assert said in str(caught.value)
 
 
 @ALPHAS
-async def test_unknown_statuses_are_skipped(adapter: Adapter, pb2: Any) -> None:
+def test_unknown_statuses_are_skipped(adapter: Adapter, pb2: Any) -> None:
     unknown = pb2.SetElectricalComponentPowerResponse(status=77)
     stub = FakeStub(
         [reply(pb2, "UNSPECIFIED"), reply(pb2, "ACCEPTED", T0), unknown, reply(pb2, "SUCCESS")]
     )
-    assert await set_power(adapter, stub) == T0
+    assert set_power(adapter, stub) == T0
 
 
 @ALPHAS
-async def test_a_bad_valid_until_is_nan_not_an_error(adapter: Adapter, pb2: Any) -> None:
+def test_a_bad_valid_until_is_nan_not_an_error(adapter: Adapter, pb2: Any) -> None:
     bad = reply(pb2, "SUCCESS")
     bad.valid_until_time.seconds = 2**62
     stub = FakeStub([reply(pb2, "ACCEPTED"), bad])
-    assert math.isnan(await set_power(adapter, stub))
+    assert math.isnan(set_power(adapter, stub))
 
 
 # --- components and requests --------------------------------------------------------------------

@@ -10,6 +10,7 @@ a deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -19,7 +20,11 @@ import grpc  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from distributord.api.adapter import Adapter, FinalReply
-from distributord.core.errors import CommandFailedError, CommandRejectedError
+from distributord.core.errors import (
+    CommandFailedError,
+    CommandOverriddenError,
+    CommandRejectedError,
+)
 from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds
 from distributord.core.topology import Category, Component, InverterType
 from distributord.sim.scenario import BatterySpec, InverterSpec, Scenario
@@ -237,8 +242,9 @@ def test_final_reply_faults_through_the_adapter(sim: Simulator, api: str, final:
         with pytest.raises(TimeoutError):  # the adapter waits; the request's timeout cuts it off
             call(sim, api, lambda version, stub: asyncio.wait_for(work(version, stub), 0.3))
         assert sim.wait_for(lambda s: outcomes(s) == [(2001, "cancelled", api)], TIMEOUT)
-    elif final == FinalReply.OVERRIDDEN:  # not a failure to the daemon: a newer command won
-        assert call(sim, api, work) == pytest.approx(time.time() + 900.0, abs=2.0)
+    elif final == FinalReply.OVERRIDDEN:  # someone else's newer command won: not applied
+        with pytest.raises(CommandOverriddenError):
+            call(sim, api, work)
         assert outcomes(sim) == [(2001, "OVERRIDDEN", api)]
     else:
         with pytest.raises(CommandFailedError):
@@ -355,3 +361,29 @@ def test_the_versions_served_are_checked() -> None:
         Simulator(SCENARIO, apis=())
     assert Simulator(SCENARIO, apis="v1").apis == ("v1",)
     assert Simulator(SCENARIO, apis=("v1", "v1alpha18")).apis == ("v1alpha18", "v1")
+
+
+@pytest.mark.parametrize("api", ALPHAS)
+@pytest.mark.parametrize("final", ["SUCCESS", "FAILED", "OVERRIDDEN"])
+def test_a_command_with_a_final_reply_ends_completed_not_cancelled(
+    sim: Simulator, api: str, final: str
+) -> None:
+    # Found in review: the adapter cancelled every call once it had read the final reply, so
+    # a real server saw each of our successful commands cancelled by the client.
+    sim.set_fault(2001, final_reply=final)
+    calls: list[Any] = []
+
+    class Spy:
+        def __init__(self, stub: Any) -> None:
+            self._stub = stub
+
+        def SetElectricalComponentPower(self, request: Any) -> Any:  # noqa: N802
+            calls.append(self._stub.SetElectricalComponentPower(request))
+            return calls[-1]
+
+    async def work(version: Adapter, stub: Any) -> str:
+        with contextlib.suppress(CommandFailedError, CommandOverriddenError):
+            await version.set_power(Spy(stub), 2001, 1000.0, 60)
+        return str((await calls[0].code()).name)
+
+    assert call(sim, api, work) == "OK"
