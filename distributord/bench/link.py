@@ -1,25 +1,51 @@
-"""Benchmark of the microgrid link: every telemetry stream of a big fleet, for a minute.
+"""Benchmark of the microgrid link: every telemetry stream of a big fleet, beside a bare consumer.
 
-Usage: ``python -m distributord.bench.link [--batteries 1000] [--hz 1] [--seconds 60]``
+Usage: ``python -m distributord.bench.link [--api v1alpha18,v1] [--batteries 1000] [--hz 1]
+[--seconds 60] [--rounds 1]``
 
-Starts ``distributord sim`` in a separate process (so the simulator's work is not counted),
-then opens the link, discovers the fleet and runs one telemetry task per component (2 per
-battery) into a counting sink, exactly as the daemon does, and measures this process while it
-runs: CPU share (user + system time over wall time), threads, resident memory, messages
-received against messages sent, messages dropped for a slow consumer, and the delay between a
-sample being taken (its ``sampled_at``) and it reaching the sink, in the first and the last
-tenth of the run. A link that falls behind shows it there: the delay grows.
+For each API version: ``distributord sim --api VERSION`` in a separate process (so the
+simulator's work is not counted; it serves only that version), then, one after the other
+against that same simulator process, two consumers of every telemetry stream of the fleet (one
+per component, 2 per battery), each measured over a window of ``--seconds``:
 
-The issue's targets at 2,000 streams: under 25 % of one core, under 300 MB RSS, no growing
-backlog, and a thread count that does not grow with the number of components.
+* **the bare consumer** (``distributord.bench.bare``): a plain asyncio program with the
+  version's generated ``MicrogridStub`` on one grpc.aio channel, one task per stream, which per
+  message only reads the component id and each metric sample's value. It runs in a subprocess
+  of its own, started fresh for each window: a process that holds nothing but that program, as
+  its author would run it, with its own interpreter, heap and garbage collector, and no trio,
+  bridge or leftover grpc state of the daemon's code (nor the other way round). It measures
+  itself and reports back.
+* **the daemon's link**, in this process: ``open_link`` pinned to the version, discovery, and
+  one ``serve_telemetry`` task per component into a counting sink, exactly as the daemon does
+  (the link puts every stream on one channel, as the bare consumer does).
+
+Both wait until every stream has delivered and 3 s more (3 periods at low rates) before the
+window opens; opening the streams is not measured. Each window measures its own process:
+CPU share (user + system time, grpc's threads included, over wall time), messages received
+against messages sent, and the wall time spent in garbage collections. The ratio is the
+link's CPU share over the bare consumer's. Beside them: the simulator's CPU share in the same
+window, and how busy the whole machine was (of all its cores), sampled once a second, so a
+window where the simulator and the consumer fought for the cores shows it. ``--rounds 2``
+measures bare, link, link, bare, which cancels a drift of the machine's speed that is
+linear in time; the figures of each window are printed, and the ratio of their sums.
+
+For the link alone, as before: threads, resident memory, and the delay between a sample being
+taken (its ``sampled_at``) and it reaching the sink, in the first and the last tenth of the
+window. A link that falls behind shows it there: the delay grows.
+
+The issue's targets: at 2,000 streams, under 25 % of one core, under 300 MB RSS, no growing
+backlog, and a thread count that does not grow with the number of components; and at 1,000
+batteries and 1 Hz, a CPU cost at most :data:`TARGET_RATIO` times the bare consumer's, on
+every version.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
+import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -28,13 +54,28 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
+import attrs
 import trio
 
+from distributord.bench.bare import GcClock, cpu_seconds
 from distributord.bench.distribution import machine
-from distributord.shell.link import Backoff, Snapshot, discover, open_link, serve_telemetry
+from distributord.core.config import API_VERSIONS
+from distributord.shell.link import (
+    MAX_OPENING_STREAMS,
+    Backoff,
+    Snapshot,
+    discover,
+    open_link,
+    serve_telemetry,
+)
+from distributord.shell.service import GC_THRESHOLD, tune_gc
 
 TARGET_CPU = 0.25
 TARGET_RSS_MB = 300.0
+TARGET_RATIO = 2.0
+"""The link's CPU over the bare consumer's: what it cost when the issue was written."""
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class CountingSink:
@@ -70,54 +111,150 @@ def threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def cpu_seconds() -> float:
-    """User plus system CPU time of this process, s."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def process_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` (all its threads), s."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        # The command name (field 2) may hold spaces; the fields after it do not.
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """``(busy, total)`` CPU seconds of the whole machine since boot, all cores."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        ticks = [int(t) for t in stat.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    total = sum(ticks[:8])  # guest time is already in user time
+    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
+
+
+@attrs.frozen(kw_only=True)
+class Simulator:
+    """A running ``distributord sim``.
+
+    Attributes:
+        address: Where it serves, ``127.0.0.1:PORT``.
+        pid: Its process.
+    """
+
+    address: str
+    pid: int
+
+
+class Sampler:
+    """Samples the simulator's CPU and the machine's, once a second, in a thread.
+
+    Windows are measured inside other processes (the bare consumer's); the samples let this
+    process tell the simulator's share in any window afterwards (linearly interpolated).
+    """
+
+    PERIOD_S = 1.0
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self._samples: list[tuple[float, float, float, float]] = []  # wall, sim, busy, total
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        busy, total = machine_busy_seconds()
+        self._samples.append((time.time(), process_cpu_seconds(self._pid), busy, total))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.PERIOD_S):
+            self._sample()
+
+    def _at(self, when: float) -> tuple[float, float, float]:
+        samples = self._samples
+        for (t0, *a), (t1, *b) in itertools.pairwise(samples):
+            if t0 <= when <= t1:
+                f = (when - t0) / (t1 - t0) if t1 > t0 else 0.0
+                return (
+                    a[0] + f * (b[0] - a[0]),
+                    a[1] + f * (b[1] - a[1]),
+                    a[2] + f * (b[2] - a[2]),
+                )
+        _, sim, busy, total = samples[-1] if when > samples[-1][0] else samples[0]
+        return sim, busy, total
+
+    def shares(self, start: float, wall: float) -> tuple[float, float]:
+        """The simulator's CPU share (of one core) and the machine's busy share (of all)."""
+        sim0, busy0, total0 = self._at(start)
+        sim1, busy1, total1 = self._at(start + wall)
+        busy = (busy1 - busy0) / (total1 - total0) if total1 > total0 else float("nan")
+        return (sim1 - sim0) / wall, busy
 
 
 @contextlib.contextmanager
-def simulator(batteries: int, hz: float) -> Iterator[str]:
-    """``distributord sim`` in its own process; yields its address."""
-    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as scenario:
+def simulator(batteries: int, hz: float, *, api: str | None = None) -> Iterator[Simulator]:
+    """``distributord sim`` in its own process, serving ``api`` (all versions if None)."""
+    with contextlib.ExitStack() as stack:
+        scenario = stack.enter_context(
+            tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+        )
+        stack.callback(os.unlink, scenario.name)
         scenario.write(f"[simulation]\ntelemetry_hz = {hz}\n")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "distributord",
-            "sim",
-            "--port",
-            "0",
-            "--batteries",
-            str(batteries),
-            "--scenario",
-            scenario.name,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        address = ""
-        for line in process.stdout:
-            if "127.0.0.1:" in line:
-                address = "127.0.0.1:" + line.split("127.0.0.1:")[1].split()[0].rstrip(".,")
-                break
-        if not address:
-            raise RuntimeError("the simulator did not print its address")
-        threading.Thread(target=process.stdout.read, daemon=True).start()  # keep the pipe drained
-        yield address
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        os.unlink(scenario.name)
+        scenario.close()
+        # Its stderr goes to a file, shown if it does not start: its "stopped" line at the end
+        # would cut the tables.
+        errors = stack.enter_context(tempfile.TemporaryFile("w+"))
+        command = [sys.executable, "-m", "distributord", "sim", "--port", "0"]
+        command += ["--batteries", str(batteries), "--scenario", scenario.name]
+        if api is not None:
+            command += ["--api", api]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
+        try:
+            assert process.stdout is not None
+            address = ""
+            for line in process.stdout:
+                if "127.0.0.1:" in line:
+                    address = "127.0.0.1:" + line.split("127.0.0.1:")[1].split()[0].rstrip(".,")
+                    break
+            if not address:
+                process.wait(timeout=10)
+                errors.seek(0)
+                raise RuntimeError(f"the simulator did not print its address:\n{errors.read()}")
+            # Keep the pipe drained.
+            threading.Thread(target=process.stdout.read, daemon=True).start()
+            yield Simulator(address=address, pid=process.pid)
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
 
 
-async def run(address: str, seconds: float, hz: float) -> dict[str, float]:
-    """Consume every stream at ``address`` for ``seconds``; return the figures."""
+async def fleet(address: str, api: str) -> list[tuple[int, bool]]:
+    """Every component whose telemetry the daemon reads: ``(id, is a battery)``."""
+    async with open_link(address, api=api) as link:
+        topology = await discover(link)
+    return [(b, True) for b in topology.pairs] + [(i, False) for i in topology.pairs.values()]
+
+
+def settle_s(hz: float) -> float:
+    """How long to wait after every stream delivered before measuring: 3 s, 3 periods at most."""
+    return max(3.0, 3.0 / hz)
+
+
+async def run(
+    address: str, seconds: float, hz: float, *, api: str, daemon_gc: bool = True
+) -> dict[str, float]:
+    """Consume every stream at ``address`` through the link for ``seconds``; the figures.
+
+    With ``daemon_gc``, the garbage collector is tuned as the daemon tunes it once it is
+    ready (``shell.service.tune_gc``: the heap so far frozen, collections rare), once every
+    stream is open; else Python's defaults.
+    """
     sink = CountingSink()
-    async with open_link(address) as link:
+    clock = GcClock()
+    async with open_link(address, api=api) as link:
         topology = await discover(link)
         components = [(b, True) for b in topology.pairs] + [
             (i, False) for i in topology.pairs.values()
@@ -137,21 +274,26 @@ async def run(address: str, seconds: float, hz: float) -> dict[str, float]:
                         task_status=task_status,
                     )
                 )
-            await trio.sleep(max(3.0, 3.0 / hz))  # every stream has delivered
+            undo_gc = tune_gc() if daemon_gc else lambda: None
+            await trio.sleep(settle_s(hz))  # every stream has delivered
             start_wall, start_cpu, start_received = time.time(), cpu_seconds(), sink.received
             sink.delays.clear()
+            clock.running = True
             await trio.sleep(seconds)
+            clock.running = False
             wall, cpu = time.time() - start_wall, cpu_seconds() - start_cpu
             received = sink.received - start_received
             figures = {
+                "start": start_wall,
+                "wall": wall,
+                "cpu": cpu,
                 "streams": float(len(components)),
-                "cpu_share": cpu / wall,
                 "threads_before": float(before_threads),
                 "threads": float(threads()),
                 "rss_mb": rss_mb(),
                 "received": float(received),
-                "expected": len(components) * hz * wall,
                 "gaps": float(sink.gaps),
+                "gc_s": clock.seconds,
             }
             tenth = wall / 10
             first = [d for t, d in sink.delays if t < start_wall + tenth]
@@ -165,43 +307,186 @@ async def run(address: str, seconds: float, hz: float) -> dict[str, float]:
                     ordered[int(0.99 * (len(ordered) - 1))] * 1e3 if ordered else float("nan")
                 )
             nursery.cancel_scope.cancel()
+            undo_gc()
     return figures
+
+
+def run_bare(
+    address: str, api: str, ids: Sequence[int], seconds: float, hz: float
+) -> dict[str, float]:
+    """The bare consumer (``distributord.bench.bare``) in a fresh process; its figures."""
+    command = [sys.executable, "-m", "distributord.bench.bare", "--api", api]
+    command += ["--address", address, "--seconds", str(seconds), "--settle", str(settle_s(hz))]
+    command += ["--max-opening", str(MAX_OPENING_STREAMS)]
+    done = subprocess.run(
+        command,
+        input="\n".join(map(str, ids)),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=seconds + 300,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the bare consumer failed:\n{done.stderr}")
+    figures: dict[str, float] = json.loads(done.stdout.splitlines()[-1])
+    return figures
+
+
+@attrs.frozen(kw_only=True)
+class Window:
+    """One consumer's measured window.
+
+    Attributes:
+        consumer: ``"bare"`` or ``"link"``.
+        figures: What it measured (``start``, ``wall``, ``cpu``, ``received``, ``gc_s``, ...).
+        sim_share: The simulator's CPU share (of one core) in the window.
+        busy_share: The machine's busy share (of all its cores) in the window.
+    """
+
+    consumer: str
+    figures: dict[str, float]
+    sim_share: float
+    busy_share: float
+
+
+def measure(
+    api: str, batteries: int, hz: float, seconds: float, rounds: int, *, daemon_gc: bool
+) -> tuple[list[Window], int]:
+    """Every window of one version, in order; and the number of streams."""
+    windows: list[Window] = []
+    with simulator(batteries, hz, api=api) as sim, Sampler(sim.pid) as sampler:
+        components = trio.run(fleet, sim.address, api)
+        ids = [c for c, _ in components]
+        for k in range(rounds):
+            order = ("bare", "link") if k % 2 == 0 else ("link", "bare")
+            for consumer in order:
+                if consumer == "bare":
+                    figures = run_bare(sim.address, api, ids, seconds, hz)
+                else:
+                    figures = trio.run(
+                        lambda: run(sim.address, seconds, hz, api=api, daemon_gc=daemon_gc)
+                    )
+                time.sleep(Sampler.PERIOD_S * 1.5)  # a sample after the window ends
+                sim_share, busy = sampler.shares(figures["start"], figures["wall"])
+                windows.append(
+                    Window(consumer=consumer, figures=figures, sim_share=sim_share, busy_share=busy)
+                )
+    return windows, len(components)
+
+
+def verdict(ok: bool) -> str:
+    """A tick or a cross."""
+    return "✓" if ok else "✗"
+
+
+def row(api: str, label: str, windows: Sequence[Window], streams: int, hz: float) -> str:
+    """One line of the table: the sums of ``windows``."""
+    wall = sum(w.figures["wall"] for w in windows)
+    cpu = sum(w.figures["cpu"] for w in windows)
+    received = sum(w.figures["received"] for w in windows)
+    gc_s = sum(w.figures["gc_s"] for w in windows)
+    sim = sum(w.sim_share * w.figures["wall"] for w in windows) / wall
+    busy = sum(w.busy_share * w.figures["wall"] for w in windows) / wall
+    sent = streams * hz * wall
+    per_message = cpu / received * 1e6 if received else float("nan")
+    return (
+        f"{api:<10} {label:<16} {cpu / wall:>8.1%} {per_message:>8.1f} "
+        f"{received:>9,.0f} {sent:>9,.0f} {gc_s / wall:>6.1%} {sim:>8.1%} {busy:>7.1%}"
+    )
+
+
+def ratio(windows: Sequence[Window]) -> float:
+    """The link's CPU share over the bare consumer's, over all of ``windows``."""
+
+    def share(consumer: str) -> float:
+        mine = [w.figures for w in windows if w.consumer == consumer]
+        return sum(f["cpu"] for f in mine) / sum(f["wall"] for f in mine)
+
+    return share("link") / share("bare")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print its figures."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--api", default="v1alpha18,v1", help="versions, comma-separated")
     parser.add_argument("--batteries", type=int, default=1000)
     parser.add_argument("--hz", type=float, default=1.0)
-    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--seconds", type=float, default=60.0, help="each window")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="1: bare, link; 2: bare, link, link, bare; ..."
+    )
+    parser.add_argument(
+        "--gc",
+        choices=("daemon", "default"),
+        default="daemon",
+        help="the link's garbage collector: tuned as the daemon tunes it, or Python's defaults",
+    )
     args = parser.parse_args(argv)
+    apis = [a.strip() for a in args.api.split(",")]
+    if unknown := [a for a in apis if a not in API_VERSIONS]:
+        parser.error(f"--api: unknown {', '.join(unknown)}; known: {', '.join(API_VERSIONS)}")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     print(f"link: {machine()}")
-    with simulator(args.batteries, args.hz) as address:
-        figures = trio.run(run, address, args.seconds, args.hz)
-    streams = int(figures["streams"])
     print(
-        f"{streams} streams at {args.hz:g} Hz for {args.seconds:g} s "
-        f"({figures['expected'] / args.seconds:,.0f} messages/s)"
-    )
-    cpu_ok = "✓" if figures["cpu_share"] < TARGET_CPU else "✗"
-    rss_ok = "✓" if figures["rss_mb"] < TARGET_RSS_MB else "✗"
-    print(
-        f"  CPU share of one core: {figures['cpu_share']:.1%}  (target < {TARGET_CPU:.0%} {cpu_ok})"
-    )
-    print(f"  RSS: {figures['rss_mb']:.0f} MB  (target < {TARGET_RSS_MB:.0f} MB {rss_ok})")
-    print(
-        f"  threads: {figures['threads']:.0f} with {streams} streams open "
-        f"({figures['threads_before']:.0f} before any stream)"
+        f"{args.batteries} batteries at {args.hz:g} Hz, windows of {args.seconds:g} s, "
+        f"{args.rounds} round(s); per version, one simulator process serving only that version."
     )
     print(
-        f"  received {figures['received']:,.0f} of {figures['expected']:,.0f} messages "
-        f"({figures['received'] / figures['expected']:.1%}); stream gaps: {figures['gaps']:.0f}"
+        "bare: a plain asyncio grpc.aio consumer in a fresh process of its own (one channel, one "
+        "task per stream, reads the id and each sample's value); link: open_link + one "
+        "serve_telemetry per component into a counting sink, in this process. CPU: user+sys "
+        "of that process over wall time, in % of one core; GC: wall time in collections; sim: "
+        "the simulator's CPU (one core); machine: busy share of all cores."
     )
     print(
-        "  delay sampled → delivered, first / last tenth of the run: "
-        f"p50 {figures['first_p50_ms']:.1f} / {figures['last_p50_ms']:.1f} ms, "
-        f"p99 {figures['first_p99_ms']:.1f} / {figures['last_p99_ms']:.1f} ms"
+        "garbage collector: bare, Python's defaults; link, "
+        + (
+            f"the daemon's (frozen heap, thresholds {GC_THRESHOLD}, once every stream is open)"
+            if args.gc == "daemon"
+            else "Python's defaults (--gc default)"
+        )
     )
+    results: list[tuple[str, list[Window], int]] = []
+    for api in apis:
+        windows, streams = measure(
+            api, args.batteries, args.hz, args.seconds, args.rounds, daemon_gc=args.gc == "daemon"
+        )
+        results.append((api, windows, streams))
+    print()
+    print(
+        f"{'api':<10} {'consumer':<16} {'CPU':>8} {'µs/msg':>8} {'received':>9} {'sent':>9} "
+        f"{'GC':>6} {'sim':>8} {'machine':>7}"
+    )
+    for api, windows, streams in results:
+        for k, window in enumerate(windows, 1):
+            label = f"{window.consumer} #{k}" if args.rounds > 1 else window.consumer
+            print(row(api, label, [window], streams, args.hz))
+        r = ratio(windows)
+        print(
+            f"{api:<10} {'ratio link/bare':<16} {r:>7.2f}x  "
+            f"(target ≤ {TARGET_RATIO:g}x {verdict(r <= TARGET_RATIO)})"
+        )
+    for api, windows, streams in results:
+        print()
+        print(f"{api}, the link: {streams} streams")
+        for window in (w for w in windows if w.consumer == "link"):
+            f = window.figures
+            share = f["cpu"] / f["wall"]
+            print(
+                f"  CPU share of one core: {share:.1%}  "
+                f"(target < {TARGET_CPU:.0%} {verdict(share < TARGET_CPU)}); "
+                f"RSS: {f['rss_mb']:.0f} MB  "
+                f"(target < {TARGET_RSS_MB:.0f} MB {verdict(f['rss_mb'] < TARGET_RSS_MB)})"
+            )
+            print(
+                f"  threads: {f['threads']:.0f} with {streams} streams open "
+                f"({f['threads_before']:.0f} before any stream); stream gaps: {f['gaps']:.0f}"
+            )
+            print(
+                "  delay sampled → delivered, first / last tenth of the window: "
+                f"p50 {f['first_p50_ms']:.1f} / {f['last_p50_ms']:.1f} ms, "
+                f"p99 {f['first_p99_ms']:.1f} / {f['last_p99_ms']:.1f} ms"
+            )
     return 0
 
 
