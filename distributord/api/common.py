@@ -371,16 +371,13 @@ class TelemetryDecoder:
             best_at = _NEG_INF
             for snapshot in snapshots:
                 at = _NEG_INF
-                if snapshot.HasField(state_field):
-                    timestamp = getattr(snapshot, state_field)
-                    whole = timestamp.seconds
-                    nanos = timestamp.nanos
-                    if MIN_TIMESTAMP_S <= whole <= MAX_TIMESTAMP_S and 0 <= nanos <= 999_999_999:
-                        at = whole + nanos / 1e9
-                        if at > newest:
-                            newest = at
-                    else:
+                if snapshot.HasField(state_field):  # one snapshot a message: no need to inline
+                    valid = seconds(getattr(snapshot, state_field))
+                    if valid is None:
                         notes.add(Note.BAD_TIMESTAMP)
+                    else:
+                        at = valid
+                        newest = max(newest, at)
                 if at >= best_at:
                     best, best_at = snapshot, at
             fields["states"] = (self._states_of(best), received_at)
@@ -540,6 +537,30 @@ async def end_call(call: Any, responses: Any) -> None:
     aclose = getattr(responses, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+async def unwrapped(call: Any, field: str) -> AsyncIterator[Any]:
+    """Each response's ``field`` of a server stream; closing the iterator ends the call."""
+    responses = aiter(call)
+    try:
+        async for response in responses:
+            yield getattr(response, field)
+    finally:
+        await end_call(call, responses)
+
+
+def time_of(message: Any, field: str) -> float:
+    """A message's timestamp ``field`` as Unix seconds; nan when absent or not a valid time."""
+    if not message.HasField(field):
+        return math.nan
+    value = seconds(getattr(message, field))
+    return math.nan if value is None else value
+
+
+def wanted(value: int, among: Iterable[int]) -> bool:
+    """A request filter's test: an empty filter lets everything through."""
+    chosen = frozenset(among)
+    return not chosen or value in chosen
 
 
 # --- the servicer's side (grpc is imported only when a servicer runs) ---------------------------

@@ -30,7 +30,6 @@ kept, thin, until the shell and the simulator have moved to :data:`V1`.
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
@@ -59,13 +58,14 @@ from distributord.api.common import (
     abort,
     category_from_name,
     category_name,
-    end_call,
     enum_names,
     fill_sample,
     sample_specs,
-    seconds,
     split_seconds,
     state_decoder,
+    time_of,
+    unwrapped,
+    wanted,
 )
 from distributord.api.common import TelemetryDecoder as _Decoder
 from distributord.core.bounds import Range
@@ -214,12 +214,10 @@ def components_response(
     """A ``ListComponents`` answer (for the simulator), filtered as ``request`` asks."""
     messages = [encode_component(cid, component) for cid, component in components]
     if request is not None:
-        ids = frozenset(request.component_ids)
-        categories = frozenset(request.categories)
         messages = [
             m
             for m in messages
-            if (not ids or m.id in ids) and (not categories or m.category in categories)
+            if wanted(m.id, request.component_ids) and wanted(m.category, request.categories)
         ]
     return microgrid_pb2.ListComponentsResponse(components=messages)
 
@@ -229,10 +227,7 @@ def connections_response(
 ) -> ConnectionsResponse:
     """A ``ListConnections`` answer (for the simulator), filtered as ``request`` asks."""
     if request is not None:
-        starts, ends = frozenset(request.starts), frozenset(request.ends)
-        edges = [
-            (s, d) for s, d in edges if (not starts or s in starts) and (not ends or d in ends)
-        ]
+        edges = [(s, d) for s, d in edges if wanted(s, request.starts) and wanted(d, request.ends)]
     return microgrid_pb2.ListConnectionsResponse(
         connections=[
             components_pb2.ComponentConnection(source_component_id=s, destination_component_id=d)
@@ -264,10 +259,7 @@ def set_power_response(valid_until: float) -> SetPowerResponse:
 
 def valid_until(response: SetPowerResponse) -> float:
     """Until when (Unix time, s) the accepted setpoint holds; nan if the reply does not say."""
-    if not response.HasField("valid_until"):
-        return math.nan
-    until = seconds(response.valid_until)
-    return math.nan if until is None else until
+    return time_of(response, "valid_until")
 
 
 # --- telemetry ----------------------------------------------------------------------------------
@@ -428,15 +420,9 @@ class _V1:
         """Every edge (``ListConnections``)."""
         return connections_of(await stub.ListConnections(microgrid_pb2.ListConnectionsRequest()))
 
-    async def telemetry(self, stub: Any, component_id: int) -> AsyncIterator[Any]:
+    def telemetry(self, stub: Any, component_id: int) -> AsyncIterator[Any]:
         """A component's ``ComponentData`` messages; closing the iterator cancels the RPC."""
-        call = stub.ReceiveComponentDataStream(stream_request(component_id))
-        responses = aiter(call)
-        try:
-            async for response in responses:
-                yield response.data
-        finally:
-            await end_call(call, responses)
+        return unwrapped(stub.ReceiveComponentDataStream(stream_request(component_id)), "data")
 
     def decoder(self, component_id: int, *, battery: bool, max_data_age_s: float) -> Decoder:
         """A decoder for one component's ``ComponentData`` messages."""

@@ -88,9 +88,11 @@ from distributord.api.common import (
     enum_names,
     fill_sample,
     sample_specs,
-    seconds,
     split_seconds,
     state_decoder,
+    time_of,
+    unwrapped,
+    wanted,
 )
 from distributord.core.errors import (
     CommandFailedError,
@@ -347,10 +349,7 @@ def encode_telemetry(telemetry: Telemetry) -> components_pb2.ElectricalComponent
 
 def _until(reply: Any) -> float:
     """A reply's ``valid_until_time``; nan when absent or not a valid timestamp."""
-    if not reply.HasField("valid_until_time"):
-        return math.nan
-    until = seconds(reply.valid_until_time)
-    return math.nan if until is None else until
+    return time_of(reply, "valid_until_time")
 
 
 # --- the adapter --------------------------------------------------------------------------------
@@ -408,15 +407,10 @@ class AlphaAdapter:
             filter=self._filter(metrics=_STREAMED_METRICS),
         )
 
-    async def telemetry(self, stub: Any, component_id: int) -> AsyncIterator[Any]:
+    def telemetry(self, stub: Any, component_id: int) -> AsyncIterator[Any]:
         """A component's ``ElectricalComponentTelemetry`` messages; closing cancels the RPC."""
         call = stub.ReceiveElectricalComponentTelemetryStream(self.stream_request(component_id))
-        responses = aiter(call)
-        try:
-            async for response in responses:
-                yield response.telemetry
-        finally:
-            await end_call(call, responses)
+        return unwrapped(call, "telemetry")
 
     def decoder(self, component_id: int, *, battery: bool, max_data_age_s: float) -> Decoder:
         """A decoder for one component's ``ElectricalComponentTelemetry`` messages."""
@@ -523,14 +517,14 @@ class AlphaAdapter:
                     components = handler.components()
                 except SimAbort as error:
                     await abort(context, error.code, error.details)
-                ids = frozenset(request.electrical_component_ids)
-                categories = frozenset(request.electrical_component_categories)
+                ids, categories = (
+                    request.electrical_component_ids,
+                    request.electrical_component_categories,
+                )
                 messages = [encode_component(cid, c) for cid, c in components]
                 return pb2.ListElectricalComponentsResponse(
                     electrical_components=[
-                        m
-                        for m in messages
-                        if (not ids or m.id in ids) and (not categories or m.category in categories)
+                        m for m in messages if wanted(m.id, ids) and wanted(m.category, categories)
                     ]
                 )
 
@@ -541,8 +535,8 @@ class AlphaAdapter:
                     edges = handler.connections()
                 except SimAbort as error:
                     await abort(context, error.code, error.details)
-                sources = frozenset(request.source_electrical_component_ids)
-                destinations = frozenset(request.destination_electrical_component_ids)
+                sources = request.source_electrical_component_ids
+                destinations = request.destination_electrical_component_ids
                 return pb2.ListElectricalComponentConnectionsResponse(
                     electrical_component_connections=[
                         components_pb2.ElectricalComponentConnection(
@@ -550,7 +544,7 @@ class AlphaAdapter:
                             destination_electrical_component_id=d,
                         )
                         for s, d in edges
-                        if (not sources or s in sources) and (not destinations or d in destinations)
+                        if wanted(s, sources) and wanted(d, destinations)
                     ]
                 )
 
