@@ -32,7 +32,8 @@ BATTERIES = [1001, 1002, 1003, 1004]
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    with Simulator(uniform_fleet(4, seed=7), telemetry_hz=20.0) as simulator:
+    # What current sites serve: v1alpha18 only (tests/shell/test_versions.py covers the others).
+    with Simulator(uniform_fleet(4, seed=7), telemetry_hz=20.0, apis=("v1alpha18",)) as simulator:
         yield simulator
 
 
@@ -119,7 +120,7 @@ async def test_out_of_bounds_with_adjustment_inside_the_exclusion_zone(tmp_path:
             InverterSpec(id=2002, batteries=(1002,), exclusion_w=400.0),
         ),
     )
-    with Simulator(scenario, telemetry_hz=20.0) as sim:
+    with Simulator(scenario, telemetry_hz=20.0, apis=("v1alpha18",)) as sim:
         async with running_daemon(sim, tmp_path / "c.sock"), connect(tmp_path / "c.sock") as client:
             result = await client.result("set_power", {"power_w": 200, "batteries": [1001, 1002]})
             assert result["outcome"] == "out_of_bounds"
@@ -149,7 +150,7 @@ async def test_error_when_none_is_usable(sim: Simulator, daemon: Daemon, client:
 async def test_error_for_zero_capacity(tmp_path: Path) -> None:
     fleet = uniform_fleet(2, seed=1)
     scenario = attrs.evolve(fleet, faults={1001: Faults(reported_capacity_wh=0.0)})
-    with Simulator(scenario, telemetry_hz=20.0) as sim:
+    with Simulator(scenario, telemetry_hz=20.0, apis=("v1alpha18",)) as sim:
         async with running_daemon(sim, tmp_path / "z.sock"), connect(tmp_path / "z.sock") as client:
             result = await client.result("set_power", {"power_w": 100, "batteries": [1001]})
     assert result["outcome"] == "error"
@@ -214,7 +215,9 @@ async def test_overlapping_sets_run_one_after_another(
 @pytest.fixture
 def expiring_sim() -> Iterator[Simulator]:
     # Setpoints expire after lifetime × 0.05: a 10 s lifetime holds for 0.5 s.
-    with Simulator(uniform_fleet(3, seed=1), telemetry_hz=20.0, lifetime_scale=0.05) as simulator:
+    with Simulator(
+        uniform_fleet(3, seed=1), telemetry_hz=20.0, lifetime_scale=0.05, apis=("v1alpha18",)
+    ) as simulator:
         yield simulator
 
 

@@ -229,7 +229,7 @@ async def test_what_the_loop_plans_with(
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    with Simulator(uniform_fleet(2, seed=5), telemetry_hz=20.0) as simulator:
+    with Simulator(uniform_fleet(2, seed=5), telemetry_hz=20.0, apis=("v1",)) as simulator:
         yield simulator
 
 
