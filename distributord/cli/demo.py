@@ -165,9 +165,24 @@ def _summary(story: dict[str, Any]) -> None:
         print("  " + event)
 
 
+class _ClosedLoopNoise(logging.Filter):
+    """Hides grpc's "Event loop is closed" noise when the demo stops.
+
+    The demo runs two asyncio loops in one process (the simulator's and the daemon's bridge),
+    and grpc's completion-queue poller serves both. When one loop closes first at exit, the
+    other logs a callback aimed at the closed one. It is harmless, and ``distributord run`` (one
+    loop per process) never sees it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed")
+
+
 def main(*, batteries: int | None = None, duration_s: float | None = None) -> int:
     """``distributord demo``: exit 0, 2 for bad flags, 130 on Ctrl-C; quiet into ``| head``."""
     logging.basicConfig(level=logging.ERROR, format="daemon: %(message)s", stream=sys.stderr)
+    logging.getLogger("asyncio").addFilter(_ClosedLoopNoise())
     # Only an absent flag takes the default: --batteries 0 is an error, not "the default".
     batteries = DEFAULT_BATTERIES if batteries is None else batteries
     duration = DEFAULT_DURATION_S if duration_s is None else duration_s
