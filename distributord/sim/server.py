@@ -29,6 +29,13 @@ the lock and passed into the world, so the world only ever moves forward.
   it hangs: grpc.aio cancels the handler's task, the ``CancelledError`` is recorded as
   ``"cancelled"`` and re-raised. A command accepted without a final reply (``final_reply =
   "NONE"``) is recorded when its call ends, as ``"cancelled"``: only the client ends it.
+* **Hostile telemetry is a test hook, not a fault.** :meth:`Simulator.rewrite_readings`
+  replaces a component's version-neutral reading by whatever a function makes of it (any
+  value, any timestamp, another id, nothing at all), before the adapters encode it;
+  :meth:`Simulator.rewrite_messages` rewrites the encoded stream responses of every version
+  (a server interceptor swaps the response serializer), for what a neutral reading cannot
+  say, such as enum numbers no version defines. Neither knows any version's messages: the
+  functions, which a test supplies, do.
 * **Faults are read when a command or a stream arrives**; the telemetry faults are applied by the
   world's readings at every tick. An injected ``command_error`` that judges the request
   (``OUT_OF_RANGE``, ``INVALID_ARGUMENT``) is a refusal, as the world's own refusals are
@@ -110,6 +117,12 @@ _SERVER_OPTIONS = [
 _NO_FAULTS = Faults()
 
 Reading = BatteryReading | InverterReading
+
+ReadingRewrite = Callable[[Telemetry], Telemetry]
+"""A component's reading as it should be sent instead (see :meth:`Simulator.rewrite_readings`)."""
+
+MessageRewrite = Callable[[str, Any], Any]
+"""``(version, stream response)`` to the response to send (:meth:`Simulator.rewrite_messages`)."""
 
 
 def adapter(api: str) -> Adapter:
@@ -286,6 +299,8 @@ class Simulator:
         self._commands: collections.deque[CommandRecord] = collections.deque(maxlen=MAX_RECORDS)
         self._pending: collections.Counter[int] = collections.Counter()
         self._streams: dict[int, set[_Stream]] = {cid: set() for cid in self._categories}
+        self._rewrites: dict[int, ReadingRewrite] = {}
+        self._message_rewrite: MessageRewrite | None = None  # read without the lock: one load
         # Set once serving (before __enter__ returns):
         self._bound_port: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -355,7 +370,10 @@ class Simulator:
     async def _serve(self, serving: Callable[[], None]) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        server = grpc.aio.server(options=list(self._server_options.items()))
+        server = grpc.aio.server(
+            options=list(self._server_options.items()),
+            interceptors=[_RewriteInterceptor(self, {a.service: a.name for a in self._adapters})],
+        )
         for version in self._adapters:
             version.add_servicer(_Handler(self, version.name), server)
         try:
@@ -438,6 +456,41 @@ class Simulator:
         if streams and self._loop is not None:
             self._loop.call_soon_threadsafe(_wake, streams)
 
+    def rewrite_readings(self, component_id: int, rewrite: ReadingRewrite | None) -> None:
+        """Send ``rewrite(reading)`` instead of each reading of a component (``None``: stop).
+
+        A test hook for hostile telemetry: the function gets the version-neutral reading the
+        world made (faults applied) and returns what is sent, on every stream of the component,
+        from the next tick (and on streams opened later) until it is removed. It may return
+        anything a :class:`~distributord.api.adapter.Telemetry` can hold: values no battery
+        has (1e38, inf, nan), inverted bounds, timestamps outside years 1..9999, another
+        component's id, ``None`` everywhere (a message with no samples). It runs on the
+        simulator's thread with the lock held: keep it quick, and let it not raise.
+
+        Raises:
+            KeyError: No such component.
+        """
+        with self._changed:
+            self._streams_of(component_id)  # KeyError for an unknown component
+            if rewrite is None:
+                self._rewrites.pop(component_id, None)
+            else:
+                self._rewrites[component_id] = rewrite
+            self._changed.notify_all()
+
+    def rewrite_messages(self, rewrite: MessageRewrite | None) -> None:
+        """Send ``rewrite(version, response)`` instead of each server-streaming response.
+
+        A test hook for what a neutral reading cannot express (enum numbers no version
+        defines, fields a version has and the others lack). It gets every response of every
+        server-streaming call (telemetry, and v1alpha18/19's set-power replies) of every
+        served version, already encoded, with the version's name (``"v1"``, ...), and returns
+        the message to serialize: the same one, or a changed copy (never change the one
+        given: the adapters share it between streams). ``None`` stops. It runs on the
+        simulator's loop; let it not raise.
+        """
+        self._message_rewrite = rewrite
+
     def commands(self) -> list[CommandRecord]:
         """The commands received so far, oldest first (a copy; the last :data:`MAX_RECORDS`)."""
         with self._changed:
@@ -505,6 +558,7 @@ class Simulator:
     def _reading(self, component_id: int, sampled_at: float) -> Telemetry:
         """A component's reading now, version-neutral (lock held, world advanced)."""
         faults = self._faults.get(component_id, _NO_FAULTS)
+        rewrite = self._rewrites.get(component_id)
         reading: Reading
         match self._categories[component_id]:
             case Category.BATTERY:
@@ -515,7 +569,8 @@ class Simulator:
                 reading = self._world.meter_reading()
             case _:
                 reading = self._world.line_reading(self._lines[component_id])
-        return _neutral(component_id, reading, sampled_at)
+        neutral = _neutral(component_id, reading, sampled_at)
+        return neutral if rewrite is None else rewrite(neutral)
 
     def _on_expiry(self) -> None:
         with self._changed:
@@ -662,6 +717,37 @@ class Simulator:
             with self._changed:
                 self._streams[component_id].discard(stream)
                 self._changed.notify_all()
+
+
+class _RewriteInterceptor(grpc.aio.ServerInterceptor):
+    """Passes server-streaming responses through :meth:`Simulator.rewrite_messages`' function.
+
+    It swaps the response serializer of the simulator's own services' streaming methods; a
+    response pays one check of the hook while none is set.
+    """
+
+    def __init__(self, sim: Simulator, versions: Mapping[str, str]) -> None:
+        self._sim = sim
+        self._versions = versions  # full service name -> version name
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[Any], Any],
+        handler_call_details: Any,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        service = str(handler_call_details.method).lstrip("/").split("/", 1)[0]
+        version = self._versions.get(service)
+        if handler is None or version is None or not handler.response_streaming:
+            return handler
+        serialize = handler.response_serializer
+        sim = self._sim
+
+        def rewritten(response: Any) -> Any:
+            rewrite = sim._message_rewrite
+            return serialize(response if rewrite is None else rewrite(version, response))
+
+        return handler._replace(response_serializer=rewritten)
 
 
 def _wake(streams: Iterable[_Stream]) -> None:

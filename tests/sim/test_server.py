@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import attrs
 import grpc  # type: ignore[import-untyped, unused-ignore]
 import pytest
 import trio
@@ -661,3 +662,43 @@ def test_parse_apis_keeps_the_negotiation_order() -> None:
     assert parse_apis(" v1alpha19 , v1alpha19") == ("v1alpha19",)
     with pytest.raises(ValueError, match="'v3'"):
         parse_apis("v3")
+
+
+# --- hostile telemetry hooks (used by tests/shell/test_faults.py) ----------------------------
+
+
+def test_rewrite_readings_sends_what_the_function_makes_until_removed(
+    sim: Simulator, stub: Any
+) -> None:
+    def hostile(reading: Telemetry) -> Telemetry:
+        assert isinstance(reading, BatteryTelemetry)
+        return attrs.evolve(reading, component_id=1002, soc_pct=1e38, sampled_at=-1e12)
+
+    sim.rewrite_readings(1001, hostile)
+    data = first_message(stub, 1001)
+    assert data.component_id == 1002
+    assert data.states[0].sampled_at.seconds == -1_000_000_000_000
+    assert data.metric_samples[0].value.simple_metric.value == pytest.approx(1e38)
+    assert first_message(stub, 1002).component_id == 1002  # others are untouched
+    sim.rewrite_readings(1001, None)
+    assert battery(stub, 1001).soc_pct == 50.0
+    with pytest.raises(KeyError):
+        sim.rewrite_readings(9999, hostile)
+
+
+def test_rewrite_messages_sees_every_encoded_stream_response(sim: Simulator, stub: Any) -> None:
+    seen: list[str] = []
+
+    def unknown_states(version: str, response: Any) -> Any:
+        seen.append(version)
+        copy = type(response)()
+        copy.CopyFrom(response)
+        copy.data.states[0].states.append(4242)  # a number no version defines
+        return copy
+
+    sim.rewrite_messages(unknown_states)
+    assert list(first_message(stub, 1001).states[0].states)[-1] == 4242
+    assert set(seen) == {"v1"}
+    sim.rewrite_messages(None)
+    assert 4242 not in list(first_message(stub, 1001).states[0].states)
+    assert set_power(stub, 2001, 1000.0).valid_until.seconds > 0  # unary calls pass untouched
