@@ -29,6 +29,7 @@ from __future__ import annotations
 import enum
 import itertools
 import math
+import sys
 from collections.abc import Mapping
 from typing import Any, TypeAlias
 
@@ -48,8 +49,16 @@ site; the limit keeps every sum over a fleet finite, so no arithmetic can overfl
 
 
 def is_finite_power(value: object) -> bool:
-    """Whether ``value`` can be a request's power: a finite number (not a bool), W."""
-    return is_number(value) and math.isfinite(value)
+    """Whether ``value`` can be a request's power: a finite number (not a bool), W.
+
+    An integer beyond a float's range (JSON allows ``1`` followed by 309 zeros) is not: it
+    could not be commanded, and ``math.isfinite`` would raise on it.
+    """
+    if not is_number(value):
+        return False
+    if isinstance(value, int):
+        return abs(value) <= sys.float_info.max
+    return math.isfinite(value)
 
 
 def is_request_timeout(value: object) -> bool:

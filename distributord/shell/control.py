@@ -57,9 +57,14 @@ from distributord.shell.tracker import Board, StatusTracker
 logger = logging.getLogger(__name__)
 
 OUTBOX_LINES = 64
-"""Replies waiting for a slow client before it is dropped: far more than a client that reads
-ever has in flight, and bounded memory per connection. Status notifications do not count:
-they are kept one per battery, the latest (see ``_Session._change``)."""
+"""Replies (written or to come) a connection may have waiting: while it has this many, the
+daemon reads nothing more from it (back-pressure: a client that pipelines a burst is served at
+the pace it reads, and memory per connection stays bounded). Status notifications do not
+count: they are kept one per battery, the latest (see ``_Session._change``)."""
+
+WRITE_STALL_S = 30.0
+"""A client that takes no reply for this long while replies wait does not read at all: it is
+cut off (its connection slot and its memory are freed)."""
 
 SOCKET_MODE = 0o660
 """Owner and group may connect (the spec's mode; the group is how operators are let in)."""
@@ -365,6 +370,7 @@ class _Session:
         self._changes: dict[int, dict[str, Any]] = {}
         self._more = trio.Event()  # set when a line or a change is waiting for the writer
         self._closing = False
+        self._drained = trio.Event()  # set when the writer has taken a reply
         self._pending = 0
         self._requests: list[Request] = []  # taken, not answered yet
         self._idle = trio.Event()
@@ -373,17 +379,26 @@ class _Session:
         self._subscribed = False
 
     def _put(self, line: bytes) -> None:
-        """Queue a reply for the client; drop the client if it does not read."""
+        """Queue a reply for the client (bounded by :meth:`_room`, which the reader awaits)."""
         if self._closing:
             return  # the session is over
-        if len(self._replies) > OUTBOX_LINES:  # one more may be on its way to the writer
-            logger.warning("control socket: a client does not read its replies; dropping it")
-            self._closing = True  # once: the replies still coming are dropped unlogged
-            self._replies.clear()
-            self._scope.cancel()
-            return
         self._replies.append(line)
         self._more.set()
+
+    async def _room(self) -> None:
+        """Back-pressure: wait until the client has taken enough replies to take a new line."""
+        while len(self._replies) + self._pending >= OUTBOX_LINES:
+            self._drained = trio.Event()
+            await self._drained.wait()
+
+    def _drop(self) -> None:
+        """Cut off a client that does not read (once; the replies still coming are dropped)."""
+        logger.warning(
+            "control socket: a client took no reply for %g s; dropping it", WRITE_STALL_S
+        )
+        self._closing = True
+        self._replies.clear()
+        self._scope.cancel()
 
     def close(self) -> None:
         """Write what is waiting, then end the connection."""
@@ -418,6 +433,7 @@ class _Session:
         while True:
             if self._replies:
                 line = self._replies.popleft()
+                self._drained.set()
             elif self._changes:
                 battery = next(iter(self._changes))
                 line = protocol.notification_line("status_changed", self._changes.pop(battery))
@@ -427,7 +443,11 @@ class _Session:
                 self._more = trio.Event()
                 await self._more.wait()
                 continue
-            await self._stream.send_all(line)
+            with trio.move_on_after(WRITE_STALL_S) as stalled:
+                await self._stream.send_all(line)
+            if stalled.cancelled_caught:
+                self._drop()
+                return
         self._scope.cancel()
 
     async def _read(self) -> None:
@@ -442,6 +462,7 @@ class _Session:
             if not data:
                 return
             for line in framer.feed(data):
+                await self._room()
                 if line is TOO_LONG:
                     self._put(
                         protocol.error_line(

@@ -182,6 +182,9 @@ def raw_set_power(params: str) -> Request | Failure:
         ('{"power_w": NaN, "batteries": [1]}', "power_w"),
         ('{"power_w": Infinity, "batteries": [1]}', "power_w"),
         ('{"power_w": -Infinity, "batteries": [1]}', "power_w"),
+        # Beyond a float's range (found by the protocol fuzzer: math.isfinite raised on it).
+        ('{"power_w": 1' + "0" * 309 + ', "batteries": [1]}', "power_w"),
+        ('{"power_w": -1' + "0" * 309 + ', "batteries": [1]}', "power_w"),
         ('{"power_w": 1e999, "batteries": [1]}', "power_w"),
         ('{"power_w": "5000", "batteries": [1]}', "power_w"),
         ('{"power_w": true, "batteries": [1]}', "power_w"),

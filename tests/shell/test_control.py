@@ -354,9 +354,9 @@ async def test_a_subscriber_that_reads_is_not_dropped_when_many_change_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Issue 10, item 3: every change went into the 64-line outbox at once; 150 batteries
-    # recovering together dropped a subscriber that reads. Here the outbox holds no line beyond
-    # the one the writer takes, and two batteries change, thrice each, before it can write.
-    monkeypatch.setattr(control, "OUTBOX_LINES", 0)
+    # recovering together dropped a subscriber that reads. Here the outbox holds one reply, and
+    # two batteries change, thrice each, before the writer can write.
+    monkeypatch.setattr(control, "OUTBOX_LINES", 1)
     with trio.fail_after(LIMIT_S):
         async with serving(tmp_path) as served, connect(served.path) as client:
             assert await client.result("subscribe_status") == {"subscribed": True}
@@ -384,15 +384,42 @@ async def test_a_client_that_does_not_read_is_dropped_with_one_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Issue 10, item 7: every reply after the drop logged the warning again (1,329 lines).
-    monkeypatch.setattr(control, "OUTBOX_LINES", 0)
+    # A client that reads nothing fills the socket's buffers; the daemon's writer waits
+    # WRITE_STALL_S, then cuts it off, once.
+    monkeypatch.setattr(control, "WRITE_STALL_S", 0.2)
     with trio.fail_after(LIMIT_S):
         async with serving(tmp_path) as served, connect(served.path) as client:
-            await client.send_raw(b'{"jsonrpc":"2.0","id":1,"method":"ping"}\n' * 50)
-            await assert_closed(client)
+            line = b'{"jsonrpc":"2.0","id":1,"method":"get_status"}\n'
+
+            # Send, never read: the daemon stops reading (back-pressure), the client's sends
+            # block, and end with a broken pipe once the daemon has cut the client off.
+            async def flood() -> None:
+                while True:
+                    await client.send_raw(line * 100)
+
+            with pytest.raises(trio.BrokenResourceError):
+                await flood()
             await trio.testing.wait_all_tasks_blocked()
             assert served.server.statistics().connections == 0
-    drops = [r for r in caplog.records if "does not read its replies" in r.getMessage()]
+    drops = [r for r in caplog.records if "took no reply" in r.getMessage()]
     assert len(drops) == 1
+
+
+async def test_a_reading_client_that_pipelines_a_burst_gets_every_reply(tmp_path: Path) -> None:
+    # Found by the protocol fuzzer: 128 pings in one write while reading got none of their
+    # replies: the outbox overflowed within one read and the client was dropped. Now the
+    # daemon reads no more from a client while OUTBOX_LINES replies wait (back-pressure).
+    with trio.fail_after(LIMIT_S):
+        async with serving(tmp_path) as served, connect(served.path) as client:
+            count = 20 * control.OUTBOX_LINES
+            await client.send_raw(
+                b"".join(
+                    b'{"jsonrpc":"2.0","id":%d,"method":"ping"}\n' % k for k in range(count)
+                )
+            )
+            ids = [(await client.receive())["id"] for _ in range(count)]
+            assert sorted(ids) == list(range(count))
+            await assert_served(client)
 
 
 @pytest.mark.parametrize(

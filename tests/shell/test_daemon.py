@@ -19,6 +19,7 @@ import trio
 from distributord.core.config import LIVE_KEYS, parse_config
 from distributord.core.errors import ControlSocketError
 from distributord.core.status import Status, StatusSettings
+from distributord.shell import control
 from distributord.shell.control import ControlSettings, bind_control_socket, is_allowed
 from distributord.shell.daemon import Daemon, DaemonSettings, settings_from_config
 from distributord.shell.live import LiveValue
@@ -460,8 +461,11 @@ def test_who_may_use_the_socket(uid: int, gid: int, allowed: bool) -> None:
 
 
 async def test_a_client_that_never_reads_is_dropped_without_slowing_others(
-    daemon: Daemon, tmp_path: Path
+    daemon: Daemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # It stops being read once its replies wait (back-pressure); after WRITE_STALL_S with no
+    # reply taken it is cut off.
+    monkeypatch.setattr(control, "WRITE_STALL_S", 0.5)
     path = tmp_path / "control.sock"
     async with connect(path) as hog, connect(path) as other:
         request = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "get_status"}).encode() + b"\n"
