@@ -53,7 +53,7 @@ from distributord.core.model import (
     Success,
 )
 from distributord.core.status import Status, select
-from distributord.core.values import ids_brief, ids_text
+from distributord.core.values import float32_toward_zero, ids_brief, ids_text
 
 
 def unknown_batteries(
@@ -190,6 +190,23 @@ def plan(
         reasons=shared.reasons,
         remaining_w=shared.remaining_w,
         excluded=excluded,
+    )
+
+
+def as_sent(distribution: Distribution) -> Distribution:
+    """``distribution`` as the wire carries it: every setpoint a float32, rounded toward zero.
+
+    Commands travel as 32-bit floats; rounded to nearest they could add up to more than the
+    request (three thirds of 1000 W arrive as 1000.00003 W). Rounded toward zero no setpoint
+    grows, what they lose is added to ``remaining_w`` (reported as excess), and the result then
+    says exactly what was commanded.
+    """
+    sent = {b: float32_toward_zero(p) for b, p in distribution.setpoints.items()}
+    if sent == distribution.setpoints:
+        return distribution
+    lost = math.fsum([*distribution.setpoints.values(), *(-p for p in sent.values())])
+    return attrs.evolve(
+        distribution, setpoints=sent, remaining_w=math.fsum([distribution.remaining_w, lost])
     )
 
 

@@ -11,6 +11,7 @@ same way in every message an operator reads: sorted, comma-separated.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Iterable
 from typing import TypeGuard
 
@@ -66,3 +67,22 @@ def ids_brief(ids: Iterable[int]) -> str:
     shown = ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in runs[:BRIEF_RUNS])
     more = f", … and {len(runs) - BRIEF_RUNS} more runs" if len(runs) > BRIEF_RUNS else ""
     return f"{len(ordered)} ids: {shown}{more}"
+
+
+def float32_toward_zero(value: float) -> float:
+    """The float32 nearest ``value`` that is no farther from zero.
+
+    Setpoints travel as 32-bit floats (``spec/microgrid-api.md``); rounded to nearest, three
+    thirds of 1000 W arrive as 1000.00003 W, more than asked. Rounded toward zero, no value grows,
+    and one at or above a bound that is itself a float32 (every bound from telemetry is) stays
+    at or above it.
+    """
+    if value == 0.0 or math.isnan(value):
+        return value
+    (nearest,) = struct.unpack("<f", struct.pack("<f", value))
+    if abs(nearest) <= abs(value):
+        return float(nearest)
+    # One step toward zero: float32 is sign and magnitude, so the magnitude's bits minus one.
+    (bits,) = struct.unpack("<I", struct.pack("<f", nearest))
+    (smaller,) = struct.unpack("<f", struct.pack("<I", bits - 1))
+    return float(smaller)

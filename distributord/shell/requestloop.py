@@ -59,7 +59,7 @@ from distributord.core.model import (
     Request,
     Result,
 )
-from distributord.core.planning import choose, plan, summarize, unknown_batteries
+from distributord.core.planning import as_sent, choose, plan, summarize, unknown_batteries
 from distributord.core.status import Status
 from distributord.core.topology import Topology
 from distributord.core.values import ids_text
@@ -201,6 +201,9 @@ class RequestLoop:
         self._probes: list[trio.Event] | None = None  # a list while serve() runs
         self._probe_wanted = trio.Event()
         self._waiting: dict[frozenset[int], _Job] = {}
+        # Requests withdrawn while still in the channel, by id (the object is kept, so the id
+        # cannot be reused before the loop takes it).
+        self._withdrawn: dict[int, Request] = {}
         self._running: dict[frozenset[int], _Job] = {}
         self._standing: dict[frozenset[int], _Standing] = {}
         self._standing_changed = trio.Event()
@@ -250,15 +253,21 @@ class RequestLoop:
         return True
 
     def withdraw(self, request: Request) -> bool:
-        """Drop ``request`` if it still waits for its batteries (its client went away).
+        """Drop ``request`` if it has not started (its client went away).
 
-        A request already applying completes; one not yet started is not applied (the
-        protocol's rule for client departures). True if it was withdrawn; it gets no reply.
+        A request already applying completes; one not yet started, whether it waits for its
+        batteries or is still in the queue, is not applied (the protocol's rule for client
+        departures). True if it was withdrawn; it gets no reply. Only for a request that was
+        taken (:meth:`submit`) and not answered yet.
         """
-        job = self._waiting.get(request.batteries)
-        if job is None or job.refresh or job.request is not request:
+        running = self._running.get(request.batteries)
+        if running is not None and running.request is request:
             return False
-        del self._waiting[request.batteries]
+        job = self._waiting.get(request.batteries)
+        if job is not None and not job.refresh and job.request is request:
+            del self._waiting[request.batteries]
+        else:  # still in the queue: dropped when the loop takes it
+            self._withdrawn[id(request)] = request
         logger.info(
             "request for batteries [%s] withdrawn before it started: its client went away",
             ids_text(request.batteries),
@@ -339,6 +348,8 @@ class RequestLoop:
     # -- scheduling ----------------------------------------------------------------------------
 
     def _arrive(self, job: _Job) -> None:
+        if self._withdrawn.pop(id(job.request), None) is job.request:
+            return  # its client went away while it was queued (see withdraw)
         batteries = job.request.batteries
         if job.refresh:
             if batteries in self._waiting or batteries in self._running:
@@ -471,6 +482,7 @@ class RequestLoop:
                     planned.message if isinstance(planned, Error) else "out of bounds",
                 )
             return planned
+        planned = as_sent(planned)  # float32 on the wire, never more than planned
         stopping = {
             b: 0.0
             for b in request.batteries

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import struct
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -28,7 +30,14 @@ from distributord.core.model import (
     Request,
     Success,
 )
-from distributord.core.planning import Choice, choose, plan, summarize, unknown_batteries
+from distributord.core.planning import (
+    Choice,
+    as_sent,
+    choose,
+    plan,
+    summarize,
+    unknown_batteries,
+)
 from distributord.core.status import Status
 from tests.snapshots import battery_snapshot, inverter_snapshot
 from tests.strategies import fleets, make_pair, requests_for
@@ -436,3 +445,39 @@ def test_failed_power_is_not_counted_as_succeeded() -> None:
     assert result.failed_power_w == -500.0
     assert result.failed_batteries == {2}
     assert result.excess_power_w == -500.0
+
+
+@given(
+    power=st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
+    shares=st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size=12),
+)
+def test_as_sent_never_grows_a_setpoint_and_reports_what_it_loses(
+    power: float, shares: list[float]
+) -> None:
+    # The float32 wire (found by the end-to-end harness): rounded to nearest, commands could
+    # add up to more than the request. Exact oracle: Fractions.
+    total = sum(shares) or 1.0
+    setpoints = {1001 + k: power * share / total for k, share in enumerate(shares)}
+    remaining = power - math.fsum(setpoints.values())
+    planned = Distribution(power_w=power, setpoints=setpoints, reasons={}, remaining_w=remaining)
+    sent = as_sent(planned)
+    assert set(sent.setpoints) == set(setpoints)
+    for battery, value in sent.setpoints.items():
+        assert struct.unpack("<f", struct.pack("<f", value))[0] == value
+        assert Fraction(abs(value)) <= Fraction(abs(setpoints[battery]))
+    planned_sum = sum((Fraction(v) for v in setpoints.values()), Fraction(0))
+    placed = sum((Fraction(v) for v in sent.setpoints.values()), Fraction(0))
+    assert abs(placed) <= abs(planned_sum)  # never more than planned
+    # What was lost is reported: the new remainder is the old one plus the loss (one rounding).
+    expected = Fraction(remaining) + (planned_sum - placed)
+    assert abs(Fraction(sent.remaining_w) - expected) <= Fraction(math.ulp(sent.remaining_w))
+
+
+def test_three_thirds_of_a_kilowatt_are_sent_as_no_more_than_a_kilowatt() -> None:
+    third = 1000.0 / 3
+    planned = Distribution(
+        power_w=1000.0, setpoints={1: third, 2: third, 3: third}, reasons={}, remaining_w=0.0
+    )
+    sent = as_sent(planned)
+    assert sum((Fraction(v) for v in sent.setpoints.values()), Fraction(0)) <= 1000
+    assert 0 < sent.remaining_w < 1e-3

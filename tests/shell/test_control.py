@@ -413,9 +413,7 @@ async def test_a_reading_client_that_pipelines_a_burst_gets_every_reply(tmp_path
         async with serving(tmp_path) as served, connect(served.path) as client:
             count = 20 * control.OUTBOX_LINES
             await client.send_raw(
-                b"".join(
-                    b'{"jsonrpc":"2.0","id":%d,"method":"ping"}\n' % k for k in range(count)
-                )
+                b"".join(b'{"jsonrpc":"2.0","id":%d,"method":"ping"}\n' % k for k in range(count))
             )
             ids = [(await client.receive())["id"] for _ in range(count)]
             assert sorted(ids) == list(range(count))
