@@ -130,6 +130,43 @@ def best_reachable(powers: Sequence[int], target: int) -> int:
     return reachable.bit_length() - 1
 
 
+def fixed_power_case(size: int, step: int = 1) -> dict[str, float]:
+    """One fixed-power fleet of ``size`` pairs (powers multiples of ``step``), 40 requests.
+
+    With an even ``step`` every request is odd: none is reachable ("odd" fleets).
+
+    Returns ``requests``, ``best`` (answers matching the best possible total), ``short_max_w``,
+    ``short_p50_w``, ``slowest_s`` and ``median_s``.
+    """
+    pairs = fixed_power_fleet(size, step=step)
+    powers = [int(p.battery.bounds.inclusion_upper) for p in pairs]
+    total = sum(powers)
+    rng = random.Random(size)
+    # "odd": even powers and odd requests, never reachable; the search spends its budget.
+    targets = [
+        rng.randint(min(powers) + 1, total // 2) | (1 if step % 2 == 0 else 0) for _ in range(40)
+    ]
+    shorts, times, exact = [], [], 0
+    for target in targets:
+        budget = SearchBudget(clock=time.perf_counter)
+        gc.collect()  # the daemon tunes the collector; keep its pauses out of the figure
+        start = time.perf_counter()
+        result = distribute(float(target), pairs, search_budget=budget)
+        times.append(time.perf_counter() - start)
+        delivered = round(sum(result.setpoints.values()))
+        short = best_reachable(powers, target) - delivered
+        shorts.append(short)
+        exact += short == 0
+    return {
+        "requests": float(len(targets)),
+        "best": float(exact),
+        "short_max_w": float(max(shorts)),
+        "short_p50_w": float(statistics.median(shorts)),
+        "slowest_s": max(times),
+        "median_s": statistics.median(times),
+    }
+
+
 def fixed_power(sizes: Sequence[int]) -> None:
     """The search's answers and times on fixed-power fleets, beside the exact best."""
     print(
@@ -142,31 +179,12 @@ def fixed_power(sizes: Sequence[int]) -> None:
     )
     cases = [(size, 1, "any") for size in sizes] + [(size, 2, "odd") for size in sizes]
     for size, step, parity in cases:
-        pairs = fixed_power_fleet(size, step=step)
-        powers = [int(p.battery.bounds.inclusion_upper) for p in pairs]
-        total = sum(powers)
-        rng = random.Random(size)
-        # "odd": even powers and odd requests, never reachable; the search spends its budget.
-        targets = [
-            rng.randint(min(powers) + 1, total // 2) | (1 if parity == "odd" else 0)
-            for _ in range(40)
-        ]
-        shorts, times, exact = [], [], 0
-        for target in targets:
-            budget = SearchBudget(clock=time.perf_counter)
-            gc.collect()  # the daemon tunes the collector; keep its pauses out of the figure
-            start = time.perf_counter()
-            result = distribute(float(target), pairs, search_budget=budget)
-            times.append(time.perf_counter() - start)
-            delivered = round(sum(result.setpoints.values()))
-            short = best_reachable(powers, target) - delivered
-            shorts.append(short)
-            exact += short == 0
+        f = fixed_power_case(size, step)
         label = f"{size}" if parity == "any" else f"{size} ({parity})"
         print(
-            f"{label:>10} {len(targets):>9} {exact:>6} {max(shorts):>8} W "
-            f"{statistics.median(shorts):>8g} W "
-            f"{max(times) * 1e3:>7.2f}ms {statistics.median(times) * 1e3:>7.2f}ms"
+            f"{label:>10} {f['requests']:>9.0f} {f['best']:>6.0f} {f['short_max_w']:>8.0f} W "
+            f"{f['short_p50_w']:>8g} W "
+            f"{f['slowest_s'] * 1e3:>7.2f}ms {f['median_s'] * 1e3:>7.2f}ms"
         )
 
 
@@ -180,6 +198,35 @@ def time_calls(pairs: Sequence[Pair], powers: Sequence[float], repeat: int) -> l
             distribute(power, pairs)
             samples.append((clock() - start) / 1e9)
     return samples
+
+
+def time_fleet(pairs: Sequence[Pair], rounds: int) -> dict[str, float]:
+    """The table's figures for one fleet: ``median_s``, ``p90_s``, ``round_min_s``, ``round_max_s``.
+
+    Every request of :func:`requests` is timed many times per round; the median and p90 are
+    over all calls of all rounds, the spread over the rounds' medians.
+    """
+    powers = requests(pairs)
+    repeat = max(3, 20_000 // (len(pairs) * len(powers)))
+    time_calls(pairs, powers, 1)  # warm up
+    per_round = [time_calls(pairs, powers, repeat) for _ in range(rounds)]
+    everything = [s for r in per_round for s in r]
+    medians = [statistics.median(r) for r in per_round]
+    return {
+        "median_s": statistics.median(everything),
+        "p90_s": statistics.quantiles(everything, n=10)[-1],
+        "round_min_s": min(medians),
+        "round_max_s": max(medians),
+    }
+
+
+def pair_cost_s(pairs: Sequence[Pair]) -> float:
+    """Seconds to build one ``Pair`` from its snapshots (the daemon does it on telemetry)."""
+    snapshots = [(p.battery, p.inverter) for p in pairs]
+    start = time.perf_counter_ns()
+    for battery, inverter in snapshots:
+        Pair(battery=battery, inverter=inverter)
+    return (time.perf_counter_ns() - start) / 1e9 / len(snapshots)
 
 
 def machine() -> str:
@@ -223,14 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     fleets = {size: fleet(size) for size in sizes}
     for size, pairs in fleets.items():
-        powers = requests(pairs)
-        repeat = max(3, 20_000 // (size * len(powers)))
-        time_calls(pairs, powers, 1)  # warm up
-        per_round = [time_calls(pairs, powers, repeat) for _ in range(args.rounds)]
-        everything = [s for r in per_round for s in r]
-        medians = [statistics.median(r) * 1e6 for r in per_round]
-        median = statistics.median(everything) * 1e6
-        p90 = statistics.quantiles(everything, n=10)[-1] * 1e6
+        f = time_fleet(pairs, args.rounds)
+        median, p90 = f["median_s"] * 1e6, f["p90_s"] * 1e6
         target = TARGETS_US.get(size)
         verdict = ""
         if target is not None:
@@ -238,7 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         reference = f"{REFERENCE_US[size]:g} µs" if size in REFERENCE_US else ""
         print(
             f"{size:>6} {median:>8.1f}µs {p90:>8.1f}µs "
-            f"{min(medians):>9.1f}–{max(medians):.1f}µs {verdict:>10} {reference:>10}"
+            f"{f['round_min_s'] * 1e6:>9.1f}–{f['round_max_s'] * 1e6:.1f}µs "
+            f"{verdict:>10} {reference:>10}"
         )
     biggest = max(sizes)
     pairs = fleets[biggest]
@@ -251,11 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for edge in (bounds.inclusion_upper, bounds.inclusion_lower)
         )
         print(f"  {fraction:>5.0%} of its power: {charge:8.1f} µs / {discharge:8.1f} µs")
-    snapshots = [(p.battery, p.inverter) for p in pairs]
-    start = time.perf_counter_ns()
-    for battery, inverter in snapshots:
-        Pair(battery=battery, inverter=inverter)
-    per_pair = (time.perf_counter_ns() - start) / 1e3 / len(snapshots)
+    per_pair = pair_cost_s(pairs) * 1e6
     print(
         f"\nbuilding a Pair from its snapshots (in the daemon: when its telemetry arrives, "
         f"not per request): {per_pair:.1f} µs per pair"

@@ -228,7 +228,12 @@ def simulator(batteries: int, hz: float, *, api: str | None = None) -> Iterator[
             yield Simulator(address=address, pid=process.pid)
         finally:
             process.terminate()
-            process.wait(timeout=10)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                # On a loaded machine it may take longer to stop: never leave it running.
+                process.kill()
+                process.wait()
 
 
 async def fleet(address: str, api: str) -> list[tuple[int, bool]]:
