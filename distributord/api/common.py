@@ -229,6 +229,16 @@ class Dialect:
     dc_power: int
     ac_power: int
 
+    @property
+    def metrics(self) -> dict[str, int]:
+        """Metric name (as the encoders' specs say it) to the version's number."""
+        return {
+            "soc": self.soc,
+            "capacity": self.capacity,
+            "dc_power": self.dc_power,
+            "ac_power": self.ac_power,
+        }
+
 
 class TelemetryDecoder:
     """Decodes one component's stream into snapshots, field by field (any version).

@@ -143,12 +143,7 @@ DIALECT = Dialect(
 )
 """How v1 spells a telemetry message."""
 
-_METRICS = {
-    "soc": Metric.ValueType(DIALECT.soc),
-    "capacity": Metric.ValueType(DIALECT.capacity),
-    "dc_power": Metric.ValueType(DIALECT.dc_power),
-    "ac_power": Metric.ValueType(DIALECT.ac_power),
-}
+_METRICS = {name: Metric.ValueType(number) for name, number in DIALECT.metrics.items()}
 
 
 # --- topology -----------------------------------------------------------------------------------

@@ -214,12 +214,7 @@ DIALECT = Dialect(
 )
 """How v1alpha18 and v1alpha19 spell a telemetry message (``ElectricalComponentTelemetry``)."""
 
-_METRICS = {
-    "soc": Metric.ValueType(DIALECT.soc),
-    "capacity": Metric.ValueType(DIALECT.capacity),
-    "dc_power": Metric.ValueType(DIALECT.dc_power),
-    "ac_power": Metric.ValueType(DIALECT.ac_power),
-}
+_METRICS = {name: Metric.ValueType(number) for name, number in DIALECT.metrics.items()}
 
 _STREAMED_METRICS = sorted(set(_METRICS.values()))
 """What the daemon asks a stream for: every metric it reads, for batteries and inverters (a

@@ -484,6 +484,10 @@ class _Session:
         if not failure.notification:
             self._put(protocol.error_line(failure))
 
+    def _refuse(self, call: Call, code: Code, message: str) -> None:
+        """Answer ``call`` with an error the daemon decided (not a malformed request)."""
+        self._fail(Failure(id=call.id, code=code, message=message, notification=call.notification))
+
     def _handle(self, line: bytes) -> None:
         call = protocol.decode(line)
         if isinstance(call, Failure):
@@ -493,14 +497,11 @@ class _Session:
         loop, tracker, topology = server.loop, server.tracker, server.topology
         connected = loop is not None and tracker is not None and topology is not None
         if call.method in ("set_power", "list_components") and not connected:
-            self._fail(
-                Failure(
-                    id=call.id,
-                    code=Code.NOT_CONNECTED,
-                    message="the microgrid is not connected yet (discovery has not completed); "
-                    "nothing was commanded",
-                    notification=call.notification,
-                )
+            self._refuse(
+                call,
+                Code.NOT_CONNECTED,
+                "the microgrid is not connected yet (discovery has not completed); "
+                "nothing was commanded",
             )
             return
         if call.method == "set_power":
@@ -512,24 +513,15 @@ class _Session:
                 self._fail(request)
                 return
             if loop.closed:
-                self._fail(
-                    Failure(
-                        id=call.id,
-                        code=Code.SHUTTING_DOWN,
-                        message="shutting down: not taken; do not retry here "
-                        "(a restarted daemon will answer)",
-                        notification=call.notification,
-                    )
+                self._refuse(
+                    call,
+                    Code.SHUTTING_DOWN,
+                    "shutting down: not taken; do not retry here (a restarted daemon will answer)",
                 )
                 return
             if not loop.submit(request, self._reply_to(call, request)):
-                self._fail(
-                    Failure(
-                        id=call.id,
-                        code=Code.OVERLOADED,
-                        message="overloaded: the request queue is full; retry later",
-                        notification=call.notification,
-                    )
+                self._refuse(
+                    call, Code.OVERLOADED, "overloaded: the request queue is full; retry later"
                 )
                 return
             self._pending += 1
