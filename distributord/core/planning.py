@@ -53,7 +53,7 @@ from distributord.core.model import (
     Success,
 )
 from distributord.core.status import Status, select
-from distributord.core.values import float32_toward_zero, ids_brief, ids_text
+from distributord.core.values import floats32_toward_zero, ids_brief, ids_text
 
 
 def unknown_batteries(
@@ -201,7 +201,13 @@ def as_sent(distribution: Distribution) -> Distribution:
     grows, what they lose is added to ``remaining_w`` (reported as excess), and the result then
     says exactly what was commanded.
     """
-    sent = {b: float32_toward_zero(p) for b, p in distribution.setpoints.items()}
+    sent = dict(
+        zip(
+            distribution.setpoints,
+            floats32_toward_zero(list(distribution.setpoints.values())),
+            strict=True,
+        )
+    )
     if sent == distribution.setpoints:
         return distribution
     lost = math.fsum([*distribution.setpoints.values(), *(-p for p in sent.values())])

@@ -11,8 +11,8 @@ same way in every message an operator reads: sorted, comma-separated.
 from __future__ import annotations
 
 import math
-import struct
-from collections.abc import Iterable
+from array import array
+from collections.abc import Iterable, Sequence
 from typing import TypeGuard
 
 
@@ -70,19 +70,26 @@ def ids_brief(ids: Iterable[int]) -> str:
 
 
 def float32_toward_zero(value: float) -> float:
-    """The float32 nearest ``value`` that is no farther from zero.
+    """The float32 nearest ``value`` that is no farther from zero (:func:`floats32_toward_zero`)."""
+    return floats32_toward_zero([value])[0]
+
+
+def floats32_toward_zero(values: Sequence[float]) -> list[float]:
+    """Each value as the float32 nearest it that is no farther from zero.
 
     Setpoints travel as 32-bit floats (``spec/microgrid-api.md``); rounded to nearest, three
     thirds of 1000 W arrive as 1000.00003 W, more than asked. Rounded toward zero, no value grows,
     and one at or above a bound that is itself a float32 (every bound from telemetry is) stays
-    at or above it.
+    at or above it. A request's setpoints are converted at once: C rounds them to nearest, and
+    those that grew step one float32 toward zero (float32 is sign and magnitude, so that is the
+    bits minus one).
     """
-    if value == 0.0 or math.isnan(value):
-        return value
-    (nearest,) = struct.unpack("<f", struct.pack("<f", value))
-    if abs(nearest) <= abs(value):
-        return float(nearest)
-    # One step toward zero: float32 is sign and magnitude, so the magnitude's bits minus one.
-    (bits,) = struct.unpack("<I", struct.pack("<f", nearest))
-    (smaller,) = struct.unpack("<f", struct.pack("<I", bits - 1))
-    return float(smaller)
+    nearest = array("f", values)
+    bits = array("I")
+    bits.frombytes(nearest.tobytes())
+    for index, (sent, value) in enumerate(zip(nearest, values, strict=True)):
+        if abs(sent) > abs(value):
+            bits[index] -= 1
+    toward_zero = array("f")
+    toward_zero.frombytes(bits.tobytes())
+    return toward_zero.tolist()
