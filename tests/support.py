@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from distributord.core.status import Status
 from distributord.shell.control import bind_control_socket
 from distributord.shell.daemon import Daemon, DaemonSettings, serve_daemon
 from distributord.shell.live import Live, fixed
+from distributord.shell.metrics import Metrics
 from distributord.sim.server import Simulator
 
 LIMIT_S = 15.0
@@ -60,6 +62,8 @@ async def running_daemon(
     sim: Simulator,
     socket_path: Path,
     settings: DaemonSettings | Live[DaemonSettings] | None = None,
+    *,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Daemon]:
     """The daemon on ``socket_path`` against ``sim``, every battery working before it yields.
 
@@ -69,7 +73,9 @@ async def running_daemon(
     live = settings if isinstance(settings, Live) else fixed(settings)
     sock = bind_control_socket(str(socket_path))
     async with trio.open_nursery() as nursery:
-        daemon: Daemon = await nursery.start(serve_daemon, live, sock)
+        daemon: Daemon = await nursery.start(
+            functools.partial(serve_daemon, live, sock, metrics=metrics)
+        )
         await wait_until(
             daemon, lambda d: all(s.status is Status.WORKING for s in d.tracker.states.values())
         )

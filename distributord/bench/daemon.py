@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +57,20 @@ TARGET_OVERHEAD_MS = 5.0
 
 
 @contextlib.contextmanager
-def daemon(address: str, api: str, directory: Path, log: str) -> Iterator[Path]:
+def daemon(
+    address: str, api: str, directory: Path, log: str, *, metrics: str | None = None
+) -> Iterator[Path]:
     """``distributord run`` against ``address`` speaking ``api``, logging to ``log``.
 
     Yields its socket path. The version is pinned in a configuration file (``run`` has no flag
-    for it); the rest of the configuration is the default.
+    for it), and ``metrics.listen`` is ``metrics`` if given; the rest is the default.
     """
     sock = directory / "control.sock"
     config = directory / "distributord.toml"
-    config.write_text(f'[microgrid]\napi = "{api}"\n', encoding="utf-8")
+    text = f'[microgrid]\napi = "{api}"\n'
+    if metrics is not None:
+        text += f'[metrics]\nlisten = "{metrics}"\n'
+    config.write_text(text, encoding="utf-8")
     command = [sys.executable, "-m", "distributord", "run", "--config", str(config)]
     command += ["--microgrid", address, "--socket", str(sock), "--log-level", "warning"]
     with open(log, "a") as stderr:
@@ -190,12 +195,27 @@ def bare_fan_out(api: str, channel: grpc.aio.Channel) -> FanOut:
     return fan_out_alpha
 
 
-async def measure(n: int, requests: int, hz: float, log: str, *, api: str) -> dict[str, float]:
-    """Run one fleet size; returns the figures in ms, and ``failed``: requests not a success."""
+async def measure(
+    n: int,
+    requests: int,
+    hz: float,
+    log: str,
+    *,
+    api: str,
+    metrics: str | None = None,
+    while_running: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    samples: dict[str, list[float]] | None = None,
+) -> dict[str, float]:
+    """Run one fleet size; returns the figures in ms, and ``failed``: requests not a success.
+
+    With ``metrics``, the daemon serves them there (``metrics.listen``); ``while_running`` runs
+    beside the requests (a scraper, say) and is cancelled when they are done. ``samples``, if
+    given, gets every latency in seconds appended (``daemon``, ``bare``).
+    """
     with (
         simulator(n, hz, api=api) as sim,
         tempfile.TemporaryDirectory() as directory,
-        daemon(sim.address, api, Path(directory), log) as sock,
+        daemon(sim.address, api, Path(directory), log, metrics=metrics) as sock,
     ):
         async with connected(sock) as client:
             await wait_all_working(client, n)
@@ -235,13 +255,21 @@ async def measure(n: int, requests: int, hz: float, log: str, *, api: str) -> di
             bare_s: list[float] = []
             daemon_s: list[float] = []
             overhead_s: list[float] = []
+            beside = asyncio.create_task(while_running()) if while_running else None
             for k in range(requests):
                 power = powers[k % len(powers)]
                 bare_s.append(await bare(power))
                 elapsed, commands = await through_daemon(power)
                 daemon_s.append(elapsed)
                 overhead_s.append(elapsed - commands)
+            if beside is not None:
+                beside.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beside
             await channel.close()
+    if samples is not None:
+        samples.setdefault("daemon", []).extend(daemon_s)
+        samples.setdefault("bare", []).extend(bare_s)
     ms = 1e3
     return {
         "daemon_p50": statistics.median(daemon_s) * ms,

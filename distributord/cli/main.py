@@ -6,6 +6,7 @@ The flags are a contract (``spec/operations.md``): outside tools depend on them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import sys
@@ -41,6 +42,12 @@ def parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="simulator and daemon in one process, a short scenario")
     demo.add_argument("--batteries", type=int, metavar="N", help="fleet size, 1..1000 (default 6)")
     demo.add_argument("--duration", type=float, metavar="S", help="4..600 s (default 40)")
+    demo.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="also draw every battery's SoC and setpoint over time into this PNG "
+        "(needs matplotlib: the plots extra)",
+    )
     return top
 
 
@@ -52,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from distributord.cli.demo import main as demo
 
-        return demo(batteries=args.batteries, duration_s=args.duration)
+        return demo(batteries=args.batteries, duration_s=args.duration, plot=args.plot)
     if args.command == "sim":
         # Imported here: grpc is loaded only by the commands that serve.
         from distributord.sim.server import main as sim
@@ -97,11 +104,22 @@ def run(args: argparse.Namespace) -> int:
 
     import trio
 
+    from distributord.shell.metrics import Metrics, serve_metrics
     from distributord.shell.service import run as serve
 
-    with sock:
+    metrics = Metrics()
+    with sock, contextlib.ExitStack() as stack:
+        if config.metrics.listen != configuration.METRICS_OFF:
+            try:
+                stack.callback(serve_metrics(metrics, config.metrics.listen).close)
+            except OSError as error:
+                line = f"distributord: metrics.listen: cannot serve on {config.metrics.listen}"
+                print(fatal_line(f"{line}: {error.strerror or error}"), file=sys.stderr)
+                return 1
         return trio.run(
-            functools.partial(serve, config, sock, config_path=config_path, overrides=overrides)
+            functools.partial(
+                serve, config, sock, config_path=config_path, overrides=overrides, metrics=metrics
+            )
         )
 
 

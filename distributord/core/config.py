@@ -197,6 +197,23 @@ def _address(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
         raise ConfigError(f"{wanted}, got {value!r}", key=attribute.name)
 
 
+METRICS_OFF = "off"
+"""``metrics.listen``'s value for "serve no metrics" (the default)."""
+
+
+def _listen(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    if value == METRICS_OFF:
+        return
+    try:
+        _address(_, attribute, value)
+    except ConfigError:
+        raise ConfigError(
+            f'must be "{METRICS_OFF}" or HOST:PORT (an IPv6 host in brackets) with a port in '
+            f"1..65535, got {_show(value)}",
+            key=attribute.name,
+        ) from None
+
+
 def _unix_path(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
     if not isinstance(value, str) or not value or "\0" in value:
         raise ConfigError(f"must be a file system path, got {_show(value)}", key=attribute.name)
@@ -388,6 +405,17 @@ class StatusConfig:
 
 
 @attrs.frozen(kw_only=True)
+class MetricsConfig:
+    """``[metrics]``: Prometheus metrics.
+
+    Attributes:
+        listen: ``HOST:PORT`` to serve ``/metrics`` on over HTTP, or ``"off"``. Needs a restart.
+    """
+
+    listen: str = attrs.field(default=METRICS_OFF, validator=_listen)
+
+
+@attrs.frozen(kw_only=True)
 class LoggingConfig:
     """``[logging]`` (extension of the spec's table).
 
@@ -411,6 +439,7 @@ class Config:
         requests: ``[requests]``.
         setpoints: ``[setpoints]``.
         status: ``[status]``; its :attr:`~StatusConfig.settings` feed the status machines.
+        metrics: ``[metrics]``.
         logging: ``[logging]``.
     """
 
@@ -420,6 +449,7 @@ class Config:
     requests: RequestsConfig = attrs.field(factory=RequestsConfig)
     setpoints: SetpointsConfig = attrs.field(factory=SetpointsConfig)
     status: StatusConfig = attrs.field(factory=StatusConfig)
+    metrics: MetricsConfig = attrs.field(factory=MetricsConfig)
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)
 
     @classmethod
@@ -435,6 +465,7 @@ TABLES: Mapping[str, type[attrs.AttrsInstance]] = {
     "requests": RequestsConfig,
     "setpoints": SetpointsConfig,
     "status": StatusConfig,
+    "metrics": MetricsConfig,
     "logging": LoggingConfig,
 }
 """Table name to the class that holds it, in the order of :class:`Config`."""
@@ -590,4 +621,4 @@ def reloaded(running: Config, loaded: Config) -> Config:
 
 LIVE_KEYS = live_keys()
 """Keys a reload applies to the running daemon; the others (the microgrid address, the socket,
-the queue size, the stream silence bound) need a restart."""
+the queue size, the stream silence bound, the metrics address) need a restart."""

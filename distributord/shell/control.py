@@ -51,6 +51,7 @@ from distributord.core.protocol import TOO_LONG, Call, Code, Failure, LineFramer
 from distributord.core.reports import components_report, status_report
 from distributord.core.topology import Topology
 from distributord.shell.live import Live
+from distributord.shell.metrics import INVALID, Metrics, error_outcome
 from distributord.shell.requestloop import RequestLoop, Timing
 from distributord.shell.tracker import Board, StatusTracker
 
@@ -189,6 +190,7 @@ class ControlServer:
             connection or request comes (a reload changes them for those that come after).
         admit: Who may use the socket; by default :func:`is_allowed` with ``settings`` and the
             daemon's own user.
+        metrics: Where requests are counted.
     """
 
     def __init__(
@@ -199,7 +201,9 @@ class ControlServer:
         topology: Topology | None = None,
         settings: Live[ControlSettings],
         admit: Admission | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self._owner = os.geteuid()
         self._custom_admit = admit
         self._admit_peer: Admission = admit or self._default_admit
@@ -464,29 +468,27 @@ class _Session:
             for line in framer.feed(data):
                 await self._room()
                 if line is TOO_LONG:
-                    self._put(
-                        protocol.error_line(
-                            Failure(
-                                id=None,
-                                code=Code.LINE_TOO_LONG,
-                                message=TOO_LONG_MESSAGE,
-                            )
-                        )
-                    )
+                    self._fail(Failure(id=None, code=Code.LINE_TOO_LONG, message=TOO_LONG_MESSAGE))
                 elif isinstance(line, bytes) and line.strip():
                     self._handle(line)
 
-    def _answer(self, call: Call, result: Any) -> None:
+    def _answer(self, call: Call, result: Any, outcome: str = "ok") -> None:
+        self._server.metrics.request(call.method, outcome)
         if not call.notification:
             self._put(protocol.result_line(call.id, result))
 
-    def _fail(self, failure: Failure) -> None:
+    def _fail(self, failure: Failure, method: str = INVALID) -> None:
+        """Answer with an error; ``method`` is the call's, if it was read as far as that."""
+        self._server.metrics.request(method, error_outcome(failure.code))
         if not failure.notification:
             self._put(protocol.error_line(failure))
 
     def _refuse(self, call: Call, code: Code, message: str) -> None:
         """Answer ``call`` with an error the daemon decided (not a malformed request)."""
-        self._fail(Failure(id=call.id, code=code, message=message, notification=call.notification))
+        self._fail(
+            Failure(id=call.id, code=code, message=message, notification=call.notification),
+            call.method,
+        )
 
     def _handle(self, line: bytes) -> None:
         call = protocol.decode(line)
@@ -510,7 +512,7 @@ class _Session:
                 call, default_timeout_s=server.settings.default_timeout_s
             )
             if isinstance(request, Failure):
-                self._fail(request)
+                self._fail(request, call.method)
                 return
             if loop.closed:
                 self._refuse(
@@ -529,7 +531,7 @@ class _Session:
             return
         refusal = protocol.check_no_params(call)
         if refusal is not None:
-            self._fail(refusal)
+            self._fail(refusal, call.method)
             return
         if call.method == "ping":
             self._answer(
@@ -583,7 +585,7 @@ class _Session:
                 "total_ms": round(timing.total_s * 1e3, 3),
                 "commands_ms": round(timing.commands_s * 1e3, 3),
             }
-            self._answer(call, answer)
+            self._answer(call, answer, outcome=answer["outcome"])
             if request in self._requests:
                 self._requests.remove(request)
             self._done_with_one()

@@ -44,6 +44,7 @@ from distributord.core.topology import Topology
 from distributord.shell.control import ControlServer, ControlSettings
 from distributord.shell.link import Backoff, MicrogridLink, discover, open_link, serve_telemetry
 from distributord.shell.live import Live
+from distributord.shell.metrics import Metrics, read_daemon
 from distributord.shell.requestloop import LoopSettings, RequestLoop
 from distributord.shell.tracker import StatusTracker
 
@@ -87,6 +88,7 @@ class Daemon:
     tracker: StatusTracker
     loop: RequestLoop
     control: ControlServer
+    metrics: Metrics
     _stop: trio.Event = attrs.field(factory=trio.Event)
 
     def stop(self) -> None:
@@ -99,6 +101,7 @@ async def serve_daemon(
     sock: socket.socket,
     *,
     on_serving: Callable[[], None] = lambda: None,
+    metrics: Metrics | None = None,
     task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the daemon on a listening control socket until :meth:`Daemon.stop`.
@@ -106,10 +109,15 @@ async def serve_daemon(
     The control socket serves from the start (``on_serving`` is called then: systemd's
     ``READY=1``), before the microgrid is reached; the daemon is handed back once it is.
     Settings are read from ``settings`` where they are used (a reload may change them).
+    Requests, commands and state are counted into ``metrics`` (a fresh one if not given), which
+    a scrape may read from the start.
     """
     started = settings.value  # for what only a restart changes (the reload keeps it so)
     async with open_link(started.address, api=started.api) as link, trio.open_nursery() as nursery:
-        control = ControlServer(settings=settings.view(lambda s: s.control))
+        metrics = metrics or Metrics()
+        control = ControlServer(settings=settings.view(lambda s: s.control), metrics=metrics)
+        version = lambda: link.version  # noqa: E731  (the version may change: renegotiation)
+        metrics.watch(functools.partial(read_daemon, control, version), api=version)
         control_done = trio.Event()
 
         async def run_control(*, task_status: trio.TaskStatus[None]) -> None:
@@ -142,7 +150,9 @@ async def serve_daemon(
             )
         logger.info("telemetry: %d streams open", len(components))
         await nursery.start(tracker.serve)
-        loop = RequestLoop(link, tracker, topology, settings.view(lambda s: s.loop))
+        loop = RequestLoop(
+            link, tracker, topology, settings.view(lambda s: s.loop), metrics=metrics
+        )
         loop_done, loop_scope = trio.Event(), trio.CancelScope()
 
         async def run_loop(*, task_status: trio.TaskStatus[None]) -> None:
@@ -161,6 +171,7 @@ async def serve_daemon(
             tracker=tracker,
             loop=loop,
             control=control,
+            metrics=metrics,
         )
         task_status.started(daemon)
         await daemon._stop.wait()

@@ -65,6 +65,7 @@ from distributord.core.topology import Topology
 from distributord.core.values import ids_text
 from distributord.shell.link import MicrogridClient
 from distributord.shell.live import Live
+from distributord.shell.metrics import Metrics
 from distributord.shell.tracker import StatusTracker
 
 logger = logging.getLogger(__name__)
@@ -183,6 +184,7 @@ class RequestLoop:
         topology: The managed pairs.
         settings: The loop's settings, read where they are used (a reload changes them; the
             queue's size is fixed at start, and the reload keeps it).
+        metrics: Where commands and request latencies are counted.
     """
 
     def __init__(
@@ -191,8 +193,11 @@ class RequestLoop:
         tracker: StatusTracker,
         topology: Topology,
         settings: Live[LoopSettings],
+        *,
+        metrics: Metrics | None = None,
     ) -> None:
         self._client = client
+        self._metrics = metrics or Metrics()
         self._tracker = tracker
         self._topology = topology
         self._settings = settings
@@ -432,6 +437,7 @@ class RequestLoop:
                 result = Error(request=job.request, message=CUT_OFF)
             if job.reply is not None and result is not None:
                 self._last_latency_s = trio.current_time() - job.arrived
+                self._metrics.set_power_done(self._last_latency_s)
                 job.reply(result, Timing(total_s=self._last_latency_s, commands_s=job.commands_s))
             if not stopping:  # nothing new starts while the loop is being cancelled
                 self._dispatch()
@@ -512,6 +518,7 @@ class RequestLoop:
             outcomes[battery_of[inverter]] = outcome if isinstance(outcome, CommandError) else None
 
         done = False
+        sent = trio.current_time()
         try:
             with trio.move_on_after(timeout_s):
                 await self._client.set_active_powers(
@@ -531,12 +538,14 @@ class RequestLoop:
             if battery not in outcomes:
                 outcomes[battery] = CommandError("DEADLINE", f"no answer within {timeout_s:g} s")
         self._record(setpoints, outcomes)
+        self._metrics.fanout(trio.current_time() - sent)
         return outcomes
 
     def _record(
         self, setpoints: Mapping[int, float], outcomes: Mapping[int, CommandError | None]
     ) -> None:
         """The commands that answered: setpoints that hold, and the tracker's outcomes."""
+        self._metrics.commands(outcomes.values())
         succeeded = [b for b, outcome in outcomes.items() if outcome is None]
         blocking = [b for b, outcome in outcomes.items() if outcome is not None and outcome.blocks]
         self._tracker.record_outcomes(succeeded=succeeded, failed=blocking)

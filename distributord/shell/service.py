@@ -60,6 +60,7 @@ from distributord.shell.daemon import (
     settings_from_config,
 )
 from distributord.shell.live import LiveValue
+from distributord.shell.metrics import Metrics
 from distributord.shell.systemd import Notifier, configure_logging, watchdog_interval
 
 logger = logging.getLogger(__name__)
@@ -168,8 +169,12 @@ async def run(
     config_path: Path | None,
     overrides: dict[str, str | None],
     notifier: Notifier | None = None,
+    metrics: Metrics | None = None,
 ) -> int:
-    """Run the daemon until SIGTERM or SIGINT; returns the exit code."""
+    """Run the daemon until SIGTERM or SIGINT; returns the exit code.
+
+    ``metrics`` is what ``/metrics`` serves, if it is served (:func:`serve_metrics`).
+    """
     notifier = notifier or Notifier()
     running = LiveValue(settings_from_config(config))
     waiting = f"waiting for the microgrid at {config.microgrid.address}"
@@ -191,7 +196,9 @@ async def run(
                     logger.info("control socket open; %s", waiting)
 
                 daemon: Daemon = await nursery.start(
-                    functools.partial(serve_daemon, running, sock, on_serving=serving)
+                    functools.partial(
+                        serve_daemon, running, sock, on_serving=serving, metrics=metrics
+                    )
                 )
                 started.append(daemon)
                 ready.set()

@@ -77,9 +77,13 @@ class TrackerStatistics:
 
     Attributes:
         gaps: Component id to the reason and time (trio clock) of its last telemetry gap.
+        breaks: Telemetry gaps so far, by component kind (``battery``, ``inverter``).
+        reconnects: Streams that delivered again after a gap, by component kind.
     """
 
     gaps: Mapping[int, tuple[str, float]]
+    breaks: Mapping[str, int]
+    reconnects: Mapping[str, int]
 
 
 class StatusTracker:
@@ -116,6 +120,9 @@ class StatusTracker:
             for battery, inverter in pairs.items()
         }
         self._gaps: dict[int, tuple[str, float]] = {}
+        self._broken: set[int] = set()  # components whose stream broke and has not delivered since
+        self._breaks = {"battery": 0, "inverter": 0}
+        self._reconnects = {"battery": 0, "inverter": 0}
         self.board = trio_util.AsyncValue(
             Board(version=0, states=MappingProxyType(dict(self._current)))
         )
@@ -136,6 +143,9 @@ class StatusTracker:
         battery_id = self.fleet.update(snapshot)
         if battery_id is None:
             return
+        if self._broken and snapshot.component_id in self._broken:
+            self._broken.discard(snapshot.component_id)
+            self._reconnects[self._kind(snapshot.component_id)] += 1
         now = trio.current_time()
         sampled = snapshot.sampled_at - (self._wall_clock() - now)
         machine = self._machines[battery_id]
@@ -148,6 +158,11 @@ class StatusTracker:
     def gap(self, component_id: int, reason: str) -> None:
         """A component's stream broke; the status follows when its data goes stale."""
         self._gaps[component_id] = (reason, trio.current_time())
+        self._broken.add(component_id)
+        self._breaks[self._kind(component_id)] += 1
+
+    def _kind(self, component_id: int) -> str:
+        return "battery" if component_id in self._machines else "inverter"
 
     def record_outcomes(self, *, succeeded: Iterable[int], failed: Iterable[int]) -> None:
         """Command outcomes of one request, by battery id.
@@ -170,7 +185,11 @@ class StatusTracker:
 
     def statistics(self) -> TrackerStatistics:
         """A snapshot of the tracker's bookkeeping."""
-        return TrackerStatistics(gaps=MappingProxyType(dict(self._gaps)))
+        return TrackerStatistics(
+            gaps=MappingProxyType(dict(self._gaps)),
+            breaks=MappingProxyType(dict(self._breaks)),
+            reconnects=MappingProxyType(dict(self._reconnects)),
+        )
 
     def state(self, battery_id: int) -> BatteryState:
         """A battery's current state."""

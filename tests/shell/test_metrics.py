@@ -1,0 +1,271 @@
+"""Prometheus metrics, scraped over real HTTP from a daemon on the simulator.
+
+The text is parsed with ``prometheus_client``'s own parser: what a Prometheus server would
+read, not what our code meant to write. The scrape runs on a worker thread, as a Prometheus
+server's would be another process: the daemon answers it from its own trio thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from distributord.core.errors import (
+    CommandError,
+    CommandFailedError,
+    CommandOverriddenError,
+    CommandRejectedError,
+)
+from distributord.core.status import Status, StatusSettings
+from distributord.shell.daemon import Daemon, DaemonSettings
+from distributord.shell.live import LiveValue
+from distributord.shell.metrics import Metrics, MetricsServer, command_result, serve_metrics
+from distributord.sim.scenario import BatterySpec, InverterSpec, Scenario
+from distributord.sim.server import Simulator
+from tests.support import LIMIT_S, connect, running_daemon, wait_until
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+SCENARIO = Scenario(
+    batteries=tuple(BatterySpec(id=1001 + k, soc_pct=40.0 + 10 * k) for k in range(3)),
+    inverters=tuple(InverterSpec(id=2001 + k, batteries=(1001 + k,)) for k in range(3)),
+    telemetry_hz=50.0,
+)
+
+
+def scrape_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=LIMIT_S) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        return str(response.read().decode("utf-8"))
+
+
+def parse(text: str) -> Samples:
+    """Every sample by name and labels (the parser raises on text Prometheus could not read)."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def scrape(server: MetricsServer) -> Samples:
+    return parse(await trio.to_thread.run_sync(scrape_text, server.url))
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[name, frozenset(labels.items())]
+
+
+@contextlib.contextmanager
+def served(metrics: Metrics) -> Iterator[MetricsServer]:
+    server = serve_metrics(metrics, "127.0.0.1:0")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@contextlib.asynccontextmanager
+async def daemon_with_metrics(
+    sim: Simulator, tmp_path: Path, max_data_age_s: float = 10.0
+) -> AsyncIterator[tuple[Daemon, MetricsServer]]:
+    metrics = Metrics()
+    with served(metrics) as server:
+        settings = DaemonSettings(
+            address=sim.address, status=StatusSettings(max_data_age_s=max_data_age_s)
+        )
+        async with running_daemon(sim, tmp_path / "c.sock", settings, metrics=metrics) as daemon:
+            yield daemon, server
+
+
+async def test_a_scrape_shows_requests_commands_and_every_battery(tmp_path: Path) -> None:
+    with Simulator(SCENARIO) as sim:
+        async with (
+            daemon_with_metrics(sim, tmp_path) as (_, server),
+            connect(tmp_path / "c.sock") as client,
+        ):
+            result = await client.result(
+                "set_power", {"power_w": 3000.0, "batteries": [1001, 1002, 1003]}
+            )
+            status = await client.result("get_status")
+            await client.send_raw(b'{"jsonrpc": "2.0", "id": 7, "method": "hack_me"}\n')
+            await client.send_raw(b"not json\n")
+            await client.receive()
+            await client.receive()
+            samples = await scrape(server)
+    assert result["outcome"] == "success"
+    assert value(samples, "distributord_up") == 1.0
+    assert value(samples, "distributord_build_info", version="0.1.0", microgrid_api="v1alpha18")
+    assert value(samples, "distributord_microgrid_connected") == 1.0
+    assert value(samples, "distributord_connected_clients") == 1.0
+    assert value(samples, "distributord_requests_total", method="set_power", outcome="success")
+    assert value(samples, "distributord_requests_total", method="get_status", outcome="ok") == 1
+    # The unknown method's name is no label: a client cannot make series at will.
+    assert value(samples, "distributord_requests_total", method="invalid", outcome="parse_error")
+    assert (
+        value(samples, "distributord_requests_total", method="invalid", outcome="method_not_found")
+        == 1
+    )
+    assert not any("hack_me" in str(labels) for _, labels in samples)
+    assert value(samples, "distributord_commands_total", result="success", api="v1alpha18") == 3
+    assert value(samples, "distributord_request_duration_seconds_count") == 1
+    assert value(samples, "distributord_command_fanout_duration_seconds_count") == 1
+    latency_s = result["timing"]["total_ms"] / 1e3
+    assert value(samples, "distributord_request_duration_seconds_sum") == pytest.approx(
+        latency_s, abs=1e-3
+    )
+    assert value(samples, "distributord_batteries", status="working") == 3
+    assert value(samples, "distributord_standing_setpoints") == 1
+    assert value(samples, "distributord_queue_depth") == 0
+    for entry in status["batteries"]:
+        battery = str(entry["id"])
+        assert value(samples, "distributord_battery_status", battery=battery, status="working")
+        assert not value(
+            samples, "distributord_battery_status", battery=battery, status="not_working"
+        )
+        assert (
+            value(samples, "distributord_battery_setpoint_watts", battery=battery)
+            == (result["distribution"][battery])
+        )
+        soc = value(samples, "distributord_battery_soc_percent", battery=battery)
+        assert soc == pytest.approx(entry["soc_pct"], abs=0.5)  # moved on since get_status
+        assert value(samples, "distributord_battery_telemetry_age_seconds", battery=battery) >= 0.0
+
+
+async def test_failed_refused_and_timed_out_commands_are_counted_apart(tmp_path: Path) -> None:
+    with Simulator(SCENARIO) as sim:
+        async with (
+            daemon_with_metrics(sim, tmp_path) as (_, server),
+            connect(tmp_path / "c.sock") as client,
+        ):
+            sim.set_fault(2001, command_error="UNAVAILABLE")
+            sim.set_fault(2002, command_hang=True)
+            result = await client.result(
+                "set_power",
+                {"power_w": 3000.0, "batteries": [1001, 1002, 1003], "request_timeout_s": 0.5},
+            )
+            samples = await scrape(server)
+    assert result["outcome"] == "partial_failure"
+    counted = {
+        outcome: value(samples, "distributord_commands_total", result=outcome, api="v1alpha18")
+        for outcome in ("success", "failed", "timed_out")
+    }
+    assert counted == {"success": 1, "failed": 1, "timed_out": 1}
+    # The two are blocked for a while (status.md): neither counts as working.
+    assert value(samples, "distributord_batteries", status="working") == 1
+
+
+async def test_stream_breaks_and_reconnects_are_counted(tmp_path: Path) -> None:
+    with Simulator(SCENARIO) as sim:
+        async with daemon_with_metrics(sim, tmp_path, max_data_age_s=0.5) as (daemon, server):
+            before = await scrape(server)
+            sim.set_fault(1001, refuse_streams=True)
+            sim.drop_streams(1001)
+            # Stale, then fresh again: the second transition needs a message from a new stream.
+            await wait_until(daemon, lambda d: d.tracker.state(1001).status is Status.NOT_WORKING)
+            sim.clear_faults(1001)
+            await wait_until(daemon, lambda d: d.tracker.state(1001).status is Status.WORKING)
+            after = await scrape(server)
+    breaks = "distributord_telemetry_stream_breaks_total"
+    reconnects = "distributord_telemetry_stream_reconnects_total"
+    assert value(before, breaks, kind="battery") == value(before, reconnects, kind="battery") == 0
+    assert value(after, breaks, kind="battery") >= 1  # each refused attempt is one more
+    assert value(after, reconnects, kind="battery") == 1
+    assert value(after, breaks, kind="inverter") == 0
+
+
+async def test_a_scrape_before_the_microgrid_is_reached_says_so(tmp_path: Path) -> None:
+    from distributord.shell.control import bind_control_socket
+    from distributord.shell.daemon import serve_daemon
+
+    metrics = Metrics()
+    with served(metrics) as server:
+        # A port nobody serves on: the daemon waits for the microgrid, and serves meanwhile.
+        settings = LiveValue(DaemonSettings(address="127.0.0.1:9"))
+        sock = bind_control_socket(str(tmp_path / "c.sock"))
+        with sock:
+            async with trio.open_nursery() as nursery:
+                serving = trio.Event()
+                nursery.start_soon(
+                    lambda: serve_daemon(settings, sock, on_serving=serving.set, metrics=metrics)
+                )
+                await serving.wait()
+                samples = await scrape(server)
+                nursery.cancel_scope.cancel()
+    assert value(samples, "distributord_up") == 1.0
+    assert value(samples, "distributord_microgrid_connected") == 0.0
+    assert value(samples, "distributord_build_info", version="0.1.0", microgrid_api="none")
+    assert not any(name.startswith("distributord_battery") for name, _ in samples)
+
+
+async def test_a_daemon_that_cannot_answer_leaves_the_scrape_with_up_0() -> None:
+    metrics = Metrics()
+    metrics.watch(lambda: (_ for _ in ()).throw(RuntimeError("broken")), api=lambda: None)
+    metrics.request("ping", "ok")
+    with served(metrics) as server:
+        samples = await scrape(server)
+    # Reading failed (logged): the events are still there, and up says the state is not.
+    assert value(samples, "distributord_up") == 0.0
+    assert value(samples, "distributord_requests_total", method="ping", outcome="ok") == 1
+
+
+def test_a_scrape_with_nobody_watching_is_the_events_only() -> None:
+    metrics = Metrics()
+    with served(metrics) as server:
+        samples = parse(scrape_text(server.url))
+    assert value(samples, "distributord_up") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("outcome", "label"),
+    [
+        (None, "success"),
+        (CommandFailedError("UNAVAILABLE"), "failed"),
+        (CommandRejectedError("OUT_OF_RANGE"), "refused"),
+        (CommandOverriddenError("OVERRIDDEN"), "overridden"),
+        (CommandError("DEADLINE", "no answer within 1 s"), "timed_out"),
+    ],
+)
+def test_each_command_outcome_has_its_result_label(
+    outcome: CommandError | None, label: str
+) -> None:
+    assert command_result(outcome) == label
+
+
+def test_run_says_so_when_the_metrics_port_is_taken(tmp_path: Path) -> None:
+    with contextlib.closing(__import__("socket").socket()) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "d.toml"
+        config.write_text(f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "distributord",
+                "run",
+                "--config",
+                str(config),
+                "--socket",
+                str(tmp_path / "c.sock"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=LIMIT_S,
+            check=False,
+        )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"metrics.listen: cannot serve on 127.0.0.1:{port}" in lines[0]
+    assert "in use" in lines[0]
