@@ -72,8 +72,9 @@ from distributord.shell.service import GC_THRESHOLD, tune_gc
 
 TARGET_CPU = 0.25
 TARGET_RSS_MB = 300.0
-TARGET_RATIO = 2.0
-"""The link's CPU over the bare consumer's: what it cost when the issue was written."""
+TARGET_RATIO = 1.5
+"""The link's CPU over the bare consumer's (issue 12's target; issue 11 asked for 2.0, what it
+cost when that issue was written)."""
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
