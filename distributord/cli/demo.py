@@ -16,7 +16,9 @@ power once a second and prints a line of progress; the story has four acts:
 4. **discharge**: now the fuller batteries give more.
 
 It ends with a summary: how the SoC spread shrank, the outcomes, the latencies seen by the
-client, and when the failing battery was blocked and came back.
+client, and when the failing battery was blocked and came back. With ``--plot FILE.png`` it
+also records every battery's SoC and setpoint at each progress tick, the acts and the events
+(:mod:`distributord.cli.demoplot`), and draws them into ``FILE.png``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import logging
 import statistics
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,7 @@ from typing import Any
 import attrs
 import trio
 
-from distributord.cli import discard_stdout
+from distributord.cli import demoplot, discard_stdout
 from distributord.cli.trioclient import Client, open_client
 from distributord.core.errors import DaemonError
 from distributord.core.status import Status
@@ -66,8 +69,44 @@ def _progress(
     return _line(f"{t:5.1f} s", act, f"{power_w / 1000:+.1f} kW", outcome, cells, spread)
 
 
+class _Recorder:
+    """Feeds a :class:`~distributord.cli.demoplot.Recording` from the simulator, once a tick.
+
+    The setpoints are what each inverter applies (the simulator's ground truth); the commands
+    not applied come from the simulator's record of every command received, read from where
+    the last tick stopped.
+    """
+
+    def __init__(self, sim: Simulator, recording: demoplot.Recording) -> None:
+        self._sim = sim
+        self._recording = recording
+        self._inverters = [sim.inverter_of(b) for b in recording.battery_ids]
+        self._battery_of = dict(zip(self._inverters, recording.battery_ids, strict=True))
+        self._origin = time.monotonic()  # the simulator's clock at the demo's start
+        self._read_up_to = self._origin
+
+    def sample(self, at_s: float, socs: list[float]) -> None:
+        """Record the SoCs the progress line shows, the setpoints, and the new refusals."""
+        sim = self._sim
+        self._recording.sample(at_s, socs, [sim.setpoint(i) for i in self._inverters])
+        new = []
+        # Records are appended as they finish, so the new ones are at the end.
+        for command in reversed(sim.commands()):
+            if command.finished_at <= self._read_up_to:
+                break
+            new.append(command)
+        for command in reversed(new):
+            battery = self._battery_of.get(command.component_id)
+            if command.outcome != "ok" and battery is not None:
+                self._recording.refused(
+                    command.received_at - self._origin, battery, command.power_w, command.outcome
+                )
+        if new:
+            self._read_up_to = new[0].finished_at
+
+
 async def _story(
-    sim: Simulator, daemon: Daemon, client: Client, duration_s: float
+    sim: Simulator, daemon: Daemon, client: Client, duration_s: float, *, plot: bool = False
 ) -> dict[str, Any]:
     start = trio.current_time()
     ids = list(sim.battery_ids)
@@ -79,9 +118,20 @@ async def _story(
     spreads: dict[str, float] = {"start": max(_socs(sim)) - min(_socs(sim))}
     events: list[str] = []
     blocked = recovered = False
-    print(
-        f"{len(ids)} batteries of 10 kWh and 5 kW; their SoC moves {SPEED:g} times faster than life"
-    )
+    fleet = f"{len(ids)} batteries of 10 kWh and 5 kW"
+    recording: demoplot.Recording | None = None
+    recorder: _Recorder | None = None
+    if plot:
+        title = f"{fleet}, SoC {SPEED:g}× faster than in life"
+        recording = demoplot.Recording(ids, failing_battery=failing_battery, title=title)
+        recorder = _Recorder(sim, recording)
+
+    def happened(now: float, text: str, kind: demoplot.EventKind, label: str) -> None:
+        events.append(f"{now:5.1f} s  {text}")
+        if recording is not None:
+            recording.event(now, kind, label)
+
+    print(f"{fleet}; their SoC moves {SPEED:g} times faster than life")
     header = " ".join(f"{b:>5}" for b in ids)
     print(_line("time", "act", "request", "outcome", header, "  spread  (SoC %)"))
     acts = [
@@ -93,16 +143,27 @@ async def _story(
     tick = 0
     while (now := trio.current_time() - start) < duration_s:
         act, _, power = [a for a in acts if now >= a[1] * duration_s][-1]
+        if recording is not None:
+            recording.act(now, act, power)
         if act == "fault" and not sim.faults(failing_inverter).command_error:
             spreads["after charge"] = max(_socs(sim)) - min(_socs(sim))
             sim.set_fault(failing_inverter, command_error="UNAVAILABLE")
-            events.append(
-                f"{now:5.1f} s  inverter {failing_inverter} refuses commands: battery "
-                f"{failing_battery} keeps its last setpoint and drifts away from the others"
+            happened(
+                now,
+                f"inverter {failing_inverter} refuses commands: battery "
+                f"{failing_battery} keeps its last setpoint and drifts away from the others",
+                "fault",
+                f"inverter {failing_inverter} fails",
             )
-        if act == "recovery" and sim.faults(failing_inverter).command_error:
+        # Also in the discharge: a short demo's recovery act may have no tick of its own.
+        if act in ("recovery", "discharge") and sim.faults(failing_inverter).command_error:
             sim.clear_faults(failing_inverter)
-            events.append(f"{now:5.1f} s  inverter {failing_inverter} repaired")
+            happened(
+                now,
+                f"inverter {failing_inverter} repaired",
+                "repaired",
+                f"inverter {failing_inverter} repaired",
+            )
         sent = trio.current_time()
         try:
             result = await client.result("set_power", {"power_w": power, "batteries": ids})
@@ -120,19 +181,40 @@ async def _story(
                 note += f" for {left:.1f} s"
             if not blocked:
                 blocked = True
-                events.append(f"{now:5.1f} s  battery {failing_battery} blocked after a failure")
+                happened(
+                    now,
+                    f"battery {failing_battery} blocked after a failure",
+                    "blocked",
+                    f"battery {failing_battery} blocked",
+                )
         elif blocked and act != "fault" and not recovered:
             recovered = True
-            events.append(f"{now:5.1f} s  battery {failing_battery} works again")
-        print(_progress(now, act, power, outcome, _socs(sim), note), flush=True)
+            happened(
+                now,
+                f"battery {failing_battery} works again",
+                "working",
+                f"battery {failing_battery} works again",
+            )
+        socs = _socs(sim)
+        if recorder is not None:
+            recorder.sample(trio.current_time() - start, socs)
+        print(_progress(now, act, power, outcome, socs, note), flush=True)
         tick += 1
         await trio.sleep_until(start + tick * 1.0)
     spreads["end"] = max(_socs(sim)) - min(_socs(sim))
-    return {"outcomes": outcomes, "latencies": latencies, "spreads": spreads, "events": events}
+    if recording is not None:
+        recording.finish(trio.current_time() - start)
+    return {
+        "outcomes": outcomes,
+        "latencies": latencies,
+        "spreads": spreads,
+        "events": events,
+        "recording": recording,
+    }
 
 
-async def run_demo(batteries: int, duration_s: float) -> int:
-    """Run the demo; returns the exit code."""
+async def run_demo(batteries: int, duration_s: float, plot: Path | None = None) -> int:
+    """Run the demo, and draw its plot into ``plot`` if given; returns the exit code."""
     scenario = attrs.evolve(uniform_fleet(batteries, seed=3), speed=SPEED)
     with Simulator(scenario, telemetry_hz=10.0) as sim, tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "control.sock"
@@ -145,13 +227,22 @@ async def run_demo(batteries: int, duration_s: float) -> int:
                     lambda board: all(s.status is Status.WORKING for s in board.states.values())
                 )
                 async with open_client(path) as client:
-                    story = await _story(sim, daemon, client, duration_s)
+                    story = await _story(sim, daemon, client, duration_s, plot=plot is not None)
                 daemon.stop()
-    _summary(story)
+    failure = None
+    if plot is not None:
+        try:
+            demoplot.draw(story["recording"], plot)
+        except OSError as error:  # checked up front; the directory may have gone since
+            failure = f"distributord demo: cannot write the plot: {error}"
+    _summary(story, plot=None if failure else plot)
+    if failure:
+        print(failure, file=sys.stderr)
+        return 1
     return 0
 
 
-def _summary(story: dict[str, Any]) -> None:
+def _summary(story: dict[str, Any], *, plot: Path | None = None) -> None:
     spreads = story["spreads"]
     latencies = sorted(story["latencies"])
     print("\nsummary")
@@ -163,6 +254,8 @@ def _summary(story: dict[str, Any]) -> None:
     print(f"  request latency seen by the client: median {median:.1f} ms, max {longest:.1f} ms")
     for event in story["events"]:
         print("  " + event)
+    if plot is not None:
+        print(f"  plot: {plot.absolute()}")
 
 
 class _ClosedLoopNoise(logging.Filter):
@@ -179,30 +272,41 @@ class _ClosedLoopNoise(logging.Filter):
         return not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed")
 
 
-def main(*, batteries: int | None = None, duration_s: float | None = None) -> int:
-    """``distributord demo``: exit 0, 2 for bad flags, 130 on Ctrl-C; quiet into ``| head``."""
+def main(
+    *, batteries: int | None = None, duration_s: float | None = None, plot: str | None = None
+) -> int:
+    """``distributord demo``: exit 0, 2 for bad flags, 130 on Ctrl-C; quiet into ``| head``.
+
+    With ``plot``, the plot is also drawn there; what would prevent that (no matplotlib, a
+    directory that is not there or not writable) stops it before the demo runs, with exit 2.
+    """
     logging.basicConfig(level=logging.ERROR, format="daemon: %(message)s", stream=sys.stderr)
     logging.getLogger("asyncio").addFilter(_ClosedLoopNoise())
     # Only an absent flag takes the default: --batteries 0 is an error, not "the default".
     batteries = DEFAULT_BATTERIES if batteries is None else batteries
     duration = DEFAULT_DURATION_S if duration_s is None else duration_s
-    if not 1 <= batteries <= 1000 or not 4 <= duration <= 600:
+    # Two at least: the story fails one battery's inverter while the others carry on.
+    if not 2 <= batteries <= 1000 or not 4 <= duration <= 600:
         print(
-            "distributord demo: --batteries must be 1..1000 and --duration 4..600 s",
+            "distributord demo: --batteries must be 2..1000 and --duration 4..600 s",
             file=sys.stderr,
         )
         return 2
+    plot_path = None if plot is None else Path(plot)
+    if plot_path is not None and (problem := demoplot.problem(plot_path)) is not None:
+        print(f"distributord demo: {problem}", file=sys.stderr)
+        return 2
     try:
-        return _interruptible(batteries, duration)
+        return _interruptible(batteries, duration, plot_path)
     except* BrokenPipeError:  # the reader of our output stopped (`| head`): stop quietly
         discard_stdout()
     return 0
 
 
-def _interruptible(batteries: int, duration_s: float) -> int:
+def _interruptible(batteries: int, duration_s: float, plot: Path | None = None) -> int:
     """Run the demo; 130 on Ctrl-C."""
     try:
-        return trio.run(run_demo, batteries, duration_s)
+        return trio.run(run_demo, batteries, duration_s, plot)
     except BaseException as error:
         # Ctrl-C: what broke because of it (a connection the interrupted daemon reset)
         # comes in the same group and is not news.

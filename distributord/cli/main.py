@@ -40,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
         help="serve only these of v1alpha18, v1alpha19, v1 (default: all three)",
     )
     demo = commands.add_parser("demo", help="simulator and daemon in one process, a short scenario")
-    demo.add_argument("--batteries", type=int, metavar="N", help="fleet size, 1..1000 (default 6)")
+    demo.add_argument("--batteries", type=int, metavar="N", help="fleet size, 2..1000 (default 6)")
     demo.add_argument("--duration", type=float, metavar="S", help="4..600 s (default 40)")
     demo.add_argument(
         "--plot",
