@@ -269,3 +269,23 @@ def test_run_says_so_when_the_metrics_port_is_taken(tmp_path: Path) -> None:
     assert len(lines) == 1, done.stderr
     assert f"metrics.listen: cannot serve on 127.0.0.1:{port}" in lines[0]
     assert "in use" in lines[0]
+
+
+def test_hostile_http_clients_leave_the_metrics_served() -> None:
+    import socket
+
+    metrics = Metrics()
+    metrics.request("ping", "ok")
+    with served(metrics) as server:
+        host, port = "127.0.0.1", int(server.url.rsplit(":", 1)[1].split("/")[0])
+        idle = socket.create_connection((host, port))  # connects and says nothing: one thread
+        for garbage in (b"\x00\xff" * 1000 + b"\r\n\r\n", b"GET /" + b"a" * 70_000 + b"\r\n\r\n"):
+            with socket.create_connection((host, port)) as hostile:
+                hostile.sendall(garbage)
+                hostile.settimeout(LIMIT_S)
+                hostile.recv(4096)  # an error status, or the connection closed
+        with socket.create_connection((host, port)) as gone:
+            gone.sendall(b"GET /metrics HTTP/1.1\r\n")  # half a request, then away
+        samples = parse(scrape_text(server.url))
+        idle.close()
+    assert value(samples, "distributord_requests_total", method="ping", outcome="ok") == 1
