@@ -104,6 +104,11 @@ FAILING = ("command_error", "command_hang")
 ID_BASE = 1000
 """Batteries are 1001.., inverters 2001.. (battery + 1000)."""
 
+BLOCKER_HOLD_S = 0.3
+"""How long a blocker's first command takes: the departing client's request must arrive, and
+its client's departure be seen, while the blocker runs (within 50 ms, a loaded machine lost
+that race: the request started before the daemon read the departure, and was applied, rightly)."""
+
 WAIT_S = 10.0
 """Every wait on the simulator gives up (and fails the example) after this long."""
 
@@ -389,6 +394,9 @@ class E2EMachine(RuleBasedStateMachine):
         self.codes_before: dict[int, set[str]] = {b: set() for b in self.ids}
         self.exponent = exponent
         self.snapshots: list[Snapshot] = []
+        # Batteries whose command failed in this step (a reply said so, or the simulator did
+        # not answer "ok"): the daemon may have blocked them since the last snapshot.
+        self.failed_in_step: set[int] = set()
         self.seen = 0
         self.known_departures_applied = 0
         self.sim = Simulator(scenario, lifetime_scale=LIFETIME_SCALE, apis=(api,))
@@ -510,6 +518,7 @@ class E2EMachine(RuleBasedStateMachine):
         distribution = {int(b): float(w) for b, w in result["distribution"].items()}
         succeeded = frozenset(result["succeeded_batteries"])
         failed = frozenset(result.get("failed_batteries", []))
+        self.failed_in_step |= failed
         assert set(distribution) <= requested
         assert succeeded | failed == set(distribution), "every commanded battery is accounted"
         assert not succeeded & failed
@@ -683,8 +692,10 @@ class E2EMachine(RuleBasedStateMachine):
                 if power > 0
                 else snap.soc_pct - snap.soc_lower_pct
             )
-            if a < 1.0:
-                return  # at or next to a bound: a drift the tolerance does not cover
+            if not a >= 1.0:
+                # At or next to a bound (a drift the tolerance does not cover), or a NaN SoC
+                # arrived since the daemon planned on the last valid one: no exact oracle.
+                return
             ratios.append(abs(w) / (self.bspec[b].capacity_wh * a**self.exponent))
         if len(ratios) > 1:
             assert max(ratios) <= min(ratios) * (1 + 1e-3), f"not proportional: {ratios}"
@@ -778,8 +789,16 @@ class E2EMachine(RuleBasedStateMachine):
         params = {"power_w": power, "batteries": batteries, "request_timeout_s": timeout}
         self._claim(params)
         blocker: dict[str, Any] | None = None
-        slow = inverter_of(batteries[0])
-        if busy and slow not in {inverter_of(b) for b in self.failing()}:
+
+        async def held() -> dict[int, float]:
+            return dict(host.daemon.loop.statistics().setpoints)
+
+        # The blocker (0 W) commands only batteries that hold a setpoint other than 0 W: one of
+        # those answers slowly (a battery at 0 W already would be sent nothing to hold it up).
+        holding = host.run(held)
+        slowed = [b for b in batteries if holding.get(b, 0.0) != 0.0 and b not in self.failing()]
+        slow = inverter_of(slowed[0] if slowed else batteries[0])
+        if busy and slowed:
             blocker = {
                 "power_w": 0.0,
                 "batteries": batteries,
@@ -787,30 +806,45 @@ class E2EMachine(RuleBasedStateMachine):
                 "adjust_power": True,
             }
             self._claim(blocker)
-            sim.set_fault(slow, command_latency_s=0.05)
+            sim.set_fault(slow, command_latency_s=BLOCKER_HOLD_S)
         failing = self.failing()
         taken_before = len(host.taken)
 
         async def act() -> tuple[float, dict[str, Any] | None, bool]:
             blocker_id = None
+            holding = False
             at = time.monotonic()
-            if blocker is not None:
-                blocker_id = await host.client.send("set_power", blocker)
-                await trio.to_thread.run_sync(
-                    sim.wait_for, lambda s: s.pending_commands(slow) > 0, WAIT_S
-                )
-            stream = await trio.open_unix_socket(str(host.path))
-            async with stream:
-                await Client(stream).send("set_power", params)
-            reply = None if blocker_id is None else await host.client.reply_to(blocker_id)
-            # Wait for the departed request's fate: answered, or withdrawn.
-            await host.wait_taken(taken_before + 1 + (blocker is not None))
-            for taken in host.taken[taken_before:]:
-                await taken.done.wait()
-            still_busy = blocker is not None and sim.pending_commands(slow) > 0
-            return at, reply, still_busy
+            async with trio.open_nursery() as nursery:
+                if blocker is not None:
+                    blocker_id = await host.client.send("set_power", blocker)
+                    answered = threading.Event()
 
-        at, reply, _ = host.run(act)
+                    async def mark_answered() -> None:
+                        await host.wait_taken(taken_before + 1)
+                        await host.taken[taken_before].done.wait()
+                        answered.set()
+
+                    nursery.start_soon(mark_answered)
+                    # The blocker holds the batteries once its slow command is at the simulator;
+                    # it may also have been answered without a command (no usable battery).
+                    await trio.to_thread.run_sync(
+                        sim.wait_for,
+                        lambda s: s.pending_commands(slow) > 0 or answered.is_set(),
+                        WAIT_S,
+                    )
+                    holding = not answered.is_set()
+                stream = await trio.open_unix_socket(str(host.path))
+                async with stream:
+                    await Client(stream).send("set_power", params)
+                reply = None if blocker_id is None else await host.client.reply_to(blocker_id)
+                # Wait for the departed request's fate: answered, or withdrawn.
+                await host.wait_taken(taken_before + 1 + (blocker is not None))
+                for taken in host.taken[taken_before:]:
+                    await taken.done.wait()
+            return at, reply, holding
+
+        at, reply, holding = host.run(act)
+        event(f"blocker holding: {holding}")
         if blocker is not None:
             sim.set_fault(slow, command_latency_s=0.0)
             assert reply is not None
@@ -830,7 +864,7 @@ class E2EMachine(RuleBasedStateMachine):
             applied = type(result).__name__ in {"Success", "PartialFailure"}
             # Fixed (test_a_request_whose_client_left_while_it_waited_is_not_applied): a request
             # whose batteries were busy when its client left is withdrawn, never applied.
-            assert not (applied and blocker is not None), "a departed client's request applied"
+            assert not (applied and holding), "a departed client's request applied"
             if applied:
                 self.hold(frozenset(batteries), power, True, at)
 
@@ -913,8 +947,10 @@ class E2EMachine(RuleBasedStateMachine):
             if r.outcome == "ok" and r.power_w != 0.0:
                 key = (battery_of(r.component_id), -sign(r.power_w))
                 self.left_bound[key] = min(self.left_bound.get(key, math.inf), r.received_at)
+        self.failed_in_step |= {battery_of(r.component_id) for r in new if r.outcome != "ok"}
         for record in new:
             self.check_record(record, previous)
+        self.failed_in_step = set()
         self.update_bounds(new)
         self.snapshot()
         self.check_lapses(records)
@@ -991,8 +1027,16 @@ class E2EMachine(RuleBasedStateMachine):
         return {*before[-1:], *(L for t, L in self.lifetimes if start < t <= end)}
 
     def has_working_other(self, batteries: frozenset[int], b: int, snapshot: Snapshot) -> bool:
+        """Whether another battery of the set worked throughout (so ``b`` was not needed).
+
+        Not one whose command failed since the snapshot: the daemon may have blocked it too
+        (a timeout on a loaded machine fails a healthy command), and then both are uncertain.
+        """
         return any(
-            c != b and snapshot.status(c) == "working" and self.clean_since(c, snapshot.sent)
+            c != b
+            and snapshot.status(c) == "working"
+            and self.clean_since(c, snapshot.sent)
+            and c not in self.failed_in_step
             for c in batteries
         )
 
@@ -1021,7 +1065,9 @@ class E2EMachine(RuleBasedStateMachine):
                 ]
                 if tried:
                     continue  # a refresh was sent and failed (timed out): its failure blocks
-                for before, after in zip(mine, [*mine[1:], None], strict=True):
+                # No record at all is fine: a battery given 0 W with none standing is not sent
+                # anything (and has nothing to lapse).
+                for before, after in zip(mine, [*mine[1:], None], strict=False):
                     if before.power_w == 0.0:
                         continue
                     expiry = before.finished_at + (before.lifetime_s or 60) * LIFETIME_SCALE
@@ -1083,17 +1129,19 @@ class E2EMachine(RuleBasedStateMachine):
 SOAK = bool(os.environ.get("DISTRIBUTORD_SOAK"))
 
 E2EMachine.TestCase.settings = hypothesis.settings(
-    # About 300 steps, 20 to 40 s: each example starts a simulator and a daemon (~0.1 s) and a
-    # step costs a few ms, or a request timeout when an inverter hangs.
-    max_examples=200 if SOAK else 15,
+    # 500 steps in the default run, 10 to 40 s: each example starts a simulator and a daemon
+    # (~0.1 s) and a step costs a few ms, or a request timeout when an inverter hangs.
+    max_examples=200 if SOAK else 25,
     stateful_step_count=40 if SOAK else 20,
     deadline=None,
     suppress_health_check=list(hypothesis.HealthCheck),
 )
-# Out of the default run for now (`pytest -m slow` runs it): under CI's derandomized profile an
-# example failed and shrank for minutes on a loaded 2-core machine; the harness's timing
-# tolerances need work before it can gate CI (see the closing note of issue 12).
-TestE2E = pytest.mark.slow(E2EMachine.TestCase)
+# In the default run (CI's derandomized profile included). It was kept out for a while: run
+# after run on a loaded machine it found races in the harness's own model (a blocker that
+# answered before it held anything, a battery with nothing to lapse, a NaN SoC read after
+# planning, a set's other battery blocked since the last snapshot), each fixed here. Since
+# the last fix, CI's profile (also beside two CPU hogs) and 90 random examples passed.
+TestE2E = E2EMachine.TestCase
 
 
 @pytest.mark.slow
