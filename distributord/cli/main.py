@@ -112,9 +112,10 @@ def run(args: argparse.Namespace) -> int:
         if config.metrics.listen != configuration.METRICS_OFF:
             try:
                 stack.callback(serve_metrics(metrics, config.metrics.listen).close)
-            except OSError as error:
+            except (OSError, ValueError) as error:  # UnicodeError: a host name IDNA refuses
                 line = f"distributord: metrics.listen: cannot serve on {config.metrics.listen}"
-                print(fatal_line(f"{line}: {error.strerror or error}"), file=sys.stderr)
+                reason = error.strerror if isinstance(error, OSError) else None
+                print(fatal_line(f"{line}: {reason or error}"), file=sys.stderr)
                 return 1
         return trio.run(
             functools.partial(

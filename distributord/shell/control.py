@@ -570,6 +570,7 @@ class _Session:
         for request in list(self._requests):
             if loop.withdraw(request):
                 self._requests.remove(request)
+                self._server.metrics.request("set_power", "withdrawn")
                 self._done_with_one()
 
     def _done_with_one(self) -> None:

@@ -24,7 +24,9 @@ daemon: tests run many daemons in one process.
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -41,6 +43,10 @@ from distributord.core.reports import status_report
 from distributord.core.status import Status
 
 logger = logging.getLogger(__name__)
+
+READING_REUSE_S = 1.0
+"""A reading this recent serves another scrape as it is (Prometheus scrapes every 15 s by
+default; a client looping on /metrics must not make the daemon build a reading per request)."""
 
 READ_TIMEOUT_S = 2.0
 """How long a scrape waits for the trio thread's reading (Prometheus' own default timeout is
@@ -126,11 +132,20 @@ def read_daemon(control: Any, api: Callable[[], str | None]) -> Reading:
 
 
 class Metrics:
-    """The daemon's metrics and their registry (see the module docstring)."""
+    """The daemon's metrics and their registry (see the module docstring).
 
-    def __init__(self) -> None:
+    Args:
+        reading_reuse_s: How old a reading may be and still serve a scrape
+            (:data:`READING_REUSE_S`; tests that scrape twice in a row pass 0).
+    """
+
+    def __init__(self, *, reading_reuse_s: float = READING_REUSE_S) -> None:
+        self._reading_reuse_s = reading_reuse_s
         self.registry = CollectorRegistry(auto_describe=True)
         self._read: Callable[[], Reading] | None = None
+        self._reading_lock = threading.Lock()
+        self._last_reading: Reading | None = None
+        self._last_reading_at = -math.inf
         self._api: Callable[[], str | None] = lambda: None
         self._token: trio.lowlevel.TrioToken | None = None
         self._requests = prometheus_client.Counter(
@@ -192,7 +207,24 @@ class Metrics:
     # -- scrapes (the HTTP thread) -------------------------------------------------------------
 
     def reading(self, timeout_s: float = READ_TIMEOUT_S) -> Reading | None:
-        """The daemon's state, read in its trio thread; None if it cannot answer in time."""
+        """The daemon's state, read in its trio thread; None if it cannot answer in time.
+
+        Scrapes share readings: one at a time is taken, and one taken less than
+        ``reading_reuse_s`` ago is served again, so that however many clients scrape, however
+        often, the daemon builds at most about one reading a second.
+        """
+        with self._reading_lock:
+            if (
+                self._last_reading is not None
+                and time.monotonic() - self._last_reading_at < self._reading_reuse_s
+            ):
+                return self._last_reading
+            reading = self._take_reading(timeout_s)
+            if reading is not None:
+                self._last_reading, self._last_reading_at = reading, time.monotonic()
+            return reading
+
+    def _take_reading(self, timeout_s: float) -> Reading | None:
         read, token = self._read, self._token
         if read is None or token is None:
             return None

@@ -315,11 +315,7 @@ class RequestLoop:
         finally:
             for batteries, job in list(self._waiting.items()):
                 del self._waiting[batteries]
-                if job.reply is not None:
-                    job.reply(
-                        Error(request=job.request, message=NOT_APPLIED),
-                        Timing(total_s=trio.current_time() - job.arrived, commands_s=0.0),
-                    )
+                self._answer(job, Error(request=job.request, message=NOT_APPLIED))
 
     async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
@@ -363,12 +359,12 @@ class RequestLoop:
         else:
             replaced = self._waiting.get(batteries)
             if replaced is not None and replaced.reply is not None:
-                replaced.reply(
+                self._answer(
+                    replaced,
                     Ignored(
                         request=replaced.request,
                         message="superseded by a newer request for the same batteries",
                     ),
-                    Timing(total_s=trio.current_time() - replaced.arrived, commands_s=0.0),
                 )
             elif replaced is not None:
                 # A waiting refresh holds no client's place: the request queues at the end,
@@ -435,10 +431,8 @@ class RequestLoop:
             stopping = _cancelled_from_outside()
             if job.reply is not None and result is None and stopping:
                 result = Error(request=job.request, message=CUT_OFF)
-            if job.reply is not None and result is not None:
-                self._last_latency_s = trio.current_time() - job.arrived
-                self._metrics.set_power_done(self._last_latency_s)
-                job.reply(result, Timing(total_s=self._last_latency_s, commands_s=job.commands_s))
+            if result is not None:
+                self._answer(job, result)
             if not stopping:  # nothing new starts while the loop is being cancelled
                 self._dispatch()
 
@@ -451,6 +445,14 @@ class RequestLoop:
             waiting, self._probes = self._probes or [], []
             for answer in waiting:
                 answer.set()
+
+    def _answer(self, job: _Job, result: Result) -> None:
+        """Reply to a client's request (a refresh has nobody to answer): its one result."""
+        if job.reply is None:
+            return
+        self._last_latency_s = trio.current_time() - job.arrived
+        self._metrics.set_power_done(self._last_latency_s)
+        job.reply(result, Timing(total_s=self._last_latency_s, commands_s=job.commands_s))
 
     def _is_current_refresh(self, job: _Job) -> bool:
         standing = self._standing.get(job.request.batteries)
