@@ -38,7 +38,7 @@ from distributord.sim.scenario import uniform_fleet
 from distributord.sim.server import Simulator
 from tests.fakes import FakeMicrogrid
 from tests.shell.test_requestloop import PAIRS, TOPOLOGY, feed, wall
-from tests.shell.test_service import RUN, config_file, daemon_process
+from tests.shell.test_service import RUN, Notifications, config_file, daemon_process
 from tests.shell.test_tracker import wait_status
 from tests.support import LIMIT_S, connect, running_daemon, sim_wait
 
@@ -297,6 +297,14 @@ async def test_drain_timeout(sim: Simulator, tmp_path: Path) -> None:
 # --- the process ---------------------------------------------------------------------------------
 
 
+async def wait_all_working(notify: Notifications, count: int) -> None:
+    """Until systemd's latest ``STATUS=`` says ``count`` batteries work (seen or still coming)."""
+    statuses = [f["STATUS"] for f in notify.seen if "STATUS" in f]
+    latest = statuses[-1] if statuses else ""
+    while not latest.startswith(f"{count} working,"):
+        latest = (await notify.wait_for("STATUS"))["STATUS"]
+
+
 @effect_of("logging.level")
 async def test_log_level(sim: Simulator, tmp_path: Path) -> None:
     config = config_file(tmp_path, '[logging]\nlevel = "info"\n')
@@ -308,8 +316,12 @@ async def test_log_level(sim: Simulator, tmp_path: Path) -> None:
         config.write_text('[logging]\nlevel = "debug"\n')
         process.send_signal(signal.SIGHUP)
         await log.wait_for("reload: applied logging.level")
+        # Both batteries working first (a loaded CI run once sent the request before their
+        # telemetry had arrived: "no usable batteries" logs no Success line).
+        await wait_all_working(notify, 2)
         async with connect(sock) as client:
-            await client.result("set_power", {"power_w": 0, "batteries": [1001, 1002]})
+            result = await client.result("set_power", {"power_w": 0, "batteries": [1001, 1002]})
+        assert result["outcome"] == "success", result
         # The request's line, at debug: hidden at "info".
         await log.wait_for("request for batteries [1001, 1002] at 0 W: Success")
         process.send_signal(signal.SIGTERM)
