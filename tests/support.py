@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -95,3 +96,11 @@ async def sim_wait(
     assert await trio.to_thread.run_sync(sim.wait_for, predicate, limit_s), (
         "simulator condition not met"
     )
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released: connecting is refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

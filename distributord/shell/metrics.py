@@ -23,12 +23,13 @@ daemon: tests run many daemons in one process.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import prometheus_client
@@ -41,6 +42,9 @@ from distributord.core.errors import CommandError, CommandOverriddenError, Comma
 from distributord.core.protocol import METHODS, Code
 from distributord.core.reports import status_report
 from distributord.core.status import Status
+
+if TYPE_CHECKING:  # control imports this module
+    from distributord.shell.control import ControlServer
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +108,7 @@ class Reading:
     reconnects: Mapping[str, int] = attrs.field(factory=dict)
 
 
-def read_daemon(control: Any, api: Callable[[], str | None]) -> Reading:
+def read_daemon(control: ControlServer, api: Callable[[], str | None]) -> Reading:
     """Read the daemon's state from its control server (which holds every part once attached).
 
     Args:
@@ -189,8 +193,9 @@ class Metrics:
     def commands(self, outcomes: Iterable[CommandError | None]) -> None:
         """Commands answered (or run out of time): each one's outcome."""
         api = self._api() or "unknown"
-        for outcome in outcomes:
-            self._commands.labels(command_result(outcome), api).inc()
+        # One increment per result, not per command: a fan-out to 500 inverters is 1 to 5 here.
+        for result, count in collections.Counter(map(command_result, outcomes)).items():
+            self._commands.labels(result, api).inc(count)
 
     def fanout(self, seconds: float) -> None:
         """One fan-out's time, from sending its commands until the last answered."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import signal
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -33,7 +32,15 @@ from distributord.shell.daemon import Daemon, DaemonSettings
 from distributord.sim.scenario import uniform_fleet
 from distributord.sim.server import API_VERSIONS, Simulator
 from tests.shell.test_service import RUN, config_file, daemon_process
-from tests.support import LIMIT_S, Client, connect, running_daemon, sim_wait, wait_until
+from tests.support import (
+    LIMIT_S,
+    Client,
+    connect,
+    free_port,
+    running_daemon,
+    sim_wait,
+    wait_until,
+)
 
 HZ = 20.0
 """Telemetry rate: a stale battery shows within a second, and a 20-battery fleet stays cheap."""
@@ -110,14 +117,6 @@ def assert_commanded(sim: Simulator, inverters: Iterable[int], total_w: float) -
     setpoints = [sim.setpoint(i) for i in inverters]
     assert all(p > 0 for p in setpoints), setpoints
     assert sum(setpoints) == pytest.approx(total_w, rel=1e-6), setpoints
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound, then released: connecting to it is refused)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture

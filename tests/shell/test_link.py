@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import socket
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -32,6 +31,7 @@ from distributord.shell.link import (
 )
 from distributord.sim.scenario import BatterySpec, InverterSpec, Scenario, uniform_fleet
 from distributord.sim.server import Simulator
+from tests.support import free_port
 
 FAST = Backoff(first_s=0.05, cap_s=0.2)
 
@@ -133,9 +133,7 @@ async def test_discovery_pairs_batteries_and_reports_the_odd_ones(
 async def test_start_up_waits_for_an_unreachable_api_and_logs_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     caplog.set_level(logging.INFO, logger="distributord.shell.link")
     attempts = trio_util.AsyncValue(0)
 
@@ -166,9 +164,7 @@ async def test_start_up_waits_for_an_unreachable_api_and_logs_once(
 
 
 async def test_an_unreachable_api_raises_link_down_for_a_single_attempt() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     async with open_link(f"127.0.0.1:{port}") as link:
         with trio.fail_after(10), pytest.raises(LinkDownError, match="UNAVAILABLE"):
             await link.topology()

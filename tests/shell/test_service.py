@@ -27,7 +27,7 @@ from distributord.shell.requestloop import LoopStatistics
 from distributord.shell.tracker import Board
 from distributord.sim.scenario import uniform_fleet
 from distributord.sim.server import Simulator
-from tests.support import LIMIT_S, connect, sim_wait
+from tests.support import LIMIT_S, connect, free_port, sim_wait
 
 RUN = [sys.executable, "-m", "distributord", "run"]
 
@@ -205,9 +205,7 @@ async def test_socket_activation_is_used_when_given(sim: Simulator, tmp_path: Pa
 
 
 async def test_an_unreachable_microgrid_is_waited_for_and_stop_still_works(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     args = [*RUN, "--microgrid", f"127.0.0.1:{port}", "--socket", str(tmp_path / "c.sock")]
     async with daemon_process(args, tmp_path) as (process, notify, log):
         waiting = await notify.wait_for("STATUS")
@@ -239,9 +237,7 @@ async def test_an_unreachable_microgrid_is_waited_for_and_stop_still_works(tmp_p
 async def test_a_reload_while_waiting_for_the_microgrid_applies_at_once(tmp_path: Path) -> None:
     # Issue 10, item 2: the settings are one running value from start-up on, so a reload has
     # something to apply to before discovery completes (it used to say "not applied").
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     config = config_file(tmp_path, "[control]\nmax_connections = 64\n")
     sock = tmp_path / "c.sock"
     args = [
