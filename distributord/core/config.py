@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from distributord.core.distribution.rows import MAX_EXPONENT
 from distributord.core.distribution.search import DEFAULT_SEARCH_BUDGET_S
 from distributord.core.errors import ConfigError, InputError
 from distributord.core.model import MAX_REQUEST_TIMEOUT_S
@@ -294,12 +295,16 @@ class DistributionConfig:
     """``[distribution]``: how power is split (``spec/distribution.md``).
 
     Attributes:
-        exponent: Higher values make SoCs converge faster; 0 splits by capacity alone.
+        exponent: Higher values make SoCs converge faster; 0 splits by capacity alone. In
+            ``[0, MAX_EXPONENT]`` (16), the range the spec documents.
         search_budget_ms: How long the search over exclusion minimums may take per request.
     """
 
     exponent: float = attrs.field(
-        default=1.0, converter=_to_float, validator=_number(low=0.0), metadata=LIVE
+        default=1.0,
+        converter=_to_float,
+        validator=_number(low=0.0, high=MAX_EXPONENT),
+        metadata=LIVE,
     )
     search_budget_ms: float = attrs.field(
         default=DEFAULT_SEARCH_BUDGET_S * 1000.0,

@@ -39,7 +39,7 @@ from distributord.core.distribution.placement import (
     distribute,
     split_equally,
 )
-from distributord.core.distribution.rows import MIN_WEIGHT, Pair, Reason, Row
+from distributord.core.distribution.rows import MAX_EXPONENT, MIN_WEIGHT, Pair, Reason, Row
 from distributord.core.distribution.search import (
     DEFAULT_SEARCH_BUDGET_S,
     SEARCH_STEPS,
@@ -50,6 +50,7 @@ from distributord.core.model import PLAUSIBLE_LIMIT  # defined with the telemetr
 
 __all__ = [
     "DEFAULT_SEARCH_BUDGET_S",
+    "MAX_EXPONENT",
     "MIN_WEIGHT",
     "PLAUSIBLE_LIMIT",
     "SEARCH_STEPS",

@@ -45,6 +45,12 @@ from distributord.core.model import (
     bad_battery_values,
 )
 
+MAX_EXPONENT = 16.0
+"""The top of the exponent's documented range, ``[0, 16]`` (``spec/distribution.md``; the
+config refuses others). At 16 a battery with half the headroom of another gets 1/65,536 of its
+share: convergence gains little beyond it. Larger exponents still give a valid split (the
+weights are handled in any range), only the config refuses them."""
+
 MIN_WEIGHT = 1e-300
 """Floor for the weight of a pair with capacity and headroom, whose exact weight can underflow
 next to the others' (a subnormal capacity, say). Its share stays negligible, but it remains a
