@@ -130,6 +130,7 @@ class FinalReply(enum.StrEnum):
     FAILED = "FAILED"
     OVERRIDDEN = "OVERRIDDEN"
     NONE = "NONE"  # no final reply: the stream stays open until the client cancels it
+    END = "END"  # no final reply: the stream ends right after ACCEPTED
 
 
 @attrs.frozen(kw_only=True)

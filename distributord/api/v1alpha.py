@@ -572,9 +572,9 @@ class AlphaAdapter:
                     return
                 until = _timestamp(outcome.valid_until)
                 yield reply(status=status["ACCEPTED"], valid_until_time=until)
+                if outcome.final is FinalReply.END:
+                    return  # no final reply: the stream just ends
                 if outcome.final is FinalReply.NONE:
-                    import asyncio
-
                     await asyncio.Event().wait()  # until the client cancels the call
                 final = outcome.final.value  # SUCCESS, FAILED or OVERRIDDEN: the status names
                 yield reply(

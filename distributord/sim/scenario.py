@@ -107,9 +107,12 @@ NAN_METRICS = frozenset({"soc", "capacity", "power"})
 MAX_COMPONENT_ID = 2**64 - 1
 """Component ids are ``uint64`` on the wire, in every version."""
 
-FINAL_REPLIES = frozenset({"SUCCESS", "FAILED", "OVERRIDDEN", "NONE"})
-"""How a v1alpha18/19 set-power reply stream may end after ``ACCEPTED`` (``api.adapter``'s
-``FinalReply``, spelled out so that this module need not import the API layer)."""
+FINAL_REPLIES = frozenset(
+    {"SUCCESS", "FAILED", "OVERRIDDEN", "NONE", "APPLIED_NONE", "APPLIED_END"}
+)
+"""How a v1alpha18/19 set-power reply stream may go on after ``ACCEPTED`` (see
+:attr:`Faults.final_reply`; the server maps each to ``api.adapter``'s ``FinalReply`` and
+whether the setpoint is applied, so that this module need not import the API layer)."""
 
 INVERTER_TYPES = frozenset({InverterType.BATTERY, InverterType.HYBRID, InverterType.PV})
 """What a simulated inverter can be; ``unspecified`` is what a version without types reports,
@@ -138,6 +141,24 @@ def _strings(values: Iterable[str]) -> frozenset[str]:
     return frozenset(values)
 
 
+def _latencies(values: Iterable[float]) -> tuple[float, ...]:
+    if isinstance(values, str) or not isinstance(values, Iterable):
+        raise ScenarioError(f"must be a list of seconds, got {values!r}", key="command_latencies_s")
+    latencies = []
+    for value in values:
+        # `not (0 <= value)` also rejects nan; inf is a hang.
+        _require(
+            is_number(value) and value >= 0,
+            "command_latencies_s",
+            f"must be seconds, 0 or more (inf: hang), got {value!r}",
+        )
+        try:
+            latencies.append(float(value))
+        except OverflowError:  # an int too large for a float: as good as a hang
+            latencies.append(math.inf)
+    return tuple(latencies)
+
+
 def _inverter_type(value: str) -> InverterType:
     if value not in INVERTER_TYPES:
         known = ", ".join(repr(t.value) for t in sorted(INVERTER_TYPES))
@@ -164,6 +185,13 @@ class Faults:
 
     Attributes:
         command_latency_s: Each command waits this long before it is handled.
+        command_latencies_s: The latencies of the next commands, one each, in order, before
+            :attr:`command_latency_s` takes over again: ``(0, 30, 0)`` answers the next command
+            at once, the one after 30 s later, and so on. Each command that arrives takes the
+            first (the simulator's faults then hold the rest), whichever version it came
+            through. ``math.inf`` (TOML ``inf``) makes that command hang until the client
+            cancels it. Handled means decided: an applied setpoint is applied after its
+            latency, and a command cancelled during it is not applied.
         command_error: Each command fails with this gRPC status code name (after the latency).
             ``"OUT_OF_RANGE"`` and ``"INVALID_ARGUMENT"`` are refusals (v1alpha18/19 answer
             ``REJECTED``); any other code ends the call with that status in every version.
@@ -175,14 +203,24 @@ class Faults:
         refuse_streams: New streams fail with ``UNAVAILABLE`` at once.
         reported_capacity_wh: A battery reports this capacity instead of its own (the physics
             keeps its own); lets a test show a battery that claims 0 Wh.
-        final_reply: How an inverter's v1alpha18/19 set-power reply stream ends after
-            ``ACCEPTED``: ``"SUCCESS"`` (the setpoint is applied), ``"FAILED"`` or
-            ``"OVERRIDDEN"`` (it is not), or ``"NONE"`` (no final reply: the stream stays open
-            until the client cancels it, and the setpoint is not applied). Only commands the
-            inverter accepts get that far; v1 has no reply stream and ignores this fault.
+        final_reply: How an inverter's v1alpha18/19 set-power reply stream goes on after
+            ``ACCEPTED``, and whether the setpoint is applied:
+
+            * ``"SUCCESS"``: applied; the final reply ``SUCCESS``, then the stream ends;
+            * ``"FAILED"``, ``"OVERRIDDEN"``: not applied; that final reply, then the end;
+            * ``"NONE"``: not applied; no final reply, the stream stays open until the client
+              cancels it;
+            * ``"APPLIED_NONE"``: applied (what a real inverter may do); no final reply, the
+              stream stays open until the client cancels it;
+            * ``"APPLIED_END"``: applied; no final reply, the stream ends right after
+              ``ACCEPTED``.
+
+            Only commands the inverter accepts get that far; v1 has no reply stream and
+            ignores this fault (its commands are applied).
     """
 
     command_latency_s: float = 0.0
+    command_latencies_s: tuple[float, ...] = attrs.field(default=(), converter=_latencies)
     command_error: str | None = None
     command_hang: bool = False
     nan_metrics: frozenset[str] = attrs.field(default=frozenset(), converter=_strings)
@@ -589,6 +627,10 @@ def _faults_fields(table: Any, path: str) -> dict[str, Any]:
         where = f"{path}.{key}"
         if key in {"command_latency_s", "reported_capacity_wh"}:
             fields[key] = _float(value, where)
+        elif key == "command_latencies_s":
+            if not isinstance(value, list):
+                raise ScenarioError(f"must be a list of seconds, got {value!r}", key=where)
+            fields[key] = value  # each checked by Faults itself
         elif key in {"command_error", "final_reply"}:
             fields[key] = _string(value, where)
         elif key == "nan_metrics":

@@ -28,7 +28,14 @@ the lock and passed into the world, so the world only ever moves forward.
 * **Commands are recorded whatever happens**, including when the client cancels the call while
   it hangs: grpc.aio cancels the handler's task, the ``CancelledError`` is recorded as
   ``"cancelled"`` and re-raised. A command accepted without a final reply (``final_reply =
-  "NONE"``) is recorded when its call ends, as ``"cancelled"``: only the client ends it.
+  "NONE"``) is recorded when its call ends, as ``"cancelled"``: only the client ends it (with
+  ``"APPLIED_NONE"``, as ``"ok"``: it was applied). That is :meth:`Simulator.commands`, every
+  call as it ended; :meth:`Simulator.record` is the world's record of what each inverter was
+  commanded and held (:mod:`distributord.sim.record`), written when each command is decided.
+* **A command is decided after its latency**, in one step under the lock: judged, applied or
+  not, recorded. A command cancelled before that is recorded cancelled and never applied. The
+  latency is the next of ``command_latencies_s`` (taken from the faults as the call arrives),
+  else ``command_latency_s``.
 * **Hostile telemetry is a test hook, not a fault.** :meth:`Simulator.rewrite_readings`
   replaces a component's version-neutral reading by whatever a function makes of it (any
   value, any timestamp, another id, nothing at all), before the adapters encode it;
@@ -51,6 +58,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import signal
 import socket
 import sys
@@ -76,6 +84,7 @@ from distributord.api.adapter import (
 )
 from distributord.core.errors import ScenarioError
 from distributord.core.topology import Category, Component
+from distributord.sim.record import Outcome, Record
 from distributord.sim.scenario import MAX_TELEMETRY_HZ, Faults, Scenario, parse_scenario
 from distributord.sim.world import Accepted, BatteryReading, InverterReading, Rejected, World
 
@@ -95,6 +104,17 @@ DEFAULT_APIS = API_VERSIONS
 
 REPLY_STREAM_VERSIONS = frozenset({"v1alpha18", "v1alpha19"})
 """Versions whose set-power call answers with a reply stream, where ``final_reply`` applies."""
+
+REPLY_FAULTS: Mapping[str, tuple[FinalReply, bool]] = {
+    "SUCCESS": (FinalReply.SUCCESS, True),
+    "FAILED": (FinalReply.FAILED, False),
+    "OVERRIDDEN": (FinalReply.OVERRIDDEN, False),
+    "NONE": (FinalReply.NONE, False),
+    "APPLIED_NONE": (FinalReply.NONE, True),
+    "APPLIED_END": (FinalReply.END, True),
+}
+"""Each ``final_reply`` fault: how the reply stream goes on after ``ACCEPTED``, and whether the
+setpoint is applied (see :class:`~distributord.sim.scenario.Faults`)."""
 
 MAX_RECORDS = 100_000
 """Commands the simulator remembers; older ones are forgotten (a long run stays bounded)."""
@@ -172,8 +192,9 @@ class CommandRecord:
         lifetime_s: The request's lifetime, s; ``None`` when the request left it out.
         received_at: When the call arrived (monotonic seconds).
         finished_at: When it was answered or cancelled (monotonic seconds).
-        outcome: ``"ok"`` (applied), ``"cancelled"`` (the client cancelled it, or its deadline
-            ran out, while it was pending or waiting for a final reply that never came; or the
+        outcome: ``"ok"`` (applied, whatever the reply stream said after ``ACCEPTED``),
+            ``"cancelled"`` (the client cancelled it, or its deadline ran out, while it was
+            pending or waiting for a final reply that never came, not applied; or the
             simulator stopped), ``"FAILED"`` or ``"OVERRIDDEN"`` (accepted, then that final
             reply; not applied), or the gRPC status code's name it was refused with
             (``"OUT_OF_RANGE"``, ...; v1alpha18/19 answer those ``REJECTED``).
@@ -243,6 +264,8 @@ class Simulator:
         lifetime_scale: A setpoint expires after its lifetime × this many real seconds (a test
             knob: 0.01 makes a 10 s lifetime run out in 0.1 s). ``valid_until`` in responses
             stays unscaled.
+        record_maxlen: Events :meth:`record` keeps per inverter (``None``: the default of
+            :class:`~distributord.sim.record.Recorder`).
         server_options: gRPC server options over the simulator's own (a test knob: a real
             Microgrid API server may keep grpc's defaults, such as 1,000 pending calls).
         apis: The versions served, a subset of :data:`API_VERSIONS` (all by default); the
@@ -261,6 +284,7 @@ class Simulator:
         lifetime_scale: float = 1.0,
         server_options: Mapping[str, int | str] | None = None,
         apis: Iterable[str] = DEFAULT_APIS,
+        record_maxlen: int | None = None,
     ) -> None:
         hz = scenario.telemetry_hz if telemetry_hz is None else telemetry_hz
         if not 0.0 < hz <= MAX_TELEMETRY_HZ:
@@ -291,7 +315,12 @@ class Simulator:
         self._server_options = {**dict(_SERVER_OPTIONS), **(server_options or {})}
         self._changed = threading.Condition(threading.RLock())
         # Guarded by _changed:
-        self._world = World(scenario, now=time.monotonic(), lifetime_scale=lifetime_scale)
+        self._world = World(
+            scenario,
+            now=time.monotonic(),
+            lifetime_scale=lifetime_scale,
+            record_maxlen=record_maxlen,
+        )
         self._faults = {
             cid: scenario.faults.get(cid, _NO_FAULTS)
             for cid in (*self.battery_ids, *self.inverter_ids)
@@ -423,6 +452,11 @@ class Simulator:
     def set_fault(self, component_id: int, **fields: Any) -> None:
         """Change some of a component's faults (the fields of :class:`Faults`).
 
+        Command faults act on the commands that arrive from then on: ``set_fault(2001,
+        command_latencies_s=[20, 0])`` makes the next command to 2001 take 20 s and the one
+        after answer at once (``math.inf``: hang until cancelled); ``command_latency_s``
+        applies again after them.
+
         Raises:
             KeyError: No such battery or inverter.
             TypeError: A field that :class:`Faults` does not have.
@@ -495,6 +529,23 @@ class Simulator:
         """The commands received so far, oldest first (a copy; the last :data:`MAX_RECORDS`)."""
         with self._changed:
             return list(self._commands)
+
+    def record(self) -> Record:
+        """What every inverter was commanded and held up to now, on the simulator's clock.
+
+        A frozen snapshot (see :mod:`distributord.sim.record`): per inverter, each command once
+        decided (applied, rejected, failed by a fault, accepted and not applied, cancelled),
+        each change of the power held, each expiry; with helpers for lapses and the total
+        held by a set of inverters over time. Its times are ``time.monotonic()`` of this
+        process, the clock a test reads too.
+        """
+        with self._changed:
+            self._advance()
+            return self._world.snapshot_record()
+
+    def now(self) -> float:
+        """The simulator's clock: ``time.monotonic()`` (what :meth:`record` times are in)."""
+        return time.monotonic()
 
     def pending_commands(self, component_id: int | None = None) -> int:
         """How many commands (to one component, or to any) are being handled now.
@@ -614,9 +665,16 @@ class Simulator:
         received_at = time.monotonic()
         outcome = "UNKNOWN"  # what is recorded if this handler fails unexpectedly
         recorded_later = False
+        decided = False  # whether the world's record has this command's fate yet
         with self._changed:
             self._pending[component_id] += 1
             faults = self._faults.get(component_id, _NO_FAULTS)
+            latency = faults.command_latency_s
+            if faults.command_latencies_s:  # the next command's own latency: take it
+                latency = faults.command_latencies_s[0]
+                self._faults[component_id] = attrs.evolve(
+                    faults, command_latencies_s=faults.command_latencies_s[1:]
+                )
             self._changed.notify_all()
 
         def record(outcome: str) -> None:
@@ -632,56 +690,82 @@ class Simulator:
                 )
             )
 
+        def decide(outcome: Outcome, code: str | None = None) -> None:
+            # A fate the world does not judge (a cancel, an injected error): into its record.
+            with self._changed:
+                self._world.record_command(
+                    component_id,
+                    power_w,
+                    lifetime_s,
+                    now=time.monotonic(),
+                    outcome=outcome,
+                    code=code,
+                    received_at=received_at,
+                    api=api,
+                )
+                self._changed.notify_all()
+
         try:
-            if faults.command_latency_s > 0:
-                await asyncio.sleep(faults.command_latency_s)
-            if faults.command_hang:
+            if latency == math.inf or faults.command_hang:
+                if 0 < latency < math.inf:
+                    await asyncio.sleep(latency)
                 await asyncio.get_running_loop().create_future()  # until the call is cancelled
+            if latency > 0:
+                await asyncio.sleep(latency)
             if faults.command_error is not None:
                 outcome = faults.command_error
-                if outcome not in REJECTING_CODES:
+                rejecting = outcome in REJECTING_CODES
+                decided = True
+                decide(Outcome.REJECTED if rejecting else Outcome.ERROR, outcome)
+                if not rejecting:
                     # A server failure, not a judgement of the request: a gRPC status in every
                     # version (v1alpha18/19 would otherwise say REJECTED, "invalid input").
                     raise SimAbort(outcome, "injected fault")
                 return SetPowerOutcome(valid_until=None, code=outcome, details="injected fault")
-            final = FinalReply.SUCCESS
-            if api in REPLY_STREAM_VERSIONS:
-                final = FinalReply(faults.final_reply)
+            reply = faults.final_reply if api in REPLY_STREAM_VERSIONS else None
+            final, applied = REPLY_FAULTS[reply or "SUCCESS"]
             result: Accepted | Rejected
             with self._changed:
-                if final is FinalReply.SUCCESS:
-                    result = self._world.command(
-                        component_id, power_w, lifetime_s, now=time.monotonic()
-                    )
-                else:  # accepted, then not carried out: judged, never applied
-                    result = self._world.check(
-                        component_id, power_w, lifetime_s, now=time.monotonic()
-                    )
+                # Judged, applied (or not) and recorded in one step, at the moment it is handled.
+                result = self._world.command(
+                    component_id,
+                    power_w,
+                    lifetime_s,
+                    now=time.monotonic(),
+                    apply=applied,
+                    received_at=received_at,
+                    api=api,
+                    final=reply,
+                )
+                decided = True
+                self._changed.notify_all()
             if isinstance(result, Rejected):
                 outcome = result.code
                 logger.debug(
                     "command to %d refused: %s %s", component_id, result.code, result.details
                 )
                 return SetPowerOutcome(valid_until=None, code=result.code, details=result.details)
-            if final is FinalReply.SUCCESS:
+            if applied:
                 delay = max(0.0, result.until - time.monotonic()) + _EXPIRY_MARGIN_S
                 asyncio.get_running_loop().call_later(delay, self._on_expiry)
-                outcome = "ok"
-            elif final is FinalReply.NONE:
+            if final is FinalReply.NONE:
                 # The servicer now waits for the client to cancel the call; record it then.
                 task = asyncio.current_task()
                 assert task is not None
-                task.add_done_callback(lambda _: record("cancelled"))
+                ended = "ok" if applied else "cancelled"
+                task.add_done_callback(lambda _: record(ended))
                 recorded_later = True
             else:
-                outcome = final.value
+                outcome = "ok" if applied else final.value
             return SetPowerOutcome(
                 valid_until=time.time() + result.lifetime_s,
                 final=final,
-                details="injected fault" if final is not FinalReply.SUCCESS else "",
+                details="" if reply in {None, "SUCCESS"} else "injected fault",
             )
         except asyncio.CancelledError:
             outcome = "cancelled"
+            if not decided:
+                decide(Outcome.CANCELLED)
             raise
         finally:
             if not recorded_later:

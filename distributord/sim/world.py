@@ -26,6 +26,12 @@ assert exact numbers.
   allowed). An accepted setpoint holds for ``lifetime × lifetime_scale`` seconds of ``now``;
   ``lifetime_scale`` is a test knob that makes lifetimes expire quickly. :meth:`World.check`
   judges a command without applying it (one accepted, then not carried out).
+* **Everything that changes what an inverter holds is recorded** in :attr:`World.record` (a
+  :class:`~distributord.sim.record.Recorder`), on the world's own clock: each command once its
+  fate is known (:meth:`World.command`, and :meth:`World.record_command` for the fates the
+  server decides: cancelled, failed by a fault), each change of a setpoint, and each expiry at
+  the instant the lifetime ended. Each is written with the world advanced to its instant, so
+  an inverter's events are in time order.
 * **Readings apply telemetry faults** (NaN metrics, missing bounds, error state), so what a
   component reports is decided here, and testable, while the wire encoding is the adapters'.
   A pass-through component (breaker, precharger, ...) reports the power its inverter passes.
@@ -42,6 +48,7 @@ import attrs
 
 from distributord.core.bounds import Range
 from distributord.core.model import StateCode
+from distributord.sim.record import Command, Outcome, Record, Recorder
 from distributord.sim.scenario import (
     GRID_ID,
     METER_ID,
@@ -154,11 +161,21 @@ class World:
         scenario: What is simulated.
         now: The current time (monotonic seconds).
         lifetime_scale: A setpoint holds for its lifetime × this, in seconds of ``now``.
+        record_maxlen: Events :attr:`record` keeps per inverter (``None``: its default).
     """
 
-    def __init__(self, scenario: Scenario, *, now: float, lifetime_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        now: float,
+        lifetime_scale: float = 1.0,
+        record_maxlen: int | None = None,
+    ) -> None:
         if not 0.0 < lifetime_scale < math.inf:
             raise ValueError(f"lifetime_scale must be positive and finite, got {lifetime_scale}")
+        self.record = Recorder((i.id for i in scenario.inverters), now=now, maxlen=record_maxlen)
+        """What every inverter was commanded and held (read it with ``record.snapshot``)."""
         self.speed = scenario.speed
         self.lifetime_scale = lifetime_scale
         self.time = now
@@ -200,6 +217,7 @@ class World:
             inverter = self._holding.pop(iid)
             for battery in inverter.batteries:
                 self._sync(battery)  # up to now, cut at the expiry, before the setpoint goes
+            self.record.expiry(iid, at=inverter.until, power_w=inverter.setpoint_w)
             inverter.setpoint_w, inverter.until = 0.0, math.inf
         self._next_expiry = self.next_expiry()
         return expired
@@ -298,39 +316,105 @@ class World:
     # --- commands ---------------------------------------------------------------------------
 
     def command(
-        self, component_id: int, power_w: float, lifetime_s: int | None, *, now: float
+        self,
+        component_id: int,
+        power_w: float,
+        lifetime_s: int | None,
+        *,
+        now: float,
+        apply: bool = True,
+        received_at: float | None = None,
+        api: str = "",
+        final: str | None = None,
     ) -> Accepted | Rejected:
         """Apply ``SetComponentPowerActive`` at ``now`` (the state is advanced to ``now`` first).
+
+        The command is recorded (when to an inverter), then the change of setpoint, if any.
 
         Args:
             component_id: The component commanded.
             power_w: The setpoint, W.
             lifetime_s: The request's lifetime, s; ``None`` when the request left it out.
             now: The current time.
+            apply: ``False`` for a command the inverter accepts and then does not carry out (a
+                v1alpha18/19 reply stream ending ``FAILED``): judged like any other, recorded
+                :attr:`~Outcome.NOT_APPLIED` when accepted, and nothing changes.
+            received_at: When the call arrived, for the record (default ``now``).
+            api: The version it came through, for the record.
+            final: The ``final_reply`` fault it is answered under, for the record.
 
         Returns:
             The setpoint accepted, and until when; or why not, as a gRPC status code name.
         """
         result = self.check(component_id, power_w, lifetime_s, now=now)
+        until = result.until if isinstance(result, Accepted) and apply else None
+        outcome = Outcome.NOT_APPLIED if until is None else Outcome.APPLIED
         if isinstance(result, Rejected):
+            outcome, final = Outcome.REJECTED, None
+        self.record.command(
+            Command(
+                inverter_id=component_id,
+                at=now,
+                received_at=now if received_at is None else received_at,
+                power_w=power_w,
+                lifetime_s=lifetime_s,
+                outcome=outcome,
+                code=result.code if isinstance(result, Rejected) else None,
+                final=final,
+                until=until,
+                api=api,
+            )
+        )
+        if not isinstance(result, Accepted) or not apply:
             return result
         inverter = self._inverters[component_id]
         for battery in inverter.batteries:
             self._sync(battery)  # the power changes now: integrate the old power up to here
+        self.record.change(component_id, at=now, to_w=power_w, until=result.until)
         inverter.setpoint_w = power_w
         inverter.until = result.until
         self._holding[component_id] = inverter
         self._next_expiry = min(self._next_expiry, inverter.until)
         return result
 
+    def record_command(
+        self,
+        component_id: int,
+        power_w: float,
+        lifetime_s: int | None,
+        *,
+        now: float,
+        outcome: Outcome,
+        code: str | None = None,
+        received_at: float | None = None,
+        api: str = "",
+    ) -> None:
+        """Record a command the world did not judge: cancelled, or ended by an injected fault.
+
+        The state is advanced to ``now`` first, so the record stays in time order.
+        """
+        self.advance(now)
+        self.record.command(
+            Command(
+                inverter_id=component_id,
+                at=now,
+                received_at=now if received_at is None else received_at,
+                power_w=power_w,
+                lifetime_s=lifetime_s,
+                outcome=outcome,
+                code=code,
+                api=api,
+            )
+        )
+
+    def snapshot_record(self) -> Record:
+        """The record up to :attr:`time` (advance first to have it up to now)."""
+        return self.record.snapshot(self.time)
+
     def check(
         self, component_id: int, power_w: float, lifetime_s: int | None, *, now: float
     ) -> Accepted | Rejected:
-        """What :meth:`command` would answer at ``now``, without applying the setpoint.
-
-        For a command the inverter accepts and then fails to carry out (a v1alpha18/19 reply
-        stream ending ``FAILED``): it is judged like any other, and nothing changes.
-        """
+        """What :meth:`command` would answer at ``now``; nothing is applied or recorded."""
         self.advance(now)
         inverter = self._inverters.get(component_id)
         if inverter is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pathlib
 
 import pytest
@@ -18,6 +19,7 @@ from distributord.sim.scenario import (
     parse_scenario,
     uniform_fleet,
 )
+from distributord.sim.server import REPLY_FAULTS
 
 EXAMPLE = pathlib.Path(__file__).resolve().parent.parent.parent / "config" / "sim-scenario.toml"
 
@@ -195,7 +197,31 @@ INVERTER = "[[inverter]]\nid = 2001\nbatteries = [1001]\n"
         ("[faults.2001]\ncommand_latency_s = -1\n", "faults.2001.command_latency_s", "between"),
         ("[faults.2001]\nnan_metrics = ['temp']\n", "faults.2001.nan_metrics", "unknown metrics"),
         ("[faults.2001]\nnan_metrics = 'soc'\n", "faults.2001.nan_metrics", "list of strings"),
-        ("[faults.2001]\nfinal_reply = 'OK'\n", "faults.2001.final_reply", "one of FAILED, NONE"),
+        (
+            "[faults.2001]\nfinal_reply = 'OK'\n",
+            "faults.2001.final_reply",
+            "one of APPLIED_END, APPLIED_NONE, FAILED, NONE, OVERRIDDEN, SUCCESS, got 'OK'",
+        ),
+        (
+            "[faults.2001]\ncommand_latencies_s = 5\n",
+            "faults.2001.command_latencies_s",
+            "must be a list of seconds, got 5",
+        ),
+        (
+            "[faults.2001]\ncommand_latencies_s = [0, -1]\n",
+            "faults.2001.command_latencies_s",
+            "0 or more (inf: hang), got -1",
+        ),
+        (
+            "[faults.2001]\ncommand_latencies_s = [nan]\n",
+            "faults.2001.command_latencies_s",
+            "got nan",
+        ),
+        (
+            "[faults.2001]\ncommand_latencies_s = ['1']\n",
+            "faults.2001.command_latencies_s",
+            "got '1'",
+        ),
         ("[faults.2001]\nfinal_reply = 3\n", "faults.2001.final_reply", "must be a string"),
         (BATTERY + INVERTER + "type = 'wind'\n", "inverter[0].type", "one of 'battery'"),
         (BATTERY + INVERTER + "type = 'unspecified'\n", "inverter[0].type", "got 'unspecified'"),
@@ -377,11 +403,34 @@ def test_pairing_passes_through_the_chain() -> None:
 
 def test_faults_defaults_and_final_replies() -> None:
     assert Faults().final_reply == "SUCCESS"
-    assert {reply.value for reply in FinalReply} == FINAL_REPLIES  # the adapters' names
+    assert set(REPLY_FAULTS) == FINAL_REPLIES  # each fault has its reply stream and physics
+    assert {final for final, _ in REPLY_FAULTS.values()} == set(FinalReply)  # all wire cases
+    for name in FINAL_REPLIES:
+        Faults(final_reply=name)
     with pytest.raises(ScenarioError, match=r"^final_reply: must be one of"):
         Faults(final_reply="success")
+    with pytest.raises(ScenarioError, match=r"^final_reply: must be one of"):
+        Faults(final_reply="APPLIED")
     with pytest.raises(ScenarioError, match=r"^type: must be one of"):
         InverterSpec(id=3, batteries=(), type="solar")
     with pytest.raises(ScenarioError, match=r"^between: must be a list"):
         InverterSpec(id=3, batteries=(), between="fuse")
     assert InverterSpec(id=3, batteries=(), type="pv").type is InverterType.PV
+
+
+def test_per_command_latencies_from_a_file_and_from_python() -> None:
+    text = (
+        BATTERY
+        + INVERTER
+        + "[faults.2001]\ncommand_latency_s = 0.5\ncommand_latencies_s = [0, 30, inf]\n"
+    )
+    scenario = parse_scenario(text.encode(), source="s.toml")
+    assert scenario.faults[2001] == Faults(
+        command_latency_s=0.5, command_latencies_s=(0.0, 30.0, math.inf)
+    )
+    assert Faults(command_latencies_s=[1, 2]).command_latencies_s == (1.0, 2.0)  # a tuple
+    assert Faults().command_latencies_s == ()
+    assert Faults(command_latencies_s=[10**400]).command_latencies_s == (math.inf,)
+    for bad in ("0,30", 5, [math.nan], [-0.5], [True], [None]):
+        with pytest.raises(ScenarioError, match=r"^command_latencies_s: must be"):
+            Faults(command_latencies_s=bad)  # type: ignore[arg-type]

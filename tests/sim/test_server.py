@@ -27,6 +27,7 @@ from distributord.api.v1 import V1
 from distributord.core.errors import ScenarioError
 from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds, StateCode
 from distributord.core.topology import Category, pair_batteries
+from distributord.sim.record import Change, Counts, Expiry, Outcome
 from distributord.sim.scenario import BatterySpec, Faults, InverterSpec, Scenario
 from distributord.sim.server import (
     DEFAULT_APIS,
@@ -395,6 +396,98 @@ def test_every_command_is_recorded(sim: Simulator, stub: Any) -> None:
     assert out_of_range.outcome == "OUT_OF_RANGE"
     sim.commands().clear()  # a copy
     assert len(sim.commands()) == 2
+
+
+# --- the record of what each inverter was commanded and held ------------------------------
+
+
+def test_the_record_has_each_command_change_and_expiry(sim: Simulator, stub: Any) -> None:
+    before = sim.now()
+    set_power(stub, 2001, 1000.0, 10)  # holds for 0.1 s at this lifetime scale
+    assert refused(stub, 2001, 10.0, 10) == "OUT_OF_RANGE"  # in the exclusion zone
+    assert sim.wait_for(lambda s: len(s.record().lapses()) == 1, TIMEOUT)
+    record = sim.record()
+    applied, rejected = record.commands([2001])
+    assert applied.outcome is Outcome.APPLIED
+    assert (applied.power_w, applied.lifetime_s, applied.api) == (1000.0, 10, "v1")
+    assert before <= applied.received_at <= applied.at <= rejected.at <= record.time
+    assert applied.until == applied.at + 10 * LIFETIME_SCALE  # the simulator's clock, scaled
+    assert (rejected.outcome, rejected.code) == (Outcome.REJECTED, "OUT_OF_RANGE")
+    assert record.changes() == [
+        Change(inverter_id=2001, at=applied.at, from_w=0.0, to_w=1000.0, until=applied.until)
+    ]
+    assert record.lapses() == [Expiry(inverter_id=2001, at=applied.until, power_w=1000.0)]
+    assert record.held_at(2001, applied.at) == 1000.0
+    assert record.max_total([2001, 2002], start=before) == 1000.0
+    assert record.timeline([2001], start=before) == [
+        (before, 0.0),
+        (applied.at, 1000.0),
+        (applied.until, 0.0),
+    ]
+    assert record.counts(2002) == Counts(commands={}, changes=0, expiries=0, lapses=0)
+
+
+def test_the_record_has_cancelled_and_failed_commands(sim: Simulator, stub: Any) -> None:
+    sim.set_fault(2001, command_hang=True)
+    with pytest.raises(grpc.RpcError):
+        stub.SetComponentPowerActive(v1.set_power_request(2001, 1000.0, 60), timeout=0.2)
+    sim.set_fault(2001, command_hang=False, command_error="UNAVAILABLE")
+    assert refused(stub, 2001, 1000.0) == "UNAVAILABLE"
+    assert refused(stub, 1001, 1000.0) == "INVALID_ARGUMENT"  # a battery: no inverter's record
+    assert sim.wait_for(lambda s: len(s.commands()) == 3, TIMEOUT)
+    cancelled, failed = sim.record().commands()
+    assert (cancelled.outcome, cancelled.code, cancelled.until) == (Outcome.CANCELLED, None, None)
+    assert cancelled.at - cancelled.received_at > 0.1  # when the client gave up (at 0.2 s)
+    assert (failed.outcome, failed.code) == (Outcome.ERROR, "UNAVAILABLE")
+    assert sim.record().changes() == []
+
+
+def test_a_command_is_applied_when_it_is_handled_after_its_latency(
+    sim: Simulator, stub: Any
+) -> None:
+    sim.set_fault(2001, command_latency_s=0.3)
+    set_power(stub, 2001, 1000.0)
+    record = sim.record()
+    (command,) = record.commands()
+    assert command.at - command.received_at >= 0.3
+    (change,) = record.changes()
+    assert change.at == command.at  # not when it arrived
+    assert record.held_at(2001, command.received_at) == 0.0
+
+
+def test_a_command_cancelled_during_its_latency_is_never_applied(sim: Simulator, stub: Any) -> None:
+    sim.set_fault(2001, command_latency_s=30.0)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.SetComponentPowerActive(v1.set_power_request(2001, 1000.0, 60), timeout=0.2)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert sim.wait_for(lambda s: outcomes(s) == [(2001, "cancelled")], TIMEOUT)
+    assert sim.pending_commands() == 0  # its handler is gone: nothing can apply it later
+    ((command,), changes) = sim.record().commands(), sim.record().changes()
+    assert command.outcome is Outcome.CANCELLED
+    assert changes == []
+    assert sim.setpoint(2001) == 0.0
+
+
+def test_per_command_latencies_are_taken_in_order(sim: Simulator, stub: Any) -> None:
+    # The next command hangs, the one after takes 0.2 s, then command_latency_s (0) again.
+    sim.set_fault(2001, command_latencies_s=[math.inf, 0.2])
+    hanging = stub.SetComponentPowerActive.future(
+        v1.set_power_request(2001, 1000.0, 900), timeout=TIMEOUT
+    )
+    assert sim.wait_for(lambda s: s.pending_commands(2001) == 1, TIMEOUT)
+    assert sim.faults(2001).command_latencies_s == (0.2,)  # taken as the command arrived
+    set_power(stub, 2001, 2000.0)  # answered while the first still hangs
+    assert sim.faults(2001) == Faults()
+    set_power(stub, 2001, 3000.0)
+    assert hanging.cancel()
+    assert sim.wait_for(lambda s: s.pending_commands() == 0, TIMEOUT)
+    slow, quick, cancelled = sim.record().commands()
+    assert (slow.power_w, slow.outcome) == (2000.0, Outcome.APPLIED)
+    assert slow.at - slow.received_at >= 0.2
+    assert (quick.power_w, quick.outcome) == (3000.0, Outcome.APPLIED)
+    assert (cancelled.power_w, cancelled.outcome) == (1000.0, Outcome.CANCELLED)
+    assert sim.setpoint(2001) == 3000.0
+    assert [c.to_w for c in sim.record().changes()] == [2000.0, 3000.0]
 
 
 # --- faults ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 import grpc  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
-from distributord.api.adapter import Adapter, FinalReply
+from distributord.api.adapter import Adapter
 from distributord.core.errors import (
     CommandFailedError,
     CommandOverriddenError,
@@ -27,7 +28,8 @@ from distributord.core.errors import (
 )
 from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds
 from distributord.core.topology import Category, Component, InverterType
-from distributord.sim.scenario import BatterySpec, InverterSpec, Scenario
+from distributord.sim.record import Outcome
+from distributord.sim.scenario import FINAL_REPLIES, BatterySpec, InverterSpec, Scenario
 from distributord.sim.server import API_VERSIONS, REPLY_STREAM_VERSIONS, Simulator, adapter
 
 T = TypeVar("T")
@@ -226,32 +228,63 @@ def test_a_hanging_command_cut_off_by_its_client_is_recorded_cancelled(
     assert sim.pending_commands() == 0
 
 
-@pytest.mark.parametrize("final", list(FinalReply))
+def test_the_next_command_hangs_and_the_later_ones_answer_at_once(sim: Simulator, api: str) -> None:
+    sim.set_fault(2001, command_latencies_s=[math.inf])
+
+    async def work(version: Adapter, stub: Any) -> None:
+        hanging = asyncio.create_task(version.set_power(stub, 2001, 1000.0, 900))
+        assert await asyncio.to_thread(sim.wait_for, lambda s: s.pending_commands() == 1, TIMEOUT)
+        await version.set_power(stub, 2001, 2000.0, 900)  # its own latency: none
+        hanging.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await hanging
+
+    call(sim, api, work)
+    assert sim.wait_for(lambda s: s.pending_commands() == 0, TIMEOUT)
+    applied, cancelled = sim.record().commands()
+    assert (applied.power_w, applied.outcome, applied.api) == (2000.0, Outcome.APPLIED, api)
+    assert (cancelled.power_w, cancelled.outcome) == (1000.0, Outcome.CANCELLED)
+    assert sim.setpoint(2001) == 2000.0
+
+
+@pytest.mark.parametrize("final", sorted(FINAL_REPLIES))
 def test_final_reply_faults_through_the_adapter(sim: Simulator, api: str, final: str) -> None:
     sim.set_fault(2001, final_reply=final)
 
     async def work(version: Adapter, stub: Any) -> float:
         return await version.set_power(stub, 2001, 1000.0, 900)
 
-    if api == "v1" or final == FinalReply.SUCCESS:  # v1 has no reply stream: it ignores this
+    applied = final in {"SUCCESS", "APPLIED_NONE", "APPLIED_END"}
+    if api == "v1" or final == "SUCCESS":  # v1 has no reply stream: it ignores this
         call(sim, api, work)
         assert outcomes(sim) == [(2001, "ok", api)]
         assert sim.setpoint(2001) == 1000.0
+        (command,) = sim.record().commands()
+        assert command.outcome is Outcome.APPLIED
+        assert command.final == (None if api == "v1" else "SUCCESS")
         return
-    if final == FinalReply.NONE:
+    if final in {"NONE", "APPLIED_NONE"}:
         with pytest.raises(TimeoutError):  # the adapter waits; the request's timeout cuts it off
             call(sim, api, lambda version, stub: asyncio.wait_for(work(version, stub), 0.3))
-        assert sim.wait_for(lambda s: outcomes(s) == [(2001, "cancelled", api)], TIMEOUT)
-    elif final == FinalReply.OVERRIDDEN:  # someone else's newer command won: not applied
+        ended = "ok" if applied else "cancelled"  # ended by the client, applied or not
+        assert sim.wait_for(lambda s: outcomes(s) == [(2001, ended, api)], TIMEOUT)
+    elif final == "OVERRIDDEN":  # someone else's newer command won: not applied
         with pytest.raises(CommandOverriddenError):
             call(sim, api, work)
         assert outcomes(sim) == [(2001, "OVERRIDDEN", api)]
+    elif final == "APPLIED_END":  # the daemon's adapter cannot tell: no final reply
+        with pytest.raises(CommandFailedError, match="NO_FINAL_REPLY"):
+            call(sim, api, work)
+        assert outcomes(sim) == [(2001, "ok", api)]
     else:
         with pytest.raises(CommandFailedError):
             call(sim, api, work)
         assert outcomes(sim) == [(2001, "FAILED", api)]
     assert sim.pending_commands() == 0
-    assert sim.setpoint(2001) == 0.0  # accepted, then not carried out
+    assert sim.setpoint(2001) == (1000.0 if applied else 0.0)
+    (command,) = sim.record().commands()
+    assert command.outcome is (Outcome.APPLIED if applied else Outcome.NOT_APPLIED)
+    assert command.final == final
 
 
 # --- the v1alpha18/19 reply stream on the wire ----------------------------------------------
@@ -262,13 +295,14 @@ def alpha_stub(channel: Any, api: str) -> Any:
     return grpc_module.MicrogridStub(channel)
 
 
-def alpha_request(api: str, component_id: int, power_w: float) -> Any:
+def alpha_request(api: str, component_id: int, power_w: float, lifetime_s: int = 900) -> Any:
+    # 900 s lasts 9 s at LIFETIME_SCALE: an applied setpoint outlives the test's asserts.
     pb2 = importlib.import_module(f"frequenz.api.microgrid.{api}.microgrid_pb2")
     return pb2.SetElectricalComponentPowerRequest(
         electrical_component_id=component_id,
         power_type=pb2.PowerType.Value("POWER_TYPE_ACTIVE"),
         power=power_w,
-        request_lifetime=60,
+        request_lifetime=lifetime_s,
     )
 
 
@@ -280,17 +314,25 @@ def status_name(api: str, reply: Any) -> str:
 
 @pytest.mark.parametrize("api", ALPHAS)
 @pytest.mark.parametrize(
-    ("final", "power", "replies"),
+    ("final", "power", "replies", "outcome", "applied"),
     [
-        ("SUCCESS", 1000.0, ["ACCEPTED", "SUCCESS"]),
-        ("FAILED", 1000.0, ["ACCEPTED", "FAILED"]),
-        ("OVERRIDDEN", 1000.0, ["ACCEPTED", "OVERRIDDEN"]),
-        ("SUCCESS", 6000.0, ["REJECTED"]),  # out of bounds: refused, whatever the fault
-        ("FAILED", 6000.0, ["REJECTED"]),
+        ("SUCCESS", 1000.0, ["ACCEPTED", "SUCCESS"], "ok", True),
+        ("FAILED", 1000.0, ["ACCEPTED", "FAILED"], "FAILED", False),
+        ("OVERRIDDEN", 1000.0, ["ACCEPTED", "OVERRIDDEN"], "OVERRIDDEN", False),
+        ("APPLIED_END", 1000.0, ["ACCEPTED"], "ok", True),  # ends without a final reply
+        ("SUCCESS", 6000.0, ["REJECTED"], "OUT_OF_RANGE", False),  # refused, whatever the fault
+        ("FAILED", 6000.0, ["REJECTED"], "OUT_OF_RANGE", False),
+        ("APPLIED_END", 6000.0, ["REJECTED"], "OUT_OF_RANGE", False),
     ],
 )
 def test_the_reply_stream(
-    sim: Simulator, api: str, final: str, power: float, replies: list[str]
+    sim: Simulator,
+    api: str,
+    final: str,
+    power: float,
+    replies: list[str],
+    outcome: str,
+    applied: bool,
 ) -> None:
     sim.set_fault(2001, final_reply=final)
     with grpc.insecure_channel(sim.address) as channel:
@@ -298,33 +340,39 @@ def test_the_reply_stream(
             alpha_request(api, 2001, power), timeout=TIMEOUT
         )
         received = list(call_)
+        assert call_.code() == grpc.StatusCode.OK  # every stream here ends, none is cut off
     assert [status_name(api, reply) for reply in received] == replies
     assert received[0].HasField("valid_until_time") == (replies[0] == "ACCEPTED")
     if replies == ["ACCEPTED", "SUCCESS"]:
         assert received[1].HasField("valid_until_time")
-        assert sim.setpoint(2001) == 1000.0
-    else:
-        assert sim.setpoint(2001) == 0.0
-    outcome = {"SUCCESS": "ok", "REJECTED": "OUT_OF_RANGE"}.get(replies[-1], replies[-1])
+    assert sim.setpoint(2001) == (power if applied else 0.0)
     assert outcomes(sim) == [(2001, outcome, api)]
 
 
 @pytest.mark.parametrize("api", ALPHAS)
+@pytest.mark.parametrize(("final", "applied"), [("NONE", False), ("APPLIED_NONE", True)])
 def test_no_final_reply_keeps_the_stream_open_until_the_client_cancels(
-    sim: Simulator, api: str
+    sim: Simulator, api: str, final: str, applied: bool
 ) -> None:
-    sim.set_fault(2001, final_reply="NONE")
+    sim.set_fault(2001, final_reply=final)
     with grpc.insecure_channel(sim.address) as channel:
         call_ = alpha_stub(channel, api).SetElectricalComponentPower(
             alpha_request(api, 2001, 1000.0), timeout=TIMEOUT
         )
         assert status_name(api, next(call_)) == "ACCEPTED"
+        # Decided the moment it was accepted: applied (or not) while the stream stays open.
+        assert sim.setpoint(2001) == (1000.0 if applied else 0.0)
+        (command,) = sim.record().commands()
+        assert command.outcome is (Outcome.APPLIED if applied else Outcome.NOT_APPLIED)
+        assert command.final == final
         assert sim.pending_commands(2001) == 1
         assert sim.commands() == []  # not finished: no final reply yet
         assert call_.cancel()
-        assert sim.wait_for(lambda s: outcomes(s) == [(2001, "cancelled", api)], TIMEOUT)
+        ended = "ok" if applied else "cancelled"
+        assert sim.wait_for(lambda s: outcomes(s) == [(2001, ended, api)], TIMEOUT)
     assert sim.pending_commands() == 0
-    assert sim.setpoint(2001) == 0.0
+    assert sim.setpoint(2001) == (1000.0 if applied else 0.0)  # until its lifetime ends
+    assert len(sim.record().commands()) == 1  # the client's cancel after ACCEPTED changes nothing
 
 
 # --- versions not served ----------------------------------------------------------------------

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from distributord.core.model import StateCode
+from distributord.sim.record import Change, Command, Expiry, Outcome
 from distributord.sim.scenario import BatterySpec, Faults, InverterSpec, Scenario
 from distributord.sim.world import Accepted, Rejected, World
 
@@ -275,7 +276,9 @@ def test_a_pass_through_component_passes_its_inverters_power_and_takes_no_comman
         assert refused.code == "INVALID_ARGUMENT"
 
 
-@pytest.mark.parametrize("module", ["distributord.sim.scenario", "distributord.sim.world"])
+@pytest.mark.parametrize(
+    "module", ["distributord.sim.scenario", "distributord.sim.world", "distributord.sim.record"]
+)
 def test_pure_simulator_modules_import_neither_trio_nor_grpc(module: str) -> None:
     code = (
         "import sys, importlib\n"
@@ -322,3 +325,80 @@ def test_reading_rarely_or_often_gives_the_same_state(
     for battery in (1001, 1002, 1003, 1004):
         assert lazy.soc(battery) == pytest.approx(eager.soc(battery), abs=1e-9)
         assert lazy.battery_power(battery) == eager.battery_power(battery)
+
+
+# --- the record ------------------------------------------------------------------------------
+
+
+def test_the_record_of_an_applied_command_its_change_and_its_expiry() -> None:
+    world = one_pair()
+    world.command(2001, 3600.0, 10, now=5.0, received_at=4.5, api="v1alpha18", final="SUCCESS")
+    world.command(2001, 3600.0, 10, now=6.0)  # a refresh: a command, no change
+    world.advance(100.0)  # the expiry is recorded at its own instant, 16 s
+    record = world.snapshot_record()
+    assert record.time == 100.0
+    assert record.events() == [
+        Command(
+            inverter_id=2001,
+            at=5.0,
+            received_at=4.5,
+            power_w=3600.0,
+            lifetime_s=10,
+            outcome=Outcome.APPLIED,
+            final="SUCCESS",
+            until=15.0,
+            api="v1alpha18",
+        ),
+        Change(inverter_id=2001, at=5.0, from_w=0.0, to_w=3600.0, until=15.0),
+        Command(
+            inverter_id=2001,
+            at=6.0,
+            received_at=6.0,
+            power_w=3600.0,
+            lifetime_s=10,
+            outcome=Outcome.APPLIED,
+            until=16.0,
+        ),
+        Expiry(inverter_id=2001, at=16.0, power_w=3600.0),
+    ]
+    assert record.lapses() == [Expiry(inverter_id=2001, at=16.0, power_w=3600.0)]
+    assert record.held_at(2001, 15.999) == 3600.0
+    assert record.held_at(2001, 16.0) == 0.0
+
+
+def test_the_record_of_commands_that_change_nothing() -> None:
+    world = one_pair(exclusion_w=500.0)
+    world.command(2001, 100.0, 10, now=1.0)  # in the exclusion zone
+    world.command(2001, 1000.0, 5, now=2.0)  # a lifetime the API refuses
+    world.command(2001, 1000.0, 60, now=3.0, apply=False, final="FAILED")
+    world.command(1001, 1000.0, 60, now=4.0)  # not an inverter: no inverter's record
+    world.record_command(2001, 2000.0, 60, now=5.0, outcome=Outcome.CANCELLED, received_at=4.0)
+    world.record_command(2001, 2000.0, 60, now=6.0, outcome=Outcome.ERROR, code="UNAVAILABLE")
+    record = world.snapshot_record()
+    assert [(c.at, c.outcome, c.code, c.final, c.until) for c in record.commands()] == [
+        (1.0, Outcome.REJECTED, "OUT_OF_RANGE", None, None),
+        (2.0, Outcome.REJECTED, "INVALID_ARGUMENT", None, None),
+        (3.0, Outcome.NOT_APPLIED, None, "FAILED", None),
+        (5.0, Outcome.CANCELLED, None, None, None),
+        (6.0, Outcome.ERROR, "UNAVAILABLE", None, None),
+    ]
+    assert record.changes() == []
+    assert world.time == 6.0  # a recorded command moves the world to its instant
+    assert world.inverter_power(2001) == 0.0
+
+
+def test_an_expiry_before_a_command_is_recorded_before_it() -> None:
+    world = one_pair()
+    world.command(2001, -1000.0, 10, now=0.0)
+    world.command(2001, -1000.0, 10, now=12.0)  # late: the first expired at 10 s
+    record = world.snapshot_record()
+    assert [(type(e).__name__, e.at) for e in record.events()] == [
+        ("Command", 0.0),
+        ("Change", 0.0),
+        ("Expiry", 10.0),
+        ("Command", 12.0),
+        ("Change", 12.0),
+    ]
+    assert record.timeline([2001], start=0.0) == [(0.0, -1000.0), (10.0, 0.0), (12.0, -1000.0)]
+    assert record.min_total([2001], start=0.0) == -1000.0
+    assert len(record.lapses()) == 1
