@@ -135,8 +135,7 @@ def bind_control_socket(path: str) -> socket.socket:
             try:
                 probe.connect(path)
             except (ConnectionRefusedError, FileNotFoundError):
-                logger.info("replacing stale control socket %s", path)
-                os.unlink(path)
+                _remove_stale(path, info)
             except OSError as error:
                 raise ControlSocketError(
                     f"cannot check control socket {path}: {error.strerror}"
@@ -157,6 +156,46 @@ def bind_control_socket(path: str) -> socket.socket:
     os.chmod(path, SOCKET_MODE)
     sock.listen(LISTEN_BACKLOG)
     return sock
+
+
+def _remove_stale(path: str, info: os.stat_result) -> None:
+    """Remove the stale socket file at ``path`` (``info`` its ``lstat``).
+
+    Raises:
+        ControlSocketError: It cannot be removed, in one line saying why (a stale socket left
+            in a sticky directory such as /tmp by another user is the usual case).
+    """
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass  # removed meanwhile: the path is free all the same
+    except OSError as error:
+        raise ControlSocketError(
+            f"cannot remove stale control socket {path}: {error.strerror}"
+            f"{_why_not_removable(path, info, error)}"
+        ) from None
+    logger.info("replacing stale control socket %s", path)
+
+
+def _why_not_removable(path: str, info: os.stat_result, error: OSError) -> str:
+    """What an operator can do about a stale socket that ``unlink`` refused (or nothing)."""
+    if error.errno not in (errno.EPERM, errno.EACCES):
+        return ""  # a read-only file system, say: its own words are enough
+    try:
+        directory = os.stat(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return ""
+    uid = os.geteuid()
+    if directory.st_mode & stat.S_ISVTX and uid not in (info.st_uid, directory.st_uid):
+        return (
+            f" (it belongs to uid {info.st_uid} in a sticky directory, where only its owner,"
+            " the directory's owner or root may remove it; remove it so, or set another"
+            " control.socket)"
+        )
+    return (
+        f" (uid {uid} may not remove files from its directory; remove it, or set another"
+        " control.socket)"
+    )
 
 
 def is_allowed(uid: int, gid: int, *, owner_uid: int, settings: ControlSettings) -> bool:

@@ -294,6 +294,58 @@ def test_what_prevents_a_start_is_one_line_and_a_non_zero_exit(
     assert lines[0].startswith("distributord: ")
 
 
+WITHOUT_OVERRIDES = (
+    "import ctypes, os, sys\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "for cap in (1, 2, 3):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER\n"
+    "    libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP; fails harmlessly when not root\n"
+    "os.execv(sys.argv[1], sys.argv[1:])\n"
+)
+"""Runs a command as this user without the capabilities that let root remove any file: root
+keeps its uid, and so its way to the interpreter, but meets permissions as a daemon user does."""
+
+
+def stale_socket(path: Path) -> None:
+    """A socket file nothing listens on (its binder has gone), connectable by anyone."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as gone:
+        gone.bind(str(path))
+    path.chmod(0o666)
+
+
+@pytest.mark.parametrize("place", ["sticky", "read_only"])
+def test_a_stale_socket_that_cannot_be_removed_is_one_line(tmp_path: Path, place: str) -> None:
+    # Issue 18, finding 8: a stale socket left in /tmp by another user could not be unlinked
+    # (EPERM: /tmp is sticky) and the start ended in a 23-line traceback.
+    directory = tmp_path / place
+    directory.mkdir()
+    path = directory / "c.sock"
+    stale_socket(path)
+    if place == "sticky":
+        if os.geteuid() != 0:
+            pytest.skip("making a file another user's needs root")
+        directory.chmod(0o1777)
+        os.chown(directory, 4321, 4321)  # neither the directory nor the socket is ours
+        os.chown(path, 1234, 1234)
+        why = "Operation not permitted (it belongs to uid 1234 in a sticky directory"
+    else:
+        directory.chmod(0o555)
+        why = "Permission denied (uid "
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", WITHOUT_OVERRIDES, *RUN, "--socket", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        directory.chmod(0o755)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"distributord: cannot remove stale control socket {path}: {why}")
+    assert path.exists()
+
+
 def test_in_the_journal_why_it_did_not_start_carries_an_error_priority(tmp_path: Path) -> None:
     # Issue 10, item 8: `journalctl -p warning` hid the one line that said why.
     err = tmp_path / "stderr"
