@@ -39,7 +39,7 @@ from distributord.core.errors import (
     SimAbort,
 )
 from distributord.core.model import BatterySnapshot, InverterSnapshot, StateCode
-from distributord.core.topology import Component
+from distributord.core.topology import Component, Components
 
 Snapshot = BatterySnapshot | InverterSnapshot
 
@@ -194,8 +194,8 @@ class Adapter(Protocol):
         """The version's ``Microgrid`` stub on a grpc.aio channel."""
         ...
 
-    async def components(self, stub: Any) -> dict[int, Component]:
-        """Every component (one call; gRPC errors pass through)."""
+    async def components(self, stub: Any) -> Components:
+        """Every component (one call; gRPC errors pass through), ids listed twice remembered."""
         ...
 
     async def connections(self, stub: Any) -> list[tuple[int, int]]:

@@ -70,7 +70,7 @@ from distributord.api.common import (
 from distributord.api.common import TelemetryDecoder as _Decoder
 from distributord.core.bounds import Range
 from distributord.core.model import StateCode
-from distributord.core.topology import Category, Component, InverterType
+from distributord.core.topology import Category, Component, Components, InverterType
 
 __all__ = [
     "CATEGORY_SUBSTITUTES",
@@ -168,9 +168,9 @@ def _inverter_type(name: str | None) -> InverterType:
     return INVERTER_TYPES.get(name, InverterType.UNSPECIFIED)
 
 
-def components_of(response: microgrid_pb2.ListComponentsResponse) -> dict[int, Component]:
-    """Component id to what it is."""
-    return {c.id: component_of(c) for c in response.components}
+def components_of(response: microgrid_pb2.ListComponentsResponse) -> Components:
+    """Component id to what it is (ids listed twice remembered)."""
+    return Components((c.id, component_of(c)) for c in response.components)
 
 
 def connections_of(response: microgrid_pb2.ListConnectionsResponse) -> list[tuple[int, int]]:
@@ -407,7 +407,7 @@ class _V1:
 
         return microgrid_pb2_grpc.MicrogridStub(channel)
 
-    async def components(self, stub: Any) -> dict[int, Component]:
+    async def components(self, stub: Any) -> Components:
         """Every component (``ListComponents``)."""
         return components_of(await stub.ListComponents(microgrid_pb2.ListComponentsRequest()))
 

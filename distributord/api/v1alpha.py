@@ -100,7 +100,7 @@ from distributord.core.errors import (
     CommandRejectedError,
 )
 from distributord.core.model import StateCode
-from distributord.core.topology import Category, Component, InverterType
+from distributord.core.topology import Category, Component, Components, InverterType
 
 __all__ = [
     "CATEGORY_SUBSTITUTES",
@@ -378,12 +378,12 @@ class AlphaAdapter:
         """The version's ``Microgrid`` stub on a grpc.aio channel."""
         return importlib.import_module(self.version.grpc_module).MicrogridStub(channel)
 
-    async def components(self, stub: Any) -> dict[int, Component]:
-        """Every component (``ListElectricalComponents``)."""
+    async def components(self, stub: Any) -> Components:
+        """Every component (``ListElectricalComponents``), ids listed twice remembered."""
         response = await stub.ListElectricalComponents(
             self.version.pb2.ListElectricalComponentsRequest()
         )
-        return {c.id: component_of(c) for c in response.electrical_components}
+        return Components((c.id, component_of(c)) for c in response.electrical_components)
 
     async def connections(self, stub: Any) -> list[tuple[int, int]]:
         """Every edge (``ListElectricalComponentConnections``)."""

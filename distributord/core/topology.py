@@ -13,6 +13,12 @@ anything else (a meter, a grid connection, another battery) means "not through a
   allowed, and the walk is iterative with a visited set: it ends, and never recurses, whatever
   the edges are. Each battery's walk visits only the pass-through components above it, so on a
   real site (a switch or two over each battery) the whole pairing is linear in the graph's size.
+* **An id names one component.** A graph that lists an id more than once is contradicting
+  itself (which of the entries is meant?), so no entry is believed: every component listed
+  more than once is left out (:attr:`Topology.repeated`, one line in :meth:`Topology.describe`),
+  a battery among them is left out with that reason, and so is every battery whose walk up to
+  its inverter meets one. The adapters hand the list over as :class:`Components`, which
+  remembers the repeated ids; a plain mapping cannot repeat an id.
 * **One battery, one inverter.** That is the supported shape; every other battery is left out
   with a reason an operator can act on, checked in this order:
 
@@ -35,7 +41,7 @@ Pure: no IO, no clock.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -88,6 +94,25 @@ class Component:
     inverter_type: InverterType | None = None
 
 
+class Components(dict[int, Component]):
+    """Component id to component, as the server listed them, with the ids it listed twice.
+
+    A dict (the adapters' callers and their tests read it as the mapping it is), built by
+    :meth:`listed`, that also keeps every entry of an id listed more than once
+    (:attr:`repeated`): the mapping alone would keep only the last and hide the contradiction.
+    """
+
+    repeated: Mapping[int, tuple[Component, ...]]
+    """Each id listed more than once, with all its entries in the order listed."""
+
+    def __init__(self, entries: Iterable[tuple[int, Component]] = ()) -> None:
+        everything: dict[int, list[Component]] = {}
+        for cid, component in entries:
+            everything.setdefault(cid, []).append(component)
+        super().__init__((cid, listed[-1]) for cid, listed in everything.items())
+        self.repeated = {cid: tuple(c) for cid, c in everything.items() if len(c) > 1}
+
+
 def _one_battery_per_pair(instance: Topology, attribute: attrs.Attribute[Any], value: Any) -> None:
     """Validator: the pairs and the left-out batteries are disjoint, each inverter pairs once."""
     both = instance.pairs.keys() & instance.left_out.keys()
@@ -114,12 +139,14 @@ class Topology:
         hybrid: The paired inverters that are hybrid: command them, but never take their
             measured power as their battery's (it includes the panels').
         notes: Assumptions made while pairing, one operator-readable line each.
+        repeated: Component ids the graph listed more than once: none of them is used.
     """
 
     pairs: Mapping[int, int]
     left_out: Mapping[int, str] = attrs.field(validator=_one_battery_per_pair)
     hybrid: frozenset[int] = attrs.field(default=frozenset(), validator=_paired_inverters)
     notes: tuple[str, ...] = ()
+    repeated: frozenset[int] = frozenset()
 
     @property
     def inverters(self) -> Mapping[int, int]:
@@ -139,6 +166,11 @@ class Topology:
                 " power is not taken as their batteries'"
             )
         lines.extend(self.notes)
+        if self.repeated:
+            lines.append(
+                f"left out components {ids_brief(self.repeated)}: each is listed more than once"
+                " in the component graph"
+            )
         lines.extend(f"left out battery {bid}: {why}" for bid, why in sorted(self.left_out.items()))
         return lines
 
@@ -147,13 +179,18 @@ _NOT_YET = "not managed until N:M groups are supported"
 
 
 def _inverters_above(
-    battery: int, parents: Mapping[int, Iterable[int]], components: Mapping[int, Component]
-) -> set[int]:
-    """The inverters reached from ``battery`` against the edges, through pass-through only.
+    battery: int,
+    parents: Mapping[int, Iterable[int]],
+    components: Mapping[int, Component],
+    repeated: Collection[int],
+) -> tuple[set[int], set[int]]:
+    """The inverters above ``battery``, and the ``repeated`` components met on the way.
 
-    Iterative, with a visited set: it ends on any graph, cycles included.
+    The walk goes against the edges, through pass-through components only, and not past a
+    repeated one. Iterative, with a visited set: it ends on any graph, cycles included.
     """
     found: set[int] = set()
+    met: set[int] = set()
     seen = {battery}
     stack = [battery]
     while stack:
@@ -161,12 +198,15 @@ def _inverters_above(
             if parent in seen:
                 continue
             seen.add(parent)
+            if parent in repeated:
+                met.add(parent)
+                continue
             category = components[parent].category
             if category is Category.INVERTER:
                 found.add(parent)
             elif category in PASS_THROUGH:
                 stack.append(parent)
-    return found
+    return found, met
 
 
 def pair_batteries(
@@ -176,7 +216,8 @@ def pair_batteries(
 
     Args:
         components: Component id to component. A bare :class:`Category` is accepted for
-            convenience and means a component of that category with no inverter type.
+            convenience and means a component of that category with no inverter type. As
+            :class:`Components`, the ids it saw listed more than once are left out.
         connections: ``(source, destination)`` edges, directed away from the grid. Edges
             naming ids not in ``components`` are ignored.
 
@@ -188,25 +229,38 @@ def pair_batteries(
         cid: value if isinstance(value, Component) else Component(value)
         for cid, value in components.items()
     }
+    repeated = components.repeated if isinstance(components, Components) else {}
     parents: dict[int, set[int]] = {}
     for source, destination in connections:
         if source in graph and destination in graph:
             parents.setdefault(destination, set()).add(source)
-    inverters_of = {
-        cid: _inverters_above(cid, parents, graph)
+    walks = {
+        cid: _inverters_above(cid, parents, graph, repeated)
         for cid, component in graph.items()
-        if component.category is Category.BATTERY
+        if component.category is Category.BATTERY and cid not in repeated
     }
+    inverters_of = {battery: inverters for battery, (inverters, _) in walks.items()}
     batteries_of: dict[int, set[int]] = {}
     for battery, inverters in inverters_of.items():
         for inverter in inverters:
             batteries_of.setdefault(inverter, set()).add(battery)
 
     pairs: dict[int, int] = {}
-    left_out: dict[int, str] = {}
+    left_out: dict[int, str] = {
+        cid: f"its id is listed {len(entries)} times in the component graph"
+        for cid, entries in repeated.items()
+        if any(entry.category is Category.BATTERY for entry in entries)
+    }
     hybrid: set[int] = set()
     assumed: set[int] = set()
     for battery, inverters in sorted(inverters_of.items()):
+        met = walks[battery][1]
+        if met:
+            left_out[battery] = (
+                f"{_components(met)} above it {'is' if len(met) == 1 else 'are'} listed more"
+                " than once in the component graph"
+            )
+            continue
         if not inverters:
             left_out[battery] = "no inverter is connected to it"
             continue
@@ -244,4 +298,14 @@ def pair_batteries(
             else f"{len(assumed)} inverters ({ids_brief(assumed)})"
         )
         notes.append(f"inverter types were not given: assuming battery inverters for {which}")
-    return Topology(pairs=pairs, left_out=left_out, hybrid=frozenset(hybrid), notes=tuple(notes))
+    return Topology(
+        pairs=pairs,
+        left_out=left_out,
+        hybrid=frozenset(hybrid),
+        notes=tuple(notes),
+        repeated=frozenset(repeated),
+    )
+
+
+def _components(ids: Collection[int]) -> str:
+    return f"component {next(iter(ids))}" if len(ids) == 1 else f"components {ids_brief(ids)}"

@@ -9,10 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from distributord.core.reports import components_report
 from distributord.core.topology import (
     PASS_THROUGH,
     Category,
     Component,
+    Components,
     InverterType,
     Topology,
     pair_batteries,
@@ -195,6 +197,75 @@ def test_one_inverter_feeding_two_batteries_through_a_breaker_each_leaves_both_o
         " not managed until N:M groups are supported",
         1002: "its inverter 2001 also serves batteries 1001:"
         " not managed until N:M groups are supported",
+    }
+
+
+# --- ids listed more than once ---------------------------------------------------------------
+
+
+def test_a_list_that_repeats_an_id_keeps_every_entry_of_it() -> None:
+    listed = Components([(1001, Component(B)), (2001, BATTERY_INV), (1001, Component(M))])
+    assert listed == {1001: Component(M), 2001: BATTERY_INV}  # a mapping, as before
+    assert listed.repeated == {1001: (Component(B), Component(M))}
+    assert Components([(1001, Component(B))]).repeated == {}
+
+
+def test_components_listed_more_than_once_are_left_out_and_named_in_one_line() -> None:
+    # Issue 18, finding 8: a repeated id was silently taken from its last entry.
+    listed = Components(
+        [
+            (1, Component(G)),
+            (2, Component(M)),
+            (2, Component(M)),  # the same twice: still a contradiction nobody should resolve
+            (2001, BATTERY_INV),
+            (1001, Component(B)),  # fine
+            (2002, BATTERY_INV),
+            (1002, Component(B)),
+            (1002, Component(B)),  # a battery listed twice
+            (2003, BATTERY_INV),
+            (2003, PV_INV),  # an inverter listed twice, differently
+            (1003, Component(B)),
+            (2004, BATTERY_INV),
+            (10, Component(RELAY)),
+            (10, Component(BREAKER)),  # pass-through between 2004 and 1004, listed twice
+            (1004, Component(B)),
+            (2005, BATTERY_INV),
+            (7, Component(B)),
+            (7, Component(M)),  # a battery, and then not
+        ]
+    )
+    edges = [(1, 2), *((2, i) for i in range(2001, 2006))]
+    edges += [(2001, 1001), (2002, 1002), (2003, 1003), (2004, 10), (10, 1004), (2005, 7)]
+    topology = pair_batteries(listed, edges)
+    assert topology.pairs == {1001: 2001}
+    assert topology.left_out == {
+        7: "its id is listed 2 times in the component graph",
+        1002: "its id is listed 2 times in the component graph",
+        1003: "component 2003 above it is listed more than once in the component graph",
+        1004: "component 10 above it is listed more than once in the component graph",
+    }
+    assert topology.repeated == {2, 7, 10, 1002, 2003}
+    warnings = [line for line in topology.describe() if line.startswith("left out")]
+    assert warnings[0] == (
+        "left out components 2, 7, 10, 1002, 2003: each is listed more than once"
+        " in the component graph"
+    )
+    assert len(warnings) == 5  # that line, and one per battery left out
+    # list_components shows them as it shows every battery left out.
+    assert {entry["battery_id"] for entry in components_report(topology)["left_out"]} == {
+        7,
+        1002,
+        1003,
+        1004,
+    }
+
+
+def test_a_battery_with_several_repeated_components_above_names_them_all() -> None:
+    twice = [(10, Component(RELAY)), (11, Component(FUSE))] * 2
+    listed = Components([(2001, BATTERY_INV), *twice, (1001, Component(B))])
+    topology = pair_batteries(listed, [(2001, 10), (2001, 11), (10, 1001), (11, 1001)])
+    assert topology.left_out == {
+        1001: "components 10, 11 above it are listed more than once in the component graph"
     }
 
 

@@ -22,6 +22,7 @@ import trio.testing
 import trio_util
 
 from distributord.core.status import BatteryState, Status
+from distributord.core.topology import Category, Component, InverterType
 from distributord.shell import service
 from distributord.shell.requestloop import LoopStatistics
 from distributord.shell.tracker import Board
@@ -496,6 +497,35 @@ async def test_a_stop_answers_every_request_it_took_and_refuses_new_ones(
         with trio.fail_after(LIMIT_S):
             assert await process.wait() == 0
         assert "Traceback" not in log.text
+
+
+async def test_an_id_the_graph_lists_twice_is_left_out_and_logged(tmp_path: Path) -> None:
+    # Issue 18, finding 8: the later entry of a repeated id won, silently. Here inverter 2002
+    # is listed a second time, as a PV inverter: which is it? Its battery is left out.
+    with Simulator(uniform_fleet(2, seed=5), telemetry_hz=20.0) as sim:
+        sim._components = (*sim._components, (2002, Component(Category.INVERTER, InverterType.PV)))
+        sock = tmp_path / "control.sock"
+        args = [*RUN, "--microgrid", sim.address, "--socket", str(sock)]
+        async with daemon_process(args, tmp_path) as (process, notify, log):
+            await notify.wait_for("READY", "1")  # serving
+            await notify.wait_for("READY", "1")  # the graph is read
+            async with connect(sock) as client:
+                components = await client.result("list_components")
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(LIMIT_S):
+                assert await process.wait() == 0
+    assert components["pairs"] == [{"battery_id": 1001, "inverter_id": 2001}]
+    assert components["left_out"] == [
+        {
+            "battery_id": 1002,
+            "reason": "component 2002 above it is listed more than once in the component graph",
+        }
+    ]
+    warning = (
+        "WARNING distributord.shell.link: left out components 2002: each is listed more than"
+        " once in the component graph"
+    )
+    assert log.text.count(warning) == 1
 
 
 class RecordingNotifier:
