@@ -7,7 +7,9 @@ Theory of operation
 connection. A connection is checked first: its peer's credentials (``SO_PEERCRED``) must be
 root, the daemon's own user, or in the configured ``allowed_uids``/``allowed_gids``; otherwise
 it gets error -32003 and is closed. Past ``max_connections`` a new connection gets -32001 and
-is closed.
+is closed. A reload that takes a peer's uid or gid out of the allowed ones ends the connections
+that peer holds: what it sent that has not started is withdrawn, it gets -32003, and the
+connection is closed (a peer once let in is not let in for good).
 
 Within a connection, requests are read line by line (``distributord.core.protocol``) and may be
 pipelined: ``set_power`` goes to the request loop's bounded queue (a full queue is -32001) and
@@ -257,6 +259,7 @@ class ControlServer:
         self._connections = 0
         self._sessions: set[_Session] = set()
         self._accepting: trio.CancelScope | None = None
+        self._watching = trio.CancelScope()  # the re-check of open connections on a reload
 
     def _default_admit(self, uid: int, gid: int) -> bool:
         return is_allowed(uid, gid, owner_uid=self._owner, settings=self.settings)
@@ -296,6 +299,7 @@ class ControlServer:
         """Close the listening socket; connections already open carry on."""
         if self._accepting is not None:
             self._accepting.cancel()
+        self._watching.cancel()  # the loop takes no request from now on: nothing to guard
 
     def close_sessions(self) -> None:
         """End every connection once what it has to write is written (the last of shutdown)."""
@@ -308,6 +312,7 @@ class ControlServer:
         """Accept connections until :meth:`stop_accepting`, then wait for open ones to finish."""
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
         async with trio.open_nursery() as sessions:
+            sessions.start_soon(self._watch_admission)
             with trio.CancelScope() as accepting:
                 self._accepting = accepting
                 task_status.started()
@@ -322,16 +327,45 @@ class ControlServer:
                         await trio.sleep(ACCEPT_RETRY_S)
                         continue
                     sessions.start_soon(self._connection, stream)
+            self._watching.cancel()
             await listener.aclose()
+
+    async def _watch_admission(self) -> None:
+        """On every change of the settings, end the connections of peers no longer allowed."""
+        with self._watching:
+            while True:
+                await self._settings.changed()
+                for session in list(self._sessions):
+                    pid, uid, gid = session.peer
+                    if self._admit_peer(uid, gid):
+                        continue
+                    logger.warning(
+                        "control socket: pid %d (uid %d, gid %d) is no longer allowed after the"
+                        " reload; closing its connection",
+                        pid,
+                        uid,
+                        gid,
+                    )
+                    session.revoke(
+                        Failure(
+                            id=None,
+                            code=Code.NOT_AUTHORISED,
+                            message=(
+                                f"not authorised: uid {uid} / gid {gid} may no longer use this"
+                                " socket (the configuration was reloaded); requests not started"
+                                " are withdrawn"
+                            ),
+                        )
+                    )
 
     async def _connection(self, stream: trio.SocketStream) -> None:
         try:
-            refusal = self._admit(stream)
-            if refusal is not None:
-                await _refuse(stream, refusal)
+            peer = self._admit(stream)
+            if isinstance(peer, Failure):
+                await _refuse(stream, peer)
                 return
             self._connections += 1
-            session = _Session(self, stream)
+            session = _Session(self, stream, peer)
             self._sessions.add(session)
             try:
                 await session.run()
@@ -348,7 +382,8 @@ class ControlServer:
         finally:
             await trio.aclose_forcefully(stream)
 
-    def _admit(self, stream: trio.SocketStream) -> Failure | None:
+    def _admit(self, stream: trio.SocketStream) -> tuple[int, int, int] | Failure:
+        """The peer's ``(pid, uid, gid)`` if it may be served now, else why not."""
         try:
             pid, uid, gid = peer_credentials(stream.socket)
         except OSError as error:
@@ -368,7 +403,7 @@ class ControlServer:
                     f"overloaded: {self.settings.max_connections} connections open; retry later"
                 ),
             )
-        return None
+        return pid, uid, gid
 
 
 REFUSAL_LINGER_S = 1.0
@@ -403,9 +438,12 @@ def _peer_gone(stream: trio.SocketStream) -> bool:
 class _Session:
     """One client connection: a reader, a writer, and the replies in between."""
 
-    def __init__(self, server: ControlServer, stream: trio.SocketStream) -> None:
+    def __init__(
+        self, server: ControlServer, stream: trio.SocketStream, peer: tuple[int, int, int]
+    ) -> None:
         self._server = server
         self._stream = stream
+        self.peer = peer  # (pid, uid, gid), from SO_PEERCRED when it connected
         self._replies: collections.deque[bytes] = collections.deque()
         # Status changes not yet written, one per battery: a newer change replaces an older
         # one, so a subscriber that reads, however slowly, ends with the truth and is never
@@ -420,6 +458,8 @@ class _Session:
         self._scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self._subscribed = False
+        self._revoked = False  # the peer is no longer allowed: read nothing more, then close
+        self._eof = trio.Event()  # the reader saw the end of the client's input
 
     def _put(self, line: bytes) -> None:
         """Queue a reply for the client (bounded by :meth:`_room`, which the reader awaits)."""
@@ -430,7 +470,7 @@ class _Session:
 
     async def _room(self) -> None:
         """Back-pressure: wait until the client has taken enough replies to take a new line."""
-        while len(self._replies) + self._pending >= OUTBOX_LINES:
+        while len(self._replies) + self._pending >= OUTBOX_LINES and not self._revoked:
             self._drained = trio.Event()
             await self._drained.wait()
 
@@ -448,8 +488,29 @@ class _Session:
         self._closing = True
         self._more.set()
 
+    def revoke(self, failure: Failure) -> None:
+        """The peer may no longer use the socket: withdraw what waits, say why, then close.
+
+        Nothing it sends from now on is read as a request; requests already being applied
+        finish (their replies are not written). The error line is the last thing written,
+        followed by EOF, and the connection closes once the client closes its side too (or
+        after :data:`REFUSAL_LINGER_S`), so that the client reads the line.
+        """
+        if self._revoked:
+            return
+        self._revoked = True
+        self._withdraw_waiting()
+        self._replies.clear()
+        self._changes.clear()
+        self._replies.append(protocol.error_line(failure))
+        self._closing = True
+        self._more.set()
+        self._drained.set()  # a reader waiting for room reads on (and discards)
+
     def _change(self, battery: int, params: dict[str, Any]) -> None:
         """Queue a status change, replacing one for the same battery not yet written."""
+        if self._revoked:
+            return  # the error line is the last thing it is sent
         self._changes.pop(battery, None)  # the newest goes last, in the order things happened
         self._changes[battery] = params
         self._more.set()
@@ -460,6 +521,8 @@ class _Session:
                 self._nursery = nursery
                 nursery.start_soon(self._write)
                 await self._read()
+                if self._revoked:
+                    await trio.sleep_forever()  # the writer ends the session
                 # EOF. A client that only half-closed still reads: answer what is pending,
                 # then close (the writer drains the outbox and ends the session, a
                 # subscription with it). A client that has gone (its socket closed) will read
@@ -486,11 +549,22 @@ class _Session:
                 self._more = trio.Event()
                 await self._more.wait()
                 continue
-            with trio.move_on_after(WRITE_STALL_S) as stalled:
+            with trio.move_on_after(
+                REFUSAL_LINGER_S if self._revoked else WRITE_STALL_S
+            ) as stalled:
                 await self._stream.send_all(line)
             if stalled.cancelled_caught:
-                self._drop()
+                if self._revoked:
+                    self._scope.cancel()  # it was told; it does not read: close all the same
+                else:
+                    self._drop()
                 return
+        if self._revoked:
+            # As for a refused connection: EOF after the error line, and close once the
+            # client has closed too, or the kernel's reset could destroy the line unread.
+            with trio.move_on_after(REFUSAL_LINGER_S):
+                await self._stream.send_eof()
+                await self._eof.wait()
         self._scope.cancel()
 
     async def _read(self) -> None:
@@ -503,9 +577,12 @@ class _Session:
                 self._scope.cancel()
                 return
             if not data:
+                self._eof.set()
                 return
             for line in framer.feed(data):
                 await self._room()
+                if self._revoked:
+                    break  # read only to see the client's EOF
                 if line is TOO_LONG:
                     self._fail(Failure(id=None, code=Code.LINE_TOO_LONG, message=TOO_LONG_MESSAGE))
                 elif isinstance(line, bytes) and line.strip():

@@ -234,8 +234,10 @@ def sim() -> Iterator[Simulator]:
 
 
 @asynccontextmanager
-async def daemon_on(sim: Simulator, tmp_path: Path) -> AsyncIterator[tuple[Daemon, Running]]:
-    running = start(tmp_path, address=sim.address)
+async def daemon_on(
+    sim: Simulator, tmp_path: Path, text: str = ""
+) -> AsyncIterator[tuple[Daemon, Running]]:
+    running = start(tmp_path, text, address=sim.address)
     async with running_daemon(sim, tmp_path / "c.sock", running.settings) as daemon:
         yield daemon, running
 
@@ -265,6 +267,48 @@ async def test_allowed_peers(
         running.reload(f"[control]\n{key} = [{uid if key == 'allowed_uids' else gid}]\n")
         async with connect(tmp_path / "c.sock") as admitted:
             assert (await admitted.result("ping"))["version"]
+
+
+@effect_of("control.allowed_uids", "control.allowed_gids")
+@pytest.mark.parametrize("key", ["allowed_uids", "allowed_gids"])
+async def test_a_peer_no_longer_allowed_loses_the_connection_it_holds(
+    sim: Simulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    key: str,
+) -> None:
+    # Issue 18, finding 8: a reload checked only connections still to come; a peer taken out
+    # of the allowed ones kept the connection it held, and could still command power.
+    uid, gid = os.geteuid() + 4242, os.getegid() + 4343  # neither root nor the daemon's user
+    monkeypatch.setattr(control, "peer_credentials", lambda sock: (os.getpid(), uid, gid))
+    allowed = f"[control]\n{key} = [{uid if key == 'allowed_uids' else gid}]\n"
+    sim.set_fault(2001, command_latency_s=1.0)  # the first request holds 1001 meanwhile
+    async with daemon_on(sim, tmp_path, allowed) as (daemon, running):
+        async with connect(tmp_path / "c.sock") as client:
+            running.reload(allowed + "max_connections = 5\n")  # still allowed: kept
+            assert (await client.result("ping"))["version"]
+            await client.send("set_power", {"power_w": 500, "batteries": [1001]})
+            await sim_wait(sim, lambda s: s.pending_commands(2001) == 1)
+            await client.send("set_power", {"power_w": 900, "batteries": [1001]})  # waits
+            await client.result("ping")  # the request before it has been taken
+            running.reload(f"[control]\n{key} = []\n")
+            refused = await client.receive()
+            assert refused["id"] is None
+            assert refused["error"]["code"] == -32003
+            assert "may no longer use this socket" in refused["error"]["message"]
+            with pytest.raises(trio.EndOfChannel):  # then the connection is closed
+                await client.receive()
+        # The request still waiting is withdrawn: never applied. (The one being applied
+        # completes, as for a client that leaves.)
+        withdrawn = daemon.metrics.registry.get_sample_value(
+            "distributord_requests_total", {"method": "set_power", "outcome": "withdrawn"}
+        )
+        assert withdrawn == 1
+    assert [r.getMessage() for r in caplog.records if "no longer allowed" in r.getMessage()] == [
+        f"control socket: pid {os.getpid()} (uid {uid}, gid {gid}) is no longer allowed after"
+        " the reload; closing its connection"
+    ]
 
 
 @effect_of("requests.default_timeout_s")
