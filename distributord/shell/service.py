@@ -10,6 +10,13 @@ three housekeeping tasks:
   requests; those in hand get ``requests.drain_timeout_s``; exit 0). SIGHUP → ``RELOADING=1``
   with ``MONOTONIC_USEC=``, re-read the configuration file, apply what can change live (and say
   what needs a restart), ``READY=1``. A bad new configuration is logged and the old one kept.
+  Signals are read until the daemon has finished, not until the stop begins: during the drain a
+  SIGHUP is no reload (there is nothing left to apply it to) and a second SIGTERM or SIGINT
+  does not shorten the drain (it is bounded already, and cutting requests off early would only
+  answer more of them "cut off"; SIGKILL, or systemd's ``TimeoutStopSec=``, is for that); each
+  is logged once and the exit is still 0. (Unread, they used to wait in trio's receiver, which
+  raises them again when it closes: the process then died by SIGHUP.) Underneath the receiver
+  the three are ignored, so that one arriving as it closes is dropped, not fatal.
   The settings are one :class:`~distributord.shell.live.LiveValue` held here; a reload is one
   assignment to it, read by every part where it uses a setting, from start-up on (a reload
   while the microgrid is still unreachable applies too).
@@ -38,15 +45,15 @@ collection.
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import logging
 import math
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -162,6 +169,21 @@ def tune_gc() -> Callable[[], None]:
     return undo
 
 
+@contextlib.contextmanager
+def _ignoring(signums: tuple[signal.Signals, ...]) -> Iterator[dict[int, Any]]:
+    """Ignore ``signums`` within; yields their former handlers, by signal.
+
+    Each is restored on the way out, except those the caller deleted from the mapping: they
+    stay ignored.
+    """
+    former: dict[int, Any] = {signum: signal.signal(signum, signal.SIG_IGN) for signum in signums}
+    try:
+        yield former
+    finally:
+        for signum, handler in former.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
 async def run(
     config: configuration.Config,
     sock: socket.socket,
@@ -179,9 +201,14 @@ async def run(
     running = LiveValue(settings_from_config(config))
     waiting = f"waiting for the microgrid at {config.microgrid.address}"
     signals_to_take = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    with trio.open_signal_receiver(*signals_to_take) as signals, contextlib.ExitStack() as undo:
+    with (
+        _ignoring(signals_to_take) as former,
+        trio.open_signal_receiver(*signals_to_take) as signals,
+        contextlib.ExitStack() as undo,
+    ):
         async with trio.open_nursery() as nursery:
             housekeeping = trio.CancelScope()
+            listening = trio.CancelScope()  # reading signals, until the daemon has finished
             started: list[Daemon] = []
             ready = trio.Event()
 
@@ -195,11 +222,19 @@ async def run(
                     notifier.ready(status=waiting)
                     logger.info("control socket open; %s", waiting)
 
-                daemon: Daemon = await nursery.start(
-                    functools.partial(
-                        serve_daemon, running, sock, on_serving=serving, metrics=metrics
-                    )
-                )
+                async def serve(*, task_status: trio.TaskStatus[Daemon]) -> None:
+                    try:
+                        await serve_daemon(
+                            running,
+                            sock,
+                            on_serving=serving,
+                            metrics=metrics,
+                            task_status=task_status,
+                        )
+                    finally:
+                        listening.cancel()
+
+                daemon: Daemon = await nursery.start(serve)
                 started.append(daemon)
                 ready.set()
                 undo.callback(tune_gc())
@@ -220,18 +255,36 @@ async def run(
 
             nursery.start_soon(daemon_task)
             nursery.start_soon(housekeeping_task)
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    config = _reload(
-                        running, config_path, notifier, config, overrides, current_status
-                    )
-                    continue
-                logger.info("%s: stopping", signal.Signals(signum).name)
-                notifier.stopping()
-                housekeeping.cancel()
-                if started:
-                    started[0].stop()  # serve_daemon drains, then returns
-                else:
-                    nursery.cancel_scope.cancel()
-                break
+            stopping = False
+            said: set[str] = set()  # what was said about a signal while stopping (once each)
+            with listening:
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    if stopping:
+                        if name not in said:
+                            said.add(name)
+                            logger.info(
+                                "%s while stopping: %s",
+                                name,
+                                "not reloading"
+                                if signum == signal.SIGHUP
+                                else "already stopping; requests in hand keep the rest of"
+                                " requests.drain_timeout_s",
+                            )
+                        continue
+                    if signum == signal.SIGHUP:
+                        config = _reload(
+                            running, config_path, notifier, config, overrides, current_status
+                        )
+                        continue
+                    logger.info("%s: stopping", name)
+                    stopping = True
+                    # The process is on its way out: a SIGHUP from now to its end is dropped.
+                    del former[signal.SIGHUP]
+                    notifier.stopping()
+                    housekeeping.cancel()
+                    if started:
+                        started[0].stop()  # serve_daemon drains, returns, and ends this loop
+                    else:
+                        nursery.cancel_scope.cancel()
     return 0
