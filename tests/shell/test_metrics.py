@@ -8,12 +8,15 @@ server's would be another process: the daemon answers it from its own trio threa
 from __future__ import annotations
 
 import contextlib
+import math
+import signal
 import socket
 import subprocess
 import sys
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -65,7 +68,11 @@ def parse(text: str) -> Samples:
 
 
 async def scrape(server: MetricsServer) -> Samples:
-    return parse(await trio.to_thread.run_sync(scrape_text, server.url))
+    return await scrape_url(server.url)
+
+
+async def scrape_url(url: str) -> Samples:
+    return parse(await trio.to_thread.run_sync(scrape_text, url))
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -73,12 +80,18 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 @contextlib.contextmanager
-def served(metrics: Metrics) -> Iterator[MetricsServer]:
-    server = serve_metrics(metrics, "127.0.0.1:0")
+def served(metrics: Metrics, **bounds: Any) -> Iterator[MetricsServer]:
+    server = serve_metrics(metrics, "127.0.0.1:0", **bounds)
     try:
         yield server
     finally:
         server.close()
+
+
+def address_of(server: MetricsServer) -> tuple[str, int]:
+    host_port = server.url.removeprefix("http://").removesuffix("/metrics")
+    host, _, port = host_port.rpartition(":")
+    return host, int(port)
 
 
 @contextlib.asynccontextmanager
@@ -324,6 +337,89 @@ def test_hostile_http_clients_leave_the_metrics_served() -> None:
     assert value(samples, "distributord_requests_total", method="ping", outcome="ok") == 1
 
 
+@pytest.mark.parametrize(
+    "sent",
+    [b"", b"GET /metr", b"GET /metrics HTTP/1.1\r\n", b"GET /metrics HTTP/1.1\r\nHost: x\r\n"],
+    ids=["nothing", "half-a-line", "no-headers", "headers-unended"],
+)
+def test_a_client_that_sends_no_whole_request_is_disconnected(sent: bytes) -> None:
+    # Issue 18, finding 8: such a client kept its connection (a descriptor and a thread of
+    # the daemon's) for as long as it liked.
+    metrics = Metrics()
+    with served(metrics, request_timeout_s=0.3) as server:
+        with socket.create_connection(address_of(server)) as client:
+            client.sendall(sent)
+            client.settimeout(LIMIT_S)
+            assert client.recv(4096) == b""  # closed by the server, unanswered
+        parse(scrape_text(server.url))  # and the endpoint serves on
+        assert server.statistics().held == 0
+
+
+def test_idle_connections_past_the_limit_are_closed_and_a_scrape_gets_through() -> None:
+    metrics = Metrics()
+    metrics.request("ping", "ok")
+    with served(metrics, max_connections=4) as server:
+        idle = [socket.create_connection(address_of(server)) for _ in range(50)]
+        try:
+            # The scrape comes after all of them: it takes the place of an idle one.
+            samples = parse(scrape_text(server.url))
+            for late in idle[4:]:  # every place was taken: each was closed once idle
+                late.settimeout(LIMIT_S)
+                assert late.recv(4096) == b""
+            statistics = server.statistics()
+        finally:
+            for connection in idle:
+                connection.close()
+    assert value(samples, "distributord_requests_total", method="ping", outcome="ok") == 1
+    assert statistics.held <= 4
+    assert statistics.refused == 46
+
+
+HOLD_DESCRIPTORS = (
+    "import os, resource, sys\n"
+    "limit = int(sys.argv[1])\n"
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+"""Runs a command with at most ``argv[1]`` descriptors open."""
+
+
+async def test_idle_metrics_connections_leave_the_daemon_its_descriptors(tmp_path: Path) -> None:
+    # Issue 18, finding 8: every idle connection to /metrics held a descriptor of the daemon's
+    # until it exhausted them (systemd's default soft limit is 1,024): control clients and
+    # gRPC could no longer connect. Here the daemon may open 64, about 20 at rest.
+    from tests.shell.test_service import RUN, daemon_process
+    from tests.support import free_port
+
+    port = free_port()
+    config = tmp_path / "d.toml"
+    config.write_text(f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+    sock = tmp_path / "c.sock"
+    with Simulator(SCENARIO) as sim:
+        args = [*RUN, "--config", str(config), "--microgrid", sim.address, "--socket", str(sock)]
+        command = [sys.executable, "-c", HOLD_DESCRIPTORS, "64", *args]
+        async with daemon_process(command, tmp_path) as (process, notify, log):
+            await notify.wait_for("READY", "1")
+            await notify.wait_for("READY", "1")
+            idle = []
+            try:
+                with trio.fail_after(LIMIT_S):
+                    for _ in range(100):
+                        idle.append(await trio.open_tcp_stream("127.0.0.1", port))
+                samples = await scrape_url(f"http://127.0.0.1:{port}/metrics")
+                async with connect(sock) as client:
+                    status = await client.result("get_status")
+            finally:
+                for stream in idle:
+                    await stream.aclose()
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(LIMIT_S):
+                assert await process.wait() == 0
+    assert value(samples, "distributord_up") == 1.0
+    assert [battery["id"] for battery in status["batteries"]] == [1001, 1002, 1003]
+    assert "accept failed" not in log.text
+
+
 async def test_a_request_withdrawn_when_its_client_left_is_counted(tmp_path: Path) -> None:
     with Simulator(SCENARIO) as sim:
         async with (
@@ -340,3 +436,83 @@ async def test_a_request_withdrawn_when_its_client_left_is_counted(tmp_path: Pat
     assert value(samples, "distributord_requests_total", method="set_power", outcome="withdrawn")
     assert value(samples, "distributord_requests_total", method="set_power", outcome="success")
     assert value(samples, "distributord_request_duration_seconds_count") == 1
+
+
+# --- the endpoint under load (issue 18, finding 8) ---------------------------------------------
+
+SCRAPES = 1000
+SCRAPE_LIMIT_S = 60.0
+"""A scrape not answered by then counts as failed (Prometheus' own timeout is 10 s)."""
+
+
+async def timed_scrape(host: str, port: int, times: list[float], failures: list[str]) -> None:
+    """One scrape over its own connection, timed from connect to the end of the response."""
+    start = trio.current_time()
+    try:
+        with trio.fail_after(SCRAPE_LIMIT_S):
+            response = await _scrape_raw(host, port)
+    except (OSError, trio.BrokenResourceError, trio.TooSlowError) as error:
+        failures.append(type(error).__name__)
+        return
+    if not response.startswith(b"HTTP/1.0 200") or b"distributord_up" not in response:
+        failures.append(bytes(response[:40]).decode(errors="replace") or "closed")
+        return
+    times.append(trio.current_time() - start)
+
+
+async def _scrape_raw(host: str, port: int) -> bytearray:
+    # A socket of our own: open_tcp_stream would resolve the address in a worker thread, and
+    # with 1,000 at once some would connect and then wait their turn to send their request.
+    sock = trio.socket.socket()
+    try:
+        await sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    async with trio.SocketStream(sock) as stream:
+        await stream.send_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        response = bytearray()
+        while chunk := await stream.receive_some(65536):
+            response += chunk
+    return response
+
+
+@pytest.mark.slow
+async def test_a_thousand_scrapes_at_once(tmp_path: Path) -> None:
+    """Benchmark, printed with -s: 1,000 scrapes started at once against ``distributord run``.
+
+    Not a timed assertion: the figures are for the report. Every scrape must succeed.
+    """
+    from tests.shell.test_service import RUN, daemon_process
+    from tests.support import free_port
+
+    port = free_port()
+    config = tmp_path / "d.toml"
+    config.write_text(f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+    with Simulator(SCENARIO) as sim:
+        sock = tmp_path / "c.sock"
+        args = [*RUN, "--config", str(config), "--microgrid", sim.address, "--socket", str(sock)]
+        async with daemon_process(args, tmp_path) as (process, notify, _):
+            await notify.wait_for("READY", "1")
+            await notify.wait_for("READY", "1")  # connected: scrapes carry every battery
+            times: list[float] = []
+            failures: list[str] = []
+            started = trio.current_time()
+            with trio.fail_after(SCRAPE_LIMIT_S + 30):
+                async with trio.open_nursery() as nursery:
+                    for _ in range(SCRAPES):
+                        nursery.start_soon(timed_scrape, "127.0.0.1", port, times, failures)
+            wall = trio.current_time() - started
+            process.terminate()
+    ordered = sorted(times) + [math.inf] * len(failures)  # a failed scrape: the slowest
+
+    def quantile(q: float) -> str:
+        seconds = ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+        return f"{seconds * 1e3:.0f} ms" if seconds < math.inf else f"> {SCRAPE_LIMIT_S:g} s"
+
+    print(
+        f"\n{SCRAPES} scrapes at once: {len(times)} answered, {len(failures)} failed"
+        f" ({', '.join(sorted(set(failures)))}); p50 {quantile(0.5)}, p99 {quantile(0.99)},"
+        f" max {quantile(1.0)}; all done in {wall:.2f} s"
+    )
+    assert not failures
