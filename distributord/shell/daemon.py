@@ -209,6 +209,7 @@ def settings_from_config(config: Config) -> DaemonSettings:
             lifetime_s=config.setpoints.lifetime_s,
             queue_size=config.requests.queue_size,
             broken_cache_ttl_s=config.status.broken_cache_ttl_s,
+            command_timeout_s=config.requests.default_timeout_s,
         ),
         control=ControlSettings(
             allowed_uids=frozenset(config.control.allowed_uids),

@@ -18,17 +18,24 @@ command every involved inverter concurrently inside ``trio.move_on_after(request
 Commands still running at the deadline are cancelled at the RPC and count as failed. Outcomes go
 to the status tracker (refusals do not block), the result goes back to the client.
 
-**Standing setpoints.** A successful request leaves a standing setpoint for its set: the API
-drops a setpoint after its lifetime, so the loop re-distributes the same request with fresh
-telemetry and re-sends it every ``lifetime/3``, and at once when a battery of the set changes
-status (so it is re-distributed after a battery drops out or comes back), until a new request
-for those batteries replaces it; ``power_w: 0`` releases it. A refresh is scheduled like a
-request, so two never run at once for one set; it never delays a client: a client request
-cancels a running refresh it overlaps, and a waiting refresh never blocks one. A request for an
-overlapping, different set ends the standing setpoint it overlaps (logged).
+**Standing setpoints.** A request that was planned leaves a standing setpoint for its set,
+until a new request for those batteries replaces it; ``power_w: 0`` releases it. The loop does
+not send standing setpoints itself: it tells the commander (:mod:`distributord.shell.commander`)
+what each inverter is *wanted* at, and the setpoint ledger (:mod:`distributord.core.ledger`)
+decides, per inverter, when it must be sent again (before *its own* command's lifetime runs out)
+and when power nobody wants must be released. The loop re-plans each standing set with fresh
+telemetry every ``lifetime/3`` and at once when one of its batteries changes status, which only
+changes what is wanted: a hanging inverter never holds up another's refresh, and a client
+request touches only the inverters it commands.
 
-A battery that leaves a set's distribution (it stopped working) after it was given a non-zero
-setpoint is sent 0 W, best effort, so it does not keep its old setpoint until the lifetime ends.
+A request changes the ledger only once it is planned: one refused (unknown ids, out of bounds,
+no usable battery) changes nothing. A planned request for an overlapping, different set ends
+the standing setpoints it overlaps (logged); the batteries they held and it does not command are
+released in the same round, as are its own batteries that get no share.
+
+**Release is absolute.** ``power_w: 0`` ends the standing setpoints of its batteries and sends
+0 W to every inverter among them that is usable or may hold power (one the ledger has never
+seen may: a restarted daemon does not know what its predecessor left), whatever their status.
 
 No request can take the loop down: an unexpected exception while applying one becomes an
 ``error`` result (and a logged traceback).
@@ -53,6 +60,7 @@ from distributord.core.distribution import (
     SearchBudget,
 )
 from distributord.core.errors import CommandError
+from distributord.core.ledger import REFRESH_AT
 from distributord.core.model import (
     Error,
     Ignored,
@@ -63,6 +71,7 @@ from distributord.core.planning import as_sent, choose, plan, summarize, unknown
 from distributord.core.status import Status
 from distributord.core.topology import Topology
 from distributord.core.values import ids_text
+from distributord.shell.commander import Commander, Flight
 from distributord.shell.link import MicrogridClient
 from distributord.shell.live import Live
 from distributord.shell.metrics import Metrics
@@ -107,9 +116,13 @@ class LoopSettings:
         lifetime_s: Sent as each command's ``request_lifetime`` (10..900 s).
         queue_size: Requests that may wait in the channel.
         broken_cache_ttl_s: How old cached telemetry may be for ``include_broken_batteries``.
-        refresh_every_s: How often standing setpoints are re-sent; ``lifetime_s / 3`` if None.
+        refresh_every_s: How often standing setpoints are re-planned and re-sent;
+            ``lifetime_s / 3`` if None. Given, the ledger takes a command to hold three times
+            this long (for a simulator whose lifetimes run faster than the clock).
         search_budget_s: How long the search over exclusion minimums may take, on the
             process's CPU-independent monotonic clock (``time.perf_counter``).
+        command_timeout_s: The deadline of a command no client waits for (a refresh, a
+            release, a retry).
     """
 
     exponent: float = 1.0
@@ -118,39 +131,40 @@ class LoopSettings:
     queue_size: int = 64
     broken_cache_ttl_s: float = 9000.0
     refresh_every_s: float | None = None
+    command_timeout_s: float = 5.0
 
     @property
     def refresh_interval_s(self) -> float:
         """The standing setpoints' refresh period."""
         return self.refresh_every_s if self.refresh_every_s is not None else self.lifetime_s / 3.0
 
+    @property
+    def held_s(self) -> float:
+        """How long the ledger takes a command sent now to hold."""
+        return self.refresh_interval_s / REFRESH_AT
+
 
 @attrs.define(eq=False)
 class _Job:
-    """A request being scheduled; ``reply`` is None for a standing setpoint's refresh."""
+    """A client request being scheduled."""
 
     request: Request
-    reply: Reply | None
+    reply: Reply
     arrived: float
-    scope: trio.CancelScope | None = None
     warned: bool = False
     commands_s: float = 0.0
-
-    @property
-    def refresh(self) -> bool:
-        return self.reply is None
 
 
 @attrs.define
 class _Standing:
     """A standing setpoint.
 
-    The request that set it, when it was last sent, and the statuses of its batteries then (a
-    change triggers a refresh).
+    The request that set it, when it was last planned, and the statuses of its batteries then (a
+    change triggers a re-plan).
     """
 
     request: Request
-    sent_at: float
+    planned_at: float
     statuses: dict[int, Status]
 
 
@@ -164,7 +178,8 @@ class LoopStatistics:
         running: Requests being applied.
         standing: Standing setpoints held.
         last_latency_s: Time from arrival to result of the last client request.
-        setpoints: Battery id to its last successfully commanded setpoint, W (a copy).
+        setpoints: Battery id to the setpoint its inverter is believed to hold, W (the ledger's
+            belief; a copy).
     """
 
     queued: int
@@ -196,11 +211,18 @@ class RequestLoop:
         *,
         metrics: Metrics | None = None,
     ) -> None:
-        self._client = client
         self._metrics = metrics or Metrics()
         self._tracker = tracker
         self._topology = topology
+        self._battery_of = {inverter: battery for battery, inverter in topology.pairs.items()}
         self._settings = settings
+        self._commander = Commander(
+            client,
+            lifetime_s=lambda: self.settings.lifetime_s,
+            held_s=lambda: self.settings.held_s,
+            background_timeout_s=lambda: self.settings.command_timeout_s,
+            on_fate=self._fate,
+        )
         self._queue_size = settings.value.queue_size
         self._send, self._receive = trio.open_memory_channel[_Job](self._queue_size)
         self._probes: list[trio.Event] | None = None  # a list while serve() runs
@@ -213,7 +235,6 @@ class RequestLoop:
         self._standing: dict[frozenset[int], _Standing] = {}
         self._standing_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
-        self._setpoints: dict[int, float] = {}
         self._last_latency_s: float | None = None
         self._closed = False
 
@@ -224,6 +245,11 @@ class RequestLoop:
         """The settings in force now."""
         return self._settings.value
 
+    @property
+    def commander(self) -> Commander:
+        """What sends the commands, and the ledger of what each inverter holds."""
+        return self._commander
+
     def submit(self, request: Request, reply: Reply) -> bool:
         """Queue a client request; False when the queue is full (the client is told to retry).
 
@@ -232,11 +258,9 @@ class RequestLoop:
         request for a set whose request is already waiting is always taken: it replaces that
         one and adds nothing.
         """
-        waiting = self._waiting.get(request.batteries)
-        if waiting is None or waiting.refresh:
+        if request.batteries not in self._waiting:
             queued = self._receive.statistics().current_buffer_used
-            clients = sum(not job.refresh for job in self._waiting.values())
-            if queued + clients >= self._queue_size:
+            if queued + len(self._waiting) >= self._queue_size:
                 return False
         try:
             self._send.send_nowait(_Job(request=request, reply=reply, arrived=trio.current_time()))
@@ -269,7 +293,7 @@ class RequestLoop:
         if running is not None and running.request is request:
             return False
         job = self._waiting.get(request.batteries)
-        if job is not None and not job.refresh and job.request is request:
+        if job is not None and job.request is request:
             del self._waiting[request.batteries]
         else:  # still in the queue: dropped when the loop takes it
             self._withdrawn[id(request)] = request
@@ -289,15 +313,22 @@ class RequestLoop:
         """Whether :meth:`close` was called: the daemon is shutting down."""
         return self._closed
 
+    def setpoints(self) -> dict[int, float]:
+        """Battery id to the setpoint its inverter is believed to hold now (the ledger's)."""
+        now = trio.current_time()
+        ledger = self._commander.ledger
+        beliefs = {b: ledger.belief(i, now) for b, i in self._topology.pairs.items()}
+        return {b: p for b, p in beliefs.items() if p is not None}
+
     def statistics(self) -> LoopStatistics:
-        """A snapshot of the loop's state (the setpoints are copied once per call)."""
+        """A snapshot of the loop's state (the setpoints are read once per call)."""
         return LoopStatistics(
             queued=self._receive.statistics().current_buffer_used,
             waiting=len(self._waiting),
             running=len(self._running),
             standing=len(self._standing),
             last_latency_s=self._last_latency_s,
-            setpoints=MappingProxyType(dict(self._setpoints)),
+            setpoints=MappingProxyType(self.setpoints()),
         )
 
     def standing(self) -> dict[frozenset[int], Request]:
@@ -318,33 +349,19 @@ class RequestLoop:
                 self._answer(job, Error(request=job.request, message=NOT_APPLIED))
 
     async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            refreshes = trio.CancelScope()
-
-            async def refresh_forever() -> None:
-                with refreshes:
-                    await self._serve_refreshes()
-
-            nursery.start_soon(refresh_forever)
-            probes = trio.CancelScope()
-
-            async def answer_probes() -> None:
-                with probes:
-                    await self._serve_probes()
-
+        async with trio.open_nursery() as background:
+            await background.start(self._commander.serve)
+            background.start_soon(self._serve_replans)
+            background.start_soon(self._serve_probes)
             self._probes = []
-            nursery.start_soon(answer_probes)
-            task_status.started()
-            async for job in self._receive:
-                self._arrive(job)
-            refreshes.cancel()
-            probes.cancel()
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                async for job in self._receive:
+                    self._arrive(job)
+                # Client requests already taken run to completion (the nursery waits for them).
             self._probes = None
-            # Client requests already taken run to completion (the nursery waits for them);
-            # refreshes that have not started are dropped.
-            for batteries in [b for b, job in self._waiting.items() if job.refresh]:
-                del self._waiting[batteries]
+            background.cancel_scope.cancel()
 
     # -- scheduling ----------------------------------------------------------------------------
 
@@ -352,63 +369,35 @@ class RequestLoop:
         if self._withdrawn.pop(id(job.request), None) is job.request:
             return  # its client went away while it was queued (see withdraw)
         batteries = job.request.batteries
-        if job.refresh:
-            if batteries in self._waiting or batteries in self._running:
-                return  # a request or refresh for these batteries is under way already
-            self._waiting[batteries] = job
-        else:
-            replaced = self._waiting.get(batteries)
-            if replaced is not None and replaced.reply is not None:
-                self._answer(
-                    replaced,
-                    Ignored(
-                        request=replaced.request,
-                        message="superseded by a newer request for the same batteries",
-                    ),
-                )
-            elif replaced is not None:
-                # A waiting refresh holds no client's place: the request queues at the end,
-                # behind the client requests that arrived before it.
-                del self._waiting[batteries]
-            self._waiting[batteries] = job  # a replaced client request's place is kept
-            for running in self._running.values():
-                if (
-                    running.refresh
-                    and running.scope is not None
-                    and not batteries.isdisjoint(running.request.batteries)
-                ):
-                    running.scope.cancel()  # a client never waits for a refresh
+        replaced = self._waiting.get(batteries)
+        if replaced is not None:
+            self._answer(
+                replaced,
+                Ignored(
+                    request=replaced.request,
+                    message="superseded by a newer request for the same batteries",
+                ),
+            )
+        self._waiting[batteries] = job  # a replaced request's place is kept
         self._dispatch()
 
     def _dispatch(self) -> None:
         assert self._nursery is not None
-        ahead: list[frozenset[int]] = []  # client requests that could not start yet
+        ahead: list[frozenset[int]] = []  # requests that could not start yet
         for batteries, job in list(self._waiting.items()):
             blocker = next(
                 (r for r in self._running if not batteries.isdisjoint(r)),
                 None,
             ) or next((a for a in ahead if not batteries.isdisjoint(a)), None)
-            if blocker is None and job.refresh:
-                # A refresh never delays a client: it waits while a client request it overlaps
-                # waits too, wherever that one stands in the queue.
-                blocker = next(
-                    (
-                        other
-                        for other, waiting in self._waiting.items()
-                        if not waiting.refresh and not batteries.isdisjoint(other)
-                    ),
-                    None,
-                )
             if blocker is not None:
-                if not job.refresh:
-                    ahead.append(batteries)
-                    if blocker != batteries and not job.warned:
-                        job.warned = True
-                        logger.warning(
-                            "request for batteries [%s] overlaps the request for [%s]; it waits",
-                            ids_text(batteries),
-                            ids_text(blocker),
-                        )
+                ahead.append(batteries)
+                if blocker != batteries and not job.warned:
+                    job.warned = True
+                    logger.warning(
+                        "request for batteries [%s] overlaps the request for [%s]; it waits",
+                        ids_text(batteries),
+                        ids_text(blocker),
+                    )
                 continue
             del self._waiting[batteries]
             self._running[batteries] = job
@@ -418,18 +407,15 @@ class RequestLoop:
         batteries = job.request.batteries
         result: Result | None = None
         try:
-            with trio.CancelScope() as scope:
-                job.scope = scope
-                if job.refresh and not self._is_current_refresh(job):
-                    return
-                result = await self._apply(job)
+            result = await self._apply(job)
         except Exception as error:  # a bug must not take the daemon down
             logger.exception("request for batteries [%s] failed", ids_text(batteries))
             result = Error(request=job.request, message=f"internal error: {error!r}")
         finally:
             del self._running[batteries]
+            self._standing_changed.set()  # its sets' re-plans may be due now
             stopping = _cancelled_from_outside()
-            if job.reply is not None and result is None and stopping:
+            if result is None and stopping:
                 result = Error(request=job.request, message=CUT_OFF)
             if result is not None:
                 self._answer(job, result)
@@ -441,30 +427,22 @@ class RequestLoop:
         while True:
             await self._probe_wanted.wait()
             self._probe_wanted = trio.Event()
-            self._dispatch()  # a scheduler that cannot run a turn answers nobody
+            if self._nursery is not None:
+                self._dispatch()  # a scheduler that cannot run a turn answers nobody
             waiting, self._probes = self._probes or [], []
             for answer in waiting:
                 answer.set()
 
     def _answer(self, job: _Job, result: Result) -> None:
-        """Reply to a client's request (a refresh has nobody to answer): its one result."""
-        if job.reply is None:
-            return
+        """Reply to a client's request: its one result."""
         self._last_latency_s = trio.current_time() - job.arrived
         self._metrics.set_power_done(self._last_latency_s)
         job.reply(result, Timing(total_s=self._last_latency_s, commands_s=job.commands_s))
 
-    def _is_current_refresh(self, job: _Job) -> bool:
-        standing = self._standing.get(job.request.batteries)
-        return standing is not None and standing.request is job.request
-
     # -- applying ------------------------------------------------------------------------------
 
-    async def _apply(self, job: _Job) -> Result:
-        request = job.request
-        unknown = unknown_batteries(request, self._topology.pairs, self._topology.left_out)
-        if unknown is not None:
-            return unknown
+    def _plan(self, request: Request) -> tuple[Result | Distribution, dict[int, Status]]:
+        """Choose and plan ``request`` on the batteries' state now (as sent on the wire)."""
         statuses = {b: self._tracker.state(b).status for b in request.batteries}
         chosen = choose(
             request,
@@ -482,92 +460,123 @@ class RequestLoop:
                 clock=time.perf_counter, seconds=self.settings.search_budget_s
             ),
         )
+        if isinstance(planned, Distribution):
+            planned = as_sent(planned)  # float32 on the wire, never more than planned
+        return planned, statuses
+
+    def _wants(self, batteries: frozenset[int], planned: Distribution) -> dict[int, float]:
+        """Inverter → W for a set: its planned setpoints, 0 W for its batteries without one."""
+        inverter_of = self._topology.pairs
+        wants = {inverter_of[b]: 0.0 for b in batteries}
+        wants.update({inverter_of[b]: p for b, p in planned.setpoints.items()})
+        return wants
+
+    async def _apply(self, job: _Job) -> Result:
+        request = job.request
+        unknown = unknown_batteries(request, self._topology.pairs, self._topology.left_out)
+        if unknown is not None:
+            return unknown
+        if abs(request.power_w) <= ZERO_POWER_W:
+            return await self._release(job)
+        planned, statuses = self._plan(request)
         if not isinstance(planned, Distribution):
-            if job.refresh:
-                logger.warning(
-                    "standing setpoint for batteries [%s] not refreshed: %s",
-                    ids_text(request.batteries),
-                    planned.message if isinstance(planned, Error) else "out of bounds",
-                )
-            return planned
-        planned = as_sent(planned)  # float32 on the wire, never more than planned
-        stopping = {
-            b: 0.0
-            for b in request.batteries
-            if b not in planned.setpoints and self._setpoints.get(b, 0.0) != 0.0
-        }
-        sent = trio.current_time()
-        outcomes = await self._command({**planned.setpoints, **stopping}, request.request_timeout_s)
-        job.commands_s = trio.current_time() - sent
+            return planned  # nothing was commanded, and the ledger is as it was
+        ended = self._hold(request, statuses)
+        self._commander.want(request.batteries, self._wants(request.batteries, planned))
+        inverter_of = self._topology.pairs
+        sends = {inverter_of[b]: p for b, p in planned.setpoints.items()}
+        # Released in the same round: its batteries without a share, and those the standing
+        # setpoints it ended held and it does not command.
+        freed = {inverter_of[b] for b in request.batteries.union(*ended)}
+        for due in self._commander.due(freed - sends.keys()):
+            sends[due.inverter] = due.power_w
+        outcomes = await self._command(job, sends)
         failed = {
             b for b, outcome in outcomes.items() if outcome is not None and b in planned.setpoints
         }
         result = summarize(request, planned, failed)
-        self._log(request, result, outcomes, refresh=job.refresh)
-        if not job.refresh:
-            self._hold(request, statuses)
+        self._log(request, outcomes)
         return result
 
-    async def _command(
-        self, setpoints: Mapping[int, float], timeout_s: float
-    ) -> dict[int, CommandError | None]:
-        """Send every setpoint concurrently; battery id to None (done) or why it failed."""
-        outcomes: dict[int, CommandError | None] = {}
+    async def _release(self, job: _Job) -> Result:
+        """``power_w: 0``: end the standing setpoints and send 0 W wherever power may stand."""
+        request = job.request
+        now = trio.current_time()
+        statuses = {b: self._tracker.state(b).status for b in request.batteries}
+        ended = self._hold(request, statuses)
+        ledger = self._commander.ledger
         inverter_of = self._topology.pairs
-        battery_of = {inverter_of[b]: b for b in setpoints}
+        targets = sorted(
+            b
+            for b in request.batteries
+            if statuses[b] is not Status.NOT_WORKING or not ledger.known_idle(inverter_of[b], now)
+        )
+        sends = {inverter_of[b]: 0.0 for b in targets}
+        freed = {inverter_of[b] for b in frozenset().union(*ended)} - sends.keys()
+        for due in self._commander.due(freed):
+            sends[due.inverter] = due.power_w
+        outcomes = await self._command(job, sends)
+        released = Distribution(
+            power_w=request.power_w,
+            setpoints=dict.fromkeys(targets, 0.0),
+            reasons={},
+            remaining_w=request.power_w,  # a non-zero power this small is not placed
+        )
+        failed = {b for b, outcome in outcomes.items() if outcome is not None and b in targets}
+        self._log(request, outcomes)
+        return summarize(request, released, failed)
 
-        def land(inverter: int, outcome: float | CommandError) -> None:
-            outcomes[battery_of[inverter]] = outcome if isinstance(outcome, CommandError) else None
-
-        done = False
+    async def _command(
+        self, job: _Job, powers: Mapping[int, float]
+    ) -> dict[int, CommandError | None]:
+        """Send a request's commands and wait for them: battery id to None (done) or why not."""
         sent = trio.current_time()
+        timeout_s = job.request.request_timeout_s
+        flights = self._commander.send(powers, deadline=sent + timeout_s)
         try:
-            with trio.move_on_after(timeout_s):
-                await self._client.set_active_powers(
-                    {inverter_of[b]: power for b, power in setpoints.items()},
-                    self.settings.lifetime_s,
-                    land,
-                )
-            done = True
+            await self._commander.wait(flights.values(), deadline=sent + timeout_s)
         finally:
-            if not done:
-                # Cancelled from outside (a client request took over from a refresh; it may
-                # arrive wrapped in a group): what landed did land, and the next request must
-                # know it (say, to send 0 W to a battery that left the set); what did not
-                # answer is nobody's failure.
-                self._record(setpoints, outcomes)
-        for battery in setpoints:
-            if battery not in outcomes:
-                outcomes[battery] = CommandError("DEADLINE", f"no answer within {timeout_s:g} s")
-        self._record(setpoints, outcomes)
-        self._metrics.fanout(trio.current_time() - sent)
+            job.commands_s = trio.current_time() - sent
+        bug = next((f.bug for f in flights.values() if f.bug is not None), None)
+        if bug is not None:
+            raise bug
+        outcomes: dict[int, CommandError | None] = {}
+        for inverter, flight in flights.items():
+            error = flight.error
+            if not flight.done.is_set():  # its deadline is this one: it is ending now
+                error = CommandError("DEADLINE", f"no answer within {timeout_s:g} s")
+            outcomes[self._battery_of[inverter]] = error
+        self._metrics.commands(outcomes.values())
+        self._metrics.fanout(job.commands_s)
         return outcomes
 
-    def _record(
-        self, setpoints: Mapping[int, float], outcomes: Mapping[int, CommandError | None]
-    ) -> None:
-        """The commands that answered: setpoints that hold, and the tracker's outcomes."""
-        self._metrics.commands(outcomes.values())
-        succeeded = [b for b, outcome in outcomes.items() if outcome is None]
-        blocking = [b for b, outcome in outcomes.items() if outcome is not None and outcome.blocks]
-        self._tracker.record_outcomes(succeeded=succeeded, failed=blocking)
-        for battery in succeeded:
-            self._setpoints[battery] = setpoints[battery]
+    def _fate(self, flight: Flight) -> None:
+        """A command ended: the status tracker learns the battery's outcome."""
+        battery = self._battery_of.get(flight.inverter)
+        if battery is None or flight.superseded:
+            return  # replaced by our own newer command: not the battery's doing
+        error = flight.error
+        if flight.background:
+            self._metrics.commands([error])
+        if error is None:
+            self._tracker.record_outcomes(succeeded=[battery], failed=[])
+            return
+        if error.blocks:
+            self._tracker.record_outcomes(succeeded=[], failed=[battery])
+        if flight.background:
+            logger.warning(
+                "command to inverter %d (battery %d) at %.0f W failed: %s",
+                flight.inverter,
+                battery,
+                flight.command.power_w,
+                error,
+            )
 
-    def _log(
-        self,
-        request: Request,
-        result: Result,
-        outcomes: Mapping[int, CommandError | None],
-        *,
-        refresh: bool,
-    ) -> None:
-        what = "refresh of" if refresh else "request for"
+    def _log(self, request: Request, outcomes: Mapping[int, CommandError | None]) -> None:
         failures = {b: e for b, e in outcomes.items() if e is not None}
         if failures:
             logger.warning(
-                "%s batteries [%s] at %.0f W: %d of %d commands failed: %s",
-                what,
+                "request for batteries [%s] at %.0f W: %d of %d commands failed: %s",
                 ids_text(request.batteries),
                 request.power_w,
                 len(failures),
@@ -576,19 +585,22 @@ class RequestLoop:
             )
         else:
             logger.debug(
-                "%s batteries [%s] at %.0f W: %s",
-                what,
+                "request for batteries [%s] at %.0f W: %d commands sent",
                 ids_text(request.batteries),
                 request.power_w,
-                type(result).__name__,
+                len(outcomes),
             )
 
     # -- standing setpoints --------------------------------------------------------------------
 
-    def _hold(self, request: Request, statuses: dict[int, Status]) -> None:
-        """A client request was applied: it replaces the standing setpoints it overlaps."""
+    def _hold(self, request: Request, statuses: dict[int, Status]) -> list[frozenset[int]]:
+        """A client request is being applied: it replaces the standing setpoints it overlaps.
+
+        Returns the other sets whose standing setpoints it ended (their wants are dropped).
+        """
         batteries = request.batteries
-        for other in [s for s in self._standing if s != batteries and not s.isdisjoint(batteries)]:
+        ended = [s for s in self._standing if s != batteries and not s.isdisjoint(batteries)]
+        for other in ended:
             logger.warning(
                 "standing setpoint for batteries [%s] ended: batteries [%s] now follow a "
                 "request for [%s]",
@@ -597,22 +609,51 @@ class RequestLoop:
                 ids_text(batteries),
             )
             del self._standing[other]
+            self._commander.drop(other)
         if abs(request.power_w) <= ZERO_POWER_W:
+            self._commander.drop(batteries)
             if self._standing.pop(batteries, None) is not None:
                 logger.info(
                     "standing setpoint for batteries [%s] released (0 W)", ids_text(batteries)
                 )
         else:
             self._standing[batteries] = _Standing(
-                request=request, sent_at=trio.current_time(), statuses=statuses
+                request=request, planned_at=trio.current_time(), statuses=statuses
             )
         self._standing_changed.set()
+        return ended
 
-    async def _serve_refreshes(self) -> None:
+    def _replan(self, batteries: frozenset[int], standing: _Standing) -> None:
+        """Re-distribute a standing setpoint with fresh telemetry: only what is wanted changes."""
+        planned, statuses = self._plan(standing.request)
+        standing.planned_at, standing.statuses = trio.current_time(), statuses
+        if isinstance(planned, Distribution):
+            self._commander.want(batteries, self._wants(batteries, planned))
+            return
+        # Nothing can be placed now (no usable battery, out of bounds): release what stands, and
+        # keep the setpoint, to be re-planned when a battery changes status.
+        logger.warning(
+            "standing setpoint for batteries [%s] not refreshed: %s",
+            ids_text(batteries),
+            planned.message if isinstance(planned, Error) else "out of bounds",
+        )
+        self._commander.want(batteries, {self._topology.pairs[b]: 0.0 for b in batteries})
+
+    async def _serve_replans(self) -> None:
         board = self._tracker.board
         while True:
             every = self.settings.refresh_interval_s  # read on every turn: a reload may change it
-            due = min((s.sent_at + every for s in self._standing.values()), default=math.inf)
+            # A set with a client request running or waiting is left to that request; the end
+            # of a request wakes this task (``_standing_changed``).
+            busy = [*self._running, *self._waiting]
+            due = min(
+                (
+                    s.planned_at + every
+                    for batteries, s in self._standing.items()
+                    if all(batteries.isdisjoint(b) for b in busy)
+                ),
+                default=math.inf,
+            )
             self._standing_changed = trio.Event()
             with trio.move_on_at(due):
                 await trio_util.wait_any(
@@ -622,10 +663,10 @@ class RequestLoop:
                 )
             every = self.settings.refresh_interval_s
             now = trio.current_time()
-            for standing in list(self._standing.values()):
+            busy = [*self._running, *self._waiting]
+            for batteries, standing in list(self._standing.items()):
+                if any(not batteries.isdisjoint(b) for b in busy):
+                    continue  # a client request for these batteries decides
                 statuses = {b: self._tracker.state(b).status for b in standing.statuses}
-                if statuses != standing.statuses or now >= standing.sent_at + every:
-                    # Marked at the attempt, not when it is done: the next is a full period
-                    # away, and the loop does not spin while this one runs.
-                    standing.sent_at, standing.statuses = now, statuses
-                    self._arrive(_Job(request=standing.request, reply=None, arrived=now))
+                if statuses != standing.statuses or now >= standing.planned_at + every:
+                    self._replan(batteries, standing)

@@ -1,0 +1,264 @@
+"""The commander: carries out the setpoint ledger's decisions, one command per inverter.
+
+Theory of operation
+-------------------
+The ledger (:mod:`distributord.core.ledger`) decides what each inverter must be sent and when;
+this module sends it and tells the ledger what became of each command. It keeps three rules:
+
+* **Each command flies on its own.** Every inverter's command runs in its own task, inside its
+  own cancel scope with its own deadline, so a hanging inverter holds up nothing but itself:
+  another inverter's refresh, or a request for other inverters, never waits for it. The
+  deadline cancels the RPC (the server sees the call cancelled).
+* **A newer command to an inverter cancels the older one** still in flight (the ledger keeps at
+  most one in flight per inverter and marks the cancelled one's fate unknown, which it treats as
+  possibly applied).
+* **The ledger is told everything**, in the trio thread, as it happens: a command is recorded as
+  sent before its RPC starts, and its fate (applied, refused, failed, unknown) when it ends, also
+  when it is cancelled. Nothing about an inverter's setpoint is inferred from anywhere else.
+
+Two kinds of work reach it. A client request's commands go out at once through :meth:`send`,
+and the request waits for their fates (:meth:`wait`) up to its own deadline. Everything else
+(refreshes of standing setpoints, releases of power nobody wants, retries) comes from
+:meth:`serve`: it asks the ledger what is due, sends it with the background deadline, and sleeps
+until the ledger's next due time or until told that something changed (:meth:`want`,
+:meth:`drop`, a fate).
+
+Fates are reported to the caller's ``on_fate`` (the status tracker and metrics): a command that
+was superseded or cancelled by the shutdown is nobody's failure and is reported as such.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+
+import attrs
+import trio
+
+from distributord.core.errors import CommandError, CommandFailedError
+from distributord.core.ledger import Due, Ledger, Owner, Sent, State, fate
+from distributord.shell.link import MicrogridClient
+
+logger = logging.getLogger(__name__)
+
+
+@attrs.define(eq=False)
+class Flight:
+    """One command on its way.
+
+    Attributes:
+        command: The ledger's record of it, as sent.
+        batch: The batch it flies in.
+        outcome: Until when it holds (Unix time) or why it failed; None while it flies.
+        bug: An exception the microgrid client raised (not the microgrid's doing).
+        superseded: Whether a newer command to the same inverter cancelled it.
+        done: Set when it has ended.
+    """
+
+    command: Sent
+    batch: Batch
+    outcome: float | CommandError | None = None
+    bug: Exception | None = None
+    superseded: bool = False
+    done: trio.Event = attrs.Factory(trio.Event)
+
+    @property
+    def inverter(self) -> int:
+        """The inverter commanded."""
+        return self.command.inverter
+
+    @property
+    def background(self) -> bool:
+        """Whether no client waits for it."""
+        return self.batch.background
+
+    @property
+    def error(self) -> CommandError | None:
+        """Why it failed, or None if it landed (only meaningful once done)."""
+        return self.outcome if isinstance(self.outcome, CommandError) else None
+
+
+@attrs.define(eq=False)
+class Batch:
+    """Commands sent together: one crossing into the gRPC loop, one deadline, one cancel scope.
+
+    Attributes:
+        lifetime_s: The ``request_lifetime`` they carry.
+        deadline: When those still flying are cancelled (trio time).
+        background: Whether no client waits for them.
+        flights: Inverter to its command.
+    """
+
+    lifetime_s: int
+    deadline: float
+    background: bool
+    flights: dict[int, Flight] = attrs.Factory(dict)
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+
+
+Fate = Callable[[Flight], None]
+"""Told of each command that ended (``flight.outcome`` set, or ``superseded``)."""
+
+
+class Commander:
+    """Sends what the ledger decides (see the module docstring).
+
+    Args:
+        client: The microgrid.
+        lifetime_s: The ``request_lifetime`` to send, read at each command (a reload changes it).
+        held_s: How long the ledger takes a command sent now to hold (the lifetime, unless a
+            test's simulator runs its lifetimes faster than the clock).
+        background_timeout_s: The deadline of a command no client waits for, read at each one.
+        on_fate: Told of each command that ended.
+        ledger: The ledger (a new one if not given).
+    """
+
+    def __init__(
+        self,
+        client: MicrogridClient,
+        *,
+        lifetime_s: Callable[[], int],
+        held_s: Callable[[], float],
+        background_timeout_s: Callable[[], float],
+        on_fate: Fate = lambda flight: None,
+        ledger: Ledger | None = None,
+    ) -> None:
+        self._client = client
+        self._lifetime_s = lifetime_s
+        self._held_s = held_s
+        self._background_timeout_s = background_timeout_s
+        self._on_fate = on_fate
+        self.ledger = ledger or Ledger()
+        self._flights: dict[int, Flight] = {}
+        self._changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    # -- what the requests want ----------------------------------------------------------------
+
+    def want(self, owner: Owner, powers: Mapping[int, float]) -> None:
+        """``owner`` wants exactly ``powers`` (inverter → W); see :meth:`Ledger.want`."""
+        self.ledger.want(owner, powers)
+        self._changed.set()
+
+    def drop(self, owner: Owner) -> None:
+        """``owner`` wants nothing any more; its power is released."""
+        self.ledger.drop(owner)
+        self._changed.set()
+
+    def due(self, inverters: Iterable[int]) -> list[Due]:
+        """What the ledger says is due now among ``inverters``."""
+        return self.ledger.due(trio.current_time(), inverters)
+
+    def belief(self, inverter: int) -> float | None:
+        """The power ``inverter`` is believed to hold now (:meth:`Ledger.belief`)."""
+        return self.ledger.belief(inverter, trio.current_time())
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def send(self, powers: Mapping[int, float], *, deadline: float) -> dict[int, Flight]:
+        """Send each inverter its power now, cancelling a command still in flight to it."""
+        return self._send(powers, deadline=deadline, background=False)
+
+    @staticmethod
+    async def wait(flights: Iterable[Flight], *, deadline: float) -> None:
+        """Wait until every flight has ended, or ``deadline``."""
+        with trio.move_on_at(deadline):
+            for flight in flights:
+                await flight.done.wait()
+
+    def _send(
+        self, powers: Mapping[int, float], *, deadline: float, background: bool
+    ) -> dict[int, Flight]:
+        if not powers:
+            return {}
+        assert self._nursery is not None, "the commander is not serving"
+        now = trio.current_time()
+        # A newer command cancels the one in flight to that inverter. A batch is cancelled as a
+        # whole, so the others still flying in it are sent again, each as it was.
+        again: dict[tuple[float, bool], dict[int, float]] = {}
+        for inverter in powers:
+            older = self._flights.get(inverter)
+            if older is None or older.batch.scope.cancel_called:
+                continue
+            older.batch.scope.cancel()
+            for other in older.batch.flights.values():
+                if not other.done.is_set():
+                    other.superseded = True
+                    if other.inverter not in powers:
+                        key = (older.batch.deadline, older.batch.background)
+                        again.setdefault(key, {})[other.inverter] = other.command.power_w
+        batch = Batch(lifetime_s=self._lifetime_s(), deadline=deadline, background=background)
+        for inverter, power in powers.items():
+            command = self.ledger.sent(inverter, power, self._held_s(), now=now)
+            batch.flights[inverter] = self._flights[inverter] = Flight(command=command, batch=batch)
+        batch.scope.deadline = deadline
+        self._nursery.start_soon(self._fly, batch)
+        for (other_deadline, other_background), other_powers in again.items():
+            self._send(other_powers, deadline=other_deadline, background=other_background)
+        return dict(batch.flights)
+
+    async def _fly(self, batch: Batch) -> None:
+        flights = batch.flights
+
+        def land(inverter: int, outcome: float | CommandError) -> None:
+            flight = flights[inverter]
+            flight.outcome = outcome
+            self._end(flight)
+
+        try:
+            with batch.scope:
+                await self._client.set_active_powers(
+                    {i: f.command.power_w for i, f in flights.items()}, batch.lifetime_s, land
+                )
+        except Exception as bug:  # a bug in the client, not the microgrid's answer
+            logger.exception("commands to inverters %s failed unexpectedly", sorted(flights))
+            for flight in flights.values():
+                if not flight.done.is_set():
+                    flight.bug = bug
+                    flight.outcome = CommandFailedError("INTERNAL", repr(bug))
+        finally:
+            for flight in flights.values():
+                if not flight.done.is_set():
+                    self._end(flight)
+
+    def _end(self, flight: Flight) -> None:
+        now = trio.current_time()
+        if flight.outcome is None:
+            if flight.superseded:
+                reason = "superseded by a newer command to the same inverter"
+            elif now >= flight.batch.deadline:
+                reason = f"no answer within {flight.batch.deadline - flight.command.sent_at:g} s"
+            else:
+                reason = "cancelled: the daemon is stopping"
+            flight.outcome = CommandFailedError("DEADLINE", reason)
+            state = State.UNKNOWN
+        else:
+            state = State.UNKNOWN if flight.bug is not None else fate(flight.outcome)
+        self.ledger.answered(flight.command, state, now=now)
+        if self._flights.get(flight.inverter) is flight:
+            del self._flights[flight.inverter]
+        flight.done.set()
+        self._changed.set()
+        self._on_fate(flight)
+
+    # -- the background ------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Send what falls due, until cancelled; commands in flight are cancelled with it."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            while True:
+                now = trio.current_time()
+                self._changed = trio.Event()
+                powers: dict[int, float] = {}
+                for due in self.ledger.due(now):
+                    if due.release:
+                        logger.info(
+                            "inverter %d may hold power that no request wants: sending 0 W",
+                            due.inverter,
+                        )
+                    powers[due.inverter] = due.power_w
+                self._send(powers, deadline=now + self._background_timeout_s(), background=True)
+                with trio.move_on_at(self.ledger.next_due(now)):
+                    await self._changed.wait()
