@@ -7,7 +7,9 @@ import logging
 import os
 import pathlib
 import re
+import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -571,3 +573,53 @@ def test_logging_goes_through_a_thread_so_a_stalled_stderr_cannot_block_the_call
     with contextlib.suppress(OSError):
         stream.close()
     assert not blocked, "the caller blocked on a stalled stderr"
+
+
+# --- the units --------------------------------------------------------------------------------
+
+UNITS = pathlib.Path(__file__).resolve().parent.parent.parent / "systemd"
+
+AT_REST = 20
+"""Descriptors the daemon holds at rest, whatever the fleet's size (19 measured, with 2 and
+with 200 batteries: telemetry is multiplexed over the one gRPC channel). That it runs within a
+small limit is ``test_metrics.test_idle_metrics_connections_leave_the_daemon_its_descriptors``."""
+
+
+def unit_settings(name: str) -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in (UNITS / name).read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def test_the_service_limits_descriptors_with_room_for_what_the_daemon_holds() -> None:
+    # Issue 18, finding 8: the unit set no LimitNOFILE=, so the daemon's limit was whatever the
+    # system's default was.
+    from distributord.core.config import ControlConfig
+    from distributord.shell.metrics import MAX_CONNECTIONS
+
+    (limit,) = unit_settings("distributord.service")["LimitNOFILE"]
+    budget = AT_REST + ControlConfig().max_connections + 1 + MAX_CONNECTIONS + 1
+    assert int(limit) >= 4 * budget
+
+
+def test_the_units_verify_clean(tmp_path: pathlib.Path) -> None:
+    """``systemd-analyze verify`` says nothing about the units.
+
+    ``/bin/true`` stands in for ``/usr/bin/distributord``, which only the package installs.
+    """
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (.ci/deb-check installs and runs it)")
+    service = (UNITS / "distributord.service").read_text()
+    (tmp_path / "distributord.service").write_text(
+        re.sub(r"(?m)^ExecStart=\S+", "ExecStart=/bin/true", service)
+    )
+    shutil.copy(UNITS / "distributord.socket", tmp_path)
+    units = [str(tmp_path / "distributord.socket"), str(tmp_path / "distributord.service")]
+    done = subprocess.run(
+        [analyze, "verify", *units], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stdout + done.stderr) == (0, "")
