@@ -36,9 +36,10 @@ The rules it keeps, and why:
    unless the wanted power changed: then the new command is due at once and the shell cancels
    the old one (:meth:`Ledger.due` says which it supersedes).
 6. **Failures back off.** After a command that failed, was refused or whose outcome is unknown,
-   the next attempt at that inverter waits ``retry_first_s``, doubling on each further failure
-   up to a third of the lifetime; a command that lands resets it. A refusing inverter is not
-   hammered, and a release is still retried as long as the daemon lives.
+   sending the same power again waits ``retry_first_s``, doubling on each further failure up to
+   a third of the lifetime; a command that lands resets it. A refusing inverter is not
+   hammered, a release is retried as long as the daemon lives, and a new decision (another
+   power) goes out at once.
 
 What is reported as an inverter's setpoint (:meth:`Ledger.belief`) is the newest command that
 may be in force and is not in flight, while its lifetime may still run: never the last reply
@@ -49,7 +50,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Container, Hashable, Iterable, Iterator, Mapping
 
 import attrs
 
@@ -354,15 +355,17 @@ class Ledger:
                 return None  # under way
             return (now, target)  # the want changed: supersede at once (rule 5)
         newest = entry.commands[-1] if entry.commands else None
+        # The backoff holds back a repeat of the command that failed, not a new decision.
+        retry_at = entry.retry_at if newest is not None and newest.power_w == target else now
         if wanted is None or wanted == 0.0:
             # Release anything that may still be in force (rule 4); an explicit 0 W that never
             # held power needs no command.
             if not any(c.power_w != 0.0 and c.may_hold_until > now for c in entry.in_force()):
                 return None
-            return (max(now, entry.retry_at), 0.0)
+            return (max(now, retry_at), 0.0)
         if newest is not None and newest.applied and newest.power_w == wanted:
-            return (max(newest.refresh_at, entry.retry_at), wanted)
-        return (max(now, entry.retry_at), wanted)
+            return (max(newest.refresh_at, retry_at), wanted)
+        return (max(now, retry_at), wanted)
 
     def due(self, now: float, inverters: Iterable[int] | None = None) -> list[Due]:
         """The inverters that need a command at ``now`` (all, or those of ``inverters``)."""
@@ -385,10 +388,12 @@ class Ledger:
             )
         return result
 
-    def next_due(self, now: float) -> float:
+    def next_due(self, now: float, skip: Container[int] = ()) -> float:
         """When :meth:`due` next has something, or a belief changes (inf: not until told)."""
         soonest = math.inf
-        for entry in self._entries.values():
+        for inverter, entry in self._entries.items():
+            if inverter in skip:
+                continue
             when = self._due_at(entry, now)
             if when is not None:
                 soonest = min(soonest, when[0])

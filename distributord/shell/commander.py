@@ -47,25 +47,24 @@ class Flight:
     """One command on its way.
 
     Attributes:
-        command: The ledger's record of it, as sent.
+        inverter: The inverter commanded.
+        power_w: Its setpoint, W.
         batch: The batch it flies in.
+        command: The ledger's record of it, once sent (None while it waits for its turn).
         outcome: Until when it holds (Unix time) or why it failed; None while it flies.
         bug: An exception the microgrid client raised (not the microgrid's doing).
         superseded: Whether a newer command to the same inverter cancelled it.
         done: Set when it has ended.
     """
 
-    command: Sent
+    inverter: int
+    power_w: float
     batch: Batch
+    command: Sent | None = None
     outcome: float | CommandError | None = None
     bug: Exception | None = None
     superseded: bool = False
     done: trio.Event = attrs.Factory(trio.Event)
-
-    @property
-    def inverter(self) -> int:
-        """The inverter commanded."""
-        return self.command.inverter
 
     @property
     def background(self) -> bool:
@@ -83,15 +82,15 @@ class Batch:
     """Commands sent together: one crossing into the gRPC loop, one deadline, one cancel scope.
 
     Attributes:
-        lifetime_s: The ``request_lifetime`` they carry.
         deadline: When those still flying are cancelled (trio time).
         background: Whether no client waits for them.
+        after: Commands that must end before these are sent (the lowering half of a round).
         flights: Inverter to its command.
     """
 
-    lifetime_s: int
     deadline: float
     background: bool
+    after: list[Flight] = attrs.Factory(list)
     flights: dict[int, Flight] = attrs.Factory(dict)
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
 
@@ -166,19 +165,55 @@ class Commander:
             for flight in flights:
                 await flight.done.wait()
 
+    @staticmethod
+    async def cancel(flights: Iterable[Flight]) -> None:
+        """Cancel the batches of those still flying and wait until each has ended."""
+        for flight in flights:
+            if not flight.done.is_set():
+                flight.batch.scope.cancel()
+                await flight.done.wait()
+
+    def lowers(self, inverter: int, power_w: float) -> bool:
+        """Whether ``power_w`` moves ``inverter`` toward zero from what it may hold now."""
+        held = self.ledger.belief(inverter, trio.current_time()) or 0.0
+        return power_w == 0.0 or (abs(power_w) < abs(held) and (power_w > 0.0) == (held > 0.0))
+
     def _send(
         self, powers: Mapping[int, float], *, deadline: float, background: bool
+    ) -> dict[int, Flight]:
+        """Send a round: first what lowers an inverter's power, the rest once those have ended.
+
+        So the site never holds more than it did before the round or will after it.
+        """
+        lowering = {i: p for i, p in powers.items() if self.lowers(i, p)}
+        raising = {i: p for i, p in powers.items() if i not in lowering}
+        first = self._batch(lowering, deadline=deadline, background=background, after=[])
+        then = self._batch(
+            raising, deadline=deadline, background=background, after=list(first.values())
+        )
+        return first | then
+
+    def _batch(
+        self,
+        powers: Mapping[int, float],
+        *,
+        deadline: float,
+        background: bool,
+        after: list[Flight],
     ) -> dict[int, Flight]:
         if not powers:
             return {}
         assert self._nursery is not None, "the commander is not serving"
-        now = trio.current_time()
         # A newer command cancels the one in flight to that inverter. A batch is cancelled as a
         # whole, so the others still flying in it are sent again, each as it was.
         again: dict[tuple[float, bool], dict[int, float]] = {}
+        after = list(after)
         for inverter in powers:
             older = self._flights.get(inverter)
-            if older is None or older.batch.scope.cancel_called:
+            if older is None:
+                continue
+            after.append(older)  # sent once it has ended: never two at once to one inverter
+            if older.batch.scope.cancel_called:
                 continue
             older.batch.scope.cancel()
             for other in older.batch.flights.values():
@@ -186,16 +221,28 @@ class Commander:
                     other.superseded = True
                     if other.inverter not in powers:
                         key = (older.batch.deadline, older.batch.background)
-                        again.setdefault(key, {})[other.inverter] = other.command.power_w
-        batch = Batch(lifetime_s=self._lifetime_s(), deadline=deadline, background=background)
+                        again.setdefault(key, {})[other.inverter] = other.power_w
+        batch = Batch(deadline=deadline, background=background, after=after)
         for inverter, power in powers.items():
-            command = self.ledger.sent(inverter, power, self._held_s(), now=now)
-            batch.flights[inverter] = self._flights[inverter] = Flight(command=command, batch=batch)
+            flight = Flight(inverter=inverter, power_w=power, batch=batch)
+            batch.flights[inverter] = self._flights[inverter] = flight
         batch.scope.deadline = deadline
+        if not after:
+            self._launch(batch)
         self._nursery.start_soon(self._fly, batch)
         for (other_deadline, other_background), other_powers in again.items():
-            self._send(other_powers, deadline=other_deadline, background=other_background)
+            self._batch(
+                other_powers, deadline=other_deadline, background=other_background, after=[]
+            )
         return dict(batch.flights)
+
+    def _launch(self, batch: Batch) -> None:
+        """The batch's commands are being sent now: the ledger records them."""
+        now = trio.current_time()
+        held_s = self._held_s()
+        for flight in batch.flights.values():
+            if not flight.done.is_set():
+                flight.command = self.ledger.sent(flight.inverter, flight.power_w, held_s, now=now)
 
     async def _fly(self, batch: Batch) -> None:
         flights = batch.flights
@@ -207,9 +254,13 @@ class Commander:
 
         try:
             with batch.scope:
-                await self._client.set_active_powers(
-                    {i: f.command.power_w for i, f in flights.items()}, batch.lifetime_s, land
-                )
+                if batch.after:
+                    for flight in batch.after:
+                        await flight.done.wait()
+                    self._launch(batch)
+                sending = {i: f.power_w for i, f in flights.items() if f.command is not None}
+                if sending:
+                    await self._client.set_active_powers(sending, self._lifetime_s(), land)
         except Exception as bug:  # a bug in the client, not the microgrid's answer
             logger.exception("commands to inverters %s failed unexpectedly", sorted(flights))
             for flight in flights.values():
@@ -223,18 +274,22 @@ class Commander:
 
     def _end(self, flight: Flight) -> None:
         now = trio.current_time()
+        command = flight.command
         if flight.outcome is None:
             if flight.superseded:
                 reason = "superseded by a newer command to the same inverter"
+            elif command is None:
+                reason = "not sent: the commands lowering other inverters did not end in time"
             elif now >= flight.batch.deadline:
-                reason = f"no answer within {flight.batch.deadline - flight.command.sent_at:g} s"
+                reason = f"no answer within {flight.batch.deadline - command.sent_at:g} s"
             else:
                 reason = "cancelled: the daemon is stopping"
             flight.outcome = CommandFailedError("DEADLINE", reason)
             state = State.UNKNOWN
         else:
             state = State.UNKNOWN if flight.bug is not None else fate(flight.outcome)
-        self.ledger.answered(flight.command, state, now=now)
+        if command is not None:
+            flight.command = self.ledger.answered(command, state, now=now)
         if self._flights.get(flight.inverter) is flight:
             del self._flights[flight.inverter]
         flight.done.set()
@@ -253,6 +308,9 @@ class Commander:
                 self._changed = trio.Event()
                 powers: dict[int, float] = {}
                 for due in self.ledger.due(now):
+                    turn = self._flights.get(due.inverter)
+                    if turn is not None and turn.power_w == due.power_w:
+                        continue  # already on its way, waiting for its turn in a round
                     if due.release:
                         logger.info(
                             "inverter %d may hold power that no request wants: sending 0 W",
@@ -260,5 +318,7 @@ class Commander:
                         )
                     powers[due.inverter] = due.power_w
                 self._send(powers, deadline=now + self._background_timeout_s(), background=True)
-                with trio.move_on_at(self.ledger.next_due(now)):
+                # Commands waiting for their turn in a round are not due again meanwhile.
+                waiting = {i for i, f in self._flights.items() if f.command is None}
+                with trio.move_on_at(self.ledger.next_due(now, skip=waiting)):
                     await self._changed.wait()

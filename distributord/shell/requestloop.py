@@ -411,6 +411,12 @@ class RequestLoop:
         except Exception as error:  # a bug must not take the daemon down
             logger.exception("request for batteries [%s] failed", ids_text(batteries))
             result = Error(request=job.request, message=f"internal error: {error!r}")
+            # Its client is told it failed: nothing of it may stand (what it may have sent is
+            # released by the ledger).
+            standing = self._standing.get(batteries)
+            if standing is not None and standing.request is job.request:
+                del self._standing[batteries]
+                self._commander.drop(batteries)
         finally:
             del self._running[batteries]
             self._standing_changed.set()  # its sets' re-plans may be due now
@@ -535,17 +541,15 @@ class RequestLoop:
         flights = self._commander.send(powers, deadline=sent + timeout_s)
         try:
             await self._commander.wait(flights.values(), deadline=sent + timeout_s)
+            # Past the deadline: those still flying are being cancelled; let them end, so that
+            # the next request for these inverters never has a command of this one beside it.
+            await self._commander.cancel(flights.values())
         finally:
             job.commands_s = trio.current_time() - sent
         bug = next((f.bug for f in flights.values() if f.bug is not None), None)
         if bug is not None:
             raise bug
-        outcomes: dict[int, CommandError | None] = {}
-        for inverter, flight in flights.items():
-            error = flight.error
-            if not flight.done.is_set():  # its deadline is this one: it is ending now
-                error = CommandError("DEADLINE", f"no answer within {timeout_s:g} s")
-            outcomes[self._battery_of[inverter]] = error
+        outcomes = {self._battery_of[i]: flight.error for i, flight in flights.items()}
         self._metrics.commands(outcomes.values())
         self._metrics.fanout(job.commands_s)
         return outcomes
@@ -568,7 +572,7 @@ class RequestLoop:
                 "command to inverter %d (battery %d) at %.0f W failed: %s",
                 flight.inverter,
                 battery,
-                flight.command.power_w,
+                flight.power_w,
                 error,
             )
 

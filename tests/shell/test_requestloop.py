@@ -214,14 +214,18 @@ async def test_overlapping_sets_run_one_after_another_in_arrival_order(
             (0.0, Success, disjoint),
             (1.0, Success, first),
             (2.0, Success, second),
-            (2.0, Success, third),
+            (3.0, Success, third),
         ]
-        # Two batches start at 0 and the order of tasks started together is trio's choice.
+        # Two batches start at 0 and the order of tasks started together is trio's choice. Each
+        # request ends the standing setpoint it overlaps: the battery it frees is sent 0 W in its
+        # round, before anything is raised (2002 answers in 1 s, so [1003] waits for its 0 W).
         assert sorted(rig.fake.sent(), key=lambda sent: (sent[0], sorted(sent[1]))) == [
             (0.0, {2001: 1000.0, 2002: 1000.0}),
             (0.0, {2004: 1000.0}),
+            (1.0, {2001: 0.0}),
             (1.0, {2002: 1000.0, 2003: 1000.0}),
-            (2.0, {2003: 1000.0}),
+            (2.0, {2002: 0.0}),
+            (3.0, {2003: 1000.0}),
         ]
         assert warnings(caplog) == [
             "request for batteries [1002, 1003] overlaps the request for [1001, 1002]; it waits",
@@ -289,9 +293,11 @@ async def test_a_refusal_fails_the_battery_without_blocking_it_and_a_failure_blo
         assert rig.tracker.state(1002).status is Status.UNCERTAIN
         assert rig.tracker.state(1002).blocked_until == 1.0
         # 1002's change of status re-distributes the standing setpoint at once, without it; the
-        # refused battery still takes part.
+        # refused battery still takes part. 2002's failure may have left its 1000 W standing
+        # (UNAVAILABLE says nothing either way): it is released first, the others raised after.
         assert rig.fake.sent() == [
             (0.0, {2001: 1000.0, 2002: 1000.0, 2003: 1000.0}),
+            (0.0, {2002: 0.0}),
             (0.0, {2001: 1500.0, 2003: 1500.0}),
         ]
         assert warnings(caplog)[0] == (
@@ -340,7 +346,11 @@ async def test_an_unexpected_exception_is_an_error_result_and_the_loop_goes_on(
             Timing(total_s=0.0, commands_s=0.0),
         )
         assert rig.answers()[1:] == [(1.0, Success, served)]
-        assert rig.fake.sent() == [(1.0, {2001: 1000.0})]
+        # The crashed request may have sent its command: the ledger releases it (0 W) and only
+        # the request that succeeded stands.
+        assert rig.fake.sent()[-1] == (1.0, {2001: 1000.0})
+        assert all(sent in [(1.0, {2001: 0.0}), (1.0, {2001: 1000.0})] for sent in rig.fake.sent())
+        assert rig.loop.standing() == {frozenset({1001}): served}
         (logged,) = [r for r in caplog.records if r.name == LOGGER and r.levelno == logging.ERROR]
         assert logged.getMessage() == "request for batteries [1001] failed"
         assert logged.exc_info is not None
@@ -365,7 +375,7 @@ async def test_a_standing_setpoint_is_re_sent_every_third_of_the_lifetime(
         assert rig.loop.standing() == {frozenset({1001, 1002}): request}
 
 
-async def test_a_reload_that_shortens_the_lifetime_re_times_standing_setpoints_at_once(
+async def test_a_reload_that_shortens_the_lifetime_leaves_each_command_its_own(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     # Issue 10, item 2: after SIGHUP lowered the lifetime from 60 to 15 s, commands went out
@@ -374,12 +384,28 @@ async def test_a_reload_that_shortens_the_lifetime_re_times_standing_setpoints_a
         rig.submit(4000.0, 1001, 1002)
         await trio.sleep(7.0)
         rig.settings.value = LoopSettings(lifetime_s=15)
-        await trio.sleep(14.0)
+        await trio.sleep(24.0)
 
         sent = [(batch.sent_at, batch.lifetime_s) for batch in rig.fake.batches]
-        # Sent at 0 (lifetime 60); due again 5 s after it under the new period: at once, at
-        # 7; then every 5 s, each with the new lifetime.
-        assert sent == [(0.0, 60), (7.0, 15), (12.0, 15), (17.0, 15)]
+        # Sent at 0 with lifetime 60: it holds until 60 and is refreshed a third into it, at 20;
+        # from then on each command, sent with 15 s, is refreshed 5 s after it.
+        assert sent == [(0.0, 60), (20.0, 15), (25.0, 15), (30.0, 15)]
+
+
+async def test_a_reload_that_raises_the_lifetime_refreshes_by_the_lifetime_sent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Issue 18, finding 3: a reload from 10 to 60 s re-timed the refresh by the new lifetime
+    # (every 20 s) while the setpoint in force was sent with 10 s: it lapsed at 10.
+    async with open_rig(LoopSettings(lifetime_s=10)) as rig:
+        rig.submit(4000.0, 1001, 1002)
+        await trio.sleep(1.0)
+        rig.settings.value = LoopSettings(lifetime_s=60)
+        await trio.sleep(30.0)
+
+        sent = [(batch.sent_at, batch.lifetime_s) for batch in rig.fake.batches]
+        assert sent[:2] == [(0.0, 10), (pytest.approx(10.0 / 3.0), 60)]
+        assert sent[2:] == [(pytest.approx(10.0 / 3.0 + 20.0), 60)]
 
 
 async def test_zero_watts_releases_a_standing_setpoint(
@@ -411,20 +437,24 @@ async def test_a_request_for_an_overlapping_set_ends_a_standing_setpoint(
         overlapping = rig.submit(2000.0, 1002, 1003)
         await trio.sleep(25.0)
 
+        # 1001 is freed: released (0 W) in the same round, with 2002 lowered, before 2003 is
+        # raised; then the new set is refreshed every 10 s.
         assert rig.fake.sent() == [
             (0.0, {2001: 2000.0, 2002: 2000.0}),
-            (5.0, {2002: 1000.0, 2003: 1000.0}),
+            (5.0, {2002: 1000.0, 2001: 0.0}),
+            (5.0, {2003: 1000.0}),
             (15.0, {2002: 1000.0, 2003: 1000.0}),
             (25.0, {2002: 1000.0, 2003: 1000.0}),
         ]
         assert rig.loop.standing() == {frozenset({1002, 1003}): overlapping}
+        assert rig.loop.setpoints() == {1001: 0.0, 1002: 1000.0, 1003: 1000.0}
         assert warnings(caplog) == [
             "standing setpoint for batteries [1001, 1002] ended: batteries [1002] now follow a "
             "request for [1002, 1003]"
         ]
 
 
-async def test_a_client_request_cancels_a_running_refresh_it_overlaps(
+async def test_a_client_request_supersedes_a_hanging_refresh_of_the_inverters_it_commands(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with open_rig(LoopSettings(lifetime_s=30)) as rig:
@@ -436,10 +466,13 @@ async def test_a_client_request_cancels_a_running_refresh_it_overlaps(
         client = rig.submit(1500.0, 1001, 1003)
         await trio.testing.wait_all_tasks_blocked()
 
+        # 2001's hanging refresh is cancelled for the client's command; 1002, freed, is
+        # released in the same round; what lowers goes first.
         assert rig.fake.sent() == [
             (0.0, {2001: 1000.0, 2002: 1000.0}),
             (10.0, {2001: 1000.0, 2002: 1000.0}),
-            (12.0, {2001: 750.0, 2003: 750.0}),
+            (12.0, {2001: 750.0, 2002: 0.0}),
+            (12.0, {2003: 750.0}),
         ]
         refresh = rig.fake.batches[1].commands
         assert [(c.inverter, c.ended_at, c.end) for c in refresh] == [
@@ -462,16 +495,20 @@ async def test_what_a_cancelled_refresh_commanded_and_landed_is_recorded(
         await trio.sleep(1.0)
         rig.fake.behaviour[2001] = Hang()
         feed(rig.tracker, 1003, states=frozenset({StateCode.ERROR}))  # 1003 stops working
-        await trio.testing.wait_all_tasks_blocked()  # the refresh: 1500 / 1500 / 0 W
-        assert rig.fake.sent()[-1] == (1.0, {2001: 1500.0, 2002: 1500.0, 2003: 0.0})
+        await trio.testing.wait_all_tasks_blocked()  # the re-plan: 1500 / 1500 / 0 W
         rig.fake.behaviour[2001] = Answer()
         rig.submit(1000.0, 1001, 1004)  # takes over 1001: the refresh is cancelled
         await trio.testing.wait_all_tasks_blocked()
 
-        setpoints = dict(rig.loop.statistics().setpoints)
-        assert setpoints[1002] == 1500.0  # landed during the refresh
-        assert setpoints[1003] == 0.0  # landed: stopped
-        assert setpoints[1001] == 500.0  # the client request's
+        # What each inverter holds is the ledger's: 1003 was stopped, 1002 released when the
+        # client request ended the standing setpoint, 1001 and 1004 hold the client's.
+        assert rig.loop.setpoints() == {1001: 500.0, 1002: 0.0, 1003: 0.0, 1004: 500.0}
+        assert rig.fake.sent()[1:] == [
+            (1.0, {2003: 0.0}),  # lowered first
+            (1.0, {2001: 1500.0, 2002: 1500.0}),  # 2001 hangs
+            (1.0, {2001: 500.0, 2002: 0.0}),  # the client's round supersedes it
+            (1.0, {2004: 500.0}),
+        ]
 
 
 async def test_a_waiting_refresh_does_not_block_a_client_request(
@@ -488,9 +525,11 @@ async def test_a_waiting_refresh_does_not_block_a_client_request(
 
         assert rig.answers()[1:] == [(10.5, Success, client)]
         await trio.sleep(5.0)
-        # Both client requests ended the standing setpoint, so its waiting refresh sends nothing.
+        # The first client request ended the standing setpoint: 1002, freed, was released in
+        # its round, and nothing was refreshed.
         assert rig.fake.sent() == [
             (0.0, {2001: 1000.0, 2002: 1000.0}),
+            (9.0, {2002: 0.0}),
             (9.0, {2001: 1000.0}),
             (10.5, {2002: 1000.0}),
         ]
@@ -519,26 +558,33 @@ async def test_a_refresh_that_waited_ahead_never_delays_a_client_request(
         ]
         # At 12 nothing but the refresh stands in the client's way; it must not wait for it
         # (it does: the refresh is sent at 12 and hangs on 2002 until its deadline at 17).
-        assert (12.0, {2001: 500.0, 2002: 500.0}) in rig.fake.sent()
+        assert (12.0, {2001: 500.0, 2002: 500.0, 2003: 0.0}) in rig.fake.sent()
 
 
-async def test_a_client_request_replacing_a_waiting_refresh_keeps_its_arrival_order(
+async def test_overlapping_requests_keep_their_arrival_order_behind_a_slow_release(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with open_rig(LoopSettings(lifetime_s=30)) as rig:
-        rig.submit(1000.0, 1002)  # standing; its refresh is due at 10
+        rig.submit(1000.0, 1002)  # standing
         await trio.sleep(9.0)
         rig.fake.behaviour[2003] = Answer(after_s=3.0)
-        rig.submit(2000.0, 1002, 1003)  # runs 9..12; the refresh at 10 waits for it
+        rig.submit(2000.0, 1002, 1003)  # runs 9..12
         await trio.sleep(1.5)
         rig.fake.behaviour[2002] = Answer(after_s=1.0)
-        earlier = rig.submit(2000.0, 1001, 1002)  # 10.5: waits behind the refresh
+        earlier = rig.submit(2000.0, 1001, 1002)  # 10.5: waits for the one above
         await trio.sleep(0.5)
-        later = rig.submit(3000.0, 1002)  # 11: replaces the waiting refresh
-        await trio.sleep(5.0)
+        later = rig.submit(3000.0, 1002)  # 11: waits behind the one of 10.5
+        await trio.sleep(7.0)
 
-        # Overlapping sets run in arrival order: 10.5's request first, then 11's.
-        assert rig.answers()[-2:] == [(13.0, Success, earlier), (14.0, Success, later)]
+        # Overlapping sets run in arrival order: 10.5's request first (it releases 1003, which
+        # answers in 3 s, before it raises 1002, which answers in 1 s), then 11's.
+        assert rig.answers()[-2:] == [(16.0, Success, earlier), (17.0, Success, later)]
+        assert rig.fake.sent()[2:] == [
+            (12.0, {2003: 0.0}),
+            (15.0, {2001: 1000.0, 2002: 1000.0}),
+            (16.0, {2001: 0.0}),
+            (16.0, {2002: 3000.0}),
+        ]
 
 
 async def test_a_battery_that_leaves_the_distribution_is_sent_zero_watts(
@@ -553,7 +599,8 @@ async def test_a_battery_that_leaves_the_distribution_is_sent_zero_watts(
 
         assert rig.fake.sent() == [
             (0.0, {2001: 2000.0, 2002: 2000.0}),
-            (3.0, {2001: 4000.0, 2002: 0.0}),  # re-distributed at once; 1002 stopped
+            (3.0, {2002: 0.0}),  # re-distributed at once; 1002 stopped first
+            (3.0, {2001: 4000.0}),
             (13.0, {2001: 4000.0}),  # 1002 holds 0 W already
         ]
 
