@@ -227,9 +227,14 @@ class Commander:
             flight = Flight(inverter=inverter, power_w=power, batch=batch)
             batch.flights[inverter] = self._flights[inverter] = flight
         batch.scope.deadline = deadline
+        try:
+            self._nursery.start_soon(self._fly, batch)
+        except RuntimeError:  # the commander has stopped serving: the daemon is stopping
+            for flight in batch.flights.values():
+                self._end(flight)
+            return dict(batch.flights)
         if not after:
             self._launch(batch)
-        self._nursery.start_soon(self._fly, batch)
         for (other_deadline, other_background), other_powers in again.items():
             self._batch(
                 other_powers, deadline=other_deadline, background=other_background, after=[]

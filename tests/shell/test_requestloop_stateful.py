@@ -160,10 +160,12 @@ class LoopMachine(RuleBasedStateMachine):
             return {
                 "now": trio.current_time(),
                 "running": list(loop._running),
-                "waiting": {s: j.request for s, j in loop._waiting.items() if not j.refresh},
+                "waiting": {s: j.request for s, j in loop._waiting.items()},
                 "queued": loop.statistics().queued,
                 "standing": loop.standing(),
-                "batches": [(b.sent_at, set(b.setpoints)) for b in self.fake.batches],
+                "batches": [
+                    (b.sent_at, b.lifetime_s, set(b.setpoints)) for b in self.fake.batches
+                ],
                 "working": {
                     b for b, s in self.tracker.states.items() if s.status is Status.WORKING
                 },
@@ -200,9 +202,14 @@ class LoopMachine(RuleBasedStateMachine):
             inverters = {PAIRS[b] for b in batteries if b in state["working"]}
             if not inverters:
                 continue
-            last = max((t for t, sent in state["batches"] if inverters & sent), default=None)
-            assert last is not None
-            assert state["now"] - last < self.lifetime_s, "a standing setpoint lapsed"
+            # Each command holds for the lifetime it was sent with (a reload changes the next).
+            for inverter in inverters:
+                last = max(
+                    ((t, life) for t, life, sent in state["batches"] if inverter in sent),
+                    default=None,
+                )
+                assert last is not None
+                assert state["now"] - last[0] < last[1], "a standing setpoint lapsed"
 
     @property
     def _refused(self) -> set[int]:
