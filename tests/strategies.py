@@ -230,8 +230,8 @@ def requests_for(draw: st.DrawFn, fleet: Sequence[Pair], *, exact: bool = True) 
 
 # --- where floats break ---------------------------------------------------------------------
 
-NEAR_BOUND_EXPONENTS = st.sampled_from([0, 1, 2, 3, 10])
-"""Whole exponents (the exact oracle can raise to them), the spec's range and a steep one."""
+NEAR_BOUND_EXPONENTS = st.sampled_from([0, 1, 2, 3, 10, 16])
+"""Whole exponents (the exact oracle can raise to them), up to the top of the spec's range."""
 
 _SOC_LOWER, _SOC_UPPER = 10.0, 90.0
 
@@ -308,3 +308,58 @@ def near_bound_requests(draw: st.DrawFn, fleet: Sequence[Pair]) -> float:
         scale = max(1.0, reachable_cap(fleet, charging))
         magnitude = scale * draw(st.floats(1e-9, 1.5))
     return magnitude if charging else -magnitude
+
+
+# --- every input terminates -----------------------------------------------------------------
+
+EXTREME_EXPONENTS = st.sampled_from(
+    [0.0, 5e-324, 16.0, 17.0, 100.0, 1075.0, 5e17, 1e19, 2.0**64, 1e300, 1.7976931348623157e308]
+) | st.floats(0.0, 1.7976931348623157e308)
+"""Exponents in and far out of the documented range [0, 16]: a subnormal one, those where
+``a^e`` underflows (1075), where ``e · log2(a)`` outgrows a tier's span (5e17 and up), the
+largest float."""
+
+EXTREME_WATTS = [5e-324, 1.4e-45, 1e-300, 1e-9, 1.0, 100.0, 1000.0, 1e9, 1e15, 1e300]
+"""Power bounds from the smallest subnormal to 1e300 W (beyond PLAUSIBLE_LIMIT: excludes its
+pair), and float32's smallest subnormal (1.4e-45 W)."""
+
+
+@st.composite
+def _extreme_pair(draw: st.DrawFn, bid: int) -> Pair:
+    soc, lower, upper = draw(
+        _near_bound_soc()
+        | st.tuples(st.sampled_from([30.0, 50.0, 70.0]), st.just(0.0), st.just(100.0))
+    )
+    capacity = draw(st.sampled_from([5e-324, 1e-300, 1.0, 10_000.0, 1e15]))
+    cap = draw(st.sampled_from(EXTREME_WATTS))
+    minimum = draw(
+        st.sampled_from([0.0, 0.0, cap, 5e-324, 1.4e-45, 300.0]).filter(lambda m: m <= cap)
+        | st.floats(0.0, 1.0).map(lambda f: cap * f)
+    )
+    return make_pair(
+        bid,
+        soc=soc,
+        soc_lower=lower,
+        soc_upper=upper,
+        capacity=capacity,
+        battery_bounds=PowerBounds.symmetric(cap, minimum),
+        inverter_bounds=PowerBounds.unknown(),
+    )
+
+
+@st.composite
+def extreme_fleets(draw: st.DrawFn, *, max_size: int = 6) -> list[Pair]:
+    """Small fleets where floats under- or overflow.
+
+    Subnormal and huge bounds, subnormal and huge capacities, SoCs a hair from a bound.
+    """
+    n = draw(st.integers(1, max_size))
+    return [draw(_extreme_pair(1000 + k)) for k in range(n)]
+
+
+def extreme_requests() -> st.SearchStrategy[float]:
+    """Powers of either sign from a subnormal to the largest float."""
+    magnitudes = st.sampled_from(
+        [5e-324, 1.4e-45, 1e-9, 2e-9, 1.0, 250.0, 300.0, 1e15, 1e300, 1.7976931348623157e308]
+    ) | st.floats(1e-12, 1e6)
+    return st.tuples(magnitudes, st.booleans()).map(lambda t: t[0] if t[1] else -t[0])

@@ -20,7 +20,10 @@ to live at ``now``, else as *broken*, with the last known bounds of its battery 
    aggregate bounds (0 W is always accepted);
 3. otherwise the :class:`~distributord.core.distribution.Distribution` to command. With
    ``include_broken_batteries`` the power the usable pairs leave (all of it, if there are none)
-   is split equally across the requested batteries that are not usable.
+   is split equally across the requested batteries that are not usable; what they leave is
+   rounded toward zero first, so the total never exceeds the request;
+4. ``Error`` also for arguments the distribution refuses (an exponent out of its range, which
+   the config refuses too): every input gets a result, never an exception.
 
 :func:`summarize` counts only the power of commands that succeeded as succeeded power (the
 reference design counted the failed power too).
@@ -41,8 +44,10 @@ from distributord.core.distribution import (
     check_power,
     combine,
     distribute,
+    leftover,
     split_equally,
 )
+from distributord.core.errors import DistributionInputError
 from distributord.core.fleet import Fleet
 from distributord.core.model import (
     Error,
@@ -176,12 +181,31 @@ def plan(
         bounds = aggregate_bounds(usable)
         if not check_power(request.power_w, bounds, adjust_power=request.adjust_power):
             return OutOfBounds(request=request, bounds=bounds)
+    try:
+        return _split(request, pairs, usable, broken, exponent, search_budget)
+    except DistributionInputError as error:
+        # An argument the algorithm refuses (an exponent the config would have refused, say)
+        # is an answer to this request, not an exception in the request loop.
+        return Error(request=request, message=f"cannot distribute: {error}")
+
+
+def _split(
+    request: Request,
+    pairs: Sequence[Pair],
+    usable: Sequence[Pair],
+    broken: Mapping[int, Sequence[PowerBounds]],
+    exponent: float,
+    search_budget: SearchBudget | None,
+) -> Distribution:
+    """:func:`plan`'s distribution, once the request is accepted."""
     # Pairs with bad telemetry are passed along so the distribution names them as excluded.
     if not broken:
         return distribute(request.power_w, pairs, exponent=exponent, search_budget=search_budget)
     if usable:
         first = distribute(request.power_w, pairs, exponent=exponent, search_budget=search_budget)
-        return combine(first, split_equally(first.remaining_w, broken, search_budget=search_budget))
+        # What is left rounded toward zero: shared out, it never takes the total past the request.
+        rest = leftover(first)
+        return combine(first, split_equally(rest, broken, search_budget=search_budget))
     shared = split_equally(request.power_w, broken, search_budget=search_budget)
     excluded = {p.battery_id: p.problem for p in pairs if p.problem is not None}
     return Distribution(

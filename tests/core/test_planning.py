@@ -23,6 +23,7 @@ from distributord.core.distribution import (
 )
 from distributord.core.fleet import Fleet
 from distributord.core.model import (
+    PLAUSIBLE_LIMIT,
     Error,
     OutOfBounds,
     PartialFailure,
@@ -39,8 +40,16 @@ from distributord.core.planning import (
     unknown_batteries,
 )
 from distributord.core.status import Status
+from tests.core.distribution.spec import TOLERANCE_W, oracle, quantities, water_filling
 from tests.snapshots import battery_snapshot, inverter_snapshot
-from tests.strategies import fleets, make_pair, requests_for
+from tests.strategies import (
+    NEAR_BOUND_EXPONENTS,
+    fleets,
+    make_pair,
+    near_bound_fleets,
+    near_bound_requests,
+    requests_for,
+)
 
 
 def battery(
@@ -134,6 +143,45 @@ def test_aggregate_bounds_report_the_smallest_achievable_magnitude() -> None:
     result = plan(request(150, {1, 2}, adjust_power=False), pairs, exponent=1.0)
     assert isinstance(result, Distribution)
     assert result.remaining_w == 0.0
+
+
+@given(fleets(max_size=30))
+def test_aggregate_bounds_count_only_the_pairs_that_can_run_each_way(fleet: list[Pair]) -> None:
+    """Per direction, over w > 0, u > 0, m <= u: Σu, and the smallest m (0 if none can run)."""
+    expected = []
+    for charging in (False, True):
+        runnable = [q for q in (quantities(p, charging) for p in fleet) if q.candidate]
+        expected.append(
+            (math.fsum(q.cap for q in runnable), min((q.minimum for q in runnable), default=0.0))
+        )
+    (discharge_caps, discharge_min), (charge_caps, charge_min) = expected
+    bounds = aggregate_bounds(fleet)
+    assert bounds.inclusion_upper == charge_caps
+    assert bounds.exclusion_upper == charge_min
+    assert bounds.inclusion_lower == -discharge_caps
+    assert bounds.exclusion_lower == -discharge_min
+
+
+def test_a_pair_counts_only_in_the_direction_it_can_run() -> None:
+    charge_only_minimum_above_cap = make_pair(
+        5,
+        soc=50,
+        soc_lower=10,
+        soc_upper=90,
+        capacity=10_000,
+        # Charging: minimum 600 W above the 500 W cap; discharging: [100, 700] W.
+        battery_bounds=PowerBounds(
+            inclusion_lower=-700, exclusion_lower=-100, exclusion_upper=600, inclusion_upper=600
+        ),
+        inverter_bounds=PowerBounds(
+            inclusion_lower=-1000, exclusion_lower=-0.0, exclusion_upper=0.0, inclusion_upper=500
+        ),
+    )
+    empty = battery(6, soc=10, cap=2000, minimum=50)  # at its lower bound: charge only
+    bounds = aggregate_bounds([charge_only_minimum_above_cap, empty])
+    assert (bounds.inclusion_upper, bounds.exclusion_upper) == (2000, 50)
+    assert (bounds.inclusion_lower, bounds.exclusion_lower) == (-700, -100)
+    assert aggregate_bounds([empty]).exclusion_lower == 0.0  # no pair can discharge
 
 
 def test_pairs_that_cannot_take_power_do_not_count_in_the_bounds() -> None:
@@ -279,6 +327,103 @@ def test_equal_split_of_zero_is_zero() -> None:
     shared = split_equally(0.0, {1: []})
     assert shared.setpoints == {1: 0.0}
     assert shared.remaining_w == 0.0
+
+
+def test_an_equal_split_of_a_tiny_power_leaves_it_all_remaining() -> None:
+    shared = split_equally(-1e-10, {1: []})
+    assert shared.setpoints == {1: 0.0}
+    assert shared.remaining_w == -1e-10
+
+
+def test_the_broken_share_never_takes_the_total_past_the_request() -> None:
+    # Before: 1 - 0.1 rounds up to 0.9 (0.1 is 0.1000000000000000055...), the broken battery
+    # took all of that 0.9, and the two setpoints added up to 1.0000000000000000278 W.
+    for power in (1.0, -1.0):
+        result = plan(
+            request(power, {1, 2}, include_broken_batteries=True),
+            [battery(1, cap=0.1)],
+            exponent=1.0,
+            broken={2: []},
+        )
+        assert isinstance(result, Distribution)
+        placed = sum(map(Fraction, result.setpoints.values()), Fraction(0))
+        assert abs(placed) <= abs(Fraction(power))
+        assert result.setpoints[2] == pytest.approx(0.9 * power)
+        assert abs(placed + Fraction(result.remaining_w) - Fraction(power)) <= 1e-9
+
+
+def _broken_side(cap: float | None) -> list[PowerBounds]:
+    return [] if cap is None else [PowerBounds.symmetric(cap)]
+
+
+_BROKEN_CAPS = st.none() | st.sampled_from([0.1, 1 / 3, 5e-324, 1e-9]) | st.floats(1e-3, 1e5)
+
+
+@st.composite
+def broken_batteries(draw: st.DrawFn) -> dict[int, list[PowerBounds]]:
+    """Up to four broken batteries, each with last known bounds on none, one or both sides."""
+    count = draw(st.integers(1, 4))
+    return {
+        2000 + k: _broken_side(draw(_BROKEN_CAPS)) + _broken_side(draw(_BROKEN_CAPS))
+        for k in range(count)
+    }
+
+
+def _broken_cap(sides: list[PowerBounds]) -> Fraction:
+    """A broken battery's cap in either direction: the tighter known side, else the limit."""
+    return Fraction(min((b.inclusion_upper for b in sides), default=PLAUSIBLE_LIMIT))
+
+
+@given(st.data(), near_bound_fleets(max_size=8), broken_batteries(), NEAR_BOUND_EXPONENTS)
+def test_include_broken_agrees_with_the_exact_oracle_and_never_exceeds_the_request(
+    data: st.DataObject,
+    fleet: list[Pair],
+    broken: dict[int, list[PowerBounds]],
+    exponent: int,
+) -> None:
+    """The usable pairs split as the oracle says; the broken share exactly what they leave."""
+    power = data.draw(near_bound_requests(fleet))
+    ids = {p.battery_id for p in fleet} | set(broken)
+    result = plan(
+        request(power, ids, include_broken_batteries=True),
+        fleet,
+        exponent=float(exponent),
+        broken=broken,
+    )
+    assert isinstance(result, Distribution)
+    setpoints = {b: Fraction(x) for b, x in result.setpoints.items()}
+    total = sum(setpoints.values(), Fraction(0))
+    asked = Fraction(power)
+    assert abs(total) <= abs(asked), f"over by {float(abs(total) - abs(asked))} W"
+    assert abs(total + Fraction(result.remaining_w) - asked) <= 1e-9 * abs(asked)
+    assert result.remaining_w == 0.0 or (result.remaining_w > 0) == (power > 0)
+    if abs(power) <= 1e-9:
+        assert set(setpoints.values()) == {0}
+        assert result.remaining_w == power
+        return
+    for bid, x in oracle(power, fleet, exponent).items():
+        assert abs(setpoints[bid] - x) <= TOLERANCE_W, (bid, float(setpoints[bid]), float(x))
+    left = asked - sum((setpoints[p.battery_id] for p in fleet), Fraction(0))
+    ids_broken = sorted(broken)
+    shares = water_filling(
+        abs(left), [Fraction(1)] * len(ids_broken), [_broken_cap(broken[b]) for b in ids_broken]
+    )
+    sign = 1 if power > 0 else -1
+    for bid, share in zip(ids_broken, shares, strict=True):
+        assert abs(setpoints[bid] - sign * share) <= TOLERANCE_W, (bid, float(share))
+
+
+def test_a_tiny_request_is_all_remaining_with_broken_batteries_too() -> None:
+    for broken in ({}, {2: [PowerBounds.symmetric(400)]}):
+        result = plan(
+            request(-5e-10, {1, *broken}, include_broken_batteries=bool(broken)),
+            [battery(1)],
+            exponent=1.0,
+            broken=broken,
+        )
+        assert isinstance(result, Distribution)
+        assert set(result.setpoints.values()) == {0.0}
+        assert result.remaining_w == -5e-10
 
 
 # --- choosing the batteries ----------------------------------------------------------------

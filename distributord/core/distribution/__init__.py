@@ -7,7 +7,7 @@ exactly ``0`` or any magnitude in its window ``[m, u]``, and shares the request 
 in proportion to its weight ``w`` (capacity and available SoC). The rules of
 ``spec/distribution.md``, and the module that keeps each:
 
-1. ``M = |P| ≈ 0``: every setpoint is exactly ``0`` (:mod:`.placement`).
+1. ``M = |P| ≈ 0``: every setpoint is exactly ``0``, and ``P`` remains (:mod:`.placement`).
 2. Pairs with ``w = 0``, ``u = 0`` or ``m > u`` get exactly ``0`` (:mod:`.rows` says which).
 3. If the others' caps sum to at most ``M``, all run at their cap (:mod:`.waterfill`).
 4. Otherwise the split is proportional to weight, with water-filling where caps bind
@@ -24,8 +24,8 @@ The modules, from the bottom up:
 * :mod:`.search`: the search of rule 6.
 * :mod:`.waterfill`: proportional shares, caps and minimums over the candidates (rules 3-5).
 * :mod:`.placement`: :func:`distribute` and the :class:`Distribution` it returns, the request
-  check (:func:`aggregate_bounds`, :func:`check_power`), :func:`split_equally` and
-  :func:`combine`.
+  check (:func:`aggregate_bounds`, :func:`check_power`), :func:`split_equally`,
+  :func:`leftover` and :func:`combine`.
 
 Import from this package; the names below are its public API.
 """
@@ -37,6 +37,7 @@ from distributord.core.distribution.placement import (
     check_power,
     combine,
     distribute,
+    leftover,
     split_equally,
 )
 from distributord.core.distribution.rows import MAX_EXPONENT, MIN_WEIGHT, Pair, Reason, Row
@@ -64,6 +65,7 @@ __all__ = [
     "check_power",
     "combine",
     "distribute",
+    "leftover",
     "split",
     "split_equally",
 ]

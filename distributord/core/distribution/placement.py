@@ -5,7 +5,7 @@ Theory of operation
 A request asks for a power ``P`` (W, + charge, − discharge) over some pairs. We work on the
 magnitude ``M = |P|`` in the request's direction and restore the sign at the end:
 
-1. ``M ≈ 0`` (≤ 1 nW): every setpoint is exactly ``0``.
+1. ``M ≈ 0`` (≤ 1 nW): every setpoint is exactly ``0``, and all of ``P`` remains.
 2. Pairs with ``w = 0``, ``u = 0`` or ``m > u`` get exactly ``0`` and no leftover.
 3. The others are candidates, and :func:`~.waterfill.split` places ``M`` over them (rules 3
    to 6); what it cannot place is ``remaining``.
@@ -19,8 +19,9 @@ rows' columns. Pairs are put in battery-id order first and every tie is broken b
 permuting the input permutes the output exactly.
 
 Around :func:`distribute`: :func:`aggregate_bounds` and :func:`check_power` decide whether a
-request is accepted at all, :func:`split_equally` shares what is left over batteries that are
-not working (``include_broken_batteries``), and :func:`combine` joins the two results.
+request is accepted at all, :func:`split_equally` shares what is left (:func:`leftover`, never
+more than is really left) over batteries that are not working (``include_broken_batteries``),
+and :func:`combine` joins the two results.
 """
 
 from __future__ import annotations
@@ -122,7 +123,9 @@ def distribute(
     Args:
         power_w: Requested power, W (+ charge, − discharge). Finite.
         pairs: The usable pairs; battery ids and inverter ids unique. Not empty.
-        exponent: ``e ≥ 0`` in the weight ``capacity share · available SoC^e``.
+        exponent: ``e ≥ 0`` in the weight ``capacity share · available SoC^e``. The config
+            keeps it in ``[0, MAX_EXPONENT]``; any finite ``e ≥ 0`` gets a valid split (weights
+            beyond the float range are split in tiers, :func:`~.waterfill.split_in_tiers`).
         search_budget: How long the search over exclusion minimums may take (rule 6);
             without one it counts steps (:data:`~.search.SEARCH_STEPS`).
 
@@ -151,11 +154,13 @@ def distribute(
             columns = RowColumns._make(zip(*rows, strict=True) if rows else [()] * len(Row._fields))
     ids = columns.battery_id
     if abs(power_w) <= ZERO_POWER_W or not rows:
+        # A zero request, or nothing left to take it: all of it remains, so that setpoints
+        # and remaining add up to the request exactly (a tiny request too, rule 6).
         return Distribution(
             power_w=power_w,
             setpoints=dict.fromkeys(ids, 0.0),
             reasons=dict.fromkeys(ids, Reason.ZERO_REQUEST),
-            remaining_w=0.0 if abs(power_w) <= ZERO_POWER_W else float(power_w),
+            remaining_w=power_w + 0.0,  # never -0.0
             excluded=excluded,
         )
 
@@ -313,7 +318,7 @@ def split_equally(
             power_w=power_w,
             setpoints=dict.fromkeys(ids, 0.0),
             reasons=dict.fromkeys(ids, Reason.ZERO_REQUEST),
-            remaining_w=0.0 if magnitude <= ZERO_POWER_W else float(power_w),
+            remaining_w=power_w + 0.0,  # as in distribute: all of it remains, never -0.0
         )
     unknown = PowerBounds.unknown()
     caps: list[float] = []
@@ -354,20 +359,37 @@ def split_equally(
     )
 
 
+def leftover(distribution: Distribution) -> float:
+    """What ``distribution`` left of its request, rounded toward zero.
+
+    ``remaining_w`` is rounded to nearest, so it can be a hair more than what is really left;
+    shared out again (``include_broken_batteries``), that hair took the total past the
+    request. This is never more: ``placed + leftover <= |power_w|`` holds exactly.
+    """
+    terms = [distribution.power_w, *(0.0 - x for x in distribution.setpoints.values())]
+    rest = math.fsum(terms)
+    beyond = math.fsum([*terms, -rest])  # the sign of (exact rest) - rest
+    if (rest > 0.0 and beyond < 0.0) or (rest < 0.0 and beyond > 0.0):
+        rest = math.nextafter(rest, 0.0)
+    return rest + 0.0
+
+
 def combine(first: Distribution, second: Distribution) -> Distribution:
     """The union of two distributions over disjoint pairs, for the same request.
 
-    ``second`` places what ``first`` left (``second.power_w == first.remaining_w``).
+    ``second`` places what ``first`` left (``second.power_w == leftover(first)``); what remains
+    is worked out from all the setpoints, exactly and rounded once.
     """
     overlap = first.setpoints.keys() & second.setpoints.keys()
     if overlap:
         raise DistributionInputError("second", f"pairs {sorted(overlap)} appear in both")
     setpoints = dict(sorted({**first.setpoints, **second.setpoints}.items()))
     reasons = {**first.reasons, **second.reasons}
+    remaining = math.fsum([first.power_w, *(0.0 - x for x in setpoints.values())])
     return Distribution(
         power_w=first.power_w,
         setpoints=setpoints,
         reasons={bid: reasons[bid] for bid in setpoints},
-        remaining_w=second.remaining_w,
+        remaining_w=remaining + 0.0,
         excluded={**first.excluded, **second.excluded},
     )

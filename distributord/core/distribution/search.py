@@ -191,14 +191,20 @@ def _exact_in_watts(
     order = list(reversed(items))  # items are heaviest first: lightest first here
     steps = [reachable]
     for k in order:
-        low, width = int(m[k]), int(u[k]) - int(m[k])
-        shifted = reachable << low
+        # Totals above ⌊target⌋ are masked off as they are made, and a bound beyond ⌊target⌋
+        # adds nothing: unmasked, a 1e15 W cap beside a minimum grew the set to 2^50 bits.
+        low = int(m[k])
+        if low > whole:
+            steps.append(reachable)
+            continue
+        width = min(int(u[k]), whole) - low
+        shifted = (reachable << low) & mask
         covered = 1
         while covered <= width:  # OR of shifts by 0..width, by doubling
             span = min(covered, width + 1 - covered)
-            shifted |= shifted << span
+            shifted = (shifted | shifted << span) & mask
             covered += span
-        reachable = (reachable | shifted) & mask
+        reachable |= shifted
         steps.append(reachable)
     best = total = reachable.bit_length() - 1
     chosen: set[int] = set()

@@ -32,7 +32,7 @@ import operator
 from collections.abc import Callable, Sequence
 from itertools import accumulate, chain, compress
 from operator import ge, itemgetter, lt, truediv
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 from distributord.core.distribution.rows import Reason
 from distributord.core.distribution.search import SearchBudget, _search
@@ -363,7 +363,14 @@ def _clamp_level(
                 slope = largest = math.fsum(w[j] for j in following)
     else:
         return math.inf
-    return (target - constant) / slope if slope > 0.0 else 0.0
+    if slope > 0.0:
+        return (target - constant) / slope
+    # Flat here: f already met the target (to rounding) at the breakpoint before this one. Any
+    # level between the two will do; the midpoint is clear of both, so no pair sits on its
+    # own breakpoint when the setpoints are classified. (Returning 0 here classified every
+    # pair as at its minimum or free, and the free ones could not take what was left.)
+    before = events[i - 1][0] if i else 0.0
+    return before + (at - before) / 2.0
 
 
 def _classify(
@@ -511,9 +518,105 @@ FAITHFUL_WEIGHT = 2.0**-900
 loses precision, and the product ``capacity · a^e`` of subnormal inputs underflows to 0. A
 fleet with a candidate below this is split by :func:`split_in_tiers`."""
 
+EXPONENT_HORIZON = 2.0**64
+"""Larger exponents are computed as this one, whose split is already their limit. Two different
+available SoCs differ by a factor of at least ``1 + 2^-53``; raised to 2^64 that is more than
+2^2900, beyond what capacities (2^1124 from a subnormal to PLAUSIBLE_LIMIT) and a tier (2^900)
+can make up, so every SoC is a tier of its own, as for any larger exponent. Capped, ``e ·
+log2(a)`` stays finite, and exact (the cap is a power of two)."""
+
 _TIER_SPAN = 900.0
 """A tier holds the weights within 2^-900 of its heaviest: after scaling the heaviest to about
 1, every weight of the tier is at least :data:`FAITHFUL_WEIGHT`."""
+
+_SQUASHED = (902.0, 60.0)
+"""For the choice of which pairs run, a weight lighter than 2^-900 of the heaviest is squashed,
+order kept, into ``(2^-962, 2^-902]``: positive, ``u/w`` finite, and below every weight of the
+heaviest tier."""
+
+_DIRECT_POWER = 1000.0
+"""Up to this exponent a ratio of mantissas, in (1/2, 2), raised to it stays within 2^±1000 and
+is computed as a power (exact to rounding); beyond it, through ``log2``."""
+
+_NORMAL = 2.0**-1000
+"""A ratio of available SoCs at least this large is a normal float, and its ``log2`` exact to
+rounding."""
+
+
+class _Weights(NamedTuple):
+    """Weights ``capacity · (a / max a)^e`` kept apart so that none under- or overflows.
+
+    Weight ``k`` is ``mantissa[k] · 2^(scale[k] + soc_part[k])``, with ``mantissa`` in
+    ``[1/2, 1)``, ``scale`` the capacity's binary exponent and ``soc_part = e · log2(a/max a)``
+    (the same float for equal SoCs, so pairs with equal SoCs compare by capacity exactly).
+    ``key`` is the weight's ``log2``, for ordering.
+    """
+
+    mantissa: list[float]
+    scale: list[float]
+    soc_part: list[float]
+    key: list[float]
+
+
+def _log_weights(
+    capacities: Sequence[float], available: Sequence[float], exponent: float
+) -> _Weights:
+    """The candidates' weights as :class:`_Weights`, for any exponent (capped at the horizon)."""
+    e = min(exponent, EXPONENT_HORIZON)
+    top_mantissa, top_exp = math.frexp(max(available))
+    weights = _Weights([], [], [], [])
+    for c, a in zip(capacities, available, strict=True):
+        c_mantissa, c_exp = math.frexp(c)
+        a_mantissa, a_exp = math.frexp(a)
+        ratio = a_mantissa / top_mantissa  # in (1/2, 2): unlike a / max(a) it cannot underflow
+        shift = a_exp - top_exp
+        if e <= _DIRECT_POWER:
+            mantissa, carry = math.frexp(c_mantissa * ratio**e)
+            soc_part = e * shift
+        else:
+            relative = math.ldexp(ratio, shift)  # a / max(a), rounded once
+            log_ratio = math.log2(relative) if relative >= _NORMAL else math.log2(ratio) + shift
+            mantissa, carry = c_mantissa, 0
+            soc_part = e * log_ratio
+        scale = float(c_exp + carry)
+        weights.mantissa.append(mantissa)
+        weights.scale.append(scale)
+        weights.soc_part.append(soc_part)
+        weights.key.append(soc_part + scale + math.log2(mantissa))
+    return weights
+
+
+def _relative(weights: _Weights, k: int, top: int) -> float:
+    """Weight ``k`` divided by weight ``top``'s power of two: about 1 for ``top`` itself.
+
+    The power of two is clamped to ``[-_TIER_SPAN - 2, 2]``, which matters only where rounding
+    at an absurd exponent disagrees with the tiers; the result is never 0 nor infinite.
+    """
+    power = (weights.soc_part[k] - weights.soc_part[top]) + (weights.scale[k] - weights.scale[top])
+    power = min(max(power, -_TIER_SPAN - 2.0), 2.0)
+    if power.is_integer():  # whole exponents: exact
+        return math.ldexp(weights.mantissa[k], int(power))
+    return weights.mantissa[k] * math.exp2(power)
+
+
+def _tiers(key: Sequence[float]) -> list[list[int]]:
+    """Candidates cut into tiers, heaviest first, each within 2^-900 of its heaviest.
+
+    A tier always holds its heaviest, so the cut always advances (it once compared a key with
+    itself minus 900, which rounds to the key itself beyond 2^63, and stood still forever).
+    Within a tier, in id order.
+    """
+    order = sorted(range(len(key)), key=lambda k: -key[k])  # stable: ties in id order
+    tiers: list[list[int]] = []
+    start = 0
+    while start < len(order):
+        top = key[order[start]]
+        end = start + 1
+        while end < len(order) and top - key[order[end]] < _TIER_SPAN:
+            end += 1
+        tiers.append(sorted(order[start:end]))
+        start = end
+    return tiers
 
 
 def split_in_tiers(
@@ -525,54 +628,67 @@ def split_in_tiers(
     u: Sequence[float],
     budget: SearchBudget | None = None,
 ) -> tuple[float, list[float], list[Reason]]:
-    """:func:`split` for weights that span more than floats can hold (subnormal inputs).
+    """:func:`split` for weights that span more than floats can hold.
 
-    Each weight ``capacity · a^e`` is kept as a mantissa and a power of two (``math.frexp``
-    of each factor, so nothing underflows), and the candidates are cut into tiers, heaviest
-    first, each spanning at most 2^-900. A lighter tier's share beside a heavier one is below
-    2^-900 of it, so it takes power only once every pair of the heavier tiers is capped: each
-    tier is split on its own, with weights scaled to its heaviest, and passes on what it could
-    not place. With whole exponents the scaling is exact.
+    Subnormal inputs, or a steep exponent: each weight is kept as a mantissa and powers of two
+    (:func:`_log_weights`), and the candidates are cut into tiers, heaviest first, each within
+    2^-900 of its heaviest (:func:`_tiers`). A lighter tier's share beside a heavier one is
+    below 2^-900 of it, so it takes power only once every pair of the heavier tiers is capped.
+
+    Which pairs run is one choice over the whole fleet, not tier by tier: the exclusion
+    minimums can make a lighter tier's pair the only one that meets the request (a heavier pair
+    with a 100 W cap and a lighter one with a 300 W minimum, +300 W). Chosen tier by tier, the
+    heavier placed 100 W and the lighter could not take the 200 W left. So:
+
+    1. :func:`split` over all candidates, with the lighter tiers' weights squashed (in order)
+       into the float range, chooses which pairs run and how much they place;
+    2. that much is placed over the pairs that run, tier by tier: heavier tiers at their caps,
+       lighter ones at their minimums, and in between one tier at its own level (with its true
+       weights) that takes what is left.
     """
-    n = len(capacities)
-    mantissas: list[float] = []
-    powers: list[float] = []
-    for c, a in zip(capacities, available, strict=True):
-        c_mant, c_exp = math.frexp(c)
-        a_mant, a_exp = math.frexp(a)
-        mantissa = c_mant * a_mant**exponent
-        if mantissa > 0.0:
-            mantissas.append(mantissa)
-            powers.append(c_exp + exponent * a_exp)
-        else:  # a steep exponent took the mantissa below the float range: logarithms
-            mantissas.append(1.0)
-            powers.append(math.log2(c) + exponent * math.log2(a))
-    logs = [p + math.log2(x) for p, x in zip(powers, mantissas, strict=True)]
-    # Heaviest first; ties in id order (the sort is stable).
-    order = sorted(range(n), key=lambda k: -logs[k])
-    xs = [0.0] * n
-    reasons = [Reason.PROPORTIONAL] * n
-    rest, start = target, 0
-    while start < n:
-        top = logs[order[start]]
-        end = start
-        while end < n and logs[order[end]] > top - _TIER_SPAN:
-            end += 1
-        tier = sorted(order[start:end])  # id order within a tier, as split() expects
-        start = end
-        if rest <= 0.0:
-            for k in tier:
-                # Its share beside the heavier tiers is below 2^-900 of theirs: nothing.
-                if m[k] > 0.0:
-                    reasons[k] = Reason.DROPPED_BELOW_MINIMUM
+    weights = _log_weights(capacities, available, exponent)
+    tiers = _tiers(weights.key)
+    top = max(tiers[0], key=weights.key.__getitem__)
+    in_first = dict.fromkeys(tiers[0])
+    span, squash = _SQUASHED
+    joint = []
+    for k in range(len(capacities)):
+        if k in in_first:
+            joint.append(_relative(weights, k, top))
+        else:
+            beyond = max(weights.key[top] - weights.key[k] - _TIER_SPAN, 0.0)
+            joint.append(math.exp2(-span - squash * (beyond / (beyond + _TIER_SPAN))))
+    placed, xs, reasons = split(
+        target, joint, m, u, list(map(truediv, u, joint)), list(map(truediv, m, joint)), budget
+    )
+    if len(tiers) == 1:
+        return placed, xs, reasons
+    running = [[k for k in tier if xs[k] > 0.0 or m[k] <= 0.0] for tier in tiers]
+    lighter_m: list[float] = [0.0] * (len(tiers) + 1)
+    for t in range(len(tiers) - 1, -1, -1):
+        lighter_m[t] = lighter_m[t + 1] + math.fsum(m[k] for k in running[t])
+    heavier_u: list[float] = []
+    out, why = [0.0] * len(xs), list(reasons)
+    for t, members in enumerate(running):
+        if not members:
             continue
-        reference = max(powers[k] for k in tier)
-        w = [mantissas[k] * math.exp2(powers[k] - reference) for k in tier]
-        tm, tu = [m[k] for k in tier], [u[k] for k in tier]
-        placed, tier_xs, tier_reasons = split(
-            rest, w, tm, tu, list(map(truediv, tu, w)), list(map(truediv, tm, w)), budget
-        )
-        for k, x, why in zip(tier, tier_xs, tier_reasons, strict=True):
-            xs[k], reasons[k] = x, why
-        rest = rest - placed if placed < rest else 0.0
-    return _settle(target, m, u, xs, reasons)
+        need = math.fsum([placed, *(-x for x in heavier_u), -lighter_m[t + 1]])
+        caps = [u[k] for k in members]
+        if need >= math.fsum(caps):
+            for k in members:
+                out[k], why[k] = u[k], Reason.CAPPED
+            heavier_u.extend(caps)
+            continue
+        tier_top = max(members, key=weights.key.__getitem__)
+        w = [_relative(weights, k, tier_top) for k in members]
+        tm = [m[k] for k in members]
+        level = _clamp_level(need, w, tm, caps, range(len(members)))
+        _, tier_xs, tier_why = _classify(need, w, tm, caps, level, [])
+        for k, x, reason in zip(members, tier_xs, tier_why, strict=True):
+            out[k], why[k] = x, reason
+        for lighter in running[t + 1 :]:
+            for k in lighter:  # a share below 2^-900 of this tier's: its minimum, or nothing
+                out[k] = m[k]
+                why[k] = Reason.RAISED_TO_MINIMUM if m[k] > 0.0 else Reason.PROPORTIONAL
+        break
+    return _settle(target, m, u, out, why)

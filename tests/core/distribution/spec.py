@@ -14,13 +14,14 @@ import attrs
 from hypothesis import note
 from hypothesis import strategies as st
 
-from distributord.core.distribution import Distribution, Pair, distribute
+from distributord.core.distribution import MAX_EXPONENT, Distribution, Pair, distribute
 from tests.strategies import symmetric_pair
 
 TOLERANCE_W = 1e-6
 """Conservation holds "within 1e-6 W per pair" (spec)."""
 
-exponents = st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0]) | st.floats(0.0, 3.0)
+exponents = st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0, MAX_EXPONENT]) | st.floats(0.0, MAX_EXPONENT)
+"""The spec's range, [0, 16]: every invariant holds at both ends of it."""
 
 
 @attrs.frozen

@@ -39,7 +39,7 @@ def check_invariants(power: float, fleet: list[Pair], result: Distribution) -> N
     """Bounds, never over (exactly), conservation, remaining's sign."""
     if abs(power) <= ZERO_POWER_W:  # the spec's zero request: exactly 0 everywhere
         assert set(result.setpoints.values()) <= {0.0}
-        assert result.remaining_w == 0.0
+        assert result.remaining_w == power  # all of it remains: conserved exactly
         return
     charging = power > 0
     for pair in fleet:

@@ -61,8 +61,8 @@ def test_no_waste_remaining_only_when_nothing_reaches_the_request(
     power = data.draw(requests_for(fleet, exact=False))
     result = run(power, fleet, e)
     magnitude = abs(power)
-    if magnitude <= 1e-9:
-        assert result.remaining_w == 0.0
+    if magnitude <= 1e-9:  # the spec's zero request: nothing placed, all of it remains
+        assert result.remaining_w == power
         return
     best = reachable_below(magnitude, [quantities(p, power > 0) for p in fleet])
     tolerance = TOLERANCE_W * len(fleet)
@@ -214,7 +214,9 @@ def test_zero_request_gives_exactly_zero_everywhere(
 ) -> None:
     result = run(power, fleet, e)
     assert all(x == 0.0 and math.copysign(1.0, x) == 1.0 for x in result.setpoints.values())
-    assert result.remaining_w == 0.0
+    # A tiny request is reported as remaining, so setpoints + remaining = P exactly (rule 6).
+    assert result.remaining_w == power
+    assert math.copysign(1.0, result.remaining_w) == 1.0 or power < 0.0
     assert set(result.reasons.values()) == {Reason.ZERO_REQUEST}
 
 

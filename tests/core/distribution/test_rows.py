@@ -103,7 +103,13 @@ def test_totality_bad_telemetry_excludes_its_pair_never_a_nan_setpoint(
 
 @pytest.mark.parametrize(
     ("exponent", "expected"),
-    [(0, (4000, 4000)), (1, (2000, 6000)), (2, (800, 7200)), (3, (285.71, 7714.29))],
+    [
+        (0, (4000, 4000)),
+        (1, (2000, 6000)),
+        (2, (800, 7200)),
+        (3, (285.71, 7714.29)),
+        (16, (8000 / (1 + 3**16), 8000 * 3**16 / (1 + 3**16))),  # the top of the range
+    ],
 )
 def test_higher_exponents_converge_faster(exponent: float, expected: tuple[float, float]) -> None:
     fleet = [battery(1, 70, 20, 80, 10_000, 10_000), battery(2, 50, 20, 80, 10_000, 10_000)]
