@@ -420,6 +420,16 @@ class Ledger:
             return command.power_w if command.may_hold_until > now else None
         return None
 
+    def belief_until(self, inverter: int, now: float) -> float | None:
+        """Until when :meth:`belief` holds what it says now (None when it says nothing)."""
+        entry = self._entries.get(inverter)
+        if entry is None:
+            return None
+        for command in entry.in_force():
+            if command.state is not State.SENDING:
+                return command.may_hold_until if command.may_hold_until > now else None
+        return None
+
     def may_hold_power(self, inverter: int, now: float) -> bool:
         """Whether ``inverter`` may hold non-zero power now (by what this ledger has seen)."""
         entry = self._entries.get(inverter)

@@ -116,9 +116,9 @@ class LoopSettings:
         lifetime_s: Sent as each command's ``request_lifetime`` (10..900 s).
         queue_size: Requests that may wait in the channel.
         broken_cache_ttl_s: How old cached telemetry may be for ``include_broken_batteries``.
-        refresh_every_s: How often standing setpoints are re-planned and re-sent;
-            ``lifetime_s / 3`` if None. Given, the ledger takes a command to hold three times
-            this long (for a simulator whose lifetimes run faster than the clock).
+        lifetime_scale: How much faster than the clock the microgrid's lifetimes run: 1 on a
+            site; a test simulator's ``lifetime_scale`` (its setpoints hold ``lifetime_s ×
+            lifetime_scale`` seconds), which the ledger then takes a command to hold.
         search_budget_s: How long the search over exclusion minimums may take, on the
             process's CPU-independent monotonic clock (``time.perf_counter``).
         command_timeout_s: The deadline of a command no client waits for (a refresh, a
@@ -130,18 +130,18 @@ class LoopSettings:
     lifetime_s: int = 60
     queue_size: int = 64
     broken_cache_ttl_s: float = 9000.0
-    refresh_every_s: float | None = None
+    lifetime_scale: float = 1.0
     command_timeout_s: float = 5.0
 
     @property
-    def refresh_interval_s(self) -> float:
-        """The standing setpoints' refresh period."""
-        return self.refresh_every_s if self.refresh_every_s is not None else self.lifetime_s / 3.0
+    def held_s(self) -> float:
+        """How long a command sent now holds, once applied (the lifetime, in clock seconds)."""
+        return self.lifetime_s * self.lifetime_scale
 
     @property
-    def held_s(self) -> float:
-        """How long the ledger takes a command sent now to hold."""
-        return self.refresh_interval_s / REFRESH_AT
+    def refresh_interval_s(self) -> float:
+        """How often a standing setpoint is re-planned (a third of the lifetime)."""
+        return self.held_s * REFRESH_AT
 
 
 @attrs.define(eq=False)

@@ -226,7 +226,7 @@ def expiring_sim() -> Iterator[Simulator]:
 
 def refreshing(sim: Simulator) -> DaemonSettings:
     return DaemonSettings(
-        address=sim.address, loop=LoopSettings(lifetime_s=10, refresh_every_s=0.15)
+        address=sim.address, loop=LoopSettings(lifetime_s=10, lifetime_scale=0.05)
     )
 
 

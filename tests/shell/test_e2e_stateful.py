@@ -81,7 +81,8 @@ LIFETIMES_S = (10, 15, 20)
 
 REFRESH_FRACTION = 1.0 / 3.0
 """The daemon's default refresh period is a third of the lifetime; the scaled lifetime gets the
-same ratio (``refresh_every_s``), or its refreshes would come after the scaled expiry."""
+same ratio (``LoopSettings.lifetime_scale``), or its refreshes would come after the scaled
+expiry."""
 
 SPEED = 0.01
 """SoC moves at 1 % of real time: within a run it drifts by far less than the 2 % that separates
@@ -418,7 +419,7 @@ class E2EMachine(RuleBasedStateMachine):
         return LoopSettings(
             exponent=self.exponent,
             lifetime_s=lifetime,
-            refresh_every_s=lifetime * LIFETIME_SCALE * REFRESH_FRACTION,
+            lifetime_scale=LIFETIME_SCALE,
         )
 
     @property

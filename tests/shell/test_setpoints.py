@@ -1,0 +1,272 @@
+"""Every inverter's power accounted for, through the daemon on the simulator (issue 18).
+
+Each test reproduces one of the issue's findings against the real daemon and the simulator over
+loopback, and judges it by the simulator's own record of what each inverter was commanded and
+held (:meth:`Simulator.record`): lapses of non-zero setpoints, the total held by a set of
+inverters over time, the power each holds now.
+
+Lifetimes run 20 times faster than the clock (the simulator's ``lifetime_scale``, which the
+daemon is told): a 10 s lifetime holds for 0.5 s, so a test sees many lifetimes in a second or
+two. Nothing sleeps to synchronise: the tests wait on the simulator (``sim_wait``) or on the
+daemon's status board, under deadlines; where a test must let time pass to show that something
+does *not* happen (a lapse), it waits for the simulator to have seen a given number of
+commands, which only time can bring.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from distributord.core.status import Status
+from distributord.shell.daemon import DaemonSettings
+from distributord.shell.live import LiveValue
+from distributord.shell.requestloop import LoopSettings
+from distributord.sim.scenario import uniform_fleet
+from distributord.sim.server import Simulator
+from tests.support import Client, connect, running_daemon, sim_wait, wait_until
+
+SCALE = 0.05
+"""The simulator's lifetime scale: a 10 s lifetime holds for 0.5 s of the clock."""
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(
+        uniform_fleet(3, seed=3), telemetry_hz=20.0, lifetime_scale=SCALE, apis=("v1alpha18",)
+    ) as simulator:
+        yield simulator
+
+
+def settings(sim: Simulator, lifetime_s: int = 10, **loop: Any) -> DaemonSettings:
+    return DaemonSettings(
+        address=sim.address,
+        loop=LoopSettings(lifetime_s=lifetime_s, lifetime_scale=SCALE, **loop),
+        drain_timeout_s=0.5,
+    )
+
+
+def commands_to(sim: Simulator, inverter: int) -> int:
+    return sum(1 for c in sim.commands() if c.component_id == inverter)
+
+
+async def wait_commands(sim: Simulator, inverter: int, count: int) -> None:
+    """Wait until ``inverter`` has received ``count`` more commands (time passing, refreshed)."""
+    target = commands_to(sim, inverter) + count
+    await sim_wait(sim, lambda s: commands_to(s, inverter) >= target, limit_s=20.0)
+
+
+async def status_of(client: Client, battery: int) -> dict[str, Any]:
+    status = await client.result("get_status")
+    (entry,) = [b for b in status["batteries"] if b["id"] == battery]
+    return entry  # type: ignore[no-any-return]
+
+
+async def test_a_hanging_inverter_does_not_let_the_others_lapse(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # Finding 1: request_timeout_s (60 s) longer than the lifetime (10 s, here 0.5 s): one
+    # inverter that never answers kept the request running, and what the others had accepted
+    # expired before anything re-sent it.
+    sim.set_fault(2003, command_hang=True)
+    path = tmp_path / "c.sock"
+    async with running_daemon(sim, path, settings(sim)), connect(path) as client:
+        start = sim.now()
+        await client.send(
+            "set_power",
+            {"power_w": 3000, "batteries": [1001, 1002, 1003], "request_timeout_s": 60},
+        )
+        await wait_commands(sim, 2001, 8)  # about 1.3 s: 2.7 lifetimes
+        record = sim.record()
+        assert record.lapses([2001, 2002], since=start) == []
+        assert record.held_at(2001, record.time) > 0.0
+
+
+async def test_failing_overlapping_requests_do_not_starve_the_refresh(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # Finding 2: a request overlapping a standing set cancelled its running refresh even when
+    # it then failed at once; with slow inverters, a client sending such requests made the
+    # standing setpoint lapse.
+    for inverter in (2001, 2002):
+        sim.set_fault(inverter, command_latency_s=0.1)
+    path = tmp_path / "c.sock"
+    async with running_daemon(sim, path, settings(sim)), connect(path) as client:
+        result = await client.result("set_power", {"power_w": 2000, "batteries": [1001, 1002]})
+        assert result["outcome"] == "success"
+        start = sim.now()
+        for _ in range(40):  # 2 s at 20 Hz, each failing before commanding anything
+            bad = await client.result(
+                "set_power", {"power_w": 1e6, "batteries": [1002, 1003], "adjust_power": False}
+            )
+            assert bad["outcome"] == "out_of_bounds"
+            unknown = await client.result("set_power", {"power_w": 10, "batteries": [1002, 9]})
+            assert unknown["outcome"] == "error"
+            await trio.sleep(0.05)  # the client's pace, not a synchronisation
+        record = sim.record()
+        assert record.lapses([2001, 2002], since=start) == []
+        assert record.min_total([2001, 2002], start=start) == pytest.approx(2000.0)
+
+
+async def test_a_reload_that_raises_the_lifetime_does_not_let_setpoints_lapse(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # Finding 3: raising setpoints.lifetime_s re-timed the refresh by the new lifetime while the
+    # setpoints in force were sent with the old, shorter one.
+    live = LiveValue(settings(sim, lifetime_s=10))
+    path = tmp_path / "c.sock"
+    async with running_daemon(sim, path, live), connect(path) as client:
+        await client.result("set_power", {"power_w": 2000, "batteries": [1001, 1002]})
+        start = sim.now()
+        live.value = settings(sim, lifetime_s=60)  # 0.5 s → 3 s
+        await wait_commands(sim, 2001, 2)  # the next refresh, then one by the new lifetime
+        record = sim.record()
+        assert record.lapses([2001, 2002], since=start) == []
+        lifetimes = [c.lifetime_s for c in record.commands([2001], since=start)]
+        assert lifetimes[-1] == 60
+
+
+async def test_a_subset_request_releases_the_rest_of_the_set(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # Finding 4: [1001, 1002] at -5 kW, then [1001] at +2 kW: 1002 was neither refreshed nor
+    # stopped, and get_status went on showing its old setpoint.
+    path = tmp_path / "c.sock"
+    async with running_daemon(sim, path, settings(sim)), connect(path) as client:
+        await client.result("set_power", {"power_w": -5000, "batteries": [1001, 1002]})
+        result = await client.result("set_power", {"power_w": 2000, "batteries": [1001]})
+        assert result["outcome"] == "success"
+        assert sim.setpoint(2002) == 0.0  # released in the request's own round
+        assert sim.setpoint(2001) == pytest.approx(2000.0)
+        assert (await status_of(client, 1002))["setpoint_w"] == 0.0
+        start = sim.now()
+        await wait_commands(sim, 2001, 3)
+        record = sim.record()
+        assert record.lapses(since=start) == []
+        assert [c.power_w for c in record.commands([2002], since=start)] == []
+
+
+async def test_zero_watts_releases_batteries_that_are_not_usable_and_it_stays_released(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # Finding 5: a 0 W request while none of its batteries was usable was answered "error"
+    # and commanded nothing; the old setpoint stood, and came back when they worked again.
+    path = tmp_path / "c.sock"
+    async with running_daemon(sim, path, settings(sim)) as daemon, connect(path) as client:
+        await client.result("set_power", {"power_w": 3000, "batteries": [1001, 1002]})
+        for battery in (1001, 1002):
+            sim.set_fault(battery, error_state=True)
+        await wait_until(
+            daemon,
+            lambda d: all(d.tracker.state(b).status is Status.NOT_WORKING for b in (1001, 1002)),
+        )
+        result = await client.result("set_power", {"power_w": 0, "batteries": [1001, 1002]})
+        assert result["outcome"] == "success"
+        assert result["succeeded_batteries"] == [1001, 1002]
+        assert (sim.setpoint(2001), sim.setpoint(2002)) == (0.0, 0.0)
+        released = sim.now()
+        for battery in (1001, 1002):
+            sim.set_fault(battery, error_state=False)
+        await wait_until(
+            daemon,
+            lambda d: all(d.tracker.state(b).status is Status.WORKING for b in (1001, 1002)),
+        )
+        # Nothing may happen now: only time can show it (two lifetimes, several re-plans).
+        await trio.sleep(1.0)
+        record = sim.record()
+        assert [c.power_w for c in record.commands([2001, 2002], since=released)] == []
+        assert record.max_total([2001, 2002], start=released) == 0.0
+
+
+@pytest.mark.parametrize("final_reply", ["APPLIED_NONE", "APPLIED_END"])
+async def test_a_command_applied_without_a_final_reply_is_released_by_zero_watts(
+    sim: Simulator, tmp_path: Path, final_reply: str
+) -> None:
+    # Finding 5: after a v1alpha18 command was ACCEPTED (so applied) but got no final reply, a
+    # 0 W request answered success but never commanded that inverter: it kept its old power.
+    sim.set_fault(2001, final_reply=final_reply)
+    path = tmp_path / "c.sock"
+    async with running_daemon(sim, path, settings(sim)), connect(path) as client:
+        first = await client.result(
+            "set_power", {"power_w": 1000, "batteries": [1001], "request_timeout_s": 0.3}
+        )
+        assert first["outcome"] == "partial_failure"  # no verdict: not counted as succeeded
+        assert sim.setpoint(2001) == pytest.approx(1000.0)
+        assert (await status_of(client, 1001))["setpoint_w"] == pytest.approx(1000.0)
+        await client.result(
+            "set_power", {"power_w": 0, "batteries": [1001], "request_timeout_s": 0.3}
+        )
+        assert sim.setpoint(2001) == 0.0
+
+
+async def test_a_command_without_a_verdict_never_makes_the_set_hold_more_than_asked(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # Finding 6: a command ACCEPTED with no final reply counted as failed; the request was
+    # re-planned on the other batteries and the "failed" inverter was never sent 0 W:
+    # +2,000 W requested, the inverters held 3,000 W.
+    sim.set_fault(2001, final_reply="APPLIED_END")
+    path = tmp_path / "c.sock"
+    async with running_daemon(sim, path, settings(sim)) as daemon, connect(path) as client:
+        start = sim.now()
+        result = await client.result("set_power", {"power_w": 2000, "batteries": [1001, 1002]})
+        assert result["outcome"] == "partial_failure"
+        await wait_until(daemon, lambda d: d.tracker.state(1001).status is Status.UNCERTAIN)
+        await sim_wait(sim, lambda s: s.setpoint(2002) == pytest.approx(2000.0))
+        assert sim.setpoint(2001) == 0.0
+        record = sim.record()
+        assert record.max_total([2001, 2002], start=start) <= 2000.0
+        assert record.lapses([2002], since=start) == []
+
+
+async def test_a_tiny_request_timeout_reports_failures_and_the_set_never_exceeds_the_request(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # Finding 6: with request_timeout_s 1e-9 (valid) every reply said 0 W succeeded while
+    # every command was applied, and no later release knew of them.
+    path = tmp_path / "c.sock"
+    async with running_daemon(sim, path, settings(sim)), connect(path) as client:
+        start = sim.now()
+        result = await client.result(
+            "set_power",
+            {"power_w": 2000, "batteries": [1001, 1002], "request_timeout_s": 1e-9},
+        )
+        assert result["outcome"] == "partial_failure"
+        assert result["failed_power_w"] == pytest.approx(2000.0)
+        # Whatever landed stands: the ledger counts it possibly applied, retries, and holds it.
+        await sim_wait(sim, lambda s: s.setpoint(2001) + s.setpoint(2002) == pytest.approx(2000))
+        await client.result("set_power", {"power_w": 0, "batteries": [1001, 1002]})
+        assert (sim.setpoint(2001), sim.setpoint(2002)) == (0.0, 0.0)
+        assert sim.record().max_total([2001, 2002], start=start) <= 2000.0
+
+
+async def test_what_get_status_reports_is_what_the_inverter_may_hold(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # Finding 9: setpoint_w was the last command that succeeded: it stayed after the setpoint
+    # lapsed.
+    path = tmp_path / "c.sock"
+    async with running_daemon(sim, path, settings(sim)) as daemon, connect(path) as client:
+        await client.result("set_power", {"power_w": 3000, "batteries": [1001, 1002, 1003]})
+        assert (await status_of(client, 1003))["setpoint_w"] == sim.setpoint(2003) > 0.0
+        # Its refreshes are refused from now on (so surely not applied): it lapses. (A command
+        # that hangs may have been applied: the ledger then goes on believing it may hold.)
+        sim.set_fault(2003, command_error="OUT_OF_RANGE")
+        await sim_wait(sim, lambda s: s.setpoint(2003) == 0.0)  # it lapsed
+        # The ledger lets it go once its lifetime may have run out.
+        ledger = daemon.loop.commander.ledger
+        until = ledger.belief_until(2003, trio.current_time())
+        assert until is not None
+        await trio.sleep_until(until)
+        assert "setpoint_w" not in await status_of(client, 1003)
+        assert 1003 not in daemon.loop.setpoints()
+        assert (await status_of(client, 1001))["setpoint_w"] == pytest.approx(sim.setpoint(2001))
+
+
+def test_lifetimes_are_scaled_consistently() -> None:
+    assert math.isclose(LoopSettings(lifetime_s=10, lifetime_scale=SCALE).held_s, 0.5)
