@@ -163,9 +163,7 @@ class LoopMachine(RuleBasedStateMachine):
                 "waiting": {s: j.request for s, j in loop._waiting.items()},
                 "queued": loop.statistics().queued,
                 "standing": loop.standing(),
-                "batches": [
-                    (b.sent_at, b.lifetime_s, set(b.setpoints)) for b in self.fake.batches
-                ],
+                "batches": [(b.sent_at, b.lifetime_s, set(b.setpoints)) for b in self.fake.batches],
                 "working": {
                     b for b, s in self.tracker.states.items() if s.status is Status.WORKING
                 },
