@@ -430,6 +430,23 @@ class Ledger:
                 return command.may_hold_until if command.may_hold_until > now else None
         return None
 
+    def possible(self, inverter: int, now: float) -> set[float]:
+        """Every power ``inverter`` may hold now (0 W when it may hold nothing)."""
+        entry = self._entries.get(inverter)
+        if entry is None:
+            return {0.0}
+        powers: set[float] = set()
+        nothing = True  # it may hold no setpoint at all
+        for command in entry.in_force():
+            if command.may_hold_until <= now:
+                continue
+            powers.add(command.power_w)
+            if command.applied and command.holds_at_least_until > now:
+                nothing = False  # it surely holds this one (or a newer one)
+        if nothing:
+            powers.add(0.0)
+        return powers
+
     def may_hold_power(self, inverter: int, now: float) -> bool:
         """Whether ``inverter`` may hold non-zero power now (by what this ledger has seen)."""
         entry = self._entries.get(inverter)

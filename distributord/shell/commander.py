@@ -30,6 +30,7 @@ was superseded or cancelled by the shutdown is nobody's failure and is reported 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping
 
 import attrs
@@ -40,6 +41,11 @@ from distributord.core.ledger import Due, Ledger, Owner, Sent, State, fate
 from distributord.shell.link import MicrogridClient
 
 logger = logging.getLogger(__name__)
+
+GATE_FRACTION = 1.0 / 6.0
+"""How long, as a share of the lifetime, a round's raising half waits for its lowering half: half
+of the time until a refresh is due (a third), so a slow answer delays a refresh but never makes
+it come after the setpoint it refreshes could run out."""
 
 
 @attrs.define(eq=False)
@@ -84,13 +90,16 @@ class Batch:
     Attributes:
         deadline: When those still flying are cancelled (trio time).
         background: Whether no client waits for them.
-        after: Commands that must end before these are sent (the lowering half of a round).
+        after: Commands these replace: they are cancelled, and these are sent once they ended.
+        gate: Commands these wait for, until ``gate_until`` (the lowering half of a round).
         flights: Inverter to its command.
     """
 
     deadline: float
     background: bool
     after: list[Flight] = attrs.Factory(list)
+    gate: list[Flight] = attrs.Factory(list)
+    gate_until: float = -math.inf
     flights: dict[int, Flight] = attrs.Factory(dict)
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
 
@@ -129,6 +138,7 @@ class Commander:
         self._on_fate = on_fate
         self.ledger = ledger or Ledger()
         self._flights: dict[int, Flight] = {}
+        self._silent: set[int] = set()  # inverters whose last command ran into its deadline
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -173,25 +183,37 @@ class Commander:
                 flight.batch.scope.cancel()
                 await flight.done.wait()
 
-    def lowers(self, inverter: int, power_w: float) -> bool:
-        """Whether ``power_w`` moves ``inverter`` toward zero from what it may hold now."""
-        held = self.ledger.belief(inverter, trio.current_time()) or 0.0
-        return power_w == 0.0 or (abs(power_w) < abs(held) and (power_w > 0.0) == (held > 0.0))
+    def raises(self, inverter: int, power_w: float) -> bool:
+        """Whether ``power_w`` moves ``inverter`` away from zero from anything it may hold now."""
+        return any(
+            abs(power_w) > abs(held) or (power_w != 0.0 and (power_w > 0.0) != (held > 0.0))
+            for held in self.ledger.possible(inverter, trio.current_time())
+        )
+
+    def _responsive(self, inverter: int) -> bool:
+        """Whether the inverter's last command that ended was answered in time."""
+        return inverter not in self._silent
 
     def _send(
         self, powers: Mapping[int, float], *, deadline: float, background: bool
     ) -> dict[int, Flight]:
-        """Send a round: first what lowers an inverter's power, the rest once those have ended.
+        """Send a round: first what lowers or keeps an inverter's power, then what raises it.
 
-        So the site never holds more than it did before the round or will after it.
+        What raises waits until what lowers has ended, so that the site does not hold more than
+        it did before the round or will after it. The wait is bounded (:data:`GATE_FRACTION` of
+        the lifetime, and the round's deadline) and does not count commands to inverters that
+        did not answer their last one: a hanging inverter must not hold back the others until
+        their setpoints lapse.
         """
-        lowering = {i: p for i, p in powers.items() if self.lowers(i, p)}
-        raising = {i: p for i, p in powers.items() if i not in lowering}
-        first = self._batch(lowering, deadline=deadline, background=background, after=[])
-        then = self._batch(
-            raising, deadline=deadline, background=background, after=list(first.values())
+        raising = {i: p for i, p in powers.items() if self.raises(i, p)}
+        first = {i: p for i, p in powers.items() if i not in raising}
+        gating = [i for i in first if self._responsive(i)]
+        flights = self._batch(first, deadline=deadline, background=background, gate=[])
+        gate = [flights[i] for i in gating]
+        gate_until = min(deadline, trio.current_time() + self._held_s() * GATE_FRACTION)
+        return flights | self._batch(
+            raising, deadline=deadline, background=background, gate=gate, gate_until=gate_until
         )
-        return first | then
 
     def _batch(
         self,
@@ -199,7 +221,8 @@ class Commander:
         *,
         deadline: float,
         background: bool,
-        after: list[Flight],
+        gate: list[Flight],
+        gate_until: float = -math.inf,
     ) -> dict[int, Flight]:
         if not powers:
             return {}
@@ -207,7 +230,7 @@ class Commander:
         # A newer command cancels the one in flight to that inverter. A batch is cancelled as a
         # whole, so the others still flying in it are sent again, each as it was.
         again: dict[tuple[float, bool], dict[int, float]] = {}
-        after = list(after)
+        after: list[Flight] = []
         for inverter in powers:
             older = self._flights.get(inverter)
             if older is None:
@@ -222,7 +245,9 @@ class Commander:
                     if other.inverter not in powers:
                         key = (older.batch.deadline, older.batch.background)
                         again.setdefault(key, {})[other.inverter] = other.power_w
-        batch = Batch(deadline=deadline, background=background, after=after)
+        batch = Batch(
+            deadline=deadline, background=background, after=after, gate=gate, gate_until=gate_until
+        )
         for inverter, power in powers.items():
             flight = Flight(inverter=inverter, power_w=power, batch=batch)
             batch.flights[inverter] = self._flights[inverter] = flight
@@ -233,12 +258,10 @@ class Commander:
             for flight in batch.flights.values():
                 self._end(flight)
             return dict(batch.flights)
-        if not after:
+        if not after and not gate:
             self._launch(batch)
         for (other_deadline, other_background), other_powers in again.items():
-            self._batch(
-                other_powers, deadline=other_deadline, background=other_background, after=[]
-            )
+            self._batch(other_powers, deadline=other_deadline, background=other_background, gate=[])
         return dict(batch.flights)
 
     def _launch(self, batch: Batch) -> None:
@@ -259,9 +282,12 @@ class Commander:
 
         try:
             with batch.scope:
-                if batch.after:
+                if batch.after or batch.gate:
+                    with trio.move_on_at(batch.gate_until):
+                        for flight in batch.gate:
+                            await flight.done.wait()
                     for flight in batch.after:
-                        await flight.done.wait()
+                        await flight.done.wait()  # cancelled: it ends at once
                     self._launch(batch)
                 sending = {i: f.power_w for i, f in flights.items() if f.command is not None}
                 if sending:
@@ -284,15 +310,18 @@ class Commander:
             if flight.superseded:
                 reason = "superseded by a newer command to the same inverter"
             elif command is None:
-                reason = "not sent: the commands lowering other inverters did not end in time"
+                reason = "cancelled before it was sent"
             elif now >= flight.batch.deadline:
                 reason = f"no answer within {flight.batch.deadline - command.sent_at:g} s"
             else:
                 reason = "cancelled: the daemon is stopping"
             flight.outcome = CommandFailedError("DEADLINE", reason)
             state = State.UNKNOWN
+            if command is not None and not flight.superseded and now >= flight.batch.deadline:
+                self._silent.add(flight.inverter)
         else:
             state = State.UNKNOWN if flight.bug is not None else fate(flight.outcome)
+            self._silent.discard(flight.inverter)
         if command is not None:
             flight.command = self.ledger.answered(command, state, now=now)
         if self._flights.get(flight.inverter) is flight:

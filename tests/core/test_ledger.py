@@ -157,6 +157,21 @@ def test_an_inverter_passes_to_its_new_owner_and_the_old_owner_lets_go_of_it_onl
     assert (ledger.wanted(1), ledger.wanted(2)) == (None, 50.0)
 
 
+def test_what_an_inverter_may_hold_includes_nothing_until_a_command_surely_holds() -> None:
+    ledger = Ledger()
+    assert ledger.possible(1, 0.0) == {0.0}
+    ledger.want(OWNER, {1: 500.0})
+    send_all(ledger, 0.0, lifetime_s=10.0)
+    assert ledger.possible(1, 0.0) == {0.0, 500.0}  # in flight
+    land_all(ledger, 0.0)
+    assert ledger.possible(1, 1.0) == {500.0}
+    ledger.drop(OWNER)
+    send_all(ledger, 1.0, lifetime_s=10.0)
+    land_all(ledger, 1.0)
+    assert ledger.possible(1, 2.0) == {0.0}  # a landed 0 W is a power it holds
+    assert ledger.possible(1, 20.0) == {0.0}
+
+
 def test_what_is_kept_is_bounded() -> None:
     ledger = Ledger()
     ledger.want(OWNER, {1: 500.0})

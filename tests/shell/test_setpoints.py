@@ -15,16 +15,20 @@ commands, which only time can bring.
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
 from distributord.core.status import Status
-from distributord.shell.daemon import DaemonSettings
+from distributord.shell.daemon import Daemon, DaemonSettings
 from distributord.shell.live import LiveValue
 from distributord.shell.requestloop import LoopSettings
 from distributord.sim.scenario import uniform_fleet
@@ -270,3 +274,184 @@ async def test_what_get_status_reports_is_what_the_inverter_may_hold(
 
 def test_lifetimes_are_scaled_consistently() -> None:
     assert math.isclose(LoopSettings(lifetime_s=10, lifetime_scale=SCALE).held_s, 0.5)
+
+
+# -- the worst mix, for minutes ----------------------------------------------------------------
+
+SOAK_S = float(os.environ.get("DISTRIBUTORD_SOAK_S", "600"))
+"""How long the slow soak runs (``pytest -m slow``): ten minutes unless told otherwise."""
+
+
+@attrs.define
+class Sent:
+    """One request of a soak client, on the simulator's clock."""
+
+    power_w: float
+    sent_at: float
+    answered_at: float = math.inf
+    outcome: str = ""
+
+
+@attrs.frozen
+class SoakFigures:
+    """What a soak did, and what the simulator's record says of it."""
+
+    seconds: float
+    requests: int
+    failing: int
+    reloads: int
+    releases_while_out: int
+    commands: int
+    lapses: int
+    over: float
+    """The largest excess, W, of what a set held over what its requests allowed (0: none)."""
+
+
+def allowed_at(sent: list[Sent], at: float) -> tuple[float, float]:
+    """The range the set's total may be in at ``at``: every request that may be in force.
+
+    A request that was not refused may be in force from when it was sent until the next such
+    request has been answered (before that, the old one may still hold on some inverters).
+    """
+    low = high = 0.0
+    applied = [s for s in sent if s.outcome in ("success", "partial_failure")]
+    for index, request in enumerate(applied):
+        later = applied[index + 1] if index + 1 < len(applied) else None
+        if request.sent_at <= at and (later is None or at <= later.answered_at):
+            low, high = min(low, request.power_w), max(high, request.power_w)
+    return low, high
+
+
+async def soak(sim: Simulator, tmp_path: Path, seconds: float) -> SoakFigures:
+    """Run the worst mix for ``seconds`` and judge it by the simulator's record."""
+    sim.set_fault(2006, command_hang=True)  # one inverter never answers
+    live = LiveValue(settings(sim, lifetime_s=10, command_timeout_s=1.0))
+    path = tmp_path / "c.sock"
+    holders: dict[tuple[int, ...], list[Sent]] = {(1001, 1002, 1003): [], (1004, 1005, 1006): []}
+    counts = {"failing": 0, "reloads": 0, "releases": 0}
+    start = sim.now()
+
+    async def holder(batteries: tuple[int, ...], powers: list[float], every_s: float) -> None:
+        async with connect(path) as client:
+            for index in itertools.count():
+                entry = Sent(power_w=powers[index % len(powers)], sent_at=time.monotonic())
+                holders[batteries].append(entry)
+                result = await client.result(
+                    "set_power",
+                    {
+                        "power_w": entry.power_w,
+                        "batteries": list(batteries),
+                        "request_timeout_s": 2,
+                    },
+                )
+                entry.answered_at, entry.outcome = time.monotonic(), result["outcome"]
+                await trio.sleep(every_s)
+
+    async def failing() -> None:  # overlapping requests that fail before commanding, 10 Hz
+        async with connect(path) as client:
+            while True:
+                await client.result(
+                    "set_power", {"power_w": 1e6, "batteries": [1003, 1004], "adjust_power": False}
+                )
+                await client.result("set_power", {"power_w": 5, "batteries": [1002, 9]})
+                counts["failing"] += 2
+                await trio.sleep(0.1)
+
+    async def reloads() -> None:  # the lifetime up and down
+        for lifetime in itertools.cycle([30, 10, 60, 10]):
+            await trio.sleep(2.3)
+            live.value = settings(sim, lifetime_s=lifetime, command_timeout_s=1.0)
+            counts["reloads"] += 1
+
+    async def outages(daemon: Daemon) -> None:  # releases while batteries are out
+        async with connect(path) as client:
+            while True:
+                await trio.sleep(7.0)
+                for battery in (1001, 1002):
+                    sim.set_fault(battery, error_state=True)
+                await wait_until(
+                    daemon,
+                    lambda d: all(
+                        d.tracker.state(b).status is Status.NOT_WORKING for b in (1001, 1002)
+                    ),
+                )
+                entry = Sent(power_w=0.0, sent_at=time.monotonic())
+                holders[(1001, 1002, 1003)].append(entry)
+                result = await client.result(
+                    "set_power", {"power_w": 0, "batteries": [1001, 1002, 1003]}
+                )
+                entry.answered_at, entry.outcome = time.monotonic(), result["outcome"]
+                counts["releases"] += 1
+                for battery in (1001, 1002):
+                    sim.set_fault(battery, error_state=False)
+
+    async with running_daemon(sim, path, live) as daemon, trio.open_nursery() as nursery:
+        nursery.start_soon(holder, (1001, 1002, 1003), [3000.0, -2000.0, 1500.0, 2500.0], 0.9)
+        nursery.start_soon(holder, (1004, 1005, 1006), [-1500.0, 2000.0, 900.0], 1.3)
+        nursery.start_soon(failing)
+        nursery.start_soon(reloads)
+        nursery.start_soon(outages, daemon)
+        await trio.sleep(seconds)
+        nursery.cancel_scope.cancel()
+        end = sim.now()  # the daemon still lives: every lapse until here counts
+    record = sim.record()
+    healthy = [2001, 2002, 2003, 2004, 2005]
+    lapses = record.lapses(healthy, since=start)
+    lapses = [e for e in lapses if e.at <= end]
+    over = 0.0
+    for batteries, sent in holders.items():
+        inverters = [sim.inverter_of(b) for b in batteries]
+        for at, total in record.timeline(inverters, start=start, end=end):
+            low, high = allowed_at(sent, at)
+            if max(total - high, low - total) > 0 and os.environ.get("SOAK_DEBUG"):
+                print("OVER", batteries, at - start, total, (low, high))
+                for e in sent:
+                    print(
+                        "  REQ",
+                        round(e.sent_at - start, 4),
+                        round(e.answered_at - start, 4),
+                        e.power_w,
+                        e.outcome,
+                    )
+                for inv in inverters:
+                    for c in record.commands([inv], since=at - 0.3):
+                        if c.at <= at + 0.05:
+                            print("   ", inv, round(c.at - start, 4), c.power_w, c.outcome)
+            over = max(over, total - high, low - total)
+    commands = sum(1 for c in record.commands(since=start) if c.at <= end)
+    return SoakFigures(
+        seconds=end - start,
+        requests=sum(len(s) for s in holders.values()),
+        failing=counts["failing"],
+        reloads=counts["reloads"],
+        releases_while_out=counts["releases"],
+        commands=commands,
+        lapses=len(lapses),
+        over=over,
+    )
+
+
+async def test_the_worst_mix_for_a_while_no_lapse_and_never_more_than_asked(
+    sim6: Simulator, tmp_path: Path
+) -> None:
+    figures = await soak(sim6, tmp_path, 15.0)
+    print(figures)
+    assert figures.releases_while_out >= 1
+    assert (figures.lapses, figures.over) == (0, 0.0), figures
+
+
+@pytest.mark.slow
+async def test_the_worst_mix_soaked_no_lapse_and_never_more_than_asked(
+    sim6: Simulator, tmp_path: Path
+) -> None:
+    figures = await soak(sim6, tmp_path, SOAK_S)
+    print(figures)
+    assert (figures.lapses, figures.over) == (0, 0.0), figures
+
+
+@pytest.fixture
+def sim6() -> Iterator[Simulator]:
+    with Simulator(
+        uniform_fleet(6, seed=3), telemetry_hz=10.0, lifetime_scale=SCALE, apis=("v1alpha18",)
+    ) as simulator:
+        yield simulator
