@@ -218,14 +218,13 @@ async def test_overlapping_sets_run_one_after_another_in_arrival_order(
         ]
         # Two batches start at 0 and the order of tasks started together is trio's choice. Each
         # request ends the standing setpoint it overlaps: the battery it frees is sent 0 W in its
-        # round, before anything is raised (2002 answers in 1 s, so [1003] waits for its 0 W).
+        # round with what keeps its power, before anything is raised (2002 answers in 1 s).
         assert sorted(rig.fake.sent(), key=lambda sent: (sent[0], sorted(sent[1]))) == [
             (0.0, {2001: 1000.0, 2002: 1000.0}),
             (0.0, {2004: 1000.0}),
-            (1.0, {2001: 0.0}),
-            (1.0, {2002: 1000.0, 2003: 1000.0}),
-            (2.0, {2002: 0.0}),
-            (3.0, {2003: 1000.0}),
+            (1.0, {2001: 0.0, 2002: 1000.0}),
+            (2.0, {2002: 0.0, 2003: 1000.0}),
+            (2.0, {2003: 1000.0}),
         ]
         assert warnings(caplog) == [
             "request for batteries [1002, 1003] overlaps the request for [1001, 1002]; it waits",
@@ -528,8 +527,7 @@ async def test_a_waiting_refresh_does_not_block_a_client_request(
         # its round, and nothing was refreshed.
         assert rig.fake.sent() == [
             (0.0, {2001: 1000.0, 2002: 1000.0}),
-            (9.0, {2002: 0.0}),
-            (9.0, {2001: 1000.0}),
+            (9.0, {2001: 1000.0, 2002: 0.0}),
             (10.5, {2002: 1000.0}),
         ]
 
@@ -576,13 +574,14 @@ async def test_overlapping_requests_keep_their_arrival_order_behind_a_slow_relea
         await trio.sleep(7.0)
 
         # Overlapping sets run in arrival order: 10.5's request first (it releases 1003, which
-        # answers in 3 s, before it raises 1002, which answers in 1 s), then 11's.
-        assert rig.answers()[-2:] == [(16.0, Success, earlier), (17.0, Success, later)]
-        assert rig.fake.sent()[2:] == [
-            (12.0, {2003: 0.0}),
-            (15.0, {2001: 1000.0, 2002: 1000.0}),
-            (16.0, {2001: 0.0}),
-            (16.0, {2002: 3000.0}),
+        # answers in 3 s, before it raises 1001), then 11's (it releases 1001 before it raises
+        # 1002, which answers in 1 s).
+        assert rig.answers()[-2:] == [(15.0, Success, earlier), (16.0, Success, later)]
+        assert rig.fake.sent()[3:] == [
+            (12.0, {2002: 1000.0, 2003: 0.0}),
+            (15.0, {2001: 1000.0}),
+            (15.0, {2001: 0.0}),
+            (15.0, {2002: 3000.0}),
         ]
 
 
