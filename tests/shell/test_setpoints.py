@@ -242,6 +242,12 @@ async def test_a_tiny_request_timeout_reports_failures_and_the_set_never_exceeds
         )
         assert result["outcome"] == "partial_failure"
         assert result["failed_power_w"] == pytest.approx(2000.0)
+        # The daemon cannot know whether they were applied: it reports them as possibly held
+        # (the old bookkeeping counted only successes, and knew of nothing to release).
+        for battery in (1001, 1002):
+            assert (await status_of(client, battery))["setpoint_w"] == pytest.approx(
+                result["distribution"][str(battery)]
+            )
         # Whatever landed stands: the ledger counts it possibly applied, retries, and holds it.
         await sim_wait(sim, lambda s: s.setpoint(2001) + s.setpoint(2002) == pytest.approx(2000))
         await client.result("set_power", {"power_w": 0, "batteries": [1001, 1002]})
