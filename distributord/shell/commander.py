@@ -228,8 +228,9 @@ class Commander:
             return {}
         assert self._nursery is not None, "the commander is not serving"
         # A newer command cancels the one in flight to that inverter. A batch is cancelled as a
-        # whole, so the others still flying in it are sent again, each as it was.
-        again: dict[tuple[float, bool], dict[int, float]] = {}
+        # whole, so the others still flying in it are sent again, at what is wanted of them now
+        # (never at what the cancelled batch carried: that may be a decision since replaced).
+        again: dict[tuple[float, bool], list[int]] = {}
         after: list[Flight] = []
         for inverter in powers:
             older = self._flights.get(inverter)
@@ -244,7 +245,7 @@ class Commander:
                     other.superseded = True
                     if other.inverter not in powers:
                         key = (older.batch.deadline, older.batch.background)
-                        again.setdefault(key, {})[other.inverter] = other.power_w
+                        again.setdefault(key, []).append(other.inverter)
         batch = Batch(
             deadline=deadline, background=background, after=after, gate=gate, gate_until=gate_until
         )
@@ -260,8 +261,9 @@ class Commander:
             return dict(batch.flights)
         if not after and not gate:
             self._launch(batch)
-        for (other_deadline, other_background), other_powers in again.items():
-            self._batch(other_powers, deadline=other_deadline, background=other_background, gate=[])
+        for (other_deadline, other_background), others in again.items():
+            wanted = {i: self.ledger.wanted(i) or 0.0 for i in others}
+            self._send(wanted, deadline=other_deadline, background=other_background)
         return dict(batch.flights)
 
     def _launch(self, batch: Batch) -> None:

@@ -39,12 +39,20 @@ SCALE = 0.05
 """The simulator's lifetime scale: a 10 s lifetime holds for 0.5 s of the clock."""
 
 
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
+def scaled(batteries: int, telemetry_hz: float) -> Iterator[Simulator]:
+    """A v1alpha18 simulator (what sites serve) whose lifetimes run :data:`SCALE` times faster."""
     with Simulator(
-        uniform_fleet(3, seed=3), telemetry_hz=20.0, lifetime_scale=SCALE, apis=("v1alpha18",)
+        uniform_fleet(batteries, seed=3),
+        telemetry_hz=telemetry_hz,
+        lifetime_scale=SCALE,
+        apis=("v1alpha18",),
     ) as simulator:
         yield simulator
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    yield from scaled(3, 20.0)
 
 
 def settings(sim: Simulator, lifetime_s: int = 10, **loop: Any) -> DaemonSettings:
@@ -457,7 +465,4 @@ async def test_the_worst_mix_soaked_no_lapse_and_never_more_than_asked(
 
 @pytest.fixture
 def sim6() -> Iterator[Simulator]:
-    with Simulator(
-        uniform_fleet(6, seed=3), telemetry_hz=10.0, lifetime_scale=SCALE, apis=("v1alpha18",)
-    ) as simulator:
-        yield simulator
+    yield from scaled(6, 10.0)
