@@ -60,6 +60,8 @@ class Flight:
         outcome: Until when it holds (Unix time) or why it failed; None while it flies.
         bug: An exception the microgrid client raised (not the microgrid's doing).
         superseded: Whether a newer command to the same inverter cancelled it.
+        successor: The command that carries on for it, when it was cancelled only because its
+            batch was (a newer command went to another inverter of the batch).
         done: Set when it has ended.
     """
 
@@ -70,7 +72,24 @@ class Flight:
     outcome: float | CommandError | None = None
     bug: Exception | None = None
     superseded: bool = False
+    successor: Flight | None = None
     done: trio.Event = attrs.Factory(trio.Event)
+
+    async def settled(self) -> Flight:
+        """Wait until it, or the command carrying on for it, has ended; that one."""
+        flight = self
+        while True:
+            await flight.done.wait()
+            if flight.successor is None:
+                return flight
+            flight = flight.successor
+
+    def last(self) -> Flight:
+        """It, or the command carrying on for it (as far as known now)."""
+        flight = self
+        while flight.successor is not None:
+            flight = flight.successor
+        return flight
 
     @property
     def background(self) -> bool:
@@ -170,18 +189,18 @@ class Commander:
 
     @staticmethod
     async def wait(flights: Iterable[Flight], *, deadline: float) -> None:
-        """Wait until every flight has ended, or ``deadline``."""
+        """Wait until every flight (or the one carrying on for it) has ended, or ``deadline``."""
         with trio.move_on_at(deadline):
             for flight in flights:
-                await flight.done.wait()
+                await flight.settled()
 
     @staticmethod
     async def cancel(flights: Iterable[Flight]) -> None:
         """Cancel the batches of those still flying and wait until each has ended."""
         for flight in flights:
-            if not flight.done.is_set():
-                flight.batch.scope.cancel()
-                await flight.done.wait()
+            while not flight.last().done.is_set():
+                flight.last().batch.scope.cancel()
+                await flight.last().done.wait()
 
     def raises(self, inverter: int, power_w: float) -> bool:
         """Whether ``power_w`` moves ``inverter`` away from zero from anything it may hold now."""
@@ -230,7 +249,7 @@ class Commander:
         # A newer command cancels the one in flight to that inverter. A batch is cancelled as a
         # whole, so the others still flying in it are sent again, at what is wanted of them now
         # (never at what the cancelled batch carried: that may be a decision since replaced).
-        again: dict[tuple[float, bool], list[int]] = {}
+        again: dict[tuple[float, bool], list[Flight]] = {}
         after: list[Flight] = []
         for inverter in powers:
             older = self._flights.get(inverter)
@@ -245,7 +264,7 @@ class Commander:
                     other.superseded = True
                     if other.inverter not in powers:
                         key = (older.batch.deadline, older.batch.background)
-                        again.setdefault(key, []).append(other.inverter)
+                        again.setdefault(key, []).append(other)
         batch = Batch(
             deadline=deadline, background=background, after=after, gate=gate, gate_until=gate_until
         )
@@ -262,8 +281,10 @@ class Commander:
         if not after and not gate:
             self._launch(batch)
         for (other_deadline, other_background), others in again.items():
-            wanted = {i: self.ledger.wanted(i) or 0.0 for i in others}
-            self._send(wanted, deadline=other_deadline, background=other_background)
+            wanted = {f.inverter: self.ledger.wanted(f.inverter) or 0.0 for f in others}
+            carried = self._send(wanted, deadline=other_deadline, background=other_background)
+            for other in others:  # whoever waits for one (a client, a gate) waits for its heir
+                other.successor = carried[other.inverter]
         return dict(batch.flights)
 
     def _launch(self, batch: Batch) -> None:
@@ -287,7 +308,7 @@ class Commander:
                 if batch.after or batch.gate:
                     with trio.move_on_at(batch.gate_until):
                         for flight in batch.gate:
-                            await flight.done.wait()
+                            await flight.settled()
                     for flight in batch.after:
                         await flight.done.wait()  # cancelled: it ends at once
                     self._launch(batch)

@@ -546,10 +546,10 @@ class RequestLoop:
             await self._commander.cancel(flights.values())
         finally:
             job.commands_s = trio.current_time() - sent
-        bug = next((f.bug for f in flights.values() if f.bug is not None), None)
+        bug = next((f.last().bug for f in flights.values() if f.last().bug is not None), None)
         if bug is not None:
             raise bug
-        outcomes = {self._battery_of[i]: flight.error for i, flight in flights.items()}
+        outcomes = {self._battery_of[i]: flight.last().error for i, flight in flights.items()}
         self._metrics.commands(outcomes.values())
         self._metrics.fanout(job.commands_s)
         return outcomes
