@@ -1104,11 +1104,34 @@ class E2EMachine(RuleBasedStateMachine):
             and blocked_until is not None
             and record.received_at < snapshot.sent + blocked_until
         ):
+            if self.unblocked(b, snapshot.sent, record.received_at):
+                event("a command after a success ended a blocking window")
+                return
             sets = self.claim_sets[b] + self.claim_sets_before[b]
             event("a command inside a blocking window")
             assert not all(self.has_working_other(s, b, snapshot) for s in sets), (
                 f"{what}: battery {b} is blocked and its set had a working battery"
             )
+
+    def unblocked(self, b: int, start: float, end: float) -> bool:
+        """Whether a command that landed between ``start`` and ``end`` unblocked battery ``b``.
+
+        A success ends a blocking window; an error (not a refusal) opens one again. A call
+        that was cancelled may or may not have (a deadline blocks, a newer command does not):
+        it is taken not to. A release reaches a blocked battery too (0 W goes wherever power
+        may stand), so a window often ends early.
+        """
+        assert self.sim is not None
+        inverter = inverter_of(b)
+        unblocked = False
+        for r in self.sim.commands():
+            if r.component_id != inverter or not start <= r.finished_at < end:
+                continue
+            if r.outcome == "ok":
+                unblocked = True
+            elif r.outcome not in REFUSALS | {"cancelled"}:
+                unblocked = False
+        return unblocked
 
     def lifetimes_between(self, start: float, end: float) -> set[int]:
         """The lifetimes in force at some time between ``start`` and ``end``."""
