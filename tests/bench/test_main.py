@@ -1,4 +1,4 @@
-"""``python -m distributord.bench``'s bookkeeping: no benchmark runs here."""
+"""``python -m bench``'s bookkeeping: no benchmark runs here."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from distributord.bench import report
-from distributord.bench.__main__ import Book
+from bench import report
+from bench.__main__ import Book
 from tests.bench.test_report import results
 
 

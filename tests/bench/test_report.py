@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from distributord.bench import report
-from distributord.bench.report import Results
+from bench import report
+from bench.report import Results
 
 
 def results() -> Results:
-    """A run's figures, shaped as ``python -m distributord.bench`` writes them."""
+    """A run's figures, shaped as ``python -m bench`` writes them."""
     return {
         "machine": "Python 3.11.7 on Linux x86_64, 2 CPUs (Test CPU)",
         "cores": 2,
         "date": "2026-11-27 12:00 UTC",
-        "command": "python -m distributord.bench",
+        "command": "python -m bench",
         "commit": "abc1234",
         "quick": False,
         "targets": {
@@ -141,7 +141,7 @@ def test_the_report_says_where_when_and_how() -> None:
     text = report.render(results())
     assert "- **Machine:** Python 3.11.7 on Linux x86_64, 2 CPUs (Test CPU)" in text
     assert "- **Date:** 2026-11-27 12:00 UTC" in text
-    assert "- **Command:** `python -m distributord.bench`" in text
+    assert "- **Command:** `python -m bench`" in text
     assert "distribution 1.50 → 1.60 (1.0 min)" in text
     # Each benchmark says beside what it measured.
     assert "reference design" in text

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import trio
 
-from distributord.bench import load
+from bench import load
 from distributord.sim.scenario import uniform_fleet
 from distributord.sim.server import Simulator
 from tests.support import running_daemon

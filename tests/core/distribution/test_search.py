@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from distributord.bench.distribution import best_reachable
-from distributord.bench.distribution import fixed_power_fleet as fixed_power_fleet_of
+from bench.distribution import best_reachable
+from bench.distribution import fixed_power_fleet as fixed_power_fleet_of
 from distributord.core.distribution import Pair, Reason, SearchBudget, distribute, search
 from tests.core.distribution.spec import battery
 

@@ -1,6 +1,6 @@
 """Benchmark of the whole daemon: request → reply latency through the real socket.
 
-Usage: ``python -m distributord.bench.daemon [--api v1alpha18,v1] [--sizes 10,100,500]
+Usage: ``python -m bench.daemon [--api v1alpha18,v1] [--sizes 10,100,500]
 [--requests 1000]``
 
 For each API version and fleet size: ``distributord sim --api VERSION`` (serving only that
@@ -45,8 +45,8 @@ from frequenz.api.microgrid.v1alpha18 import microgrid_pb2_grpc as v1alpha18_grp
 from frequenz.api.microgrid.v1alpha19 import microgrid_pb2 as v1alpha19_pb2
 from frequenz.api.microgrid.v1alpha19 import microgrid_pb2_grpc as v1alpha19_grpc
 
-from distributord.bench.distribution import machine
-from distributord.bench.link import simulator
+from bench.distribution import machine
+from bench.link import simulator
 from distributord.core.config import API_VERSIONS
 from distributord.core.errors import DaemonError
 from distributord.core.rpcclient import RECEIVE_BYTES, RpcClient, result_of

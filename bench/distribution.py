@@ -1,6 +1,6 @@
 """Benchmark of the distribution algorithm: median time per ``distribute()`` call.
 
-Usage: ``python -m distributord.bench.distribution [--rounds N] [--sizes 1,10,100,1000]
+Usage: ``python -m bench.distribution [--rounds N] [--sizes 1,10,100,1000]
 [--fixed-power]``
 
 Fleets: SoC 20-80 % within bounds of 10-90 %, 5-100 kWh, battery and inverter caps of

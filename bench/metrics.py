@@ -1,9 +1,9 @@
 """Benchmark: does serving Prometheus metrics slow the request loop?
 
-Usage: ``python -m distributord.bench.metrics [--batteries 100] [--requests 300] [--rounds 2]
+Usage: ``python -m bench.metrics [--batteries 100] [--requests 300] [--rounds 2]
 [--scrape-every 1.0] [--api v1alpha18]``
 
-Windows of the daemon benchmark (:func:`distributord.bench.daemon.measure`: a simulator and
+Windows of the daemon benchmark (:func:`bench.daemon.measure`: a simulator and
 ``distributord run`` in processes of their own, ``set_power`` for the whole fleet one at a
 time, each alternated with a bare fan-out) in the order off, on, on, off, repeated ``--rounds``
 times, so that a machine whose speed drifts treats both alike. *Off* is the default
@@ -31,8 +31,8 @@ from collections.abc import Sequence
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from distributord.bench.daemon import measure, percentile
-from distributord.bench.distribution import machine
+from bench.daemon import measure, percentile
+from bench.distribution import machine
 
 TARGET = 1.05
 """Metrics on may cost at most 5 % of the reply latency (the issue's target)."""

@@ -1,6 +1,6 @@
 """The benchmark report: ``REPORT.md`` and its plots, from the figures of one run.
 
-``python -m distributord.bench`` runs the benchmarks and hands their figures here as one
+``python -m bench`` runs the benchmarks and hands their figures here as one
 JSON-shaped dict (:class:`Results`, also written beside the report as ``results.json``, so a
 report can be drawn again without running anything). This module only writes: it runs nothing,
 and it imports neither trio nor grpc.
@@ -261,7 +261,7 @@ def distribution_section(d: DistributionResults, targets: Targets) -> list[str]:
     lines = [
         "## Distribution",
         "",
-        "How: `distributord.bench.distribution`, in this process. Each fleet (SoC 20–80 %, "
+        "How: `bench.distribution`, in this process. Each fleet (SoC 20–80 %, "
         "5–100 kWh, caps of 3–10 kW, an exclusion minimum on every third inverter) gets 19 "
         "requests (0 W and ±2…110 % of its power), each timed many times per round over "
         f"{d['rounds']} round(s); median and p90 are over every call, *rounds* is the spread of "
@@ -327,7 +327,7 @@ def link_section(link: LinkResults, targets: Targets, plotted: bool) -> list[str
     lines = [
         "## Microgrid link (telemetry)",
         "",
-        "How: `distributord.bench.link`, per version and fleet size: `distributord sim --api "
+        "How: `bench.link`, per version and fleet size: `distributord sim --api "
         f"VERSION` in a process of its own streams every battery and inverter at {link['hz']:g} "
         "Hz (2 streams per battery). Against that one simulator, windows of "
         f"{link['seconds']:g} s alternate ({windows}"
@@ -402,7 +402,7 @@ def daemon_section(daemon: DaemonResults, targets: Targets, plotted: bool) -> li
     lines = [
         "## The daemon (end to end)",
         "",
-        "How: `distributord.bench.daemon`, per version and fleet size: `distributord sim` "
+        "How: `bench.daemon`, per version and fleet size: `distributord sim` "
         f"(zero command latency, telemetry at {daemon['hz']:g} Hz, serving only that version) "
         "and `distributord run` each in a process of its own. The benchmark sends `set_power` "
         "for the whole fleet through the control socket, one request at a time, and alternates "

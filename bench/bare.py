@@ -1,6 +1,6 @@
 """The link benchmark's baseline: a bare grpc.aio consumer of every telemetry stream.
 
-Usage (``distributord.bench.link`` runs it): ``python -m distributord.bench.bare --api VERSION
+Usage (``bench.link`` runs it): ``python -m bench.bare --api VERSION
 --address HOST:PORT --seconds S --settle S`` with the component ids on stdin, one a line.
 
 A plain asyncio program, as someone with no daemon would write it: one channel (so one HTTP/2

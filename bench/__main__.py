@@ -1,6 +1,6 @@
-"""Run every benchmark and write the report: ``python -m distributord.bench``.
+"""Run every benchmark and write the report: ``python -m bench``.
 
-Usage: ``python -m distributord.bench [--quick] [--out bench/] [--only distribution,link,daemon]
+Usage: ``python -m bench [--quick] [--out bench/] [--only distribution,link,daemon]
 [--results bench/results.json]``
 
 In one process, one after the other: the distribution benchmark (``distribute()`` beside its
@@ -40,8 +40,8 @@ from typing import TypeVar, cast
 
 import attrs
 
-from distributord.bench import daemon, distribution, link, report
-from distributord.bench.report import (
+from bench import daemon, distribution, link, report
+from bench.report import (
     DaemonRow,
     DistributionResults,
     DistributionRow,
@@ -379,7 +379,7 @@ def run(
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmarks (or read their figures) and write the report."""
     parser = argparse.ArgumentParser(
-        prog="python -m distributord.bench", description=(__doc__ or "").splitlines()[0]
+        prog="python -m bench", description=(__doc__ or "").splitlines()[0]
     )
     parser.add_argument("--quick", action="store_true", help="a smoke test: every run shrunk")
     parser.add_argument("--out", type=Path, default=Path("bench"), help="where to write")
@@ -397,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = cast(Results, json.loads(args.results.read_text(encoding="utf-8")))
     else:
         given = sys.argv[1:] if argv is None else list(argv)
-        command = shlex.join(["python", "-m", "distributord.bench", *given])
+        command = shlex.join(["python", "-m", "bench", *given])
         plan = QUICK if args.quick else FULL
         save = args.out / "results.json"
         results = run(plan, only, command=command, quick=args.quick, save=save)

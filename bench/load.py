@@ -1,12 +1,12 @@
 """Load benchmark: many clients at once, exactly-once answers, a client that never reads, a soak.
 
-Usage: ``python -m distributord.bench.load [--clients 32] [--seconds 60] [--batteries 20]
+Usage: ``python -m bench.load [--clients 32] [--seconds 60] [--batteries 20]
 [--api v1alpha18] [--depth 2] [--soak-minutes 0] [--slow-client [--slow-client-hz 100]
 [--slow-client-reads]] [--daemon-log PATH] [--json PATH]``
 
 ``distributord sim --api VERSION`` (a uniform fleet of ``--batteries``, zero command latency)
 and ``distributord run`` pinned to that version run in processes of their own, as in
-``distributord.bench.daemon``; the daemon is ready when its ``NOTIFY_SOCKET`` status line says
+``bench.daemon``; the daemon is ready when its ``NOTIFY_SOCKET`` status line says
 every battery is working. This process holds the clients: ``--clients`` trio tasks, each on a
 connection of its own, each sending ``set_power`` for its battery set without pause for the
 window, with up to ``--depth`` requests outstanding (a new one goes out as each reply comes
@@ -73,7 +73,7 @@ from typing import Any, Literal, Protocol
 import attrs
 import trio
 
-from distributord.bench.distribution import machine
+from bench.distribution import machine
 from distributord.cli.trioclient import Client, open_client
 from distributord.core.config import API_VERSIONS
 from distributord.core.errors import BadReplyError, UnreachableError
@@ -582,7 +582,7 @@ async def open_simulator(
 ) -> AsyncIterator[str]:
     """``distributord sim`` serving ``api`` with a uniform fleet; yields its address.
 
-    As ``distributord.bench.link.simulator`` does, but with trio, and closing its pipe (a test
+    As ``bench.link.simulator`` does, but with trio, and closing its pipe (a test
     run with ``filterwarnings = error`` notices a pipe left open). Its stderr goes to
     ``sim.log`` in ``directory``, shown if it does not start.
     """

@@ -1,6 +1,6 @@
 """Benchmark of the microgrid link: every telemetry stream of a big fleet, beside a bare consumer.
 
-Usage: ``python -m distributord.bench.link [--api v1alpha18,v1] [--batteries 1000] [--hz 1]
+Usage: ``python -m bench.link [--api v1alpha18,v1] [--batteries 1000] [--hz 1]
 [--seconds 60] [--rounds 1]``
 
 For each API version: ``distributord sim --api VERSION`` in a separate process (so the
@@ -8,7 +8,7 @@ simulator's work is not counted; it serves only that version), then, one after t
 against that same simulator process, two consumers of every telemetry stream of the fleet (one
 per component, 2 per battery), each measured over a window of ``--seconds``:
 
-* **the bare consumer** (``distributord.bench.bare``): a plain asyncio program with the
+* **the bare consumer** (``bench.bare``): a plain asyncio program with the
   version's generated ``MicrogridStub`` on one grpc.aio channel, one task per stream, which per
   message only reads the component id and each metric sample's value. It runs in a subprocess
   of its own, started fresh for each window: a process that holds nothing but that program, as
@@ -53,12 +53,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import attrs
 import trio
 
-from distributord.bench.bare import GcClock, cpu_seconds
-from distributord.bench.distribution import machine
+from bench.bare import GcClock, cpu_seconds
+from bench.distribution import machine
 from distributord.core.config import API_VERSIONS
 from distributord.shell.link import (
     MAX_OPENING_STREAMS,
@@ -77,6 +78,8 @@ TARGET_RATIO = 1.5
 cost when that issue was written)."""
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PROJECT = Path(__file__).resolve().parent.parent
+"""The directory that holds the :mod:`bench` package (the project's root)."""
 
 
 class CountingSink:
@@ -320,8 +323,12 @@ async def run(
 def run_bare(
     address: str, api: str, ids: Sequence[int], seconds: float, hz: float
 ) -> dict[str, float]:
-    """The bare consumer (``distributord.bench.bare``) in a fresh process; its figures."""
-    command = [sys.executable, "-m", "distributord.bench.bare", "--api", api]
+    """The bare consumer (``bench.bare``) in a fresh process; its figures.
+
+    It runs from the directory that holds :mod:`bench` (``-m`` puts the working directory on the
+    path), so it starts however this process was started.
+    """
+    command = [sys.executable, "-m", "bench.bare", "--api", api]
     command += ["--address", address, "--seconds", str(seconds), "--settle", str(settle_s(hz))]
     command += ["--max-opening", str(MAX_OPENING_STREAMS)]
     done = subprocess.run(
@@ -331,6 +338,7 @@ def run_bare(
         text=True,
         check=False,
         timeout=seconds + 300,
+        cwd=PROJECT,
     )
     if done.returncode != 0:
         raise RuntimeError(f"the bare consumer failed:\n{done.stderr}")

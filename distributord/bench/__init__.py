@@ -1,1 +1,0 @@
-"""Benchmarks: ``python -m distributord.bench.<name>``; each prints its figures."""
