@@ -69,11 +69,6 @@ def ids_brief(ids: Iterable[int]) -> str:
     return f"{len(ordered)} ids: {shown}{more}"
 
 
-def float32_toward_zero(value: float) -> float:
-    """The float32 nearest ``value`` that is no farther from zero (:func:`floats32_toward_zero`)."""
-    return floats32_toward_zero([value])[0]
-
-
 def floats32_toward_zero(values: Sequence[float]) -> list[float]:
     """Each value as the float32 nearest it that is no farther from zero.
 

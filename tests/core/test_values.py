@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from distributord.core.values import (
-    float32_toward_zero,
+    floats32_toward_zero,
     ids_brief,
     ids_text,
     is_component_id,
@@ -60,25 +60,35 @@ def test_ids_are_sorted_and_a_long_list_is_written_as_runs() -> None:
     assert many == "50 ids: 0, 2, 4, 6, 8, 10, 12, 14, … and 42 more runs"
 
 
-@given(st.floats(allow_nan=False, allow_infinity=False, width=64, max_value=3e38, min_value=-3e38))
-def test_float32_toward_zero_is_the_nearest_float32_no_farther_from_zero(value: float) -> None:
+FLOATS32 = st.floats(
+    allow_nan=False, allow_infinity=False, width=64, max_value=3e38, min_value=-3e38
+)
+
+
+@given(st.lists(FLOATS32, max_size=8))
+def test_floats32_toward_zero_are_the_nearest_float32s_no_farther_from_zero(
+    values: list[float],
+) -> None:
     # The exact oracle: every float32 is exactly a double, so compare as Fractions.
-    sent = float32_toward_zero(value)
-    assert struct.unpack("<f", struct.pack("<f", sent))[0] == sent  # a float32
-    assert Fraction(abs(sent)) <= Fraction(abs(value))
-    assert sent == 0.0 or math.copysign(1.0, sent) == math.copysign(1.0, value)
-    # Nearest: the next float32 away from zero is beyond the value.
-    (bits,) = struct.unpack("<I", struct.pack("<f", sent))
-    if abs(sent) < 3.4e38:
-        (further,) = struct.unpack("<f", struct.pack("<I", bits + 1))
-        if sent == 0.0:
-            further = math.copysign(further, value)
-        assert Fraction(abs(further)) > Fraction(abs(value))
+    converted = floats32_toward_zero(values)
+    assert len(converted) == len(values)
+    for value, sent in zip(values, converted, strict=True):
+        assert struct.unpack("<f", struct.pack("<f", sent))[0] == sent  # a float32
+        assert Fraction(abs(sent)) <= Fraction(abs(value))
+        assert sent == 0.0 or math.copysign(1.0, sent) == math.copysign(1.0, value)
+        # Nearest: the next float32 away from zero is beyond the value.
+        (bits,) = struct.unpack("<I", struct.pack("<f", sent))
+        if abs(sent) < 3.4e38:
+            (further,) = struct.unpack("<f", struct.pack("<I", bits + 1))
+            if sent == 0.0:
+                further = math.copysign(further, value)
+            assert Fraction(abs(further)) > Fraction(abs(value))
 
 
-def test_float32_toward_zero_examples() -> None:
-    assert float32_toward_zero(1000.0 / 3) < 1000.0 / 3
-    assert 3 * float32_toward_zero(1000.0 / 3) <= 1000.0
-    assert float32_toward_zero(-1000.0 / 3) == -float32_toward_zero(1000.0 / 3)
-    assert float32_toward_zero(500.0) == 500.0
-    assert float32_toward_zero(0.0) == 0.0
+def test_floats32_toward_zero_examples() -> None:
+    third, minus_third, whole, zero = floats32_toward_zero([1000.0 / 3, -1000.0 / 3, 500.0, 0.0])
+    assert third < 1000.0 / 3
+    assert 3 * third <= 1000.0
+    assert minus_third == -third
+    assert (whole, zero) == (500.0, 0.0)
+    assert floats32_toward_zero([]) == []
