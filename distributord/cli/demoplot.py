@@ -17,7 +17,7 @@ per battery and second, under 10 MB at the demo's limits (1,000 batteries, 600 s
 
 :func:`draw` makes a PNG of it: SoC above, setpoints below, on one time axis, the acts shaded
 and the events as vertical lines. It uses matplotlib's object-oriented API on the Agg canvas
-(no pyplot, no display), as :mod:`distributord.bench.report` does. matplotlib is optional (the
+(no pyplot, no display), as the benchmarks' ``bench/report.py`` does. matplotlib is optional (the
 ``plots`` extra): :func:`problem` tells, before the demo runs, whether the plot can be written
 and drawn. This module imports neither trio nor grpc, and matplotlib only to draw.
 """

@@ -6,7 +6,7 @@ As h11's ``Connection`` does for HTTP, :class:`RpcClient` keeps every rule of a 
 connection and moves no bytes. Its transports write the lines it makes, feed it the bytes they
 read and wait when it has nothing yet, and do nothing else: ``distributorctl``'s blocking socket
 with deadlines (``distributord.cli.ctl.transport``), trio for the demo and the tests
-(``distributord.cli.trioclient``), and asyncio for the benchmark (``distributord.bench.daemon``).
+(``distributord.cli.trioclient``), and asyncio for the benchmark (``bench/daemon.py``).
 So every client follows the same rules, and they are tested without a socket.
 
 * **Requests** (:meth:`RpcClient.request`) get fresh ids, 1, 2, 3, ...; each is *outstanding*

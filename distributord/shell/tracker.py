@@ -7,7 +7,7 @@ snapshot` and :meth:`~StatusTracker.gap` (the tracker is their
 :class:`~distributord.shell.link.TelemetrySink`), the request loop calls
 :meth:`~StatusTracker.record_outcomes`. Each input updates its battery's machine and
 re-evaluates that battery at once, so the request loop always selects batteries on the current
-status (:meth:`~StatusTracker.select`).
+status (:meth:`~StatusTracker.state`).
 
 The tracker's own task (:meth:`~StatusTracker.serve`) does the rest:
 
@@ -48,7 +48,6 @@ from distributord.core.status import (
     StatusMachine,
     StatusSettings,
 )
-from distributord.core.status import select as select_batteries
 from distributord.shell.live import Live
 
 logger = logging.getLogger(__name__)
@@ -199,10 +198,6 @@ class StatusTracker:
     def states(self) -> Mapping[int, BatteryState]:
         """Every battery's current state (read-only view)."""
         return MappingProxyType(self._current)
-
-    def select(self, batteries: Iterable[int]) -> set[int]:
-        """The batteries a request uses: the working ones, else the uncertain ones."""
-        return select_batteries({b: s.status for b, s in self._current.items()}, batteries)
 
     # -- the task ----------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ search counts steps instead (:data:`SEARCH_STEPS`). When the budget ends the sea
 finds an exact choice, it keeps the best choice found, and the pairs it did not choose say so
 (``Reason.SEARCH_BUDGET_ENDED``). Exact subset sums are NP-hard; for fleets of fixed-power
 inverters (``m = u``) beyond a few dozen pairs the budget can end the search a few watts short
-of a reachable request (``python -m distributord.bench.distribution --fixed-power`` measures
+of a reachable request (``python -m bench.distribution --fixed-power`` measures
 how far).
 """
 
