@@ -132,17 +132,21 @@ async def test_the_blocking_window_ends_exactly_on_time(
     assert await wait_status(tracker, 1001, Status.WORKING) == failed_at + 1.0
 
 
-async def test_select_prefers_working_then_uncertain(
+async def test_outcomes_change_the_statuses_a_request_is_planned_on(
     tracker: StatusTracker, autojump_clock: trio.testing.MockClock
 ) -> None:
+    # The request loop plans on tracker.state(b).status (core.status.select picks from them).
+    def statuses() -> list[Status]:
+        return [tracker.state(b).status for b in (1001, 1002)]
+
     feed(tracker, 1001)
     feed(tracker, 1002)
     tracker.record_outcomes(succeeded=(), failed=[1002])
-    assert tracker.select([1001, 1002]) == {1001}
+    assert statuses() == [Status.WORKING, Status.UNCERTAIN]
     tracker.record_outcomes(succeeded=(), failed=[1001])
-    assert tracker.select([1001, 1002]) == {1001, 1002}
+    assert statuses() == [Status.UNCERTAIN, Status.UNCERTAIN]
     tracker.record_outcomes(succeeded=[1001], failed=())
-    assert tracker.select([1001, 1002]) == {1001}
+    assert statuses() == [Status.WORKING, Status.UNCERTAIN]
 
 
 async def test_a_slow_subscriber_sees_the_latest_board_and_slows_nothing(
