@@ -413,3 +413,16 @@ class Ignored:
 
 Result: TypeAlias = Success | PartialFailure | OutOfBounds | Error | Ignored
 """The closed union of outcomes of a :class:`Request`."""
+
+
+@attrs.frozen(kw_only=True)
+class Timing:
+    """Where a request's time went inside the daemon (sent back with its result).
+
+    Attributes:
+        total_s: From the request's arrival at the loop to its result.
+        commands_s: The inverter commands' fan-out (0 when nothing was commanded).
+    """
+
+    total_s: float
+    commands_s: float
