@@ -24,13 +24,12 @@ a version's messages.
   stream fails, ends, or stays silent longer than a bound, the task tells the sink about the
   gap, waits (backoff with jitter, 0.1 s doubling to 5 s, reset by a message) and opens a new
   stream. It never gives up and never raises.
-* **Commands** (:meth:`MicrogridLink.set_active_power`) are plain awaitables. Cancel the
-  calling task and the RPC itself is cancelled (the server sees it); a refusal raises
-  :class:`~distributord.core.errors.CommandRejectedError`, any other failure
-  :class:`~distributord.core.errors.CommandFailedError`. A request's fan-out goes out as one batch
-  (:meth:`MicrogridLink.set_active_powers`): one crossing into the asyncio loop for the lot,
-  each outcome handed back as it arrives, so a deadline keeps what finished and cancels the
-  rest. Per-call crossings took about 30 % longer at 500 inverters.
+* **Commands** go out as one batch (:meth:`MicrogridLink.set_active_powers`): one crossing
+  into the asyncio loop for the lot, each outcome handed back as it arrives, so a deadline
+  keeps what finished and cancels the rest. Per-call crossings took about 30 % longer at 500
+  inverters. Cancel the calling task and the RPCs still running are cancelled (the server sees
+  it); a refusal lands as :class:`~distributord.core.errors.CommandRejectedError`, any other
+  failure as :class:`~distributord.core.errors.CommandFailedError`.
 * **Two connections**: telemetry and discovery share one HTTP/2 connection, commands have
   their own, so a thousand streams' traffic never queues ahead of a command.
 
@@ -51,7 +50,7 @@ import attrs
 import grpc
 import trio
 
-from distributord.api.adapter import Adapter, Decoder, Note, command_error
+from distributord.api.adapter import Adapter, Decoder, Note, Snapshot, command_error
 from distributord.core.config import API_VERSIONS
 from distributord.core.errors import (
     CommandError,
@@ -60,13 +59,10 @@ from distributord.core.errors import (
     NoApiVersionError,
     StreamBrokenError,
 )
-from distributord.core.model import BatterySnapshot, InverterSnapshot
 from distributord.core.topology import Topology, pair_batteries
 from distributord.shell.bridge import Bridge, Stream, open_bridge
 
 logger = logging.getLogger(__name__)
-
-Snapshot = BatterySnapshot | InverterSnapshot
 
 MAX_OPENING_STREAMS = 256
 """Streams being opened at once (from the call until its first message). A grpc server holds at
@@ -358,26 +354,6 @@ class MicrogridLink:
         finally:
             release()
 
-    async def set_active_power(self, inverter_id: int, power_w: float, lifetime_s: int) -> float:
-        """Command an inverter's active power.
-
-        Cancelling the calling task cancels the RPC (the server sees it cancelled).
-
-        Returns:
-            Until when (Unix time, s) the setpoint holds.
-
-        Raises:
-            CommandRejectedError: The API refused the setpoint (out of range, invalid).
-            CommandFailedError: Anything else went wrong (unavailable, internal, ...).
-        """
-        adapter = await self._speaking()
-        try:
-            return await self._bridge.call(self._command(adapter, inverter_id, power_w, lifetime_s))
-        except CommandError as error:
-            if error.code == "UNIMPLEMENTED":
-                self._unimplemented(adapter)
-            raise
-
     async def set_active_powers(
         self,
         setpoints: Mapping[int, float],
@@ -387,7 +363,10 @@ class MicrogridLink:
         """Command many inverters at once: inverter id → W, each with ``lifetime_s``.
 
         ``land(inverter, outcome)`` is called as each command finishes, with until when (Unix
-        time, s) the setpoint holds, or why it failed (as :meth:`set_active_power` raises).
+        time, s) the setpoint holds, or why it failed: a
+        :class:`~distributord.core.errors.CommandRejectedError` when the API refused the
+        setpoint (out of range, invalid), a :class:`~distributord.core.errors.CommandFailedError`
+        for anything else (unavailable, internal, ...).
         Cancelling the calling task cancels the commands still running, at the RPC; nothing
         lands after that.
         """

@@ -13,6 +13,7 @@ import pytest
 import trio
 import trio_util
 
+from distributord.api.adapter import Snapshot
 from distributord.core.errors import (
     CommandError,
     CommandFailedError,
@@ -24,7 +25,6 @@ from distributord.core.topology import Topology
 from distributord.shell.link import (
     Backoff,
     MicrogridLink,
-    Snapshot,
     discover,
     open_link,
     serve_telemetry,
@@ -54,6 +54,16 @@ class RecordingSink:
 
     async def wait(self, predicate: Callable[[], bool]) -> None:
         await self._version.wait_value(lambda _: predicate())
+
+
+async def command(link: MicrogridLink, inverter_id: int, power_w: float, lifetime_s: int) -> float:
+    """One command, as the commander sends it (a batch of one): its valid-until, or its error."""
+    landed: dict[int, float | CommandError] = {}
+    await link.set_active_powers({inverter_id: power_w}, lifetime_s, landed.__setitem__)
+    outcome = landed[inverter_id]
+    if isinstance(outcome, CommandError):
+        raise outcome
+    return outcome
 
 
 async def sim_wait(sim: Simulator, predicate: Callable[[Simulator], bool]) -> None:
@@ -340,7 +350,7 @@ async def test_refused_streams_are_retried_until_they_work(
 async def test_a_command_is_applied_and_valid_until_is_returned(
     sim: Simulator, link: MicrogridLink
 ) -> None:
-    valid_until = await link.set_active_power(2001, 1500.0, 60)
+    valid_until = await command(link, 2001, 1500.0, 60)
     assert valid_until == pytest.approx(time.time() + 60, abs=2)
     assert sim.setpoint(2001) == 1500.0
     record = sim.commands()[-1]
@@ -357,7 +367,7 @@ async def test_a_hanging_command_is_cancelled_at_the_rpc_within_50_ms(
 ) -> None:
     sim.set_fault(2002, command_hang=True)
     with trio.move_on_after(0.2) as scope:
-        await link.set_active_power(2002, 1000.0, 60)
+        await command(link, 2002, 1000.0, 60)
     assert scope.cancelled_caught
     cancelled_at = time.monotonic()
     await sim_wait(sim, lambda s: any(r.outcome == "cancelled" for r in s.commands()))
@@ -374,7 +384,7 @@ async def test_100_commands_at_once_with_5_hanging_finish_at_the_deadline() -> N
         big.set_fault(2002, command_error="UNAVAILABLE")
         landed: dict[int, float | CommandError] = {}
         async with open_link(big.address, api="v1") as link:
-            await link.set_active_power(2003, 0.0, 60)  # connect before the clock starts
+            await command(link, 2003, 0.0, 60)  # connect before the clock starts
             start = trio.current_time()
             with trio.move_on_after(1.0):
                 await link.set_active_powers(
@@ -414,7 +424,7 @@ async def test_command_errors_become_domain_errors(
         sim.set_fault(2003, command_error=fault)
     async with open_link(sim.address, api=api) as link:
         with pytest.raises(error) as caught:
-            await link.set_active_power(2003, power, lifetime)
+            await command(link, 2003, power, lifetime)
     # v1alpha18 refuses with a REJECTED reply (its details say why), v1 with the gRPC code.
     refused = error is CommandRejectedError and api != "v1"
     assert caught.value.code == ("REJECTED" if refused else code)  # type: ignore[attr-defined]
@@ -423,7 +433,7 @@ async def test_command_errors_become_domain_errors(
 async def test_lifetime_expiry_drives_the_inverter_to_zero(
     sim: Simulator, link: MicrogridLink
 ) -> None:
-    await link.set_active_power(2004, 2000.0, 10)  # 10 s × lifetime_scale 0.01 = 0.1 s
+    await command(link, 2004, 2000.0, 10)  # 10 s × lifetime_scale 0.01 = 0.1 s
     assert sim.setpoint(2004) == 2000.0
     await sim_wait(sim, lambda s: s.setpoint(2004) == 0.0)
 
