@@ -335,7 +335,7 @@ class Success:
         succeeded_batteries: Batteries whose command succeeded.
         excess_power_w: Requested power that could not be placed (same sign as the request).
         distribution: Battery id to commanded power, W.
-        reasons: Battery id to why it got that power (see ``distribution.Reason``).
+        reasons: Battery id to why it got that power (see ``distribution.Allotment``).
     """
 
     request: Request

@@ -12,9 +12,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from distributord.core.distribution import (
+    Allotment,
     Distribution,
     Pair,
-    Reason,
     SearchBudget,
     aggregate_bounds,
     check_power,
@@ -235,7 +235,7 @@ def test_the_search_budget_reaches_the_distribution() -> None:
     result = plan(request(4034, set(range(40))), pairs, exponent=1.0, search_budget=budget)
     assert isinstance(result, Distribution)
     assert readings  # the clock given was the one the search read
-    assert Reason.SEARCH_BUDGET_ENDED in result.reasons.values()
+    assert Allotment.SEARCH_BUDGET_ENDED in result.reasons.values()
     assert 0 < math.fsum(result.setpoints.values()) < 4034
 
 
@@ -293,7 +293,7 @@ def test_what_the_usable_pairs_leave_is_shared_equally_by_the_broken() -> None:
     assert isinstance(result, Distribution)
     # Battery 1 takes 1000; 1600 are left: 400 to battery 3 (its bound), 1200 to battery 4.
     assert result.setpoints == {1: 1000.0, 3: 400.0, 4: 1200.0}
-    assert result.reasons == {1: Reason.CAPPED, 3: Reason.CAPPED, 4: Reason.EQUAL_SHARE}
+    assert result.reasons == {1: Allotment.CAPPED, 3: Allotment.CAPPED, 4: Allotment.EQUAL_SHARE}
     assert result.remaining_w == 0.0
 
 
@@ -564,7 +564,7 @@ def distribution(setpoints: dict[int, float], remaining: float = 0.0) -> Distrib
     return Distribution(
         power_w=math.fsum(setpoints.values()) + remaining,
         setpoints=setpoints,
-        reasons=dict.fromkeys(setpoints, Reason.PROPORTIONAL),
+        reasons=dict.fromkeys(setpoints, Allotment.PROPORTIONAL),
         remaining_w=remaining,
     )
 

@@ -40,7 +40,7 @@ from distributord.core.distribution.placement import (
     leftover,
     split_equally,
 )
-from distributord.core.distribution.rows import MAX_EXPONENT, MIN_WEIGHT, Pair, Reason, Row
+from distributord.core.distribution.rows import MAX_EXPONENT, MIN_WEIGHT, Allotment, Pair, Row
 from distributord.core.distribution.search import (
     DEFAULT_SEARCH_BUDGET_S,
     SEARCH_STEPS,
@@ -56,9 +56,9 @@ __all__ = [
     "PLAUSIBLE_LIMIT",
     "SEARCH_STEPS",
     "ZERO_POWER_W",
+    "Allotment",
     "Distribution",
     "Pair",
-    "Reason",
     "Row",
     "SearchBudget",
     "aggregate_bounds",

@@ -10,7 +10,7 @@ magnitude ``M = |P|`` in the request's direction and restore the sign at the end
 3. The others are candidates, and :func:`~.waterfill.split` places ``M`` over them (rules 3
    to 6); what it cannot place is ``remaining``.
 
-Every pair in the result carries a :class:`Reason`. Pairs with bad telemetry (see
+Every pair in the result carries an :class:`Allotment`. Pairs with bad telemetry (see
 :mod:`.rows`) are *excluded*: they are not in ``setpoints`` and ``excluded`` says why, naming
 the field.
 
@@ -37,8 +37,8 @@ import attrs
 from distributord.core.distribution.rows import (
     _CHARGE_ROW,
     _DISCHARGE_ROW,
+    Allotment,
     Pair,
-    Reason,
     Row,
     RowColumns,
     _merged,
@@ -60,7 +60,7 @@ from distributord.core.values import is_number
 ZERO_POWER_W = 1e-9
 """Requests at or below this magnitude are zero: 1 nW is far below any inverter's resolution."""
 
-Split: TypeAlias = tuple[float, list[float], list[Reason]]
+Split: TypeAlias = tuple[float, list[float], list[Allotment]]
 """What :func:`~.waterfill.split` answers: ``(placed, setpoints, reasons)`` over candidates."""
 
 
@@ -80,7 +80,7 @@ class Distribution:
 
     power_w: float
     setpoints: Mapping[int, float]
-    reasons: Mapping[int, Reason]
+    reasons: Mapping[int, Allotment]
     remaining_w: float
     excluded: Mapping[int, str] = attrs.field(factory=dict)
 
@@ -147,7 +147,7 @@ def distribute(
         excluded = {
             bid: status
             for bid, status in zip(columns.battery_id, columns.status, strict=True)
-            if isinstance(status, str) and not isinstance(status, Reason)
+            if isinstance(status, str) and not isinstance(status, Allotment)
         }
         if excluded:
             rows = [row for row in rows if row.battery_id not in excluded]
@@ -159,7 +159,7 @@ def distribute(
         return Distribution(
             power_w=power_w,
             setpoints=dict.fromkeys(ids, 0.0),
-            reasons=dict.fromkeys(ids, Reason.ZERO_REQUEST),
+            reasons=dict.fromkeys(ids, Allotment.ZERO_REQUEST),
             remaining_w=power_w + 0.0,  # never -0.0
             excluded=excluded,
         )
@@ -203,7 +203,7 @@ def _place(
     """Split ``|power_w|`` over the pairs whose status is ``None``, then restore the sign."""
     idle: list[int] = []
     xs: list[float] = []
-    why: list[Reason] = []
+    why: list[Allotment] = []
     placed = 0.0
     if status.count(None) == len(status):
         candidate_ids: Sequence[int] = ids
@@ -222,10 +222,11 @@ def _place(
         xs = [0.0 - x for x in xs]
         short = 0.0 - short
     setpoints: dict[int, float] = dict(zip(candidate_ids, xs, strict=True))
-    reasons: dict[int, Reason] = dict(zip(candidate_ids, why, strict=True))
+    reasons: dict[int, Allotment] = dict(zip(candidate_ids, why, strict=True))
     for k in idle:
         setpoints[ids[k]] = 0.0
-        reasons[ids[k]] = status[k]  # type: ignore[assignment]  # a Reason: excluded ones are gone
+        # An Allotment: the excluded ones (a str) are gone.
+        reasons[ids[k]] = status[k]  # type: ignore[assignment]
     return Distribution(
         power_w=power_w, setpoints=setpoints, reasons=reasons, remaining_w=short, excluded=excluded
     )
@@ -307,7 +308,7 @@ def split_equally(
         search_budget: As for :func:`distribute`.
 
     Returns:
-        The equal shares (reason :attr:`Reason.EQUAL_SHARE` where nothing binds).
+        The equal shares (reason :attr:`Allotment.EQUAL_SHARE` where nothing binds).
     """
     if not math.isfinite(power_w):
         raise DistributionInputError("power_w", f"must be finite, got {power_w!r}")
@@ -317,7 +318,7 @@ def split_equally(
         return Distribution(
             power_w=power_w,
             setpoints=dict.fromkeys(ids, 0.0),
-            reasons=dict.fromkeys(ids, Reason.ZERO_REQUEST),
+            reasons=dict.fromkeys(ids, Allotment.ZERO_REQUEST),
             remaining_w=power_w + 0.0,  # as in distribute: all of it remains, never -0.0
         )
     unknown = PowerBounds.unknown()
@@ -337,9 +338,9 @@ def split_equally(
         caps.append(cap)
         minimums.append(floor)
         status.append(
-            Reason.MINIMUM_ABOVE_CAP
+            Allotment.MINIMUM_ABOVE_CAP
             if floor > cap
-            else Reason.ZERO_POWER_BOUND
+            else Allotment.ZERO_POWER_BOUND
             if cap <= 0
             else None
         )
@@ -353,7 +354,7 @@ def split_equally(
     return attrs.evolve(
         shared,
         reasons={
-            bid: Reason.EQUAL_SHARE if why is Reason.PROPORTIONAL else why
+            bid: Allotment.EQUAL_SHARE if why is Allotment.PROPORTIONAL else why
             for bid, why in shared.reasons.items()
         },
     )

@@ -10,12 +10,12 @@ For each pair and direction (``spec/distribution.md``):
 * weight ``w = capacity/Σcapacity · a^e``, and ``w = 0`` whenever ``a = 0`` (even for ``e = 0``).
 
 A pair may take exactly ``0`` or any magnitude in ``[m, u]``. Pairs with ``w = 0``, ``u = 0``
-or ``m > u`` cannot take power at all (rule 2); their row says why, as a :class:`Reason`.
+or ``m > u`` cannot take power at all (rule 2); their row says why, as an :class:`Allotment`.
 
 A ``nan`` power bound on one side of a pair is replaced by the other side's; this is how the
 Microgrid API's "no bounds" is read. Pairs with non-finite or implausible telemetry (or power
 bounds unknown on both battery and inverter) are *excluded*: their row carries a message naming
-the field instead of a :class:`Reason`. Which battery values are bad is decided by the rule the
+the field instead of an :class:`Allotment`. Which battery values are bad is decided by the rule the
 status tracker shares (:func:`~distributord.core.model.bad_battery_values`); the distribution
 is the strictest user and excludes the pair for any fault it finds.
 
@@ -57,8 +57,11 @@ next to the others' (a subnormal capacity, say). Its share stays negligible, but
 candidate, as the spec's "w > 0" says, and so takes its cap when everything else is full."""
 
 
-class Reason(enum.StrEnum):
-    """Why a pair got the power it got."""
+class Allotment(enum.StrEnum):
+    """How a pair's power was allotted: why it got the power it got (``Distribution.reasons``).
+
+    Not :class:`~distributord.core.status.Reason`, which says why a battery is not working.
+    """
 
     PROPORTIONAL = "proportional"
     """Its share by weight; no bound was in the way."""
@@ -88,8 +91,8 @@ class Reason(enum.StrEnum):
     in the result's excess."""
 
 
-_Status: TypeAlias = "Reason | str | None"
-"""A pair's standing in one direction: ``None`` if it can take power, the :class:`Reason` why
+_Status: TypeAlias = "Allotment | str | None"
+"""A pair's standing in one direction: ``None`` if it can take power, the :class:`Allotment` why
 it cannot, or a plain ``str`` saying why it is excluded altogether (bad telemetry)."""
 
 
@@ -106,8 +109,8 @@ class Row(NamedTuple):
     """The battery's component id."""
     inverter_id: int
     """The component id of the inverter that commands it."""
-    status: Reason | str | None
-    """``None`` if the pair can take power in this direction, the :class:`Reason` why it
+    status: Allotment | str | None
+    """``None`` if the pair can take power in this direction, the :class:`Allotment` why it
     cannot, or a plain ``str`` saying why it is excluded altogether (bad telemetry)."""
     weight: float
     """``w`` for exponent 1: ``capacity_wh · available_pct``, floored at :data:`MIN_WEIGHT`."""
@@ -135,7 +138,7 @@ class RowColumns(NamedTuple):
 
     battery_id: Sequence[int]
     inverter_id: Sequence[int]
-    status: Sequence[Reason | str | None]
+    status: Sequence[Allotment | str | None]
     weight: Sequence[float]
     cap_ratio: Sequence[float]
     min_ratio: Sequence[float]
@@ -235,13 +238,13 @@ def _telemetry_problem(
 def _row(bid: int, iid: int, capacity: float, available: float, cap: float, minimum: float) -> Row:
     status: _Status = None
     if capacity <= 0.0:
-        status = Reason.ZERO_CAPACITY
+        status = Allotment.ZERO_CAPACITY
     elif available <= 0.0:
-        status = Reason.AT_SOC_LIMIT
+        status = Allotment.AT_SOC_LIMIT
     elif minimum > cap:
-        status = Reason.MINIMUM_ABOVE_CAP
+        status = Allotment.MINIMUM_ABOVE_CAP
     elif cap <= 0.0:
-        status = Reason.ZERO_POWER_BOUND
+        status = Allotment.ZERO_POWER_BOUND
     # A tuple in Row's field order: `Row(battery_id=..., ...)` costs 0.4 µs more per row, paid
     # for every pair whose telemetry changed since the last request.
     if status is not None:
@@ -278,7 +281,7 @@ class Pair:
         object.__setattr__(self, "charge_row", charge)
         object.__setattr__(self, "discharge_row", discharge)
         status = charge.status
-        object.__setattr__(self, "problem", None if isinstance(status, Reason) else status)
+        object.__setattr__(self, "problem", None if isinstance(status, Allotment) else status)
 
     @property
     def battery_id(self) -> int:

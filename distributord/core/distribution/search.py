@@ -14,7 +14,7 @@ The budget is time (``distribution.search_budget_ms``, :class:`SearchBudget`), r
 the caller passes in: the core reads no clock of its own. Without one (tests, benchmarks) the
 search counts steps instead (:data:`SEARCH_STEPS`). When the budget ends the search before it
 finds an exact choice, it keeps the best choice found, and the pairs it did not choose say so
-(``Reason.SEARCH_BUDGET_ENDED``). Exact subset sums are NP-hard; for fleets of fixed-power
+(``Allotment.SEARCH_BUDGET_ENDED``). Exact subset sums are NP-hard; for fleets of fixed-power
 inverters (``m = u``) beyond a few dozen pairs the budget can end the search a few watts short
 of a reachable request (``python -m bench.distribution --fixed-power`` measures
 how far).

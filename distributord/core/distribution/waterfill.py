@@ -34,7 +34,7 @@ from itertools import accumulate, chain, compress
 from operator import ge, itemgetter, lt, truediv
 from typing import Any, NamedTuple, TypeAlias
 
-from distributord.core.distribution.rows import Reason
+from distributord.core.distribution.rows import Allotment
 from distributord.core.distribution.search import SearchBudget, _search
 
 _MARGIN = 1e-12
@@ -64,7 +64,7 @@ def split(
     cap_ratio: Sequence[float],
     min_ratio: Sequence[float],
     budget: SearchBudget | None = None,
-) -> tuple[float, list[float], list[Reason]]:
+) -> tuple[float, list[float], list[Allotment]]:
     """Place ``target > 0`` over candidates: weights ``w``, minimums ``m``, caps ``u``.
 
     Candidates must have ``w > 0``, ``u > 0`` and ``m <= u``, come with ``u/w`` and ``m/w``,
@@ -90,10 +90,10 @@ def split(
     ):
         # M·(w/Σw) rather than w·(M/Σw): a pair that takes everything gets exactly M.
         xs = [target * (x / total_w) for x in w]
-        return _settle(target, m, u, xs, [Reason.PROPORTIONAL] * len(w))
+        return _settle(target, m, u, xs, [Allotment.PROPORTIONAL] * len(w))
     total_cap = math.fsum(u)
     if total_cap <= target:
-        return _settle(target, m, u, list(u), [Reason.CAPPED] * len(w))
+        return _settle(target, m, u, list(u), [Allotment.CAPPED] * len(w))
     _, xs, reasons = _split_binding(
         target, w, m, u, cap_ratio, min_ratio, total_w, lowest_cap, total_cap, budget
     )
@@ -111,7 +111,7 @@ def _split_binding(
     lowest_cap: float,
     total_cap: float,
     budget: SearchBudget | None,
-) -> tuple[float, list[float], list[Reason]]:
+) -> tuple[float, list[float], list[Allotment]]:
     """Water-filling with caps, then the exclusion minimums (rules 4 to 6)."""
     n = len(w)
     level = _CapLevel(target, w, u, cap_ratio, total_w, lowest_cap)
@@ -136,11 +136,11 @@ def _split_binding(
     if reachable >= target:
         return _classify(target, w, m, u, _clamp_level(target, w, m, u, members), rejected)
     xs = [0.0] * n
-    not_chosen = Reason.SEARCH_BUDGET_ENDED if cut_short else Reason.DROPPED_BELOW_MINIMUM
+    not_chosen = Allotment.SEARCH_BUDGET_ENDED if cut_short else Allotment.DROPPED_BELOW_MINIMUM
     reasons = [not_chosen] * n
     for k in members:
         xs[k] = u[k]
-        reasons[k] = Reason.CAPPED
+        reasons[k] = Allotment.CAPPED
     return math.fsum(xs), xs, reasons
 
 
@@ -380,7 +380,7 @@ def _classify(
     u: Sequence[float],
     lam: float,
     dropped: Sequence[int],
-) -> tuple[float, list[float], list[Reason]]:
+) -> tuple[float, list[float], list[Allotment]]:
     """Setpoints from an approximate level.
 
     A running pair whose share reaches its cap is capped, one below its minimum is raised to
@@ -407,7 +407,7 @@ def _assemble(
     low: list[int],
     dropped: list[int],
     cap_guard: float,
-) -> tuple[float, list[float], list[Reason]]:
+) -> tuple[float, list[float], list[Allotment]]:
     """Setpoints from a classification, the level of the free pairs recomputed exactly.
 
     Pairs flagged in ``high`` run at their caps, ``low`` ones at their minimums, ``dropped``
@@ -429,28 +429,28 @@ def _assemble(
     exact = rest / free_w
     # Start from the larger class and write the smaller one.
     if 2 * len(free) < n:
-        xs, reasons = list(u), [Reason.CAPPED] * n
+        xs, reasons = list(u), [Allotment.CAPPED] * n
         for k in free:
             xs[k] = rest * (w[k] / free_w)
-            reasons[k] = Reason.PROPORTIONAL
+            reasons[k] = Allotment.PROPORTIONAL
     else:
-        xs, reasons = [rest * (x / free_w) for x in w], [Reason.PROPORTIONAL] * n
+        xs, reasons = [rest * (x / free_w) for x in w], [Allotment.PROPORTIONAL] * n
         for k in compress(range(n), high):
             xs[k] = u[k]
-            reasons[k] = Reason.CAPPED
+            reasons[k] = Allotment.CAPPED
     for k in low:
         xs[k] = m[k]
-        reasons[k] = Reason.RAISED_TO_MINIMUM
+        reasons[k] = Allotment.RAISED_TO_MINIMUM
     for k in dropped:
         xs[k] = 0.0
-        reasons[k] = Reason.DROPPED_BELOW_MINIMUM
+        reasons[k] = Allotment.DROPPED_BELOW_MINIMUM
     # A free pair within rounding of a breakpoint may sit a hair outside [m, u].
     if exact > cap_guard * (1.0 - _MARGIN):
         for k in free:
             if xs[k] > u[k]:
                 xs[k] = u[k]
     for k in compress(range(n), m):
-        if xs[k] < m[k] and reasons[k] is Reason.PROPORTIONAL:
+        if xs[k] < m[k] and reasons[k] is Allotment.PROPORTIONAL:
             xs[k] = m[k]
     return target, xs, reasons
 
@@ -460,8 +460,8 @@ def _settle(
     m: Sequence[float],
     u: Sequence[float],
     xs: list[float],
-    reasons: list[Reason],
-) -> tuple[float, list[float], list[Reason]]:
+    reasons: list[Allotment],
+) -> tuple[float, list[float], list[Allotment]]:
     """Make ``Σ xs <= target`` hold exactly, and say what the setpoints really add up to.
 
     Every path above places ``target`` to rounding; rounding can leave the sum a few ulps
@@ -485,7 +485,7 @@ def _settle(
             (
                 j
                 for j, why in enumerate(reasons)
-                if why is Reason.PROPORTIONAL and xs[j] - over <= u[j]
+                if why is Allotment.PROPORTIONAL and xs[j] - over <= u[j]
             ),
             -1,
         )
@@ -505,7 +505,7 @@ def _settle(
                 xs[k] = m[k]
             else:  # everything running sits at its minimum: the smallest one stops
                 k = min((j for j in range(n) if xs[j] > 0.0), key=xs.__getitem__)
-                xs[k], reasons[k] = 0.0, Reason.DROPPED_BELOW_MINIMUM
+                xs[k], reasons[k] = 0.0, Allotment.DROPPED_BELOW_MINIMUM
         over = math.fsum([*xs, -target])
     return target + over, xs, reasons
 
@@ -627,7 +627,7 @@ def split_in_tiers(
     m: Sequence[float],
     u: Sequence[float],
     budget: SearchBudget | None = None,
-) -> tuple[float, list[float], list[Reason]]:
+) -> tuple[float, list[float], list[Allotment]]:
     """:func:`split` for weights that span more than floats can hold.
 
     Subnormal inputs, or a steep exponent: each weight is kept as a mantissa and powers of two
@@ -676,7 +676,7 @@ def split_in_tiers(
         caps = [u[k] for k in members]
         if need >= math.fsum(caps):
             for k in members:
-                out[k], why[k] = u[k], Reason.CAPPED
+                out[k], why[k] = u[k], Allotment.CAPPED
             heavier_u.extend(caps)
             continue
         tier_top = max(members, key=weights.key.__getitem__)
@@ -689,6 +689,6 @@ def split_in_tiers(
         for lighter in running[t + 1 :]:
             for k in lighter:  # a share below 2^-900 of this tier's: its minimum, or nothing
                 out[k] = m[k]
-                why[k] = Reason.RAISED_TO_MINIMUM if m[k] > 0.0 else Reason.PROPORTIONAL
+                why[k] = Allotment.RAISED_TO_MINIMUM if m[k] > 0.0 else Allotment.PROPORTIONAL
         break
     return _settle(target, m, u, out, why)

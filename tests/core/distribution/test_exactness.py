@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from distributord.core.distribution import (
     ZERO_POWER_W,
+    Allotment,
     Distribution,
     Pair,
-    Reason,
     distribute,
     split_equally,
 )
@@ -198,5 +198,5 @@ def test_an_infinite_exclusion_bound_allows_only_zero_in_an_equal_split() -> Non
     )
     shared = split_equally(500.0, {1: [only_zero]})
     assert shared.setpoints == {1: 0.0}
-    assert shared.reasons == {1: Reason.MINIMUM_ABOVE_CAP}
+    assert shared.reasons == {1: Allotment.MINIMUM_ABOVE_CAP}
     assert shared.remaining_w == 500.0

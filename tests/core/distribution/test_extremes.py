@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 
 from distributord.core.distribution import (
     MAX_EXPONENT,
+    Allotment,
     Distribution,
     Pair,
-    Reason,
     distribute,
 )
 from distributord.core.errors import DistributionInputError
@@ -244,4 +244,4 @@ def test_exponent_16_splits_30_and_70_percent_by_the_16th_power() -> None:
         float(8000 * ratio / (1 + ratio)), rel=1e-9, abs=0.0
     )
     assert math.fsum(result.setpoints.values()) == 8000.0
-    assert set(result.reasons.values()) == {Reason.PROPORTIONAL}
+    assert set(result.reasons.values()) == {Allotment.PROPORTIONAL}

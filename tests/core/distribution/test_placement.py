@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from distributord.core.distribution import Pair, Reason, distribute
+from distributord.core.distribution import Allotment, Pair, distribute
 from distributord.core.errors import DistributionInputError
 from distributord.core.model import PowerBounds
 from tests.core.distribution.spec import (
@@ -137,7 +137,7 @@ def test_fairness_identical_pairs_get_identical_setpoints(
         running = {
             result.setpoints[b]
             for b in ids
-            if result.reasons[b] is not Reason.DROPPED_BELOW_MINIMUM
+            if result.reasons[b] is not Allotment.DROPPED_BELOW_MINIMUM
         }
         assert len(running) <= 1, {b: (result.setpoints[b], result.reasons[b]) for b in ids}
 
@@ -174,7 +174,7 @@ def test_balancing_closed_loop_never_widens_the_spread_of_unsaturated_pairs(
     power = data.draw(requests_for(fleet)) or 1000.0
     for _step in range(50):
         result = distribute(power, fleet, exponent=e)
-        following = [p for p in fleet if result.reasons[p.battery_id] is Reason.PROPORTIONAL]
+        following = [p for p in fleet if result.reasons[p.battery_id] is Allotment.PROPORTIONAL]
         if not following:
             break
         rates = {  # %/s
@@ -217,7 +217,7 @@ def test_zero_request_gives_exactly_zero_everywhere(
     # A tiny request is reported as remaining, so setpoints + remaining = P exactly (rule 6).
     assert result.remaining_w == power
     assert math.copysign(1.0, result.remaining_w) == 1.0 or power < 0.0
-    assert set(result.reasons.values()) == {Reason.ZERO_REQUEST}
+    assert set(result.reasons.values()) == {Allotment.ZERO_REQUEST}
 
 
 # --- the spec's worked examples ------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from distributord.core.distribution import MIN_WEIGHT, Pair, Reason, Row, distribute
+from distributord.core.distribution import MIN_WEIGHT, Allotment, Pair, Row, distribute
 from distributord.core.distribution.rows import RowColumns
 from distributord.core.model import PowerBounds
 from tests.core.distribution.spec import battery, exponents, quantities, run
@@ -28,9 +28,9 @@ def test_soc_limits_pairs_with_zero_weight_get_exactly_zero(
         if q.available == 0 or q.capacity == 0:
             assert result.setpoints[pair.battery_id] == 0.0
             assert result.reasons[pair.battery_id] in {
-                Reason.AT_SOC_LIMIT,
-                Reason.ZERO_CAPACITY,
-                Reason.ZERO_REQUEST,
+                Allotment.AT_SOC_LIMIT,
+                Allotment.ZERO_CAPACITY,
+                Allotment.ZERO_REQUEST,
             }
 
 
@@ -138,11 +138,11 @@ def test_each_idle_pair_says_why() -> None:
     ]
     result = distribute(500, fleet)
     assert result.reasons == {
-        1: Reason.ZERO_CAPACITY,
-        2: Reason.AT_SOC_LIMIT,
-        3: Reason.ZERO_POWER_BOUND,
-        4: Reason.MINIMUM_ABOVE_CAP,
-        5: Reason.PROPORTIONAL,
+        1: Allotment.ZERO_CAPACITY,
+        2: Allotment.AT_SOC_LIMIT,
+        3: Allotment.ZERO_POWER_BOUND,
+        4: Allotment.MINIMUM_ABOVE_CAP,
+        5: Allotment.PROPORTIONAL,
     }
     assert result.setpoints == {1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0, 5: 500.0}
 

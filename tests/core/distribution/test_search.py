@@ -9,7 +9,7 @@ import pytest
 
 from bench.distribution import best_reachable
 from bench.distribution import fixed_power_fleet as fixed_power_fleet_of
-from distributord.core.distribution import Pair, Reason, SearchBudget, distribute, search
+from distributord.core.distribution import Allotment, Pair, SearchBudget, distribute, search
 from tests.core.distribution.spec import battery
 
 
@@ -37,7 +37,7 @@ def test_minimums_that_exceed_the_request_are_resolved_by_search() -> None:
     result = distribute(1000, fleet)
     assert result.setpoints == {1: 0.0, 2: 500.0, 3: 500.0}
     assert result.remaining_w == 0.0
-    assert result.reasons[1] is Reason.DROPPED_BELOW_MINIMUM
+    assert result.reasons[1] is Allotment.DROPPED_BELOW_MINIMUM
 
 
 def test_the_search_stops_at_its_step_budget_with_a_valid_answer(
@@ -54,8 +54,8 @@ def test_the_search_stops_at_its_step_budget_with_a_valid_answer(
     # Two steps only reach {A}: 600.5 W, valid, short of the exact answer; the others say why.
     assert result.setpoints == {1: 600.5, 2: 0.0, 3: 0.0}
     assert result.remaining_w == 400.5
-    assert result.reasons[2] is Reason.SEARCH_BUDGET_ENDED
-    assert result.reasons[3] is Reason.SEARCH_BUDGET_ENDED
+    assert result.reasons[2] is Allotment.SEARCH_BUDGET_ENDED
+    assert result.reasons[3] is Allotment.SEARCH_BUDGET_ENDED
 
 
 class TickingClock:
@@ -97,7 +97,7 @@ def test_the_search_stops_at_its_time_budget_and_keeps_the_best_found() -> None:
     assert 0 < total < REACHABLE  # cut short: the best found is below the exact answer
     assert all(x in (0.0, float(p)) for x, p in zip(result.setpoints.values(), powers, strict=True))
     not_chosen = [b for b, x in result.setpoints.items() if x == 0.0]
-    assert {result.reasons[b] for b in not_chosen} == {Reason.SEARCH_BUDGET_ENDED}
+    assert {result.reasons[b] for b in not_chosen} == {Allotment.SEARCH_BUDGET_ENDED}
 
 
 def test_a_search_with_time_to_spare_meets_a_reachable_request_exactly() -> None:
@@ -106,7 +106,7 @@ def test_a_search_with_time_to_spare_meets_a_reachable_request_exactly() -> None
     result = distribute(REACHABLE, fixed_power_fleet(powers), search_budget=budget)
     assert math.fsum(result.setpoints.values()) == REACHABLE
     assert result.remaining_w == 0.0
-    assert Reason.SEARCH_BUDGET_ENDED not in result.reasons.values()
+    assert Allotment.SEARCH_BUDGET_ENDED not in result.reasons.values()
 
 
 def test_a_budget_must_be_a_positive_number_of_seconds() -> None:
@@ -151,4 +151,4 @@ def test_an_unreachable_whole_watt_request_gets_the_best_below_at_once() -> None
     assert best < 20_001
     assert math.fsum(result.setpoints.values()) == best
     assert result.remaining_w == 20_001 - best
-    assert Reason.SEARCH_BUDGET_ENDED not in result.reasons.values()
+    assert Allotment.SEARCH_BUDGET_ENDED not in result.reasons.values()

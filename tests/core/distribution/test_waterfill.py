@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from distributord.core.distribution import Pair, Reason, distribute, split
+from distributord.core.distribution import Allotment, Pair, distribute, split
 from distributord.core.distribution.waterfill import _assemble
 from distributord.core.model import PowerBounds
 from tests.core.distribution.spec import (
@@ -40,7 +40,7 @@ def test_water_filling_every_pair_at_one_level_unless_a_bound_holds_it(
     following = [
         b
         for b, why in result.reasons.items()
-        if why is Reason.PROPORTIONAL and weight(qs[b], e) > 1e-200
+        if why is Allotment.PROPORTIONAL and weight(qs[b], e) > 1e-200
     ]
     if not following:
         return
@@ -58,9 +58,9 @@ def test_water_filling_every_pair_at_one_level_unless_a_bound_holds_it(
         )
     for b, why in result.reasons.items():
         w = weight(qs[b], e)
-        if why is Reason.CAPPED and w > 0:
+        if why is Allotment.CAPPED and w > 0:
             assert qs[b].cap <= level * w * (1 + 1e-9), (b, "capped although its share fits")
-        if why is Reason.RAISED_TO_MINIMUM:
+        if why is Allotment.RAISED_TO_MINIMUM:
             assert qs[b].minimum >= level * w * (1 - 1e-9), (b, "raised although its share fits")
 
 
@@ -101,14 +101,14 @@ def test_a_share_below_its_minimum_is_dropped_smallest_weight_first() -> None:
     ]
     result = distribute(-150, fleet)
     assert result.setpoints == {1: 0.0, 2: -150.0}  # battery 1 has less to give
-    assert result.reasons == {1: Reason.DROPPED_BELOW_MINIMUM, 2: Reason.PROPORTIONAL}
+    assert result.reasons == {1: Allotment.DROPPED_BELOW_MINIMUM, 2: Allotment.PROPORTIONAL}
 
 
 def test_a_pair_runs_at_its_minimum_when_dropping_it_would_miss_the_request() -> None:
     fleet = [battery(1, 50, 10, 90, 10_000, 500), battery(2, 50, 10, 90, 10_000, 1000, minimum=600)]
     result = distribute(1000, fleet)
     assert result.setpoints == {1: 400.0, 2: 600.0}
-    assert result.reasons == {1: Reason.PROPORTIONAL, 2: Reason.RAISED_TO_MINIMUM}
+    assert result.reasons == {1: Allotment.PROPORTIONAL, 2: Allotment.RAISED_TO_MINIMUM}
     assert result.remaining_w == 0.0
 
 
@@ -127,7 +127,7 @@ def test_split_places_all_of_it_when_caps_exceed_the_target_exactly_at_the_bound
     placed, xs, reasons = split(2000.0, w, m, u, u, m)
     assert placed == 2000.0
     assert xs == [1000.0, 1000.0]
-    assert reasons == [Reason.CAPPED] * 2
+    assert reasons == [Allotment.CAPPED] * 2
 
 
 def test_a_flat_stretch_of_the_clamp_level_does_not_lose_the_rest() -> None:
