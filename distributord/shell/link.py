@@ -19,11 +19,12 @@ a version's messages.
 * **Discovery** (:func:`discover`) asks for the component graph until the API answers,
   waiting between attempts with capped exponential backoff, and logs once per change of state
   (unreachable / reachable, or no version served), never once per attempt.
-* **Telemetry** (:func:`serve_telemetry`): one trio task per component keeps a stream open,
-  decodes each message into a snapshot and hands it to a :class:`TelemetrySink`. When the
-  stream fails, ends, or stays silent longer than a bound, the task tells the sink about the
-  gap, waits (backoff with jitter, 0.1 s doubling to 5 s, reset by a message) and opens a new
-  stream. It never gives up and never raises.
+* **Telemetry** (:class:`Telemetry`, run by :func:`serve_telemetry`): one trio task per
+  component keeps a stream open, decodes each message into a snapshot and hands it to a
+  :class:`TelemetrySink`. When the stream fails, ends, or stays silent longer than a bound, the
+  task tells the sink about the gap, waits (backoff with jitter, 0.1 s doubling to 5 s, reset
+  by a snapshot) and opens a new stream: ``OPENING → STREAMING → WAITING``
+  (:class:`StreamState`). It never gives up and never raises.
 * **Commands** go out as one batch (:meth:`MicrogridLink.set_active_powers`): one crossing
   into the asyncio loop for the lot, each outcome handed back as it arrives, so a deadline
   keeps what finished and cancels the rest. Per-call crossings took about 30 % longer at 500
@@ -40,6 +41,7 @@ can use a fake.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -172,17 +174,21 @@ def adapters(api: str) -> list[Adapter]:
     return [known[api]]
 
 
-class MicrogridClient(Protocol):
-    """What the daemon needs from the microgrid (the real link, or a fake in tests)."""
-
-    async def topology(self) -> Topology:
-        """The batteries and their inverters."""
+class TelemetrySource(Protocol):
+    """What a :class:`Telemetry` needs from the microgrid: a component's streams, decoded."""
 
     def telemetry(self, component_id: int) -> AbstractAsyncContextManager[MessageStream[Any]]:
         """A stream of a component's raw messages (for :meth:`decoder`'s decoder)."""
 
     def decoder(self, component_id: int, *, battery: bool, max_data_age_s: float) -> Decoder:
         """A decoder for the messages of :meth:`telemetry`."""
+
+
+class MicrogridClient(TelemetrySource, Protocol):
+    """What the daemon needs from the microgrid (the real link, or a fake in tests)."""
+
+    async def topology(self) -> Topology:
+        """The batteries and their inverters."""
 
     async def set_active_powers(
         self,
@@ -456,19 +462,29 @@ async def discover(
         return topology
 
 
-async def serve_telemetry(
-    client: MicrogridClient,
-    component_id: int,
-    *,
-    battery: bool,
-    sink: TelemetrySink,
-    max_data_age_s: float | Callable[[], float],
-    silence_s: float,
-    backoff: Backoff = Backoff(),
-    rng: random.Random | None = None,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> NoReturn:
-    """Keep one component's telemetry flowing into ``sink``, forever.
+class StreamState(enum.Enum):
+    """What a component's telemetry task is doing (:attr:`Telemetry.state`)."""
+
+    OPENING = "opening"
+    """Asking for a stream: for a turn among :data:`MAX_OPENING_STREAMS`, or for the version."""
+
+    STREAMING = "streaming"
+    """A stream is open: its messages go to the sink as they arrive; silence is watched."""
+
+    WAITING = "waiting"
+    """The stream failed, ended or went silent: backing off before opening the next."""
+
+
+class Telemetry:
+    """One component's telemetry, kept flowing into a sink (run :meth:`serve` as a task).
+
+    It goes round ``OPENING → STREAMING → WAITING → OPENING …`` (:class:`StreamState`); a
+    stream that cannot be opened goes from ``OPENING`` straight to ``WAITING``. A stream is
+    left when it fails, when the server ends it, or when it sends nothing for ``silence_s``;
+    each time the sink hears of the gap. From the first gap until a message gives a snapshot
+    again the component is *down* (:attr:`down_since`): one warning when it goes down, one
+    line when it is back, and the waits between attempts double (see :class:`Backoff`) until
+    the first snapshot resets them.
 
     Args:
         client: The microgrid.
@@ -480,86 +496,163 @@ async def serve_telemetry(
         silence_s: A stream that sends nothing for this long is replaced.
         backoff: Waits between attempts.
         rng: For the jitter (tests pass a seeded one).
-        task_status: Started once the first stream is open (or has failed once).
+
+    Attributes:
+        state: What the task is doing.
+        down_since: Trio time of the first gap since the last snapshot (None while up).
     """
-    kind = "battery" if battery else "inverter"
-    max_age = max_data_age_s if callable(max_data_age_s) else lambda: max_data_age_s
-    decoder: Decoder | None = None  # one per stream: the version spoken may change between
-    next_delay, reset = backoff.delays(rng or random.Random())
-    logged_notes: set[Note] = set()
-    broken_since: float | None = None
-    started = False
 
-    failures: set[str] = set()
+    def __init__(
+        self,
+        client: TelemetrySource,
+        component_id: int,
+        *,
+        battery: bool,
+        sink: TelemetrySink,
+        max_data_age_s: float | Callable[[], float],
+        silence_s: float,
+        backoff: Backoff = Backoff(),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.component_id = component_id
+        self.state = StreamState.OPENING
+        self.down_since: float | None = None
+        self._client = client
+        self._battery = battery
+        self._kind = "battery" if battery else "inverter"
+        self._sink = sink
+        self._max_age = max_data_age_s if callable(max_data_age_s) else lambda: max_data_age_s
+        self._silence_s = silence_s
+        self._next_delay, self._reset_delay = backoff.delays(rng or random.Random())
+        self._decoder: Decoder | None = None  # one per stream: the version may change between
+        self._heard = 0.0  # trio time the open stream last sent anything
+        self._logged_notes: set[Note] = set()
+        self._failures: set[str] = set()  # kinds of message that could not be handled
+        self._starting: trio.TaskStatus[None] | None = None
 
-    def receive(data: Any) -> None:
-        # This stream's fault barrier: a message that cannot be handled (a bug in decoding
-        # or in the sink) is logged, once per kind of failure, and dropped; the stream and
-        # every other task go on.
+    async def serve(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
+        """Keep the telemetry flowing, forever; never raises.
+
+        Started once the first stream is open, or has failed once.
+        """
+        self._starting = task_status
+        while True:
+            self.state = StreamState.OPENING
+            reason = await self._stream()
+            self.state = StreamState.WAITING
+            self._started()
+            self._gap(reason)
+            await trio.sleep(self._next_delay())
+
+    def _started(self) -> None:
+        if self._starting is not None:
+            self._starting.started()
+            self._starting = None
+
+    async def _stream(self) -> str:
+        """Open a stream and feed the sink from it until it ends; why it ended."""
         try:
-            handle(data)
+            async with self._client.telemetry(self.component_id) as stream:
+                self._decoder = self._client.decoder(
+                    self.component_id, battery=self._battery, max_data_age_s=self._max_age()
+                )
+                self.state = StreamState.STREAMING
+                self._started()
+                self._heard = trio.current_time()
+                stream.deliver_to(self._arrived)
+                await self._until_silent(stream)
+                return f"silent for {self._silence_s:g} s"
+        except trio.EndOfChannel:
+            return "ended by the server"
+        except LinkDownError as error:
+            return f"broken ({error})"
+
+    async def _until_silent(self, stream: MessageStream[Any]) -> None:
+        """Return once ``stream`` has sent nothing for ``silence_s`` (raise as it ends).
+
+        Messages are handled as they arrive (:meth:`_arrived`), with no wake-up of this task:
+        the deadline stays put while they arrive and is moved on when it is reached.
+        """
+        while trio.current_time() - self._heard < self._silence_s:
+            with trio.move_on_at(self._heard + self._silence_s):
+                await stream.ended()
+
+    def _gap(self, reason: str) -> None:
+        if self.down_since is None:
+            self.down_since = trio.current_time()
+            logger.warning(
+                "%s %d: telemetry stream %s; reconnecting", self._kind, self.component_id, reason
+            )
+        self._sink.gap(self.component_id, reason)
+
+    def _arrived(self, data: Any) -> None:
+        """A message, handed over by the stream as it arrives (outside any task).
+
+        This is the stream's fault barrier: a message that cannot be handled (a bug in
+        decoding or in the sink) is logged, once per kind of failure, and dropped; the stream
+        and every other task go on.
+        """
+        now = self._heard = trio.current_time()
+        try:
+            self._handle(data, now)
         except Exception as error:
-            if type(error).__name__ not in failures:
-                failures.add(type(error).__name__)
+            if type(error).__name__ not in self._failures:
+                self._failures.add(type(error).__name__)
                 logger.exception(
                     "%s %d: a telemetry message could not be handled; dropped (logged once)",
-                    kind,
-                    component_id,
+                    self._kind,
+                    self.component_id,
                 )
 
-    def handle(data: Any) -> None:
-        nonlocal broken_since
+    def _handle(self, data: Any, now: float) -> None:
+        decoder = self._decoder
         assert decoder is not None
-        decoder.max_data_age_s = max_age()
-        snapshot = decoder.decode(data, received_at=trio.current_time())
+        decoder.max_data_age_s = self._max_age()
+        snapshot = decoder.decode(data, received_at=now)
         if decoder.notes:
-            for note in decoder.notes - logged_notes:
-                logger.warning("%s %d: %s (logged once)", kind, component_id, note.value)
-                logged_notes.add(note)
+            for note in decoder.notes - self._logged_notes:
+                logger.warning("%s %d: %s (logged once)", self._kind, self.component_id, note.value)
+                self._logged_notes.add(note)
         if snapshot is None:  # ignored (counted by the decoder); not a sign of life either
             return
-        if broken_since is not None:
+        if self.down_since is not None:
             logger.info(
                 "%s %d: telemetry back after %.1f s",
-                kind,
-                component_id,
-                trio.current_time() - broken_since,
+                self._kind,
+                self.component_id,
+                now - self.down_since,
             )
-            broken_since = None
-            reset()
-        sink.snapshot(snapshot)
+            self.down_since = None
+            self._reset_delay()
+        self._sink.snapshot(snapshot)
 
-    while True:
-        try:
-            async with client.telemetry(component_id) as stream:
-                decoder = client.decoder(component_id, battery=battery, max_data_age_s=max_age())
-                if not started:
-                    started = True
-                    task_status.started()
-                # Messages are handled as they arrive, with no wake-up of this task; it only
-                # watches for the end and for silence (silent for silence_s → replaced). The
-                # deadline stays put while messages arrive and is moved on when it is reached.
-                heard = trio.current_time()
 
-                def arrived(data: Any) -> None:
-                    nonlocal heard
-                    heard = trio.current_time()
-                    receive(data)
+async def serve_telemetry(
+    client: TelemetrySource,
+    component_id: int,
+    *,
+    battery: bool,
+    sink: TelemetrySink,
+    max_data_age_s: float | Callable[[], float],
+    silence_s: float,
+    backoff: Backoff = Backoff(),
+    rng: random.Random | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Keep one component's telemetry flowing into ``sink``, forever (see :class:`Telemetry`).
 
-                stream.deliver_to(arrived)
-                while trio.current_time() - heard < silence_s:
-                    with trio.move_on_at(heard + silence_s):
-                        await stream.ended()
-                reason = f"silent for {silence_s:g} s"
-        except trio.EndOfChannel:
-            reason = "ended by the server"
-        except LinkDownError as error:
-            reason = f"broken ({error})"
-        if not started:
-            started = True
-            task_status.started()
-        if broken_since is None:
-            broken_since = trio.current_time()
-            logger.warning("%s %d: telemetry stream %s; reconnecting", kind, component_id, reason)
-        sink.gap(component_id, reason)
-        await trio.sleep(next_delay())
+    Started once the first stream is open (or has failed once).
+    """
+    telemetry = Telemetry(
+        client,
+        component_id,
+        battery=battery,
+        sink=sink,
+        max_data_age_s=max_data_age_s,
+        silence_s=silence_s,
+        backoff=backoff,
+        rng=rng,
+    )
+    await telemetry.serve(task_status=task_status)
