@@ -1,22 +1,28 @@
-"""Shared pieces for tests that run the real daemon: a socket client and a running daemon."""
+"""Shared pieces for tests that run the real daemon.
+
+A socket client, a running daemon, and configurations that differ from the defaults in a few
+keys (:func:`config_with`: tests change keys of the one configuration, never a copy of it).
+"""
 
 from __future__ import annotations
 
 import functools
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 from distributord.cli import trioclient
+from distributord.core.config import Config
 from distributord.core.errors import UnreachableError
 from distributord.core.protocol import JsonId
 from distributord.core.status import Status
 from distributord.shell.control import bind_control_socket
-from distributord.shell.daemon import Daemon, DaemonSettings, serve_daemon
+from distributord.shell.daemon import Daemon, serve_daemon
 from distributord.shell.live import Live, fixed
 from distributord.shell.metrics import Metrics
 from distributord.sim.server import Simulator
@@ -58,24 +64,47 @@ async def connect(path: str | Path) -> AsyncIterator[Client]:
         yield Client(stream)
 
 
+def config_with(base: Config | None = None, /, **tables: Mapping[str, Any]) -> Config:
+    """``base`` (the defaults) with a few keys changed, table by table.
+
+    ``config_with(setpoints={"lifetime_s": 10})``: every other key keeps its one default, and
+    the values are checked as a file's are.
+    """
+    config = base or Config()
+    return attrs.evolve(
+        config,
+        **{name: attrs.evolve(getattr(config, name), **keys) for name, keys in tables.items()},
+    )
+
+
+def config_for(sim: Simulator, **tables: Mapping[str, Any]) -> Config:
+    """:func:`config_with` for a daemon on ``sim``: ``microgrid.address`` is the simulator's."""
+    microgrid = {"address": sim.address, **tables.pop("microgrid", {})}
+    return config_with(microgrid=microgrid, **tables)
+
+
 @asynccontextmanager
 async def running_daemon(
     sim: Simulator,
     socket_path: Path,
-    settings: DaemonSettings | Live[DaemonSettings] | None = None,
+    config: Config | Live[Config] | None = None,
     *,
+    lifetime_scale: float = 1.0,
     metrics: Metrics | None = None,
 ) -> AsyncIterator[Daemon]:
     """The daemon on ``socket_path`` against ``sim``, every battery working before it yields.
 
-    Pass a :class:`~distributord.shell.live.LiveValue` to reload its settings while it runs.
+    ``config`` is :func:`config_for` ``sim`` unless given. Pass a
+    :class:`~distributord.shell.live.LiveValue` to reload it while the daemon runs.
     """
-    settings = settings or DaemonSettings(address=sim.address)
-    live = settings if isinstance(settings, Live) else fixed(settings)
+    config = config or config_for(sim)
+    live = config if isinstance(config, Live) else fixed(config)
     sock = bind_control_socket(str(socket_path))
     async with trio.open_nursery() as nursery:
         daemon: Daemon = await nursery.start(
-            functools.partial(serve_daemon, live, sock, metrics=metrics)
+            functools.partial(
+                serve_daemon, live, sock, lifetime_scale=lifetime_scale, metrics=metrics
+            )
         )
         await wait_until(
             daemon, lambda d: all(s.status is Status.WORKING for s in d.tracker.states.values())

@@ -38,10 +38,11 @@ import trio
 
 from distributord.cli import demoplot, discard_stdout
 from distributord.cli.trioclient import Client, open_client
+from distributord.core.config import Config, with_overrides
 from distributord.core.errors import DaemonError
 from distributord.core.status import Status
 from distributord.shell.control import bind_control_socket
-from distributord.shell.daemon import Daemon, DaemonSettings, serve_daemon
+from distributord.shell.daemon import Daemon, serve_daemon
 from distributord.shell.live import fixed
 from distributord.sim.scenario import uniform_fleet
 from distributord.sim.server import Simulator
@@ -221,9 +222,8 @@ async def run_demo(batteries: int, duration_s: float, plot: Path | None = None) 
         path = Path(directory) / "control.sock"
         with bind_control_socket(str(path)) as sock:
             async with trio.open_nursery() as nursery:
-                daemon: Daemon = await nursery.start(
-                    serve_daemon, fixed(DaemonSettings(address=sim.address)), sock
-                )
+                config = with_overrides(Config(), microgrid=sim.address)
+                daemon: Daemon = await nursery.start(serve_daemon, fixed(config), sock)
                 await daemon.tracker.board.wait_value(
                     lambda board: all(s.status is Status.WORKING for s in board.states.values())
                 )

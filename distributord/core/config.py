@@ -20,6 +20,11 @@ a table that is not a table. It is lenient in one documented way, as TOML reader
 integer is accepted where a number is expected (``5`` for ``5.0``); the reverse is refused (a
 count or a uid of ``5.0`` is a mistake worth pointing at).
 
+The running daemon reads this value itself, not copies of it: each part is handed a view of
+the tables it needs and reads a key where it uses it, so a key has one default and one check,
+here. Values derived from keys that are facts of the configuration alone
+(:attr:`DistributionConfig.search_budget_s`) are properties of their table.
+
 Keys beyond the spec's table (``microgrid.stream_silence_s``, ``requests.drain_timeout_s``,
 ``logging.level``) are extensions; the example file marks them so.
 
@@ -39,10 +44,9 @@ import attrs
 
 from distributord.core.distribution.rows import MAX_EXPONENT
 from distributord.core.distribution.search import DEFAULT_SEARCH_BUDGET_S
-from distributord.core.errors import ConfigError, InputError
+from distributord.core.errors import ConfigError
 from distributord.core.model import MAX_REQUEST_TIMEOUT_S
 from distributord.core.protocol import DEFAULT_SOCKET
-from distributord.core.status import StatusSettings
 from distributord.core.values import is_integer, is_number, short_number
 
 DEFAULT_MICROGRID_ADDRESS = "127.0.0.1:50051"
@@ -240,6 +244,15 @@ def _log_level(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
         )
 
 
+def _at_least_min_blocking(config: Any, attribute: attrs.Attribute[float], value: float) -> None:
+    """``status.max_blocking_s`` is at least ``status.min_blocking_s`` (checked by then)."""
+    if value < config.min_blocking_s:
+        raise ConfigError(
+            f"must be at least min_blocking_s ({_show(config.min_blocking_s)}), got {_show(value)}",
+            key=attribute.name,
+        )
+
+
 # --- the tables ---------------------------------------------------------------------------------
 
 
@@ -313,6 +326,11 @@ class DistributionConfig:
         metadata=LIVE,
     )
 
+    @property
+    def search_budget_s(self) -> float:
+        """:attr:`search_budget_ms` in seconds, as the search takes it."""
+        return self.search_budget_ms / 1000.0
+
 
 @attrs.frozen(kw_only=True)
 class RequestsConfig:
@@ -383,7 +401,7 @@ class StatusConfig:
     max_blocking_s: float = attrs.field(
         default=30.0,
         converter=_to_float,
-        validator=_number(low=0.0, low_open=True),
+        validator=[_number(low=0.0, low_open=True), _at_least_min_blocking],
         metadata=LIVE,
     )
     broken_cache_ttl_s: float = attrs.field(
@@ -392,21 +410,6 @@ class StatusConfig:
         validator=_number(low=0.0, low_open=True),
         metadata=LIVE,
     )
-
-    def __attrs_post_init__(self) -> None:
-        try:
-            self.settings  # noqa: B018  (StatusSettings keeps the rules that relate the fields)
-        except InputError as error:
-            raise ConfigError(error.problem, key=error.key) from None
-
-    @property
-    def settings(self) -> StatusSettings:
-        """The settings of :class:`distributord.core.status.StatusMachine`."""
-        return StatusSettings(
-            max_data_age_s=self.max_data_age_s,
-            min_blocking_s=self.min_blocking_s,
-            max_blocking_s=self.max_blocking_s,
-        )
 
 
 @attrs.frozen(kw_only=True)
@@ -443,7 +446,7 @@ class Config:
         distribution: ``[distribution]``.
         requests: ``[requests]``.
         setpoints: ``[setpoints]``.
-        status: ``[status]``; its :attr:`~StatusConfig.settings` feed the status machines.
+        status: ``[status]``; the status machines read it.
         metrics: ``[metrics]``.
         logging: ``[logging]``.
     """

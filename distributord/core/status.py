@@ -12,8 +12,11 @@ snapshots and the outcomes of commands, and asked to :meth:`~StatusMachine.evalu
 3. if blocked (``now`` before the window's end) → ``uncertain``;
 4. otherwise → ``working``.
 
-A side is *fresh* until ``max_data_age`` after the earlier of two times: when its latest sample
-arrived (monotonic clock at receipt) and when that sample says it was taken (its
+The ages and windows are the ``[status]`` table's keys
+(:class:`~distributord.core.config.StatusConfig`), asked for where they are used.
+
+A side is *fresh* until ``max_data_age_s`` after the earlier of two times: when its latest
+sample arrived (monotonic clock at receipt) and when that sample says it was taken (its
 ``sampled_at``, converted to the same clock by the caller). So a silent stream goes stale on
 time, and so does a stream that keeps re-sending an old sample.
 
@@ -23,10 +26,10 @@ Healthy inverter: state codes all in {READY, STANDBY, CHARGING, DISCHARGING}, at
 present; no error codes. Warnings never count. The pair also needs power bounds from at least
 one side (the distribution replaces one side's unknown bounds by the other's).
 
-Blocking windows (after a failed command): the first lasts ``min_blocking``; a failure inside a
-window changes nothing; a failure after a window ran out with no success in between doubles the
-previous length, capped at ``max_blocking`` (1, 2, 4, 8, 16, 30, 30 s with the defaults); a
-success, or a recovery from ``not_working``, resets the next length to the minimum. Failures
+Blocking windows (after a failed command): the first lasts ``min_blocking_s``; a failure inside
+a window changes nothing; a failure after a window ran out with no success in between doubles
+the previous length, capped at ``max_blocking_s`` (1, 2, 4, 8, 16, 30, 30 s with the defaults);
+a success, or a recovery from ``not_working``, resets the next length to the minimum. Failures
 while ``not_working`` are ignored. Refusals (out of range, invalid) do not block: the caller
 does not report them as failures.
 
@@ -46,7 +49,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import attrs
 
-from distributord.core.errors import InputError
+from distributord.core.config import StatusConfig
 from distributord.core.model import (
     BatterySnapshot,
     InverterSnapshot,
@@ -54,7 +57,6 @@ from distributord.core.model import (
     ValueFault,
     bad_battery_values,
 )
-from distributord.core.values import short_number
 
 
 class Status(enum.StrEnum):
@@ -90,34 +92,6 @@ BATTERY_READY_STATES = frozenset({StateCode.READY, StateCode.CHARGING, StateCode
 INVERTER_HEALTHY_STATES = frozenset(
     {StateCode.READY, StateCode.STANDBY, StateCode.CHARGING, StateCode.DISCHARGING}
 )
-
-
-@attrs.frozen(kw_only=True)
-class StatusSettings:
-    """Status tracking settings (``status.*`` in the configuration).
-
-    Attributes:
-        max_data_age_s: A side older than this is stale.
-        min_blocking_s: The first blocking window after a failed command.
-        max_blocking_s: The longest blocking window.
-    """
-
-    max_data_age_s: float = 10.0
-    min_blocking_s: float = 1.0
-    max_blocking_s: float = 30.0
-
-    def __attrs_post_init__(self) -> None:
-        for name in ("max_data_age_s", "min_blocking_s", "max_blocking_s"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-        if self.max_blocking_s < self.min_blocking_s:
-            # The one place this rule is written; the configuration parser relays the error.
-            raise InputError(
-                f"must be at least min_blocking_s ({short_number(self.min_blocking_s)}), "
-                f"got {short_number(self.max_blocking_s)}",
-                key="max_blocking_s",
-            )
 
 
 @attrs.frozen(kw_only=True)
@@ -206,12 +180,12 @@ class StatusMachine:
     """One battery's status (see the module docstring).
 
     Args:
-        settings: Ages and blocking windows, asked for where they are used (so a reload
-            applies from the next sample or failure).
+        config: The ``[status]`` table (ages and blocking windows), asked for where it is
+            used (so a reload applies from the next sample or failure).
     """
 
-    def __init__(self, settings: Callable[[], StatusSettings]) -> None:
-        self._settings = settings
+    def __init__(self, config: Callable[[], StatusConfig]) -> None:
+        self._config = config
         self._battery: _Side | None = None
         self._inverter: _Side | None = None
         self._bounds_known = (False, False)
@@ -248,7 +222,7 @@ class StatusMachine:
 
     def _fresh_until(self, received_at: float, sampled_at: float) -> float:
         taken = received_at if math.isnan(sampled_at) else min(received_at, sampled_at)
-        return taken + self._settings().max_data_age_s
+        return taken + self._config().max_data_age_s
 
     def command_succeeded(self) -> None:
         """A command to this battery's inverter succeeded: unblock, reset the window."""
@@ -264,11 +238,11 @@ class StatusMachine:
             return
         if self._blocked_until is not None and now < self._blocked_until:
             return
-        settings = self._settings()
+        config = self._config()
         if self._last_window is None:
-            window = settings.min_blocking_s
+            window = config.min_blocking_s
         else:
-            window = min(2.0 * self._last_window, settings.max_blocking_s)
+            window = min(2.0 * self._last_window, config.max_blocking_s)
         self._last_window = window
         self._blocked_until = now + window
 

@@ -47,6 +47,7 @@ import trio
 
 from distributord import STARTED_MONOTONIC, __version__
 from distributord.core import protocol
+from distributord.core.config import Config, ControlConfig
 from distributord.core.errors import ControlSocketError
 from distributord.core.model import Request, Result
 from distributord.core.protocol import TOO_LONG, Call, Code, Failure, LineFramer
@@ -84,23 +85,6 @@ ACCEPT_RETRY_S = 0.1
 """The pause before accepting again after a transient failure: long enough not to spin."""
 
 TOO_LONG_MESSAGE = f"line longer than {protocol.MAX_LINE_BYTES} bytes; discarded"
-
-
-@attrs.frozen(kw_only=True)
-class ControlSettings:
-    """The control socket's settings.
-
-    Attributes:
-        allowed_uids: Users allowed besides root and the daemon's own user.
-        allowed_gids: Groups whose members are allowed.
-        max_connections: Connections served at once.
-        default_timeout_s: ``request_timeout_s`` when a request does not give one.
-    """
-
-    allowed_uids: frozenset[int] = frozenset()
-    allowed_gids: frozenset[int] = frozenset()
-    max_connections: int = 64
-    default_timeout_s: float = 5.0
 
 
 @attrs.frozen(kw_only=True)
@@ -200,9 +184,9 @@ def _why_not_removable(path: str, info: os.stat_result, error: OSError) -> str:
     )
 
 
-def is_allowed(uid: int, gid: int, *, owner_uid: int, settings: ControlSettings) -> bool:
+def is_allowed(uid: int, gid: int, *, owner_uid: int, config: ControlConfig) -> bool:
     """Whether a peer may use the socket: root, the daemon's own user, or a listed user/group."""
-    return uid in (0, owner_uid) or uid in settings.allowed_uids or gid in settings.allowed_gids
+    return uid in (0, owner_uid) or uid in config.allowed_uids or gid in config.allowed_gids
 
 
 Admission = Callable[[int, int], bool]
@@ -227,9 +211,10 @@ class ControlServer:
         loop: The request loop (``set_power`` goes there), or None until :meth:`attach`.
         tracker: The status tracker (``get_status``, ``subscribe_status``), or None.
         topology: The managed pairs (``list_components``), or None.
-        settings: Who may connect, how many, and the default request timeout; read when a
-            connection or request comes (a reload changes them for those that come after).
-        admit: Who may use the socket; by default :func:`is_allowed` with ``settings`` and the
+        config: The configuration: who may connect and how many (``control.*``), and the
+            default request timeout (``requests.default_timeout_s``); read when a connection or
+            request comes (a reload changes them for those that come after).
+        admit: Who may use the socket; by default :func:`is_allowed` with ``control.*`` and the
             daemon's own user.
         metrics: Where requests are counted.
     """
@@ -240,7 +225,7 @@ class ControlServer:
         loop: RequestLoop | None = None,
         tracker: StatusTracker | None = None,
         topology: Topology | None = None,
-        settings: Live[ControlSettings],
+        config: Live[Config],
         admit: Admission | None = None,
         metrics: Metrics | None = None,
     ) -> None:
@@ -255,14 +240,14 @@ class ControlServer:
         self.api_version: str | None = None
         if loop is not None and tracker is not None and topology is not None:
             self.connected.set()
-        self._settings = settings
+        self._config = config
         self._connections = 0
         self._sessions: set[_Session] = set()
         self._accepting: trio.CancelScope | None = None
         self._watching = trio.CancelScope()  # the re-check of open connections on a reload
 
     def _default_admit(self, uid: int, gid: int) -> bool:
-        return is_allowed(uid, gid, owner_uid=self._owner, settings=self.settings)
+        return is_allowed(uid, gid, owner_uid=self._owner, config=self.config.control)
 
     def attach(
         self,
@@ -287,9 +272,9 @@ class ControlServer:
         return state
 
     @property
-    def settings(self) -> ControlSettings:
-        """The settings in force now."""
-        return self._settings.value
+    def config(self) -> Config:
+        """The configuration in force now."""
+        return self._config.value
 
     def statistics(self) -> ControlStatistics:
         """A snapshot of the server's state."""
@@ -331,10 +316,10 @@ class ControlServer:
             await listener.aclose()
 
     async def _watch_admission(self) -> None:
-        """On every change of the settings, end the connections of peers no longer allowed."""
+        """On every change of ``control.*``, end the connections of peers no longer allowed."""
         with self._watching:
             while True:
-                await self._settings.changed()
+                await self._config.view(lambda config: config.control).changed()
                 for session in list(self._sessions):
                     pid, uid, gid = session.peer
                     if self._admit_peer(uid, gid):
@@ -395,12 +380,13 @@ class ControlServer:
                 code=Code.NOT_AUTHORISED,
                 message=f"not authorised: uid {uid} / gid {gid} may not use this socket",
             )
-        if self._connections >= self.settings.max_connections:
+        if self._connections >= self.config.control.max_connections:
             return Failure(
                 id=None,
                 code=Code.OVERLOADED,
                 message=(
-                    f"overloaded: {self.settings.max_connections} connections open; retry later"
+                    f"overloaded: {self.config.control.max_connections} connections open;"
+                    " retry later"
                 ),
             )
         return pid, uid, gid
@@ -625,7 +611,7 @@ class _Session:
         if call.method == "set_power":
             assert loop is not None
             request = protocol.parse_set_power(
-                call, default_timeout_s=server.settings.default_timeout_s
+                call, default_timeout_s=server.config.requests.default_timeout_s
             )
             if isinstance(request, Failure):
                 self._fail(request, call.method)

@@ -17,10 +17,11 @@ with ``await nursery.start(...)`` so that it reports started only when it is rea
 6. the control server is attached to the loop, and the :class:`Daemon` handle is handed to
    the caller.
 
-The settings are one :class:`~distributord.shell.live.Live` value: each part gets a view of
-its own settings and reads it where it uses them, so a reload (one assignment, by the caller
-who holds the :class:`~distributord.shell.live.LiveValue`) acts everywhere at once, also while
-discovery still waits for the microgrid.
+The running configuration (:class:`~distributord.core.config.Config`, as parsed) is one
+:class:`~distributord.shell.live.Live` value: each part gets a view of the tables it needs and
+reads a key where it uses it, so a reload (one assignment, by the caller who holds the
+:class:`~distributord.shell.live.LiveValue`) acts everywhere at once, also while discovery
+still waits for the microgrid.
 
 :meth:`Daemon.stop` shuts down as the spec asks: stop accepting connections, answer arrivals
 with −32002, give the requests in hand ``drain_timeout_s`` (as it is then) to finish, answer
@@ -39,13 +40,13 @@ import attrs
 import trio
 
 from distributord.core.config import Config
-from distributord.core.status import Status, StatusSettings
+from distributord.core.status import Status
 from distributord.core.topology import Topology
-from distributord.shell.control import ControlServer, ControlSettings
+from distributord.shell.control import ControlServer
 from distributord.shell.link import Backoff, MicrogridLink, discover, open_link, serve_telemetry
 from distributord.shell.live import Live
 from distributord.shell.metrics import Metrics, read_daemon
-from distributord.shell.requestloop import LoopSettings, RequestLoop
+from distributord.shell.requestloop import RequestLoop
 from distributord.shell.tracker import StatusTracker
 
 logger = logging.getLogger(__name__)
@@ -55,34 +56,11 @@ FLUSH_TIMEOUT_S = 2.0
 """At the end of a stop, how long connections may take to write their last replies."""
 
 
-@attrs.frozen(kw_only=True)
-class DaemonSettings:
-    """Everything the daemon's tasks need (built from the configuration).
-
-    Attributes:
-        address: The Microgrid API endpoint, ``HOST:PORT``.
-        api: The API version, or ``"auto"`` to negotiate (``microgrid.api``).
-        stream_silence_s: A telemetry stream silent this long is replaced.
-        status: Status tracking settings.
-        loop: Request loop settings.
-        control: Control socket settings.
-        drain_timeout_s: On stop, how long requests in hand may take to finish.
-    """
-
-    address: str
-    api: str = "auto"
-    stream_silence_s: float = 5.0
-    status: StatusSettings = attrs.field(factory=StatusSettings)
-    loop: LoopSettings = attrs.field(factory=LoopSettings)
-    control: ControlSettings = attrs.field(factory=ControlSettings)
-    drain_timeout_s: float = 10.0
-
-
 @attrs.define(eq=False)
 class Daemon:
     """A running daemon's parts (what ``serve_daemon`` hands back once ready)."""
 
-    settings: Live[DaemonSettings]
+    config: Live[Config]
     link: MicrogridLink
     topology: Topology
     tracker: StatusTracker
@@ -97,9 +75,10 @@ class Daemon:
 
 
 async def serve_daemon(
-    settings: Live[DaemonSettings],
+    config: Live[Config],
     sock: socket.socket,
     *,
+    lifetime_scale: float = 1.0,
     on_serving: Callable[[], None] = lambda: None,
     metrics: Metrics | None = None,
     task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
@@ -108,14 +87,16 @@ async def serve_daemon(
 
     The control socket serves from the start (``on_serving`` is called then: systemd's
     ``READY=1``), before the microgrid is reached; the daemon is handed back once it is.
-    Settings are read from ``settings`` where they are used (a reload may change them).
-    Requests, commands and state are counted into ``metrics`` (a fresh one if not given), which
-    a scrape may read from the start.
+    Keys are read from ``config`` where they are used (a reload may change them). Requests,
+    commands and state are counted into ``metrics`` (a fresh one if not given), which a scrape
+    may read from the start. ``lifetime_scale`` is how much faster than the clock the
+    microgrid's lifetimes run: 1 on a site, a test simulator's own (see
+    :class:`~distributord.shell.requestloop.RequestLoop`).
     """
-    started = settings.value  # for what only a restart changes (the reload keeps it so)
+    started = config.value.microgrid  # only a restart changes it (the reload keeps it so)
     async with open_link(started.address, api=started.api) as link, trio.open_nursery() as nursery:
         metrics = metrics or Metrics()
-        control = ControlServer(settings=settings.view(lambda s: s.control), metrics=metrics)
+        control = ControlServer(config=config, metrics=metrics)
         version = lambda: link.version  # noqa: E731  (the version may change: renegotiation)
         metrics.watch(functools.partial(read_daemon, control, version), api=version)
         control_done = trio.Event()
@@ -129,7 +110,7 @@ async def serve_daemon(
         await nursery.start(run_control)
         on_serving()
         topology = await discover(link)
-        status = settings.view(lambda s: s.status)
+        status = config.view(lambda c: c.status)
         tracker = StatusTracker(topology.pairs, status)
         components: list[tuple[int, bool]] = [
             *((battery, True) for battery in topology.pairs),
@@ -151,7 +132,7 @@ async def serve_daemon(
         logger.info("telemetry: %d streams open", len(components))
         await nursery.start(tracker.serve)
         loop = RequestLoop(
-            link, tracker, topology, settings.view(lambda s: s.loop), metrics=metrics
+            link, tracker, topology, config, lifetime_scale=lifetime_scale, metrics=metrics
         )
         loop_done, loop_scope = trio.Event(), trio.CancelScope()
 
@@ -165,7 +146,7 @@ async def serve_daemon(
         await nursery.start(run_loop)
         control.attach(loop=loop, tracker=tracker, topology=topology, api_version=link.version)
         daemon = Daemon(
-            settings=settings,
+            config=config,
             link=link,
             topology=topology,
             tracker=tracker,
@@ -178,7 +159,7 @@ async def serve_daemon(
         logger.info("stopping: no new connections or requests; finishing those in hand")
         control.stop_accepting()
         loop.close()
-        drain_timeout_s = settings.value.drain_timeout_s  # as reloaded, not as started
+        drain_timeout_s = config.value.requests.drain_timeout_s  # as reloaded, not as started
         with trio.move_on_after(drain_timeout_s) as drain:
             await loop_done.wait()
         if drain.cancelled_caught:
@@ -194,31 +175,6 @@ async def serve_daemon(
         with trio.move_on_after(FLUSH_TIMEOUT_S):
             await control_done.wait()
         nursery.cancel_scope.cancel()
-
-
-def settings_from_config(config: Config) -> DaemonSettings:
-    """The daemon's settings from the configuration."""
-    return DaemonSettings(
-        address=config.microgrid.address,
-        api=config.microgrid.api,
-        stream_silence_s=config.microgrid.stream_silence_s,
-        status=config.status.settings,
-        loop=LoopSettings(
-            exponent=config.distribution.exponent,
-            search_budget_s=config.distribution.search_budget_ms / 1000.0,
-            lifetime_s=config.setpoints.lifetime_s,
-            queue_size=config.requests.queue_size,
-            broken_cache_ttl_s=config.status.broken_cache_ttl_s,
-            command_timeout_s=config.requests.default_timeout_s,
-        ),
-        control=ControlSettings(
-            allowed_uids=frozenset(config.control.allowed_uids),
-            allowed_gids=frozenset(config.control.allowed_gids),
-            max_connections=config.control.max_connections,
-            default_timeout_s=config.requests.default_timeout_s,
-        ),
-        drain_timeout_s=config.requests.drain_timeout_s,
-    )
 
 
 def describe(daemon: Daemon) -> dict[str, Any]:

@@ -53,12 +53,8 @@ import attrs
 import trio
 import trio_util
 
-from distributord.core.distribution import (
-    DEFAULT_SEARCH_BUDGET_S,
-    ZERO_POWER_W,
-    Distribution,
-    SearchBudget,
-)
+from distributord.core.config import Config
+from distributord.core.distribution import ZERO_POWER_W, Distribution, SearchBudget
 from distributord.core.errors import CommandError
 from distributord.core.ledger import REFRESH_AT
 from distributord.core.model import (
@@ -107,41 +103,12 @@ class Timing:
 Reply = Callable[[Result, Timing], None]
 
 
-@attrs.frozen(kw_only=True)
-class LoopSettings:
-    """The request loop's settings.
+def held_s(config: Config, lifetime_scale: float) -> float:
+    """How long a command sent now holds, once applied: its lifetime, in clock seconds.
 
-    Attributes:
-        exponent: The distribution exponent.
-        lifetime_s: Sent as each command's ``request_lifetime`` (10..900 s).
-        queue_size: Requests that may wait in the channel.
-        broken_cache_ttl_s: How old cached telemetry may be for ``include_broken_batteries``.
-        lifetime_scale: How much faster than the clock the microgrid's lifetimes run: 1 on a
-            site; a test simulator's ``lifetime_scale`` (its setpoints hold ``lifetime_s ×
-            lifetime_scale`` seconds), which the ledger then takes a command to hold.
-        search_budget_s: How long the search over exclusion minimums may take, on the
-            process's CPU-independent monotonic clock (``time.perf_counter``).
-        command_timeout_s: The deadline of a command no client waits for (a refresh, a
-            release, a retry).
+    ``lifetime_scale`` is 1 on a site; a test simulator's lifetimes may run faster.
     """
-
-    exponent: float = 1.0
-    search_budget_s: float = DEFAULT_SEARCH_BUDGET_S
-    lifetime_s: int = 60
-    queue_size: int = 64
-    broken_cache_ttl_s: float = 9000.0
-    lifetime_scale: float = 1.0
-    command_timeout_s: float = 5.0
-
-    @property
-    def held_s(self) -> float:
-        """How long a command sent now holds, once applied (the lifetime, in clock seconds)."""
-        return self.lifetime_s * self.lifetime_scale
-
-    @property
-    def refresh_interval_s(self) -> float:
-        """How often a standing setpoint is re-planned (a third of the lifetime)."""
-        return self.held_s * REFRESH_AT
+    return config.setpoints.lifetime_s * lifetime_scale
 
 
 @attrs.define(eq=False)
@@ -197,8 +164,14 @@ class RequestLoop:
         client: The microgrid.
         tracker: The status tracker (and its telemetry store).
         topology: The managed pairs.
-        settings: The loop's settings, read where they are used (a reload changes them; the
-            queue's size is fixed at start, and the reload keeps it).
+        config: The configuration, read where it is used: ``distribution.*``,
+            ``setpoints.lifetime_s``, ``requests.queue_size`` and ``default_timeout_s`` (the
+            deadline of a command no client waits for: a refresh, a release, a retry) and
+            ``status.broken_cache_ttl_s``. A reload changes them; the queue's size is fixed at
+            start, and the reload keeps it.
+        lifetime_scale: How much faster than the clock the microgrid's lifetimes run: 1 on a
+            site; a test simulator's ``lifetime_scale`` (its setpoints hold ``lifetime_s ×
+            lifetime_scale`` seconds), which the ledger then takes a command to hold.
         metrics: Where commands and request latencies are counted.
     """
 
@@ -207,23 +180,27 @@ class RequestLoop:
         client: MicrogridClient,
         tracker: StatusTracker,
         topology: Topology,
-        settings: Live[LoopSettings],
+        config: Live[Config],
         *,
+        lifetime_scale: float = 1.0,
         metrics: Metrics | None = None,
     ) -> None:
         self._metrics = metrics or Metrics()
         self._tracker = tracker
         self._topology = topology
         self._battery_of = {inverter: battery for battery, inverter in topology.pairs.items()}
-        self._settings = settings
+        self._config = config
         self._commander = Commander(
             client,
-            lifetime_s=lambda: self.settings.lifetime_s,
-            held_s=lambda: self.settings.held_s,
-            background_timeout_s=lambda: self.settings.command_timeout_s,
+            lifetime_s=lambda: self.config.setpoints.lifetime_s,
+            held_s=lambda: held_s(self.config, lifetime_scale),
+            background_timeout_s=lambda: self.config.requests.default_timeout_s,
             on_fate=self._fate,
         )
-        self._queue_size = settings.value.queue_size
+        # How often a standing set is re-planned: a third of what a command holds. A reload that
+        # changes it re-times the re-plans at once.
+        self._refresh_interval = config.view(lambda c: held_s(c, lifetime_scale) * REFRESH_AT)
+        self._queue_size = config.value.requests.queue_size
         self._send, self._receive = trio.open_memory_channel[_Job](self._queue_size)
         self._probes: list[trio.Event] | None = None  # a list while serve() runs
         self._probe_wanted = trio.Event()
@@ -241,9 +218,9 @@ class RequestLoop:
     # -- the public side ---------------------------------------------------------------------
 
     @property
-    def settings(self) -> LoopSettings:
-        """The settings in force now."""
-        return self._settings.value
+    def config(self) -> Config:
+        """The configuration in force now."""
+        return self._config.value
 
     @property
     def commander(self) -> Commander:
@@ -449,21 +426,22 @@ class RequestLoop:
 
     def _plan(self, request: Request) -> tuple[Result | Distribution, dict[int, Status]]:
         """Choose and plan ``request`` on the batteries' state now (as sent on the wire)."""
+        config = self.config
         statuses = {b: self._tracker.state(b).status for b in request.batteries}
         chosen = choose(
             request,
             statuses,
             self._tracker.fleet,
             now=trio.current_time(),
-            cache_ttl_s=self.settings.broken_cache_ttl_s,
+            cache_ttl_s=config.status.broken_cache_ttl_s,
         )
         planned = plan(
             request,
             chosen.pairs,
-            exponent=self.settings.exponent,
+            exponent=config.distribution.exponent,
             broken=chosen.broken,
             search_budget=SearchBudget(
-                clock=time.perf_counter, seconds=self.settings.search_budget_s
+                clock=time.perf_counter, seconds=config.distribution.search_budget_s
             ),
         )
         if isinstance(planned, Distribution):
@@ -646,7 +624,7 @@ class RequestLoop:
     async def _serve_replans(self) -> None:
         board = self._tracker.board
         while True:
-            every = self.settings.refresh_interval_s  # read on every turn: a reload may change it
+            every = self._refresh_interval.value  # read on every turn: a reload may change it
             # A set with a client request running or waiting is left to that request; the end
             # of a request wakes this task (``_standing_changed``).
             busy = [*self._running, *self._waiting]
@@ -663,9 +641,9 @@ class RequestLoop:
                 await trio_util.wait_any(
                     board.wait_transition,
                     self._standing_changed.wait,
-                    self._settings.changed,  # a reload re-times them at once
+                    self._refresh_interval.changed,  # a reload re-times them at once
                 )
-            every = self.settings.refresh_interval_s
+            every = self._refresh_interval.value
             now = trio.current_time()
             busy = [*self._running, *self._waiting]
             for batteries, standing in list(self._standing.items()):

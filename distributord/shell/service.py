@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-:func:`run` turns the configuration into settings, takes the control socket (from systemd's
+:func:`run` holds the running configuration, takes the control socket (from systemd's
 socket activation, else binds it), and runs :func:`~distributord.shell.daemon.serve_daemon` next to
 three housekeeping tasks:
 
@@ -17,9 +17,9 @@ three housekeeping tasks:
   is logged once and the exit is still 0. (Unread, they used to wait in trio's receiver, which
   raises them again when it closes: the process then died by SIGHUP.) Underneath the receiver
   the three are ignored, so that one arriving as it closes is dropped, not fatal.
-  The settings are one :class:`~distributord.shell.live.LiveValue` held here; a reload is one
-  assignment to it, read by every part where it uses a setting, from start-up on (a reload
-  while the microgrid is still unreachable applies too).
+  The running configuration is one :class:`~distributord.shell.live.LiveValue` held here; a
+  reload is one assignment to it, read by every part where it uses a key, from start-up on (a
+  reload while the microgrid is still unreachable applies too).
 * **the status line**: ``STATUS=`` with the battery counts and the last request's latency,
   whenever the board changes (at most once a second).
 * **the watchdog**: when systemd asks for one (``WATCHDOG_USEC``), ``WATCHDOG=1`` at half its
@@ -59,13 +59,7 @@ import trio
 
 from distributord.core import config as configuration
 from distributord.core.errors import ConfigError
-from distributord.shell.daemon import (
-    Daemon,
-    DaemonSettings,
-    describe,
-    serve_daemon,
-    settings_from_config,
-)
+from distributord.shell.daemon import Daemon, describe, serve_daemon
 from distributord.shell.live import LiveValue
 from distributord.shell.metrics import Metrics
 from distributord.shell.systemd import Notifier, configure_logging, watchdog_interval
@@ -116,14 +110,14 @@ async def _watchdog(daemon: Daemon, notifier: Notifier, interval_s: float) -> No
 
 
 def _reload(
-    running: LiveValue[DaemonSettings],
+    running: LiveValue[configuration.Config],
     config_path: Path | None,
     notifier: Notifier,
-    current: configuration.Config,
     overrides: dict[str, str | None],
     status: Callable[[], str],
-) -> configuration.Config:
-    """SIGHUP: re-read the configuration and put its live keys in force; the new running one."""
+) -> None:
+    """SIGHUP: re-read the configuration and put its live keys in force in ``running``."""
+    current = running.value
     notifier.reloading(monotonic_usec=math.floor(time.monotonic() * 1e6))
     try:
         loaded = configuration.load_config(config_path) if config_path else configuration.Config()
@@ -131,13 +125,13 @@ def _reload(
     except ConfigError as error:
         logger.error("reload: %s; keeping the running configuration", error)
         notifier.ready(status=status())
-        return current
+        return
     changed = configuration.differences(current, new)
     later = [key for key in changed if key not in configuration.LIVE_KEYS]
     if later:
         logger.warning("reload: %s change only with a restart", ", ".join(later))
     applied = configuration.reloaded(current, new)
-    running.value = settings_from_config(applied)
+    running.value = applied
     if applied.logging.level != current.logging.level:
         configure_logging(applied.logging.level)
     logger.info(
@@ -145,7 +139,6 @@ def _reload(
         ", ".join(k for k in changed if k in configuration.LIVE_KEYS) or "nothing new",
     )
     notifier.ready(status=status())
-    return applied
 
 
 GC_THRESHOLD = (50_000, 20, 20)
@@ -198,7 +191,7 @@ async def run(
     ``metrics`` is what ``/metrics`` serves, if it is served (:func:`serve_metrics`).
     """
     notifier = notifier or Notifier()
-    running = LiveValue(settings_from_config(config))
+    running = LiveValue(config)
     waiting = f"waiting for the microgrid at {config.microgrid.address}"
     signals_to_take = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     with (
@@ -273,9 +266,7 @@ async def run(
                             )
                         continue
                     if signum == signal.SIGHUP:
-                        config = _reload(
-                            running, config_path, notifier, config, overrides, current_status
-                        )
+                        _reload(running, config_path, notifier, overrides, current_status)
                         continue
                     logger.info("%s: stopping", name)
                     stopping = True

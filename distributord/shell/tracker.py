@@ -39,6 +39,7 @@ import attrs
 import trio
 import trio_util
 
+from distributord.core.config import StatusConfig
 from distributord.core.fleet import Fleet
 from distributord.core.model import BatterySnapshot, InverterSnapshot
 from distributord.core.status import (
@@ -46,7 +47,6 @@ from distributord.core.status import (
     Reason,
     Status,
     StatusMachine,
-    StatusSettings,
 )
 from distributord.shell.live import Live
 
@@ -90,7 +90,7 @@ class StatusTracker:
 
     Args:
         pairs: Battery id to the id of its inverter.
-        settings: Status settings, read where they are used (ages from the next sample,
+        config: The ``[status]`` table, read where it is used (ages from the next sample,
             windows from the next failure).
         wall_clock: Unix time now (tests pass one tied to the trio clock).
     """
@@ -98,14 +98,14 @@ class StatusTracker:
     def __init__(
         self,
         pairs: Mapping[int, int],
-        settings: Live[StatusSettings],
+        config: Live[StatusConfig],
         *,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self._settings = settings
+        self._config = config
         self.fleet = Fleet(pairs)
         self._wall_clock = wall_clock
-        self._machines = {battery: StatusMachine(lambda: settings.value) for battery in pairs}
+        self._machines = {battery: StatusMachine(lambda: config.value) for battery in pairs}
         start = trio.current_time()
         initial = frozenset({Reason.NO_BATTERY_DATA, Reason.NO_INVERTER_DATA})
         self._current: dict[int, BatteryState] = {
@@ -131,9 +131,9 @@ class StatusTracker:
         self._wakeup = trio.Event()
 
     @property
-    def settings(self) -> StatusSettings:
-        """The settings in force now."""
-        return self._settings.value
+    def config(self) -> StatusConfig:
+        """The ``[status]`` table in force now."""
+        return self._config.value
 
     # -- inputs (never block) ----------------------------------------------------------------
 

@@ -25,8 +25,8 @@ from distributord.core.config import (
     parse_config,
     with_overrides,
 )
+from distributord.core.distribution import DEFAULT_SEARCH_BUDGET_S
 from distributord.core.errors import ConfigError
-from distributord.core.status import StatusSettings
 
 EXAMPLE = pathlib.Path(__file__).resolve().parent.parent.parent / "config" / "distributord.toml"
 
@@ -269,9 +269,7 @@ def test_max_blocking_below_min_blocking_fails_naming_max_blocking() -> None:
 
 def test_max_blocking_equal_to_min_blocking_is_fine() -> None:
     config = parse("[status]\nmin_blocking_s = 4\nmax_blocking_s = 4\n")
-    assert config.status.settings == StatusSettings(
-        max_data_age_s=10.0, min_blocking_s=4.0, max_blocking_s=4.0
-    )
+    assert (config.status.min_blocking_s, config.status.max_blocking_s) == (4.0, 4.0)
 
 
 def test_values_built_in_python_are_checked_the_same_way() -> None:
@@ -281,6 +279,10 @@ def test_values_built_in_python_are_checked_the_same_way() -> None:
         LoggingConfig(level="loud")
     with pytest.raises(ConfigError, match=r"^stream_silence_s: .*got true"):
         MicrogridConfig(stream_silence_s=True)
+    with pytest.raises(ConfigError, match=r"^max_blocking_s: must be at least min_blocking_s"):
+        StatusConfig(min_blocking_s=5, max_blocking_s=2.5)
+    with pytest.raises(ConfigError, match=r"^max_blocking_s: must be at least min_blocking_s"):
+        attrs.evolve(StatusConfig(), min_blocking_s=31)  # against the other's default
 
 
 # --- what else a file can get wrong ---------------------------------------------------------
@@ -405,12 +407,10 @@ def test_a_bad_flag_fails_naming_the_flag_and_the_key(flags: dict[str, str], mes
 # --- derived values -------------------------------------------------------------------------
 
 
-def test_status_settings_are_derived_from_the_status_table() -> None:
-    config = parse("[status]\nmax_data_age_s = 3\nmin_blocking_s = 0.5\nmax_blocking_s = 8\n")
-    assert config.status.settings == StatusSettings(
-        max_data_age_s=3.0, min_blocking_s=0.5, max_blocking_s=8.0
-    )
-    assert Config().status.settings == StatusSettings()
+def test_the_search_budget_is_also_given_in_seconds() -> None:
+    config = parse("[distribution]\nsearch_budget_ms = 20\n")
+    assert config.distribution.search_budget_s == 0.02
+    assert Config().distribution.search_budget_s == DEFAULT_SEARCH_BUDGET_S
 
 
 def test_differences_lists_changed_keys_in_file_order() -> None:

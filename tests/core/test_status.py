@@ -10,11 +10,12 @@ import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from distributord.core.config import StatusConfig
 from distributord.core.model import PowerBounds, StateCode
-from distributord.core.status import Reason, Status, StatusMachine, StatusSettings, select
+from distributord.core.status import Reason, Status, StatusMachine, select
 from tests.snapshots import battery_snapshot, inverter_snapshot
 
-SETTINGS = StatusSettings(max_data_age_s=10.0, min_blocking_s=1.0, max_blocking_s=30.0)
+SETTINGS = StatusConfig(max_data_age_s=10.0, min_blocking_s=1.0, max_blocking_s=30.0)
 
 
 battery = battery_snapshot

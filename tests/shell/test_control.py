@@ -23,30 +23,32 @@ import pytest
 import trio
 import trio.testing
 
+from distributord.core.config import Config, ControlConfig
 from distributord.core.model import StateCode
 from distributord.core.protocol import MAX_LINE_BYTES
-from distributord.core.status import Status, StatusSettings
+from distributord.core.status import Status
 from distributord.core.topology import Topology
 from distributord.shell import control
 from distributord.shell.control import (
     TOO_LONG_MESSAGE,
     Admission,
     ControlServer,
-    ControlSettings,
     bind_control_socket,
     is_allowed,
     peer_credentials,
 )
-from distributord.shell.live import LiveValue, fixed
-from distributord.shell.requestloop import LoopSettings, RequestLoop
+from distributord.shell.live import LiveValue
+from distributord.shell.requestloop import RequestLoop
 from distributord.shell.tracker import StatusTracker
 from tests.fakes import Answer, FakeMicrogrid
 from tests.snapshots import battery_snapshot, inverter_snapshot
-from tests.support import Client, connect
+from tests.support import Client, config_with, connect
 
 PAIRS = {1001: 2001, 1002: 2002}
 LIMIT_S = 10.0
 """Each test's bound: far above what a test takes, so only a hang trips it."""
+CONFIG = config_with(status={"max_data_age_s": 3600.0})
+"""Telemetry fed once stays fresh for the whole test."""
 
 
 @attrs.define
@@ -55,7 +57,7 @@ class Served:
 
     path: Path
     server: ControlServer
-    settings: LiveValue[ControlSettings]  # the one the server reads: a test may reload it
+    config: LiveValue[Config]  # the one the server reads: a test may reload it
     loop: RequestLoop
     tracker: StatusTracker
     microgrid: FakeMicrogrid  # every command is held until `release` is set
@@ -66,7 +68,7 @@ class Served:
 @asynccontextmanager
 async def serving(
     tmp_path: Path,
-    settings: ControlSettings | None = None,
+    config: Config = CONFIG,
     admit: Admission | None = None,
     *,
     connected: bool = True,
@@ -77,9 +79,8 @@ async def serving(
     reached; the test calls ``served.server.attach(...)`` when it wants it reached.
     """
     path = tmp_path / "control.sock"
-    tracker = StatusTracker(
-        PAIRS, fixed(StatusSettings(max_data_age_s=3600.0)), wall_clock=trio.current_time
-    )
+    live = LiveValue(config)
+    tracker = StatusTracker(PAIRS, live.view(lambda c: c.status), wall_clock=trio.current_time)
     for battery, inverter in PAIRS.items():
         now = trio.current_time()
         tracker.snapshot(battery_snapshot(component_id=battery, sampled_at=now, received_at=now))
@@ -89,9 +90,8 @@ async def serving(
     microgrid = FakeMicrogrid()
     microgrid.behaviour = dict.fromkeys(PAIRS.values(), Answer(held=release))
     topology = Topology(pairs=PAIRS, left_out={})
-    loop = RequestLoop(microgrid, tracker, topology, fixed(LoopSettings()))
-    live = LiveValue(settings or ControlSettings())
-    server = ControlServer(settings=live, admit=admit)
+    loop = RequestLoop(microgrid, tracker, topology, live)
+    server = ControlServer(config=live, admit=admit)
     if connected:
         server.attach(loop=loop, tracker=tracker, topology=topology)
     sock = bind_control_socket(str(path))
@@ -109,7 +109,7 @@ async def serving(
             yield Served(
                 path=path,
                 server=server,
-                settings=live,
+                config=live,
                 loop=loop,
                 tracker=tracker,
                 microgrid=microgrid,
@@ -156,8 +156,8 @@ def test_peer_credentials_are_the_peer_process_s() -> None:
     ],
 )
 def test_who_is_allowed(uid: int, gid: int, allowed: bool) -> None:
-    settings = ControlSettings(allowed_uids=frozenset({1001}), allowed_gids=frozenset({60}))
-    assert is_allowed(uid, gid, owner_uid=1000, settings=settings) is allowed
+    config = ControlConfig(allowed_uids=(1001,), allowed_gids=(60,))
+    assert is_allowed(uid, gid, owner_uid=1000, config=config) is allowed
 
 
 async def test_admission_is_asked_with_the_peer_s_credentials(tmp_path: Path) -> None:
@@ -200,7 +200,7 @@ async def test_the_default_admission_refuses_a_stranger_until_its_group_is_allow
                 }
                 await assert_closed(refused)
             # A reload applies to the connections that come after it.
-            served.settings.value = ControlSettings(allowed_gids=frozenset({gid}))
+            served.config.value = config_with(CONFIG, control={"allowed_gids": [gid]})
             async with connect(served.path) as admitted:
                 await assert_served(admitted)
 
@@ -209,7 +209,7 @@ async def test_past_max_connections_a_connection_gets_32001_and_is_closed(
     tmp_path: Path,
 ) -> None:
     with trio.fail_after(LIMIT_S):
-        async with serving(tmp_path, ControlSettings(max_connections=1)) as served:
+        async with serving(tmp_path, config_with(CONFIG, control={"max_connections": 1})) as served:
             async with connect(served.path) as first:
                 await assert_served(first)
                 assert served.server.statistics().connections == 1

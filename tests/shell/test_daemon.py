@@ -10,23 +10,31 @@ import stat
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import attrs
 import pytest
 import trio
 
-from distributord.core.config import LIVE_KEYS, parse_config
+from distributord.core.config import ControlConfig
 from distributord.core.errors import ControlSocketError
-from distributord.core.status import Status, StatusSettings
+from distributord.core.status import Status
 from distributord.shell import control
-from distributord.shell.control import ControlSettings, bind_control_socket, is_allowed
-from distributord.shell.daemon import Daemon, DaemonSettings, settings_from_config
+from distributord.shell.control import bind_control_socket, is_allowed
+from distributord.shell.daemon import Daemon
 from distributord.shell.live import LiveValue
-from distributord.shell.requestloop import LoopSettings
 from distributord.sim.scenario import BatterySpec, Faults, InverterSpec, Scenario, uniform_fleet
 from distributord.sim.server import Simulator
-from tests.support import Client, connect, running_daemon, sim_wait, wait_until
+from tests.support import (
+    Client,
+    config_for,
+    config_with,
+    connect,
+    running_daemon,
+    sim_wait,
+    wait_until,
+)
 
 BATTERIES = [1001, 1002, 1003, 1004]
 
@@ -215,19 +223,24 @@ async def test_overlapping_sets_run_one_after_another(
 # --- standing setpoints -------------------------------------------------------------------
 
 
+SCALE = 0.05
+"""Setpoints expire after lifetime × this: a 10 s lifetime holds for 0.5 s."""
+
+
 @pytest.fixture
 def expiring_sim() -> Iterator[Simulator]:
-    # Setpoints expire after lifetime × 0.05: a 10 s lifetime holds for 0.5 s.
     with Simulator(
-        uniform_fleet(3, seed=1), telemetry_hz=20.0, lifetime_scale=0.05, apis=("v1alpha18",)
+        uniform_fleet(3, seed=1), telemetry_hz=20.0, lifetime_scale=SCALE, apis=("v1alpha18",)
     ) as simulator:
         yield simulator
 
 
-def refreshing(sim: Simulator) -> DaemonSettings:
-    return DaemonSettings(
-        address=sim.address, loop=LoopSettings(lifetime_s=10, lifetime_scale=0.05)
-    )
+@asynccontextmanager
+async def refreshing(sim: Simulator, path: Path) -> AsyncIterator[Daemon]:
+    """The daemon on ``sim`` with 10 s lifetimes, told that they run :data:`SCALE` as fast."""
+    config = config_for(sim, setpoints={"lifetime_s": 10})
+    async with running_daemon(sim, path, config, lifetime_scale=SCALE) as daemon:
+        yield daemon
 
 
 async def test_a_standing_setpoint_is_refreshed_before_it_expires(
@@ -235,7 +248,7 @@ async def test_a_standing_setpoint_is_refreshed_before_it_expires(
 ) -> None:
     sim = expiring_sim
     async with (
-        running_daemon(sim, tmp_path / "c.sock", refreshing(sim)) as daemon,
+        refreshing(sim, tmp_path / "c.sock") as daemon,
         connect(tmp_path / "c.sock") as client,
     ):
         result = await client.result("set_power", {"power_w": 3000, "batteries": [1001, 1002]})
@@ -258,7 +271,7 @@ async def test_a_standing_setpoint_is_redistributed_when_a_battery_drops_out(
 ) -> None:
     sim = expiring_sim
     async with (
-        running_daemon(sim, tmp_path / "c.sock", refreshing(sim)) as daemon,
+        refreshing(sim, tmp_path / "c.sock") as daemon,
         connect(tmp_path / "c.sock") as client,
     ):
         await client.result("set_power", {"power_w": 3000, "batteries": [1001, 1002]})
@@ -322,9 +335,9 @@ async def test_each_protocol_error_and_the_connection_stays_usable(
 
 
 async def test_an_overloaded_queue_says_so(sim: Simulator, tmp_path: Path) -> None:
-    settings = DaemonSettings(address=sim.address, loop=LoopSettings(queue_size=1))
+    config = config_for(sim, requests={"queue_size": 1})
     async with (
-        running_daemon(sim, tmp_path / "q.sock", settings),
+        running_daemon(sim, tmp_path / "q.sock", config),
         connect(tmp_path / "q.sock") as client,
     ):
         lines = b"".join(
@@ -349,9 +362,9 @@ async def test_an_overloaded_queue_says_so(sim: Simulator, tmp_path: Path) -> No
 
 
 async def test_too_many_connections_are_refused(sim: Simulator, tmp_path: Path) -> None:
-    settings = DaemonSettings(address=sim.address, control=ControlSettings(max_connections=2))
+    config = config_for(sim, control={"max_connections": 2})
     path = tmp_path / "m.sock"
-    async with running_daemon(sim, path, settings), connect(path) as one, connect(path) as two:
+    async with running_daemon(sim, path, config), connect(path) as one, connect(path) as two:
         await assert_still_usable(one)
         await assert_still_usable(two)
         async with connect(path) as three:
@@ -366,20 +379,21 @@ async def test_too_many_connections_are_refused(sim: Simulator, tmp_path: Path) 
 async def test_every_part_reads_the_one_running_value(sim: Simulator, tmp_path: Path) -> None:
     # Issue 10, item 2: the loop, the control server and the tracker each held a copy that a
     # reload had to replace one by one (and the daemon's drain timeout a fourth).
-    running = LiveValue(DaemonSettings(address=sim.address))
+    running = LiveValue(config_for(sim))
     async with running_daemon(sim, tmp_path / "l.sock", running) as daemon:
-        new = attrs.evolve(
+        new = config_with(
             running.value,
-            loop=LoopSettings(exponent=3.0, lifetime_s=15),
-            control=ControlSettings(max_connections=5),
-            status=StatusSettings(max_data_age_s=7.0),
-            drain_timeout_s=1.0,
+            distribution={"exponent": 3.0},
+            setpoints={"lifetime_s": 15},
+            control={"max_connections": 5},
+            status={"max_data_age_s": 7.0},
+            requests={"drain_timeout_s": 1.0},
         )
         running.value = new
-        assert daemon.settings.value is new
-        assert daemon.loop.settings is new.loop
-        assert daemon.control.settings is new.control
-        assert daemon.tracker.settings is new.status
+        assert daemon.config.value is new
+        assert daemon.loop.config is new
+        assert daemon.control.config is new
+        assert daemon.tracker.config is new.status
 
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -458,8 +472,8 @@ async def test_a_refused_peer_gets_32003_and_is_disconnected(
     [(0, 0, True), (1000, 1000, True), (1001, 50, True), (1002, 60, True), (1003, 1003, False)],
 )
 def test_who_may_use_the_socket(uid: int, gid: int, allowed: bool) -> None:
-    settings = ControlSettings(allowed_uids=frozenset({1001}), allowed_gids=frozenset({60}))
-    assert is_allowed(uid, gid, owner_uid=1000, settings=settings) is allowed
+    config = ControlConfig(allowed_uids=(1001,), allowed_gids=(60,))
+    assert is_allowed(uid, gid, owner_uid=1000, config=config) is allowed
 
 
 async def test_a_client_that_never_reads_is_dropped_without_slowing_others(
@@ -566,10 +580,3 @@ def test_a_live_socket_or_another_file_is_not_replaced(tmp_path: Path) -> None:
     assert other.read_text() == "keep me"
     with pytest.raises(ControlSocketError, match="its directory does not exist"):
         bind_control_socket(str(tmp_path / "missing" / "s.sock"))
-
-
-def test_the_search_budget_is_read_from_the_configuration_and_applied_live() -> None:
-    config = parse_config(b"[distribution]\nsearch_budget_ms = 20\n", source="test")
-    settings = settings_from_config(config)
-    assert settings.loop.search_budget_s == 0.02
-    assert "distribution.search_budget_ms" in LIVE_KEYS

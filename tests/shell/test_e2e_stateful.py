@@ -44,7 +44,7 @@ answered exactly once (wrapping the loop's ``submit`` and ``withdraw`` to watch 
 clients that left).
 
 The simulator runs its setpoints' lifetimes at :data:`LIFETIME_SCALE` (a 10 s lifetime lasts
-1 s) and the daemon is told (``LoopSettings.lifetime_scale``), so its ledger times refreshes
+1 s) and the daemon is told (``serve_daemon``'s ``lifetime_scale``), so its ledger times refreshes
 and expiries on the same clock and lapses would show within a run; SoC moves at :data:`SPEED`
 so that a battery's bounds only change when a command moves it off a bound. The daemon and its
 clients live in a trio run on a thread of their own (as in ``test_requestloop_stateful.py``);
@@ -76,17 +76,18 @@ from hypothesis import event, note
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from distributord.core.config import Config
 from distributord.core.distribution import ZERO_POWER_W
 from distributord.core.model import Request, Result
 from distributord.core.status import Status
 from distributord.shell.control import bind_control_socket
-from distributord.shell.daemon import Daemon, DaemonSettings, serve_daemon
+from distributord.shell.daemon import Daemon, serve_daemon
 from distributord.shell.live import LiveValue
-from distributord.shell.requestloop import LoopSettings, Reply, Timing
+from distributord.shell.requestloop import Reply, Timing
 from distributord.sim.scenario import BatterySpec, Faults, InverterSpec, Scenario
 from distributord.sim.server import API_VERSIONS, CommandRecord, Simulator
 from tests.core.distribution.spec import Quantities, reachable_below
-from tests.support import LIMIT_S, Client, connect, running_daemon, sim_wait
+from tests.support import LIMIT_S, Client, config_for, connect, running_daemon, sim_wait
 
 LIFETIME_SCALE = 0.1
 """A setpoint's lifetime runs this many times faster in the simulator (10 s → 1 s), so that
@@ -254,7 +255,7 @@ class Taken:
 class Host:
     """The daemon and one client in a trio run on a thread of their own."""
 
-    def __init__(self, live: LiveValue[DaemonSettings], path: Path) -> None:
+    def __init__(self, live: LiveValue[Config], path: Path) -> None:
         self.live = live
         self.path = path
         self.token: trio.lowlevel.TrioToken | None = None
@@ -282,7 +283,9 @@ class Host:
         self._stop = trio.Event()
         self._taken_more = trio.Event()
         async with trio.open_nursery() as nursery:
-            self.daemon: Daemon = await nursery.start(serve_daemon, self.live, sock)
+            self.daemon: Daemon = await nursery.start(
+                functools.partial(serve_daemon, self.live, sock, lifetime_scale=LIFETIME_SCALE)
+            )
             with trio.fail_after(LIMIT_S):
                 await self.daemon.tracker.board.wait_value(
                     lambda _: all(
@@ -450,7 +453,7 @@ class E2EMachine(RuleBasedStateMachine):
         for b, spec in self.bspec.items():
             self.bound_since[b, 1] = started if spec.soc_pct >= spec.soc_upper_pct else None
             self.bound_since[b, -1] = started if spec.soc_pct <= spec.soc_lower_pct else None
-        self.live = LiveValue(DaemonSettings(address=self.sim.address, loop=self._loop(lifetime)))
+        self.live = LiveValue(self._config(lifetime))
         self.lifetimes.append((started, lifetime))
         note(f"api={api} lifetime={lifetime} exponent={exponent}")
         for b in self.ids:
@@ -458,11 +461,10 @@ class E2EMachine(RuleBasedStateMachine):
         self.host = Host(self.live, Path(self.tmp.name) / "control.sock")
         self.snapshot()
 
-    def _loop(self, lifetime: int) -> LoopSettings:
-        return LoopSettings(
-            exponent=self.exponent,
-            lifetime_s=lifetime,
-            lifetime_scale=LIFETIME_SCALE,
+    def _config(self, lifetime: int) -> Config:
+        assert self.sim is not None
+        return config_for(
+            self.sim, distribution={"exponent": self.exponent}, setpoints={"lifetime_s": lifetime}
         )
 
     @property
@@ -836,10 +838,10 @@ class E2EMachine(RuleBasedStateMachine):
     def reload(self, lifetime: int, exponent: float) -> None:
         assert self.host is not None
         self.exponent = exponent
-        settings = attrs.evolve(self.live.value, loop=self._loop(lifetime))
+        config = self._config(lifetime)
 
         async def act() -> None:
-            self.live.value = settings
+            self.live.value = config
 
         self.host.run(act)
         self.lifetimes.append((time.monotonic(), lifetime))
@@ -1483,10 +1485,9 @@ async def test_a_round_raises_only_once_it_lowered_though_another_request_cancel
     with Simulator(scenario, lifetime_scale=LIFETIME_SCALE) as sim:
         # A 60 s lifetime: the raising half waits up to 60 × 0.1 / 6 = 1 s for the lowering (the
         # slow release takes 0.2 s, with room for a loaded machine).
-        loop = LoopSettings(lifetime_s=60, lifetime_scale=LIFETIME_SCALE)
-        settings = DaemonSettings(address=sim.address, loop=loop)
+        config = config_for(sim, setpoints={"lifetime_s": 60})
         async with (
-            running_daemon(sim, tmp_path / "c.sock", settings),
+            running_daemon(sim, tmp_path / "c.sock", config, lifetime_scale=LIFETIME_SCALE),
             connect(tmp_path / "c.sock") as client,
         ):
             standing = {"power_w": 3000.0, "batteries": [1001, 1002, 1003]}

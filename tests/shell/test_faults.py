@@ -27,14 +27,16 @@ import pytest
 import trio
 
 from distributord.api.adapter import BatteryTelemetry, Telemetry
-from distributord.core.status import Reason, Status, StatusSettings
-from distributord.shell.daemon import Daemon, DaemonSettings
+from distributord.core.config import Config
+from distributord.core.status import Reason, Status
+from distributord.shell.daemon import Daemon
 from distributord.sim.scenario import uniform_fleet
 from distributord.sim.server import API_VERSIONS, Simulator
 from tests.shell.test_service import RUN, config_file, daemon_process
 from tests.support import (
     LIMIT_S,
     Client,
+    config_for,
     connect,
     free_port,
     running_daemon,
@@ -62,13 +64,9 @@ def fleet(n: int = 3) -> Simulator:
     return Simulator(uniform_fleet(n, seed=7), telemetry_hz=HZ)
 
 
-def quick(sim: Simulator, **fields: Any) -> DaemonSettings:
-    """Settings whose staleness shows within a second (and silence within half of one)."""
-    return DaemonSettings(
-        address=sim.address,
-        status=StatusSettings(max_data_age_s=MAX_AGE_S),
-        **fields,
-    )
+def quick(sim: Simulator, **microgrid: Any) -> Config:
+    """A configuration whose staleness shows within a second (``microgrid``: its keys)."""
+    return config_for(sim, status={"max_data_age_s": MAX_AGE_S}, microgrid=microgrid)
 
 
 @asynccontextmanager
@@ -363,9 +361,9 @@ async def test_a_silent_stream_goes_stale_is_replaced_and_recovers(
 ) -> None:
     with fleet(3) as sim:
         sock = tmp_path / "c.sock"
-        settings = quick(sim, stream_silence_s=0.5)
+        config = quick(sim, stream_silence_s=0.5)  # silence shows within half a second
         async with (
-            running_daemon(sim, sock, settings) as daemon,
+            running_daemon(sim, sock, config) as daemon,
             connect(sock) as client,
             pinging(sock),
         ):
@@ -408,9 +406,9 @@ async def test_sample_timestamps_jumping_back_and_forth_are_judged_sanely(
 ) -> None:
     with fleet(3) as sim:
         sock = tmp_path / "c.sock"
-        settings = DaemonSettings(address=sim.address, status=StatusSettings(max_data_age_s=2.0))
+        config = config_for(sim, status={"max_data_age_s": 2.0})
         async with (
-            running_daemon(sim, sock, settings) as daemon,
+            running_daemon(sim, sock, config) as daemon,
             connect(sock) as client,
             pinging(sock),
         ):
@@ -459,8 +457,8 @@ async def test_swinging_timestamps_do_not_make_a_battery_flap(
 ) -> None:
     with fleet(3) as sim:
         sock = tmp_path / "c.sock"
-        settings = DaemonSettings(address=sim.address, status=StatusSettings(max_data_age_s=2.0))
-        async with watching_log() as log, running_daemon(sim, sock, settings):
+        config = config_for(sim, status={"max_data_age_s": 2.0})
+        async with watching_log() as log, running_daemon(sim, sock, config):
             swinging = Jumping(-3600.0, +86_400.0)
             sim.rewrite_readings(1001, swinging)
             await sim_wait(sim, lambda _: swinging.sent >= HZ)  # a second of it

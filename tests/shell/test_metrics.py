@@ -22,15 +22,16 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from distributord.core.config import Config, with_overrides
 from distributord.core.errors import (
     CommandError,
     CommandFailedError,
     CommandOverriddenError,
     CommandRejectedError,
 )
-from distributord.core.status import Status, StatusSettings
-from distributord.shell.daemon import Daemon, DaemonSettings
-from distributord.shell.live import LiveValue
+from distributord.core.status import Status
+from distributord.shell.daemon import Daemon
+from distributord.shell.live import fixed
 from distributord.shell.metrics import (
     Metrics,
     MetricsServer,
@@ -40,7 +41,7 @@ from distributord.shell.metrics import (
 )
 from distributord.sim.scenario import BatterySpec, InverterSpec, Scenario
 from distributord.sim.server import Simulator
-from tests.support import LIMIT_S, connect, running_daemon, sim_wait, wait_until
+from tests.support import LIMIT_S, config_for, connect, running_daemon, sim_wait, wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -96,14 +97,13 @@ def address_of(server: MetricsServer) -> tuple[str, int]:
 
 @contextlib.asynccontextmanager
 async def daemon_with_metrics(
-    sim: Simulator, tmp_path: Path, max_data_age_s: float = 10.0
+    sim: Simulator, tmp_path: Path, **status: float
 ) -> AsyncIterator[tuple[Daemon, MetricsServer]]:
+    """The daemon on ``sim`` (``status``: keys of its ``[status]`` table) and its metrics."""
     metrics = Metrics(reading_reuse_s=0.0)  # every scrape reads the daemon afresh
     with served(metrics) as server:
-        settings = DaemonSettings(
-            address=sim.address, status=StatusSettings(max_data_age_s=max_data_age_s)
-        )
-        async with running_daemon(sim, tmp_path / "c.sock", settings, metrics=metrics) as daemon:
+        config = config_for(sim, status=status)
+        async with running_daemon(sim, tmp_path / "c.sock", config, metrics=metrics) as daemon:
             yield daemon, server
 
 
@@ -213,13 +213,13 @@ async def test_a_scrape_before_the_microgrid_is_reached_says_so(tmp_path: Path) 
     metrics = Metrics()
     with served(metrics) as server:
         # A port nobody serves on: the daemon waits for the microgrid, and serves meanwhile.
-        settings = LiveValue(DaemonSettings(address="127.0.0.1:9"))
+        config = fixed(with_overrides(Config(), microgrid="127.0.0.1:9"))
         sock = bind_control_socket(str(tmp_path / "c.sock"))
         with sock:
             async with trio.open_nursery() as nursery:
                 serving = trio.Event()
                 nursery.start_soon(
-                    lambda: serve_daemon(settings, sock, on_serving=serving.set, metrics=metrics)
+                    lambda: serve_daemon(config, sock, on_serving=serving.set, metrics=metrics)
                 )
                 await serving.wait()
                 samples = await scrape(server)

@@ -1,8 +1,8 @@
 """Each key a reload applies live, reloaded the way SIGHUP does, and its effect observed.
 
-Every test reloads through ``service._reload`` (the file read, ``config.reloaded``,
-``settings_from_config``, one assignment to the running value) and watches the part that uses
-the key act on the new value: the tracker and the request loop under trio's mock clock, the
+Every test reloads through ``service._reload`` (the file read, ``config.reloaded``, one
+assignment to the running configuration) and watches the part that uses the key act on the new
+value: the tracker and the request loop under trio's mock clock, the
 control server and the drain in a daemon on the simulator, the log level in a process.
 ``test_every_live_key_has_its_effect_tested`` fails when a key is declared live
 (``core.config.LIVE``) without a test here.
@@ -29,7 +29,7 @@ from distributord.core.planning import choose as real_choose
 from distributord.core.planning import plan as real_plan
 from distributord.core.status import Status
 from distributord.shell import control, requestloop, service
-from distributord.shell.daemon import Daemon, DaemonSettings, settings_from_config
+from distributord.shell.daemon import Daemon
 from distributord.shell.live import LiveValue
 from distributord.shell.requestloop import RequestLoop
 from distributord.shell.systemd import Notifier
@@ -59,25 +59,22 @@ def effect_of(*keys: str) -> Callable[[_F], _F]:
 
 @attrs.define
 class Running:
-    """The daemon's running configuration and the one settings value made from it."""
+    """The configuration file and the daemon's running configuration, read from it."""
 
     path: Path
-    config: Config
-    settings: LiveValue[DaemonSettings]
+    config: LiveValue[Config]
 
     def reload(self, text: str) -> None:
         """Write ``text`` as the configuration file and reload it as SIGHUP does."""
         self.path.write_text(text)
-        self.config = service._reload(
-            self.settings, self.path, Notifier({}), self.config, {}, lambda: "test"
-        )
+        service._reload(self.config, self.path, Notifier({}), {}, lambda: "test")
 
 
 def start(tmp_path: Path, text: str = "", *, address: str = "127.0.0.1:1") -> Running:
     path = tmp_path / "distributord.toml"
     path.write_text(text)
     config = configuration.with_overrides(configuration.load_config(path), microgrid=address)
-    return Running(path, config, LiveValue(settings_from_config(config)))
+    return Running(path, LiveValue(config))
 
 
 def test_every_live_key_has_its_effect_tested() -> None:
@@ -87,8 +84,7 @@ def test_every_live_key_has_its_effect_tested() -> None:
 def test_a_key_that_needs_a_restart_keeps_its_running_value(tmp_path: Path) -> None:
     running = start(tmp_path, "[requests]\nqueue_size = 8\n")
     running.reload("[requests]\nqueue_size = 2\n")
-    assert running.settings.value.loop.queue_size == 8
-    assert running.config.requests.queue_size == 8
+    assert running.config.value.requests.queue_size == 8
 
 
 # --- the status tracker -----------------------------------------------------------------------
@@ -98,7 +94,7 @@ BLOCKING = "[status]\nmax_data_age_s = 3600\nmin_blocking_s = 1\nmax_blocking_s 
 
 @asynccontextmanager
 async def tracking(running: Running) -> AsyncIterator[StatusTracker]:
-    tracker = StatusTracker(PAIRS, running.settings.view(lambda s: s.status), wall_clock=wall)
+    tracker = StatusTracker(PAIRS, running.config.view(lambda c: c.status), wall_clock=wall)
     async with trio.open_nursery() as nursery:
         await nursery.start(tracker.serve)
         yield tracker
@@ -157,7 +153,7 @@ async def looping(running: Running) -> AsyncIterator[Looping]:
         for battery in PAIRS:
             feed(tracker, battery)
         fake = FakeMicrogrid(TOPOLOGY)
-        loop = RequestLoop(fake, tracker, TOPOLOGY, running.settings.view(lambda s: s.loop))
+        loop = RequestLoop(fake, tracker, TOPOLOGY, running.config)
         async with trio.open_nursery() as nursery:
             await nursery.start(loop.serve)
             yield Looping(loop, fake, [])
@@ -238,7 +234,7 @@ async def daemon_on(
     sim: Simulator, tmp_path: Path, text: str = ""
 ) -> AsyncIterator[tuple[Daemon, Running]]:
     running = start(tmp_path, text, address=sim.address)
-    async with running_daemon(sim, tmp_path / "c.sock", running.settings) as daemon:
+    async with running_daemon(sim, tmp_path / "c.sock", running.config) as daemon:
         yield daemon, running
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,6 +20,7 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from distributord.core.config import Config
 from distributord.core.errors import CommandFailedError, CommandRejectedError
 from distributord.core.model import (
     Error,
@@ -30,21 +31,22 @@ from distributord.core.model import (
     StateCode,
     Success,
 )
-from distributord.core.status import Status, StatusSettings
+from distributord.core.status import Status
 from distributord.core.topology import Topology
 from distributord.shell.link import MicrogridClient
 from distributord.shell.live import LiveValue, fixed
-from distributord.shell.requestloop import CUT_OFF, NOT_APPLIED, LoopSettings, RequestLoop, Timing
+from distributord.shell.requestloop import CUT_OFF, NOT_APPLIED, RequestLoop, Timing
 from distributord.shell.tracker import StatusTracker
 from tests.fakes import Answer, Behaviour, Crash, End, FakeMicrogrid, Hang
 from tests.snapshots import battery_snapshot, inverter_snapshot
+from tests.support import config_with
 
 PAIRS = {1001: 2001, 1002: 2002, 1003: 2003, 1004: 2004}
 TOPOLOGY = Topology(pairs=PAIRS, left_out={})
 EPOCH = 1_800_000_000.0
 # Telemetry fed once stays fresh for the whole test (an hour of mock time): staleness is the
 # tracker's business (test_tracker.py); here only command outcomes change a status.
-STATUS = StatusSettings(max_data_age_s=3600.0, min_blocking_s=1.0, max_blocking_s=30.0)
+CONFIG = config_with(status={"max_data_age_s": 3600.0})
 LOGGER = "distributord.shell.requestloop"
 SUPERSEDED = "superseded by a newer request for the same batteries"
 
@@ -85,7 +87,7 @@ class Rig:
     fake: FakeMicrogrid
     tracker: StatusTracker
     loop: RequestLoop
-    settings: LiveValue[LoopSettings]  # the one the loop reads: a test may reload it
+    config: LiveValue[Config]  # the one the loop and the tracker read: a test may reload it
     replies: list[Reply] = attrs.Factory(list)
     served: trio.Event = attrs.Factory(trio.Event)
     """Set when ``loop.serve`` returns."""
@@ -104,14 +106,17 @@ class Rig:
 
 
 @asynccontextmanager
-async def open_rig(settings: LoopSettings | None = None) -> AsyncIterator[Rig]:
-    """A loop serving a fake microgrid, every battery working, at mock time 0."""
-    tracker = StatusTracker(PAIRS, fixed(STATUS), wall_clock=wall)
+async def open_rig(**tables: Mapping[str, Any]) -> AsyncIterator[Rig]:
+    """A loop serving a fake microgrid, every battery working, at mock time 0.
+
+    Its configuration is :data:`CONFIG` with ``tables``' keys changed (see ``config_with``).
+    """
+    live = LiveValue(config_with(CONFIG, **tables))
+    tracker = StatusTracker(PAIRS, live.view(lambda config: config.status), wall_clock=wall)
     for battery in PAIRS:
         feed(tracker, battery)
     assert all(state.status is Status.WORKING for state in tracker.states.values())
     fake = FakeMicrogrid(TOPOLOGY)
-    live = LiveValue(settings or LoopSettings())
     rig = Rig(fake, tracker, RequestLoop(fake, tracker, TOPOLOGY, live), live)
 
     async def serve_loop(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -362,7 +367,7 @@ async def test_an_unexpected_exception_is_an_error_result_and_the_loop_goes_on(
 async def test_a_standing_setpoint_is_re_sent_every_third_of_the_lifetime(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_rig(LoopSettings(lifetime_s=30)) as rig:
+    async with open_rig(setpoints={"lifetime_s": 30}) as rig:
         request = rig.submit(4000.0, 1001, 1002)
         await trio.sleep(35.0)
 
@@ -379,10 +384,10 @@ async def test_a_reload_that_shortens_the_lifetime_leaves_each_command_its_own(
 ) -> None:
     # Issue 10, item 2: after SIGHUP lowered the lifetime from 60 to 15 s, commands went out
     # with lifetime 15 but the refresh period stayed 20 s, so setpoints lapsed 5 s in 20.
-    async with open_rig(LoopSettings(lifetime_s=60)) as rig:
+    async with open_rig(setpoints={"lifetime_s": 60}) as rig:
         rig.submit(4000.0, 1001, 1002)
         await trio.sleep(7.0)
-        rig.settings.value = LoopSettings(lifetime_s=15)
+        rig.config.value = config_with(CONFIG, setpoints={"lifetime_s": 15})
         await trio.sleep(24.0)
 
         sent = [(batch.sent_at, batch.lifetime_s) for batch in rig.fake.batches]
@@ -396,10 +401,10 @@ async def test_a_reload_that_raises_the_lifetime_refreshes_by_the_lifetime_sent(
 ) -> None:
     # Issue 18, finding 3: a reload from 10 to 60 s re-timed the refresh by the new lifetime
     # (every 20 s) while the setpoint in force was sent with 10 s: it lapsed at 10.
-    async with open_rig(LoopSettings(lifetime_s=10)) as rig:
+    async with open_rig(setpoints={"lifetime_s": 10}) as rig:
         rig.submit(4000.0, 1001, 1002)
         await trio.sleep(1.0)
-        rig.settings.value = LoopSettings(lifetime_s=60)
+        rig.config.value = config_with(CONFIG, setpoints={"lifetime_s": 60})
         await trio.sleep(30.0)
 
         sent = [(round(batch.sent_at, 6), batch.lifetime_s) for batch in rig.fake.batches]
@@ -410,7 +415,7 @@ async def test_zero_watts_releases_a_standing_setpoint(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, LOGGER)
-    async with open_rig(LoopSettings(lifetime_s=30)) as rig:
+    async with open_rig(setpoints={"lifetime_s": 30}) as rig:
         rig.submit(4000.0, 1001, 1002)
         await trio.sleep(5.0)
         rig.submit(0.0, 1001, 1002)
@@ -429,7 +434,7 @@ async def test_zero_watts_releases_a_standing_setpoint(
 async def test_a_request_for_an_overlapping_set_ends_a_standing_setpoint(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with open_rig(LoopSettings(lifetime_s=30)) as rig:
+    async with open_rig(setpoints={"lifetime_s": 30}) as rig:
         rig.submit(4000.0, 1001, 1002)
         await trio.sleep(5.0)
         overlapping = rig.submit(2000.0, 1002, 1003)
@@ -455,7 +460,7 @@ async def test_a_request_for_an_overlapping_set_ends_a_standing_setpoint(
 async def test_a_client_request_supersedes_a_hanging_refresh_of_the_inverters_it_commands(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_rig(LoopSettings(lifetime_s=30)) as rig:
+    async with open_rig(setpoints={"lifetime_s": 30}) as rig:
         rig.submit(2000.0, 1001, 1002)
         await trio.sleep(9.0)
         rig.fake.behaviour[2001] = Hang()
@@ -488,7 +493,7 @@ async def test_what_a_cancelled_refresh_commanded_and_landed_is_recorded(
 ) -> None:
     # Issue 10, item 7: a refresh cancelled mid-fan-out skipped recording the commands that
     # did land, so the setpoints the loop knows (and sends 0 W against) went stale.
-    async with open_rig(LoopSettings(lifetime_s=30)) as rig:
+    async with open_rig(setpoints={"lifetime_s": 30}) as rig:
         rig.submit(3000.0, 1001, 1002, 1003)
         await trio.sleep(1.0)
         rig.fake.behaviour[2001] = Hang()
@@ -512,7 +517,7 @@ async def test_what_a_cancelled_refresh_commanded_and_landed_is_recorded(
 async def test_a_waiting_refresh_does_not_block_a_client_request(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_rig(LoopSettings(lifetime_s=30)) as rig:
+    async with open_rig(setpoints={"lifetime_s": 30}) as rig:
         rig.submit(2000.0, 1001, 1002)
         await trio.sleep(9.0)
         rig.fake.behaviour[2001] = Answer(after_s=3.0)
@@ -535,7 +540,7 @@ async def test_a_waiting_refresh_does_not_block_a_client_request(
 async def test_a_refresh_that_waited_ahead_never_delays_a_client_request(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_rig(LoopSettings(lifetime_s=30)) as rig:
+    async with open_rig(setpoints={"lifetime_s": 30}) as rig:
         rig.submit(2000.0, 1002, 1003)  # standing; its refresh is due at 10
         await trio.sleep(9.0)
         rig.fake.behaviour[2001] = Answer(after_s=3.0)
@@ -561,7 +566,7 @@ async def test_a_refresh_that_waited_ahead_never_delays_a_client_request(
 async def test_overlapping_requests_keep_their_arrival_order_behind_a_slow_release(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_rig(LoopSettings(lifetime_s=30)) as rig:
+    async with open_rig(setpoints={"lifetime_s": 30}) as rig:
         rig.submit(1000.0, 1002)  # standing
         await trio.sleep(9.0)
         rig.fake.behaviour[2003] = Answer(after_s=3.0)
@@ -588,7 +593,7 @@ async def test_overlapping_requests_keep_their_arrival_order_behind_a_slow_relea
 async def test_a_battery_that_leaves_the_distribution_is_sent_zero_watts(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_rig(LoopSettings(lifetime_s=30)) as rig:
+    async with open_rig(setpoints={"lifetime_s": 30}) as rig:
         rig.submit(4000.0, 1001, 1002)
         await trio.sleep(3.0)
         feed(rig.tracker, 1002, errors=frozenset({"FAULT"}))
@@ -611,7 +616,7 @@ async def test_requests_waiting_for_their_batteries_count_against_the_queue(
 ) -> None:
     # Issue 10, item 4: waiting requests moved into an unbounded dict; with queue_size = 2,
     # twenty overlapping requests were all taken.
-    async with open_rig(LoopSettings(queue_size=2)) as rig:
+    async with open_rig(requests={"queue_size": 2}) as rig:
         rig.fake.behaviour[2001] = Hang()
         rig.submit(1000.0, 1001)  # runs, and hangs until its deadline at 5
         await trio.testing.wait_all_tasks_blocked()
@@ -630,7 +635,7 @@ async def test_requests_waiting_for_their_batteries_count_against_the_queue(
 async def test_submit_is_refused_when_the_queue_is_full_and_after_close(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async with open_rig(LoopSettings(queue_size=2)) as rig:
+    async with open_rig(requests={"queue_size": 2}) as rig:
         requests = [Request(power_w=1000.0, batteries=frozenset({b})) for b in PAIRS]
         # No checkpoint between these calls: the loop cannot take from its queue meanwhile. The
         # first goes straight to the loop's waiting receive (a trio channel hands it over), the
@@ -712,7 +717,7 @@ def test_every_client_request_is_answered_once_in_order_and_no_inverter_twice_at
 
     async def main() -> FakeMicrogrid:
         # A 10 s lifetime: refreshes (every 3.3 s) interleave with the requests.
-        async with open_rig(LoopSettings(lifetime_s=10)) as rig:
+        async with open_rig(setpoints={"lifetime_s": 10}) as rig:
             for index, step in enumerate(steps):
                 await trio.sleep(step.wait_s)
                 if step.behaviour is not None:
@@ -757,12 +762,13 @@ async def test_cut_off_by_the_shutdown_every_request_taken_is_still_answered(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     # Issue 10, item 5: a request cut off by the drain deadline got no reply at all.
-    tracker = StatusTracker(PAIRS, fixed(STATUS), wall_clock=wall)
+    config = fixed(CONFIG)
+    tracker = StatusTracker(PAIRS, config.view(lambda c: c.status), wall_clock=wall)
     for battery in PAIRS:
         feed(tracker, battery)
     fake = FakeMicrogrid(TOPOLOGY)
     fake.behaviour[2001] = Hang()
-    loop = RequestLoop(fake, tracker, TOPOLOGY, fixed(LoopSettings()))
+    loop = RequestLoop(fake, tracker, TOPOLOGY, config)
     replies: list[Result] = []
     async with trio.open_nursery() as nursery:
         await nursery.start(tracker.serve)

@@ -31,11 +31,12 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from distributord.core.errors import CommandFailedError, CommandRejectedError
 from distributord.core.model import Ignored, Request, Result
 from distributord.core.status import Status
-from distributord.shell.live import LiveValue, fixed
-from distributord.shell.requestloop import LoopSettings, RequestLoop, Timing
+from distributord.shell.live import LiveValue
+from distributord.shell.requestloop import RequestLoop, Timing
 from distributord.shell.tracker import StatusTracker
 from tests.fakes import Answer, Behaviour, FakeMicrogrid, Hang
-from tests.shell.test_requestloop import PAIRS, STATUS, TOPOLOGY, feed, wall
+from tests.shell.test_requestloop import CONFIG, PAIRS, TOPOLOGY, feed, wall
+from tests.support import config_with
 
 QUEUE_SIZE = 3
 BATTERY_SETS = [frozenset(s) for s in ({1001}, {1002}, {1001, 1002}, {1002, 1003}, {1003, 1004})]
@@ -63,14 +64,18 @@ class LoopMachine(RuleBasedStateMachine):
         trio.run(self._main, clock=self.clock)
 
     async def _main(self) -> None:
-        self.tracker = StatusTracker(PAIRS, fixed(STATUS), wall_clock=wall)
+        self.config = LiveValue(
+            config_with(
+                CONFIG,
+                setpoints={"lifetime_s": self.lifetime_s},
+                requests={"queue_size": QUEUE_SIZE},
+            )
+        )
+        self.tracker = StatusTracker(PAIRS, self.config.view(lambda c: c.status), wall_clock=wall)
         for battery in PAIRS:
             feed(self.tracker, battery)
         self.fake = FakeMicrogrid(TOPOLOGY)
-        self.loop_settings = LiveValue(
-            LoopSettings(lifetime_s=self.lifetime_s, queue_size=QUEUE_SIZE)
-        )
-        self.loop = RequestLoop(self.fake, self.tracker, TOPOLOGY, self.loop_settings)
+        self.loop = RequestLoop(self.fake, self.tracker, TOPOLOGY, self.config)
         self.stopped = trio.Event()
         self.loop_scope = trio.CancelScope()
         async with trio.open_nursery() as nursery:
@@ -148,7 +153,7 @@ class LoopMachine(RuleBasedStateMachine):
         self.lifetime_s = lifetime
 
         async def act() -> None:
-            self.loop_settings.value = LoopSettings(lifetime_s=lifetime, queue_size=QUEUE_SIZE)
+            self.config.value = config_with(self.config.value, setpoints={"lifetime_s": lifetime})
 
         self.in_trio(act)
 

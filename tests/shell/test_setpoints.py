@@ -19,7 +19,8 @@ import itertools
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,22 @@ import attrs
 import pytest
 import trio
 
+from distributord.core.config import Config
 from distributord.core.status import Status
-from distributord.shell.daemon import Daemon, DaemonSettings
-from distributord.shell.live import LiveValue
-from distributord.shell.requestloop import LoopSettings
+from distributord.shell.daemon import Daemon
+from distributord.shell.live import Live, LiveValue
+from distributord.shell.requestloop import held_s
 from distributord.sim.scenario import uniform_fleet
 from distributord.sim.server import Simulator
-from tests.support import Client, connect, running_daemon, sim_wait, wait_until
+from tests.support import (
+    Client,
+    config_for,
+    config_with,
+    connect,
+    running_daemon,
+    sim_wait,
+    wait_until,
+)
 
 SCALE = 0.05
 """The simulator's lifetime scale: a 10 s lifetime holds for 0.5 s of the clock."""
@@ -55,12 +65,21 @@ def sim() -> Iterator[Simulator]:
     yield from scaled(3, 20.0)
 
 
-def settings(sim: Simulator, lifetime_s: int = 10, **loop: Any) -> DaemonSettings:
-    return DaemonSettings(
-        address=sim.address,
-        loop=LoopSettings(lifetime_s=lifetime_s, lifetime_scale=SCALE, **loop),
-        drain_timeout_s=0.5,
+def scaled_config(sim: Simulator, lifetime_s: int = 10, **requests: Any) -> Config:
+    """The daemon's configuration on ``sim``: ``lifetime_s``, ``requests`` keys, a short drain."""
+    return config_for(
+        sim, setpoints={"lifetime_s": lifetime_s}, requests={"drain_timeout_s": 0.5, **requests}
     )
+
+
+@asynccontextmanager
+async def scaled_daemon(
+    sim: Simulator, path: Path, config: Config | Live[Config] | None = None
+) -> AsyncIterator[Daemon]:
+    """The daemon on ``sim`` (:func:`scaled_config` unless given), told of :data:`SCALE`."""
+    config = config or scaled_config(sim)
+    async with running_daemon(sim, path, config, lifetime_scale=SCALE) as daemon:
+        yield daemon
 
 
 def commands_to(sim: Simulator, inverter: int) -> int:
@@ -87,7 +106,7 @@ async def test_a_hanging_inverter_does_not_let_the_others_lapse(
     # expired before anything re-sent it.
     sim.set_fault(2003, command_hang=True)
     path = tmp_path / "c.sock"
-    async with running_daemon(sim, path, settings(sim)), connect(path) as client:
+    async with scaled_daemon(sim, path), connect(path) as client:
         start = sim.now()
         await client.send(
             "set_power",
@@ -108,7 +127,7 @@ async def test_failing_overlapping_requests_do_not_starve_the_refresh(
     for inverter in (2001, 2002):
         sim.set_fault(inverter, command_latency_s=0.1)
     path = tmp_path / "c.sock"
-    async with running_daemon(sim, path, settings(sim)), connect(path) as client:
+    async with scaled_daemon(sim, path), connect(path) as client:
         result = await client.result("set_power", {"power_w": 2000, "batteries": [1001, 1002]})
         assert result["outcome"] == "success"
         start = sim.now()
@@ -130,12 +149,12 @@ async def test_a_reload_that_raises_the_lifetime_does_not_let_setpoints_lapse(
 ) -> None:
     # Finding 3: raising setpoints.lifetime_s re-timed the refresh by the new lifetime while the
     # setpoints in force were sent with the old, shorter one.
-    live = LiveValue(settings(sim, lifetime_s=10))
+    live = LiveValue(scaled_config(sim, lifetime_s=10))
     path = tmp_path / "c.sock"
-    async with running_daemon(sim, path, live), connect(path) as client:
+    async with scaled_daemon(sim, path, live), connect(path) as client:
         await client.result("set_power", {"power_w": 2000, "batteries": [1001, 1002]})
         start = sim.now()
-        live.value = settings(sim, lifetime_s=60)  # 0.5 s → 3 s
+        live.value = scaled_config(sim, lifetime_s=60)  # 0.5 s → 3 s
         await wait_commands(sim, 2001, 2)  # the next refresh, then one by the new lifetime
         record = sim.record()
         assert record.lapses([2001, 2002], since=start) == []
@@ -149,7 +168,7 @@ async def test_a_subset_request_releases_the_rest_of_the_set(
     # Finding 4: [1001, 1002] at -5 kW, then [1001] at +2 kW: 1002 was neither refreshed nor
     # stopped, and get_status went on showing its old setpoint.
     path = tmp_path / "c.sock"
-    async with running_daemon(sim, path, settings(sim)), connect(path) as client:
+    async with scaled_daemon(sim, path), connect(path) as client:
         await client.result("set_power", {"power_w": -5000, "batteries": [1001, 1002]})
         result = await client.result("set_power", {"power_w": 2000, "batteries": [1001]})
         assert result["outcome"] == "success"
@@ -169,7 +188,7 @@ async def test_zero_watts_releases_batteries_that_are_not_usable_and_it_stays_re
     # Finding 5: a 0 W request while none of its batteries was usable was answered "error"
     # and commanded nothing; the old setpoint stood, and came back when they worked again.
     path = tmp_path / "c.sock"
-    async with running_daemon(sim, path, settings(sim)) as daemon, connect(path) as client:
+    async with scaled_daemon(sim, path) as daemon, connect(path) as client:
         await client.result("set_power", {"power_w": 3000, "batteries": [1001, 1002]})
         for battery in (1001, 1002):
             sim.set_fault(battery, error_state=True)
@@ -203,7 +222,7 @@ async def test_a_command_applied_without_a_final_reply_is_released_by_zero_watts
     # 0 W request answered success but never commanded that inverter: it kept its old power.
     sim.set_fault(2001, final_reply=final_reply)
     path = tmp_path / "c.sock"
-    async with running_daemon(sim, path, settings(sim)), connect(path) as client:
+    async with scaled_daemon(sim, path), connect(path) as client:
         first = await client.result(
             "set_power", {"power_w": 1000, "batteries": [1001], "request_timeout_s": 0.3}
         )
@@ -224,7 +243,7 @@ async def test_a_command_without_a_verdict_never_makes_the_set_hold_more_than_as
     # +2,000 W requested, the inverters held 3,000 W.
     sim.set_fault(2001, final_reply="APPLIED_END")
     path = tmp_path / "c.sock"
-    async with running_daemon(sim, path, settings(sim)) as daemon, connect(path) as client:
+    async with scaled_daemon(sim, path) as daemon, connect(path) as client:
         start = sim.now()
         result = await client.result("set_power", {"power_w": 2000, "batteries": [1001, 1002]})
         assert result["outcome"] == "partial_failure"
@@ -242,7 +261,7 @@ async def test_a_tiny_request_timeout_reports_failures_and_the_set_never_exceeds
     # Finding 6: with request_timeout_s 1e-9 (valid) every reply said 0 W succeeded while
     # every command was applied, and no later release knew of them.
     path = tmp_path / "c.sock"
-    async with running_daemon(sim, path, settings(sim)), connect(path) as client:
+    async with scaled_daemon(sim, path), connect(path) as client:
         start = sim.now()
         result = await client.result(
             "set_power",
@@ -269,7 +288,7 @@ async def test_what_get_status_reports_is_what_the_inverter_may_hold(
     # Finding 9: setpoint_w was the last command that succeeded: it stayed after the setpoint
     # lapsed.
     path = tmp_path / "c.sock"
-    async with running_daemon(sim, path, settings(sim)) as daemon, connect(path) as client:
+    async with scaled_daemon(sim, path) as daemon, connect(path) as client:
         await client.result("set_power", {"power_w": 3000, "batteries": [1001, 1002, 1003]})
         assert (await status_of(client, 1003))["setpoint_w"] == sim.setpoint(2003) > 0.0
         # Its refreshes are refused from now on (so surely not applied): it lapses. (A command
@@ -287,7 +306,7 @@ async def test_what_get_status_reports_is_what_the_inverter_may_hold(
 
 
 def test_lifetimes_are_scaled_consistently() -> None:
-    assert math.isclose(LoopSettings(lifetime_s=10, lifetime_scale=SCALE).held_s, 0.5)
+    assert math.isclose(held_s(config_with(setpoints={"lifetime_s": 10}), SCALE), 0.5)
 
 
 # -- the worst mix, for minutes ----------------------------------------------------------------
@@ -339,7 +358,8 @@ def allowed_at(sent: list[Sent], at: float) -> tuple[float, float]:
 async def soak(sim: Simulator, tmp_path: Path, seconds: float) -> SoakFigures:
     """Run the worst mix for ``seconds`` and judge it by the simulator's record."""
     sim.set_fault(2006, command_hang=True)  # one inverter never answers
-    live = LiveValue(settings(sim, lifetime_s=10, command_timeout_s=1.0))
+    # Commands no client waits for (the refreshes to the hanging inverter) end after 1 s.
+    live = LiveValue(scaled_config(sim, lifetime_s=10, default_timeout_s=1.0))
     path = tmp_path / "c.sock"
     holders: dict[tuple[int, ...], list[Sent]] = {(1001, 1002, 1003): [], (1004, 1005, 1006): []}
     counts = {"failing": 0, "reloads": 0, "releases": 0}
@@ -374,7 +394,7 @@ async def soak(sim: Simulator, tmp_path: Path, seconds: float) -> SoakFigures:
     async def reloads() -> None:  # the lifetime up and down
         for lifetime in itertools.cycle([30, 10, 60, 10]):
             await trio.sleep(2.3)
-            live.value = settings(sim, lifetime_s=lifetime, command_timeout_s=1.0)
+            live.value = scaled_config(sim, lifetime_s=lifetime, default_timeout_s=1.0)
             counts["reloads"] += 1
 
     async def outages(daemon: Daemon) -> None:  # releases while batteries are out
@@ -391,15 +411,14 @@ async def soak(sim: Simulator, tmp_path: Path, seconds: float) -> SoakFigures:
                 )
                 entry = Sent(power_w=0.0, sent_at=time.monotonic())
                 holders[(1001, 1002, 1003)].append(entry)
-                result = await client.result(
-                    "set_power", {"power_w": 0, "batteries": [1001, 1002, 1003]}
-                )
+                release = {"power_w": 0, "batteries": [1001, 1002, 1003], "request_timeout_s": 5}
+                result = await client.result("set_power", release)
                 entry.answered_at, entry.outcome = time.monotonic(), result["outcome"]
                 counts["releases"] += 1
                 for battery in (1001, 1002):
                     sim.set_fault(battery, error_state=False)
 
-    async with running_daemon(sim, path, live) as daemon, trio.open_nursery() as nursery:
+    async with scaled_daemon(sim, path, live) as daemon, trio.open_nursery() as nursery:
         nursery.start_soon(holder, (1001, 1002, 1003), [3000.0, -2000.0, 1500.0, 2500.0], 0.9)
         nursery.start_soon(holder, (1004, 1005, 1006), [-1500.0, 2000.0, 900.0], 1.3)
         nursery.start_soon(failing)

@@ -6,19 +6,21 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
 
+from distributord.core.config import StatusConfig
 from distributord.core.model import BatterySnapshot, InverterSnapshot
-from distributord.core.status import Reason, Status, StatusSettings
+from distributord.core.status import Reason, Status
 from distributord.shell.live import LiveValue, fixed
 from distributord.shell.tracker import Board, StatusTracker
 from tests.snapshots import battery_snapshot, inverter_snapshot
 
 EPOCH = 1_800_000_000.0
 PAIRS = {1001: 2001, 1002: 2002}
-SETTINGS = StatusSettings(max_data_age_s=10.0, min_blocking_s=1.0, max_blocking_s=30.0)
+SETTINGS = StatusConfig(max_data_age_s=10.0, min_blocking_s=1.0, max_blocking_s=30.0)
 
 
 def wall() -> float:
@@ -236,8 +238,8 @@ async def test_a_reload_of_the_status_settings_applies_from_the_next_sample(
         await nursery.start(tracker.serve)
         feed(tracker)
         first = trio.current_time()
-        running.value = StatusSettings(max_data_age_s=2.0, min_blocking_s=1.0, max_blocking_s=30.0)
-        assert tracker.settings.max_data_age_s == 2.0
+        running.value = attrs.evolve(SETTINGS, max_data_age_s=2.0)
+        assert tracker.config.max_data_age_s == 2.0
         # The sample already in hand keeps the age it arrived with...
         assert await wait_status(tracker, 1001, Status.NOT_WORKING) == first + 10.0
         # ...the next one is fresh for the new age only.

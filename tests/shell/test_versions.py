@@ -23,11 +23,10 @@ import trio
 
 from distributord.core.errors import NoApiVersionError
 from distributord.core.status import Reason, Status
-from distributord.shell.daemon import DaemonSettings
 from distributord.shell.link import Backoff, MicrogridLink, discover, open_link, serve_telemetry
 from distributord.sim.scenario import BatterySpec, InverterSpec, Scenario
 from distributord.sim.server import Simulator
-from tests.support import LIMIT_S, connect, running_daemon, sim_wait
+from tests.support import LIMIT_S, config_for, connect, running_daemon, sim_wait
 
 VERSIONS = ["v1alpha18", "v1alpha19", "v1"]
 
@@ -56,9 +55,10 @@ async def test_it_negotiates_manages_every_battery_and_commands_in_that_version(
     only: Simulator, tmp_path: Path
 ) -> None:
     (version,) = only.apis
-    settings = DaemonSettings(address=only.address)  # api = "auto"
+    config = config_for(only)
+    assert config.microgrid.api == "auto"
     async with (
-        running_daemon(only, tmp_path / "c.sock", settings) as daemon,
+        running_daemon(only, tmp_path / "c.sock", config) as daemon,
         connect(tmp_path / "c.sock") as client,
     ):
         assert daemon.link.version == version
