@@ -60,11 +60,11 @@ import trio
 
 from bench.bare import GcClock, cpu_seconds
 from bench.distribution import machine
+from distributord.api.adapter import Snapshot
 from distributord.core.config import API_VERSIONS
 from distributord.shell.link import (
     MAX_OPENING_STREAMS,
     Backoff,
-    Snapshot,
     discover,
     open_link,
     serve_telemetry,

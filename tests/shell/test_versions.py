@@ -21,7 +21,7 @@ import grpc
 import pytest
 import trio
 
-from distributord.core.errors import NoApiVersionError
+from distributord.core.errors import CommandError, NoApiVersionError
 from distributord.core.status import Reason, Status
 from distributord.shell.link import Backoff, MicrogridLink, discover, open_link, serve_telemetry
 from distributord.sim.scenario import BatterySpec, InverterSpec, Scenario
@@ -215,7 +215,7 @@ async def test_a_server_restarted_with_another_version_is_negotiated_again(
         async with open_link(address) as link:
             await discover(link)
             assert link.version == "v1alpha18"
-            assert await link.set_active_power(2001, 500.0, 60) > 0
+            assert await command(link, 2001, 500.0) > 0
             async with trio.open_nursery() as nursery:
                 await nursery.start(watch, link, sink)
                 await sink.heard.wait()
@@ -225,7 +225,7 @@ async def test_a_server_restarted_with_another_version_is_negotiated_again(
                     # task's next stream gets UNIMPLEMENTED; discovery (here, by hand) finds v1.
                     with trio.fail_after(LIMIT_S):
                         await discover(link, backoff=Backoff(first_s=0.05, cap_s=0.2))
-                    assert await link.set_active_power(2001, 700.0, 60) > 0
+                    assert await command(link, 2001, 700.0) > 0
                     assert link.version == "v1"
                     assert second.setpoint(2001) == 700.0
                     sink.heard = trio.Event()
@@ -234,6 +234,15 @@ async def test_a_server_restarted_with_another_version_is_negotiated_again(
                     nursery.cancel_scope.cancel()
     assert "no longer serves API v1alpha18; negotiating again" in caplog.text
     assert "speaks API v1 (negotiated)" in caplog.text
+
+
+async def command(link: MicrogridLink, inverter_id: int, power_w: float) -> float:
+    """One command, as the commander sends it (a batch of one): until when it holds."""
+    landed: dict[int, float | CommandError] = {}
+    await link.set_active_powers({inverter_id: power_w}, 60, landed.__setitem__)
+    outcome = landed[inverter_id]
+    assert isinstance(outcome, float), outcome
+    return outcome
 
 
 class Sink:
