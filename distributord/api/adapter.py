@@ -12,21 +12,23 @@ adapter is the only code that touches that version's generated messages:
   :class:`~distributord.core.errors.CommandError`. The IO shell (``shell.link``) runs these
   coroutines on the bridge's asyncio loop; gRPC errors (``grpc.aio.AioRpcError``) pass through
   unchanged, and the link maps their status codes with :func:`command_error`.
-* **the simulator's side**: :meth:`Adapter.add_servicer` registers the version's ``Microgrid``
-  service on a gRPC server, serving it from a version-neutral :class:`SimHandler` (the
-  simulator implements that once, for all versions). The adapter translates requests (filters
-  included) and encodes :class:`BatteryTelemetry` / :class:`InverterTelemetry` and
-  :class:`SetPowerOutcome` into the version's messages.
+* **the simulator's side**: :meth:`Adapter.serve` gives the methods of the version's
+  ``Microgrid`` service, served from a version-neutral :class:`SimHandler` (the simulator
+  implements that once, for all versions), as plain async functions of the request message.
+  The adapter translates requests (filters included) and encodes :class:`BatteryTelemetry` /
+  :class:`InverterTelemetry` and :class:`SetPowerOutcome` into the version's messages;
+  ``distributord.sim.servicer`` puts the methods (:attr:`Adapter.rpcs`) on a gRPC server.
 
 Enums are matched by name, never by number: the numbering differs between versions.
-Adapters import protobuf and the generated modules; never trio, and grpc only inside the
-servicer glue that the simulator calls.
+Adapters import protobuf and the generated message modules, never trio or grpc, lazily or not:
+grpc comes with the channel the shell hands :meth:`Adapter.stub` and with the simulator's
+server.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -42,8 +44,9 @@ from distributord.core.model import BatterySnapshot, InverterSnapshot, StateCode
 from distributord.core.topology import Component, Components
 
 Snapshot = BatterySnapshot | InverterSnapshot
+"""What a decoder makes of a component's telemetry message."""
 
-__all__ = ["SimAbort"]  # re-exported: the servicers catch it from here
+__all__ = ["SimAbort"]  # re-exported: the served methods raise it, the simulator catches it
 
 REJECTING_CODES = frozenset({"OUT_OF_RANGE", "INVALID_ARGUMENT"})
 """gRPC status codes that mean "this setpoint is not acceptable", not "something broke"."""
@@ -176,6 +179,32 @@ class SimHandler(Protocol):
         ...
 
 
+Served = Callable[[Any], Any]
+"""One method the simulator serves (:meth:`Adapter.serve`). It takes the request message; a unary
+method's is a coroutine function that returns the response, a server-streaming method's an async
+generator function of the responses. Raising :class:`SimAbort` ends the call with that status."""
+
+
+@attrs.frozen(kw_only=True)
+class Rpc:
+    """One method of a version's gRPC service, as the service's descriptor says.
+
+    Attributes:
+        name: The method's name (``"ListComponents"``).
+        path: The method's path on the wire (``"/frequenz.api.microgrid.v1.Microgrid/..."``).
+        request: The request message class.
+        response: The response message class.
+        kind: How many messages go each way, as grpc names its factories: ``"unary_unary"``,
+            ``"unary_stream"``, ``"stream_unary"`` or ``"stream_stream"``.
+    """
+
+    name: str
+    path: str
+    request: Any
+    response: Any
+    kind: str
+
+
 # --- the adapter ------------------------------------------------------------------------------
 
 
@@ -188,10 +217,13 @@ class Adapter(Protocol):
     service: str
     """The full gRPC service name, e.g. ``"frequenz.api.microgrid.v1alpha18.Microgrid"``."""
 
+    rpcs: tuple[Rpc, ...]
+    """Every method of the service, served or not (the stub has them all)."""
+
     # -- the daemon's side --------------------------------------------------------------------
 
     def stub(self, channel: Any) -> Any:
-        """The version's ``Microgrid`` stub on a grpc.aio channel."""
+        """The version's ``Microgrid`` stub on a grpc channel (one callable per method)."""
         ...
 
     async def components(self, stub: Any) -> Components:
@@ -224,6 +256,9 @@ class Adapter(Protocol):
 
     # -- the simulator's side -----------------------------------------------------------------
 
-    def add_servicer(self, handler: SimHandler, server: Any) -> None:
-        """Serve this version's ``Microgrid`` service from ``handler`` on a grpc.aio server."""
+    def serve(self, handler: SimHandler) -> Mapping[str, Served]:
+        """The methods of the service that the simulator serves from ``handler``, by name.
+
+        Each is a :data:`Served`; a method of :attr:`rpcs` left out answers ``UNIMPLEMENTED``.
+        """
         ...

@@ -7,8 +7,14 @@ component id, metric samples (a time, a metric number, a simple or aggregated va
 ranges) and state snapshots (a time, state codes, errors, warnings). The rules for judging one
 are the same for every version, so they are written once, here: :class:`TelemetryDecoder`
 reads a message through a :class:`Dialect`, a handful of accessors and metric numbers that a
-version module fills in. This module imports no generated code (and no protobuf): it only reads
-attributes of the messages it is handed.
+version module fills in. This module imports no generated code: it only reads attributes of the
+messages it is handed (and protobuf's ``message_factory``, to find a method's message classes).
+
+The versions also share how a service is called and served, and none of it needs grpc:
+:class:`Stub` makes the daemon's calls on the channel the shell hands in (the generated
+``*_pb2_grpc`` modules would import grpc), and :class:`TelemetryServing` is the simulator's
+side of a telemetry stream. The grpc glue of the simulator's servicers is
+``distributord.sim.servicer``'s.
 
 The rules (``spec/microgrid-api.md``, "Telemetry"):
 
@@ -40,13 +46,15 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import attrs
+from google.protobuf import message_factory
 
 from distributord.api.adapter import (
     BatteryTelemetry,
     Note,
+    Rpc,
     SimAbort,
     SimHandler,
     Snapshot,
@@ -573,16 +581,53 @@ def wanted(value: int, among: Iterable[int]) -> bool:
     return not chosen or value in chosen
 
 
-# --- the servicer's side (grpc is imported only when a servicer runs) ---------------------------
+# --- the service's methods: the stub's and the servicer's ---------------------------------------
 
 
-async def abort(context: Any, code: str, details: str) -> NoReturn:
-    """End a servicer's call with the gRPC status code named ``code`` (it raises)."""
-    import grpc
+def rpcs(service: Any) -> tuple[Rpc, ...]:
+    """Every method of a protobuf ``ServiceDescriptor``, in the order the proto declares them."""
+    methods = []
+    for method in service.methods:
+        request = message_factory.GetMessageClass(method.input_type)
+        response = message_factory.GetMessageClass(method.output_type)
+        sends = "stream" if method.client_streaming else "unary"
+        answers = "stream" if method.server_streaming else "unary"
+        methods.append(
+            Rpc(
+                name=method.name,
+                path=f"/{service.full_name}/{method.name}",
+                request=request,
+                response=response,
+                kind=f"{sends}_{answers}",
+            )
+        )
+    return tuple(methods)
 
-    status = grpc.StatusCode.__members__.get(code, grpc.StatusCode.UNKNOWN)
-    await context.abort(status, details)
-    raise AssertionError("unreachable: context.abort raises")
+
+class Stub:
+    """A client stub of a service on a grpc channel: one callable per method, by its name.
+
+    What a generated ``*_pb2_grpc`` module's stub does, built from :func:`rpcs` instead: the
+    channel brings grpc, so the adapters need not import it (a generated ``*_pb2_grpc`` module
+    imports grpc). Works on a grpc.aio channel and on a blocking one alike.
+    """
+
+    def __init__(self, channel: Any, methods: Iterable[Rpc]) -> None:
+        for rpc in methods:
+            open_call = getattr(channel, rpc.kind)  # channel.unary_unary, ...
+            setattr(
+                self,
+                rpc.name,
+                open_call(
+                    rpc.path,
+                    request_serializer=rpc.request.SerializeToString,
+                    response_deserializer=rpc.response.FromString,
+                    _registered_method=True,  # as the generated stubs ask (grpc's fast path)
+                ),
+            )
+
+
+# --- the simulator's side of a service ----------------------------------------------------------
 
 
 class TelemetryServing:
@@ -617,15 +662,15 @@ class TelemetryServing:
         self._last[reading.component_id] = (reading, message)
         return message
 
-    async def replies(
-        self, context: Any, component_id: int, metrics: Sequence[int] | None
-    ) -> AsyncIterator[Any]:
+    async def replies(self, component_id: int, metrics: Sequence[int] | None) -> AsyncIterator[Any]:
         """A stream's responses; ``metrics`` is the request's filter (None: no filter).
 
-        A filter that names no metric is refused, as the proto says.
+        Raises:
+            SimAbort: The filter names no metric (``INVALID_ARGUMENT``, as the proto says), or
+                the handler ended the stream with a status.
         """
         if metrics is not None and not metrics:
-            await abort(context, "INVALID_ARGUMENT", "the metric filter names no metric")
+            raise SimAbort("INVALID_ARGUMENT", "the metric filter names no metric")
         allowed = None if metrics is None else frozenset(metrics)
         readings = self._handler.telemetry(component_id)
         try:
@@ -634,8 +679,6 @@ class TelemetryServing:
                 if allowed is not None:
                     message = filtered(message, allowed)
                 yield self._wrap(message)
-        except SimAbort as error:
-            await abort(context, error.code, error.details)
         finally:
             aclose = getattr(readings, "aclose", None)
             if aclose is not None:

@@ -4,10 +4,10 @@ Theory of operation
 -------------------
 :data:`V1` is this version's :class:`~distributord.api.adapter.Adapter`; nothing else in
 distributord imports this version's generated code. The daemon hands it the stub and the
-messages it receives and gets distributord's own types back; the simulator registers
-:meth:`V1.add_servicer` and serves from its version-neutral handler. The rules for judging
-telemetry are shared by every version (``distributord.api``); this module only says how v1
-spells things (:data:`DIALECT`).
+messages it receives and gets distributord's own types back; the simulator serves the methods
+of :meth:`V1.serve <distributord.api.adapter.Adapter.serve>` from its version-neutral handler.
+The rules for judging telemetry are shared by every version (``distributord.api``); this module
+only says how v1 spells things (:data:`DIALECT`).
 
 What v1 says differently (``spec/microgrid-api.md``):
 
@@ -20,18 +20,15 @@ What v1 says differently (``spec/microgrid-api.md``):
   ``METRIC_AC_ACTIVE_POWER``.
 * ``SetComponentPowerActive`` is unary: one ``valid_until``; a refusal is a gRPC status code.
 
-Importing this module loads protobuf only; ``grpc`` is imported inside the functions that need
-it (the stub and the servicer), which only the IO shell and the simulator call.
-
-The module-level helpers below :data:`V1` (``battery_data``, ``TelemetryDecoder``,
-``components_response``, ...) are the interface this module had before the adapters; they are
-kept, thin, until the shell and the simulator have moved to :data:`V1`.
+This module imports protobuf and v1's generated messages, never grpc: the stub is built on the
+channel the shell hands in (``api.common.Stub``), and ``distributord.sim.servicer`` puts the
+served methods on the simulator's server.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from frequenz.api.common.v1.metrics import metric_sample_pb2
@@ -40,26 +37,25 @@ from frequenz.api.microgrid.v1 import microgrid_pb2
 from google.protobuf import timestamp_pb2
 
 from distributord.api.adapter import (
-    REJECTING_CODES,
     Adapter,
-    BatteryTelemetry,
     Decoder,
-    InverterTelemetry,
-    Note,
+    Rpc,
+    Served,
     SimAbort,
     SimHandler,
     Telemetry,
-    command_error,
 )
 from distributord.api.common import (
     INVERTER_TYPES,
     Dialect,
+    Stub,
+    TelemetryDecoder,
     TelemetryServing,
-    abort,
     category_from_name,
     category_name,
     enum_names,
     fill_sample,
+    rpcs,
     sample_specs,
     split_seconds,
     state_decoder,
@@ -67,21 +63,10 @@ from distributord.api.common import (
     unwrapped,
     wanted,
 )
-from distributord.api.common import TelemetryDecoder as _Decoder
-from distributord.core.bounds import Range
 from distributord.core.model import StateCode
 from distributord.core.topology import Category, Component, Components, InverterType
 
-__all__ = [
-    "CATEGORY_SUBSTITUTES",
-    "DIALECT",
-    "REJECTING_CODES",
-    "V1",
-    "Note",
-    "TelemetryDecoder",
-    "command_error",
-    "encode_telemetry",
-]
+__all__ = ["CATEGORY_SUBSTITUTES", "DIALECT", "V1", "encode_telemetry"]
 
 Metric = metric_sample_pb2.Metric
 ComponentData = components_pb2.ComponentData
@@ -168,12 +153,12 @@ def _inverter_type(name: str | None) -> InverterType:
     return INVERTER_TYPES.get(name, InverterType.UNSPECIFIED)
 
 
-def components_of(response: microgrid_pb2.ListComponentsResponse) -> Components:
+def components_of(response: ComponentsResponse) -> Components:
     """Component id to what it is (ids listed twice remembered)."""
     return Components((c.id, component_of(c)) for c in response.components)
 
 
-def connections_of(response: microgrid_pb2.ListConnectionsResponse) -> list[tuple[int, int]]:
+def connections_of(response: ConnectionsResponse) -> list[tuple[int, int]]:
     """``(source, destination)`` edges."""
     return [(c.source_component_id, c.destination_component_id) for c in response.connections]
 
@@ -204,7 +189,7 @@ def encode_component(
 
 def components_response(
     components: Iterable[tuple[int, Component | Category]],
-    request: microgrid_pb2.ListComponentsRequest | None = None,
+    request: ComponentsRequest | None = None,
 ) -> ComponentsResponse:
     """A ``ListComponents`` answer (for the simulator), filtered as ``request`` asks."""
     messages = [encode_component(cid, component) for cid, component in components]
@@ -214,16 +199,16 @@ def components_response(
             for m in messages
             if wanted(m.id, request.component_ids) and wanted(m.category, request.categories)
         ]
-    return microgrid_pb2.ListComponentsResponse(components=messages)
+    return ComponentsResponse(components=messages)
 
 
 def connections_response(
-    edges: Iterable[tuple[int, int]], request: microgrid_pb2.ListConnectionsRequest | None = None
+    edges: Iterable[tuple[int, int]], request: ConnectionsRequest | None = None
 ) -> ConnectionsResponse:
     """A ``ListConnections`` answer (for the simulator), filtered as ``request`` asks."""
     if request is not None:
         edges = [(s, d) for s, d in edges if wanted(s, request.starts) and wanted(d, request.ends)]
-    return microgrid_pb2.ListConnectionsResponse(
+    return ConnectionsResponse(
         connections=[
             components_pb2.ComponentConnection(source_component_id=s, destination_component_id=d)
             for s, d in edges
@@ -236,9 +221,7 @@ def connections_response(
 
 def set_power_request(inverter_id: int, power_w: float, lifetime_s: int) -> SetPowerRequest:
     """``SetComponentPowerActive`` for an inverter."""
-    return microgrid_pb2.SetComponentPowerActiveRequest(
-        component_id=inverter_id, power=power_w, request_lifetime=lifetime_s
-    )
+    return SetPowerRequest(component_id=inverter_id, power=power_w, request_lifetime=lifetime_s)
 
 
 def parse_set_power(request: SetPowerRequest) -> tuple[int, float, int | None]:
@@ -249,7 +232,7 @@ def parse_set_power(request: SetPowerRequest) -> tuple[int, float, int | None]:
 
 def set_power_response(valid_until: float) -> SetPowerResponse:
     """The answer to a ``SetComponentPowerActive`` (for the simulator)."""
-    return microgrid_pb2.SetComponentPowerActiveResponse(valid_until=_timestamp(valid_until))
+    return SetPowerResponse(valid_until=_timestamp(valid_until))
 
 
 def valid_until(response: SetPowerResponse) -> float:
@@ -262,25 +245,7 @@ def valid_until(response: SetPowerResponse) -> float:
 
 def stream_request(component_id: int) -> StreamRequest:
     """``ReceiveComponentDataStream`` for one component, all metrics."""
-    return microgrid_pb2.ReceiveComponentDataStreamRequest(component_id=component_id)
-
-
-def parse_stream_request(request: StreamRequest) -> int:
-    """The component a stream is asked for (for the simulator)."""
-    return request.component_id
-
-
-class TelemetryDecoder(_Decoder):
-    """Decodes one component's v1 stream (``ComponentData``) into snapshots.
-
-    Args:
-        component_id: The component.
-        battery: Whether it is a battery (else an inverter).
-        max_data_age_s: How long a field keeps its value when later samples omit it.
-    """
-
-    def __init__(self, component_id: int, *, battery: bool, max_data_age_s: float) -> None:
-        super().__init__(DIALECT, component_id, battery=battery, max_data_age_s=max_data_age_s)
+    return StreamRequest(component_id=component_id)
 
 
 def _timestamp(value: float) -> timestamp_pb2.Timestamp:
@@ -330,90 +295,35 @@ def encode_telemetry(telemetry: Telemetry) -> components_pb2.ComponentData:
     )
 
 
-def _wrap(data: components_pb2.ComponentData) -> StreamResponse:
-    return microgrid_pb2.ReceiveComponentDataStreamResponse(data=data)
-
-
-def battery_data(
-    component_id: int,
-    *,
-    sampled_at: float,
-    soc_pct: float | None,
-    soc_bounds: Range | None,
-    capacity_wh: float | None,
-    power_w: float | None,
-    power_ranges: Sequence[Range] | None,
-    states: Iterable[StateCode],
-    errors: Iterable[str] = (),
-    warnings: Iterable[str] = (),
-) -> StreamResponse:
-    """A battery's stream message (the pre-adapter spelling of :func:`encode_telemetry`)."""
-    return _wrap(
-        encode_telemetry(
-            BatteryTelemetry(
-                component_id=component_id,
-                sampled_at=sampled_at,
-                soc_pct=soc_pct,
-                soc_bounds=soc_bounds,
-                capacity_wh=capacity_wh,
-                power_w=power_w,
-                power_ranges=power_ranges,
-                states=states,
-                errors=errors,
-                warnings=warnings,
-            )
-        )
-    )
-
-
-def inverter_data(
-    component_id: int,
-    *,
-    sampled_at: float,
-    active_power_w: float | None,
-    power_ranges: Sequence[Range] | None,
-    states: Iterable[StateCode],
-    errors: Iterable[str] = (),
-    warnings: Iterable[str] = (),
-) -> StreamResponse:
-    """An inverter's stream message (the pre-adapter spelling of :func:`encode_telemetry`)."""
-    return _wrap(
-        encode_telemetry(
-            InverterTelemetry(
-                component_id=component_id,
-                sampled_at=sampled_at,
-                active_power_w=active_power_w,
-                power_ranges=power_ranges,
-                states=states,
-                errors=errors,
-                warnings=warnings,
-            )
-        )
-    )
+def _wrap(data: ComponentData) -> StreamResponse:
+    return StreamResponse(data=data)
 
 
 # --- the adapter --------------------------------------------------------------------------------
+
+
+SERVICE = microgrid_pb2.DESCRIPTOR.services_by_name["Microgrid"]
+"""v1's ``Microgrid`` service, as its descriptor says."""
 
 
 class _V1:
     """The v1 :class:`~distributord.api.adapter.Adapter` (see the module docstring)."""
 
     name = "v1"
-    service = "frequenz.api.microgrid.v1.Microgrid"
+    service: str = SERVICE.full_name
+    rpcs: tuple[Rpc, ...] = rpcs(SERVICE)
 
     def stub(self, channel: Any) -> Any:
-        """A ``Microgrid`` stub on a grpc.aio channel."""
-        from frequenz.api.microgrid.v1 import microgrid_pb2_grpc
-
-        return microgrid_pb2_grpc.MicrogridStub(channel)
+        """A ``Microgrid`` stub on a grpc channel."""
+        return Stub(channel, self.rpcs)
 
     async def components(self, stub: Any) -> Components:
         """Every component (``ListComponents``)."""
-        return components_of(await stub.ListComponents(microgrid_pb2.ListComponentsRequest()))
+        return components_of(await stub.ListComponents(ComponentsRequest()))
 
     async def connections(self, stub: Any) -> list[tuple[int, int]]:
         """Every edge (``ListConnections``)."""
-        return connections_of(await stub.ListConnections(microgrid_pb2.ListConnectionsRequest()))
+        return connections_of(await stub.ListConnections(ConnectionsRequest()))
 
     def telemetry(self, stub: Any, component_id: int) -> AsyncIterator[Any]:
         """A component's ``ComponentData`` messages; closing the iterator cancels the RPC."""
@@ -421,7 +331,9 @@ class _V1:
 
     def decoder(self, component_id: int, *, battery: bool, max_data_age_s: float) -> Decoder:
         """A decoder for one component's ``ComponentData`` messages."""
-        return TelemetryDecoder(component_id, battery=battery, max_data_age_s=max_data_age_s)
+        return TelemetryDecoder(
+            DIALECT, component_id, battery=battery, max_data_age_s=max_data_age_s
+        )
 
     async def set_power(
         self, stub: Any, inverter_id: int, power_w: float, lifetime_s: int
@@ -433,78 +345,36 @@ class _V1:
         request = set_power_request(inverter_id, power_w, lifetime_s)
         return valid_until(await stub.SetComponentPowerActive(request))
 
-    def add_servicer(self, handler: SimHandler, server: Any) -> None:
-        """Serve v1's ``Microgrid`` from ``handler`` on a grpc.aio server."""
-        from frequenz.api.microgrid.v1 import microgrid_pb2_grpc
+    def serve(self, handler: SimHandler) -> Mapping[str, Served]:
+        """v1's ``Microgrid`` methods, served from ``handler`` (the others: ``UNIMPLEMENTED``)."""
+        serving = TelemetryServing(handler, encode_telemetry, _wrap)
 
-        microgrid_pb2_grpc.add_MicrogridServicer_to_server(_servicer(handler), server)
+        async def list_components(request: ComponentsRequest) -> ComponentsResponse:
+            return components_response(handler.components(), request)
 
+        async def list_connections(request: ConnectionsRequest) -> ConnectionsResponse:
+            return connections_response(handler.connections(), request)
 
-def _servicer(handler: SimHandler) -> Any:
-    from frequenz.api.microgrid.v1 import microgrid_pb2_grpc
-
-    base: Any = microgrid_pb2_grpc.MicrogridServicer
-    serving = TelemetryServing(handler, encode_telemetry, _wrap)
-
-    class Servicer(base):  # type: ignore[misc]  # the generated base class is untyped here
-        """v1's ``Microgrid``, served from a :class:`~distributord.api.adapter.SimHandler`.
-
-        Methods not defined here answer ``UNIMPLEMENTED`` (the generated base does that).
-        """
-
-        async def ListComponents(  # noqa: N802  (the generated name)
-            self, request: microgrid_pb2.ListComponentsRequest, context: Any
-        ) -> ComponentsResponse:
-            try:
-                components = handler.components()
-            except SimAbort as error:
-                await abort(context, error.code, error.details)
-            return components_response(components, request)
-
-        async def ListConnections(  # noqa: N802
-            self, request: microgrid_pb2.ListConnectionsRequest, context: Any
-        ) -> ConnectionsResponse:
-            try:
-                edges = handler.connections()
-            except SimAbort as error:
-                await abort(context, error.code, error.details)
-            return connections_response(edges, request)
-
-        async def ReceiveComponentDataStream(  # noqa: N802
-            self, request: StreamRequest, context: Any
+        async def receive_component_data_stream(
+            request: StreamRequest,
         ) -> AsyncIterator[StreamResponse]:
-            # An async generator function: grpc.aio tells streaming handlers by that.
             metrics = list(request.filter.metrics) if request.HasField("filter") else None
-            async for reply in serving.replies(context, request.component_id, metrics):
+            async for reply in serving.replies(request.component_id, metrics):
                 yield reply
 
-        async def SetComponentPowerActive(  # noqa: N802
-            self, request: SetPowerRequest, context: Any
-        ) -> SetPowerResponse:
-            component_id, power_w, lifetime_s = parse_set_power(request)
-            try:
-                outcome = await handler.set_power(component_id, power_w, lifetime_s)
-            except SimAbort as error:
-                await abort(context, error.code, error.details)
+        async def set_component_power_active(request: SetPowerRequest) -> SetPowerResponse:
+            outcome = await handler.set_power(*parse_set_power(request))
             if outcome.code is not None or outcome.valid_until is None:
-                await abort(context, outcome.code or "INTERNAL", outcome.details)
+                raise SimAbort(outcome.code or "INTERNAL", outcome.details)
             return set_power_response(outcome.valid_until)
 
-    return Servicer()
+        return {
+            "ListComponents": list_components,
+            "ListConnections": list_connections,
+            "ReceiveComponentDataStream": receive_component_data_stream,
+            "SetComponentPowerActive": set_component_power_active,
+        }
 
 
 V1: Adapter = _V1()
 """The v1 adapter."""
-
-
-# --- helpers the tests build and read v1 messages with -------------------------------------------
-
-
-def decode_components(response: microgrid_pb2.ListComponentsResponse) -> dict[int, Category]:
-    """Component id to category."""
-    return {cid: c.category for cid, c in components_of(response).items()}
-
-
-def decode_connections(response: microgrid_pb2.ListConnectionsResponse) -> list[tuple[int, int]]:
-    """``(source, destination)`` edges."""
-    return connections_of(response)

@@ -45,18 +45,18 @@ the final reply the server ends the stream; the adapter waits for that (at most
 :data:`END_GRACE_S`), so that a completed command ends as completed at the server, not as
 cancelled by us. The caller's deadline cancels the RPC; gRPC errors pass through.
 
-Importing this module loads protobuf only; ``grpc`` is imported inside the functions that need
-it (the stub and the servicer), which only the IO shell and the simulator call.
+This module imports protobuf and these versions' generated messages, never grpc: the stub is
+built on the channel the shell hands in (``api.common.Stub``), and ``distributord.sim.servicer``
+puts the served methods (:meth:`AlphaAdapter.serve`) on the simulator's server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import math
 import operator
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -72,21 +72,23 @@ from distributord.api.adapter import (
     Adapter,
     Decoder,
     FinalReply,
-    SimAbort,
+    Rpc,
+    Served,
     SimHandler,
     Telemetry,
 )
 from distributord.api.common import (
     INVERTER_TYPES,
     Dialect,
+    Stub,
     TelemetryDecoder,
     TelemetryServing,
-    abort,
     category_from_name,
     category_name,
     end_call,
     enum_names,
     fill_sample,
+    rpcs,
     sample_specs,
     split_seconds,
     state_decoder,
@@ -122,14 +124,11 @@ class Version:
     Attributes:
         name: The version, as the configuration spells it.
         pb2: The generated ``microgrid_pb2`` module.
-        grpc_module: The generated ``microgrid_pb2_grpc`` module's name (imported on use: it
-            imports grpc).
         stream_filter: The name of the telemetry stream request's nested filter message.
     """
 
     name: str
     pb2: Any
-    grpc_module: str
     stream_filter: str
 
     @property
@@ -137,18 +136,21 @@ class Version:
         """The full gRPC service name."""
         return str(self.pb2.DESCRIPTOR.services_by_name["Microgrid"].full_name)
 
+    @property
+    def rpcs(self) -> tuple[Rpc, ...]:
+        """Every method of the version's ``Microgrid`` service."""
+        return rpcs(self.pb2.DESCRIPTOR.services_by_name["Microgrid"])
+
 
 VERSIONS = {
     "v1alpha18": Version(
         name="v1alpha18",
         pb2=v1alpha18_pb2,
-        grpc_module="frequenz.api.microgrid.v1alpha18.microgrid_pb2_grpc",
         stream_filter="ComponentTelemetryStreamFilter",
     ),
     "v1alpha19": Version(
         name="v1alpha19",
         pb2=v1alpha19_pb2,
-        grpc_module="frequenz.api.microgrid.v1alpha19.microgrid_pb2_grpc",
         stream_filter="ElectricalComponentTelemetryStreamFilter",
     ),
 }
@@ -361,6 +363,7 @@ class AlphaAdapter:
         self.version = version
         self.name = version.name
         self.service = version.service
+        self.rpcs = version.rpcs
         self._filter = getattr(
             version.pb2.ReceiveElectricalComponentTelemetryStreamRequest, version.stream_filter
         )
@@ -375,8 +378,8 @@ class AlphaAdapter:
     # -- the daemon's side --------------------------------------------------------------------
 
     def stub(self, channel: Any) -> Any:
-        """The version's ``Microgrid`` stub on a grpc.aio channel."""
-        return importlib.import_module(self.version.grpc_module).MicrogridStub(channel)
+        """The version's ``Microgrid`` stub on a grpc channel."""
+        return Stub(channel, self.rpcs)
 
     async def components(self, stub: Any) -> Components:
         """Every component (``ListElectricalComponents``), ids listed twice remembered."""
@@ -482,12 +485,11 @@ class AlphaAdapter:
 
     # -- the simulator's side -----------------------------------------------------------------
 
-    def add_servicer(self, handler: SimHandler, server: Any) -> None:
-        """Serve the version's ``Microgrid`` from ``handler`` on a grpc.aio server."""
-        module = importlib.import_module(self.version.grpc_module)
-        module.add_MicrogridServicer_to_server(self._servicer(handler, module), server)
+    def serve(self, handler: SimHandler) -> Mapping[str, Served]:
+        """The version's ``Microgrid`` methods, served from ``handler`` (the others: unimplemented).
 
-    def _servicer(self, handler: SimHandler, module: Any) -> Any:
+        A refusal is a ``REJECTED`` reply; the handler's :class:`SimAbort` passes through.
+        """
         pb2 = self.version.pb2
         reply = pb2.SetElectricalComponentPowerResponse
         status = self._status
@@ -497,92 +499,72 @@ class AlphaAdapter:
             encode_telemetry,
             lambda t: pb2.ReceiveElectricalComponentTelemetryStreamResponse(telemetry=t),
         )
-        base: Any = module.MicrogridServicer
 
-        class Servicer(base):  # type: ignore[misc]  # the generated base class is untyped here
-            """The version's ``Microgrid``, served from a ``SimHandler``.
+        async def list_electrical_components(request: Any) -> Any:
+            ids, categories = (
+                request.electrical_component_ids,
+                request.electrical_component_categories,
+            )
+            messages = [encode_component(cid, c) for cid, c in handler.components()]
+            return pb2.ListElectricalComponentsResponse(
+                electrical_components=[
+                    m for m in messages if wanted(m.id, ids) and wanted(m.category, categories)
+                ]
+            )
 
-            Methods not defined here answer ``UNIMPLEMENTED`` (the generated base does that).
-            """
-
-            async def ListElectricalComponents(  # noqa: N802  (the generated name)
-                self, request: Any, context: Any
-            ) -> Any:
-                try:
-                    components = handler.components()
-                except SimAbort as error:
-                    await abort(context, error.code, error.details)
-                ids, categories = (
-                    request.electrical_component_ids,
-                    request.electrical_component_categories,
-                )
-                messages = [encode_component(cid, c) for cid, c in components]
-                return pb2.ListElectricalComponentsResponse(
-                    electrical_components=[
-                        m for m in messages if wanted(m.id, ids) and wanted(m.category, categories)
-                    ]
-                )
-
-            async def ListElectricalComponentConnections(  # noqa: N802
-                self, request: Any, context: Any
-            ) -> Any:
-                try:
-                    edges = handler.connections()
-                except SimAbort as error:
-                    await abort(context, error.code, error.details)
-                sources = request.source_electrical_component_ids
-                destinations = request.destination_electrical_component_ids
-                return pb2.ListElectricalComponentConnectionsResponse(
-                    electrical_component_connections=[
-                        components_pb2.ElectricalComponentConnection(
-                            source_electrical_component_id=s,
-                            destination_electrical_component_id=d,
-                        )
-                        for s, d in edges
-                        if wanted(s, sources) and wanted(d, destinations)
-                    ]
-                )
-
-            async def ReceiveElectricalComponentTelemetryStream(  # noqa: N802
-                self, request: Any, context: Any
-            ) -> AsyncIterator[Any]:
-                # An async generator function: grpc.aio tells streaming handlers by that.
-                metrics = list(request.filter.metrics) if request.HasField("filter") else None
-                replies = serving.replies(context, request.electrical_component_id, metrics)
-                async for message in replies:
-                    yield message
-
-            async def SetElectricalComponentPower(  # noqa: N802
-                self, request: Any, context: Any
-            ) -> AsyncIterator[Any]:
-                if request.power_type != active:  # the simulator has no reactive power
-                    yield reply(status=status["REJECTED"])
-                    return
-                lifetime = (
-                    request.request_lifetime if request.HasField("request_lifetime") else None
-                )
-                try:
-                    outcome = await handler.set_power(
-                        request.electrical_component_id, request.power, lifetime
+        async def list_electrical_component_connections(request: Any) -> Any:
+            edges = handler.connections()
+            sources = request.source_electrical_component_ids
+            destinations = request.destination_electrical_component_ids
+            return pb2.ListElectricalComponentConnectionsResponse(
+                electrical_component_connections=[
+                    components_pb2.ElectricalComponentConnection(
+                        source_electrical_component_id=s,
+                        destination_electrical_component_id=d,
                     )
-                except SimAbort as error:
-                    await abort(context, error.code, error.details)
-                if outcome.code is not None or outcome.valid_until is None:
-                    yield reply(status=status["REJECTED"])
-                    return
-                until = _timestamp(outcome.valid_until)
-                yield reply(status=status["ACCEPTED"], valid_until_time=until)
-                if outcome.final is FinalReply.END:
-                    return  # no final reply: the stream just ends
-                if outcome.final is FinalReply.NONE:
-                    await asyncio.Event().wait()  # until the client cancels the call
-                final = outcome.final.value  # SUCCESS, FAILED or OVERRIDDEN: the status names
-                yield reply(
-                    status=status[final],
-                    valid_until_time=until if outcome.final is FinalReply.SUCCESS else None,
-                )
+                    for s, d in edges
+                    if wanted(s, sources) and wanted(d, destinations)
+                ]
+            )
 
-        return Servicer()
+        async def receive_electrical_component_telemetry_stream(
+            request: Any,
+        ) -> AsyncIterator[Any]:
+            metrics = list(request.filter.metrics) if request.HasField("filter") else None
+            async for message in serving.replies(request.electrical_component_id, metrics):
+                yield message
+
+        async def set_electrical_component_power(request: Any) -> AsyncIterator[Any]:
+            if request.power_type != active:  # the simulator has no reactive power
+                yield reply(status=status["REJECTED"])
+                return
+            lifetime = request.request_lifetime if request.HasField("request_lifetime") else None
+            outcome = await handler.set_power(
+                request.electrical_component_id, request.power, lifetime
+            )
+            if outcome.code is not None or outcome.valid_until is None:
+                yield reply(status=status["REJECTED"])
+                return
+            until = _timestamp(outcome.valid_until)
+            yield reply(status=status["ACCEPTED"], valid_until_time=until)
+            if outcome.final is FinalReply.END:
+                return  # no final reply: the stream just ends
+            if outcome.final is FinalReply.NONE:
+                await asyncio.Event().wait()  # until the client cancels the call
+            final = outcome.final.value  # SUCCESS, FAILED or OVERRIDDEN: the status names
+            yield reply(
+                status=status[final],
+                valid_until_time=until if outcome.final is FinalReply.SUCCESS else None,
+            )
+
+        return {
+            "ListElectricalComponents": list_electrical_components,
+            "ListElectricalComponentConnections": list_electrical_component_connections,
+            "ReceiveElectricalComponentTelemetryStream": (
+                receive_electrical_component_telemetry_stream
+            ),
+            "SetElectricalComponentPower": set_electrical_component_power,
+        }
 
 
 V1ALPHA18: Adapter = AlphaAdapter(VERSIONS["v1alpha18"])

@@ -12,11 +12,12 @@ the lock and passed into the world, so the world only ever moves forward.
 
 * **One simulator, every version.** The simulator answers the version-neutral
   :class:`~distributord.api.adapter.SimHandler` questions (components, connections, a command,
-  a telemetry stream) once; each served version's adapter registers its own ``Microgrid``
-  service on the one server with ``add_servicer`` and translates requests, filters and
-  messages. A version not served is not registered, so gRPC answers ``UNIMPLEMENTED``. Each
-  version gets its own handler object only so that a command knows which version it came
-  through: v1 has no reply stream, so the ``final_reply`` fault applies to v1alpha18/19 only.
+  a telemetry stream) once; each served version's adapter translates requests, filters and
+  messages, and :func:`~distributord.sim.servicer.add_servicer` puts its ``Microgrid`` service
+  on the one server. A version not served is not registered, so gRPC answers
+  ``UNIMPLEMENTED``. Each version gets its own handler object only so that a command knows
+  which version it came through: v1 has no reply stream, so the ``final_reply`` fault applies
+  to v1alpha18/19 only.
 * **Telemetry is one ticker, not a sleep per stream.** Every ``1/telemetry_hz`` seconds one task
   advances the world, builds each streamed component's version-neutral reading once, and
   offers that same object to all of the component's open streams, whatever their version (an
@@ -86,6 +87,7 @@ from distributord.core.errors import ScenarioError
 from distributord.core.topology import Category, Component
 from distributord.sim.record import Outcome, Record
 from distributord.sim.scenario import MAX_TELEMETRY_HZ, Faults, Scenario, parse_scenario
+from distributord.sim.servicer import add_servicer
 from distributord.sim.world import Accepted, BatteryReading, InverterReading, Rejected, World
 
 logger = logging.getLogger(__name__)
@@ -404,7 +406,7 @@ class Simulator:
             interceptors=[_RewriteInterceptor(self, {a.service: a.name for a in self._adapters})],
         )
         for version in self._adapters:
-            version.add_servicer(_Handler(self, version.name), server)
+            add_servicer(version, _Handler(self, version.name), server)
         try:
             self._bound_port = server.add_insecure_port(f"{HOST}:{self._port}")
         except RuntimeError as error:

@@ -103,14 +103,14 @@ def first_message(stub: Any, component_id: int) -> v1.ComponentData:
 
 
 def battery(stub: Any, battery_id: int) -> BatterySnapshot:
-    decoder = v1.TelemetryDecoder(battery_id, battery=True, max_data_age_s=10.0)
+    decoder = V1.decoder(battery_id, battery=True, max_data_age_s=10.0)
     snapshot = decoder.decode(first_message(stub, battery_id), received_at=0.0)
     assert isinstance(snapshot, BatterySnapshot)
     return snapshot
 
 
 def inverter(stub: Any, inverter_id: int) -> InverterSnapshot:
-    decoder = v1.TelemetryDecoder(inverter_id, battery=False, max_data_age_s=10.0)
+    decoder = V1.decoder(inverter_id, battery=False, max_data_age_s=10.0)
     snapshot = decoder.decode(first_message(stub, inverter_id), received_at=0.0)
     assert isinstance(snapshot, InverterSnapshot)
     return snapshot
@@ -231,7 +231,7 @@ def test_inverter_telemetry_decodes(stub: Any) -> None:
 def test_meter_reports_the_site_total(stub: Any) -> None:
     set_power(stub, 2001, 1000.0)
     set_power(stub, 2003, 2000.0)
-    snapshot = v1.TelemetryDecoder(2, battery=False, max_data_age_s=10.0).decode(
+    snapshot = V1.decoder(2, battery=False, max_data_age_s=10.0).decode(
         first_message(stub, 2), received_at=0.0
     )
     assert isinstance(snapshot, InverterSnapshot)

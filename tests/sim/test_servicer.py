@@ -1,12 +1,15 @@
-"""Each version's servicer against its own daemon side, over real gRPC (the wiring, not the rules).
+"""Each version's served methods on a gRPC server (``sim/servicer.py``), read by its daemon side.
 
-The servicer serves a fake :class:`~distributord.api.adapter.SimHandler`; the adapter's daemon
-side reads it. Each test runs its own asyncio loop (grpc.aio) under a deadline.
+Over real gRPC (the wiring, not the rules): the servicer serves a fake
+:class:`~distributord.api.adapter.SimHandler`; the adapter's daemon side reads it. Each test
+runs its own asyncio loop (grpc.aio) under a deadline. The registration is also compared with
+what the generated ``add_MicrogridServicer_to_server`` registers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -30,6 +33,7 @@ from distributord.core.errors import (
 )
 from distributord.core.model import BatterySnapshot, StateCode
 from distributord.core.topology import Category, Component, InverterType
+from distributord.sim.servicer import NOT_IMPLEMENTED, add_servicer
 from tests.api.versions import VERSIONS, Version
 
 DEADLINE_S = 10.0
@@ -90,7 +94,7 @@ def serve(version: Version, test: Callable[[Adapter, Any, Handler], Awaitable[No
     async def main() -> None:
         handler = Handler()
         server = grpc.aio.server()
-        version.adapter.add_servicer(handler, server)
+        add_servicer(version.adapter, handler, server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         try:
@@ -240,5 +244,44 @@ def test_methods_not_served_answer_unimplemented(version: Version) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await method(empty_pb2.Empty())
         assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert caught.value.details() == NOT_IMPLEMENTED
 
     serve(version, test)
+
+
+class RecordingServer:
+    """Records what a servicer registers (a grpc.aio server's two registration methods)."""
+
+    def __init__(self) -> None:
+        self.generic: list[Any] = []
+        self.registered: dict[str, dict[str, Any]] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[Any]) -> None:
+        self.generic.extend(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        self.registered[service] = handlers
+
+
+def shape(handler: Any) -> tuple[Any, ...]:
+    """What a method handler says on the wire (its behaviour aside)."""
+    return (
+        handler.request_streaming,
+        handler.response_streaming,
+        handler.request_deserializer,
+        handler.response_serializer,
+    )
+
+
+@versions
+def test_every_method_is_registered_as_the_generated_code_registers_it(version: Version) -> None:
+    generated = importlib.import_module(f"frequenz.api.microgrid.{version.name}.microgrid_pb2_grpc")
+    theirs, ours = RecordingServer(), RecordingServer()
+    generated.add_MicrogridServicer_to_server(generated.MicrogridServicer(), theirs)
+    add_servicer(version.adapter, Handler(), ours)  # type: ignore[arg-type]  # a recording fake
+    service = version.adapter.service
+    assert list(ours.registered) == list(theirs.registered) == [service]
+    assert {name: shape(h) for name, h in ours.registered[service].items()} == {
+        name: shape(h) for name, h in theirs.registered[service].items()
+    }
+    assert [g.service_name() for g in ours.generic] == [service]
