@@ -305,7 +305,9 @@ class Stream(Generic[M]):
     def __init__(self, buffer: int) -> None:
         self._items: collections.deque[M] = collections.deque()
         self._buffer = buffer
-        self._wakeup = trio.Event()
+        # The consumer waits here for a message or the end. Woken from callbacks the loop
+        # thread hands to trio (outside any task), where trio.Condition's lock cannot be held.
+        self._waiting = trio.lowlevel.ParkingLot()
         self._end: BaseException | None = None
         self._ended = False
         self._handler: Callable[[M], None] | None = None
@@ -324,7 +326,8 @@ class Stream(Generic[M]):
             self._items.popleft()
             self.dropped += 1
         self._items.append(message)
-        self._wakeup.set()
+        if self._waiting:
+            self._waiting.unpark_all()
 
     def _handle(self, message: M) -> None:
         assert self._handler is not None
@@ -338,7 +341,7 @@ class Stream(Generic[M]):
             return
         self._ended = True
         self._end = error
-        self._wakeup.set()
+        self._waiting.unpark_all()
 
     def _close(self) -> None:
         self._closed = True
@@ -365,8 +368,7 @@ class Stream(Generic[M]):
             Exception: The error the stream failed with, or the one the handler raised.
         """
         while not self._ended:
-            self._wakeup = trio.Event()
-            await self._wakeup.wait()
+            await self._waiting.park()
         if self._end is not None:
             raise self._end
         raise trio.EndOfChannel
@@ -383,8 +385,7 @@ class Stream(Generic[M]):
                 if self._end is not None:
                     raise self._end
                 raise trio.EndOfChannel
-            self._wakeup = trio.Event()
-            await self._wakeup.wait()
+            await self._waiting.park()
         return self._items.popleft()
 
     def __aiter__(self) -> Stream[M]:

@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 from distributord.core.errors import LinkDownError
-from distributord.shell.bridge import Bridge, open_bridge
+from distributord.shell.bridge import Bridge, Stream, open_bridge
 
 
 class Marker:
@@ -399,3 +399,47 @@ async def test_threads_do_not_grow_with_streams() -> None:
     assert with_bridge == before + 1
     assert await trio.to_thread.run_sync(lambda: True)  # the loop thread has gone
     assert threading.active_count() <= before + 1
+
+
+async def test_a_waiting_consumer_is_woken_by_each_message_and_by_the_end(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The trio side alone, as the loop's batches drive it: a lost wake-up hangs, and the
+    # autojumping clock turns that hang into fail_after's error at once.
+    got: list[int] = []
+    reading: Stream[int] = Stream(4)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+
+            async def read() -> None:
+                async for item in reading:
+                    got.append(item)
+
+            nursery.start_soon(read)
+            for k in range(3):
+                await trio.testing.wait_all_tasks_blocked()  # the reader waits...
+                reading._push(k)  # ...and is woken by the message
+                await trio.testing.wait_all_tasks_blocked()
+                assert got == list(range(k + 1))
+            reading._finish(None)
+    assert got == [0, 1, 2]
+
+    handled: list[int] = []
+    delivering: Stream[int] = Stream(4)
+    delivering.deliver_to(handled.append)
+    ends: list[str] = []
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+
+            async def wait_for_the_end() -> None:
+                try:
+                    await delivering.ended()
+                except RuntimeError as error:
+                    ends.append(str(error))
+
+            nursery.start_soon(wait_for_the_end)
+            await trio.testing.wait_all_tasks_blocked()
+            delivering._push(7)  # handed over, with no task woken
+            await trio.testing.wait_all_tasks_blocked()
+            delivering._finish(RuntimeError("gone"))
+    assert (handled, ends) == ([7], ["gone"])
