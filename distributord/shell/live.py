@@ -1,18 +1,19 @@
-"""The running settings: one value that tasks read where they use it and wait on for changes.
+"""The running configuration: one value that tasks read where they use it and wait on.
 
 Theory of operation
 -------------------
-The daemon's settings live in one :class:`LiveValue` (held by ``distributord run``, made from
-the configuration, replaced whole by a reload). Each part of the daemon gets a :class:`Live`
-*view* of the part it needs (``running.view(lambda s: s.loop)``) and reads ``view.value``
-each time it uses a setting, so there are no copies to keep in step: a reload is one
-assignment, and every reader sees it from its next use on. A task for which "from the next
-use" is too late (the request loop's refresh timer) awaits :meth:`Live.changed`, which
-returns when its part of the value changes and not when some other part does.
+The daemon runs on one :class:`LiveValue` holding the parsed configuration itself
+(:class:`~distributord.core.config.Config`; held by ``distributord run``, replaced whole by a
+reload). Each part of the daemon gets a :class:`Live` *view* of what it needs
+(``running.view(lambda config: config.status)``) and reads ``view.value`` each time it uses a
+key, so there are no copies to keep in step: a reload is one assignment, and every reader sees
+it from its next use on. A task for which "from the next use" is too late (the request loop's
+refresh timer) awaits :meth:`Live.changed`, which returns when its part of the value changes
+and not when some other part does.
 
-Which settings a reload may change is declared beside each setting
-(``core.config.LIVE``); the reload keeps the running value of every other one, so a view can
-never see, say, a new queue size that the channel was not built with.
+Which keys a reload may change is declared beside each key (``core.config.LIVE``); the reload
+keeps the running value of every other one, so a view can never see, say, a new queue size
+that the channel was not built with.
 """
 
 from __future__ import annotations
