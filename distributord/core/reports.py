@@ -91,3 +91,24 @@ def components_report(topology: Topology) -> dict[str, Any]:
             {"battery_id": b, "reason": why} for b, why in sorted(topology.left_out.items())
         ],
     }
+
+
+def status_changes(
+    before: Mapping[int, BatteryState], after: Mapping[int, BatteryState]
+) -> list[tuple[int, dict[str, Any]]]:
+    """The ``status_changed`` notifications from one published board to the next, by battery.
+
+    A battery is news when it is new, or when its status or its reasons changed (a new
+    blocking window's end alone is not news: ``get_status`` tells it).
+    """
+    changes = []
+    for battery, state in sorted(after.items()):
+        old = before.get(battery)
+        if old is None or (old.status, old.reasons) != (state.status, state.reasons):
+            changes.append(
+                (
+                    battery,
+                    {"id": battery, "status": state.status.value, "reasons": sorted(state.reasons)},
+                )
+            )
+    return changes

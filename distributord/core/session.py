@@ -180,6 +180,11 @@ class Session:
         return self.phase is Phase.REVOKED or not self._lines
 
     @property
+    def input_open(self) -> bool:
+        """Whether input may still be wanted: no EOF yet, and the session is not closing."""
+        return not self._input_ended and self.phase in (Phase.OPEN, Phase.REVOKED)
+
+    @property
     def input_ended(self) -> bool:
         """Whether the client's EOF has been seen."""
         return self._input_ended

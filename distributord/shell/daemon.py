@@ -14,8 +14,13 @@ with ``await nursery.start(...)`` so that it reports started only when it is rea
    is open;
 4. the status tracker's task;
 5. the request loop;
-6. the control server is attached to the loop, and the :class:`Daemon` handle is handed to
+6. the control sessions' backend (:class:`~distributord.shell.backend.DaemonBackend`) is
+   handed the loop, the tracker and the topology, and the :class:`Daemon` handle is handed to
    the caller.
+
+The parts are wired here, where they are made: the control server knows the daemon only as
+the backend its sessions ask, and counts requests through a function it is given; the
+metrics read the daemon through the backend too. So no part holds another late.
 
 The running configuration (:class:`~distributord.core.config.Config`, as parsed) is one
 :class:`~distributord.shell.live.Live` value: each part gets a view of the tables it needs and
@@ -42,10 +47,11 @@ import trio
 from distributord.core.config import Config
 from distributord.core.status import Status
 from distributord.core.topology import Topology
+from distributord.shell.backend import Connected, DaemonBackend
 from distributord.shell.control import ControlServer
 from distributord.shell.link import Backoff, MicrogridLink, discover, open_link, serve_telemetry
 from distributord.shell.live import Live
-from distributord.shell.metrics import Metrics, read_daemon
+from distributord.shell.metrics import Metrics
 from distributord.shell.requestloop import RequestLoop
 from distributord.shell.tracker import StatusTracker
 
@@ -96,9 +102,12 @@ async def serve_daemon(
     started = config.value.microgrid  # only a restart changes it (the reload keeps it so)
     async with open_link(started.address, api=started.api) as link, trio.open_nursery() as nursery:
         metrics = metrics or Metrics()
-        control = ControlServer(config=config, metrics=metrics)
-        version = lambda: link.version  # noqa: E731  (the version may change: renegotiation)
-        metrics.watch(functools.partial(read_daemon, control, version), api=version)
+        backend = DaemonBackend(config, api=lambda: link.version)  # renegotiation may change it
+        control = ControlServer(backend, config=config, count=metrics.request)
+        metrics.watch(
+            lambda: backend.reading(control.statistics().connections),
+            api=lambda: link.version,
+        )
         control_done = trio.Event()
 
         async def run_control(*, task_status: trio.TaskStatus[None]) -> None:
@@ -144,7 +153,7 @@ async def serve_daemon(
                 loop_done.set()
 
         await nursery.start(run_loop)
-        control.attach(loop=loop, tracker=tracker, topology=topology, api_version=link.version)
+        backend.reached(Connected(loop=loop, tracker=tracker, topology=topology))
         daemon = Daemon(
             config=config,
             link=link,

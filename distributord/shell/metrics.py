@@ -53,7 +53,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import attrs
@@ -64,12 +64,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from distributord import __version__
 from distributord.core.errors import CommandError, CommandOverriddenError, CommandRejectedError
-from distributord.core.protocol import METHODS, Code
-from distributord.core.reports import status_report
+from distributord.core.session import method_label
 from distributord.core.status import Status
-
-if TYPE_CHECKING:  # control imports this module
-    from distributord.shell.control import ControlServer
 
 logger = logging.getLogger(__name__)
 
@@ -110,10 +106,6 @@ REQUEST_TIMEOUT_S = 5.0
 """A client gets this long to send its whole request, and each read or write of the answer at
 most this long (Prometheus sends its request at once, and its own scrape timeout is 10 s)."""
 
-INVALID = "invalid"
-"""The method label of a line that is not a request for one of our methods (the method name a
-client sent is never a label: a hostile client could make any number of series)."""
-
 
 def command_result(outcome: CommandError | None) -> str:
     """The ``result`` label of one command's outcome."""
@@ -126,11 +118,6 @@ def command_result(outcome: CommandError | None) -> str:
     if outcome.code == "DEADLINE":
         return "timed_out"
     return "failed"
-
-
-def error_outcome(code: Code) -> str:
-    """The ``outcome`` label of a request answered with a JSON-RPC error."""
-    return code.name.lower()
 
 
 @attrs.frozen(kw_only=True)
@@ -156,33 +143,6 @@ class Reading:
     standing: int = 0
     breaks: Mapping[str, int] = attrs.field(factory=dict)
     reconnects: Mapping[str, int] = attrs.field(factory=dict)
-
-
-def read_daemon(control: ControlServer, api: Callable[[], str | None]) -> Reading:
-    """Read the daemon's state from its control server (which holds every part once attached).
-
-    Args:
-        control: The :class:`~distributord.shell.control.ControlServer`.
-        api: The API version spoken now.
-    """
-    clients = control.statistics().connections
-    loop, tracker = control.loop, control.tracker
-    if loop is None or tracker is None:
-        return Reading(api=api(), clients=clients)
-    loops = loop.statistics()
-    streams = tracker.statistics()
-    return Reading(
-        api=api(),
-        clients=clients,
-        report=status_report(
-            tracker.states, tracker.fleet, loops.setpoints, now=trio.current_time()
-        ),
-        queued=loops.queued + loops.waiting,
-        running=loops.running,
-        standing=loops.standing,
-        breaks=streams.breaks,
-        reconnects=streams.reconnects,
-    )
 
 
 class Metrics:
@@ -234,7 +194,7 @@ class Metrics:
 
     def request(self, method: str, outcome: str) -> None:
         """One request handled: ``method`` as the client named it (unknown ones are folded)."""
-        self._requests.labels(method if method in METHODS else INVALID, outcome).inc()
+        self._requests.labels(method_label(method), outcome).inc()
 
     def set_power_done(self, seconds: float) -> None:
         """A set_power's time from arrival to result."""

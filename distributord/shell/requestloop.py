@@ -46,7 +46,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
 
 import attrs
@@ -57,13 +57,9 @@ from distributord.core.config import Config
 from distributord.core.distribution import ZERO_POWER_W, Distribution, SearchBudget
 from distributord.core.errors import CommandError
 from distributord.core.ledger import REFRESH_AT
-from distributord.core.model import (
-    Error,
-    Ignored,
-    Request,
-    Result,
-)
+from distributord.core.model import Error, Ignored, Request, Result, Timing
 from distributord.core.planning import as_sent, choose, plan, summarize, unknown_batteries
+from distributord.core.session import Reply
 from distributord.core.status import Status
 from distributord.core.topology import Topology
 from distributord.core.values import ids_text
@@ -85,22 +81,6 @@ NOT_APPLIED = "not applied: the daemon is shutting down and this request never s
 def _cancelled_from_outside() -> bool:
     """Whether the calling task is being cancelled by a scope around it (the shutdown)."""
     return trio.current_effective_deadline() == -math.inf
-
-
-@attrs.frozen(kw_only=True)
-class Timing:
-    """Where a request's time went inside the daemon.
-
-    Attributes:
-        total_s: From the request's arrival at the loop to its result.
-        commands_s: The inverter commands' fan-out (0 when nothing was commanded).
-    """
-
-    total_s: float
-    commands_s: float
-
-
-Reply = Callable[[Result, Timing], None]
 
 
 def held_s(config: Config, lifetime_scale: float) -> float:

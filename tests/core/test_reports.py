@@ -10,7 +10,7 @@ import pytest
 
 from distributord.core.fleet import Fleet
 from distributord.core.model import PowerBounds
-from distributord.core.reports import components_report, status_report
+from distributord.core.reports import components_report, status_changes, status_report
 from distributord.core.status import BatteryState, Reason, Status
 from distributord.core.topology import Topology
 from tests.snapshots import battery_snapshot, inverter_snapshot
@@ -196,3 +196,27 @@ def test_the_components_report_lists_pairs_and_what_was_left_out() -> None:
 
 def test_an_empty_topology_has_empty_lists() -> None:
     assert components_report(Topology(pairs={}, left_out={})) == {"pairs": [], "left_out": []}
+
+
+def test_status_changes_name_new_batteries_and_changed_statuses_or_reasons_only() -> None:
+    def state(battery: int, status: Status, *reasons: Reason, until: float | None = None) -> Any:
+        return BatteryState(
+            battery_id=battery,
+            inverter_id=battery + 1000,
+            status=status,
+            reasons=frozenset(reasons),
+            blocked_until=until,
+        )
+
+    stale = next(iter(Reason))
+    before = {1: state(1, Status.WORKING), 2: state(2, Status.UNCERTAIN, until=5.0)}
+    after = {
+        1: state(1, Status.NOT_WORKING, stale),  # status changed
+        2: state(2, Status.UNCERTAIN, until=9.0),  # only its window moved: not news
+        3: state(3, Status.WORKING),  # new
+    }
+    assert status_changes(before, after) == [
+        (1, {"id": 1, "status": "not_working", "reasons": [str(stale)]}),
+        (3, {"id": 3, "status": "working", "reasons": []}),
+    ]
+    assert status_changes(after, after) == []

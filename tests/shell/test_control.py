@@ -23,14 +23,17 @@ import pytest
 import trio
 import trio.testing
 
+from distributord.core import session as core_session
 from distributord.core.config import Config, ControlConfig
 from distributord.core.model import StateCode
 from distributord.core.protocol import MAX_LINE_BYTES
+from distributord.core.session import TOO_LONG_MESSAGE
 from distributord.core.status import Status
 from distributord.core.topology import Topology
+from distributord.shell import backend as backend_module
 from distributord.shell import control
+from distributord.shell.backend import Connected, DaemonBackend
 from distributord.shell.control import (
-    TOO_LONG_MESSAGE,
     Admission,
     ControlServer,
     bind_control_socket,
@@ -57,6 +60,7 @@ class Served:
 
     path: Path
     server: ControlServer
+    backend: DaemonBackend  # reached, unless served(connected=False)
     config: LiveValue[Config]  # the one the server reads: a test may reload it
     loop: RequestLoop
     tracker: StatusTracker
@@ -76,7 +80,7 @@ async def serving(
     """The control server on ``tmp_path/control.sock``, both batteries working.
 
     With ``connected=False`` the server starts as the daemon's does, before the microgrid is
-    reached; the test calls ``served.server.attach(...)`` when it wants it reached.
+    reached; the test calls ``served.backend.reached(...)`` when it wants it reached.
     """
     path = tmp_path / "control.sock"
     live = LiveValue(config)
@@ -91,9 +95,10 @@ async def serving(
     microgrid.behaviour = dict.fromkeys(PAIRS.values(), Answer(held=release))
     topology = Topology(pairs=PAIRS, left_out={})
     loop = RequestLoop(microgrid, tracker, topology, live)
-    server = ControlServer(config=live, admit=admit)
+    backend = DaemonBackend(live, api=lambda: None)
+    server = ControlServer(backend, config=live, admit=admit)
     if connected:
-        server.attach(loop=loop, tracker=tracker, topology=topology)
+        backend.reached(Connected(loop=loop, tracker=tracker, topology=topology))
     sock = bind_control_socket(str(path))
     done = trio.Event()
 
@@ -109,6 +114,7 @@ async def serving(
             yield Served(
                 path=path,
                 server=server,
+                backend=backend,
                 config=live,
                 loop=loop,
                 tracker=tracker,
@@ -343,7 +349,7 @@ async def test_ping_counts_uptime_from_process_start_not_from_ready(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Issue 10, item 8: uptime started when the control server was made (after discovery).
-    monkeypatch.setattr(control, "STARTED_MONOTONIC", time.monotonic() - 3600.0)
+    monkeypatch.setattr(backend_module, "STARTED_MONOTONIC", time.monotonic() - 3600.0)
     with trio.fail_after(LIMIT_S):
         async with serving(tmp_path) as served, connect(served.path) as client:
             result = await client.result("ping")
@@ -356,7 +362,7 @@ async def test_a_subscriber_that_reads_is_not_dropped_when_many_change_at_once(
     # Issue 10, item 3: every change went into the 64-line outbox at once; 150 batteries
     # recovering together dropped a subscriber that reads. Here the outbox holds one reply, and
     # two batteries change, thrice each, before the writer can write.
-    monkeypatch.setattr(control, "OUTBOX_LINES", 1)
+    monkeypatch.setattr(core_session, "OUTBOX_LINES", 1)
     with trio.fail_after(LIMIT_S):
         async with serving(tmp_path) as served, connect(served.path) as client:
             assert await client.result("subscribe_status") == {"subscribed": True}
@@ -411,7 +417,7 @@ async def test_a_reading_client_that_pipelines_a_burst_gets_every_reply(tmp_path
     # daemon reads no more from a client while OUTBOX_LINES replies wait (back-pressure).
     with trio.fail_after(LIMIT_S):
         async with serving(tmp_path) as served, connect(served.path) as client:
-            count = 20 * control.OUTBOX_LINES
+            count = 20 * core_session.OUTBOX_LINES
             await client.send_raw(
                 b"".join(b'{"jsonrpc":"2.0","id":%d,"method":"ping"}\n' % k for k in range(count))
             )
@@ -456,10 +462,12 @@ async def test_before_the_microgrid_is_reached_it_answers_and_subscribers_learn_
             refused = await client.call("set_power", set_power(1000, [1001]))
             assert refused["error"]["code"] == -32004
             assert await client.result("subscribe_status") == {"subscribed": True}
-            served.server.attach(
-                loop=served.loop,
-                tracker=served.tracker,
-                topology=Topology(pairs=PAIRS, left_out={}),
+            served.backend.reached(
+                Connected(
+                    loop=served.loop,
+                    tracker=served.tracker,
+                    topology=Topology(pairs=PAIRS, left_out={}),
+                )
             )
             seen: dict[int, str] = {}
             while len(seen) < len(PAIRS):

@@ -392,7 +392,6 @@ async def test_every_part_reads_the_one_running_value(sim: Simulator, tmp_path: 
         running.value = new
         assert daemon.config.value is new
         assert daemon.loop.config is new
-        assert daemon.control.config is new
         assert daemon.tracker.config is new.status
 
 

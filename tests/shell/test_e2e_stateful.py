@@ -78,12 +78,12 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from distributord.core.config import Config
 from distributord.core.distribution import ZERO_POWER_W
-from distributord.core.model import Request, Result
+from distributord.core.model import Request, Result, Timing
+from distributord.core.session import Reply
 from distributord.core.status import Status
 from distributord.shell.control import bind_control_socket
 from distributord.shell.daemon import Daemon, serve_daemon
 from distributord.shell.live import LiveValue
-from distributord.shell.requestloop import Reply, Timing
 from distributord.sim.scenario import BatterySpec, Faults, InverterSpec, Scenario
 from distributord.sim.server import API_VERSIONS, CommandRecord, Simulator
 from tests.core.distribution.spec import Quantities, reachable_below

@@ -68,7 +68,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from distributord.core.protocol import MAX_LINE_BYTES, METHODS, Code
-from distributord.shell.control import OUTBOX_LINES
+from distributord.core.session import OUTBOX_LINES
 from distributord.shell.daemon import Daemon
 from distributord.sim.scenario import uniform_fleet
 from distributord.sim.server import Simulator

@@ -30,12 +30,13 @@ from distributord.core.model import (
     Result,
     StateCode,
     Success,
+    Timing,
 )
 from distributord.core.status import Status
 from distributord.core.topology import Topology
 from distributord.shell.link import MicrogridClient
 from distributord.shell.live import LiveValue, fixed
-from distributord.shell.requestloop import CUT_OFF, NOT_APPLIED, RequestLoop, Timing
+from distributord.shell.requestloop import CUT_OFF, NOT_APPLIED, RequestLoop
 from distributord.shell.tracker import StatusTracker
 from tests.fakes import Answer, Behaviour, Crash, End, FakeMicrogrid, Hang
 from tests.snapshots import battery_snapshot, inverter_snapshot

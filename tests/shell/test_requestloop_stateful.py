@@ -29,10 +29,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from distributord.core.errors import CommandFailedError, CommandRejectedError
-from distributord.core.model import Ignored, Request, Result
+from distributord.core.model import Ignored, Request, Result, Timing
 from distributord.core.status import Status
 from distributord.shell.live import LiveValue
-from distributord.shell.requestloop import RequestLoop, Timing
+from distributord.shell.requestloop import RequestLoop
 from distributord.shell.tracker import StatusTracker
 from tests.fakes import Answer, Behaviour, FakeMicrogrid, Hang
 from tests.shell.test_requestloop import CONFIG, PAIRS, TOPOLOGY, feed, wall
