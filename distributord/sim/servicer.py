@@ -65,7 +65,7 @@ async def _unimplemented(request: Any, context: grpc.aio.ServicerContext[Any, An
     await abort(context, "UNIMPLEMENTED", NOT_IMPLEMENTED)
 
 
-def method_handlers(
+def _method_handlers(
     adapter: Adapter, handler: SimHandler
 ) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
     """Every method of ``adapter``'s service as a grpc method handler, by method name."""
@@ -94,7 +94,7 @@ def _method_handler(rpc: Rpc, method: Served | None) -> grpc.RpcMethodHandler[An
 
 def add_servicer(adapter: Adapter, handler: SimHandler, server: grpc.aio.Server) -> None:
     """Serve ``adapter``'s ``Microgrid`` service from ``handler`` on a grpc.aio server."""
-    handlers = method_handlers(adapter, handler)
+    handlers = _method_handlers(adapter, handler)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(adapter.service, handlers),)
     )
