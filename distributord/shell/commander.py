@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import attrs
 import trio
+import trio_util
 
 from distributord.core.errors import CommandError, CommandFailedError
 from distributord.core.ledger import Due, Ledger, Owner, Sent, State, fate
@@ -158,7 +159,7 @@ class Commander:
         self.ledger = ledger or Ledger()
         self._flights: dict[int, Flight] = {}
         self._silent: set[int] = set()  # inverters whose last command ran into its deadline
-        self._changed = trio.Event()
+        self._changed = trio_util.AsyncBool(False)  # the ledger changed: see what is due
         self._nursery: trio.Nursery | None = None
 
     # -- what the requests want ----------------------------------------------------------------
@@ -166,12 +167,12 @@ class Commander:
     def want(self, owner: Owner, powers: Mapping[int, float]) -> None:
         """``owner`` wants exactly ``powers`` (inverter → W); see :meth:`Ledger.want`."""
         self.ledger.want(owner, powers)
-        self._changed.set()
+        self._changed.value = True
 
     def drop(self, owner: Owner) -> None:
         """``owner`` wants nothing any more; its power is released."""
         self.ledger.drop(owner)
-        self._changed.set()
+        self._changed.value = True
 
     def due(self, inverters: Iterable[int]) -> list[Due]:
         """What the ledger says is due now among ``inverters``."""
@@ -350,7 +351,7 @@ class Commander:
         if self._flights.get(flight.inverter) is flight:
             del self._flights[flight.inverter]
         flight.done.set()
-        self._changed.set()
+        self._changed.value = True
         self._on_fate(flight)
 
     # -- the background ------------------------------------------------------------------------
@@ -362,7 +363,7 @@ class Commander:
             task_status.started()
             while True:
                 now = trio.current_time()
-                self._changed = trio.Event()
+                self._changed.value = False
                 powers: dict[int, float] = {}
                 for due in self.ledger.due(now):
                     turn = self._flights.get(due.inverter)
@@ -378,4 +379,4 @@ class Commander:
                 # Commands waiting for their turn in a round are not due again meanwhile.
                 waiting = {i for i, f in self._flights.items() if f.command is None}
                 with trio.move_on_at(self.ledger.next_due(now, skip=waiting)):
-                    await self._changed.wait()
+                    await self._changed.wait_value(True)

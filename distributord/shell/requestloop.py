@@ -43,6 +43,7 @@ No request can take the loop down: an unexpected exception while applying one be
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -183,14 +184,14 @@ class RequestLoop:
         self._queue_size = config.value.requests.queue_size
         self._send, self._receive = trio.open_memory_channel[_Job](self._queue_size)
         self._probes: list[trio.Event] | None = None  # a list while serve() runs
-        self._probe_wanted = trio.Event()
+        self._probe_wanted = trio_util.AsyncBool(False)  # a level: the probes wait in _probes
         self._waiting: dict[frozenset[int], _Job] = {}
         # Requests withdrawn while still in the channel, by id (the object is kept, so the id
         # cannot be reused before the loop takes it).
         self._withdrawn: dict[int, Request] = {}
         self._running: dict[frozenset[int], _Job] = {}
         self._standing: dict[frozenset[int], _Standing] = {}
-        self._standing_changed = trio.Event()
+        self._standing_changed = trio_util.AsyncBool(False)  # a standing set came or went
         self._nursery: trio.Nursery | None = None
         self._last_latency_s: float | None = None
         self._closed = False
@@ -235,7 +236,7 @@ class RequestLoop:
         if self._closed or self._probes is None:
             return False
         self._probes.append(answer)
-        self._probe_wanted.set()
+        self._probe_wanted.value = True
         return True
 
     def withdraw(self, request: Request) -> bool:
@@ -376,7 +377,7 @@ class RequestLoop:
                 self._commander.drop(batteries)
         finally:
             del self._running[batteries]
-            self._standing_changed.set()  # its sets' re-plans may be due now
+            self._standing_changed.value = True  # its sets' re-plans may be due now
             stopping = _cancelled_from_outside()
             if result is None and stopping:
                 result = Error(request=job.request, message=CUT_OFF)
@@ -388,8 +389,8 @@ class RequestLoop:
     async def _serve_probes(self) -> None:
         """Answer the watchdog's probes, each after a turn of the scheduler."""
         while True:
-            await self._probe_wanted.wait()
-            self._probe_wanted = trio.Event()
+            await self._probe_wanted.wait_value(True)
+            self._probe_wanted.value = False
             if self._nursery is not None:
                 self._dispatch()  # a scheduler that cannot run a turn answers nobody
             waiting, self._probes = self._probes or [], []
@@ -582,7 +583,7 @@ class RequestLoop:
             self._standing[batteries] = _Standing(
                 request=request, planned_at=trio.current_time(), statuses=statuses
             )
-        self._standing_changed.set()
+        self._standing_changed.value = True
         return ended
 
     def _replan(self, batteries: frozenset[int], standing: _Standing) -> None:
@@ -616,11 +617,11 @@ class RequestLoop:
                 ),
                 default=math.inf,
             )
-            self._standing_changed = trio.Event()
+            self._standing_changed.value = False
             with trio.move_on_at(due):
                 await trio_util.wait_any(
                     board.wait_transition,
-                    self._standing_changed.wait,
+                    functools.partial(self._standing_changed.wait_value, True),
                     self._refresh_interval.changed,  # a reload re-times them at once
                 )
             every = self._refresh_interval.value

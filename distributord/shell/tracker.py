@@ -128,7 +128,9 @@ class StatusTracker:
         self._heap: list[tuple[float, int]] = []
         self._scheduled: dict[int, float] = {}
         self._changed = False
-        self._wakeup = trio.Event()
+        # Set when a change waits to be published or a timer came due sooner than the one
+        # waited for; cleared by serve. A level, not an edge: a set while serve works is kept.
+        self._wakeup = trio_util.AsyncBool(False)
 
     @property
     def config(self) -> StatusConfig:
@@ -226,7 +228,7 @@ class StatusTracker:
                 since=now if evaluation.status is not old.status else old.since,
             )
             self._changed = True
-            self._wakeup.set()
+            self._wakeup.value = True
         at = machine.next_change(now)
         if math.isfinite(at):
             scheduled = self._scheduled.get(battery_id)
@@ -234,7 +236,7 @@ class StatusTracker:
                 self._scheduled[battery_id] = at
                 heapq.heappush(self._heap, (at, battery_id))
                 if self._heap[0] == (at, battery_id):
-                    self._wakeup.set()
+                    self._wakeup.value = True
 
     async def serve(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -245,8 +247,8 @@ class StatusTracker:
             if not self._changed:
                 deadline = self._heap[0][0] if self._heap else math.inf
                 with trio.move_on_at(deadline):
-                    await self._wakeup.wait()
-            self._wakeup = trio.Event()
+                    await self._wakeup.wait_value(True)
+            self._wakeup.value = False
             now = trio.current_time()
             heap, scheduled = self._heap, self._scheduled
             while heap and heap[0][0] <= now:
