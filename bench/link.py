@@ -16,7 +16,7 @@ per component, 2 per battery), each measured over a window of ``--seconds``:
   bridge or leftover grpc state of the daemon's code (nor the other way round). It measures
   itself and reports back.
 * **the daemon's link**, in this process: ``open_link`` pinned to the version, discovery, and
-  one ``serve_telemetry`` task per component into a counting sink, exactly as the daemon does
+  one ``Telemetry`` task per component into a counting sink, exactly as the daemon does
   (the link puts every stream on one channel, as the bare consumer does).
 
 Both wait until every stream has delivered and 3 s more (3 periods at low rates) before the
@@ -64,10 +64,9 @@ from distributord.api.adapter import Snapshot
 from distributord.core.config import API_VERSIONS
 from distributord.shell.link import (
     MAX_OPENING_STREAMS,
-    Backoff,
+    Telemetry,
     discover,
     open_link,
-    serve_telemetry,
 )
 from distributord.shell.service import GC_THRESHOLD, tune_gc
 
@@ -271,18 +270,15 @@ async def run(
         before_threads = threads()
         async with trio.open_nursery() as nursery:
             for component, battery in components:
-                await nursery.start(
-                    lambda task_status, c=component, b=battery: serve_telemetry(
-                        link,
-                        c,
-                        battery=b,
-                        sink=sink,
-                        max_data_age_s=10.0,
-                        silence_s=max(5.0, 5.0 / hz),
-                        backoff=Backoff(),
-                        task_status=task_status,
-                    )
+                telemetry = Telemetry(
+                    link,
+                    component,
+                    battery=battery,
+                    sink=sink,
+                    max_data_age_s=10.0,
+                    silence_s=max(5.0, 5.0 / hz),
                 )
+                await nursery.start(telemetry.serve)
             undo_gc = tune_gc() if daemon_gc else lambda: None
             await trio.sleep(settle_s(hz))  # every stream has delivered
             start_wall, start_cpu, start_received = time.time(), cpu_seconds(), sink.received
@@ -448,7 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         "bare: a plain asyncio grpc.aio consumer in a fresh process of its own (one channel, one "
         "task per stream, reads the id and each sample's value); link: open_link + one "
-        "serve_telemetry per component into a counting sink, in this process. CPU: user+sys "
+        "Telemetry task per component into a counting sink, in this process. CPU: user+sys "
         "of that process over wall time, in % of one core; GC: wall time in collections; sim: "
         "the simulator's CPU (one core); machine: busy share of all cores."
     )

@@ -335,7 +335,7 @@ def link_section(link: LinkResults, targets: Targets, plotted: bool) -> list[str
         + ") between the *bare consumer* and the daemon's *link*. The bare consumer "
         "(`bench/bare.py`) is a plain grpc.aio program in a fresh process: the generated stub, "
         "one channel, one task per stream, reading each message's id and values. The link is "
-        "`open_link` + one `serve_telemetry` per component into a counting sink, with the "
+        "`open_link` + one `Telemetry` task per component into a counting sink, with the "
         "daemon's garbage collector settings, in the benchmark's process. CPU is user + system "
         "time of the consumer's process over wall time, in % of one core; *link / bare* is the "
         "ratio of the sums over all windows; the ranges are the single windows'.",

@@ -35,7 +35,6 @@ the ones cut off, flush every reply, then cancel everything.
 
 from __future__ import annotations
 
-import functools
 import logging
 import socket
 from collections.abc import Callable
@@ -49,7 +48,7 @@ from distributord.core.status import Status
 from distributord.core.topology import Topology
 from distributord.shell.backend import Connected, DaemonBackend
 from distributord.shell.control import ControlServer
-from distributord.shell.link import Backoff, MicrogridLink, discover, open_link, serve_telemetry
+from distributord.shell.link import MicrogridLink, Telemetry, discover, open_link
 from distributord.shell.live import Live
 from distributord.shell.metrics import Metrics
 from distributord.shell.requestloop import RequestLoop
@@ -126,18 +125,15 @@ async def serve_daemon(
             *((inverter, False) for inverter in topology.pairs.values()),
         ]
         for component, battery in components:
-            await nursery.start(
-                functools.partial(
-                    serve_telemetry,
-                    link,
-                    component,
-                    battery=battery,
-                    sink=tracker,
-                    max_data_age_s=lambda: status.value.max_data_age_s,  # on every message
-                    silence_s=started.stream_silence_s,
-                    backoff=Backoff(),
-                )
+            telemetry = Telemetry(
+                link,
+                component,
+                battery=battery,
+                sink=tracker,
+                max_data_age_s=lambda: status.value.max_data_age_s,  # on every message
+                silence_s=started.stream_silence_s,
             )
+            await nursery.start(telemetry.serve)
         logger.info("telemetry: %d streams open", len(components))
         await nursery.start(tracker.serve)
         loop = RequestLoop(

@@ -19,7 +19,7 @@ a version's messages.
 * **Discovery** (:func:`discover`) asks for the component graph until the API answers,
   waiting between attempts with capped exponential backoff, and logs once per change of state
   (unreachable / reachable, or no version served), never once per attempt.
-* **Telemetry** (:class:`Telemetry`, run by :func:`serve_telemetry`): one trio task per
+* **Telemetry** (:class:`Telemetry`): one trio task per
   component keeps a stream open, decodes each message into a snapshot and hands it to a
   :class:`TelemetrySink`. When the stream fails, ends, or stays silent longer than a bound, the
   task tells the sink about the gap, waits (backoff with jitter, 0.1 s doubling to 5 s, reset
@@ -627,32 +627,3 @@ class Telemetry:
             self.down_since = None
             self._reset_delay()
         self._sink.snapshot(snapshot)
-
-
-async def serve_telemetry(
-    client: TelemetrySource,
-    component_id: int,
-    *,
-    battery: bool,
-    sink: TelemetrySink,
-    max_data_age_s: float | Callable[[], float],
-    silence_s: float,
-    backoff: Backoff = Backoff(),
-    rng: random.Random | None = None,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> NoReturn:
-    """Keep one component's telemetry flowing into ``sink``, forever (see :class:`Telemetry`).
-
-    Started once the first stream is open (or has failed once).
-    """
-    telemetry = Telemetry(
-        client,
-        component_id,
-        battery=battery,
-        sink=sink,
-        max_data_age_s=max_data_age_s,
-        silence_s=silence_s,
-        backoff=backoff,
-        rng=rng,
-    )
-    await telemetry.serve(task_status=task_status)

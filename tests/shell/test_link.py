@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import random
@@ -34,7 +33,6 @@ from distributord.shell.link import (
     Telemetry,
     discover,
     open_link,
-    serve_telemetry,
 )
 from distributord.sim.scenario import BatterySpec, InverterSpec, Scenario, uniform_fleet
 from distributord.sim.server import Simulator
@@ -100,18 +98,16 @@ async def watch(
     *,
     silence_s: float = 5.0,
 ) -> None:
-    await nursery.start(
-        lambda task_status: serve_telemetry(
-            link,
-            component_id,
-            battery=component_id < 2000,
-            sink=sink,
-            max_data_age_s=10.0,
-            silence_s=silence_s,
-            backoff=FAST,
-            task_status=task_status,
-        )
+    telemetry = Telemetry(
+        link,
+        component_id,
+        battery=component_id < 2000,
+        sink=sink,
+        max_data_age_s=10.0,
+        silence_s=silence_s,
+        backoff=FAST,
     )
+    await nursery.start(telemetry.serve)
 
 
 # --- discovery -----------------------------------------------------------------------------
@@ -702,17 +698,15 @@ async def test_a_burst_of_1500_streams_all_open() -> None:
             with trio.fail_after(60):
                 async with trio.open_nursery() as nursery:
                     for component in components:
-                        nursery.start_soon(
-                            functools.partial(
-                                serve_telemetry,
-                                link,
-                                component,
-                                battery=component < 2000,
-                                sink=sink,
-                                max_data_age_s=10.0,
-                                silence_s=30.0,
-                            )
+                        telemetry = Telemetry(
+                            link,
+                            component,
+                            battery=component < 2000,
+                            sink=sink,
+                            max_data_age_s=10.0,
+                            silence_s=30.0,
                         )
+                        nursery.start_soon(telemetry.serve)
                     await sink.wait(lambda: len(sink.snapshots) == len(components))
                     nursery.cancel_scope.cancel()
         assert sum(len(g) for g in sink.gaps.values()) == 0

@@ -23,7 +23,7 @@ import trio
 
 from distributord.core.errors import CommandError, NoApiVersionError
 from distributord.core.status import Reason, Status
-from distributord.shell.link import Backoff, MicrogridLink, discover, open_link, serve_telemetry
+from distributord.shell.link import Backoff, MicrogridLink, Telemetry, discover, open_link
 from distributord.sim.scenario import BatterySpec, InverterSpec, Scenario
 from distributord.sim.server import Simulator
 from tests.support import LIMIT_S, config_for, connect, running_daemon, sim_wait
@@ -259,7 +259,7 @@ class Sink:
 
 
 async def watch(link: MicrogridLink, sink: Sink, *, task_status: trio.TaskStatus[None]) -> None:
-    await serve_telemetry(
+    telemetry = Telemetry(
         link,
         1001,
         battery=True,
@@ -267,5 +267,5 @@ async def watch(link: MicrogridLink, sink: Sink, *, task_status: trio.TaskStatus
         max_data_age_s=10.0,
         silence_s=5.0,
         backoff=Backoff(first_s=0.05, cap_s=0.2),
-        task_status=task_status,
     )
+    await telemetry.serve(task_status=task_status)
