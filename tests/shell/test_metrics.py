@@ -179,9 +179,13 @@ async def test_failed_and_timed_out_commands_are_counted_apart(tmp_path: Path) -
         outcome: value(samples, "distributord_commands_total", result=outcome, api="v1alpha18")
         for outcome in ("success", "failed", "timed_out")
     }
-    # The two blocked batteries change the standing set's statuses: a refresh may follow at
-    # once and command 1003 again before the scrape (a race the daemon is right to run).
-    assert counted["failed"] == counted["timed_out"] == 1
+    # The two blocked batteries change the standing set's statuses: a re-plan may follow at
+    # once and command 1003 again before the scrape, and the ledger releases 2001 and 2002
+    # (each may hold the power it was sent: an UNAVAILABLE or a timeout is no proof it did
+    # not apply), which fail and hang again (races the daemon is right to run; counting
+    # exactly one of each failed about one run in ten). Each outcome has its own label.
+    assert counted["failed"] >= 1
+    assert counted["timed_out"] >= 1
     assert counted["success"] >= 1
     # The two are blocked for a while (status.md): neither counts as working.
     assert value(samples, "distributord_batteries", status="working") == 1
