@@ -363,13 +363,21 @@ def _clamp_level(
                 slope = largest = math.fsum(w[j] for j in following)
     else:
         return math.inf
-    if slope > 0.0:
-        return (target - constant) / slope
-    # Flat here: f already met the target (to rounding) at the breakpoint before this one. Any
-    # level between the two will do; the midpoint is clear of both, so no pair sits on its
-    # own breakpoint when the setpoints are classified. (Returning 0 here classified every
-    # pair as at its minimum or free, and the free ones could not take what was left.)
     before = events[i - 1][0] if i else 0.0
+    if slope > 0.0:
+        level = (target - constant) / slope
+        if level >= before:
+            return level
+    # f already met the target (to rounding) at the breakpoint before this one: f is flat here,
+    # or this stretch's line crosses the target before the stretch begins. That happens when
+    # the crossing is within rounding of that breakpoint: fl(u/w) can be a hair below the
+    # true u/w, f(fl(u/w)) round below the target, and the sweep pass the breakpoint; the line
+    # of the next stretch, whose constant has taken the whole cap, then gives a level far
+    # below it (0 for a 1 W cap beside a 1 W request: the pair was held at its minimum).
+    # Any level within the stretch will do; the midpoint is clear of both ends, so no pair sits
+    # on its own breakpoint when the setpoints are classified, and _assemble places the target
+    # exactly over that classification. (Returning 0 here classified every pair as at its
+    # minimum or free, and the free ones could not take what was left.)
     return before + (at - before) / 2.0
 
 

@@ -16,7 +16,7 @@ from fractions import Fraction
 from types import FrameType
 
 import pytest
-from hypothesis import given, note
+from hypothesis import example, given, note
 from hypothesis import strategies as st
 
 from distributord.core.distribution import (
@@ -82,7 +82,40 @@ def check_no_waste(power: float, fleet: list[Pair], result: Distribution) -> Non
     assert abs(abs(result.remaining_w) - (magnitude - best)) <= slack, (best, result)
 
 
+def tiny_pair(
+    bid: int,
+    soc: float,
+    lower: float,
+    upper: float,
+    capacity: float,
+    cap: float,
+    minimum: float = 0.0,
+) -> Pair:
+    """A pair of :func:`~tests.strategies.extreme_fleets`: symmetric battery bounds only."""
+    return make_pair(
+        bid,
+        soc=soc,
+        soc_lower=lower,
+        soc_upper=upper,
+        capacity=capacity,
+        battery_bounds=PowerBounds.symmetric(cap, minimum),
+        inverter_bounds=PowerBounds.unknown(),
+    )
+
+
+A_HAIR_ABOVE_10 = math.nextafter(10.0, 100.0)
+
+CAP_WITHIN_ROUNDING_OF_THE_REQUEST = [
+    tiny_pair(1000, 30.0, 0.0, 100.0, 1.0, 5e-324),
+    tiny_pair(1001, A_HAIR_ABOVE_10, 10.0, 90.0, 5e-324, 5e-324),
+    tiny_pair(1002, A_HAIR_ABOVE_10, 10.0, 90.0, 5e-324, 1e-9),
+    tiny_pair(1003, A_HAIR_ABOVE_10, 10.0, 90.0, 1e-300, 1.0, 5e-324),
+]
+"""Found by the property below: at exponent 0, -1 W placed 1 nW (see the directed test)."""
+
+
 @given(extreme_fleets(), extreme_requests(), EXTREME_EXPONENTS)
+@example(fleet=CAP_WITHIN_ROUNDING_OF_THE_REQUEST, power=-1.0, exponent=0.0)
 def test_every_exponent_and_bound_gets_a_valid_result(
     fleet: list[Pair], power: float, exponent: float
 ) -> None:
@@ -145,6 +178,24 @@ def test_a_light_pair_that_alone_meets_the_request_is_chosen(exponent: float) ->
     assert result.setpoints == {1: 0.0, 2: 300.0}
     assert result.remaining_w == 0.0
     check_invariants(300, fleet, result)
+
+
+def test_a_cap_within_rounding_of_the_request_does_not_lose_the_request() -> None:
+    # Before: -1 W placed 1 nW and reported 0.999999999 W as remaining, though pair 1003 alone
+    # takes 1 W. Its weight (capacity 1e-300) is below 2^-900 of pair 1000's, so the split
+    # went by tiers; in the second tier the level where pair 1003 reaches its 1 W cap,
+    # fl(u/w), is a hair below the true u/w, and the sum of the clamped shares there rounded
+    # to 1 - 2^-53: the sweep passed that breakpoint, and the next stretch's line,
+    # (1 - fl(1 + 5e-324)) / slope, gave the level 0. At level 0 pair 1003 was raised to its
+    # 5e-324 W minimum and the others, clamped to their caps, took 1 nW.
+    fleet = CAP_WITHIN_ROUNDING_OF_THE_REQUEST
+    result = watched(-1.0, fleet, 0.0)
+    check_invariants(-1.0, fleet, result)
+    check_no_waste(-1.0, fleet, result)
+    assert result.setpoints[1003] == pytest.approx(-1.0, abs=1e-9)
+    # Within an ulp: the two 5e-324 W caps take the sum 1e-323 over, and the only pair with
+    # room to give that back gives its own ulp.
+    assert abs(result.remaining_w) <= math.ulp(1.0)
 
 
 def test_a_float32_subnormal_bound_at_exponent_1075_is_no_zero_division() -> None:

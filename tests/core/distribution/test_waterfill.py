@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from distributord.core.distribution import Allotment, Pair, distribute, split
-from distributord.core.distribution.waterfill import _assemble
+from distributord.core.distribution.waterfill import _assemble, _clamp_level, _classify
 from distributord.core.model import PowerBounds
 from tests.core.distribution.spec import (
     TOLERANCE_W,
@@ -142,6 +142,22 @@ def test_a_flat_stretch_of_the_clamp_level_does_not_lose_the_rest() -> None:
     result = distribute(500, fleet, exponent=16.0)
     assert result.setpoints == {0: 100.0, 1: 300.0, 2: 100.0}
     assert result.remaining_w == 0.0
+
+
+def test_a_crossing_within_rounding_of_a_breakpoint_keeps_the_level_on_its_stretch() -> None:
+    # The second tier of test_extremes' CAP_WITHIN_ROUNDING_OF_THE_REQUEST: capacities 5e-324,
+    # 5e-324 and 1e-300 relative to the heaviest, caps 5e-324, 1 nW and 1 W, a 5e-324 W
+    # minimum on the last. The sum of the clamped shares at fl(u/w) of the last pair rounds to
+    # 1 - 2^-53 (the true u/w is a hair above it), so the sweep passes that breakpoint; the
+    # next stretch's line crosses 1 W before the stretch begins. Before: the level was that
+    # crossing, 0, which held the 1 W pair at its minimum and placed 1 nW.
+    w = [2.0**-78, 2.0**-78, math.frexp(1e-300)[0]]
+    m, u = [0.0, 0.0, 5e-324], [5e-324, 1e-9, 1.0]
+    level = _clamp_level(1.0, w, m, u, range(3))
+    assert u[2] / w[2] <= level < u[1] / w[1]
+    _, xs, reasons = _classify(1.0, w, m, u, level, [])
+    assert xs[2] == 1.0
+    assert reasons[2] is Allotment.CAPPED
 
 
 def test_shares_follow_one_level_to_within_an_ulp_of_the_request() -> None:
