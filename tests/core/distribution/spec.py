@@ -64,26 +64,29 @@ def reachable_below(target: float, items: Sequence[Quantities]) -> float:
     """Exactly: the largest total up to ``target`` that allowed setpoints can add up to.
 
     Each candidate takes 0 or [m, u]; pairs without a minimum just widen [0, U0]. The union of
-    reachable totals is kept as merged intervals (truncated above ``target``).
+    reachable totals is kept as merged intervals, in rational arithmetic. A set of pairs counts
+    only if its minimums add up to at most ``target`` exactly, as the split may never place
+    more than asked: a minimum 1e-10 W above the request is out of reach. (It once counted
+    within 1e-6 W, and took a lone pair with a 1,000,000.0000000001 W minimum to reach a
+    1 MW request.) Intervals less than :data:`TOLERANCE_W` apart are merged, which keeps their
+    number small and overstates the best total by less than that.
     """
-    base = math.fsum(q.cap for q in items if q.candidate and q.minimum <= 0)
-    intervals = [(0.0, base)]
+    goal, gap = Fraction(target), Fraction(TOLERANCE_W)
+    base = sum((Fraction(q.cap) for q in items if q.candidate and q.minimum <= 0), Fraction(0))
+    intervals = [(Fraction(0), base)]
     for q in items:
         if not (q.candidate and q.minimum > 0):
             continue
-        shifted = [
-            (lo + q.minimum, hi + q.cap)
-            for lo, hi in intervals
-            if lo + q.minimum <= target + TOLERANCE_W
-        ]
-        merged: list[tuple[float, float]] = []
+        minimum, cap = Fraction(q.minimum), Fraction(q.cap)
+        shifted = [(lo + minimum, hi + cap) for lo, hi in intervals if lo + minimum <= goal]
+        merged: list[tuple[Fraction, Fraction]] = []
         for lo, hi in sorted(intervals + shifted):
-            if merged and lo <= merged[-1][1] + TOLERANCE_W:
+            if merged and lo <= merged[-1][1] + gap:
                 merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
             else:
                 merged.append((lo, hi))
         intervals = merged
-    return max(min(hi, target) for lo, hi in intervals if lo <= target + TOLERANCE_W)
+    return float(max(min(hi, goal) for _, hi in intervals))  # every lo is at most the goal
 
 
 def run(power: float, fleet: Sequence[Pair], exponent: float = 1.0) -> Distribution:

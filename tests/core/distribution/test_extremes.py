@@ -113,9 +113,14 @@ CAP_WITHIN_ROUNDING_OF_THE_REQUEST = [
 ]
 """Found by the property below: at exponent 0, -1 W placed 1 nW (see the directed test)."""
 
+A_MINIMUM_A_HAIR_ABOVE_1_MW = [tiny_pair(1000, 30.0, 0.0, 100.0, 5e-324, 1e15, 1e15 * 1e-9)]
+"""Found by the property below: its oracle took the 1,000,000.0000000001 W minimum to reach
+-1 MW (see the directed test)."""
+
 
 @given(extreme_fleets(), extreme_requests(), EXTREME_EXPONENTS)
 @example(fleet=CAP_WITHIN_ROUNDING_OF_THE_REQUEST, power=-1.0, exponent=0.0)
+@example(fleet=A_MINIMUM_A_HAIR_ABOVE_1_MW, power=-1e6, exponent=0.0)
 def test_every_exponent_and_bound_gets_a_valid_result(
     fleet: list[Pair], power: float, exponent: float
 ) -> None:
@@ -196,6 +201,19 @@ def test_a_cap_within_rounding_of_the_request_does_not_lose_the_request() -> Non
     # Within an ulp: the two 5e-324 W caps take the sum 1e-323 over, and the only pair with
     # room to give that back gives its own ulp.
     assert abs(result.remaining_w) <= math.ulp(1.0)
+
+
+def test_a_minimum_a_hair_above_the_request_is_out_of_reach() -> None:
+    # The split was right: the pair's minimum, 1e15 · 1e-9 = 1,000,000.0000000001 W, is above
+    # the 1 MW request, so it may only take 0. The oracle admitted minimums within 1e-6 W of
+    # the request, said all of it was reachable, and failed the property.
+    fleet = A_MINIMUM_A_HAIR_ABOVE_1_MW
+    assert quantities(fleet[0], False).minimum > 1e6
+    assert reachable_below(1e6, [quantities(fleet[0], False)]) == 0.0
+    result = watched(-1e6, fleet, 0.0)
+    assert result.setpoints == {1000: 0.0}
+    assert result.remaining_w == -1e6
+    check_no_waste(-1e6, fleet, result)
 
 
 def test_a_float32_subnormal_bound_at_exponent_1075_is_no_zero_division() -> None:
