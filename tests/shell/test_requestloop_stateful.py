@@ -168,7 +168,9 @@ class LoopMachine(RuleBasedStateMachine):
                 "waiting": {s: j.request for s, j in loop._waiting.items()},
                 "queued": loop.statistics().queued,
                 "standing": loop.standing(),
-                "batches": [(b.sent_at, b.lifetime_s, set(b.setpoints)) for b in self.fake.batches],
+                "batches": [
+                    (b.sent_at, b.lifetime_s, dict(b.setpoints)) for b in self.fake.batches
+                ],
                 "working": {
                     b for b, s in self.tracker.states.items() if s.status is Status.WORKING
                 },
@@ -208,15 +210,23 @@ class LoopMachine(RuleBasedStateMachine):
             # Each command holds for the lifetime it was sent with (a reload changes the next).
             for inverter in inverters:
                 last = max(
-                    ((t, life) for t, life, sent in state["batches"] if inverter in sent),
+                    (
+                        (t, life, sent[inverter])
+                        for t, life, sent in state["batches"]
+                        if inverter in sent
+                    ),
                     default=None,
                 )
-                if last is None:
+                lapsed = last is not None and state["now"] - last[0] >= last[1]
+                if last is None or (lapsed and last[2] == 0.0):
                     # Not sent yet: a request stands from when it is planned, and the commands
-                    # that raise power wait for those that lower it (there is nothing to lapse).
+                    # that raise power wait for those that lower it. There is nothing to lapse:
+                    # an inverter whose last command was 0 W holds 0 W when it ends. (Found by
+                    # CI's derandomized run: a set raised from an old release of 2004 while the
+                    # slow release of 2002 still gated the raise.)
                     assert batteries in state["running"], "a standing set never commanded"
                     continue
-                assert state["now"] - last[0] < last[1], "a standing setpoint lapsed"
+                assert not lapsed, "a standing setpoint lapsed"
 
     @property
     def _refused(self) -> set[int]:
@@ -258,3 +268,25 @@ LoopMachine.TestCase.settings = settings(
     deadline=None,
 )
 TestLoopMachine = LoopMachine.TestCase
+
+
+def test_a_raise_gated_behind_a_slow_release_is_not_a_lapse() -> None:
+    # CI's derandomized run found this sequence: 2004's last command, a 0 W release 34 s ago,
+    # had run out while {1003, 1004}'s raise of 2004 waited for 2002's slow release. An
+    # inverter whose last command was 0 W holds 0 W when it ends: the invariant now says so.
+    machine = LoopMachine()
+    steps: list[tuple[str, dict[str, Any]]] = [
+        ("submit", {"batteries": frozenset({1003, 1004}), "power": 0.0, "timeout": 1.0}),
+        *(("wait", {"seconds": s}) for s in (0.1, 11.0, 11.0, 11.0, 0.1, 0.1, 0.1)),
+        ("behave", {"behaviour": "slow", "inverter": 2002}),
+        ("submit", {"batteries": frozenset({1002, 1003}), "power": 500.0, "timeout": 1.0}),
+        ("wait", {"seconds": 1.0}),
+        ("submit", {"batteries": frozenset({1003, 1004}), "power": 500.0, "timeout": 1.0}),
+    ]
+    try:
+        machine.promises_hold()
+        for name, arguments in steps:
+            getattr(machine, name)(**arguments)
+            machine.promises_hold()
+    finally:
+        machine.teardown()
