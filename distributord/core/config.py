@@ -282,8 +282,8 @@ class ControlConfig:
     Attributes:
         socket: The socket's path, used when not socket-activated.
         allowed_uids: Peer uids allowed to connect besides the daemon's own and root.
-        allowed_gids: Peers whose primary gid (``SO_PEERCRED`` carries no other) is one of
-            these may connect too.
+        allowed_gids: Peers with one of these groups, primary or supplementary, may connect
+            too.
         max_connections: Connections served at once; one more is told "busy" and closed.
     """
 

@@ -10,10 +10,12 @@ module does the IO around it:
   earlier run is replaced; a live one is refused), unless systemd passed one in.
 * **Admission.** :class:`ControlServer` accepts with :func:`trio.serve_listeners` (which also
   waits out a process short of descriptors or memory). A connection's peer
-  (``SO_PEERCRED``) must be root, the daemon's own user, or in ``control.allowed_uids`` /
-  ``allowed_gids``, else it gets -32003 and is closed; past ``control.max_connections`` a new
-  connection gets -32001 and is closed. A reload that takes a peer's uid or gid out of the
-  allowed ones revokes that peer's sessions (a peer once let in is not let in for good).
+  (``SO_PEERCRED``, and its supplementary groups from ``SO_PEERGROUPS`` or the group
+  database) must be root, the daemon's own user, or in ``control.allowed_uids`` /
+  ``allowed_gids`` (its primary gid or any supplementary one), else it gets -32003 and is
+  closed; past ``control.max_connections`` a new connection gets -32001 and is closed. A reload
+  that takes a peer's uid or groups out of the allowed ones revokes that peer's sessions (a
+  peer once let in is not let in for good).
 * **One connection** is a reader, a writer and, once the client subscribes, a notifier, all
   around one session. The reader reads while the session wants input; the writer writes the
   lines the session hands out, each within :data:`WRITE_STALL_S` (a client that takes nothing
@@ -32,11 +34,12 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import pwd
 import select
 import socket
 import stat
 import struct
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Collection
 from contextlib import aclosing
 from typing import Any, Protocol
 
@@ -174,13 +177,59 @@ def _why_not_removable(path: str, info: os.stat_result, error: OSError) -> str:
     )
 
 
-def is_allowed(uid: int, gid: int, *, owner_uid: int, config: ControlConfig) -> bool:
-    """Whether a peer may use the socket: root, the daemon's own user, or a listed user/group."""
-    return uid in (0, owner_uid) or uid in config.allowed_uids or gid in config.allowed_gids
+def is_allowed(
+    uid: int,
+    gid: int,
+    *,
+    owner_uid: int,
+    config: ControlConfig,
+    groups: Collection[int] = (),
+) -> bool:
+    """Whether a peer may use the socket: root, the daemon's own user, or a listed user/group.
+
+    Args:
+        uid: The peer's uid.
+        gid: The peer's primary gid.
+        owner_uid: The daemon's own uid.
+        config: ``control.*``.
+        groups: The peer's supplementary gids: a member of an allowed group is allowed
+            whether the group is its primary one or not.
+    """
+    if uid in (0, owner_uid) or uid in config.allowed_uids:
+        return True
+    allowed = config.allowed_gids
+    return gid in allowed or any(group in allowed for group in groups)
 
 
 Admission = Callable[[int, int], bool]
-"""Decides whether a peer ``(uid, gid)`` may use the socket."""
+"""A stand-in for the default admission (tests): decides whether a peer ``(uid, gid)`` may
+use the socket."""
+
+
+@attrs.frozen(kw_only=True)
+class Peer:
+    """Who is at the other end of a connection, as the kernel said when it connected.
+
+    Attributes:
+        pid: Its process id.
+        uid: Its user id.
+        gid: Its primary group id.
+        groups: Its supplementary group ids (may include ``gid``).
+    """
+
+    pid: int
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+
+
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+"""Linux >= 4.13: a Unix socket peer's supplementary groups, as ``gid_t``s (Python's socket
+module may not name it; 59 on Linux)."""
+
+_PEERGROUPS_BYTES = (64, 1024)
+"""Buffers tried in turn (the kernel says ERANGE when the groups do not fit): 16 groups, then
+256, the most Python's ``getsockopt`` can take; a peer in more is looked up by name."""
 
 
 def peer_credentials(sock: Any) -> tuple[int, int, int]:
@@ -188,6 +237,28 @@ def peer_credentials(sock: Any) -> tuple[int, int, int]:
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", raw)
     return pid, uid, gid
+
+
+def peer_groups(sock: Any, uid: int, gid: int) -> tuple[int, ...]:
+    """The supplementary gids of a Unix socket's peer ``(uid, gid)``.
+
+    From ``SO_PEERGROUPS``: the groups the peer process had when it connected. Where the
+    kernel does not have it (before 4.13) or the groups do not fit, from the group database
+    by the uid's name (what the user's next login would get); a uid with no name has none.
+    """
+    for size in _PEERGROUPS_BYTES:
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, size)
+        except OSError as error:
+            if error.errno == errno.ERANGE:
+                continue
+            break
+        count = len(raw) // struct.calcsize("I")
+        return struct.unpack(f"{count}I", raw[: count * struct.calcsize("I")])
+    try:
+        return tuple(os.getgrouplist(pwd.getpwuid(uid).pw_name, gid))
+    except (KeyError, OSError):
+        return ()
 
 
 class ControlServer:
@@ -201,8 +272,8 @@ class ControlServer:
         served: What the sessions ask of the daemon.
         config: The running configuration; ``control.*`` is read when a connection comes, and
             a change of it re-checks the connections open.
-        admit: Who may use the socket; by default :func:`is_allowed` with ``control.*`` and the
-            daemon's own user.
+        admit: Who may use the socket, in place of the default: :func:`is_allowed` with
+            ``control.*``, the daemon's own user and the peer's supplementary groups.
         count: Counts each request answered, refused or withdrawn (the metrics).
     """
 
@@ -217,14 +288,22 @@ class ControlServer:
         self._served = served
         self._control = config.view(lambda c: c.control)
         self._owner = os.geteuid()
-        self._admit_peer: Admission = admit or self._default_admit
+        self._admit_peer: Admission | None = admit
         self._count = count
         self._connections: set[_Connection] = set()
         self._accepting = trio.CancelScope()
         self._watching = trio.CancelScope()  # the re-check of open connections on a reload
 
-    def _default_admit(self, uid: int, gid: int) -> bool:
-        return is_allowed(uid, gid, owner_uid=self._owner, config=self._control.value)
+    def _allowed(self, peer: Peer) -> bool:
+        if self._admit_peer is not None:
+            return self._admit_peer(peer.uid, peer.gid)
+        return is_allowed(
+            peer.uid,
+            peer.gid,
+            owner_uid=self._owner,
+            config=self._control.value,
+            groups=peer.groups,
+        )
 
     def statistics(self) -> ControlStatistics:
         """A snapshot of the server's state."""
@@ -267,9 +346,10 @@ class ControlServer:
             while True:
                 await self._control.changed()
                 for connection in list(self._connections):
-                    pid, uid, gid = connection.peer
-                    if self._admit_peer(uid, gid):
+                    peer = connection.peer
+                    if self._allowed(peer):
                         continue
+                    pid, uid, gid = peer.pid, peer.uid, peer.gid
                     logger.warning(
                         "control socket: pid %d (uid %d, gid %d) is no longer allowed after the"
                         " reload; closing its connection",
@@ -311,14 +391,21 @@ class ControlServer:
         finally:
             await trio.aclose_forcefully(stream)
 
-    def _admit(self, stream: trio.SocketStream) -> tuple[int, int, int] | Failure:
-        """The peer's ``(pid, uid, gid)`` if it may be served now, else why not."""
+    def _admit(self, stream: trio.SocketStream) -> Peer | Failure:
+        """The peer if it may be served now, else why not."""
         try:
             pid, uid, gid = peer_credentials(stream.socket)
         except OSError as error:
             return Failure(id=None, code=Code.NOT_AUTHORISED, message=f"not authorised: {error}")
-        if not self._admit_peer(uid, gid):
-            logger.warning("control socket: refused pid %d (uid %d, gid %d)", pid, uid, gid)
+        peer = Peer(pid=pid, uid=uid, gid=gid, groups=peer_groups(stream.socket, uid, gid))
+        if not self._allowed(peer):
+            logger.warning(
+                "control socket: refused pid %d (uid %d, gid %d, groups %s)",
+                pid,
+                uid,
+                gid,
+                ",".join(map(str, peer.groups)) or "none",
+            )
             return Failure(
                 id=None,
                 code=Code.NOT_AUTHORISED,
@@ -331,7 +418,7 @@ class ControlServer:
                 code=Code.OVERLOADED,
                 message=f"overloaded: {limit} connections open; retry later",
             )
-        return pid, uid, gid
+        return peer
 
 
 async def _refuse(stream: trio.SocketStream, failure: Failure) -> None:
@@ -365,12 +452,12 @@ class _Connection:
     def __init__(
         self,
         stream: trio.SocketStream,
-        peer: tuple[int, int, int],
+        peer: Peer,
         served: Served,
         count: Count,
     ) -> None:
         self._stream = stream
-        self.peer = peer  # (pid, uid, gid), from SO_PEERCRED when it connected
+        self.peer = peer  # from SO_PEERCRED and SO_PEERGROUPS when it connected
         self._served = served
         self._moved = trio_util.RepeatedEvent()  # the session may have something new
         # The outbox's bound is read here, so that a test may shrink it for the module.

@@ -9,9 +9,14 @@ The server runs under the real clock (the socket is real); every test is bounded
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
+import pwd
+import shutil
 import socket
+import struct
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -209,6 +214,144 @@ async def test_the_default_admission_refuses_a_stranger_until_its_group_is_allow
             served.config.value = config_with(CONFIG, control={"allowed_gids": [gid]})
             async with connect(served.path) as admitted:
                 await assert_served(admitted)
+
+
+@pytest.mark.parametrize(
+    ("uid", "gid", "groups", "allowed"),
+    [
+        (3000, 4000, (60,), True),  # a member of a listed group that is not its primary one
+        (3000, 4000, (59, 61, 60), True),
+        (3000, 60, (), True),  # the primary gid still counts
+        (3000, 4000, (59, 61), False),
+        (3000, 4000, (), False),
+        (0, 4000, (), True),  # root, in no group
+    ],
+)
+def test_supplementary_groups_count(
+    uid: int, gid: int, groups: tuple[int, ...], allowed: bool
+) -> None:
+    config = ControlConfig(allowed_uids=(1001,), allowed_gids=(60,))
+    assert is_allowed(uid, gid, owner_uid=1000, config=config, groups=groups) is allowed
+
+
+def test_peer_groups_are_the_peer_process_s() -> None:
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with left, right:
+        groups = control.peer_groups(left, os.geteuid(), os.getegid())
+    assert set(groups) == set(os.getgroups())
+
+
+@attrs.define
+class GroupsSocket:
+    """A socket whose ``SO_PEERGROUPS`` fails with ``errno`` while the buffer is under ``fits``."""
+
+    groups: tuple[int, ...]
+    fits: int = 0
+    errno: int = errno.ERANGE
+    asked: list[int] = attrs.Factory(list)
+
+    def getsockopt(self, level: int, option: int, size: int) -> bytes:
+        assert (level, option) == (socket.SOL_SOCKET, 59)
+        self.asked.append(size)
+        if size < self.fits:
+            raise OSError(self.errno, os.strerror(self.errno))
+        return struct.pack(f"{len(self.groups)}I", *self.groups)
+
+
+def test_peer_groups_retry_with_a_bigger_buffer_when_they_do_not_fit() -> None:
+    groups = tuple(range(100, 140))  # 160 bytes: more than the first buffer holds
+    sock = GroupsSocket(groups, fits=160)
+    assert control.peer_groups(sock, 12345, 12345) == groups
+    assert sock.asked == [64, 1024]
+
+
+def test_peer_groups_come_from_the_group_database_where_the_kernel_has_none() -> None:
+    sock = GroupsSocket((7,), fits=2**20, errno=errno.ENOPROTOOPT)  # a kernel before 4.13
+    uid, gid = os.geteuid(), os.getegid()
+    expected = os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)
+    assert set(control.peer_groups(sock, uid, gid)) == set(expected)
+    assert sock.asked == [64]  # not retried: only ERANGE is
+    unnamed = 4_000_000_000  # a uid with no name has no groups to look up
+    with pytest.raises(KeyError):
+        pwd.getpwuid(unnamed)
+    assert control.peer_groups(sock, unnamed, gid) == ()
+
+
+async def test_a_reload_rechecks_a_peer_s_supplementary_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uid, gid, member_of = os.geteuid() + 4242, os.getegid() + 4242, os.getegid() + 4343
+    monkeypatch.setattr(control, "peer_credentials", lambda sock: (os.getpid(), uid, gid))
+    monkeypatch.setattr(control, "peer_groups", lambda sock, uid, gid: (member_of,))
+    allowed = config_with(CONFIG, control={"allowed_gids": [member_of]})
+    with trio.fail_after(LIMIT_S):
+        async with serving(tmp_path, allowed) as served, connect(served.path) as client:
+            await assert_served(client)
+            served.config.value = config_with(allowed, control={"max_connections": 5})
+            await assert_served(client)  # still a member of an allowed group: kept
+            served.config.value = CONFIG
+            revoked = await client.receive()
+            assert revoked["error"]["code"] == -32003
+            assert "may no longer use this socket" in revoked["error"]["message"]
+            await assert_closed(client)
+
+
+PEER = """
+import socket, sys
+with socket.socket(socket.AF_UNIX) as sock:
+    sock.connect(sys.argv[1])
+    sock.sendall(b'{"jsonrpc": "2.0", "id": 1, "method": "ping"}\\n')
+    reply = b""
+    while not reply.endswith(b"\\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        reply += chunk
+    sys.stdout.buffer.write(reply)
+"""
+"""A client as another user would run it (no import beyond the standard library)."""
+
+PEER_PYTHON = "/usr/bin/python3"
+"""An interpreter another user may run (the test's own may sit in root's home)."""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to run a peer as another user")
+@pytest.mark.skipif(not os.access(PEER_PYTHON, os.X_OK), reason=f"needs {PEER_PYTHON}")
+async def test_a_process_whose_supplementary_group_is_allowed_is_served() -> None:
+    # Issue 20: `usermod -aG distributord alice` then `distributorctl status` as alice got
+    # -32003, even with that gid allowed: only the primary gid was compared.
+    uid, primary, allowed_gid = 54321, 54321, 54322
+    config = config_with(CONFIG, control={"allowed_gids": [allowed_gid]})
+    # A directory and a socket the other user may reach (tmp_path is root's alone), so that
+    # the daemon's check is the one that decides, not the file's mode.
+    directory = Path(tempfile.mkdtemp(prefix="distributord-admission-"))
+    try:
+        os.chmod(directory, 0o755)
+        with trio.fail_after(LIMIT_S):
+            async with serving(directory, config) as served:
+                os.chmod(served.path, 0o666)
+
+                async def ping_as(groups: list[int]) -> dict[str, Any]:
+                    done = await trio.run_process(
+                        [PEER_PYTHON, "-I", "-S", "-c", PEER, str(served.path)],
+                        capture_stdout=True,
+                        user=uid,
+                        group=primary,
+                        extra_groups=groups,
+                        cwd="/",
+                    )
+                    reply: dict[str, Any] = json.loads(done.stdout)
+                    return reply
+
+                member = await ping_as([allowed_gid])
+                assert member["result"]["microgrid"] == "connected"
+                stranger = await ping_as([primary + 2])
+                assert stranger["error"] == {
+                    "code": -32003,
+                    "message": f"not authorised: uid {uid} / gid {primary} may not use this socket",
+                }
+    finally:
+        shutil.rmtree(directory)
 
 
 async def test_past_max_connections_a_connection_gets_32001_and_is_closed(
