@@ -3,10 +3,12 @@
 Theory of operation
 -------------------
 A :class:`Config` holds one frozen, keyword-only attrs class per TOML table (``[microgrid]``,
-``[control]``, ``[distribution]``, ``[requests]``, ``[setpoints]``, ``[status]``,
-``[logging]``). ``Config()`` is the built-in defaults; ``config/distributord.toml`` documents
-every key and parses to exactly that value. Precedence follows ``spec/operations.md``: flags
-(:func:`with_overrides`) beat the file, the file beats the defaults.
+``[control]``, ``[arbitration]``, ``[distribution]``, ``[requests]``, ``[setpoints]``,
+``[status]``, ``[logging]``), and the programs (``[programs.NAME]``, one
+:class:`ProgramConfig` each, by name). ``Config()`` is the built-in defaults;
+``config/distributord.toml`` documents every key and parses to exactly that value. Precedence
+follows ``spec/operations.md``: flags (:func:`with_overrides`) beat the file, the file beats
+the defaults.
 
 Every key has one name, its dotted TOML path (``requests.default_timeout_s``), and the value
 types check their own invariants -- types included, so a boolean is not a number even though
@@ -25,6 +27,20 @@ the tables it needs and reads a key where it uses it, so a key has one default a
 here. Values derived from keys that are facts of the configuration alone
 (:attr:`DistributionConfig.search_budget_s`) are properties of their table.
 
+The programs (``spec/arbitration.md``, "Programs") are the one table whose keys the operator
+names: ``[programs.fcr]`` declares a program ``fcr``. ``programs.default`` always exists (at
+priority 0 unless the file says otherwise): it is what a connection that says no ``hello`` acts
+as. A program's ``users`` and ``groups`` are kept as written (names or ids); matching them
+against a peer is :mod:`distributord.core.arbitration.programs`'s, which is handed the peer's
+names, so this module stays free of the user database.
+
+``arbitration.merge`` and the programs are not live yet: nothing reads them until the daemon
+arbitrates. They are meant to be (priorities and who may act are the operator's policy, and a
+restart would end every program's proposals; the arbiter reads them at each decision and builds
+nothing from them). Whoever wires them marks them :data:`LIVE` (for the programs: handles
+``programs.*`` in :func:`reloaded` and the daemon's reload log) with their effect's test in
+``tests/shell/test_reload.py``, which fails for a live key without one.
+
 Keys beyond the spec's table (``microgrid.stream_silence_s``, ``requests.drain_timeout_s``,
 ``logging.level``) are extensions; the example file marks them so.
 
@@ -36,7 +52,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
+import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -47,7 +65,7 @@ from distributord.core.distribution.search import DEFAULT_SEARCH_BUDGET_S
 from distributord.core.errors import ConfigError
 from distributord.core.model import MAX_REQUEST_TIMEOUT_S
 from distributord.core.protocol import DEFAULT_SOCKET
-from distributord.core.values import is_integer, is_number, short_number
+from distributord.core.values import is_component_id, is_integer, is_number, short_number
 
 DEFAULT_MICROGRID_ADDRESS = "127.0.0.1:50051"
 """The Microgrid API's usual port on the local controller."""
@@ -77,6 +95,20 @@ API_CHOICES = ("auto", *API_VERSIONS)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 """The levels an operator can choose, quietest last."""
+
+MERGES = ("add", "override")
+"""What ``arbitration.merge`` accepts: how a bucket's proposals combine
+(``spec/arbitration.md``)."""
+
+DEFAULT_PROGRAM = "default"
+"""The program every allowed peer acts as until it says ``hello``; it always exists."""
+
+PROGRAM_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+"""A program's name: it appears in log lines, metrics labels and ``hello``, so a short word."""
+
+MAX_PRIORITY = 2**31 - 1
+"""Priorities are integers in ``-MAX_PRIORITY..MAX_PRIORITY``: any an operator would write, and
+no number so large it is surely a typo."""
 
 _A = TypeVar("_A", bound=attrs.AttrsInstance)
 
@@ -253,6 +285,76 @@ def _at_least_min_blocking(config: Any, attribute: attrs.Attribute[float], value
         )
 
 
+def _to_names(value: Sequence[str | int]) -> tuple[str | int, ...]:
+    """Converter: a TOML array of names or ids becomes a tuple; anything else is left."""
+    if isinstance(value, list | tuple):
+        return tuple(value)
+    return value  # type: ignore[return-value]  # not a sequence: the validator refuses it
+
+
+def _to_optional_float(value: float | None) -> float | None:
+    """Converter: :func:`_to_float`, with ``None`` (the key left out) kept."""
+    return None if value is None else _to_float(value)
+
+
+def _to_optional_tuple(value: Sequence[int] | None) -> tuple[int, ...] | None:
+    """Converter: :func:`_to_tuple`, with ``None`` (the key left out) kept."""
+    return None if value is None else _to_tuple(value)
+
+
+def _optional(validator: _Validator) -> _Validator:
+    """A validator: ``None`` (the key left out), or what ``validator`` accepts."""
+
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None:
+            validator(instance, attribute, value)
+
+    return check
+
+
+def _choice(choices: Sequence[str]) -> _Validator:
+    """A validator: one of ``choices``."""
+
+    def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value not in choices:
+            raise ConfigError(
+                f"must be one of {', '.join(choices)}, got {_show(value)}", key=attribute.name
+            )
+
+    return check
+
+
+def _principals(what: str) -> _Validator:
+    """A validator: a sequence of ``what`` names (non-empty strings) or ids (0..MAX_ID)."""
+    wanted = f"{what} names or {what[0]}ids (integers in 0..{MAX_ID})"
+
+    def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not isinstance(value, tuple):
+            raise ConfigError(f"must be a list of {wanted}, got {_show(value)}", key=attribute.name)
+        for item in value:
+            named = isinstance(item, str) and item.strip() == item and item != ""
+            if not (named or (is_integer(item) and 0 <= item <= MAX_ID)):
+                shown = repr(item) if isinstance(item, float) else _show(item)
+                raise ConfigError(f"must hold {wanted}, got {shown}", key=attribute.name)
+
+    return check
+
+
+def _battery_ids(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """``None`` (every battery), or a non-empty sequence of component ids."""
+    if value is None:
+        return
+    wanted = "a non-empty list of battery ids (leave it out for every battery)"
+    if not isinstance(value, tuple) or not value:
+        raise ConfigError(f"must be {wanted}, got {_show(value)}", key=attribute.name)
+    for item in value:
+        if not is_component_id(item):
+            shown = repr(item) if isinstance(item, float) else _show(item)
+            raise ConfigError(
+                f"must hold battery ids (integers >= 0), got {shown}", key=attribute.name
+            )
+
+
 # --- the tables ---------------------------------------------------------------------------------
 
 
@@ -301,6 +403,91 @@ class ControlConfig:
         metadata=LIVE,
     )
     max_connections: int = attrs.field(default=64, validator=_integer(low=1), metadata=LIVE)
+
+
+@attrs.frozen(kw_only=True)
+class ArbitrationConfig:
+    """``[arbitration]``: how programs that share batteries are combined (``spec/arbitration.md``).
+
+    Attributes:
+        merge: ``"add"``: each proposal's grant adds to the target, and the window it leaves to
+            lower priorities shifts by it; ``"override"``: the highest proposal with a power
+            sets the target and the others only narrow the window.
+    """
+
+    merge: str = attrs.field(default="add", validator=_choice(MERGES))
+
+
+@attrs.frozen(kw_only=True)
+class ProgramConfig:
+    """``[programs.NAME]``: one program, who may act as it, and the operator's limits on it.
+
+    Attributes:
+        priority: Higher wins where programs' batteries overlap; programs cannot change it.
+        users: User names or uids that may act as this program (root may act as any).
+        groups: Group names or gids (the peer's primary or supplementary groups) that may act
+            as it.
+        max_discharge_w: If set, the program's proposals never discharge more than this (a
+            magnitude, in watts, above 0).
+        max_charge_w: If set, the program's proposals never charge more than this.
+        batteries: If set, the only batteries it may propose for (component ids); otherwise
+            every battery.
+    """
+
+    priority: int = attrs.field(default=0, validator=_integer(low=-MAX_PRIORITY, high=MAX_PRIORITY))
+    users: tuple[str | int, ...] = attrs.field(
+        default=(), converter=_to_names, validator=_principals("user")
+    )
+    groups: tuple[str | int, ...] = attrs.field(
+        default=(), converter=_to_names, validator=_principals("group")
+    )
+    max_discharge_w: float | None = attrs.field(
+        default=None,
+        converter=_to_optional_float,
+        validator=_optional(_number(low=0.0, low_open=True)),
+    )
+    max_charge_w: float | None = attrs.field(
+        default=None,
+        converter=_to_optional_float,
+        validator=_optional(_number(low=0.0, low_open=True)),
+    )
+    batteries: tuple[int, ...] | None = attrs.field(
+        default=None, converter=_to_optional_tuple, validator=_battery_ids
+    )
+
+
+def _to_programs(value: Mapping[str, ProgramConfig]) -> Mapping[str, ProgramConfig]:
+    """Converter: a read-only mapping of the programs, ``default`` added when missing."""
+    if not isinstance(value, Mapping):
+        return value  # the validator refuses it
+    programs = dict(value)
+    programs.setdefault(DEFAULT_PROGRAM, ProgramConfig())
+    return types.MappingProxyType(programs)
+
+
+def _programs(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"must be a table of programs, got {_show(value)}", key=attribute.name)
+    for name, program in value.items():
+        if not (isinstance(name, str) and PROGRAM_NAME.fullmatch(name)):
+            raise ConfigError(
+                "a program's name is 1 to 64 letters, digits, '_', '.' or '-', not starting"
+                " with '.' or '-'",
+                key=f"{attribute.name}.{name}",
+            )
+        if not isinstance(program, ProgramConfig):
+            raise ConfigError(
+                f"must be a table ([{attribute.name}.{name}]), got {_show(program)}",
+                key=f"{attribute.name}.{name}",
+            )
+    default = value[DEFAULT_PROGRAM]
+    for key in ("users", "groups"):
+        if getattr(default, key):
+            raise ConfigError(
+                "every allowed peer that says no hello acts as the default program; who may"
+                " use the socket is control.allowed_uids and control.allowed_gids",
+                key=f"{attribute.name}.{DEFAULT_PROGRAM}.{key}",
+            )
 
 
 @attrs.frozen(kw_only=True)
@@ -443,22 +630,29 @@ class Config:
     Attributes:
         microgrid: ``[microgrid]``.
         control: ``[control]``.
+        arbitration: ``[arbitration]``.
         distribution: ``[distribution]``.
         requests: ``[requests]``.
         setpoints: ``[setpoints]``.
         status: ``[status]``; the status machines read it.
         metrics: ``[metrics]``.
         logging: ``[logging]``.
+        programs: ``[programs.NAME]``, by name, read-only; ``default`` is always there.
     """
 
     microgrid: MicrogridConfig = attrs.field(factory=MicrogridConfig)
     control: ControlConfig = attrs.field(factory=ControlConfig)
+    arbitration: ArbitrationConfig = attrs.field(factory=ArbitrationConfig)
     distribution: DistributionConfig = attrs.field(factory=DistributionConfig)
     requests: RequestsConfig = attrs.field(factory=RequestsConfig)
     setpoints: SetpointsConfig = attrs.field(factory=SetpointsConfig)
     status: StatusConfig = attrs.field(factory=StatusConfig)
     metrics: MetricsConfig = attrs.field(factory=MetricsConfig)
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)
+    # Not hashed: a mapping is not hashable (equal configurations still hash equal).
+    programs: Mapping[str, ProgramConfig] = attrs.field(
+        factory=dict, converter=_to_programs, validator=_programs, hash=False
+    )
 
     @classmethod
     def default(cls) -> Config:
@@ -469,6 +663,7 @@ class Config:
 TABLES: Mapping[str, type[attrs.AttrsInstance]] = {
     "microgrid": MicrogridConfig,
     "control": ControlConfig,
+    "arbitration": ArbitrationConfig,
     "distribution": DistributionConfig,
     "requests": RequestsConfig,
     "setpoints": SetpointsConfig,
@@ -476,7 +671,14 @@ TABLES: Mapping[str, type[attrs.AttrsInstance]] = {
     "metrics": MetricsConfig,
     "logging": LoggingConfig,
 }
-"""Table name to the class that holds it, in the order of :class:`Config`."""
+"""Table name to the class that holds it, in the order of :class:`Config` (``[programs.NAME]``,
+whose keys the operator names, is apart: :data:`PROGRAMS`)."""
+
+PROGRAMS = "programs"
+"""The table of programs: one subtable per program, :class:`ProgramConfig`."""
+
+KNOWN_TABLES = (*TABLES, PROGRAMS)
+"""Every top-level table a file may have."""
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -528,13 +730,23 @@ def _config(doc: dict[str, Any]) -> Config:
     tables: dict[str, Any] = {}
     for name, value in doc.items():
         cls = TABLES.get(name)
-        if cls is None:
+        if cls is None and name != PROGRAMS:
             what = "table" if isinstance(value, dict) else "key"
-            raise ConfigError(f"unknown {what}; known tables: {', '.join(TABLES)}", key=name)
+            raise ConfigError(f"unknown {what}; known tables: {', '.join(KNOWN_TABLES)}", key=name)
         if not isinstance(value, dict):
             raise ConfigError(f"must be a table ([{name}]), got {_show(value)}", key=name)
-        tables[name] = _build(cls, value, name)
-    return Config(**tables)
+        tables[name] = _build_programs(value) if cls is None else _build(cls, value, name)
+    return Config(**tables)  # the programs' own check names its keys whole
+
+
+def _build_programs(table: dict[str, Any]) -> dict[str, ProgramConfig]:
+    programs = {}
+    for name, value in table.items():
+        key = f"{PROGRAMS}.{name}"
+        if not isinstance(value, dict):
+            raise ConfigError(f"must be a table ([{key}]), got {_show(value)}", key=key)
+        programs[name] = _build(ProgramConfig, value, key)
+    return programs
 
 
 def _build(cls: type[_A], table: dict[str, Any], name: str) -> _A:
@@ -599,14 +811,28 @@ def live_keys() -> frozenset[str]:
 def differences(old: Config, new: Config) -> list[str]:
     """The dotted keys whose values differ between ``old`` and ``new``, in file order.
 
+    A program added or removed is ``programs.NAME``; a changed one, each key that changed
+    (``programs.NAME.priority``).
+
     For SIGHUP: the daemon applies what can change live and logs the keys that need a restart.
     """
-    return [
+    changed = [
         f"{table}.{field.name}"
         for table, cls in TABLES.items()
         for field in attrs.fields(cls)
         if getattr(getattr(old, table), field.name) != getattr(getattr(new, table), field.name)
     ]
+    for name in [*old.programs, *(n for n in new.programs if n not in old.programs)]:
+        before, after = old.programs.get(name), new.programs.get(name)
+        if before is None or after is None:
+            changed.append(f"{PROGRAMS}.{name}")  # added or removed
+            continue
+        changed.extend(
+            f"{PROGRAMS}.{name}.{field.name}"
+            for field in attrs.fields(ProgramConfig)
+            if getattr(before, field.name) != getattr(after, field.name)
+        )
+    return changed
 
 
 def reloaded(running: Config, loaded: Config) -> Config:
@@ -624,9 +850,11 @@ def reloaded(running: Config, loaded: Config) -> Config:
             if not field.metadata.get("live")
         }
         tables[table] = attrs.evolve(getattr(loaded, table), **kept)
-    return Config(**tables)
+    # Not live yet (the module docstring says why): the running programs stay.
+    return Config(**tables, programs=running.programs)
 
 
 LIVE_KEYS = live_keys()
 """Keys a reload applies to the running daemon; the others (the microgrid address, the socket,
-the queue size, the stream silence bound, the metrics address) need a restart."""
+the queue size, the stream silence bound, the metrics address, the arbitration's merge and the
+programs, for now) need a restart."""

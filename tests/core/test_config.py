@@ -12,11 +12,14 @@ import pytest
 from distributord.core import config
 from distributord.core.config import (
     MAX_ID,
+    MAX_PRIORITY,
     TABLES,
+    ArbitrationConfig,
     Config,
     ControlConfig,
     LoggingConfig,
     MicrogridConfig,
+    ProgramConfig,
     RequestsConfig,
     SetpointsConfig,
     StatusConfig,
@@ -51,14 +54,21 @@ def test_the_example_file_is_exactly_the_defaults() -> None:
 
 
 def test_the_example_file_shows_every_table_and_key() -> None:
-    doc = tomllib.loads(EXAMPLE.read_text())
+    text = EXAMPLE.read_text()
+    doc = tomllib.loads(text)
+    programs = doc.pop("programs")
     shown = {f"{table}.{key}" for table, keys in doc.items() for key in keys}
     known = {f"{table}.{f.name}" for table, cls in TABLES.items() for f in attrs.fields(cls)}
     assert shown == known
+    # The programs: "default" at its default, and every key of a program in the commented
+    # example (the optional ones have no value a file could show).
+    assert programs == {"default": {"priority": 0}}
+    example = set(re.findall(r"^#     (\w+) = ", text, flags=re.MULTILINE))
+    assert example == {f.name for f in attrs.fields(ProgramConfig)}
 
 
 def test_tables_name_every_field_of_config() -> None:
-    assert list(TABLES) == [f.name for f in attrs.fields(Config)]
+    assert [*TABLES, "programs"] == [f.name for f in attrs.fields(Config)]
     for name, cls in TABLES.items():
         assert isinstance(getattr(Config(), name), cls)
 
@@ -205,6 +215,9 @@ BAD_VALUES = [
     ("logging.level", "true", "one of"),
     ("logging.level", '"verbose"', "got 'verbose'"),
     ("logging.level", '"critical"', "one of"),
+    ("arbitration.merge", '"sum"', "one of add, override, got 'sum'"),
+    ("arbitration.merge", '"ADD"', "one of add, override"),
+    ("arbitration.merge", "1", "one of add, override, got 1"),
 ]
 
 
@@ -463,6 +476,8 @@ def test_after_a_reload_only_live_keys_differ_from_the_running_and_only_others_f
         '[microgrid]\naddress = "grid:9"\nstream_silence_s = 9\n'
         '[control]\nsocket = "/run/x.sock"\nallowed_uids = [7]\nallowed_gids = [8]\n'
         "max_connections = 9\n"
+        '[arbitration]\nmerge = "override"\n'
+        "[programs.default]\npriority = 3\n[programs.fcr]\npriority = 9\n"
         "[distribution]\nexponent = 3\nsearch_budget_ms = 9\n"
         "[requests]\nqueue_size = 9\ndefault_timeout_s = 9\ndrain_timeout_s = 9\n"
         "[setpoints]\nlifetime_s = 99\n"
@@ -475,3 +490,186 @@ def test_after_a_reload_only_live_keys_differ_from_the_running_and_only_others_f
     assert set(differences(running, applied)) == everything & config.LIVE_KEYS
     assert set(differences(applied, loaded)) == everything - config.LIVE_KEYS
     assert everything - config.LIVE_KEYS  # the check can fail: some key needs a restart
+
+
+# --- programs and arbitration ---------------------------------------------------------------
+
+
+def test_by_default_there_is_the_default_program_at_priority_0_and_the_merge_adds() -> None:
+    assert dict(Config().programs) == {"default": ProgramConfig(priority=0)}
+    assert Config().arbitration == ArbitrationConfig(merge="add")
+    assert parse('[arbitration]\nmerge = "override"\n').arbitration.merge == "override"
+
+
+def test_programs_are_read_with_their_limits_and_the_default_is_added() -> None:
+    config = parse(
+        """
+        [programs.fcr]
+        priority = 90
+        users = ["fcr", 1207]
+        groups = ["fcr", 998]
+        max_discharge_w = 500000
+        max_charge_w = 250000.5
+        batteries = [1001, 1002]
+        [programs.peak-shaving]
+        priority = -3
+        """
+    )
+    assert dict(config.programs) == {
+        "fcr": ProgramConfig(
+            priority=90,
+            users=("fcr", 1207),
+            groups=("fcr", 998),
+            max_discharge_w=500000.0,
+            max_charge_w=250000.5,
+            batteries=(1001, 1002),
+        ),
+        "peak-shaving": ProgramConfig(priority=-3),
+        "default": ProgramConfig(),
+    }
+    assert type(config.programs["fcr"].max_discharge_w) is float
+    assert config.programs["peak-shaving"].batteries is None  # every battery
+
+
+def test_the_default_program_may_have_its_own_priority_and_limits() -> None:
+    config = parse("[programs.default]\npriority = -1\nmax_charge_w = 1000\nbatteries = [7]\n")
+    assert config.programs["default"] == ProgramConfig(
+        priority=-1, max_charge_w=1000.0, batteries=(7,)
+    )
+
+
+@pytest.mark.parametrize("key", ["users", "groups"])
+def test_the_default_program_names_no_users_or_groups(key: str) -> None:
+    error = fails(f'[programs.default]\n{key} = ["alice"]\n')
+    assert error.key == f"programs.default.{key}"
+    assert "control.allowed_uids and control.allowed_gids" in error.problem
+
+
+def test_the_programs_cannot_be_changed_in_place() -> None:
+    programs = Config().programs
+    with pytest.raises(TypeError):
+        programs["fcr"] = ProgramConfig()  # type: ignore[index]
+    assert hash(parse("[programs.a]\n")) == hash(parse("[programs.a]\n"))  # still hashable
+
+
+BAD_PROGRAM_VALUES = [
+    # (key in [programs.fcr], TOML value, fragment of the problem)
+    ("priority", "1.5", f"an integer in {-MAX_PRIORITY}..{MAX_PRIORITY}, got 1.5"),
+    ("priority", '"high"', "got 'high'"),
+    ("priority", "true", "got true"),
+    ("priority", str(MAX_PRIORITY + 1), f"got {MAX_PRIORITY + 1}"),
+    ("users", '"fcr"', "must be a list of user names or uids"),
+    ("users", '[""]', "must hold user names or uids (integers in 0..4294967294), got ''"),
+    ("users", '[" fcr"]', "got ' fcr'"),
+    ("users", "[-1]", "got -1"),
+    ("users", f"[{MAX_ID + 1}]", f"got {MAX_ID + 1}"),
+    ("users", "[1.0]", "got 1.0"),
+    ("users", "[true]", "got true"),
+    ("groups", "998", "must be a list of group names or gids"),
+    ("groups", "[[998]]", "must hold group names or gids"),
+    ("max_discharge_w", "0", "must be a number > 0 and finite, got 0"),
+    ("max_discharge_w", "-5", "got -5"),
+    ("max_discharge_w", "nan", "got nan"),
+    ("max_discharge_w", "inf", "got inf"),
+    ("max_discharge_w", '"5kW"', "got '5kW'"),
+    ("max_discharge_w", "true", "got true"),
+    ("max_charge_w", "0.0", "must be a number > 0"),
+    ("batteries", "[]", "must be a non-empty list of battery ids (leave it out for every"),
+    ("batteries", "1001", "got 1001"),
+    ("batteries", "[-1]", "must hold battery ids (integers >= 0), got -1"),
+    ("batteries", "[1001.0]", "got 1001.0"),
+    ("batteries", '["1001"]', "got '1001'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    BAD_PROGRAM_VALUES,
+    ids=[f"{k}={v}" for k, v, _ in BAD_PROGRAM_VALUES],
+)
+def test_a_bad_program_value_fails_naming_the_file_the_program_and_the_key(
+    key: str, value: str, fragment: str
+) -> None:
+    error = fails(f"[programs.fcr]\n{key} = {value}\n")
+    assert (error.source, error.key) == (SOURCE, f"programs.fcr.{key}")
+    assert str(error).startswith(f"{SOURCE}: programs.fcr.{key}: ")
+    assert fragment in error.problem
+
+
+def test_every_program_key_has_a_bad_value_in_the_table_above() -> None:
+    assert {key for key, _, _ in BAD_PROGRAM_VALUES} == {
+        f.name for f in attrs.fields(ProgramConfig)
+    }
+
+
+def test_an_unknown_program_key_fails_naming_it_and_listing_the_known_ones() -> None:
+    error = fails("[programs.fcr]\nprio = 5\n")
+    assert str(error) == (
+        "distributord.toml: programs.fcr.prio: unknown key; "
+        "known keys: priority, users, groups, max_discharge_w, max_charge_w, batteries"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fragment"),
+    [
+        ("programs = 5\n", "programs", "must be a table ([programs]), got 5"),
+        ("[programs]\nfcr = 5\n", "programs.fcr", "must be a table ([programs.fcr]), got 5"),
+        ("[[programs.fcr]]\npriority = 1\n", "programs.fcr", "must be a table"),
+        ('[programs."a b"]\n', "programs.a b", "a program's name is 1 to 64 letters"),
+        ('[programs."-x"]\n', "programs.-x", "not starting with '.' or '-'"),
+        ('[programs.""]\n', "programs.", "a program's name"),
+        (f'[programs."{"x" * 65}"]\n', f"programs.{'x' * 65}", "a program's name"),
+        ("[programz.fcr]\n", "programz", "known tables: microgrid, control, arbitration,"),
+    ],
+)
+def test_a_bad_programs_table_fails_naming_it(text: str, key: str, fragment: str) -> None:
+    error = fails(text)
+    assert (error.source, error.key) == (SOURCE, key)
+    assert fragment in error.problem
+
+
+def test_program_names_may_use_letters_digits_and_punctuation_within_reason() -> None:
+    names = ["fcr", "peak_shaving", "trading-2", "site.operator", "A", "x" * 64, "_"]
+    config = parse("".join(f'[programs."{name}"]\n' for name in names))
+    assert list(config.programs) == [*names, "default"]
+
+
+def test_programs_built_in_python_are_checked_the_same_way() -> None:
+    with pytest.raises(ConfigError, match=r"^priority: must be an integer"):
+        ProgramConfig(priority=True)
+    with pytest.raises(ConfigError, match=r"^max_charge_w: must be a number > 0"):
+        ProgramConfig(max_charge_w=-1)
+    with pytest.raises(ConfigError, match=r"^programs\.a b: a program's name"):
+        Config(programs={"a b": ProgramConfig()})
+    with pytest.raises(ConfigError, match=r"^programs\.x: must be a table"):
+        Config(programs={"x": 5})  # type: ignore[dict-item]
+    with pytest.raises(ConfigError, match=r"^programs: must be a table of programs"):
+        Config(programs=5)  # type: ignore[arg-type]
+
+
+def test_differences_name_programs_added_removed_and_the_keys_changed() -> None:
+    old = parse("[programs.a]\npriority = 1\n[programs.b]\n")
+    new = parse(
+        "[programs.a]\npriority = 2\nbatteries = [1]\n[programs.c]\n"
+        '[arbitration]\nmerge = "override"\n'
+    )
+    assert differences(old, new) == [
+        "arbitration.merge",
+        "programs.a.priority",
+        "programs.a.batteries",
+        "programs.b",
+        "programs.c",
+    ]
+    assert differences(new, new) == []
+
+
+def test_a_reload_keeps_the_running_programs_and_merge_until_they_are_live() -> None:
+    # Nothing reads them until the daemon arbitrates (the module docstring): a reload that
+    # said it applied them would say what the daemon does not do.
+    running = parse("[programs.a]\npriority = 1\n")
+    loaded = parse('[programs.a]\npriority = 5\n[arbitration]\nmerge = "override"\n')
+    applied = config.reloaded(running, loaded)
+    assert applied.programs == running.programs
+    assert applied.arbitration.merge == "add"
+    assert not {"arbitration.merge", "programs.a.priority"} & config.LIVE_KEYS
