@@ -1,0 +1,1 @@
+"""Arbitration: several programs share one fleet (``spec/arbitration.md``)."""
