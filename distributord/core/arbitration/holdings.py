@@ -255,13 +255,16 @@ class ProposalPreempted:
 
 @attrs.frozen(kw_only=True)
 class ProposalReturned:
-    """Batteries came back to a live proposal's bucket.
+    """Batteries came (back) to a live proposal's bucket.
 
-    ``proposal_changed`` to its owner, reason ``returned``: the bucket above ended or fell below.
+    ``proposal_changed`` to its owner, reason ``returned``: the bucket above ended or fell below
+    it, or a proposal joined its bucket at a priority that now wins them. One per live proposal
+    of the bucket.
 
     Attributes:
-        proposal: The live proposal that regained them.
-        batteries: The batteries it regained in this change.
+        proposal: The live proposal whose bucket gained them.
+        batteries: The batteries its bucket gained in this change (it may never have held them
+            before: a bucket preempted from the start).
         held: What the proposal's bucket holds now.
     """
 

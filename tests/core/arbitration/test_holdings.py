@@ -706,3 +706,24 @@ HoldingsMachine.TestCase.settings = settings(
     deadline=None,
 )
 TestHoldingsMachine = HoldingsMachine.TestCase
+
+
+def test_a_proposal_joining_a_bucket_higher_up_wins_its_batteries_for_every_member() -> None:
+    registry = Registry()
+    low = accepted(
+        registry.propose(program="low", priority=1, batteries={1, 2}, connection=1, now=0)
+    )
+    mid = accepted(
+        registry.propose(program="mid", priority=5, batteries={2, 3}, connection=2, now=1)
+    )
+    assert low.proposal in registry.holdings().buckets[1].proposals
+    top = accepted(
+        registry.propose(program="top", priority=9, batteries={1, 2}, connection=3, now=2)
+    )
+    assert top.held == frozenset({1, 2})
+    assert top.events == (
+        ProposalPreempted(
+            proposal=mid.proposal, batteries=frozenset({2}), by=top.proposal, held=frozenset({3})
+        ),
+        ProposalReturned(proposal=low.proposal, batteries=frozenset({2}), held=frozenset({1, 2})),
+    )
