@@ -346,8 +346,9 @@ def _events(before: Holdings, after: Holdings, ended: Iterable[ProposalEnded]) -
     """
     events: list[Event] = list(ended)
     live_before = {p.sequence for bucket in before.buckets for p in bucket.proposals}
+    after_by_set = {bucket.batteries: bucket for bucket in after.buckets}
     for was in before.buckets:
-        now = after.bucket(was.batteries)
+        now = after_by_set.get(was.batteries)
         if now is None:
             continue
         lost = was.held - now.held
