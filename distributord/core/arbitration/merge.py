@@ -55,6 +55,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Iterable
+from operator import attrgetter
 
 import attrs
 
@@ -269,7 +270,7 @@ def merge(bounds: PowerBounds, bids: Iterable[Bid], mode: Mode = Mode.ADD) -> Me
     Returns:
         The target, one :class:`Grant` per bid in merge order, and the final window.
     """
-    ordered = sorted(bids, key=lambda b: b.order)
+    ordered = sorted(bids, key=attrgetter("order"))
     known = all(
         math.isfinite(v)
         for v in (
@@ -283,10 +284,10 @@ def merge(bounds: PowerBounds, bids: Iterable[Bid], mode: Mode = Mode.ADD) -> Me
     w_low, w_high = low, high
     target = 0.0
     powered = False  # override: a bid with a power has set the target
-    limiters: list[Limiter] = []
+    limited_by: tuple[Limiter, ...] = ()  # shared by the grants until the next narrowing
     grants: list[Grant] = []
     for bid in ordered:
-        seen, limited_by = Window(lower_w=w_low, upper_w=w_high), tuple(limiters)
+        seen = Window(lower_w=w_low, upper_w=w_high)
         reasons: list[Reason] = []
         if not known:
             reasons.append(Reason.UNKNOWN_BOUNDS)
@@ -334,9 +335,6 @@ def merge(bounds: PowerBounds, bids: Iterable[Bid], mode: Mode = Mode.ADD) -> Me
                 target = granted
             new_low, new_high = b_low, b_high
         powered = powered or bid.power_w is not None
-        if new_low > w_low or new_high < w_high:
-            limiters.append(Limiter(program=bid.program, priority=bid.priority))
-        w_low, w_high = new_low, new_high
         grants.append(
             Grant(
                 bid=bid,
@@ -347,6 +345,9 @@ def merge(bounds: PowerBounds, bids: Iterable[Bid], mode: Mode = Mode.ADD) -> Me
                 limited_by=limited_by,
             )
         )
+        if new_low > w_low or new_high < w_high:
+            limited_by = (*limited_by, Limiter(program=bid.program, priority=bid.priority))
+        w_low, w_high = new_low, new_high
     # The sum may have rounded outside [L, U]: clamp, then apply the minimum (towards 0 only).
     target = _clamp(target, low, high)
     result_reasons: list[Reason] = []
@@ -369,6 +370,6 @@ def merge(bounds: PowerBounds, bids: Iterable[Bid], mode: Mode = Mode.ADD) -> Me
         target_w=target + 0.0,  # never -0.0
         grants=tuple(grants),
         window=Window(lower_w=w_low, upper_w=w_high),
-        limited_by=tuple(limiters),
+        limited_by=limited_by,
         reasons=tuple(result_reasons),
     )
