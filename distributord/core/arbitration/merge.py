@@ -39,9 +39,11 @@ Readings of the spec where it leaves room (each is a decision, kept in one place
   the grants and every program's bounds.
 
 Exactness: every grant is a clamp (exact) into ``B`` (exact: it is made of comparisons), so a
-grant is always inside the window it saw. Shifting the window and summing the target round; the
-final target is clamped into ``[L, U]`` and only then compared with the exclusion zone, so it is
-never outside ``[L, U]`` nor strictly inside ``(EL, EU)``, whatever the rounding.
+grant is always inside the window it saw. Shifting the window and summing the target round (a
+few ulps: four grants that fit 100 W exactly can sum to 100.00000000000001 W); the final target
+is clamped into ``[L, U]`` and only then compared with the exclusion zone, so it is never
+outside ``[L, U]`` nor strictly inside ``(EL, EU)``, whatever the rounding. On a grid where the
+sums are exact (quarter watts below a gigawatt) the walk is exact.
 
 Inputs that cannot be merged are reasons, not exceptions: unknown (NaN) or infinite aggregate
 bounds give a closed window and target 0 (``unknown_bounds``); a bid with a NaN or infinite
