@@ -260,6 +260,46 @@ def check_no_params(call: Call) -> Failure | None:
     return None
 
 
+def invalid_params(call: Call, field: str, expected: str) -> Failure:
+    """The invalid-params error (-32602) for ``call``: ``data`` is ``{field, expected}``."""
+    return _invalid_params(call.id, call.notification, field, expected)
+
+
+def power_problem(value: object) -> str | None:
+    """What a power field (W) must be, if ``value`` is not it; ``None`` if it is.
+
+    The one rule for every power a client sends (``set_power``'s ``power_w``, ``propose``'s
+    ``power_w``, ``lower_w`` and ``upper_w``): a finite number.
+    """
+    if is_finite_power(value):
+        return None
+    return f"a finite number of watts, got {json.dumps(value, default=str)}"
+
+
+def batteries_problem(value: object) -> str | None:
+    """What a battery set must be, if ``value`` is not one; ``None`` if it is.
+
+    The one rule for every battery set a client sends: an array of 1 to
+    :data:`~distributord.core.model.MAX_BATTERIES_PER_REQUEST` unique non-negative integer ids.
+    """
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_BATTERIES_PER_REQUEST:
+        return f"an array of 1 to {MAX_BATTERIES_PER_REQUEST} battery ids"
+    wrong = [b for b in value if not is_component_id(b)]
+    if wrong:
+        return f"non-negative integer ids, got {json.dumps(wrong[:5], default=str)}"
+    if len(set(value)) != len(value):
+        dupes = sorted(b for b, count in Counter(value).items() if count > 1)
+        return f"unique ids, got duplicates {dupes}"
+    return None
+
+
+def timeout_problem(value: object) -> str | None:
+    """What a ``request_timeout_s`` must be, if ``value`` is not it; ``None`` if it is."""
+    if is_request_timeout(value):
+        return None
+    return f"a number in (0, {MAX_REQUEST_TIMEOUT_S:g}] seconds"
+
+
 SET_POWER_FIELDS = frozenset(
     {"power_w", "batteries", "request_timeout_s", "adjust_power", "include_broken_batteries"}
 )
@@ -281,22 +321,15 @@ def parse_set_power(call: Call, *, default_timeout_s: float) -> Request | Failur
         if field not in params:
             return bad(field, "present (required)")
     power = params["power_w"]
-    if not is_finite_power(power):
-        return bad("power_w", f"a finite number of watts, got {json.dumps(power, default=str)}")
     batteries = params["batteries"]
-    if not isinstance(batteries, list) or not 1 <= len(batteries) <= MAX_BATTERIES_PER_REQUEST:
-        return bad("batteries", f"an array of 1 to {MAX_BATTERIES_PER_REQUEST} battery ids")
-    wrong = [b for b in batteries if not is_component_id(b)]
-    if wrong:
-        return bad(
-            "batteries", f"non-negative integer ids, got {json.dumps(wrong[:5], default=str)}"
-        )
-    if len(set(batteries)) != len(batteries):
-        dupes = sorted(b for b, count in Counter(batteries).items() if count > 1)
-        return bad("batteries", f"unique ids, got duplicates {dupes}")
     timeout = params.get("request_timeout_s", default_timeout_s)
-    if not is_request_timeout(timeout):
-        return bad("request_timeout_s", f"a number in (0, {MAX_REQUEST_TIMEOUT_S:g}] seconds")
+    for field, problem in (
+        ("power_w", power_problem(power)),
+        ("batteries", batteries_problem(batteries)),
+        ("request_timeout_s", timeout_problem(timeout)),
+    ):
+        if problem is not None:
+            return bad(field, problem)
     flags = {}
     for field, default in (("adjust_power", True), ("include_broken_batteries", False)):
         value = params.get(field, default)
