@@ -305,6 +305,15 @@ async def test_what_get_status_reports_is_what_the_inverter_may_hold(
         assert (await status_of(client, 1001))["setpoint_w"] == pytest.approx(sim.setpoint(2001))
 
 
+def test_a_request_unanswered_at_the_end_may_be_in_force_from_when_it_was_sent() -> None:
+    sent = [
+        Sent(power_w=-1500.0, sent_at=0.0, answered_at=1.0, outcome="success"),
+        Sent(power_w=2000.0, sent_at=2.0),  # the soak ended before its answer
+    ]
+    assert allowed_at(sent, 1.5) == (-1500.0, 0.0)
+    assert allowed_at(sent, 2.5) == (-1500.0, 2000.0)
+
+
 def test_lifetimes_are_scaled_consistently() -> None:
     assert math.isclose(held_s(config_with(setpoints={"lifetime_s": 10}), SCALE), 0.5)
 
@@ -344,10 +353,14 @@ def allowed_at(sent: list[Sent], at: float) -> tuple[float, float]:
     """The range the set's total may be in at ``at``: every request that may be in force.
 
     A request that was not refused may be in force from when it was sent until the next such
-    request has been answered (before that, the old one may still hold on some inverters).
+    request has been answered (before that, the old one may still hold on some inverters). A
+    request still unanswered when the soak ends (no outcome yet) may be in force from when it
+    was sent: leaving it out judged the first commands of the soak's last request as excess
+    (+1,001.6 W in set [1004, 1005, 1006] when a loaded machine took the last request past the
+    end; the "over-delivery" of issue 18's closing note).
     """
     low = high = 0.0
-    applied = [s for s in sent if s.outcome in ("success", "partial_failure")]
+    applied = [s for s in sent if s.outcome in ("success", "partial_failure", "")]
     for index, request in enumerate(applied):
         later = applied[index + 1] if index + 1 < len(applied) else None
         if request.sent_at <= at and (later is None or at <= later.answered_at):
@@ -464,7 +477,6 @@ async def soak(sim: Simulator, tmp_path: Path, seconds: float) -> SoakFigures:
     )
 
 
-@pytest.mark.slow  # a rare ~1 kW transient over-delivery is still open (see the closing note)
 async def test_the_worst_mix_for_a_while_no_lapse_and_never_more_than_asked(
     sim6: Simulator, tmp_path: Path
 ) -> None:
