@@ -59,6 +59,10 @@ def make_pair(
     return Pair(battery=battery, inverter=inverter)
 
 
+WIDE_INVERTER = PowerBounds.symmetric(1e9)
+"""An inverter that allows ±1 GW: it never limits a pair of :func:`symmetric_pair`."""
+
+
 def symmetric_pair(
     bid: int,
     soc: float,
@@ -67,10 +71,12 @@ def symmetric_pair(
     capacity: float,
     cap: float,
     minimum: float = 0.0,
+    inverter_bounds: PowerBounds = WIDE_INVERTER,
 ) -> Pair:
     """A pair from plain numbers: symmetric battery bounds, an inverter that allows ±1 GW.
 
-    The battery allows ``[-cap, -minimum] ∪ {0} ∪ [minimum, cap]``.
+    The battery allows ``[-cap, -minimum] ∪ {0} ∪ [minimum, cap]``; ``inverter_bounds`` may
+    say otherwise for the inverter (``PowerBounds.unknown()``: its bounds are not reported).
     """
     return make_pair(
         bid,
@@ -79,7 +85,7 @@ def symmetric_pair(
         soc_upper=upper,
         capacity=capacity,
         battery_bounds=PowerBounds.symmetric(cap, minimum),
-        inverter_bounds=PowerBounds.symmetric(1e9),
+        inverter_bounds=inverter_bounds,
     )
 
 

@@ -92,14 +92,8 @@ def tiny_pair(
     minimum: float = 0.0,
 ) -> Pair:
     """A pair of :func:`~tests.strategies.extreme_fleets`: symmetric battery bounds only."""
-    return make_pair(
-        bid,
-        soc=soc,
-        soc_lower=lower,
-        soc_upper=upper,
-        capacity=capacity,
-        battery_bounds=PowerBounds.symmetric(cap, minimum),
-        inverter_bounds=PowerBounds.unknown(),
+    return symmetric_pair(
+        bid, soc, lower, upper, capacity, cap, minimum, inverter_bounds=PowerBounds.unknown()
     )
 
 
