@@ -53,7 +53,6 @@ decision (:class:`Accepted`) says what its bucket holds.
 from __future__ import annotations
 
 import enum
-import itertools
 import math
 from collections.abc import Hashable, Iterable
 from typing import TypeAlias
@@ -384,8 +383,16 @@ class Registry:
 
     def __init__(self) -> None:
         self._live: dict[int, Proposal] = {}
-        self._sequence = itertools.count()
+        self._next = 0  # the next proposal's sequence
         self._holdings = Holdings()
+
+    def copy(self) -> Registry:
+        """An independent registry with the same live proposals (to try a change on)."""
+        other = Registry()
+        other._live = dict(self._live)
+        other._next = self._next
+        other._holdings = self._holdings
+        return other
 
     def proposals(self) -> tuple[Proposal, ...]:
         """Every live proposal, oldest first."""
@@ -445,7 +452,8 @@ class Registry:
                 and not live.batteries.isdisjoint(wanted)
             ):
                 return Refused(holder=live)
-        proposal = attrs.evolve(proposal, sequence=next(self._sequence))
+        proposal = attrs.evolve(proposal, sequence=self._next)
+        self._next += 1
         replaced = None
         superseded = []
         ended = []
@@ -472,20 +480,27 @@ class Registry:
             events=_events(before, self._holdings, ended),
         )
 
-    def withdraw(self, program: str, batteries: Iterable[int] | None = None) -> Change:
+    def withdraw(
+        self, program: str, batteries: Iterable[int] | None = None, *, overlapping: bool = False
+    ) -> Change:
         """A program withdraws its proposal on exactly ``batteries``, or all of its proposals.
 
-        A set the program has no proposal on withdraws nothing (an empty :class:`Change`).
+        With ``overlapping``, every proposal of the program whose set shares a battery with
+        ``batteries`` (``set_power`` at 0 W: the program lets go of those batteries). A set the
+        program has no proposal on withdraws nothing (an empty :class:`Change`).
         """
         wanted = None if batteries is None else frozenset(batteries)
-        return self._end(
-            (
-                p
-                for p in self._live.values()
-                if p.program == program and wanted in (None, p.batteries)
-            ),
-            Why.WITHDRAWN,
-        )
+
+        def chosen(proposal: Proposal) -> bool:
+            if proposal.program != program:
+                return False
+            if wanted is None:
+                return True
+            if overlapping:
+                return not proposal.batteries.isdisjoint(wanted)
+            return proposal.batteries == wanted
+
+        return self._end((p for p in self._live.values() if chosen(p)), Why.WITHDRAWN)
 
     def expire(self, now: float) -> Change:
         """End every proposal whose ``ttl_s`` has run out by ``now``."""

@@ -1,0 +1,387 @@
+"""The arbiter: the live proposals with who made them, each bucket's merge, and the audit text.
+
+Theory of operation
+-------------------
+:mod:`.holdings` decides who holds which battery and :mod:`.merge` what a bucket's proposals
+combine to. The arbiter binds them to the daemon's requests (``spec/arbitration.md``): it keeps,
+beside each live proposal, the :class:`Ask` that made it (the caller, and the ``set_power``
+options a proposal alone does not carry), and answers the request loop's questions. It is pure:
+time is passed in; the shell (``distributord.shell.requestloop``) executes what it decides.
+
+* **Try, then keep.** A proposal is tried on a copy (:meth:`Arbiter.trial`) and kept
+  (:meth:`Arbiter.commit`) only once its application is planned: one refused (unknown ids, out
+  of bounds, no usable battery, another program at the same priority in the way) changes
+  nothing, as a refused ``set_power`` always has.
+* **What a bucket commands** (:meth:`Arbiter.application`): the merge's target on the batteries
+  it holds. A bucket whose only proposal is a ``set_power`` is applied as ``set_power`` always
+  was (its power, ``adjust_power`` and ``include_broken_batteries``): for one bid without bounds
+  the merge would only clamp the power into ``[L, U]``, which the distribution does while
+  reporting what it trimmed, and ``set_power``'s answer inside the exclusion zone is
+  ``out_of_bounds``, not 0 W. Every other bucket (several bids, or a ``propose``) commands the
+  merge's target.
+* **``set_power`` at 0 W lets go**: the program's proposals overlapping the set end (withdrawn);
+  ``propose`` at 0 W is a standing proposal that holds its batteries at 0 W.
+* **The grants are remembered** (:meth:`Arbiter.granted`) from each bucket's last merge, for
+  ``get_proposals``, the metrics and ``proposal_changed``.
+
+The audit lines (``spec/arbitration.md``, "Audit and visibility") are written here as text, one
+function per kind of decision, so that each names program, uid, pid, set, power, bounds and
+grant in one format.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Any, Protocol
+
+import attrs
+
+from distributord.core.arbitration.holdings import (
+    Accepted,
+    Batteries,
+    Bucket,
+    Change,
+    Proposal,
+    Refused,
+    Registry,
+)
+from distributord.core.arbitration.merge import Bid, Grant, Merge, Mode, merge
+from distributord.core.config import Config
+from distributord.core.distribution import ZERO_POWER_W
+from distributord.core.model import PowerBounds, Request
+from distributord.core.values import ids_text
+
+
+class Listener(Hashable, Protocol):
+    """A connection that made proposals, told of what becomes of them (hashed by identity)."""
+
+    def notify(self, method: str, params: Mapping[str, Any]) -> None:
+        """Send a notification to the client, if it is still connected."""
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class Origin:
+    """Who asked: the program a connection acts as, the connection, and its peer.
+
+    Attributes:
+        program: The program's name.
+        connection: The connection (told of its proposals' fate; ``until_disconnect`` ends with
+            it).
+        uid: The peer's uid.
+        pid: The peer's pid.
+    """
+
+    program: str
+    connection: Listener
+    uid: int
+    pid: int
+
+
+@attrs.frozen(kw_only=True)
+class Ask:
+    """A ``set_power`` or a ``propose``, with who asked.
+
+    Attributes:
+        origin: Who asked.
+        request: The request as the distribution and the reply see it: ``set_power``'s own; for
+            ``propose``, its set and power (0 W for a limiter), ``adjust_power`` true.
+        power_w: What the program wants for the set, or ``None`` (a limiter).
+        lower_w: Its lower limit on every lower priority, or ``None``.
+        upper_w: Its upper limit on every lower priority, or ``None``.
+        ttl_s: Its lifetime, or ``None`` (standing).
+        until_disconnect: Whether it ends with its connection.
+        proposed: ``propose`` (the reply carries the ``arbitration`` object), not ``set_power``.
+    """
+
+    origin: Origin
+    request: Request
+    power_w: float | None
+    lower_w: float | None = None
+    upper_w: float | None = None
+    ttl_s: float | None = None
+    until_disconnect: bool = False
+    proposed: bool = False
+
+    @classmethod
+    def set_power(cls, request: Request, origin: Origin) -> Ask:
+        """``set_power``: a proposal with a power only; ``adjust_power: false`` pins its bounds."""
+        pinned = None if request.adjust_power else request.power_w
+        return cls(
+            origin=origin, request=request, power_w=request.power_w, lower_w=pinned, upper_w=pinned
+        )
+
+    @property
+    def batteries(self) -> Batteries:
+        """The set asked for: the proposal's bucket."""
+        return self.request.batteries
+
+    @property
+    def releases(self) -> bool:
+        """``set_power`` at 0 W: the program lets go of these batteries."""
+        return not self.proposed and abs(self.request.power_w) <= ZERO_POWER_W
+
+
+@attrs.frozen(kw_only=True)
+class Trial:
+    """A proposal tried on a copy of the arbiter: keep it with :meth:`Arbiter.commit`.
+
+    Attributes:
+        arbiter: The copy, with the proposal live.
+        accepted: What the registry decided.
+    """
+
+    arbiter: Arbiter
+    accepted: Accepted
+
+    @property
+    def bucket(self) -> Bucket:
+        """The new proposal's bucket in the copy."""
+        bucket = self.arbiter.registry.holdings().bucket(self.accepted.proposal.batteries)
+        assert bucket is not None  # the proposal is live there
+        return bucket
+
+
+def limits_of(program: str, config: Config) -> tuple[float, float]:
+    """``(max_charge_w, max_discharge_w)`` of a program as configured now (``inf``: none)."""
+    found = config.programs.get(program)
+    if found is None:
+        return math.inf, math.inf
+    charge = math.inf if found.max_charge_w is None else found.max_charge_w
+    discharge = math.inf if found.max_discharge_w is None else found.max_discharge_w
+    return charge, discharge
+
+
+class Arbiter:
+    """The live proposals and what made them (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.registry = Registry()
+        self._asks: dict[int, Ask] = {}  # by proposal sequence
+        self._granted: dict[int, float] = {}  # by proposal sequence: its last grant
+        self._ended: dict[int, Ask] = {}  # the asks of the proposals the last change ended
+
+    def _copy(self) -> Arbiter:
+        other = Arbiter()
+        other.registry = self.registry.copy()
+        other._asks = dict(self._asks)
+        other._granted = dict(self._granted)
+        return other
+
+    # --- changes --------------------------------------------------------------------------
+
+    def trial(self, ask: Ask, *, priority: int, now: float) -> Trial | Refused:
+        """Try ``ask`` on a copy; nothing here changes until :meth:`commit`."""
+        copy = self._copy()
+        decision = copy.registry.propose(
+            program=ask.origin.program,
+            priority=priority,
+            batteries=ask.batteries,
+            power_w=ask.power_w,
+            lower_w=ask.lower_w,
+            upper_w=ask.upper_w,
+            ttl_s=ask.ttl_s,
+            until_disconnect=ask.until_disconnect,
+            connection=ask.origin.connection,
+            now=now,
+        )
+        if isinstance(decision, Refused):
+            return decision
+        copy._asks[decision.proposal.sequence] = ask
+        copy._forget()
+        return Trial(arbiter=copy, accepted=decision)
+
+    def commit(self, trial: Trial) -> None:
+        """Keep what ``trial`` tried (it was made from this arbiter, with nothing in between)."""
+        self.registry = trial.arbiter.registry
+        self._asks = trial.arbiter._asks
+        self._granted = trial.arbiter._granted
+        self._ended = trial.arbiter._ended
+
+    def withdraw(
+        self, program: str, batteries: Iterable[int] | None = None, *, overlapping: bool = False
+    ) -> Change:
+        """End a program's proposals (:meth:`Registry.withdraw`)."""
+        change = self.registry.withdraw(program, batteries, overlapping=overlapping)
+        self._forget()
+        return change
+
+    def expire(self, now: float) -> Change:
+        """End the proposals whose ``ttl_s`` ran out."""
+        change = self.registry.expire(now)
+        self._forget()
+        return change
+
+    def disconnect(self, connection: Hashable) -> Change:
+        """A connection closed: end its ``until_disconnect`` proposals."""
+        change = self.registry.disconnect(connection)
+        self._forget()
+        return change
+
+    def _forget(self) -> None:
+        """Drop what is kept of proposals no longer live.
+
+        Their asks stay readable (:meth:`ask`) until the next change, for the audit lines.
+        """
+        live = {p.sequence for p in self.registry.proposals()}
+        self._ended = {s: a for s, a in self._asks.items() if s not in live}
+        for sequence in self._ended:
+            del self._asks[sequence]
+            self._granted.pop(sequence, None)
+
+    # --- questions ------------------------------------------------------------------------
+
+    def ask(self, proposal: Proposal) -> Ask | None:
+        """The ask that made a live proposal, or one the last change ended."""
+        return self._asks.get(proposal.sequence) or self._ended.get(proposal.sequence)
+
+    def merge(self, bucket: Bucket, bounds: PowerBounds, config: Config) -> Merge:
+        """The merge of ``bucket`` over the aggregate ``bounds`` of what it holds; remembered."""
+        bids = []
+        for proposal in bucket.proposals:
+            charge, discharge = limits_of(proposal.program, config)
+            bids.append(
+                Bid(
+                    program=proposal.program,
+                    priority=proposal.priority,
+                    sequence=proposal.sequence,
+                    power_w=proposal.power_w,
+                    lower_w=proposal.lower_w,
+                    upper_w=proposal.upper_w,
+                    max_charge_w=charge,
+                    max_discharge_w=discharge,
+                )
+            )
+        merged = merge(bounds, bids, Mode(config.arbitration.merge))
+        for grant in merged.grants:
+            self._granted[grant.bid.sequence] = grant.granted_w
+        return merged
+
+    def granted(self, proposal: Proposal) -> float | None:
+        """A live proposal's grant in its bucket's last merge (``None``: not merged yet)."""
+        return self._granted.get(proposal.sequence)
+
+    def application(self, bucket: Bucket, merged: Merge | None) -> Request | None:
+        """What ``bucket`` commands now: a request on the batteries it holds (module docstring).
+
+        ``None`` when it holds none, or when it needs a merge and ``merged`` is ``None``.
+        """
+        if not bucket.held:
+            return None
+        asks = [self._asks[p.sequence] for p in bucket.proposals if p.sequence in self._asks]
+        newest = max(bucket.proposals, key=lambda p: p.sequence)
+        timeout = self._asks[newest.sequence].request.request_timeout_s
+        if len(asks) == 1 and len(bucket.proposals) == 1 and not asks[0].proposed:
+            return attrs.evolve(asks[0].request, batteries=bucket.held)
+        if merged is None:
+            return None
+        return Request(
+            power_w=merged.target_w,
+            batteries=bucket.held,
+            request_timeout_s=timeout,
+            include_broken_batteries=any(a.request.include_broken_batteries for a in asks),
+        )
+
+    def grant_of(self, merged: Merge, proposal: Proposal) -> Grant | None:
+        """A proposal's grant in ``merged``."""
+        return next((g for g in merged.grants if g.bid.sequence == proposal.sequence), None)
+
+    def figures(self) -> dict[str, tuple[int, float]]:
+        """Per program: live proposals, and the sum of their last grants (W)."""
+        figures: dict[str, tuple[int, float]] = {}
+        for proposal in self.registry.proposals():
+            count, granted = figures.get(proposal.program, (0, 0.0))
+            figures[proposal.program] = (count, granted + self._granted.get(proposal.sequence, 0.0))
+        return figures
+
+
+# --- the audit lines ------------------------------------------------------------------------
+
+
+def _w(value: float | None) -> str:
+    return "none" if value is None else f"{value:.0f} W"
+
+
+def _who(origin: Origin | None, program: str) -> str:
+    if origin is None:
+        return f"program {program}"
+    return f"program {program} (uid {origin.uid}, pid {origin.pid})"
+
+
+def describe(proposal: Proposal, origin: Origin | None) -> str:
+    """A proposal in an audit line: who, set, power, bounds, lifetime."""
+    life = (
+        "until disconnect"
+        if proposal.until_disconnect
+        else "standing"
+        if proposal.ttl_s is None
+        else f"ttl {proposal.ttl_s:g} s"
+    )
+    return (
+        f"{_who(origin, proposal.program)} at priority {proposal.priority}: "
+        f"[{ids_text(proposal.batteries)}] power {_w(proposal.power_w)} "
+        f"bounds [{_w(proposal.lower_w)}, {_w(proposal.upper_w)}] {life}"
+    )
+
+
+def accepted_line(proposal: Proposal, origin: Origin, grant: float | None, held: Batteries) -> str:
+    """A proposal was applied."""
+    return (
+        f"proposal by {describe(proposal, origin)}: granted {_w(grant)}, holds [{ids_text(held)}]"
+    )
+
+
+def refused_line(ask: Ask, holder: Proposal, holder_origin: Origin | None) -> str:
+    """A proposal was refused: another program holds an overlapping set at the same priority."""
+    return (
+        f"proposal by {_who(ask.origin, ask.origin.program)} for [{ids_text(ask.batteries)}] "
+        f"power {_w(ask.power_w)} bounds [{_w(ask.lower_w)}, {_w(ask.upper_w)}] refused: "
+        f"{_who(holder_origin, holder.program)} holds [{ids_text(holder.batteries)}] at the same "
+        f"priority {holder.priority}"
+    )
+
+
+def refused_message(holder: Proposal) -> str:
+    """The reply's message for a refused proposal."""
+    return (
+        f"refused: program {holder.program} holds batteries [{ids_text(holder.batteries)}] at "
+        f"the same priority ({holder.priority}); a set that overlaps it without being equal "
+        "cannot be proposed for"
+    )
+
+
+def ended_line(proposal: Proposal, origin: Origin | None, why: str, by: Proposal | None) -> str:
+    """A proposal ended (replaced, superseded, withdrawn, expired, disconnected)."""
+    tail = "" if by is None else f" by [{ids_text(by.batteries)}]"
+    return f"proposal by {describe(proposal, origin)} ended: {why}{tail}"
+
+
+def preempted_line(
+    proposal: Proposal, origin: Origin | None, taken: Batteries, by: Proposal, held: Batteries
+) -> str:
+    """A higher bucket took batteries from a proposal's bucket."""
+    return (
+        f"proposal by {describe(proposal, origin)} preempted on [{ids_text(taken)}] by program "
+        f"{by.program} (priority {by.priority}, [{ids_text(by.batteries)}]): holds "
+        f"[{ids_text(held)}]"
+    )
+
+
+def returned_line(
+    proposal: Proposal, origin: Origin | None, back: Batteries, held: Batteries
+) -> str:
+    """Batteries came back to a proposal's bucket."""
+    return (
+        f"proposal by {describe(proposal, origin)} got back [{ids_text(back)}]: holds "
+        f"[{ids_text(held)}]"
+    )
+
+
+def held_elsewhere(bucket: Bucket, holder_of: Mapping[int, Bucket]) -> dict[int, str]:
+    """Why each battery of ``bucket``'s set that it does not hold got no power from it."""
+    reasons = {}
+    for battery in sorted(bucket.batteries - bucket.held):
+        holder = holder_of.get(battery)
+        if holder is not None:
+            reasons[battery] = f"held by program {holder.top.program} (priority {holder.priority})"
+    return reasons
