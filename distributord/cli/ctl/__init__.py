@@ -6,14 +6,24 @@ line is :mod:`.args`, the connection :mod:`.transport` (over the rules of
 
 Theory of operation
 -------------------
-One invocation, one connection, one request. The client connects to the Unix socket, writes one
+One invocation, one connection, one command. The client connects to the Unix socket, writes one
 JSON-RPC 2.0 request line and reads lines until the reply to it arrives.
 
+* **Programs.** With ``--program NAME`` the command's request is preceded, on the same
+  connection, by ``hello {"program": NAME}``, and sent only once the daemon has accepted it; a
+  refusal (-32003: not configured, or not for this user) ends the command like any JSON-RPC
+  error, naming the program. Without ``--program`` no hello is sent and the daemon treats the
+  connection as the program ``default``. The client never asks for ``until_disconnect``: its
+  connection closes as soon as the command is done, and would end the proposal with it.
 * **Every exchange has a deadline.** Connecting, writing and reading share one deadline:
-  :data:`CALL_TIMEOUT_S` for the questions the daemon answers from memory, and for ``set-power``
-  the request's own deadline (or the protocol's longest, when ``--timeout`` is not given: the
-  configured default is the daemon's to know) plus :data:`SET_POWER_MARGIN_S`. Giving up does
-  not cancel a ``set-power`` request; the message says so.
+  :data:`CALL_TIMEOUT_S` for the questions the daemon answers from memory (``proposals`` and
+  ``withdraw`` among them), and for ``set-power`` the request's own deadline (or the protocol's
+  longest, when ``--timeout`` is not given: the configured default is the daemon's to know) plus
+  :data:`SET_POWER_MARGIN_S`. ``propose`` has no ``--timeout``: its deadline is the protocol's
+  longest plus the margin, since the daemon replies after the first application that includes
+  it, as for ``set_power``. A ``hello`` is answered from memory: it gets :data:`CALL_TIMEOUT_S`
+  within the command's deadline. Giving up does not cancel a ``set-power``, ``propose`` or
+  ``withdraw`` request; the message says so.
 * **watch** subscribes (the ``{"subscribed": true}`` reply is not printed), then prints one line
   per ``status_changed`` notification, flushed at once so that a pipe sees it live; changes that
   overtake the reply are shown too. Ctrl-C ends it with exit 0. The daemon closing the
@@ -23,9 +33,10 @@ JSON-RPC 2.0 request line and reads lines until the reply to it arrives.
 * **Output.** Tables for people on stdout; with ``--json``, exactly the daemon's result as one
   JSON document (``watch``: the ``params`` of each notification, one object per line).
   Everything that went wrong on the way goes to stderr as one line, never a traceback.
-* **Exit codes** (:class:`ExitCode`): 0 success; 1 a ``set-power`` outcome other than
-  ``success``; 2 usage; 3 the daemon cannot be reached or gave no usable answer; 4 the daemon
-  answered with a JSON-RPC error; 130 interrupted (Ctrl-C) other than during ``watch``.
+* **Exit codes** (:class:`ExitCode`): 0 success; 1 a ``set-power`` or ``propose`` outcome
+  other than ``success``; 2 usage; 3 the daemon cannot be reached or gave no usable answer;
+  4 the daemon answered with a JSON-RPC error (``hello``'s refusal too); 130 interrupted
+  (Ctrl-C) other than during ``watch``.
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from distributord.cli import discard_stdout
-from distributord.cli.ctl.args import parser, socket_path
+from distributord.cli.ctl.args import parse, socket_path
 from distributord.cli.ctl.render import RENDERERS, format_status_change
 from distributord.cli.ctl.transport import Connection
 from distributord.core.errors import BadReplyError, CtlError, DaemonError, UnreachableError
@@ -51,8 +62,16 @@ CALL_TIMEOUT_S = 5.0
 so 5 s means it is stuck or overloaded, and a script should hear about it."""
 
 SET_POWER_MARGIN_S = 10.0
-"""Added to a set-power request's own deadline: room to wait behind a running request for the
-same batteries and for the daemon's bookkeeping, so we do not give up before the daemon does."""
+"""Added to a set-power (or propose) request's own deadline: room to wait behind a running
+request for the same batteries and for the daemon's bookkeeping, so we do not give up before the
+daemon does."""
+
+COMMANDING = frozenset({"set_power", "propose", "withdraw"})
+"""Methods that change what the batteries are commanded: losing the daemon before their reply
+does not mean they were not applied."""
+
+OUTCOME_METHODS = frozenset({"set_power", "propose"})
+"""Methods whose result has an ``outcome``: anything but ``success`` exits 1."""
 
 WATCH_IDLE_TIMEOUT_S: float | None = None
 """How long ``watch`` waits for the next notification: forever, since a quiet fleet may not
@@ -70,6 +89,18 @@ class ExitCode(enum.IntEnum):
     INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
+class HelloRefusedError(DaemonError):
+    """The daemon refused ``hello``: the program is not configured, or the user may not act as it.
+
+    Usually -32003. The message is the daemon's, followed by the program that was asked for.
+    """
+
+    def __init__(self, program: str, refusal: DaemonError) -> None:
+        super().__init__(refusal.code, refusal.message, refusal.data)
+        self.program = program
+        self.args = (f"{refusal} (to hello as program {program!r})",)
+
+
 def exit_code(error: CtlError) -> ExitCode:
     """The exit status for a failed exchange: 4 when the daemon said no, else 3."""
     return ExitCode.DAEMON_ERROR if isinstance(error, DaemonError) else ExitCode.UNREACHABLE
@@ -82,13 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status (:class:`ExitCode`); argparse has printed usage errors and ``--help``.
     """
     try:
-        args = parser().parse_args(argv)
+        args = parse(argv)
     except SystemExit as stop:  # usage error (2), --help or --version (0): already printed
         return stop.code if isinstance(stop.code, int) else ExitCode.USAGE
     path = socket_path(args.socket, os.environ)
     try:
         if args.command == "watch":
-            return _watch(path, as_json=args.json)
+            return _watch(path, as_json=args.json, program=args.program)
         return _run(args, path)
     except CtlError as error:
         print(f"distributorctl: {error}", file=sys.stderr)
@@ -101,16 +132,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace, path: str) -> int:
     """Run one request/reply command and print its result."""
     method, params, timeout = _request(args)
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = start + timeout
     with Connection(path, deadline) as connection:
+        if args.program is not None:
+            _hello(connection, args.program, min(deadline, start + CALL_TIMEOUT_S))
         try:
             result = connection.call(method, params, deadline)
         except UnreachableError as error:
-            if method == "set_power":
+            if method in COMMANDING:
                 raise UnreachableError(f"{error} (the request may still be applied)") from None
             raise
     code = ExitCode.OK
-    if method == "set_power":
+    if method in OUTCOME_METHODS:
         outcome = result.get("outcome") if isinstance(result, dict) else None
         code = ExitCode.OK if outcome == "success" else ExitCode.NOT_SUCCESS
     if args.json:
@@ -148,10 +182,37 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any] | None, floa
                 params["adjust_power"] = False
             own = MAX_REQUEST_TIMEOUT_S if args.timeout is None else args.timeout
             return "set_power", params, own + SET_POWER_MARGIN_S
+        case "propose":
+            params = {"batteries": args.batteries}
+            for field, value in (
+                ("power_w", args.power),
+                ("lower_w", args.lower),
+                ("upper_w", args.upper),
+                ("ttl_s", args.ttl),
+            ):
+                if value is not None:  # only what was given: the daemon's defaults apply
+                    params[field] = value
+            return "propose", params, MAX_REQUEST_TIMEOUT_S + SET_POWER_MARGIN_S
+        case "withdraw":
+            return (
+                "withdraw",
+                None if args.batteries is None else {"batteries": args.batteries},
+                CALL_TIMEOUT_S,
+            )
+        case "proposals":
+            return "get_proposals", None, CALL_TIMEOUT_S
     raise AssertionError(f"unknown command {args.command!r}")  # argparse allows no other
 
 
-def _watch(path: str, *, as_json: bool) -> int:
+def _hello(connection: Connection, program: str, deadline: float) -> None:
+    """Say which program this connection acts as; the daemon's refusal names the program."""
+    try:
+        connection.call("hello", {"program": program}, deadline)
+    except DaemonError as error:
+        raise HelloRefusedError(program, error) from None
+
+
+def _watch(path: str, *, as_json: bool, program: str | None) -> int:
     """Subscribe and print status changes until Ctrl-C (exit 0) or the daemon goes (exit 3)."""
 
     def show(message: dict[str, Any]) -> None:
@@ -174,6 +235,8 @@ def _watch(path: str, *, as_json: bool) -> int:
     try:
         deadline = time.monotonic() + CALL_TIMEOUT_S
         with Connection(path, deadline) as connection:
+            if program is not None:
+                _hello(connection, program, deadline)
             connection.call("subscribe_status", None, deadline)
             if not as_json:
                 print(f"watching distributord at {path} (Ctrl-C to stop)", file=sys.stderr)

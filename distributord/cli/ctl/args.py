@@ -9,9 +9,15 @@ Theory of operation
 * **Negative powers as typed.** argparse takes ``-5kW`` for an option; ``set-power``'s parser
   is told that anything starting with ``-`` and a digit is a value, which is safe because none
   of its options look like that. ``-- -5kW`` keeps working at the end of the line.
-* **Usage errors are argparse's.** A bad POWER, battery list or timeout is refused by its
+* **Usage errors are argparse's.** A bad POWER, battery list, timeout or ttl is refused by its
   argument type with a message naming what was expected; argparse prints it with the usage and
-  exits 2, before anything is sent.
+  exits 2, before anything is sent. So are the rules that span arguments (:func:`parse`): a
+  ``propose`` gives at least one of POWER, ``--lower`` and ``--upper``, and ``--lower`` is not
+  above ``--upper``, as the daemon requires.
+* **Programs.** ``--program NAME`` is passed on as it is: whether the name is configured and
+  the user may act as it is the daemon's to say (``hello``), so the client does not check it.
+* **Global flags anywhere.** ``--socket``, ``--json`` and ``--program`` are accepted before the
+  command and after it.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from distributord import __version__
 from distributord.core.errors import PowerSyntaxError
@@ -30,13 +36,24 @@ from distributord.core.units import parse_power
 SOCKET_ENV = "DISTRIBUTORD_SOCKET"
 """Environment variable naming the socket when ``--socket`` is not given."""
 
+MAX_TTL_S = 86_400.0
+"""The longest ``--ttl``: the daemon's own cap (``core.arbitration.wire.MAX_TTL_S``, one day).
+Repeated here rather than imported, so that starting ``distributorctl`` does not load the
+configuration parser and the arbiter; a test keeps the two equal."""
+
 _EPILOG = f"""\
 socket:
   --socket PATH, else ${SOCKET_ENV}, else {DEFAULT_SOCKET}
 
+program:
+  --program NAME acts as that program of the daemon's configuration: the client says
+  hello as NAME first, and the daemon checks that your user may act as it (error -32003,
+  exit 4, if not). Without --program the connection acts as the program "default".
+
 exit status:
   0  success
-  1  set-power: the outcome is not success (partial_failure, out_of_bounds, error, ignored)
+  1  set-power, propose: the outcome is not success (partial_failure, out_of_bounds, error,
+     ignored)
   2  usage error (unknown flag, bad POWER, bad battery ids)
   3  the daemon cannot be reached (no socket, refused, timed out, connection closed -
      also how watch ends when the daemon goes away) or its answer is unusable
@@ -55,6 +72,26 @@ discharges:
 The exit status is not 0 unless the outcome is success.
 """
 
+_PROPOSE_EPILOG = """\
+A proposal of the program (--program, else "default") for exactly this battery set: POWER is
+what it wants for the set, --lower and --upper the limits it imposes on every program of lower
+priority. Give at least one of the three; bounds alone make a limiter. Powers take the units
+of set-power (see set-power --help); positive charges, negative discharges.
+  propose -5kW --batteries 1001,1002                      want -5 kW
+  propose --batteries 1001,1002 --lower -20kW --upper 0   bound the lower priorities
+  propose 10kW --batteries 1001 --ttl 300                 for 5 minutes
+The proposal replaces the program's previous one on the same set, and stands until it is
+replaced, withdrawn (withdraw) or, with --ttl, expires: it outlives this command. The reply
+shows the outcome as set-power does, and what arbitration granted and why. The exit status
+is not 0 unless the outcome is success.
+"""
+
+_WITHDRAW_EPILOG = """\
+Ends the program's (--program, else "default") proposal on exactly the set --batteries names,
+or all of its proposals without --batteries. Batteries that no proposal holds any more are
+commanded 0 W. Withdrawing nothing is not an error.
+"""
+
 # set-power's options all start with "--" and a letter, so anything starting with "-" and a
 # digit (or "-." and a digit) can only be POWER or an option's value. argparse keeps this test
 # in a private attribute; tests/cli/ctl/test_args.py checks that negative powers parse, so a
@@ -65,6 +102,27 @@ _NEGATIVE_VALUE = re.compile(r"^-\.?[0-9]")
 
 def parser() -> argparse.ArgumentParser:
     """The command line of ``distributorctl``."""
+    return _parsers()[0]
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse a command line, with the rules that span arguments.
+
+    Raises:
+        SystemExit: A usage error (2, printed with the usage), or ``--help``/``--version`` (0).
+    """
+    top, propose = _parsers()
+    args = top.parse_args(argv)
+    if args.command == "propose":
+        if args.power is None and args.lower is None and args.upper is None:
+            propose.error("give at least one of POWER, --lower and --upper")
+        if args.lower is not None and args.upper is not None and args.lower > args.upper:
+            propose.error(f"--lower ({args.lower:g} W) is above --upper ({args.upper:g} W)")
+    return args
+
+
+def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The whole command line, and ``propose``'s (for its usage errors)."""
     top = argparse.ArgumentParser(
         prog="distributorctl",
         description="Control distributord.",
@@ -74,16 +132,25 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"distributorctl {__version__}")
     top.add_argument("--socket", metavar="PATH", help="control socket path")
     top.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    # The same two flags are accepted after the command too (`distributorctl status --json`);
+    top.add_argument(
+        "--program",
+        metavar="NAME",
+        help='act as this configured program (hello first); default: the program "default"',
+    )
+    # The same flags are accepted after the command too (`distributorctl status --json`);
     # SUPPRESS keeps a subcommand from resetting what was given before it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--socket", metavar="PATH", default=argparse.SUPPRESS, help="as above")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="as above")
+    common.add_argument("--program", metavar="NAME", default=argparse.SUPPRESS, help="as above")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("ping", parents=[common], help="check that the daemon answers")
     commands.add_parser("status", parents=[common], help="battery status")
     commands.add_parser("components", parents=[common], help="managed battery/inverter pairs")
     commands.add_parser("watch", parents=[common], help="follow status changes until Ctrl-C")
+    commands.add_parser(
+        "proposals", parents=[common], help="every live proposal: who holds which batteries"
+    )
     set_power = commands.add_parser(
         "set-power",
         parents=[common],
@@ -114,7 +181,61 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="refuse (out_of_bounds) instead of trimming power the batteries cannot take",
     )
-    return top
+    propose = commands.add_parser(
+        "propose",
+        parents=[common],
+        help="propose power and/or bounds for batteries, as a program with a priority",
+        epilog=_PROPOSE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    propose._negative_number_matcher = _NEGATIVE_VALUE  # see _NEGATIVE_VALUE
+    propose.add_argument(
+        "power",
+        metavar="POWER",
+        nargs="?",
+        type=_power_argument,
+        help="what the program wants for the set, e.g. -5kW (optional: bounds only)",
+    )
+    propose.add_argument(
+        "--batteries",
+        required=True,
+        metavar="ID[,ID...]",
+        type=_battery_ids_argument,
+        help="the exact battery set, comma-separated ids",
+    )
+    propose.add_argument(
+        "--lower",
+        metavar="P",
+        type=_power_argument,
+        help="lowest power left to the programs of lower priority, e.g. -20kW",
+    )
+    propose.add_argument(
+        "--upper",
+        metavar="P",
+        type=_power_argument,
+        help="highest power left to the programs of lower priority, e.g. 20kW",
+    )
+    propose.add_argument(
+        "--ttl",
+        metavar="S",
+        type=_ttl_argument,
+        help=f"the proposal expires after S seconds, in (0, {MAX_TTL_S:g}] "
+        "(default: it stands until replaced or withdrawn)",
+    )
+    withdraw = commands.add_parser(
+        "withdraw",
+        parents=[common],
+        help="end the program's proposals (all, or the one on --batteries)",
+        epilog=_WITHDRAW_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    withdraw.add_argument(
+        "--batteries",
+        metavar="ID[,ID...]",
+        type=_battery_ids_argument,
+        help="the exact set whose proposal to end (default: all of the program's)",
+    )
+    return top, propose
 
 
 def _power_argument(text: str) -> float:
@@ -157,6 +278,18 @@ def _timeout_argument(text: str) -> float:
     if not 0.0 < seconds <= MAX_REQUEST_TIMEOUT_S:  # also refuses nan
         raise argparse.ArgumentTypeError(
             f"{text!r}: the timeout is a number of seconds in (0, {MAX_REQUEST_TIMEOUT_S:g}]"
+        )
+    return seconds
+
+
+def _ttl_argument(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0.0 < seconds <= MAX_TTL_S:  # also refuses nan
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the ttl is a number of seconds in (0, {MAX_TTL_S:g}]"
         )
     return seconds
 

@@ -125,8 +125,57 @@ def render_components(result: Mapping[str, Any], path: str) -> list[str]:
 def render_set_power(result: Mapping[str, Any], path: str) -> list[str]:
     """The outcome in one line, then one row per battery when power was commanded."""
     del path
-    outcome = result["outcome"]
     requested = format_power(result["power_w"]) if "power_w" in result else "power"
+    return _outcome_lines(result, requested)
+
+
+def render_propose(result: Mapping[str, Any], path: str) -> list[str]:
+    """``set-power``'s lines, then what arbitration granted the proposal, and why.
+
+    A proposal without a power (a limiter) is shown as requesting ``bounds only``, whether the
+    daemon leaves ``power_w`` out or sends ``null``. The ``arbitration`` object is shown when
+    the daemon sends one (an outcome decided before arbitration may have none).
+    """
+    del path
+    power = result.get("power_w")
+    requested = "bounds only" if power is None else format_power(power)
+    lines = _outcome_lines(result, requested)
+    if "arbitration" in result:
+        lines += _arbitration_lines(result["arbitration"])
+    return lines
+
+
+def _arbitration_lines(arbitration: Mapping[str, Any]) -> list[str]:
+    """Who was granted what in which window, the set's target, who limited it and why."""
+    lo, hi = arbitration["window_w"]
+    lines = [
+        f"program {arbitration['program']} (priority {arbitration['priority']}): granted "
+        f"{_optional_power(arbitration['granted_w'])} in the window "
+        f"{_edge(lo, 'lower')} to {_edge(hi, 'upper')}",
+        f"target of the battery set: {_optional_power(arbitration['target_w'])}",
+    ]
+    limited_by = arbitration["limited_by"]
+    if limited_by:
+        names = ", ".join(f"{p['program']} (priority {p['priority']})" for p in limited_by)
+        lines.append(f"limited by {names}")
+    reasons = arbitration["reasons"]
+    if reasons:
+        lines.append(f"reasons: {', '.join(map(str, reasons))}")
+    return lines
+
+
+def _optional_power(watts: float | None) -> str:
+    return "none" if watts is None else format_power(watts)
+
+
+def _edge(watts: float | None, side: str) -> str:
+    # The daemon sends an infinite (or unknown) edge as null: JSON has no infinities.
+    return f"no {side} limit" if watts is None else format_power(watts)
+
+
+def _outcome_lines(result: Mapping[str, Any], requested: str) -> list[str]:
+    """A ``set_power``-shaped result: the outcome's line and, with power, the batteries."""
+    outcome = result["outcome"]
     match outcome:
         case "success" | "partial_failure":
             headline = (
@@ -197,6 +246,103 @@ def _distribution_table(result: Mapping[str, Any]) -> list[str]:
     return table(["BATTERY", "POWER", "RESULT", "REASON"], rows, right=(0, 1))
 
 
+def render_proposals(result: Mapping[str, Any], path: str) -> list[str]:
+    """Every live proposal, highest priority first: what it asks, gets and holds.
+
+    ``HELD`` is ``all`` when the proposal's bucket holds its whole set, ``none`` when a higher
+    priority holds all of it, else the batteries it still holds. ``LIFETIME`` is ``standing``,
+    the ttl with the time left, or ``until disconnect``.
+    """
+    del path
+    proposals = result["proposals"]
+    if not proposals:
+        return ["no proposals"]
+    rows = []
+    # Stable: the daemon's order within a priority.
+    for entry in sorted(proposals, key=lambda entry: -entry["priority"]):
+        batteries = entry["batteries"]
+        held = entry["held_batteries"]
+        rows.append(
+            [
+                str(entry["program"]),
+                str(entry["priority"]),
+                format_battery_set(batteries),
+                _cell_power(entry["power_w"]),
+                _cell_power(entry["lower_w"]),
+                _cell_power(entry["upper_w"]),
+                _cell_power(entry["granted_w"]),
+                "all" if set(held) == set(batteries) else format_battery_set(held) or "none",
+                format_duration(entry["age_s"]),
+                _lifetime(entry),
+            ]
+        )
+    header = [
+        "PROGRAM",
+        "PRIORITY",
+        "BATTERIES",
+        "POWER",
+        "LOWER",
+        "UPPER",
+        "GRANTED",
+        "HELD",
+        "AGE",
+        "LIFETIME",
+    ]
+    programs = {entry["program"] for entry in proposals}
+    count = "1 proposal" if len(proposals) == 1 else f"{len(proposals)} proposals"
+    of = "1 program" if len(programs) == 1 else f"{len(programs)} programs"
+    return [*table(header, rows, right=(1, 3, 4, 5, 6, 8)), f"{count} of {of}"]
+
+
+def _cell_power(watts: float | None) -> str:
+    return NO_VALUE if watts is None else format_power(watts, POWER_COLUMN_UNIT)
+
+
+def _lifetime(entry: Mapping[str, Any]) -> str:
+    ttl = entry["ttl_s"]
+    if ttl is None:
+        text = "standing"
+    else:
+        left = max(0.0, ttl - entry["age_s"])
+        text = f"ttl {format_duration(ttl)} ({format_duration(left)} left)"
+    if entry["until_disconnect"]:
+        text = "until disconnect" if ttl is None else f"{text}, until disconnect"
+    return text
+
+
+def render_withdraw(result: Mapping[str, Any], path: str) -> list[str]:
+    """The battery sets whose proposals ended, one a line, or that there were none."""
+    del path
+    withdrawn = result["withdrawn"]
+    if not withdrawn:
+        return ["nothing withdrawn"]
+    count = "1 proposal" if len(withdrawn) == 1 else f"{len(withdrawn)} proposals"
+    return [
+        f"withdrew {count}; batteries no proposal holds any more get 0 W",
+        *(f"  batteries {format_battery_set(batteries)}" for batteries in withdrawn),
+    ]
+
+
+def format_battery_set(batteries: Sequence[int]) -> str:
+    """``1001-1004,1007,1009,1010``: ascending, runs of three or more ids as ranges.
+
+    A set of hundreds of consecutive batteries stays one short cell. Empty: ``""``.
+    """
+    ids = sorted({int(battery) for battery in batteries})
+    parts: list[str] = []
+    start = 0
+    while start < len(ids):
+        end = start
+        while end + 1 < len(ids) and ids[end + 1] == ids[end] + 1:
+            end += 1
+        if end - start >= 2:
+            parts.append(f"{ids[start]}-{ids[end]}")
+        else:
+            parts.extend(str(battery) for battery in ids[start : end + 1])
+        start = end + 1
+    return ",".join(parts)
+
+
 def format_status_change(params: Mapping[str, Any], when: time.struct_time) -> str:
     """One ``watch`` line: ``12:03:04 battery 1001: not_working (stale_battery_data)``."""
     line = f"{time.strftime('%H:%M:%S', when)} battery {params['id']}: {params['status']}"
@@ -211,5 +357,8 @@ RENDERERS: Mapping[str, Callable[[Any, str], list[str]]] = {
     "get_status": render_status,
     "list_components": render_components,
     "set_power": render_set_power,
+    "propose": render_propose,
+    "withdraw": render_withdraw,
+    "get_proposals": render_proposals,
 }
 """Each method's renderer; it takes the result and the socket path (which ``ping`` names)."""

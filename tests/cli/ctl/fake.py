@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from distributord.cli import ctl
+from distributord.core.arbitration.holdings import Proposal
+from distributord.core.arbitration.merge import Bid, merge
+from distributord.core.arbitration.wire import arbitration_object, proposal_entry, withdrawn_object
+from distributord.core.model import PowerBounds
 
 IO_TIMEOUT_S = 10.0
 """Bound on every socket operation in the tests: far above any real exchange here."""
@@ -119,6 +123,21 @@ def status_changed(battery: int, status: str, reasons: list[str]) -> Message:
 
 def run(daemon: FakeDaemon, *argv: str) -> int:
     return ctl.main(["--socket", str(daemon.path), *argv])
+
+
+def hello_reply(priority: int = 50) -> Answer:
+    """``hello``'s result (``{program, priority, limits}``) for whichever program was named."""
+    return lambda request: [
+        {
+            "jsonrpc": "2.0",
+            "id": request["id"],
+            "result": {
+                "program": request["params"]["program"],
+                "priority": priority,
+                "limits": {"max_charge_w": None, "max_discharge_w": None, "batteries": None},
+            },
+        }
+    ]
 
 
 def only_request(daemon: FakeDaemon) -> Message:
@@ -231,3 +250,90 @@ IGNORED = {
     "batteries": [1001, 1002],
     "message": "superseded by a newer request for the same batteries",
 }
+
+
+# --- arbitration's results, made by the daemon's own encoders (core.arbitration.wire) -------
+# so that a key renamed there fails these tests rather than only the real daemon's users.
+
+_BUCKET_BOUNDS = PowerBounds(
+    inclusion_lower=-20000.0, exclusion_lower=0.0, exclusion_upper=0.0, inclusion_upper=20000.0
+)
+# fcr (priority 90) limits the set to [-8, 0] kW; trading (50) asks -12 kW and gets -8 kW.
+_MERGE = merge(
+    _BUCKET_BOUNDS,
+    [
+        Bid(program="fcr", priority=90, sequence=1, lower_w=-8000.0, upper_w=0.0),
+        Bid(program="trading", priority=50, sequence=2, power_w=-12000.0),
+    ],
+)
+ARBITRATION = arbitration_object(
+    next(grant for grant in _MERGE.grants if grant.bid.program == "trading"), _MERGE
+)
+
+PROPOSED = {
+    **SUCCESS,
+    "power_w": -12000.0,
+    "succeeded_power_w": -8000.0,
+    "excess_power_w": -4000.0,
+    "distribution": {"1001": -4000.0, "1002": -4000.0},
+    "arbitration": ARBITRATION,
+}
+"""``propose``'s result: the ``set_power`` result plus ``arbitration``."""
+
+_NOW = 1000.0
+
+
+def _entry(granted_w: float | None, held: set[int], **proposal: Any) -> Message:
+    made = Proposal(connection="c", sequence=0, **proposal)
+    return proposal_entry(made, now=_NOW, granted_w=granted_w, held=frozenset(held))
+
+
+PROPOSALS = {
+    "proposals": [
+        _entry(  # the daemon's order is not by priority: the table sorts
+            3000.0,
+            {1003, 1004, 1005},
+            program="peak",
+            priority=20,
+            batteries=frozenset({1002, 1003, 1004, 1005}),
+            power_w=5000.0,
+            until_disconnect=True,
+            created_at=_NOW - 2.0,
+        ),
+        _entry(
+            0.0,
+            {1001, 1002},
+            program="fcr",
+            priority=90,
+            batteries=frozenset({1001, 1002}),
+            lower_w=-8000.0,
+            upper_w=0.0,
+            created_at=_NOW - 3725.0,
+        ),
+        _entry(
+            -8000.0,
+            {1001, 1002},
+            program="trading",
+            priority=50,
+            batteries=frozenset({1001, 1002}),
+            power_w=-12000.0,
+            ttl_s=300.0,
+            created_at=_NOW - 12.5,
+        ),
+        _entry(
+            None,
+            set(),
+            program="default",
+            priority=0,
+            batteries=frozenset({1001}),
+            power_w=1000.0,
+            ttl_s=60.0,
+            until_disconnect=True,
+            created_at=_NOW - 0.5,
+        ),
+    ]
+}
+"""``get_proposals``' result: who holds what (``distributorctl proposals``)."""
+
+WITHDRAWN = withdrawn_object([frozenset({1003, 1001, 1002}), frozenset({1005})])
+"""``withdraw``'s result: ``{"withdrawn": [[1001, 1002, 1003], [1005]]}``."""

@@ -10,9 +10,14 @@ import pytest
 from distributord import __version__
 from distributord.cli import ctl
 from distributord.cli.ctl import args
+from distributord.core.arbitration import wire
 from tests.cli.ctl.fake import (
+    PROPOSALS,
+    PROPOSED,
     SUCCESS,
+    WITHDRAWN,
     FakeDaemon,
+    hello_reply,
     only_request,
     reply,
     run,
@@ -185,3 +190,168 @@ def test_socket_from_the_environment(
 )
 def test_socket_path_precedence(given: str | None, environ: dict[str, str], path: str) -> None:
     assert args.socket_path(given, environ) == path
+
+
+# --- arbitration: propose, withdraw, proposals, --program (issue 20) -------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "params"),
+    [
+        (["-5kW", "--batteries", "1001,1002"], {"power_w": -5000.0, "batteries": [1001, 1002]}),
+        (["--batteries", "1001,1002", "-5kW"], {"power_w": -5000.0, "batteries": [1001, 1002]}),
+        (["--batteries", "7", "--", "-5kW"], {"power_w": -5000.0, "batteries": [7]}),
+        (  # a limiter: bounds only, negative values as typed
+            ["--batteries", "1001,1002", "--lower", "-20kW", "--upper", "0"],
+            {"lower_w": -20000.0, "upper_w": 0.0, "batteries": [1001, 1002]},
+        ),
+        (["--batteries", "7", "--lower=-1.5MW"], {"lower_w": -1_500_000.0, "batteries": [7]}),
+        (["--upper", "300W", "--batteries", "7"], {"upper_w": 300.0, "batteries": [7]}),
+        (
+            ["10kW", "--batteries", "1001", "--ttl", "300", "--lower", "-5kW", "--upper", "12kW"],
+            {
+                "power_w": 10000.0,
+                "lower_w": -5000.0,
+                "upper_w": 12000.0,
+                "ttl_s": 300.0,
+                "batteries": [1001],
+            },
+        ),
+        (
+            ["--batteries", "1", "--ttl", "86400", "0"],
+            {"power_w": 0.0, "ttl_s": 86400.0, "batteries": [1]},
+        ),
+        (
+            ["--batteries", "1", "--lower", "5kW", "--upper", "5kW"],
+            {"lower_w": 5000.0, "upper_w": 5000.0, "batteries": [1]},
+        ),
+    ],
+)
+def test_propose_sends_only_what_was_given(
+    daemon: FakeDaemon, argv: list[str], params: dict[str, object]
+) -> None:
+    # Never until_disconnect (the command's connection closes at once) nor request_timeout_s.
+    daemon.answers["propose"] = reply(PROPOSED)
+    assert run(daemon, "propose", *argv) in (0, 1)
+    request = only_request(daemon)
+    assert request["method"] == "propose"
+    assert request["params"] == params
+
+
+def test_withdraw_sends_the_set_only_when_given(daemon: FakeDaemon) -> None:
+    daemon.answers["withdraw"] = reply(WITHDRAWN)
+    assert run(daemon, "withdraw", "--batteries", "1003,1001,1002") == 0
+    assert run(daemon, "withdraw") == 0
+    first, every = daemon.requests
+    assert (first["method"], first["params"]) == ("withdraw", {"batteries": [1003, 1001, 1002]})
+    assert every["method"] == "withdraw"
+    assert "params" not in every  # all of the program's proposals
+
+
+def test_proposals_sends_get_proposals_without_params(daemon: FakeDaemon) -> None:
+    daemon.answers["get_proposals"] = reply(PROPOSALS)
+    assert run(daemon, "proposals") == 0
+    request = only_request(daemon)
+    assert request["method"] == "get_proposals"
+    assert "params" not in request
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--program", "fcr", "proposals"],
+        ["proposals", "--program", "fcr"],
+        ["--program", "x", "proposals", "--program", "fcr"],  # the last one given wins
+        ["--program=fcr", "proposals", "--json"],
+    ],
+)
+def test_program_before_or_after_the_command(daemon: FakeDaemon, argv: list[str]) -> None:
+    daemon.answers["hello"] = hello_reply()
+    daemon.answers["get_proposals"] = reply(PROPOSALS)
+    assert run(daemon, *argv) == 0
+    hello, command = daemon.requests
+    assert (hello["method"], hello["params"]) == ("hello", {"program": "fcr"})
+    assert command["method"] == "get_proposals"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--batteries", "1001"], "give at least one of POWER, --lower and --upper"),
+        (["--batteries", "1001", "--ttl", "30"], "give at least one of POWER, --lower and --upper"),
+        (
+            ["--batteries", "1", "--lower", "5kW", "--upper", "-5kW"],
+            "--lower (5000 W) is above --upper (-5000 W)",
+        ),
+        (["--batteries", "1", "--lower", "5kX"], "argument --lower: '5kX': unknown unit 'kX'"),
+        (["--batteries", "1", "--upper", "lots"], "argument --upper"),
+        (["5kWh", "--batteries", "1"], "argument POWER: '5kWh': unknown unit 'kWh'"),
+        (["5kW"], "the following arguments are required: --batteries"),
+        (["5kW", "--batteries", "1,1"], "repeated: 1"),
+        (["5kW", "6kW", "--batteries", "1"], "unrecognized arguments: 6kW"),
+        (["5kW", "--batteries", "1", "--timeout", "3"], "unrecognized arguments: --timeout"),
+        (["5kW", "--batteries", "1", "--until-disconnect"], "unrecognized arguments"),
+    ],
+)
+def test_propose_usage_errors(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert run(daemon, "propose", *argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("usage: distributorctl")  # unknown arguments: the top parser's usage
+    assert message in err
+    assert daemon.requests == []
+
+
+@pytest.mark.parametrize("ttl", ["0", "-1", "86400.5", "1e9", "nan", "inf", "soon", ""])
+def test_bad_ttl_is_a_usage_error(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str], ttl: str
+) -> None:
+    assert run(daemon, "propose", "5kW", "--batteries", "1", "--ttl", ttl) == 2
+    err = capsys.readouterr().err
+    assert "argument --ttl" in err
+    assert "the ttl is a number of seconds in (0, 86400]" in err
+    assert daemon.requests == []
+
+
+def test_the_ttl_cap_is_the_daemons() -> None:
+    assert args.MAX_TTL_S == wire.MAX_TTL_S
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["withdraw", "5kW"],
+        ["withdraw", "--batteries"],
+        ["withdraw", "--batteries", "x"],
+        ["proposals", "--batteries", "1"],
+        ["proposals", "all"],
+        ["ping", "--program"],
+    ],
+)
+def test_arbitration_usage_errors_exit_2(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    assert run(daemon, *argv) == 2
+    assert "usage:" in capsys.readouterr().err
+    assert daemon.requests == []
+
+
+def test_help_names_program_and_the_new_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert ctl.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for text in ("--program NAME", "proposals", "propose", "withdraw", "1  set-power, propose"):
+        assert text in out
+    assert 'Without --program the connection acts as the program "default".' in out
+
+
+def test_propose_and_withdraw_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert ctl.main(["propose", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "[POWER]" in out
+    assert "--lower P" in out
+    assert "--ttl S" in out
+    assert "propose --batteries 1001,1002 --lower -20kW --upper 0" in out
+    assert ctl.main(["withdraw", "--help"]) == 0
+    assert "all of its proposals without --batteries" in capsys.readouterr().out

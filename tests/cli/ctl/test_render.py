@@ -8,13 +8,17 @@ import pytest
 
 from distributord.cli.ctl import render
 from tests.cli.ctl.fake import (
+    ARBITRATION,
     COMPONENTS,
     ERROR,
     IGNORED,
     OUT_OF_BOUNDS,
     PARTIAL_FAILURE,
+    PROPOSALS,
+    PROPOSED,
     STATUS,
     SUCCESS,
+    WITHDRAWN,
     FakeDaemon,
     Message,
     only_request,
@@ -257,3 +261,199 @@ def test_table_aligns_columns() -> None:
         "   1  a",
         "1000  bb",
     ]
+
+
+# --- arbitration: proposals, propose, withdraw (issue 20) -----------------------------------
+
+
+def test_proposals_table(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    daemon.answers["get_proposals"] = reply(PROPOSALS)
+    assert run(daemon, "proposals") == 0
+    # Highest priority first; HELD says what the bucket still holds of its set; the ttl shows
+    # the time left; powers in one unit; what was not given is "-".
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "PROGRAM  PRIORITY  BATTERIES      POWER     LOWER    UPPER   GRANTED  HELD"
+        "              AGE  LIFETIME",
+        "fcr            90  1001,1002          -  -8.00 kW  0.00 kW   0.00 kW  all"
+        "        1 h 02 min  standing",
+        "trading        50  1001,1002  -12.00 kW         -        -  -8.00 kW  all"
+        "            12.5 s  ttl 5 min 00 s (4 min 47 s left)",
+        "peak           20  1002-1005    5.00 kW         -        -   3.00 kW  1003-1005"
+        "       2.0 s  until disconnect",
+        "default         0  1001         1.00 kW         -        -         -  none"
+        "            0.5 s  ttl 1 min 00 s (59.5 s left), until disconnect",
+        "4 proposals of 4 programs",
+    ]
+    assert err == ""
+
+
+def test_proposals_of_one_program(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    daemon.answers["get_proposals"] = reply({"proposals": PROPOSALS["proposals"][2:3]})
+    assert run(daemon, "proposals") == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "1 proposal of 1 program"
+
+
+def test_no_proposals(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    daemon.answers["get_proposals"] = reply({"proposals": []})
+    assert run(daemon, "proposals") == 0
+    assert capsys.readouterr().out == "no proposals\n"
+
+
+def test_an_expired_ttl_shows_no_time_left() -> None:
+    entry = {**PROPOSALS["proposals"][2], "age_s": 301.0}
+    row = render.render_proposals({"proposals": [entry]}, "")[1]
+    assert row.endswith("ttl 5 min 00 s (0.0 s left)")
+
+
+def test_propose_shows_the_outcome_then_the_arbitration(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.answers["propose"] = reply(PROPOSED)
+    assert run(daemon, "propose", "-12kW", "--batteries", "1001,1002") == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "success: -12.00 kW requested, -8.00 kW commanded to 2 batteries, "
+        "-4.00 kW could not be placed",
+        "BATTERY     POWER  RESULT  REASON",
+        "   1001  -4.00 kW  ok      proportional",
+        "   1002  -4.00 kW  ok      proportional",
+        "program trading (priority 50): granted -8.00 kW in the window -8.00 kW to 0.00 W",
+        "target of the battery set: -8.00 kW",
+        "limited by fcr (priority 90)",
+        "reasons: clamped",
+    ]
+    assert err == ""
+
+
+@pytest.mark.parametrize("power", ["absent", "null"])
+def test_a_limiter_requests_bounds_only(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str], power: str
+) -> None:
+    result: Message = {
+        key: value for key, value in PROPOSED.items() if key not in ("power_w", "excess_power_w")
+    }
+    if power == "null":
+        result["power_w"] = None
+    result["arbitration"] = {
+        **ARBITRATION,
+        "program": "fcr",
+        "priority": 90,
+        "granted_w": 0.0,
+        "window_w": [None, None],  # infinite edges: JSON has no infinities
+        "limited_by": [],
+        "target_w": -8000.0,
+        "reasons": [],
+    }
+    daemon.answers["propose"] = reply(result)
+    assert run(daemon, "propose", "--batteries", "1001,1002", "--lower", "-8kW") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "success: bounds only requested, -8.00 kW commanded to 2 batteries"
+    assert lines[-2:] == [
+        "program fcr (priority 90): granted 0.00 W in the window no lower limit to no upper limit",
+        "target of the battery set: -8.00 kW",
+    ]
+
+
+def test_propose_outcome_without_arbitration_is_one_line(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An outcome decided before arbitration (unknown batteries) may come without it.
+    daemon.answers["propose"] = reply(ERROR)
+    assert run(daemon, "propose", "-5kW", "--batteries", "1001,9999") == 1
+    assert capsys.readouterr().out == ("error: unknown batteries 9999; known: 1001, 1002, 1003\n")
+
+
+def test_propose_out_of_bounds_with_arbitration(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arbitration = {**ARBITRATION, "granted_w": None, "reasons": ["unknown_bounds", "clamped"]}
+    daemon.answers["propose"] = reply({**OUT_OF_BOUNDS, "arbitration": arbitration})
+    assert run(daemon, "propose", "-50kW", "--batteries", "1001,1002") == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "out_of_bounds: -50.00 kW requested, the batteries allow 0 W, -20.00 kW to "
+        "-1.00 kW or 1.00 kW to 20.00 kW; nothing was commanded",
+        "program trading (priority 50): granted none in the window -8.00 kW to 0.00 W",
+        "target of the battery set: -8.00 kW",
+        "limited by fcr (priority 90)",
+        "reasons: unknown_bounds, clamped",
+    ]
+
+
+def test_withdraw_names_the_sets(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    daemon.answers["withdraw"] = reply(WITHDRAWN)
+    assert run(daemon, "withdraw") == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "withdrew 2 proposals; batteries no proposal holds any more get 0 W",
+        "  batteries 1001-1003",
+        "  batteries 1005",
+    ]
+    daemon.answers["withdraw"] = reply({"withdrawn": [[7]]})
+    assert run(daemon, "withdraw", "--batteries", "7") == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("withdrew 1 proposal;")
+
+
+def test_withdrawing_nothing(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    daemon.answers["withdraw"] = reply({"withdrawn": []})
+    assert run(daemon, "withdraw", "--batteries", "1001") == 0
+    assert capsys.readouterr().out == "nothing withdrawn\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "method", "result"),
+    [
+        (["proposals"], "get_proposals", []),
+        (["proposals"], "get_proposals", {"proposals": [{"program": "fcr", "priority": 9}]}),
+        (
+            ["proposals"],
+            "get_proposals",
+            {"proposals": [{**PROPOSALS["proposals"][0], "batteries": ["a"]}]},
+        ),
+        (
+            ["proposals"],
+            "get_proposals",
+            {"proposals": [{**PROPOSALS["proposals"][0], "priority": "high"}]},
+        ),
+        (["withdraw"], "withdraw", {"withdrawn": 5}),
+        (["withdraw"], "withdraw", {}),
+        (["propose", "1kW", "--batteries", "1"], "propose", {**PROPOSED, "arbitration": {}}),
+        (
+            ["propose", "1kW", "--batteries", "1"],
+            "propose",
+            {**PROPOSED, "arbitration": {**ARBITRATION, "window_w": [1.0]}},
+        ),
+        (
+            ["propose", "1kW", "--batteries", "1"],
+            "propose",
+            {**PROPOSED, "arbitration": {**ARBITRATION, "limited_by": ["fcr"]}},
+        ),
+    ],
+)
+def test_unexpected_arbitration_result_exits_3_without_traceback(
+    daemon: FakeDaemon,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    method: str,
+    result: Any,
+) -> None:
+    daemon.answers[method] = reply(result)
+    assert run(daemon, *command) == 3
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"unexpected {method} result from distributord" in err
+
+
+@pytest.mark.parametrize(
+    ("batteries", "text"),
+    [
+        ([], ""),
+        ([7], "7"),
+        ([1002, 1001], "1001,1002"),
+        ([1001, 1002, 1003], "1001-1003"),
+        ([5, 1, 2, 3, 4, 9, 10, 12], "1-5,9,10,12"),
+        (list(range(1000, 2024)), "1000-2023"),
+        ([0, 2, 4], "0,2,4"),
+    ],
+)
+def test_format_battery_set(batteries: list[int], text: str) -> None:
+    assert render.format_battery_set(batteries) == text
