@@ -6,9 +6,10 @@ Theory of operation
 -------------------
 * **Which socket.** ``--socket``, else ``$DISTRIBUTORD_SOCKET``, else the daemon's default
   (:data:`~distributord.core.protocol.DEFAULT_SOCKET`); an empty value counts as not given.
-* **Negative powers as typed.** argparse takes ``-5kW`` for an option; ``set-power``'s parser
-  is told that anything starting with ``-`` and a digit is a value, which is safe because none
-  of its options look like that. ``-- -5kW`` keeps working at the end of the line.
+* **Negative powers as typed.** argparse takes ``-5kW`` for an option; ``set-power``'s and
+  ``propose``'s parsers are told that anything starting with ``-`` and a digit is a value
+  (POWER, or the value of ``--lower``/``--upper``), which is safe because none of their options
+  look like that. ``-- -5kW`` keeps working at the end of the line.
 * **Usage errors are argparse's.** A bad POWER, battery list, timeout or ttl is refused by its
   argument type with a message naming what was expected; argparse prints it with the usage and
   exits 2, before anything is sent. So are the rules that span arguments (:func:`parse`): a

@@ -6,8 +6,10 @@ Pure functions of a result, one per method (:data:`RENDERERS`), each returning t
 print. A missing required field raises :class:`KeyError` (and a value of the wrong type
 :class:`TypeError` or :class:`ValueError`), which the caller reports as an unusable reply;
 optional fields show as :data:`NO_VALUE`. Numbers align right, and a column of powers uses one
-unit (:data:`POWER_COLUMN_UNIT`) so that rows compare at a glance. ``--json`` does not come
-here: it prints the daemon's result as it is.
+unit (:data:`POWER_COLUMN_UNIT`) so that rows compare at a glance. A battery set is written
+with runs as ranges (:func:`format_battery_set`), so that a set of hundreds stays one cell; a
+power edge the daemon sends as ``null`` (infinite: JSON has none) reads as "no limit".
+``--json`` does not come here: it prints the daemon's result as it is.
 """
 
 from __future__ import annotations
