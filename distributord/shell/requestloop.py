@@ -5,7 +5,8 @@ Theory of operation
 The socket listener hands each ``set_power`` request to :meth:`RequestLoop.submit`, which puts
 it on a bounded trio memory channel; a full channel is an answer (the listener replies
 "overloaded"), never an unbounded buffer. The loop's task takes requests off the channel and
-schedules them by their battery set (``spec/protocol.md``):
+schedules them by their battery set (``spec/protocol.md``); the rules are kept by the pure
+:class:`distributord.core.scheduling.Scheduler`, and this loop executes its decisions:
 
 * **Same set**: at most one is applied at a time; while it runs only the newest waiting request
   is kept, and each one it replaces is answered ``ignored``.
@@ -24,9 +25,10 @@ not send standing setpoints itself: it tells the commander (:mod:`distributord.s
 what each inverter is *wanted* at, and the setpoint ledger (:mod:`distributord.core.ledger`)
 decides, per inverter, when it must be sent again (before *its own* command's lifetime runs out)
 and when power nobody wants must be released. The loop re-plans each standing set with fresh
-telemetry every ``lifetime/3`` and at once when one of its batteries changes status, which only
-changes what is wanted: a hanging inverter never holds up another's refresh, and a client
-request touches only the inverters it commands.
+telemetry every ``lifetime/3`` and at once when one of its batteries changes status, unless a
+client request for its batteries runs or waits (``distributord.core.scheduling`` decides when).
+A re-plan only changes what is wanted: a hanging inverter never holds up another's refresh, and
+a client request touches only the inverters it commands.
 
 A request changes the ledger only once it is planned: one refused (unknown ids, out of bounds,
 no usable battery) changes nothing. A planned request for an overlapping, different set ends
@@ -60,6 +62,7 @@ from distributord.core.errors import CommandError
 from distributord.core.ledger import REFRESH_AT
 from distributord.core.model import Error, Ignored, Request, Result, Timing
 from distributord.core.planning import as_sent, choose, plan, summarize, unknown_batteries
+from distributord.core.scheduling import Scheduler, next_replan, replans_due
 from distributord.core.session import Reply
 from distributord.core.status import Status
 from distributord.core.topology import Topology
@@ -99,7 +102,6 @@ class _Job:
     request: Request
     reply: Reply
     arrived: float
-    warned: bool = False
     commands_s: float = 0.0
 
 
@@ -181,20 +183,29 @@ class RequestLoop:
         # How often a standing set is re-planned: a third of what a command holds. A reload that
         # changes it re-times the re-plans at once.
         self._refresh_interval = config.view(lambda c: held_s(c, lifetime_scale) * REFRESH_AT)
-        self._queue_size = config.value.requests.queue_size
-        self._send, self._receive = trio.open_memory_channel[_Job](self._queue_size)
+        queue_size = config.value.requests.queue_size
+        self._send, self._receive = trio.open_memory_channel[_Job](queue_size)
         self._probes: list[trio.Event] | None = None  # a list while serve() runs
         self._probe_wanted = trio_util.AsyncBool(False)  # a level: the probes wait in _probes
-        self._waiting: dict[frozenset[int], _Job] = {}
-        # Requests withdrawn while still in the channel, by id (the object is kept, so the id
-        # cannot be reused before the loop takes it).
-        self._withdrawn: dict[int, Request] = {}
-        self._running: dict[frozenset[int], _Job] = {}
+        # A departing client names its request: that identifies its job.
+        self._scheduler = Scheduler[_Job](queue_size=queue_size, key=lambda job: job.request)
         self._standing: dict[frozenset[int], _Standing] = {}
         self._standing_changed = trio_util.AsyncBool(False)  # a standing set came or went
         self._nursery: trio.Nursery | None = None
         self._last_latency_s: float | None = None
         self._closed = False
+
+    # The scheduler's views, by their old names (statistics() and the stateful test read them).
+
+    @property
+    def _waiting(self) -> Mapping[frozenset[int], _Job]:
+        """The requests waiting for their batteries, by set (the scheduler's; read-only)."""
+        return self._scheduler.waiting
+
+    @property
+    def _running(self) -> Mapping[frozenset[int], _Job]:
+        """The requests being applied, by set (the scheduler's; read-only)."""
+        return self._scheduler.running
 
     # -- the public side ---------------------------------------------------------------------
 
@@ -216,10 +227,9 @@ class RequestLoop:
         request for a set whose request is already waiting is always taken: it replaces that
         one and adds nothing.
         """
-        if request.batteries not in self._waiting:
-            queued = self._receive.statistics().current_buffer_used
-            if queued + len(self._waiting) >= self._queue_size:
-                return False
+        queued = self._receive.statistics().current_buffer_used
+        if not self._scheduler.admits(request.batteries, queued=queued):
+            return False
         try:
             self._send.send_nowait(_Job(request=request, reply=reply, arrived=trio.current_time()))
         except (trio.WouldBlock, trio.ClosedResourceError):
@@ -247,14 +257,8 @@ class RequestLoop:
         departures). True if it was withdrawn; it gets no reply. Only for a request that was
         taken (:meth:`submit`) and not answered yet.
         """
-        running = self._running.get(request.batteries)
-        if running is not None and running.request is request:
+        if not self._scheduler.withdraw(request.batteries, request):
             return False
-        job = self._waiting.get(request.batteries)
-        if job is not None and job.request is request:
-            del self._waiting[request.batteries]
-        else:  # still in the queue: dropped when the loop takes it
-            self._withdrawn[id(request)] = request
         logger.info(
             "request for batteries [%s] withdrawn before it started: its client went away",
             ids_text(request.batteries),
@@ -302,8 +306,7 @@ class RequestLoop:
         try:
             await self._serve(task_status)
         finally:
-            for batteries, job in list(self._waiting.items()):
-                del self._waiting[batteries]
+            for job in self._scheduler.drain():
                 self._answer(job, Error(request=job.request, message=NOT_APPLIED))
 
     async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
@@ -324,41 +327,29 @@ class RequestLoop:
     # -- scheduling ----------------------------------------------------------------------------
 
     def _arrive(self, job: _Job) -> None:
-        if self._withdrawn.pop(id(job.request), None) is job.request:
+        arrival = self._scheduler.arrive(job.request.batteries, job)
+        if arrival.withdrawn:
             return  # its client went away while it was queued (see withdraw)
-        batteries = job.request.batteries
-        replaced = self._waiting.get(batteries)
-        if replaced is not None:
+        if arrival.replaced is not None:
             self._answer(
-                replaced,
+                arrival.replaced,
                 Ignored(
-                    request=replaced.request,
+                    request=arrival.replaced.request,
                     message="superseded by a newer request for the same batteries",
                 ),
             )
-        self._waiting[batteries] = job  # a replaced request's place is kept
         self._dispatch()
 
     def _dispatch(self) -> None:
         assert self._nursery is not None
-        ahead: list[frozenset[int]] = []  # requests that could not start yet
-        for batteries, job in list(self._waiting.items()):
-            blocker = next(
-                (r for r in self._running if not batteries.isdisjoint(r)),
-                None,
-            ) or next((a for a in ahead if not batteries.isdisjoint(a)), None)
-            if blocker is not None:
-                ahead.append(batteries)
-                if blocker != batteries and not job.warned:
-                    job.warned = True
-                    logger.warning(
-                        "request for batteries [%s] overlaps the request for [%s]; it waits",
-                        ids_text(batteries),
-                        ids_text(blocker),
-                    )
-                continue
-            del self._waiting[batteries]
-            self._running[batteries] = job
+        turn = self._scheduler.dispatch()
+        for wait in turn.waits:
+            logger.warning(
+                "request for batteries [%s] overlaps the request for [%s]; it waits",
+                ids_text(wait.batteries),
+                ids_text(wait.behind),
+            )
+        for job in turn.started:
             self._nursery.start_soon(self._run, job)
 
     async def _run(self, job: _Job) -> None:
@@ -376,7 +367,7 @@ class RequestLoop:
                 del self._standing[batteries]
                 self._commander.drop(batteries)
         finally:
-            del self._running[batteries]
+            self._scheduler.finish(batteries)
             self._standing_changed.value = True  # its sets' re-plans may be due now
             stopping = _cancelled_from_outside()
             if result is None and stopping:
@@ -605,17 +596,11 @@ class RequestLoop:
     async def _serve_replans(self) -> None:
         board = self._tracker.board
         while True:
-            every = self._refresh_interval.value  # read on every turn: a reload may change it
             # A set with a client request running or waiting is left to that request; the end
-            # of a request wakes this task (``_standing_changed``).
-            busy = [*self._running, *self._waiting]
-            due = min(
-                (
-                    s.planned_at + every
-                    for batteries, s in self._standing.items()
-                    if all(batteries.isdisjoint(b) for b in busy)
-                ),
-                default=math.inf,
+            # of a request wakes this task (``_standing_changed``). The interval is read on
+            # every turn: a reload may change it.
+            due = next_replan(
+                self._standing, every=self._refresh_interval.value, busy=self._scheduler.busy
             )
             self._standing_changed.value = False
             with trio.move_on_at(due):
@@ -624,12 +609,11 @@ class RequestLoop:
                     functools.partial(self._standing_changed.wait_value, True),
                     self._refresh_interval.changed,  # a reload re-times them at once
                 )
-            every = self._refresh_interval.value
-            now = trio.current_time()
-            busy = [*self._running, *self._waiting]
-            for batteries, standing in list(self._standing.items()):
-                if any(not batteries.isdisjoint(b) for b in busy):
-                    continue  # a client request for these batteries decides
-                statuses = {b: self._tracker.state(b).status for b in standing.statuses}
-                if statuses != standing.statuses or now >= standing.planned_at + every:
-                    self._replan(batteries, standing)
+            for batteries in replans_due(
+                self._standing,
+                now=trio.current_time(),
+                every=self._refresh_interval.value,
+                status=lambda b: self._tracker.state(b).status,
+                busy=self._scheduler.busy,
+            ):
+                self._replan(batteries, self._standing[batteries])
