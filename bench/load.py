@@ -248,6 +248,9 @@ class Tally:
     answered: int = 0
     duplicates: int = 0
     unknown: int = 0
+    notified: int = 0
+    """Notifications (``proposal_ended`` when another client's request for an overlapping set,
+    or for the same set, ended this one's proposal: ``spec/arbitration.md``)."""
     missing: int = 0
     broken: int = 0
     """Connections that ended before their last reply (the daemon closed them, or a bad line)."""
@@ -258,7 +261,7 @@ class Tally:
     def merge(self, other: Tally) -> None:
         """Add another's counts (another window, or another class)."""
         self.clients = max(self.clients, other.clients)
-        for name in ("sent", "answered", "duplicates", "unknown", "missing", "broken"):
+        for name in ("sent", "answered", "duplicates", "unknown", "notified", "missing", "broken"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.outcomes.update(other.outcomes)
         self.latency.merge(other.latency)
@@ -283,6 +286,7 @@ class Tally:
             "answered": self.answered,
             "duplicates": self.duplicates,
             "unknown": self.unknown,
+            "notified": self.notified,
             "missing": self.missing,
             "broken": self.broken,
             "exactly_once": self.exactly_once(),
@@ -435,9 +439,12 @@ async def run_client(
 
 def _take(message: dict[str, Any], outstanding: dict[int, float], last_id: int, t: Tally) -> str:
     """Match one message to its request; its outcome (``""`` if it answers none)."""
+    if "id" not in message and isinstance(message.get("method"), str):
+        t.notified += 1  # a notification: told, not an answer
+        return ""
     request_id = message.get("id")
     if not isinstance(request_id, int) or isinstance(request_id, bool):
-        t.unknown += 1  # a notification or a null id: nothing this client asked for
+        t.unknown += 1  # a null id: nothing this client asked for
         return ""
     started = outstanding.pop(request_id, None)
     if started is None:

@@ -17,7 +17,7 @@ import attrs
 import trio
 
 from distributord.cli import trioclient
-from distributord.core.config import Config
+from distributord.core.config import Config, ProgramConfig
 from distributord.core.errors import UnreachableError
 from distributord.core.protocol import JsonId
 from distributord.core.status import Status
@@ -68,13 +68,21 @@ def config_with(base: Config | None = None, /, **tables: Mapping[str, Any]) -> C
     """``base`` (the defaults) with a few keys changed, table by table.
 
     ``config_with(setpoints={"lifetime_s": 10})``: every other key keeps its one default, and
-    the values are checked as a file's are.
+    the values are checked as a file's are. ``programs={"fcr": {"priority": 90}}`` replaces the
+    programs (``default`` is always there).
     """
     config = base or Config()
-    return attrs.evolve(
+    programs = tables.pop("programs", None)
+    config = attrs.evolve(
         config,
         **{name: attrs.evolve(getattr(config, name), **keys) for name, keys in tables.items()},
     )
+    if programs is not None:
+        config = attrs.evolve(
+            config,
+            programs={name: ProgramConfig(**keys) for name, keys in programs.items()},
+        )
+    return config
 
 
 def config_for(sim: Simulator, **tables: Mapping[str, Any]) -> Config:

@@ -34,12 +34,12 @@ as. A program's ``users`` and ``groups`` are kept as written (names or ids); mat
 against a peer is :mod:`distributord.core.arbitration.programs`'s, which is handed the peer's
 names, so this module stays free of the user database.
 
-``arbitration.merge`` and the programs are not live yet: nothing reads them until the daemon
-arbitrates. They are meant to be (priorities and who may act are the operator's policy, and a
-restart would end every program's proposals; the arbiter reads them at each decision and builds
-nothing from them). Whoever wires them marks them :data:`LIVE` (for the programs: handles
-``programs.*`` in :func:`reloaded` and the daemon's reload log) with their effect's test in
-``tests/shell/test_reload.py``, which fails for a live key without one.
+``arbitration.merge`` and the programs are live (:func:`is_live`): priorities and who may act
+are the operator's policy, and a restart would end every program's proposals. The request loop
+reads them at each decision and builds nothing from them: a new priority applies to the
+proposals made after the reload, new limits to every merge after it, and a program removed can
+make no new proposal (its live ones stand until they end). Their effects are tested in
+``tests/shell/test_reload.py``.
 
 Keys beyond the spec's table (``microgrid.stream_silence_s``, ``requests.drain_timeout_s``,
 ``logging.level``) are extensions; the example file marks them so.
@@ -415,7 +415,7 @@ class ArbitrationConfig:
             sets the target and the others only narrow the window.
     """
 
-    merge: str = attrs.field(default="add", validator=_choice(MERGES))
+    merge: str = attrs.field(default="add", validator=_choice(MERGES), metadata=LIVE)
 
 
 @attrs.frozen(kw_only=True)
@@ -850,11 +850,15 @@ def reloaded(running: Config, loaded: Config) -> Config:
             if not field.metadata.get("live")
         }
         tables[table] = attrs.evolve(getattr(loaded, table), **kept)
-    # Not live yet (the module docstring says why): the running programs stay.
-    return Config(**tables, programs=running.programs)
+    return Config(**tables, programs=loaded.programs)
 
 
 LIVE_KEYS = live_keys()
 """Keys a reload applies to the running daemon; the others (the microgrid address, the socket,
-the queue size, the stream silence bound, the metrics address, the arbitration's merge and the
-programs, for now) need a restart."""
+the queue size, the stream silence bound, the metrics address) need a restart. The programs'
+keys are live too (:func:`is_live`)."""
+
+
+def is_live(key: str) -> bool:
+    """Whether a reload applies the dotted ``key`` (from :func:`differences`) at once."""
+    return key in LIVE_KEYS or key.startswith("programs.")

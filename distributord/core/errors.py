@@ -216,3 +216,15 @@ class DaemonError(CtlError):
         self.code = code
         self.message = message
         self.data = data
+
+
+class HelloRefusedError(DaemonError):
+    """The daemon refused ``hello``: the program is not configured, or the user may not act as it.
+
+    Usually -32003. The message is the daemon's, followed by the program that was asked for.
+    """
+
+    def __init__(self, program: str, refusal: DaemonError) -> None:
+        super().__init__(refusal.code, refusal.message, refusal.data)
+        self.program = program
+        self.args = (f"{refusal} (to hello as program {program!r})",)

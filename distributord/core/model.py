@@ -344,6 +344,7 @@ class Success:
     excess_power_w: float
     distribution: Mapping[int, float]
     reasons: Mapping[int, str] = attrs.field(factory=dict)
+    arbitration: Mapping[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -370,6 +371,7 @@ class PartialFailure:
     excess_power_w: float
     distribution: Mapping[int, float]
     reasons: Mapping[int, str] = attrs.field(factory=dict)
+    arbitration: Mapping[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -383,6 +385,7 @@ class OutOfBounds:
 
     request: Request
     bounds: PowerBounds
+    arbitration: Mapping[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -396,6 +399,7 @@ class Error:
 
     request: Request
     message: str
+    arbitration: Mapping[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -409,10 +413,15 @@ class Ignored:
 
     request: Request
     message: str
+    arbitration: Mapping[str, Any] | None = None
 
 
 Result: TypeAlias = Success | PartialFailure | OutOfBounds | Error | Ignored
-"""The closed union of outcomes of a :class:`Request`."""
+"""The closed union of outcomes of a :class:`Request`.
+
+Each carries ``arbitration``: for a ``propose``, the reply's ``arbitration`` object
+(``spec/arbitration.md``: the program's grant in its bucket, and why); ``None`` for ``set_power``.
+"""
 
 
 @attrs.frozen(kw_only=True)

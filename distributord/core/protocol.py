@@ -82,7 +82,22 @@ class Code(enum.IntEnum):
     NOT_CONNECTED = -32004
 
 
-METHODS = frozenset({"ping", "set_power", "get_status", "subscribe_status", "list_components"})
+METHODS = frozenset(
+    {
+        "ping",
+        "set_power",
+        "get_status",
+        "subscribe_status",
+        "list_components",
+        "hello",
+        "propose",
+        "withdraw",
+        "get_proposals",
+        "subscribe_bounds",
+    }
+)
+"""The methods the daemon serves (``spec/protocol.md``; ``spec/arbitration.md`` adds the last
+five)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -426,4 +441,6 @@ def result_object(result: Result) -> dict[str, Any]:
             out["message"] = result.message
         case _:  # pragma: no cover - the union is closed
             assert_never(result)
+    if result.arbitration is not None:
+        out["arbitration"] = dict(result.arbitration)
     return out

@@ -41,7 +41,7 @@ The rules it keeps, and why:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Generic, Protocol, TypeVar
 
@@ -52,6 +52,9 @@ from distributord.core.status import Status
 J = TypeVar("J")
 
 BatterySet = frozenset[int]
+
+Slot = tuple[Hashable, BatterySet]
+"""Where a job waits and runs: its owner and its battery set (:class:`Scheduler`)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -97,6 +100,11 @@ class Turn(Generic[J]):
 class Scheduler(Generic[J]):
     """Schedules jobs by battery set (see the module docstring, rules 1 to 5).
 
+    A job's *slot* is its owner and its set (:data:`Slot`): the newest job wins within a slot
+    (rule 1); jobs of different slots wait for each other when their sets overlap (rule 3), also
+    two owners' jobs on one set. The request loop's owner is the program that asks (``None``
+    for a caller that names none).
+
     Args:
         queue_size: The bound on jobs queued and waiting (rule 5).
         key: What identifies a job to :meth:`withdraw` it, compared by identity (the request
@@ -107,80 +115,85 @@ class Scheduler(Generic[J]):
         self._queue_size = queue_size
         self._key = key
         # Insertion order is arrival order; a replacing job takes the replaced one's entry.
-        self._waiting: dict[BatterySet, J] = {}
-        self._warned: set[BatterySet] = set()  # sets whose waiting job was reported (rule 3)
-        self._running: dict[BatterySet, J] = {}
+        self._waiting: dict[Slot, J] = {}
+        self._warned: set[Slot] = set()  # slots whose waiting job was reported (rule 3)
+        self._running: dict[Slot, J] = {}
         # Jobs withdrawn while still queued, by the id of their key (the key is kept, so that its
         # id cannot be reused before the job arrives).
         self._withdrawn: dict[int, object] = {}
 
     @property
-    def waiting(self) -> Mapping[BatterySet, J]:
-        """The jobs waiting for their batteries, by set, in arrival order (read-only view)."""
+    def waiting(self) -> Mapping[Slot, J]:
+        """The jobs waiting for their batteries, by slot, in arrival order (read-only view)."""
         return MappingProxyType(self._waiting)
 
     @property
-    def running(self) -> Mapping[BatterySet, J]:
-        """The jobs started and not finished, by set (read-only view)."""
+    def running(self) -> Mapping[Slot, J]:
+        """The jobs started and not finished, by slot (read-only view)."""
         return MappingProxyType(self._running)
 
-    def admits(self, batteries: BatterySet, *, queued: int) -> bool:
+    def admits(self, batteries: BatterySet, *, queued: int, owner: Hashable = None) -> bool:
         """Whether a new job for ``batteries`` may be queued, ``queued`` being queued (rule 5)."""
-        return batteries in self._waiting or queued + len(self._waiting) < self._queue_size
+        slot = (owner, batteries)
+        return slot in self._waiting or queued + len(self._waiting) < self._queue_size
 
-    def arrive(self, batteries: BatterySet, job: J) -> Arrival[J]:
-        """A job came off the queue: it waits, replacing the one waiting for its set (rule 1).
+    def arrive(self, batteries: BatterySet, job: J, *, owner: Hashable = None) -> Arrival[J]:
+        """A job came off the queue: it waits, replacing its slot's waiting job (rule 1).
 
         Nothing starts here: :meth:`dispatch` decides that.
         """
         key = self._key(job)
         if self._withdrawn.pop(id(key), None) is key:
             return Arrival(withdrawn=True, replaced=None)  # rule 4
-        replaced = self._waiting.get(batteries)
-        self._waiting[batteries] = job  # an existing key keeps its place in the order
-        self._warned.discard(batteries)  # a new job: it is reported on its own
+        slot = (owner, batteries)
+        replaced = self._waiting.get(slot)
+        self._waiting[slot] = job  # an existing slot keeps its place in the order
+        self._warned.discard(slot)  # a new job: it is reported on its own
         return Arrival(withdrawn=False, replaced=replaced)
 
     def dispatch(self) -> Turn[J]:
         """Start every waiting job that nothing running or waiting ahead of it overlaps (rule 3)."""
         started: list[J] = []
         waits: list[Wait] = []
-        ahead: list[BatterySet] = []  # sets of the jobs that could not start in this turn
-        for batteries, job in list(self._waiting.items()):
+        ahead: list[Slot] = []  # slots of the jobs that could not start in this turn
+        for slot, job in list(self._waiting.items()):
+            batteries = slot[1]
             behind = next(
-                (r for r in self._running if not batteries.isdisjoint(r)),
+                (r for r in self._running if not batteries.isdisjoint(r[1])),
                 None,
-            ) or next((a for a in ahead if not batteries.isdisjoint(a)), None)
+            ) or next((a for a in ahead if not batteries.isdisjoint(a[1])), None)
             if behind is not None:
-                ahead.append(batteries)
-                # Behind its own set it is the newest waiting (rule 1), nothing to report.
-                if behind != batteries and batteries not in self._warned:
-                    self._warned.add(batteries)
-                    waits.append(Wait(batteries=batteries, behind=behind))
+                ahead.append(slot)
+                # Behind its own set it is its slot's newest waiting (rule 1), or another
+                # owner's proposal for the same bucket: nothing to report.
+                if behind[1] != batteries and slot not in self._warned:
+                    self._warned.add(slot)
+                    waits.append(Wait(batteries=batteries, behind=behind[1]))
                 continue
-            del self._waiting[batteries]
-            self._warned.discard(batteries)
-            self._running[batteries] = job
+            del self._waiting[slot]
+            self._warned.discard(slot)
+            self._running[slot] = job
             started.append(job)
         return Turn(started=tuple(started), waits=tuple(waits))
 
-    def finish(self, batteries: BatterySet) -> None:
-        """The running job for ``batteries`` ended (call :meth:`dispatch` for what may start)."""
-        del self._running[batteries]
+    def finish(self, batteries: BatterySet, *, owner: Hashable = None) -> None:
+        """The running job of a slot ended (call :meth:`dispatch` for what may start)."""
+        del self._running[(owner, batteries)]
 
-    def withdraw(self, batteries: BatterySet, key: object) -> bool:
+    def withdraw(self, batteries: BatterySet, key: object, *, owner: Hashable = None) -> bool:
         """Withdraw the job identified by ``key`` for ``batteries``, unless it runs (rule 4).
 
         True if it was withdrawn: it waited, or it is still queued and is dropped when it
         arrives. Only for a job that was queued and is not finished.
         """
-        running = self._running.get(batteries)
+        slot = (owner, batteries)
+        running = self._running.get(slot)
         if running is not None and self._key(running) is key:
             return False
-        waiting = self._waiting.get(batteries)
+        waiting = self._waiting.get(slot)
         if waiting is not None and self._key(waiting) is key:
-            del self._waiting[batteries]
-            self._warned.discard(batteries)
+            del self._waiting[slot]
+            self._warned.discard(slot)
         else:
             self._withdrawn[id(key)] = key
         return True
@@ -194,7 +207,7 @@ class Scheduler(Generic[J]):
 
     def busy(self, batteries: BatterySet) -> bool:
         """Whether a running or waiting job shares a battery with ``batteries`` (rule 6)."""
-        return any(not batteries.isdisjoint(b) for b in (*self._running, *self._waiting))
+        return any(not batteries.isdisjoint(s[1]) for s in (*self._running, *self._waiting))
 
 
 class Planned(Protocol):

@@ -47,7 +47,14 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+import attrs
+
 from distributord.core import protocol
+from distributord.core.arbitration import wire
+from distributord.core.arbitration.arbiter import Ask, Origin
+from distributord.core.arbitration.holdings import Batteries
+from distributord.core.arbitration.programs import Acting, NotAllowed
+from distributord.core.config import DEFAULT_PROGRAM
 from distributord.core.model import Request, Result, Timing
 from distributord.core.protocol import METHODS, Call, Code, Failure, LineFramer, TooLong
 
@@ -67,6 +74,33 @@ SHUTTING_DOWN_MESSAGE = (
     "shutting down: not taken; do not retry here (a restarted daemon will answer)"
 )
 QUEUE_FULL_MESSAGE = "overloaded: the request queue is full; retry later"
+LATE_HELLO_MESSAGE = "hello comes before the connection's first proposal; it acts as {program}"
+
+COMMANDS = frozenset({"set_power", "propose", "withdraw"})
+"""Methods that command: sent as notifications (no ``id``) they are not carried out, since
+nobody could read their result (``spec/protocol.md``)."""
+
+NEEDS_MICROGRID = frozenset(
+    {"set_power", "list_components", "propose", "withdraw", "get_proposals", "subscribe_bounds"}
+)
+"""Methods answered -32004 until the microgrid is reached."""
+
+
+@attrs.frozen(kw_only=True)
+class Caller:
+    """The peer of a connection, as the kernel said when it connected.
+
+    Attributes:
+        pid: Its process id.
+        uid: Its user id.
+        gid: Its primary group id.
+        groups: Its supplementary group ids.
+    """
+
+    pid: int = 0
+    uid: int = 0
+    gid: int = 0
+    groups: tuple[int, ...] = ()
 
 
 def error_outcome(code: Code) -> str:
@@ -107,14 +141,23 @@ class Backend(Protocol):
     def default_timeout_s(self) -> float:
         """A ``set_power``'s ``request_timeout_s`` when it gives none (live: it may reload)."""
 
-    def submit(self, request: Request, reply: Reply) -> Verdict:
-        """Offer a request to the request loop; only when connected."""
+    def submit(self, ask: Ask, reply: Reply) -> Verdict:
+        """Offer a ``set_power`` or a ``propose`` to the request loop; only when connected."""
 
     def withdraw(self, request: Request) -> bool:
         """Take back a request that has not started; whether it was still waiting."""
 
     def query(self, method: str) -> Mapping[str, Any]:
-        """The result of ``ping``, ``get_status`` or ``list_components`` (only when connected)."""
+        """The result of ``ping``, ``get_status``, ``list_components`` or ``get_proposals``."""
+
+    def hello(self, caller: Caller, program: str) -> Acting | NotAllowed:
+        """Whether ``caller`` may act as ``program``, and what that means now."""
+
+    def withdraw_proposals(self, origin: Origin, batteries: Batteries | None) -> Mapping[str, Any]:
+        """``withdraw``: end the program's proposals on ``batteries`` (all when ``None``)."""
+
+    def refused_notification(self, method: str) -> None:
+        """A command arrived as a notification and was not carried out (logged)."""
 
 
 class Phase(enum.Enum):
@@ -155,8 +198,16 @@ class Session:
         count: Count = _ignore,
         wake: Callable[[], None] = lambda: None,
         outbox_lines: int = OUTBOX_LINES,
+        caller: Caller | None = None,
     ) -> None:
         self._backend = backend
+        self.caller = caller or Caller()
+        self.program = DEFAULT_PROGRAM
+        """The program this connection acts as (``hello``)."""
+        self._proposed = False  # it made a proposal: hello comes too late
+        self.bounds = set[Batteries]()
+        """The sets whose bounds the client follows (``subscribe_bounds``)."""
+        self._notes: dict[tuple[Any, ...], bytes] = {}  # arbitration's notifications to write
         self._count = count
         self._wake = wake
         self._outbox_lines = outbox_lines
@@ -195,7 +246,7 @@ class Session:
         if self.phase is Phase.CLOSED:
             return True
         if self.phase in (Phase.CLOSING, Phase.REVOKED):
-            return not self._replies and not self._changes
+            return not self._replies and not self._changes and not self._notes
         return False
 
     @property
@@ -219,7 +270,29 @@ class Session:
         if self._changes:
             battery = next(iter(self._changes))
             return protocol.notification_line("status_changed", self._changes.pop(battery))
+        if self._notes:
+            return self._notes.pop(next(iter(self._notes)))
         return None
+
+    @property
+    def origin(self) -> Origin:
+        """Who asks, for a proposal made now: the program, this session, the peer."""
+        return Origin(
+            program=self.program, connection=self, uid=self.caller.uid, pid=self.caller.pid
+        )
+
+    def notify(self, method: str, params: Mapping[str, Any]) -> None:
+        """An arbitration notification: written after the replies, the newest per method and set.
+
+        ``proposal_changed`` and ``proposal_ended`` to a proposal's owner, ``bounds_changed`` to
+        a subscriber: as status changes are, they do not count against the outbox's bound.
+        """
+        if self.phase in (Phase.REVOKED, Phase.CLOSED):
+            return
+        key = (method, tuple(params.get("batteries", ())), params.get("program"))
+        self._notes.pop(key, None)
+        self._notes[key] = protocol.notification_line(method, params)
+        self._wake()
 
     # --- what happened ----------------------------------------------------------------------
 
@@ -268,6 +341,7 @@ class Session:
         """
         self._replies.clear()
         self._changes.clear()
+        self._notes.clear()
         self._end()
 
     def revoke(self, failure: Failure) -> None:
@@ -278,6 +352,7 @@ class Session:
         self._lines.clear()
         self._replies.clear()
         self._changes.clear()
+        self._notes.clear()
         self._replies.append(protocol.error_line(failure))
         self.phase = Phase.REVOKED
         self._wake()
@@ -335,26 +410,90 @@ class Session:
             self._fail(call)
             return
         backend = self._backend
-        if call.method in ("set_power", "list_components") and not backend.connected:
+        method = call.method
+        if method in COMMANDS and call.notification:
+            self._count(method, "notification")
+            backend.refused_notification(method)
+        elif method in NEEDS_MICROGRID and not backend.connected:
             self._decline(call, Code.NOT_CONNECTED, NOT_CONNECTED_MESSAGE)
-        elif call.method == "set_power":
-            self._set_power(call)
+        elif method == "set_power":
+            request = protocol.parse_set_power(call, default_timeout_s=backend.default_timeout_s())
+            if isinstance(request, Failure):
+                self._fail(request, method)
+            else:
+                self._submit(call, Ask.set_power(request, self.origin))
+        elif method == "propose":
+            self._propose(call)
+        elif method == "hello":
+            self._hello(call)
+        elif method == "withdraw":
+            parsed = wire.parse_withdraw(call)
+            if isinstance(parsed, Failure):
+                self._fail(parsed, method)
+            else:
+                self._answer(call, backend.withdraw_proposals(self.origin, parsed.batteries))
+        elif method == "subscribe_bounds":
+            subscription = wire.parse_subscribe_bounds(call)
+            if isinstance(subscription, Failure):
+                self._fail(subscription, method)
+            else:
+                self.bounds.add(subscription.batteries)
+                self._answer(call, {"subscribed": True})
+                self._wake()
         elif (refusal := protocol.check_no_params(call)) is not None:
-            self._fail(refusal, call.method)
-        elif call.method == "subscribe_status":
+            self._fail(refusal, method)
+        elif method == "subscribe_status":
             self.subscribed = True
             self._answer(call, {"subscribed": True})
         else:
-            self._answer(call, backend.query(call.method))
+            self._answer(call, backend.query(method))
 
-    def _set_power(self, call: Call) -> None:
-        request = protocol.parse_set_power(
-            call, default_timeout_s=self._backend.default_timeout_s()
-        )
-        if isinstance(request, Failure):
-            self._fail(request, call.method)
+    def _hello(self, call: Call) -> None:
+        hello = wire.parse_hello(call)
+        if isinstance(hello, Failure):
+            self._fail(hello, call.method)
+        elif self._proposed:
+            self._fail(
+                protocol.invalid_params(
+                    call, "program", LATE_HELLO_MESSAGE.format(program=repr(self.program))
+                ),
+                call.method,
+            )
+        else:
+            match self._backend.hello(self.caller, hello.program):
+                case Acting() as acting:
+                    self.program = acting.program
+                    self._answer(call, acting.to_json())
+                case NotAllowed(message=message):
+                    self._decline(call, Code.NOT_AUTHORISED, message)
+
+    def _propose(self, call: Call) -> None:
+        parsed = wire.parse_propose(call, default_timeout_s=self._backend.default_timeout_s())
+        if isinstance(parsed, Failure):
+            self._fail(parsed, call.method)
             return
-        verdict = self._backend.submit(request, self._reply_to(call, request))
+        request = Request(
+            power_w=0.0 if parsed.power_w is None else parsed.power_w,
+            batteries=parsed.batteries,
+            request_timeout_s=parsed.request_timeout_s,
+        )
+        ask = Ask(
+            origin=self.origin,
+            request=request,
+            power_w=parsed.power_w,
+            lower_w=parsed.lower_w,
+            upper_w=parsed.upper_w,
+            ttl_s=parsed.ttl_s,
+            until_disconnect=parsed.until_disconnect,
+            proposed=True,
+        )
+        self._submit(call, ask)
+
+    def _submit(self, call: Call, ask: Ask) -> None:
+        """Offer a ``set_power`` or ``propose`` to the daemon; its reply comes when applied."""
+        request = ask.request
+        self._proposed = True
+        verdict = self._backend.submit(ask, self._reply_to(call, request))
         if verdict is Verdict.STOPPING:
             self._decline(call, Code.SHUTTING_DOWN, SHUTTING_DOWN_MESSAGE)
         elif verdict is Verdict.QUEUE_FULL:

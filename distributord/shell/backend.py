@@ -13,6 +13,9 @@ according to that state, so neither the control server nor the metrics know the 
 
 from __future__ import annotations
 
+import grp
+import logging
+import pwd
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
@@ -22,16 +25,21 @@ import attrs
 import trio
 
 from distributord import STARTED_MONOTONIC, __version__
+from distributord.core.arbitration import programs, wire
+from distributord.core.arbitration.arbiter import Ask, Origin
+from distributord.core.arbitration.holdings import Batteries
 from distributord.core.config import Config
 from distributord.core.model import Request
 from distributord.core.reports import components_report, status_changes, status_report
-from distributord.core.session import Reply, Verdict
+from distributord.core.session import Caller, Reply, Session, Verdict
 from distributord.core.status import BatteryState
 from distributord.core.topology import Topology
 from distributord.shell.live import Live
 from distributord.shell.metrics import Reading
 from distributord.shell.requestloop import RequestLoop
 from distributord.shell.tracker import StatusTracker
+
+logger = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -90,15 +98,56 @@ class DaemonBackend:
         """``requests.default_timeout_s`` as it is now."""
         return self._config.value.requests.default_timeout_s
 
-    def submit(self, request: Request, reply: Reply) -> Verdict:
-        """Offer ``request`` to the request loop."""
+    def submit(self, ask: Ask, reply: Reply) -> Verdict:
+        """Offer a ``set_power`` or ``propose`` to the request loop."""
         match self.state:
             case Connected(loop=loop):
                 if loop.closed:
                     return Verdict.STOPPING
-                return Verdict.TAKEN if loop.submit(request, reply) else Verdict.QUEUE_FULL
+                return Verdict.TAKEN if loop.submit(ask, reply) else Verdict.QUEUE_FULL
             case Connecting():
                 return Verdict.STOPPING  # a session asks only when connected
+
+    def hello(self, caller: Caller, program: str) -> programs.Acting | programs.NotAllowed:
+        """Whether the peer may act as ``program`` (its user and group names looked up)."""
+        gids = {caller.gid, *caller.groups}
+        return programs.hello(
+            program,
+            uid=caller.uid,
+            user_name=_user_name(caller.uid),
+            gids=gids,
+            group_names=[name for gid in gids if (name := _group_name(gid)) is not None],
+            config=self._config.value,
+        )
+
+    def withdraw_proposals(self, origin: Origin, batteries: Batteries | None) -> Mapping[str, Any]:
+        """``withdraw``: the program's proposals on ``batteries`` (all when ``None``) end."""
+        match self.state:
+            case Connected(loop=loop):
+                return wire.withdrawn_object(loop.withdraw_proposals(origin, batteries))
+            case Connecting():
+                return wire.withdrawn_object(())
+
+    def refused_notification(self, method: str) -> None:
+        """A command sent as a notification: not carried out, said in the log."""
+        logger.warning(
+            "control socket: %s sent as a notification (no id) was not carried out: nobody "
+            "could read its result",
+            method,
+        )
+
+    def disconnected(self, session: Session) -> None:
+        """A connection ended: its ``until_disconnect`` proposals end."""
+        if isinstance(self.state, Connected):
+            self.state.loop.disconnect(session)
+
+    def bounds(self, program: str, batteries: frozenset[int]) -> dict[str, Any] | None:
+        """``bounds_changed``'s params for ``program`` on ``batteries`` (None before discovery)."""
+        match self.state:
+            case Connected(loop=loop):
+                return loop.bounds(program, batteries)
+            case Connecting():
+                return None
 
     def withdraw(self, request: Request) -> bool:
         """Take back ``request`` if it has not started."""
@@ -119,6 +168,8 @@ class DaemonBackend:
         match self.state:
             case Connected(topology=topology) if method == "list_components":
                 return components_report(topology)
+            case Connected(loop=loop) if method == "get_proposals":
+                return {"proposals": loop.proposals()}
             case Connected():
                 return {**_status(self.state), **self._microgrid()}
             case Connecting():
@@ -162,6 +213,7 @@ class DaemonBackend:
                     standing=loops.standing,
                     breaks=streams.breaks,
                     reconnects=streams.reconnects,
+                    programs=loop.programs(),
                 )
 
     def _microgrid(self) -> dict[str, Any]:
@@ -172,6 +224,20 @@ class DaemonBackend:
         if (api := self._api()) is not None:
             state["microgrid_api"] = api
         return state
+
+
+def _user_name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError):
+        return None
+
+
+def _group_name(gid: int) -> str | None:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except (KeyError, OverflowError):
+        return None
 
 
 def _status(parts: Connected) -> dict[str, Any]:

@@ -16,12 +16,15 @@ module does the IO around it:
   closed; past ``control.max_connections`` a new connection gets -32001 and is closed. A reload
   that takes a peer's uid or groups out of the allowed ones revokes that peer's sessions (a
   peer once let in is not let in for good).
-* **One connection** is a reader, a writer and, once the client subscribes, a notifier, all
-  around one session. The reader reads while the session wants input; the writer writes the
-  lines the session hands out, each within :data:`WRITE_STALL_S` (a client that takes nothing
-  for that long is cut off, and nobody else notices); the notifier feeds the session the
-  batteries' status changes. They wait on one :class:`trio_util.RepeatedEvent`, set whenever
-  the session may have something new (a reply from the request loop, a change, room to read).
+* **One connection** is a reader, a writer and, once the client subscribes, a notifier (and,
+  once it follows bounds, a follower that looks at them every :data:`BOUNDS_INTERVAL_S` and
+  hands the session those that changed), all around one session. When it ends, its
+  ``until_disconnect`` proposals end with it (:meth:`Served.disconnected`). The reader reads
+  while the session wants input; the writer writes the lines the session hands out, each
+  within :data:`WRITE_STALL_S` (a client that takes nothing for that long is cut off, and
+  nobody else notices); the notifier feeds the session the batteries' status changes. They
+  wait on one :class:`trio_util.RepeatedEvent`, set whenever the session may have something
+  new (a reply from the request loop, a change, room to read).
   After EOF the reader asks the kernel whether the client only half-closed (it still reads its
   replies) or has gone (``POLLHUP``: what still waits is withdrawn).
 
@@ -61,6 +64,10 @@ WRITE_STALL_S = 30.0
 """A client that takes no line for this long while lines wait does not read at all: it is cut
 off (its connection slot and its memory are freed)."""
 
+BOUNDS_INTERVAL_S = 0.1
+"""How often a ``subscribe_bounds`` subscriber's bounds are looked at: a change is sent within
+this, coalesced to the latest value, at most 10 per second (``spec/arbitration.md``)."""
+
 REFUSAL_LINGER_S = 1.0
 """How long a refused or revoked connection is drained before it is closed."""
 
@@ -78,6 +85,12 @@ class Served(core_session.Backend, Protocol):
 
     def status_changes(self) -> AsyncGenerator[list[tuple[int, dict[str, Any]]], None]:
         """Batches of ``status_changed`` notifications, from when the microgrid is reached."""
+
+    def bounds(self, program: str, batteries: frozenset[int]) -> dict[str, Any] | None:
+        """``bounds_changed``'s params for ``program`` on ``batteries`` now, if known."""
+
+    def disconnected(self, session: Session) -> None:
+        """A connection ended: its ``until_disconnect`` proposals end with it."""
 
 
 @attrs.frozen(kw_only=True)
@@ -381,6 +394,7 @@ class ControlServer:
                 await connection.run()
             finally:
                 self._connections.discard(connection)
+                self._served.disconnected(connection.session)
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
             # The client went away, perhaps before reading its reply: an ordinary event. It
             # arrives wrapped in an ExceptionGroup from the connection's nursery.
@@ -462,17 +476,29 @@ class _Connection:
         self._moved = trio_util.RepeatedEvent()  # the session may have something new
         # The outbox's bound is read here, so that a test may shrink it for the module.
         self.session = Session(
-            served, count=count, wake=self._wake, outbox_lines=core_session.OUTBOX_LINES
+            served,
+            count=count,
+            wake=self._wake,
+            outbox_lines=core_session.OUTBOX_LINES,
+            caller=core_session.Caller(
+                pid=peer.pid, uid=peer.uid, gid=peer.gid, groups=peer.groups
+            ),
         )
         self._scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self._notifying = False
+        self._following = False
 
     def _wake(self) -> None:
         self._moved.set()
-        if self.session.subscribed and not self._notifying and self._nursery is not None:
+        if self._nursery is None:
+            return
+        if self.session.subscribed and not self._notifying:
             self._notifying = True
             self._nursery.start_soon(self._notify)
+        if self.session.bounds and not self._following:
+            self._following = True
+            self._nursery.start_soon(self._follow_bounds)
 
     async def run(self) -> None:
         with self._scope:
@@ -526,6 +552,18 @@ class _Connection:
                 while not session.input_ended:
                     await self._moved.wait()
         self._scope.cancel()
+
+    async def _follow_bounds(self) -> None:
+        """Send ``bounds_changed`` for each followed set when its bounds change (polled)."""
+        sent: dict[frozenset[int], dict[str, Any]] = {}
+        session = self.session
+        while True:
+            for batteries in list(session.bounds):
+                params = self._served.bounds(session.program, batteries)
+                if params is not None and params != sent.get(batteries):
+                    sent[batteries] = params
+                    session.notify("bounds_changed", params)
+            await trio.sleep(BOUNDS_INTERVAL_S)
 
     async def _notify(self) -> None:
         async with aclosing(self._served.status_changes()) as batches:

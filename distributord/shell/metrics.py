@@ -133,6 +133,8 @@ class Reading:
         standing: Standing setpoints held.
         breaks: Telemetry streams broken, by component kind (battery, inverter).
         reconnects: Telemetry streams that delivered again after a break, by kind.
+        programs: Per configured program: its live proposals, and the sum of their grants in
+            their buckets' last merges, W.
     """
 
     api: str | None
@@ -143,6 +145,7 @@ class Reading:
     standing: int = 0
     breaks: Mapping[str, int] = attrs.field(factory=dict)
     reconnects: Mapping[str, int] = attrs.field(factory=dict)
+    programs: Mapping[str, tuple[int, float]] = attrs.field(factory=dict)
 
 
 class Metrics:
@@ -323,8 +326,26 @@ class _StateCollector(Collector):
             for kind in ("battery", "inverter"):
                 family.add_metric([kind], counts.get(kind, 0))
             yield family
+        yield from _programs(reading.programs)
         if reading.report is not None:
             yield from _batteries(reading.report)
+
+
+def _programs(programs: Mapping[str, tuple[int, float]]) -> Iterator[GaugeMetricFamily]:
+    """Per program: live proposals and granted power (the configured programs: a bounded set)."""
+    proposals = GaugeMetricFamily(
+        "distributord_program_proposals", "Live proposals of each program", labels=["program"]
+    )
+    granted = GaugeMetricFamily(
+        "distributord_program_granted_watts",
+        "Power granted to each program's live proposals in their buckets' last merges, W",
+        labels=["program"],
+    )
+    for program, (count, watts) in sorted(programs.items()):
+        proposals.add_metric([program], count)
+        granted.add_metric([program], watts)
+    yield proposals
+    yield granted
 
 
 def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:

@@ -49,18 +49,57 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
+from typing import Any
 
 import attrs
 import trio
 import trio_util
 
-from distributord.core.config import Config
-from distributord.core.distribution import ZERO_POWER_W, Distribution, SearchBudget
+from distributord.core.arbitration import wire
+from distributord.core.arbitration.arbiter import (
+    Arbiter,
+    Ask,
+    Listener,
+    Origin,
+    Trial,
+    accepted_line,
+    ended_line,
+    held_elsewhere,
+    preempted_line,
+    refused_line,
+    refused_message,
+    returned_line,
+)
+from distributord.core.arbitration.holdings import (
+    BatteriesFreed,
+    Bucket,
+    Event,
+    Proposal,
+    ProposalEnded,
+    ProposalPreempted,
+    ProposalReturned,
+    Refused,
+    Why,
+)
+from distributord.core.arbitration.merge import Grant, Merge, Mode, merge
+from distributord.core.arbitration.programs import acting_as
+from distributord.core.config import DEFAULT_PROGRAM, Config
+from distributord.core.distribution import Distribution, SearchBudget, aggregate_bounds
 from distributord.core.errors import CommandError
 from distributord.core.ledger import REFRESH_AT
-from distributord.core.model import Error, Ignored, Request, Result, Timing
+from distributord.core.model import (
+    Error,
+    Ignored,
+    OutOfBounds,
+    PartialFailure,
+    PowerBounds,
+    Request,
+    Result,
+    Success,
+    Timing,
+)
 from distributord.core.planning import as_sent, choose, plan, summarize, unknown_batteries
 from distributord.core.scheduling import Scheduler, next_replan, replans_due
 from distributord.core.session import Reply
@@ -95,25 +134,54 @@ def held_s(config: Config, lifetime_scale: float) -> float:
     return config.setpoints.lifetime_s * lifetime_scale
 
 
+UNKNOWN_BOUNDS = PowerBounds(
+    inclusion_lower=math.nan,
+    exclusion_lower=math.nan,
+    exclusion_upper=math.nan,
+    inclusion_upper=math.nan,
+)
+"""The bounds of a set with no usable battery: the merge grants nothing on them."""
+
+
+class _Nobody:
+    """The connection of a request submitted without one (tests, the demo): told nothing."""
+
+    def notify(self, method: str, params: Mapping[str, Any]) -> None:
+        del method, params
+
+
+NOBODY = Origin(program=DEFAULT_PROGRAM, connection=_Nobody(), uid=-1, pid=0)
+"""Who asks when a bare :class:`Request` is submitted: the ``default`` program."""
+
+
 @attrs.define(eq=False)
 class _Job:
-    """A client request being scheduled."""
+    """A client request (``set_power`` or ``propose``) being scheduled."""
 
-    request: Request
+    ask: Ask
     reply: Reply
     arrived: float
     commands_s: float = 0.0
+    committed: bool = False  # its proposal was kept
+
+    @property
+    def request(self) -> Request:
+        """The request as the distribution and the reply see it."""
+        return self.ask.request
+
+    @property
+    def owner(self) -> str:
+        """Its scheduling slot's owner: the program that asks."""
+        return self.ask.origin.program
 
 
 @attrs.define
 class _Standing:
-    """A standing setpoint.
+    """A bucket's standing setpoint.
 
-    The request that set it, when it was last planned, and the statuses of its batteries then (a
-    change triggers a re-plan).
+    When it was last planned, and its batteries' statuses then (a change triggers a re-plan).
     """
 
-    request: Request
     planned_at: float
     statuses: dict[int, Status]
 
@@ -189,23 +257,28 @@ class RequestLoop:
         self._probe_wanted = trio_util.AsyncBool(False)  # a level: the probes wait in _probes
         # A departing client names its request: that identifies its job.
         self._scheduler = Scheduler[_Job](queue_size=queue_size, key=lambda job: job.request)
-        self._standing: dict[frozenset[int], _Standing] = {}
+        self._standing: dict[frozenset[int], _Standing] = {}  # by bucket
         self._standing_changed = trio_util.AsyncBool(False)  # a standing set came or went
+        self._arbiter = Arbiter()
+        self._proposals_changed = trio_util.AsyncBool(False)  # wakes the expiry task
+        self._told: dict[int, float] = {}  # by proposal: the grant its owner last heard of
+        self._asked: dict[int, Ask] = {}  # by id of a taken request not answered yet
         self._nursery: trio.Nursery | None = None
         self._last_latency_s: float | None = None
         self._closed = False
 
-    # The scheduler's views, by their old names (statistics() and the stateful test read them).
+    # The scheduler's views by set, by their old names (the stateful test reads them; several
+    # programs' requests for one set show as one).
 
     @property
     def _waiting(self) -> Mapping[frozenset[int], _Job]:
-        """The requests waiting for their batteries, by set (the scheduler's; read-only)."""
-        return self._scheduler.waiting
+        """The requests waiting for their batteries, by set (a copy)."""
+        return {batteries: job for (_, batteries), job in self._scheduler.waiting.items()}
 
     @property
     def _running(self) -> Mapping[frozenset[int], _Job]:
-        """The requests being applied, by set (the scheduler's; read-only)."""
-        return self._scheduler.running
+        """The requests being applied, by set (a copy)."""
+        return {batteries: job for (_, batteries), job in self._scheduler.running.items()}
 
     # -- the public side ---------------------------------------------------------------------
 
@@ -219,21 +292,26 @@ class RequestLoop:
         """What sends the commands, and the ledger of what each inverter holds."""
         return self._commander
 
-    def submit(self, request: Request, reply: Reply) -> bool:
+    def submit(self, ask: Ask | Request, reply: Reply) -> bool:
         """Queue a client request; False when the queue is full (the client is told to retry).
 
-        The bound (``queue_size``) counts the requests in the channel and the client requests
-        waiting for their batteries: a request that waits has not been served either. A
-        request for a set whose request is already waiting is always taken: it replaces that
-        one and adds nothing.
+        ``ask`` is a ``set_power`` or ``propose`` with who asked; a bare :class:`Request` is a
+        ``set_power`` of program ``default``. The bound (``queue_size``) counts the requests in
+        the channel and the client requests waiting for their batteries: a request that waits
+        has not been served either. A request of a program for a set whose request of that
+        program is already waiting is always taken: it replaces that one and adds nothing.
         """
+        if isinstance(ask, Request):
+            ask = Ask.set_power(ask, NOBODY)
         queued = self._receive.statistics().current_buffer_used
-        if not self._scheduler.admits(request.batteries, queued=queued):
+        program = ask.origin.program
+        if not self._scheduler.admits(ask.batteries, queued=queued, owner=program):
             return False
         try:
-            self._send.send_nowait(_Job(request=request, reply=reply, arrived=trio.current_time()))
+            self._send.send_nowait(_Job(ask=ask, reply=reply, arrived=trio.current_time()))
         except (trio.WouldBlock, trio.ClosedResourceError):
             return False
+        self._asked[id(ask.request)] = ask
         return True
 
     def probe(self, answer: trio.Event) -> bool:
@@ -257,8 +335,11 @@ class RequestLoop:
         departures). True if it was withdrawn; it gets no reply. Only for a request that was
         taken (:meth:`submit`) and not answered yet.
         """
-        if not self._scheduler.withdraw(request.batteries, request):
+        ask = self._asked.get(id(request))
+        owner = DEFAULT_PROGRAM if ask is None else ask.origin.program
+        if not self._scheduler.withdraw(request.batteries, request, owner=owner):
             return False
+        self._asked.pop(id(request), None)
         logger.info(
             "request for batteries [%s] withdrawn before it started: its client went away",
             ids_text(request.batteries),
@@ -286,16 +367,98 @@ class RequestLoop:
         """A snapshot of the loop's state (the setpoints are read once per call)."""
         return LoopStatistics(
             queued=self._receive.statistics().current_buffer_used,
-            waiting=len(self._waiting),
-            running=len(self._running),
+            waiting=len(self._scheduler.waiting),
+            running=len(self._scheduler.running),
             standing=len(self._standing),
             last_latency_s=self._last_latency_s,
             setpoints=MappingProxyType(self.setpoints()),
         )
 
     def standing(self) -> dict[frozenset[int], Request]:
-        """The standing setpoints: battery set to the request that set it."""
-        return {batteries: standing.request for batteries, standing in self._standing.items()}
+        """The standing setpoints: bucket (battery set) to the newest request kept for it."""
+        standing = {}
+        for batteries in self._standing:
+            bucket = self._arbiter.registry.holdings().bucket(batteries)
+            if bucket is None:
+                continue
+            newest = max(bucket.proposals, key=lambda p: p.sequence)
+            ask = self._arbiter.ask(newest)
+            if ask is not None:
+                standing[batteries] = ask.request
+        return standing
+
+    # -- arbitration's public side ---------------------------------------------------------
+
+    def withdraw_proposals(
+        self, origin: Origin, batteries: frozenset[int] | None
+    ) -> list[frozenset[int]]:
+        """``withdraw``: end the program's proposals on ``batteries`` (all when ``None``).
+
+        Returns the sets withdrawn. Their batteries that nobody holds any more are released at
+        once (an explicit 0 W); those others hold follow them.
+        """
+        change = self._arbiter.withdraw(origin.program, batteries)
+        self._after(change.events, by=origin)
+        return [p.batteries for p in change.ended]
+
+    def disconnect(self, connection: Listener) -> None:
+        """A connection closed: its ``until_disconnect`` proposals end."""
+        change = self._arbiter.disconnect(connection)
+        if change.ended:
+            self._after(change.events)
+
+    def proposals(self) -> list[dict[str, Any]]:
+        """``get_proposals``: every live proposal, what it was granted, what its bucket holds."""
+        holdings = self._arbiter.registry.holdings()
+        now = trio.current_time()
+        entries = []
+        for proposal in self._arbiter.registry.proposals():
+            bucket = holdings.bucket(proposal.batteries)
+            entries.append(
+                wire.proposal_entry(
+                    proposal,
+                    now=now,
+                    granted_w=self._arbiter.granted(proposal),
+                    held=frozenset() if bucket is None else bucket.held,
+                )
+            )
+        return entries
+
+    def bounds(self, program: str, batteries: frozenset[int]) -> dict[str, Any] | None:
+        """``bounds_changed``'s params: what ``program`` may still ask of ``batteries`` now.
+
+        The walk over the bucket's proposals of strictly higher priority, over the batteries of
+        the set that a proposal of this program would hold (those no higher bucket holds).
+        ``None`` when a battery is unknown or the program is not configured.
+        """
+        if not batteries <= self._topology.pairs.keys():
+            return None
+        acting = acting_as(program, self.config)
+        if acting is None:
+            return None
+        holdings = self._arbiter.registry.holdings()
+        bucket = holdings.bucket(batteries)
+        holders = self._holders()
+        available = frozenset(
+            b
+            for b in batteries
+            if (h := holders.get(b)) is None
+            or h.batteries == batteries
+            or h.priority < acting.priority
+        )
+        if bucket is not None and bucket.held == available:
+            merged = self._merge(self._arbiter, bucket)
+        else:
+            merged = merge(self._bounds(available), [], Mode(self.config.arbitration.merge))
+        return wire.bounds_changed_params(
+            batteries, program, merged.headroom(acting.priority), merged.target_w
+        )
+
+    def programs(self) -> dict[str, tuple[int, float]]:
+        """Per configured program (and any with live proposals): live proposals, granted W."""
+        figures = dict.fromkeys(self.config.programs, (0, 0.0))
+        figures.update(self._arbiter.figures())
+        return figures
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Take requests until :meth:`close`; return when the last one is done.
@@ -313,6 +476,7 @@ class RequestLoop:
         async with trio.open_nursery() as background:
             await background.start(self._commander.serve)
             background.start_soon(self._serve_replans)
+            background.start_soon(self._serve_expiry)
             background.start_soon(self._serve_probes)
             self._probes = []
             async with trio.open_nursery() as nursery:
@@ -327,7 +491,7 @@ class RequestLoop:
     # -- scheduling ----------------------------------------------------------------------------
 
     def _arrive(self, job: _Job) -> None:
-        arrival = self._scheduler.arrive(job.request.batteries, job)
+        arrival = self._scheduler.arrive(job.request.batteries, job, owner=job.owner)
         if arrival.withdrawn:
             return  # its client went away while it was queued (see withdraw)
         if arrival.replaced is not None:
@@ -362,12 +526,11 @@ class RequestLoop:
             result = Error(request=job.request, message=f"internal error: {error!r}")
             # Its client is told it failed: nothing of it may stand (what it may have sent is
             # released by the ledger).
-            standing = self._standing.get(batteries)
-            if standing is not None and standing.request is job.request:
-                del self._standing[batteries]
-                self._commander.drop(batteries)
+            if job.committed:
+                change = self._arbiter.withdraw(job.owner, batteries)
+                self._after(change.events, by=job.ask.origin)
         finally:
-            self._scheduler.finish(batteries)
+            self._scheduler.finish(batteries, owner=job.owner)
             self._standing_changed.value = True  # its sets' re-plans may be due now
             stopping = _cancelled_from_outside()
             if result is None and stopping:
@@ -390,6 +553,7 @@ class RequestLoop:
 
     def _answer(self, job: _Job, result: Result) -> None:
         """Reply to a client's request: its one result."""
+        self._asked.pop(id(job.request), None)
         self._last_latency_s = trio.current_time() - job.arrived
         self._metrics.set_power_done(self._last_latency_s)
         job.reply(result, Timing(total_s=self._last_latency_s, commands_s=job.commands_s))
@@ -420,6 +584,25 @@ class RequestLoop:
             planned = as_sent(planned)  # float32 on the wire, never more than planned
         return planned, statuses
 
+    def _bounds(self, batteries: frozenset[int]) -> PowerBounds:
+        """The aggregate bounds of the usable batteries among ``batteries`` now (NaN: none)."""
+        if not batteries:
+            return UNKNOWN_BOUNDS
+        statuses = {b: self._tracker.state(b).status for b in batteries}
+        chosen = choose(
+            Request(power_w=0.0, batteries=batteries),
+            statuses,
+            self._tracker.fleet,
+            now=trio.current_time(),
+            cache_ttl_s=self.config.status.broken_cache_ttl_s,
+        )
+        usable = [p for p in chosen.pairs if p.problem is None]
+        return aggregate_bounds(usable) if usable else UNKNOWN_BOUNDS
+
+    def _merge(self, arbiter: Arbiter, bucket: Bucket) -> Merge:
+        """The merge of ``bucket`` over what it holds now (remembered by ``arbiter``)."""
+        return arbiter.merge(bucket, self._bounds(bucket.held), self.config)
+
     def _wants(self, batteries: frozenset[int], planned: Distribution) -> dict[int, float]:
         """Inverter → W for a set: its planned setpoints, 0 W for its batteries without one."""
         inverter_of = self._topology.pairs
@@ -427,45 +610,128 @@ class RequestLoop:
         wants.update({inverter_of[b]: p for b, p in planned.setpoints.items()})
         return wants
 
-    async def _apply(self, job: _Job) -> Result:
-        request = job.request
+    def _refusal(self, ask: Ask) -> Error | None:
+        """Why ``ask`` may not be made at all (unknown ids, the program's limits), if it may not."""
+        request = ask.request
         unknown = unknown_batteries(request, self._topology.pairs, self._topology.left_out)
         if unknown is not None:
             return unknown
-        if abs(request.power_w) <= ZERO_POWER_W:
+        program = ask.origin.program
+        acting = acting_as(program, self.config)
+        if acting is None:
+            return Error(
+                request=request,
+                message=f"program {program!r} is no longer configured; nothing was commanded",
+            )
+        outside = acting.limits.batteries_outside(request.batteries)
+        if outside:
+            return Error(
+                request=request,
+                message=f"program {program} may not propose for batteries [{ids_text(outside)}]"
+                f" (its batteries: [{ids_text(acting.limits.batteries or ())}])",
+            )
+        return None
+
+    async def _apply(self, job: _Job) -> Result:
+        ask, request = job.ask, job.request
+        refusal = self._refusal(ask)
+        if refusal is not None:
+            return refusal
+        if ask.releases:
             return await self._release(job)
-        planned, statuses = self._plan(request)
-        if not isinstance(planned, Distribution):
-            return planned  # nothing was commanded, and the ledger is as it was
-        ended = self._hold(request, statuses)
-        self._commander.want(request.batteries, self._wants(request.batteries, planned))
+        acting = acting_as(ask.origin.program, self.config)
+        assert acting is not None  # _refusal checked it
+        now = trio.current_time()
+        trial = self._arbiter.trial(ask, priority=acting.priority, now=now)
+        if isinstance(trial, Refused):
+            holder = trial.holder
+            holder_ask = self._arbiter.ask(holder)
+            logger.info(
+                refused_line(ask, holder, None if holder_ask is None else holder_ask.origin)
+            )
+            return Error(request=request, message=refused_message(holder))
+        bucket = trial.bucket
+        proposal = trial.accepted.proposal
+        merged = self._merge(trial.arbiter, bucket)
+        grant = trial.arbiter.grant_of(merged, proposal)
+        application = trial.arbiter.application(bucket, merged)
+        planned: Result | Distribution
+        if application is None:  # preempted on every battery: it holds none
+            planned = Distribution(power_w=0.0, setpoints={}, reasons={}, remaining_w=0.0)
+            statuses: dict[int, Status] = {}
+        else:
+            planned, statuses = self._plan(application)
+            if not isinstance(planned, Distribution):
+                return _as_asked(planned, ask)  # nothing was commanded, nothing changed
+        lone = len(bucket.proposals) == 1 and not ask.proposed  # applied as set_power was
+        if (
+            not lone
+            and not request.adjust_power
+            and grant is not None
+            and (grant.granted_w != request.power_w)
+        ):
+            # set_power without adjustment: exactly that, or out of bounds (nothing changes).
+            window = grant.window
+            return OutOfBounds(
+                request=request,
+                bounds=attrs.evolve(
+                    merged.bounds, inclusion_lower=window.lower_w, inclusion_upper=window.upper_w
+                ),
+            )
+        ended = self._keep(trial)
+        job.committed = True
+        batteries = bucket.batteries
+        self._standing[batteries] = _Standing(planned_at=now, statuses=statuses)
+        self._standing_changed.value = True
         inverter_of = self._topology.pairs
+        self._commander.want(batteries, self._wants(bucket.held, planned))
         sends = {inverter_of[b]: p for b, p in planned.setpoints.items()}
-        # Released in the same round: its batteries without a share, and those the standing
-        # setpoints it ended held and it does not command.
-        freed = {inverter_of[b] for b in request.batteries.union(*ended)}
+        # Released in the same round: its batteries without a share, and those of the
+        # proposals it ended that nobody holds any more.
+        freed = {inverter_of[b] for b in batteries.union(*ended)}
         for due in self._commander.due(freed - sends.keys()):
             sends[due.inverter] = due.power_w
         outcomes = await self._command(job, sends)
         failed = {
             b for b, outcome in outcomes.items() if outcome is not None and b in planned.setpoints
         }
-        result = summarize(request, planned, failed)
+        result = summarize(application or request, planned, failed)
         self._log(request, outcomes)
-        return result
+        logger.info(
+            accepted_line(
+                proposal, ask.origin, None if grant is None else grant.granted_w, bucket.held
+            )
+        )
+        return _answer_for(
+            result,
+            ask,
+            merged=merged,
+            grant=grant,
+            lone=lone,
+            elsewhere=held_elsewhere(bucket, self._holders()),
+        )
 
     async def _release(self, job: _Job) -> Result:
-        """``power_w: 0``: end the standing setpoints and send 0 W wherever power may stand."""
-        request = job.request
+        """``set_power`` at 0 W: the program lets go; 0 W wherever power may stand unheld."""
+        ask, request = job.ask, job.request
         now = trio.current_time()
         statuses = {b: self._tracker.state(b).status for b in request.batteries}
-        ended = self._hold(request, statuses)
+        change = self._arbiter.withdraw(ask.origin.program, request.batteries, overlapping=True)
+        ended = self._after(change.events, by=ask.origin)
+        if change.ended:
+            logger.info(
+                "standing setpoint for batteries [%s] released (0 W)", ids_text(request.batteries)
+            )
         ledger = self._commander.ledger
         inverter_of = self._topology.pairs
+        holders = self._holders()
         targets = sorted(
             b
             for b in request.batteries
-            if statuses[b] is not Status.NOT_WORKING or not ledger.known_idle(inverter_of[b], now)
+            if b not in holders
+            and (
+                statuses[b] is not Status.NOT_WORKING or not ledger.known_idle(inverter_of[b], now)
+            )
         )
         sends = {inverter_of[b]: 0.0 for b in targets}
         freed = {inverter_of[b] for b in frozenset().union(*ended)} - sends.keys()
@@ -480,7 +746,15 @@ class RequestLoop:
         )
         failed = {b for b, outcome in outcomes.items() if outcome is not None and b in targets}
         self._log(request, outcomes)
-        return summarize(request, released, failed)
+        result = summarize(request, released, failed)
+        reasons = {
+            b: f"held by program {h.top.program} (priority {h.priority})"
+            for b, h in holders.items()
+            if b in request.batteries
+        }
+        if reasons:
+            result = attrs.evolve(result, reasons={**result.reasons, **reasons})
+        return result
 
     async def _command(
         self, job: _Job, powers: Mapping[int, float]
@@ -545,44 +819,161 @@ class RequestLoop:
                 len(outcomes),
             )
 
-    # -- standing setpoints --------------------------------------------------------------------
+    # -- arbitration: what changes do to the standing buckets ----------------------------------
 
-    def _hold(self, request: Request, statuses: dict[int, Status]) -> list[frozenset[int]]:
-        """A client request is being applied: it replaces the standing setpoints it overlaps.
+    def _holders(self) -> dict[int, Bucket]:
+        """Battery to the bucket that holds it now."""
+        return {
+            b: bucket for bucket in self._arbiter.registry.holdings().buckets for b in bucket.held
+        }
 
-        Returns the other sets whose standing setpoints it ended (their wants are dropped).
-        """
-        batteries = request.batteries
-        ended = [s for s in self._standing if s != batteries and not s.isdisjoint(batteries)]
-        for other in ended:
-            logger.warning(
-                "standing setpoint for batteries [%s] ended: batteries [%s] now follow a "
-                "request for [%s]",
-                ids_text(other),
-                ids_text(other & batteries),
-                ids_text(batteries),
-            )
-            del self._standing[other]
-            self._commander.drop(other)
-        if abs(request.power_w) <= ZERO_POWER_W:
-            self._commander.drop(batteries)
-            if self._standing.pop(batteries, None) is not None:
-                logger.info(
-                    "standing setpoint for batteries [%s] released (0 W)", ids_text(batteries)
+    def _keep(self, trial: Trial) -> list[frozenset[int]]:
+        """Keep a planned proposal: the others' buckets follow. Returns the sets it ended."""
+        self._arbiter.commit(trial)
+        accepted = trial.accepted
+        for ended in (accepted.replaced, *accepted.superseded):
+            if ended is not None and ended.batteries != accepted.proposal.batteries:
+                logger.warning(
+                    "standing setpoint for batteries [%s] ended: batteries [%s] now follow a "
+                    "request for [%s]",
+                    ids_text(ended.batteries),
+                    ids_text(ended.batteries & accepted.proposal.batteries),
+                    ids_text(accepted.proposal.batteries),
                 )
-        else:
-            self._standing[batteries] = _Standing(
-                request=request, planned_at=trio.current_time(), statuses=statuses
+        return self._after(
+            accepted.events, by=trial.arbiter.ask(accepted.proposal), new=accepted.proposal
+        )
+
+    def _after(
+        self,
+        events: Iterable[Event],
+        *,
+        by: Ask | Origin | None = None,
+        new: Proposal | None = None,
+    ) -> list[frozenset[int]]:
+        """Carry out what a change did: audit lines, notifications, the buckets that follow.
+
+        Buckets that ended are dropped (the ledger then releases what nobody wants, at once:
+        an explicit 0 W); buckets that lost or regained batteries, or a proposal, re-plan now.
+        Returns the sets of the proposals that ended.
+        """
+        self._proposals_changed.value = True
+        causer = (
+            by.origin.connection if isinstance(by, Ask) else None if by is None else by.connection
+        )
+        holdings = self._arbiter.registry.holdings()
+        ended_sets: list[frozenset[int]] = []
+        touched: set[frozenset[int]] = set()
+        before: dict[int, float | None] = {}
+        for event in events:
+            match event:
+                case ProposalEnded(proposal=proposal, why=why, by=by_proposal):
+                    ended_sets.append(proposal.batteries)
+                    touched.add(proposal.batteries)
+                    owner = self._arbiter.ask(proposal)
+                    origin = None if owner is None else owner.origin
+                    logger.info(ended_line(proposal, origin, why.value, by_proposal))
+                    # Its own connection's update (same set) or withdrawal is answered by its
+                    # reply; everything else (superseded, expired, another's doing) is told.
+                    own = origin is not None and origin.connection is causer
+                    if origin is not None and not (own and why in (Why.REPLACED, Why.WITHDRAWN)):
+                        origin.connection.notify(
+                            "proposal_ended", wire.proposal_ended_params(event)
+                        )
+                case ProposalPreempted(proposal=proposal, batteries=taken, by=taker, held=now_held):
+                    touched.add(proposal.batteries)
+                    owner = self._arbiter.ask(proposal)
+                    origin = None if owner is None else owner.origin
+                    logger.info(preempted_line(proposal, origin, taken, taker, now_held))
+                    before.setdefault(proposal.sequence, self._arbiter.granted(proposal))
+                    if origin is not None:
+                        origin.connection.notify(
+                            "proposal_changed",
+                            wire.proposal_changed_params(
+                                proposal.batteries,
+                                self._arbiter.granted(proposal) or 0.0,
+                                ["preempted_by"],
+                                held=now_held,
+                                preempted_by=taker,
+                            ),
+                        )
+                case ProposalReturned(proposal=proposal, batteries=back, held=now_held):
+                    touched.add(proposal.batteries)
+                    owner = self._arbiter.ask(proposal)
+                    origin = None if owner is None else owner.origin
+                    logger.info(returned_line(proposal, origin, back, now_held))
+                    before.setdefault(proposal.sequence, self._arbiter.granted(proposal))
+                    if origin is not None:
+                        origin.connection.notify(
+                            "proposal_changed",
+                            wire.proposal_changed_params(
+                                proposal.batteries,
+                                self._arbiter.granted(proposal) or 0.0,
+                                ["returned"],
+                                held=now_held,
+                            ),
+                        )
+                case BatteriesFreed(batteries=freed):
+                    logger.info(
+                        "batteries [%s] freed: no proposal holds them; commanded 0 W",
+                        ids_text(freed),
+                    )
+        if new is not None:
+            touched.discard(new.batteries)  # the new proposal's own application follows
+        for batteries in sorted(touched, key=sorted):
+            bucket = holdings.bucket(batteries)
+            if bucket is None:
+                if self._standing.pop(batteries, None) is not None:
+                    self._standing_changed.value = True
+                self._commander.drop(batteries)
+                continue
+            self._replan(
+                batteries,
+                self._standing.setdefault(
+                    batteries, _Standing(planned_at=trio.current_time(), statuses={})
+                ),
             )
-        self._standing_changed.value = True
-        return ended
+            self._tell_grants(bucket, before, skip=new)
+        return ended_sets
+
+    def _tell_grants(
+        self, bucket: Bucket, before: Mapping[int, float | None], *, skip: Proposal | None
+    ) -> None:
+        """``proposal_changed`` to the owners in ``bucket`` whose grant the change moved."""
+        for proposal in bucket.proposals:
+            if proposal is skip or proposal.sequence in before:
+                continue  # told already (preempted, returned) or its own doing
+            owner = self._arbiter.ask(proposal)
+            granted = self._arbiter.granted(proposal)
+            if owner is None or granted is None or granted == self._told.get(proposal.sequence):
+                continue
+            owner.origin.connection.notify(
+                "proposal_changed",
+                wire.proposal_changed_params(
+                    proposal.batteries, granted, ["narrowed"], held=bucket.held
+                ),
+            )
+            self._told[proposal.sequence] = granted
 
     def _replan(self, batteries: frozenset[int], standing: _Standing) -> None:
-        """Re-distribute a standing setpoint with fresh telemetry: only what is wanted changes."""
-        planned, statuses = self._plan(standing.request)
-        standing.planned_at, standing.statuses = trio.current_time(), statuses
+        """Re-plan a bucket with fresh telemetry and proposals: only what is wanted changes."""
+        bucket = self._arbiter.registry.holdings().bucket(batteries)
+        if bucket is None:  # it ended meanwhile
+            del self._standing[batteries]
+            self._commander.drop(batteries)
+            return
+        merged = self._merge(self._arbiter, bucket)
+        for proposal in bucket.proposals:
+            self._told.setdefault(proposal.sequence, self._arbiter.granted(proposal) or 0.0)
+        application = self._arbiter.application(bucket, merged)
+        standing.planned_at = trio.current_time()
+        if application is None:  # it holds nothing now
+            standing.statuses = {}
+            self._commander.drop(batteries)
+            return
+        planned, standing.statuses = self._plan(application)
         if isinstance(planned, Distribution):
-            self._commander.want(batteries, self._wants(batteries, planned))
+            self._commander.want(batteries, self._wants(bucket.held, planned))
             return
         # Nothing can be placed now (no usable battery, out of bounds): release what stands, and
         # keep the setpoint, to be re-planned when a battery changes status.
@@ -591,7 +982,7 @@ class RequestLoop:
             ids_text(batteries),
             planned.message if isinstance(planned, Error) else "out of bounds",
         )
-        self._commander.want(batteries, {self._topology.pairs[b]: 0.0 for b in batteries})
+        self._commander.want(batteries, {self._topology.pairs[b]: 0.0 for b in bucket.held})
 
     async def _serve_replans(self) -> None:
         board = self._tracker.board
@@ -616,4 +1007,53 @@ class RequestLoop:
                 status=lambda b: self._tracker.state(b).status,
                 busy=self._scheduler.busy,
             ):
-                self._replan(batteries, self._standing[batteries])
+                if batteries in self._standing:  # a re-plan before it may have ended it
+                    self._replan(batteries, self._standing[batteries])
+
+    async def _serve_expiry(self) -> None:
+        """End proposals whose ``ttl_s`` ran out, when it runs out."""
+        while True:
+            self._proposals_changed.value = False
+            expiry = self._arbiter.registry.next_expiry()
+            with trio.move_on_at(math.inf if expiry is None else expiry):
+                await self._proposals_changed.wait_value(True)
+            change = self._arbiter.expire(trio.current_time())
+            if change.ended:
+                self._after(change.events)
+
+
+def _as_asked(result: Result, ask: Ask) -> Result:
+    """A refusal of the application, answering the ask (its own request echoed)."""
+    return attrs.evolve(result, request=ask.request)
+
+
+def _answer_for(
+    result: Success | PartialFailure,
+    ask: Ask,
+    *,
+    merged: Merge,
+    grant: Grant | None,
+    lone: bool,
+    elsewhere: Mapping[int, str],
+) -> Result:
+    """The result of an applied ask: its own request echoed, its shortfall, and why.
+
+    A lone ``set_power`` (its bucket commands its power) reports the distribution's shortfall
+    as always. Otherwise the bucket commanded the merge's target: the ask's shortfall is what it
+    was not granted plus its share of what the distribution could not place.
+    """
+    reasons = {**result.reasons, **elsewhere}
+    excess = result.excess_power_w
+    if not lone:
+        asked = ask.power_w or 0.0
+        granted = 0.0 if grant is None else grant.granted_w
+        share = granted / merged.target_w if merged.target_w else 0.0
+        excess = (asked - granted) + result.excess_power_w * share
+    arbitration = wire.arbitration_object(grant, merged) if ask.proposed and grant else None
+    return attrs.evolve(
+        result,
+        request=ask.request,
+        excess_power_w=excess + 0.0,
+        reasons=reasons,
+        arbitration=arbitration,
+    )

@@ -127,7 +127,7 @@ def _reload(
         notifier.ready(status=status())
         return
     changed = configuration.differences(current, new)
-    later = [key for key in changed if key not in configuration.LIVE_KEYS]
+    later = [key for key in changed if not configuration.is_live(key)]
     if later:
         logger.warning("reload: %s change only with a restart", ", ".join(later))
     applied = configuration.reloaded(current, new)
@@ -136,7 +136,7 @@ def _reload(
         configure_logging(applied.logging.level)
     logger.info(
         "reload: applied %s",
-        ", ".join(k for k in changed if k in configuration.LIVE_KEYS) or "nothing new",
+        ", ".join(k for k in changed if configuration.is_live(k)) or "nothing new",
     )
     notifier.ready(status=status())
 

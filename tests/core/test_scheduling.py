@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import attrs
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from distributord.core.scheduling import (
     Arrival,
     Scheduler,
+    Slot,
     Turn,
     Wait,
     next_replan,
@@ -23,6 +25,12 @@ A = frozenset({1, 2})
 B = frozenset({2, 3})  # overlaps A and C
 C = frozenset({3, 4})
 D = frozenset({5})  # overlaps nothing
+
+
+def by_set(slots: Mapping[Slot, Job]) -> dict[frozenset[int], Job]:
+    """The scheduler's view by battery set (every job here has the default owner)."""
+    assert all(owner is None for owner, _ in slots)
+    return {batteries: job for (_, batteries), job in slots.items()}
 
 
 @attrs.define(eq=False)
@@ -60,11 +68,11 @@ def test_same_set_runs_one_at_a_time_and_keeps_only_the_newest_waiting() -> None
     ]
     # Waiting behind its own set is no overlap: nothing is reported.
     assert s.dispatch() == Turn(started=(), waits=())
-    assert dict(s.waiting) == {A: a3}
+    assert dict(by_set(s.waiting)) == {A: a3}
     s.finish(A)
     assert started(s.dispatch()) == ["a3"]
-    assert dict(s.running) == {A: a3}
-    assert not s.waiting
+    assert dict(by_set(s.running)) == {A: a3}
+    assert not by_set(s.waiting)
 
 
 def test_a_replacing_job_keeps_the_place_of_the_one_it_replaces() -> None:
@@ -73,11 +81,11 @@ def test_a_replacing_job_keeps_the_place_of_the_one_it_replaces() -> None:
     s.dispatch()
     arrive(s, Job("a2", A), Job("b", B))  # b overlaps a1 (running) and a2 (ahead of it)
     arrive(s, a3 := Job("a3", A))
-    assert list(s.waiting) == [A, B]  # a3 took a2's place, ahead of b
+    assert list(by_set(s.waiting)) == [A, B]  # a3 took a2's place, ahead of b
     s.finish(A)
     turn = s.dispatch()
     assert started(turn) == ["a3"]  # b still waits: a3 came first in the order
-    assert dict(s.running) == {A: a3}
+    assert dict(by_set(s.running)) == {A: a3}
 
 
 # -- rule 2: disjoint sets run concurrently -------------------------------------------------------
@@ -87,7 +95,7 @@ def test_disjoint_sets_start_in_the_same_turn() -> None:
     s = scheduler()
     arrive(s, Job("a", A), Job("c", C), Job("d", D))
     assert started(s.dispatch()) == ["a", "c", "d"]
-    assert set(s.running) == {A, C, D}
+    assert set(by_set(s.running)) == {A, C, D}
 
 
 # -- rule 3: overlapping sets, one after another in arrival order ---------------------------------
@@ -144,7 +152,7 @@ def test_a_waiting_job_withdrawn_never_starts() -> None:
     s.dispatch()
     arrive(s, a2 := Job("a2", A))
     assert s.withdraw(A, a2.request)
-    assert not s.waiting
+    assert not by_set(s.waiting)
     s.finish(A)
     assert s.dispatch() == Turn(started=(), waits=())
 
@@ -154,7 +162,7 @@ def test_a_running_job_is_not_withdrawn() -> None:
     arrive(s, a := Job("a", A))
     s.dispatch()
     assert not s.withdraw(A, a.request)
-    assert dict(s.running) == {A: a}
+    assert dict(by_set(s.running)) == {A: a}
 
 
 def test_a_job_withdrawn_while_queued_is_dropped_when_it_arrives() -> None:
@@ -165,7 +173,7 @@ def test_a_job_withdrawn_while_queued_is_dropped_when_it_arrives() -> None:
     twin = Job("twin", A, request=queued.request.__class__())
     assert arrive(s, twin) == [Arrival(withdrawn=False, replaced=None)]
     assert arrive(s, queued) == [Arrival(withdrawn=True, replaced=None)]
-    assert dict(s.waiting) == {A: twin}
+    assert dict(by_set(s.waiting)) == {A: twin}
     # The withdrawal is used up: the same request arriving again would be scheduled.
     assert arrive(s, queued) == [Arrival(withdrawn=False, replaced=twin)]
 
@@ -201,7 +209,7 @@ def test_the_bound_counts_queued_and_waiting_jobs(
     s = scheduler(queue_size=3)
     arrive(s, Job("d", D), *(Job(f"w{i}", w | D) for i, w in enumerate(waiting)))
     s.dispatch()  # d runs, the others wait for it
-    assert len(s.waiting) == len(waiting)
+    assert len(by_set(s.waiting)) == len(waiting)
     assert s.admits(batteries | D if batteries in waiting else batteries, queued=queued) is admitted
 
 
@@ -215,8 +223,8 @@ def test_drain_takes_every_waiting_job_in_arrival_order() -> None:
     arrive(s, b := Job("b", B), c := Job("c", C))
     s.dispatch()
     assert s.drain() == [b, c]
-    assert not s.waiting
-    assert list(s.running) == [A]
+    assert not by_set(s.waiting)
+    assert list(by_set(s.running)) == [A]
 
 
 def test_busy_means_a_running_or_waiting_job_overlaps() -> None:
@@ -330,7 +338,7 @@ def test_any_sequence_keeps_the_rules(
         for job in s.dispatch().started:
             fates[job.name].append("started")
             starts.append(job)
-        running = list(s.running)
+        running = list(by_set(s.running))
         for i, x in enumerate(running):
             for y in running[i + 1 :]:
                 assert x.isdisjoint(y), f"{sorted(x)} and {sorted(y)} run at once"
@@ -338,8 +346,8 @@ def test_any_sequence_keeps_the_rules(
     def submit(batteries: frozenset[int], name: str) -> None:
         if not s.admits(batteries, queued=len(queue)):
             # Refused only when full, counting the waiting, and its set does not wait.
-            assert batteries not in s.waiting
-            assert len(queue) + len(s.waiting) >= queue_size
+            assert batteries not in by_set(s.waiting)
+            assert len(queue) + len(by_set(s.waiting)) >= queue_size
         elif len(queue) < queue_size:  # the channel has room (its own bound)
             fates[name] = []
             queue.append(Job(name, batteries))
@@ -370,38 +378,38 @@ def test_any_sequence_keeps_the_rules(
                     take()
             case "take" if queue:
                 take()
-            case "finish" if s.running:
+            case "finish" if by_set(s.running):
                 assert isinstance(arg, int)
-                running = list(s.running)
+                running = list(by_set(s.running))
                 s.finish(running[arg % len(running)])
                 turn()
             case "withdraw":
                 assert isinstance(arg, int)
                 candidates = [
                     j
-                    for j in [*queue, *s.waiting.values(), *s.running.values()]
+                    for j in [*queue, *by_set(s.waiting).values(), *by_set(s.running).values()]
                     if j.name not in withdrawn_queued and not fates[j.name]
-                ] + list(s.running.values())
+                ] + list(by_set(s.running).values())
                 if not candidates:
                     continue
                 job = candidates[arg % len(candidates)]
-                was_running = s.running.get(job.batteries) is job
+                was_running = by_set(s.running).get(job.batteries) is job
                 was_queued = job in queue
                 assert s.withdraw(job.batteries, job.request) is not was_running
                 if was_queued:
                     withdrawn_queued.add(job.name)
                 if not was_running:
                     fates[job.name].append("withdrawn")
-                    assert job not in s.waiting.values()
+                    assert job not in by_set(s.waiting).values()
             case "dispatch":
                 turn()
     # Drive it to the end: each turn with nothing running starts a waiting job.
-    while s.running or s.waiting:
-        if not s.running:
-            before = len(s.waiting)
+    while by_set(s.running) or by_set(s.waiting):
+        if not by_set(s.running):
+            before = len(by_set(s.waiting))
             turn()
-            assert len(s.waiting) < before
-        for batteries in list(s.running):
+            assert len(by_set(s.waiting)) < before
+        for batteries in list(by_set(s.running)):
             s.finish(batteries)
         turn()
     for job in queue:
@@ -413,3 +421,20 @@ def test_any_sequence_keeps_the_rules(
         for y in starts[i + 1 :]:
             if not x.batteries.isdisjoint(y.batteries):
                 assert place[x.name] < place[y.name], f"{y.name} overtook {x.name}"
+
+
+def test_jobs_of_different_owners_on_one_set_wait_for_each_other_and_replace_nothing() -> None:
+    s = Scheduler[Job](queue_size=8, key=lambda job: job.request)
+    a1, b1, a2 = Job("a1", A), Job("b1", A), Job("a2", A)
+    assert s.arrive(A, a1, owner="trade").replaced is None
+    assert s.dispatch().started == (a1,)
+    assert s.arrive(A, b1, owner="peak").replaced is None  # another owner's: kept
+    assert s.arrive(A, a2, owner="trade").replaced is None
+    turn = s.dispatch()
+    assert turn.started == ()
+    assert turn.waits == ()  # behind its own set: nothing overlapping to report
+    s.finish(A, owner="trade")
+    assert s.dispatch().started == (b1,)  # arrival order, one at a time on the set
+    s.finish(A, owner="peak")
+    assert s.dispatch().started == (a2,)
+    assert not s.withdraw(A, a2.request, owner="trade")  # it runs

@@ -16,11 +16,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from distributord.core.arbitration.arbiter import Ask, Origin
+from distributord.core.arbitration.holdings import Batteries
+from distributord.core.arbitration.programs import Acting, Limits, NotAllowed
 from distributord.core.model import Error, Request, Timing
 from distributord.core.protocol import MAX_LINE_BYTES, Code, Failure
 from distributord.core.session import (
     INVALID,
     NOT_CONNECTED_MESSAGE,
+    Caller,
     Phase,
     Reply,
     Session,
@@ -42,10 +46,25 @@ class FakeBackend:
     def default_timeout_s(self) -> float:
         return self.timeout_s
 
-    def submit(self, request: Request, reply: Reply) -> Verdict:
+    refused: list[str] = attrs.field(factory=list)  # commands sent as notifications
+    asks: list[Ask] = attrs.field(factory=list)
+
+    def submit(self, ask: Ask, reply: Reply) -> Verdict:
         if self.verdict is Verdict.TAKEN:
-            self.taken.append((request, reply))
+            self.taken.append((ask.request, reply))
+            self.asks.append(ask)
         return self.verdict
+
+    def hello(self, caller: Caller, program: str) -> Acting | NotAllowed:
+        if program == "fcr" and caller.uid in (0, 1000):
+            return Acting(program=program, priority=90, limits=Limits())
+        return NotAllowed(message=f"not authorised: uid {caller.uid} may not act as {program}")
+
+    def withdraw_proposals(self, origin: Origin, batteries: Batteries | None) -> dict[str, Any]:
+        return {"withdrawn": [], "program": origin.program}
+
+    def refused_notification(self, method: str) -> None:
+        self.refused.append(method)
 
     def withdraw(self, request: Request) -> bool:
         if id(request) in self.started:
@@ -84,7 +103,7 @@ class Harness:
         return out
 
 
-def harness(outbox_lines: int = 64, **backend: Any) -> Harness:
+def harness(outbox_lines: int = 64, caller: Caller | None = None, **backend: Any) -> Harness:
     fake = FakeBackend(**backend)
     counted: list[tuple[str, str]] = []
     wakes: list[None] = []
@@ -93,6 +112,7 @@ def harness(outbox_lines: int = 64, **backend: Any) -> Harness:
         count=lambda method, outcome: counted.append((method, outcome)),
         wake=lambda: wakes.append(None),
         outbox_lines=outbox_lines,
+        caller=caller,
     )
     return Harness(fake, session, counted, wakes)
 
@@ -163,12 +183,21 @@ def test_malformed_input_is_answered_with_its_error_and_counted_as_invalid() -> 
 
 def test_a_notification_is_carried_out_and_never_answered() -> None:
     h = harness()
-    h.send(call("ping", None), set_power(None))
+    h.send(call("ping", None), call("get_status", None))
     assert h.written() == []
-    assert len(h.backend.taken) == 1
-    h.backend.answer()
+    assert h.counted == [("ping", "ok"), ("get_status", "ok")]
+
+
+@pytest.mark.parametrize("method", ["set_power", "propose", "withdraw"])
+def test_a_command_sent_as_a_notification_is_not_carried_out(method: str) -> None:
+    """Nobody could read its result (``spec/protocol.md``): refused, logged, never answered."""
+    h = harness()
+    params = {"power_w": 1000.0, "batteries": [1001]} if method != "withdraw" else {}
+    h.send(call(method, None, **params))
     assert h.written() == []
-    assert h.counted == [("ping", "ok"), ("set_power", "error")]
+    assert h.backend.taken == []
+    assert h.backend.refused == [method]
+    assert h.counted == [(method, "notification")]
 
 
 def test_params_on_a_method_that_takes_none_are_refused() -> None:
@@ -472,3 +501,120 @@ def test_the_property_can_fail() -> None:
     # A session that answered nothing would make the properties above vacuous.
     out, _ = run_through([call("ping", 1)], [], 1, 1)
     assert len(out) == 1
+
+
+# --- arbitration's methods ----------------------------------------------------------------
+
+
+def test_without_hello_a_connection_acts_as_default_with_its_peer() -> None:
+    h = harness(caller=Caller(pid=42, uid=1000, gid=1000))
+    h.send(set_power(1))
+    (ask,) = h.backend.asks
+    assert (ask.origin.program, ask.origin.uid, ask.origin.pid) == ("default", 1000, 42)
+    assert ask.origin.connection is h.session
+    assert not ask.proposed
+    assert ask.power_w == 1000.0
+    assert ask.lower_w is None
+
+
+def test_hello_binds_the_program_to_later_proposals() -> None:
+    h = harness(caller=Caller(pid=42, uid=1000, gid=1000))
+    h.send(call("hello", 1, program="fcr"), call("propose", 2, power_w=-5.0, batteries=[1, 2]))
+    (reply,) = h.written()
+    assert reply["result"] == {
+        "program": "fcr",
+        "priority": 90,
+        "limits": {"max_discharge_w": None, "max_charge_w": None, "batteries": None},
+    }
+    (ask,) = h.backend.asks
+    assert ask.origin.program == "fcr"
+    assert ask.proposed
+    assert ask.power_w == -5.0
+
+
+def test_a_refused_hello_is_32003_and_the_connection_goes_on_as_default() -> None:
+    h = harness(caller=Caller(uid=2000))
+    h.send(call("hello", 1, program="fcr"), call("ping", 2))
+    refusal, pong = h.written()
+    assert refusal["error"]["code"] == Code.NOT_AUTHORISED
+    assert "uid 2000" in refusal["error"]["message"]
+    assert pong["result"] == {"answered": "ping"}
+    assert h.session.program == "default"
+    assert phase(h) is Phase.OPEN
+
+
+def test_hello_after_a_proposal_is_refused_naming_the_program_acted_as() -> None:
+    h = harness(caller=Caller(uid=1000))
+    h.send(set_power(1), call("hello", 2, program="fcr"))
+    (refusal,) = h.written()
+    assert refusal["error"]["code"] == Code.INVALID_PARAMS
+    assert refusal["error"]["data"]["field"] == "program"
+    assert "'default'" in refusal["error"]["data"]["expected"]
+    assert h.session.program == "default"
+
+
+def test_set_power_without_adjustment_pins_the_proposal_bounds() -> None:
+    h = harness()
+    h.send(call("set_power", 1, power_w=500.0, batteries=[1001], adjust_power=False))
+    (ask,) = h.backend.asks
+    assert (ask.power_w, ask.lower_w, ask.upper_w) == (500.0, 500.0, 500.0)
+
+
+def test_a_limiter_is_a_proposal_without_power() -> None:
+    h = harness()
+    h.send(call("propose", 1, lower_w=-10.0, upper_w=10.0, batteries=[1], ttl_s=5))
+    (ask,) = h.backend.asks
+    assert ask.power_w is None
+    assert (ask.lower_w, ask.upper_w, ask.ttl_s) == (-10.0, 10.0, 5.0)
+
+
+def test_bad_propose_params_name_the_field_and_take_nothing() -> None:
+    h = harness()
+    h.send(call("propose", 1, batteries=[1]))
+    (reply,) = h.written()
+    assert reply["error"]["code"] == Code.INVALID_PARAMS
+    assert h.backend.asks == []
+
+
+def test_withdraw_is_answered_by_the_backend_for_the_program() -> None:
+    h = harness()
+    h.send(call("withdraw", 1))
+    (reply,) = h.written()
+    assert reply["result"] == {"withdrawn": [], "program": "default"}
+
+
+def test_subscribe_bounds_records_the_set() -> None:
+    h = harness()
+    h.send(call("subscribe_bounds", 1, batteries=[2, 1]))
+    (reply,) = h.written()
+    assert reply["result"] == {"subscribed": True}
+    assert h.session.bounds == {frozenset({1, 2})}
+
+
+@pytest.mark.parametrize("method", ["propose", "withdraw", "get_proposals", "subscribe_bounds"])
+def test_arbitration_methods_wait_for_the_microgrid(method: str) -> None:
+    h = harness(connected=False)
+    params = {"power_w": 1.0, "batteries": [1]} if method == "propose" else {}
+    h.send(call(method, 1, **params))
+    (reply,) = h.written()
+    assert reply["error"]["code"] == Code.NOT_CONNECTED
+
+
+def test_notifications_coalesce_per_method_and_set_after_the_replies() -> None:
+    h = harness()
+    h.session.notify("proposal_changed", {"batteries": [1], "granted_w": 1.0, "reasons": []})
+    h.session.notify("proposal_changed", {"batteries": [2], "granted_w": 5.0, "reasons": []})
+    h.session.notify("proposal_changed", {"batteries": [1], "granted_w": 2.0, "reasons": []})
+    h.send(call("ping", 1))
+    written = h.written()
+    assert [m.get("method") for m in written] == [None, "proposal_changed", "proposal_changed"]
+    assert [m["params"]["granted_w"] for m in written[1:]] == [5.0, 2.0]
+
+
+def test_a_closing_session_writes_its_notifications_first() -> None:
+    h = harness()
+    h.session.notify("proposal_ended", {"batteries": [1], "why": "expired"})
+    h.session.close()
+    assert not h.session.finished
+    assert [m["method"] for m in h.written()] == ["proposal_ended"]
+    assert h.session.finished

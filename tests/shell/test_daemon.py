@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -214,10 +215,19 @@ async def test_overlapping_sets_run_one_after_another(
     sim.set_fault(2002, command_latency_s=0.2)
     first = await client.send("set_power", {"power_w": 1000, "batteries": [1001, 1002]})
     second = await client.send("set_power", {"power_w": 1000, "batteries": [1002, 1003]})
+    replies: list[dict[str, Any]] = []
+    notes: list[dict[str, Any]] = []
     with trio.fail_after(10):
-        assert (await client.receive())["id"] == first
-        assert (await client.receive())["id"] == second
+        while len(replies) < 2:
+            message = await client.receive()
+            (replies if "id" in message else notes).append(message)
+    assert [r["id"] for r in replies] == [first, second]
     assert "overlaps the request for [1001, 1002]; it waits" in caplog.text
+    # Issue 20: the older one's owner is told that the newer one ended it (it was told nothing).
+    assert {
+        "method": "proposal_ended",
+        "params": {"batteries": [1001, 1002], "why": "superseded"},
+    }.items() <= notes[0].items()
 
 
 # --- standing setpoints -------------------------------------------------------------------
@@ -534,14 +544,17 @@ async def test_get_status_and_components(sim: Simulator, client: Client) -> None
     assert components["left_out"] == []
 
 
-async def test_a_notification_set_power_is_applied_without_a_reply(
-    sim: Simulator, client: Client
+async def test_a_notification_set_power_is_not_applied_and_is_logged(
+    sim: Simulator, client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # Issue 20 (spec/protocol.md): a command whose result nobody can read is refused. It used
+    # to be applied without a reply.
     await client.send_raw(
         b'{"jsonrpc":"2.0","method":"set_power","params":{"power_w":500,"batteries":[1003]}}\n'
     )
-    await sim_wait(sim, lambda s: s.setpoint(2003) == 500.0)
     await assert_still_usable(client)  # and the next message is the ping's reply, not a stray one
+    assert not [r for r in sim.commands() if r.component_id == 2003]
+    assert "set_power sent as a notification (no id) was not carried out" in caplog.text
 
 
 # --- the socket file ----------------------------------------------------------------------

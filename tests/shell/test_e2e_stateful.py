@@ -76,6 +76,7 @@ from hypothesis import event, note
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from distributord.core.arbitration.arbiter import Ask
 from distributord.core.config import Config
 from distributord.core.distribution import ZERO_POWER_W
 from distributord.core.model import Request, Result, Timing
@@ -313,7 +314,8 @@ class Host:
         loop = daemon.loop
         submit, withdraw = loop.submit, loop.withdraw
 
-        def watched_submit(request: Request, reply: Reply) -> bool:
+        def watched_submit(ask: Ask | Request, reply: Reply) -> bool:
+            request = ask.request if isinstance(ask, Ask) else ask
             taken = Taken(request=request)
 
             def watched_reply(result: Result, timing: Timing) -> None:
@@ -321,7 +323,7 @@ class Host:
                 taken.done.set()
                 reply(result, timing)
 
-            if not submit(request, watched_reply):
+            if not submit(ask, watched_reply):
                 return False
             self.taken.append(taken)
             self._taken_more.set()

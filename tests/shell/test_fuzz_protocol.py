@@ -146,6 +146,19 @@ def _set_power_verdict(params: dict[str, Any]) -> bool:
     )
 
 
+ARBITRATION_CODES: Final[dict[str, tuple[int, ...]]] = {
+    "hello": (Code.NOT_AUTHORISED,),
+    "propose": (Code.OVERLOADED,),
+    "withdraw": (),
+    "subscribe_bounds": (),
+}
+"""Arbitration's methods with params: a result, invalid params, or these (arbitration.md)."""
+
+NOTIFICATIONS: Final = frozenset(
+    {"status_changed", "bounds_changed", "proposal_changed", "proposal_ended"}
+)
+
+
 def expectation(line: bytes) -> Expect | None:
     """The reply ``line`` (a line as the daemon cuts it, without its newline) must get.
 
@@ -186,6 +199,8 @@ def expectation(line: bytes) -> Expect | None:
         if params:
             return reply(Code.INVALID_PARAMS)
         params = {}
+    if method in ARBITRATION_CODES:  # their params are checked in tests/core/arbitration
+        return reply(Code.INVALID_PARAMS, *ARBITRATION_CODES[method], result=method)
     if method != "set_power":
         return reply(Code.INVALID_PARAMS) if params else reply(result=method)
     verdict = _set_power_verdict(params)
@@ -206,10 +221,11 @@ def check_message(line: bytes) -> dict[str, Any]:
     message = json.loads(line.decode("utf-8"), parse_constant=_no_constants)
     assert isinstance(message, dict), line[:200]
     assert message.get("jsonrpc") == "2.0", line[:200]
-    if "id" not in message:  # a notification: only status changes are sent
+    if "id" not in message:  # a notification: status changes, and arbitration's
         assert set(message) == {"jsonrpc", "method", "params"}, line[:200]
-        assert message["method"] == "status_changed", line[:200]
-        assert set(message["params"]) == {"id", "status", "reasons"}, line[:200]
+        assert message["method"] in NOTIFICATIONS, line[:200]
+        if message["method"] == "status_changed":
+            assert set(message["params"]) == {"id", "status", "reasons"}, line[:200]
         return message
     request_id = message["id"]
     assert request_id is None or isinstance(request_id, str) or _is_int(request_id), line[:200]
@@ -244,6 +260,18 @@ def check_result(method: str, result: Any) -> None:
             assert result == {"subscribed": True}
         case "list_components":
             pass  # its shape is the report's (tests/core); here only that it is an object
+        case "propose":
+            assert result["outcome"] in OUTCOMES, result
+            assert isinstance(result["batteries"], list)
+        case "hello":
+            assert isinstance(result["program"], str)
+            assert isinstance(result["priority"], int)
+        case "withdraw":
+            assert isinstance(result["withdrawn"], list)
+        case "get_proposals":
+            assert isinstance(result["proposals"], list)
+        case "subscribe_bounds":
+            assert result == {"subscribed": True}
 
 
 def check_replies(expected: list[Expect], replies: list[dict[str, Any]]) -> None:

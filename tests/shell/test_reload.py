@@ -23,6 +23,7 @@ import trio
 import trio.testing
 
 from distributord.core import config as configuration
+from distributord.core.arbitration.arbiter import Ask
 from distributord.core.config import LIVE_KEYS, Config
 from distributord.core.model import Request
 from distributord.core.planning import choose as real_choose
@@ -31,7 +32,7 @@ from distributord.core.status import Status
 from distributord.shell import control, requestloop, service
 from distributord.shell.daemon import Daemon
 from distributord.shell.live import LiveValue
-from distributord.shell.requestloop import RequestLoop
+from distributord.shell.requestloop import NOBODY, RequestLoop
 from distributord.shell.systemd import Notifier
 from distributord.shell.tracker import StatusTracker
 from distributord.sim.scenario import uniform_fleet
@@ -176,13 +177,20 @@ async def test_lifetime(autojump_clock: trio.testing.MockClock, tmp_path: Path) 
 def planned(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """What the loop passes to the pure planning functions, request by request."""
     seen: list[dict[str, Any]] = []
+    chosen: list[float] = []  # the bounds for a merge are chosen too, without a plan
 
     def choose(*args: Any, **kwargs: Any) -> Any:
-        seen.append({"cache_ttl_s": kwargs["cache_ttl_s"]})
+        chosen.append(kwargs["cache_ttl_s"])
         return real_choose(*args, **kwargs)
 
     def plan(*args: Any, **kwargs: Any) -> Any:
-        seen[-1].update(exponent=kwargs["exponent"], budget_s=kwargs["search_budget"].seconds)
+        seen.append(
+            {
+                "cache_ttl_s": chosen[-1],
+                "exponent": kwargs["exponent"],
+                "budget_s": kwargs["search_budget"].seconds,
+            }
+        )
         return real_plan(*args, **kwargs)
 
     monkeypatch.setattr(requestloop, "choose", choose)
@@ -218,6 +226,67 @@ async def test_what_the_loop_plans_with(
     (key,) = seen
     assert [p[key] for p in planned] != [seen[key]] * 2  # the first was planned as started
     assert planned[-1][key] == pytest.approx(seen[key])
+
+
+# --- arbitration -------------------------------------------------------------------------------
+
+PROGRAMS = "[programs.a]\npriority = 2\n[programs.b]\npriority = 1\n"
+
+
+def ask(program: str, power_w: float, *batteries: int) -> Ask:
+    """A ``propose`` of ``program`` (told nothing: no connection listens)."""
+    return Ask(
+        origin=attrs.evolve(NOBODY, program=program),
+        request=Request(power_w=power_w, batteries=frozenset(batteries)),
+        power_w=power_w,
+        proposed=True,
+    )
+
+
+async def proposed(rig: Looping, program: str, power_w: float, *batteries: int) -> Any:
+    """Propose and wait for the reply's arbitration object."""
+    answered = trio.Event()
+
+    def reply(result: Any, _: Any) -> None:
+        rig.replies.append(result)
+        answered.set()
+
+    assert rig.loop.submit(ask(program, power_w, *batteries), reply)
+    await answered.wait()
+    return rig.replies[-1].arbitration  # type: ignore[attr-defined]
+
+
+@effect_of("arbitration.merge")
+async def test_merge(autojump_clock: trio.testing.MockClock, tmp_path: Path) -> None:
+    running = start(tmp_path, PROGRAMS)
+    async with looping(running) as rig:
+        await proposed(rig, "a", 1000.0, 1001, 1002)
+        assert (await proposed(rig, "b", 500.0, 1001, 1002))["target_w"] == 1500.0
+        running.reload(PROGRAMS + '[arbitration]\nmerge = "override"\n')
+        overridden = await proposed(rig, "b", 600.0, 1001, 1002)
+        assert overridden["target_w"] == 1000.0  # a's alone: b only narrows now
+        assert "overridden" in overridden["reasons"]
+
+
+async def test_programs_priorities_and_removal(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # Not a LIVE_KEYS key (the programs' keys are the operator's names): core.config.is_live.
+    running = start(tmp_path, PROGRAMS)
+    async with looping(running) as rig:
+        await proposed(rig, "a", 1000.0, 1001, 1002)
+        await proposed(rig, "b", -500.0, 1002, 1003)
+        held = {p["program"]: p["held_batteries"] for p in rig.loop.proposals()}
+        assert held == {"a": [1001, 1002], "b": [1003]}
+        running.reload(PROGRAMS.replace("priority = 1", "priority = 3"))
+        await proposed(rig, "b", -500.0, 1002, 1003)  # made after the reload: priority 3
+        held = {p["program"]: p["held_batteries"] for p in rig.loop.proposals()}
+        assert held == {"a": [1001], "b": [1002, 1003]}
+        running.reload("[programs.a]\npriority = 2\n")
+        rig.loop.submit(ask("b", 100.0, 1004), lambda r, _: rig.replies.append(r))
+        await trio.sleep(1.0)
+        assert "program 'b' is no longer configured" in rig.replies[-1].message  # type: ignore[attr-defined]
+        assert {p["program"] for p in rig.loop.proposals()} == {"a", "b"}  # b's live ones stand
 
 
 # --- the daemon on the simulator ---------------------------------------------------------------

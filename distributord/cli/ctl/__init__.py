@@ -54,7 +54,13 @@ from distributord.cli import discard_stdout
 from distributord.cli.ctl.args import parse, socket_path
 from distributord.cli.ctl.render import RENDERERS, format_status_change
 from distributord.cli.ctl.transport import Connection
-from distributord.core.errors import BadReplyError, CtlError, DaemonError, UnreachableError
+from distributord.core.errors import (
+    BadReplyError,
+    CtlError,
+    DaemonError,
+    HelloRefusedError,
+    UnreachableError,
+)
 from distributord.core.model import MAX_REQUEST_TIMEOUT_S
 
 CALL_TIMEOUT_S = 5.0
@@ -87,18 +93,6 @@ class ExitCode(enum.IntEnum):
     UNREACHABLE = 3
     DAEMON_ERROR = 4
     INTERRUPTED = 130  # 128 + SIGINT, as shells report it
-
-
-class HelloRefusedError(DaemonError):
-    """The daemon refused ``hello``: the program is not configured, or the user may not act as it.
-
-    Usually -32003. The message is the daemon's, followed by the program that was asked for.
-    """
-
-    def __init__(self, program: str, refusal: DaemonError) -> None:
-        super().__init__(refusal.code, refusal.message, refusal.data)
-        self.program = program
-        self.args = (f"{refusal} (to hello as program {program!r})",)
 
 
 def exit_code(error: CtlError) -> ExitCode:

@@ -320,7 +320,7 @@ def describe(proposal: Proposal, origin: Origin | None) -> str:
     return (
         f"{_who(origin, proposal.program)} at priority {proposal.priority}: "
         f"[{ids_text(proposal.batteries)}] power {_w(proposal.power_w)} "
-        f"bounds [{_w(proposal.lower_w)}, {_w(proposal.upper_w)}] {life}"
+        f"bounds [{_w(proposal.lower_w)}, {_w(proposal.upper_w)}], {life}"
     )
 
 

@@ -25,8 +25,8 @@ their type: ``null`` is refused (naming the field), as ``set_power`` refuses it.
 
 It lives here rather than in ``protocol.py`` because a program's name follows the
 configuration's rule (:data:`~distributord.core.config.PROGRAM_NAME`), and the configuration
-imports the protocol module. Wiring the methods into :data:`~distributord.core.protocol.METHODS`
-and the session is the shell's business; until then they remain unknown methods (-32601).
+imports the protocol module. The session (:mod:`distributord.core.session`) calls the parsers;
+the request loop builds the results with the encoders.
 """
 
 from __future__ import annotations
@@ -366,18 +366,33 @@ def bounds_changed_params(
 
 
 def proposal_changed_params(
-    batteries: Batteries, granted_w: float, reasons: Sequence[str]
+    batteries: Batteries,
+    granted_w: float,
+    reasons: Sequence[str],
+    *,
+    held: Batteries | None = None,
+    preempted_by: Proposal | None = None,
 ) -> dict[str, Any]:
     """``proposal_changed``'s params, to a proposal's owner when others change its grant.
 
-    ``reasons`` are the merge's (:class:`~.merge.Reason`) or the shell's (``preempted_by``...),
-    in order; each is sent once.
+    ``reasons`` are the merge's (:class:`~.merge.Reason`) or the shell's (``preempted_by``,
+    ``returned``), in order; each is sent once. With ``held``, ``held_batteries`` says what its
+    bucket holds now; with ``preempted_by``, that key names the program and priority that took
+    batteries from it.
     """
-    return {
+    params: dict[str, Any] = {
         "batteries": _set(batteries),
         "granted_w": _watts(granted_w),
         "reasons": _reasons(reasons),
     }
+    if held is not None:
+        params["held_batteries"] = _set(held)
+    if preempted_by is not None:
+        params["preempted_by"] = {
+            "program": preempted_by.program,
+            "priority": preempted_by.priority,
+        }
+    return params
 
 
 def proposal_ended_params(ended: ProposalEnded) -> dict[str, Any]:

@@ -272,13 +272,11 @@ def test_a_notification_stays_one() -> None:
     assert failure.notification
 
 
-def test_the_methods_are_not_wired_yet() -> None:
+def test_the_methods_are_the_protocols() -> None:
     for method in ("hello", "propose", "withdraw", "get_proposals", "subscribe_bounds"):
-        assert method not in protocol.METHODS
+        assert method in protocol.METHODS
         line = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method}).encode()
-        failure = protocol.decode(line)
-        assert isinstance(failure, Failure)
-        assert failure.code is Code.METHOD_NOT_FOUND
+        assert isinstance(protocol.decode(line), Call)
 
 
 # --- params: nothing raises -------------------------------------------------------------------
