@@ -377,3 +377,48 @@ async def test_a_member_of_a_programs_group_may_act_as_it(sim: Simulator) -> Non
             assert f"uid {uid}" in stranger["error"]["message"]
     finally:
         shutil.rmtree(directory)
+
+
+# --- distributorctl -------------------------------------------------------------------------
+
+CTL = [sys.executable, "-m", "distributord.cli.ctl"]
+
+
+async def ctl(path: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    with trio.fail_after(LIMIT_S):
+        return await trio.run_process(
+            [*CTL, "--socket", str(path), *args],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+
+
+async def test_distributorctl_proposes_shows_and_withdraws_as_a_program(
+    sim: Simulator, daemon: Daemon, tmp_path: Path
+) -> None:
+    path = tmp_path / "control.sock"
+    done = await ctl(path, "--program", "peak", "propose", "2kW", "--batteries", "1003,1004")
+    assert done.returncode == 0, done.stderr
+    assert b"success" in done.stdout
+    await held(sim, {(1003, 1004): 2000})
+    # A standing proposal outlives the one-shot connection that made it.
+    shown = await ctl(path, "--json", "proposals")
+    assert shown.returncode == 0, shown.stderr
+    (entry,) = json.loads(shown.stdout)["proposals"]
+    assert (entry["program"], entry["priority"], entry["held_batteries"]) == (
+        "peak",
+        50,
+        [1003, 1004],
+    )
+    table = await ctl(path, "proposals")
+    assert b"peak" in table.stdout
+    # Another program's withdraw takes nothing of peak's; peak's own does.
+    other = await ctl(path, "--json", "--program", "trade", "withdraw")
+    assert json.loads(other.stdout) == {"withdrawn": []}
+    mine = await ctl(path, "--json", "--program", "peak", "withdraw")
+    assert json.loads(mine.stdout) == {"withdrawn": [[1003, 1004]]}
+    await held(sim, {1003: 0, 1004: 0}, abs_w=0.0)
+    refused = await ctl(path, "--program", "nobody", "proposals")
+    assert refused.returncode == 4
+    assert b"no program 'nobody'" in refused.stderr
