@@ -662,6 +662,8 @@ class RequestLoop:
         else:
             planned, statuses = self._plan(application)
             if not isinstance(planned, Distribution):
+                if ask.proposed and isinstance(planned, Error):
+                    return self._keep_unplaced(trial, planned, statuses, merged, grant)
                 return _as_asked(planned, ask)  # nothing was commanded, nothing changed
         lone = len(bucket.proposals) == 1 and not ask.proposed  # applied as set_power was
         if (
@@ -709,6 +711,37 @@ class RequestLoop:
             grant=grant,
             lone=lone,
             elsewhere=held_elsewhere(bucket, self._holders()),
+        )
+
+    def _keep_unplaced(
+        self,
+        trial: Trial,
+        refused: Error,
+        statuses: dict[int, Status],
+        merged: Merge,
+        grant: Grant | None,
+    ) -> Result:
+        """A ``propose`` that nothing can be placed for now (no usable battery yet): it stands.
+
+        It is kept, its batteries are wanted at 0 W, and it is applied when a battery's status
+        changes (the standing re-plan): a proposal made before the first telemetry is not lost.
+        """
+        ask = trial.arbiter.ask(trial.accepted.proposal)
+        assert ask is not None
+        self._keep(trial)
+        bucket = trial.bucket
+        self._standing[bucket.batteries] = _Standing(
+            planned_at=trio.current_time(), statuses=statuses
+        )
+        self._standing_changed.value = True
+        self._commander.want(bucket.batteries, {self._topology.pairs[b]: 0.0 for b in bucket.held})
+        logger.info(accepted_line(trial.accepted.proposal, ask.origin, None, bucket.held))
+        arbitration = wire.arbitration_object(grant, merged) if grant is not None else None
+        return Error(
+            request=ask.request,
+            message=f"{refused.message}; the proposal stands and is applied when they can "
+            "take power",
+            arbitration=arbitration,
         )
 
     async def _release(self, job: _Job) -> Result:

@@ -24,10 +24,11 @@ from typing import Any
 import pytest
 import trio
 
+from distributord.core.status import Status
 from distributord.shell.daemon import Daemon
 from distributord.sim.scenario import uniform_fleet
 from distributord.sim.server import Simulator
-from tests.support import Client, config_for, running_daemon, sim_wait
+from tests.support import Client, config_for, running_daemon, sim_wait, wait_until
 
 PROGRAMS = {
     "fcr": {"priority": 90},
@@ -253,6 +254,23 @@ async def test_until_disconnect_ends_when_the_program_is_killed(
         process.kill()
         with trio.fail_after(LIMIT_S):
             await process.wait()
+
+
+async def test_a_proposal_for_batteries_not_usable_yet_stands_and_applies_when_they_are(
+    sim: Simulator, daemon: Daemon, tmp_path: Path
+) -> None:
+    # The SDK drops a proposal made before the first telemetry; ours waits for the batteries.
+    sim.set_fault(1004, error_state=True)
+    await wait_until(daemon, lambda d: d.tracker.state(1004).status is Status.NOT_WORKING)
+    trade, stream = await program(tmp_path / "control.sock", "trade")
+    async with stream:
+        result = await trade.result("propose", {"power_w": 1500, "batteries": [1004]})
+        assert result["outcome"] == "error"
+        assert "the proposal stands" in result["message"]
+        (entry,) = (await trade.result("get_proposals"))["proposals"]
+        assert entry["batteries"] == [1004]
+        sim.clear_faults(1004)
+        await held(sim, {1004: 1500})
 
 
 # --- bounds ---------------------------------------------------------------------------------
