@@ -58,19 +58,26 @@ TARGET_OVERHEAD_MS = 5.0
 
 @contextlib.contextmanager
 def daemon(
-    address: str, api: str, directory: Path, log: str, *, metrics: str | None = None
+    address: str,
+    api: str,
+    directory: Path,
+    log: str,
+    *,
+    metrics: str | None = None,
+    extra: str = "",
 ) -> Iterator[Path]:
     """``distributord run`` against ``address`` speaking ``api``, logging to ``log``.
 
     Yields its socket path. The version is pinned in a configuration file (``run`` has no flag
-    for it), and ``metrics.listen`` is ``metrics`` if given; the rest is the default.
+    for it), ``metrics.listen`` is ``metrics`` if given, and ``extra`` (TOML: more tables, the
+    programs, say) is appended; the rest is the default.
     """
     sock = directory / "control.sock"
     config = directory / "distributord.toml"
     text = f'[microgrid]\napi = "{api}"\n'
     if metrics is not None:
         text += f'[metrics]\nlisten = "{metrics}"\n'
-    config.write_text(text, encoding="utf-8")
+    config.write_text(text + extra, encoding="utf-8")
     command = [sys.executable, "-m", "distributord", "run", "--config", str(config)]
     command += ["--microgrid", address, "--socket", str(sock), "--log-level", "warning"]
     with open(log, "a") as stderr:
@@ -105,6 +112,13 @@ class Client:
         while (reply := self._client.reply_to(request_id)) is None:
             self._client.receive_data(await self._reader.read(RECEIVE_BYTES))
         return result_of(reply)
+
+    def notifications(self) -> int:
+        """Drop the notifications received so far, between requests; how many there were."""
+        count = 0
+        while self._client.next_message() is not None:
+            count += 1
+        return count
 
 
 @contextlib.asynccontextmanager
