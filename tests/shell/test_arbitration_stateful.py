@@ -1,0 +1,505 @@
+"""Arbitration through the real request loop, as a hypothesis state machine (issue 20).
+
+Four programs (priorities 90, 50, 50 and 10), each on two connections, propose, replace,
+withdraw, let go (``set_power`` at 0 W), expire and disconnect over overlapping sets of six
+batteries, while mock time passes (expiry, and the ledger's refreshes). The test keeps its own
+model of the live proposals, from the spec's rules alone (``spec/arbitration.md``): which are
+refused, which end and why, who is told, and which bucket holds each battery. After every step,
+once the loop is idle (every reply in, every task blocked under a ``MockClock`` that moves only
+when a rule says so), the loop must agree with it:
+
+1. ``loop.proposals()`` lists exactly the model's live proposals, each with the batteries the
+   model says its bucket holds (the highest top priority among the buckets containing it);
+2. a battery that no live proposal holds is wanted by nobody in the setpoint ledger, and the
+   last command its inverter got is 0 W (if it got any);
+3. a held battery is wanted by the bucket that holds it (the ledger's owner is that bucket's
+   set), and a non-zero want is what its inverter was last sent;
+4. every ``proposal_ended`` a connection was sent is one the model predicts (superseded,
+   replaced or withdrawn by another connection, expired, disconnected), and no other;
+5. every request is answered exactly once, refused exactly when the model says so.
+
+The loop lives in a trio run on a thread of its own, as in ``test_requestloop_stateful.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import attrs
+import trio
+import trio.testing
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from distributord.core.arbitration.arbiter import Ask, Origin
+from distributord.core.model import Error, Ignored, OutOfBounds, Request, Result, Timing
+from distributord.core.topology import Topology
+from distributord.shell.live import LiveValue
+from distributord.shell.requestloop import RequestLoop
+from distributord.shell.tracker import StatusTracker
+from tests.fakes import FakeMicrogrid
+from tests.shell.test_requestloop import CONFIG, wall
+from tests.snapshots import battery_snapshot, inverter_snapshot
+from tests.support import config_with
+
+PAIRS = {1000 + n: 2000 + n for n in range(1, 7)}
+TOPOLOGY = Topology(pairs=PAIRS, left_out={})
+BATTERIES = sorted(PAIRS)
+PRIORITIES = {"fcr": 90, "peak": 50, "trade": 50, "ops": 10}
+LIFETIME_S = 30
+STEP_S = 0.5  # mock time moves in steps of this (exact in binary: expiries land on a step)
+SETS = [
+    frozenset(s)
+    for s in (
+        {1001, 1002},
+        {1002, 1003},
+        {1001, 1002, 1003, 1004},
+        {1003, 1004, 1005},
+        {1005, 1006},
+        {1006},
+        {1001},
+    )
+]
+BATTERY_SET = st.one_of(
+    st.sampled_from(SETS),
+    st.frozensets(st.sampled_from(BATTERIES), min_size=1, max_size=4),
+)
+POWER = st.sampled_from([0.0, 300.0, -700.0, 2500.0, -6000.0, 12000.0])
+KEYS = (
+    "program",
+    "priority",
+    "batteries",
+    "power_w",
+    "lower_w",
+    "upper_w",
+    "ttl_s",
+    "until_disconnect",
+    "age_s",
+    "held_batteries",
+)
+EDGE = st.one_of(st.none(), st.sampled_from([-3000.0, -500.0, 0.0, 1000.0, 4000.0]))
+
+
+def feed(tracker: StatusTracker, battery: int) -> None:
+    """Fresh telemetry for a healthy pair."""
+    now = trio.current_time()
+    tracker.snapshot(battery_snapshot(component_id=battery, sampled_at=wall(), received_at=now))
+    tracker.snapshot(
+        inverter_snapshot(component_id=PAIRS[battery], sampled_at=wall(), received_at=now)
+    )
+
+
+class Connection:
+    """A client connection: records what it is told (hashed by identity)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.told: list[tuple[str, Mapping[str, Any]]] = []
+
+    def notify(self, method: str, params: Mapping[str, Any]) -> None:
+        self.told.append((method, params))
+
+    def ended(self) -> Counter[tuple[tuple[int, ...], str]]:
+        """The ``proposal_ended`` notifications it got: (set, why), counted."""
+        return Counter(
+            (tuple(params["batteries"]), params["why"])
+            for method, params in self.told
+            if method == "proposal_ended"
+        )
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+@attrs.frozen(kw_only=True)
+class Live:
+    """A proposal the model believes is live."""
+
+    sequence: int
+    program: str
+    batteries: frozenset[int]
+    power_w: float | None
+    lower_w: float | None
+    upper_w: float | None
+    ttl_s: float | None
+    until_disconnect: bool
+    connection: Connection
+    created_at: float
+
+    @property
+    def priority(self) -> int:
+        return PRIORITIES[self.program]
+
+
+def held_by(live: list[Live]) -> dict[int, frozenset[int]]:
+    """Battery → the set of the bucket that holds it: the highest top priority containing it."""
+    tops: dict[frozenset[int], int] = {}
+    for proposal in live:
+        tops[proposal.batteries] = max(tops.get(proposal.batteries, -1000), proposal.priority)
+    holder: dict[int, frozenset[int]] = {}
+    for battery in BATTERIES:
+        containing = sorted(
+            ((top, batteries) for batteries, top in tops.items() if battery in batteries),
+            key=lambda pair: pair[0],
+            reverse=True,
+        )
+        if not containing:
+            continue
+        if len(containing) > 1:
+            # Two buckets over one battery at the same top priority cannot both be live: the
+            # same program's newer one ends the older, another program's is refused.
+            assert containing[0][0] != containing[1][0], f"a tie over {battery}: {containing}"
+        holder[battery] = containing[0][1]
+    return holder
+
+
+class ArbitrationMachine(RuleBasedStateMachine):
+    """One request loop over six pairs, four programs, and the model of what they hold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = trio.testing.MockClock()
+        self.token: trio.lowlevel.TrioToken | None = None
+        self.ready = threading.Event()
+        self.connections = {
+            program: [Connection(f"{program}#{n}") for n in range(2)] for program in PRIORITIES
+        }
+        self.closed: list[Connection] = []
+        self.live: list[Live] = []
+        self.sequence = 0
+        self.told: dict[Connection, Counter[tuple[tuple[int, ...], str]]] = {}
+        self.answers: list[list[Result]] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self.ready.wait(timeout=10)
+
+    # -- the trio side ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        trio.run(self._main, clock=self.clock)
+
+    async def _main(self) -> None:
+        config = config_with(
+            CONFIG,
+            setpoints={"lifetime_s": LIFETIME_S},
+            programs={name: {"priority": priority} for name, priority in PRIORITIES.items()},
+        )
+        self.config = LiveValue(config)
+        self.tracker = StatusTracker(PAIRS, self.config.view(lambda c: c.status), wall_clock=wall)
+        for battery in PAIRS:
+            feed(self.tracker, battery)
+        self.fake = FakeMicrogrid(TOPOLOGY)
+        self.loop = RequestLoop(self.fake, self.tracker, TOPOLOGY, self.config)
+        self.stopped = trio.Event()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.tracker.serve)
+            await nursery.start(self.loop.serve)
+            await trio.testing.wait_all_tasks_blocked()
+            self.token = trio.lowlevel.current_trio_token()
+            self.ready.set()
+            await self.stopped.wait()
+            nursery.cancel_scope.cancel()
+
+    def in_trio(self, action: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``action`` in the loop's trio run, then let every task settle."""
+
+        async def run() -> Any:
+            result = await action()
+            await trio.testing.wait_all_tasks_blocked()
+            return result
+
+        return trio.from_thread.run(run, trio_token=self.token)
+
+    def now(self) -> float:
+        return self.clock.current_time()
+
+    # -- the model --------------------------------------------------------------------------
+
+    def _end(self, ending: list[Live], why: str, *, causer: Connection | None) -> None:
+        """The model's proposals end; their connections are told, unless their own doing."""
+        for proposal in ending:
+            self.live.remove(proposal)
+            own = proposal.connection is causer
+            if own and why in ("replaced", "withdrawn"):
+                continue  # answered by its own reply
+            told = self.told.setdefault(proposal.connection, Counter())
+            told[(tuple(sorted(proposal.batteries)), why)] += 1
+
+    def _submit(self, ask: Ask) -> Result:
+        """Submit ``ask`` and let the loop settle: its one reply."""
+        index = len(self.answers)
+        self.answers.append([])
+
+        def reply(result: Result, _: Timing) -> None:
+            self.answers[index].append(result)
+
+        async def act() -> bool:
+            return self.loop.submit(ask, reply)
+
+        assert self.in_trio(act), "the queue refused a request with nothing else queued"
+        results = self.answers[index]
+        assert len(results) == 1, f"answered {len(results)} times once idle: {results}"
+        return results[0]
+
+    def _ask_for(
+        self, program: str, slot: int, ask: Callable[[Origin], Ask]
+    ) -> tuple[Connection, Ask]:
+        connection = self.connections[program][slot]
+        origin = Origin(program=program, connection=connection, uid=1000, pid=4000 + slot)
+        return connection, ask(origin)
+
+    def _proposal(self, ask: Ask, connection: Connection) -> None:
+        """A proposal (``propose`` or ``set_power`` not at 0 W): the model's verdict, checked."""
+        program, wanted = ask.origin.program, ask.batteries
+        priority = PRIORITIES[program]
+        refused = any(
+            other.program != program
+            and other.priority == priority
+            and other.batteries != wanted
+            and other.batteries & wanted
+            for other in self.live
+        )
+        result = self._submit(ask)
+        if refused:
+            assert isinstance(result, Error), result
+            assert result.message.startswith("refused:"), result.message
+            return
+        assert not isinstance(result, (Error, Ignored, OutOfBounds)), result
+        ending = [p for p in self.live if p.program == program and p.batteries & wanted]
+        for why in ("replaced", "superseded"):
+            self._end(
+                [p for p in ending if (p.batteries == wanted) == (why == "replaced")],
+                why,
+                causer=connection,
+            )
+        self.live.append(
+            Live(
+                sequence=self.sequence,
+                program=program,
+                batteries=wanted,
+                power_w=ask.power_w,
+                lower_w=ask.lower_w,
+                upper_w=ask.upper_w,
+                ttl_s=ask.ttl_s,
+                until_disconnect=ask.until_disconnect,
+                connection=connection,
+                created_at=self.now(),
+            )
+        )
+        self.sequence += 1
+
+    # -- rules ------------------------------------------------------------------------------
+
+    @rule(
+        program=st.sampled_from(sorted(PRIORITIES)),
+        slot=st.integers(0, 1),
+        batteries=BATTERY_SET,
+        power=st.one_of(st.none(), POWER),
+        edges=st.tuples(EDGE, EDGE),
+        ttl=st.one_of(st.none(), st.sampled_from([2.0, 5.0, 12.0, 40.0])),
+        until_disconnect=st.booleans(),
+    )
+    def propose(
+        self,
+        program: str,
+        slot: int,
+        batteries: frozenset[int],
+        power: float | None,
+        edges: tuple[float | None, float | None],
+        ttl: float | None,
+        until_disconnect: bool,
+    ) -> None:
+        lower, upper = edges
+        if lower is not None and upper is not None and lower > upper:
+            lower, upper = upper, lower
+        if power is None and lower is None and upper is None:
+            power = 0.0  # neither power nor bounds: the protocol refuses it before the loop
+
+        def make(origin: Origin) -> Ask:
+            return Ask(
+                origin=origin,
+                request=Request(power_w=power or 0.0, batteries=batteries),
+                power_w=power,
+                lower_w=lower,
+                upper_w=upper,
+                ttl_s=ttl,
+                until_disconnect=until_disconnect,
+                proposed=True,
+            )
+
+        connection, ask = self._ask_for(program, slot, make)
+        self._proposal(ask, connection)
+
+    @rule(
+        program=st.sampled_from(sorted(PRIORITIES)),
+        slot=st.integers(0, 1),
+        batteries=BATTERY_SET,
+        power=POWER,
+    )
+    def set_power(self, program: str, slot: int, batteries: frozenset[int], power: float) -> None:
+        request = Request(power_w=power, batteries=batteries)
+        connection, ask = self._ask_for(program, slot, lambda o: Ask.set_power(request, o))
+        if not ask.releases:
+            self._proposal(ask, connection)
+            return
+        result = self._submit(ask)
+        assert not isinstance(result, (Error, Ignored, OutOfBounds)), result
+        # The program lets go: its proposals overlapping the set end.
+        self._end(
+            [p for p in self.live if p.program == program and p.batteries & batteries],
+            "withdrawn",
+            causer=connection,
+        )
+
+    @rule(program=st.sampled_from(sorted(PRIORITIES)), slot=st.integers(0, 1), data=st.data())
+    def withdraw(self, program: str, slot: int, data: st.DataObject) -> None:
+        own = sorted({p.batteries for p in self.live if p.program == program}, key=sorted)
+        batteries = data.draw(
+            st.one_of(st.none(), BATTERY_SET, *([st.sampled_from(own)] if own else []))
+        )
+        connection = self.connections[program][slot]
+        origin = Origin(program=program, connection=connection, uid=1000, pid=4000 + slot)
+
+        async def act() -> list[frozenset[int]]:
+            return self.loop.withdraw_proposals(origin, batteries)
+
+        withdrawn = self.in_trio(act)
+        ending = [
+            p
+            for p in self.live
+            if p.program == program and (batteries is None or p.batteries == batteries)
+        ]
+        assert sorted(withdrawn, key=sorted) == sorted((p.batteries for p in ending), key=sorted)
+        self._end(ending, "withdrawn", causer=connection)
+
+    @rule(program=st.sampled_from(sorted(PRIORITIES)), slot=st.integers(0, 1))
+    def disconnect(self, program: str, slot: int) -> None:
+        connection = self.connections[program][slot]
+
+        async def act() -> None:
+            self.loop.disconnect(connection)
+
+        self.in_trio(act)
+        self._end(
+            [p for p in self.live if p.connection is connection and p.until_disconnect],
+            "disconnected",
+            causer=None,
+        )
+        # The program connects again: a new connection in that slot.
+        self.closed.append(connection)
+        self.connections[program][slot] = Connection(f"{connection.name}'")
+
+    @rule(seconds=st.sampled_from([0.5, 2.0, 5.0, 12.0, 25.0]))
+    def wait(self, seconds: float) -> None:
+        self._pass(seconds)
+
+    def _pass(self, seconds: float) -> None:
+        """Let ``seconds`` of mock time pass; the model's proposals expire."""
+
+        async def act() -> None:
+            # In small steps, letting every task run in between, as time really passes.
+            end = trio.current_time() + seconds
+            while trio.current_time() < end:
+                self.clock.jump(STEP_S)
+                await trio.testing.wait_all_tasks_blocked()
+
+        self.in_trio(act)
+        now = self.now()
+        self._end(
+            [p for p in self.live if p.ttl_s is not None and p.created_at + p.ttl_s <= now],
+            "expired",
+            causer=None,
+        )
+
+    @precondition(lambda self: bool(self.live))
+    @rule(data=st.data())
+    def wait_for_an_expiry(self, data: st.DataObject) -> None:
+        """Let time run to just before, or exactly to, a live proposal's expiry."""
+        expiries = sorted({p.created_at + p.ttl_s for p in self.live if p.ttl_s is not None})
+        if not expiries:
+            return
+        target = data.draw(st.sampled_from(expiries)) - data.draw(st.sampled_from([0.0, STEP_S]))
+        if target > self.now():
+            self._pass(target - self.now())
+
+    # -- invariants -------------------------------------------------------------------------
+
+    def _snapshot(self) -> dict[str, Any]:
+        async def read() -> dict[str, Any]:
+            ledger = self.loop.commander.ledger
+            last: dict[int, float] = {}
+            for command in self.fake.commands:
+                last[command.inverter] = command.power_w
+            return {
+                "now": trio.current_time(),
+                "proposals": self.loop.proposals(),
+                "wanted": {i: ledger.wanted(i) for i in PAIRS.values()},
+                "owner": {i: ledger.owner(i) for i in PAIRS.values()},
+                "last": last,
+                "running": [c.inverter for c in self.fake.commands if c.end is None],
+            }
+
+        return self.in_trio(read)  # type: ignore[no-any-return]
+
+    @invariant()
+    def the_loop_agrees_with_the_model(self) -> None:
+        if self.token is None:
+            return
+        state = self._snapshot()
+        holder = held_by(self.live)
+        # 1. The live proposals, and what each one's bucket holds.
+        expected = [
+            {
+                "program": p.program,
+                "priority": p.priority,
+                "batteries": sorted(p.batteries),
+                "power_w": p.power_w,
+                "lower_w": p.lower_w,
+                "upper_w": p.upper_w,
+                "ttl_s": p.ttl_s,
+                "until_disconnect": p.until_disconnect,
+                "age_s": state["now"] - p.created_at,
+                "held_batteries": sorted(b for b, h in holder.items() if h == p.batteries),
+            }
+            for p in sorted(self.live, key=lambda p: p.sequence)
+        ]
+        actual = [{key: entry[key] for key in KEYS} for entry in state["proposals"]]
+        assert actual == expected
+        # 2 and 3. The ledger: wants only where a bucket holds, by that bucket; nothing else.
+        assert not state["running"], f"commands still running once idle: {state['running']}"
+        for battery, inverter in PAIRS.items():
+            wanted, owner = state["wanted"][inverter], state["owner"][inverter]
+            last = state["last"].get(inverter)
+            if battery not in holder:
+                assert wanted is None, f"{battery} held by nobody, wanted at {wanted} by {owner}"
+                assert last in (None, 0.0), f"{battery} held by nobody, left at {last} W"
+                continue
+            assert owner == holder[battery], f"{battery}: held by {holder[battery]}, {owner} wants"
+            assert wanted is not None
+            if wanted != 0.0:
+                assert last == wanted, f"{battery} wanted at {wanted} W, last sent {last} W"
+        # 4. Who was told that a proposal ended.
+        for connection in {c for cs in self.connections.values() for c in cs} | set(self.closed):
+            assert connection.ended() == self.told.get(connection, Counter()), connection
+        # 5. Every request answered once (a second answer after the first would show here).
+        for index, results in enumerate(self.answers):
+            assert len(results) == 1, f"request {index} answered {len(results)} times"
+
+    def teardown(self) -> None:
+        if self.token is not None:
+            trio.from_thread.run_sync(self.stopped.set, trio_token=self.token)
+        self.thread.join(timeout=10)
+
+
+ArbitrationMachine.TestCase.settings = settings(
+    # 400 examples of up to 40 steps in CI's profile, about 20 s (each step a few ms: the loop
+    # settles without a real sleep); 30 in the dev profile.
+    max_examples=max(settings().max_examples // 5, 30),
+    stateful_step_count=40,
+    deadline=None,
+)
+TestArbitrationMachine = ArbitrationMachine.TestCase
