@@ -20,13 +20,15 @@ alternating puts both under the same conditions). At the end of each B, fcr and 
 
 Pacing: a program sends at its ticks (``1/hz`` apart, from its start) and waits for the reply
 before it sends again; it never has two requests outstanding (no pipelining). A reply later
-than the next tick makes the next request go at once when it arrives, and the ticks missed
-are counted (*late*), not made up. Latency: from the request written to its reply read, in
-this process. Each request is a change: the power steps through ±10-90 % of 2 kW per battery
-of the set. A reply that is not an ``outcome: success`` (an error, or ``partial``) is counted.
+than the next tick makes the next request go at once when it arrives (counted: *late*); if
+more ticks passed, those before it are *skipped* (counted, not made up). Latency: from the
+request written to its reply read, in this process. Each request is a change: the power steps
+through ±10-90 % of 2 kW per battery of the set. A reply that is not an ``outcome: success``
+(an error, or ``partial``) is counted as failed.
 
-Printed: per scenario and program, requests, p50 and p99 in ms, late ticks and failures; then
-B's overall figures beside A's with their ratios.
+Printed: per scenario and program, requests, p50 and p99 in ms, late and skipped ticks,
+failures and notifications received; then B's overall figures beside A's with their ratios
+(over all rounds, and the spread of the ratios round by round).
 """
 
 from __future__ import annotations
@@ -114,16 +116,45 @@ class Tally:
     """What one program saw in one scenario, over all rounds.
 
     Attributes:
-        latencies: Every reply's latency, s.
-        late: Ticks missed because the previous reply came after them.
+        rounds: Every reply's latency, s, round by round.
+        late: Requests sent late, at once, because the previous reply came after their tick.
+        skipped: Ticks skipped because the previous reply came after the following one too.
         failed: Replies that were not a success.
         notifications: Notifications received (``proposal_changed`` and the like).
     """
 
-    latencies: list[float] = attrs.Factory(list)
+    rounds: list[list[float]] = attrs.Factory(list)
     late: int = 0
+    skipped: int = 0
     failed: int = 0
     notifications: int = 0
+
+    @property
+    def latencies(self) -> list[float]:
+        """Every reply's latency, s."""
+        return [s for r in self.rounds for s in r]
+
+
+def merged(tallies: Sequence[Tally]) -> Tally:
+    """Several programs' tallies as one, round by round."""
+    return Tally(
+        rounds=[
+            [s for r in rounds for s in r]
+            for rounds in zip(*(t.rounds for t in tallies), strict=True)
+        ],
+        late=sum(t.late for t in tallies),
+        skipped=sum(t.skipped for t in tallies),
+        failed=sum(t.failed for t in tallies),
+        notifications=sum(t.notifications for t in tallies),
+    )
+
+
+def round_ratios(numerator: Tally, denominator: Tally) -> tuple[tuple[float, float], ...]:
+    """Per round, the ratios of the p50s and of the p99s."""
+    return tuple(
+        (figures(n)[0] / figures(d)[0], figures(n)[1] / figures(d)[1])
+        for n, d in zip(numerator.rounds, denominator.rounds, strict=True)
+    )
 
 
 async def propose_paced(
@@ -143,12 +174,14 @@ async def propose_paced(
             result = await client.result("propose", {"batteries": batteries, "power_w": power})
         except DaemonError:
             result = {}
-        tally.latencies.append(time.perf_counter() - sent)
+        tally.rounds[-1].append(time.perf_counter() - sent)
         if result.get("outcome") != "success":
             tally.failed += 1
         tally.notifications += client.notifications()
         passed = ticks_passed(loop.time() - start, tick, period)
-        tally.late += passed
+        if passed:
+            tally.late += 1
+            tally.skipped += passed - 1
         tick += max(passed, 1)
 
 
@@ -208,7 +241,9 @@ async def _scenario(
     seconds: float,
     tallies: dict[str, Tally],
 ) -> None:
-    """The ``programs`` proposing at once, their ticks spread over one period."""
+    """The ``programs`` proposing at once, their ticks spread over one period: a round."""
+    for tally in tallies.values():
+        tally.rounds.append([])
     await asyncio.gather(
         *(
             propose_paced(
@@ -236,7 +271,8 @@ def _row(label: str, tally: Tally, seconds: float) -> str:
     p50, p99 = figures(tally.latencies)
     return (
         f"{label:<22} {len(tally.latencies):>8} {len(tally.latencies) / seconds:>6.1f} "
-        f"{p50:>7.1f} {p99:>7.1f} {tally.late:>5} {tally.failed:>6} {tally.notifications:>6}"
+        f"{p50:>7.1f} {p99:>7.1f} {tally.late:>5} {tally.skipped:>7} {tally.failed:>6} "
+        f"{tally.notifications:>6}"
     )
 
 
@@ -264,26 +300,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = args.seconds * args.rounds
     print(
         f"{'scenario, program':<22} {'requests':>8} {'per s':>6} {'p50':>7} {'p99':>7} "
-        f"{'late':>5} {'failed':>6} {'notif.':>6}"
+        f"{'late':>5} {'skipped':>7} {'failed':>6} {'notif.':>6}"
     )
     for scenario, by_program in tallies.items():
         for name, tally in by_program.items():
             print(_row(f"{scenario}, {name}", tally, total))
-    everything = Tally(
-        latencies=[s for t in tallies["B"].values() for s in t.latencies],
-        late=sum(t.late for t in tallies["B"].values()),
-        failed=sum(t.failed for t in tallies["B"].values()),
-        notifications=sum(t.notifications for t in tallies["B"].values()),
-    )
+    alone = tallies["A"][ALONE.name]
+    everything = merged(list(tallies["B"].values()))
     print(_row("B, all three", everything, total))
-    a50, a99 = figures(tallies["A"][ALONE.name].latencies)
-    b50, b99 = figures(everything.latencies)
-    t50, t99 = figures(tallies["B"][ALONE.name].latencies)
-    print(
-        f"B / A: p50 {b50:.1f} / {a50:.1f} = {b50 / a50:.2f}x, p99 {b99:.1f} / {a99:.1f} = "
-        f"{b99 / a99:.2f}x (all three programs); {ALONE.name} alone in both: p50 "
-        f"{t50 / a50:.2f}x, p99 {t99 / a99:.2f}x"
-    )
+    a50, a99 = figures(alone.latencies)
+    for label, b in (("all three", everything), (ALONE.name, tallies["B"][ALONE.name])):
+        b50, b99 = figures(b.latencies)
+        by_round = round_ratios(b, alone)
+        print(
+            f"B / A, {label}: p50 {b50:.1f} / {a50:.1f} = {b50 / a50:.2f}x "
+            f"(rounds {min(r[0] for r in by_round):.2f}-{max(r[0] for r in by_round):.2f}), "
+            f"p99 {b99:.1f} / {a99:.1f} = {b99 / a99:.2f}x "
+            f"(rounds {min(r[1] for r in by_round):.2f}-{max(r[1] for r in by_round):.2f})"
+        )
     return 0
 
 

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from bench.programs import PROGRAMS, battery_set, figures, programs_config, ticks_passed
+from bench.programs import (
+    PROGRAMS,
+    Tally,
+    battery_set,
+    figures,
+    merged,
+    programs_config,
+    round_ratios,
+    ticks_passed,
+)
 from distributord.core.config import parse_config
 
 
@@ -41,3 +50,16 @@ def test_the_figures_are_the_median_and_the_nearest_rank_99th_in_ms() -> None:
     p50, p99 = figures(samples)
     assert p50 == pytest.approx(50.5)
     assert p99 == pytest.approx(100.0)
+
+
+def test_programs_merge_round_by_round_and_ratios_are_per_round() -> None:
+    a = Tally(rounds=[[0.010, 0.030], [0.020]], late=1, skipped=0, failed=1, notifications=2)
+    b = Tally(rounds=[[0.020], [0.040, 0.060]], late=2, skipped=3, failed=0, notifications=1)
+    both = merged([a, b])
+    assert both.rounds == [[0.010, 0.030, 0.020], [0.020, 0.040, 0.060]]
+    assert (both.late, both.skipped, both.failed, both.notifications) == (3, 3, 1, 3)
+    assert both.latencies == [0.010, 0.030, 0.020, 0.020, 0.040, 0.060]
+    alone = Tally(rounds=[[0.010], [0.020]])
+    # p50 20 ms over 10 ms, then 40 over 20; p99 (nearest rank) 30 over 10, then 60 over 20.
+    ratios = round_ratios(both, alone)
+    assert [r for pair in ratios for r in pair] == pytest.approx([2.0, 3.0, 2.0, 3.0])
