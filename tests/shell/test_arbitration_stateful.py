@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
+import pytest
 import trio
 import trio.testing
 from hypothesis import settings
@@ -84,6 +85,72 @@ KEYS = (
 EDGE = st.one_of(st.none(), st.sampled_from([-3000.0, -500.0, 0.0, 1000.0, 4000.0]))
 
 
+@attrs.frozen(kw_only=True)
+class Want:
+    """A ``propose`` or ``set_power`` a program will make, from one of its connections."""
+
+    program: str
+    slot: int  # which of its connections
+    proposed: bool
+    batteries: frozenset[int]
+    power_w: float | None
+    lower_w: float | None = None
+    upper_w: float | None = None
+    ttl_s: float | None = None
+    until_disconnect: bool = False
+    adjust_power: bool = True
+
+
+def _propose(
+    program: str,
+    slot: int,
+    batteries: frozenset[int],
+    power_w: float | None,
+    edges: tuple[float | None, float | None],
+    ttl_s: float | None,
+    until_disconnect: bool,
+) -> Want:
+    lower, upper = edges
+    if lower is not None and upper is not None and lower > upper:
+        lower, upper = upper, lower
+    if power_w is None and lower is None and upper is None:
+        power_w = 0.0  # neither power nor bounds: the session refuses it before the loop
+    return Want(
+        program=program,
+        slot=slot,
+        proposed=True,
+        batteries=batteries,
+        power_w=power_w,
+        lower_w=lower,
+        upper_w=upper,
+        ttl_s=ttl_s,
+        until_disconnect=until_disconnect,
+    )
+
+
+PROGRAM = st.sampled_from(sorted(PRIORITIES))
+SLOT = st.integers(0, 1)
+PROPOSE = st.builds(
+    _propose,
+    PROGRAM,
+    SLOT,
+    BATTERY_SET,
+    st.one_of(st.none(), POWER),
+    st.tuples(EDGE, EDGE),
+    st.one_of(st.none(), st.sampled_from([2.0, 5.0, 12.0, 40.0])),
+    st.booleans(),
+)
+SET_POWER = st.builds(
+    Want,
+    program=PROGRAM,
+    slot=SLOT,
+    proposed=st.just(False),
+    batteries=BATTERY_SET,
+    power_w=POWER,
+    adjust_power=st.booleans(),
+)
+
+
 def feed(tracker: StatusTracker, battery: int) -> None:
     """Fresh telemetry for a healthy pair."""
     now = trio.current_time()
@@ -133,6 +200,23 @@ class Live:
     @property
     def priority(self) -> int:
         return PRIORITIES[self.program]
+
+
+WINDOW_WITHOUT_ZERO = "expected inclusion_lower <= exclusion_lower <= 0"
+
+
+def _window_without_zero(result: Result) -> bool:
+    """The known bug of :func:`test_pinned_set_power_outside_a_window_without_zero`.
+
+    A ``set_power`` with ``adjust_power: false`` that its bucket's window (not containing 0)
+    cannot grant is answered with an internal error instead of ``out_of_bounds``; nothing
+    changes, as for ``out_of_bounds``. Remove this once that test passes.
+    """
+    return isinstance(result, Error) and WINDOW_WITHOUT_ZERO in result.message
+
+
+def _identity(entry: Mapping[str, Any]) -> tuple[str, list[int]]:
+    return entry["program"], entry["batteries"]
 
 
 def held_by(live: list[Live]) -> dict[int, frozenset[int]]:
@@ -229,45 +313,75 @@ class ArbitrationMachine(RuleBasedStateMachine):
             told = self.told.setdefault(proposal.connection, Counter())
             told[(tuple(sorted(proposal.batteries)), why)] += 1
 
-    def _submit(self, ask: Ask) -> Result:
-        """Submit ``ask`` and let the loop settle: its one reply."""
-        index = len(self.answers)
-        self.answers.append([])
+    def _submit(self, asks: list[Ask]) -> list[Result]:
+        """Submit ``asks`` at once, in this order, and let the loop settle: their replies."""
+        first = len(self.answers)
+        self.answers.extend([] for _ in asks)
 
-        def reply(result: Result, _: Timing) -> None:
-            self.answers[index].append(result)
+        def replier(index: int) -> Callable[[Result, Timing], None]:
+            def reply(result: Result, _: Timing) -> None:
+                self.answers[index].append(result)
 
-        async def act() -> bool:
-            return self.loop.submit(ask, reply)
+            return reply
 
-        assert self.in_trio(act), "the queue refused a request with nothing else queued"
-        results = self.answers[index]
-        assert len(results) == 1, f"answered {len(results)} times once idle: {results}"
-        return results[0]
+        async def act() -> list[bool]:
+            return [self.loop.submit(a, replier(first + n)) for n, a in enumerate(asks)]
 
-    def _ask_for(
-        self, program: str, slot: int, ask: Callable[[Origin], Ask]
-    ) -> tuple[Connection, Ask]:
-        connection = self.connections[program][slot]
-        origin = Origin(program=program, connection=connection, uid=1000, pid=4000 + slot)
-        return connection, ask(origin)
+        assert all(self.in_trio(act)), "the queue refused a request"
+        results = self.answers[first:]
+        assert all(len(r) == 1 for r in results), f"not answered once each once idle: {results}"
+        return [r[0] for r in results]
 
-    def _proposal(self, ask: Ask, connection: Connection) -> None:
-        """A proposal (``propose`` or ``set_power`` not at 0 W): the model's verdict, checked."""
+    def _ask(self, want: Want) -> Ask:
+        """``want`` as the session would submit it, from the connection in its slot now."""
+        connection = self.connections[want.program][want.slot]
+        origin = Origin(program=want.program, connection=connection, uid=1000, pid=4000 + want.slot)
+        if not want.proposed:
+            request = Request(
+                power_w=want.power_w or 0.0,
+                batteries=want.batteries,
+                adjust_power=want.adjust_power,
+            )
+            return Ask.set_power(request, origin)
+        return Ask(
+            origin=origin,
+            request=Request(power_w=want.power_w or 0.0, batteries=want.batteries),
+            power_w=want.power_w,
+            lower_w=want.lower_w,
+            upper_w=want.upper_w,
+            ttl_s=want.ttl_s,
+            until_disconnect=want.until_disconnect,
+            proposed=True,
+        )
+
+    def _decide(self, ask: Ask, result: Result) -> None:
+        """What ``ask`` did, by the spec's rules: ``result`` checked, the model brought along."""
         program, wanted = ask.origin.program, ask.batteries
+        connection = ask.origin.connection
+        assert isinstance(connection, Connection)
+        if ask.releases:  # set_power at 0 W: the program lets go of the set
+            assert not isinstance(result, (Error, Ignored, OutOfBounds)), result
+            self._end(
+                [p for p in self.live if p.program == program and p.batteries & wanted],
+                "withdrawn",
+                causer=connection,
+            )
+            return
         priority = PRIORITIES[program]
-        refused = any(
+        if any(
             other.program != program
             and other.priority == priority
             and other.batteries != wanted
             and other.batteries & wanted
             for other in self.live
-        )
-        result = self._submit(ask)
-        if refused:
+        ):
             assert isinstance(result, Error), result
             assert result.message.startswith("refused:"), result.message
             return
+        if not ask.request.adjust_power and (
+            isinstance(result, OutOfBounds) or _window_without_zero(result)
+        ):
+            return  # exactly that power cannot be had: nothing changed (checked by the invariant)
         assert not isinstance(result, (Error, Ignored, OutOfBounds)), result
         ending = [p for p in self.live if p.program == program and p.batteries & wanted]
         for why in ("replaced", "superseded"):
@@ -294,66 +408,19 @@ class ArbitrationMachine(RuleBasedStateMachine):
 
     # -- rules ------------------------------------------------------------------------------
 
-    @rule(
-        program=st.sampled_from(sorted(PRIORITIES)),
-        slot=st.integers(0, 1),
-        batteries=BATTERY_SET,
-        power=st.one_of(st.none(), POWER),
-        edges=st.tuples(EDGE, EDGE),
-        ttl=st.one_of(st.none(), st.sampled_from([2.0, 5.0, 12.0, 40.0])),
-        until_disconnect=st.booleans(),
-    )
-    def propose(
-        self,
-        program: str,
-        slot: int,
-        batteries: frozenset[int],
-        power: float | None,
-        edges: tuple[float | None, float | None],
-        ttl: float | None,
-        until_disconnect: bool,
-    ) -> None:
-        lower, upper = edges
-        if lower is not None and upper is not None and lower > upper:
-            lower, upper = upper, lower
-        if power is None and lower is None and upper is None:
-            power = 0.0  # neither power nor bounds: the protocol refuses it before the loop
+    @rule(want=st.one_of(PROPOSE, SET_POWER))
+    def ask(self, want: Want) -> None:
+        """One ``propose`` or ``set_power`` (at 0 W: the program lets go)."""
+        ask = self._ask(want)
+        (result,) = self._submit([ask])
+        self._decide(ask, result)
 
-        def make(origin: Origin) -> Ask:
-            return Ask(
-                origin=origin,
-                request=Request(power_w=power or 0.0, batteries=batteries),
-                power_w=power,
-                lower_w=lower,
-                upper_w=upper,
-                ttl_s=ttl,
-                until_disconnect=until_disconnect,
-                proposed=True,
-            )
-
-        connection, ask = self._ask_for(program, slot, make)
-        self._proposal(ask, connection)
-
-    @rule(
-        program=st.sampled_from(sorted(PRIORITIES)),
-        slot=st.integers(0, 1),
-        batteries=BATTERY_SET,
-        power=POWER,
-    )
-    def set_power(self, program: str, slot: int, batteries: frozenset[int], power: float) -> None:
-        request = Request(power_w=power, batteries=batteries)
-        connection, ask = self._ask_for(program, slot, lambda o: Ask.set_power(request, o))
-        if not ask.releases:
-            self._proposal(ask, connection)
-            return
-        result = self._submit(ask)
-        assert not isinstance(result, (Error, Ignored, OutOfBounds)), result
-        # The program lets go: its proposals overlapping the set end.
-        self._end(
-            [p for p in self.live if p.program == program and p.batteries & batteries],
-            "withdrawn",
-            causer=connection,
-        )
+    @rule(wants=st.lists(st.one_of(PROPOSE, SET_POWER), min_size=2, max_size=2))
+    def burst(self, wants: list[Want]) -> None:
+        """Two at once: they take effect in arrival order (overlapping sets wait their turn)."""
+        asks = [self._ask(want) for want in wants]
+        for ask, result in zip(asks, self._submit(asks), strict=True):
+            self._decide(ask, result)
 
     @rule(program=st.sampled_from(sorted(PRIORITIES)), slot=st.integers(0, 1), data=st.data())
     def withdraw(self, program: str, slot: int, data: st.DataObject) -> None:
@@ -465,10 +532,12 @@ class ArbitrationMachine(RuleBasedStateMachine):
                 "age_s": state["now"] - p.created_at,
                 "held_batteries": sorted(b for b, h in holder.items() if h == p.batteries),
             }
-            for p in sorted(self.live, key=lambda p: p.sequence)
+            for p in self.live
         ]
         actual = [{key: entry[key] for key in KEYS} for entry in state["proposals"]]
-        assert actual == expected
+        # By program and set (one live proposal each): requests for disjoint sets made at once
+        # run concurrently, and trio may start either first.
+        assert sorted(actual, key=_identity) == sorted(expected, key=_identity)
         # 2 and 3. The ledger: wants only where a bucket holds, by that bucket; nothing else.
         assert not state["running"], f"commands still running once idle: {state['running']}"
         for battery, inverter in PAIRS.items():
@@ -480,8 +549,10 @@ class ArbitrationMachine(RuleBasedStateMachine):
                 continue
             assert owner == holder[battery], f"{battery}: held by {holder[battery]}, {owner} wants"
             assert wanted is not None
-            if wanted != 0.0:
-                assert last == wanted, f"{battery} wanted at {wanted} W, last sent {last} W"
+            # What it is wanted at is what it was last sent (at 0 W: if anything was sent).
+            assert last == wanted or (wanted == 0.0 and last is None), (
+                f"{battery} wanted at {wanted} W, last sent {last} W"
+            )
         # 4. Who was told that a proposal ended.
         for connection in {c for cs in self.connections.values() for c in cs} | set(self.closed):
             assert connection.ended() == self.told.get(connection, Counter()), connection
@@ -496,10 +567,40 @@ class ArbitrationMachine(RuleBasedStateMachine):
 
 
 ArbitrationMachine.TestCase.settings = settings(
-    # 400 examples of up to 40 steps in CI's profile, about 20 s (each step a few ms: the loop
+    # 300 examples of up to 40 steps in CI's profile, about 25 s (each step a few ms: the loop
     # settles without a real sleep); 30 in the dev profile.
-    max_examples=max(settings().max_examples // 5, 30),
+    max_examples=max(settings().max_examples * 3 // 20, 30),
     stateful_step_count=40,
     deadline=None,
 )
 TestArbitrationMachine = ArbitrationMachine.TestCase
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="requestloop._apply answers a pinned set_power whose window excludes 0 with an "
+    "internal error: OutOfBounds' bounds take the grant's window as inclusion bounds around "
+    "the bucket's exclusion zone, and PowerBounds refuses inclusion_lower > exclusion_lower",
+)
+def test_pinned_set_power_outside_a_window_without_zero() -> None:
+    # Found by the machine in CI's profile. fcr (90) limits {1002, 1003} to at least 1000 W;
+    # ops (10) then asks for exactly 300 W there (adjust_power false). Its window is
+    # [1000, 10000] W: 300 W cannot be had, which is out_of_bounds (spec/arbitration.md:
+    # "exactly that, or out_of_bounds"), not an internal error.
+    machine = ArbitrationMachine()
+    try:
+        limiter = _propose("fcr", 0, frozenset({1002, 1003}), None, (1000.0, None), None, False)
+        machine.ask(limiter)
+        pinned = Want(
+            program="ops",
+            slot=0,
+            proposed=False,
+            batteries=frozenset({1002, 1003}),
+            power_w=300.0,
+            adjust_power=False,
+        )
+        (result,) = machine._submit([machine._ask(pinned)])
+        assert isinstance(result, OutOfBounds), result
+        assert (result.bounds.inclusion_lower, result.bounds.inclusion_upper) == (1000.0, 10000.0)
+    finally:
+        machine.teardown()
