@@ -124,6 +124,20 @@ class Batch:
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
 
 
+def _predecessors(flight: Flight) -> list[Flight]:
+    """``flight``, and, if it was never sent, the commands to its inverter it was waiting for.
+
+    A command cancelled while it waited for its turn ends at once, while the one it waited for
+    may still be flying: a command that replaces it waits for that one too.
+    """
+    chain = [flight]
+    if flight.command is None:
+        for prior in flight.batch.after:
+            if prior.inverter == flight.inverter:
+                chain.extend(_predecessors(prior))
+    return chain
+
+
 Fate = Callable[[Flight], None]
 """Told of each command that ended (``flight.outcome`` set, or ``superseded``)."""
 
@@ -256,7 +270,8 @@ class Commander:
             older = self._flights.get(inverter)
             if older is None:
                 continue
-            after.append(older)  # sent once it has ended: never two at once to one inverter
+            # Sent once it has ended, and what it waited for: never two at once to one inverter.
+            after.extend(_predecessors(older))
             if older.batch.scope.cancel_called:
                 continue
             older.batch.scope.cancel()
@@ -315,6 +330,8 @@ class Commander:
                     self._launch(batch)
                 sending = {i: f.power_w for i, f in flights.items() if f.command is not None}
                 if sending:
+                    # Cancelled before it started (a newer command came): nothing goes out.
+                    await trio.lowlevel.checkpoint_if_cancelled()
                     await self._client.set_active_powers(sending, self._lifetime_s(), land)
         except Exception as bug:  # a bug in the client, not the microgrid's answer
             logger.exception("commands to inverters %s failed unexpectedly", sorted(flights))

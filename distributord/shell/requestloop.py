@@ -65,23 +65,15 @@ from distributord.core.arbitration.arbiter import (
     Origin,
     Trial,
     accepted_line,
-    ended_line,
     held_elsewhere,
-    preempted_line,
     refused_line,
     refused_message,
-    returned_line,
 )
 from distributord.core.arbitration.holdings import (
-    BatteriesFreed,
     Bucket,
     Event,
     Proposal,
-    ProposalEnded,
-    ProposalPreempted,
-    ProposalReturned,
     Refused,
-    Why,
 )
 from distributord.core.arbitration.merge import Grant, Merge, Mode, merge
 from distributord.core.arbitration.programs import acting_as
@@ -261,7 +253,6 @@ class RequestLoop:
         self._standing_changed = trio_util.AsyncBool(False)  # a standing set came or went
         self._arbiter = Arbiter()
         self._proposals_changed = trio_util.AsyncBool(False)  # wakes the expiry task
-        self._told: dict[int, float] = {}  # by proposal: the grant its owner last heard of
         self._asked: dict[int, Ask] = {}  # by id of a taken request not answered yet
         self._nursery: trio.Nursery | None = None
         self._last_latency_s: float | None = None
@@ -699,11 +690,9 @@ class RequestLoop:
         }
         result = summarize(application or request, planned, failed)
         self._log(request, outcomes)
-        logger.info(
-            accepted_line(
-                proposal, ask.origin, None if grant is None else grant.granted_w, bucket.held
-            )
-        )
+        granted = None if grant is None else grant.granted_w
+        self._arbiter.heard(proposal, granted)
+        logger.info(accepted_line(proposal, ask.origin, granted, bucket.held))
         return _answer_for(
             result,
             ask,
@@ -860,7 +849,7 @@ class RequestLoop:
             b: bucket for bucket in self._arbiter.registry.holdings().buckets for b in bucket.held
         }
 
-    def _keep(self, trial: Trial) -> list[frozenset[int]]:
+    def _keep(self, trial: Trial) -> tuple[frozenset[int], ...]:
         """Keep a planned proposal: the others' buckets follow. Returns the sets it ended."""
         self._arbiter.commit(trial)
         accepted = trial.accepted
@@ -883,110 +872,33 @@ class RequestLoop:
         *,
         by: Ask | Origin | None = None,
         new: Proposal | None = None,
-    ) -> list[frozenset[int]]:
-        """Carry out what a change did: audit lines, notifications, the buckets that follow.
+    ) -> tuple[frozenset[int], ...]:
+        """Carry out what a change means (:meth:`Arbiter.consequences` decides).
 
-        Buckets that ended are dropped (the ledger then releases what nobody wants, at once:
-        an explicit 0 W); buckets that lost or regained batteries, or a proposal, re-plan now.
-        Returns the sets of the proposals that ended.
+        The audit lines are written; the owners of ended proposals are told; buckets that ended
+        are dropped (the ledger then releases what nobody wants, at once: an explicit 0 W);
+        buckets that lost or regained batteries or a proposal re-plan now, then the owners
+        whose grant moved are told. Returns the sets of the proposals that ended.
         """
         self._proposals_changed.value = True
-        causer = (
-            by.origin.connection if isinstance(by, Ask) else None if by is None else by.connection
+        origin = by.origin if isinstance(by, Ask) else by
+        consequences = self._arbiter.consequences(
+            events, causer=None if origin is None else origin.connection, new=new
         )
-        holdings = self._arbiter.registry.holdings()
-        ended_sets: list[frozenset[int]] = []
-        touched: set[frozenset[int]] = set()
-        before: dict[int, float | None] = {}
-        for event in events:
-            match event:
-                case ProposalEnded(proposal=proposal, why=why, by=by_proposal):
-                    ended_sets.append(proposal.batteries)
-                    touched.add(proposal.batteries)
-                    owner = self._arbiter.ask(proposal)
-                    origin = None if owner is None else owner.origin
-                    logger.info(ended_line(proposal, origin, why.value, by_proposal))
-                    # Its own connection's update (same set) or withdrawal is answered by its
-                    # reply; everything else (superseded, expired, another's doing) is told.
-                    own = origin is not None and origin.connection is causer
-                    if origin is not None and not (own and why in (Why.REPLACED, Why.WITHDRAWN)):
-                        origin.connection.notify(
-                            "proposal_ended", wire.proposal_ended_params(event)
-                        )
-                case ProposalPreempted(proposal=proposal, batteries=taken, by=taker, held=now_held):
-                    touched.add(proposal.batteries)
-                    owner = self._arbiter.ask(proposal)
-                    origin = None if owner is None else owner.origin
-                    logger.info(preempted_line(proposal, origin, taken, taker, now_held))
-                    before.setdefault(proposal.sequence, self._arbiter.granted(proposal))
-                    if origin is not None:
-                        origin.connection.notify(
-                            "proposal_changed",
-                            wire.proposal_changed_params(
-                                proposal.batteries,
-                                self._arbiter.granted(proposal) or 0.0,
-                                ["preempted_by"],
-                                held=now_held,
-                                preempted_by=taker,
-                            ),
-                        )
-                case ProposalReturned(proposal=proposal, batteries=back, held=now_held):
-                    touched.add(proposal.batteries)
-                    owner = self._arbiter.ask(proposal)
-                    origin = None if owner is None else owner.origin
-                    logger.info(returned_line(proposal, origin, back, now_held))
-                    before.setdefault(proposal.sequence, self._arbiter.granted(proposal))
-                    if origin is not None:
-                        origin.connection.notify(
-                            "proposal_changed",
-                            wire.proposal_changed_params(
-                                proposal.batteries,
-                                self._arbiter.granted(proposal) or 0.0,
-                                ["returned"],
-                                held=now_held,
-                            ),
-                        )
-                case BatteriesFreed(batteries=freed):
-                    logger.info(
-                        "batteries [%s] freed: no proposal holds them; commanded 0 W",
-                        ids_text(freed),
-                    )
-        if new is not None:
-            touched.discard(new.batteries)  # the new proposal's own application follows
-        for batteries in sorted(touched, key=sorted):
-            bucket = holdings.bucket(batteries)
-            if bucket is None:
-                if self._standing.pop(batteries, None) is not None:
-                    self._standing_changed.value = True
-                self._commander.drop(batteries)
-                continue
-            self._replan(
-                batteries,
-                self._standing.setdefault(
-                    batteries, _Standing(planned_at=trio.current_time(), statuses={})
-                ),
+        for line in consequences.lines:
+            logger.info("%s", line)
+        for batteries in consequences.dropped:
+            if self._standing.pop(batteries, None) is not None:
+                self._standing_changed.value = True
+            self._commander.drop(batteries)
+        for batteries in consequences.replanned:
+            standing = self._standing.setdefault(
+                batteries, _Standing(planned_at=trio.current_time(), statuses={})
             )
-            self._tell_grants(bucket, before, skip=new)
-        return ended_sets
-
-    def _tell_grants(
-        self, bucket: Bucket, before: Mapping[int, float | None], *, skip: Proposal | None
-    ) -> None:
-        """``proposal_changed`` to the owners in ``bucket`` whose grant the change moved."""
-        for proposal in bucket.proposals:
-            if proposal is skip or proposal.sequence in before:
-                continue  # told already (preempted, returned) or its own doing
-            owner = self._arbiter.ask(proposal)
-            granted = self._arbiter.granted(proposal)
-            if owner is None or granted is None or granted == self._told.get(proposal.sequence):
-                continue
-            owner.origin.connection.notify(
-                "proposal_changed",
-                wire.proposal_changed_params(
-                    proposal.batteries, granted, ["narrowed"], held=bucket.held
-                ),
-            )
-            self._told[proposal.sequence] = granted
+            self._replan(batteries, standing)
+        for notice in (*consequences.ended, *self._arbiter.changed_notices(consequences, skip=new)):
+            notice.connection.notify(notice.method, notice.params)
+        return consequences.ended_sets
 
     def _replan(self, batteries: frozenset[int], standing: _Standing) -> None:
         """Re-plan a bucket with fresh telemetry and proposals: only what is wanted changes."""
@@ -996,8 +908,6 @@ class RequestLoop:
             self._commander.drop(batteries)
             return
         merged = self._merge(self._arbiter, bucket)
-        for proposal in bucket.proposals:
-            self._told.setdefault(proposal.sequence, self._arbiter.granted(proposal) or 0.0)
         application = self._arbiter.application(bucket, merged)
         standing.planned_at = trio.current_time()
         if application is None:  # it holds nothing now

@@ -139,6 +139,11 @@ async def test_three_programs_preempt_and_return(
         assert by_program["peak"]["held_batteries"] == [1002]
         assert by_program["fcr"]["held_batteries"] == [1003]
         assert by_program["peak"]["granted_w"] == -3000.0
+        # What the per-program metrics read: live proposals and granted power.
+        figures = daemon.loop.programs()
+        assert figures["fcr"] == (1, 1000.0)
+        assert figures["peak"] == (1, -3000.0)
+        assert figures["broker"] == (0, 0.0)
 
         # fcr withdraws: 1003 returns to peak; peak withdraws: 1002 returns to trade, 1003 0 W.
         assert await fcr.result("withdraw") == {"withdrawn": [[1003]]}

@@ -146,6 +146,11 @@ async def test_a_scrape_shows_requests_commands_and_every_battery(tmp_path: Path
     assert value(samples, "distributord_batteries", status="working") == 3
     assert value(samples, "distributord_standing_setpoints") == 1
     assert value(samples, "distributord_queue_depth") == 0
+    # Issue 20: the set_power is a proposal of program "default", granted what it asked.
+    assert value(samples, "distributord_program_proposals", program="default") == 1
+    assert value(samples, "distributord_program_granted_watts", program="default") == pytest.approx(
+        3000.0
+    )
     for entry in status["batteries"]:
         battery = str(entry["id"])
         assert value(samples, "distributord_battery_status", battery=battery, status="working")

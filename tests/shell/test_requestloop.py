@@ -795,3 +795,25 @@ async def test_cut_off_by_the_shutdown_every_request_taken_is_still_answered(
 async def _serve_within(loop: RequestLoop, scope: trio.CancelScope) -> None:
     with scope:
         await loop.serve()
+
+
+def test_a_command_replacing_one_that_waited_its_turn_waits_for_what_that_one_waited_for() -> None:
+    # Found by the property above (issue 20's session; the commander of issue 18): [1003] ends
+    # the standing set and releases 2001 and 2002 (batch X); [1002] replaces X's 2002, so X is
+    # cancelled and its 2001 re-sent (Z, waiting for X's 2001); [1001] replaces Z, which ends
+    # at once, never sent: [1001]'s command went out while X's 2001 was still flying. Which
+    # request runs first is trio's choice, so the scenario runs many times.
+    async def main() -> int:
+        async with open_rig(setpoints={"lifetime_s": 10}) as rig:
+            for batteries in ({1001, 1002, 1003}, {1001}, {1002}, {1003}):
+                request = Request(
+                    power_w=-3000.0, batteries=frozenset(batteries), request_timeout_s=1.0
+                )
+                assert rig.loop.submit(request, lambda result, timing: None)
+            rig.loop.close()
+            with trio.fail_after(1000.0):
+                await rig.served.wait()
+            return rig.fake.most_in_flight
+
+    for _ in range(30):  # it failed in about half the runs
+        assert trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0)) == 1

@@ -37,14 +37,21 @@ from typing import Any, Protocol
 
 import attrs
 
+from distributord.core.arbitration import wire
 from distributord.core.arbitration.holdings import (
     Accepted,
     Batteries,
+    BatteriesFreed,
     Bucket,
     Change,
+    Event,
     Proposal,
+    ProposalEnded,
+    ProposalPreempted,
+    ProposalReturned,
     Refused,
     Registry,
+    Why,
 )
 from distributord.core.arbitration.merge import Bid, Grant, Merge, Mode, merge
 from distributord.core.config import Config
@@ -142,6 +149,53 @@ class Trial:
         return bucket
 
 
+@attrs.frozen(kw_only=True)
+class Notice:
+    """A notification for a proposal's owner.
+
+    Attributes:
+        connection: The owner's connection.
+        method: ``proposal_changed`` or ``proposal_ended``.
+        params: Its params.
+    """
+
+    connection: Listener
+    method: str
+    params: Mapping[str, Any]
+
+
+@attrs.frozen(kw_only=True)
+class _Changed:
+    """A live proposal whose bucket lost or regained batteries in a change."""
+
+    proposal: Proposal
+    reason: str
+    held: Batteries
+    by: Proposal | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Consequences:
+    """What a change means for the shell: it writes, notifies, drops and re-plans as said.
+
+    Attributes:
+        lines: The audit lines (``info``), in order.
+        ended: The notices to the owners of the proposals that ended.
+        dropped: The buckets that ended: their wants are dropped (the ledger then sends 0 W at
+            once to what nobody holds).
+        replanned: The buckets that lost or regained batteries or a proposal: re-planned now,
+            then :meth:`Arbiter.changed_notices` says whom to tell.
+        ended_sets: The sets of the proposals that ended.
+    """
+
+    lines: tuple[str, ...] = ()
+    ended: tuple[Notice, ...] = ()
+    dropped: tuple[Batteries, ...] = ()
+    replanned: tuple[Batteries, ...] = ()
+    ended_sets: tuple[Batteries, ...] = ()
+    changed: tuple[_Changed, ...] = ()
+
+
 def limits_of(program: str, config: Config) -> tuple[float, float]:
     """``(max_charge_w, max_discharge_w)`` of a program as configured now (``inf``: none)."""
     found = config.programs.get(program)
@@ -160,12 +214,14 @@ class Arbiter:
         self._asks: dict[int, Ask] = {}  # by proposal sequence
         self._granted: dict[int, float] = {}  # by proposal sequence: its last grant
         self._ended: dict[int, Ask] = {}  # the asks of the proposals the last change ended
+        self._told: dict[int, float] = {}  # by proposal: the grant its owner last heard of
 
     def _copy(self) -> Arbiter:
         other = Arbiter()
         other.registry = self.registry.copy()
         other._asks = dict(self._asks)
         other._granted = dict(self._granted)
+        other._told = dict(self._told)
         return other
 
     # --- changes --------------------------------------------------------------------------
@@ -197,6 +253,7 @@ class Arbiter:
         self._asks = trial.arbiter._asks
         self._granted = trial.arbiter._granted
         self._ended = trial.arbiter._ended
+        self._told = trial.arbiter._told
 
     def withdraw(
         self, program: str, batteries: Iterable[int] | None = None, *, overlapping: bool = False
@@ -228,6 +285,7 @@ class Arbiter:
         for sequence in self._ended:
             del self._asks[sequence]
             self._granted.pop(sequence, None)
+            self._told.pop(sequence, None)
 
     # --- questions ------------------------------------------------------------------------
 
@@ -286,12 +344,151 @@ class Arbiter:
         """A proposal's grant in ``merged``."""
         return next((g for g in merged.grants if g.bid.sequence == proposal.sequence), None)
 
+    def consequences(
+        self,
+        events: Iterable[Event],
+        *,
+        causer: Hashable | None = None,
+        new: Proposal | None = None,
+    ) -> Consequences:
+        """What the events of a change mean (the shell carries it out).
+
+        Args:
+            events: The change's events, in order.
+            causer: The connection whose request made the change, if any: its own update (same
+                set) or withdrawal is answered by its reply, so its owner is not told of it.
+                Everything else that ends a proposal (superseded, expired, disconnected,
+                another connection's doing) is told.
+            new: The proposal the change made, if any: its bucket's application follows, so it
+                is not re-planned here.
+        """
+        lines: list[str] = []
+        ended: list[Notice] = []
+        ended_sets: list[Batteries] = []
+        touched: dict[Batteries, None] = {}
+        changed: list[_Changed] = []
+        for event in events:
+            match event:
+                case ProposalEnded(proposal=proposal, why=why, by=by_proposal):
+                    ended_sets.append(proposal.batteries)
+                    touched[proposal.batteries] = None
+                    origin = self._origin(proposal)
+                    lines.append(ended_line(proposal, origin, why.value, by_proposal))
+                    own = origin is not None and origin.connection is causer
+                    if origin is not None and not (own and why in (Why.REPLACED, Why.WITHDRAWN)):
+                        ended.append(
+                            Notice(
+                                connection=origin.connection,
+                                method="proposal_ended",
+                                params=wire.proposal_ended_params(event),
+                            )
+                        )
+                case ProposalPreempted(proposal=proposal, batteries=taken, by=taker, held=held):
+                    touched[proposal.batteries] = None
+                    origin = self._origin(proposal)
+                    lines.append(preempted_line(proposal, origin, taken, taker, held))
+                    changed.append(
+                        _Changed(proposal=proposal, reason="preempted_by", held=held, by=taker)
+                    )
+                case ProposalReturned(proposal=proposal, batteries=back, held=held):
+                    touched[proposal.batteries] = None
+                    origin = self._origin(proposal)
+                    lines.append(returned_line(proposal, origin, back, held))
+                    changed.append(_Changed(proposal=proposal, reason="returned", held=held))
+                case BatteriesFreed(batteries=freed):
+                    lines.append(
+                        f"batteries [{ids_text(freed)}] freed: no proposal holds them; "
+                        "commanded 0 W"
+                    )
+        if new is not None:
+            touched.pop(new.batteries, None)
+        holdings = self.registry.holdings()
+        return Consequences(
+            lines=tuple(lines),
+            ended=tuple(ended),
+            dropped=tuple(b for b in touched if holdings.bucket(b) is None),
+            replanned=tuple(b for b in touched if holdings.bucket(b) is not None),
+            ended_sets=tuple(ended_sets),
+            changed=tuple(changed),
+        )
+
+    def changed_notices(self, consequences: Consequences, *, skip: Proposal | None) -> list[Notice]:
+        """After the re-plans: ``proposal_changed`` to each owner whose grant others changed.
+
+        Preempted and returned proposals are told with their new grant and what their bucket
+        holds; the other proposals of the re-planned buckets only when their grant moved since
+        their owner last heard of it (``narrowed``). ``skip`` is the proposal whose own request
+        made the change (its reply tells it).
+        """
+        notices: list[Notice] = []
+        told: set[int] = set()
+        live = {p.sequence for p in self.registry.proposals()}
+        for change in consequences.changed:
+            proposal = change.proposal
+            origin = self._origin(proposal)
+            if origin is None or proposal.sequence not in live:
+                continue
+            granted = self._granted.get(proposal.sequence, 0.0)
+            told.add(proposal.sequence)
+            self._told[proposal.sequence] = granted
+            notices.append(
+                Notice(
+                    connection=origin.connection,
+                    method="proposal_changed",
+                    params=wire.proposal_changed_params(
+                        proposal.batteries,
+                        granted,
+                        [change.reason],
+                        held=change.held,
+                        preempted_by=change.by,
+                    ),
+                )
+            )
+        holdings = self.registry.holdings()
+        for batteries in consequences.replanned:
+            bucket = holdings.bucket(batteries)
+            if bucket is None:
+                continue
+            for proposal in bucket.proposals:
+                if proposal is skip or proposal.sequence in told:
+                    continue
+                origin = self._origin(proposal)
+                now = self._granted.get(proposal.sequence)
+                if origin is None or now is None:
+                    continue
+                heard = self._told.get(proposal.sequence)
+                self._told[proposal.sequence] = now
+                if heard is None or heard == now:
+                    continue  # it never heard of one (its reply is on its way), or no change
+                notices.append(
+                    Notice(
+                        connection=origin.connection,
+                        method="proposal_changed",
+                        params=wire.proposal_changed_params(
+                            proposal.batteries, now, ["narrowed"], held=bucket.held
+                        ),
+                    )
+                )
+        return notices
+
+    def heard(self, proposal: Proposal, granted: float | None) -> None:
+        """The owner of ``proposal`` learnt its grant (from its reply)."""
+        if granted is not None:
+            self._told[proposal.sequence] = granted
+
+    def _origin(self, proposal: Proposal) -> Origin | None:
+        ask = self.ask(proposal)
+        return None if ask is None else ask.origin
+
     def figures(self) -> dict[str, tuple[int, float]]:
         """Per program: live proposals, and the sum of their last grants (W)."""
         figures: dict[str, tuple[int, float]] = {}
         for proposal in self.registry.proposals():
             count, granted = figures.get(proposal.program, (0, 0.0))
-            figures[proposal.program] = (count, granted + self._granted.get(proposal.sequence, 0.0))
+            figures[proposal.program] = (
+                count + 1,
+                granted + self._granted.get(proposal.sequence, 0.0),
+            )
         return figures
 
 
