@@ -68,6 +68,7 @@ from distributord.core.arbitration.arbiter import (
     held_elsewhere,
     refused_line,
     refused_message,
+    window_bounds,
 )
 from distributord.core.arbitration.holdings import (
     Bucket,
@@ -664,13 +665,7 @@ class RequestLoop:
             and (grant.granted_w != request.power_w)
         ):
             # set_power without adjustment: exactly that, or out of bounds (nothing changes).
-            window = grant.window
-            return OutOfBounds(
-                request=request,
-                bounds=attrs.evolve(
-                    merged.bounds, inclusion_lower=window.lower_w, inclusion_upper=window.upper_w
-                ),
-            )
+            return OutOfBounds(request=request, bounds=window_bounds(grant.window, merged.bounds))
         ended = self._keep(trial)
         job.committed = True
         batteries = bucket.batteries

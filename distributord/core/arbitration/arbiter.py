@@ -53,7 +53,7 @@ from distributord.core.arbitration.holdings import (
     Registry,
     Why,
 )
-from distributord.core.arbitration.merge import Bid, Grant, Merge, Mode, merge
+from distributord.core.arbitration.merge import Bid, Grant, Merge, Mode, Window, merge
 from distributord.core.config import Config
 from distributord.core.distribution import ZERO_POWER_W
 from distributord.core.model import PowerBounds, Request
@@ -194,6 +194,46 @@ class Consequences:
     replanned: tuple[Batteries, ...] = ()
     ended_sets: tuple[Batteries, ...] = ()
     changed: tuple[_Changed, ...] = ()
+
+
+def window_bounds(window: Window, bounds: PowerBounds) -> PowerBounds:
+    """What a program may ask of a bucket, as ``out_of_bounds`` reports bounds.
+
+    The window the higher priorities leave, within the bucket's aggregate ``bounds``. A
+    :class:`~distributord.core.model.PowerBounds` always allows 0 W (``set_power`` at 0 W
+    releases, whatever the window), so a window that excludes 0 reads as its part on one side
+    of 0: a window of [1000, 10000] W is ``exclusion_upper`` 1000 W and ``inclusion_upper``
+    10000 W, with nothing below 0. Unknown aggregate bounds give the window alone.
+    """
+    low, high = window.lower_w, window.upper_w
+    values = (
+        bounds.inclusion_lower,
+        bounds.exclusion_lower,
+        bounds.exclusion_upper,
+        bounds.inclusion_upper,
+    )
+    if any(math.isnan(v) for v in values):
+        bounds = PowerBounds(
+            inclusion_lower=-math.inf,
+            exclusion_lower=0.0,
+            exclusion_upper=0.0,
+            inclusion_upper=math.inf,
+        )
+    # Each side of 0: the window within that side's aggregate bounds; empty is nothing (0, 0).
+    exclusion_upper = max(bounds.exclusion_upper, low, 0.0)
+    inclusion_upper = min(high, bounds.inclusion_upper)
+    if exclusion_upper > inclusion_upper:
+        exclusion_upper = inclusion_upper = 0.0
+    inclusion_lower = max(low, bounds.inclusion_lower)
+    exclusion_lower = min(bounds.exclusion_lower, high, 0.0)
+    if inclusion_lower > exclusion_lower:
+        inclusion_lower = exclusion_lower = 0.0
+    return PowerBounds(
+        inclusion_lower=inclusion_lower + 0.0,
+        exclusion_lower=exclusion_lower + 0.0,
+        exclusion_upper=exclusion_upper + 0.0,
+        inclusion_upper=inclusion_upper + 0.0,
+    )
 
 
 def limits_of(program: str, config: Config) -> tuple[float, float]:

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
+from hypothesis import given
+from hypothesis import strategies as st
 
-from distributord.core.arbitration.arbiter import Arbiter, Ask, Consequences, Origin, Trial
+from distributord.core.arbitration.arbiter import (
+    Arbiter,
+    Ask,
+    Consequences,
+    Origin,
+    Trial,
+    window_bounds,
+)
 from distributord.core.arbitration.holdings import Refused
+from distributord.core.arbitration.merge import Window
 from distributord.core.config import Config, ProgramConfig
 from distributord.core.model import PowerBounds, Request
 
@@ -170,3 +181,58 @@ def test_expiry_and_disconnection_end_what_they_should() -> None:
     assert consequences.ended[0].params == {"batteries": [1], "why": "disconnected"}
     assert consequences.dropped == (frozenset({1}),)
     assert arbiter.registry.proposals() == ()
+
+
+def test_window_bounds_keep_the_power_bounds_order_whatever_the_window() -> None:
+    # A window without 0 (a higher program demands at least 1000 W): the part above 0.
+    above = window_bounds(Window(lower_w=1000.0, upper_w=10_000.0), BOUNDS)
+    assert above == PowerBounds(
+        inclusion_lower=0.0, exclusion_lower=0.0, exclusion_upper=1000.0, inclusion_upper=2000.0
+    )
+    below = window_bounds(Window(lower_w=-1500.0, upper_w=-500.0), BOUNDS)
+    assert below == PowerBounds(
+        inclusion_lower=-1500.0, exclusion_lower=-500.0, exclusion_upper=0.0, inclusion_upper=0.0
+    )
+    around = window_bounds(Window(lower_w=-300.0, upper_w=700.0), BOUNDS)
+    assert around == PowerBounds(
+        inclusion_lower=-300.0, exclusion_lower=0.0, exclusion_upper=0.0, inclusion_upper=700.0
+    )
+    unknown = PowerBounds(
+        inclusion_lower=math.nan,
+        exclusion_lower=math.nan,
+        exclusion_upper=math.nan,
+        inclusion_upper=math.nan,
+    )
+    assert window_bounds(Window(lower_w=0.0, upper_w=0.0), unknown) == PowerBounds(
+        inclusion_lower=0.0, exclusion_lower=0.0, exclusion_upper=0.0, inclusion_upper=0.0
+    )
+
+
+@given(
+    low=st.floats(-1e6, 1e6),
+    width=st.floats(0.0, 1e6),
+    inclusion=st.floats(0.0, 1e6),
+    exclusion=st.floats(0.0, 1e6),
+)
+def test_window_bounds_are_always_valid_power_bounds(
+    low: float, width: float, inclusion: float, exclusion: float
+) -> None:
+    exclusion = min(exclusion, inclusion)
+    bounds = PowerBounds(
+        inclusion_lower=-inclusion,
+        exclusion_lower=-exclusion,
+        exclusion_upper=exclusion,
+        inclusion_upper=inclusion,
+    )
+    window = Window(lower_w=low, upper_w=low + width)
+    got = window_bounds(window, bounds)  # PowerBounds checks its own order
+    # Every power it allows besides 0 lies in the window and in the aggregate bounds.
+    for edge in (
+        got.inclusion_lower,
+        got.exclusion_lower,
+        got.exclusion_upper,
+        got.inclusion_upper,
+    ):
+        if edge != 0.0:
+            assert window.lower_w <= edge <= window.upper_w
+            assert -inclusion <= edge <= inclusion
