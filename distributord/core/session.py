@@ -430,7 +430,7 @@ class Session:
             parsed = wire.parse_withdraw(call)
             if isinstance(parsed, Failure):
                 self._fail(parsed, method)
-            else:
+            elif self._still_acting(call):
                 self._answer(call, backend.withdraw_proposals(self.origin, parsed.batteries))
         elif method == "subscribe_bounds":
             subscription = wire.parse_subscribe_bounds(call)
@@ -493,6 +493,8 @@ class Session:
         """Offer a ``set_power`` or ``propose`` to the daemon; its reply comes when applied."""
         request = ask.request
         self._proposed = True
+        if not self._still_acting(call):
+            return
         verdict = self._backend.submit(ask, self._reply_to(call, request))
         if verdict is Verdict.STOPPING:
             self._decline(call, Code.SHUTTING_DOWN, SHUTTING_DOWN_MESSAGE)
@@ -500,6 +502,20 @@ class Session:
             self._decline(call, Code.OVERLOADED, QUEUE_FULL_MESSAGE)
         else:
             self._requests.append(request)
+
+    def _still_acting(self, call: Call) -> bool:
+        """Whether the peer may still act as its program; if not, the call is declined.
+
+        A reload may remove the program, or take the peer out of its users and groups: each
+        proposal and withdrawal is checked as ``hello`` was (``default`` always may).
+        """
+        if self.program == DEFAULT_PROGRAM:
+            return True
+        match self._backend.hello(self.caller, self.program):
+            case NotAllowed(message=message):
+                self._decline(call, Code.NOT_AUTHORISED, f"{message} (the configuration changed)")
+                return False
+        return True
 
     def _reply_to(self, call: Call, request: Request) -> Reply:
         def reply(result: Result, timing: Timing) -> None:

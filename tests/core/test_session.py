@@ -618,3 +618,17 @@ def test_a_closing_session_writes_its_notifications_first() -> None:
     assert not h.session.finished
     assert [m["method"] for m in h.written()] == ["proposal_ended"]
     assert h.session.finished
+
+
+def test_a_program_the_peer_may_no_longer_act_as_is_refused_at_each_proposal() -> None:
+    # A reload took the peer out of the program (the fake allows fcr to uids 0 and 1000 only).
+    h = harness(caller=Caller(uid=1000))
+    h.send(call("hello", 1, program="fcr"))
+    h.written()
+    h.session.caller = Caller(uid=3000)  # as if the configuration had changed
+    h.send(call("propose", 2, power_w=1.0, batteries=[1]), call("withdraw", 3))
+    propose, withdraw = h.written()
+    assert propose["error"]["code"] == Code.NOT_AUTHORISED
+    assert "(the configuration changed)" in propose["error"]["message"]
+    assert withdraw["error"]["code"] == Code.NOT_AUTHORISED
+    assert h.backend.asks == []
