@@ -18,7 +18,8 @@ So every client follows the same rules, and they are tested without a socket.
   is a :class:`~distributord.core.errors.BadReplyError`: the daemon does not send such lines.
 * **Which lines are ours.** A reply carries its request's id. An error reply with id ``null``
   answers a line the daemon could not parse: it is the reply to a request when that request is the
-  only one outstanding (``distributorctl`` sends one per connection), since this client writes no
+  only one outstanding (``distributorctl`` waits for each reply before it sends the next: a
+  ``hello``, then its command), since this client writes no
   other line; with several outstanding there is no telling whose it is, and it is kept.
 * **Nothing is dropped.** Notifications, replies to other requests and replies that overtook the
   one awaited are kept, in the order they arrived, for :meth:`RpcClient.next_message` or a later
