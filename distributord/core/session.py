@@ -472,21 +472,7 @@ class Session:
         if isinstance(parsed, Failure):
             self._fail(parsed, call.method)
             return
-        request = Request(
-            power_w=0.0 if parsed.power_w is None else parsed.power_w,
-            batteries=parsed.batteries,
-            request_timeout_s=parsed.request_timeout_s,
-        )
-        ask = Ask(
-            origin=self.origin,
-            request=request,
-            power_w=parsed.power_w,
-            lower_w=parsed.lower_w,
-            upper_w=parsed.upper_w,
-            ttl_s=parsed.ttl_s,
-            until_disconnect=parsed.until_disconnect,
-            proposed=True,
-        )
+        ask = Ask.propose(parsed, self.origin)
         self._submit(call, ask)
 
     def _submit(self, call: Call, ask: Ask) -> None:

@@ -118,6 +118,25 @@ class Ask:
             origin=origin, request=request, power_w=request.power_w, lower_w=pinned, upper_w=pinned
         )
 
+    @classmethod
+    def propose(cls, propose: wire.Propose, origin: Origin) -> Ask:
+        """``propose``: its request is its set and power (0 W for a limiter), adjusted."""
+        request = Request(
+            power_w=0.0 if propose.power_w is None else propose.power_w,
+            batteries=propose.batteries,
+            request_timeout_s=propose.request_timeout_s,
+        )
+        return cls(
+            origin=origin,
+            request=request,
+            power_w=propose.power_w,
+            lower_w=propose.lower_w,
+            upper_w=propose.upper_w,
+            ttl_s=propose.ttl_s,
+            until_disconnect=propose.until_disconnect,
+            proposed=True,
+        )
+
     @property
     def batteries(self) -> Batteries:
         """The set asked for: the proposal's bucket."""
