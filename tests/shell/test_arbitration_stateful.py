@@ -15,7 +15,9 @@ when a rule says so), the loop must agree with it:
 3. a held battery is wanted by the bucket that holds it (the ledger's owner is that bucket's
    set), and a non-zero want is what its inverter was last sent;
 4. every ``proposal_ended`` a connection was sent is one the model predicts (superseded,
-   replaced or withdrawn by another connection, expired, disconnected), and no other;
+   replaced or withdrawn by another connection, expired, disconnected), and no other; and so
+   is every ``proposal_changed`` about holdings (``preempted_by`` once per bucket that took
+   batteries, ``returned``), with what the bucket holds now;
 5. every request is answered exactly once, refused exactly when the model says so.
 
 The loop lives in a trio run on a thread of its own, as in ``test_requestloop_stateful.py``.
@@ -29,7 +31,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
-import pytest
 import trio
 import trio.testing
 from hypothesis import settings
@@ -160,6 +161,10 @@ def feed(tracker: StatusTracker, battery: int) -> None:
     )
 
 
+Changed = tuple[tuple[int, ...], tuple[int, ...], str, str | None]
+"""A ``proposal_changed`` for holdings: set, what its bucket holds now, reason, by whom."""
+
+
 class Connection:
     """A client connection: records what it is told (hashed by identity)."""
 
@@ -177,6 +182,19 @@ class Connection:
             for method, params in self.told
             if method == "proposal_ended"
         )
+
+    def changed(self) -> Counter[Changed]:
+        """The ``proposal_changed`` it got for holdings (preempted, returned), counted."""
+        changes: Counter[Changed] = Counter()
+        for method, params in self.told:
+            if method != "proposal_changed":
+                continue
+            for reason in ("preempted_by", "returned"):
+                if reason in params["reasons"]:
+                    by = params["preempted_by"]["program"] if reason == "preempted_by" else None
+                    key = (tuple(params["batteries"]), tuple(params["held_batteries"]))
+                    changes[(*key, reason, by)] += 1
+        return changes
 
     def __repr__(self) -> str:
         return self.name
@@ -200,19 +218,6 @@ class Live:
     @property
     def priority(self) -> int:
         return PRIORITIES[self.program]
-
-
-WINDOW_WITHOUT_ZERO = "expected inclusion_lower <= exclusion_lower <= 0"
-
-
-def _window_without_zero(result: Result) -> bool:
-    """The known bug of :func:`test_pinned_set_power_outside_a_window_without_zero`.
-
-    A ``set_power`` with ``adjust_power: false`` that its bucket's window (not containing 0)
-    cannot grant is answered with an internal error instead of ``out_of_bounds``; nothing
-    changes, as for ``out_of_bounds``. Remove this once that test passes.
-    """
-    return isinstance(result, Error) and WINDOW_WITHOUT_ZERO in result.message
 
 
 def _identity(entry: Mapping[str, Any]) -> tuple[str, list[int]]:
@@ -256,6 +261,7 @@ class ArbitrationMachine(RuleBasedStateMachine):
         self.live: list[Live] = []
         self.sequence = 0
         self.told: dict[Connection, Counter[tuple[tuple[int, ...], str]]] = {}
+        self.changed: dict[Connection, Counter[Changed]] = {}
         self.answers: list[list[Result]] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -313,6 +319,33 @@ class ArbitrationMachine(RuleBasedStateMachine):
             told = self.told.setdefault(proposal.connection, Counter())
             told[(tuple(sorted(proposal.batteries)), why)] += 1
 
+    def _moved(self, before: list[Live]) -> None:
+        """After a change from ``before``: who is told that their bucket lost or regained.
+
+        A proposal live on both sides whose bucket lost batteries is told once per bucket that
+        holds some of them now (``preempted_by``, naming that bucket's top program); one whose
+        bucket regained some is told once (``returned``). Both say what its bucket holds now.
+        """
+        was, now = held_by(before), held_by(self.live)
+        old = {p.sequence for p in before}
+        for batteries in {p.batteries for p in before} & {p.batteries for p in self.live}:
+            held_before = {b for b, h in was.items() if h == batteries}
+            held = {b for b, h in now.items() if h == batteries}
+            takers = {now[b] for b in held_before - held}
+            key = (tuple(sorted(batteries)), tuple(sorted(held)))
+            for proposal in self.live:
+                if proposal.batteries != batteries or proposal.sequence not in old:
+                    continue
+                changed = self.changed.setdefault(proposal.connection, Counter())
+                for taker in takers:
+                    top = min(
+                        (p for p in self.live if p.batteries == taker),
+                        key=lambda p: (-p.priority, p.sequence),
+                    )
+                    changed[(*key, "preempted_by", top.program)] += 1
+                if held - held_before:
+                    changed[(*key, "returned", None)] += 1
+
     def _submit(self, asks: list[Ask]) -> list[Result]:
         """Submit ``asks`` at once, in this order, and let the loop settle: their replies."""
         first = len(self.answers)
@@ -359,6 +392,7 @@ class ArbitrationMachine(RuleBasedStateMachine):
         program, wanted = ask.origin.program, ask.batteries
         connection = ask.origin.connection
         assert isinstance(connection, Connection)
+        before = list(self.live)
         if ask.releases:  # set_power at 0 W: the program lets go of the set
             assert not isinstance(result, (Error, Ignored, OutOfBounds)), result
             self._end(
@@ -366,6 +400,7 @@ class ArbitrationMachine(RuleBasedStateMachine):
                 "withdrawn",
                 causer=connection,
             )
+            self._moved(before)
             return
         priority = PRIORITIES[program]
         if any(
@@ -378,9 +413,7 @@ class ArbitrationMachine(RuleBasedStateMachine):
             assert isinstance(result, Error), result
             assert result.message.startswith("refused:"), result.message
             return
-        if not ask.request.adjust_power and (
-            isinstance(result, OutOfBounds) or _window_without_zero(result)
-        ):
+        if not ask.request.adjust_power and isinstance(result, OutOfBounds):
             return  # exactly that power cannot be had: nothing changed (checked by the invariant)
         assert not isinstance(result, (Error, Ignored, OutOfBounds)), result
         ending = [p for p in self.live if p.program == program and p.batteries & wanted]
@@ -405,6 +438,7 @@ class ArbitrationMachine(RuleBasedStateMachine):
             )
         )
         self.sequence += 1
+        self._moved(before)
 
     # -- rules ------------------------------------------------------------------------------
 
@@ -441,7 +475,9 @@ class ArbitrationMachine(RuleBasedStateMachine):
             if p.program == program and (batteries is None or p.batteries == batteries)
         ]
         assert sorted(withdrawn, key=sorted) == sorted((p.batteries for p in ending), key=sorted)
+        before = list(self.live)
         self._end(ending, "withdrawn", causer=connection)
+        self._moved(before)
 
     @rule(program=st.sampled_from(sorted(PRIORITIES)), slot=st.integers(0, 1))
     def disconnect(self, program: str, slot: int) -> None:
@@ -451,11 +487,13 @@ class ArbitrationMachine(RuleBasedStateMachine):
             self.loop.disconnect(connection)
 
         self.in_trio(act)
+        before = list(self.live)
         self._end(
             [p for p in self.live if p.connection is connection and p.until_disconnect],
             "disconnected",
             causer=None,
         )
+        self._moved(before)
         # The program connects again: a new connection in that slot.
         self.closed.append(connection)
         self.connections[program][slot] = Connection(f"{connection.name}'")
@@ -475,12 +513,16 @@ class ArbitrationMachine(RuleBasedStateMachine):
                 await trio.testing.wait_all_tasks_blocked()
 
         self.in_trio(act)
-        now = self.now()
-        self._end(
-            [p for p in self.live if p.ttl_s is not None and p.created_at + p.ttl_s <= now],
-            "expired",
-            causer=None,
-        )
+        # Each expiry time is a change of its own: the loop ends them when they run out.
+        expiries = {p.created_at + p.ttl_s for p in self.live if p.ttl_s is not None}
+        for expiry in sorted(t for t in expiries if t <= self.now()):
+            before = list(self.live)
+            self._end(
+                [p for p in self.live if p.ttl_s is not None and p.created_at + p.ttl_s == expiry],
+                "expired",
+                causer=None,
+            )
+            self._moved(before)
 
     @precondition(lambda self: bool(self.live))
     @rule(data=st.data())
@@ -556,6 +598,7 @@ class ArbitrationMachine(RuleBasedStateMachine):
         # 4. Who was told that a proposal ended.
         for connection in {c for cs in self.connections.values() for c in cs} | set(self.closed):
             assert connection.ended() == self.told.get(connection, Counter()), connection
+            assert connection.changed() == self.changed.get(connection, Counter()), connection
         # 5. Every request answered once (a second answer after the first would show here).
         for index, results in enumerate(self.answers):
             assert len(results) == 1, f"request {index} answered {len(results)} times"
@@ -576,21 +619,17 @@ ArbitrationMachine.TestCase.settings = settings(
 TestArbitrationMachine = ArbitrationMachine.TestCase
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="requestloop._apply answers a pinned set_power whose window excludes 0 with an "
-    "internal error: OutOfBounds' bounds take the grant's window as inclusion bounds around "
-    "the bucket's exclusion zone, and PowerBounds refuses inclusion_lower > exclusion_lower",
-)
 def test_pinned_set_power_outside_a_window_without_zero() -> None:
-    # Found by the machine in CI's profile. fcr (90) limits {1002, 1003} to at least 1000 W;
-    # ops (10) then asks for exactly 300 W there (adjust_power false). Its window is
-    # [1000, 10000] W: 300 W cannot be had, which is out_of_bounds (spec/arbitration.md:
-    # "exactly that, or out_of_bounds"), not an internal error.
+    # Found by the machine in CI's profile (it was an internal error, fixed in c125b0e).
+    # fcr (90) limits {1002, 1003} to at least 1000 W; ops (10) then asks for exactly 300 W
+    # there (adjust_power false). Its window is [1000, 10000] W: 300 W cannot be had, which is
+    # out_of_bounds (spec/arbitration.md: "exactly that, or out_of_bounds"), its bounds the
+    # window on the side of 0 it lies on (arbiter.window_bounds), and nothing changes.
     machine = ArbitrationMachine()
     try:
         limiter = _propose("fcr", 0, frozenset({1002, 1003}), None, (1000.0, None), None, False)
         machine.ask(limiter)
+        machine.the_loop_agrees_with_the_model()
         pinned = Want(
             program="ops",
             slot=0,
@@ -601,6 +640,13 @@ def test_pinned_set_power_outside_a_window_without_zero() -> None:
         )
         (result,) = machine._submit([machine._ask(pinned)])
         assert isinstance(result, OutOfBounds), result
-        assert (result.bounds.inclusion_lower, result.bounds.inclusion_upper) == (1000.0, 10000.0)
+        bounds = result.bounds
+        assert (
+            bounds.inclusion_lower,
+            bounds.exclusion_lower,
+            bounds.exclusion_upper,
+            bounds.inclusion_upper,
+        ) == (0.0, 0.0, 1000.0, 10000.0)
+        machine.the_loop_agrees_with_the_model()  # the model did not change: nor did the loop
     finally:
         machine.teardown()
