@@ -20,7 +20,9 @@ when a rule says so), the loop must agree with it:
    batteries, ``returned``), with what the bucket holds now;
 5. every request is answered exactly once, refused exactly when the model says so.
 
-The loop lives in a trio run on a thread of its own, as in ``test_requestloop_stateful.py``.
+Requests come one at a time, or two at once (the second while the first's commands are in
+flight). The loop lives in a trio run on a thread of its own, as in
+``test_requestloop_stateful.py``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
+import pytest
 import trio
 import trio.testing
 from hypothesis import settings
@@ -43,7 +46,7 @@ from distributord.core.topology import Topology
 from distributord.shell.live import LiveValue
 from distributord.shell.requestloop import RequestLoop
 from distributord.shell.tracker import StatusTracker
-from tests.fakes import FakeMicrogrid
+from tests.fakes import Answer, FakeMicrogrid
 from tests.shell.test_requestloop import CONFIG, wall
 from tests.snapshots import battery_snapshot, inverter_snapshot
 from tests.support import config_with
@@ -52,6 +55,8 @@ PAIRS = {1000 + n: 2000 + n for n in range(1, 7)}
 TOPOLOGY = Topology(pairs=PAIRS, left_out={})
 BATTERIES = sorted(PAIRS)
 PRIORITIES = {"fcr": 90, "peak": 50, "trade": 50, "ops": 10}
+UNKNOWN = 1099  # no such battery: a request naming it is refused, and changes nothing
+ALLOWED = {"ops": frozenset(BATTERIES) - {1006}}  # the operator's limit on ops' batteries
 LIFETIME_S = 30
 STEP_S = 0.5  # mock time moves in steps of this (exact in binary: expiries land on a step)
 SETS = [
@@ -64,6 +69,7 @@ SETS = [
         {1005, 1006},
         {1006},
         {1001},
+        {1006, UNKNOWN},
     )
 ]
 BATTERY_SET = st.one_of(
@@ -276,7 +282,10 @@ class ArbitrationMachine(RuleBasedStateMachine):
         config = config_with(
             CONFIG,
             setpoints={"lifetime_s": LIFETIME_S},
-            programs={name: {"priority": priority} for name, priority in PRIORITIES.items()},
+            programs={
+                name: {"priority": priority, "batteries": sorted(ALLOWED.get(name, BATTERIES))}
+                for name, priority in PRIORITIES.items()
+            },
         )
         self.config = LiveValue(config)
         self.tracker = StatusTracker(PAIRS, self.config.view(lambda c: c.status), wall_clock=wall)
@@ -347,7 +356,12 @@ class ArbitrationMachine(RuleBasedStateMachine):
                     changed[(*key, "returned", None)] += 1
 
     def _submit(self, asks: list[Ask]) -> list[Result]:
-        """Submit ``asks`` at once, in this order, and let the loop settle: their replies."""
+        """Submit ``asks`` one after another, and let the loop settle: their replies.
+
+        Several are made while the commands of those before are still in flight (every
+        inverter answers once all are in): each is decided in arrival order, those for disjoint
+        sets run side by side, and trio's choice of which task runs first does not matter.
+        """
         first = len(self.answers)
         self.answers.extend([] for _ in asks)
 
@@ -358,7 +372,17 @@ class ArbitrationMachine(RuleBasedStateMachine):
             return reply
 
         async def act() -> list[bool]:
-            return [self.loop.submit(a, replier(first + n)) for n, a in enumerate(asks)]
+            if len(asks) == 1:
+                return [self.loop.submit(asks[0], replier(first))]
+            answer = trio.Event()
+            self.fake.behaviour.update(dict.fromkeys(PAIRS.values(), Answer(held=answer)))
+            taken = []
+            for n, ask in enumerate(asks):
+                taken.append(self.loop.submit(ask, replier(first + n)))
+                await trio.testing.wait_all_tasks_blocked()  # decided: its commands are out
+            self.fake.behaviour.clear()
+            answer.set()
+            return taken
 
         assert all(self.in_trio(act)), "the queue refused a request"
         results = self.answers[first:]
@@ -393,6 +417,14 @@ class ArbitrationMachine(RuleBasedStateMachine):
         connection = ask.origin.connection
         assert isinstance(connection, Connection)
         before = list(self.live)
+        if not wanted <= PAIRS.keys():
+            assert isinstance(result, Error), result
+            assert "unknown" in result.message.lower(), result.message
+            return
+        if not wanted <= ALLOWED.get(program, wanted):
+            assert isinstance(result, Error), result
+            assert f"program {program} may not propose" in result.message, result.message
+            return
         if ask.releases:  # set_power at 0 W: the program lets go of the set
             assert not isinstance(result, (Error, Ignored, OutOfBounds)), result
             self._end(
@@ -451,7 +483,11 @@ class ArbitrationMachine(RuleBasedStateMachine):
 
     @rule(wants=st.lists(st.one_of(PROPOSE, SET_POWER), min_size=2, max_size=2))
     def burst(self, wants: list[Want]) -> None:
-        """Two at once: they take effect in arrival order (overlapping sets wait their turn)."""
+        """Two, the second while the first's commands are in flight (see ``_submit``).
+
+        Not three: two waiting for one set might start together once it is free, in the order
+        trio picks, and the model decides in arrival order.
+        """
         asks = [self._ask(want) for want in wants]
         for ask, result in zip(asks, self._submit(asks), strict=True):
             self._decide(ask, result)
@@ -650,3 +686,32 @@ def test_pinned_set_power_outside_a_window_without_zero() -> None:
         machine.the_loop_agrees_with_the_model()  # the model did not change: nor did the loop
     finally:
         machine.teardown()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a request's command to a freed inverter, superseded by a concurrent request's "
+    "command to that inverter, is logged as failed (DEADLINE) and counted as timed out",
+)
+def test_a_superseded_release_is_not_a_failed_command(caplog: pytest.LogCaptureFixture) -> None:
+    machine = ArbitrationMachine()
+    try:
+        machine.ask(_propose("fcr", 0, frozenset({1001, 1002}), 300.0, (None, None), None, False))
+        # {1002, 1003} supersedes {1001, 1002} and sends 1001's inverter 0 W (freed); while
+        # that is in flight, {1001} (disjoint: it runs beside it) commands the same inverter.
+        # Commander._end ends the first flight "superseded by a newer command to the same
+        # inverter" with code DEADLINE and no successor, so RequestLoop._command reports it as
+        # that request's failed command: _log warns "1 of 3 commands failed: 1001 (DEADLINE)"
+        # and the metrics count a timed_out command, though every command landed. Found with
+        # the machine's bursts (not one of its invariants: the replies and holdings are right).
+        machine.burst(
+            [
+                _propose("fcr", 0, frozenset({1002, 1003}), 300.0, (None, None), None, False),
+                _propose("fcr", 0, frozenset({1001}), 300.0, (None, None), None, False),
+            ]
+        )
+        machine.the_loop_agrees_with_the_model()
+    finally:
+        machine.teardown()
+    failed = [r.getMessage() for r in caplog.records if "commands failed" in r.getMessage()]
+    assert not failed, failed
