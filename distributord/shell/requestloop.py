@@ -790,7 +790,13 @@ class RequestLoop:
         bug = next((f.last().bug for f in flights.values() if f.last().bug is not None), None)
         if bug is not None:
             raise bug
-        outcomes = {self._battery_of[i]: flight.last().error for i, flight in flights.items()}
+        # A command another request's newer one replaced (a release of a freed battery that a
+        # request for it overtook) is neither this request's success nor its failure.
+        outcomes = {
+            self._battery_of[i]: last.error
+            for i, flight in flights.items()
+            if not ((last := flight.last()).superseded and last.successor is None)
+        }
         self._metrics.commands(outcomes.values())
         self._metrics.fanout(job.commands_s)
         return outcomes

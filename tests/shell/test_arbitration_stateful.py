@@ -688,22 +688,17 @@ def test_pinned_set_power_outside_a_window_without_zero() -> None:
         machine.teardown()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a request's command to a freed inverter, superseded by a concurrent request's "
-    "command to that inverter, is logged as failed (DEADLINE) and counted as timed out",
-)
 def test_a_superseded_release_is_not_a_failed_command(caplog: pytest.LogCaptureFixture) -> None:
     machine = ArbitrationMachine()
     try:
         machine.ask(_propose("fcr", 0, frozenset({1001, 1002}), 300.0, (None, None), None, False))
         # {1002, 1003} supersedes {1001, 1002} and sends 1001's inverter 0 W (freed); while
         # that is in flight, {1001} (disjoint: it runs beside it) commands the same inverter.
-        # Commander._end ends the first flight "superseded by a newer command to the same
-        # inverter" with code DEADLINE and no successor, so RequestLoop._command reports it as
-        # that request's failed command: _log warns "1 of 3 commands failed: 1001 (DEADLINE)"
-        # and the metrics count a timed_out command, though every command landed. Found with
-        # the machine's bursts (not one of its invariants: the replies and holdings are right).
+        # Commander._end ended the first flight "superseded by a newer command to the same
+        # inverter" with code DEADLINE and no successor, and RequestLoop._command reported it as
+        # that request's failed command: _log warned "1 of 3 commands failed: 1001 (DEADLINE)"
+        # and the metrics counted a timed_out command, though every command landed. Found with
+        # the machine's bursts (not one of its invariants: the replies and holdings were right).
         machine.burst(
             [
                 _propose("fcr", 0, frozenset({1002, 1003}), 300.0, (None, None), None, False),
