@@ -65,6 +65,7 @@ from distributord.core.arbitration.arbiter import (
     Origin,
     Trial,
     accepted_line,
+    answer_for,
     held_elsewhere,
     refused_line,
     refused_message,
@@ -86,11 +87,9 @@ from distributord.core.model import (
     Error,
     Ignored,
     OutOfBounds,
-    PartialFailure,
     PowerBounds,
     Request,
     Result,
-    Success,
     Timing,
 )
 from distributord.core.planning import as_sent, choose, plan, summarize, unknown_batteries
@@ -428,16 +427,8 @@ class RequestLoop:
         acting = acting_as(program, self.config)
         if acting is None:
             return None
-        holdings = self._arbiter.registry.holdings()
-        bucket = holdings.bucket(batteries)
-        holders = self._holders()
-        available = frozenset(
-            b
-            for b in batteries
-            if (h := holders.get(b)) is None
-            or h.batteries == batteries
-            or h.priority < acting.priority
-        )
+        bucket = self._arbiter.registry.holdings().bucket(batteries)
+        available = self._arbiter.available(batteries, acting.priority)
         if bucket is not None and bucket.held == available:
             merged = self._merge(self._arbiter, bucket)
         else:
@@ -688,7 +679,7 @@ class RequestLoop:
         granted = None if grant is None else grant.granted_w
         self._arbiter.heard(proposal, granted)
         logger.info(accepted_line(proposal, ask.origin, granted, bucket.held))
-        return _answer_for(
+        return answer_for(
             result,
             ask,
             merged=merged,
@@ -969,35 +960,3 @@ class RequestLoop:
 def _as_asked(result: Result, ask: Ask) -> Result:
     """A refusal of the application, answering the ask (its own request echoed)."""
     return attrs.evolve(result, request=ask.request)
-
-
-def _answer_for(
-    result: Success | PartialFailure,
-    ask: Ask,
-    *,
-    merged: Merge,
-    grant: Grant | None,
-    lone: bool,
-    elsewhere: Mapping[int, str],
-) -> Result:
-    """The result of an applied ask: its own request echoed, its shortfall, and why.
-
-    A lone ``set_power`` (its bucket commands its power) reports the distribution's shortfall
-    as always. Otherwise the bucket commanded the merge's target: the ask's shortfall is what it
-    was not granted plus its share of what the distribution could not place.
-    """
-    reasons = {**result.reasons, **elsewhere}
-    excess = result.excess_power_w
-    if not lone:
-        asked = ask.power_w or 0.0
-        granted = 0.0 if grant is None else grant.granted_w
-        share = granted / merged.target_w if merged.target_w else 0.0
-        excess = (asked - granted) + result.excess_power_w * share
-    arbitration = wire.arbitration_object(grant, merged) if ask.proposed and grant else None
-    return attrs.evolve(
-        result,
-        request=ask.request,
-        excess_power_w=excess + 0.0,
-        reasons=reasons,
-        arbitration=arbitration,
-    )

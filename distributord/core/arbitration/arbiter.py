@@ -56,7 +56,7 @@ from distributord.core.arbitration.holdings import (
 from distributord.core.arbitration.merge import Bid, Grant, Merge, Mode, Window, merge
 from distributord.core.config import Config
 from distributord.core.distribution import ZERO_POWER_W
-from distributord.core.model import PowerBounds, Request
+from distributord.core.model import PartialFailure, PowerBounds, Request, Result, Success
 from distributord.core.values import ids_text
 
 
@@ -535,6 +535,21 @@ class Arbiter:
         if granted is not None:
             self._told[proposal.sequence] = granted
 
+    def available(self, batteries: Batteries, priority: int) -> Batteries:
+        """Those of ``batteries`` a proposal on exactly this set at ``priority`` would hold.
+
+        The free ones, those of the bucket on this very set, and those held by a bucket of
+        lower top priority (``subscribe_bounds``: what a program may still ask).
+        """
+        holdings = self.registry.holdings()
+        return frozenset(
+            b
+            for b in batteries
+            if (holder := holdings.holder(b)) is None
+            or holder.batteries == batteries
+            or holder.priority < priority
+        )
+
     def _origin(self, proposal: Proposal) -> Origin | None:
         ask = self.ask(proposal)
         return None if ask is None else ask.origin
@@ -630,6 +645,38 @@ def returned_line(
     return (
         f"proposal by {describe(proposal, origin)} got back [{ids_text(back)}]: holds "
         f"[{ids_text(held)}]"
+    )
+
+
+def answer_for(
+    result: Success | PartialFailure,
+    ask: Ask,
+    *,
+    merged: Merge,
+    grant: Grant | None,
+    lone: bool,
+    elsewhere: Mapping[int, str],
+) -> Result:
+    """The result of an applied ask: its own request echoed, its shortfall, and why.
+
+    A lone ``set_power`` (its bucket commands its power) reports the distribution's shortfall
+    as always. Otherwise the bucket commanded the merge's target: the ask's shortfall is what it
+    was not granted plus its share of what the distribution could not place.
+    """
+    reasons = {**result.reasons, **elsewhere}
+    excess = result.excess_power_w
+    if not lone:
+        asked = ask.power_w or 0.0
+        granted = 0.0 if grant is None else grant.granted_w
+        share = granted / merged.target_w if merged.target_w else 0.0
+        excess = (asked - granted) + result.excess_power_w * share
+    arbitration = wire.arbitration_object(grant, merged) if ask.proposed and grant else None
+    return attrs.evolve(
+        result,
+        request=ask.request,
+        excess_power_w=excess + 0.0,
+        reasons=reasons,
+        arbitration=arbitration,
     )
 
 

@@ -236,3 +236,13 @@ def test_window_bounds_are_always_valid_power_bounds(
         if edge != 0.0:
             assert window.lower_w <= edge <= window.upper_w
             assert -inclusion <= edge <= inclusion
+
+
+def test_what_a_proposal_may_still_hold_leaves_out_higher_buckets_batteries() -> None:
+    arbiter = Arbiter()
+    keep(arbiter, ask("peak", 100.0, 1, 2))
+    keep(arbiter, ask("trade", 100.0, 3))
+    assert arbiter.available(frozenset({1, 3, 4}), 10) == {4}  # 3: held at 10 by another set
+    assert arbiter.available(frozenset({3}), 10) == {3}
+    assert arbiter.available(frozenset({1, 3, 4}), 90) == {1, 3, 4}
+    assert arbiter.available(frozenset({1, 2}), 10) == {1, 2}  # peak's own set: its bucket's
