@@ -159,6 +159,12 @@ class Backend(Protocol):
     def refused_notification(self, method: str) -> None:
         """A command arrived as a notification and was not carried out (logged)."""
 
+    def bounds(self, program: str, batteries: Batteries) -> Mapping[str, Any] | None:
+        """``bounds_changed``'s params for ``program`` on ``batteries`` now.
+
+        None for a set with a battery the daemon does not manage (asked only when connected).
+        """
+
 
 class Phase(enum.Enum):
     """Where a session stands."""
@@ -430,12 +436,19 @@ class Session:
             parsed = wire.parse_withdraw(call)
             if isinstance(parsed, Failure):
                 self._fail(parsed, method)
-            elif self._still_acting(call):
+            else:  # letting go is always allowed, even after a reload took the peer out
                 self._answer(call, backend.withdraw_proposals(self.origin, parsed.batteries))
         elif method == "subscribe_bounds":
             subscription = wire.parse_subscribe_bounds(call)
             if isinstance(subscription, Failure):
                 self._fail(subscription, method)
+            elif backend.bounds(self.program, subscription.batteries) is None:
+                self._fail(
+                    protocol.invalid_params(
+                        call, "batteries", "ids of batteries the daemon manages (list_components)"
+                    ),
+                    method,
+                )
             else:
                 self.bounds.add(subscription.batteries)
                 self._answer(call, {"subscribed": True})
@@ -479,7 +492,7 @@ class Session:
         """Offer a ``set_power`` or ``propose`` to the daemon; its reply comes when applied."""
         request = ask.request
         self._proposed = True
-        if not self._still_acting(call):
+        if not ask.releases and not self._still_acting(call):
             return
         verdict = self._backend.submit(ask, self._reply_to(call, request))
         if verdict is Verdict.STOPPING:
@@ -493,7 +506,8 @@ class Session:
         """Whether the peer may still act as its program; if not, the call is declined.
 
         A reload may remove the program, or take the peer out of its users and groups: each
-        proposal and withdrawal is checked as ``hello`` was (``default`` always may).
+        proposal is checked as ``hello`` was (``default`` always may). Letting go (a withdrawal,
+        ``set_power`` at 0 W) is not checked: it is always allowed.
         """
         if self.program == DEFAULT_PROGRAM:
             return True

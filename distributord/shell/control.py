@@ -42,7 +42,7 @@ import select
 import socket
 import stat
 import struct
-from collections.abc import AsyncGenerator, Callable, Collection
+from collections.abc import AsyncGenerator, Callable, Collection, Mapping
 from contextlib import aclosing
 from typing import Any, Protocol
 
@@ -85,9 +85,6 @@ class Served(core_session.Backend, Protocol):
 
     def status_changes(self) -> AsyncGenerator[list[tuple[int, dict[str, Any]]], None]:
         """Batches of ``status_changed`` notifications, from when the microgrid is reached."""
-
-    def bounds(self, program: str, batteries: frozenset[int]) -> dict[str, Any] | None:
-        """``bounds_changed``'s params for ``program`` on ``batteries`` now, if known."""
 
     def disconnected(self, session: Session) -> None:
         """A connection ended: its ``until_disconnect`` proposals end with it."""
@@ -555,7 +552,7 @@ class _Connection:
 
     async def _follow_bounds(self) -> None:
         """Send ``bounds_changed`` for each followed set when its bounds change (polled)."""
-        sent: dict[frozenset[int], dict[str, Any]] = {}
+        sent: dict[frozenset[int], Mapping[str, Any]] = {}
         session = self.session
         while True:
             for batteries in list(session.bounds):

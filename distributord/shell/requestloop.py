@@ -49,6 +49,7 @@ import functools
 import logging
 import math
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -111,6 +112,7 @@ CUT_OFF = (
     "commands still running were cancelled"
 )
 NOT_APPLIED = "not applied: the daemon is shutting down and this request never started"
+TAKEN_BACK = "withdrawn before it was applied: its program withdrew from these batteries"
 
 
 def _cancelled_from_outside() -> bool:
@@ -254,6 +256,10 @@ class RequestLoop:
         self._arbiter = Arbiter()
         self._proposals_changed = trio_util.AsyncBool(False)  # wakes the expiry task
         self._asked: dict[int, Ask] = {}  # by id of a taken request not answered yet
+        # Connections that closed: an until_disconnect ask of theirs still on its way is not kept.
+        self._gone: weakref.WeakSet[Listener] = weakref.WeakSet()
+        # Requests (by id) a withdrawal of their program took back before they were applied.
+        self._taken_back: set[int] = set()
         self._nursery: trio.Nursery | None = None
         self._last_latency_s: float | None = None
         self._closed = False
@@ -388,12 +394,24 @@ class RequestLoop:
         Returns the sets withdrawn. Their batteries that nobody holds any more are released at
         once (an explicit 0 W); those others hold follow them.
         """
+        # The program's proposals not applied yet (queued, waiting, about to start) are taken
+        # back too: a withdrawal is not overtaken by a proposal sent before it. They are
+        # answered ignored when their turn comes.
+        for key, ask in self._asked.items():
+            ours = ask.origin.program == origin.program and not ask.releases
+            if ours and batteries in (None, ask.batteries):
+                self._taken_back.add(key)
         change = self._arbiter.withdraw(origin.program, batteries)
         self._after(change.events, by=origin)
         return [p.batteries for p in change.ended]
 
     def disconnect(self, connection: Listener) -> None:
-        """A connection closed: its ``until_disconnect`` proposals end."""
+        """A connection closed: its ``until_disconnect`` proposals end.
+
+        One of its ``until_disconnect`` asks still on its way (taken, not yet applied) is
+        refused when it comes to be applied: the connection it was to end with has gone.
+        """
+        self._gone.add(connection)
         change = self._arbiter.disconnect(connection)
         if change.ended:
             self._after(change.events)
@@ -430,7 +448,9 @@ class RequestLoop:
         bucket = self._arbiter.registry.holdings().bucket(batteries)
         available = self._arbiter.available(batteries, acting.priority)
         if bucket is not None and bucket.held == available:
-            merged = self._merge(self._arbiter, bucket)
+            merged = self._arbiter.merge(
+                bucket, self._bounds(bucket.held), self.config, record=False
+            )
         else:
             merged = merge(self._bounds(available), [], Mode(self.config.arbitration.merge))
         return wire.bounds_changed_params(
@@ -460,6 +480,7 @@ class RequestLoop:
             await background.start(self._commander.serve)
             background.start_soon(self._serve_replans)
             background.start_soon(self._serve_expiry)
+            background.start_soon(self._serve_programs)
             background.start_soon(self._serve_probes)
             self._probes = []
             async with trio.open_nursery() as nursery:
@@ -537,6 +558,7 @@ class RequestLoop:
     def _answer(self, job: _Job, result: Result) -> None:
         """Reply to a client's request: its one result."""
         self._asked.pop(id(job.request), None)
+        self._taken_back.discard(id(job.request))
         self._last_latency_s = trio.current_time() - job.arrived
         self._metrics.set_power_done(self._last_latency_s)
         job.reply(result, Timing(total_s=self._last_latency_s, commands_s=job.commands_s))
@@ -594,11 +616,23 @@ class RequestLoop:
         return wants
 
     def _refusal(self, ask: Ask) -> Error | None:
-        """Why ``ask`` may not be made at all (unknown ids, the program's limits), if it may not."""
+        """Why ``ask`` may not be made at all (unknown ids, the program's limits), if it may not.
+
+        A release (``set_power`` at 0 W) is never refused for its program: letting go of power
+        is always allowed, also to a program a reload removed or took the peer out of.
+        """
         request = ask.request
         unknown = unknown_batteries(request, self._topology.pairs, self._topology.left_out)
         if unknown is not None:
             return unknown
+        if ask.releases:
+            return None
+        if ask.until_disconnect and ask.origin.connection in self._gone:
+            return Error(
+                request=request,
+                message="its connection closed before it was applied (until_disconnect); "
+                "nothing was commanded",
+            )
         program = ask.origin.program
         acting = acting_as(program, self.config)
         if acting is None:
@@ -617,6 +651,8 @@ class RequestLoop:
 
     async def _apply(self, job: _Job) -> Result:
         ask, request = job.ask, job.request
+        if id(request) in self._taken_back:
+            return Ignored(request=request, message=TAKEN_BACK)
         refusal = self._refusal(ask)
         if refusal is not None:
             return refusal
@@ -640,7 +676,10 @@ class RequestLoop:
         application = trial.arbiter.application(bucket, merged)
         planned: Result | Distribution
         if application is None:  # preempted on every battery: it holds none
-            planned = Distribution(power_w=0.0, setpoints={}, reasons={}, remaining_w=0.0)
+            # Nothing of it was placed: all of it is the shortfall.
+            planned = Distribution(
+                power_w=request.power_w, setpoints={}, reasons={}, remaining_w=request.power_w
+            )
             statuses: dict[int, Status] = {}
         else:
             planned, statuses = self._plan(application)
@@ -944,6 +983,20 @@ class RequestLoop:
             ):
                 if batteries in self._standing:  # a re-plan before it may have ended it
                     self._replan(batteries, self._standing[batteries])
+
+    async def _serve_programs(self) -> None:
+        """A reload that removes a program ends its proposals (audited; what is freed gets 0 W).
+
+        Nothing may act as it any more, nor withdraw for it, and its limits are gone with it:
+        its power must not stand unbounded and unowned.
+        """
+        programs = self._config.view(lambda c: frozenset(c.programs))
+        while True:
+            configured = await programs.changed()
+            for program in sorted({p.program for p in self._arbiter.registry.proposals()}):
+                if program not in configured:
+                    logger.info("program %s was removed by a reload: its proposals end", program)
+                    self._after(self._arbiter.withdraw(program).events)
 
     async def _serve_expiry(self) -> None:
         """End proposals whose ``ttl_s`` ran out, when it runs out."""

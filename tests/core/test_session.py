@@ -66,6 +66,9 @@ class FakeBackend:
     def refused_notification(self, method: str) -> None:
         self.refused.append(method)
 
+    def bounds(self, program: str, batteries: Batteries) -> dict[str, Any] | None:
+        return None if 9999 in batteries else {"program": program}
+
     def withdraw(self, request: Request) -> bool:
         if id(request) in self.started:
             return False
@@ -583,6 +586,15 @@ def test_withdraw_is_answered_by_the_backend_for_the_program() -> None:
     assert reply["result"] == {"withdrawn": [], "program": "default"}
 
 
+def test_subscribe_bounds_on_an_unknown_battery_is_refused_naming_the_field() -> None:
+    h = harness()
+    h.send(call("subscribe_bounds", 1, batteries=[1, 9999]))
+    (reply,) = h.written()
+    assert reply["error"]["code"] == Code.INVALID_PARAMS
+    assert reply["error"]["data"]["field"] == "batteries"
+    assert h.session.bounds == set()
+
+
 def test_subscribe_bounds_records_the_set() -> None:
     h = harness()
     h.send(call("subscribe_bounds", 1, batteries=[2, 1]))
@@ -626,9 +638,15 @@ def test_a_program_the_peer_may_no_longer_act_as_is_refused_at_each_proposal() -
     h.send(call("hello", 1, program="fcr"))
     h.written()
     h.session.caller = Caller(uid=3000)  # as if the configuration had changed
-    h.send(call("propose", 2, power_w=1.0, batteries=[1]), call("withdraw", 3))
+    h.send(
+        call("propose", 2, power_w=1.0, batteries=[1]),
+        call("withdraw", 3),
+        call("set_power", 4, power_w=0.0, batteries=[1]),
+    )
     propose, withdraw = h.written()
     assert propose["error"]["code"] == Code.NOT_AUTHORISED
     assert "(the configuration changed)" in propose["error"]["message"]
-    assert withdraw["error"]["code"] == Code.NOT_AUTHORISED
-    assert h.backend.asks == []
+    # Letting go is always allowed: the withdrawal and the release at 0 W are taken.
+    assert withdraw["result"]["withdrawn"] == []
+    (release,) = h.backend.asks
+    assert release.releases

@@ -286,7 +286,11 @@ async def test_programs_priorities_and_removal(
         rig.loop.submit(ask("b", 100.0, 1004), lambda r, _: rig.replies.append(r))
         await trio.sleep(1.0)
         assert "program 'b' is no longer configured" in rig.replies[-1].message  # type: ignore[attr-defined]
-        assert {p["program"] for p in rig.loop.proposals()} == {"a", "b"}  # b's live ones stand
+        # Its proposals end with it (its limits are gone, nobody may withdraw for it): 1003,
+        # which only b held, is released; a gets 1002 back.
+        held = {p["program"]: p["held_batteries"] for p in rig.loop.proposals()}
+        assert held == {"a": [1001, 1002]}
+        assert rig.loop.commander.ledger.wanted(2003) is None
 
 
 # --- the daemon on the simulator ---------------------------------------------------------------

@@ -20,6 +20,7 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from distributord.core.arbitration.arbiter import Ask, Origin
 from distributord.core.config import Config
 from distributord.core.errors import CommandFailedError, CommandRejectedError
 from distributord.core.model import (
@@ -817,3 +818,92 @@ def test_a_command_replacing_one_that_waited_its_turn_waits_for_what_that_one_wa
 
     for _ in range(30):  # it failed in about half the runs
         assert trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0)) == 1
+
+
+# --- arbitration's edges (found by review, issue 20) -----------------------------------------
+
+PROGRAMS = {"hi": {"priority": 9}, "lo": {"priority": 1}}
+
+
+@attrs.define(eq=False)
+class Listener:
+    """A connection that records what it is told."""
+
+    told: list[tuple[str, Mapping[str, Any]]] = attrs.Factory(list)
+
+    def notify(self, method: str, params: Mapping[str, Any]) -> None:
+        self.told.append((method, params))
+
+
+def asked(
+    program: str, power_w: float, *batteries: int, connection: Listener | None = None, **kw: Any
+) -> Ask:
+    origin = Origin(program=program, connection=connection or Listener(), uid=0, pid=0)
+    return attrs.evolve(
+        Ask.set_power(Request(power_w=power_w, batteries=frozenset(batteries)), origin), **kw
+    )
+
+
+async def until_replies(rig: Rig, count: int) -> None:
+    """Wait (mock time) until the rig has ``count`` replies."""
+    with trio.fail_after(60):
+        while len(rig.replies) < count:
+            await trio.testing.wait_all_tasks_blocked()
+            await trio.sleep(0.001)
+
+
+async def applied(rig: Rig, ask: Ask) -> Result:
+    """Submit ``ask`` and wait for its reply."""
+    before = len(rig.replies)
+    assert rig.loop.submit(ask, rig.reply)
+    await until_replies(rig, before + 1)
+    return rig.replies[-1].result
+
+
+async def test_a_set_power_preempted_on_every_battery_reports_all_of_it_as_shortfall(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig(programs=PROGRAMS) as rig:
+        await applied(rig, asked("hi", 1000.0, 1001, 1002))
+        result = await applied(rig, asked("lo", 5000.0, 1001))
+        assert isinstance(result, Success)
+        assert result.distribution == {}
+        assert result.excess_power_w == 5000.0  # it said 0.0: a success that placed nothing
+        assert result.reasons == {1001: "held by program hi (priority 9)"}
+
+
+async def test_a_withdrawal_is_not_overtaken_by_its_programs_proposal_sent_before_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    release = trio.Event()
+    async with open_rig(programs=PROGRAMS) as rig:
+        rig.fake.behaviour[2001] = Answer(held=release)
+        assert rig.loop.submit(asked("hi", 1000.0, 1001), rig.reply)  # holds 1001 for a while
+        await trio.testing.wait_all_tasks_blocked()
+        waiting = asked("lo", 2000.0, 1001, 1002)  # waits behind it
+        assert rig.loop.submit(waiting, rig.reply)
+        await trio.testing.wait_all_tasks_blocked()
+        assert rig.loop.withdraw_proposals(waiting.origin, None) == []
+        release.set()
+        await until_replies(rig, 2)
+        (late,) = [r.result for r in rig.replies if r.result.request is waiting.request]
+        assert isinstance(late, Ignored)
+        assert "withdrawn before it was applied" in late.message
+        assert [p["program"] for p in rig.loop.proposals()] == ["hi"]
+        assert not [c for b in rig.fake.batches for c in b.commands if c.inverter == 2002]
+
+
+async def test_an_until_disconnect_ask_of_a_closed_connection_is_not_kept(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig(programs=PROGRAMS) as rig:
+        gone = Listener()
+        ask = asked("hi", 2000.0, 1001, connection=gone, until_disconnect=True)
+        assert rig.loop.submit(ask, rig.reply)
+        rig.loop.disconnect(gone)  # before the loop took it: the program was killed
+        await until_replies(rig, 1)
+        result = rig.replies[-1].result
+        assert isinstance(result, Error)
+        assert "its connection closed before it was applied" in result.message
+        assert rig.loop.proposals() == []
+        assert not rig.fake.batches

@@ -352,8 +352,14 @@ class Arbiter:
         """The ask that made a live proposal, or one the last change ended."""
         return self._asks.get(proposal.sequence) or self._ended.get(proposal.sequence)
 
-    def merge(self, bucket: Bucket, bounds: PowerBounds, config: Config) -> Merge:
-        """The merge of ``bucket`` over the aggregate ``bounds`` of what it holds; remembered."""
+    def merge(
+        self, bucket: Bucket, bounds: PowerBounds, config: Config, *, record: bool = True
+    ) -> Merge:
+        """The merge of ``bucket`` over the aggregate ``bounds`` of what it holds.
+
+        Its grants are remembered (:meth:`granted`) unless ``record`` is false: a look at the
+        bounds (``subscribe_bounds``) must not report grants that were never commanded.
+        """
         bids = []
         for proposal in bucket.proposals:
             charge, discharge = limits_of(proposal.program, config)
@@ -370,8 +376,9 @@ class Arbiter:
                 )
             )
         merged = merge(bounds, bids, Mode(config.arbitration.merge))
-        for grant in merged.grants:
-            self._granted[grant.bid.sequence] = grant.granted_w
+        if record:
+            for grant in merged.grants:
+                self._granted[grant.bid.sequence] = grant.granted_w
         return merged
 
     def granted(self, proposal: Proposal) -> float | None:
@@ -532,7 +539,8 @@ class Arbiter:
 
     def heard(self, proposal: Proposal, granted: float | None) -> None:
         """The owner of ``proposal`` learnt its grant (from its reply)."""
-        if granted is not None:
+        live = any(p.sequence == proposal.sequence for p in self.registry.proposals())
+        if granted is not None and live:  # one that ended meanwhile is not kept
             self._told[proposal.sequence] = granted
 
     def available(self, batteries: Batteries, priority: int) -> Batteries:
