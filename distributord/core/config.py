@@ -38,7 +38,7 @@ names, so this module stays free of the user database.
 are the operator's policy, and a restart would end every program's proposals. The request loop
 reads them at each decision and builds nothing from them: a new priority applies to the
 proposals made after the reload, new limits to every merge after it, and a program removed can
-make no new proposal (its live ones stand until they end). Their effects are tested in
+make no new proposal, and its live proposals end. Their effects are tested in
 ``tests/shell/test_reload.py``.
 
 Keys beyond the spec's table (``microgrid.stream_silence_s``, ``requests.drain_timeout_s``,
