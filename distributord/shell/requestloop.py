@@ -93,7 +93,14 @@ from distributord.core.model import (
     Result,
     Timing,
 )
-from distributord.core.planning import as_sent, choose, plan, summarize, unknown_batteries
+from distributord.core.planning import (
+    Choice,
+    as_sent,
+    choose,
+    plan,
+    summarize,
+    unknown_batteries,
+)
 from distributord.core.scheduling import Scheduler, next_replan, replans_due
 from distributord.core.session import Reply
 from distributord.core.status import Status
@@ -448,9 +455,7 @@ class RequestLoop:
         bucket = self._arbiter.registry.holdings().bucket(batteries)
         available = self._arbiter.available(batteries, acting.priority)
         if bucket is not None and bucket.held == available:
-            merged = self._arbiter.merge(
-                bucket, self._bounds(bucket.held), self.config, record=False
-            )
+            merged, _ = self._merge(self._arbiter, bucket, record=False)
         else:
             merged = merge(self._bounds(available), [], Mode(self.config.arbitration.merge))
         return wire.bounds_changed_params(
@@ -565,22 +570,39 @@ class RequestLoop:
 
     # -- applying ------------------------------------------------------------------------------
 
-    def _plan(self, request: Request) -> tuple[Result | Distribution, dict[int, Status]]:
-        """Choose and plan ``request`` on the batteries' state now (as sent on the wire)."""
-        config = self.config
-        statuses = {b: self._tracker.state(b).status for b in request.batteries}
+    def _choose(
+        self, batteries: frozenset[int], *, include_broken: bool = False
+    ) -> tuple[Choice, dict[int, Status]]:
+        """The pairs ``batteries`` offer now (:func:`choose`), and their statuses."""
+        statuses = {b: self._tracker.state(b).status for b in batteries}
         chosen = choose(
-            request,
+            Request(power_w=0.0, batteries=batteries, include_broken_batteries=include_broken),
             statuses,
             self._tracker.fleet,
             now=trio.current_time(),
-            cache_ttl_s=config.status.broken_cache_ttl_s,
+            cache_ttl_s=self.config.status.broken_cache_ttl_s,
         )
+        return chosen, statuses
+
+    def _plan(
+        self, request: Request, chosen: tuple[Choice, dict[int, Status]] | None = None
+    ) -> tuple[Result | Distribution, dict[int, Status]]:
+        """Plan ``request`` on the batteries' state now (as sent on the wire).
+
+        ``chosen`` is what :meth:`_choose` gave for its batteries (without broken ones), if the
+        caller has it: it is chosen again only where it does not fit the request.
+        """
+        config = self.config
+        if chosen is None or request.include_broken_batteries:
+            chosen = self._choose(
+                request.batteries, include_broken=request.include_broken_batteries
+            )
+        choice, statuses = chosen
         planned = plan(
             request,
-            chosen.pairs,
+            choice.pairs,
             exponent=config.distribution.exponent,
-            broken=chosen.broken,
+            broken=choice.broken,
             search_budget=SearchBudget(
                 clock=time.perf_counter, seconds=config.distribution.search_budget_s
             ),
@@ -591,22 +613,20 @@ class RequestLoop:
 
     def _bounds(self, batteries: frozenset[int]) -> PowerBounds:
         """The aggregate bounds of the usable batteries among ``batteries`` now (NaN: none)."""
-        if not batteries:
-            return UNKNOWN_BOUNDS
-        statuses = {b: self._tracker.state(b).status for b in batteries}
-        chosen = choose(
-            Request(power_w=0.0, batteries=batteries),
-            statuses,
-            self._tracker.fleet,
-            now=trio.current_time(),
-            cache_ttl_s=self.config.status.broken_cache_ttl_s,
-        )
-        usable = [p for p in chosen.pairs if p.problem is None]
-        return aggregate_bounds(usable) if usable else UNKNOWN_BOUNDS
+        return _bounds_of(self._choose(batteries)[0]) if batteries else UNKNOWN_BOUNDS
 
-    def _merge(self, arbiter: Arbiter, bucket: Bucket) -> Merge:
-        """The merge of ``bucket`` over what it holds now (remembered by ``arbiter``)."""
-        return arbiter.merge(bucket, self._bounds(bucket.held), self.config)
+    def _merge(
+        self, arbiter: Arbiter, bucket: Bucket, *, record: bool = True
+    ) -> tuple[Merge, tuple[Choice, dict[int, Status]] | None]:
+        """The merge of ``bucket`` over what it holds now, and the pairs chosen for it.
+
+        The choice serves the bucket's plan too (:meth:`_plan`): one choice per application.
+        """
+        if not bucket.held:
+            return arbiter.merge(bucket, UNKNOWN_BOUNDS, self.config, record=record), None
+        chosen = self._choose(bucket.held)
+        bounds = _bounds_of(chosen[0])
+        return arbiter.merge(bucket, bounds, self.config, record=record), chosen
 
     def _wants(self, batteries: frozenset[int], planned: Distribution) -> dict[int, float]:
         """Inverter → W for a set: its planned setpoints, 0 W for its batteries without one."""
@@ -671,7 +691,7 @@ class RequestLoop:
             return Error(request=request, message=refused_message(holder))
         bucket = trial.bucket
         proposal = trial.accepted.proposal
-        merged = self._merge(trial.arbiter, bucket)
+        merged, chosen = self._merge(trial.arbiter, bucket)
         grant = trial.arbiter.grant_of(merged, proposal)
         application = trial.arbiter.application(bucket, merged)
         planned: Result | Distribution
@@ -682,7 +702,7 @@ class RequestLoop:
             )
             statuses: dict[int, Status] = {}
         else:
-            planned, statuses = self._plan(application)
+            planned, statuses = self._plan(application, chosen)
             if not isinstance(planned, Distribution):
                 if ask.proposed and isinstance(planned, Error):
                     return self._keep_unplaced(trial, planned, statuses, merged, grant)
@@ -938,14 +958,14 @@ class RequestLoop:
             del self._standing[batteries]
             self._commander.drop(batteries)
             return
-        merged = self._merge(self._arbiter, bucket)
+        merged, chosen = self._merge(self._arbiter, bucket)
         application = self._arbiter.application(bucket, merged)
         standing.planned_at = trio.current_time()
         if application is None:  # it holds nothing now
             standing.statuses = {}
             self._commander.drop(batteries)
             return
-        planned, standing.statuses = self._plan(application)
+        planned, standing.statuses = self._plan(application, chosen)
         if isinstance(planned, Distribution):
             self._commander.want(batteries, self._wants(bucket.held, planned))
             return
@@ -1008,6 +1028,12 @@ class RequestLoop:
             change = self._arbiter.expire(trio.current_time())
             if change.ended:
                 self._after(change.events)
+
+
+def _bounds_of(choice: Choice) -> PowerBounds:
+    """The aggregate bounds of a choice's usable pairs (NaN: none)."""
+    usable = [p for p in choice.pairs if p.problem is None]
+    return aggregate_bounds(usable) if usable else UNKNOWN_BOUNDS
 
 
 def _as_asked(result: Result, ask: Ask) -> Result:
