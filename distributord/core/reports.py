@@ -10,7 +10,10 @@ commanded, and the time ``now`` (its monotonic clock, the one the states and sna
 A battery's entry leaves out what is not known rather than sending placeholders: no SoC or
 capacity while the battery's latest value is not finite (JSON has no ``nan``), no bounds while
 the pair's telemetry is unusable, no ``data_age_s`` until both sides have reported. Times in
-the past are reported as 0, never negative.
+the past are reported as 0, never negative. ``data_age_s`` is the age of the older side's
+latest *new* sample (the one freshness is judged on: a re-sent old sample is no sample), and
+``clock_offset_s`` the microgrid's clock offset (our clock at receipt minus ``sampled_at``; of
+the side with the larger magnitude) once a sample said when it was taken.
 """
 
 from __future__ import annotations
@@ -34,14 +37,18 @@ def status_report(
     setpoints: Mapping[int, float],
     *,
     now: float,
+    heard: Mapping[int, tuple[float | None, float]] | None = None,
 ) -> dict[str, Any]:
     """The ``get_status`` result.
 
     Args:
         states: Battery id to its published state.
-        fleet: The latest telemetry (bounds, SoC, capacity, data age).
+        fleet: The latest telemetry (bounds, SoC, capacity).
         setpoints: Battery id to its last successfully commanded setpoint, W.
         now: The current time, on the clock of ``states`` and the snapshots' ``received_at``.
+        heard: Battery id to the receipt time of its older side's latest new sample (None
+            until both sides reported) and its clock offset, s (``nan`` if unknown); without
+            it, the data age counts from the latest snapshots' receipt.
 
     Returns:
         The result object, ready for JSON.
@@ -73,8 +80,13 @@ def status_report(
             }
         if battery_id in setpoints:
             entry["setpoint_w"] = setpoints[battery_id] + 0.0
-        if battery is not None and inverter is not None:
-            entry["data_age_s"] = max(0.0, now - min(battery.received_at, inverter.received_at))
+        heard_at, offset = (None, math.nan) if heard is None else heard[battery_id]
+        if heard is None and battery is not None and inverter is not None:
+            heard_at = min(battery.received_at, inverter.received_at)
+        if heard_at is not None:
+            entry["data_age_s"] = max(0.0, now - heard_at)
+        if not math.isnan(offset):
+            entry["clock_offset_s"] = offset
         batteries.append(entry)
     return {
         "batteries": batteries,

@@ -15,10 +15,22 @@ snapshots and the outcomes of commands, and asked to :meth:`~StatusMachine.evalu
 The ages and windows are the ``[status]`` table's keys
 (:class:`~distributord.core.config.StatusConfig`), asked for where they are used.
 
-A side is *fresh* until ``max_data_age_s`` after the earlier of two times: when its latest
-sample arrived (monotonic clock at receipt) and when that sample says it was taken (its
-``sampled_at``, converted to the same clock by the caller). So a silent stream goes stale on
-time, and so does a stream that keeps re-sending an old sample.
+A side is *fresh* until ``max_data_age_s`` after the receipt (monotonic clock) of its latest
+*new* sample: one whose ``sampled_at`` is later than the previous sample's, or that gives no
+time at all. A sample that is not newer counts as no sample (:meth:`StatusMachine.
+battery_sample` says so, and the caller drops it). So a silent stream goes stale on time, and
+so does a stream that keeps re-sending an old sample; and samples alternately far in the past
+and far in the future keep a battery fresh (every other one is new), never flapping.
+
+**Clock skew is not staleness.** The microgrid's clock may differ from ours. Each side's
+offset (our wall clock at receipt minus ``sampled_at``, of its latest new sample) is kept;
+when either side's exceeds ``max_data_age_s`` in magnitude the battery keeps its status and
+carries the reason ``clock_skew`` (:func:`skewed`).
+
+**The link is one fact.** While the microgrid is unreachable (:attr:`StatusMachine.
+unreachable`, set by the caller for every battery at once) a battery is ``not_working`` with
+the one reason ``microgrid_unreachable``, whatever its data's age; a blocking window ending
+cannot make it ``working`` then.
 
 Healthy battery: SoC, SoC bounds and capacity finite; state codes all in {READY, CHARGING,
 DISCHARGING, RELAY_CLOSED} with at least one of READY/CHARGING/DISCHARGING; no error codes.
@@ -83,6 +95,8 @@ class Reason(enum.StrEnum):
     NAN_CAPACITY = "nan_capacity"
     MISSING_BOUNDS = "missing_bounds"
     BLOCKED_AFTER_FAILURE = "blocked_after_failure"
+    CLOCK_SKEW = "clock_skew"
+    MICROGRID_UNREACHABLE = "microgrid_unreachable"
 
 
 BATTERY_HEALTHY_STATES = frozenset(
@@ -168,12 +182,24 @@ def inverter_problems(snapshot: InverterSnapshot) -> set[Reason]:
     return problems
 
 
+def skewed(offset_s: float, config: StatusConfig) -> bool:
+    """Whether a clock offset (our wall clock at receipt minus ``sampled_at``) is clock skew."""
+    return abs(offset_s) > config.max_data_age_s
+
+
 @attrs.define
 class _Side:
-    """One side's latest sample: what is wrong with it, and until when it is fresh."""
+    """One side's latest new sample: what is wrong with it, and its times.
+
+    ``sampled_at`` is the latest sample's own time (Unix; new or not: a sample is new when it
+    is later than the one before), ``heard_at`` the receipt of the latest new one (the
+    caller's monotonic clock), and ``offset`` its clock offset (``nan`` when it gave no time).
+    """
 
     problems: set[Reason]
-    fresh_until: float
+    heard_at: float
+    sampled_at: float
+    offset: float
 
 
 class StatusMachine:
@@ -192,6 +218,8 @@ class StatusMachine:
         self._previous = Status.NOT_WORKING
         self._blocked_until: float | None = None
         self._last_window: float | None = None  # None: the next window is the minimum
+        self.unreachable = False
+        """Whether the microgrid is unreachable (set by the caller, then :meth:`evaluate`)."""
 
     @property
     def previous(self) -> Status:
@@ -199,30 +227,70 @@ class StatusMachine:
         return self._previous
 
     def battery_sample(
-        self, snapshot: BatterySnapshot, *, received_at: float, sampled_at: float
-    ) -> None:
-        """A battery sample arrived at ``received_at``; it was taken at ``sampled_at``.
+        self, snapshot: BatterySnapshot, *, received_at: float, offset: float
+    ) -> bool:
+        """A battery sample arrived at ``received_at`` (the caller's monotonic clock).
 
-        Both are on the caller's monotonic clock (``sampled_at`` converted from Unix time;
-        ``nan`` when the sample did not say).
+        Args:
+            snapshot: The sample; its ``sampled_at`` (Unix time, ``nan`` if it gave none)
+                decides whether it is new.
+            received_at: When it arrived.
+            offset: Our wall clock at receipt minus its ``sampled_at``.
+
+        Returns:
+            Whether it was new (taken); a sample that is not newer than the one before counts
+            as no sample, and the caller should drop it.
         """
-        self._battery = _Side(
-            battery_problems(snapshot), self._fresh_until(received_at, sampled_at)
-        )
+        side = self._sample(self._battery, snapshot.sampled_at, received_at, offset)
+        if side is None:
+            if self._battery is not None:
+                self._battery.sampled_at = snapshot.sampled_at
+            return False
+        side.problems = battery_problems(snapshot)
+        self._battery = side
         self._bounds_known = (snapshot.bounds.is_known, self._bounds_known[1])
+        return True
 
     def inverter_sample(
-        self, snapshot: InverterSnapshot, *, received_at: float, sampled_at: float
-    ) -> None:
+        self, snapshot: InverterSnapshot, *, received_at: float, offset: float
+    ) -> bool:
         """An inverter sample arrived (see :meth:`battery_sample`)."""
-        self._inverter = _Side(
-            inverter_problems(snapshot), self._fresh_until(received_at, sampled_at)
-        )
+        side = self._sample(self._inverter, snapshot.sampled_at, received_at, offset)
+        if side is None:
+            if self._inverter is not None:
+                self._inverter.sampled_at = snapshot.sampled_at
+            return False
+        side.problems = inverter_problems(snapshot)
+        self._inverter = side
         self._bounds_known = (self._bounds_known[0], snapshot.bounds.is_known)
+        return True
 
-    def _fresh_until(self, received_at: float, sampled_at: float) -> float:
-        taken = received_at if math.isnan(sampled_at) else min(received_at, sampled_at)
-        return taken + self._config().max_data_age_s
+    def _sample(
+        self, side: _Side | None, sampled_at: float, received_at: float, offset: float
+    ) -> _Side | None:
+        """The side after a new sample, or None if the sample is not new."""
+        if side is None:
+            return _Side(set(), received_at, sampled_at, offset)
+        if sampled_at > side.sampled_at or math.isnan(sampled_at) or math.isnan(side.sampled_at):
+            side.heard_at, side.sampled_at, side.offset = received_at, sampled_at, offset
+            return side
+        return None
+
+    @property
+    def clock_offset(self) -> float:
+        """The two sides' clock offset of the larger magnitude, s (``nan`` if neither is known)."""
+        offsets = [
+            side.offset
+            for side in (self._battery, self._inverter)
+            if side is not None and not math.isnan(side.offset)
+        ]
+        return max(offsets, key=abs, default=math.nan)
+
+    def heard_at(self) -> float | None:
+        """Receipt time of the older of the two sides' latest new samples (None until both)."""
+        if self._battery is None or self._inverter is None:
+            return None
+        return min(self._battery.heard_at, self._inverter.heard_at)
 
     def command_succeeded(self) -> None:
         """A command to this battery's inverter succeeded: unblock, reset the window."""
@@ -248,7 +316,10 @@ class StatusMachine:
 
     def problems(self, now: float) -> frozenset[Reason]:
         """Why the battery cannot work at ``now`` (empty when both sides are fine)."""
+        if self.unreachable:
+            return _UNREACHABLE
         reasons: set[Reason] = set()
+        max_age = self._config().max_data_age_s
         for side, missing, stale in (
             (self._battery, Reason.NO_BATTERY_DATA, Reason.STALE_BATTERY_DATA),
             (self._inverter, Reason.NO_INVERTER_DATA, Reason.STALE_INVERTER_DATA),
@@ -256,46 +327,71 @@ class StatusMachine:
             if side is None:
                 reasons.add(missing)
                 continue
-            if now >= side.fresh_until:
+            if now >= side.heard_at + max_age:
                 reasons.add(stale)
             reasons |= side.problems
         if self._battery is not None and self._inverter is not None and not any(self._bounds_known):
             reasons.add(Reason.MISSING_BOUNDS)
         return frozenset(reasons)
 
+    def skewed(self) -> bool:
+        """Whether either side's clock offset is clock skew (:func:`skewed`)."""
+        config = self._config()
+        return any(
+            side is not None and skewed(side.offset, config)
+            for side in (self._battery, self._inverter)
+        )
+
     def evaluate(self, now: float) -> Evaluation:
-        """The status at ``now``, following the spec's evaluation order."""
+        """The status at ``now``, following the spec's evaluation order.
+
+        ``clock_skew`` is added to the reasons of any status, and changes none.
+        """
         problems = self.problems(now)
         if problems:
             self._previous = Status.NOT_WORKING
-            return Evaluation(status=Status.NOT_WORKING, reasons=problems)
+            if self.unreachable:
+                return _UNREACHABLE_EVALUATION
+            return Evaluation(status=Status.NOT_WORKING, reasons=self._noted(problems))
         if self._previous is Status.NOT_WORKING:
             self.command_succeeded()  # a recovery: unblock, reset the window
-            self._previous = Status.WORKING
-            return Evaluation(status=Status.WORKING)
         if self._blocked_until is not None and now < self._blocked_until:
             self._previous = Status.UNCERTAIN
             return Evaluation(
                 status=Status.UNCERTAIN,
-                reasons=frozenset({Reason.BLOCKED_AFTER_FAILURE}),
+                reasons=self._noted(_BLOCKED),
                 blocked_until=self._blocked_until,
             )
         self._previous = Status.WORKING
-        return Evaluation(status=Status.WORKING)
+        return _WORKING_SKEWED if self.skewed() else _WORKING
+
+    def _noted(self, reasons: frozenset[Reason]) -> frozenset[Reason]:
+        return reasons | _SKEW if self.skewed() else reasons
 
     def next_change(self, now: float) -> float:
         """The earliest time after ``now`` at which :meth:`evaluate` could change by itself.
 
         That is a fresh side going stale or a blocking window ending (``inf`` if neither).
         """
+        if self.unreachable:
+            return math.inf  # the caller evaluates again when the link returns
+        max_age = self._config().max_data_age_s
         times = [
-            side.fresh_until
+            side.heard_at + max_age
             for side in (self._battery, self._inverter)
-            if side is not None and side.fresh_until > now
+            if side is not None and side.heard_at + max_age > now
         ]
         if self._blocked_until is not None and self._blocked_until > now:
             times.append(self._blocked_until)
         return min(times, default=math.inf)
+
+
+_UNREACHABLE = frozenset({Reason.MICROGRID_UNREACHABLE})
+_UNREACHABLE_EVALUATION = Evaluation(status=Status.NOT_WORKING, reasons=_UNREACHABLE)
+_BLOCKED = frozenset({Reason.BLOCKED_AFTER_FAILURE})
+_SKEW = frozenset({Reason.CLOCK_SKEW})
+_WORKING = Evaluation(status=Status.WORKING)
+_WORKING_SKEWED = Evaluation(status=Status.WORKING, reasons=_SKEW)
 
 
 def select(statuses: Mapping[int, Status], batteries: Iterable[int]) -> set[int]:

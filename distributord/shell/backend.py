@@ -75,6 +75,25 @@ class DaemonBackend:
         self._api = api
         self.state: Connecting | Connected = Connecting()
         self._reached = trio.Event()  # one-shot: discovery completes once
+        self._unreachable_since: float | None = None  # before discovery: since it failed
+
+    def discovering(self, unreachable: bool) -> None:
+        """A discovery attempt found the microgrid unreachable, or answered."""
+        if not unreachable:
+            self._unreachable_since = None
+        elif self._unreachable_since is None:
+            self._unreachable_since = trio.current_time()
+
+    def unreachable_since(self) -> float | None:
+        """Since when (trio clock) the microgrid has been unreachable, if it is now.
+
+        Before discovery: since an attempt failed; after: since every stream broke.
+        """
+        match self.state:
+            case Connected(tracker=tracker):
+                return tracker.unreachable_since
+            case Connecting():
+                return self._unreachable_since
 
     def reached(self, parts: Connected) -> None:
         """Discovery completed: serve requests with ``parts`` from now on."""
@@ -200,7 +219,7 @@ class DaemonBackend:
         """The daemon's state for a metrics scrape (``clients``: control connections open)."""
         match self.state:
             case Connecting():
-                return Reading(api=self._api(), clients=clients)
+                return Reading(api=self._api(), clients=clients, reachable=False)
             case Connected(loop=loop, tracker=tracker):
                 loops = loop.statistics()
                 streams = tracker.statistics()
@@ -214,13 +233,27 @@ class DaemonBackend:
                     breaks=streams.breaks,
                     reconnects=streams.reconnects,
                     programs=loop.programs(),
+                    reachable=streams.unreachable_since is None,
+                    repeated=streams.repeated,
                 )
 
     def _microgrid(self) -> dict[str, Any]:
-        """``ping``'s and ``get_status``'s microgrid fields: reached or not, and the version."""
-        if not self.connected:
+        """``ping``'s and ``get_status``'s microgrid fields: its state, and the version.
+
+        ``connecting`` (no answer yet, no failure yet), ``unreachable`` (with
+        ``unreachable_for_s``: discovery fails, or every telemetry stream is broken) or
+        ``connected``.
+        """
+        since = self.unreachable_since()
+        if since is not None:
+            state: dict[str, Any] = {
+                "microgrid": "unreachable",
+                "unreachable_for_s": trio.current_time() - since,
+            }
+        elif not self.connected:
             return {"microgrid": "connecting"}
-        state: dict[str, Any] = {"microgrid": "connected"}
+        else:
+            state = {"microgrid": "connected"}
         if (api := self._api()) is not None:
             state["microgrid_api"] = api
         return state
@@ -243,4 +276,6 @@ def _group_name(gid: int) -> str | None:
 def _status(parts: Connected) -> dict[str, Any]:
     """The ``get_status`` result now."""
     tracker, setpoints = parts.tracker, parts.loop.statistics().setpoints
-    return status_report(tracker.states, tracker.fleet, setpoints, now=trio.current_time())
+    return status_report(
+        tracker.states, tracker.fleet, setpoints, now=trio.current_time(), heard=tracker.heard()
+    )

@@ -85,6 +85,7 @@ async def serve_daemon(
     *,
     lifetime_scale: float = 1.0,
     on_serving: Callable[[], None] = lambda: None,
+    on_discovery: Callable[[bool], None] = lambda _: None,
     metrics: Metrics | None = None,
     task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -117,7 +118,12 @@ async def serve_daemon(
 
         await nursery.start(run_control)
         on_serving()
-        topology = await discover(link)
+
+        def discovering(unreachable: bool) -> None:
+            backend.discovering(unreachable)
+            on_discovery(unreachable)
+
+        topology = await discover(link, unreachable=discovering)
         status = config.view(lambda c: c.status)
         tracker = StatusTracker(topology.pairs, status)
         components: list[tuple[int, bool]] = [

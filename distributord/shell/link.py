@@ -430,8 +430,12 @@ async def discover(
     *,
     backoff: Backoff = Backoff(first_s=0.5, cap_s=10.0),
     rng: random.Random | None = None,
+    unreachable: Callable[[bool], None] = lambda _: None,
 ) -> Topology:
     """Ask for the topology until the API answers; log once per change of state.
+
+    ``unreachable(True)`` is called when an attempt found the API unreachable, and
+    ``unreachable(False)`` when it answered (also after a server that serves no version).
 
     Returns:
         The topology (its batteries left out are logged, one line each).
@@ -444,17 +448,20 @@ async def discover(
         try:
             topology = await client.topology()
         except NoApiVersionError as error:
+            unreachable(False)
             if said != "no version":
                 said = "no version"
                 logger.error("%s; retrying with backoff", error)
             await trio.sleep(next_delay())
             continue
         except LinkDownError as error:
+            unreachable(True)
             if said != "unreachable":
                 said = "unreachable"
                 logger.warning("microgrid unreachable (%s); retrying with backoff", error)
             await trio.sleep(next_delay())
             continue
+        unreachable(False)
         if attempts > 1:
             logger.info("microgrid reachable again after %d attempts", attempts)
         for line in topology.describe():
@@ -481,10 +488,10 @@ class Telemetry:
     It goes round ``OPENING → STREAMING → WAITING → OPENING …`` (:class:`StreamState`); a
     stream that cannot be opened goes from ``OPENING`` straight to ``WAITING``. A stream is
     left when it fails, when the server ends it, or when it sends nothing for ``silence_s``;
-    each time the sink hears of the gap. From the first gap until a message gives a snapshot
-    again the component is *down* (:attr:`down_since`): one warning when it goes down, one
-    line when it is back, and the waits between attempts double (see :class:`Backoff`) until
-    the first snapshot resets them.
+    each time the sink hears of the gap (and logs it: the sink sees every stream, so it can
+    tell one stream's break from the whole microgrid's). From the first gap until a message
+    gives a snapshot again the component is *down* (:attr:`down_since`), and the waits between
+    attempts double (see :class:`Backoff`) until the first snapshot resets them.
 
     Args:
         client: The microgrid.
@@ -582,9 +589,6 @@ class Telemetry:
     def _gap(self, reason: str) -> None:
         if self.down_since is None:
             self.down_since = trio.current_time()
-            logger.warning(
-                "%s %d: telemetry stream %s; reconnecting", self._kind, self.component_id, reason
-            )
         self._sink.gap(self.component_id, reason)
 
     def _arrived(self, data: Any) -> None:
@@ -618,12 +622,6 @@ class Telemetry:
         if snapshot is None:  # ignored (counted by the decoder); not a sign of life either
             return
         if self.down_since is not None:
-            logger.info(
-                "%s %d: telemetry back after %.1f s",
-                self._kind,
-                self.component_id,
-                now - self.down_since,
-            )
             self.down_since = None
             self._reset_delay()
         self._sink.snapshot(snapshot)

@@ -135,6 +135,8 @@ class Reading:
         reconnects: Telemetry streams that delivered again after a break, by kind.
         programs: Per configured program: its live proposals, and the sum of their grants in
             their buckets' last merges, W.
+        reachable: Discovery completed and some telemetry stream delivers.
+        repeated: Telemetry samples dropped as not newer than the one before.
     """
 
     api: str | None
@@ -146,6 +148,8 @@ class Reading:
     breaks: Mapping[str, int] = attrs.field(factory=dict)
     reconnects: Mapping[str, int] = attrs.field(factory=dict)
     programs: Mapping[str, tuple[int, float]] = attrs.field(factory=dict)
+    reachable: bool = False
+    repeated: int = 0
 
 
 class Metrics:
@@ -299,9 +303,16 @@ class _StateCollector(Collector):
             return
         yield _gauge(
             "distributord_microgrid_connected",
-            "1 once the component graph was read (the daemon manages batteries)",
-            1.0 if reading.report is not None else 0.0,
+            "1 while the microgrid is reachable: the component graph was read and some telemetry "
+            "stream delivers (0 while every stream is broken)",
+            1.0 if reading.reachable else 0.0,
         )
+        repeated = CounterMetricFamily(
+            "distributord_telemetry_samples_repeated",
+            "Telemetry samples dropped because they were not newer than the one before",
+        )
+        repeated.add_metric([], reading.repeated)
+        yield repeated
         yield _gauge("distributord_connected_clients", "Control connections open", reading.clients)
         yield _gauge(
             "distributord_queue_depth",
@@ -376,7 +387,14 @@ def _batteries(report: Mapping[str, Any]) -> Iterator[GaugeMetricFamily]:
         ),
         "data_age_s": GaugeMetricFamily(
             "distributord_battery_telemetry_age_seconds",
-            "Age of the older of the battery's and its inverter's latest telemetry",
+            "Age of the older of the battery's and its inverter's latest new telemetry sample",
+            labels=["battery"],
+        ),
+        "clock_offset_s": GaugeMetricFamily(
+            "distributord_battery_clock_offset_seconds",
+            "The microgrid's clock offset for the battery: our clock at receipt minus the "
+            "sample's time (of the side with the larger magnitude); beyond max_data_age_s it "
+            "is clock skew",
             labels=["battery"],
         ),
     }

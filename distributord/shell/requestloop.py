@@ -864,7 +864,7 @@ class RequestLoop:
             return
         if error.blocks:
             self._tracker.record_outcomes(succeeded=[], failed=[battery])
-        if flight.background:
+        if flight.background and self._tracker.unreachable_since is None:  # else: one fact
             logger.warning(
                 "command to inverter %d (battery %d) at %.0f W failed: %s",
                 flight.inverter,

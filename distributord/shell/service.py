@@ -78,8 +78,12 @@ def status_line(daemon: Daemon) -> str:
     counts = describe(daemon)
     latency = counts["latency_s"]
     last = "no request yet" if latency is None else f"last request {latency * 1e3:.1f} ms"
+    since = daemon.tracker.unreachable_since
+    down = (
+        "" if since is None else f"microgrid UNREACHABLE for {trio.current_time() - since:.0f} s; "
+    )
     return (
-        f"{counts['working']} working, {counts['uncertain']} uncertain, "
+        f"{down}{counts['working']} working, {counts['uncertain']} uncertain, "
         f"{counts['not_working']} not working; {last}; API {daemon.link.version}"
     )
 
@@ -205,8 +209,10 @@ async def run(
             started: list[Daemon] = []
             ready = trio.Event()
 
+            before = [waiting]  # the STATUS= line before discovery completes
+
             def current_status() -> str:
-                return status_line(started[0]) if started else waiting
+                return status_line(started[0]) if started else before[0]
 
             async def daemon_task() -> None:
                 notifier.status(waiting)
@@ -215,12 +221,19 @@ async def run(
                     notifier.ready(status=waiting)
                     logger.info("control socket open; %s", waiting)
 
+                def discovering(unreachable: bool) -> None:  # STATUS= once per change
+                    text = f"{waiting}: UNREACHABLE, retrying" if unreachable else waiting
+                    if text != before[0]:
+                        before[0] = text
+                        notifier.status(text)
+
                 async def serve(*, task_status: trio.TaskStatus[Daemon]) -> None:
                     try:
                         await serve_daemon(
                             running,
                             sock,
                             on_serving=serving,
+                            on_discovery=discovering,
                             metrics=metrics,
                             task_status=task_status,
                         )

@@ -21,8 +21,17 @@ The tracker's own task (:meth:`~StatusTracker.serve`) does the rest:
   ``subscribe_status``, the systemd status line) read it at their own pace; a slow one simply
   sees the latest board, so no subscriber can slow the tracker down.
 
-``sampled_at`` (Unix time, from the microgrid) is converted to the trio clock with the current
-offset between the wall clock and the trio clock, so that one clock judges freshness.
+* **The link.** When every component's stream is broken at once (the microgrid is down, or
+  unreachable), the link is one fact: one warning, every battery ``not_working`` with the one
+  reason ``microgrid_unreachable`` at once (:attr:`StatusTracker.unreachable_since`), and one
+  line when a stream delivers again. A component's own break is logged after
+  :data:`LOG_SETTLE_S` (so an outage, whose streams break within moments of each other, is not
+  logged once per stream), several at once in one line.
+* **Clocks.** Freshness is judged on the trio clock at receipt; ``sampled_at`` (Unix time,
+  from the microgrid) only decides whether a sample is new, and gives each component's clock
+  offset (our wall clock at receipt minus ``sampled_at``). A component whose offset exceeds
+  ``max_data_age_s`` is logged once when it starts and once when it ends (several in one line),
+  and its battery carries the reason ``clock_skew``.
 """
 
 from __future__ import annotations
@@ -44,13 +53,53 @@ from distributord.core.fleet import Fleet
 from distributord.core.model import BatterySnapshot, InverterSnapshot
 from distributord.core.status import (
     BatteryState,
+    Evaluation,
     Reason,
     Status,
     StatusMachine,
+    skewed,
 )
 from distributord.shell.live import Live
 
 logger = logging.getLogger(__name__)
+
+LOG_SETTLE_S = 1.0
+"""A component's broken stream is logged this long after it broke, unless the whole link went
+down meanwhile (then the link's one line says it): an outage breaks every stream within moments
+and must not be logged once per stream. Clock skew that begins or ends is logged as late, so
+that a whole site's clock (every stream opening within a second or two) is one line or few."""
+
+NAMED_IN_ONE_LINE = 10
+"""A line about several components names at most this many (and counts the rest)."""
+
+
+def _components(ids: Iterable[int]) -> str:
+    """``1001, 1002, 2001`` (at most :data:`NAMED_IN_ONE_LINE`, then ``and N more``)."""
+    ordered = sorted(ids)
+    named = ", ".join(str(i) for i in ordered[:NAMED_IN_ONE_LINE])
+    rest = len(ordered) - NAMED_IN_ONE_LINE
+    return named if rest <= 0 else f"{named} and {rest} more"
+
+
+def _transition(old: Status, new: Evaluation) -> str:
+    """``working -> not_working (stale_battery_data)``."""
+    reasons = f" ({', '.join(sorted(new.reasons))})" if new.reasons else ""
+    return f"{old.value} -> {new.status.value}{reasons}"
+
+
+def _offsets_text(offsets: list[float]) -> str:
+    """``30.0 s behind``, ``2.5 to 3.0 s ahead of``, or ``-5.0 to +30.0 s off`` (mixed)."""
+    low, high = min(offsets), max(offsets)
+    size = (
+        f"{abs(low):.1f}"
+        if low == high
+        else f"{min(abs(low), abs(high)):.1f} to " + (f"{max(abs(low), abs(high)):.1f}")
+    )
+    if low > 0:
+        return f"{size} s behind"
+    if high < 0:
+        return f"{size} s ahead of"
+    return f"{low:+.1f} to {high:+.1f} s off"
 
 
 @attrs.frozen(kw_only=True)
@@ -78,11 +127,18 @@ class TrackerStatistics:
         gaps: Component id to the reason and time (trio clock) of its last telemetry gap.
         breaks: Telemetry gaps so far, by component kind (``battery``, ``inverter``).
         reconnects: Streams that delivered again after a gap, by component kind.
+        repeated: Samples dropped because they were not newer than the one before.
+        unreachable_since: Since when (trio clock) every stream has been broken, if it is.
+        clock_offsets: Component id to its clock offset, s (our wall clock at receipt minus
+            the latest new sample's ``sampled_at``), for components that gave one.
     """
 
     gaps: Mapping[int, tuple[str, float]]
     breaks: Mapping[str, int]
     reconnects: Mapping[str, int]
+    repeated: int = 0
+    unreachable_since: float | None = None
+    clock_offsets: Mapping[int, float] = attrs.field(factory=dict)
 
 
 class StatusTracker:
@@ -118,10 +174,25 @@ class StatusTracker:
             )
             for battery, inverter in pairs.items()
         }
+        # Component id to (battery id, whether it is the battery).
+        self._sides: dict[int, tuple[int, bool]] = {
+            **{battery: (battery, True) for battery in pairs},
+            **{inverter: (battery, False) for battery, inverter in pairs.items()},
+        }
         self._gaps: dict[int, tuple[str, float]] = {}
         self._broken: set[int] = set()  # components whose stream broke and has not delivered since
         self._breaks = {"battery": 0, "inverter": 0}
         self._reconnects = {"battery": 0, "inverter": 0}
+        self._repeated = 0
+        self.unreachable_since: float | None = None
+        """Since when (trio clock) every stream has been broken (None while any delivers)."""
+        self._unsaid: dict[int, tuple[str, float]] = {}  # breaks not logged yet: reason, when
+        self._said: dict[int, float] = {}  # breaks logged one by one: when they broke
+        self._offsets: dict[int, float] = {}
+        self._skewed: set[int] = set()  # components logged as skewed (not logged as cleared)
+        self._skew_news: dict[int, bool] = {}  # components whose skew began (True) or ended
+        self._skew_news_at = math.inf  # when the oldest of them came
+        self._transitions: list[tuple[int, Status, Evaluation]] = []  # to log: id, from, to
         self.board = trio_util.AsyncValue(
             Board(version=0, states=MappingProxyType(dict(self._current)))
         )
@@ -140,30 +211,173 @@ class StatusTracker:
     # -- inputs (never block) ----------------------------------------------------------------
 
     def snapshot(self, snapshot: BatterySnapshot | InverterSnapshot) -> None:
-        """A component's new snapshot (from its telemetry task)."""
-        battery_id = self.fleet.update(snapshot)
-        if battery_id is None:
+        """A component's new snapshot (from its telemetry task).
+
+        One that is not newer than the component's sample before it counts as no sample: it
+        is dropped (and counted).
+        """
+        component_id = snapshot.component_id
+        side = self._sides.get(component_id)
+        if side is None:
             return
-        if self._broken and snapshot.component_id in self._broken:
-            self._broken.discard(snapshot.component_id)
-            self._reconnects[self._kind(snapshot.component_id)] += 1
+        battery_id, is_battery = side
         now = trio.current_time()
-        sampled = snapshot.sampled_at - (self._wall_clock() - now)
+        offset = self._wall_clock() - now + snapshot.received_at - snapshot.sampled_at
         machine = self._machines[battery_id]
-        if isinstance(snapshot, BatterySnapshot):
-            machine.battery_sample(snapshot, received_at=snapshot.received_at, sampled_at=sampled)
+        if is_battery:
+            assert isinstance(snapshot, BatterySnapshot)
+            new = machine.battery_sample(snapshot, received_at=snapshot.received_at, offset=offset)
         else:
-            machine.inverter_sample(snapshot, received_at=snapshot.received_at, sampled_at=sampled)
+            assert isinstance(snapshot, InverterSnapshot)
+            new = machine.inverter_sample(snapshot, received_at=snapshot.received_at, offset=offset)
+        if not new:
+            self._repeated += 1
+            return
+        self.fleet.update(snapshot)
+        if self._broken and component_id in self._broken:
+            self._delivered(component_id, now)
+        if offset == offset:  # not nan: the sample said when it was taken
+            self._offsets[component_id] = offset
+            if skewed(offset, self._config.value) is not (component_id in self._skewed):
+                self._skew_changed(component_id)
         self._evaluate(battery_id, now)
 
     def gap(self, component_id: int, reason: str) -> None:
-        """A component's stream broke; the status follows when its data goes stale."""
-        self._gaps[component_id] = (reason, trio.current_time())
-        self._broken.add(component_id)
+        """A component's stream broke (from its telemetry task).
+
+        Its status follows when its data goes stale; when every component's stream is broken,
+        the link is down and every battery follows at once.
+        """
+        now = trio.current_time()
+        self._gaps[component_id] = (reason, now)
         self._breaks[self._kind(component_id)] += 1
+        if component_id in self._broken:
+            return
+        self._broken.add(component_id)
+        if self.unreachable_since is not None:
+            return
+        if len(self._broken) < len(self._sides):
+            if component_id not in self._said:
+                self._unsaid[component_id] = (reason, now)
+                self._wakeup.value = True
+            return
+        self.unreachable_since = now
+        logger.warning(
+            "microgrid unreachable: every telemetry stream is broken (the last: %s %d, %s); "
+            "every battery is not working until it returns",
+            self._kind(component_id),
+            component_id,
+            reason,
+        )
+        self._unsaid.clear()
+        self._said.clear()
+        self._link_changed(unreachable=True, now=now)
+
+    def _delivered(self, component_id: int, now: float) -> None:
+        """A component whose stream was broken delivered a new sample."""
+        self._broken.discard(component_id)
+        self._reconnects[self._kind(component_id)] += 1
+        if self.unreachable_since is not None:
+            logger.info(
+                "microgrid reachable again after %.1f s: telemetry flows (%s %d first)",
+                now - self.unreachable_since,
+                self._kind(component_id),
+                component_id,
+            )
+            self.unreachable_since = None
+            self._link_changed(unreachable=False, now=now)
+        elif (broke := self._said.pop(component_id, None)) is not None:
+            logger.info(
+                "%s %d: telemetry back after %.1f s",
+                self._kind(component_id),
+                component_id,
+                now - broke,
+            )
+        elif component_id in self._unsaid:  # back before its break was logged: say both now
+            reason, broke = self._unsaid.pop(component_id)
+            logger.info(
+                "%s %d: telemetry stream %s; back after %.1f s",
+                self._kind(component_id),
+                component_id,
+                reason,
+                now - broke,
+            )
+
+    def _link_changed(self, *, unreachable: bool, now: float) -> None:
+        for battery_id, machine in self._machines.items():
+            machine.unreachable = unreachable
+            self._evaluate(battery_id, now, told=unreachable)  # the link's line said it
+
+    def _skew_changed(self, component_id: int) -> None:
+        if component_id in self._skewed:
+            self._skewed.discard(component_id)
+        else:
+            self._skewed.add(component_id)
+        if self._skew_news.pop(component_id, None) is None:  # a change undone is no news
+            self._skew_news[component_id] = component_id in self._skewed
+            self._skew_news_at = min(self._skew_news_at, trio.current_time())
+        self._wakeup.value = True
 
     def _kind(self, component_id: int) -> str:
         return "battery" if component_id in self._machines else "inverter"
+
+    def _say_breaks(self, now: float) -> float:
+        """Log the breaks older than :data:`LOG_SETTLE_S`; when the next is due (or ``inf``)."""
+        due = {c: why for c, why in self._unsaid.items() if why[1] + LOG_SETTLE_S <= now}
+        for component_id in due:
+            del self._unsaid[component_id]
+        if len(due) == 1:
+            [(component_id, (reason, _))] = due.items()
+            logger.warning(
+                "%s %d: telemetry stream %s; reconnecting",
+                self._kind(component_id),
+                component_id,
+                reason,
+            )
+        elif due:
+            reasons = sorted({reason for reason, _ in due.values()})
+            logger.warning(
+                "%d telemetry streams broke (%s): components %s; reconnecting",
+                len(due),
+                "; ".join(reasons),
+                _components(due),
+            )
+        self._said.update((c, broke) for c, (_, broke) in due.items())
+        return min((broke + LOG_SETTLE_S for _, broke in self._unsaid.values()), default=math.inf)
+
+    def _say_skews(self) -> None:
+        news, self._skew_news, self._skew_news_at = self._skew_news, {}, math.inf
+        began = sorted(c for c, skew in news.items() if skew)
+        if began:
+            logger.warning(
+                "clock skew on %s: sampled_at %s our clock (more than max_data_age_s, %g s); "
+                "freshness is judged on receipt",
+                self._naming(began),
+                _offsets_text([self._offsets[c] for c in began]),
+                self._config.value.max_data_age_s,
+            )
+        ended = sorted(c for c, skew in news.items() if not skew)
+        if ended:
+            logger.info("clock skew ended on %s", self._naming(ended))
+
+    def _say_transitions(self) -> None:
+        """Log the changes of status since the last wake-up: one line each, or per kind."""
+        transitions, self._transitions = self._transitions, []
+        if len(transitions) <= NAMED_IN_ONE_LINE:
+            for battery_id, old, new in transitions:
+                logger.info("battery %d: %s", battery_id, _transition(old, new))
+            return
+        kinds: dict[str, list[int]] = {}
+        for battery_id, old, new in transitions:
+            kinds.setdefault(_transition(old, new), []).append(battery_id)
+        for kind, batteries in kinds.items():
+            logger.info("%d batteries: %s: %s", len(batteries), kind, _components(batteries))
+
+    def _naming(self, components: list[int]) -> str:
+        """``battery 1001``, or ``3 components (1001, 1002, 2001)``."""
+        if len(components) == 1:
+            return f"{self._kind(components[0])} {components[0]}"
+        return f"{len(components)} components ({_components(components)})"
 
     def record_outcomes(self, *, succeeded: Iterable[int], failed: Iterable[int]) -> None:
         """Command outcomes of one request, by battery id.
@@ -190,7 +404,18 @@ class StatusTracker:
             gaps=MappingProxyType(dict(self._gaps)),
             breaks=MappingProxyType(dict(self._breaks)),
             reconnects=MappingProxyType(dict(self._reconnects)),
+            repeated=self._repeated,
+            unreachable_since=self.unreachable_since,
+            clock_offsets=MappingProxyType(dict(self._offsets)),
         )
+
+    def heard(self) -> dict[int, tuple[float | None, float]]:
+        """Per battery: when the older side's latest new sample arrived, and the clock offset.
+
+        The time is on the trio clock (None until both sides reported); the offset, s, is the
+        two sides' of the larger magnitude (``nan`` if neither said when it sampled).
+        """
+        return {b: (m.heard_at(), m.clock_offset) for b, m in self._machines.items()}
 
     def state(self, battery_id: int) -> BatteryState:
         """A battery's current state."""
@@ -203,7 +428,8 @@ class StatusTracker:
 
     # -- the task ----------------------------------------------------------------------------
 
-    def _evaluate(self, battery_id: int, now: float) -> None:
+    def _evaluate(self, battery_id: int, now: float, *, told: bool = False) -> None:
+        """Evaluate a battery now; a change of status is logged (unless ``told`` already)."""
         machine = self._machines[battery_id]
         evaluation = machine.evaluate(now)
         old = self._current[battery_id]
@@ -212,14 +438,8 @@ class StatusTracker:
             old.reasons,
             old.blocked_until,
         ):
-            if evaluation.status is not old.status:
-                logger.info(
-                    "battery %d: %s -> %s%s",
-                    battery_id,
-                    old.status.value,
-                    evaluation.status.value,
-                    f" ({', '.join(sorted(evaluation.reasons))})" if evaluation.reasons else "",
-                )
+            if evaluation.status is not old.status and not told:
+                self._transitions.append((battery_id, old.status, evaluation))
             self._current[battery_id] = attrs.evolve(
                 old,
                 status=evaluation.status,
@@ -243,13 +463,22 @@ class StatusTracker:
     ) -> NoReturn:
         """Fire timers and publish changes, forever."""
         task_status.started()
+        say_at = math.inf  # when the next break is due to be logged
         while True:
             if not self._changed:
-                deadline = self._heap[0][0] if self._heap else math.inf
+                deadline = min(self._heap[0][0] if self._heap else math.inf, say_at)
                 with trio.move_on_at(deadline):
                     await self._wakeup.wait_value(True)
             self._wakeup.value = False
             now = trio.current_time()
+            say_at = self._say_breaks(now) if self._unsaid else math.inf
+            if self._skew_news:
+                if self._skew_news_at + LOG_SETTLE_S <= now:
+                    self._say_skews()
+                else:
+                    say_at = min(say_at, self._skew_news_at + LOG_SETTLE_S)
+            if self._transitions:
+                self._say_transitions()
             heap, scheduled = self._heap, self._scheduled
             while heap and heap[0][0] <= now:
                 at, battery_id = heapq.heappop(heap)

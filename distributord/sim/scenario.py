@@ -217,6 +217,9 @@ class Faults:
 
             Only commands the inverter accepts get that far; v1 has no reply stream and
             ignores this fault (its commands are applied).
+        clock_offset_s: The component's clock is this far ahead of the true time (negative:
+            behind): its samples' ``sampled_at`` is shifted by it. ``-30`` is a microgrid
+            clock 30 s behind.
     """
 
     command_latency_s: float = 0.0
@@ -230,10 +233,12 @@ class Faults:
     refuse_streams: bool = False
     reported_capacity_wh: float | None = None
     final_reply: str = "SUCCESS"
+    clock_offset_s: float = 0.0
 
     def __attrs_post_init__(self) -> None:
         if self.reported_capacity_wh is not None:
             _check_between("reported_capacity_wh", self.reported_capacity_wh, 0.0, math.inf)
+        _require(math.isfinite(self.clock_offset_s), "clock_offset_s", "must be finite")
         _check_between("command_latency_s", self.command_latency_s, 0.0, math.inf)
         _require(
             self.command_latency_s != math.inf, "command_latency_s", "must be finite (use hang)"
@@ -625,7 +630,7 @@ def _faults_fields(table: Any, path: str) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for key, value in table.items():
         where = f"{path}.{key}"
-        if key in {"command_latency_s", "reported_capacity_wh"}:
+        if key in {"command_latency_s", "reported_capacity_wh", "clock_offset_s"}:
             fields[key] = _float(value, where)
         elif key == "command_latencies_s":
             if not isinstance(value, list):

@@ -238,17 +238,21 @@ class _Handler:
         self._api = api
 
     def components(self) -> Sequence[tuple[int, Component]]:
+        self._sim._reachable()
         return self._sim._components
 
     def connections(self) -> Sequence[tuple[int, int]]:
+        self._sim._reachable()
         return self._sim._connections
 
     async def set_power(
         self, component_id: int, power_w: float, lifetime_s: int | None
     ) -> SetPowerOutcome:
+        self._sim._reachable()
         return await self._sim._set_power(self._api, component_id, power_w, lifetime_s)
 
     def telemetry(self, component_id: int) -> AsyncIterator[Telemetry]:
+        self._sim._reachable()
         return self._sim._telemetry(component_id)
 
 
@@ -331,6 +335,7 @@ class Simulator:
         self._pending: collections.Counter[int] = collections.Counter()
         self._streams: dict[int, set[_Stream]] = {cid: set() for cid in self._categories}
         self._rewrites: dict[int, ReadingRewrite] = {}
+        self._down = False  # a simulated outage (:meth:`outage`)
         self._message_rewrite: MessageRewrite | None = None  # read without the lock: one load
         # Set once serving (before __enter__ returns):
         self._bound_port: int | None = None
@@ -492,6 +497,28 @@ class Simulator:
         if streams and self._loop is not None:
             self._loop.call_soon_threadsafe(_wake, streams)
 
+    def outage(self, down: bool = True) -> None:
+        """Make the microgrid unreachable (``down``), or reachable again.
+
+        While it is down every open stream ends with ``UNAVAILABLE`` and every call (streams,
+        commands, the component graph) fails with it, as a site whose API cannot be reached;
+        the world goes on (setpoints run out at their ``valid_until``). It comes back with its
+        state, as a site after a network outage.
+        """
+        with self._changed:
+            self._down = down
+            streams = tuple(s for each in self._streams.values() for s in each) if down else ()
+            for stream in streams:
+                stream.dropped = True
+            self._changed.notify_all()
+        if streams and self._loop is not None:
+            self._loop.call_soon_threadsafe(_wake, streams)
+
+    def _reachable(self) -> None:
+        """Raise the outage's ``UNAVAILABLE`` while the microgrid is down (:meth:`outage`)."""
+        if self._down:
+            raise SimAbort("UNAVAILABLE", "the microgrid is unreachable (simulated outage)")
+
     def rewrite_readings(self, component_id: int, rewrite: ReadingRewrite | None) -> None:
         """Send ``rewrite(reading)`` instead of each reading of a component (``None``: stop).
 
@@ -622,7 +649,7 @@ class Simulator:
                 reading = self._world.meter_reading()
             case _:
                 reading = self._world.line_reading(self._lines[component_id])
-        neutral = _neutral(component_id, reading, sampled_at)
+        neutral = _neutral(component_id, reading, sampled_at + faults.clock_offset_s)
         return neutral if rewrite is None else rewrite(neutral)
 
     def _on_expiry(self) -> None:

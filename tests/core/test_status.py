@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from distributord.core.config import StatusConfig
-from distributord.core.model import PowerBounds, StateCode
-from distributord.core.status import Reason, Status, StatusMachine, select
+from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds, StateCode
+from distributord.core.status import Evaluation, Reason, Status, StatusMachine, select
 from tests.snapshots import battery_snapshot, inverter_snapshot
 
+Snapshot = BatterySnapshot | InverterSnapshot
 SETTINGS = StatusConfig(max_data_age_s=10.0, min_blocking_s=1.0, max_blocking_s=30.0)
 
 
@@ -22,16 +23,25 @@ battery = battery_snapshot
 inverter = inverter_snapshot
 
 
+def take(machine: StatusMachine, snapshot: Snapshot, received_at: float, sampled_at: float) -> bool:
+    """Feed one sample that says it was taken at ``sampled_at`` (our clocks agree: one clock)."""
+    snapshot = attrs.evolve(snapshot, sampled_at=sampled_at)
+    offset = received_at - sampled_at
+    if isinstance(snapshot, BatterySnapshot):
+        return machine.battery_sample(snapshot, received_at=received_at, offset=offset)
+    return machine.inverter_sample(snapshot, received_at=received_at, offset=offset)
+
+
 def fed(at: float = 0.0, **battery_overrides: Any) -> StatusMachine:
     machine = StatusMachine(lambda: SETTINGS)
-    machine.battery_sample(battery(**battery_overrides), received_at=at, sampled_at=at)
-    machine.inverter_sample(inverter(), received_at=at, sampled_at=at)
+    take(machine, battery(**battery_overrides), at, at)
+    take(machine, inverter(), at, at)
     return machine
 
 
 def both_fresh(machine: StatusMachine, at: float) -> None:
-    machine.battery_sample(battery(), received_at=at, sampled_at=at)
-    machine.inverter_sample(inverter(), received_at=at, sampled_at=at)
+    take(machine, battery(), at, at)
+    take(machine, inverter(), at, at)
 
 
 # --- starting and data -------------------------------------------------------------------------
@@ -51,13 +61,13 @@ def test_fresh_healthy_data_from_both_sides_is_working() -> None:
 
 def test_one_side_alone_is_not_enough() -> None:
     machine = StatusMachine(lambda: SETTINGS)
-    machine.battery_sample(battery(), received_at=0.0, sampled_at=0.0)
+    take(machine, battery(), 0.0, 0.0)
     assert machine.evaluate(0.0).reasons == {Reason.NO_INVERTER_DATA}
 
 
 def test_staleness_exactly_max_data_age_after_receipt() -> None:
     machine = fed(at=100.0)
-    machine.inverter_sample(inverter(), received_at=105.0, sampled_at=105.0)
+    take(machine, inverter(), 105.0, 105.0)
     assert machine.evaluate(109.999).status is Status.WORKING
     assert machine.next_change(100.0) == 110.0
     evaluation = machine.evaluate(110.0)
@@ -69,18 +79,104 @@ def test_staleness_exactly_max_data_age_after_receipt() -> None:
     }
 
 
-def test_a_re_sent_old_sample_counts_as_stale() -> None:
+def test_a_re_sent_old_sample_counts_as_no_sample() -> None:
     machine = fed(at=100.0)
-    # Arrives now, but says it was taken 12 s ago.
-    machine.battery_sample(battery(), received_at=200.0, sampled_at=188.0)
-    machine.inverter_sample(inverter(), received_at=200.0, sampled_at=200.0)
-    assert machine.evaluate(200.0).reasons == {Reason.STALE_BATTERY_DATA}
+    # Arrives later, but says it was taken when the one before was: a source repeating itself.
+    assert not take(machine, battery(), 105.0, 100.0)
+    assert take(machine, inverter(), 105.0, 105.0)
+    assert machine.next_change(105.0) == 110.0
+    assert machine.evaluate(110.0).reasons == {Reason.STALE_BATTERY_DATA}
+
+
+def test_an_older_sample_than_the_last_counts_as_no_sample_and_the_next_newer_one_does() -> None:
+    machine = fed(at=100.0)
+    assert not take(machine, battery(), 104.0, 99.0)
+    # Newer than the one just before (not than the newest ever): one wrong time stamp far in
+    # the future cannot keep a battery stale until the microgrid's clock gets there.
+    assert take(machine, battery(), 108.0, 99.5)
+    assert machine.next_change(108.0) == 110.0  # the inverter's
+    assert machine.evaluate(112.0).reasons == {Reason.STALE_INVERTER_DATA}
+
+
+def test_an_old_time_stamp_that_advances_is_clock_skew_not_staleness() -> None:
+    machine = fed(at=100.0)
+    # Taken 12 s before it arrived, by the microgrid's clock: its clock is behind ours.
+    take(machine, battery(), 200.0, 188.0)
+    take(machine, inverter(), 200.0, 200.0)
+    assert machine.evaluate(200.0) == Evaluation(
+        status=Status.WORKING, reasons=frozenset({Reason.CLOCK_SKEW})
+    )
+    assert machine.clock_offset == 12.0
+    take(machine, battery(), 201.0, 200.5)  # back in step
+    assert machine.evaluate(201.0) == Evaluation(status=Status.WORKING)
+
+
+def test_clock_skew_is_a_reason_beside_any_status() -> None:
+    machine = fed(at=0.0)
+    take(machine, inverter(), 31.0, 1.0)  # 30 s behind
+    take(machine, battery(), 31.0, 31.0)
+    machine.evaluate(31.0)
+    machine.command_failed(now=31.0)
+    assert machine.evaluate(31.0).reasons == {Reason.BLOCKED_AFTER_FAILURE, Reason.CLOCK_SKEW}
+    take(machine, battery(states=frozenset({StateCode.ERROR})), 31.5, 31.5)
+    assert machine.evaluate(31.5).reasons == {Reason.BATTERY_ERROR_STATE, Reason.CLOCK_SKEW}
+
+
+@pytest.mark.parametrize("offset", [-11.0, 10.001, 3600.0, -86_400.0])
+def test_skew_is_an_offset_beyond_the_data_age(offset: float) -> None:
+    machine = fed(at=0.0)
+    take(machine, battery(), 100_000.0, 100_000.0 - offset)
+    take(machine, inverter(), 100_000.0, 100_000.0)
+    assert machine.skewed()
+    assert machine.evaluate(100_005.0).status is Status.WORKING
+
+
+@pytest.mark.parametrize("offset", [-10.0, 0.0, 9.99, 10.0])
+def test_an_offset_within_the_data_age_is_not_skew(offset: float) -> None:
+    machine = fed(at=0.0)
+    take(machine, battery(), 100.0, 100.0 - offset)
+    assert not machine.skewed()
+
+
+def test_samples_alternately_an_hour_old_and_a_day_ahead_never_flap() -> None:
+    machine = fed(at=0.0)
+    seen = set()
+    for n in range(200):  # 10 Hz for 20 s, each side in turn
+        at = 0.1 * (n + 1)
+        shifted = at - 3600.0 if n % 2 else at + 86_400.0
+        take(machine, battery(), at, shifted)
+        take(machine, inverter(), at, at)
+        seen.add(machine.evaluate(at))
+    assert seen == {Evaluation(status=Status.WORKING, reasons=frozenset({Reason.CLOCK_SKEW}))}
+
+
+def test_an_unreachable_microgrid_is_one_reason_at_once_and_blocks_nothing_from_ending() -> None:
+    machine = fed(at=0.0)
+    machine.command_failed(now=0.0)
+    machine.unreachable = True
+    assert machine.evaluate(0.0) == Evaluation(
+        status=Status.NOT_WORKING, reasons=frozenset({Reason.MICROGRID_UNREACHABLE})
+    )
+    assert machine.next_change(0.0) == math.inf  # no window's end turns it working
+    assert machine.evaluate(2.0).status is Status.NOT_WORKING
+    machine.unreachable = False
+    both_fresh(machine, 3.0)
+    assert machine.evaluate(3.0) == Evaluation(status=Status.WORKING)  # a recovery unblocks
+
+
+def test_an_unreachable_microgrid_stays_not_working_even_with_fresh_samples() -> None:
+    machine = fed(at=0.0)
+    machine.unreachable = True
+    both_fresh(machine, 1.0)
+    assert machine.evaluate(1.0).reasons == {Reason.MICROGRID_UNREACHABLE}
+    machine.unreachable = False
+    assert machine.evaluate(1.0).status is Status.WORKING
 
 
 def test_a_sample_that_does_not_say_when_it_was_taken_ages_from_receipt() -> None:
     machine = StatusMachine(lambda: SETTINGS)
-    machine.battery_sample(battery(), received_at=0.0, sampled_at=math.nan)
-    machine.inverter_sample(inverter(), received_at=0.0, sampled_at=math.nan)
+    take(machine, battery(), 0.0, math.nan)
+    take(machine, inverter(), 0.0, math.nan)
     assert machine.evaluate(9.0).status is Status.WORKING
     assert machine.next_change(0.0) == 10.0
 
@@ -137,32 +233,26 @@ def test_each_unhealthy_battery_state_code_flips_to_not_working(state: StateCode
 )
 def test_each_unhealthy_inverter_state_code_flips_to_not_working(state: StateCode) -> None:
     machine = fed()
-    machine.inverter_sample(
-        inverter(states=frozenset({StateCode.READY, state})), received_at=0.0, sampled_at=0.0
-    )
+    take(machine, inverter(states=frozenset({StateCode.READY, state})), 0.0, 0.5)
     assert machine.evaluate(0.0).reasons == {Reason.INVERTER_ERROR_STATE}
 
 
 def test_an_inverter_error_code_flips_to_not_working() -> None:
     machine = fed()
-    machine.inverter_sample(
-        inverter(errors=frozenset({"internal"})), received_at=0.0, sampled_at=0.0
-    )
+    take(machine, inverter(errors=frozenset({"internal"})), 0.0, 0.5)
     assert machine.evaluate(0.0).reasons == {Reason.INVERTER_ERROR_CODE}
 
 
 def test_warnings_never_change_status() -> None:
     machine = fed(warnings=frozenset({"battery_imbalance"}))
-    machine.inverter_sample(
-        inverter(warnings=frozenset({"overtemperature"})), received_at=0.0, sampled_at=0.0
-    )
+    take(machine, inverter(warnings=frozenset({"overtemperature"})), 0.0, 0.5)
     assert machine.evaluate(0.0).status is Status.WORKING
 
 
 def test_bounds_from_one_side_are_enough_but_not_from_none() -> None:
     machine = fed(bounds=PowerBounds.unknown())
     assert machine.evaluate(0.0).status is Status.WORKING
-    machine.inverter_sample(inverter(bounds=PowerBounds.unknown()), received_at=0.0, sampled_at=0.0)
+    take(machine, inverter(bounds=PowerBounds.unknown()), 0.0, 0.5)
     assert machine.evaluate(0.0).reasons == {Reason.MISSING_BOUNDS}
 
 
@@ -226,11 +316,9 @@ def test_recovery_from_not_working_resets() -> None:
     machine.command_failed(now=0.0)
     machine.command_failed(now=1.0)  # window of 2 s
     assert machine.evaluate(1.5).status is Status.UNCERTAIN
-    machine.inverter_sample(
-        inverter(states=frozenset({StateCode.ERROR})), received_at=1.5, sampled_at=1.5
-    )
+    take(machine, inverter(states=frozenset({StateCode.ERROR})), 1.5, 1.5)
     assert machine.evaluate(1.5).status is Status.NOT_WORKING
-    machine.inverter_sample(inverter(), received_at=1.6, sampled_at=1.6)
+    take(machine, inverter(), 1.6, 1.6)
     assert machine.evaluate(1.6).status is Status.WORKING  # unblocked although the window runs to 3
     machine.command_failed(now=1.7)
     assert machine.evaluate(1.7).blocked_until == pytest.approx(2.7)
@@ -258,19 +346,36 @@ class Reference:
     """The spec, read literally, kept apart from the implementation."""
 
     def __init__(self) -> None:
-        self.sides: dict[str, tuple[float, bool] | None] = {"battery": None, "inverter": None}
+        # Per side: receipt of the latest new sample, the latest sample's time, health, offset.
+        self.sides: dict[str, list[Any] | None] = {"battery": None, "inverter": None}
+        self.unreachable = False
         self.previous = Status.NOT_WORKING
         self.blocked_until: float | None = None
         self.last_window: float | None = None
 
+    def sample(self, name: str, now: float, sampled_at: float, healthy: bool) -> None:
+        side = self.sides[name]
+        if side is None or sampled_at > side[1]:  # new: later than the sample before
+            self.sides[name] = [now, sampled_at, healthy, now - sampled_at]
+        else:  # counts as no sample, but is the one the next is compared with
+            side[1] = sampled_at
+
+    def skewed(self) -> bool:
+        return any(
+            side is not None and abs(side[3]) > SETTINGS.max_data_age_s
+            for side in self.sides.values()
+        )
+
     def usable(self, now: float) -> bool:
+        if self.unreachable:
+            return False
         for side in self.sides.values():
             if side is None:
                 return False
-            taken, healthy = side
-            # Fresh until taken + max_data_age: the deadline a timer fires at. (Written as
-            # `now - taken >= age` it disagrees by rounding exactly at that deadline.)
-            if not healthy or now >= taken + SETTINGS.max_data_age_s:
+            heard, _, healthy, _ = side
+            # Fresh until heard + max_data_age: the deadline a timer fires at. (Written as
+            # `now - heard >= age` it disagrees by rounding exactly at that deadline.)
+            if not healthy or now >= heard + SETTINGS.max_data_age_s:
                 return False
         return True
 
@@ -303,6 +408,10 @@ class Reference:
         return self.previous
 
 
+AGES = st.sampled_from([0.0, 0.0, 3.0, 9.5, 10.0, 12.0, -3600.0, 86_400.0])
+"""How long before its receipt a sample says it was taken (negative: in the future)."""
+
+
 class StatusRules(RuleBasedStateMachine):
     @initialize()
     def start(self) -> None:
@@ -312,20 +421,29 @@ class StatusRules(RuleBasedStateMachine):
         self.check()
 
     def check(self) -> None:
-        assert self.machine.evaluate(self.now).status is self.reference.evaluate(self.now)
+        evaluation = self.machine.evaluate(self.now)
+        assert evaluation.status is self.reference.evaluate(self.now)
+        assert (Reason.CLOCK_SKEW in evaluation.reasons) is (
+            self.reference.skewed() and not self.reference.unreachable
+        )
 
-    @rule(healthy=st.booleans(), age=st.sampled_from([0.0, 0.0, 3.0, 9.5, 10.0, 12.0]))
+    @rule(healthy=st.booleans(), age=AGES)
     def battery_sample(self, healthy: bool, age: float) -> None:
         snapshot = battery() if healthy else battery(states=frozenset({StateCode.ERROR}))
-        self.machine.battery_sample(snapshot, received_at=self.now, sampled_at=self.now - age)
-        self.reference.sides["battery"] = (self.now - age, healthy)
+        take(self.machine, snapshot, self.now, self.now - age)
+        self.reference.sample("battery", self.now, self.now - age, healthy)
         self.check()
 
-    @rule(healthy=st.booleans(), age=st.sampled_from([0.0, 0.0, 3.0, 9.5, 10.0, 12.0]))
+    @rule(healthy=st.booleans(), age=AGES)
     def inverter_sample(self, healthy: bool, age: float) -> None:
         snapshot = inverter() if healthy else inverter(errors=frozenset({"internal"}))
-        self.machine.inverter_sample(snapshot, received_at=self.now, sampled_at=self.now - age)
-        self.reference.sides["inverter"] = (self.now - age, healthy)
+        take(self.machine, snapshot, self.now, self.now - age)
+        self.reference.sample("inverter", self.now, self.now - age, healthy)
+        self.check()
+
+    @rule(unreachable=st.booleans())
+    def link(self, unreachable: bool) -> None:
+        self.machine.unreachable = self.reference.unreachable = unreachable
         self.check()
 
     @rule(dt=st.sampled_from([0.001, 0.25, 0.5, 1.0, 2.0, 4.0, 9.999, 10.0, 31.0]))

@@ -483,10 +483,8 @@ async def test_a_silent_stream_is_dropped_after_silence_s_and_opened_again(
     assert source.streams[0].closed_at == 4.0  # left, not kept open beside the new one
     assert sink.gaps == [(4.0, "silent for 3 s")]
     assert sink.snapshots == [(1.0, (1.0, "a")), (5.0, (5.0, "b"))]
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == [
-        "inverter 2001: telemetry stream silent for 3 s; reconnecting",
-        "inverter 2001: telemetry back after 1.0 s",
-    ]
+    # The sink hears of the gap and logs it (it sees every stream); the task logs nothing.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == []
 
 
 async def test_messages_keep_a_stream_alive_and_its_silence_counts_from_the_last(
@@ -530,11 +528,7 @@ async def test_a_failing_open_backs_off_to_the_cap_and_a_snapshot_resets_the_bac
         (47.0, "ended by the server"),
     ]
     assert sink.snapshots == [(47.0, (47.0, "back"))]
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == [
-        "inverter 2001: telemetry stream broken (UNAVAILABLE: no route); reconnecting",
-        "inverter 2001: telemetry back after 47.0 s",
-        "inverter 2001: telemetry stream ended by the server; reconnecting",
-    ]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == []
 
 
 async def test_streams_that_open_but_give_no_snapshot_keep_backing_off(
@@ -556,7 +550,6 @@ async def test_streams_that_open_but_give_no_snapshot_keep_backing_off(
     assert sink.snapshots == []
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == [
         "inverter 2001: a message carried another component's id; ignored (logged once)",
-        "inverter 2001: telemetry stream ended by the server; reconnecting",
     ]
 
 

@@ -216,14 +216,20 @@ async def test_an_unreachable_microgrid_is_waited_for_and_stop_still_works(tmp_p
         # at once instead of leaving clients hanging until the microgrid comes up.
         ready = await notify.wait_for("READY", "1")
         assert ready["STATUS"] == f"waiting for the microgrid at 127.0.0.1:{port}"
+        down = await notify.wait_for("STATUS")  # discovery failed: systemctl status says so
+        assert (
+            down["STATUS"]
+            == f"waiting for the microgrid at 127.0.0.1:{port}: UNREACHABLE, retrying"
+        )
         async with connect(tmp_path / "c.sock") as client:
-            assert (await client.result("ping"))["microgrid"] == "connecting"
+            assert (await client.result("ping"))["microgrid"] == "unreachable"
             status = await client.result("get_status")
+            assert status.pop("unreachable_for_s") >= 0.0
             assert status == {
                 "batteries": [],
                 "working": [],
                 "uncertain": [],
-                "microgrid": "connecting",
+                "microgrid": "unreachable",
             }
             refused = await client.call("set_power", {"power_w": 1000, "batteries": [1001]})
             assert refused["error"]["code"] == -32004
@@ -256,11 +262,11 @@ async def test_a_reload_while_waiting_for_the_microgrid_applies_at_once(tmp_path
         process.send_signal(signal.SIGHUP)
         await notify.wait_for("RELOADING", "1")
         reloaded = await notify.wait_for("READY", "1")
-        assert reloaded["STATUS"] == f"waiting for the microgrid at 127.0.0.1:{port}"
+        assert reloaded["STATUS"].startswith(f"waiting for the microgrid at 127.0.0.1:{port}")
         await log.wait_for("reload: applied control.max_connections")
         assert "requests.queue_size change only with a restart" in log.text
         async with connect(sock) as first:
-            assert (await first.result("ping"))["microgrid"] == "connecting"
+            assert (await first.result("ping"))["microgrid"] in {"connecting", "unreachable"}
             async with connect(sock) as second:  # past the reloaded bound of one
                 with trio.fail_after(LIMIT_S):
                     refused = await second.receive()
@@ -587,7 +593,7 @@ async def test_status_reports_a_change_made_during_its_pause_at_once(
         queued=0, waiting=0, running=0, standing=0, last_latency_s=None, setpoints={}
     )
     daemon: Any = SimpleNamespace(
-        tracker=SimpleNamespace(board=board),
+        tracker=SimpleNamespace(board=board, unreachable_since=None),
         loop=SimpleNamespace(statistics=lambda: statistics),
         link=SimpleNamespace(version="v1alpha18"),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -15,7 +16,7 @@ from distributord.core.config import StatusConfig
 from distributord.core.model import BatterySnapshot, InverterSnapshot
 from distributord.core.status import Reason, Status
 from distributord.shell.live import LiveValue, fixed
-from distributord.shell.tracker import Board, StatusTracker
+from distributord.shell.tracker import LOG_SETTLE_S, Board, StatusTracker
 from tests.snapshots import battery_snapshot, inverter_snapshot
 
 EPOCH = 1_800_000_000.0
@@ -113,12 +114,136 @@ async def test_a_silent_side_goes_stale_on_time_while_the_other_keeps_talking(
         nursery.cancel_scope.cancel()
 
 
-async def test_a_re_sent_old_sample_is_stale_on_arrival(
+async def test_an_old_time_stamp_is_clock_skew_not_staleness(
+    tracker: StatusTracker,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="distributord.shell.tracker")
+    await trio.sleep(1.0)
+    tracker.snapshot(battery(age=30.0))  # the microgrid's clock is 30 s behind ours
+    tracker.snapshot(inverter())
+    assert tracker.state(1001).status is Status.WORKING
+    assert tracker.state(1001).reasons == {Reason.CLOCK_SKEW}
+    await trio.testing.wait_all_tasks_blocked()
+    assert caplog.records[0].getMessage() == "battery 1001: not_working -> working (clock_skew)"
+    del caplog.records[0]
+    heard_at, offset = tracker.heard()[1001]
+    assert heard_at == 1.0
+    assert offset == pytest.approx(30.0)
+    assert tracker.statistics().clock_offsets[1001] == pytest.approx(30.0)
+    for _ in range(30):  # it keeps sampling: fresh, and logged once
+        await trio.sleep(0.5)
+        feed_old = battery(age=30.0)
+        tracker.snapshot(feed_old)
+        tracker.snapshot(inverter())
+    assert tracker.state(1001).status is Status.WORKING
+    tracker.snapshot(battery())  # its clock is set right
+    await trio.sleep(LOG_SETTLE_S)
+    await trio.testing.wait_all_tasks_blocked()
+    assert tracker.state(1001).reasons == frozenset()
+    assert [r.getMessage() for r in caplog.records] == [
+        "clock skew on battery 1001: sampled_at 30.0 s behind our clock (more than "
+        "max_data_age_s, 10 s); freshness is judged on receipt",
+        "clock skew ended on battery 1001",
+    ]
+
+
+async def test_a_sample_no_newer_than_the_one_before_counts_as_none(
     tracker: StatusTracker, autojump_clock: trio.testing.MockClock
 ) -> None:
-    tracker.snapshot(battery(age=12.0))
-    tracker.snapshot(inverter())
+    feed(tracker)
+    first = trio.current_time()
+    repeated = battery()
+    for _ in range(40):  # the source repeats its last sample: no sign of life
+        await trio.sleep(0.5)
+        tracker.snapshot(attrs.evolve(repeated, received_at=trio.current_time()))
+        tracker.snapshot(inverter())
     assert tracker.state(1001).reasons == {Reason.STALE_BATTERY_DATA}
+    assert tracker.state(1001).since == first + 10.0
+    assert tracker.statistics().repeated == 40
+
+
+async def test_an_outage_is_one_fact_at_once_logged_once(
+    tracker: StatusTracker,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="distributord.shell.tracker")
+    feed(tracker, 1001)
+    feed(tracker, 1002)
+    tracker.record_outcomes(succeeded=(), failed=[1002])  # blocked for 1 s
+    await trio.testing.wait_all_tasks_blocked()
+    caplog.clear()
+    for component in (1001, 2001, 1002):
+        tracker.gap(component, "broken (UNAVAILABLE: connection refused)")
+    assert tracker.unreachable_since is None  # one stream still delivers
+    await trio.sleep(0.2)
+    tracker.gap(2002, "broken (UNAVAILABLE: connection refused)")
+    down = trio.current_time()
+    assert tracker.unreachable_since == down
+    for battery_id in PAIRS:  # at once, not at max_data_age
+        assert tracker.state(battery_id).status is Status.NOT_WORKING
+        assert tracker.state(battery_id).reasons == {Reason.MICROGRID_UNREACHABLE}
+    await trio.sleep(5.0)  # the blocking window ends: still not working
+    for component in (*PAIRS, *PAIRS.values()):  # the streams keep failing while it is down
+        tracker.gap(component, "broken (UNAVAILABLE: connection refused)")
+    await trio.sleep(55.0)
+    assert {tracker.state(b).status for b in PAIRS} == {Status.NOT_WORKING}
+    assert tracker.statistics().unreachable_since == down
+    feed(tracker, 1001)
+    assert tracker.unreachable_since is None
+    assert tracker.state(1001).status is Status.WORKING
+    assert tracker.state(1002).reasons == {Reason.STALE_BATTERY_DATA, Reason.STALE_INVERTER_DATA}
+    feed(tracker, 1002)
+    assert tracker.state(1002).status is Status.WORKING  # the recovery unblocked it
+    await trio.sleep(2.0)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "WARNING",
+            "microgrid unreachable: every telemetry stream is broken (the last: inverter "
+            "2002, broken (UNAVAILABLE: connection refused)); every battery is not working "
+            "until it returns",
+        ),
+        ("INFO", "microgrid reachable again after 60.0 s: telemetry flows (battery 1001 first)"),
+        ("INFO", "battery 1001: not_working -> working"),
+        ("INFO", "battery 1002: not_working -> working"),
+    ]
+
+
+async def test_a_single_break_is_logged_after_the_settling_time_and_its_return(
+    tracker: StatusTracker,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="distributord.shell.tracker")
+    feed(tracker, 1001)
+    feed(tracker, 1002)
+    await trio.testing.wait_all_tasks_blocked()
+    caplog.clear()
+    tracker.gap(2001, "silent for 5 s")
+    await trio.testing.wait_all_tasks_blocked()
+    assert caplog.records == []
+    await trio.sleep(LOG_SETTLE_S)
+    await trio.testing.wait_all_tasks_blocked()
+    assert [r.getMessage() for r in caplog.records] == [
+        "inverter 2001: telemetry stream silent for 5 s; reconnecting"
+    ]
+    await trio.sleep(2.0)
+    tracker.snapshot(inverter(2001))
+    assert caplog.records[-1].getMessage() == "inverter 2001: telemetry back after 3.0 s"
+    # Several at once: one line. A short break is told with its return.
+    for component in (1001, 1002, 2002):
+        tracker.gap(component, "ended by the server")
+    await trio.sleep(0.5)
+    tracker.snapshot(battery(1002))
+    await trio.sleep(LOG_SETTLE_S)
+    await trio.testing.wait_all_tasks_blocked()
+    assert [r.getMessage() for r in caplog.records[2:]] == [
+        "battery 1002: telemetry stream ended by the server; back after 0.5 s",
+        "2 telemetry streams broke (ended by the server): components 1001, 2002; reconnecting",
+    ]
+    assert tracker.unreachable_since is None
 
 
 async def test_the_blocking_window_ends_exactly_on_time(
@@ -206,6 +331,7 @@ async def test_the_fleet_builds_pairs_from_the_latest_snapshots(
     first = tracker.fleet.pair(1001)
     assert first is not None
     assert tracker.fleet.pair(1001) is first  # kept until new telemetry
+    await trio.sleep(0.1)
     tracker.snapshot(battery(soc_pct=60.0))
     second = tracker.fleet.pair(1001)
     assert second is not None
@@ -217,6 +343,7 @@ async def test_the_broken_cache_keeps_the_last_valid_values_for_its_ttl(
     tracker: StatusTracker, autojump_clock: trio.testing.MockClock
 ) -> None:
     feed(tracker)
+    await trio.sleep(0.1)
     tracker.snapshot(battery(soc_pct=float("nan")))
     pair = tracker.fleet.pair(1001)
     assert pair is not None

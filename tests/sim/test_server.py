@@ -616,6 +616,37 @@ def test_dropped_streams_end_with_unavailable_and_later_ones_work(
     assert battery(stub, 1001).soc_pct == 50.0
 
 
+def test_a_clock_offset_shifts_the_sample_times(sim: Simulator, stub: Any) -> None:
+    sim.set_fault(1001, clock_offset_s=-30.0)
+    before = time.time()
+    behind = battery(stub, 1001).sampled_at
+    assert before - 30.5 < behind < time.time() - 29.5
+    assert abs(inverter(stub, 2001).sampled_at - time.time()) < 0.5  # only that component
+    with pytest.raises(ScenarioError, match="clock_offset_s"):
+        sim.set_fault(1001, clock_offset_s=math.inf)
+
+
+def test_an_outage_ends_every_stream_fails_every_call_and_ends_with_the_world_kept(
+    sim: Simulator, stub: Any
+) -> None:
+    set_power(stub, 2001, 2000.0)
+    calls = [open_stream(stub, c) for c in (1001, 2001)]
+    for call in calls:
+        next(call)
+    sim.outage()
+    assert [stream_error(call) for call in calls] == ["UNAVAILABLE", "UNAVAILABLE"]
+    assert stream_error(open_stream(stub, 1001)) == "UNAVAILABLE"
+    assert refused(stub, 2001, 1000.0) == "UNAVAILABLE"
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ListComponents(v1.ComponentsRequest(), timeout=TIMEOUT)
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert sim.setpoint(2001) == 2000.0  # the world goes on
+    sim.outage(down=False)
+    assert inverter(stub, 2001).active_power_w == 2000.0
+    set_power(stub, 2001, 1000.0)
+    assert sim.setpoint(2001) == 1000.0
+
+
 def test_fault_api_errors(sim: Simulator) -> None:
     with pytest.raises(TypeError):
         sim.set_fault(2001, command_flaky=True)

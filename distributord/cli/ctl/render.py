@@ -63,6 +63,10 @@ def render_ping(result: Mapping[str, Any], path: str) -> list[str]:
     line = f"distributord {result['version']} at {path}, up {format_duration(result['uptime_s'])}"
     if result.get("microgrid") == "connecting":
         line += "; the microgrid is not connected yet"
+    elif result.get("microgrid") == "unreachable":
+        line += "; the microgrid is UNREACHABLE"
+        if "unreachable_for_s" in result:
+            line += f" for {format_duration(result['unreachable_for_s'])}"
     elif "microgrid_api" in result:
         line += f"; Microgrid API {result['microgrid_api']}"
     return [line]
@@ -74,6 +78,8 @@ def render_status(result: Mapping[str, Any], path: str) -> list[str]:
     batteries = result["batteries"]
     if result.get("microgrid") == "connecting":
         return ["no batteries yet: the microgrid is not connected"]
+    if result.get("microgrid") == "unreachable" and not batteries:
+        return ["no batteries yet: the microgrid is unreachable"]
     if not batteries:
         return ["no batteries"]
     rows = []
@@ -103,7 +109,10 @@ def render_status(result: Mapping[str, Any], path: str) -> list[str]:
     summary = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in counts.items())
     if "microgrid_api" in result:
         summary += f" (Microgrid API {result['microgrid_api']})"
-    return [*table(header, rows, right=(0, 1, 3, 4, 5)), f"{len(batteries)} batteries: {summary}"]
+    lines = [*table(header, rows, right=(0, 1, 3, 4, 5)), f"{len(batteries)} batteries: {summary}"]
+    if result.get("microgrid") == "unreachable":
+        lines.append("the microgrid is UNREACHABLE: every telemetry stream is broken")
+    return lines
 
 
 def render_components(result: Mapping[str, Any], path: str) -> list[str]:

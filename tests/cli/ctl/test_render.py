@@ -457,3 +457,15 @@ def test_unexpected_arbitration_result_exits_3_without_traceback(
 )
 def test_format_battery_set(batteries: list[int], text: str) -> None:
     assert render.format_battery_set(batteries) == text
+
+
+def test_ping_and_status_say_when_the_microgrid_is_unreachable(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    down = {"microgrid": "unreachable", "unreachable_for_s": 75.0, "microgrid_api": "v1alpha18"}
+    daemon.answers["ping"] = reply({"version": "0.1.0", "uptime_s": 3600.0, **down})
+    assert run(daemon, "ping") == 0
+    assert "; the microgrid is UNREACHABLE for 1 min 15 s" in capsys.readouterr().out
+    daemon.answers["get_status"] = reply({"batteries": [], "working": [], "uncertain": [], **down})
+    assert run(daemon, "status") == 0
+    assert capsys.readouterr().out == "no batteries yet: the microgrid is unreachable\n"
