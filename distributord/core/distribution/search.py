@@ -3,12 +3,16 @@
 Theory of operation
 -------------------
 When the exclusion minimums of the pairs still running exceed the request's magnitude ``M``,
-water-filling cannot satisfy them all, and a choice is needed: keep the largest weights, meet
-``M`` exactly if any choice can, else deliver the largest magnitude below ``M``. In general
-this is subset-sum, so the search stops after :data:`SEARCH_BUDGET` steps and then uses the
-best choice it found; it only runs for fleets whose allowed windows ``[m, u]`` are narrow
-compared with the request. The search only chooses; :mod:`.waterfill` then places the power
-over the chosen pairs.
+water-filling cannot satisfy them all, and a choice is needed: meet ``M`` exactly if any
+choice can, else deliver the largest magnitude below ``M``. Among choices that place the same
+power, a fair one wins ("Fair choices under minimums"): identical pairs all run or all stop,
+so they get identical setpoints; then the largest weights are kept. The search therefore
+chooses among groups of identical pairs first (all of a group or none of it), and splits a
+group only if no such choice meets ``M`` and splitting places more. In general this is
+subset-sum, so the search stops when its budget ends and then uses the best choice it found;
+it only runs for fleets whose allowed windows ``[m, u]`` are narrow compared with the
+request. The search only chooses; :mod:`.waterfill` then places the power over the chosen
+pairs.
 
 The budget is time (``distribution.search_budget_ms``, :class:`SearchBudget`), read from a clock
 the caller passes in: the core reads no clock of its own. Without one (tests, benchmarks) the
@@ -66,15 +70,16 @@ def _search(
     u: Sequence[float],
     budget: SearchBudget | None = None,
 ) -> tuple[set[int], float, bool]:
-    """Choose which pairs with a minimum run (rule 6): exact within the budget.
+    """Choose which pairs with a minimum run (rule 6): exact within the budget, fair first.
 
     Pairs without a minimum always run: they widen what is reachable and never raise its floor.
-    A set ``S`` reaches every magnitude in ``[Σ_S m, Σ_S u + U0]``. Depth-first over the pairs
-    with a minimum, heaviest first, trying "run it" before "drop it", visits the choices in
-    order of preference; the first branch whose caps already reach ``target`` is completed
-    greedily (run each further pair whose minimum still fits) and wins. Branches that cannot
-    beat the best partial answer are pruned. The depth-first search has half the budget; if it
-    ends without an exact choice, :func:`_polish` improves the best one found with the rest.
+    Among choices that place the same power a fair one wins ("Fair choices under minimums"):
+    pairs with the same weight, minimum and cap (identical inputs give identical ones) run all
+    alike or not at all, and then get identical setpoints. So the search first chooses among
+    such groups, each one item with window ``[g·m, g·u]``, with half the budget; only if no
+    group choice meets ``target`` does it choose pair by pair with what is left, and a choice
+    that splits a group wins only by placing more. A fleet without such groups is searched
+    once, pair by pair, with the whole budget.
 
     Returns:
         The chosen pairs with a minimum, the largest magnitude up to ``target`` they reach, and
@@ -84,6 +89,100 @@ def _search(
     base_cap = math.fsum(u[k] for k in range(n) if m[k] <= 0.0)
     # Stable sort of an id-ordered list: equal weights stay in id order.
     items = sorted((k for k in range(n) if m[k] > 0.0), key=lambda k: -w[k])
+    clock = budget.clock if budget is not None else None
+    start = clock() if clock is not None else 0.0
+    seconds = budget.seconds if budget is not None else 0.0
+    groups = _identical(items, w, m, u)
+    if len(groups) == len(items):
+        chosen, reached, cut_short, _ = _choose(
+            target, w, m, u, items, base_cap, clock, start, seconds, SEARCH_STEPS
+        )
+        return chosen, reached, cut_short
+    # Fair first: a group of g identical pairs is one item, all of it or none.
+    sizes = [len(group) for group in groups]
+    heads = [group[0] for group in groups]
+    group_w = [w[k] for k in heads]
+    group_m = [g * m[k] for g, k in zip(sizes, heads, strict=True)]
+    group_u = [g * u[k] for g, k in zip(sizes, heads, strict=True)]
+    picked, fair_reached, _, spent = _choose(
+        target,
+        group_w,
+        group_m,
+        group_u,
+        range(len(groups)),
+        base_cap,
+        clock,
+        start,
+        seconds / 2.0,
+        SEARCH_STEPS // 2,
+    )
+    fair = {k for index in picked for k in groups[index]}
+    if fair_reached >= target:
+        return fair, target, False
+    # No fair choice meets it: pair by pair, with the rest of the budget. Within a group the
+    # last by id is tried first, so the first by id is dropped first, as rule 5 drops them.
+    slots = {k: i for i, k in enumerate(items)}
+    by_pair = list(items)
+    for group in groups:
+        if len(group) > 1:
+            for k, slot in zip(reversed(group), [slots[k] for k in group], strict=True):
+                by_pair[slot] = k
+    now = clock() if clock is not None else 0.0
+    chosen, reached, cut_short, _ = _choose(
+        target,
+        w,
+        m,
+        u,
+        by_pair,
+        base_cap,
+        clock,
+        now,
+        start + seconds - now,
+        SEARCH_STEPS - spent,
+    )
+    if reached > fair_reached:
+        return chosen, reached, cut_short
+    # As much, fairly. Whether the budget ended the pair-by-pair search before it could rule
+    # out more still decides the reasons.
+    return fair, fair_reached, cut_short
+
+
+def _identical(
+    items: Sequence[int], w: Sequence[float], m: Sequence[float], u: Sequence[float]
+) -> list[list[int]]:
+    """``items`` grouped by equal ``(w, m, u)``, in the order of each group's first item."""
+    groups: dict[tuple[float, float, float], list[int]] = {}
+    for k in items:
+        groups.setdefault((w[k], m[k], u[k]), []).append(k)
+    return list(groups.values())
+
+
+def _choose(
+    target: float,
+    w: Sequence[float],
+    m: Sequence[float],
+    u: Sequence[float],
+    items: Sequence[int],
+    base_cap: float,
+    clock: Callable[[], float] | None,
+    start: float,
+    seconds: float,
+    step_limit: int,
+) -> tuple[set[int], float, bool, int]:
+    """The search proper over ``items`` (heaviest first), from ``start`` for ``seconds``.
+
+    A set ``S`` reaches every magnitude in ``[Σ_S m, Σ_S u + U0]``. Depth-first over the
+    items, trying "run it" before "drop it", visits the choices in order of preference; the
+    first branch whose caps already reach ``target`` is completed greedily (run each further
+    item whose minimum still fits) and wins. Branches that cannot beat the best partial answer
+    are pruned. The depth-first search has half the budget; if it ends without an exact
+    choice, :func:`_polish` improves the best one found with the rest. Without a clock the
+    budget is ``step_limit`` steps.
+
+    Returns:
+        The chosen items, the largest magnitude up to ``target`` they reach, whether the budget
+        ended the search first, and the steps taken.
+    """
     suffix_cap = [0.0] * (len(items) + 1)
     for i in range(len(items) - 1, -1, -1):
         suffix_cap[i] = suffix_cap[i + 1] + u[items[i]]
@@ -92,9 +191,6 @@ def _search(
     # deep as the fleet would overflow Python's limit.
     stack: list[tuple[int, float, float, _Chosen]] = [(0, 0.0, base_cap, _Chosen.EMPTY)]
     steps = 0
-    clock = budget.clock if budget is not None else None
-    start = clock() if clock is not None else 0.0
-    seconds = budget.seconds if budget is not None else 0.0
 
     exact: set[int] = set()
 
@@ -131,24 +227,24 @@ def _search(
     if by_watts is not None:
         chosen_set, reached, settled = by_watts
         if settled:
-            return chosen_set, reached, False
+            return chosen_set, reached, False, steps
         best_value, best = reached, _Chosen.EMPTY
         for k in chosen_set:
             best = _Chosen(k, best)
     # Half the budget depth-first; then polish its best; then the rest depth-first again.
-    if run(start + seconds / 2.0, SEARCH_STEPS // 2):
-        return exact, target, False
+    if run(start + seconds / 2.0, step_limit // 2):
+        return exact, target, False, steps
     if not stack:
-        return set(best.as_list()), best_value, False  # exhausted: nothing reaches more
+        return set(best.as_list()), best_value, False, steps  # exhausted: nothing reaches more
     polished = set(best.as_list())
     reached = _polish(target, m, u, items, polished, base_cap, clock, start + seconds)
     if reached >= target:
-        return polished, target, False
-    if run(start + seconds, SEARCH_STEPS):
-        return exact, target, False
+        return polished, target, False, steps
+    if run(start + seconds, step_limit):
+        return exact, target, False, steps
     if best_value > reached:
-        return set(best.as_list()), best_value, bool(stack)
-    return polished, reached, True
+        return set(best.as_list()), best_value, bool(stack), steps
+    return polished, reached, True, steps
 
 
 _WATT_WORDS = 100_000

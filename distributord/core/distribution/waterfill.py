@@ -14,6 +14,8 @@ battery-id order. :func:`split` places a magnitude ``M > 0`` over them, followin
 5. A pair whose share falls below its minimum is dropped to ``0``, the smallest weight first,
    and the others re-filled — as long as the rest can still take ``M``. If dropping it would
    leave ``M`` unreachable, such pairs run at their minimum instead ("raised to minimum").
+   Identical pairs (equal weight, minimum and cap) are dropped together or not at all, so
+   they get identical setpoints ("Fair choices under minimums").
    If the minimums of the pairs still running exceed ``M``, :mod:`.search` chooses which
    pairs run (rule 6).
 
@@ -35,7 +37,7 @@ from operator import ge, itemgetter, lt, truediv
 from typing import Any, NamedTuple, TypeAlias
 
 from distributord.core.distribution.rows import Allotment
-from distributord.core.distribution.search import SearchBudget, _search
+from distributord.core.distribution.search import SearchBudget, _identical, _search
 
 _MARGIN = 1e-12
 """Relative distance from a breakpoint within which the fast path defers to the exact one, so
@@ -200,8 +202,11 @@ class _CapLevel:
     ) -> tuple[list[int], bool]:
         """Rule 5: drop each pair of ``below`` (in order) still below its minimum.
 
-        A pair is dropped only if the others' caps can still take the whole target; the walk
-        stops at the first one that cannot be ("stuck").
+        Pairs with identical ``(w, m, u)`` are dropped together or not at all, at the place of
+        the first of them: dropping one of two identical pairs and running the other is unfair,
+        and a fair choice that places as much must win ("Fair choices under minimums"). A
+        group is dropped only if the others' caps can still take the whole target; the walk
+        stops at the first one that cannot be ("stuck"), and the group keeps running whole.
 
         Returns:
             The dropped pairs and whether the walk got stuck.
@@ -209,17 +214,20 @@ class _CapLevel:
         w, u, capped, running = self._w, self._u, self.capped, self.running
         goal, running_cap, level = self._goal, total_cap, self.value
         dropped: list[int] = []
-        for k in below:
+        for group in _identical(below, w, m, u):
+            k = group[0]
             if capped[k] or min_ratio[k] <= level:
                 continue
-            if running_cap - u[k] < goal:
+            group_cap = u[k] if len(group) == 1 else math.fsum(u[j] for j in group)
+            if running_cap - group_cap < goal:
                 self.value = level
                 return dropped, True
-            running_cap -= u[k]
-            dropped.append(k)
-            running[k] = False
-            self._free_w -= w[k]
-            self._free_n -= 1
+            running_cap -= group_cap
+            for j in group:
+                dropped.append(j)
+                running[j] = False
+                self._free_w -= w[j]
+                self._free_n -= 1
             if self._free_w < self._exact_w * _CANCELLED:
                 self._free_w = self._exact_w = math.fsum(
                     w[j] for j in range(len(w)) if running[j] and not capped[j]
