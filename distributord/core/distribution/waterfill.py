@@ -211,6 +211,8 @@ class _CapLevel:
         Returns:
             The dropped pairs and whether the walk got stuck.
         """
+        if not below:  # no minimums, or none binds: the common case
+            return [], False
         w, u, capped, running = self._w, self._u, self.capped, self.running
         goal, running_cap, level = self._goal, total_cap, self.value
         dropped: list[int] = []
