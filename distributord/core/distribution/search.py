@@ -30,6 +30,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import ClassVar
 
 import attrs
@@ -85,8 +86,11 @@ def _search(
     """
     allowance = _Allowance(budget)
     items = sorted((k for k in range(len(w)) if m[k] > 0.0), key=lambda k: -w[k])
-    groups = _identical(items, w, m, u)
-    alike = len(groups) < len(items)
+    groups: list[list[int]] = []
+    # Identical pairs have equal weights: a set of the weights rules them out at C speed.
+    if len(items) > 1 and len(set(itemgetter(*items)(w))) < len(items):
+        groups = _identical(items, w, m, u)
+    alike = 0 < len(groups) < len(items)
     by_pair = _search_pairs(target, w, m, u, items, allowance, 0.5 if alike else 1.0)
     if not alike or not _splits(by_pair[0], groups):
         return by_pair

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate, chain, compress
 from operator import ge, itemgetter, lt, truediv
 from typing import Any, NamedTuple, TypeAlias
@@ -129,6 +129,8 @@ def _split_binding(
     # is not below its minimum at the first level never will be.
     start, capped = level.value, level.capped
     below = [k for k in compress(range(len(w)), m) if min_ratio[k] > start and not capped[k]]
+    if not below:  # no minimum binds: the common case
+        return _assemble(target, w, m, u, level.capped, [], [], level.next_cap_ratio())
     below.sort(key=w.__getitem__)
     searched: list[tuple[set[int], float, bool]] = []
 
@@ -138,12 +140,13 @@ def _split_binding(
             searched.append(_search(target, w, m, u, budget))
         return searched[0]
 
-    first, chose = _minimums(target, w, m, u, level, below, min_ratio, total_cap, choose, False)
-    if not chose or not _splits_alike(first[1], w, m, u):
+    first, how = _minimums(target, w, m, u, level, below, min_ratio, total_cap, choose, False)
+    # Rule 5 drops only pairs of `below`, and a pair identical to one of them is in it too.
+    if how is None or not _splits_alike(first[1], w, m, u, below if how == "walk" else None):
         return first
     level = _CapLevel(target, w, u, cap_ratio, total_w, lowest_cap)
     fair, _ = _minimums(target, w, m, u, level, below, min_ratio, total_cap, choose, True)
-    if fair[0] >= first[0] and not _splits_alike(fair[1], w, m, u):
+    if fair[0] >= first[0] and not _splits_alike(fair[1], w, m, u, None):
         return fair
     return first
 
@@ -159,37 +162,50 @@ def _minimums(
     total_cap: float,
     choose: Callable[[], tuple[set[int], float, bool]],
     together: bool,
-) -> tuple[tuple[float, list[float], list[Allotment]], bool]:
+) -> tuple[tuple[float, list[float], list[Allotment]], str | None]:
     """Rules 5 and 6 from the level of the caps: drop pairs below their minimum, or search.
 
     ``together``: identical pairs are dropped together or not at all.
 
     Returns:
-        ``(placed, setpoints, reasons)``, and whether some pair with a minimum was left at 0
-        (dropped by rule 5, or not chosen by the search).
+        ``(placed, setpoints, reasons)``, and what left pairs with a minimum at 0: ``"walk"``
+        (rule 5), ``"search"`` (rule 6), or None if none is.
     """
     n = len(w)
     dropped, stuck = level.drop_below_minimum(below, m, min_ratio, total_cap, together=together)
+    how = "walk" if dropped else None
     if not stuck:
         return (
             _assemble(target, w, m, u, level.capped, [], dropped, level.next_cap_ratio()),
-            bool(dropped),
+            how,
         )
     gone = set(dropped)
     members = [k for k in range(n) if k not in gone]
     if math.fsum(m[k] for k in members) <= target:
         lam = _clamp_level(target, w, m, u, members)
-        return _classify(target, w, m, u, lam, dropped), bool(dropped)
+        return _classify(target, w, m, u, lam, dropped), how
     # Rule 6: the running pairs' minimums exceed the target. Choose afresh among all.
-    return _chosen(target, w, m, u, choose()), True
+    return _chosen(target, w, m, u, choose()), "search"
 
 
 def _splits_alike(
-    xs: Sequence[float], w: Sequence[float], m: Sequence[float], u: Sequence[float]
+    xs: Sequence[float],
+    w: Sequence[float],
+    m: Sequence[float],
+    u: Sequence[float],
+    scope: Sequence[int] | None,
 ) -> bool:
-    """Whether some pair with a minimum is at 0 beside an identical one (same w, m, u) that runs."""
+    """Whether a pair with a minimum is at 0 beside an identical one (same w, m, u) that runs.
+
+    Only pairs of ``scope`` are compared (None: all pairs with a minimum). Identical pairs
+    have equal weights: without two equal weights there is nothing to compare, and a set of
+    the weights says so at C speed.
+    """
+    pairs = list(compress(range(len(w)), m)) if scope is None else scope
+    if len(pairs) < 2 or len(set(itemgetter(*pairs)(w))) == len(pairs):
+        return False
     running: dict[tuple[float, float, float], bool] = {}
-    for k in compress(range(len(w)), m):
+    for k in pairs:
         if running.setdefault((w[k], m[k], u[k]), xs[k] > 0.0) is not (xs[k] > 0.0):
             return True
     return False
@@ -288,17 +304,15 @@ class _CapLevel:
         Returns:
             The dropped pairs and whether the walk got stuck.
         """
-        if not below:  # no minimums, or none binds: the common case
-            return [], False
         w, u, capped, running = self._w, self._u, self.capped, self.running
         goal, running_cap, level = self._goal, total_cap, self.value
         dropped: list[int] = []
-        groups = _identical(below, w, m, u) if together else [[k] for k in below]
+        groups: Iterable[Sequence[int]] = _identical(below, w, m, u) if together else zip(below)
         for group in groups:
             k = group[0]
             if capped[k] or min_ratio[k] <= level:
                 continue
-            group_cap = u[k] if len(group) == 1 else math.fsum(u[j] for j in group)
+            group_cap = math.fsum(u[j] for j in group) if together else u[k]
             if running_cap - group_cap < goal:
                 self.value = level
                 return dropped, True
