@@ -13,9 +13,10 @@ in proportion to its weight ``w`` (capacity and available SoC). The rules of
 4. Otherwise the split is proportional to weight, with water-filling where caps bind
    (:mod:`.waterfill`).
 5. A share below its pair's minimum is dropped, or raised to the minimum when dropping it would
-   leave ``M`` unreachable (:mod:`.waterfill`).
+   leave ``M`` unreachable (:mod:`.waterfill`); a choice that drops some of a group of
+   identical pairs gives way to a fair one that places as much.
 6. If the minimums of the pairs still running exceed ``M``, an exact search chooses which pairs
-   run (:mod:`.search`).
+   run (:mod:`.search`), a fair choice first among those placing the same power.
 
 The modules, from the bottom up:
 

@@ -332,9 +332,13 @@ def split_equally(
             edge, gap = merged["inclusion_upper"], merged["exclusion_upper"]
         else:
             edge, gap = 0.0 - merged["inclusion_lower"], 0.0 - merged["exclusion_lower"]
-        cap = min(max(edge, 0.0), PLAUSIBLE_LIMIT) if math.isfinite(edge) else PLAUSIBLE_LIMIT
+        # float(): bounds given as ints stayed ints here, and the search's whole-watt test
+        # (float.is_integer) failed on them with an AttributeError.
+        cap = (
+            min(max(float(edge), 0.0), PLAUSIBLE_LIMIT) if math.isfinite(edge) else PLAUSIBLE_LIMIT
+        )
         # Unknown (nan): no minimum. +inf: only 0 is allowed (it is above any cap).
-        floor = 0.0 if math.isnan(gap) else max(gap, 0.0)
+        floor = 0.0 if math.isnan(gap) else max(float(gap), 0.0)
         caps.append(cap)
         minimums.append(floor)
         status.append(

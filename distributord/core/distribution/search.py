@@ -3,21 +3,26 @@
 Theory of operation
 -------------------
 When the exclusion minimums of the pairs still running exceed the request's magnitude ``M``,
-water-filling cannot satisfy them all, and a choice is needed: keep the largest weights, meet
-``M`` exactly if any choice can, else deliver the largest magnitude below ``M``. In general
-this is subset-sum, so the search stops after :data:`SEARCH_BUDGET` steps and then uses the
-best choice it found; it only runs for fleets whose allowed windows ``[m, u]`` are narrow
-compared with the request. The search only chooses; :mod:`.waterfill` then places the power
-over the chosen pairs.
+water-filling cannot satisfy them all, and a choice is needed: meet ``M`` exactly if any
+choice can, else deliver the largest magnitude below ``M``, keeping the largest weights.
+Among choices that place the same power a fair one wins ("Fair choices under minimums"):
+identical pairs all run or all stop, so they get identical setpoints. The search chooses pair
+by pair first; if its choice runs some of a group of identical pairs and not the others, it
+chooses again among whole groups, and that choice wins if it places as much. In general this
+is subset-sum, so the search stops when its budget ends and then uses the best choice it
+found; it only runs for fleets whose allowed windows ``[m, u]`` are narrow compared with the
+request. The search only chooses; :mod:`.waterfill` then places the power over the chosen
+pairs.
 
 The budget is time (``distribution.search_budget_ms``, :class:`SearchBudget`), read from a clock
 the caller passes in: the core reads no clock of its own. Without one (tests, benchmarks) the
-search counts steps instead (:data:`SEARCH_STEPS`). When the budget ends the search before it
-finds an exact choice, it keeps the best choice found, and the pairs it did not choose say so
-(``Allotment.SEARCH_BUDGET_ENDED``). Exact subset sums are NP-hard; for fleets of fixed-power
-inverters (``m = u``) beyond a few dozen pairs the budget can end the search a few watts short
-of a reachable request (``python -m bench.distribution --fixed-power`` measures
-how far).
+search counts steps instead (:data:`SEARCH_STEPS`). With identical pairs in the fleet, the
+pair-by-pair search has half the budget and the search among groups what is left. When the
+budget ends the search before it finds an exact choice, it keeps the best choice found, and
+the pairs it did not choose say so (``Allotment.SEARCH_BUDGET_ENDED``). Exact subset sums are
+NP-hard; for fleets of fixed-power inverters (``m = u``) beyond a few dozen pairs the budget
+can end the search a few watts short of a reachable request (``python -m bench.distribution
+--fixed-power`` measures how far).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import ClassVar
 
 import attrs
@@ -66,24 +72,173 @@ def _search(
     u: Sequence[float],
     budget: SearchBudget | None = None,
 ) -> tuple[set[int], float, bool]:
-    """Choose which pairs with a minimum run (rule 6): exact within the budget.
+    """Choose which pairs with a minimum run (rule 6): exact within the budget, fair first.
 
-    Pairs without a minimum always run: they widen what is reachable and never raise its floor.
-    A set ``S`` reaches every magnitude in ``[Σ_S m, Σ_S u + U0]``. Depth-first over the pairs
-    with a minimum, heaviest first, trying "run it" before "drop it", visits the choices in
-    order of preference; the first branch whose caps already reach ``target`` is completed
-    greedily (run each further pair whose minimum still fits) and wins. Branches that cannot
-    beat the best partial answer are pruned. The depth-first search has half the budget; if it
-    ends without an exact choice, :func:`_polish` improves the best one found with the rest.
+    Pair by pair first (:func:`_search_pairs`), as if no two pairs were alike. If that choice
+    runs some of a group of identical pairs and not the others, :func:`_search_fair` looks
+    for a choice that runs each group whole or not at all, and that one wins if it places as
+    much ("Fair choices under minimums"). With identical pairs in the fleet the first search
+    has half the budget, the second what is left.
 
     Returns:
         The chosen pairs with a minimum, the largest magnitude up to ``target`` they reach, and
         whether the budget ended the search first.
     """
-    n = len(w)
-    base_cap = math.fsum(u[k] for k in range(n) if m[k] <= 0.0)
-    # Stable sort of an id-ordered list: equal weights stay in id order.
-    items = sorted((k for k in range(n) if m[k] > 0.0), key=lambda k: -w[k])
+    allowance = _Allowance(budget)
+    items = sorted((k for k in range(len(w)) if m[k] > 0.0), key=lambda k: -w[k])
+    groups: list[list[int]] = []
+    # Identical pairs have equal weights: a set of the weights rules them out at C speed.
+    if len(items) > 1 and len(set(itemgetter(*items)(w))) < len(items):
+        groups = _identical(items, w, m, u)
+    alike = 0 < len(groups) < len(items)
+    by_pair = _search_pairs(target, w, m, u, items, allowance, 0.5 if alike else 1.0)
+    if not alike or not _splits(by_pair[0], groups):
+        return by_pair
+    fair = _search_fair(target, w, m, u, items, groups, allowance)
+    if fair[1] < by_pair[1]:
+        return by_pair
+    # As much, fairly. If neither meets the target, whether the budget ended a search before
+    # it could rule out more still decides the reasons.
+    return fair[0], fair[1], fair[1] < target and (fair[2] or by_pair[2])
+
+
+def _splits(chosen: set[int], groups: Sequence[Sequence[int]]) -> bool:
+    """Whether ``chosen`` holds some pairs of a group but not all of them."""
+    return any(len(group) > 1 and len({k in chosen for k in group}) > 1 for group in groups)
+
+
+class _Allowance:
+    """What is left of one request's search budget, shared by the searches made for it.
+
+    The clock is first read when a search starts. Without a clock the budget is
+    :data:`SEARCH_STEPS` steps in all.
+    """
+
+    __slots__ = ("_clock", "_deadline", "_seconds", "_steps")
+
+    def __init__(self, budget: SearchBudget | None) -> None:
+        self._clock = budget.clock if budget is not None else None
+        self._seconds = budget.seconds if budget is not None else 0.0
+        self._deadline: float | None = None
+        self._steps = SEARCH_STEPS
+
+    @property
+    def clock(self) -> Callable[[], float] | None:
+        """The caller's clock, or None (count steps)."""
+        return self._clock
+
+    def take(self, share: float) -> tuple[float, float, int]:
+        """``(start, seconds, steps)``: ``share`` of what is left, from now."""
+        now = self._clock() if self._clock is not None else 0.0
+        if self._deadline is None:
+            self._deadline = now + self._seconds
+        return now, (self._deadline - now) * share, int(self._steps * share)
+
+    def spend(self, steps: int) -> None:
+        """Count ``steps`` as taken."""
+        self._steps -= steps
+
+
+def _search_pairs(
+    target: float,
+    w: Sequence[float],
+    m: Sequence[float],
+    u: Sequence[float],
+    items: Sequence[int],
+    allowance: _Allowance,
+    share: float,
+) -> tuple[set[int], float, bool]:
+    """Choose pair by pair among ``items``, with ``share`` of what is left of the budget.
+
+    Returns:
+        As :func:`_search`.
+    """
+    base_cap = math.fsum(u[k] for k in range(len(w)) if m[k] <= 0.0)
+    start, seconds, steps = allowance.take(share)
+    chosen, reached, cut_short, spent = _choose(
+        target, w, m, u, items, base_cap, allowance.clock, start, seconds, steps
+    )
+    allowance.spend(spent)
+    return chosen, reached, cut_short
+
+
+def _search_fair(
+    target: float,
+    w: Sequence[float],
+    m: Sequence[float],
+    u: Sequence[float],
+    items: Sequence[int],
+    groups: Sequence[Sequence[int]],
+    allowance: _Allowance,
+) -> tuple[set[int], float, bool]:
+    """The best fair choice, with what is left of the budget.
+
+    Pairs with the same weight, minimum and cap (identical inputs give identical ones) run
+    all alike or not at all, and then get identical setpoints: a group of ``g`` is one item
+    with the window ``[g·m, g·u]`` (``g`` pairs each in ``[m, u]`` reach every total in it).
+
+    Returns:
+        As :func:`_search`.
+    """
+    base_cap = math.fsum(u[k] for k in range(len(w)) if m[k] <= 0.0)
+    sizes = [len(group) for group in groups]
+    heads = [group[0] for group in groups]
+    group_w = [w[k] for k in heads]
+    group_m = [g * m[k] for g, k in zip(sizes, heads, strict=True)]
+    group_u = [g * u[k] for g, k in zip(sizes, heads, strict=True)]
+    start, seconds, steps = allowance.take(1.0)
+    picked, reached, cut_short, spent = _choose(
+        target,
+        group_w,
+        group_m,
+        group_u,
+        range(len(groups)),
+        base_cap,
+        allowance.clock,
+        start,
+        seconds,
+        steps,
+    )
+    allowance.spend(spent)
+    return {k for index in picked for k in groups[index]}, reached, cut_short
+
+
+def _identical(
+    items: Sequence[int], w: Sequence[float], m: Sequence[float], u: Sequence[float]
+) -> list[list[int]]:
+    """``items`` grouped by equal ``(w, m, u)``, in the order of each group's first item."""
+    groups: dict[tuple[float, float, float], list[int]] = {}
+    for k in items:
+        groups.setdefault((w[k], m[k], u[k]), []).append(k)
+    return list(groups.values())
+
+
+def _choose(
+    target: float,
+    w: Sequence[float],
+    m: Sequence[float],
+    u: Sequence[float],
+    items: Sequence[int],
+    base_cap: float,
+    clock: Callable[[], float] | None,
+    start: float,
+    seconds: float,
+    step_limit: int,
+) -> tuple[set[int], float, bool, int]:
+    """The search proper over ``items`` (heaviest first), from ``start`` for ``seconds``.
+
+    A set ``S`` reaches every magnitude in ``[Σ_S m, Σ_S u + U0]``. Depth-first over the
+    items, trying "run it" before "drop it", visits the choices in order of preference; the
+    first branch whose caps already reach ``target`` is completed greedily (run each further
+    item whose minimum still fits) and wins. Branches that cannot beat the best partial answer
+    are pruned. The depth-first search has half the budget; if it ends without an exact
+    choice, :func:`_polish` improves the best one found with the rest. Without a clock the
+    budget is ``step_limit`` steps.
+
+    Returns:
+        The chosen items, the largest magnitude up to ``target`` they reach, whether the budget
+        ended the search first, and the steps taken.
+    """
     suffix_cap = [0.0] * (len(items) + 1)
     for i in range(len(items) - 1, -1, -1):
         suffix_cap[i] = suffix_cap[i + 1] + u[items[i]]
@@ -92,9 +247,6 @@ def _search(
     # deep as the fleet would overflow Python's limit.
     stack: list[tuple[int, float, float, _Chosen]] = [(0, 0.0, base_cap, _Chosen.EMPTY)]
     steps = 0
-    clock = budget.clock if budget is not None else None
-    start = clock() if clock is not None else 0.0
-    seconds = budget.seconds if budget is not None else 0.0
 
     exact: set[int] = set()
 
@@ -131,24 +283,24 @@ def _search(
     if by_watts is not None:
         chosen_set, reached, settled = by_watts
         if settled:
-            return chosen_set, reached, False
+            return chosen_set, reached, False, steps
         best_value, best = reached, _Chosen.EMPTY
         for k in chosen_set:
             best = _Chosen(k, best)
     # Half the budget depth-first; then polish its best; then the rest depth-first again.
-    if run(start + seconds / 2.0, SEARCH_STEPS // 2):
-        return exact, target, False
+    if run(start + seconds / 2.0, step_limit // 2):
+        return exact, target, False, steps
     if not stack:
-        return set(best.as_list()), best_value, False  # exhausted: nothing reaches more
+        return set(best.as_list()), best_value, False, steps  # exhausted: nothing reaches more
     polished = set(best.as_list())
     reached = _polish(target, m, u, items, polished, base_cap, clock, start + seconds)
     if reached >= target:
-        return polished, target, False
-    if run(start + seconds, SEARCH_STEPS):
-        return exact, target, False
+        return polished, target, False, steps
+    if run(start + seconds, step_limit):
+        return exact, target, False, steps
     if best_value > reached:
-        return set(best.as_list()), best_value, bool(stack)
-    return polished, reached, True
+        return set(best.as_list()), best_value, bool(stack), steps
+    return polished, reached, True, steps
 
 
 _WATT_WORDS = 100_000

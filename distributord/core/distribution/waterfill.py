@@ -14,6 +14,9 @@ battery-id order. :func:`split` places a magnitude ``M > 0`` over them, followin
 5. A pair whose share falls below its minimum is dropped to ``0``, the smallest weight first,
    and the others re-filled — as long as the rest can still take ``M``. If dropping it would
    leave ``M`` unreachable, such pairs run at their minimum instead ("raised to minimum").
+   If the choice so made drops some of a group of identical pairs (equal weight, minimum and
+   cap) and runs the others, it is made again with each group dropped whole or not at all,
+   and that fair choice wins if it places as much ("Fair choices under minimums").
    If the minimums of the pairs still running exceed ``M``, :mod:`.search` chooses which
    pairs run (rule 6).
 
@@ -29,13 +32,13 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate, chain, compress
 from operator import ge, itemgetter, lt, truediv
 from typing import Any, NamedTuple, TypeAlias
 
 from distributord.core.distribution.rows import Allotment
-from distributord.core.distribution.search import SearchBudget, _search
+from distributord.core.distribution.search import SearchBudget, _identical, _search
 
 _MARGIN = 1e-12
 """Relative distance from a breakpoint within which the fast path defers to the exact one, so
@@ -112,25 +115,112 @@ def _split_binding(
     total_cap: float,
     budget: SearchBudget | None,
 ) -> tuple[float, list[float], list[Allotment]]:
-    """Water-filling with caps, then the exclusion minimums (rules 4 to 6)."""
-    n = len(w)
+    """Water-filling with caps, then the exclusion minimums (rules 4 to 6).
+
+    Fair choices under minimums: the choice is first made pair by pair (rule 5, then the
+    search of rule 6 if needed). If it drops some of a group of identical pairs and runs the
+    others, it is made again with each group dropped whole or not at all; that choice wins if
+    it is fair and places as much. Otherwise the first stands: a fleet whose choice splits no
+    group is split as if fairness were not asked for.
+    """
     level = _CapLevel(target, w, u, cap_ratio, total_w, lowest_cap)
     # Rule 5: the pairs below their minimum at the first level, smallest weight first (ties in
     # id order: the sort is stable). The level only rises as pairs are dropped, so a pair that
     # is not below its minimum at the first level never will be.
     start, capped = level.value, level.capped
-    below = [k for k in compress(range(n), m) if min_ratio[k] > start and not capped[k]]
+    below = [k for k in compress(range(len(w)), m) if min_ratio[k] > start and not capped[k]]
+    if not below:  # no minimum binds: the common case
+        return _assemble(target, w, m, u, level.capped, [], [], level.next_cap_ratio())
     below.sort(key=w.__getitem__)
-    dropped, stuck = level.drop_below_minimum(below, m, min_ratio, total_cap)
+    searched: list[tuple[set[int], float, bool]] = []
+
+    def choose() -> tuple[set[int], float, bool]:
+        """Rule 6, searched once: it does not depend on what rule 5 dropped."""
+        if not searched:
+            searched.append(_search(target, w, m, u, budget))
+        return searched[0]
+
+    first, how = _minimums(target, w, m, u, level, below, min_ratio, total_cap, choose, False)
+    # Rule 5 drops only pairs of `below`, and a pair identical to one of them is in it too.
+    if how is None or not _splits_alike(first[1], w, m, u, below if how == "walk" else None):
+        return first
+    level = _CapLevel(target, w, u, cap_ratio, total_w, lowest_cap)
+    fair, _ = _minimums(target, w, m, u, level, below, min_ratio, total_cap, choose, True)
+    if fair[0] >= first[0] and not _splits_alike(fair[1], w, m, u, None):
+        return fair
+    return first
+
+
+def _minimums(
+    target: float,
+    w: Sequence[float],
+    m: Sequence[float],
+    u: Sequence[float],
+    level: _CapLevel,
+    below: Sequence[int],
+    min_ratio: Sequence[float],
+    total_cap: float,
+    choose: Callable[[], tuple[set[int], float, bool]],
+    together: bool,
+) -> tuple[tuple[float, list[float], list[Allotment]], str | None]:
+    """Rules 5 and 6 from the level of the caps: drop pairs below their minimum, or search.
+
+    ``together``: identical pairs are dropped together or not at all.
+
+    Returns:
+        ``(placed, setpoints, reasons)``, and what left pairs with a minimum at 0: ``"walk"``
+        (rule 5), ``"search"`` (rule 6), or None if none is.
+    """
+    n = len(w)
+    dropped, stuck = level.drop_below_minimum(below, m, min_ratio, total_cap, together=together)
+    how = "walk" if dropped else None
     if not stuck:
-        return _assemble(target, w, m, u, level.capped, [], dropped, level.next_cap_ratio())
+        return (
+            _assemble(target, w, m, u, level.capped, [], dropped, level.next_cap_ratio()),
+            how,
+        )
     gone = set(dropped)
     members = [k for k in range(n) if k not in gone]
     if math.fsum(m[k] for k in members) <= target:
         lam = _clamp_level(target, w, m, u, members)
-        return _classify(target, w, m, u, lam, dropped)
+        return _classify(target, w, m, u, lam, dropped), how
     # Rule 6: the running pairs' minimums exceed the target. Choose afresh among all.
-    chosen, reachable, cut_short = _search(target, w, m, u, budget)
+    return _chosen(target, w, m, u, choose()), "search"
+
+
+def _splits_alike(
+    xs: Sequence[float],
+    w: Sequence[float],
+    m: Sequence[float],
+    u: Sequence[float],
+    scope: Sequence[int] | None,
+) -> bool:
+    """Whether a pair with a minimum is at 0 beside an identical one (same w, m, u) that runs.
+
+    Only pairs of ``scope`` are compared (None: all pairs with a minimum). Identical pairs
+    have equal weights: without two equal weights there is nothing to compare, and a set of
+    the weights says so at C speed.
+    """
+    pairs = list(compress(range(len(w)), m)) if scope is None else scope
+    if len(pairs) < 2 or len(set(itemgetter(*pairs)(w))) == len(pairs):
+        return False
+    running: dict[tuple[float, float, float], bool] = {}
+    for k in pairs:
+        if running.setdefault((w[k], m[k], u[k]), xs[k] > 0.0) is not (xs[k] > 0.0):
+            return True
+    return False
+
+
+def _chosen(
+    target: float,
+    w: Sequence[float],
+    m: Sequence[float],
+    u: Sequence[float],
+    choice: tuple[set[int], float, bool],
+) -> tuple[float, list[float], list[Allotment]]:
+    """Setpoints for the search's choice: the target over the chosen pairs, or all at caps."""
+    chosen, reachable, cut_short = choice
+    n = len(w)
     rejected = [k for k in range(n) if m[k] > 0.0 and k not in chosen]
     members = [k for k in range(n) if m[k] <= 0.0 or k in chosen]
     if reachable >= target:
@@ -196,12 +286,20 @@ class _CapLevel:
         self.value = level
 
     def drop_below_minimum(
-        self, below: Sequence[int], m: Sequence[float], min_ratio: Sequence[float], total_cap: float
+        self,
+        below: Sequence[int],
+        m: Sequence[float],
+        min_ratio: Sequence[float],
+        total_cap: float,
+        *,
+        together: bool,
     ) -> tuple[list[int], bool]:
         """Rule 5: drop each pair of ``below`` (in order) still below its minimum.
 
-        A pair is dropped only if the others' caps can still take the whole target; the walk
-        stops at the first one that cannot be ("stuck").
+        ``together``: pairs with identical ``(w, m, u)`` are dropped together or not at all, at
+        the place of the first of them (dropping one of two identical pairs and running the
+        other is unfair). A pair, or group, is dropped only if the others' caps can still take
+        the whole target; the walk stops at the first one that cannot be ("stuck").
 
         Returns:
             The dropped pairs and whether the walk got stuck.
@@ -209,17 +307,21 @@ class _CapLevel:
         w, u, capped, running = self._w, self._u, self.capped, self.running
         goal, running_cap, level = self._goal, total_cap, self.value
         dropped: list[int] = []
-        for k in below:
+        groups: Iterable[Sequence[int]] = _identical(below, w, m, u) if together else zip(below)
+        for group in groups:
+            k = group[0]
             if capped[k] or min_ratio[k] <= level:
                 continue
-            if running_cap - u[k] < goal:
+            group_cap = math.fsum(u[j] for j in group) if together else u[k]
+            if running_cap - group_cap < goal:
                 self.value = level
                 return dropped, True
-            running_cap -= u[k]
-            dropped.append(k)
-            running[k] = False
-            self._free_w -= w[k]
-            self._free_n -= 1
+            running_cap -= group_cap
+            for j in group:
+                dropped.append(j)
+                running[j] = False
+                self._free_w -= w[j]
+                self._free_n -= 1
             if self._free_w < self._exact_w * _CANCELLED:
                 self._free_w = self._exact_w = math.fsum(
                     w[j] for j in range(len(w)) if running[j] and not capped[j]

@@ -6,6 +6,7 @@ of reachable totals, and a builder of the worked examples' pairs.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from fractions import Fraction
@@ -87,6 +88,57 @@ def reachable_below(target: float, items: Sequence[Quantities]) -> float:
                 merged.append((lo, hi))
         intervals = merged
     return float(max(min(hi, goal) for _, hi in intervals))  # every lo is at most the goal
+
+
+def identical_groups(fleet: Sequence[Pair]) -> list[list[Pair]]:
+    """The fleet's pairs grouped by identical inputs (everything but the component ids).
+
+    Keyed by ``repr``: the snapshots hold NaN (no measured power), and NaN is not equal to
+    itself, so snapshots compared as values are never equal. Compared so, every group had one
+    pair and the fairness property never compared two.
+    """
+    groups: dict[str, list[Pair]] = {}
+    for pair in fleet:
+        key = repr(
+            (
+                attrs.evolve(pair.battery, component_id=0),
+                attrs.evolve(pair.inverter, component_id=0),
+            )
+        )
+        groups.setdefault(key, []).append(pair)
+    return list(groups.values())
+
+
+def best_fair_choice(target: float, groups: Sequence[Sequence[Quantities]]) -> Fraction:
+    """Exactly, by enumeration: the largest total up to ``target`` a *fair* choice reaches.
+
+    A fair choice runs every pair of a group of identical pairs or none of them (run alike,
+    identical pairs get identical setpoints); a group that can take power and has no minimum
+    always runs, as it can take any total down to 0. Every subset of the other groups is tried:
+    running ``S``, the fleet reaches every total in ``[Σ_S m, Σ_S u + U0]``, and counts only if
+    its minimums add up to at most ``target`` exactly (the split never places more than asked).
+    """
+    goal = Fraction(target)
+    base = Fraction(0)
+    windows: list[tuple[Fraction, Fraction]] = []
+    for group in groups:
+        q = group[0]
+        if not q.candidate:
+            continue
+        size = len(group)
+        if q.minimum <= 0:
+            base += size * Fraction(q.cap)
+        else:
+            windows.append((size * Fraction(q.minimum), size * Fraction(q.cap)))
+    best = min(base, goal)
+    for chosen in itertools.product((False, True), repeat=len(windows)):
+        floor = sum((lo for (lo, _), on in zip(windows, chosen, strict=True) if on), Fraction(0))
+        if floor <= goal:
+            cap = base + sum(
+                (hi for (_, hi), on in zip(windows, chosen, strict=True) if on), Fraction(0)
+            )
+            best = max(best, min(cap, goal))
+    return best
 
 
 def run(power: float, fleet: Sequence[Pair], exponent: float = 1.0) -> Distribution:

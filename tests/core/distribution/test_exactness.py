@@ -200,3 +200,12 @@ def test_an_infinite_exclusion_bound_allows_only_zero_in_an_equal_split() -> Non
     assert shared.setpoints == {1: 0.0}
     assert shared.reasons == {1: Allotment.MINIMUM_ABOVE_CAP}
     assert shared.remaining_w == 500.0
+
+
+def test_an_equal_split_over_bounds_given_as_ints_is_searched_without_error() -> None:
+    # Caps of 250 W and minimums of 200 W: 300 W needs the search, which raised
+    # AttributeError ('int' object has no attribute 'is_integer') on bounds given as ints.
+    bounds = PowerBounds.symmetric(250, 200)
+    shared = split_equally(300, {1: [bounds], 2: [bounds]})
+    assert shared.setpoints == {1: 250.0, 2: 0.0}  # the search tries pairs in id order
+    assert shared.remaining_w == 50.0

@@ -152,3 +152,30 @@ def test_an_unreachable_whole_watt_request_gets_the_best_below_at_once() -> None
     assert math.fsum(result.setpoints.values()) == best
     assert result.remaining_w == 20_001 - best
     assert Allotment.SEARCH_BUDGET_ENDED not in result.reasons.values()
+
+
+@pytest.mark.parametrize(("unit", "target"), [(1.0, 300.0), (1.0, 350.0), (1.0025, 300.75)])
+def test_the_search_prefers_a_fair_choice_among_those_placing_the_same(
+    unit: float, target: float
+) -> None:
+    # Heaviest first: 200 W, two identical 100 W, a lighter 100 W (minimum = cap). The heaviest
+    # and one of the identical pair meet 300 W, unfairly; the heaviest and the lightest meet it
+    # fairly ("Fair choices under minimums"). 350 W is out of reach: both place 300 W. Whole
+    # watts take the exact subset-sum, fractions of a watt the depth-first search.
+    w = [3.0, 2.0, 2.0, 1.0]
+    sizes = [200 * unit, 100 * unit, 100 * unit, 100 * unit]
+    chosen, reached, cut_short = search._search(target, w, sizes, sizes)
+    assert chosen == {0, 3}
+    assert reached == 300 * unit
+    assert not cut_short
+
+
+@pytest.mark.parametrize("unit", [1.0, 1.0025])
+def test_an_unfair_choice_is_made_only_when_it_places_more(unit: float) -> None:
+    # 100 W: only one of the identical pair meets it (both, or the 200 W pair, are too much).
+    w = [2.0, 2.0, 1.0]
+    sizes = [100 * unit, 100 * unit, 200 * unit]
+    chosen, reached, cut_short = search._search(100 * unit, w, sizes, sizes)
+    assert chosen == {0}
+    assert reached == 100 * unit
+    assert not cut_short
