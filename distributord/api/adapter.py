@@ -28,7 +28,7 @@ server.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -146,12 +146,16 @@ class SetPowerOutcome:
             v1 aborts the call with it; v1alpha18/19 answer ``REJECTED`` and end the stream.
         details: The refusal's text.
         final: How an accepted command's reply stream ends (v1alpha18/19 only).
+        ramp: When the inverter ramps (v1alpha18/19 only): awaited after ``ACCEPTED`` is sent,
+            it returns the final reply to send then (``final``, or ``OVERRIDDEN`` when a newer
+            command replaced this one meanwhile); None: ``final`` follows at once.
     """
 
     valid_until: float | None
     code: str | None = None
     details: str = ""
     final: FinalReply = FinalReply.SUCCESS
+    ramp: Callable[[], Awaitable[FinalReply]] | None = None
 
 
 class SimHandler(Protocol):

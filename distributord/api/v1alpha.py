@@ -547,14 +547,16 @@ class AlphaAdapter:
                 return
             until = _timestamp(outcome.valid_until)
             yield reply(status=status["ACCEPTED"], valid_until_time=until)
-            if outcome.final is FinalReply.END:
+            final = outcome.final
+            if final is FinalReply.END:
                 return  # no final reply: the stream just ends
-            if outcome.final is FinalReply.NONE:
+            if final is FinalReply.NONE:
                 await asyncio.Event().wait()  # until the client cancels the call
-            final = outcome.final.value  # SUCCESS, FAILED or OVERRIDDEN: the status names
+            if outcome.ramp is not None:  # the inverter ramps; then its final reply
+                final = await outcome.ramp()
             yield reply(
-                status=status[final],
-                valid_until_time=until if outcome.final is FinalReply.SUCCESS else None,
+                status=status[final.value],  # SUCCESS, FAILED or OVERRIDDEN: the status names
+                valid_until_time=until if final is FinalReply.SUCCESS else None,
             )
 
         return {
