@@ -55,7 +55,7 @@ import time
 import weakref
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, assert_never
 
 import attrs
 import trio
@@ -954,6 +954,8 @@ class RequestLoop:
                     flight.inverter,
                     late,
                 )
+            case _:
+                assert_never(late)
 
     def _log(self, request: Request, outcomes: Mapping[int, CommandError | None]) -> None:
         failures = {b: e for b, e in outcomes.items() if e is not None}
