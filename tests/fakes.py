@@ -26,19 +26,23 @@ from distributord.core.topology import Topology
 
 if TYPE_CHECKING:
     from distributord.api.adapter import Decoder
-    from distributord.shell.link import MessageStream
+    from distributord.shell.link import MessageStream, Tail
 
 
 @attrs.frozen(kw_only=True)
 class Answer:
     """Answer after ``after_s`` seconds: with ``error`` if given, else the setpoint holds.
 
-    With ``held``, the delay starts only once the test sets that event.
+    With ``held``, the delay starts only once the test sets that event. With ``ramps``, an
+    accepted command's stream goes on (v1alpha18/19): its tail is marked following and kept
+    in :attr:`Command.tail`, for the test to end (``tail.end(FinalReply.FAILED)``) or to see
+    abandoned.
     """
 
     after_s: float = 0.0
     error: CommandError | None = None
     held: trio.Event | None = None
+    ramps: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -75,6 +79,7 @@ class Command:
         ended_at: Trio time it ended (None while it runs).
         end: How it ended (None while it runs).
         error: The error it failed with, if any.
+        tail: The rest of its reply stream, when it was accepted by an inverter that ramps.
     """
 
     inverter: int
@@ -83,6 +88,7 @@ class Command:
     ended_at: float | None = None
     end: End | None = None
     error: CommandError | None = None
+    tail: Tail | None = None
 
 
 @attrs.define(kw_only=True)
@@ -157,8 +163,10 @@ class FakeMicrogrid:
         setpoints: Mapping[int, float],
         lifetime_s: int,
         land: Callable[[int, float | CommandError], None],
+        tails: Mapping[int, Tail] | None = None,
     ) -> None:
         """Record the batch and run each command as its inverter's behaviour says."""
+        tails = tails or {}
         now = trio.current_time()
         for inverter in setpoints:
             behaviour = self.behaviour.get(inverter)
@@ -173,11 +181,17 @@ class FakeMicrogrid:
         self.commanded.set()
         async with trio.open_nursery() as nursery:
             for command in batch.commands:
-                nursery.start_soon(self._run, command, lifetime_s, land)
+                nursery.start_soon(
+                    self._run, command, lifetime_s, land, tails.get(command.inverter)
+                )
         self.landed.set()
 
     async def _run(
-        self, command: Command, lifetime_s: int, land: Callable[[int, float | CommandError], None]
+        self,
+        command: Command,
+        lifetime_s: int,
+        land: Callable[[int, float | CommandError], None],
+        tail: Tail | None,
     ) -> None:
         inverter = command.inverter
         behaviour = self.behaviour.get(inverter, Answer())
@@ -200,6 +214,9 @@ class FakeMicrogrid:
         command.ended_at = trio.current_time()
         if error is None:
             command.end = End.SUCCEEDED
+            if isinstance(behaviour, Answer) and behaviour.ramps and tail is not None:
+                tail.following = True
+                command.tail = tail
             land(inverter, command.ended_at + lifetime_s)
         else:
             command.end, command.error = End.FAILED, error

@@ -9,9 +9,12 @@ adapter is the only code that touches that version's generated messages:
 * **the daemon's side**: it makes the stub, asks for the component graph, opens a component's
   telemetry stream, decodes its messages into the core's snapshots (:class:`Decoder`), and
   sends a command, turning the version's outcome into a valid-until time or a
-  :class:`~distributord.core.errors.CommandError`. The IO shell (``shell.link``) runs these
-  coroutines on the bridge's asyncio loop; gRPC errors (``grpc.aio.AioRpcError``) pass through
-  unchanged, and the link maps their status codes with :func:`command_error`.
+  :class:`~distributord.core.errors.CommandError`. Where the version answers a command with a
+  stream of replies (v1alpha18/19), the command succeeds on ``ACCEPTED`` and the rest of the
+  stream (:data:`Rest`) is handed to the caller to read in the background (``follow``). The
+  IO shell (``shell.link``) runs these coroutines on the bridge's asyncio loop; gRPC errors
+  (``grpc.aio.AioRpcError``) pass through unchanged, and the link maps their status codes
+  with :func:`command_error`.
 * **the simulator's side**: :meth:`Adapter.serve` gives the methods of the version's
   ``Microgrid`` service, served from a version-neutral :class:`SimHandler` (the simulator
   implements that once, for all versions), as plain async functions of the request message.
@@ -28,7 +31,15 @@ server.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import Any, Protocol
 
 import attrs
@@ -136,6 +147,19 @@ class FinalReply(enum.StrEnum):
     END = "END"  # no final reply: the stream ends right after ACCEPTED
 
 
+Rest = Callable[[], Coroutine[Any, Any, FinalReply]]
+"""The rest of an accepted command's reply stream (v1alpha18/19), to read in the background.
+
+Awaited, it reads until the final reply and returns it (``SUCCESS``, ``FAILED``,
+``OVERRIDDEN``; ``END`` when the stream ends without one), and ends the call; cancelling it
+cancels the call at the RPC. gRPC errors pass through."""
+
+Follow = Callable[[Rest, Callable[[], None]], None]
+"""Takes the :data:`Rest` of an accepted command's stream (:meth:`Adapter.set_power`), and a
+function that cancels the call at once, for a :data:`Rest` that is never run (or is cancelled
+before it starts)."""
+
+
 @attrs.frozen(kw_only=True)
 class SetPowerOutcome:
     """What the simulator decided about one command.
@@ -146,12 +170,16 @@ class SetPowerOutcome:
             v1 aborts the call with it; v1alpha18/19 answer ``REJECTED`` and end the stream.
         details: The refusal's text.
         final: How an accepted command's reply stream ends (v1alpha18/19 only).
+        ramp: When the inverter ramps (v1alpha18/19 only): awaited after ``ACCEPTED`` is sent,
+            it returns the final reply to send then (``final``, or ``OVERRIDDEN`` when a newer
+            command replaced this one meanwhile); None: ``final`` follows at once.
     """
 
     valid_until: float | None
     code: str | None = None
     details: str = ""
     final: FinalReply = FinalReply.SUCCESS
+    ramp: Callable[[], Awaitable[FinalReply]] | None = None
 
 
 class SimHandler(Protocol):
@@ -243,14 +271,26 @@ class Adapter(Protocol):
         ...
 
     async def set_power(
-        self, stub: Any, inverter_id: int, power_w: float, lifetime_s: int
+        self,
+        stub: Any,
+        inverter_id: int,
+        power_w: float,
+        lifetime_s: int,
+        *,
+        follow: Follow | None = None,
     ) -> float:
         """Command an inverter's active power; until when (Unix time, s) it holds.
 
+        ``follow`` given, a version with a reply stream (v1alpha18/19) succeeds on
+        ``ACCEPTED`` and hands ``follow`` the rest of the stream (:data:`Rest`) before it
+        returns; without it, it waits for the final reply. v1 (one reply) ignores it.
+
         Raises:
             CommandRejectedError: The version's refusal (v1alpha18/19: ``REJECTED``).
+            CommandOverriddenError: v1alpha18/19's ``OVERRIDDEN`` while waiting for the final
+                reply.
             CommandFailedError: The version's failure (v1alpha18/19: ``FAILED``, or the reply
-                stream ended without a final reply).
+                stream ended without a final reply, while waiting for it).
         """
         ...
 

@@ -39,6 +39,7 @@ from google.protobuf import timestamp_pb2
 from distributord.api.adapter import (
     Adapter,
     Decoder,
+    Follow,
     Rpc,
     Served,
     SimAbort,
@@ -336,11 +337,18 @@ class _V1:
         )
 
     async def set_power(
-        self, stub: Any, inverter_id: int, power_w: float, lifetime_s: int
+        self,
+        stub: Any,
+        inverter_id: int,
+        power_w: float,
+        lifetime_s: int,
+        *,
+        follow: Follow | None = None,
     ) -> float:
         """``SetComponentPowerActive``: until when it holds (nan if the reply does not say).
 
-        A refusal comes as a gRPC error, which passes through (see ``api.adapter``).
+        A refusal comes as a gRPC error, which passes through (see ``api.adapter``). v1
+        answers once: nothing is left to ``follow``.
         """
         request = set_power_request(inverter_id, power_w, lifetime_s)
         return valid_until(await stub.SetComponentPowerActive(request))

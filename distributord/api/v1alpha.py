@@ -28,13 +28,20 @@ prechargers but no relay and no fuse: the simulator sends both as breakers
 
 Commands (``SetElectricalComponentPower``) answer with a **stream** of replies
 (``spec/microgrid-api.md``): ``ACCEPTED`` (with ``valid_until_time``) or ``REJECTED``, then,
-after ``ACCEPTED``, one final reply. :meth:`AlphaAdapter.set_power` judges it:
+after ``ACCEPTED``, one final reply, which may come long after: the inverter ramps first.
+:meth:`AlphaAdapter.set_power` judges it. The daemon passes ``follow`` (issue 21): the command
+**succeeds on ACCEPTED**, with its ``valid_until_time``, and the rest of the stream is handed
+to ``follow`` (:meth:`AlphaAdapter._rest`, read by the link in the background): it returns the
+final reply (``SUCCESS``, ``FAILED``, ``OVERRIDDEN``; ``REJECTED`` after ``ACCEPTED`` counts
+as ``FAILED``), or ``END`` when the stream ends without one. ``REJECTED`` (a
+:class:`~distributord.core.errors.CommandRejectedError`) and a final reply before any
+``ACCEPTED`` are judged at once, as below.
+
+Without ``follow`` (a caller that cannot read on) it waits for the final reply:
 
 * ``SUCCESS``: the setpoint holds until its ``valid_until_time`` (``ACCEPTED``'s if absent);
-* ``OVERRIDDEN``: a newer command replaced it before it was applied. distributord never has two
-  commands in flight for one inverter, so the newer one is someone else's: our setpoint does
-  not hold. :class:`~distributord.core.errors.CommandOverriddenError`, which does not block
-  the battery (it is not the battery's failure);
+* ``OVERRIDDEN``: :class:`~distributord.core.errors.CommandOverriddenError`, which does not
+  block the battery (it is not the battery's failure);
 * ``FAILED``: :class:`~distributord.core.errors.CommandFailedError` ``"FAILED"``;
 * ``REJECTED``: :class:`~distributord.core.errors.CommandRejectedError` ``"REJECTED"``;
 * the stream ends with no final reply: :class:`~distributord.core.errors.CommandFailedError`
@@ -43,7 +50,8 @@ after ``ACCEPTED``, one final reply. :meth:`AlphaAdapter.set_power` judges it:
 A status this module does not know (a newer server's) is skipped: the next reply decides. After
 the final reply the server ends the stream; the adapter waits for that (at most
 :data:`END_GRACE_S`), so that a completed command ends as completed at the server, not as
-cancelled by us. The caller's deadline cancels the RPC; gRPC errors pass through.
+cancelled by us. The caller's deadline cancels the RPC (for the rest of a followed stream:
+cancelling :meth:`AlphaAdapter._rest`); gRPC errors pass through.
 
 This module imports protobuf and these versions' generated messages, never grpc: the stub is
 built on the channel the shell hands in (``api.common.Stub``), and ``distributord.sim.servicer``
@@ -54,6 +62,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import operator
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -72,6 +81,7 @@ from distributord.api.adapter import (
     Adapter,
     Decoder,
     FinalReply,
+    Follow,
     Rpc,
     Served,
     SimHandler,
@@ -228,6 +238,35 @@ _STATUS_PREFIX = "SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_"
 END_GRACE_S = 1.0
 """After the final reply, how long the adapter waits for the server to end the reply stream
 before it cancels the call."""
+
+
+_LATE_REPLIES = {
+    "SUCCESS": FinalReply.SUCCESS,
+    "FAILED": FinalReply.FAILED,
+    "OVERRIDDEN": FinalReply.OVERRIDDEN,
+    "REJECTED": FinalReply.FAILED,
+}
+"""What a reply after ``ACCEPTED`` says of the command's fate (:meth:`AlphaAdapter._rest`)."""
+
+
+def _verdict(status: str | None, reply: Any, accepted_until: float) -> float | Exception | None:
+    """What a reply other than ``ACCEPTED`` decides while waiting for the final reply.
+
+    Until when the setpoint holds, or the error; None for a status that decides nothing (the
+    next reply decides).
+    """
+    if status == "SUCCESS":
+        until = _until(reply)
+        return accepted_until if math.isnan(until) else until
+    if status == "OVERRIDDEN":
+        return CommandOverriddenError(
+            "OVERRIDDEN", "another command replaced it before it was applied"
+        )
+    if status == "FAILED":
+        return CommandFailedError("FAILED", "the inverter did not apply the setpoint")
+    if status == "REJECTED":
+        return CommandRejectedError("REJECTED", "the API refused the setpoint")
+    return None  # unspecified, or a newer server's status
 
 
 async def _drain(replies: AsyncIterator[Any]) -> None:
@@ -426,16 +465,34 @@ class AlphaAdapter:
         )
 
     async def set_power(
-        self, stub: Any, inverter_id: int, power_w: float, lifetime_s: int
+        self,
+        stub: Any,
+        inverter_id: int,
+        power_w: float,
+        lifetime_s: int,
+        *,
+        follow: Follow | None = None,
     ) -> float:
         """Command an inverter and judge the reply stream (see the module docstring).
+
+        Args:
+            stub: The version's stub.
+            inverter_id: The inverter.
+            power_w: Its active power, W.
+            lifetime_s: The command's ``request_lifetime``, s.
+            follow: Given, the command succeeds on ``ACCEPTED``: this gets the rest of the
+                stream (:data:`~distributord.api.adapter.Rest`) before this returns, for the
+                caller to read in the background. Without it, this waits for the final reply.
 
         Returns:
             Until when (Unix time, s) the setpoint holds; nan if no reply says.
 
         Raises:
             CommandRejectedError: ``REJECTED``.
-            CommandFailedError: ``FAILED``, or the stream ended without a final reply.
+            CommandOverriddenError: ``OVERRIDDEN`` (waiting for the final reply, or before
+                ``ACCEPTED``).
+            CommandFailedError: ``FAILED``, or the stream ended without a final reply (waiting
+                for it), or without any reply.
         """
         call = stub.SetElectricalComponentPower(
             self.set_power_request(inverter_id, power_w, lifetime_s)
@@ -444,35 +501,28 @@ class AlphaAdapter:
         accepted_until = math.nan
         verdict: float | Exception | None = None
         replies = aiter(call)
+        handed = False  # the rest of the stream went to ``follow``: the caller ends the call
         try:
             async for reply in replies:
                 status = self._status_name(reply.status)
                 if status == "ACCEPTED":
                     accepted, accepted_until = True, _until(reply)
+                    if follow is not None:
+                        follow(functools.partial(self._rest, call, replies), call.cancel)
+                        handed = True
+                        return accepted_until
                     continue
-                if status == "SUCCESS":
-                    until = _until(reply)
-                    verdict = accepted_until if math.isnan(until) else until
-                elif status == "OVERRIDDEN":
-                    verdict = CommandOverriddenError(
-                        "OVERRIDDEN", "another command replaced it before it was applied"
-                    )
-                elif status == "FAILED":
-                    verdict = CommandFailedError(
-                        "FAILED", "the inverter did not apply the setpoint"
-                    )
-                elif status == "REJECTED":
-                    verdict = CommandRejectedError("REJECTED", "the API refused the setpoint")
-                else:  # unspecified, or a newer server's status: the next reply decides
-                    continue
-                break
+                verdict = _verdict(status, reply, accepted_until)
+                if verdict is not None:
+                    break
             if verdict is not None:
                 # The server ends the stream after its final reply: let it, so that the call
                 # ends completed rather than cancelled by us (bounded; then it is cancelled).
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(_drain(replies), END_GRACE_S)
         finally:
-            await end_call(call, replies)
+            if not handed:
+                await end_call(call, replies)
         if isinstance(verdict, Exception):
             raise verdict
         if verdict is not None:
@@ -482,6 +532,26 @@ class AlphaAdapter:
             "the reply stream ended "
             + ("after ACCEPTED without a final reply" if accepted else "without any reply"),
         )
+
+    async def _rest(self, call: Any, replies: AsyncIterator[Any]) -> FinalReply:
+        """Read an accepted command's stream to its final reply; the call ends with this.
+
+        ``END`` when the stream ends without one. ``REJECTED`` after ``ACCEPTED`` (no server
+        should) counts as ``FAILED``: the setpoint is not applied. gRPC errors pass through;
+        cancelling this cancels the call.
+        """
+        try:
+            async for reply in replies:
+                status = self._status_name(reply.status)
+                final = _LATE_REPLIES.get(status or "")
+                if final is None:  # ACCEPTED again, unspecified, a newer server's: read on
+                    continue
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(_drain(replies), END_GRACE_S)
+                return final
+            return FinalReply.END
+        finally:
+            await end_call(call, replies)
 
     # -- the simulator's side -----------------------------------------------------------------
 
@@ -547,14 +617,16 @@ class AlphaAdapter:
                 return
             until = _timestamp(outcome.valid_until)
             yield reply(status=status["ACCEPTED"], valid_until_time=until)
-            if outcome.final is FinalReply.END:
+            final = outcome.final
+            if final is FinalReply.END:
                 return  # no final reply: the stream just ends
-            if outcome.final is FinalReply.NONE:
+            if final is FinalReply.NONE:
                 await asyncio.Event().wait()  # until the client cancels the call
-            final = outcome.final.value  # SUCCESS, FAILED or OVERRIDDEN: the status names
+            if outcome.ramp is not None:  # the inverter ramps; then its final reply
+                final = await outcome.ramp()
             yield reply(
-                status=status[final],
-                valid_until_time=until if outcome.final is FinalReply.SUCCESS else None,
+                status=status[final.value],  # SUCCESS, FAILED or OVERRIDDEN: the status names
+                valid_until_time=until if final is FinalReply.SUCCESS else None,
             )
 
         return {

@@ -37,9 +37,10 @@ The rules it keeps, and why:
    the old one (:meth:`Ledger.due` says which it supersedes).
 6. **Failures back off.** After a command that failed, was refused or whose outcome is unknown,
    sending the same power again waits ``retry_first_s``, doubling on each further failure up to
-   a third of the lifetime; a command that lands resets it. A refusing inverter is not
-   hammered, a release is retried as long as the daemon lives, and a new decision (another
-   power) goes out at once.
+   a third of the lifetime; a command that lands resets it (``ACCEPTED`` does not, its final
+   ``SUCCESS`` does: an inverter that fails after every ramp is not commanded every second). A
+   refusing inverter is not hammered, a release is retried as long as the daemon lives, and a
+   new decision (another power) goes out at once.
 
 What is reported as an inverter's setpoint (:meth:`Ledger.belief`) is the newest command that
 may be in force and is not in flight, while its lifetime may still run: never the last reply
@@ -325,7 +326,11 @@ class Ledger:
         answered = attrs.evolve(known, state=state, answered_at=now)
         entry.commands[index] = answered
         if index == len(entry.commands) - 1:  # the newest decides the backoff
-            if state in APPLIED:
+            if state is State.ACCEPTED:
+                # Applied, its final reply to come: nothing to retry now (a pending retry would
+                # hold back its refresh), but the count stays, so a FAILED then backs off further.
+                entry.retry_at = -math.inf
+            elif state in APPLIED:
                 entry.failures, entry.retry_at = 0, -math.inf
             else:
                 entry.failures += 1

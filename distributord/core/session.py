@@ -334,6 +334,19 @@ class Session:
         self._changes[battery] = params
         self._wake()
 
+    def announce(self, method: str, params: Mapping[str, Any]) -> None:
+        """An event for status subscribers (``command_failed``): notify.
+
+        Written after the replies, as status changes are, and kept the newest per method and
+        battery, so a client that does not read cannot grow its queue.
+        """
+        if not self.subscribed or self.phase in (Phase.REVOKED, Phase.CLOSED):
+            return
+        key = (method, params.get("battery"))
+        self._notes.pop(key, None)
+        self._notes[key] = protocol.notification_line(method, params)
+        self._wake()
+
     def close(self) -> None:
         """The daemon stops: write what waits, then end."""
         if self.phase in (Phase.OPEN, Phase.ANSWERING):
@@ -494,6 +507,7 @@ class Session:
         self._proposed = True
         if not ask.releases and not self._still_acting(call):
             return
+        ask = attrs.evolve(ask, call_id=call.id)
         verdict = self._backend.submit(ask, self._reply_to(call, request))
         if verdict is Verdict.STOPPING:
             self._decline(call, Code.SHUTTING_DOWN, SHUTTING_DOWN_MESSAGE)

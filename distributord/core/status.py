@@ -97,6 +97,9 @@ class Reason(enum.StrEnum):
     BLOCKED_AFTER_FAILURE = "blocked_after_failure"
     CLOCK_SKEW = "clock_skew"
     MICROGRID_UNREACHABLE = "microgrid_unreachable"
+    OVERRIDDEN = "overridden"
+    """Someone else commands its inverter: a command of ours was ``OVERRIDDEN`` by a command
+    that was not ours (v1alpha18/19). It does not change the status."""
 
 
 BATTERY_HEALTHY_STATES = frozenset(

@@ -215,6 +215,16 @@ class DaemonBackend:
                 if changes:
                     yield changes
 
+    async def notices(self) -> AsyncGenerator[list[tuple[str, Mapping[str, Any]]], None]:
+        """Every announcement that is an event (``command_failed``), once the microgrid is reached.
+
+        Batches of ``(method, params)``, oldest first, from when this began.
+        """
+        parts = await self.wait_connected()
+        async with aclosing(parts.loop.notices.follow()) as batches:
+            async for batch in batches:
+                yield [(notice.method, notice.params) for notice in batch]
+
     def reading(self, clients: int) -> Reading:
         """The daemon's state for a metrics scrape (``clients``: control connections open)."""
         match self.state:

@@ -88,6 +88,21 @@ class Bridge:
             assert self._loop is not None
             self._loop.call_soon(self._flush)
 
+    def post(self, action: Callable[[], None]) -> None:
+        """From the loop thread: run ``action`` in trio soon (batched; see the module docs).
+
+        ``action`` must return at once and must not raise; nothing runs once trio is gone.
+        """
+        self._post(action)
+
+    def soon(self, action: Callable[[], None]) -> None:
+        """From any thread: run ``action`` on the loop soon; nothing once the loop has closed."""
+        loop = self._loop
+        if loop is None or self._closed:
+            return
+        with contextlib.suppress(RuntimeError):  # closed meanwhile: nothing left to act on
+            loop.call_soon_threadsafe(action)
+
     def _flush(self) -> None:
         batch, self._outbox = self._outbox, []
         with contextlib.suppress(trio.RunFinishedError):  # trio is gone; nobody waits any more

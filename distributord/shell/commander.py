@@ -25,10 +25,21 @@ until the ledger's next due time or until told that something changed (:meth:`wa
 
 Fates are reported to the caller's ``on_fate`` (the status tracker and metrics): a command that
 was superseded or cancelled by the shutdown is nobody's failure and is reported as such.
+
+**Ramping inverters** (v1alpha18/19, ``spec/microgrid-api.md``). A command whose version answers
+with a stream of replies lands on ``ACCEPTED``: for the request it succeeded, and the ledger
+records it applied (``ACCEPTED``). The rest of its stream is read in the background (its
+:class:`~distributord.shell.link.Tail`), until its final reply or until its lifetime ends
+(then the call is cancelled), whichever is first; a newer command of ours to that inverter
+abandons it before it goes out, so the ``OVERRIDDEN`` our own command causes is never heard.
+The final reply goes to the ledger (``SUCCESS``: confirmed; ``FAILED`` or ``OVERRIDDEN``: not
+in force, so the wanted power is due again after the ledger's backoff) and to the caller's
+``on_late``, which blocks, counts and announces it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -37,9 +48,10 @@ import attrs
 import trio
 import trio_util
 
+from distributord.api.adapter import FinalReply
 from distributord.core.errors import CommandError, CommandFailedError
 from distributord.core.ledger import Due, Ledger, Owner, Sent, State, fate
-from distributord.shell.link import MicrogridClient
+from distributord.shell.link import Late, MicrogridClient, Tail
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +73,9 @@ class Flight:
         outcome: Until when it holds (Unix time) or why it failed; None while it flies.
         bug: An exception the microgrid client raised (not the microgrid's doing).
         superseded: Whether a newer command to the same inverter cancelled it.
+        tail: The rest of its reply stream, read in the background once it is accepted
+            (v1alpha18/19; see :class:`~distributord.shell.link.Tail`).
+        tag: What the caller says it belongs to (the request loop: the client's request).
         successor: The command that carries on for it, when it was cancelled only because its
             batch was (a newer command went to another inverter of the batch).
         done: Set when it has ended.
@@ -73,6 +88,8 @@ class Flight:
     outcome: float | CommandError | None = None
     bug: Exception | None = None
     superseded: bool = False
+    tail: Tail | None = None
+    tag: object = None
     successor: Flight | None = None
     done: trio.Event = attrs.Factory(trio.Event)
 
@@ -141,6 +158,11 @@ def _predecessors(flight: Flight) -> list[Flight]:
 Fate = Callable[[Flight], None]
 """Told of each command that ended (``flight.outcome`` set, or ``superseded``)."""
 
+LateFate = Callable[[Flight, Late], None]
+"""Told how the reply stream of a command that landed on ``ACCEPTED`` ended, when it ended
+before the command's lifetime and no newer command of ours replaced it first (a final reply,
+``END`` without one, or the error that broke it); ``NONE`` when the lifetime ended first."""
+
 
 class Commander:
     """Sends what the ledger decides (see the module docstring).
@@ -152,6 +174,7 @@ class Commander:
             test's simulator runs its lifetimes faster than the clock).
         background_timeout_s: The deadline of a command no client waits for, read at each one.
         on_fate: Told of each command that ended.
+        on_late: Told how an accepted command's reply stream ended (:data:`LateFate`).
         ledger: The ledger (a new one if not given).
     """
 
@@ -163,6 +186,7 @@ class Commander:
         held_s: Callable[[], float],
         background_timeout_s: Callable[[], float],
         on_fate: Fate = lambda flight: None,
+        on_late: LateFate = lambda flight, late: None,
         ledger: Ledger | None = None,
     ) -> None:
         self._client = client
@@ -170,8 +194,12 @@ class Commander:
         self._held_s = held_s
         self._background_timeout_s = background_timeout_s
         self._on_fate = on_fate
+        self._on_late = on_late
         self.ledger = ledger or Ledger()
         self._flights: dict[int, Flight] = {}
+        self._following: dict[int, Flight] = {}  # accepted commands whose replies are read
+        self.finals = trio_util.AsyncValue(0)
+        """Accepted commands whose reply streams ended (``on_late`` was told), so far."""
         self._silent: set[int] = set()  # inverters whose last command ran into its deadline
         self._changed = trio_util.AsyncBool(False)  # the ledger changed: see what is due
         self._nursery: trio.Nursery | None = None
@@ -286,6 +314,7 @@ class Commander:
         )
         for inverter, power in powers.items():
             flight = Flight(inverter=inverter, power_w=power, batch=batch)
+            flight.tail = Tail(functools.partial(self._late, flight))
             batch.flights[inverter] = self._flights[inverter] = flight
         batch.scope.deadline = deadline
         try:
@@ -309,6 +338,11 @@ class Commander:
         held_s = self._held_s()
         for flight in batch.flights.values():
             if not flight.done.is_set():
+                # Our own newer command: the older one's stream is abandoned before this goes
+                # out, so its OVERRIDDEN (ours) is never taken for someone else's.
+                older = self._following.pop(flight.inverter, None)
+                if older is not None and older.tail is not None:
+                    older.tail.abandon()
                 flight.command = self.ledger.sent(flight.inverter, flight.power_w, held_s, now=now)
 
     async def _fly(self, batch: Batch) -> None:
@@ -332,7 +366,8 @@ class Commander:
                 if sending:
                     # Cancelled before it started (a newer command came): nothing goes out.
                     await trio.lowlevel.checkpoint_if_cancelled()
-                    await self._client.set_active_powers(sending, self._lifetime_s(), land)
+                    tails = {i: f.tail for i, f in flights.items() if f.tail is not None}
+                    await self._client.set_active_powers(sending, self._lifetime_s(), land, tails)
         except Exception as bug:  # a bug in the client, not the microgrid's answer
             logger.exception("commands to inverters %s failed unexpectedly", sorted(flights))
             for flight in flights.values():
@@ -363,6 +398,13 @@ class Commander:
         else:
             state = State.UNKNOWN if flight.bug is not None else fate(flight.outcome)
             self._silent.discard(flight.inverter)
+        tail = flight.tail
+        if tail is not None:
+            if tail.following and command is not None and state is State.CONFIRMED:
+                state = State.ACCEPTED  # applied; its final reply is awaited
+                self._start_following(flight, command.holds_at_least_until)
+            else:
+                tail.abandon()  # failed, cancelled, superseded: nothing of its stream matters
         if command is not None:
             flight.command = self.ledger.answered(command, state, now=now)
         if self._flights.get(flight.inverter) is flight:
@@ -370,6 +412,67 @@ class Commander:
         flight.done.set()
         self._changed.value = True
         self._on_fate(flight)
+
+    # -- accepted commands' reply streams -------------------------------------------------------
+
+    def _start_following(self, flight: Flight, until: float) -> None:
+        """Read the accepted command's replies in the background, until ``until`` at most."""
+        tail = flight.tail
+        assert tail is not None
+        if tail.abandoned:
+            return
+        try:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._follow, flight, until)
+        except RuntimeError:  # the commander has stopped serving: the daemon is stopping
+            tail.abandon()
+            return
+        self._following[flight.inverter] = flight
+
+    async def _follow(self, flight: Flight, until: float) -> None:
+        """Read an accepted command's replies until its final reply or ``until`` (its lifetime).
+
+        At ``until`` the stream is abandoned (the call cancelled at the RPC): the setpoint has
+        run out, nothing it could still say matters.
+        """
+        tail = flight.tail
+        assert tail is not None
+        try:
+            with trio.move_on_at(until):
+                await tail.finished.wait()
+        finally:  # its lifetime ended, or the commander stops: the call is cancelled
+            tail.abandon()
+            ran_out = self._following.get(flight.inverter) is flight
+            if ran_out:
+                del self._following[flight.inverter]
+        if ran_out:
+            self.finals.value += 1
+            self._on_late(flight, FinalReply.NONE)
+
+    def _late(self, flight: Flight, late: Late) -> None:
+        """An accepted command's reply stream ended: the ledger and ``on_late`` learn how."""
+        if self._following.get(flight.inverter) is not flight:
+            return  # not followed (any more): nothing it says counts
+        del self._following[flight.inverter]
+        command = flight.command
+        state = (
+            {
+                FinalReply.SUCCESS: State.CONFIRMED,
+                FinalReply.FAILED: State.FAILED,  # the inverter says it did not apply it
+                FinalReply.OVERRIDDEN: State.FAILED,  # someone else's command replaced it
+            }.get(late)
+            if isinstance(late, FinalReply)
+            else None
+        )
+        if command is not None and state is not None:
+            flight.command = self.ledger.answered(command, state, now=trio.current_time())
+            self._changed.value = True  # a failed setpoint may be due again (after its backoff)
+        self.finals.value += 1
+        self._on_late(flight, late)
+
+    def following(self, inverter: int) -> bool:
+        """Whether an accepted command's reply stream to ``inverter`` is being read."""
+        return inverter in self._following
 
     # -- the background ------------------------------------------------------------------------
 

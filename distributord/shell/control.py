@@ -86,6 +86,9 @@ class Served(core_session.Backend, Protocol):
     def status_changes(self) -> AsyncGenerator[list[tuple[int, dict[str, Any]]], None]:
         """Batches of ``status_changed`` notifications, from when the microgrid is reached."""
 
+    def notices(self) -> AsyncGenerator[list[tuple[str, Mapping[str, Any]]], None]:
+        """Batches of event notifications (``command_failed``), as ``(method, params)``."""
+
     def disconnected(self, session: Session) -> None:
         """A connection ended: its ``until_disconnect`` proposals end with it."""
 
@@ -563,7 +566,15 @@ class _Connection:
             await trio.sleep(BOUNDS_INTERVAL_S)
 
     async def _notify(self) -> None:
-        async with aclosing(self._served.status_changes()) as batches:
-            async for changes in batches:
-                for battery, params in changes:
-                    self.session.status_changed(battery, params)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._announce)
+            async with aclosing(self._served.status_changes()) as batches:
+                async for changes in batches:
+                    for battery, params in changes:
+                        self.session.status_changed(battery, params)
+
+    async def _announce(self) -> None:
+        async with aclosing(self._served.notices()) as batches:
+            async for notices in batches:
+                for method, params in notices:
+                    self.session.announce(method, params)

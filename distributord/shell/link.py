@@ -30,7 +30,11 @@ a version's messages.
   keeps what finished and cancels the rest. Per-call crossings took about 30 % longer at 500
   inverters. Cancel the calling task and the RPCs still running are cancelled (the server sees
   it); a refusal lands as :class:`~distributord.core.errors.CommandRejectedError`, any other
-  failure as :class:`~distributord.core.errors.CommandFailedError`.
+  failure as :class:`~distributord.core.errors.CommandFailedError`. Where the version answers
+  with a stream of replies (v1alpha18/19), a command lands on ``ACCEPTED`` and the rest of its
+  stream is read on the loop as a task of its own, outside the batch (a deadline that ends the
+  batch does not end it), until the commander's :class:`Tail` is abandoned or the stream ends;
+  how it ended goes to the tail in trio.
 * **Two connections**: telemetry and discovery share one HTTP/2 connection, commands have
   their own, so a thousand streams' traffic never queues ahead of a command.
 
@@ -42,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -52,7 +57,16 @@ import attrs
 import grpc
 import trio
 
-from distributord.api.adapter import Adapter, Decoder, Note, Snapshot, command_error
+from distributord.api.adapter import (
+    Adapter,
+    Decoder,
+    FinalReply,
+    Follow,
+    Note,
+    Rest,
+    Snapshot,
+    command_error,
+)
 from distributord.core.config import API_VERSIONS
 from distributord.core.errors import (
     CommandError,
@@ -184,6 +198,59 @@ class TelemetrySource(Protocol):
         """A decoder for the messages of :meth:`telemetry`."""
 
 
+Late = FinalReply | CommandError
+"""How the rest of an accepted command's reply stream ended: its final reply (``END`` when the
+stream ended without one), or the error that broke it."""
+
+
+class Tail:
+    """The rest of one command's reply stream, read in the background once it is accepted.
+
+    The commander makes one per command (in trio) and hands it to the client with the command.
+    Where the version answers with a stream of replies (v1alpha18/19), the command lands on
+    ``ACCEPTED`` and the client goes on reading the stream: :attr:`following` is set before the
+    landing, and ``ended`` is called in trio with how the stream ended (:data:`Late`), unless
+    the tail was abandoned first. :meth:`abandon` stops reading and cancels the call at the
+    RPC (a newer command to the inverter, the command's lifetime ended, the command was
+    cancelled); nothing is delivered after it.
+
+    Args:
+        ended: Called in trio with how the stream ended, at most once.
+
+    Attributes:
+        following: Whether the stream goes on after the command landed (set by the client).
+        abandoned: Whether nothing more is wanted of it (set by :meth:`abandon`, or when it
+            ended).
+        finished: Set when it ended or was abandoned.
+    """
+
+    def __init__(self, ended: Callable[[Late], None]) -> None:
+        self.following = False
+        self.abandoned = False
+        self.finished = trio.Event()
+        self._ended = ended
+        self._cancel: Callable[[], None] | None = None  # set by the client that follows it
+
+    def abandon(self) -> None:
+        """Stop reading the stream and cancel its call; nothing is delivered after this."""
+        if self.abandoned:
+            return
+        self.abandoned = True
+        self.finished.set()
+        # The client sets ``following`` before it looks at ``abandoned``, and this sets
+        # ``abandoned`` before it looks at ``following``: one of the two sees the other.
+        if self.following and self._cancel is not None:
+            self._cancel()
+
+    def end(self, outcome: Late) -> None:
+        """The stream ended (called in trio by the client, or by a fake in tests)."""
+        if self.abandoned:
+            return
+        self.abandoned = True
+        self.finished.set()
+        self._ended(outcome)
+
+
 class MicrogridClient(TelemetrySource, Protocol):
     """What the daemon needs from the microgrid (the real link, or a fake in tests)."""
 
@@ -195,8 +262,13 @@ class MicrogridClient(TelemetrySource, Protocol):
         setpoints: Mapping[int, float],
         lifetime_s: int,
         land: Callable[[int, float | CommandError], None],
+        tails: Mapping[int, Tail] | None = None,
     ) -> None:
-        """Command inverters at once; ``land`` gets each one's valid-until or error."""
+        """Command inverters at once; ``land`` gets each one's valid-until or error.
+
+        A command with a :class:`Tail` in ``tails`` whose version answers with a stream of
+        replies lands on ``ACCEPTED``; the rest of its stream goes to the tail.
+        """
 
 
 def _translate(error: BaseException) -> BaseException | None:
@@ -365,6 +437,7 @@ class MicrogridLink:
         setpoints: Mapping[int, float],
         lifetime_s: int,
         land: Callable[[int, float | CommandError], None],
+        tails: Mapping[int, Tail] | None = None,
     ) -> None:
         """Command many inverters at once: inverter id → W, each with ``lifetime_s``.
 
@@ -375,6 +448,11 @@ class MicrogridLink:
         for anything else (unavailable, internal, ...).
         Cancelling the calling task cancels the commands still running, at the RPC; nothing
         lands after that.
+
+        A command with a tail in ``tails`` finishes on ``ACCEPTED`` where the version answers
+        with a stream of replies (v1alpha18/19); the rest of the stream is read on the loop,
+        outside the calling task (its cancellation does not end it), and its end goes to the
+        tail (:class:`Tail`).
         """
         try:
             adapter = await self._speaking()
@@ -391,22 +469,71 @@ class MicrogridLink:
                 self._unimplemented(adapter)
             land(inverter_id, outcome)
 
-        calls = {i: self._command(adapter, i, power, lifetime_s) for i, power in setpoints.items()}
+        tails = tails or {}
+        calls = {
+            i: self._command(adapter, i, power, lifetime_s, tails.get(i))
+            for i, power in setpoints.items()
+        }
         await self._bridge.call_each(calls, deliver)
 
     def _command(
-        self, adapter: Adapter, inverter_id: int, power_w: float, lifetime_s: int
+        self,
+        adapter: Adapter,
+        inverter_id: int,
+        power_w: float,
+        lifetime_s: int,
+        tail: Tail | None = None,
     ) -> Callable[[], Awaitable[float]]:
         """The coroutine (for the loop) that sends one command in ``adapter``'s version."""
         stub = self._command_stubs[adapter.name]
+        follow = None if tail is None else self._follower(tail)
 
         async def command() -> float:
             try:
-                return await adapter.set_power(stub, inverter_id, power_w, lifetime_s)
+                return await adapter.set_power(
+                    stub, inverter_id, power_w, lifetime_s, follow=follow
+                )
             except grpc.aio.AioRpcError as error:
                 raise command_error(error.code().name, error.details() or "") from None
 
         return command
+
+    def _follower(self, tail: Tail) -> Follow:
+        """What takes the rest of a command's reply stream and reads it for ``tail``."""
+        bridge = self._bridge
+        reading: list[asyncio.Task[FinalReply]] = []  # the loop's task, once it started
+
+        def cancel() -> None:  # loop thread
+            if reading:
+                reading[0].cancel()
+
+        tail._cancel = functools.partial(bridge.soon, cancel)
+
+        def follow(rest: Rest, stop: Callable[[], None]) -> None:  # loop thread
+            tail.following = True
+            task = asyncio.get_running_loop().create_task(rest())
+            reading.append(task)
+
+            def done(task: asyncio.Task[FinalReply]) -> None:
+                if task.cancelled():  # abandoned: perhaps before it ran, so end the call here
+                    stop()
+                    return
+                error = task.exception()
+                outcome: Late
+                if error is None:
+                    outcome = task.result()
+                elif isinstance(error, grpc.aio.AioRpcError):
+                    outcome = command_error(error.code().name, error.details() or "")
+                else:  # a bug, not the microgrid: said as a failure of that stream
+                    logger.error("reading a command's replies failed unexpectedly: %r", error)
+                    outcome = CommandFailedError("INTERNAL", repr(error))
+                bridge.post(functools.partial(tail.end, outcome))
+
+            task.add_done_callback(done)
+            if tail.abandoned:  # abandoned before it started: end it once it has begun
+                asyncio.get_running_loop().call_soon(task.cancel)
+
+        return follow
 
 
 @asynccontextmanager

@@ -195,6 +195,15 @@ class Metrics:
             ["result", "api"],
             registry=self.registry,
         )
+        self._final_replies = prometheus_client.Counter(
+            "distributord_command_final_replies",
+            "How accepted commands' reply streams ended, read in the background (v1alpha18/19): "
+            "success, failed (the battery is blocked), overridden (by a command that was not "
+            "ours), none (no final reply within the command's lifetime, or the stream ended "
+            "without one), broken (a gRPC error)",
+            ["reply", "api"],
+            registry=self.registry,
+        )
         self.registry.register(_StateCollector(self))
 
     # -- events (the daemon's trio thread) -----------------------------------------------------
@@ -213,6 +222,10 @@ class Metrics:
         # One increment per result, not per command: a fan-out to 500 inverters is 1 to 5 here.
         for result, count in collections.Counter(map(command_result, outcomes)).items():
             self._commands.labels(result, api).inc(count)
+
+    def final_reply(self, reply: str) -> None:
+        """An accepted command's reply stream ended so (``success``, ``failed``, ...)."""
+        self._final_replies.labels(reply, self._api() or "unknown").inc()
 
     def fanout(self, seconds: float) -> None:
         """One fan-out's time, from sending its commands until the last answered."""

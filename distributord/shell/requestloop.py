@@ -17,7 +17,10 @@ Applying a request: choose its batteries and plan it (``distributord.core.planni
 else uncertain; with ``include_broken_batteries`` also the others, from cached telemetry), then
 command every involved inverter concurrently inside ``trio.move_on_after(request_timeout)``.
 Commands still running at the deadline are cancelled at the RPC and count as failed. Outcomes go
-to the status tracker (refusals do not block), the result goes back to the client.
+to the status tracker (refusals do not block), the result goes back to the client. On
+v1alpha18/19 a command's outcome is its ``ACCEPTED``; how its reply stream ends later (a
+``FAILED`` that blocks, an ``OVERRIDDEN`` by someone else) reaches the tracker, the metrics, the
+log and the status subscribers (``command_failed``, :attr:`RequestLoop.notices`) afterwards.
 
 **Standing setpoints.** A request that was planned leaves a standing setpoint for its set,
 until a new request for those batteries replaces it; ``power_w: 0`` releases it. The loop does
@@ -52,12 +55,13 @@ import time
 import weakref
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, assert_never
 
 import attrs
 import trio
 import trio_util
 
+from distributord.api.adapter import FinalReply
 from distributord.core.arbitration import wire
 from distributord.core.arbitration.arbiter import (
     Arbiter,
@@ -107,9 +111,10 @@ from distributord.core.status import Status
 from distributord.core.topology import Topology
 from distributord.core.values import ids_text
 from distributord.shell.commander import Commander, Flight
-from distributord.shell.link import MicrogridClient
+from distributord.shell.link import Late, MicrogridClient
 from distributord.shell.live import Live
 from distributord.shell.metrics import Metrics
+from distributord.shell.notices import Notices
 from distributord.shell.tracker import StatusTracker
 
 logger = logging.getLogger(__name__)
@@ -120,6 +125,14 @@ CUT_OFF = (
 )
 NOT_APPLIED = "not applied: the daemon is shutting down and this request never started"
 TAKEN_BACK = "withdrawn before it was applied: its program withdrew from these batteries"
+
+
+def _request_text(job: _Job) -> str:
+    """A client's request as the log names it."""
+    return (
+        f"request {job.ask.call_id!r} of program {job.owner} "
+        f"({job.request.power_w:.0f} W for batteries [{ids_text(job.request.batteries)}])"
+    )
 
 
 def _cancelled_from_outside() -> bool:
@@ -248,7 +261,10 @@ class RequestLoop:
             held_s=lambda: held_s(self.config, lifetime_scale),
             background_timeout_s=lambda: self.config.requests.default_timeout_s,
             on_fate=self._fate,
+            on_late=self._late,
         )
+        self.notices = Notices()
+        """Events for status subscribers: ``command_failed``."""
         # How often a standing set is re-planned: a third of what a command holds. A reload that
         # changes it re-times the re-plans at once.
         self._refresh_interval = config.view(lambda c: held_s(c, lifetime_scale) * REFRESH_AT)
@@ -830,6 +846,8 @@ class RequestLoop:
         sent = trio.current_time()
         timeout_s = job.request.request_timeout_s
         flights = self._commander.send(powers, deadline=sent + timeout_s)
+        for flight in flights.values():
+            flight.tag = job  # named if it fails after it was accepted
         try:
             await self._commander.wait(flights.values(), deadline=sent + timeout_s)
             # Past the deadline: those still flying are being cancelled; let them end, so that
@@ -872,6 +890,72 @@ class RequestLoop:
                 flight.power_w,
                 error,
             )
+
+    def _late(self, flight: Flight, late: Late) -> None:
+        """An accepted command's reply stream ended (``spec/microgrid-api.md``).
+
+        ``FAILED``: the battery fails as for any failure (blocked), logged, counted, and
+        announced (``command_failed``). ``OVERRIDDEN`` (our own newer commands abandon the
+        older streams first, so this is someone else's): the battery gets the reason
+        ``overridden``, warned once, counted, not blocked. ``SUCCESS``: counted, and the
+        reason ``overridden`` ends.
+        """
+        battery = self._battery_of.get(flight.inverter)
+        match late:
+            case FinalReply.SUCCESS:
+                self._metrics.final_reply("success")
+                if battery is not None and self._tracker.command_overridden(battery, False):
+                    logger.info(
+                        "inverter %d (battery %d) holds our setpoint again",
+                        flight.inverter,
+                        battery,
+                    )
+            case FinalReply.FAILED:
+                self._metrics.final_reply("failed")
+                job = flight.tag if isinstance(flight.tag, _Job) else None
+                logger.warning(
+                    "command to inverter %d (battery %s) at %.0f W failed after it was accepted "
+                    "(FAILED)%s",
+                    flight.inverter,
+                    battery,
+                    flight.power_w,
+                    "" if job is None else f"; it belonged to {_request_text(job)}",
+                )
+                if battery is None:
+                    return
+                self._tracker.record_outcomes(succeeded=[], failed=[battery])
+                self.notices.announce(
+                    "command_failed",
+                    {
+                        "battery": battery,
+                        "inverter": flight.inverter,
+                        "power_w": flight.power_w,
+                        "reply": "FAILED",
+                        "request": None
+                        if job is None
+                        else {"id": job.ask.call_id, "program": job.owner},
+                    },
+                )
+            case FinalReply.OVERRIDDEN:
+                self._metrics.final_reply("overridden")
+                if battery is not None and self._tracker.command_overridden(battery, True):
+                    logger.warning(
+                        "inverter %d (battery %d): our setpoint was overridden by a command "
+                        "that was not ours; someone else commands this inverter",
+                        flight.inverter,
+                        battery,
+                    )
+            case FinalReply.END | FinalReply.NONE:
+                self._metrics.final_reply("none")
+            case CommandError():
+                self._metrics.final_reply("broken")
+                logger.debug(
+                    "inverter %d: the replies to an accepted command broke off: %s",
+                    flight.inverter,
+                    late,
+                )
+            case _:
+                assert_never(late)
 
     def _log(self, request: Request, outcomes: Mapping[int, CommandError | None]) -> None:
         failures = {b: e for b, e in outcomes.items() if e is not None}

@@ -181,6 +181,7 @@ class StatusTracker:
         }
         self._gaps: dict[int, tuple[str, float]] = {}
         self._broken: set[int] = set()  # components whose stream broke and has not delivered since
+        self._overridden: set[int] = set()  # batteries whose inverter someone else commands
         self._breaks = {"battery": 0, "inverter": 0}
         self._reconnects = {"battery": 0, "inverter": 0}
         self._repeated = 0
@@ -396,6 +397,22 @@ class StatusTracker:
                 self._machines[battery_id].command_failed(now=now)
                 self._evaluate(battery_id, now)
 
+    def command_overridden(self, battery_id: int, overridden: bool) -> bool:
+        """Whether someone else commands the battery's inverter (reason ``overridden``).
+
+        Set when a command of ours was overridden by a command that was not ours, cleared when
+        a later one of ours succeeded to the end. It never changes the status (not a failure of
+        the battery). Returns whether it changed.
+        """
+        if battery_id not in self._machines or (battery_id in self._overridden) == overridden:
+            return False
+        if overridden:
+            self._overridden.add(battery_id)
+        else:
+            self._overridden.discard(battery_id)
+        self._evaluate(battery_id, trio.current_time())
+        return True
+
     # -- queries -----------------------------------------------------------------------------
 
     def statistics(self) -> TrackerStatistics:
@@ -432,6 +449,8 @@ class StatusTracker:
         """Evaluate a battery now; a change of status is logged (unless ``told`` already)."""
         machine = self._machines[battery_id]
         evaluation = machine.evaluate(now)
+        if self._overridden and battery_id in self._overridden:
+            evaluation = attrs.evolve(evaluation, reasons=evaluation.reasons | {Reason.OVERRIDDEN})
         old = self._current[battery_id]
         if (evaluation.status, evaluation.reasons, evaluation.blocked_until) != (
             old.status,

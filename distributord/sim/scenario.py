@@ -114,6 +114,9 @@ FINAL_REPLIES = frozenset(
 :attr:`Faults.final_reply`; the server maps each to ``api.adapter``'s ``FinalReply`` and
 whether the setpoint is applied, so that this module need not import the API layer)."""
 
+MAX_RAMP_S = 86_400.0
+"""The longest ramp a scenario may give an inverter (a day: longer than any lifetime)."""
+
 INVERTER_TYPES = frozenset({InverterType.BATTERY, InverterType.HYBRID, InverterType.PV})
 """What a simulated inverter can be; ``unspecified`` is what a version without types reports,
 not something an inverter is."""
@@ -220,6 +223,11 @@ class Faults:
         clock_offset_s: The component's clock is this far ahead of the true time (negative:
             behind): its samples' ``sampled_at`` is shifted by it. ``-30`` is a microgrid
             clock 30 s behind.
+        ramp_s: How long an inverter ramps: its v1alpha18/19 reply stream answers ``ACCEPTED``
+            at once and its final reply (``final_reply``: ``SUCCESS``, ``FAILED`` or
+            ``OVERRIDDEN``) this many seconds later. A newer command accepted by the inverter
+            meanwhile ends the ramp at once with ``OVERRIDDEN``, as a real inverter does. 0 (the
+            default): the final reply follows ``ACCEPTED`` at once. v1 ignores it.
     """
 
     command_latency_s: float = 0.0
@@ -234,12 +242,14 @@ class Faults:
     reported_capacity_wh: float | None = None
     final_reply: str = "SUCCESS"
     clock_offset_s: float = 0.0
+    ramp_s: float = 0.0
 
     def __attrs_post_init__(self) -> None:
         if self.reported_capacity_wh is not None:
             _check_between("reported_capacity_wh", self.reported_capacity_wh, 0.0, math.inf)
         _require(math.isfinite(self.clock_offset_s), "clock_offset_s", "must be finite")
         _check_between("command_latency_s", self.command_latency_s, 0.0, math.inf)
+        _check_between("ramp_s", self.ramp_s, 0.0, MAX_RAMP_S)
         _require(
             self.command_latency_s != math.inf, "command_latency_s", "must be finite (use hang)"
         )
@@ -630,7 +640,12 @@ def _faults_fields(table: Any, path: str) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for key, value in table.items():
         where = f"{path}.{key}"
-        if key in {"command_latency_s", "reported_capacity_wh", "clock_offset_s"}:
+        if key in {
+            "command_latency_s",
+            "reported_capacity_wh",
+            "clock_offset_s",
+            "ramp_s",
+        }:
             fields[key] = _float(value, where)
         elif key == "command_latencies_s":
             if not isinstance(value, list):

@@ -37,6 +37,11 @@ the lock and passed into the world, so the world only ever moves forward.
   not, recorded. A command cancelled before that is recorded cancelled and never applied. The
   latency is the next of ``command_latencies_s`` (taken from the faults as the call arrives),
   else ``command_latency_s``.
+* **Inverters ramp** where the ``ramp_s`` fault says so (v1alpha18/19): ``ACCEPTED`` at once,
+  the final reply (``final_reply``: ``SUCCESS``, ``FAILED`` or ``OVERRIDDEN``) after the ramp.
+  A newer command the inverter accepts meanwhile, from anyone, ends the older ramp at once with
+  ``OVERRIDDEN``, as the API says. Every ramp's end (its final reply, or the client's cancel)
+  is recorded (:meth:`Simulator.ramps`).
 * **Hostile telemetry is a test hook, not a fault.** :meth:`Simulator.rewrite_readings`
   replaces a component's version-neutral reading by whatever a function makes of it (any
   value, any timestamp, another id, nothing at all), before the adapters encode it;
@@ -65,7 +70,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn, Self
@@ -117,6 +122,9 @@ REPLY_FAULTS: Mapping[str, tuple[FinalReply, bool]] = {
 }
 """Each ``final_reply`` fault: how the reply stream goes on after ``ACCEPTED``, and whether the
 setpoint is applied (see :class:`~distributord.sim.scenario.Faults`)."""
+
+RAMP_REPLIES = frozenset({FinalReply.SUCCESS, FinalReply.FAILED, FinalReply.OVERRIDDEN})
+"""The final replies a ramp (the ``ramp_s`` fault) delays; the others have no final reply."""
 
 MAX_RECORDS = 100_000
 """Commands the simulator remembers; older ones are forgotten (a long run stays bounded)."""
@@ -210,6 +218,26 @@ class CommandRecord:
     finished_at: float
     outcome: str
     api: str
+
+
+@attrs.frozen(kw_only=True)
+class RampRecord:
+    """One accepted v1alpha18/19 command that ramped (the ``ramp_s`` fault), as it ended.
+
+    Attributes:
+        component_id: The inverter.
+        power_w: The setpoint, W.
+        accepted_at: When ``ACCEPTED`` was decided (monotonic seconds).
+        ended_at: When the ramp ended (monotonic seconds).
+        reply: The final reply sent (``"SUCCESS"``, ``"FAILED"``, ``"OVERRIDDEN"``), or
+            ``"cancelled"`` when the client cancelled the call during the ramp.
+    """
+
+    component_id: int
+    power_w: float
+    accepted_at: float
+    ended_at: float
+    reply: str
 
 
 class _Stream:
@@ -333,6 +361,9 @@ class Simulator:
         }
         self._commands: collections.deque[CommandRecord] = collections.deque(maxlen=MAX_RECORDS)
         self._pending: collections.Counter[int] = collections.Counter()
+        # Per inverter, the ramp under way (set when a newer accepted command overrides it).
+        self._ramping: dict[int, asyncio.Event] = {}
+        self._ramps: collections.deque[RampRecord] = collections.deque(maxlen=MAX_RECORDS)
         self._streams: dict[int, set[_Stream]] = {cid: set() for cid in self._categories}
         self._rewrites: dict[int, ReadingRewrite] = {}
         self._down = False  # a simulated outage (:meth:`outage`)
@@ -559,6 +590,16 @@ class Simulator:
         with self._changed:
             return list(self._commands)
 
+    def ramps(self) -> list[RampRecord]:
+        """The ramps that ended so far, oldest first (a copy; the last :data:`MAX_RECORDS`)."""
+        with self._changed:
+            return list(self._ramps)
+
+    def ramping(self, component_id: int) -> bool:
+        """Whether a command to the inverter is ramping now (accepted, no final reply yet)."""
+        with self._changed:
+            return component_id in self._ramping
+
     def record(self) -> Record:
         """What every inverter was commanded and held up to now, on the simulator's clock.
 
@@ -777,6 +818,7 @@ class Simulator:
             if applied:
                 delay = max(0.0, result.until - time.monotonic()) + _EXPIRY_MARGIN_S
                 asyncio.get_running_loop().call_later(delay, self._on_expiry)
+            ramp = self._ramp(component_id, power_w, faults.ramp_s if reply else 0.0, final)
             if final is FinalReply.NONE:
                 # The servicer now waits for the client to cancel the call; record it then.
                 task = asyncio.current_task()
@@ -790,6 +832,7 @@ class Simulator:
                 valid_until=time.time() + result.lifetime_s,
                 final=final,
                 details="" if reply in {None, "SUCCESS"} else "injected fault",
+                ramp=ramp,
             )
         except asyncio.CancelledError:
             outcome = "cancelled"
@@ -799,6 +842,56 @@ class Simulator:
         finally:
             if not recorded_later:
                 record(outcome)
+
+    def _ramp(
+        self, component_id: int, power_w: float, ramp_s: float, final: FinalReply
+    ) -> Callable[[], Awaitable[FinalReply]] | None:
+        """A command to ``component_id`` was accepted: the ramp before its final reply, if any.
+
+        The ramp under way to that inverter (an older command) is overridden now, whether or
+        not this one ramps. Called on the loop's thread.
+        """
+        accepted_at = time.monotonic()
+        overridden = asyncio.Event()
+        with self._changed:
+            older = self._ramping.pop(component_id, None)
+            if older is not None:
+                older.set()
+            ramps = ramp_s > 0 and final in RAMP_REPLIES
+            if ramps:
+                self._ramping[component_id] = overridden
+            self._changed.notify_all()
+        if not ramps:
+            return None
+
+        def ended(reply: str) -> None:
+            with self._changed:
+                if self._ramping.get(component_id) is overridden:
+                    del self._ramping[component_id]
+                self._ramps.append(
+                    RampRecord(
+                        component_id=component_id,
+                        power_w=power_w,
+                        accepted_at=accepted_at,
+                        ended_at=time.monotonic(),
+                        reply=reply,
+                    )
+                )
+                self._changed.notify_all()
+
+        async def ramp() -> FinalReply:
+            try:
+                await asyncio.wait_for(overridden.wait(), ramp_s)
+            except TimeoutError:
+                ended(final.value)
+                return final
+            except asyncio.CancelledError:
+                ended("cancelled")
+                raise
+            ended(FinalReply.OVERRIDDEN.value)
+            return FinalReply.OVERRIDDEN
+
+        return ramp
 
     async def _telemetry(self, component_id: int) -> AsyncIterator[Telemetry]:
         if component_id not in self._streams:

@@ -16,7 +16,7 @@ from frequenz.api.microgrid.v1alpha19 import microgrid_pb2 as v1alpha19_pb2
 from google.protobuf import timestamp_pb2
 
 from distributord.api import v1alpha
-from distributord.api.adapter import Adapter
+from distributord.api.adapter import Adapter, FinalReply, Rest
 from distributord.core.errors import (
     CommandFailedError,
     CommandOverriddenError,
@@ -254,3 +254,84 @@ def ec_metric_name(number: int) -> str:
     from frequenz.api.common.v1alpha8.metrics import metrics_pb2
 
     return metrics_pb2.Metric.Name(number)  # type: ignore[arg-type]
+
+
+# --- the command's success on ACCEPTED, the rest of the stream followed (issue 21) --------------
+
+
+def followed(adapter: Adapter, stub: FakeStub) -> tuple[float, FinalReply | None, bool]:
+    """The command with ``follow``: its result, then what the rest said; whether it was handed."""
+    rests: list[Rest] = []
+
+    async def main() -> tuple[float, FinalReply | None, bool]:
+        until = await adapter.set_power(
+            stub, 2001, -2500.5, 60, follow=lambda rest, stop: rests.append(rest)
+        )
+        handed = bool(rests)
+        assert not stub.cancelled  # the call goes on after ACCEPTED: the caller reads on
+        return until, (await rests[0]() if rests else None), handed
+
+    return asyncio.run(main())
+
+
+@ALPHAS
+@pytest.mark.parametrize("final", ["SUCCESS", "FAILED", "OVERRIDDEN"])
+def test_with_follow_the_command_succeeds_on_accepted_and_the_rest_says_how_it_ended(
+    adapter: Adapter, pb2: Any, final: str
+) -> None:
+    stub = FakeStub([reply(pb2, "ACCEPTED", T0 + 60), reply(pb2, final, T0 + 61)])
+    assert followed(adapter, stub) == (T0 + 60, FinalReply(final), True)
+    assert stub.ended  # read to its end: completed, not cancelled by us
+    assert not stub.cancelled
+
+
+@ALPHAS
+@pytest.mark.parametrize(
+    ("statuses", "final"),
+    [
+        (["ACCEPTED"], FinalReply.END),  # the stream ended without a final reply
+        (["ACCEPTED", "UNSPECIFIED", "ACCEPTED", "FAILED"], FinalReply.FAILED),  # read on
+        (["ACCEPTED", "REJECTED"], FinalReply.FAILED),  # nonsense after ACCEPTED: not applied
+    ],
+    ids=["end", "read-on", "rejected-late"],
+)
+def test_the_rest_of_a_stream_without_a_plain_final_reply(
+    adapter: Adapter, pb2: Any, statuses: list[str], final: FinalReply
+) -> None:
+    stub = FakeStub([reply(pb2, s, T0 + 60) for s in statuses])
+    assert followed(adapter, stub) == (T0 + 60, final, True)
+
+
+@ALPHAS
+def test_with_follow_a_refusal_or_a_final_reply_before_accepted_is_judged_at_once(
+    adapter: Adapter, pb2: Any
+) -> None:
+    with pytest.raises(CommandRejectedError):
+        followed(adapter, FakeStub([reply(pb2, "REJECTED")]))
+    with pytest.raises(CommandFailedError, match="without any reply"):
+        followed(adapter, FakeStub([]))
+    # A server that skips ACCEPTED: its final reply decides, nothing is left to follow.
+    assert followed(adapter, FakeStub([reply(pb2, "SUCCESS", T0 + 61)])) == (T0 + 61, None, False)
+
+
+@ALPHAS
+def test_cancelling_the_rest_cancels_the_call(adapter: Adapter, pb2: Any) -> None:
+    class Ramping(FakeStub):
+        async def __aiter__(self) -> AsyncIterator[Any]:
+            yield reply(pb2, "ACCEPTED", T0 + 60)
+            await asyncio.Event().wait()  # the inverter ramps: no final reply yet
+            yield reply(pb2, "SUCCESS")
+
+    stub = Ramping([])
+
+    async def main() -> None:
+        rests: list[Rest] = []
+        await adapter.set_power(stub, 2001, 1.0, 60, follow=lambda rest, stop: rests.append(rest))
+        task = asyncio.create_task(rests[0]())
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert stub.cancelled

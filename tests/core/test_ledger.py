@@ -123,6 +123,48 @@ def test_failures_back_off_doubling_up_to_a_third_of_the_lifetime_and_reset_on_s
     assert ledger.next_due(now + 5.0) == now + 6.0
 
 
+def test_accepted_then_failed_backs_off_as_a_failure_does() -> None:
+    # Issue 21: a ramping inverter answers ACCEPTED (a success for the request) and FAILED
+    # later. ACCEPTED must not reset the backoff, or an inverter that always fails after its
+    # ramp is commanded again every second; its final SUCCESS does reset it.
+    ledger = Ledger(retry_first_s=1.0)
+    ledger.want(OWNER, {1: 500.0})
+    now = 0.0
+    waits = []
+    for _ in range(5):
+        send_all(ledger, now, lifetime_s=15.0)
+        land_all(ledger, now, State.ACCEPTED)
+        accepted = ledger.last(1)
+        assert accepted is not None
+        ledger.answered(accepted, State.FAILED, now=now)  # the final reply, after the ramp
+        later = ledger.next_due(now)
+        waits.append(later - now)
+        now = later
+    assert waits == [1.0, 2.0, 4.0, 5.0, 5.0]
+    send_all(ledger, now, lifetime_s=15.0)
+    land_all(ledger, now, State.ACCEPTED)
+    confirmed = ledger.last(1)
+    assert confirmed is not None
+    ledger.answered(confirmed, State.CONFIRMED, now=now + 1.0)  # SUCCESS: the backoff resets
+    send_all(ledger, now + 5.0, lifetime_s=15.0)
+    land_all(ledger, now + 5.0, State.FAILED)
+    assert ledger.next_due(now + 5.0) == now + 6.0
+
+
+def test_an_accepted_command_is_refreshed_on_time_after_an_earlier_failure() -> None:
+    # Found by tests/shell/test_setpoints.py: a superseded command's unknown fate set a retry a
+    # second away; the ACCEPTED that followed kept it, and held back the refresh past the
+    # setpoint's lifetime.
+    ledger = Ledger(retry_first_s=1.0)
+    ledger.want(OWNER, {1: 500.0})
+    send_all(ledger, 0.0, lifetime_s=0.5)
+    land_all(ledger, 0.0, State.UNKNOWN)  # a retry is due 1 s later
+    ledger.want(OWNER, {1: 400.0})  # a new decision goes out at once
+    send_all(ledger, 0.1, lifetime_s=0.5)
+    land_all(ledger, 0.1, State.ACCEPTED)
+    assert ledger.next_due(0.1) == pytest.approx(0.1 + 0.5 / 3)  # its refresh, not the retry
+
+
 def test_a_new_decision_is_not_held_back_by_the_backoff() -> None:
     ledger = Ledger()
     ledger.want(OWNER, {1: 500.0})

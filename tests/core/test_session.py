@@ -303,6 +303,29 @@ def test_changes_are_kept_one_per_battery_the_newest_last() -> None:
     ]
 
 
+def test_announcements_go_to_subscribers_the_newest_per_battery_after_the_replies() -> None:
+    h = harness()
+    h.session.announce("command_failed", {"battery": 1001, "request": None})
+    assert h.written() == []  # not subscribed: nothing
+    h.send(call("subscribe_status", 1))
+    for battery, request in [(1001, 7), (1002, 8), (1001, 9)]:
+        h.session.announce("command_failed", {"battery": battery, "request": {"id": request}})
+    h.send(call("ping", 2))
+    assert [(r.get("id"), r.get("method"), r.get("params")) for r in h.written()] == [
+        (1, None, None),
+        (2, None, None),
+        (None, "command_failed", {"battery": 1002, "request": {"id": 8}}),
+        (None, "command_failed", {"battery": 1001, "request": {"id": 9}}),
+    ]
+
+
+def test_a_set_power_carries_its_call_id_to_the_daemon() -> None:
+    h = harness()
+    h.send({**set_power(), "id": "r-7"})
+    (ask,) = h.backend.asks
+    assert ask.call_id == "r-7"
+
+
 def test_no_changes_without_a_subscription() -> None:
     h = harness()
     h.session.status_changed(1, {"id": 1})

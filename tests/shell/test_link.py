@@ -16,7 +16,7 @@ import trio
 import trio.testing
 import trio_util
 
-from distributord.api.adapter import Note, Snapshot
+from distributord.api.adapter import FinalReply, Note, Snapshot
 from distributord.core.errors import (
     CommandError,
     CommandFailedError,
@@ -28,15 +28,17 @@ from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBoun
 from distributord.core.topology import Topology
 from distributord.shell.link import (
     Backoff,
+    Late,
     MicrogridLink,
     StreamState,
+    Tail,
     Telemetry,
     discover,
     open_link,
 )
 from distributord.sim.scenario import BatterySpec, InverterSpec, Scenario, uniform_fleet
 from distributord.sim.server import Simulator
-from tests.support import free_port
+from tests.support import LIMIT_S, free_port
 
 FAST = Backoff(first_s=0.05, cap_s=0.2)
 
@@ -703,3 +705,49 @@ async def test_a_burst_of_1500_streams_all_open() -> None:
                     await sink.wait(lambda: len(sink.snapshots) == len(components))
                     nursery.cancel_scope.cancel()
         assert sum(len(g) for g in sink.gaps.values()) == 0
+
+
+# --- accepted commands' reply streams, read in the background (issue 21) ------------------------
+
+
+async def test_a_command_lands_on_accepted_and_its_tail_hears_the_final_reply(
+    sim: Simulator, link: MicrogridLink
+) -> None:
+    inverter = sim.inverter_ids[0]
+    sim.set_fault(inverter, ramp_s=0.3, final_reply="FAILED")
+    heard: list[Late] = []
+    tail = Tail(heard.append)
+    landed: dict[int, float | CommandError] = {}
+    with trio.fail_after(LIMIT_S):
+        await link.set_active_powers({inverter: 500.0}, 60, landed.__setitem__, {inverter: tail})
+    assert isinstance(landed[inverter], float)  # ACCEPTED: landed while the inverter ramps
+    assert tail.following
+    assert sim.ramping(inverter)
+    with trio.fail_after(LIMIT_S):
+        await tail.finished.wait()
+    assert heard == [FinalReply.FAILED]
+    assert [r.reply for r in sim.ramps()] == ["FAILED"]
+
+
+async def test_abandoning_a_tail_cancels_its_call_at_the_rpc(
+    sim: Simulator, link: MicrogridLink
+) -> None:
+    inverter = sim.inverter_ids[0]
+    sim.set_fault(inverter, ramp_s=60.0)
+    heard: list[Late] = []
+    tail = Tail(heard.append)
+    landed: dict[int, float | CommandError] = {}
+    with trio.fail_after(LIMIT_S):
+        await link.set_active_powers({inverter: 500.0}, 60, landed.__setitem__, {inverter: tail})
+    tail.abandon()
+    await sim_wait(sim, lambda s: [r.reply for r in s.ramps()] == ["cancelled"])
+    assert heard == []  # nothing is delivered after abandon
+
+
+async def test_without_a_tail_a_command_waits_for_its_final_reply(
+    sim: Simulator, link: MicrogridLink
+) -> None:
+    inverter = sim.inverter_ids[0]
+    sim.set_fault(inverter, ramp_s=0.2, final_reply="FAILED")
+    with pytest.raises(CommandError, match="FAILED"):
+        await command(link, inverter, 500.0, 60)

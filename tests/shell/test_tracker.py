@@ -259,6 +259,21 @@ async def test_the_blocking_window_ends_exactly_on_time(
     assert await wait_status(tracker, 1001, Status.WORKING) == failed_at + 1.0
 
 
+async def test_overridden_is_a_reason_that_never_changes_the_status(
+    tracker: StatusTracker, autojump_clock: trio.testing.MockClock
+) -> None:
+    feed(tracker, 1001)
+    assert tracker.command_overridden(1001, True)
+    assert not tracker.command_overridden(1001, True)  # already: no change (one warning)
+    state = tracker.state(1001)
+    assert (state.status, state.reasons) == (Status.WORKING, frozenset({Reason.OVERRIDDEN}))
+    tracker.record_outcomes(succeeded=(), failed=[1001])  # a failure adds its own reason
+    assert tracker.state(1001).reasons == {Reason.OVERRIDDEN, Reason.BLOCKED_AFTER_FAILURE}
+    assert tracker.command_overridden(1001, False)
+    assert tracker.state(1001).reasons == {Reason.BLOCKED_AFTER_FAILURE}
+    assert not tracker.command_overridden(4242, True)  # not ours: ignored
+
+
 async def test_outcomes_change_the_statuses_a_request_is_planned_on(
     tracker: StatusTracker, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -223,6 +223,8 @@ INVERTER = "[[inverter]]\nid = 2001\nbatteries = [1001]\n"
             "got '1'",
         ),
         ("[faults.2001]\nfinal_reply = 3\n", "faults.2001.final_reply", "must be a string"),
+        ("[faults.2001]\nramp_s = 'slow'\n", "faults.2001.ramp_s", "must be a number"),
+        ("[faults.2001]\nramp_s = -1\n", "faults.2001.ramp_s", "must be between 0 and 86400"),
         (BATTERY + INVERTER + "type = 'wind'\n", "inverter[0].type", "one of 'battery'"),
         (BATTERY + INVERTER + "type = 'unspecified'\n", "inverter[0].type", "got 'unspecified'"),
         (BATTERY + INVERTER + "type = 1\n", "inverter[0].type", "must be a string"),
@@ -303,6 +305,9 @@ type = "pv"
 
 [faults.21]
 final_reply = "OVERRIDDEN"
+
+[faults.22]
+ramp_s = 2.5
 """
 
 
@@ -313,7 +318,7 @@ def test_pass_through_chains_and_inverter_types() -> None:
         (InverterType.HYBRID, (Category.FUSE,)),
         (InverterType.PV, ()),
     ]
-    assert scenario.faults == {21: Faults(final_reply="OVERRIDDEN")}
+    assert scenario.faults == {21: Faults(final_reply="OVERRIDDEN"), 22: Faults(ramp_s=2.5)}
     # The largest battery or inverter id is 23: chain ids are k * 100 + the inverter's id.
     assert scenario.chains() == {21: (121, 221), 22: (122,), 23: ()}
     assert scenario.components() == [
@@ -401,8 +406,15 @@ def test_pairing_passes_through_the_chain() -> None:
         assert set(seen[1:-1]) <= chain_ids
 
 
+@pytest.mark.parametrize("ramp_s", [-1.0, math.nan, math.inf, 1e9])
+def test_a_ramp_is_a_finite_time(ramp_s: float) -> None:
+    with pytest.raises(ScenarioError, match=r"^ramp_s: must be between 0 and 86400"):
+        Faults(ramp_s=ramp_s)
+
+
 def test_faults_defaults_and_final_replies() -> None:
     assert Faults().final_reply == "SUCCESS"
+    assert Faults().ramp_s == 0.0  # the final reply follows ACCEPTED at once
     assert set(REPLY_FAULTS) == FINAL_REPLIES  # each fault has its reply stream and physics
     assert {final for final, _ in REPLY_FAULTS.values()} == set(FinalReply)  # all wire cases
     for name in FINAL_REPLIES:

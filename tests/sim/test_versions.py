@@ -435,3 +435,64 @@ def test_a_command_with_a_final_reply_ends_completed_not_cancelled(
         return str((await calls[0].code()).name)
 
     assert call(sim, api, work) == "OK"
+
+
+# --- ramping inverters (v1alpha18/19) ---------------------------------------------------------
+
+RAMP_S = 0.3
+
+
+@pytest.mark.parametrize("api", ALPHAS)
+@pytest.mark.parametrize("final", ["SUCCESS", "FAILED", "OVERRIDDEN"])
+def test_a_ramping_inverter_accepts_at_once_and_answers_after_its_ramp(
+    sim: Simulator, api: str, final: str
+) -> None:
+    sim.set_fault(2001, final_reply=final, ramp_s=RAMP_S)
+    with grpc.insecure_channel(sim.address) as channel:
+        call_ = alpha_stub(channel, api).SetElectricalComponentPower(
+            alpha_request(api, 2001, 1000.0), timeout=TIMEOUT
+        )
+        assert status_name(api, next(call_)) == "ACCEPTED"
+        accepted = time.monotonic()
+        assert sim.ramping(2001)  # accepted; the final reply is still to come
+        assert [status_name(api, reply) for reply in call_] == [final]
+        assert time.monotonic() - accepted >= RAMP_S * 0.9
+        assert call_.code() == grpc.StatusCode.OK
+    (ramp,) = sim.ramps()
+    assert (ramp.component_id, ramp.power_w, ramp.reply) == (2001, 1000.0, final)
+    assert ramp.ended_at - ramp.accepted_at >= RAMP_S
+    assert not sim.ramping(2001)
+
+
+@pytest.mark.parametrize("api", ALPHAS)
+def test_a_newer_command_overrides_a_ramp_under_way(sim: Simulator, api: str) -> None:
+    # The API's OVERRIDDEN: "another request for that component replaced it". Whoever sent it.
+    sim.set_fault(2001, ramp_s=60.0)
+    with grpc.insecure_channel(sim.address) as channel:
+        stub = alpha_stub(channel, api)
+        older = stub.SetElectricalComponentPower(alpha_request(api, 2001, 1000.0), timeout=TIMEOUT)
+        assert status_name(api, next(older)) == "ACCEPTED"
+        newer = stub.SetElectricalComponentPower(alpha_request(api, 2001, 500.0), timeout=TIMEOUT)
+        assert status_name(api, next(newer)) == "ACCEPTED"
+        assert [status_name(api, reply) for reply in older] == ["OVERRIDDEN"]
+        assert sim.ramping(2001)  # the newer one ramps on
+        assert newer.cancel()
+    assert sim.wait_for(lambda s: not s.ramping(2001), TIMEOUT)
+    assert [(r.power_w, r.reply) for r in sim.ramps()] == [
+        (1000.0, "OVERRIDDEN"),
+        (500.0, "cancelled"),
+    ]
+    assert sim.setpoint(2001) == 500.0
+
+
+@pytest.mark.parametrize("api", ["v1"])
+def test_v1_ignores_the_ramp(api: str, sim: Simulator) -> None:
+    sim.set_fault(2001, ramp_s=60.0)
+
+    async def work(version: Adapter, stub: Any) -> float:
+        return await version.set_power(stub, 2001, 1000.0, 900)
+
+    call(sim, api, work)
+    assert outcomes(sim) == [(2001, "ok", "v1")]
+    assert not sim.ramping(2001)
+    assert sim.ramps() == []

@@ -99,6 +99,8 @@ class Ask:
         ttl_s: Its lifetime, or ``None`` (standing).
         until_disconnect: Whether it ends with its connection.
         proposed: ``propose`` (the reply carries the ``arbitration`` object), not ``set_power``.
+        call_id: The JSON-RPC id of the client's call (named when one of its commands fails
+            after it was accepted: ``command_failed``).
     """
 
     origin: Origin
@@ -109,6 +111,7 @@ class Ask:
     ttl_s: float | None = None
     until_disconnect: bool = False
     proposed: bool = False
+    call_id: int | str | None = None
 
     @classmethod
     def set_power(cls, request: Request, origin: Origin) -> Ask:
