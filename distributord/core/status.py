@@ -41,7 +41,8 @@ one side (the distribution replaces one side's unknown bounds by the other's).
 Blocking windows (after a failed command): the first lasts ``min_blocking_s``; a failure inside
 a window changes nothing; a failure after a window ran out with no success in between doubles
 the previous length, capped at ``max_blocking_s`` (1, 2, 4, 8, 16, 30, 30 s with the defaults);
-a success, or a recovery from ``not_working``, resets the next length to the minimum. Failures
+a success, or a recovery from ``not_working``, resets the next length to the minimum (an
+``ACCEPTED`` whose final reply is still to come unblocks but does not reset it). Failures
 while ``not_working`` are ignored. Refusals (out of range, invalid) do not block: the caller
 does not report them as failures.
 
@@ -295,10 +296,16 @@ class StatusMachine:
             return None
         return min(self._battery.heard_at, self._inverter.heard_at)
 
-    def command_succeeded(self) -> None:
-        """A command to this battery's inverter succeeded: unblock, reset the window."""
+    def command_succeeded(self, *, final: bool = True) -> None:
+        """A command to this battery's inverter succeeded: unblock, reset the window.
+
+        A success that is not ``final`` (``ACCEPTED``, its final reply still to come) unblocks
+        but keeps the window's length: an inverter that accepts and then fails every command
+        is blocked 1, 2, 4 … s, not 1 s each time.
+        """
         self._blocked_until = None
-        self._last_window = None
+        if final:
+            self._last_window = None
 
     def command_failed(self, *, now: float) -> None:
         """A command failed (not a refusal): open a blocking window.

@@ -877,8 +877,9 @@ class RequestLoop:
         error = flight.error
         if flight.background:
             self._metrics.commands([error])
-        if error is None:
-            self._tracker.record_outcomes(succeeded=[battery], failed=[])
+        if error is None:  # ACCEPTED with its final reply to come (followed) is not final
+            final = not self._commander.following(flight.inverter)
+            self._tracker.record_outcomes(succeeded=[battery], failed=[], final=final)
             return
         if error.blocks:
             self._tracker.record_outcomes(succeeded=[], failed=[battery])
@@ -904,6 +905,8 @@ class RequestLoop:
         match late:
             case FinalReply.SUCCESS:
                 self._metrics.final_reply("success")
+                if battery is not None:  # the final success: the blocking window resets
+                    self._tracker.record_outcomes(succeeded=[battery], failed=[])
                 if battery is not None and self._tracker.command_overridden(battery, False):
                     logger.info(
                         "inverter %d (battery %d) holds our setpoint again",

@@ -380,17 +380,21 @@ class StatusTracker:
             return f"{self._kind(components[0])} {components[0]}"
         return f"{len(components)} components ({_components(components)})"
 
-    def record_outcomes(self, *, succeeded: Iterable[int], failed: Iterable[int]) -> None:
+    def record_outcomes(
+        self, *, succeeded: Iterable[int], failed: Iterable[int], final: bool = True
+    ) -> None:
         """Command outcomes of one request, by battery id.
 
         Args:
             succeeded: Batteries whose command succeeded (0 W included).
             failed: Batteries whose command failed in a way that blocks (not refusals).
+            final: Whether the successes are final (not an ``ACCEPTED`` whose final reply is
+                still to come: that unblocks, but keeps the blocking window's length).
         """
         now = trio.current_time()
         for battery_id in succeeded:
             if battery_id in self._machines:
-                self._machines[battery_id].command_succeeded()
+                self._machines[battery_id].command_succeeded(final=final)
                 self._evaluate(battery_id, now)
         for battery_id in failed:
             if battery_id in self._machines:

@@ -324,6 +324,19 @@ def test_recovery_from_not_working_resets() -> None:
     assert machine.evaluate(1.7).blocked_until == pytest.approx(2.7)
 
 
+def test_an_accepted_command_unblocks_but_only_a_final_success_resets_the_window() -> None:
+    machine = fed()
+    machine.evaluate(0.0)
+    machine.command_failed(now=0.0)  # 1 s
+    machine.command_succeeded(final=False)  # ACCEPTED: unblocked ...
+    assert machine.evaluate(0.1).status is Status.WORKING
+    machine.command_failed(now=0.2)  # ... and FAILED after the ramp: 2 s
+    assert machine.evaluate(0.2).blocked_until == pytest.approx(2.2)
+    machine.command_succeeded()  # a final SUCCESS: the next window is the minimum again
+    machine.command_failed(now=3.0)
+    assert machine.evaluate(3.0).blocked_until == 4.0
+
+
 def test_failures_while_not_working_are_ignored() -> None:
     machine = StatusMachine(lambda: SETTINGS)
     machine.evaluate(0.0)

@@ -131,6 +131,29 @@ async def test_a_late_failed_blocks_the_battery_is_logged_counted_and_announced(
     assert f"request {request_id!r} of program default" in failures[0].getMessage()
 
 
+async def test_an_inverter_that_accepts_then_fails_every_command_is_blocked_longer_each_time(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # Found in review: ACCEPTED counted as a success that reset the blocking window, so an
+    # inverter failing after every ramp was blocked 1 s each time instead of 1, 2, 4 ... s.
+    sim.set_fault(2002, ramp_s=0.2, final_reply="FAILED")
+    windows: list[float] = []
+    async with (
+        running_daemon(sim, tmp_path / "c.sock") as daemon,
+        connect(tmp_path / "c.sock") as client,
+        connect(tmp_path / "c.sock") as subscriber,
+    ):
+        assert await subscriber.result("subscribe_status") == {"subscribed": True}
+        result = await client.result("set_power", {"power_w": 2000, "batteries": [1001, 1002]})
+        assert result["outcome"] == "success", result
+        for _ in range(2):  # the request's command, then the daemon's retry of it
+            await notification(subscriber, "command_failed")
+            state = daemon.tracker.state(1002)
+            assert state.blocked_until is not None
+            windows.append(state.blocked_until - state.since)
+    assert windows == [1.0, 2.0]
+
+
 async def test_overridden_by_someone_else_is_a_reason_a_warning_once_and_no_block(
     sim: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
