@@ -79,6 +79,7 @@ from distributord.cli.trioclient import open_client
 from distributord.core.config import API_VERSIONS
 from distributord.shell.link import (
     MAX_OPENING_STREAMS,
+    SilenceWatch,
     Telemetry,
     discover,
     open_link,
@@ -287,6 +288,8 @@ async def run(
         ]
         before_threads = threads()
         async with trio.open_nursery() as nursery:
+            watch = SilenceWatch()
+            await nursery.start(watch.serve)
             for component, battery in components:
                 telemetry = Telemetry(
                     link,
@@ -295,6 +298,7 @@ async def run(
                     sink=sink,
                     max_data_age_s=10.0,
                     silence_s=max(5.0, 5.0 / hz),
+                    watch=watch,
                 )
                 await nursery.start(telemetry.serve)
             undo_gc = tune_gc() if daemon_gc else lambda: None
