@@ -126,13 +126,14 @@ class _Opening(Generic[M]):
             self._release()
 
     def deliver_to(self, handler: Callable[[M], None]) -> None:
-        release = self._release  # idempotent: a flag test after the first message
+        release, stream = self._release, self._stream
 
         def releasing(message: M) -> None:
             release()
+            stream.deliver_to(handler)  # the first message only: then straight to the handler
             handler(message)
 
-        self._stream.deliver_to(releasing)
+        stream.deliver_to(releasing)
 
     async def ended(self) -> NoReturn:
         try:
@@ -827,7 +828,16 @@ class Telemetry:
         """
         now = self.heard = trio.current_time()
         try:
-            self._handle(data, now)
+            decoder = self._decoder
+            assert decoder is not None
+            decoder.max_data_age_s = self._max_age()
+            snapshot = decoder.decode(data, received_at=now)
+            if decoder.notes:
+                self._note(decoder.notes)
+            if snapshot is not None:  # None: ignored (counted by the decoder); not a sign of life
+                if self.down_since is not None:
+                    self._back()
+                self._sink.snapshot(snapshot)
         except Exception as error:
             if type(error).__name__ not in self._failures:
                 self._failures.add(type(error).__name__)
@@ -837,18 +847,11 @@ class Telemetry:
                     self.component_id,
                 )
 
-    def _handle(self, data: Any, now: float) -> None:
-        decoder = self._decoder
-        assert decoder is not None
-        decoder.max_data_age_s = self._max_age()
-        snapshot = decoder.decode(data, received_at=now)
-        if decoder.notes:
-            for note in decoder.notes - self._logged_notes:
-                logger.warning("%s %d: %s (logged once)", self._kind, self.component_id, note.value)
-                self._logged_notes.add(note)
-        if snapshot is None:  # ignored (counted by the decoder); not a sign of life either
-            return
-        if self.down_since is not None:
-            self.down_since = None
-            self._reset_delay()
-        self._sink.snapshot(snapshot)
+    def _note(self, notes: set[Note]) -> None:
+        for note in notes - self._logged_notes:
+            logger.warning("%s %d: %s (logged once)", self._kind, self.component_id, note.value)
+            self._logged_notes.add(note)
+
+    def _back(self) -> None:
+        self.down_since = None
+        self._reset_delay()
