@@ -1,15 +1,16 @@
 """Run every benchmark and write the report: ``python -m bench``.
 
-Usage: ``python -m bench [--quick] [--out bench/] [--only distribution,link,daemon]
+Usage: ``python -m bench [--quick] [--out bench/] [--only distribution,link,process,daemon]
 [--results bench/results.json]``
 
 In one process, one after the other: the distribution benchmark (``distribute()`` beside its
 targets and the reference design's figures; fixed-power fleets beside the exact best), the
 link benchmark (the daemon's telemetry link beside a bare grpc.aio consumer, per API version,
-at several fleet sizes; then the whole daemon process beside the same consumer at 2,000
-streams) and the end-to-end benchmark (the daemon's request latency beside a
-bare fan-out, per API version and fleet size). Each calls the benchmark module's own functions,
-so its figures are measured exactly as its command line measures them.
+at several fleet sizes), the process benchmark (the whole daemon process beside the same
+consumer at 2,000 streams, per API version) and the end-to-end benchmark (the daemon's
+request latency beside a bare fan-out, per API version and fleet size). Each calls the
+benchmark module's own functions, so its figures are measured exactly as its command line
+measures them.
 
 It writes into ``--out``: ``results.json`` (every figure), ``REPORT.md`` (how each was
 measured, the tables, the machine, date, command and load) and, when matplotlib is installed
@@ -49,11 +50,12 @@ from bench.report import (
     FixedPowerRow,
     LinkRow,
     Load,
+    ProcessResults,
     ProcessRow,
     Results,
 )
 
-BENCHMARKS = ("distribution", "link", "daemon")
+BENCHMARKS = ("distribution", "link", "process", "daemon")
 
 T = TypeVar("T")
 
@@ -253,15 +255,13 @@ def process_row(
 
 
 def run_link(plan: Plan, book: Book) -> None:
-    """The link beside the bare consumer, per version and fleet size; then the whole daemon."""
+    """The link beside the bare consumer, per version and fleet size."""
     rows: list[LinkRow] = []
-    process_rows: list[ProcessRow] = []
     book.results["link"] = {
         "hz": plan.hz,
         "seconds": plan.link_seconds,
         "rounds": plan.link_rounds,
         "rows": rows,
-        "process_rows": process_rows,
     }
     for api in plan.apis:
         for batteries in plan.link_batteries:
@@ -280,11 +280,18 @@ def run_link(plan: Plan, book: Book) -> None:
             if (row := book.attempt(f"link, {api}, {batteries} batteries", point)) is not None:
                 rows.append(row)
                 book.save()
-    run_process(plan, book, process_rows)
 
 
-def run_process(plan: Plan, book: Book, rows: list[ProcessRow]) -> None:
-    """The whole daemon process beside the bare consumer, per version, into ``rows``."""
+def run_process(plan: Plan, book: Book) -> None:
+    """The whole daemon process beside the bare consumer, per version (the link's windows)."""
+    rows: list[ProcessRow] = []
+    results: ProcessResults = {
+        "hz": plan.hz,
+        "seconds": plan.link_seconds,
+        "rounds": plan.link_rounds,
+        "rows": rows,
+    }
+    book.results["process"] = results
     for api in plan.apis:
         for batteries in plan.process_batteries:
 
@@ -443,6 +450,8 @@ def run(
                     results["distribution"] = figures
             elif name == "link":
                 run_link(plan, book)
+            elif name == "process":
+                run_process(plan, book)
             else:
                 run_daemon(plan, book)
         book.save()

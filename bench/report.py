@@ -114,13 +114,24 @@ class ProcessRow(TypedDict):
 
 
 class LinkResults(TypedDict):
-    """The link benchmark, and the whole daemon process beside the same bare consumer."""
+    """The link benchmark."""
 
     hz: float
     seconds: float
     rounds: int
     rows: list[LinkRow]
-    process_rows: NotRequired[list[ProcessRow]]
+
+
+class ProcessResults(TypedDict):
+    """The whole daemon process beside the bare consumer."""
+
+    hz: float
+    seconds: float
+    rounds: int
+    rows: list[ProcessRow]
+    measured: NotRequired[str]
+    """Where these figures come from when they were measured apart from the rest of the
+    report (date, commit, load), else absent."""
 
 
 class DaemonRow(TypedDict):
@@ -184,6 +195,7 @@ class Results(TypedDict):
     load: list[Load]
     distribution: NotRequired[DistributionResults]
     link: NotRequired[LinkResults]
+    process: NotRequired[ProcessResults]
     daemon: NotRequired[DaemonResults]
     errors: NotRequired[list[str]]
     """Measurements that failed (the benchmark, the point, the error); the rest went on."""
@@ -248,8 +260,9 @@ def headline(results: Results) -> list[str]:
                     f"bare consumer {_pct(r['bare_cpu'])}, link {_pct(r['link_cpu'])} of a core",
                 ]
             )
+    if "process" in results:
         target = targets.get("process_ratio", targets["link_ratio"])
-        for p in results["link"].get("process_rows", []):
+        for p in results["process"]["rows"]:
             rows.append(
                 [
                     f"daemon process, {p['api']}, {p['streams']:,} streams",
@@ -436,16 +449,18 @@ def link_section(link: LinkResults, targets: Targets, plotted: bool) -> list[str
     return lines
 
 
-def process_section(link: LinkResults, targets: Targets) -> list[str]:
+def process_section(process: ProcessResults, targets: Targets) -> list[str]:
     """The whole daemon process beside the bare consumer, and how it was measured."""
-    windows = "bare, daemon" if link["rounds"] == 1 else "bare, daemon, daemon, bare"
+    windows = "bare, daemon" if process["rounds"] == 1 else "bare, daemon, daemon, bare"
     target = targets.get("process_ratio", targets["link_ratio"])
     lines = [
         "## The daemon process (telemetry)",
         "",
-        "How: `bench.link --against daemon`, per version: the same simulator process and the "
-        f"same bare consumer as above, at {link['hz']:g} Hz, and windows of {link['seconds']:g} s "
-        f"alternating ({windows}) between the bare consumer and the *daemon*: `distributord run` "
+        "How: `bench.link --against daemon`, per version: `distributord sim --api VERSION` in "
+        "a process of its own streams 1,000 batteries and their inverters at "
+        f"{process['hz']:g} Hz, and windows of {process['seconds']:g} s "
+        f"alternating ({windows}) between the *bare consumer* of the link benchmark (a fresh "
+        "grpc.aio process) and the *daemon*: `distributord run` "
         "with the version pinned and the default configuration otherwise, in a fresh process "
         "for each window, sent no request. Its window opens 3 s after its status line first "
         "reads every battery working (every stream has delivered). CPU is the whole daemon "
@@ -459,6 +474,8 @@ def process_section(link: LinkResults, targets: Targets) -> list[str]:
         f"Target at 2,000 streams: daemon / bare ≤ {target:g}×.",
         "",
     ]
+    if "measured" in process:
+        lines[-1:-1] = ["", f"Measured apart from the rest of this report: {process['measured']}."]
     rows = [
         [
             r["api"],
@@ -473,7 +490,7 @@ def process_section(link: LinkResults, targets: Targets) -> list[str]:
             _pct(r["sim_cpu"]),
             _pct(r["machine_busy"]),
         ]
-        for r in link.get("process_rows", [])
+        for r in process["rows"]
     ]
     lines += _table(
         [
@@ -610,8 +627,8 @@ def render(results: Results, plots: Sequence[str] = ()) -> str:
         lines += ["", *distribution_section(results["distribution"], targets)]
     if "link" in results:
         lines += ["", *link_section(results["link"], targets, TELEMETRY_PNG in plots)]
-        if results["link"].get("process_rows"):
-            lines += ["", *process_section(results["link"], targets)]
+    if "process" in results:
+        lines += ["", *process_section(results["process"], targets)]
     if "daemon" in results:
         lines += ["", *daemon_section(results["daemon"], targets, LATENCY_PNG in plots)]
     return "\n".join(lines) + "\n"

@@ -60,7 +60,12 @@ def results() -> Results:
             "rounds": 2,
             "rows": [link_row(api, batteries) for api in ("v1alpha18", "v1")
                      for batteries in (100, 1000)],
-            "process_rows": [process_row("v1alpha18", 1.42), process_row("v1", 1.61)],
+        },
+        "process": {
+            "hz": 1.0,
+            "seconds": 20.0,
+            "rounds": 2,
+            "rows": [process_row("v1alpha18", 1.42), process_row("v1", 1.61)],
         },
         "daemon": {
             "hz": 1.0,
@@ -175,7 +180,7 @@ def test_the_report_says_where_when_and_how() -> None:
 
 def test_a_run_before_the_daemon_process_was_measured_is_drawn_as_before() -> None:
     old = results()
-    del old["link"]["process_rows"], old["targets"]["process_ratio"]
+    del old["process"], old["targets"]["process_ratio"]
     text = report.render(old)
     assert "## Microgrid link (telemetry)" in text
     assert "daemon process" not in text
@@ -240,6 +245,11 @@ def test_the_tables_hold_every_measured_row() -> None:
     assert column(link, "bare CPU")[1] == "13.0%–15.0%"
     assert column(link, "link / bare") == ["1.25×"] * 4
 
+    assert "Measured apart from the rest" not in report.render(results())
+    apart = results()
+    apart["process"]["measured"] = "2026-12-05 17:00 UTC, commit abc1234"
+    text = report.render(apart)
+    assert "Measured apart from the rest of this report: 2026-12-05 17:00 UTC, commit" in text
     process = found["The daemon process (telemetry)"]
     assert column(process, "version") == ["v1alpha18", "v1"]
     assert column(process, "daemon CPU") == ["12.0%–15.0%"] * 2
@@ -261,7 +271,7 @@ def test_the_fixed_power_table_marks_odd_fleets() -> None:
 
 def test_a_run_of_some_benchmarks_reports_those() -> None:
     partial = results()
-    del partial["link"], partial["daemon"]
+    del partial["link"], partial["process"], partial["daemon"]
     partial["quick"] = True
     partial["distribution"]["rows"] = partial["distribution"]["rows"][:1]
     text = report.render(partial)
