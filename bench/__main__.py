@@ -1,14 +1,16 @@
 """Run every benchmark and write the report: ``python -m bench``.
 
-Usage: ``python -m bench [--quick] [--out bench/] [--only distribution,link,daemon]
+Usage: ``python -m bench [--quick] [--out bench/] [--only distribution,link,process,daemon]
 [--results bench/results.json]``
 
 In one process, one after the other: the distribution benchmark (``distribute()`` beside its
 targets and the reference design's figures; fixed-power fleets beside the exact best), the
 link benchmark (the daemon's telemetry link beside a bare grpc.aio consumer, per API version,
-at several fleet sizes) and the end-to-end benchmark (the daemon's request latency beside a
-bare fan-out, per API version and fleet size). Each calls the benchmark module's own functions,
-so its figures are measured exactly as its command line measures them.
+at several fleet sizes), the process benchmark (the whole daemon process beside the same
+consumer at 2,000 streams, per API version) and the end-to-end benchmark (the daemon's
+request latency beside a bare fan-out, per API version and fleet size). Each calls the
+benchmark module's own functions, so its figures are measured exactly as its command line
+measures them.
 
 It writes into ``--out``: ``results.json`` (every figure), ``REPORT.md`` (how each was
 measured, the tables, the machine, date, command and load) and, when matplotlib is installed
@@ -16,7 +18,7 @@ measured, the tables, the machine, date, command and load) and, when matplotlib 
 ``--results FILE`` draws the report again from a ``results.json`` without running anything.
 ``--quick`` shrinks every run to a smoke test of a few minutes, whose figures mean nothing.
 
-The full run takes about 20 minutes on a 2-core machine.
+The full run takes about 27 minutes on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -48,10 +50,12 @@ from bench.report import (
     FixedPowerRow,
     LinkRow,
     Load,
+    ProcessResults,
+    ProcessRow,
     Results,
 )
 
-BENCHMARKS = ("distribution", "link", "daemon")
+BENCHMARKS = ("distribution", "link", "process", "daemon")
 
 T = TypeVar("T")
 
@@ -69,6 +73,8 @@ class Plan:
         link_batteries: Fleet sizes of the link benchmark (2 streams per battery).
         link_seconds: Each of its windows.
         link_rounds: 1: bare, link; 2: bare, link, link, bare (cancels a linear drift).
+        process_batteries: Fleet sizes at which the whole daemon process is measured beside
+            the bare consumer, with the link's windows and rounds.
         daemon_requests: End-to-end fleet size → requests.
         apis: The API versions of the link and end-to-end benchmarks.
         hz: The simulator's telemetry rate.
@@ -80,6 +86,7 @@ class Plan:
     link_batteries: tuple[int, ...]
     link_seconds: float
     link_rounds: int
+    process_batteries: tuple[int, ...]
     daemon_requests: dict[int, int]
     apis: tuple[str, ...] = ("v1alpha18", "v1")
     hz: float = 1.0
@@ -94,6 +101,8 @@ FULL = Plan(
     # 20 s windows, four per point: about 2 minutes per version and size.
     link_seconds=20.0,
     link_rounds=2,
+    # The issue's target point only: a daemon starts for each window, ~1 minute each.
+    process_batteries=(1000,),
     # As the README's figures: 300 requests, 200 at 500 batteries (each takes ~0.6 s there).
     daemon_requests={10: 300, 100: 300, 500: 200},
 )
@@ -105,6 +114,7 @@ QUICK = Plan(
     link_batteries=(10, 50),
     link_seconds=3.0,
     link_rounds=1,
+    process_batteries=(50,),
     daemon_requests={10: 20, 50: 20},
 )
 
@@ -211,6 +221,39 @@ def link_row(
     }
 
 
+def process_row(
+    api: str, batteries: int, hz: float, windows: Sequence[link.Window], streams: int
+) -> ProcessRow:
+    """One version and size of the whole daemon process beside the bare consumer."""
+    mine = [w for w in windows if w.consumer == "daemon"]
+    bare = [w for w in windows if w.consumer == "bare"]
+
+    def share(ws: Sequence[link.Window]) -> float:
+        return sum(w.figures["cpu"] for w in ws) / sum(w.figures["wall"] for w in ws)
+
+    def shares(ws: Sequence[link.Window]) -> list[float]:
+        return [w.figures["cpu"] / w.figures["wall"] for w in ws]
+
+    wall = sum(w.figures["wall"] for w in windows)
+    return {
+        "api": api,
+        "batteries": batteries,
+        "streams": streams,
+        "bare_cpu": share(bare),
+        "bare_cpu_min": min(shares(bare)),
+        "bare_cpu_max": max(shares(bare)),
+        "daemon_cpu": share(mine),
+        "daemon_cpu_min": min(shares(mine)),
+        "daemon_cpu_max": max(shares(mine)),
+        "ratio": link.ratio(windows, "daemon"),
+        "working_min": int(min(w.figures["working"] for w in mine)),
+        "sim_cpu": sum(w.sim_share * w.figures["wall"] for w in windows) / wall,
+        "machine_busy": sum(w.busy_share * w.figures["wall"] for w in windows) / wall,
+        "rss_mb": max(w.figures["rss_mb"] for w in mine),
+        "threads": int(max(w.figures["threads"] for w in mine)),
+    }
+
+
 def run_link(plan: Plan, book: Book) -> None:
     """The link beside the bare consumer, per version and fleet size."""
     rows: list[LinkRow] = []
@@ -235,6 +278,42 @@ def run_link(plan: Plan, book: Book) -> None:
                 return row
 
             if (row := book.attempt(f"link, {api}, {batteries} batteries", point)) is not None:
+                rows.append(row)
+                book.save()
+
+
+def run_process(plan: Plan, book: Book) -> None:
+    """The whole daemon process beside the bare consumer, per version (the link's windows)."""
+    rows: list[ProcessRow] = []
+    results: ProcessResults = {
+        "hz": plan.hz,
+        "seconds": plan.link_seconds,
+        "rounds": plan.link_rounds,
+        "rows": rows,
+    }
+    book.results["process"] = results
+    for api in plan.apis:
+        for batteries in plan.process_batteries:
+
+            def point(api: str = api, batteries: int = batteries) -> ProcessRow:
+                windows, streams = link.measure(
+                    api,
+                    batteries,
+                    plan.hz,
+                    plan.link_seconds,
+                    plan.link_rounds,
+                    daemon_gc=True,
+                    against="daemon",
+                )
+                row = process_row(api, batteries, plan.hz, windows, streams)
+                say(
+                    f"daemon process: {api}, {streams} streams: bare {row['bare_cpu']:.1%}, "
+                    f"daemon {row['daemon_cpu']:.1%}, {row['ratio']:.2f}×"
+                )
+                return row
+
+            label = f"daemon process, {api}, {batteries} batteries"
+            if (row := book.attempt(label, point)) is not None:
                 rows.append(row)
                 book.save()
 
@@ -354,6 +433,7 @@ def run(
             "link_ratio": link.TARGET_RATIO,
             "link_cpu": link.TARGET_CPU,
             "link_rss_mb": link.TARGET_RSS_MB,
+            "process_ratio": link.TARGET_RATIO,
             "daemon_p50_ratio": daemon.TARGET_P50,
             "daemon_p99_ratio": daemon.TARGET_P99,
             "daemon_overhead_ms": daemon.TARGET_OVERHEAD_MS,
@@ -370,6 +450,8 @@ def run(
                     results["distribution"] = figures
             elif name == "link":
                 run_link(plan, book)
+            elif name == "process":
+                run_process(plan, book)
             else:
                 run_daemon(plan, book)
         book.save()

@@ -18,16 +18,27 @@ per component, 2 per battery), each measured over a window of ``--seconds``:
 * **the daemon's link**, in this process: ``open_link`` pinned to the version, discovery, and
   one ``Telemetry`` task per component into a counting sink, exactly as the daemon does
   (the link puts every stream on one channel, as the bare consumer does).
+* or, with ``--against daemon``, **the whole daemon process**: ``distributord run`` with
+  ``microgrid.api`` pinned to the version and the default configuration otherwise, started
+  fresh for each window (``bench.load.open_daemon``) and sent no request. Its window is the
+  CPU time of that process from ``/proc/PID/stat`` (user + system, all its threads: grpc's,
+  the bridge's, trio's), so it counts everything a sample costs in the product: the link,
+  decoding, the fleet, the status machines and their timers, the status publications, the
+  systemd status line and the garbage collector as the daemon tunes it. The daemon counts no
+  messages; instead it must still report every battery working after the window (``get_status``,
+  asked once the window has closed), which it can only do if it kept up with every stream.
 
 Both wait until every stream has delivered and 3 s more (3 periods at low rates) before the
-window opens; opening the streams is not measured. Each window measures its own process:
+window opens (the daemon: until its status line reads every battery working, then the same
+3 s); opening the streams is not measured. Each window measures its own process:
 CPU share (user + system time, grpc's threads included, over wall time), messages received
 against messages sent, and the wall time spent in garbage collections. The ratio is the
 link's CPU share over the bare consumer's. Beside them: the simulator's CPU share in the same
 window, and how busy the whole machine was (of all its cores), sampled once a second, so a
 window where the simulator and the consumer fought for the cores shows it. ``--rounds 2``
-measures bare, link, link, bare, which cancels a drift of the machine's speed that is
-linear in time; the figures of each window are printed, and the ratio of their sums.
+measures bare, link, link, bare (or bare, daemon, daemon, bare), which cancels a drift of
+the machine's speed that is linear in time; the figures of each window are printed, and the
+ratio of their sums.
 
 For the link alone, as before: threads, resident memory, and the delay between a sample being
 taken (its ``sampled_at``) and it reaching the sink, in the first and the last tenth of the
@@ -36,7 +47,8 @@ window. A link that falls behind shows it there: the delay grows.
 The issue's targets: at 2,000 streams, under 25 % of one core, under 300 MB RSS, no growing
 backlog, and a thread count that does not grow with the number of components; and at 1,000
 batteries and 1 Hz, a CPU cost at most :data:`TARGET_RATIO` times the bare consumer's, on
-every version.
+every version; the same for the whole daemon process (issue 21's goal: the product's cost,
+not only the part easiest to isolate).
 """
 
 from __future__ import annotations
@@ -45,6 +57,7 @@ import argparse
 import contextlib
 import itertools
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -60,10 +73,13 @@ import trio
 
 from bench.bare import GcClock, cpu_seconds
 from bench.distribution import machine
+from bench.load import open_daemon
 from distributord.api.adapter import Snapshot
+from distributord.cli.trioclient import open_client
 from distributord.core.config import API_VERSIONS
 from distributord.shell.link import (
     MAX_OPENING_STREAMS,
+    SilenceWatch,
     Telemetry,
     discover,
     open_link,
@@ -74,7 +90,10 @@ TARGET_CPU = 0.25
 TARGET_RSS_MB = 300.0
 TARGET_RATIO = 1.5
 """The link's CPU over the bare consumer's (issue 12's target; issue 11 asked for 2.0, what it
-cost when that issue was written)."""
+cost when that issue was written); and the whole daemon process's (issue 21's)."""
+
+CONSUMERS = ("link", "daemon")
+"""What can be measured beside the bare consumer (``--against``)."""
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PROJECT = Path(__file__).resolve().parent.parent
@@ -100,21 +119,21 @@ class CountingSink:
         self.gaps += 1
 
 
-def rss_mb() -> float:
-    """Resident memory of this process, MB."""
-    with open("/proc/self/status", encoding="ascii") as status:
+def rss_mb(pid: int | str = "self") -> float:
+    """Resident memory of this process (or of ``pid``), MB."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
         for line in status:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def threads() -> int:
-    """Threads of this process (all of them, grpc's own included)."""
-    return len(os.listdir("/proc/self/task"))
+def threads(pid: int | str = "self") -> int:
+    """Threads of this process (or of ``pid``): all of them, grpc's own included."""
+    return len(os.listdir(f"/proc/{pid}/task"))
 
 
-def process_cpu_seconds(pid: int) -> float:
+def process_cpu_seconds(pid: int | str) -> float:
     """User plus system CPU time of process ``pid`` (all its threads), s."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
         # The command name (field 2) may hold spaces; the fields after it do not.
@@ -269,6 +288,8 @@ async def run(
         ]
         before_threads = threads()
         async with trio.open_nursery() as nursery:
+            watch = SilenceWatch()
+            await nursery.start(watch.serve)
             for component, battery in components:
                 telemetry = Telemetry(
                     link,
@@ -277,6 +298,7 @@ async def run(
                     sink=sink,
                     max_data_age_s=10.0,
                     silence_s=max(5.0, 5.0 / hz),
+                    watch=watch,
                 )
                 await nursery.start(telemetry.serve)
             undo_gc = tune_gc() if daemon_gc else lambda: None
@@ -316,6 +338,38 @@ async def run(
     return figures
 
 
+async def run_daemon(
+    address: str, api: str, batteries: int, seconds: float, hz: float
+) -> dict[str, float]:
+    """A fresh ``distributord run`` against ``address``, measured from outside; its figures.
+
+    Its window opens :func:`settle_s` after its status line first reads every battery working
+    (every stream has delivered). CPU is the daemon process's from ``/proc``, all threads.
+    ``working`` is how many batteries it reports working once the window has closed.
+    """
+    with tempfile.TemporaryDirectory(prefix="distributord-bench-") as directory:
+        log = Path(directory) / "daemon.log"
+        async with open_daemon(address, api, Path(directory), log, batteries=batteries) as daemon:
+            before_threads = threads(daemon.pid)
+            await trio.sleep(settle_s(hz))
+            start_wall, start_cpu = time.time(), process_cpu_seconds(daemon.pid)
+            await trio.sleep(seconds)
+            wall = time.time() - start_wall
+            cpu = process_cpu_seconds(daemon.pid) - start_cpu
+            figures = {
+                "start": start_wall,
+                "wall": wall,
+                "cpu": cpu,
+                "threads_before": float(before_threads),
+                "threads": float(threads(daemon.pid)),
+                "rss_mb": rss_mb(daemon.pid),
+            }
+            async with open_client(str(daemon.sock)) as client:
+                status = await client.result("get_status")
+            figures["working"] = float(len(status["working"]))
+    return figures
+
+
 def run_bare(
     address: str, api: str, ids: Sequence[int], seconds: float, hz: float
 ) -> dict[str, float]:
@@ -347,8 +401,9 @@ class Window:
     """One consumer's measured window.
 
     Attributes:
-        consumer: ``"bare"`` or ``"link"``.
-        figures: What it measured (``start``, ``wall``, ``cpu``, ``received``, ``gc_s``, ...).
+        consumer: ``"bare"``, ``"link"`` or ``"daemon"``.
+        figures: What it measured (``start``, ``wall``, ``cpu``, and as the consumer can:
+            ``received``, ``gc_s``, ...).
         sim_share: The simulator's CPU share (of one core) in the window.
         busy_share: The machine's busy share (of all its cores) in the window.
     """
@@ -360,18 +415,33 @@ class Window:
 
 
 def measure(
-    api: str, batteries: int, hz: float, seconds: float, rounds: int, *, daemon_gc: bool
+    api: str,
+    batteries: int,
+    hz: float,
+    seconds: float,
+    rounds: int,
+    *,
+    daemon_gc: bool,
+    against: str = "link",
 ) -> tuple[list[Window], int]:
-    """Every window of one version, in order; and the number of streams."""
+    """Every window of one version, in order; and the number of streams.
+
+    ``against`` is what alternates with the bare consumer: ``"link"`` (in this process) or
+    ``"daemon"`` (the whole daemon process; ``daemon_gc`` does not apply to it).
+    """
+    if against not in CONSUMERS:
+        raise ValueError(f"unknown consumer {against!r}; known: {', '.join(CONSUMERS)}")
     windows: list[Window] = []
     with simulator(batteries, hz, api=api) as sim, Sampler(sim.pid) as sampler:
         components = trio.run(fleet, sim.address, api)
         ids = [c for c, _ in components]
         for k in range(rounds):
-            order = ("bare", "link") if k % 2 == 0 else ("link", "bare")
+            order = ("bare", against) if k % 2 == 0 else (against, "bare")
             for consumer in order:
                 if consumer == "bare":
                     figures = run_bare(sim.address, api, ids, seconds, hz)
+                elif consumer == "daemon":
+                    figures = trio.run(lambda: run_daemon(sim.address, api, batteries, seconds, hz))
                 else:
                     figures = trio.run(
                         lambda: run(sim.address, seconds, hz, api=api, daemon_gc=daemon_gc)
@@ -391,28 +461,32 @@ def verdict(ok: bool) -> str:
 
 def row(api: str, label: str, windows: Sequence[Window], streams: int, hz: float) -> str:
     """One line of the table: the sums of ``windows``."""
+    nan = float("nan")
     wall = sum(w.figures["wall"] for w in windows)
     cpu = sum(w.figures["cpu"] for w in windows)
-    received = sum(w.figures["received"] for w in windows)
-    gc_s = sum(w.figures["gc_s"] for w in windows)
+    received = sum(w.figures.get("received", nan) for w in windows)  # the daemon counts none
+    gc_s = sum(w.figures.get("gc_s", nan) for w in windows)
     sim = sum(w.sim_share * w.figures["wall"] for w in windows) / wall
     busy = sum(w.busy_share * w.figures["wall"] for w in windows) / wall
     sent = streams * hz * wall
-    per_message = cpu / received * 1e6 if received else float("nan")
+    counted = sent if math.isnan(received) else received  # per message sent if none counted
+    per_message = cpu / counted * 1e6 if counted else nan
+    counted_s = "–" if math.isnan(received) else f"{received:,.0f}"
+    gc_share = "–" if math.isnan(gc_s) else f"{gc_s / wall:.1%}"
     return (
         f"{api:<10} {label:<16} {cpu / wall:>8.1%} {per_message:>8.1f} "
-        f"{received:>9,.0f} {sent:>9,.0f} {gc_s / wall:>6.1%} {sim:>8.1%} {busy:>7.1%}"
+        f"{counted_s:>9} {sent:>9,.0f} {gc_share:>6} {sim:>8.1%} {busy:>7.1%}"
     )
 
 
-def ratio(windows: Sequence[Window]) -> float:
-    """The link's CPU share over the bare consumer's, over all of ``windows``."""
+def ratio(windows: Sequence[Window], against: str = "link") -> float:
+    """``against``'s CPU share over the bare consumer's, over all of ``windows``."""
 
     def share(consumer: str) -> float:
         mine = [w.figures for w in windows if w.consumer == consumer]
         return sum(f["cpu"] for f in mine) / sum(f["wall"] for f in mine)
 
-    return share("link") / share("bare")
+    return share(against) / share("bare")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -424,6 +498,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="each window")
     parser.add_argument(
         "--rounds", type=int, default=1, help="1: bare, link; 2: bare, link, link, bare; ..."
+    )
+    parser.add_argument(
+        "--against",
+        choices=CONSUMERS,
+        default="link",
+        help="beside the bare consumer: the link in this process, or the whole daemon process",
     )
     parser.add_argument(
         "--gc",
@@ -441,25 +521,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.batteries} batteries at {args.hz:g} Hz, windows of {args.seconds:g} s, "
         f"{args.rounds} round(s); per version, one simulator process serving only that version."
     )
+    against = args.against
     print(
         "bare: a plain asyncio grpc.aio consumer in a fresh process of its own (one channel, one "
-        "task per stream, reads the id and each sample's value); link: open_link + one "
-        "Telemetry task per component into a counting sink, in this process. CPU: user+sys "
-        "of that process over wall time, in % of one core; GC: wall time in collections; sim: "
-        "the simulator's CPU (one core); machine: busy share of all cores."
+        "task per stream, reads the id and each sample's value); "
+        + (
+            "link: open_link + one Telemetry task per component into a counting sink, in this "
+            "process. "
+            if against == "link"
+            else "daemon: `distributord run` in a fresh process of its own, no requests. "
+        )
+        + "CPU: user+sys of that process over wall time, in % of one core; GC: wall time in "
+        "collections; sim: the simulator's CPU (one core); machine: busy share of all cores."
+        + (" µs/msg: per message sent (the daemon counts none)." if against == "daemon" else "")
     )
     print(
-        "garbage collector: bare, Python's defaults; link, "
+        "garbage collector: bare, Python's defaults; "
         + (
-            f"the daemon's (frozen heap, thresholds {GC_THRESHOLD}, once every stream is open)"
-            if args.gc == "daemon"
-            else "Python's defaults (--gc default)"
+            "daemon, its own settings"
+            if against == "daemon"
+            else "link, "
+            + (
+                f"the daemon's (frozen heap, thresholds {GC_THRESHOLD}, once every stream is open)"
+                if args.gc == "daemon"
+                else "Python's defaults (--gc default)"
+            )
         )
     )
     results: list[tuple[str, list[Window], int]] = []
     for api in apis:
         windows, streams = measure(
-            api, args.batteries, args.hz, args.seconds, args.rounds, daemon_gc=args.gc == "daemon"
+            api,
+            args.batteries,
+            args.hz,
+            args.seconds,
+            args.rounds,
+            daemon_gc=args.gc == "daemon",
+            against=against,
         )
         results.append((api, windows, streams))
     print()
@@ -471,12 +569,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         for k, window in enumerate(windows, 1):
             label = f"{window.consumer} #{k}" if args.rounds > 1 else window.consumer
             print(row(api, label, [window], streams, args.hz))
-        r = ratio(windows)
+        r = ratio(windows, against)
         print(
-            f"{api:<10} {'ratio link/bare':<16} {r:>7.2f}x  "
+            f"{api:<10} {f'ratio {against}/bare':<16} {r:>7.2f}x  "
             f"(target ≤ {TARGET_RATIO:g}x {verdict(r <= TARGET_RATIO)})"
         )
     for api, windows, streams in results:
+        for window in (w for w in windows if w.consumer == "daemon"):
+            f = window.figures
+            print(
+                f"{api}, the daemon: RSS {f['rss_mb']:.0f} MB, threads {f['threads']:.0f}, "
+                f"{f['working']:.0f} of {streams // 2} batteries working after the window"
+            )
+        if against != "link":
+            continue
         print()
         print(f"{api}, the link: {streams} streams")
         for window in (w for w in windows if w.consumer == "link"):

@@ -89,6 +89,30 @@ class LinkRow(TypedDict):
     delay_p50_last_ms: float
 
 
+class ProcessRow(TypedDict):
+    """One version and fleet size of the whole daemon process beside the bare consumer.
+
+    CPU shares are of one core (0-1), of the daemon process (all its threads) from ``/proc``.
+    """
+
+    api: str
+    batteries: int
+    streams: int
+    bare_cpu: float
+    bare_cpu_min: float
+    bare_cpu_max: float
+    daemon_cpu: float
+    daemon_cpu_min: float
+    daemon_cpu_max: float
+    ratio: float
+    working_min: int
+    """The fewest batteries the daemon reported working after one of its windows."""
+    sim_cpu: float
+    machine_busy: float
+    rss_mb: float
+    threads: int
+
+
 class LinkResults(TypedDict):
     """The link benchmark."""
 
@@ -96,6 +120,18 @@ class LinkResults(TypedDict):
     seconds: float
     rounds: int
     rows: list[LinkRow]
+
+
+class ProcessResults(TypedDict):
+    """The whole daemon process beside the bare consumer."""
+
+    hz: float
+    seconds: float
+    rounds: int
+    rows: list[ProcessRow]
+    measured: NotRequired[str]
+    """Where these figures come from when they were measured apart from the rest of the
+    report (date, commit, load), else absent."""
 
 
 class DaemonRow(TypedDict):
@@ -130,6 +166,8 @@ class Targets(TypedDict):
     link_ratio: float
     link_cpu: float
     link_rss_mb: float
+    process_ratio: NotRequired[float]
+    """The whole daemon process's CPU over the bare consumer's (issue 21)."""
     daemon_p50_ratio: float
     daemon_p99_ratio: float
     daemon_overhead_ms: float
@@ -157,6 +195,7 @@ class Results(TypedDict):
     load: list[Load]
     distribution: NotRequired[DistributionResults]
     link: NotRequired[LinkResults]
+    process: NotRequired[ProcessResults]
     daemon: NotRequired[DaemonResults]
     errors: NotRequired[list[str]]
     """Measurements that failed (the benchmark, the point, the error); the rest went on."""
@@ -219,6 +258,19 @@ def headline(results: Results) -> list[str]:
                     f"{r['ratio']:.2f}×",
                     f"≤ {targets['link_ratio']:g}× {_tick(r['ratio'] <= targets['link_ratio'])}",
                     f"bare consumer {_pct(r['bare_cpu'])}, link {_pct(r['link_cpu'])} of a core",
+                ]
+            )
+    if "process" in results:
+        target = targets.get("process_ratio", targets["link_ratio"])
+        for p in results["process"]["rows"]:
+            rows.append(
+                [
+                    f"daemon process, {p['api']}, {p['streams']:,} streams",
+                    "CPU, daemon / bare",
+                    f"{p['ratio']:.2f}×",
+                    f"≤ {target:g}× {_tick(p['ratio'] <= target)}",
+                    f"bare consumer {_pct(p['bare_cpu'])}, daemon {_pct(p['daemon_cpu'])} of a "
+                    "core",
                 ]
             )
     if "daemon" in results:
@@ -397,6 +449,69 @@ def link_section(link: LinkResults, targets: Targets, plotted: bool) -> list[str
     return lines
 
 
+def process_section(process: ProcessResults, targets: Targets) -> list[str]:
+    """The whole daemon process beside the bare consumer, and how it was measured."""
+    windows = "bare, daemon" if process["rounds"] == 1 else "bare, daemon, daemon, bare"
+    target = targets.get("process_ratio", targets["link_ratio"])
+    lines = [
+        "## The daemon process (telemetry)",
+        "",
+        "How: `bench.link --against daemon`, per version: `distributord sim --api VERSION` in "
+        "a process of its own streams 1,000 batteries and their inverters at "
+        f"{process['hz']:g} Hz, and windows of {process['seconds']:g} s "
+        f"alternating ({windows}) between the *bare consumer* of the link benchmark (a fresh "
+        "grpc.aio process) and the *daemon*: `distributord run` "
+        "with the version pinned and the default configuration otherwise, in a fresh process "
+        "for each window, sent no request. Its window opens 3 s after its status line first "
+        "reads every battery working (every stream has delivered). CPU is the whole daemon "
+        "process's, user + system time of all its threads from `/proc/PID/stat`, over wall "
+        "time: the link, decoding, the fleet, the status machines and their timers, the status "
+        "board, the systemd status line and the garbage collector, everything a sample costs "
+        "in the product. *daemon / bare* is the ratio of the sums over all windows; *working "
+        "after*: the fewest batteries the daemon reported working (`get_status`) once one of "
+        "its windows had closed, so it kept up with every stream.",
+        "",
+        f"Target at 2,000 streams: daemon / bare ≤ {target:g}×.",
+        "",
+    ]
+    if "measured" in process:
+        lines[-1:-1] = ["", f"Measured apart from the rest of this report: {process['measured']}."]
+    rows = [
+        [
+            r["api"],
+            str(r["batteries"]),
+            f"{r['streams']:,}",
+            f"{r['bare_cpu_min']:.1%}–{r['bare_cpu_max']:.1%}",
+            f"{r['daemon_cpu_min']:.1%}–{r['daemon_cpu_max']:.1%}",
+            f"{r['ratio']:.2f}× {_tick(r['ratio'] <= target)}",
+            f"{r['working_min']} of {r['batteries']}",
+            f"{r['rss_mb']:.0f} MB",
+            str(r["threads"]),
+            _pct(r["sim_cpu"]),
+            _pct(r["machine_busy"]),
+        ]
+        for r in process["rows"]
+    ]
+    lines += _table(
+        [
+            "version",
+            "batteries",
+            "streams",
+            "bare CPU",
+            "daemon CPU",
+            "daemon / bare",
+            "working after",
+            "daemon RSS",
+            "threads",
+            "sim CPU",
+            "machine busy",
+        ],
+        "lrrrrrrrrrr",
+        rows,
+    )
+    return lines
+
+
 def daemon_section(daemon: DaemonResults, targets: Targets, plotted: bool) -> list[str]:
     """The end-to-end table and how it was measured."""
     lines = [
@@ -512,6 +627,8 @@ def render(results: Results, plots: Sequence[str] = ()) -> str:
         lines += ["", *distribution_section(results["distribution"], targets)]
     if "link" in results:
         lines += ["", *link_section(results["link"], targets, TELEMETRY_PNG in plots)]
+    if "process" in results:
+        lines += ["", *process_section(results["process"], targets)]
     if "daemon" in results:
         lines += ["", *daemon_section(results["daemon"], targets, LATENCY_PNG in plots)]
     return "\n".join(lines) + "\n"

@@ -110,7 +110,13 @@ _states = state_decoder(
 
 
 def _state_codes(state: components_pb2.ComponentState) -> Any:
-    return _states(tuple(state.states), tuple(state.errors), tuple(state.warnings))
+    # Errors and warnings are mostly none: an empty field is not iterated.
+    errors, warnings = state.errors, state.warnings
+    return _states(
+        tuple(state.states),
+        tuple(errors) if errors else (),
+        tuple(warnings) if warnings else (),
+    )
 
 
 DIALECT = Dialect(

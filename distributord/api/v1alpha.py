@@ -204,10 +204,12 @@ _states = state_decoder(
 
 
 def _state_codes(snapshot: components_pb2.ElectricalComponentStateSnapshot) -> Any:
+    # Errors and warnings are mostly none: an empty field is not iterated.
+    errors, warnings = snapshot.errors, snapshot.warnings
     return _states(
         tuple(snapshot.states),
-        tuple(d.diagnostic_code for d in snapshot.errors),
-        tuple(d.diagnostic_code for d in snapshot.warnings),
+        tuple([d.diagnostic_code for d in errors]) if errors else (),
+        tuple([d.diagnostic_code for d in warnings]) if warnings else (),
     )
 
 

@@ -19,14 +19,10 @@ Pure: times come in as arguments.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from math import isfinite
 
 from distributord.core.distribution import Pair
-from distributord.core.model import (
-    BatterySnapshot,
-    InverterSnapshot,
-    ValueFault,
-    bad_battery_values,
-)
+from distributord.core.model import BatterySnapshot, InverterSnapshot
 
 
 def _valid_battery(snapshot: BatterySnapshot) -> bool:
@@ -34,8 +30,15 @@ def _valid_battery(snapshot: BatterySnapshot) -> bool:
 
     Implausible values and a negative capacity still count as valid here: such a snapshot
     replaces the last valid one, and :meth:`Fleet.cached_pair` then finds its pair unusable.
+    Asked of every battery sample: the four tests are made directly, not through the list of
+    :func:`bad_battery_values` (``tests/core/test_fleet.py`` holds the two to the same answer).
     """
-    return all(bad.fault is not ValueFault.NOT_FINITE for bad in bad_battery_values(snapshot))
+    return (
+        isfinite(snapshot.soc_pct)
+        and isfinite(snapshot.soc_lower_pct)
+        and isfinite(snapshot.soc_upper_pct)
+        and isfinite(snapshot.capacity_wh)
+    )
 
 
 class Fleet:

@@ -59,17 +59,12 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Iterable, Mapping
+from math import isfinite
 
 import attrs
 
 from distributord.core.config import StatusConfig
-from distributord.core.model import (
-    BatterySnapshot,
-    InverterSnapshot,
-    StateCode,
-    ValueFault,
-    bad_battery_values,
-)
+from distributord.core.model import BatterySnapshot, InverterSnapshot, StateCode
 
 
 class Status(enum.StrEnum):
@@ -148,28 +143,24 @@ class BatteryState:
     since: float = 0.0
 
 
-_NOT_FINITE_REASONS = {
-    "soc_pct": Reason.NAN_SOC,
-    "soc_lower_pct": Reason.NAN_SOC_BOUNDS,
-    "soc_upper_pct": Reason.NAN_SOC_BOUNDS,
-    "capacity_wh": Reason.NAN_CAPACITY,
-}
-"""The reason for each battery value that is not finite."""
-
-
 def battery_problems(snapshot: BatterySnapshot) -> set[Reason]:
     """Why a battery sample is unhealthy (empty if healthy); freshness is not judged here.
 
     Of the shared rule for a battery's values (:func:`bad_battery_values`) only values that
     are not finite count here: an implausible value or a negative capacity leaves the battery
-    working, and the distribution excludes its pair instead, naming the field.
+    working, and the distribution excludes its pair instead, naming the field. Asked of every
+    sample, so the four values are tested directly, not through the list of bad values
+    (``tests/core/test_status.py`` holds the two to the same answer).
     """
-    problems = {
-        _NOT_FINITE_REASONS[bad.field]
-        for bad in bad_battery_values(snapshot)
-        if bad.fault is ValueFault.NOT_FINITE
-    }
-    if not (snapshot.states <= BATTERY_HEALTHY_STATES and snapshot.states & BATTERY_READY_STATES):
+    problems: set[Reason] = set()
+    if not isfinite(snapshot.soc_pct):
+        problems.add(Reason.NAN_SOC)
+    if not (isfinite(snapshot.soc_lower_pct) and isfinite(snapshot.soc_upper_pct)):
+        problems.add(Reason.NAN_SOC_BOUNDS)
+    if not isfinite(snapshot.capacity_wh):
+        problems.add(Reason.NAN_CAPACITY)
+    states = snapshot.states
+    if not (states <= BATTERY_HEALTHY_STATES and states & BATTERY_READY_STATES):
         problems.add(Reason.BATTERY_ERROR_STATE)
     if snapshot.errors:
         problems.add(Reason.BATTERY_ERROR_CODE)
@@ -326,13 +317,28 @@ class StatusMachine:
 
     def problems(self, now: float) -> frozenset[Reason]:
         """Why the battery cannot work at ``now`` (empty when both sides are fine)."""
+        return self._problems(now, self._config())
+
+    def _problems(self, now: float, config: StatusConfig) -> frozenset[Reason]:
         if self.unreachable:
             return _UNREACHABLE
+        battery, inverter = self._battery, self._inverter
+        max_age = config.max_data_age_s
+        # The usual case, asked on every sample: both sides fresh and healthy, bounds known.
+        if (
+            battery is not None
+            and inverter is not None
+            and not battery.problems
+            and not inverter.problems
+            and now < battery.heard_at + max_age
+            and now < inverter.heard_at + max_age
+            and (self._bounds_known[0] or self._bounds_known[1])
+        ):
+            return _NONE
         reasons: set[Reason] = set()
-        max_age = self._config().max_data_age_s
         for side, missing, stale in (
-            (self._battery, Reason.NO_BATTERY_DATA, Reason.STALE_BATTERY_DATA),
-            (self._inverter, Reason.NO_INVERTER_DATA, Reason.STALE_INVERTER_DATA),
+            (battery, Reason.NO_BATTERY_DATA, Reason.STALE_BATTERY_DATA),
+            (inverter, Reason.NO_INVERTER_DATA, Reason.STALE_INVERTER_DATA),
         ):
             if side is None:
                 reasons.add(missing)
@@ -340,16 +346,18 @@ class StatusMachine:
             if now >= side.heard_at + max_age:
                 reasons.add(stale)
             reasons |= side.problems
-        if self._battery is not None and self._inverter is not None and not any(self._bounds_known):
+        if battery is not None and inverter is not None and not any(self._bounds_known):
             reasons.add(Reason.MISSING_BOUNDS)
         return frozenset(reasons)
 
     def skewed(self) -> bool:
         """Whether either side's clock offset is clock skew (:func:`skewed`)."""
-        config = self._config()
-        return any(
-            side is not None and skewed(side.offset, config)
-            for side in (self._battery, self._inverter)
+        return self._skewed(self._config())
+
+    def _skewed(self, config: StatusConfig) -> bool:
+        battery, inverter = self._battery, self._inverter
+        return (battery is not None and skewed(battery.offset, config)) or (
+            inverter is not None and skewed(inverter.offset, config)
         )
 
     def evaluate(self, now: float) -> Evaluation:
@@ -357,26 +365,27 @@ class StatusMachine:
 
         ``clock_skew`` is added to the reasons of any status, and changes none.
         """
-        problems = self.problems(now)
+        config = self._config()  # once: each call reads the live configuration
+        problems = self._problems(now, config)
         if problems:
             self._previous = Status.NOT_WORKING
             if self.unreachable:
                 return _UNREACHABLE_EVALUATION
-            return Evaluation(status=Status.NOT_WORKING, reasons=self._noted(problems))
+            return Evaluation(status=Status.NOT_WORKING, reasons=self._noted(problems, config))
         if self._previous is Status.NOT_WORKING:
             self.command_succeeded()  # a recovery: unblock, reset the window
         if self._blocked_until is not None and now < self._blocked_until:
             self._previous = Status.UNCERTAIN
             return Evaluation(
                 status=Status.UNCERTAIN,
-                reasons=self._noted(_BLOCKED),
+                reasons=self._noted(_BLOCKED, config),
                 blocked_until=self._blocked_until,
             )
         self._previous = Status.WORKING
-        return _WORKING_SKEWED if self.skewed() else _WORKING
+        return _WORKING_SKEWED if self._skewed(config) else _WORKING
 
-    def _noted(self, reasons: frozenset[Reason]) -> frozenset[Reason]:
-        return reasons | _SKEW if self.skewed() else reasons
+    def _noted(self, reasons: frozenset[Reason], config: StatusConfig) -> frozenset[Reason]:
+        return reasons | _SKEW if self._skewed(config) else reasons
 
     def next_change(self, now: float) -> float:
         """The earliest time after ``now`` at which :meth:`evaluate` could change by itself.
@@ -386,16 +395,19 @@ class StatusMachine:
         if self.unreachable:
             return math.inf  # the caller evaluates again when the link returns
         max_age = self._config().max_data_age_s
-        times = [
-            side.heard_at + max_age
-            for side in (self._battery, self._inverter)
-            if side is not None and side.heard_at + max_age > now
-        ]
-        if self._blocked_until is not None and self._blocked_until > now:
-            times.append(self._blocked_until)
-        return min(times, default=math.inf)
+        earliest = math.inf
+        for side in (self._battery, self._inverter):
+            if side is not None:
+                stale_at = side.heard_at + max_age
+                if now < stale_at < earliest:
+                    earliest = stale_at
+        blocked_until = self._blocked_until
+        if blocked_until is not None and now < blocked_until < earliest:
+            earliest = blocked_until
+        return earliest
 
 
+_NONE: frozenset[Reason] = frozenset()
 _UNREACHABLE = frozenset({Reason.MICROGRID_UNREACHABLE})
 _UNREACHABLE_EVALUATION = Evaluation(status=Status.NOT_WORKING, reasons=_UNREACHABLE)
 _BLOCKED = frozenset({Reason.BLOCKED_AFTER_FAILURE})

@@ -334,8 +334,13 @@ class Stream(Generic[M]):
         if self._closed or (self._handler is not None and self._ended):
             return  # the consumer has left, or its handler failed: nobody takes it
         self.received += 1
-        if self._handler is not None:
-            self._handle(message)
+        handler = self._handler
+        if handler is not None:
+            # As _handle, inlined: this runs for every message of every stream.
+            try:
+                handler(message)
+            except Exception as error:  # the consumer's bug: ends the stream, raised by ended()
+                self._finish(error)
             return
         if len(self._items) >= self._buffer:
             self._items.popleft()

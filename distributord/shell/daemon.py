@@ -48,7 +48,7 @@ from distributord.core.status import Status
 from distributord.core.topology import Topology
 from distributord.shell.backend import Connected, DaemonBackend
 from distributord.shell.control import ControlServer
-from distributord.shell.link import MicrogridLink, Telemetry, discover, open_link
+from distributord.shell.link import MicrogridLink, SilenceWatch, Telemetry, discover, open_link
 from distributord.shell.live import Live
 from distributord.shell.metrics import Metrics
 from distributord.shell.requestloop import RequestLoop
@@ -130,6 +130,8 @@ async def serve_daemon(
             *((battery, True) for battery in topology.pairs),
             *((inverter, False) for inverter in topology.pairs.values()),
         ]
+        watch = SilenceWatch()  # one task watches every stream's silence
+        await nursery.start(watch.serve)
         for component, battery in components:
             telemetry = Telemetry(
                 link,
@@ -138,6 +140,7 @@ async def serve_daemon(
                 sink=tracker,
                 max_data_age_s=lambda: status.value.max_data_age_s,  # on every message
                 silence_s=started.stream_silence_s,
+                watch=watch,
             )
             await nursery.start(telemetry.serve)
         logger.info("telemetry: %d streams open", len(components))

@@ -59,6 +59,8 @@ class Live(Generic[T]):
     def view(self, part: Callable[[T], U]) -> Live[U]:
         """A view of a part of this part."""
         outer = self._part
+        if outer is _whole:  # a view of the whole value: no call of _whole on every read
+            return Live(self._source, part)
         return Live(self._source, lambda whole: part(outer(whole)))
 
 

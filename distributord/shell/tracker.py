@@ -456,10 +456,11 @@ class StatusTracker:
         if self._overridden and battery_id in self._overridden:
             evaluation = attrs.evolve(evaluation, reasons=evaluation.reasons | {Reason.OVERRIDDEN})
         old = self._current[battery_id]
-        if (evaluation.status, evaluation.reasons, evaluation.blocked_until) != (
-            old.status,
-            old.reasons,
-            old.blocked_until,
+        # Field by field, cheapest first (no tuples built): asked on every sample.
+        if (
+            evaluation.status is not old.status
+            or evaluation.blocked_until != old.blocked_until
+            or evaluation.reasons != old.reasons
         ):
             if evaluation.status is not old.status and not told:
                 self._transitions.append((battery_id, old.status, evaluation))

@@ -27,6 +27,7 @@ def results() -> Results:
             "link_ratio": 2.0,
             "link_cpu": 0.25,
             "link_rss_mb": 300.0,
+            "process_ratio": 1.5,
             "daemon_p50_ratio": 1.3,
             "daemon_p99_ratio": 2.0,
             "daemon_overhead_ms": 5.0,
@@ -59,6 +60,12 @@ def results() -> Results:
             "rounds": 2,
             "rows": [link_row(api, batteries) for api in ("v1alpha18", "v1")
                      for batteries in (100, 1000)],
+        },
+        "process": {
+            "hz": 1.0,
+            "seconds": 20.0,
+            "rounds": 2,
+            "rows": [process_row("v1alpha18", 1.42), process_row("v1", 1.61)],
         },
         "daemon": {
             "hz": 1.0,
@@ -96,6 +103,26 @@ def link_row(api: str, batteries: int) -> report.LinkRow:
         "gaps": 0,
         "delay_p50_first_ms": 95.0,
         "delay_p50_last_ms": 120.0,
+    }
+
+
+def process_row(api: str, ratio: float) -> report.ProcessRow:
+    return {
+        "api": api,
+        "batteries": 1000,
+        "streams": 2000,
+        "bare_cpu": 0.09,
+        "bare_cpu_min": 0.085,
+        "bare_cpu_max": 0.093,
+        "daemon_cpu": 0.09 * ratio,
+        "daemon_cpu_min": 0.12,
+        "daemon_cpu_max": 0.15,
+        "ratio": ratio,
+        "working_min": 1000,
+        "sim_cpu": 0.15,
+        "machine_busy": 0.4,
+        "rss_mb": 145.0,
+        "threads": 10,
     }
 
 
@@ -151,6 +178,14 @@ def test_the_report_says_where_when_and_how() -> None:
     assert "The machine was shared" not in text
 
 
+def test_a_run_before_the_daemon_process_was_measured_is_drawn_as_before() -> None:
+    old = results()
+    del old["process"], old["targets"]["process_ratio"]
+    text = report.render(old)
+    assert "## Microgrid link (telemetry)" in text
+    assert "daemon process" not in text
+
+
 def test_a_busy_machine_is_said_to_be_shared() -> None:
     busy = results()
     busy["load"][0]["after"] = [3.2, 2.0, 1.5]
@@ -175,6 +210,16 @@ def test_the_headline_judges_each_figure_with_a_target() -> None:
         ("link, v1, 2,000 streams", "CPU, link / bare"),
     ]
     assert rows["link, v1, 2,000 streams", "CPU, link / bare"][:2] == ["1.25×", "≤ 2× ✓"]
+    # The whole daemon process, per version, against its own target.
+    assert rows["daemon process, v1alpha18, 2,000 streams", "CPU, daemon / bare"] == [
+        "1.42×",
+        "≤ 1.5× ✓",
+        "bare consumer 9.0%, daemon 12.8% of a core",
+    ]
+    assert rows["daemon process, v1, 2,000 streams", "CPU, daemon / bare"][:2] == [
+        "1.61×",
+        "≤ 1.5× ✗",
+    ]
     # The daemon from 100 batteries up; the overhead at 100.
     assert not any("10 batteries" in key[0] for key in rows)
     assert rows["daemon, v1alpha18, 100 batteries", "p50, daemon / bare"][:2] == [
@@ -200,6 +245,17 @@ def test_the_tables_hold_every_measured_row() -> None:
     assert column(link, "bare CPU")[1] == "13.0%–15.0%"
     assert column(link, "link / bare") == ["1.25×"] * 4
 
+    assert "Measured apart from the rest" not in report.render(results())
+    apart = results()
+    apart["process"]["measured"] = "2026-12-05 17:00 UTC, commit abc1234"
+    text = report.render(apart)
+    assert "Measured apart from the rest of this report: 2026-12-05 17:00 UTC, commit" in text
+    process = found["The daemon process (telemetry)"]
+    assert column(process, "version") == ["v1alpha18", "v1"]
+    assert column(process, "daemon CPU") == ["12.0%–15.0%"] * 2
+    assert column(process, "daemon / bare") == ["1.42× ✓", "1.61× ✗"]
+    assert column(process, "working after") == ["1000 of 1000"] * 2
+
     daemon = found["The daemon (end to end)"]
     assert column(daemon, "batteries") == ["10", "100", "100", "500"]
     assert column(daemon, "p50 ratio") == ["1.42", "1.15 ✓", "1.15 ✓", "2.12 ✗"]
@@ -215,12 +271,13 @@ def test_the_fixed_power_table_marks_odd_fleets() -> None:
 
 def test_a_run_of_some_benchmarks_reports_those() -> None:
     partial = results()
-    del partial["link"], partial["daemon"]
+    del partial["link"], partial["process"], partial["daemon"]
     partial["quick"] = True
     partial["distribution"]["rows"] = partial["distribution"]["rows"][:1]
     text = report.render(partial)
     assert "## Distribution" in text
     assert "## Microgrid link" not in text
+    assert "## The daemon process" not in text
     assert "## The daemon" not in text
     assert "smoke test" in text
     assert "No figure of this run has a target" in text

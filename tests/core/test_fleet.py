@@ -5,8 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from distributord.core.fleet import Fleet
+from distributord.core.fleet import Fleet, _valid_battery
+from distributord.core.model import PLAUSIBLE_LIMIT, ValueFault, bad_battery_values
 from tests.snapshots import battery_snapshot, inverter_snapshot
 
 PAIRS = {1001: 2001, 1002: 2002}
@@ -94,3 +97,24 @@ def test_cached_pair_keeps_the_last_valid_battery_snapshot(fleet: Fleet) -> None
 
 def test_cached_pair_is_none_for_an_unmanaged_battery(fleet: Fleet) -> None:
     assert fleet.cached_pair(4242, now=0.0, ttl_s=math.inf) is None
+
+
+VALUES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, -1.0, PLAUSIBLE_LIMIT, -PLAUSIBLE_LIMIT, 2 * PLAUSIBLE_LIMIT]),
+)
+
+
+@given(soc=VALUES, low=VALUES, high=VALUES, capacity=VALUES)
+def test_a_valid_battery_is_one_with_no_value_that_is_not_finite(
+    soc: float, low: float, high: float, capacity: float
+) -> None:
+    # The fleet's direct test (asked of every sample) against the shared rule it stands for.
+    if low > high:
+        low, high = high, low
+    snapshot = battery_snapshot(
+        soc_pct=soc, soc_lower_pct=low, soc_upper_pct=high, capacity_wh=capacity
+    )
+    assert _valid_battery(snapshot) == all(
+        bad.fault is not ValueFault.NOT_FINITE for bad in bad_battery_values(snapshot)
+    )

@@ -7,12 +7,30 @@ from typing import Any
 
 import attrs
 import pytest
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from distributord.core.config import StatusConfig
-from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds, StateCode
-from distributord.core.status import Evaluation, Reason, Status, StatusMachine, select
+from distributord.core.model import (
+    PLAUSIBLE_LIMIT,
+    BatterySnapshot,
+    InverterSnapshot,
+    PowerBounds,
+    StateCode,
+    ValueFault,
+    bad_battery_values,
+)
+from distributord.core.status import (
+    BATTERY_HEALTHY_STATES,
+    BATTERY_READY_STATES,
+    Evaluation,
+    Reason,
+    Status,
+    StatusMachine,
+    battery_problems,
+    select,
+)
 from tests.snapshots import battery_snapshot, inverter_snapshot
 
 Snapshot = BatterySnapshot | InverterSnapshot
@@ -497,3 +515,55 @@ class StatusRules(RuleBasedStateMachine):
 
 
 TestStatusRules = StatusRules.TestCase
+
+
+VALUES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -1.0, PLAUSIBLE_LIMIT, -PLAUSIBLE_LIMIT, 2 * PLAUSIBLE_LIMIT]),
+)
+NOT_FINITE = {
+    "soc_pct": Reason.NAN_SOC,
+    "soc_lower_pct": Reason.NAN_SOC_BOUNDS,
+    "soc_upper_pct": Reason.NAN_SOC_BOUNDS,
+    "capacity_wh": Reason.NAN_CAPACITY,
+}
+
+
+@given(
+    soc=VALUES,
+    low=VALUES,
+    high=VALUES,
+    capacity=VALUES,
+    states=st.frozensets(st.sampled_from(list(StateCode))),
+    errors=st.frozensets(st.sampled_from(["overcurrent", "unknown_7"]), max_size=1),
+)
+def test_a_battery_samples_problems_are_its_values_not_finite_and_its_states_and_errors(
+    soc: float,
+    low: float,
+    high: float,
+    capacity: float,
+    states: frozenset[StateCode],
+    errors: frozenset[str],
+) -> None:
+    # battery_problems tests the values directly (it runs on every sample); the rule it
+    # stands for is the shared one, bad_battery_values, of which only "not finite" counts.
+    if low > high:
+        low, high = high, low
+    snapshot = battery(
+        soc_pct=soc,
+        soc_lower_pct=low,
+        soc_upper_pct=high,
+        capacity_wh=capacity,
+        states=states,
+        errors=errors,
+    )
+    expected = {
+        NOT_FINITE[bad.field]
+        for bad in bad_battery_values(snapshot)
+        if bad.fault is ValueFault.NOT_FINITE
+    }
+    if not (states <= BATTERY_HEALTHY_STATES and states & BATTERY_READY_STATES):
+        expected.add(Reason.BATTERY_ERROR_STATE)
+    if errors:
+        expected.add(Reason.BATTERY_ERROR_CODE)
+    assert battery_problems(snapshot) == expected

@@ -30,6 +30,7 @@ from distributord.shell.link import (
     Backoff,
     Late,
     MicrogridLink,
+    SilenceWatch,
     StreamState,
     Tail,
     Telemetry,
@@ -751,3 +752,93 @@ async def test_without_a_tail_a_command_waits_for_its_final_reply(
     sim.set_fault(inverter, ramp_s=0.2, final_reply="FAILED")
     with pytest.raises(CommandError, match="FAILED"):
         await command(link, inverter, 500.0, 60)
+
+
+# --- silence is watched without waking a task per stream ----------------------------------------
+
+
+class ManySource:
+    """A :class:`~distributord.shell.link.TelemetrySource` of many inverters' fake streams."""
+
+    def __init__(self) -> None:
+        self.streams: dict[int, list[FakeStream]] = defaultdict(list)
+
+    @asynccontextmanager
+    async def telemetry(self, component_id: int) -> AsyncIterator[FakeStream]:
+        stream = FakeStream()
+        self.streams[component_id].append(stream)
+        try:
+            yield stream
+        finally:
+            stream.closed_at = trio.current_time()
+
+    def decoder(self, component_id: int, *, battery: bool, max_data_age_s: float) -> FakeDecoder:
+        return FakeDecoder(max_data_age_s)
+
+
+class TaskSteps(trio.abc.Instrument):
+    """Counts the steps of every task but one (the test's own)."""
+
+    def __init__(self, besides: trio.lowlevel.Task) -> None:
+        self.besides = besides
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is not self.besides:
+            self.steps += 1
+
+
+class GapSink:
+    """A TelemetrySink that notes each gap with its time."""
+
+    def __init__(self) -> None:
+        self.gaps: list[tuple[float, int, str]] = []
+
+    def snapshot(self, snapshot: Any) -> None:
+        pass
+
+    def gap(self, component_id: int, reason: str) -> None:
+        self.gaps.append((trio.current_time(), component_id, reason))
+
+
+async def test_streams_that_keep_talking_wake_no_task_and_a_silent_one_is_dropped_on_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Issue 21: a deadline per stream woke each telemetry task every few seconds (2,000
+    # streams: ~450 wake-ups a second, with a cancellation each). Silence is now watched by one
+    # task for all streams, exactly as before: a stream is dropped silence_s after its last
+    # message, to the tick.
+    source, sink, watch = ManySource(), GapSink(), SilenceWatch()
+    ids = range(2001, 2101)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watch.serve)
+        for component_id in ids:
+            telemetry = Telemetry(
+                source,
+                component_id,
+                battery=False,
+                sink=sink,
+                max_data_age_s=10.0,
+                silence_s=5.0,
+                watch=watch,
+            )
+            await nursery.start(telemetry.serve)
+        steps = TaskSteps(trio.lowlevel.current_task())
+        trio.lowlevel.add_instrument(steps)
+        for second in range(1, 61):  # a message a second on every stream, for a minute
+            await trio.sleep_until(second)
+            for component_id in ids:
+                source.streams[component_id][-1].push(second)
+        trio.lowlevel.remove_instrument(steps)
+        # One watcher's wake-up a second at most, where each stream's own deadline woke its
+        # task about every 4 s: 100 streams, 60 s, ~1,300 steps.
+        assert steps.steps <= 60
+        assert watch.wakeups <= 61
+        assert sink.gaps == []
+        await trio.sleep_until(62.5)
+        source.streams[2001][-1].push("last")  # then 2001 falls silent; the others too, at 65
+        await trio.sleep_until(67.6)
+        nursery.cancel_scope.cancel()
+    assert sorted(sink.gaps)[:2] == [(65.0, 2002, "silent for 5 s"), (65.0, 2003, "silent for 5 s")]
+    assert [gap for gap in sink.gaps if gap[1] == 2001] == [(67.5, 2001, "silent for 5 s")]
+    assert source.streams[2001][0].closed_at == 67.5
