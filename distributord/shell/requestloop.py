@@ -739,7 +739,14 @@ class RequestLoop:
         self._standing_changed.value = True
         inverter_of = self._topology.pairs
         self._commander.want(batteries, self._wants(bucket.held, planned))
-        sends = {inverter_of[b]: p for b, p in planned.setpoints.items()}
+        # A 0 W share goes out once, when the share becomes 0: not again while it stays 0
+        # (repeated 0 W commands disturb a battery management system recovering at 0 % SoC).
+        ledger = self._commander.ledger
+        sends = {
+            inverter_of[b]: p
+            for b, p in planned.setpoints.items()
+            if p != 0.0 or not ledger.zero_stands(inverter_of[b], now)
+        }
         # Released in the same round: its batteries without a share, and those of the
         # proposals it ended that nobody holds any more.
         freed = {inverter_of[b] for b in batteries.union(*ended)}
