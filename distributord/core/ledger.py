@@ -476,15 +476,16 @@ class Ledger:
     def zero_stands(self, inverter: int, now: float) -> bool:
         """Whether a 0 W share for ``inverter`` needs no command: its 0 W was sent already.
 
-        True when the newest command sent to it is 0 W and either it is still in flight or no
-        power may be in force beside it (``spec/microgrid-api.md``: a 0 W share is sent once,
-        when the share becomes 0, and is not sent again while it stays 0). A 0 W that failed
-        leaves it so too: no power may be in force, and a repeat would only disturb it.
+        True when the newest command sent to it is a 0 W that has ended and no power may be in
+        force beside it (``spec/microgrid-api.md``: a 0 W share is sent once, when the share
+        becomes 0, and is not sent again while it stays 0). A 0 W that failed leaves it so too:
+        no power may be in force, and a repeat would only disturb it. A 0 W still in flight
+        (a release under way) does not: a request that wants its outcome sends its own.
         """
         last = self.last(inverter)
-        if last is None or last.power_w != 0.0:
+        if last is None or last.power_w != 0.0 or last.state is State.SENDING:
             return False
-        return last.state is State.SENDING or not self.may_hold_power(inverter, now)
+        return not self.may_hold_power(inverter, now)
 
     def last(self, inverter: int) -> Sent | None:
         """The newest command sent to ``inverter``."""

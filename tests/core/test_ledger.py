@@ -82,7 +82,7 @@ def test_a_zero_share_stands_once_sent_until_power_may_be_in_force_again() -> No
     land_all(ledger, 0.0)
     assert not ledger.zero_stands(1, 1.0)  # it holds 500 W
     zero = ledger.sent(1, 0.0, 60.0, now=1.0)
-    assert ledger.zero_stands(1, 1.0)  # under way: not sent twice
+    assert not ledger.zero_stands(1, 1.0)  # under way: a request wants its own outcome
     ledger.answered(zero, State.FAILED, now=1.5)
     assert not ledger.zero_stands(1, 2.0)  # the 500 W may still be in force
     assert ledger.zero_stands(1, 60.5)  # ... until its lifetime ran out
