@@ -305,3 +305,32 @@ async def test_without_a_fresh_measurement_nothing_is_taken_off_and_the_reason_s
         )
         assert refused["outcome"] == "out_of_bounds", refused
         assert refused["reasons"]["1003"].startswith("not_working (stale_inverter_data)")
+
+
+async def test_batteries_another_program_holds_are_not_counted_as_unused(
+    tmp_path: Path,
+) -> None:
+    # Their power is commanded by us, for that program: taking it off this program's request
+    # would leave this program short by what the other was granted.
+    programs = {"fcr": {"priority": 90}, "trade": {"priority": 10}}
+    with Simulator(fleet(50.0, 50.0, 50.0), apis=("v1",)) as sim:
+        path = tmp_path / "c.sock"
+        async with (
+            running_daemon(sim, path, config_for(sim, programs=programs)),
+            connect(path) as trade,
+            connect(path) as fcr,
+        ):
+            for client, name in ((trade, "trade"), (fcr, "fcr")):
+                assert (await client.result("hello", {"program": name}))["program"] == name
+            result = await trade.result("set_power", {"power_w": 3000, "batteries": SET})
+            assert result["outcome"] == "success", result
+            taken = await fcr.result("set_power", {"power_w": 1000, "batteries": [1003]})
+            assert taken["outcome"] == "success", taken
+            # trade's set is re-planned over what it still holds: all of its 3000 W there.
+            await sim_wait(sim, lambda s: abs(site(s, [2001, 2002]) - 3000.0) < 1e-2)
+            assert sim.setpoint(2003) == pytest.approx(1000.0)
+            again = await trade.result("set_power", {"power_w": 3000, "batteries": SET})
+            assert again["outcome"] == "success", again
+            assert site(sim, [2001, 2002]) == pytest.approx(3000.0, abs=1e-2)
+            assert "unused_power_w" not in again
+            assert again["reasons"]["1003"] == "held by program fcr (priority 90)"
