@@ -225,10 +225,10 @@ def uncommanded(
         Each unused battery with why and its measured power, and the request less that power.
     """
     status_reasons = status_reasons or {}
-    used = {p.battery_id for p in choice.pairs if p.problem is None} | set(choice.broken)
     problems = {p.battery_id: p.problem for p in choice.pairs if p.problem is not None}
+    left = request.batteries.difference(choice.broken, (p.battery_id for p in choice.pairs))
     unused: dict[int, Unused] = {}
-    for battery in sorted(request.batteries - used):
+    for battery in sorted(left.union(problems)):
         problem = problems.get(battery)
         status = statuses.get(battery)
         if problem is not None:

@@ -877,6 +877,10 @@ class RequestLoop:
             for b, h in holders.items()
             if b in request.batteries
         }
+        # Not working, and known to hold nothing: nothing to release, and nothing is sent.
+        for b in sorted(request.batteries - reasons.keys() - set(targets)):
+            listed = ", ".join(sorted(self._tracker.state(b).reasons))
+            reasons[b] = f"not_working ({listed}); holds no power: no command sent"
         if reasons:
             result = attrs.evolve(result, reasons={**result.reasons, **reasons})
         return result
