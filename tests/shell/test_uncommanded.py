@@ -334,3 +334,28 @@ async def test_batteries_another_program_holds_are_not_counted_as_unused(
             assert site(sim, [2001, 2002]) == pytest.approx(3000.0, abs=1e-2)
             assert "unused_power_w" not in again
             assert again["reasons"]["1003"] == "held by program fcr (priority 90)"
+
+
+async def test_an_inverter_that_does_not_work_but_carries_power_is_counted(
+    three: Simulator, tmp_path: Path
+) -> None:
+    # An inverter in an error state that still reports 800 W of charge (the simulator's
+    # power_offset_w: power no command of the daemon explains).
+    sim = three
+    path = tmp_path / "c.sock"
+    config = config_for(sim, setpoints={"lifetime_s": 10})
+    async with (
+        running_daemon(sim, path, config, lifetime_scale=HOLD_SCALE) as daemon,
+        connect(path) as client,
+    ):
+        # One reading brings both: the error state, and the power it still reports.
+        sim.set_fault(2003, error_state=True, power_offset_w=800.0)
+        await wait_until(daemon, lambda d: d.tracker.state(1003).status is Status.NOT_WORKING)
+        result = await client.result("set_power", {"power_w": 3000, "batteries": SET})
+    assert result["outcome"] == "success", result
+    assert site(sim, [2001, 2002]) == pytest.approx(2200.0, abs=1e-2)
+    assert result["unused_power_w"] == {"1003": 800.0}
+    assert result["reasons"]["1003"] == (
+        "not_working (inverter_error_code, inverter_error_state); "
+        "measured 800.0 W, counted against the request"
+    )
