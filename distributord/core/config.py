@@ -194,6 +194,12 @@ def _integer(*, low: int, high: int | None = None) -> _Validator:
     return check
 
 
+def _boolean(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """A validator: ``true`` or ``false`` (a number is not a boolean)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"must be true or false, got {_show(value)}", key=attribute.name)
+
+
 def _id_list(what: str) -> _Validator:
     """A validator: a sequence of uids or gids."""
 
@@ -498,6 +504,9 @@ class DistributionConfig:
         exponent: Higher values make SoCs converge faster; 0 splits by capacity alone. In
             ``[0, MAX_EXPONENT]`` (16), the range the spec documents.
         search_budget_ms: How long the search over exclusion minimums may take per request.
+        compensate_unused: Whether the fresh measured power of the requested batteries that
+            are not used is taken off the request before the split (``spec/distribution.md``,
+            "Power the daemon cannot command"). Live: the next request or re-plan follows it.
     """
 
     exponent: float = attrs.field(
@@ -512,6 +521,7 @@ class DistributionConfig:
         validator=_number(low=0.0, low_open=True, high=MAX_SEARCH_BUDGET_MS),
         metadata=LIVE,
     )
+    compensate_unused: bool = attrs.field(default=True, validator=_boolean, metadata=LIVE)
 
     @property
     def search_budget_s(self) -> float:

@@ -13,6 +13,9 @@ SoC bounds and capacity finite): a battery that went quiet or started reporting 
 still take part on the values it last reported sensibly, as long as they are younger than the
 cache's time to live.
 
+For power the daemon cannot command (``spec/distribution.md``) it answers the fresh measured AC
+power of a battery's inverter (:meth:`Fleet.measured_power_w`).
+
 Pure: times come in as arguments.
 """
 
@@ -22,7 +25,7 @@ from collections.abc import Mapping
 from math import isfinite
 
 from distributord.core.distribution import Pair
-from distributord.core.model import BatterySnapshot, InverterSnapshot
+from distributord.core.model import PLAUSIBLE_LIMIT, BatterySnapshot, InverterSnapshot
 
 
 def _valid_battery(snapshot: BatterySnapshot) -> bool:
@@ -98,3 +101,18 @@ class Fleet:
             return None
         pair = Pair(battery=battery, inverter=inverter)
         return pair if pair.problem is None else None
+
+    def measured_power_w(self, battery_id: int, *, now: float, max_age_s: float) -> float | None:
+        """The measured AC power of ``battery_id``'s inverter, if fresh; else None.
+
+        Fresh: received less than ``max_age_s`` before ``now`` (by receipt, on the daemon's
+        clock: a microgrid clock that is off does not make a measurement stale). A value that
+        is not finite or not plausible (beyond :data:`PLAUSIBLE_LIMIT`) is no measurement.
+        """
+        inverter = self.inverters.get(self.inverter_of.get(battery_id, -1))
+        if inverter is None or not now - inverter.received_at < max_age_s:
+            return None
+        power = inverter.active_power_w
+        if not (isfinite(power) and abs(power) <= PLAUSIBLE_LIMIT):
+            return None
+        return power + 0.0

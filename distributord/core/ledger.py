@@ -473,6 +473,21 @@ class Ledger:
             and entry.in_flight() is None
         )
 
+    def zero_stands(self, inverter: int, now: float) -> bool:
+        """Whether a 0 W share for ``inverter`` needs no command: its 0 W was sent already.
+
+        True when the newest command sent to it is a 0 W with a verdict and no power may be in
+        force beside it (``spec/microgrid-api.md``: a 0 W share is sent once, when the share
+        becomes 0, and is not sent again while it stays 0). A 0 W the inverter refused or did
+        not apply leaves it so too: no power may be in force, and a repeat would only hammer
+        it. A 0 W still in flight (a release under way), or one that ended without a verdict
+        (it may never have reached the inverter), does not: the next request sends its own.
+        """
+        last = self.last(inverter)
+        if last is None or last.power_w != 0.0 or last.state in (State.SENDING, State.UNKNOWN):
+            return False
+        return not self.may_hold_power(inverter, now)
+
     def last(self, inverter: int) -> Sent | None:
         """The newest command sent to ``inverter``."""
         entry = self._entries.get(inverter)

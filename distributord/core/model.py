@@ -335,7 +335,13 @@ class Success:
         succeeded_batteries: Batteries whose command succeeded.
         excess_power_w: Requested power that could not be placed (same sign as the request).
         distribution: Battery id to commanded power, W.
-        reasons: Battery id to why it got that power (see ``distribution.Allotment``).
+        reasons: Battery id to why it got that power (see ``distribution.Allotment``), or
+            why it got none.
+        unused_power_w: Battery id to the fresh measured power of each requested battery
+            that was not used (``spec/distribution.md``, "Power the daemon cannot command").
+        compensated_power_w: What that power took off the request before the split.
+        uncompensated_power_w: What the unused batteries deliver that was not taken off:
+            beyond the request (its sign) or against it.
     """
 
     request: Request
@@ -344,6 +350,9 @@ class Success:
     excess_power_w: float
     distribution: Mapping[int, float]
     reasons: Mapping[int, str] = attrs.field(factory=dict)
+    unused_power_w: Mapping[int, float] = attrs.field(factory=dict)
+    compensated_power_w: float = 0.0
+    uncompensated_power_w: float = 0.0
     arbitration: Mapping[str, Any] | None = None
 
 
@@ -360,7 +369,10 @@ class PartialFailure:
         failed_batteries: Batteries whose command failed or timed out.
         excess_power_w: Requested power that could not be placed (same sign as the request).
         distribution: Battery id to commanded power, W.
-        reasons: Battery id to why it got that power.
+        reasons: Battery id to why it got that power, or why it got none.
+        unused_power_w: As :class:`Success`'s.
+        compensated_power_w: As :class:`Success`'s.
+        uncompensated_power_w: As :class:`Success`'s.
     """
 
     request: Request
@@ -371,6 +383,9 @@ class PartialFailure:
     excess_power_w: float
     distribution: Mapping[int, float]
     reasons: Mapping[int, str] = attrs.field(factory=dict)
+    unused_power_w: Mapping[int, float] = attrs.field(factory=dict)
+    compensated_power_w: float = 0.0
+    uncompensated_power_w: float = 0.0
     arbitration: Mapping[str, Any] | None = None
 
 
@@ -381,10 +396,12 @@ class OutOfBounds:
     Attributes:
         request: The request this answers.
         bounds: The aggregate bounds of the usable batteries.
+        reasons: Battery id to why a requested battery was not among them.
     """
 
     request: Request
     bounds: PowerBounds
+    reasons: Mapping[int, str] = attrs.field(factory=dict)
     arbitration: Mapping[str, Any] | None = None
 
 
@@ -395,10 +412,13 @@ class Error:
     Attributes:
         request: The request this answers.
         message: Why, naming the offending battery ids.
+        reasons: Battery id to why a requested battery could not be used, where the request
+            was planned (none when it was refused before: unknown ids, a program's limits).
     """
 
     request: Request
     message: str
+    reasons: Mapping[int, str] = attrs.field(factory=dict)
     arbitration: Mapping[str, Any] | None = None
 
 

@@ -27,6 +27,17 @@ to live at ``now``, else as *broken*, with the last known bounds of its battery 
 
 :func:`summarize` counts only the power of commands that succeeded as succeeded power (the
 reference design counted the failed power too).
+
+**Power the daemon cannot command** (``spec/distribution.md``). :func:`uncommanded` names the
+requested batteries a plan does not use (not working, blocked, unusable telemetry, no telemetry
+yet), each with why, and the fresh measured AC power of their inverters; it takes that power off
+the request (:func:`~distributord.core.compensation.compensate`: towards zero, never past it).
+:func:`plan` then checks the request as asked against the bounds (a compensation never turns an
+accepted request into a refusal) and splits the compensated power (``split_w``).
+:func:`summarize` gives every requested battery that got no power a reason in ``reasons``, and
+reports the measured power and what was and was not taken off. Batteries of the request that
+another program holds are not the plan's: the arbitration names them, and their power, which we
+command for that program, is never counted here.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from collections.abc import Collection, Mapping, Sequence
 
 import attrs
 
+from distributord.core.compensation import Compensation, compensate
 from distributord.core.distribution import (
     Distribution,
     Pair,
@@ -139,6 +151,103 @@ def choose(
     return Choice(pairs=tuple(pairs), broken=broken)
 
 
+@attrs.frozen(kw_only=True)
+class Unused:
+    """A requested battery that a plan does not command.
+
+    Attributes:
+        why: Why it is not used: its status and the status's reasons (``uncertain
+            (blocked_after_failure)``, ``not_working (stale_inverter_data)``), or what is wrong
+            with its telemetry.
+        measured_w: The fresh measured AC power of its inverter, W; None when there is none.
+    """
+
+    why: str
+    measured_w: float | None
+
+
+@attrs.frozen(kw_only=True)
+class Uncommanded:
+    """The requested batteries a plan does not command, and what their power does to it.
+
+    Attributes:
+        unused: Battery id to why it is not used and what it was measured at.
+        compensation: The request with their fresh measured power taken off.
+        enabled: ``distribution.compensate_unused``.
+    """
+
+    unused: Mapping[int, Unused]
+    compensation: Compensation
+    enabled: bool = True
+
+    def reasons(self) -> dict[int, str]:
+        """Battery id to the reason the result gives for each unused battery."""
+        reasons = {}
+        for battery, unused in self.unused.items():
+            if unused.measured_w is None:
+                note = "no fresh measured power: not compensated"
+            elif self.enabled:
+                note = f"measured {unused.measured_w:.1f} W, counted against the request"
+            else:
+                note = (
+                    f"measured {unused.measured_w:.1f} W, not counted "
+                    "(distribution.compensate_unused is off)"
+                )
+            reasons[battery] = f"{unused.why}; {note}"
+        return reasons
+
+
+def uncommanded(
+    request: Request,
+    choice: Choice,
+    statuses: Mapping[int, Status],
+    fleet: Fleet,
+    *,
+    status_reasons: Mapping[int, Collection[str]] | None = None,
+    now: float,
+    max_age_s: float,
+    enabled: bool = True,
+) -> Uncommanded:
+    """The batteries of ``request`` that ``choice`` does not use, and the compensated request.
+
+    Args:
+        request: The request as planned (for arbitration, the bucket's application: the
+            batteries another program holds are not in it).
+        choice: What :func:`choose` chose for it.
+        statuses: Battery id to its status.
+        fleet: The latest telemetry (the inverters' measured power).
+        status_reasons: Battery id to its status's reasons (none given: the status alone).
+        now: The current time, on the clock of the snapshots' ``received_at``.
+        max_age_s: How old a measurement may be (``status.max_data_age_s``).
+        enabled: ``distribution.compensate_unused``.
+
+    Returns:
+        Each unused battery with why and its measured power, and the request less that power.
+    """
+    status_reasons = status_reasons or {}
+    problems = {p.battery_id: p.problem for p in choice.pairs if p.problem is not None}
+    left = request.batteries.difference(choice.broken, (p.battery_id for p in choice.pairs))
+    unused: dict[int, Unused] = {}
+    for battery in sorted(left.union(problems)):
+        problem = problems.get(battery)
+        status = statuses.get(battery)
+        if problem is not None:
+            why = f"unusable telemetry ({problem})"
+        elif status is None or status is Status.WORKING:
+            why = "no telemetry yet"
+        else:
+            listed = ", ".join(sorted(str(r) for r in status_reasons.get(battery, ())))
+            why = f"{status.value} ({listed})" if listed else status.value
+        measured = fleet.measured_power_w(battery, now=now, max_age_s=max_age_s)
+        unused[battery] = Unused(why=why, measured_w=measured)
+    measured_w = {b: u.measured_w for b, u in unused.items() if u.measured_w is not None}
+    return Uncommanded(
+        unused=unused,
+        compensation=compensate(request.power_w, measured_w, enabled=enabled),
+        enabled=enabled,
+    )
+
+
 def plan(
     request: Request,
     pairs: Sequence[Pair],
@@ -146,6 +255,7 @@ def plan(
     exponent: float,
     broken: Mapping[int, Sequence[PowerBounds]] | None = None,
     search_budget: SearchBudget | None = None,
+    split_w: float | None = None,
 ) -> Distribution | OutOfBounds | Error:
     """Decide what to command for ``request``.
 
@@ -158,6 +268,8 @@ def plan(
             pair, with the last known bounds of their battery and inverter (none, one or both).
         search_budget: How long the search over exclusion minimums may take (the caller's
             clock; the core reads none).
+        split_w: The power to split when it is not the request's: the request less the power
+            of the batteries it does not use (:func:`uncommanded`). Between 0 and the request.
 
     Returns:
         What to command, or why nothing will be.
@@ -181,6 +293,8 @@ def plan(
         bounds = aggregate_bounds(usable)
         if not check_power(request.power_w, bounds, adjust_power=request.adjust_power):
             return OutOfBounds(request=request, bounds=bounds)
+    if split_w is not None and split_w != request.power_w:
+        request = attrs.evolve(request, power_w=split_w)
     try:
         return _split(request, pairs, usable, broken, exponent, search_budget)
     except DistributionInputError as error:
@@ -243,7 +357,10 @@ def as_sent(distribution: Distribution) -> Distribution:
 
 
 def summarize(
-    request: Request, distribution: Distribution, failed: Collection[int]
+    request: Request,
+    distribution: Distribution,
+    failed: Collection[int],
+    uncommanded: Uncommanded | None = None,
 ) -> Success | PartialFailure:
     """The result of a request whose setpoints were sent.
 
@@ -251,14 +368,26 @@ def summarize(
         request: The request.
         distribution: What was commanded (every battery in ``setpoints`` was commanded).
         failed: Batteries whose command failed or did not answer in time.
+        uncommanded: The requested batteries the plan did not use (:func:`uncommanded`), if
+            it was made with them.
 
     Returns:
-        ``Success`` if no command failed, else ``PartialFailure``.
+        ``Success`` if no command failed, else ``PartialFailure``. Every battery of the plan
+        that got no power has a reason: its allotment, what is wrong with its telemetry, or why
+        it was not used with what its inverter measured.
     """
     setpoints = distribution.setpoints
     failed_set = frozenset(b for b in failed if b in setpoints)
     succeeded = frozenset(setpoints) - failed_set
-    reasons = {bid: str(reason) for bid, reason in distribution.reasons.items()}
+    reasons = {bid: f"unusable telemetry ({why})" for bid, why in distribution.excluded.items()}
+    reasons.update({bid: str(reason) for bid, reason in distribution.reasons.items()})
+    measured: dict[int, float] = {}
+    compensated = uncompensated = 0.0
+    if uncommanded is not None:
+        reasons.update(uncommanded.reasons())
+        measured = dict(uncommanded.compensation.measured_w)
+        compensated = uncommanded.compensation.compensated_w
+        uncompensated = uncommanded.compensation.uncompensated_w
     succeeded_power = math.fsum(setpoints[b] for b in succeeded)
     if not failed_set:
         return Success(
@@ -268,6 +397,9 @@ def summarize(
             excess_power_w=distribution.remaining_w,
             distribution=dict(setpoints),
             reasons=reasons,
+            unused_power_w=measured,
+            compensated_power_w=compensated,
+            uncompensated_power_w=uncompensated,
         )
     return PartialFailure(
         request=request,
@@ -278,4 +410,7 @@ def summarize(
         excess_power_w=distribution.remaining_w,
         distribution=dict(setpoints),
         reasons=reasons,
+        unused_power_w=measured,
+        compensated_power_w=compensated,
+        uncompensated_power_w=uncompensated,
     )

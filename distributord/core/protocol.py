@@ -430,12 +430,22 @@ def result_object(result: Result) -> dict[str, Any]:
                 str(b): _watts(w) for b, w in sorted(result.distribution.items())
             }
             out["reasons"] = {str(b): str(r) for b, r in sorted(result.reasons.items())}
+            if result.unused_power_w:
+                out["unused_power_w"] = {
+                    str(b): _watts(w) for b, w in sorted(result.unused_power_w.items())
+                }
+                out["compensated_power_w"] = _watts(result.compensated_power_w)
+                out["uncompensated_power_w"] = _watts(result.uncompensated_power_w)
         case OutOfBounds():
             out["outcome"] = "out_of_bounds"
             out["bounds"] = bounds_object(result.bounds)
+            if result.reasons:
+                out["reasons"] = {str(b): str(r) for b, r in sorted(result.reasons.items())}
         case Error():
             out["outcome"] = "error"
             out["message"] = result.message
+            if result.reasons:
+                out["reasons"] = {str(b): str(r) for b, r in sorted(result.reasons.items())}
         case Ignored():
             out["outcome"] = "ignored"
             out["message"] = result.message

@@ -38,6 +38,15 @@ no usable battery) changes nothing. A planned request for an overlapping, differ
 the standing setpoints it overlaps (logged); the batteries they held and it does not command are
 released in the same round, as are its own batteries that get no share.
 
+**Power it does not command.** Each plan, a client request's or a re-plan's, takes the fresh
+measured power of the set's batteries that it does not use (blocked, not working) off the power
+it splits (``distribution.compensate_unused``, :mod:`distributord.core.compensation`): an
+inverter whose command failed keeps its old setpoint until that command's lifetime ends, and the
+site must not deliver it on top of the request. Only the batteries of the bucket's application
+count: those another program holds are commanded for that program, not left unused. A 0 W share
+is sent once, when the share becomes 0 (:meth:`~distributord.core.ledger.Ledger.zero_stands`),
+not again with every request that keeps it at 0.
+
 **Release is absolute.** ``power_w: 0`` ends the standing setpoints of its batteries and sends
 0 W to every inverter among them that is usable or may hold power (one the ledger has never
 seen may: a restarted daemon does not know what its predecessor left), whatever their status.
@@ -99,10 +108,12 @@ from distributord.core.model import (
 )
 from distributord.core.planning import (
     Choice,
+    Uncommanded,
     as_sent,
     choose,
     plan,
     summarize,
+    uncommanded,
     unknown_batteries,
 )
 from distributord.core.scheduling import Scheduler, next_replan, replans_due
@@ -602,11 +613,13 @@ class RequestLoop:
 
     def _plan(
         self, request: Request, chosen: tuple[Choice, dict[int, Status]] | None = None
-    ) -> tuple[Result | Distribution, dict[int, Status]]:
+    ) -> tuple[Result | Distribution, dict[int, Status], Uncommanded]:
         """Plan ``request`` on the batteries' state now (as sent on the wire).
 
         ``chosen`` is what :meth:`_choose` gave for its batteries (without broken ones), if the
-        caller has it: it is chosen again only where it does not fit the request.
+        caller has it: it is chosen again only where it does not fit the request. The power
+        of its batteries that are not used, measured fresh now, is taken off the request
+        (``distribution.compensate_unused``): on every request and every re-plan.
         """
         config = self.config
         if chosen is None or request.include_broken_batteries:
@@ -614,6 +627,20 @@ class RequestLoop:
                 request.batteries, include_broken=request.include_broken_batteries
             )
         choice, statuses = chosen
+        unused = uncommanded(
+            request,
+            choice,
+            statuses,
+            self._tracker.fleet,
+            status_reasons={
+                b: self._tracker.state(b).reasons
+                for b, s in statuses.items()
+                if s is not Status.WORKING
+            },
+            now=trio.current_time(),
+            max_age_s=config.status.max_data_age_s,
+            enabled=config.distribution.compensate_unused,
+        )
         planned = plan(
             request,
             choice.pairs,
@@ -622,10 +649,11 @@ class RequestLoop:
             search_budget=SearchBudget(
                 clock=time.perf_counter, seconds=config.distribution.search_budget_s
             ),
+            split_w=unused.compensation.target_w,
         )
         if isinstance(planned, Distribution):
             planned = as_sent(planned)  # float32 on the wire, never more than planned
-        return planned, statuses
+        return planned, statuses, unused
 
     def _bounds(self, batteries: frozenset[int]) -> PowerBounds:
         """The aggregate bounds of the usable batteries among ``batteries`` now (NaN: none)."""
@@ -717,9 +745,13 @@ class RequestLoop:
                 power_w=request.power_w, setpoints={}, reasons={}, remaining_w=request.power_w
             )
             statuses: dict[int, Status] = {}
+            unused: Uncommanded | None = None
         else:
-            planned, statuses = self._plan(application, chosen)
+            planned, statuses, unused = self._plan(application, chosen)
             if not isinstance(planned, Distribution):
+                if isinstance(planned, Error | OutOfBounds) and unused.unused:
+                    # Whatever the outcome, the batteries left out say why.
+                    planned = attrs.evolve(planned, reasons=unused.reasons())
                 if ask.proposed and isinstance(planned, Error):
                     return self._keep_unplaced(trial, planned, statuses, merged, grant)
                 return _as_asked(planned, ask)  # nothing was commanded, nothing changed
@@ -739,7 +771,14 @@ class RequestLoop:
         self._standing_changed.value = True
         inverter_of = self._topology.pairs
         self._commander.want(batteries, self._wants(bucket.held, planned))
-        sends = {inverter_of[b]: p for b, p in planned.setpoints.items()}
+        # A 0 W share goes out once, when the share becomes 0: not again while it stays 0
+        # (repeated 0 W commands disturb a battery management system recovering at 0 % SoC).
+        ledger = self._commander.ledger
+        sends = {
+            inverter_of[b]: p
+            for b, p in planned.setpoints.items()
+            if p != 0.0 or not ledger.zero_stands(inverter_of[b], now)
+        }
         # Released in the same round: its batteries without a share, and those of the
         # proposals it ended that nobody holds any more.
         freed = {inverter_of[b] for b in batteries.union(*ended)}
@@ -749,8 +788,10 @@ class RequestLoop:
         failed = {
             b for b, outcome in outcomes.items() if outcome is not None and b in planned.setpoints
         }
-        result = summarize(application or request, planned, failed)
+        result = summarize(application or request, planned, failed, unused)
         self._log(request, outcomes)
+        if unused is not None and unused.compensation.measured_w:
+            self._log_uncommanded(request, unused)
         granted = None if grant is None else grant.granted_w
         self._arbiter.heard(proposal, granted)
         logger.info(accepted_line(proposal, ask.origin, granted, bucket.held))
@@ -791,6 +832,7 @@ class RequestLoop:
             request=ask.request,
             message=f"{refused.message}; the proposal stands and is applied when they can "
             "take power",
+            reasons=refused.reasons,
             arbitration=arbitration,
         )
 
@@ -835,6 +877,10 @@ class RequestLoop:
             for b, h in holders.items()
             if b in request.batteries
         }
+        # Not working, and known to hold nothing: nothing to release, and nothing is sent.
+        for b in sorted(request.batteries - reasons.keys() - set(targets)):
+            listed = ", ".join(sorted(self._tracker.state(b).reasons))
+            reasons[b] = f"not_working ({listed}); holds no power: no command sent"
         if reasons:
             result = attrs.evolve(result, reasons={**result.reasons, **reasons})
         return result
@@ -979,6 +1025,22 @@ class RequestLoop:
                 len(outcomes),
             )
 
+    @staticmethod
+    def _log_uncommanded(request: Request, unused: Uncommanded) -> None:
+        """One line: power measured on batteries of the request that it does not command."""
+        compensation = unused.compensation
+        logger.info(
+            "request for batteries [%s] at %.0f W: batteries [%s] not used still carry %.0f W; "
+            "%.0f W taken off the request, %.0f W beyond or against it%s",
+            ids_text(request.batteries),
+            request.power_w,
+            ids_text(compensation.measured_w),
+            math.fsum(compensation.measured_w.values()),
+            compensation.compensated_w,
+            compensation.uncompensated_w,
+            "" if unused.enabled else " (distribution.compensate_unused is off)",
+        )
+
     # -- arbitration: what changes do to the standing buckets ----------------------------------
 
     def _holders(self) -> dict[int, Bucket]:
@@ -1052,7 +1114,7 @@ class RequestLoop:
             standing.statuses = {}
             self._commander.drop(batteries)
             return
-        planned, standing.statuses = self._plan(application, chosen)
+        planned, standing.statuses, _ = self._plan(application, chosen)
         if isinstance(planned, Distribution):
             self._commander.want(batteries, self._wants(bucket.held, planned))
             return

@@ -206,6 +206,10 @@ class Faults:
         refuse_streams: New streams fail with ``UNAVAILABLE`` at once.
         reported_capacity_wh: A battery reports this capacity instead of its own (the physics
             keeps its own); lets a test show a battery that claims 0 Wh.
+        power_offset_w: An inverter reports this much more AC power than its setpoint makes it
+            apply (the physics keeps its own); lets a test show measured power that no command
+            of the daemon explains, such as an inverter in an error state that still carries
+            power.
         final_reply: How an inverter's v1alpha18/19 set-power reply stream goes on after
             ``ACCEPTED``, and whether the setpoint is applied:
 
@@ -240,6 +244,7 @@ class Faults:
     stream_silence: bool = False
     refuse_streams: bool = False
     reported_capacity_wh: float | None = None
+    power_offset_w: float = 0.0
     final_reply: str = "SUCCESS"
     clock_offset_s: float = 0.0
     ramp_s: float = 0.0
@@ -250,6 +255,11 @@ class Faults:
         _require(math.isfinite(self.clock_offset_s), "clock_offset_s", "must be finite")
         _check_between("command_latency_s", self.command_latency_s, 0.0, math.inf)
         _check_between("ramp_s", self.ramp_s, 0.0, MAX_RAMP_S)
+        _require(
+            math.isfinite(self.power_offset_w),
+            "power_offset_w",
+            f"must be a finite number of watts, got {self.power_offset_w!r}",
+        )
         _require(
             self.command_latency_s != math.inf, "command_latency_s", "must be finite (use hang)"
         )
@@ -645,6 +655,7 @@ def _faults_fields(table: Any, path: str) -> dict[str, Any]:
             "reported_capacity_wh",
             "clock_offset_s",
             "ramp_s",
+            "power_offset_w",
         }:
             fields[key] = _float(value, where)
         elif key == "command_latencies_s":

@@ -479,7 +479,7 @@ class World:
         """What an inverter reports at :attr:`time`."""
         power = self.inverter_power(inverter_id)
         return InverterReading(
-            power_w=math.nan if "power" in faults.nan_metrics else power,
+            power_w=math.nan if "power" in faults.nan_metrics else power + faults.power_offset_w,
             power_ranges=None if faults.missing_bounds else self.inverter_ranges(inverter_id),
             states=_states(power, faults),
             errors=_errors(faults),

@@ -74,6 +74,26 @@ def test_an_explicit_zero_that_never_held_power_sends_nothing() -> None:
     assert not ledger.known_idle(1, 0.0)  # never commanded: a predecessor may have left power
 
 
+def test_a_zero_share_stands_once_sent_until_power_may_be_in_force_again() -> None:
+    ledger = Ledger()
+    assert not ledger.zero_stands(1, 0.0)  # never commanded: what it holds is not known
+    ledger.want(OWNER, {1: 500.0})
+    send_all(ledger, 0.0)
+    land_all(ledger, 0.0)
+    assert not ledger.zero_stands(1, 1.0)  # it holds 500 W
+    zero = ledger.sent(1, 0.0, 60.0, now=1.0)
+    assert not ledger.zero_stands(1, 1.0)  # under way: a request wants its own outcome
+    ledger.answered(zero, State.FAILED, now=1.5)
+    assert not ledger.zero_stands(1, 2.0)  # the 500 W may still be in force
+    assert ledger.zero_stands(1, 60.5)  # ... until its lifetime ran out
+    again = ledger.sent(1, 0.0, 60.0, now=61.0)
+    ledger.answered(again, State.UNKNOWN, now=61.0)
+    assert not ledger.zero_stands(1, 62.0)  # it may never have got there: sent again
+    third = ledger.sent(1, 0.0, 60.0, now=62.0)
+    ledger.answered(third, State.CONFIRMED, now=62.0)
+    assert ledger.zero_stands(1, 63.0)
+
+
 @pytest.mark.parametrize("state", [State.UNKNOWN, State.ACCEPTED, State.CONFIRMED])
 def test_a_command_that_may_have_been_applied_holds_until_its_own_lifetime_ends(
     state: State,

@@ -33,10 +33,12 @@ from distributord.core.model import (
 )
 from distributord.core.planning import (
     Choice,
+    Unused,
     as_sent,
     choose,
     plan,
     summarize,
+    uncommanded,
     unknown_batteries,
 )
 from distributord.core.status import Status
@@ -627,3 +629,89 @@ def test_three_thirds_of_a_kilowatt_are_sent_as_no_more_than_a_kilowatt() -> Non
     sent = as_sent(planned)
     assert sum((Fraction(v) for v in sent.setpoints.values()), Fraction(0)) <= 1000
     assert 0 < sent.remaining_w < 1e-3
+
+
+# --- power the daemon cannot command ------------------------------------------------------
+
+
+def measured_fleet(powers: dict[int, tuple[float, float]]) -> Fleet:
+    """Batteries 1..4 reported at 0; ``powers``: battery → (its inverter's power, received at)."""
+    fleet = fed_fleet(1, 2, 3, 4)
+    for b, (power, at) in powers.items():
+        fleet.update(inverter_snapshot(component_id=10 + b, received_at=at, active_power_w=power))
+    return fleet
+
+
+def test_the_unused_say_why_and_their_fresh_power_is_taken_off() -> None:
+    statuses = {1: W, 2: U, 3: N, 4: N}
+    fleet = measured_fleet({2: (400.0, 5.0), 3: (250.0, 0.0), 4: (math.nan, 5.0)})
+    wanted = request(1000, {1, 2, 3, 4})
+    choice = choose(wanted, statuses, fleet, now=5.0, cache_ttl_s=TTL_S)
+    result = uncommanded(
+        wanted,
+        choice,
+        statuses,
+        fleet,
+        status_reasons={2: {"blocked_after_failure"}, 3: {"stale_inverter_data"}},
+        now=5.0,
+        max_age_s=5.0,
+    )
+    assert result.unused == {
+        2: Unused(why="uncertain (blocked_after_failure)", measured_w=400.0),
+        3: Unused(why="not_working (stale_inverter_data)", measured_w=None),  # 5 s old: stale
+        4: Unused(why="not_working", measured_w=None),  # NaN is no measurement
+    }
+    assert result.compensation.target_w == 600.0
+    assert result.reasons() == {
+        2: "uncertain (blocked_after_failure); measured 400.0 W, counted against the request",
+        3: "not_working (stale_inverter_data); no fresh measured power: not compensated",
+        4: "not_working; no fresh measured power: not compensated",
+    }
+    planned = plan(wanted, choice.pairs, exponent=1.0, split_w=result.compensation.target_w)
+    assert isinstance(planned, Distribution)
+    assert planned.setpoints == {1: 600.0}
+    summary = summarize(wanted, planned, failed=[], uncommanded=result)
+    assert summary.succeeded_power_w == 600.0
+    assert summary.unused_power_w == {2: 400.0}
+    assert (summary.compensated_power_w, summary.uncompensated_power_w) == (400.0, 0.0)
+    assert summary.reasons.keys() == {1, 2, 3, 4}
+
+
+def test_unusable_telemetry_is_a_reason_and_its_inverter_still_counts() -> None:
+    statuses = {1: W, 2: W}
+    fleet = measured_fleet({2: (-300.0, 0.0)})
+    fleet.update(battery_snapshot(component_id=2, soc_pct=math.nan))
+    wanted = request(-1000, {1, 2})
+    choice = choose(wanted, statuses, fleet, now=0.0, cache_ttl_s=TTL_S)
+    result = uncommanded(wanted, choice, statuses, fleet, now=0.0, max_age_s=1.0)
+    assert result.unused[2] == Unused(
+        why="unusable telemetry (battery 2: soc_pct is nan)", measured_w=-300.0
+    )
+    planned = plan(wanted, choice.pairs, exponent=1.0, split_w=result.compensation.target_w)
+    assert isinstance(planned, Distribution)
+    assert planned.setpoints == {1: -700.0}
+    # Without the unused batteries' account the distribution's exclusion is a reason too.
+    assert summarize(wanted, planned, failed=[]).reasons[2] == (
+        "unusable telemetry (battery 2: soc_pct is nan)"
+    )
+
+
+def test_a_compensation_never_turns_an_accepted_request_into_a_refusal() -> None:
+    # 150 W asked of a pair with a 100 W minimum; 100 W measured elsewhere leaves 50 W, inside
+    # the exclusion zone: the request (checked as asked) is accepted, and 50 W cannot be placed.
+    planned = plan(request(150, {1, 2}), [battery(1, minimum=100.0)], exponent=1.0, split_w=50.0)
+    assert isinstance(planned, Distribution)
+    assert planned.setpoints == {1: 0.0}
+    assert planned.remaining_w == 50.0
+
+
+def test_off_nothing_is_taken_off_and_the_reason_says_so() -> None:
+    statuses = {1: W, 2: U}
+    fleet = measured_fleet({2: (400.0, 0.0)})
+    wanted = request(1000, {1, 2})
+    choice = choose(wanted, statuses, fleet, now=0.0, cache_ttl_s=TTL_S)
+    result = uncommanded(wanted, choice, statuses, fleet, now=0.0, max_age_s=1.0, enabled=False)
+    assert result.compensation.target_w == 1000.0
+    assert result.reasons() == {
+        2: "uncertain; measured 400.0 W, not counted (distribution.compensate_unused is off)"
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -292,6 +293,31 @@ def test_success_is_encoded_with_every_field() -> None:
         "distribution": {"1": -1000.0, "2": -500.0},
         "reasons": {"1": "proportional", "2": "capped"},
     }
+
+
+def test_the_unused_batteries_power_is_encoded_when_measured() -> None:
+    result = Success(
+        request=REQUEST,
+        succeeded_power_w=-1000.0,
+        succeeded_batteries=frozenset({1}),
+        excess_power_w=0.0,
+        distribution={1: -1000.0},
+        reasons={1: "proportional", 2: "uncertain (blocked_after_failure); measured -500.0 W"},
+        unused_power_w={2: -500.0},
+        compensated_power_w=-500.0,
+        uncompensated_power_w=-0.0,
+    )
+    encoded = protocol.result_object(result)
+    assert encoded["unused_power_w"] == {"2": -500.0}
+    assert encoded["compensated_power_w"] == -500.0
+    assert json.dumps(encoded["uncompensated_power_w"]) == "0.0"
+    assert "unused_power_w" not in protocol.result_object(attrs.evolve(result, unused_power_w={}))
+
+
+def test_refusals_carry_the_reasons_of_the_batteries_left_out() -> None:
+    refused = Error(request=REQUEST, message="no usable batteries", reasons={2: "not_working"})
+    assert protocol.result_object(refused)["reasons"] == {"2": "not_working"}
+    assert "reasons" not in protocol.result_object(attrs.evolve(refused, reasons={}))
 
 
 def test_partial_failure_adds_the_failed_part() -> None:

@@ -28,6 +28,7 @@ from distributord.core.config import LIVE_KEYS, Config
 from distributord.core.model import Request
 from distributord.core.planning import choose as real_choose
 from distributord.core.planning import plan as real_plan
+from distributord.core.planning import uncommanded as real_uncommanded
 from distributord.core.status import Status
 from distributord.shell import control, requestloop, service
 from distributord.shell.daemon import Daemon
@@ -226,6 +227,30 @@ async def test_what_the_loop_plans_with(
     (key,) = seen
     assert [p[key] for p in planned] != [seen[key]] * 2  # the first was planned as started
     assert planned[-1][key] == pytest.approx(seen[key])
+
+
+@effect_of("distribution.compensate_unused")
+async def test_compensate_unused(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What it does to a request is tests/core/test_compensation.py and, through the daemon on
+    # the simulator, tests/shell/test_uncommanded.py; here: the next plan follows a reload.
+    seen: list[bool] = []
+
+    def uncommanded(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs["enabled"])
+        return real_uncommanded(*args, **kwargs)
+
+    monkeypatch.setattr(requestloop, "uncommanded", uncommanded)
+    running = start(tmp_path)
+    async with looping(running) as rig:
+        rig.submit(2000.0, 1001, 1002)
+        await trio.sleep(1.0)
+        running.reload("[distribution]\ncompensate_unused = false\n")
+        rig.submit(3000.0, 1001, 1002)
+        await trio.sleep(1.0)
+    assert seen[0] is True
+    assert seen[-1] is False
 
 
 # --- arbitration -------------------------------------------------------------------------------

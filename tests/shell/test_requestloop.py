@@ -610,6 +610,26 @@ async def test_a_battery_that_leaves_the_distribution_is_sent_zero_watts(
         ]
 
 
+async def test_a_release_says_why_a_battery_known_to_hold_nothing_got_no_command(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig(setpoints={"lifetime_s": 30}) as rig:
+        rig.submit(4000.0, 1001, 1002)
+        await trio.sleep(3.0)
+        feed(rig.tracker, 1002, errors=frozenset({"FAULT"}))
+        await trio.sleep(1.0)  # 1002's 0 W has landed: it is known to hold nothing
+        rig.submit(0.0, 1001, 1002)
+        await trio.sleep(1.0)
+
+        assert rig.fake.sent()[-1] == (4.0, {2001: 0.0})
+        result = rig.replies[-1].result
+        assert isinstance(result, Success)
+        assert result.distribution == {1001: 0.0}
+        assert result.reasons[1002] == (
+            "not_working (battery_error_code); holds no power: no command sent"
+        )
+
+
 # -- the queue -----------------------------------------------------------------------------
 
 

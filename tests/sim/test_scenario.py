@@ -195,6 +195,8 @@ INVERTER = "[[inverter]]\nid = 2001\nbatteries = [1001]\n"
         ("[faults.2001]\ncommand_error = 'BROKEN'\n", "faults.2001.command_error", "status code"),
         ("[faults.2001]\ncommand_error = 14\n", "faults.2001.command_error", "must be a string"),
         ("[faults.2001]\ncommand_latency_s = -1\n", "faults.2001.command_latency_s", "between"),
+        ("[faults.2001]\npower_offset_w = nan\n", "faults.2001.power_offset_w", "finite"),
+        ("[faults.2001]\npower_offset_w = true\n", "faults.2001.power_offset_w", "number"),
         ("[faults.2001]\nnan_metrics = ['temp']\n", "faults.2001.nan_metrics", "unknown metrics"),
         ("[faults.2001]\nnan_metrics = 'soc'\n", "faults.2001.nan_metrics", "list of strings"),
         (
@@ -442,6 +444,10 @@ def test_per_command_latencies_from_a_file_and_from_python() -> None:
     )
     assert Faults(command_latencies_s=[1, 2]).command_latencies_s == (1.0, 2.0)  # a tuple
     assert Faults().command_latencies_s == ()
+    offset = parse_scenario(
+        (BATTERY + INVERTER + "[faults.2001]\npower_offset_w = -500\n").encode()
+    )
+    assert offset.faults[2001] == Faults(power_offset_w=-500.0)
     assert Faults(command_latencies_s=[10**400]).command_latencies_s == (math.inf,)
     for bad in ("0,30", 5, [math.nan], [-0.5], [True], [None]):
         with pytest.raises(ScenarioError, match=r"^command_latencies_s: must be"):

@@ -193,6 +193,15 @@ def test_telemetry_faults_in_readings() -> None:
     assert inverter.states == (StateCode.ERROR,)
 
 
+def test_a_power_offset_is_reported_and_changes_nothing_applied() -> None:
+    world = one_pair()
+    world.command(2001, 100.0, 60, now=0.0)
+    reading = world.inverter_reading(2001, Faults(power_offset_w=-350.0))
+    assert reading.power_w == -250.0
+    assert world.inverter_power(2001) == 100.0
+    assert world.battery_reading(1001, Faults(power_offset_w=-350.0)).power_w == 100.0
+
+
 def odd_world() -> World:
     scenario = Scenario(
         batteries=(
