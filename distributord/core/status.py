@@ -247,6 +247,7 @@ class StatusMachine:
         if side is None:
             self._battery = _Side(battery_problems(snapshot), received_at, sampled_at, offset)
             self._refreshed = None
+            known = snapshot.bounds.is_known
         elif sampled_at > side.sampled_at or isnan(sampled_at) or isnan(side.sampled_at):
             problems = battery_problems(snapshot)
             known = snapshot.bounds.is_known
@@ -259,7 +260,7 @@ class StatusMachine:
         else:
             side.sampled_at = sampled_at
             return False
-        self._bounds_known = (snapshot.bounds.is_known, self._bounds_known[1])
+        self._bounds_known = (known, self._bounds_known[1])
         return True
 
     def inverter_sample(
@@ -271,6 +272,7 @@ class StatusMachine:
         if side is None:
             self._inverter = _Side(inverter_problems(snapshot), received_at, sampled_at, offset)
             self._refreshed = None
+            known = snapshot.bounds.is_known
         elif sampled_at > side.sampled_at or isnan(sampled_at) or isnan(side.sampled_at):
             problems = inverter_problems(snapshot)
             known = snapshot.bounds.is_known
@@ -283,7 +285,7 @@ class StatusMachine:
         else:
             side.sampled_at = sampled_at
             return False
-        self._bounds_known = (self._bounds_known[0], snapshot.bounds.is_known)
+        self._bounds_known = (self._bounds_known[0], known)
         return True
 
     def unchanged(self, now: float) -> bool:
