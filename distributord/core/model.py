@@ -93,6 +93,8 @@ class StateCode(enum.StrEnum):
 
 
 def _non_negative_id(_: Any, attribute: attrs.Attribute[int], value: int) -> None:
+    if type(value) is int and value >= 0:  # the usual case first: every snapshot is checked
+        return
     if not is_component_id(value):
         raise ValueError(f"{attribute.name} must be a non-negative integer, got {value!r}")
 
@@ -150,14 +152,13 @@ class PowerBounds:
     @property
     def is_known(self) -> bool:
         """Whether all four values are known (not ``nan``)."""
-        return not any(
-            math.isnan(v)
-            for v in (
-                self.inclusion_lower,
-                self.exclusion_lower,
-                self.exclusion_upper,
-                self.inclusion_upper,
-            )
+        # Written out, not a generator: asked of every sample.
+        isnan = math.isnan
+        return not (
+            isnan(self.inclusion_lower)
+            or isnan(self.exclusion_lower)
+            or isnan(self.exclusion_upper)
+            or isnan(self.inclusion_upper)
         )
 
 

@@ -59,7 +59,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Iterable, Mapping
-from math import isfinite
+from math import isfinite, isnan
 
 import attrs
 
@@ -213,6 +213,12 @@ class StatusMachine:
         self._previous = Status.NOT_WORKING
         self._blocked_until: float | None = None
         self._last_window: float | None = None  # None: the next window is the minimum
+        # The side the last new sample refreshed, when it changed nothing but its times (see
+        # :meth:`unchanged`), the offset it replaced, and the configuration of the last
+        # evaluation.
+        self._refreshed: _Side | None = None
+        self._replaced_offset = math.nan
+        self._evaluated_with: StatusConfig | None = None
         self.unreachable = False
         """Whether the microgrid is unreachable (set by the caller, then :meth:`evaluate`)."""
 
@@ -236,40 +242,80 @@ class StatusMachine:
             Whether it was new (taken); a sample that is not newer than the one before counts
             as no sample, and the caller should drop it.
         """
-        side = self._sample(self._battery, snapshot.sampled_at, received_at, offset)
+        side = self._battery
+        sampled_at = snapshot.sampled_at
         if side is None:
-            if self._battery is not None:
-                self._battery.sampled_at = snapshot.sampled_at
+            self._battery = _Side(battery_problems(snapshot), received_at, sampled_at, offset)
+            self._refreshed = None
+            known = snapshot.bounds.is_known
+        elif sampled_at > side.sampled_at or isnan(sampled_at) or isnan(side.sampled_at):
+            problems = battery_problems(snapshot)
+            known = snapshot.bounds.is_known
+            self._refreshed = (
+                side if problems == side.problems and known is self._bounds_known[0] else None
+            )
+            self._replaced_offset = side.offset
+            side.problems = problems
+            side.heard_at, side.sampled_at, side.offset = received_at, sampled_at, offset
+        else:
+            side.sampled_at = sampled_at
             return False
-        side.problems = battery_problems(snapshot)
-        self._battery = side
-        self._bounds_known = (snapshot.bounds.is_known, self._bounds_known[1])
+        self._bounds_known = (known, self._bounds_known[1])
         return True
 
     def inverter_sample(
         self, snapshot: InverterSnapshot, *, received_at: float, offset: float
     ) -> bool:
         """An inverter sample arrived (see :meth:`battery_sample`)."""
-        side = self._sample(self._inverter, snapshot.sampled_at, received_at, offset)
+        side = self._inverter
+        sampled_at = snapshot.sampled_at
         if side is None:
-            if self._inverter is not None:
-                self._inverter.sampled_at = snapshot.sampled_at
+            self._inverter = _Side(inverter_problems(snapshot), received_at, sampled_at, offset)
+            self._refreshed = None
+            known = snapshot.bounds.is_known
+        elif sampled_at > side.sampled_at or isnan(sampled_at) or isnan(side.sampled_at):
+            problems = inverter_problems(snapshot)
+            known = snapshot.bounds.is_known
+            self._refreshed = (
+                side if problems == side.problems and known is self._bounds_known[1] else None
+            )
+            self._replaced_offset = side.offset
+            side.problems = problems
+            side.heard_at, side.sampled_at, side.offset = received_at, sampled_at, offset
+        else:
+            side.sampled_at = sampled_at
             return False
-        side.problems = inverter_problems(snapshot)
-        self._inverter = side
-        self._bounds_known = (self._bounds_known[0], snapshot.bounds.is_known)
+        self._bounds_known = (self._bounds_known[0], known)
         return True
 
-    def _sample(
-        self, side: _Side | None, sampled_at: float, received_at: float, offset: float
-    ) -> _Side | None:
-        """The side after a new sample, or None if the sample is not new."""
-        if side is None:
-            return _Side(set(), received_at, sampled_at, offset)
-        if sampled_at > side.sampled_at or math.isnan(sampled_at) or math.isnan(side.sampled_at):
-            side.heard_at, side.sampled_at, side.offset = received_at, sampled_at, offset
-            return side
-        return None
+    def unchanged(self, now: float) -> bool:
+        """Whether :meth:`evaluate` at ``now`` would say ``working`` as it did last time.
+
+        Asked right after a new sample, so that the caller can skip the evaluation and keep its
+        timer: true only when the last evaluation said ``working`` with the configuration of
+        now, and the sample changed nothing but its side's times (same problems, same bounds
+        known, same clock skew), and at ``now`` both sides are fresh and no window blocks. The
+        sample only moved its side's staleness later, so the timer set at the last evaluation
+        (at the earlier staleness) still fires first, evaluates and sets the next one.
+        """
+        side = self._refreshed
+        if side is None or self._previous is not Status.WORKING or self.unreachable:
+            return False
+        config = self._config()
+        if config is not self._evaluated_with:
+            return False  # reloaded since: the last evaluation does not say what this one would
+        blocked_until = self._blocked_until
+        if blocked_until is not None and now < blocked_until:
+            return False
+        battery, inverter = self._battery, self._inverter
+        max_age = config.max_data_age_s
+        return (
+            battery is not None
+            and inverter is not None
+            and now < battery.heard_at + max_age
+            and now < inverter.heard_at + max_age
+            and skewed(side.offset, config) is skewed(self._replaced_offset, config)
+        )
 
     @property
     def clock_offset(self) -> float:
@@ -366,6 +412,7 @@ class StatusMachine:
         ``clock_skew`` is added to the reasons of any status, and changes none.
         """
         config = self._config()  # once: each call reads the live configuration
+        self._evaluated_with = config
         problems = self._problems(now, config)
         if problems:
             self._previous = Status.NOT_WORKING

@@ -7,7 +7,9 @@ snapshot` and :meth:`~StatusTracker.gap` (the tracker is their
 :class:`~distributord.shell.link.TelemetrySink`), the request loop calls
 :meth:`~StatusTracker.record_outcomes`. Each input updates its battery's machine and
 re-evaluates that battery at once, so the request loop always selects batteries on the current
-status (:meth:`~StatusTracker.state`).
+status (:meth:`~StatusTracker.state`). The usual sample, which only moves its side's times
+(:meth:`~distributord.core.status.StatusMachine.unchanged`), is not evaluated: the evaluation
+would say the same, and the timer already set fires first.
 
 The tracker's own task (:meth:`~StatusTracker.serve`) does the rest:
 
@@ -241,6 +243,8 @@ class StatusTracker:
             self._offsets[component_id] = offset
             if skewed(offset, self._config.value) is not (component_id in self._skewed):
                 self._skew_changed(component_id)
+        if machine.unchanged(now):
+            return  # only its times moved: evaluated, it would say the same; the timer stands
         self._evaluate(battery_id, now)
 
     def gap(self, component_id: int, reason: str) -> None:

@@ -567,3 +567,115 @@ def test_a_battery_samples_problems_are_its_values_not_finite_and_its_states_and
     if errors:
         expected.add(Reason.BATTERY_ERROR_CODE)
     assert battery_problems(snapshot) == expected
+
+
+UNKNOWN = PowerBounds.unknown()
+SAMPLES: dict[str, dict[str, Any]] = {
+    "healthy": {},
+    "unhealthy": {"errors": frozenset({"internal"})},
+    "no bounds": {"bounds": UNKNOWN},
+}
+CONFIGS = [SETTINGS, attrs.evolve(SETTINGS), attrs.evolve(SETTINGS, max_data_age_s=4.0)]
+"""The configuration as reloads give it: the same, equal but another object, and shorter."""
+
+
+class UnchangedRules(RuleBasedStateMachine):
+    """:meth:`StatusMachine.unchanged` says so only when an evaluation would say the same.
+
+    As the tracker does: after a new sample, the evaluation is skipped when ``unchanged``; here
+    it is made anyway, and must equal the last one. Time passes, commands fail and succeed,
+    the link breaks and the configuration is reloaded with no evaluation in between, as they
+    do between a timer and a sample.
+    """
+
+    @initialize()
+    def start(self) -> None:
+        self.now = 0.0
+        self.config = SETTINGS
+        self.machine = StatusMachine(lambda: self.config)
+        self.last = self.machine.evaluate(self.now)
+        self.skipped = 0
+
+    def sampled(self, new: bool) -> None:
+        if not new:
+            return
+        if self.machine.unchanged(self.now):
+            self.skipped += 1
+            assert self.machine.evaluate(self.now) == self.last
+        else:
+            self.last = self.machine.evaluate(self.now)
+
+    @rule(kind=st.sampled_from(sorted(SAMPLES)), age=AGES, later=st.booleans())
+    def battery_sample(self, kind: str, age: float, later: bool) -> None:
+        self.now += 0.5 if later else 0.0
+        new = take(self.machine, battery(**SAMPLES[kind]), self.now, self.now - age)
+        self.sampled(new)
+
+    @rule(kind=st.sampled_from(sorted(SAMPLES)), age=AGES, later=st.booleans())
+    def inverter_sample(self, kind: str, age: float, later: bool) -> None:
+        self.now += 0.5 if later else 0.0
+        new = take(self.machine, inverter(**SAMPLES[kind]), self.now, self.now - age)
+        self.sampled(new)
+
+    @rule(dt=st.sampled_from([0.001, 1.0, 3.999, 4.0, 9.999, 10.0, 31.0]))
+    def advance(self, dt: float) -> None:
+        self.now += dt
+
+    @rule()
+    def to_next_change(self) -> None:
+        nxt = self.machine.next_change(self.now)
+        if math.isfinite(nxt):
+            self.now = nxt
+
+    @rule()
+    def evaluate(self) -> None:
+        self.last = self.machine.evaluate(self.now)
+
+    @rule()
+    def fail(self) -> None:
+        self.machine.command_failed(now=self.now)
+
+    @rule(final=st.booleans())
+    def succeed(self, final: bool) -> None:
+        self.machine.command_succeeded(final=final)
+
+    @rule(unreachable=st.booleans())
+    def link(self, unreachable: bool) -> None:
+        self.machine.unreachable = unreachable
+
+    @rule(config=st.sampled_from(CONFIGS))
+    def reload(self, config: StatusConfig) -> None:
+        self.config = config
+
+
+TestUnchangedRules = UnchangedRules.TestCase
+
+
+def test_the_usual_sample_is_unchanged() -> None:
+    """A healthy working battery's next samples change nothing but their times."""
+    machine = fed(0.0)
+    assert machine.evaluate(0.0).status is Status.WORKING
+    for at in (1.0, 2.0):
+        take(machine, battery(), at, at)
+        assert machine.unchanged(at)
+        take(machine, inverter(), at, at)
+        assert machine.unchanged(at)
+    take(machine, battery(errors=frozenset({"internal"})), 3.0, 3.0)
+    assert not machine.unchanged(3.0)
+
+
+def test_after_a_reload_the_usual_sample_is_evaluated() -> None:
+    """A shorter ``max_data_age_s`` can make both offsets skew: the last evaluation is no guide."""
+    config = SETTINGS
+    machine = StatusMachine(lambda: config)
+    take(machine, battery(), 0.0, -9.5)
+    take(machine, inverter(), 0.0, -9.5)
+    assert machine.evaluate(0.0) == Evaluation(status=Status.WORKING)
+    take(machine, battery(), 1.0, -8.5)
+    assert machine.unchanged(1.0)
+    config = attrs.evolve(SETTINGS, max_data_age_s=4.0)
+    take(machine, battery(), 2.0, -7.5)
+    assert not machine.unchanged(2.0)
+    assert machine.evaluate(2.0).reasons == {Reason.CLOCK_SKEW}
+    take(machine, battery(), 3.0, -6.5)
+    assert machine.unchanged(3.0)

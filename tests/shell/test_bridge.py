@@ -6,13 +6,15 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
 from distributord.core.errors import LinkDownError
-from distributord.shell.bridge import Bridge, Stream, open_bridge
+from distributord.shell import bridge as bridge_module
+from distributord.shell.bridge import STREAM_SETTLE_S, Bridge, Stream, open_bridge
 
 
 class Marker:
@@ -200,7 +202,7 @@ async def test_a_slow_consumer_gets_the_newest_messages_and_a_drop_count() -> No
 
     async with open_bridge() as bridge, bridge.open_stream(burst, buffer=8) as stream:
         assert await produced.wait()
-        await bridge.call(_loop_turn)  # the last messages have been handed over
+        await bridge.call(_streams_crossed)  # the last messages have been handed over
         await trio.testing.wait_all_tasks_blocked()
         got = [await stream.receive() for _ in range(8)]
     assert got == list(range(92, 100))
@@ -218,7 +220,7 @@ async def test_a_handler_gets_the_waiting_messages_then_the_rest_in_order() -> N
 
     got: list[int] = []
     async with open_bridge() as bridge, bridge.open_stream(slow) as stream:
-        await bridge.call(_loop_turn)  # the first three have been handed over
+        await bridge.call(_streams_crossed)  # the first three have been handed over
         await trio.testing.wait_all_tasks_blocked()
         stream.deliver_to(got.append)
         assert got == [0, 1, 2]  # at once, from the buffer
@@ -366,6 +368,15 @@ async def _loop_turn() -> None:
     await asyncio.sleep(0)
 
 
+async def _streams_crossed() -> None:
+    """Returns once what streams posted before it has crossed to trio (its reply follows it).
+
+    Streams' messages cross in a batch :data:`STREAM_SETTLE_S` after the first: a timer of
+    the same length set after theirs fires after theirs (the loop orders timers by deadline).
+    """
+    await asyncio.sleep(STREAM_SETTLE_S)
+
+
 async def test_calls_after_close_fail_clearly() -> None:
     async with open_bridge() as bridge:
         kept: Bridge = bridge
@@ -445,3 +456,38 @@ async def test_a_waiting_consumer_is_woken_by_each_message_and_by_the_end(
             await trio.testing.wait_all_tasks_blocked()
             delivering._finish(RuntimeError("gone"))
     assert (handled, ends) == ([7], ["gone"])
+
+
+async def test_streams_messages_a_few_ms_apart_cross_to_trio_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Telemetry spread over the loop's iterations costs one wake-up of trio, not one each."""
+    batches: list[int] = []
+    run_all = bridge_module._run_all
+
+    def counted(actions: list[Any]) -> None:
+        batches.append(len(actions))
+        run_all(actions)
+
+    monkeypatch.setattr(bridge_module, "_run_all", counted)
+
+    async def spread() -> AsyncIterator[int]:
+        for k in range(5):
+            yield k
+            await asyncio.sleep(0)  # one message a loop iteration, as grpc.aio hands them over
+        await asyncio.sleep(3600)
+
+    got: list[int] = []
+    done = trio.Event()
+
+    def take(message: int) -> None:
+        got.append(message)
+        if len(got) == 5:
+            done.set()
+
+    async with open_bridge() as bridge, bridge.open_stream(spread) as stream:
+        stream.deliver_to(take)
+        with trio.fail_after(5):
+            await done.wait()
+    assert got == [0, 1, 2, 3, 4]
+    assert batches == [5]

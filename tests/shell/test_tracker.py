@@ -389,3 +389,32 @@ async def test_a_reload_of_the_status_settings_applies_from_the_next_sample(
         again = trio.current_time()
         assert await wait_status(tracker, 1001, Status.NOT_WORKING) == again + 2.0
         nursery.cancel_scope.cancel()
+
+
+async def test_the_usual_sample_is_not_evaluated_and_silence_still_counts(
+    tracker: StatusTracker, autojump_clock: trio.testing.MockClock, monkeypatch: Any
+) -> None:
+    """Samples that only move the times leave the evaluation to the staleness timer."""
+    feed(tracker)
+    await wait_status(tracker, 1001, Status.WORKING)
+    machine = tracker._machines[1001]
+    evaluations: list[float] = []
+    evaluate = machine.evaluate
+
+    def counted(now: float) -> Any:
+        evaluations.append(now)
+        return evaluate(now)
+
+    monkeypatch.setattr(machine, "evaluate", counted)
+    start = trio.current_time()
+    for _ in range(25):
+        await trio.sleep(1.0)
+        feed(tracker)
+    last = trio.current_time()
+    # Only the timers evaluate: the first at the first staleness deadline, then one set from
+    # the sample before it or at it (which task trio runs first at that instant is not fixed),
+    # both well before the last sample; the next is due after it.
+    assert evaluations[0] == start + 10.0
+    assert len(evaluations) == 2
+    assert evaluations[1] in {start + 19.0, start + 20.0}
+    assert await wait_status(tracker, 1001, Status.NOT_WORKING) == last + SETTINGS.max_data_age_s
