@@ -60,11 +60,14 @@ import enum
 import math
 from collections.abc import Callable, Iterable, Mapping
 from math import isfinite, isnan
+from typing import TypeVar
 
 import attrs
 
 from distributord.core.config import StatusConfig
 from distributord.core.model import BatterySnapshot, InverterSnapshot, StateCode
+
+_S = TypeVar("_S", BatterySnapshot, InverterSnapshot)
 
 
 class Status(enum.StrEnum):
@@ -242,51 +245,55 @@ class StatusMachine:
             Whether it was new (taken); a sample that is not newer than the one before counts
             as no sample, and the caller should drop it.
         """
-        side = self._battery
-        sampled_at = snapshot.sampled_at
+        side = self._take(self._battery, snapshot, battery_problems, 0, received_at, offset)
         if side is None:
-            self._battery = _Side(battery_problems(snapshot), received_at, sampled_at, offset)
-            self._refreshed = None
-            known = snapshot.bounds.is_known
-        elif sampled_at > side.sampled_at or isnan(sampled_at) or isnan(side.sampled_at):
-            problems = battery_problems(snapshot)
-            known = snapshot.bounds.is_known
-            self._refreshed = (
-                side if problems == side.problems and known is self._bounds_known[0] else None
-            )
-            self._replaced_offset = side.offset
-            side.problems = problems
-            side.heard_at, side.sampled_at, side.offset = received_at, sampled_at, offset
-        else:
-            side.sampled_at = sampled_at
             return False
-        self._bounds_known = (known, self._bounds_known[1])
+        self._battery = side
         return True
 
     def inverter_sample(
         self, snapshot: InverterSnapshot, *, received_at: float, offset: float
     ) -> bool:
         """An inverter sample arrived (see :meth:`battery_sample`)."""
-        side = self._inverter
+        side = self._take(self._inverter, snapshot, inverter_problems, 1, received_at, offset)
+        if side is None:
+            return False
+        self._inverter = side
+        return True
+
+    def _take(
+        self,
+        side: _Side | None,
+        snapshot: _S,
+        problems_of: Callable[[_S], set[Reason]],
+        index: int,
+        received_at: float,
+        offset: float,
+    ) -> _Side | None:
+        """One side's sample: the side after it, or None when it is not new (see above).
+
+        ``index`` is the side's place in the bounds-known flags (0: battery, 1: inverter).
+        """
         sampled_at = snapshot.sampled_at
         if side is None:
-            self._inverter = _Side(inverter_problems(snapshot), received_at, sampled_at, offset)
+            side = _Side(problems_of(snapshot), received_at, sampled_at, offset)
             self._refreshed = None
             known = snapshot.bounds.is_known
         elif sampled_at > side.sampled_at or isnan(sampled_at) or isnan(side.sampled_at):
-            problems = inverter_problems(snapshot)
+            problems = problems_of(snapshot)
             known = snapshot.bounds.is_known
             self._refreshed = (
-                side if problems == side.problems and known is self._bounds_known[1] else None
+                side if problems == side.problems and known is self._bounds_known[index] else None
             )
             self._replaced_offset = side.offset
             side.problems = problems
             side.heard_at, side.sampled_at, side.offset = received_at, sampled_at, offset
         else:
             side.sampled_at = sampled_at
-            return False
-        self._bounds_known = (self._bounds_known[0], known)
-        return True
+            return None
+        battery_known, inverter_known = self._bounds_known
+        self._bounds_known = (known, inverter_known) if index == 0 else (battery_known, known)
+        return side
 
     def unchanged(self, now: float) -> bool:
         """Whether :meth:`evaluate` at ``now`` would say ``working`` as it did last time.
