@@ -178,6 +178,16 @@ def run_distribution(plan: Plan) -> DistributionResults:
     }
 
 
+def share(ws: Sequence[link.Window]) -> float:
+    """The CPU share of ``ws`` together: their CPU time over their wall time."""
+    return sum(w.figures["cpu"] for w in ws) / sum(w.figures["wall"] for w in ws)
+
+
+def shares(ws: Sequence[link.Window]) -> list[float]:
+    """Each window's CPU share."""
+    return [w.figures["cpu"] / w.figures["wall"] for w in ws]
+
+
 def link_row(
     api: str, batteries: int, hz: float, windows: Sequence[link.Window], streams: int
 ) -> LinkRow:
@@ -185,12 +195,6 @@ def link_row(
 
     def of(consumer: str) -> list[link.Window]:
         return [w for w in windows if w.consumer == consumer]
-
-    def share(ws: Sequence[link.Window]) -> float:
-        return sum(w.figures["cpu"] for w in ws) / sum(w.figures["wall"] for w in ws)
-
-    def shares(ws: Sequence[link.Window]) -> list[float]:
-        return [w.figures["cpu"] / w.figures["wall"] for w in ws]
 
     mine, bare = of("link"), of("bare")
     wall = sum(w.figures["wall"] for w in windows)
@@ -227,12 +231,6 @@ def process_row(
     """One version and size of the whole daemon process beside the bare consumer."""
     mine = [w for w in windows if w.consumer == "daemon"]
     bare = [w for w in windows if w.consumer == "bare"]
-
-    def share(ws: Sequence[link.Window]) -> float:
-        return sum(w.figures["cpu"] for w in ws) / sum(w.figures["wall"] for w in ws)
-
-    def shares(ws: Sequence[link.Window]) -> list[float]:
-        return [w.figures["cpu"] / w.figures["wall"] for w in ws]
 
     wall = sum(w.figures["wall"] for w in windows)
     return {
