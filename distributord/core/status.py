@@ -334,6 +334,11 @@ class StatusMachine:
         ]
         return max(offsets, key=abs, default=math.nan)
 
+    def side_offset(self, battery: bool) -> float:
+        """One side's clock offset, s (``nan`` until it said when a new sample was taken)."""
+        side = self._battery if battery else self._inverter
+        return math.nan if side is None else side.offset
+
     def heard_at(self) -> float | None:
         """Receipt time of the older of the two sides' latest new samples (None until both)."""
         if self._battery is None or self._inverter is None:

@@ -191,7 +191,6 @@ class StatusTracker:
         """Since when (trio clock) every stream has been broken (None while any delivers)."""
         self._unsaid: dict[int, tuple[str, float]] = {}  # breaks not logged yet: reason, when
         self._said: dict[int, float] = {}  # breaks logged one by one: when they broke
-        self._offsets: dict[int, float] = {}
         self._skewed: set[int] = set()  # components logged as skewed (not logged as cleared)
         self._skew_news: dict[int, bool] = {}  # components whose skew began (True) or ended
         self._skew_news_at = math.inf  # when the oldest of them came
@@ -239,10 +238,10 @@ class StatusTracker:
         self.fleet.update(snapshot)
         if self._broken and component_id in self._broken:
             self._delivered(component_id, now)
-        if offset == offset:  # not nan: the sample said when it was taken
-            self._offsets[component_id] = offset
-            if skewed(offset, self._config.value) is not (component_id in self._skewed):
-                self._skew_changed(component_id)
+        if offset == offset and (  # not nan: the sample said when it was taken
+            skewed(offset, self._config.value) is not (component_id in self._skewed)
+        ):
+            self._skew_changed(component_id)
         if machine.unchanged(now):
             return  # only its times moved: evaluated, it would say the same; the timer stands
         self._evaluate(battery_id, now)
@@ -323,6 +322,11 @@ class StatusTracker:
             self._skew_news_at = min(self._skew_news_at, trio.current_time())
         self._wakeup.value = True
 
+    def _offset(self, component_id: int) -> float:
+        """A component's clock offset, as its battery's machine keeps it (``nan``: none yet)."""
+        battery_id, is_battery = self._sides[component_id]
+        return self._machines[battery_id].side_offset(is_battery)
+
     def _kind(self, component_id: int) -> str:
         return "battery" if component_id in self._machines else "inverter"
 
@@ -358,7 +362,7 @@ class StatusTracker:
                 "clock skew on %s: sampled_at %s our clock (more than max_data_age_s, %g s); "
                 "freshness is judged on receipt",
                 self._naming(began),
-                _offsets_text([self._offsets[c] for c in began]),
+                _offsets_text([self._offset(c) for c in began]),
                 self._config.value.max_data_age_s,
             )
         ended = sorted(c for c, skew in news.items() if not skew)
@@ -431,7 +435,9 @@ class StatusTracker:
             reconnects=MappingProxyType(dict(self._reconnects)),
             repeated=self._repeated,
             unreachable_since=self.unreachable_since,
-            clock_offsets=MappingProxyType(dict(self._offsets)),
+            clock_offsets=MappingProxyType(
+                {c: o for c in self._sides if (o := self._offset(c)) == o}  # not nan
+            ),
         )
 
     def heard(self) -> dict[int, tuple[float | None, float]]:
