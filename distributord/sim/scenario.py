@@ -20,6 +20,19 @@ For the fleet (inverters 2001..) that is 12001, 22001, ...: the inverter's id af
 position's digit. The simulator streams the power passing through them (an inverter's AC
 power); they take no commands and no faults.
 
+**Meters in front of inverters.** An inverter with ``meter = true`` is measured by a meter of
+its own, between the site meter and the inverter (site meter → its meter → inverter → chain →
+batteries), as on real sites and in the Frequenz SDK's own test microgrid. Its id is
+``9 × base + i`` (92001 for the fleet's inverter 2001), so a chain before it is at most 8
+long. It streams what its inverter passes, like a pass-through component, and takes no
+commands.
+
+**PV.** A ``"pv"`` inverter converts only PV: it produces ``pv_power_w`` (its panels' output
+now) unless a setpoint limits it (a setpoint of −3000 W: at most 3000 W), and it refuses to
+consume. A ``"hybrid"`` inverter's AC power is its battery's minus its PV production: its
+setpoint commands the battery, its measured power includes the PV, as the spec says a hybrid
+inverter's does. Production is negative power (the API's passive sign convention).
+
 Every key has one name, its TOML path (``battery[0].soc_pct``, ``faults.2001.command_error``),
 and every invariant is checked by the value types themselves, so a scenario built in Python and
 one read from a file fail the same way: a :class:`ScenarioError` that names the key (and the file,
@@ -113,6 +126,9 @@ FINAL_REPLIES = frozenset(
 """How a v1alpha18/19 set-power reply stream may go on after ``ACCEPTED`` (see
 :attr:`Faults.final_reply`; the server maps each to ``api.adapter``'s ``FinalReply`` and
 whether the setpoint is applied, so that this module need not import the API layer)."""
+
+METER_DIGIT = 9
+"""An inverter's own meter has id ``METER_DIGIT × base + inverter id`` (see the module)."""
 
 MAX_RAMP_S = 86_400.0
 """The longest ramp a scenario may give an inverter (a day: longer than any lifetime)."""
@@ -332,10 +348,14 @@ class InverterSpec:
         exclusion_w: Between 0 and this much power either way is not allowed (0 W itself is),
             W; 0 for none.
         type: What it converts: ``"battery"`` (the default), ``"hybrid"`` (battery and PV) or
-            ``"pv"`` (PV only). The physics is the same; the daemon treats them apart.
+            ``"pv"`` (PV only; its batteries, if any, take nothing from it). See the
+            module's docstring for what PV changes.
         between: Pass-through components (``"precharger"``, ``"breaker"``, ``"relay"``,
             ``"fuse"``) between it and its batteries, from the inverter's side; their ids are
             generated (see the module's docstring).
+        meter: A meter of its own in front of it (see the module's docstring).
+        pv_power_w: What its PV produces when nothing limits it, W, 0 or more (``"pv"`` and
+            ``"hybrid"`` inverters only).
     """
 
     id: int
@@ -344,9 +364,28 @@ class InverterSpec:
     exclusion_w: float = 0.0
     type: InverterType = attrs.field(default=InverterType.BATTERY, converter=_inverter_type)
     between: tuple[Category, ...] = attrs.field(default=(), converter=_pass_through)
+    meter: bool = False
+    pv_power_w: float = 0.0
 
     def __attrs_post_init__(self) -> None:
         _check_id("id", self.id)
+        _require(
+            self.meter is True or self.meter is False,
+            "meter",
+            f"must be true or false, got {self.meter!r}",
+        )
+        _require(
+            not self.meter or len(self.between) < METER_DIGIT,
+            "between",
+            f"at most {METER_DIGIT - 1} components in front of a metered inverter",
+        )
+        _check_between("pv_power_w", self.pv_power_w, 0.0, math.inf)
+        _require(self.pv_power_w != math.inf, "pv_power_w", "must be finite")
+        _require(
+            self.pv_power_w == 0.0 or self.type is not InverterType.BATTERY,
+            "pv_power_w",
+            "only a 'pv' or 'hybrid' inverter has PV",
+        )
         _require(
             len(set(self.batteries)) == len(self.batteries),
             "batteries",
@@ -404,11 +443,12 @@ class Scenario:
                 f"inverter[{index}].batteries",
                 f"names batteries that do not exist: {missing}",
             )
-        top = self._chain_base() * max((len(i.between) for i in self.inverters), default=0)
+        base = self._chain_base()
         for index, inverter in enumerate(self.inverters):
+            top = base * (METER_DIGIT if inverter.meter else len(inverter.between))
             _require(
-                not inverter.between or top + inverter.id <= MAX_COMPONENT_ID,
-                f"inverter[{index}].between",
+                top == 0 or top + inverter.id <= MAX_COMPONENT_ID,
+                f"inverter[{index}].{'meter' if inverter.meter else 'between'}",
                 "the generated ids would not fit in 64 bits; use smaller battery and inverter ids",
             )
         inverters = {i.id for i in self.inverters}
@@ -420,10 +460,11 @@ class Scenario:
             )
 
     def components(self) -> list[tuple[int, Component]]:
-        """Every component, grid and meter first, then inverters, pass-through, batteries."""
+        """Every component: grid and meters first, then inverters, pass-through, batteries."""
         return [
             (GRID_ID, Component(Category.GRID)),
             (METER_ID, Component(Category.METER)),
+            *((cid, Component(Category.METER)) for cid in self.meters()),
             *((i.id, Component(Category.INVERTER, i.type)) for i in self.inverters),
             *((cid, Component(category)) for cid, category, _ in self.pass_through()),
             *((b.id, Component(Category.BATTERY)) for b in self.batteries),
@@ -433,9 +474,11 @@ class Scenario:
         """``(source, destination)`` edges, directed away from the grid."""
         fed = {battery for inverter in self.inverters for battery in inverter.batteries}
         chains = self.chains()
+        meters = {inverter: meter for meter, inverter in self.meters().items()}
         edges = [(GRID_ID, METER_ID)]
         for inverter in self.inverters:
-            path = (METER_ID, inverter.id, *chains[inverter.id])
+            front = (meters[inverter.id],) if inverter.meter else ()
+            path = (METER_ID, *front, inverter.id, *chains[inverter.id])
             edges.extend(itertools.pairwise(path))
             edges.extend((path[-1], battery) for battery in inverter.batteries)
         # A battery no inverter feeds hangs off the meter: connected, but not commandable.
@@ -449,6 +492,11 @@ class Scenario:
             inverter.id: tuple(k * base + inverter.id for k in range(1, len(inverter.between) + 1))
             for inverter in self.inverters
         }
+
+    def meters(self) -> dict[int, int]:
+        """Each inverter's own meter (see the module's docstring): meter id to inverter id."""
+        base = self._chain_base()
+        return {METER_DIGIT * base + i.id: i.id for i in self.inverters if i.meter}
 
     def pass_through(self) -> list[tuple[int, Category, int]]:
         """Every pass-through component: ``(id, category, the inverter whose chain it is in)``."""
@@ -469,13 +517,16 @@ class Scenario:
         return base
 
 
-def uniform_fleet(n: int, *, seed: int, between: Iterable[str] = ()) -> Scenario:
+def uniform_fleet(
+    n: int, *, seed: int, between: Iterable[str] = (), meters: bool = False
+) -> Scenario:
     """``n`` batteries, each with its own inverter, default limits, SoCs spread by ``seed``.
 
     Batteries are 1001..1000+n, inverters 2001..2000+n (inverter = battery + 1000). The SoC of
     each is drawn uniformly from 20..80 % (rounded to 0.1 %) by a generator seeded with
     ``seed``, so the same seed gives the same fleet. ``between`` puts the same pass-through
-    chain between every inverter and its battery (ids 12001.., 22001..; see the module).
+    chain between every inverter and its battery (ids 12001.., 22001..; see the module);
+    ``meters`` a meter in front of every inverter (ids 92001..).
 
     Raises:
         ScenarioError: ``n`` is not in 1..1000 (key ``batteries``), or ``between`` names
@@ -494,7 +545,12 @@ def uniform_fleet(n: int, *, seed: int, between: Iterable[str] = ()) -> Scenario
         for k in range(1, n + 1)
     )
     inverters = tuple(
-        InverterSpec(id=FLEET_INVERTER_BASE + k, batteries=(FLEET_BATTERY_BASE + k,), between=chain)
+        InverterSpec(
+            id=FLEET_INVERTER_BASE + k,
+            batteries=(FLEET_BATTERY_BASE + k,),
+            between=chain,
+            meter=meters,
+        )
         for k in range(1, n + 1)
     )
     return Scenario(batteries=batteries, inverters=inverters)
@@ -506,7 +562,7 @@ _T = TypeVar("_T")
 
 _TOP_KEYS = frozenset({"simulation", "fleet", "battery", "inverter", "faults"})
 _SIMULATION_KEYS = frozenset({"speed", "telemetry_hz", "seed"})
-_FLEET_KEYS = frozenset({"batteries", "between"})
+_FLEET_KEYS = frozenset({"batteries", "between", "meters"})
 
 
 def parse_scenario(
@@ -593,8 +649,9 @@ def _scenario(doc: dict[str, Any], *, batteries: int | None, seed: int | None) -
         chain = _pass_through(between)
     except ScenarioError as error:
         raise error.within("fleet") from None
+    meters = _bool(fleet.get("meters", False), "fleet.meters")
     try:
-        base = uniform_fleet(size, seed=seed, between=chain)
+        base = uniform_fleet(size, seed=seed, between=chain, meters=meters)
     except ScenarioError as error:
         if batteries is not None:  # blame whichever gave the size: the flag beats the file
             raise ScenarioError(error.problem, source="--batteries") from None
@@ -630,8 +687,10 @@ def _inverter(table: Any, path: str) -> InverterSpec:
             if not isinstance(value, list):
                 raise ScenarioError("must be a list of battery ids", key=f"{path}.{key}")
             fields[key] = tuple(_int(item, f"{path}.{key}") for item in value)
-        elif key in {"power_limit_w", "exclusion_w"}:
+        elif key in {"power_limit_w", "exclusion_w", "pv_power_w"}:
             fields[key] = _float(value, f"{path}.{key}")
+        elif key == "meter":
+            fields[key] = _bool(value, f"{path}.{key}")
         elif key == "type":
             fields[key] = _string(value, f"{path}.{key}")
         elif key == "between":
@@ -673,9 +732,7 @@ def _faults_fields(table: Any, path: str) -> dict[str, Any]:
             "stream_silence",
             "refuse_streams",
         }:
-            if not isinstance(value, bool):
-                raise ScenarioError(f"must be true or false, got {value!r}", key=where)
-            fields[key] = value
+            fields[key] = _bool(value, where)
         else:
             raise ScenarioError("unknown key", key=where)
     return fields
@@ -712,6 +769,12 @@ def _component_id(key: str) -> int:
     if not key.isdigit() or int(key) <= 0:
         raise ScenarioError("must be a component id, as in [faults.2001]", key=f"faults.{key}")
     return int(key)
+
+
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ScenarioError(f"must be true or false, got {value!r}", key=key)
+    return value
 
 
 def _string(value: Any, key: str) -> str:

@@ -341,10 +341,16 @@ class Simulator:
         self.battery_ids = tuple(b.id for b in scenario.batteries)
         self.inverter_ids = tuple(i.id for i in scenario.inverters)
         self.pass_through_ids = tuple(cid for cid, _, _ in scenario.pass_through())
+        self.meter_ids = tuple(scenario.meters())
+        """Each inverter's own meter (the site meter, id 2, is not among them)."""
         self._components = tuple(scenario.components())
         self._connections = tuple(scenario.connections())
         self._categories = {cid: component.category for cid, component in self._components}
-        self._lines = {cid: inverter for cid, _, inverter in scenario.pass_through()}
+        # What each pass-through component and each inverter's own meter measures: its inverter.
+        self._lines = {
+            **{cid: inverter for cid, _, inverter in scenario.pass_through()},
+            **scenario.meters(),
+        }
         self._port = port
         self._server_options = {**dict(_SERVER_OPTIONS), **(server_options or {})}
         self._changed = threading.Condition(threading.RLock())
@@ -681,15 +687,16 @@ class Simulator:
         faults = self._faults.get(component_id, _NO_FAULTS)
         rewrite = self._rewrites.get(component_id)
         reading: Reading
+        line = self._lines.get(component_id)
         match self._categories[component_id]:
             case Category.BATTERY:
                 reading = self._world.battery_reading(component_id, faults)
             case Category.INVERTER:
                 reading = self._world.inverter_reading(component_id, faults)
-            case Category.GRID | Category.METER:
+            case _ if line is not None:  # a pass-through component, an inverter's own meter
+                reading = self._world.line_reading(line)
+            case _:  # the grid connection and the site meter
                 reading = self._world.meter_reading()
-            case _:
-                reading = self._world.line_reading(self._lines[component_id])
         neutral = _neutral(component_id, reading, sampled_at + faults.clock_offset_s)
         return neutral if rewrite is None else rewrite(neutral)
 
@@ -1065,6 +1072,10 @@ def _announce(sim: Simulator) -> None:
     ]
     if sim.pass_through_ids:
         lines.append(f"  pass-through {_spans(sim.pass_through_ids)}")
+    if sim.meter_ids:
+        lines.append(f"  inverter meters {_spans(sim.meter_ids)}")
+    producing = [i for i in scenario.inverters if i.pv_power_w > 0]
+    lines.extend(f"  PV of {i.type} inverter {i.id}: {i.pv_power_w:g} W" for i in producing)
     lines.extend(
         f"  faults of {cid}: {faults}"
         for cid, faults in sorted(scenario.faults.items())

@@ -34,7 +34,13 @@ assert exact numbers.
   an inverter's events are in time order.
 * **Readings apply telemetry faults** (NaN metrics, missing bounds, error state), so what a
   component reports is decided here, and testable, while the wire encoding is the adapters'.
-  A pass-through component (breaker, precharger, ...) reports the power its inverter passes.
+  A pass-through component (breaker, precharger, ...), and an inverter's own meter, report
+  the power its inverter passes. A battery that works reports ``RELAY_CLOSED`` among its
+  states (it is connected), as a real battery does and the Frequenz SDK requires.
+* **PV produces on its own.** A PV inverter's power is its PV's production, ``-pv_power_w``,
+  or less where a setpoint limits it (``max(setpoint, -pv_power_w)`` while one holds); it
+  allows ``[-limit, 0]`` and refuses to consume. A hybrid inverter's power is its battery's
+  minus its PV's production. So the site meter sees the PV whether anyone commands it or not.
 
 Pure: no IO, no clock, no grpc.
 """
@@ -48,6 +54,7 @@ import attrs
 
 from distributord.core.bounds import Range
 from distributord.core.model import StateCode
+from distributord.core.topology import InverterType
 from distributord.sim.record import Command, Outcome, Record, Recorder
 from distributord.sim.scenario import (
     GRID_ID,
@@ -184,7 +191,12 @@ class World:
             b.id: _Battery(spec=b, soc=b.soc_pct, time=now) for b in scenario.batteries
         }
         self._inverters = {i.id: _Inverter(spec=i) for i in scenario.inverters}
-        self._others = {GRID_ID, METER_ID, *(cid for cid, _, _ in scenario.pass_through())}
+        self._others = {
+            GRID_ID,
+            METER_ID,
+            *scenario.meters(),
+            *(cid for cid, _, _ in scenario.pass_through()),
+        }
         for inverter in self._inverters.values():
             for battery_id in inverter.spec.batteries:
                 battery = self._batteries[battery_id]
@@ -194,6 +206,8 @@ class World:
         # fleet cheap (a stream opens with an advance; a daemon opens 2000 at once).
         self._holding: dict[int, _Inverter] = {}
         self._next_expiry = math.inf  # the earliest ``until`` in _holding
+        # Inverters with PV that produces: they carry power without any setpoint.
+        self._producing = [i for i in self._inverters.values() if i.spec.pv_power_w > 0]
 
     # --- time -------------------------------------------------------------------------------
 
@@ -255,7 +269,7 @@ class World:
 
     @staticmethod
     def _share(inverter: _Inverter, at: float) -> float:
-        if inverter.until <= at or not inverter.batteries:
+        if inverter.until <= at or not inverter.batteries or _is_pv(inverter):
             return 0.0
         return inverter.setpoint_w / len(inverter.batteries)
 
@@ -277,10 +291,18 @@ class World:
         return self._battery_power(self._sync(self._batteries[battery_id]), at=self.time)
 
     def inverter_power(self, inverter_id: int) -> float:
-        """The power an inverter passes at :attr:`time`, W (0 when none or expired)."""
+        """The power an inverter passes at :attr:`time`, W (0 when none or expired).
+
+        PV production is negative: a PV inverter's power is its production (limited by a
+        setpoint that holds), a hybrid inverter's its battery's minus its production.
+        """
         inverter = self._inverters[inverter_id]
+        produced = inverter.spec.pv_power_w
+        if _is_pv(inverter):
+            holds = self.time < inverter.until < math.inf  # a setpoint given and not expired
+            return max(inverter.setpoint_w, -produced) if holds else -produced
         share = self._share(inverter, self.time)
-        total = 0.0
+        total = -produced
         for battery in inverter.batteries:
             self._sync(battery)
             requested = self._requested(battery, self.time)
@@ -291,7 +313,8 @@ class World:
 
     def site_power(self) -> float:
         """The sum of all inverters' power, W (what the meter measures)."""
-        return sum(self.inverter_power(inverter_id) for inverter_id in self._holding)
+        carrying = self._holding.keys() | {i.spec.id for i in self._producing}
+        return sum(self.inverter_power(inverter_id) for inverter_id in carrying)
 
     def soc(self, battery_id: int) -> float:
         """A battery's SoC at :attr:`time`, %."""
@@ -309,6 +332,8 @@ class World:
         """The power ranges an inverter allows, W (0 W is always allowed too)."""
         spec = self._inverters[inverter_id].spec
         limit, exclusion = spec.power_limit_w, spec.exclusion_w
+        if spec.type is InverterType.PV:  # it produces, never consumes
+            return ((-limit, -exclusion),) if exclusion > 0 else ((-limit, 0.0),)
         if exclusion > 0:
             return ((-limit, -exclusion), (exclusion, limit))
         return ((-limit, limit),)
@@ -440,9 +465,13 @@ class World:
         return Accepted(lifetime_s=lifetime, until=now + lifetime * self.lifetime_scale)
 
     def _out_of_range(self, inverter: _Inverter, power_w: float) -> str:
+        if _is_pv(inverter) and power_w > 0:
+            return f"inverter {inverter.spec.id} is a PV inverter: it cannot consume {power_w:g} W"
         ranges = self.inverter_ranges(inverter.spec.id)
         if not _inside(power_w, ranges):
             return f"{power_w:g} W is outside inverter {inverter.spec.id}'s ranges {list(ranges)}"
+        if _is_pv(inverter):
+            return ""  # a production limit: no battery takes it
         if not inverter.batteries:
             return f"inverter {inverter.spec.id} has no battery"
         share = power_w / len(inverter.batteries)
@@ -471,7 +500,7 @@ class World:
             capacity_wh=math.nan if "capacity" in nan else capacity,
             power_w=math.nan if "power" in nan else power,
             power_ranges=None if faults.missing_bounds else (self.battery_bounds(battery_id),),
-            states=_states(power, faults),
+            states=_battery_states(power, faults),
             errors=_errors(faults),
         )
 
@@ -506,6 +535,16 @@ def _inside(power_w: float, ranges: Sequence[Range]) -> bool:
         (lower is None or lower <= power_w) and (upper is None or power_w <= upper)
         for lower, upper in ranges
     )
+
+
+def _is_pv(inverter: _Inverter) -> bool:
+    return inverter.spec.type is InverterType.PV
+
+
+def _battery_states(power_w: float, faults: Faults) -> tuple[StateCode, ...]:
+    """A battery's states: an inverter's, and its relay closed while it works (connected)."""
+    states = _states(power_w, faults)
+    return states if faults.error_state else (*states, StateCode.RELAY_CLOSED)
 
 
 def _states(power_w: float, faults: Faults) -> tuple[StateCode, ...]:

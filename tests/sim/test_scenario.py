@@ -237,6 +237,25 @@ INVERTER = "[[inverter]]\nid = 2001\nbatteries = [1001]\n"
             "'meter' is not a pass-through category; known: breaker, fuse, precharger, relay",
         ),
         ("[fleet]\nbetween = ['switch']\n", "fleet.between", "not a pass-through category"),
+        ("[fleet]\nmeters = 1\n", "fleet.meters", "must be true or false"),
+        (BATTERY + INVERTER + "meter = 'yes'\n", "inverter[0].meter", "must be true or false"),
+        (BATTERY + INVERTER + "pv_power_w = 100\n", "inverter[0].pv_power_w", "'pv' or 'hybrid'"),
+        (
+            BATTERY + INVERTER + "type = 'pv'\npv_power_w = -1\n",
+            "inverter[0].pv_power_w",
+            "between 0",
+        ),
+        (
+            BATTERY + INVERTER + "meter = true\nbetween = " + str(["fuse"] * 9) + "\n",
+            "inverter[0].between",
+            "at most 8 components in front of a metered inverter",
+        ),
+        (
+            "[[battery]]\nid = 1844674407370955161\nsoc_pct = 5\n"
+            "[[inverter]]\nid = 3\nbatteries = [1844674407370955161]\nmeter = true\n",
+            "inverter[0].meter",
+            "would not fit in 64 bits",
+        ),
         ("[fleet]\nbetween = 'fuse'\n", "fleet.between", "list of strings"),
         (
             "[[battery]]\nid = 18446744073709551615\nsoc_pct = 5\n"
@@ -391,6 +410,43 @@ def test_fleet_with_a_chain() -> None:
     }
     with pytest.raises(ScenarioError, match=r"^between: 'meter' is not a pass-through"):
         uniform_fleet(1, seed=0, between=("meter",))
+
+
+def test_a_metered_inverter_has_a_meter_of_its_own_in_front() -> None:
+    scenario = Scenario(
+        batteries=(BatterySpec(id=11, soc_pct=50.0), BatterySpec(id=12, soc_pct=50.0)),
+        inverters=(
+            InverterSpec(id=21, batteries=(11,), meter=True, between=("breaker",)),
+            InverterSpec(id=22, batteries=(12,)),
+            InverterSpec(id=23, batteries=(), type="pv", pv_power_w=4000.0, meter=True),
+        ),
+    )
+    assert scenario.meters() == {921: 21, 923: 23}
+    assert scenario.connections() == [
+        (1, 2), (2, 921), (921, 21), (21, 121), (121, 11), (2, 22), (22, 12), (2, 923), (923, 23)
+    ]  # fmt: skip
+    assert (921, Component(Category.METER)) in scenario.components()
+    assert (923, Component(Category.METER)) in scenario.components()
+
+
+def test_a_fleet_with_meters_from_python_and_from_a_file() -> None:
+    fleet = uniform_fleet(2, seed=7, meters=True)
+    assert fleet.meters() == {92001: 2001, 92002: 2002}
+    assert (92001, 2001) in fleet.connections()
+    assert parse_scenario(b"[fleet]\nbatteries = 2\nmeters = true\n", seed=7) == fleet
+    assert parse_scenario(b"[fleet]\nbatteries = 2\n", seed=7).meters() == {}
+
+
+def test_pv_keys_from_a_file() -> None:
+    scenario = parse_scenario(
+        BATTERY.encode()
+        + b"[[inverter]]\nid = 2001\nbatteries = [1001]\ntype = 'hybrid'\npv_power_w = 1500\n"
+        + b"[[inverter]]\nid = 2002\nbatteries = []\ntype = 'pv'\npv_power_w = 8000\n"
+        + b"meter = true\n"
+    )
+    hybrid, pv = scenario.inverters
+    assert (hybrid.type, hybrid.pv_power_w, hybrid.meter) == (InverterType.HYBRID, 1500.0, False)
+    assert (pv.type, pv.pv_power_w, pv.meter) == (InverterType.PV, 8000.0, True)
 
 
 def test_pairing_passes_through_the_chain() -> None:

@@ -209,7 +209,7 @@ def test_battery_telemetry_decodes(stub: Any) -> None:
     assert snapshot.capacity_wh == 10_000.0
     assert snapshot.power_w == 0.0
     assert snapshot.bounds == PowerBounds.symmetric(5000.0)
-    assert snapshot.states == {StateCode.READY}
+    assert snapshot.states == {StateCode.READY, StateCode.RELAY_CLOSED}
     assert snapshot.errors == frozenset()
     assert snapshot.warnings == frozenset()
     assert before - 1.0 <= snapshot.sampled_at <= time.time() + 1.0
@@ -298,7 +298,7 @@ def test_soc_moves_under_a_charge_command(sim: Simulator, stub: Any) -> None:
     snapshot = battery(stub, 1001)
     assert snapshot.soc_pct > 51.0
     assert snapshot.power_w == 5000.0
-    assert snapshot.states == {StateCode.READY, StateCode.CHARGING}
+    assert snapshot.states == {StateCode.READY, StateCode.CHARGING, StateCode.RELAY_CLOSED}
 
 
 def test_bounds_shrink_to_zero_at_the_soc_limits(sim: Simulator, stub: Any) -> None:
@@ -311,7 +311,7 @@ def test_bounds_shrink_to_zero_at_the_soc_limits(sim: Simulator, stub: Any) -> N
         inclusion_lower=-5000.0, exclusion_lower=0.0, exclusion_upper=0.0, inclusion_upper=0.0
     )
     assert full.power_w == 0.0
-    assert full.states == {StateCode.READY}
+    assert full.states == {StateCode.READY, StateCode.RELAY_CLOSED}
     empty = battery(stub, 1003)
     assert empty.bounds == PowerBounds(
         inclusion_lower=0.0, exclusion_lower=0.0, exclusion_upper=0.0, inclusion_upper=5000.0
@@ -374,7 +374,7 @@ def test_a_setpoint_expires_back_to_zero(sim: Simulator, stub: Any) -> None:
     # It was applied, and held for its (scaled) lifetime before it fell back to 0 W.
     assert time.monotonic() - sim.commands()[0].received_at >= 0.6
     assert inverter(stub, 2001).active_power_w == 0.0
-    assert battery(stub, 1001).states == {StateCode.READY}
+    assert battery(stub, 1001).states == {StateCode.READY, StateCode.RELAY_CLOSED}
 
 
 def test_every_command_is_recorded(sim: Simulator, stub: Any) -> None:

@@ -43,11 +43,13 @@ SCENARIO = Scenario(
     ),
     inverters=(
         InverterSpec(id=2001, batteries=(1001,), between=("precharger", "breaker")),
-        InverterSpec(id=2002, batteries=(1002,), type="hybrid", exclusion_w=500.0),
+        # A meter of its own in front (id 92002), as on real sites.
+        InverterSpec(id=2002, batteries=(1002,), type="hybrid", exclusion_w=500.0, meter=True),
         InverterSpec(id=2003, batteries=(1003,), type="pv", power_limit_w=3000.0),
     ),
 )
 PRECHARGER, BREAKER = 12001, 22001
+METER_OF_2002 = 92002
 
 SUBSTITUTES = {"v1": {Category.BREAKER: Category.RELAY}}
 """A category a version has no name for is sent as its nearest one (v1 has no breaker)."""
@@ -111,6 +113,7 @@ def test_components_with_a_pass_through_chain_and_inverter_types(sim: Simulator,
     assert components == {
         1: Component(Category.GRID),
         2: Component(Category.METER),
+        METER_OF_2002: Component(Category.METER),
         2001: Component(Category.INVERTER, InverterType.BATTERY),
         2002: Component(Category.INVERTER, InverterType.HYBRID),
         2003: Component(Category.INVERTER, InverterType.PV),
@@ -127,7 +130,8 @@ def test_components_with_a_pass_through_chain_and_inverter_types(sim: Simulator,
             (2001, PRECHARGER),
             (PRECHARGER, BREAKER),
             (BREAKER, 1001),
-            (2, 2002),
+            (2, METER_OF_2002),
+            (METER_OF_2002, 2002),
             (2002, 1002),
             (2, 2003),
             (2003, 1003),
@@ -152,7 +156,10 @@ def test_telemetry_matches_the_scenario(sim: Simulator, api: str) -> None:
     assert isinstance(inverter, InverterSnapshot)
     assert inverter.active_power_w == 0.0
     assert inverter.bounds == PowerBounds.symmetric(5000.0, 500.0)
-    assert first_snapshot(sim, api, 2003, battery=False).bounds == PowerBounds.symmetric(3000.0)
+    # A PV inverter produces and never consumes.
+    assert first_snapshot(sim, api, 2003, battery=False).bounds == PowerBounds(
+        inclusion_lower=-3000.0, exclusion_lower=0.0, exclusion_upper=0.0, inclusion_upper=0.0
+    )
 
 
 def test_a_pass_through_component_streams_the_power_it_passes(sim: Simulator, api: str) -> None:
@@ -164,6 +171,32 @@ def test_a_pass_through_component_streams_the_power_it_passes(sim: Simulator, ap
         snapshot = first_snapshot(sim, api, component_id, battery=False)
         assert snapshot.component_id == component_id
         assert snapshot.active_power_w == -1500.0
+
+
+def test_an_inverters_own_meter_streams_what_its_inverter_passes(sim: Simulator, api: str) -> None:
+    async def work(version: Adapter, stub: Any) -> float:
+        return await version.set_power(stub, 2002, 2000.0, 900)
+
+    call(sim, api, work)
+    snapshot = first_snapshot(sim, api, METER_OF_2002, battery=False)
+    assert snapshot.component_id == METER_OF_2002
+    assert snapshot.active_power_w == 2000.0
+    assert first_snapshot(sim, api, 2, battery=False).active_power_w == 2000.0  # the site's
+
+
+def test_a_pv_inverter_refuses_to_consume(sim: Simulator, api: str) -> None:
+    async def work(version: Adapter, stub: Any) -> float:
+        return await version.set_power(stub, 2003, 100.0, 900)
+
+    if api == "v1":
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            call(sim, api, work)
+        assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+        assert "PV inverter" in (caught.value.details() or "")
+    else:
+        with pytest.raises(CommandRejectedError):
+            call(sim, api, work)
+    assert outcomes(sim) == [(2003, "OUT_OF_RANGE", api)]
 
 
 def test_an_unknown_component_has_no_stream(sim: Simulator, api: str) -> None:

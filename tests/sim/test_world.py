@@ -160,7 +160,8 @@ def test_battery_reading() -> None:
     assert reading.capacity_wh == 10_000.0
     assert reading.power_w == -2000.0
     assert reading.power_ranges == ((-5000.0, 5000.0),)
-    assert reading.states == (StateCode.READY, StateCode.DISCHARGING)
+    # Connected: its relay is closed, as a real battery reports and the Frequenz SDK requires.
+    assert reading.states == (StateCode.READY, StateCode.DISCHARGING, StateCode.RELAY_CLOSED)
     assert reading.errors == ()
 
 
@@ -411,3 +412,74 @@ def test_an_expiry_before_a_command_is_recorded_before_it() -> None:
     assert record.timeline([2001], start=0.0) == [(0.0, -1000.0), (10.0, 0.0), (12.0, -1000.0)]
     assert record.min_total([2001], start=0.0) == -1000.0
     assert len(record.lapses()) == 1
+
+
+# --- PV ------------------------------------------------------------------------------------------
+
+
+def pv_site(*, pv_w: float = 4000.0, hybrid_pv_w: float = 1000.0) -> World:
+    """A PV inverter (no battery) beside a hybrid inverter and a battery inverter."""
+    scenario = Scenario(
+        batteries=(BatterySpec(id=1001, soc_pct=50.0), BatterySpec(id=1002, soc_pct=50.0)),
+        inverters=(
+            InverterSpec(id=2001, batteries=(1001,), type="hybrid", pv_power_w=hybrid_pv_w),
+            InverterSpec(id=2002, batteries=(1002,)),
+            InverterSpec(id=2003, batteries=(), type="pv", pv_power_w=pv_w, power_limit_w=6000.0),
+        ),
+    )
+    return World(scenario, now=0.0)
+
+
+def test_pv_produces_without_a_setpoint_and_the_site_meter_sees_it() -> None:
+    world = pv_site()
+    assert world.inverter_power(2003) == -4000.0
+    assert world.inverter_power(2001) == -1000.0  # the hybrid's PV; its battery idles
+    assert world.meter_reading().power_w == -5000.0
+    assert world.inverter_reading(2003, Faults()).power_ranges == ((-6000.0, 0.0),)
+
+
+def test_a_setpoint_limits_pv_production_until_it_expires() -> None:
+    world = pv_site()
+    assert world.command(2003, -2500.0, 10, now=0.0) == Accepted(lifetime_s=10, until=10.0)
+    assert world.inverter_power(2003) == -2500.0
+    world.command(2003, -5000.0, 10, now=1.0)  # a limit above what the sun gives: all of it
+    assert world.inverter_power(2003) == -4000.0
+    world.command(2003, 0.0, 10, now=2.0)  # 0 W: produce nothing
+    assert world.inverter_power(2003) == 0.0
+    assert world.advance(12.0) == [2003]
+    assert world.inverter_power(2003) == -4000.0  # the limit lapsed: full production again
+
+
+@pytest.mark.parametrize("power_w", [0.001, 100.0, 6000.0])
+def test_a_pv_inverter_refuses_to_consume(power_w: float) -> None:
+    world = pv_site()
+    result = world.command(2003, power_w, 10, now=0.0)
+    assert isinstance(result, Rejected)
+    assert result.code == "OUT_OF_RANGE"
+    assert "PV inverter" in result.details
+    assert world.inverter_power(2003) == -4000.0
+
+
+def test_a_pv_inverter_refuses_more_than_its_limit() -> None:
+    result = pv_site().command(2003, -6001.0, 10, now=0.0)
+    assert isinstance(result, Rejected)
+    assert result.code == "OUT_OF_RANGE"
+
+
+def test_a_hybrid_inverter_commands_its_battery_and_measures_battery_minus_pv() -> None:
+    world = pv_site(hybrid_pv_w=1500.0)
+    world.command(2001, 3600.0, 60, now=0.0)
+    world.advance(50.0)
+    assert world.battery_power(1001) == 3600.0
+    assert world.soc(1001) == pytest.approx(50.0 + 50 * RATE_PCT_PER_S, abs=1e-12)
+    assert world.inverter_power(2001) == 3600.0 - 1500.0
+    assert world.meter_reading().power_w == 3600.0 - 1500.0 - 4000.0
+
+
+def test_an_inverters_own_meter_takes_no_command() -> None:
+    scenario = Scenario(
+        batteries=(BatterySpec(id=1001, soc_pct=50.0),),
+        inverters=(InverterSpec(id=2001, batteries=(1001,), meter=True),),
+    )
+    result = World(scenario, now=0.0).command(92001, 100.0, 10, now=0.0)
+    assert result == Rejected(code="INVALID_ARGUMENT", details="component 92001 is not an inverter")
