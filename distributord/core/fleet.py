@@ -21,7 +21,7 @@ Pure: times come in as arguments.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from math import isfinite
 
 from distributord.core.distribution import Pair
@@ -49,10 +49,13 @@ class Fleet:
 
     Args:
         pairs: Battery id to the id of its inverter.
+        hybrid: The inverters among them that are hybrid: their measured AC power includes
+            their PV's, so it is never taken as their battery's (:meth:`measured_power_w`).
     """
 
-    def __init__(self, pairs: Mapping[int, int]) -> None:
+    def __init__(self, pairs: Mapping[int, int], hybrid: Iterable[int] = ()) -> None:
         self.inverter_of: dict[int, int] = dict(pairs)
+        self.hybrid = frozenset(hybrid)
         self.battery_of: dict[int, int] = {inv: bat for bat, inv in pairs.items()}
         self.batteries: dict[int, BatterySnapshot] = {}
         self.inverters: dict[int, InverterSnapshot] = {}
@@ -107,10 +110,16 @@ class Fleet:
 
         Fresh: received less than ``max_age_s`` before ``now`` (by receipt, on the daemon's
         clock: a microgrid clock that is off does not make a measurement stale). A value that
-        is not finite or not plausible (beyond :data:`PLAUSIBLE_LIMIT`) is no measurement.
+        is not finite or not plausible (beyond :data:`PLAUSIBLE_LIMIT`) is no measurement, and
+        neither is a hybrid inverter's (it includes its PV's power; ``spec/microgrid-api.md``).
         """
-        inverter = self.inverters.get(self.inverter_of.get(battery_id, -1))
-        if inverter is None or not now - inverter.received_at < max_age_s:
+        inverter_id = self.inverter_of.get(battery_id, -1)
+        inverter = self.inverters.get(inverter_id)
+        if (
+            inverter is None
+            or inverter_id in self.hybrid
+            or not now - inverter.received_at < max_age_s
+        ):
             return None
         power = inverter.active_power_w
         if not (isfinite(power) and abs(power) <= PLAUSIBLE_LIMIT):

@@ -159,11 +159,14 @@ class Unused:
         why: Why it is not used: its status and the status's reasons (``uncertain
             (blocked_after_failure)``, ``not_working (stale_inverter_data)``), or what is wrong
             with its telemetry.
-        measured_w: The fresh measured AC power of its inverter, W; None when there is none.
+        measured_w: The fresh measured AC power of its inverter, W; None when there is none
+            (always for a hybrid inverter: its measured power includes its PV's).
+        hybrid: Its inverter is hybrid.
     """
 
     why: str
     measured_w: float | None
+    hybrid: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -184,7 +187,9 @@ class Uncommanded:
         """Battery id to the reason the result gives for each unused battery."""
         reasons = {}
         for battery, unused in self.unused.items():
-            if unused.measured_w is None:
+            if unused.hybrid:
+                note = "a hybrid inverter's measured power includes its PV: not compensated"
+            elif unused.measured_w is None:
                 note = "no fresh measured power: not compensated"
             elif self.enabled:
                 note = f"measured {unused.measured_w:.1f} W, counted against the request"
@@ -239,7 +244,8 @@ def uncommanded(
             listed = ", ".join(sorted(str(r) for r in status_reasons.get(battery, ())))
             why = f"{status.value} ({listed})" if listed else status.value
         measured = fleet.measured_power_w(battery, now=now, max_age_s=max_age_s)
-        unused[battery] = Unused(why=why, measured_w=measured)
+        hybrid = fleet.inverter_of.get(battery) in fleet.hybrid
+        unused[battery] = Unused(why=why, measured_w=measured, hybrid=hybrid)
     measured_w = {b: u.measured_w for b, u in unused.items() if u.measured_w is not None}
     return Uncommanded(
         unused=unused,

@@ -125,7 +125,7 @@ async def serve_daemon(
 
         topology = await discover(link, unreachable=discovering)
         status = config.view(lambda c: c.status)
-        tracker = StatusTracker(topology.pairs, status)
+        tracker = StatusTracker(topology.pairs, status, hybrid=topology.hybrid)
         components: list[tuple[int, bool]] = [
             *((battery, True) for battery in topology.pairs),
             *((inverter, False) for inverter in topology.pairs.values()),

@@ -148,6 +148,7 @@ class StatusTracker:
 
     Args:
         pairs: Battery id to the id of its inverter.
+        hybrid: The hybrid inverters among them (their measured power is not their battery's).
         config: The ``[status]`` table, read where it is used (ages from the next sample,
             windows from the next failure).
         wall_clock: Unix time now (tests pass one tied to the trio clock).
@@ -159,9 +160,10 @@ class StatusTracker:
         config: Live[StatusConfig],
         *,
         wall_clock: Callable[[], float] = time.time,
+        hybrid: Iterable[int] = (),
     ) -> None:
         self._config = config
-        self.fleet = Fleet(pairs)
+        self.fleet = Fleet(pairs, hybrid)
         self._wall_clock = wall_clock
         self._machines = {battery: StatusMachine(lambda: config.value) for battery in pairs}
         start = trio.current_time()

@@ -640,10 +640,14 @@ class Simulator:
             return len(self._streams_of(component_id))
 
     def setpoint(self, inverter_id: int) -> float:
-        """The power an inverter applies now, W (0 when it has no setpoint or it expired)."""
+        """The power an inverter applies now, W (0 when it has no setpoint or it expired).
+
+        A hybrid inverter's battery power, without its PV's production (its AC power is that
+        less the production); a PV inverter's production (its AC power).
+        """
         with self._changed:
             self._advance()
-            return self._world.inverter_power(inverter_id)
+            return self._world.inverter_power(inverter_id, with_pv=False)
 
     def soc(self, battery_id: int) -> float:
         """A battery's state of charge now, %."""

@@ -290,11 +290,12 @@ class World:
         """The power a battery takes at :attr:`time`, W."""
         return self._battery_power(self._sync(self._batteries[battery_id]), at=self.time)
 
-    def inverter_power(self, inverter_id: int) -> float:
+    def inverter_power(self, inverter_id: int, *, with_pv: bool = True) -> float:
         """The power an inverter passes at :attr:`time`, W (0 when none or expired).
 
         PV production is negative: a PV inverter's power is its production (limited by a
-        setpoint that holds), a hybrid inverter's its battery's minus its production.
+        setpoint that holds), a hybrid inverter's its battery's minus its production
+        (``with_pv=False``: its battery's only, the part its setpoint governs).
         """
         inverter = self._inverters[inverter_id]
         produced = inverter.spec.pv_power_w
@@ -302,7 +303,7 @@ class World:
             holds = self.time < inverter.until < math.inf  # a setpoint given and not expired
             return max(inverter.setpoint_w, -produced) if holds else -produced
         share = self._share(inverter, self.time)
-        total = -produced
+        total = -produced if with_pv else 0.0
         for battery in inverter.batteries:
             self._sync(battery)
             requested = self._requested(battery, self.time)

@@ -677,6 +677,25 @@ def test_the_unused_say_why_and_their_fresh_power_is_taken_off() -> None:
     assert summary.reasons.keys() == {1, 2, 3, 4}
 
 
+def test_a_hybrid_inverters_measured_power_is_never_compensated() -> None:
+    # Its AC power includes its PV's: -1500 W measured is the panels', not the battery's.
+    fleet = Fleet({b: 10 + b for b in (1, 2, 3, 4)}, hybrid={12})
+    for b in (1, 2):
+        fleet.update(battery_snapshot(component_id=b, received_at=0.0))
+    fleet.update(inverter_snapshot(component_id=11, received_at=0.0))
+    fleet.update(inverter_snapshot(component_id=12, received_at=0.0, active_power_w=-1500.0))
+    assert fleet.measured_power_w(2, now=0.0, max_age_s=1.0) is None
+    statuses = {1: W, 2: N}
+    wanted = request(-1000, {1, 2})
+    choice = choose(wanted, statuses, fleet, now=0.0, cache_ttl_s=TTL_S)
+    result = uncommanded(wanted, choice, statuses, fleet, now=0.0, max_age_s=1.0)
+    assert result.unused == {2: Unused(why="not_working", measured_w=None, hybrid=True)}
+    assert result.compensation.target_w == -1000.0
+    assert result.reasons() == {
+        2: "not_working; a hybrid inverter's measured power includes its PV: not compensated"
+    }
+
+
 def test_unusable_telemetry_is_a_reason_and_its_inverter_still_counts() -> None:
     statuses = {1: W, 2: W}
     fleet = measured_fleet({2: (-300.0, 0.0)})

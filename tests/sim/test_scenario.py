@@ -86,6 +86,21 @@ def test_the_documented_example_loads() -> None:
     assert scenario.telemetry_hz == 10.0
 
 
+def test_the_documented_site_loads() -> None:
+    site = EXAMPLE.with_name("sim-site.toml")
+    scenario = parse_scenario(site.read_bytes(), source=str(site))
+    assert [(i.id, i.type, i.batteries, i.meter, i.pv_power_w) for i in scenario.inverters] == [
+        (2001, InverterType.BATTERY, (1001,), True, 0.0),
+        (2002, InverterType.HYBRID, (1002,), True, 1500.0),
+        (2003, InverterType.PV, (), True, 4000.0),
+    ]
+    assert scenario.meters() == {92001: 2001, 92002: 2002, 92003: 2003}
+    assert pair_batteries(dict(scenario.components()), scenario.connections()).pairs == {
+        1001: 2001,
+        1002: 2002,
+    }
+
+
 def test_the_odd_topologies_can_be_expressed() -> None:
     scenario = parse_scenario(ODD, source="odd.toml")
     assert scenario.speed == 60.0

@@ -483,3 +483,11 @@ def test_an_inverters_own_meter_takes_no_command() -> None:
     )
     result = World(scenario, now=0.0).command(92001, 100.0, 10, now=0.0)
     assert result == Rejected(code="INVALID_ARGUMENT", details="component 92001 is not an inverter")
+
+
+def test_a_hybrids_battery_power_without_its_pv() -> None:
+    world = pv_site(hybrid_pv_w=1500.0)
+    world.command(2001, 2000.0, 60, now=0.0)
+    assert world.inverter_power(2001, with_pv=False) == 2000.0
+    assert world.inverter_power(2001) == 500.0
+    assert world.inverter_power(2003, with_pv=False) == -4000.0  # a PV inverter: its production
