@@ -359,21 +359,24 @@ def _diagnostic(name: str) -> components_pb2.ElectricalComponentDiagnostic:
     )
 
 
-def _snapshot(
-    origin_time: float,
+_STATE_NUMBERS = {
+    code: components_pb2.ElectricalComponentStateCode.Value(_STATE_PREFIX + code.name)
+    for code in StateCode
+}
+"""Our state codes to these versions' numbers, by name (once: ``Value`` is slow)."""
+
+
+def _fill_snapshot(
+    snapshot: components_pb2.ElectricalComponentStateSnapshot,
     states: Iterable[StateCode],
     errors: Iterable[str],
     warnings: Iterable[str],
-) -> components_pb2.ElectricalComponentStateSnapshot:
-    return components_pb2.ElectricalComponentStateSnapshot(
-        origin_time=_timestamp(origin_time),
-        states=[
-            components_pb2.ElectricalComponentStateCode.Value(_STATE_PREFIX + s.name)
-            for s in states
-        ],
-        errors=[_diagnostic(e) for e in errors],
-        warnings=[_diagnostic(w) for w in warnings],
-    )
+) -> None:
+    snapshot.states.extend([_STATE_NUMBERS[s] for s in states])
+    if errors:
+        snapshot.errors.extend([_diagnostic(e) for e in errors])
+    if warnings:
+        snapshot.warnings.extend([_diagnostic(w) for w in warnings])
 
 
 def encode_telemetry(
@@ -390,25 +393,23 @@ def encode_telemetry(
     prefix, in any case (``"overcurrent"``); another name is sent as ``unknown`` with the name
     as its message.
     """
-    sample_time = _timestamp(telemetry.sampled_at)
-    numbers = SIM_METRIC_NUMBERS
-    encoded = [
-        fill_sample(
-            metrics_pb2.MetricSample(
-                sample_time=sample_time, metric=Metric.ValueType(numbers[name])
-            ),
-            value,
-            ranges,
-        )
-        for name, value, ranges in samples(telemetry, wanted)
-    ]
-    return components_pb2.ElectricalComponentTelemetry(
-        electrical_component_id=telemetry.component_id,
-        metric_samples=encoded,
-        state_snapshots=[
-            _snapshot(telemetry.sampled_at, telemetry.states, telemetry.errors, telemetry.warnings)
-        ],
+    # Built in place (``add``): a sub-message handed to a constructor is copied.
+    whole, nanos = split_seconds(telemetry.sampled_at)
+    message = components_pb2.ElectricalComponentTelemetry(
+        electrical_component_id=telemetry.component_id
     )
+    add = message.metric_samples.add
+    numbers = SIM_METRIC_NUMBERS
+    for name, value, ranges in samples(telemetry, wanted):
+        sample = add(metric=Metric.ValueType(numbers[name]))
+        when = sample.sample_time
+        when.seconds, when.nanos = whole, nanos
+        fill_sample(sample, value, ranges)
+    snapshot = message.state_snapshots.add()
+    when = snapshot.origin_time
+    when.seconds, when.nanos = whole, nanos
+    _fill_snapshot(snapshot, telemetry.states, telemetry.errors, telemetry.warnings)
+    return message
 
 
 def _until(reply: Any) -> float:
