@@ -168,8 +168,8 @@ def test_meters_and_lines_stream_the_ac_side_of_what_is_behind_them(
     assert value[Metric.AC_CURRENT_PHASE_3] == pytest.approx(math.hypot(400.0, 300.0) / 120.0)
 
 
-def test_without_a_filter_of_its_own_a_stream_has_every_metric(sim: Simulator) -> None:
-    # The client asks for what it is given; asking for all it knows lists what 2002 has.
+def test_asking_for_every_metric_gets_what_the_component_has(sim: Simulator) -> None:
+    # The client always sends a filter; naming every metric it knows lists what 2002 has.
     samples = read(sim, 2002, list(Metric))
     assert set(samples) == set(INVERTER_METRICS)
 
