@@ -21,7 +21,8 @@ the lock and passed into the world, so the world only ever moves forward.
 * **Telemetry is one ticker, not a sleep per stream.** Every ``1/telemetry_hz`` seconds one task
   advances the world, builds each streamed component's version-neutral reading once, and
   offers that same object to all of the component's open streams, whatever their version (an
-  adapter may therefore encode it once per tick, keyed on the object). A stream keeps only the
+  adapter therefore encodes it once per tick and metric filter, keyed on the object; see
+  ``api.common.TelemetryServing``). A stream keeps only the
   newest reading it has not written yet (a slot, not a queue), so a slow client gets the latest
   sample, never a backlog.
 * **Setpoints expire on a timer.** An accepted command schedules a wake-up at its expiry so the
