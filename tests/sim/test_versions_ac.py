@@ -21,10 +21,11 @@ from distributord.sim.server import API_VERSIONS, REPLY_STREAM_VERSIONS, Simulat
 SCENARIO = Scenario(
     batteries=(BatterySpec(id=1001, soc_pct=50.0), BatterySpec(id=1002, soc_pct=50.0)),
     inverters=(
-        InverterSpec(id=2001, batteries=(1001,), reactive_limit_var=3_000.0),
+        InverterSpec(id=2001, batteries=(1001,), reactive_limit_var=3_000.0, meter=True),
         InverterSpec(id=2002, batteries=(1002,), type="pv"),
     ),
 )
+METER_2001 = 92001  # the meter in front of 2001 (sim/scenario.py)
 LIFETIME_SCALE = 0.01
 TIMEOUT = 5.0
 
@@ -180,3 +181,19 @@ def test_a_filter_gets_what_it_names_and_the_component_has(sim: Simulator, api: 
         (wanted["AC_REACTIVE_POWER_PHASE_2"], 300.0),
         (wanted["AC_FREQUENCY"], 50.0),
     ]
+
+
+@pytest.mark.parametrize("component_id", [1, 2, METER_2001])
+def test_meters_measure_the_reactive_power_behind_them(
+    sim: Simulator, api: str, component_id: int
+) -> None:
+    assert SCENARIO.meters() == {METER_2001: 2001}
+    assert set_reactive(sim, api, 2001, -1_800.0, 900) == "ACCEPTED"
+    assert set_reactive(sim, api, 2002, 600.0, 900) == "ACCEPTED"
+    wanted = numbers(api)
+    message = stream(sim, api, component_id, [wanted["AC_REACTIVE_POWER"]])
+    (sample,) = message.metric_samples
+    assert sample.value.simple_metric.value == (
+        -1_800.0 if component_id == METER_2001 else -1_200.0
+    )
+    assert not sample.bounds  # a meter is not commanded
