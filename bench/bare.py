@@ -8,8 +8,8 @@ connection, as the link's telemetry has), the version's generated ``MicrogridStu
 per component iterating its stream with ``async for``. Per message it reads the component id
 and each metric sample's value (``value.simple_metric.value``) and nothing else: no decoding
 into distributord's types, no timestamps, bounds or states. It asks for the streams with the
-same requests as the daemon's adapter (v1alpha18/19 filter the metrics the daemon reads, v1
-has no filter), so the server sends both consumers the same messages, and it opens at most
+same requests as the daemon's adapter (every version filters the metrics the daemon reads),
+so the server sends both consumers the same messages, and it opens at most
 ``--max-opening`` streams at a time (the link's ``MAX_OPENING_STREAMS``: a grpc server cancels
 calls beyond its pending limit).
 

@@ -107,7 +107,11 @@ class Decoder(Protocol):
 
 @attrs.frozen(kw_only=True)
 class BatteryTelemetry:
-    """A battery's reading, version-neutral (``None`` leaves a value or bounds out)."""
+    """A battery's reading, version-neutral (``None`` leaves a value or bounds out).
+
+    The DC current is not carried: the encoders derive it (``power_w / dc_voltage_v``) when
+    a stream asks for it, so that a tick builds only what someone reads.
+    """
 
     component_id: int
     sampled_at: float
@@ -119,11 +123,27 @@ class BatteryTelemetry:
     states: Iterable[StateCode]
     errors: Iterable[str] = ()
     warnings: Iterable[str] = ()
+    dc_voltage_v: float | None = None
+    temperature_c: float | None = None
 
 
 @attrs.frozen(kw_only=True)
 class InverterTelemetry:
-    """An inverter's (or a meter's) reading, version-neutral: AC active power."""
+    """An inverter's (or a meter's, or a line's) reading, version-neutral: the AC side.
+
+    A few physical quantities of a balanced three-phase connection; the per-phase samples
+    (active and reactive power, current, phase-to-neutral voltage) are derived from them by
+    the encoders, and only for a stream that asks for them (see ``api.common``).
+
+    Attributes:
+        active_power_w: AC active power, W (passive sign convention: + is consumption).
+        power_ranges: Its allowed ranges, W.
+        reactive_power_var: AC reactive power, var (+ inductive, - capacitive).
+        reactive_ranges: Its allowed ranges, var.
+        frequency_hz: The AC frequency, Hz.
+        voltage_v: Each phase's voltage to neutral, V.
+        temperature_c: An inverter's temperature, °C (meters and lines have none).
+    """
 
     component_id: int
     sampled_at: float
@@ -132,6 +152,11 @@ class InverterTelemetry:
     states: Iterable[StateCode]
     errors: Iterable[str] = ()
     warnings: Iterable[str] = ()
+    reactive_power_var: float | None = None
+    reactive_ranges: Sequence[Range] | None = None
+    frequency_hz: float | None = None
+    voltage_v: float | None = None
+    temperature_c: float | None = None
 
 
 Telemetry = BatteryTelemetry | InverterTelemetry
@@ -200,6 +225,15 @@ class SimHandler(Protocol):
         self, component_id: int, power_w: float, lifetime_s: int | None
     ) -> SetPowerOutcome:
         """Handle one command (may wait, hang until cancelled, or raise :class:`SimAbort`)."""
+        ...
+
+    async def set_reactive_power(
+        self, component_id: int, power_var: float, lifetime_s: int | None
+    ) -> SetPowerOutcome:
+        """Handle one reactive-power command, var (may raise :class:`SimAbort`).
+
+        Decided at once: the outcome's ``final`` is ``SUCCESS`` and it has no ramp.
+        """
         ...
 
     def telemetry(self, component_id: int) -> AsyncIterator[Telemetry]:

@@ -36,6 +36,16 @@ The rules (``spec/microgrid-api.md``, "Telemetry"):
 * **A metric missing** from a message keeps its previous value while it is fresher than
   ``max_data_age_s`` (which the caller may change between messages), then reads as unknown.
 
+The simulator's side encodes a version-neutral reading into a version's message
+(:func:`samples`): a battery streams SoC, capacity, DC power, voltage and current (``power /
+voltage``) and its temperature; an inverter, a meter and a line stream the AC side of a
+balanced three-phase connection, from a few quantities the reading carries: active and reactive
+power in total and per phase (a third each; the three add up to the total exactly, see
+:func:`thirds`), the frequency, each phase's voltage to neutral, each phase's current (its
+apparent power over its voltage, signed as its active power: the passive sign convention), and
+an inverter's temperature. A stream's metric filter decides what is built at all, and each
+reading is encoded once per filter (:class:`TelemetryServing`).
+
 Decoding is on the hot path (thousands of components, several messages a second each): metric
 numbers are plain ints resolved by name once at import, the ranges→bounds conversion and the
 state codes are cached, and the loops touch each message field once.
@@ -45,7 +55,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Container, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -53,6 +63,7 @@ from google.protobuf import message_factory
 
 from distributord.api.adapter import (
     BatteryTelemetry,
+    InverterTelemetry,
     Note,
     Rpc,
     SimAbort,
@@ -452,49 +463,163 @@ class TelemetryDecoder:
 # --- encoding (the simulator's side) ------------------------------------------------------------
 
 
-@attrs.frozen(kw_only=True)
-class SampleSpec:
-    """One metric sample to encode, version-neutral.
+SIM_METRICS = (
+    "BATTERY_SOC_PCT",
+    "BATTERY_CAPACITY",
+    "BATTERY_TEMPERATURE",
+    "DC_POWER",
+    "DC_VOLTAGE",
+    "DC_CURRENT",
+    "AC_ACTIVE_POWER",
+    "AC_ACTIVE_POWER_PHASE_1",
+    "AC_ACTIVE_POWER_PHASE_2",
+    "AC_ACTIVE_POWER_PHASE_3",
+    "AC_REACTIVE_POWER",
+    "AC_REACTIVE_POWER_PHASE_1",
+    "AC_REACTIVE_POWER_PHASE_2",
+    "AC_REACTIVE_POWER_PHASE_3",
+    "AC_FREQUENCY",
+    "AC_VOLTAGE_PHASE_1_N",
+    "AC_VOLTAGE_PHASE_2_N",
+    "AC_VOLTAGE_PHASE_3_N",
+    "AC_CURRENT_PHASE_1",
+    "AC_CURRENT_PHASE_2",
+    "AC_CURRENT_PHASE_3",
+    "INVERTER_TEMPERATURE",
+)
+"""Every metric the simulator streams, by its v1 name without ``METRIC_`` (the neutral names;
+v1alpha18/19 spell the power metrics ``AC_POWER_ACTIVE...``: see :func:`metric_numbers`)."""
 
-    Attributes:
-        metric: Which of our metrics: ``"soc"``, ``"capacity"``, ``"dc_power"``, ``"ac_power"``.
-        value: The value, or None to leave it out.
-        ranges: The allowed ranges, or None for none.
+PHASES = (1, 2, 3)
+
+Sample = tuple[str, float | None, Sequence[Range] | None]
+"""One sample to encode: the neutral metric name, the value (None: none), the ranges (None:
+none)."""
+
+
+def metric_numbers(
+    enum: Any, prefix: str, rename: Callable[[str], str] = lambda name: name
+) -> dict[str, int]:
+    """Each of :data:`SIM_METRICS` to a version's metric number, by name.
+
+    Args:
+        enum: The version's generated ``Metric`` enum.
+        prefix: Its names' prefix (``"METRIC_"``).
+        rename: A neutral name as the version spells it (without the prefix).
     """
-
-    metric: str
-    value: float | None
-    ranges: Sequence[Range] | None
+    return {name: int(enum.Value(prefix + rename(name))) for name in SIM_METRICS}
 
 
-def sample_specs(telemetry: Telemetry) -> list[SampleSpec]:
-    """The samples a reading becomes, in every version (a metric with nothing is left out)."""
+def thirds(total: float) -> tuple[float, float, float]:
+    """A balanced three-phase total as its phases, which add up to it exactly.
+
+    The third phase takes the rounding: ``(p1 + p2) + p3 == total`` for every finite total
+    (``total - (p1 + p2)`` is exact, the two being within a factor of two of each other).
+    """
+    third = total / 3.0
+    return third, third, total - (third + third)
+
+
+def _current(power: float, reactive: float, voltage: float) -> float:
+    """A phase's current, A: its apparent power over its voltage, signed as its active power.
+
+    The passive sign convention: current into the component (consumption) is positive. With no
+    reactive power it is exactly ``power / voltage``.
+    """
+    return math.copysign(math.hypot(power, reactive), power) / voltage
+
+
+class _Every:
+    """The filter of a stream without one: it holds every metric."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def isdisjoint(self, names: Iterable[str]) -> bool:
+        return not any(True for _ in names)
+
+
+EVERY: Container[str] = _Every()
+"""Every metric (a stream without a filter)."""
+
+_AC_DETAILS = frozenset(name for name in SIM_METRICS if name.startswith(("AC_", "INVERTER_"))) - {
+    "AC_ACTIVE_POWER"
+}
+"""The AC metrics beside the total active power: a daemon's stream asks for none of them."""
+
+
+def samples(telemetry: Telemetry, wanted: frozenset[str] | None) -> list[Sample]:
+    """The samples of a reading that a stream's filter lets through, in every version.
+
+    Only what ``wanted`` (neutral names; None: every metric) names is built: a daemon's stream
+    asks for a few metrics of the many a reading can become. A metric the reading has no value
+    or ranges for is left out, as the API says of a metric a component does not support.
+    """
+    asked: Container[str] = EVERY if wanted is None else wanted
+    out: list[Sample] = []
+    add = out.append
     if isinstance(telemetry, BatteryTelemetry):
-        specs = []
-        if telemetry.soc_pct is not None or telemetry.soc_bounds is not None:
-            specs.append(
-                SampleSpec(
-                    metric="soc",
-                    value=telemetry.soc_pct,
-                    ranges=None if telemetry.soc_bounds is None else [telemetry.soc_bounds],
-                )
-            )
-        if telemetry.capacity_wh is not None:
-            specs.append(SampleSpec(metric="capacity", value=telemetry.capacity_wh, ranges=None))
-        if telemetry.power_w is not None or telemetry.power_ranges:
-            specs.append(
-                SampleSpec(
-                    metric="dc_power", value=telemetry.power_w, ranges=telemetry.power_ranges
-                )
-            )
-        return specs
-    if telemetry.active_power_w is not None or telemetry.power_ranges:
-        return [
-            SampleSpec(
-                metric="ac_power", value=telemetry.active_power_w, ranges=telemetry.power_ranges
-            )
-        ]
-    return []
+        if "BATTERY_SOC_PCT" in asked and (
+            telemetry.soc_pct is not None or telemetry.soc_bounds is not None
+        ):
+            bounds = telemetry.soc_bounds
+            add(("BATTERY_SOC_PCT", telemetry.soc_pct, None if bounds is None else (bounds,)))
+        if "BATTERY_CAPACITY" in asked and telemetry.capacity_wh is not None:
+            add(("BATTERY_CAPACITY", telemetry.capacity_wh, None))
+        power = telemetry.power_w
+        if "DC_POWER" in asked and (power is not None or telemetry.power_ranges):
+            add(("DC_POWER", power, telemetry.power_ranges))
+        voltage = telemetry.dc_voltage_v
+        if voltage is not None:
+            if "DC_VOLTAGE" in asked:
+                add(("DC_VOLTAGE", voltage, None))
+            if "DC_CURRENT" in asked and power is not None and voltage != 0.0:
+                add(("DC_CURRENT", power / voltage, None))
+        if telemetry.temperature_c is not None and "BATTERY_TEMPERATURE" in asked:
+            add(("BATTERY_TEMPERATURE", telemetry.temperature_c, None))
+        return out
+    power = telemetry.active_power_w
+    if "AC_ACTIVE_POWER" in asked and (power is not None or telemetry.power_ranges):
+        add(("AC_ACTIVE_POWER", power, telemetry.power_ranges))
+    if wanted is None or not wanted.isdisjoint(_AC_DETAILS):
+        _ac_details(telemetry, asked, add)
+    return out
+
+
+def _ac_details(
+    telemetry: InverterTelemetry, asked: Container[str], add: Callable[[Sample], None]
+) -> None:
+    """The AC samples beside the total active power (:func:`samples`)."""
+    power = telemetry.active_power_w
+    reactive = telemetry.reactive_power_var
+    if (reactive is not None or telemetry.reactive_ranges) and "AC_REACTIVE_POWER" in asked:
+        add(("AC_REACTIVE_POWER", reactive, telemetry.reactive_ranges))
+    if power is not None:
+        for phase, value in zip(PHASES, thirds(power), strict=True):
+            name = f"AC_ACTIVE_POWER_PHASE_{phase}"
+            if name in asked:
+                add((name, value, None))
+    if reactive is not None:
+        for phase, value in zip(PHASES, thirds(reactive), strict=True):
+            name = f"AC_REACTIVE_POWER_PHASE_{phase}"
+            if name in asked:
+                add((name, value, None))
+    if telemetry.frequency_hz is not None and "AC_FREQUENCY" in asked:
+        add(("AC_FREQUENCY", telemetry.frequency_hz, None))
+    voltage = telemetry.voltage_v
+    if voltage is not None:
+        for phase in PHASES:
+            name = f"AC_VOLTAGE_PHASE_{phase}_N"
+            if name in asked:
+                add((name, voltage, None))
+        if power is not None and voltage != 0.0:
+            phase_reactive = thirds(0.0 if reactive is None else reactive)
+            for phase, value, var in zip(PHASES, thirds(power), phase_reactive, strict=True):
+                name = f"AC_CURRENT_PHASE_{phase}"
+                if name in asked:
+                    add((name, _current(value, var, voltage), None))
+    if telemetry.temperature_c is not None and "INVERTER_TEMPERATURE" in asked:
+        add(("INVERTER_TEMPERATURE", telemetry.temperature_c, None))
 
 
 def fill_sample(sample: Any, value: float | None, ranges: Iterable[Range] | None) -> Any:
@@ -527,22 +652,6 @@ def category_name(
     if category in substitutes:
         return substitutes[category]
     return category.name if category.name in names else "UNSPECIFIED"
-
-
-def filtered(message: Any, metrics: frozenset[int]) -> Any:
-    """A telemetry message with only the samples of ``metrics`` (a stream's metric filter).
-
-    ``message`` is the version's inner message (``ComponentData``,
-    ``ElectricalComponentTelemetry``); both hold ``metric_samples``. Unchanged if nothing goes.
-    """
-    samples = message.metric_samples
-    if all(s.metric in metrics for s in samples):
-        return message
-    copy = type(message)()
-    copy.CopyFrom(message)
-    del copy.metric_samples[:]
-    copy.metric_samples.extend(s for s in samples if s.metric in metrics)
-    return copy
 
 
 # --- the daemon's side of a streaming call -----------------------------------------------------
@@ -638,36 +747,61 @@ class Stub:
 # --- the simulator's side of a service ----------------------------------------------------------
 
 
+MAX_FILTERS_PER_COMPONENT = 8
+"""Distinct metric filters whose last encoding :class:`TelemetryServing` keeps per component:
+the daemon's streams share one, a few clients more; a client that makes up new filters
+forever only costs encodings, not memory."""
+
+
 class TelemetryServing:
     """Serves telemetry streams from a handler, for one version's servicer.
 
-    Encodes each reading once even when several streams carry it (the handler may hand the
-    same :class:`~distributord.api.adapter.Telemetry` object to each of a component's streams).
+    Encodes each reading once per metric filter, and only the samples that filter lets
+    through, even when several streams carry it: the handler hands the same
+    :class:`~distributord.api.adapter.Telemetry` object to each of a component's streams, and
+    streams with the same filter (a daemon's all have one) share the one encoded message.
 
     Args:
         handler: The simulator.
-        encode: A reading as the version's inner message.
+        encode: A reading as the version's inner message, with the samples of the neutral
+            metrics given (None: every metric).
         wrap: The inner message as the version's stream response.
+        names: The version's metric numbers to the neutral names (:data:`SIM_METRICS`); a
+            number not in it names a metric the simulator does not have.
     """
 
     def __init__(
         self,
         handler: SimHandler,
-        encode: Callable[[Telemetry], Any],
+        encode: Callable[[Telemetry, frozenset[str] | None], Any],
         wrap: Callable[[Any], Any],
+        names: Mapping[int, str],
     ) -> None:
         self._handler = handler
         self._encode = encode
         self._wrap = wrap
-        self._last: dict[int, tuple[Telemetry, Any]] = {}
+        self._names = names
+        self._last: dict[int, dict[frozenset[str] | None, tuple[Telemetry, Any]]] = {}
 
-    def encoded(self, reading: Telemetry) -> Any:
-        """``reading`` encoded, reusing the encoding of the same object."""
-        last = self._last.get(reading.component_id)
+    def wanted(self, metrics: Iterable[int] | None) -> frozenset[str] | None:
+        """A request's filter (None: none) as the neutral names it lets through."""
+        if metrics is None:
+            return None
+        names = self._names
+        return frozenset(names[m] for m in metrics if m in names)
+
+    def message(self, reading: Telemetry, wanted: frozenset[str] | None) -> Any:
+        """``reading`` encoded for the filter ``wanted`` (:meth:`wanted`), encoded once."""
+        by_filter = self._last.get(reading.component_id)
+        if by_filter is None:
+            by_filter = self._last[reading.component_id] = {}
+        last = by_filter.get(wanted)
         if last is not None and last[0] is reading:
             return last[1]
-        message = self._encode(reading)
-        self._last[reading.component_id] = (reading, message)
+        message = self._encode(reading, wanted)
+        if last is None and len(by_filter) >= MAX_FILTERS_PER_COMPONENT:
+            by_filter.clear()
+        by_filter[wanted] = (reading, message)
         return message
 
     async def replies(self, component_id: int, metrics: Sequence[int] | None) -> AsyncIterator[Any]:
@@ -679,14 +813,11 @@ class TelemetryServing:
         """
         if metrics is not None and not metrics:
             raise SimAbort("INVALID_ARGUMENT", "the metric filter names no metric")
-        allowed = None if metrics is None else frozenset(metrics)
+        wanted = self.wanted(metrics)
         readings = self._handler.telemetry(component_id)
         try:
             async for reading in readings:
-                message = self.encoded(reading)
-                if allowed is not None:
-                    message = filtered(message, allowed)
-                yield self._wrap(message)
+                yield self._wrap(self.message(reading, wanted))
         finally:
             aclose = getattr(readings, "aclose", None)
             if aclose is not None:

@@ -19,6 +19,8 @@ What v1 says differently (``spec/microgrid-api.md``):
 * Metric names: ``METRIC_BATTERY_SOC_PCT``, ``METRIC_BATTERY_CAPACITY``, ``METRIC_DC_POWER``,
   ``METRIC_AC_ACTIVE_POWER``.
 * ``SetComponentPowerActive`` is unary: one ``valid_until``; a refusal is a gRPC status code.
+  So is ``SetComponentPowerReactive``, which the simulator serves too (the daemon does not
+  send it).
 
 This module imports protobuf and v1's generated messages, never grpc: the stub is built on the
 channel the shell hands in (``api.common.Stub``), and ``distributord.sim.servicer`` puts the
@@ -56,8 +58,9 @@ from distributord.api.common import (
     category_name,
     enum_names,
     fill_sample,
+    metric_numbers,
     rpcs,
-    sample_specs,
+    samples,
     split_seconds,
     state_decoder,
     time_of,
@@ -74,6 +77,8 @@ ComponentData = components_pb2.ComponentData
 StreamResponse = microgrid_pb2.ReceiveComponentDataStreamResponse
 SetPowerRequest = microgrid_pb2.SetComponentPowerActiveRequest
 SetPowerResponse = microgrid_pb2.SetComponentPowerActiveResponse
+SetReactiveRequest = microgrid_pb2.SetComponentPowerReactiveRequest
+SetReactiveResponse = microgrid_pb2.SetComponentPowerReactiveResponse
 StreamRequest = microgrid_pb2.ReceiveComponentDataStreamRequest
 ComponentsRequest = microgrid_pb2.ListComponentsRequest
 ComponentsResponse = microgrid_pb2.ListComponentsResponse
@@ -136,6 +141,14 @@ DIALECT = Dialect(
 """How v1 spells a telemetry message."""
 
 _METRICS = {name: Metric.ValueType(number) for name, number in DIALECT.metrics.items()}
+
+_STREAMED_METRICS = sorted(set(_METRICS.values()))
+"""What the daemon asks a stream for: every metric it reads (the rest stay home)."""
+
+SIM_METRIC_NUMBERS = metric_numbers(Metric, "METRIC_")
+"""Each metric the simulator streams (neutral name, v1's own) to its number."""
+
+_SIM_METRIC_NAMES = {number: name for name, number in SIM_METRIC_NUMBERS.items()}
 
 
 # --- topology -----------------------------------------------------------------------------------
@@ -251,8 +264,11 @@ def valid_until(response: SetPowerResponse) -> float:
 
 
 def stream_request(component_id: int) -> StreamRequest:
-    """``ReceiveComponentDataStream`` for one component, all metrics."""
-    return StreamRequest(component_id=component_id)
+    """``ReceiveComponentDataStream`` for one component: the metrics the daemon reads."""
+    return StreamRequest(
+        component_id=component_id,
+        filter=StreamRequest.ComponentDataStreamFilter(metrics=_STREAMED_METRICS),
+    )
 
 
 def _timestamp(value: float) -> timestamp_pb2.Timestamp:
@@ -267,39 +283,44 @@ def _error_code(name: str) -> components_pb2.ComponentErrorCode.ValueType:
     )
 
 
-def _state(
-    sampled_at: float, states: Iterable[StateCode], errors: Iterable[str], warnings: Iterable[str]
-) -> components_pb2.ComponentState:
-    return components_pb2.ComponentState(
-        sampled_at=_timestamp(sampled_at),
-        states=[components_pb2.ComponentStateCode.Value(_STATE_PREFIX + s.name) for s in states],
-        errors=[_error_code(e) for e in errors],
-        warnings=[_error_code(w) for w in warnings],
-    )
+_STATE_NUMBERS = {
+    code: components_pb2.ComponentStateCode.Value(_STATE_PREFIX + code.name) for code in StateCode
+}
+"""Our state codes to v1's numbers, by name (once: ``Value`` is slow)."""
 
 
-def encode_telemetry(telemetry: Telemetry) -> components_pb2.ComponentData:
+def encode_telemetry(
+    telemetry: Telemetry, wanted: frozenset[str] | None = None
+) -> components_pb2.ComponentData:
     """A reading as v1's ``ComponentData`` (for the simulator; what :data:`V1` decodes).
+
+    Args:
+        telemetry: The reading.
+        wanted: The metrics to send, by neutral name (``api.common.SIM_METRICS``); None:
+            every metric the reading has.
 
     Error and warning names are ``ComponentErrorCode`` names without their prefix, in any case
     (``"overcurrent"``); a name v1 does not know is sent as ``unknown``.
     """
-    sampled_at = _timestamp(telemetry.sampled_at)
-    samples = [
-        fill_sample(
-            metric_sample_pb2.MetricSample(sampled_at=sampled_at, metric=_METRICS[spec.metric]),
-            spec.value,
-            spec.ranges,
-        )
-        for spec in sample_specs(telemetry)
-    ]
-    return components_pb2.ComponentData(
-        component_id=telemetry.component_id,
-        metric_samples=samples,
-        states=[
-            _state(telemetry.sampled_at, telemetry.states, telemetry.errors, telemetry.warnings)
-        ],
-    )
+    # Built in place (``add``): a sub-message handed to a constructor is copied.
+    whole, nanos = split_seconds(telemetry.sampled_at)
+    message = components_pb2.ComponentData(component_id=telemetry.component_id)
+    add = message.metric_samples.add
+    numbers = SIM_METRIC_NUMBERS
+    for name, value, ranges in samples(telemetry, wanted):
+        sample = add(metric=Metric.ValueType(numbers[name]))
+        when = sample.sampled_at
+        when.seconds, when.nanos = whole, nanos
+        fill_sample(sample, value, ranges)
+    state = message.states.add()
+    when = state.sampled_at
+    when.seconds, when.nanos = whole, nanos
+    state.states.extend([_STATE_NUMBERS[s] for s in telemetry.states])
+    if telemetry.errors:
+        state.errors.extend([_error_code(e) for e in telemetry.errors])
+    if telemetry.warnings:
+        state.warnings.extend([_error_code(w) for w in telemetry.warnings])
+    return message
 
 
 def _wrap(data: ComponentData) -> StreamResponse:
@@ -361,7 +382,7 @@ class _V1:
 
     def serve(self, handler: SimHandler) -> Mapping[str, Served]:
         """v1's ``Microgrid`` methods, served from ``handler`` (the others: ``UNIMPLEMENTED``)."""
-        serving = TelemetryServing(handler, encode_telemetry, _wrap)
+        serving = TelemetryServing(handler, encode_telemetry, _wrap, _SIM_METRIC_NAMES)
 
         async def list_components(request: ComponentsRequest) -> ComponentsResponse:
             return components_response(handler.components(), request)
@@ -382,11 +403,21 @@ class _V1:
                 raise SimAbort(outcome.code or "INTERNAL", outcome.details)
             return set_power_response(outcome.valid_until)
 
+        async def set_component_power_reactive(request: SetReactiveRequest) -> SetReactiveResponse:
+            lifetime = request.request_lifetime if request.HasField("request_lifetime") else None
+            outcome = await handler.set_reactive_power(
+                request.component_id, request.power, lifetime
+            )
+            if outcome.code is not None or outcome.valid_until is None:
+                raise SimAbort(outcome.code or "INTERNAL", outcome.details)
+            return SetReactiveResponse(valid_until=_timestamp(outcome.valid_until))
+
         return {
             "ListComponents": list_components,
             "ListConnections": list_connections,
             "ReceiveComponentDataStream": receive_component_data_stream,
             "SetComponentPowerActive": set_component_power_active,
+            "SetComponentPowerReactive": set_component_power_reactive,
         }
 
 

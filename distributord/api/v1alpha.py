@@ -26,7 +26,9 @@ and so on). These versions call the grid ``GRID_CONNECTION_POINT`` and have brea
 prechargers but no relay and no fuse: the simulator sends both as breakers
 (:data:`CATEGORY_SUBSTITUTES`; all of them pass through when pairing batteries).
 
-Commands (``SetElectricalComponentPower``) answer with a **stream** of replies
+Commands (``SetElectricalComponentPower``; the simulator serves ``POWER_TYPE_ACTIVE`` and
+``POWER_TYPE_REACTIVE``, and answers any other type ``REJECTED``) answer with a **stream** of
+replies
 (``spec/microgrid-api.md``): ``ACCEPTED`` (with ``valid_until_time``) or ``REJECTED``, then,
 after ``ACCEPTED``, one final reply, which may come long after: the inverter ramps first.
 :meth:`AlphaAdapter.set_power` judges it. The daemon passes ``follow`` (issue 21): the command
@@ -98,8 +100,9 @@ from distributord.api.common import (
     end_call,
     enum_names,
     fill_sample,
+    metric_numbers,
     rpcs,
-    sample_specs,
+    samples,
     split_seconds,
     state_decoder,
     time_of,
@@ -237,6 +240,19 @@ component leaves out what it does not have; the rest of a site's many metrics st
 _STATUS_PREFIX = "SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_"
 
 
+def _alpha_name(name: str) -> str:
+    """A neutral (v1) metric name as these versions spell it: ``AC_POWER_ACTIVE_PHASE_1``."""
+    for power in ("ACTIVE", "REACTIVE", "APPARENT"):
+        name = name.replace(f"AC_{power}_POWER", f"AC_POWER_{power}")
+    return name
+
+
+SIM_METRIC_NUMBERS = metric_numbers(Metric, "METRIC_", _alpha_name)
+"""Each metric the simulator streams (neutral name) to these versions' number."""
+
+_SIM_METRIC_NAMES = {number: name for name, number in SIM_METRIC_NUMBERS.items()}
+
+
 END_GRACE_S = 1.0
 """After the final reply, how long the adapter waits for the server to end the reply stream
 before it cancels the call."""
@@ -343,46 +359,57 @@ def _diagnostic(name: str) -> components_pb2.ElectricalComponentDiagnostic:
     )
 
 
-def _snapshot(
-    origin_time: float,
+_STATE_NUMBERS = {
+    code: components_pb2.ElectricalComponentStateCode.Value(_STATE_PREFIX + code.name)
+    for code in StateCode
+}
+"""Our state codes to these versions' numbers, by name (once: ``Value`` is slow)."""
+
+
+def _fill_snapshot(
+    snapshot: components_pb2.ElectricalComponentStateSnapshot,
     states: Iterable[StateCode],
     errors: Iterable[str],
     warnings: Iterable[str],
-) -> components_pb2.ElectricalComponentStateSnapshot:
-    return components_pb2.ElectricalComponentStateSnapshot(
-        origin_time=_timestamp(origin_time),
-        states=[
-            components_pb2.ElectricalComponentStateCode.Value(_STATE_PREFIX + s.name)
-            for s in states
-        ],
-        errors=[_diagnostic(e) for e in errors],
-        warnings=[_diagnostic(w) for w in warnings],
-    )
+) -> None:
+    snapshot.states.extend([_STATE_NUMBERS[s] for s in states])
+    if errors:
+        snapshot.errors.extend([_diagnostic(e) for e in errors])
+    if warnings:
+        snapshot.warnings.extend([_diagnostic(w) for w in warnings])
 
 
-def encode_telemetry(telemetry: Telemetry) -> components_pb2.ElectricalComponentTelemetry:
+def encode_telemetry(
+    telemetry: Telemetry, wanted: frozenset[str] | None = None
+) -> components_pb2.ElectricalComponentTelemetry:
     """A reading as ``ElectricalComponentTelemetry`` (both versions; what the adapters decode).
+
+    Args:
+        telemetry: The reading.
+        wanted: The metrics to send, by neutral name (``api.common.SIM_METRICS``); None:
+            every metric the reading has.
 
     Error and warning names are ``ElectricalComponentDiagnosticCode`` names without their
     prefix, in any case (``"overcurrent"``); another name is sent as ``unknown`` with the name
     as its message.
     """
-    sample_time = _timestamp(telemetry.sampled_at)
-    samples = [
-        fill_sample(
-            metrics_pb2.MetricSample(sample_time=sample_time, metric=_METRICS[spec.metric]),
-            spec.value,
-            spec.ranges,
-        )
-        for spec in sample_specs(telemetry)
-    ]
-    return components_pb2.ElectricalComponentTelemetry(
-        electrical_component_id=telemetry.component_id,
-        metric_samples=samples,
-        state_snapshots=[
-            _snapshot(telemetry.sampled_at, telemetry.states, telemetry.errors, telemetry.warnings)
-        ],
+    # Built in place (``add``): a sub-message handed to a constructor is copied.
+    whole, nanos = split_seconds(telemetry.sampled_at)
+    message = components_pb2.ElectricalComponentTelemetry(
+        electrical_component_id=telemetry.component_id
     )
+    add = message.metric_samples.add
+    numbers = SIM_METRIC_NUMBERS
+    for name, value, ranges in samples(telemetry, wanted):
+        sample = add(metric=Metric.ValueType(numbers[name]))
+        when = sample.sample_time
+        when.seconds, when.nanos = whole, nanos
+        fill_sample(sample, value, ranges)
+    snapshot = message.state_snapshots.add()
+    when = snapshot.origin_time
+    when.seconds, when.nanos = whole, nanos
+    _fill_snapshot(snapshot, telemetry.states, telemetry.errors, telemetry.warnings)
+    return message
 
 
 def _until(reply: Any) -> float:
@@ -412,6 +439,7 @@ class AlphaAdapter:
         self._status_name = enum_names(statuses, _STATUS_PREFIX)
         self._status = {name.removeprefix(_STATUS_PREFIX): n for name, n in statuses.items()}
         self._power_type_active = version.pb2.PowerType.Value("POWER_TYPE_ACTIVE")
+        self._power_type_reactive = version.pb2.PowerType.Value("POWER_TYPE_REACTIVE")
 
     def __repr__(self) -> str:
         return f"<AlphaAdapter {self.name}>"
@@ -566,10 +594,12 @@ class AlphaAdapter:
         reply = pb2.SetElectricalComponentPowerResponse
         status = self._status
         active = self._power_type_active
+        reactive = self._power_type_reactive
         serving = TelemetryServing(
             handler,
             encode_telemetry,
             lambda t: pb2.ReceiveElectricalComponentTelemetryStreamResponse(telemetry=t),
+            _SIM_METRIC_NAMES,
         )
 
         async def list_electrical_components(request: Any) -> Any:
@@ -607,13 +637,14 @@ class AlphaAdapter:
                 yield message
 
         async def set_electrical_component_power(request: Any) -> AsyncIterator[Any]:
-            if request.power_type != active:  # the simulator has no reactive power
+            if request.power_type not in (active, reactive):  # unspecified, or a newer type
                 yield reply(status=status["REJECTED"])
                 return
             lifetime = request.request_lifetime if request.HasField("request_lifetime") else None
-            outcome = await handler.set_power(
-                request.electrical_component_id, request.power, lifetime
+            command = (
+                handler.set_power if request.power_type == active else (handler.set_reactive_power)
             )
+            outcome = await command(request.electrical_component_id, request.power, lifetime)
             if outcome.code is not None or outcome.valid_until is None:
                 yield reply(status=status["REJECTED"])
                 return

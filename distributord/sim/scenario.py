@@ -91,6 +91,19 @@ DEFAULT_TELEMETRY_HZ = 10.0
 MAX_TELEMETRY_HZ = 100.0
 """Faster than any daemon needs; keeps the tick period (10 ms) above the cost of one tick."""
 
+DEFAULT_AC_FREQUENCY_HZ = 50.0
+"""The grid's frequency unless the scenario says otherwise (Europe's, where the API is used)."""
+
+DEFAULT_AC_VOLTAGE_V = 230.0
+"""Each phase's voltage to neutral unless the scenario says otherwise (a European low-voltage
+grid)."""
+
+DEFAULT_AMBIENT_C = 25.0
+"""The temperature of an idle battery or inverter unless the scenario says otherwise."""
+
+DEFAULT_DC_VOLTAGE_V = 800.0
+"""A battery's DC voltage when full unless it says otherwise (a utility-scale string)."""
+
 STATUS_CODES = frozenset(
     {
         "CANCELLED",
@@ -308,6 +321,8 @@ class BatterySpec:
         soc_upper_pct: Above or at this SoC it cannot charge, %.
         capacity_wh: Usable capacity, Wh.
         power_limit_w: It takes at most this much power either way, W.
+        dc_voltage_v: Its DC voltage when full, V; it falls linearly with the SoC to 90 % of
+            this when empty (the simulator streams voltage and current = power / voltage).
     """
 
     id: int
@@ -316,6 +331,7 @@ class BatterySpec:
     soc_upper_pct: float = 90.0
     capacity_wh: float = 10_000.0
     power_limit_w: float = 5_000.0
+    dc_voltage_v: float = DEFAULT_DC_VOLTAGE_V
 
     def __attrs_post_init__(self) -> None:
         _check_id("id", self.id)
@@ -334,6 +350,11 @@ class BatterySpec:
         )
         _check_between("power_limit_w", self.power_limit_w, 0.0, math.inf)
         _require(self.power_limit_w != math.inf, "power_limit_w", "must be finite")
+        _require(
+            0.0 < self.dc_voltage_v < math.inf,
+            "dc_voltage_v",
+            f"must be positive and finite, got {self.dc_voltage_v!r}",
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -356,6 +377,8 @@ class InverterSpec:
         meter: A meter of its own in front of it (see the module's docstring).
         pv_power_w: What its PV produces when nothing limits it, W, 0 or more (``"pv"`` and
             ``"hybrid"`` inverters only).
+        reactive_limit_var: It takes reactive-power commands within ``[-this, +this]``, var;
+            None (the default): its :attr:`power_limit_w`.
     """
 
     id: int
@@ -366,9 +389,18 @@ class InverterSpec:
     between: tuple[Category, ...] = attrs.field(default=(), converter=_pass_through)
     meter: bool = False
     pv_power_w: float = 0.0
+    reactive_limit_var: float | None = None
+
+    @property
+    def reactive_limit(self) -> float:
+        """The reactive-power limit in effect, var (:attr:`reactive_limit_var` or its default)."""
+        return self.power_limit_w if self.reactive_limit_var is None else self.reactive_limit_var
 
     def __attrs_post_init__(self) -> None:
         _check_id("id", self.id)
+        if self.reactive_limit_var is not None:
+            _check_between("reactive_limit_var", self.reactive_limit_var, 0.0, math.inf)
+            _require(self.reactive_limit_var != math.inf, "reactive_limit_var", "must be finite")
         _require(
             self.meter is True or self.meter is False,
             "meter",
@@ -410,6 +442,10 @@ class Scenario:
         faults: Component id (battery or inverter) to its faults at start.
         speed: SoC moves this many times faster than real time.
         telemetry_hz: Telemetry messages per second on each stream.
+        ac_frequency_hz: The grid's frequency, Hz, as every AC component streams it.
+        ac_voltage_v: Each phase's voltage to neutral, V, as every AC component streams it.
+        ambient_temperature_c: The temperature of an idle battery or inverter, °C; one
+            carrying power is warmer (see ``sim.world``).
     """
 
     batteries: tuple[BatterySpec, ...]
@@ -417,8 +453,22 @@ class Scenario:
     faults: Mapping[int, Faults] = attrs.field(factory=dict, converter=_faults_map)
     speed: float = DEFAULT_SPEED
     telemetry_hz: float = DEFAULT_TELEMETRY_HZ
+    ac_frequency_hz: float = DEFAULT_AC_FREQUENCY_HZ
+    ac_voltage_v: float = DEFAULT_AC_VOLTAGE_V
+    ambient_temperature_c: float = DEFAULT_AMBIENT_C
 
     def __attrs_post_init__(self) -> None:
+        _require(
+            0.0 < self.ac_frequency_hz < math.inf,
+            "simulation.ac_frequency_hz",
+            f"must be positive and finite, got {self.ac_frequency_hz!r}",
+        )
+        _require(
+            0.0 < self.ac_voltage_v < math.inf,
+            "simulation.ac_voltage_v",
+            f"must be positive and finite, got {self.ac_voltage_v!r}",
+        )
+        _check_between("simulation.ambient_temperature_c", self.ambient_temperature_c, -100, 100)
         _require(
             0.0 < self.speed < math.inf,
             "simulation.speed",
@@ -561,7 +611,9 @@ def uniform_fleet(
 _T = TypeVar("_T")
 
 _TOP_KEYS = frozenset({"simulation", "fleet", "battery", "inverter", "faults"})
-_SIMULATION_KEYS = frozenset({"speed", "telemetry_hz", "seed"})
+_SIMULATION_KEYS = frozenset(
+    {"speed", "telemetry_hz", "seed", "ac_frequency_hz", "ac_voltage_v", "ambient_temperature_c"}
+)
 _FLEET_KEYS = frozenset({"batteries", "between", "meters"})
 
 
@@ -605,7 +657,7 @@ def _scenario(doc: dict[str, Any], *, batteries: int | None, seed: int | None) -
     fleet = _table(doc, "fleet")
     _known(fleet, _FLEET_KEYS, "fleet")
     settings: dict[str, Any] = {}
-    for key in ("speed", "telemetry_hz"):
+    for key in _SIMULATION_KEYS - {"seed"}:
         if key in simulation:
             settings[key] = _float(simulation[key], f"simulation.{key}")
     if seed is None:
@@ -666,7 +718,14 @@ def _battery(table: Any, path: str) -> BatterySpec:
     for key, value in table.items():
         if key == "id":
             fields[key] = _int(value, f"{path}.{key}")
-        elif key in {"soc_pct", "soc_lower_pct", "soc_upper_pct", "capacity_wh", "power_limit_w"}:
+        elif key in {
+            "soc_pct",
+            "soc_lower_pct",
+            "soc_upper_pct",
+            "capacity_wh",
+            "power_limit_w",
+            "dc_voltage_v",
+        }:
             fields[key] = _float(value, f"{path}.{key}")
         else:
             raise ScenarioError("unknown key", key=f"{path}.{key}")
@@ -687,7 +746,7 @@ def _inverter(table: Any, path: str) -> InverterSpec:
             if not isinstance(value, list):
                 raise ScenarioError("must be a list of battery ids", key=f"{path}.{key}")
             fields[key] = tuple(_int(item, f"{path}.{key}") for item in value)
-        elif key in {"power_limit_w", "exclusion_w", "pv_power_w"}:
+        elif key in {"power_limit_w", "exclusion_w", "pv_power_w", "reactive_limit_var"}:
             fields[key] = _float(value, f"{path}.{key}")
         elif key == "meter":
             fields[key] = _bool(value, f"{path}.{key}")

@@ -21,11 +21,17 @@ the lock and passed into the world, so the world only ever moves forward.
 * **Telemetry is one ticker, not a sleep per stream.** Every ``1/telemetry_hz`` seconds one task
   advances the world, builds each streamed component's version-neutral reading once, and
   offers that same object to all of the component's open streams, whatever their version (an
-  adapter may therefore encode it once per tick, keyed on the object). A stream keeps only the
+  adapter therefore encodes it once per tick and metric filter, keyed on the object; see
+  ``api.common.TelemetryServing``). A stream keeps only the
   newest reading it has not written yet (a slot, not a queue), so a slow client gets the latest
   sample, never a backlog.
 * **Setpoints expire on a timer.** An accepted command schedules a wake-up at its expiry so the
   world drops the setpoint (and waiters hear of it) on time, not at the next tick.
+* **Reactive power** (v1alpha18/19 ``SetElectricalComponentPower`` with ``POWER_TYPE_REACTIVE``,
+  v1 ``SetComponentPowerReactive``) is judged by the world at once, refused as active power is
+  (v1: the status; v1alpha18/19: ``REJECTED``), and expires on a timer too. It is kept out of
+  :meth:`Simulator.commands` and :meth:`Simulator.record`, which count the active commands a
+  daemon sends; :meth:`Simulator.reactive_setpoint` reads it.
 * **Commands are recorded whatever happens**, including when the client cancels the call while
   it hangs: grpc.aio cancels the handler's task, the ``CancelledError`` is recorded as
   ``"cancelled"`` and re-raised. A command accepted without a final reply (``final_reply =
@@ -278,6 +284,12 @@ class _Handler:
     ) -> SetPowerOutcome:
         self._sim._reachable()
         return await self._sim._set_power(self._api, component_id, power_w, lifetime_s)
+
+    async def set_reactive_power(
+        self, component_id: int, power_var: float, lifetime_s: int | None
+    ) -> SetPowerOutcome:
+        self._sim._reachable()
+        return self._sim._set_reactive_power(component_id, power_var, lifetime_s)
 
     def telemetry(self, component_id: int) -> AsyncIterator[Telemetry]:
         self._sim._reachable()
@@ -649,6 +661,16 @@ class Simulator:
             self._advance()
             return self._world.inverter_power(inverter_id, with_pv=False)
 
+    def reactive_setpoint(self, inverter_id: int) -> float:
+        """The reactive power an inverter holds now, var (0 when none or expired).
+
+        Raises:
+            KeyError: No such inverter.
+        """
+        with self._changed:
+            self._advance()
+            return self._world.reactive_power(inverter_id)
+
     def soc(self, battery_id: int) -> float:
         """A battery's state of charge now, %."""
         with self._changed:
@@ -854,6 +876,28 @@ class Simulator:
             if not recorded_later:
                 record(outcome)
 
+    def _set_reactive_power(
+        self, component_id: int, power_var: float, lifetime_s: int | None
+    ) -> SetPowerOutcome:
+        """A reactive-power command, decided at once (called on the loop's thread).
+
+        Not in :meth:`commands` or :meth:`record` (those are the active power's, which the
+        daemon sends); the command faults do not apply to it.
+        """
+        with self._changed:
+            result = self._world.command_reactive(
+                component_id, power_var, lifetime_s, now=time.monotonic()
+            )
+            self._changed.notify_all()
+        if isinstance(result, Rejected):
+            logger.debug(
+                "reactive command to %d refused: %s %s", component_id, result.code, result.details
+            )
+            return SetPowerOutcome(valid_until=None, code=result.code, details=result.details)
+        delay = max(0.0, result.until - time.monotonic()) + _EXPIRY_MARGIN_S
+        asyncio.get_running_loop().call_later(delay, self._on_expiry)
+        return SetPowerOutcome(valid_until=time.time() + result.lifetime_s)
+
     def _ramp(
         self, component_id: int, power_w: float, ramp_s: float, final: FinalReply
     ) -> Callable[[], Awaitable[FinalReply]] | None:
@@ -984,9 +1028,11 @@ def _neutral(component_id: int, reading: Reading, sampled_at: float) -> Telemetr
             power_ranges=reading.power_ranges,
             states=reading.states,
             errors=reading.errors,
+            dc_voltage_v=reading.dc_voltage_v,
+            temperature_c=reading.temperature_c,
         )
     # The meter's, the grid's and a pass-through component's readings have an inverter's
-    # shape: AC power.
+    # shape: the AC side.
     return InverterTelemetry(
         component_id=component_id,
         sampled_at=sampled_at,
@@ -994,6 +1040,11 @@ def _neutral(component_id: int, reading: Reading, sampled_at: float) -> Telemetr
         power_ranges=reading.power_ranges,
         states=reading.states,
         errors=reading.errors,
+        reactive_power_var=reading.reactive_power_var,
+        reactive_ranges=reading.reactive_ranges,
+        frequency_hz=reading.frequency_hz,
+        voltage_v=reading.voltage_v,
+        temperature_c=reading.temperature_c,
     )
 
 

@@ -32,6 +32,16 @@ assert exact numbers.
   server decides: cancelled, failed by a fault), each change of a setpoint, and each expiry at
   the instant the lifetime ended. Each is written with the world advanced to its instant, so
   an inverter's events are in time order.
+* **Reactive power is commanded apart** (:meth:`World.command_reactive`): a setpoint within
+  the inverter's reactive limit (``[-limit, +limit]`` var; 0 var always) holds for its
+  lifetime, as an active one does, then reverts to 0 var; it moves no energy, so it touches
+  neither the batteries nor :attr:`World.record` (which is the active power's). A meter and
+  a line report the reactive power of the inverters behind them.
+* **The rest of a reading is physics of a few numbers**: the AC frequency and phase voltage
+  are the scenario's; a battery's DC voltage falls linearly with its SoC from its full
+  voltage to 90 % of it; a component carrying power is warmer than the ambient temperature,
+  by up to :data:`HEATING_C` at its power limit. The per-phase samples are the adapters'
+  (``api.common``): a reading carries only these quantities, so that a tick stays cheap.
 * **Readings apply telemetry faults** (NaN metrics, missing bounds, error state), so what a
   component reports is decided here, and testable, while the wire encoding is the adapters'.
   A pass-through component (breaker, precharger, ...), and an inverter's own meter, report
@@ -77,6 +87,13 @@ MAX_LIFETIME_S = 900
 _PCT_PER_WS = 100.0 / 3600.0
 """SoC % per second for 1 W into 1 Wh of capacity."""
 
+HEATING_C = 10.0
+"""How much warmer than the ambient a battery or inverter is at its power limit, °C (in
+proportion below it): enough to see in a plot, far from any thermal limit."""
+
+EMPTY_VOLTAGE_FRACTION = 0.9
+"""A battery's DC voltage when empty, as a fraction of its voltage when full."""
+
 
 @attrs.frozen(kw_only=True)
 class Accepted:
@@ -116,6 +133,8 @@ class BatteryReading:
         power_ranges: Allowed power ranges, W.
         states: State codes.
         errors: Error code names.
+        dc_voltage_v: DC voltage, V.
+        temperature_c: Temperature, °C.
     """
 
     soc_pct: float
@@ -125,6 +144,8 @@ class BatteryReading:
     power_ranges: tuple[Range, ...] | None
     states: tuple[StateCode, ...]
     errors: tuple[str, ...]
+    dc_voltage_v: float | None = None
+    temperature_c: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -136,12 +157,22 @@ class InverterReading:
         power_ranges: Allowed power ranges, W; ``None`` leaves them out.
         states: State codes.
         errors: Error code names.
+        reactive_power_var: AC reactive power, var.
+        reactive_ranges: Allowed reactive power ranges, var; ``None`` leaves them out.
+        frequency_hz: AC frequency, Hz.
+        voltage_v: Each phase's voltage to neutral, V.
+        temperature_c: An inverter's temperature, °C (None for a meter or a line).
     """
 
     power_w: float
     power_ranges: tuple[Range, ...] | None
     states: tuple[StateCode, ...]
     errors: tuple[str, ...]
+    reactive_power_var: float | None = None
+    reactive_ranges: tuple[Range, ...] | None = None
+    frequency_hz: float | None = None
+    voltage_v: float | None = None
+    temperature_c: float | None = None
 
 
 @attrs.define
@@ -159,6 +190,8 @@ class _Inverter:
     batteries: list[_Battery] = attrs.field(factory=list)
     setpoint_w: float = 0.0
     until: float = math.inf
+    reactive_var: float = 0.0
+    reactive_until: float = math.inf
 
 
 class World:
@@ -184,6 +217,9 @@ class World:
         self.record = Recorder((i.id for i in scenario.inverters), now=now, maxlen=record_maxlen)
         """What every inverter was commanded and held (read it with ``record.snapshot``)."""
         self.speed = scenario.speed
+        self.frequency_hz = scenario.ac_frequency_hz
+        self.voltage_v = scenario.ac_voltage_v
+        self.ambient_c = scenario.ambient_temperature_c
         self.lifetime_scale = lifetime_scale
         self.time = now
         """The instant the state describes."""
@@ -208,6 +244,8 @@ class World:
         self._next_expiry = math.inf  # the earliest ``until`` in _holding
         # Inverters with PV that produces: they carry power without any setpoint.
         self._producing = [i for i in self._inverters.values() if i.spec.pv_power_w > 0]
+        # Inverters with a reactive setpoint that may still hold (dropped when read expired).
+        self._reactive: dict[int, _Inverter] = {}
 
     # --- time -------------------------------------------------------------------------------
 
@@ -441,6 +479,23 @@ class World:
         self, component_id: int, power_w: float, lifetime_s: int | None, *, now: float
     ) -> Accepted | Rejected:
         """What :meth:`command` would answer at ``now``; nothing is applied or recorded."""
+        judged = self._check_target(component_id, lifetime_s, power_w, now=now)
+        if isinstance(judged, Rejected):
+            return judged
+        if power_w != 0.0:
+            problem = self._out_of_range(self._inverters[component_id], power_w)
+            if problem:
+                return Rejected(code="OUT_OF_RANGE", details=problem)
+        return judged
+
+    def _check_target(
+        self, component_id: int, lifetime_s: int | None, power: float, *, now: float
+    ) -> Accepted | Rejected:
+        """A command's checks before its value's range (advances to ``now`` first).
+
+        Unknown component, not an inverter, lifetime, a value that is not finite; what it
+        would be granted if its value is in range.
+        """
         self.advance(now)
         inverter = self._inverters.get(component_id)
         if inverter is None:
@@ -457,12 +512,8 @@ class World:
                 details=f"request_lifetime must be {MIN_LIFETIME_S}..{MAX_LIFETIME_S} s, "
                 f"got {lifetime}",
             )
-        if not math.isfinite(power_w):
-            return Rejected(code="INVALID_ARGUMENT", details=f"power must be finite, got {power_w}")
-        if power_w != 0.0:
-            problem = self._out_of_range(inverter, power_w)
-            if problem:
-                return Rejected(code="OUT_OF_RANGE", details=problem)
+        if not math.isfinite(power):
+            return Rejected(code="INVALID_ARGUMENT", details=f"power must be finite, got {power}")
         return Accepted(lifetime_s=lifetime, until=now + lifetime * self.lifetime_scale)
 
     def _out_of_range(self, inverter: _Inverter, power_w: float) -> str:
@@ -485,6 +536,67 @@ class World:
                 )
         return ""
 
+    # --- reactive power -----------------------------------------------------------------------
+
+    def reactive_power(self, inverter_id: int) -> float:
+        """The reactive power an inverter holds at :attr:`time`, var (0 when none or expired)."""
+        inverter = self._inverters[inverter_id]
+        if inverter.reactive_until <= self.time:
+            if inverter.reactive_var != 0.0:
+                inverter.reactive_var, inverter.reactive_until = 0.0, math.inf
+                self._reactive.pop(inverter_id, None)
+            return 0.0
+        return inverter.reactive_var
+
+    def site_reactive_power(self) -> float:
+        """The sum of all inverters' reactive power, var (what the meter measures)."""
+        return sum(self.reactive_power(iid) for iid in tuple(self._reactive))
+
+    def reactive_ranges(self, inverter_id: int) -> tuple[Range, ...]:
+        """The reactive power an inverter allows, var: ``[-limit, +limit]``."""
+        limit = self._inverters[inverter_id].spec.reactive_limit
+        return ((-limit, limit),)
+
+    def check_reactive(
+        self, component_id: int, power_var: float, lifetime_s: int | None, *, now: float
+    ) -> Accepted | Rejected:
+        """What :meth:`command_reactive` would answer at ``now``; nothing is applied.
+
+        In the order active commands are judged: unknown component, not an inverter, lifetime,
+        a value that is not finite, then outside the reactive limit (``OUT_OF_RANGE``; 0 var is
+        always allowed).
+        """
+        judged = self._check_target(component_id, lifetime_s, power_var, now=now)
+        if isinstance(judged, Rejected):
+            return judged
+        limit = self._inverters[component_id].spec.reactive_limit
+        if power_var != 0.0 and not -limit <= power_var <= limit:
+            return Rejected(
+                code="OUT_OF_RANGE",
+                details=f"{power_var:g} var is outside inverter {component_id}'s reactive "
+                f"range [{-limit:g}, {limit:g}]",
+            )
+        return judged
+
+    def command_reactive(
+        self, component_id: int, power_var: float, lifetime_s: int | None, *, now: float
+    ) -> Accepted | Rejected:
+        """Apply a reactive-power command at ``now`` (the state is advanced to ``now`` first).
+
+        Returns:
+            The setpoint accepted, and until when; or why not, as a gRPC status code name.
+        """
+        result = self.check_reactive(component_id, power_var, lifetime_s, now=now)
+        if isinstance(result, Accepted):
+            inverter = self._inverters[component_id]
+            inverter.reactive_var, inverter.reactive_until = power_var, result.until
+            self._reactive[component_id] = inverter
+        return result
+
+    def next_reactive_expiry(self) -> float:
+        """The earliest instant a reactive setpoint expires (``inf`` when none will)."""
+        return min((i.reactive_until for i in self._reactive.values()), default=math.inf)
+
     # --- telemetry --------------------------------------------------------------------------
 
     def battery_reading(self, battery_id: int, faults: Faults) -> BatteryReading:
@@ -495,24 +607,33 @@ class World:
         capacity = (
             spec.capacity_wh if faults.reported_capacity_wh is None else faults.reported_capacity_wh
         )
+        soc = self.soc(battery_id)
         return BatteryReading(
-            soc_pct=math.nan if "soc" in nan else self.soc(battery_id),
+            soc_pct=math.nan if "soc" in nan else soc,
             soc_bounds=None if faults.missing_bounds else (spec.soc_lower_pct, spec.soc_upper_pct),
             capacity_wh=math.nan if "capacity" in nan else capacity,
             power_w=math.nan if "power" in nan else power,
             power_ranges=None if faults.missing_bounds else (self.battery_bounds(battery_id),),
             states=_battery_states(power, faults),
             errors=_errors(faults),
+            dc_voltage_v=battery_voltage(spec.dc_voltage_v, soc),
+            temperature_c=self._temperature(power, spec.power_limit_w),
         )
 
     def inverter_reading(self, inverter_id: int, faults: Faults) -> InverterReading:
         """What an inverter reports at :attr:`time`."""
         power = self.inverter_power(inverter_id)
+        missing = faults.missing_bounds
         return InverterReading(
             power_w=math.nan if "power" in faults.nan_metrics else power + faults.power_offset_w,
-            power_ranges=None if faults.missing_bounds else self.inverter_ranges(inverter_id),
+            power_ranges=None if missing else self.inverter_ranges(inverter_id),
             states=_states(power, faults),
             errors=_errors(faults),
+            reactive_power_var=self.reactive_power(inverter_id),
+            reactive_ranges=None if missing else self.reactive_ranges(inverter_id),
+            frequency_hz=self.frequency_hz,
+            voltage_v=self.voltage_v,
+            temperature_c=self._temperature(power, self._inverters[inverter_id].spec.power_limit_w),
         )
 
     def line_reading(self, inverter_id: int) -> InverterReading:
@@ -522,13 +643,34 @@ class World:
             power_ranges=None,
             states=(StateCode.READY,),
             errors=(),
+            reactive_power_var=self.reactive_power(inverter_id),
+            frequency_hz=self.frequency_hz,
+            voltage_v=self.voltage_v,
         )
 
     def meter_reading(self) -> InverterReading:
         """What the meter (and the grid connection) reports: the site's total power."""
         return InverterReading(
-            power_w=self.site_power(), power_ranges=None, states=(StateCode.READY,), errors=()
+            power_w=self.site_power(),
+            power_ranges=None,
+            states=(StateCode.READY,),
+            errors=(),
+            reactive_power_var=self.site_reactive_power(),
+            frequency_hz=self.frequency_hz,
+            voltage_v=self.voltage_v,
         )
+
+    def _temperature(self, power: float, limit: float) -> float:
+        """A component's temperature carrying ``power`` with power limit ``limit``, °C."""
+        if limit <= 0.0 or not math.isfinite(power):
+            return self.ambient_c
+        return self.ambient_c + HEATING_C * min(abs(power) / limit, 1.0)
+
+
+def battery_voltage(full_v: float, soc_pct: float) -> float:
+    """A battery's DC voltage at ``soc_pct``: linear from 90 % of ``full_v`` empty to it full."""
+    empty = full_v * EMPTY_VOLTAGE_FRACTION
+    return empty + (full_v - empty) * soc_pct / 100.0
 
 
 def _inside(power_w: float, ranges: Sequence[Range]) -> bool:

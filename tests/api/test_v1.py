@@ -99,3 +99,16 @@ def test_a_reply_without_a_valid_time_is_nan() -> None:
     response = v1.set_power_response(T0)
     response.valid_until.nanos = -1
     assert math.isnan(v1.valid_until(response))
+
+
+def test_the_stream_request_asks_for_the_metrics_read() -> None:
+    # Without a filter a server streams every metric a component has: a site has many.
+    request = v1.stream_request(1001)
+    assert request.component_id == 1001
+    names = {v1.Metric.Name(m) for m in request.filter.metrics}
+    assert names == {
+        "METRIC_BATTERY_SOC_PCT",
+        "METRIC_BATTERY_CAPACITY",
+        "METRIC_DC_POWER",
+        "METRIC_AC_ACTIVE_POWER",
+    }

@@ -72,6 +72,11 @@ class Handler:
         final = {1.0: FinalReply.FAILED, 2.0: FinalReply.OVERRIDDEN, 3.0: FinalReply.NONE}
         return SetPowerOutcome(valid_until=LATER, final=final.get(power_w, FinalReply.SUCCESS))
 
+    async def set_reactive_power(
+        self, component_id: int, power_var: float, lifetime_s: int | None
+    ) -> SetPowerOutcome:
+        return await self.set_power(component_id, power_var, lifetime_s)
+
     async def telemetry(self, component_id: int) -> AsyncIterator[Telemetry]:
         if component_id == 99:
             raise SimAbort("NOT_FOUND", "no component 99")
