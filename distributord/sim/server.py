@@ -90,16 +90,25 @@ from distributord.api.adapter import (
     BatteryTelemetry,
     FinalReply,
     InverterTelemetry,
+    MicrogridInfo,
     SetPowerOutcome,
     SimAbort,
     Telemetry,
 )
+from distributord.core.bounds import Range
 from distributord.core.errors import ScenarioError
 from distributord.core.topology import Category, Component
 from distributord.sim.record import Outcome, Record
 from distributord.sim.scenario import MAX_TELEMETRY_HZ, Faults, Scenario, parse_scenario
 from distributord.sim.servicer import add_servicer
-from distributord.sim.world import Accepted, BatteryReading, InverterReading, Rejected, World
+from distributord.sim.world import (
+    BOUNDED_METRIC,
+    Accepted,
+    BatteryReading,
+    InverterReading,
+    Rejected,
+    World,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -295,6 +304,29 @@ class _Handler:
         self._sim._reachable()
         return self._sim._telemetry(component_id)
 
+    def microgrid(self) -> MicrogridInfo:
+        self._sim._reachable()
+        return self._sim._microgrid
+
+    def sensors(self) -> Sequence[int]:
+        self._sim._reachable()
+        return ()  # the simulated microgrid has none
+
+    def add_bounds(
+        self,
+        component_id: int,
+        metric: str,
+        ranges: Sequence[Range],
+        lifetime_s: int | None,
+        token: str | None,
+    ) -> float:
+        self._sim._reachable()
+        return self._sim._add_bounds(component_id, metric, ranges, lifetime_s, token)
+
+    def clear_bounds(self, component_id: int, metric: str, token: str) -> None:
+        self._sim._reachable()
+        self._sim._clear_bounds(component_id, metric, token)
+
 
 class Simulator:
     """A simulated microgrid on the ``Microgrid`` API, with a thread-safe API for tests.
@@ -355,6 +387,7 @@ class Simulator:
         self.pass_through_ids = tuple(cid for cid, _, _ in scenario.pass_through())
         self.meter_ids = tuple(scenario.meters())
         """Each inverter's own meter (the site meter, id 2, is not among them)."""
+        self._microgrid = _microgrid_info(scenario)
         self._components = tuple(scenario.components())
         self._connections = tuple(scenario.connections())
         self._categories = {cid: component.category for cid, component in self._components}
@@ -677,6 +710,22 @@ class Simulator:
             self._advance()
             return self._world.soc(battery_id)
 
+    def allowed_ranges(self, inverter_id: int) -> tuple[tuple[float, float], ...]:
+        """The power ranges an inverter allows now, its own and added bounds', W.
+
+        Empty when they have nothing in common (0 W is allowed even then); see
+        :meth:`~distributord.sim.world.World.allowed_ranges`.
+        """
+        with self._changed:
+            self._advance()
+            return self._world.allowed_ranges(inverter_id)
+
+    def added_bounds(self, inverter_id: int) -> int:
+        """How many added bounds hold on an inverter now."""
+        with self._changed:
+            self._advance()
+            return len(self._world.added_bounds(inverter_id))
+
     def wait_for(self, predicate: Callable[[Simulator], bool], timeout: float) -> bool:
         """Block until ``predicate(self)`` holds, re-checking after every state change.
 
@@ -725,6 +774,44 @@ class Simulator:
                 reading = self._world.meter_reading()
         neutral = _neutral(component_id, reading, sampled_at + faults.clock_offset_s)
         return neutral if rewrite is None else rewrite(neutral)
+
+    def _add_bounds(
+        self,
+        component_id: int,
+        metric: str,
+        ranges: Sequence[Range],
+        lifetime_s: int | None,
+        token: str | None,
+    ) -> float:
+        """Add bounds (on the loop's thread): until when they hold, Unix time (unscaled)."""
+        with self._changed:
+            result = self._world.add_bounds(
+                component_id,
+                _WORLD_METRICS.get(metric, metric),
+                ranges,
+                lifetime_s,
+                token,
+                now=time.monotonic(),
+                metric_name=_METRIC_NAMES.get(metric, metric),
+            )
+            self._changed.notify_all()
+        if isinstance(result, Rejected):
+            raise SimAbort(result.code, result.details)
+        delay = max(0.0, result.until - time.monotonic()) + _EXPIRY_MARGIN_S
+        asyncio.get_running_loop().call_later(delay, self._on_expiry)
+        logger.info(
+            "bounds added to %d: %s for %d s", component_id, list(ranges), result.lifetime_s
+        )
+        return time.time() + result.lifetime_s
+
+    def _clear_bounds(self, component_id: int, metric: str, token: str) -> None:
+        with self._changed:
+            refused = self._world.clear_bounds(
+                component_id, _WORLD_METRICS.get(metric, metric), token, now=time.monotonic()
+            )
+            self._changed.notify_all()
+        if refused is not None:
+            raise SimAbort(refused.code, refused.details)
 
     def _on_expiry(self) -> None:
         with self._changed:
@@ -1009,6 +1096,29 @@ class _RewriteInterceptor(grpc.aio.ServerInterceptor):
             return serialize(response if rewrite is None else rewrite(version, response))
 
         return handler._replace(response_serializer=rewritten)
+
+
+_WORLD_METRICS = {"ac_power": BOUNDED_METRIC}
+"""The adapters' names of metrics (``api.adapter.BOUNDS_METRICS``) as the world's."""
+
+_METRIC_NAMES = {"ac_power": "AC active power", "dc_power": "DC power"}
+"""How a refusal names the metrics the adapters name for us."""
+
+
+def _microgrid_info(scenario: Scenario) -> MicrogridInfo:
+    spec = scenario.microgrid
+    return MicrogridInfo(
+        id=spec.id,
+        enterprise_id=spec.enterprise_id,
+        name=spec.name,
+        latitude=spec.latitude,
+        longitude=spec.longitude,
+        country_code=spec.country_code,
+        delivery_area_code=spec.delivery_area_code,
+        delivery_area_code_type=spec.delivery_area_code_type,
+        status=spec.status,
+        created_at=spec.created_at.timestamp(),
+    )
 
 
 def _wake(streams: Iterable[_Stream]) -> None:

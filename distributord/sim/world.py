@@ -42,6 +42,19 @@ assert exact numbers.
   voltage to 90 % of it; a component carrying power is warmer than the ambient temperature,
   by up to :data:`HEATING_C` at its power limit. The per-phase samples are the adapters'
   (``api.common``): a reading carries only these quantities, so that a tick stays cheap.
+* **Added bounds restrict an inverter's own** (``AugmentElectricalComponentBounds``, v1
+  ``AddComponentBounds``; :meth:`World.add_bounds`). A client adds inclusion bounds for an
+  inverter's AC active power: its ranges, overlapping ones merged into one (the proto's
+  ``[[0, 10], [5, 15], [20, 30]]`` → ``[[0, 15], [20, 30]]``), are one *contribution*, kept
+  under the request's token (a later request with the same token replaces it at once) or
+  under none (each request its own), until its lifetime (5..900 s, default 5 s, ×
+  ``lifetime_scale``) ends. The inverter then allows what its own ranges **and every
+  contribution** allow (an intersection: a client narrows what a component does, it never
+  widens its hardware's limits), and 0 W always. Those ranges are the ones its telemetry
+  reports and its commands are judged against; a setpoint held outside them is brought to
+  the nearest allowed power at once ("the system will try to bring it back within the
+  bounds"), and stays there when the bounds go. Contributions expire in :meth:`World.advance`
+  like setpoints; clearing (:meth:`World.clear_bounds`) removes one at once.
 * **Readings apply telemetry faults** (NaN metrics, missing bounds, error state), so what a
   component reports is decided here, and testable, while the wire encoding is the adapters'.
   A pass-through component (breaker, precharger, ...), and an inverter's own meter, report
@@ -58,7 +71,7 @@ Pure: no IO, no clock, no grpc.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import attrs
 
@@ -83,6 +96,18 @@ MIN_LIFETIME_S = 10
 
 MAX_LIFETIME_S = 900
 """The longest ``request_lifetime`` the API accepts."""
+
+DEFAULT_BOUNDS_LIFETIME_S = 5
+"""How long added bounds hold when the request does not say (the proto's default)."""
+
+MIN_BOUNDS_LIFETIME_S = 5
+"""The shortest lifetime of added bounds the API accepts."""
+
+MAX_BOUNDS_LIFETIME_S = 900
+"""The longest lifetime of added bounds the API accepts (15 minutes)."""
+
+BOUNDED_METRIC = "ac_power"
+"""The one metric whose bounds a client can add: an inverter's AC active power."""
 
 _PCT_PER_WS = 100.0 / 3600.0
 """SoC % per second for 1 W into 1 Wh of capacity."""
@@ -175,6 +200,19 @@ class InverterReading:
     temperature_c: float | None = None
 
 
+@attrs.frozen(kw_only=True)
+class Contribution:
+    """Bounds a client added to an inverter's AC active power.
+
+    Attributes:
+        ranges: The allowed ranges, merged, ascending (``±inf`` for an open end).
+        until: When they expire (the world's clock).
+    """
+
+    ranges: tuple[tuple[float, float], ...]
+    until: float
+
+
 @attrs.define
 class _Battery:
     spec: BatterySpec
@@ -246,6 +284,10 @@ class World:
         self._producing = [i for i in self._inverters.values() if i.spec.pv_power_w > 0]
         # Inverters with a reactive setpoint that may still hold (dropped when read expired).
         self._reactive: dict[int, _Inverter] = {}
+        # Added bounds: inverter id -> token (an int for a request without one) -> bounds.
+        self._added: dict[int, dict[str | int, Contribution]] = {}
+        self._anonymous = 0  # the last key given to a contribution without a token
+        self._next_bounds_expiry = math.inf  # the earliest ``until`` in _added
 
     # --- time -------------------------------------------------------------------------------
 
@@ -262,6 +304,8 @@ class World:
         if now <= self.time:
             return []
         self.time = now
+        if now >= self._next_bounds_expiry:
+            self._expire_bounds(now)
         if now < self._next_expiry:
             return []
         expired = [iid for iid, inverter in self._holding.items() if inverter.until <= now]
@@ -367,7 +411,7 @@ class World:
         upper = 0.0 if battery.soc >= spec.soc_upper_pct else spec.power_limit_w
         return lower, upper
 
-    def inverter_ranges(self, inverter_id: int) -> tuple[Range, ...]:
+    def inverter_ranges(self, inverter_id: int) -> tuple[tuple[float, float], ...]:
         """The power ranges an inverter allows, W (0 W is always allowed too)."""
         spec = self._inverters[inverter_id].spec
         limit, exclusion = spec.power_limit_w, spec.exclusion_w
@@ -376,6 +420,173 @@ class World:
         if exclusion > 0:
             return ((-limit, -exclusion), (exclusion, limit))
         return ((-limit, limit),)
+
+    def allowed_ranges(self, inverter_id: int) -> tuple[tuple[float, float], ...]:
+        """The power ranges an inverter allows now: its own and every added bounds', W.
+
+        Ascending and disjoint; empty when they have nothing in common (0 W is allowed even
+        then). Without added bounds, :meth:`inverter_ranges`.
+        """
+        own = self.inverter_ranges(inverter_id)
+        added = self._added.get(inverter_id)
+        if not added:
+            return own
+        allowed = own
+        for contribution in added.values():
+            allowed = intersect(allowed, contribution.ranges)
+        return allowed
+
+    # --- added bounds -------------------------------------------------------------------------
+
+    def add_bounds(
+        self,
+        component_id: int,
+        metric: str,
+        ranges: Sequence[Range],
+        lifetime_s: int | None,
+        token: str | None,
+        *,
+        now: float,
+        metric_name: str = "",
+    ) -> Accepted | Rejected:
+        """Add bounds to a component's metric at ``now`` (see the module docstring).
+
+        Judged in this order: unknown component (``NOT_FOUND``), a metric other than an
+        inverter's AC active power, a lifetime outside 5..900 s, no ranges, a range with a nan
+        end or inverted (each ``INVALID_ARGUMENT``).
+
+        Args:
+            component_id: The component.
+            metric: Our name of the metric (:data:`BOUNDED_METRIC` is the one accepted).
+            ranges: The inclusion ranges (``None``: an open end).
+            lifetime_s: How long they hold, s; ``None`` when the request left it out (5 s).
+            token: The request's bounds token: replaces the contribution under the same token
+                for this component; ``None`` (or empty): a contribution of its own.
+            now: The current time.
+            metric_name: How the request's version names the metric, for the refusal's text.
+
+        Returns:
+            Until when they hold (``now`` + lifetime × ``lifetime_scale``), or why not.
+        """
+        self.advance(now)
+        name = metric_name or metric
+        inverter = self._inverters.get(component_id)
+        if inverter is None:
+            if component_id in self._batteries or component_id in self._others:
+                return Rejected(
+                    code="INVALID_ARGUMENT",
+                    details=f"bounds of {name} of component {component_id} are not simulated: "
+                    "only an inverter's AC active power takes added bounds",
+                )
+            return Rejected(code="NOT_FOUND", details=f"no component {component_id}")
+        if metric != BOUNDED_METRIC:
+            return Rejected(
+                code="INVALID_ARGUMENT",
+                details=f"bounds of {name} of inverter {component_id} are not simulated: only "
+                "its AC active power takes added bounds",
+            )
+        lifetime = DEFAULT_BOUNDS_LIFETIME_S if lifetime_s is None else lifetime_s
+        if not MIN_BOUNDS_LIFETIME_S <= lifetime <= MAX_BOUNDS_LIFETIME_S:
+            return Rejected(
+                code="INVALID_ARGUMENT",
+                details=f"request_lifetime must be {MIN_BOUNDS_LIFETIME_S}.."
+                f"{MAX_BOUNDS_LIFETIME_S} s, got {lifetime}",
+            )
+        if not ranges:
+            return Rejected(code="INVALID_ARGUMENT", details="no bounds given")
+        closed: list[tuple[float, float]] = []
+        for index, (lower, upper) in enumerate(ranges):
+            low = -math.inf if lower is None else lower
+            high = math.inf if upper is None else upper
+            if (
+                math.isnan(low)
+                or math.isnan(high)
+                or low > high
+                or low == math.inf
+                or (high == -math.inf)
+            ):
+                return Rejected(
+                    code="INVALID_ARGUMENT",
+                    details=f"bounds[{index}] is not a range: lower {lower!r}, upper {upper!r}",
+                )
+            closed.append((low, high))
+        until = now + lifetime * self.lifetime_scale
+        added = self._added.setdefault(component_id, {})
+        if token:
+            key: str | int = token
+        else:
+            self._anonymous += 1
+            key = self._anonymous
+        added[key] = Contribution(ranges=merge(closed), until=until)
+        self._next_bounds_expiry = min(self._next_bounds_expiry, until)
+        self._bring_within(inverter, now)
+        return Accepted(lifetime_s=lifetime, until=until)
+
+    def clear_bounds(
+        self, component_id: int, metric: str, token: str, *, now: float, metric_name: str = ""
+    ) -> Rejected | None:
+        """Remove the bounds added under ``token`` to a component's metric, at ``now``.
+
+        Bounds that do not exist (another token, expired, never added) are no error: nothing
+        changes, as the proto says.
+
+        Returns:
+            ``None``, or ``NOT_FOUND`` for an unknown component.
+        """
+        self.advance(now)
+        if component_id not in self._inverters:
+            if component_id in self._batteries or component_id in self._others:
+                return None  # no component but an inverter has added bounds: nothing to clear
+            return Rejected(code="NOT_FOUND", details=f"no component {component_id}")
+        added = self._added.get(component_id)
+        if metric == BOUNDED_METRIC and added is not None and token in added:
+            del added[token]
+            if not added:
+                del self._added[component_id]
+            self._next_bounds_expiry = self._earliest_bounds_expiry()
+        return None
+
+    def added_bounds(self, component_id: int) -> list[Contribution]:
+        """The bounds added to a component that hold at :attr:`time`, oldest first."""
+        return list(self._added.get(component_id, {}).values())
+
+    def _expire_bounds(self, now: float) -> None:
+        for inverter_id in list(self._added):
+            added = self._added[inverter_id]
+            for key in [k for k, c in added.items() if c.until <= now]:
+                del added[key]
+            if not added:
+                del self._added[inverter_id]
+        self._next_bounds_expiry = self._earliest_bounds_expiry()
+
+    def _earliest_bounds_expiry(self) -> float:
+        return min(
+            (c.until for added in self._added.values() for c in added.values()), default=math.inf
+        )
+
+    def next_bounds_expiry(self) -> float:
+        """The earliest instant added bounds expire (``inf`` when none will)."""
+        return self._next_bounds_expiry
+
+    def _bring_within(self, inverter: _Inverter, now: float) -> None:
+        """Move a held setpoint outside the allowed ranges to the nearest allowed power."""
+        power = inverter.setpoint_w
+        if power == 0.0 or inverter.spec.id not in self._holding:
+            return
+        ranges = self.allowed_ranges(inverter.spec.id)
+        if _inside(power, ranges):
+            return
+        nearest = min(
+            (min(max(power, low), high) for low, high in ranges),
+            key=lambda allowed: abs(allowed - power),
+            default=0.0,
+        )
+        if abs(nearest) > abs(power) or (nearest > 0) != (power > 0):
+            nearest = 0.0  # never more power, nor the other way, than was asked for
+        for battery in inverter.batteries:
+            self._sync(battery)
+        self.record.change(inverter.spec.id, at=now, to_w=nearest, until=inverter.until)
+        inverter.setpoint_w = nearest
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -519,7 +730,7 @@ class World:
     def _out_of_range(self, inverter: _Inverter, power_w: float) -> str:
         if _is_pv(inverter) and power_w > 0:
             return f"inverter {inverter.spec.id} is a PV inverter: it cannot consume {power_w:g} W"
-        ranges = self.inverter_ranges(inverter.spec.id)
+        ranges = self.allowed_ranges(inverter.spec.id)
         if not _inside(power_w, ranges):
             return f"{power_w:g} W is outside inverter {inverter.spec.id}'s ranges {list(ranges)}"
         if _is_pv(inverter):
@@ -626,7 +837,7 @@ class World:
         missing = faults.missing_bounds
         return InverterReading(
             power_w=math.nan if "power" in faults.nan_metrics else power + faults.power_offset_w,
-            power_ranges=None if missing else self.inverter_ranges(inverter_id),
+            power_ranges=None if missing else self._reported_ranges(inverter_id),
             states=_states(power, faults),
             errors=_errors(faults),
             reactive_power_var=self.reactive_power(inverter_id),
@@ -635,6 +846,10 @@ class World:
             voltage_v=self.voltage_v,
             temperature_c=self._temperature(power, self._inverters[inverter_id].spec.power_limit_w),
         )
+
+    def _reported_ranges(self, inverter_id: int) -> tuple[Range, ...]:
+        # Nothing in common: 0 W is all it allows (an empty list would say "unknown").
+        return self.allowed_ranges(inverter_id) or ((0.0, 0.0),)
 
     def line_reading(self, inverter_id: int) -> InverterReading:
         """What a pass-through component in an inverter's chain reports: the power it passes."""
@@ -671,6 +886,30 @@ def battery_voltage(full_v: float, soc_pct: float) -> float:
     """A battery's DC voltage at ``soc_pct``: linear from 90 % of ``full_v`` empty to it full."""
     empty = full_v * EMPTY_VOLTAGE_FRACTION
     return empty + (full_v - empty) * soc_pct / 100.0
+
+
+def merge(ranges: Iterable[tuple[float, float]]) -> tuple[tuple[float, float], ...]:
+    """Closed ranges as a union: ascending, overlapping or touching ones merged into one."""
+    merged: list[tuple[float, float]] = []
+    for low, high in sorted(ranges):
+        if merged and low <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return tuple(merged)
+
+
+def intersect(
+    first: Iterable[tuple[float, float]], second: Iterable[tuple[float, float]]
+) -> tuple[tuple[float, float], ...]:
+    """What two unions of closed ranges both allow, merged (empty when nothing)."""
+    second = tuple(second)
+    return merge(
+        (max(a_low, b_low), min(a_high, b_high))
+        for a_low, a_high in first
+        for b_low, b_high in second
+        if max(a_low, b_low) <= min(a_high, b_high)
+    )
 
 
 def _inside(power_w: float, ranges: Sequence[Range]) -> bool:
