@@ -281,6 +281,10 @@ class SimHandler(Protocol):
         """Remove the bounds added under ``token`` (none such: nothing happens)."""
         ...
 
+    def control(self, component_id: int, action: str) -> None:
+        """Switch a component: ``"start"``, ``"standby"``, ``"stop"``, or ``"ack"`` its error."""
+        ...
+
     def components(self) -> Sequence[tuple[int, Component]]:
         """Every component: id and what it is."""
         ...

@@ -59,7 +59,7 @@ from collections.abc import AsyncIterator, Callable, Container, Iterable, Mappin
 from typing import Any
 
 import attrs
-from google.protobuf import message_factory
+from google.protobuf import empty_pb2, message_factory
 
 from distributord.api.adapter import (
     BatteryTelemetry,
@@ -878,6 +878,21 @@ def bounds_metric(number: int, ours: Mapping[int, str], enum: Any) -> str:
 def ranges_of(bounds: Iterable[Any]) -> list[Range]:
     """A request's ``Bounds`` as ranges (``None`` for an absent end)."""
     return [_range(b) for b in bounds]
+
+
+def control(handler: SimHandler, action: str) -> Callable[[Any], Any]:
+    """A served method that switches the component its request names; it answers ``Empty``.
+
+    ``action`` is ``"start"``, ``"standby"``, ``"stop"`` or ``"ack"``. Every version's request
+    names the component in its one field (``electrical_component_id`` or ``component_id``).
+    """
+
+    async def switch(request: Any) -> Any:
+        [field] = request.DESCRIPTOR.fields
+        handler.control(getattr(request, field.name), action)
+        return empty_pb2.Empty()
+
+    return switch
 
 
 def sensors_wanted(handler: SimHandler, ids: Iterable[int]) -> list[int]:

@@ -58,6 +58,7 @@ from distributord.api.common import (
     bounds_metric,
     category_from_name,
     category_name,
+    control,
     enum_names,
     fill_microgrid,
     fill_sample,
@@ -155,6 +156,14 @@ SIM_METRIC_NUMBERS = metric_numbers(Metric, "METRIC_")
 """Each metric the simulator streams (neutral name, v1's own) to its number."""
 
 _SIM_METRIC_NAMES = {number: name for name, number in SIM_METRIC_NUMBERS.items()}
+
+_CONTROLS = {
+    "StartComponent": "start",
+    "PutComponentInStandby": "standby",
+    "StopComponent": "stop",
+    "AckComponentError": "ack",
+}
+"""The methods that switch a component, and what each asks the simulator to do."""
 
 _BOUNDS_METRICS = {DIALECT.ac_power: "ac_power", DIALECT.dc_power: "dc_power"}
 """The metrics an ``AddComponentBounds`` may name that we have names for."""
@@ -485,6 +494,7 @@ def _serve_site(handler: SimHandler) -> dict[str, Served]:
         "ListSensors": list_sensors,
         "ReceiveSensorDataStream": receive_sensor_data_stream,
         "AddComponentBounds": add_component_bounds,
+        **{name: control(handler, action) for name, action in _CONTROLS.items()},
     }
 
 

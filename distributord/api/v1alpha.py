@@ -99,6 +99,7 @@ from distributord.api.common import (
     bounds_metric,
     category_from_name,
     category_name,
+    control,
     end_call,
     enum_names,
     fill_microgrid,
@@ -244,6 +245,14 @@ _STREAMED_METRICS = sorted(set(_METRICS.values()))
 component leaves out what it does not have; the rest of a site's many metrics stay home)."""
 
 _STATUS_PREFIX = "SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_"
+
+_CONTROLS = {
+    "StartElectricalComponent": "start",
+    "PutElectricalComponentInStandby": "standby",
+    "StopElectricalComponent": "stop",
+    "AckElectricalComponentError": "ack",
+}
+"""The methods that switch a component, and what each asks the simulator to do."""
 
 _BOUNDS_METRICS = {DIALECT.ac_power: "ac_power", DIALECT.dc_power: "dc_power"}
 """The metrics a bounds request may name that we have names for (any other is refused)."""
@@ -727,6 +736,7 @@ class AlphaAdapter:
             "ReceiveSensorTelemetryStream": receive_sensor_telemetry_stream,
             "AugmentElectricalComponentBounds": augment_electrical_component_bounds,
             "ClearElectricalComponentBounds": clear_electrical_component_bounds,
+            **{name: control(handler, action) for name, action in _CONTROLS.items()},
         }
 
 

@@ -327,6 +327,10 @@ class _Handler:
         self._sim._reachable()
         self._sim._clear_bounds(component_id, metric, token)
 
+    def control(self, component_id: int, action: str) -> None:
+        self._sim._reachable()
+        self._sim._control(component_id, action)
+
 
 class Simulator:
     """A simulated microgrid on the ``Microgrid`` API, with a thread-safe API for tests.
@@ -812,6 +816,31 @@ class Simulator:
             self._changed.notify_all()
         if refused is not None:
             raise SimAbort(refused.code, refused.details)
+
+    def _control(self, component_id: int, action: str) -> None:
+        """Start, put in standby, stop a component or acknowledge its error (any thread)."""
+        with self._changed:
+            now = time.monotonic()
+            if action == "ack":
+                faults = self._faults.get(component_id, _NO_FAULTS)
+                refused = self._world.acknowledge(component_id, error=faults.error_state, now=now)
+                if refused is None and faults.error_state:
+                    self._faults[component_id] = attrs.evolve(faults, error_state=False)
+            else:
+                refused = self._world.control(component_id, action, now=now)
+            self._changed.notify_all()
+        if refused is not None:
+            raise SimAbort(refused.code, refused.details)
+        logger.info("component %d: %s", component_id, action)
+
+    def mode(self, component_id: int) -> str:
+        """How far an inverter or a battery is switched on (:class:`~.world.Mode`'s value).
+
+        Raises:
+            KeyError: Not an inverter or a battery.
+        """
+        with self._changed:
+            return self._world.mode(component_id).value
 
     def _on_expiry(self) -> None:
         with self._changed:

@@ -65,11 +65,26 @@ assert exact numbers.
   allows ``[-limit, 0]`` and refuses to consume. A hybrid inverter's power is its battery's
   minus its PV's production. So the site meter sees the PV whether anyone commands it or not.
 
+* **Inverters and batteries start, stand by and stop** (``StartElectricalComponent``,
+  ``PutElectricalComponentInStandby``, ``StopElectricalComponent``, v1 ``StartComponent`` ...;
+  :meth:`World.control`), as the proto describes, in a simple :class:`Mode`: an inverter that
+  starts, stands by or stops drops its setpoints (0 W, recorded as a change, and 0 var); in
+  standby it reports ``STANDBY`` and the next command brings it back (as the proto says a
+  set-power call may); stopped it reports ``OFF`` with bounds ``[0, 0]`` and refuses every
+  command, active or reactive (``FAILED_PRECONDITION``), until it is started. Standby needs
+  a running inverter (its relays closed), else ``FAILED_PRECONDITION``. A battery stops only
+  at 0 W (else
+  ``FAILED_PRECONDITION``): then its DC relay is open (``OFF``, ``RELAY_OPEN``, bounds
+  ``[0, 0]``: it takes no power) until it is started. A battery has no standby, and the
+  simulator switches no other component (``INVALID_ARGUMENT``). Acknowledging an error
+  (:meth:`World.acknowledge`) brings an inverter or battery that had one to stopped.
+
 Pure: no IO, no clock, no grpc.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Iterable, Sequence
 
@@ -213,6 +228,21 @@ class Contribution:
     until: float
 
 
+class Mode(enum.StrEnum):
+    """How far an inverter or a battery is switched on (see the module docstring)."""
+
+    RUNNING = "running"
+    """Relays closed: it takes setpoints (an inverter) or power (a battery)."""
+    STANDBY = "standby"
+    """An inverter's AC relays open, at 0 W; a start or the next command brings it back."""
+    STOPPED = "stopped"
+    """DC relays open (cold standby): it takes nothing until it is started."""
+
+
+CONTROLS = frozenset({"start", "standby", "stop"})
+"""What :meth:`World.control` does: the proto's start, put in standby and stop."""
+
+
 @attrs.define
 class _Battery:
     spec: BatterySpec
@@ -220,6 +250,7 @@ class _Battery:
     time: float
     """The instant :attr:`soc` describes (at most :attr:`World.time`; see ``World._sync``)."""
     inverters: list[_Inverter] = attrs.field(factory=list)
+    mode: Mode = Mode.RUNNING
 
 
 @attrs.define
@@ -230,6 +261,7 @@ class _Inverter:
     until: float = math.inf
     reactive_var: float = 0.0
     reactive_until: float = math.inf
+    mode: Mode = Mode.RUNNING
 
 
 class World:
@@ -359,6 +391,8 @@ class World:
         return sum(self._share(inverter, at) for inverter in battery.inverters)
 
     def _battery_power(self, battery: _Battery, at: float) -> float:
+        if battery.mode is Mode.STOPPED:  # its DC relay is open
+            return 0.0
         spec = battery.spec
         limit = spec.power_limit_w
         power = min(max(self._requested(battery, at), -limit), limit)
@@ -380,6 +414,8 @@ class World:
         (``with_pv=False``: its battery's only, the part its setpoint governs).
         """
         inverter = self._inverters[inverter_id]
+        if inverter.mode is not Mode.RUNNING:  # its relays are open
+            return 0.0
         produced = inverter.spec.pv_power_w
         if _is_pv(inverter):
             holds = self.time < inverter.until < math.inf  # a setpoint given and not expired
@@ -406,6 +442,8 @@ class World:
     def battery_bounds(self, battery_id: int) -> tuple[float, float]:
         """``(lower, upper)`` power a battery allows at :attr:`time`, W."""
         battery = self._sync(self._batteries[battery_id])
+        if battery.mode is Mode.STOPPED:
+            return 0.0, 0.0
         spec = battery.spec
         lower = 0.0 if battery.soc <= spec.soc_lower_pct else -spec.power_limit_w
         upper = 0.0 if battery.soc >= spec.soc_upper_pct else spec.power_limit_w
@@ -588,6 +626,110 @@ class World:
         self.record.change(inverter.spec.id, at=now, to_w=nearest, until=inverter.until)
         inverter.setpoint_w = nearest
 
+    # --- start, standby, stop -------------------------------------------------------------------
+
+    def mode(self, component_id: int) -> Mode:
+        """How far an inverter or a battery is switched on.
+
+        Raises:
+            KeyError: Not an inverter or a battery.
+        """
+        switched = self._inverters.get(component_id) or self._batteries.get(component_id)
+        if switched is None:
+            raise KeyError(f"no inverter or battery {component_id}")
+        return switched.mode
+
+    def control(self, component_id: int, action: str, *, now: float) -> Rejected | None:
+        """Start, put in standby or stop a component at ``now`` (see the module docstring).
+
+        Args:
+            component_id: The component.
+            action: One of :data:`CONTROLS`.
+            now: The current time.
+
+        Returns:
+            ``None`` when done (or already so); else why not: ``NOT_FOUND`` (no such
+            component), ``INVALID_ARGUMENT`` (a component the simulator does not switch, a
+            battery's standby), ``FAILED_PRECONDITION`` (standby of an inverter that is
+            stopped, stopping a battery that carries power).
+        """
+        if action not in CONTROLS:
+            raise ValueError(f"action must be one of {sorted(CONTROLS)}, got {action!r}")
+        self.advance(now)
+        inverter = self._inverters.get(component_id)
+        if inverter is not None:
+            if action == "standby" and inverter.mode is Mode.STOPPED:
+                return Rejected(
+                    code="FAILED_PRECONDITION",
+                    details=f"inverter {component_id} is stopped (its relays are open): "
+                    "start it before putting it in standby",
+                )
+            self._drop_setpoint(inverter, now)
+            inverter.mode = {"start": Mode.RUNNING, "standby": Mode.STANDBY}.get(
+                action, Mode.STOPPED
+            )
+            return None
+        battery = self._batteries.get(component_id)
+        if battery is not None:
+            if action == "standby":
+                return Rejected(
+                    code="INVALID_ARGUMENT",
+                    details=f"battery {component_id} has no standby: stop it instead",
+                )
+            if action == "stop" and self.battery_power(component_id) != 0.0:
+                return Rejected(
+                    code="FAILED_PRECONDITION",
+                    details=f"battery {component_id} carries "
+                    f"{self.battery_power(component_id):g} W: it stops at 0 W only",
+                )
+            battery.mode = Mode.RUNNING if action == "start" else Mode.STOPPED
+            return None
+        if component_id in self._others:
+            return Rejected(
+                code="INVALID_ARGUMENT",
+                details=f"component {component_id} is not switched by the simulator: only "
+                "inverters and batteries start, stop and stand by",
+            )
+        return Rejected(code="NOT_FOUND", details=f"no component {component_id}")
+
+    def acknowledge(self, component_id: int, *, error: bool, now: float) -> Rejected | None:
+        """Acknowledge a component's error at ``now``: one that had an error is stopped.
+
+        Args:
+            component_id: The component.
+            error: Whether it reports an error now (the faults' error state is the server's).
+            now: The current time.
+
+        Returns:
+            ``None``; ``NOT_FOUND`` for no such component.
+        """
+        if (
+            component_id not in self._inverters
+            and component_id not in self._batteries
+            and component_id not in self._others
+        ):
+            return Rejected(code="NOT_FOUND", details=f"no component {component_id}")
+        if error and component_id not in self._others:
+            self.advance(now)
+            inverter = self._inverters.get(component_id)
+            if inverter is not None:
+                self._drop_setpoint(inverter, now)
+                inverter.mode = Mode.STOPPED
+            else:
+                self._batteries[component_id].mode = Mode.STOPPED
+        return None
+
+    def _drop_setpoint(self, inverter: _Inverter, now: float) -> None:
+        """An inverter's power goes to 0 at ``now`` (recorded when it held a setpoint)."""
+        for battery in inverter.batteries:
+            self._sync(battery)  # the power changes now: integrate the old power up to here
+        if self._holding.pop(inverter.spec.id, None) is not None:
+            self.record.change(inverter.spec.id, at=now, to_w=0.0, until=math.inf)
+            self._next_expiry = self.next_expiry()
+        inverter.setpoint_w, inverter.until = 0.0, math.inf
+        self._reactive.pop(inverter.spec.id, None)  # its reactive power goes to 0 var too
+        inverter.reactive_var, inverter.reactive_until = 0.0, math.inf
+
     # --- commands ---------------------------------------------------------------------------
 
     def command(
@@ -646,6 +788,7 @@ class World:
         for battery in inverter.batteries:
             self._sync(battery)  # the power changes now: integrate the old power up to here
         self.record.change(component_id, at=now, to_w=power_w, until=result.until)
+        inverter.mode = Mode.RUNNING  # a command brings an inverter in standby back
         inverter.setpoint_w = power_w
         inverter.until = result.until
         self._holding[component_id] = inverter
@@ -725,6 +868,11 @@ class World:
             )
         if not math.isfinite(power):
             return Rejected(code="INVALID_ARGUMENT", details=f"power must be finite, got {power}")
+        if inverter.mode is Mode.STOPPED:
+            return Rejected(
+                code="FAILED_PRECONDITION",
+                details=f"inverter {component_id} is stopped: start it first",
+            )
         return Accepted(lifetime_s=lifetime, until=now + lifetime * self.lifetime_scale)
 
     def _out_of_range(self, inverter: _Inverter, power_w: float) -> str:
@@ -800,6 +948,7 @@ class World:
         result = self.check_reactive(component_id, power_var, lifetime_s, now=now)
         if isinstance(result, Accepted):
             inverter = self._inverters[component_id]
+            inverter.mode = Mode.RUNNING  # a command brings an inverter in standby back
             inverter.reactive_var, inverter.reactive_until = power_var, result.until
             self._reactive[component_id] = inverter
         return result
@@ -825,7 +974,9 @@ class World:
             capacity_wh=math.nan if "capacity" in nan else capacity,
             power_w=math.nan if "power" in nan else power,
             power_ranges=None if faults.missing_bounds else (self.battery_bounds(battery_id),),
-            states=_battery_states(power, faults),
+            states=_switched(
+                self._batteries[battery_id].mode, faults, _battery_states(power, faults)
+            ),
             errors=_errors(faults),
             dc_voltage_v=battery_voltage(spec.dc_voltage_v, soc),
             temperature_c=self._temperature(power, spec.power_limit_w),
@@ -838,7 +989,7 @@ class World:
         return InverterReading(
             power_w=math.nan if "power" in faults.nan_metrics else power + faults.power_offset_w,
             power_ranges=None if missing else self._reported_ranges(inverter_id),
-            states=_states(power, faults),
+            states=_switched(self._inverters[inverter_id].mode, faults, _states(power, faults)),
             errors=_errors(faults),
             reactive_power_var=self.reactive_power(inverter_id),
             reactive_ranges=None if missing else self.reactive_ranges(inverter_id),
@@ -849,6 +1000,8 @@ class World:
 
     def _reported_ranges(self, inverter_id: int) -> tuple[Range, ...]:
         # Nothing in common: 0 W is all it allows (an empty list would say "unknown").
+        if self._inverters[inverter_id].mode is Mode.STOPPED:
+            return ((0.0, 0.0),)
         return self.allowed_ranges(inverter_id) or ((0.0, 0.0),)
 
     def line_reading(self, inverter_id: int) -> InverterReading:
@@ -917,6 +1070,17 @@ def _inside(power_w: float, ranges: Sequence[Range]) -> bool:
         (lower is None or lower <= power_w) and (upper is None or power_w <= upper)
         for lower, upper in ranges
     )
+
+
+def _switched(mode: Mode, faults: Faults, states: tuple[StateCode, ...]) -> tuple[StateCode, ...]:
+    """A running component's states as its mode changes them (an error state stays)."""
+    if mode is Mode.RUNNING or faults.error_state:
+        return states
+    if mode is Mode.STANDBY:
+        return (StateCode.STANDBY,)
+    if StateCode.RELAY_CLOSED in states:  # a battery: its DC relay is open
+        return (StateCode.OFF, StateCode.RELAY_OPEN)
+    return (StateCode.OFF,)
 
 
 def _is_pv(inverter: _Inverter) -> bool:

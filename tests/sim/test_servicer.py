@@ -74,6 +74,7 @@ class Handler:
         self.bounds: list[tuple[int, str, tuple[Range, ...], int | None, str | None]] = []
         self.cleared: list[tuple[int, str, str]] = []
         self.site = MICROGRID
+        self.switched: list[tuple[int, str]] = []
 
     def components(self) -> Sequence[tuple[int, Component]]:
         return COMPONENTS
@@ -118,6 +119,11 @@ class Handler:
 
     def clear_bounds(self, component_id: int, metric: str, token: str) -> None:
         self.cleared.append((component_id, metric, token))
+
+    def control(self, component_id: int, action: str) -> None:
+        if component_id == 99:
+            raise SimAbort("NOT_FOUND", "no component 99")
+        self.switched.append((component_id, action))
 
     async def telemetry(self, component_id: int) -> AsyncIterator[Telemetry]:
         if component_id == 99:
@@ -523,3 +529,38 @@ def test_v1_refuses_a_validity_duration_it_does_not_define() -> None:
         assert handler.bounds == []
 
     serve(VERSIONS[2], test)
+
+
+CONTROLS = {
+    "v1": {
+        "StartComponent": "start",
+        "PutComponentInStandby": "standby",
+        "StopComponent": "stop",
+        "AckComponentError": "ack",
+    },
+    "alpha": {
+        "StartElectricalComponent": "start",
+        "PutElectricalComponentInStandby": "standby",
+        "StopElectricalComponent": "stop",
+        "AckElectricalComponentError": "ack",
+    },
+}
+
+
+@versions
+def test_start_standby_stop_and_ack_reach_the_handler_with_their_component(
+    version: Version,
+) -> None:
+    controls = CONTROLS["v1" if version.name == "v1" else "alpha"]
+
+    async def test(adapter: Adapter, stub: Any, handler: Handler) -> None:
+        for offset, name in enumerate(controls):
+            request: Any = next(r.request for r in adapter.rpcs if r.name == name)
+            [field] = request.DESCRIPTOR.fields
+            await getattr(stub, name)(request(**{field.name: 10 + offset}))
+        assert handler.switched == [(10, "start"), (11, "standby"), (12, "stop"), (13, "ack")]
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await getattr(stub, next(iter(controls)))(request(**{field.name: 99}))
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+    serve(version, test)

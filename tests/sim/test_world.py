@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from distributord.core.model import StateCode
 from distributord.sim.record import Change, Command, Expiry, Outcome
 from distributord.sim.scenario import BatterySpec, Faults, InverterSpec, Scenario
-from distributord.sim.world import Accepted, Rejected, World, intersect, merge
+from distributord.sim.world import Accepted, Mode, Rejected, World, intersect, merge
 
 # 3600 W into 10 kWh moves the SoC by 0.01 %/s at speed 1: round numbers throughout.
 RATE_PCT_PER_S = 0.01
@@ -677,3 +677,119 @@ def test_intersect_and_merge_keep_exactly_the_points_both_allow(
     for (_, high), (low, _) in itertools.pairwise(both):
         assert high < low  # ascending, disjoint, not touching
     assert all(low <= high for low, high in both)
+
+
+# --- start, standby, stop, acknowledge -------------------------------------------------------
+
+
+def test_a_stopped_inverter_drops_its_setpoint_reports_off_and_refuses_until_started() -> None:
+    world = one_pair()
+    world.command(2001, 2000.0, 60, now=0.0)
+    assert world.control(2001, "stop", now=10.0) is None
+    assert world.mode(2001) is Mode.STOPPED
+    assert world.inverter_power(2001) == 0.0
+    world.advance(20.0)
+    assert world.soc(1001) == pytest.approx(50.0 + 10 * 2000.0 / 3600.0 * RATE_PCT_PER_S)
+    reading = world.inverter_reading(2001, Faults())
+    assert (reading.states, reading.power_ranges) == ((StateCode.OFF,), ((0.0, 0.0),))
+    for power in (1000.0, 0.0):
+        refused = world.command(2001, power, 60, now=21.0)
+        assert refused == Rejected(
+            code="FAILED_PRECONDITION", details="inverter 2001 is stopped: start it first"
+        )
+    assert world.control(2001, "start", now=22.0) is None
+    assert world.mode(2001) is Mode.RUNNING
+    assert world.inverter_reading(2001, Faults()).states == (StateCode.READY,)
+    assert isinstance(world.command(2001, 1000.0, 60, now=23.0), Accepted)
+    changes = [e for e in world.snapshot_record().events() if isinstance(e, Change)]
+    assert [(c.at, c.to_w) for c in changes] == [(0.0, 2000.0), (10.0, 0.0), (23.0, 1000.0)]
+    assert world.next_expiry() == 83.0  # the dropped setpoint's expiry is gone
+
+
+def test_standby_drops_the_setpoint_and_the_next_command_brings_the_inverter_back() -> None:
+    world = one_pair()
+    world.command(2001, -1500.0, 60, now=0.0)
+    assert world.control(2001, "standby", now=1.0) is None
+    assert world.control(2001, "standby", now=2.0) is None  # already: nothing to do
+    assert world.inverter_power(2001) == 0.0
+    assert world.inverter_reading(2001, Faults()).states == (StateCode.STANDBY,)
+    assert world.inverter_reading(2001, Faults()).power_ranges == ((-5000.0, 5000.0),)
+    assert isinstance(world.command(2001, -1000.0, 60, now=3.0), Accepted)
+    assert world.mode(2001) is Mode.RUNNING
+    assert world.inverter_power(2001) == -1000.0
+    world.control(2001, "stop", now=4.0)
+    refused = world.control(2001, "standby", now=5.0)
+    assert isinstance(refused, Rejected)
+    assert refused.code == "FAILED_PRECONDITION"
+    assert "start it before" in refused.details
+    assert world.mode(2001) is Mode.STOPPED
+
+
+def test_a_battery_stops_at_zero_only_and_then_takes_no_power() -> None:
+    world = one_pair()
+    world.command(2001, 1000.0, 60, now=0.0)
+    refused = world.control(1001, "stop", now=1.0)
+    assert refused == Rejected(
+        code="FAILED_PRECONDITION", details="battery 1001 carries 1000 W: it stops at 0 W only"
+    )
+    world.command(2001, 0.0, 60, now=2.0)
+    assert world.control(1001, "stop", now=3.0) is None
+    reading = world.battery_reading(1001, Faults())
+    assert reading.states == (StateCode.OFF, StateCode.RELAY_OPEN)
+    assert reading.power_ranges == ((0.0, 0.0),)
+    commanded = world.command(2001, 500.0, 60, now=4.0)
+    assert isinstance(commanded, Rejected)
+    assert commanded.code == "OUT_OF_RANGE"
+    assert "battery 1001's bounds [0, 0]" in commanded.details
+    assert world.control(1001, "start", now=5.0) is None
+    assert StateCode.RELAY_CLOSED in world.battery_reading(1001, Faults()).states
+    assert isinstance(world.command(2001, 500.0, 60, now=6.0), Accepted)
+
+
+@pytest.mark.parametrize(
+    ("component", "action", "code", "details"),
+    [
+        (4242, "start", "NOT_FOUND", "no component 4242"),
+        (1001, "standby", "INVALID_ARGUMENT", "battery 1001 has no standby"),
+        (1, "stop", "INVALID_ARGUMENT", "component 1 is not switched by the simulator"),
+        (2, "start", "INVALID_ARGUMENT", "only inverters and batteries"),
+    ],
+)
+def test_what_cannot_be_switched_is_refused(
+    component: int, action: str, code: str, details: str
+) -> None:
+    result = one_pair().control(component, action, now=0.0)
+    assert isinstance(result, Rejected)
+    assert result.code == code
+    assert details in result.details
+
+
+def test_acknowledging_an_error_stops_the_component_and_nothing_else() -> None:
+    world = one_pair()
+    world.command(2001, 1000.0, 60, now=0.0)
+    assert world.acknowledge(2001, error=False, now=1.0) is None
+    assert world.mode(2001) is Mode.RUNNING
+    assert world.inverter_power(2001) == 1000.0
+    assert world.acknowledge(2001, error=True, now=2.0) is None
+    assert world.mode(2001) is Mode.STOPPED
+    assert world.inverter_power(2001) == 0.0
+    assert world.acknowledge(1001, error=True, now=3.0) is None
+    assert world.mode(1001) is Mode.STOPPED
+    assert world.acknowledge(2, error=True, now=3.0) is None  # the meter: no error to clear
+    assert world.acknowledge(4242, error=True, now=3.0) == Rejected(
+        code="NOT_FOUND", details="no component 4242"
+    )
+
+
+def test_switching_an_inverter_drops_its_reactive_setpoint_and_a_stopped_one_refuses_it() -> None:
+    world = one_pair()
+    assert isinstance(world.command_reactive(2001, 800.0, 60, now=0.0), Accepted)
+    world.control(2001, "standby", now=1.0)
+    assert world.reactive_power(2001) == 0.0
+    assert isinstance(world.command_reactive(2001, -300.0, 60, now=2.0), Accepted)
+    assert world.mode(2001) is Mode.RUNNING  # a reactive command brings it back too
+    world.control(2001, "stop", now=3.0)
+    assert world.reactive_power(2001) == 0.0
+    refused = world.command_reactive(2001, 100.0, 60, now=4.0)
+    assert isinstance(refused, Rejected)
+    assert refused.code == "FAILED_PRECONDITION"
