@@ -724,6 +724,45 @@ class Simulator:
             self._advance()
             return self._world.allowed_ranges(inverter_id)
 
+    def add_bounds(
+        self,
+        inverter_id: int,
+        ranges: Sequence[Range],
+        lifetime_s: int | None = None,
+        token: str | None = None,
+    ) -> float:
+        """Add bounds to an inverter's AC active power, as a client's request would.
+
+        Args:
+            inverter_id: The inverter.
+            ranges: The inclusion ranges, W (``None``: an open end).
+            lifetime_s: How long they hold, 5..900 s (× the lifetime scale); default 5 s.
+            token: Replaces the bounds added under the same token.
+
+        Returns:
+            Until when they hold, Unix time (unscaled, as the API's reply says).
+
+        Raises:
+            ValueError: Refused (the message starts with the gRPC status code's name).
+        """
+        try:
+            return self._add_bounds(inverter_id, "ac_power", ranges, lifetime_s, token)
+        except SimAbort as error:
+            raise ValueError(str(error)) from None
+
+    def control(self, component_id: int, action: str) -> None:
+        """Switch an inverter or a battery as a client's call would.
+
+        ``action``: ``"start"``, ``"standby"``, ``"stop"``, or ``"ack"`` (its error).
+
+        Raises:
+            ValueError: Refused (the message starts with the gRPC status code's name).
+        """
+        try:
+            self._control(component_id, action)
+        except SimAbort as error:
+            raise ValueError(str(error)) from None
+
     def added_bounds(self, inverter_id: int) -> int:
         """How many added bounds hold on an inverter now."""
         with self._changed:
@@ -801,12 +840,17 @@ class Simulator:
             self._changed.notify_all()
         if isinstance(result, Rejected):
             raise SimAbort(result.code, result.details)
-        delay = max(0.0, result.until - time.monotonic()) + _EXPIRY_MARGIN_S
-        asyncio.get_running_loop().call_later(delay, self._on_expiry)
+        if self._loop is not None:  # wake waiters when they expire, not at the next tick
+            self._loop.call_soon_threadsafe(self._expire_at, result.until)
         logger.info(
             "bounds added to %d: %s for %d s", component_id, list(ranges), result.lifetime_s
         )
         return time.time() + result.lifetime_s
+
+    def _expire_at(self, until: float) -> None:
+        """Advance the world (and wake waiters) at ``until`` (on the loop's thread)."""
+        delay = max(0.0, until - time.monotonic()) + _EXPIRY_MARGIN_S
+        asyncio.get_running_loop().call_later(delay, self._on_expiry)
 
     def _clear_bounds(self, component_id: int, metric: str, token: str) -> None:
         with self._changed:
