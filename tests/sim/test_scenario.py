@@ -98,6 +98,9 @@ def test_the_documented_site_loads() -> None:
         (2003, InverterType.PV, (), True, 4000.0),
     ]
     assert scenario.meters() == {92001: 2001, 92002: 2002, 92003: 2003}
+    assert scenario.microgrid == MicrogridSpec(
+        name="distributord sim: Hamburg harbour", latitude=53.5, longitude=9.75
+    )
     assert pair_batteries(dict(scenario.components()), scenario.connections()).pairs == {
         1001: 2001,
         1002: 2002,
