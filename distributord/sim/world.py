@@ -239,6 +239,8 @@ class Mode(enum.StrEnum):
     """DC relays open (cold standby): it takes nothing until it is started."""
 
 
+_RUNNING, _STOPPED = Mode.RUNNING, Mode.STOPPED  # plain globals: the enum's lookups are slow
+
 CONTROLS = frozenset({"start", "standby", "stop"})
 """What :meth:`World.control` does: the proto's start, put in standby and stop."""
 
@@ -391,7 +393,7 @@ class World:
         return sum(self._share(inverter, at) for inverter in battery.inverters)
 
     def _battery_power(self, battery: _Battery, at: float) -> float:
-        if battery.mode is Mode.STOPPED:  # its DC relay is open
+        if battery.mode is _STOPPED:  # its DC relay is open
             return 0.0
         spec = battery.spec
         limit = spec.power_limit_w
@@ -414,7 +416,7 @@ class World:
         (``with_pv=False``: its battery's only, the part its setpoint governs).
         """
         inverter = self._inverters[inverter_id]
-        if inverter.mode is not Mode.RUNNING:  # its relays are open
+        if inverter.mode is not _RUNNING:  # its relays are open
             return 0.0
         produced = inverter.spec.pv_power_w
         if _is_pv(inverter):
@@ -442,7 +444,7 @@ class World:
     def battery_bounds(self, battery_id: int) -> tuple[float, float]:
         """``(lower, upper)`` power a battery allows at :attr:`time`, W."""
         battery = self._sync(self._batteries[battery_id])
-        if battery.mode is Mode.STOPPED:
+        if battery.mode is _STOPPED:
             return 0.0, 0.0
         spec = battery.spec
         lower = 0.0 if battery.soc <= spec.soc_lower_pct else -spec.power_limit_w
@@ -961,9 +963,13 @@ class World:
 
     def battery_reading(self, battery_id: int, faults: Faults) -> BatteryReading:
         """What a battery reports at :attr:`time`."""
-        spec = self._batteries[battery_id].spec
+        battery = self._batteries[battery_id]
+        spec = battery.spec
         power = self.battery_power(battery_id)
         nan = faults.nan_metrics
+        states = _battery_states(power, faults)
+        if battery.mode is not _RUNNING:
+            states = _switched(battery.mode, faults, states)
         capacity = (
             spec.capacity_wh if faults.reported_capacity_wh is None else faults.reported_capacity_wh
         )
@@ -974,9 +980,7 @@ class World:
             capacity_wh=math.nan if "capacity" in nan else capacity,
             power_w=math.nan if "power" in nan else power,
             power_ranges=None if faults.missing_bounds else (self.battery_bounds(battery_id),),
-            states=_switched(
-                self._batteries[battery_id].mode, faults, _battery_states(power, faults)
-            ),
+            states=states,
             errors=_errors(faults),
             dc_voltage_v=battery_voltage(spec.dc_voltage_v, soc),
             temperature_c=self._temperature(power, spec.power_limit_w),
@@ -985,24 +989,31 @@ class World:
     def inverter_reading(self, inverter_id: int, faults: Faults) -> InverterReading:
         """What an inverter reports at :attr:`time`."""
         power = self.inverter_power(inverter_id)
+        inverter = self._inverters[inverter_id]
+        mode = inverter.mode
         missing = faults.missing_bounds
+        ranges: tuple[Range, ...] | None = None
+        if missing:
+            pass
+        elif mode is _STOPPED:
+            ranges = ((0.0, 0.0),)
+        elif inverter_id in self._added:
+            # Nothing in common: 0 W is all it allows (an empty list would say "unknown").
+            ranges = self.allowed_ranges(inverter_id) or ((0.0, 0.0),)
+        else:
+            ranges = self.inverter_ranges(inverter_id)
+        states = _states(power, faults)
         return InverterReading(
             power_w=math.nan if "power" in faults.nan_metrics else power + faults.power_offset_w,
-            power_ranges=None if missing else self._reported_ranges(inverter_id),
-            states=_switched(self._inverters[inverter_id].mode, faults, _states(power, faults)),
+            power_ranges=ranges,
+            states=states if mode is _RUNNING else _switched(mode, faults, states),
             errors=_errors(faults),
             reactive_power_var=self.reactive_power(inverter_id),
             reactive_ranges=None if missing else self.reactive_ranges(inverter_id),
             frequency_hz=self.frequency_hz,
             voltage_v=self.voltage_v,
-            temperature_c=self._temperature(power, self._inverters[inverter_id].spec.power_limit_w),
+            temperature_c=self._temperature(power, inverter.spec.power_limit_w),
         )
-
-    def _reported_ranges(self, inverter_id: int) -> tuple[Range, ...]:
-        # Nothing in common: 0 W is all it allows (an empty list would say "unknown").
-        if self._inverters[inverter_id].mode is Mode.STOPPED:
-            return ((0.0, 0.0),)
-        return self.allowed_ranges(inverter_id) or ((0.0, 0.0),)
 
     def line_reading(self, inverter_id: int) -> InverterReading:
         """What a pass-through component in an inverter's chain reports: the power it passes."""
