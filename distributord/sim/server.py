@@ -12,7 +12,8 @@ the lock and passed into the world, so the world only ever moves forward.
 
 * **One simulator, every version.** The simulator answers the version-neutral
   :class:`~distributord.api.adapter.SimHandler` questions (components, connections, a command,
-  a telemetry stream) once; each served version's adapter translates requests, filters and
+  a telemetry stream, the microgrid itself, its sensors, added bounds, starting and stopping)
+  once; each served version's adapter translates requests, filters and
   messages, and :func:`~distributord.sim.servicer.add_servicer` puts its ``Microgrid`` service
   on the one server. A version not served is not registered, so gRPC answers
   ``UNIMPLEMENTED``. Each version gets its own handler object only so that a command knows
@@ -25,13 +26,20 @@ the lock and passed into the world, so the world only ever moves forward.
   ``api.common.TelemetryServing``). A stream keeps only the
   newest reading it has not written yet (a slot, not a queue), so a slow client gets the latest
   sample, never a backlog.
-* **Setpoints expire on a timer.** An accepted command schedules a wake-up at its expiry so the
-  world drops the setpoint (and waiters hear of it) on time, not at the next tick.
+* **Setpoints expire on a timer**, and so do bounds a client added. An accepted command (or
+  added bounds) schedules a wake-up at its expiry so the world drops it (and waiters hear of
+  it) on time, not at the next tick.
 * **Reactive power** (v1alpha18/19 ``SetElectricalComponentPower`` with ``POWER_TYPE_REACTIVE``,
   v1 ``SetComponentPowerReactive``) is judged by the world at once, refused as active power is
   (v1: the status; v1alpha18/19: ``REJECTED``), and expires on a timer too. It is kept out of
   :meth:`Simulator.commands` and :meth:`Simulator.record`, which count the active commands a
   daemon sends; :meth:`Simulator.reactive_setpoint` reads it.
+* **A method an adapter does not serve** answers ``UNIMPLEMENTED`` with ``"<method> is not
+  simulated by distributord sim"`` (``sim/servicer.py``; ``tests/sim/test_rpcs.py`` probes
+  every method of every version and lists those). The microgrid is the scenario's
+  ``[microgrid]``; there are no sensors (``ListSensors`` lists none; a sensor stream ends
+  ``NOT_FOUND``); added bounds, starting, standby, stopping and acknowledging are the world's
+  (:mod:`distributord.sim.world`).
 * **Commands are recorded whatever happens**, including when the client cancels the call while
   it hangs: grpc.aio cancels the handler's task, the ``CancelledError`` is recorded as
   ``"cancelled"`` and re-raised. A command accepted without a final reply (``final_reply =
