@@ -121,6 +121,14 @@ MIN_BOUNDS_LIFETIME_S = 5
 MAX_BOUNDS_LIFETIME_S = 900
 """The longest lifetime of added bounds the API accepts (15 minutes)."""
 
+MAX_BOUNDS_RANGES = 64
+"""Ranges one request may add: more is refused (a client's mistake, not a site's bounds)."""
+
+MAX_CONTRIBUTIONS = 256
+"""Added bounds one inverter holds at once: more is refused until some expire or are cleared.
+Every reading of the inverter intersects them all, so a client adding bounds in a loop
+without a token must not be able to slow the simulator down without end."""
+
 BOUNDED_METRIC = "ac_power"
 """The one metric whose bounds a client can add: an inverter's AC active power."""
 
@@ -492,8 +500,10 @@ class World:
         """Add bounds to a component's metric at ``now`` (see the module docstring).
 
         Judged in this order: unknown component (``NOT_FOUND``), a metric other than an
-        inverter's AC active power, a lifetime outside 5..900 s, no ranges, a range with a nan
-        end or inverted (each ``INVALID_ARGUMENT``).
+        inverter's AC active power, a lifetime outside 5..900 s, no ranges or more than
+        :data:`MAX_BOUNDS_RANGES`, a range with a nan end or inverted (each
+        ``INVALID_ARGUMENT``), then an inverter that holds :data:`MAX_CONTRIBUTIONS` already
+        (``RESOURCE_EXHAUSTED``, unless the token replaces one of them).
 
         Args:
             component_id: The component.
@@ -534,6 +544,11 @@ class World:
             )
         if not ranges:
             return Rejected(code="INVALID_ARGUMENT", details="no bounds given")
+        if len(ranges) > MAX_BOUNDS_RANGES:
+            return Rejected(
+                code="INVALID_ARGUMENT",
+                details=f"{len(ranges)} bounds given; at most {MAX_BOUNDS_RANGES} are simulated",
+            )
         closed: list[tuple[float, float]] = []
         for index, (lower, upper) in enumerate(ranges):
             low = -math.inf if lower is None else lower
@@ -552,6 +567,12 @@ class World:
             closed.append((low, high))
         until = now + lifetime * self.lifetime_scale
         added = self._added.setdefault(component_id, {})
+        if len(added) >= MAX_CONTRIBUTIONS and not (token and token in added):
+            return Rejected(
+                code="RESOURCE_EXHAUSTED",
+                details=f"inverter {component_id} holds {len(added)} added bounds already; "
+                "clear some or let them expire",
+            )
         if token:
             key: str | int = token
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -274,3 +275,37 @@ def test_acknowledging_an_error_clears_it_and_leaves_the_component_stopped(
     assert switch(sim, api, "stop", 1001)[0] == "OK"  # a battery at 0 W stops
     assert switch(sim, api, "stop", 1001)[0] == "OK"  # already: nothing more to do
     assert sim.mode(1001) == "stopped"
+
+
+HOSTILE_BOUNDS = [
+    ({"lower": math.nan, "upper": 1.0}, 60, "INVALID_ARGUMENT"),
+    ({"lower": math.inf}, 60, "INVALID_ARGUMENT"),
+    ({"lower": 5.0, "upper": -5.0}, 60, "INVALID_ARGUMENT"),
+    ({"lower": -1e300, "upper": 1e300}, 60, "OK"),  # wider than the inverter: its own hold
+    ({"lower": -1.0, "upper": 1.0}, 0, "INVALID_ARGUMENT"),
+    ({"lower": -1.0, "upper": 1.0}, 2**32 - 1, "INVALID_ARGUMENT"),
+]
+
+
+@pytest.mark.parametrize(("bound", "lifetime", "code"), HOSTILE_BOUNDS)
+def test_hostile_bounds_are_refused_with_a_status_and_break_nothing(
+    bound: dict[str, float], lifetime: int, code: str
+) -> None:
+    with Simulator(SCENARIO, telemetry_hz=20.0, apis=("v1alpha18",)) as sim:
+        version = adapter("v1alpha18")
+        add = next(r for r in version.rpcs if r.name == "AugmentElectricalComponentBounds")
+        site = next(r for r in version.rpcs if r.name == "GetMicrogrid")
+
+        async def main() -> tuple[tuple[str, Any], tuple[str, Any]]:
+            async with grpc.aio.insecure_channel(sim.address) as channel:
+                stub = version.stub(channel)
+                request = probe_request(add, 2001)
+                del request.bounds[:]
+                request.bounds.add(**bound)
+                request.request_lifetime = lifetime
+                return await invoke(stub, add, request), await invoke(stub, site, site.request())
+
+        (answer, details), (after, _) = asyncio.run(main())
+        assert answer == code, details
+        assert after == "OK"
+        assert sim.allowed_ranges(2001) == ((-5000.0, 5000.0),)

@@ -6,7 +6,7 @@ import itertools
 import math
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
 
 import pytest
@@ -16,7 +16,16 @@ from hypothesis import strategies as st
 from distributord.core.model import StateCode
 from distributord.sim.record import Change, Command, Expiry, Outcome
 from distributord.sim.scenario import BatterySpec, Faults, InverterSpec, Scenario
-from distributord.sim.world import Accepted, Mode, Rejected, World, intersect, merge
+from distributord.sim.world import (
+    MAX_BOUNDS_RANGES,
+    MAX_CONTRIBUTIONS,
+    Accepted,
+    Mode,
+    Rejected,
+    World,
+    intersect,
+    merge,
+)
 
 # 3600 W into 10 kWh moves the SoC by 0.01 %/s at speed 1: round numbers throughout.
 RATE_PCT_PER_S = 0.01
@@ -501,7 +510,7 @@ def test_a_hybrids_battery_power_without_its_pv() -> None:
 
 def add(
     world: World,
-    ranges: list[tuple[float | None, float | None]],
+    ranges: Sequence[tuple[float | None, float | None]],
     *,
     now: float = 0.0,
     lifetime: int | None = 60,
@@ -793,3 +802,22 @@ def test_switching_an_inverter_drops_its_reactive_setpoint_and_a_stopped_one_ref
     refused = world.command_reactive(2001, 100.0, 60, now=4.0)
     assert isinstance(refused, Rejected)
     assert refused.code == "FAILED_PRECONDITION"
+
+
+def test_a_client_cannot_pile_up_bounds_without_end() -> None:
+    world = one_pair()
+    too_many = [(float(k), k + 0.5) for k in range(MAX_BOUNDS_RANGES + 1)]
+    refused = add(world, too_many)
+    assert isinstance(refused, Rejected)
+    assert refused.code == "INVALID_ARGUMENT"
+    assert f"at most {MAX_BOUNDS_RANGES}" in refused.details
+    assert isinstance(add(world, too_many[:MAX_BOUNDS_RANGES], token="t"), Accepted)
+    for _ in range(MAX_CONTRIBUTIONS - 1):
+        assert isinstance(add(world, [(-100.0, 100.0)]), Accepted)
+    full = add(world, [(-100.0, 100.0)])
+    assert isinstance(full, Rejected)
+    assert full.code == "RESOURCE_EXHAUSTED"
+    assert f"holds {MAX_CONTRIBUTIONS} added bounds" in full.details
+    assert isinstance(add(world, [(-50.0, 50.0)], token="t"), Accepted)  # replaces its own
+    assert world.clear_bounds(2001, "ac_power", "t", now=1.0) is None
+    assert isinstance(add(world, [(-100.0, 100.0)]), Accepted)  # room again
