@@ -207,11 +207,83 @@ class SetPowerOutcome:
     ramp: Callable[[], Awaitable[FinalReply]] | None = None
 
 
+@attrs.frozen(kw_only=True)
+class MicrogridInfo:
+    """The microgrid as a whole, version-neutral: what ``GetMicrogrid`` answers.
+
+    Attributes:
+        id: The microgrid's id.
+        enterprise_id: Its enterprise account's id.
+        name: Its name (``""``: none).
+        latitude: Degrees north.
+        longitude: Degrees east.
+        country_code: ISO 3166-1 alpha-2.
+        delivery_area_code: Its delivery area's code; ``""``: none (the field is left out).
+        delivery_area_code_type: How that code is written, the API's
+            ``ENERGY_MARKET_CODE_TYPE_*`` name without the prefix, any case (``"europe_eic"``).
+        status: The API's ``MICROGRID_STATUS_*`` name without the prefix, any case
+            (``"active"``).
+        created_at: When it was created, Unix seconds.
+    """
+
+    id: int
+    enterprise_id: int
+    name: str
+    latitude: float
+    longitude: float
+    country_code: str
+    delivery_area_code: str
+    delivery_area_code_type: str
+    status: str
+    created_at: float
+
+
+BOUNDS_METRICS = frozenset({"ac_power", "dc_power"})
+"""Our names of the metrics an adapter names when a client adds or clears bounds (the
+version's name of any other metric is passed as it is)."""
+
+
 class SimHandler(Protocol):
     """The simulator as every version's servicer sees it (it implements this once).
 
     Each method may raise :class:`SimAbort` to end the call with a gRPC status code.
     """
+
+    def microgrid(self) -> MicrogridInfo:
+        """The microgrid as a whole (``GetMicrogrid``, v1 ``GetMicrogridMetadata``)."""
+        ...
+
+    def sensors(self) -> Sequence[int]:
+        """Every sensor's id."""
+        ...
+
+    def add_bounds(
+        self,
+        component_id: int,
+        metric: str,
+        ranges: Sequence[Range],
+        lifetime_s: int | None,
+        token: str | None,
+    ) -> float:
+        """Add inclusion bounds to a component's metric; until when (Unix time, s) they hold.
+
+        Args:
+            component_id: The component.
+            metric: ``"ac_power"`` or ``"dc_power"`` (:data:`BOUNDS_METRICS`), else the
+                version's name of the metric (``"METRIC_AC_FREQUENCY"``), for the refusal.
+            ranges: The ranges (``None``: an open end).
+            lifetime_s: How long they hold, s; ``None`` when the request left it out.
+            token: The request's bounds token, if any.
+        """
+        ...
+
+    def clear_bounds(self, component_id: int, metric: str, token: str) -> None:
+        """Remove the bounds added under ``token`` (none such: nothing happens)."""
+        ...
+
+    def control(self, component_id: int, action: str) -> None:
+        """Switch a component: ``"start"``, ``"standby"``, ``"stop"``, or ``"ack"`` its error."""
+        ...
 
     def components(self) -> Sequence[tuple[int, Component]]:
         """Every component: id and what it is."""

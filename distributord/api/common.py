@@ -59,11 +59,12 @@ from collections.abc import AsyncIterator, Callable, Container, Iterable, Mappin
 from typing import Any
 
 import attrs
-from google.protobuf import message_factory
+from google.protobuf import empty_pb2, message_factory
 
 from distributord.api.adapter import (
     BatteryTelemetry,
     InverterTelemetry,
+    MicrogridInfo,
     Note,
     Rpc,
     SimAbort,
@@ -822,3 +823,96 @@ class TelemetryServing:
             aclose = getattr(readings, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+
+# --- the site, sensors and added bounds (the simulator's side) ----------------------------------
+
+
+def enum_value(message: Any, field: str, name: str) -> int:
+    """The number of the enum value ``name`` of a message's enum ``field`` (enums by name)."""
+    number: int = message.DESCRIPTOR.fields_by_name[field].enum_type.values_by_name[name].number
+    return number
+
+
+def fill_microgrid(message: Any, info: MicrogridInfo) -> Any:
+    """Fill a generated ``Microgrid`` (the same fields in every version) from ``info``.
+
+    The delivery area is left out when ``info`` has none (an island, as the proto says).
+    """
+    message.id = info.id
+    message.enterprise_id = info.enterprise_id
+    message.name = info.name
+    message.location.latitude = info.latitude
+    message.location.longitude = info.longitude
+    message.location.country_code = info.country_code
+    if info.delivery_area_code:
+        area = message.delivery_area
+        area.code = info.delivery_area_code
+        area.code_type = enum_value(
+            area, "code_type", "ENERGY_MARKET_CODE_TYPE_" + info.delivery_area_code_type.upper()
+        )
+    message.status = enum_value(message, "status", "MICROGRID_STATUS_" + info.status.upper())
+    whole, nanos = split_seconds(info.created_at)
+    message.create_timestamp.seconds = whole
+    message.create_timestamp.nanos = nanos
+    return message
+
+
+def bounds_metric(number: int, ours: Mapping[int, str], enum: Any) -> str:
+    """A bounds request's metric: our name (``"ac_power"``), else the version's own name.
+
+    Args:
+        number: The request's ``target_metric``.
+        ours: The version's numbers of the metrics we name (``{26: "ac_power", ...}``).
+        enum: The version's generated ``Metric`` enum, to name any other metric.
+    """
+    name = ours.get(number)
+    if name is not None:
+        return name
+    for known, value in enum.items():
+        if value == number:
+            return str(known)
+    return f"metric {number}"
+
+
+def ranges_of(bounds: Iterable[Any]) -> list[Range]:
+    """A request's ``Bounds`` as ranges (``None`` for an absent end)."""
+    return [_range(b) for b in bounds]
+
+
+def control(handler: SimHandler, action: str) -> Callable[[Any], Any]:
+    """A served method that switches the component its request names; it answers ``Empty``.
+
+    ``action`` is ``"start"``, ``"standby"``, ``"stop"`` or ``"ack"``. Every version's request
+    names the component in its one field (``electrical_component_id`` or ``component_id``).
+    """
+
+    async def switch(request: Any) -> Any:
+        [field] = request.DESCRIPTOR.fields
+        handler.control(getattr(request, field.name), action)
+        return empty_pb2.Empty()
+
+    return switch
+
+
+def sensors_wanted(handler: SimHandler, ids: Iterable[int]) -> list[int]:
+    """The simulator's sensors a ``ListSensors`` request's id filter lets through."""
+    return [sensor for sensor in handler.sensors() if wanted(sensor, ids)]
+
+
+async def sensor_stream(
+    handler: SimHandler, sensor_id: int, metrics: Sequence[int] | None
+) -> AsyncIterator[Any]:
+    """A sensor's telemetry stream, as the simulator serves it: it has no sensors to stream.
+
+    Raises:
+        SimAbort: ``INVALID_ARGUMENT`` when the filter names no metric (as the proto says);
+            ``NOT_FOUND`` for an id that is not a sensor; ``UNIMPLEMENTED`` for one that is
+            (sensor telemetry is not simulated).
+    """
+    if metrics is not None and not metrics:
+        raise SimAbort("INVALID_ARGUMENT", "the metric filter names no metric")
+    if sensor_id not in handler.sensors():
+        raise SimAbort("NOT_FOUND", f"no sensor {sensor_id}: the simulated microgrid has none")
+    raise SimAbort("UNIMPLEMENTED", "sensor telemetry is not simulated")
+    yield  # an async generator, as a served stream is

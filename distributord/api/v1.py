@@ -35,6 +35,7 @@ from typing import Any
 
 from frequenz.api.common.v1.metrics import metric_sample_pb2
 from frequenz.api.common.v1.microgrid.components import components_pb2, inverter_pb2
+from frequenz.api.common.v1.microgrid.sensors import sensors_pb2
 from frequenz.api.microgrid.v1 import microgrid_pb2
 from google.protobuf import timestamp_pb2
 
@@ -54,13 +55,19 @@ from distributord.api.common import (
     Stub,
     TelemetryDecoder,
     TelemetryServing,
+    bounds_metric,
     category_from_name,
     category_name,
+    control,
     enum_names,
+    fill_microgrid,
     fill_sample,
     metric_numbers,
+    ranges_of,
     rpcs,
     samples,
+    sensor_stream,
+    sensors_wanted,
     split_seconds,
     state_decoder,
     time_of,
@@ -149,6 +156,29 @@ SIM_METRIC_NUMBERS = metric_numbers(Metric, "METRIC_")
 """Each metric the simulator streams (neutral name, v1's own) to its number."""
 
 _SIM_METRIC_NAMES = {number: name for name, number in SIM_METRIC_NUMBERS.items()}
+
+_CONTROLS = {
+    "StartComponent": "start",
+    "PutComponentInStandby": "standby",
+    "StopComponent": "stop",
+    "AckComponentError": "ack",
+}
+"""The methods that switch a component, and what each asks the simulator to do."""
+
+_BOUNDS_METRICS = {DIALECT.ac_power: "ac_power", DIALECT.dc_power: "dc_power"}
+"""The metrics an ``AddComponentBounds`` may name that we have names for."""
+
+_VALIDITY_PREFIX = "COMPONENT_BOUNDS_VALIDITY_DURATION_"
+_validity_name = enum_names(microgrid_pb2.ComponentBoundsValidityDuration, _VALIDITY_PREFIX)
+
+VALIDITY_DURATIONS: Mapping[str, int | None] = {
+    "UNSPECIFIED": None,  # the request left it out: the default, 5 s
+    "5_SECONDS": 5,
+    "1_MINUTE": 60,
+    "5_MINUTES": 300,
+    "15_MINUTES": 900,
+}
+"""``AddComponentBounds``' ``validity_duration`` by name (prefix dropped), in seconds."""
 
 
 # --- topology -----------------------------------------------------------------------------------
@@ -418,7 +448,54 @@ class _V1:
             "ReceiveComponentDataStream": receive_component_data_stream,
             "SetComponentPowerActive": set_component_power_active,
             "SetComponentPowerReactive": set_component_power_reactive,
+            **_serve_site(handler),
         }
+
+
+def _serve_site(handler: SimHandler) -> dict[str, Served]:
+    """The microgrid, its sensors and added bounds, served from ``handler``."""
+
+    async def get_microgrid_metadata(request: Any) -> Any:
+        response = microgrid_pb2.GetMicrogridMetadataResponse()
+        fill_microgrid(response.microgrid, handler.microgrid())
+        return response
+
+    async def list_sensors(request: Any) -> Any:
+        return microgrid_pb2.ListSensorsResponse(
+            sensors=[
+                sensors_pb2.Sensor(id=sensor)
+                for sensor in sensors_wanted(handler, request.sensor_ids)
+            ]
+        )
+
+    async def receive_sensor_data_stream(request: Any) -> AsyncIterator[Any]:
+        metrics = list(request.filter.metrics) if request.HasField("filter") else None
+        async for message in sensor_stream(handler, request.sensor_id, metrics):
+            yield message
+
+    async def add_component_bounds(request: Any) -> Any:
+        duration = _validity_name(request.validity_duration)
+        if duration is None:
+            raise SimAbort(
+                "INVALID_ARGUMENT",
+                f"validity_duration {request.validity_duration} is not one the API defines",
+            )
+        until = handler.add_bounds(
+            request.component_id,
+            bounds_metric(request.target_metric, _BOUNDS_METRICS, Metric),
+            ranges_of(request.bounds),
+            VALIDITY_DURATIONS[duration],
+            None,
+        )
+        return microgrid_pb2.AddComponentBoundsResponse(ts=_timestamp(until))
+
+    return {
+        "GetMicrogridMetadata": get_microgrid_metadata,
+        "ListSensors": list_sensors,
+        "ReceiveSensorDataStream": receive_sensor_data_stream,
+        "AddComponentBounds": add_component_bounds,
+        **{name: control(handler, action) for name, action in _CONTROLS.items()},
+    }
 
 
 V1: Adapter = _V1()

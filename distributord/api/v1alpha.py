@@ -75,9 +75,10 @@ from frequenz.api.common.v1alpha8.metrics import metrics_pb2
 from frequenz.api.common.v1alpha8.microgrid.electrical_components import (
     electrical_components_pb2 as components_pb2,
 )
+from frequenz.api.common.v1alpha8.microgrid.sensors import sensors_pb2
 from frequenz.api.microgrid.v1alpha18 import microgrid_pb2 as v1alpha18_pb2
 from frequenz.api.microgrid.v1alpha19 import microgrid_pb2 as v1alpha19_pb2
-from google.protobuf import timestamp_pb2
+from google.protobuf import empty_pb2, timestamp_pb2
 
 from distributord.api.adapter import (
     Adapter,
@@ -95,14 +96,20 @@ from distributord.api.common import (
     Stub,
     TelemetryDecoder,
     TelemetryServing,
+    bounds_metric,
     category_from_name,
     category_name,
+    control,
     end_call,
     enum_names,
+    fill_microgrid,
     fill_sample,
     metric_numbers,
+    ranges_of,
     rpcs,
     samples,
+    sensor_stream,
+    sensors_wanted,
     split_seconds,
     state_decoder,
     time_of,
@@ -238,6 +245,17 @@ _STREAMED_METRICS = sorted(set(_METRICS.values()))
 component leaves out what it does not have; the rest of a site's many metrics stay home)."""
 
 _STATUS_PREFIX = "SET_ELECTRICAL_COMPONENT_POWER_REQUEST_STATUS_"
+
+_CONTROLS = {
+    "StartElectricalComponent": "start",
+    "PutElectricalComponentInStandby": "standby",
+    "StopElectricalComponent": "stop",
+    "AckElectricalComponentError": "ack",
+}
+"""The methods that switch a component, and what each asks the simulator to do."""
+
+_BOUNDS_METRICS = {DIALECT.ac_power: "ac_power", DIALECT.dc_power: "dc_power"}
+"""The metrics a bounds request may name that we have names for (any other is refused)."""
 
 
 def _alpha_name(name: str) -> str:
@@ -669,6 +687,56 @@ class AlphaAdapter:
                 receive_electrical_component_telemetry_stream
             ),
             "SetElectricalComponentPower": set_electrical_component_power,
+            **self._serve_site(handler),
+        }
+
+    def _serve_site(self, handler: SimHandler) -> dict[str, Served]:
+        """The microgrid, its sensors and added bounds, served from ``handler``."""
+        pb2 = self.version.pb2
+
+        async def get_microgrid(request: Any) -> Any:
+            response = pb2.GetMicrogridResponse()
+            fill_microgrid(response.microgrid, handler.microgrid())
+            return response
+
+        async def list_sensors(request: Any) -> Any:
+            return pb2.ListSensorsResponse(
+                sensors=[
+                    sensors_pb2.Sensor(id=sensor)
+                    for sensor in sensors_wanted(handler, request.sensor_ids)
+                ]
+            )
+
+        async def receive_sensor_telemetry_stream(request: Any) -> AsyncIterator[Any]:
+            metrics = list(request.filter.metrics) if request.HasField("filter") else None
+            async for message in sensor_stream(handler, request.sensor_id, metrics):
+                yield message
+
+        async def augment_electrical_component_bounds(request: Any) -> Any:
+            until = handler.add_bounds(
+                request.electrical_component_id,
+                bounds_metric(request.target_metric, _BOUNDS_METRICS, Metric),
+                ranges_of(request.bounds),
+                request.request_lifetime if request.HasField("request_lifetime") else None,
+                request.bounds_token if request.HasField("bounds_token") else None,
+            )
+            return pb2.AugmentElectricalComponentBoundsResponse(valid_until_time=_timestamp(until))
+
+        async def clear_electrical_component_bounds(request: Any) -> Any:
+            handler.clear_bounds(
+                request.electrical_component_id,
+                bounds_metric(request.target_metric, _BOUNDS_METRICS, Metric),
+                request.bounds_token,
+            )
+            return empty_pb2.Empty()
+
+        return {
+            "GetMicrogrid": get_microgrid,
+            "ListSensors": list_sensors,
+            "ReceiveSensorTelemetryStream": receive_sensor_telemetry_stream,
+            "AugmentElectricalComponentBounds": augment_electrical_component_bounds,
+            "ClearElectricalComponentBounds": clear_electrical_component_bounds,
+            **{name: control(handler, action) for name, action in _CONTROLS.items()},
         }
 
 

@@ -33,6 +33,10 @@ consume. A ``"hybrid"`` inverter's AC power is its battery's minus its PV produc
 setpoint commands the battery, its measured power includes the PV, as the spec says a hybrid
 inverter's does. Production is negative power (the API's passive sign convention).
 
+**The site itself** (``[microgrid]``, :class:`MicrogridSpec`) is what ``GetMicrogrid`` /
+``GetMicrogridMetadata`` answer: the microgrid's id, enterprise, name, location, delivery area,
+status and creation time. Every field has a default, so every scenario answers.
+
 Every key has one name, its TOML path (``battery[0].soc_pct``, ``faults.2001.command_error``),
 and every invariant is checked by the value types themselves, so a scenario built in Python and
 one read from a file fail the same way: a :class:`ScenarioError` that names the key (and the file,
@@ -48,9 +52,11 @@ Pure: no IO (the caller reads the file), no clock, no grpc.
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import math
 import random
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
@@ -151,6 +157,19 @@ INVERTER_TYPES = frozenset({InverterType.BATTERY, InverterType.HYBRID, InverterT
 not something an inverter is."""
 
 _PASS_THROUGH_NAMES = ", ".join(sorted(PASS_THROUGH))
+
+MICROGRID_STATUSES = frozenset({"active", "inactive"})
+"""What ``microgrid.status`` may say (the API's ``MICROGRID_STATUS_*`` names, lower case)."""
+
+CODE_TYPES = frozenset({"europe_eic", "us_nerc"})
+"""How ``microgrid.delivery_area_code`` may be written (the API's ``ENERGY_MARKET_CODE_TYPE_*``
+names, lower case)."""
+
+DEFAULT_CREATED_AT = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
+"""When the simulated microgrid was created, unless the scenario says: a fixed instant, so that
+two runs of one scenario answer alike."""
+
+_COUNTRY_CODE = re.compile(r"[A-Z]{2}")
 
 
 def _require(ok: bool, key: str, problem: str) -> None:
@@ -428,6 +447,77 @@ class InverterSpec:
         _check_between("exclusion_w", self.exclusion_w, 0.0, self.power_limit_w)
 
 
+@attrs.frozen(kw_only=True)
+class MicrogridSpec:
+    """The microgrid as a whole: what ``GetMicrogrid`` (v1: ``GetMicrogridMetadata``) answers.
+
+    The defaults are a plausible German site (near Berlin), so that a client that checks every
+    field (the official client logs a missing location or delivery area as a major issue)
+    finds one.
+
+    Attributes:
+        id: The microgrid's id, a positive 64-bit integer.
+        enterprise_id: The enterprise account it belongs to, a positive 64-bit integer.
+        name: Its name (``""``: none, as the API allows).
+        latitude: Where it is, degrees north, -90..90. The API carries it as a 32-bit float:
+            a client reads the nearest one (the defaults are exact in 32 bits).
+        longitude: Where it is, degrees east, -180..180 (a 32-bit float too).
+        country_code: Its country, ISO 3166-1 alpha-2 (two capital letters).
+        delivery_area_code: The delivery area it is in (the default is the German-Luxembourg
+            bidding zone's EIC); ``""`` for none: an island, which belongs to no delivery area,
+            and the API then leaves the field out.
+        delivery_area_code_type: How that code is written: ``"europe_eic"`` or ``"us_nerc"``.
+        status: ``"active"`` or ``"inactive"``.
+        created_at: When it was created (a time zone is required; TOML: an offset date-time
+            such as ``2024-01-01T00:00:00Z``).
+    """
+
+    id: int = 1
+    enterprise_id: int = 1
+    name: str = "distributord sim"
+    latitude: float = 52.5
+    longitude: float = 13.5
+    country_code: str = "DE"
+    delivery_area_code: str = "10Y1001A1001A82H"
+    delivery_area_code_type: str = "europe_eic"
+    status: str = "active"
+    created_at: datetime.datetime = DEFAULT_CREATED_AT
+
+    def __attrs_post_init__(self) -> None:
+        _check_id("id", self.id)
+        _check_id("enterprise_id", self.enterprise_id)
+        _require(isinstance(self.name, str), "name", f"must be a string, got {self.name!r}")
+        _check_between("latitude", self.latitude, -90.0, 90.0)
+        _check_between("longitude", self.longitude, -180.0, 180.0)
+        _require(
+            isinstance(self.country_code, str)
+            and _COUNTRY_CODE.fullmatch(self.country_code) is not None,
+            "country_code",
+            f"must be two capital letters (ISO 3166-1 alpha-2), got {self.country_code!r}",
+        )
+        _require(
+            isinstance(self.delivery_area_code, str),
+            "delivery_area_code",
+            f"must be a string, got {self.delivery_area_code!r}",
+        )
+        _require(
+            self.delivery_area_code_type in CODE_TYPES,
+            "delivery_area_code_type",
+            f"must be one of {', '.join(sorted(CODE_TYPES))}, got {self.delivery_area_code_type!r}",
+        )
+        _require(
+            self.status in MICROGRID_STATUSES,
+            "status",
+            f"must be one of {', '.join(sorted(MICROGRID_STATUSES))}, got {self.status!r}",
+        )
+        _require(
+            isinstance(self.created_at, datetime.datetime)
+            and self.created_at.utcoffset() is not None,
+            "created_at",
+            f"must be a date-time with a time zone, got {self.created_at!r}",
+        )
+
+
 def _faults_map(faults: Mapping[int, Faults]) -> dict[int, Faults]:
     return dict(faults)
 
@@ -446,6 +536,7 @@ class Scenario:
         ac_voltage_v: Each phase's voltage to neutral, V, as every AC component streams it.
         ambient_temperature_c: The temperature of an idle battery or inverter, °C; one
             carrying power is warmer (see ``sim.world``).
+        microgrid: The site as a whole (``[microgrid]``): id, name, location, ...
     """
 
     batteries: tuple[BatterySpec, ...]
@@ -456,6 +547,7 @@ class Scenario:
     ac_frequency_hz: float = DEFAULT_AC_FREQUENCY_HZ
     ac_voltage_v: float = DEFAULT_AC_VOLTAGE_V
     ambient_temperature_c: float = DEFAULT_AMBIENT_C
+    microgrid: MicrogridSpec = attrs.field(factory=MicrogridSpec)
 
     def __attrs_post_init__(self) -> None:
         _require(
@@ -610,7 +702,7 @@ def uniform_fleet(
 
 _T = TypeVar("_T")
 
-_TOP_KEYS = frozenset({"simulation", "fleet", "battery", "inverter", "faults"})
+_TOP_KEYS = frozenset({"simulation", "fleet", "battery", "inverter", "faults", "microgrid"})
 _SIMULATION_KEYS = frozenset(
     {"speed", "telemetry_hz", "seed", "ac_frequency_hz", "ac_voltage_v", "ambient_temperature_c"}
 )
@@ -662,6 +754,7 @@ def _scenario(doc: dict[str, Any], *, batteries: int | None, seed: int | None) -
             settings[key] = _float(simulation[key], f"simulation.{key}")
     if seed is None:
         seed = _int(simulation.get("seed", 0), "simulation.seed")
+    settings["microgrid"] = _microgrid(doc.get("microgrid", {}), "microgrid")
     faults = {
         _component_id(key): _build(Faults, _faults_fields(table, f"faults.{key}"), f"faults.{key}")
         for key, table in _table(doc, "faults").items()
@@ -760,6 +853,36 @@ def _inverter(table: Any, path: str) -> InverterSpec:
         if required not in fields:
             raise ScenarioError("is required", key=f"{path}.{required}")
     return _build(InverterSpec, fields, path)
+
+
+def _microgrid(table: Any, path: str) -> MicrogridSpec:
+    if not isinstance(table, dict):
+        raise ScenarioError("must be a table ([microgrid])", key=path)
+    fields: dict[str, Any] = {}
+    for key, value in table.items():
+        where = f"{path}.{key}"
+        if key in {"id", "enterprise_id"}:
+            fields[key] = _int(value, where)
+        elif key in {"latitude", "longitude"}:
+            fields[key] = _float(value, where)
+        elif key in {
+            "name",
+            "country_code",
+            "delivery_area_code",
+            "delivery_area_code_type",
+            "status",
+        }:
+            fields[key] = _string(value, where)
+        elif key == "created_at":
+            if not isinstance(value, datetime.datetime):
+                raise ScenarioError(
+                    f"must be an offset date-time such as 2024-01-01T00:00:00Z, got {value!r}",
+                    key=where,
+                )
+            fields[key] = value
+        else:
+            raise ScenarioError("unknown key", key=where)
+    return _build(MicrogridSpec, fields, path)
 
 
 def _faults_fields(table: Any, path: str) -> dict[str, Any]:

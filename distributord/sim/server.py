@@ -12,7 +12,8 @@ the lock and passed into the world, so the world only ever moves forward.
 
 * **One simulator, every version.** The simulator answers the version-neutral
   :class:`~distributord.api.adapter.SimHandler` questions (components, connections, a command,
-  a telemetry stream) once; each served version's adapter translates requests, filters and
+  a telemetry stream, the microgrid itself, its sensors, added bounds, starting and stopping)
+  once; each served version's adapter translates requests, filters and
   messages, and :func:`~distributord.sim.servicer.add_servicer` puts its ``Microgrid`` service
   on the one server. A version not served is not registered, so gRPC answers
   ``UNIMPLEMENTED``. Each version gets its own handler object only so that a command knows
@@ -25,13 +26,20 @@ the lock and passed into the world, so the world only ever moves forward.
   ``api.common.TelemetryServing``). A stream keeps only the
   newest reading it has not written yet (a slot, not a queue), so a slow client gets the latest
   sample, never a backlog.
-* **Setpoints expire on a timer.** An accepted command schedules a wake-up at its expiry so the
-  world drops the setpoint (and waiters hear of it) on time, not at the next tick.
+* **Setpoints expire on a timer**, and so do bounds a client added. An accepted command (or
+  added bounds) schedules a wake-up at its expiry so the world drops it (and waiters hear of
+  it) on time, not at the next tick.
 * **Reactive power** (v1alpha18/19 ``SetElectricalComponentPower`` with ``POWER_TYPE_REACTIVE``,
   v1 ``SetComponentPowerReactive``) is judged by the world at once, refused as active power is
   (v1: the status; v1alpha18/19: ``REJECTED``), and expires on a timer too. It is kept out of
   :meth:`Simulator.commands` and :meth:`Simulator.record`, which count the active commands a
   daemon sends; :meth:`Simulator.reactive_setpoint` reads it.
+* **A method an adapter does not serve** answers ``UNIMPLEMENTED`` with ``"<method> is not
+  simulated by distributord sim"`` (``sim/servicer.py``; ``tests/sim/test_rpcs.py`` probes
+  every method of every version and lists those). The microgrid is the scenario's
+  ``[microgrid]``; there are no sensors (``ListSensors`` lists none; a sensor stream ends
+  ``NOT_FOUND``); added bounds, starting, standby, stopping and acknowledging are the world's
+  (:mod:`distributord.sim.world`).
 * **Commands are recorded whatever happens**, including when the client cancels the call while
   it hangs: grpc.aio cancels the handler's task, the ``CancelledError`` is recorded as
   ``"cancelled"`` and re-raised. A command accepted without a final reply (``final_reply =
@@ -90,16 +98,25 @@ from distributord.api.adapter import (
     BatteryTelemetry,
     FinalReply,
     InverterTelemetry,
+    MicrogridInfo,
     SetPowerOutcome,
     SimAbort,
     Telemetry,
 )
+from distributord.core.bounds import Range
 from distributord.core.errors import ScenarioError
 from distributord.core.topology import Category, Component
 from distributord.sim.record import Outcome, Record
 from distributord.sim.scenario import MAX_TELEMETRY_HZ, Faults, Scenario, parse_scenario
 from distributord.sim.servicer import add_servicer
-from distributord.sim.world import Accepted, BatteryReading, InverterReading, Rejected, World
+from distributord.sim.world import (
+    BOUNDED_METRIC,
+    Accepted,
+    BatteryReading,
+    InverterReading,
+    Rejected,
+    World,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -295,6 +312,33 @@ class _Handler:
         self._sim._reachable()
         return self._sim._telemetry(component_id)
 
+    def microgrid(self) -> MicrogridInfo:
+        self._sim._reachable()
+        return self._sim._microgrid
+
+    def sensors(self) -> Sequence[int]:
+        self._sim._reachable()
+        return ()  # the simulated microgrid has none
+
+    def add_bounds(
+        self,
+        component_id: int,
+        metric: str,
+        ranges: Sequence[Range],
+        lifetime_s: int | None,
+        token: str | None,
+    ) -> float:
+        self._sim._reachable()
+        return self._sim._add_bounds(component_id, metric, ranges, lifetime_s, token)
+
+    def clear_bounds(self, component_id: int, metric: str, token: str) -> None:
+        self._sim._reachable()
+        self._sim._clear_bounds(component_id, metric, token)
+
+    def control(self, component_id: int, action: str) -> None:
+        self._sim._reachable()
+        self._sim._control(component_id, action)
+
 
 class Simulator:
     """A simulated microgrid on the ``Microgrid`` API, with a thread-safe API for tests.
@@ -355,6 +399,7 @@ class Simulator:
         self.pass_through_ids = tuple(cid for cid, _, _ in scenario.pass_through())
         self.meter_ids = tuple(scenario.meters())
         """Each inverter's own meter (the site meter, id 2, is not among them)."""
+        self._microgrid = _microgrid_info(scenario)
         self._components = tuple(scenario.components())
         self._connections = tuple(scenario.connections())
         self._categories = {cid: component.category for cid, component in self._components}
@@ -677,6 +722,61 @@ class Simulator:
             self._advance()
             return self._world.soc(battery_id)
 
+    def allowed_ranges(self, inverter_id: int) -> tuple[tuple[float, float], ...]:
+        """The power ranges an inverter allows now, its own and added bounds', W.
+
+        Empty when they have nothing in common (0 W is allowed even then); see
+        :meth:`~distributord.sim.world.World.allowed_ranges`.
+        """
+        with self._changed:
+            self._advance()
+            return self._world.allowed_ranges(inverter_id)
+
+    def add_bounds(
+        self,
+        inverter_id: int,
+        ranges: Sequence[Range],
+        lifetime_s: int | None = None,
+        token: str | None = None,
+    ) -> float:
+        """Add bounds to an inverter's AC active power, as a client's request would.
+
+        Args:
+            inverter_id: The inverter.
+            ranges: The inclusion ranges, W (``None``: an open end).
+            lifetime_s: How long they hold, 5..900 s (× the lifetime scale); default 5 s.
+            token: Replaces the bounds added under the same token.
+
+        Returns:
+            Until when they hold, Unix time (unscaled, as the API's reply says).
+
+        Raises:
+            ValueError: Refused (the message starts with the gRPC status code's name).
+        """
+        try:
+            return self._add_bounds(inverter_id, "ac_power", ranges, lifetime_s, token)
+        except SimAbort as error:
+            raise ValueError(str(error)) from None
+
+    def control(self, component_id: int, action: str) -> None:
+        """Switch an inverter or a battery as a client's call would.
+
+        ``action``: ``"start"``, ``"standby"``, ``"stop"``, or ``"ack"`` (its error).
+
+        Raises:
+            ValueError: Refused (the message starts with the gRPC status code's name).
+        """
+        try:
+            self._control(component_id, action)
+        except SimAbort as error:
+            raise ValueError(str(error)) from None
+
+    def added_bounds(self, inverter_id: int) -> int:
+        """How many added bounds hold on an inverter now."""
+        with self._changed:
+            self._advance()
+            return len(self._world.added_bounds(inverter_id))
+
     def wait_for(self, predicate: Callable[[Simulator], bool], timeout: float) -> bool:
         """Block until ``predicate(self)`` holds, re-checking after every state change.
 
@@ -725,6 +825,74 @@ class Simulator:
                 reading = self._world.meter_reading()
         neutral = _neutral(component_id, reading, sampled_at + faults.clock_offset_s)
         return neutral if rewrite is None else rewrite(neutral)
+
+    def _add_bounds(
+        self,
+        component_id: int,
+        metric: str,
+        ranges: Sequence[Range],
+        lifetime_s: int | None,
+        token: str | None,
+    ) -> float:
+        """Add bounds (on the loop's thread): until when they hold, Unix time (unscaled)."""
+        with self._changed:
+            result = self._world.add_bounds(
+                component_id,
+                _WORLD_METRICS.get(metric, metric),
+                ranges,
+                lifetime_s,
+                token,
+                now=time.monotonic(),
+                metric_name=_METRIC_NAMES.get(metric, metric),
+            )
+            self._changed.notify_all()
+        if isinstance(result, Rejected):
+            raise SimAbort(result.code, result.details)
+        if self._loop is not None:  # wake waiters when they expire, not at the next tick
+            self._loop.call_soon_threadsafe(self._expire_at, result.until)
+        logger.info(
+            "bounds added to %d: %s for %d s", component_id, list(ranges), result.lifetime_s
+        )
+        return time.time() + result.lifetime_s
+
+    def _expire_at(self, until: float) -> None:
+        """Advance the world (and wake waiters) at ``until`` (on the loop's thread)."""
+        delay = max(0.0, until - time.monotonic()) + _EXPIRY_MARGIN_S
+        asyncio.get_running_loop().call_later(delay, self._on_expiry)
+
+    def _clear_bounds(self, component_id: int, metric: str, token: str) -> None:
+        with self._changed:
+            refused = self._world.clear_bounds(
+                component_id, _WORLD_METRICS.get(metric, metric), token, now=time.monotonic()
+            )
+            self._changed.notify_all()
+        if refused is not None:
+            raise SimAbort(refused.code, refused.details)
+
+    def _control(self, component_id: int, action: str) -> None:
+        """Start, put in standby, stop a component or acknowledge its error (any thread)."""
+        with self._changed:
+            now = time.monotonic()
+            if action == "ack":
+                faults = self._faults.get(component_id, _NO_FAULTS)
+                refused = self._world.acknowledge(component_id, error=faults.error_state, now=now)
+                if refused is None and faults.error_state:
+                    self._faults[component_id] = attrs.evolve(faults, error_state=False)
+            else:
+                refused = self._world.control(component_id, action, now=now)
+            self._changed.notify_all()
+        if refused is not None:
+            raise SimAbort(refused.code, refused.details)
+        logger.info("component %d: %s", component_id, action)
+
+    def mode(self, component_id: int) -> str:
+        """How far an inverter or a battery is switched on (:class:`~.world.Mode`'s value).
+
+        Raises:
+            KeyError: Not an inverter or a battery.
+        """
+        with self._changed:
+            return self._world.mode(component_id).value
 
     def _on_expiry(self) -> None:
         with self._changed:
@@ -1009,6 +1177,29 @@ class _RewriteInterceptor(grpc.aio.ServerInterceptor):
             return serialize(response if rewrite is None else rewrite(version, response))
 
         return handler._replace(response_serializer=rewritten)
+
+
+_WORLD_METRICS = {"ac_power": BOUNDED_METRIC}
+"""The adapters' names of metrics (``api.adapter.BOUNDS_METRICS``) as the world's."""
+
+_METRIC_NAMES = {"ac_power": "AC active power", "dc_power": "DC power"}
+"""How a refusal names the metrics the adapters name for us."""
+
+
+def _microgrid_info(scenario: Scenario) -> MicrogridInfo:
+    spec = scenario.microgrid
+    return MicrogridInfo(
+        id=spec.id,
+        enterprise_id=spec.enterprise_id,
+        name=spec.name,
+        latitude=spec.latitude,
+        longitude=spec.longitude,
+        country_code=spec.country_code,
+        delivery_area_code=spec.delivery_area_code,
+        delivery_area_code_type=spec.delivery_area_code_type,
+        status=spec.status,
+        created_at=spec.created_at.timestamp(),
+    )
 
 
 def _wake(streams: Iterable[_Stream]) -> None:

@@ -12,8 +12,10 @@ those functions meet it. :func:`add_servicer` registers every method of the serv
 
 * a served method runs its function; a :class:`~distributord.api.adapter.SimAbort` from it
   (or from the simulator underneath) ends the call with that status code and details;
-* a method the adapter does not serve answers ``UNIMPLEMENTED``, ``"Method not implemented!"``,
-  as the generated servicer base class answers.
+* a method the adapter does not serve answers ``UNIMPLEMENTED``, as the generated servicer
+  base class does, with details that say so: ``"StopElectricalComponent is not simulated by
+  distributord sim"`` (the generated base class says ``"Method not implemented!"``, which
+  reads like a server bug, not like a simulator that leaves the method out on purpose).
 """
 
 from __future__ import annotations
@@ -25,8 +27,13 @@ import grpc
 
 from distributord.api.adapter import Adapter, Rpc, Served, SimAbort, SimHandler
 
-NOT_IMPLEMENTED = "Method not implemented!"
-"""The details of a method the adapter does not serve: the generated servicer's own words."""
+NOT_IMPLEMENTED = "is not simulated by distributord sim"
+"""The details of a method the adapter does not serve, after the method's name."""
+
+
+def not_simulated(method: str) -> str:
+    """The details of ``UNIMPLEMENTED`` for a method the simulator does not serve."""
+    return f"{method} {NOT_IMPLEMENTED}"
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], code: str, details: str) -> NoReturn:
@@ -61,8 +68,11 @@ def _streaming(method: Served) -> Any:
     return call
 
 
-async def _unimplemented(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-    await abort(context, "UNIMPLEMENTED", NOT_IMPLEMENTED)
+def _unimplemented(name: str) -> Any:
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        await abort(context, "UNIMPLEMENTED", not_simulated(name))
+
+    return call
 
 
 def _method_handlers(
@@ -78,7 +88,7 @@ def _method_handlers(
 
 def _method_handler(rpc: Rpc, method: Served | None) -> grpc.RpcMethodHandler[Any, Any]:
     if method is None:
-        behaviour = _unimplemented
+        behaviour = _unimplemented(rpc.name)
     elif rpc.kind.endswith("_stream"):
         behaviour = _streaming(method)
     else:

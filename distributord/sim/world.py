@@ -42,6 +42,19 @@ assert exact numbers.
   voltage to 90 % of it; a component carrying power is warmer than the ambient temperature,
   by up to :data:`HEATING_C` at its power limit. The per-phase samples are the adapters'
   (``api.common``): a reading carries only these quantities, so that a tick stays cheap.
+* **Added bounds restrict an inverter's own** (``AugmentElectricalComponentBounds``, v1
+  ``AddComponentBounds``; :meth:`World.add_bounds`). A client adds inclusion bounds for an
+  inverter's AC active power: its ranges, overlapping ones merged into one (the proto's
+  ``[[0, 10], [5, 15], [20, 30]]`` → ``[[0, 15], [20, 30]]``), are one *contribution*, kept
+  under the request's token (a later request with the same token replaces it at once) or
+  under none (each request its own), until its lifetime (5..900 s, default 5 s, ×
+  ``lifetime_scale``) ends. The inverter then allows what its own ranges **and every
+  contribution** allow (an intersection: a client narrows what a component does, it never
+  widens its hardware's limits), and 0 W always. Those ranges are the ones its telemetry
+  reports and its commands are judged against; a setpoint held outside them is brought to
+  the nearest allowed power at once ("the system will try to bring it back within the
+  bounds"), and stays there when the bounds go. Contributions expire in :meth:`World.advance`
+  like setpoints; clearing (:meth:`World.clear_bounds`) removes one at once.
 * **Readings apply telemetry faults** (NaN metrics, missing bounds, error state), so what a
   component reports is decided here, and testable, while the wire encoding is the adapters'.
   A pass-through component (breaker, precharger, ...), and an inverter's own meter, report
@@ -52,13 +65,28 @@ assert exact numbers.
   allows ``[-limit, 0]`` and refuses to consume. A hybrid inverter's power is its battery's
   minus its PV's production. So the site meter sees the PV whether anyone commands it or not.
 
+* **Inverters and batteries start, stand by and stop** (``StartElectricalComponent``,
+  ``PutElectricalComponentInStandby``, ``StopElectricalComponent``, v1 ``StartComponent`` ...;
+  :meth:`World.control`), as the proto describes, in a simple :class:`Mode`: an inverter that
+  starts, stands by or stops drops its setpoints (0 W, recorded as a change, and 0 var); in
+  standby it reports ``STANDBY`` and the next command brings it back (as the proto says a
+  set-power call may); stopped it reports ``OFF`` with bounds ``[0, 0]`` and refuses every
+  command, active or reactive (``FAILED_PRECONDITION``), until it is started. Standby needs
+  a running inverter (its relays closed), else ``FAILED_PRECONDITION``. A battery stops only
+  at 0 W (else
+  ``FAILED_PRECONDITION``): then its DC relay is open (``OFF``, ``RELAY_OPEN``, bounds
+  ``[0, 0]``: it takes no power) until it is started. A battery has no standby, and the
+  simulator switches no other component (``INVALID_ARGUMENT``). Acknowledging an error
+  (:meth:`World.acknowledge`) brings an inverter or battery that had one to stopped.
+
 Pure: no IO, no clock, no grpc.
 """
 
 from __future__ import annotations
 
+import enum
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import attrs
 
@@ -83,6 +111,26 @@ MIN_LIFETIME_S = 10
 
 MAX_LIFETIME_S = 900
 """The longest ``request_lifetime`` the API accepts."""
+
+DEFAULT_BOUNDS_LIFETIME_S = 5
+"""How long added bounds hold when the request does not say (the proto's default)."""
+
+MIN_BOUNDS_LIFETIME_S = 5
+"""The shortest lifetime of added bounds the API accepts."""
+
+MAX_BOUNDS_LIFETIME_S = 900
+"""The longest lifetime of added bounds the API accepts (15 minutes)."""
+
+MAX_BOUNDS_RANGES = 64
+"""Ranges one request may add: more is refused (a client's mistake, not a site's bounds)."""
+
+MAX_CONTRIBUTIONS = 256
+"""Added bounds one inverter holds at once: more is refused until some expire or are cleared.
+Every reading of the inverter intersects them all, so a client adding bounds in a loop
+without a token must not be able to slow the simulator down without end."""
+
+BOUNDED_METRIC = "ac_power"
+"""The one metric whose bounds a client can add: an inverter's AC active power."""
 
 _PCT_PER_WS = 100.0 / 3600.0
 """SoC % per second for 1 W into 1 Wh of capacity."""
@@ -175,6 +223,36 @@ class InverterReading:
     temperature_c: float | None = None
 
 
+@attrs.frozen(kw_only=True)
+class Contribution:
+    """Bounds a client added to an inverter's AC active power.
+
+    Attributes:
+        ranges: The allowed ranges, merged, ascending (``±inf`` for an open end).
+        until: When they expire (the world's clock).
+    """
+
+    ranges: tuple[tuple[float, float], ...]
+    until: float
+
+
+class Mode(enum.StrEnum):
+    """How far an inverter or a battery is switched on (see the module docstring)."""
+
+    RUNNING = "running"
+    """Relays closed: it takes setpoints (an inverter) or power (a battery)."""
+    STANDBY = "standby"
+    """An inverter's AC relays open, at 0 W; a start or the next command brings it back."""
+    STOPPED = "stopped"
+    """DC relays open (cold standby): it takes nothing until it is started."""
+
+
+_RUNNING, _STOPPED = Mode.RUNNING, Mode.STOPPED  # plain globals: the enum's lookups are slow
+
+CONTROLS = frozenset({"start", "standby", "stop"})
+"""What :meth:`World.control` does: the proto's start, put in standby and stop."""
+
+
 @attrs.define
 class _Battery:
     spec: BatterySpec
@@ -182,6 +260,7 @@ class _Battery:
     time: float
     """The instant :attr:`soc` describes (at most :attr:`World.time`; see ``World._sync``)."""
     inverters: list[_Inverter] = attrs.field(factory=list)
+    mode: Mode = Mode.RUNNING
 
 
 @attrs.define
@@ -192,6 +271,7 @@ class _Inverter:
     until: float = math.inf
     reactive_var: float = 0.0
     reactive_until: float = math.inf
+    mode: Mode = Mode.RUNNING
 
 
 class World:
@@ -246,6 +326,10 @@ class World:
         self._producing = [i for i in self._inverters.values() if i.spec.pv_power_w > 0]
         # Inverters with a reactive setpoint that may still hold (dropped when read expired).
         self._reactive: dict[int, _Inverter] = {}
+        # Added bounds: inverter id -> token (an int for a request without one) -> bounds.
+        self._added: dict[int, dict[str | int, Contribution]] = {}
+        self._anonymous = 0  # the last key given to a contribution without a token
+        self._next_bounds_expiry = math.inf  # the earliest ``until`` in _added
 
     # --- time -------------------------------------------------------------------------------
 
@@ -262,6 +346,8 @@ class World:
         if now <= self.time:
             return []
         self.time = now
+        if now >= self._next_bounds_expiry:
+            self._expire_bounds(now)
         if now < self._next_expiry:
             return []
         expired = [iid for iid, inverter in self._holding.items() if inverter.until <= now]
@@ -315,6 +401,8 @@ class World:
         return sum(self._share(inverter, at) for inverter in battery.inverters)
 
     def _battery_power(self, battery: _Battery, at: float) -> float:
+        if battery.mode is _STOPPED:  # its DC relay is open
+            return 0.0
         spec = battery.spec
         limit = spec.power_limit_w
         power = min(max(self._requested(battery, at), -limit), limit)
@@ -336,6 +424,8 @@ class World:
         (``with_pv=False``: its battery's only, the part its setpoint governs).
         """
         inverter = self._inverters[inverter_id]
+        if inverter.mode is not _RUNNING:  # its relays are open
+            return 0.0
         produced = inverter.spec.pv_power_w
         if _is_pv(inverter):
             holds = self.time < inverter.until < math.inf  # a setpoint given and not expired
@@ -362,12 +452,14 @@ class World:
     def battery_bounds(self, battery_id: int) -> tuple[float, float]:
         """``(lower, upper)`` power a battery allows at :attr:`time`, W."""
         battery = self._sync(self._batteries[battery_id])
+        if battery.mode is _STOPPED:
+            return 0.0, 0.0
         spec = battery.spec
         lower = 0.0 if battery.soc <= spec.soc_lower_pct else -spec.power_limit_w
         upper = 0.0 if battery.soc >= spec.soc_upper_pct else spec.power_limit_w
         return lower, upper
 
-    def inverter_ranges(self, inverter_id: int) -> tuple[Range, ...]:
+    def inverter_ranges(self, inverter_id: int) -> tuple[tuple[float, float], ...]:
         """The power ranges an inverter allows, W (0 W is always allowed too)."""
         spec = self._inverters[inverter_id].spec
         limit, exclusion = spec.power_limit_w, spec.exclusion_w
@@ -376,6 +468,290 @@ class World:
         if exclusion > 0:
             return ((-limit, -exclusion), (exclusion, limit))
         return ((-limit, limit),)
+
+    def allowed_ranges(self, inverter_id: int) -> tuple[tuple[float, float], ...]:
+        """The power ranges an inverter allows now: its own and every added bounds', W.
+
+        Ascending and disjoint; empty when they have nothing in common (0 W is allowed even
+        then). Without added bounds, :meth:`inverter_ranges`.
+        """
+        own = self.inverter_ranges(inverter_id)
+        added = self._added.get(inverter_id)
+        if not added:
+            return own
+        allowed = own
+        for contribution in added.values():
+            allowed = intersect(allowed, contribution.ranges)
+        return allowed
+
+    # --- added bounds -------------------------------------------------------------------------
+
+    def add_bounds(
+        self,
+        component_id: int,
+        metric: str,
+        ranges: Sequence[Range],
+        lifetime_s: int | None,
+        token: str | None,
+        *,
+        now: float,
+        metric_name: str = "",
+    ) -> Accepted | Rejected:
+        """Add bounds to a component's metric at ``now`` (see the module docstring).
+
+        Judged in this order: unknown component (``NOT_FOUND``), a metric other than an
+        inverter's AC active power, a lifetime outside 5..900 s, no ranges or more than
+        :data:`MAX_BOUNDS_RANGES`, a range with a nan end or inverted (each
+        ``INVALID_ARGUMENT``), then an inverter that holds :data:`MAX_CONTRIBUTIONS` already
+        (``RESOURCE_EXHAUSTED``, unless the token replaces one of them).
+
+        Args:
+            component_id: The component.
+            metric: Our name of the metric (:data:`BOUNDED_METRIC` is the one accepted).
+            ranges: The inclusion ranges (``None``: an open end).
+            lifetime_s: How long they hold, s; ``None`` when the request left it out (5 s).
+            token: The request's bounds token: replaces the contribution under the same token
+                for this component; ``None`` (or empty): a contribution of its own.
+            now: The current time.
+            metric_name: How the request's version names the metric, for the refusal's text.
+
+        Returns:
+            Until when they hold (``now`` + lifetime × ``lifetime_scale``), or why not.
+        """
+        self.advance(now)
+        name = metric_name or metric
+        inverter = self._inverters.get(component_id)
+        if inverter is None:
+            if component_id in self._batteries or component_id in self._others:
+                return Rejected(
+                    code="INVALID_ARGUMENT",
+                    details=f"bounds of {name} of component {component_id} are not simulated: "
+                    "only an inverter's AC active power takes added bounds",
+                )
+            return Rejected(code="NOT_FOUND", details=f"no component {component_id}")
+        if metric != BOUNDED_METRIC:
+            return Rejected(
+                code="INVALID_ARGUMENT",
+                details=f"bounds of {name} of inverter {component_id} are not simulated: only "
+                "its AC active power takes added bounds",
+            )
+        lifetime = DEFAULT_BOUNDS_LIFETIME_S if lifetime_s is None else lifetime_s
+        if not MIN_BOUNDS_LIFETIME_S <= lifetime <= MAX_BOUNDS_LIFETIME_S:
+            return Rejected(
+                code="INVALID_ARGUMENT",
+                details=f"request_lifetime must be {MIN_BOUNDS_LIFETIME_S}.."
+                f"{MAX_BOUNDS_LIFETIME_S} s, got {lifetime}",
+            )
+        if not ranges:
+            return Rejected(code="INVALID_ARGUMENT", details="no bounds given")
+        if len(ranges) > MAX_BOUNDS_RANGES:
+            return Rejected(
+                code="INVALID_ARGUMENT",
+                details=f"{len(ranges)} bounds given; at most {MAX_BOUNDS_RANGES} are simulated",
+            )
+        closed: list[tuple[float, float]] = []
+        for index, (lower, upper) in enumerate(ranges):
+            low = -math.inf if lower is None else lower
+            high = math.inf if upper is None else upper
+            if (
+                math.isnan(low)
+                or math.isnan(high)
+                or low > high
+                or low == math.inf
+                or (high == -math.inf)
+            ):
+                return Rejected(
+                    code="INVALID_ARGUMENT",
+                    details=f"bounds[{index}] is not a range: lower {lower!r}, upper {upper!r}",
+                )
+            closed.append((low, high))
+        until = now + lifetime * self.lifetime_scale
+        added = self._added.setdefault(component_id, {})
+        if len(added) >= MAX_CONTRIBUTIONS and not (token and token in added):
+            return Rejected(
+                code="RESOURCE_EXHAUSTED",
+                details=f"inverter {component_id} holds {len(added)} added bounds already; "
+                "clear some or let them expire",
+            )
+        if token:
+            key: str | int = token
+        else:
+            self._anonymous += 1
+            key = self._anonymous
+        added[key] = Contribution(ranges=merge(closed), until=until)
+        self._next_bounds_expiry = min(self._next_bounds_expiry, until)
+        self._bring_within(inverter, now)
+        return Accepted(lifetime_s=lifetime, until=until)
+
+    def clear_bounds(
+        self, component_id: int, metric: str, token: str, *, now: float, metric_name: str = ""
+    ) -> Rejected | None:
+        """Remove the bounds added under ``token`` to a component's metric, at ``now``.
+
+        Bounds that do not exist (another token, expired, never added) are no error: nothing
+        changes, as the proto says.
+
+        Returns:
+            ``None``, or ``NOT_FOUND`` for an unknown component.
+        """
+        self.advance(now)
+        if component_id not in self._inverters:
+            if component_id in self._batteries or component_id in self._others:
+                return None  # no component but an inverter has added bounds: nothing to clear
+            return Rejected(code="NOT_FOUND", details=f"no component {component_id}")
+        added = self._added.get(component_id)
+        if metric == BOUNDED_METRIC and added is not None and token in added:
+            del added[token]
+            if not added:
+                del self._added[component_id]
+            self._next_bounds_expiry = self._earliest_bounds_expiry()
+        return None
+
+    def added_bounds(self, component_id: int) -> list[Contribution]:
+        """The bounds added to a component that hold at :attr:`time`, oldest first."""
+        return list(self._added.get(component_id, {}).values())
+
+    def _expire_bounds(self, now: float) -> None:
+        for inverter_id in list(self._added):
+            added = self._added[inverter_id]
+            for key in [k for k, c in added.items() if c.until <= now]:
+                del added[key]
+            if not added:
+                del self._added[inverter_id]
+        self._next_bounds_expiry = self._earliest_bounds_expiry()
+
+    def _earliest_bounds_expiry(self) -> float:
+        return min(
+            (c.until for added in self._added.values() for c in added.values()), default=math.inf
+        )
+
+    def next_bounds_expiry(self) -> float:
+        """The earliest instant added bounds expire (``inf`` when none will)."""
+        return self._next_bounds_expiry
+
+    def _bring_within(self, inverter: _Inverter, now: float) -> None:
+        """Move a held setpoint outside the allowed ranges to the nearest allowed power."""
+        power = inverter.setpoint_w
+        if power == 0.0 or inverter.spec.id not in self._holding:
+            return
+        ranges = self.allowed_ranges(inverter.spec.id)
+        if _inside(power, ranges):
+            return
+        nearest = min(
+            (min(max(power, low), high) for low, high in ranges),
+            key=lambda allowed: abs(allowed - power),
+            default=0.0,
+        )
+        if abs(nearest) > abs(power) or (nearest > 0) != (power > 0):
+            nearest = 0.0  # never more power, nor the other way, than was asked for
+        for battery in inverter.batteries:
+            self._sync(battery)
+        self.record.change(inverter.spec.id, at=now, to_w=nearest, until=inverter.until)
+        inverter.setpoint_w = nearest
+
+    # --- start, standby, stop -------------------------------------------------------------------
+
+    def mode(self, component_id: int) -> Mode:
+        """How far an inverter or a battery is switched on.
+
+        Raises:
+            KeyError: Not an inverter or a battery.
+        """
+        switched = self._inverters.get(component_id) or self._batteries.get(component_id)
+        if switched is None:
+            raise KeyError(f"no inverter or battery {component_id}")
+        return switched.mode
+
+    def control(self, component_id: int, action: str, *, now: float) -> Rejected | None:
+        """Start, put in standby or stop a component at ``now`` (see the module docstring).
+
+        Args:
+            component_id: The component.
+            action: One of :data:`CONTROLS`.
+            now: The current time.
+
+        Returns:
+            ``None`` when done (or already so); else why not: ``NOT_FOUND`` (no such
+            component), ``INVALID_ARGUMENT`` (a component the simulator does not switch, a
+            battery's standby), ``FAILED_PRECONDITION`` (standby of an inverter that is
+            stopped, stopping a battery that carries power).
+        """
+        if action not in CONTROLS:
+            raise ValueError(f"action must be one of {sorted(CONTROLS)}, got {action!r}")
+        self.advance(now)
+        inverter = self._inverters.get(component_id)
+        if inverter is not None:
+            if action == "standby" and inverter.mode is Mode.STOPPED:
+                return Rejected(
+                    code="FAILED_PRECONDITION",
+                    details=f"inverter {component_id} is stopped (its relays are open): "
+                    "start it before putting it in standby",
+                )
+            self._drop_setpoint(inverter, now)
+            inverter.mode = {"start": Mode.RUNNING, "standby": Mode.STANDBY}.get(
+                action, Mode.STOPPED
+            )
+            return None
+        battery = self._batteries.get(component_id)
+        if battery is not None:
+            if action == "standby":
+                return Rejected(
+                    code="INVALID_ARGUMENT",
+                    details=f"battery {component_id} has no standby: stop it instead",
+                )
+            if action == "stop" and self.battery_power(component_id) != 0.0:
+                return Rejected(
+                    code="FAILED_PRECONDITION",
+                    details=f"battery {component_id} carries "
+                    f"{self.battery_power(component_id):g} W: it stops at 0 W only",
+                )
+            battery.mode = Mode.RUNNING if action == "start" else Mode.STOPPED
+            return None
+        if component_id in self._others:
+            return Rejected(
+                code="INVALID_ARGUMENT",
+                details=f"component {component_id} is not switched by the simulator: only "
+                "inverters and batteries start, stop and stand by",
+            )
+        return Rejected(code="NOT_FOUND", details=f"no component {component_id}")
+
+    def acknowledge(self, component_id: int, *, error: bool, now: float) -> Rejected | None:
+        """Acknowledge a component's error at ``now``: one that had an error is stopped.
+
+        Args:
+            component_id: The component.
+            error: Whether it reports an error now (the faults' error state is the server's).
+            now: The current time.
+
+        Returns:
+            ``None``; ``NOT_FOUND`` for no such component.
+        """
+        if (
+            component_id not in self._inverters
+            and component_id not in self._batteries
+            and component_id not in self._others
+        ):
+            return Rejected(code="NOT_FOUND", details=f"no component {component_id}")
+        if error and component_id not in self._others:
+            self.advance(now)
+            inverter = self._inverters.get(component_id)
+            if inverter is not None:
+                self._drop_setpoint(inverter, now)
+                inverter.mode = Mode.STOPPED
+            else:
+                self._batteries[component_id].mode = Mode.STOPPED
+        return None
+
+    def _drop_setpoint(self, inverter: _Inverter, now: float) -> None:
+        """An inverter's power goes to 0 at ``now`` (recorded when it held a setpoint)."""
+        for battery in inverter.batteries:
+            self._sync(battery)  # the power changes now: integrate the old power up to here
+        if self._holding.pop(inverter.spec.id, None) is not None:
+            self.record.change(inverter.spec.id, at=now, to_w=0.0, until=math.inf)
+            self._next_expiry = self.next_expiry()
+        inverter.setpoint_w, inverter.until = 0.0, math.inf
+        self._reactive.pop(inverter.spec.id, None)  # its reactive power goes to 0 var too
+        inverter.reactive_var, inverter.reactive_until = 0.0, math.inf
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -435,6 +811,7 @@ class World:
         for battery in inverter.batteries:
             self._sync(battery)  # the power changes now: integrate the old power up to here
         self.record.change(component_id, at=now, to_w=power_w, until=result.until)
+        inverter.mode = Mode.RUNNING  # a command brings an inverter in standby back
         inverter.setpoint_w = power_w
         inverter.until = result.until
         self._holding[component_id] = inverter
@@ -514,12 +891,17 @@ class World:
             )
         if not math.isfinite(power):
             return Rejected(code="INVALID_ARGUMENT", details=f"power must be finite, got {power}")
+        if inverter.mode is Mode.STOPPED:
+            return Rejected(
+                code="FAILED_PRECONDITION",
+                details=f"inverter {component_id} is stopped: start it first",
+            )
         return Accepted(lifetime_s=lifetime, until=now + lifetime * self.lifetime_scale)
 
     def _out_of_range(self, inverter: _Inverter, power_w: float) -> str:
         if _is_pv(inverter) and power_w > 0:
             return f"inverter {inverter.spec.id} is a PV inverter: it cannot consume {power_w:g} W"
-        ranges = self.inverter_ranges(inverter.spec.id)
+        ranges = self.allowed_ranges(inverter.spec.id)
         if not _inside(power_w, ranges):
             return f"{power_w:g} W is outside inverter {inverter.spec.id}'s ranges {list(ranges)}"
         if _is_pv(inverter):
@@ -589,6 +971,7 @@ class World:
         result = self.check_reactive(component_id, power_var, lifetime_s, now=now)
         if isinstance(result, Accepted):
             inverter = self._inverters[component_id]
+            inverter.mode = Mode.RUNNING  # a command brings an inverter in standby back
             inverter.reactive_var, inverter.reactive_until = power_var, result.until
             self._reactive[component_id] = inverter
         return result
@@ -601,9 +984,13 @@ class World:
 
     def battery_reading(self, battery_id: int, faults: Faults) -> BatteryReading:
         """What a battery reports at :attr:`time`."""
-        spec = self._batteries[battery_id].spec
+        battery = self._batteries[battery_id]
+        spec = battery.spec
         power = self.battery_power(battery_id)
         nan = faults.nan_metrics
+        states = _battery_states(power, faults)
+        if battery.mode is not _RUNNING:
+            states = _switched(battery.mode, faults, states)
         capacity = (
             spec.capacity_wh if faults.reported_capacity_wh is None else faults.reported_capacity_wh
         )
@@ -614,7 +1001,7 @@ class World:
             capacity_wh=math.nan if "capacity" in nan else capacity,
             power_w=math.nan if "power" in nan else power,
             power_ranges=None if faults.missing_bounds else (self.battery_bounds(battery_id),),
-            states=_battery_states(power, faults),
+            states=states,
             errors=_errors(faults),
             dc_voltage_v=battery_voltage(spec.dc_voltage_v, soc),
             temperature_c=self._temperature(power, spec.power_limit_w),
@@ -623,17 +1010,30 @@ class World:
     def inverter_reading(self, inverter_id: int, faults: Faults) -> InverterReading:
         """What an inverter reports at :attr:`time`."""
         power = self.inverter_power(inverter_id)
+        inverter = self._inverters[inverter_id]
+        mode = inverter.mode
         missing = faults.missing_bounds
+        ranges: tuple[Range, ...] | None = None
+        if missing:
+            pass
+        elif mode is _STOPPED:
+            ranges = ((0.0, 0.0),)
+        elif inverter_id in self._added:
+            # Nothing in common: 0 W is all it allows (an empty list would say "unknown").
+            ranges = self.allowed_ranges(inverter_id) or ((0.0, 0.0),)
+        else:
+            ranges = self.inverter_ranges(inverter_id)
+        states = _states(power, faults)
         return InverterReading(
             power_w=math.nan if "power" in faults.nan_metrics else power + faults.power_offset_w,
-            power_ranges=None if missing else self.inverter_ranges(inverter_id),
-            states=_states(power, faults),
+            power_ranges=ranges,
+            states=states if mode is _RUNNING else _switched(mode, faults, states),
             errors=_errors(faults),
             reactive_power_var=self.reactive_power(inverter_id),
             reactive_ranges=None if missing else self.reactive_ranges(inverter_id),
             frequency_hz=self.frequency_hz,
             voltage_v=self.voltage_v,
-            temperature_c=self._temperature(power, self._inverters[inverter_id].spec.power_limit_w),
+            temperature_c=self._temperature(power, inverter.spec.power_limit_w),
         )
 
     def line_reading(self, inverter_id: int) -> InverterReading:
@@ -673,11 +1073,46 @@ def battery_voltage(full_v: float, soc_pct: float) -> float:
     return empty + (full_v - empty) * soc_pct / 100.0
 
 
+def merge(ranges: Iterable[tuple[float, float]]) -> tuple[tuple[float, float], ...]:
+    """Closed ranges as a union: ascending, overlapping or touching ones merged into one."""
+    merged: list[tuple[float, float]] = []
+    for low, high in sorted(ranges):
+        if merged and low <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return tuple(merged)
+
+
+def intersect(
+    first: Iterable[tuple[float, float]], second: Iterable[tuple[float, float]]
+) -> tuple[tuple[float, float], ...]:
+    """What two unions of closed ranges both allow, merged (empty when nothing)."""
+    second = tuple(second)
+    return merge(
+        (max(a_low, b_low), min(a_high, b_high))
+        for a_low, a_high in first
+        for b_low, b_high in second
+        if max(a_low, b_low) <= min(a_high, b_high)
+    )
+
+
 def _inside(power_w: float, ranges: Sequence[Range]) -> bool:
     return any(
         (lower is None or lower <= power_w) and (upper is None or power_w <= upper)
         for lower, upper in ranges
     )
+
+
+def _switched(mode: Mode, faults: Faults, states: tuple[StateCode, ...]) -> tuple[StateCode, ...]:
+    """A running component's states as its mode changes them (an error state stays)."""
+    if mode is Mode.RUNNING or faults.error_state:
+        return states
+    if mode is Mode.STANDBY:
+        return (StateCode.STANDBY,)
+    if StateCode.RELAY_CLOSED in states:  # a battery: its DC relay is open
+        return (StateCode.OFF, StateCode.RELAY_OPEN)
+    return (StateCode.OFF,)
 
 
 def _is_pv(inverter: _Inverter) -> bool:

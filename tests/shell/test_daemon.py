@@ -592,3 +592,42 @@ def test_a_live_socket_or_another_file_is_not_replaced(tmp_path: Path) -> None:
     assert other.read_text() == "keep me"
     with pytest.raises(ControlSocketError, match="its directory does not exist"):
         bind_control_socket(str(tmp_path / "missing" / "s.sock"))
+
+
+# --- what a site's operator does at the site -----------------------------------------------
+
+
+async def test_bounds_added_at_the_site_govern_what_the_daemon_commands(tmp_path: Path) -> None:
+    # Issue 22: a client of the site (another controller, the operator) narrows inverter
+    # 2001 to [-1000, 1000] W; the daemon reads it in the inverter's bounds and keeps to it.
+    with Simulator(uniform_fleet(2, seed=3), telemetry_hz=20.0, apis=("v1alpha18",)) as sim:
+        sim.add_bounds(2001, [(-1000.0, 1000.0)], lifetime_s=900)
+        async with running_daemon(sim, tmp_path / "c.sock"), connect(tmp_path / "c.sock") as client:
+            result = await client.result(
+                "set_power", {"power_w": 4000, "batteries": [1001], "adjust_power": False}
+            )
+            assert result["outcome"] == "out_of_bounds"
+            assert result["bounds"]["inclusion_upper_w"] == 1000.0
+            assert result["bounds"]["inclusion_lower_w"] == -1000.0
+            result = await client.result("set_power", {"power_w": 4000, "batteries": [1001, 1002]})
+            assert result["outcome"] == "success"
+            assert sim.setpoint(2001) == pytest.approx(1000.0)
+            assert sim.setpoint(2002) == pytest.approx(3000.0)
+            # Nothing the daemon sent was refused by the site.
+            assert {c.outcome for c in sim.commands()} == {"ok"}
+
+
+async def test_an_inverter_stopped_at_the_site_takes_its_battery_out_until_started(
+    sim: Simulator, daemon: Daemon, client: Client
+) -> None:
+    sim.control(2004, "stop")
+    await wait_until(daemon, lambda d: d.tracker.state(1004).status is Status.NOT_WORKING)
+    assert "inverter_error_state" in daemon.tracker.state(1004).reasons
+    result = await client.result("set_power", {"power_w": 100, "batteries": [1004]})
+    assert result["outcome"] == "error"
+    assert result["message"] == "no usable batteries among [1004]"
+    sim.control(2004, "start")
+    await wait_until(daemon, lambda d: d.tracker.state(1004).status is Status.WORKING)
+    result = await client.result("set_power", {"power_w": 100, "batteries": [1004]})
+    assert result["outcome"] == "success"
+    assert sim.setpoint(2004) == pytest.approx(100.0)

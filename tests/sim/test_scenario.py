@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 import pathlib
 
@@ -15,6 +16,7 @@ from distributord.sim.scenario import (
     BatterySpec,
     Faults,
     InverterSpec,
+    MicrogridSpec,
     Scenario,
     parse_scenario,
     uniform_fleet,
@@ -84,6 +86,7 @@ def test_the_documented_example_loads() -> None:
     )
     assert scenario.faults == {2003: Faults()}
     assert scenario.telemetry_hz == 10.0
+    assert scenario.microgrid == MicrogridSpec()  # every key shown, at its default
 
 
 def test_the_documented_site_loads() -> None:
@@ -95,6 +98,9 @@ def test_the_documented_site_loads() -> None:
         (2003, InverterType.PV, (), True, 4000.0),
     ]
     assert scenario.meters() == {92001: 2001, 92002: 2002, 92003: 2003}
+    assert scenario.microgrid == MicrogridSpec(
+        name="distributord sim: Hamburg harbour", latitude=53.5, longitude=9.75
+    )
     assert pair_batteries(dict(scenario.components()), scenario.connections()).pairs == {
         1001: 2001,
         1002: 2002,
@@ -523,3 +529,103 @@ def test_per_command_latencies_from_a_file_and_from_python() -> None:
     for bad in ("0,30", 5, [math.nan], [-0.5], [True], [None]):
         with pytest.raises(ScenarioError, match=r"^command_latencies_s: must be"):
             Faults(command_latencies_s=bad)  # type: ignore[arg-type]
+
+
+# --- [microgrid] ------------------------------------------------------------------------------
+
+SITE = b"""
+[microgrid]
+id = 4711
+enterprise_id = 815
+name = "Hafen Nord"
+latitude = 53.5
+longitude = 9.75
+country_code = "DE"
+delivery_area_code = "10YDE-EON------1"
+delivery_area_code_type = "europe_eic"
+status = "inactive"
+created_at = 2023-06-01T08:30:00+02:00
+"""
+
+
+def test_every_scenario_has_a_microgrid_by_default() -> None:
+    for scenario in (
+        parse_scenario(b""),
+        uniform_fleet(2, seed=1),
+        Scenario(batteries=(), inverters=()),
+    ):
+        assert scenario.microgrid == MicrogridSpec()
+    site = MicrogridSpec()
+    assert (site.id, site.enterprise_id, site.status) == (1, 1, "active")
+    assert (site.latitude, site.longitude, site.country_code) == (52.5, 13.5, "DE")
+    assert site.delivery_area_code == "10Y1001A1001A82H"  # the German-Luxembourg bidding zone
+    assert site.delivery_area_code_type == "europe_eic"
+    assert site.created_at == datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
+
+
+def test_the_microgrid_table_is_read_key_by_key_in_a_fleet_and_with_components() -> None:
+    expected = MicrogridSpec(
+        id=4711,
+        enterprise_id=815,
+        name="Hafen Nord",
+        latitude=53.5,
+        longitude=9.75,
+        country_code="DE",
+        delivery_area_code="10YDE-EON------1",
+        delivery_area_code_type="europe_eic",
+        status="inactive",
+        created_at=datetime.datetime(2023, 6, 1, 6, 30, tzinfo=datetime.UTC),
+    )
+    assert parse_scenario(SITE).microgrid == expected
+    assert parse_scenario(SITE + BATTERY.encode()).microgrid == expected
+    assert parse_scenario(b'[microgrid]\ndelivery_area_code = ""\n').microgrid == (
+        MicrogridSpec(delivery_area_code="")  # an island: no delivery area
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        ("microgrid = 3\n", "microgrid", "must be a table"),
+        ("[microgrid]\nsite = 3\n", "microgrid.site", "unknown key"),
+        ("[microgrid]\nid = 0\n", "microgrid.id", "positive 64-bit integer"),
+        ("[microgrid]\nid = 18446744073709551616\n", "microgrid.id", "positive 64-bit"),
+        ("[microgrid]\nid = '7'\n", "microgrid.id", "must be an integer"),
+        ("[microgrid]\nenterprise_id = -1\n", "microgrid.enterprise_id", "positive 64-bit"),
+        ("[microgrid]\nname = 3\n", "microgrid.name", "must be a string"),
+        ("[microgrid]\nlatitude = 90.5\n", "microgrid.latitude", "between -90 and 90"),
+        ("[microgrid]\nlatitude = nan\n", "microgrid.latitude", "finite"),
+        ("[microgrid]\nlongitude = -181\n", "microgrid.longitude", "between -180 and 180"),
+        ("[microgrid]\nlongitude = true\n", "microgrid.longitude", "must be a number"),
+        ("[microgrid]\ncountry_code = 'DEU'\n", "microgrid.country_code", "two capital"),
+        ("[microgrid]\ncountry_code = 'de'\n", "microgrid.country_code", "got 'de'"),
+        ("[microgrid]\ndelivery_area_code = 1\n", "microgrid.delivery_area_code", "a string"),
+        (
+            "[microgrid]\ndelivery_area_code_type = 'EIC'\n",
+            "microgrid.delivery_area_code_type",
+            "one of europe_eic, us_nerc, got 'EIC'",
+        ),
+        ("[microgrid]\nstatus = 'on'\n", "microgrid.status", "one of active, inactive"),
+        ("[microgrid]\ncreated_at = 2023-06-01\n", "microgrid.created_at", "offset date-time"),
+        (
+            "[microgrid]\ncreated_at = 2023-06-01T08:30:00\n",
+            "microgrid.created_at",
+            "with a time zone",
+        ),
+    ],
+)
+def test_a_bad_microgrid_names_the_key(text: str, key: str, problem: str) -> None:
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(text.encode(), source="site.toml")
+    assert caught.value.key == key
+    assert problem in caught.value.problem
+    assert str(caught.value).startswith(f"site.toml: {key}: ")
+
+
+def test_a_microgrid_built_in_python_is_checked_the_same_way() -> None:
+    with pytest.raises(ScenarioError, match=r"^country_code: must be two capital letters"):
+        MicrogridSpec(country_code="Deutschland")
+    with pytest.raises(ScenarioError, match=r"^created_at: must be a date-time with a time zone"):
+        MicrogridSpec(created_at=datetime.datetime(2024, 1, 1))  # no time zone: the point
+    with pytest.raises(ScenarioError, match=r"^status: "):
+        Scenario(batteries=(), inverters=(), microgrid=MicrogridSpec(status="gone"))

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import importlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+import attrs
 import grpc
 import pytest
 
@@ -22,10 +23,14 @@ from distributord.api.adapter import (
     Adapter,
     BatteryTelemetry,
     FinalReply,
+    MicrogridInfo,
+    Served,
     SetPowerOutcome,
     SimAbort,
+    SimHandler,
     Telemetry,
 )
+from distributord.core.bounds import Range
 from distributord.core.errors import (
     CommandFailedError,
     CommandOverriddenError,
@@ -33,7 +38,7 @@ from distributord.core.errors import (
 )
 from distributord.core.model import BatterySnapshot, StateCode
 from distributord.core.topology import Category, Component, InverterType
-from distributord.sim.servicer import NOT_IMPLEMENTED, add_servicer
+from distributord.sim.servicer import add_servicer, not_simulated
 from tests.api.versions import VERSIONS, Version
 
 DEADLINE_S = 10.0
@@ -47,6 +52,18 @@ COMPONENTS = [
     (100, Component(Category.BATTERY)),
 ]
 EDGES = [(1, 2), (2, 10), (10, 11), (11, 100)]
+MICROGRID = MicrogridInfo(
+    id=42,
+    enterprise_id=7,
+    name="test site",
+    latitude=-33.875,
+    longitude=151.25,
+    country_code="AU",
+    delivery_area_code="",
+    delivery_area_code_type="europe_eic",
+    status="inactive",
+    created_at=1_700_000_000.5,
+)
 
 
 class Handler:
@@ -54,6 +71,10 @@ class Handler:
 
     def __init__(self) -> None:
         self.commands: list[tuple[int, float, int | None]] = []
+        self.bounds: list[tuple[int, str, tuple[Range, ...], int | None, str | None]] = []
+        self.cleared: list[tuple[int, str, str]] = []
+        self.site = MICROGRID
+        self.switched: list[tuple[int, str]] = []
 
     def components(self) -> Sequence[tuple[int, Component]]:
         return COMPONENTS
@@ -77,6 +98,33 @@ class Handler:
     ) -> SetPowerOutcome:
         return await self.set_power(component_id, power_var, lifetime_s)
 
+    def microgrid(self) -> MicrogridInfo:
+        return self.site
+
+    def sensors(self) -> Sequence[int]:
+        return ()
+
+    def add_bounds(
+        self,
+        component_id: int,
+        metric: str,
+        ranges: Sequence[Range],
+        lifetime_s: int | None,
+        token: str | None,
+    ) -> float:
+        self.bounds.append((component_id, metric, tuple(ranges), lifetime_s, token))
+        if component_id == 99:
+            raise SimAbort("NOT_FOUND", "no component 99")
+        return LATER
+
+    def clear_bounds(self, component_id: int, metric: str, token: str) -> None:
+        self.cleared.append((component_id, metric, token))
+
+    def control(self, component_id: int, action: str) -> None:
+        if component_id == 99:
+            raise SimAbort("NOT_FOUND", "no component 99")
+        self.switched.append((component_id, action))
+
     async def telemetry(self, component_id: int) -> AsyncIterator[Telemetry]:
         if component_id == 99:
             raise SimAbort("NOT_FOUND", "no component 99")
@@ -93,13 +141,38 @@ class Handler:
         await asyncio.Event().wait()  # then nothing, until the client goes
 
 
-def serve(version: Version, test: Callable[[Adapter, Any, Handler], Awaitable[None]]) -> None:
-    """Run ``test(adapter, stub, handler)`` against a server of ``version`` on localhost."""
+class Without:
+    """An adapter that serves what ``adapter`` serves but ``left_out``."""
+
+    def __init__(self, adapter: Adapter, left_out: str) -> None:
+        self._adapter = adapter
+        self._left_out = left_out
+        self.name, self.service, self.rpcs = adapter.name, adapter.service, adapter.rpcs
+
+    def serve(self, handler: SimHandler) -> Mapping[str, Served]:
+        served = dict(self._adapter.serve(handler))
+        del served[self._left_out]
+        return served
+
+
+def serve(
+    version: Version,
+    test: Callable[[Adapter, Any, Handler], Awaitable[None]],
+    *,
+    without: str | None = None,
+    handler: Handler | None = None,
+) -> None:
+    """Run ``test(adapter, stub, handler)`` against a server of ``version`` on localhost.
+
+    ``without`` names a method the server leaves out; ``handler`` is a fresh one by default.
+    """
 
     async def main() -> None:
-        handler = Handler()
+        nonlocal handler
+        handler = handler or Handler()
         server = grpc.aio.server()
-        add_servicer(version.adapter, handler, server)
+        served: Any = version.adapter if without is None else Without(version.adapter, without)
+        add_servicer(served, handler, server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         try:
@@ -241,17 +314,19 @@ def test_v1_filters() -> None:
 
 
 @versions
-def test_methods_not_served_answer_unimplemented(version: Version) -> None:
+def test_methods_not_served_answer_unimplemented_and_say_so(version: Version) -> None:
     from google.protobuf import empty_pb2
 
-    async def test(adapter: Adapter, stub: Any, handler: Handler) -> None:
-        method = stub.GetMicrogridMetadata if version.name == "v1" else stub.GetMicrogrid
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await method(empty_pb2.Empty())
-        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        assert caught.value.details() == NOT_IMPLEMENTED
+    name = "GetMicrogridMetadata" if version.name == "v1" else "GetMicrogrid"
 
-    serve(version, test)
+    async def test(adapter: Adapter, stub: Any, handler: Handler) -> None:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await getattr(stub, name)(empty_pb2.Empty())
+        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert caught.value.details() == f"{name} is not simulated by distributord sim"
+        assert caught.value.details() == not_simulated(name)
+
+    serve(version, test, without=name)
 
 
 class RecordingServer:
@@ -290,3 +365,202 @@ def test_every_method_is_registered_as_the_generated_code_registers_it(version: 
         name: shape(h) for name, h in theirs.registered[service].items()
     }
     assert [g.service_name() for g in ours.generic] == [service]
+
+
+# --- the microgrid, sensors, added bounds ---------------------------------------------------
+
+
+def enum_name(message: Any, field: str) -> str:
+    """The name of a message's enum field's value (enums by name, never by number)."""
+    enum = message.DESCRIPTOR.fields_by_name[field].enum_type
+    return str(enum.values_by_number[getattr(message, field)].name)
+
+
+@versions
+def test_the_microgrid_is_encoded_field_by_field(version: Version) -> None:
+    from google.protobuf import empty_pb2
+
+    async def test(adapter: Adapter, stub: Any, handler: Handler) -> None:
+        method = stub.GetMicrogridMetadata if version.name == "v1" else stub.GetMicrogrid
+        microgrid = (await method(empty_pb2.Empty())).microgrid
+        assert (microgrid.id, microgrid.enterprise_id, microgrid.name) == (42, 7, "test site")
+        location = microgrid.location
+        assert (location.latitude, location.longitude, location.country_code) == (
+            -33.875,
+            151.25,
+            "AU",
+        )
+        assert not microgrid.HasField("delivery_area")  # "" is none: an island
+        assert enum_name(microgrid, "status") == "MICROGRID_STATUS_INACTIVE"
+        created = microgrid.create_timestamp
+        assert (created.seconds, created.nanos) == (1_700_000_000, 500_000_000)
+
+    serve(version, test)
+
+
+@versions
+def test_a_delivery_area_is_sent_with_its_code_type(version: Version) -> None:
+    from google.protobuf import empty_pb2
+
+    async def test(adapter: Adapter, stub: Any, handler: Handler) -> None:
+        method = stub.GetMicrogridMetadata if version.name == "v1" else stub.GetMicrogrid
+        area = (await method(empty_pb2.Empty())).microgrid.delivery_area
+        assert area.code == "10YUS-NERC-X"
+        assert enum_name(area, "code_type") == "ENERGY_MARKET_CODE_TYPE_US_NERC"
+
+    handler = Handler()
+    handler.site = attrs.evolve(
+        MICROGRID, delivery_area_code="10YUS-NERC-X", delivery_area_code_type="us_nerc"
+    )
+    serve(version, test, handler=handler)
+
+
+@versions
+def test_sensors_are_listed_and_streams_of_unknown_sensors_end_not_found(
+    version: Version,
+) -> None:
+    stream_name = (
+        "ReceiveSensorDataStream" if version.name == "v1" else ("ReceiveSensorTelemetryStream")
+    )
+    request_class = next(r.request for r in version.adapter.rpcs if r.name == stream_name)
+
+    async def test(adapter: Adapter, stub: Any, handler: Handler) -> None:
+        request = next(r.request for r in adapter.rpcs if r.name == "ListSensors")
+        assert list((await stub.ListSensors(request())).sensors) == []
+        assert list((await stub.ListSensors(request(sensor_ids=[5]))).sensors) == []
+        metric = version.metrics["ac_power"]
+        call = getattr(stub, stream_name)(request_class(sensor_id=5, filter={"metrics": [metric]}))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await anext(aiter(call))
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        assert caught.value.details() == "no sensor 5: the simulated microgrid has none"
+        # A filter that names no metric is an error first, as the proto says.
+        call = getattr(stub, stream_name)(request_class(sensor_id=5, filter={"metrics": []}))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await anext(aiter(call))
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    serve(version, test)
+
+
+@pytest.mark.parametrize("version", VERSIONS[:2], ids=repr)
+def test_augmented_bounds_reach_the_handler_as_asked(version: Version) -> None:
+    ac, dc = version.metrics["ac_power"], version.metrics["dc_power"]
+    frequency = version.metric_enum.Value("METRIC_AC_FREQUENCY")
+
+    async def test(adapter: Adapter, stub: Any, handler: Handler) -> None:
+        request = next(r.request for r in adapter.rpcs if r.name.startswith("Augment"))
+        reply = await stub.AugmentElectricalComponentBounds(
+            request(
+                electrical_component_id=10,
+                target_metric=ac,
+                bounds=[{"lower": -100.0, "upper": 200.0}, {"upper": 5.0}],
+                request_lifetime=30,
+                bounds_token="t1",
+            )
+        )
+        assert reply.valid_until_time.seconds == int(LATER)
+        await stub.AugmentElectricalComponentBounds(
+            request(electrical_component_id=100, target_metric=dc, bounds=[{"lower": 1.0}])
+        )
+        await stub.AugmentElectricalComponentBounds(
+            request(electrical_component_id=10, target_metric=frequency, bounds=[])
+        )
+        assert handler.bounds == [
+            (10, "ac_power", ((-100.0, 200.0), (None, 5.0)), 30, "t1"),
+            (100, "dc_power", ((1.0, None),), None, None),  # lifetime and token left out
+            (10, "METRIC_AC_FREQUENCY", (), None, None),  # another metric: by its name
+        ]
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.AugmentElectricalComponentBounds(
+                request(electrical_component_id=99, target_metric=ac, bounds=[{"lower": 1.0}])
+            )
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        clear = next(r.request for r in adapter.rpcs if r.name.startswith("Clear"))
+        await stub.ClearElectricalComponentBounds(
+            clear(electrical_component_id=10, target_metric=ac, bounds_token="t1")
+        )
+        assert handler.cleared == [(10, "ac_power", "t1")]
+
+    serve(version, test)
+
+
+add_bounds_request: Any = next(r.request for r in v1.V1.rpcs if r.name == "AddComponentBounds")
+
+
+@pytest.mark.parametrize(
+    ("duration", "lifetime"),
+    [
+        ("COMPONENT_BOUNDS_VALIDITY_DURATION_UNSPECIFIED", None),
+        ("COMPONENT_BOUNDS_VALIDITY_DURATION_5_SECONDS", 5),
+        ("COMPONENT_BOUNDS_VALIDITY_DURATION_1_MINUTE", 60),
+        ("COMPONENT_BOUNDS_VALIDITY_DURATION_5_MINUTES", 300),
+        ("COMPONENT_BOUNDS_VALIDITY_DURATION_15_MINUTES", 900),
+    ],
+)
+def test_v1_added_bounds_last_as_the_validity_duration_says(
+    duration: str, lifetime: int | None
+) -> None:
+    from frequenz.api.microgrid.v1 import microgrid_pb2
+
+    async def test(adapter: Adapter, stub: Any, handler: Handler) -> None:
+        reply = await stub.AddComponentBounds(
+            add_bounds_request(
+                component_id=10,
+                target_metric=VERSIONS[2].metrics["ac_power"],
+                bounds=[{"lower": -1.0, "upper": 1.0}],
+                validity_duration=microgrid_pb2.ComponentBoundsValidityDuration.Value(duration),
+            )
+        )
+        assert reply.ts.seconds == int(LATER)
+        assert handler.bounds == [(10, "ac_power", ((-1.0, 1.0),), lifetime, None)]
+
+    serve(VERSIONS[2], test)
+
+
+def test_v1_refuses_a_validity_duration_it_does_not_define() -> None:
+    async def test(adapter: Adapter, stub: Any, handler: Handler) -> None:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.AddComponentBounds(
+                add_bounds_request(component_id=10, bounds=[{"lower": -1.0}], validity_duration=77)
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "validity_duration 77" in (caught.value.details() or "")
+        assert handler.bounds == []
+
+    serve(VERSIONS[2], test)
+
+
+CONTROLS = {
+    "v1": {
+        "StartComponent": "start",
+        "PutComponentInStandby": "standby",
+        "StopComponent": "stop",
+        "AckComponentError": "ack",
+    },
+    "alpha": {
+        "StartElectricalComponent": "start",
+        "PutElectricalComponentInStandby": "standby",
+        "StopElectricalComponent": "stop",
+        "AckElectricalComponentError": "ack",
+    },
+}
+
+
+@versions
+def test_start_standby_stop_and_ack_reach_the_handler_with_their_component(
+    version: Version,
+) -> None:
+    controls = CONTROLS["v1" if version.name == "v1" else "alpha"]
+
+    async def test(adapter: Adapter, stub: Any, handler: Handler) -> None:
+        for offset, name in enumerate(controls):
+            request: Any = next(r.request for r in adapter.rpcs if r.name == name)
+            [field] = request.DESCRIPTOR.fields
+            await getattr(stub, name)(request(**{field.name: 10 + offset}))
+        assert handler.switched == [(10, "start"), (11, "standby"), (12, "stop"), (13, "ack")]
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await getattr(stub, next(iter(controls)))(request(**{field.name: 99}))
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+    serve(version, test)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import subprocess
 import sys
+from collections.abc import Iterable, Sequence
+from fractions import Fraction
 
 import pytest
 from hypothesis import given
@@ -13,7 +16,16 @@ from hypothesis import strategies as st
 from distributord.core.model import StateCode
 from distributord.sim.record import Change, Command, Expiry, Outcome
 from distributord.sim.scenario import BatterySpec, Faults, InverterSpec, Scenario
-from distributord.sim.world import Accepted, Rejected, World
+from distributord.sim.world import (
+    MAX_BOUNDS_RANGES,
+    MAX_CONTRIBUTIONS,
+    Accepted,
+    Mode,
+    Rejected,
+    World,
+    intersect,
+    merge,
+)
 
 # 3600 W into 10 kWh moves the SoC by 0.01 %/s at speed 1: round numbers throughout.
 RATE_PCT_PER_S = 0.01
@@ -491,3 +503,321 @@ def test_a_hybrids_battery_power_without_its_pv() -> None:
     assert world.inverter_power(2001, with_pv=False) == 2000.0
     assert world.inverter_power(2001) == 500.0
     assert world.inverter_power(2003, with_pv=False) == -4000.0  # a PV inverter: its production
+
+
+# --- added bounds -----------------------------------------------------------------------------
+
+
+def add(
+    world: World,
+    ranges: Sequence[tuple[float | None, float | None]],
+    *,
+    now: float = 0.0,
+    lifetime: int | None = 60,
+    token: str | None = None,
+    component: int = 2001,
+    metric: str = "ac_power",
+) -> Accepted | Rejected:
+    return world.add_bounds(component, metric, ranges, lifetime, token, now=now)
+
+
+def test_added_bounds_narrow_the_inverters_ranges_its_telemetry_and_its_commands() -> None:
+    world = one_pair(exclusion_w=500.0)
+    assert add(world, [(-1000.0, 2000.0)], now=1.0) == Accepted(lifetime_s=60, until=61.0)
+    assert world.allowed_ranges(2001) == ((-1000.0, -500.0), (500.0, 2000.0))
+    assert world.inverter_reading(2001, Faults()).power_ranges == world.allowed_ranges(2001)
+    assert world.inverter_ranges(2001) == ((-5000.0, -500.0), (500.0, 5000.0))  # its own
+    refused = world.command(2001, 2000.5, 60, now=2.0)
+    assert isinstance(refused, Rejected)
+    assert refused.code == "OUT_OF_RANGE"
+    assert "(500.0, 2000.0)" in refused.details
+    assert isinstance(world.command(2001, 2000.0, 60, now=2.0), Accepted)
+    assert isinstance(world.command(2001, 0.0, 60, now=2.0), Accepted)  # 0 W: always
+
+
+def test_every_contribution_narrows_and_one_contributions_ranges_are_merged() -> None:
+    world = one_pair()
+    # The proto's example: [[0, 10], [5, 15], [20, 30]] is [[0, 15], [20, 30]].
+    add(world, [(20.0, 30.0), (0.0, 10.0), (5.0, 15.0)])
+    assert world.added_bounds(2001)[0].ranges == ((0.0, 15.0), (20.0, 30.0))
+    assert world.allowed_ranges(2001) == ((0.0, 15.0), (20.0, 30.0))
+    add(world, [(None, 12.0), (25.0, None)])  # open ends
+    assert world.allowed_ranges(2001) == ((0.0, 12.0), (25.0, 30.0))
+
+
+def test_bounds_with_nothing_in_common_allow_zero_only() -> None:
+    world = one_pair()
+    add(world, [(100.0, 200.0)])
+    add(world, [(-200.0, -100.0)])
+    assert world.allowed_ranges(2001) == ()
+    assert world.inverter_reading(2001, Faults()).power_ranges == ((0.0, 0.0),)
+    assert isinstance(world.command(2001, 150.0, 60, now=0.0), Rejected)
+    assert isinstance(world.command(2001, 0.0, 60, now=0.0), Accepted)
+
+
+def test_added_bounds_expire_exactly_at_their_lifetime_and_default_to_five_seconds() -> None:
+    world = one_pair(scale=0.5)
+    assert add(world, [(-10.0, 10.0)], now=2.0, lifetime=None) == Accepted(lifetime_s=5, until=4.5)
+    assert world.next_bounds_expiry() == 4.5
+    world.advance(4.499)
+    assert world.allowed_ranges(2001) == ((-10.0, 10.0),)
+    assert isinstance(world.command(2001, 11.0, 60, now=4.499), Rejected)
+    world.advance(4.5)
+    assert world.allowed_ranges(2001) == ((-5000.0, 5000.0),)
+    assert world.added_bounds(2001) == []
+    assert world.next_bounds_expiry() == math.inf
+    assert isinstance(world.command(2001, 11.0, 60, now=4.5), Accepted)
+
+
+def test_a_token_replaces_its_own_bounds_and_clearing_removes_them() -> None:
+    world = one_pair()
+    add(world, [(-100.0, 100.0)], token="a", lifetime=900)
+    add(world, [(-300.0, 300.0)], token="b", lifetime=10)
+    add(world, [(-200.0, 200.0)], token="a", lifetime=20)  # replaces a's, not b's
+    assert [(c.ranges, c.until) for c in world.added_bounds(2001)] == [
+        (((-200.0, 200.0),), 20.0),
+        (((-300.0, 300.0),), 10.0),
+    ]
+    assert world.next_bounds_expiry() == 10.0
+    assert world.clear_bounds(2001, "ac_power", "b", now=1.0) is None
+    assert world.allowed_ranges(2001) == ((-200.0, 200.0),)
+    assert world.next_bounds_expiry() == 20.0
+    # Bounds that do not exist: nothing happens.
+    assert world.clear_bounds(2001, "ac_power", "b", now=1.0) is None
+    assert world.clear_bounds(2001, "dc_power", "a", now=1.0) is None
+    assert world.clear_bounds(1001, "ac_power", "a", now=1.0) is None
+    assert world.allowed_ranges(2001) == ((-200.0, 200.0),)
+    cleared = world.clear_bounds(4242, "ac_power", "a", now=1.0)
+    assert cleared == Rejected(code="NOT_FOUND", details="no component 4242")
+
+
+def test_bounds_without_a_token_are_each_their_own() -> None:
+    world = one_pair()
+    add(world, [(-100.0, 100.0)], lifetime=10)
+    add(world, [(-50.0, 400.0)], lifetime=20)
+    assert world.allowed_ranges(2001) == ((-50.0, 100.0),)
+    world.advance(10.0)
+    assert world.allowed_ranges(2001) == ((-50.0, 400.0),)
+
+
+def test_a_held_setpoint_outside_new_bounds_is_brought_to_the_nearest_allowed_power() -> None:
+    world = one_pair()
+    world.command(2001, 3000.0, 60, now=0.0)
+    add(world, [(-1000.0, 1000.0)], now=1.0, lifetime=5)
+    assert world.inverter_power(2001) == 1000.0
+    world.advance(10.0)  # the bounds went; the setpoint stays where it was brought
+    assert world.inverter_power(2001) == 1000.0
+    changes = [e for e in world.snapshot_record().events() if isinstance(e, Change)]
+    assert [(c.at, c.from_w, c.to_w) for c in changes] == [
+        (0.0, 0.0, 3000.0),
+        (1.0, 3000.0, 1000.0),
+    ]
+    # Nothing allowed on its side of 0: it goes to 0, never the other way.
+    world.command(2001, -2000.0, 60, now=11.0)
+    add(world, [(500.0, 800.0)], now=12.0)
+    assert world.inverter_power(2001) == 0.0
+    # Inside the bounds: nothing changes.
+    world.command(2001, 600.0, 60, now=13.0)
+    add(world, [(0.0, 700.0)], now=14.0)
+    assert world.inverter_power(2001) == 600.0
+
+
+@pytest.mark.parametrize(
+    ("component", "metric", "ranges", "lifetime", "code", "details"),
+    [
+        (4242, "ac_power", [(-1.0, 1.0)], 60, "NOT_FOUND", "no component 4242"),
+        (1001, "ac_power", [(-1.0, 1.0)], 60, "INVALID_ARGUMENT", "component 1001 are not"),
+        (1, "ac_power", [(-1.0, 1.0)], 60, "INVALID_ARGUMENT", "not simulated"),
+        (2001, "dc_power", [(-1.0, 1.0)], 60, "INVALID_ARGUMENT", "dc_power of inverter 2001"),
+        (2001, "METRIC_AC_FREQUENCY", [(49.0, 51.0)], 60, "INVALID_ARGUMENT", "METRIC_AC_FREQ"),
+        (2001, "ac_power", [(-1.0, 1.0)], 4, "INVALID_ARGUMENT", "5..900 s, got 4"),
+        (2001, "ac_power", [(-1.0, 1.0)], 901, "INVALID_ARGUMENT", "5..900 s, got 901"),
+        (2001, "ac_power", [], 60, "INVALID_ARGUMENT", "no bounds given"),
+        (2001, "ac_power", [(0.0, 1.0), (2.0, 1.0)], 60, "INVALID_ARGUMENT", "bounds[1]"),
+        (2001, "ac_power", [(math.nan, 1.0)], 60, "INVALID_ARGUMENT", "bounds[0]"),
+        (2001, "ac_power", [(math.inf, None)], 60, "INVALID_ARGUMENT", "bounds[0]"),
+        (2001, "ac_power", [(None, -math.inf)], 60, "INVALID_ARGUMENT", "bounds[0]"),
+    ],
+)
+def test_refused_bounds_change_nothing(
+    component: int,
+    metric: str,
+    ranges: list[tuple[float | None, float | None]],
+    lifetime: int,
+    code: str,
+    details: str,
+) -> None:
+    world = one_pair()
+    result = add(world, ranges, lifetime=lifetime, component=component, metric=metric)
+    assert isinstance(result, Rejected)
+    assert result.code == code
+    assert details in result.details
+    assert world.allowed_ranges(2001) == ((-5000.0, 5000.0),)
+    assert world.next_bounds_expiry() == math.inf
+
+
+quarters = st.integers(min_value=-200, max_value=200).map(lambda n: Fraction(n, 4))
+closed_ranges = st.lists(
+    st.tuples(quarters, quarters).map(lambda r: (min(r), max(r))),
+    max_size=5,
+)
+
+
+@given(
+    first=closed_ranges,
+    second=closed_ranges,
+    point=st.integers(min_value=-1700, max_value=1700).map(lambda n: Fraction(n, 8)),
+)
+def test_intersect_and_merge_keep_exactly_the_points_both_allow(
+    first: list[tuple[Fraction, Fraction]],
+    second: list[tuple[Fraction, Fraction]],
+    point: Fraction,
+) -> None:
+    # The oracle: membership, in exact arithmetic. Quarters and eighths are exact in a float.
+    def within(ranges: Iterable[tuple[float, float] | tuple[Fraction, Fraction]]) -> bool:
+        return any(Fraction(low) <= point <= Fraction(high) for low, high in ranges)
+
+    def floats(ranges: list[tuple[Fraction, Fraction]]) -> list[tuple[float, float]]:
+        return [(float(low), float(high)) for low, high in ranges]
+
+    both = intersect(floats(first), floats(second))
+    assert within(both) == (within(first) and within(second))
+    assert within(merge(floats(first))) == within(first)
+    for (_, high), (low, _) in itertools.pairwise(both):
+        assert high < low  # ascending, disjoint, not touching
+    assert all(low <= high for low, high in both)
+
+
+# --- start, standby, stop, acknowledge -------------------------------------------------------
+
+
+def test_a_stopped_inverter_drops_its_setpoint_reports_off_and_refuses_until_started() -> None:
+    world = one_pair()
+    world.command(2001, 2000.0, 60, now=0.0)
+    assert world.control(2001, "stop", now=10.0) is None
+    assert world.mode(2001) is Mode.STOPPED
+    assert world.inverter_power(2001) == 0.0
+    world.advance(20.0)
+    assert world.soc(1001) == pytest.approx(50.0 + 10 * 2000.0 / 3600.0 * RATE_PCT_PER_S)
+    reading = world.inverter_reading(2001, Faults())
+    assert (reading.states, reading.power_ranges) == ((StateCode.OFF,), ((0.0, 0.0),))
+    for power in (1000.0, 0.0):
+        refused = world.command(2001, power, 60, now=21.0)
+        assert refused == Rejected(
+            code="FAILED_PRECONDITION", details="inverter 2001 is stopped: start it first"
+        )
+    assert world.control(2001, "start", now=22.0) is None
+    assert world.mode(2001) is Mode.RUNNING
+    assert world.inverter_reading(2001, Faults()).states == (StateCode.READY,)
+    assert isinstance(world.command(2001, 1000.0, 60, now=23.0), Accepted)
+    changes = [e for e in world.snapshot_record().events() if isinstance(e, Change)]
+    assert [(c.at, c.to_w) for c in changes] == [(0.0, 2000.0), (10.0, 0.0), (23.0, 1000.0)]
+    assert world.next_expiry() == 83.0  # the dropped setpoint's expiry is gone
+
+
+def test_standby_drops_the_setpoint_and_the_next_command_brings_the_inverter_back() -> None:
+    world = one_pair()
+    world.command(2001, -1500.0, 60, now=0.0)
+    assert world.control(2001, "standby", now=1.0) is None
+    assert world.control(2001, "standby", now=2.0) is None  # already: nothing to do
+    assert world.inverter_power(2001) == 0.0
+    assert world.inverter_reading(2001, Faults()).states == (StateCode.STANDBY,)
+    assert world.inverter_reading(2001, Faults()).power_ranges == ((-5000.0, 5000.0),)
+    assert isinstance(world.command(2001, -1000.0, 60, now=3.0), Accepted)
+    assert world.mode(2001) is Mode.RUNNING
+    assert world.inverter_power(2001) == -1000.0
+    world.control(2001, "stop", now=4.0)
+    refused = world.control(2001, "standby", now=5.0)
+    assert isinstance(refused, Rejected)
+    assert refused.code == "FAILED_PRECONDITION"
+    assert "start it before" in refused.details
+    assert world.mode(2001) is Mode.STOPPED
+
+
+def test_a_battery_stops_at_zero_only_and_then_takes_no_power() -> None:
+    world = one_pair()
+    world.command(2001, 1000.0, 60, now=0.0)
+    refused = world.control(1001, "stop", now=1.0)
+    assert refused == Rejected(
+        code="FAILED_PRECONDITION", details="battery 1001 carries 1000 W: it stops at 0 W only"
+    )
+    world.command(2001, 0.0, 60, now=2.0)
+    assert world.control(1001, "stop", now=3.0) is None
+    reading = world.battery_reading(1001, Faults())
+    assert reading.states == (StateCode.OFF, StateCode.RELAY_OPEN)
+    assert reading.power_ranges == ((0.0, 0.0),)
+    commanded = world.command(2001, 500.0, 60, now=4.0)
+    assert isinstance(commanded, Rejected)
+    assert commanded.code == "OUT_OF_RANGE"
+    assert "battery 1001's bounds [0, 0]" in commanded.details
+    assert world.control(1001, "start", now=5.0) is None
+    assert StateCode.RELAY_CLOSED in world.battery_reading(1001, Faults()).states
+    assert isinstance(world.command(2001, 500.0, 60, now=6.0), Accepted)
+
+
+@pytest.mark.parametrize(
+    ("component", "action", "code", "details"),
+    [
+        (4242, "start", "NOT_FOUND", "no component 4242"),
+        (1001, "standby", "INVALID_ARGUMENT", "battery 1001 has no standby"),
+        (1, "stop", "INVALID_ARGUMENT", "component 1 is not switched by the simulator"),
+        (2, "start", "INVALID_ARGUMENT", "only inverters and batteries"),
+    ],
+)
+def test_what_cannot_be_switched_is_refused(
+    component: int, action: str, code: str, details: str
+) -> None:
+    result = one_pair().control(component, action, now=0.0)
+    assert isinstance(result, Rejected)
+    assert result.code == code
+    assert details in result.details
+
+
+def test_acknowledging_an_error_stops_the_component_and_nothing_else() -> None:
+    world = one_pair()
+    world.command(2001, 1000.0, 60, now=0.0)
+    assert world.acknowledge(2001, error=False, now=1.0) is None
+    assert world.mode(2001) is Mode.RUNNING
+    assert world.inverter_power(2001) == 1000.0
+    assert world.acknowledge(2001, error=True, now=2.0) is None
+    assert world.mode(2001) is Mode.STOPPED
+    assert world.inverter_power(2001) == 0.0
+    assert world.acknowledge(1001, error=True, now=3.0) is None
+    assert world.mode(1001) is Mode.STOPPED
+    assert world.acknowledge(2, error=True, now=3.0) is None  # the meter: no error to clear
+    assert world.acknowledge(4242, error=True, now=3.0) == Rejected(
+        code="NOT_FOUND", details="no component 4242"
+    )
+
+
+def test_switching_an_inverter_drops_its_reactive_setpoint_and_a_stopped_one_refuses_it() -> None:
+    world = one_pair()
+    assert isinstance(world.command_reactive(2001, 800.0, 60, now=0.0), Accepted)
+    world.control(2001, "standby", now=1.0)
+    assert world.reactive_power(2001) == 0.0
+    assert isinstance(world.command_reactive(2001, -300.0, 60, now=2.0), Accepted)
+    assert world.mode(2001) is Mode.RUNNING  # a reactive command brings it back too
+    world.control(2001, "stop", now=3.0)
+    assert world.reactive_power(2001) == 0.0
+    refused = world.command_reactive(2001, 100.0, 60, now=4.0)
+    assert isinstance(refused, Rejected)
+    assert refused.code == "FAILED_PRECONDITION"
+
+
+def test_a_client_cannot_pile_up_bounds_without_end() -> None:
+    world = one_pair()
+    too_many = [(float(k), k + 0.5) for k in range(MAX_BOUNDS_RANGES + 1)]
+    refused = add(world, too_many)
+    assert isinstance(refused, Rejected)
+    assert refused.code == "INVALID_ARGUMENT"
+    assert f"at most {MAX_BOUNDS_RANGES}" in refused.details
+    assert isinstance(add(world, too_many[:MAX_BOUNDS_RANGES], token="t"), Accepted)
+    for _ in range(MAX_CONTRIBUTIONS - 1):
+        assert isinstance(add(world, [(-100.0, 100.0)]), Accepted)
+    full = add(world, [(-100.0, 100.0)])
+    assert isinstance(full, Rejected)
+    assert full.code == "RESOURCE_EXHAUSTED"
+    assert f"holds {MAX_CONTRIBUTIONS} added bounds" in full.details
+    assert isinstance(add(world, [(-50.0, 50.0)], token="t"), Accepted)  # replaces its own
+    assert world.clear_bounds(2001, "ac_power", "t", now=1.0) is None
+    assert isinstance(add(world, [(-100.0, 100.0)]), Accepted)  # room again
