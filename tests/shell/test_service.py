@@ -398,6 +398,7 @@ async def test_distributorctl_against_the_daemon(sim: Simulator, tmp_path: Path)
     args = [*RUN, "--microgrid", sim.address, "--socket", str(sock)]
     async with daemon_process(args, tmp_path) as (process, notify, log):
         await notify.wait_for("READY", "1")
+        await wait_all_working(sock, {1001, 1002})  # READY=1 comes before the first telemetry
         done = await ctl("--socket", str(sock), "set-power", "-4kW", "--batteries", "1001,1002")
         assert done.returncode == 0, done.stderr
         assert b"success" in done.stdout
