@@ -29,6 +29,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--microgrid", metavar="HOST:PORT", help="Microgrid API endpoint")
     run.add_argument("--socket", metavar="PATH", help="control socket path")
     run.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error")
+    check = commands.add_parser(
+        "check-config",
+        help="validate a configuration file and print the effective settings (exit 0, or 2)",
+    )
+    check.add_argument("--config", metavar="FILE", help="configuration file (TOML)")
     sim = commands.add_parser("sim", help="serve a simulated microgrid (Microgrid API)")
     sim.add_argument("--port", type=int, metavar="PORT", help="loopback port (default 50051)")
     sim.add_argument("--batteries", type=int, metavar="N", help="a uniform fleet of N (1..1000)")
@@ -60,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from distributord.cli.demo import main as demo
 
         return demo(batteries=args.batteries, duration_s=args.duration, plot=args.plot)
+    if args.command == "check-config":
+        return check_config(args)
     if args.command == "sim":
         # Imported here: grpc is loaded only by the commands that serve.
         from distributord.sim.server import main as sim
@@ -72,6 +79,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             api=args.api,
         )
     return run(args)
+
+
+def check_config(args: argparse.Namespace) -> int:
+    """``distributord check-config``: the effective settings on stdout (exit 0), or the problem.
+
+    What ``ExecReload=`` runs before it signals the daemon, so that a reload of a bad file fails
+    visibly: exit 2 with one line naming the file and the key, as ``run`` does at start.
+    """
+    from distributord.core import config as configuration
+    from distributord.core.errors import ConfigError
+    from distributord.shell.systemd import fatal_line
+
+    try:
+        config = configuration.load_config(args.config) if args.config else configuration.Config()
+    except ConfigError as error:
+        print(fatal_line(f"distributord: {error}"), file=sys.stderr)
+        return 2
+    sys.stdout.write(configuration.to_toml(config))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -770,6 +770,73 @@ def _build(cls: type[_A], table: dict[str, Any], name: str) -> _A:
         raise error.within(name) from None
 
 
+# --- writing ------------------------------------------------------------------------------------
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def to_toml(config: Config) -> str:
+    """``config`` as a configuration file: every table and key, with its effective value.
+
+    What ``distributord check-config`` prints. Parsed back (:func:`parse_config`), it gives
+    ``config`` again. A key that is not set (an optional limit) is left out, as a file leaves
+    it out; ``[programs.NAME]`` tables follow the others, in name order.
+    """
+    lines: list[str] = []
+    sections: list[tuple[str, attrs.AttrsInstance]] = [
+        (name, getattr(config, name)) for name in TABLES
+    ]
+    sections += [
+        (f"{PROGRAMS}.{_toml_key(name)}", program)
+        for name, program in sorted(config.programs.items())
+    ]
+    for header, table in sections:
+        if lines:
+            lines.append("")
+        lines.append(f"[{header}]")
+        for field in attrs.fields(type(table)):
+            value = getattr(table, field.name)
+            if value is not None:
+                lines.append(f"{field.name} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_key(name: str) -> str:
+    return name if _BARE_KEY.fullmatch(name) else _toml_string(name)
+
+
+def _toml_string(text: str) -> str:
+    # A TOML basic string: backslash, quote and control characters escaped.
+    escaped = []
+    for char in text:
+        if char in '"\\':
+            escaped.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            escaped.append(f"\\u{ord(char):04x}")
+        else:
+            escaped.append(char)
+    return '"' + "".join(escaped) + '"'
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"no TOML for {value!r}")  # a new kind of key: give it a case here
+
+
 # --- flags --------------------------------------------------------------------------------------
 
 

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from distributord.cli import demo
 from distributord.cli import main as cli
+from distributord.core import config
+from distributord.core.errors import ConfigError
 from distributord.sim import server
 
 
@@ -16,3 +24,106 @@ def test_the_help_states_the_real_defaults() -> None:
     assert helps["port"] == f"loopback port (default {server.DEFAULT_PORT})"
     assert helps["duration"] == f"4..600 s (default {demo.DEFAULT_DURATION_S:g})"
     assert f"(default {demo.DEFAULT_BATTERIES})" in str(helps["batteries"])
+
+
+def test_check_config_prints_the_effective_settings_which_read_back_the_same(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "distributord.toml"
+    path.write_text(
+        "[setpoints]\nlifetime_s = 30\n[programs.fcr]\npriority = 90\nmax_charge_w = 5e3\n"
+        '[programs."peak.shaving"]\nbatteries = [1001]\n'
+    )
+    assert cli.main(["check-config", "--config", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "lifetime_s = 30\n" in printed
+    assert '[programs."peak.shaving"]\n' in printed  # a dot in a name: quoted
+    effective = config.parse_config(printed.encode(), source="printed")
+    assert effective == config.load_config(path)
+    assert effective.programs["fcr"].max_charge_w == 5000.0
+
+
+def test_check_config_without_a_file_prints_the_defaults(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["check-config"]) == 0
+    assert config.parse_config(capsys.readouterr().out.encode(), source="-") == config.Config()
+
+
+def test_the_documented_example_reads_back_the_same(capsys: pytest.CaptureFixture[str]) -> None:
+    example = Path(__file__).resolve().parents[2] / "config" / "distributord.toml"
+    assert cli.main(["check-config", "--config", str(example)]) == 0
+    printed = capsys.readouterr().out
+    assert config.parse_config(printed.encode(), source="-") == config.load_config(example)
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[setpoints]\nlifetime_s = 5\n", "setpoints.lifetime_s"),
+        ("[setpoint]\nlifetime_s = 30\n", "setpoint"),
+        ("[setpoints\n", "not valid TOML"),
+    ],
+)
+def test_check_config_rejects_a_bad_file_naming_the_key_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, named: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    assert cli.main(["check-config", "--config", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"distributord: {path}: ")
+    assert named in captured.err
+    assert captured.err.count("\n") == 1
+
+
+def test_check_config_names_a_file_it_cannot_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.toml"
+    assert cli.main(["check-config", "--config", str(missing)]) == 2
+    assert "cannot read the configuration file" in capsys.readouterr().err
+
+
+@given(
+    # Mostly names the configuration takes (dots among them: quoted keys), some it refuses.
+    name=st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,11}", fullmatch=True) | st.text(max_size=4),
+    priority=st.integers(-1000, 1000),
+    users=st.lists(st.text(min_size=1, max_size=8) | st.integers(0, 2**32), max_size=2),
+    max_charge_w=st.none() | st.floats(min_value=1.0, max_value=1e9),
+    batteries=st.none() | st.lists(st.integers(1, 2**32), min_size=1, max_size=3, unique=True),
+)
+def test_any_program_reads_back_the_same(
+    name: str,
+    priority: int,
+    users: list[str | int],
+    max_charge_w: float | None,
+    batteries: list[int] | None,
+) -> None:
+    try:
+        program = config.ProgramConfig(
+            priority=priority, users=users, max_charge_w=max_charge_w, batteries=batteries
+        )
+        wanted = config.Config(programs={name: program})
+    except ConfigError:
+        return  # a name or a principal the configuration refuses: nothing to print
+    printed = config.to_toml(wanted)
+    assert config.parse_config(printed.encode(), source="-") == wanted
+
+
+def test_the_units_reload_checks_the_file_the_daemon_runs_on_before_signalling() -> None:
+    root = Path(__file__).resolve().parents[2]
+    unit = root / "systemd" / "distributord.service"
+    assert (root / "debian" / "distributord.service").resolve() == unit.resolve()  # one file
+    lines = unit.read_text().splitlines()
+    start = next(line for line in lines if line.startswith("ExecStart="))
+    reloads = [line.removeprefix("ExecReload=") for line in lines if line.startswith("ExecReload=")]
+    assert len(reloads) == 2
+    check, signal = reloads
+    binary, *argv = check.split()
+    assert binary == start.removeprefix("ExecStart=").split()[0]
+    args = cli.parser().parse_args(argv)
+    assert args.command == "check-config"
+    assert args.config == start.split("--config ")[1].split()[0]
+    assert signal == "/bin/kill -HUP $MAINPID"
