@@ -752,9 +752,12 @@ def split_in_tiers(
 
     1. :func:`split` over all candidates, with the lighter tiers' weights squashed (in order)
        into the float range, chooses which pairs run and how much they place;
-    2. that much is placed over the pairs that run, tier by tier: heavier tiers at their caps,
+    2. that much is placed over the pairs that run, in tiers cut where neighbouring weights
+       are 2^1200 apart (:func:`_level_tiers`), heaviest first: heavier tiers at their caps,
        lighter ones at their minimums, and in between one tier at its own level (with its true
-       weights) that takes what is left.
+       weights, :func:`_classify_in_log`) that takes what is left. The tiers of step 1, cut
+       2^900 below each tier's heaviest, do not serve here: a pair just inside one and a pair
+       just outside it can be 10 times apart in weight and share one level.
     """
     weights = _log_weights(capacities, available, exponent)
     tiers = _tiers(weights.key)
@@ -773,32 +776,147 @@ def split_in_tiers(
     )
     if len(tiers) == 1:
         return placed, xs, reasons
-    running = [[k for k in tier if xs[k] > 0.0 or m[k] <= 0.0] for tier in tiers]
-    lighter_m: list[float] = [0.0] * (len(tiers) + 1)
-    for t in range(len(tiers) - 1, -1, -1):
-        lighter_m[t] = lighter_m[t + 1] + math.fsum(m[k] for k in running[t])
+    members = [k for tier in tiers for k in tier if xs[k] > 0.0 or m[k] <= 0.0]
+    levels = _level_tiers(weights.key, members)
+    lighter_m: list[float] = [0.0] * (len(levels) + 1)
+    for t in range(len(levels) - 1, -1, -1):
+        lighter_m[t] = lighter_m[t + 1] + math.fsum(m[k] for k in levels[t])
     heavier_u: list[float] = []
     out, why = [0.0] * len(xs), list(reasons)
-    for t, members in enumerate(running):
-        if not members:
-            continue
+    for t, tier in enumerate(levels):
         need = math.fsum([placed, *(-x for x in heavier_u), -lighter_m[t + 1]])
-        caps = [u[k] for k in members]
+        caps = [u[k] for k in tier]
         if need >= math.fsum(caps):
-            for k in members:
+            for k in tier:
                 out[k], why[k] = u[k], Allotment.CAPPED
             heavier_u.extend(caps)
             continue
-        tier_top = max(members, key=weights.key.__getitem__)
-        w = [_relative(weights, k, tier_top) for k in members]
-        tm = [m[k] for k in members]
-        level = _clamp_level(need, w, tm, caps, range(len(members)))
-        _, tier_xs, tier_why = _classify(need, w, tm, caps, level, [])
-        for k, x, reason in zip(members, tier_xs, tier_why, strict=True):
+        high, low, followers = _classify_in_log(need, weights, m, u, tier)
+        # The followers share what the capped and raised pairs leave, by their true weights
+        # relative to the heaviest of them (far lighter ones underflow to 0: their shares are
+        # below 2^-1000 W).
+        w = [1.0] * len(tier)
+        if followers:
+            top = max(followers, key=weights.key.__getitem__)
+            position = {k: i for i, k in enumerate(tier)}
+            for k in followers:
+                w[position[k]] = weights.mantissa[k] * math.exp2(_log_ratio(weights, k, top))
+        is_low = set(low)
+        _, tier_xs, tier_why = _assemble(
+            need,
+            w,
+            [m[k] for k in tier],
+            caps,
+            [high[k] for k in tier],
+            [i for i, k in enumerate(tier) if k in is_low],
+            [],
+            0.0,
+        )
+        for k, x, reason in zip(tier, tier_xs, tier_why, strict=True):
             out[k], why[k] = x, reason
-        for lighter in running[t + 1 :]:
-            for k in lighter:  # a share below 2^-900 of this tier's: its minimum, or nothing
+        for lighter in levels[t + 1 :]:
+            for k in lighter:  # a share below 2^-1100 of this tier's: its minimum, or nothing
                 out[k] = m[k]
                 why[k] = Allotment.RAISED_TO_MINIMUM if m[k] > 0.0 else Allotment.PROPORTIONAL
         break
     return _settle(target, m, u, out, why)
+
+
+_LEVEL_GAP = 1200.0
+"""Pairs whose weights are more than 2^1200 apart never follow one level together: following,
+a pair's share is within its window ``[m, u]``, and ``u/m`` is below 2^1124 (caps are at most
+2^50 W, minimums at least 2^-1074 W); a pair without a minimum whose share is 2^-1200 of
+another's (at most 2^-1150 W) takes 0, as it would at its minimum."""
+
+
+def _level_tiers(key: Sequence[float], members: Sequence[int]) -> list[list[int]]:
+    """``members`` cut into tiers, heaviest first, where their weights are 2^1200 apart.
+
+    Unlike :func:`_tiers`, which cuts at a fixed distance below each tier's heaviest, the cut is
+    at a gap between neighbours: while a pair of a lighter tier follows the level, every pair of
+    the heavier ones is capped, and while a pair of a heavier tier follows, every lighter one is
+    at its minimum (:data:`_LEVEL_GAP`). Within a tier, in id order.
+    """
+    order = sorted(members, key=lambda k: -key[k])  # stable: ties in id order
+    tiers: list[list[int]] = []
+    for position, k in enumerate(order):
+        if not position or key[order[position - 1]] - key[k] > _LEVEL_GAP:
+            tiers.append([])
+        tiers[-1].append(k)
+    return [sorted(tier) for tier in tiers]
+
+
+def _log_ratio(weights: _Weights, k: int, ref: int) -> float:
+    """``log2`` of weight ``k`` over weight ``ref``'s power of two, differences first.
+
+    The SoC parts and scales are subtracted before they are added, so pairs with equal SoCs
+    compare by capacity exactly, however large the SoC part.
+    """
+    return (weights.soc_part[k] - weights.soc_part[ref]) + (weights.scale[k] - weights.scale[ref])
+
+
+def _classify_in_log(
+    need: float,
+    weights: _Weights,
+    m: Sequence[float],
+    u: Sequence[float],
+    members: Sequence[int],
+) -> tuple[list[bool], list[int], list[int]]:
+    """Which of ``members`` are capped, held at their minimum, or follow the level.
+
+    The level ``λ`` with ``Σ clamp(λ·w, m, u) = need``, as :func:`_clamp_level` finds it, for
+    weights beyond the float range: in ``log2``, relative to the heaviest member. Pair ``k``
+    follows ``λ`` between its breakpoints ``log2(m/w)`` and ``log2(u/w)``; ``f(L)``, the total
+    at ``L = log2 λ``, is non-decreasing, so a binary search over the sorted breakpoints finds
+    the stretch holding the level, and every pair is classified at that stretch's midpoint.
+
+    The members are one tier of :func:`_level_tiers`: their weights may span more than the
+    float range, but no gap between neighbours exceeds 2^1200, so every ``log2`` here is a
+    moderate number, exact to far below a breakpoint's width. (Placed in the tiers of
+    :func:`_tiers` instead, the lighter of two pairs 10 times apart in weight, either side of a
+    cut, got nothing until the heavier was capped.)
+
+    Returns:
+        ``(high, low, followers)``: a mask of the capped pairs (over all pairs), the pairs at
+        their minimum, and the pairs that follow the level.
+    """
+    n = len(m)
+    high = [False] * n
+    if need >= math.fsum(u[k] for k in members):
+        for k in members:
+            high[k] = True
+        return high, [], []
+    ref = max(members, key=weights.key.__getitem__)
+    log_w = {k: _log_ratio(weights, k, ref) + math.log2(weights.mantissa[k]) for k in members}
+    lo = {k: math.log2(m[k]) - log_w[k] if m[k] > 0.0 else -math.inf for k in members}
+    hi = {k: math.log2(u[k]) - log_w[k] for k in members}
+
+    def total(level: float) -> float:
+        return math.fsum(
+            m[k] if level < lo[k] else u[k] if level >= hi[k] else math.exp2(level + log_w[k])
+            for k in members
+        )
+
+    points = sorted(x for x in chain(lo.values(), hi.values()) if math.isfinite(x))
+    if total(points[0]) > need:
+        level = points[0] - 1.0
+    elif total(points[-1]) <= need:
+        level = points[-1] + 1.0
+    else:  # the last breakpoint at which the total is at most `need`, and the next one
+        first, last = 0, len(points) - 1  # total(points[first]) <= need < total(points[last])
+        while last - first > 1:
+            mid = (first + last) // 2
+            if total(points[mid]) <= need:
+                first = mid
+            else:
+                last = mid
+        level = points[first] + (points[last] - points[first]) / 2.0
+    low, followers = [], []
+    for k in members:
+        if level >= hi[k]:
+            high[k] = True
+        elif level < lo[k]:
+            low.append(k)
+        else:
+            followers.append(k)
+    return high, low, followers

@@ -29,6 +29,7 @@ from tests.strategies import (
     make_pair,
     near_bound_fleets,
     near_bound_requests,
+    symmetric_pair,
 )
 
 CONSERVATION_RELATIVE = 1e-9
@@ -179,6 +180,31 @@ def test_subnormal_capacities_split_by_their_ratio(exponent: int) -> None:
     expected = oracle(-0.9, fleet, exponent)
     for bid, x in expected.items():
         assert abs(Fraction(result.setpoints[bid]) - x) <= TOLERANCE_W
+
+
+def test_pairs_either_side_of_a_tier_cut_share_one_level() -> None:
+    exponent = 16
+    # Found by Hypothesis (CI profile). Two empty-ish batteries, 10 Wh and 1 Wh an ulp above
+    # their lower SoC bound, are 10 times apart in weight; beside full ones their weights fall
+    # either side of the cut 2^-900 below the heaviest. Before: placed tier by tier, the 1 Wh
+    # one got nothing until the 10 Wh one was capped (1 W off the oracle: 0 W and -6230.33 W,
+    # not -1 W and -6229.33 W).
+    empty = math.nextafter(10.0, 100.0)
+    full = math.nextafter(90.0, 0.0)
+    fleet = [
+        symmetric_pair(1, full, 10.0, 90.0, capacity=1e5, cap=1.0),
+        symmetric_pair(2, full, 10.0, 90.0, capacity=1.0, cap=1e5),
+        symmetric_pair(3, empty, 10.0, 90.0, capacity=10.0, cap=1e4),
+        symmetric_pair(4, empty, 10.0, 90.0, capacity=1.0, cap=1.0),
+        # A subnormal capacity: its weight is beyond the float range, so the split is in tiers.
+        symmetric_pair(5, empty, 10.0, 90.0, capacity=5e-324, cap=1.0),
+    ]
+    power = -(1.0 + 1e5 + 6230.33245126283)
+    result = distribute(power, fleet, exponent=float(exponent))
+    check_invariants(power, fleet, result)
+    expected = oracle(power, fleet, exponent)
+    for bid, x in expected.items():
+        assert abs(Fraction(result.setpoints[bid]) - x) <= TOLERANCE_W, (bid, result.setpoints)
 
 
 @pytest.mark.parametrize("exponent", [0.0, 1.0, 3.0, 10.0])
