@@ -196,6 +196,47 @@ async def test_failed_and_timed_out_commands_are_counted_apart(tmp_path: Path) -
     assert value(samples, "distributord_batteries", status="working") == 1
 
 
+LAPSE_SCALE = 0.2
+"""A simulator and daemon whose setpoints hold ``lifetime_s`` (10 s) × this: 2 s."""
+
+
+async def test_setpoints_that_run_out_during_an_outage_are_counted_as_lapses(
+    tmp_path: Path,
+) -> None:
+    # Issue 23: no metric said that a standing setpoint ran out at the inverter (the API's
+    # fail-safe) instead of being refreshed or released, so no alert could say so. The
+    # simulator's record is the judge of what lapsed.
+    with Simulator(SCENARIO, lifetime_scale=LAPSE_SCALE) as sim:
+        metrics = Metrics(reading_reuse_s=0.0)
+        with served(metrics) as server:
+            config = config_for(sim, setpoints={"lifetime_s": 10})
+            async with (
+                running_daemon(
+                    sim, tmp_path / "c.sock", config, lifetime_scale=LAPSE_SCALE, metrics=metrics
+                ) as daemon,
+                connect(tmp_path / "c.sock") as client,
+            ):
+                result = await client.result(
+                    "set_power", {"power_w": 3000.0, "batteries": [1001, 1002, 1003]}
+                )
+                before = await scrape(server)
+                sim.outage()
+                await sim_wait(
+                    sim, lambda s: len({e.inverter_id for e in s.record().lapses()}) == 3
+                )
+                sim.outage(down=False)
+                await wait_until(
+                    daemon,
+                    lambda d: all(s.status is Status.WORKING for s in d.tracker.states.values()),
+                )
+                after = await scrape(server)
+                lapsed = sim.record().lapses()
+    assert result["outcome"] == "success", result
+    assert value(before, "distributord_setpoint_lapses_total") == 0
+    assert len(lapsed) == 3, lapsed
+    assert value(after, "distributord_setpoint_lapses_total") == 3
+
+
 async def test_stream_breaks_and_reconnects_are_counted(tmp_path: Path) -> None:
     with Simulator(SCENARIO) as sim:
         async with daemon_with_metrics(sim, tmp_path, max_data_age_s=0.5) as (daemon, server):
