@@ -539,3 +539,5 @@ def test_a_standing_setpoint_never_lapses_when_each_command_lands_in_time(
         ledger.answered(command, State.CONFIRMED, now=now)
         until = command.sent_at + lifetime  # received no earlier than sent
         now = ledger.next_due(now)
+        assert ledger.lapses(now) == 0
+    assert ledger.lapses(now + 1000.0) == 1  # and once refreshes stop, the power runs out
