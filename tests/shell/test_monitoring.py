@@ -94,10 +94,14 @@ def alert_blocks() -> dict[str, str]:
 
 @attrs.frozen(kw_only=True)
 class Scrapes:
-    """A state as Prometheus saw it: the scrape before it and the one in it (None: failed)."""
+    """A state as Prometheus saw it: the scrape before it and the one in it (None: failed).
+
+    ``target`` False: Prometheus has no target for the daemon at all (no ``up`` series).
+    """
 
     before: Samples
     after: Samples | None
+    target: bool = True
 
 
 def series_text(name: str, labels: frozenset[tuple[str, str]]) -> str:
@@ -145,6 +149,8 @@ def input_series(scrapes: Scrapes) -> list[dict[str, str]]:
             head = "_" if first is None else number(first)
             values = f"{head} {number(last)}+0x{MINUTES - 1}"
         result.append({"series": series_text(*key), "values": values})
+    if not scrapes.target:
+        return result
     scraped = 1 if scrapes.after is not None else 0
     result.append(
         {"series": series_text("up", frozenset()), "values": f"1 {scraped}+0x{MINUTES - 1}"}
@@ -359,6 +365,12 @@ async def test_each_alert_fires_exactly_in_the_state_it_is_for(name: str, tmp_pa
     state = STATES[name]
     scrapes = await observe(state, tmp_path)
     judge(scrapes, set(state.firing), set(state.unsure), tmp_path)
+
+
+@needs_promtool
+def test_a_daemon_prometheus_has_no_target_for_is_down(tmp_path: Path) -> None:
+    # No scrape at all (the job is missing or misnamed): absent(up) says so.
+    judge(Scrapes(before={}, after=None, target=False), {"DistributordDown"}, set(), tmp_path)
 
 
 def test_every_alert_has_a_state_that_fires_it() -> None:
