@@ -42,10 +42,20 @@ import pytest
 
 from distributord.core.status import Status
 from distributord.shell.daemon import Daemon
-from distributord.shell.metrics import READ_TIMEOUT_S, Metrics, MetricsServer
+from distributord.shell.metrics import READ_TIMEOUT_S, MetricsServer
 from distributord.sim.server import Simulator
-from tests.shell.test_metrics import SCENARIO, Samples, parse, scrape_text, scrape_url, served
-from tests.support import config_for, connect, running_daemon, sim_wait, wait_until
+from tests.shell.test_metrics import (
+    LAPSE_SCALE,
+    SCENARIO,
+    Samples,
+    daemon_with_metrics,
+    lapse_in_an_outage,
+    parse,
+    scrape,
+    scrape_text,
+    scrape_url,
+)
+from tests.support import connect, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "config" / "prometheus" / "distributord-alerts.yml"
@@ -67,8 +77,6 @@ EVAL_AT = "15m"
 """When the alerts are asked: longer than every ``for:`` and every range in the rules."""
 
 ALL = (1001, 1002, 1003)
-LAPSE_SCALE = 0.2
-"""The simulator's and daemon's setpoints hold ``lifetime_s`` (10 s) × this: 2 s."""
 
 COUNTER_SUFFIXES = ("_total", "_bucket", "_sum", "_count")
 
@@ -194,14 +202,6 @@ def judge(scrapes: Scrapes, firing: set[str], unsure: set[str], tmp_path: Path) 
     )
 
 
-async def scrape(server: MetricsServer) -> Samples:
-    return await scrape_url(server.url)
-
-
-def working(daemon: Daemon) -> bool:
-    return all(s.status is Status.WORKING for s in daemon.tracker.states.values())
-
-
 # -- the states ------------------------------------------------------------------------------
 
 
@@ -282,10 +282,7 @@ async def setpoints_lapsed(world: World) -> Samples | None:
     # The standing setpoint runs out at the inverters during an outage (the simulator's record
     # says so), then the microgrid is back and every battery works again: only the lapses say
     # what happened.
-    world.sim.outage()
-    await sim_wait(world.sim, lambda s: len({e.inverter_id for e in s.record().lapses()}) == 3)
-    world.sim.outage(down=False)
-    await wait_until(world.daemon, working)
+    await lapse_in_an_outage(world.sim, world.daemon)
     return await scrape(world.server)
 
 
@@ -336,23 +333,18 @@ STATES = {
 async def observe(state: State, tmp_path: Path) -> Scrapes:
     """The daemon on the simulator with a standing setpoint (*before*), then in ``state``."""
     scale = state.lifetime_scale
+    sock = tmp_path / "c.sock"
     with Simulator(SCENARIO, lifetime_scale=scale) as sim:
-        metrics = Metrics(reading_reuse_s=0.0)  # every scrape reads the daemon afresh
-        with served(metrics) as server:
-            config = config_for(sim, setpoints={"lifetime_s": 10})
-            sock = tmp_path / "c.sock"
-            async with running_daemon(
-                sim, sock, config, lifetime_scale=scale, metrics=metrics
-            ) as daemon:
-                async with connect(sock) as client:
-                    result = await client.result(
-                        "set_power", {"power_w": 3000.0, "batteries": list(ALL)}
-                    )
-                    assert result["outcome"] == "success", result
-                before = await scrape(server)
-                world = World(sim=sim, daemon=daemon, server=server, socket=sock)
-                after = await state.drive(world)
-        url = server.url
+        async with daemon_with_metrics(sim, tmp_path, lifetime_scale=scale) as (daemon, server):
+            async with connect(sock) as client:
+                result = await client.result(
+                    "set_power", {"power_w": 3000.0, "batteries": list(ALL)}
+                )
+                assert result["outcome"] == "success", result
+            before = await scrape(server)
+            world = World(sim=sim, daemon=daemon, server=server, socket=sock)
+            after = await state.drive(world)
+            url = server.url
     if state.stops:  # the daemon and its metrics server are gone, as with the process
         with pytest.raises(urllib.error.URLError, match="Connection refused"):
             await scrape_url(url)
