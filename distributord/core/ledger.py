@@ -45,6 +45,14 @@ The rules it keeps, and why:
 What is reported as an inverter's setpoint (:meth:`Ledger.belief`) is the newest command that
 may be in force and is not in flight, while its lifetime may still run: never the last reply
 alone.
+
+A **lapse** (:meth:`Ledger.lapses`, the metrics' ``distributord_setpoint_lapses_total``) is
+non-zero power that may have been in force running out by its lifetime: every non-zero command
+that may be in force is past the moment it could last hold, and no command sent before then is
+still in flight (one that may yet land in time). No refresh or release of it was confirmed in
+time, so the inverter may have fallen back to 0 W on its own, the API's fail-safe, not the
+daemon's decision. Each such power is counted once, when the ledger first sees it run out (on
+any command sent or answered to that inverter, or when the count is read), before it is pruned.
 """
 
 from __future__ import annotations
@@ -208,6 +216,7 @@ class _Entry:
     wanted: float | None = None  # None: nobody wants power from it
     failures: int = 0
     retry_at: float = -math.inf
+    lapsed: int = 0  # the newest command counted in a lapse (its seq)
 
     def in_flight(self) -> Sent | None:
         last = self.commands[-1] if self.commands else None
@@ -249,6 +258,7 @@ class Ledger:
         self._entries: dict[int, _Entry] = {}
         self._owned: dict[Owner, dict[int, float]] = {}
         self._seq = 0
+        self._lapses = 0
 
     def _entry(self, inverter: int) -> _Entry:
         entry = self._entries.get(inverter)
@@ -300,6 +310,7 @@ class Ledger:
         its fate is unknown until the caller says otherwise.
         """
         entry = self._entry(inverter)
+        self._note_lapse(entry, now)
         previous = entry.in_flight()
         if previous is not None:
             entry.commands[-1] = attrs.evolve(previous, state=State.UNKNOWN, answered_at=now)
@@ -322,6 +333,7 @@ class Ledger:
         index = next((i for i, c in enumerate(entry.commands) if c.seq == command.seq), None)
         if index is None:
             return command  # pruned: it can no longer be in force
+        self._note_lapse(entry, now)  # what ran out while this was in flight
         known = entry.commands[index]
         answered = attrs.evolve(known, state=state, answered_at=now)
         entry.commands[index] = answered
@@ -339,9 +351,12 @@ class Ledger:
         self._prune(entry, now)
         return answered
 
-    @staticmethod
-    def _prune(entry: _Entry, now: float) -> None:
-        """Keep the commands that may still matter: those that may be in force, the newest."""
+    def _prune(self, entry: _Entry, now: float) -> None:
+        """Keep the commands that may still matter: those that may be in force, the newest.
+
+        A lapse among those dropped is counted first.
+        """
+        self._note_lapse(entry, now)
         keep = {id(c) for c in entry.in_force() if c.may_hold_until > now}
         if entry.commands:
             keep.add(id(entry.commands[-1]))
@@ -492,6 +507,27 @@ class Ledger:
         """The newest command sent to ``inverter``."""
         entry = self._entries.get(inverter)
         return entry.commands[-1] if entry is not None and entry.commands else None
+
+    def _note_lapse(self, entry: _Entry, now: float) -> None:
+        """Count the inverter's non-zero power if it has run out by ``now`` (module docstring)."""
+        answered = [c for c in entry.in_force() if c.state is not State.SENDING]
+        powered = [c for c in answered if c.power_w != 0.0]
+        if not powered or max(c.seq for c in powered) <= entry.lapsed:
+            return  # nothing non-zero may be in force, or it was counted already
+        ran_out_at = max(c.may_hold_until for c in powered)
+        if ran_out_at > now:
+            return  # it may still hold
+        flying = entry.in_flight()
+        if flying is not None and flying.sent_at < ran_out_at:
+            return  # sent in time: it may have landed in time too (its answer decides)
+        entry.lapsed = max(c.seq for c in powered)
+        self._lapses += 1
+
+    def lapses(self, now: float) -> int:
+        """Lapses since the start (module docstring), counting any that ran out by ``now``."""
+        for entry in self._entries.values():
+            self._note_lapse(entry, now)
+        return self._lapses
 
     def statistics(self, now: float) -> LedgerStatistics:
         """Counts over the ledger at ``now``."""

@@ -245,6 +245,7 @@ class DaemonBackend:
                     programs=loop.programs(),
                     reachable=streams.unreachable_since is None,
                     repeated=streams.repeated,
+                    lapses=loops.lapses,
                 )
 
     def _microgrid(self) -> dict[str, Any]:

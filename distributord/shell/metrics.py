@@ -7,7 +7,8 @@ Two kinds of figures, gathered in two ways so that serving them never slows the 
 * **Events** (requests answered, commands sent, their latencies) are counted where they happen,
   in the daemon's trio thread, into ``prometheus_client``'s counters and histograms: a lock and
   an addition, about a microsecond each, a few per request.
-* **State** (battery status, SoC, setpoints, telemetry age, queue depth, clients, stream breaks)
+* **State** (battery status, SoC, setpoints and their lapses, telemetry age, queue depth,
+  clients, stream breaks)
   is read only when somebody scrapes. The scrape runs on the library's HTTP thread; it asks the
   trio thread for one consistent reading (:class:`Reading`, built by the same
   :func:`~distributord.core.reports.status_report` that answers ``get_status``) and turns it
@@ -137,6 +138,7 @@ class Reading:
             their buckets' last merges, W.
         reachable: Discovery completed and some telemetry stream delivers.
         repeated: Telemetry samples dropped as not newer than the one before.
+        lapses: Non-zero setpoints that ran out before a refresh or release was confirmed.
     """
 
     api: str | None
@@ -150,6 +152,7 @@ class Reading:
     programs: Mapping[str, tuple[int, float]] = attrs.field(factory=dict)
     reachable: bool = False
     repeated: int = 0
+    lapses: int = 0
 
 
 class Metrics:
@@ -326,6 +329,13 @@ class _StateCollector(Collector):
         )
         repeated.add_metric([], reading.repeated)
         yield repeated
+        lapses = CounterMetricFamily(
+            "distributord_setpoint_lapses",
+            "Non-zero setpoints whose lifetime ran out before a refresh or release of theirs was "
+            "confirmed (the inverter may have fallen back to 0 W on its own)",
+        )
+        lapses.add_metric([], reading.lapses)
+        yield lapses
         yield _gauge("distributord_connected_clients", "Control connections open", reading.clients)
         yield _gauge(
             "distributord_queue_depth",

@@ -223,6 +223,8 @@ class LoopStatistics:
         last_latency_s: Time from arrival to result of the last client request.
         setpoints: Battery id to the setpoint its inverter is believed to hold, W (the ledger's
             belief; a copy).
+        lapses: Non-zero setpoints that ran out before a refresh or release of theirs was
+            confirmed, since the start (:meth:`~distributord.core.ledger.Ledger.lapses`).
     """
 
     queued: int
@@ -231,6 +233,7 @@ class LoopStatistics:
     standing: int
     last_latency_s: float | None
     setpoints: Mapping[int, float]
+    lapses: int = 0
 
 
 class RequestLoop:
@@ -403,6 +406,7 @@ class RequestLoop:
             standing=len(self._standing),
             last_latency_s=self._last_latency_s,
             setpoints=MappingProxyType(self.setpoints()),
+            lapses=self._commander.ledger.lapses(trio.current_time()),
         )
 
     def standing(self) -> dict[frozenset[int], Request]:

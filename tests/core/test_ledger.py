@@ -245,6 +245,69 @@ def test_what_is_kept_is_bounded() -> None:
     assert len(entry.commands) == 1
 
 
+def landed_500(lifetime_s: float = 60.0) -> Ledger:
+    """A ledger whose inverter 1 holds 500 W, sent and confirmed at 0 s."""
+    ledger = Ledger()
+    ledger.want(OWNER, {1: 500.0})
+    send_all(ledger, 0.0, lifetime_s)
+    land_all(ledger, 0.0)
+    return ledger
+
+
+def test_power_that_runs_out_unrefreshed_is_one_lapse_counted_once() -> None:
+    ledger = landed_500()
+    assert ledger.lapses(59.9) == 0
+    assert ledger.lapses(60.0) == 1
+    assert ledger.lapses(1000.0) == 1  # the same power, counted once
+
+
+def test_a_refresh_or_release_that_lands_in_time_is_no_lapse() -> None:
+    ledger = landed_500()
+    assert send_all(ledger, 20.0) == {1: 500.0}
+    land_all(ledger, 20.5)
+    assert ledger.lapses(70.0) == 0  # the refresh holds until 80.5
+    ledger.drop(OWNER)
+    assert send_all(ledger, 30.0) == {1: 0.0}
+    land_all(ledger, 30.1)
+    assert ledger.lapses(1000.0) == 0  # released: 0 W by the daemon's decision
+
+
+@pytest.mark.parametrize("state", [State.FAILED, State.REFUSED])
+def test_a_release_the_inverter_did_not_apply_leaves_the_power_to_lapse(state: State) -> None:
+    ledger = landed_500()
+    ledger.drop(OWNER)
+    send_all(ledger, 1.0)
+    land_all(ledger, 1.1, state)
+    assert ledger.lapses(59.0) == 0
+    assert ledger.lapses(60.0) == 1
+
+
+def test_a_command_in_flight_sent_in_time_decides_by_its_answer() -> None:
+    for state, lapses in ((State.CONFIRMED, 0), (State.FAILED, 1)):
+        ledger = landed_500()
+        assert send_all(ledger, 50.0) == {1: 500.0}  # late, but before 60 s
+        assert ledger.lapses(70.0) == 0  # in flight: it may land in time
+        land_all(ledger, 70.0, state)
+        assert ledger.lapses(70.0) == lapses, state
+
+
+def test_a_lapse_is_counted_before_what_ran_out_is_pruned() -> None:
+    ledger = landed_500()
+    # Nobody reads the count until after a new command to the inverter landed.
+    assert send_all(ledger, 65.0) == {1: 500.0}
+    land_all(ledger, 65.1)
+    assert ledger.lapses(66.0) == 1
+    assert ledger.lapses(200.0) == 2  # and the new one ran out too
+
+
+def test_power_that_may_have_landed_holds_until_its_own_lifetime_ends() -> None:
+    ledger = landed_500()
+    assert send_all(ledger, 20.0) == {1: 500.0}
+    land_all(ledger, 21.0, State.UNKNOWN)  # a timeout: it may hold until 81 s
+    assert ledger.lapses(80.0) == 0
+    assert ledger.lapses(81.0) == 1
+
+
 @pytest.mark.parametrize(
     ("outcome", "state"),
     [
@@ -476,3 +539,5 @@ def test_a_standing_setpoint_never_lapses_when_each_command_lands_in_time(
         ledger.answered(command, State.CONFIRMED, now=now)
         until = command.sent_at + lifetime  # received no earlier than sent
         now = ledger.next_due(now)
+        assert ledger.lapses(now) == 0
+    assert ledger.lapses(now + 1000.0) == 1  # and once refreshes stop, the power runs out

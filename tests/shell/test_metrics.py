@@ -97,13 +97,20 @@ def address_of(server: MetricsServer) -> tuple[str, int]:
 
 @contextlib.asynccontextmanager
 async def daemon_with_metrics(
-    sim: Simulator, tmp_path: Path, **status: float
+    sim: Simulator, tmp_path: Path, *, lifetime_scale: float = 1.0, **status: float
 ) -> AsyncIterator[tuple[Daemon, MetricsServer]]:
-    """The daemon on ``sim`` (``status``: keys of its ``[status]`` table) and its metrics."""
+    """The daemon on ``sim`` (``status``: keys of its ``[status]`` table) and its metrics.
+
+    Its socket is ``tmp_path / "c.sock"``; with a ``lifetime_scale`` (the simulator's), its
+    setpoints are sent with the shortest lifetime the API allows, 10 s.
+    """
     metrics = Metrics(reading_reuse_s=0.0)  # every scrape reads the daemon afresh
     with served(metrics) as server:
-        config = config_for(sim, status=status)
-        async with running_daemon(sim, tmp_path / "c.sock", config, metrics=metrics) as daemon:
+        setpoints = {"lifetime_s": 10} if lifetime_scale != 1.0 else {}
+        config = config_for(sim, status=status, setpoints=setpoints)
+        async with running_daemon(
+            sim, tmp_path / "c.sock", config, lifetime_scale=lifetime_scale, metrics=metrics
+        ) as daemon:
             yield daemon, server
 
 
@@ -194,6 +201,48 @@ async def test_failed_and_timed_out_commands_are_counted_apart(tmp_path: Path) -
     assert counted["success"] >= 1
     # The two are blocked for a while (status.md): neither counts as working.
     assert value(samples, "distributord_batteries", status="working") == 1
+
+
+LAPSE_SCALE = 0.2
+"""A simulator and daemon whose setpoints hold ``lifetime_s`` (10 s) × this: 2 s."""
+
+
+async def lapse_in_an_outage(sim: Simulator, daemon: Daemon) -> None:
+    """An outage until the standing setpoints of the 3 inverters lapse, then every battery back.
+
+    The simulator's record is the judge of what lapsed; once the batteries work again, the
+    daemon's clock is past when it could last have believed them held.
+    """
+    sim.outage()
+    await sim_wait(sim, lambda s: len({e.inverter_id for e in s.record().lapses()}) == 3)
+    sim.outage(down=False)
+    await wait_until(
+        daemon, lambda d: all(s.status is Status.WORKING for s in d.tracker.states.values())
+    )
+
+
+async def test_setpoints_that_run_out_during_an_outage_are_counted_as_lapses(
+    tmp_path: Path,
+) -> None:
+    # Issue 23: no metric said that a standing setpoint ran out at the inverter (the API's
+    # fail-safe) instead of being refreshed or released, so no alert could say so. The
+    # simulator's record is the judge of what lapsed.
+    with Simulator(SCENARIO, lifetime_scale=LAPSE_SCALE) as sim:
+        async with (
+            daemon_with_metrics(sim, tmp_path, lifetime_scale=LAPSE_SCALE) as (daemon, server),
+            connect(tmp_path / "c.sock") as client,
+        ):
+            result = await client.result(
+                "set_power", {"power_w": 3000.0, "batteries": [1001, 1002, 1003]}
+            )
+            before = await scrape(server)
+            await lapse_in_an_outage(sim, daemon)
+            after = await scrape(server)
+            lapsed = sim.record().lapses()
+    assert result["outcome"] == "success", result
+    assert value(before, "distributord_setpoint_lapses_total") == 0
+    assert len(lapsed) == 3, lapsed
+    assert value(after, "distributord_setpoint_lapses_total") == 3
 
 
 async def test_stream_breaks_and_reconnects_are_counted(tmp_path: Path) -> None:
