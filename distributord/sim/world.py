@@ -324,6 +324,7 @@ class World:
         self._next_expiry = math.inf  # the earliest ``until`` in _holding
         # Inverters with PV that produces: they carry power without any setpoint.
         self._producing = [i for i in self._inverters.values() if i.spec.pv_power_w > 0]
+        self._producer_ids = frozenset(i.spec.id for i in self._producing)
         # Inverters with a reactive setpoint that may still hold (dropped when read expired).
         self._reactive: dict[int, _Inverter] = {}
         # Added bounds: inverter id -> token (an int for a request without one) -> bounds.
@@ -442,7 +443,9 @@ class World:
 
     def site_power(self) -> float:
         """The sum of all inverters' power, W (what the meter measures)."""
-        carrying = self._holding.keys() | {i.spec.id for i in self._producing}
+        # No set is built for a fleet without PV: this runs for every meter on every tick.
+        producers = self._producer_ids
+        carrying = self._holding.keys() | producers if producers else self._holding
         return sum(self.inverter_power(inverter_id) for inverter_id in carrying)
 
     def soc(self, battery_id: int) -> float:
