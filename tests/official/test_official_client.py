@@ -7,11 +7,10 @@ that runs one ``asyncio.run``; the simulator serves only v1alpha18, as a current
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from frequenz.client.common.microgrid.components import ComponentId
@@ -30,8 +29,7 @@ from frequenz.client.microgrid.metrics import Metric
 
 from distributord.sim.scenario import BatterySpec, InverterSpec, Scenario
 from distributord.sim.server import Simulator
-
-T = TypeVar("T")
+from tests.official.support import with_client
 
 # The official client 0.18 uses names its own dependencies deprecate (ComponentId, the GRID
 # category, its channel type); those warnings are theirs, not ours, and only in this module.
@@ -57,16 +55,6 @@ PRECHARGER_ID, BREAKER_ID = 12002, 22002  # the scenario's generated ids (sim/sc
 def sim() -> Iterator[Simulator]:
     with Simulator(SCENARIO, telemetry_hz=20.0, apis=("v1alpha18",)) as simulator:
         yield simulator
-
-
-def with_client(sim: Simulator, use: Callable[[MicrogridApiClient], Awaitable[T]]) -> T:
-    """``use(client)`` with a connected official client, on asyncio, with a deadline."""
-
-    async def main() -> T:
-        async with MicrogridApiClient(f"grpc://{sim.address}") as client:
-            return await asyncio.wait_for(use(client), timeout=20.0)
-
-    return asyncio.run(main())
 
 
 def test_it_lists_every_component_as_what_it_is(sim: Simulator) -> None:

@@ -10,11 +10,10 @@ lifetime. Each test is a plain function around one ``asyncio.run`` (see
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from frequenz.client.common.microgrid.components import ComponentId
@@ -24,8 +23,7 @@ from frequenz.client.microgrid.metrics import Metric
 from distributord.sim.scenario import BatterySpec, InverterSpec, Scenario
 from distributord.sim.server import Simulator
 from distributord.sim.world import HEATING_C, battery_voltage
-
-T = TypeVar("T")
+from tests.official.support import with_client
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the client's own
 
@@ -71,16 +69,6 @@ BATTERY_METRICS = [
 def sim() -> Iterator[Simulator]:
     with Simulator(SCENARIO, telemetry_hz=20.0, apis=("v1alpha18",)) as simulator:
         yield simulator
-
-
-def with_client(sim: Simulator, use: Callable[[MicrogridApiClient], Awaitable[T]]) -> T:
-    """``use(client)`` with a connected official client, on asyncio, with a deadline."""
-
-    async def main() -> T:
-        async with MicrogridApiClient(f"grpc://{sim.address}") as client:
-            return await asyncio.wait_for(use(client), timeout=20.0)
-
-    return asyncio.run(main())
 
 
 def read(sim: Simulator, component: int, metrics: list[Metric]) -> dict[Any, Any]:

@@ -8,18 +8,16 @@ status code the proto documents. Nothing sleeps: the tests wait on :meth:`Simula
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from frequenz.api.common.v1alpha8.metrics import bounds_pb2, metrics_pb2
 from frequenz.api.microgrid.v1alpha18 import microgrid_pb2
 from frequenz.channels import ReceiverStoppedError
-from frequenz.client.base.retry import LinearBackoff
 from frequenz.client.common.microgrid import EnterpriseId, MicrogridId
 from frequenz.client.common.microgrid.components import ComponentId
 from frequenz.client.common.microgrid.sensors import SensorId
@@ -38,8 +36,7 @@ from frequenz.client.microgrid.metrics import Bounds, Metric
 
 from distributord.sim.scenario import BatterySpec, InverterSpec, MicrogridSpec, Scenario
 from distributord.sim.server import Simulator
-
-T = TypeVar("T")
+from tests.official.support import TIMEOUT, with_client
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the client's, not ours
 
@@ -68,8 +65,6 @@ SCENARIO = Scenario(
 LIFETIME_SCALE = 0.05
 """Lifetimes run 20 times faster: bounds added for a minute hold 3 s, a 60 s setpoint 3 s."""
 
-TIMEOUT = 20.0
-
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Simulator]:
@@ -77,19 +72,6 @@ def sim() -> Iterator[Simulator]:
         SCENARIO, telemetry_hz=20.0, lifetime_scale=LIFETIME_SCALE, apis=("v1alpha18",)
     ) as simulator:
         yield simulator
-
-
-def with_client(
-    sim: Simulator, use: Callable[[MicrogridApiClient], Awaitable[T]], *, retries: int | None = None
-) -> T:
-    """``use(client)`` with a connected official client, on asyncio, with a deadline."""
-
-    async def main() -> T:
-        strategy = None if retries is None else LinearBackoff(interval=0.0, limit=retries)
-        async with MicrogridApiClient(f"grpc://{sim.address}", retry_strategy=strategy) as client:
-            return await asyncio.wait_for(use(client), timeout=TIMEOUT)
-
-    return asyncio.run(main())
 
 
 async def microgrid_info(client: MicrogridApiClient) -> MicrogridInfo:
