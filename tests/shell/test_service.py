@@ -203,6 +203,7 @@ async def test_socket_activation_is_used_when_given(sim: Simulator, tmp_path: Pa
             process.send_signal(signal.SIGTERM)
             with trio.fail_after(LIMIT_S):
                 assert await process.wait() == 0
+            assert path.exists()  # systemd's: the socket unit removes it, not the daemon
 
 
 async def test_an_unreachable_microgrid_is_waited_for_and_stop_still_works(tmp_path: Path) -> None:
@@ -610,3 +611,58 @@ async def test_status_reports_a_change_made_during_its_pause_at_once(
         (0.0, "1 working, 0 uncertain, 0 not working"),
         (1.0, "0 working, 0 uncertain, 1 not working"),
     ]
+
+
+# --- the socket file at exit (issue 23) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_a_socket_the_daemon_bound_is_removed_at_exit(
+    sim: Simulator, tmp_path: Path, signum: signal.Signals
+) -> None:
+    sock = tmp_path / "control.sock"
+    args = [*RUN, "--microgrid", sim.address, "--socket", str(sock)]
+    async with daemon_process(args, tmp_path) as (process, notify, log):
+        await notify.wait_for("READY", "1")
+        assert sock.exists()
+        process.send_signal(signum)
+        with trio.fail_after(LIMIT_S):
+            assert await process.wait() == 0
+    assert not sock.exists()
+    assert "Traceback" not in log.text
+
+
+def test_a_socket_the_daemon_bound_is_removed_when_the_start_fails_after(tmp_path: Path) -> None:
+    sock = tmp_path / "control.sock"
+    with socket.socket() as taken:  # metrics.listen cannot be served: the start fails
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = config_file(tmp_path, f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+        done = subprocess.run(
+            [*RUN, "--config", str(config), "--socket", str(sock)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert "metrics.listen" in done.stderr
+    assert not sock.exists()
+
+
+async def test_a_file_that_took_the_sockets_place_is_not_removed(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    sock = tmp_path / "control.sock"
+    args = [*RUN, "--microgrid", sim.address, "--socket", str(sock)]
+    async with daemon_process(args, tmp_path) as (process, notify, _log):
+        await notify.wait_for("READY", "1")
+        sock.unlink()
+        with socket.socket(socket.AF_UNIX) as other:
+            other.bind(str(sock))  # another daemon's now
+            theirs = os.lstat(sock)
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(LIMIT_S):
+                assert await process.wait() == 0
+        after = os.lstat(sock)
+    assert (after.st_dev, after.st_ino) == (theirs.st_dev, theirs.st_ino)
