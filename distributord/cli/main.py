@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(fatal_line(f"distributord: {error}"), file=sys.stderr)
         return 2
-    configure_logging(config.logging.level)
+    configure_logging(config.logging.level, libraries=config.logging.libraries)
     activated = listen_fds().get(CONTROL_FD_NAME, [])
     with contextlib.ExitStack() as stack:
         # A socket systemd passed in is closed at the end; one bound here is also removed
