@@ -705,6 +705,14 @@ async def run_at_debug(
     return log.text
 
 
+@pytest.fixture
+def without_grpc_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if the operator had set neither of grpc's own variables."""
+    monkeypatch.delenv("GRPC_VERBOSITY", raising=False)
+    monkeypatch.delenv("GRPC_TRACE", raising=False)
+
+
+@pytest.mark.usefixtures("without_grpc_variables")
 async def test_at_debug_the_libraries_log_warnings_only(
     sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -718,11 +726,10 @@ async def test_at_debug_the_libraries_log_warnings_only(
     assert not C_CORE_LINE.search(log)
 
 
+@pytest.mark.usefixtures("without_grpc_variables")
 async def test_logging_libraries_lets_the_libraries_debug_lines_through(
-    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sim: Simulator, tmp_path: Path
 ) -> None:
-    monkeypatch.delenv("GRPC_VERBOSITY", raising=False)
-    monkeypatch.delenv("GRPC_TRACE", raising=False)
     log = await run_at_debug(sim, tmp_path, '[logging]\nlibraries = "debug"\n')
     assert " DEBUG distributord." in log
     assert any(" DEBUG grpc" in line for line in foreign_debug_lines(log))
@@ -730,11 +737,8 @@ async def test_logging_libraries_lets_the_libraries_debug_lines_through(
     assert not C_CORE_LINE.search(log)
 
 
-async def test_grpcs_own_variables_are_the_operators(
-    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("GRPC_VERBOSITY", raising=False)
-    monkeypatch.delenv("GRPC_TRACE", raising=False)
+@pytest.mark.usefixtures("without_grpc_variables")
+async def test_grpcs_own_variables_are_the_operators(sim: Simulator, tmp_path: Path) -> None:
     log = await run_at_debug(sim, tmp_path, "", env={"GRPC_VERBOSITY": "info", "GRPC_TRACE": "api"})
     assert C_CORE_LINE.search(log)
     assert foreign_debug_lines(log) == []  # the C core's lines are not Python's loggers

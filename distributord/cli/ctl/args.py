@@ -88,7 +88,8 @@ discharges:
   set-power 1.2MW --batteries 1001          charge 1.2 MW
   set-power '-250 W' --batteries 1001       quote a power that contains a space
   set-power 0 --batteries 1001,1002         release the batteries
-The exit status is not 0 unless the outcome is success.
+The exit status is 0 only if the outcome is success and all the power was placed: 1 for
+another outcome, 5 for power the batteries could not take (see distributorctl --help).
 """
 
 _PROPOSE_EPILOG = """\
@@ -102,7 +103,8 @@ of set-power (see set-power --help); positive charges, negative discharges.
 The proposal replaces the program's previous one on the same set, and stands until it is
 replaced, withdrawn (withdraw) or, with --ttl, expires: it outlives this command. The reply
 shows the outcome as set-power does, and what arbitration granted and why. The exit status
-is not 0 unless the outcome is success.
+is 0 only if the outcome is success and all the power proposed was placed: 1 for another
+outcome, 5 for power that was not granted or that the batteries could not take.
 """
 
 _WITHDRAW_EPILOG = """\

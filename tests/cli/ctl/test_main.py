@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,10 +127,18 @@ def subscribe_then(*notifications: Outgoing) -> Answer:
 NO_BATTERIES: Message = {"batteries": [], "working": [], "uncertain": []}
 
 
-def watching(daemon: FakeDaemon, *notifications: Outgoing) -> None:
-    """``watch`` against a daemon with no batteries yet: these notifications follow the status."""
-    daemon.answers["subscribe_status"] = subscribe_then()
-    daemon.answers["get_status"] = lambda request: [*reply(NO_BATTERIES)(request), *notifications]
+def watching(
+    daemon: FakeDaemon,
+    *notifications: Outgoing,
+    status: Message = NO_BATTERIES,
+    overtaking: Sequence[Outgoing] = (),
+) -> None:
+    """What ``watch`` is answered: ``status``, then these notifications.
+
+    ``overtaking`` are sent between the subscription's reply and the status reply.
+    """
+    daemon.answers["subscribe_status"] = subscribe_then(*overtaking)
+    daemon.answers["get_status"] = lambda request: [*reply(status)(request), *notifications]
 
 
 def test_watch_prints_changes_until_the_daemon_closes(
@@ -244,6 +253,11 @@ def test_ctrl_c_while_waiting_exits_130(
     )
     assert run(daemon, "status") == 130
     assert capsys.readouterr().err == "distributorctl: interrupted\n"
+    assert run(daemon, "--json", "set-power", "1kW", "--batteries", "1") == 130
+    out, err = capsys.readouterr()
+    assert err == ""
+    error = json.loads(out)["error"]
+    assert (error["kind"], error["may_be_applied"]) == ("interrupted", True)
 
 
 def test_a_real_process_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
@@ -702,19 +716,6 @@ def test_a_json_after_the_end_of_options_is_no_flag(
     assert "argument POWER" in err
 
 
-def test_ctrl_c_with_json_is_a_json_error(
-    daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    def interrupted(*args: object, **kwargs: object) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(transport.Connection, "call", interrupted)
-    assert run(daemon, "--json", "ping") == ctl.ExitCode.INTERRUPTED
-    out, err = capsys.readouterr()
-    assert err == ""
-    assert json.loads(out)["error"]["kind"] == "interrupted"
-
-
 def test_the_exit_codes_are_distinct_and_documented(capsys: pytest.CaptureFixture[str]) -> None:
     assert len(set(ctl.ExitCode)) == len(ctl.ExitCode.__members__)
     assert int(ctl.ExitCode.USAGE) == 2  # argparse's
@@ -772,17 +773,16 @@ def test_power_that_could_not_be_placed_has_its_own_exit_code(
         assert ("could not be placed" in out) == shortfall
 
 
-def status_reply(*batteries: tuple[int, str, list[str]]) -> Answer:
-    return reply(
-        {
-            "batteries": [
-                {"id": battery, "inverter_id": battery + 1000, "status": status, "reasons": why}
-                for battery, status, why in batteries
-            ],
-            "working": [battery for battery, status, _ in batteries if status == "working"],
-            "uncertain": [battery for battery, status, _ in batteries if status == "uncertain"],
-        }
-    )
+def status_of(*batteries: tuple[int, str, list[str]]) -> Message:
+    """A ``get_status`` result with these batteries' ids, statuses and reasons."""
+    return {
+        "batteries": [
+            {"id": battery, "inverter_id": battery + 1000, "status": status, "reasons": why}
+            for battery, status, why in batteries
+        ],
+        "working": [battery for battery, status, _ in batteries if status == "working"],
+        "uncertain": [battery for battery, status, _ in batteries if status == "uncertain"],
+    }
 
 
 def watched(out: str) -> list[str]:
@@ -797,16 +797,16 @@ def watched(out: str) -> list[str]:
 def test_watch_starts_with_the_state_of_every_battery(
     daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    daemon.answers["subscribe_status"] = subscribe_then()
-    daemon.answers["get_status"] = lambda request: [
-        *status_reply(
+    watching(
+        daemon,
+        status_changed(1002, "working", []),
+        HANG_UP,
+        status=status_of(
             (1001, "working", []),
             (1002, "uncertain", ["blocked_after_failure"]),
             (1003, "not_working", ["stale_battery_data"]),
-        )(request),
-        status_changed(1002, "working", []),
-        HANG_UP,
-    ]
+        ),
+    )
     assert run(daemon, "watch") == ctl.ExitCode.UNREACHABLE
     assert [request["method"] for request in daemon.requests] == [
         "subscribe_status",
@@ -823,12 +823,12 @@ def test_watch_starts_with_the_state_of_every_battery(
 def test_watch_json_starts_with_the_state_of_every_battery(
     daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    daemon.answers["subscribe_status"] = subscribe_then()
-    daemon.answers["get_status"] = lambda request: [
-        *status_reply((1001, "working", []), (1002, "not_working", ["no_battery_data"]))(request),
+    watching(
+        daemon,
         status_changed(1001, "uncertain", ["blocked_after_failure"]),
         HANG_UP,
-    ]
+        status=status_of((1001, "working", []), (1002, "not_working", ["no_battery_data"])),
+    )
     assert run(daemon, "--json", "watch") == ctl.ExitCode.UNREACHABLE
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert lines == [
@@ -852,17 +852,18 @@ def test_watch_reconciles_changes_with_the_first_state(
     # Changes that arrive before the status reply are older than it: the status supersedes
     # them. After it, a change the status already shows (it waited behind the reply) is no
     # change; any other is.
-    daemon.answers["subscribe_status"] = subscribe_then(
-        status_changed(1001, "not_working", ["no_battery_data"]),  # before the snapshot
-    )
-    daemon.answers["get_status"] = lambda request: [
-        status_changed(1002, "not_working", ["no_battery_data"]),  # overtakes the reply
-        *status_reply((1001, "working", []), (1002, "working", []))(request),
+    watching(
+        daemon,
         status_changed(1001, "working", []),  # what the status says already
         status_changed(1002, "uncertain", ["blocked_after_failure"]),
         status_changed(1002, "working", []),
         HANG_UP,
-    ]
+        status=status_of((1001, "working", []), (1002, "working", [])),
+        overtaking=[
+            status_changed(1001, "not_working", ["no_battery_data"]),
+            status_changed(1002, "not_working", ["no_battery_data"]),
+        ],
+    )
     assert run(daemon, "watch") == ctl.ExitCode.UNREACHABLE
     assert watched(capsys.readouterr().out) == [
         "battery 1001: working",
@@ -875,14 +876,12 @@ def test_watch_reconciles_changes_with_the_first_state(
 def test_watch_before_the_microgrid_is_reached_starts_empty(
     daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    daemon.answers["subscribe_status"] = subscribe_then()
-    daemon.answers["get_status"] = lambda request: [
-        *reply({"batteries": [], "working": [], "uncertain": [], "microgrid": "connecting"})(
-            request
-        ),
+    watching(
+        daemon,
         status_changed(1001, "working", []),  # the first batch once connected names every one
         HANG_UP,
-    ]
+        status={**NO_BATTERIES, "microgrid": "connecting"},
+    )
     assert run(daemon, "watch") == ctl.ExitCode.UNREACHABLE
     assert watched(capsys.readouterr().out) == ["battery 1001: working"]
 
@@ -890,8 +889,7 @@ def test_watch_before_the_microgrid_is_reached_starts_empty(
 def test_watch_with_an_unusable_status_is_a_bad_reply(
     daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    daemon.answers["subscribe_status"] = subscribe_then()
-    daemon.answers["get_status"] = reply({"batteries": [{"status": "working"}]})
+    watching(daemon, status={"batteries": [{"status": "working"}]})
     assert run(daemon, "watch") == ctl.ExitCode.BAD_REPLY
     out, err = capsys.readouterr()
     assert out == ""
