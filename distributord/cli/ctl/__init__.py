@@ -118,8 +118,9 @@ class ExitCode(enum.IntEnum):
     INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
-Failed = CtlError | KeyboardInterrupt
-"""What ends a command early: an exchange that failed, or Ctrl-C."""
+Failed = CtlError | UsageError | KeyboardInterrupt
+"""What ends a command early: an exchange that failed, a command line that did not parse, or
+Ctrl-C."""
 
 
 def exit_code(error: Failed) -> ExitCode:
@@ -127,6 +128,8 @@ def exit_code(error: Failed) -> ExitCode:
     match error:
         case KeyboardInterrupt():
             return ExitCode.INTERRUPTED
+        case UsageError():
+            return ExitCode.USAGE
         case DaemonError():
             return ExitCode.DAEMON_ERROR
         case DaemonTimeoutError():
@@ -147,10 +150,17 @@ def error_object(error: Failed, *, may_be_applied: bool = False) -> dict[str, An
     Returns:
         ``{"error": {"kind", "exit_code", "message", "may_be_applied"}}``, with the daemon's
         JSON-RPC error as ``rpc_error`` for a ``daemon_error`` (and ``program`` for a
-        ``hello`` refused). ``message`` is the line printed on stderr without ``--json``.
+        ``hello`` refused), and the command's ``usage`` for a ``usage`` error. ``message`` is
+        the line printed on stderr without ``--json`` (for a usage error: what is wrong).
     """
     code = exit_code(error)
-    message = "interrupted" if isinstance(error, KeyboardInterrupt) else str(error)
+    match error:
+        case KeyboardInterrupt():
+            message = "interrupted"
+        case UsageError():
+            message = f"{error.prog}: {error.problem}"
+        case _:
+            message = str(error)
     if may_be_applied:
         message += " (the request may still be applied)"
     fields: dict[str, Any] = {
@@ -166,6 +176,8 @@ def error_object(error: Failed, *, may_be_applied: bool = False) -> dict[str, An
         fields["rpc_error"] = rpc_error
     if isinstance(error, HelloRefusedError):
         fields["program"] = error.program
+    if isinstance(error, UsageError):
+        fields["usage"] = error.usage.strip()
     return {"error": fields}
 
 
@@ -181,7 +193,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse(words)
     except UsageError as error:
-        return _usage_error(error, as_json=as_json)
+        if as_json:
+            return _failed(error, as_json=True)
+        sys.stderr.write(error.usage)  # as argparse prints it: the usage, then PROG: error: ...
+        print(error, file=sys.stderr)
+        return ExitCode.USAGE
     except SystemExit as stop:  # --help or --version: already printed
         return stop.code if isinstance(stop.code, int) else ExitCode.OK
     path = socket_path(args.socket, os.environ)
@@ -198,35 +214,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _failed(error: Failed, *, as_json: bool, may_be_applied: bool = False) -> ExitCode:
     """Say why the command ended early, on stderr or (``--json``) stdout; its exit status."""
     document = error_object(error, may_be_applied=may_be_applied)
-    if as_json:
-        _print_json_error(document)
-    else:
+    if not as_json:
         print(f"distributorctl: {document['error']['message']}", file=sys.stderr)
-    return exit_code(error)
-
-
-def _usage_error(error: UsageError, *, as_json: bool) -> ExitCode:
-    """As argparse prints it (the usage, then ``PROG: error: ...``), or as a JSON error."""
-    if as_json:
-        fields = {
-            "kind": ExitCode.USAGE.name.lower(),
-            "exit_code": int(ExitCode.USAGE),
-            "message": f"{error.prog}: {error.problem}",
-            "may_be_applied": False,
-            "usage": error.usage.strip(),
-        }
-        _print_json_error({"error": fields})
-    else:
-        sys.stderr.write(error.usage)
-        print(error, file=sys.stderr)
-    return ExitCode.USAGE
-
-
-def _print_json_error(document: dict[str, Any]) -> None:
+        return exit_code(error)
     try:
         print(json.dumps(document, ensure_ascii=False), flush=True)
     except BrokenPipeError:  # nobody reads our stdout: the exit status still tells
         discard_stdout()
+    return exit_code(error)
 
 
 def _run(args: argparse.Namespace, path: str) -> int:
