@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -141,3 +143,18 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+CTL = (sys.executable, "-m", "distributord.cli.ctl")
+"""``distributorctl`` as a process of its own, as a user runs it."""
+
+
+async def ctl(socket_path: str | Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """Run ``distributorctl --socket PATH ARGS...`` to its end; its output, captured."""
+    with trio.fail_after(LIMIT_S):
+        return await trio.run_process(
+            [*CTL, "--socket", str(socket_path), *args],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )

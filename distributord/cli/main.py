@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     """``distributord run``: one clear line and a non-zero exit for what prevents a start."""
     from distributord.core import config as configuration
     from distributord.core.errors import ConfigError, ControlSocketError
-    from distributord.shell.control import bind_control_socket
+    from distributord.shell.control import open_control_socket
     from distributord.shell.systemd import (
         CONTROL_FD_NAME,
         configure_logging,
@@ -120,21 +120,25 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(fatal_line(f"distributord: {error}"), file=sys.stderr)
         return 2
-    configure_logging(config.logging.level)
+    configure_logging(config.logging.level, libraries=config.logging.libraries)
     activated = listen_fds().get(CONTROL_FD_NAME, [])
-    try:
-        sock = activated[0] if activated else bind_control_socket(config.control.socket)
-    except ControlSocketError as error:
-        print(fatal_line(f"distributord: {error}"), file=sys.stderr)
-        return 1
+    with contextlib.ExitStack() as stack:
+        # A socket systemd passed in is closed at the end; one bound here is also removed
+        # (unless another file has taken its place), whatever the end is.
+        try:
+            sock = stack.enter_context(
+                activated[0] if activated else open_control_socket(config.control.socket)
+            )
+        except ControlSocketError as error:
+            print(fatal_line(f"distributord: {error}"), file=sys.stderr)
+            return 1
 
-    import trio
+        import trio
 
-    from distributord.shell.metrics import Metrics, serve_metrics
-    from distributord.shell.service import run as serve
+        from distributord.shell.metrics import Metrics, serve_metrics
+        from distributord.shell.service import run as serve
 
-    metrics = Metrics()
-    with sock, contextlib.ExitStack() as stack:
+        metrics = Metrics()
         if config.metrics.listen != configuration.METRICS_OFF:
             try:
                 stack.callback(serve_metrics(metrics, config.metrics.listen).close)

@@ -42,7 +42,7 @@ make no new proposal, and its live proposals end. Their effects are tested in
 ``tests/shell/test_reload.py``.
 
 Keys beyond the spec's table (``microgrid.stream_silence_s``, ``requests.drain_timeout_s``,
-``logging.level``) are extensions; the example file marks them so.
+``logging.level``, ``logging.libraries``) are extensions; the example file marks them so.
 
 Pure: no trio, no grpc, no clock. :func:`load_config` reads one file; everything else works on
 values.
@@ -626,10 +626,15 @@ class LoggingConfig:
 
     Attributes:
         level: ``debug``, ``info``, ``warning`` or ``error`` (any case; stored in lower case).
+        libraries: The same, for the other libraries' loggers (grpc's, asyncio's): their
+            debug lines flood a debug log, so they are kept to warnings unless asked.
     """
 
     level: str = attrs.field(
         default="info", converter=_to_lower, validator=_log_level, metadata=LIVE
+    )
+    libraries: str = attrs.field(
+        default="warning", converter=_to_lower, validator=_log_level, metadata=LIVE
     )
 
 

@@ -188,6 +188,14 @@ class UnreachableError(CtlError):
     """
 
 
+class DaemonTimeoutError(UnreachableError):
+    """Something outside: the daemon did not answer within the deadline.
+
+    It is stuck or overloaded (or the socket's backlog is full); a request sent may still be
+    applied.
+    """
+
+
 class BadReplyError(CtlError):
     """The answer is not a JSON-RPC reply of the expected shape.
 
@@ -228,3 +236,19 @@ class HelloRefusedError(DaemonError):
         super().__init__(refusal.code, refusal.message, refusal.data)
         self.program = program
         self.args = (f"{refusal} (to hello as program {program!r})",)
+
+
+class UsageError(DistributordError):
+    """The command line is wrong: the user typed it wrong (nothing was sent).
+
+    Attributes:
+        problem: What is wrong, in argparse's words (``argument POWER: ...``).
+        prog: The command it is about (``distributorctl set-power``).
+        usage: That command's usage, as argparse prints it.
+    """
+
+    def __init__(self, problem: str, *, prog: str, usage: str) -> None:
+        super().__init__(f"{prog}: error: {problem}")
+        self.problem = problem
+        self.prog = prog
+        self.usage = usage

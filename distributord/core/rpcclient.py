@@ -23,7 +23,9 @@ So every client follows the same rules, and they are tested without a socket.
   other line; with several outstanding there is no telling whose it is, and it is kept.
 * **Nothing is dropped.** Notifications, replies to other requests and replies that overtook the
   one awaited are kept, in the order they arrived, for :meth:`RpcClient.next_message` or a later
-  :meth:`RpcClient.reply_to`. Replies may come back in any order (``spec/protocol.md``). So a
+  :meth:`RpcClient.reply_to`. The one exception is asked for: a reply that carries a snapshot
+  (``reply_to(..., superseding=True)``) drops the notifications that arrived before it, since
+  it is newer than they are. Replies may come back in any order (``spec/protocol.md``). So a
   client that subscribes to status changes must read them: what is not taken stays.
 * **The end.** ``receive_data(b"")`` says the daemon closed the connection; a last line without
   its newline is discarded. Once everything received before has been taken, asking for more raises
@@ -110,8 +112,14 @@ class RpcClient:
         """
         return self._take(lambda message: True)
 
-    def reply_to(self, request_id: JsonId) -> Message | None:
+    def reply_to(self, request_id: JsonId, *, superseding: bool = False) -> Message | None:
         """The reply to ``request_id``, whatever arrived before it (which is kept for later).
+
+        Args:
+            request_id: The request's id.
+            superseding: The reply carries a snapshot that is newer than the notifications
+                received before it (``get_status`` after ``subscribe_status``): those are
+                dropped when the reply is taken; replies, and what arrived after it, are kept.
 
         Returns:
             The whole reply, or ``None`` when the transport must feed more data first.
@@ -130,27 +138,44 @@ class RpcClient:
                 message["id"] is None and "error" in message and self._outstanding == {request_id}
             )
 
-        reply = self._take(answers)
+        reply = self._take(answers, superseding=superseding)
         if reply is not None and isinstance(request_id, int):
             self._outstanding.discard(request_id)
         return reply
 
-    def _take(self, wanted: Callable[[Message], bool]) -> Message | None:
-        """The oldest message received that is ``wanted``, decoding lines as far as needed."""
+    def _take(
+        self, wanted: Callable[[Message], bool], *, superseding: bool = False
+    ) -> Message | None:
+        """The oldest message received that is ``wanted``, decoding lines as far as needed.
+
+        ``superseding``: drop the notifications received before it.
+        """
         for index, message in enumerate(self._kept):
             if wanted(message):
                 del self._kept[index]
+                if superseding:
+                    self._drop_notifications(before=index)
                 return self._taken(message)
         while self._lines:
             decoded = self._decode(self._lines.popleft())
             if decoded is None:
                 continue
             if wanted(decoded):
+                if superseding:
+                    self._drop_notifications(before=len(self._kept))
                 return self._taken(decoded)
             self._kept.append(decoded)
         if self._closed:
             raise UnreachableError(f"{self._peer} closed the connection")
         return None
+
+    def _drop_notifications(self, *, before: int) -> None:
+        """Forget the notifications among the first ``before`` messages kept."""
+        self._kept = deque(
+            message
+            for index, message in enumerate(self._kept)
+            if index >= before or "id" in message
+        )
 
     def _taken(self, message: Message) -> Message:
         request_id = message.get("id")

@@ -8,6 +8,11 @@ module does the IO around it:
 
 * **The socket.** :func:`bind_control_socket` binds it mode 0660 (a stale socket file from an
   earlier run is replaced; a live one is refused), unless systemd passed one in.
+  :func:`open_control_socket` also removes the file at the end (a stop, an error, a start that
+  failed after binding), but only if the path still names the file it bound (same device and
+  inode): once the daemon stops accepting, another one may have found the socket stale and
+  bound its own there. A socket systemd passed in is systemd's: the socket unit created the
+  file and removes it, so the daemon never does.
 * **Admission.** :class:`ControlServer` accepts with :func:`trio.serve_listeners` (which also
   waits out a process short of descriptors or memory). A connection's peer
   (``SO_PEERCRED``, and its supplementary groups from ``SO_PEERGROUPS`` or the group
@@ -42,8 +47,8 @@ import select
 import socket
 import stat
 import struct
-from collections.abc import AsyncGenerator, Callable, Collection, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Callable, Collection, Iterator, Mapping
+from contextlib import aclosing, contextmanager
 from typing import Any, Protocol
 
 import attrs
@@ -148,6 +153,49 @@ def bind_control_socket(path: str) -> socket.socket:
     os.chmod(path, SOCKET_MODE)
     sock.listen(LISTEN_BACKLOG)
     return sock
+
+
+@contextmanager
+def open_control_socket(path: str) -> Iterator[socket.socket]:
+    """:func:`bind_control_socket` for a block; at its end, close the socket and remove its file.
+
+    The file is removed only if ``path`` still names the one bound here (same device and
+    inode); a file that has taken its place since is someone else's and stays.
+
+    Raises:
+        ControlSocketError: Why the socket cannot be bound, in one line.
+    """
+    sock = bind_control_socket(path)
+    with sock:
+        try:
+            bound: os.stat_result | None = os.lstat(path)
+        except OSError:  # gone already: nothing of ours to remove later
+            bound = None
+        try:
+            yield sock
+        finally:
+            if bound is not None:
+                _remove_own(path, bound)
+
+
+def _remove_own(path: str, bound: os.stat_result) -> None:
+    """Remove the socket file at ``path`` if it is still ``bound`` (its ``lstat`` at binding)."""
+    try:
+        now = os.lstat(path)
+    except FileNotFoundError:
+        return  # removed by someone else: nothing left to do
+    except OSError as error:
+        logger.warning("cannot check control socket %s to remove it: %s", path, error.strerror)
+        return
+    if (now.st_dev, now.st_ino) != (bound.st_dev, bound.st_ino):
+        logger.info("control socket %s is another file now; leaving it", path)
+        return
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        logger.warning("cannot remove control socket %s: %s", path, error.strerror)
 
 
 def _remove_stale(path: str, info: os.stat_result) -> None:

@@ -136,8 +136,8 @@ def _reload(
         logger.warning("reload: %s change only with a restart", ", ".join(later))
     applied = configuration.reloaded(current, new)
     running.value = applied
-    if applied.logging.level != current.logging.level:
-        configure_logging(applied.logging.level)
+    if applied.logging != current.logging:
+        configure_logging(applied.logging.level, libraries=applied.logging.libraries)
     logger.info(
         "reload: applied %s",
         ", ".join(k for k in changed if configuration.is_live(k)) or "nothing new",

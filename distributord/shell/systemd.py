@@ -22,7 +22,12 @@ drive them with a dict instead of the process's real state.
 * **Logging**: under systemd stderr goes to the journal, which reads a ``<N>`` prefix on each
   line as the line's syslog priority and adds the time itself. We trust ``$JOURNAL_STREAM`` only
   when it names the device and inode of our actual stderr (as systemd documents), because the
-  variable is inherited by children whose stderr went elsewhere.
+  variable is inherited by children whose stderr went elsewhere. Our loggers
+  (``distributord.*``) log at ``logging.level``, everyone else's (grpc's, asyncio's) at
+  ``logging.libraries`` (:class:`LibraryFilter`): at ``debug``, grpc alone writes lines for
+  every call that bury ours. grpc's C core writes to stderr by itself, under its own
+  ``GRPC_VERBOSITY`` (``distributord`` sets ``ERROR`` unless the operator set it) and
+  ``GRPC_TRACE``: the operator's to set.
 
 The call sites decide *when* (``READY=1`` after every task has started, ``WATCHDOG=1`` only while
 the request loop is alive); this module only knows *how*.
@@ -369,6 +374,30 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+OWN_LOGGER = "distributord"
+"""Our loggers are this one and those below it; every other logger is a library's."""
+
+
+class LibraryFilter(logging.Filter):
+    """Passes our records at ``level`` and up, the libraries' at ``libraries`` and up.
+
+    Args:
+        level: The least severe of our records that passes (a ``logging`` level).
+        libraries: The same for the records of every other logger.
+    """
+
+    def __init__(self, level: int, libraries: int) -> None:
+        super().__init__()
+        self.level = level
+        self.libraries = libraries
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` is at or above the level of whose it is."""
+        name = record.name
+        ours = name == OWN_LOGGER or name.startswith(OWN_LOGGER + ".")
+        return record.levelno >= (self.level if ours else self.libraries)
+
+
 class _StderrHandler(logging.StreamHandler[TextIO]):
     """Writes the records to stderr, in the writer thread of :class:`LogQueueHandler`."""
 
@@ -406,6 +435,7 @@ class LogQueueHandler(logging.handlers.QueueHandler):
 def configure_logging(
     level: str,
     *,
+    libraries: str | None = None,
     stream: TextIO | None = None,
     environ: Mapping[str, str] | None = None,
     root: logging.Logger | None = None,
@@ -417,6 +447,9 @@ def configure_logging(
 
     Args:
         level: ``debug``, ``info``, ``warning`` or ``error`` (any case).
+        libraries: The same for other loggers than ours (:class:`LibraryFilter`); ``None``:
+            ``level``. The root logger's level is the more verbose of the two, so that both
+            kinds of records reach the handler, which keeps each kind to its own.
         stream: Where to write (default: ``sys.stderr``).
         environ: The environment (default: ``os.environ``).
         root: The logger to configure (default: the root logger).
@@ -425,12 +458,10 @@ def configure_logging(
         The handler installed.
 
     Raises:
-        ValueError: ``level`` is not one of the four.
+        ValueError: ``level`` or ``libraries`` is not one of the four.
     """
-    try:
-        levelno = LEVELS[level.lower()]
-    except KeyError:
-        raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}") from None
+    levelno = _levelno(level)
+    libraries_levelno = levelno if libraries is None else _levelno(libraries)
     stream = sys.stderr if stream is None else stream
     try:
         fd = stream.fileno()
@@ -440,11 +471,19 @@ def configure_logging(
     writer = _StderrHandler(stream)
     writer.setFormatter(JournalFormatter() if journal else logging.Formatter(PLAIN_FORMAT))
     handler = LogQueueHandler(writer)
+    handler.addFilter(LibraryFilter(levelno, libraries_levelno))
     handler.addFilter(RepeatFilter())
     target = logging.getLogger() if root is None else root
     for old in [h for h in target.handlers if isinstance(h, LogQueueHandler)]:
         target.removeHandler(old)
         old.close()
     target.addHandler(handler)
-    target.setLevel(levelno)
+    target.setLevel(min(levelno, libraries_levelno))
     return handler
+
+
+def _levelno(level: str) -> int:
+    try:
+        return LEVELS[level.lower()]
+    except KeyError:
+        raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {level!r}") from None

@@ -217,6 +217,8 @@ BAD_VALUES = [
     ("logging.level", "true", "one of"),
     ("logging.level", '"verbose"', "got 'verbose'"),
     ("logging.level", '"critical"', "one of"),
+    ("logging.libraries", '"loud"', "one of debug, info, warning, error, got 'loud'"),
+    ("logging.libraries", "0", "one of"),
     ("arbitration.merge", '"sum"', "one of add, override, got 'sum'"),
     ("arbitration.merge", '"ADD"', "one of add, override"),
     ("arbitration.merge", "1", "one of add, override, got 1"),
@@ -265,6 +267,7 @@ GOOD_VALUES = [
     ("setpoints.lifetime_s", "900", 900),
     ("logging.level", '"Debug"', "debug"),
     ("logging.level", '"error"', "error"),
+    ("logging.libraries", '"DEBUG"', "debug"),
 ]
 
 
@@ -453,6 +456,7 @@ def test_the_live_keys_are_declared_beside_the_settings() -> None:
         "status.max_blocking_s",
         "status.broken_cache_ttl_s",
         "logging.level",
+        "logging.libraries",
         "arbitration.merge",
     } == config.LIVE_KEYS
 
@@ -488,7 +492,7 @@ def test_after_a_reload_only_live_keys_differ_from_the_running_and_only_others_f
         "[setpoints]\nlifetime_s = 99\n"
         "[status]\nmax_data_age_s = 9\nmin_blocking_s = 2\nmax_blocking_s = 9\n"
         "broken_cache_ttl_s = 9\n"
-        '[logging]\nlevel = "debug"\n'
+        '[logging]\nlevel = "debug"\nlibraries = "info"\n'
     )
     everything = set(differences(running, loaded))
     applied = config.reloaded(running, loaded)

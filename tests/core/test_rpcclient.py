@@ -119,6 +119,32 @@ def test_a_kept_reply_is_found_later() -> None:
     assert client.next_message() is None
 
 
+def test_a_superseding_reply_drops_the_notifications_that_came_before_it() -> None:
+    # `watch`: the status reply is newer than the changes that arrived before it.
+    client = RpcClient()
+    other, _ = client.request("ping")
+    status, _ = client.request("get_status")
+    client.receive_data(notification(1) + reply(other, "pong") + notification(2))
+    client.receive_data(reply(status, "snapshot") + notification(3))
+    assert result_of(got(client.reply_to(status, superseding=True))) == "snapshot"
+    assert result_of(got(client.next_message())) == "pong"  # a reply: kept
+    assert got(client.next_message())["params"] == {"id": 3}  # after the snapshot: kept
+    assert client.next_message() is None
+
+
+def test_a_superseding_reply_found_among_those_kept_drops_only_what_came_before_it() -> None:
+    client = RpcClient()
+    first, _ = client.request("ping")
+    status, _ = client.request("get_status")
+    client.receive_data(
+        notification(1) + reply(status, "snapshot") + notification(2) + reply(first, "pong")
+    )
+    assert result_of(got(client.reply_to(first))) == "pong"  # the snapshot is kept meanwhile
+    assert result_of(got(client.reply_to(status, superseding=True))) == "snapshot"
+    assert got(client.next_message())["params"] == {"id": 2}
+    assert client.next_message() is None
+
+
 def test_an_error_reply_raises_daemon_error_with_its_parts() -> None:
     client = RpcClient()
     request_id, _ = client.request("set_power", {"power_w": 1.0, "batteries": [1, 1]})

@@ -28,7 +28,7 @@ from distributord.core.status import Status
 from distributord.shell.daemon import Daemon
 from distributord.sim.scenario import uniform_fleet
 from distributord.sim.server import Simulator
-from tests.support import Client, config_for, running_daemon, sim_wait, wait_until
+from tests.support import Client, config_for, ctl, running_daemon, sim_wait, wait_until
 
 PROGRAMS = {
     "fcr": {"priority": 90},
@@ -403,18 +403,6 @@ async def test_a_member_of_a_programs_group_may_act_as_it(sim: Simulator) -> Non
 
 
 # --- distributorctl -------------------------------------------------------------------------
-
-CTL = [sys.executable, "-m", "distributord.cli.ctl"]
-
-
-async def ctl(path: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    with trio.fail_after(LIMIT_S):
-        return await trio.run_process(
-            [*CTL, "--socket", str(path), *args],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
 
 
 async def test_distributorctl_proposes_shows_and_withdraws_as_a_program(

@@ -594,6 +594,41 @@ def test_a_live_socket_or_another_file_is_not_replaced(tmp_path: Path) -> None:
         bind_control_socket(str(tmp_path / "missing" / "s.sock"))
 
 
+def test_a_socket_it_bound_is_removed_at_the_end(tmp_path: Path) -> None:
+    # Issue 23: a socket file the daemon bound itself was left behind at exit.
+    path = tmp_path / "s.sock"
+    with control.open_control_socket(str(path)) as sock:
+        assert stat.S_ISSOCK(os.lstat(path).st_mode)
+        assert sock.fileno() >= 0
+    assert not path.exists()
+    assert sock.fileno() == -1  # closed
+
+
+def test_a_socket_it_bound_is_removed_when_the_start_fails_after_binding(tmp_path: Path) -> None:
+    path = tmp_path / "s.sock"
+    with pytest.raises(RuntimeError, match="metrics"), control.open_control_socket(str(path)):
+        raise RuntimeError("metrics cannot be served")
+    assert not path.exists()
+
+
+def test_a_file_that_replaced_its_socket_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "s.sock"
+    with control.open_control_socket(str(path)):
+        path.unlink()  # another daemon took the path over (ours had stopped accepting)
+        with socket.socket(socket.AF_UNIX) as other:
+            other.bind(str(path))
+            theirs = os.lstat(path)
+    after = os.lstat(path)
+    assert (after.st_dev, after.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+
+def test_a_socket_removed_by_someone_else_is_no_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.sock"
+    with control.open_control_socket(str(path)):
+        path.unlink()
+    assert not path.exists()
+
+
 # --- what a site's operator does at the site -----------------------------------------------
 
 

@@ -443,8 +443,8 @@ async def wait_all_working(notify: Notifications, count: int) -> None:
         latest = (await notify.wait_for("STATUS"))["STATUS"]
 
 
-@effect_of("logging.level")
-async def test_log_level(sim: Simulator, tmp_path: Path) -> None:
+@effect_of("logging.level", "logging.libraries")
+async def test_log_levels(sim: Simulator, tmp_path: Path) -> None:
     config = config_file(tmp_path, '[logging]\nlevel = "info"\n')
     sock = tmp_path / "c.sock"
     args = [*RUN, "--config", str(config), "--microgrid", sim.address, "--socket", str(sock)]
@@ -462,6 +462,14 @@ async def test_log_level(sim: Simulator, tmp_path: Path) -> None:
         assert result["outcome"] == "success", result
         # The request's line, at debug: hidden at "info".
         await log.wait_for("request for batteries [1001, 1002] at 0 W: ")
+        # grpc's debug lines (a few for every call) stay hidden until the libraries' level says.
+        assert " DEBUG grpc" not in log.text
+        config.write_text('[logging]\nlevel = "debug"\nlibraries = "debug"\n')
+        process.send_signal(signal.SIGHUP)
+        await log.wait_for("reload: applied logging.libraries")
+        async with connect(sock) as client:
+            await client.result("set_power", {"power_w": 1000, "batteries": [1001, 1002]})
+        await log.wait_for(" DEBUG grpc")
         process.send_signal(signal.SIGTERM)
         with trio.fail_after(LIMIT_S):
             assert await process.wait() == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -203,6 +204,7 @@ async def test_socket_activation_is_used_when_given(sim: Simulator, tmp_path: Pa
             process.send_signal(signal.SIGTERM)
             with trio.fail_after(LIMIT_S):
                 assert await process.wait() == 0
+            assert path.exists()  # systemd's: the socket unit removes it, not the daemon
 
 
 async def test_an_unreachable_microgrid_is_waited_for_and_stop_still_works(tmp_path: Path) -> None:
@@ -610,3 +612,133 @@ async def test_status_reports_a_change_made_during_its_pause_at_once(
         (0.0, "1 working, 0 uncertain, 0 not working"),
         (1.0, "0 working, 0 uncertain, 1 not working"),
     ]
+
+
+# --- the socket file at exit (issue 23) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_a_socket_the_daemon_bound_is_removed_at_exit(
+    sim: Simulator, tmp_path: Path, signum: signal.Signals
+) -> None:
+    sock = tmp_path / "control.sock"
+    args = [*RUN, "--microgrid", sim.address, "--socket", str(sock)]
+    async with daemon_process(args, tmp_path) as (process, notify, log):
+        await notify.wait_for("READY", "1")
+        assert sock.exists()
+        process.send_signal(signum)
+        with trio.fail_after(LIMIT_S):
+            assert await process.wait() == 0
+    assert not sock.exists()
+    assert "Traceback" not in log.text
+
+
+def test_a_socket_the_daemon_bound_is_removed_when_the_start_fails_after(tmp_path: Path) -> None:
+    sock = tmp_path / "control.sock"
+    with socket.socket() as taken:  # metrics.listen cannot be served: the start fails
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = config_file(tmp_path, f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+        done = subprocess.run(
+            [*RUN, "--config", str(config), "--socket", str(sock)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert "metrics.listen" in done.stderr
+    assert not sock.exists()
+
+
+async def test_a_file_that_took_the_sockets_place_is_not_removed(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    sock = tmp_path / "control.sock"
+    args = [*RUN, "--microgrid", sim.address, "--socket", str(sock)]
+    async with daemon_process(args, tmp_path) as (process, notify, _log):
+        await notify.wait_for("READY", "1")
+        sock.unlink()
+        with socket.socket(socket.AF_UNIX) as other:
+            other.bind(str(sock))  # another daemon's now
+            theirs = os.lstat(sock)
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(LIMIT_S):
+                assert await process.wait() == 0
+        after = os.lstat(sock)
+    assert (after.st_dev, after.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+
+# --- library log noise (issue 23) -------------------------------------------------------------
+
+C_CORE_LINE = re.compile(r"^[DIWE]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]", re.MULTILINE)
+"""A line grpc's C core writes to stderr itself, in absl's format
+(``I1205 22:15:42.171108   30268 init.cc:124]``)."""
+
+
+def foreign_debug_lines(log: str) -> list[str]:
+    """Debug lines of loggers that are not distributord's."""
+    return [
+        line
+        for line in log.splitlines()
+        if " DEBUG " in line and not line.split(" DEBUG ", 1)[1].startswith("distributord")
+    ]
+
+
+async def run_at_debug(
+    sim: Simulator, tmp_path: Path, config: str, env: dict[str, str] | None = None
+) -> str:
+    """Start ``run --log-level debug``, command both batteries once, stop; the log."""
+    sock = tmp_path / "control.sock"
+    path = config_file(tmp_path, config)
+    args = [*RUN, "--config", str(path), "--log-level", "debug"]
+    args += ["--microgrid", sim.address, "--socket", str(sock)]
+    async with daemon_process(args, tmp_path, env=env) as (process, notify, log):
+        await notify.wait_for("READY", "1")
+        await wait_all_working(sock, {1001, 1002})
+        async with connect(sock) as client:
+            result = await client.result("set_power", {"power_w": 1000, "batteries": [1001, 1002]})
+        assert result["outcome"] == "success", result
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(LIMIT_S):
+            assert await process.wait() == 0
+    return log.text
+
+
+@pytest.fixture
+def without_grpc_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if the operator had set neither of grpc's own variables."""
+    monkeypatch.delenv("GRPC_VERBOSITY", raising=False)
+    monkeypatch.delenv("GRPC_TRACE", raising=False)
+
+
+@pytest.mark.usefixtures("without_grpc_variables")
+async def test_at_debug_the_libraries_log_warnings_only(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 23: `--log-level debug` flooded the log with grpc's own debug lines.
+    monkeypatch.delenv("GRPC_VERBOSITY", raising=False)
+    monkeypatch.delenv("GRPC_TRACE", raising=False)
+    log = await run_at_debug(sim, tmp_path, "")
+    assert " DEBUG distributord." in log  # ours
+    assert "request for batteries [1001, 1002] at 1000 W: " in log
+    assert foreign_debug_lines(log) == []
+    assert not C_CORE_LINE.search(log)
+
+
+@pytest.mark.usefixtures("without_grpc_variables")
+async def test_logging_libraries_lets_the_libraries_debug_lines_through(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    log = await run_at_debug(sim, tmp_path, '[logging]\nlibraries = "debug"\n')
+    assert " DEBUG distributord." in log
+    assert any(" DEBUG grpc" in line for line in foreign_debug_lines(log))
+    # grpc's C core logs by itself, under its own variables: the setting does not touch them.
+    assert not C_CORE_LINE.search(log)
+
+
+@pytest.mark.usefixtures("without_grpc_variables")
+async def test_grpcs_own_variables_are_the_operators(sim: Simulator, tmp_path: Path) -> None:
+    log = await run_at_debug(sim, tmp_path, "", env={"GRPC_VERBOSITY": "info", "GRPC_TRACE": "api"})
+    assert C_CORE_LINE.search(log)
+    assert foreign_debug_lines(log) == []  # the C core's lines are not Python's loggers

@@ -21,6 +21,7 @@ import pytest
 from distributord.shell import systemd
 from distributord.shell.systemd import (
     JournalFormatter,
+    LibraryFilter,
     Notifier,
     RepeatFilter,
     configure_logging,
@@ -504,6 +505,42 @@ def test_configure_logging_again_replaces_only_its_own_handler(
     assert other in target.handlers
     assert first is not second
     assert target.level == logging.ERROR
+
+
+@pytest.mark.parametrize(
+    ("name", "levelno", "passes"),
+    [
+        ("distributord", logging.DEBUG, True),
+        ("distributord.shell.link", logging.DEBUG, True),
+        ("grpc._cython.cygrpc", logging.DEBUG, False),
+        ("grpc._cython.cygrpc", logging.INFO, False),
+        ("grpc._cython.cygrpc", logging.WARNING, True),
+        ("asyncio", logging.DEBUG, False),
+        ("distributordx", logging.DEBUG, False),  # not ours: only "distributord" and below
+        ("root", logging.ERROR, True),
+    ],
+)
+def test_the_libraries_log_at_their_own_level(name: str, levelno: int, passes: bool) -> None:
+    record = logging.LogRecord(name, levelno, __file__, 1, "line", None, None)
+    assert LibraryFilter(logging.DEBUG, logging.WARNING).filter(record) is passes
+
+
+def test_configure_logging_lets_the_more_verbose_level_reach_the_handler(
+    stderr_file: tuple[pathlib.Path, str], target: logging.Logger
+) -> None:
+    path, _ = stderr_file
+    with path.open("a") as stream:
+        configure_logging("warning", libraries="debug", stream=stream, environ={}, root=target)
+        assert target.level == logging.DEBUG
+        configure_logging("debug", libraries="warning", stream=stream, environ={}, root=target)
+        assert target.level == logging.DEBUG
+        handler = configure_logging("error", stream=stream, environ={}, root=target)
+        assert target.level == logging.ERROR  # libraries: as level, unless told
+        target.warning("hidden")  # the target is not ours: a library, at error
+        handler.flush()
+    assert path.read_text() == ""
+    with pytest.raises(ValueError, match="got 'loud'"):
+        configure_logging("info", libraries="loud", root=target)
 
 
 def test_configure_logging_refuses_an_unknown_level(target: logging.Logger) -> None:

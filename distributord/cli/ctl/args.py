@@ -10,11 +10,14 @@ Theory of operation
   ``propose``'s parsers are told that anything starting with ``-`` and a digit is a value
   (POWER, or the value of ``--lower``/``--upper``), which is safe because none of their options
   look like that. ``-- -5kW`` keeps working at the end of the line.
-* **Usage errors are argparse's.** A bad POWER, battery list, timeout or ttl is refused by its
-  argument type with a message naming what was expected; argparse prints it with the usage and
-  exits 2, before anything is sent. So are the rules that span arguments (:func:`parse`): a
-  ``propose`` gives at least one of POWER, ``--lower`` and ``--upper``, and ``--lower`` is not
-  above ``--upper``, as the daemon requires.
+* **Usage errors are argparse's words.** A bad POWER, battery list, timeout or ttl is refused
+  by its argument type with a message naming what was expected, before anything is sent. So are
+  the rules that span arguments (:func:`parse`): a ``propose`` gives at least one of POWER,
+  ``--lower`` and ``--upper``, and ``--lower`` is not above ``--upper``, as the daemon
+  requires. The parser raises them as :class:`~distributord.core.errors.UsageError` instead of
+  printing and exiting, so that the caller prints them as argparse would, or with ``--json``
+  as a JSON error; whether ``--json`` was given is read from the words themselves
+  (:func:`wants_json`), since a line that does not parse has no namespace.
 * **Programs.** ``--program NAME`` is passed on as it is: whether the name is configured and
   the user may act as it is the daemon's to say (``hello``), so the client does not check it.
 * **Global flags anywhere.** ``--socket``, ``--json`` and ``--program`` are accepted before the
@@ -27,9 +30,10 @@ import argparse
 import math
 import re
 from collections.abc import Mapping, Sequence
+from typing import NoReturn
 
 from distributord import __version__
-from distributord.core.errors import PowerSyntaxError
+from distributord.core.errors import PowerSyntaxError, UsageError
 from distributord.core.model import MAX_BATTERIES_PER_REQUEST, MAX_REQUEST_TIMEOUT_S
 from distributord.core.protocol import DEFAULT_SOCKET
 from distributord.core.units import parse_power
@@ -55,11 +59,25 @@ exit status:
   0  success
   1  set-power, propose: the outcome is not success (partial_failure, out_of_bounds, error,
      ignored)
-  2  usage error (unknown flag, bad POWER, bad battery ids)
-  3  the daemon cannot be reached (no socket, refused, timed out, connection closed -
-     also how watch ends when the daemon goes away) or its answer is unusable
-  4  the daemon answered with a JSON-RPC error (its code, message and data go to stderr)
+  2  usage error (unknown flag, bad POWER, bad battery ids); nothing was sent
+  3  the daemon cannot be reached (no socket, refused, connection closed - also how watch
+     ends when the daemon goes away)
+  4  the daemon answered with a JSON-RPC error (hello's refusal too)
+  5  set-power, propose: the outcome is success, but power could not be placed
+     (excess_power_w is not 0: the batteries' bounds, or for propose what arbitration did
+     not grant; the float32 rounding of setpoints does not count)
+  6  the daemon did not answer in time
+  7  the daemon's answer is unusable (not JSON-RPC, or not the shape expected)
   130  interrupted (Ctrl-C), except watch, which exits 0 on Ctrl-C
+  3, 6, 7 and 130 once set-power, propose or withdraw was sent: it may still be applied.
+
+errors:
+  One line on stderr; with --json, one JSON object on stdout instead (watch: the last line),
+  with the same exit status:
+    {{"error": {{"kind": KIND, "exit_code": N, "message": TEXT, "may_be_applied": BOOL, ...}}}}
+  KIND is usage, unreachable, daemon_error, timeout, bad_reply or interrupted. A daemon_error
+  adds "rpc_error" (the daemon's JSON-RPC error: code, message, data) and, for a refused
+  hello, "program"; a usage error adds "usage".
 """
 
 _SET_POWER_EPILOG = """\
@@ -70,7 +88,8 @@ discharges:
   set-power 1.2MW --batteries 1001          charge 1.2 MW
   set-power '-250 W' --batteries 1001       quote a power that contains a space
   set-power 0 --batteries 1001,1002         release the batteries
-The exit status is not 0 unless the outcome is success.
+The exit status is 0 only if the outcome is success and all the power was placed: 1 for
+another outcome, 5 for power the batteries could not take (see distributorctl --help).
 """
 
 _PROPOSE_EPILOG = """\
@@ -84,7 +103,8 @@ of set-power (see set-power --help); positive charges, negative discharges.
 The proposal replaces the program's previous one on the same set, and stands until it is
 replaced, withdrawn (withdraw) or, with --ttl, expires: it outlives this command. The reply
 shows the outcome as set-power does, and what arbitration granted and why. The exit status
-is not 0 unless the outcome is success.
+is 0 only if the outcome is success and all the power proposed was placed: 1 for another
+outcome, 5 for power that was not granted or that the batteries could not take.
 """
 
 _WITHDRAW_EPILOG = """\
@@ -101,6 +121,14 @@ commanded 0 W. Withdrawing nothing is not an error.
 _NEGATIVE_VALUE = re.compile(r"^-\.?[0-9]")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, but a usage error is raised (:class:`UsageError`), not printed."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise ``message`` with this (sub)command's usage."""
+        raise UsageError(message, prog=self.prog, usage=self.format_usage())
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line of ``distributorctl``."""
     return _parsers()[0]
@@ -110,7 +138,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse a command line, with the rules that span arguments.
 
     Raises:
-        SystemExit: A usage error (2, printed with the usage), or ``--help``/``--version`` (0).
+        UsageError: The line does not parse, or breaks a rule; nothing is printed.
+        SystemExit: ``--help`` or ``--version``, printed (0).
     """
     top, propose = _parsers()
     args = top.parse_args(argv)
@@ -124,7 +153,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     """The whole command line, and ``propose``'s (for its usage errors)."""
-    top = argparse.ArgumentParser(
+    top = _Parser(
         prog="distributorctl",
         description="Control distributord.",
         epilog=_EPILOG,
@@ -140,7 +169,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     )
     # The same flags are accepted after the command too (`distributorctl status --json`);
     # SUPPRESS keeps a subcommand from resetting what was given before it.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--socket", metavar="PATH", default=argparse.SUPPRESS, help="as above")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="as above")
     common.add_argument("--program", metavar="NAME", default=argparse.SUPPRESS, help="as above")
@@ -148,7 +177,9 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     commands.add_parser("ping", parents=[common], help="check that the daemon answers")
     commands.add_parser("status", parents=[common], help="battery status")
     commands.add_parser("components", parents=[common], help="managed battery/inverter pairs")
-    commands.add_parser("watch", parents=[common], help="follow status changes until Ctrl-C")
+    commands.add_parser(
+        "watch", parents=[common], help="every battery's status, then each change, until Ctrl-C"
+    )
     commands.add_parser(
         "proposals", parents=[common], help="every live proposal: who holds which batteries"
     )
@@ -237,6 +268,20 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         help="the exact set whose proposal to end (default: all of the program's)",
     )
     return top, propose
+
+
+def wants_json(argv: Sequence[str]) -> bool:
+    """Whether the words ask for ``--json``, even if they do not parse.
+
+    ``--json`` (or an abbreviation of it argparse would take: ``--js``) anywhere before a
+    ``--``: every command takes it, before the command and after it.
+    """
+    for word in argv:
+        if word == "--":
+            return False
+        if len(word) >= len("--j") and "--json".startswith(word):
+            return True
+    return False
 
 
 def _power_argument(text: str) -> float:

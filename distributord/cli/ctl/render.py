@@ -27,6 +27,32 @@ POWER_COLUMN_UNIT = "kW"
 NO_VALUE = "-"
 """Shown in a table cell for a value the daemon did not send."""
 
+FLOAT32_ROUNDING = 2.0**-22
+"""The share of the commanded power that the API's float32 setpoints may lose, which the
+daemon reports as excess: each setpoint is rounded toward zero to float32, losing less than
+2**-23 of it; twice that, for margin. Less than this is no power that could not be placed."""
+
+
+def unplaced_power(result: Mapping[str, Any]) -> float:
+    """The power a ``set_power`` or ``propose`` result could not place; 0 when there is none.
+
+    ``excess_power_w``, unless it is no more than the float32 rounding of the setpoints
+    (:data:`FLOAT32_ROUNDING` of the power commanded): ``-4 kW`` asked and ``-3999.9995 W``
+    commanded is all of it placed.
+
+    Raises:
+        TypeError: ``excess_power_w`` or the distribution's powers are not numbers.
+    """
+    excess = result.get("excess_power_w", 0.0)
+    commanded = sum(abs(_number(watts)) for watts in result.get("distribution", {}).values())
+    return 0.0 if abs(_number(excess)) <= FLOAT32_ROUNDING * commanded else float(excess)
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"not a number: {value!r}")
+    return float(value)
+
 
 def format_duration(seconds: float) -> str:
     """``12.3 s``, ``5 min 07 s``, ``2 h 05 min``, ``3 d 04 h``."""
@@ -199,7 +225,7 @@ def _outcome_lines(result: Mapping[str, Any], requested: str) -> list[str]:
                     f"{_count(result['failed_batteries'])} "
                     f"({', '.join(map(str, result['failed_batteries']))})"
                 )
-            excess = result.get("excess_power_w", 0.0)
+            excess = unplaced_power(result)
             if excess:
                 headline += f", {format_power(excess)} could not be placed"
             return [headline, *_distribution_table(result)]

@@ -13,7 +13,8 @@ loads neither trio nor grpc.
 * **Errors name the socket.** Whatever goes wrong on the way is an
   :class:`~distributord.core.errors.UnreachableError` that names the path and says what the
   socket error means for someone trying to reach the daemon (no such socket, connection
-  refused, permission denied, timed out).
+  refused, permission denied); a deadline that passes, whether connecting, writing or
+  reading, is its :class:`~distributord.core.errors.DaemonTimeoutError`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from distributord.cli.ctl.args import SOCKET_ENV
-from distributord.core.errors import UnreachableError
+from distributord.core.errors import DaemonTimeoutError, UnreachableError
 from distributord.core.rpcclient import RECEIVE_BYTES, Message, RpcClient, result_of
 
 
@@ -36,7 +37,8 @@ class Connection:
         deadline: ``time.monotonic()`` value by which connecting must succeed.
 
     Raises:
-        UnreachableError: Nothing could be reached at ``path`` in time.
+        UnreachableError: Nothing could be reached at ``path``.
+        DaemonTimeoutError: Not in time.
     """
 
     def __init__(self, path: str, deadline: float) -> None:
@@ -48,9 +50,7 @@ class Connection:
             self._socket.connect(path)
         except OSError as error:
             self._socket.close()
-            raise UnreachableError(
-                f"cannot reach distributord at {path}: {_describe(error)}"
-            ) from None
+            raise _unreachable(f"cannot reach distributord at {path}", error) from None
 
     def __enter__(self) -> Connection:
         return self
@@ -62,25 +62,38 @@ class Connection:
         """Close the connection."""
         self._socket.close()
 
-    def call(self, method: str, params: Mapping[str, Any] | None, deadline: float) -> Any:
+    def call(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None,
+        deadline: float,
+        *,
+        superseding: bool = False,
+    ) -> Any:
         """Send one request and wait for its reply; what arrives before it is kept.
 
         Args:
             method: The JSON-RPC method.
             params: Its params, or ``None`` to send none.
             deadline: ``time.monotonic()`` value for the whole exchange.
+            superseding: The result is a snapshot newer than the notifications that arrived
+                before it: those are dropped instead (``RpcClient.reply_to``).
 
         Returns:
             The reply's ``result``.
 
         Raises:
             DaemonError: The reply is a JSON-RPC error.
-            UnreachableError: No reply in time, or the connection closed.
+            UnreachableError: The connection closed.
+            DaemonTimeoutError: No reply in time.
             BadReplyError: The daemon sent something that is not JSON-RPC.
         """
         request_id, line = self._client.request(method, params)
         self._send(line, deadline)
-        return result_of(self._wait(lambda: self._client.reply_to(request_id), deadline))
+        reply = self._wait(
+            lambda: self._client.reply_to(request_id, superseding=superseding), deadline
+        )
+        return result_of(reply)
 
     def next_message(self, deadline: float | None) -> Message:
         """The next message not taken yet (a notification, or a reply nobody waited for).
@@ -89,7 +102,8 @@ class Connection:
             deadline: ``time.monotonic()`` value by which it must arrive; ``None`` for none.
 
         Raises:
-            UnreachableError: The deadline passed, or the daemon closed the connection.
+            UnreachableError: The daemon closed the connection.
+            DaemonTimeoutError: The deadline passed.
             BadReplyError: A line is not a JSON object, or is absurdly long.
         """
         return self._wait(self._client.next_message, deadline)
@@ -99,9 +113,7 @@ class Connection:
             self._socket.settimeout(_remaining(deadline))
             self._socket.sendall(line)
         except OSError as error:
-            raise UnreachableError(
-                f"lost distributord at {self.path}: {_describe(error)}"
-            ) from None
+            raise _unreachable(f"lost distributord at {self.path}", error) from None
 
     def _wait(self, take: Callable[[], Message | None], deadline: float | None) -> Message:
         """Read until ``take`` has a message."""
@@ -114,11 +126,11 @@ class Connection:
             self._socket.settimeout(None if deadline is None else _remaining(deadline))
             return self._socket.recv(RECEIVE_BYTES)
         except TimeoutError:
-            raise UnreachableError(f"distributord at {self.path} did not answer in time") from None
-        except OSError as error:
-            raise UnreachableError(
-                f"lost distributord at {self.path}: {_describe(error)}"
+            raise DaemonTimeoutError(
+                f"distributord at {self.path} did not answer in time"
             ) from None
+        except OSError as error:
+            raise _unreachable(f"lost distributord at {self.path}", error) from None
 
 
 def _remaining(deadline: float) -> float:
@@ -127,6 +139,12 @@ def _remaining(deadline: float) -> float:
     if left <= 0:
         raise TimeoutError("timed out")
     return left
+
+
+def _unreachable(what: str, error: OSError) -> UnreachableError:
+    """``what`` went wrong, and why: a timeout is a :class:`DaemonTimeoutError`."""
+    kind = DaemonTimeoutError if isinstance(error, TimeoutError) else UnreachableError
+    return kind(f"{what}: {_describe(error)}")
 
 
 def _describe(error: OSError) -> str:

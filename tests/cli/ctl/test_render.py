@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
+from distributord.cli import ctl
 from distributord.cli.ctl import render
 from tests.cli.ctl.fake import (
     ARBITRATION,
@@ -222,19 +224,27 @@ def test_set_power_outcomes_without_power_are_one_line(
         ("set-power", "set_power", "success"),
     ],
 )
-def test_unexpected_result_shape_exits_3_without_traceback(
+@pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
+def test_unexpected_result_shape_exits_7_without_traceback(
     daemon: FakeDaemon,
     capsys: pytest.CaptureFixture[str],
     command: str,
     method: str,
     result: Any,
+    as_json: bool,
 ) -> None:
     daemon.answers[method] = reply(result)
     extra = ["1kW", "--batteries", "1"] if command == "set-power" else []
-    assert run(daemon, command, *extra) == 3
+    flags = ["--json"] if as_json else []
+    assert run(daemon, *flags, command, *extra) == ctl.ExitCode.BAD_REPLY
     out, err = capsys.readouterr()
-    assert out == ""
-    assert f"unexpected {method} result from distributord" in err
+    if as_json:  # the same check: a result the table could not show is no result
+        assert err == ""
+        assert json.loads(out)["error"]["kind"] == "bad_reply"
+        assert f"unexpected {method} result from distributord" in out
+    else:
+        assert out == ""
+        assert f"unexpected {method} result from distributord" in err
 
 
 @pytest.mark.parametrize(
@@ -310,7 +320,8 @@ def test_propose_shows_the_outcome_then_the_arbitration(
     daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
 ) -> None:
     daemon.answers["propose"] = reply(PROPOSED)
-    assert run(daemon, "propose", "-12kW", "--batteries", "1001,1002") == 0
+    # 4 kW not granted: the outcome is success, the exit status says not all was placed.
+    assert run(daemon, "propose", "-12kW", "--batteries", "1001,1002") == ctl.ExitCode.NOT_PLACED
     out, err = capsys.readouterr()
     assert out.splitlines() == [
         "success: -12.00 kW requested, -8.00 kW commanded to 2 batteries, "
@@ -429,7 +440,7 @@ def test_withdrawing_nothing(daemon: FakeDaemon, capsys: pytest.CaptureFixture[s
         ),
     ],
 )
-def test_unexpected_arbitration_result_exits_3_without_traceback(
+def test_unexpected_arbitration_result_exits_7_without_traceback(
     daemon: FakeDaemon,
     capsys: pytest.CaptureFixture[str],
     command: list[str],
@@ -437,7 +448,7 @@ def test_unexpected_arbitration_result_exits_3_without_traceback(
     result: Any,
 ) -> None:
     daemon.answers[method] = reply(result)
-    assert run(daemon, *command) == 3
+    assert run(daemon, *command) == ctl.ExitCode.BAD_REPLY
     out, err = capsys.readouterr()
     assert out == ""
     assert f"unexpected {method} result from distributord" in err

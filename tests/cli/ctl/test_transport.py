@@ -58,7 +58,7 @@ def test_silent_daemon_times_out(
 ) -> None:
     monkeypatch.setattr(ctl, "CALL_TIMEOUT_S", 0.2)
     daemon.answers["ping"] = lambda request: []  # keeps the connection open, says nothing
-    assert run(daemon, "ping") == 3
+    assert run(daemon, "ping") == ctl.ExitCode.TIMEOUT
     assert capsys.readouterr().err == (
         f"distributorctl: distributord at {daemon.path} did not answer in time\n"
     )
@@ -74,11 +74,11 @@ def test_silent_daemon_times_out(
         (b'{"jsonrpc": "2.0", "id": 1, "error": "oops"}\n', "malformed error"),
     ],
 )
-def test_garbage_exits_3(
+def test_garbage_exits_7(
     daemon: FakeDaemon, capsys: pytest.CaptureFixture[str], sent: bytes, message: str
 ) -> None:
     daemon.answers["ping"] = lambda request: [sent]
-    assert run(daemon, "ping") == 3
+    assert run(daemon, "ping") == ctl.ExitCode.BAD_REPLY
     assert message in capsys.readouterr().err
 
 
@@ -142,10 +142,18 @@ def test_json_rpc_error_exits_4(
     daemon: FakeDaemon, capsys: pytest.CaptureFixture[str], answer: Answer, line: str
 ) -> None:
     daemon.answers["set_power"] = answer
-    assert run(daemon, "--json", "set-power", "-5kW", "--batteries", "1001,1002") == 4
+    assert run(daemon, "set-power", "-5kW", "--batteries", "1001,1002") == 4
     out, err = capsys.readouterr()
     assert out == ""
     assert err == f"distributorctl: {line}\n"
+    # With --json, on stdout as a JSON object (spec/operations.md), nothing on stderr.
+    assert run(daemon, "--json", "set-power", "-5kW", "--batteries", "1001,1002") == 4
+    out, err = capsys.readouterr()
+    assert err == ""
+    error = json.loads(out)["error"]
+    assert error["kind"] == "daemon_error"
+    assert error["message"] == line
+    assert error["may_be_applied"] is False
 
 
 def test_the_client_loads_neither_trio_nor_grpc() -> None:
