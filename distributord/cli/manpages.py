@@ -105,11 +105,25 @@ def _tagged(tag: str, body: str) -> list[str]:
 
 
 def _paragraphs(text: str) -> list[str]:
-    """Plain paragraphs, blank-line separated; indented lines (examples) kept as they are."""
+    """Plain text as paragraphs, blank lines between them.
+
+    Indented lines (examples, as in the commands' epilogs) are kept as they are, each on its own
+    line.
+    """
     out: list[str] = []
-    for block in textwrap.dedent(text).strip().split("\n\n"):
-        lines = block.split("\n")
-        if all(line.startswith("  ") for line in lines):
+    runs: list[tuple[bool, list[str]]] = []  # (indented, lines)
+    for line in textwrap.dedent(text).strip().split("\n"):
+        indented = line.startswith("  ")
+        if not line.strip():
+            runs.append((False, []))
+        elif runs and runs[-1][0] == indented and runs[-1][1]:
+            runs[-1][1].append(line)
+        else:
+            runs.append((indented, [line]))
+    for indented, lines in runs:
+        if not lines:
+            continue
+        if indented:
             out += [".PP", ".nf", ".RS 4", *(_text(line.strip()) for line in lines), ".RE", ".fi"]
         else:
             out += [".PP", _text(" ".join(line.strip() for line in lines))]
@@ -385,12 +399,6 @@ def config_page() -> str:
     )
     for table, summary, keys in config.table_docs():
         lines += [".SH " + _text(f"[{table}]"), ".PP", _text(_for_users(_strip_table(summary)))]
-        for key in keys:
-            name = key.key.rsplit(".", 1)[1]
-            default = "left out" if key.default is None else key.default
-            value = f"Value: {key.accepts.rstrip('.')}. Default: {default}."
-            value += " Live." if key.live else " Needs a restart."
-            lines += [".TP", _bold(name), _text(_for_users(key.meaning)), ".br", _text(value)]
         if table.startswith(config.PROGRAMS):
             lines += _paragraphs(
                 f"""
@@ -400,6 +408,12 @@ def config_page() -> str:
                 unless configured) and takes the limits but not users or groups.
                 """
             )
+        for key in keys:
+            name = key.key.rsplit(".", 1)[1]
+            default = "left out" if key.default is None else key.default
+            value = f"Value: {key.accepts.rstrip('.')}. Default: {default}."
+            value += " Live." if key.live else " Needs a restart."
+            lines += [".TP", _bold(name), _text(_for_users(key.meaning)), ".br", _text(value)]
     lines += [".SH FILES"]
     lines += _tagged(_bold(CONFIG_FILE), "The main file.")
     lines += _tagged(_bold(f"{DROP_IN_DIR}/*.toml"), "Drop-ins, in name order.")
