@@ -11,13 +11,12 @@ import re
 import shutil
 import subprocess
 import tomllib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
-import trio
 
 import distributord.core
 from distributord.cli import main as daemon_cli
@@ -26,9 +25,6 @@ from distributord.cli.ctl import ExitCode
 from distributord.cli.ctl import args as ctl_args
 from distributord.core import config, methods, protocol
 from distributord.core.arbitration import wire
-from distributord.sim.scenario import uniform_fleet
-from distributord.sim.server import Simulator
-from tests.support import Client, connect, running_daemon
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = {
@@ -256,53 +252,6 @@ def test_every_method_and_notification_is_in_the_page() -> None:
         assert f".SS {method.name}\n" in page
     for notification in methods.NOTIFICATIONS:
         assert f".SS {notification.name}\n" in page
-
-
-# Result fields through the real daemon: every key it sends is documented.
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    with Simulator(uniform_fleet(2, seed=3), telemetry_hz=20.0, apis=("v1alpha18",)) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-async def client(sim: Simulator, tmp_path: Path) -> AsyncIterator[Client]:
-    async with (
-        running_daemon(sim, tmp_path / "control.sock"),
-        connect(tmp_path / "control.sock") as opened,
-    ):
-        yield opened
-
-
-def _documented(method: str) -> set[str]:
-    found = next(m for m in methods.METHODS if m.name == method)
-    return {field.name for field in found.result}
-
-
-async def test_result_fields_a_daemon_sends_are_documented(sim: Simulator, client: Client) -> None:
-    with trio.fail_after(15):
-        components = await client.result("list_components")
-        batteries = [pair["battery_id"] for pair in components["pairs"]]
-        for method, params in (
-            ("ping", None),
-            ("get_status", None),
-            ("list_components", None),
-            ("get_proposals", None),
-            ("hello", {"program": "default"}),
-            ("set_power", {"power_w": 1000.0, "batteries": batteries}),
-            ("set_power", {"power_w": 1e9, "batteries": batteries, "adjust_power": False}),
-            ("propose", {"power_w": -500.0, "batteries": batteries}),
-            ("withdraw", None),
-        ):
-            result = await client.result(method, params)
-            assert set(result) <= _documented(method), method
-    status = await client.result("get_status")
-    entry_keys = {key for battery in status["batteries"] for key in battery}
-    described = next(f for m in methods.METHODS if m.name == "get_status" for f in m.result)
-    for key in entry_keys:
-        assert re.search(rf"\b{key}\b", described.meaning), key
 
 
 # --- completion -----------------------------------------------------------------------------------
