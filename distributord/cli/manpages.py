@@ -262,15 +262,16 @@ def daemon_page() -> str:
         _bold("SIGHUP"),
         "Reload: read the configuration file again. The keys marked live in "
         "distributord.toml(5) apply at once; a change to any other key is logged as needing a "
-        "restart, and the running value stays. A file that is not valid is refused and logged; "
-        "the daemon goes on with its running configuration. The systemd unit's ExecReload= runs "
-        "distributord check-config first, so that systemctl reload fails on a bad file.",
+        "restart, and the running value stays. A file that is not valid is logged and the "
+        "running configuration kept. The systemd unit's ExecReload= runs distributord "
+        "check-config first, so that systemctl reload fails on a bad file.",
     )
     lines += _tagged(
         f"{_bold('SIGTERM')}, {_bold('SIGINT')}",
-        "Stop: take no new requests, let those in flight finish for at most "
-        "requests.drain_timeout_s, answer the others, then exit 0. A second signal stops at "
-        "once.",
+        "Stop: take no new connections or requests, let those in hand finish for at most "
+        "requests.drain_timeout_s (one cut off is answered with an error outcome saying so), "
+        "then exit 0. A second SIGTERM or SIGINT does not shorten the drain (SIGKILL, or "
+        "systemd's TimeoutStopSec=, does).",
     )
     lines += [".SH ENVIRONMENT"]
     for name, text in (
