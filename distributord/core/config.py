@@ -50,6 +50,7 @@ values.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import re
@@ -179,6 +180,7 @@ def _number(
         if not ok:
             raise ConfigError(f"must be {wanted}, got {_show(value)}", key=attribute.name)
 
+    check.__doc__ = wanted  # what it accepts, for distributord.toml(5) (:func:`accepts`)
     return check
 
 
@@ -191,11 +193,12 @@ def _integer(*, low: int, high: int | None = None) -> _Validator:
             shown = repr(value) if isinstance(value, float) else _show(value)
             raise ConfigError(f"must be {wanted}, got {shown}", key=attribute.name)
 
+    check.__doc__ = wanted
     return check
 
 
 def _boolean(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    """A validator: ``true`` or ``false`` (a number is not a boolean)."""
+    """True or false (a number is not a boolean)."""
     if not isinstance(value, bool):
         raise ConfigError(f"must be true or false, got {_show(value)}", key=attribute.name)
 
@@ -217,10 +220,12 @@ def _id_list(what: str) -> _Validator:
                     key=attribute.name,
                 )
 
+    check.__doc__ = f"a list of {what}s (integers in 0..{MAX_ID})"
     return check
 
 
 def _address(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    """HOST:PORT (an IPv6 host in brackets) with a port in 1..65535."""
     wanted = "must be HOST:PORT (an IPv6 host in brackets) with a port in 1..65535"
     if not isinstance(value, str):
         raise ConfigError(f"{wanted}, got {_show(value)}", key=attribute.name)
@@ -245,6 +250,7 @@ METRICS_OFF = "off"
 
 
 def _listen(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    """Off, or HOST:PORT (an IPv6 host in brackets) with a port in 1..65535."""
     if value == METRICS_OFF:
         return
     try:
@@ -268,22 +274,8 @@ def _unix_path(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
         )
 
 
-def _api(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
-    if value not in API_CHOICES:
-        raise ConfigError(
-            f"must be one of {', '.join(API_CHOICES)}, got {_show(value)}", key=attribute.name
-        )
-
-
-def _log_level(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
-    if value not in LOG_LEVELS:
-        raise ConfigError(
-            f"must be one of {', '.join(LOG_LEVELS)}, got {_show(value)}", key=attribute.name
-        )
-
-
 def _at_least_min_blocking(config: Any, attribute: attrs.Attribute[float], value: float) -> None:
-    """``status.max_blocking_s`` is at least ``status.min_blocking_s`` (checked by then)."""
+    """At least min_blocking_s (``status.max_blocking_s``, checked after min_blocking_s)."""
     if value < config.min_blocking_s:
         raise ConfigError(
             f"must be at least min_blocking_s ({_show(config.min_blocking_s)}), got {_show(value)}",
@@ -315,6 +307,7 @@ def _optional(validator: _Validator) -> _Validator:
         if value is not None:
             validator(instance, attribute, value)
 
+    check.__doc__ = f"left out (not set), or {validator.__doc__}"
     return check
 
 
@@ -327,6 +320,7 @@ def _choice(choices: Sequence[str]) -> _Validator:
                 f"must be one of {', '.join(choices)}, got {_show(value)}", key=attribute.name
             )
 
+    check.__doc__ = f"one of {', '.join(choices)}"
     return check
 
 
@@ -343,11 +337,12 @@ def _principals(what: str) -> _Validator:
                 shown = repr(item) if isinstance(item, float) else _show(item)
                 raise ConfigError(f"must hold {wanted}, got {shown}", key=attribute.name)
 
+    check.__doc__ = f"a list of {wanted}"
     return check
 
 
 def _battery_ids(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    """``None`` (every battery), or a non-empty sequence of component ids."""
+    """Left out (every battery), or a non-empty list of battery ids (integers >= 0)."""
     if value is None:
         return
     wanted = "a non-empty list of battery ids (leave it out for every battery)"
@@ -361,6 +356,9 @@ def _battery_ids(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
             )
 
 
+_unix_path.__doc__ = f"a file system path of at most {MAX_UNIX_PATH_BYTES} bytes (a Unix socket's)"
+
+
 # --- the tables ---------------------------------------------------------------------------------
 
 
@@ -370,14 +368,15 @@ class MicrogridConfig:
 
     Attributes:
         address: The API's endpoint, ``HOST:PORT`` (``[::1]:50051`` for an IPv6 host).
-        api: The API version: ``"auto"`` negotiates (:data:`API_VERSIONS`, in order, moving on
-            only when a version is not served), or one version, pinned.
+        api: The API version: ``"auto"`` negotiates (v1alpha18, then v1alpha19, then v1:
+            :data:`API_VERSIONS`, moving on only when a version is not served), or one
+            version, pinned.
         stream_silence_s: A telemetry stream that sends nothing for this long is replaced
             (extension of the spec's table).
     """
 
     address: str = attrs.field(default=DEFAULT_MICROGRID_ADDRESS, validator=_address)
-    api: str = attrs.field(default="auto", converter=_to_lower, validator=_api)
+    api: str = attrs.field(default="auto", converter=_to_lower, validator=_choice(API_CHOICES))
     stream_silence_s: float = attrs.field(
         default=5.0, converter=_to_float, validator=_number(low=0.0, low_open=True)
     )
@@ -501,8 +500,8 @@ class DistributionConfig:
     """``[distribution]``: how power is split (``spec/distribution.md``).
 
     Attributes:
-        exponent: Higher values make SoCs converge faster; 0 splits by capacity alone. In
-            ``[0, MAX_EXPONENT]`` (16), the range the spec documents.
+        exponent: Higher values make SoCs converge faster; 0 splits by capacity alone. Up to
+            16 (``MAX_EXPONENT``), the range the spec documents.
         search_budget_ms: How long the search over exclusion minimums may take per request.
         compensate_unused: Whether the fresh measured power of the requested batteries that
             are not used is taken off the request before the split (``spec/distribution.md``,
@@ -631,7 +630,7 @@ class LoggingConfig:
     """
 
     level: str = attrs.field(
-        default="info", converter=_to_lower, validator=_log_level, metadata=LIVE
+        default="info", converter=_to_lower, validator=_choice(LOG_LEVELS), metadata=LIVE
     )
     libraries: str = attrs.field(
         default="warning", converter=_to_lower, validator=_log_level, metadata=LIVE
@@ -944,3 +943,89 @@ keys are live too (:func:`is_live`)."""
 def is_live(key: str) -> bool:
     """Whether a reload applies the dotted ``key`` (from :func:`differences`) at once."""
     return key in LIVE_KEYS or key.startswith("programs.")
+
+
+# --- documentation -------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class KeyDoc:
+    """One key as ``distributord.toml(5)`` documents it, read from its declaration here.
+
+    Attributes:
+        key: The dotted key (``requests.default_timeout_s``; ``programs.NAME.priority``).
+        meaning: The key's entry in its table class's ``Attributes`` docstring.
+        accepts: What its validator accepts (the validator's docstring).
+        default: Its default as TOML, or ``None`` when it is left out by default.
+        live: Whether a reload (SIGHUP) applies it to the running daemon.
+    """
+
+    key: str
+    meaning: str
+    accepts: str
+    default: str | None
+    live: bool
+
+
+def table_docs() -> list[tuple[str, str, list[KeyDoc]]]:
+    """Every table and key, in file order: ``(table, summary, keys)``.
+
+    The summary is the first line of the table class's docstring; ``[programs.NAME]`` comes
+    last. So the manual page is written from the declarations themselves.
+    """
+    tables: list[tuple[str, type[attrs.AttrsInstance]]] = [
+        *TABLES.items(),
+        (f"{PROGRAMS}.NAME", ProgramConfig),
+    ]
+    return [
+        (name, _summary(cls), [_key_doc(name, field, cls) for field in attrs.fields(cls)])
+        for name, cls in tables
+    ]
+
+
+def _summary(cls: type) -> str:
+    return (cls.__doc__ or "").strip().splitlines()[0]
+
+
+def _key_doc(table: str, field: attrs.Attribute[Any], cls: type) -> KeyDoc:
+    key = f"{table}.{field.name}"
+    meaning = _attribute_docs(cls).get(field.name)
+    if meaning is None:
+        raise LookupError(f"{cls.__name__}'s docstring does not describe {field.name}")
+    validators = getattr(field.validator, "_validators", (field.validator,))  # attrs' and_()
+    accepts = "; ".join(
+        _lower_first(v.__doc__.strip().splitlines()[0].rstrip("."))
+        for v in validators
+        if v is not None and v.__doc__
+    )
+    default = field.default
+    return KeyDoc(
+        key=key,
+        meaning=meaning,
+        accepts=accepts,
+        default=None if default is None else _toml_value(default),
+        live=is_live(key),
+    )
+
+
+def _lower_first(text: str) -> str:
+    """``"True or false"`` -> ``"true or false"``; ``"HOST:PORT..."`` stays."""
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text
+
+
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """The ``Attributes:`` section of a Google-style class docstring, name to text."""
+    docs: dict[str, str] = {}
+    name = None
+    lines = inspect.cleandoc(cls.__doc__ or "").splitlines()
+    start = lines.index("Attributes:") + 1 if "Attributes:" in lines else len(lines)
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        entry = re.fullmatch(r" {4}(\w+): (.*)", line)
+        if entry:
+            name = entry[1]
+            docs[name] = entry[2]
+        elif name is not None:
+            docs[name] += " " + line.strip()
+    return docs

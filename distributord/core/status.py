@@ -82,20 +82,52 @@ class Reason(enum.StrEnum):
     """Why a battery is not working (or uncertain)."""
 
     NO_BATTERY_DATA = "no_battery_data"
+    """No telemetry from the battery yet."""
+
     NO_INVERTER_DATA = "no_inverter_data"
+    """No telemetry from its inverter yet."""
+
     STALE_BATTERY_DATA = "stale_battery_data"
+    """The battery's telemetry is older than ``status.max_data_age_s``."""
+
     STALE_INVERTER_DATA = "stale_inverter_data"
+    """The inverter's telemetry is older than ``status.max_data_age_s``."""
+
     BATTERY_ERROR_STATE = "battery_error_state"
+    """The battery reports a state it cannot be commanded in (error, off, not ready...)."""
+
     INVERTER_ERROR_STATE = "inverter_error_state"
+    """The inverter reports a state it cannot be commanded in."""
+
     BATTERY_ERROR_CODE = "battery_error_code"
+    """The battery reports an error."""
+
     INVERTER_ERROR_CODE = "inverter_error_code"
+    """The inverter reports an error."""
+
     NAN_SOC = "nan_soc"
+    """The battery's state of charge is unknown (NaN)."""
+
     NAN_SOC_BOUNDS = "nan_soc_bounds"
+    """The battery's SoC bounds are unknown (NaN)."""
+
     NAN_CAPACITY = "nan_capacity"
+    """The battery's capacity is unknown (NaN)."""
+
     MISSING_BOUNDS = "missing_bounds"
+    """Neither the battery nor the inverter reports usable power bounds."""
+
     BLOCKED_AFTER_FAILURE = "blocked_after_failure"
+    """A command failed: it is uncertain until its blocking window ends
+    (``status.min_blocking_s`` .. ``status.max_blocking_s``)."""
+
     CLOCK_SKEW = "clock_skew"
+    """Its telemetry's timestamps differ from the daemon's clock by more than
+    ``status.max_data_age_s``: its age is judged by when it arrived."""
+
     MICROGRID_UNREACHABLE = "microgrid_unreachable"
+    """The microgrid is unreachable: nothing is known about any battery."""
+
     OVERRIDDEN = "overridden"
     """Someone else commands its inverter: a command of ours was ``OVERRIDDEN`` by a command
     that was not ours (v1alpha18/19). It does not change the status."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -18,6 +19,7 @@ import attrs
 import pytest
 import trio
 
+from distributord.core import methods
 from distributord.core.config import ControlConfig
 from distributord.core.errors import ControlSocketError
 from distributord.core.status import Status
@@ -666,3 +668,34 @@ async def test_an_inverter_stopped_at_the_site_takes_its_battery_out_until_start
     result = await client.result("set_power", {"power_w": 100, "batteries": [1004]})
     assert result["outcome"] == "success"
     assert sim.setpoint(2004) == pytest.approx(100.0)
+
+
+# --- what distributord-protocol(7) says ----------------------------------------------------
+
+
+def _documented(method: str) -> set[str]:
+    found = next(m for m in methods.METHODS if m.name == method)
+    return {field.name for field in found.result}
+
+
+async def test_every_result_field_the_daemon_sends_is_documented(client: Client) -> None:
+    """The manual page (core/methods.py) lists every field of every result a client can get."""
+    for method, params in (
+        ("ping", None),
+        ("get_status", None),
+        ("list_components", None),
+        ("get_proposals", None),
+        ("hello", {"program": "default"}),
+        ("set_power", {"power_w": 1000.0, "batteries": BATTERIES}),
+        ("set_power", {"power_w": 1e9, "batteries": BATTERIES, "adjust_power": False}),
+        ("propose", {"power_w": -500.0, "batteries": BATTERIES}),
+        ("withdraw", None),
+        ("subscribe_status", None),
+        ("subscribe_bounds", {"batteries": BATTERIES}),
+    ):
+        result = await client.result(method, params)
+        assert set(result) <= _documented(method), method
+    status = await client.result("get_status")
+    described = next(f for m in methods.METHODS if m.name == "get_status" for f in m.result)
+    for key in {key for battery in status["batteries"] for key in battery}:
+        assert re.search(rf"\b{key}\b", described.meaning), key

@@ -45,6 +45,7 @@ from distributord.core.arbitration.holdings import (
     Bucket,
     Change,
     Event,
+    GrantChange,
     Proposal,
     ProposalEnded,
     ProposalPreempted,
@@ -191,7 +192,7 @@ class _Changed:
     """A live proposal whose bucket lost or regained batteries in a change."""
 
     proposal: Proposal
-    reason: str
+    reason: GrantChange
     held: Batteries
     by: Proposal | None = None
 
@@ -457,13 +458,17 @@ class Arbiter:
                     origin = self._origin(proposal)
                     lines.append(preempted_line(proposal, origin, taken, taker, held))
                     changed.append(
-                        _Changed(proposal=proposal, reason="preempted_by", held=held, by=taker)
+                        _Changed(
+                            proposal=proposal, reason=GrantChange.PREEMPTED_BY, held=held, by=taker
+                        )
                     )
                 case ProposalReturned(proposal=proposal, batteries=back, held=held):
                     touched[proposal.batteries] = None
                     origin = self._origin(proposal)
                     lines.append(returned_line(proposal, origin, back, held))
-                    changed.append(_Changed(proposal=proposal, reason="returned", held=held))
+                    changed.append(
+                        _Changed(proposal=proposal, reason=GrantChange.RETURNED, held=held)
+                    )
                 case BatteriesFreed(batteries=freed):
                     lines.append(
                         f"batteries [{ids_text(freed)}] freed: no proposal holds them; "
@@ -534,7 +539,7 @@ class Arbiter:
                         connection=origin.connection,
                         method="proposal_changed",
                         params=wire.proposal_changed_params(
-                            proposal.batteries, now, ["narrowed"], held=bucket.held
+                            proposal.batteries, now, [GrantChange.NARROWED], held=bucket.held
                         ),
                     )
                 )

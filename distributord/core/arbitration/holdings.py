@@ -217,6 +217,19 @@ class Why(enum.Enum):
     """It was ``until_disconnect`` and its connection closed."""
 
 
+class GrantChange(enum.StrEnum):
+    """Why a live proposal's grant changed (a ``proposal_changed`` reason besides the merge's)."""
+
+    PREEMPTED_BY = "preempted_by"
+    """A bucket of higher priority took batteries from its bucket (``preempted_by`` names it)."""
+
+    RETURNED = "returned"
+    """Batteries came (back) to its bucket: the bucket above ended or fell below it."""
+
+    NARROWED = "narrowed"
+    """Another program's proposal in its bucket changed what it is granted."""
+
+
 @attrs.frozen(kw_only=True)
 class ProposalEnded:
     """A proposal ended (``proposal_ended`` to its owner).

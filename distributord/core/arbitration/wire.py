@@ -37,8 +37,13 @@ from typing import Any
 
 import attrs
 
-from distributord.core.arbitration.holdings import Batteries, Proposal, ProposalEnded
-from distributord.core.arbitration.merge import Grant, Headroom, Limiter, Merge
+from distributord.core.arbitration.holdings import (
+    Batteries,
+    GrantChange,
+    Proposal,
+    ProposalEnded,
+)
+from distributord.core.arbitration.merge import Grant, Headroom, Limiter, Merge, Reason
 from distributord.core.config import PROGRAM_NAME
 from distributord.core.protocol import (
     Call,
@@ -368,15 +373,16 @@ def bounds_changed_params(
 def proposal_changed_params(
     batteries: Batteries,
     granted_w: float,
-    reasons: Sequence[str],
+    reasons: Sequence[Reason | GrantChange],
     *,
     held: Batteries | None = None,
     preempted_by: Proposal | None = None,
 ) -> dict[str, Any]:
     """``proposal_changed``'s params, to a proposal's owner when others change its grant.
 
-    ``reasons`` are the merge's (:class:`~.merge.Reason`) or the shell's (``preempted_by``,
-    ``returned``), in order; each is sent once. With ``held``, ``held_batteries`` says what its
+    ``reasons`` are the merge's (:class:`~.merge.Reason`) or the arbiter's
+    (:class:`~.holdings.GrantChange`), in order; each is sent once. With ``held``,
+    ``held_batteries`` says what its
     bucket holds now; with ``preempted_by``, that key names the program and priority that took
     batteries from it.
     """

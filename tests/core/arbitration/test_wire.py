@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from distributord.core import protocol
 from distributord.core.arbitration import wire
-from distributord.core.arbitration.holdings import Proposal, ProposalEnded, Why
+from distributord.core.arbitration.holdings import GrantChange, Proposal, ProposalEnded, Why
 from distributord.core.arbitration.merge import Bid, Headroom, Limiter, Reason, merge
 from distributord.core.arbitration.wire import (
     MAX_TTL_S,
@@ -489,7 +489,7 @@ def test_bounds_changed_from_a_merges_headroom() -> None:
 
 def test_proposal_changed() -> None:
     assert wire.proposal_changed_params(
-        frozenset({2, 1}), 1500, [Reason.CLAMPED, "preempted_by", Reason.CLAMPED]
+        frozenset({2, 1}), 1500, [Reason.CLAMPED, GrantChange.PREEMPTED_BY, Reason.CLAMPED]
     ) == {"batteries": [1, 2], "granted_w": 1500.0, "reasons": ["clamped", "preempted_by"]}
 
 
