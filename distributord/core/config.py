@@ -633,7 +633,7 @@ class LoggingConfig:
         default="info", converter=_to_lower, validator=_choice(LOG_LEVELS), metadata=LIVE
     )
     libraries: str = attrs.field(
-        default="warning", converter=_to_lower, validator=_log_level, metadata=LIVE
+        default="warning", converter=_to_lower, validator=_choice(LOG_LEVELS), metadata=LIVE
     )
 
 
