@@ -1,4 +1,4 @@
-"""The trio transport moves bytes both ways; the rules are RpcClient's (tests/core)."""
+"""The trio face moves bytes both ways; the rules are RpcClient's (tests/core)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from distributord.cli.trioclient import Client
+from distributord.client.trio import Client
 from distributord.core.errors import DaemonError, UnreachableError
 
 
@@ -46,7 +46,7 @@ async def test_a_request_goes_out_as_one_line_and_its_result_comes_back() -> Non
 
 async def test_pipelined_replies_in_any_order_and_what_is_kept() -> None:
     ours, daemon = trio.testing.memory_stream_pair()
-    client = Client(ours)
+    client = Client(ours, keep_all_notifications=True)
     first = await client.send("set_power", {"power_w": 1.0, "batteries": [1]})
     second = await client.send("set_power", {"power_w": 1.0, "batteries": [2]})
     assert [(await read_line(daemon))["id"] for _ in range(2)] == [first, second]
