@@ -21,7 +21,7 @@ from distributord.core.errors import UnreachableError
 from distributord.core.protocol import DEFAULT_SOCKET
 from distributord.core.rpcclient import RECEIVE_BYTES
 
-from .connection import Connection
+from .connection import Connection, cannot_connect, peer_name
 
 
 class Client(Connection):
@@ -92,15 +92,14 @@ async def open_client(
         UnreachableError: Nothing listens at ``path``, or it refused us.
         HelloRefusedError: The daemon refused ``program``.
     """
-    peer = f"distributord at {path}"
+    peer = peer_name(path)
     try:
         reader, writer = await asyncio.open_unix_connection(str(path))
     except OSError as error:
-        raise UnreachableError(f"cannot connect to {peer}: {error.strerror or error}") from None
+        raise cannot_connect(peer, error) from None
     client = Client(reader, writer, peer=peer, keep_all_notifications=keep_all_notifications)
     try:
-        if program is not None:
-            await client.hello(program)
+        await client.start(program)
         yield client
     finally:
         await client.aclose()

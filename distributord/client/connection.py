@@ -116,6 +116,11 @@ class Connection(abc.ABC):
     async def send_raw(self, data: bytes) -> None:
         """Write bytes as they are: not a request RpcClient knows of (tests send garbage)."""
 
+    async def start(self, program: str | None) -> None:
+        """What ``open_client`` does once connected: ``hello`` as ``program``, if one is given."""
+        if program is not None:
+            await self.hello(program)
+
     # --- messages ----------------------------------------------------------------------------
 
     async def send(self, method: str, params: Mapping[str, Any] | None = None) -> int:
@@ -497,4 +502,11 @@ class Follow(Generic[_T]):
         self.close()
 
 
-__all__ = ["Connection", "Follow", "UnreachableError"]
+def peer_name(path: object) -> str:
+    """How errors name the daemon at the socket ``path``."""
+    return f"distributord at {path}"
+
+
+def cannot_connect(peer: str, error: OSError) -> UnreachableError:
+    """The error for a socket nobody listens on, or that refused us."""
+    return UnreachableError(f"cannot connect to {peer}: {error.strerror or error}")

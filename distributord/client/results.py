@@ -34,43 +34,20 @@ from typing import Any, TypeVar
 
 import attrs
 
-from distributord.core.arbitration.holdings import Why
-from distributord.core.arbitration.merge import Limiter
-from distributord.core.arbitration.merge import Reason as GrantReason
-from distributord.core.arbitration.programs import Acting, Limits
-from distributord.core.distribution.rows import Allotment
+# The daemon's own enums and values (``X as X``: re-exported, a client names them from here).
+from distributord.core.arbitration import merge
+from distributord.core.arbitration.holdings import Why as Why
+from distributord.core.arbitration.merge import Limiter as Limiter
+from distributord.core.arbitration.programs import Acting as Acting
+from distributord.core.arbitration.programs import Limits as Limits
+from distributord.core.distribution.rows import Allotment as Allotment
 from distributord.core.errors import BadReplyError
-from distributord.core.status import Reason, Status
+from distributord.core.status import Reason as Reason
+from distributord.core.status import Status as Status
 
-__all__ = [
-    "Acting",
-    "Allotment",
-    "Arbitration",
-    "BatteryStatus",
-    "Bounds",
-    "BoundsChange",
-    "CommandFailure",
-    "Components",
-    "GrantReason",
-    "LeftOut",
-    "Limiter",
-    "Limits",
-    "MicrogridState",
-    "Notification",
-    "Outcome",
-    "Pair",
-    "Ping",
-    "PowerResult",
-    "ProposalChange",
-    "ProposalEnd",
-    "ProposalInfo",
-    "Reason",
-    "RequestTiming",
-    "Status",
-    "StatusChange",
-    "StatusReport",
-    "Why",
-]
+GrantReason = merge.Reason
+"""Why a proposal got what it got (``arbitration.md``): the merge's reasons, by another name
+beside :class:`~distributord.core.status.Reason` (why a battery is not working)."""
 
 _E = TypeVar("_E", bound=enum.Enum)
 _T = TypeVar("_T")

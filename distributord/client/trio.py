@@ -26,7 +26,7 @@ from distributord.core.errors import UnreachableError
 from distributord.core.protocol import DEFAULT_SOCKET
 from distributord.core.rpcclient import RECEIVE_BYTES
 
-from .connection import Connection
+from .connection import Connection, cannot_connect, peer_name
 
 
 class Client(Connection):
@@ -100,24 +100,13 @@ async def open_client(
     program: str | None = None,
     keep_all_notifications: bool = False,
 ) -> AsyncIterator[Client]:
-    """A client connected to the daemon's socket at ``path``, closed on exit.
-
-    Args:
-        path: The control socket (the daemon's default unless given).
-        program: If given, say ``hello`` as this program first.
-        keep_all_notifications: Keep every notification for :meth:`Client.receive`.
-
-    Raises:
-        UnreachableError: Nothing listens at ``path``, or it refused us.
-        HelloRefusedError: The daemon refused ``program``.
-    """
-    peer = f"distributord at {path}"
+    """A client connected to the socket at ``path``: :func:`distributord.client.open_client`."""
+    peer = peer_name(path)
     try:
         stream = await trio.open_unix_socket(str(path))
     except OSError as error:
-        raise UnreachableError(f"cannot connect to {peer}: {error.strerror or error}") from None
+        raise cannot_connect(peer, error) from None
     async with stream:
         client = Client(stream, peer=peer, keep_all_notifications=keep_all_notifications)
-        if program is not None:
-            await client.hello(program)
+        await client.start(program)
         yield client

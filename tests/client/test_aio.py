@@ -17,7 +17,7 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -34,9 +34,8 @@ from distributord.client import (
     open_client,
 )
 from distributord.shell.daemon import Daemon
-from distributord.sim.scenario import uniform_fleet
 from distributord.sim.server import Simulator
-from tests.support import LIMIT_S, running_daemon
+from tests.support import LIMIT_S
 
 T = TypeVar("T")
 
@@ -44,23 +43,6 @@ BATTERIES = [1001, 1002, 1003, 1004]
 
 DAEMON_DEPENDENCIES = ("trio", "trio_util", "grpc", "google", "prometheus_client")
 """What ``pip install distributord`` brings for the daemon and a client must not need."""
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    with Simulator(uniform_fleet(4, seed=7), telemetry_hz=20.0, apis=("v1alpha18",)) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "control.sock"
-
-
-@pytest.fixture
-async def daemon(sim: Simulator, path: Path) -> AsyncIterator[Daemon]:
-    async with running_daemon(sim, path) as running:
-        yield running
 
 
 async def on_asyncio(path: Path, use: Callable[[Client], Awaitable[T]]) -> T:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -35,35 +35,10 @@ from distributord.client import (
 )
 from distributord.client.trio import Client, open_client
 from distributord.shell.daemon import Daemon
-from distributord.sim.scenario import uniform_fleet
 from distributord.sim.server import Simulator
-from tests.support import LIMIT_S, config_for, running_daemon, sim_wait
+from tests.support import LIMIT_S, sim_wait
 
 BATTERIES = [1001, 1002, 1003, 1004]
-PROGRAMS = {
-    "default": {"priority": 0},
-    "fcr": {"priority": 90},
-    "peak": {"priority": 50},
-    "trade": {"priority": 10, "max_charge_w": 3000},
-}
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    # v1alpha18: what current sites serve; it has final replies (command_failed).
-    with Simulator(uniform_fleet(4, seed=7), telemetry_hz=20.0, apis=("v1alpha18",)) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "control.sock"
-
-
-@pytest.fixture
-async def daemon(sim: Simulator, path: Path) -> AsyncIterator[Daemon]:
-    async with running_daemon(sim, path, config_for(sim, programs=PROGRAMS)) as running:
-        yield running
 
 
 @pytest.fixture

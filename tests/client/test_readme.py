@@ -10,16 +10,12 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import trio
 
 from distributord.shell.daemon import Daemon
-from distributord.sim.scenario import uniform_fleet
-from distributord.sim.server import Simulator
-from tests.support import running_daemon
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -35,18 +31,6 @@ def test_the_readme_has_a_snippet_for_each_face() -> None:
     assert set(snippets()) == {"asyncio", "trio"}
 
 
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    with Simulator(uniform_fleet(4, seed=7), telemetry_hz=20.0, apis=("v1alpha18",)) as simulator:
-        yield simulator
-
-
-@pytest.fixture
-async def daemon(sim: Simulator, tmp_path: Path) -> AsyncIterator[Daemon]:
-    async with running_daemon(sim, tmp_path / "control.sock") as running:
-        yield running
-
-
 @pytest.mark.parametrize(
     ("face", "printed"),
     [
@@ -55,12 +39,12 @@ async def daemon(sim: Simulator, tmp_path: Path) -> AsyncIterator[Daemon]:
     ],
 )
 async def test_a_snippet_runs_against_the_daemon(
-    daemon: Daemon, tmp_path: Path, face: str, printed: list[str]
+    daemon: Daemon, path: Path, face: str, printed: list[str]
 ) -> None:
     with trio.fail_after(60):
         done = await trio.run_process(
             [sys.executable, "-c", snippets()[face]],
-            env={**os.environ, "DISTRIBUTORD_SOCKET": str(tmp_path / "control.sock")},
+            env={**os.environ, "DISTRIBUTORD_SOCKET": str(path)},
             capture_stdout=True,
             capture_stderr=True,
             check=False,
