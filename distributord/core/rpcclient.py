@@ -21,12 +21,13 @@ So every client follows the same rules, and they are tested without a socket.
   only one outstanding (``distributorctl`` waits for each reply before it sends the next: a
   ``hello``, then its command), since this client writes no
   other line; with several outstanding there is no telling whose it is, and it is kept.
-* **Nothing is dropped.** Notifications, replies to other requests and replies that overtook the
-  one awaited are kept, in the order they arrived, for :meth:`RpcClient.next_message` or a later
-  :meth:`RpcClient.reply_to`. The one exception is asked for: a reply that carries a snapshot
-  (``reply_to(..., superseding=True)``) drops the notifications that arrived before it, since
-  it is newer than they are. Replies may come back in any order (``spec/protocol.md``). So a
-  client that subscribes to status changes must read them: what is not taken stays.
+* **Nothing is dropped unasked.** Notifications, replies to other requests and replies that
+  overtook the one awaited are kept, in the order they arrived, for
+  :meth:`RpcClient.next_message` or a later :meth:`RpcClient.reply_to`. Replies may come back in
+  any order (``spec/protocol.md``). So a client that subscribes to status changes must read
+  them: what is not taken stays. Three rules drop something, each only when asked: a reply that
+  carries a snapshot (``reply_to(..., superseding=True)``) drops the notifications that arrived
+  before it, since it is newer than they are; and the two below.
 * **The end.** ``receive_data(b"")`` says the daemon closed the connection; a last line without
   its newline is discarded. Once everything received before has been taken, asking for more raises
   :class:`~distributord.core.errors.UnreachableError`.
@@ -34,10 +35,10 @@ So every client follows the same rules, and they are tested without a socket.
   notification's method) drops, as it decodes them, the notifications it does not follow, so
   that a long-lived program that never reads, say, ``proposal_changed`` does not keep them all.
   Without it, every notification is kept. :meth:`RpcClient.notification` takes the oldest kept
-  notification of some methods, leaving replies and other notifications where they are.
+  notification that a predicate wants, leaving replies and other notifications where they are.
 * **Abandoned requests.** A caller that stops waiting for a reply (its task was cancelled)
-  :meth:`RpcClient.abandon` s the request: its reply is dropped, now or when it comes, so the
-  connection goes on with nothing left behind.
+  abandons the request (:meth:`RpcClient.abandon`): its reply is dropped, now or when it comes,
+  and it no longer counts as outstanding, so the connection goes on with nothing left behind.
 * **Results.** :func:`result_of` returns a reply's ``result``, or raises
   :class:`~distributord.core.errors.DaemonError` for an error reply.
 
