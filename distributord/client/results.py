@@ -199,6 +199,38 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+_A = TypeVar("_A", bound=attrs.AttrsInstance)
+
+_BY_ANNOTATION: Mapping[str, Callable[[_Reader, str], Any]] = {
+    "float": _Reader.number,
+    "float | None": _Reader.optional_number,
+    "int": _Reader.integer,
+    "str": _Reader.text,
+    "str | None": _Reader.optional_text,
+    "bool": _Reader.flag,
+    "frozenset[int]": _Reader.ids,
+    "frozenset[int] | None": _Reader.optional_ids,
+}
+"""How a field of each plain type is read (the annotations are strings here: ``annotations``)."""
+
+
+def _read(cls: type[_A], r: _Reader, **given: Any) -> _A:
+    """An instance of the attrs class ``cls`` from ``r``.
+
+    Each field not ``given`` is read under its own name by its annotation
+    (:data:`_BY_ANNOTATION`); a field with a default that ``r`` lacks (or has as ``null``)
+    keeps its default.
+    """
+    values = dict(given)
+    for field in attrs.fields(cls):
+        if field.name in values:
+            continue
+        if field.default is not attrs.NOTHING and not r.has(field.name):
+            continue
+        values[field.name] = _BY_ANNOTATION[field.type](r, field.name)
+    return cls(**values)
+
+
 # --- results -----------------------------------------------------------------------------------
 
 
@@ -225,19 +257,19 @@ class Ping:
     def from_json(cls, value: object) -> Ping:
         """Read ``ping``'s result."""
         r = _Reader("ping result", value)
-        return cls(
-            version=r.text("version"),
-            uptime_s=r.number("uptime_s"),
-            **_microgrid(r),
-        )
+        return _read(cls, r, microgrid=_microgrid(r))
 
 
-def _microgrid(r: _Reader) -> dict[str, Any]:
+def _standing(r: _Reader) -> dict[str, Any]:
+    """A battery's ``status`` and ``reasons`` (``get_status``'s and ``status_changed``'s)."""
     return {
-        "microgrid": _reason(MicrogridState, r.text("microgrid")),
-        "microgrid_api": r.optional_text("microgrid_api"),
-        "unreachable_for_s": r.optional_number("unreachable_for_s"),
+        "status": _reason(Status, r.text("status")),
+        "reasons": frozenset(r.reasons("reasons", Reason)),
     }
+
+
+def _microgrid(r: _Reader) -> MicrogridState | str:
+    return _reason(MicrogridState, r.text("microgrid"))
 
 
 @attrs.frozen(kw_only=True)
@@ -264,12 +296,7 @@ class Bounds:
     @classmethod
     def from_json(cls, r: _Reader) -> Bounds:
         """Read the four bounds from an object that has them (``null`` for unknown)."""
-        return cls(
-            inclusion_lower_w=r.optional_number("inclusion_lower_w"),
-            exclusion_lower_w=r.optional_number("exclusion_lower_w"),
-            exclusion_upper_w=r.optional_number("exclusion_upper_w"),
-            inclusion_upper_w=r.optional_number("inclusion_upper_w"),
-        )
+        return _read(cls, r)
 
 
 @attrs.frozen(kw_only=True)
@@ -309,19 +336,8 @@ class BatteryStatus:
     def from_json(cls, value: object) -> BatteryStatus:
         """Read one entry of ``get_status``'s ``batteries``."""
         r = _Reader("battery status", value)
-        return cls(
-            id=r.integer("id"),
-            inverter_id=r.integer("inverter_id"),
-            status=_reason(Status, r.text("status")),
-            reasons=frozenset(r.reasons("reasons", Reason)),
-            blocked_until_s=r.optional_number("blocked_until_s"),
-            soc_pct=r.optional_number("soc_pct"),
-            capacity_wh=r.optional_number("capacity_wh"),
-            bounds=Bounds.from_json(r.child("bounds")) if r.has("bounds") else None,
-            setpoint_w=r.optional_number("setpoint_w"),
-            data_age_s=r.optional_number("data_age_s"),
-            clock_offset_s=r.optional_number("clock_offset_s"),
-        )
+        bounds = Bounds.from_json(r.child("bounds")) if r.has("bounds") else None
+        return _read(cls, r, bounds=bounds, **_standing(r))
 
 
 @attrs.frozen(kw_only=True)
@@ -349,11 +365,8 @@ class StatusReport:
         """Read ``get_status``'s result."""
         r = _Reader("status", value)
         entries = [BatteryStatus.from_json(entry) for entry in r.array("batteries")]
-        return cls(
-            batteries={entry.id: entry for entry in entries},
-            working=r.ids("working"),
-            uncertain=r.ids("uncertain"),
-            **_microgrid(r),
+        return _read(
+            cls, r, batteries={entry.id: entry for entry in entries}, microgrid=_microgrid(r)
         )
 
 
@@ -399,17 +412,12 @@ class Components:
     def from_json(cls, value: object) -> Components:
         """Read ``list_components``'s result."""
         r = _Reader("component list", value)
-        pairs = []
-        for entry in r.array("pairs"):
-            p = _Reader("pair", entry)
-            pairs.append(
-                Pair(battery_id=p.integer("battery_id"), inverter_id=p.integer("inverter_id"))
-            )
-        left_out = []
-        for entry in r.array("left_out"):
-            e = _Reader("left-out battery", entry)
-            left_out.append(LeftOut(battery_id=e.integer("battery_id"), reason=e.text("reason")))
-        return cls(pairs=tuple(pairs), left_out=tuple(left_out))
+        return cls(
+            pairs=tuple(_read(Pair, _Reader("pair", entry)) for entry in r.array("pairs")),
+            left_out=tuple(
+                _read(LeftOut, _Reader("left-out battery", entry)) for entry in r.array("left_out")
+            ),
+        )
 
 
 def acting_from_json(value: object) -> Acting:
@@ -474,13 +482,11 @@ class Arbitration:
         window = r.array("window_w")
         if len(window) != 2 or not all(v is None or _is_number(v) for v in window):
             raise _bad(r.what, "window_w", "[lower, upper]", window)
-        return cls(
-            program=r.text("program"),
-            priority=r.integer("priority"),
-            granted_w=r.optional_number("granted_w"),
+        return _read(
+            cls,
+            r,
             window_w=(_watts(window[0]), _watts(window[1])),
             limited_by=tuple(_limiter(entry) for entry in r.array("limited_by")),
-            target_w=r.optional_number("target_w"),
             reasons=r.reasons("reasons", GrantReason),
         )
 
@@ -546,35 +552,22 @@ class PowerResult:
     def from_json(cls, value: object) -> PowerResult:
         """Read a ``set_power`` or ``propose`` result."""
         r = _Reader("power result", value)
-        timing = None
-        if r.has("timing"):
-            t = r.child("timing")
-            timing = RequestTiming(
-                total_ms=t.number("total_ms"), commands_ms=t.number("commands_ms")
+        given: dict[str, Any] = {
+            name: r.by_battery(name, read)
+            for name, read in (
+                ("distribution", _watts),
+                ("reasons", _allotment),
+                ("unused_power_w", _watts),
             )
-        return cls(
-            outcome=_reason(Outcome, r.text("outcome")),
-            power_w=r.optional_number("power_w"),
-            batteries=r.ids("batteries"),
-            succeeded_power_w=r.optional_number("succeeded_power_w"),
-            succeeded_batteries=r.optional_ids("succeeded_batteries") or frozenset(),
-            failed_power_w=r.optional_number("failed_power_w"),
-            failed_batteries=r.optional_ids("failed_batteries") or frozenset(),
-            excess_power_w=r.optional_number("excess_power_w"),
-            distribution=r.by_battery("distribution", _watts) if r.has("distribution") else {},
-            reasons=r.by_battery("reasons", _allotment) if r.has("reasons") else {},
-            unused_power_w=r.by_battery("unused_power_w", _watts)
-            if r.has("unused_power_w")
-            else {},
-            compensated_power_w=r.optional_number("compensated_power_w"),
-            uncompensated_power_w=r.optional_number("uncompensated_power_w"),
-            bounds=Bounds.from_json(r.child("bounds")) if r.has("bounds") else None,
-            message=r.optional_text("message"),
-            timing=timing,
-            arbitration=Arbitration.from_json(r.child("arbitration"))
-            if r.has("arbitration")
-            else None,
-        )
+            if r.has(name)
+        }
+        if r.has("timing"):
+            given["timing"] = _read(RequestTiming, r.child("timing"))
+        if r.has("bounds"):
+            given["bounds"] = Bounds.from_json(r.child("bounds"))
+        if r.has("arbitration"):
+            given["arbitration"] = Arbitration.from_json(r.child("arbitration"))
+        return _read(cls, r, outcome=_reason(Outcome, r.text("outcome")), **given)
 
 
 def _allotment(value: object) -> Allotment | str | None:
@@ -615,20 +608,7 @@ class ProposalInfo:
     @classmethod
     def from_json(cls, value: object) -> ProposalInfo:
         """Read one entry of ``get_proposals``' ``proposals``."""
-        r = _Reader("proposal", value)
-        return cls(
-            program=r.text("program"),
-            priority=r.integer("priority"),
-            batteries=r.ids("batteries"),
-            power_w=r.optional_number("power_w"),
-            lower_w=r.optional_number("lower_w"),
-            upper_w=r.optional_number("upper_w"),
-            age_s=r.optional_number("age_s"),
-            ttl_s=r.optional_number("ttl_s"),
-            until_disconnect=r.flag("until_disconnect"),
-            granted_w=r.optional_number("granted_w"),
-            held_batteries=r.ids("held_batteries"),
-        )
+        return _read(cls, _Reader("proposal", value))
 
 
 def proposals_from_json(value: object) -> tuple[ProposalInfo, ...]:
@@ -667,11 +647,7 @@ class StatusChange:
     def from_json(cls, value: object) -> StatusChange:
         """Read ``status_changed``'s params."""
         r = _Reader("status_changed", value)
-        return cls(
-            id=r.integer("id"),
-            status=_reason(Status, r.text("status")),
-            reasons=frozenset(r.reasons("reasons", Reason)),
-        )
+        return _read(cls, r, **_standing(r))
 
 
 @attrs.frozen(kw_only=True)
@@ -707,14 +683,7 @@ class CommandFailure:
             raw_id = request.obj.get("id")
             request_id = raw_id if isinstance(raw_id, int | str) else None
             program = request.optional_text("program")
-        return cls(
-            battery=r.integer("battery"),
-            inverter=r.integer("inverter"),
-            power_w=r.optional_number("power_w"),
-            reply=r.text("reply"),
-            request_id=request_id,
-            program=program,
-        )
+        return _read(cls, r, request_id=request_id, program=program)
 
 
 @attrs.frozen(kw_only=True)
@@ -742,13 +711,7 @@ class BoundsChange:
     def from_json(cls, value: object) -> BoundsChange:
         """Read ``bounds_changed``'s params."""
         r = _Reader("bounds_changed", value)
-        return cls(
-            batteries=r.ids("batteries"),
-            program=r.text("program"),
-            priority=r.integer("priority"),
-            bounds=Bounds.from_json(r),
-            target_w=r.optional_number("target_w"),
-        )
+        return _read(cls, r, bounds=Bounds.from_json(r))
 
 
 @attrs.frozen(kw_only=True)
@@ -774,13 +737,8 @@ class ProposalChange:
     def from_json(cls, value: object) -> ProposalChange:
         """Read ``proposal_changed``'s params."""
         r = _Reader("proposal_changed", value)
-        return cls(
-            batteries=r.ids("batteries"),
-            granted_w=r.optional_number("granted_w"),
-            reasons=r.reasons("reasons", GrantReason),
-            held_batteries=r.optional_ids("held_batteries"),
-            preempted_by=_limiter(r.obj["preempted_by"]) if r.has("preempted_by") else None,
-        )
+        preempted_by = _limiter(r.obj["preempted_by"]) if r.has("preempted_by") else None
+        return _read(cls, r, reasons=r.reasons("reasons", GrantReason), preempted_by=preempted_by)
 
 
 @attrs.frozen(kw_only=True)
@@ -799,7 +757,7 @@ class ProposalEnd:
     def from_json(cls, value: object) -> ProposalEnd:
         """Read ``proposal_ended``'s params."""
         r = _Reader("proposal_ended", value)
-        return cls(batteries=r.ids("batteries"), why=_reason(Why, r.text("why")))
+        return _read(cls, r, why=_reason(Why, r.text("why")))
 
 
 @attrs.frozen(kw_only=True)
