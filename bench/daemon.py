@@ -47,9 +47,9 @@ from frequenz.api.microgrid.v1alpha19 import microgrid_pb2_grpc as v1alpha19_grp
 
 from bench.distribution import machine
 from bench.link import simulator
+from distributord.client import Client
 from distributord.core.config import API_VERSIONS
 from distributord.core.errors import DaemonError
-from distributord.core.rpcclient import RECEIVE_BYTES, RpcClient, result_of
 
 TARGET_P50 = 1.3
 TARGET_P99 = 2.0
@@ -89,41 +89,14 @@ def daemon(
         process.wait(timeout=30)
 
 
-class Client:
-    """The control protocol over an asyncio Unix stream: RpcClient's rules, asyncio's bytes.
-
-    asyncio rather than trio because the bare fan-out is a grpc.aio client: both paths run on
-    the one event loop, so that they are measured under the same conditions.
-    """
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader, self._writer = reader, writer
-        self._client = RpcClient()
-
-    async def result(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        """Send one request; its result.
-
-        Raises:
-            DaemonError: The daemon answered with a JSON-RPC error.
-        """
-        request_id, line = self._client.request(method, params)
-        self._writer.write(line)
-        await self._writer.drain()
-        while (reply := self._client.reply_to(request_id)) is None:
-            self._client.receive_data(await self._reader.read(RECEIVE_BYTES))
-        return result_of(reply)
-
-    def notifications(self) -> int:
-        """Drop the notifications received so far, between requests; how many there were."""
-        count = 0
-        while self._client.next_message() is not None:
-            count += 1
-        return count
-
-
 @contextlib.asynccontextmanager
 async def connected(sock: Path) -> AsyncIterator[Client]:
-    """A client of the daemon at ``sock``, once it listens."""
+    """A client of the daemon at ``sock`` (the library's asyncio face), once it listens.
+
+    asyncio rather than trio because the bare fan-out is a grpc.aio client: both paths run on
+    the one event loop, so that they are measured under the same conditions. It keeps every
+    notification, for :func:`drop_notifications` to count.
+    """
     for _ in range(600):  # the daemon is starting; wait for its socket (up to a minute)
         try:
             reader, writer = await asyncio.open_unix_connection(str(sock))
@@ -132,10 +105,19 @@ async def connected(sock: Path) -> AsyncIterator[Client]:
             await asyncio.sleep(0.1)
     else:
         raise RuntimeError(f"the daemon did not open {sock}")
+    client = Client(reader, writer, peer=f"distributord at {sock}", keep_all_notifications=True)
     try:
-        yield Client(reader, writer)
+        yield client
     finally:
-        writer.close()
+        await client.aclose()
+
+
+def drop_notifications(client: Client) -> int:
+    """Drop the notifications received so far, between requests; how many there were."""
+    count = 0
+    while client.receive_nowait() is not None:
+        count += 1
+    return count
 
 
 def percentile(samples: Sequence[float], q: float) -> float:

@@ -75,7 +75,7 @@ from bench.bare import GcClock, cpu_seconds
 from bench.distribution import machine
 from bench.load import open_daemon
 from distributord.api.adapter import Snapshot
-from distributord.cli.trioclient import open_client
+from distributord.client.trio import open_client
 from distributord.core.config import API_VERSIONS
 from distributord.shell.link import (
     MAX_OPENING_STREAMS,

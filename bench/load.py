@@ -74,7 +74,7 @@ import attrs
 import trio
 
 from bench.distribution import machine
-from distributord.cli.trioclient import Client, open_client
+from distributord.client.trio import Client, open_client
 from distributord.core.config import API_VERSIONS
 from distributord.core.errors import BadReplyError, UnreachableError
 from distributord.core.protocol import request_line
@@ -376,7 +376,7 @@ def _params(batteries: tuple[int, ...], rng: random.Random) -> dict[str, Any]:
 
 
 class Connection(Protocol):
-    """What a load client needs of a connection (:class:`~distributord.cli.trioclient.Client`)."""
+    """What a load client needs of a connection (:class:`~distributord.client.trio.Client`)."""
 
     async def send(self, method: str, params: Mapping[str, Any] | None = None) -> int:
         """Send a request; its id (RpcClient's: 1, 2, 3, ...)."""

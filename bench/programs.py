@@ -47,9 +47,10 @@ from pathlib import Path
 
 import attrs
 
-from bench.daemon import Client, connected, daemon, percentile, wait_all_working
+from bench.daemon import connected, daemon, drop_notifications, percentile, wait_all_working
 from bench.distribution import machine
 from bench.link import simulator
+from distributord.client import Client
 from distributord.core.config import API_VERSIONS
 from distributord.core.errors import DaemonError
 
@@ -177,7 +178,7 @@ async def propose_paced(
         tally.rounds[-1].append(time.perf_counter() - sent)
         if result.get("outcome") != "success":
             tally.failed += 1
-        tally.notifications += client.notifications()
+        tally.notifications += drop_notifications(client)
         passed = ticks_passed(loop.time() - start, tick, period)
         if passed:
             tally.late += 1
@@ -264,7 +265,7 @@ async def _withdraw_others(clients: dict[str, Client]) -> None:
     for name, client in clients.items():
         if name != ALONE.name:
             await client.result("withdraw", {})
-            client.notifications()
+            drop_notifications(client)
 
 
 def _row(label: str, tally: Tally, seconds: float) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 import trio
 
-from distributord.cli import trioclient
+from distributord.client import trio as trioclient
 from distributord.core.config import Config, ProgramConfig
 from distributord.core.errors import UnreachableError
 from distributord.core.protocol import JsonId
@@ -37,8 +37,12 @@ class Client(trioclient.Client):
     """The demo's trio client as the tests want it: waits bounded, EOF as a channel's end.
 
     Every wait fails (TooSlowError) after :data:`LIMIT_S`; the daemon closing the connection is
-    :class:`trio.EndOfChannel`.
+    :class:`trio.EndOfChannel`. Every notification is kept, followed or not: the tests read
+    them raw.
     """
+
+    def __init__(self, stream: trio.abc.HalfCloseableStream) -> None:
+        super().__init__(stream, keep_all_notifications=True)
 
     async def receive(self, limit_s: float = LIMIT_S) -> dict[str, Any]:
         """The next message (reply or notification); EOF raises EndOfChannel."""

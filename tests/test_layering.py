@@ -93,6 +93,28 @@ def test_api_module_imports_protobuf_only(module: str) -> None:
     assert leaked(module, API_FORBIDDEN) == []
 
 
+CLIENT_FORBIDDEN = (
+    "trio",
+    "trio_util",
+    "grpc",
+    "google",
+    "prometheus_client",
+    "distributord.shell",
+    "distributord.api",
+    "distributord.sim",
+    "distributord.cli",
+)
+"""What the client library (all but its trio face) must not load: the daemon's dependencies
+(a client-only install has none of them) and the daemon's IO layers."""
+
+
+@pytest.mark.parametrize(
+    "module", [m for m in modules_in("client") if m != "distributord.client.trio"]
+)
+def test_client_module_loads_none_of_the_daemons_dependencies(module: str) -> None:
+    assert leaked(module, CLIENT_FORBIDDEN) == []
+
+
 def test_the_check_can_fail() -> None:
     assert leaked("distributord.shell.link", CORE_FORBIDDEN) != []
 

@@ -5,7 +5,7 @@ Theory of operation
 Everything runs here, on loopback, with no configuration: a :class:`~distributord.sim.server.
 Simulator` (its batteries' SoC moves 150 times faster than real time, so that a minute is
 enough to see it), the daemon on a control socket in a temporary directory, and a client
-(:mod:`distributord.cli.trioclient`) speaking the real protocol on that socket, as a control
+(:mod:`distributord.client.trio`) speaking the real protocol on that socket, as a control
 program would. The client asks for a
 power once a second and prints a line of progress; the story has four acts:
 
@@ -37,7 +37,7 @@ import attrs
 import trio
 
 from distributord.cli import demoplot, discard_stdout
-from distributord.cli.trioclient import Client, open_client
+from distributord.client.trio import Client, open_client
 from distributord.core.config import Config, with_overrides
 from distributord.core.errors import DaemonError
 from distributord.core.status import Status

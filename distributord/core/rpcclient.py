@@ -5,8 +5,8 @@ Theory of operation
 As h11's ``Connection`` does for HTTP, :class:`RpcClient` keeps every rule of a client's side of a
 connection and moves no bytes. Its transports write the lines it makes, feed it the bytes they
 read and wait when it has nothing yet, and do nothing else: ``distributorctl``'s blocking socket
-with deadlines (``distributord.cli.ctl.transport``), trio for the demo and the tests
-(``distributord.cli.trioclient``), and asyncio for the benchmark (``bench/daemon.py``).
+with deadlines (``distributord.cli.ctl.transport``), and the client library's asyncio and trio
+faces (:mod:`distributord.client`: the programs', the demo's, the tests' and the benchmarks').
 So every client follows the same rules, and they are tested without a socket.
 
 * **Requests** (:meth:`RpcClient.request`) get fresh ids, 1, 2, 3, ...; each is *outstanding*
@@ -21,15 +21,24 @@ So every client follows the same rules, and they are tested without a socket.
   only one outstanding (``distributorctl`` waits for each reply before it sends the next: a
   ``hello``, then its command), since this client writes no
   other line; with several outstanding there is no telling whose it is, and it is kept.
-* **Nothing is dropped.** Notifications, replies to other requests and replies that overtook the
-  one awaited are kept, in the order they arrived, for :meth:`RpcClient.next_message` or a later
-  :meth:`RpcClient.reply_to`. The one exception is asked for: a reply that carries a snapshot
-  (``reply_to(..., superseding=True)``) drops the notifications that arrived before it, since
-  it is newer than they are. Replies may come back in any order (``spec/protocol.md``). So a
-  client that subscribes to status changes must read them: what is not taken stays.
+* **Nothing is dropped unasked.** Notifications, replies to other requests and replies that
+  overtook the one awaited are kept, in the order they arrived, for
+  :meth:`RpcClient.next_message` or a later :meth:`RpcClient.reply_to`. Replies may come back in
+  any order (``spec/protocol.md``). So a client that subscribes to status changes must read
+  them: what is not taken stays. Three rules drop something, each only when asked: a reply that
+  carries a snapshot (``reply_to(..., superseding=True)``) drops the notifications that arrived
+  before it, since it is newer than they are; and the two below.
 * **The end.** ``receive_data(b"")`` says the daemon closed the connection; a last line without
   its newline is discarded. Once everything received before has been taken, asking for more raises
   :class:`~distributord.core.errors.UnreachableError`.
+* **Notifications nobody follows.** A client made with ``follows`` (a predicate on a
+  notification's method) drops, as it decodes them, the notifications it does not follow, so
+  that a long-lived program that never reads, say, ``proposal_changed`` does not keep them all.
+  Without it, every notification is kept. :meth:`RpcClient.notification` takes the oldest kept
+  notification that a predicate wants, leaving replies and other notifications where they are.
+* **Abandoned requests.** A caller that stops waiting for a reply (its task was cancelled)
+  abandons the request (:meth:`RpcClient.abandon`): its reply is dropped, now or when it comes,
+  and it no longer counts as outstanding, so the connection goes on with nothing left behind.
 * **Results.** :func:`result_of` returns a reply's ``result``, or raises
   :class:`~distributord.core.errors.DaemonError` for an error reply.
 
@@ -66,10 +75,20 @@ class RpcClient:
         peer: How errors about the connection name the other end; ``distributorctl`` says
             ``distributord at PATH``, so that the message names the socket.
         limit: The longest line accepted, in bytes.
+        follows: Whether a notification of this method is wanted; the others are dropped as
+            they are decoded. ``None``: every notification is kept.
     """
 
-    def __init__(self, *, peer: str = "distributord", limit: int = MAX_REPLY_LINE_BYTES) -> None:
+    def __init__(
+        self,
+        *,
+        peer: str = "distributord",
+        limit: int = MAX_REPLY_LINE_BYTES,
+        follows: Callable[[str], bool] | None = None,
+    ) -> None:
         self._peer = peer
+        self._follows = follows
+        self._abandoned: set[int] = set()
         self._limit = limit
         self._framer = LineFramer(limit=limit)
         self._lines: deque[bytes | TooLong] = deque()  # received, not decoded yet
@@ -143,6 +162,44 @@ class RpcClient:
             self._outstanding.discard(request_id)
         return reply
 
+    def notification(self, wanted: Callable[[Message], bool]) -> Message | None:
+        """The oldest notification not taken yet that is ``wanted`` (by its method, say).
+
+        Replies and other notifications stay for later.
+
+        Returns:
+            The notification, or ``None`` when the transport must feed more data first.
+
+        Raises:
+            BadReplyError: A line before it is not a JSON object, or is too long.
+            UnreachableError: The daemon closed the connection and sent no more of them.
+        """
+        return self._take(lambda message: "id" not in message and wanted(message))
+
+    def abandon(self, request_id: int) -> None:
+        """Nobody waits for the reply to ``request_id`` any more: drop it, now or when it comes."""
+        if request_id not in self._outstanding:
+            return
+        self._outstanding.discard(request_id)
+        for index, message in enumerate(self._kept):
+            if message.get("id") == request_id:
+                del self._kept[index]
+                return
+        self._abandoned.add(request_id)
+
+    def _dropped(self, message: Message) -> bool:
+        """Whether a message just decoded is of no interest: abandoned, or not followed."""
+        if "id" not in message:
+            method = message.get("method")
+            return self._follows is not None and not (
+                isinstance(method, str) and self._follows(method)
+            )
+        request_id = message["id"]
+        if isinstance(request_id, int) and request_id in self._abandoned:
+            self._abandoned.discard(request_id)
+            return True
+        return False
+
     def _take(
         self, wanted: Callable[[Message], bool], *, superseding: bool = False
     ) -> Message | None:
@@ -158,7 +215,7 @@ class RpcClient:
                 return self._taken(message)
         while self._lines:
             decoded = self._decode(self._lines.popleft())
-            if decoded is None:
+            if decoded is None or self._dropped(decoded):
                 continue
             if wanted(decoded):
                 if superseding:

@@ -275,3 +275,55 @@ def test_eof_before_the_reply_raises_even_with_messages_kept() -> None:
     with pytest.raises(UnreachableError):
         client.reply_to(request_id)
     assert got(client.next_message())["params"] == {"id": 1}
+
+
+# --- what the client library needs: notifications by kind, what nobody follows, abandoning ---
+
+
+def bounds_note(batteries: list[int]) -> bytes:
+    return line({"jsonrpc": "2.0", "method": "bounds_changed", "params": {"batteries": batteries}})
+
+
+def test_a_notification_is_taken_by_kind_leaving_replies_and_others() -> None:
+    client = RpcClient()
+    request_id, _ = client.request("ping")
+    client.receive_data(notification(1) + reply(request_id, "pong") + bounds_note([1]))
+    taken = got(client.notification(lambda m: m["method"] == "bounds_changed"))
+    assert taken["params"] == {"batteries": [1]}
+    assert client.notification(lambda m: m["method"] == "bounds_changed") is None
+    assert got(client.reply_to(request_id))["result"] == "pong"
+    assert got(client.next_message())["method"] == "status_changed"
+
+
+def test_notifications_nobody_follows_are_dropped_as_they_are_read() -> None:
+    followed = {"status_changed"}
+    client = RpcClient(follows=lambda method: method in followed)
+    request_id, _ = client.request("ping")
+    client.receive_data(bounds_note([1]) + notification(1) + reply(request_id, "pong"))
+    assert got(client.reply_to(request_id))["result"] == "pong"
+    assert got(client.next_message())["method"] == "status_changed"
+    assert client.next_message() is None  # bounds_changed was not followed: not kept
+
+
+def test_an_abandoned_request_leaves_nothing_behind_whenever_its_reply_comes() -> None:
+    client = RpcClient()
+    early, _ = client.request("ping")
+    late, _ = client.request("ping")
+    third, _ = client.request("ping")
+    client.receive_data(reply(early, "early"))
+    assert client.reply_to(third) is None  # decodes the early reply and keeps it
+    client.abandon(early)  # its reply had arrived: dropped now
+    client.abandon(late)  # its reply comes later: dropped when it does
+    client.receive_data(reply(late, "late") + reply(third, "third"))
+    assert got(client.next_message())["result"] == "third"
+    assert client.next_message() is None
+
+
+def test_an_abandoned_request_no_longer_counts_for_a_null_id_error() -> None:
+    # With the abandoned request forgotten, the one left outstanding owns a parse error again.
+    client = RpcClient()
+    abandoned, _ = client.request("ping")
+    waiting, _ = client.request("ping")
+    client.abandon(abandoned)
+    client.receive_data(error(None, -32700, "parse error"))
+    assert got(client.reply_to(waiting))["error"]["code"] == -32700

@@ -1,4 +1,4 @@
-"""The trio transport moves bytes both ways; the rules are RpcClient's (tests/core)."""
+"""The trio face moves bytes both ways; the rules are RpcClient's (tests/core)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 import trio
 import trio.testing
 
-from distributord.cli.trioclient import Client
+from distributord.client import StatusChange
+from distributord.client.trio import Client
 from distributord.core.errors import DaemonError, UnreachableError
 
 
@@ -46,7 +47,7 @@ async def test_a_request_goes_out_as_one_line_and_its_result_comes_back() -> Non
 
 async def test_pipelined_replies_in_any_order_and_what_is_kept() -> None:
     ours, daemon = trio.testing.memory_stream_pair()
-    client = Client(ours)
+    client = Client(ours, keep_all_notifications=True)
     first = await client.send("set_power", {"power_w": 1.0, "batteries": [1]})
     second = await client.send("set_power", {"power_w": 1.0, "batteries": [2]})
     assert [(await read_line(daemon))["id"] for _ in range(2)] == [first, second]
@@ -78,3 +79,31 @@ async def test_the_daemon_closing_the_connection_is_unreachable() -> None:
     await daemon.aclose()
     with pytest.raises(UnreachableError, match="closed the connection"):
         await client.reply_to(request_id)
+
+
+async def test_notifications_are_kept_only_while_an_iterator_follows_them() -> None:
+    ours, daemon = trio.testing.memory_stream_pair()
+    client = Client(ours)
+    status = line(method="status_changed", params={"id": 1, "status": "working", "reasons": []})
+    await daemon.send_all(status + line(id=1, result="pong"))
+    assert await client.result("ping") == "pong"
+    assert client.receive_nowait() is None  # nobody followed it: dropped
+    async with client.notifications() as notifications:  # every kind, no subscription
+        await daemon.send_all(status + status + line(id=2, result="pong"))
+        assert await client.result("ping") == "pong"
+        assert isinstance(await notifications.__anext__(), StatusChange)
+    assert client.receive_nowait() is not None  # read while followed: kept for a reader
+    await daemon.send_all(status + line(id=3, result="pong"))
+    assert await client.result("ping") == "pong"
+    assert client.receive_nowait() is None  # nobody follows them any more: dropped
+
+
+async def test_a_cancel_already_due_sends_nothing_and_the_connection_stays() -> None:
+    ours, daemon = trio.testing.memory_stream_pair()
+    client = Client(ours)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await client.ping()
+    await daemon.send_all(line(id=2, result={"version": "0", "uptime_s": 1, "microgrid": "x"}))
+    assert (await client.ping()).version == "0"
+    assert (await read_line(daemon))["id"] == 2  # the cancelled request never went out
