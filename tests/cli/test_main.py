@@ -86,6 +86,41 @@ def test_check_config_names_a_file_it_cannot_read(
     assert "cannot read the configuration file" in capsys.readouterr().err
 
 
+def test_check_config_prints_the_file_and_its_drop_ins_merged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "distributord.toml"
+    path.write_text('[microgrid]\naddress = "grid:50051"\n[requests]\ndefault_timeout_s = 2\n')
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "50-site.toml").write_text("[requests]\ndefault_timeout_s = 7.5\n")
+    (tmp_path / "conf.d" / "50-site.toml.dpkg-old").write_text("not read [[\n")
+    assert cli.main(["check-config", "--config", str(path)]) == 0
+    printed = capsys.readouterr().out
+    effective = config.parse_config(printed.encode(), source="printed")
+    assert effective.requests.default_timeout_s == 7.5
+    assert effective.microgrid.address == "grid:50051"
+    assert effective == config.load_config(path)
+    # The files read, in order, as comments before the settings.
+    comments = [line for line in printed.splitlines() if line.startswith("#")]
+    assert comments[1:] == [f"#   {path}", f"#   {tmp_path}/conf.d/50-site.toml"]
+
+
+def test_check_config_names_the_drop_in_that_holds_a_bad_key_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "distributord.toml"
+    path.write_text("[requests]\ndefault_timeout_s = 2\n")
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "50-site.toml").write_text("[requests]\ndefault_timeout_s = 0\n")
+    assert cli.main(["check-config", "--config", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"distributord: {tmp_path}/conf.d/50-site.toml: requests.default_timeout_s: must be a"
+        " number in (0, 60], got 0\n"
+    )
+
+
 @given(
     # Mostly names the configuration takes (dots among them: quoted keys), some it refuses.
     name=st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,11}", fullmatch=True) | st.text(max_size=4),

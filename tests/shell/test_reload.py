@@ -473,3 +473,37 @@ async def test_log_levels(sim: Simulator, tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         with trio.fail_after(LIMIT_S):
             assert await process.wait() == 0
+
+
+async def test_a_reload_reads_the_drop_ins_and_names_a_bad_one(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # The drop-in's deadline (0.2 s) against a command that takes 1 s: the main file's 5 s
+    # would let it succeed.
+    sim.set_fault(2001, command_latency_s=1.0)
+    config = config_file(tmp_path, "[requests]\ndefault_timeout_s = 5\n")
+    drop_ins = tmp_path / "conf.d"
+    sock = tmp_path / "c.sock"
+    args = [*RUN, "--config", str(config), "--microgrid", sim.address, "--socket", str(sock)]
+    async with daemon_process(args, tmp_path) as (process, notify, log):
+        await notify.wait_for("READY", "1")
+        await notify.wait_for("READY", "1")
+        drop_ins.mkdir()
+        (drop_ins / "50-site.toml").write_text("[requests]\ndefault_timeout_s = 0.2\n")
+        process.send_signal(signal.SIGHUP)
+        await log.wait_for("reload: applied requests.default_timeout_s")
+        await wait_all_working(notify, 2)
+        async with connect(sock) as client:
+            result = await client.result("set_power", {"power_w": 1000, "batteries": [1001, 1002]})
+        assert result["outcome"] == "partial_failure", result
+        assert result["failed_batteries"] == [1001]
+
+        (drop_ins / "60-bad.toml").write_text("[requests]\nqueue_size = 0\n")
+        process.send_signal(signal.SIGHUP)
+        await log.wait_for(
+            f"reload: {drop_ins}/60-bad.toml: requests.queue_size: must be an integer >= 1, got 0;"
+            " keeping the running configuration"
+        )
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(LIMIT_S):
+            assert await process.wait() == 0
