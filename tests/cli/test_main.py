@@ -13,6 +13,7 @@ from distributord.cli import main as cli
 from distributord.core import config
 from distributord.core.errors import ConfigError
 from distributord.sim import server
+from tests.core.test_config_dropins import site
 
 
 def test_the_help_states_the_real_defaults() -> None:
@@ -89,10 +90,11 @@ def test_check_config_names_a_file_it_cannot_read(
 def test_check_config_prints_the_file_and_its_drop_ins_merged(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "distributord.toml"
-    path.write_text('[microgrid]\naddress = "grid:50051"\n[requests]\ndefault_timeout_s = 2\n')
-    (tmp_path / "conf.d").mkdir()
-    (tmp_path / "conf.d" / "50-site.toml").write_text("[requests]\ndefault_timeout_s = 7.5\n")
+    path = site(
+        tmp_path,
+        '[microgrid]\naddress = "grid:50051"\n[requests]\ndefault_timeout_s = 2\n',
+        **{"50-site": "[requests]\ndefault_timeout_s = 7.5\n"},
+    )
     (tmp_path / "conf.d" / "50-site.toml.dpkg-old").write_text("not read [[\n")
     assert cli.main(["check-config", "--config", str(path)]) == 0
     printed = capsys.readouterr().out
@@ -108,10 +110,11 @@ def test_check_config_prints_the_file_and_its_drop_ins_merged(
 def test_check_config_names_the_drop_in_that_holds_a_bad_key_with_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = tmp_path / "distributord.toml"
-    path.write_text("[requests]\ndefault_timeout_s = 2\n")
-    (tmp_path / "conf.d").mkdir()
-    (tmp_path / "conf.d" / "50-site.toml").write_text("[requests]\ndefault_timeout_s = 0\n")
+    path = site(
+        tmp_path,
+        "[requests]\ndefault_timeout_s = 2\n",
+        **{"50-site": "[requests]\ndefault_timeout_s = 0\n"},
+    )
     assert cli.main(["check-config", "--config", str(path)]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
