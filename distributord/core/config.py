@@ -743,7 +743,8 @@ def config_files(path: str | os.PathLike[str]) -> list[str]:
     ``path`` itself, then the drop-ins: the files named ``*.toml`` in the directory
     :data:`DROP_IN_DIR` beside it, in the order of their names (as bytes, whatever the locale).
     Other files there are not read (dpkg leaves ``.dpkg-old`` and ``.dpkg-dist`` files, editors
-    their backups), nor are subdirectories; a missing directory means no drop-ins.
+    their backups), nor hidden ones (an editor's lock, ``.#50-site.toml``), nor subdirectories;
+    a missing directory means no drop-ins.
 
     Raises:
         ConfigError: The drop-in directory exists but cannot be listed (named, with the reason).
@@ -760,7 +761,13 @@ def config_files(path: str | os.PathLike[str]) -> list[str]:
             f"cannot list the drop-in directory: {reason}", source=directory
         ) from None
     names = sorted(
-        (entry.name for entry in entries if entry.name.endswith(".toml") and not entry.is_dir()),
+        (
+            entry.name
+            for entry in entries
+            if entry.name.endswith(".toml")
+            and not entry.name.startswith(".")
+            and not entry.is_dir()
+        ),
         key=os.fsencode,
     )
     return [source, *(os.path.join(directory, name) for name in names)]

@@ -81,6 +81,7 @@ def test_only_toml_files_are_drop_ins(tmp_path: pathlib.Path) -> None:
     for leftover in ("50-site.toml.dpkg-old", "60-x.toml.dpkg-dist", "70-y.toml~", "README"):
         write(tmp_path / "conf.d" / leftover, "not toml [[[\n")
     (tmp_path / "conf.d" / "80-dir.toml").mkdir()
+    (tmp_path / "conf.d" / ".#50-site.toml").symlink_to("root@host.1234")  # an editor's lock
     assert load_config(path).setpoints.lifetime_s == 30
     assert len(config.config_files(path)) == 2
 
