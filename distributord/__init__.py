@@ -6,7 +6,7 @@ The layers: :mod:`distributord.core` (pure: no trio, no grpc, no clock), :mod:`d
 
 import time
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 STARTED_MONOTONIC = time.monotonic()
 """When this process loaded distributord, on the monotonic clock: ``ping``'s uptime counts

@@ -85,17 +85,28 @@ def check_config(args: argparse.Namespace) -> int:
     """``distributord check-config``: the effective settings on stdout (exit 0), or the problem.
 
     What ``ExecReload=`` runs before it signals the daemon, so that a reload of a bad file fails
-    visibly: exit 2 with one line naming the file and the key, as ``run`` does at start.
+    visibly: exit 2 with one line naming the file and the key, as ``run`` does at start. The
+    settings are the file and its drop-ins merged, as ``run`` and the reload read them; comment
+    lines first name the files read, in order.
     """
     from distributord.core import config as configuration
     from distributord.core.errors import ConfigError
     from distributord.shell.systemd import fatal_line
 
     try:
-        config = configuration.load_config(args.config) if args.config else configuration.Config()
+        if args.config:
+            config = configuration.load_config(args.config)
+            files = configuration.config_files(args.config)
+        else:
+            config, files = configuration.Config(), []
     except ConfigError as error:
         print(fatal_line(f"distributord: {error}"), file=sys.stderr)
         return 2
+    if files:
+        sys.stdout.write("# The effective settings of these files, later ones overriding:\n")
+        sys.stdout.writelines(f"#   {name}\n" for name in files)
+    else:
+        sys.stdout.write("# The built-in defaults (no --config):\n")
     sys.stdout.write(configuration.to_toml(config))
     return 0
 

@@ -55,7 +55,7 @@ PAGES = {
 """The pages written, file name to what they document."""
 
 CONFIG_FILE = "/etc/distributord/distributord.toml"
-DROP_IN_DIR = "/etc/distributord/conf.d"
+DROP_IN_DIR = f"/etc/distributord/{config.DROP_IN_DIR}"
 EXAMPLE_FILE = "/usr/share/doc/distributord/examples/distributord.toml"
 
 FILE_METAVARS = frozenset({"FILE", "PATH", "FILE.png"})
@@ -382,16 +382,22 @@ def config_page() -> str:
     lines += _paragraphs(
         f"""
         distributord(8) reads its configuration from the TOML file that run --config names (the
-        systemd unit names {CONFIG_FILE}), then the files {DROP_IN_DIR}/*.toml in name order,
-        each overriding what came before it; the command-line flags --microgrid, --socket and
-        --log-level override microgrid.address, control.socket and logging.level. A key that
-        no file sets has its default. Put local settings in a drop-in: the package does not
-        change them, so an upgrade never asks about them.
+        systemd unit names {CONFIG_FILE}), then the drop-ins: the files named *.toml in the
+        directory {config.DROP_IN_DIR} beside it ({DROP_IN_DIR}), in name order, each
+        overriding the keys it sets. Tables merge key by key, except that a [programs.NAME]
+        table replaces that program whole. Other files there (dpkg's .dpkg-old and .dpkg-dist,
+        editors' backups) and hidden files are not read. The command-line flags --microgrid,
+        --socket and --log-level override microgrid.address, control.socket and logging.level.
+        A key that no file sets has its default. {CONFIG_FILE} as the package ships it sets the
+        address only. Put local settings in a drop-in: the package does not change them, so an
+        upgrade never asks about them; an upgrade from 0.1 moves an edited main file into
+        {DROP_IN_DIR}/50-migrated-from-0.1.toml.
 
         Unknown tables and keys, values of the wrong type and values out of range are errors
-        that name the file and the key; distributord check-config FILE says so without
-        starting. Numbers may be written as integers (5 for 5.0); integers may not be written
-        as numbers. true and false are not numbers.
+        that name the file and the key; distributord check-config --config FILE says so
+        without starting, and prints the effective settings of the file and its drop-ins.
+        Numbers may be written as integers (5 for 5.0); integers may not be written as numbers.
+        true and false are not numbers.
 
         Keys marked live apply at once when the daemon is reloaded (SIGHUP, systemctl reload
         distributord); the others need a restart. {EXAMPLE_FILE} holds every key with its

@@ -44,12 +44,28 @@ make no new proposal, and its live proposals end. Their effects are tested in
 Keys beyond the spec's table (``microgrid.stream_silence_s``, ``requests.drain_timeout_s``,
 ``logging.level``, ``logging.libraries``) are extensions; the example file marks them so.
 
-Pure: no trio, no grpc, no clock. :func:`load_config` reads one file; everything else works on
+The configuration is a file and its drop-ins (``spec/operations.md``, "Configuration files"):
+``conf.d/*.toml`` beside it, read in name order, each overriding the keys it sets, so that an
+operator changes settings in files the package never ships and an upgrade never stops at a
+conffile prompt. :func:`load_config` is the one reader (``run``, the reload, ``check-config``):
+it merges the files' TOML documents before anything is checked, so a drop-in may set a key that
+only makes sense beside another file's (``status.max_blocking_s`` against ``min_blocking_s``),
+and remembers which file set each key, to name it in an error::
+
+    /etc/distributord/conf.d/50-site.toml: requests.default_timeout_s: must be a number in ...
+
+Tables merge key by key; a program is the exception: ``[programs.NAME]`` in a later file
+replaces that program whole, because a program is one grant (who, at which priority, with which
+limits) and TOML cannot unset a key, so a merge could never lift a limit an earlier file set. A
+program cannot be removed by a later file; it is removed where it is defined.
+
+Pure: no trio, no grpc, no clock. :func:`load_config` reads the files; everything else works on
 values.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import os
@@ -100,6 +116,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 MERGES = ("add", "override")
 """What ``arbitration.merge`` accepts: how a bucket's proposals combine
 (``spec/arbitration.md``)."""
+
+DROP_IN_DIR = "conf.d"
+"""The directory of drop-ins, beside the configuration file (:func:`config_files`)."""
 
 DEFAULT_PROGRAM = "default"
 """The program every allowed peer acts as until it says ``hello``; it always exists."""
@@ -713,31 +732,124 @@ def parse_config(data: bytes, *, source: str) -> Config:
             wrong type or out of range; the message names the file and the key.
     """
     try:
-        doc = tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"not UTF-8 text: {error}", source=source) from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"not valid TOML: {error}", source=source) from None
-    try:
-        return _config(doc)
+        return _config(_read_toml(data, source=source))
     except ConfigError as error:
         raise error.within(source=source) from None
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and parse the configuration file at ``path``.
+def config_files(path: str | os.PathLike[str]) -> list[str]:
+    """The files :func:`load_config` reads for ``path``, in the order it reads them.
+
+    ``path`` itself, then the drop-ins: the files named ``*.toml`` in the directory
+    :data:`DROP_IN_DIR` beside it, in the order of their names (as bytes, whatever the locale).
+    Other files there are not read (dpkg leaves ``.dpkg-old`` and ``.dpkg-dist`` files, editors
+    their backups), nor hidden ones (an editor's lock, ``.#50-site.toml``), nor subdirectories;
+    a missing directory means no drop-ins.
 
     Raises:
-        ConfigError: The file cannot be read (named, with the reason) or is invalid.
+        ConfigError: The drop-in directory exists but cannot be listed (named, with the reason).
     """
     source = os.fspath(path)
+    directory = os.path.join(os.path.dirname(source), DROP_IN_DIR)
     try:
-        with open(source, "rb") as file:
-            data = file.read()
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return [source]
     except OSError as error:
         reason = error.strerror or str(error)
-        raise ConfigError(f"cannot read the configuration file: {reason}", source=source) from None
-    return parse_config(data, source=source)
+        raise ConfigError(
+            f"cannot list the drop-in directory: {reason}", source=directory
+        ) from None
+    names = sorted(
+        (
+            entry.name
+            for entry in entries
+            if entry.name.endswith(".toml")
+            and not entry.name.startswith(".")
+            and not entry.is_dir()
+        ),
+        key=os.fsencode,
+    )
+    return [source, *(os.path.join(directory, name) for name in names)]
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read the configuration file at ``path`` and its drop-ins, merged.
+
+    What ``distributord run``, its reload (SIGHUP) and ``distributord check-config`` read. The
+    files (:func:`config_files`) are read in order, each overriding the keys it sets: tables
+    merge key by key, at any depth, except a program's, which a file that names it
+    (``[programs.NAME]``) replaces whole. The merged document is then checked as one file would
+    be, and an error names the file that set the offending key (for a key no file set, checked
+    against one that was, the last file that set a key of its table).
+
+    Raises:
+        ConfigError: A file cannot be read (named, with the reason), is not UTF-8 TOML, or the
+            merged configuration is invalid; the message names the file and the key.
+    """
+    files = config_files(path)
+    merged: dict[str, Any] = {}
+    origins: dict[tuple[str, ...], str] = {}
+    for source in files:
+        try:
+            with open(source, "rb") as file:
+                data = file.read()
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise ConfigError(
+                f"cannot read the configuration file: {reason}", source=source
+            ) from None
+        _merge(merged, _read_toml(data, source=source), (), source, origins)
+    try:
+        return _config(merged)
+    except ConfigError as error:
+        raise error.within(source=_origin(error.key, origins, default=files[0])) from None
+
+
+def _read_toml(data: bytes, *, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"not UTF-8 text: {error}", source=source) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"not valid TOML: {error}", source=source) from None
+
+
+def _merge(
+    into: dict[str, Any],
+    doc: Mapping[str, Any],
+    at: tuple[str, ...],
+    source: str,
+    origins: dict[tuple[str, ...], str],
+) -> None:
+    """Merge ``doc`` (a table at path ``at``) into ``into``; note ``source`` as each key's origin.
+
+    A table meets a table: merged key by key, except a program (``programs.NAME``), replaced
+    whole. Anything else replaces what was there, and forgets the origins of what was under it.
+    """
+    for key, value in doc.items():
+        path = (*at, key)
+        for depth in range(1, len(path) + 1):
+            origins[path[:depth]] = source  # a table's origin: the last file that set in it
+        old = into.get(key)
+        a_program = len(path) == 2 and path[0] == PROGRAMS
+        if not (isinstance(value, dict) and isinstance(old, dict)) or a_program:
+            for below in [p for p in origins if len(p) > len(path) and p[: len(path)] == path]:
+                del origins[below]
+            into[key] = {} if isinstance(value, dict) else copy.deepcopy(value)
+        if isinstance(value, dict):
+            _merge(into[key], value, path, source, origins)
+
+
+def _origin(key: str, origins: Mapping[tuple[str, ...], str], *, default: str) -> str:
+    """The file that set the dotted ``key``, or the nearest table above it that a file set."""
+    # Dotted, a program's name may hold dots: compare as text, the longest match wins.
+    best, found = "", default
+    for path, source in origins.items():
+        dotted = ".".join(path)
+        if (key == dotted or key.startswith(dotted + ".")) and len(dotted) > len(best):
+            best, found = dotted, source
+    return found
 
 
 def _config(doc: dict[str, Any]) -> Config:

@@ -13,6 +13,7 @@ from distributord.cli import main as cli
 from distributord.core import config
 from distributord.core.errors import ConfigError
 from distributord.sim import server
+from tests.core.test_config_dropins import site
 
 
 def test_the_help_states_the_real_defaults() -> None:
@@ -84,6 +85,43 @@ def test_check_config_names_a_file_it_cannot_read(
     missing = tmp_path / "missing.toml"
     assert cli.main(["check-config", "--config", str(missing)]) == 2
     assert "cannot read the configuration file" in capsys.readouterr().err
+
+
+def test_check_config_prints_the_file_and_its_drop_ins_merged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = site(
+        tmp_path,
+        '[microgrid]\naddress = "grid:50051"\n[requests]\ndefault_timeout_s = 2\n',
+        **{"50-site": "[requests]\ndefault_timeout_s = 7.5\n"},
+    )
+    (tmp_path / "conf.d" / "50-site.toml.dpkg-old").write_text("not read [[\n")
+    assert cli.main(["check-config", "--config", str(path)]) == 0
+    printed = capsys.readouterr().out
+    effective = config.parse_config(printed.encode(), source="printed")
+    assert effective.requests.default_timeout_s == 7.5
+    assert effective.microgrid.address == "grid:50051"
+    assert effective == config.load_config(path)
+    # The files read, in order, as comments before the settings.
+    comments = [line for line in printed.splitlines() if line.startswith("#")]
+    assert comments[1:] == [f"#   {path}", f"#   {tmp_path}/conf.d/50-site.toml"]
+
+
+def test_check_config_names_the_drop_in_that_holds_a_bad_key_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = site(
+        tmp_path,
+        "[requests]\ndefault_timeout_s = 2\n",
+        **{"50-site": "[requests]\ndefault_timeout_s = 0\n"},
+    )
+    assert cli.main(["check-config", "--config", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"distributord: {tmp_path}/conf.d/50-site.toml: requests.default_timeout_s: must be a"
+        " number in (0, 60], got 0\n"
+    )
 
 
 @given(

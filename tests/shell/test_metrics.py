@@ -22,6 +22,7 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from distributord import __version__
 from distributord.core.config import Config, with_overrides
 from distributord.core.errors import (
     CommandError,
@@ -131,7 +132,7 @@ async def test_a_scrape_shows_requests_commands_and_every_battery(tmp_path: Path
             samples = await scrape(server)
     assert result["outcome"] == "success"
     assert value(samples, "distributord_up") == 1.0
-    assert value(samples, "distributord_build_info", version="0.1.0", microgrid_api="v1alpha18")
+    assert value(samples, "distributord_build_info", version=__version__, microgrid_api="v1alpha18")
     assert value(samples, "distributord_microgrid_connected") == 1.0
     assert value(samples, "distributord_connected_clients") == 1.0
     assert value(samples, "distributord_requests_total", method="set_power", outcome="success")
@@ -284,7 +285,7 @@ async def test_a_scrape_before_the_microgrid_is_reached_says_so(tmp_path: Path) 
                 nursery.cancel_scope.cancel()
     assert value(samples, "distributord_up") == 1.0
     assert value(samples, "distributord_microgrid_connected") == 0.0
-    assert value(samples, "distributord_build_info", version="0.1.0", microgrid_api="none")
+    assert value(samples, "distributord_build_info", version=__version__, microgrid_api="none")
     assert not any(name.startswith("distributord_battery") for name, _ in samples)
 
 
@@ -306,7 +307,7 @@ def test_a_scrape_with_nobody_watching_is_the_events_only() -> None:
         samples = parse(scrape_text(server.url))
     assert value(samples, "distributord_up") == 0.0
     assert value(samples, "distributord_requests_total", method="get_status", outcome="ok") == 1
-    assert value(samples, "distributord_build_info", version="0.1.0", microgrid_api="none") == 1
+    assert value(samples, "distributord_build_info", version=__version__, microgrid_api="none") == 1
 
 
 async def test_a_loop_that_cannot_answer_in_time_leaves_up_0() -> None:

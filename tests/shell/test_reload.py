@@ -40,7 +40,7 @@ from distributord.sim.scenario import uniform_fleet
 from distributord.sim.server import Simulator
 from tests.fakes import FakeMicrogrid
 from tests.shell.test_requestloop import PAIRS, TOPOLOGY, feed, wall
-from tests.shell.test_service import RUN, Notifications, config_file, daemon_process
+from tests.shell.test_service import RUN, Log, Notifications, config_file, daemon_process
 from tests.shell.test_tracker import wait_status
 from tests.support import LIMIT_S, connect, running_daemon, sim_wait
 
@@ -443,33 +443,81 @@ async def wait_all_working(notify: Notifications, count: int) -> None:
         latest = (await notify.wait_for("STATUS"))["STATUS"]
 
 
-@effect_of("logging.level", "logging.libraries")
-async def test_log_levels(sim: Simulator, tmp_path: Path) -> None:
-    config = config_file(tmp_path, '[logging]\nlevel = "info"\n')
+@asynccontextmanager
+async def daemon_run(
+    sim: Simulator, tmp_path: Path, text: str
+) -> AsyncIterator[tuple[Path, Path, trio.Process, Notifications, Log]]:
+    """``distributord run`` on ``sim`` with ``text`` as its configuration, once it is ready.
+
+    Yields the configuration file, the control socket, the process, systemd's notifications
+    and the log; then stops the daemon with SIGTERM, which it must exit 0 on.
+    """
+    config = config_file(tmp_path, text)
     sock = tmp_path / "c.sock"
     args = [*RUN, "--config", str(config), "--microgrid", sim.address, "--socket", str(sock)]
     async with daemon_process(args, tmp_path) as (process, notify, log):
-        await notify.wait_for("READY", "1")
-        await notify.wait_for("READY", "1")
+        await notify.wait_for("READY", "1")  # serving
+        await notify.wait_for("READY", "1")  # and connected to the microgrid
+        yield config, sock, process, notify, log
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(LIMIT_S):
+            assert await process.wait() == 0
+
+
+async def reload_and_set_power(
+    running: tuple[Path, Path, trio.Process, Notifications, Log], applied: str, power_w: float
+) -> dict[str, Any]:
+    """SIGHUP, until the log says ``applied``; then ``set_power`` on both batteries, working."""
+    _, sock, process, notify, log = running
+    process.send_signal(signal.SIGHUP)
+    await log.wait_for(applied)
+    # Both batteries working first (a loaded CI run once sent the request before their
+    # telemetry had arrived: "no usable batteries").
+    await wait_all_working(notify, 2)
+    async with connect(sock) as client:
+        result: dict[str, Any] = await client.result(
+            "set_power", {"power_w": power_w, "batteries": [1001, 1002]}
+        )
+    return result
+
+
+@effect_of("logging.level", "logging.libraries")
+async def test_log_levels(sim: Simulator, tmp_path: Path) -> None:
+    text = '[logging]\nlevel = "info"\n'
+    async with daemon_run(sim, tmp_path, text) as running:
+        config, *_, log = running
         config.write_text('[logging]\nlevel = "debug"\n')
-        process.send_signal(signal.SIGHUP)
-        await log.wait_for("reload: applied logging.level")
-        # Both batteries working first (a loaded CI run once sent the request before their
-        # telemetry had arrived: "no usable batteries" logs no Success line).
-        await wait_all_working(notify, 2)
-        async with connect(sock) as client:
-            result = await client.result("set_power", {"power_w": 0, "batteries": [1001, 1002]})
+        result = await reload_and_set_power(running, "reload: applied logging.level", 0)
         assert result["outcome"] == "success", result
         # The request's line, at debug: hidden at "info".
         await log.wait_for("request for batteries [1001, 1002] at 0 W: ")
         # grpc's debug lines (a few for every call) stay hidden until the libraries' level says.
         assert " DEBUG grpc" not in log.text
         config.write_text('[logging]\nlevel = "debug"\nlibraries = "debug"\n')
-        process.send_signal(signal.SIGHUP)
-        await log.wait_for("reload: applied logging.libraries")
-        async with connect(sock) as client:
-            await client.result("set_power", {"power_w": 1000, "batteries": [1001, 1002]})
+        await reload_and_set_power(running, "reload: applied logging.libraries", 1000)
         await log.wait_for(" DEBUG grpc")
-        process.send_signal(signal.SIGTERM)
-        with trio.fail_after(LIMIT_S):
-            assert await process.wait() == 0
+
+
+async def test_a_reload_reads_the_drop_ins_and_names_a_bad_one(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # The drop-in's deadline (0.2 s) against a command that takes 1 s: the main file's 5 s
+    # would let it succeed.
+    sim.set_fault(2001, command_latency_s=1.0)
+    drop_ins = tmp_path / "conf.d"
+    text = "[requests]\ndefault_timeout_s = 5\n"
+    async with daemon_run(sim, tmp_path, text) as running:
+        *_, process, _, log = running
+        drop_ins.mkdir()
+        (drop_ins / "50-site.toml").write_text("[requests]\ndefault_timeout_s = 0.2\n")
+        applied = "reload: applied requests.default_timeout_s"
+        result = await reload_and_set_power(running, applied, 1000)
+        assert result["outcome"] == "partial_failure", result
+        assert result["failed_batteries"] == [1001]
+
+        (drop_ins / "60-bad.toml").write_text("[requests]\nqueue_size = 0\n")
+        process.send_signal(signal.SIGHUP)
+        await log.wait_for(
+            f"reload: {drop_ins}/60-bad.toml: requests.queue_size: must be an integer >= 1, got 0;"
+            " keeping the running configuration"
+        )
