@@ -25,8 +25,8 @@ daemon closing the connection is :class:`~distributord.core.errors.UnreachableEr
 
 Dependencies: importing this package (and its asyncio face) loads the standard library, attrs
 and distributord's pure modules only: no trio, grpc, protobuf or prometheus_client, which are
-the daemon's. A client-only install is ``pip install --no-deps distributord attrs``; the trio
-face needs trio besides (the user brings it).
+the daemon's. A client-only install is ``pip install --no-deps DIR attrs`` (``DIR`` a
+checkout, or its wheel); the trio face needs trio besides (the user brings it).
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ thread (``asyncio.run``) or in a subprocess, over the real Unix socket, as a pro
 
 The subprocess makes the daemon's dependencies unimportable (a meta path finder refuses trio,
 trio_util, grpc, google.protobuf and prometheus_client) before it imports
-``distributord.client``: what ``pip install --no-deps distributord attrs`` leaves a program
-with. It then drives the daemon through the asyncio face. If the library reached for any of
-them, the import or a call would fail.
+``distributord.client``: what ``pip install --no-deps DIR attrs`` (``DIR`` a checkout, or its
+wheel) leaves a program with. It then drives the daemon through the asyncio face. If the
+library reached for any of them, the import or a call would fail.
 """
 
 from __future__ import annotations
