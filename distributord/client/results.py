@@ -29,6 +29,7 @@ Pure: the standard library, attrs and ``distributord.core`` only.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -158,7 +159,7 @@ class _Reader:
         out: dict[int, _T] = {}
         for key, value in self.child(field).obj.items():
             read_value = read(value)
-            if not key.isdigit() or read_value is None:
+            if not (key.isascii() and key.isdecimal()) or read_value is None:
                 raise _bad(self.what, field, "a map of battery ids", {key: value})
             out[int(key)] = read_value
         return out
@@ -169,7 +170,13 @@ def _is_int(value: object) -> bool:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A JSON number that is a finite float (an integer of 400 digits is not)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond the float range
+        return False
 
 
 def _is_ids(value: object) -> bool:

@@ -247,14 +247,22 @@ class RpcClient:
         if not line.strip():
             return None
         try:
-            message = json.loads(line)
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError both are
+            message = json.loads(line, parse_constant=_not_json)
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError and _not_json's all are
             raise BadReplyError(
                 f"distributord sent a line that is not JSON: {line[:200]!r}"
             ) from None
         if not isinstance(message, dict):
             raise BadReplyError(f"distributord sent JSON that is not an object: {line[:200]!r}")
         return message
+
+
+def _not_json(constant: str) -> None:
+    """Refuses ``NaN``, ``Infinity`` and ``-Infinity``, which Python's json would read.
+
+    They are not JSON (RFC 8259), and the daemon never sends them (``allow_nan=False``).
+    """
+    raise ValueError(f"{constant} is not JSON")
 
 
 def result_of(reply: Message) -> Any:

@@ -37,6 +37,28 @@ def test_a_field_of_the_wrong_type_is_a_bad_reply_naming_it() -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("distribution", "why"),
+    [
+        ({"1001": 10**400}, "an integer beyond the float range: OverflowError"),
+        ({"\u00b2": 1.0}, "a superscript two passes isdigit(): ValueError from int()"),
+        ({"\u0661": 1.0}, "an Arabic-Indic one passed as battery 1"),
+    ],
+)
+def test_a_number_or_id_python_reads_but_json_has_not_is_a_bad_reply(
+    distribution: dict[str, Any], why: str
+) -> None:
+    # Found in review: each raised another exception, or passed, instead of BadReplyError.
+    result = {"outcome": "success", "power_w": 1.0, "batteries": [1], "distribution": distribution}
+    with pytest.raises(BadReplyError, match="distribution is not a map of battery ids"):
+        PowerResult.from_json(result)
+
+
+def test_a_non_finite_number_is_a_bad_reply() -> None:
+    with pytest.raises(BadReplyError, match="soc_pct is not a number"):
+        BatteryStatus.from_json(battery(soc_pct=float("nan")))
+
+
 def test_reasons_are_the_daemons_enums_and_unknown_ones_stay_strings() -> None:
     entry = BatteryStatus.from_json(
         battery(status="not_working", reasons=["battery_error_state", "from_a_newer_daemon"])

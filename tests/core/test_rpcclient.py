@@ -185,6 +185,9 @@ def test_a_null_id_error_is_nobodys_while_several_are_outstanding() -> None:
         (b"this is not json\n", "distributord sent a line that is not JSON: b'this is not json'"),
         (b"\xff\xfe\n", "a line that is not JSON"),
         (b"[1, 2]\n", "distributord sent JSON that is not an object: b'[1, 2]'"),
+        # Python's json reads these; JSON has no such numbers (found in review).
+        (b'{"jsonrpc":"2.0","id":1,"result":{"uptime_s":NaN}}\n', "a line that is not JSON"),
+        (b'{"jsonrpc":"2.0","id":1,"result":-Infinity}\n', "a line that is not JSON"),
     ],
 )
 def test_malformed_lines_are_bad_replies(data: bytes, message: str) -> None:
