@@ -238,11 +238,16 @@ def _run(args: argparse.Namespace, path: str) -> int:
             if method in COMMANDING:  # sent: whether it was applied is not known
                 return _failed(error, as_json=args.json, may_be_applied=True)
             raise
-    code = _outcome_code(method, result)
-    try:  # with --json too: a result the table cannot show is unusable either way
-        lines = RENDERERS[method](result, path)
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise _unexpected(method, result, error) from None
+    try:
+        code = _outcome_code(method, result)
+        try:  # with --json too: a result the table cannot show is unusable either way
+            lines = RENDERERS[method](result, path)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise _unexpected(method, result, error) from None
+    except BadReplyError as error:
+        if method in COMMANDING:  # answered, so taken: what it did is not readable
+            return _failed(error, as_json=args.json, may_be_applied=True)
+        raise
     if args.json:
         lines = [json.dumps(result, indent=2, ensure_ascii=False)]
     try:

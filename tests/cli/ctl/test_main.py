@@ -653,6 +653,17 @@ def test_a_json_error_says_whether_the_request_may_still_be_applied(
     assert json.loads(capsys.readouterr().out)["error"]["may_be_applied"] is applied
 
 
+def test_an_unusable_answer_to_a_command_says_it_may_have_been_applied(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found in review: the daemon took the command and answered; only its result was
+    # unreadable, yet the error said "may_be_applied": false.
+    daemon.answers["set_power"] = reply({"outcome": "success", "excess_power_w": "lots"})
+    assert run(daemon, "--json", "set-power", "1kW", "--batteries", "1") == ctl.ExitCode.BAD_REPLY
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert (error["kind"], error["may_be_applied"]) == ("bad_reply", True)
+
+
 def test_no_daemon_with_json_is_a_json_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
