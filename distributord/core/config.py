@@ -644,8 +644,9 @@ class LoggingConfig:
 
     Attributes:
         level: ``debug``, ``info``, ``warning`` or ``error`` (any case; stored in lower case).
-        libraries: The same, for the other libraries' loggers (grpc's, asyncio's): their
-            debug lines flood a debug log, so they are kept to warnings unless asked.
+        libraries: The same, for the other libraries' loggers (grpc's, asyncio's), never
+            more verbose than ``level``: their debug lines flood a debug log, so they are kept
+            to warnings unless asked (``level = "error"`` keeps them to errors too).
     """
 
     level: str = attrs.field(

@@ -24,7 +24,8 @@ drive them with a dict instead of the process's real state.
   when it names the device and inode of our actual stderr (as systemd documents), because the
   variable is inherited by children whose stderr went elsewhere. Our loggers
   (``distributord.*``) log at ``logging.level``, everyone else's (grpc's, asyncio's) at
-  ``logging.libraries`` (:class:`LibraryFilter`): at ``debug``, grpc alone writes lines for
+  ``logging.libraries`` but never more verbosely than ours (:class:`LibraryFilter`): at
+  ``debug``, grpc alone writes lines for
   every call that bury ours. grpc's C core writes to stderr by itself, under its own
   ``GRPC_VERBOSITY`` (``distributord`` sets ``ERROR`` unless the operator set it) and
   ``GRPC_TRACE``: the operator's to set.
@@ -447,9 +448,10 @@ def configure_logging(
 
     Args:
         level: ``debug``, ``info``, ``warning`` or ``error`` (any case).
-        libraries: The same for other loggers than ours (:class:`LibraryFilter`); ``None``:
-            ``level``. The root logger's level is the more verbose of the two, so that both
-            kinds of records reach the handler, which keeps each kind to its own.
+        libraries: The same for other loggers than ours (:class:`LibraryFilter`), never more
+            verbose than ``level`` (``--log-level error`` keeps every logger to errors);
+            ``None``: ``level``. The root logger's level is the more verbose of the two, so
+            that both kinds of records reach the handler, which keeps each kind to its own.
         stream: Where to write (default: ``sys.stderr``).
         environ: The environment (default: ``os.environ``).
         root: The logger to configure (default: the root logger).
@@ -461,7 +463,7 @@ def configure_logging(
         ValueError: ``level`` or ``libraries`` is not one of the four.
     """
     levelno = _levelno(level)
-    libraries_levelno = levelno if libraries is None else _levelno(libraries)
+    libraries_levelno = levelno if libraries is None else max(levelno, _levelno(libraries))
     stream = sys.stderr if stream is None else stream
     try:
         fd = stream.fileno()

@@ -531,7 +531,7 @@ def test_configure_logging_lets_the_more_verbose_level_reach_the_handler(
     path, _ = stderr_file
     with path.open("a") as stream:
         configure_logging("warning", libraries="debug", stream=stream, environ={}, root=target)
-        assert target.level == logging.DEBUG
+        assert target.level == logging.WARNING  # the libraries never log more than we do
         configure_logging("debug", libraries="warning", stream=stream, environ={}, root=target)
         assert target.level == logging.DEBUG
         handler = configure_logging("error", stream=stream, environ={}, root=target)
@@ -541,6 +541,23 @@ def test_configure_logging_lets_the_more_verbose_level_reach_the_handler(
     assert path.read_text() == ""
     with pytest.raises(ValueError, match="got 'loud'"):
         configure_logging("info", libraries="loud", root=target)
+
+
+def test_log_level_error_keeps_the_libraries_to_errors_too(
+    stderr_file: tuple[pathlib.Path, str], target: logging.Logger
+) -> None:
+    # Found in review: with logging.libraries at its default ("warning"), --log-level error
+    # still let grpc's and asyncio's warnings through.
+    path, _ = stderr_file
+    with path.open("a") as stream:
+        handler = configure_logging(
+            "error", libraries="warning", stream=stream, environ={}, root=target
+        )
+        target.warning("hidden")  # the target is not ours: a library
+        target.error("shown")
+        handler.flush()
+    assert path.read_text().count("\n") == 1
+    assert "shown" in path.read_text()
 
 
 def test_configure_logging_refuses_an_unknown_level(target: logging.Logger) -> None:
