@@ -339,11 +339,13 @@ class Connection(abc.ABC):
         self._bounds_subscribed.add(frozenset(batteries))
 
     async def _command(self, method: str, params: Mapping[str, Any]) -> Any:
-        for field in ("power_w", "lower_w", "upper_w"):
-            value = params.get(field)
+        for field, value in params.items():
             if isinstance(value, float) and not math.isfinite(value):
                 # JSON cannot carry it: refuse it as the daemon would (same code and data).
-                expected = power_problem(value)
+                if field in ("power_w", "lower_w", "upper_w"):
+                    expected = power_problem(value)
+                else:  # ttl_s, request_timeout_s
+                    expected = f"a finite number, got {value!r}"
                 raise DaemonError(
                     int(Code.INVALID_PARAMS),
                     f"invalid params: {field} must be {expected}",

@@ -231,6 +231,8 @@ async def test_bad_arguments_get_the_daemons_error_code(client: Client) -> None:
         # NaN is not JSON: refused before it goes out, as the daemon would refuse it.
         with pytest.raises(DaemonError) as nan:
             await client.set_power(math.nan, [1001])
+        with pytest.raises(DaemonError) as infinite_ttl:  # found in review: a bare ValueError
+            await client.propose([1001], power_w=1.0, ttl_s=math.inf)
         assert (await client.ping()).microgrid is MicrogridState.CONNECTED  # still usable
     for error, field in (
         (negative, "batteries"),
@@ -238,6 +240,7 @@ async def test_bad_arguments_get_the_daemons_error_code(client: Client) -> None:
         (bad_subscription, "batteries"),
         (no_power, "power_w"),
         (nan, "power_w"),
+        (infinite_ttl, "ttl_s"),
     ):
         assert error.value.code == Code.INVALID_PARAMS
         data = error.value.data
