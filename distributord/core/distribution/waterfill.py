@@ -30,6 +30,7 @@ pairs within rounding of a breakpoint.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from collections.abc import Callable, Iterable, Sequence
@@ -777,7 +778,7 @@ def split_in_tiers(
     if len(tiers) == 1:
         return placed, xs, reasons
     members = [k for tier in tiers for k in tier if xs[k] > 0.0 or m[k] <= 0.0]
-    levels = _level_tiers(weights.key, members)
+    levels = _level_tiers(weights, members)
     lighter_m: list[float] = [0.0] * (len(levels) + 1)
     for t in range(len(levels) - 1, -1, -1):
         lighter_m[t] = lighter_m[t + 1] + math.fsum(m[k] for k in levels[t])
@@ -797,10 +798,11 @@ def split_in_tiers(
         # below 2^-1000 W).
         w = [1.0] * len(tier)
         if followers:
-            top = max(followers, key=weights.key.__getitem__)
+            top = max(followers, key=_by_weight(weights))
             position = {k: i for i, k in enumerate(tier)}
-            for k in followers:
-                w[position[k]] = weights.mantissa[k] * math.exp2(_log_ratio(weights, k, top))
+            for k in followers:  # at most 1 but for rounding: the clamp only keeps exp2 finite
+                power = min(_log_ratio(weights, k, top), 2.0)
+                w[position[k]] = weights.mantissa[k] * math.exp2(power)
         is_low = set(low)
         _, tier_xs, tier_why = _assemble(
             need,
@@ -829,7 +831,27 @@ a pair's share is within its window ``[m, u]``, and ``u/m`` is below 2^1124 (cap
 another's (at most 2^-1150 W) takes 0, as it would at its minimum."""
 
 
-def _level_tiers(key: Sequence[float], members: Sequence[int]) -> list[list[int]]:
+def _log_gap(weights: _Weights, j: int, k: int) -> float:
+    """``log2(w_j / w_k)``: exact for pairs with equal SoCs, however steep the exponent.
+
+    Not a difference of :attr:`_Weights.key`: at an exponent near 2^64 a key is about 2^64, in
+    steps of 4096, and pairs with equal SoCs but capacities 2^1000 apart have equal keys.
+    """
+    mantissas = math.log2(weights.mantissa[j]) - math.log2(weights.mantissa[k])
+    return _log_ratio(weights, j, k) + mantissas
+
+
+def _by_weight(weights: _Weights) -> Callable[[int], Any]:
+    """A sort key ordering pairs by weight, lightest first, compared by :func:`_log_gap`."""
+
+    def compare(j: int, k: int) -> int:
+        gap = _log_gap(weights, j, k)
+        return (gap > 0.0) - (gap < 0.0)
+
+    return functools.cmp_to_key(compare)
+
+
+def _level_tiers(weights: _Weights, members: Sequence[int]) -> list[list[int]]:
     """``members`` cut into tiers, heaviest first, where their weights are 2^1200 apart.
 
     Unlike :func:`_tiers`, which cuts at a fixed distance below each tier's heaviest, the cut is
@@ -837,10 +859,10 @@ def _level_tiers(key: Sequence[float], members: Sequence[int]) -> list[list[int]
     the heavier ones is capped, and while a pair of a heavier tier follows, every lighter one is
     at its minimum (:data:`_LEVEL_GAP`). Within a tier, in id order.
     """
-    order = sorted(members, key=lambda k: -key[k])  # stable: ties in id order
+    order = sorted(sorted(members), key=_by_weight(weights), reverse=True)  # ties: id order
     tiers: list[list[int]] = []
     for position, k in enumerate(order):
-        if not position or key[order[position - 1]] - key[k] > _LEVEL_GAP:
+        if not position or _log_gap(weights, order[position - 1], k) > _LEVEL_GAP:
             tiers.append([])
         tiers[-1].append(k)
     return [sorted(tier) for tier in tiers]
@@ -886,7 +908,7 @@ def _classify_in_log(
         for k in members:
             high[k] = True
         return high, [], []
-    ref = max(members, key=weights.key.__getitem__)
+    ref = max(members, key=_by_weight(weights))
     log_w = {k: _log_ratio(weights, k, ref) + math.log2(weights.mantissa[k]) for k in members}
     lo = {k: math.log2(m[k]) - log_w[k] if m[k] > 0.0 else -math.inf for k in members}
     hi = {k: math.log2(u[k]) - log_w[k] for k in members}

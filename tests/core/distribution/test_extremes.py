@@ -112,9 +112,19 @@ A_MINIMUM_A_HAIR_ABOVE_1_MW = [tiny_pair(1000, 30.0, 0.0, 100.0, 5e-324, 1e15, 1
 -1 MW (see the directed test)."""
 
 
+A_WINDOW_ABSORBED_AT_A_STEEP_EXPONENT = [
+    tiny_pair(1000, 30.0, 0.0, 100.0, 5e-324, 5e-324),
+    tiny_pair(1001, 50.0, 0.0, 100.0, 5e-324, 100.0, 1.4e-45),
+]
+"""Found by the property below while the placement in tiers was rewritten: at exponent 1e19,
+log2 breakpoints taken relative to the heaviest pair overall gave the lighter pair a window of
+width 0 (both ends 4.85e18), and +1 W was reported not placed."""
+
+
 @given(extreme_fleets(), extreme_requests(), EXTREME_EXPONENTS)
 @example(fleet=CAP_WITHIN_ROUNDING_OF_THE_REQUEST, power=-1.0, exponent=0.0)
 @example(fleet=A_MINIMUM_A_HAIR_ABOVE_1_MW, power=-1e6, exponent=0.0)
+@example(fleet=A_WINDOW_ABSORBED_AT_A_STEEP_EXPONENT, power=1.0, exponent=1e19)
 def test_every_exponent_and_bound_gets_a_valid_result(
     fleet: list[Pair], power: float, exponent: float
 ) -> None:
@@ -161,6 +171,23 @@ def test_a_steep_exponent_does_not_raise(exponent: float) -> None:
     result = watched(300, fleet, exponent)
     assert result.setpoints == {1: 300.0, 2: 0.0}
     assert result.remaining_w == 0.0
+
+
+def test_equal_socs_2_to_the_1000_apart_in_capacity_keep_their_order_at_2_to_the_64() -> None:
+    # Found in review: at exponent 2^64 a weight's log2 key is about 2^64, in steps of 4096, so
+    # pairs with equal SoCs but capacities 2^1000 apart had equal keys; the lightest was taken
+    # as the heaviest, and exp2 of its ratio to the others raised OverflowError.
+    soc = 28.07544630412633
+    fleet = [
+        symmetric_pair(1, soc, 10, 90, 7.07e-321, 1868.02),
+        symmetric_pair(2, 20.02445009157282, 10, 90, 8.0167e-292, 4218.63),
+        symmetric_pair(3, soc, 10, 90, 2.44e-321, 1744.13),
+        symmetric_pair(4, soc, 10, 90, 15137.96, 4836.01),
+        symmetric_pair(5, 90.0, 10, 90, 8.9003e-308, 1114.24),
+    ]
+    result = watched(-4660.92, fleet, 2.0**64)
+    check_invariants(-4660.92, fleet, result)
+    check_no_waste(-4660.92, fleet, result)
 
 
 @pytest.mark.parametrize("exponent", [100.0, 1075.0, 1e300])
