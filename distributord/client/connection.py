@@ -88,7 +88,11 @@ class Connection(abc.ABC):
     def __init__(self, *, peer: str = "distributord", keep_all_notifications: bool = False) -> None:
         self._followed: Counter[str] = Counter()
         self._following_all = 0
-        self._rpc = RpcClient(peer=peer, follows=None if keep_all_notifications else self._follows)
+        self._rpc = RpcClient(
+            peer=peer,
+            follows=None if keep_all_notifications else self._follows,
+            drop_strays=not keep_all_notifications,
+        )
         self._read_lock = self._new_lock()
         self._status_subscribed = False
         self._bounds_subscribed: set[frozenset[int]] = set()

@@ -27,7 +27,10 @@ So every client follows the same rules, and they are tested without a socket.
   any order (``spec/protocol.md``). So a client that subscribes to status changes must read
   them: what is not taken stays. Three rules drop something, each only when asked: a reply that
   carries a snapshot (``reply_to(..., superseding=True)``) drops the notifications that arrived
-  before it, since it is newer than they are; and the two below.
+  before it, since it is newer than they are; and the two below. And with ``drop_strays``, a
+  reply to no request that waits for one (an id never sent, or answered already) is dropped as
+  it is decoded: nobody could ever take it, and kept, it would grow a long-lived client's memory
+  without bound (a client that writes lines of its own, as the tests do, keeps them).
 * **The end.** ``receive_data(b"")`` says the daemon closed the connection; a last line without
   its newline is discarded. Once everything received before has been taken, asking for more raises
   :class:`~distributord.core.errors.UnreachableError`.
@@ -77,6 +80,9 @@ class RpcClient:
         limit: The longest line accepted, in bytes.
         follows: Whether a notification of this method is wanted; the others are dropped as
             they are decoded. ``None``: every notification is kept.
+        drop_strays: Drop, as they are decoded, replies to no request that waits for one
+            (for a client whose every request is made by :meth:`request`; one that also
+            writes lines of its own leaves it off).
     """
 
     def __init__(
@@ -85,8 +91,10 @@ class RpcClient:
         peer: str = "distributord",
         limit: int = MAX_REPLY_LINE_BYTES,
         follows: Callable[[str], bool] | None = None,
+        drop_strays: bool = False,
     ) -> None:
         self._peer = peer
+        self._drop_strays = drop_strays
         self._follows = follows
         self._abandoned: set[int] = set()
         self._limit = limit
@@ -198,7 +206,9 @@ class RpcClient:
         if isinstance(request_id, int) and request_id in self._abandoned:
             self._abandoned.discard(request_id)
             return True
-        return False
+        # A reply to no request waiting for one (never sent, or answered already) nobody will
+        # ever take: kept, a long-lived client would grow without bound.
+        return self._drop_strays and request_id is not None and request_id not in self._outstanding
 
     def _take(
         self, wanted: Callable[[Message], bool], *, superseding: bool = False

@@ -308,6 +308,21 @@ def test_notifications_nobody_follows_are_dropped_as_they_are_read() -> None:
     assert client.next_message() is None  # bounds_changed was not followed: not kept
 
 
+@pytest.mark.parametrize("drop_strays", [True, False])
+def test_a_reply_nobody_waits_for_is_dropped_when_asked(drop_strays: bool) -> None:
+    # Found in review: a reply to an id never sent, or answered already, stayed for ever.
+    client = RpcClient(drop_strays=drop_strays)
+    request_id, _ = client.request("ping")
+    client.receive_data(reply(request_id, "pong"))
+    assert got(client.reply_to(request_id))["result"] == "pong"
+    client.receive_data(reply(request_id, "again") + reply(request_id + 7, "never asked"))
+    if drop_strays:
+        assert client.next_message() is None
+    else:  # a client that writes lines of its own takes them as they come
+        assert got(client.next_message())["result"] == "again"
+        assert got(client.next_message())["result"] == "never asked"
+
+
 def test_an_abandoned_request_leaves_nothing_behind_whenever_its_reply_comes() -> None:
     client = RpcClient()
     early, _ = client.request("ping")
