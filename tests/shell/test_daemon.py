@@ -49,18 +49,6 @@ def sim() -> Iterator[Simulator]:
         yield simulator
 
 
-@pytest.fixture
-async def daemon(sim: Simulator, tmp_path: Path) -> AsyncIterator[Daemon]:
-    async with running_daemon(sim, tmp_path / "control.sock") as running:
-        yield running
-
-
-@pytest.fixture
-async def client(daemon: Daemon, tmp_path: Path) -> AsyncIterator[Client]:
-    async with connect(tmp_path / "control.sock") as opened:
-        yield opened
-
-
 # --- outcomes -----------------------------------------------------------------------------
 
 

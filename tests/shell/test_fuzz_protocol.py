@@ -56,7 +56,7 @@ import os
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -72,7 +72,7 @@ from distributord.core.session import OUTBOX_LINES
 from distributord.shell.daemon import Daemon
 from distributord.sim.scenario import uniform_fleet
 from distributord.sim.server import Simulator
-from tests.support import LIMIT_S, Client, connect, running_daemon
+from tests.support import LIMIT_S, Client, connect
 
 FUZZED: Final = (1001, 1002, 1003)
 """Batteries the fuzzer may command."""
@@ -768,12 +768,6 @@ def _failures(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 def sim() -> Iterator[Simulator]:
     with Simulator(uniform_fleet(4, seed=11), telemetry_hz=20.0) as simulator:
         yield simulator
-
-
-@pytest.fixture
-async def daemon(sim: Simulator, tmp_path: Path) -> AsyncIterator[Daemon]:
-    async with running_daemon(sim, tmp_path / "control.sock") as running:
-        yield running
 
 
 async def test_fuzzed_frames_and_departures_never_hurt_the_daemon(

@@ -9,7 +9,7 @@ no battery.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from distributord.core.status import Status
 from distributord.shell.daemon import Daemon
 from distributord.sim.scenario import parse_scenario
 from distributord.sim.server import Simulator
-from tests.support import Client, connect, running_daemon, wait_until
+from tests.support import Client, wait_until
 
 SITE_FILE = Path(__file__).resolve().parents[2] / "config" / "sim-site.toml"
 SITE = parse_scenario(SITE_FILE.read_bytes(), source=str(SITE_FILE))
@@ -29,18 +29,6 @@ SITE = parse_scenario(SITE_FILE.read_bytes(), source=str(SITE_FILE))
 def sim() -> Iterator[Simulator]:
     with Simulator(SITE, telemetry_hz=20.0, apis=("v1alpha18",)) as simulator:
         yield simulator
-
-
-@pytest.fixture
-async def daemon(sim: Simulator, tmp_path: Path) -> AsyncIterator[Daemon]:
-    async with running_daemon(sim, tmp_path / "control.sock") as running:
-        yield running
-
-
-@pytest.fixture
-async def client(daemon: Daemon, tmp_path: Path) -> AsyncIterator[Client]:
-    async with connect(tmp_path / "control.sock") as opened:
-        yield opened
 
 
 async def test_the_batteries_are_found_through_meters_and_a_precharger(daemon: Daemon) -> None:
