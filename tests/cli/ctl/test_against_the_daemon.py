@@ -96,6 +96,10 @@ async def test_json_error_without_a_daemon(tmp_path: Path) -> None:
     assert document["error"]["may_be_applied"] is False  # nothing was sent
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Lines:
     """A process's stdout, a line at a time."""
 
@@ -119,7 +123,11 @@ async def test_watch_starts_with_every_battery_then_shows_changes(
 ) -> None:
     # Issue 23: `watch` showed nothing until something changed.
     process = await trio.lowlevel.open_process(
-        [*CTL, "--socket", str(path), "--json", "watch"], stdout=subprocess.PIPE
+        [*CTL, "--socket", str(path), "--json", "watch"],
+        stdout=subprocess.PIPE,
+        # A shell's background job starts with SIGINT ignored, and so would distributorctl:
+        # Ctrl-C works in a terminal, where SIGINT has its default action.
+        preexec_fn=_default_sigint,
     )
     assert process.stdout is not None
     try:
