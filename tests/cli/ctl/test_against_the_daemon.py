@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from distributord.cli.ctl import ExitCode
 from distributord.shell.daemon import Daemon
 from distributord.sim.scenario import uniform_fleet
 from distributord.sim.server import Simulator
-from tests.support import CTL, LIMIT_S, ctl, running_daemon
+from tests.support import LIMIT_S, ctl, running_daemon
 
 BATTERIES = [1001, 1002, 1003, 1004]  # 5 kW each, either way
 
@@ -96,8 +97,16 @@ async def test_json_error_without_a_daemon(tmp_path: Path) -> None:
     assert document["error"]["may_be_applied"] is False  # nothing was sent
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+CTL_WITH_CTRL_C = (
+    sys.executable,
+    "-c",
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from distributord.cli.ctl import main; sys.exit(main(sys.argv[1:]))",
+)
+"""``distributorctl`` as a terminal runs it, Ctrl-C working: a test run started as a shell's
+background job (``&`` without job control) ignores SIGINT, and so would its children. Set in the
+child itself: a ``preexec_fn`` forks a process whose other threads call into gRPC, and the child
+died before it printed anything (seen in CI)."""
 
 
 class Lines:
@@ -123,11 +132,7 @@ async def test_watch_starts_with_every_battery_then_shows_changes(
 ) -> None:
     # Issue 23: `watch` showed nothing until something changed.
     process = await trio.lowlevel.open_process(
-        [*CTL, "--socket", str(path), "--json", "watch"],
-        stdout=subprocess.PIPE,
-        # A shell's background job starts with SIGINT ignored, and so would distributorctl:
-        # Ctrl-C works in a terminal, where SIGINT has its default action.
-        preexec_fn=_default_sigint,
+        [*CTL_WITH_CTRL_C, "--socket", str(path), "--json", "watch"], stdout=subprocess.PIPE
     )
     assert process.stdout is not None
     try:
