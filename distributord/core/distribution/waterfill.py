@@ -777,7 +777,7 @@ def split_in_tiers(
     )
     if len(tiers) == 1:
         return placed, xs, reasons
-    members = [k for tier in tiers for k in tier if xs[k] > 0.0 or m[k] <= 0.0]
+    members = [k for k in range(len(xs)) if xs[k] > 0.0 or m[k] <= 0.0]  # the pairs that run
     levels = _level_tiers(weights, members)
     lighter_m: list[float] = [0.0] * (len(levels) + 1)
     for t in range(len(levels) - 1, -1, -1):
