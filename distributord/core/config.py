@@ -117,6 +117,16 @@ MERGES = ("add", "override")
 """What ``arbitration.merge`` accepts: how a bucket's proposals combine
 (``spec/arbitration.md``)."""
 
+PQ_PRIORITIES = ("active", "reactive")
+"""What ``plant.pq_priority`` accepts: which of active and reactive power an inverter's
+apparent-power limit serves first (``spec/plant.md``)."""
+
+MIN_RAMP_STEP_S = 0.1
+"""The shortest ``ramp.step_s``: ten re-plans a second of every ramping bucket is plenty."""
+
+MAX_RAMP_STEP_S = 60.0
+"""The longest ``ramp.step_s``: a ramp stepped more rarely would hardly be a ramp."""
+
 DROP_IN_DIR = "conf.d"
 """The directory of drop-ins, beside the configuration file (:func:`config_files`)."""
 
@@ -456,6 +466,8 @@ class ProgramConfig:
         max_charge_w: If set, the program's proposals never charge more than this.
         batteries: If set, the only batteries it may propose for (component ids); otherwise
             every battery.
+        ramp_exempt: Whether its grant moves at once, outside ``[ramp]``'s rate (frequency
+            response, which grid codes exempt from ramp limits; ``spec/plant.md``).
     """
 
     priority: int = attrs.field(default=0, validator=_integer(low=-MAX_PRIORITY, high=MAX_PRIORITY))
@@ -478,6 +490,7 @@ class ProgramConfig:
     batteries: tuple[int, ...] | None = attrs.field(
         default=None, converter=_to_optional_tuple, validator=_battery_ids
     )
+    ramp_exempt: bool = attrs.field(default=False, validator=_boolean)
 
 
 def _to_programs(value: Mapping[str, ProgramConfig]) -> Mapping[str, ProgramConfig]:
@@ -545,6 +558,46 @@ class DistributionConfig:
     def search_budget_s(self) -> float:
         """:attr:`search_budget_ms` in seconds, as the search takes it."""
         return self.search_budget_ms / 1000.0
+
+
+@attrs.frozen(kw_only=True)
+class PlantConfig:
+    """``[plant]``: how active and reactive power share an inverter (``spec/plant.md``).
+
+    Attributes:
+        pq_priority: ``"active"``: active power is split first and reactive power gets what
+            the apparent-power limit leaves (``|Q| <= sqrt(S² - P²)``); ``"reactive"``: reactive
+            power first, and the active caps shrink to ``sqrt(S² - Q²)``. Live.
+    """
+
+    pq_priority: str = attrs.field(
+        default="active", converter=_to_lower, validator=_choice(PQ_PRIORITIES)
+    )
+
+
+@attrs.frozen(kw_only=True)
+class RampConfig:
+    """``[ramp]``: how fast a bucket's applied power may move (``spec/plant.md``, "Ramp rates").
+
+    Attributes:
+        max_w_per_s: The largest change of a bucket's applied target per second, W/s (a
+            magnitude); ``0`` (the default) is off: targets move at once. Programs with
+            ``ramp_exempt`` move their grant at once whatever this says. Live: a ramp under
+            way continues at the new rate from where its power is.
+        step_s: How often a ramping target is re-applied, s.
+    """
+
+    max_w_per_s: float = attrs.field(default=0.0, converter=_to_float, validator=_number(low=0.0))
+    step_s: float = attrs.field(
+        default=1.0,
+        converter=_to_float,
+        validator=_number(low=MIN_RAMP_STEP_S, high=MAX_RAMP_STEP_S),
+    )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether targets ramp at all."""
+        return self.max_w_per_s > 0.0
 
 
 @attrs.frozen(kw_only=True)
@@ -666,6 +719,8 @@ class Config:
         control: ``[control]``.
         arbitration: ``[arbitration]``.
         distribution: ``[distribution]``.
+        plant: ``[plant]``.
+        ramp: ``[ramp]``.
         requests: ``[requests]``.
         setpoints: ``[setpoints]``.
         status: ``[status]``; the status machines read it.
@@ -678,6 +733,8 @@ class Config:
     control: ControlConfig = attrs.field(factory=ControlConfig)
     arbitration: ArbitrationConfig = attrs.field(factory=ArbitrationConfig)
     distribution: DistributionConfig = attrs.field(factory=DistributionConfig)
+    plant: PlantConfig = attrs.field(factory=PlantConfig)
+    ramp: RampConfig = attrs.field(factory=RampConfig)
     requests: RequestsConfig = attrs.field(factory=RequestsConfig)
     setpoints: SetpointsConfig = attrs.field(factory=SetpointsConfig)
     status: StatusConfig = attrs.field(factory=StatusConfig)
@@ -699,6 +756,8 @@ TABLES: Mapping[str, type[attrs.AttrsInstance]] = {
     "control": ControlConfig,
     "arbitration": ArbitrationConfig,
     "distribution": DistributionConfig,
+    "plant": PlantConfig,
+    "ramp": RampConfig,
     "requests": RequestsConfig,
     "setpoints": SetpointsConfig,
     "status": StatusConfig,

@@ -222,6 +222,13 @@ BAD_VALUES = [
     ("arbitration.merge", '"sum"', "one of add, override, got 'sum'"),
     ("arbitration.merge", '"ADD"', "one of add, override"),
     ("arbitration.merge", "1", "one of add, override, got 1"),
+    ("plant.pq_priority", '"both"', "one of active, reactive, got 'both'"),
+    ("plant.pq_priority", "1", "one of active, reactive, got 1"),
+    ("ramp.max_w_per_s", "-1", "must be a number >= 0 and finite, got -1"),
+    ("ramp.max_w_per_s", "inf", "must be a number >= 0 and finite"),
+    ("ramp.max_w_per_s", '"fast"', "got 'fast'"),
+    ("ramp.step_s", "0", "must be a number in [0.1, 60], got 0"),
+    ("ramp.step_s", "61", "must be a number in [0.1, 60], got 61"),
 ]
 
 
@@ -268,6 +275,10 @@ GOOD_VALUES = [
     ("logging.level", '"Debug"', "debug"),
     ("logging.level", '"error"', "error"),
     ("logging.libraries", '"DEBUG"', "debug"),
+    ("plant.pq_priority", '"Reactive"', "reactive"),
+    ("ramp.max_w_per_s", "10000", 10000.0),
+    ("ramp.step_s", "0.1", 0.1),
+    ("ramp.step_s", "60", 60.0),
 ]
 
 
@@ -584,6 +595,8 @@ BAD_PROGRAM_VALUES = [
     ("max_discharge_w", "inf", "got inf"),
     ("max_discharge_w", '"5kW"', "got '5kW'"),
     ("max_discharge_w", "true", "got true"),
+    ("ramp_exempt", '"yes"', "true or false, got 'yes'"),
+    ("ramp_exempt", "1", "true or false, got 1"),
     ("max_charge_w", "0.0", "must be a number > 0"),
     ("batteries", "[]", "must be a non-empty list of battery ids (leave it out for every"),
     ("batteries", "1001", "got 1001"),
@@ -617,7 +630,7 @@ def test_an_unknown_program_key_fails_naming_it_and_listing_the_known_ones() -> 
     error = fails("[programs.fcr]\nprio = 5\n")
     assert str(error) == (
         "distributord.toml: programs.fcr.prio: unknown key; "
-        "known keys: priority, users, groups, max_discharge_w, max_charge_w, batteries"
+        "known keys: priority, users, groups, max_discharge_w, max_charge_w, batteries, ramp_exempt"
     )
 
 
