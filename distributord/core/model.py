@@ -343,6 +343,10 @@ class Success:
         compensated_power_w: What that power took off the request before the split.
         uncompensated_power_w: What the unused batteries deliver that was not taken off:
             beyond the request (its sign) or against it.
+        arbitration: How the bucket's proposals merged (``propose``).
+        ramping: While the bucket's target ramps (``spec/plant.md``): ``target_w`` (the whole
+            target), ``applied_w`` (what was applied now) and ``eta_s`` (the time until the
+            target is reached); ``None`` once it is reached or when nothing ramps.
     """
 
     request: Request
@@ -355,6 +359,7 @@ class Success:
     compensated_power_w: float = 0.0
     uncompensated_power_w: float = 0.0
     arbitration: Mapping[str, Any] | None = None
+    ramping: Mapping[str, float] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -374,6 +379,8 @@ class PartialFailure:
         unused_power_w: As :class:`Success`'s.
         compensated_power_w: As :class:`Success`'s.
         uncompensated_power_w: As :class:`Success`'s.
+        arbitration: As :class:`Success`'s.
+        ramping: As :class:`Success`'s.
     """
 
     request: Request
@@ -388,6 +395,7 @@ class PartialFailure:
     compensated_power_w: float = 0.0
     uncompensated_power_w: float = 0.0
     arbitration: Mapping[str, Any] | None = None
+    ramping: Mapping[str, float] | None = None
 
 
 @attrs.frozen(kw_only=True)

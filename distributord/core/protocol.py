@@ -436,6 +436,12 @@ def result_object(result: Result) -> dict[str, Any]:
                 }
                 out["compensated_power_w"] = _watts(result.compensated_power_w)
                 out["uncompensated_power_w"] = _watts(result.uncompensated_power_w)
+            if result.ramping is not None:
+                out["ramping"] = {
+                    "target_w": _watts(result.ramping["target_w"]),
+                    "applied_w": _watts(result.ramping["applied_w"]),
+                    "eta_s": result.ramping["eta_s"],
+                }
         case OutOfBounds():
             out["outcome"] = "out_of_bounds"
             out["bounds"] = bounds_object(result.bounds)

@@ -57,7 +57,8 @@ class Step:
         applied_w: What the bucket applies now: its exempt part and the ramped part, W.
         ramp: The ramp's state after this application.
         target_w: The whole target it ramps to, W.
-        eta_s: The time until the ramped part reaches its target at the rate, s (0: reached).
+        eta_s: The time until the ramped part reaches its target at the rate, applied once a
+            step, s (0: reached).
     """
 
     applied_w: float
@@ -127,6 +128,20 @@ def start_from(ramped_w: float, shortfall_w: float) -> float:
     return ramped_w - shortfall_w
 
 
+def _eta_s(ramped_w: float, goal_w: float, rate_w_per_s: float, step_s: float) -> float:
+    """The time until ``ramped_w`` reaches ``goal_w``, in whole steps (or at once: 0)."""
+    crosses = (ramped_w > 0.0 and goal_w < 0.0) or (ramped_w < 0.0 and goal_w > 0.0)
+    legs = (abs(ramped_w), abs(goal_w)) if crosses else (abs(goal_w - ramped_w),)
+    if step_s <= 0.0:
+        eta = math.fsum(legs) / rate_w_per_s
+    else:
+        # Each leg in whole steps (a reversal stops at 0 W for a step); a leg a rounding
+        # error past a whole number of steps takes that number.
+        per_step = rate_w_per_s * step_s
+        eta = step_s * sum(math.ceil(leg / per_step * (1.0 - 1e-12)) for leg in legs)
+    return eta if eta > 0.0 else math.ulp(0.0)  # too small to divide: still not reached
+
+
 def apply(
     ramp: Ramp | None,
     *,
@@ -134,6 +149,7 @@ def apply(
     exempt_w: float,
     now: float,
     rate_w_per_s: float,
+    step_s: float = 0.0,
 ) -> Step:
     """Apply a bucket's target through its ramp at ``now``.
 
@@ -144,6 +160,8 @@ def apply(
         exempt_w: The part of it that exempt programs were granted; it moves at once.
         now: The time now, s.
         rate_w_per_s: ``ramp.max_w_per_s`` (``inf`` or 0 for off: everything moves at once).
+        step_s: ``ramp.step_s``: the time to the target is counted in whole steps (0: as if
+            the power moved continuously).
 
     Returns:
         What to apply now and the ramp's new state.
@@ -156,9 +174,7 @@ def apply(
     if ramp is None:
         ramp = Ramp(ramped_w=0.0, at=now)
     ramped = step_toward(ramp.ramped_w, goal, now - ramp.at, rate_w_per_s)
-    eta_s = abs(goal - ramped) / rate_w_per_s if ramped != goal else 0.0
-    if ramped != goal and eta_s == 0.0:
-        eta_s = math.ulp(0.0)  # a distance too small to divide: still not reached
+    eta_s = _eta_s(ramped, goal, rate_w_per_s, step_s) if ramped != goal else 0.0
     applied = exempt_w + ramped
     if ramped == goal:
         applied = target_w  # exactly the target once reached

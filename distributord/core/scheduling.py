@@ -32,8 +32,9 @@ The rules it keeps, and why:
    served either. A request for a set whose job already waits is always taken: it replaces that
    job (rule 1) and adds nothing.
 6. **Standing sets are re-planned when due, unless a client request decides.** A standing set
-   is due a re-plan once ``planned_at + every`` has passed, or at once when one of its
-   batteries changed status since it was planned. A set that overlaps a running or waiting job
+   is due a re-plan once ``planned_at + every`` has passed, once its ramp's next step is due
+   (``step_due``: a ramping target is re-applied every ``ramp.step_s``), or at once when one of
+   its batteries changed status since it was planned. A set that overlaps a running or waiting job
    is skipped: that job replaces or ends it, and its end wakes the re-plans again.
    :func:`next_replan` is the time to wake for the earliest of the others.
 """
@@ -223,6 +224,11 @@ class Planned(Protocol):
         """Its batteries' statuses then."""
         ...
 
+    @property
+    def step_due(self) -> float:
+        """When its ramp takes its next step (``spec/plant.md``); ``math.inf``: not ramping."""
+        ...
+
 
 def replans_due(
     standing: Mapping[BatterySet, Planned],
@@ -246,7 +252,11 @@ def replans_due(
         if busy(batteries):
             continue  # a client request for these batteries decides
         statuses = {b: status(b) for b in planned.statuses}
-        if statuses != dict(planned.statuses) or now >= planned.planned_at + every:
+        if (
+            statuses != dict(planned.statuses)
+            or now >= planned.planned_at + every
+            or now >= planned.step_due
+        ):
             due.append(batteries)
     return due
 
@@ -259,7 +269,11 @@ def next_replan(
 ) -> float:
     """When the next standing set is due a re-plan by time; ``math.inf`` if none is (rule 6).
 
+    By time: ``every`` after its last plan, or its ramp's next step, whichever is first.
+
     A status change makes a set due earlier: the caller also wakes on those.
     """
-    planned_at: Iterable[float] = (p.planned_at for b, p in standing.items() if not busy(b))
-    return min((t + every for t in planned_at), default=math.inf)
+    due: Iterable[float] = (
+        min(p.planned_at + every, p.step_due) for b, p in standing.items() if not busy(b)
+    )
+    return min(due, default=math.inf)

@@ -101,9 +101,11 @@ from distributord.core.model import (
     Error,
     Ignored,
     OutOfBounds,
+    PartialFailure,
     PowerBounds,
     Request,
     Result,
+    Success,
     Timing,
 )
 from distributord.core.planning import (
@@ -116,6 +118,8 @@ from distributord.core.planning import (
     uncommanded,
     unknown_batteries,
 )
+from distributord.core.ramp import Ramp, Step, reachable, start_from
+from distributord.core.ramp import apply as ramp_apply
 from distributord.core.scheduling import Scheduler, next_replan, replans_due
 from distributord.core.session import Reply
 from distributord.core.status import Status
@@ -204,11 +208,14 @@ class _Job:
 class _Standing:
     """A bucket's standing setpoint.
 
-    When it was last planned, and its batteries' statuses then (a change triggers a re-plan).
+    When it was last planned, and its batteries' statuses then (a change triggers a re-plan);
+    its ramp as last applied, and when its next step is due (``math.inf``: not ramping).
     """
 
     planned_at: float
     statuses: dict[int, Status]
+    ramp: Ramp | None = None
+    step_due: float = math.inf
 
 
 @attrs.frozen(kw_only=True)
@@ -489,9 +496,24 @@ class RequestLoop:
             merged, _ = self._merge(self._arbiter, bucket, record=False)
         else:
             merged = merge(self._bounds(available), [], Mode(self.config.arbitration.merge))
-        return wire.bounds_changed_params(
-            batteries, program, merged.headroom(acting.priority), merged.target_w
-        )
+        headroom = merged.headroom(acting.priority)
+        ramp = self.config.ramp
+        if ramp.enabled and not self._exempt(program):
+            # What the bucket's target can reach by its next step (spec/plant.md).
+            standing = self._standing.get(batteries) if bucket is not None else None
+            exempt_w = 0.0 if bucket is None else self._exempt_w(bucket, merged, merged.target_w)
+            low, high = reachable(
+                None if standing is None else standing.ramp,
+                exempt_w=exempt_w,
+                rate_w_per_s=ramp.max_w_per_s,
+                step_s=ramp.step_s,
+            )
+            headroom = attrs.evolve(
+                headroom,
+                inclusion_lower_w=max(headroom.inclusion_lower_w, low),
+                inclusion_upper_w=min(headroom.inclusion_upper_w, high),
+            )
+        return wire.bounds_changed_params(batteries, program, headroom, merged.target_w)
 
     def programs(self) -> dict[str, tuple[int, float]]:
         """Per configured program (and any with live proposals): live proposals, granted W."""
@@ -743,6 +765,11 @@ class RequestLoop:
         grant = trial.arbiter.grant_of(merged, proposal)
         application = trial.arbiter.application(bucket, merged)
         planned: Result | Distribution
+        step: Step | None = None
+        if application is not None:
+            application, step = self._ramped(
+                bucket, application, merged, self._standing.get(bucket.batteries), now
+            )
         if application is None:  # preempted on every battery: it holds none
             # Nothing of it was placed: all of it is the shortfall.
             planned = Distribution(
@@ -772,6 +799,7 @@ class RequestLoop:
         job.committed = True
         batteries = bucket.batteries
         self._standing[batteries] = _Standing(planned_at=now, statuses=statuses)
+        self._step_after(self._standing[batteries], step, planned, now)
         self._standing_changed.value = True
         inverter_of = self._topology.pairs
         self._commander.want(batteries, self._wants(bucket.held, planned))
@@ -799,7 +827,7 @@ class RequestLoop:
         granted = None if grant is None else grant.granted_w
         self._arbiter.heard(proposal, granted)
         logger.info(accepted_line(proposal, ask.origin, granted, bucket.held))
-        return answer_for(
+        answer = answer_for(
             result,
             ask,
             merged=merged,
@@ -807,6 +835,84 @@ class RequestLoop:
             lone=lone,
             elsewhere=held_elsewhere(bucket, self._holders()),
         )
+        if step is not None and step.ramping and isinstance(answer, Success | PartialFailure):
+            answer = attrs.evolve(
+                answer,
+                ramping={
+                    "target_w": step.target_w,
+                    "applied_w": step.applied_w,
+                    "eta_s": step.eta_s,
+                },
+            )
+        return answer
+
+    # -- ramps (spec/plant.md, "Ramp rates") --------------------------------------------------
+
+    def _ramped(
+        self,
+        bucket: Bucket,
+        application: Request,
+        merged: Merge,
+        standing: _Standing | None,
+        now: float,
+    ) -> tuple[Request, Step | None]:
+        """``application`` as far as the bucket's ramp lets its target move now.
+
+        The grants of ``ramp_exempt`` programs move at once; the rest moves at most
+        ``ramp.max_w_per_s`` from where it stands. A bucket without a ramp yet starts from the
+        power its inverters are believed to hold. ``None`` for the step when ramps are off.
+        """
+        config = self.config
+        if not config.ramp.enabled:
+            return application, None
+        exempt_w = self._exempt_w(bucket, merged, application.power_w)
+        ramp = None if standing is None else standing.ramp
+        if ramp is None:
+            ledger = self._commander.ledger
+            inverter_of = self._topology.pairs
+            held = math.fsum(ledger.belief(inverter_of[b], now) or 0.0 for b in bucket.held)
+            ramp = Ramp(ramped_w=held - exempt_w, at=now)
+        step = ramp_apply(
+            ramp,
+            target_w=application.power_w,
+            exempt_w=exempt_w,
+            now=now,
+            rate_w_per_s=config.ramp.max_w_per_s,
+            step_s=config.ramp.step_s,
+        )
+        return attrs.evolve(application, power_w=step.applied_w), step
+
+    def _exempt(self, program: str) -> bool:
+        """Whether ``program``'s grants move at once, outside the ramp."""
+        acting = self.config.programs.get(program)
+        return acting is not None and acting.ramp_exempt
+
+    def _exempt_w(self, bucket: Bucket, merged: Merge, target_w: float) -> float:
+        """The part of ``bucket``'s target that its ``ramp_exempt`` programs were granted."""
+        exempts = [self._exempt(p.program) for p in bucket.proposals]
+        if exempts and all(exempts):
+            return target_w
+        if not any(exempts):
+            return 0.0
+        return math.fsum(g.granted_w for g in merged.grants if self._exempt(g.bid.program))
+
+    def _step_after(
+        self, standing: _Standing, step: Step | None, planned: Result | Distribution, now: float
+    ) -> None:
+        """Keep the ramp's state after a plan, and when its next step is due.
+
+        What the plan could not place was not applied: the ramp goes on from what was placed
+        (:func:`~distributord.core.ramp.start_from`), and steps on until it reaches its target.
+        """
+        if step is None:
+            standing.ramp, standing.step_due = None, math.inf
+            return
+        shortfall = planned.remaining_w if isinstance(planned, Distribution) else step.applied_w
+        ramped = start_from(step.ramp.ramped_w, shortfall)
+        standing.ramp = Ramp(ramped_w=ramped, at=step.ramp.at)
+        goal = step.target_w - (step.applied_w - step.ramp.ramped_w)
+        moving = step.ramping or ramped != goal
+        standing.step_due = now + self.config.ramp.step_s if moving else math.inf
 
     def _keep_unplaced(
         self,
@@ -1113,12 +1219,15 @@ class RequestLoop:
             return
         merged, chosen = self._merge(self._arbiter, bucket)
         application = self._arbiter.application(bucket, merged)
-        standing.planned_at = trio.current_time()
+        now = standing.planned_at = trio.current_time()
         if application is None:  # it holds nothing now
             standing.statuses = {}
+            standing.ramp, standing.step_due = None, math.inf
             self._commander.drop(batteries)
             return
+        application, step = self._ramped(bucket, application, merged, standing, now)
         planned, standing.statuses, _ = self._plan(application, chosen)
+        self._step_after(standing, step, planned, now)
         if isinstance(planned, Distribution):
             self._commander.want(batteries, self._wants(bucket.held, planned))
             return

@@ -153,3 +153,18 @@ def test_what_is_reachable_is_one_step_from_where_the_ramp_stands(
     if ramped < 0.0:
         assert high <= exempt + abs(exempt) * 1e-15
     assert reachable(None, exempt_w=0.0, rate_w_per_s=0.0, step_s=1.0) == (-math.inf, math.inf)
+
+
+def test_the_time_to_target_counts_whole_steps_and_the_stop_at_zero() -> None:
+    def eta(ramped: float, target: float) -> float:
+        start = Ramp(ramped_w=ramped, at=0.0)
+        return apply(
+            start, target_w=target, exempt_w=0.0, now=0.0, rate_w_per_s=1e3, step_s=1.0
+        ).eta_s
+
+    assert eta(0.0, -4000.0) == 4.0
+    assert eta(0.0, -3500.0) == 4.0  # the last step is a whole one too
+    assert eta(-1500.0, 1500.0) == 4.0  # two steps to 0 W, two to the target
+    assert eta(-1000.0, 1000.0) == 2.0
+    assert eta(1.0, 1.0) == 0.0
+    assert apply(None, target_w=-4000.0, exempt_w=0.0, now=0.0, rate_w_per_s=3e3).eta_s == 4 / 3

@@ -246,6 +246,7 @@ W, N = Status.WORKING, Status.NOT_WORKING
 class Plan:
     planned_at: float
     statuses: dict[int, Status]
+    step_due: float = math.inf
 
 
 def never_busy(batteries: frozenset[int]) -> bool:
@@ -292,6 +293,16 @@ def test_a_set_a_client_job_overlaps_is_not_replanned() -> None:
 def test_next_replan_is_the_earliest_of_the_sets_not_busy(busy: object, expected: float) -> None:
     standing = {A: Plan(3.0, {}), C: Plan(5.0, {})}
     assert next_replan(standing, every=10.0, busy=busy) == expected  # type: ignore[arg-type]
+
+
+def test_a_ramping_set_is_due_at_its_next_step() -> None:
+    standing = {A: Plan(10.0, {1: W}, step_due=11.0), C: Plan(10.0, {3: W})}
+    assert next_replan(standing, every=20.0, busy=never_busy) == 11.0
+    due = replans_due(standing, now=11.0, every=20.0, status=lambda b: W, busy=never_busy)
+    assert due == [A]
+    assert replans_due(standing, now=10.999, every=20.0, status=lambda b: W, busy=never_busy) == []
+    # A client job for its batteries decides: no step meanwhile.
+    assert next_replan(standing, every=20.0, busy=lambda s: 1 in s) == 30.0
 
 
 def test_next_replan_without_standing_sets_is_never() -> None:

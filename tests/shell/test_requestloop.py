@@ -927,3 +927,66 @@ async def test_an_until_disconnect_ask_of_a_closed_connection_is_not_kept(
         assert "its connection closed before it was applied" in result.message
         assert rig.loop.proposals() == []
         assert not rig.fake.batches
+
+
+# -- ramps (spec/plant.md, "Ramp rates") ----------------------------------------------------------
+
+
+def totals(rig: Rig) -> list[tuple[float, float]]:
+    """Each round of commands as ``(time, total W wanted of the inverters it commanded)``."""
+    return [(at, math.fsum(powers.values())) for at, powers in rig.fake.sent()]
+
+
+async def test_a_ramped_step_is_re_applied_every_step_until_it_reaches_its_target(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig(ramp={"max_w_per_s": 1000.0, "step_s": 1.0}) as rig:
+        rig.submit(-4000.0, 1001, 1002)
+        await trio.sleep(10.0)
+
+        first = rig.replies[0].result
+        assert isinstance(first, Success)
+        assert first.ramping == {"target_w": -4000.0, "applied_w": 0.0, "eta_s": 4.0}
+        assert first.excess_power_w == 0.0  # not yet is not "could not be placed"
+        assert totals(rig) == [
+            (0.0, 0.0),
+            (1.0, -1000.0),
+            (2.0, -2000.0),
+            (3.0, -3000.0),
+            (4.0, -4000.0),
+        ]
+
+
+async def test_a_new_target_during_a_ramp_ramps_from_where_the_power_is_through_zero(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig(ramp={"max_w_per_s": 1000.0, "step_s": 1.0}) as rig:
+        rig.submit(-4000.0, 1001, 1002)
+        await trio.sleep(2.5)  # at -2000 W
+        rig.submit(1500.0, 1001, 1002)
+        await trio.sleep(10.0)
+
+        assert totals(rig)[2:] == [
+            (2.0, -2000.0),
+            (2.5, -1500.0),  # 0.5 s at the rate from -2000 W
+            (3.5, -500.0),
+            (4.5, 0.0),  # a reversal stops at 0 W
+            (5.5, 1000.0),
+            (6.5, 1500.0),
+        ]
+        last = rig.replies[-1].result
+        assert isinstance(last, Success)
+        # Two steps to 0 W, two more to the target.
+        assert last.ramping == {"target_w": 1500.0, "applied_w": -1500.0, "eta_s": 4.0}
+
+
+async def test_ramps_off_apply_the_target_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig() as rig:
+        rig.submit(-4000.0, 1001, 1002)
+        await trio.sleep(5.0)
+        assert totals(rig) == [(0.0, -4000.0)]
+        result = rig.replies[0].result
+        assert isinstance(result, Success)
+        assert result.ramping is None
