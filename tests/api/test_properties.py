@@ -109,6 +109,18 @@ def assert_valid(snapshot: object, battery: bool) -> None:
     ):
         # Known bounds are plausible; only an absent (open) range end reads as infinite.
         assert math.isnan(bound) or math.isinf(bound) or abs(bound) <= PLAUSIBLE_LIMIT
+    if not battery:
+        assert isinstance(snapshot, InverterSnapshot)
+        reactive = snapshot.reactive_bounds
+        for bound in (
+            reactive.inclusion_lower,
+            reactive.exclusion_lower,
+            reactive.exclusion_upper,
+            reactive.inclusion_upper,
+        ):
+            assert math.isnan(bound) or math.isinf(bound) or abs(bound) <= PLAUSIBLE_LIMIT
+        limit = snapshot.apparent_limit_va
+        assert math.isnan(limit) or limit == math.inf or 0.0 <= limit <= PLAUSIBLE_LIMIT
     assert math.isnan(snapshot.sampled_at) or (
         MIN_SECONDS <= snapshot.sampled_at <= MAX_SECONDS + 1
     )
