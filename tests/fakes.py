@@ -241,15 +241,8 @@ class FakeMicrogrid(FakeCommands):
         """Not faked: tests feed the status tracker directly."""
         raise NotImplementedError("FakeMicrogrid has no telemetry; feed the tracker instead")
 
-    async def set_active_powers(
-        self,
-        setpoints: Mapping[int, float],
-        lifetime_s: int,
-        land: Callable[[int, float | CommandError], None],
-        tails: Mapping[int, Tail] | None = None,
-    ) -> None:
-        """Active commands: recorded here, answered as :attr:`behaviour` says."""
-        await self.send(setpoints, lifetime_s, land, tails)
+    set_active_powers = FakeCommands.send
+    """Active commands: recorded here, answered as :attr:`behaviour` says."""
 
     async def set_reactive_powers(
         self,

@@ -329,15 +329,8 @@ class ReactiveSide:
         """Reactive commands (inverter id → var), as ``client.set_reactive_powers`` sends them."""
         await self._client.set_reactive_powers(setpoints, lifetime_s, land, tails)
 
-    async def set_reactive_powers(
-        self,
-        setpoints: Mapping[int, float],
-        lifetime_s: int,
-        land: Callable[[int, float | CommandError], None],
-        tails: Mapping[int, Tail] | None = None,
-    ) -> None:
-        """The client's reactive commands, as they are (this side has no other power)."""
-        await self._client.set_reactive_powers(setpoints, lifetime_s, land, tails)
+    set_reactive_powers = set_active_powers
+    """The client's reactive commands too: this side has no other power."""
 
 
 def _translate(error: BaseException) -> BaseException | None:
