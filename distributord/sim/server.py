@@ -710,6 +710,9 @@ class Simulator:
     def reactive_setpoint(self, inverter_id: int) -> float:
         """The reactive power an inverter holds now, var (0 when none or expired).
 
+        Its setpoint, curtailed where its apparent-power limit leaves less beside its active
+        power (``sim.world``): what its telemetry reports.
+
         Raises:
             KeyError: No such inverter.
         """
