@@ -33,6 +33,7 @@ from distributord.shell.link import (
 from distributord.sim.scenario import BatterySpec, InverterSpec, Scenario
 from distributord.sim.server import Simulator
 from tests.fakes import Answer, FakeMicrogrid
+from tests.shell.test_commander import commanding, send
 from tests.shell.test_link import RecordingSink, sim_wait
 from tests.support import LIMIT_S
 
@@ -193,3 +194,18 @@ async def test_the_reactive_side_sends_reactive_commands_and_forwards_the_rest(
     assert isinstance(landed[2002], CommandRejectedError)
     with pytest.raises(NotImplementedError):  # the fake has no telemetry: forwarded as it is
         side.decoder(2001, battery=False, max_data_age_s=1.0)
+
+
+async def test_a_commander_through_the_reactive_side_keeps_reactive_setpoints(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = FakeMicrogrid(TOPOLOGY)
+    async with commanding(ReactiveSide(fake), []) as commander:  # type: ignore[arg-type]
+        flight = await send(commander, 2001, -800.0)
+        assert flight.error is None
+        await trio.sleep(120.0)  # refreshed before its lifetime, as an active setpoint is
+    assert fake.batches == []
+    sent = fake.reactive.sent()
+    assert sent[0][1] == {2001: -800.0}
+    assert len(sent) >= 2
+    assert all(setpoints == {2001: -800.0} for _, setpoints in sent)
