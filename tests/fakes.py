@@ -9,6 +9,10 @@ A behaviour is read when a command is sent, so changing it affects later command
 Every batch is recorded (:attr:`FakeMicrogrid.batches`) with its trio time, its lifetime and
 each command's setpoint and end: when it ended and how (answered, failed, cancelled). Delays are
 ``trio.sleep`` calls: under ``MockClock`` that is simulated time, not synchronisation.
+
+Reactive commands (``set_reactive_powers``) are recorded apart, in :attr:`FakeMicrogrid.reactive`
+(a :class:`FakeCommands` with the same knobs and records: ``fake.reactive.behaviour``,
+``fake.reactive.batches``, ``fake.reactive.sent()``).
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ class Hang:
 
 @attrs.frozen(kw_only=True)
 class Crash:
-    """``set_active_powers`` raises ``error`` at once (a bug, not the microgrid); nothing lands."""
+    """The batch's call raises ``error`` at once (a bug, not the microgrid); nothing lands."""
 
     error: Exception
 
@@ -74,7 +78,7 @@ class Command:
 
     Attributes:
         inverter: The inverter commanded.
-        power_w: Its setpoint.
+        power_w: Its setpoint (W; var for a reactive command).
         sent_at: Trio time it was sent.
         ended_at: Trio time it ended (None while it runs).
         end: How it ended (None while it runs).
@@ -93,7 +97,7 @@ class Command:
 
 @attrs.define(kw_only=True)
 class Batch:
-    """One call of ``set_active_powers``.
+    """One call of ``set_active_powers`` (or of ``set_reactive_powers``: var, not W).
 
     Attributes:
         sent_at: Trio time of the call.
@@ -111,11 +115,8 @@ class Batch:
         return {command.inverter: command.power_w for command in self.commands}
 
 
-class FakeMicrogrid:
-    """A :class:`~distributord.shell.link.MicrogridClient` whose commands a test scripts.
-
-    Args:
-        topology: What :meth:`topology` answers (it raises without one).
+class FakeCommands:
+    """One kind of command (active or reactive power) of a :class:`FakeMicrogrid`, scripted.
 
     Attributes:
         behaviour: Inverter id to how it answers; inverters not in it answer at once.
@@ -126,8 +127,7 @@ class FakeMicrogrid:
         landed: Set when the first batch has ended without being cancelled.
     """
 
-    def __init__(self, topology: Topology | None = None) -> None:
-        self._topology = topology
+    def __init__(self) -> None:
         self.behaviour: dict[int, Behaviour] = {}
         self.batches: list[Batch] = []
         self.most_in_flight = 0
@@ -144,21 +144,7 @@ class FakeMicrogrid:
         """Each batch as ``(trio time, {inverter: W})``: the usual thing to assert."""
         return [(batch.sent_at, batch.setpoints) for batch in self.batches]
 
-    async def topology(self) -> Topology:
-        """The topology given at construction."""
-        if self._topology is None:
-            raise NotImplementedError("FakeMicrogrid was given no topology")
-        return self._topology
-
-    def telemetry(self, component_id: int) -> AbstractAsyncContextManager[MessageStream[Any]]:
-        """Not faked: tests feed the status tracker directly."""
-        raise NotImplementedError("FakeMicrogrid has no telemetry; feed the tracker instead")
-
-    def decoder(self, component_id: int, *, battery: bool, max_data_age_s: float) -> Decoder:
-        """Not faked: tests feed the status tracker directly."""
-        raise NotImplementedError("FakeMicrogrid has no telemetry; feed the tracker instead")
-
-    async def set_active_powers(
+    async def send(
         self,
         setpoints: Mapping[int, float],
         lifetime_s: int,
@@ -221,3 +207,49 @@ class FakeMicrogrid:
         else:
             command.end, command.error = End.FAILED, error
             land(inverter, error)
+
+
+class FakeMicrogrid(FakeCommands):
+    """A :class:`~distributord.shell.link.MicrogridClient` whose commands a test scripts.
+
+    Its own knobs and records (:class:`FakeCommands`) are the active power's; the reactive
+    power's are :attr:`reactive`'s.
+
+    Args:
+        topology: What :meth:`topology` answers (it raises without one).
+
+    Attributes:
+        reactive: The reactive commands' knobs and records.
+    """
+
+    def __init__(self, topology: Topology | None = None) -> None:
+        super().__init__()
+        self._topology = topology
+        self.reactive = FakeCommands()
+
+    async def topology(self) -> Topology:
+        """The topology given at construction."""
+        if self._topology is None:
+            raise NotImplementedError("FakeMicrogrid was given no topology")
+        return self._topology
+
+    def telemetry(self, component_id: int) -> AbstractAsyncContextManager[MessageStream[Any]]:
+        """Not faked: tests feed the status tracker directly."""
+        raise NotImplementedError("FakeMicrogrid has no telemetry; feed the tracker instead")
+
+    def decoder(self, component_id: int, *, battery: bool, max_data_age_s: float) -> Decoder:
+        """Not faked: tests feed the status tracker directly."""
+        raise NotImplementedError("FakeMicrogrid has no telemetry; feed the tracker instead")
+
+    set_active_powers = FakeCommands.send
+    """Active commands: recorded here, answered as :attr:`behaviour` says."""
+
+    async def set_reactive_powers(
+        self,
+        setpoints: Mapping[int, float],
+        lifetime_s: int,
+        land: Callable[[int, float | CommandError], None],
+        tails: Mapping[int, Tail] | None = None,
+    ) -> None:
+        """Reactive commands (var): recorded in :attr:`reactive`, answered as its behaviour says."""
+        await self.reactive.send(setpoints, lifetime_s, land, tails)

@@ -8,7 +8,8 @@ adapter is the only code that touches that version's generated messages:
 
 * **the daemon's side**: it makes the stub, asks for the component graph, opens a component's
   telemetry stream, decodes its messages into the core's snapshots (:class:`Decoder`), and
-  sends a command, turning the version's outcome into a valid-until time or a
+  sends a command of active or reactive power (:class:`PowerType`: one code path, the
+  version's request for that type), turning the version's outcome into a valid-until time or a
   :class:`~distributord.core.errors.CommandError`. Where the version answers a command with a
   stream of replies (v1alpha18/19), the command succeeds on ``ACCEPTED`` and the rest of the
   stream (:data:`Rest`) is handed to the caller to read in the background (``follow``). The
@@ -68,6 +69,17 @@ def command_error(code: str, details: str = "") -> CommandError:
     if code in REJECTING_CODES:
         return CommandRejectedError(code, details)
     return CommandFailedError(code, details)
+
+
+class PowerType(enum.StrEnum):
+    """What a command sets: active power (W) or reactive power (var).
+
+    Reactive power's sign is the API's (IEEE 1459-2010, ``tests/api/test_sign.py``): positive
+    is inductive (the current lags the voltage), negative capacitive (it leads).
+    """
+
+    ACTIVE = "active"
+    REACTIVE = "reactive"
 
 
 class Note(enum.StrEnum):
@@ -140,6 +152,9 @@ class InverterTelemetry:
         power_ranges: Its allowed ranges, W.
         reactive_power_var: AC reactive power, var (+ inductive, - capacitive).
         reactive_ranges: Its allowed ranges, var.
+        apparent_ranges: Its allowed apparent power, VA (an inverter with an apparent-power
+            limit ``S``: ``[0, S]``); given, the apparent power ``hypot(P, Q)`` is streamed
+            with them.
         frequency_hz: The AC frequency, Hz.
         voltage_v: Each phase's voltage to neutral, V.
         temperature_c: An inverter's temperature, °C (meters and lines have none).
@@ -154,6 +169,7 @@ class InverterTelemetry:
     warnings: Iterable[str] = ()
     reactive_power_var: float | None = None
     reactive_ranges: Sequence[Range] | None = None
+    apparent_ranges: Sequence[Range] | None = None
     frequency_hz: float | None = None
     voltage_v: float | None = None
     temperature_c: float | None = None
@@ -380,16 +396,23 @@ class Adapter(Protocol):
         self,
         stub: Any,
         inverter_id: int,
-        power_w: float,
+        power: float,
         lifetime_s: int,
         *,
         follow: Follow | None = None,
+        power_type: PowerType = PowerType.ACTIVE,
     ) -> float:
-        """Command an inverter's active power; until when (Unix time, s) it holds.
+        """Command an inverter's ``power``: active (W) or reactive (var); until when it holds.
 
-        ``follow`` given, a version with a reply stream (v1alpha18/19) succeeds on
-        ``ACCEPTED`` and hands ``follow`` the rest of the stream (:data:`Rest`) before it
-        returns; without it, it waits for the final reply. v1 (one reply) ignores it.
+        ``power_type`` says which: v1alpha18/19 send ``SetElectricalComponentPower`` with
+        ``POWER_TYPE_ACTIVE`` or ``POWER_TYPE_REACTIVE``, v1 ``SetComponentPowerActive`` or
+        ``SetComponentPowerReactive``; the replies are judged alike. ``follow`` given, a
+        version with a reply stream (v1alpha18/19) succeeds on ``ACCEPTED`` and hands
+        ``follow`` the rest of the stream (:data:`Rest`) before it returns; without it, it
+        waits for the final reply. v1 (one reply) ignores it.
+
+        Returns:
+            Until when (Unix time, s) the setpoint holds; nan if no reply says.
 
         Raises:
             CommandRejectedError: The version's refusal (v1alpha18/19: ``REJECTED``).

@@ -41,10 +41,11 @@ The simulator's side encodes a version-neutral reading into a version's message
 voltage``) and its temperature; an inverter, a meter and a line stream the AC side of a
 balanced three-phase connection, from a few quantities the reading carries: active and reactive
 power in total and per phase (a third each; the three add up to the total exactly, see
-:func:`thirds`), the frequency, each phase's voltage to neutral, each phase's current (its
-apparent power over its voltage, signed as its active power: the passive sign convention), and
-an inverter's temperature. A stream's metric filter decides what is built at all, and each
-reading is encoded once per filter (:class:`TelemetryServing`).
+:func:`thirds`), the apparent power ``hypot(P, Q)`` with its bounds where the reading has
+them (an inverter with an apparent-power limit), the frequency, each phase's voltage to
+neutral, each phase's current (its apparent power over its voltage, signed as its active power:
+the passive sign convention), and an inverter's temperature. A stream's metric filter decides
+what is built at all, and each reading is encoded once per filter (:class:`TelemetryServing`).
 
 Decoding is on the hot path (thousands of components, several messages a second each): metric
 numbers are plain ints resolved by name once at import, the ranges→bounds conversion and the
@@ -72,9 +73,10 @@ from distributord.api.adapter import (
     Snapshot,
     Telemetry,
 )
-from distributord.core.bounds import Range, bounds_from_ranges
+from distributord.core.bounds import Range, apparent_limit, bounds_from_ranges
 from distributord.core.model import (
     PLAUSIBLE_LIMIT,
+    UNKNOWN_POWER_BOUNDS,
     BatterySnapshot,
     InverterSnapshot,
     PowerBounds,
@@ -92,7 +94,7 @@ States = tuple[frozenset[StateCode], frozenset[str], frozenset[str]]
 """Decoded state codes, error names and warning names of one state snapshot."""
 
 NO_STATES: States = (frozenset(), frozenset(), frozenset())
-UNKNOWN_BOUNDS = PowerBounds.unknown()
+UNKNOWN_BOUNDS = UNKNOWN_POWER_BOUNDS
 _NAN = math.nan
 _NEG_INF = -math.inf
 
@@ -236,6 +238,10 @@ class Dialect:
         capacity: The number of the capacity metric.
         dc_power: The number of the DC power metric (a battery's power).
         ac_power: The number of the AC active power metric (an inverter's power).
+        ac_reactive: The number of the AC reactive power metric (its bounds: an inverter's
+            reactive bounds).
+        ac_apparent: The number of the AC apparent power metric (its bounds: an inverter's
+            apparent-power limit).
     """
 
     component_id: Callable[[Any], int]
@@ -248,6 +254,8 @@ class Dialect:
     capacity: int
     dc_power: int
     ac_power: int
+    ac_reactive: int
+    ac_apparent: int
 
     @property
     def metrics(self) -> dict[str, int]:
@@ -257,6 +265,8 @@ class Dialect:
             "capacity": self.capacity,
             "dc_power": self.dc_power,
             "ac_power": self.ac_power,
+            "ac_reactive": self.ac_reactive,
+            "ac_apparent": self.ac_apparent,
         }
 
 
@@ -310,7 +320,11 @@ class TelemetryDecoder:
         self._wanted: dict[int, str] = (
             {dialect.soc: "soc", dialect.capacity: "capacity", dialect.dc_power: "power"}
             if battery
-            else {dialect.ac_power: "power"}
+            else {
+                dialect.ac_power: "power",
+                dialect.ac_reactive: "reactive",
+                dialect.ac_apparent: "apparent",
+            }
         )
         # Field name to (value, when it was received).
         self._fields: dict[str, tuple[Any, float]] = {}
@@ -395,6 +409,14 @@ class TelemetryDecoder:
                         notes.add(Note.INVERTED_SOC_BOUNDS)
                         low = high = _NAN
                 fields["soc_bounds"] = ((low, high), received_at)
+            elif name != "capacity":  # an inverter's reactive or apparent power: their bounds
+                bounds, found = bounds_of(tuple(map(_range, sample.bounds)))
+                if found:
+                    notes.update(found)
+                if name == "reactive":
+                    fields["reactive_bounds"] = (bounds, received_at)
+                else:
+                    fields["apparent_limit"] = (apparent_limit(bounds), received_at)
         snapshots = self._snapshots_of(data)
         if snapshots:
             state_field = self._state_time
@@ -429,6 +451,10 @@ class TelemetryDecoder:
         field = fields.get("bounds")
         bounds = UNKNOWN_BOUNDS if field is None or now - field[1] > age else field[0]
         if not self.battery:
+            field = fields.get("reactive_bounds")
+            reactive = UNKNOWN_BOUNDS if field is None or now - field[1] > age else field[0]
+            field = fields.get("apparent_limit")
+            apparent = _NAN if field is None or now - field[1] > age else field[0]
             return InverterSnapshot(
                 component_id=self.component_id,
                 sampled_at=self._sampled_at,
@@ -438,6 +464,8 @@ class TelemetryDecoder:
                 states=states,
                 errors=errors,
                 warnings=warnings,
+                reactive_bounds=reactive,
+                apparent_limit_va=apparent,
             )
         field = fields.get("soc_bounds")
         soc_lower, soc_upper = (_NAN, _NAN) if field is None or now - field[1] > age else field[0]
@@ -471,6 +499,7 @@ SIM_METRICS = (
     "DC_POWER",
     "DC_VOLTAGE",
     "DC_CURRENT",
+    "AC_APPARENT_POWER",
     "AC_ACTIVE_POWER",
     "AC_ACTIVE_POWER_PHASE_1",
     "AC_ACTIVE_POWER_PHASE_2",
@@ -546,7 +575,8 @@ EVERY: Container[str] = _Every()
 _AC_DETAILS = frozenset(name for name in SIM_METRICS if name.startswith(("AC_", "INVERTER_"))) - {
     "AC_ACTIVE_POWER"
 }
-"""The AC metrics beside the total active power: a daemon's stream asks for none of them."""
+"""The AC metrics beside the total active power: of them, a daemon's stream asks for the reactive
+and the apparent power only (their bounds)."""
 
 
 def samples(telemetry: Telemetry, wanted: frozenset[str] | None) -> list[Sample]:
@@ -595,6 +625,9 @@ def _ac_details(
     reactive = telemetry.reactive_power_var
     if (reactive is not None or telemetry.reactive_ranges) and "AC_REACTIVE_POWER" in asked:
         add(("AC_REACTIVE_POWER", reactive, telemetry.reactive_ranges))
+    if telemetry.apparent_ranges is not None and "AC_APPARENT_POWER" in asked:
+        apparent = None if power is None else math.hypot(power, reactive or 0.0)
+        add(("AC_APPARENT_POWER", apparent, telemetry.apparent_ranges))
     if power is not None:
         for phase, value in zip(PHASES, thirds(power), strict=True):
             name = f"AC_ACTIVE_POWER_PHASE_{phase}"

@@ -19,8 +19,8 @@ What v1 says differently (``spec/microgrid-api.md``):
 * Metric names: ``METRIC_BATTERY_SOC_PCT``, ``METRIC_BATTERY_CAPACITY``, ``METRIC_DC_POWER``,
   ``METRIC_AC_ACTIVE_POWER``.
 * ``SetComponentPowerActive`` is unary: one ``valid_until``; a refusal is a gRPC status code.
-  So is ``SetComponentPowerReactive``, which the simulator serves too (the daemon does not
-  send it).
+  So is ``SetComponentPowerReactive`` (same fields, var): the daemon sends both through one
+  code path (:data:`COMMANDS`), and the simulator serves both.
 
 This module imports protobuf and v1's generated messages, never grpc: the stub is built on the
 channel the shell hands in (``api.common.Stub``), and ``distributord.sim.servicer`` puts the
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any
+from typing import Any, Literal, overload
 
 from frequenz.api.common.v1.metrics import metric_sample_pb2
 from frequenz.api.common.v1.microgrid.components import components_pb2, inverter_pb2
@@ -43,6 +43,7 @@ from distributord.api.adapter import (
     Adapter,
     Decoder,
     Follow,
+    PowerType,
     Rpc,
     Served,
     SimAbort,
@@ -144,6 +145,8 @@ DIALECT = Dialect(
     capacity=Metric.Value("METRIC_BATTERY_CAPACITY"),
     dc_power=Metric.Value("METRIC_DC_POWER"),
     ac_power=Metric.Value("METRIC_AC_ACTIVE_POWER"),
+    ac_reactive=Metric.Value("METRIC_AC_REACTIVE_POWER"),
+    ac_apparent=Metric.Value("METRIC_AC_APPARENT_POWER"),
 )
 """How v1 spells a telemetry message."""
 
@@ -269,23 +272,62 @@ def connections_response(
 # --- commands -----------------------------------------------------------------------------------
 
 
-def set_power_request(inverter_id: int, power_w: float, lifetime_s: int) -> SetPowerRequest:
-    """``SetComponentPowerActive`` for an inverter."""
-    return SetPowerRequest(component_id=inverter_id, power=power_w, request_lifetime=lifetime_s)
+SetRequest = SetPowerRequest | SetReactiveRequest
+SetResponse = SetPowerResponse | SetReactiveResponse
+
+COMMANDS: Mapping[PowerType, tuple[str, type[SetRequest], type[SetResponse]]] = {
+    PowerType.ACTIVE: ("SetComponentPowerActive", SetPowerRequest, SetPowerResponse),
+    PowerType.REACTIVE: ("SetComponentPowerReactive", SetReactiveRequest, SetReactiveResponse),
+}
+"""Each power type's method, request and response: the two have the same fields."""
 
 
-def parse_set_power(request: SetPowerRequest) -> tuple[int, float, int | None]:
-    """``(component id, power W, lifetime s or None when absent)`` (for the simulator)."""
+@overload
+def set_power_request(
+    inverter_id: int,
+    power: float,
+    lifetime_s: int,
+    power_type: Literal[PowerType.ACTIVE] = PowerType.ACTIVE,
+) -> SetPowerRequest: ...
+
+
+@overload
+def set_power_request(
+    inverter_id: int, power: float, lifetime_s: int, power_type: PowerType
+) -> SetRequest: ...
+
+
+def set_power_request(
+    inverter_id: int, power: float, lifetime_s: int, power_type: PowerType = PowerType.ACTIVE
+) -> SetRequest:
+    """``SetComponentPowerActive`` (W) or ``SetComponentPowerReactive`` (var) for an inverter."""
+    _, request, _ = COMMANDS[power_type]
+    return request(component_id=inverter_id, power=power, request_lifetime=lifetime_s)
+
+
+def parse_set_power(request: SetRequest) -> tuple[int, float, int | None]:
+    """``(component id, power W or var, lifetime s or None when absent)`` (for the simulator)."""
     lifetime = request.request_lifetime if request.HasField("request_lifetime") else None
     return request.component_id, request.power, lifetime
 
 
-def set_power_response(valid_until: float) -> SetPowerResponse:
-    """The answer to a ``SetComponentPowerActive`` (for the simulator)."""
-    return SetPowerResponse(valid_until=_timestamp(valid_until))
+@overload
+def set_power_response(
+    valid_until: float, power_type: Literal[PowerType.ACTIVE] = PowerType.ACTIVE
+) -> SetPowerResponse: ...
 
 
-def valid_until(response: SetPowerResponse) -> float:
+@overload
+def set_power_response(valid_until: float, power_type: PowerType) -> SetResponse: ...
+
+
+def set_power_response(valid_until: float, power_type: PowerType = PowerType.ACTIVE) -> SetResponse:
+    """The answer to a ``SetComponentPowerActive`` or ``...Reactive`` (for the simulator)."""
+    _, _, response = COMMANDS[power_type]
+    return response(valid_until=_timestamp(valid_until))
+
+
+def valid_until(response: SetResponse) -> float:
     """Until when (Unix time, s) the accepted setpoint holds; nan if the reply does not say."""
     return time_of(response, "valid_until")
 
@@ -397,18 +439,20 @@ class _V1:
         self,
         stub: Any,
         inverter_id: int,
-        power_w: float,
+        power: float,
         lifetime_s: int,
         *,
         follow: Follow | None = None,
+        power_type: PowerType = PowerType.ACTIVE,
     ) -> float:
-        """``SetComponentPowerActive``: until when it holds (nan if the reply does not say).
+        """``SetComponentPowerActive`` or ``...Reactive``: until when it holds (nan if unsaid).
 
         A refusal comes as a gRPC error, which passes through (see ``api.adapter``). v1
         answers once: nothing is left to ``follow``.
         """
-        request = set_power_request(inverter_id, power_w, lifetime_s)
-        return valid_until(await stub.SetComponentPowerActive(request))
+        method, _, _ = COMMANDS[power_type]
+        request = set_power_request(inverter_id, power, lifetime_s, power_type)
+        return valid_until(await getattr(stub, method)(request))
 
     def serve(self, handler: SimHandler) -> Mapping[str, Served]:
         """v1's ``Microgrid`` methods, served from ``handler`` (the others: ``UNIMPLEMENTED``)."""
@@ -427,27 +471,25 @@ class _V1:
             async for reply in serving.replies(request.component_id, metrics):
                 yield reply
 
-        async def set_component_power_active(request: SetPowerRequest) -> SetPowerResponse:
-            outcome = await handler.set_power(*parse_set_power(request))
-            if outcome.code is not None or outcome.valid_until is None:
-                raise SimAbort(outcome.code or "INTERNAL", outcome.details)
-            return set_power_response(outcome.valid_until)
+        def set_component_power(power_type: PowerType) -> Served:
+            async def serve(request: SetRequest) -> SetResponse:
+                command = (
+                    handler.set_power
+                    if power_type is PowerType.ACTIVE
+                    else handler.set_reactive_power
+                )
+                outcome = await command(*parse_set_power(request))
+                if outcome.code is not None or outcome.valid_until is None:
+                    raise SimAbort(outcome.code or "INTERNAL", outcome.details)
+                return set_power_response(outcome.valid_until, power_type)
 
-        async def set_component_power_reactive(request: SetReactiveRequest) -> SetReactiveResponse:
-            lifetime = request.request_lifetime if request.HasField("request_lifetime") else None
-            outcome = await handler.set_reactive_power(
-                request.component_id, request.power, lifetime
-            )
-            if outcome.code is not None or outcome.valid_until is None:
-                raise SimAbort(outcome.code or "INTERNAL", outcome.details)
-            return SetReactiveResponse(valid_until=_timestamp(outcome.valid_until))
+            return serve
 
         return {
             "ListComponents": list_components,
             "ListConnections": list_connections,
             "ReceiveComponentDataStream": receive_component_data_stream,
-            "SetComponentPowerActive": set_component_power_active,
-            "SetComponentPowerReactive": set_component_power_reactive,
+            **{method: set_component_power(kind) for kind, (method, _, _) in COMMANDS.items()},
             **_serve_site(handler),
         }
 

@@ -26,9 +26,9 @@ and so on). These versions call the grid ``GRID_CONNECTION_POINT`` and have brea
 prechargers but no relay and no fuse: the simulator sends both as breakers
 (:data:`CATEGORY_SUBSTITUTES`; all of them pass through when pairing batteries).
 
-Commands (``SetElectricalComponentPower``; the simulator serves ``POWER_TYPE_ACTIVE`` and
-``POWER_TYPE_REACTIVE``, and answers any other type ``REJECTED``) answer with a **stream** of
-replies
+Commands (``SetElectricalComponentPower``, of ``POWER_TYPE_ACTIVE`` or ``POWER_TYPE_REACTIVE``:
+the daemon sends both, through one code path, and the simulator serves both and answers any
+other type ``REJECTED``) answer with a **stream** of replies
 (``spec/microgrid-api.md``): ``ACCEPTED`` (with ``valid_until_time``) or ``REJECTED``, then,
 after ``ACCEPTED``, one final reply, which may come long after: the inverter ramps first.
 :meth:`AlphaAdapter.set_power` judges it. The daemon passes ``follow`` (issue 21): the command
@@ -85,6 +85,7 @@ from distributord.api.adapter import (
     Decoder,
     FinalReply,
     Follow,
+    PowerType,
     Rpc,
     Served,
     SimHandler,
@@ -235,6 +236,8 @@ DIALECT = Dialect(
     capacity=Metric.Value("METRIC_BATTERY_CAPACITY"),
     dc_power=Metric.Value("METRIC_DC_POWER"),
     ac_power=Metric.Value("METRIC_AC_POWER_ACTIVE"),
+    ac_reactive=Metric.Value("METRIC_AC_POWER_REACTIVE"),
+    ac_apparent=Metric.Value("METRIC_AC_POWER_APPARENT"),
 )
 """How v1alpha18 and v1alpha19 spell a telemetry message (``ElectricalComponentTelemetry``)."""
 
@@ -456,8 +459,9 @@ class AlphaAdapter:
         statuses = version.pb2.SetElectricalComponentPowerRequestStatus
         self._status_name = enum_names(statuses, _STATUS_PREFIX)
         self._status = {name.removeprefix(_STATUS_PREFIX): n for name, n in statuses.items()}
-        self._power_type_active = version.pb2.PowerType.Value("POWER_TYPE_ACTIVE")
-        self._power_type_reactive = version.pb2.PowerType.Value("POWER_TYPE_REACTIVE")
+        self._power_types = {
+            kind: version.pb2.PowerType.Value(f"POWER_TYPE_{kind.name}") for kind in PowerType
+        }
 
     def __repr__(self) -> str:
         return f"<AlphaAdapter {self.name}>"
@@ -503,12 +507,18 @@ class AlphaAdapter:
             DIALECT, component_id, battery=battery, max_data_age_s=max_data_age_s
         )
 
-    def set_power_request(self, inverter_id: int, power_w: float, lifetime_s: int) -> Any:
-        """``SetElectricalComponentPower`` of active power for an inverter."""
+    def set_power_request(
+        self,
+        inverter_id: int,
+        power: float,
+        lifetime_s: int,
+        power_type: PowerType = PowerType.ACTIVE,
+    ) -> Any:
+        """``SetElectricalComponentPower`` for an inverter: active (W) or reactive power (var)."""
         return self.version.pb2.SetElectricalComponentPowerRequest(
             electrical_component_id=inverter_id,
-            power_type=self._power_type_active,
-            power=power_w,
+            power_type=self._power_types[power_type],
+            power=power,
             request_lifetime=lifetime_s,
         )
 
@@ -516,21 +526,24 @@ class AlphaAdapter:
         self,
         stub: Any,
         inverter_id: int,
-        power_w: float,
+        power: float,
         lifetime_s: int,
         *,
         follow: Follow | None = None,
+        power_type: PowerType = PowerType.ACTIVE,
     ) -> float:
         """Command an inverter and judge the reply stream (see the module docstring).
 
         Args:
             stub: The version's stub.
             inverter_id: The inverter.
-            power_w: Its active power, W.
+            power: Its active power, W, or its reactive power, var (``power_type``).
             lifetime_s: The command's ``request_lifetime``, s.
             follow: Given, the command succeeds on ``ACCEPTED``: this gets the rest of the
                 stream (:data:`~distributord.api.adapter.Rest`) before this returns, for the
                 caller to read in the background. Without it, this waits for the final reply.
+            power_type: Which power: the request's ``power_type``; the replies are judged
+                alike.
 
         Returns:
             Until when (Unix time, s) the setpoint holds; nan if no reply says.
@@ -543,7 +556,7 @@ class AlphaAdapter:
                 for it), or without any reply.
         """
         call = stub.SetElectricalComponentPower(
-            self.set_power_request(inverter_id, power_w, lifetime_s)
+            self.set_power_request(inverter_id, power, lifetime_s, power_type)
         )
         accepted = False
         accepted_until = math.nan
@@ -611,8 +624,8 @@ class AlphaAdapter:
         pb2 = self.version.pb2
         reply = pb2.SetElectricalComponentPowerResponse
         status = self._status
-        active = self._power_type_active
-        reactive = self._power_type_reactive
+        active = self._power_types[PowerType.ACTIVE]
+        reactive = self._power_types[PowerType.REACTIVE]
         serving = TelemetryServing(
             handler,
             encode_telemetry,

@@ -18,6 +18,11 @@ A second, farther piece on one side (``[1000, 2000] ∪ [3000, 4000]``) cannot b
 we keep the nearer piece, which is the safe choice, and report ``lossy`` so the caller can log
 it once. Ranges that are empty (``lower > upper``) or hold ``nan`` are ignored and also make the
 conversion ``lossy``. No ranges at all means the bounds are unknown: four ``nan``.
+
+Reactive power's ranges (var) become four bounds by the same rule. Apparent power's ranges are
+a magnitude's, and the API does not say whether a server writes them ``[0, S]`` or signed,
+``[-S, S]``: :func:`apparent_limit` reads the limit ``S`` from their four bounds so that either
+way gives ``S``, and an asymmetric signed range the smaller end (the safe reading).
 """
 
 from __future__ import annotations
@@ -78,6 +83,24 @@ def bounds_from_ranges(ranges: Iterable[Range]) -> Conversion:
         ),
         lossy=lossy or upper_lossy or lower_lossy,
     )
+
+
+def apparent_limit(bounds: PowerBounds) -> float:
+    """The apparent-power limit ``S`` (VA) of the bounds of an apparent-power metric.
+
+    The upper inclusion bound; when the bounds reach below 0 too (a signed range), the smaller
+    of the two ends' magnitudes. ``nan`` when the bounds are unknown, ``inf`` when they have no
+    upper end (and no lower one below 0).
+
+    Examples:
+        ``[(0, 5000)]`` and ``[(-5000, 5000)]`` give 5000; ``[(-4000, 6000)]`` gives 4000;
+        ``[(-5000, 0)]`` gives 0 (nothing above 0 is allowed: no power at all is safe).
+    """
+    upper = bounds.inclusion_upper
+    lower = bounds.inclusion_lower
+    if math.isnan(upper) or math.isnan(lower):
+        return math.nan
+    return min(upper, -lower) if lower < 0.0 else upper
 
 
 def _nearest_piece(ranges: list[tuple[float, float]]) -> tuple[float, float, bool]:

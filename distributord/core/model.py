@@ -101,7 +101,7 @@ def _non_negative_id(_: Any, attribute: attrs.Attribute[int], value: int) -> Non
 
 @attrs.frozen(kw_only=True)
 class PowerBounds:
-    """Allowed active power of one component or of a set, in W.
+    """Allowed active power of one component or of a set, in W (or reactive power, in var).
 
     Allowed values are ``0``, ``[inclusion_lower, exclusion_lower]`` and
     ``[exclusion_upper, inclusion_upper]``. Finite values must be ordered
@@ -160,6 +160,10 @@ class PowerBounds:
             or isnan(self.exclusion_upper)
             or isnan(self.inclusion_upper)
         )
+
+
+UNKNOWN_POWER_BOUNDS = PowerBounds.unknown()
+"""Bounds that were not reported, shared (they are frozen): a default that costs nothing."""
 
 
 @attrs.frozen(kw_only=True)
@@ -265,6 +269,12 @@ class InverterSnapshot:
         states: State codes.
         errors: Error codes (names).
         warnings: Warning codes (names).
+        reactive_bounds: The inverter's reactive power bounds, var (the same four numbers as
+            :attr:`bounds`; sign as the Microgrid API defines it: + inductive, the current
+            lagging the voltage; - capacitive). Unknown (``nan``) when not reported.
+        apparent_limit_va: The most apparent power it carries, VA (``|P|² + |Q|² <= S²``),
+            from its apparent-power bounds; ``nan`` when not reported, ``inf`` when they have
+            no upper end.
     """
 
     component_id: int = attrs.field(validator=_non_negative_id)
@@ -275,6 +285,8 @@ class InverterSnapshot:
     states: frozenset[StateCode] = frozenset()
     errors: frozenset[str] = frozenset()
     warnings: frozenset[str] = frozenset()
+    reactive_bounds: PowerBounds = UNKNOWN_POWER_BOUNDS
+    apparent_limit_va: float = math.nan
 
 
 def _finite_power(_: Any, attribute: attrs.Attribute[float], value: float) -> None:

@@ -398,6 +398,10 @@ class InverterSpec:
             ``"hybrid"`` inverters only).
         reactive_limit_var: It takes reactive-power commands within ``[-this, +this]``, var;
             None (the default): its :attr:`power_limit_w`.
+        apparent_limit_va: Its apparent-power limit ``S``, VA: it keeps ``P² + Q² <= S²``
+            (refuses a command beyond ``S`` on its own, curtails its reactive power to
+            ``√(S² − P²)``) and reports the apparent-power bounds ``[0, S]``; None (the
+            default): no limit beyond its active and reactive ones, none reported.
     """
 
     id: int
@@ -409,6 +413,7 @@ class InverterSpec:
     meter: bool = False
     pv_power_w: float = 0.0
     reactive_limit_var: float | None = None
+    apparent_limit_va: float | None = None
 
     @property
     def reactive_limit(self) -> float:
@@ -420,6 +425,9 @@ class InverterSpec:
         if self.reactive_limit_var is not None:
             _check_between("reactive_limit_var", self.reactive_limit_var, 0.0, math.inf)
             _require(self.reactive_limit_var != math.inf, "reactive_limit_var", "must be finite")
+        if self.apparent_limit_va is not None:
+            _check_between("apparent_limit_va", self.apparent_limit_va, 0.0, math.inf)
+            _require(self.apparent_limit_va != math.inf, "apparent_limit_va", "must be finite")
         _require(
             self.meter is True or self.meter is False,
             "meter",
@@ -839,7 +847,13 @@ def _inverter(table: Any, path: str) -> InverterSpec:
             if not isinstance(value, list):
                 raise ScenarioError("must be a list of battery ids", key=f"{path}.{key}")
             fields[key] = tuple(_int(item, f"{path}.{key}") for item in value)
-        elif key in {"power_limit_w", "exclusion_w", "pv_power_w", "reactive_limit_var"}:
+        elif key in {
+            "power_limit_w",
+            "exclusion_w",
+            "pv_power_w",
+            "reactive_limit_var",
+            "apparent_limit_va",
+        }:
             fields[key] = _float(value, f"{path}.{key}")
         elif key == "meter":
             fields[key] = _bool(value, f"{path}.{key}")

@@ -31,7 +31,8 @@ the lock and passed into the world, so the world only ever moves forward.
   it) on time, not at the next tick.
 * **Reactive power** (v1alpha18/19 ``SetElectricalComponentPower`` with ``POWER_TYPE_REACTIVE``,
   v1 ``SetComponentPowerReactive``) is judged by the world at once, refused as active power is
-  (v1: the status; v1alpha18/19: ``REJECTED``), and expires on a timer too. It is kept out of
+  (v1: the status; v1alpha18/19: ``REJECTED``; beyond an inverter's apparent-power limit too),
+  and expires on a timer too. It is kept out of
   :meth:`Simulator.commands` and :meth:`Simulator.record`, which count the active commands a
   daemon sends; :meth:`Simulator.reactive_setpoint` reads it.
 * **A method an adapter does not serve** answers ``UNIMPLEMENTED`` with ``"<method> is not
@@ -709,6 +710,9 @@ class Simulator:
     def reactive_setpoint(self, inverter_id: int) -> float:
         """The reactive power an inverter holds now, var (0 when none or expired).
 
+        Its setpoint, curtailed where its apparent-power limit leaves less beside its active
+        power (``sim.world``): what its telemetry reports.
+
         Raises:
             KeyError: No such inverter.
         """
@@ -1233,6 +1237,7 @@ def _neutral(component_id: int, reading: Reading, sampled_at: float) -> Telemetr
         errors=reading.errors,
         reactive_power_var=reading.reactive_power_var,
         reactive_ranges=reading.reactive_ranges,
+        apparent_ranges=reading.apparent_ranges,
         frequency_hz=reading.frequency_hz,
         voltage_v=reading.voltage_v,
         temperature_c=reading.temperature_c,

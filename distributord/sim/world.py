@@ -37,6 +37,13 @@ assert exact numbers.
   lifetime, as an active one does, then reverts to 0 var; it moves no energy, so it touches
   neither the batteries nor :attr:`World.record` (which is the active power's). A meter and
   a line report the reactive power of the inverters behind them.
+* **An apparent-power limit** ``S`` (the scenario's ``apparent_limit_va``) keeps
+  ``P² + Q² <= S²``: a command whose own value exceeds ``S`` (``|P| > S``, ``|Q| > S``) is
+  refused ``OUT_OF_RANGE``, as one outside its ranges is; when an accepted pair exceeds it,
+  the inverter curtails its reactive power to ``√(S² − P²)`` (active power first, as most
+  inverters do) and reports that (:meth:`World.reactive_power`), the setpoint itself kept:
+  when the active power falls, the reactive power comes back. ``[0, S]`` is reported as
+  its apparent-power bounds.
 * **The rest of a reading is physics of a few numbers**: the AC frequency and phase voltage
   are the scenario's; a battery's DC voltage falls linearly with its SoC from its full
   voltage to 90 % of it; a component carrying power is warmer than the ambient temperature,
@@ -207,6 +214,7 @@ class InverterReading:
         errors: Error code names.
         reactive_power_var: AC reactive power, var.
         reactive_ranges: Allowed reactive power ranges, var; ``None`` leaves them out.
+        apparent_ranges: Allowed apparent power, VA (``[0, S]``); ``None`` leaves it out.
         frequency_hz: AC frequency, Hz.
         voltage_v: Each phase's voltage to neutral, V.
         temperature_c: An inverter's temperature, °C (None for a meter or a line).
@@ -218,6 +226,7 @@ class InverterReading:
     errors: tuple[str, ...]
     reactive_power_var: float | None = None
     reactive_ranges: tuple[Range, ...] | None = None
+    apparent_ranges: tuple[Range, ...] | None = None
     frequency_hz: float | None = None
     voltage_v: float | None = None
     temperature_c: float | None = None
@@ -904,6 +913,9 @@ class World:
     def _out_of_range(self, inverter: _Inverter, power_w: float) -> str:
         if _is_pv(inverter) and power_w > 0:
             return f"inverter {inverter.spec.id} is a PV inverter: it cannot consume {power_w:g} W"
+        beyond = _beyond_apparent_limit(inverter, power_w, "W")
+        if beyond:
+            return beyond
         ranges = self.allowed_ranges(inverter.spec.id)
         if not _inside(power_w, ranges):
             return f"{power_w:g} W is outside inverter {inverter.spec.id}'s ranges {list(ranges)}"
@@ -924,14 +936,24 @@ class World:
     # --- reactive power -----------------------------------------------------------------------
 
     def reactive_power(self, inverter_id: int) -> float:
-        """The reactive power an inverter holds at :attr:`time`, var (0 when none or expired)."""
+        """The reactive power an inverter carries at :attr:`time`, var (0 when none or expired).
+
+        Its setpoint, curtailed to ``√(S² − P²)`` where its apparent-power limit ``S`` leaves
+        less beside the active power ``P`` it carries (the module docstring).
+        """
         inverter = self._inverters[inverter_id]
         if inverter.reactive_until <= self.time:
             if inverter.reactive_var != 0.0:
                 inverter.reactive_var, inverter.reactive_until = 0.0, math.inf
                 self._reactive.pop(inverter_id, None)
             return 0.0
-        return inverter.reactive_var
+        reactive = inverter.reactive_var
+        limit = inverter.spec.apparent_limit_va
+        if limit is None or reactive == 0.0:
+            return reactive
+        active = self.inverter_power(inverter_id)
+        room = math.sqrt(max(limit * limit - active * active, 0.0))
+        return reactive if abs(reactive) <= room else math.copysign(room, reactive)
 
     def site_reactive_power(self) -> float:
         """The sum of all inverters' reactive power, var (what the meter measures)."""
@@ -941,6 +963,11 @@ class World:
         """The reactive power an inverter allows, var: ``[-limit, +limit]``."""
         limit = self._inverters[inverter_id].spec.reactive_limit
         return ((-limit, limit),)
+
+    def apparent_ranges(self, inverter_id: int) -> tuple[Range, ...] | None:
+        """The apparent power an inverter allows, VA: ``[0, S]``; None without a limit."""
+        limit = self._inverters[inverter_id].spec.apparent_limit_va
+        return None if limit is None else ((0.0, limit),)
 
     def check_reactive(
         self, component_id: int, power_var: float, lifetime_s: int | None, *, now: float
@@ -954,13 +981,17 @@ class World:
         judged = self._check_target(component_id, lifetime_s, power_var, now=now)
         if isinstance(judged, Rejected):
             return judged
-        limit = self._inverters[component_id].spec.reactive_limit
+        inverter = self._inverters[component_id]
+        limit = inverter.spec.reactive_limit
         if power_var != 0.0 and not -limit <= power_var <= limit:
             return Rejected(
                 code="OUT_OF_RANGE",
                 details=f"{power_var:g} var is outside inverter {component_id}'s reactive "
                 f"range [{-limit:g}, {limit:g}]",
             )
+        beyond = _beyond_apparent_limit(inverter, power_var, "var")
+        if beyond:
+            return Rejected(code="OUT_OF_RANGE", details=beyond)
         return judged
 
     def command_reactive(
@@ -1034,6 +1065,7 @@ class World:
             errors=_errors(faults),
             reactive_power_var=self.reactive_power(inverter_id),
             reactive_ranges=None if missing else self.reactive_ranges(inverter_id),
+            apparent_ranges=None if missing else self.apparent_ranges(inverter_id),
             frequency_hz=self.frequency_hz,
             voltage_v=self.voltage_v,
             temperature_c=self._temperature(power, inverter.spec.power_limit_w),
@@ -1116,6 +1148,17 @@ def _switched(mode: Mode, faults: Faults, states: tuple[StateCode, ...]) -> tupl
     if StateCode.RELAY_CLOSED in states:  # a battery: its DC relay is open
         return (StateCode.OFF, StateCode.RELAY_OPEN)
     return (StateCode.OFF,)
+
+
+def _beyond_apparent_limit(inverter: _Inverter, power: float, unit: str) -> str:
+    """Why ``power`` (W or var) alone exceeds an inverter's apparent-power limit; "" if not."""
+    limit = inverter.spec.apparent_limit_va
+    if limit is None or abs(power) <= limit:
+        return ""
+    return (
+        f"{power:g} {unit} is beyond inverter {inverter.spec.id}'s apparent-power limit "
+        f"{limit:g} VA"
+    )
 
 
 def _is_pv(inverter: _Inverter) -> bool:

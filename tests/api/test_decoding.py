@@ -89,6 +89,9 @@ def test_an_inverter_round_trips(version: Version) -> None:
             active_power_w=1234.5,
             power_ranges=[(-4000.0, 4000.0)],
             states=[StateCode.STANDBY],
+            reactive_power_var=-250.0,
+            reactive_ranges=[(-3000.0, 3000.0)],
+            apparent_ranges=[(0.0, 4500.0)],
         )
     )
     decoder = version.adapter.decoder(INVERTER, battery=False, max_data_age_s=10.0)
@@ -99,6 +102,8 @@ def test_an_inverter_round_trips(version: Version) -> None:
         active_power_w=1234.5,
         bounds=PowerBounds.symmetric(4000.0),
         states=frozenset({StateCode.STANDBY}),
+        reactive_bounds=PowerBounds.symmetric(3000.0),
+        apparent_limit_va=4500.0,
     )
 
 
@@ -340,3 +345,137 @@ def test_a_changed_message_is_not_mistaken_for_the_last_one(version: Version) ->
     decode_battery(version, message, decoder)
     message.metric_samples[-1].bounds[0].upper = 3000.0
     assert decode_battery(version, message, decoder).bounds.inclusion_upper == 3000.0
+
+
+# --- reactive power bounds and the apparent-power limit (issue 24) ------------------------------
+
+
+def inverter_decoder(version: Version, max_age: float = 10.0) -> Decoder:
+    return version.adapter.decoder(INVERTER, battery=False, max_data_age_s=max_age)
+
+
+def decode_inverter(
+    version: Version, message: object, decoder: Decoder | None = None, at: float = 100.0
+) -> InverterSnapshot:
+    snapshot = (decoder or inverter_decoder(version)).decode(message, received_at=at)
+    assert isinstance(snapshot, InverterSnapshot)
+    return snapshot
+
+
+def ac_message(
+    version: Version,
+    reactive: list[Range] | None = None,
+    apparent: list[Range] | None = None,
+) -> object:
+    """An inverter's message with active power, and reactive and apparent samples if given."""
+    samples = [version.sample_of("ac_power", 100.0, ranges=[(-5000.0, 5000.0)])]
+    if reactive is not None:
+        samples.append(version.sample_of("ac_reactive", -200.0, ranges=reactive))
+    if apparent is not None:
+        samples.append(version.sample_of("ac_apparent", 223.6, ranges=apparent))
+    return version.message_of(INVERTER, samples)
+
+
+@versions
+def test_an_inverter_reports_its_reactive_bounds_and_apparent_limit(version: Version) -> None:
+    decoder = inverter_decoder(version)
+    message = ac_message(
+        version, reactive=[(-3000.0, -100.0), (100.0, 3000.0)], apparent=[(0.0, 4500.0)]
+    )
+    snapshot = decode_inverter(version, message, decoder)
+    assert snapshot.bounds == PowerBounds.symmetric(5000.0)
+    assert snapshot.reactive_bounds == PowerBounds.symmetric(3000.0, 100.0)
+    assert snapshot.apparent_limit_va == 4500.0
+    assert decoder.notes == set()
+
+
+@versions
+def test_without_reactive_or_apparent_samples_both_are_unknown(version: Version) -> None:
+    snapshot = decode_inverter(version, ac_message(version))
+    assert snapshot.bounds.is_known
+    assert not snapshot.reactive_bounds.is_known
+    assert math.isnan(snapshot.apparent_limit_va)
+
+
+@versions
+def test_samples_without_bounds_leave_them_unknown(version: Version) -> None:
+    snapshot = decode_inverter(version, ac_message(version, reactive=[], apparent=[]))
+    assert not snapshot.reactive_bounds.is_known
+    assert math.isnan(snapshot.apparent_limit_va)
+
+
+# Apparent power is a magnitude: a range from 0 (or above) gives its upper end; a signed range
+# around 0 the smaller of its two ends, which is what is safe either way.
+APPARENT_EXAMPLES: list[tuple[list[Range], float]] = [
+    ([(0.0, 5000.0)], 5000.0),
+    ([(-5000.0, 5000.0)], 5000.0),
+    ([(-4000.0, 6000.0)], 4000.0),
+    ([(-6000.0, 4000.0)], 4000.0),
+    ([(1000.0, 5000.0)], 5000.0),
+    ([(-5000.0, 0.0)], 0.0),
+    ([(None, 7000.0)], 7000.0),
+    ([(0.0, None)], math.inf),
+    ([(0.0, 3000.0), (4000.0, 5000.0)], 3000.0),  # a gap: the piece from 0 counts
+]
+
+
+@versions
+@pytest.mark.parametrize(("ranges", "expected"), APPARENT_EXAMPLES)
+def test_the_apparent_limit_of_its_ranges(
+    version: Version, ranges: list[Range], expected: float
+) -> None:
+    assert decode_inverter(version, ac_message(version, apparent=ranges)).apparent_limit_va == (
+        expected
+    )
+
+
+@versions
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, 1e38, 2e15])
+def test_implausible_reactive_and_apparent_ranges_are_unknown_and_noted(
+    version: Version, bad: float
+) -> None:
+    decoder = inverter_decoder(version)
+    message = ac_message(version, reactive=[(-3000.0, bad)], apparent=[(bad, 5000.0)])
+    snapshot = decode_inverter(version, message, decoder)
+    assert snapshot.bounds.is_known  # the active power's were fine
+    assert not snapshot.reactive_bounds.is_known
+    assert math.isnan(snapshot.apparent_limit_va)
+    assert decoder.notes == {Note.BAD_VALUE}
+
+
+@versions
+def test_inverted_reactive_and_apparent_ranges_are_unknown_and_noted(version: Version) -> None:
+    decoder = inverter_decoder(version)
+    message = ac_message(version, reactive=[(3000.0, -3000.0)], apparent=[(5000.0, 0.0)])
+    snapshot = decode_inverter(version, message, decoder)
+    assert snapshot.bounds.is_known
+    assert not snapshot.reactive_bounds.is_known
+    assert math.isnan(snapshot.apparent_limit_va)
+    assert decoder.notes == {Note.INVERTED_BOUNDS}
+
+
+@versions
+def test_reactive_and_apparent_bounds_keep_only_while_fresh(version: Version) -> None:
+    decoder = inverter_decoder(version, max_age=10.0)
+    full = ac_message(version, reactive=[(-3000.0, 3000.0)], apparent=[(0.0, 4000.0)])
+    decode_inverter(version, full, decoder, at=100.0)
+    fresh = decode_inverter(version, ac_message(version), decoder, at=109.9)
+    assert fresh.reactive_bounds == PowerBounds.symmetric(3000.0)
+    assert fresh.apparent_limit_va == 4000.0
+    stale = decode_inverter(version, ac_message(version), decoder, at=110.1)
+    assert not stale.reactive_bounds.is_known
+    assert math.isnan(stale.apparent_limit_va)
+
+
+@versions
+def test_a_battery_decoder_ignores_reactive_and_apparent_samples(version: Version) -> None:
+    message = version.message_of(
+        BATTERY,
+        [
+            version.sample_of("ac_reactive", 1.0, ranges=[(5.0, -5.0)]),
+            version.sample_of("ac_apparent", 1.0, ranges=[(math.nan, 5.0)]),
+        ],
+    )
+    decoder = battery_decoder(version)
+    decode_battery(version, message, decoder)
+    assert decoder.notes == set()

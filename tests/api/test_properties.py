@@ -100,15 +100,21 @@ def assert_valid(snapshot: object, battery: bool) -> None:
     assert snapshot.component_id == OWN_ID
     for value in values + bounds:
         assert math.isnan(value) or abs(value) <= PLAUSIBLE_LIMIT
-    power = snapshot.bounds
-    for bound in (
-        power.inclusion_lower,
-        power.exclusion_lower,
-        power.exclusion_upper,
-        power.inclusion_upper,
-    ):
-        # Known bounds are plausible; only an absent (open) range end reads as infinite.
-        assert math.isnan(bound) or math.isinf(bound) or abs(bound) <= PLAUSIBLE_LIMIT
+    every_bounds = [snapshot.bounds]
+    if isinstance(snapshot, InverterSnapshot):
+        every_bounds.append(snapshot.reactive_bounds)
+    for power in every_bounds:
+        for bound in (
+            power.inclusion_lower,
+            power.exclusion_lower,
+            power.exclusion_upper,
+            power.inclusion_upper,
+        ):
+            # Known bounds are plausible; only an absent (open) range end reads as infinite.
+            assert math.isnan(bound) or math.isinf(bound) or abs(bound) <= PLAUSIBLE_LIMIT
+    if isinstance(snapshot, InverterSnapshot):
+        limit = snapshot.apparent_limit_va
+        assert math.isnan(limit) or limit == math.inf or 0.0 <= limit <= PLAUSIBLE_LIMIT
     assert math.isnan(snapshot.sampled_at) or (
         MIN_SECONDS <= snapshot.sampled_at <= MAX_SECONDS + 1
     )

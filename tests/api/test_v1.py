@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 from frequenz.api.common.v1.microgrid.components import components_pb2, inverter_pb2
 
 from distributord.api import v1
+from distributord.api.adapter import PowerType
 from distributord.core.topology import Category, Component, InverterType
 
 T0 = 1_800_000_000.0
@@ -111,4 +113,24 @@ def test_the_stream_request_asks_for_the_metrics_read() -> None:
         "METRIC_BATTERY_CAPACITY",
         "METRIC_DC_POWER",
         "METRIC_AC_ACTIVE_POWER",
+        "METRIC_AC_REACTIVE_POWER",  # for their bounds (issue 24)
+        "METRIC_AC_APPARENT_POWER",
     }
+
+
+class FakeReactiveStub:
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+
+    async def SetComponentPowerReactive(self, request: Any) -> Any:  # noqa: N802
+        self.requests.append(request)
+        return v1.SetReactiveResponse(valid_until=v1.set_power_response(T0 + 30.5).valid_until)
+
+
+async def test_a_reactive_command_is_set_component_power_reactive() -> None:
+    stub = FakeReactiveStub()
+    until = await v1.V1.set_power(stub, 2001, 640.0, 30, power_type=PowerType.REACTIVE)
+    assert until == T0 + 30.5
+    (request,) = stub.requests
+    assert isinstance(request, v1.SetReactiveRequest)
+    assert (request.component_id, request.power, request.request_lifetime) == (2001, 640.0, 30)

@@ -16,7 +16,7 @@ from frequenz.api.microgrid.v1alpha19 import microgrid_pb2 as v1alpha19_pb2
 from google.protobuf import timestamp_pb2
 
 from distributord.api import v1alpha
-from distributord.api.adapter import Adapter, FinalReply, Rest
+from distributord.api.adapter import Adapter, FinalReply, PowerType, Rest
 from distributord.core.errors import (
     CommandFailedError,
     CommandOverriddenError,
@@ -247,6 +247,8 @@ def test_the_stream_request_asks_for_the_metrics_read(adapter: Adapter, pb2: Any
         "METRIC_BATTERY_CAPACITY",
         "METRIC_DC_POWER",
         "METRIC_AC_POWER_ACTIVE",
+        "METRIC_AC_POWER_REACTIVE",  # for their bounds (issue 24)
+        "METRIC_AC_POWER_APPARENT",
     }
 
 
@@ -335,3 +337,52 @@ def test_cancelling_the_rest_cancels_the_call(adapter: Adapter, pb2: Any) -> Non
 
     asyncio.run(main())
     assert stub.cancelled
+
+
+# --- reactive power: the same command, another power type (issue 24) --------------------------
+
+
+@ALPHAS
+def test_a_reactive_command_is_the_same_command_with_the_reactive_power_type(
+    adapter: Adapter, pb2: Any
+) -> None:
+    stub = FakeStub([reply(pb2, "ACCEPTED", T0 + 60), reply(pb2, "SUCCESS", T0 + 61)])
+    until = asyncio.run(adapter.set_power(stub, 2001, -750.25, 30, power_type=PowerType.REACTIVE))
+    assert until == T0 + 61
+    (request,) = stub.requests
+    assert request.electrical_component_id == 2001
+    assert request.power_type == pb2.POWER_TYPE_REACTIVE
+    assert request.power == -750.25
+    assert request.request_lifetime == 30
+    assert stub.ended
+    assert not stub.cancelled
+
+
+@ALPHAS
+def test_a_reactive_command_is_judged_as_an_active_one(adapter: Adapter, pb2: Any) -> None:
+    def send(stub: FakeStub) -> float:
+        return asyncio.run(adapter.set_power(stub, 2001, 1.0, 60, power_type=PowerType.REACTIVE))
+
+    with pytest.raises(CommandRejectedError):
+        send(FakeStub([reply(pb2, "REJECTED")]))
+    with pytest.raises(CommandFailedError, match="FAILED"):
+        send(FakeStub([reply(pb2, "ACCEPTED", T0), reply(pb2, "FAILED")]))
+    with pytest.raises(CommandOverriddenError):
+        send(FakeStub([reply(pb2, "ACCEPTED", T0), reply(pb2, "OVERRIDDEN")]))
+    # With follow: it lands on ACCEPTED, and the rest says how it ended.
+    stub = FakeStub([reply(pb2, "ACCEPTED", T0 + 60), reply(pb2, "FAILED", T0 + 61)])
+    rests: list[Rest] = []
+
+    async def main() -> tuple[float, FinalReply]:
+        until = await adapter.set_power(
+            stub,
+            2001,
+            1.0,
+            60,
+            follow=lambda rest, stop: rests.append(rest),
+            power_type=PowerType.REACTIVE,
+        )
+        return until, await rests[0]()
+
+    assert asyncio.run(main()) == (T0 + 60, FinalReply.FAILED)
+    assert stub.requests[0].power_type == pb2.POWER_TYPE_REACTIVE

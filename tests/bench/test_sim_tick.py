@@ -9,10 +9,17 @@ from distributord.sim.server import API_VERSIONS
 
 
 @pytest.mark.parametrize("api", API_VERSIONS)
-def test_the_daemons_filter_is_the_four_metrics_it_reads(api: str) -> None:
+def test_the_daemons_filter_is_the_metrics_it_reads(api: str) -> None:
     _, daemon = serving(api)
     assert daemon == frozenset(
-        {"BATTERY_SOC_PCT", "BATTERY_CAPACITY", "DC_POWER", "AC_ACTIVE_POWER"}
+        {
+            "BATTERY_SOC_PCT",
+            "BATTERY_CAPACITY",
+            "DC_POWER",
+            "AC_ACTIVE_POWER",
+            "AC_REACTIVE_POWER",  # their bounds (issue 24)
+            "AC_APPARENT_POWER",
+        }
     )
 
 

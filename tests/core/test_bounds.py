@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from distributord.core.bounds import Range, bounds_from_ranges
+from distributord.core.bounds import Range, apparent_limit, bounds_from_ranges
 from distributord.core.model import PowerBounds
 
 
@@ -103,3 +103,25 @@ def test_lossless_conversion_allows_everything_the_ranges_allow(
     result = bounds_from_ranges(ranges)
     if not result.lossy and allowed_by_ranges(x, ranges):
         assert allowed_by_bounds(x, result.bounds)
+
+
+@pytest.mark.parametrize(
+    ("ranges", "expected"),
+    [
+        pytest.param([(0, 5000)], 5000.0, id="magnitude"),
+        pytest.param([(-5000, 5000)], 5000.0, id="signed"),
+        pytest.param([(-4000, 6000)], 4000.0, id="signed-asymmetric-takes-the-smaller"),
+        pytest.param([(-5000, 0)], 0.0, id="nothing-above-zero"),
+        pytest.param([(0, None)], math.inf, id="no-upper-end"),
+        pytest.param([], math.nan, id="unknown"),
+    ],
+)
+def test_the_apparent_limit_of_apparent_power_ranges(ranges: list[Range], expected: float) -> None:
+    limit = apparent_limit(bounds_from_ranges(ranges).bounds)
+    assert limit == expected or (math.isnan(limit) and math.isnan(expected))
+
+
+@given(st.lists(st.tuples(st.none() | st.floats(), st.none() | st.floats()), max_size=4))
+def test_the_apparent_limit_is_never_negative(ranges: list[Range]) -> None:
+    limit = apparent_limit(bounds_from_ranges(ranges).bounds)
+    assert math.isnan(limit) or limit >= 0.0

@@ -208,3 +208,30 @@ def test_reactive_power_returns_to_zero_when_its_lifetime_ends() -> None:
         assert with_client(quick, use) is not None  # holds for 10 s x 0.01
         assert quick.wait_for(lambda s: s.reactive_setpoint(2001) == 0.0, timeout=10.0)
         assert read(quick, 2001, [Metric.AC_POWER_REACTIVE])[Metric.AC_POWER_REACTIVE].value == 0.0
+
+
+def test_an_apparent_power_limit_is_read_as_its_bounds_and_curtails_reactive_power() -> None:
+    limited = Scenario(
+        batteries=(BatterySpec(id=1001, soc_pct=50.0, capacity_wh=1e9),),
+        inverters=(
+            InverterSpec(
+                id=2001, batteries=(1001,), power_limit_w=5_000.0, apparent_limit_va=4_000.0
+            ),
+        ),
+    )
+    with Simulator(limited, telemetry_hz=20.0, apis=("v1alpha18",)) as site:
+        command(site, 2001, 2_400.0, -3_800.0)  # each within S, together not: Q is curtailed
+        metrics = [Metric.AC_POWER_ACTIVE, Metric.AC_POWER_REACTIVE, Metric.AC_POWER_APPARENT]
+        samples = read(site, 2001, metrics)
+        assert set(samples) == set(metrics)
+        value = {metric: sample.value for metric, sample in samples.items()}
+        assert value[Metric.AC_POWER_ACTIVE] == 2_400.0
+        assert value[Metric.AC_POWER_REACTIVE] == pytest.approx(-3_200.0)  # √(4000² − 2400²)
+        assert value[Metric.AC_POWER_APPARENT] == pytest.approx(4_000.0)
+        bounds = samples[Metric.AC_POWER_APPARENT].bounds
+        assert [(b.lower, b.upper) for b in bounds] == [(0.0, 4_000.0)]
+
+        async def beyond(client: MicrogridApiClient) -> datetime | None:
+            return await client.set_component_power_reactive(ComponentId(2001), 4_100.0)
+
+        assert with_client(site, beyond) is None  # REJECTED: beyond S on its own
