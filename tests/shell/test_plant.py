@@ -1,0 +1,159 @@
+"""Plant-controller features through the daemon on the simulator (issue 24, ``spec/plant.md``).
+
+Ramp rates: a bucket's target moves at most ``ramp.max_w_per_s`` from where its power is, a
+step every ``ramp.step_s``; a ``ramp_exempt`` program's grant moves at once. What the inverters
+hold is read from the simulator's own record, on its clock, in real time (a ramp of 4 s takes
+4 s): nothing sleeps to synchronise, the tests wait on the simulator under a deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from distributord.shell.daemon import Daemon
+from distributord.sim.scenario import BatterySpec, InverterSpec, Scenario
+from distributord.sim.server import Simulator
+from tests.support import Client, config_for, running_daemon, sim_wait
+
+BATTERIES = (1001, 1002, 1003, 1004)
+INVERTERS = tuple(b + 1000 for b in BATTERIES)
+RATE_W_PER_S = 10_000.0
+STEP_S = 1.0
+LATENCY_S = 0.5
+"""What a step's commands may take to land, at most (loopback: some milliseconds)."""
+LIMIT_S = 20.0
+"""Each wait's bound: far above what it takes, so only a hang trips it."""
+
+PROGRAMS = {
+    "trade": {"priority": 10},
+    "fcr": {"priority": 90, "ramp_exempt": True},
+}
+
+
+def fleet() -> Scenario:
+    """Four batteries of ±10 kW at 50 % SoC, each on its own inverter."""
+    return Scenario(
+        batteries=tuple(
+            BatterySpec(id=b, soc_pct=50.0, capacity_wh=100_000.0, power_limit_w=10_000.0)
+            for b in BATTERIES
+        ),
+        inverters=tuple(
+            InverterSpec(id=b + 1000, batteries=(b,), power_limit_w=10_000.0) for b in BATTERIES
+        ),
+        telemetry_hz=20.0,
+    )
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(fleet(), apis=("v1",)) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+async def daemon(sim: Simulator, tmp_path: Path) -> AsyncIterator[Daemon]:
+    config = config_for(
+        sim,
+        ramp={"max_w_per_s": RATE_W_PER_S, "step_s": STEP_S},
+        programs=PROGRAMS,
+    )
+    async with running_daemon(sim, tmp_path / "control.sock", config) as running:
+        yield running
+
+
+async def program(path: Path, name: str) -> tuple[Client, Any]:
+    """A connection acting as program ``name``; the caller closes it."""
+    stream = await trio.open_unix_socket(str(path))
+    client = Client(stream)
+    acting = await client.result("hello", {"program": name})
+    assert acting["program"] == name
+    return client, stream
+
+
+def total(sim: Simulator) -> float:
+    return sum(sim.setpoint(i) for i in INVERTERS)
+
+
+def timeline(sim: Simulator, start: float) -> list[tuple[float, float]]:
+    """The total the inverters held since ``start``, as ``(seconds after start, W)`` steps."""
+    return [(at - start, w) for at, w in sim.record().timeline(INVERTERS, start=start)]
+
+
+def worst_deviation(
+    steps: list[tuple[float, float]], *, target_w: float, rate_w_per_s: float
+) -> tuple[float, float]:
+    """The held total's worst distance from the ideal ramp ``rate × t`` toward ``target_w``.
+
+    Returns ``(W, s)``: the largest gap in power at any instant, and the largest lag in time
+    (how long after the ideal ramp passed a level the held total reached it).
+    """
+    sign = 1.0 if target_w > 0 else -1.0
+    worst_w = worst_s = 0.0
+    for (at, held), (until, _) in zip(steps, [*steps[1:], (steps[-1][0], 0.0)], strict=True):
+        for t in (at, until):
+            ideal = sign * min(abs(target_w), rate_w_per_s * t)
+            worst_w = max(worst_w, abs(ideal - held))
+        # The ideal ramp passed this level at abs(held) / rate; the held total reached it at.
+        worst_s = max(worst_s, at - abs(held) / rate_w_per_s)
+    return worst_w, worst_s
+
+
+async def test_a_step_to_minus_40_kw_at_10_kw_per_s_takes_4_s(
+    sim: Simulator, daemon: Daemon, tmp_path: Path
+) -> None:
+    trade, stream = await program(tmp_path / "control.sock", "trade")
+    async with stream:
+        start = sim.now()
+        result = await trade.result("set_power", {"power_w": -40_000, "batteries": BATTERIES})
+        assert result["outcome"] == "success", result
+        assert result["ramping"]["target_w"] == -40_000.0
+        assert result["ramping"]["eta_s"] == 4.0
+        assert result["excess_power_w"] == 0.0
+        await sim_wait(sim, lambda s: total(s) <= -40_000.0 + 1e-3, LIMIT_S)
+        steps = timeline(sim, start)
+    reached = next(at for at, w in steps if w <= -40_000.0 + 1e-3)
+    assert 4.0 - STEP_S <= reached <= 4.0 + STEP_S, steps
+    # Never faster than the rate: between any two instants the held total moved at most the
+    # rate times the time between them, and one step (the step is applied at once).
+    for i, (t_i, w_i) in enumerate(steps):
+        for t_j, w_j in steps[i + 1 :]:
+            assert abs(w_j - w_i) <= RATE_W_PER_S * (t_j - t_i + STEP_S) + 1e-3, steps
+    # Never past the target.
+    assert min(w for _, w in steps) >= -40_000.0 - 1e-3
+    # Within one step of the ideal ramp, in power and in time (the figure README reports).
+    worst_w, worst_s = worst_deviation(steps, target_w=-40_000.0, rate_w_per_s=RATE_W_PER_S)
+    print(f"ramp 0 -> -40 kW at 10 kW/s: reached after {reached:.3f} s; worst deviation from")
+    print(f"the ideal ramp {worst_w:.0f} W, {worst_s:.3f} s")
+    # A stepped ramp is up to one step behind the ideal line; the commands' latency adds to it.
+    assert worst_w <= RATE_W_PER_S * (STEP_S + LATENCY_S)
+    assert worst_s <= STEP_S + LATENCY_S
+
+
+async def test_an_exempt_program_lands_at_once_while_the_ramp_goes_on(
+    sim: Simulator, daemon: Daemon, tmp_path: Path
+) -> None:
+    path = tmp_path / "control.sock"
+    trade, trade_stream = await program(path, "trade")
+    fcr, fcr_stream = await program(path, "fcr")
+    async with trade_stream, fcr_stream:
+        result = await trade.result("propose", {"power_w": -30_000, "batteries": BATTERIES})
+        assert result["outcome"] == "success", result
+        await sim_wait(sim, lambda s: total(s) <= -10_000.0 + 1e-3, LIMIT_S)
+        before = total(sim)
+        assert before > -30_000.0  # still ramping
+        asked = sim.now()
+        result = await fcr.result("propose", {"power_w": 8_000, "batteries": BATTERIES})
+        assert result["outcome"] == "success", result
+        # The exempt grant lands with the request, not a step later: the held total moved by
+        # +8 kW (less what the ramp moved meanwhile, at most one step) at once.
+        answered = sim.now()
+        moved = total(sim) - before
+        assert 8_000.0 - RATE_W_PER_S * STEP_S - 1e-3 <= moved <= 8_000.0 + 1e-3
+        assert answered - asked < STEP_S
+        # The trade's ramp goes on to its target: -30 kW + 8 kW.
+        await sim_wait(sim, lambda s: abs(total(s) - (-22_000.0)) <= 1e-3, LIMIT_S)
