@@ -587,11 +587,14 @@ class RampConfig:
         step_s: How often a ramping target is re-applied, s.
     """
 
-    max_w_per_s: float = attrs.field(default=0.0, converter=_to_float, validator=_number(low=0.0))
+    max_w_per_s: float = attrs.field(
+        default=0.0, converter=_to_float, validator=_number(low=0.0), metadata=LIVE
+    )
     step_s: float = attrs.field(
         default=1.0,
         converter=_to_float,
         validator=_number(low=MIN_RAMP_STEP_S, high=MAX_RAMP_STEP_S),
+        metadata=LIVE,
     )
 
     @property

@@ -469,6 +469,8 @@ def test_the_live_keys_are_declared_beside_the_settings() -> None:
         "logging.level",
         "logging.libraries",
         "arbitration.merge",
+        "ramp.max_w_per_s",
+        "ramp.step_s",
     } == config.LIVE_KEYS
 
 

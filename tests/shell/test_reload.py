@@ -253,6 +253,31 @@ async def test_compensate_unused(
     assert seen[-1] is False
 
 
+@effect_of("ramp.max_w_per_s", "ramp.step_s")
+async def test_a_ramp_under_way_goes_on_at_the_new_rate_and_step(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # What a ramp does is tests/core/test_ramp.py and test_requestloop's ramp tests; here: a
+    # reload takes effect at the ramp's next step, from where its power is.
+    running = start(tmp_path, "[ramp]\nmax_w_per_s = 1000\nstep_s = 1\n")
+    async with looping(running) as rig:
+        rig.submit(-5000.0, 1001, 1002)
+        await trio.sleep(1.5)
+        running.reload("[ramp]\nmax_w_per_s = 2000\nstep_s = 0.5\n")
+        await trio.sleep(1.5)
+        running.reload("[ramp]\nmax_w_per_s = 0\n")  # off: the target at once
+        rig.submit(-1000.0, 1001, 1002)
+        await trio.sleep(1.0)
+    totals = [(at, sum(powers.values())) for at, powers in rig.fake.sent()]
+    assert totals == [
+        (0.0, 0.0),
+        (1.0, -1000.0),
+        (2.0, -3000.0),  # the step planned with the old step_s, at the new rate
+        (2.5, -4000.0),
+        (3.0, -1000.0),
+    ]
+
+
 # --- arbitration -------------------------------------------------------------------------------
 
 PROGRAMS = "[programs.a]\npriority = 2\n[programs.b]\npriority = 1\n"
