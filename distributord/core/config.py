@@ -571,7 +571,7 @@ class PlantConfig:
     """
 
     pq_priority: str = attrs.field(
-        default="active", converter=_to_lower, validator=_choice(PQ_PRIORITIES)
+        default="active", converter=_to_lower, validator=_choice(PQ_PRIORITIES), metadata=LIVE
     )
 
 

@@ -181,6 +181,20 @@ SET_POWER_RESULT = (
         meaning="{total_ms, commands_ms}: the request's time in the daemon, and in its commands",
     ),
     Field(
+        name="reactive",
+        present="when reactive_var was asked (or a proposal's merge has one)",
+        meaning='{target_var, distribution: {"<battery id>": var}, excess_var, '
+        "failed_batteries, reasons}: the reactive power commanded to each battery's inverter, "
+        "what could not be placed, whose reactive command failed (the outcome is then "
+        "partial_failure), and why an inverter got none",
+    ),
+    Field(
+        name="ramping",
+        present="while the set's target ramps ([ramp] max_w_per_s)",
+        meaning="{target_w, applied_w, eta_s}: the whole target, what was applied now, and "
+        "the time until the target is reached, a step every ramp.step_s",
+    ),
+    Field(
         name="arbitration",
         present="propose",
         meaning="{program, priority, granted_w, window_w: [lower, upper], limited_by: "
@@ -206,6 +220,14 @@ _MICROGRID = (
         present="unreachable",
         meaning="for how long the microgrid has been unreachable",
     ),
+)
+
+_REACTIVE = Param(
+    name="reactive_var",
+    type="finite number",
+    default="none",
+    meaning="total reactive power for the set's inverters, var: positive inductive (current "
+    "lagging), negative capacitive, as the Microgrid API defines it; absent: none (0 var)",
 )
 
 METHODS: tuple[Method, ...] = (
@@ -249,6 +271,7 @@ METHODS: tuple[Method, ...] = (
                 meaning="also command batteries that are not working, with their last "
                 "telemetry (status.broken_cache_ttl_s)",
             ),
+            _REACTIVE,
         ),
         result=SET_POWER_RESULT,
     ),
@@ -260,7 +283,8 @@ METHODS: tuple[Method, ...] = (
                 name="batteries",
                 present="always",
                 meaning="[{id, inverter_id, status, reasons, blocked_until_s?, soc_pct?, "
-                "capacity_wh?, bounds?, setpoint_w?, data_age_s?, clock_offset_s?}]: status is "
+                "capacity_wh?, bounds?, setpoint_w?, reactive_setpoint_var?, reactive_bounds?, "
+                "apparent_limit_va?, data_age_s?, clock_offset_s?}]: status is "
                 "working, uncertain or not_working; reasons are STATUS REASONS",
             ),
             Field(name="working", present="always", meaning="the ids of the working batteries"),
@@ -353,6 +377,7 @@ METHODS: tuple[Method, ...] = (
                 meaning="the proposal ends when this connection closes",
             ),
             _TIMEOUT,
+            _REACTIVE,
         ),
         result=SET_POWER_RESULT,
     ),

@@ -327,6 +327,8 @@ class Request:
         adjust_power: Whether power beyond the set's bounds is trimmed (``True``) or the request
             is refused as out of bounds (``False``).
         include_broken_batteries: Whether batteries that are not working take part anyway.
+        reactive_var: Total reactive power for the set's inverters, var (the Microgrid API's
+            sign: + inductive), or ``None``: the request asks for none (0 var stands).
     """
 
     power_w: float = attrs.field(validator=_finite_power)
@@ -335,6 +337,9 @@ class Request:
     adjust_power: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
     include_broken_batteries: bool = attrs.field(
         default=False, validator=attrs.validators.instance_of(bool)
+    )
+    reactive_var: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_finite_power)
     )
 
 
@@ -372,6 +377,7 @@ class Success:
     uncompensated_power_w: float = 0.0
     arbitration: Mapping[str, Any] | None = None
     ramping: Mapping[str, float] | None = None
+    reactive: Mapping[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -393,6 +399,7 @@ class PartialFailure:
         uncompensated_power_w: As :class:`Success`'s.
         arbitration: As :class:`Success`'s.
         ramping: As :class:`Success`'s.
+        reactive: As :class:`Success`'s.
     """
 
     request: Request
@@ -408,6 +415,7 @@ class PartialFailure:
     uncompensated_power_w: float = 0.0
     arbitration: Mapping[str, Any] | None = None
     ramping: Mapping[str, float] | None = None
+    reactive: Mapping[str, Any] | None = None
 
 
 @attrs.frozen(kw_only=True)

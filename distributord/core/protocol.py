@@ -316,7 +316,14 @@ def timeout_problem(value: object) -> str | None:
 
 
 SET_POWER_FIELDS = frozenset(
-    {"power_w", "batteries", "request_timeout_s", "adjust_power", "include_broken_batteries"}
+    {
+        "power_w",
+        "batteries",
+        "request_timeout_s",
+        "adjust_power",
+        "include_broken_batteries",
+        "reactive_var",
+    }
 )
 
 
@@ -338,10 +345,12 @@ def parse_set_power(call: Call, *, default_timeout_s: float) -> Request | Failur
     power = params["power_w"]
     batteries = params["batteries"]
     timeout = params.get("request_timeout_s", default_timeout_s)
+    reactive = params.get("reactive_var")
     for field, problem in (
         ("power_w", power_problem(power)),
         ("batteries", batteries_problem(batteries)),
         ("request_timeout_s", timeout_problem(timeout)),
+        ("reactive_var", None if reactive is None else power_problem(reactive)),
     ):
         if problem is not None:
             return bad(field, problem)
@@ -355,6 +364,7 @@ def parse_set_power(call: Call, *, default_timeout_s: float) -> Request | Failur
         power_w=float(power),
         batteries=frozenset(batteries),
         request_timeout_s=float(timeout),
+        reactive_var=None if reactive is None else float(reactive),
         **flags,
     )
 
@@ -442,6 +452,8 @@ def result_object(result: Result) -> dict[str, Any]:
                     "applied_w": _watts(result.ramping["applied_w"]),
                     "eta_s": result.ramping["eta_s"],
                 }
+            if result.reactive is not None:
+                out["reactive"] = dict(result.reactive)
         case OutOfBounds():
             out["outcome"] = "out_of_bounds"
             out["bounds"] = bounds_object(result.bounds)

@@ -38,6 +38,7 @@ def status_report(
     *,
     now: float,
     heard: Mapping[int, tuple[float | None, float]] | None = None,
+    reactive: Mapping[int, float] | None = None,
 ) -> dict[str, Any]:
     """The ``get_status`` result.
 
@@ -49,6 +50,9 @@ def status_report(
         heard: Battery id to the receipt time of its older side's latest new sample (None
             until both sides reported) and its clock offset, s (``nan`` if unknown); without
             it, the data age counts from the latest snapshots' receipt.
+        reactive: Battery id to the reactive setpoint its inverter is believed to hold, var
+            (only those that may hold one); an inverter's reactive bounds and apparent-power
+            limit are shown where it reports them.
 
     Returns:
         The result object, ready for JSON.
@@ -80,6 +84,15 @@ def status_report(
             }
         if battery_id in setpoints:
             entry["setpoint_w"] = setpoints[battery_id] + 0.0
+        if reactive and battery_id in reactive:
+            entry["reactive_setpoint_var"] = reactive[battery_id] + 0.0
+        if inverter is not None:
+            lower = _finite(inverter.reactive_bounds.inclusion_lower)
+            upper = _finite(inverter.reactive_bounds.inclusion_upper)
+            if lower is not None or upper is not None:
+                entry["reactive_bounds"] = {"lower_var": lower, "upper_var": upper}
+            if (apparent := _finite(inverter.apparent_limit_va)) is not None:
+                entry["apparent_limit_va"] = apparent
         heard_at, offset = (None, math.nan) if heard is None else heard[battery_id]
         if heard is None and battery is not None and inverter is not None:
             heard_at = min(battery.received_at, inverter.received_at)

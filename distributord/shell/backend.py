@@ -288,5 +288,10 @@ def _status(parts: Connected) -> dict[str, Any]:
     """The ``get_status`` result now."""
     tracker, setpoints = parts.tracker, parts.loop.statistics().setpoints
     return status_report(
-        tracker.states, tracker.fleet, setpoints, now=trio.current_time(), heard=tracker.heard()
+        tracker.states,
+        tracker.fleet,
+        setpoints,
+        now=trio.current_time(),
+        heard=tracker.heard(),
+        reactive=parts.loop.reactive_setpoints(),
     )

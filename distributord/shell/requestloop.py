@@ -62,7 +62,7 @@ import logging
 import math
 import time
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, assert_never
 
@@ -95,6 +95,14 @@ from distributord.core.arbitration.merge import Grant, Merge, Mode, merge
 from distributord.core.arbitration.programs import acting_as
 from distributord.core.config import DEFAULT_PROGRAM, Config
 from distributord.core.distribution import Distribution, SearchBudget, aggregate_bounds
+from distributord.core.distribution.reactive import (
+    ReactiveLimits,
+    ReactiveSplit,
+    capped_active_bounds,
+    reactive_rooms,
+    split_reactive,
+)
+from distributord.core.distribution.rows import Pair
 from distributord.core.errors import CommandError
 from distributord.core.ledger import REFRESH_AT
 from distributord.core.model import (
@@ -126,7 +134,7 @@ from distributord.core.status import Status
 from distributord.core.topology import Topology
 from distributord.core.values import ids_text
 from distributord.shell.commander import Commander, Flight
-from distributord.shell.link import Late, MicrogridClient
+from distributord.shell.link import Late, MicrogridClient, ReactiveSide
 from distributord.shell.live import Live
 from distributord.shell.metrics import Metrics
 from distributord.shell.notices import Notices
@@ -284,6 +292,16 @@ class RequestLoop:
             on_fate=self._fate,
             on_late=self._late,
         )
+        self._reactive = Commander(
+            ReactiveSide(client),
+            lifetime_s=lambda: self.config.setpoints.lifetime_s,
+            held_s=lambda: held_s(self.config, lifetime_scale),
+            background_timeout_s=lambda: self.config.requests.default_timeout_s,
+            on_fate=functools.partial(self._fate, unit="var"),
+            on_late=functools.partial(self._late, unit="var"),
+        )
+        """Reactive power's commands and ledger (``spec/plant.md``): apart from active power's,
+        by the same rules (refreshed before their lifetime, released when nobody wants them)."""
         self.notices = Notices()
         """Events for status subscribers: ``command_failed``."""
         # How often a standing set is re-planned: a third of what a command holds. A reload that
@@ -403,6 +421,13 @@ class RequestLoop:
         ledger = self._commander.ledger
         beliefs = {b: ledger.belief(i, now) for b, i in self._topology.pairs.items()}
         return {b: p for b, p in beliefs.items() if p is not None}
+
+    def reactive_setpoints(self) -> dict[int, float]:
+        """Battery id to the reactive setpoint its inverter is believed to hold now, var."""
+        now = trio.current_time()
+        ledger = self._reactive.ledger
+        beliefs = {b: ledger.belief(i, now) for b, i in self._topology.pairs.items()}
+        return {b: q for b, q in beliefs.items() if q is not None}
 
     def statistics(self) -> LoopStatistics:
         """A snapshot of the loop's state (the setpoints are read once per call)."""
@@ -536,6 +561,7 @@ class RequestLoop:
     async def _serve(self, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as background:
             await background.start(self._commander.serve)
+            await background.start(self._reactive.serve)
             background.start_soon(self._serve_replans)
             background.start_soon(self._serve_expiry)
             background.start_soon(self._serve_programs)
@@ -635,17 +661,25 @@ class RequestLoop:
             now=trio.current_time(),
             cache_ttl_s=self.config.status.broken_cache_ttl_s,
         )
+        # No inverter is asked more active power than its apparent-power limit allows.
+        pairs = _within_apparent(chosen.pairs, {})
+        if pairs is not chosen.pairs:
+            chosen = attrs.evolve(chosen, pairs=pairs)
         return chosen, statuses
 
     def _plan(
         self, request: Request, chosen: tuple[Choice, dict[int, Status]] | None = None
-    ) -> tuple[Result | Distribution, dict[int, Status], Uncommanded]:
+    ) -> tuple[Result | Distribution, dict[int, Status], Uncommanded, ReactiveSplit | None]:
         """Plan ``request`` on the batteries' state now (as sent on the wire).
 
         ``chosen`` is what :meth:`_choose` gave for its batteries (without broken ones), if the
         caller has it: it is chosen again only where it does not fit the request. The power
         of its batteries that are not used, measured fresh now, is taken off the request
         (``distribution.compensate_unused``): on every request and every re-plan.
+
+        With ``reactive_var``, the reactive split too (``spec/plant.md``): after the active
+        one, in the room each inverter's apparent-power limit leaves it (``plant.pq_priority =
+        "active"``), or first, the active caps then shrinking to what it leaves (``"reactive"``).
         """
         config = self.config
         if chosen is None or request.include_broken_batteries:
@@ -667,9 +701,14 @@ class RequestLoop:
             max_age_s=config.status.max_data_age_s,
             enabled=config.distribution.compensate_unused,
         )
+        pairs = choice.pairs
+        reactive: ReactiveSplit | None = None
+        if request.reactive_var is not None and config.plant.pq_priority == "reactive":
+            reactive = reactive_split(request.reactive_var, pairs, {})
+            pairs = _within_apparent(pairs, reactive.setpoints)
         planned = plan(
             request,
-            choice.pairs,
+            pairs,
             exponent=config.distribution.exponent,
             broken=choice.broken,
             search_budget=SearchBudget(
@@ -679,7 +718,11 @@ class RequestLoop:
         )
         if isinstance(planned, Distribution):
             planned = as_sent(planned)  # float32 on the wire, never more than planned
-        return planned, statuses, unused
+            if request.reactive_var is not None and reactive is None:
+                inverter_of = self._topology.pairs
+                active = {inverter_of[b]: p for b, p in planned.setpoints.items()}
+                reactive = reactive_split(request.reactive_var, pairs, active)
+        return planned, statuses, unused, reactive
 
     def _bounds(self, batteries: frozenset[int]) -> PowerBounds:
         """The aggregate bounds of the usable batteries among ``batteries`` now (NaN: none)."""
@@ -704,6 +747,33 @@ class RequestLoop:
         wants = {inverter_of[b]: 0.0 for b in batteries}
         wants.update({inverter_of[b]: p for b, p in planned.setpoints.items()})
         return wants
+
+    def _want(
+        self,
+        bucket: frozenset[int],
+        held: frozenset[int],
+        planned: Distribution | None,
+        reactive: ReactiveSplit | None,
+    ) -> None:
+        """What ``bucket`` wants of the inverters of the batteries it holds, active and reactive.
+
+        ``planned`` ``None``: 0 W on each (nothing can be placed now); ``reactive`` ``None``:
+        0 var on each (none asked: what stands is released).
+        """
+        inverter_of = self._topology.pairs
+        if planned is None:
+            self._commander.want(bucket, {inverter_of[b]: 0.0 for b in held})
+        else:
+            self._commander.want(bucket, self._wants(held, planned))
+        vars_ = {inverter_of[b]: 0.0 for b in held}
+        if reactive is not None:
+            vars_.update({i: q for i, q in reactive.setpoints.items() if i in vars_})
+        self._reactive.want(bucket, vars_)
+
+    def _drop(self, bucket: frozenset[int]) -> None:
+        """``bucket`` wants nothing any more: what it held is released, active and reactive."""
+        self._commander.drop(bucket)
+        self._reactive.drop(bucket)
 
     def _refusal(self, ask: Ask) -> Error | None:
         """Why ``ask`` may not be made at all (unknown ids, the program's limits), if it may not.
@@ -763,7 +833,9 @@ class RequestLoop:
         proposal = trial.accepted.proposal
         merged, chosen = self._merge(trial.arbiter, bucket)
         grant = trial.arbiter.grant_of(merged, proposal)
-        application = trial.arbiter.application(bucket, merged)
+        application = trial.arbiter.application(
+            bucket, merged, trial.arbiter.reactive_target(bucket, self.config)
+        )
         planned: Result | Distribution
         step: Step | None = None
         if application is not None:
@@ -777,8 +849,9 @@ class RequestLoop:
             )
             statuses: dict[int, Status] = {}
             unused: Uncommanded | None = None
+            reactive: ReactiveSplit | None = None
         else:
-            planned, statuses, unused = self._plan(application, chosen)
+            planned, statuses, unused, reactive = self._plan(application, chosen)
             if not isinstance(planned, Distribution):
                 if isinstance(planned, Error | OutOfBounds) and unused.unused:
                     # Whatever the outcome, the batteries left out say why.
@@ -802,7 +875,7 @@ class RequestLoop:
         self._step_after(self._standing[batteries], step, planned, now)
         self._standing_changed.value = True
         inverter_of = self._topology.pairs
-        self._commander.want(batteries, self._wants(bucket.held, planned))
+        self._want(batteries, bucket.held, planned, reactive)
         # A 0 W share goes out once, when the share becomes 0: not again while it stays 0
         # (repeated 0 W commands disturb a battery management system recovering at 0 % SoC).
         ledger = self._commander.ledger
@@ -816,11 +889,17 @@ class RequestLoop:
         freed = {inverter_of[b] for b in batteries.union(*ended)}
         for due in self._commander.due(freed - sends.keys()):
             sends[due.inverter] = due.power_w
-        outcomes = await self._command(job, sends)
+        # Reactive power as the ledger says: what is wanted and not in force, and the release
+        # of what may stand and is no longer wanted.
+        held = {inverter_of[b] for b in bucket.held}
+        vars_ = {due.inverter: due.power_w for due in self._reactive.due(held | freed)}
+        outcomes, var_outcomes = await self._command(job, sends, vars_)
         failed = {
             b for b, outcome in outcomes.items() if outcome is not None and b in planned.setpoints
         }
         result = summarize(application or request, planned, failed, unused)
+        if reactive is not None:
+            result = self._with_reactive(result, reactive, var_outcomes)
         self._log(request, outcomes)
         if unused is not None and unused.compensation.measured_w:
             self._log_uncommanded(request, unused)
@@ -935,7 +1014,7 @@ class RequestLoop:
             planned_at=trio.current_time(), statuses=statuses
         )
         self._standing_changed.value = True
-        self._commander.want(bucket.batteries, {self._topology.pairs[b]: 0.0 for b in bucket.held})
+        self._want(bucket.batteries, bucket.held, None, None)
         logger.info(accepted_line(trial.accepted.proposal, ask.origin, None, bucket.held))
         arbitration = wire.arbitration_object(grant, merged) if grant is not None else None
         return Error(
@@ -972,7 +1051,10 @@ class RequestLoop:
         freed = {inverter_of[b] for b in frozenset().union(*ended)} - sends.keys()
         for due in self._commander.due(freed):
             sends[due.inverter] = due.power_w
-        outcomes = await self._command(job, sends)
+        # Reactive power that may stand on them and nobody wants: released in the same round.
+        unheld = {inverter_of[b] for b in request.batteries if b not in holders} | freed
+        vars_ = {due.inverter: due.power_w for due in self._reactive.due(unheld)}
+        outcomes, _ = await self._command(job, sends, vars_)
         released = Distribution(
             power_w=request.power_w,
             setpoints=dict.fromkeys(targets, 0.0),
@@ -996,36 +1078,84 @@ class RequestLoop:
         return result
 
     async def _command(
-        self, job: _Job, powers: Mapping[int, float]
-    ) -> dict[int, CommandError | None]:
-        """Send a request's commands and wait for them: battery id to None (done) or why not."""
+        self, job: _Job, powers: Mapping[int, float], vars_: Mapping[int, float]
+    ) -> tuple[dict[int, CommandError | None], dict[int, CommandError | None]]:
+        """Send a request's commands and wait for them: battery id to None (done) or why not.
+
+        ``powers`` are active (W), ``vars_`` reactive (var) commands, by inverter; both fly at
+        once, under the request's one deadline. Returns the outcomes of each kind.
+        """
         sent = trio.current_time()
-        timeout_s = job.request.request_timeout_s
-        flights = self._commander.send(powers, deadline=sent + timeout_s)
-        for flight in flights.values():
+        deadline = sent + job.request.request_timeout_s
+        flights = self._commander.send(powers, deadline=deadline)
+        var_flights = self._reactive.send(vars_, deadline=deadline) if vars_ else {}
+        every = [*flights.values(), *var_flights.values()]
+        for flight in every:
             flight.tag = job  # named if it fails after it was accepted
         try:
-            await self._commander.wait(flights.values(), deadline=sent + timeout_s)
+            await Commander.wait(every, deadline=deadline)
             # Past the deadline: those still flying are being cancelled; let them end, so that
             # the next request for these inverters never has a command of this one beside it.
-            await self._commander.cancel(flights.values())
+            await Commander.cancel(every)
         finally:
             job.commands_s = trio.current_time() - sent
-        bug = next((f.last().bug for f in flights.values() if f.last().bug is not None), None)
+        bug = next((f.last().bug for f in every if f.last().bug is not None), None)
         if bug is not None:
             raise bug
-        # A command another request's newer one replaced (a release of a freed battery that a
-        # request for it overtook) is neither this request's success nor its failure.
-        outcomes = {
+        outcomes, var_outcomes = self._outcomes(flights), self._outcomes(var_flights)
+        self._metrics.commands([*outcomes.values(), *var_outcomes.values()])
+        self._metrics.fanout(job.commands_s)
+        return outcomes, var_outcomes
+
+    def _outcomes(self, flights: Mapping[int, Flight]) -> dict[int, CommandError | None]:
+        """Battery id to its command's outcome (None: done).
+
+        A command another request's newer one replaced (a release of a freed battery that a
+        request for it overtook) is neither this request's success nor its failure.
+        """
+        return {
             self._battery_of[i]: last.error
             for i, flight in flights.items()
             if not ((last := flight.last()).superseded and last.successor is None)
         }
-        self._metrics.commands(outcomes.values())
-        self._metrics.fanout(job.commands_s)
-        return outcomes
 
-    def _fate(self, flight: Flight) -> None:
+    def _with_reactive(
+        self,
+        result: Success | PartialFailure,
+        reactive: ReactiveSplit,
+        outcomes: Mapping[int, CommandError | None],
+    ) -> Success | PartialFailure:
+        """``result`` with what became of its reactive power (``spec/plant.md``).
+
+        A reactive command that failed makes the outcome ``partial_failure`` (its active
+        figures unchanged); the battery is named in the reactive part's ``failed_batteries``.
+        """
+        battery_of = self._battery_of
+        failed = sorted(b for b, outcome in outcomes.items() if outcome is not None)
+        part = wire_reactive(
+            reactive,
+            battery_of=battery_of,
+            failed=failed,
+            errors={b: str(e) for b, e in outcomes.items() if e is not None},
+        )
+        if failed and isinstance(result, Success):
+            return PartialFailure(
+                request=result.request,
+                succeeded_power_w=result.succeeded_power_w,
+                succeeded_batteries=result.succeeded_batteries,
+                failed_power_w=0.0,
+                failed_batteries=frozenset(),
+                excess_power_w=result.excess_power_w,
+                distribution=result.distribution,
+                reasons=result.reasons,
+                unused_power_w=result.unused_power_w,
+                compensated_power_w=result.compensated_power_w,
+                uncompensated_power_w=result.uncompensated_power_w,
+                reactive=part,
+            )
+        return attrs.evolve(result, reactive=part)
+
+    def _fate(self, flight: Flight, unit: str = "W") -> None:
         """A command ended: the status tracker learns the battery's outcome."""
         battery = self._battery_of.get(flight.inverter)
         if battery is None or flight.superseded:
@@ -1041,14 +1171,15 @@ class RequestLoop:
             self._tracker.record_outcomes(succeeded=[], failed=[battery])
         if flight.background and self._tracker.unreachable_since is None:  # else: one fact
             logger.warning(
-                "command to inverter %d (battery %d) at %.0f W failed: %s",
+                "command to inverter %d (battery %d) at %.0f %s failed: %s",
                 flight.inverter,
                 battery,
                 flight.power_w,
+                unit,
                 error,
             )
 
-    def _late(self, flight: Flight, late: Late) -> None:
+    def _late(self, flight: Flight, late: Late, unit: str = "W") -> None:
         """An accepted command's reply stream ended (``spec/microgrid-api.md``).
 
         ``FAILED``: the battery fails as for any failure (blocked), logged, counted, and
@@ -1073,11 +1204,12 @@ class RequestLoop:
                 self._metrics.final_reply("failed")
                 job = flight.tag if isinstance(flight.tag, _Job) else None
                 logger.warning(
-                    "command to inverter %d (battery %s) at %.0f W failed after it was accepted "
-                    "(FAILED)%s",
+                    "command to inverter %d (battery %s) at %.0f %s failed after it was "
+                    "accepted (FAILED)%s",
                     flight.inverter,
                     battery,
                     flight.power_w,
+                    unit,
                     "" if job is None else f"; it belonged to {_request_text(job)}",
                 )
                 if battery is None:
@@ -1200,7 +1332,7 @@ class RequestLoop:
         for batteries in consequences.dropped:
             if self._standing.pop(batteries, None) is not None:
                 self._standing_changed.value = True
-            self._commander.drop(batteries)
+            self._drop(batteries)
         for batteries in consequences.replanned:
             standing = self._standing.setdefault(
                 batteries, _Standing(planned_at=trio.current_time(), statuses={})
@@ -1215,21 +1347,23 @@ class RequestLoop:
         bucket = self._arbiter.registry.holdings().bucket(batteries)
         if bucket is None:  # it ended meanwhile
             del self._standing[batteries]
-            self._commander.drop(batteries)
+            self._drop(batteries)
             return
         merged, chosen = self._merge(self._arbiter, bucket)
-        application = self._arbiter.application(bucket, merged)
+        application = self._arbiter.application(
+            bucket, merged, self._arbiter.reactive_target(bucket, self.config)
+        )
         now = standing.planned_at = trio.current_time()
         if application is None:  # it holds nothing now
             standing.statuses = {}
             standing.ramp, standing.step_due = None, math.inf
-            self._commander.drop(batteries)
+            self._drop(batteries)
             return
         application, step = self._ramped(bucket, application, merged, standing, now)
-        planned, standing.statuses, _ = self._plan(application, chosen)
+        planned, standing.statuses, _, reactive = self._plan(application, chosen)
         self._step_after(standing, step, planned, now)
         if isinstance(planned, Distribution):
-            self._commander.want(batteries, self._wants(bucket.held, planned))
+            self._want(batteries, bucket.held, planned, reactive)
             return
         # Nothing can be placed now (no usable battery, out of bounds): release what stands, and
         # keep the setpoint, to be re-planned when a battery changes status.
@@ -1238,7 +1372,7 @@ class RequestLoop:
             ids_text(batteries),
             planned.message if isinstance(planned, Error) else "out of bounds",
         )
-        self._commander.want(batteries, {self._topology.pairs[b]: 0.0 for b in bucket.held})
+        self._want(batteries, bucket.held, None, None)
 
     async def _serve_replans(self) -> None:
         board = self._tracker.board
@@ -1301,3 +1435,66 @@ def _bounds_of(choice: Choice) -> PowerBounds:
 def _as_asked(result: Result, ask: Ask) -> Result:
     """A refusal of the application, answering the ask (its own request echoed)."""
     return attrs.evolve(result, request=ask.request)
+
+
+def reactive_split(
+    target_var: float, pairs: Sequence[Pair], active_w: Mapping[int, float]
+) -> ReactiveSplit:
+    """The reactive split over the usable pairs' inverters, with their active setpoints."""
+    limits = {
+        p.inverter_id: ReactiveLimits(
+            lower_var=p.inverter.reactive_bounds.inclusion_lower,
+            upper_var=p.inverter.reactive_bounds.inclusion_upper,
+            apparent_va=p.inverter.apparent_limit_va,
+        )
+        for p in pairs
+        if p.problem is None
+    }
+    return split_reactive(target_var, reactive_rooms(limits, active_w))
+
+
+def _within_apparent(pairs: Sequence[Pair], reactive_var: Mapping[int, float]) -> Sequence[Pair]:
+    """``pairs`` with each inverter's active bounds within its apparent-power limit.
+
+    With ``reactive_var`` (inverter → var) the limit is what that reactive power leaves
+    (``√(S² − Q²)``); without, ``|P| ≤ S``. ``pairs`` itself when no inverter has a limit that
+    binds.
+    """
+    capped: list[Pair] | None = None
+    for index, pair in enumerate(pairs):
+        inverter = pair.inverter
+        if math.isnan(inverter.apparent_limit_va):
+            continue
+        bounds = capped_active_bounds(
+            inverter.bounds,
+            inverter.apparent_limit_va,
+            reactive_var.get(inverter.component_id, 0.0),
+        )
+        if bounds is inverter.bounds:
+            continue
+        if capped is None:
+            capped = list(pairs)
+        capped[index] = Pair(battery=pair.battery, inverter=attrs.evolve(inverter, bounds=bounds))
+    return pairs if capped is None else tuple(capped)
+
+
+def wire_reactive(
+    reactive: ReactiveSplit,
+    *,
+    battery_of: Mapping[int, int],
+    failed: Sequence[int],
+    errors: Mapping[int, str],
+) -> dict[str, Any]:
+    """The result's ``reactive`` object (``spec/plant.md``), by battery, as the protocol has it."""
+    reasons = {str(battery_of[i]): str(r) for i, r in sorted(reactive.reasons.items())}
+    reasons.update({str(b): f"command failed: {e}" for b, e in errors.items()})
+    return {
+        "target_var": reactive.target_var,
+        "distribution": {
+            str(battery_of[i]): q
+            for i, q in sorted(reactive.setpoints.items(), key=lambda x: battery_of[x[0]])
+        },
+        "excess_var": reactive.remaining_var,
+        "failed_batteries": list(failed),
+        "reasons": dict(sorted(reasons.items(), key=lambda x: int(x[0]))),
+    }

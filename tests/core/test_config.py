@@ -471,6 +471,7 @@ def test_the_live_keys_are_declared_beside_the_settings() -> None:
         "arbitration.merge",
         "ramp.max_w_per_s",
         "ramp.step_s",
+        "plant.pq_priority",
     } == config.LIVE_KEYS
 
 

@@ -18,7 +18,7 @@ import trio
 from distributord.shell.daemon import Daemon
 from distributord.sim.scenario import BatterySpec, InverterSpec, Scenario
 from distributord.sim.server import Simulator
-from tests.support import Client, config_for, running_daemon, sim_wait
+from tests.support import Client, config_for, connect, running_daemon, sim_wait
 
 BATTERIES = (1001, 1002, 1003, 1004)
 INVERTERS = tuple(b + 1000 for b in BATTERIES)
@@ -157,3 +157,91 @@ async def test_an_exempt_program_lands_at_once_while_the_ramp_goes_on(
         assert answered - asked < STEP_S
         # The trade's ramp goes on to its target: -30 kW + 8 kW.
         await sim_wait(sim, lambda s: abs(total(s) - (-22_000.0)) <= 1e-3, LIMIT_S)
+
+
+# --- reactive power --------------------------------------------------------------------------
+
+
+def reactive_fleet(*, apparent_limit_va: float | None = None) -> Scenario:
+    """Four batteries of ±5 kW at 50 % SoC, inverters of ±3 kvar (and S, if given)."""
+    return Scenario(
+        batteries=tuple(BatterySpec(id=b, soc_pct=50.0) for b in BATTERIES),
+        inverters=tuple(
+            InverterSpec(
+                id=b + 1000,
+                batteries=(b,),
+                reactive_limit_var=3_000.0,
+                apparent_limit_va=apparent_limit_va,
+            )
+            for b in BATTERIES
+        ),
+        telemetry_hz=20.0,
+    )
+
+
+def reactive_total(sim: Simulator) -> float:
+    return sum(sim.reactive_setpoint(i) for i in INVERTERS)
+
+
+@pytest.mark.parametrize("api", ["v1alpha18", "v1alpha19", "v1"])
+async def test_a_reactive_request_lands_on_every_inverter(api: str, tmp_path: Path) -> None:
+    with Simulator(reactive_fleet(), apis=(api,)) as sim:
+        path = tmp_path / "control.sock"
+        async with running_daemon(sim, path, config_for(sim)), connect(path) as client:
+            await sim_wait(sim, lambda s: True, LIMIT_S)
+            result = await client.result(
+                "set_power", {"power_w": -8_000, "reactive_var": 6_000, "batteries": BATTERIES}
+            )
+            assert result["outcome"] == "success", result
+            reactive = result["reactive"]
+            assert reactive["target_var"] == 6_000.0
+            assert reactive["distribution"] == {str(b): 1_500.0 for b in BATTERIES}
+            assert reactive["excess_var"] == 0.0
+            assert reactive["failed_batteries"] == []
+            assert [sim.reactive_setpoint(i) for i in INVERTERS] == [1_500.0] * 4
+            assert total(sim) == -8_000.0
+            status = await client.result("get_status")
+            for entry in status["batteries"]:
+                assert entry["reactive_setpoint_var"] == 1_500.0
+                assert entry["reactive_bounds"] == {"lower_var": -3_000.0, "upper_var": 3_000.0}
+            # Beyond what the inverters can take: each at its bound, the rest reported.
+            result = await client.result(
+                "set_power", {"power_w": -8_000, "reactive_var": -20_000, "batteries": BATTERIES}
+            )
+            assert result["reactive"]["excess_var"] == -8_000.0
+            assert reactive_total(sim) == -12_000.0
+            # Without reactive_var the reactive power is released (0 var).
+            result = await client.result("set_power", {"power_w": -8_000, "batteries": BATTERIES})
+            assert "reactive" not in result
+            await sim_wait(sim, lambda s: reactive_total(s) == 0.0, LIMIT_S)
+
+
+@pytest.mark.parametrize(
+    ("priority", "active_w", "reactive_var"),
+    [
+        # Active first: 5 kW each fills S, no room is left for reactive power.
+        ("active", -20_000.0, 0.0),
+        # Reactive first: 1 kvar each, and each inverter's active cap shrinks to
+        # sqrt(5000² − 1000²) = 4898.98 W (rounded down to float32s).
+        ("reactive", -4 * 4898.979, 4_000.0),
+    ],
+)
+async def test_the_apparent_power_limit_serves_the_priority_first(
+    priority: str, active_w: float, reactive_var: float, tmp_path: Path
+) -> None:
+    with Simulator(reactive_fleet(apparent_limit_va=5_000.0), apis=("v1",)) as sim:
+        path = tmp_path / "control.sock"
+        config = config_for(sim, plant={"pq_priority": priority})
+        async with running_daemon(sim, path, config), connect(path) as client:
+            result = await client.result(
+                "set_power", {"power_w": -20_000, "reactive_var": 4_000, "batteries": BATTERIES}
+            )
+            assert result["outcome"] == "success", result
+            assert sum(result["distribution"].values()) == pytest.approx(active_w, abs=0.01)
+            assert total(sim) == pytest.approx(active_w, abs=0.01)
+            assert reactive_total(sim) == reactive_var
+            assert result["reactive"]["excess_var"] == 4_000.0 - reactive_var
+            # Never beyond S on any inverter, exactly.
+            for inverter in INVERTERS:
+                p, q = sim.setpoint(inverter), sim.reactive_setpoint(inverter)
+                assert p * p + q * q <= 5_000.0**2

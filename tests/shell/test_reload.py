@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +34,7 @@ from distributord.shell import control, requestloop, service
 from distributord.shell.daemon import Daemon
 from distributord.shell.live import LiveValue
 from distributord.shell.requestloop import NOBODY, RequestLoop
+from distributord.shell.requestloop import reactive_split as realreactive_split
 from distributord.shell.systemd import Notifier
 from distributord.shell.tracker import StatusTracker
 from distributord.sim.scenario import uniform_fleet
@@ -276,6 +277,31 @@ async def test_a_ramp_under_way_goes_on_at_the_new_rate_and_step(
         (2.5, -4000.0),
         (3.0, -1000.0),
     ]
+
+
+@effect_of("plant.pq_priority")
+async def test_pq_priority(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What it does to a split is tests/core/distribution/test_reactive.py and, through the
+    # daemon on the simulator, tests/shell/test_plant.py; here: the next plan follows a reload.
+    # "active" splits reactive power with the active setpoints known; "reactive" before them.
+    seen: list[bool] = []
+
+    def split(target: float, pairs: Any, active: Mapping[int, float]) -> Any:
+        seen.append(bool(active))
+        return realreactive_split(target, pairs, active)
+
+    monkeypatch.setattr(requestloop, "reactive_split", split)
+    running = start(tmp_path)
+    async with looping(running) as rig:
+        rig.submit(2000.0, 1001, 1002, reactive_var=100.0)
+        await trio.sleep(1.0)
+        running.reload('[plant]\npq_priority = "reactive"\n')
+        rig.submit(3000.0, 1001, 1002, reactive_var=100.0)
+        await trio.sleep(1.0)
+    assert seen[0] is True
+    assert seen[-1] is False
 
 
 # --- arbitration -------------------------------------------------------------------------------

@@ -57,7 +57,14 @@ from distributord.core.arbitration.holdings import (
 from distributord.core.arbitration.merge import Bid, Grant, Merge, Mode, Window, merge
 from distributord.core.config import Config
 from distributord.core.distribution import ZERO_POWER_W
-from distributord.core.model import PartialFailure, PowerBounds, Request, Result, Success
+from distributord.core.model import (
+    PLAUSIBLE_LIMIT,
+    PartialFailure,
+    PowerBounds,
+    Request,
+    Result,
+    Success,
+)
 from distributord.core.values import ids_text
 
 
@@ -129,6 +136,7 @@ class Ask:
             power_w=0.0 if propose.power_w is None else propose.power_w,
             batteries=propose.batteries,
             request_timeout_s=propose.request_timeout_s,
+            reactive_var=propose.reactive_var,
         )
         return cls(
             origin=origin,
@@ -148,8 +156,13 @@ class Ask:
 
     @property
     def releases(self) -> bool:
-        """``set_power`` at 0 W: the program lets go of these batteries."""
-        return not self.proposed and abs(self.request.power_w) <= ZERO_POWER_W
+        """``set_power`` at 0 W (and no reactive power): the program lets go of these batteries."""
+        reactive = self.request.reactive_var
+        return (
+            not self.proposed
+            and abs(self.request.power_w) <= ZERO_POWER_W
+            and (reactive is None or abs(reactive) <= ZERO_POWER_W)
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -217,6 +230,10 @@ class Consequences:
     replanned: tuple[Batteries, ...] = ()
     ended_sets: tuple[Batteries, ...] = ()
     changed: tuple[_Changed, ...] = ()
+
+
+REACTIVE_MERGE_BOUNDS = PowerBounds.symmetric(PLAUSIBLE_LIMIT)
+"""What the reactive merge is made over: any plausible ask fits (the split reports the rest)."""
 
 
 def window_bounds(window: Window, bounds: PowerBounds) -> PowerBounds:
@@ -385,14 +402,43 @@ class Arbiter:
                 self._granted[grant.bid.sequence] = grant.granted_w
         return merged
 
+    def reactive_target(self, bucket: Bucket, config: Config) -> float | None:
+        """The merge of the reactive parts of ``bucket``'s proposals, var (``spec/plant.md``).
+
+        Those with a ``reactive_var`` merge as active powers do (priority, age, the merge
+        mode), apart from them, over bounds wide enough to keep any plausible ask: what the
+        inverters cannot take is the reactive split's to report. Operator limits and
+        ``lower_w``/``upper_w`` are active power's. ``None`` when no proposal asks any.
+        """
+        bids = []
+        for proposal in bucket.proposals:
+            ask = self._asks.get(proposal.sequence)
+            reactive = None if ask is None else ask.request.reactive_var
+            if reactive is not None:
+                bids.append(
+                    Bid(
+                        program=proposal.program,
+                        priority=proposal.priority,
+                        sequence=proposal.sequence,
+                        power_w=reactive,
+                    )
+                )
+        if not bids:
+            return None
+        return merge(REACTIVE_MERGE_BOUNDS, bids, Mode(config.arbitration.merge)).target_w
+
     def granted(self, proposal: Proposal) -> float | None:
         """A live proposal's grant in its bucket's last merge (``None``: not merged yet)."""
         return self._granted.get(proposal.sequence)
 
-    def application(self, bucket: Bucket, merged: Merge | None) -> Request | None:
+    def application(
+        self, bucket: Bucket, merged: Merge | None, reactive_var: float | None = None
+    ) -> Request | None:
         """What ``bucket`` commands now: a request on the batteries it holds (module docstring).
 
-        ``None`` when it holds none, or when it needs a merge and ``merged`` is ``None``.
+        ``None`` when it holds none, or when it needs a merge and ``merged`` is ``None``. A lone
+        ``set_power`` commands its own request (its ``reactive_var`` too); a merge commands
+        ``merged``'s target and ``reactive_var`` (:meth:`reactive_target`).
         """
         if not bucket.held:
             return None
@@ -408,6 +454,7 @@ class Arbiter:
             batteries=bucket.held,
             request_timeout_s=timeout,
             include_broken_batteries=any(a.request.include_broken_batteries for a in asks),
+            reactive_var=reactive_var,
         )
 
     def grant_of(self, merged: Merge, proposal: Proposal) -> Grant | None:

@@ -70,7 +70,7 @@ POWER_FIELDS = ("power_w", "lower_w", "upper_w")
 
 HELLO_FIELDS = frozenset({"program"})
 PROPOSE_FIELDS = frozenset(
-    {*POWER_FIELDS, "batteries", "ttl_s", "until_disconnect", "request_timeout_s"}
+    {*POWER_FIELDS, "batteries", "ttl_s", "until_disconnect", "request_timeout_s", "reactive_var"}
 )
 WITHDRAW_FIELDS = frozenset({"batteries"})
 SUBSCRIBE_BOUNDS_FIELDS = frozenset({"batteries"})
@@ -107,6 +107,8 @@ class Propose:
         until_disconnect: Whether it ends when the connection closes.
         request_timeout_s: The reply's deadline, as ``set_power``'s (the configured default
             when absent).
+        reactive_var: The reactive power it wants for the set's inverters, var, or ``None``;
+            proposals' reactive parts merge apart from their active ones (``spec/plant.md``).
     """
 
     batteries: Batteries
@@ -116,6 +118,7 @@ class Propose:
     ttl_s: float | None = None
     until_disconnect: bool = False
     request_timeout_s: float
+    reactive_var: float | None = None
 
     def __attrs_post_init__(self) -> None:
         # What parse_propose guarantees, kept by the type too (the shell may build one).
@@ -233,6 +236,11 @@ def parse_propose(call: Call, *, default_timeout_s: float) -> Propose | Failure:
     problem = timeout_problem(timeout)
     if problem is not None:
         return invalid_params(call, "request_timeout_s", problem)
+    reactive = params.get("reactive_var")
+    if reactive is not None:
+        problem = power_problem(reactive)
+        if problem is not None:
+            return invalid_params(call, "reactive_var", problem)
     return Propose(
         batteries=batteries,
         power_w=powers["power_w"],
@@ -241,6 +249,7 @@ def parse_propose(call: Call, *, default_timeout_s: float) -> Propose | Failure:
         ttl_s=ttl,
         until_disconnect=until_disconnect,
         request_timeout_s=float(timeout),
+        reactive_var=None if reactive is None else float(reactive),
     )
 
 
