@@ -554,3 +554,14 @@ def test_no_room_says_why(limits: tuple[float, float, float], active_w: float, w
     got = reactive_room(ReactiveLimits(lower_var=lower, upper_var=upper, apparent_va=s), active_w)
     assert isinstance(got, str)
     assert why in got
+
+
+@pytest.mark.parametrize("active_w", [1e-6, 1e-3, 1.0])
+@pytest.mark.parametrize("s", [5000.0, 1.5, 1e12])
+def test_bounds_at_s_leave_a_room_within_s_beside_a_small_p(s: float, active_w: float) -> None:
+    # Where the float sum of squares cannot tell S² from w² + P², the room comes from headroom.
+    got = reactive_room(ReactiveLimits(lower_var=-s, upper_var=s, apparent_va=s), active_w)
+    assert isinstance(got, ReactiveRoom)
+    assert within_s(active_w, got.upper_var, s)
+    assert within_s(active_w, got.lower_var, s)
+    assert got.upper_var < s
