@@ -47,7 +47,6 @@ from distributord.core.distribution.placement import (
     split_equally,
 )
 from distributord.core.distribution.reactive import (
-    PqPriority,
     ReactiveAllotment,
     ReactiveLimits,
     ReactiveRoom,
@@ -78,7 +77,6 @@ __all__ = [
     "Allotment",
     "Distribution",
     "Pair",
-    "PqPriority",
     "ReactiveAllotment",
     "ReactiveLimits",
     "ReactiveRoom",

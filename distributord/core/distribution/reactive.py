@@ -48,6 +48,12 @@ leaves its room. ``remaining`` is the target less every setpoint, summed exactly
 once. Each share is ``availability × factor``, one factor for all: mirroring every room and the
 target mirrors the result exactly, the order of the inverters changes nothing, and inverters
 with the same room get the same setpoint. The split is ``O(n)``.
+
+**Not read (yet):** reactive *exclusion* bounds (a smallest non-zero ``|Q|``). Telemetry carries
+reactive bounds as :class:`~distributord.core.model.PowerBounds`, where 0 is always allowed, so
+an inverter from telemetry is never pinned; a ``Q`` between 0 and its exclusion bound is not
+kept out. ``plant.pq_priority`` is the config's (``config.PQ_PRIORITIES``); this module gives
+both orders their parts and leaves the order to its caller.
 """
 
 from __future__ import annotations
@@ -61,7 +67,7 @@ import attrs
 
 from distributord.core.distribution.placement import ZERO_POWER_W
 from distributord.core.errors import DistributionInputError
-from distributord.core.model import PLAUSIBLE_LIMIT, PowerBounds
+from distributord.core.model import PLAUSIBLE_LIMIT, InverterSnapshot, PowerBounds
 from distributord.core.values import floats32_toward_zero, is_number
 
 _SETTLE_STEPS = 4
@@ -72,15 +78,6 @@ _FLOAT_BITS = struct.Struct("<d")
 _INT_BITS = struct.Struct("<q")
 _FLOAT32_BITS = struct.Struct("<f")
 _UINT32_BITS = struct.Struct("<I")
-
-
-class PqPriority(enum.StrEnum):
-    """``plant.pq_priority``: which of ``P`` and ``Q`` is placed first under ``S``."""
-
-    ACTIVE = "active"
-    """``P`` first, capped at ``S``; ``Q`` gets ``√(S² − P²)`` (the default)."""
-    REACTIVE = "reactive"
-    """``Q`` first, up to ``S``; ``P``'s caps shrink to ``√(S² − Q²)``."""
 
 
 class ReactiveAllotment(enum.StrEnum):
@@ -140,6 +137,20 @@ class ReactiveLimits:
         object.__setattr__(self, "_edges", (lower, upper))
         object.__setattr__(self, "_room", room)
         object.__setattr__(self, "_clear", _clear_active_squared(lower, upper, self.apparent_va))
+
+    @classmethod
+    def of(cls, inverter: InverterSnapshot) -> ReactiveLimits:
+        """An inverter's limits from its telemetry: its reactive inclusion bounds and ``S``.
+
+        Its reactive *exclusion* bounds are not read: the split may give it a ``|Q|`` below
+        them (see the module docstring).
+        """
+        bounds = inverter.reactive_bounds
+        return cls(
+            lower_var=bounds.inclusion_lower,
+            upper_var=bounds.inclusion_upper,
+            apparent_va=inverter.apparent_limit_va,
+        )
 
 
 @attrs.frozen(kw_only=True)

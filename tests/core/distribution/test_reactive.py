@@ -14,6 +14,7 @@ import struct
 from collections.abc import Mapping
 from fractions import Fraction
 
+import attrs
 import pytest
 from hypothesis import example, given, note
 from hypothesis import strategies as st
@@ -31,7 +32,7 @@ from distributord.core.distribution import (
     split_reactive,
 )
 from distributord.core.errors import DistributionInputError
-from distributord.core.model import PowerBounds
+from distributord.core.model import InverterSnapshot, PowerBounds
 from distributord.core.values import floats32_toward_zero
 from tests.strategies import reactive_magnitudes, reactive_rooms_of, reactive_targets
 
@@ -565,3 +566,18 @@ def test_bounds_at_s_leave_a_room_within_s_beside_a_small_p(s: float, active_w: 
     assert within_s(active_w, got.upper_var, s)
     assert within_s(active_w, got.lower_var, s)
     assert got.upper_var < s
+
+
+def test_limits_of_an_inverter_read_its_reactive_inclusion_bounds_and_s() -> None:
+    inverter = InverterSnapshot(
+        component_id=7,
+        sampled_at=0.0,
+        received_at=0.0,
+        bounds=PowerBounds.symmetric(5000.0),
+        reactive_bounds=PowerBounds.symmetric(3000.0, 100.0),
+        apparent_limit_va=5000.0,
+    )
+    limits = ReactiveLimits.of(inverter)
+    assert (limits.lower_var, limits.upper_var, limits.apparent_va) == (-3000.0, 3000.0, 5000.0)
+    unknown = ReactiveLimits.of(attrs.evolve(inverter, reactive_bounds=PowerBounds.unknown()))
+    assert split_reactive(100.0, reactive_rooms({7: unknown})).setpoints == {7: 0.0}
