@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from hypothesis import strategies as st
 
 from distributord.core.distribution import Pair
+from distributord.core.distribution.reactive import ReactiveRoom
 from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds
 
 MAX_POWER_W = 100_000.0
@@ -369,3 +370,79 @@ def extreme_requests() -> st.SearchStrategy[float]:
         [5e-324, 1.4e-45, 1e-9, 2e-9, 1.0, 250.0, 300.0, 1e15, 1e300, 1.7976931348623157e308]
     ) | st.floats(1e-12, 1e6)
     return st.tuples(magnitudes, st.booleans()).map(lambda t: t[0] if t[1] else -t[0])
+
+
+# --- reactive power (distributord.core.distribution.reactive) ---------------------------------
+
+REACTIVE_MAGNITUDES = st.sampled_from(
+    [0.0, 5e-324, 1e-310, 1.4e-45, 1e-9, 0.1, 1.0, 250.0, 3000.0, 1e4, 1e13, 1e15]
+) | st.floats(0.0, 1e6)
+"""Magnitudes of reactive bounds, var: subnormals, float32's smallest, weights 1e13 apart."""
+
+
+@st.composite
+def reactive_magnitudes(draw: st.DrawFn) -> float:
+    """A magnitude from :data:`REACTIVE_MAGNITUDES`, sometimes a few ulps off it."""
+    value = draw(REACTIVE_MAGNITUDES)
+    steps = draw(st.sampled_from([0, 0, 0, 1, 3]))
+    return _ulps_from(value, steps, draw(st.sampled_from([0.0, math.inf])))
+
+
+_ROOM_KINDS = (
+    "free",
+    "free",
+    "free",
+    "same",
+    "pinned",
+    "pinned",
+    "nan_low",
+    "nan_high",
+    "nan",
+    "none",
+)
+"""Room kinds, weighted: ``same`` is a room several inverters share (identical inputs)."""
+
+
+@st.composite
+def reactive_rooms_of(draw: st.DrawFn, *, max_size: int = 8) -> dict[int, ReactiveRoom | str]:
+    """Inverter id to a room: mostly holding 0, some pinned, some with unknown sides or none."""
+    n = draw(st.integers(1, max_size))
+    shared = draw(reactive_magnitudes()), draw(reactive_magnitudes())
+    rooms: dict[int, ReactiveRoom | str] = {}
+    for k in range(n):
+        kind = draw(st.sampled_from(_ROOM_KINDS))
+        a, b = draw(reactive_magnitudes()), draw(reactive_magnitudes())
+        if kind == "none":
+            rooms[5000 + k] = "no room (drawn)"
+            continue
+        if kind == "same":
+            a, b = shared
+        low, high = -a, b
+        if kind == "pinned":
+            low, high = sorted((a, b)) if draw(st.booleans()) else sorted((-a, -b))
+        if kind in ("nan_low", "nan"):
+            low = math.nan
+        if kind in ("nan_high", "nan"):
+            high = math.nan
+        rooms[5000 + k] = ReactiveRoom(lower_var=low + 0.0, upper_var=high + 0.0)
+    return rooms
+
+
+@st.composite
+def reactive_targets(draw: st.DrawFn, rooms: dict[int, ReactiveRoom | str]) -> float:
+    """A target up to 1.5 times the rooms' availability either way, often right at it."""
+    positive = draw(st.booleans())
+    total = math.fsum(
+        (room.upper_var if positive else -room.lower_var)
+        for room in rooms.values()
+        if isinstance(room, ReactiveRoom)
+        and (room.upper_var if positive else -room.lower_var) > 0.0
+    )
+    base = draw(
+        st.sampled_from([0.0, 1e-9, 2e-9, total, total, 1e300])
+        | st.floats(0.0, 1.5).map(lambda f: f * total)
+        | reactive_magnitudes()
+    )
+    steps = draw(st.sampled_from([0, 0, 1, 3]))
+    magnitude = _ulps_from(base, steps, draw(st.sampled_from([0.0, 2e300])))
+    return magnitude if positive else -magnitude

@@ -27,6 +27,11 @@ The modules, from the bottom up:
 * :mod:`.placement`: :func:`distribute` and the :class:`Distribution` it returns, the request
   check (:func:`aggregate_bounds`, :func:`check_power`), :func:`split_equally`,
   :func:`leftover` and :func:`combine`.
+* :mod:`.reactive`: reactive power, beside the rules above: each inverter's room under its
+  apparent-power limit (:func:`reactive_room`, :func:`headroom`), active bounds within that
+  limit (:func:`capped_active_bounds`), and the split of a reactive target
+  (:func:`split_reactive`, :func:`reactive_as_sent`): pinned inverters first, the rest in
+  proportion to their room.
 
 Import from this package; the names below are its public API.
 """
@@ -40,6 +45,18 @@ from distributord.core.distribution.placement import (
     distribute,
     leftover,
     split_equally,
+)
+from distributord.core.distribution.reactive import (
+    ReactiveAllotment,
+    ReactiveLimits,
+    ReactiveRoom,
+    ReactiveSplit,
+    capped_active_bounds,
+    headroom,
+    reactive_as_sent,
+    reactive_room,
+    reactive_rooms,
+    split_reactive,
 )
 from distributord.core.distribution.rows import MAX_EXPONENT, MIN_WEIGHT, Allotment, Pair, Row
 from distributord.core.distribution.search import (
@@ -60,13 +77,23 @@ __all__ = [
     "Allotment",
     "Distribution",
     "Pair",
+    "ReactiveAllotment",
+    "ReactiveLimits",
+    "ReactiveRoom",
+    "ReactiveSplit",
     "Row",
     "SearchBudget",
     "aggregate_bounds",
+    "capped_active_bounds",
     "check_power",
     "combine",
     "distribute",
+    "headroom",
     "leftover",
+    "reactive_as_sent",
+    "reactive_room",
+    "reactive_rooms",
     "split",
     "split_equally",
+    "split_reactive",
 ]
