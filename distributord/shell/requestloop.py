@@ -1441,15 +1441,7 @@ def reactive_split(
     target_var: float, pairs: Sequence[Pair], active_w: Mapping[int, float]
 ) -> ReactiveSplit:
     """The reactive split over the usable pairs' inverters, with their active setpoints."""
-    limits = {
-        p.inverter_id: ReactiveLimits(
-            lower_var=p.inverter.reactive_bounds.inclusion_lower,
-            upper_var=p.inverter.reactive_bounds.inclusion_upper,
-            apparent_va=p.inverter.apparent_limit_va,
-        )
-        for p in pairs
-        if p.problem is None
-    }
+    limits = {p.inverter_id: ReactiveLimits.of(p.inverter) for p in pairs if p.problem is None}
     return split_reactive(target_var, reactive_rooms(limits, active_w))
 
 
