@@ -408,6 +408,11 @@ def _batteries(report: Mapping[str, Any]) -> Iterator[GaugeMetricFamily]:
             "The last setpoint commanded successfully, W (positive charges)",
             labels=["battery"],
         ),
+        "reactive_setpoint_var": GaugeMetricFamily(
+            "distributord_battery_reactive_setpoint_var",
+            "The reactive setpoint its inverter is believed to hold, var (positive inductive)",
+            labels=["battery"],
+        ),
         "data_age_s": GaugeMetricFamily(
             "distributord_battery_telemetry_age_seconds",
             "Age of the older of the battery's and its inverter's latest new telemetry sample",

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
@@ -574,3 +575,24 @@ async def test_a_thousand_scrapes_at_once(tmp_path: Path) -> None:
         f" max {quantile(1.0)}; all done in {wall:.2f} s"
     )
     assert not failures
+
+
+async def test_a_scrape_shows_each_batterys_reactive_setpoint(tmp_path: Path) -> None:
+    scenario = attrs.evolve(
+        SCENARIO,
+        inverters=tuple(attrs.evolve(i, reactive_limit_var=1000.0) for i in SCENARIO.inverters),
+    )
+    with Simulator(scenario) as sim:
+        async with (
+            daemon_with_metrics(sim, tmp_path) as (_, server),
+            connect(tmp_path / "c.sock") as client,
+        ):
+            batteries = [1001, 1002, 1003]
+            result = await client.result(
+                "set_power", {"power_w": 3000.0, "reactive_var": -1500.0, "batteries": batteries}
+            )
+            assert result["outcome"] == "success", result
+            samples = await scrape(server)
+    for battery in batteries:
+        name = "distributord_battery_reactive_setpoint_var"
+        assert value(samples, name, battery=str(battery)) == -500.0
