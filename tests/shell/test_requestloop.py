@@ -27,6 +27,7 @@ from distributord.core.model import (
     Error,
     Ignored,
     PartialFailure,
+    PowerBounds,
     Request,
     Result,
     StateCode,
@@ -990,3 +991,61 @@ async def test_ramps_off_apply_the_target_at_once(
         result = rig.replies[0].result
         assert isinstance(result, Success)
         assert result.ramping is None
+
+
+# -- reactive power (spec/plant.md) ---------------------------------------------------------------
+
+
+def feed_reactive(tracker: StatusTracker, limit_var: float) -> None:
+    """Every inverter reports reactive bounds of ±``limit_var`` (a newer sample than the last)."""
+    now = trio.current_time()
+    for inverter in PAIRS.values():
+        tracker.snapshot(
+            inverter_snapshot(
+                component_id=inverter,
+                sampled_at=wall(),
+                received_at=now,
+                reactive_bounds=PowerBounds.symmetric(limit_var),
+            )
+        )
+
+
+async def test_a_standing_reactive_setpoint_is_refreshed_and_released(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig(setpoints={"lifetime_s": 30}) as rig:
+        await trio.sleep(1.0)
+        feed_reactive(rig.tracker, 1000.0)
+        rig.submit(4000.0, 1001, 1002, reactive_var=-1000.0)
+        await trio.sleep(35.0)
+        assert rig.fake.reactive.sent() == [
+            (at, {2001: -500.0, 2002: -500.0}) for at in (1.0, 11.0, 21.0, 31.0)
+        ]
+        result = rig.replies[0].result
+        assert isinstance(result, Success)
+        assert result.reactive is not None
+        assert result.reactive["distribution"] == {"1001": -500.0, "1002": -500.0}
+        assert rig.loop.reactive_setpoints() == {1001: -500.0, 1002: -500.0}
+        # power_w 0 without reactive_var releases both, in the same round.
+        rig.submit(0.0, 1001, 1002)
+        await trio.sleep(1.0)
+        assert rig.fake.reactive.sent()[-1] == (36.0, {2001: 0.0, 2002: 0.0})
+        assert rig.fake.sent()[-1] == (36.0, {2001: 0.0, 2002: 0.0})
+
+
+async def test_a_failed_reactive_command_is_a_partial_failure(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig() as rig:
+        await trio.sleep(1.0)
+        feed_reactive(rig.tracker, 1000.0)
+        rig.fake.reactive.behaviour[2002] = Answer(error=CommandFailedError("UNAVAILABLE"))
+        rig.submit(4000.0, 1001, 1002, reactive_var=1000.0)
+        await trio.sleep(1.0)
+        result = rig.replies[0].result
+        assert isinstance(result, PartialFailure)
+        assert result.failed_batteries == frozenset()  # the active commands all landed
+        assert result.succeeded_power_w == 4000.0
+        assert result.reactive is not None
+        assert result.reactive["failed_batteries"] == [1002]
+        assert "command failed" in result.reactive["reasons"]["1002"]
