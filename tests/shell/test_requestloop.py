@@ -1049,3 +1049,20 @@ async def test_a_failed_reactive_command_is_a_partial_failure(
         assert result.reactive is not None
         assert result.reactive["failed_batteries"] == [1002]
         assert "command failed" in result.reactive["reasons"]["1002"]
+
+
+async def test_the_bounds_a_program_sees_are_what_one_ramp_step_can_reach(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig(ramp={"max_w_per_s": 1000.0, "step_s": 1.0}) as rig:
+        batteries = frozenset({1001, 1002})
+        before = rig.loop.bounds("default", batteries)
+        assert before is not None
+        assert (before["inclusion_lower_w"], before["inclusion_upper_w"]) == (-1000.0, 1000.0)
+        rig.submit(-4000.0, *batteries)
+        await trio.sleep(1.5)  # at -1000 W, ramping
+        bounds = rig.loop.bounds("default", batteries)
+        assert bounds is not None
+        # One step more either way, and toward the other direction only as far as 0 W.
+        assert (bounds["inclusion_lower_w"], bounds["inclusion_upper_w"]) == (-2000.0, 0.0)
+        assert bounds["target_w"] == -4000.0
