@@ -99,6 +99,7 @@ from distributord.core.distribution.reactive import (
     ReactiveLimits,
     ReactiveSplit,
     capped_active_bounds,
+    reactive_as_sent,
     reactive_rooms,
     split_reactive,
 )
@@ -1442,7 +1443,8 @@ def reactive_split(
 ) -> ReactiveSplit:
     """The reactive split over the usable pairs' inverters, with their active setpoints."""
     limits = {p.inverter_id: ReactiveLimits.of(p.inverter) for p in pairs if p.problem is None}
-    return split_reactive(target_var, reactive_rooms(limits, active_w))
+    # float32 on the wire, toward zero: never out of a room, never past S.
+    return reactive_as_sent(split_reactive(target_var, reactive_rooms(limits, active_w)))
 
 
 def _within_apparent(pairs: Sequence[Pair], reactive_var: Mapping[int, float]) -> Sequence[Pair]:

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import trio
 
 from distributord.shell.daemon import Daemon
 from distributord.sim.scenario import BatterySpec, InverterSpec, Scenario
 from distributord.sim.server import Simulator
-from tests.support import Client, config_for, connect, running_daemon, sim_wait
+from tests.shell.test_arbitration import program
+from tests.support import config_for, connect, running_daemon, sim_wait
 
 BATTERIES = (1001, 1002, 1003, 1004)
 INVERTERS = tuple(b + 1000 for b in BATTERIES)
@@ -64,15 +63,6 @@ async def daemon(sim: Simulator, tmp_path: Path) -> AsyncIterator[Daemon]:
     )
     async with running_daemon(sim, tmp_path / "control.sock", config) as running:
         yield running
-
-
-async def program(path: Path, name: str) -> tuple[Client, Any]:
-    """A connection acting as program ``name``; the caller closes it."""
-    stream = await trio.open_unix_socket(str(path))
-    client = Client(stream)
-    acting = await client.result("hello", {"program": name})
-    assert acting["program"] == name
-    return client, stream
 
 
 def total(sim: Simulator) -> float:
