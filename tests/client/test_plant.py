@@ -7,7 +7,7 @@ tests/client/conftest.py); here the simulator's inverters take ±3 kvar within S
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,12 +45,6 @@ def sim() -> Iterator[Simulator]:
     )
     with Simulator(scenario, apis=("v1alpha18",)) as simulator:
         yield simulator
-
-
-@pytest.fixture
-async def client(daemon: Daemon, path: Path) -> AsyncIterator[Client]:
-    async with open_client(path) as opened:
-        yield opened
 
 
 async def test_set_power_with_reactive_power_and_the_status_it_leaves(
