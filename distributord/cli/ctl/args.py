@@ -94,15 +94,17 @@ discharges:
   set-power 1.2MW --batteries 1001          charge 1.2 MW
   set-power '-250 W' --batteries 1001       quote a power that contains a space
   set-power 0 --batteries 1001,1002         release the batteries
-  set-power -8kW --reactive-var 6kvar --batteries 1001,1002
-                                            with 6 kvar of reactive power (inductive)
---reactive-var VAR: the total reactive power for the set's inverters, in var, kvar or Mvar (a
-bare number is var): positive inductive (current lagging), negative capacitive, the Microgrid
-API's sign; without it, none (what stands is released). The result then shows the reactive
-power per battery, what failed and what could not be placed; while a ramp ([ramp] in the
-daemon's configuration) is under way, how far the target has got.
+  set-power -8kW --batteries 1001 --reactive-var 3kvar   and 3 kvar inductive
+
+--reactive-var VAR is the total reactive power for the set's inverters, in var, kvar or Mvar
+(a bare number is var): positive inductive (current lagging), negative capacitive, the
+Microgrid API's sign; without it, none (what stands is released). The result then shows the
+reactive power per battery, what failed and what could not be placed; while a ramp ([ramp] in
+the daemon's configuration) is under way, how far the target has got.
+
 The exit status is 0 only if the outcome is success and all the power was placed: 1 for
-another outcome, 5 for power the batteries could not take (see distributorctl --help).
+another outcome, 5 for power the batteries could not take (see distributorctl --help);
+reactive power they could not take is shown, not an exit status.
 """
 
 _PROPOSE_EPILOG = """\
