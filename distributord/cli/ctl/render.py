@@ -251,7 +251,9 @@ def _outcome_lines(result: Mapping[str, Any], requested: str) -> list[str]:
                 f"{outcome}: {requested} requested, {format_power(result['succeeded_power_w'])} "
                 f"commanded to {_count(result['succeeded_batteries'])}"
             )
-            if outcome == "partial_failure":
+            # A partial_failure whose only failures are reactive commands names them in the
+            # reactive part (the daemon sends failed_batteries empty): no "failed on 0".
+            if outcome == "partial_failure" and result["failed_batteries"]:
                 headline += (
                     f", {format_power(result['failed_power_w'])} failed on "
                     f"{_count(result['failed_batteries'])} "
