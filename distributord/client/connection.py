@@ -236,6 +236,7 @@ class Connection(abc.ABC):
         request_timeout_s: float | None = None,
         adjust_power: bool | None = None,
         include_broken_batteries: bool | None = None,
+        reactive_var: float | None = None,
     ) -> PowerResult:
         """``set_power``: split ``power_w`` (+ charge, − discharge) across ``batteries``.
 
@@ -250,6 +251,12 @@ class Connection(abc.ABC):
             adjust_power: Whether a power the batteries cannot take is adjusted to what they
                 can (the daemon's default, true, when ``None``); false gives ``out_of_bounds``.
             include_broken_batteries: Whether batteries that are not working get an equal share.
+            reactive_var: The total reactive power for the set's inverters, var: positive
+                inductive, negative capacitive (the Microgrid API's sign); sent only when given
+                (none, 0 var, when ``None``). :attr:`PowerResult.reactive` says where it went.
+
+        Returns:
+            The result; :attr:`PowerResult.ramping` is set while the set's target ramps.
 
         Raises:
             DaemonError: Bad arguments (-32602, ``data`` names the field), the daemon is
@@ -261,6 +268,7 @@ class Connection(abc.ABC):
             request_timeout_s=request_timeout_s,
             adjust_power=adjust_power,
             include_broken_batteries=include_broken_batteries,
+            reactive_var=reactive_var,
         )
         return PowerResult.from_json(await self._command("set_power", params))
 
@@ -274,6 +282,7 @@ class Connection(abc.ABC):
         ttl_s: float | None = None,
         until_disconnect: bool | None = None,
         request_timeout_s: float | None = None,
+        reactive_var: float | None = None,
     ) -> PowerResult:
         """``propose``: what this connection's program wants for ``batteries`` (``arbitration.md``).
 
@@ -288,6 +297,8 @@ class Connection(abc.ABC):
             ttl_s: Its lifetime, s (standing when ``None``).
             until_disconnect: Whether it ends when this connection closes.
             request_timeout_s: The deadline of the reply's commands.
+            reactive_var: The reactive power wanted for the set, var (as :meth:`set_power`'s),
+                merged by priority apart from the active powers; sent only when given.
 
         Returns:
             The result, with :attr:`PowerResult.arbitration` saying what it was granted and why.
@@ -304,6 +315,7 @@ class Connection(abc.ABC):
             ttl_s=ttl_s,
             until_disconnect=until_disconnect,
             request_timeout_s=request_timeout_s,
+            reactive_var=reactive_var,
         )
         return PowerResult.from_json(await self._command("propose", params))
 
@@ -346,7 +358,7 @@ class Connection(abc.ABC):
         for field, value in params.items():
             if isinstance(value, float) and not math.isfinite(value):
                 # JSON cannot carry it: refuse it as the daemon would (same code and data).
-                if field in ("power_w", "lower_w", "upper_w"):
+                if field in ("power_w", "lower_w", "upper_w", "reactive_var"):
                     expected = power_problem(value)
                 else:  # ttl_s, request_timeout_s
                     expected = f"a finite number, got {value!r}"

@@ -9,7 +9,8 @@ reason values are the daemon's own enums, not a second list of strings:
 * a battery's :class:`~distributord.core.status.Status` and why it is not working,
   :class:`~distributord.core.status.Reason`;
 * why a battery got the power it got in a ``set_power`` or ``propose`` result,
-  :class:`~distributord.core.distribution.rows.Allotment`;
+  :class:`~distributord.core.distribution.rows.Allotment`, and the reactive power it got,
+  :class:`~distributord.core.distribution.reactive.ReactiveAllotment`;
 * why a proposal got what it got, :class:`~distributord.core.arbitration.merge.Reason`;
 * why a proposal ended, :class:`~distributord.core.arbitration.holdings.Why`.
 
@@ -41,6 +42,7 @@ from distributord.core.arbitration.holdings import Why as Why
 from distributord.core.arbitration.merge import Limiter as Limiter
 from distributord.core.arbitration.programs import Acting as Acting
 from distributord.core.arbitration.programs import Limits as Limits
+from distributord.core.distribution.reactive import ReactiveAllotment as ReactiveAllotment
 from distributord.core.distribution.rows import Allotment as Allotment
 from distributord.core.errors import BadReplyError
 from distributord.core.status import Reason as Reason
@@ -307,6 +309,19 @@ class Bounds:
 
 
 @attrs.frozen(kw_only=True)
+class ReactiveBounds:
+    """An inverter's reactive-power bounds, var (``None``: that side is not known).
+
+    Attributes:
+        lower_var: The most capacitive (negative) reactive power it takes.
+        upper_var: The most inductive (positive) reactive power it takes.
+    """
+
+    lower_var: float | None
+    upper_var: float | None
+
+
+@attrs.frozen(kw_only=True)
 class BatteryStatus:
     """One battery in ``get_status``'s result. Fields that are not known are ``None``.
 
@@ -322,6 +337,10 @@ class BatteryStatus:
         capacity_wh: Its capacity, Wh.
         bounds: What battery and inverter together allow now.
         setpoint_w: The setpoint last commanded to its inverter and accepted.
+        reactive_setpoint_var: The reactive setpoint its inverter is believed to hold, var
+            (+ inductive, − capacitive: the Microgrid API's sign), when it may hold one.
+        reactive_bounds: Its inverter's reactive-power bounds, when telemetry reports them.
+        apparent_limit_va: Its inverter's apparent-power limit ``S``, VA, when it reports one.
         data_age_s: Age of the older of its battery's and inverter's latest new samples.
         clock_offset_s: The microgrid's clock offset (our clock at receipt minus the sample's
             timestamp), once a sample said when it was taken.
@@ -336,6 +355,9 @@ class BatteryStatus:
     capacity_wh: float | None = None
     bounds: Bounds | None = None
     setpoint_w: float | None = None
+    reactive_setpoint_var: float | None = None
+    reactive_bounds: ReactiveBounds | None = None
+    apparent_limit_va: float | None = None
     data_age_s: float | None = None
     clock_offset_s: float | None = None
 
@@ -344,7 +366,10 @@ class BatteryStatus:
         """Read one entry of ``get_status``'s ``batteries``."""
         r = _Reader("battery status", value)
         bounds = Bounds.from_json(r.child("bounds")) if r.has("bounds") else None
-        return _read(cls, r, bounds=bounds, **_standing(r))
+        reactive_bounds = (
+            _read(ReactiveBounds, r.child("reactive_bounds")) if r.has("reactive_bounds") else None
+        )
+        return _read(cls, r, bounds=bounds, reactive_bounds=reactive_bounds, **_standing(r))
 
 
 @attrs.frozen(kw_only=True)
@@ -499,6 +524,59 @@ class Arbitration:
 
 
 @attrs.frozen(kw_only=True)
+class ReactiveResult:
+    """What became of a request's reactive power (``spec/plant.md``, "Reactive power").
+
+    Reactive power is var, positive inductive (current lagging), negative capacitive: the
+    Microgrid API's sign.
+
+    Attributes:
+        target_var: The reactive power asked of the set (its merge's, for a proposal).
+        distribution: Battery id to the reactive power commanded to its inverter.
+        excess_var: What could not be placed, with the target's sign.
+        failed_batteries: The batteries whose reactive command failed (the outcome is then
+            ``partial_failure``).
+        reasons: Battery id to why its inverter got that reactive power, a
+            :class:`~distributord.core.distribution.reactive.ReactiveAllotment`, or to why it
+            got none or its command failed (a sentence).
+    """
+
+    target_var: float
+    distribution: Mapping[int, float]
+    excess_var: float
+    failed_batteries: frozenset[int] = frozenset()
+    reasons: Mapping[int, ReactiveAllotment | str] = attrs.field(factory=dict)
+
+    @classmethod
+    def from_json(cls, r: _Reader) -> ReactiveResult:
+        """Read a result's ``reactive`` member."""
+        reasons = r.by_battery("reasons", _reactive_allotment) if r.has("reasons") else {}
+        return _read(cls, r, distribution=r.by_battery("distribution", _watts), reasons=reasons)
+
+
+def _reactive_allotment(value: object) -> ReactiveAllotment | str | None:
+    text = _text(value)
+    return None if text is None else _reason(ReactiveAllotment, text)
+
+
+@attrs.frozen(kw_only=True)
+class Ramping:
+    """How far a ramping set's target has got (``spec/plant.md``, "Ramp rates").
+
+    What was not applied yet is on its way, not ``excess_power_w``.
+
+    Attributes:
+        target_w: The set's whole target.
+        applied_w: What was applied now.
+        eta_s: The time until the target is reached, s (a step every ``ramp.step_s``).
+    """
+
+    target_w: float
+    applied_w: float
+    eta_s: float
+
+
+@attrs.frozen(kw_only=True)
 class PowerResult:
     """The result of ``set_power`` and ``propose`` (domain outcomes are results, not errors).
 
@@ -530,6 +608,9 @@ class PowerResult:
         timing: Where the time went in the daemon.
         arbitration: How the proposal fared among the programs (``propose``; ``set_power`` too
             when others share the batteries).
+        reactive: What became of the reactive power, when some was asked (``reactive_var``, or
+            a proposal's merge has some).
+        ramping: How far the set's target has got, while it ramps (``[ramp] max_w_per_s``).
     """
 
     outcome: Outcome | str
@@ -549,6 +630,8 @@ class PowerResult:
     message: str | None = None
     timing: RequestTiming | None = None
     arbitration: Arbitration | None = None
+    reactive: ReactiveResult | None = None
+    ramping: Ramping | None = None
 
     @property
     def ok(self) -> bool:
@@ -574,6 +657,10 @@ class PowerResult:
             given["bounds"] = Bounds.from_json(r.child("bounds"))
         if r.has("arbitration"):
             given["arbitration"] = Arbitration.from_json(r.child("arbitration"))
+        if r.has("reactive"):
+            given["reactive"] = ReactiveResult.from_json(r.child("reactive"))
+        if r.has("ramping"):
+            given["ramping"] = _read(Ramping, r.child("ramping"))
         return _read(cls, r, outcome=_reason(Outcome, r.text("outcome")), **given)
 
 

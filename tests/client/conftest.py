@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from distributord.client.trio import Client, open_client
 from distributord.shell.daemon import Daemon
 from distributord.sim.scenario import uniform_fleet
 from distributord.sim.server import Simulator
@@ -39,3 +40,10 @@ def path(tmp_path: Path) -> Path:
 async def daemon(sim: Simulator, path: Path) -> AsyncIterator[Daemon]:
     async with running_daemon(sim, path, config_for(sim, programs=PROGRAMS)) as running:
         yield running
+
+
+@pytest.fixture
+async def client(daemon: Daemon, path: Path) -> AsyncIterator[Client]:
+    """A connection to the daemon through the library's trio face (acting as "default")."""
+    async with open_client(path) as opened:
+        yield opened

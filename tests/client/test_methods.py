@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -39,12 +38,6 @@ from distributord.sim.server import Simulator
 from tests.support import LIMIT_S, sim_wait
 
 BATTERIES = [1001, 1002, 1003, 1004]
-
-
-@pytest.fixture
-async def client(daemon: Daemon, path: Path) -> AsyncIterator[Client]:
-    async with open_client(path) as opened:
-        yield opened
 
 
 # --- queries --------------------------------------------------------------------------------

@@ -50,7 +50,10 @@ JSON-RPC 2.0 request line and reads lines until the reply to it arrives.
   what arbitration did not grant); 6 no answer in time; 7 an answer that is unusable; 130
   interrupted (Ctrl-C) other than during ``watch``. An outcome other than ``success`` is 1
   whatever its excess: that some commands failed says more. Before issue 23, 6 and 7 were 3, and
-  5 was 0.
+  5 was 0. Exit 5 is about active power alone (``spec/operations.md`` names ``excess_power_w``):
+  reactive power that could not be placed (``reactive.excess_var``) is shown, not an exit
+  status, and a target still ramping is not excess either (the daemon leaves what is on its
+  way out of ``excess_power_w``).
 """
 
 from __future__ import annotations
@@ -293,6 +296,8 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any] | None, floa
                 params["request_timeout_s"] = args.timeout
             if args.no_adjust:
                 params["adjust_power"] = False
+            if args.reactive_var is not None:
+                params["reactive_var"] = args.reactive_var
             own = MAX_REQUEST_TIMEOUT_S if args.timeout is None else args.timeout
             return "set_power", params, own + SET_POWER_MARGIN_S
         case "propose":
@@ -302,6 +307,7 @@ def _request(args: argparse.Namespace) -> tuple[str, dict[str, Any] | None, floa
                 ("lower_w", args.lower),
                 ("upper_w", args.upper),
                 ("ttl_s", args.ttl),
+                ("reactive_var", args.reactive_var),
             ):
                 if value is not None:  # only what was given: the daemon's defaults apply
                     params[field] = value

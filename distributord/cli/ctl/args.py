@@ -8,8 +8,11 @@ Theory of operation
   (:data:`~distributord.core.protocol.DEFAULT_SOCKET`); an empty value counts as not given.
 * **Negative powers as typed.** argparse takes ``-5kW`` for an option; ``set-power``'s and
   ``propose``'s parsers are told that anything starting with ``-`` and a digit is a value
-  (POWER, or the value of ``--lower``/``--upper``), which is safe because none of their options
-  look like that. ``-- -5kW`` keeps working at the end of the line.
+  (POWER, or the value of ``--lower``, ``--upper`` or ``--reactive-var``), which is safe because
+  none of their options look like that. ``-- -5kW`` keeps working at the end of the line.
+* **Reactive power in var.** ``--reactive-var`` takes POWER's grammar with var for W (``-3kvar``,
+  ``500var``, ``1.2Mvar``, a bare number is var), read by the one power parser; a watt unit
+  there is refused: active and reactive power are not interchangeable.
 * **Usage errors are argparse's words.** A bad POWER, battery list, timeout or ttl is refused
   by its argument type with a message naming what was expected, before anything is sent. So are
   the rules that span arguments (:func:`parse`): a ``propose`` gives at least one of POWER,
@@ -30,7 +33,7 @@ import argparse
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from distributord import __version__
 from distributord.core.errors import PowerSyntaxError, UsageError
@@ -65,7 +68,10 @@ exit status:
   4  the daemon answered with a JSON-RPC error (hello's refusal too)
   5  set-power, propose: the outcome is success, but power could not be placed
      (excess_power_w is not 0: the batteries' bounds, or for propose what arbitration did
-     not grant; the float32 rounding of setpoints does not count)
+     not grant; the float32 rounding of setpoints does not count). Active power only:
+     reactive power that could not be placed (reactive.excess_var) is shown but does not
+     change the exit status, nor does a target still ramping (what is on its way is not
+     excess)
   6  the daemon did not answer in time
   7  the daemon's answer is unusable (not JSON-RPC, or not the shape expected)
   130  interrupted (Ctrl-C), except watch, which exits 0 on Ctrl-C
@@ -88,8 +94,17 @@ discharges:
   set-power 1.2MW --batteries 1001          charge 1.2 MW
   set-power '-250 W' --batteries 1001       quote a power that contains a space
   set-power 0 --batteries 1001,1002         release the batteries
+  set-power -8kW --batteries 1001 --reactive-var 3kvar   and 3 kvar inductive
+
+--reactive-var VAR is the total reactive power for the set's inverters, in var, kvar or Mvar
+(a bare number is var): positive inductive (current lagging), negative capacitive, the
+Microgrid API's sign; without it, none (what stands is released). The result then shows the
+reactive power per battery, what failed and what could not be placed; while a ramp ([ramp] in
+the daemon's configuration) is under way, how far the target has got.
+
 The exit status is 0 only if the outcome is success and all the power was placed: 1 for
-another outcome, 5 for power the batteries could not take (see distributorctl --help).
+another outcome, 5 for power the batteries could not take (see distributorctl --help);
+reactive power they could not take is shown, not an exit status.
 """
 
 _PROPOSE_EPILOG = """\
@@ -100,6 +115,9 @@ of set-power (see set-power --help); positive charges, negative discharges.
   propose -5kW --batteries 1001,1002                      want -5 kW
   propose --batteries 1001,1002 --lower -20kW --upper 0   bound the lower priorities
   propose 10kW --batteries 1001 --ttl 300                 for 5 minutes
+  propose 0 --batteries 1001 --reactive-var -2kvar        2 kvar capacitive, no active power
+--reactive-var is set-power's: the reactive power wanted, merged by priority apart from the
+active powers.
 The proposal replaces the program's previous one on the same set, and stands until it is
 replaced, withdrawn (withdraw) or, with --ttl, expires: it outlives this command. The reply
 shows the outcome as set-power does, and what arbitration granted and why. The exit status
@@ -213,6 +231,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         action="store_true",
         help="refuse (out_of_bounds) instead of trimming power the batteries cannot take",
     )
+    set_power.add_argument(*_REACTIVE_FLAG, **_REACTIVE_OPTION)
     propose = commands.add_parser(
         "propose",
         parents=[common],
@@ -254,6 +273,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         help=f"the proposal expires after S seconds, in (0, {MAX_TTL_S:g}] "
         "(default: it stands until replaced or withdrawn)",
     )
+    propose.add_argument(*_REACTIVE_FLAG, **_REACTIVE_OPTION)
     withdraw = commands.add_parser(
         "withdraw",
         parents=[common],
@@ -290,6 +310,36 @@ def _power_argument(text: str) -> float:
     except PowerSyntaxError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
+
+_REACTIVE_EXPECTED = (
+    "expected a number with an optional unit var, kvar or Mvar, e.g. -3kvar, 500var "
+    "(+ inductive, - capacitive)"
+)
+
+
+def _reactive_argument(text: str) -> float:
+    """``"-3kvar"`` → ``-3000.0``: POWER's grammar (:func:`parse_power`) with var for W."""
+    body = text.rstrip()
+    if body.lower().endswith("var"):
+        body = body[: -len("var")] + "W"
+    elif body[-1:].isalpha():  # a unit, but not one of var: "3kW" is not reactive power
+        body = "?"
+    try:
+        return parse_power(body)
+    except PowerSyntaxError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a reactive power; {_REACTIVE_EXPECTED}"
+        ) from None
+
+
+_REACTIVE_FLAG = ("--reactive-var",)
+_REACTIVE_OPTION: Mapping[str, Any] = {
+    "metavar": "VAR",
+    "type": _reactive_argument,
+    "help": "total reactive power for the set's inverters, e.g. 6kvar, -500var: + inductive, "
+    "- capacitive (default: none)",
+}
+"""``set-power``'s and ``propose``'s ``--reactive-var``: one option, the same in both."""
 
 _BATTERY_ID = re.compile(r"[0-9]+")
 

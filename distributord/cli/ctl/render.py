@@ -9,6 +9,8 @@ optional fields show as :data:`NO_VALUE`. Numbers align right, and a column of p
 unit (:data:`POWER_COLUMN_UNIT`) so that rows compare at a glance. A battery set is written
 with runs as ranges (:func:`format_battery_set`), so that a set of hundreds stays one cell; a
 power edge the daemon sends as ``null`` (infinite: JSON has none) reads as "no limit".
+Reactive power reads as power does, in var (:func:`format_reactive`): a ``set_power`` result's
+``reactive`` part has its own summary and table, and ``ramping`` its own line.
 ``--json`` does not come here: it prints the daemon's result as it is.
 """
 
@@ -23,6 +25,9 @@ from distributord.core.units import format_power
 
 POWER_COLUMN_UNIT = "kW"
 """Table columns use one unit so that rows compare at a glance."""
+
+REACTIVE_COLUMN_UNIT = "kvar"
+"""The reactive power columns' unit (:data:`POWER_COLUMN_UNIT`'s, in var)."""
 
 NO_VALUE = "-"
 """Shown in a table cell for a value the daemon did not send."""
@@ -43,9 +48,28 @@ def unplaced_power(result: Mapping[str, Any]) -> float:
     Raises:
         TypeError: ``excess_power_w`` or the distribution's powers are not numbers.
     """
-    excess = result.get("excess_power_w", 0.0)
-    commanded = sum(abs(_number(watts)) for watts in result.get("distribution", {}).values())
+    return _beyond_rounding(result.get("excess_power_w", 0.0), result.get("distribution", {}))
+
+
+def _beyond_rounding(excess: Any, distribution: Mapping[str, Any]) -> float:
+    """``excess`` (W or var), or 0 if it is no more than the float32 rounding of ``distribution``.
+
+    Raises:
+        TypeError: ``excess`` or the distribution's values are not numbers.
+    """
+    commanded = sum(abs(_number(value)) for value in distribution.values())
     return 0.0 if abs(_number(excess)) <= FLOAT32_ROUNDING * commanded else float(excess)
+
+
+def format_reactive(var: float, unit: str | None = None) -> str:
+    """Reactive power for people: ``1.50 kvar``, ``-300.00 var``; :func:`format_power`'s rules.
+
+    Args:
+        var: The reactive power, var.
+        unit: ``"var"``, ``"kvar"`` or ``"Mvar"`` to fix the unit; ``None`` to pick one.
+    """
+    watts_unit = None if unit is None else unit.removesuffix("var") + "W"
+    return format_power(var, watts_unit).removesuffix("W") + "var"
 
 
 def _number(value: Any) -> float:
@@ -115,6 +139,7 @@ def render_status(result: Mapping[str, Any], path: str) -> list[str]:
         counts[status] = counts.get(status, 0) + 1
         soc = battery.get("soc_pct")
         setpoint = battery.get("setpoint_w")
+        reactive = battery.get("reactive_setpoint_var")
         age = battery.get("data_age_s")
         reasons = ", ".join(battery["reasons"])
         blocked = battery.get("blocked_until_s")  # seconds left in the blocking window
@@ -127,15 +152,22 @@ def render_status(result: Mapping[str, Any], path: str) -> list[str]:
                 status,
                 NO_VALUE if soc is None else f"{soc:.1f} %",
                 NO_VALUE if setpoint is None else format_power(setpoint, POWER_COLUMN_UNIT),
+                NO_VALUE if reactive is None else format_reactive(reactive, REACTIVE_COLUMN_UNIT),
                 NO_VALUE if age is None else format_duration(age),
                 reasons,
             ]
         )
-    header = ["BATTERY", "INVERTER", "STATUS", "SOC", "SETPOINT", "DATA AGE", "REASONS"]
+    header = ["BATTERY", "INVERTER", "STATUS", "SOC", "SETPOINT", "REACTIVE", "DATA AGE", "REASONS"]
+    right: tuple[int, ...] = (0, 1, 3, 4, 5, 6)
+    if not any("reactive_setpoint_var" in battery for battery in batteries):
+        # No inverter holds reactive power: the column would only say "-".
+        rows = [row[:5] + row[6:] for row in rows]
+        header.remove("REACTIVE")
+        right = (0, 1, 3, 4, 5)
     summary = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in counts.items())
     if "microgrid_api" in result:
         summary += f" (Microgrid API {result['microgrid_api']})"
-    lines = [*table(header, rows, right=(0, 1, 3, 4, 5)), f"{len(batteries)} batteries: {summary}"]
+    lines = [*table(header, rows, right=right), f"{len(batteries)} batteries: {summary}"]
     if result.get("microgrid") == "unreachable":
         lines.append("the microgrid is UNREACHABLE: every telemetry stream is broken")
     return lines
@@ -219,7 +251,9 @@ def _outcome_lines(result: Mapping[str, Any], requested: str) -> list[str]:
                 f"{outcome}: {requested} requested, {format_power(result['succeeded_power_w'])} "
                 f"commanded to {_count(result['succeeded_batteries'])}"
             )
-            if outcome == "partial_failure":
+            # A partial_failure whose only failures are reactive commands names them in the
+            # reactive part (the daemon sends failed_batteries empty): no "failed on 0".
+            if outcome == "partial_failure" and result["failed_batteries"]:
                 headline += (
                     f", {format_power(result['failed_power_w'])} failed on "
                     f"{_count(result['failed_batteries'])} "
@@ -228,7 +262,13 @@ def _outcome_lines(result: Mapping[str, Any], requested: str) -> list[str]:
             excess = unplaced_power(result)
             if excess:
                 headline += f", {format_power(excess)} could not be placed"
-            return [headline, *_distribution_table(result)]
+            lines = [headline]
+            if "ramping" in result:
+                lines.append(_ramping_line(result["ramping"]))
+            lines += _distribution_table(result, result.get("batteries", []))
+            if "reactive" in result:
+                lines += _reactive_lines(result["reactive"], result.get("batteries", []))
+            return lines
         case "out_of_bounds":
             return [
                 f"out_of_bounds: {requested} requested, the batteries allow "
@@ -237,6 +277,34 @@ def _outcome_lines(result: Mapping[str, Any], requested: str) -> list[str]:
         case _:  # error, ignored, and any outcome a newer daemon may add
             message = result.get("message")
             return [f"{outcome}: {message}" if message else str(outcome)]
+
+
+def _ramping_line(ramping: Mapping[str, Any]) -> str:
+    """``ramping to -40.00 kW, -10.00 kW applied, 3.0 s to go``."""
+    return (
+        f"ramping to {format_power(ramping['target_w'])}, "
+        f"{format_power(ramping['applied_w'])} applied, "
+        f"{format_duration(ramping['eta_s'])} to go"
+    )
+
+
+def _reactive_lines(reactive: Mapping[str, Any], batteries: Sequence[Any]) -> list[str]:
+    """The reactive part: what was asked, commanded, failed and not placed; then per battery."""
+    distribution: Mapping[str, Any] = reactive["distribution"]
+    failed = [str(b) for b in reactive.get("failed_batteries", [])]
+    succeeded = [b for b in distribution if b not in failed]
+    line = (
+        f"reactive: {format_reactive(reactive['target_var'])} requested, "
+        f"{format_reactive(math.fsum(_number(distribution[b]) for b in succeeded))} "
+        f"commanded to {_count(succeeded)}"
+    )
+    if failed:
+        lost = math.fsum(_number(distribution.get(b, 0.0)) for b in failed)
+        line += f", {format_reactive(lost)} failed on {_count(failed)} ({', '.join(failed)})"
+    excess = _beyond_rounding(reactive["excess_var"], distribution)
+    if excess:
+        line += f", {format_reactive(excess)} could not be placed"
+    return [line, *_distribution_table(reactive, batteries, reactive=True)]
 
 
 def _count(batteries: Sequence[Any]) -> str:
@@ -259,28 +327,37 @@ def _format_bounds(bounds: Mapping[str, float | None]) -> str:
     )
 
 
-def _distribution_table(result: Mapping[str, Any]) -> list[str]:
-    """Requested batteries in request order, then any others the distribution names."""
-    distribution: Mapping[str, float] = result.get("distribution", {})
-    reasons: Mapping[str, str] = result.get("reasons", {})  # an extension; may be absent
-    failed = {str(b) for b in result.get("failed_batteries", [])}
-    order = [str(b) for b in result.get("batteries", [])]
+def _distribution_table(
+    part: Mapping[str, Any], batteries: Sequence[Any], *, reactive: bool = False
+) -> list[str]:
+    """Requested batteries in request order, then any others the distribution names.
+
+    Args:
+        part: The result, or its ``reactive`` part: ``distribution``, ``reasons`` (an
+            extension; may be absent) and ``failed_batteries``.
+        batteries: The batteries requested.
+        reactive: Whether ``part`` is the reactive part (var, and a ``REACTIVE`` column).
+    """
+    distribution: Mapping[str, float] = part.get("distribution", {})
+    reasons: Mapping[str, str] = part.get("reasons", {})
+    failed = {str(b) for b in part.get("failed_batteries", [])}
+    order = [str(b) for b in batteries]
     order += sorted(set(distribution) - set(order), key=lambda b: (len(b), b))
     rows = []
     for battery in order:
         power = distribution.get(battery)
         state = "not used" if power is None else "failed" if battery in failed else "ok"
-        rows.append(
-            [
-                battery,
-                NO_VALUE if power is None else format_power(power, POWER_COLUMN_UNIT),
-                state,
-                str(reasons.get(battery, "")),
-            ]
-        )
+        if power is None:
+            cell = NO_VALUE
+        elif reactive:
+            cell = format_reactive(power, REACTIVE_COLUMN_UNIT)
+        else:
+            cell = format_power(power, POWER_COLUMN_UNIT)
+        rows.append([battery, cell, state, str(reasons.get(battery, ""))])
     if not rows:
         return []
-    return table(["BATTERY", "POWER", "RESULT", "REASON"], rows, right=(0, 1))
+    header = ["BATTERY", "REACTIVE" if reactive else "POWER", "RESULT", "REASON"]
+    return table(header, rows, right=(0, 1))
 
 
 def render_proposals(result: Mapping[str, Any], path: str) -> list[str]:

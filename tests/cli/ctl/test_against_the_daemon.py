@@ -69,6 +69,32 @@ async def test_power_placed_in_full_exits_0_despite_float32_setpoints(
         assert done.returncode == ExitCode.OK, (power, done.stdout)
 
 
+async def test_reactive_power_that_cannot_be_placed_is_shown_and_exits_0(
+    sim: Simulator, running: Daemon, path: Path
+) -> None:
+    # Two inverters of ±5 kvar: 10 kvar placed, 20 kvar not. Exit 5 is about active power.
+    argv = ("set-power", "-8kW", "--batteries", "1001,1002", "--reactive-var", "30kvar")
+    done = await ctl(path, *argv)
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert done.stderr == b""
+    assert (
+        "reactive: 30.00 kvar requested, 10.00 kvar commanded to 2 batteries, "
+        "20.00 kvar could not be placed"
+    ) in done.stdout.decode()
+    assert [sim.reactive_setpoint(i) for i in (2001, 2002)] == [5000.0, 5000.0]
+    done = await ctl(path, "--json", *argv)
+    assert done.returncode == ExitCode.OK, done.stderr
+    reactive = json.loads(done.stdout)["reactive"]
+    assert reactive["target_var"] == 30000.0
+    assert reactive["excess_var"] == 20000.0
+    assert reactive["distribution"] == {"1001": 5000.0, "1002": 5000.0}
+    status = await ctl(path, "status")
+    assert status.returncode == ExitCode.OK, status.stderr
+    header, first, *_ = status.stdout.decode().splitlines()
+    assert "REACTIVE" in header.split()
+    assert "5.00 kvar" in first
+
+
 async def test_errors_with_json_are_one_object_on_stdout(running: Daemon, path: Path) -> None:
     refused = await ctl(path, "--json", "--program", "nobody", "status")
     assert refused.returncode == ExitCode.DAEMON_ERROR

@@ -356,3 +356,53 @@ def test_propose_and_withdraw_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "propose --batteries 1001,1002 --lower -20kW --upper 0" in out
     assert ctl.main(["withdraw", "--help"]) == 0
     assert "all of its proposals without --batteries" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("command", "var", "sent"),
+    [
+        (["set-power", "-8kW"], "6kvar", 6000.0),
+        (["set-power", "0"], "-3kvar", -3000.0),  # negative, as typed
+        (["set-power", "0"], "-500", -500.0),  # a bare number is var
+        (["set-power", "0"], "1.2Mvar", 1_200_000.0),
+        (["set-power", "0"], "250 VAR", 250.0),
+        (["propose", "0"], "-2kvar", -2000.0),
+    ],
+)
+def test_reactive_var_is_sent_in_var(
+    daemon: FakeDaemon, command: list[str], var: str, sent: float
+) -> None:
+    method = "set_power" if command[0] == "set-power" else "propose"
+    daemon.answers[method] = reply(SUCCESS)
+    assert run(daemon, *command, "--batteries", "1001", "--reactive-var", var) == 0
+    request = only_request(daemon)
+    assert request["method"] == method
+    assert request["params"]["reactive_var"] == sent
+
+
+def test_reactive_var_is_sent_only_when_given(daemon: FakeDaemon) -> None:
+    daemon.answers["set_power"] = reply(SUCCESS)
+    assert run(daemon, "set-power", "1kW", "--batteries", "1001") == 0
+    assert "reactive_var" not in only_request(daemon)["params"]
+
+
+@pytest.mark.parametrize("var", ["3kW", "1mvar", "5kvarh", "x", "", "nan", "1e400var"])
+def test_bad_reactive_var_is_a_usage_error(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str], var: str
+) -> None:
+    assert run(daemon, "set-power", "0", "--batteries", "1001", "--reactive-var", var) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "argument --reactive-var" in err
+    assert "is not a reactive power; expected a number with an optional unit var, kvar" in err
+    assert daemon.requests == []
+
+
+def test_help_says_a_reactive_excess_does_not_change_the_exit_status(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert ctl.main(["--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "reactive power that could not be placed (reactive.excess_var) is shown" in out
+    assert ctl.main(["set-power", "--help"]) == 0
+    assert "--reactive-var VAR" in capsys.readouterr().out

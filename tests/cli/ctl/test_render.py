@@ -480,3 +480,154 @@ def test_ping_and_status_say_when_the_microgrid_is_unreachable(
     daemon.answers["get_status"] = reply({"batteries": [], "working": [], "uncertain": [], **down})
     assert run(daemon, "status") == 0
     assert capsys.readouterr().out == "no batteries yet: the microgrid is unreachable\n"
+
+
+# --- plant control: reactive power and ramps --------------------------------------------------
+
+REACTIVE_SUCCESS = {
+    **SUCCESS,
+    "reactive": {
+        "target_var": 8000.0,
+        "distribution": {"1001": 3000.0, "1002": 3000.0},
+        "excess_var": 2000.0,
+        "failed_batteries": [],
+        "reasons": {"1001": "at_edge", "1002": "at_edge"},
+    },
+}
+
+
+def test_set_power_shows_the_reactive_part_and_a_reactive_excess_exits_0(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.answers["set_power"] = reply(REACTIVE_SUCCESS)
+    argv = ["set-power", "-5kW", "--batteries", "1001,1002", "--reactive-var", "8kvar"]
+    # Exit 5 is about active power (excess_power_w): 2 kvar not placed is shown, not an exit.
+    assert run(daemon, *argv) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "success: -5.00 kW requested, -5.00 kW commanded to 2 batteries",
+        "BATTERY     POWER  RESULT  REASON",
+        "   1001  -2.50 kW  ok      proportional",
+        "   1002  -2.50 kW  ok      proportional",
+        "reactive: 8.00 kvar requested, 6.00 kvar commanded to 2 batteries, "
+        "2.00 kvar could not be placed",
+        "BATTERY   REACTIVE  RESULT  REASON",
+        "   1001  3.00 kvar  ok      at_edge",
+        "   1002  3.00 kvar  ok      at_edge",
+    ]
+
+
+def test_a_failed_reactive_command_and_a_battery_without_reactive_power(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = {
+        **SUCCESS,
+        "outcome": "partial_failure",
+        "failed_power_w": 0.0,
+        "failed_batteries": [],
+        "batteries": [1001, 1002, 1003],
+        "reactive": {
+            "target_var": -1500.0,
+            "distribution": {"1001": -750.0, "1002": -750.0},
+            "excess_var": 0.0,
+            "failed_batteries": [1002],
+            "reasons": {
+                "1001": "proportional",
+                "1002": "command failed: UNAVAILABLE",
+                "1003": "bound_unknown",
+            },
+        },
+    }
+    daemon.answers["set_power"] = reply(result)
+    argv = ["set-power", "-5kW", "--batteries", "1001,1002,1003", "--reactive-var", "-1.5kvar"]
+    assert run(daemon, *argv) == 1
+    lines = capsys.readouterr().out.splitlines()
+    # Only the reactive command failed: the active headline names no failure of its own.
+    assert lines[0] == "partial_failure: -5.00 kW requested, -5.00 kW commanded to 2 batteries"
+    assert lines[-5:] == [
+        "reactive: -1.50 kvar requested, -750.00 var commanded to 1 battery, "
+        "-750.00 var failed on 1 battery (1002)",
+        "BATTERY    REACTIVE  RESULT    REASON",
+        "   1001  -0.75 kvar  ok        proportional",
+        "   1002  -0.75 kvar  failed    command failed: UNAVAILABLE",
+        "   1003           -  not used  bound_unknown",
+    ]
+
+
+def test_a_reactive_excess_within_float32_rounding_is_not_shown() -> None:
+    reactive = {
+        "target_var": -4000.0,
+        "distribution": {"1001": -3999.9995},
+        "excess_var": -0.0005,
+        "failed_batteries": [],
+    }
+    lines = render.render_set_power({**SUCCESS, "reactive": reactive}, "path")
+    summary = [line for line in lines if line.startswith("reactive:")]
+    assert summary == ["reactive: -4.00 kvar requested, -4.00 kvar commanded to 1 battery"]
+
+
+def test_a_ramping_target_has_its_own_line_and_is_not_excess(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ramping = {"target_w": -40000.0, "applied_w": -10000.0, "eta_s": 3.0}
+    daemon.answers["propose"] = reply({**PROPOSED, "excess_power_w": 0.0, "ramping": ramping})
+    assert run(daemon, "propose", "-40kW", "--batteries", "1001,1002") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "ramping to -40.00 kW, -10.00 kW applied, 3.0 s to go"
+
+
+def test_json_passes_the_reactive_and_ramping_parts_through(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ramping = {"target_w": -5000.0, "applied_w": -1000.0, "eta_s": 4.0}
+    result = {**REACTIVE_SUCCESS, "ramping": ramping}
+    daemon.answers["set_power"] = reply(result)
+    argv = ["--json", "set-power", "-5kW", "--batteries", "1001,1002", "--reactive-var", "8kvar"]
+    assert run(daemon, *argv) == 0
+    assert json.loads(capsys.readouterr().out) == result
+
+
+@pytest.mark.parametrize(
+    "reactive",
+    [
+        {"distribution": {}, "excess_var": 0.0},  # no target_var
+        {"target_var": 1.0, "distribution": {"1001": "x"}, "excess_var": 0.0},
+        {"target_var": 1.0, "distribution": {}, "excess_var": "0"},
+    ],
+)
+def test_an_unusable_reactive_part_exits_7(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str], reactive: dict[str, Any]
+) -> None:
+    daemon.answers["set_power"] = reply({**SUCCESS, "reactive": reactive})
+    assert run(daemon, "set-power", "-5kW", "--batteries", "1001,1002") == ctl.ExitCode.BAD_REPLY
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "unexpected set_power result" in err
+
+
+def test_status_shows_the_reactive_setpoint_where_present(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, *others = json.loads(json.dumps(STATUS["batteries"]))
+    batteries = [{**first, "reactive_setpoint_var": 1500.0}, *others]
+    daemon.answers["get_status"] = reply({**STATUS, "batteries": batteries})
+    assert run(daemon, "status") == 0
+    assert capsys.readouterr().out.splitlines()[:3] == [
+        "BATTERY  INVERTER  STATUS          SOC  SETPOINT   REACTIVE    DATA AGE  REASONS",
+        "   1001      2001  working      55.0 %  -2.50 kW  1.50 kvar       0.2 s",
+        "   1002      2002  uncertain    60.0 %   0.00 kW          -       0.5 s  "
+        "blocked_after_failure (3.0 s left)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("var", "unit", "text"),
+    [
+        (1500.0, None, "1.50 kvar"),
+        (-300.0, None, "-300.00 var"),
+        (2.5e6, None, "2.50 Mvar"),
+        (-750.0, "kvar", "-0.75 kvar"),
+        (-0.0, "var", "0.00 var"),
+    ],
+)
+def test_format_reactive(var: float, unit: str | None, text: str) -> None:
+    assert render.format_reactive(var, unit) == text
