@@ -109,6 +109,7 @@ from distributord.core.ledger import REFRESH_AT
 from distributord.core.model import (
     Error,
     Ignored,
+    InverterSnapshot,
     OutOfBounds,
     PartialFailure,
     PowerBounds,
@@ -1442,9 +1443,23 @@ def reactive_split(
     target_var: float, pairs: Sequence[Pair], active_w: Mapping[int, float]
 ) -> ReactiveSplit:
     """The reactive split over the usable pairs' inverters, with their active setpoints."""
-    limits = {p.inverter_id: ReactiveLimits.of(p.inverter) for p in pairs if p.problem is None}
+    limits = {p.inverter_id: _limits_of(p.inverter) for p in pairs if p.problem is None}
     # float32 on the wire, toward zero: never out of a room, never past S.
     return reactive_as_sent(split_reactive(target_var, reactive_rooms(limits, active_w)))
+
+
+_LIMITS: dict[int, tuple[InverterSnapshot, ReactiveLimits]] = {}
+"""Each inverter's reactive limits and the snapshot they were worked out from: once per
+snapshot, not per request (one entry per inverter id)."""
+
+
+def _limits_of(inverter: InverterSnapshot) -> ReactiveLimits:
+    cached = _LIMITS.get(inverter.component_id)
+    if cached is not None and cached[0] is inverter:
+        return cached[1]
+    limits = ReactiveLimits.of(inverter)
+    _LIMITS[inverter.component_id] = (inverter, limits)
+    return limits
 
 
 def _within_apparent(pairs: Sequence[Pair], reactive_var: Mapping[int, float]) -> Sequence[Pair]:
