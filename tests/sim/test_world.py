@@ -6,7 +6,7 @@ import itertools
 import math
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from fractions import Fraction
 
 import pytest
@@ -314,39 +314,58 @@ def test_pure_simulator_modules_import_neither_trio_nor_grpc(module: str) -> Non
     assert done.stdout.strip() == "", f"{module} imports {done.stdout.strip()}"
 
 
-# A step: (seconds later, inverter or 0 for none, power as a fraction of the limit, lifetime).
-_steps = st.lists(
-    st.tuples(
-        st.floats(0.0, 30.0),
-        st.sampled_from([0, 2001, 2002, 2003]),
-        st.sampled_from([0.0, -1.0, 1.0]) | st.floats(-1.0, 1.0),
-        st.integers(10, 40),
-    ),
-    max_size=30,
-)
+_Step = tuple[float, int, float, int]
 
 
-@given(_steps)
-def test_reading_rarely_or_often_gives_the_same_state(
-    steps: list[tuple[float, int, float, int]],
+def _steps(inverters: Sequence[int], max_later_s: float) -> st.SearchStrategy[list[_Step]]:
+    """Steps: (seconds later, inverter or 0 for none, power as a fraction of W, lifetime)."""
+    return st.lists(
+        st.tuples(
+            st.floats(0.0, max_later_s),
+            st.sampled_from([0, *inverters]),
+            st.sampled_from([0.0, -1.0, 1.0]) | st.floats(-1.0, 1.0),
+            st.integers(10, 40),
+        ),
+        max_size=30,
+    )
+
+
+def check_eager_equals_lazy(
+    make: Callable[[], World],
+    steps: list[_Step],
+    batteries: Sequence[int],
+    watts: float,
+    reads_s: Sequence[float] = (100.0,),
 ) -> None:
-    """Batteries are integrated lazily: how often they are read must not change the physics."""
-    eager, lazy = odd_world(), odd_world()
+    """Replay ``steps`` on two worlds, one read often, one only at the end.
+
+    The eager one is read after every step and ``reads_s`` after the last. Batteries are
+    integrated lazily: how often they are read must not change the physics.
+    """
+    eager, lazy = make(), make()
     now = 0.0
     for later, inverter, fraction, lifetime in steps:
         now += later
         for world in (eager, lazy):
             world.advance(now)
             if inverter:
-                world.command(inverter, round(fraction * 3000.0), lifetime, now=now)
-        for battery in (1001, 1002, 1003, 1004):
+                world.command(inverter, round(fraction * watts), lifetime, now=now)
+        for battery in batteries:
             eager.soc(battery)  # the eager world is read at every step
-    now += 100.0
-    eager.advance(now)
-    lazy.advance(now)
-    for battery in (1001, 1002, 1003, 1004):
+    for extra in reads_s:
+        eager.advance(now + extra)
+        for battery in batteries:
+            eager.soc(battery)
+    lazy.advance(now + reads_s[-1])
+    for battery in batteries:
         assert lazy.soc(battery) == pytest.approx(eager.soc(battery), abs=1e-9)
+        assert 0.0 <= lazy.soc(battery) <= 100.0
         assert lazy.battery_power(battery) == eager.battery_power(battery)
+
+
+@given(_steps([2001, 2002, 2003], 30.0))
+def test_reading_rarely_or_often_gives_the_same_state(steps: list[_Step]) -> None:
+    check_eager_equals_lazy(odd_world, steps, (1001, 1002, 1003, 1004), 3000.0)
 
 
 # --- the record ------------------------------------------------------------------------------
@@ -1018,36 +1037,7 @@ def ramping_world() -> World:
     return World(scenario, now=0.0, lifetime_scale=0.2)
 
 
-@given(
-    st.lists(
-        st.tuples(
-            st.floats(0.0, 20.0),
-            st.sampled_from([0, 2001, 2002, 2003, 2004]),
-            st.sampled_from([0.0, -1.0, 1.0]) | st.floats(-1.0, 1.0),
-            st.integers(10, 40),
-        ),
-        max_size=30,
-    )
-)
-def test_ramping_batteries_read_rarely_or_often_give_the_same_state(
-    steps: list[tuple[float, int, float, int]],
-) -> None:
-    """Integrated piece by piece, lazily: how often they are read must not change the SoC."""
-    eager, lazy = ramping_world(), ramping_world()
-    now = 0.0
-    for later, inverter, fraction, lifetime in steps:
-        now += later
-        for world in (eager, lazy):
-            world.advance(now)
-            if inverter:
-                world.command(inverter, round(fraction * 2000.0), lifetime, now=now)
-        for battery in (1001, 1002):
-            eager.soc(battery)
-    for extra in (0.3, 1.7, 100.0):
-        eager.advance(now + extra)
-        eager.soc(1001), eager.soc(1002)
-    lazy.advance(now + 100.0)
-    for battery in (1001, 1002):
-        assert lazy.soc(battery) == pytest.approx(eager.soc(battery), abs=1e-9)
-        assert 0.0 <= lazy.soc(battery) <= 100.0
-        assert lazy.battery_power(battery) == eager.battery_power(battery)
+@given(_steps([2001, 2002, 2003, 2004], 20.0))
+def test_ramping_batteries_read_rarely_or_often_give_the_same_state(steps: list[_Step]) -> None:
+    # Integrated piece by piece: reads inside ramps and after them, not only at the end.
+    check_eager_equals_lazy(ramping_world, steps, (1001, 1002), 2000.0, (0.3, 1.7, 100.0))
