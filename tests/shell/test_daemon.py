@@ -29,6 +29,7 @@ from distributord.shell.daemon import Daemon
 from distributord.shell.live import LiveValue
 from distributord.sim.scenario import BatterySpec, Faults, InverterSpec, Scenario, uniform_fleet
 from distributord.sim.server import Simulator
+from tests.shell.test_arbitration import notification
 from tests.support import (
     Client,
     config_for,
@@ -147,6 +148,10 @@ async def test_soc_derating_caps_a_nearly_full_battery_and_its_bounds(tmp_path: 
             running_daemon(sim, tmp_path / "c.sock", config),
             connect(tmp_path / "c.sock") as client,
         ):
+            # What a subscriber is told the batteries can take: derated too.
+            await client.result("subscribe_bounds", {"batteries": [1001, 1002]})
+            bounds = await notification(client, "bounds_changed")
+            assert (bounds["inclusion_lower_w"], bounds["inclusion_upper_w"]) == (-10_000, 7500)
             params = {"power_w": 10_000, "batteries": [1001, 1002]}
             result = await client.result("set_power", {**params, "adjust_power": False})
             assert result["outcome"] == "out_of_bounds"
