@@ -101,6 +101,10 @@ MIN_SETPOINT_LIFETIME_S = 10
 MAX_SETPOINT_LIFETIME_S = 900
 """The Microgrid API's longest ``request_lifetime``."""
 
+MAX_DERATE_BAND_PCT = 100.0
+"""A SoC span is at most 100 percentage points: a wider band would derate every battery
+everywhere, which no site means."""
+
 MAX_SEARCH_BUDGET_MS = 1000.0
 """A search longer than a second would eat most of a request's deadline (5 s by default)."""
 
@@ -538,6 +542,12 @@ class DistributionConfig:
         compensate_unused: Whether the fresh measured power of the requested batteries that
             are not used is taken off the request before the split (``spec/distribution.md``,
             "Power the daemon cannot command"). Live: the next request or re-plan follows it.
+        derate_band_pct: SoC derating (``spec/distribution.md``, "SoC derating"): a battery
+            whose available SoC in the request's direction (room to its SoC bound) is below
+            this many percentage points has its power cap scaled down in proportion, to 0 at
+            the bound; its share by weight is unchanged. 0 turns it off. Up to 100
+            (``MAX_DERATE_BAND_PCT``). The request check's bounds include it. Live, like the
+            exponent.
     """
 
     exponent: float = attrs.field(
@@ -553,6 +563,12 @@ class DistributionConfig:
         metadata=LIVE,
     )
     compensate_unused: bool = attrs.field(default=True, validator=_boolean, metadata=LIVE)
+    derate_band_pct: float = attrs.field(
+        default=0.0,
+        converter=_to_float,
+        validator=_number(low=0.0, high=MAX_DERATE_BAND_PCT),
+        metadata=LIVE,
+    )
 
     @property
     def search_budget_s(self) -> float:

@@ -22,8 +22,11 @@ to live at ``now``, else as *broken*, with the last known bounds of its battery 
    ``include_broken_batteries`` the power the usable pairs leave (all of it, if there are none)
    is split equally across the requested batteries that are not usable; what they leave is
    rounded toward zero first, so the total never exceeds the request;
-4. ``Error`` also for arguments the distribution refuses (an exponent out of its range, which
-   the config refuses too): every input gets a result, never an exception.
+4. ``Error`` also for arguments the distribution refuses (an exponent or a derating band out of
+   its range, which the config refuses too): every input gets a result, never an exception.
+
+The aggregate bounds and the split both see the caps derated near the SoC bounds
+(``derate_band_pct``, ``spec/distribution.md`` "SoC derating").
 
 :func:`summarize` counts only the power of commands that succeeded as succeeded power (the
 reference design counted the failed power too).
@@ -259,6 +262,7 @@ def plan(
     pairs: Sequence[Pair],
     *,
     exponent: float,
+    derate_band_pct: float = 0.0,
     broken: Mapping[int, Sequence[PowerBounds]] | None = None,
     search_budget: SearchBudget | None = None,
     split_w: float | None = None,
@@ -270,6 +274,8 @@ def plan(
         pairs: The pairs chosen for it (:func:`choose`: working, else uncertain; with
             ``include_broken_batteries`` also those with fresh-enough cached telemetry).
         exponent: The distribution exponent.
+        derate_band_pct: The SoC derating band (``distribution.derate_band_pct``; 0: off),
+            for the aggregate bounds and the split alike.
         broken: With ``include_broken_batteries``: the requested batteries that have no usable
             pair, with the last known bounds of their battery and inverter (none, one or both).
         search_budget: How long the search over exclusion minimums may take (the caller's
@@ -295,14 +301,14 @@ def plan(
             message="zero total capacity among batteries "
             f"[{ids_text(p.battery_id for p in usable)}]",
         )
-    if usable:
-        bounds = aggregate_bounds(usable)
-        if not check_power(request.power_w, bounds, adjust_power=request.adjust_power):
-            return OutOfBounds(request=request, bounds=bounds)
-    if split_w is not None and split_w != request.power_w:
-        request = attrs.evolve(request, power_w=split_w)
     try:
-        return _split(request, pairs, usable, broken, exponent, search_budget)
+        if usable:
+            bounds = aggregate_bounds(usable, derate_band_pct=derate_band_pct)
+            if not check_power(request.power_w, bounds, adjust_power=request.adjust_power):
+                return OutOfBounds(request=request, bounds=bounds)
+        if split_w is not None and split_w != request.power_w:
+            request = attrs.evolve(request, power_w=split_w)
+        return _split(request, pairs, usable, broken, exponent, derate_band_pct, search_budget)
     except DistributionInputError as error:
         # An argument the algorithm refuses (an exponent the config would have refused, say)
         # is an answer to this request, not an exception in the request loop.
@@ -315,14 +321,21 @@ def _split(
     usable: Sequence[Pair],
     broken: Mapping[int, Sequence[PowerBounds]],
     exponent: float,
+    derate_band_pct: float,
     search_budget: SearchBudget | None,
 ) -> Distribution:
     """:func:`plan`'s distribution, once the request is accepted."""
     # Pairs with bad telemetry are passed along so the distribution names them as excluded.
-    if not broken:
-        return distribute(request.power_w, pairs, exponent=exponent, search_budget=search_budget)
-    if usable:
-        first = distribute(request.power_w, pairs, exponent=exponent, search_budget=search_budget)
+    if not broken or usable:
+        first = distribute(
+            request.power_w,
+            pairs,
+            exponent=exponent,
+            derate_band_pct=derate_band_pct,
+            search_budget=search_budget,
+        )
+        if not broken:
+            return first
         # What is left rounded toward zero: shared out, it never takes the total past the request.
         rest = leftover(first)
         return combine(first, split_equally(rest, broken, search_budget=search_budget))

@@ -712,6 +712,7 @@ class RequestLoop:
             request,
             pairs,
             exponent=config.distribution.exponent,
+            derate_band_pct=config.distribution.derate_band_pct,
             broken=choice.broken,
             search_budget=SearchBudget(
                 clock=time.perf_counter, seconds=config.distribution.search_budget_s
@@ -728,7 +729,9 @@ class RequestLoop:
 
     def _bounds(self, batteries: frozenset[int]) -> PowerBounds:
         """The aggregate bounds of the usable batteries among ``batteries`` now (NaN: none)."""
-        return _bounds_of(self._choose(batteries)[0]) if batteries else UNKNOWN_BOUNDS
+        if not batteries:
+            return UNKNOWN_BOUNDS
+        return _bounds_of(self._choose(batteries)[0], self.config.distribution.derate_band_pct)
 
     def _merge(
         self, arbiter: Arbiter, bucket: Bucket, *, record: bool = True
@@ -740,7 +743,7 @@ class RequestLoop:
         if not bucket.held:
             return arbiter.merge(bucket, UNKNOWN_BOUNDS, self.config, record=record), None
         chosen = self._choose(bucket.held)
-        bounds = _bounds_of(chosen[0])
+        bounds = _bounds_of(chosen[0], self.config.distribution.derate_band_pct)
         return arbiter.merge(bucket, bounds, self.config, record=record), chosen
 
     def _wants(self, batteries: frozenset[int], planned: Distribution) -> dict[int, float]:
@@ -1428,10 +1431,10 @@ class RequestLoop:
                 self._after(change.events)
 
 
-def _bounds_of(choice: Choice) -> PowerBounds:
-    """The aggregate bounds of a choice's usable pairs (NaN: none)."""
+def _bounds_of(choice: Choice, derate_band_pct: float) -> PowerBounds:
+    """The aggregate bounds of a choice's usable pairs (NaN: none), derated as the split is."""
     usable = [p for p in choice.pairs if p.problem is None]
-    return aggregate_bounds(usable) if usable else UNKNOWN_BOUNDS
+    return aggregate_bounds(usable, derate_band_pct=derate_band_pct) if usable else UNKNOWN_BOUNDS
 
 
 def _as_asked(result: Result, ask: Ask) -> Result:

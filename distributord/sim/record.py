@@ -31,6 +31,15 @@ instead of how it got there, so the held power stays exactly known from ``start`
 was commanded and applied, until it expires), not the power its battery takes, which a SoC
 bound may cut further: "never more than asked" is judged on what was commanded.
 
+**Applied power.** An inverter with a ramp rate (``ramp_w_per_s`` in the scenario) does not
+apply what it holds at once: its applied power moves from what it applies toward what it holds
+at that rate, linearly (:func:`ramped`), toward 0 after an expiry too. The world and the record
+compute it with the same function, from the same events: :meth:`Record.applied_at` and
+:meth:`InverterLog.applied` give it at any instant, and as the corners of a piecewise linear
+curve, for a test that measures a ramp. A start, standby or stop opens the inverter's relays
+and cuts its power at once: the world records that as a :class:`Change` with ``at_once``.
+Without a ramp rate the applied power is the held power.
+
 Pure: no IO, no clock, no grpc.
 """
 
@@ -51,6 +60,38 @@ A 10-minute soak commanding 10 inverters at 10 Hz makes some 12,000-18,000 per i
 MIN_EVENTS_PER_INVERTER = 256
 """However large the fleet, each inverter keeps at least this many (the last few minutes of a
 busy one), so that a 1000-inverter benchmark still has a usable record."""
+
+
+def ramped(start_w: float, target_w: float, rate_w_per_s: float, since: float, at: float) -> float:
+    """The power applied at ``at`` by a ramp from ``start_w`` (at ``since``) toward ``target_w``.
+
+    Linear at ``rate_w_per_s`` (positive, finite), then ``target_w`` from the instant
+    :func:`ramp_end` gives on, exactly: the world cuts its SoC integration there, so the power
+    is linear on either side of it.
+    """
+    if at >= ramp_end(start_w, target_w, rate_w_per_s, since):
+        return target_w
+    moved = rate_w_per_s * (at - since)
+    # Never past the target, whatever the rounding of the product.
+    if target_w > start_w:
+        return min(start_w + moved, target_w)
+    return max(start_w - moved, target_w)
+
+
+def ramp_end(start_w: float, target_w: float, rate_w_per_s: float, since: float) -> float:
+    """The instant a ramp from ``start_w`` at ``since`` reaches ``target_w``.
+
+    ``since`` when it is there already.
+    """
+    if start_w == target_w:
+        return since
+    return since + abs(target_w - start_w) / rate_w_per_s
+
+
+def _add(points: list[tuple[float, float]], point: tuple[float, float]) -> None:
+    """Append a corner of an applied-power curve unless it repeats the last one."""
+    if points[-1] != point:
+        points.append(point)
 
 
 class Outcome(enum.StrEnum):
@@ -111,6 +152,8 @@ class Change:
         from_w: The power held before, W.
         to_w: The power held from now on, W.
         until: When the new setpoint expires.
+        at_once: The applied power jumps to ``to_w`` at once, even on an inverter that ramps
+            (its relays opened: a start, standby or stop).
     """
 
     inverter_id: int
@@ -118,6 +161,7 @@ class Change:
     from_w: float
     to_w: float
     until: float
+    at_once: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -171,6 +215,8 @@ class InverterLog:
         start_w: The power held at :attr:`start`, W.
         events: The events after :attr:`start`, in time order.
         counts: Everything since the record's start, forgotten events included.
+        ramp_w_per_s: How fast its applied power follows what it holds, W/s; ``None``: at once.
+        start_applied_w: The power applied at :attr:`start`, W.
     """
 
     inverter_id: int
@@ -178,6 +224,57 @@ class InverterLog:
     start_w: float
     events: tuple[Event, ...]
     counts: Counts
+    ramp_w_per_s: float | None = None
+    start_applied_w: float = 0.0
+
+    def applied(self, end: float) -> list[tuple[float, float]]:
+        """The power applied from :attr:`start` to ``end``: the corners of a linear curve.
+
+        ``(when, W)`` points, in time order, the first at :attr:`start` and the last at
+        ``end``: between two points the applied power is linear; a jump (a change without a
+        ramp, or ``at_once``) is two points at one instant. Without a ramp rate the applied
+        power is the held power (:meth:`steps`), as steps.
+        """
+        rate = self.ramp_w_per_s
+        points = [(self.start, self.start_applied_w)]
+        applied, since, target = self.start_applied_w, self.start, self.start_w
+        for event in self.events:
+            match event:
+                case Change():
+                    new, at_once = event.to_w, event.at_once or rate is None
+                case Expiry():
+                    new, at_once = 0.0, rate is None
+                case _:
+                    continue
+            if event.at > end:
+                break
+            applied = self._ramp_points(points, applied, target, since, event.at)
+            if at_once:
+                applied = new
+                _add(points, (event.at, new))
+            since, target = event.at, new
+        self._ramp_points(points, applied, target, since, end)
+        return points
+
+    def _ramp_points(
+        self,
+        points: list[tuple[float, float]],
+        applied: float,
+        target: float,
+        since: float,
+        until: float,
+    ) -> float:
+        """Add the corners of the ramp from ``since`` to ``until``; the power applied then."""
+        rate = self.ramp_w_per_s
+        if rate is None:  # held steps: the last point is (since, applied) already
+            _add(points, (until, applied))
+            return applied
+        reached = ramp_end(applied, target, rate, since)
+        if since < reached < until:
+            _add(points, (reached, target))
+        now = ramped(applied, target, rate, since, until)
+        _add(points, (until, now))
+        return now
 
     def steps(self) -> list[tuple[float, float]]:
         """The power held as ``(from when, power)`` steps, from :attr:`start` on.
@@ -262,6 +359,19 @@ class Record:
     def counts(self, inverter_id: int) -> Counts:
         """What happened to one inverter since the start (never forgotten)."""
         return self.log(inverter_id).counts
+
+    def applied_at(self, inverter_id: int, at: float) -> float:
+        """The power an inverter applied at ``at``, W: what it held, ramped at its rate.
+
+        Without a ramp rate, :meth:`held_at`. Like it, the power before a SoC bound cuts it.
+
+        Raises:
+            KeyError: No such inverter.
+            ValueError: ``at`` is before its log is complete, or after :attr:`time`.
+        """
+        log = self.log(inverter_id)
+        self._check_window(log, at, at)
+        return log.applied(at)[-1][1]
 
     def held_at(self, inverter_id: int, at: float) -> float:
         """The power an inverter held at ``at``, W (after everything that happened at ``at``).
@@ -360,15 +470,19 @@ class _Log:
         "held_w",
         "lapses",
         "maxlen",
+        "ramp_w_per_s",
         "start",
+        "start_applied_w",
         "start_w",
     )
 
-    def __init__(self, *, start: float, maxlen: int) -> None:
+    def __init__(self, *, start: float, maxlen: int, ramp_w_per_s: float | None = None) -> None:
         self.maxlen = maxlen
+        self.ramp_w_per_s = ramp_w_per_s
         self.events: collections.deque[Event] = collections.deque()
         self.start = start
         self.start_w = 0.0
+        self.start_applied_w = 0.0
         self.held_w = 0.0
         self.commands: collections.Counter[Outcome] = collections.Counter()
         self.changes = 0
@@ -378,11 +492,22 @@ class _Log:
     def append(self, event: Event) -> None:
         if len(self.events) >= self.maxlen:
             old = self.events.popleft()  # folded into the base: the held power stays known
+            if self.ramp_w_per_s is not None:
+                # The applied power too: ramped from the base to the event's instant.
+                self.start_applied_w = ramped(
+                    self.start_applied_w, self.start_w, self.ramp_w_per_s, self.start, old.at
+                )
+                if isinstance(old, Change) and old.at_once:
+                    self.start_applied_w = old.to_w
             self.start = old.at
             if isinstance(old, Change):
                 self.start_w = old.to_w
+                if self.ramp_w_per_s is None:
+                    self.start_applied_w = old.to_w
             elif isinstance(old, Expiry):
                 self.start_w = 0.0
+                if self.ramp_w_per_s is None:
+                    self.start_applied_w = 0.0
         self.events.append(event)
 
 
@@ -394,16 +519,27 @@ class Recorder:
         now: The record's start.
         maxlen: Events kept per inverter; by default :data:`DEFAULT_EVENTS` shared out, and at
             least :data:`MIN_EVENTS_PER_INVERTER`.
+        ramps: Inverter id to its ramp rate, W/s, for those that ramp (see the module).
     """
 
-    def __init__(self, inverter_ids: Iterable[int], *, now: float, maxlen: int | None = None):
+    def __init__(
+        self,
+        inverter_ids: Iterable[int],
+        *,
+        now: float,
+        maxlen: int | None = None,
+        ramps: Mapping[int, float] | None = None,
+    ):
         ids = tuple(inverter_ids)
+        ramps = ramps or {}
         if maxlen is None:
             maxlen = max(MIN_EVENTS_PER_INVERTER, DEFAULT_EVENTS // max(1, len(ids)))
         if maxlen < 1:
             raise ValueError(f"maxlen must be at least 1, got {maxlen}")
         self.maxlen = maxlen
-        self._logs = {iid: _Log(start=now, maxlen=maxlen) for iid in ids}
+        self._logs = {
+            iid: _Log(start=now, maxlen=maxlen, ramp_w_per_s=ramps.get(iid)) for iid in ids
+        }
 
     def command(self, command: Command) -> None:
         """Add a decided command (ignored when not to an inverter)."""
@@ -412,13 +548,26 @@ class Recorder:
             log.commands[command.outcome] += 1
             log.append(command)
 
-    def change(self, inverter_id: int, *, at: float, to_w: float, until: float) -> None:
-        """An applied command set an inverter's power (recorded if it differs)."""
+    def change(
+        self, inverter_id: int, *, at: float, to_w: float, until: float, at_once: bool = False
+    ) -> None:
+        """An applied command set an inverter's power (recorded if it differs).
+
+        ``at_once``: the applied power jumps to ``to_w`` (recorded even when the held power
+        does not change: an inverter ramping down after an expiry is cut off).
+        """
         log = self._logs[inverter_id]
-        if to_w != log.held_w:
+        if to_w != log.held_w or at_once:
             log.changes += 1
             log.append(
-                Change(inverter_id=inverter_id, at=at, from_w=log.held_w, to_w=to_w, until=until)
+                Change(
+                    inverter_id=inverter_id,
+                    at=at,
+                    from_w=log.held_w,
+                    to_w=to_w,
+                    until=until,
+                    at_once=at_once,
+                )
             )
             log.held_w = to_w
 
@@ -447,6 +596,8 @@ class Recorder:
                         expiries=log.expiries,
                         lapses=log.lapses,
                     ),
+                    ramp_w_per_s=log.ramp_w_per_s,
+                    start_applied_w=log.start_applied_w,
                 )
                 for iid, log in self._logs.items()
             },

@@ -402,6 +402,10 @@ class InverterSpec:
             (refuses a command beyond ``S`` on its own, curtails its reactive power to
             ``√(S² − P²)``) and reports the apparent-power bounds ``[0, S]``; None (the
             default): no limit beyond its active and reactive ones, none reported.
+        ramp_w_per_s: How fast the power it applies follows its setpoint, W/s, positive:
+            linearly from what it applies toward what it holds (toward 0 after an expiry),
+            as a real inverter ramps (``spec/plant.md``, "Ramp rates"). None (the default):
+            at once. Not for a ``"pv"`` inverter, whose production limit applies at once.
     """
 
     id: int
@@ -414,6 +418,7 @@ class InverterSpec:
     pv_power_w: float = 0.0
     reactive_limit_var: float | None = None
     apparent_limit_va: float | None = None
+    ramp_w_per_s: float | None = None
 
     @property
     def reactive_limit(self) -> float:
@@ -438,6 +443,12 @@ class InverterSpec:
             "between",
             f"at most {METER_DIGIT - 1} components in front of a metered inverter",
         )
+        _check_ramp_rate("ramp_w_per_s", self.ramp_w_per_s)
+        _require(
+            self.ramp_w_per_s is None or self.type is not InverterType.PV,
+            "ramp_w_per_s",
+            "a 'pv' inverter does not ramp: its production limit applies at once",
+        )
         _check_between("pv_power_w", self.pv_power_w, 0.0, math.inf)
         _require(self.pv_power_w != math.inf, "pv_power_w", "must be finite")
         _require(
@@ -453,6 +464,15 @@ class InverterSpec:
         _check_between("power_limit_w", self.power_limit_w, 0.0, math.inf)
         _require(self.power_limit_w != math.inf, "power_limit_w", "must be finite")
         _check_between("exclusion_w", self.exclusion_w, 0.0, self.power_limit_w)
+
+
+def _check_ramp_rate(key: str, rate: float | None) -> None:
+    """A ramp rate is ``None`` (no ramp) or a positive, finite number of W/s."""
+    _require(
+        rate is None or (is_number(rate) and 0.0 < rate < math.inf),
+        key,
+        f"must be a positive, finite number of W/s, got {rate!r}",
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -668,7 +688,12 @@ class Scenario:
 
 
 def uniform_fleet(
-    n: int, *, seed: int, between: Iterable[str] = (), meters: bool = False
+    n: int,
+    *,
+    seed: int,
+    between: Iterable[str] = (),
+    meters: bool = False,
+    ramp_w_per_s: float | None = None,
 ) -> Scenario:
     """``n`` batteries, each with its own inverter, default limits, SoCs spread by ``seed``.
 
@@ -676,13 +701,16 @@ def uniform_fleet(
     each is drawn uniformly from 20..80 % (rounded to 0.1 %) by a generator seeded with
     ``seed``, so the same seed gives the same fleet. ``between`` puts the same pass-through
     chain between every inverter and its battery (ids 12001.., 22001..; see the module);
-    ``meters`` a meter in front of every inverter (ids 92001..).
+    ``meters`` a meter in front of every inverter (ids 92001..); ``ramp_w_per_s`` the same
+    ramp rate on every inverter (:attr:`InverterSpec.ramp_w_per_s`).
 
     Raises:
-        ScenarioError: ``n`` is not in 1..1000 (key ``batteries``), or ``between`` names
-            something that is not a pass-through category (key ``between``).
+        ScenarioError: ``n`` is not in 1..1000 (key ``batteries``), ``between`` names
+            something that is not a pass-through category (key ``between``), or the ramp
+            rate is not a positive, finite number (key ``ramp_w_per_s``).
     """
     chain = _pass_through(between)
+    _check_ramp_rate("ramp_w_per_s", ramp_w_per_s)
     _require(
         isinstance(n, int) and 1 <= n <= MAX_FLEET,
         "batteries",
@@ -700,6 +728,7 @@ def uniform_fleet(
             batteries=(FLEET_BATTERY_BASE + k,),
             between=chain,
             meter=meters,
+            ramp_w_per_s=ramp_w_per_s,
         )
         for k in range(1, n + 1)
     )
@@ -714,7 +743,7 @@ _TOP_KEYS = frozenset({"simulation", "fleet", "battery", "inverter", "faults", "
 _SIMULATION_KEYS = frozenset(
     {"speed", "telemetry_hz", "seed", "ac_frequency_hz", "ac_voltage_v", "ambient_temperature_c"}
 )
-_FLEET_KEYS = frozenset({"batteries", "between", "meters"})
+_FLEET_KEYS = frozenset({"batteries", "between", "meters", "ramp_w_per_s"})
 
 
 def parse_scenario(
@@ -803,8 +832,11 @@ def _scenario(doc: dict[str, Any], *, batteries: int | None, seed: int | None) -
     except ScenarioError as error:
         raise error.within("fleet") from None
     meters = _bool(fleet.get("meters", False), "fleet.meters")
+    ramp = fleet.get("ramp_w_per_s")
+    ramp = None if ramp is None else _float(ramp, "fleet.ramp_w_per_s")
+    _check_ramp_rate("fleet.ramp_w_per_s", ramp)  # here, not blamed on --batteries below
     try:
-        base = uniform_fleet(size, seed=seed, between=chain, meters=meters)
+        base = uniform_fleet(size, seed=seed, between=chain, meters=meters, ramp_w_per_s=ramp)
     except ScenarioError as error:
         if batteries is not None:  # blame whichever gave the size: the flag beats the file
             raise ScenarioError(error.problem, source="--batteries") from None
@@ -853,6 +885,7 @@ def _inverter(table: Any, path: str) -> InverterSpec:
             "pv_power_w",
             "reactive_limit_var",
             "apparent_limit_va",
+            "ramp_w_per_s",
         }:
             fields[key] = _float(value, f"{path}.{key}")
         elif key == "meter":

@@ -54,6 +54,9 @@ the lock and passed into the world, so the world only ever moves forward.
   else ``command_latency_s``.
 * **Inverters ramp** where the ``ramp_s`` fault says so (v1alpha18/19): ``ACCEPTED`` at once,
   the final reply (``final_reply``: ``SUCCESS``, ``FAILED`` or ``OVERRIDDEN``) after the ramp.
+  An inverter with a ramp rate (``ramp_w_per_s``) answers an applied command's final reply
+  when its applied power reaches the setpoint (:meth:`~distributord.sim.world.World.settles_at`),
+  or after ``ramp_s`` if that is later.
   A newer command the inverter accepts meanwhile, from anyone, ends the older ramp at once with
   ``OVERRIDDEN``, as the API says. Every ramp's end (its final reply, or the client's cancel)
   is recorded (:meth:`Simulator.ramps`).
@@ -1012,6 +1015,10 @@ class Simulator:
                     api=api,
                     final=reply,
                 )
+                # A ramping inverter's applied power reaches the setpoint this much later.
+                settle_s = 0.0
+                if isinstance(result, Accepted):
+                    settle_s = self._world.settles_at(component_id) - self._world.time
                 decided = True
                 self._changed.notify_all()
             if isinstance(result, Rejected):
@@ -1023,7 +1030,11 @@ class Simulator:
             if applied:
                 delay = max(0.0, result.until - time.monotonic()) + _EXPIRY_MARGIN_S
                 asyncio.get_running_loop().call_later(delay, self._on_expiry)
-            ramp = self._ramp(component_id, power_w, faults.ramp_s if reply else 0.0, final)
+            ramp_s = faults.ramp_s if reply else 0.0
+            if reply and applied and settle_s > 0.0:
+                # The final reply once the ramp is done (a hair after: see _EXPIRY_MARGIN_S).
+                ramp_s = max(ramp_s, settle_s + _EXPIRY_MARGIN_S)
+            ramp = self._ramp(component_id, power_w, ramp_s, final)
             if final is FinalReply.NONE:
                 # The servicer now waits for the client to cancel the call; record it then.
                 task = asyncio.current_task()

@@ -18,6 +18,22 @@ assert exact numbers.
   it is clamped exactly to the bound, after which the power is held at 0). :meth:`World.advance`
   therefore cuts each battery's interval at its inverters' expiry instants and is exact however
   rarely it is called: ``dSoC/dt = P / capacity_wh * 100 / 3600 * speed`` % per second.
+* **Ramping inverters** (``ramp_w_per_s`` in the scenario; ``spec/plant.md``, "Ramp rates"):
+  such an inverter's *applied* power moves from what it applies toward its setpoint at that
+  rate, linearly (:func:`~distributord.sim.record.ramped`), and toward 0 the same way once the
+  setpoint expires. Everything that reads applied power (the inverter's AC power, its
+  battery's DC power, the SoC integration, the meters) sees the ramped value. Its state is an
+  anchor: the power applied at one instant (:attr:`_Inverter.applied_w` at ``applied_at``),
+  moved whenever its setpoint changes or expires; the applied power at any later instant
+  follows from it, the setpoint and the expiry. The SoC stays exact: :meth:`World._sync`
+  cuts a ramping battery's interval also where a ramp reaches its target and where the
+  requested power crosses 0 or the battery's limit, so that on each piece the power is linear
+  with one sign, and integrates it with the trapezoid (exact for a linear power); a SoC bound
+  reached inside a piece is exact too, as the power cannot change sign before the piece ends.
+  A start, standby or stop opens the inverter's relays: its power is 0 at once (recorded as
+  a change ``at_once``). Without a ramp rate nothing of this runs: the power steps as above.
+  :meth:`World.applied_power` and :meth:`World.settles_at` give the ramp now, the record
+  (:meth:`~distributord.sim.record.Record.applied_at`) over time.
 * **Bounds shrink at the SoC bounds.** A battery allows ``[-limit, +limit]``; the upper end is 0
   once ``soc >= soc_upper`` and the lower end 0 once ``soc <= soc_lower``. An inverter allows
   ``[[-limit, -excl], [excl, limit]]`` (``[[-limit, limit]]`` without an exclusion zone).
@@ -92,6 +108,7 @@ Pure: no IO, no clock, no grpc.
 from __future__ import annotations
 
 import enum
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 
@@ -100,7 +117,7 @@ import attrs
 from distributord.core.bounds import Range
 from distributord.core.model import StateCode
 from distributord.core.topology import InverterType
-from distributord.sim.record import Command, Outcome, Record, Recorder
+from distributord.sim.record import Command, Outcome, Record, Recorder, ramp_end, ramped
 from distributord.sim.scenario import (
     GRID_ID,
     METER_ID,
@@ -270,6 +287,8 @@ class _Battery:
     """The instant :attr:`soc` describes (at most :attr:`World.time`; see ``World._sync``)."""
     inverters: list[_Inverter] = attrs.field(factory=list)
     mode: Mode = Mode.RUNNING
+    ramped: bool = False
+    """Whether one of its inverters ramps (its SoC is integrated piece by piece)."""
 
 
 @attrs.define
@@ -281,6 +300,10 @@ class _Inverter:
     reactive_var: float = 0.0
     reactive_until: float = math.inf
     mode: Mode = Mode.RUNNING
+    applied_w: float = 0.0
+    """A ramping inverter's applied power at :attr:`applied_at` (its anchor), W."""
+    applied_at: float = -math.inf
+    """Since then, the applied power ramps toward the setpoint, and toward 0 after ``until``."""
 
 
 class World:
@@ -303,7 +326,12 @@ class World:
     ) -> None:
         if not 0.0 < lifetime_scale < math.inf:
             raise ValueError(f"lifetime_scale must be positive and finite, got {lifetime_scale}")
-        self.record = Recorder((i.id for i in scenario.inverters), now=now, maxlen=record_maxlen)
+        self.record = Recorder(
+            (i.id for i in scenario.inverters),
+            now=now,
+            maxlen=record_maxlen,
+            ramps={i.id: i.ramp_w_per_s for i in scenario.inverters if i.ramp_w_per_s is not None},
+        )
         """What every inverter was commanded and held (read it with ``record.snapshot``)."""
         self.speed = scenario.speed
         self.frequency_hz = scenario.ac_frequency_hz
@@ -315,7 +343,7 @@ class World:
         self._batteries = {
             b.id: _Battery(spec=b, soc=b.soc_pct, time=now) for b in scenario.batteries
         }
-        self._inverters = {i.id: _Inverter(spec=i) for i in scenario.inverters}
+        self._inverters = {i.id: _Inverter(spec=i, applied_at=now) for i in scenario.inverters}
         self._others = {
             GRID_ID,
             METER_ID,
@@ -327,10 +355,14 @@ class World:
                 battery = self._batteries[battery_id]
                 inverter.batteries.append(battery)
                 battery.inverters.append(inverter)
+                if inverter.spec.ramp_w_per_s is not None:
+                    battery.ramped = True
         # Inverters with a setpoint: only their batteries can change. Keeps advancing an idle
         # fleet cheap (a stream opens with an advance; a daemon opens 2000 at once).
         self._holding: dict[int, _Inverter] = {}
         self._next_expiry = math.inf  # the earliest ``until`` in _holding
+        # Ramping inverters once commanded: they may carry power after their setpoint ends.
+        self._ramping: dict[int, _Inverter] = {}
         # Inverters with PV that produces: they carry power without any setpoint.
         self._producing = [i for i in self._inverters.values() if i.spec.pv_power_w > 0]
         self._producer_ids = frozenset(i.spec.id for i in self._producing)
@@ -366,6 +398,7 @@ class World:
             for battery in inverter.batteries:
                 self._sync(battery)  # up to now, cut at the expiry, before the setpoint goes
             self.record.expiry(iid, at=inverter.until, power_w=inverter.setpoint_w)
+            _anchor(inverter, inverter.until)
             inverter.setpoint_w, inverter.until = 0.0, math.inf
         self._next_expiry = self.next_expiry()
         return expired
@@ -377,7 +410,10 @@ class World:
         Every read of a battery, and every change of an inverter's setpoint, syncs first.
         """
         start, now = battery.time, self.time
-        if start < now:
+        if start < now and battery.ramped:
+            self._sync_ramped(battery, start, now)
+            battery.time = now
+        elif start < now:
             cuts = sorted({i.until for i in battery.inverters if start < i.until < now})
             t = start
             for cut in (*cuts, now):
@@ -385,6 +421,57 @@ class World:
                 t = cut
             battery.time = now
         return battery
+
+    def _sync_ramped(self, battery: _Battery, start: float, now: float) -> None:
+        """:meth:`_sync` for a battery one of whose inverters ramps (see the module docstring).
+
+        Cut at every instant its power stops being linear (expiries, ramps reaching their
+        targets) and, within each such piece, where the requested power crosses 0 or the
+        battery's limit; each piece is then integrated with the trapezoid.
+        """
+        cuts = sorted(
+            {
+                cut
+                for inverter in battery.inverters
+                for cut in _corners(inverter)
+                if start < cut < now
+            }
+        )
+        t = start
+        for cut in (*cuts, now):
+            self._integrate_linear(battery, t, cut)
+            t = cut
+
+    def _integrate_linear(self, battery: _Battery, start: float, end: float) -> None:
+        """Integrate a piece on which each inverter's share is linear (or constant)."""
+        if battery.mode is _STOPPED or end <= start:
+            return
+        # The requested power at both ends, from inside the piece: a share that steps at
+        # ``end`` (an expiry without a ramp) counts with its value before the step.
+        first = last = 0.0
+        for inverter in battery.inverters:
+            share = self._share(inverter, start)
+            first += share
+            last += self._share(inverter, end) if inverter.spec.ramp_w_per_s is not None else share
+        limit = battery.spec.power_limit_w
+        # Where the requested power crosses -limit, 0 or +limit inside the piece.
+        inner = sorted(
+            start + (level - first) / (last - first) * (end - start)
+            for level in (-limit, 0.0, limit)
+            if min(first, last) < level < max(first, last)
+        )
+        points = [(start, first)]
+        points += [(t, first + (last - first) * (t - start) / (end - start)) for t in inner]
+        points.append((end, last))
+        spec = battery.spec
+        for (t0, p0), (t1, p1) in itertools.pairwise(points):
+            mean = (min(max(p0, -limit), limit) + min(max(p1, -limit), limit)) / 2.0
+            if mean > 0.0 and battery.soc < spec.soc_upper_pct:
+                soc = battery.soc + mean / spec.capacity_wh * _PCT_PER_WS * self.speed * (t1 - t0)
+                battery.soc = min(soc, spec.soc_upper_pct)
+            elif mean < 0.0 and battery.soc > spec.soc_lower_pct:
+                soc = battery.soc + mean / spec.capacity_wh * _PCT_PER_WS * self.speed * (t1 - t0)
+                battery.soc = max(soc, spec.soc_lower_pct)
 
     def next_expiry(self) -> float:
         """The earliest instant a setpoint expires (``inf`` when none will)."""
@@ -403,6 +490,10 @@ class World:
 
     @staticmethod
     def _share(inverter: _Inverter, at: float) -> float:
+        if inverter.spec.ramp_w_per_s is not None:
+            if not inverter.batteries or _is_pv(inverter):
+                return 0.0
+            return _applied(inverter, at) / len(inverter.batteries)
         if inverter.until <= at or not inverter.batteries or _is_pv(inverter):
             return 0.0
         return inverter.setpoint_w / len(inverter.batteries)
@@ -455,7 +546,35 @@ class World:
         # No set is built for a fleet without PV: this runs for every meter on every tick.
         producers = self._producer_ids
         carrying = self._holding.keys() | producers if producers else self._holding
+        if self._ramping:
+            carrying = carrying | self._ramping.keys()
         return sum(self.inverter_power(inverter_id) for inverter_id in carrying)
+
+    def applied_power(self, inverter_id: int) -> float:
+        """The power an inverter applies at :attr:`time`, W, before its batteries' limits.
+
+        For an inverter that ramps, its setpoint ramped at its rate (the record's
+        :meth:`~distributord.sim.record.Record.applied_at` at this instant); for one that does
+        not, its setpoint while it holds, else 0. What its batteries take of it (a SoC bound,
+        a battery's limit) is :meth:`inverter_power`.
+        """
+        inverter = self._inverters[inverter_id]
+        if inverter.spec.ramp_w_per_s is not None:
+            return _applied(inverter, self.time)
+        return inverter.setpoint_w if inverter.until > self.time else 0.0
+
+    def settles_at(self, inverter_id: int) -> float:
+        """When the power an inverter applies reaches what it holds now (:attr:`time` if it has).
+
+        A setpoint that expires first ends its ramp early; this is when the ramp toward it
+        would end.
+        """
+        inverter = self._inverters[inverter_id]
+        rate = inverter.spec.ramp_w_per_s
+        if rate is None:
+            return self.time
+        target = inverter.setpoint_w if inverter.until > self.time else 0.0
+        return ramp_end(_applied(inverter, self.time), target, rate, self.time)
 
     def soc(self, battery_id: int) -> float:
         """A battery's SoC at :attr:`time`, %."""
@@ -659,6 +778,7 @@ class World:
         for battery in inverter.batteries:
             self._sync(battery)
         self.record.change(inverter.spec.id, at=now, to_w=nearest, until=inverter.until)
+        _anchor(inverter, now)
         inverter.setpoint_w = nearest
 
     # --- start, standby, stop -------------------------------------------------------------------
@@ -758,10 +878,15 @@ class World:
         """An inverter's power goes to 0 at ``now`` (recorded when it held a setpoint)."""
         for battery in inverter.batteries:
             self._sync(battery)  # the power changes now: integrate the old power up to here
-        if self._holding.pop(inverter.spec.id, None) is not None:
-            self.record.change(inverter.spec.id, at=now, to_w=0.0, until=math.inf)
+        held = self._holding.pop(inverter.spec.id, None) is not None
+        # Its relays open: a ramping inverter's power is cut at once too, not ramped down.
+        cut = inverter.spec.ramp_w_per_s is not None and _applied(inverter, now) != 0.0
+        if held or cut:
+            self.record.change(inverter.spec.id, at=now, to_w=0.0, until=math.inf, at_once=cut)
+        if held:
             self._next_expiry = self.next_expiry()
         inverter.setpoint_w, inverter.until = 0.0, math.inf
+        inverter.applied_w, inverter.applied_at = 0.0, now
         self._reactive.pop(inverter.spec.id, None)  # its reactive power goes to 0 var too
         inverter.reactive_var, inverter.reactive_until = 0.0, math.inf
 
@@ -823,6 +948,9 @@ class World:
         for battery in inverter.batteries:
             self._sync(battery)  # the power changes now: integrate the old power up to here
         self.record.change(component_id, at=now, to_w=power_w, until=result.until)
+        if inverter.spec.ramp_w_per_s is not None:
+            _anchor(inverter, now)
+            self._ramping[component_id] = inverter
         inverter.mode = Mode.RUNNING  # a command brings an inverter in standby back
         inverter.setpoint_w = power_w
         inverter.until = result.until
@@ -1159,6 +1287,47 @@ def _beyond_apparent_limit(inverter: _Inverter, power: float, unit: str) -> str:
         f"{power:g} {unit} is beyond inverter {inverter.spec.id}'s apparent-power limit "
         f"{limit:g} VA"
     )
+
+
+def _applied(inverter: _Inverter, at: float) -> float:
+    """A ramping inverter's applied power at ``at`` (at or after its anchor), W.
+
+    From the anchor toward the setpoint; if the setpoint expires on the way, from the expiry
+    on toward 0.
+    """
+    rate = inverter.spec.ramp_w_per_s
+    assert rate is not None
+    applied, since, until = inverter.applied_w, inverter.applied_at, inverter.until
+    if since < until <= at:
+        applied = ramped(applied, inverter.setpoint_w, rate, since, until)
+        return ramped(applied, 0.0, rate, until, at)
+    target = inverter.setpoint_w if at < until else 0.0
+    return ramped(applied, target, rate, since, at)
+
+
+def _anchor(inverter: _Inverter, at: float) -> None:
+    """Move a ramping inverter's anchor to ``at``, before its setpoint or expiry changes."""
+    if inverter.spec.ramp_w_per_s is not None:
+        inverter.applied_w = _applied(inverter, at)
+        inverter.applied_at = at
+
+
+def _corners(inverter: _Inverter) -> tuple[float, ...]:
+    """The instants after its anchor where an inverter's applied power stops being linear.
+
+    Its expiry, where its ramp reaches the setpoint and, after an expiry, where it reaches 0.
+    """
+    until = inverter.until
+    rate = inverter.spec.ramp_w_per_s
+    if rate is None:
+        return (until,)
+    applied, since = inverter.applied_w, inverter.applied_at
+    if since < until < math.inf:
+        reached = ramp_end(applied, inverter.setpoint_w, rate, since)
+        at_expiry = ramped(applied, inverter.setpoint_w, rate, since, until)
+        return (reached, until, ramp_end(at_expiry, 0.0, rate, until))
+    target = inverter.setpoint_w if since < until else 0.0
+    return (ramp_end(applied, target, rate, since),)
 
 
 def _is_pv(inverter: _Inverter) -> bool:

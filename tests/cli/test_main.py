@@ -44,6 +44,17 @@ def test_check_config_prints_the_effective_settings_which_read_back_the_same(
     assert effective.programs["fcr"].max_charge_w == 5000.0
 
 
+def test_check_config_accepts_and_prints_a_derating_band(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "distributord.toml"
+    path.write_text("[distribution]\nderate_band_pct = 10\n")
+    assert cli.main(["check-config", "--config", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "derate_band_pct = 10.0\n" in printed
+    assert config.parse_config(printed.encode(), source="-").distribution.derate_band_pct == 10.0
+
+
 def test_check_config_without_a_file_prints_the_defaults(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -62,6 +73,10 @@ def test_the_documented_example_reads_back_the_same(capsys: pytest.CaptureFixtur
     ("text", "named"),
     [
         ("[setpoints]\nlifetime_s = 5\n", "setpoints.lifetime_s"),
+        (
+            "[distribution]\nderate_band_pct = 101\n",
+            "distribution.derate_band_pct: must be a number in [0, 100], got 101",
+        ),
         ("[setpoint]\nlifetime_s = 30\n", "setpoint"),
         ("[setpoints\n", "not valid TOML"),
     ],

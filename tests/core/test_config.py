@@ -179,6 +179,12 @@ BAD_VALUES = [
     ("distribution.search_budget_ms", "true", "got true"),
     ("distribution.compensate_unused", "1", "true or false, got 1"),
     ("distribution.compensate_unused", '"yes"', "true or false, got 'yes'"),
+    ("distribution.derate_band_pct", "-1", "[0, 100], got -1"),
+    ("distribution.derate_band_pct", "100.5", "[0, 100], got 100.5"),
+    ("distribution.derate_band_pct", "nan", "got nan"),
+    ("distribution.derate_band_pct", "inf", "[0, 100]"),
+    ("distribution.derate_band_pct", "true", "got true"),
+    ("distribution.derate_band_pct", '"10%"', "number"),
     ("requests.default_timeout_s", "false", "got false"),
     ("requests.default_timeout_s", '"5s"', "number"),
     ("requests.default_timeout_s", "0", "(0, 60]"),
@@ -267,6 +273,10 @@ GOOD_VALUES = [
     ("distribution.exponent", "16", 16.0),
     ("distribution.search_budget_ms", "0.5", 0.5),
     ("distribution.search_budget_ms", "20", 20.0),
+    ("distribution.derate_band_pct", "0", 0.0),
+    ("distribution.derate_band_pct", "10", 10.0),
+    ("distribution.derate_band_pct", "2.5", 2.5),
+    ("distribution.derate_band_pct", "100", 100.0),
     ("requests.default_timeout_s", "60", 60.0),
     ("requests.default_timeout_s", "0.001", 0.001),
     ("requests.queue_size", "1", 1),
@@ -459,6 +469,7 @@ def test_the_live_keys_are_declared_beside_the_settings() -> None:
         "distribution.exponent",
         "distribution.search_budget_ms",
         "distribution.compensate_unused",
+        "distribution.derate_band_pct",
         "requests.default_timeout_s",
         "requests.drain_timeout_s",
         "setpoints.lifetime_s",
@@ -501,7 +512,7 @@ def test_after_a_reload_only_live_keys_differ_from_the_running_and_only_others_f
         "max_connections = 9\n"
         '[arbitration]\nmerge = "override"\n'
         "[programs.default]\npriority = 3\n[programs.fcr]\npriority = 9\n"
-        "[distribution]\nexponent = 3\nsearch_budget_ms = 9\n"
+        "[distribution]\nexponent = 3\nsearch_budget_ms = 9\nderate_band_pct = 9\n"
         "[requests]\nqueue_size = 9\ndefault_timeout_s = 9\ndrain_timeout_s = 9\n"
         "[setpoints]\nlifetime_s = 99\n"
         "[status]\nmax_data_age_s = 9\nmin_blocking_s = 2\nmax_blocking_s = 9\n"

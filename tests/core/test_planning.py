@@ -42,7 +42,13 @@ from distributord.core.planning import (
     unknown_batteries,
 )
 from distributord.core.status import Status
-from tests.core.distribution.spec import TOLERANCE_W, oracle, quantities, water_filling
+from tests.core.distribution.spec import (
+    TOLERANCE_W,
+    derate_bands,
+    oracle,
+    quantities,
+    water_filling,
+)
 from tests.snapshots import battery_snapshot, inverter_snapshot
 from tests.strategies import (
     NEAR_BOUND_EXPONENTS,
@@ -147,21 +153,60 @@ def test_aggregate_bounds_report_the_smallest_achievable_magnitude() -> None:
     assert result.remaining_w == 0.0
 
 
-@given(fleets(max_size=30))
-def test_aggregate_bounds_count_only_the_pairs_that_can_run_each_way(fleet: list[Pair]) -> None:
-    """Per direction, over w > 0, u > 0, m <= u: Σu, and the smallest m (0 if none can run)."""
+@given(fleets(max_size=30), derate_bands)
+def test_aggregate_bounds_count_only_the_pairs_that_can_run_each_way(
+    fleet: list[Pair], band: float
+) -> None:
+    """Per direction, over w > 0, u > 0, m <= u: Σu, and the smallest m (0 if none can run).
+
+    The caps are derated by ``band`` (exactly in the spec's reading, rounded toward zero in the
+    split's: each sum is the float sum of the largest floats at or below the exact caps).
+    """
     expected = []
     for charging in (False, True):
-        runnable = [q for q in (quantities(p, charging) for p in fleet) if q.candidate]
+        runnable = [q for q in (quantities(p, charging, band) for p in fleet) if q.candidate]
         expected.append(
-            (math.fsum(q.cap for q in runnable), min((q.minimum for q in runnable), default=0.0))
+            (
+                math.fsum(_toward_zero(q.cap) for q in runnable),
+                min((q.minimum for q in runnable), default=0.0),
+            )
         )
     (discharge_caps, discharge_min), (charge_caps, charge_min) = expected
-    bounds = aggregate_bounds(fleet)
+    bounds = aggregate_bounds(fleet, derate_band_pct=band)
     assert bounds.inclusion_upper == charge_caps
     assert bounds.exclusion_upper == charge_min
     assert bounds.inclusion_lower == -discharge_caps
     assert bounds.exclusion_lower == -discharge_min
+
+
+def _toward_zero(value: float | Fraction) -> float:
+    """The largest float at or below a non-negative ``value``."""
+    rounded = float(value)
+    return math.nextafter(rounded, 0.0) if Fraction(rounded) > value else rounded
+
+
+def test_aggregate_bounds_include_derating() -> None:
+    # Band 10: SoC 85 % of [10, 90] has 5 points of room to charge, SoC 15 % 5 to discharge;
+    # each may take half its 1000 W cap that way.
+    pairs = [battery(1, soc=85), battery(2, soc=15)]
+    bounds = aggregate_bounds(pairs, derate_band_pct=10)
+    assert (bounds.inclusion_lower, bounds.inclusion_upper) == (-1500.0, 1500.0)
+    assert aggregate_bounds(pairs).inclusion_upper == 2000.0
+    refused = plan(
+        request(2000, {1, 2}, adjust_power=False), pairs, exponent=1.0, derate_band_pct=10
+    )
+    assert isinstance(refused, OutOfBounds)
+    assert refused.bounds == bounds
+    trimmed = plan(request(2000, {1, 2}), pairs, exponent=1.0, derate_band_pct=10)
+    assert isinstance(trimmed, Distribution)
+    assert trimmed.setpoints == {1: 500.0, 2: 1000.0}
+    assert trimmed.remaining_w == 500.0
+
+
+def test_a_derating_band_the_distribution_refuses_is_an_error_result() -> None:
+    result = plan(request(500, {1}), [battery(1)], exponent=1.0, derate_band_pct=-1.0)
+    assert isinstance(result, Error)
+    assert result.message == "cannot distribute: derate_band_pct: must be >= 0, got -1.0"
 
 
 def test_a_pair_counts_only_in_the_direction_it_can_run() -> None:

@@ -29,6 +29,7 @@ from distributord.shell.daemon import Daemon
 from distributord.shell.live import LiveValue
 from distributord.sim.scenario import BatterySpec, Faults, InverterSpec, Scenario, uniform_fleet
 from distributord.sim.server import Simulator
+from tests.shell.test_arbitration import notification
 from tests.support import (
     Client,
     config_for,
@@ -129,6 +130,40 @@ async def test_out_of_bounds_with_adjustment_inside_the_exclusion_zone(tmp_path:
             assert result["bounds"]["exclusion_upper_w"] == 300.0  # one pair alone can take 300 W
             result = await client.result("set_power", {"power_w": 350, "batteries": [1001, 1002]})
             assert result["outcome"] == "success"
+
+
+async def test_soc_derating_caps_a_nearly_full_battery_and_its_bounds(tmp_path: Path) -> None:
+    # distribution.derate_band_pct = 10: SoC 85 % of [10, 90] has 5 points of room to charge,
+    # so half its 5 kW; the other battery has 40 points and its whole 5 kW.
+    scenario = Scenario(
+        batteries=(BatterySpec(id=1001, soc_pct=85.0), BatterySpec(id=1002, soc_pct=50.0)),
+        inverters=(
+            InverterSpec(id=2001, batteries=(1001,)),
+            InverterSpec(id=2002, batteries=(1002,)),
+        ),
+    )
+    with Simulator(scenario, telemetry_hz=20.0, apis=("v1alpha18",)) as sim:
+        config = config_for(sim, distribution={"derate_band_pct": 10.0})
+        async with (
+            running_daemon(sim, tmp_path / "c.sock", config),
+            connect(tmp_path / "c.sock") as client,
+        ):
+            # What a subscriber is told the batteries can take: derated too.
+            await client.result("subscribe_bounds", {"batteries": [1001, 1002]})
+            bounds = await notification(client, "bounds_changed")
+            assert (bounds["inclusion_lower_w"], bounds["inclusion_upper_w"]) == (-10_000, 7500)
+            params = {"power_w": 10_000, "batteries": [1001, 1002]}
+            result = await client.result("set_power", {**params, "adjust_power": False})
+            assert result["outcome"] == "out_of_bounds"
+            assert result["bounds"]["inclusion_upper_w"] == 7500.0
+            assert result["bounds"]["inclusion_lower_w"] == -10_000.0  # discharging: whole
+            result = await client.result("set_power", params)
+            assert result["outcome"] == "success"
+            assert result["reasons"] == {"1001": "capped", "1002": "capped"}
+            # The SoC moves while it charges (some 0.007 %/s): the derated cap with it.
+            assert result["distribution"]["1001"] == pytest.approx(2500.0, rel=1e-2)
+            assert sim.setpoint(2001) == pytest.approx(2500.0, rel=1e-2)
+            assert sim.setpoint(2002) == pytest.approx(5000.0)
 
 
 async def test_error_for_unknown_batteries(client: Client) -> None:

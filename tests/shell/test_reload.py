@@ -190,6 +190,7 @@ def planned(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
             {
                 "cache_ttl_s": chosen[-1],
                 "exponent": kwargs["exponent"],
+                "band_pct": kwargs["derate_band_pct"],
                 "budget_s": kwargs["search_budget"].seconds,
             }
         )
@@ -200,11 +201,17 @@ def planned(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     return seen
 
 
-@effect_of("distribution.exponent", "distribution.search_budget_ms", "status.broken_cache_ttl_s")
+@effect_of(
+    "distribution.exponent",
+    "distribution.derate_band_pct",
+    "distribution.search_budget_ms",
+    "status.broken_cache_ttl_s",
+)
 @pytest.mark.parametrize(
     ("text", "seen"),
     [
         ("[distribution]\nexponent = 2.5\n", {"exponent": 2.5}),
+        ("[distribution]\nderate_band_pct = 10\n", {"band_pct": 10.0}),
         ("[distribution]\nsearch_budget_ms = 7\n", {"budget_s": 0.007}),
         ("[status]\nbroken_cache_ttl_s = 42\n", {"cache_ttl_s": 42.0}),
     ],

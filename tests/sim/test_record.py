@@ -16,6 +16,8 @@ from distributord.sim.record import (
     Expiry,
     Outcome,
     Recorder,
+    ramp_end,
+    ramped,
 )
 
 
@@ -226,3 +228,99 @@ def test_a_bounded_record_answers_like_the_truth_wherever_it_is_complete(
     for inverter in (1, 2, 3):
         assert kept.counts(inverter) == full.counts(inverter)
     assert full.lapses() == [e for e in full.expiries() if e.power_w != 0.0]
+
+
+# --- applied power: ramps ------------------------------------------------------------------------
+
+
+def test_a_ramp_moves_linearly_and_stops_exactly_at_its_target() -> None:
+    # -40 kW at 10 kW/s, from 0 W at 2 s: 4 s, reached at 6 s.
+    assert ramp_end(0.0, -40_000.0, 10_000.0, 2.0) == 6.0
+    assert [ramped(0.0, -40_000.0, 10_000.0, 2.0, t) for t in (2.0, 3.0, 5.5, 6.0, 9.0)] == [
+        0.0,
+        -10_000.0,
+        -35_000.0,
+        -40_000.0,
+        -40_000.0,
+    ]
+    assert ramp_end(500.0, 500.0, 1.0, 7.0) == 7.0  # there already
+
+
+@given(
+    st.floats(-1e6, 1e6),
+    st.floats(-1e6, 1e6),
+    st.floats(1e-3, 1e6),
+    st.floats(0.0, 1e4),
+    st.floats(0.0, 1e4),
+)
+def test_a_ramp_never_overshoots_nor_goes_faster_than_its_rate(
+    start: float, target: float, rate: float, first: float, second: float
+) -> None:
+    early, late = sorted((first, second))
+    a, b = ramped(start, target, rate, 0.0, early), ramped(start, target, rate, 0.0, late)
+    low, high = sorted((start, target))
+    assert low <= a <= high
+    assert low <= b <= high
+    assert abs(b - a) <= rate * (late - early) * (1 + 1e-9) + 1e-9 * abs(target - start)
+    assert abs(target - b) <= abs(target - a)  # always toward the target
+    assert ramped(start, target, rate, 0.0, ramp_end(start, target, rate, 0.0)) == target
+
+
+def test_without_a_ramp_rate_the_applied_power_is_what_is_held() -> None:
+    recorder = Recorder([1], now=0.0)
+    recorder.change(1, at=5.0, to_w=100.0, until=15.0)
+    recorder.expiry(1, at=15.0, power_w=100.0)
+    record = recorder.snapshot(20.0)
+    assert [record.applied_at(1, t) for t in (4.9, 5.0, 14.9, 15.0)] == [0.0, 100.0, 100.0, 0.0]
+    assert record.log(1).applied(20.0) == [
+        (0.0, 0.0),
+        (5.0, 0.0),
+        (5.0, 100.0),
+        (15.0, 100.0),
+        (15.0, 0.0),
+        (20.0, 0.0),
+    ]
+
+
+def test_a_ramping_inverters_applied_power_follows_what_it_holds_at_its_rate() -> None:
+    recorder = Recorder([1], now=0.0, ramps={1: 50.0})
+    recorder.change(1, at=5.0, to_w=100.0, until=15.0)  # reached at 7 s
+    recorder.change(1, at=10.0, to_w=-100.0, until=20.0)  # through 0 at 12 s, there at 14 s
+    recorder.expiry(1, at=20.0, power_w=-100.0)  # back to 0 at 22 s
+    recorder.change(1, at=30.0, to_w=200.0, until=40.0)
+    recorder.change(1, at=31.0, to_w=0.0, until=math.inf, at_once=True)  # stopped: cut
+    record = recorder.snapshot(40.0)
+    assert record.log(1).applied(40.0) == [
+        (0.0, 0.0),
+        (5.0, 0.0),
+        (7.0, 100.0),
+        (10.0, 100.0),
+        (14.0, -100.0),
+        (20.0, -100.0),
+        (22.0, 0.0),
+        (30.0, 0.0),
+        (31.0, 50.0),
+        (31.0, 0.0),
+        (40.0, 0.0),
+    ]
+    assert [record.applied_at(1, t) for t in (6.0, 12.0, 21.0, 30.5, 31.0)] == [
+        50.0,
+        0.0,
+        -50.0,
+        25.0,
+        0.0,
+    ]
+    assert record.held_at(1, 6.0) == 100.0  # held: at once
+
+
+def test_a_forgotten_start_keeps_the_applied_power_known() -> None:
+    full = Recorder([1], now=0.0, ramps={1: 10.0})
+    short = Recorder([1], now=0.0, ramps={1: 10.0}, maxlen=1)
+    for recorder in (full, short):
+        recorder.change(1, at=0.0, to_w=100.0, until=60.0)
+        recorder.change(1, at=4.0, to_w=-100.0, until=60.0)
+        recorder.change(1, at=6.0, to_w=0.0, until=60.0)
+    kept, everything = short.snapshot(30.0), full.snapshot(30.0)
+    assert (kept.log(1).start, kept.log(1).start_applied_w) == (4.0, 40.0)
+    for t in (4.0, 5.0, 6.0, 7.0, 30.0):
+        assert kept.applied_at(1, t) == everything.applied_at(1, t)

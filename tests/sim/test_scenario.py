@@ -248,6 +248,21 @@ INVERTER = "[[inverter]]\nid = 2001\nbatteries = [1001]\n"
         ("[faults.2001]\nfinal_reply = 3\n", "faults.2001.final_reply", "must be a string"),
         ("[faults.2001]\nramp_s = 'slow'\n", "faults.2001.ramp_s", "must be a number"),
         ("[faults.2001]\nramp_s = -1\n", "faults.2001.ramp_s", "must be between 0 and 86400"),
+        (
+            BATTERY + INVERTER + "ramp_w_per_s = 0\n",
+            "inverter[0].ramp_w_per_s",
+            "must be a positive, finite number of W/s, got 0.0",
+        ),
+        (BATTERY + INVERTER + "ramp_w_per_s = -5\n", "inverter[0].ramp_w_per_s", "got -5.0"),
+        (BATTERY + INVERTER + "ramp_w_per_s = 'fast'\n", "inverter[0].ramp_w_per_s", "number"),
+        (BATTERY + INVERTER + "ramp_w_per_s = inf\n", "inverter[0].ramp_w_per_s", "finite"),
+        (
+            "[[inverter]]\nid = 2001\nbatteries = []\ntype = 'pv'\nramp_w_per_s = 100\n",
+            "inverter[0].ramp_w_per_s",
+            "a 'pv' inverter does not ramp",
+        ),
+        ("[fleet]\nramp_w_per_s = 0\n", "fleet.ramp_w_per_s", "positive, finite number of W/s"),
+        ("[fleet]\nramp_w_per_s = true\n", "fleet.ramp_w_per_s", "must be a number"),
         (BATTERY + INVERTER + "type = 'wind'\n", "inverter[0].type", "one of 'battery'"),
         (BATTERY + INVERTER + "type = 'unspecified'\n", "inverter[0].type", "got 'unspecified'"),
         (BATTERY + INVERTER + "type = 1\n", "inverter[0].type", "must be a string"),
@@ -456,6 +471,20 @@ def test_a_fleet_with_meters_from_python_and_from_a_file() -> None:
     assert (92001, 2001) in fleet.connections()
     assert parse_scenario(b"[fleet]\nbatteries = 2\nmeters = true\n", seed=7) == fleet
     assert parse_scenario(b"[fleet]\nbatteries = 2\n", seed=7).meters() == {}
+
+
+def test_a_ramp_rate_per_inverter_and_for_a_whole_fleet() -> None:
+    scenario = parse_scenario(
+        (BATTERY + INVERTER + "ramp_w_per_s = 10000\n" + "[[inverter]]\nid = 2002\n").encode()
+        + b"batteries = []\n"
+    )
+    assert [i.ramp_w_per_s for i in scenario.inverters] == [10_000.0, None]  # None: at once
+    fleet = uniform_fleet(2, seed=7, ramp_w_per_s=2500.0)
+    assert {i.ramp_w_per_s for i in fleet.inverters} == {2500.0}
+    assert parse_scenario(b"[fleet]\nbatteries = 2\nramp_w_per_s = 2500\n", seed=7) == fleet
+    assert {i.ramp_w_per_s for i in uniform_fleet(2, seed=7).inverters} == {None}
+    with pytest.raises(ScenarioError, match=r"^ramp_w_per_s: must be a positive"):
+        InverterSpec(id=2001, batteries=(1001,), ramp_w_per_s=math.nan)
 
 
 def test_pv_keys_from_a_file() -> None:

@@ -529,3 +529,37 @@ def test_v1_ignores_the_ramp(api: str, sim: Simulator) -> None:
     assert outcomes(sim) == [(2001, "ok", "v1")]
     assert not sim.ramping(2001)
     assert sim.ramps() == []
+
+
+RAMP_W_PER_S = 1000.0
+"""1000 W in 1 s: long enough to see the reply wait for it (and to read the power on its way
+on a busy machine), short for a test."""
+
+
+@pytest.mark.parametrize("api", ALPHAS)
+def test_an_inverter_with_a_ramp_rate_answers_when_its_power_reaches_the_setpoint(
+    api: str,
+) -> None:
+    scenario = Scenario(
+        batteries=(BatterySpec(id=1001, soc_pct=50.0),),
+        inverters=(InverterSpec(id=2001, batteries=(1001,), ramp_w_per_s=RAMP_W_PER_S),),
+    )
+    with (
+        Simulator(scenario, apis=(api,)) as sim,
+        grpc.insecure_channel(sim.address) as channel,
+    ):
+        call_ = alpha_stub(channel, api).SetElectricalComponentPower(
+            alpha_request(api, 2001, 1000.0), timeout=TIMEOUT
+        )
+        assert status_name(api, next(call_)) == "ACCEPTED"
+        assert sim.ramping(2001)
+        assert 0.0 <= sim.setpoint(2001) < 1000.0  # applied: on its way
+        assert [status_name(api, reply) for reply in call_] == ["SUCCESS"]
+        assert sim.setpoint(2001) == 1000.0  # the final reply came once the ramp was done
+        (ramp,) = sim.ramps()
+        record = sim.record()
+        (change,) = record.changes([2001])
+        assert ramp.ended_at >= change.at + 1000.0 / RAMP_W_PER_S
+        assert record.applied_at(2001, change.at) == 0.0
+        assert record.applied_at(2001, change.at + 0.5) == pytest.approx(500.0)
+        assert record.applied_at(2001, ramp.ended_at) == 1000.0

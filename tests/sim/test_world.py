@@ -6,7 +6,7 @@ import itertools
 import math
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from fractions import Fraction
 
 import pytest
@@ -314,39 +314,58 @@ def test_pure_simulator_modules_import_neither_trio_nor_grpc(module: str) -> Non
     assert done.stdout.strip() == "", f"{module} imports {done.stdout.strip()}"
 
 
-# A step: (seconds later, inverter or 0 for none, power as a fraction of the limit, lifetime).
-_steps = st.lists(
-    st.tuples(
-        st.floats(0.0, 30.0),
-        st.sampled_from([0, 2001, 2002, 2003]),
-        st.sampled_from([0.0, -1.0, 1.0]) | st.floats(-1.0, 1.0),
-        st.integers(10, 40),
-    ),
-    max_size=30,
-)
+_Step = tuple[float, int, float, int]
 
 
-@given(_steps)
-def test_reading_rarely_or_often_gives_the_same_state(
-    steps: list[tuple[float, int, float, int]],
+def _steps(inverters: Sequence[int], max_later_s: float) -> st.SearchStrategy[list[_Step]]:
+    """Steps: (seconds later, inverter or 0 for none, power as a fraction of W, lifetime)."""
+    return st.lists(
+        st.tuples(
+            st.floats(0.0, max_later_s),
+            st.sampled_from([0, *inverters]),
+            st.sampled_from([0.0, -1.0, 1.0]) | st.floats(-1.0, 1.0),
+            st.integers(10, 40),
+        ),
+        max_size=30,
+    )
+
+
+def check_eager_equals_lazy(
+    make: Callable[[], World],
+    steps: list[_Step],
+    batteries: Sequence[int],
+    watts: float,
+    reads_s: Sequence[float] = (100.0,),
 ) -> None:
-    """Batteries are integrated lazily: how often they are read must not change the physics."""
-    eager, lazy = odd_world(), odd_world()
+    """Replay ``steps`` on two worlds, one read often, one only at the end.
+
+    The eager one is read after every step and ``reads_s`` after the last. Batteries are
+    integrated lazily: how often they are read must not change the physics.
+    """
+    eager, lazy = make(), make()
     now = 0.0
     for later, inverter, fraction, lifetime in steps:
         now += later
         for world in (eager, lazy):
             world.advance(now)
             if inverter:
-                world.command(inverter, round(fraction * 3000.0), lifetime, now=now)
-        for battery in (1001, 1002, 1003, 1004):
+                world.command(inverter, round(fraction * watts), lifetime, now=now)
+        for battery in batteries:
             eager.soc(battery)  # the eager world is read at every step
-    now += 100.0
-    eager.advance(now)
-    lazy.advance(now)
-    for battery in (1001, 1002, 1003, 1004):
+    for extra in reads_s:
+        eager.advance(now + extra)
+        for battery in batteries:
+            eager.soc(battery)
+    lazy.advance(now + reads_s[-1])
+    for battery in batteries:
         assert lazy.soc(battery) == pytest.approx(eager.soc(battery), abs=1e-9)
+        assert 0.0 <= lazy.soc(battery) <= 100.0
         assert lazy.battery_power(battery) == eager.battery_power(battery)
+
+
+@given(_steps([2001, 2002, 2003], 30.0))
+def test_reading_rarely_or_often_gives_the_same_state(steps: list[_Step]) -> None:
+    check_eager_equals_lazy(odd_world, steps, (1001, 1002, 1003, 1004), 3000.0)
 
 
 # --- the record ------------------------------------------------------------------------------
@@ -821,3 +840,204 @@ def test_a_client_cannot_pile_up_bounds_without_end() -> None:
     assert isinstance(add(world, [(-50.0, 50.0)], token="t"), Accepted)  # replaces its own
     assert world.clear_bounds(2001, "ac_power", "t", now=1.0) is None
     assert isinstance(add(world, [(-100.0, 100.0)]), Accepted)  # room again
+
+
+# --- ramping inverters -------------------------------------------------------------------------
+
+
+def ramping_pair(
+    *, soc: float = 50.0, rate: float = 1800.0, limit: float = 5000.0, scale: float = 1.0
+) -> World:
+    """One battery (10 kWh) behind an inverter that ramps at ``rate`` W/s: 3600 W in 2 s."""
+    scenario = Scenario(
+        batteries=(BatterySpec(id=1001, soc_pct=soc, power_limit_w=limit),),
+        inverters=(InverterSpec(id=2001, batteries=(1001,), ramp_w_per_s=rate),),
+    )
+    return World(scenario, now=0.0, lifetime_scale=scale)
+
+
+def test_a_ramping_inverter_applies_its_setpoint_linearly_at_its_rate() -> None:
+    world = ramping_pair()
+    world.command(2001, 3600.0, 60, now=0.0)
+    assert world.applied_power(2001) == 0.0
+    assert world.settles_at(2001) == 2.0
+    world.advance(0.5)
+    assert (world.applied_power(2001), world.inverter_power(2001)) == (900.0, 900.0)
+    assert world.battery_power(1001) == 900.0
+    assert world.meter_reading().power_w == 900.0
+    world.advance(2.0)
+    assert world.applied_power(2001) == 3600.0
+    assert world.settles_at(2001) == 2.0  # reached: now
+    world.advance(10.0)
+    # 1 s of 3600 W while ramping (the trapezoid's half of 2 s), then 8 s: 0.01 %/s for 9 s.
+    assert world.soc(1001) == pytest.approx(50.0 + 9 * RATE_PCT_PER_S, abs=1e-12)
+
+
+def test_an_expired_setpoint_ramps_down_to_zero_at_the_same_rate() -> None:
+    world = ramping_pair()
+    world.command(2001, 3600.0, 10, now=0.0)
+    assert world.advance(11.0) == [2001]
+    assert world.applied_power(2001) == 1800.0  # 1 s after the expiry at 10 s
+    assert world.inverter_power(2001) == 1800.0
+    assert world.meter_reading().power_w == 1800.0  # no setpoint held, still carrying
+    assert world.settles_at(2001) == 12.0
+    world.advance(20.0)
+    assert world.applied_power(2001) == 0.0
+    # Up 1 s-equivalent, held 8 s, down 1 s-equivalent: 10 s of 3600 W.
+    assert world.soc(1001) == pytest.approx(50.0 + 10 * RATE_PCT_PER_S, abs=1e-12)
+
+
+def test_a_new_setpoint_ramps_from_what_is_applied_through_zero() -> None:
+    world = ramping_pair()
+    world.command(2001, 3600.0, 60, now=0.0)
+    world.command(2001, -3600.0, 60, now=1.0)  # at 1800 W: 5400 W to go, 3 s
+    assert world.settles_at(2001) == 4.0
+    world.advance(2.0)
+    assert world.applied_power(2001) == 0.0
+    world.advance(3.0)
+    assert (world.applied_power(2001), world.battery_power(1001)) == (-1800.0, -1800.0)
+    world.advance(4.0)
+    # Charged 900 Ws up to 1 s (half of 1 s at 1800 W) and 900 Ws more down to 0 W at 2 s;
+    # discharged 3600 Ws from 2 to 4 s: net -1800 Ws, half a second of 3600 W.
+    assert world.soc(1001) == pytest.approx(50.0 - 0.5 * RATE_PCT_PER_S, abs=1e-12)
+
+
+def test_a_soc_bound_reached_during_a_ramp_holds_the_power_until_the_ramp_turns() -> None:
+    # 0.01 % below full: the ramp to 3600 W (2 s, 0.01 %) fills it exactly at 2 s. At 5 s the
+    # setpoint turns to -3600 W: the ramp crosses 0 at 7 s and discharges from then on, 0.01 %
+    # by 9 s. Integrated over 5..9 s in one piece the mean power is 0 and the SoC stayed full.
+    world = ramping_pair(soc=89.99)
+    world.command(2001, 3600.0, 60, now=0.0)
+    world.command(2001, -3600.0, 60, now=5.0)
+    world.advance(9.0)
+    assert world.soc(1001) == pytest.approx(89.99, abs=1e-12)
+    assert world.battery_power(1001) == -3600.0
+
+
+def test_a_battery_limit_crossed_during_a_ramp_is_exact() -> None:
+    # Two inverters on one battery (an odd shape), each ramping to 3600 W at 1800 W/s: the
+    # battery's 5000 W limit is reached at 25/18 s, and the power stays there.
+    scenario = Scenario(
+        batteries=(BatterySpec(id=1001, soc_pct=50.0),),
+        inverters=(
+            InverterSpec(id=2001, batteries=(1001,), ramp_w_per_s=1800.0),
+            InverterSpec(id=2002, batteries=(1001,), ramp_w_per_s=1800.0),
+        ),
+    )
+    world = World(scenario, now=0.0)
+    world.command(2001, 3600.0, 60, now=0.0)
+    world.command(2002, 3600.0, 60, now=0.0)
+    world.advance(10.0)
+    crossed = Fraction(25, 18)
+    energy_ws = Fraction(5000) * crossed / 2 + 5000 * (10 - crossed)
+    expected = Fraction(50) + energy_ws * 100 / 3600 / 10_000
+    assert world.soc(1001) == pytest.approx(float(expected), abs=1e-12)
+    assert world.battery_power(1001) == 5000.0
+
+
+def test_a_stop_cuts_a_ramping_inverters_power_at_once_and_the_record_says_so() -> None:
+    world = ramping_pair()
+    world.command(2001, 3600.0, 10, now=0.0)
+    world.advance(11.0)  # expired at 10 s, ramping down: 1800 W
+    assert world.control(2001, "stop", now=11.0) is None
+    assert (world.applied_power(2001), world.battery_power(1001)) == (0.0, 0.0)
+    record = world.snapshot_record()
+    assert record.changes()[-1] == Change(
+        inverter_id=2001, at=11.0, from_w=0.0, to_w=0.0, until=math.inf, at_once=True
+    )
+    assert record.log(2001).applied(11.0) == [
+        (0.0, 0.0),
+        (2.0, 3600.0),
+        (10.0, 3600.0),
+        (11.0, 1800.0),
+        (11.0, 0.0),
+    ]
+
+
+def test_the_record_gives_the_applied_power_at_any_instant_as_the_world_does() -> None:
+    world = ramping_pair()
+    world.command(2001, -4000.0, 10, now=1.0)
+    world.command(2001, 1000.0, 10, now=2.5)
+    applied: dict[float, float] = {}
+    for step in range(100):
+        world.advance(step * 0.25)
+        applied[world.time] = world.applied_power(2001)
+    record = world.snapshot_record()
+    for at, power in applied.items():
+        assert record.applied_at(2001, at) == pytest.approx(power, abs=1e-9), at
+    assert record.log(2001).applied(world.time) == [
+        (0.0, 0.0),
+        (1.0, 0.0),  # the command: the ramp starts
+        (2.5, -2700.0),  # the ramp turned 1.5 s into its way to -4000 W
+        (2.5 + 3700.0 / 1800.0, 1000.0),  # 3700 W up at 1800 W/s
+        (12.5, 1000.0),  # the expiry
+        (12.5 + 1000.0 / 1800.0, 0.0),
+        (world.time, 0.0),
+    ]
+    assert record.held_at(2001, 3.0) == 1000.0  # what it held: the setpoint, at once
+
+
+def test_a_ramp_survives_the_record_forgetting_its_start() -> None:
+    scenario = Scenario(
+        batteries=(BatterySpec(id=1001, soc_pct=50.0),),
+        inverters=(InverterSpec(id=2001, batteries=(1001,), ramp_w_per_s=100.0),),
+    )
+    short = World(scenario, now=0.0, record_maxlen=2)
+    full = World(scenario, now=0.0)
+    for world in (short, full):
+        world.command(2001, 3000.0, 60, now=0.0)
+        world.command(2001, -3000.0, 60, now=10.0)
+        world.command(2001, 0.0, 60, now=20.0)
+        world.advance(40.0)
+    kept, everything = short.snapshot_record(), full.snapshot_record()
+    assert kept.log(2001).start == 10.0  # the first events forgotten, folded into the base
+    assert kept.log(2001).start_applied_w == 1000.0  # 10 s into the ramp to 3000 W
+    assert kept.applied_at(2001, 15.0) == 500.0  # on its way to -3000 W
+    for at in (10.0, 15.0, 20.0, 25.0, 30.0, 40.0):
+        assert kept.applied_at(2001, at) == everything.applied_at(2001, at)
+    assert kept.applied_at(2001, 40.0) == short.applied_power(2001) == 0.0
+
+
+def test_without_a_ramp_rate_the_applied_power_is_the_setpoint_at_once() -> None:
+    world = one_pair()
+    world.command(2001, 3600.0, 10, now=0.0)
+    assert world.applied_power(2001) == 3600.0
+    assert world.settles_at(2001) == 0.0
+    world.advance(10.0)
+    assert world.applied_power(2001) == 0.0
+    record = world.snapshot_record()
+    assert record.applied_at(2001, 5.0) == record.held_at(2001, 5.0) == 3600.0
+    assert record.log(2001).applied(12.0) == [
+        (0.0, 0.0),
+        (0.0, 3600.0),
+        (10.0, 3600.0),
+        (10.0, 0.0),
+        (12.0, 0.0),
+    ]
+
+
+def ramping_world() -> World:
+    """Two batteries with every kind of corner.
+
+    One behind two ramping inverters (one of them slow), one behind a ramping and a stepping
+    one.
+    """
+    scenario = Scenario(
+        batteries=(
+            BatterySpec(id=1001, soc_pct=50.0, capacity_wh=100.0),
+            BatterySpec(id=1002, soc_pct=12.0, capacity_wh=50.0, power_limit_w=2000.0),
+        ),
+        inverters=(
+            InverterSpec(id=2001, batteries=(1001,), ramp_w_per_s=700.0),
+            InverterSpec(id=2002, batteries=(1001,), ramp_w_per_s=90.0),
+            InverterSpec(id=2003, batteries=(1002,), ramp_w_per_s=400.0),
+            InverterSpec(id=2004, batteries=(1002,)),
+        ),
+    )
+    return World(scenario, now=0.0, lifetime_scale=0.2)
+
+
+@given(_steps([2001, 2002, 2003, 2004], 20.0))
+def test_ramping_batteries_read_rarely_or_often_give_the_same_state(steps: list[_Step]) -> None:
+    # Integrated piece by piece: reads inside ramps and after them, not only at the end.
+    check_eager_equals_lazy(ramping_world, steps, (1001, 1002), 2000.0, (0.3, 1.7, 100.0))

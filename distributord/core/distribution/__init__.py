@@ -9,6 +9,8 @@ in proportion to its weight ``w`` (capacity and available SoC). The rules of
 
 1. ``M = |P| ≈ 0``: every setpoint is exactly ``0``, and ``P`` remains (:mod:`.placement`).
 2. Pairs with ``w = 0``, ``u = 0`` or ``m > u`` get exactly ``0`` (:mod:`.rows` says which).
+   Inside the SoC derating band (``distribution.derate_band_pct``) ``u`` is the derated cap
+   (:func:`.rows.derate`), for this rule and every one below.
 3. If the others' caps sum to at most ``M``, all run at their cap (:mod:`.waterfill`).
 4. Otherwise the split is proportional to weight, with water-filling where caps bind
    (:mod:`.waterfill`).

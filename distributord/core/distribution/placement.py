@@ -44,6 +44,7 @@ from distributord.core.distribution.rows import (
     _merged,
     _Status,
     _weights,
+    derate,
 )
 from distributord.core.distribution.search import SearchBudget
 from distributord.core.distribution.waterfill import (
@@ -93,7 +94,7 @@ class Distribution:
 # --- distribute ----------------------------------------------------------------------------
 
 
-def _check_arguments(power_w: float, exponent: float) -> None:
+def _check_arguments(power_w: float, exponent: float, derate_band_pct: float) -> None:
     if not is_number(power_w):
         raise DistributionInputError("power_w", f"must be a number, got {power_w!r}")
     if not math.isfinite(power_w):
@@ -102,6 +103,16 @@ def _check_arguments(power_w: float, exponent: float) -> None:
         raise DistributionInputError("exponent", f"must be a number, got {exponent!r}")
     if not (math.isfinite(exponent) and exponent >= 0.0):
         raise DistributionInputError("exponent", f"must be finite and >= 0, got {exponent!r}")
+    _check_band(derate_band_pct)
+
+
+def _check_band(derate_band_pct: float) -> None:
+    if not (is_number(derate_band_pct) and math.isfinite(derate_band_pct)):
+        raise DistributionInputError(
+            "derate_band_pct", f"must be a finite number, got {derate_band_pct!r}"
+        )
+    if derate_band_pct < 0.0:
+        raise DistributionInputError("derate_band_pct", f"must be >= 0, got {derate_band_pct!r}")
 
 
 def _check_unique(battery_ids: Sequence[int], inverter_ids: Sequence[int]) -> None:
@@ -116,6 +127,7 @@ def distribute(
     pairs: Sequence[Pair],
     *,
     exponent: float = 1.0,
+    derate_band_pct: float = 0.0,
     search_budget: SearchBudget | None = None,
 ) -> Distribution:
     """Split ``power_w`` across ``pairs`` (see the package docstring for the rules).
@@ -126,6 +138,9 @@ def distribute(
         exponent: ``e ≥ 0`` in the weight ``capacity share · available SoC^e``. The config
             keeps it in ``[0, MAX_EXPONENT]``; any finite ``e ≥ 0`` gets a valid split (weights
             beyond the float range are split in tiers, :func:`~.waterfill.split_in_tiers`).
+        derate_band_pct: ``d ≥ 0``, SoC derating: a pair whose available SoC ``a`` is below
+            ``d`` percentage points has its cap scaled by ``a/d`` (:func:`~.rows.derate`).
+            ``0`` (the default) turns it off. The config keeps it in ``[0, 100]``.
         search_budget: How long the search over exclusion minimums may take (rule 6);
             without one it counts steps (:data:`~.search.SEARCH_STEPS`).
 
@@ -136,10 +151,11 @@ def distribute(
         DistributionInputError: An argument is invalid; the error names it. Telemetry never
             raises: bad telemetry excludes its pair.
     """
-    _check_arguments(power_w, exponent)
+    _check_arguments(power_w, exponent, derate_band_pct)
     if not pairs:
         raise DistributionInputError("pairs", "must not be empty")
     rows: Sequence[Row] = sorted(map(_CHARGE_ROW if power_w > 0 else _DISCHARGE_ROW, pairs))
+    rows = derate(rows, derate_band_pct)
     columns = RowColumns._make(zip(*rows, strict=True))
     _check_unique(columns.battery_id, columns.inverter_id)
     excluded: dict[int, str] = {}
@@ -235,17 +251,27 @@ def _place(
 # --- aggregate bounds and the request check ----------------------------------------------
 
 
-def aggregate_bounds(pairs: Iterable[Pair]) -> PowerBounds:
+def aggregate_bounds(pairs: Iterable[Pair], *, derate_band_pct: float = 0.0) -> PowerBounds:
     """The bounds of a set of pairs, for the request check.
 
     ``inclusion_upper`` is the sum of the caps of the pairs that can charge, ``exclusion_upper``
     the smallest minimum among them (the smallest magnitude one pair alone can take; the
     reference design summed the minimums instead); likewise for discharging. A direction in
-    which no pair can take power has both bounds ``0``.
+    which no pair can take power has both bounds ``0``. The caps are derated as
+    :func:`distribute` derates them (``derate_band_pct``), so the bounds say what a split can
+    place.
+
+    Raises:
+        DistributionInputError: ``derate_band_pct`` is not a finite number ``>= 0``.
     """
+    _check_band(derate_band_pct)
     pairs = list(pairs)
-    charge_minimum, charge_caps = _direction_bounds(map(_CHARGE_ROW, pairs))
-    discharge_minimum, discharge_caps = _direction_bounds(map(_DISCHARGE_ROW, pairs))
+    charge_minimum, charge_caps = _direction_bounds(
+        derate(list(map(_CHARGE_ROW, pairs)), derate_band_pct)
+    )
+    discharge_minimum, discharge_caps = _direction_bounds(
+        derate(list(map(_DISCHARGE_ROW, pairs)), derate_band_pct)
+    )
     return PowerBounds(
         inclusion_lower=0.0 - discharge_caps,
         exclusion_lower=0.0 - discharge_minimum,

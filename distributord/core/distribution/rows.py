@@ -9,6 +9,13 @@ For each pair and direction (``spec/distribution.md``):
 * minimum ``m``: the smallest non-zero magnitude both allow (their exclusion bound);
 * weight ``w = capacity/Σcapacity · a^e``, and ``w = 0`` whenever ``a = 0`` (even for ``e = 0``).
 
+SoC derating (``distribution.derate_band_pct = d``, off at 0): a pair whose ``a`` is below
+``d`` has its cap scaled by ``a/d``, linearly to 0 at its SoC bound; its weight stays. The
+derated cap is ``u·a/d`` rounded toward zero, the largest float not above the exact value, so
+no pair is ever sent more than the spec allows, and a float minimum is above the derated cap
+exactly when it is above the exact one. The band is a setting, not telemetry: it is applied per
+request (:func:`derate`) to the rows of the pairs inside it; the others' rows are used as built.
+
 A pair may take exactly ``0`` or any magnitude in ``[m, u]``. Pairs with ``w = 0``, ``u = 0``
 or ``m > u`` cannot take power at all (rule 2); their row says why, as an :class:`Allotment`.
 
@@ -66,7 +73,8 @@ class Allotment(enum.StrEnum):
     PROPORTIONAL = "proportional"
     """Its share by weight; no bound was in the way."""
     CAPPED = "capped"
-    """Held at the largest magnitude battery and inverter allow."""
+    """Held at the largest magnitude battery and inverter allow (derated near its SoC bound,
+    ``distribution.derate_band_pct``)."""
     RAISED_TO_MINIMUM = "raised_to_minimum"
     """Its share was below its exclusion minimum; it runs at that minimum so the request can
     be met."""
@@ -119,7 +127,8 @@ class Row(NamedTuple):
     min_ratio: float
     """``m/w``: the level at which the pair reaches its minimum."""
     cap_w: float
-    """``u``: the largest magnitude battery and inverter allow, W."""
+    """``u``: the largest magnitude battery and inverter allow, W (derated by :func:`derate`
+    in a request inside the derating band)."""
     min_w: float
     """``m``: the smallest non-zero magnitude battery and inverter allow, W."""
     capacity_wh: float
@@ -253,6 +262,61 @@ def _row(bid: int, iid: int, capacity: float, available: float, cap: float, mini
     return _make_row(
         (bid, iid, None, weight, cap / weight, minimum / weight, cap, minimum, capacity, available)
     )
+
+
+def derate(rows: Sequence[Row], band_pct: float) -> Sequence[Row]:
+    """``rows`` with the caps of the pairs inside the derating band scaled down.
+
+    A row that can take power (status ``None``) with available SoC ``a < band_pct`` gets the
+    cap ``u·a/band_pct`` rounded toward zero (:func:`_scaled_cap`), and its status is worked
+    out again: a derated cap below the pair's minimum leaves it only 0
+    (:attr:`Allotment.MINIMUM_ABOVE_CAP`), one that rounds to 0 W allows nothing
+    (:attr:`Allotment.ZERO_POWER_BOUND`). The weight is unchanged.
+
+    Args:
+        rows: The pairs' rows in one direction.
+        band_pct: ``d``, percentage points; ``0`` turns derating off (``rows`` is returned
+            as it is). Finite and ``>= 0``: :func:`~.placement.distribute` checks it.
+
+    Returns:
+        The rows, derated where inside the band, in the same order.
+    """
+    if band_pct <= 0.0:
+        return rows
+    return [
+        _row(
+            row.battery_id,
+            row.inverter_id,
+            row.capacity_wh,
+            row.available_pct,
+            _scaled_cap(row.cap_w, row.available_pct, band_pct),
+            row.min_w,
+        )
+        if row.status is None and row.available_pct < band_pct
+        else row
+        for row in rows
+    ]
+
+
+def _scaled_cap(cap: float, available: float, band: float) -> float:
+    """``cap · available / band`` rounded toward zero: never above the exact product.
+
+    Rounded to nearest, ``cap * (available / band)`` can come out an ulp above the exact
+    value, and a pair would be allowed a hair more than the spec's derated cap. The exact
+    value is a ratio of integers (every float is one); Python divides integers correctly
+    rounded, and a result above the exact value is moved one float towards zero, which is
+    then the largest float below it. All three are positive and finite here.
+    """
+    cap_n, cap_d = cap.as_integer_ratio()
+    available_n, available_d = available.as_integer_ratio()
+    band_n, band_d = band.as_integer_ratio()
+    numerator = cap_n * available_n * band_d
+    denominator = cap_d * available_d * band_n
+    scaled = numerator / denominator  # correctly rounded
+    scaled_n, scaled_d = scaled.as_integer_ratio()
+    if scaled_n * denominator > numerator * scaled_d:
+        scaled = math.nextafter(scaled, 0.0)
+    return scaled
 
 
 @attrs.frozen(kw_only=True)

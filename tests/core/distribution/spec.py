@@ -24,11 +24,16 @@ TOLERANCE_W = 1e-6
 exponents = st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0, MAX_EXPONENT]) | st.floats(0.0, MAX_EXPONENT)
 """The spec's range, [0, 16]: every invariant holds at both ends of it."""
 
+derate_bands = st.sampled_from([0.0, 0.0, 5.0, 10.0, 37.5, 100.0]) | st.floats(0.0, 100.0)
+"""``distribution.derate_band_pct``: off (often), typical bands, the top of the config's range
+[0, 100] and anything in between; every invariant holds on the derated caps."""
+
 
 @attrs.frozen
 class Quantities:
     available: float
-    cap: float
+    cap: float | Fraction
+    """The spec's cap, derated exactly (a :class:`Fraction`) inside the derating band."""
     minimum: float
     capacity: float
 
@@ -48,7 +53,11 @@ def _merge(a: float, b: float, tighter: Callable[[float, float], float]) -> floa
     return tighter(a, b)
 
 
-def quantities(pair: Pair, charging: bool) -> Quantities:
+def quantities(pair: Pair, charging: bool, band: float = 0.0) -> Quantities:
+    """The spec's per-pair table; with a derating ``band`` the cap inside it is ``u·a/band``.
+
+    Derated in rational arithmetic: the split's caps are floats that may never exceed it.
+    """
     b, i = pair.battery, pair.inverter
     if charging:
         available = max(0.0, b.soc_upper_pct - b.soc_pct)
@@ -58,7 +67,10 @@ def quantities(pair: Pair, charging: bool) -> Quantities:
         available = max(0.0, b.soc_pct - b.soc_lower_pct)
         cap = -_merge(b.bounds.inclusion_lower, i.bounds.inclusion_lower, max)
         minimum = -_merge(b.bounds.exclusion_lower, i.bounds.exclusion_lower, min)
-    return Quantities(available=available, cap=cap, minimum=minimum, capacity=b.capacity_wh)
+    derated: float | Fraction = cap
+    if 0 < available < band and cap > 0:
+        derated = Fraction(cap) * Fraction(available) / Fraction(band)
+    return Quantities(available=available, cap=derated, minimum=minimum, capacity=b.capacity_wh)
 
 
 def reachable_below(target: float, items: Sequence[Quantities]) -> float:
@@ -141,9 +153,11 @@ def best_fair_choice(target: float, groups: Sequence[Sequence[Quantities]]) -> F
     return best
 
 
-def run(power: float, fleet: Sequence[Pair], exponent: float = 1.0) -> Distribution:
-    note(f"power={power!r} exponent={exponent!r} pairs={len(fleet)}")
-    return distribute(power, fleet, exponent=exponent)
+def run(
+    power: float, fleet: Sequence[Pair], exponent: float = 1.0, band: float = 0.0
+) -> Distribution:
+    note(f"power={power!r} exponent={exponent!r} band={band!r} pairs={len(fleet)}")
+    return distribute(power, fleet, exponent=exponent, derate_band_pct=band)
 
 
 battery = symmetric_pair
@@ -194,17 +208,19 @@ def water_filling(
     return out
 
 
-def oracle(power: float, fleet: Sequence[Pair], exponent: int) -> dict[int, Fraction]:
+def oracle(
+    power: float, fleet: Sequence[Pair], exponent: int, band: float = 0.0
+) -> dict[int, Fraction]:
     """The exact setpoints the spec asks for, for a fleet without exclusion minimums."""
     charging = power > 0
-    items = [quantities(p, charging) for p in fleet]
+    items = [quantities(p, charging, band) for p in fleet]
     assert all(q.minimum <= 0 for q in items), "the oracle knows no minimums"
     if abs(power) <= 1e-9:
         return {p.battery_id: Fraction(0) for p in fleet}
     magnitudes = water_filling(
         abs(Fraction(power)),
         [exact_weight(q, exponent) for q in items],
-        [Fraction(max(q.cap, 0.0)) for q in items],
+        [Fraction(max(q.cap, 0)) for q in items],
     )
     sign = 1 if charging else -1
     return {p.battery_id: sign * x for p, x in zip(fleet, magnitudes, strict=True)}

@@ -23,7 +23,7 @@ from distributord.core.distribution import (
     split_equally,
 )
 from distributord.core.model import PowerBounds
-from tests.core.distribution.spec import TOLERANCE_W, oracle, quantities
+from tests.core.distribution.spec import TOLERANCE_W, derate_bands, oracle, quantities
 from tests.strategies import (
     NEAR_BOUND_EXPONENTS,
     make_pair,
@@ -36,8 +36,13 @@ CONSERVATION_RELATIVE = 1e-9
 """Σ setpoints + remaining = request, within this relative error (spec)."""
 
 
-def check_invariants(power: float, fleet: list[Pair], result: Distribution) -> None:
-    """Bounds, never over (exactly), conservation, remaining's sign."""
+def check_invariants(
+    power: float, fleet: list[Pair], result: Distribution, band: float = 0.0
+) -> None:
+    """Bounds, never over (exactly), conservation, remaining's sign.
+
+    The bounds are the caps derated exactly by ``band`` (0: not derated).
+    """
     if abs(power) <= ZERO_POWER_W:  # the spec's zero request: exactly 0 everywhere
         assert set(result.setpoints.values()) <= {0.0}
         assert result.remaining_w == power  # all of it remains: conserved exactly
@@ -47,7 +52,7 @@ def check_invariants(power: float, fleet: list[Pair], result: Distribution) -> N
         x = result.setpoints[pair.battery_id]
         if x == 0.0:
             continue
-        q = quantities(pair, charging)
+        q = quantities(pair, charging, band)
         assert (x > 0) == charging, (pair.battery_id, x)
         assert q.minimum <= abs(x) <= q.cap, (pair.battery_id, x, q)
     placed = sum(map(Fraction, result.setpoints.values()), Fraction(0))
@@ -61,15 +66,15 @@ def check_invariants(power: float, fleet: list[Pair], result: Distribution) -> N
         assert (result.remaining_w > 0) == charging
 
 
-@given(st.data(), near_bound_fleets(), NEAR_BOUND_EXPONENTS)
+@given(st.data(), near_bound_fleets(), NEAR_BOUND_EXPONENTS, derate_bands)
 def test_water_filling_agrees_with_the_exact_oracle(
-    data: st.DataObject, fleet: list[Pair], exponent: int
+    data: st.DataObject, fleet: list[Pair], exponent: int, band: float
 ) -> None:
     power = data.draw(near_bound_requests(fleet))
-    note(f"power={power!r} exponent={exponent}")
-    result = distribute(power, fleet, exponent=float(exponent))
-    check_invariants(power, fleet, result)
-    expected = oracle(power, fleet, exponent)
+    note(f"power={power!r} exponent={exponent} band={band!r}")
+    result = distribute(power, fleet, exponent=float(exponent), derate_band_pct=band)
+    check_invariants(power, fleet, result, band)
+    expected = oracle(power, fleet, exponent, band)
     for bid, x in expected.items():
         assert abs(Fraction(result.setpoints[bid]) - x) <= TOLERANCE_W, (
             bid,
@@ -80,13 +85,19 @@ def test_water_filling_agrees_with_the_exact_oracle(
     assert abs(Fraction(result.remaining_w) - unplaced) <= TOLERANCE_W * len(fleet)
 
 
-@given(st.data(), near_bound_fleets(exclusion=True), NEAR_BOUND_EXPONENTS | st.floats(0.0, 3.0))
+@given(
+    st.data(),
+    near_bound_fleets(exclusion=True),
+    NEAR_BOUND_EXPONENTS | st.floats(0.0, 3.0),
+    derate_bands,
+)
 def test_never_more_than_asked_and_conserved_with_minimums(
-    data: st.DataObject, fleet: list[Pair], exponent: float
+    data: st.DataObject, fleet: list[Pair], exponent: float, band: float
 ) -> None:
     power = data.draw(near_bound_requests(fleet))
-    note(f"power={power!r} exponent={exponent}")
-    check_invariants(power, fleet, distribute(power, fleet, exponent=exponent))
+    note(f"power={power!r} exponent={exponent} band={band!r}")
+    result = distribute(power, fleet, exponent=exponent, derate_band_pct=band)
+    check_invariants(power, fleet, result, band)
 
 
 # --- the issue's examples, and those found hunting for them -----------------------------------

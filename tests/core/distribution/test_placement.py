@@ -16,6 +16,7 @@ from tests.core.distribution.spec import (
     TOLERANCE_W,
     battery,
     best_fair_choice,
+    derate_bands,
     exponents,
     identical_groups,
     quantities,
@@ -27,28 +28,28 @@ from tests.strategies import fleets, make_pair, requests_for
 # --- invariants ----------------------------------------------------------------------------
 
 
-@given(st.data(), fleets(exact=False), exponents)
+@given(st.data(), fleets(exact=False), exponents, derate_bands)
 def test_bounds_every_setpoint_is_zero_or_within_its_window(
-    data: st.DataObject, fleet: list[Pair], e: float
+    data: st.DataObject, fleet: list[Pair], e: float, band: float
 ) -> None:
     power = data.draw(requests_for(fleet, exact=False))
-    result = run(power, fleet, e)
+    result = run(power, fleet, e, band)
     for pair in fleet:
         x = result.setpoints[pair.battery_id]
         if x == 0:
             assert math.copysign(1.0, x) == 1.0, "zero setpoints are +0.0"
             continue
-        q = quantities(pair, power > 0)
+        q = quantities(pair, power > 0, band)
         assert math.copysign(1.0, x) == math.copysign(1.0, power)
         assert q.minimum <= abs(x) <= q.cap, (pair.battery_id, x, q)
 
 
-@given(st.data(), fleets(exact=False), exponents)
+@given(st.data(), fleets(exact=False), exponents, derate_bands)
 def test_conservation_setpoints_and_remaining_add_up_to_the_request(
-    data: st.DataObject, fleet: list[Pair], e: float
+    data: st.DataObject, fleet: list[Pair], e: float, band: float
 ) -> None:
     power = data.draw(requests_for(fleet, exact=False))
-    result = run(power, fleet, e)
+    result = run(power, fleet, e, band)
     total = math.fsum(result.setpoints.values()) + result.remaining_w
     assert abs(total - power) <= TOLERANCE_W * len(fleet) + 1e-9
     assert abs(result.remaining_w) <= abs(power)
@@ -56,17 +57,17 @@ def test_conservation_setpoints_and_remaining_add_up_to_the_request(
         assert math.copysign(1.0, result.remaining_w) == math.copysign(1.0, power)
 
 
-@given(st.data(), fleets(exact=False), exponents)
+@given(st.data(), fleets(exact=False), exponents, derate_bands)
 def test_no_waste_remaining_only_when_nothing_reaches_the_request(
-    data: st.DataObject, fleet: list[Pair], e: float
+    data: st.DataObject, fleet: list[Pair], e: float, band: float
 ) -> None:
     power = data.draw(requests_for(fleet, exact=False))
-    result = run(power, fleet, e)
+    result = run(power, fleet, e, band)
     magnitude = abs(power)
     if magnitude <= 1e-9:  # the spec's zero request: nothing placed, all of it remains
         assert result.remaining_w == power
         return
-    best = reachable_below(magnitude, [quantities(p, power > 0) for p in fleet])
+    best = reachable_below(magnitude, [quantities(p, power > 0, band) for p in fleet])
     tolerance = TOLERANCE_W * len(fleet)
     note(f"best reachable={best!r} remaining={result.remaining_w!r}")
     if best >= magnitude - tolerance:
@@ -75,16 +76,16 @@ def test_no_waste_remaining_only_when_nothing_reaches_the_request(
         assert abs(abs(result.remaining_w) - (magnitude - best)) <= tolerance
 
 
-@given(st.data(), st.booleans(), exponents)
+@given(st.data(), st.booleans(), exponents, derate_bands)
 def test_order_independence_permuting_the_input_changes_nothing(
-    data: st.DataObject, duplicates: bool, e: float
+    data: st.DataObject, duplicates: bool, e: float, band: float
 ) -> None:
     # Fleets of copies make ties (equal weights, equal ratios) common: tie-breaking must not
     # depend on the input order.
     fleet = data.draw(fleets(exact=not duplicates, duplicates=duplicates))
     power = data.draw(requests_for(fleet, exact=False))
     shuffled = data.draw(st.permutations(fleet))
-    assert run(power, fleet, e) == run(power, shuffled, e)
+    assert run(power, fleet, e, band) == run(power, shuffled, e, band)
 
 
 def flipped(pb: PowerBounds) -> PowerBounds:
@@ -110,21 +111,21 @@ def mirrored(pair: Pair) -> Pair:
     )
 
 
-@given(st.data(), fleets(), exponents)
+@given(st.data(), fleets(), exponents, derate_bands)
 def test_symmetry_mirroring_the_fleet_and_request_mirrors_the_result(
-    data: st.DataObject, fleet: list[Pair], e: float
+    data: st.DataObject, fleet: list[Pair], e: float, band: float
 ) -> None:
     power = data.draw(requests_for(fleet))
-    straight = run(power, fleet, e)
-    mirror = run(-power, [mirrored(p) for p in fleet], e)
+    straight = run(power, fleet, e, band)
+    mirror = run(-power, [mirrored(p) for p in fleet], e, band)
     assert mirror.setpoints == {bid: -x if x else 0.0 for bid, x in straight.setpoints.items()}
     assert mirror.reasons == straight.reasons
     assert mirror.remaining_w == -straight.remaining_w
 
 
-@given(st.data(), fleets(duplicates=True), exponents)
+@given(st.data(), fleets(duplicates=True), exponents, derate_bands)
 def test_fairness_identical_pairs_get_identical_setpoints(
-    data: st.DataObject, fleet: list[Pair], e: float
+    data: st.DataObject, fleet: list[Pair], e: float, band: float
 ) -> None:
     """Identical inputs, identical setpoints, unless no fair choice places as much power.
 
@@ -135,7 +136,7 @@ def test_fairness_identical_pairs_get_identical_setpoints(
     identical pairs where -100 W each was exact.
     """
     power = data.draw(requests_for(fleet))
-    result = run(power, fleet, e)
+    result = run(power, fleet, e, band)
     groups = identical_groups(fleet)
     # Making the sum exact moves its rounding onto one share: a few ulps of the request.
     rounding = 4 * math.ulp(power)
@@ -147,8 +148,10 @@ def test_fairness_identical_pairs_get_identical_setpoints(
     if not unfair or Allotment.SEARCH_BUDGET_ENDED in result.reasons.values():
         return
     charging = power > 0
-    best = reachable_below(abs(power), [quantities(p, charging) for p in fleet])
-    fair = best_fair_choice(abs(power), [[quantities(p, charging) for p in g] for g in groups])
+    best = reachable_below(abs(power), [quantities(p, charging, band) for p in fleet])
+    fair = best_fair_choice(
+        abs(power), [[quantities(p, charging, band) for p in g] for g in groups]
+    )
     note(f"best reachable={best!r} best fair={float(fair)!r}")
     assert fair < Fraction(best), unfair
 
@@ -159,9 +162,15 @@ def test_fairness_identical_pairs_get_identical_setpoints(
     st.sampled_from([0.0, 1.0, 2.0, 3.0]),
     st.integers(0, 60),
     st.integers(70, 100),
+    derate_bands,
 )
 def test_balancing_closed_loop_never_widens_the_spread_of_unsaturated_pairs(
-    data: st.DataObject, fleet: list[Pair], e: float, soc_lower: int, soc_upper: int
+    data: st.DataObject,
+    fleet: list[Pair],
+    e: float,
+    soc_lower: int,
+    soc_upper: int,
+    band: float,
 ) -> None:
     """Apply setpoints, integrate SoC, re-distribute; 50 steps.
 
@@ -184,7 +193,7 @@ def test_balancing_closed_loop_never_widens_the_spread_of_unsaturated_pairs(
     ]
     power = data.draw(requests_for(fleet)) or 1000.0
     for _step in range(50):
-        result = distribute(power, fleet, exponent=e)
+        result = distribute(power, fleet, exponent=e, derate_band_pct=band)
         following = [p for p in fleet if result.reasons[p.battery_id] is Allotment.PROPORTIONAL]
         if not following:
             break
@@ -219,11 +228,11 @@ def test_balancing_closed_loop_never_widens_the_spread_of_unsaturated_pairs(
         assert max(after) - min(after) <= max(before) - min(before) + 1e-9
 
 
-@given(fleets(), exponents, st.floats(-1e-9, 1e-9))
+@given(fleets(), exponents, st.floats(-1e-9, 1e-9), derate_bands)
 def test_zero_request_gives_exactly_zero_everywhere(
-    fleet: list[Pair], e: float, power: float
+    fleet: list[Pair], e: float, power: float, band: float
 ) -> None:
-    result = run(power, fleet, e)
+    result = run(power, fleet, e, band)
     assert all(x == 0.0 and math.copysign(1.0, x) == 1.0 for x in result.setpoints.values())
     # A tiny request is reported as remaining, so setpoints + remaining = P exactly (rule 6).
     assert result.remaining_w == power

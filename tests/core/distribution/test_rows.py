@@ -3,26 +3,36 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
+from typing import Any
 
 import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from distributord.core.distribution import MIN_WEIGHT, Allotment, Pair, Row, distribute
-from distributord.core.distribution.rows import RowColumns
+from distributord.core.distribution import (
+    MIN_WEIGHT,
+    Allotment,
+    Pair,
+    Row,
+    aggregate_bounds,
+    distribute,
+)
+from distributord.core.distribution.rows import RowColumns, derate
+from distributord.core.errors import DistributionInputError
 from distributord.core.model import PowerBounds
-from tests.core.distribution.spec import battery, exponents, quantities, run
+from tests.core.distribution.spec import battery, derate_bands, exponents, quantities, run
 from tests.snapshots import battery_snapshot, inverter_snapshot
 from tests.strategies import fleets, make_pair, requests_for
 
 
-@given(st.data(), fleets(), exponents)
+@given(st.data(), fleets(), exponents, derate_bands)
 def test_soc_limits_pairs_with_zero_weight_get_exactly_zero(
-    data: st.DataObject, fleet: list[Pair], e: float
+    data: st.DataObject, fleet: list[Pair], e: float, band: float
 ) -> None:
     power = data.draw(requests_for(fleet))
-    result = run(power, fleet, e)
+    result = run(power, fleet, e, band)
     for pair in fleet:
         q = quantities(pair, power > 0)
         if q.available == 0 or q.capacity == 0:
@@ -242,3 +252,113 @@ def test_the_first_bad_battery_value_names_the_problem(
 ) -> None:
     pair = Pair(battery=battery_snapshot(**overrides), inverter=inverter_snapshot())
     assert pair.problem == problem
+
+
+# --- SoC derating ----------------------------------------------------------------------------
+
+
+def test_derating_halves_the_cap_of_a_battery_halfway_into_the_band() -> None:
+    # spec/distribution.md, "SoC derating": SoC 85 % of [10, 90] with a 10-point band has
+    # a = 5 points of room to charge, so half its 1000 W cap; discharging (a = 75) it is whole.
+    fleet = [battery(1, 85, 10, 90, 10_000, 1000)]
+    charge = distribute(1000, fleet, derate_band_pct=10)
+    assert charge.setpoints == {1: 500.0}
+    assert charge.remaining_w == 500.0
+    assert charge.reasons == {1: Allotment.CAPPED}
+    assert distribute(-1000, fleet, derate_band_pct=10).setpoints == {1: -1000.0}
+    assert distribute(1000, fleet).setpoints == {1: 1000.0}  # off by default
+
+
+@pytest.mark.parametrize(
+    ("band", "expected"),
+    [(0, 1000.0), (5, 1000.0), (10, 500.0), (20, 250.0), (100, 50.0)],
+)
+def test_derating_scales_the_cap_linearly_in_the_band(band: float, expected: float) -> None:
+    # a = 5: outside a band of 5 or less, a/d of the cap inside a wider one.
+    result = distribute(1000, [battery(1, 85, 10, 90, 10_000, 1000)], derate_band_pct=band)
+    assert result.setpoints == {1: expected}
+
+
+def test_derating_leaves_the_weights_and_caps_only_the_share_above_the_derated_cap() -> None:
+    # Room to charge 5 and 40 points, 10 kW each, band 10: the first may take 5 kW. 900 W:
+    # shares by weight 100 / 800 W, as without derating. 18 kW: shares 2 / 16 kW, the second
+    # is capped at 10 kW, the first would take 8 kW of the rest but is held at 5 kW.
+    fleet = [battery(1, 85, 10, 90, 10_000, 10_000), battery(2, 50, 10, 90, 10_000, 10_000)]
+    assert distribute(900, fleet, derate_band_pct=10) == distribute(900, fleet)
+    assert distribute(900, fleet).setpoints == pytest.approx({1: 100.0, 2: 800.0})
+    derated = distribute(18_000, fleet, derate_band_pct=10)
+    assert derated.setpoints == {1: 5000.0, 2: 10_000.0}
+    assert derated.remaining_w == 3000.0
+    assert distribute(18_000, fleet).setpoints == {1: 8000.0, 2: 10_000.0}
+
+
+def test_a_derated_cap_below_the_minimum_leaves_only_zero() -> None:
+    # a = 1 point, band 10: the 1000 W cap becomes 100 W, below the 300 W minimum. Without
+    # derating 2000 W runs both at their caps.
+    fleet = [
+        battery(1, 89, 10, 90, 10_000, 1000, minimum=300),
+        battery(2, 50, 10, 90, 10_000, 1000),
+    ]
+    result = distribute(2000, fleet, derate_band_pct=10)
+    assert result.setpoints == {1: 0.0, 2: 1000.0}
+    assert result.remaining_w == 1000.0
+    assert result.reasons[1] is Allotment.MINIMUM_ABOVE_CAP
+    assert distribute(2000, fleet).setpoints == {1: 1000.0, 2: 1000.0}
+    bounds = aggregate_bounds(fleet, derate_band_pct=10)
+    assert (bounds.exclusion_upper, bounds.inclusion_upper) == (0.0, 1000.0)
+
+
+def test_a_derated_cap_is_rounded_toward_zero_never_above_the_exact_value() -> None:
+    # SoC 0.3 % over a bound at 0: a = 0.3 (the float just below 3/10), band 10, cap 1000 W.
+    # Exactly u·a/d is a hair below 30 W; rounded to nearest the product is 30.0 W, a hair
+    # more than the spec allows.
+    fleet = [battery(1, 0.3, 0, 90, 10_000, 1000)]
+    exact = Fraction(1000) * Fraction(0.3) / Fraction(10)
+    assert Fraction(1000.0 * (0.3 / 10.0)) > exact  # why rounding to nearest is not enough
+    result = distribute(-1000, fleet, derate_band_pct=10)
+    assert result.setpoints == {1: -math.nextafter(30.0, 0.0)}
+    assert fleet[0].discharge_row.cap_w == 1000.0  # the pair's own row is not derated
+
+
+@given(
+    st.floats(5e-324, 1e15),
+    st.floats(5e-324, 100.0),
+    st.floats(5e-324, 100.0),
+)
+def test_a_derated_cap_is_the_largest_float_not_above_the_exact_value(
+    cap: float, available: float, band: float
+) -> None:
+    weight = max(available, MIN_WEIGHT)  # as a 1 Wh battery's row has it
+    row = Row(
+        battery_id=1,
+        inverter_id=2,
+        status=None,
+        weight=weight,
+        cap_ratio=cap / weight,
+        min_ratio=0.0,
+        cap_w=cap,
+        min_w=0.0,
+        capacity_wh=1.0,
+        available_pct=available,
+    )
+    (derated,) = derate([row], band)
+    if available >= band:
+        assert derated is row
+        return
+    exact = Fraction(cap) * Fraction(available) / Fraction(band)
+    assert Fraction(derated.cap_w) <= exact < Fraction(math.nextafter(derated.cap_w, math.inf))
+    if derated.cap_w == 0:  # a cap below the smallest float: nothing allowed
+        assert derated.status is Allotment.ZERO_POWER_BOUND
+    else:
+        assert derated.status is None
+        assert derated.weight == row.weight
+
+
+@pytest.mark.parametrize("band", [-1.0, math.nan, math.inf, "10", True])
+def test_a_bad_derating_band_is_refused_naming_it(band: Any) -> None:
+    fleet = [battery(1, 85, 10, 90, 10_000, 1000)]
+    with pytest.raises(DistributionInputError, match=r"^derate_band_pct: ") as caught:
+        distribute(1000, fleet, derate_band_pct=band)
+    assert caught.value.field == "derate_band_pct"
+    with pytest.raises(DistributionInputError, match=r"^derate_band_pct: "):
+        aggregate_bounds(fleet, derate_band_pct=band)

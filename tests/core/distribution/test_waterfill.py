@@ -15,6 +15,7 @@ from tests.core.distribution.spec import (
     TOLERANCE_W,
     Quantities,
     battery,
+    derate_bands,
     exponents,
     quantities,
     run,
@@ -26,17 +27,18 @@ def weight(q: Quantities, e: float) -> float:
     return q.capacity * math.pow(q.available, e)
 
 
-@given(st.data(), fleets(exact=False), exponents)
+@given(st.data(), fleets(exact=False), exponents, derate_bands)
 def test_water_filling_every_pair_at_one_level_unless_a_bound_holds_it(
-    data: st.DataObject, fleet: list[Pair], e: float
+    data: st.DataObject, fleet: list[Pair], e: float, band: float
 ) -> None:
     """The optimality conditions of the split.
 
-    One level λ for all pairs following it, caps at or below it, minimums at or above it.
+    One level λ for all pairs following it, caps (derated inside the band) at or below it,
+    minimums at or above it; the weights are not derated.
     """
     power = data.draw(requests_for(fleet, exact=False))
-    result = run(power, fleet, e)
-    qs = {p.battery_id: quantities(p, power > 0) for p in fleet}
+    result = run(power, fleet, e, band)
+    qs = {p.battery_id: quantities(p, power > 0, band) for p in fleet}
     following = [
         b
         for b, why in result.reasons.items()
