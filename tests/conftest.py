@@ -1,6 +1,6 @@
 """Test configuration: hypothesis profiles.
 
-``dev`` (the default) is quick; ``ci`` is thorough and deterministic: at least 2,000 examples
+``dev`` (the default) is quick; ``ci`` is thorough and deterministic: 1,000 examples
 per property, derandomized so that a red CI run is reproducible; ``thorough`` explores 10,000
 fresh random examples per property, for hunting bugs before a release (about 15 minutes).
 ``HYPOTHESIS_PROFILE`` selects one; without it, ``ci`` is used when ``CI`` is set (as it is in
@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, settings
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.register_profile(
     "ci",
-    max_examples=2000,
+    max_examples=1000,
     deadline=None,
     derandomize=True,
     print_blob=True,

@@ -1,7 +1,7 @@
 """Hypothesis strategies for fleets of battery/inverter pairs (one place for all tests).
 
 A fleet of up to 200 pairs needs about 2,400 values. Drawn one by one, hypothesis spends about
-25 µs per value (60 ms per fleet, minutes per property at the CI profile's 2,000 examples), so
+25 µs per value (60 ms per fleet, minutes per property at the CI profile's 1,000 examples), so
 the bulk values are decoded from one ``st.binary`` draw instead: hypothesis still chooses and
 shrinks them (towards zero bytes, which decode to the simplest fleet), about 40 times faster.
 

@@ -789,7 +789,7 @@ async def test_fuzzed_frames_and_departures_never_hurt_the_daemon(
 
         @settings(
             # Each example is a batch of ~10 frames, a burst of pings now and then, and the
-            # second client's two requests: CI's 2,000 examples would take two minutes on two
+            # second client's two requests: CI's 1,000 examples would take two minutes on two
             # cores, its 1,000 try well over CI_MIN_FRAMES frames in about half a minute.
             max_examples=max(settings().max_examples // 2, 100),
             suppress_health_check=[

@@ -1,7 +1,7 @@
 """Hypothesis strategies for buckets: aggregate bounds and bids.
 
 Drawn field by field, a bucket of seven bids costs hypothesis about 60 draws (several ms per
-example, minutes at the CI profile's 2,000 examples per property); as ``tests/strategies.py``
+example, minutes at the CI profile's 1,000 examples per property); as ``tests/strategies.py``
 does for fleets, the values are decoded from one ``st.binary`` draw instead, which hypothesis
 still chooses and shrinks (towards zero bytes: no bids, closed bounds, zeros).
 
