@@ -95,6 +95,7 @@ from distributord.core.arbitration.merge import Grant, Merge, Mode, merge
 from distributord.core.arbitration.programs import acting_as
 from distributord.core.config import DEFAULT_PROGRAM, Config
 from distributord.core.distribution import Distribution, SearchBudget, aggregate_bounds
+from distributord.core.distribution.placement import check_power
 from distributord.core.distribution.reactive import (
     ReactiveLimits,
     ReactiveSplit,
@@ -844,6 +845,14 @@ class RequestLoop:
         planned: Result | Distribution
         step: Step | None = None
         if application is not None:
+            if not application.adjust_power and chosen is not None and self.config.ramp.enabled:
+                # Exactly that power or out of bounds: judged on the target, not on a step of
+                # the ramp toward it (the steps are applied adjusted).
+                bounds = _bounds_of(chosen[0], self.config.distribution.derate_band_pct)
+                if bounds.is_known and not check_power(
+                    application.power_w, bounds, adjust_power=False
+                ):
+                    return _as_asked(OutOfBounds(request=application, bounds=bounds), ask)
             application, step = self._ramped(
                 bucket, application, merged, self._standing.get(bucket.batteries), now
             )
@@ -964,7 +973,17 @@ class RequestLoop:
             rate_w_per_s=config.ramp.max_w_per_s,
             step_s=config.ramp.step_s,
         )
-        return attrs.evolve(application, power_w=step.applied_w), step
+        if not step.ramping:
+            return attrs.evolve(application, power_w=step.applied_w), step
+        # A step on the way is what the ramp allows now, not what was asked: it is placed as
+        # well as it can be. One strictly inside the set's exclusion zone (below the smallest
+        # power a battery can take) is 0 W until the ramp passes the zone: never faster than
+        # the rate, never refused; the ramp goes on from where it stands.
+        power = step.applied_w
+        bounds = merged.bounds
+        if bounds.is_known and bounds.exclusion_lower < power < bounds.exclusion_upper:
+            power = 0.0
+        return attrs.evolve(application, power_w=power, adjust_power=True), step
 
     def _exempt(self, program: str) -> bool:
         """Whether ``program``'s grants move at once, outside the ramp."""

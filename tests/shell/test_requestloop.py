@@ -26,6 +26,7 @@ from distributord.core.errors import CommandFailedError, CommandRejectedError
 from distributord.core.model import (
     Error,
     Ignored,
+    OutOfBounds,
     PartialFailure,
     PowerBounds,
     Request,
@@ -933,6 +934,16 @@ async def test_an_until_disconnect_ask_of_a_closed_connection_is_not_kept(
 # -- ramps (spec/plant.md, "Ramp rates") ----------------------------------------------------------
 
 
+def held(rig: Rig) -> list[tuple[float, float]]:
+    """What the commanded inverters hold in total after each instant's commands, W."""
+    holding: dict[int, float] = {}
+    after: dict[float, float] = {}
+    for at, powers in rig.fake.sent():
+        holding.update(powers)
+        after[at] = math.fsum(holding.values())
+    return list(after.items())
+
+
 def totals(rig: Rig) -> list[tuple[float, float]]:
     """Each round of commands as ``(time, total W wanted of the inverters it commanded)``."""
     return [(at, math.fsum(powers.values())) for at, powers in rig.fake.sent()]
@@ -1066,3 +1077,31 @@ async def test_the_bounds_a_program_sees_are_what_one_ramp_step_can_reach(
         # One step more either way, and toward the other direction only as far as 0 W.
         assert (bounds["inclusion_lower_w"], bounds["inclusion_upper_w"]) == (-2000.0, 0.0)
         assert bounds["target_w"] == -4000.0
+
+
+async def test_a_ramp_across_an_exclusion_zone_waits_at_zero_and_is_never_refused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig(ramp={"max_w_per_s": 1000.0, "step_s": 1.0}) as rig:
+        await trio.sleep(1.0)
+        for battery in (1001, 1002):  # no battery takes less than 1500 W
+            feed(rig.tracker, battery, bounds=PowerBounds.symmetric(5000.0, 1500.0))
+        rig.submit(-4000.0, 1001, 1002)
+        await trio.sleep(10.0)
+        assert [type(r.result) for r in rig.replies] == [Success]
+        # -1000 W (at 2 s) is below every minimum: 0 W until the ramp passes it.
+        assert held(rig) == [(1.0, 0.0), (3.0, -2000.0), (4.0, -3000.0), (5.0, -4000.0)]
+
+
+async def test_without_adjustment_a_ramped_target_beyond_the_bounds_is_out_of_bounds(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig(ramp={"max_w_per_s": 1000.0, "step_s": 1.0}) as rig:
+        rig.submit(-40_000.0, 1001, 1002, adjust_power=False)  # 10 kW at most
+        rig.submit(-4000.0, 1003, 1004, adjust_power=False)
+        await trio.sleep(10.0)
+        refused = next(r.result for r in rig.replies if 1001 in r.result.request.batteries)
+        assert isinstance(refused, OutOfBounds)
+        assert 2001 not in {i for _, powers in rig.fake.sent() for i in powers}
+        # A target within them ramps, its steps adjusted.
+        assert [t for t in totals(rig) if t[1] != 0.0][-1] == (4.0, -4000.0)
