@@ -308,6 +308,13 @@ def batteries_problem(value: object) -> str | None:
     return None
 
 
+def reactive_problem(value: object) -> str | None:
+    """What a ``reactive_var`` must be, if ``value`` is not it; ``None`` if it is."""
+    if is_finite_power(value):
+        return None
+    return f"a finite number of var, got {json.dumps(value, default=str)}"
+
+
 def timeout_problem(value: object) -> str | None:
     """What a ``request_timeout_s`` must be, if ``value`` is not it; ``None`` if it is."""
     if is_request_timeout(value):
@@ -350,7 +357,7 @@ def parse_set_power(call: Call, *, default_timeout_s: float) -> Request | Failur
         ("power_w", power_problem(power)),
         ("batteries", batteries_problem(batteries)),
         ("request_timeout_s", timeout_problem(timeout)),
-        ("reactive_var", None if reactive is None else power_problem(reactive)),
+        ("reactive_var", None if reactive is None else reactive_problem(reactive)),
     ):
         if problem is not None:
             return bad(field, problem)

@@ -10,7 +10,8 @@ a program with ``ramp_exempt`` has its grant move at once.
 A bucket's target is the sum of its programs' grants. Its exempt part ``E`` (the grants of exempt
 programs) is applied as it is; the rest, ``T - E``, is *ramped*: the part applied so far, ``R``,
 moves toward it by at most ``rate × elapsed`` each time the bucket is applied
-(:func:`step_toward`), where ``elapsed`` is the time since ``R`` was last applied. So between any
+(:func:`step_toward`), where ``elapsed`` is the time since ``R`` was last applied, at most one
+step (``ramp.step_s``): time the ramp stood still is not banked for a later jump. So between any
 two applications the ramped part never moves faster than the rate, however the applications are
 timed: a new target in the middle of a ramp ramps from where the power is, and the request loop
 re-applies a ramping bucket every ``ramp.step_s`` until it reaches its target.
@@ -160,8 +161,9 @@ def apply(
         exempt_w: The part of it that exempt programs were granted; it moves at once.
         now: The time now, s.
         rate_w_per_s: ``ramp.max_w_per_s`` (``inf`` or 0 for off: everything moves at once).
-        step_s: ``ramp.step_s``: the time to the target is counted in whole steps (0: as if
-            the power moved continuously).
+        step_s: ``ramp.step_s``: one application moves the ramped part at most one step's
+            worth (``rate × step_s``), and the time to the target is counted in whole steps
+            (0: no such limit, as if the power moved continuously).
 
     Returns:
         What to apply now and the ramp's new state.
@@ -173,7 +175,12 @@ def apply(
         )
     if ramp is None:
         ramp = Ramp(ramped_w=0.0, at=now)
-    ramped = step_toward(ramp.ramped_w, goal, now - ramp.at, rate_w_per_s)
+    elapsed = now - ramp.at
+    if step_s > 0.0:
+        # At most one step's worth per application: time the ramp stood still (its target
+        # reached, or no step for a while) is not banked for a later jump.
+        elapsed = min(elapsed, step_s)
+    ramped = step_toward(ramp.ramped_w, goal, elapsed, rate_w_per_s)
     eta_s = _eta_s(ramped, goal, rate_w_per_s, step_s) if ramped != goal else 0.0
     applied = exempt_w + ramped
     if ramped == goal:

@@ -100,11 +100,12 @@ from distributord.core.distribution.reactive import (
     ReactiveLimits,
     ReactiveSplit,
     capped_active_bounds,
+    headroom,
     reactive_as_sent,
     reactive_rooms,
     split_reactive,
 )
-from distributord.core.distribution.rows import Pair
+from distributord.core.distribution.rows import Allotment, Pair
 from distributord.core.errors import CommandError
 from distributord.core.ledger import REFRESH_AT
 from distributord.core.model import (
@@ -135,7 +136,7 @@ from distributord.core.scheduling import Scheduler, next_replan, replans_due
 from distributord.core.session import Reply
 from distributord.core.status import Status
 from distributord.core.topology import Topology
-from distributord.core.values import ids_text
+from distributord.core.values import floats32_toward_zero, ids_text
 from distributord.shell.commander import Commander, Flight
 from distributord.shell.link import Late, MicrogridClient, ReactiveSide
 from distributord.shell.live import Live
@@ -173,6 +174,16 @@ def held_s(config: Config, lifetime_scale: float) -> float:
     """
     return config.setpoints.lifetime_s * lifetime_scale
 
+
+HELD_BACK_S = 1.0
+"""How soon a set whose plan was held back by the other kind of power still standing (its
+apparent-power limit) is planned again: the other kind's change has landed by then."""
+
+HELD_BACK_REACTIVE = "held back: active power it may still hold leaves no more within S"
+
+FLOAT32_SHORTFALL = 2.0**-22
+"""What the setpoints' float32 rounding toward zero may leave of a split, relative to it: a ramp
+that placed all but this reached its target."""
 
 UNKNOWN_BOUNDS = PowerBounds(
     inclusion_lower=math.nan,
@@ -226,7 +237,22 @@ class _Standing:
     planned_at: float
     statuses: dict[int, Status]
     ramp: Ramp | None = None
+    ramp_key: tuple[frozenset[int], frozenset[str]] | None = None
+    held_at_zero: bool = False
     step_due: float = math.inf
+
+
+@attrs.frozen
+class _Step:
+    """A ramp's step as applied.
+
+    The ramp's own step, what the ramp was made for (the batteries the bucket held, its exempt
+    programs), and whether the step was held at 0 W in the exclusion zone.
+    """
+
+    step: Step
+    key: tuple[frozenset[int], frozenset[str]]
+    held_at_zero: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -300,8 +326,8 @@ class RequestLoop:
             lifetime_s=lambda: self.config.setpoints.lifetime_s,
             held_s=lambda: held_s(self.config, lifetime_scale),
             background_timeout_s=lambda: self.config.requests.default_timeout_s,
-            on_fate=functools.partial(self._fate, unit="var"),
-            on_late=functools.partial(self._late, unit="var"),
+            on_fate=self._reactive_fate,
+            on_late=self._reactive_late,
         )
         """Reactive power's commands and ledger (``spec/plant.md``): apart from active power's,
         by the same rules (refreshed before their lifetime, released when nobody wants them)."""
@@ -328,6 +354,7 @@ class RequestLoop:
         self._nursery: trio.Nursery | None = None
         self._last_latency_s: float | None = None
         self._closed = False
+        self._held_back = False  # the last plan held power back for S (see _fit_standing)
 
     # The scheduler's views by set, by their old names (the stateful test reads them; several
     # programs' requests for one set show as one).
@@ -685,6 +712,7 @@ class RequestLoop:
         "active"``), or first, the active caps then shrinking to what it leaves (``"reactive"``).
         """
         config = self.config
+        self._held_back = False
         if chosen is None or request.include_broken_batteries:
             chosen = self._choose(
                 request.batteries, include_broken=request.include_broken_batteries
@@ -726,6 +754,7 @@ class RequestLoop:
                 inverter_of = self._topology.pairs
                 active = {inverter_of[b]: p for b, p in planned.setpoints.items()}
                 reactive = reactive_split(request.reactive_var, pairs, active)
+            planned, reactive = self._fit_standing(planned, reactive, pairs)
         return planned, statuses, unused, reactive
 
     def _bounds(self, batteries: frozenset[int]) -> PowerBounds:
@@ -746,6 +775,98 @@ class RequestLoop:
         chosen = self._choose(bucket.held)
         bounds = _bounds_of(chosen[0], self.config.distribution.derate_band_pct)
         return arbiter.merge(bucket, bounds, self.config, record=record), chosen
+
+    def _fit_standing(
+        self, planned: Distribution, reactive: ReactiveSplit | None, pairs: Sequence[Pair]
+    ) -> tuple[Distribution, ReactiveSplit | None]:
+        """The plan with each command within S beside what the other kind may still hold.
+
+        Active and reactive commands fly apart and may land in any order, or one may fail: an
+        inverter's new active setpoint must fit its apparent-power limit beside any reactive
+        setpoint it may still hold, and the reverse. What does not fit is held back (toward
+        zero, to 0 below a minimum) and reported as not placed, and the set is re-planned
+        shortly (:data:`HELD_BACK_S`), once the other kind's change has landed: the plan the
+        priority asks for is reached in two rounds, never through a moment beyond S.
+        """
+        standing_q = self._may_hold(self._reactive, pairs)
+        standing_p = self._may_hold(self._commander, pairs)
+        if not standing_q and not standing_p:
+            return planned, reactive
+        inverter_of = self._topology.pairs
+        by_battery = {p.battery_id: p for p in pairs}
+        setpoints = dict(planned.setpoints)
+        reasons = dict(planned.reasons)
+        held_back = 0.0
+        for battery, power in planned.setpoints.items():
+            pair = by_battery.get(battery)
+            q = standing_q.get(inverter_of[battery])
+            if pair is None or q is None or power == 0.0:
+                continue
+            cap = headroom(pair.inverter.apparent_limit_va, q)
+            if abs(power) <= cap:
+                continue
+            row = pair.charge_row if power > 0.0 else pair.discharge_row
+            fitted = floats32_toward_zero([math.copysign(cap, power)])[0]
+            if abs(fitted) < row.min_w:
+                fitted = 0.0
+            setpoints[battery] = fitted + 0.0
+            held_back += power - fitted
+            reasons[battery] = Allotment.CAPPED  # by S beside the reactive power it may hold
+        if held_back:
+            self._held_back = True
+            planned = attrs.evolve(
+                planned,
+                setpoints=setpoints,
+                reasons=reasons,
+                remaining_w=math.fsum([planned.remaining_w, held_back]),
+            )
+        if reactive is None:
+            return planned, None
+        q_setpoints = dict(reactive.setpoints)
+        q_reasons = dict(reactive.reasons)
+        q_held = 0.0
+        for inverter, q in reactive.setpoints.items():
+            battery = self._battery_of[inverter]
+            pair = by_battery.get(battery)
+            if pair is None or q == 0.0:
+                continue
+            p = max(abs(setpoints.get(battery, 0.0)), standing_p.get(inverter, 0.0))
+            cap = headroom(pair.inverter.apparent_limit_va, p)
+            if abs(q) <= cap:
+                continue
+            fitted = floats32_toward_zero([math.copysign(cap, q)])[0] + 0.0
+            q_setpoints[inverter] = fitted
+            q_held += q - fitted
+            q_reasons[inverter] = HELD_BACK_REACTIVE
+        if q_held:
+            self._held_back = True
+            reactive = attrs.evolve(
+                reactive,
+                setpoints=q_setpoints,
+                reasons=q_reasons,
+                remaining_var=math.fsum([reactive.remaining_var, q_held]),
+            )
+        return planned, reactive
+
+    @staticmethod
+    def _may_hold(commander: Commander, pairs: Sequence[Pair]) -> dict[int, float]:
+        """The largest magnitude of ``commander``'s power each S-limited inverter may hold now.
+
+        From the ledger's :meth:`~distributord.core.ledger.Ledger.possible`.
+
+        Active and reactive commands fly apart: whatever one of them sends must fit within S
+        beside what the other may still hold, whatever order they land in.
+        """
+        now = trio.current_time()
+        ledger = commander.ledger
+        held: dict[int, float] = {}
+        for pair in pairs:
+            if math.isnan(pair.inverter.apparent_limit_va):
+                continue
+            possible = ledger.possible(pair.inverter_id, now)
+            if possible:
+                held[pair.inverter_id] = max(abs(v) for v in possible)
+        return held
 
     def _wants(self, batteries: frozenset[int], planned: Distribution) -> dict[int, float]:
         """Inverter → W for a set: its planned setpoints, 0 W for its batteries without one."""
@@ -843,7 +964,7 @@ class RequestLoop:
             bucket, merged, trial.arbiter.reactive_target(bucket, self.config)
         )
         planned: Result | Distribution
-        step: Step | None = None
+        step: _Step | None = None
         if application is not None:
             if not application.adjust_power and chosen is not None and self.config.ramp.enabled:
                 # Exactly that power or out of bounds: judged on the target, not on a step of
@@ -886,7 +1007,8 @@ class RequestLoop:
         job.committed = True
         batteries = bucket.batteries
         self._standing[batteries] = _Standing(planned_at=now, statuses=statuses)
-        self._step_after(self._standing[batteries], step, planned, now)
+        self._step_after(self._standing[batteries], step, application, planned, now)
+        self._soon_if_held_back(self._standing[batteries], now)
         self._standing_changed.value = True
         inverter_of = self._topology.pairs
         self._want(batteries, bucket.held, planned, reactive)
@@ -928,13 +1050,13 @@ class RequestLoop:
             lone=lone,
             elsewhere=held_elsewhere(bucket, self._holders()),
         )
-        if step is not None and step.ramping and isinstance(answer, Success | PartialFailure):
+        if step is not None and step.step.ramping and isinstance(answer, Success | PartialFailure):
             answer = attrs.evolve(
                 answer,
                 ramping={
-                    "target_w": step.target_w,
-                    "applied_w": step.applied_w,
-                    "eta_s": step.eta_s,
+                    "target_w": step.step.target_w,
+                    "applied_w": step.step.applied_w,
+                    "eta_s": step.step.eta_s,
                 },
             )
         return answer
@@ -948,23 +1070,33 @@ class RequestLoop:
         merged: Merge,
         standing: _Standing | None,
         now: float,
-    ) -> tuple[Request, Step | None]:
+    ) -> tuple[Request, _Step | None]:
         """``application`` as far as the bucket's ramp lets its target move now.
 
         The grants of ``ramp_exempt`` programs move at once; the rest moves at most
-        ``ramp.max_w_per_s`` from where it stands. A bucket without a ramp yet starts from the
-        power its inverters are believed to hold. ``None`` for the step when ramps are off.
+        ``ramp.max_w_per_s`` from where it stands, one step's worth at the most. A ramp starts
+        afresh (from the power the bucket's inverters are believed to hold) for a new bucket,
+        and whenever what it holds or which of its programs are exempt changed: its old state
+        describes other batteries or another split of the power. ``None`` for the step when
+        ramps are off.
         """
         config = self.config
         if not config.ramp.enabled:
             return application, None
         exempt_w = self._exempt_w(bucket, merged, application.power_w)
-        ramp = None if standing is None else standing.ramp
+        key = (
+            bucket.held,
+            frozenset(p.program for p in bucket.proposals if self._exempt(p.program)),
+        )
+        ramp = None if standing is None or standing.ramp_key != key else standing.ramp
         if ramp is None:
             ledger = self._commander.ledger
             inverter_of = self._topology.pairs
             held = math.fsum(ledger.belief(inverter_of[b], now) or 0.0 for b in bucket.held)
-            ramp = Ramp(ramped_w=held - exempt_w, at=now)
+            # The ramped part stands where the power is, less what the exempt programs take at
+            # once: between 0 and the power held, never of the other sign.
+            low, high = min(0.0, held), max(0.0, held)
+            ramp = Ramp(ramped_w=min(max(held - exempt_w, low), high), at=now)
         step = ramp_apply(
             ramp,
             target_w=application.power_w,
@@ -974,16 +1106,23 @@ class RequestLoop:
             step_s=config.ramp.step_s,
         )
         if not step.ramping:
-            return attrs.evolve(application, power_w=step.applied_w), step
+            return attrs.evolve(application, power_w=step.applied_w), _Step(step, key)
         # A step on the way is what the ramp allows now, not what was asked: it is placed as
-        # well as it can be. One strictly inside the set's exclusion zone (below the smallest
-        # power a battery can take) is 0 W until the ramp passes the zone: never faster than
-        # the rate, never refused; the ramp goes on from where it stands.
+        # well as it can be (adjusted). Within the set's exclusion zone (below the smallest
+        # power a battery can take) it is 0 W while the ramp goes on; the first step past it is
+        # the zone's edge: a jump to the smallest power the hardware takes, never beyond.
         power = step.applied_w
         bounds = merged.bounds
-        if bounds.is_known and bounds.exclusion_lower < power < bounds.exclusion_upper:
-            power = 0.0
-        return attrs.evolve(application, power_w=power, adjust_power=True), step
+        held_at_zero = False
+        if bounds.is_known:
+            if bounds.exclusion_lower < power < bounds.exclusion_upper and power != 0.0:
+                power, held_at_zero = 0.0, True
+            elif standing is not None and standing.held_at_zero and power != 0.0:
+                edge = bounds.exclusion_upper if power > 0.0 else bounds.exclusion_lower
+                if abs(power) > abs(edge):
+                    power = edge
+        application = attrs.evolve(application, power_w=power, adjust_power=True)
+        return application, _Step(step, key, held_at_zero=held_at_zero)
 
     def _exempt(self, program: str) -> bool:
         """Whether ``program``'s grants move at once, outside the ramp."""
@@ -999,22 +1138,46 @@ class RequestLoop:
             return 0.0
         return math.fsum(g.granted_w for g in merged.grants if self._exempt(g.bid.program))
 
+    def _soon_if_held_back(self, standing: _Standing, now: float) -> None:
+        """A plan held back for S (:meth:`_fit_standing`) is planned again shortly."""
+        if self._held_back:
+            standing.step_due = min(standing.step_due, now + HELD_BACK_S)
+
     def _step_after(
-        self, standing: _Standing, step: Step | None, planned: Result | Distribution, now: float
+        self,
+        standing: _Standing,
+        step: _Step | None,
+        application: Request | None,
+        planned: Result | Distribution,
+        now: float,
     ) -> None:
         """Keep the ramp's state after a plan, and when its next step is due.
 
-        What the plan could not place was not applied: the ramp goes on from what was placed
-        (:func:`~distributord.core.ramp.start_from`), and steps on until it reaches its target.
+        What was not applied is taken off the ramp (:func:`~distributord.core.ramp.start_from`):
+        what the step's application left out (the zone's edge) and what the plan could not
+        place, so the ramp goes on from where the power is. A step held at 0 W in the
+        exclusion zone keeps the ramp's course. It steps on until it reaches its target.
         """
         if step is None:
-            standing.ramp, standing.step_due = None, math.inf
+            standing.ramp, standing.ramp_key, standing.step_due = None, None, math.inf
+            standing.held_at_zero = False
             return
-        shortfall = planned.remaining_w if isinstance(planned, Distribution) else step.applied_w
-        ramped = start_from(step.ramp.ramped_w, shortfall)
-        standing.ramp = Ramp(ramped_w=ramped, at=step.ramp.at)
-        goal = step.target_w - (step.applied_w - step.ramp.ramped_w)
-        moving = step.ramping or ramped != goal
+        ramped = step.step.ramp.ramped_w
+        if not step.held_at_zero:
+            asked = step.step.applied_w
+            given = asked if application is None else application.power_w
+            if isinstance(planned, Distribution):
+                shortfall = (asked - given) + planned.remaining_w
+                if abs(shortfall) <= abs(asked) * FLOAT32_SHORTFALL:
+                    shortfall = 0.0  # the wire's rounding, not power left out
+            else:
+                shortfall = asked  # nothing was placed
+            ramped = start_from(ramped, shortfall)
+        standing.ramp = Ramp(ramped_w=ramped, at=step.step.ramp.at)
+        standing.ramp_key = step.key
+        standing.held_at_zero = step.held_at_zero
+        goal = step.step.target_w - (step.step.applied_w - step.step.ramp.ramped_w)
+        moving = step.step.ramping or ramped != goal
         standing.step_due = now + self.config.ramp.step_s if moving else math.inf
 
     def _keep_unplaced(
@@ -1155,6 +1318,10 @@ class RequestLoop:
         figures unchanged); the battery is named in the reactive part's ``failed_batteries``.
         """
         battery_of = self._battery_of
+        # Only the split's own commands: a release of another inverter's reactive power in the
+        # same round is not this request's success or failure.
+        ours = {battery_of[i] for i in reactive.setpoints}
+        outcomes = {b: e for b, e in outcomes.items() if b in ours}
         failed = sorted(b for b, outcome in outcomes.items() if outcome is not None)
         part = wire_reactive(
             reactive,
@@ -1179,7 +1346,41 @@ class RequestLoop:
             )
         return attrs.evolve(result, reactive=part)
 
-    def _fate(self, flight: Flight, unit: str = "W") -> None:
+    def _reactive_fate(self, flight: Flight) -> None:
+        """A reactive command ended: counted and, failed in the background, logged.
+
+        Its outcome does not move the battery's status: the status tracker judges a battery by
+        its active commands (a reactive refresh that lands must not unblock a battery whose
+        active commands fail, nor a refused reactive command block its active power).
+        """
+        error = flight.error
+        if flight.superseded or error is None:
+            if flight.background:
+                self._metrics.commands([None])
+            return
+        if flight.background:
+            self._metrics.commands([error])
+            if self._tracker.unreachable_since is None:
+                logger.warning(
+                    "reactive command to inverter %d at %.0f var failed: %s",
+                    flight.inverter,
+                    flight.power_w,
+                    error,
+                )
+
+    def _reactive_late(self, flight: Flight, late: Late) -> None:
+        """An accepted reactive command's reply stream ended: counted, and a failure logged."""
+        if isinstance(late, FinalReply):
+            self._metrics.final_reply(late.value.lower())
+            if late in (FinalReply.FAILED, FinalReply.OVERRIDDEN):
+                logger.warning(
+                    "reactive command to inverter %d at %.0f var ended %s after it was accepted",
+                    flight.inverter,
+                    flight.power_w,
+                    late.value,
+                )
+
+    def _fate(self, flight: Flight) -> None:
         """A command ended: the status tracker learns the battery's outcome."""
         battery = self._battery_of.get(flight.inverter)
         if battery is None or flight.superseded:
@@ -1195,15 +1396,14 @@ class RequestLoop:
             self._tracker.record_outcomes(succeeded=[], failed=[battery])
         if flight.background and self._tracker.unreachable_since is None:  # else: one fact
             logger.warning(
-                "command to inverter %d (battery %d) at %.0f %s failed: %s",
+                "command to inverter %d (battery %d) at %.0f W failed: %s",
                 flight.inverter,
                 battery,
                 flight.power_w,
-                unit,
                 error,
             )
 
-    def _late(self, flight: Flight, late: Late, unit: str = "W") -> None:
+    def _late(self, flight: Flight, late: Late) -> None:
         """An accepted command's reply stream ended (``spec/microgrid-api.md``).
 
         ``FAILED``: the battery fails as for any failure (blocked), logged, counted, and
@@ -1228,12 +1428,11 @@ class RequestLoop:
                 self._metrics.final_reply("failed")
                 job = flight.tag if isinstance(flight.tag, _Job) else None
                 logger.warning(
-                    "command to inverter %d (battery %s) at %.0f %s failed after it was "
+                    "command to inverter %d (battery %s) at %.0f W failed after it was "
                     "accepted (FAILED)%s",
                     flight.inverter,
                     battery,
                     flight.power_w,
-                    unit,
                     "" if job is None else f"; it belonged to {_request_text(job)}",
                 )
                 if battery is None:
@@ -1385,7 +1584,8 @@ class RequestLoop:
             return
         application, step = self._ramped(bucket, application, merged, standing, now)
         planned, standing.statuses, _, reactive = self._plan(application, chosen)
-        self._step_after(standing, step, planned, now)
+        self._step_after(standing, step, application, planned, now)
+        self._soon_if_held_back(standing, now)
         if isinstance(planned, Distribution):
             self._want(batteries, bucket.held, planned, reactive)
             return

@@ -168,3 +168,10 @@ def test_the_time_to_target_counts_whole_steps_and_the_stop_at_zero() -> None:
     assert eta(-1000.0, 1000.0) == 2.0
     assert eta(1.0, 1.0) == 0.0
     assert apply(None, target_w=-4000.0, exempt_w=0.0, now=0.0, rate_w_per_s=3e3).eta_s == 4 / 3
+
+
+def test_time_the_ramp_stood_still_is_not_banked() -> None:
+    # Reached -1000 W at 1 s; a new target at 8 s moves one step's worth, not seven.
+    ramp = Ramp(ramped_w=-1000.0, at=1.0)
+    step = apply(ramp, target_w=-8000.0, exempt_w=0.0, now=8.0, rate_w_per_s=1e3, step_s=1.0)
+    assert step.applied_w == -2000.0

@@ -80,6 +80,9 @@ def total(sim: Simulator) -> float:
     return sum(sim.setpoint(i) for i in INVERTERS)
 
 
+REACHED_W = -40_000.0 * (1.0 - 2.0**-20)
+"""-40 kW less the setpoints' float32 rounding on the wire (toward zero, 2^-24 of each)."""
+
 SAMPLE_S = 0.01
 """How finely the applied power is read back from the simulator's record."""
 
@@ -92,9 +95,11 @@ def applied(sim: Simulator, start: float) -> list[tuple[float, float]]:
     record = sim.record()
     samples = []
     t = start
-    while t <= record.time:
+    while t < record.time:
         samples.append((t - start, sum(record.applied_at(i, t) for i in INVERTERS)))
         t += SAMPLE_S
+    end = record.time  # and the last instant the record knows
+    samples.append((end - start, sum(record.applied_at(i, end) for i in INVERTERS)))
     return samples
 
 
@@ -127,9 +132,9 @@ async def test_a_step_to_minus_40_kw_at_10_kw_per_s_takes_4_s(
         assert result["ramping"]["eta_s"] == 4.0
         assert result["excess_power_w"] == 0.0
         # total() is the applied power: it reaches the target once the last ramp ends.
-        await sim_wait(sim, lambda s: total(s) <= -40_000.0 + 1e-3, LIMIT_S)
+        await sim_wait(sim, lambda s: total(s) <= REACHED_W, LIMIT_S)
         samples = applied(sim, start)
-    reached = next(at for at, w in samples if w <= -40_000.0 + 1e-3)
+    reached = next(at for at, w in samples if w <= REACHED_W)
     assert 4.0 - STEP_S <= reached <= 4.0 + STEP_S, samples
     # Never faster than the rate: between any two instants the applied total moved at most the
     # rate times the time between them, and one step (a step is commanded at once).

@@ -280,8 +280,8 @@ async def test_a_ramp_under_way_goes_on_at_the_new_rate_and_step(
     assert totals == [
         (0.0, 0.0),
         (1.0, -1000.0),
-        (2.0, -3000.0),  # the step planned with the old step_s, at the new rate
-        (2.5, -4000.0),
+        (2.0, -2000.0),  # the step planned with the old step_s, at the new rate and step
+        (2.5, -3000.0),
         (3.0, -1000.0),
     ]
 

@@ -1089,8 +1089,15 @@ async def test_a_ramp_across_an_exclusion_zone_waits_at_zero_and_is_never_refuse
         rig.submit(-4000.0, 1001, 1002)
         await trio.sleep(10.0)
         assert [type(r.result) for r in rig.replies] == [Success]
-        # -1000 W (at 2 s) is below every minimum: 0 W until the ramp passes it.
-        assert held(rig) == [(1.0, 0.0), (3.0, -2000.0), (4.0, -3000.0), (5.0, -4000.0)]
+        # -1000 W (at 2 s) is below every minimum: 0 W until the ramp passes it; then the
+        # smallest power a battery takes (a jump the hardware forces), and a step a second.
+        assert held(rig) == [
+            (1.0, 0.0),
+            (3.0, -1500.0),
+            (4.0, -2500.0),
+            (5.0, -3500.0),
+            (6.0, -4000.0),
+        ]
 
 
 async def test_without_adjustment_a_ramped_target_beyond_the_bounds_is_out_of_bounds(
@@ -1105,3 +1112,90 @@ async def test_without_adjustment_a_ramped_target_beyond_the_bounds_is_out_of_bo
         assert 2001 not in {i for _, powers in rig.fake.sent() for i in powers}
         # A target within them ramps, its steps adjusted.
         assert [t for t in totals(rig) if t[1] != 0.0][-1] == (4.0, -4000.0)
+
+
+# -- ramps' edges (found by review, issue 24) -----------------------------------------------------
+
+RAMPED = {"max_w_per_s": 1000.0, "step_s": 1.0}
+
+
+async def test_an_exempt_programs_first_request_lands_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    programs = {"fcr": {"priority": 9, "ramp_exempt": True}}
+    async with open_rig(ramp=RAMPED, programs=programs) as rig:
+        assert rig.loop.submit(asked("fcr", -4000.0, 1001, 1002), rig.reply)
+        await trio.sleep(5.0)
+        # Never ramped, and never of the other sign.
+        assert held(rig) == [(0.0, -4000.0)]
+
+
+async def test_time_a_reached_ramp_stood_still_is_not_banked_for_a_jump(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig(ramp=RAMPED) as rig:
+        rig.submit(-1000.0, 1001, 1002)
+        await trio.sleep(8.0)  # reached at 1 s
+        rig.submit(-3000.0, 1001, 1002)
+        await trio.sleep(5.0)
+        assert held(rig) == [(0.0, 0.0), (1.0, -1000.0), (8.0, -2000.0), (9.0, -3000.0)]
+
+
+async def test_a_preempted_bucket_ramps_on_from_what_it_still_holds(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig(ramp=RAMPED, programs=PROGRAMS) as rig:
+        assert rig.loop.submit(asked("lo", -4000.0, 1001, 1002), rig.reply)
+        await trio.sleep(10.0)  # -2000 W each
+        assert rig.loop.submit(asked("hi", -100.0, 1002), rig.reply)
+        await trio.sleep(10.0)
+        # lo keeps 1001 (at -2000 W) and ramps it on at the rate; the site never holds more
+        # than was asked (-4000 W and -100 W).
+        totals_after = [w for at, w in held(rig) if at >= 10.0]
+        assert min(totals_after) >= -4100.0
+        moves = [(at, powers[2001]) for at, powers in rig.fake.sent() if 2001 in powers]
+        assert [m for m in moves if m[0] >= 10.0] == [(11.0, -3000.0), (12.0, -4000.0)]
+
+
+async def test_a_reached_ramp_stops_stepping_despite_the_wires_rounding(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig(ramp=RAMPED) as rig:
+        feed(rig.tracker, 1002, soc_pct=61.0)  # unequal shares: float32 rounds some off
+        rig.submit(-1000.3, 1001, 1002)
+        await trio.sleep(2.5)  # reached at 2 s
+        assert rig.loop._standing[frozenset({1001, 1002})].step_due == math.inf
+
+
+async def test_active_power_fits_s_beside_reactive_power_that_may_still_stand_then_rises(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_rig() as rig:
+        await trio.sleep(1.0)
+        now = trio.current_time()
+        for inverter in (2001, 2002):
+            rig.tracker.snapshot(
+                inverter_snapshot(
+                    component_id=inverter,
+                    sampled_at=wall(),
+                    received_at=now,
+                    reactive_bounds=PowerBounds.symmetric(5000.0),
+                    apparent_limit_va=5000.0,
+                )
+            )
+        rig.submit(0.0, 1001, 1002, reactive_var=-10_000.0)  # -5000 var each: S is full
+        await trio.sleep(1.0)
+        assert rig.fake.reactive.sent()[-1][1] == {2001: -5000.0, 2002: -5000.0}
+        # Active power first: the reactive power must go to make room, and 2001's reactive
+        # command fails. Its -5000 var may still stand: it gets no active power beside it.
+        rig.fake.reactive.behaviour[2001] = Answer(error=CommandFailedError("UNAVAILABLE"))
+        rig.submit(8000.0, 1001, 1002, reactive_var=-10_000.0)
+        await trio.sleep(1.0)
+        for at, powers in rig.fake.sent():
+            assert powers.get(2001, 0.0) == 0.0, (at, powers)
+        # Once the reactive power has made room, the plan the priority asks for is reached:
+        # 4 kW each, and the 3 kvar S leaves beside it.
+        del rig.fake.reactive.behaviour[2001]
+        await trio.sleep(30.0)
+        assert rig.loop.setpoints() == {1001: 4000.0, 1002: 4000.0}
+        assert rig.loop.reactive_setpoints() == {1001: -3000.0, 1002: -3000.0}

@@ -52,6 +52,7 @@ from distributord.core.protocol import (
     check_no_params,
     invalid_params,
     power_problem,
+    reactive_problem,
     timeout_problem,
 )
 from distributord.core.values import is_number
@@ -238,7 +239,7 @@ def parse_propose(call: Call, *, default_timeout_s: float) -> Propose | Failure:
         return invalid_params(call, "request_timeout_s", problem)
     reactive = params.get("reactive_var")
     if reactive is not None:
-        problem = power_problem(reactive)
+        problem = reactive_problem(reactive)
         if problem is not None:
             return invalid_params(call, "reactive_var", problem)
     return Propose(
