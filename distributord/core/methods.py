@@ -245,7 +245,8 @@ METHODS: tuple[Method, ...] = (
         summary="Split power_w across the batteries and command their inverters. The power "
         "stands (refreshed before the API's request lifetime ends, re-distributed with fresh "
         "telemetry) until a new request for those batteries replaces it; power_w 0 releases "
-        "them. Requests for the same set run one at a time, the newest waiting one kept (each "
+        "them (unless it asks for reactive power: then it stands at 0 W). Requests for the "
+        "same set run one at a time, the newest waiting one kept (each "
         "one it replaces is answered ignored); disjoint sets run concurrently. Domain outcomes "
         "are results, not errors. Sent as a notification (no id) it is refused.",
         params=(
