@@ -447,17 +447,18 @@ class RequestLoop:
 
     def setpoints(self) -> dict[int, float]:
         """Battery id to the setpoint its inverter is believed to hold now (the ledger's)."""
-        now = trio.current_time()
-        ledger = self._commander.ledger
-        beliefs = {b: ledger.belief(i, now) for b, i in self._topology.pairs.items()}
-        return {b: p for b, p in beliefs.items() if p is not None}
+        return self._beliefs(self._commander)
 
     def reactive_setpoints(self) -> dict[int, float]:
         """Battery id to the reactive setpoint its inverter is believed to hold now, var."""
+        return self._beliefs(self._reactive)
+
+    def _beliefs(self, commander: Commander) -> dict[int, float]:
+        """Battery id to what ``commander``'s ledger believes its inverter holds now."""
         now = trio.current_time()
-        ledger = self._reactive.ledger
+        ledger = commander.ledger
         beliefs = {b: ledger.belief(i, now) for b, i in self._topology.pairs.items()}
-        return {b: q for b, q in beliefs.items() if q is not None}
+        return {b: v for b, v in beliefs.items() if v is not None}
 
     def statistics(self) -> LoopStatistics:
         """A snapshot of the loop's state (the setpoints are read once per call)."""
@@ -802,14 +803,13 @@ class RequestLoop:
             q = standing_q.get(inverter_of[battery])
             if pair is None or q is None or power == 0.0:
                 continue
-            cap = headroom(pair.inverter.apparent_limit_va, q)
-            if abs(power) <= cap:
+            fitted = _fitted(power, pair.inverter.apparent_limit_va, q)
+            if fitted is None:
                 continue
             row = pair.charge_row if power > 0.0 else pair.discharge_row
-            fitted = floats32_toward_zero([math.copysign(cap, power)])[0]
             if abs(fitted) < row.min_w:
                 fitted = 0.0
-            setpoints[battery] = fitted + 0.0
+            setpoints[battery] = fitted
             held_back += power - fitted
             reasons[battery] = Allotment.CAPPED  # by S beside the reactive power it may hold
         if held_back:
@@ -831,10 +831,9 @@ class RequestLoop:
             if pair is None or q == 0.0:
                 continue
             p = max(abs(setpoints.get(battery, 0.0)), standing_p.get(inverter, 0.0))
-            cap = headroom(pair.inverter.apparent_limit_va, p)
-            if abs(q) <= cap:
+            fitted = _fitted(q, pair.inverter.apparent_limit_va, p)
+            if fitted is None:
                 continue
-            fitted = floats32_toward_zero([math.copysign(cap, q)])[0] + 0.0
             q_setpoints[inverter] = fitted
             q_held += q - fitted
             q_reasons[inverter] = HELD_BACK_REACTIVE
@@ -1659,6 +1658,14 @@ def _bounds_of(choice: Choice, derate_band_pct: float) -> PowerBounds:
 def _as_asked(result: Result, ask: Ask) -> Result:
     """A refusal of the application, answering the ask (its own request echoed)."""
     return attrs.evolve(result, request=ask.request)
+
+
+def _fitted(value: float, apparent_va: float, other: float) -> float | None:
+    """``value`` brought within S beside ``other`` (toward zero, a float32); None if it fits."""
+    cap = headroom(apparent_va, other)
+    if abs(value) <= cap:
+        return None
+    return floats32_toward_zero([math.copysign(cap, value)])[0] + 0.0
 
 
 def reactive_split(

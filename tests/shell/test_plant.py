@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,20 +40,18 @@ INVERTER_RAMP_W_PER_S = 5_000.0
 site's ramp (2.5 kW/s), as a real inverter keeps up with a plant controller's steps."""
 
 
-def fleet() -> Scenario:
-    """Four batteries of ±10 kW at 50 % SoC, each on its own ramping inverter."""
+def fleet(*, power_limit_w: float = 5_000.0, **inverter: Any) -> Scenario:
+    """Four batteries at 50 % SoC, each on its own inverter.
+
+    Both sides take ``power_limit_w`` either way; the inverters have ``inverter``'s fields too.
+    """
     return Scenario(
         batteries=tuple(
-            BatterySpec(id=b, soc_pct=50.0, capacity_wh=100_000.0, power_limit_w=10_000.0)
+            BatterySpec(id=b, soc_pct=50.0, capacity_wh=100_000.0, power_limit_w=power_limit_w)
             for b in BATTERIES
         ),
         inverters=tuple(
-            InverterSpec(
-                id=b + 1000,
-                batteries=(b,),
-                power_limit_w=10_000.0,
-                ramp_w_per_s=INVERTER_RAMP_W_PER_S,
-            )
+            InverterSpec(id=b + 1000, batteries=(b,), power_limit_w=power_limit_w, **inverter)
             for b in BATTERIES
         ),
         telemetry_hz=20.0,
@@ -61,7 +60,9 @@ def fleet() -> Scenario:
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    with Simulator(fleet(), apis=("v1",)) as simulator:
+    # ±10 kW each, on inverters that ramp.
+    ramping = fleet(power_limit_w=10_000.0, ramp_w_per_s=INVERTER_RAMP_W_PER_S)
+    with Simulator(ramping, apis=("v1",)) as simulator:
         yield simulator
 
 
@@ -182,19 +183,7 @@ async def test_an_exempt_program_lands_at_once_while_the_ramp_goes_on(
 
 def reactive_fleet(*, apparent_limit_va: float | None = None) -> Scenario:
     """Four batteries of ±5 kW at 50 % SoC, inverters of ±3 kvar (and S, if given)."""
-    return Scenario(
-        batteries=tuple(BatterySpec(id=b, soc_pct=50.0) for b in BATTERIES),
-        inverters=tuple(
-            InverterSpec(
-                id=b + 1000,
-                batteries=(b,),
-                reactive_limit_var=3_000.0,
-                apparent_limit_va=apparent_limit_va,
-            )
-            for b in BATTERIES
-        ),
-        telemetry_hz=20.0,
-    )
+    return fleet(reactive_limit_var=3_000.0, apparent_limit_va=apparent_limit_va)
 
 
 def reactive_total(sim: Simulator) -> float:
