@@ -209,6 +209,11 @@ def raw_set_power(params: str) -> Request | Failure:
             "include_broken_batteries",
         ),
         ('{"power_w": 1, "batteries": [1], "force": true}', "force"),
+        ('{"power_w": 1, "batteries": [1], "reactive_var": NaN}', "reactive_var"),
+        ('{"power_w": 1, "batteries": [1], "reactive_var": Infinity}', "reactive_var"),
+        ('{"power_w": 1, "batteries": [1], "reactive_var": "5kvar"}', "reactive_var"),
+        ('{"power_w": 1, "batteries": [1], "reactive_var": true}', "reactive_var"),
+        ('{"power_w": 1, "batteries": [1], "reactive_var": 1e999}', "reactive_var"),
     ],
 )
 def test_invalid_set_power_params_name_the_field(params: str, field: str) -> None:
@@ -365,3 +370,13 @@ def test_out_of_bounds_error_and_ignored() -> None:
 
 def test_unknown_bounds_are_null() -> None:
     assert set(protocol.bounds_object(PowerBounds.unknown()).values()) == {None}
+
+
+def test_a_bad_reactive_var_is_named_in_var_and_a_good_one_is_kept() -> None:
+    failure = raw_set_power('{"power_w": 1, "batteries": [1], "reactive_var": "5kvar"}')
+    assert isinstance(failure, Failure)
+    assert failure.data["expected"].startswith("a finite number of var, got")
+    request = raw_set_power('{"power_w": 1, "batteries": [1], "reactive_var": -250}')
+    assert isinstance(request, Request)
+    assert request.reactive_var == -250.0
+    assert raw_set_power('{"power_w": 1, "batteries": [1]}').reactive_var is None  # type: ignore[union-attr]

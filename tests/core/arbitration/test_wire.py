@@ -497,3 +497,23 @@ def test_proposal_changed() -> None:
 def test_proposal_ended(why: Why) -> None:
     ended = ProposalEnded(proposal=proposal(power_w=1.0), why=why)
     assert wire.proposal_ended_params(ended) == {"batteries": [1, 2], "why": why.value}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "5kvar", True, None])
+def test_a_proposals_reactive_var_is_a_finite_number_of_var(value: Any) -> None:
+    params = {"batteries": [1], "power_w": 0, "reactive_var": value}
+    parsed = wire.parse_propose(call_of("propose", params), default_timeout_s=5.0)
+    if value is None:  # as absent
+        assert isinstance(parsed, Propose)
+        assert parsed.reactive_var is None
+        return
+    assert isinstance(parsed, Failure)
+    assert parsed.data["field"] == "reactive_var"
+    assert parsed.data["expected"].startswith("a finite number of var")
+
+
+def test_a_proposals_reactive_var_is_kept() -> None:
+    params = {"batteries": [1], "power_w": 0, "reactive_var": 1200}
+    parsed = wire.parse_propose(call_of("propose", params), default_timeout_s=5.0)
+    assert isinstance(parsed, Propose)
+    assert parsed.reactive_var == 1200.0
