@@ -19,15 +19,20 @@ anything else (a meter, a grid connection, another battery) means "not through a
   a battery among them is left out with that reason, and so is every battery whose walk up to
   its inverter meets one. The adapters hand the list over as :class:`Components`, which
   remembers the repeated ids; a plain mapping cannot repeat an id.
-* **One battery, one inverter.** That is the supported shape; every other battery is left out
-  with a reason an operator can act on, checked in this order:
+* **Groups.** Batteries and the inverters above them form a bipartite graph; its connected
+  components are the *groups* (``spec/plant.md``): one battery on one inverter (a *pair*, the
+  common case), one battery on several inverters (a common DC bus), several batteries on one
+  inverter, or any mix. A group is one unit for the split. In :attr:`Topology.pairs` each group
+  appears once, as its *lead* battery (the smallest id) and its lead inverter (the smallest id);
+  :attr:`Topology.groups` lists the groups of more than one battery or inverter with all their
+  members. Every other battery is left out with a reason an operator can act on, checked in
+  this order:
 
   - no inverter: nothing can command it;
-  - several inverters: we would not know how to split its power among them (until N:M groups
-    are supported);
-  - a PV inverter: it converts only the panels' power, it cannot charge or discharge a battery;
-  - an inverter shared with other batteries: one setpoint cannot serve several batteries (until
-    N:M groups are supported). Every battery the inverter reaches counts, left out or not.
+  - a PV inverter in its group: it converts only the panels' power, it cannot charge or
+    discharge a battery (the whole group is left out);
+  - another battery of its group is left out (its inverters share that battery's DC bus, so
+    nothing in the group can be commanded safely).
 
 * **The inverter type decides what we trust.** A battery inverter is paired. A hybrid inverter
   is paired and listed in :attr:`Topology.hybrid`: its AC power includes the panels', so
@@ -113,6 +118,41 @@ class Components(dict[int, Component]):
         self.repeated = {cid: tuple(c) for cid, c in everything.items() if len(c) > 1}
 
 
+@attrs.frozen
+class Group:
+    """Batteries and inverters connected to each other: one unit for the split.
+
+    Attributes:
+        batteries: Its batteries' ids, ascending; the first is the group's *lead*, the id it
+            goes by in :attr:`Topology.pairs`, distributions and results.
+        inverters: Its inverters' ids, ascending; the first is the lead inverter.
+    """
+
+    batteries: tuple[int, ...]
+    inverters: tuple[int, ...]
+
+    @property
+    def battery(self) -> int:
+        """The lead battery: the smallest id."""
+        return self.batteries[0]
+
+    @property
+    def inverter(self) -> int:
+        """The lead inverter: the smallest id."""
+        return self.inverters[0]
+
+    def describe(self) -> str:
+        """``batteries 1, 2 on inverters 3, 4``: for logs and messages."""
+        return (
+            f"{_plural('battery', 'batteries', self.batteries)} on"
+            f" {_plural('inverter', 'inverters', self.inverters)}"
+        )
+
+
+def _plural(one: str, many: str, ids: Collection[int]) -> str:
+    return f"{one} {next(iter(ids))}" if len(ids) == 1 else f"{many} {ids_brief(ids)}"
+
+
 def _one_battery_per_pair(instance: Topology, attribute: attrs.Attribute[Any], value: Any) -> None:
     """Validator: the pairs and the left-out batteries are disjoint, each inverter pairs once."""
     both = instance.pairs.keys() & instance.left_out.keys()
@@ -129,17 +169,27 @@ def _paired_inverters(instance: Topology, attribute: attrs.Attribute[Any], value
         raise ValueError(f"hybrid inverters {ids_brief(stray)} are not paired")
 
 
+def _groups_led(instance: Topology, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """Validator: each group is listed under its lead, which is paired with its lead inverter."""
+    for lead, group in instance.groups.items():
+        if lead != group.battery or instance.pairs.get(lead) != group.inverter:
+            raise ValueError(f"group {group.describe()} is not paired under its lead {lead}")
+
+
 @attrs.frozen(kw_only=True)
 class Topology:
     """The batteries distributord manages and those it left out.
 
     Attributes:
-        pairs: Battery id to the id of the inverter that commands it.
+        pairs: Battery id to the id of the inverter that commands it; a group of several
+            batteries or inverters appears once, as its lead battery and lead inverter.
         left_out: Battery id to why it is not managed.
         hybrid: The paired inverters that are hybrid: command them, but never take their
             measured power as their battery's (it includes the panels').
         notes: Assumptions made while pairing, one operator-readable line each.
         repeated: Component ids the graph listed more than once: none of them is used.
+        groups: Lead battery to its group, for the groups of more than one battery or
+            inverter (a group of one battery on one inverter is only a pair).
     """
 
     pairs: Mapping[int, int]
@@ -147,11 +197,42 @@ class Topology:
     hybrid: frozenset[int] = attrs.field(default=frozenset(), validator=_paired_inverters)
     notes: tuple[str, ...] = ()
     repeated: frozenset[int] = frozenset()
+    groups: Mapping[int, Group] = attrs.field(factory=dict, validator=_groups_led)
 
     @property
     def inverters(self) -> Mapping[int, int]:
-        """Inverter id to its battery id."""
+        """Inverter id to its battery id (a group's lead inverter to its lead battery)."""
         return {inverter: battery for battery, inverter in self.pairs.items()}
+
+    def group(self, battery: int) -> Group:
+        """The group led by ``battery`` (a managed lead): a pair is a group of one and one."""
+        found = self.groups.get(battery)
+        return found if found is not None else Group((battery,), (self.pairs[battery],))
+
+    @property
+    def lead_of(self) -> Mapping[int, int]:
+        """Every managed battery, grouped or not, to its group's lead battery."""
+        leads = {battery: battery for battery in self.pairs}
+        for lead, group in self.groups.items():
+            leads.update((member, lead) for member in group.batteries)
+        return leads
+
+    def leads(self, batteries: Collection[int]) -> tuple[frozenset[int], list[str]]:
+        """``batteries`` as lead batteries, and what is wrong with them.
+
+        A request names batteries and must name every battery of a group or none of them:
+        each group named only in part gives one message naming the members left out.
+        Batteries that are not managed are kept as they are (the caller answers them).
+        """
+        lead_of = self.lead_of
+        named = set(batteries)
+        problems = [
+            f"battery {min(named & set(group.batteries))} is in a group with batteries"
+            f" {ids_brief(missing)} ({group.describe()}): name all of them or none"
+            for group in self.groups.values()
+            if (missing := set(group.batteries) - named) and missing != set(group.batteries)
+        ]
+        return frozenset(lead_of.get(battery, battery) for battery in named), problems
 
     def describe(self) -> list[str]:
         """One line per decision, for the start-up log.
@@ -159,7 +240,11 @@ class Topology:
         Only the lines about a battery left out start with "left out": the shell logs those as
         warnings, the others as information.
         """
-        lines = [f"managing {len(self.pairs)} batteries"]
+        lines = [f"managing {len(self.lead_of)} batteries"]
+        lines.extend(
+            f"group of {group.describe()}: one unit, led by battery {lead}"
+            for lead, group in sorted(self.groups.items())
+        )
         if self.hybrid:
             lines.append(
                 f"hybrid inverters ({ids_brief(self.hybrid)}) are commanded, but their measured"
@@ -173,9 +258,6 @@ class Topology:
             )
         lines.extend(f"left out battery {bid}: {why}" for bid, why in sorted(self.left_out.items()))
         return lines
-
-
-_NOT_YET = "not managed until N:M groups are supported"
 
 
 def _inverters_above(
@@ -245,14 +327,11 @@ def pair_batteries(
         for inverter in inverters:
             batteries_of.setdefault(inverter, set()).add(battery)
 
-    pairs: dict[int, int] = {}
     left_out: dict[int, str] = {
         cid: f"its id is listed {len(entries)} times in the component graph"
         for cid, entries in repeated.items()
         if any(entry.category is Category.BATTERY for entry in entries)
     }
-    hybrid: set[int] = set()
-    assumed: set[int] = set()
     for battery, inverters in sorted(inverters_of.items()):
         met = walks[battery][1]
         if met:
@@ -260,35 +339,27 @@ def pair_batteries(
                 f"{_components(met)} above it {'is' if len(met) == 1 else 'are'} listed more"
                 " than once in the component graph"
             )
-            continue
-        if not inverters:
+        elif not inverters:
             left_out[battery] = "no inverter is connected to it"
-            continue
-        if len(inverters) > 1:
-            left_out[battery] = (
-                f"several inverters ({ids_brief(inverters)}) are connected to it: {_NOT_YET}"
+
+    pairs: dict[int, int] = {}
+    groups: dict[int, Group] = {}
+    hybrid: set[int] = set()
+    assumed: set[int] = set()
+    for group in _groups(inverters_of, batteries_of):
+        why = _why_left_out(group, graph, left_out)
+        if why is not None:
+            left_out.update(
+                (battery, why) for battery in group.batteries if battery not in left_out
             )
             continue
-        (inverter,) = inverters
-        kind = graph[inverter].inverter_type
-        if kind is None:
-            kind = InverterType.UNSPECIFIED
-        if kind is InverterType.PV:
-            left_out[battery] = (
-                f"its inverter {inverter} is a PV inverter: it cannot charge or discharge a battery"
-            )
-            continue
-        sharing = batteries_of[inverter] - {battery}
-        if sharing:
-            left_out[battery] = (
-                f"its inverter {inverter} also serves batteries {ids_brief(sharing)}: {_NOT_YET}"
-            )
-            continue
-        pairs[battery] = inverter
-        if kind is InverterType.HYBRID:
-            hybrid.add(inverter)
-        elif kind is InverterType.UNSPECIFIED:
-            assumed.add(inverter)
+        pairs[group.battery] = group.inverter
+        if len(group.batteries) > 1 or len(group.inverters) > 1:
+            groups[group.battery] = group
+        kinds = {inverter: graph[inverter].inverter_type for inverter in group.inverters}
+        if InverterType.HYBRID in kinds.values():
+            hybrid.add(group.inverter)
+        assumed.update(i for i, kind in kinds.items() if kind in (None, InverterType.UNSPECIFIED))
 
     notes: list[str] = []
     if assumed:
@@ -304,7 +375,60 @@ def pair_batteries(
         hybrid=frozenset(hybrid),
         notes=tuple(notes),
         repeated=frozenset(repeated),
+        groups=groups,
     )
+
+
+def _groups(
+    inverters_of: Mapping[int, Collection[int]], batteries_of: Mapping[int, Collection[int]]
+) -> list[Group]:
+    """The connected components of the battery-inverter graph, by lead battery.
+
+    Batteries without an inverter are no group. Iterative, each battery and inverter visited
+    once: linear in the graph's size.
+    """
+    found: list[Group] = []
+    seen: set[int] = set()
+    for start in sorted(inverters_of):
+        if start in seen or not inverters_of[start]:
+            continue
+        seen.add(start)
+        batteries, inverters = {start}, set()
+        stack = [start]
+        while stack:
+            for inverter in inverters_of[stack.pop()]:
+                if inverter in inverters:
+                    continue
+                inverters.add(inverter)
+                for battery in batteries_of[inverter]:
+                    if battery not in seen:
+                        seen.add(battery)
+                        batteries.add(battery)
+                        stack.append(battery)
+        found.append(Group(tuple(sorted(batteries)), tuple(sorted(inverters))))
+    return found
+
+
+def _why_left_out(
+    group: Group, graph: Mapping[int, Component], left_out: Mapping[int, str]
+) -> str | None:
+    """Why ``group`` cannot be managed (see the module's theory of operation), or None."""
+    pv = [i for i in group.inverters if graph[i].inverter_type is InverterType.PV]
+    if pv:
+        if len(group.inverters) == 1:
+            return f"its inverter {pv[0]} is a PV inverter: it cannot charge or discharge a battery"
+        return (
+            f"{_plural('inverter', 'inverters', pv)} of its group ({group.describe()})"
+            f" {'is a PV inverter' if len(pv) == 1 else 'are PV inverters'}: it cannot charge"
+            " or discharge a battery"
+        )
+    out = [b for b in group.batteries if b in left_out]
+    if out:
+        return (
+            f"it shares inverters with {_plural('battery', 'batteries', out)}, left out"
+            f" ({group.describe()})"
+        )
+    return None
 
 
 def _components(ids: Collection[int]) -> str:

@@ -15,6 +15,7 @@ from distributord.core.topology import (
     Category,
     Component,
     Components,
+    Group,
     InverterType,
     Topology,
     pair_batteries,
@@ -66,25 +67,19 @@ def test_odd_batteries_are_left_out_with_reasons() -> None:
         (7, 1005),  # battery 1005: connected, but not to an inverter
     ]
     topology = pair_batteries(categories, edges)
-    assert topology.pairs == {1001: 2001}
-    assert topology.left_out == {
-        1002: "several inverters (2002, 2003) are connected to it:"
-        " not managed until N:M groups are supported",
-        1003: "its inverter 2004 also serves batteries 1004:"
-        " not managed until N:M groups are supported",
-        1004: "its inverter 2004 also serves batteries 1003:"
-        " not managed until N:M groups are supported",
-        1005: "no inverter is connected to it",
+    # Issue 25: a battery on two inverters and an inverter on two batteries are groups.
+    assert topology.pairs == {1001: 2001, 1002: 2002, 1003: 2004}
+    assert topology.groups == {
+        1002: Group((1002,), (2002, 2003)),
+        1003: Group((1003, 1004), (2004,)),
     }
+    assert topology.left_out == {1005: "no inverter is connected to it"}
     assert topology.describe() == [
-        "managing 1 batteries",
-        "inverter types were not given: assuming battery inverters for inverter 2001",
-        "left out battery 1002: several inverters (2002, 2003) are connected to it:"
-        " not managed until N:M groups are supported",
-        "left out battery 1003: its inverter 2004 also serves batteries 1004:"
-        " not managed until N:M groups are supported",
-        "left out battery 1004: its inverter 2004 also serves batteries 1003:"
-        " not managed until N:M groups are supported",
+        "managing 4 batteries",
+        "group of battery 1002 on inverters 2002, 2003: one unit, led by battery 1002",
+        "group of batteries 1003, 1004 on inverter 2004: one unit, led by battery 1003",
+        "inverter types were not given: assuming battery inverters for 4 inverters"
+        " (2001, 2002, 2003, 2004)",
         "left out battery 1005: no inverter is connected to it",
     ]
 
@@ -163,7 +158,7 @@ def test_a_long_chain_is_walked_without_recursion() -> None:
     assert pair_batteries(components, itertools.pairwise(path)).pairs == {1001: 2001}
 
 
-def test_several_inverters_through_different_paths_leave_the_battery_out() -> None:
+def test_several_inverters_through_different_paths_make_a_group() -> None:
     components: Graph = {
         2001: BATTERY_INV,
         2002: BATTERY_INV,
@@ -174,11 +169,9 @@ def test_several_inverters_through_different_paths_leave_the_battery_out() -> No
     }
     edges = [(2001, 10), (10, 1001), (2002, 11), (11, 12), (12, 1001)]
     topology = pair_batteries(components, edges)
-    assert topology.pairs == {}
-    assert topology.left_out == {
-        1001: "several inverters (2001, 2002) are connected to it:"
-        " not managed until N:M groups are supported"
-    }
+    assert topology.pairs == {1001: 2001}
+    assert topology.groups == {1001: Group((1001,), (2001, 2002))}
+    assert topology.left_out == {}
 
 
 def test_one_inverter_through_two_paths_is_one_inverter() -> None:
@@ -187,17 +180,68 @@ def test_one_inverter_through_two_paths_is_one_inverter() -> None:
     assert pair_batteries(components, edges).pairs == {1001: 2001}
 
 
-def test_one_inverter_feeding_two_batteries_through_a_breaker_each_leaves_both_out() -> None:
+def test_one_inverter_feeding_two_batteries_through_a_breaker_each_makes_a_group() -> None:
     components: Graph = {2001: BATTERY_INV, 10: BREAKER, 11: BREAKER, 1001: B, 1002: B}
     edges = [(2001, 10), (2001, 11), (10, 1001), (11, 1002)]
     topology = pair_batteries(components, edges)
+    assert topology.pairs == {1001: 2001}
+    assert topology.groups == {1001: Group((1001, 1002), (2001,))}
+    assert topology.lead_of == {1001: 1001, 1002: 1001}
+    assert topology.left_out == {}
+
+
+def test_a_chain_of_shared_inverters_is_one_group_led_by_its_smallest_ids() -> None:
+    # 1001 on 2002 and 2003; 1002 on 2003; 1003 on 2001 and 2002: one connected group.
+    components: Graph = {2001: BATTERY_INV, 2002: BATTERY_INV, 2003: BATTERY_INV}
+    components.update({1001: B, 1002: B, 1003: B, 1004: B, 2004: BATTERY_INV})
+    edges = [(2002, 1001), (2003, 1001), (2003, 1002), (2001, 1003), (2002, 1003), (2004, 1004)]
+    topology = pair_batteries(components, edges)
+    assert topology.pairs == {1001: 2001, 1004: 2004}
+    assert topology.groups == {1001: Group((1001, 1002, 1003), (2001, 2002, 2003))}
+    assert topology.group(1004) == Group((1004,), (2004,))
+    assert topology.leads([1001, 1002, 1003, 1004]) == (frozenset({1001, 1004}), [])
+    leads, problems = topology.leads([1002, 1004, 77])
+    assert leads == frozenset({1001, 1004, 77})
+    assert problems == [
+        "battery 1002 is in a group with batteries 1001, 1003 (batteries 1001, 1002, 1003 on"
+        " inverters 2001, 2002, 2003): name all of them or none"
+    ]
+
+
+def test_a_pv_inverter_in_a_group_leaves_the_whole_group_out() -> None:
+    components: Graph = {2001: BATTERY_INV, 2002: PV_INV, 1001: B, 1002: B}
+    edges = [(2001, 1001), (2002, 1001), (2002, 1002)]
+    topology = pair_batteries(components, edges)
     assert topology.pairs == {}
-    assert topology.left_out == {
-        1001: "its inverter 2001 also serves batteries 1002:"
-        " not managed until N:M groups are supported",
-        1002: "its inverter 2001 also serves batteries 1001:"
-        " not managed until N:M groups are supported",
-    }
+    why = (
+        "inverter 2002 of its group (batteries 1001, 1002 on inverters 2001, 2002) is a PV"
+        " inverter: it cannot charge or discharge a battery"
+    )
+    assert topology.left_out == {1001: why, 1002: why}
+
+
+def test_a_group_with_a_battery_left_out_is_left_out() -> None:
+    # Battery 1002's walk meets a repeated breaker; it shares inverter 2001 with 1001 (a
+    # direct edge), so 1001's DC bus holds a battery we do not manage: neither is managed.
+    listed = Components(
+        [
+            (2001, BATTERY_INV),
+            (10, Component(BREAKER)),
+            (10, Component(RELAY)),
+            (1001, Component(B)),
+            (1002, Component(B)),
+        ]
+    )
+    edges = [(2001, 1001), (2001, 1002), (2001, 10), (10, 1002)]
+    topology = pair_batteries(listed, edges)
+    assert topology.pairs == {}
+    assert (
+        topology.left_out[1002]
+        == "component 10 above it is listed more than once in the component graph"
+    )
+    assert topology.left_out[1001] == (
+        "it shares inverters with battery 1002, left out (batteries 1001, 1002 on inverter 2001)"
+    )
 
 
 # --- ids listed more than once ---------------------------------------------------------------
@@ -295,11 +339,12 @@ def test_a_hybrid_inverter_is_paired_and_listed_as_hybrid() -> None:
     ]
 
 
-def test_a_shared_hybrid_inverter_is_not_listed() -> None:
-    components: Graph = {2001: HYBRID_INV, 1001: B, 1002: B}
-    topology = pair_batteries(components, [(2001, 1001), (2001, 1002)])
-    assert topology.pairs == {}
-    assert topology.hybrid == frozenset()
+def test_a_group_with_a_hybrid_inverter_has_a_hybrid_lead() -> None:
+    # Its measured power includes the panels': the group's (the lead's) is never taken.
+    components: Graph = {2001: BATTERY_INV, 2002: HYBRID_INV, 1001: B, 1002: B}
+    topology = pair_batteries(components, [(2001, 1001), (2002, 1001), (2002, 1002)])
+    assert topology.pairs == {1001: 2001}
+    assert topology.hybrid == frozenset({2001})
 
 
 def test_unspecified_inverter_types_are_assumed_battery_inverters_in_one_note() -> None:
@@ -457,24 +502,32 @@ def oracle(
     batteries = [cid for cid, c in components.items() if c.category is B]
     above = {b: inverters_above(b, frozenset({b})) for b in batteries}
     pairs: dict[int, int] = {}
-    kinds: dict[int, str] = {}
+    kinds: dict[int, str] = {b: "no inverter" for b in batteries if not above[b]}
     hybrid: set[int] = set()
-    for b in batteries:
-        if not above[b]:
-            kinds[b] = "no inverter"
-        elif len(above[b]) > 1:
-            kinds[b] = "several inverters"
-        else:
-            (inverter,) = above[b]
-            kind = components[inverter].inverter_type
-            if kind is InverterType.PV:
-                kinds[b] = "PV inverter"
-            elif any(inverter in above[other] for other in batteries if other != b):
-                kinds[b] = "also serves"
-            else:
-                pairs[b] = inverter
-                if kind is InverterType.HYBRID:
-                    hybrid.add(inverter)
+    groups: dict[int, set[int]] = {b: {b} for b in batteries if above[b]}
+    changed = True
+    while changed:  # merge batteries sharing an inverter until nothing changes
+        changed = False
+        for a, b in itertools.combinations(batteries, 2):
+            if (
+                a in groups
+                and b in groups
+                and groups[a] is not groups[b]
+                and any(above[x] & above[y] for x in groups[a] for y in groups[b])
+            ):
+                merged = groups[a] | groups[b]
+                for member in merged:
+                    groups[member] = merged
+                changed = True
+    for members in {id(g): g for g in groups.values()}.values():
+        inverters = set().union(*(above[b] for b in members))
+        types = [components[i].inverter_type for i in inverters]
+        if InverterType.PV in types:
+            kinds.update(dict.fromkeys(members, "PV inverter"))
+            continue
+        pairs[min(members)] = min(inverters)
+        if InverterType.HYBRID in types:
+            hybrid.add(min(inverters))
     return pairs, kinds, hybrid
 
 
@@ -492,9 +545,12 @@ def test_pairing_matches_every_path_upstream(
         assert kind in topology.left_out[battery]
     assert topology.hybrid == hybrid
     batteries = {cid for cid, c in components.items() if c.category is B}
-    assert topology.pairs.keys() | topology.left_out.keys() == batteries
-    assert not topology.pairs.keys() & topology.left_out.keys()
+    assert topology.lead_of.keys() | topology.left_out.keys() == batteries
+    assert not topology.lead_of.keys() & topology.left_out.keys()
     assumed = {
-        i for i in pairs.values() if components[i].inverter_type in (None, InverterType.UNSPECIFIED)
+        i
+        for lead in pairs
+        for i in topology.group(lead).inverters
+        if components[i].inverter_type in (None, InverterType.UNSPECIFIED)
     }
     assert len(topology.notes) == (1 if assumed else 0)

@@ -132,14 +132,9 @@ async def test_discovery_pairs_batteries_and_reports_the_odd_ones(
     with Simulator(scenario) as odd:
         async with open_link(odd.address) as link:
             topology = await discover(link)
-    assert topology.pairs == {1001: 2001}
-    until = ": not managed until N:M groups are supported"
-    assert topology.left_out == {
-        1002: "several inverters (2002, 2003) are connected to it" + until,
-        1003: "its inverter 2004 also serves batteries 1004" + until,
-        1004: "its inverter 2004 also serves batteries 1003" + until,
-        1005: "no inverter is connected to it",
-    }
+    assert topology.pairs == {1001: 2001, 1002: 2002, 1003: 2004}
+    assert topology.groups.keys() == {1002, 1003}  # a shared DC bus; two batteries on one
+    assert topology.left_out == {1005: "no inverter is connected to it"}
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
         f"left out battery {b}: {why}" for b, why in sorted(topology.left_out.items())

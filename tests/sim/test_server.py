@@ -26,7 +26,7 @@ from distributord.api.adapter import BatteryTelemetry, Telemetry
 from distributord.api.v1 import V1
 from distributord.core.errors import ScenarioError
 from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds, StateCode
-from distributord.core.topology import Category, pair_batteries
+from distributord.core.topology import Category, Group, pair_batteries
 from distributord.sim.record import Change, Counts, Expiry, Outcome
 from distributord.sim.scenario import BatterySpec, Faults, InverterSpec, Scenario
 from distributord.sim.server import (
@@ -191,10 +191,10 @@ def test_topology_with_the_odd_shapes() -> None:
         ]
     )
     topology = pair_batteries(categories, connections)
-    assert topology.pairs == {11: 21}
+    assert topology.pairs == {11: 21, 12: 22, 13: 24}
+    assert topology.left_out.keys() == {15}
     assert "no inverter" in topology.left_out[15]
-    assert "several inverters (22, 23)" in topology.left_out[12]
-    assert "its inverter 24 also serves batteries 14" in topology.left_out[13]
+    assert topology.groups == {12: Group((12,), (22, 23)), 13: Group((13, 14), (24,))}
 
 
 # --- telemetry ------------------------------------------------------------------------------
