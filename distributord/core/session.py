@@ -165,6 +165,12 @@ class Backend(Protocol):
         None for a set with a battery the daemon does not manage (asked only when connected).
         """
 
+    def leads(self, batteries: Batteries) -> tuple[Batteries, list[str]]:
+        """``batteries`` with each group named by its lead, and the groups named in part.
+
+        One message per group named in part, naming the members left out (``spec/plant.md``).
+        """
+
 
 class Phase(enum.Enum):
     """Where a session stands."""
@@ -439,7 +445,8 @@ class Session:
             request = protocol.parse_set_power(call, default_timeout_s=backend.default_timeout_s())
             if isinstance(request, Failure):
                 self._fail(request, method)
-            else:
+            elif (batteries := self._leads(call, request.batteries)) is not None:
+                request = attrs.evolve(request, batteries=batteries)
                 self._submit(call, Ask.set_power(request, self.origin))
         elif method == "propose":
             self._propose(call)
@@ -449,13 +456,17 @@ class Session:
             parsed = wire.parse_withdraw(call)
             if isinstance(parsed, Failure):
                 self._fail(parsed, method)
-            else:  # letting go is always allowed, even after a reload took the peer out
-                self._answer(call, backend.withdraw_proposals(self.origin, parsed.batteries))
+            elif parsed.batteries is None:  # letting go is always allowed, even after a reload
+                self._answer(call, backend.withdraw_proposals(self.origin, None))
+            elif (batteries := self._leads(call, parsed.batteries)) is not None:
+                self._answer(call, backend.withdraw_proposals(self.origin, batteries))
         elif method == "subscribe_bounds":
             subscription = wire.parse_subscribe_bounds(call)
             if isinstance(subscription, Failure):
                 self._fail(subscription, method)
-            elif backend.bounds(self.program, subscription.batteries) is None:
+            elif (batteries := self._leads(call, subscription.batteries)) is None:
+                pass
+            elif backend.bounds(self.program, batteries) is None:
                 self._fail(
                     protocol.invalid_params(
                         call, "batteries", "ids of batteries the daemon manages (list_components)"
@@ -463,7 +474,7 @@ class Session:
                     method,
                 )
             else:
-                self.bounds.add(subscription.batteries)
+                self.bounds.add(batteries)
                 self._answer(call, {"subscribed": True})
                 self._wake()
         elif (refusal := protocol.check_no_params(call)) is not None:
@@ -498,8 +509,18 @@ class Session:
         if isinstance(parsed, Failure):
             self._fail(parsed, call.method)
             return
-        ask = Ask.propose(parsed, self.origin)
-        self._submit(call, ask)
+        batteries = self._leads(call, parsed.batteries)
+        if batteries is not None:
+            self._submit(call, Ask.propose(attrs.evolve(parsed, batteries=batteries), self.origin))
+
+    def _leads(self, call: Call, batteries: Batteries) -> Batteries | None:
+        """``batteries`` by their groups' leads; None (the call failed) if a group is in part."""
+        leads, problems = self._backend.leads(batteries)
+        if problems:
+            expected = "whole battery groups: " + "; ".join(problems)
+            self._fail(protocol.invalid_params(call, "batteries", expected), call.method)
+            return None
+        return leads
 
     def _submit(self, call: Call, ask: Ask) -> None:
         """Offer a ``set_power`` or ``propose`` to the daemon; its reply comes when applied."""

@@ -168,6 +168,14 @@ class DaemonBackend:
             case Connecting():
                 return None
 
+    def leads(self, batteries: Batteries) -> tuple[Batteries, list[str]]:
+        """``batteries`` by their groups' leads, and the groups named in part."""
+        match self.state:
+            case Connected(topology=topology):
+                return topology.leads(batteries)
+            case Connecting():
+                return batteries, []
+
     def withdraw(self, request: Request) -> bool:
         """Take back ``request`` if it has not started."""
         match self.state:

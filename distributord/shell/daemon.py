@@ -44,10 +44,12 @@ import attrs
 import trio
 
 from distributord.core.config import Config
+from distributord.core.groups import GroupMerger
 from distributord.core.status import Status
 from distributord.core.topology import Topology
 from distributord.shell.backend import Connected, DaemonBackend
 from distributord.shell.control import ControlServer
+from distributord.shell.groups import GroupSide, GroupSink, telemetry_components
 from distributord.shell.link import MicrogridLink, SilenceWatch, Telemetry, discover, open_link
 from distributord.shell.live import Live
 from distributord.shell.metrics import Metrics
@@ -126,10 +128,10 @@ async def serve_daemon(
         topology = await discover(link, unreachable=discovering)
         status = config.view(lambda c: c.status)
         tracker = StatusTracker(topology.pairs, status, hybrid=topology.hybrid)
-        components: list[tuple[int, bool]] = [
-            *((battery, True) for battery in topology.pairs),
-            *((inverter, False) for inverter in topology.pairs.values()),
-        ]
+        # A group's members feed the tracker as one pair; its commands go to every member.
+        merger = GroupMerger(topology.groups, lambda: status.value.max_data_age_s)
+        sink = GroupSink(tracker, merger)
+        components = telemetry_components(topology)
         watch = SilenceWatch()  # one task watches every stream's silence
         await nursery.start(watch.serve)
         for component, battery in components:
@@ -137,7 +139,7 @@ async def serve_daemon(
                 link,
                 component,
                 battery=battery,
-                sink=tracker,
+                sink=sink,
                 max_data_age_s=lambda: status.value.max_data_age_s,  # on every message
                 silence_s=started.stream_silence_s,
                 watch=watch,
@@ -146,7 +148,12 @@ async def serve_daemon(
         logger.info("telemetry: %d streams open", len(components))
         await nursery.start(tracker.serve)
         loop = RequestLoop(
-            link, tracker, topology, config, lifetime_scale=lifetime_scale, metrics=metrics
+            GroupSide(link, topology.groups, merger),
+            tracker,
+            topology,
+            config,
+            lifetime_scale=lifetime_scale,
+            metrics=metrics,
         )
         loop_done, loop_scope = trio.Event(), trio.CancelScope()
 

@@ -69,6 +69,11 @@ class FakeBackend:
     def bounds(self, program: str, batteries: Batteries) -> dict[str, Any] | None:
         return None if 9999 in batteries else {"program": program}
 
+    def leads(self, batteries: Batteries) -> tuple[Batteries, list[str]]:
+        if 1002 in batteries and 1001 not in batteries:  # 1001 leads a group with 1002
+            return batteries, ["battery 1002 is in a group with batteries 1001"]
+        return frozenset(1001 if b == 1002 else b for b in batteries), []
+
     def withdraw(self, request: Request) -> bool:
         if id(request) in self.started:
             return False
@@ -673,3 +678,38 @@ def test_a_program_the_peer_may_no_longer_act_as_is_refused_at_each_proposal() -
     assert withdraw["result"]["withdrawn"] == []
     (release,) = h.backend.asks
     assert release.releases
+
+
+# --- N:M groups (issue 25) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "method, params",
+    [
+        ("set_power", {"power_w": 500.0}),
+        ("propose", {"power_w": 500.0}),
+        ("subscribe_bounds", {}),
+        ("withdraw", {}),
+    ],
+)
+def test_a_group_named_in_part_is_refused_by_name_and_nothing_is_done(
+    method: str, params: dict[str, Any]
+) -> None:
+    h = harness()
+    h.send(call(method, 1, batteries=[1002, 7], **params))
+    (reply,) = h.written()
+    assert reply["error"]["code"] == -32602
+    assert reply["error"]["data"] == {
+        "field": "batteries",
+        "expected": "whole battery groups: battery 1002 is in a group with batteries 1001",
+    }
+    assert h.backend.asks == []
+
+
+def test_a_whole_group_is_asked_for_by_its_lead() -> None:
+    h = harness()
+    h.send(call("set_power", 1, power_w=500.0, batteries=[1001, 1002, 7]))
+    h.send(call("propose", 2, power_w=500.0, batteries=[1002, 1001]))
+    first, second = h.backend.asks
+    assert first.request.batteries == frozenset({1001, 7})
+    assert second.batteries == frozenset({1001})
