@@ -24,7 +24,7 @@ from typing import Any
 
 from distributord.core.fleet import Fleet
 from distributord.core.status import BatteryState, Status
-from distributord.core.topology import Topology
+from distributord.core.topology import Group, Topology
 
 
 def _finite(value: float) -> float | None:
@@ -39,6 +39,7 @@ def status_report(
     now: float,
     heard: Mapping[int, tuple[float | None, float]] | None = None,
     reactive: Mapping[int, float] | None = None,
+    groups: Mapping[int, Group] | None = None,
 ) -> dict[str, Any]:
     """The ``get_status`` result.
 
@@ -53,6 +54,8 @@ def status_report(
         reactive: Battery id to the reactive setpoint its inverter is believed to hold, var
             (only those that may hold one); an inverter's reactive bounds and apparent-power
             limit are shown where it reports them.
+        groups: Lead battery to its N:M group: a lead's entry is its group's, and names its
+            members (``group``).
 
     Returns:
         The result object, ready for JSON.
@@ -62,6 +65,7 @@ def status_report(
         entry: dict[str, Any] = {
             "id": battery_id,
             "inverter_id": state.inverter_id,
+            **_group_entry(groups, battery_id),
             "status": state.status.value,
             "reasons": sorted(state.reasons),
         }
@@ -108,10 +112,21 @@ def status_report(
     }
 
 
+def _group_entry(groups: Mapping[int, Group] | None, lead: int) -> dict[str, Any]:
+    """``{"group": {batteries, inverters}}`` for the lead of an N:M group, else nothing."""
+    group = None if groups is None else groups.get(lead)
+    if group is None:
+        return {}
+    return {"group": {"batteries": list(group.batteries), "inverters": list(group.inverters)}}
+
+
 def components_report(topology: Topology) -> dict[str, Any]:
-    """The ``list_components`` result."""
+    """The ``list_components`` result: a group is listed under its lead battery and inverter."""
     return {
-        "pairs": [{"battery_id": b, "inverter_id": i} for b, i in sorted(topology.pairs.items())],
+        "pairs": [
+            {"battery_id": b, "inverter_id": i, **_group_entry(topology.groups, b)}
+            for b, i in sorted(topology.pairs.items())
+        ],
         "left_out": [
             {"battery_id": b, "reason": why} for b, why in sorted(topology.left_out.items())
         ],

@@ -302,4 +302,5 @@ def _status(parts: Connected) -> dict[str, Any]:
         now=trio.current_time(),
         heard=tracker.heard(),
         reactive=parts.loop.reactive_setpoints(),
+        groups=parts.topology.groups,
     )

@@ -684,7 +684,7 @@ def test_a_program_the_peer_may_no_longer_act_as_is_refused_at_each_proposal() -
 
 
 @pytest.mark.parametrize(
-    "method, params",
+    ("method", "params"),
     [
         ("set_power", {"power_w": 500.0}),
         ("propose", {"power_w": 500.0}),

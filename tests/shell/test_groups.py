@@ -1,0 +1,116 @@
+"""N:M battery-inverter groups through the daemon on the simulator (issue 25, ``spec/plant.md``).
+
+The site: battery 1001 on a shared DC bus with inverters 2001 (5 kW) and 2002 (3 kW); batteries
+1004 and 1005 on one inverter 2004; battery 1003 on its own inverter 2003. What the inverters
+hold is read from the simulator; nothing sleeps to synchronise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from distributord.core.status import Status
+from distributord.sim.scenario import BatterySpec, InverterSpec, Scenario
+from distributord.sim.server import Simulator
+from tests.support import config_for, connect, running_daemon, sim_wait, wait_until
+
+LIMIT_S = 20.0
+"""Each wait's bound: far above what it takes, so only a hang trips it."""
+
+
+def site() -> Scenario:
+    big = {"capacity_wh": 100_000.0, "soc_pct": 50.0, "power_limit_w": 10_000.0}
+    return Scenario(
+        batteries=(
+            BatterySpec(id=1001, **big),
+            BatterySpec(id=1003, **big),
+            BatterySpec(id=1004, **{**big, "capacity_wh": 50_000.0}),
+            BatterySpec(id=1005, **{**big, "capacity_wh": 50_000.0}),
+        ),
+        inverters=(
+            InverterSpec(id=2001, batteries=(1001,), power_limit_w=5_000.0),
+            InverterSpec(id=2002, batteries=(1001,), power_limit_w=3_000.0),
+            InverterSpec(id=2003, batteries=(1003,), power_limit_w=8_000.0),
+            InverterSpec(id=2004, batteries=(1004, 1005), power_limit_w=8_000.0),
+        ),
+        telemetry_hz=20.0,
+    )
+
+
+@pytest.fixture(params=["v1", "v1alpha18"])
+def sim(request: pytest.FixtureRequest) -> Iterator[Simulator]:
+    with Simulator(site(), apis=(request.param,)) as simulator:
+        yield simulator
+
+
+async def test_a_shared_dc_bus_group_is_commanded_through_both_inverters(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    path = tmp_path / "control.sock"
+    async with running_daemon(sim, path, config_for(sim)), connect(path) as client:
+        components = await client.result("list_components")
+        assert {p["battery_id"]: p.get("group") for p in components["pairs"]} == {
+            1001: {"batteries": [1001], "inverters": [2001, 2002]},
+            1003: None,
+            1004: {"batteries": [1004, 1005], "inverters": [2004]},
+        }
+        assert components["left_out"] == []
+        # Equal weights (same capacity and SoC): 4 kW each; the group's 4 kW goes 5:3 to its
+        # inverters.
+        result = await client.result("set_power", {"power_w": -8_000, "batteries": [1001, 1003]})
+        assert result["outcome"] == "success", result
+        assert result["distribution"] == {"1001": -4_000.0, "1003": -4_000.0}
+        assert (sim.setpoint(2001), sim.setpoint(2002), sim.setpoint(2003)) == (
+            -2_500.0,
+            -1_500.0,
+            -4_000.0,
+        )
+        # Beyond the inverters' 8 kW: both at their caps, the rest reported.
+        result = await client.result("set_power", {"power_w": 12_000, "batteries": [1001]})
+        assert result["distribution"] == {"1001": 8_000.0}
+        assert result["excess_power_w"] == 4_000.0
+        assert (sim.setpoint(2001), sim.setpoint(2002)) == (5_000.0, 3_000.0)
+        # The battery takes what both inverters put in (the simulator sums them).
+        await sim_wait(sim, lambda s: s.soc(1001) > 50.0, LIMIT_S)
+        status = await client.result("get_status")
+        (entry,) = [e for e in status["batteries"] if e["id"] == 1001]
+        assert entry["group"] == {"batteries": [1001], "inverters": [2001, 2002]}
+        assert entry["setpoint_w"] == 8_000.0
+        # A release reaches both inverters.
+        await client.result("set_power", {"power_w": 0, "batteries": [1001]})
+        assert (sim.setpoint(2001), sim.setpoint(2002)) == (0.0, 0.0)
+
+
+async def test_a_group_named_in_part_is_refused_and_a_whole_one_runs(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    path = tmp_path / "control.sock"
+    async with running_daemon(sim, path, config_for(sim)), connect(path) as client:
+        reply = await client.call("set_power", {"power_w": 1_000, "batteries": [1004]})
+        assert reply["error"]["code"] == -32602
+        assert "battery 1004 is in a group with batteries 1005" in reply["error"]["message"]
+        assert sim.setpoint(2004) == 0.0
+        result = await client.result("set_power", {"power_w": 6_000, "batteries": [1004, 1005]})
+        assert result["outcome"] == "success", result
+        assert result["distribution"] == {"1004": 6_000.0}
+        assert sim.setpoint(2004) == 6_000.0
+
+
+async def test_a_battery_in_error_takes_its_whole_group_out(sim: Simulator, tmp_path: Path) -> None:
+    path = tmp_path / "control.sock"
+    async with (
+        running_daemon(sim, path, config_for(sim)) as daemon,
+        connect(path) as client,
+    ):
+        sim.set_fault(1005, error_state=True)
+        await wait_until(daemon, lambda d: d.tracker.states[1004].status is Status.NOT_WORKING)
+        status = await client.result("get_status")
+        (entry,) = [e for e in status["batteries"] if e["id"] == 1004]
+        assert "battery_error_state" in entry["reasons"]
+        assert entry["group"] == {"batteries": [1004, 1005], "inverters": [2004]}
+        result = await client.result("set_power", {"power_w": 6_000, "batteries": [1004, 1005]})
+        assert result["outcome"] != "success"
+        assert sim.setpoint(2004) == 0.0
