@@ -29,7 +29,9 @@ inverter that :func:`divide` shares among the group's inverters.
   proportional share below an inverter's minimum makes the division use fewer inverters (the
   largest caps first, ties by id), then a single inverter whose bounds take the share; what no
   choice can take exactly is placed as closely as possible below it, and the caller reports the
-  shortfall.
+  shortfall. Each inverter's setpoint is a float32 rounded toward zero, as the wire carries it
+  (a bound from telemetry is a float32, so a setpoint at a bound stays at it), and the division
+  says exactly what it placed: their sum.
 
 Pure: no IO, no clock.
 """
@@ -50,6 +52,7 @@ from distributord.core.model import (
 )
 from distributord.core.status import inverter_problems
 from distributord.core.topology import Group
+from distributord.core.values import floats32_toward_zero
 
 
 def _sum(values: Iterable[float]) -> float:
@@ -269,5 +272,6 @@ def divide(share_w: float, inverters: Sequence[tuple[int, PowerBounds]]) -> Divi
                 best = (placed, {row[2]: s for s, row in zip(shares, choice, strict=True)})
             if placed >= magnitude:
                 break
-    setpoints = {i: sign * best[1].get(i, 0.0) + 0.0 for i in idle}
-    return Division(setpoints, sign * best[0] + 0.0)
+    sent = floats32_toward_zero([sign * best[1].get(i, 0.0) for i in idle])
+    setpoints = {i: value + 0.0 for i, value in zip(idle, sent, strict=True)}
+    return Division(setpoints, math.fsum(setpoints.values()) + 0.0)

@@ -147,13 +147,15 @@ async def serve_daemon(
             await nursery.start(telemetry.serve)
         logger.info("telemetry: %d streams open", len(components))
         await nursery.start(tracker.serve)
+        side = GroupSide(link, topology.groups, merger)
         loop = RequestLoop(
-            GroupSide(link, topology.groups, merger),
+            side,
             tracker,
             topology,
             config,
             lifetime_scale=lifetime_scale,
             metrics=metrics,
+            placed=side.placed,
         )
         loop_done, loop_scope = trio.Event(), trio.CancelScope()
 

@@ -19,9 +19,13 @@ inverter (:class:`~distributord.core.topology.Topology`). Two adapters keep it s
   inverter of the group, usable or not. A member inverter that is not usable gets no other
   command: its last setpoint lapses. Commands to members go without a tail (their replies are
   read to the end), so a ramping member holds the group's command until it is done.
-
-A division that cannot place the whole share (minimums that no choice of inverters meets) sends
-what it can and logs the shortfall once per group and kind.
+* **Apparent power per inverter.** Each member's bounds of one kind are brought within its
+  apparent-power limit beside the larger of what the other kind was last sent to it and is
+  planned for it, so no inverter of a group is ever sent ``P² + Q² > S²``.
+* **Shortfalls are reported.** The request loop asks :meth:`GroupSide.placed` while it plans:
+  a division that cannot place the whole share (minimums that no choice of inverters meets,
+  an apparent-power limit) places less, the plan says so (not placed, in the result's excess),
+  and the command that follows sends exactly that division.
 """
 
 from __future__ import annotations
@@ -29,16 +33,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 from distributord.api.adapter import Decoder
+from distributord.core.distribution import capped_active_bounds
 from distributord.core.errors import CommandError, CommandFailedError
-from distributord.core.groups import GroupMerger, divide
-from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds
+from distributord.core.groups import Division, GroupMerger, divide
+from distributord.core.model import BatterySnapshot, InverterSnapshot
 from distributord.core.topology import Group, Topology
 from distributord.shell.link import MessageStream, MicrogridClient, Tail, TelemetrySink
 
 logger = logging.getLogger(__name__)
+
+PowerKind: TypeAlias = Literal["active", "reactive"]
 
 
 class GroupSink:
@@ -98,7 +105,11 @@ class GroupSide:
         self._client = client
         self._merger = merger
         self._by_lead = {group.inverter: group for group in groups.values()}
-        self._said: set[tuple[int, str]] = set()
+        self._said: set[tuple[int, PowerKind]] = set()
+        # The last division planned or sent per kind and lead inverter: (power, division).
+        self._divisions: dict[tuple[PowerKind, int], tuple[float, Division]] = {}
+        # What each member inverter was last sent, per kind (the other kind's caps need it).
+        self._sent: dict[PowerKind, dict[int, float]] = {"active": {}, "reactive": {}}
 
     async def topology(self) -> Topology:
         """The client's topology."""
@@ -112,6 +123,19 @@ class GroupSide:
         """The client's decoder."""
         return self._client.decoder(component_id, battery=battery, max_data_age_s=max_data_age_s)
 
+    def placed(self, kind: PowerKind, inverter: int, power: float) -> float:
+        """What a command of ``power`` to ``inverter`` places (``power``, or less for a group).
+
+        Less only for a group's lead inverter whose division among the group's inverters falls
+        short. The division is kept: the command that follows (of ``power``, or of what it
+        places) sends exactly it, unless the group's usable inverters changed in between, so
+        the result says what was sent.
+        """
+        group = self._by_lead.get(inverter)
+        if group is None or power == 0.0:
+            return power
+        return self._division(kind, group, power).placed_w
+
     async def set_active_powers(
         self,
         setpoints: Mapping[int, float],
@@ -120,10 +144,8 @@ class GroupSide:
         tails: Mapping[int, Tail] | None = None,
     ) -> None:
         """Active commands, a lead inverter's divided among its group's inverters."""
-        sent, members_land, member_tails = self._expand(
-            setpoints, land, tails, lambda i: i.bounds, "active"
-        )
-        await self._client.set_active_powers(sent, lifetime_s, members_land, member_tails)
+        sent, members_land, kept = self._expand("active", setpoints, land, tails)
+        await self._client.set_active_powers(sent, lifetime_s, members_land, kept)
 
     async def set_reactive_powers(
         self,
@@ -133,23 +155,62 @@ class GroupSide:
         tails: Mapping[int, Tail] | None = None,
     ) -> None:
         """Reactive commands, a lead inverter's divided by its group's reactive caps."""
-        sent, members_land, member_tails = self._expand(
-            setpoints, land, tails, lambda i: i.reactive_bounds, "reactive"
-        )
-        await self._client.set_reactive_powers(sent, lifetime_s, members_land, member_tails)
+        sent, members_land, kept = self._expand("reactive", setpoints, land, tails)
+        await self._client.set_reactive_powers(sent, lifetime_s, members_land, kept)
+
+    def _division(self, kind: PowerKind, group: Group, power: float) -> Division:
+        """``power`` divided among ``group``'s usable inverters now (the kept one if it fits).
+
+        Each inverter's bounds of ``kind`` are brought within its apparent-power limit beside
+        the larger of what the other kind was last sent and is planned for it.
+        """
+        usable = self._merger.usable(group)
+        kept = self._divisions.get((kind, group.inverter))
+        if (
+            kept is not None
+            and power in (kept[0], kept[1].placed_w)
+            and kept[1].setpoints.keys() == {i.component_id for i in usable}
+        ):
+            return kept[1]
+        other: PowerKind = "reactive" if kind == "active" else "active"
+        planned = self._divisions.get((other, group.inverter))
+        rows = []
+        for inverter in usable:
+            held = abs(self._sent[other].get(inverter.component_id, 0.0))
+            if planned is not None:
+                held = max(held, abs(planned[1].setpoints.get(inverter.component_id, 0.0)))
+            bounds = inverter.bounds if kind == "active" else inverter.reactive_bounds
+            rows.append(
+                (
+                    inverter.component_id,
+                    capped_active_bounds(bounds, inverter.apparent_limit_va, held),
+                )
+            )
+        division = divide(power, rows)
+        self._divisions[(kind, group.inverter)] = (power, division)
+        if division.placed_w != power and (group.battery, kind) not in self._said:
+            self._said.add((group.battery, kind))
+            logger.warning(
+                "group of %s: %g of %g (%s) could be divided among its inverters; the rest"
+                " is reported as not placed",
+                group.describe(),
+                division.placed_w,
+                power,
+                kind,
+            )
+        return division
 
     def _expand(
         self,
+        kind: PowerKind,
         setpoints: Mapping[int, float],
         land: Callable[[int, float | CommandError], None],
         tails: Mapping[int, Tail] | None,
-        bounds_of: Callable[[InverterSnapshot], PowerBounds],
-        kind: str,
     ) -> tuple[
         dict[int, float], Callable[[int, float | CommandError], None], dict[int, Tail] | None
     ]:
         """The commands to send, the ``land`` that combines members, the tails kept."""
-        if not self._by_lead or not self._by_lead.keys() & setpoints.keys():
+        if not self._by_lead.keys() & setpoints.keys():
             return dict(setpoints), land, None if tails is None else dict(tails)
         sent: dict[int, float] = {}
         lead_of: dict[int, int] = {}
@@ -160,25 +221,15 @@ class GroupSide:
             if group is None:
                 sent[inverter] = power
                 continue
-            if power == 0.0:
+            if power == 0.0:  # a release reaches every inverter of the group
                 members = dict.fromkeys(group.inverters, 0.0)
             else:
-                usable = [(i.component_id, bounds_of(i)) for i in self._merger.usable(group)]
-                division = divide(power, usable)
-                members = dict(division.setpoints)
-                if division.placed_w != power and (group.battery, kind) not in self._said:
-                    self._said.add((group.battery, kind))
-                    logger.warning(
-                        "group of %s: only %g of %g (%s) could be divided among its inverters",
-                        group.describe(),
-                        division.placed_w,
-                        power,
-                        kind,
-                    )
+                members = dict(self._division(kind, group, power).setpoints)
             if not members:  # no usable inverter at all: nothing can be sent
                 land(inverter, _no_inverter(group))
                 continue
             sent.update(members)
+            self._sent[kind].update(members)
             lead_of.update(dict.fromkeys(members, inverter))
             waiting[inverter] = set(members)
 

@@ -62,9 +62,9 @@ import logging
 import math
 import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, assert_never
+from typing import Any, Literal, assert_never
 
 import attrs
 import trio
@@ -296,6 +296,11 @@ class RequestLoop:
             site; a test simulator's ``lifetime_scale`` (its setpoints hold ``lifetime_s ×
             lifetime_scale`` seconds), which the ledger then takes a command to hold.
         metrics: Where commands and request latencies are counted.
+        placed: What a command of a kind ("active", "reactive") and power to an inverter
+            places: less than the power only for an N:M group's lead inverter whose division
+            among the group's inverters falls short (:meth:`GroupSide.placed
+            <distributord.shell.groups.GroupSide.placed>`); None: every command places its
+            power.
     """
 
     def __init__(
@@ -307,8 +312,10 @@ class RequestLoop:
         *,
         lifetime_scale: float = 1.0,
         metrics: Metrics | None = None,
+        placed: Callable[[Literal["active", "reactive"], int, float], float] | None = None,
     ) -> None:
         self._metrics = metrics or Metrics()
+        self._placed = placed
         self._tracker = tracker
         self._topology = topology
         self._battery_of = {inverter: battery for battery, inverter in topology.pairs.items()}
@@ -756,7 +763,55 @@ class RequestLoop:
                 active = {inverter_of[b]: p for b, p in planned.setpoints.items()}
                 reactive = reactive_split(request.reactive_var, pairs, active)
             planned, reactive = self._fit_standing(planned, reactive, pairs)
+            planned, reactive = self._divided(planned, reactive)
         return planned, statuses, unused, reactive
+
+    def _divided(
+        self, planned: Distribution, reactive: ReactiveSplit | None
+    ) -> tuple[Distribution, ReactiveSplit | None]:
+        """The plan with each N:M group's setpoint what its inverters can take of it.
+
+        A group's share is divided among its inverters when it is sent (``spec/plant.md``);
+        where no division places all of it, the plan says what is placed and the rest is
+        reported as not placed (active first: the reactive division fits beside it).
+        """
+        placed, groups = self._placed, self._topology.groups
+        if placed is None or not groups:
+            return planned, reactive
+        inverter_of = self._topology.pairs
+        setpoints, reasons = dict(planned.setpoints), dict(planned.reasons)
+        short: list[float] = []
+        for battery, power in planned.setpoints.items():
+            if battery in groups and power != 0.0:
+                got = placed("active", inverter_of[battery], power)
+                if got != power:
+                    setpoints[battery] = got
+                    reasons[battery] = Allotment.CAPPED  # by its inverters' bounds
+                    short.extend((power, -got))
+        if short:
+            planned = attrs.evolve(
+                planned,
+                setpoints=setpoints,
+                reasons=reasons,
+                remaining_w=math.fsum([planned.remaining_w, *short]),
+            )
+        if reactive is None:
+            return planned, None
+        q_setpoints = dict(reactive.setpoints)
+        q_short: list[float] = []
+        for inverter, q in reactive.setpoints.items():
+            if self._battery_of.get(inverter) in groups and q != 0.0:
+                got = placed("reactive", inverter, q)
+                if got != q:
+                    q_setpoints[inverter] = got
+                    q_short.extend((q, -got))
+        if q_short:
+            reactive = attrs.evolve(
+                reactive,
+                setpoints=q_setpoints,
+                remaining_var=math.fsum([reactive.remaining_var, *q_short]),
+            )
+        return planned, reactive
 
     def _bounds(self, batteries: frozenset[int]) -> PowerBounds:
         """The aggregate bounds of the usable batteries among ``batteries`` now (NaN: none)."""

@@ -132,7 +132,9 @@ def test_what_no_choice_takes_is_placed_below_the_share() -> None:
     assert divide(0.0, odd).setpoints == {1: 0.0, 2: 0.0}
 
 
-magnitudes = st.floats(0.0, 1e7, allow_subnormal=False)
+magnitudes = st.floats(0.0, 1e7, allow_subnormal=False, width=32)
+"""Bounds come from telemetry as float32s, and shares are float32s (``as_sent``)."""
+shares = st.floats(-2e7, 2e7, allow_subnormal=False, width=32)
 
 
 @st.composite
@@ -141,12 +143,12 @@ def inverters(draw: st.DrawFn) -> list[tuple[int, PowerBounds]]:
     rows = []
     for index in range(count):
         cap = draw(magnitudes)
-        minimum = draw(st.one_of(st.just(0.0), st.floats(0.0, cap)))
+        minimum = draw(st.one_of(st.just(0.0), st.floats(0.0, cap, width=32)))
         rows.append((index + 10, bounds(-cap, -minimum, minimum, cap)))
     return draw(st.permutations(rows))
 
 
-@given(inverters(), st.floats(-2e7, 2e7, allow_subnormal=False))
+@given(inverters(), shares)
 def test_a_division_is_never_over_and_within_every_bound(
     rows: list[tuple[int, PowerBounds]], share: float
 ) -> None:
@@ -160,13 +162,14 @@ def test_a_division_is_never_over_and_within_every_bound(
         assert value == 0.0 or (value > 0) == (share > 0)  # the share's direction only
         assert value == 0.0 or b.exclusion_upper <= abs(value) <= b.inclusion_upper
     caps = [b.inclusion_upper for _, b in rows]
-    if all(b.exclusion_upper == 0.0 for _, b in rows) and share == share:
-        # Without minimums it places all it can: the share, or every cap.
+    if all(b.exclusion_upper == 0.0 for _, b in rows):
+        # Without minimums it places all it can (the share, or every cap), less what rounding
+        # each setpoint toward zero to a float32 takes: under one float32 ulp of each.
         expected = min(abs(Fraction(share)), sum((Fraction(c) for c in caps), Fraction(0)))
-        assert abs(exact) == expected or abs(abs(exact) - expected) <= Fraction(1, 10**6)
+        assert expected - len(rows) * expected / 2**23 <= abs(exact) <= expected
 
 
-@given(inverters(), st.floats(0.0, 2e7, allow_subnormal=False), st.randoms())
+@given(inverters(), shares, st.randoms())
 def test_a_division_does_not_depend_on_the_order(
     rows: list[tuple[int, PowerBounds]], share: float, random: object
 ) -> None:

@@ -114,3 +114,33 @@ async def test_a_battery_in_error_takes_its_whole_group_out(sim: Simulator, tmp_
         result = await client.result("set_power", {"power_w": 6_000, "batteries": [1004, 1005]})
         assert result["outcome"] != "success"
         assert sim.setpoint(2004) == 0.0
+
+
+async def test_a_share_its_inverters_cannot_divide_is_reported_not_placed(
+    tmp_path: Path,
+) -> None:
+    # 300 W: both inverters would get 50 W and 250 W, below their minimums; the big one alone is
+    # below its 500 W minimum; the small one alone takes 200 W. The rest is not placed.
+    odd = Scenario(
+        batteries=(BatterySpec(id=1001, soc_pct=50.0, power_limit_w=10_000.0),),
+        inverters=(
+            InverterSpec(id=2001, batteries=(1001,), power_limit_w=200.0, exclusion_w=100.0),
+            InverterSpec(id=2002, batteries=(1001,), power_limit_w=1_000.0, exclusion_w=500.0),
+        ),
+        telemetry_hz=20.0,
+    )
+    with Simulator(odd, apis=("v1",)) as sim:
+        path = tmp_path / "control.sock"
+        async with running_daemon(sim, path, config_for(sim)), connect(path) as client:
+            result = await client.result("set_power", {"power_w": 300, "batteries": [1001]})
+            assert result["outcome"] == "success", result
+            assert result["distribution"] == {"1001": 200.0}
+            assert result["excess_power_w"] == 100.0
+            assert (sim.setpoint(2001), sim.setpoint(2002)) == (200.0, 0.0)
+            # 700 W divides: 1/6 and 5/6 would put 2001 at 116.7 W and 2002 at 583.3 W.
+            # Each share is rounded toward zero to a float32: that loss (tens of µW) is excess.
+            result = await client.result("set_power", {"power_w": 700, "batteries": [1001]})
+            placed = result["distribution"]["1001"]
+            assert sim.setpoint(2001) + sim.setpoint(2002) == placed <= 700.0
+            assert placed + result["excess_power_w"] == 700.0
+            assert result["excess_power_w"] < 1e-3

@@ -1,0 +1,168 @@
+"""The group adapters alone, on a fake microgrid: merged telemetry, divided commands (issue 25).
+
+Every test runs under trio's ``MockClock``: the fake's answers come at exact times.
+"""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from distributord.core.errors import CommandError, CommandRejectedError
+from distributord.core.groups import GroupMerger
+from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds, StateCode
+from distributord.core.topology import Group, Topology
+from distributord.shell.groups import GroupSide, GroupSink, telemetry_components
+from tests.fakes import Answer, FakeMicrogrid
+from tests.snapshots import battery_snapshot, inverter_snapshot
+
+BUS = Group((1001,), (2001, 2002))  # a battery on a shared DC bus
+PAIRED = {1001: 2001, 1003: 2003}
+TOPOLOGY = Topology(pairs=PAIRED, left_out={}, groups={1001: BUS})
+
+
+def merger_with(*inverters: InverterSnapshot) -> GroupMerger:
+    merger = GroupMerger({1001: BUS}, max_age_s=lambda: 10.0)
+    for snapshot in inverters:
+        merger.take(snapshot)
+    return merger
+
+
+def s_limited(inverter: int, active_w: float, s_va: float) -> InverterSnapshot:
+    return inverter_snapshot(
+        component_id=inverter,
+        bounds=PowerBounds.symmetric(active_w),
+        reactive_bounds=PowerBounds.symmetric(s_va),
+        apparent_limit_va=s_va,
+    )
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.snapshots: list[BatterySnapshot | InverterSnapshot] = []
+        self.gaps: list[int] = []
+
+    def snapshot(self, snapshot: BatterySnapshot | InverterSnapshot) -> None:
+        self.snapshots.append(snapshot)
+
+    def gap(self, component_id: int, reason: str) -> None:
+        self.gaps.append(component_id)
+
+
+def test_every_member_is_read_and_the_tracker_hears_the_lead() -> None:
+    assert telemetry_components(TOPOLOGY) == [
+        (1001, True),
+        (1003, True),
+        (2001, False),
+        (2002, False),
+        (2003, False),
+    ]
+    sink = Sink()
+    grouped = GroupSink(sink, merger_with())
+    grouped.snapshot(inverter_snapshot(component_id=2002))
+    grouped.snapshot(inverter_snapshot(component_id=2003))  # not a member: as it is
+    assert [s.component_id for s in sink.snapshots] == [2001, 2003]
+    # A gap of one inverter of two is no gap of the group; of both, it is the lead's.
+    grouped.gap(2001, "reset")
+    assert sink.gaps == []
+    grouped.gap(2002, "reset")
+    assert sink.gaps == [2001]
+    grouped.gap(1001, "reset")
+    grouped.gap(2003, "reset")
+    assert sink.gaps == [2001, 1001, 2003]
+
+
+async def test_a_leads_command_lands_when_every_member_has(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = FakeMicrogrid()
+    merger = merger_with(inverter_snapshot(component_id=2001), inverter_snapshot(component_id=2002))
+    side = GroupSide(fake, {1001: BUS}, merger)
+    fake.behaviour[2002] = Answer(after_s=2.0)
+    landed: list[tuple[float, int, float | CommandError]] = []
+
+    def land(inverter: int, outcome: float | CommandError) -> None:
+        landed.append((trio.current_time(), inverter, outcome))
+
+    await side.set_active_powers({2001: 6_000.0, 2003: 100.0}, 60, land)
+    assert fake.sent() == [(0.0, {2001: 3_000.0, 2002: 3_000.0, 2003: 100.0})]
+    # 2003 at once; the group once 2002 has landed, holding until the earlier of the two.
+    assert landed == [(0.0, 2003, 60.0), (2.0, 2001, 60.0)]
+    # A failure of one member is the group's.
+    fake.behaviour[2001] = Answer(error=CommandRejectedError("OUT_OF_RANGE", "no"))
+    landed.clear()
+    await side.set_active_powers({2001: 1_000.0}, 60, land)
+    assert len(landed) == 1
+    assert isinstance(landed[0][2], CommandRejectedError)
+    # A release reaches every member.
+    await side.set_active_powers({2001: 0.0}, 60, land)
+    assert fake.sent()[-1][1] == {2001: 0.0, 2002: 0.0}
+
+
+async def test_an_inverter_in_error_gets_no_share_and_none_usable_fails(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    broken = inverter_snapshot(component_id=2002, states=frozenset({StateCode.ERROR}))
+    fake = FakeMicrogrid()
+    side = GroupSide(fake, {1001: BUS}, merger_with(inverter_snapshot(component_id=2001), broken))
+    landed: list[tuple[int, float | CommandError]] = []
+    await side.set_active_powers({2001: 4_000.0}, 60, lambda i, o: landed.append((i, o)))
+    assert fake.sent()[-1][1] == {2001: 4_000.0}
+    alone = GroupSide(fake, {1001: BUS}, merger_with(broken))
+    await alone.set_active_powers({2001: 4_000.0}, 60, lambda i, o: landed.append((i, o)))
+    assert isinstance(landed[-1][1], CommandError)
+    assert "no inverter of the group" in str(landed[-1][1])
+
+
+async def test_each_member_stays_within_its_apparent_power_beside_the_other_kind(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # S = 5 kVA each. 8 kW active is 4 kW each; then 6 kvar reactive cannot be 3 kvar each
+    # (4² + 3² = 5², exactly at S: allowed) but 8 kvar would be 4 kvar each (beyond S): each
+    # gets at most 3 kvar, and placed says so.
+    fake = FakeMicrogrid()
+    merger = merger_with(s_limited(2001, 5_000.0, 5_000.0), s_limited(2002, 5_000.0, 5_000.0))
+    side = GroupSide(fake, {1001: BUS}, merger)
+    await side.set_active_powers({2001: 8_000.0}, 60, lambda i, o: None)
+    assert side.placed("reactive", 2001, 6_000.0) == 6_000.0
+    assert side.placed("reactive", 2001, 8_000.0) == 6_000.0
+    await side.set_reactive_powers({2001: 6_000.0}, 60, lambda i, o: None)
+    (batch,) = fake.reactive.sent()
+    for inverter, q in batch[1].items():
+        p = fake.sent()[-1][1][inverter]
+        assert p * p + q * q <= 5_000.0**2
+    # Not a group's lead: placed as asked.
+    assert side.placed("active", 2003, 123.0) == 123.0
+
+
+async def test_a_planned_division_is_the_one_sent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = FakeMicrogrid()
+    odd = [
+        inverter_snapshot(component_id=2001, bounds=bounds(200.0, 100.0)),
+        inverter_snapshot(component_id=2002, bounds=bounds(1_000.0, 500.0)),
+    ]
+    side = GroupSide(fake, {1001: BUS}, merger_with(*odd))
+    assert side.placed("active", 2001, 300.0) == 200.0
+    await side.set_active_powers({2001: 200.0}, 60, lambda i, o: None)
+    assert fake.sent()[-1][1] == {2001: 200.0, 2002: 0.0}
+
+
+def bounds(cap: float, minimum: float) -> PowerBounds:
+    return PowerBounds(
+        inclusion_lower=-cap,
+        exclusion_lower=-minimum,
+        exclusion_upper=minimum,
+        inclusion_upper=cap,
+    )
+
+
+def test_the_merged_battery_waits_for_both_batteries() -> None:
+    merger = GroupMerger({1001: Group((1001, 1002), (2001,))}, max_age_s=lambda: 10.0)
+    sink = Sink()
+    grouped = GroupSink(sink, merger)
+    grouped.snapshot(battery_snapshot(component_id=1002))
+    assert sink.snapshots == []
+    grouped.snapshot(battery_snapshot(component_id=1001))
+    assert [s.component_id for s in sink.snapshots] == [1001]
