@@ -426,10 +426,21 @@ def _batteries(report: Mapping[str, Any]) -> Iterator[GaugeMetricFamily]:
             labels=["battery"],
         ),
     }
+    members = GaugeMetricFamily(
+        "distributord_battery_group_member",
+        "1 for each battery and inverter of an N:M group, labelled by the group's lead battery"
+        " (the id its status, setpoint and other gauges go by)",
+        labels=["battery", "member", "kind"],
+    )
     tally = dict.fromkeys(statuses, 0)
     for entry in report["batteries"]:
         battery = str(entry["id"])
         tally[entry["status"]] += 1
+        group = entry.get("group")
+        if group is not None:
+            for key, kind in (("batteries", "battery"), ("inverters", "inverter")):
+                for member in group[key]:
+                    members.add_metric([battery, str(member), kind], 1.0)
         for one in statuses:
             status.add_metric([battery, one], 1.0 if entry["status"] == one else 0.0)
         for key, family in fields.items():
@@ -439,6 +450,7 @@ def _batteries(report: Mapping[str, Any]) -> Iterator[GaugeMetricFamily]:
         counts.add_metric([one], tally[one])
     yield counts
     yield status
+    yield members
     yield from fields.values()
 
 

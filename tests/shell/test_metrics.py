@@ -596,3 +596,29 @@ async def test_a_scrape_shows_each_batterys_reactive_setpoint(tmp_path: Path) ->
     for battery in batteries:
         name = "distributord_battery_reactive_setpoint_var"
         assert value(samples, name, battery=str(battery)) == -500.0
+
+
+async def test_a_scrape_shows_each_groups_members(tmp_path: Path) -> None:
+    # Issue 25: battery 1002 on a second inverter too: a group of one battery, two inverters.
+    scenario = attrs.evolve(
+        SCENARIO,
+        inverters=(
+            *SCENARIO.inverters,
+            InverterSpec(id=2009, batteries=(1002,), power_limit_w=1_000.0),
+        ),
+    )
+    with Simulator(scenario) as sim:
+        async with daemon_with_metrics(sim, tmp_path) as (_, server):
+            samples = await scrape(server)
+    name = "distributord_battery_group_member"
+    members = {
+        (labels["battery"], labels["member"], labels["kind"])
+        for (sample_name, label_set), sample_value in samples.items()
+        if sample_name == name and sample_value == 1.0
+        for labels in [dict(label_set)]
+    }
+    assert members == {
+        ("1002", "1002", "battery"),
+        ("1002", "2002", "inverter"),
+        ("1002", "2009", "inverter"),
+    }
