@@ -344,6 +344,7 @@ class BatteryStatus:
         data_age_s: Age of the older of its battery's and inverter's latest new samples.
         clock_offset_s: The microgrid's clock offset (our clock at receipt minus the sample's
             timestamp), once a sample said when it was taken.
+        group: For the lead of an N:M group, its members (the entry is the group's).
     """
 
     id: int
@@ -360,6 +361,7 @@ class BatteryStatus:
     apparent_limit_va: float | None = None
     data_age_s: float | None = None
     clock_offset_s: float | None = None
+    group: Members | None = None
 
     @classmethod
     def from_json(cls, value: object) -> BatteryStatus:
@@ -369,7 +371,14 @@ class BatteryStatus:
         reactive_bounds = (
             _read(ReactiveBounds, r.child("reactive_bounds")) if r.has("reactive_bounds") else None
         )
-        return _read(cls, r, bounds=bounds, reactive_bounds=reactive_bounds, **_standing(r))
+        return _read(
+            cls,
+            r,
+            bounds=bounds,
+            reactive_bounds=reactive_bounds,
+            group=Members.read(r),
+            **_standing(r),
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -403,16 +412,39 @@ class StatusReport:
 
 
 @attrs.frozen(kw_only=True)
+class Members:
+    """The batteries and inverters of an N:M group (``spec/plant.md``).
+
+    A group is one unit: it goes by its lead battery (the smallest id) and lead inverter in
+    results, statuses and setpoints, and a request names all its batteries or none.
+
+    Attributes:
+        batteries: Its batteries' ids.
+        inverters: Its inverters' ids.
+    """
+
+    batteries: frozenset[int]
+    inverters: frozenset[int]
+
+    @classmethod
+    def read(cls, r: _Reader) -> Members | None:
+        """The ``group`` object of ``r``, if it has one."""
+        return _read(cls, r.child("group")) if r.has("group") else None
+
+
+@attrs.frozen(kw_only=True)
 class Pair:
     """A battery and the inverter the daemon commands it through.
 
     Attributes:
-        battery_id: The battery.
-        inverter_id: Its inverter.
+        battery_id: The battery (a group's lead).
+        inverter_id: Its inverter (a group's lead inverter).
+        group: For an N:M group, its members; ``None`` for one battery on one inverter.
     """
 
     battery_id: int
     inverter_id: int
+    group: Members | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -445,7 +477,10 @@ class Components:
         """Read ``list_components``'s result."""
         r = _Reader("component list", value)
         return cls(
-            pairs=tuple(_read(Pair, _Reader("pair", entry)) for entry in r.array("pairs")),
+            pairs=tuple(
+                _read(Pair, pair, group=Members.read(pair))
+                for pair in (_Reader("pair", entry) for entry in r.array("pairs"))
+            ),
             left_out=tuple(
                 _read(LeftOut, _Reader("left-out battery", entry)) for entry in r.array("left_out")
             ),

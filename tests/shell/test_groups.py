@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from distributord.client import Members
 from distributord.core.status import Status
 from distributord.sim.scenario import BatterySpec, InverterSpec, Scenario
 from distributord.sim.server import Simulator
@@ -58,6 +59,15 @@ async def test_a_shared_dc_bus_group_is_commanded_through_both_inverters(
             1004: {"batteries": [1004, 1005], "inverters": [2004]},
         }
         assert components["left_out"] == []
+        # The client library reads them.
+        listed = {p.battery_id: p.group for p in (await client.list_components()).pairs}
+        assert listed[1001] == Members(
+            batteries=frozenset({1001}), inverters=frozenset({2001, 2002})
+        )
+        assert listed[1003] is None
+        assert (await client.get_status()).batteries[1004].group == Members(
+            batteries=frozenset({1004, 1005}), inverters=frozenset({2004})
+        )
         # Equal weights (same capacity and SoC): 4 kW each; the group's 4 kW goes 5:3 to its
         # inverters.
         result = await client.result("set_power", {"power_w": -8_000, "batteries": [1001, 1003]})
