@@ -173,13 +173,34 @@ def render_status(result: Mapping[str, Any], path: str) -> list[str]:
     return lines
 
 
+def _members(group: Mapping[str, Any] | None) -> str:
+    """``batteries 1004, 1005 on inverter 2004`` for a group; empty for a plain pair."""
+    if group is None:
+        return ""
+
+    def named(one: str, many: str, ids: list[int]) -> str:
+        return f"{one if len(ids) == 1 else many} {', '.join(str(i) for i in ids)}"
+
+    return (
+        f"{named('battery', 'batteries', group['batteries'])} on"
+        f" {named('inverter', 'inverters', group['inverters'])}"
+    )
+
+
 def render_components(result: Mapping[str, Any], path: str) -> list[str]:
     """The managed pairs, then what was left out and why."""
     del path
     pairs = result["pairs"]
     left_out = result["left_out"]
     lines = [f"{len(pairs)} battery/inverter pairs managed"]
-    if pairs:
+    if any("group" in pair for pair in pairs):  # N:M groups: each under its lead, members named
+        lines[0] += " (an N:M group counts as one, under its lead battery and inverter)"
+        rows = [
+            [str(pair["battery_id"]), str(pair["inverter_id"]), _members(pair.get("group"))]
+            for pair in pairs
+        ]
+        lines += table(["BATTERY", "INVERTER", "GROUP"], rows, right=(0, 1))
+    elif pairs:
         rows = [[str(pair["battery_id"]), str(pair["inverter_id"])] for pair in pairs]
         lines += table(["BATTERY", "INVERTER"], rows, right=(0, 1))
     if left_out:

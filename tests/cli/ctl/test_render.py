@@ -631,3 +631,36 @@ def test_status_shows_the_reactive_setpoint_where_present(
 )
 def test_format_reactive(var: float, unit: str | None, text: str) -> None:
     assert render.format_reactive(var, unit) == text
+
+
+def test_components_table_names_each_groups_members(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.answers["list_components"] = reply(
+        {
+            "pairs": [
+                {
+                    "battery_id": 1001,
+                    "inverter_id": 2001,
+                    "group": {"batteries": [1001], "inverters": [2001, 2002]},
+                },
+                {"battery_id": 1003, "inverter_id": 2003},
+                {
+                    "battery_id": 1004,
+                    "inverter_id": 2004,
+                    "group": {"batteries": [1004, 1005], "inverters": [2004]},
+                },
+            ],
+            "left_out": [],
+        }
+    )
+    assert run(daemon, "components") == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "3 battery/inverter pairs managed (an N:M group counts as one, under its lead battery"
+        " and inverter)",
+        "BATTERY  INVERTER  GROUP",
+        "   1001      2001  battery 1001 on inverters 2001, 2002",
+        "   1003      2003",
+        "   1004      2004  batteries 1004, 1005 on inverter 2004",
+        "no batteries left out",
+    ]
