@@ -21,9 +21,12 @@ inverter that :func:`divide` shares among the group's inverters.
   take through one inverter). The measured power is the sum over every inverter that reported.
   With no usable inverter the snapshot is all of them, states and errors included, so the
   status machine says why.
-* **Times.** A merged snapshot was sampled when its newest member was (so each member's new
-  sample is a new sample of the group) and received when its oldest member was (so one silent
-  member makes the group's data stale).
+* **Times.** A merged snapshot was sampled when its newest member was and received when its
+  oldest member was (so one silent member makes the group's data stale). Each member's new
+  sample is a new sample of the group: when members' samples interleave, a merged one that
+  would not be later than the group's last is taken as one ulp after it. A member's sample
+  that is not later than its own last is no news at all (dropped here, not counted as a
+  repeat by the tracker).
 * **Division** (:func:`divide`): a group's share goes to its usable inverters in proportion to
   their caps in the share's direction, exactly: never over the share, never over a cap. A
   proportional share below an inverter's minimum makes the division use fewer inverters (the
@@ -158,6 +161,7 @@ class GroupMerger:
             self._group_of.update(dict.fromkeys((*group.batteries, *group.inverters), group))
         self.batteries: dict[int, BatterySnapshot] = {}
         self.inverters: dict[int, InverterSnapshot] = {}
+        self._last_sampled: dict[int, float] = {}  # lead battery/inverter: last merged sample
 
     def __contains__(self, component_id: int) -> bool:
         return component_id in self._group_of
@@ -176,14 +180,31 @@ class GroupMerger:
         group = self._group_of.get(snapshot.component_id)
         if group is None:
             return snapshot
+        merged: BatterySnapshot | InverterSnapshot
         if isinstance(snapshot, BatterySnapshot):
+            before: BatterySnapshot | InverterSnapshot | None = self.batteries.get(
+                snapshot.component_id
+            )
+            if before is not None and not snapshot.sampled_at > before.sampled_at:
+                return None  # not a new sample of this member: nothing new of the group
             self.batteries[snapshot.component_id] = snapshot
             batteries = [self.batteries.get(b) for b in group.batteries]
             if any(b is None for b in batteries):
                 return None
-            return merged_battery(group.battery, [b for b in batteries if b is not None])
-        self.inverters[snapshot.component_id] = snapshot
-        return merged_inverter(group.inverter, self.members(group), self._max_age_s())
+            merged = merged_battery(group.battery, [b for b in batteries if b is not None])
+        else:
+            before = self.inverters.get(snapshot.component_id)
+            if before is not None and not snapshot.sampled_at > before.sampled_at:
+                return None
+            self.inverters[snapshot.component_id] = snapshot
+            merged = merged_inverter(group.inverter, self.members(group), self._max_age_s())
+        # Each member's new sample is a new sample of the group: one sampled before the newest
+        # member's is taken as one ulp after the group's last.
+        last = self._last_sampled.get(merged.component_id, -math.inf)
+        if not merged.sampled_at > last:
+            merged = attrs.evolve(merged, sampled_at=math.nextafter(last, math.inf))
+        self._last_sampled[merged.component_id] = merged.sampled_at
+        return merged
 
     def members(self, group: Group) -> list[InverterSnapshot]:
         """The latest snapshot of each of ``group``'s inverters that has reported."""

@@ -16,9 +16,12 @@ inverter (:class:`~distributord.core.topology.Topology`). Two adapters keep it s
   (:func:`~distributord.core.groups.divide`; reactive power in proportion to their reactive
   caps the same way), sent to each in one batch with the other commands, and lands once every
   member has landed: the earliest valid-until, or the first failure. A release (0) goes to every
-  inverter of the group, usable or not. A member inverter that is not usable gets no other
-  command: its last setpoint lapses. Commands to members go without a tail (their replies are
-  read to the end), so a ramping member holds the group's command until it is done.
+  inverter of the group, usable or not. A member inverter that is not usable gets no share:
+  if it was last sent power, it is sent 0 with the others (its answer does not decide the
+  group's; until a 0 is accepted, every command to the group sends it 0 again), so what it
+  may still hold never adds to their shares for longer than it must. Commands to members go
+  without a tail (their replies are read to the end), so a ramping member holds the group's
+  command until it is done.
 * **Apparent power per inverter.** Each member's bounds of one kind are brought within its
   apparent-power limit beside the larger of what the other kind was last sent to it and is
   planned for it, so no inverter of a group is ever sent ``P² + Q² > S²``.
@@ -225,18 +228,29 @@ class GroupSide:
                 members = dict.fromkeys(group.inverters, 0.0)
             else:
                 members = dict(self._division(kind, group, power).setpoints)
+            # An inverter left out of the division that may still hold power is sent 0, so the
+            # others' shares never add to it; its answer does not decide the group's.
+            stray = {
+                i: 0.0
+                for i in group.inverters
+                if i not in members and self._sent[kind].get(i, 0.0) != 0.0
+            }
             if not members:  # no usable inverter at all: nothing can be sent
                 land(inverter, _no_inverter(group))
-                continue
+            else:
+                lead_of.update(dict.fromkeys(members, inverter))
+                waiting[inverter] = set(members)
             sent.update(members)
+            sent.update(stray)
             self._sent[kind].update(members)
-            lead_of.update(dict.fromkeys(members, inverter))
-            waiting[inverter] = set(members)
 
         def members_land(member: int, result: float | CommandError) -> None:
             lead = lead_of.get(member)
             if lead is None:
-                land(member, result)
+                if member in setpoints:  # not a group's member: its own outcome
+                    land(member, result)
+                elif not isinstance(result, CommandError):  # a stray member holds 0 now
+                    self._sent[kind][member] = 0.0
                 return
             earlier = outcome.get(lead)
             if earlier is None or (

@@ -176,3 +176,18 @@ def test_a_division_does_not_depend_on_the_order(
     shuffled = list(rows)
     random.shuffle(shuffled)  # type: ignore[attr-defined]
     assert divide(share, rows) == divide(share, shuffled)
+
+
+def test_interleaved_members_each_make_a_new_group_sample() -> None:
+    merger = GroupMerger({1001: GROUP}, max_age_s=lambda: 10.0)
+    first = merger.take(inverter_snapshot(component_id=2001, sampled_at=10.0))
+    late = merger.take(inverter_snapshot(component_id=2002, sampled_at=9.5))  # arrives later
+    assert first is not None
+    assert late is not None
+    assert first.sampled_at == 10.0
+    assert late.sampled_at == math.nextafter(10.0, math.inf)  # new for the tracker
+    assert late.bounds.inclusion_upper == 10_000.0  # and it carries 2002's news
+    # A member's own repeat is no news of the group.
+    assert merger.take(inverter_snapshot(component_id=2002, sampled_at=9.5)) is None
+    assert merger.take(battery_snapshot(component_id=1001, sampled_at=3.0)) is None
+    assert merger.take(battery_snapshot(component_id=1001, sampled_at=3.0)) is None

@@ -166,3 +166,29 @@ def test_the_merged_battery_waits_for_both_batteries() -> None:
     assert sink.snapshots == []
     grouped.snapshot(battery_snapshot(component_id=1001))
     assert [s.component_id for s in sink.snapshots] == [1001]
+
+
+async def test_an_inverter_that_stops_being_usable_is_sent_0_and_not_waited_for(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = FakeMicrogrid()
+    merger = merger_with(inverter_snapshot(component_id=2001), inverter_snapshot(component_id=2002))
+    side = GroupSide(fake, {1001: BUS}, merger)
+    await side.set_active_powers({2001: 6_000.0}, 60, lambda i, o: None)
+    merger.take(
+        inverter_snapshot(component_id=2002, sampled_at=1.0, states=frozenset({StateCode.ERROR}))
+    )
+    fake.behaviour[2002] = Answer(error=CommandRejectedError("FAILED_PRECONDITION", "in error"))
+    landed: list[tuple[int, float | CommandError]] = []
+    await side.set_active_powers({2001: 4_000.0}, 60, lambda i, o: landed.append((i, o)))
+    # 2002 may still hold 3 kW: it is sent 0; its refusal is not the group's.
+    assert fake.sent()[-1][1] == {2001: 4_000.0, 2002: 0.0}
+    assert landed == [(2001, 60.0)]
+    # Refused, it may still hold 3 kW: it is sent 0 again; once accepted, nothing more.
+    await side.set_active_powers({2001: 3_000.0}, 60, lambda i, o: None)
+    assert fake.sent()[-1][1] == {2001: 3_000.0, 2002: 0.0}
+    del fake.behaviour[2002]
+    await side.set_active_powers({2001: 3_000.0}, 60, lambda i, o: None)
+    assert fake.sent()[-1][1] == {2001: 3_000.0, 2002: 0.0}
+    await side.set_active_powers({2001: 2_000.0}, 60, lambda i, o: None)
+    assert fake.sent()[-1][1] == {2001: 2_000.0}
