@@ -221,11 +221,14 @@ class Division:
 
     Attributes:
         setpoints: Inverter id to W; exactly ``0.0`` for the usable inverters left idle.
-        placed_w: Their sum (exact): ``share`` itself unless no choice could take it all.
+        placed_w: Their sum (exact): the share, less what rounding each setpoint toward zero
+            to a float32 took, and less what no choice of inverters could take.
+        whole: Whether a choice of inverters took the whole share (before the rounding).
     """
 
     setpoints: Mapping[int, float]
     placed_w: float
+    whole: bool = True
 
 
 def _cap(bounds: PowerBounds, sign: float) -> float:
@@ -274,7 +277,7 @@ def divide(share_w: float, inverters: Sequence[tuple[int, PowerBounds]]) -> Divi
     """
     idle = {inverter: 0.0 for inverter, _ in inverters}
     if share_w == 0.0 or not inverters or share_w != share_w:
-        return Division(idle, 0.0)
+        return Division(idle, 0.0, share_w == 0.0)
     sign = 1.0 if share_w > 0 else -1.0
     magnitude = abs(share_w)
     rows = sorted(
@@ -295,4 +298,4 @@ def divide(share_w: float, inverters: Sequence[tuple[int, PowerBounds]]) -> Divi
                 break
     sent = floats32_toward_zero([sign * best[1].get(i, 0.0) for i in idle])
     setpoints = {i: value + 0.0 for i, value in zip(idle, sent, strict=True)}
-    return Division(setpoints, math.fsum(setpoints.values()) + 0.0)
+    return Division(setpoints, math.fsum(setpoints.values()) + 0.0, best[0] >= magnitude)

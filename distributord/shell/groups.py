@@ -50,6 +50,9 @@ logger = logging.getLogger(__name__)
 
 PowerKind: TypeAlias = Literal["active", "reactive"]
 
+KEPT_DIVISIONS = 8
+"""Divisions kept per group and kind (a plan may be made a few times before its commands go)."""
+
 
 class GroupSink:
     """A telemetry sink that merges group members' news into the lead's (see the module doc).
@@ -109,8 +112,9 @@ class GroupSide:
         self._merger = merger
         self._by_lead = {group.inverter: group for group in groups.values()}
         self._said: set[tuple[int, PowerKind]] = set()
-        # The last division planned or sent per kind and lead inverter: (power, division).
-        self._divisions: dict[tuple[PowerKind, int], tuple[float, Division]] = {}
+        # The last divisions planned or sent per kind and lead inverter, with their shares, the
+        # newest last (a command of a share, or of what its division placed, sends it again).
+        self._divisions: dict[tuple[PowerKind, int], list[tuple[float, Division]]] = {}
         # What each member inverter was last sent, per kind (the other kind's caps need it).
         self._sent: dict[PowerKind, dict[int, float]] = {"active": {}, "reactive": {}}
 
@@ -126,18 +130,21 @@ class GroupSide:
         """The client's decoder."""
         return self._client.decoder(component_id, battery=battery, max_data_age_s=max_data_age_s)
 
-    def placed(self, kind: PowerKind, inverter: int, power: float) -> float:
-        """What a command of ``power`` to ``inverter`` places (``power``, or less for a group).
+    def placed(self, kind: PowerKind, inverter: int, power: float) -> tuple[float, bool]:
+        """What a command of ``power`` to ``inverter`` places, and whether all of it was taken.
 
-        Less only for a group's lead inverter whose division among the group's inverters falls
-        short. The division is kept: the command that follows (of ``power``, or of what it
-        places) sends exactly it, unless the group's usable inverters changed in between, so
-        the result says what was sent.
+        ``(power, True)``, unless ``inverter`` is a group's lead: then its division among the
+        group's inverters, which places less by each setpoint's rounding to a float32, and
+        ``False`` when no choice of inverters could take the whole share. The division is
+        kept: the command that follows (of ``power``, or of what it places) sends exactly it,
+        unless the group's usable inverters changed in between, so the result says what was
+        sent.
         """
         group = self._by_lead.get(inverter)
         if group is None or power == 0.0:
-            return power
-        return self._division(kind, group, power).placed_w
+            return power, True
+        division = self._division(kind, group, power)
+        return division.placed_w, division.whole
 
     async def set_active_powers(
         self,
@@ -168,20 +175,20 @@ class GroupSide:
         the larger of what the other kind was last sent and is planned for it.
         """
         usable = self._merger.usable(group)
-        kept = self._divisions.get((kind, group.inverter))
-        if (
-            kept is not None
-            and power in (kept[0], kept[1].placed_w)
-            and kept[1].setpoints.keys() == {i.component_id for i in usable}
-        ):
-            return kept[1]
+        ids = {i.component_id for i in usable}
+        kept = self._divisions.setdefault((kind, group.inverter), [])
+        for share, division in reversed(kept):  # by its share, or by what it placed
+            if power in (share, division.placed_w) and division.setpoints.keys() == ids:
+                return division
         other: PowerKind = "reactive" if kind == "active" else "active"
-        planned = self._divisions.get((other, group.inverter))
+        planned = [d for _, d in self._divisions.get((other, group.inverter), [])]
         rows = []
         for inverter in usable:
-            held = abs(self._sent[other].get(inverter.component_id, 0.0))
-            if planned is not None:
-                held = max(held, abs(planned[1].setpoints.get(inverter.component_id, 0.0)))
+            held = max(
+                (abs(d.setpoints.get(inverter.component_id, 0.0)) for d in planned),
+                default=0.0,
+            )
+            held = max(held, abs(self._sent[other].get(inverter.component_id, 0.0)))
             bounds = inverter.bounds if kind == "active" else inverter.reactive_bounds
             rows.append(
                 (
@@ -190,8 +197,9 @@ class GroupSide:
                 )
             )
         division = divide(power, rows)
-        self._divisions[(kind, group.inverter)] = (power, division)
-        if division.placed_w != power and (group.battery, kind) not in self._said:
+        kept.append((power, division))
+        del kept[:-KEPT_DIVISIONS]  # the oldest go
+        if not division.whole and (group.battery, kind) not in self._said:
             self._said.add((group.battery, kind))
             logger.warning(
                 "group of %s: %g of %g (%s) could be divided among its inverters; the rest"

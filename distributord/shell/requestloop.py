@@ -175,6 +175,11 @@ def held_s(config: Config, lifetime_scale: float) -> float:
     return config.setpoints.lifetime_s * lifetime_scale
 
 
+GROUP_REPLANS = 2
+"""How many times a plan is made again when an N:M group's inverters could not divide its
+share (``_held_to``): each time the group is held to what they placed, so the rest can go to
+pairs that take it; what still falls short after that is reported as not placed."""
+
 HELD_BACK_S = 1.0
 """How soon a set whose plan was held back by the other kind of power still standing (its
 apparent-power limit) is planned again: the other kind's change has landed by then."""
@@ -297,8 +302,9 @@ class RequestLoop:
             lifetime_scale`` seconds), which the ledger then takes a command to hold.
         metrics: Where commands and request latencies are counted.
         placed: What a command of a kind ("active", "reactive") and power to an inverter
-            places: less than the power only for an N:M group's lead inverter whose division
-            among the group's inverters falls short (:meth:`GroupSide.placed
+            places, and whether its inverters took all of it: less than the power only for an
+            N:M group's lead inverter, by the wire's rounding of its division among the group's
+            inverters, or by what no choice of them could take (:meth:`GroupSide.placed
             <distributord.shell.groups.GroupSide.placed>`); None: every command places its
             power.
     """
@@ -312,7 +318,8 @@ class RequestLoop:
         *,
         lifetime_scale: float = 1.0,
         metrics: Metrics | None = None,
-        placed: Callable[[Literal["active", "reactive"], int, float], float] | None = None,
+        placed: Callable[[Literal["active", "reactive"], int, float], tuple[float, bool]]
+        | None = None,
     ) -> None:
         self._metrics = metrics or Metrics()
         self._placed = placed
@@ -741,53 +748,75 @@ class RequestLoop:
             enabled=config.distribution.compensate_unused,
         )
         pairs = choice.pairs
-        reactive: ReactiveSplit | None = None
+        first: ReactiveSplit | None = None
         if request.reactive_var is not None and config.plant.pq_priority == "reactive":
-            reactive = reactive_split(request.reactive_var, pairs, {})
-            pairs = _within_apparent(pairs, reactive.setpoints)
-        planned = plan(
-            request,
-            pairs,
-            exponent=config.distribution.exponent,
-            derate_band_pct=config.distribution.derate_band_pct,
-            broken=choice.broken,
-            search_budget=SearchBudget(
-                clock=time.perf_counter, seconds=config.distribution.search_budget_s
-            ),
-            split_w=unused.compensation.target_w,
-        )
-        if isinstance(planned, Distribution):
+            first = reactive_split(request.reactive_var, pairs, {})
+            pairs = _within_apparent(pairs, first.setpoints)
+        best: tuple[Result | Distribution, ReactiveSplit | None] | None = None
+        for _ in range(1 + GROUP_REPLANS):
+            planned = plan(
+                request,
+                pairs,
+                exponent=config.distribution.exponent,
+                derate_band_pct=config.distribution.derate_band_pct,
+                broken=choice.broken,
+                search_budget=SearchBudget(
+                    clock=time.perf_counter, seconds=config.distribution.search_budget_s
+                ),
+                split_w=unused.compensation.target_w,
+            )
+            if not isinstance(planned, Distribution):
+                if best is None:
+                    best = (planned, first)
+                break
             planned = as_sent(planned)  # float32 on the wire, never more than planned
+            reactive = first
             if request.reactive_var is not None and reactive is None:
                 inverter_of = self._topology.pairs
                 active = {inverter_of[b]: p for b, p in planned.setpoints.items()}
                 reactive = reactive_split(request.reactive_var, pairs, active)
             planned, reactive = self._fit_standing(planned, reactive, pairs)
-            planned, reactive = self._divided(planned, reactive)
-        return planned, statuses, unused, reactive
+            planned, reactive, short = self._divided(planned, reactive)
+            kept = None if best is None else best[0]
+            if not isinstance(kept, Distribution) or abs(planned.remaining_w) < abs(
+                kept.remaining_w
+            ):
+                best = (planned, reactive)  # the plan that places the most
+            if not short:
+                break
+            # A group's inverters could not divide its share: re-plan with the group held to
+            # what they can take, so the rest goes to pairs that can take it.
+            pairs = _held_to(pairs, short)
+        assert best is not None
+        return best[0], statuses, unused, best[1]
 
     def _divided(
         self, planned: Distribution, reactive: ReactiveSplit | None
-    ) -> tuple[Distribution, ReactiveSplit | None]:
+    ) -> tuple[Distribution, ReactiveSplit | None, dict[int, tuple[float, bool]]]:
         """The plan with each N:M group's setpoint what its inverters can take of it.
 
         A group's share is divided among its inverters when it is sent (``spec/plant.md``);
         where no division places all of it, the plan says what is placed and the rest is
-        reported as not placed (active first: the reactive division fits beside it).
+        reported as not placed (active first: the reactive division fits beside it). Also
+        returns the groups whose inverters could not take their whole active share (more than
+        the wire's rounding): lead battery to what was placed and whether it charges.
         """
         placed, groups = self._placed, self._topology.groups
         if placed is None or not groups:
-            return planned, reactive
+            return planned, reactive, {}
         inverter_of = self._topology.pairs
         setpoints, reasons = dict(planned.setpoints), dict(planned.reasons)
         short: list[float] = []
+        held: dict[int, tuple[float, bool]] = {}
         for battery, power in planned.setpoints.items():
             if battery in groups and power != 0.0:
-                got = placed("active", inverter_of[battery], power)
+                got, whole = placed("active", inverter_of[battery], power)
                 if got != power:
                     setpoints[battery] = got
-                    reasons[battery] = Allotment.CAPPED  # by its inverters' bounds
                     short.extend((power, -got))
+                if not whole:
+                    reasons[battery] = Allotment.CAPPED  # by its inverters' bounds
+                    held[battery] = (got, power > 0.0)
         if short:
             planned = attrs.evolve(
                 planned,
@@ -796,12 +825,12 @@ class RequestLoop:
                 remaining_w=math.fsum([planned.remaining_w, *short]),
             )
         if reactive is None:
-            return planned, None
+            return planned, None, held
         q_setpoints = dict(reactive.setpoints)
         q_short: list[float] = []
         for inverter, q in reactive.setpoints.items():
             if self._battery_of.get(inverter) in groups and q != 0.0:
-                got = placed("reactive", inverter, q)
+                got, _ = placed("reactive", inverter, q)
                 if got != q:
                     q_setpoints[inverter] = got
                     q_short.extend((q, -got))
@@ -811,7 +840,7 @@ class RequestLoop:
                 setpoints=q_setpoints,
                 remaining_var=math.fsum([reactive.remaining_var, *q_short]),
             )
-        return planned, reactive
+        return planned, reactive, held
 
     def _bounds(self, batteries: frozenset[int]) -> PowerBounds:
         """The aggregate bounds of the usable batteries among ``batteries`` now (NaN: none)."""
@@ -1744,6 +1773,41 @@ def _limits_of(inverter: InverterSnapshot) -> ReactiveLimits:
     limits = ReactiveLimits.of(inverter)
     _LIMITS[inverter.component_id] = (inverter, limits)
     return limits
+
+
+def _held_to(pairs: Sequence[Pair], held: Mapping[int, tuple[float, bool]]) -> Sequence[Pair]:
+    """``pairs`` with each battery in ``held`` able to take at most its magnitude, its way.
+
+    ``held``: battery to (W, whether it charges). A group whose inverters could divide only
+    part of its share (``RequestLoop._divided``) is re-planned at most at what they placed:
+    its cap that way becomes that magnitude, its minimum kept (the way closed, 0 to 0, when
+    the cap falls below it).
+    """
+    capped = list(pairs)
+    for index, pair in enumerate(pairs):
+        if pair.battery_id not in held:
+            continue
+        power, charging = held[pair.battery_id]
+        bounds = pair.inverter.bounds
+        if charging:
+            cap = min(bounds.inclusion_upper, abs(power))
+            open_ = cap >= bounds.exclusion_upper
+            bounds = attrs.evolve(
+                bounds,
+                inclusion_upper=cap if open_ else 0.0,
+                exclusion_upper=bounds.exclusion_upper if open_ else 0.0,
+            )
+        else:
+            cap = max(bounds.inclusion_lower, -abs(power))
+            open_ = cap <= bounds.exclusion_lower
+            bounds = attrs.evolve(
+                bounds,
+                inclusion_lower=cap if open_ else 0.0,
+                exclusion_lower=bounds.exclusion_lower if open_ else 0.0,
+            )
+        inverter = attrs.evolve(pair.inverter, bounds=bounds)
+        capped[index] = Pair(battery=pair.battery, inverter=inverter)
+    return tuple(capped)
 
 
 def _within_apparent(pairs: Sequence[Pair], reactive_var: Mapping[int, float]) -> Sequence[Pair]:

@@ -154,3 +154,31 @@ async def test_a_share_its_inverters_cannot_divide_is_reported_not_placed(
             assert sim.setpoint(2001) + sim.setpoint(2002) == placed <= 700.0
             assert placed + result["excess_power_w"] == 700.0
             assert result["excess_power_w"] < 1e-3
+
+
+async def test_what_a_groups_inverters_cannot_take_goes_to_another_pair(tmp_path: Path) -> None:
+    # Found porting the reference SDK's cases: 600 W over the group (inverters of 100 W, minimum
+    # 10 W, and 1 kW, minimum 500 W) and a pair of 1 kW. Equal weights give each 300 W; the
+    # group's inverters can take 100 W of its 300 W (both would be 27 + 273 W, the big one alone
+    # is below its minimum). Planned again with the group held to 100 W, the pair takes 500 W:
+    # all 600 W are placed.
+    site = Scenario(
+        batteries=(
+            BatterySpec(id=1001, soc_pct=50.0, power_limit_w=2_000.0),
+            BatterySpec(id=1002, soc_pct=50.0, power_limit_w=1_000.0),
+        ),
+        inverters=(
+            InverterSpec(id=2011, batteries=(1001,), power_limit_w=100.0, exclusion_w=10.0),
+            InverterSpec(id=2012, batteries=(1001,), power_limit_w=1_000.0, exclusion_w=500.0),
+            InverterSpec(id=2021, batteries=(1002,), power_limit_w=1_000.0),
+        ),
+        telemetry_hz=20.0,
+    )
+    with Simulator(site, apis=("v1",)) as sim:
+        path = tmp_path / "control.sock"
+        async with running_daemon(sim, path, config_for(sim)), connect(path) as client:
+            result = await client.result("set_power", {"power_w": 600, "batteries": [1001, 1002]})
+            assert result["outcome"] == "success", result
+            assert result["distribution"] == {"1001": 100.0, "1002": 500.0}
+            assert result["excess_power_w"] == 0.0
+            assert [sim.setpoint(i) for i in (2011, 2012, 2021)] == [100.0, 0.0, 500.0]

@@ -124,15 +124,15 @@ async def test_each_member_stays_within_its_apparent_power_beside_the_other_kind
     merger = merger_with(s_limited(2001, 5_000.0, 5_000.0), s_limited(2002, 5_000.0, 5_000.0))
     side = GroupSide(fake, {1001: BUS}, merger)
     await side.set_active_powers({2001: 8_000.0}, 60, lambda i, o: None)
-    assert side.placed("reactive", 2001, 6_000.0) == 6_000.0
-    assert side.placed("reactive", 2001, 8_000.0) == 6_000.0
+    assert side.placed("reactive", 2001, 6_000.0) == (6_000.0, True)
+    assert side.placed("reactive", 2001, 8_000.0) == (6_000.0, False)
     await side.set_reactive_powers({2001: 6_000.0}, 60, lambda i, o: None)
     (batch,) = fake.reactive.sent()
     for inverter, q in batch[1].items():
         p = fake.sent()[-1][1][inverter]
         assert p * p + q * q <= 5_000.0**2
     # Not a group's lead: placed as asked.
-    assert side.placed("active", 2003, 123.0) == 123.0
+    assert side.placed("active", 2003, 123.0) == (123.0, True)
 
 
 async def test_a_planned_division_is_the_one_sent(
@@ -144,7 +144,7 @@ async def test_a_planned_division_is_the_one_sent(
         inverter_snapshot(component_id=2002, bounds=bounds(1_000.0, 500.0)),
     ]
     side = GroupSide(fake, {1001: BUS}, merger_with(*odd))
-    assert side.placed("active", 2001, 300.0) == 200.0
+    assert side.placed("active", 2001, 300.0) == (200.0, False)
     await side.set_active_powers({2001: 200.0}, 60, lambda i, o: None)
     assert fake.sent()[-1][1] == {2001: 200.0, 2002: 0.0}
 
