@@ -281,3 +281,34 @@ def test_every_version_lists_the_groups_edges(sim: Simulator, api: str) -> None:
     )
     assert sim.inverters_of(1001) == (2001, 2002)
     assert sim.inverters_of(1004) == (2006,)
+
+
+@pytest.fixture
+def feeder_sim(api: str) -> Iterator[Simulator]:
+    with Simulator(named_scenario("feeder"), apis=(api,)) as simulator:
+        yield simulator
+
+
+def test_every_version_is_held_to_the_feeder_and_its_violations_recorded(
+    feeder_sim: Simulator, api: str
+) -> None:
+    async def work(version: Adapter, stub: Any) -> None:
+        await version.set_power(stub, 2001, 4000.0, 60)
+        await version.set_power(stub, 2002, 4000.0, 60)  # accepted, curtailed to 2000 W
+
+    call(feeder_sim, api, work)
+    assert feeder_sim.setpoint(2002) == 2000.0
+    assert feeder_sim.limit_sums() == {"feeder": 6000.0, "grid": 6000.0}
+    record = feeder_sim.record()
+    (violation,) = record.limit_violations("feeder")
+    assert (violation.inverter_id, violation.cause, violation.power_w, violation.sum_w) == (
+        2002,
+        "command",
+        4000.0,
+        8000.0,
+    )
+    assert record.violation_counts == {"feeder": 1, "grid": 0}
+    assert (
+        max(w for _, w in record.limit_timeline("feeder", start=record.log(2001).start)) == 6000.0
+    )
+    assert [c.api for c in record.commands()] == [api, api]
