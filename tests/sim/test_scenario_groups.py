@@ -243,18 +243,13 @@ def test_the_named_scenarios() -> None:
 # --- over the wire, in every version --------------------------------------------------------
 
 
-@pytest.fixture(params=API_VERSIONS)
-def api(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
-
-
 @pytest.fixture
 def sim(api: str) -> Iterator[Simulator]:
     with Simulator(parse_scenario(GROUPS), apis=(api,)) as simulator:
         yield simulator
 
 
+@pytest.mark.parametrize("api", API_VERSIONS)
 def test_every_version_lists_the_groups_edges(sim: Simulator, api: str) -> None:
     async def work(version: Adapter, stub: Any) -> Any:
         return await version.components(stub), await version.connections(stub)
@@ -289,6 +284,7 @@ def feeder_sim(api: str) -> Iterator[Simulator]:
         yield simulator
 
 
+@pytest.mark.parametrize("api", API_VERSIONS)
 def test_every_version_is_held_to_the_feeder_and_its_violations_recorded(
     feeder_sim: Simulator, api: str
 ) -> None:
