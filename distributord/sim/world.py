@@ -913,9 +913,9 @@ class World:
                 )
             )
             room = bound - others
-            if bound > 0.0 and allowed > 0.0:
+            if total > bound and allowed > 0.0:  # beyond its charge bound (which may be 0)
                 allowed = min(allowed, max(room, 0.0))
-            elif bound < 0.0 and allowed < 0.0:
+            elif total < bound and allowed < 0.0:
                 allowed = max(allowed, min(room, 0.0))
         return allowed
 
@@ -943,7 +943,7 @@ class World:
             if bound is None:
                 continue
             rounds += 1
-            side = 1.0 if bound > 0.0 else -1.0
+            side = 1.0 if total > bound else -1.0
             carrying = [m for m in limit.members if m.until > self.time and m.setpoint_w * side > 0]
             held = math.fsum(m.setpoint_w for m in carrying)
             factor = 0.0 if rounds > MAX_ENFORCE_ROUNDS else max(0.0, 1.0 - (total - bound) / held)

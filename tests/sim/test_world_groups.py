@@ -336,6 +336,22 @@ def test_a_command_that_cannot_fix_a_limit_alone_scales_the_others() -> None:
     assert (violation.power_w, violation.sum_w) == (1000.0, 6000.0)
 
 
+def test_a_limit_of_0_w_one_way_allows_only_the_other() -> None:
+    world = two_with_a_limit(0.0)  # the fuse's inverters may only discharge, together
+    world.command(21, 1000.0, 60, now=0.0)
+    assert world.inverter_power(21) == 0.0
+    world.command(22, -3000.0, 60, now=0.0)
+    world.command(21, 2000.0, 60, now=1.0)
+    assert (world.inverter_power(21), world.limit_sum("fuse")) == (2000.0, -1000.0)
+    world.command(21, 4000.0, 60, now=2.0)
+    assert (world.inverter_power(21), world.limit_sum("fuse")) == (3000.0, 0.0)
+    record = world.snapshot_record()
+    assert [(v.at, v.sum_w, v.bound_w) for v in record.violations] == [
+        (0.0, 1000.0, 0.0),
+        (2.0, 1000.0, 0.0),
+    ]
+
+
 def test_a_grid_limit_binds_every_inverter_but_pv() -> None:
     scenario = Scenario(
         batteries=(BatterySpec(id=11, soc_pct=50.0), BatterySpec(id=12, soc_pct=50.0)),
