@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -308,3 +309,22 @@ def test_every_version_is_held_to_the_feeder_and_its_violations_recorded(
         max(w for _, w in record.limit_timeline("feeder", start=record.log(2001).start)) == 6000.0
     )
     assert [c.api for c in record.commands()] == [api, api]
+
+
+def test_the_documented_groups_site_loads() -> None:
+    path = Path(__file__).resolve().parents[2] / "config" / "sim-groups.toml"
+    scenario = parse_scenario(path.read_bytes(), source=str(path))
+    assert scenario.groups() == [
+        ((1001,), (2001, 2002)),
+        ((1002, 1003), (2003,)),
+        ((1004,), (2004,)),
+    ]
+    assert scenario.limit_members() == {
+        "feeder": (2001, 2002, 2003),
+        "grid": (2001, 2002, 2003, 2004),
+    }
+    assert [(lim.max_charge_w, lim.max_discharge_w) for lim in scenario.limits] == [
+        (12_000.0, 12_000.0),
+        (18_000.0, 15_000.0),
+    ]
+    assert scenario.chains() == {2001: (), 2002: (), 2003: (12003,), 2004: ()}
