@@ -40,6 +40,15 @@ curve, for a test that measures a ramp. A start, standby or stop opens the inver
 and cuts its power at once: the world records that as a :class:`Change` with ``at_once``.
 Without a ramp rate the applied power is the held power.
 
+**Limits** (a scenario's ``[[limits]]``: a feeder, a fuse, the grid connection point). The
+world judges each change of what an inverter holds against the limits that bind it and writes
+down a :class:`LimitViolation` for each limit the change would have broken, before it enforces
+the limit (``sim.world``): what a command *asked for*, not what the site then held. They are
+kept apart from the inverters' logs (the last :data:`MAX_VIOLATIONS`; their count per limit
+never forgotten): :attr:`Record.violations`, :meth:`Record.limit_violations`,
+:attr:`Record.violation_counts`. What the limit's inverters then held, enforcement included,
+is :meth:`Record.limit_timeline`; the sums at the snapshot's instant :attr:`Record.limit_sums`.
+
 Pure: no IO, no clock, no grpc.
 """
 
@@ -56,6 +65,9 @@ DEFAULT_EVENTS = 300_000
 """Events the record keeps over all inverters (some 300 bytes each: about 100 MB when full).
 A 10-minute soak commanding 10 inverters at 10 Hz makes some 12,000-18,000 per inverter
 (commands, changes, expiries): 30,000 each leaves room to spare."""
+
+MAX_VIOLATIONS = 10_000
+"""Limit violations the record keeps (the oldest are forgotten; their counts are not)."""
 
 MIN_EVENTS_PER_INVERTER = 256
 """However large the fleet, each inverter keeps at least this many (the last few minutes of a
@@ -188,6 +200,31 @@ Event = Command | Change | Expiry
 
 
 @attrs.frozen(kw_only=True)
+class LimitViolation:
+    """A change of what an inverter holds would have taken a limit's sum beyond it.
+
+    Attributes:
+        limit: The limit's name.
+        at: When (the simulator's clock).
+        inverter_id: The inverter whose change it was.
+        cause: What changed it: ``"command"`` (a set-power call), ``"expiry"`` (its setpoint's
+            lifetime ended), ``"bounds"`` (added bounds moved it), ``"start"``, ``"standby"``,
+            ``"stop"`` (switched; an acknowledged error stops it too).
+        power_w: What that inverter would have held, W (a command's value).
+        sum_w: The limit's sum with it, W.
+        bound_w: The bound that sum is beyond, W: ``+max_charge_w`` or ``-max_discharge_w``.
+    """
+
+    limit: str
+    at: float
+    inverter_id: int
+    cause: str
+    power_w: float
+    sum_w: float
+    bound_w: float
+
+
+@attrs.frozen(kw_only=True)
 class Counts:
     """What happened to one inverter since the start; never forgotten.
 
@@ -304,10 +341,48 @@ class Record:
     Attributes:
         time: The instant the snapshot describes (the simulator's clock).
         logs: Inverter id to its log.
+        limits: Each limit's name to the inverters it binds (a grid limit: every one).
+        violations: The limit violations, in time order (the last :data:`MAX_VIOLATIONS`).
+        violation_counts: Each limit's name to its violations since the start (never
+            forgotten; 0 for a limit never broken).
+        limit_sums: Each limit's name to the sum its inverters held at :attr:`time`, W.
     """
 
     time: float
     logs: Mapping[int, InverterLog]
+    limits: Mapping[str, tuple[int, ...]] = attrs.field(factory=dict)
+    violations: tuple[LimitViolation, ...] = ()
+    violation_counts: Mapping[str, int] = attrs.field(factory=dict)
+    limit_sums: Mapping[str, float] = attrs.field(factory=dict)
+
+    def limit_violations(
+        self, limit: str | None = None, *, since: float = -math.inf
+    ) -> list[LimitViolation]:
+        """The violations of one limit (all by default) at or after ``since``, in time order.
+
+        Raises:
+            KeyError: No such limit.
+        """
+        if limit is not None and limit not in self.limits:
+            raise KeyError(f"no limit {limit!r}")
+        return [v for v in self.violations if (limit is None or v.limit == limit) and v.at >= since]
+
+    def limit_timeline(
+        self, limit: str, *, start: float, end: float | None = None
+    ) -> list[tuple[float, float]]:
+        """The sum a limit's inverters held from ``start`` to ``end``, as steps (:meth:`timeline`).
+
+        What they held after the simulator enforced the limit: within it throughout.
+
+        Raises:
+            KeyError: No such limit.
+            ValueError: As :meth:`timeline`.
+        """
+        try:
+            members = self.limits[limit]
+        except KeyError:
+            raise KeyError(f"no limit {limit!r}") from None
+        return self.timeline(members, start=start, end=end)
 
     def log(self, inverter_id: int) -> InverterLog:
         """One inverter's log.
@@ -520,6 +595,7 @@ class Recorder:
         maxlen: Events kept per inverter; by default :data:`DEFAULT_EVENTS` shared out, and at
             least :data:`MIN_EVENTS_PER_INVERTER`.
         ramps: Inverter id to its ramp rate, W/s, for those that ramp (see the module).
+        limits: Each limit's name to the inverters it binds.
     """
 
     def __init__(
@@ -529,6 +605,7 @@ class Recorder:
         now: float,
         maxlen: int | None = None,
         ramps: Mapping[int, float] | None = None,
+        limits: Mapping[str, tuple[int, ...]] | None = None,
     ):
         ids = tuple(inverter_ids)
         ramps = ramps or {}
@@ -540,6 +617,16 @@ class Recorder:
         self._logs = {
             iid: _Log(start=now, maxlen=maxlen, ramp_w_per_s=ramps.get(iid)) for iid in ids
         }
+        self._limits = dict(limits or {})
+        self._violations: collections.deque[LimitViolation] = collections.deque(
+            maxlen=MAX_VIOLATIONS
+        )
+        self._violation_counts = dict.fromkeys(self._limits, 0)
+
+    def violation(self, violation: LimitViolation) -> None:
+        """A change would have broken a limit (see the module)."""
+        self._violations.append(violation)
+        self._violation_counts[violation.limit] = self._violation_counts.get(violation.limit, 0) + 1
 
     def command(self, command: Command) -> None:
         """Add a decided command (ignored when not to an inverter)."""
@@ -580,10 +667,14 @@ class Recorder:
         log.append(Expiry(inverter_id=inverter_id, at=at, power_w=power_w))
         log.held_w = 0.0
 
-    def snapshot(self, now: float) -> Record:
-        """A frozen copy, describing up to ``now``."""
+    def snapshot(self, now: float, *, limit_sums: Mapping[str, float] | None = None) -> Record:
+        """A frozen copy, describing up to ``now`` (``limit_sums``: the limits' sums then)."""
         return Record(
             time=now,
+            limits=dict(self._limits),
+            violations=tuple(self._violations),
+            violation_counts=dict(self._violation_counts),
+            limit_sums=dict(limit_sums or {}),
             logs={
                 iid: InverterLog(
                     inverter_id=iid,

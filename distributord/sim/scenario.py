@@ -3,12 +3,37 @@
 Theory of operation
 -------------------
 A :class:`Scenario` is a frozen value: batteries, inverters (each naming the batteries it
-feeds), per-component :class:`Faults`, a speed factor and a telemetry rate. The topology is
-derived from it: grid (id 1) → meter (id 2) → every inverter → its pass-through chain, if any
-→ its batteries; a battery that no inverter names hangs off the meter directly, so the graph
-stays connected and the daemon sees "no inverter". Naming a battery from two inverters, or two
-batteries from one inverter, gives the other odd shapes the daemon must detect; an inverter's
-``type`` (battery, hybrid, pv) the shapes it must treat apart.
+feeds), per-component :class:`Faults`, limits over sets of inverters, a speed factor and a
+telemetry rate. The topology is derived from it: grid (id 1) → meter (id 2) → every inverter →
+its pass-through chain, if any → its batteries; a battery that no inverter names hangs off the
+meter directly, so the graph stays connected and the daemon sees "no inverter". An inverter's
+``type`` (battery, hybrid, pv) gives the shapes the daemon must treat apart.
+
+**N:M groups** (``spec/plant.md``, "Real topologies"). One battery and one inverter is the
+default, but an inverter may name several batteries (a hybrid or multi-input inverter) and a
+battery may be named by several inverters (one string on a shared DC bus), or both: the
+connected components of the battery–inverter graph are the site's groups
+(:meth:`Scenario.groups`). Each inverter that names a battery gets an edge to it (from the end
+of its pass-through chain, if it has one), so a battery on two inverters has two parents in
+the graph. What power does in such a group is ``sim.world``'s.
+
+**Limits** (``[[limits]]``, :class:`LimitSpec`; ``spec/plant.md``, "Group limits"): a feeder,
+a fuse or the grid connection point binds the sum of the power of a set of inverters
+(``grid = true``: every inverter) to ``[-max_discharge_w, +max_charge_w]``. The simulator
+enforces them as a site controller would and records what commands would have broken them
+(``sim.world``, ``sim.record``).
+
+**Named scenarios** (:data:`NAMED_SCENARIOS`, :func:`named_scenario`), for the daemon's tests
+and the demo:
+
+* ``"shared-dc-bus"``: battery 1001 (20 kWh, 10 kW) on a DC bus shared by inverters 2001 and
+  2002, beside two 1:1 pairs (1002 → 2003, 1003 → 2004);
+* ``"two-on-one"``: batteries 1001 (10 kWh) and 1002 (20 kWh) behind one hybrid-like battery
+  inverter 2001 (10 kW), beside a 1:1 pair (1003 → 2002);
+* ``"two-on-three"``: batteries 1001 and 1002 on inverters 2001 (→ 1001), 2002 (→ 1001 and
+  1002) and 2003 (→ 1002): one group of five, beside a 1:1 pair (1003 → 2004);
+* ``"feeder"``: four 1:1 pairs (1001..1004 → 2001..2004) with the limit ``"feeder"`` over
+  2001 and 2002 (6 kW either way) and ``"grid"`` over every inverter (15 kW either way).
 
 **Pass-through chains.** An inverter's ``between`` names components that only switch or
 protect the line (``"precharger"``, ``"breaker"``, ``"relay"``, ``"fuse"``), in order from the
@@ -58,7 +83,7 @@ import math
 import random
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import attrs
@@ -382,8 +407,10 @@ class InverterSpec:
 
     Attributes:
         id: Component id.
-        batteries: The batteries it feeds (one in the supported shape; none or several to test
-            the daemon's topology checks).
+        batteries: The batteries it feeds: one (a 1:1 pair), several (a hybrid or
+            multi-input inverter: it splits its power among them by capacity, see
+            ``sim.world``), or none (to test the daemon's topology checks). A battery that
+            several inverters name shares their DC bus.
         power_limit_w: It takes at most this much power either way, W.
         exclusion_w: Between 0 and this much power either way is not allowed (0 W itself is),
             W; 0 for none.
@@ -473,6 +500,77 @@ def _check_ramp_rate(key: str, rate: float | None) -> None:
         key,
         f"must be a positive, finite number of W/s, got {rate!r}",
     )
+
+
+def _ids(values: Iterable[int]) -> tuple[int, ...]:
+    return tuple(values)
+
+
+def _limit_specs(values: Iterable[LimitSpec]) -> tuple[LimitSpec, ...]:
+    return tuple(values)
+
+
+LIMIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+"""What a limit's name may be: a letter or digit, then up to 63 of those or ``_.:-``, so that
+it can stand in a log line, a metric label or a test's assertion as it is."""
+
+
+@attrs.frozen(kw_only=True)
+class LimitSpec:
+    """A limit over a set of inverters: a feeder, a fuse, the grid connection point.
+
+    The sum of the power its inverters hold must stay within ``[-max_discharge_w,
+    +max_charge_w]`` (positive charges, as everywhere); ``sim.world`` enforces it and
+    ``sim.record`` records what would have broken it. A direction left out is not limited.
+
+    Attributes:
+        name: Its name, unique in the scenario (see :data:`LIMIT_NAME`).
+        inverters: The inverters it binds (none when :attr:`grid`).
+        grid: It binds every inverter: the grid connection point.
+        max_charge_w: The most their sum may charge, W, 0 or more (``inf``: not limited).
+        max_discharge_w: The most their sum may discharge, W, 0 or more (``inf``: not limited).
+    """
+
+    name: str
+    inverters: tuple[int, ...] = attrs.field(default=(), converter=_ids)
+    grid: bool = False
+    max_charge_w: float = math.inf
+    max_discharge_w: float = math.inf
+
+    def __attrs_post_init__(self) -> None:
+        _require(
+            isinstance(self.name, str) and LIMIT_NAME.fullmatch(self.name) is not None,
+            "name",
+            "must be 1 to 64 letters, digits or _.:- (starting with a letter or digit), "
+            f"got {self.name!r}",
+        )
+        _require(self.grid is True or self.grid is False, "grid", "must be true or false")
+        for inverter in self.inverters:
+            _require(is_integer(inverter), "inverters", f"must be inverter ids, got {inverter!r}")
+        _require(
+            len(set(self.inverters)) == len(self.inverters),
+            "inverters",
+            f"names an inverter twice: {list(self.inverters)}",
+        )
+        if self.grid:
+            _require(
+                not self.inverters,
+                "inverters",
+                "a grid limit binds every inverter: name none (or leave grid out)",
+            )
+        else:
+            _require(
+                bool(self.inverters),
+                "inverters",
+                "must name one or more inverters (or say grid = true)",
+            )
+        _check_between("max_charge_w", self.max_charge_w, 0.0, math.inf)
+        _check_between("max_discharge_w", self.max_discharge_w, 0.0, math.inf)
+        _require(
+            self.max_charge_w < math.inf or self.max_discharge_w < math.inf,
+            "max_charge_w",
+            "a limit must limit something: give max_charge_w, max_discharge_w or both",
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -565,6 +663,7 @@ class Scenario:
         ambient_temperature_c: The temperature of an idle battery or inverter, °C; one
             carrying power is warmer (see ``sim.world``).
         microgrid: The site as a whole (``[microgrid]``): id, name, location, ...
+        limits: Limits over sets of inverters (``[[limits]]``), in the scenario's order.
     """
 
     batteries: tuple[BatterySpec, ...]
@@ -576,6 +675,7 @@ class Scenario:
     ac_voltage_v: float = DEFAULT_AC_VOLTAGE_V
     ambient_temperature_c: float = DEFAULT_AMBIENT_C
     microgrid: MicrogridSpec = attrs.field(factory=MicrogridSpec)
+    limits: tuple[LimitSpec, ...] = attrs.field(default=(), converter=_limit_specs)
 
     def __attrs_post_init__(self) -> None:
         _require(
@@ -622,6 +722,20 @@ class Scenario:
                 "the generated ids would not fit in 64 bits; use smaller battery and inverter ids",
             )
         inverters = {i.id for i in self.inverters}
+        names: set[str] = set()
+        for index, limit in enumerate(self.limits):
+            _require(
+                limit.name not in names,
+                f"limits[{index}].name",
+                f"{limit.name!r} names another limit already",
+            )
+            names.add(limit.name)
+            unknown = sorted(set(limit.inverters) - inverters)
+            _require(
+                not unknown,
+                f"limits[{index}].inverters",
+                f"names inverters that do not exist: {unknown}",
+            )
         for component in self.faults:
             _require(
                 component in batteries or component in inverters,
@@ -654,6 +768,41 @@ class Scenario:
         # A battery no inverter feeds hangs off the meter: connected, but not commandable.
         edges.extend((METER_ID, b.id) for b in self.batteries if b.id not in fed)
         return edges
+
+    def groups(self) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+        """The connected components of the battery–inverter graph (see the module).
+
+        Returns:
+            ``(batteries, inverters)`` per group, each sorted, groups in the order of their
+            smallest battery (then inverter) id. A battery no inverter names is a group
+            without inverters; an inverter that names no battery one without batteries.
+        """
+        parent: dict[tuple[str, int], tuple[str, int]] = {}
+
+        def root(node: tuple[str, int]) -> tuple[str, int]:
+            while parent.setdefault(node, node) != node:
+                parent[node] = parent[parent[node]]  # halve the path
+                node = parent[node]
+            return node
+
+        for battery in self.batteries:
+            root(("b", battery.id))
+        for inverter in self.inverters:
+            mine = root(("i", inverter.id))
+            for battery_id in inverter.batteries:
+                parent[root(("b", battery_id))] = mine
+                mine = root(mine)
+        members: dict[tuple[str, int], tuple[list[int], list[int]]] = {}
+        for node in parent:
+            batteries, inverters = members.setdefault(root(node), ([], []))
+            (batteries if node[0] == "b" else inverters).append(node[1])
+        groups = [(tuple(sorted(b)), tuple(sorted(i))) for b, i in members.values()]
+        return sorted(groups, key=lambda group: (group[0] or (math.inf,), group[1]))
+
+    def limit_members(self) -> dict[str, tuple[int, ...]]:
+        """Each limit's name to the inverters it binds (every inverter for a grid limit)."""
+        every = tuple(i.id for i in self.inverters)
+        return {limit.name: every if limit.grid else limit.inverters for limit in self.limits}
 
     def chains(self) -> dict[int, tuple[int, ...]]:
         """Inverter id to the ids of its pass-through chain, from the inverter's side."""
@@ -735,11 +884,137 @@ def uniform_fleet(
     return Scenario(batteries=batteries, inverters=inverters)
 
 
+def _pairs(
+    ids: Iterable[tuple[int, int]],
+) -> tuple[tuple[BatterySpec, ...], tuple[InverterSpec, ...]]:
+    """1:1 pairs with default limits, ``(battery id, inverter id)`` each, SoCs 40, 50, 60, ..."""
+    pairs = tuple(ids)
+    batteries = tuple(
+        BatterySpec(id=battery, soc_pct=40.0 + 10.0 * (k % 5))
+        for k, (battery, _) in enumerate(pairs)
+    )
+    inverters = tuple(
+        InverterSpec(id=inverter, batteries=(battery,)) for battery, inverter in pairs
+    )
+    return batteries, inverters
+
+
+def shared_dc_bus() -> Scenario:
+    """``"shared-dc-bus"``: battery 1001 on inverters 2001 and 2002, and two 1:1 pairs.
+
+    Battery 1001 (20 kWh, 10 kW, SoC 50 %) is one string on a DC bus that inverters 2001 and
+    2002 (5 kW each) share; batteries 1002 and 1003 (10 kWh, 5 kW) have inverters 2003 and 2004
+    of their own.
+    """
+    batteries, inverters = _pairs(((1002, 2003), (1003, 2004)))
+    return Scenario(
+        batteries=(
+            BatterySpec(id=1001, soc_pct=50.0, capacity_wh=20_000.0, power_limit_w=10_000.0),
+            *batteries,
+        ),
+        inverters=(
+            InverterSpec(id=2001, batteries=(1001,)),
+            InverterSpec(id=2002, batteries=(1001,)),
+            *inverters,
+        ),
+    )
+
+
+def two_on_one() -> Scenario:
+    """``"two-on-one"``: batteries 1001 and 1002 behind inverter 2001, and a 1:1 pair.
+
+    Inverter 2001 (10 kW) feeds battery 1001 (10 kWh, 5 kW, SoC 40 %) and battery 1002
+    (20 kWh, 10 kW, SoC 60 %): it splits its power 1:2 between them. Battery 1003 (10 kWh,
+    5 kW) has inverter 2002 of its own.
+    """
+    batteries, inverters = _pairs(((1003, 2002),))
+    return Scenario(
+        batteries=(
+            BatterySpec(id=1001, soc_pct=40.0),
+            BatterySpec(id=1002, soc_pct=60.0, capacity_wh=20_000.0, power_limit_w=10_000.0),
+            *batteries,
+        ),
+        inverters=(
+            InverterSpec(id=2001, batteries=(1001, 1002), power_limit_w=10_000.0),
+            *inverters,
+        ),
+    )
+
+
+def two_on_three() -> Scenario:
+    """``"two-on-three"``: batteries 1001 and 1002 on inverters 2001..2003, and a 1:1 pair.
+
+    Inverter 2001 feeds battery 1001, 2003 battery 1002, and 2002 both: one group of two
+    batteries (10 kWh, 5 kW each; SoC 40 and 60 %) and three inverters (5 kW each). Battery
+    1003 has inverter 2004 of its own.
+    """
+    batteries, inverters = _pairs(((1003, 2004),))
+    return Scenario(
+        batteries=(
+            BatterySpec(id=1001, soc_pct=40.0),
+            BatterySpec(id=1002, soc_pct=60.0),
+            *batteries,
+        ),
+        inverters=(
+            InverterSpec(id=2001, batteries=(1001,)),
+            InverterSpec(id=2002, batteries=(1001, 1002)),
+            InverterSpec(id=2003, batteries=(1002,)),
+            *inverters,
+        ),
+    )
+
+
+def feeder() -> Scenario:
+    """``"feeder"``: four 1:1 pairs, a feeder limit over two of them and a grid limit.
+
+    Batteries 1001..1004 (10 kWh, 5 kW) on inverters 2001..2004 (5 kW). The limit
+    ``"feeder"`` binds 2001 and 2002 to 6 kW either way (less than their 10 kW), the limit
+    ``"grid"`` every inverter to 15 kW either way (less than their 20 kW).
+    """
+    batteries, inverters = _pairs((1000 + k, 2000 + k) for k in range(1, 5))
+    return Scenario(
+        batteries=batteries,
+        inverters=inverters,
+        limits=(
+            LimitSpec(
+                name="feeder", inverters=(2001, 2002), max_charge_w=6000.0, max_discharge_w=6000.0
+            ),
+            LimitSpec(name="grid", grid=True, max_charge_w=15_000.0, max_discharge_w=15_000.0),
+        ),
+    )
+
+
+NAMED_SCENARIOS: Mapping[str, Callable[[], Scenario]] = {
+    "shared-dc-bus": shared_dc_bus,
+    "two-on-one": two_on_one,
+    "two-on-three": two_on_three,
+    "feeder": feeder,
+}
+"""The named N:M and limit scenarios (see the module's docstring), by name."""
+
+
+def named_scenario(name: str) -> Scenario:
+    """One of :data:`NAMED_SCENARIOS`.
+
+    Raises:
+        ScenarioError: No scenario has that name (the message lists those that do).
+    """
+    try:
+        make = NAMED_SCENARIOS[name]
+    except KeyError:
+        known = ", ".join(repr(n) for n in NAMED_SCENARIOS)
+        raise ScenarioError(f"no scenario is named {name!r}; known: {known}") from None
+    return make()
+
+
 # --- the TOML format ------------------------------------------------------------------------
 
 _T = TypeVar("_T")
 
-_TOP_KEYS = frozenset({"simulation", "fleet", "battery", "inverter", "faults", "microgrid"})
+_TOP_KEYS = frozenset(
+    {"simulation", "fleet", "battery", "inverter", "faults", "microgrid", "limits"}
+)
+_LIMIT_KEYS = frozenset({"name", "inverters", "grid", "max_charge_w", "max_discharge_w"})
 _SIMULATION_KEYS = frozenset(
     {"speed", "telemetry_hz", "seed", "ac_frequency_hz", "ac_voltage_v", "ambient_temperature_c"}
 )
@@ -792,6 +1067,9 @@ def _scenario(doc: dict[str, Any], *, batteries: int | None, seed: int | None) -
     if seed is None:
         seed = _int(simulation.get("seed", 0), "simulation.seed")
     settings["microgrid"] = _microgrid(doc.get("microgrid", {}), "microgrid")
+    settings["limits"] = tuple(
+        _limit(table, f"limits[{i}]") for i, table in enumerate(_array_of_tables(doc, "limits"))
+    )
     faults = {
         _component_id(key): _build(Faults, _faults_fields(table, f"faults.{key}"), f"faults.{key}")
         for key, table in _table(doc, "faults").items()
@@ -900,6 +1178,30 @@ def _inverter(table: Any, path: str) -> InverterSpec:
         if required not in fields:
             raise ScenarioError("is required", key=f"{path}.{required}")
     return _build(InverterSpec, fields, path)
+
+
+def _limit(table: Any, path: str) -> LimitSpec:
+    if not isinstance(table, dict):
+        raise ScenarioError("must be a table", key=path)
+    _known(table, _LIMIT_KEYS, path)
+    fields: dict[str, Any] = {}
+    for key, value in table.items():
+        where = f"{path}.{key}"
+        if key == "name":
+            fields[key] = _string(value, where)
+        elif key == "inverters":
+            if not isinstance(value, list):
+                raise ScenarioError("must be a list of inverter ids", key=where)
+            fields[key] = tuple(_int(item, where) for item in value)
+        elif key == "grid":
+            fields[key] = _bool(value, where)
+        else:  # max_charge_w, max_discharge_w: inf (not limited) is allowed
+            if not is_number(value) or math.isnan(value):
+                raise ScenarioError(f"must be a number, got {value!r}", key=where)
+            fields[key] = float(value)
+    if "name" not in fields:
+        raise ScenarioError("is required", key=f"{path}.name")
+    return _build(LimitSpec, fields, path)
 
 
 def _microgrid(table: Any, path: str) -> MicrogridSpec:

@@ -47,7 +47,9 @@ the lock and passed into the world, so the world only ever moves forward.
   "NONE"``) is recorded when its call ends, as ``"cancelled"``: only the client ends it (with
   ``"APPLIED_NONE"``, as ``"ok"``: it was applied). That is :meth:`Simulator.commands`, every
   call as it ended; :meth:`Simulator.record` is the world's record of what each inverter was
-  commanded and held (:mod:`distributord.sim.record`), written when each command is decided.
+  commanded and held (:mod:`distributord.sim.record`), written when each command is decided;
+  with the limit violations (a scenario's ``[[limits]]``), while :meth:`Simulator.limit_sums`
+  gives each limit's sum now.
 * **A command is decided after its latency**, in one step under the lock: judged, applied or
   not, recorded. A command cancelled before that is recorded cancelled and never applied. The
   latency is the next of ``command_latencies_s`` (taken from the faults as the call arrives),
@@ -536,18 +538,36 @@ class Simulator:
     # --- the test API -----------------------------------------------------------------------
 
     def inverter_of(self, battery_id: int) -> int:
-        """The inverter that feeds a battery.
+        """The inverter that feeds a battery (of a 1:1 pair; :meth:`inverters_of` for any).
 
         Raises:
             KeyError: No such battery.
             LookupError: The battery has no inverter, or several.
         """
-        if battery_id not in self.battery_ids:
-            raise KeyError(f"no battery {battery_id}")
-        inverters = [i.id for i in self.scenario.inverters if battery_id in i.batteries]
+        inverters = self.inverters_of(battery_id)
         if len(inverters) != 1:
             raise LookupError(f"battery {battery_id} has {len(inverters)} inverters: {inverters}")
         return inverters[0]
+
+    def inverters_of(self, battery_id: int) -> tuple[int, ...]:
+        """The inverters that feed a battery, in the scenario's order (several: a shared bus).
+
+        Raises:
+            KeyError: No such battery.
+        """
+        if battery_id not in self.battery_ids:
+            raise KeyError(f"no battery {battery_id}")
+        return tuple(i.id for i in self.scenario.inverters if battery_id in i.batteries)
+
+    def limit_sums(self) -> dict[str, float]:
+        """Each limit's name to the sum of the power its inverters hold now, W.
+
+        Within every limit: the simulator enforces them (``sim.world``); what commands would
+        have done beyond them is in :meth:`record` (``violations``, ``limit_violations``).
+        """
+        with self._changed:
+            self._advance()
+            return self._world.limit_sums()
 
     def faults(self, component_id: int) -> Faults:
         """A battery's or inverter's faults now."""
@@ -1336,6 +1356,17 @@ def _announce(sim: Simulator) -> None:
         lines.append(f"  pass-through {_spans(sim.pass_through_ids)}")
     if sim.meter_ids:
         lines.append(f"  inverter meters {_spans(sim.meter_ids)}")
+    lines.extend(
+        f"  group: batteries {_spans(batteries)} on inverters {_spans(inverters)}"
+        for batteries, inverters in scenario.groups()
+        if len(batteries) > 1 or len(inverters) > 1
+    )
+    lines.extend(
+        f"  limit {limit.name!r} over "
+        f"{'every inverter' if limit.grid else 'inverters ' + _spans(limit.inverters)}: "
+        f"charge {limit.max_charge_w:g} W, discharge {limit.max_discharge_w:g} W"
+        for limit in scenario.limits
+    )
     producing = [i for i in scenario.inverters if i.pv_power_w > 0]
     lines.extend(f"  PV of {i.type} inverter {i.id}: {i.pv_power_w:g} W" for i in producing)
     lines.extend(

@@ -7,12 +7,21 @@ it expires) and changes it only through :meth:`World.advance` and :meth:`World.c
 which take ``now`` (monotonic seconds) as an argument. Nothing here reads a clock, so tests can
 assert exact numbers.
 
-* **Power flows from inverter setpoints.** A battery's requested power is the sum of the shares
-  of its inverters' setpoints (an inverter splits its setpoint equally among its batteries; in
-  the supported shape that is simply "its inverter's setpoint"), limited to the battery's power
-  limit. It is *held at 0* when it would push the SoC past the bound in that direction. An
-  inverter's applied power is the sum of its shares that its batteries actually take, so power
-  is conserved.
+* **Power flows from inverter setpoints**, in any N:M group (``sim.scenario``). A battery's
+  requested power is the sum of the shares of its inverters' applied power (one string on a
+  shared DC bus takes what each of its inverters puts in), limited to the battery's power
+  limit. It is *held at 0* when it would push the SoC past the bound in that direction (or
+  while the battery is stopped). An inverter with several batteries splits what it applies
+  among them **in proportion to their capacities** (a fixed fraction each, 1 for a single
+  battery): batteries at one SoC then stay at one SoC, as parallel strings at one voltage do.
+  A battery that cannot take its share (its power limit, a SoC bound) takes what it can and
+  the rest is *not carried*: it does not flow to the inverter's other batteries. That is the
+  shortfall, as for a single battery: an inverter's AC power (:meth:`World.inverter_power`,
+  its telemetry) is the sum of its shares that its batteries actually take (a battery that
+  takes less than it is asked takes from each of its inverters in proportion), so power is
+  conserved, and :meth:`World.applied_power` minus it is what was not carried. A command is
+  judged against what its batteries take together (the sum of their bounds; one battery:
+  its own), so a group command the daemon may send is not refused for one full battery.
 * **SoC integrates power exactly.** Between two instants power is piecewise constant: it
   changes only when a setpoint expires (a known instant) or when the SoC reaches a bound (where
   it is clamped exactly to the bound, after which the power is held at 0). :meth:`World.advance`
@@ -48,6 +57,22 @@ assert exact numbers.
   server decides: cancelled, failed by a fault), each change of a setpoint, and each expiry at
   the instant the lifetime ended. Each is written with the world advanced to its instant, so
   an inverter's events are in time order.
+* **Limits** (a scenario's ``[[limits]]``: a feeder, a fuse, the grid connection point) bind
+  the sum of the power a set of inverters *holds* (their setpoints while they hold, what the
+  record's timelines show; a ramp moves toward it at its inverter's rate) to
+  ``[-max_discharge_w, +max_charge_w]``, as a site controller does. PV inverters are left
+  out: their production is not commanded (a limit over one sums its other inverters). Every
+  change of what a bound inverter holds (a command, an expiry, added bounds, a start,
+  standby or stop) is judged first: each limit it would take beyond a bound (by more than
+  :data:`LIMIT_TOLERANCE_W`) is recorded as a
+  :class:`~distributord.sim.record.LimitViolation` with what was asked. Then the limit is
+  enforced: a command is **curtailed** (accepted, and held at the room the limit's other
+  inverters leave it in that direction, never past 0 W nor above what was asked: recorded as
+  the change it makes); what that cannot fix (a change that is not a command, or others that
+  carried more than the limit beside it) **scales down in proportion** the power of the
+  limit's inverters on the side beyond it, each recorded as a change, nested limits in turn.
+  So the held sums stay within every limit (:meth:`World.limit_sums`), and the record tells
+  what the commands would have done.
 * **Reactive power is commanded apart** (:meth:`World.command_reactive`): a setpoint within
   the inverter's reactive limit (``[-limit, +limit]`` var; 0 var always) holds for its
   lifetime, as an active one does, then reverts to 0 var; it moves no energy, so it touches
@@ -117,13 +142,22 @@ import attrs
 from distributord.core.bounds import Range
 from distributord.core.model import StateCode
 from distributord.core.topology import InverterType
-from distributord.sim.record import Command, Outcome, Record, Recorder, ramp_end, ramped
+from distributord.sim.record import (
+    Command,
+    LimitViolation,
+    Outcome,
+    Record,
+    Recorder,
+    ramp_end,
+    ramped,
+)
 from distributord.sim.scenario import (
     GRID_ID,
     METER_ID,
     BatterySpec,
     Faults,
     InverterSpec,
+    LimitSpec,
     Scenario,
 )
 
@@ -162,6 +196,14 @@ _PCT_PER_WS = 100.0 / 3600.0
 HEATING_C = 10.0
 """How much warmer than the ambient a battery or inverter is at its power limit, °C (in
 proportion below it): enough to see in a plot, far from any thermal limit."""
+
+LIMIT_TOLERANCE_W = 1e-3
+"""A limit's sum may exceed it by this much (a milliwatt) before it counts as broken: shares
+that add up to the limit in a client's arithmetic may add up a few ulps above it in ours."""
+
+MAX_ENFORCE_ROUNDS = 64
+"""Nested limits are enforced in turn; after this many rounds the side still beyond a limit
+is cut to 0 W (which every limit allows), so enforcement always ends."""
 
 EMPTY_VOLTAGE_FRACTION = 0.9
 """A battery's DC voltage when empty, as a fraction of its voltage when full."""
@@ -295,6 +337,10 @@ class _Battery:
 class _Inverter:
     spec: InverterSpec
     batteries: list[_Battery] = attrs.field(factory=list)
+    weights: dict[int, float] = attrs.field(factory=dict)
+    """Battery id to the fraction of the inverter's power it gets (by capacity; sum 1)."""
+    limits: list[_Limit] = attrs.field(factory=list)
+    """The limits that bind it (none for a PV inverter: see the module docstring)."""
     setpoint_w: float = 0.0
     until: float = math.inf
     reactive_var: float = 0.0
@@ -304,6 +350,13 @@ class _Inverter:
     """A ramping inverter's applied power at :attr:`applied_at` (its anchor), W."""
     applied_at: float = -math.inf
     """Since then, the applied power ramps toward the setpoint, and toward 0 after ``until``."""
+
+
+@attrs.define(eq=False)
+class _Limit:
+    spec: LimitSpec
+    members: list[_Inverter]
+    """The inverters it binds (its PV inverters left out: see the module docstring)."""
 
 
 class World:
@@ -331,6 +384,7 @@ class World:
             now=now,
             maxlen=record_maxlen,
             ramps={i.id: i.ramp_w_per_s for i in scenario.inverters if i.ramp_w_per_s is not None},
+            limits=scenario.limit_members(),
         )
         """What every inverter was commanded and held (read it with ``record.snapshot``)."""
         self.speed = scenario.speed
@@ -357,6 +411,22 @@ class World:
                 battery.inverters.append(inverter)
                 if inverter.spec.ramp_w_per_s is not None:
                     battery.ramped = True
+            inverter.weights = _weights(inverter.batteries)
+        members = scenario.limit_members()
+        self._limits = {
+            limit.name: _Limit(
+                spec=limit,
+                members=[
+                    self._inverters[iid]
+                    for iid in members[limit.name]
+                    if self._inverters[iid].spec.type is not InverterType.PV
+                ],
+            )
+            for limit in scenario.limits
+        }
+        for limit in self._limits.values():
+            for member in limit.members:
+                member.limits.append(limit)
         # Inverters with a setpoint: only their batteries can change. Keeps advancing an idle
         # fleet cheap (a stream opens with an advance; a daemon opens 2000 at once).
         self._holding: dict[int, _Inverter] = {}
@@ -393,13 +463,19 @@ class World:
         if now < self._next_expiry:
             return []
         expired = [iid for iid, inverter in self._holding.items() if inverter.until <= now]
-        for iid in expired:
+        # In time order, each at its own instant: a limit enforced after one expiry changes
+        # other inverters' setpoints then, not now.
+        for iid in sorted(expired, key=lambda iid: self._holding[iid].until):
             inverter = self._holding.pop(iid)
+            at = self.time = inverter.until
             for battery in inverter.batteries:
-                self._sync(battery)  # up to now, cut at the expiry, before the setpoint goes
-            self.record.expiry(iid, at=inverter.until, power_w=inverter.setpoint_w)
-            _anchor(inverter, inverter.until)
+                self._sync(battery)  # up to the expiry, before the setpoint goes
+            self.record.expiry(iid, at=at, power_w=inverter.setpoint_w)
+            _anchor(inverter, at)
             inverter.setpoint_w, inverter.until = 0.0, math.inf
+            if inverter.limits:
+                self._after_change(inverter, "expiry", at)
+        self.time = now
         self._next_expiry = self.next_expiry()
         return expired
 
@@ -450,9 +526,10 @@ class World:
         # ``end`` (an expiry without a ramp) counts with its value before the step.
         first = last = 0.0
         for inverter in battery.inverters:
-            share = self._share(inverter, start)
+            share = self._share(inverter, battery, start)
             first += share
-            last += self._share(inverter, end) if inverter.spec.ramp_w_per_s is not None else share
+            ramps = inverter.spec.ramp_w_per_s is not None
+            last += self._share(inverter, battery, end) if ramps else share
         limit = battery.spec.power_limit_w
         # Where the requested power crosses -limit, 0 or +limit inside the piece.
         inner = sorted(
@@ -489,17 +566,18 @@ class World:
     # --- power ------------------------------------------------------------------------------
 
     @staticmethod
-    def _share(inverter: _Inverter, at: float) -> float:
-        if inverter.spec.ramp_w_per_s is not None:
-            if not inverter.batteries or _is_pv(inverter):
-                return 0.0
-            return _applied(inverter, at) / len(inverter.batteries)
-        if inverter.until <= at or not inverter.batteries or _is_pv(inverter):
+    def _share(inverter: _Inverter, battery: _Battery, at: float) -> float:
+        """The part of what an inverter applies at ``at`` that goes to one of its batteries."""
+        if _is_pv(inverter):
             return 0.0
-        return inverter.setpoint_w / len(inverter.batteries)
+        if inverter.spec.ramp_w_per_s is not None:
+            return _applied(inverter, at) * inverter.weights[battery.spec.id]
+        if inverter.until <= at:
+            return 0.0
+        return inverter.setpoint_w * inverter.weights[battery.spec.id]
 
     def _requested(self, battery: _Battery, at: float) -> float:
-        return sum(self._share(inverter, at) for inverter in battery.inverters)
+        return sum(self._share(inverter, battery, at) for inverter in battery.inverters)
 
     def _battery_power(self, battery: _Battery, at: float) -> float:
         if battery.mode is _STOPPED:  # its DC relay is open
@@ -531,10 +609,10 @@ class World:
         if _is_pv(inverter):
             holds = self.time < inverter.until < math.inf  # a setpoint given and not expired
             return max(inverter.setpoint_w, -produced) if holds else -produced
-        share = self._share(inverter, self.time)
         total = -produced if with_pv else 0.0
         for battery in inverter.batteries:
             self._sync(battery)
+            share = self._share(inverter, battery, self.time)
             requested = self._requested(battery, self.time)
             if requested != 0.0:
                 # The battery takes each inverter's share in the proportion it accepts in all.
@@ -775,11 +853,105 @@ class World:
         )
         if abs(nearest) > abs(power) or (nearest > 0) != (power > 0):
             nearest = 0.0  # never more power, nor the other way, than was asked for
+        self._hold(inverter, nearest, now)
+        if inverter.limits:
+            self._after_change(inverter, "bounds", now)
+
+    def _hold(self, inverter: _Inverter, power_w: float, at: float) -> None:
+        """Change the power an inverter holds at ``at`` (:attr:`time`), its expiry kept."""
         for battery in inverter.batteries:
-            self._sync(battery)
-        self.record.change(inverter.spec.id, at=now, to_w=nearest, until=inverter.until)
-        _anchor(inverter, now)
-        inverter.setpoint_w = nearest
+            self._sync(battery)  # the power changes now: integrate the old power up to here
+        self.record.change(inverter.spec.id, at=at, to_w=power_w, until=inverter.until)
+        _anchor(inverter, at)
+        inverter.setpoint_w = power_w
+
+    # --- limits -------------------------------------------------------------------------------
+
+    def limit_sum(self, name: str) -> float:
+        """The sum of the power a limit's inverters hold at :attr:`time`, W.
+
+        Raises:
+            KeyError: No such limit.
+        """
+        try:
+            limit = self._limits[name]
+        except KeyError:
+            raise KeyError(f"no limit {name!r}") from None
+        return self._held_sum(limit)
+
+    def limit_sums(self) -> dict[str, float]:
+        """Each limit's name to the sum of the power its inverters hold at :attr:`time`, W."""
+        return {name: self._held_sum(limit) for name, limit in self._limits.items()}
+
+    def _held_sum(self, limit: _Limit, besides: _Inverter | None = None) -> float:
+        """What a limit's inverters (but ``besides``) hold at :attr:`time`, W."""
+        now = self.time
+        return math.fsum(m.setpoint_w for m in limit.members if m is not besides and m.until > now)
+
+    def _within_limits(self, inverter: _Inverter, power_w: float, cause: str, at: float) -> float:
+        """Record the limits ``power_w`` held by ``inverter`` would break; what it may hold.
+
+        That is ``power_w`` curtailed toward 0 W (never past it, never above it) as far as
+        each limit it breaks in its own direction needs, given what the others hold.
+        """
+        allowed = power_w
+        for limit in inverter.limits:
+            others = self._held_sum(limit, inverter)
+            total = others + power_w
+            bound = _beyond(limit.spec, total)
+            if bound is None:
+                continue
+            self.record.violation(
+                LimitViolation(
+                    limit=limit.spec.name,
+                    at=at,
+                    inverter_id=inverter.spec.id,
+                    cause=cause,
+                    power_w=power_w,
+                    sum_w=total,
+                    bound_w=bound,
+                )
+            )
+            room = bound - others
+            if total > bound and allowed > 0.0:  # beyond its charge bound (which may be 0)
+                allowed = min(allowed, max(room, 0.0))
+            elif total < bound and allowed < 0.0:
+                allowed = max(allowed, min(room, 0.0))
+        return allowed
+
+    def _after_change(self, inverter: _Inverter, cause: str, at: float) -> None:
+        """An inverter's setpoint changed at ``at``: record broken limits, then enforce them."""
+        held = inverter.setpoint_w if inverter.until > self.time else 0.0
+        self._within_limits(inverter, held, cause, at)
+        self._enforce(inverter, at)
+
+    def _enforce(self, changed: _Inverter, at: float) -> None:
+        """Bring every limit within bounds after ``changed`` changed, nested ones too.
+
+        A limit still beyond a bound (what curtailing the changed inverter could not fix)
+        scales down the power of its inverters on that side, in proportion, until its sum is
+        at the bound; that may take another limit of theirs beyond its other bound, which is
+        enforced in turn (see :data:`MAX_ENFORCE_ROUNDS`).
+        """
+        pending = list(changed.limits)
+        rounds = 0
+        while pending:
+            limit = pending.pop()
+            spec = limit.spec
+            total = self._held_sum(limit)
+            bound = _beyond(spec, total)
+            if bound is None:
+                continue
+            rounds += 1
+            side = 1.0 if total > bound else -1.0
+            carrying = [m for m in limit.members if m.until > self.time and m.setpoint_w * side > 0]
+            held = math.fsum(m.setpoint_w for m in carrying)
+            factor = 0.0 if rounds > MAX_ENFORCE_ROUNDS else max(0.0, 1.0 - (total - bound) / held)
+            for member in carrying:
+                self._hold(member, member.setpoint_w * factor, at)
+                pending.extend(
+                    other for other in member.limits if other is not limit and other not in pending
+                )
 
     # --- start, standby, stop -------------------------------------------------------------------
 
@@ -819,7 +991,7 @@ class World:
                     details=f"inverter {component_id} is stopped (its relays are open): "
                     "start it before putting it in standby",
                 )
-            self._drop_setpoint(inverter, now)
+            self._drop_setpoint(inverter, now, action)
             inverter.mode = {"start": Mode.RUNNING, "standby": Mode.STANDBY}.get(
                 action, Mode.STOPPED
             )
@@ -868,14 +1040,18 @@ class World:
             self.advance(now)
             inverter = self._inverters.get(component_id)
             if inverter is not None:
-                self._drop_setpoint(inverter, now)
+                self._drop_setpoint(inverter, now, "stop")
                 inverter.mode = Mode.STOPPED
             else:
                 self._batteries[component_id].mode = Mode.STOPPED
         return None
 
-    def _drop_setpoint(self, inverter: _Inverter, now: float) -> None:
-        """An inverter's power goes to 0 at ``now`` (recorded when it held a setpoint)."""
+    def _drop_setpoint(self, inverter: _Inverter, now: float, cause: str) -> None:
+        """An inverter's power goes to 0 at ``now`` (recorded when it held a setpoint).
+
+        ``cause`` (``"start"``, ``"standby"``, ``"stop"``) is what a limit violation it causes
+        is recorded under.
+        """
         for battery in inverter.batteries:
             self._sync(battery)  # the power changes now: integrate the old power up to here
         held = self._holding.pop(inverter.spec.id, None) is not None
@@ -889,6 +1065,8 @@ class World:
         inverter.applied_w, inverter.applied_at = 0.0, now
         self._reactive.pop(inverter.spec.id, None)  # its reactive power goes to 0 var too
         inverter.reactive_var, inverter.reactive_until = 0.0, math.inf
+        if held and inverter.limits:
+            self._after_change(inverter, cause, now)
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -945,17 +1123,22 @@ class World:
         if not isinstance(result, Accepted) or not apply:
             return result
         inverter = self._inverters[component_id]
+        held = power_w
+        if inverter.limits:  # curtailed as far as a limit it would break needs
+            held = self._within_limits(inverter, power_w, "command", now)
         for battery in inverter.batteries:
             self._sync(battery)  # the power changes now: integrate the old power up to here
-        self.record.change(component_id, at=now, to_w=power_w, until=result.until)
+        self.record.change(component_id, at=now, to_w=held, until=result.until)
         if inverter.spec.ramp_w_per_s is not None:
             _anchor(inverter, now)
             self._ramping[component_id] = inverter
         inverter.mode = Mode.RUNNING  # a command brings an inverter in standby back
-        inverter.setpoint_w = power_w
+        inverter.setpoint_w = held
         inverter.until = result.until
         self._holding[component_id] = inverter
         self._next_expiry = min(self._next_expiry, inverter.until)
+        if inverter.limits:
+            self._enforce(inverter, now)
         return result
 
     def record_command(
@@ -990,7 +1173,7 @@ class World:
 
     def snapshot_record(self) -> Record:
         """The record up to :attr:`time` (advance first to have it up to now)."""
-        return self.record.snapshot(self.time)
+        return self.record.snapshot(self.time, limit_sums=self.limit_sums())
 
     def check(
         self, component_id: int, power_w: float, lifetime_s: int | None, *, now: float
@@ -1051,14 +1234,16 @@ class World:
             return ""  # a production limit: no battery takes it
         if not inverter.batteries:
             return f"inverter {inverter.spec.id} has no battery"
-        share = power_w / len(inverter.batteries)
-        for battery in inverter.batteries:
-            lower, upper = self.battery_bounds(battery.spec.id)
-            if not lower <= share <= upper:
-                return (
-                    f"{share:g} W is outside battery {battery.spec.id}'s bounds "
-                    f"[{lower:g}, {upper:g}]"
-                )
+        # What its batteries take together (one battery: its own bounds).
+        bounds = [self.battery_bounds(battery.spec.id) for battery in inverter.batteries]
+        lower, upper = math.fsum(b[0] for b in bounds), math.fsum(b[1] for b in bounds)
+        if not lower <= power_w <= upper:
+            if len(bounds) == 1:
+                whose = f"battery {inverter.batteries[0].spec.id}'s bounds"
+            else:
+                ids = ", ".join(str(battery.spec.id) for battery in inverter.batteries)
+                whose = f"the bounds of its batteries {ids} together"
+            return f"{power_w:g} W is outside {whose} [{lower:g}, {upper:g}]"
         return ""
 
     # --- reactive power -----------------------------------------------------------------------
@@ -1228,6 +1413,26 @@ class World:
         if limit <= 0.0 or not math.isfinite(power):
             return self.ambient_c
         return self.ambient_c + HEATING_C * min(abs(power) / limit, 1.0)
+
+
+def _weights(batteries: Sequence[_Battery]) -> dict[int, float]:
+    """How an inverter splits its power among its batteries: by capacity (one battery: all)."""
+    if len(batteries) == 1:
+        return {batteries[0].spec.id: 1.0}
+    total = math.fsum(b.spec.capacity_wh for b in batteries)
+    return {b.spec.id: b.spec.capacity_wh / total for b in batteries}
+
+
+def _beyond(limit: LimitSpec, total: float) -> float | None:
+    """The bound of ``limit`` that ``total`` is beyond (see :data:`LIMIT_TOLERANCE_W`), if any.
+
+    ``+max_charge_w`` or ``-max_discharge_w``; ``None`` when it is within.
+    """
+    if total > limit.max_charge_w + LIMIT_TOLERANCE_W:
+        return limit.max_charge_w
+    if total < -limit.max_discharge_w - LIMIT_TOLERANCE_W:
+        return -limit.max_discharge_w
+    return None
 
 
 def battery_voltage(full_v: float, soc_pct: float) -> float:

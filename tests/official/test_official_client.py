@@ -27,7 +27,7 @@ from frequenz.client.microgrid.component import (
 )
 from frequenz.client.microgrid.metrics import Metric
 
-from distributord.sim.scenario import BatterySpec, InverterSpec, Scenario
+from distributord.sim.scenario import BatterySpec, InverterSpec, Scenario, named_scenario
 from distributord.sim.server import Simulator
 from tests.official.support import with_client
 
@@ -185,3 +185,31 @@ def test_a_version_the_simulator_does_not_serve_is_unimplemented() -> None:
 
         with pytest.raises(ApiClientError, match=r"(?i)unimplemented|not implemented"):
             with_client(only_v1, use)
+
+
+def test_it_reads_an_n_to_m_group_as_the_scenario_says() -> None:
+    # Two batteries on three inverters (2002 feeds both): the client lists each edge.
+    with Simulator(named_scenario("two-on-three"), apis=("v1alpha18",)) as group_sim:
+
+        async def use(client: MicrogridApiClient) -> tuple[list[Any], list[ComponentConnection]]:
+            return list(await client.list_components()), list(await client.list_connections())
+
+        components, connections = with_client(group_sim, use)
+    found = {int(c.id): c for c in components}
+    assert {cid for cid, c in found.items() if isinstance(c, Battery)} == {1001, 1002, 1003}
+    assert {cid for cid, c in found.items() if isinstance(c, BatteryInverter)} == {
+        2001,
+        2002,
+        2003,
+        2004,
+    }
+    edges = {(int(e.source), int(e.destination)) for e in connections}
+    assert edges == {
+        (1, 2),
+        *((2, inverter) for inverter in (2001, 2002, 2003, 2004)),
+        (2001, 1001),
+        (2002, 1001),
+        (2002, 1002),
+        (2003, 1002),
+        (2004, 1003),
+    }

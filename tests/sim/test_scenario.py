@@ -10,7 +10,7 @@ import pytest
 
 from distributord.api.adapter import FinalReply
 from distributord.core.errors import ScenarioError
-from distributord.core.topology import Category, Component, InverterType, pair_batteries
+from distributord.core.topology import Category, Component, Group, InverterType, pair_batteries
 from distributord.sim.scenario import (
     FINAL_REPLIES,
     BatterySpec,
@@ -120,11 +120,12 @@ def test_the_odd_topologies_can_be_expressed() -> None:
     assert (1, 2) in scenario.connections()
     assert (2, 15) in scenario.connections()  # no inverter: it hangs off the meter
     topology = pair_batteries(categories, scenario.connections())
-    assert topology.pairs == {11: 21}
-    assert set(topology.left_out) == {12, 13, 14, 15}
-    assert "several inverters" in topology.left_out[12]
-    assert "also serves" in topology.left_out[13]
+    # A battery on two inverters and two batteries on one are groups now (spec/plant.md).
+    assert topology.pairs == {11: 21, 12: 22, 13: 24}
+    assert topology.left_out.keys() == {15}
     assert "no inverter" in topology.left_out[15]
+    assert topology.groups == {12: Group((12,), (22, 23)), 13: Group((13, 14), (24,))}
+    assert scenario.groups() == [((11,), (21,)), ((12,), (22, 23)), ((13, 14), (24,)), ((15,), ())]
 
 
 def test_uniform_fleet() -> None:
