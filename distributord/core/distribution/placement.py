@@ -34,6 +34,15 @@ from typing import Any, TypeAlias
 
 import attrs
 
+from distributord.core.distribution.limits import (
+    Limit,
+    limit_tree,
+    nested_split,
+    nested_total,
+    request_tree,
+    rest_toward_zero,
+    touches,
+)
 from distributord.core.distribution.rows import (
     _CHARGE_ROW,
     _DISCHARGE_ROW,
@@ -77,6 +86,8 @@ class Distribution:
         remaining_w: Requested power that could not be placed (same sign as ``power_w``).
         excluded: Battery id to why the pair was left out (not in ``setpoints``; do not
             command it).
+        bound_limits: The names of the group limits that bound in this split, sorted (their
+            members' reasons say :attr:`Allotment.LIMITED` where they held them back).
     """
 
     power_w: float
@@ -84,6 +95,7 @@ class Distribution:
     reasons: Mapping[int, Allotment]
     remaining_w: float
     excluded: Mapping[int, str] = attrs.field(factory=dict)
+    bound_limits: tuple[str, ...] = ()
 
     @property
     def placed_w(self) -> float:
@@ -129,6 +141,7 @@ def distribute(
     exponent: float = 1.0,
     derate_band_pct: float = 0.0,
     search_budget: SearchBudget | None = None,
+    limits: Sequence[Limit] = (),
 ) -> Distribution:
     """Split ``power_w`` across ``pairs`` (see the package docstring for the rules).
 
@@ -143,15 +156,22 @@ def distribute(
             ``0`` (the default) turns it off. The config keeps it in ``[0, 100]``.
         search_budget: How long the search over exclusion minimums may take (rule 6);
             without one it counts steps (:data:`~.search.SEARCH_STEPS`).
+        limits: Group limits over the pairs' inverters (:mod:`.limits`); they must nest or
+            be disjoint. Inverters a limit names that are not among ``pairs`` are ignored.
+            Without limits that hold a pair of the request, the split is the one without.
 
     Returns:
-        The setpoints, why each pair got its setpoint, and what could not be placed.
+        The setpoints, why each pair got its setpoint, what could not be placed, and which
+        limits bound.
 
     Raises:
-        DistributionInputError: An argument is invalid; the error names it. Telemetry never
-            raises: bad telemetry excludes its pair.
+        DistributionInputError: An argument is invalid, or two limits overlap without
+            nesting; the error names it. Telemetry never raises: bad telemetry excludes its
+            pair.
     """
     _check_arguments(power_w, exponent, derate_band_pct)
+    if limits:
+        limit_tree(limits)  # refuses limits that do not nest, whatever the request holds
     if not pairs:
         raise DistributionInputError("pairs", "must not be empty")
     rows: Sequence[Row] = sorted(map(_CHARGE_ROW if power_w > 0 else _DISCHARGE_ROW, pairs))
@@ -202,7 +222,41 @@ def distribute(
         capacities, available = pick(columns.capacity_wh), pick(columns.available_pct)
         return split_in_tiers(target, capacities, available, exponent, m, u, search_budget)
 
-    return _place(power_w, ids, columns.status, candidate_split, excluded)
+    if not limits or not touches(limits, columns.inverter_id):
+        return _place(power_w, ids, columns.status, candidate_split, excluded)
+    return _place_limited(
+        power_w, ids, columns.inverter_id, columns.status, candidate_split, excluded, limits
+    )
+
+
+def _place_limited(
+    power_w: float,
+    ids: Sequence[int],
+    inverter_ids: Sequence[int],
+    status: Sequence[_Status],
+    candidate_split: Callable[[_Picker, float], Split],
+    excluded: dict[int, str],
+    limits: Sequence[Limit],
+) -> Distribution:
+    """:func:`_place` under group limits: the nested water-fill of :mod:`.limits`."""
+    candidates = [k for k, s in enumerate(status) if s is None]
+    roots = request_tree(limits, [inverter_ids[k] for k in candidates], power_w > 0)
+    bound: list[str] = []
+
+    def limited_split(pick: _Picker, target: float) -> Split:
+        # _place picks exactly `candidates` (status None); the tree's members are positions
+        # among them, and so are the pools nested_split picks.
+        placed, xs, why, names = nested_split(
+            target,
+            len(candidates),
+            roots,
+            lambda inner, rest: candidate_split(_pick(inner(candidates)), rest),
+        )
+        bound.extend(names)
+        return placed, xs, why
+
+    placed = _place(power_w, ids, status, limited_split, excluded)
+    return attrs.evolve(placed, bound_limits=tuple(sorted(bound)))
 
 
 def _all(column: Sequence[Any]) -> Sequence[Any]:
@@ -251,7 +305,9 @@ def _place(
 # --- aggregate bounds and the request check ----------------------------------------------
 
 
-def aggregate_bounds(pairs: Iterable[Pair], *, derate_band_pct: float = 0.0) -> PowerBounds:
+def aggregate_bounds(
+    pairs: Iterable[Pair], *, derate_band_pct: float = 0.0, limits: Sequence[Limit] = ()
+) -> PowerBounds:
     """The bounds of a set of pairs, for the request check.
 
     ``inclusion_upper`` is the sum of the caps of the pairs that can charge, ``exclusion_upper``
@@ -259,18 +315,22 @@ def aggregate_bounds(pairs: Iterable[Pair], *, derate_band_pct: float = 0.0) -> 
     reference design summed the minimums instead); likewise for discharging. A direction in
     which no pair can take power has both bounds ``0``. The caps are derated as
     :func:`distribute` derates them (``derate_band_pct``), so the bounds say what a split can
-    place.
+    place. Under group ``limits`` the inclusion bounds are what the nested limits let the caps
+    place (:func:`~.limits.nested_total`); the exclusion bounds stay as they are.
 
     Raises:
-        DistributionInputError: ``derate_band_pct`` is not a finite number ``>= 0``.
+        DistributionInputError: ``derate_band_pct`` is not a finite number ``>= 0``, or the
+            limits do not nest.
     """
     _check_band(derate_band_pct)
+    if limits:
+        limit_tree(limits)
     pairs = list(pairs)
     charge_minimum, charge_caps = _direction_bounds(
-        derate(list(map(_CHARGE_ROW, pairs)), derate_band_pct)
+        derate(list(map(_CHARGE_ROW, pairs)), derate_band_pct), limits, charging=True
     )
     discharge_minimum, discharge_caps = _direction_bounds(
-        derate(list(map(_DISCHARGE_ROW, pairs)), derate_band_pct)
+        derate(list(map(_DISCHARGE_ROW, pairs)), derate_band_pct), limits, charging=False
     )
     return PowerBounds(
         inclusion_lower=0.0 - discharge_caps,
@@ -280,16 +340,25 @@ def aggregate_bounds(pairs: Iterable[Pair], *, derate_band_pct: float = 0.0) -> 
     )
 
 
-def _direction_bounds(rows: Iterable[Row]) -> tuple[float, float]:
-    """(smallest minimum, sum of caps) of the rows that can take power in their direction."""
+def _direction_bounds(
+    rows: Iterable[Row], limits: Sequence[Limit], *, charging: bool
+) -> tuple[float, float]:
+    """(smallest minimum, sum of caps) of the rows that can take power in their direction.
+
+    Under ``limits``, the sum of caps is what the limits let them place.
+    """
     caps: list[float] = []
+    inverters: list[int] = []
     minimum = math.inf
     for row in rows:
         if row.status is None:
             caps.append(row.cap_w)
+            inverters.append(row.inverter_id)
             minimum = min(minimum, row.min_w)
     if not caps:
         return 0.0, 0.0
+    if limits:
+        return minimum, nested_total(caps, request_tree(limits, inverters, charging))
     return minimum, math.fsum(caps)
 
 
@@ -397,12 +466,9 @@ def leftover(distribution: Distribution) -> float:
     shared out again (``include_broken_batteries``), that hair took the total past the
     request. This is never more: ``placed + leftover <= |power_w|`` holds exactly.
     """
-    terms = [distribution.power_w, *(0.0 - x for x in distribution.setpoints.values())]
-    rest = math.fsum(terms)
-    beyond = math.fsum([*terms, -rest])  # the sign of (exact rest) - rest
-    if (rest > 0.0 and beyond < 0.0) or (rest < 0.0 and beyond > 0.0):
-        rest = math.nextafter(rest, 0.0)
-    return rest + 0.0
+    return rest_toward_zero(
+        [distribution.power_w, *(0.0 - x for x in distribution.setpoints.values())]
+    )
 
 
 def combine(first: Distribution, second: Distribution) -> Distribution:
