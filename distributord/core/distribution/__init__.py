@@ -46,7 +46,12 @@ The modules, from the bottom up:
 Import from this package; the names below are its public API.
 """
 
-from distributord.core.distribution.limits import Limit, limit_tree, rest_toward_zero
+from distributord.core.distribution.limits import (
+    Limit,
+    LimitOverlapError,
+    limit_tree,
+    rest_toward_zero,
+)
 from distributord.core.distribution.placement import (
     ZERO_POWER_W,
     Distribution,
@@ -88,6 +93,7 @@ __all__ = [
     "Allotment",
     "Distribution",
     "Limit",
+    "LimitOverlapError",
     "Pair",
     "ReactiveAllotment",
     "ReactiveLimits",

@@ -132,9 +132,9 @@ def limit_tree(limits: Iterable[Limit]) -> tuple[tuple[Limit, int | None], ...]:
         the same tree.
 
     Raises:
-        DistributionInputError: Two limits overlap without one containing the other (the
-            message names both and an inverter they share), or an entry is not a
-            :class:`Limit`.
+        LimitOverlapError: Two limits overlap without one containing the other (the message
+            names both and an inverter they share).
+        DistributionInputError: An entry is not a :class:`Limit`.
     """
     ordered = list(limits)
     for limit in ordered:
@@ -157,16 +157,30 @@ def limit_tree(limits: Iterable[Limit]) -> tuple[tuple[Limit, int | None], ...]:
     return tuple(tree)
 
 
-def _overlap(limit: Limit, earlier: Sequence[Limit]) -> DistributionInputError:
+class LimitOverlapError(DistributionInputError):
+    """Two limits overlap without one containing the other (the caller's configuration).
+
+    Attributes:
+        first: One of them (no smaller than the other).
+        second: The other.
+        inverter: An inverter both hold.
+    """
+
+    def __init__(self, first: Limit, second: Limit, inverter: int) -> None:
+        super().__init__(
+            "limits",
+            f"{first.name!r} and {second.name!r} overlap without one containing the other "
+            f"(both hold inverter {inverter}); limits must nest or be disjoint",
+        )
+        self.first, self.second, self.inverter = first, second, inverter
+
+
+def _overlap(limit: Limit, earlier: Sequence[Limit]) -> LimitOverlapError:
     """The error for ``limit``, which overlaps one of ``earlier`` (no smaller) without nesting."""
     for other in earlier:
         shared = limit.inverters & other.inverters
         if shared and not limit.inverters <= other.inverters:
-            return DistributionInputError(
-                "limits",
-                f"{other.name!r} and {limit.name!r} overlap without one containing the other "
-                f"(both hold inverter {min(shared)}); limits must nest or be disjoint",
-            )
+            return LimitOverlapError(other, limit, min(shared))
     raise AssertionError("no overlapping limit found")  # pragma: no cover - see limit_tree
 
 
@@ -269,11 +283,13 @@ def _solve(
     bound_names: list[str],
 ) -> None:
     """Place ``target`` at ``members`` under ``roots`` into ``xs``, ``why``; names that bound."""
-    bound: dict[int, tuple[_Node, float, list[str]]] = {}  # id(node) -> node, placed, names
+    bound: dict[int, tuple[_Node, list[str]]] = {}  # id(node) -> node, the names that bound
     while True:
-        held = {k for node, _, _ in bound.values() for k in node.members}
+        held = {k for node, _ in bound.values() for k in node.members}
         free = [k for k in members if k not in held]
-        rest = rest_toward_zero([target, *(-placed for _, placed, _ in bound.values())])
+        # From the bound members' setpoints themselves: their sum rounded to nearest could be
+        # a hair less than they hold, and the free pairs then place a hair too much.
+        rest = rest_toward_zero([target, *(-xs[k] for k in held)])
         if free:
             if rest > 0.0:
                 _, free_xs, free_why = base_split(_pick(free), rest)
@@ -290,21 +306,20 @@ def _solve(
             inner: list[str] = [node.name]
             _solve(node.max_w, node.members, node.children, base_split, xs, why, inner)
             inside = set(node.members)
-            for key in [key for key, (other, _, _) in bound.items() if other.members[0] in inside]:
+            for key in [key for key, (other, _) in bound.items() if other.members[0] in inside]:
                 del bound[key]
-            placed = math.fsum(xs[k] for k in node.members)
             for k in node.members:
                 if why[k] is Allotment.PROPORTIONAL:
                     why[k] = Allotment.LIMITED
-            bound[id(node)] = (node, placed, inner)
-    for _, _, names in bound.values():
+            bound[id(node)] = (node, inner)
+    for _, names in bound.values():
         bound_names.extend(names)
 
 
 def _innermost_violated(
     node: _Node,
     xs: Sequence[float],
-    bound: dict[int, tuple[_Node, float, list[str]]],
+    bound: dict[int, tuple[_Node, list[str]]],
     out: list[_Node],
 ) -> bool:
     """Whether ``node`` or a limit inside it (not bound) is exceeded; collects the innermost."""
