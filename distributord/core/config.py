@@ -375,19 +375,31 @@ def _principals(what: str) -> _Validator:
     return check
 
 
-def _battery_ids(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    """Left out (every battery), or a non-empty list of battery ids (integers >= 0)."""
-    if value is None:
-        return
-    wanted = "a non-empty list of battery ids (leave it out for every battery)"
-    if not isinstance(value, tuple) or not value:
-        raise ConfigError(f"must be {wanted}, got {_show(value)}", key=attribute.name)
-    for item in value:
-        if not is_component_id(item):
-            shown = repr(item) if isinstance(item, float) else _show(item)
-            raise ConfigError(
-                f"must hold battery ids (integers >= 0), got {shown}", key=attribute.name
-            )
+def _component_ids(what: str, *, low: int, left_out: str) -> _Validator:
+    """A validator: left out (None), or a non-empty list of ``what`` ids (integers >= ``low``).
+
+    ``left_out`` says what leaving the key out means.
+    """
+
+    def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None:
+            return
+        wanted = f"a non-empty list of {what} ids (leave it out {left_out})"
+        if not isinstance(value, tuple) or not value:
+            raise ConfigError(f"must be {wanted}, got {_show(value)}", key=attribute.name)
+        for item in value:
+            if not (is_component_id(item) and item >= low):
+                shown = repr(item) if isinstance(item, float) else _show(item)
+                raise ConfigError(
+                    f"must hold {what} ids (integers >= {low}), got {shown}", key=attribute.name
+                )
+
+    check.__doc__ = f"Left out ({left_out}), or a non-empty list of {what} ids (integers >= {low})."
+    return check
+
+
+_battery_ids = _component_ids("battery", low=0, left_out="for every battery")
+_inverter_ids = _component_ids("inverter", low=1, left_out="with grid = true")
 
 
 _unix_path.__doc__ = f"a file system path of at most {MAX_UNIX_PATH_BYTES} bytes (a Unix socket's)"
@@ -734,21 +746,6 @@ def _limit_name(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
     """Any non-empty name."""
     if not (isinstance(value, str) and value.strip()):
         raise ConfigError(f"must be a non-empty name, got {_show(value)}", key=attribute.name)
-
-
-def _inverter_ids(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    """Left out (with grid = true), or a non-empty list of inverter ids (integers >= 1)."""
-    if value is None:
-        return
-    wanted = "a non-empty list of inverter ids (integers >= 1)"
-    if not isinstance(value, tuple) or not value:
-        raise ConfigError(f"must be {wanted}, got {_show(value)}", key=attribute.name)
-    for item in value:
-        if not (is_component_id(item) and item >= 1):
-            shown = repr(item) if isinstance(item, float) else _show(item)
-            raise ConfigError(
-                f"must hold inverter ids (integers >= 1), got {shown}", key=attribute.name
-            )
 
 
 @attrs.frozen(kw_only=True)

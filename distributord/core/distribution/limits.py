@@ -57,12 +57,14 @@ from collections.abc import Callable, Iterable, Sequence
 import attrs
 
 from distributord.core.distribution.rows import Allotment
-from distributord.core.distribution.waterfill import _pick, _Picker
 from distributord.core.errors import DistributionInputError
 from distributord.core.values import is_number
 
 _Split = tuple[float, list[float], list[Allotment]]
 """``(placed, setpoints, reasons)`` over the picked candidates, as :func:`~.waterfill.split`."""
+
+BaseSplit = Callable[[Sequence[int], float], _Split]
+"""The split without limits: a target over some of the candidates (positions, ascending)."""
 
 
 def _check_max(limit: Limit, attribute: attrs.Attribute[float], value: float) -> None:
@@ -108,15 +110,13 @@ class Limit:
         return self.max_charge_w if charging else self.max_discharge_w
 
 
-def _nesting_key(limit: Limit) -> tuple[int, str, float, float, tuple[int, ...]]:
-    """Larger sets first; equal sets in a fixed order, whatever the order they came in."""
-    return (
-        -len(limit.inverters),
-        limit.name,
-        limit.max_charge_w,
-        limit.max_discharge_w,
-        tuple(sorted(limit.inverters)),
-    )
+def _nesting_key(limit: Limit) -> tuple[int, str, float, float]:
+    """Larger sets first; equal sets in a fixed order, whatever the order they came in.
+
+    Limits that tie on this key and differ in their sets are disjoint (or refused), and their
+    order changes nothing; those that tie and hold the same set are the same limit.
+    """
+    return (-len(limit.inverters), limit.name, limit.max_charge_w, limit.max_discharge_w)
 
 
 def limit_tree(limits: Iterable[Limit]) -> tuple[tuple[Limit, int | None], ...]:
@@ -148,12 +148,11 @@ def limit_tree(limits: Iterable[Limit]) -> tuple[tuple[Limit, int | None], ...]:
     holder: dict[int, int] = {}
     tree: list[tuple[Limit, int | None]] = []
     for position, limit in enumerate(ordered):
-        holders = {holder.get(i) for i in limit.inverters}
+        holders = set(map(holder.get, limit.inverters))
         if len(holders) > 1:
             raise _overlap(limit, ordered[:position])
         tree.append((limit, holders.pop() if holders else None))
-        for i in limit.inverters:
-            holder[i] = position
+        holder.update(dict.fromkeys(limit.inverters, position))
     return tuple(tree)
 
 
@@ -202,27 +201,31 @@ def rest_toward_zero(terms: Iterable[float]) -> float:
 
 
 @attrs.frozen
-class _Node:
-    """A limit restricted to one request's candidates, in one direction."""
+class LimitNode:
+    """A limit restricted to one request's candidates, in one direction (:func:`request_tree`)."""
 
     name: str
     max_w: float
     members: tuple[int, ...]
     """Candidate positions in its subtree, ascending."""
-    children: tuple[_Node, ...]
+    children: tuple[LimitNode, ...]
 
 
 def request_tree(
-    limits: Sequence[Limit], inverter_ids: Sequence[int], charging: bool
-) -> tuple[_Node, ...]:
+    tree: Sequence[tuple[Limit, int | None]], inverter_ids: Sequence[int], charging: bool
+) -> tuple[LimitNode, ...]:
     """The limits over the candidates ``inverter_ids`` (positions 0 to n-1), top level first.
+
+    Args:
+        tree: The limits as :func:`limit_tree` nests them.
+        inverter_ids: The candidates' inverters.
+        charging: The request's direction: which maxima count.
 
     Limits that hold none of the candidates are left out (nothing to cap).
     """
-    where = {iid: k for k, iid in enumerate(inverter_ids)}
-    tree = limit_tree(limits)
+    where = dict(zip(inverter_ids, range(len(inverter_ids)), strict=True))
     members: list[list[int]] = [
-        sorted(where[i] for i in limit.inverters if i in where) for limit, _ in tree
+        sorted(map(where.__getitem__, where.keys() & limit.inverters)) for limit, _ in tree
     ]
     children: list[list[int]] = [[] for _ in tree]
     roots: list[int] = []
@@ -230,9 +233,9 @@ def request_tree(
         if members[position]:
             (roots if parent is None else children[parent]).append(position)
 
-    def node(position: int) -> _Node:
+    def node(position: int) -> LimitNode:
         limit = tree[position][0]
-        return _Node(
+        return LimitNode(
             limit.name,
             limit.max_w(charging),
             tuple(members[position]),
@@ -242,17 +245,11 @@ def request_tree(
     return tuple(map(node, roots))
 
 
-def touches(limits: Sequence[Limit], inverter_ids: Iterable[int]) -> bool:
-    """Whether any of ``limits`` holds one of ``inverter_ids``."""
-    ids = set(inverter_ids)
-    return any(not ids.isdisjoint(limit.inverters) for limit in limits)
-
-
 def nested_split(
     target: float,
     count: int,
-    roots: Sequence[_Node],
-    base_split: Callable[[_Picker, float], _Split],
+    roots: Sequence[LimitNode],
+    base_split: BaseSplit,
 ) -> tuple[float, list[float], list[Allotment], list[str]]:
     """Place ``target > 0`` over ``count`` candidates under the limits ``roots`` (module docs).
 
@@ -260,7 +257,7 @@ def nested_split(
         target: The magnitude to place.
         count: How many candidates; the nodes' members are positions among them.
         roots: The top-level limits over them (:func:`request_tree`).
-        base_split: The split without limits over the picked candidates.
+        base_split: The split without limits over some of the candidates.
 
     Returns:
         ``(placed, setpoints, reasons, bound)``: as :func:`~.waterfill.split`, and the names
@@ -276,28 +273,31 @@ def nested_split(
 def _solve(
     target: float,
     members: Sequence[int],
-    roots: Sequence[_Node],
-    base_split: Callable[[_Picker, float], _Split],
+    roots: Sequence[LimitNode],
+    base_split: BaseSplit,
     xs: list[float],
     why: list[Allotment],
     bound_names: list[str],
 ) -> None:
     """Place ``target`` at ``members`` under ``roots`` into ``xs``, ``why``; names that bound."""
-    bound: dict[int, tuple[_Node, list[str]]] = {}  # id(node) -> node, the names that bound
+    bound: dict[int, tuple[LimitNode, list[str]]] = {}  # id(node) -> node, the names that bound
     while True:
         held = {k for node, _ in bound.values() for k in node.members}
-        free = [k for k in members if k not in held]
+        free = [k for k in members if k not in held] if held else members
         # From the bound members' setpoints themselves: their sum rounded to nearest could be
         # a hair less than they hold, and the free pairs then place a hair too much.
         rest = rest_toward_zero([target, *(-xs[k] for k in held)])
         if free:
             if rest > 0.0:
-                _, free_xs, free_why = base_split(_pick(free), rest)
+                _, free_xs, free_why = base_split(free, rest)
             else:
                 free_xs, free_why = [0.0] * len(free), [Allotment.LIMITED] * len(free)
-            for k, x, reason in zip(free, free_xs, free_why, strict=True):
-                xs[k], why[k] = x, reason
-        violated: list[_Node] = []
+            if len(free) == len(xs):  # every candidate: the top pool, nothing bound yet
+                xs[:], why[:] = free_xs, free_why
+            else:
+                for k, x, reason in zip(free, free_xs, free_why, strict=True):
+                    xs[k], why[k] = x, reason
+        violated: list[LimitNode] = []
         for root in roots:
             _innermost_violated(root, xs, bound, violated)
         if not violated:
@@ -317,10 +317,10 @@ def _solve(
 
 
 def _innermost_violated(
-    node: _Node,
+    node: LimitNode,
     xs: Sequence[float],
-    bound: dict[int, tuple[_Node, list[str]]],
-    out: list[_Node],
+    bound: dict[int, tuple[LimitNode, list[str]]],
+    out: list[LimitNode],
 ) -> bool:
     """Whether ``node`` or a limit inside it (not bound) is exceeded; collects the innermost."""
     if id(node) in bound:
@@ -331,13 +331,13 @@ def _innermost_violated(
     if inner:
         return True
     # Exactly: fsum is correctly rounded, so its sign is the sign of the exact sum.
-    if math.fsum([*(xs[k] for k in node.members), -node.max_w]) > 0.0:
+    if math.fsum([*map(xs.__getitem__, node.members), -node.max_w]) > 0.0:
         out.append(node)
         return True
     return False
 
 
-def nested_total(caps: Sequence[float], roots: Sequence[_Node]) -> float:
+def nested_total(caps: Sequence[float], roots: Sequence[LimitNode]) -> float:
     """The most ``caps`` (one per candidate) can place under the limits ``roots``.
 
     A limit's members take at most ``min(max_L, Σ what its children take)``, recursively.
@@ -345,7 +345,7 @@ def nested_total(caps: Sequence[float], roots: Sequence[_Node]) -> float:
     return _total(caps, range(len(caps)), roots)
 
 
-def _total(caps: Sequence[float], members: Iterable[int], children: Sequence[_Node]) -> float:
+def _total(caps: Sequence[float], members: Iterable[int], children: Sequence[LimitNode]) -> float:
     inside = {k for child in children for k in child.members}
     return math.fsum(
         [

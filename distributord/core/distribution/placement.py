@@ -36,12 +36,12 @@ import attrs
 
 from distributord.core.distribution.limits import (
     Limit,
+    LimitNode,
     limit_tree,
     nested_split,
     nested_total,
     request_tree,
     rest_toward_zero,
-    touches,
 )
 from distributord.core.distribution.rows import (
     _CHARGE_ROW,
@@ -170,8 +170,8 @@ def distribute(
             pair.
     """
     _check_arguments(power_w, exponent, derate_band_pct)
-    if limits:
-        limit_tree(limits)  # refuses limits that do not nest, whatever the request holds
+    # Refuses limits that do not nest, whatever the request holds.
+    tree = limit_tree(limits) if limits else ()
     if not pairs:
         raise DistributionInputError("pairs", "must not be empty")
     rows: Sequence[Row] = sorted(map(_CHARGE_ROW if power_w > 0 else _DISCHARGE_ROW, pairs))
@@ -222,36 +222,43 @@ def distribute(
         capacities, available = pick(columns.capacity_wh), pick(columns.available_pct)
         return split_in_tiers(target, capacities, available, exponent, m, u, search_budget)
 
-    if not limits or not touches(limits, columns.inverter_id):
-        return _place(power_w, ids, columns.status, candidate_split, excluded)
-    return _place_limited(
-        power_w, ids, columns.inverter_id, columns.status, candidate_split, excluded, limits
-    )
+    if tree:
+        status = columns.status
+        candidates = (
+            range(len(status))
+            if status.count(None) == len(status)
+            else [k for k, s in enumerate(status) if s is None]
+        )
+        inverters = columns.inverter_id
+        roots = request_tree(tree, [inverters[k] for k in candidates], power_w > 0)
+        if roots:
+            return _place_limited(
+                power_w, ids, status, candidates, roots, candidate_split, excluded
+            )
+    return _place(power_w, ids, columns.status, candidate_split, excluded)
 
 
 def _place_limited(
     power_w: float,
     ids: Sequence[int],
-    inverter_ids: Sequence[int],
     status: Sequence[_Status],
+    candidates: Sequence[int],
+    roots: Sequence[LimitNode],
     candidate_split: Callable[[_Picker, float], Split],
     excluded: dict[int, str],
-    limits: Sequence[Limit],
 ) -> Distribution:
-    """:func:`_place` under group limits: the nested water-fill of :mod:`.limits`."""
-    candidates = [k for k, s in enumerate(status) if s is None]
-    roots = request_tree(limits, [inverter_ids[k] for k in candidates], power_w > 0)
+    """:func:`_place` under the limits ``roots`` over ``candidates``: :mod:`.limits`."""
     bound: list[str] = []
 
     def limited_split(pick: _Picker, target: float) -> Split:
-        # _place picks exactly `candidates` (status None); the tree's members are positions
-        # among them, and so are the pools nested_split picks.
-        placed, xs, why, names = nested_split(
-            target,
-            len(candidates),
-            roots,
-            lambda inner, rest: candidate_split(_pick(inner(candidates)), rest),
-        )
+        # _place picks exactly `candidates` (status None), with `pick`; the tree's members are
+        # positions among them, and so are the pools nested_split splits.
+        def pool_split(pool: Sequence[int], rest: float) -> Split:
+            if len(pool) == len(candidates):  # all of them: the pick _place made
+                return candidate_split(pick, rest)
+            return candidate_split(_pick([candidates[k] for k in pool]), rest)
+
+        placed, xs, why, names = nested_split(target, len(candidates), roots, pool_split)
         bound.extend(names)
         return placed, xs, why
 
@@ -323,14 +330,13 @@ def aggregate_bounds(
             limits do not nest.
     """
     _check_band(derate_band_pct)
-    if limits:
-        limit_tree(limits)
+    tree = limit_tree(limits) if limits else ()
     pairs = list(pairs)
     charge_minimum, charge_caps = _direction_bounds(
-        derate(list(map(_CHARGE_ROW, pairs)), derate_band_pct), limits, charging=True
+        derate(list(map(_CHARGE_ROW, pairs)), derate_band_pct), tree, charging=True
     )
     discharge_minimum, discharge_caps = _direction_bounds(
-        derate(list(map(_DISCHARGE_ROW, pairs)), derate_band_pct), limits, charging=False
+        derate(list(map(_DISCHARGE_ROW, pairs)), derate_band_pct), tree, charging=False
     )
     return PowerBounds(
         inclusion_lower=0.0 - discharge_caps,
@@ -341,11 +347,12 @@ def aggregate_bounds(
 
 
 def _direction_bounds(
-    rows: Iterable[Row], limits: Sequence[Limit], *, charging: bool
+    rows: Iterable[Row], tree: Sequence[tuple[Limit, int | None]], *, charging: bool
 ) -> tuple[float, float]:
     """(smallest minimum, sum of caps) of the rows that can take power in their direction.
 
-    Under ``limits``, the sum of caps is what the limits let them place.
+    Under limits (``tree``, :func:`~.limits.limit_tree`), the sum of caps is what the limits
+    let them place.
     """
     caps: list[float] = []
     inverters: list[int] = []
@@ -357,8 +364,8 @@ def _direction_bounds(
             minimum = min(minimum, row.min_w)
     if not caps:
         return 0.0, 0.0
-    if limits:
-        return minimum, nested_total(caps, request_tree(limits, inverters, charging))
+    if tree:
+        return minimum, nested_total(caps, request_tree(tree, inverters, charging))
     return minimum, math.fsum(caps)
 
 

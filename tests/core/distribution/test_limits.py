@@ -31,6 +31,7 @@ from distributord.core.errors import DistributionInputError
 from tests.core.distribution.spec import (
     TOLERANCE_W,
     Quantities,
+    check_agrees,
     derate_bands,
     exact_weight,
     quantities,
@@ -282,14 +283,7 @@ def test_nested_water_fill_agrees_with_the_exact_oracle(
     power = data.draw(requests(fleet))
     result = run(power, fleet, limits, float(exponent), band)
     expected = oracle(power, fleet, limits, exponent, band)
-    for bid, x in expected.items():
-        assert abs(Fraction(result.setpoints[bid]) - x) <= TOLERANCE_W, (
-            bid,
-            result.setpoints[bid],
-            float(x),
-        )
-    unplaced = Fraction(power) - sum(expected.values(), Fraction(0))
-    assert abs(Fraction(result.remaining_w) - unplaced) <= TOLERANCE_W * len(fleet)
+    check_agrees(result, power, expected)
 
 
 @given(st.data(), near_bound_fleets(max_size=12), NEAR_BOUND_EXPONENTS)
@@ -300,8 +294,7 @@ def test_the_oracle_where_floats_break(
     limits = data.draw(laminar_limits(fleet))
     power = data.draw(requests(fleet))
     result = run(power, fleet, limits, float(exponent))
-    for bid, x in oracle(power, fleet, limits, exponent, 0.0).items():
-        assert abs(Fraction(result.setpoints[bid]) - x) <= TOLERANCE_W, (bid, float(x))
+    check_agrees(result, power, oracle(power, fleet, limits, exponent, 0.0))
 
 
 @given(st.data(), fleets(max_size=12, exclusion=False))
