@@ -14,6 +14,11 @@ Every pair in the result carries an :class:`Allotment`. Pairs with bad telemetry
 :mod:`.rows`) are *excluded*: they are not in ``setpoints`` and ``excluded`` says why, naming
 the field.
 
+Under group limits (``limits=``, :mod:`.limits`) step 3 is the nested water-fill: the split of
+rules 3 to 6 runs per pool (the free pairs, and the members of each limit that binds), and the
+result names the limits that bound. A request that no limit touches takes the path without
+limits, unchanged.
+
 A distribution reads one row per pair, worked out when the pair was built, and works on the
 rows' columns. Pairs are put in battery-id order first and every tie is broken by id, so
 permuting the input permutes the output exactly.
