@@ -37,7 +37,16 @@ from tests.core.distribution.spec import (
     quantities,
 )
 from tests.core.distribution.test_exactness import check_invariants
-from tests.strategies import NEAR_BOUND_EXPONENTS, fleets, near_bound_fleets, symmetric_pair
+from tests.core.distribution.test_extremes import watchdog
+from tests.strategies import (
+    EXTREME_EXPONENTS,
+    NEAR_BOUND_EXPONENTS,
+    extreme_fleets,
+    extreme_requests,
+    fleets,
+    near_bound_fleets,
+    symmetric_pair,
+)
 
 ABSENT_INVERTERS = (7, 8, 9)
 """Inverter ids no fleet uses: limits naming them name inverters outside the request."""
@@ -421,6 +430,19 @@ def test_overlapping_limits_are_refused_naming_both(data: st.DataObject, fleet: 
     assert any(f"inverter {min(a.inverters & b.inverters)}" in message for a, b in named)
     with pytest.raises(DistributionInputError):
         aggregate_bounds(fleet, limits=limits)
+
+
+@given(st.data(), extreme_fleets(), extreme_requests(), EXTREME_EXPONENTS)
+def test_every_input_terminates_within_bounds_and_limits(
+    data: st.DataObject, fleet: list[Pair], power: float, exponent: float
+) -> None:
+    """Watts from 5e-324 to 1e300, exponents to 1e19, limits over them: a valid result, soon."""
+    limits = data.draw(laminar_limits(fleet))
+    note(f"power={power!r} exponent={exponent!r} limits={limits!r}")
+    with watchdog():
+        result = distribute(power, fleet, exponent=exponent, limits=limits)
+    check_invariants(power, [p for p in fleet if p.problem is None], result)
+    check_limits(power, fleet, limits, result)
 
 
 # --- worked examples -----------------------------------------------------------------------------
