@@ -415,10 +415,24 @@ def config_page() -> str:
                 unless configured) and takes the limits but not users or groups.
                 """
             )
+        if table == f"[{config.LIMITS}]":
+            lines += _paragraphs(
+                """
+                One table per limit, in an array of tables: each [[limits]] adds one. The split
+                never makes the sum of a limit's inverters' setpoints exceed its maximum: a
+                limit that binds holds its inverters together at its maximum and the rest of
+                the request goes to inverters outside it. Limits may nest (a fuse inside a
+                feeder inside the grid connection) or be disjoint; two that overlap otherwise
+                are an error naming both. The bounds a request is checked against include
+                them, and a result names the limits that bound. A drop-in that has [[limits]]
+                replaces all the limits of the files before it.
+                """
+            )
         for key in keys:
             name = key.key.rsplit(".", 1)[1]
             default = "left out" if key.default is None else key.default
-            value = f"Value: {key.accepts.rstrip('.')}. Default: {default}."
+            value = f"Value: {key.accepts.rstrip('.')}. "
+            value += "Required." if key.required else f"Default: {default}."
             value += " Live." if key.live else " Needs a restart."
             lines += [".TP", _bold(name), _text(_for_users(key.meaning)), ".br", _text(value)]
     lines += [".SH FILES"]
@@ -437,7 +451,7 @@ def _for_users(text: str) -> str:
 
 def _strip_table(summary: str) -> str:
     """``"``[control]``: the control socket..."`` -> ``"The control socket..."``."""
-    text = re.sub(r"^``\[[^]]+\]``:? ?", "", summary)
+    text = re.sub(r"^``\[+[^]]+\]+``:? ?", "", summary)  # [[limits]] too
     text = text.strip("()").strip()
     return text[:1].upper() + text[1:]
 

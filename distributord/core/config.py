@@ -72,11 +72,12 @@ import os
 import re
 import tomllib
 import types
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
 
+from distributord.core.distribution.limits import Limit, LimitOverlapError, limit_tree
 from distributord.core.distribution.rows import MAX_EXPONENT
 from distributord.core.distribution.search import DEFAULT_SEARCH_BUDGET_S
 from distributord.core.errors import ConfigError
@@ -374,19 +375,31 @@ def _principals(what: str) -> _Validator:
     return check
 
 
-def _battery_ids(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    """Left out (every battery), or a non-empty list of battery ids (integers >= 0)."""
-    if value is None:
-        return
-    wanted = "a non-empty list of battery ids (leave it out for every battery)"
-    if not isinstance(value, tuple) or not value:
-        raise ConfigError(f"must be {wanted}, got {_show(value)}", key=attribute.name)
-    for item in value:
-        if not is_component_id(item):
-            shown = repr(item) if isinstance(item, float) else _show(item)
-            raise ConfigError(
-                f"must hold battery ids (integers >= 0), got {shown}", key=attribute.name
-            )
+def _component_ids(what: str, *, low: int, left_out: str) -> _Validator:
+    """A validator: left out (None), or a non-empty list of ``what`` ids (integers >= ``low``).
+
+    ``left_out`` says what leaving the key out means.
+    """
+
+    def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None:
+            return
+        wanted = f"a non-empty list of {what} ids (leave it out {left_out})"
+        if not isinstance(value, tuple) or not value:
+            raise ConfigError(f"must be {wanted}, got {_show(value)}", key=attribute.name)
+        for item in value:
+            if not (is_component_id(item) and item >= low):
+                shown = repr(item) if isinstance(item, float) else _show(item)
+                raise ConfigError(
+                    f"must hold {what} ids (integers >= {low}), got {shown}", key=attribute.name
+                )
+
+    check.__doc__ = f"Left out ({left_out}), or a non-empty list of {what} ids (integers >= {low})."
+    return check
+
+
+_battery_ids = _component_ids("battery", low=0, left_out="for every battery")
+_inverter_ids = _component_ids("inverter", low=1, left_out="with grid = true")
 
 
 _unix_path.__doc__ = f"a file system path of at most {MAX_UNIX_PATH_BYTES} bytes (a Unix socket's)"
@@ -729,6 +742,105 @@ class LoggingConfig:
     )
 
 
+def _limit_name(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    """Any non-empty name."""
+    if not (isinstance(value, str) and value.strip()):
+        raise ConfigError(f"must be a non-empty name, got {_show(value)}", key=attribute.name)
+
+
+@attrs.frozen(kw_only=True)
+class LimitConfig:
+    """``[[limits]]``: a limit over several inverters together: a feeder, a fuse, the grid.
+
+    Attributes:
+        name: What results and logs call it; unique among the limits.
+        inverters: The inverter ids it covers; or leave it out and set ``grid = true``.
+        grid: Whether it covers every inverter behind the grid connection point (instead of
+            ``inverters``).
+        max_charge_w: The most its inverters may charge together, in watts (a number >= 0);
+            left out: no limit on charging.
+        max_discharge_w: The most they may discharge together, in watts, as a magnitude;
+            left out: no limit on discharging. At least one of the two is set.
+    """
+
+    name: str = attrs.field(validator=_limit_name)
+    inverters: tuple[int, ...] | None = attrs.field(
+        default=None, converter=_to_optional_tuple, validator=_inverter_ids
+    )
+    grid: bool = attrs.field(default=False, validator=_boolean)
+    max_charge_w: float | None = attrs.field(
+        default=None, converter=_to_optional_float, validator=_optional(_number(low=0.0))
+    )
+    max_discharge_w: float | None = attrs.field(
+        default=None, converter=_to_optional_float, validator=_optional(_number(low=0.0))
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if (self.inverters is None) == (not self.grid):
+            raise ConfigError(
+                "give either inverters = [...] or grid = true, not both"
+                if self.grid
+                else "give either inverters = [...] or grid = true",
+                key="inverters",
+            )
+        if self.max_charge_w is None and self.max_discharge_w is None:
+            raise ConfigError("give max_charge_w, max_discharge_w or both", key="max_charge_w")
+
+    def limit(self, grid_inverters: Iterable[int] = ()) -> Limit:
+        """The limit as the split takes it (``inf`` where a maximum is left out).
+
+        Args:
+            grid_inverters: The inverters behind the grid connection point, for a ``grid``
+                limit; a limit over ``inverters`` ignores them.
+        """
+        inverters = self.inverters if self.inverters is not None else grid_inverters
+        return Limit(
+            name=self.name,
+            inverters=frozenset(inverters),
+            max_charge_w=math.inf if self.max_charge_w is None else self.max_charge_w,
+            max_discharge_w=math.inf if self.max_discharge_w is None else self.max_discharge_w,
+        )
+
+
+def _to_limits(value: Sequence[LimitConfig]) -> tuple[LimitConfig, ...]:
+    """Converter: a list of limits becomes a tuple; anything else is left for the validator."""
+    if isinstance(value, list | tuple):
+        return tuple(value)
+    return value  # type: ignore[return-value]  # not a sequence: the validator refuses it
+
+
+def _limits(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """Limits with unique names that nest or are disjoint (a grid limit holds every inverter)."""
+    if not isinstance(value, tuple):
+        raise ConfigError(
+            f"must be an array of tables ([[{attribute.name}]]), got {_show(value)}",
+            key=attribute.name,
+        )
+    seen: dict[str, int] = {}
+    for index, limit in enumerate(value):
+        key = f"{attribute.name}[{index}]"
+        if not isinstance(limit, LimitConfig):
+            raise ConfigError(
+                f"must be a table ([[{attribute.name}]]), got {_show(limit)}", key=key
+            )
+        if limit.name in seen:
+            raise ConfigError(
+                f"{limit.name!r} is also the name of {attribute.name}[{seen[limit.name]}]; "
+                "names are unique",
+                key=f"{key}.name",
+            )
+        seen[limit.name] = index
+    try:
+        limit_tree(limit.limit() for limit in value if limit.inverters is not None)
+    except LimitOverlapError as error:
+        first, second = seen[error.first.name], seen[error.second.name]
+        raise ConfigError(
+            f"overlaps {attribute.name}[{first}] ({error.first.name!r}) without one containing"
+            f" the other (both hold inverter {error.inverter}); limits must nest or be disjoint",
+            key=f"{attribute.name}[{second}].inverters",
+        ) from None
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """The daemon's whole configuration; ``Config()`` is the built-in defaults.
@@ -746,6 +858,8 @@ class Config:
         metrics: ``[metrics]``.
         logging: ``[logging]``.
         programs: ``[programs.NAME]``, by name, read-only; ``default`` is always there.
+        limits: ``[[limits]]``, in file order (``spec/plant.md``, "Group limits"). Live: the
+            next request's split follows them.
     """
 
     microgrid: MicrogridConfig = attrs.field(factory=MicrogridConfig)
@@ -762,6 +876,9 @@ class Config:
     # Not hashed: a mapping is not hashable (equal configurations still hash equal).
     programs: Mapping[str, ProgramConfig] = attrs.field(
         factory=dict, converter=_to_programs, validator=_programs, hash=False
+    )
+    limits: tuple[LimitConfig, ...] = attrs.field(
+        default=(), converter=_to_limits, validator=_limits
     )
 
     @classmethod
@@ -789,7 +906,10 @@ whose keys the operator names, is apart: :data:`PROGRAMS`)."""
 PROGRAMS = "programs"
 """The table of programs: one subtable per program, :class:`ProgramConfig`."""
 
-KNOWN_TABLES = (*TABLES, PROGRAMS)
+LIMITS = "limits"
+"""The array of tables of group limits: ``[[limits]]``, one :class:`LimitConfig` each."""
+
+KNOWN_TABLES = (*TABLES, PROGRAMS, LIMITS)
 """Every top-level table a file may have."""
 
 
@@ -926,7 +1046,9 @@ def _origin(key: str, origins: Mapping[tuple[str, ...], str], *, default: str) -
     best, found = "", default
     for path, source in origins.items():
         dotted = ".".join(path)
-        if (key == dotted or key.startswith(dotted + ".")) and len(dotted) > len(best):
+        # An array of tables' index follows its name: limits[2].name.
+        inside = key.startswith((dotted + ".", dotted + "["))
+        if (key == dotted or inside) and len(dotted) > len(best):
             best, found = dotted, source
     return found
 
@@ -934,6 +1056,9 @@ def _origin(key: str, origins: Mapping[tuple[str, ...], str], *, default: str) -
 def _config(doc: dict[str, Any]) -> Config:
     tables: dict[str, Any] = {}
     for name, value in doc.items():
+        if name == LIMITS:
+            tables[name] = _build_limits(value)
+            continue
         cls = TABLES.get(name)
         if cls is None and name != PROGRAMS:
             what = "table" if isinstance(value, dict) else "key"
@@ -954,11 +1079,23 @@ def _build_programs(table: dict[str, Any]) -> dict[str, ProgramConfig]:
     return programs
 
 
+def _build_limits(value: Any) -> list[LimitConfig]:
+    """``[[limits]]``: each table checked as ``limits[INDEX]`` (from 0, in file order)."""
+    if not (isinstance(value, list) and all(isinstance(item, dict) for item in value)):
+        raise ConfigError(
+            f"must be an array of tables ([[{LIMITS}]]), got {_show(value)}", key=LIMITS
+        )
+    return [_build(LimitConfig, table, f"{LIMITS}[{index}]") for index, table in enumerate(value)]
+
+
 def _build(cls: type[_A], table: dict[str, Any], name: str) -> _A:
     known = [field.name for field in attrs.fields(cls)]
     for key in table:
         if key not in known:
             raise ConfigError(f"unknown key; known keys: {', '.join(known)}", key=f"{name}.{key}")
+    for field in attrs.fields(cls):
+        if field.default is attrs.NOTHING and field.name not in table:
+            raise ConfigError("is required", key=f"{name}.{field.name}")
     try:
         return cls(**table)
     except ConfigError as error:
@@ -976,7 +1113,8 @@ def to_toml(config: Config) -> str:
 
     What ``distributord check-config`` prints. Parsed back (:func:`parse_config`), it gives
     ``config`` again. A key that is not set (an optional limit) is left out, as a file leaves
-    it out; ``[programs.NAME]`` tables follow the others, in name order.
+    it out; ``[programs.NAME]`` tables follow the others, in name order, then ``[[limits]]``
+    in their order.
     """
     lines: list[str] = []
     sections: list[tuple[str, attrs.AttrsInstance]] = [
@@ -986,6 +1124,7 @@ def to_toml(config: Config) -> str:
         (f"{PROGRAMS}.{_toml_key(name)}", program)
         for name, program in sorted(config.programs.items())
     ]
+    sections += [(f"[{LIMITS}]", limit) for limit in config.limits]
     for header, table in sections:
         if lines:
             lines.append("")
@@ -1104,6 +1243,8 @@ def differences(old: Config, new: Config) -> list[str]:
             for field in attrs.fields(ProgramConfig)
             if getattr(before, field.name) != getattr(after, field.name)
         )
+    if old.limits != new.limits:
+        changed.append(LIMITS)
     return changed
 
 
@@ -1122,7 +1263,7 @@ def reloaded(running: Config, loaded: Config) -> Config:
             if not field.metadata.get("live")
         }
         tables[table] = attrs.evolve(getattr(loaded, table), **kept)
-    return Config(**tables, programs=loaded.programs)
+    return Config(**tables, programs=loaded.programs, limits=loaded.limits)
 
 
 LIVE_KEYS = live_keys()
@@ -1133,7 +1274,11 @@ keys are live too (:func:`is_live`)."""
 
 def is_live(key: str) -> bool:
     """Whether a reload applies the dotted ``key`` (from :func:`differences`) at once."""
-    return key in LIVE_KEYS or key.startswith("programs.")
+    return key in LIVE_KEYS or key.startswith(f"{PROGRAMS}.") or bool(_LIMITS_KEY.match(key))
+
+
+_LIMITS_KEY = re.compile(rf"\[?{LIMITS}(?:$|[.\[\]])")
+"""``limits``, ``limits[2].name``, and ``[limits].name`` as :func:`table_docs` names the keys."""
 
 
 # --- documentation -------------------------------------------------------------------------------
@@ -1147,8 +1292,10 @@ class KeyDoc:
         key: The dotted key (``requests.default_timeout_s``; ``programs.NAME.priority``).
         meaning: The key's entry in its table class's ``Attributes`` docstring.
         accepts: What its validator accepts (the validator's docstring).
-        default: Its default as TOML, or ``None`` when it is left out by default.
+        default: Its default as TOML, or ``None`` when it is left out by default (or
+            required).
         live: Whether a reload (SIGHUP) applies it to the running daemon.
+        required: Whether a table that has the key must set it (a limit's ``name``).
     """
 
     key: str
@@ -1156,17 +1303,20 @@ class KeyDoc:
     accepts: str
     default: str | None
     live: bool
+    required: bool = False
 
 
 def table_docs() -> list[tuple[str, str, list[KeyDoc]]]:
     """Every table and key, in file order: ``(table, summary, keys)``.
 
-    The summary is the first line of the table class's docstring; ``[programs.NAME]`` comes
+    The summary is the first line of the table class's docstring; ``[programs.NAME]`` and
+    ``[[limits]]`` (named ``[limits]``, so that the page's brackets make it ``[[limits]]``) come
     last. So the manual page is written from the declarations themselves.
     """
     tables: list[tuple[str, type[attrs.AttrsInstance]]] = [
         *TABLES.items(),
         (f"{PROGRAMS}.NAME", ProgramConfig),
+        (f"[{LIMITS}]", LimitConfig),
     ]
     return [
         (name, _summary(cls), [_key_doc(name, field, cls) for field in attrs.fields(cls)])
@@ -1190,12 +1340,14 @@ def _key_doc(table: str, field: attrs.Attribute[Any], cls: type) -> KeyDoc:
         if v is not None and v.__doc__
     )
     default = field.default
+    required = default is attrs.NOTHING
     return KeyDoc(
         key=key,
         meaning=meaning,
         accepts=accepts,
-        default=None if default is None else _toml_value(default),
+        default=None if default is None or required else _toml_value(default),
         live=is_live(key),
+        required=required,
     )
 
 

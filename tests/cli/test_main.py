@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -146,6 +147,18 @@ def test_check_config_names_the_drop_in_that_holds_a_bad_key_with_exit_2(
     users=st.lists(st.text(min_size=1, max_size=8) | st.integers(0, 2**32), max_size=2),
     max_charge_w=st.none() | st.floats(min_value=1.0, max_value=1e9),
     batteries=st.none() | st.lists(st.integers(1, 2**32), min_size=1, max_size=3, unique=True),
+    # Group limits: names with quotes and control characters, over inverters or the grid,
+    # nested, disjoint or overlapping (refused), maxima from 0 up or left out.
+    limits=st.lists(
+        st.builds(
+            dict,
+            name=st.text(max_size=6),
+            inverters=st.none() | st.lists(st.integers(1, 6), min_size=1, max_size=4),
+            max_charge_w=st.none() | st.floats(min_value=0.0, max_value=1e9),
+            max_discharge_w=st.none() | st.floats(min_value=0.0, max_value=1e9),
+        ),
+        max_size=4,
+    ),
 )
 def test_any_program_reads_back_the_same(
     name: str,
@@ -153,14 +166,16 @@ def test_any_program_reads_back_the_same(
     users: list[str | int],
     max_charge_w: float | None,
     batteries: list[int] | None,
+    limits: list[dict[str, Any]],
 ) -> None:
     try:
         program = config.ProgramConfig(
             priority=priority, users=users, max_charge_w=max_charge_w, batteries=batteries
         )
-        wanted = config.Config(programs={name: program})
+        groups = [config.LimitConfig(**limit, grid=limit["inverters"] is None) for limit in limits]
+        wanted = config.Config(programs={name: program}, limits=groups)
     except ConfigError:
-        return  # a name or a principal the configuration refuses: nothing to print
+        return  # a name, a principal or a limit the configuration refuses: nothing to print
     printed = config.to_toml(wanted)
     assert config.parse_config(printed.encode(), source="-") == wanted
 

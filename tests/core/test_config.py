@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pathlib
 import re
 import tomllib
@@ -17,6 +18,7 @@ from distributord.core.config import (
     ArbitrationConfig,
     Config,
     ControlConfig,
+    LimitConfig,
     LoggingConfig,
     MicrogridConfig,
     ProgramConfig,
@@ -28,7 +30,7 @@ from distributord.core.config import (
     parse_config,
     with_overrides,
 )
-from distributord.core.distribution import DEFAULT_SEARCH_BUDGET_S
+from distributord.core.distribution import DEFAULT_SEARCH_BUDGET_S, Limit
 from distributord.core.errors import ConfigError
 
 EXAMPLE = pathlib.Path(__file__).resolve().parent.parent.parent / "config" / "distributord.toml"
@@ -61,14 +63,18 @@ def test_the_example_file_shows_every_table_and_key() -> None:
     known = {f"{table}.{f.name}" for table, cls in TABLES.items() for f in attrs.fields(cls)}
     assert shown == known
     # The programs: "default" at its default, and every key of a program in the commented
-    # example (the optional ones have no value a file could show).
+    # example (the optional ones have no value a file could show); the same for the limits,
+    # whose example follows the programs'.
     assert programs == {"default": {"priority": 0}}
-    example = set(re.findall(r"^#     (\w+) = ", text, flags=re.MULTILINE))
+    programs_text, _, limits_text = text.partition("#     [[limits]]")
+    example = set(re.findall(r"^#     (\w+) = ", programs_text, flags=re.MULTILINE))
     assert example == {f.name for f in attrs.fields(ProgramConfig)}
+    example = set(re.findall(r"^#     (\w+) = ", limits_text, flags=re.MULTILINE))
+    assert example == {f.name for f in attrs.fields(LimitConfig)}
 
 
 def test_tables_name_every_field_of_config() -> None:
-    assert [*TABLES, "programs"] == [f.name for f in attrs.fields(Config)]
+    assert [*TABLES, "programs", "limits"] == [f.name for f in attrs.fields(Config)]
     for name, cls in TABLES.items():
         assert isinstance(getattr(Config(), name), cls)
 
@@ -713,3 +719,183 @@ def test_a_reload_applies_the_programs_and_the_merge() -> None:
     assert config.is_live("programs.a.priority")
     assert config.is_live("programs.b")
     assert not config.is_live("control.socket")
+
+
+# --- group limits ----------------------------------------------------------------------------
+
+
+LIMITS_TEXT = """
+[[limits]]
+name = "grid"
+grid = true
+max_charge_w = 300000
+max_discharge_w = 250000
+
+[[limits]]
+name = "feeder-a"
+inverters = [2001, 2002, 2003]
+max_charge_w = 100000
+
+[[limits]]
+name = "fuse-1"
+inverters = [2001]
+max_discharge_w = 0
+"""
+
+
+def test_there_are_no_limits_by_default() -> None:
+    assert Config().limits == ()
+
+
+def test_limits_are_read_in_file_order_a_maximum_left_out_is_no_limit() -> None:
+    limits = parse(LIMITS_TEXT).limits
+    assert limits == (
+        LimitConfig(name="grid", grid=True, max_charge_w=300000.0, max_discharge_w=250000.0),
+        LimitConfig(name="feeder-a", inverters=(2001, 2002, 2003), max_charge_w=100000.0),
+        LimitConfig(name="fuse-1", inverters=(2001,), max_discharge_w=0.0),
+    )
+    feeder = limits[1].limit()
+    assert feeder == Limit(
+        name="feeder-a",
+        inverters=frozenset({2001, 2002, 2003}),
+        max_charge_w=100000.0,
+        max_discharge_w=math.inf,
+    )
+    # A grid limit covers the inverters behind the grid connection point, given by the caller;
+    # a limit over inverters ignores them.
+    assert limits[0].limit([2001, 2004]).inverters == frozenset({2001, 2004})
+    assert limits[2].limit([2001, 2004]).inverters == frozenset({2001})
+
+
+BAD_LIMITS = [
+    ('name = ""\ninverters = [1]\nmax_charge_w = 1', "limits[0].name", "must be a non-empty name"),
+    ("name = 5\ninverters = [1]\nmax_charge_w = 1", "limits[0].name", "got 5"),
+    ("inverters = [1]\nmax_charge_w = 1", "limits[0].name", "is required"),
+    ('name = "a"\nmax_charge_w = 1', "limits[0].inverters", "give either inverters"),
+    (
+        'name = "a"\ngrid = true\ninverters = [1]\nmax_charge_w = 1',
+        "limits[0].inverters",
+        "not both",
+    ),
+    ('name = "a"\ninverters = []\nmax_charge_w = 1', "limits[0].inverters", "non-empty list"),
+    ('name = "a"\ninverters = [0]\nmax_charge_w = 1', "limits[0].inverters", "got 0"),
+    ('name = "a"\ninverters = [1.0]\nmax_charge_w = 1', "limits[0].inverters", "got 1.0"),
+    ('name = "a"\ninverters = ["x"]\nmax_charge_w = 1', "limits[0].inverters", "got 'x'"),
+    ('name = "a"\ninverters = 1\nmax_charge_w = 1', "limits[0].inverters", "got 1"),
+    ('name = "a"\ngrid = 1\nmax_charge_w = 1', "limits[0].grid", "true or false"),
+    ('name = "a"\ninverters = [1]', "limits[0].max_charge_w", "give max_charge_w"),
+    ('name = "a"\ninverters = [1]\nmax_charge_w = -1', "limits[0].max_charge_w", "got -1"),
+    ('name = "a"\ninverters = [1]\nmax_charge_w = inf', "limits[0].max_charge_w", "got inf"),
+    ('name = "a"\ninverters = [1]\nmax_charge_w = nan', "limits[0].max_charge_w", "got nan"),
+    ('name = "a"\ninverters = [1]\nmax_discharge_w = true', "limits[0].max_discharge_w", "true"),
+    ('name = "a"\ninverters = [1]\nmax_discharge_w = "1"', "limits[0].max_discharge_w", "'1'"),
+    ('name = "a"\ninverters = [1]\nmax_w = 1', "limits[0].max_w", "unknown key; known keys:"),
+]
+
+
+@pytest.mark.parametrize(("body", "key", "fragment"), BAD_LIMITS, ids=[k for _, k, _ in BAD_LIMITS])
+def test_a_bad_limit_fails_naming_the_file_the_index_and_the_key(
+    body: str, key: str, fragment: str
+) -> None:
+    # After a good limit: the index is the bad one's.
+    error = fails(
+        f'[[limits]]\nname = "ok"\ninverters = [9]\nmax_charge_w = 1\n[[limits]]\n{body}\n'
+    )
+    assert (error.source, error.key) == (SOURCE, key.replace("[0]", "[1]"))
+    assert fragment in error.problem
+
+
+def test_every_limit_key_has_a_bad_value_in_the_table_above() -> None:
+    assert {key.rsplit(".", 1)[1] for _, key, _ in BAD_LIMITS} >= {
+        f.name for f in attrs.fields(LimitConfig)
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fragment"),
+    [
+        ("limits = 5\n", "limits", "must be an array of tables ([[limits]]), got 5"),
+        ('[limits]\nname = "a"\n', "limits", "must be an array of tables"),
+        ("limits = [1, 2]\n", "limits", "must be an array of tables"),
+    ],
+)
+def test_limits_that_are_not_an_array_of_tables_fail(text: str, key: str, fragment: str) -> None:
+    error = fails(text)
+    assert (error.source, error.key) == (SOURCE, key)
+    assert fragment in error.problem
+
+
+def test_limit_names_are_unique() -> None:
+    error = fails(
+        LIMITS_TEXT + '[[limits]]\nname = "feeder-a"\ninverters = [7]\nmax_charge_w = 1\n'
+    )
+    assert error.key == "limits[3].name"
+    assert error.problem == "'feeder-a' is also the name of limits[1]; names are unique"
+
+
+def test_limits_that_overlap_without_nesting_fail_naming_both_and_an_inverter() -> None:
+    error = fails(
+        LIMITS_TEXT + '[[limits]]\nname = "feeder-b"\ninverters = [2003, 2004]\nmax_charge_w = 1\n'
+    )
+    assert error.key == "limits[3].inverters"
+    assert error.problem == (
+        "overlaps limits[1] ('feeder-a') without one containing the other (both hold inverter"
+        " 2003); limits must nest or be disjoint"
+    )
+
+
+def test_nested_disjoint_equal_and_grid_limits_are_fine() -> None:
+    text = LIMITS_TEXT + (
+        '[[limits]]\nname = "feeder-b"\ninverters = [2004, 2005]\nmax_charge_w = 1\n'
+        '[[limits]]\nname = "feeder-b2"\ninverters = [2005, 2004]\nmax_charge_w = 2\n'
+        '[[limits]]\nname = "grid-2"\ngrid = true\nmax_discharge_w = 1\n'
+    )
+    assert [limit.name for limit in parse(text).limits] == [
+        "grid",
+        "feeder-a",
+        "fuse-1",
+        "feeder-b",
+        "feeder-b2",
+        "grid-2",
+    ]
+
+
+def test_limits_built_in_python_are_checked_the_same_way() -> None:
+    with pytest.raises(ConfigError, match=r"^max_charge_w: must be a number >= 0"):
+        LimitConfig(name="a", inverters=[1], max_charge_w=-1.0)
+    with pytest.raises(ConfigError, match=r"^limits: must be an array of tables"):
+        Config(limits=5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^limits\[0\]: must be a table"):
+        Config(limits=[5])  # type: ignore[list-item]
+    a = LimitConfig(name="a", inverters=[1, 2], max_charge_w=1.0)
+    b = LimitConfig(name="b", inverters=[2, 3], max_charge_w=1.0)
+    with pytest.raises(ConfigError, match=r"^limits\[1\]\.inverters: overlaps limits\[0\]"):
+        Config(limits=[a, b])
+
+
+def test_the_limits_are_live_and_a_reload_applies_them() -> None:
+    running = Config()
+    loaded = parse(LIMITS_TEXT)
+    assert differences(running, loaded) == ["limits"]
+    assert config.is_live("limits")
+    assert config.is_live("limits[2].max_charge_w")
+    assert config.reloaded(running, loaded).limits == loaded.limits
+    assert differences(loaded, parse(LIMITS_TEXT.replace("100000", "90000"))) == ["limits"]
+
+
+def test_a_drop_in_with_limits_replaces_them_all(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "distributord.toml").write_text(LIMITS_TEXT)
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "50-site.toml").write_text(
+        '[[limits]]\nname = "only"\ninverters = [1]\nmax_charge_w = 5\nmax_discharge_w = -1\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "distributord.toml")
+    # The error names the drop-in that set the key, and the index in the merged array.
+    assert str(caught.value).startswith(
+        f"{tmp_path}/conf.d/50-site.toml: limits[0].max_discharge_w: must be a number >= 0"
+    )
+    (tmp_path / "conf.d" / "50-site.toml").write_text(
+        '[[limits]]\nname = "only"\ninverters = [1]\nmax_charge_w = 5\n'
+    )
+    assert [limit.name for limit in load_config(tmp_path / "distributord.toml").limits] == ["only"]

@@ -29,6 +29,14 @@ The modules, from the bottom up:
 * :mod:`.placement`: :func:`distribute` and the :class:`Distribution` it returns, the request
   check (:func:`aggregate_bounds`, :func:`check_power`), :func:`split_equally`,
   :func:`leftover` and :func:`combine`.
+* :mod:`.limits`: group limits (feeders, fuses, the grid connection point) over sets of
+  inverters, :class:`Limit`. They nest or are disjoint (:func:`limit_tree` refuses others);
+  :func:`distribute` and :func:`aggregate_bounds` take them (``limits=``). The split under
+  them is a nested water-fill: a limit its members would exceed binds, its members share
+  exactly its maximum by the rules above (limits inside it may bind in turn), and the overflow
+  goes to the pairs outside it; the result names the limits that bound (``bound_limits``) and
+  their members held back say :attr:`Allotment.LIMITED`. Without limits over the request's
+  pairs the split is exactly the one without.
 * :mod:`.reactive`: reactive power, beside the rules above: each inverter's room under its
   apparent-power limit (:func:`reactive_room`, :func:`headroom`), active bounds within that
   limit (:func:`capped_active_bounds`), and the split of a reactive target
@@ -38,6 +46,12 @@ The modules, from the bottom up:
 Import from this package; the names below are its public API.
 """
 
+from distributord.core.distribution.limits import (
+    Limit,
+    LimitOverlapError,
+    limit_tree,
+    rest_toward_zero,
+)
 from distributord.core.distribution.placement import (
     ZERO_POWER_W,
     Distribution,
@@ -78,6 +92,8 @@ __all__ = [
     "ZERO_POWER_W",
     "Allotment",
     "Distribution",
+    "Limit",
+    "LimitOverlapError",
     "Pair",
     "ReactiveAllotment",
     "ReactiveLimits",
@@ -92,9 +108,11 @@ __all__ = [
     "distribute",
     "headroom",
     "leftover",
+    "limit_tree",
     "reactive_as_sent",
     "reactive_room",
     "reactive_rooms",
+    "rest_toward_zero",
     "split",
     "split_equally",
     "split_reactive",

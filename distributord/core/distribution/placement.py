@@ -14,6 +14,11 @@ Every pair in the result carries an :class:`Allotment`. Pairs with bad telemetry
 :mod:`.rows`) are *excluded*: they are not in ``setpoints`` and ``excluded`` says why, naming
 the field.
 
+Under group limits (``limits=``, :mod:`.limits`) step 3 is the nested water-fill: the split of
+rules 3 to 6 runs per pool (the free pairs, and the members of each limit that binds), and the
+result names the limits that bound. A request that no limit touches takes the path without
+limits, unchanged.
+
 A distribution reads one row per pair, worked out when the pair was built, and works on the
 rows' columns. Pairs are put in battery-id order first and every tie is broken by id, so
 permuting the input permutes the output exactly.
@@ -34,6 +39,15 @@ from typing import Any, TypeAlias
 
 import attrs
 
+from distributord.core.distribution.limits import (
+    Limit,
+    LimitNode,
+    limit_tree,
+    nested_split,
+    nested_total,
+    request_tree,
+    rest_toward_zero,
+)
 from distributord.core.distribution.rows import (
     _CHARGE_ROW,
     _DISCHARGE_ROW,
@@ -77,6 +91,8 @@ class Distribution:
         remaining_w: Requested power that could not be placed (same sign as ``power_w``).
         excluded: Battery id to why the pair was left out (not in ``setpoints``; do not
             command it).
+        bound_limits: The names of the group limits that bound in this split, sorted (their
+            members' reasons say :attr:`Allotment.LIMITED` where they held them back).
     """
 
     power_w: float
@@ -84,6 +100,7 @@ class Distribution:
     reasons: Mapping[int, Allotment]
     remaining_w: float
     excluded: Mapping[int, str] = attrs.field(factory=dict)
+    bound_limits: tuple[str, ...] = ()
 
     @property
     def placed_w(self) -> float:
@@ -129,6 +146,7 @@ def distribute(
     exponent: float = 1.0,
     derate_band_pct: float = 0.0,
     search_budget: SearchBudget | None = None,
+    limits: Sequence[Limit] = (),
 ) -> Distribution:
     """Split ``power_w`` across ``pairs`` (see the package docstring for the rules).
 
@@ -143,15 +161,22 @@ def distribute(
             ``0`` (the default) turns it off. The config keeps it in ``[0, 100]``.
         search_budget: How long the search over exclusion minimums may take (rule 6);
             without one it counts steps (:data:`~.search.SEARCH_STEPS`).
+        limits: Group limits over the pairs' inverters (:mod:`.limits`); they must nest or
+            be disjoint. Inverters a limit names that are not among ``pairs`` are ignored.
+            Without limits that hold a pair of the request, the split is the one without.
 
     Returns:
-        The setpoints, why each pair got its setpoint, and what could not be placed.
+        The setpoints, why each pair got its setpoint, what could not be placed, and which
+        limits bound.
 
     Raises:
-        DistributionInputError: An argument is invalid; the error names it. Telemetry never
-            raises: bad telemetry excludes its pair.
+        DistributionInputError: An argument is invalid, or two limits overlap without
+            nesting; the error names it. Telemetry never raises: bad telemetry excludes its
+            pair.
     """
     _check_arguments(power_w, exponent, derate_band_pct)
+    # Refuses limits that do not nest, whatever the request holds.
+    tree = limit_tree(limits) if limits else ()
     if not pairs:
         raise DistributionInputError("pairs", "must not be empty")
     rows: Sequence[Row] = sorted(map(_CHARGE_ROW if power_w > 0 else _DISCHARGE_ROW, pairs))
@@ -202,7 +227,48 @@ def distribute(
         capacities, available = pick(columns.capacity_wh), pick(columns.available_pct)
         return split_in_tiers(target, capacities, available, exponent, m, u, search_budget)
 
+    if tree:
+        status = columns.status
+        candidates = (
+            range(len(status))
+            if status.count(None) == len(status)
+            else [k for k, s in enumerate(status) if s is None]
+        )
+        inverters = columns.inverter_id
+        roots = request_tree(tree, [inverters[k] for k in candidates], power_w > 0)
+        if roots:
+            return _place_limited(
+                power_w, ids, status, candidates, roots, candidate_split, excluded
+            )
     return _place(power_w, ids, columns.status, candidate_split, excluded)
+
+
+def _place_limited(
+    power_w: float,
+    ids: Sequence[int],
+    status: Sequence[_Status],
+    candidates: Sequence[int],
+    roots: Sequence[LimitNode],
+    candidate_split: Callable[[_Picker, float], Split],
+    excluded: dict[int, str],
+) -> Distribution:
+    """:func:`_place` under the limits ``roots`` over ``candidates``: :mod:`.limits`."""
+    bound: list[str] = []
+
+    def limited_split(pick: _Picker, target: float) -> Split:
+        # _place picks exactly `candidates` (status None), with `pick`; the tree's members are
+        # positions among them, and so are the pools nested_split splits.
+        def pool_split(pool: Sequence[int], rest: float) -> Split:
+            if len(pool) == len(candidates):  # all of them: the pick _place made
+                return candidate_split(pick, rest)
+            return candidate_split(_pick([candidates[k] for k in pool]), rest)
+
+        placed, xs, why, names = nested_split(target, len(candidates), roots, pool_split)
+        bound.extend(names)
+        return placed, xs, why
+
+    placed = _place(power_w, ids, status, limited_split, excluded)
+    return attrs.evolve(placed, bound_limits=tuple(sorted(bound)))
 
 
 def _all(column: Sequence[Any]) -> Sequence[Any]:
@@ -251,7 +317,9 @@ def _place(
 # --- aggregate bounds and the request check ----------------------------------------------
 
 
-def aggregate_bounds(pairs: Iterable[Pair], *, derate_band_pct: float = 0.0) -> PowerBounds:
+def aggregate_bounds(
+    pairs: Iterable[Pair], *, derate_band_pct: float = 0.0, limits: Sequence[Limit] = ()
+) -> PowerBounds:
     """The bounds of a set of pairs, for the request check.
 
     ``inclusion_upper`` is the sum of the caps of the pairs that can charge, ``exclusion_upper``
@@ -259,18 +327,21 @@ def aggregate_bounds(pairs: Iterable[Pair], *, derate_band_pct: float = 0.0) -> 
     reference design summed the minimums instead); likewise for discharging. A direction in
     which no pair can take power has both bounds ``0``. The caps are derated as
     :func:`distribute` derates them (``derate_band_pct``), so the bounds say what a split can
-    place.
+    place. Under group ``limits`` the inclusion bounds are what the nested limits let the caps
+    place (:func:`~.limits.nested_total`); the exclusion bounds stay as they are.
 
     Raises:
-        DistributionInputError: ``derate_band_pct`` is not a finite number ``>= 0``.
+        DistributionInputError: ``derate_band_pct`` is not a finite number ``>= 0``, or the
+            limits do not nest.
     """
     _check_band(derate_band_pct)
+    tree = limit_tree(limits) if limits else ()
     pairs = list(pairs)
     charge_minimum, charge_caps = _direction_bounds(
-        derate(list(map(_CHARGE_ROW, pairs)), derate_band_pct)
+        derate(list(map(_CHARGE_ROW, pairs)), derate_band_pct), tree, charging=True
     )
     discharge_minimum, discharge_caps = _direction_bounds(
-        derate(list(map(_DISCHARGE_ROW, pairs)), derate_band_pct)
+        derate(list(map(_DISCHARGE_ROW, pairs)), derate_band_pct), tree, charging=False
     )
     return PowerBounds(
         inclusion_lower=0.0 - discharge_caps,
@@ -280,16 +351,26 @@ def aggregate_bounds(pairs: Iterable[Pair], *, derate_band_pct: float = 0.0) -> 
     )
 
 
-def _direction_bounds(rows: Iterable[Row]) -> tuple[float, float]:
-    """(smallest minimum, sum of caps) of the rows that can take power in their direction."""
+def _direction_bounds(
+    rows: Iterable[Row], tree: Sequence[tuple[Limit, int | None]], *, charging: bool
+) -> tuple[float, float]:
+    """(smallest minimum, sum of caps) of the rows that can take power in their direction.
+
+    Under limits (``tree``, :func:`~.limits.limit_tree`), the sum of caps is what the limits
+    let them place.
+    """
     caps: list[float] = []
+    inverters: list[int] = []
     minimum = math.inf
     for row in rows:
         if row.status is None:
             caps.append(row.cap_w)
+            inverters.append(row.inverter_id)
             minimum = min(minimum, row.min_w)
     if not caps:
         return 0.0, 0.0
+    if tree:
+        return minimum, nested_total(caps, request_tree(tree, inverters, charging))
     return minimum, math.fsum(caps)
 
 
@@ -397,12 +478,9 @@ def leftover(distribution: Distribution) -> float:
     shared out again (``include_broken_batteries``), that hair took the total past the
     request. This is never more: ``placed + leftover <= |power_w|`` holds exactly.
     """
-    terms = [distribution.power_w, *(0.0 - x for x in distribution.setpoints.values())]
-    rest = math.fsum(terms)
-    beyond = math.fsum([*terms, -rest])  # the sign of (exact rest) - rest
-    if (rest > 0.0 and beyond < 0.0) or (rest < 0.0 and beyond > 0.0):
-        rest = math.nextafter(rest, 0.0)
-    return rest + 0.0
+    return rest_toward_zero(
+        [distribution.power_w, *(0.0 - x for x in distribution.setpoints.values())]
+    )
 
 
 def combine(first: Distribution, second: Distribution) -> Distribution:

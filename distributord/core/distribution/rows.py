@@ -97,6 +97,9 @@ class Allotment(enum.StrEnum):
     """Not chosen to run: the search over exclusion minimums ran out of its time budget before
     it found a choice that meets the request, and kept the best it had found; the shortfall is
     in the result's excess."""
+    LIMITED = "limited"
+    """Held below its share by a group limit (``[[limits]]``: a feeder, a fuse, the grid
+    connection) that bound: it shares the limit's maximum with the limit's other members."""
 
 
 _Status: TypeAlias = "Allotment | str | None"

@@ -224,3 +224,15 @@ def oracle(
     )
     sign = 1 if charging else -1
     return {p.battery_id: sign * x for p, x in zip(fleet, magnitudes, strict=True)}
+
+
+def check_agrees(result: Distribution, power: float, expected: dict[int, Fraction]) -> None:
+    """``result``'s setpoints are the oracle's ``expected`` to 1e-6 W, and so is what remains."""
+    for bid, x in expected.items():
+        assert abs(Fraction(result.setpoints[bid]) - x) <= TOLERANCE_W, (
+            bid,
+            result.setpoints[bid],
+            float(x),
+        )
+    unplaced = Fraction(power) - sum(expected.values(), Fraction(0))
+    assert abs(Fraction(result.remaining_w) - unplaced) <= TOLERANCE_W * len(expected)

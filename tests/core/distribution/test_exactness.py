@@ -23,7 +23,13 @@ from distributord.core.distribution import (
     split_equally,
 )
 from distributord.core.model import PowerBounds
-from tests.core.distribution.spec import TOLERANCE_W, derate_bands, oracle, quantities
+from tests.core.distribution.spec import (
+    TOLERANCE_W,
+    check_agrees,
+    derate_bands,
+    oracle,
+    quantities,
+)
 from tests.strategies import (
     NEAR_BOUND_EXPONENTS,
     make_pair,
@@ -75,14 +81,7 @@ def test_water_filling_agrees_with_the_exact_oracle(
     result = distribute(power, fleet, exponent=float(exponent), derate_band_pct=band)
     check_invariants(power, fleet, result, band)
     expected = oracle(power, fleet, exponent, band)
-    for bid, x in expected.items():
-        assert abs(Fraction(result.setpoints[bid]) - x) <= TOLERANCE_W, (
-            bid,
-            result.setpoints[bid],
-            float(x),
-        )
-    unplaced = Fraction(power) - sum(expected.values(), Fraction(0))
-    assert abs(Fraction(result.remaining_w) - unplaced) <= TOLERANCE_W * len(fleet)
+    check_agrees(result, power, expected)
 
 
 @given(
