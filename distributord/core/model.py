@@ -364,6 +364,7 @@ class Success:
         ramping: While the bucket's target ramps (``spec/plant.md``): ``target_w`` (the whole
             target), ``applied_w`` (what was applied now) and ``eta_s`` (the time until the
             target is reached); ``None`` once it is reached or when nothing ramps.
+        bound_limits: The group limits (``[[limits]]``) that bound the split, by name.
     """
 
     request: Request
@@ -378,6 +379,7 @@ class Success:
     arbitration: Mapping[str, Any] | None = None
     ramping: Mapping[str, float] | None = None
     reactive: Mapping[str, Any] | None = None
+    bound_limits: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -400,6 +402,7 @@ class PartialFailure:
         arbitration: As :class:`Success`'s.
         ramping: As :class:`Success`'s.
         reactive: As :class:`Success`'s.
+        bound_limits: As :class:`Success`'s.
     """
 
     request: Request
@@ -416,6 +419,7 @@ class PartialFailure:
     arbitration: Mapping[str, Any] | None = None
     ramping: Mapping[str, float] | None = None
     reactive: Mapping[str, Any] | None = None
+    bound_limits: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

@@ -53,6 +53,7 @@ import attrs
 from distributord.core.compensation import Compensation, compensate
 from distributord.core.distribution import (
     Distribution,
+    Limit,
     Pair,
     SearchBudget,
     aggregate_bounds,
@@ -266,6 +267,7 @@ def plan(
     broken: Mapping[int, Sequence[PowerBounds]] | None = None,
     search_budget: SearchBudget | None = None,
     split_w: float | None = None,
+    limits: Sequence[Limit] = (),
 ) -> Distribution | OutOfBounds | Error:
     """Decide what to command for ``request``.
 
@@ -282,6 +284,9 @@ def plan(
             clock; the core reads none).
         split_w: The power to split when it is not the request's: the request less the power
             of the batteries it does not use (:func:`uncommanded`). Between 0 and the request.
+        limits: Group limits over the pairs' inverters (``spec/plant.md``), their maxima what
+            is left of them beside the inverters outside the request: in the aggregate bounds
+            and the split alike.
 
     Returns:
         What to command, or why nothing will be.
@@ -303,12 +308,14 @@ def plan(
         )
     try:
         if usable:
-            bounds = aggregate_bounds(usable, derate_band_pct=derate_band_pct)
+            bounds = aggregate_bounds(usable, derate_band_pct=derate_band_pct, limits=limits)
             if not check_power(request.power_w, bounds, adjust_power=request.adjust_power):
                 return OutOfBounds(request=request, bounds=bounds)
         if split_w is not None and split_w != request.power_w:
             request = attrs.evolve(request, power_w=split_w)
-        return _split(request, pairs, usable, broken, exponent, derate_band_pct, search_budget)
+        return _split(
+            request, pairs, usable, broken, exponent, derate_band_pct, search_budget, limits
+        )
     except DistributionInputError as error:
         # An argument the algorithm refuses (an exponent the config would have refused, say)
         # is an answer to this request, not an exception in the request loop.
@@ -323,6 +330,7 @@ def _split(
     exponent: float,
     derate_band_pct: float,
     search_budget: SearchBudget | None,
+    limits: Sequence[Limit] = (),
 ) -> Distribution:
     """:func:`plan`'s distribution, once the request is accepted."""
     # Pairs with bad telemetry are passed along so the distribution names them as excluded.
@@ -333,6 +341,7 @@ def _split(
             exponent=exponent,
             derate_band_pct=derate_band_pct,
             search_budget=search_budget,
+            limits=limits,
         )
         if not broken:
             return first
@@ -419,6 +428,7 @@ def summarize(
             unused_power_w=measured,
             compensated_power_w=compensated,
             uncompensated_power_w=uncompensated,
+            bound_limits=distribution.bound_limits,
         )
     return PartialFailure(
         request=request,
@@ -432,4 +442,5 @@ def summarize(
         unused_power_w=measured,
         compensated_power_w=compensated,
         uncompensated_power_w=uncompensated,
+        bound_limits=distribution.bound_limits,
     )

@@ -461,6 +461,8 @@ def result_object(result: Result) -> dict[str, Any]:
                 }
             if result.reactive is not None:
                 out["reactive"] = dict(result.reactive)
+            if result.bound_limits:
+                out["bound_limits"] = list(result.bound_limits)
         case OutOfBounds():
             out["outcome"] = "out_of_bounds"
             out["bounds"] = bounds_object(result.bounds)

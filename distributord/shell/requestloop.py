@@ -94,7 +94,7 @@ from distributord.core.arbitration.holdings import (
 from distributord.core.arbitration.merge import Grant, Merge, Mode, merge
 from distributord.core.arbitration.programs import acting_as
 from distributord.core.config import DEFAULT_PROGRAM, Config
-from distributord.core.distribution import Distribution, SearchBudget, aggregate_bounds
+from distributord.core.distribution import Distribution, Limit, SearchBudget, aggregate_bounds
 from distributord.core.distribution.placement import check_power
 from distributord.core.distribution.reactive import (
     ReactiveLimits,
@@ -326,6 +326,12 @@ class RequestLoop:
         self._tracker = tracker
         self._topology = topology
         self._battery_of = {inverter: battery for battery, inverter in topology.pairs.items()}
+        self._lead_inverter = {  # every managed inverter to its group's lead inverter
+            inverter: lead
+            for battery, lead in topology.pairs.items()
+            for inverter in topology.group(battery).inverters
+        }
+        self._limits_cache: tuple[object, tuple[Limit, ...]] | None = None
         self._config = config
         self._commander = Commander(
             client,
@@ -753,13 +759,22 @@ class RequestLoop:
             first = reactive_split(request.reactive_var, pairs, {})
             pairs = _within_apparent(pairs, first.setpoints)
         best: tuple[Result | Distribution, ReactiveSplit | None] | None = None
+        limits = self._limits(pairs)
+        broken = choice.broken
+        if limits and broken:
+            # An equal share for a battery whose telemetry is not trusted would not be held
+            # within its limit: a battery under one gets none.
+            under = frozenset().union(*(limit.inverters for limit in self._mapped_limits()))
+            inverter_of = self._topology.pairs
+            broken = {b: v for b, v in broken.items() if inverter_of[b] not in under}
         for _ in range(1 + GROUP_REPLANS):
             planned = plan(
                 request,
                 pairs,
                 exponent=config.distribution.exponent,
                 derate_band_pct=config.distribution.derate_band_pct,
-                broken=choice.broken,
+                broken=broken,
+                limits=limits,
                 search_budget=SearchBudget(
                     clock=time.perf_counter, seconds=config.distribution.search_budget_s
                 ),
@@ -776,6 +791,7 @@ class RequestLoop:
                 active = {inverter_of[b]: p for b, p in planned.setpoints.items()}
                 reactive = reactive_split(request.reactive_var, pairs, active)
             planned, reactive = self._fit_standing(planned, reactive, pairs)
+            planned = self._fit_limits(planned)
             planned, reactive, short = self._divided(planned, reactive)
             kept = None if best is None else best[0]
             if not isinstance(kept, Distribution) or abs(planned.remaining_w) < abs(
@@ -789,6 +805,148 @@ class RequestLoop:
             pairs = _held_to(pairs, short)
         assert best is not None
         return best[0], statuses, unused, best[1]
+
+    def _mapped_limits(self) -> tuple[Limit, ...]:
+        """The configured group limits over the managed pairs' inverters (spec/plant.md).
+
+        A limit's inverters become the pairs' (a group's lead inverter stands for all of its
+        inverters: a limit over part of a group holds the whole group); ``grid = true`` holds
+        every managed inverter. Worked out once per configuration; what an operator should
+        know (inverters not managed, groups held whole) is logged then.
+        """
+        configured = self.config.limits
+        cached = self._limits_cache
+        if cached is not None and cached[0] is configured:
+            return cached[1]
+        lead_of = self._lead_inverter
+        everything = frozenset(self._topology.pairs.values())
+        mapped = []
+        for limit_config in configured:
+            named = everything if limit_config.grid else frozenset(limit_config.inverters or ())
+            unknown = sorted(i for i in named if i not in lead_of)
+            if unknown:
+                logger.warning(
+                    "limit %s: inverters [%s] are not managed: their power is not counted",
+                    limit_config.name,
+                    ids_text(unknown),
+                )
+            leads = frozenset(lead_of[i] for i in named if i in lead_of)
+            widened = sorted(
+                lead
+                for lead in leads
+                if not set(self._topology.group(self._battery_of[lead]).inverters) <= named
+            )
+            if widened and not limit_config.grid:
+                logger.warning(
+                    "limit %s: it holds part of the groups led by inverters [%s]; their whole"
+                    " power counts against it",
+                    limit_config.name,
+                    ids_text(widened),
+                )
+            mapped.append(attrs.evolve(limit_config.limit(), inverters=leads))
+        self._limits_cache = (configured, tuple(mapped))
+        return tuple(mapped)
+
+    def _limits(self, pairs: Sequence[Pair]) -> list[Limit]:
+        """The group limits over ``pairs`` for a split, each less what the rest may hold.
+
+        A limit's inverters outside ``pairs`` (another set's, or nobody's) may hold power, or
+        be about to: what each may hold, or is wanted of it, at the most in each direction,
+        comes off that direction's maximum (never below 0). Limits touching none of ``pairs``
+        are left out.
+        """
+        mapped = self._mapped_limits()
+        if not mapped:
+            return []
+        requested = frozenset(p.inverter_id for p in pairs)
+        limits = []
+        for limit in mapped:
+            inside = limit.inverters & requested
+            if not inside:
+                continue
+            charge, discharge = self._outside(limit.inverters - requested)
+            limits.append(
+                attrs.evolve(
+                    limit,
+                    inverters=inside,
+                    max_charge_w=max(0.0, limit.max_charge_w - charge),
+                    max_discharge_w=max(0.0, limit.max_discharge_w - discharge),
+                )
+            )
+        return limits
+
+    def _held(self, inverter: int, now: float) -> tuple[float, float]:
+        """The most ``inverter`` may hold or is wanted to hold: (charging, discharging) W."""
+        ledger = self._commander.ledger
+        values = ledger.possible(inverter, now)
+        wanted = ledger.wanted(inverter)
+        if wanted is not None:
+            values.add(wanted)
+        return max(0.0, *values), max(0.0, *(-v for v in values))
+
+    def _outside(self, inverters: Iterable[int]) -> tuple[float, float]:
+        """What ``inverters`` may hold at the most, together: (charging, discharging) W."""
+        now = trio.current_time()
+        held = [self._held(i, now) for i in inverters]
+        return math.fsum(c for c, _ in held), math.fsum(d for _, d in held)
+
+    def _fit_limits(self, planned: Distribution) -> Distribution:
+        """The plan with every limit kept whatever order its commands land in.
+
+        Commands fly apart: an inverter whose power goes up may land before one whose power
+        goes down. For each limit (the innermost first) and direction, the worst case is what
+        the rest of the site may hold, plus, for each of its inverters in the plan, the larger
+        of its new setpoint and what it may still hold. Where that exceeds the maximum, the
+        increases are held back in proportion (toward zero; to 0 below a minimum) and reported
+        as not placed, and the set is planned again shortly (:data:`HELD_BACK_S`), once the
+        decreases have landed: the plan is reached in two rounds, never through a moment
+        beyond a limit.
+        """
+        mapped = self._mapped_limits()
+        if not mapped or not planned.setpoints:
+            return planned
+        inverter_of = self._topology.pairs
+        battery_of = {inverter_of[b]: b for b in planned.setpoints}
+        now = trio.current_time()
+        setpoints = dict(planned.setpoints)
+        reasons = dict(planned.reasons)
+        held_back: list[float] = []
+        for limit in sorted(mapped, key=lambda limit: len(limit.inverters)):
+            inside = [i for i in limit.inverters if i in battery_of]
+            if not inside:
+                continue
+            outside = self._outside(limit.inverters - set(inside))
+            for sign, maximum, rest in (
+                (1.0, limit.max_charge_w, outside[0]),
+                (-1.0, limit.max_discharge_w, outside[1]),
+            ):
+                old = {i: self._held(i, now)[0 if sign > 0 else 1] for i in inside}
+                wanted = {i: setpoints[battery_of[i]] for i in inside}
+                fitted = _fit_side(wanted, old, sign=sign, room=maximum - rest)
+                for inverter, value in fitted.items():
+                    battery = battery_of[inverter]
+                    if value != 0.0 and abs(value) < self._minimum(battery, sign):
+                        value = 0.0
+                    held_back.extend((setpoints[battery], -value))
+                    setpoints[battery] = value
+                    reasons[battery] = Allotment.LIMITED
+        if not held_back:
+            return planned
+        self._held_back = True
+        return attrs.evolve(
+            planned,
+            setpoints=setpoints,
+            reasons=reasons,
+            remaining_w=math.fsum([planned.remaining_w, *held_back]),
+        )
+
+    def _minimum(self, battery: int, sign: float) -> float:
+        """The smallest magnitude ``battery``'s pair takes in a direction (0 if unknown)."""
+        pair = self._tracker.fleet.pair(battery)
+        if pair is None:
+            return 0.0
+        row = pair.charge_row if sign > 0 else pair.discharge_row
+        return row.min_w
 
     def _divided(
         self, planned: Distribution, reactive: ReactiveSplit | None
@@ -846,7 +1004,21 @@ class RequestLoop:
         """The aggregate bounds of the usable batteries among ``batteries`` now (NaN: none)."""
         if not batteries:
             return UNKNOWN_BOUNDS
-        return _bounds_of(self._choose(batteries)[0], self.config.distribution.derate_band_pct)
+        return self._bounds_of(self._choose(batteries)[0])
+
+    def _bounds_of(self, choice: Choice) -> PowerBounds:
+        """The aggregate bounds of a choice's usable pairs (NaN: none), as the split sees them.
+
+        Derated, and within the group limits beside what the rest of the site may hold.
+        """
+        usable = [p for p in choice.pairs if p.problem is None]
+        if not usable:
+            return UNKNOWN_BOUNDS
+        return aggregate_bounds(
+            usable,
+            derate_band_pct=self.config.distribution.derate_band_pct,
+            limits=self._limits(usable),
+        )
 
     def _merge(
         self, arbiter: Arbiter, bucket: Bucket, *, record: bool = True
@@ -858,7 +1030,7 @@ class RequestLoop:
         if not bucket.held:
             return arbiter.merge(bucket, UNKNOWN_BOUNDS, self.config, record=record), None
         chosen = self._choose(bucket.held)
-        bounds = _bounds_of(chosen[0], self.config.distribution.derate_band_pct)
+        bounds = self._bounds_of(chosen[0])
         return arbiter.merge(bucket, bounds, self.config, record=record), chosen
 
     def _fit_standing(
@@ -1052,7 +1224,7 @@ class RequestLoop:
             if not application.adjust_power and chosen is not None and self.config.ramp.enabled:
                 # Exactly that power or out of bounds: judged on the target, not on a step of
                 # the ramp toward it (the steps are applied adjusted).
-                bounds = _bounds_of(chosen[0], self.config.distribution.derate_band_pct)
+                bounds = self._bounds_of(chosen[0])
                 if bounds.is_known and not check_power(
                     application.power_w, bounds, adjust_power=False
                 ):
@@ -1733,12 +1905,6 @@ class RequestLoop:
                 self._after(change.events)
 
 
-def _bounds_of(choice: Choice, derate_band_pct: float) -> PowerBounds:
-    """The aggregate bounds of a choice's usable pairs (NaN: none), derated as the split is."""
-    usable = [p for p in choice.pairs if p.problem is None]
-    return aggregate_bounds(usable, derate_band_pct=derate_band_pct) if usable else UNKNOWN_BOUNDS
-
-
 def _as_asked(result: Result, ask: Ask) -> Result:
     """A refusal of the application, answering the ask (its own request echoed)."""
     return attrs.evolve(result, request=ask.request)
@@ -1773,6 +1939,42 @@ def _limits_of(inverter: InverterSnapshot) -> ReactiveLimits:
     limits = ReactiveLimits.of(inverter)
     _LIMITS[inverter.component_id] = (inverter, limits)
     return limits
+
+
+def _fit_side(
+    wanted: Mapping[int, float], old: Mapping[int, float], *, sign: float, room: float
+) -> dict[int, float]:
+    """New setpoints within ``room`` one way whatever order they land in; those changed.
+
+    ``wanted``: inverter to its new setpoint (W, signed); ``old``: what it may still hold that
+    way at the most (a magnitude). The worst case is the sum of the larger of the two per
+    inverter; while it exceeds ``room`` (a magnitude: the maximum less what the rest may
+    hold), the rises are cut in proportion, then the largest rise by what rounding leaves over
+    it, never below what the inverter held (lowering further would not help the worst case),
+    each a float32 toward zero. Returns the inverters whose setpoint was cut, with the new one.
+    """
+
+    def excess() -> float:
+        worst = (max(sign * value, old[i]) for i, value in now.items())
+        return math.fsum([*worst, -room])
+
+    now = dict(wanted)
+    over = excess()
+    if over <= 0.0:
+        return {}
+    rises = {i: sign * v - old[i] for i, v in now.items() if sign * v > old[i]}
+    total = math.fsum(rises.values())
+    for inverter, rise in sorted(rises.items()):
+        lowered = max(old[inverter], sign * now[inverter] - min(rise, over * (rise / total)))
+        now[inverter] = floats32_toward_zero([sign * lowered])[0] + 0.0
+    while (still := excess()) > 0.0:
+        rising = [i for i in rises if sign * now[i] > old[i]]
+        if not rising:
+            break  # nothing rises any more: the rest was held already
+        inverter = max(rising, key=lambda i: (sign * now[i], i))
+        lowered = max(old[inverter], sign * now[inverter] - still)
+        now[inverter] = floats32_toward_zero([sign * lowered])[0] + 0.0
+    return {i: v for i, v in now.items() if v != wanted[i]}
 
 
 def _held_to(pairs: Sequence[Pair], held: Mapping[int, tuple[float, bool]]) -> Sequence[Pair]:

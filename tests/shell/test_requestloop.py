@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distributord.core.arbitration.arbiter import Ask, Origin
-from distributord.core.config import Config
+from distributord.core.config import Config, LimitConfig
 from distributord.core.errors import CommandFailedError, CommandRejectedError
 from distributord.core.model import (
     Error,
@@ -1199,3 +1199,46 @@ async def test_active_power_fits_s_beside_reactive_power_that_may_still_stand_th
         await trio.sleep(30.0)
         assert rig.loop.setpoints() == {1001: 4000.0, 1002: 4000.0}
         assert rig.loop.reactive_setpoints() == {1001: -3000.0, 1002: -3000.0}
+
+
+# --- group limits (issue 25) ------------------------------------------------------------------
+
+
+async def test_a_limit_holds_whatever_order_its_commands_land_in_then_the_plan_is_reached(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    feeder = LimitConfig(
+        name="feeder", inverters=(2001, 2002), max_charge_w=6000.0, max_discharge_w=6000.0
+    )
+    async with open_rig() as rig:
+        rig.config.value = attrs.evolve(rig.config.value, limits=(feeder,))
+        rig.submit(6000.0, 1001, 1002)
+        await trio.sleep(1.0)
+        assert rig.fake.sent()[-1][1] == {2001: 3000.0, 2002: 3000.0}
+        # 2001 can take only 1 kW now: the plan moves 2 kW to 2002. Were 2002's rise to land
+        # before 2001's fall, the feeder would carry 8 kW: 2002 rises only to 3 kW for now.
+        rig.tracker.snapshot(
+            inverter_snapshot(
+                component_id=2001,
+                sampled_at=wall(),
+                received_at=trio.current_time(),
+                bounds=PowerBounds.symmetric(1000.0),
+            )
+        )
+        rig.fake.behaviour[2001] = Answer(after_s=0.5)  # the fall lands late
+        rig.submit(6000.0, 1001, 1002)
+        await trio.sleep(0.1)
+        assert rig.fake.sent()[-1][1] == {2001: 1000.0, 2002: 3000.0}
+        await until_replies(rig, 2)
+        result = rig.replies[-1].result
+        assert isinstance(result, Success)
+        assert result.excess_power_w == 2000.0
+        assert result.reasons[1002] == "limited"
+        # Once the fall has landed, the plan is made again and reached.
+        await trio.sleep(5.0)
+        assert rig.loop.setpoints() == {1001: 1000.0, 1002: 5000.0}
+        held = {2001: 0.0, 2002: 0.0}
+        for _, batch in rig.fake.sent():  # no moment, in any landing order, beyond 6 kW
+            worst = {i: max(held[i], batch.get(i, held[i])) for i in held}
+            assert sum(worst.values()) <= 6000.0, batch
+            held.update({i: batch[i] for i in held if i in batch})

@@ -501,4 +501,5 @@ def combine(first: Distribution, second: Distribution) -> Distribution:
         reasons={bid: reasons[bid] for bid in setpoints},
         remaining_w=remaining + 0.0,
         excluded={**first.excluded, **second.excluded},
+        bound_limits=tuple(sorted({*first.bound_limits, *second.bound_limits})),
     )

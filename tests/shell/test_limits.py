@@ -1,0 +1,136 @@
+"""Group limits through the daemon on the simulator (issue 25, ``spec/plant.md``).
+
+Four batteries alike (10 kWh at 50 %, 5 kW) on inverters 2001..2004 (5 kW). The feeder holds
+2001 and 2002 to 6 kW either way, the grid connection all four to 15 kW. The simulator enforces
+the same limits and records every command that would have broken one: the daemon's own
+bookkeeping is judged by it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+from distributord.core.config import LimitConfig
+from distributord.sim.scenario import BatterySpec, InverterSpec, LimitSpec, Scenario
+from distributord.sim.server import Simulator
+from tests.shell.test_arbitration import notification
+from tests.support import config_for, connect, running_daemon
+
+BATTERIES = (1001, 1002, 1003, 1004)
+FEEDER_W = 6_000.0
+GRID_W = 15_000.0
+
+
+def site() -> Scenario:
+    return Scenario(
+        batteries=tuple(BatterySpec(id=b, soc_pct=50.0) for b in BATTERIES),
+        inverters=tuple(InverterSpec(id=b + 1000, batteries=(b,)) for b in BATTERIES),
+        limits=(
+            LimitSpec(
+                name="feeder",
+                inverters=(2001, 2002),
+                max_charge_w=FEEDER_W,
+                max_discharge_w=FEEDER_W,
+            ),
+            LimitSpec(name="grid", grid=True, max_charge_w=GRID_W, max_discharge_w=GRID_W),
+        ),
+        telemetry_hz=20.0,
+    )
+
+
+LIMITS = (
+    LimitConfig(
+        name="feeder", inverters=(2001, 2002), max_charge_w=FEEDER_W, max_discharge_w=FEEDER_W
+    ),
+    LimitConfig(name="grid", grid=True, max_charge_w=GRID_W, max_discharge_w=GRID_W),
+)
+
+
+@pytest.fixture(params=["v1", "v1alpha19"])
+def sim(request: pytest.FixtureRequest) -> Iterator[Simulator]:
+    with Simulator(site(), apis=(request.param,)) as simulator:
+        yield simulator
+
+
+def setpoints(sim: Simulator) -> list[float]:
+    return [sim.setpoint(b + 1000) for b in BATTERIES]
+
+
+async def test_a_feeder_limit_binds_and_the_overflow_goes_elsewhere(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    path = tmp_path / "control.sock"
+    config = attrs.evolve(config_for(sim), limits=LIMITS)
+    async with running_daemon(sim, path, config), connect(path) as client:
+        # 10 kW: 2.5 kW each, the feeder's 5 kW within its 6 kW: nothing binds.
+        result = await client.result("set_power", {"power_w": 10_000, "batteries": BATTERIES})
+        assert result["distribution"] == {str(b): 2_500.0 for b in BATTERIES}
+        assert "bound_limits" not in result
+        # 12 kW discharge: 3 kW each would put the feeder at 6 kW: exactly its limit, allowed.
+        result = await client.result("set_power", {"power_w": -12_000, "batteries": BATTERIES})
+        assert result["distribution"] == {str(b): -3_000.0 for b in BATTERIES}
+        # 14 kW: 3.5 kW each is 7 kW on the feeder: it binds at 6 kW (3 kW each) and the
+        # overflow goes to 2003 and 2004 (4 kW each).
+        result = await client.result("set_power", {"power_w": 14_000, "batteries": BATTERIES})
+        assert result["outcome"] == "success", result
+        assert result["distribution"] == {
+            "1001": 3_000.0,
+            "1002": 3_000.0,
+            "1003": 4_000.0,
+            "1004": 4_000.0,
+        }
+        assert result["bound_limits"] == ["feeder"]
+        assert result["reasons"]["1001"] == "limited"
+        assert result["excess_power_w"] == 0.0
+        # 18 kW: the feeder inside the grid: 6 kW on it, 4.5 kW each beside it, 3 kW not placed.
+        result = await client.result("set_power", {"power_w": 18_000, "batteries": BATTERIES})
+        assert result["distribution"] == {
+            "1001": 3_000.0,
+            "1002": 3_000.0,
+            "1003": 4_500.0,
+            "1004": 4_500.0,
+        }
+        assert result["bound_limits"] == ["feeder", "grid"]
+        assert result["excess_power_w"] == 3_000.0
+        assert setpoints(sim) == [3_000.0, 3_000.0, 4_500.0, 4_500.0]
+        # The aggregate bounds include the limits: 20 kW is refused without adjustment.
+        result = await client.result(
+            "set_power", {"power_w": 20_000, "batteries": BATTERIES, "adjust_power": False}
+        )
+        assert result["outcome"] == "out_of_bounds"
+        assert result["bounds"]["inclusion_upper_w"] == GRID_W
+    record = sim.record()
+    assert record.violation_counts == {"feeder": 0, "grid": 0}
+
+
+async def test_a_feeder_shared_by_two_sets_holds_what_the_other_holds(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    path = tmp_path / "control.sock"
+    config = attrs.evolve(config_for(sim), limits=LIMITS)
+    async with running_daemon(sim, path, config), connect(path) as client:
+        result = await client.result("set_power", {"power_w": 5_000, "batteries": [1001]})
+        assert result["distribution"] == {"1001": 5_000.0}
+        # 2002 shares the feeder with 2001, which holds 5 kW: 1 kW is left of its 6 kW.
+        result = await client.result("set_power", {"power_w": 5_000, "batteries": [1002]})
+        assert result["distribution"] == {"1002": 1_000.0}
+        assert result["excess_power_w"] == 4_000.0
+        assert result["bound_limits"] == ["feeder"]
+        # The other way the feeder has its whole 6 kW... less nothing: 2001 charges.
+        result = await client.result("set_power", {"power_w": -5_000, "batteries": [1002]})
+        assert result["distribution"] == {"1002": -5_000.0}
+        # Once 2001 lets go, 2002 may take its 5 kW.
+        await client.result("set_power", {"power_w": 0, "batteries": [1001]})
+        result = await client.result("set_power", {"power_w": 5_000, "batteries": [1002]})
+        assert result["distribution"] == {"1002": 5_000.0}
+        # subscribe_bounds says what the feeder leaves: 1001 may charge 1 kW beside 2002's
+        # 5 kW, and discharge its own 5 kW (2002 charges).
+        bounds = await client.result("subscribe_bounds", {"batteries": [1001]})
+        assert bounds == {"subscribed": True}
+        params = await notification(client, "bounds_changed")
+        assert (params["inclusion_lower_w"], params["inclusion_upper_w"]) == (-5_000.0, 1_000.0)
+    assert sim.record().violation_counts == {"feeder": 0, "grid": 0}
