@@ -95,6 +95,10 @@ def _bad(what: str, field: str, expected: str, value: object) -> BadReplyError:
     return BadReplyError(f"distributord sent a {what} whose {field} is not {expected}: {value!r}")
 
 
+def _strings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
 class _Reader:
     """Typed access to one JSON object, naming the object and the field in every error."""
 
@@ -143,6 +147,10 @@ class _Reader:
 
     def optional_ids(self, field: str) -> frozenset[int] | None:
         return self.ids(field) if self.has(field) else None
+
+    def names(self, field: str) -> tuple[str, ...]:
+        """A list of strings."""
+        return tuple(self._get(field, _strings, "a list of strings"))
 
     def child(self, field: str) -> _Reader:
         return _Reader(f"{self.what}'s {field}", self._get(field, _is_object, "an object"))
@@ -646,6 +654,8 @@ class PowerResult:
         reactive: What became of the reactive power, when some was asked (``reactive_var``, or
             a proposal's merge has some).
         ramping: How far the set's target has got, while it ramps (``[ramp] max_w_per_s``).
+        bound_limits: The group limits (``[[limits]]``: feeders, fuses, the grid connection)
+            that held the split back, by name (success, partial_failure).
     """
 
     outcome: Outcome | str
@@ -667,6 +677,7 @@ class PowerResult:
     arbitration: Arbitration | None = None
     reactive: ReactiveResult | None = None
     ramping: Ramping | None = None
+    bound_limits: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -696,6 +707,8 @@ class PowerResult:
             given["reactive"] = ReactiveResult.from_json(r.child("reactive"))
         if r.has("ramping"):
             given["ramping"] = _read(Ramping, r.child("ramping"))
+        if r.has("bound_limits"):
+            given["bound_limits"] = r.names("bound_limits")
         return _read(cls, r, outcome=_reason(Outcome, r.text("outcome")), **given)
 
 

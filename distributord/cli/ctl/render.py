@@ -284,6 +284,9 @@ def _outcome_lines(result: Mapping[str, Any], requested: str) -> list[str]:
             if excess:
                 headline += f", {format_power(excess)} could not be placed"
             lines = [headline]
+            if result.get("bound_limits"):
+                names = ", ".join(str(name) for name in result["bound_limits"])
+                lines.append(f"held back by the group limits {names}")
             if "ramping" in result:
                 lines.append(_ramping_line(result["ramping"]))
             lines += _distribution_table(result, result.get("batteries", []))

@@ -664,3 +664,9 @@ def test_components_table_names_each_groups_members(
         "   1004      2004  batteries 1004, 1005 on inverter 2004",
         "no batteries left out",
     ]
+
+
+def test_the_group_limits_that_bound_have_their_own_line() -> None:
+    lines = render.render_set_power({**SUCCESS, "bound_limits": ["feeder", "grid"]}, "path")
+    assert lines[1] == "held back by the group limits feeder, grid"
+    assert "held back" not in "\n".join(render.render_set_power(SUCCESS, "path"))
