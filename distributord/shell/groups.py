@@ -35,16 +35,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from contextlib import AbstractAsyncContextManager
-from typing import Any, Literal, TypeAlias
+from typing import Literal, TypeAlias
 
-from distributord.api.adapter import Decoder
 from distributord.core.distribution import capped_active_bounds
 from distributord.core.errors import CommandError, CommandFailedError
 from distributord.core.groups import Division, GroupMerger, divide
 from distributord.core.model import BatterySnapshot, InverterSnapshot
 from distributord.core.topology import Group, Topology
-from distributord.shell.link import MessageStream, MicrogridClient, Tail, TelemetrySink
+from distributord.shell.link import Forwarding, MicrogridClient, Tail, TelemetrySink
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +93,7 @@ def telemetry_components(topology: Topology) -> list[tuple[int, bool]]:
     ]
 
 
-class GroupSide:
+class GroupSide(Forwarding):
     """A :class:`MicrogridClient` whose lead inverters stand for their groups' inverters.
 
     Args:
@@ -108,7 +106,7 @@ class GroupSide:
     def __init__(
         self, client: MicrogridClient, groups: Mapping[int, Group], merger: GroupMerger
     ) -> None:
-        self._client = client
+        super().__init__(client)
         self._merger = merger
         self._by_lead = {group.inverter: group for group in groups.values()}
         self._said: set[tuple[int, PowerKind]] = set()
@@ -117,18 +115,6 @@ class GroupSide:
         self._divisions: dict[tuple[PowerKind, int], list[tuple[float, Division]]] = {}
         # What each member inverter was last sent, per kind (the other kind's caps need it).
         self._sent: dict[PowerKind, dict[int, float]] = {"active": {}, "reactive": {}}
-
-    async def topology(self) -> Topology:
-        """The client's topology."""
-        return await self._client.topology()
-
-    def telemetry(self, component_id: int) -> AbstractAsyncContextManager[MessageStream[Any]]:
-        """The client's stream of a component."""
-        return self._client.telemetry(component_id)
-
-    def decoder(self, component_id: int, *, battery: bool, max_data_age_s: float) -> Decoder:
-        """The client's decoder."""
-        return self._client.decoder(component_id, battery=battery, max_data_age_s=max_data_age_s)
 
     def placed(self, kind: PowerKind, inverter: int, power: float) -> tuple[float, bool]:
         """What a command of ``power`` to ``inverter`` places, and whether all of it was taken.

@@ -293,12 +293,11 @@ class MicrogridClient(TelemetrySource, Protocol):
         """
 
 
-class ReactiveSide:
-    """A :class:`MicrogridClient` whose active power is another client's reactive power.
+class Forwarding:
+    """A :class:`MicrogridClient` that forwards the topology and the telemetry to another.
 
-    It forwards the topology and the telemetry and sends :meth:`set_active_powers` as
-    ``client.set_reactive_powers``: a second commander driven through it keeps the reactive
-    setpoints (var) with every rule it keeps for active ones (lifetimes, refreshes, tails).
+    What it does with commands is a subclass's (:class:`ReactiveSide`,
+    :class:`~distributord.shell.groups.GroupSide`).
 
     Args:
         client: The microgrid.
@@ -318,6 +317,18 @@ class ReactiveSide:
     def decoder(self, component_id: int, *, battery: bool, max_data_age_s: float) -> Decoder:
         """The client's decoder."""
         return self._client.decoder(component_id, battery=battery, max_data_age_s=max_data_age_s)
+
+
+class ReactiveSide(Forwarding):
+    """A :class:`MicrogridClient` whose active power is another client's reactive power.
+
+    It forwards the topology and the telemetry and sends :meth:`set_active_powers` as
+    ``client.set_reactive_powers``: a second commander driven through it keeps the reactive
+    setpoints (var) with every rule it keeps for active ones (lifetimes, refreshes, tails).
+
+    Args:
+        client: The microgrid.
+    """
 
     async def set_active_powers(
         self,
