@@ -561,6 +561,18 @@ class RequestLoop:
         the set that a proposal of this program would hold (those no higher bucket holds).
         ``None`` when a battery is unknown or the program is not configured.
         """
+        try:
+            return self._bounds_params(program, batteries)
+        except Exception:  # a bug must not end the caller's connection: said, and nothing sent
+            logger.exception(
+                "bounds of batteries [%s] for program %s failed unexpectedly",
+                ids_text(batteries),
+                program,
+            )
+            return None
+
+    def _bounds_params(self, program: str, batteries: frozenset[int]) -> dict[str, Any] | None:
+        """:meth:`bounds`, which answers its exceptions."""
         if not batteries <= self._topology.pairs.keys():
             return None
         acting = acting_as(program, self.config)
@@ -1877,7 +1889,14 @@ class RequestLoop:
                 busy=self._scheduler.busy,
             ):
                 if batteries in self._standing:  # a re-plan before it may have ended it
-                    self._replan(batteries, self._standing[batteries])
+                    try:
+                        self._replan(batteries, self._standing[batteries])
+                    except Exception:  # a bug: said, and the other sets are re-planned still
+                        logger.exception(
+                            "re-plan of batteries [%s] failed unexpectedly; it keeps what it"
+                            " holds until its next re-plan",
+                            ids_text(batteries),
+                        )
 
     async def _serve_programs(self) -> None:
         """A reload that removes a program ends its proposals (audited; what is freed gets 0 W).

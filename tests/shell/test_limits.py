@@ -148,3 +148,36 @@ async def test_a_feeder_shared_by_two_sets_holds_what_the_other_holds(
         params = await notification(client, "bounds_changed")
         assert (params["inclusion_lower_w"], params["inclusion_upper_w"]) == (-5_000.0, 1_000.0)
     assert sim.record().violation_counts == {"feeder": 0, "grid": 0}
+
+
+async def test_a_full_feeder_beside_minimums_is_answered_and_ends_no_connection(
+    tmp_path: Path,
+) -> None:
+    # Found in review: 2001 holds the feeder's 4 kW; 2002's 500 W minimum does not fit in the
+    # 0 W left. The bounds were refused as disordered: set_power answered an internal error and
+    # subscribe_bounds ended the connection. Now that way is closed: nothing is placed.
+    site = Scenario(
+        batteries=tuple(BatterySpec(id=b, soc_pct=50.0) for b in (1001, 1002)),
+        inverters=tuple(
+            InverterSpec(id=b + 1000, batteries=(b,), exclusion_w=500.0) for b in (1001, 1002)
+        ),
+        telemetry_hz=20.0,
+    )
+    feeder = LimitConfig(name="feeder", inverters=(2001, 2002), max_charge_w=4_000.0)
+    with Simulator(site, apis=("v1",)) as sim:
+        path = tmp_path / "control.sock"
+        config = attrs.evolve(config_for(sim), limits=(feeder,))
+        async with running_daemon(sim, path, config), connect(path) as client:
+            result = await client.result("set_power", {"power_w": 4_000, "batteries": [1001]})
+            assert result["distribution"] == {"1001": 4_000.0}
+            result = await client.result("set_power", {"power_w": 1_000, "batteries": [1002]})
+            assert result["outcome"] == "success", result
+            assert result["distribution"] == {"1002": 0.0}
+            assert result["excess_power_w"] == 1_000.0
+            assert await client.result("subscribe_bounds", {"batteries": [1002]}) == {
+                "subscribed": True
+            }
+            params = await notification(client, "bounds_changed")
+            assert (params["exclusion_upper_w"], params["inclusion_upper_w"]) == (0.0, 0.0)
+            assert (await client.result("ping"))["microgrid"] == "connected"
+        assert sim.record().violation_counts == {}

@@ -328,7 +328,8 @@ def aggregate_bounds(
     which no pair can take power has both bounds ``0``. The caps are derated as
     :func:`distribute` derates them (``derate_band_pct``), so the bounds say what a split can
     place. Under group ``limits`` the inclusion bounds are what the nested limits let the caps
-    place (:func:`~.limits.nested_total`); the exclusion bounds stay as they are.
+    place (:func:`~.limits.nested_total`); the exclusion bounds stay as they are, unless the
+    limits leave less than the smallest minimum: then that direction takes no power (both 0).
 
     Raises:
         DistributionInputError: ``derate_band_pct`` is not a finite number ``>= 0``, or the
@@ -370,7 +371,9 @@ def _direction_bounds(
     if not caps:
         return 0.0, 0.0
     if tree:
-        return minimum, nested_total(caps, request_tree(tree, inverters, charging))
+        total = nested_total(caps, request_tree(tree, inverters, charging))
+        # Limits that leave less than the smallest minimum leave no power at all that way.
+        return (minimum, total) if total >= minimum else (0.0, 0.0)
     return minimum, math.fsum(caps)
 
 

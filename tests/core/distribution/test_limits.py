@@ -580,3 +580,28 @@ def test_bad_limits_are_refused_by_name(arguments: dict[str, object], named: str
 def test_not_a_limit_is_refused() -> None:
     with pytest.raises(DistributionInputError, match="Limit"):
         distribute(1000.0, _four(), limits=[{"name": "feeder"}])  # type: ignore[list-item]
+
+
+@given(st.data(), fleets(max_size=12), derate_bands)
+def test_aggregate_bounds_never_raise_and_are_ordered_under_any_limits(
+    data: st.DataObject, fleet: list[Pair], band: float
+) -> None:
+    """Found in review: limits leaving less than the smallest minimum made invalid bounds.
+
+    ``PowerBounds`` refused ``exclusion_upper > inclusion_upper``; the request loop's bounds
+    (every re-plan, every ``subscribe_bounds``) raised. Now that direction takes nothing.
+    """
+    limits = data.draw(laminar_limits(fleet))
+    bounds = aggregate_bounds(fleet, derate_band_pct=band, limits=limits)
+    assert bounds.inclusion_lower <= bounds.exclusion_lower <= 0.0
+    assert 0.0 <= bounds.exclusion_upper <= bounds.inclusion_upper
+
+
+def test_a_limit_below_the_smallest_minimum_closes_that_direction() -> None:
+    fleet = [
+        symmetric_pair(1, 50.0, 0.0, 100.0, 10_000.0, 1000.0, 500.0),
+        symmetric_pair(2, 50.0, 0.0, 100.0, 10_000.0, 1000.0, 500.0),
+    ]
+    bounds = aggregate_bounds(fleet, limits=[_limit("feeder", [1, 2], 0.0)])
+    assert (bounds.exclusion_upper, bounds.inclusion_upper) == (0.0, 0.0)
+    assert (bounds.inclusion_lower, bounds.exclusion_lower) == (-2000.0, -500.0)
