@@ -33,16 +33,21 @@ inverter (:class:`~distributord.core.topology.Topology`). Two adapters keep it s
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 from collections.abc import Callable, Mapping
 from typing import Literal, TypeAlias
 
+import attrs
+
+from distributord.api.adapter import FinalReply
 from distributord.core.distribution import capped_active_bounds
 from distributord.core.errors import CommandError, CommandFailedError
 from distributord.core.groups import Division, GroupMerger, divide
-from distributord.core.model import BatterySnapshot, InverterSnapshot
+from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds
 from distributord.core.topology import Group, Topology
-from distributord.shell.link import Forwarding, MicrogridClient, Tail, TelemetrySink
+from distributord.shell.link import Forwarding, Late, MicrogridClient, Tail, TelemetrySink
 
 logger = logging.getLogger(__name__)
 
@@ -110,21 +115,24 @@ class GroupSide(Forwarding):
         self._merger = merger
         self._by_lead = {group.inverter: group for group in groups.values()}
         self._said: set[tuple[int, PowerKind]] = set()
-        # The last divisions planned or sent per kind and lead inverter, with their shares, the
-        # newest last (a command of a share, or of what its division placed, sends it again).
-        self._divisions: dict[tuple[PowerKind, int], list[tuple[float, Division]]] = {}
-        # What each member inverter was last sent, per kind (the other kind's caps need it).
-        self._sent: dict[PowerKind, dict[int, float]] = {"active": {}, "reactive": {}}
+        # The last divisions planned or sent per kind and lead inverter, newest last, each
+        # with its share and what it was worked out from (a command of the share, or of what
+        # the division placed, sends it again while those are the same).
+        self._divisions: dict[tuple[PowerKind, int], list[_Kept]] = {}
+        # Every power each member inverter may hold now, per kind, by what it was sent: a
+        # command that lands makes it that power; one that fails or is in flight adds to it.
+        self._possible: dict[PowerKind, dict[int, set[float]]] = {"active": {}, "reactive": {}}
 
     def placed(self, kind: PowerKind, inverter: int, power: float) -> tuple[float, bool]:
         """What a command of ``power`` to ``inverter`` places, and whether all of it was taken.
 
         ``(power, True)``, unless ``inverter`` is a group's lead: then its division among the
-        group's inverters, which places less by each setpoint's rounding to a float32, and
-        ``False`` when no choice of inverters could take the whole share. The division is
-        kept: the command that follows (of ``power``, or of what it places) sends exactly it,
-        unless the group's usable inverters changed in between, so the result says what was
-        sent.
+        group's usable inverters, which places less by each setpoint's rounding to a float32,
+        and ``False`` when they cannot take the whole share (no choice of them can, or an
+        inverter out of the division may still hold power, which comes off the share). The
+        division is kept: the command that follows (of ``power``, or of what it places)
+        sends exactly it while what it was worked out from is unchanged, so the result says
+        what was sent.
         """
         group = self._by_lead.get(inverter)
         if group is None or power == 0.0:
@@ -154,27 +162,33 @@ class GroupSide(Forwarding):
         sent, members_land, kept = self._expand("reactive", setpoints, land, tails)
         await self._client.set_reactive_powers(sent, lifetime_s, members_land, kept)
 
+    def _most(self, kind: PowerKind, inverter: int, sign: float | None = None) -> float:
+        """The most ``inverter`` may hold of ``kind``: that way (``sign``), or either way."""
+        values = self._possible[kind].get(inverter, {0.0})
+        if sign is None:
+            return max(abs(v) for v in values)
+        return max(0.0, *(sign * v for v in values))
+
     def _division(self, kind: PowerKind, group: Group, power: float) -> Division:
         """``power`` divided among ``group``'s usable inverters now (the kept one if it fits).
 
         Each inverter's bounds of ``kind`` are brought within its apparent-power limit beside
-        the larger of what the other kind was last sent and is planned for it.
+        the most the other kind may hold there or is planned for it. What the group's other
+        inverters (not usable now) may still hold that way comes off the share first.
         """
+        sign = 1.0 if power > 0 else -1.0
         usable = self._merger.usable(group)
         ids = {i.component_id for i in usable}
-        kept = self._divisions.setdefault((kind, group.inverter), [])
-        for share, division in reversed(kept):  # by its share, or by what it placed
-            if power in (share, division.placed_w) and division.setpoints.keys() == ids:
-                return division
+        stray = math.fsum(self._most(kind, i, sign) for i in group.inverters if i not in ids)
         other: PowerKind = "reactive" if kind == "active" else "active"
-        planned = [d for _, d in self._divisions.get((other, group.inverter), [])]
+        planned = [k.division for k in self._divisions.get((other, group.inverter), [])]
         rows = []
         for inverter in usable:
             held = max(
                 (abs(d.setpoints.get(inverter.component_id, 0.0)) for d in planned),
                 default=0.0,
             )
-            held = max(held, abs(self._sent[other].get(inverter.component_id, 0.0)))
+            held = max(held, self._most(other, inverter.component_id))
             bounds = inverter.bounds if kind == "active" else inverter.reactive_bounds
             rows.append(
                 (
@@ -182,8 +196,16 @@ class GroupSide(Forwarding):
                     capped_active_bounds(bounds, inverter.apparent_limit_va, held),
                 )
             )
-        division = divide(power, rows)
-        kept.append((power, division))
+        inputs = (tuple(rows), stray)
+        kept = self._divisions.setdefault((kind, group.inverter), [])
+        for entry in reversed(kept):  # by its share, or by what it placed
+            if entry.inputs == inputs and power in (entry.share, entry.division.placed_w):
+                return entry.division
+        budget = sign * max(0.0, abs(power) - stray)
+        division = divide(budget, rows)
+        if stray > 0.0:
+            division = attrs.evolve(division, whole=False)
+        kept.append(_Kept(power, inputs, division))
         del kept[:-KEPT_DIVISIONS]  # the oldest go
         if not division.whole and (group.battery, kind) not in self._said:
             self._said.add((group.battery, kind))
@@ -206,58 +228,137 @@ class GroupSide(Forwarding):
     ) -> tuple[
         dict[int, float], Callable[[int, float | CommandError], None], dict[int, Tail] | None
     ]:
-        """The commands to send, the ``land`` that combines members, the tails kept."""
+        """The commands to send, the ``land`` that combines members, the tails to pass on."""
         if not self._by_lead.keys() & setpoints.keys():
             return dict(setpoints), land, None if tails is None else dict(tails)
+        possible = self._possible[kind]
         sent: dict[int, float] = {}
-        lead_of: dict[int, int] = {}
-        waiting: dict[int, set[int]] = {}
-        outcome: dict[int, float | CommandError] = {}
+        lead_of: dict[int, int] = {}  # member inverter (of a division) to its lead
+        strays: set[int] = set()  # inverters out of a division sent 0: their answers are theirs
+        groups: dict[int, _Landing] = {}
+        passed: dict[int, Tail] = {}
         for inverter, power in setpoints.items():
             group = self._by_lead.get(inverter)
             if group is None:
                 sent[inverter] = power
+                if tails is not None and inverter in tails:
+                    passed[inverter] = tails[inverter]
                 continue
             if power == 0.0:  # a release reaches every inverter of the group
                 members = dict.fromkeys(group.inverters, 0.0)
             else:
                 members = dict(self._division(kind, group, power).setpoints)
-            # An inverter left out of the division that may still hold power is sent 0, so the
-            # others' shares never add to it; its answer does not decide the group's.
-            stray = {
-                i: 0.0
-                for i in group.inverters
-                if i not in members and self._sent[kind].get(i, 0.0) != 0.0
-            }
+            # An inverter out of the division that may still hold power is sent 0 (until it
+            # accepts one); what it may hold came off the others' shares.
+            out = {i: 0.0 for i in group.inverters if i not in members and self._most(kind, i)}
+            strays.update(out)
+            sent.update(out)
             if not members:  # no usable inverter at all: nothing can be sent
                 land(inverter, _no_inverter(group))
-            else:
-                lead_of.update(dict.fromkeys(members, inverter))
-                waiting[inverter] = set(members)
-            sent.update(members)
-            sent.update(stray)
-            self._sent[kind].update(members)
+                continue
+            landing = _Landing(inverter, set(members), tails.get(inverter) if tails else None)
+            groups[inverter] = landing
+            for member, value in members.items():
+                sent[member] = value
+                lead_of[member] = inverter
+                if landing.tail is not None:
+                    passed[member] = landing.member_tail(member)
+        for member in (*lead_of, *strays):
+            possible.setdefault(member, {0.0}).add(sent[member])  # in flight: it may land
 
         def members_land(member: int, result: float | CommandError) -> None:
             lead = lead_of.get(member)
-            if lead is None:
-                if member in setpoints:  # not a group's member: its own outcome
-                    land(member, result)
-                elif not isinstance(result, CommandError):  # a stray member holds 0 now
-                    self._sent[kind][member] = 0.0
+            if lead is None and member not in strays:
+                land(member, result)  # not a group's
                 return
-            earlier = outcome.get(lead)
-            if earlier is None or (
-                not isinstance(earlier, CommandError)
-                and (isinstance(result, CommandError) or result < earlier)
-            ):
-                outcome[lead] = result
-            waiting[lead].discard(member)
-            if not waiting[lead]:
-                land(lead, outcome[lead])
+            if not isinstance(result, CommandError):
+                possible[member] = {sent[member]}  # it holds that now
+            if lead is None:
+                return  # out of the division: its answer is not the group's
+            landing = groups[lead]
+            if landing.landed(member, result):
+                land(lead, landing.outcome())
 
-        kept = None if tails is None else {i: t for i, t in tails.items() if i not in lead_of}
-        return sent, members_land, kept
+        return sent, members_land, (passed if tails is not None else None)
+
+
+@attrs.define
+class _Kept:
+    """A division kept, with its share and what it was worked out from."""
+
+    share: float
+    inputs: tuple[tuple[tuple[int, PowerBounds], ...], float]
+    division: Division
+
+
+class _Landing:
+    """One group command's members landing; the group's command lands once all have.
+
+    It holds until the earliest of their valid-untils, or fails with the first failure. With
+    the group command's ``tail`` (v1alpha18/19), each member is sent with a tail of its own:
+    if any member's stream goes on after it was accepted, so does the group's, which ends when
+    the last of theirs ends (the worst of their final replies), and abandoning it abandons
+    theirs.
+    """
+
+    def __init__(self, lead: int, members: set[int], tail: Tail | None) -> None:
+        self.lead = lead
+        self.tail = tail
+        self._waiting = set(members)
+        self._outcome: float | CommandError | None = None
+        self._tails: dict[int, Tail] = {}
+        self._ends: dict[int, Late] = {}
+        if tail is not None:
+            tail._cancel = self._abandon
+
+    def member_tail(self, member: int) -> Tail:
+        """The tail a member's command is sent with."""
+        made = self._tails[member] = Tail(functools.partial(self._ended, member))
+        return made
+
+    def landed(self, member: int, result: float | CommandError) -> bool:
+        """A member's command landed; whether the group's command has landed now."""
+        earlier = self._outcome
+        if earlier is None or (
+            not isinstance(earlier, CommandError)
+            and (isinstance(result, CommandError) or result < earlier)
+        ):
+            self._outcome = result
+        self._waiting.discard(member)
+        if self._waiting:
+            return False
+        if self.tail is not None and any(t.following for t in self._tails.values()):
+            self.tail.following = True
+        return True
+
+    def outcome(self) -> float | CommandError:
+        """The group command's outcome, once :meth:`landed` said so."""
+        assert self._outcome is not None
+        return self._outcome
+
+    def _ended(self, member: int, outcome: Late) -> None:
+        self._ends[member] = outcome
+        following = [m for m, t in self._tails.items() if t.following]
+        if self.tail is not None and all(m in self._ends for m in following):
+            self.tail.end(_worst([self._ends[m] for m in following]))
+
+    def _abandon(self) -> None:
+        for tail in self._tails.values():
+            tail.abandon()
+
+
+_FINAL_ORDER = (FinalReply.FAILED, FinalReply.OVERRIDDEN, FinalReply.NONE, FinalReply.END)
+
+
+def _worst(outcomes: list[Late]) -> Late:
+    """The group's final reply: the first error, else the worst reply (success only if all)."""
+    for outcome in outcomes:
+        if isinstance(outcome, CommandError):
+            return outcome
+    for final in _FINAL_ORDER:
+        if final in outcomes:
+            return final
+    return FinalReply.SUCCESS
 
 
 def _no_inverter(group: Group) -> CommandError:

@@ -182,3 +182,37 @@ async def test_what_a_groups_inverters_cannot_take_goes_to_another_pair(tmp_path
             assert result["distribution"] == {"1001": 100.0, "1002": 500.0}
             assert result["excess_power_w"] == 0.0
             assert [sim.setpoint(i) for i in (2011, 2012, 2021)] == [100.0, 0.0, 500.0]
+
+
+def applied(sim: Simulator, inverter: int) -> float:
+    """The power ``inverter`` applies now, by the simulator's record."""
+    record = sim.record()
+    return record.applied_at(inverter, record.time)
+
+
+@pytest.mark.parametrize("api", ["v1alpha18", "v1alpha19", "v1"])
+async def test_a_group_of_ramping_inverters_succeeds_as_a_pair_does(
+    api: str, tmp_path: Path
+) -> None:
+    # Found in review: on v1alpha18/19 a group's command waited for its inverters' whole ramp
+    # (no tail) and failed after the request's timeout, though both reached their setpoints.
+    slow = Scenario(
+        batteries=(BatterySpec(id=1001, soc_pct=50.0, power_limit_w=10_000.0),),
+        inverters=tuple(
+            InverterSpec(id=i, batteries=(1001,), ramp_w_per_s=1_500.0) for i in (2001, 2002)
+        ),
+        telemetry_hz=20.0,
+    )
+    with Simulator(slow, apis=(api,)) as sim:
+        path = tmp_path / "control.sock"
+        async with running_daemon(sim, path, config_for(sim)), connect(path) as client:
+            result = await client.result(
+                "set_power", {"power_w": 6_000, "batteries": [1001], "request_timeout_s": 1}
+            )
+            assert result["outcome"] == "success", result
+            assert result["distribution"] == {"1001": 6_000.0}
+            await sim_wait(sim, lambda s: applied(s, 2001) == applied(s, 2002) == 3_000.0, LIMIT_S)
+            status = await client.result("get_status")
+            (entry,) = status["batteries"]
+            assert entry["status"] == "working"
+            assert entry["setpoint_w"] == 6_000.0

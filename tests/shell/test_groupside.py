@@ -168,7 +168,7 @@ def test_the_merged_battery_waits_for_both_batteries() -> None:
     assert [s.component_id for s in sink.snapshots] == [1001]
 
 
-async def test_an_inverter_that_stops_being_usable_is_sent_0_and_not_waited_for(
+async def test_an_inverter_out_of_the_division_is_sent_0_and_what_it_holds_comes_off(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     fake = FakeMicrogrid()
@@ -180,15 +180,59 @@ async def test_an_inverter_that_stops_being_usable_is_sent_0_and_not_waited_for(
     )
     fake.behaviour[2002] = Answer(error=CommandRejectedError("FAILED_PRECONDITION", "in error"))
     landed: list[tuple[int, float | CommandError]] = []
+    # Found in review: 2001 was sent the whole 4 kW while 2002 might still hold its 3 kW.
+    assert side.placed("active", 2001, 4_000.0) == (1_000.0, False)
     await side.set_active_powers({2001: 4_000.0}, 60, lambda i, o: landed.append((i, o)))
-    # 2002 may still hold 3 kW: it is sent 0; its refusal is not the group's.
-    assert fake.sent()[-1][1] == {2001: 4_000.0, 2002: 0.0}
-    assert landed == [(2001, 60.0)]
-    # Refused, it may still hold 3 kW: it is sent 0 again; once accepted, nothing more.
+    assert fake.sent()[-1][1] == {2001: 1_000.0, 2002: 0.0}
+    assert landed == [(2001, 60.0)]  # 2002's refusal is not the group's
+    # Refused, it may still hold 3 kW: it is sent 0 again, and 3 kW leaves 2001 nothing.
     await side.set_active_powers({2001: 3_000.0}, 60, lambda i, o: None)
-    assert fake.sent()[-1][1] == {2001: 3_000.0, 2002: 0.0}
+    assert fake.sent()[-1][1] == {2001: 0.0, 2002: 0.0}
     del fake.behaviour[2002]
     await side.set_active_powers({2001: 3_000.0}, 60, lambda i, o: None)
-    assert fake.sent()[-1][1] == {2001: 3_000.0, 2002: 0.0}
+    assert fake.sent()[-1][1] == {2001: 0.0, 2002: 0.0}
+    # 2002 accepted its 0: it holds nothing, gets nothing more, and 2001 takes all.
     await side.set_active_powers({2001: 2_000.0}, 60, lambda i, o: None)
     assert fake.sent()[-1][1] == {2001: 2_000.0}
+
+
+async def test_a_kept_division_is_not_sent_once_a_members_bounds_shrink(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Found in review: 12 kW divided 6 + 6 kW was sent again after 2002's bound fell to 2 kW.
+    wide = PowerBounds.symmetric(10_000.0)
+    fake = FakeMicrogrid()
+    merger = merger_with(
+        inverter_snapshot(component_id=2001, bounds=wide),
+        inverter_snapshot(component_id=2002, bounds=wide),
+    )
+    side = GroupSide(fake, {1001: BUS}, merger)
+    assert side.placed("active", 2001, 12_000.0) == (12_000.0, True)
+    merger.take(
+        inverter_snapshot(component_id=2002, sampled_at=1.0, bounds=PowerBounds.symmetric(2_000.0))
+    )
+    assert side.placed("active", 2001, 12_000.0) == (12_000.0, True)
+    await side.set_active_powers({2001: 12_000.0}, 60, lambda i, o: None)
+    assert fake.sent()[-1][1] == {2001: 10_000.0, 2002: 2_000.0}
+
+
+async def test_a_lead_inverter_out_of_the_division_does_not_land_the_groups_command(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Found in review: the lead's answer to its 0 landed the group's command, then the real
+    # member landed it again.
+    fake = FakeMicrogrid()
+    merger = merger_with(inverter_snapshot(component_id=2001), inverter_snapshot(component_id=2002))
+    side = GroupSide(fake, {1001: BUS}, merger)
+    await side.set_active_powers({2001: 2_000.0}, 60, lambda i, o: None)  # 1 kW each
+    merger.take(
+        inverter_snapshot(component_id=2001, sampled_at=1.0, states=frozenset({StateCode.ERROR}))
+    )
+    fake.behaviour[2001] = Answer(error=CommandRejectedError("FAILED_PRECONDITION", "in error"))
+    fake.behaviour[2002] = Answer(after_s=2.0)
+    landed: list[tuple[float, int, float | CommandError]] = []
+    await side.set_active_powers(
+        {2001: 4_000.0}, 60, lambda i, o: landed.append((trio.current_time(), i, o))
+    )
+    assert fake.sent()[-1][1] == {2001: 0.0, 2002: 3_000.0}  # 2001 may hold 1 kW
+    assert landed == [(2.0, 2001, 62.0)]
