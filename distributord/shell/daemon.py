@@ -156,6 +156,7 @@ async def serve_daemon(
             lifetime_scale=lifetime_scale,
             metrics=metrics,
             placed=side.placed,
+            group_held=side.held,
         )
         loop_done, loop_scope = trio.Event(), trio.CancelScope()
 

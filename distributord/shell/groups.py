@@ -140,6 +140,21 @@ class GroupSide(Forwarding):
         division = self._division(kind, group, power)
         return division.placed_w, division.whole
 
+    def held(self, inverter: int) -> tuple[float, float] | None:
+        """The most a group's inverters may hold together: (charging, discharging) W.
+
+        Active power, by what each was sent; None unless ``inverter`` is a group's lead. More
+        than the lead's command when an inverter out of the division has not yet let go: what
+        a limit must count for the group.
+        """
+        group = self._by_lead.get(inverter)
+        if group is None:
+            return None
+        return (
+            math.fsum(self._most("active", i, 1.0) for i in group.inverters),
+            math.fsum(self._most("active", i, -1.0) for i in group.inverters),
+        )
+
     async def set_active_powers(
         self,
         setpoints: Mapping[int, float],

@@ -307,6 +307,9 @@ class RequestLoop:
             inverters, or by what no choice of them could take (:meth:`GroupSide.placed
             <distributord.shell.groups.GroupSide.placed>`); None: every command places its
             power.
+        group_held: For an N:M group's lead inverter, the most its inverters may hold
+            together (charging, discharging), which a limit counts when it is more than the
+            lead's command (:meth:`GroupSide.held <distributord.shell.groups.GroupSide.held>`).
     """
 
     def __init__(
@@ -320,9 +323,11 @@ class RequestLoop:
         metrics: Metrics | None = None,
         placed: Callable[[Literal["active", "reactive"], int, float], tuple[float, bool]]
         | None = None,
+        group_held: Callable[[int], tuple[float, float] | None] | None = None,
     ) -> None:
         self._metrics = metrics or Metrics()
         self._placed = placed
+        self._group_held = group_held
         self._tracker = tracker
         self._topology = topology
         self._battery_of = {inverter: battery for battery, inverter in topology.pairs.items()}
@@ -894,7 +899,11 @@ class RequestLoop:
         wanted = ledger.wanted(inverter)
         if wanted is not None:
             values.add(wanted)
-        return max(0.0, *values), max(0.0, *(-v for v in values))
+        charge, discharge = max(0.0, *values), max(0.0, *(-v for v in values))
+        members = None if self._group_held is None else self._group_held(inverter)
+        if members is not None:  # a group's inverters may hold more than its command
+            charge, discharge = max(charge, members[0]), max(discharge, members[1])
+        return charge, discharge
 
     def _outside(self, inverters: Iterable[int]) -> tuple[float, float]:
         """What ``inverters`` may hold at the most, together: (charging, discharging) W."""

@@ -236,3 +236,22 @@ async def test_a_lead_inverter_out_of_the_division_does_not_land_the_groups_comm
     )
     assert fake.sent()[-1][1] == {2001: 0.0, 2002: 3_000.0}  # 2001 may hold 1 kW
     assert landed == [(2.0, 2001, 62.0)]
+
+
+async def test_what_a_groups_inverters_may_hold_together_is_known(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = FakeMicrogrid()
+    merger = merger_with(inverter_snapshot(component_id=2001), inverter_snapshot(component_id=2002))
+    side = GroupSide(fake, {1001: BUS}, merger)
+    assert side.held(2003) is None  # not a group's lead
+    assert side.held(2001) == (0.0, 0.0)
+    await side.set_active_powers({2001: 6_000.0}, 60, lambda i, o: None)
+    assert side.held(2001) == (6_000.0, 0.0)
+    merger.take(
+        inverter_snapshot(component_id=2002, sampled_at=1.0, states=frozenset({StateCode.ERROR}))
+    )
+    fake.behaviour[2002] = Answer(error=CommandRejectedError("FAILED_PRECONDITION", "in error"))
+    await side.set_active_powers({2001: -1_000.0}, 60, lambda i, o: None)
+    # 2001 now at -1 kW; 2002 refused its 0 and may still hold 3 kW.
+    assert side.held(2001) == (3_000.0, 1_000.0)
