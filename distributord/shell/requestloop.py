@@ -94,7 +94,14 @@ from distributord.core.arbitration.holdings import (
 from distributord.core.arbitration.merge import Grant, Merge, Mode, merge
 from distributord.core.arbitration.programs import acting_as
 from distributord.core.config import DEFAULT_PROGRAM, Config
-from distributord.core.distribution import Distribution, Limit, SearchBudget, aggregate_bounds
+from distributord.core.distribution import (
+    Distribution,
+    Limit,
+    LimitOverlapError,
+    SearchBudget,
+    aggregate_bounds,
+    limit_tree,
+)
 from distributord.core.distribution.placement import check_power
 from distributord.core.distribution.reactive import (
     ReactiveLimits,
@@ -620,6 +627,7 @@ class RequestLoop:
         Cancelled (the drain deadline at shutdown), it still answers every client request it
         took: those running with "cut off", those waiting with "not applied".
         """
+        self._mapped_limits()  # what an operator should know of the limits is said at start
         try:
             await self._serve(task_status)
         finally:
@@ -861,8 +869,9 @@ class RequestLoop:
                     ids_text(widened),
                 )
             mapped.append(attrs.evolve(limit_config.limit(), inverters=leads))
-        self._limits_cache = (configured, tuple(mapped))
-        return tuple(mapped)
+        nested = _nested(mapped)
+        self._limits_cache = (configured, nested)
+        return nested
 
     def _limits(self, pairs: Sequence[Pair]) -> list[Limit]:
         """The group limits over ``pairs`` for a split, each less what the rest may hold.
@@ -1967,6 +1976,41 @@ def _limits_of(inverter: InverterSnapshot) -> ReactiveLimits:
     limits = ReactiveLimits.of(inverter)
     _LIMITS[inverter.component_id] = (inverter, limits)
     return limits
+
+
+def _nested(limits: list[Limit]) -> tuple[Limit, ...]:
+    """``limits`` made to nest, by joining each two that overlap into one, never looser.
+
+    Held whole, the groups a limit holds in part can make two limits overlap that nested as
+    configured (a DC bus whose two inverters sit on two feeders). The two become one over
+    both, with the smaller maximum each way: keeping it keeps both. Logged as a warning.
+    """
+    limits = list(limits)
+    while True:
+        try:
+            limit_tree(limits)
+        except LimitOverlapError as overlap:
+            first, second = overlap.first, overlap.second
+            joined = Limit(
+                name=f"{first.name}+{second.name}",
+                inverters=first.inverters | second.inverters,
+                max_charge_w=min(first.max_charge_w, second.max_charge_w),
+                max_discharge_w=min(first.max_discharge_w, second.max_discharge_w),
+            )
+            logger.warning(
+                "limits %s and %s overlap once the groups they hold in part are held whole"
+                " (inverter %d): they are kept as one limit %s over both, with the smaller"
+                " maximum each way",
+                first.name,
+                second.name,
+                overlap.inverter,
+                joined.name,
+            )
+            limits = [limit for limit in limits if limit is not first and limit is not second] + [
+                joined
+            ]
+            continue
+        return tuple(limits)
 
 
 def _fit_side(

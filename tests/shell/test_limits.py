@@ -181,3 +181,43 @@ async def test_a_full_feeder_beside_minimums_is_answered_and_ends_no_connection(
             assert (params["exclusion_upper_w"], params["inclusion_upper_w"]) == (0.0, 0.0)
             assert (await client.result("ping"))["microgrid"] == "connected"
         assert sim.record().violation_counts == {}
+
+
+async def test_feeders_that_share_a_group_are_kept_together_never_looser(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found in review: battery 1001 on a DC bus with 2001 (feeder a) and 2002 (feeder b). Held
+    # whole, the group put both feeders over it: they overlapped and every request touching
+    # both failed. Now they are kept as one limit over both, with the smaller maximum.
+    site = Scenario(
+        batteries=tuple(
+            BatterySpec(id=b, soc_pct=50.0, power_limit_w=10_000.0) for b in (1001, 1003, 1004)
+        ),
+        inverters=(
+            InverterSpec(id=2001, batteries=(1001,)),
+            InverterSpec(id=2002, batteries=(1001,)),
+            InverterSpec(id=2003, batteries=(1003,)),
+            InverterSpec(id=2004, batteries=(1004,)),
+        ),
+        limits=(
+            LimitSpec(name="a", inverters=(2001, 2003), max_charge_w=6_000.0),
+            LimitSpec(name="b", inverters=(2002, 2004), max_charge_w=7_000.0),
+        ),
+        telemetry_hz=20.0,
+    )
+    limits = (
+        LimitConfig(name="a", inverters=(2001, 2003), max_charge_w=6_000.0),
+        LimitConfig(name="b", inverters=(2002, 2004), max_charge_w=7_000.0),
+    )
+    with Simulator(site, apis=("v1",)) as sim:
+        path = tmp_path / "control.sock"
+        config = attrs.evolve(config_for(sim), limits=limits)
+        async with running_daemon(sim, path, config), connect(path) as client:
+            result = await client.result(
+                "set_power", {"power_w": 15_000, "batteries": [1001, 1003, 1004]}
+            )
+            assert result["outcome"] == "success", result
+            assert math.fsum(result["distribution"].values()) <= 6_000.0
+            assert result["bound_limits"] == ["a+b"]
+    assert sim.record().violation_counts == {"a": 0, "b": 0}
+    assert any("kept as one limit a+b" in r.getMessage() for r in caplog.records)
