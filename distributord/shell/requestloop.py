@@ -941,6 +941,7 @@ class RequestLoop:
         setpoints = dict(planned.setpoints)
         reasons = dict(planned.reasons)
         held_back: list[float] = []
+        bound = set(planned.bound_limits)
         for limit in sorted(mapped, key=lambda limit: len(limit.inverters)):
             inside = [i for i in limit.inverters if i in battery_of]
             if not inside:
@@ -953,6 +954,8 @@ class RequestLoop:
                 old = {i: self._held(i, now)[0 if sign > 0 else 1] for i in inside}
                 wanted = {i: setpoints[battery_of[i]] for i in inside}
                 fitted = _fit_side(wanted, old, sign=sign, room=maximum - rest)
+                if fitted:
+                    bound.add(limit.name)
                 for inverter, value in fitted.items():
                     battery = battery_of[inverter]
                     if value != 0.0 and abs(value) < self._minimum(battery, sign):
@@ -968,6 +971,7 @@ class RequestLoop:
             setpoints=setpoints,
             reasons=reasons,
             remaining_w=math.fsum([planned.remaining_w, *held_back]),
+            bound_limits=tuple(sorted(bound)),
         )
 
     def _minimum(self, battery: int, sign: float) -> float:

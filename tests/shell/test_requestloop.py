@@ -1234,6 +1234,7 @@ async def test_a_limit_holds_whatever_order_its_commands_land_in_then_the_plan_i
         assert isinstance(result, Success)
         assert result.excess_power_w == 2000.0
         assert result.reasons[1002] == "limited"
+        assert result.bound_limits == ("feeder",)  # found in review: it was not named
         # Once the fall has landed, the plan is made again and reached.
         await trio.sleep(5.0)
         assert rig.loop.setpoints() == {1001: 1000.0, 1002: 5000.0}
