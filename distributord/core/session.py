@@ -165,8 +165,8 @@ class Backend(Protocol):
         None for a set with a battery the daemon does not manage (asked only when connected).
         """
 
-    def leads(self, batteries: Batteries) -> tuple[Batteries, list[str]]:
-        """``batteries`` with each group named by its lead, and the groups named in part.
+    def leads(self, batteries: Batteries) -> tuple[Mapping[int, int], list[str]]:
+        """Each of ``batteries`` to its group's lead (itself if in no group); groups in part.
 
         One message per group named in part, naming the members left out (``spec/plant.md``).
         """
@@ -185,6 +185,29 @@ class Phase(enum.Enum):
     """The peer may no longer connect: the -32003 line is written, then the connection ends."""
     CLOSED = "closed"
     """Nothing more is written: the transport ends the connection now."""
+
+
+def _as_named(answer: dict[str, Any], leads: Mapping[int, int]) -> None:
+    """A result over groups' leads, said of the batteries the call named (``spec/plant.md``).
+
+    ``batteries`` echoes them all, and a battery succeeded or failed with its group's lead
+    (``succeeded_batteries``, ``failed_batteries``, ``reactive.failed_batteries``). The
+    powers (``distribution``, ``reasons``) stay by lead: one setpoint per group.
+    """
+    members: dict[int, list[int]] = {}
+    for battery, lead in leads.items():
+        members.setdefault(lead, []).append(battery)
+
+    def named(ids: Any) -> list[int]:
+        return sorted(b for lead in ids for b in members.get(lead, [lead]))
+
+    answer["batteries"] = sorted(leads)
+    for key in ("succeeded_batteries", "failed_batteries"):
+        if key in answer:
+            answer[key] = named(answer[key])
+    reactive = answer.get("reactive")
+    if isinstance(reactive, dict) and "failed_batteries" in reactive:
+        reactive["failed_batteries"] = named(reactive["failed_batteries"])
 
 
 def _ignore(method: str, outcome: str) -> None:
@@ -445,9 +468,9 @@ class Session:
             request = protocol.parse_set_power(call, default_timeout_s=backend.default_timeout_s())
             if isinstance(request, Failure):
                 self._fail(request, method)
-            elif (batteries := self._leads(call, request.batteries)) is not None:
-                request = attrs.evolve(request, batteries=batteries)
-                self._submit(call, Ask.set_power(request, self.origin))
+            elif (leads := self._leads(call, request.batteries)) is not None:
+                asked = attrs.evolve(request, batteries=frozenset(leads.values()))
+                self._submit(call, Ask.set_power(asked, self.origin), leads)
         elif method == "propose":
             self._propose(call)
         elif method == "hello":
@@ -458,15 +481,16 @@ class Session:
                 self._fail(parsed, method)
             elif parsed.batteries is None:  # letting go is always allowed, even after a reload
                 self._answer(call, backend.withdraw_proposals(self.origin, None))
-            elif (batteries := self._leads(call, parsed.batteries)) is not None:
+            elif (leads := self._leads(call, parsed.batteries)) is not None:
+                batteries = frozenset(leads.values())
                 self._answer(call, backend.withdraw_proposals(self.origin, batteries))
         elif method == "subscribe_bounds":
             subscription = wire.parse_subscribe_bounds(call)
             if isinstance(subscription, Failure):
                 self._fail(subscription, method)
-            elif (batteries := self._leads(call, subscription.batteries)) is None:
+            elif (leads := self._leads(call, subscription.batteries)) is None:
                 pass
-            elif backend.bounds(self.program, batteries) is None:
+            elif backend.bounds(self.program, batteries := frozenset(leads.values())) is None:
                 self._fail(
                     protocol.invalid_params(
                         call, "batteries", "ids of batteries the daemon manages (list_components)"
@@ -509,12 +533,13 @@ class Session:
         if isinstance(parsed, Failure):
             self._fail(parsed, call.method)
             return
-        batteries = self._leads(call, parsed.batteries)
-        if batteries is not None:
-            self._submit(call, Ask.propose(attrs.evolve(parsed, batteries=batteries), self.origin))
+        leads = self._leads(call, parsed.batteries)
+        if leads is not None:
+            proposed = attrs.evolve(parsed, batteries=frozenset(leads.values()))
+            self._submit(call, Ask.propose(proposed, self.origin), leads)
 
-    def _leads(self, call: Call, batteries: Batteries) -> Batteries | None:
-        """``batteries`` by their groups' leads; None (the call failed) if a group is in part."""
+    def _leads(self, call: Call, batteries: Batteries) -> Mapping[int, int] | None:
+        """Each of ``batteries`` to its group's lead; None (the call failed) for a part."""
         leads, problems = self._backend.leads(batteries)
         if problems:
             expected = "whole battery groups: " + "; ".join(problems)
@@ -522,14 +547,18 @@ class Session:
             return None
         return leads
 
-    def _submit(self, call: Call, ask: Ask) -> None:
-        """Offer a ``set_power`` or ``propose`` to the daemon; its reply comes when applied."""
+    def _submit(self, call: Call, ask: Ask, leads: Mapping[int, int]) -> None:
+        """Offer a ``set_power`` or ``propose`` to the daemon; its reply comes when applied.
+
+        ``leads``: each battery the call named to its group's lead, which the ask names: the
+        reply echoes the batteries named, and says of each what its group's lead got.
+        """
         request = ask.request
         self._proposed = True
         if not ask.releases and not self._still_acting(call):
             return
         ask = attrs.evolve(ask, call_id=call.id)
-        verdict = self._backend.submit(ask, self._reply_to(call, request))
+        verdict = self._backend.submit(ask, self._reply_to(call, request, leads))
         if verdict is Verdict.STOPPING:
             self._decline(call, Code.SHUTTING_DOWN, SHUTTING_DOWN_MESSAGE)
         elif verdict is Verdict.QUEUE_FULL:
@@ -552,12 +581,14 @@ class Session:
                 return False
         return True
 
-    def _reply_to(self, call: Call, request: Request) -> Reply:
+    def _reply_to(self, call: Call, request: Request, leads: Mapping[int, int]) -> Reply:
         def reply(result: Result, timing: Timing) -> None:
             if request not in self._requests:
                 return  # withdrawn, or the connection is over: nobody to answer
             self._requests.remove(request)
             answer = protocol.result_object(result)
+            if any(battery != lead for battery, lead in leads.items()):
+                _as_named(answer, leads)
             answer["timing"] = {
                 "total_ms": round(timing.total_s * 1e3, 3),
                 "commands_ms": round(timing.commands_s * 1e3, 3),

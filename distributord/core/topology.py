@@ -217,22 +217,23 @@ class Topology:
             leads.update((member, lead) for member in group.batteries)
         return leads
 
-    def leads(self, batteries: Collection[int]) -> tuple[frozenset[int], list[str]]:
-        """``batteries`` as lead batteries, and what is wrong with them.
+    def leads(self, batteries: Collection[int]) -> tuple[dict[int, int], list[str]]:
+        """Each of ``batteries`` to its group's lead, and what is wrong with them.
 
         A request names batteries and must name every battery of a group or none of them:
         each group named only in part gives one message naming the members left out.
-        Batteries that are not managed are kept as they are (the caller answers them).
+        Batteries in no group (managed or not) are their own leads (the caller answers those
+        not managed).
         """
-        lead_of = self.lead_of
         named = set(batteries)
+        member_lead = {m: lead for lead, group in self.groups.items() for m in group.batteries}
         problems = [
             f"battery {min(named & set(group.batteries))} is in a group with batteries"
             f" {ids_brief(missing)} ({group.describe()}): name all of them or none"
             for group in self.groups.values()
             if (missing := set(group.batteries) - named) and missing != set(group.batteries)
         ]
-        return frozenset(lead_of.get(battery, battery) for battery in named), problems
+        return {battery: member_lead.get(battery, battery) for battery in named}, problems
 
     def describe(self) -> list[str]:
         """One line per decision, for the start-up log.

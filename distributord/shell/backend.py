@@ -168,13 +168,13 @@ class DaemonBackend:
             case Connecting():
                 return None
 
-    def leads(self, batteries: Batteries) -> tuple[Batteries, list[str]]:
-        """``batteries`` by their groups' leads, and the groups named in part."""
+    def leads(self, batteries: Batteries) -> tuple[Mapping[int, int], list[str]]:
+        """Each of ``batteries`` to its group's lead, and the groups named in part."""
         match self.state:
             case Connected(topology=topology):
                 return topology.leads(batteries)
             case Connecting():
-                return batteries, []
+                return {battery: battery for battery in batteries}, []
 
     def withdraw(self, request: Request) -> bool:
         """Take back ``request`` if it has not started."""

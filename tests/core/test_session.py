@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from distributord.core.arbitration.arbiter import Ask, Origin
 from distributord.core.arbitration.holdings import Batteries
 from distributord.core.arbitration.programs import Acting, Limits, NotAllowed
-from distributord.core.model import Error, Request, Timing
+from distributord.core.model import Error, Request, Success, Timing
 from distributord.core.protocol import MAX_LINE_BYTES, Code, Failure
 from distributord.core.session import (
     INVALID,
@@ -69,10 +69,11 @@ class FakeBackend:
     def bounds(self, program: str, batteries: Batteries) -> dict[str, Any] | None:
         return None if 9999 in batteries else {"program": program}
 
-    def leads(self, batteries: Batteries) -> tuple[Batteries, list[str]]:
-        if 1002 in batteries and 1001 not in batteries:  # 1001 leads a group with 1002
-            return batteries, ["battery 1002 is in a group with batteries 1001"]
-        return frozenset(1001 if b == 1002 else b for b in batteries), []
+    def leads(self, batteries: Batteries) -> tuple[dict[int, int], list[str]]:
+        leads = {b: 1001 if b == 1002 else b for b in batteries}  # 1001 leads 1001 and 1002
+        if 1002 in batteries and 1001 not in batteries:
+            return leads, ["battery 1002 is in a group with batteries 1001"]
+        return leads, []
 
     def withdraw(self, request: Request) -> bool:
         if id(request) in self.started:
@@ -713,3 +714,22 @@ def test_a_whole_group_is_asked_for_by_its_lead() -> None:
     first, second = h.backend.asks
     assert first.request.batteries == frozenset({1001, 7})
     assert second.batteries == frozenset({1001})
+
+
+def test_a_groups_result_echoes_every_battery_named_and_says_each_succeeded() -> None:
+    h = harness()
+    h.send(call("set_power", 1, power_w=500.0, batteries=[1002, 1001, 7]))
+    request, reply = h.backend.taken.pop()
+    assert request.batteries == frozenset({1001, 7})  # the daemon is asked for the leads
+    result = Success(
+        request=request,
+        succeeded_power_w=500.0,
+        succeeded_batteries=frozenset({1001}),
+        excess_power_w=0.0,
+        distribution={1001: 500.0, 7: 0.0},
+    )
+    reply(result, Timing(total_s=0.0, commands_s=0.0))
+    (answer,) = h.written()
+    assert answer["result"]["batteries"] == [7, 1001, 1002]
+    assert answer["result"]["succeeded_batteries"] == [1001, 1002]
+    assert answer["result"]["distribution"] == {"1001": 500.0, "7": 0.0}  # one per group

@@ -199,9 +199,12 @@ def test_a_chain_of_shared_inverters_is_one_group_led_by_its_smallest_ids() -> N
     assert topology.pairs == {1001: 2001, 1004: 2004}
     assert topology.groups == {1001: Group((1001, 1002, 1003), (2001, 2002, 2003))}
     assert topology.group(1004) == Group((1004,), (2004,))
-    assert topology.leads([1001, 1002, 1003, 1004]) == (frozenset({1001, 1004}), [])
+    assert topology.leads([1001, 1002, 1003, 1004]) == (
+        {1001: 1001, 1002: 1001, 1003: 1001, 1004: 1004},
+        [],
+    )
     leads, problems = topology.leads([1002, 1004, 77])
-    assert leads == frozenset({1001, 1004, 77})
+    assert leads == {1002: 1001, 1004: 1004, 77: 77}
     assert problems == [
         "battery 1002 is in a group with batteries 1001, 1003 (batteries 1001, 1002, 1003 on"
         " inverters 2001, 2002, 2003): name all of them or none"

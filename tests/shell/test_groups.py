@@ -103,9 +103,13 @@ async def test_a_group_named_in_part_is_refused_and_a_whole_one_runs(
         assert reply["error"]["code"] == -32602
         assert "battery 1004 is in a group with batteries 1005" in reply["error"]["message"]
         assert sim.setpoint(2004) == 0.0
-        result = await client.result("set_power", {"power_w": 6_000, "batteries": [1004, 1005]})
+        result = await client.result("set_power", {"power_w": 6_000, "batteries": [1005, 1004]})
         assert result["outcome"] == "success", result
         assert result["distribution"] == {"1004": 6_000.0}
+        # Found in review: the echo said [1004] only. Every battery named is echoed, and
+        # succeeded with its group.
+        assert result["batteries"] == [1004, 1005]
+        assert result["succeeded_batteries"] == [1004, 1005]
         assert sim.setpoint(2004) == 6_000.0
 
 
