@@ -77,10 +77,10 @@ from typing import Any, TypeVar
 
 import attrs
 
-from distributord.core.distribution.limits import Limit, LimitOverlapError, limit_tree
+from distributord.core.distribution.limits import Limit, limit_tree
 from distributord.core.distribution.rows import MAX_EXPONENT
 from distributord.core.distribution.search import DEFAULT_SEARCH_BUDGET_S
-from distributord.core.errors import ConfigError
+from distributord.core.errors import ConfigError, LimitOverlapError
 from distributord.core.model import MAX_REQUEST_TIMEOUT_S
 from distributord.core.protocol import DEFAULT_SOCKET
 from distributord.core.values import is_component_id, is_integer, is_number, short_number

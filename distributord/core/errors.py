@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import ClassVar, Self
+from typing import ClassVar, Protocol, Self
 
 
 class DistributordError(Exception):
@@ -73,6 +73,44 @@ class DistributionInputError(DistributordError, ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class Limit(Protocol):
+    """What :class:`LimitOverlapError` says of a limit (``distribution.limits.Limit`` is one)."""
+
+    @property
+    def name(self) -> str:
+        """Its name."""
+
+    @property
+    def inverters(self) -> frozenset[int]:
+        """The inverters it holds."""
+
+    @property
+    def max_charge_w(self) -> float:
+        """The most they may charge together, W."""
+
+    @property
+    def max_discharge_w(self) -> float:
+        """The most they may discharge together, W."""
+
+
+class LimitOverlapError(DistributionInputError):
+    """Two limits overlap without one containing the other (the caller's configuration).
+
+    Attributes:
+        first: One of them (no smaller than the other).
+        second: The other.
+        inverter: An inverter both hold.
+    """
+
+    def __init__(self, first: Limit, second: Limit, inverter: int) -> None:
+        super().__init__(
+            "limits",
+            f"{first.name!r} and {second.name!r} overlap without one containing the other "
+            f"(both hold inverter {inverter}); limits must nest or be disjoint",
+        )
+        self.first, self.second, self.inverter = first, second, inverter
 
 
 class CommandError(DistributordError):

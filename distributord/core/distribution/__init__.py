@@ -46,12 +46,7 @@ The modules, from the bottom up:
 Import from this package; the names below are its public API.
 """
 
-from distributord.core.distribution.limits import (
-    Limit,
-    LimitOverlapError,
-    limit_tree,
-    rest_toward_zero,
-)
+from distributord.core.distribution.limits import Limit, limit_tree, rest_toward_zero
 from distributord.core.distribution.placement import (
     ZERO_POWER_W,
     Distribution,
@@ -81,6 +76,7 @@ from distributord.core.distribution.search import (
     SearchBudget,
 )
 from distributord.core.distribution.waterfill import split
+from distributord.core.errors import LimitOverlapError
 from distributord.core.model import PLAUSIBLE_LIMIT  # defined with the telemetry rule
 
 __all__ = [

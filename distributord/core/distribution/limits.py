@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterable, Sequence
 import attrs
 
 from distributord.core.distribution.rows import Allotment
-from distributord.core.errors import DistributionInputError
+from distributord.core.errors import DistributionInputError, LimitOverlapError
 from distributord.core.values import is_number
 
 _Split = tuple[float, list[float], list[Allotment]]
@@ -154,24 +154,6 @@ def limit_tree(limits: Iterable[Limit]) -> tuple[tuple[Limit, int | None], ...]:
         tree.append((limit, holders.pop() if holders else None))
         holder.update(dict.fromkeys(limit.inverters, position))
     return tuple(tree)
-
-
-class LimitOverlapError(DistributionInputError):
-    """Two limits overlap without one containing the other (the caller's configuration).
-
-    Attributes:
-        first: One of them (no smaller than the other).
-        second: The other.
-        inverter: An inverter both hold.
-    """
-
-    def __init__(self, first: Limit, second: Limit, inverter: int) -> None:
-        super().__init__(
-            "limits",
-            f"{first.name!r} and {second.name!r} overlap without one containing the other "
-            f"(both hold inverter {inverter}); limits must nest or be disjoint",
-        )
-        self.first, self.second, self.inverter = first, second, inverter
 
 
 def _overlap(limit: Limit, earlier: Sequence[Limit]) -> LimitOverlapError:
