@@ -37,6 +37,23 @@ def s_limited(inverter: int, active_w: float, s_va: float) -> InverterSnapshot:
     )
 
 
+def bus_side() -> tuple[FakeMicrogrid, GroupMerger, GroupSide]:
+    """The fake microgrid, the merger and the side of :data:`BUS`, both inverters reported."""
+    fake = FakeMicrogrid()
+    merger = merger_with(inverter_snapshot(component_id=2001), inverter_snapshot(component_id=2002))
+    return fake, merger, GroupSide(fake, {1001: BUS}, merger)
+
+
+def in_error(fake: FakeMicrogrid, merger: GroupMerger, inverter: int) -> None:
+    """``inverter`` reports an error state and refuses commands."""
+    merger.take(
+        inverter_snapshot(
+            component_id=inverter, sampled_at=1.0, states=frozenset({StateCode.ERROR})
+        )
+    )
+    fake.behaviour[inverter] = Answer(error=CommandRejectedError("FAILED_PRECONDITION", "in error"))
+
+
 class Sink:
     def __init__(self) -> None:
         self.snapshots: list[BatterySnapshot | InverterSnapshot] = []
@@ -75,9 +92,7 @@ def test_every_member_is_read_and_the_tracker_hears_the_lead() -> None:
 async def test_a_leads_command_lands_when_every_member_has(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    fake = FakeMicrogrid()
-    merger = merger_with(inverter_snapshot(component_id=2001), inverter_snapshot(component_id=2002))
-    side = GroupSide(fake, {1001: BUS}, merger)
+    fake, _, side = bus_side()
     fake.behaviour[2002] = Answer(after_s=2.0)
     landed: list[tuple[float, int, float | CommandError]] = []
 
@@ -171,14 +186,9 @@ def test_the_merged_battery_waits_for_both_batteries() -> None:
 async def test_an_inverter_out_of_the_division_is_sent_0_and_what_it_holds_comes_off(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    fake = FakeMicrogrid()
-    merger = merger_with(inverter_snapshot(component_id=2001), inverter_snapshot(component_id=2002))
-    side = GroupSide(fake, {1001: BUS}, merger)
+    fake, merger, side = bus_side()
     await side.set_active_powers({2001: 6_000.0}, 60, lambda i, o: None)
-    merger.take(
-        inverter_snapshot(component_id=2002, sampled_at=1.0, states=frozenset({StateCode.ERROR}))
-    )
-    fake.behaviour[2002] = Answer(error=CommandRejectedError("FAILED_PRECONDITION", "in error"))
+    in_error(fake, merger, 2002)
     landed: list[tuple[int, float | CommandError]] = []
     # Found in review: 2001 was sent the whole 4 kW while 2002 might still hold its 3 kW.
     assert side.placed("active", 2001, 4_000.0) == (1_000.0, False)
@@ -221,14 +231,9 @@ async def test_a_lead_inverter_out_of_the_division_does_not_land_the_groups_comm
 ) -> None:
     # Found in review: the lead's answer to its 0 landed the group's command, then the real
     # member landed it again.
-    fake = FakeMicrogrid()
-    merger = merger_with(inverter_snapshot(component_id=2001), inverter_snapshot(component_id=2002))
-    side = GroupSide(fake, {1001: BUS}, merger)
+    fake, merger, side = bus_side()
     await side.set_active_powers({2001: 2_000.0}, 60, lambda i, o: None)  # 1 kW each
-    merger.take(
-        inverter_snapshot(component_id=2001, sampled_at=1.0, states=frozenset({StateCode.ERROR}))
-    )
-    fake.behaviour[2001] = Answer(error=CommandRejectedError("FAILED_PRECONDITION", "in error"))
+    in_error(fake, merger, 2001)
     fake.behaviour[2002] = Answer(after_s=2.0)
     landed: list[tuple[float, int, float | CommandError]] = []
     await side.set_active_powers(
@@ -241,17 +246,12 @@ async def test_a_lead_inverter_out_of_the_division_does_not_land_the_groups_comm
 async def test_what_a_groups_inverters_may_hold_together_is_known(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    fake = FakeMicrogrid()
-    merger = merger_with(inverter_snapshot(component_id=2001), inverter_snapshot(component_id=2002))
-    side = GroupSide(fake, {1001: BUS}, merger)
+    fake, merger, side = bus_side()
     assert side.held(2003) is None  # not a group's lead
     assert side.held(2001) == (0.0, 0.0)
     await side.set_active_powers({2001: 6_000.0}, 60, lambda i, o: None)
     assert side.held(2001) == (6_000.0, 0.0)
-    merger.take(
-        inverter_snapshot(component_id=2002, sampled_at=1.0, states=frozenset({StateCode.ERROR}))
-    )
-    fake.behaviour[2002] = Answer(error=CommandRejectedError("FAILED_PRECONDITION", "in error"))
+    in_error(fake, merger, 2002)
     await side.set_active_powers({2001: -1_000.0}, 60, lambda i, o: None)
     # 2001 now at -1 kW; 2002 refused its 0 and may still hold 3 kW.
     assert side.held(2001) == (3_000.0, 1_000.0)
