@@ -344,6 +344,7 @@ class RequestLoop:
             for inverter in topology.group(battery).inverters
         }
         self._limits_cache: tuple[object, tuple[Limit, ...]] | None = None
+        self._held_memo: dict[int, tuple[float, float]] | None = None  # within one plan
         self._config = config
         self._commander = Commander(
             client,
@@ -757,6 +758,17 @@ class RequestLoop:
         one, in the room each inverter's apparent-power limit leaves it (``plant.pq_priority =
         "active"``), or first, the active caps then shrinking to what it leaves (``"reactive"``).
         """
+        # What each inverter may hold is read once per plan: nothing changes it meanwhile.
+        self._held_memo = {}
+        try:
+            return self._planned(request, chosen)
+        finally:
+            self._held_memo = None
+
+    def _planned(
+        self, request: Request, chosen: tuple[Choice, dict[int, Status]] | None
+    ) -> tuple[Result | Distribution, dict[int, Status], Uncommanded, ReactiveSplit | None]:
+        """:meth:`_plan`'s work."""
         config = self.config
         self._held_back = False
         if chosen is None or request.include_broken_batteries:
@@ -903,6 +915,9 @@ class RequestLoop:
 
     def _held(self, inverter: int, now: float) -> tuple[float, float]:
         """The most ``inverter`` may hold or is wanted to hold: (charging, discharging) W."""
+        memo = self._held_memo
+        if memo is not None and inverter in memo:
+            return memo[inverter]
         ledger = self._commander.ledger
         values = ledger.possible(inverter, now)
         wanted = ledger.wanted(inverter)
@@ -912,6 +927,8 @@ class RequestLoop:
         members = None if self._group_held is None else self._group_held(inverter)
         if members is not None:  # a group's inverters may hold more than its command
             charge, discharge = max(charge, members[0]), max(discharge, members[1])
+        if memo is not None:
+            memo[inverter] = (charge, discharge)
         return charge, discharge
 
     def _outside(self, inverters: Iterable[int]) -> tuple[float, float]:
