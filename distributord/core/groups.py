@@ -25,8 +25,8 @@ inverter that :func:`divide` shares among the group's inverters.
   oldest member was (so one silent member makes the group's data stale). Each member's new
   sample is a new sample of the group: when members' samples interleave, a merged one that
   would not be later than the group's last is taken as one ulp after it. A member's sample
-  that is not later than its own last is no news at all (dropped here, not counted as a
-  repeat by the tracker).
+  that is not later than its own last is no news at all (dropped here; the daemon counts it
+  as a repeated sample, as the tracker counts a pair's).
 * **Division** (:func:`divide`): a group's share goes to its usable inverters in proportion to
   their caps in the share's direction, exactly: never over the share, never over a cap. A
   proportional share below an inverter's minimum makes the division use fewer inverters (the
@@ -170,6 +170,12 @@ class GroupMerger:
         """The group ``component_id`` is a member of, if any."""
         return self._group_of.get(component_id)
 
+    def is_news(self, snapshot: BatterySnapshot | InverterSnapshot) -> bool:
+        """Whether ``snapshot`` is later than its member's sample before it (or no member's)."""
+        seen = self.batteries if isinstance(snapshot, BatterySnapshot) else self.inverters
+        before = seen.get(snapshot.component_id)
+        return before is None or snapshot.sampled_at > before.sampled_at
+
     def take(
         self, snapshot: BatterySnapshot | InverterSnapshot
     ) -> BatterySnapshot | InverterSnapshot | None:
@@ -180,22 +186,16 @@ class GroupMerger:
         group = self._group_of.get(snapshot.component_id)
         if group is None:
             return snapshot
+        if not self.is_news(snapshot):
+            return None  # not a new sample of this member: nothing new of the group
         merged: BatterySnapshot | InverterSnapshot
         if isinstance(snapshot, BatterySnapshot):
-            before: BatterySnapshot | InverterSnapshot | None = self.batteries.get(
-                snapshot.component_id
-            )
-            if before is not None and not snapshot.sampled_at > before.sampled_at:
-                return None  # not a new sample of this member: nothing new of the group
             self.batteries[snapshot.component_id] = snapshot
             batteries = [self.batteries.get(b) for b in group.batteries]
             if any(b is None for b in batteries):
                 return None
             merged = merged_battery(group.battery, [b for b in batteries if b is not None])
         else:
-            before = self.inverters.get(snapshot.component_id)
-            if before is not None and not snapshot.sampled_at > before.sampled_at:
-                return None
             self.inverters[snapshot.component_id] = snapshot
             merged = merged_inverter(group.inverter, self.members(group), self._max_age_s())
         # Each member's new sample is a new sample of the group: one sampled before the newest

@@ -130,7 +130,7 @@ async def serve_daemon(
         tracker = StatusTracker(topology.pairs, status, hybrid=topology.hybrid)
         # A group's members feed the tracker as one pair; its commands go to every member.
         merger = GroupMerger(topology.groups, lambda: status.value.max_data_age_s)
-        sink = GroupSink(tracker, merger)
+        sink = GroupSink(tracker, merger, tracker.count_repeat)
         components = telemetry_components(topology)
         watch = SilenceWatch()  # one task watches every stream's silence
         await nursery.start(watch.serve)

@@ -63,16 +63,24 @@ class GroupSink:
     Args:
         sink: Where the (merged) snapshots and gaps go: the status tracker.
         merger: The groups' merger.
+        repeated: Called for each member's sample dropped as not later than its sample before
+            (the tracker counts a pair's itself).
     """
 
-    def __init__(self, sink: TelemetrySink, merger: GroupMerger) -> None:
+    def __init__(
+        self, sink: TelemetrySink, merger: GroupMerger, repeated: Callable[[], None] = lambda: None
+    ) -> None:
         self._sink = sink
         self._merger = merger
+        self._repeated = repeated
         self._broken: set[int] = set()
 
     def snapshot(self, snapshot: BatterySnapshot | InverterSnapshot) -> None:
         """A component's new snapshot: the group's merged one goes on, if there is one yet."""
         self._broken.discard(snapshot.component_id)
+        if snapshot.component_id in self._merger and not self._merger.is_news(snapshot):
+            self._repeated()
+            return
         merged = self._merger.take(snapshot)
         if merged is not None:
             self._sink.snapshot(merged)

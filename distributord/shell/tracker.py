@@ -235,7 +235,7 @@ class StatusTracker:
             assert isinstance(snapshot, InverterSnapshot)
             new = machine.inverter_sample(snapshot, received_at=snapshot.received_at, offset=offset)
         if not new:
-            self._repeated += 1
+            self.count_repeat()
             return
         self.fleet.update(snapshot)
         if self._broken and component_id in self._broken:
@@ -410,6 +410,14 @@ class StatusTracker:
             if battery_id in self._machines:
                 self._machines[battery_id].command_failed(now=now)
                 self._evaluate(battery_id, now)
+
+    def count_repeat(self) -> None:
+        """Count a sample dropped as not newer than its component's sample before it.
+
+        A pair's is counted here; a group member's by the group sink, which drops it
+        (:attr:`TrackerStatistics.repeated`).
+        """
+        self._repeated += 1
 
     def command_overridden(self, battery_id: int, overridden: bool) -> bool:
         """Whether someone else commands the battery's inverter (reason ``overridden``).

@@ -89,6 +89,25 @@ def test_every_member_is_read_and_the_tracker_hears_the_lead() -> None:
     assert sink.gaps == [2001, 1001, 2003]
 
 
+def test_a_members_repeated_sample_is_counted_and_goes_no_further() -> None:
+    # A member's sample not later than its own before is no news of the group; it was dropped
+    # without being counted, so the repeated-samples metric missed groups' members.
+    sink = Sink()
+    repeats: list[None] = []
+    grouped = GroupSink(sink, merger_with(), lambda: repeats.append(None))
+    grouped.snapshot(inverter_snapshot(component_id=2002, sampled_at=1.0))
+    grouped.snapshot(inverter_snapshot(component_id=2002, sampled_at=1.0))
+    grouped.snapshot(inverter_snapshot(component_id=2002, sampled_at=0.5))
+    assert len(repeats) == 2
+    # Another member's sample at the same time is news; a pair's goes on as it is (the
+    # tracker counts its repeats itself).
+    grouped.snapshot(inverter_snapshot(component_id=2001, sampled_at=1.0))
+    grouped.snapshot(inverter_snapshot(component_id=2003, sampled_at=1.0))
+    grouped.snapshot(inverter_snapshot(component_id=2003, sampled_at=1.0))
+    assert len(repeats) == 2
+    assert [s.component_id for s in sink.snapshots] == [2001, 2001, 2003, 2003]
+
+
 async def test_a_leads_command_lands_when_every_member_has(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

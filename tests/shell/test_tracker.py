@@ -162,6 +162,8 @@ async def test_a_sample_no_newer_than_the_one_before_counts_as_none(
     assert tracker.state(1001).reasons == {Reason.STALE_BATTERY_DATA}
     assert tracker.state(1001).since == first + 10.0
     assert tracker.statistics().repeated == 40
+    tracker.count_repeat()  # a group member's, dropped by the group sink
+    assert tracker.statistics().repeated == 41
 
 
 async def test_an_outage_is_one_fact_at_once_logged_once(
