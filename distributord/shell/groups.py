@@ -301,6 +301,7 @@ class GroupSide(Forwarding):
             landing = groups[lead]
             if landing.landed(member, result):
                 land(lead, landing.outcome())
+                landing.settle()  # members' streams that ended already end the group's now
 
         return sent, members_land, (passed if tails is not None else None)
 
@@ -320,8 +321,8 @@ class _Landing:
     It holds until the earliest of their valid-untils, or fails with the first failure. With
     the group command's ``tail`` (v1alpha18/19), each member is sent with a tail of its own:
     if any member's stream goes on after it was accepted, so does the group's, which ends when
-    the last of theirs ends (the worst of their final replies), and abandoning it abandons
-    theirs.
+    the last of theirs ends (the worst of their final replies; never before the group's
+    command landed), and abandoning it abandons theirs.
     """
 
     def __init__(self, lead: int, members: set[int], tail: Tail | None) -> None:
@@ -340,7 +341,13 @@ class _Landing:
         return made
 
     def landed(self, member: int, result: float | CommandError) -> bool:
-        """A member's command landed; whether the group's command has landed now."""
+        """A member's command landed; whether the group's command has landed now.
+
+        A member's failure is the group's, saying which member failed.
+        """
+        if isinstance(result, CommandError) and member != self.lead:
+            details = f"inverter {member}: {result.details}" if result.details else ""
+            result = type(result)(result.code, details or f"inverter {member}")
         earlier = self._outcome
         if earlier is None or (
             not isinstance(earlier, CommandError)
@@ -359,11 +366,23 @@ class _Landing:
         assert self._outcome is not None
         return self._outcome
 
-    def _ended(self, member: int, outcome: Late) -> None:
-        self._ends[member] = outcome
+    def settle(self) -> None:
+        """End the group's stream if it landed and every member's that went on has ended.
+
+        Never before the group's command landed: a stream's end before its landing is not
+        heard (the commander follows a stream from the landing on).
+        """
+        if self.tail is None or self._waiting or not self.tail.following:
+            return
         following = [m for m, t in self._tails.items() if t.following]
-        if self.tail is not None and all(m in self._ends for m in following):
+        if all(m in self._ends for m in following):
             self.tail.end(_worst([self._ends[m] for m in following]))
+
+    def _ended(self, member: int, outcome: Late) -> None:
+        if outcome is not FinalReply.SUCCESS:  # the group's is the lead's: say whose it was
+            logger.info("inverter %d (of lead inverter %d's group): %s", member, self.lead, outcome)
+        self._ends[member] = outcome
+        self.settle()
 
     def _abandon(self) -> None:
         for tail in self._tails.values():

@@ -7,13 +7,14 @@ hold is read from the simulator; nothing sleeps to synchronise.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from distributord.client import Members
-from distributord.core.status import Status
+from distributord.core.status import Reason, Status
 from distributord.sim.scenario import BatterySpec, InverterSpec, Scenario
 from distributord.sim.server import Simulator
 from tests.support import config_for, connect, running_daemon, sim_wait, wait_until
@@ -220,3 +221,20 @@ async def test_a_group_of_ramping_inverters_succeeds_as_a_pair_does(
             (entry,) = status["batteries"]
             assert entry["status"] == "working"
             assert entry["setpoint_w"] == 6_000.0
+
+
+async def test_a_members_overridden_command_is_the_groups_reason_and_names_the_member(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The group's reason is its lead's; which member someone else commands was said nowhere.
+    caplog.set_level(logging.INFO, logger="distributord")
+    with Simulator(site(), apis=("v1alpha18",)) as sim:
+        sim.set_fault(2002, ramp_s=0.2, final_reply="OVERRIDDEN")
+        path = tmp_path / "control.sock"
+        async with running_daemon(sim, path, config_for(sim)) as daemon, connect(path) as client:
+            result = await client.result("set_power", {"power_w": 6_000, "batteries": [1001]})
+            assert result["outcome"] == "success", result
+            await wait_until(daemon, lambda d: Reason.OVERRIDDEN in d.tracker.state(1001).reasons)
+            assert daemon.tracker.state(1001).status is Status.WORKING
+    said = [r.getMessage() for r in caplog.records if "group" in r.getMessage()]
+    assert "inverter 2002 (of lead inverter 2001's group): OVERRIDDEN" in said, said

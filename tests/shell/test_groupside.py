@@ -8,11 +8,13 @@ from __future__ import annotations
 import trio
 import trio.testing
 
+from distributord.api.adapter import FinalReply
 from distributord.core.errors import CommandError, CommandRejectedError
 from distributord.core.groups import GroupMerger
 from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds, StateCode
 from distributord.core.topology import Group, Topology
 from distributord.shell.groups import GroupSide, GroupSink, telemetry_components
+from distributord.shell.link import Tail
 from tests.fakes import Answer, FakeMicrogrid
 from tests.snapshots import battery_snapshot, inverter_snapshot
 
@@ -108,6 +110,38 @@ def test_a_members_repeated_sample_is_counted_and_goes_no_further() -> None:
     assert [s.component_id for s in sink.snapshots] == [2001, 2001, 2003, 2003]
 
 
+async def test_a_groups_stream_ends_after_it_landed_with_the_worst_of_every_members(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Found on the simulator: a member whose stream ended before another member was accepted
+    # ended the group's (SUCCESS) before the group landed; the commander, not yet following
+    # it, dropped that end, and the other member's later OVERRIDDEN was never heard.
+    fake, _, side = bus_side()
+    fake.behaviour[2001] = Answer(ramps=True)
+    fake.behaviour[2002] = Answer(ramps=True, after_s=2.0)
+    events: list[tuple[float, str]] = []
+    group_tail = Tail(lambda late: events.append((trio.current_time(), f"ended {late}")))
+
+    def land(inverter: int, outcome: float | CommandError) -> None:
+        events.append((trio.current_time(), f"landed {inverter}"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(side.set_active_powers, {2001: 6_000.0}, 60, land, {2001: group_tail})
+        await trio.sleep(1.0)
+        (first,) = [c.tail for c in fake.commands if c.inverter == 2001]
+        assert first is not None
+        assert first.following
+        first.end(FinalReply.SUCCESS)  # before 2002 was accepted
+        assert events == []
+    (second,) = [c.tail for c in fake.commands if c.inverter == 2002]
+    assert second is not None
+    assert events == [(2.0, "landed 2001")]
+    assert group_tail.following
+    await trio.sleep(1.0)
+    second.end(FinalReply.OVERRIDDEN)
+    assert events == [(2.0, "landed 2001"), (3.0, "ended OVERRIDDEN")]
+
+
 async def test_a_leads_command_lands_when_every_member_has(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -128,6 +162,15 @@ async def test_a_leads_command_lands_when_every_member_has(
     await side.set_active_powers({2001: 1_000.0}, 60, land)
     assert len(landed) == 1
     assert isinstance(landed[0][2], CommandRejectedError)
+    assert str(landed[0][2]) == "OUT_OF_RANGE: no"  # the lead's own: the group's
+    # Another member's failure says whose it was (it read as the lead's).
+    fake.behaviour[2001] = Answer()
+    fake.behaviour[2002] = Answer(error=CommandRejectedError("OUT_OF_RANGE", "no"))
+    landed.clear()
+    await side.set_active_powers({2001: 1_000.0}, 60, land)
+    (failed,) = [outcome for _, _, outcome in landed]
+    assert isinstance(failed, CommandRejectedError)
+    assert str(failed) == "OUT_OF_RANGE: inverter 2002: no"
     # A release reaches every member.
     await side.set_active_powers({2001: 0.0}, 60, land)
     assert fake.sent()[-1][1] == {2001: 0.0, 2002: 0.0}
