@@ -223,18 +223,25 @@ async def test_a_group_of_ramping_inverters_succeeds_as_a_pair_does(
             assert entry["setpoint_w"] == 6_000.0
 
 
-async def test_a_members_overridden_command_is_the_groups_reason_and_names_the_member(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("final", ["OVERRIDDEN", "FAILED"])
+async def test_a_members_late_reply_is_the_groups_and_names_the_member(
+    final: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # The group's reason is its lead's; which member someone else commands was said nowhere.
+    # Found here: a member's late reply was lost when the other member's stream ended before
+    # this one was accepted (1 run in 3). And which member it was was said nowhere.
     caplog.set_level(logging.INFO, logger="distributord")
     with Simulator(site(), apis=("v1alpha18",)) as sim:
-        sim.set_fault(2002, ramp_s=0.2, final_reply="OVERRIDDEN")
+        sim.set_fault(2002, ramp_s=0.2, final_reply=final)
         path = tmp_path / "control.sock"
         async with running_daemon(sim, path, config_for(sim)) as daemon, connect(path) as client:
             result = await client.result("set_power", {"power_w": 6_000, "batteries": [1001]})
             assert result["outcome"] == "success", result
-            await wait_until(daemon, lambda d: Reason.OVERRIDDEN in d.tracker.state(1001).reasons)
-            assert daemon.tracker.state(1001).status is Status.WORKING
+            if final == "OVERRIDDEN":  # someone else commands it: a reason, no block
+                await wait_until(
+                    daemon, lambda d: Reason.OVERRIDDEN in d.tracker.state(1001).reasons
+                )
+                assert daemon.tracker.state(1001).status is Status.WORKING
+            else:  # the inverter did not apply it: the group is blocked for a while
+                await wait_until(daemon, lambda d: d.tracker.state(1001).blocked_until is not None)
     said = [r.getMessage() for r in caplog.records if "group" in r.getMessage()]
-    assert "inverter 2002 (of lead inverter 2001's group): OVERRIDDEN" in said, said
+    assert f"inverter 2002 (of lead inverter 2001's group): {final}" in said, said
