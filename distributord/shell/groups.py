@@ -355,11 +355,14 @@ class _Landing:
         ):
             self._outcome = result
         self._waiting.discard(member)
-        if self._waiting:
-            return False
-        if self.tail is not None and any(t.following for t in self._tails.values()):
+        made = self._tails.get(member)
+        if self.tail is not None and made is not None and made.following:
+            # The group's stream goes on: said before looking whether it was abandoned, as a
+            # client does (abandoning it then abandons the members' streams).
             self.tail.following = True
-        return True
+            if self.tail.abandoned:
+                self._abandon()
+        return not self._waiting
 
     def outcome(self) -> float | CommandError:
         """The group command's outcome, once :meth:`landed` said so."""
@@ -379,6 +382,8 @@ class _Landing:
             self.tail.end(_worst([self._ends[m] for m in following]))
 
     def _ended(self, member: int, outcome: Late) -> None:
+        if self.tail is None or self.tail.abandoned:
+            return  # nothing of the group's stream matters any more
         if outcome is not FinalReply.SUCCESS:  # the group's is the lead's: say whose it was
             logger.info("inverter %d (of lead inverter %d's group): %s", member, self.lead, outcome)
         self._ends[member] = outcome

@@ -142,6 +142,25 @@ async def test_a_groups_stream_ends_after_it_landed_with_the_worst_of_every_memb
     assert events == [(2.0, "landed 2001"), (3.0, "ended OVERRIDDEN")]
 
 
+async def test_a_group_command_abandoned_before_it_landed_abandons_its_members_streams(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Found in review: the group's stream was marked as going on only once every member had
+    # landed, so abandoning it before then (a newer command, the request's deadline) left an
+    # accepted member's stream read on, and that member's OVERRIDDEN by our own newer command
+    # was logged as someone else's.
+    fake, _, side = bus_side()
+    fake.behaviour[2001] = Answer(ramps=True)
+    fake.behaviour[2002] = Answer(ramps=True, after_s=5.0)
+    group_tail = Tail(lambda late: None)
+    with trio.move_on_after(1.0):
+        await side.set_active_powers({2001: 6_000.0}, 60, lambda *_: None, {2001: group_tail})
+    group_tail.abandon()  # as the commander does with a command cancelled before it landed
+    (first,) = [c.tail for c in fake.commands if c.inverter == 2001]
+    assert first is not None
+    assert first.abandoned
+
+
 async def test_a_leads_command_lands_when_every_member_has(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
