@@ -137,6 +137,13 @@ def fate(outcome: float | CommandError) -> State:
     return State.UNKNOWN
 
 
+def raises(power_w: float, held: Iterable[float]) -> bool:
+    """Whether ``power_w`` moves an inverter away from zero from any power it may hold."""
+    return any(
+        abs(power_w) > abs(h) or (power_w != 0.0 and (power_w > 0.0) != (h > 0.0)) for h in held
+    )
+
+
 @attrs.frozen(kw_only=True)
 class Sent:
     """One command sent to an inverter.

@@ -50,7 +50,7 @@ import trio_util
 
 from distributord.api.adapter import FinalReply
 from distributord.core.errors import CommandError, CommandFailedError
-from distributord.core.ledger import Due, Ledger, Owner, Sent, State, fate
+from distributord.core.ledger import Due, Ledger, Owner, Sent, State, fate, raises
 from distributord.shell.link import Late, MicrogridClient, Tail
 
 logger = logging.getLogger(__name__)
@@ -247,10 +247,7 @@ class Commander:
 
     def raises(self, inverter: int, power_w: float) -> bool:
         """Whether ``power_w`` moves ``inverter`` away from zero from anything it may hold now."""
-        return any(
-            abs(power_w) > abs(held) or (power_w != 0.0 and (power_w > 0.0) != (held > 0.0))
-            for held in self.ledger.possible(inverter, trio.current_time())
-        )
+        return raises(power_w, self.ledger.possible(inverter, trio.current_time()))
 
     def _responsive(self, inverter: int) -> bool:
         """Whether the inverter's last command that ended was answered in time."""

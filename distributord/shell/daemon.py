@@ -147,7 +147,7 @@ async def serve_daemon(
             await nursery.start(telemetry.serve)
         logger.info("telemetry: %d streams open", len(components))
         await nursery.start(tracker.serve)
-        side = GroupSide(link, topology.groups, merger)
+        side = GroupSide(link, topology.groups, merger, lifetime_scale=lifetime_scale)
         loop = RequestLoop(
             side,
             tracker,

@@ -40,11 +40,13 @@ from collections.abc import Callable, Mapping
 from typing import Literal, TypeAlias
 
 import attrs
+import trio
 
 from distributord.api.adapter import FinalReply
 from distributord.core.distribution import capped_active_bounds
 from distributord.core.errors import CommandError, CommandFailedError
 from distributord.core.groups import Division, GroupMerger, divide
+from distributord.core.ledger import Ledger, Sent, State, fate, raises
 from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds
 from distributord.core.topology import Group, Topology
 from distributord.shell.link import Forwarding, Late, MicrogridClient, Tail, TelemetrySink
@@ -114,22 +116,30 @@ class GroupSide(Forwarding):
         groups: Lead battery to its group (only the groups of several members).
         merger: Where the members' latest snapshots are (which inverters are usable, their
             bounds).
+        lifetime_scale: How much faster than the clock setpoints' lifetimes run (1 on a site;
+            a test simulator's may run faster), for how long a member may hold what it was sent.
     """
 
     def __init__(
-        self, client: MicrogridClient, groups: Mapping[int, Group], merger: GroupMerger
+        self,
+        client: MicrogridClient,
+        groups: Mapping[int, Group],
+        merger: GroupMerger,
+        *,
+        lifetime_scale: float = 1.0,
     ) -> None:
         super().__init__(client)
         self._merger = merger
+        self._lifetime_scale = lifetime_scale
         self._by_lead = {group.inverter: group for group in groups.values()}
         self._said: set[tuple[int, PowerKind]] = set()
         # The last divisions planned or sent per kind and lead inverter, newest last, each
         # with its share and what it was worked out from (a command of the share, or of what
         # the division placed, sends it again while those are the same).
         self._divisions: dict[tuple[PowerKind, int], list[_Kept]] = {}
-        # Every power each member inverter may hold now, per kind, by what it was sent: a
-        # command that lands makes it that power; one that fails or is in flight adds to it.
-        self._possible: dict[PowerKind, dict[int, set[float]]] = {"active": {}, "reactive": {}}
+        # What each member inverter was sent and what became of it, per kind: every power it
+        # may hold now (a command in flight or unanswered may land; what ran out is gone).
+        self._ledgers: dict[PowerKind, Ledger] = {"active": Ledger(), "reactive": Ledger()}
 
     def placed(self, kind: PowerKind, inverter: int, power: float) -> tuple[float, bool]:
         """What a command of ``power`` to ``inverter`` places, and whether all of it was taken.
@@ -171,8 +181,7 @@ class GroupSide(Forwarding):
         tails: Mapping[int, Tail] | None = None,
     ) -> None:
         """Active commands, a lead inverter's divided among its group's inverters."""
-        sent, members_land, kept = self._expand("active", setpoints, land, tails)
-        await self._client.set_active_powers(sent, lifetime_s, members_land, kept)
+        await self._send("active", setpoints, lifetime_s, land, tails)
 
     async def set_reactive_powers(
         self,
@@ -182,12 +191,11 @@ class GroupSide(Forwarding):
         tails: Mapping[int, Tail] | None = None,
     ) -> None:
         """Reactive commands, a lead inverter's divided by its group's reactive caps."""
-        sent, members_land, kept = self._expand("reactive", setpoints, land, tails)
-        await self._client.set_reactive_powers(sent, lifetime_s, members_land, kept)
+        await self._send("reactive", setpoints, lifetime_s, land, tails)
 
     def _most(self, kind: PowerKind, inverter: int, sign: float | None = None) -> float:
         """The most ``inverter`` may hold of ``kind``: that way (``sign``), or either way."""
-        values = self._possible[kind].get(inverter, {0.0})
+        values = self._ledgers[kind].possible(inverter, trio.current_time())
         if sign is None:
             return max(abs(v) for v in values)
         return max(0.0, *(sign * v for v in values))
@@ -242,30 +250,81 @@ class GroupSide(Forwarding):
             )
         return division
 
+    async def _send(
+        self,
+        kind: PowerKind,
+        setpoints: Mapping[int, float],
+        lifetime_s: int,
+        land: Callable[[int, float | CommandError], None],
+        tails: Mapping[int, Tail] | None,
+    ) -> None:
+        """Send ``setpoints``, each lead's divided among its group's inverters.
+
+        Members whose power falls (or stays) go at once with every other command; within a
+        group whose division moved, the members whose power rises go once those that fall
+        have landed, so the group never holds more than it did or will (in any landing order).
+        If one that falls failed, those that rise are not sent: the group's command fails.
+        """
+        send = (
+            self._client.set_active_powers if kind == "active" else self._client.set_reactive_powers
+        )
+        plan = self._expand(kind, setpoints, land, tails)
+        ledger = self._ledgers[kind]
+        held_s = lifetime_s * self._lifetime_scale
+        flying: dict[int, Sent] = {}
+
+        def members_land(member: int, result: float | CommandError) -> None:
+            command = flying.pop(member, None)
+            if command is not None:
+                ledger.answered(command, fate(result), now=trio.current_time())
+            plan.land(member, result)
+
+        async def round_of(powers: dict[int, float]) -> None:
+            now = trio.current_time()
+            for member in powers.keys() & plan.members:
+                flying[member] = ledger.sent(member, powers[member], held_s, now=now)
+            passed = (
+                None if tails is None else {i: plan.tails[i] for i in powers if i in plan.tails}
+            )
+            await send(powers, lifetime_s, members_land, passed)
+
+        async def rise(landing: _Landing, powers: dict[int, float]) -> None:
+            await landing.fallen.wait()
+            if landing.fall_failed is not None:
+                for member in powers:  # not sent: the group's command fails with it
+                    plan.land(member, landing.fall_failed)
+                return
+            await round_of(powers)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for lead, rising in plan.rising.items():
+                    nursery.start_soon(rise, plan.landings[lead], rising)
+                if plan.first:
+                    await round_of(plan.first)
+                for landing in plan.landings.values():  # the client answered none of these
+                    landing.fall_missed()
+        finally:  # cancelled (a newer command, the deadline): what flew may still land
+            now = trio.current_time()
+            for command in flying.values():
+                ledger.answered(command, State.UNKNOWN, now=now)
+
     def _expand(
         self,
         kind: PowerKind,
         setpoints: Mapping[int, float],
         land: Callable[[int, float | CommandError], None],
         tails: Mapping[int, Tail] | None,
-    ) -> tuple[
-        dict[int, float], Callable[[int, float | CommandError], None], dict[int, Tail] | None
-    ]:
-        """The commands to send, the ``land`` that combines members, the tails to pass on."""
-        if not self._by_lead.keys() & setpoints.keys():
-            return dict(setpoints), land, None if tails is None else dict(tails)
-        possible = self._possible[kind]
-        sent: dict[int, float] = {}
-        lead_of: dict[int, int] = {}  # member inverter (of a division) to its lead
-        strays: set[int] = set()  # inverters out of a division sent 0: their answers are theirs
-        groups: dict[int, _Landing] = {}
-        passed: dict[int, Tail] = {}
+    ) -> _Plan:
+        """The commands to send in rounds, and the ``land`` that combines members."""
+        possible = functools.partial(self._ledgers[kind].possible, now=trio.current_time())
+        plan = _Plan(land)
         for inverter, power in setpoints.items():
             group = self._by_lead.get(inverter)
             if group is None:
-                sent[inverter] = power
+                plan.first[inverter] = power
                 if tails is not None and inverter in tails:
-                    passed[inverter] = tails[inverter]
+                    plan.tails[inverter] = tails[inverter]
                 continue
             if power == 0.0:  # a release reaches every inverter of the group
                 members = dict.fromkeys(group.inverters, 0.0)
@@ -274,36 +333,58 @@ class GroupSide(Forwarding):
             # An inverter out of the division that may still hold power is sent 0 (until it
             # accepts one); what it may hold came off the others' shares.
             out = {i: 0.0 for i in group.inverters if i not in members and self._most(kind, i)}
-            strays.update(out)
-            sent.update(out)
+            plan.strays.update(out)
+            plan.first.update(out)
+            plan.members.update(out)
             if not members:  # no usable inverter at all: nothing can be sent
                 land(inverter, _no_inverter(group))
                 continue
             landing = _Landing(inverter, set(members), tails.get(inverter) if tails else None)
-            groups[inverter] = landing
+            plan.landings[inverter] = landing
+            # Members that rise wait for those that fall, when the division moves between them
+            # (when the whole group rises, the commander sent what falls before it).
+            rising = {m: v for m, v in members.items() if raises(v, possible(m))}
+            falling = {m for m, v in members.items() if m not in rising and possible(m) != {v}}
+            if not falling:
+                rising = {}
+            landing.falling = falling if rising else set()
+            if not landing.falling:
+                landing.fallen.set()
             for member, value in members.items():
-                sent[member] = value
-                lead_of[member] = inverter
+                (plan.rising.setdefault(inverter, {}) if member in rising else plan.first)[
+                    member
+                ] = value
+                plan.lead_of[member] = inverter
+                plan.members.add(member)
                 if landing.tail is not None:
-                    passed[member] = landing.member_tail(member)
-        for member in (*lead_of, *strays):
-            possible.setdefault(member, {0.0}).add(sent[member])  # in flight: it may land
+                    plan.tails[member] = landing.member_tail(member)
+        return plan
 
-        def members_land(member: int, result: float | CommandError) -> None:
-            lead = lead_of.get(member)
-            if lead is None and member not in strays:
-                land(member, result)  # not a group's
-                return
-            if not isinstance(result, CommandError):
-                possible[member] = {sent[member]}  # it holds that now
-            if lead is None:
-                return  # out of the division: its answer is not the group's
-            landing = groups[lead]
-            if landing.landed(member, result):
-                land(lead, landing.outcome())
-                landing.settle()  # members' streams that ended already end the group's now
 
-        return sent, members_land, (passed if tails is not None else None)
+@attrs.define(eq=False)
+class _Plan:
+    """One call's commands: the first round, each group's rising members, how they land."""
+
+    forward: Callable[[int, float | CommandError], None]
+    first: dict[int, float] = attrs.field(factory=dict)
+    rising: dict[int, dict[int, float]] = attrs.field(factory=dict)  # lead: member: power
+    members: set[int] = attrs.field(factory=set)  # every group's inverter sent something
+    lead_of: dict[int, int] = attrs.field(factory=dict)  # member (of a division): its lead
+    strays: set[int] = attrs.field(factory=set)  # out of a division, sent 0: answers theirs
+    landings: dict[int, _Landing] = attrs.field(factory=dict)
+    tails: dict[int, Tail] = attrs.field(factory=dict)
+
+    def land(self, member: int, result: float | CommandError) -> None:
+        """A member's command landed: the group's lands once all have; others pass on."""
+        lead = self.lead_of.get(member)
+        if lead is None:
+            if member not in self.strays:
+                self.forward(member, result)  # not a group's
+            return  # out of the division: its answer is not the group's
+        landing = self.landings[lead]
+        if landing.landed(member, result):
+            self.forward(lead, landing.outcome())
+            landing.settle()  # members' streams that ended already end the group's now
 
 
 @attrs.define
@@ -329,11 +410,24 @@ class _Landing:
         self.lead = lead
         self.tail = tail
         self._waiting = set(members)
+        # The members whose power falls while others' rises (those wait for these), set once
+        # all have landed, and the first failure among them.
+        self.falling: set[int] = set()
+        self.fallen = trio.Event()
+        self.fall_failed: CommandError | None = None
         self._outcome: float | CommandError | None = None
         self._tails: dict[int, Tail] = {}
         self._ends: dict[int, Late] = {}
         if tail is not None:
             tail._cancel = self._abandon
+
+    def fall_missed(self) -> None:
+        """The first round ended: falling members it did not land failed (a client's bug)."""
+        if self.falling and self.fall_failed is None:
+            self.fall_failed = CommandFailedError(
+                "INTERNAL", f"inverters {sorted(self.falling)}: no answer"
+            )
+        self.fallen.set()
 
     def member_tail(self, member: int) -> Tail:
         """The tail a member's command is sent with."""
@@ -348,6 +442,12 @@ class _Landing:
         if isinstance(result, CommandError) and member != self.lead:
             details = f"inverter {member}: {result.details}" if result.details else ""
             result = type(result)(result.code, details or f"inverter {member}")
+        if member in self.falling:
+            self.falling.discard(member)
+            if isinstance(result, CommandError) and self.fall_failed is None:
+                self.fall_failed = result
+            if not self.falling:
+                self.fallen.set()
         earlier = self._outcome
         if earlier is None or (
             not isinstance(earlier, CommandError)

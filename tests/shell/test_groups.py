@@ -245,3 +245,36 @@ async def test_a_members_late_reply_is_the_groups_and_names_the_member(
                 await wait_until(daemon, lambda d: d.tracker.state(1001).blocked_until is not None)
     said = [r.getMessage() for r in caplog.records if "group" in r.getMessage()]
     assert f"inverter 2002 (of lead inverter 2001's group): {final}" in said, said
+
+
+STRAY_SCALE = 0.05
+"""Lifetimes 20 times shorter: a 60 s setpoint runs out in 3 s."""
+
+
+async def test_what_a_broken_member_held_stops_counting_once_it_ran_out(tmp_path: Path) -> None:
+    # Found in review: what an inverter out of the division was last sent counted against
+    # the group's share for as long as it refused commands, long after its setpoint ran out.
+    bus = Scenario(
+        batteries=(BatterySpec(id=1001, soc_pct=50.0, power_limit_w=10_000.0),),
+        inverters=(
+            InverterSpec(id=2001, batteries=(1001,)),
+            InverterSpec(id=2002, batteries=(1001,)),
+        ),
+        telemetry_hz=20.0,
+    )
+    with Simulator(bus, apis=("v1",), lifetime_scale=STRAY_SCALE) as sim:
+        path = tmp_path / "control.sock"
+        async with (
+            running_daemon(sim, path, config_for(sim), lifetime_scale=STRAY_SCALE),
+            connect(path) as client,
+        ):
+            result = await client.result("set_power", {"power_w": 8_000, "batteries": [1001]})
+            assert (sim.setpoint(2001), sim.setpoint(2002)) == (4_000.0, 4_000.0)
+            # 2002 breaks and refuses every command from now on; its 4 kW runs out.
+            sim.set_fault(2002, error_state=True, command_error="UNAVAILABLE")
+            await sim_wait(sim, lambda s: s.setpoint(2002) == 0.0, LIMIT_S)
+            # 2001 alone takes 5 kW: 2002 holds nothing any more.
+            result = await client.result("set_power", {"power_w": 5_000, "batteries": [1001]})
+            assert result["distribution"] == {"1001": 5_000.0}, result
+            assert result["excess_power_w"] == 0.0
+            assert sim.setpoint(2001) == 5_000.0

@@ -161,6 +161,70 @@ async def test_a_group_command_abandoned_before_it_landed_abandons_its_members_s
     assert first.abandoned
 
 
+async def recovered(
+    fall: Answer,
+) -> tuple[FakeMicrogrid, GroupSide, list[tuple[float, int, float | CommandError]]]:
+    """4 kW on the bus with 2001 in error (all on 2002), then 2001 back and 4 kW again.
+
+    2002's commands are answered as ``fall`` says from then on. Returns the fake, the side
+    and what landed of the second command, when.
+    """
+    fake, merger, side = bus_side()
+    in_error(fake, merger, 2001)
+    await side.set_active_powers({2001: 4_000.0}, 60, lambda i, o: None)
+    assert fake.sent()[-1][1] == {2002: 4_000.0}  # 2001 out of it (never sent anything)
+    merger.take(inverter_snapshot(component_id=2001, sampled_at=2.0))
+    fake.behaviour[2001] = Answer()
+    fake.behaviour[2002] = fall
+    landed: list[tuple[float, int, float | CommandError]] = []
+    await side.set_active_powers(
+        {2001: 4_000.0}, 60, lambda i, o: landed.append((trio.current_time(), i, o))
+    )
+    return fake, side, landed
+
+
+async def test_a_division_that_moves_raises_a_member_only_once_the_other_fell(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Found in review: both went at once, and a rise landing first put 6 kW on the bus.
+    fake, _, landed = await recovered(Answer(after_s=1.0))
+    start = fake.sent()[-2][0]
+    assert fake.sent()[-2:] == [(start, {2002: 2_000.0}), (start + 1.0, {2001: 2_000.0})]
+    assert landed == [(start + 1.0, 2001, start + 61.0)]
+
+
+async def test_a_member_that_did_not_fall_keeps_the_other_from_rising(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake, side, landed = await recovered(
+        Answer(after_s=1.0, error=CommandRejectedError("OUT_OF_RANGE", "no"))
+    )
+    assert fake.sent()[-1][1] == {2002: 2_000.0}  # 2001's rise was never sent
+    ((_, lead, outcome),) = landed
+    assert lead == 2001
+    assert str(outcome) == "OUT_OF_RANGE: inverter 2002: no"
+    # 2002 may still hold its 4 kW: a limit counts it, and the group's next share is less it.
+    assert side.held(2001) == (4_000.0, 0.0)
+
+
+async def test_what_a_member_may_hold_runs_out_with_its_lifetime(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Found in review: an inverter that keeps refusing commands "held" its last setpoint forever.
+    fake, merger, side = bus_side()
+    await side.set_active_powers({2001: 8_000.0}, 60, lambda i, o: None)
+    in_error(fake, merger, 2002)
+    assert side.placed("active", 2001, 5_000.0) == (1_000.0, False)  # 2002 may hold 4 kW
+    await side.set_active_powers({2001: 1_000.0}, 60, lambda i, o: None)  # 2002's 0 refused
+    assert side.held(2001) == (5_000.0, 0.0)
+    await trio.sleep(30.0)
+    await side.set_active_powers({2001: 1_000.0}, 60, lambda i, o: None)  # refreshed
+    assert side.held(2001) == (5_000.0, 0.0)
+    await trio.sleep(30.0)  # 2002's 4 kW ran out (applied at 0, for 60 s)
+    assert side.held(2001) == (1_000.0, 0.0)
+    assert side.placed("active", 2001, 5_000.0) == (5_000.0, True)
+
+
 async def test_a_leads_command_lands_when_every_member_has(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

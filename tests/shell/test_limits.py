@@ -19,7 +19,7 @@ from distributord.core.config import LimitConfig
 from distributord.sim.scenario import BatterySpec, InverterSpec, LimitSpec, Scenario
 from distributord.sim.server import Simulator
 from tests.shell.test_arbitration import notification
-from tests.support import config_for, connect, running_daemon
+from tests.support import config_for, connect, running_daemon, sim_wait
 
 BATTERIES = (1001, 1002, 1003, 1004)
 FEEDER_W = 6_000.0
@@ -221,3 +221,62 @@ async def test_feeders_that_share_a_group_are_kept_together_never_looser(
             assert result["bound_limits"] == ["a+b"]
     assert sim.record().violation_counts == {"a": 0, "b": 0}
     assert any("kept as one limit a+b" in r.getMessage() for r in caplog.records)
+
+
+def bus_on_a_feeder() -> tuple[Scenario, LimitConfig]:
+    """Battery 1001 on a DC bus with 2001 and 2002 (5 kW each), on a 4 kW feeder.
+
+    The simulator's limit and the daemon's.
+    """
+    site = Scenario(
+        batteries=(BatterySpec(id=1001, soc_pct=50.0, power_limit_w=10_000.0),),
+        inverters=(
+            InverterSpec(id=2001, batteries=(1001,)),
+            InverterSpec(id=2002, batteries=(1001,)),
+        ),
+        limits=(LimitSpec(name="feeder", inverters=(2001, 2002), max_charge_w=4_000.0),),
+        telemetry_hz=20.0,
+    )
+    return site, LimitConfig(name="feeder", inverters=(2001, 2002), max_charge_w=4_000.0)
+
+
+RECOVERY_SCALE = 0.02
+"""Lifetimes 50 times shorter: the standing setpoint is refreshed every fraction of a second."""
+
+
+@pytest.mark.parametrize("asked_again", [True, False])
+async def test_a_groups_division_moving_between_its_inverters_keeps_the_feeder(
+    asked_again: bool, tmp_path: Path
+) -> None:
+    # Found in review: 2001 recovers, and the group's same 4 kW is divided 2 + 2 instead of
+    # 0 + 4. Both commands went at once, and 2001's rise landed while 2002 still held 4 kW:
+    # 6 kW on the 4 kW feeder. It happened on a new request and on a mere refresh alike.
+    site, feeder = bus_on_a_feeder()
+    with Simulator(site, apis=("v1",), lifetime_scale=RECOVERY_SCALE) as sim:
+        sim.set_fault(2001, error_state=True)  # 2001 out: the group is 2002 alone
+        path = tmp_path / "control.sock"
+        config = attrs.evolve(config_for(sim), limits=(feeder,))
+        async with (
+            running_daemon(sim, path, config, lifetime_scale=RECOVERY_SCALE),
+            connect(path) as client,
+        ):
+            result = await client.result("set_power", {"power_w": 4_000, "batteries": [1001]})
+            assert result["outcome"] == "success", result
+            assert (sim.setpoint(2001), sim.setpoint(2002)) == (0.0, 4_000.0)
+            # 2001 recovers; 2002 answers a little later from now on (a slower link), so
+            # the order the commands land in is the one that breaks the feeder.
+            sim.clear_faults(2001)
+            sim.set_fault(2002, command_latency_s=0.2)
+            if asked_again:
+                for _ in range(1_000):  # until the daemon has seen 2001 back (at 20 Hz)
+                    result = await client.result(
+                        "set_power", {"power_w": 4_000, "batteries": [1001]}
+                    )
+                    assert result["outcome"] == "success", result
+                    if sim.setpoint(2001) != 0.0:
+                        break
+                else:
+                    pytest.fail("the daemon never divided the group's power over 2001 again")
+            await sim_wait(sim, lambda s: s.setpoint(2001) == s.setpoint(2002) == 2_000.0, 20.0)
+        record = sim.record()
+    assert record.violation_counts == {"feeder": 0}, record.violations
