@@ -14,14 +14,20 @@ inverter (:class:`~distributord.core.topology.Topology`). Two adapters keep it s
 * :class:`GroupSide` sits between the request loop's commanders and the microgrid: a command
   to a lead inverter is divided among the group's usable inverters
   (:func:`~distributord.core.groups.divide`; reactive power in proportion to their reactive
-  caps the same way), sent to each in one batch with the other commands, and lands once every
-  member has landed: the earliest valid-until, or the first failure. A release (0) goes to every
-  inverter of the group, usable or not. A member inverter that is not usable gets no share:
-  if it was last sent power, it is sent 0 with the others (its answer does not decide the
-  group's; until a 0 is accepted, every command to the group sends it 0 again), so what it
-  may still hold never adds to their shares for longer than it must. Commands to members go
-  without a tail (their replies are read to the end), so a ramping member holds the group's
-  command until it is done.
+  caps the same way), sent to each with the other commands, and lands once every member has
+  landed: the earliest valid-until, or the first failure (naming the member). A release (0)
+  goes to every inverter of the group, usable or not. A member inverter that is not usable
+  gets no share: if it may hold power, it is sent 0 with the others (its answer does not
+  decide the group's; until a 0 is accepted or what it held ran out, every command to the
+  group sends it 0 again), and what it may hold comes off the others' shares.
+* **Landing order within a group.** When a division moves between members (an inverter back
+  from error, caps changed), the members whose power rises are sent once those whose power
+  falls have landed, and not at all if one of those failed: the group never holds more than
+  it did or will, as the commander keeps for pairs. What each member may hold is kept in a
+  :class:`~distributord.core.ledger.Ledger` per kind, so it runs out with its lifetime.
+* **Reply streams** (v1alpha18/19): each member is sent with a tail of its own; the group's
+  goes on if a member's does, and ends, after the group's command landed, with the worst of
+  their final replies (a member's other than ``SUCCESS`` is logged with its id).
 * **Apparent power per inverter.** Each member's bounds of one kind are brought within its
   apparent-power limit beside the larger of what the other kind was last sent to it and is
   planned for it, so no inverter of a group is ever sent ``P² + Q² > S²``.
