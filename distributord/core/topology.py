@@ -32,7 +32,8 @@ anything else (a meter, a grid connection, another battery) means "not through a
   - a PV inverter in its group: it converts only the panels' power, it cannot charge or
     discharge a battery (the whole group is left out);
   - another battery of its group is left out (its inverters share that battery's DC bus, so
-    nothing in the group can be commanded safely).
+    nothing in the group can be commanded safely); a battery listed more than once counts,
+    its inverters found as any battery's are.
 
 * **The inverter type decides what we trust.** A battery inverter is paired. A hybrid inverter
   is paired and listed in :attr:`Topology.hybrid`: its AC power includes the panels', so
@@ -317,10 +318,17 @@ def pair_batteries(
     for source, destination in connections:
         if source in graph and destination in graph:
             parents.setdefault(destination, set()).add(source)
+    # A battery listed more than once is walked too: it is left out, and so is every group it
+    # is in (an inverter that feeds it would put power on a battery whose bounds are unknown).
+    repeated_batteries = {
+        cid
+        for cid, entries in repeated.items()
+        if any(entry.category is Category.BATTERY for entry in entries)
+    }
     walks = {
         cid: _inverters_above(cid, parents, graph, repeated)
         for cid, component in graph.items()
-        if component.category is Category.BATTERY and cid not in repeated
+        if component.category is Category.BATTERY or cid in repeated_batteries
     }
     inverters_of = {battery: inverters for battery, (inverters, _) in walks.items()}
     batteries_of: dict[int, set[int]] = {}
@@ -329,11 +337,12 @@ def pair_batteries(
             batteries_of.setdefault(inverter, set()).add(battery)
 
     left_out: dict[int, str] = {
-        cid: f"its id is listed {len(entries)} times in the component graph"
-        for cid, entries in repeated.items()
-        if any(entry.category is Category.BATTERY for entry in entries)
+        cid: f"its id is listed {len(repeated[cid])} times in the component graph"
+        for cid in repeated_batteries
     }
     for battery, inverters in sorted(inverters_of.items()):
+        if battery in repeated_batteries:
+            continue
         met = walks[battery][1]
         if met:
             left_out[battery] = (

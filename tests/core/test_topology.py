@@ -557,3 +557,27 @@ def test_pairing_matches_every_path_upstream(
         if components[i].inverter_type in (None, InverterType.UNSPECIFIED)
     }
     assert len(topology.notes) == (1 if assumed else 0)
+
+
+def test_a_battery_listed_twice_leaves_out_every_battery_sharing_its_inverter() -> None:
+    # Found in review: the repeated battery was left out, but 2001, which also feeds it, was
+    # paired with 1001 alone, so its commands put power on a battery whose bounds were unread.
+    listed = Components(
+        [
+            (1, Component(G)),
+            (2001, BATTERY_INV),
+            (2002, BATTERY_INV),
+            (1001, Component(B)),
+            (1002, Component(B)),
+            (1002, Component(B)),
+            (1003, Component(B)),
+        ]
+    )
+    edges = [(1, 2001), (1, 2002), (2001, 1001), (2001, 1002), (2002, 1003)]
+    topology = pair_batteries(listed, edges)
+    assert topology.pairs == {1003: 2002}
+    assert topology.left_out == {
+        1001: "it shares inverters with battery 1002, left out"
+        " (batteries 1001, 1002 on inverter 2001)",
+        1002: "its id is listed 2 times in the component graph",
+    }
