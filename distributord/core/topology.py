@@ -127,10 +127,14 @@ class Group:
         batteries: Its batteries' ids, ascending; the first is the group's *lead*, the id it
             goes by in :attr:`Topology.pairs`, distributions and results.
         inverters: Its inverters' ids, ascending; the first is the lead inverter.
+        feeds: The inverters that are connected to only some of its batteries, each with
+            those batteries' ids, ascending (empty when every inverter is connected to every
+            battery: one DC bus).
     """
 
     batteries: tuple[int, ...]
     inverters: tuple[int, ...]
+    feeds: tuple[tuple[int, tuple[int, ...]], ...] = ()
 
     @property
     def battery(self) -> int:
@@ -415,7 +419,12 @@ def _groups(
                         seen.add(battery)
                         batteries.add(battery)
                         stack.append(battery)
-        found.append(Group(tuple(sorted(batteries)), tuple(sorted(inverters))))
+        feeds = tuple(
+            (inverter, tuple(sorted(batteries_of[inverter])))
+            for inverter in sorted(inverters)
+            if len(batteries_of[inverter]) < len(batteries)
+        )
+        found.append(Group(tuple(sorted(batteries)), tuple(sorted(inverters)), feeds))
     return found
 
 

@@ -197,7 +197,9 @@ def test_a_chain_of_shared_inverters_is_one_group_led_by_its_smallest_ids() -> N
     edges = [(2002, 1001), (2003, 1001), (2003, 1002), (2001, 1003), (2002, 1003), (2004, 1004)]
     topology = pair_batteries(components, edges)
     assert topology.pairs == {1001: 2001, 1004: 2004}
-    assert topology.groups == {1001: Group((1001, 1002, 1003), (2001, 2002, 2003))}
+    # No inverter is connected to every battery: each feeds only its own (a partial bus).
+    feeds = ((2001, (1003,)), (2002, (1001, 1003)), (2003, (1001, 1002)))
+    assert topology.groups == {1001: Group((1001, 1002, 1003), (2001, 2002, 2003), feeds)}
     assert topology.group(1004) == Group((1004,), (2004,))
     assert topology.leads([1001, 1002, 1003, 1004]) == (
         {1001: 1001, 1002: 1001, 1003: 1001, 1004: 1004},

@@ -278,3 +278,31 @@ async def test_what_a_broken_member_held_stops_counting_once_it_ran_out(tmp_path
             assert result["distribution"] == {"1001": 5_000.0}, result
             assert result["excess_power_w"] == 0.0
             assert sim.setpoint(2001) == 5_000.0
+
+
+async def test_an_inverter_of_a_partial_bus_is_not_told_to_charge_a_full_battery(
+    tmp_path: Path,
+) -> None:
+    # Found in review: 2001 is connected to battery 1001 only, which is full; it was sent half
+    # of a charge, refused, and the whole group was blocked.
+    chain = Scenario(
+        batteries=(
+            BatterySpec(id=1001, soc_pct=95.0),  # above its 90 % upper bound: may not charge
+            BatterySpec(id=1002, soc_pct=20.0),
+        ),
+        inverters=(
+            InverterSpec(id=2001, batteries=(1001,)),
+            InverterSpec(id=2002, batteries=(1001, 1002)),
+        ),
+        telemetry_hz=20.0,
+    )
+    with Simulator(chain, apis=("v1",)) as sim:
+        path = tmp_path / "control.sock"
+        async with running_daemon(sim, path, config_for(sim)), connect(path) as client:
+            result = await client.result("set_power", {"power_w": 4_000, "batteries": [1001, 1002]})
+            assert result["outcome"] == "success", result
+            assert result["distribution"] == {"1001": 4_000.0}, result
+            # What each was commanded (the simulator's 2002 then splits its power between its
+            # batteries by capacity, and the full one's part is cut: physics, not a command).
+            commanded = [(c.component_id, c.power_w, c.outcome) for c in sim.commands()]
+            assert sorted(commanded) == [(2001, 0.0, "ok"), (2002, 4_000.0, "ok")]
