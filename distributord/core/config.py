@@ -859,7 +859,8 @@ class Config:
         logging: ``[logging]``.
         programs: ``[programs.NAME]``, by name, read-only; ``default`` is always there.
         limits: ``[[limits]]``, in file order (``spec/plant.md``, "Group limits"). Live: the
-            next request's split follows them.
+            next request's split follows them, and every standing setpoint is planned again at
+            once.
     """
 
     microgrid: MicrogridConfig = attrs.field(factory=MicrogridConfig)

@@ -1906,6 +1906,8 @@ class RequestLoop:
 
     async def _serve_replans(self) -> None:
         board = self._tracker.board
+        limits = self._config.view(lambda c: c.limits)
+        limits_in_force = limits.value
         while True:
             # A set with a client request running or waiting is left to that request; the end
             # of a request wakes this task (``_standing_changed``). The interval is read on
@@ -1919,7 +1921,12 @@ class RequestLoop:
                     board.wait_transition,
                     functools.partial(self._standing_changed.wait_value, True),
                     self._refresh_interval.changed,  # a reload re-times them at once
+                    limits.changed,
                 )
+            if limits.value != limits_in_force:  # a reload changed the group limits: at once
+                limits_in_force = limits.value
+                for standing in self._standing.values():
+                    standing.planned_at = -math.inf
             for batteries in replans_due(
                 self._standing,
                 now=trio.current_time(),

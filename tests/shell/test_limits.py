@@ -16,6 +16,7 @@ import attrs
 import pytest
 
 from distributord.core.config import LimitConfig
+from distributord.shell.live import LiveValue
 from distributord.sim.scenario import BatterySpec, InverterSpec, LimitSpec, Scenario
 from distributord.sim.server import Simulator
 from tests.shell.test_arbitration import notification
@@ -280,3 +281,21 @@ async def test_a_groups_division_moving_between_its_inverters_keeps_the_feeder(
             await sim_wait(sim, lambda s: s.setpoint(2001) == s.setpoint(2002) == 2_000.0, 20.0)
         record = sim.record()
     assert record.violation_counts == {"feeder": 0}, record.violations
+
+
+async def test_a_reload_that_tightens_a_limit_re_plans_standing_setpoints_at_once(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # Noticed in review: a standing setpoint kept the old limit until its next re-plan, a third
+    # of its lifetime later (here 60 s: the wait below gives up long before).
+    path = tmp_path / "control.sock"
+    config = LiveValue(attrs.evolve(config_for(sim, setpoints={"lifetime_s": 180}), limits=LIMITS))
+    async with running_daemon(sim, path, config), connect(path) as client:
+        result = await client.result("set_power", {"power_w": 12_000, "batteries": BATTERIES})
+        assert result["distribution"] == near(3_000.0, 3_000.0, 3_000.0, 3_000.0)
+        tighter = attrs.evolve(LIMITS[0], max_charge_w=4_000.0)
+        config.value = attrs.evolve(config.value, limits=(tighter, LIMITS[1]))
+        await sim_wait(sim, lambda s: s.setpoint(2001) + s.setpoint(2002) <= 4_000.0, 10.0)
+        # The feeder's rises were held back for the falls (landing order): the rest follows.
+        await sim_wait(sim, lambda s: sum(setpoints(s)) >= 12_000.0 * (1.0 - 1e-6), 10.0)
+        assert setpoints(sim) == pytest.approx([2_000.0, 2_000.0, 4_000.0, 4_000.0], rel=1e-6)
