@@ -28,9 +28,7 @@ inverter that :func:`divide` shares among the group's inverters.
   that is not later than its own last is no news at all (dropped here; the daemon counts it
   as a repeated sample, as the tracker counts a pair's).
 * **Division** (:func:`divide`): a group's share goes to its usable inverters in proportion to
-  their caps in the share's direction, exactly: never over the share, never over a cap (an
-  inverter connected to only some of the group's batteries is first brought within what those
-  take together, :func:`fed_bounds`). A
+  their caps in the share's direction, exactly: never over the share, never over a cap. A
   proportional share below an inverter's minimum makes the division use fewer inverters (the
   largest caps first, ties by id), then a single inverter whose bounds take the share; what no
   choice can take exactly is placed as closely as possible below it, and the caller reports the
@@ -99,43 +97,6 @@ def merged_battery(lead: int, batteries: Sequence[BatterySnapshot]) -> BatterySn
         states=frozenset().union(*(b.states for b in batteries)),
         errors=frozenset(f"battery {b.component_id}: {e}" for b in batteries for e in b.errors),
         warnings=frozenset(f"battery {b.component_id}: {w}" for b in batteries for w in b.warnings),
-    )
-
-
-def fed_bounds(bounds: PowerBounds, batteries: Sequence[BatterySnapshot | None]) -> PowerBounds:
-    """An inverter's ``bounds`` within what the batteries it is connected to take together.
-
-    For an inverter of a partial bus (connected to only some of its group's batteries): its
-    caps no wider than the sums of those batteries' inclusion bounds, its minimum no smaller
-    than their widest exclusion bound. A way nothing is left in is closed (only 0 W); a
-    battery not reported yet, or bounds not known, leave it nothing either way.
-    """
-    nothing = PowerBounds(
-        inclusion_lower=0.0, exclusion_lower=0.0, exclusion_upper=0.0, inclusion_upper=0.0
-    )
-    if not batteries or any(b is None for b in batteries):
-        return nothing
-    theirs = [b.bounds for b in batteries if b is not None]
-    lower = _sum(b.inclusion_lower for b in theirs)
-    upper = _sum(b.inclusion_upper for b in theirs)
-    minimum_lower = _pick((b.exclusion_lower for b in theirs), min)
-    minimum_upper = _pick((b.exclusion_upper for b in theirs), max)
-    own = attrs.astuple(bounds)
-    if any(v != v for v in (lower, upper, minimum_lower, minimum_upper, *own)):
-        return nothing
-    inclusion_lower = max(bounds.inclusion_lower, lower)
-    exclusion_lower = min(bounds.exclusion_lower, minimum_lower)
-    exclusion_upper = max(bounds.exclusion_upper, minimum_upper)
-    inclusion_upper = min(bounds.inclusion_upper, upper)
-    if inclusion_lower > exclusion_lower:
-        inclusion_lower = exclusion_lower = 0.0
-    if inclusion_upper < exclusion_upper:
-        inclusion_upper = exclusion_upper = 0.0
-    return PowerBounds(
-        inclusion_lower=inclusion_lower,
-        exclusion_lower=exclusion_lower,
-        exclusion_upper=exclusion_upper,
-        inclusion_upper=inclusion_upper,
     )
 
 

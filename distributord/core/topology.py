@@ -22,8 +22,9 @@ anything else (a meter, a grid connection, another battery) means "not through a
 * **Groups.** Batteries and the inverters above them form a bipartite graph; its connected
   components are the *groups* (``spec/plant.md``): one battery on one inverter (a *pair*, the
   common case), one battery on several inverters (a common DC bus), several batteries on one
-  inverter, or any mix. A group is one unit for the split. In :attr:`Topology.pairs` each group
-  appears once, as its *lead* battery (the smallest id) and its lead inverter (the smallest id);
+  inverter, or several of each, every inverter on every battery. A group is one unit for the
+  split. In :attr:`Topology.pairs` each group appears once, as its *lead* battery (the smallest
+  id) and its lead inverter (the smallest id);
   :attr:`Topology.groups` lists the groups of more than one battery or inverter with all their
   members. Every other battery is left out with a reason an operator can act on, checked in
   this order:
@@ -33,7 +34,11 @@ anything else (a meter, a grid connection, another battery) means "not through a
     discharge a battery (the whole group is left out);
   - another battery of its group is left out (its inverters share that battery's DC bus, so
     nothing in the group can be commanded safely); a battery listed more than once counts,
-    its inverters found as any battery's are.
+    its inverters found as any battery's are;
+  - an inverter of its group is not connected to every battery of the group (a *partial
+    bus*, a chain such as 2001-1001-2002-1002): what each inverter may take then depends on
+    which batteries it reaches, which a group's one set of bounds cannot say, so no division
+    of the group's share is known to be safe.
 
 * **The inverter type decides what we trust.** A battery inverter is paired. A hybrid inverter
   is paired and listed in :attr:`Topology.hybrid`: its AC power includes the panels', so
@@ -127,14 +132,10 @@ class Group:
         batteries: Its batteries' ids, ascending; the first is the group's *lead*, the id it
             goes by in :attr:`Topology.pairs`, distributions and results.
         inverters: Its inverters' ids, ascending; the first is the lead inverter.
-        feeds: The inverters that are connected to only some of its batteries, each with
-            those batteries' ids, ascending (empty when every inverter is connected to every
-            battery: one DC bus).
     """
 
     batteries: tuple[int, ...]
     inverters: tuple[int, ...]
-    feeds: tuple[tuple[int, tuple[int, ...]], ...] = ()
 
     @property
     def battery(self) -> int:
@@ -361,7 +362,7 @@ def pair_batteries(
     hybrid: set[int] = set()
     assumed: set[int] = set()
     for group in _groups(inverters_of, batteries_of):
-        why = _why_left_out(group, graph, left_out)
+        why = _why_left_out(group, graph, left_out, batteries_of)
         if why is not None:
             left_out.update(
                 (battery, why) for battery in group.batteries if battery not in left_out
@@ -419,17 +420,15 @@ def _groups(
                         seen.add(battery)
                         batteries.add(battery)
                         stack.append(battery)
-        feeds = tuple(
-            (inverter, tuple(sorted(batteries_of[inverter])))
-            for inverter in sorted(inverters)
-            if len(batteries_of[inverter]) < len(batteries)
-        )
-        found.append(Group(tuple(sorted(batteries)), tuple(sorted(inverters)), feeds))
+        found.append(Group(tuple(sorted(batteries)), tuple(sorted(inverters))))
     return found
 
 
 def _why_left_out(
-    group: Group, graph: Mapping[int, Component], left_out: Mapping[int, str]
+    group: Group,
+    graph: Mapping[int, Component],
+    left_out: Mapping[int, str],
+    batteries_of: Mapping[int, Collection[int]],
 ) -> str | None:
     """Why ``group`` cannot be managed (see the module's theory of operation), or None."""
     pv = [i for i in group.inverters if graph[i].inverter_type is InverterType.PV]
@@ -447,6 +446,15 @@ def _why_left_out(
             f"it shares inverters with {_plural('battery', 'batteries', out)}, left out"
             f" ({group.describe()})"
         )
+    for inverter in group.inverters:
+        missing = set(group.batteries) - set(batteries_of[inverter])
+        if missing:
+            return (
+                f"inverter {inverter} of its group ({group.describe()}) is not connected to"
+                f" {_plural('battery', 'batteries', missing)}: a group's inverters must each be"
+                " connected to all its batteries (one DC bus), or what each inverter may take"
+                " is not known"
+            )
     return None
 
 

@@ -51,7 +51,7 @@ import trio
 from distributord.api.adapter import FinalReply
 from distributord.core.distribution import capped_active_bounds
 from distributord.core.errors import CommandError, CommandFailedError
-from distributord.core.groups import Division, GroupMerger, divide, fed_bounds
+from distributord.core.groups import Division, GroupMerger, divide
 from distributord.core.ledger import Ledger, Sent, State, fate, raises
 from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds
 from distributord.core.topology import Group, Topology
@@ -219,7 +219,6 @@ class GroupSide(Forwarding):
         stray = math.fsum(self._most(kind, i, sign) for i in group.inverters if i not in ids)
         other: PowerKind = "reactive" if kind == "active" else "active"
         planned = [k.division for k in self._divisions.get((other, group.inverter), [])]
-        feeds = dict(group.feeds) if kind == "active" else {}
         rows = []
         for inverter in usable:
             held = max(
@@ -228,9 +227,6 @@ class GroupSide(Forwarding):
             )
             held = max(held, self._most(other, inverter.component_id))
             bounds = inverter.bounds if kind == "active" else inverter.reactive_bounds
-            fed = feeds.get(inverter.component_id)
-            if fed is not None:  # a partial bus: no more than its own batteries take
-                bounds = fed_bounds(bounds, [self._merger.batteries.get(b) for b in fed])
             rows.append(
                 (
                     inverter.component_id,

@@ -8,13 +8,7 @@ from fractions import Fraction
 from hypothesis import given
 from hypothesis import strategies as st
 
-from distributord.core.groups import (
-    GroupMerger,
-    divide,
-    fed_bounds,
-    merged_battery,
-    merged_inverter,
-)
+from distributord.core.groups import GroupMerger, divide, merged_battery, merged_inverter
 from distributord.core.model import BatterySnapshot, PowerBounds, StateCode
 from distributord.core.status import battery_problems, inverter_problems
 from distributord.core.topology import Group
@@ -197,47 +191,3 @@ def test_interleaved_members_each_make_a_new_group_sample() -> None:
     assert merger.take(inverter_snapshot(component_id=2002, sampled_at=9.5)) is None
     assert merger.take(battery_snapshot(component_id=1001, sampled_at=3.0)) is None
     assert merger.take(battery_snapshot(component_id=1001, sampled_at=3.0)) is None
-
-
-# --- a partial bus: an inverter connected to only some of its group's batteries --------------
-
-
-def test_an_inverter_of_a_partial_bus_takes_no_more_than_its_batteries() -> None:
-    # Found in review: 2001, connected only to a full battery, was given half a charge share.
-    own = bounds(-5000.0, -100.0, 100.0, 5000.0)
-    full = battery_snapshot(bounds=bounds(-3000.0, -300.0, 0.0, 0.0))
-    other = battery_snapshot(component_id=1002, bounds=bounds(-1000.0, -50.0, 200.0, 4000.0))
-    # Charging is closed (nothing to take at or above the inverter's 100 W minimum).
-    assert fed_bounds(own, [full]) == bounds(-3000.0, -300.0, 0.0, 0.0)
-    # Two batteries: their sums, the widest minimum.
-    assert fed_bounds(own, [full, other]) == bounds(-4000.0, -300.0, 200.0, 4000.0)
-    # The inverter's own caps when they are the smaller.
-    assert fed_bounds(bounds(-500.0, 0.0, 0.0, 500.0), [other]) == bounds(
-        -500.0, -50.0, 200.0, 500.0
-    )
-    # Not reported yet, or unknown: nothing either way.
-    nothing = bounds(0.0, 0.0, 0.0, 0.0)
-    assert fed_bounds(own, [full, None]) == nothing
-    assert fed_bounds(own, [battery_snapshot(bounds=PowerBounds.unknown())]) == nothing
-
-
-@given(inverters(), st.lists(inverters(), min_size=1, max_size=3))
-def test_a_fed_inverter_is_never_wider_than_itself_or_its_batteries(
-    rows: list[tuple[int, PowerBounds]], batteries: list[list[tuple[int, PowerBounds]]]
-) -> None:
-    own = rows[0][1]
-    theirs = [battery_snapshot(bounds=b[0][1]) for b in batteries]
-    fed = fed_bounds(own, theirs)  # ordered: PowerBounds checks it
-    upper = math.fsum(b.bounds.inclusion_upper for b in theirs)
-    lower = math.fsum(b.bounds.inclusion_lower for b in theirs)
-    assert 0.0 <= fed.inclusion_upper <= min(own.inclusion_upper, upper)
-    assert max(own.inclusion_lower, lower) <= fed.inclusion_lower <= 0.0
-    # A way left open takes at least the inverter's and every battery's minimum.
-    if fed.inclusion_upper > 0.0:
-        assert fed.exclusion_upper >= max(
-            own.exclusion_upper, *(b.bounds.exclusion_upper for b in theirs)
-        )
-    if fed.inclusion_lower < 0.0:
-        assert fed.exclusion_lower <= min(
-            own.exclusion_lower, *(b.bounds.exclusion_lower for b in theirs)
-        )

@@ -280,29 +280,37 @@ async def test_what_a_broken_member_held_stops_counting_once_it_ran_out(tmp_path
             assert sim.setpoint(2001) == 5_000.0
 
 
-async def test_an_inverter_of_a_partial_bus_is_not_told_to_charge_a_full_battery(
-    tmp_path: Path,
-) -> None:
-    # Found in review: 2001 is connected to battery 1001 only, which is full; it was sent half
-    # of a charge, refused, and the whole group was blocked.
+async def test_a_partial_bus_is_left_out_with_its_reason(tmp_path: Path) -> None:
+    # Found in review: 2001 is connected to battery 1001 only, which was full; it was sent half
+    # of the group's charge. A partial bus is now left out, and list_components says why.
     chain = Scenario(
         batteries=(
             BatterySpec(id=1001, soc_pct=95.0),  # above its 90 % upper bound: may not charge
             BatterySpec(id=1002, soc_pct=20.0),
+            BatterySpec(id=1003, soc_pct=50.0),
         ),
         inverters=(
             InverterSpec(id=2001, batteries=(1001,)),
             InverterSpec(id=2002, batteries=(1001, 1002)),
+            InverterSpec(id=2003, batteries=(1003,)),
         ),
         telemetry_hz=20.0,
     )
     with Simulator(chain, apis=("v1",)) as sim:
         path = tmp_path / "control.sock"
         async with running_daemon(sim, path, config_for(sim)), connect(path) as client:
+            components = await client.result("list_components")
+            assert [p["battery_id"] for p in components["pairs"]] == [1003]
+            why = (
+                "inverter 2001 of its group (batteries 1001, 1002 on inverters 2001, 2002) is not"
+                " connected to battery 1002: a group's inverters must each be connected to all"
+                " its batteries (one DC bus), or what each inverter may take is not known"
+            )
+            assert components["left_out"] == [
+                {"battery_id": 1001, "reason": why},
+                {"battery_id": 1002, "reason": why},
+            ]
             result = await client.result("set_power", {"power_w": 4_000, "batteries": [1001, 1002]})
-            assert result["outcome"] == "success", result
-            assert result["distribution"] == {"1001": 4_000.0}, result
-            # What each was commanded (the simulator's 2002 then splits its power between its
-            # batteries by capacity, and the full one's part is cut: physics, not a command).
-            commanded = [(c.component_id, c.power_w, c.outcome) for c in sim.commands()]
-            assert sorted(commanded) == [(2001, 0.0, "ok"), (2002, 4_000.0, "ok")]
+            assert result["outcome"] == "error", result
+            assert result["message"].startswith(f"battery 1001 is not managed: {why}; ")
+        assert [c for c in sim.commands() if c.component_id in (2001, 2002)] == []

@@ -309,29 +309,6 @@ async def test_a_planned_division_is_the_one_sent(
     assert fake.sent()[-1][1] == {2001: 200.0, 2002: 0.0}
 
 
-async def test_an_inverter_of_a_partial_bus_gets_no_more_than_its_batteries_take(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    # Found in review: 2001, connected only to the full battery 1001, was sent half a charge.
-    chain = Group((1001, 1002), (2001, 2002), feeds=((2001, (1001,)),))
-    merger = GroupMerger({1001: chain}, max_age_s=lambda: 10.0)
-    full = PowerBounds(
-        inclusion_lower=-5_000.0, exclusion_lower=0.0, exclusion_upper=0.0, inclusion_upper=0.0
-    )
-    merger.take(battery_snapshot(component_id=1001, bounds=full))
-    merger.take(battery_snapshot(component_id=1002))
-    merger.take(inverter_snapshot(component_id=2001))
-    merger.take(inverter_snapshot(component_id=2002))
-    fake = FakeMicrogrid()
-    side = GroupSide(fake, {1001: chain}, merger)
-    assert side.placed("active", 2001, 4_000.0) == (4_000.0, True)
-    await side.set_active_powers({2001: 4_000.0}, 60, lambda i, o: None)
-    assert fake.sent()[-1][1] == {2001: 0.0, 2002: 4_000.0}
-    # Discharging, both take their share.
-    await side.set_active_powers({2001: -4_000.0}, 60, lambda i, o: None)
-    assert fake.sent()[-1][1] == {2001: -2_000.0, 2002: -2_000.0}
-
-
 def bounds(cap: float, minimum: float) -> PowerBounds:
     return PowerBounds(
         inclusion_lower=-cap,
