@@ -52,7 +52,7 @@ from distributord.api.adapter import FinalReply
 from distributord.core.distribution import capped_active_bounds
 from distributord.core.errors import CommandError, CommandFailedError
 from distributord.core.groups import Division, GroupMerger, divide
-from distributord.core.ledger import Ledger, Sent, State, fate, raises
+from distributord.core.ledger import Ledger, Sent, State, fate
 from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds
 from distributord.core.topology import Group, Topology
 from distributord.shell.link import Forwarding, Late, MicrogridClient, Tail, TelemetrySink
@@ -267,9 +267,11 @@ class GroupSide(Forwarding):
         """Send ``setpoints``, each lead's divided among its group's inverters.
 
         Members whose power falls (or stays) go at once with every other command; within a
-        group whose division moved, the members whose power rises go once those that fall
+        group whose division moved, the members whose power rises go once those that may fall
         have landed, so the group never holds more than it did or will (in any landing order).
-        If one that falls failed, those that rise are not sent: the group's command fails.
+        If one of those failed, those that rise are not sent: the group's command fails. A
+        member that rises and surely holds power is sent that power at once meanwhile (its
+        setpoint is refreshed, not left to lapse while another member keeps it waiting).
         """
         send = (
             self._client.set_active_powers if kind == "active" else self._client.set_reactive_powers
@@ -290,7 +292,11 @@ class GroupSide(Forwarding):
             for member in powers.keys() & plan.members:
                 flying[member] = ledger.sent(member, powers[member], held_s, now=now)
             passed = (
-                None if tails is None else {i: plan.tails[i] for i in powers if i in plan.tails}
+                None
+                if tails is None
+                else {
+                    i: plan.tails[i] for i in powers if i in plan.tails and i not in plan.refreshes
+                }
             )
             await send(powers, lifetime_s, members_land, passed)
 
@@ -314,6 +320,8 @@ class GroupSide(Forwarding):
             now = trio.current_time()
             for command in flying.values():
                 ledger.answered(command, State.UNKNOWN, now=now)
+            for landing in plan.landings.values():
+                landing.give_up()  # a group's command that did not land: its streams end
 
     def _expand(
         self,
@@ -323,7 +331,8 @@ class GroupSide(Forwarding):
         tails: Mapping[int, Tail] | None,
     ) -> _Plan:
         """The commands to send in rounds, and the ``land`` that combines members."""
-        possible = functools.partial(self._ledgers[kind].possible, now=trio.current_time())
+        ledger = self._ledgers[kind]
+        possible = functools.partial(ledger.possible, now=trio.current_time())
         plan = _Plan(land)
         for inverter, power in setpoints.items():
             group = self._by_lead.get(inverter)
@@ -337,8 +346,13 @@ class GroupSide(Forwarding):
             else:
                 members = dict(self._division(kind, group, power).setpoints)
             # An inverter out of the division that may still hold power is sent 0 (until it
-            # accepts one); what it may hold came off the others' shares.
-            out = {i: 0.0 for i in group.inverters if i not in members and self._most(kind, i)}
+            # accepts one, or what it held ran out; not while one is in flight to it); what it
+            # may hold came off the others' shares.
+            out = {
+                i: 0.0
+                for i in group.inverters
+                if i not in members and self._most(kind, i) and not _flying(ledger, i)
+            }
             plan.strays.update(out)
             plan.first.update(out)
             plan.members.update(out)
@@ -347,12 +361,21 @@ class GroupSide(Forwarding):
                 continue
             landing = _Landing(inverter, set(members), tails.get(inverter) if tails else None)
             plan.landings[inverter] = landing
-            # Members that rise wait for those that fall, when the division moves between them
-            # (when the whole group rises, the commander sent what falls before it).
-            rising = {m: v for m, v in members.items() if raises(v, possible(m))}
-            falling = {m for m, v in members.items() if m not in rising and possible(m) != {v}}
+            # Members that rise (past anything they may hold, the share's way) wait for those
+            # that may fall, when the division moves between them; when none may fall, the
+            # commander sent what falls before the group's command.
+            sign = 1.0 if power > 0.0 else -1.0
+            most = {m: max(sign * h for h in possible(m)) for m in members}
+            rising = {m: v for m, v in members.items() if sign * v > most[m]}
+            falling = {m for m, v in members.items() if sign * v < most[m]}
             if not falling:
                 rising = {}
+            for member in rising:  # surely holding power: refreshed while it waits
+                held = possible(member)
+                if len(held) == 1 and sign * next(iter(held)) > 0.0:
+                    plan.first[member] = next(iter(held))
+                    plan.refreshes[member] = inverter
+                    falling.add(member)
             landing.falling = falling if rising else set()
             if not landing.falling:
                 landing.fallen.set()
@@ -379,9 +402,14 @@ class _Plan:
     strays: set[int] = attrs.field(factory=set)  # out of a division, sent 0: answers theirs
     landings: dict[int, _Landing] = attrs.field(factory=dict)
     tails: dict[int, Tail] = attrs.field(factory=dict)
+    refreshes: dict[int, int] = attrs.field(factory=dict)  # rising member refreshed: its lead
 
     def land(self, member: int, result: float | CommandError) -> None:
         """A member's command landed: the group's lands once all have; others pass on."""
+        refreshed = self.refreshes.pop(member, None)
+        if refreshed is not None:  # its refresh, not its command: it may rise now
+            self.landings[refreshed].fell(member, result)
+            return
         lead = self.lead_of.get(member)
         if lead is None:
             if member not in self.strays:
@@ -427,6 +455,21 @@ class _Landing:
         if tail is not None:
             tail._cancel = self._abandon
 
+    def fell(self, member: int, result: float | CommandError) -> None:
+        """A member the rising ones wait for landed (its own command, or its refresh)."""
+        if member not in self.falling:
+            return
+        self.falling.discard(member)
+        if isinstance(result, CommandError) and self.fall_failed is None:
+            self.fall_failed = result
+        if not self.falling:
+            self.fallen.set()
+
+    def give_up(self) -> None:
+        """The call ended: if the group's command did not land, its members' streams end."""
+        if self._waiting:
+            self._abandon()
+
     def fall_missed(self) -> None:
         """The first round ended: falling members it did not land failed (a client's bug)."""
         if self.falling and self.fall_failed is None:
@@ -448,12 +491,7 @@ class _Landing:
         if isinstance(result, CommandError) and member != self.lead:
             details = f"inverter {member}: {result.details}" if result.details else ""
             result = type(result)(result.code, details or f"inverter {member}")
-        if member in self.falling:
-            self.falling.discard(member)
-            if isinstance(result, CommandError) and self.fall_failed is None:
-                self.fall_failed = result
-            if not self.falling:
-                self.fallen.set()
+        self.fell(member, result)
         earlier = self._outcome
         if earlier is None or (
             not isinstance(earlier, CommandError)
@@ -512,6 +550,12 @@ def _worst(outcomes: list[Late]) -> Late:
         if final in outcomes:
             return final
     return FinalReply.SUCCESS
+
+
+def _flying(ledger: Ledger, inverter: int) -> bool:
+    """Whether a command to ``inverter`` is in flight (none is sent beside it)."""
+    last = ledger.last(inverter)
+    return last is not None and last.state is State.SENDING
 
 
 def _no_inverter(group: Group) -> CommandError:

@@ -5,6 +5,8 @@ Every test runs under trio's ``MockClock``: the fake's answers come at exact tim
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import trio
 import trio.testing
 
@@ -13,9 +15,10 @@ from distributord.core.errors import CommandError, CommandRejectedError
 from distributord.core.groups import GroupMerger
 from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds, StateCode
 from distributord.core.topology import Group, Topology
+from distributord.shell.commander import Commander
 from distributord.shell.groups import GroupSide, GroupSink, telemetry_components
 from distributord.shell.link import Tail
-from tests.fakes import Answer, FakeMicrogrid
+from tests.fakes import Answer, FakeMicrogrid, Hang
 from tests.snapshots import battery_snapshot, inverter_snapshot
 
 BUS = Group((1001,), (2001, 2002))  # a battery on a shared DC bus
@@ -400,3 +403,139 @@ async def test_what_a_groups_inverters_may_hold_together_is_known(
     await side.set_active_powers({2001: -1_000.0}, 60, lambda i, o: None)
     # 2001 now at -1 kW; 2002 refused its 0 and may still hold 3 kW.
     assert side.held(2001) == (3_000.0, 1_000.0)
+
+
+# --- found in the second review: the rounds, strays in flight, hanging members, cancellation --
+
+
+def wide_bus(fake: FakeMicrogrid) -> tuple[GroupMerger, GroupSide]:
+    """The bus with both inverters at ±10 kW, and its side on ``fake``."""
+    wide = PowerBounds.symmetric(10_000.0)
+    merger = merger_with(
+        inverter_snapshot(component_id=2001, bounds=wide),
+        inverter_snapshot(component_id=2002, bounds=wide),
+    )
+    return merger, GroupSide(fake, {1001: BUS}, merger)
+
+
+def derate_2001(merger: GroupMerger) -> None:
+    """2001 derates to ±2 kW: 10 kW moves to 1,667 W on 2001 and 8,333 W on 2002."""
+    merger.take(
+        inverter_snapshot(component_id=2001, sampled_at=1.0, bounds=PowerBounds.symmetric(2_000.0))
+    )
+    merger.take(
+        inverter_snapshot(component_id=2002, sampled_at=1.0, bounds=PowerBounds.symmetric(10_000.0))
+    )
+
+
+async def test_a_member_that_may_hold_more_is_waited_for_even_if_it_may_rise(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # 2001 may hold 5 kW or nothing (its command went unanswered): it counted only as rising,
+    # so 2002's rise went at once and the group might hold 5 + 8.3 kW.
+    fake = FakeMicrogrid()
+    merger, side = wide_bus(fake)
+    fake.behaviour[2001] = Hang()
+    with trio.move_on_after(5.0):
+        await side.set_active_powers({2001: 10_000.0}, 60, lambda i, o: None)
+    assert side._ledgers["active"].possible(2001, trio.current_time()) == {5_000.0, 0.0}
+    derate_2001(merger)
+    fake.behaviour[2001] = Answer(after_s=1.0)
+    await side.set_active_powers({2001: 10_000.0}, 60, lambda i, o: None)
+    # 2002 surely holds 5 kW: refreshed at once; its rise once 2001 has landed.
+    assert fake.sent()[1:] == [
+        (5.0, {2001: 1_666.6666259765625, 2002: 5_000.0}),
+        (6.0, {2002: 8_333.3330078125}),
+    ]
+
+
+async def test_a_rising_member_is_refreshed_while_a_hanging_one_keeps_it_waiting(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # 2001 falls and stops answering: 2002 got no command at all, call after call, until its
+    # 5 kW ran out.
+    fake = FakeMicrogrid()
+    merger, side = wide_bus(fake)
+    await side.set_active_powers({2001: 10_000.0}, 60, lambda i, o: None)
+    derate_2001(merger)
+    fake.behaviour[2001] = Hang()
+    for _ in range(4):  # the request, then refreshes every 20 s, each with a 5 s deadline
+        with trio.move_on_after(5.0):
+            await side.set_active_powers({2001: 10_000.0}, 60, lambda i, o: None)
+        await trio.sleep(15.0)
+    to_2002 = [(t, s[2002]) for t, s in fake.sent() if 2002 in s]
+    # Refreshed at 5 kW while 2001 might still hold its 5 kW; at 60 s that ran out (2001 may
+    # hold no more than its 1,667 W now), so nothing holds 2002 back any more.
+    assert to_2002 == [
+        (0.0, 5_000.0),
+        (0.0, 5_000.0),
+        (20.0, 5_000.0),
+        (40.0, 5_000.0),
+        (60.0, 8_333.3330078125),
+    ]
+    assert side._ledgers["active"].lapses(trio.current_time()) == 0
+
+
+async def test_a_stray_is_not_commanded_again_while_its_zero_is_in_flight(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The group's command lands without its strays, so the next one to the lead sent a hanging
+    # stray a second 0 W beside the first.
+    fake, merger, side = bus_side()
+    commander = Commander(
+        side, lifetime_s=lambda: 60, held_s=lambda: 60.0, background_timeout_s=lambda: 5.0
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(commander.serve)
+        for power, broken in ((6_000.0, False), (4_000.0, True), (3_000.0, True)):
+            if broken:  # 2002 in error and silent: a stray, sent 0 while it may hold 3 kW
+                merger.take(
+                    inverter_snapshot(
+                        component_id=2002, sampled_at=1.0, states=frozenset({StateCode.ERROR})
+                    )
+                )
+                fake.behaviour[2002] = Hang()
+            commander.want("request", {2001: power})
+            flights = commander.send({2001: power}, deadline=trio.current_time() + 10.0)
+            await commander.wait(flights.values(), deadline=trio.current_time() + 10.0)
+        nursery.cancel_scope.cancel()
+    assert [batch for _, batch in fake.sent()] == [
+        {2001: 3_000.0, 2002: 3_000.0},
+        {2001: 1_000.0, 2002: 0.0},
+        {2001: 0.0},
+    ]
+    assert fake.most_in_flight == 1
+
+
+class AcceptedThenCancelled(FakeMicrogrid):
+    """2001 is accepted (its stream read on) but its landing never arrives.
+
+    The call is cancelled first (the real link drops a landing posted after cancellation).
+    """
+
+    async def set_active_powers(
+        self,
+        setpoints: Mapping[int, float],
+        lifetime_s: int,
+        land: Callable[[int, float | CommandError], None],
+        tails: Mapping[int, Tail] | None = None,
+    ) -> None:
+        assert tails is not None
+        self.tails = dict(tails)
+        tails[2001].following = True
+        await trio.sleep_forever()
+
+
+async def test_a_group_command_that_never_landed_ends_its_accepted_members_streams(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = AcceptedThenCancelled()
+    side = GroupSide(
+        fake,
+        {1001: BUS},
+        merger_with(inverter_snapshot(component_id=2001), inverter_snapshot(component_id=2002)),
+    )
+    group_tail = Tail(lambda late: None)
+    with trio.move_on_after(1.0):  # a newer command, or the deadline
+        await side.set_active_powers({2001: 6_000.0}, 60, lambda *_: None, {2001: group_tail})
+    assert fake.tails[2001].abandoned
