@@ -21,10 +21,13 @@ inverter (:class:`~distributord.core.topology.Topology`). Two adapters keep it s
   decide the group's; until a 0 is accepted or what it held ran out, every command to the
   group sends it 0 again), and what it may hold comes off the others' shares.
 * **Landing order within a group.** When a division moves between members (an inverter back
-  from error, caps changed), the members whose power rises are sent once those whose power
-  falls have landed, and not at all if one of those failed: the group never holds more than
-  it did or will, as the commander keeps for pairs. What each member may hold is kept in a
-  :class:`~distributord.core.ledger.Ledger` per kind, so it runs out with its lifetime.
+  from error, caps changed), the members whose power rises (the share's way, past everything
+  they may hold) are sent once those that may fall (they may hold more than they are sent)
+  have landed, and not at all if one of those failed: the group never holds more than it did
+  or will, as the commander keeps for pairs. A rising member that surely holds power is sent
+  that power at once meanwhile, so a member that hangs does not let its setpoint lapse. What
+  each member may hold is kept in a :class:`~distributord.core.ledger.Ledger` per kind, so it
+  runs out with its lifetime; no member is sent a command while one is in flight to it.
 * **Reply streams** (v1alpha18/19): each member is sent with a tail of its own; the group's
   goes on if a member's does, and ends, after the group's command landed, with the worst of
   their final replies (a member's other than ``SUCCESS`` is logged with its id).
