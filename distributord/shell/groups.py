@@ -27,7 +27,9 @@ inverter (:class:`~distributord.core.topology.Topology`). Two adapters keep it s
   or will, as the commander keeps for pairs. A rising member that surely holds power is sent
   that power at once meanwhile, so a member that hangs does not let its setpoint lapse. What
   each member may hold is kept in a :class:`~distributord.core.ledger.Ledger` per kind, so it
-  runs out with its lifetime; no member is sent a command while one is in flight to it.
+  runs out with its lifetime. A release goes to every member at once. An inverter out of the
+  division whose 0 is still in flight when the group's command lands is sent nothing beside it
+  (no share, no second 0) until that 0 has landed; what it may hold comes off the share.
 * **Reply streams** (v1alpha18/19): each member is sent with a tail of its own; the group's
   goes on if a member's does, and ends, after the group's command landed, with the worst of
   their final replies (a member's other than ``SUCCESS`` is logged with its id).
@@ -149,6 +151,9 @@ class GroupSide(Forwarding):
         # What each member inverter was sent and what became of it, per kind: every power it
         # may hold now (a command in flight or unanswered may land; what ran out is gone).
         self._ledgers: dict[PowerKind, Ledger] = {"active": Ledger(), "reactive": Ledger()}
+        # Inverters out of a division whose 0 is still in flight (the group's command landed
+        # without it): no command goes to one beside it.
+        self._busy: dict[PowerKind, set[int]] = {"active": set(), "reactive": set()}
 
     def placed(self, kind: PowerKind, inverter: int, power: float) -> tuple[float, bool]:
         """What a command of ``power`` to ``inverter`` places, and whether all of it was taken.
@@ -217,7 +222,8 @@ class GroupSide(Forwarding):
         inverters (not usable now) may still hold that way comes off the share first.
         """
         sign = 1.0 if power > 0 else -1.0
-        usable = self._merger.usable(group)
+        busy = self._busy[kind]  # a stray's 0 still in flight: nothing is sent beside it
+        usable = [i for i in self._merger.usable(group) if i.component_id not in busy]
         ids = {i.component_id for i in usable}
         stray = math.fsum(self._most(kind, i, sign) for i in group.inverters if i not in ids)
         other: PowerKind = "reactive" if kind == "active" else "active"
@@ -284,16 +290,21 @@ class GroupSide(Forwarding):
         held_s = lifetime_s * self._lifetime_scale
         flying: dict[int, Sent] = {}
 
+        busy = self._busy[kind]
+
         def members_land(member: int, result: float | CommandError) -> None:
             command = flying.pop(member, None)
             if command is not None:
                 ledger.answered(command, fate(result), now=trio.current_time())
+            if member in plan.strays:
+                busy.discard(member)
             plan.land(member, result)
 
         async def round_of(powers: dict[int, float]) -> None:
             now = trio.current_time()
             for member in powers.keys() & plan.members:
                 flying[member] = ledger.sent(member, powers[member], held_s, now=now)
+            busy.update(powers.keys() & plan.strays)
             passed = (
                 None
                 if tails is None
@@ -317,12 +328,15 @@ class GroupSide(Forwarding):
                     nursery.start_soon(rise, plan.landings[lead], rising)
                 if plan.first:
                     await round_of(plan.first)
-                for landing in plan.landings.values():  # the client answered none of these
-                    landing.fall_missed()
+                    for member in plan.first.keys() & flying.keys():  # a client's bug
+                        members_land(
+                            member, CommandFailedError("INTERNAL", f"inverter {member}: no answer")
+                        )
         finally:  # cancelled (a newer command, the deadline): what flew may still land
             now = trio.current_time()
             for command in flying.values():
                 ledger.answered(command, State.UNKNOWN, now=now)
+            busy.difference_update(plan.strays)  # what is left of this call is cancelled
             for landing in plan.landings.values():
                 landing.give_up()  # a group's command that did not land: its streams end
 
@@ -344,8 +358,9 @@ class GroupSide(Forwarding):
                 if tails is not None and inverter in tails:
                     plan.tails[inverter] = tails[inverter]
                 continue
-            if power == 0.0:  # a release reaches every inverter of the group
-                members = dict.fromkeys(group.inverters, 0.0)
+            if power == 0.0:  # a release reaches every inverter of the group (but one that
+                # has a command in flight: that is a 0 already, to an inverter out of a division)
+                members = {i: 0.0 for i in group.inverters if i not in self._busy[kind]}
             else:
                 members = dict(self._division(kind, group, power).setpoints)
             # An inverter out of the division that may still hold power is sent 0 (until it
@@ -354,23 +369,24 @@ class GroupSide(Forwarding):
             out = {
                 i: 0.0
                 for i in group.inverters
-                if i not in members and self._most(kind, i) and not _flying(ledger, i)
+                if i not in members and self._most(kind, i) and i not in self._busy[kind]
             }
             plan.strays.update(out)
             plan.first.update(out)
             plan.members.update(out)
             if not members:  # no usable inverter at all: nothing can be sent
-                land(inverter, _no_inverter(group))
+                land(inverter, _no_inverter(group, release=power == 0.0))
                 continue
             landing = _Landing(inverter, set(members), tails.get(inverter) if tails else None)
             plan.landings[inverter] = landing
             # Members that rise (past anything they may hold, the share's way) wait for those
             # that may fall, when the division moves between them; when none may fall, the
             # commander sent what falls before the group's command.
+            # A release goes to every member at once: a 0 never raises anything.
             sign = 1.0 if power > 0.0 else -1.0
             most = {m: max(sign * h for h in possible(m)) for m in members}
-            rising = {m: v for m, v in members.items() if sign * v > most[m]}
-            falling = {m for m, v in members.items() if sign * v < most[m]}
+            rising = {m: v for m, v in members.items() if power and sign * v > most[m]}
+            falling = {m for m, v in members.items() if power and sign * v < most[m]}
             if not falling:
                 rising = {}
             for member in rising:  # surely holding power: refreshed while it waits
@@ -411,7 +427,7 @@ class _Plan:
         """A member's command landed: the group's lands once all have; others pass on."""
         refreshed = self.refreshes.pop(member, None)
         if refreshed is not None:  # its refresh, not its command: it may rise now
-            self.landings[refreshed].fell(member, result)
+            self.landings[refreshed].fell(member, _named(member, result))
             return
         lead = self.lead_of.get(member)
         if lead is None:
@@ -473,14 +489,6 @@ class _Landing:
         if self._waiting:
             self._abandon()
 
-    def fall_missed(self) -> None:
-        """The first round ended: falling members it did not land failed (a client's bug)."""
-        if self.falling and self.fall_failed is None:
-            self.fall_failed = CommandFailedError(
-                "INTERNAL", f"inverters {sorted(self.falling)}: no answer"
-            )
-        self.fallen.set()
-
     def member_tail(self, member: int) -> Tail:
         """The tail a member's command is sent with."""
         made = self._tails[member] = Tail(functools.partial(self._ended, member))
@@ -491,9 +499,8 @@ class _Landing:
 
         A member's failure is the group's, saying which member failed.
         """
-        if isinstance(result, CommandError) and member != self.lead:
-            details = f"inverter {member}: {result.details}" if result.details else ""
-            result = type(result)(result.code, details or f"inverter {member}")
+        if member != self.lead:
+            result = _named(member, result)
         self.fell(member, result)
         earlier = self._outcome
         if earlier is None or (
@@ -555,13 +562,20 @@ def _worst(outcomes: list[Late]) -> Late:
     return FinalReply.SUCCESS
 
 
-def _flying(ledger: Ledger, inverter: int) -> bool:
-    """Whether a command to ``inverter`` is in flight (none is sent beside it)."""
-    last = ledger.last(inverter)
-    return last is not None and last.state is State.SENDING
+def _named(member: int, result: float | CommandError) -> float | CommandError:
+    """A member's failure, saying which member it was (a success as it is)."""
+    if not isinstance(result, CommandError):
+        return result
+    details = f"inverter {member}: {result.details}" if result.details else f"inverter {member}"
+    return type(result)(result.code, details)
 
 
-def _no_inverter(group: Group) -> CommandError:
+def _no_inverter(group: Group, *, release: bool) -> CommandError:
+    if release:
+        return CommandFailedError(
+            "UNAVAILABLE",
+            f"every inverter of the group of {group.describe()} has a release in flight already",
+        )
     return CommandFailedError(
         "UNAVAILABLE", f"no inverter of the group of {group.describe()} is usable"
     )

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 
 from distributord.client import Members
 from distributord.core.status import Reason, Status
@@ -316,3 +317,26 @@ async def test_a_partial_bus_is_left_out_with_its_reason(tmp_path: Path) -> None
             assert result["outcome"] == "error", result
             assert result["message"].startswith(f"battery 1001 is not managed: {why}; ")
         assert [c for c in sim.commands() if c.component_id in (2001, 2002)] == []
+
+
+async def test_a_groups_release_reaches_a_member_beside_one_that_refuses(
+    tmp_path: Path,
+) -> None:
+    # Found in the third review: a release was held back behind a member holding power the
+    # other way (its 0 was taken for a fall the other waited for), and that one refused.
+    with Simulator(site(), apis=("v1",)) as sim:
+        path = tmp_path / "control.sock"
+        async with running_daemon(sim, path, config_for(sim)), connect(path) as client:
+            result = await client.result("set_power", {"power_w": -4_000, "batteries": [1001]})
+            assert (sim.setpoint(2001), sim.setpoint(2002)) == (-2_500.0, -1_500.0)
+            # 2002 breaks and refuses every command (not applied: it keeps its -1.5 kW).
+            sim.set_fault(2002, error_state=True, command_error="OUT_OF_RANGE")
+            with trio.fail_after(20.0):  # each try is a request; until 2002 is out of it
+                while sim.setpoint(2001) != 4_000.0:
+                    result = await client.result(
+                        "set_power", {"power_w": 4_000, "batteries": [1001]}
+                    )
+            assert (sim.setpoint(2001), sim.setpoint(2002)) == (4_000.0, -1_500.0)
+            # Release: nobody wants the group's power any more.
+            result = await client.result("set_power", {"power_w": 0, "batteries": [1001]})
+            assert sim.setpoint(2001) == 0.0, result

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+import pytest
 import trio
 import trio.testing
 
@@ -539,3 +540,198 @@ async def test_a_group_command_that_never_landed_ends_its_accepted_members_strea
     with trio.move_on_after(1.0):  # a newer command, or the deadline
         await side.set_active_powers({2001: 6_000.0}, 60, lambda *_: None, {2001: group_tail})
     assert fake.tails[2001].abandoned
+
+
+# --- found in the third review: releases, strays in flight, a client that never answers ----
+
+
+def noop(i: int, o: float | CommandError) -> None:
+    pass
+
+
+async def _mixed_signs(fake: FakeMicrogrid, merger: GroupMerger, side: GroupSide) -> None:
+    """2001 holds +1 kW for sure; 2002 (in error, refusing) still holds -500 W."""
+    await side.set_active_powers({2001: -1_000.0}, 60, noop)  # -500 W each
+    in_error(fake, merger, 2002)  # not usable, refuses every command
+    await side.set_active_powers({2001: 1_000.0}, 60, noop)  # all on 2001; 2002's 0 refused
+    now = trio.current_time()
+    assert side._ledgers["active"].possible(2001, now) == {1_000.0}
+    assert side._ledgers["active"].possible(2002, now) == {-500.0}
+
+
+async def test_a_release_reaches_every_member_even_if_another_refuses(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake, merger, side = bus_side()
+    await _mixed_signs(fake, merger, side)
+    start = len(fake.batches)
+    landed: list[tuple[int, float | CommandError]] = []
+    await side.set_active_powers({2001: 0.0}, 60, lambda i, o: landed.append((i, o)))
+    sent = [b for _, b in fake.sent()[start:]]
+    # A release is absolute: 2001 must be sent 0, and never be re-sent its +1 kW.
+    assert all(b.get(2001, 0.0) == 0.0 for b in sent), sent
+    assert any(b.get(2001) == 0.0 for b in sent), sent
+
+
+async def test_a_release_is_not_held_back_by_a_hanging_member(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake, merger, side = bus_side()
+    await _mixed_signs(fake, merger, side)
+    fake.behaviour[2002] = Hang()
+    start = len(fake.batches)
+    with trio.move_on_after(5.0):  # the release's deadline
+        await side.set_active_powers({2001: 0.0}, 60, noop)
+    sent = [(t, b) for t, b in fake.sent()[start:]]
+    assert any(b.get(2001) == 0.0 for _, b in sent), sent
+
+
+async def test_a_recovered_stray_is_not_sent_a_share_beside_its_zero_in_flight(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake, merger, side = bus_side()
+    commander = Commander(
+        side, lifetime_s=lambda: 60, held_s=lambda: 60.0, background_timeout_s=lambda: 5.0
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(commander.serve)
+
+        async def command(power: float) -> None:
+            commander.want("request", {2001: power})
+            flights = commander.send({2001: power}, deadline=trio.current_time() + 10.0)
+            await commander.wait(flights.values(), deadline=trio.current_time() + 10.0)
+
+        await command(6_000.0)  # 3 kW each
+        merger.take(
+            inverter_snapshot(
+                component_id=2002, sampled_at=1.0, states=frozenset({StateCode.ERROR})
+            )
+        )
+        fake.behaviour[2002] = Hang()
+        await command(4_000.0)  # 2001: 1 kW; 2002 a stray, its 0 hangs (the group landed)
+        # 2002 is back (and answers again) while its 0 is still in flight.
+        merger.take(inverter_snapshot(component_id=2002, sampled_at=2.0))
+        fake.behaviour[2002] = Answer()
+        await command(6_000.0)
+        nursery.cancel_scope.cancel()
+    assert fake.most_in_flight == 1
+
+
+class RefreshNeverLands(FakeMicrogrid):
+    """A client that returns from the first round without landing one member (a bug)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches_seen: list[dict[int, float]] = []
+
+    async def set_active_powers(
+        self,
+        setpoints: Mapping[int, float],
+        lifetime_s: int,
+        land: Callable[[int, float | CommandError], None],
+        tails: Mapping[int, Tail] | None = None,
+    ) -> None:
+        if self.drop and 2002 in setpoints and setpoints[2002] == 5_000.0:
+            self.batches_seen.append(dict(setpoints))
+            for i in setpoints:
+                if i != self.dropped:
+                    land(i, trio.current_time() + lifetime_s)
+            return
+        await super().set_active_powers(setpoints, lifetime_s, land, tails)
+
+    drop = False
+    dropped = 2002
+
+
+@pytest.mark.parametrize("dropped", [2002, 2001])  # the refresh, the falling member
+async def test_a_member_the_client_never_landed_still_lands_the_group_once(
+    autojump_clock: trio.testing.MockClock, dropped: int
+) -> None:
+    fake = RefreshNeverLands()
+    fake.dropped = dropped
+    merger, side = wide_bus(fake)
+    await side.set_active_powers({2001: 10_000.0}, 60, noop)  # 5 kW each
+    derate_2001(merger)  # 2001 falls to 1,667 W, 2002 rises to 8,333 W (2002 refreshed first)
+    fake.drop = True
+    landed: list[tuple[int, float | CommandError]] = []
+    await side.set_active_powers({2001: 10_000.0}, 60, lambda i, o: landed.append((i, o)))
+    assert len(landed) == 1  # the group's command lands (failed), exactly once
+
+
+async def test_through_the_commander_an_unlanded_member_is_not_called_a_shutdown(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake = RefreshNeverLands()
+    merger, side = wide_bus(fake)
+    commander = Commander(
+        side, lifetime_s=lambda: 60, held_s=lambda: 60.0, background_timeout_s=lambda: 5.0
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(commander.serve)
+        commander.want("r", {2001: 10_000.0})
+        flights = commander.send({2001: 10_000.0}, deadline=trio.current_time() + 10.0)
+        await commander.wait(flights.values(), deadline=trio.current_time() + 10.0)
+        derate_2001(merger)
+        fake.drop = True
+        flights = commander.send({2001: 10_000.0}, deadline=trio.current_time() + 10.0)
+        await commander.wait(flights.values(), deadline=trio.current_time() + 10.0)
+        nursery.cancel_scope.cancel()
+    outcome = flights[2001].outcome
+    assert "stopping" not in str(outcome)
+
+
+async def test_a_release_does_not_send_a_stray_a_second_zero_beside_its_first(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fake, merger, side = bus_side()
+    commander = Commander(
+        side, lifetime_s=lambda: 60, held_s=lambda: 60.0, background_timeout_s=lambda: 5.0
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(commander.serve)
+
+        async def command(power: float) -> None:
+            commander.want("request", {2001: power})
+            flights = commander.send({2001: power}, deadline=trio.current_time() + 10.0)
+            await commander.wait(flights.values(), deadline=trio.current_time() + 10.0)
+
+        await command(6_000.0)
+        merger.take(
+            inverter_snapshot(
+                component_id=2002, sampled_at=1.0, states=frozenset({StateCode.ERROR})
+            )
+        )
+        fake.behaviour[2002] = Hang()
+        await command(4_000.0)  # 2002's 0 hangs; the group landed without it
+        await command(0.0)  # a release: every member, 2002 too
+        nursery.cancel_scope.cancel()
+    assert fake.most_in_flight == 1
+
+
+async def test_a_failed_refresh_is_named_as_its_members(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    three = Group((1001,), (2001, 2002, 2003))
+    wide = PowerBounds.symmetric(10_000.0)
+    merger = GroupMerger({1001: three}, max_age_s=lambda: 10.0)
+    for i in (2001, 2002, 2003):
+        merger.take(inverter_snapshot(component_id=i, bounds=wide))
+    merger.take(
+        inverter_snapshot(
+            component_id=2001, sampled_at=0.5, bounds=wide, states=frozenset({StateCode.ERROR})
+        )
+    )
+    fake = FakeMicrogrid()
+    side = GroupSide(fake, {1001: three}, merger)
+    await side.set_active_powers({2001: 10_000.0}, 60, noop)  # 2002, 2003: 5 kW each
+    assert fake.sent()[-1][1] == {2002: 5_000.0, 2003: 5_000.0}
+    merger.take(inverter_snapshot(component_id=2001, sampled_at=1.0, bounds=wide))
+    merger.take(inverter_snapshot(component_id=2002, sampled_at=1.0, bounds=wide))
+    merger.take(
+        inverter_snapshot(component_id=2003, sampled_at=1.0, bounds=PowerBounds.symmetric(1_000.0))
+    )
+    fake.behaviour[2002] = Answer(error=CommandRejectedError("OUT_OF_RANGE", "no"))
+    landed: list[tuple[int, float | CommandError]] = []
+    await side.set_active_powers({2001: 15_000.0}, 60, lambda i, o: landed.append((i, o)))
+    ((_, outcome),) = landed
+    assert "2002" in str(outcome)  # 2002's refresh failed, not the lead
