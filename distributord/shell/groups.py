@@ -29,8 +29,11 @@ inverter (:class:`~distributord.core.topology.Topology`). Two adapters keep it s
   each member may hold is kept in a :class:`~distributord.core.ledger.Ledger` per kind, so it
   runs out with its lifetime. A release goes to every member at once. An inverter out of the
   division whose 0 is still in flight when the group's command lands is sent nothing beside it
-  (no share, no second 0) until that 0 has landed; what it may hold comes off the share.
-* **Reply streams** (v1alpha18/19): each member is sent with a tail of its own; the group's
+  (no share, no second 0) until that 0 has landed; what it may hold comes off the share, and a
+  release waits for that 0's answer as its own. A member a client never lands fails the
+  group's command (``INTERNAL``); every failure names its inverter once.
+* **Reply streams** (v1alpha18/19): each member of the division is sent with a tail of its
+  own (a refresh and a stray's 0 go without one, read to their end); the group's
   goes on if a member's does, and ends, after the group's command landed, with the worst of
   their final replies (a member's other than ``SUCCESS`` is logged with its id).
 * **Apparent power per inverter.** Each member's bounds of one kind are brought within its
@@ -152,8 +155,8 @@ class GroupSide(Forwarding):
         # may hold now (a command in flight or unanswered may land; what ran out is gone).
         self._ledgers: dict[PowerKind, Ledger] = {"active": Ledger(), "reactive": Ledger()}
         # Inverters out of a division whose 0 is still in flight (the group's command landed
-        # without it): no command goes to one beside it.
-        self._busy: dict[PowerKind, set[int]] = {"active": set(), "reactive": set()}
+        # without it): no command goes to one beside it, and a release waits for its answer.
+        self._busy: dict[PowerKind, dict[int, _Stray]] = {"active": {}, "reactive": {}}
 
     def placed(self, kind: PowerKind, inverter: int, power: float) -> tuple[float, bool]:
         """What a command of ``power`` to ``inverter`` places, and whether all of it was taken.
@@ -288,23 +291,29 @@ class GroupSide(Forwarding):
         plan = self._expand(kind, setpoints, land, tails)
         ledger = self._ledgers[kind]
         held_s = lifetime_s * self._lifetime_scale
-        flying: dict[int, Sent] = {}
-
         busy = self._busy[kind]
+        flying: dict[int, Sent] = {}  # a member's command in flight (one at a time)
+        strays: dict[int, _Stray] = {}  # this call's strays' 0s
 
         def members_land(member: int, result: float | CommandError) -> None:
-            command = flying.pop(member, None)
-            if command is not None:
+            if member in plan.members:
+                command = flying.pop(member, None)
+                if command is None:
+                    return  # landed already (a client's bug): once only
                 ledger.answered(command, fate(result), now=trio.current_time())
-            if member in plan.strays:
-                busy.discard(member)
+                stray = strays.pop(member, None)
+                if stray is not None:
+                    stray.ended(busy, result)
             plan.land(member, result)
 
         async def round_of(powers: dict[int, float]) -> None:
             now = trio.current_time()
-            for member in powers.keys() & plan.members:
-                flying[member] = ledger.sent(member, powers[member], held_s, now=now)
-            busy.update(powers.keys() & plan.strays)
+            mine = {
+                m: ledger.sent(m, powers[m], held_s, now=now) for m in powers if m in plan.members
+            }
+            flying.update(mine)
+            for member in powers.keys() & plan.strays:
+                strays[member] = busy[member] = _Stray(mine[member])
             passed = (
                 None
                 if tails is None
@@ -313,30 +322,37 @@ class GroupSide(Forwarding):
                 }
             )
             await send(powers, lifetime_s, members_land, passed)
+            for member, command in mine.items():  # the client never landed it (a bug)
+                if flying.get(member) is command:
+                    members_land(member, CommandFailedError("INTERNAL", "no answer"))
 
         async def rise(landing: _Landing, powers: dict[int, float]) -> None:
             await landing.fallen.wait()
             if landing.fall_failed is not None:
                 for member in powers:  # not sent: the group's command fails with it
-                    plan.land(member, landing.fall_failed)
+                    plan.land(member, landing.fall_failed, named=True)
                 return
             await round_of(powers)
+
+        async def await_stray(member: int, stray: _Stray) -> None:
+            await stray.done.wait()
+            assert stray.outcome is not None
+            plan.land(member, stray.outcome)
 
         try:
             async with trio.open_nursery() as nursery:
                 for lead, rising in plan.rising.items():
                     nursery.start_soon(rise, plan.landings[lead], rising)
+                for member, stray in plan.awaited.items():
+                    nursery.start_soon(await_stray, member, stray)
                 if plan.first:
                     await round_of(plan.first)
-                    for member in plan.first.keys() & flying.keys():  # a client's bug
-                        members_land(
-                            member, CommandFailedError("INTERNAL", f"inverter {member}: no answer")
-                        )
         finally:  # cancelled (a newer command, the deadline): what flew may still land
             now = trio.current_time()
             for command in flying.values():
                 ledger.answered(command, State.UNKNOWN, now=now)
-            busy.difference_update(plan.strays)  # what is left of this call is cancelled
+            for stray in strays.values():
+                stray.ended(busy, CommandFailedError("CANCELLED", "its call ended first"))
             for landing in plan.landings.values():
                 landing.give_up()  # a group's command that did not land: its streams end
 
@@ -358,27 +374,34 @@ class GroupSide(Forwarding):
                 if tails is not None and inverter in tails:
                     plan.tails[inverter] = tails[inverter]
                 continue
-            if power == 0.0:  # a release reaches every inverter of the group (but one that
-                # has a command in flight: that is a 0 already, to an inverter out of a division)
-                members = {i: 0.0 for i in group.inverters if i not in self._busy[kind]}
+            busy = self._busy[kind]
+            if power == 0.0:  # a release reaches every inverter of the group: one whose 0 is
+                # in flight already is not sent another, its answer is awaited as this one's
+                members = {i: 0.0 for i in group.inverters if i not in busy}
+                awaited = {i: busy[i] for i in group.inverters if i in busy}
             else:
                 members = dict(self._division(kind, group, power).setpoints)
+                awaited = {}
             # An inverter out of the division that may still hold power is sent 0 (until it
             # accepts one, or what it held ran out; not while one is in flight to it); what it
             # may hold came off the others' shares.
             out = {
                 i: 0.0
                 for i in group.inverters
-                if i not in members and self._most(kind, i) and i not in self._busy[kind]
+                if i not in members and self._most(kind, i) and i not in busy
             }
             plan.strays.update(out)
             plan.first.update(out)
             plan.members.update(out)
-            if not members:  # no usable inverter at all: nothing can be sent
-                land(inverter, _no_inverter(group, release=power == 0.0))
+            if not members and not awaited:  # no usable inverter at all: nothing can be sent
+                land(inverter, _no_inverter(group))
                 continue
-            landing = _Landing(inverter, set(members), tails.get(inverter) if tails else None)
+            landing = _Landing(
+                inverter, {*members, *awaited}, tails.get(inverter) if tails else None
+            )
             plan.landings[inverter] = landing
+            plan.awaited.update(awaited)
+            plan.lead_of.update(dict.fromkeys(awaited, inverter))
             # Members that rise (past anything they may hold, the share's way) wait for those
             # that may fall, when the division moves between them; when none may fall, the
             # commander sent what falls before the group's command.
@@ -422,18 +445,24 @@ class _Plan:
     landings: dict[int, _Landing] = attrs.field(factory=dict)
     tails: dict[int, Tail] = attrs.field(factory=dict)
     refreshes: dict[int, int] = attrs.field(factory=dict)  # rising member refreshed: its lead
+    awaited: dict[int, _Stray] = attrs.field(factory=dict)  # a release's members' 0s in flight
 
-    def land(self, member: int, result: float | CommandError) -> None:
-        """A member's command landed: the group's lands once all have; others pass on."""
+    def land(self, member: int, result: float | CommandError, *, named: bool = False) -> None:
+        """A member's command landed: the group's lands once all have; others pass on.
+
+        A member's failure names the member (``named``: it names the one that failed already).
+        """
         refreshed = self.refreshes.pop(member, None)
-        if refreshed is not None:  # its refresh, not its command: it may rise now
-            self.landings[refreshed].fell(member, _named(member, result))
-            return
-        lead = self.lead_of.get(member)
+        lead = self.lead_of.get(member) if refreshed is None else refreshed
         if lead is None:
             if member not in self.strays:
                 self.forward(member, result)  # not a group's
             return  # out of the division: its answer is not the group's
+        if not named and (member != lead or refreshed is not None):
+            result = _named(member, result)
+        if refreshed is not None:  # its refresh, not its command: it may rise now
+            self.landings[refreshed].fell(member, result)
+            return
         landing = self.landings[lead]
         if landing.landed(member, result):
             self.forward(lead, landing.outcome())
@@ -495,12 +524,7 @@ class _Landing:
         return made
 
     def landed(self, member: int, result: float | CommandError) -> bool:
-        """A member's command landed; whether the group's command has landed now.
-
-        A member's failure is the group's, saying which member failed.
-        """
-        if member != self.lead:
-            result = _named(member, result)
+        """A member's command landed; whether the group's command has landed now."""
         self.fell(member, result)
         earlier = self._outcome
         if earlier is None or (
@@ -570,12 +594,25 @@ def _named(member: int, result: float | CommandError) -> float | CommandError:
     return type(result)(result.code, details)
 
 
-def _no_inverter(group: Group, *, release: bool) -> CommandError:
-    if release:
-        return CommandFailedError(
-            "UNAVAILABLE",
-            f"every inverter of the group of {group.describe()} has a release in flight already",
-        )
+@attrs.define(eq=False)
+class _Stray:
+    """A 0 in flight to an inverter out of a division, which may outlive its group's command."""
+
+    command: Sent
+    done: trio.Event = attrs.field(factory=trio.Event)
+    outcome: float | CommandError | None = None
+
+    def ended(self, busy: dict[int, _Stray], outcome: float | CommandError) -> None:
+        """It landed, or its call ended: the inverter is free (unless a newer 0 took it)."""
+        if self.done.is_set():
+            return
+        self.outcome = outcome
+        self.done.set()
+        if busy.get(self.command.inverter) is self:
+            del busy[self.command.inverter]
+
+
+def _no_inverter(group: Group) -> CommandError:
     return CommandFailedError(
         "UNAVAILABLE", f"no inverter of the group of {group.describe()} is usable"
     )
