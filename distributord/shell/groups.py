@@ -295,7 +295,9 @@ class GroupSide(Forwarding):
         flying: dict[int, Sent] = {}  # a member's command in flight (one at a time)
         strays: dict[int, _Stray] = {}  # this call's strays' 0s
 
-        def members_land(member: int, result: float | CommandError) -> None:
+        def members_land(
+            member: int, result: float | CommandError, *, verdict: bool = True
+        ) -> None:
             if member in plan.members:
                 command = flying.pop(member, None)
                 if command is None:
@@ -303,7 +305,7 @@ class GroupSide(Forwarding):
                 ledger.answered(command, fate(result), now=trio.current_time())
                 stray = strays.pop(member, None)
                 if stray is not None:
-                    stray.ended(busy, result)
+                    stray.ended(busy, result, verdict=verdict)
             plan.land(member, result)
 
         async def round_of(powers: dict[int, float]) -> None:
@@ -324,7 +326,7 @@ class GroupSide(Forwarding):
             await send(powers, lifetime_s, members_land, passed)
             for member, command in mine.items():  # the client never landed it (a bug)
                 if flying.get(member) is command:
-                    members_land(member, CommandFailedError("INTERNAL", "no answer"))
+                    members_land(member, CommandFailedError("INTERNAL", "no answer"), verdict=False)
 
         async def rise(landing: _Landing, powers: dict[int, float]) -> None:
             await landing.fallen.wait()
@@ -335,9 +337,23 @@ class GroupSide(Forwarding):
             await round_of(powers)
 
         async def await_stray(member: int, stray: _Stray) -> None:
-            await stray.done.wait()
-            assert stray.outcome is not None
-            plan.land(member, stray.outcome)
+            """A release's member whose 0 is in flight in another call: its answer is ours.
+
+            If that call ended before its inverter answered, the release sends its own 0
+            (once no other call has one in flight to it).
+            """
+            while True:
+                await stray.done.wait()
+                if stray.verdict:
+                    assert stray.outcome is not None
+                    plan.land(member, stray.outcome)
+                    return
+                newer = busy.get(member)
+                if newer is None:
+                    plan.members.add(member)
+                    await round_of({member: 0.0})
+                    return
+                stray = newer
 
         try:
             async with trio.open_nursery() as nursery:
@@ -352,7 +368,9 @@ class GroupSide(Forwarding):
             for command in flying.values():
                 ledger.answered(command, State.UNKNOWN, now=now)
             for stray in strays.values():
-                stray.ended(busy, CommandFailedError("CANCELLED", "its call ended first"))
+                stray.ended(
+                    busy, CommandFailedError("CANCELLED", "its call ended first"), verdict=False
+                )
             for landing in plan.landings.values():
                 landing.give_up()  # a group's command that did not land: its streams end
 
@@ -601,12 +619,16 @@ class _Stray:
     command: Sent
     done: trio.Event = attrs.field(factory=trio.Event)
     outcome: float | CommandError | None = None
+    verdict: bool = False  # the inverter (the client) answered it; not its call's end
 
-    def ended(self, busy: dict[int, _Stray], outcome: float | CommandError) -> None:
+    def ended(
+        self, busy: dict[int, _Stray], outcome: float | CommandError, *, verdict: bool
+    ) -> None:
         """It landed, or its call ended: the inverter is free (unless a newer 0 took it)."""
         if self.done.is_set():
             return
         self.outcome = outcome
+        self.verdict = verdict
         self.done.set()
         if busy.get(self.command.inverter) is self:
             del busy[self.command.inverter]

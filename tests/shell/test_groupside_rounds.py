@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+import pytest
 import trio
 import trio.testing
 
@@ -17,7 +18,7 @@ from distributord.core.errors import CommandError, CommandFailedError, CommandRe
 from distributord.core.groups import GroupMerger
 from distributord.core.model import PowerBounds, StateCode
 from distributord.core.topology import Group
-from distributord.shell.commander import Commander
+from distributord.shell.commander import Commander, Flight
 from distributord.shell.groups import GroupSide
 from distributord.shell.link import Tail
 from tests.fakes import Answer, FakeMicrogrid, Hang
@@ -298,3 +299,66 @@ async def test_an_unlanded_member_is_named_once(autojump_clock: trio.testing.Moc
     await side.set_active_powers({2001: 10_000.0}, 60, lambda i, o: landed.append((i, o)))
     ((_, outcome),) = landed
     assert str(outcome) == "INTERNAL: inverter 2002: no answer", str(outcome)
+
+
+# --- found in the fifth review: a release awaiting a stray whose call ends first -------------
+
+
+def commanding(side: GroupSide) -> Commander:
+    return Commander(
+        side, lifetime_s=lambda: 60, held_s=lambda: 60.0, background_timeout_s=lambda: 20.0
+    )
+
+
+async def send(commander: Commander, powers: dict[int, float], within_s: float) -> Flight:
+    """Send ``powers`` (wanted, or released at 0) and wait for 2001's flight."""
+    if powers.get(2001):
+        commander.want("r", powers)
+    else:
+        commander.drop("r")
+    flights = commander.send(powers, deadline=trio.current_time() + within_s)
+    await commander.wait([flights[2001]], deadline=trio.current_time() + within_s)
+    return flights[2001]
+
+
+async def stray_in_flight(
+    commander: Commander, fake: FakeMicrogrid, merger: GroupMerger, zero_s: float, within_s: float
+) -> None:
+    """3 kW on each of 2001 and 2002, then 2002 in error and its 0 in flight.
+
+    That 0 takes ``zero_s``, in a call (4 kW to 2001, answered at once) whose deadline is
+    ``within_s``.
+    """
+    await send(commander, {2001: 6_000.0, 4001: 300.0}, 20.0)
+    merger.take(
+        inverter_snapshot(component_id=2002, sampled_at=1.0, states=frozenset({StateCode.ERROR}))
+    )
+    fake.behaviour[2002] = Answer(after_s=zero_s)
+    fake.behaviour[4001] = Answer(after_s=8.0)  # a pair in the same batch, answering late
+    flight = await send(commander, {2001: 4_000.0, 4001: 200.0}, within_s)
+    assert flight.error is None
+
+
+@pytest.mark.parametrize("ended_by", ["a newer command in its batch", "its deadline"])
+async def test_a_release_awaiting_a_stray_whose_call_ended_sends_its_own_zero(
+    ended_by: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The release took the stray's call's end (CANCELLED, no verdict) for the inverter's answer:
+    # it failed, and the battery was blocked, though nothing had gone wrong.
+    fake, merger, side = bus_side()
+    commander = commanding(side)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(commander.serve)
+        deadline_s = 20.0 if ended_by.startswith("a newer") else 2.0
+        await stray_in_flight(commander, fake, merger, zero_s=3.0, within_s=deadline_s)
+        commander.drop("r")
+        release = commander.send({2001: 0.0}, deadline=trio.current_time() + 20.0)
+        if ended_by.startswith("a newer"):
+            await trio.sleep(0.5)
+            fake.behaviour[4001] = Answer()
+            commander.send({4001: 50.0}, deadline=trio.current_time() + 20.0)  # cancels it
+        await commander.wait(release.values(), deadline=trio.current_time() + 20.0)
+        nursery.cancel_scope.cancel()
+    assert release[2001].error is None
+    zeros_to_2002 = [t for t, batch in fake.sent() if batch.get(2002) == 0.0]
+    assert len(zeros_to_2002) == 2  # the stray's, and the release's own once that call ended
