@@ -288,6 +288,9 @@ class GroupSide(Forwarding):
         send = (
             self._client.set_active_powers if kind == "active" else self._client.set_reactive_powers
         )
+        if not self._by_lead.keys() & setpoints.keys():  # no group's: as they are
+            await send(setpoints, lifetime_s, land, tails)
+            return
         plan = self._expand(kind, setpoints, land, tails)
         ledger = self._ledgers[kind]
         held_s = lifetime_s * self._lifetime_scale
