@@ -5,7 +5,8 @@ Every test runs under trio's ``MockClock``: the fake's answers come at exact tim
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -16,7 +17,7 @@ from distributord.core.errors import CommandError, CommandRejectedError
 from distributord.core.groups import GroupMerger
 from distributord.core.model import BatterySnapshot, InverterSnapshot, PowerBounds, StateCode
 from distributord.core.topology import Group, Topology
-from distributord.shell.commander import Commander
+from distributord.shell.commander import Commander, Flight
 from distributord.shell.groups import GroupSide, GroupSink, telemetry_components
 from distributord.shell.link import Tail
 from tests.fakes import Answer, FakeMicrogrid, Hang
@@ -48,6 +49,53 @@ def bus_side() -> tuple[FakeMicrogrid, GroupMerger, GroupSide]:
     fake = FakeMicrogrid()
     merger = merger_with(inverter_snapshot(component_id=2001), inverter_snapshot(component_id=2002))
     return fake, merger, GroupSide(fake, {1001: BUS}, merger)
+
+
+@asynccontextmanager
+async def commanding(
+    side: GroupSide,
+    *,
+    background_s: float = 5.0,
+    on_fate: Callable[[Flight], None] = lambda flight: None,
+) -> AsyncIterator[Commander]:
+    """A commander over ``side`` (60 s lifetimes), serving until the block ends."""
+    commander = Commander(
+        side,
+        lifetime_s=lambda: 60,
+        held_s=lambda: 60.0,
+        background_timeout_s=lambda: background_s,
+        on_fate=on_fate,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(commander.serve)
+        yield commander
+        nursery.cancel_scope.cancel()
+
+
+async def command(
+    commander: Commander, powers: float | dict[int, float], within_s: float = 10.0
+) -> dict[int, Flight]:
+    """Send ``powers`` (a number: to 2001) as a request does; wait until the group's landed.
+
+    Wanted, or released when 2001's is 0.
+    """
+    powers = {2001: powers} if isinstance(powers, float) else powers
+    if powers[2001]:
+        commander.want("request", powers)
+    else:
+        commander.drop("request")
+    flights = commander.send(powers, deadline=trio.current_time() + within_s)
+    await commander.wait([flights[2001]], deadline=trio.current_time() + within_s)
+    return flights
+
+
+def error_2002(merger: GroupMerger, sampled_at: float = 1.0) -> None:
+    """2002 reports an error state: out of the divisions."""
+    merger.take(
+        inverter_snapshot(
+            component_id=2002, sampled_at=sampled_at, states=frozenset({StateCode.ERROR})
+        )
+    )
 
 
 def in_error(fake: FakeMicrogrid, merger: GroupMerger, inverter: int) -> None:
@@ -483,23 +531,12 @@ async def test_a_stray_is_not_commanded_again_while_its_zero_is_in_flight(
     # The group's command lands without its strays, so the next one to the lead sent a hanging
     # stray a second 0 W beside the first.
     fake, merger, side = bus_side()
-    commander = Commander(
-        side, lifetime_s=lambda: 60, held_s=lambda: 60.0, background_timeout_s=lambda: 5.0
-    )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(commander.serve)
+    async with commanding(side) as commander:
         for power, broken in ((6_000.0, False), (4_000.0, True), (3_000.0, True)):
             if broken:  # 2002 in error and silent: a stray, sent 0 while it may hold 3 kW
-                merger.take(
-                    inverter_snapshot(
-                        component_id=2002, sampled_at=1.0, states=frozenset({StateCode.ERROR})
-                    )
-                )
+                error_2002(merger)
                 fake.behaviour[2002] = Hang()
-            commander.want("request", {2001: power})
-            flights = commander.send({2001: power}, deadline=trio.current_time() + 10.0)
-            await commander.wait(flights.values(), deadline=trio.current_time() + 10.0)
-        nursery.cancel_scope.cancel()
+            await command(commander, power)
     assert [batch for _, batch in fake.sent()] == [
         {2001: 3_000.0, 2002: 3_000.0},
         {2001: 1_000.0, 2002: 0.0},
@@ -590,30 +627,15 @@ async def test_a_recovered_stray_is_not_sent_a_share_beside_its_zero_in_flight(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     fake, merger, side = bus_side()
-    commander = Commander(
-        side, lifetime_s=lambda: 60, held_s=lambda: 60.0, background_timeout_s=lambda: 5.0
-    )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(commander.serve)
-
-        async def command(power: float) -> None:
-            commander.want("request", {2001: power})
-            flights = commander.send({2001: power}, deadline=trio.current_time() + 10.0)
-            await commander.wait(flights.values(), deadline=trio.current_time() + 10.0)
-
-        await command(6_000.0)  # 3 kW each
-        merger.take(
-            inverter_snapshot(
-                component_id=2002, sampled_at=1.0, states=frozenset({StateCode.ERROR})
-            )
-        )
+    async with commanding(side) as commander:
+        await command(commander, 6_000.0)  # 3 kW each
+        error_2002(merger)
         fake.behaviour[2002] = Hang()
-        await command(4_000.0)  # 2001: 1 kW; 2002 a stray, its 0 hangs (the group landed)
+        await command(commander, 4_000.0)  # 2001: 1 kW; 2002 a stray, its 0 hangs
         # 2002 is back (and answers again) while its 0 is still in flight.
         merger.take(inverter_snapshot(component_id=2002, sampled_at=2.0))
         fake.behaviour[2002] = Answer()
-        await command(6_000.0)
-        nursery.cancel_scope.cancel()
+        await command(commander, 6_000.0)
     assert fake.most_in_flight == 1
 
 
@@ -663,19 +685,11 @@ async def test_through_the_commander_an_unlanded_member_is_not_called_a_shutdown
 ) -> None:
     fake = RefreshNeverLands()
     merger, side = wide_bus(fake)
-    commander = Commander(
-        side, lifetime_s=lambda: 60, held_s=lambda: 60.0, background_timeout_s=lambda: 5.0
-    )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(commander.serve)
-        commander.want("r", {2001: 10_000.0})
-        flights = commander.send({2001: 10_000.0}, deadline=trio.current_time() + 10.0)
-        await commander.wait(flights.values(), deadline=trio.current_time() + 10.0)
+    async with commanding(side) as commander:
+        await command(commander, 10_000.0)
         derate_2001(merger)
         fake.drop = True
-        flights = commander.send({2001: 10_000.0}, deadline=trio.current_time() + 10.0)
-        await commander.wait(flights.values(), deadline=trio.current_time() + 10.0)
-        nursery.cancel_scope.cancel()
+        flights = await command(commander, 10_000.0)
     outcome = flights[2001].outcome
     assert "stopping" not in str(outcome)
 
@@ -684,27 +698,12 @@ async def test_a_release_does_not_send_a_stray_a_second_zero_beside_its_first(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     fake, merger, side = bus_side()
-    commander = Commander(
-        side, lifetime_s=lambda: 60, held_s=lambda: 60.0, background_timeout_s=lambda: 5.0
-    )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(commander.serve)
-
-        async def command(power: float) -> None:
-            commander.want("request", {2001: power})
-            flights = commander.send({2001: power}, deadline=trio.current_time() + 10.0)
-            await commander.wait(flights.values(), deadline=trio.current_time() + 10.0)
-
-        await command(6_000.0)
-        merger.take(
-            inverter_snapshot(
-                component_id=2002, sampled_at=1.0, states=frozenset({StateCode.ERROR})
-            )
-        )
+    async with commanding(side) as commander:
+        await command(commander, 6_000.0)
+        error_2002(merger)
         fake.behaviour[2002] = Hang()
-        await command(4_000.0)  # 2002's 0 hangs; the group landed without it
-        await command(0.0)  # a release: every member, 2002 too
-        nursery.cancel_scope.cancel()
+        await command(commander, 4_000.0)  # 2002's 0 hangs; the group landed without it
+        await command(commander, 0.0)  # a release: every member, 2002 too
     assert fake.most_in_flight == 1
 
 

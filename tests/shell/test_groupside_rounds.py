@@ -1,9 +1,9 @@
-"""A group's rounds under hostile timing, found in the fourth review of the group code.
+"""A group's rounds under hostile timing, found in the fourth and fifth reviews of the group code.
 
 A refreshed member's rise still in flight when the first round ends, a busy stray that an older
-call's end must not free, a release beside a busy stray, members a client never lands, and
-failures named once. On a fake microgrid under trio's ``MockClock``; the helpers are
-:mod:`tests.shell.test_groupside`'s.
+call's end must not free, a release beside a busy stray (and one whose call ends first),
+members a client never lands, and failures named once. On a fake microgrid under trio's
+``MockClock``; the helpers are :mod:`tests.shell.test_groupside`'s.
 """
 
 from __future__ import annotations
@@ -22,7 +22,15 @@ from distributord.shell.commander import Commander, Flight
 from distributord.shell.groups import GroupSide
 from distributord.shell.link import Tail
 from tests.fakes import Answer, FakeMicrogrid, Hang
-from tests.shell.test_groupside import RefreshNeverLands, bus_side, derate_2001, wide_bus
+from tests.shell.test_groupside import (
+    RefreshNeverLands,
+    bus_side,
+    command,
+    commanding,
+    derate_2001,
+    error_2002,
+    wide_bus,
+)
 from tests.snapshots import inverter_snapshot
 
 
@@ -51,35 +59,26 @@ async def test_a_refreshed_members_rise_in_flight_is_not_taken_for_no_answer(
 async def test_through_the_commander_a_refreshed_riser_succeeds_and_lands_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # Probe 1 through the commander: the lead's command and a pair's (2003) in one batch, as
-    # a request for both (or a refresh round) sends them.
+    # The first test through the commander: the lead's command and a pair's (2003) in one
+    # batch, as a request for both (or a refresh round) sends them.
 
     fake = FakeMicrogrid()
     merger, side = wide_bus(fake)
     fates: list[tuple[float, int, object]] = []
-    commander = Commander(
-        side,
-        lifetime_s=lambda: 60,
-        held_s=lambda: 60.0,
-        background_timeout_s=lambda: 20.0,
-        on_fate=lambda f: fates.append((trio.current_time(), f.inverter, f.outcome)),
-    )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(commander.serve)
-        commander.want("r", {2001: 10_000.0, 2003: 100.0})
-        flights = commander.send({2001: 10_000.0, 2003: 100.0}, deadline=trio.current_time() + 20.0)
-        await commander.wait(flights.values(), deadline=trio.current_time() + 20.0)
+
+    def fate(flight: Flight) -> None:
+        fates.append((trio.current_time(), flight.inverter, flight.outcome))
+
+    async with commanding(side, background_s=20.0, on_fate=fate) as commander:
+        await command(commander, {2001: 10_000.0, 2003: 100.0}, 20.0)
         derate_2001(merger)
         fake.behaviour[2001] = Answer(after_s=1.0)
         fake.behaviour[2002] = Answer(after_s=5.0)
         fake.behaviour[2003] = Answer(after_s=6.0)
         fates.clear()
-        start = trio.current_time()
-        flights = commander.send({2001: 10_000.0, 2003: 100.0}, deadline=start + 20.0)
-        await commander.wait(flights.values(), deadline=start + 20.0)
+        flights = await command(commander, {2001: 10_000.0, 2003: 100.0}, 20.0)
         outcome = flights[2001].outcome
-        await trio.sleep(5.0)  # every answer is in, before any refresh falls due
-        nursery.cancel_scope.cancel()
+        await trio.sleep(6.0)  # every answer is in, before any refresh falls due
     lead = [o for _, i, o in fates if i == 2001]
     assert not isinstance(outcome, CommandError), outcome  # what the request was told
     assert len(lead) == 1, lead
@@ -91,7 +90,6 @@ async def test_a_refreshed_riser_beside_a_slow_stray_lands_once(
     # The same with no other inverter in the call: a 3-inverter bus at 3 kW each; 2003 goes
     # into error (its 0 answers at 6 s), 2001 derates (falls to 1 kW), 2002 rises to 5 kW
     # (refreshed at once, answers in 5 s each).
-    from tests.snapshots import inverter_snapshot
 
     three = Group((1001,), (2001, 2002, 2003))
     wide = PowerBounds.symmetric(10_000.0)
@@ -149,35 +147,26 @@ async def test_an_older_call_ending_does_not_free_a_newer_calls_busy_stray(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     fake, merger, side = bus_side()
-    commander = Commander(
-        side, lifetime_s=lambda: 60, held_s=lambda: 60.0, background_timeout_s=lambda: 20.0
-    )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(commander.serve)
+    async with commanding(side, background_s=20.0) as commander:
 
-        async def command(powers: dict[int, float]) -> None:
+        async def call(powers: dict[int, float]) -> None:  # 2003 wanted, sent as given
             commander.want("request", {2001: powers[2001], 2003: 100.0})
             flights = commander.send(powers, deadline=trio.current_time() + 20.0)
             await commander.wait([flights[2001]], deadline=trio.current_time() + 20.0)
 
-        await command({2001: 6_000.0, 2003: 100.0})  # 3 kW each
-        merger.take(
-            inverter_snapshot(
-                component_id=2002, sampled_at=1.0, states=frozenset({StateCode.ERROR})
-            )
-        )
+        await call({2001: 6_000.0, 2003: 100.0})  # 3 kW each
+        error_2002(merger)
         # Call 1: 2002's 0 is refused at once; 2003 (a pair, same batch) answers at 8 s, so
         # the call to the group side runs on after the group landed.
         fake.behaviour[2002] = Answer(error=CommandRejectedError("FAILED_PRECONDITION", "no"))
         fake.behaviour[2003] = Answer(after_s=8.0)
-        await command({2001: 4_000.0, 2003: 100.0})
+        await call({2001: 4_000.0, 2003: 100.0})
         # Call 2: 2002 may still hold 3 kW: a stray again, its 0 hangs now (busy).
         fake.behaviour[2002] = Hang()
-        await command({2001: 5_000.0})
-        await trio.sleep(9.0)  # call 1 ends: it clears 2002 from busy
-        # Call 3: 2002 gets a second 0 beside the one in flight.
-        await command({2001: 4_500.0})
-        nursery.cancel_scope.cancel()
+        await call({2001: 5_000.0})
+        await trio.sleep(9.0)  # call 1 ends: it cleared 2002 from busy
+        # Call 3: 2002 got a second 0 beside the one in flight.
+        await call({2001: 4_500.0})
     assert fake.most_in_flight == 1, fake.most_in_flight
 
 
@@ -185,34 +174,16 @@ async def test_a_release_beside_a_busy_stray_takes_that_zeros_answer(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     fake, merger, side = bus_side()
-    commander = Commander(
-        side, lifetime_s=lambda: 60, held_s=lambda: 60.0, background_timeout_s=lambda: 5.0
-    )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(commander.serve)
-
-        async def command(power: float) -> None:
-            if power:
-                commander.want("request", {2001: power})
-            else:
-                commander.drop("request")
-            flights = commander.send({2001: power}, deadline=trio.current_time() + 10.0)
-            await commander.wait(flights.values(), deadline=trio.current_time() + 10.0)
-
-        await command(6_000.0)  # 3 kW each
-        merger.take(
-            inverter_snapshot(
-                component_id=2002, sampled_at=1.0, states=frozenset({StateCode.ERROR})
-            )
-        )
+    async with commanding(side) as commander:
+        await command(commander, 6_000.0)  # 3 kW each
+        error_2002(merger)
         # 2002's 0 is answered after 3 s, without a verdict (the call broke).
         fake.behaviour[2002] = Answer(after_s=3.0, error=CommandFailedError("UNAVAILABLE", "x"))
-        await command(4_000.0)  # 2001 gets 1 kW; the group lands without 2002's 0
-        await command(0.0)  # a release: 2002 is busy, so it goes to 2001 alone
+        await command(commander, 4_000.0)  # 2001 gets 1 kW; the group lands without 2002's 0
+        await command(commander, 0.0)  # a release: 2002 is busy, its 0's answer awaited
         fake.behaviour[2002] = Answer()
         await trio.sleep(50.0)  # well within 2002's 60 s lifetime
         held = side.held(2001)
-        nursery.cancel_scope.cancel()
     zeros_to_2002 = [t for t, s in fake.sent() if s.get(2002) == 0.0]
     assert held == (0.0, 0.0) or len(zeros_to_2002) > 1, (held, zeros_to_2002)
 
@@ -239,7 +210,7 @@ async def test_a_rising_member_the_client_never_landed_lands_the_group_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     # 2002 may hold 5 kW or nothing (its first command went unanswered): not refreshed, so
-    # nothing races with the first round (see probe_r4_rounds).
+    # nothing races with the first round (the refreshed riser is tested above).
     fake = RiseNeverLands()
     merger, side = wide_bus(fake)
     fake.behaviour[2002] = Hang()
@@ -258,21 +229,13 @@ async def test_through_the_commander_an_unlanded_riser_is_not_called_a_shutdown(
 ) -> None:
     fake = RiseNeverLands()
     merger, side = wide_bus(fake)
-    commander = Commander(
-        side, lifetime_s=lambda: 60, held_s=lambda: 60.0, background_timeout_s=lambda: 5.0
-    )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(commander.serve)
-        commander.want("r", {2001: 10_000.0})
+    async with commanding(side) as commander:
         fake.behaviour[2002] = Hang()  # 2002 may hold 5 kW or nothing: not refreshed later
-        flights = commander.send({2001: 10_000.0}, deadline=trio.current_time() + 5.0)
-        await commander.wait(flights.values(), deadline=trio.current_time() + 5.0)
+        await command(commander, 10_000.0, 5.0)
         fake.behaviour[2002] = Answer()
         derate_2001(merger)
         fake.drop = True
-        flights = commander.send({2001: 10_000.0}, deadline=trio.current_time() + 10.0)
-        await commander.wait(flights.values(), deadline=trio.current_time() + 10.0)
-        nursery.cancel_scope.cancel()
+        flights = await command(commander, 10_000.0)
     outcome = flights[2001].outcome
     assert "stopping" not in str(outcome)
 
@@ -304,23 +267,6 @@ async def test_an_unlanded_member_is_named_once(autojump_clock: trio.testing.Moc
 # --- found in the fifth review: a release awaiting a stray whose call ends first -------------
 
 
-def commanding(side: GroupSide) -> Commander:
-    return Commander(
-        side, lifetime_s=lambda: 60, held_s=lambda: 60.0, background_timeout_s=lambda: 20.0
-    )
-
-
-async def send(commander: Commander, powers: dict[int, float], within_s: float) -> Flight:
-    """Send ``powers`` (wanted, or released at 0) and wait for 2001's flight."""
-    if powers.get(2001):
-        commander.want("r", powers)
-    else:
-        commander.drop("r")
-    flights = commander.send(powers, deadline=trio.current_time() + within_s)
-    await commander.wait([flights[2001]], deadline=trio.current_time() + within_s)
-    return flights[2001]
-
-
 async def stray_in_flight(
     commander: Commander, fake: FakeMicrogrid, merger: GroupMerger, zero_s: float, within_s: float
 ) -> None:
@@ -329,14 +275,12 @@ async def stray_in_flight(
     That 0 takes ``zero_s``, in a call (4 kW to 2001, answered at once) whose deadline is
     ``within_s``.
     """
-    await send(commander, {2001: 6_000.0, 4001: 300.0}, 20.0)
-    merger.take(
-        inverter_snapshot(component_id=2002, sampled_at=1.0, states=frozenset({StateCode.ERROR}))
-    )
+    await command(commander, {2001: 6_000.0, 4001: 300.0}, 20.0)
+    error_2002(merger)
     fake.behaviour[2002] = Answer(after_s=zero_s)
     fake.behaviour[4001] = Answer(after_s=8.0)  # a pair in the same batch, answering late
-    flight = await send(commander, {2001: 4_000.0, 4001: 200.0}, within_s)
-    assert flight.error is None
+    flights = await command(commander, {2001: 4_000.0, 4001: 200.0}, within_s)
+    assert flights[2001].error is None
 
 
 @pytest.mark.parametrize("ended_by", ["a newer command in its batch", "its deadline"])
@@ -346,19 +290,16 @@ async def test_a_release_awaiting_a_stray_whose_call_ended_sends_its_own_zero(
     # The release took the stray's call's end (CANCELLED, no verdict) for the inverter's answer:
     # it failed, and the battery was blocked, though nothing had gone wrong.
     fake, merger, side = bus_side()
-    commander = commanding(side)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(commander.serve)
+    async with commanding(side, background_s=20.0) as commander:
         deadline_s = 20.0 if ended_by.startswith("a newer") else 2.0
         await stray_in_flight(commander, fake, merger, zero_s=3.0, within_s=deadline_s)
-        commander.drop("r")
+        commander.drop("request")
         release = commander.send({2001: 0.0}, deadline=trio.current_time() + 20.0)
         if ended_by.startswith("a newer"):
             await trio.sleep(0.5)
             fake.behaviour[4001] = Answer()
             commander.send({4001: 50.0}, deadline=trio.current_time() + 20.0)  # cancels it
         await commander.wait(release.values(), deadline=trio.current_time() + 20.0)
-        nursery.cancel_scope.cancel()
     assert release[2001].error is None
     zeros_to_2002 = [t for t, batch in fake.sent() if batch.get(2002) == 0.0]
     assert len(zeros_to_2002) == 2  # the stray's, and the release's own once that call ended
