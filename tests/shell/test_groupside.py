@@ -477,6 +477,24 @@ def derate_2001(merger: GroupMerger) -> None:
     )
 
 
+async def derated_bus(fake: FakeMicrogrid) -> GroupSide:
+    """10 kW on the wide bus (5 kW each, landed), then 2001 derates (see :func:`derate_2001`)."""
+    merger, side = wide_bus(fake)
+    await side.set_active_powers({2001: 10_000.0}, 60, lambda i, o: None)
+    derate_2001(merger)
+    return side
+
+
+async def unanswered(fake: FakeMicrogrid, side: GroupSide, inverter: int) -> None:
+    """10 kW on the wide bus, ``inverter``'s 5 kW unanswered when the 5 s deadline ran out.
+
+    It may hold 5 kW or nothing from then on.
+    """
+    fake.behaviour[inverter] = Hang()
+    with trio.move_on_after(5.0):
+        await side.set_active_powers({2001: 10_000.0}, 60, lambda i, o: None)
+
+
 async def test_a_member_that_may_hold_more_is_waited_for_even_if_it_may_rise(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -484,9 +502,7 @@ async def test_a_member_that_may_hold_more_is_waited_for_even_if_it_may_rise(
     # so 2002's rise went at once and the group might hold 5 + 8.3 kW.
     fake = FakeMicrogrid()
     merger, side = wide_bus(fake)
-    fake.behaviour[2001] = Hang()
-    with trio.move_on_after(5.0):
-        await side.set_active_powers({2001: 10_000.0}, 60, lambda i, o: None)
+    await unanswered(fake, side, 2001)
     assert side._ledgers["active"].possible(2001, trio.current_time()) == {5_000.0, 0.0}
     derate_2001(merger)
     fake.behaviour[2001] = Answer(after_s=1.0)
@@ -504,9 +520,7 @@ async def test_a_rising_member_is_refreshed_while_a_hanging_one_keeps_it_waiting
     # 2001 falls and stops answering: 2002 got no command at all, call after call, until its
     # 5 kW ran out.
     fake = FakeMicrogrid()
-    merger, side = wide_bus(fake)
-    await side.set_active_powers({2001: 10_000.0}, 60, lambda i, o: None)
-    derate_2001(merger)
+    side = await derated_bus(fake)
     fake.behaviour[2001] = Hang()
     for _ in range(4):  # the request, then refreshes every 20 s, each with a 5 s deadline
         with trio.move_on_after(5.0):
@@ -671,9 +685,8 @@ async def test_a_member_the_client_never_landed_still_lands_the_group_once(
 ) -> None:
     fake = RefreshNeverLands()
     fake.dropped = dropped
-    merger, side = wide_bus(fake)
-    await side.set_active_powers({2001: 10_000.0}, 60, noop)  # 5 kW each
-    derate_2001(merger)  # 2001 falls to 1,667 W, 2002 rises to 8,333 W (2002 refreshed first)
+    # 2001 falls to 1,667 W, 2002 rises to 8,333 W (2002 refreshed first).
+    side = await derated_bus(fake)
     fake.drop = True
     landed: list[tuple[int, float | CommandError]] = []
     await side.set_active_powers({2001: 10_000.0}, 60, lambda i, o: landed.append((i, o)))

@@ -28,7 +28,9 @@ from tests.shell.test_groupside import (
     command,
     commanding,
     derate_2001,
+    derated_bus,
     error_2002,
+    unanswered,
     wide_bus,
 )
 from tests.snapshots import inverter_snapshot
@@ -41,9 +43,7 @@ async def test_a_refreshed_members_rise_in_flight_is_not_taken_for_no_answer(
     # goes at 5 s (lands at 10 s). 2003, a pair's inverter in the same call, lands at 6 s: the
     # first round's send returns then, while 2002's rise is still in flight.
     fake = FakeMicrogrid()
-    merger, side = wide_bus(fake)
-    await side.set_active_powers({2001: 10_000.0}, 60, lambda i, o: None)
-    derate_2001(merger)
+    side = await derated_bus(fake)
     fake.behaviour[2001] = Answer(after_s=1.0)
     fake.behaviour[2002] = Answer(after_s=5.0)
     fake.behaviour[2003] = Answer(after_s=6.0)
@@ -133,9 +133,7 @@ async def test_a_refreshed_riser_lands_once_whatever_the_scheduling_order(
     failures = []
     for _ in range(40):
         fake = FakeMicrogrid()
-        merger, side = wide_bus(fake)
-        await side.set_active_powers({2001: 10_000.0}, 60, lambda i, o: None)
-        derate_2001(merger)
+        side = await derated_bus(fake)
         landed: list[float | CommandError] = []
         await side.set_active_powers({2001: 10_000.0}, 60, collect(landed))
         if len(landed) != 1 or isinstance(landed[0], CommandError):
@@ -213,9 +211,7 @@ async def test_a_rising_member_the_client_never_landed_lands_the_group_once(
     # nothing races with the first round (the refreshed riser is tested above).
     fake = RiseNeverLands()
     merger, side = wide_bus(fake)
-    fake.behaviour[2002] = Hang()
-    with trio.move_on_after(5.0):
-        await side.set_active_powers({2001: 10_000.0}, 60, lambda i, o: None)
+    await unanswered(fake, side, 2002)
     fake.behaviour[2002] = Answer()
     derate_2001(merger)
     fake.drop = True
@@ -242,9 +238,7 @@ async def test_through_the_commander_an_unlanded_riser_is_not_called_a_shutdown(
 
 async def test_a_failed_refresh_is_named_once(autojump_clock: trio.testing.MockClock) -> None:
     fake = FakeMicrogrid()
-    merger, side = wide_bus(fake)
-    await side.set_active_powers({2001: 10_000.0}, 60, lambda i, o: None)
-    derate_2001(merger)  # 2001 falls, 2002 rises and is refreshed first
+    side = await derated_bus(fake)  # 2001 falls, 2002 rises and is refreshed first
     fake.behaviour[2002] = Answer(error=CommandRejectedError("OUT_OF_RANGE", "no"))
     landed: list[tuple[int, float | CommandError]] = []
     await side.set_active_powers({2001: 10_000.0}, 60, lambda i, o: landed.append((i, o)))
@@ -254,9 +248,7 @@ async def test_a_failed_refresh_is_named_once(autojump_clock: trio.testing.MockC
 
 async def test_an_unlanded_member_is_named_once(autojump_clock: trio.testing.MockClock) -> None:
     fake = RefreshNeverLands()
-    merger, side = wide_bus(fake)
-    await side.set_active_powers({2001: 10_000.0}, 60, lambda i, o: None)
-    derate_2001(merger)
+    side = await derated_bus(fake)
     fake.drop = True
     landed: list[tuple[int, float | CommandError]] = []
     await side.set_active_powers({2001: 10_000.0}, 60, lambda i, o: landed.append((i, o)))
